@@ -1,0 +1,17 @@
+# Contracts with dedicated resources: a database per tenant.
+description    = "Enterprise: dedicated database, long retention"
+isolation      = "database"
+retention_days = 90
+
+quotas = {
+  seats               = 1000
+  storage_gb          = 5000
+  api_calls_per_month = 50000000
+}
+
+features = {
+  sso            = true
+  audit_log      = true
+  custom_domains = true
+  beta_reports   = false
+}

@@ -1,0 +1,17 @@
+# The paid tier most customers are on: a schema of their own.
+description    = "Growth: for companies running their business on the product"
+isolation      = "schema"
+retention_days = 30
+
+quotas = {
+  seats               = 50
+  storage_gb          = 200
+  api_calls_per_month = 1000000
+}
+
+features = {
+  sso            = true
+  audit_log      = true
+  custom_domains = false
+  beta_reports   = false
+}

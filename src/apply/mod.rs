@@ -1,0 +1,255 @@
+//! Carrying out a [`Plan`]: tenants in parallel (bounded), each tenant's steps in
+//! dependency order, every step checkpointed to the state the moment it succeeds.
+//!
+//! # Guarantees
+//! - Killed anywhere, a rerun converges: every step is idempotent (providers check before
+//!   they create) and the state never records a step that did not complete.
+//! - One tenant's failure never stops the others; the report lists every tenant's outcome.
+//! - A tenant's lifecycle moves (with its events) only after all of its other steps.
+
+pub mod progress;
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::credentials::MasterKey;
+use crate::desired::Kind;
+use crate::plan::{Action, Plan, TenantPlan};
+use crate::provider::{ProviderError, StepContext, Targets};
+use crate::state::{now, Lifecycle, State, StateError, StateLock, TenantState};
+use progress::Progress;
+
+/// The outcome of one tenant.
+#[derive(Debug)]
+pub struct TenantOutcome {
+    pub slug: String,
+    pub steps: usize,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub outcomes: Vec<TenantOutcome>,
+}
+
+impl ApplyReport {
+    pub fn failed(&self) -> impl Iterator<Item = &TenantOutcome> {
+        self.outcomes.iter().filter(|o| o.error.is_some())
+    }
+}
+
+struct Shared {
+    state: State,
+    lock: Box<dyn StateLock>,
+}
+
+impl Shared {
+    async fn checkpoint(&mut self, slug: &str, tenant: &TenantState) -> Result<(), StateError> {
+        self.state.record(slug.to_string(), tenant.clone());
+        self.lock.checkpoint(&self.state, slug, tenant).await
+    }
+}
+
+pub struct Executor {
+    pub targets: Arc<Targets>,
+    pub key: MasterKey,
+    pub parallelism: usize,
+    pub git_commit: Option<String>,
+}
+
+impl Executor {
+    /// Runs `plan` against `state` (already loaded under `lock`) and returns the report and
+    /// the lock, with the final state persisted.
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        mut state: State,
+        mut lock: Box<dyn StateLock>,
+        progress: &Progress,
+    ) -> Result<(ApplyReport, Box<dyn StateLock>), StateError> {
+        if state.is_new() {
+            // Give the state its lineage before the first checkpoint refers to it.
+            state.prepare_snapshot();
+            lock.persist(&state).await?;
+        }
+        let shared = Arc::new(Mutex::new(Shared { state, lock }));
+        let permits = Arc::new(Semaphore::new(self.parallelism.max(1)));
+        progress.start(plan.tenants.len());
+        let mut tasks = Vec::with_capacity(plan.tenants.len());
+        for tp in &plan.tenants {
+            let permit = permits.clone().acquire_owned();
+            let shared = shared.clone();
+            let fut = async move {
+                let _permit = permit.await.expect("semaphore stays open");
+                let outcome = self.tenant(tp, plan, &shared).await;
+                progress.tenant_done(&outcome);
+                outcome
+            };
+            tasks.push(fut);
+        }
+        let outcomes = futures::future::join_all(tasks).await;
+        progress.finish();
+        let shared = Arc::into_inner(shared)
+            .expect("all tenant tasks finished")
+            .into_inner();
+        let (mut state, mut lock) = (shared.state, shared.lock);
+        if let Some(commit) = &self.git_commit {
+            state.git_commit = Some(commit.clone());
+        }
+        state.prepare_snapshot();
+        lock.persist(&state).await?;
+        Ok((ApplyReport { outcomes }, lock))
+    }
+
+    async fn tenant(&self, tp: &TenantPlan, plan: &Plan, shared: &Mutex<Shared>) -> TenantOutcome {
+        let slug = tp.slug.as_str().to_string();
+        let mut steps = 0;
+        let result = self.tenant_steps(tp, plan, shared, &mut steps).await;
+        TenantOutcome {
+            slug,
+            steps,
+            error: result.err(),
+        }
+    }
+
+    async fn tenant_steps(
+        &self,
+        tp: &TenantPlan,
+        plan: &Plan,
+        shared: &Mutex<Shared>,
+        steps: &mut usize,
+    ) -> Result<(), String> {
+        let slug = tp.slug.as_str();
+        let mut ts: TenantState = shared
+            .lock()
+            .await
+            .state
+            .tenants
+            .get(slug)
+            .cloned()
+            .unwrap_or_default();
+        if ts.tenant_id.is_none() {
+            ts.tenant_id = tp.tenant_id.clone();
+        }
+        ts.credentials_version = ts.credentials_version.max(tp.credentials_version).max(1);
+        let mut lifecycle = tp.lifecycle.from;
+        let control = &self.targets.control;
+        let fail = |key: &dyn std::fmt::Display, e: &dyn std::error::Error| {
+            format!("{slug}/{key}: {}", crate::repo::templates::error_chain(e))
+        };
+        let checkpoint = |ts: &TenantState| {
+            let ts = ts.clone();
+            async move {
+                shared
+                    .lock()
+                    .await
+                    .checkpoint(slug, &ts)
+                    .await
+                    .map_err(|e| format!("{slug}: recording the state: {e}"))
+            }
+        };
+
+        for change in &tp.changes {
+            let ctx = StepContext {
+                tenant: &tp.tenant,
+                tenant_id: ts.tenant_id.as_deref(),
+                lifecycle,
+                credentials_version: ts.credentials_version,
+                key: &self.key,
+            };
+            if change.key.kind == Kind::Registry && change.action == Action::Create {
+                let desired = change
+                    .desired
+                    .as_ref()
+                    .ok_or("registry without attributes")?;
+                let id = control
+                    .register(&ctx, &desired.attrs)
+                    .await
+                    .map_err(|e| fail(&change.key, &e))?;
+                if matches!(lifecycle, Lifecycle::Pending) {
+                    lifecycle = Lifecycle::Provisioning;
+                }
+                let mut attrs = desired.attrs.clone();
+                attrs.insert("lifecycle".into(), json!(lifecycle.as_str()));
+                ts.tenant_id = Some(id);
+                ts.lifecycle = lifecycle;
+                ts.step = Some(change.key.to_string());
+                ts.resources.insert(change.key.clone(), attrs);
+                ts.updated_at = now();
+                checkpoint(&ts).await?;
+                *steps += 1;
+                continue;
+            }
+            // The lifecycle field moves in the last step; a registry change that is only
+            // that has nothing to do here.
+            if change.key.kind == Kind::Registry
+                && change.fields.iter().all(|f| f.field == "lifecycle")
+            {
+                continue;
+            }
+            if lifecycle == Lifecycle::Provisioning {
+                let step = change.key.to_string();
+                if let Some(id) = ts.tenant_id.as_deref() {
+                    control
+                        .set_step(id, Some(&step))
+                        .await
+                        .map_err(|e| fail(&change.key, &e))?;
+                }
+                ts.step = Some(step);
+            }
+            let provider = self.targets.for_kind(change.key.kind);
+            let result: Result<_, ProviderError> = provider.apply(&ctx, change).await;
+            match result.map_err(|e| fail(&change.key, &e))? {
+                Some(attrs) => {
+                    ts.resources.insert(change.key.clone(), attrs);
+                }
+                None => {
+                    ts.resources.remove(&change.key);
+                }
+            }
+            ts.updated_at = now();
+            {
+                let mut guard = shared.lock().await;
+                if change.key.kind == Kind::Database {
+                    for m in &plan.migrations {
+                        guard.state.migrations.insert(m.id(), m.checksum.clone());
+                    }
+                }
+                guard
+                    .checkpoint(slug, &ts)
+                    .await
+                    .map_err(|e| format!("{slug}: recording the state: {e}"))?;
+            }
+            *steps += 1;
+        }
+
+        let to = tp.lifecycle.to;
+        if lifecycle != to {
+            let ctx = StepContext {
+                tenant: &tp.tenant,
+                tenant_id: ts.tenant_id.as_deref(),
+                lifecycle,
+                credentials_version: ts.credentials_version,
+                key: &self.key,
+            };
+            control
+                .transition(&ctx, to)
+                .await
+                .map_err(|e| fail(&"lifecycle", &e))?;
+            *steps += 1;
+        }
+        ts.lifecycle = to;
+        ts.step = None;
+        if let Some(reg) = ts
+            .resources
+            .get_mut(&crate::desired::Key::new(Kind::Registry))
+        {
+            reg.insert("lifecycle".into(), json!(to.as_str()));
+        }
+        ts.applied_commit = self.git_commit.clone();
+        ts.updated_at = now();
+        checkpoint(&ts).await
+    }
+}

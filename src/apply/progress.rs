@@ -1,0 +1,65 @@
+//! Progress of a long apply: a bar on a terminal, a line per tenant elsewhere (CI logs).
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::TenantOutcome;
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    lines: bool,
+    total: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Progress {
+    /// A bar when stderr is a terminal, otherwise a line per tenant (unless `quiet`).
+    pub fn new(quiet: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        Progress {
+            bar: (terminal && !quiet).then(ProgressBar::hidden),
+            lines: !terminal && !quiet,
+            total: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn start(&self, total: usize) {
+        self.total.store(total, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_length(total as u64);
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} tenants {msg}",
+                )
+                .expect("template is valid"),
+            );
+        }
+    }
+
+    pub fn tenant_done(&self, outcome: &TenantOutcome) {
+        let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.total.load(Ordering::Relaxed);
+        let what = match &outcome.error {
+            None => format!("{}: done ({} steps)", outcome.slug, outcome.steps),
+            Some(e) => format!("{}: FAILED: {e}", outcome.slug),
+        };
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            if outcome.error.is_some() {
+                bar.println(&what);
+            }
+        } else if self.lines {
+            eprintln!("[{done}/{total}] {what}");
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,97 @@
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use tenant_reconcile::apply::progress::Progress;
+use tenant_reconcile::ops::{self, ApplyOptions, ApplyOutcome};
+use tenant_reconcile::render;
+use tenant_reconcile::workspace::Workspace;
+
+use super::{parse_duration, ExitCode, SelectArgs};
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `plan --out`, applied exactly as it is (no question asked).
+    planfile: Option<PathBuf>,
+    /// Apply without asking.
+    #[arg(long)]
+    auto_approve: bool,
+    /// How many tenants are worked on at once.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    parallelism: usize,
+    /// How long to wait for the state lock (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
+    lock_timeout: Duration,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    if args.planfile.is_none() && !args.auto_approve && !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "apply asks for confirmation, and there is no terminal to ask\n  hint: pass --auto-approve, or apply a plan saved with `plan --out FILE`"
+        );
+    }
+    let ws = Workspace::open(root)?;
+    let saved = match &args.planfile {
+        Some(p) => Some(ops::read_plan_file(p)?),
+        None => None,
+    };
+    let opts = ApplyOptions {
+        plan: args.select.options()?,
+        parallelism: args.parallelism,
+        lock_timeout: args.lock_timeout,
+    };
+    let auto = args.auto_approve;
+    let confirm = |plan: &tenant_reconcile::plan::Plan| {
+        anstream::print!("{}", render::text::render(plan));
+        if auto {
+            return true;
+        }
+        print!("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        answer.trim() == "yes"
+    };
+    let progress = Progress::new(false);
+    match ops::apply(&ws, saved, &opts, confirm, &progress).await? {
+        ApplyOutcome::NoChanges(plan) => {
+            anstream::print!("{}", render::text::render(&plan));
+            Ok(0)
+        }
+        ApplyOutcome::Declined => {
+            println!("\nApply cancelled.");
+            Ok(1)
+        }
+        ApplyOutcome::Applied { plan, report } => {
+            let failed: Vec<_> = report.failed().collect();
+            let s = &plan.summary;
+            if failed.is_empty() {
+                anstream::println!(
+                    "\nApply complete! {} tenant{} reconciled: {} added, {} changed, {} destroyed.",
+                    report.outcomes.len(),
+                    if report.outcomes.len() == 1 { "" } else { "s" },
+                    s.add,
+                    s.change,
+                    s.destroy
+                );
+                Ok(0)
+            } else {
+                anstream::eprintln!(
+                    "\nApply finished with errors: {} of {} tenants failed; the others were applied.",
+                    failed.len(),
+                    report.outcomes.len()
+                );
+                for f in failed {
+                    anstream::eprintln!("  {}: {}", f.slug, f.error.as_deref().unwrap_or_default());
+                }
+                anstream::eprintln!(
+                    "Run apply again once the cause is fixed: finished steps are not repeated."
+                );
+                Ok(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Compiling the desired state: plan defaults + tenant overrides → effective settings →
+//! each tenant's resources, with templates rendered.
+
+pub mod resource;
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub use resource::{Address, Attrs, Key, Kind, Resource};
+
+use crate::credentials::MasterKey;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::repo::{templates, Isolation, Status, TenantRepo, TenantSpec};
+use crate::slug::Slug;
+use crate::state::{Lifecycle, State};
+
+/// What a tenant is, after its plan's defaults and its own overrides are merged. It is what
+/// templates see as `tenant` and what lifecycle events carry.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Effective {
+    pub slug: Slug,
+    pub name: String,
+    pub plan: String,
+    pub status: Status,
+    pub region: String,
+    pub locale: String,
+    pub isolation: Isolation,
+    pub owner_email: String,
+    pub retention_days: u32,
+    pub features: BTreeMap<String, bool>,
+    pub quotas: BTreeMap<String, u64>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct DesiredTenant {
+    pub effective: Effective,
+    /// The tenant file it came from.
+    pub file: String,
+    /// Sorted by key, which is dependency order.
+    pub resources: Vec<Resource>,
+}
+
+impl DesiredTenant {
+    pub fn slug(&self) -> &Slug {
+        &self.effective.slug
+    }
+    /// The lifecycle the file asks for once everything is in place.
+    pub fn target_lifecycle(&self) -> Lifecycle {
+        match self.effective.status {
+            Status::Active => Lifecycle::Active,
+            Status::Suspended => Lifecycle::Suspended,
+            Status::Deprovisioned => Lifecycle::Deprovisioned,
+        }
+    }
+}
+
+/// The whole desired fleet.
+#[derive(Debug, Default)]
+pub struct Desired {
+    /// Sorted by slug.
+    pub tenants: Vec<DesiredTenant>,
+}
+
+/// The names a tenant's database role and data slice get. Slugs are already restricted to
+/// `[a-z0-9-]`, so these are safe identifiers; they are still quoted wherever used.
+pub fn role_name(slug: &Slug) -> String {
+    format!("tenant_{}", slug.ident())
+}
+
+pub fn slice_name(slug: &Slug) -> String {
+    format!("tenant_{}", slug.ident())
+}
+
+/// Compiles every tenant of `repo` (or only those named in `only`).
+///
+/// `state` supplies what earlier applies decided (a tenant's id and credentials version),
+/// which the derived credentials depend on. Without a master key the password fingerprint
+/// is simply left out and shows as known after apply.
+pub fn compile(
+    repo: &TenantRepo,
+    state: &State,
+    key: Option<&MasterKey>,
+    only: &[Slug],
+) -> Result<Desired, Diagnostics> {
+    let selected: Vec<&TenantSpec> = repo
+        .tenants
+        .iter()
+        .filter(|t| only.is_empty() || only.contains(&t.slug))
+        .collect();
+    let results: Vec<Result<DesiredTenant, Diagnostic>> = selected
+        .par_iter()
+        .map(|spec| compile_tenant(repo, spec, state, key))
+        .collect();
+    let mut problems = Diagnostics::default();
+    let mut tenants = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(t) => tenants.push(t),
+            Err(d) => problems.push(d),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Desired { tenants })
+    } else {
+        problems.sort();
+        Err(problems)
+    }
+}
+
+fn compile_tenant(
+    repo: &TenantRepo,
+    spec: &TenantSpec,
+    state: &State,
+    key: Option<&MasterKey>,
+) -> Result<DesiredTenant, Diagnostic> {
+    // The loader has already checked that the plan exists and declares every override.
+    let plan = &repo.plans[&spec.plan];
+    let mut features = plan.features.clone();
+    features.extend(spec.features.iter().map(|(k, v)| (k.clone(), *v)));
+    let mut quotas = plan.quotas.clone();
+    quotas.extend(spec.quotas.iter().map(|(k, v)| (k.clone(), *v)));
+    let effective = Effective {
+        slug: spec.slug.clone(),
+        name: spec.name.clone(),
+        plan: spec.plan.clone(),
+        status: spec.status,
+        region: spec.region.clone(),
+        locale: spec.locale.clone(),
+        isolation: spec.isolation.unwrap_or(plan.isolation),
+        owner_email: spec.owner_email.clone(),
+        retention_days: plan.retention_days,
+        features,
+        quotas,
+        labels: spec.labels.clone(),
+    };
+    let recorded = state.tenants.get(spec.slug.as_str());
+    let lifecycle = match spec.status {
+        Status::Suspended => "suspended",
+        _ => "active",
+    };
+
+    let mut resources = vec![
+        Resource {
+            key: Key::new(Kind::Registry),
+            attrs: attrs([
+                ("name", json!(effective.name)),
+                ("plan", json!(effective.plan)),
+                ("region", json!(effective.region)),
+                ("locale", json!(effective.locale)),
+                ("isolation", json!(effective.isolation.as_str())),
+                ("labels", json!(effective.labels)),
+                ("lifecycle", json!(lifecycle)),
+            ]),
+            content: None,
+        },
+        Resource {
+            key: Key::new(Kind::Owner),
+            attrs: attrs([
+                ("email", json!(effective.owner_email)),
+                ("role", json!("owner")),
+            ]),
+            content: None,
+        },
+        Resource {
+            key: Key::new(Kind::Features),
+            attrs: effective
+                .features
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect(),
+            content: None,
+        },
+        Resource {
+            key: Key::new(Kind::Quotas),
+            attrs: effective
+                .quotas
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect(),
+            content: None,
+        },
+    ];
+
+    let credentials_version = recorded.map_or(1, |r| r.credentials_version);
+    let role = role_name(&spec.slug);
+    let mut role_attrs = attrs([
+        ("name", json!(role)),
+        ("login", json!(spec.status == Status::Active)),
+        ("credentials_version", json!(credentials_version)),
+    ]);
+    if let (Some(key), Some(tenant_id)) = (key, recorded.and_then(|r| r.tenant_id.as_deref())) {
+        let password = key.password(tenant_id, &role, credentials_version);
+        role_attrs.insert(
+            "password_fingerprint".into(),
+            json!(crate::credentials::fingerprint(&password)),
+        );
+    }
+    resources.push(Resource {
+        key: Key::new(Kind::Role),
+        attrs: role_attrs,
+        content: None,
+    });
+
+    resources.push(Resource {
+        key: Key::new(Kind::Database),
+        attrs: attrs([
+            ("name", json!(slice_name(&spec.slug))),
+            ("isolation", json!(effective.isolation.as_str())),
+            (
+                "schema_version",
+                json!(repo.migrations.last().map(|m| m.id()).unwrap_or_default()),
+            ),
+        ]),
+        content: None,
+    });
+
+    let mut context = tera::Context::new();
+    context.insert("tenant", &effective);
+
+    if repo.templates.has_seed {
+        let rendered = render(repo, templates::SEED_TEMPLATE, &context, spec)?;
+        let rows = seed_rows(&rendered).map_err(|m| {
+            Diagnostic::new(format!("templates/{}", templates::SEED_TEMPLATE), m)
+                .hint(format!("rendered for tenant {} ({})", spec.slug, spec.file))
+        })?;
+        resources.push(Resource {
+            key: Key::new(Kind::Seed),
+            attrs: attrs([("applied", json!(true))]),
+            content: Some(rows),
+        });
+    }
+
+    resources.push(Resource {
+        key: Key::new(Kind::Bucket),
+        attrs: attrs([("name", json!(spec.slug.as_str()))]),
+        content: None,
+    });
+
+    for name in &repo.templates.files {
+        let template = format!("{}{name}.tera", templates::FILES_PREFIX);
+        let content = render(repo, &template, &context, spec)?;
+        resources.push(Resource {
+            key: Key::named(Kind::File, name.clone()),
+            attrs: attrs([
+                ("path", json!(format!("{}/{name}", spec.slug))),
+                ("sha256", json!(sha256_hex(&content))),
+            ]),
+            content: Some(content),
+        });
+    }
+
+    Ok(DesiredTenant {
+        effective,
+        file: spec.file.clone(),
+        resources,
+    })
+}
+
+fn render(
+    repo: &TenantRepo,
+    template: &str,
+    context: &tera::Context,
+    spec: &TenantSpec,
+) -> Result<String, Diagnostic> {
+    repo.templates.tera.render(template, context).map_err(|e| {
+        Diagnostic::new(format!("templates/{template}"), templates::error_chain(&e)).hint(format!(
+            "while rendering for tenant {} ({})",
+            spec.slug, spec.file
+        ))
+    })
+}
+
+pub fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attrs {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// Checks rendered seed YAML (`table: [ {column: value} ]`) and returns it as canonical
+/// JSON. Table and column names must be plain identifiers; values must be scalars. They
+/// are inserted with bound parameters, so values may hold any text.
+pub fn seed_rows(rendered: &str) -> Result<String, String> {
+    type Rows = BTreeMap<String, Vec<BTreeMap<String, serde_yaml::Value>>>;
+    let rows: Rows = serde_yaml::from_str(rendered)
+        .map_err(|e| format!("seed template did not render to `table: [rows]` YAML: {e}"))?;
+    let mut out: BTreeMap<String, Vec<BTreeMap<String, Value>>> = BTreeMap::new();
+    for (table, list) in rows {
+        if !is_identifier(&table) {
+            return Err(format!("{table:?} is not a plain table name"));
+        }
+        let mut converted = Vec::with_capacity(list.len());
+        for row in list {
+            let mut r = BTreeMap::new();
+            for (col, v) in row {
+                if !is_identifier(&col) {
+                    return Err(format!(
+                        "{col:?} in table {table} is not a plain column name"
+                    ));
+                }
+                let v = match v {
+                    serde_yaml::Value::Null => Value::Null,
+                    serde_yaml::Value::Bool(b) => json!(b),
+                    serde_yaml::Value::Number(n) => {
+                        serde_json::to_value(&n).map_err(|e| e.to_string())?
+                    }
+                    serde_yaml::Value::String(s) => json!(s),
+                    _ => {
+                        return Err(format!(
+                            "column {col} in table {table} must hold a single value"
+                        ))
+                    }
+                };
+                r.insert(col, v);
+            }
+            converted.push(r);
+        }
+        out.insert(table, converted);
+    }
+    serde_json::to_string(&out).map_err(|e| e.to_string())
+}
+
+/// A lowercase SQL identifier that never needs escaping: `[a-z_][a-z0-9_]{0,62}`.
+pub fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_rows_refuse_sql_in_names() {
+        assert!(seed_rows("projects:\n  - name: \"x'); drop table y; --\"\n").is_ok());
+        assert!(seed_rows("\"projects; drop\":\n  - name: x\n").is_err());
+        assert!(seed_rows("projects:\n  - \"na me\": x\n").is_err());
+        assert!(seed_rows("projects:\n  - name: [1, 2]\n").is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! The library's error type; the binary maps it to exit codes.
+
+use crate::credentials::KeyError;
+use crate::diagnostic::Diagnostics;
+use crate::plan::PlanError;
+use crate::provider::ProviderError;
+use crate::repo::LoadError;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("reading live resources: {0}")]
+    Refresh(#[source] ProviderError),
+    #[error("the saved plan is stale: it was made against state serial {planned} ({planned_lineage}), and the state is now at serial {current} ({current_lineage})\n  hint: run `tenant-reconcile plan --out FILE` again")]
+    StalePlan {
+        planned: u64,
+        planned_lineage: String,
+        current: u64,
+        current_lineage: String,
+    },
+    #[error("{path} is not a saved plan: {message}")]
+    BadPlanFile { path: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<Diagnostics> for Error {
+    fn from(d: Diagnostics) -> Self {
+        Error::Invalid(d)
+    }
+}

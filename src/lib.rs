@@ -1,0 +1,22 @@
+//! tenant-reconcile: provision the tenants of a multi-tenant SaaS from files in a git
+//! repository, the way `terraform plan` / `terraform apply` provisions infrastructure.
+//!
+//! The flow is **load** ([`repo`]) → **compile** ([`desired`]) → **refresh** ([`provider`])
+//! → **diff** ([`plan`]) → **render** ([`render`]) or **apply** ([`apply`]), with the
+//! recorded [`state`] beside it. See ARCHITECTURE.md.
+
+pub mod apply;
+pub mod credentials;
+pub mod desired;
+pub mod diagnostic;
+pub mod error;
+pub mod ops;
+pub mod plan;
+pub mod provider;
+pub mod render;
+pub mod repo;
+pub mod slug;
+pub mod state;
+pub mod workspace;
+
+pub use error::Error;

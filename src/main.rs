@@ -1,0 +1,42 @@
+//! The binary: parse arguments, run one command, map the outcome to terraform's exit codes
+//! (0 success, 1 error, 2 changes present with `plan --detailed-exitcode`).
+
+mod cli;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TENANT_RECONCILE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    let code = match runtime.block_on(cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            let style = anstyle::AnsiColor::Red.on_default().bold();
+            anstream::eprintln!("{style}error:{style:#} {}", chain(&e));
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// The error and its causes, skipping causes whose text the parent already includes.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let s = cause.to_string();
+        if !out.contains(&s) {
+            out.push_str(&format!(": {s}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,195 @@
+//! The operations behind the commands. The binary parses arguments, calls one of these and
+//! prints; all decisions live here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::apply::{progress::Progress, ApplyReport, Executor};
+use crate::desired::{self, Desired, Key};
+use crate::plan::{self, Plan, PlanInput};
+use crate::provider::RefreshTarget;
+use crate::slug::Slug;
+use crate::state::{LockInfo, State};
+use crate::workspace::Workspace;
+use crate::Error;
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub refresh: bool,
+    /// Only these tenants (all when empty).
+    pub tenants: Vec<Slug>,
+    pub allow_missing_tenants: bool,
+}
+
+/// Makes a plan from the files, the recorded state and (with refresh) the live resources.
+pub async fn plan(ws: &Workspace, opts: &PlanOptions) -> Result<Plan, Error> {
+    let state = ws.backend().load().await?;
+    make_plan(ws, &state, opts).await
+}
+
+async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<Plan, Error> {
+    for slug in &opts.tenants {
+        if !ws.repo.tenants.iter().any(|t| &t.slug == slug) {
+            return Err(Error::Usage(format!(
+                "--tenant {slug}: there is no tenants/{slug}.yaml"
+            )));
+        }
+    }
+    let key = ws.find_key()?;
+    let desired = desired::compile(&ws.repo, state, key.as_ref(), &opts.tenants)?;
+    let targets = ws.targets(ws.repo.migrations.clone());
+    let live = if opts.refresh {
+        Some(
+            targets
+                .refresh(&refresh_targets(&desired, state))
+                .await
+                .map_err(Error::Refresh)?,
+        )
+    } else {
+        None
+    };
+    Ok(plan::build(PlanInput {
+        repo: &ws.repo,
+        desired: &desired,
+        state,
+        live: live.as_ref(),
+        targets: &targets,
+        git_commit: ws.git_commit.clone(),
+        allow_missing_tenants: opts.allow_missing_tenants,
+    })?)
+}
+
+/// What refresh should look at: every desired tenant, with the keys it wants or had.
+fn refresh_targets(desired: &Desired, state: &State) -> Vec<RefreshTarget> {
+    desired
+        .tenants
+        .iter()
+        .map(|t| {
+            let recorded = state.tenants.get(t.slug().as_str());
+            let mut keys: Vec<Key> = t.resources.iter().map(|r| r.key.clone()).collect();
+            if let Some(r) = recorded {
+                keys.extend(
+                    r.resources
+                        .keys()
+                        .filter(|k| !keys.contains(k))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+            }
+            RefreshTarget {
+                slug: t.slug().clone(),
+                tenant_id: recorded.and_then(|r| r.tenant_id.clone()),
+                keys,
+            }
+        })
+        .collect()
+}
+
+pub struct ApplyOptions {
+    pub plan: PlanOptions,
+    pub parallelism: usize,
+    pub lock_timeout: Duration,
+}
+
+pub enum ApplyOutcome {
+    NoChanges(Plan),
+    Declined,
+    Applied { plan: Plan, report: ApplyReport },
+}
+
+/// Applies a saved plan, or a fresh one that `confirm` approves. The whole run, the
+/// confirmation included, holds the state lock.
+pub async fn apply(
+    ws: &Workspace,
+    saved: Option<Plan>,
+    opts: &ApplyOptions,
+    confirm: impl FnOnce(&Plan) -> bool,
+    progress: &Progress,
+) -> Result<ApplyOutcome, Error> {
+    let backend = ws.backend();
+    let lock = backend
+        .lock(LockInfo::new("apply"), opts.lock_timeout)
+        .await?;
+    let prepared = async {
+        let state = backend.load().await?;
+        let plan = match saved {
+            Some(p) => {
+                if p.state.lineage != state.lineage || p.state.serial != state.serial {
+                    return Err(Error::StalePlan {
+                        planned: p.state.serial,
+                        planned_lineage: or_none(&p.state.lineage),
+                        current: state.serial,
+                        current_lineage: or_none(&state.lineage),
+                    });
+                }
+                p
+            }
+            None => {
+                let p = make_plan(ws, &state, &opts.plan).await?;
+                if p.has_changes() && !confirm(&p) {
+                    return Ok(None);
+                }
+                p
+            }
+        };
+        Ok(Some((plan, state)))
+    }
+    .await;
+    let (plan, state) = match prepared {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            lock.unlock().await?;
+            return Ok(ApplyOutcome::Declined);
+        }
+        Err(e) => {
+            let _ = lock.unlock().await;
+            return Err(e);
+        }
+    };
+    if !plan.has_changes() {
+        lock.unlock().await?;
+        return Ok(ApplyOutcome::NoChanges(plan));
+    }
+    let key = match ws.key() {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = lock.unlock().await;
+            return Err(e);
+        }
+    };
+    let executor = Executor {
+        targets: Arc::new(ws.targets(plan.migrations.clone())),
+        key,
+        parallelism: opts.parallelism,
+        git_commit: ws.git_commit.clone(),
+    };
+    let (report, lock) = executor.run(&plan, state, lock, progress).await?;
+    lock.unlock().await?;
+    Ok(ApplyOutcome::Applied { plan, report })
+}
+
+fn or_none(lineage: &str) -> String {
+    if lineage.is_empty() {
+        "no state yet".into()
+    } else {
+        format!("lineage {lineage}")
+    }
+}
+
+/// Reads a plan saved with `plan --out`.
+pub fn read_plan_file(path: &std::path::Path) -> Result<Plan, Error> {
+    let bad = |message: String| Error::BadPlanFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let version = value.get("format_version").and_then(|v| v.as_u64());
+    if version != Some(plan::PLAN_FORMAT_VERSION as u64) {
+        return Err(bad(format!(
+            "format version {version:?}; this tenant-reconcile reads {}",
+            plan::PLAN_FORMAT_VERSION
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}

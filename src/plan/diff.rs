@@ -1,0 +1,320 @@
+//! Desired (files) vs recorded (state) vs live (refresh) → a [`Plan`].
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::safety;
+use super::*;
+use crate::desired::{Attrs, Desired, DesiredTenant, Kind};
+use crate::provider::{LiveFleet, Targets};
+use crate::repo::{Status, TenantRepo};
+use crate::state::{State, TenantState};
+
+pub struct PlanInput<'a> {
+    pub repo: &'a TenantRepo,
+    pub desired: &'a Desired,
+    pub state: &'a State,
+    /// `None` with `--no-refresh`: the recorded state stands in for the live one.
+    pub live: Option<&'a LiveFleet>,
+    pub targets: &'a Targets,
+    pub git_commit: Option<String>,
+    pub allow_missing_tenants: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Safety(String),
+    #[error("migration {file} was applied with checksum {applied} but now has {now}\n  hint: applied migrations are never edited; add a new migration instead")]
+    MigrationEdited {
+        file: String,
+        applied: String,
+        now: String,
+    },
+    #[error("migration {id} was applied but its file is gone from {dir}/\n  hint: restore the file; applied migrations stay in the repo")]
+    MigrationRemoved { id: String, dir: String },
+}
+
+pub fn build(input: PlanInput<'_>) -> Result<Plan, PlanError> {
+    check_migrations(input.repo, input.state)?;
+    let present: HashSet<&str> = input.repo.tenants.iter().map(|t| t.slug.as_str()).collect();
+    let orphans: Vec<Orphan> = input
+        .state
+        .tenants
+        .iter()
+        .filter(|(slug, _)| !present.contains(slug.as_str()))
+        .map(|(slug, t)| Orphan {
+            slug: slug.clone(),
+            lifecycle: t.lifecycle,
+        })
+        .collect();
+    safety::check_missing(
+        input.state.tenants.len(),
+        input.repo.tenants.len(),
+        orphans.len(),
+        input.repo.config.safety.max_missing_share,
+        input.allow_missing_tenants,
+    )
+    .map_err(PlanError::Safety)?;
+
+    let mut warnings = Vec::new();
+    let mut tenants = Vec::new();
+    for d in &input.desired.tenants {
+        if d.effective.status == Status::Deprovisioned {
+            warnings.push(format!(
+                "{}: status deprovisioned is not carried out by this version; the tenant is left as it is",
+                d.slug()
+            ));
+            continue;
+        }
+        if let Some(tp) = tenant_plan(&input, d) {
+            tenants.push(tp);
+        }
+    }
+
+    let mut summary = Summary {
+        orphaned: orphans.len(),
+        tenants: tenants.len(),
+        ..Summary::default()
+    };
+    for t in &tenants {
+        if t.changes.iter().any(|c| c.drift) {
+            summary.drifted += 1;
+        }
+        for c in &t.changes {
+            match c.action {
+                Action::Create => summary.add += 1,
+                Action::Update => summary.change += 1,
+                Action::Replace => {
+                    summary.add += 1;
+                    summary.destroy += 1;
+                }
+                Action::Delete => summary.destroy += 1,
+            }
+        }
+    }
+    Ok(Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        state: StateRef {
+            lineage: input.state.lineage.clone(),
+            serial: input.state.serial,
+        },
+        git_commit: input.git_commit.clone(),
+        refreshed: input.live.is_some(),
+        summary,
+        tenants,
+        orphans,
+        warnings,
+        migrations: input.repo.migrations.clone(),
+    })
+}
+
+fn check_migrations(repo: &TenantRepo, state: &State) -> Result<(), PlanError> {
+    let dir = &repo.config.migrations_dir;
+    for m in &repo.migrations {
+        if let Some(applied) = state.migrations.get(&m.id()) {
+            if applied != &m.checksum {
+                return Err(PlanError::MigrationEdited {
+                    file: format!("{dir}/{}.sql", m.id()),
+                    applied: short(applied),
+                    now: short(&m.checksum),
+                });
+            }
+        }
+    }
+    let known: HashSet<String> = repo.migrations.iter().map(|m| m.id()).collect();
+    if let Some(id) = state.migrations.keys().find(|id| !known.contains(*id)) {
+        return Err(PlanError::MigrationRemoved {
+            id: id.clone(),
+            dir: dir.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn short(checksum: &str) -> String {
+    checksum.chars().take(12).collect()
+}
+
+fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
+    let slug = d.slug();
+    let recorded: Option<&TenantState> = input.state.tenants.get(slug.as_str());
+    let from = match input.live {
+        Some(live) => live
+            .tenants
+            .get(slug)
+            .map(|t| t.lifecycle)
+            .unwrap_or_default(),
+        None => recorded.map(|r| r.lifecycle).unwrap_or_default(),
+    };
+    let to = d.target_lifecycle();
+    let tenant_id = match input.live {
+        Some(live) => live.tenants.get(slug).map(|t| t.tenant_id.clone()),
+        None => None,
+    }
+    .or_else(|| recorded.and_then(|r| r.tenant_id.clone()));
+
+    let mut changes = Vec::new();
+    let mut desired_keys = BTreeSet::new();
+    for r in &d.resources {
+        desired_keys.insert(&r.key);
+        let recorded_attrs = recorded.and_then(|t| t.resources.get(&r.key));
+        let (current, current_content) = match input.live {
+            Some(live) => match live.resources.get(&(slug.clone(), r.key.clone())) {
+                Some(l) => (Some(&l.attrs), l.content.as_deref()),
+                None => (None, None),
+            },
+            None => (recorded_attrs, None),
+        };
+        let provider = input.targets.for_kind(r.key.kind);
+        let Some(current) = current else {
+            changes.push(ResourceChange {
+                key: r.key.clone(),
+                action: Action::Create,
+                fields: r
+                    .attrs
+                    .iter()
+                    .map(|(k, v)| FieldChange {
+                        field: k.clone(),
+                        old: None,
+                        new: Some(v.clone()),
+                        forces_replace: false,
+                    })
+                    .collect(),
+                // It was recorded, so something outside removed it.
+                drift: input.live.is_some() && recorded_attrs.is_some(),
+                diff: r
+                    .content
+                    .as_deref()
+                    .filter(|_| r.key.kind == Kind::File)
+                    .map(|c| content_diff("", c)),
+                desired: Some(r.clone()),
+            });
+            continue;
+        };
+        let whole_map = matches!(r.key.kind, Kind::Features | Kind::Quotas);
+        let fields = changed_fields(&r.attrs, current, whole_map, |f| {
+            provider.forces_replace(r.key.kind, f)
+        });
+        if fields.is_empty() {
+            continue;
+        }
+        let drift = input.live.is_some()
+            && recorded_attrs.is_some_and(|rec| {
+                fields
+                    .iter()
+                    .any(|f| rec.get(&f.field) != current.get(&f.field))
+            });
+        let action = if fields.iter().any(|f| f.forces_replace) {
+            Action::Replace
+        } else {
+            Action::Update
+        };
+        let diff = match (current_content, &r.content) {
+            (Some(old), Some(new)) if r.key.kind == Kind::File && old != new => {
+                Some(content_diff(old, new))
+            }
+            _ => None,
+        };
+        changes.push(ResourceChange {
+            key: r.key.clone(),
+            action,
+            fields,
+            drift,
+            diff,
+            desired: Some(r.clone()),
+        });
+    }
+
+    // Rendered files whose template is gone are removed: they are generated output. No other
+    // kind is ever destroyed by a plan.
+    let mut stale: BTreeSet<&Key> = BTreeSet::new();
+    if let Some(rec) = recorded {
+        stale.extend(
+            rec.resources
+                .keys()
+                .filter(|k| k.kind == Kind::File && !desired_keys.contains(k)),
+        );
+    }
+    if let Some(live) = input.live {
+        // Only files the state knows of are ours to remove; refresh reports no others.
+        stale.retain(|k| live.resources.contains_key(&(slug.clone(), (*k).clone())));
+    }
+    for key in stale {
+        changes.push(ResourceChange {
+            key: key.clone(),
+            action: Action::Delete,
+            fields: Vec::new(),
+            drift: false,
+            diff: None,
+            desired: None,
+        });
+    }
+    changes.sort_by(|a, b| a.key.cmp(&b.key));
+
+    if changes.is_empty() && from == to {
+        return None;
+    }
+    let action = match (from, to) {
+        (Lifecycle::Pending | Lifecycle::Provisioning, _) => TenantAction::Provision,
+        (Lifecycle::Active, Lifecycle::Suspended) => TenantAction::Suspend,
+        (Lifecycle::Suspended, Lifecycle::Active) => TenantAction::Resume,
+        _ => TenantAction::Update,
+    };
+    Some(TenantPlan {
+        slug: slug.clone(),
+        file: d.file.clone(),
+        action,
+        lifecycle: LifecycleChange { from, to },
+        changes,
+        tenant: d.effective.clone(),
+        tenant_id,
+        credentials_version: recorded.map_or(1, |r| r.credentials_version),
+    })
+}
+
+/// The desired fields whose current value differs. Providers may report more attributes
+/// than are desired (a row's id); those are not compared, except for the flag and quota
+/// maps (`whole_map`), whose keys are the flags and quotas themselves.
+fn changed_fields(
+    desired: &Attrs,
+    current: &Attrs,
+    whole_map: bool,
+    forces: impl Fn(&str) -> bool,
+) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    for (k, v) in desired {
+        let cur = current.get(k);
+        if cur != Some(v) {
+            out.push(FieldChange {
+                field: k.clone(),
+                old: cur.cloned(),
+                new: Some(v.clone()),
+                forces_replace: forces(k),
+            });
+        }
+    }
+    if !whole_map {
+        return out;
+    }
+    for (k, v) in current {
+        if !desired.contains_key(k) {
+            out.push(FieldChange {
+                field: k.clone(),
+                old: Some(v.clone()),
+                new: None,
+                forces_replace: false,
+            });
+        }
+    }
+    out
+}
+
+/// A unified diff of rendered content, for people to read.
+pub fn content_diff(old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header("live", "rendered")
+        .to_string()
+}

@@ -1,0 +1,154 @@
+//! The `Plan` value: what apply will do, per tenant and resource. `plan` renders it and
+//! `apply` executes the very same value, so what was shown is what runs.
+
+mod diff;
+pub mod safety;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use diff::{build, PlanError, PlanInput};
+
+use crate::desired::{Effective, Key, Resource};
+use crate::repo::Migration;
+use crate::slug::Slug;
+use crate::state::Lifecycle;
+
+/// Bumped whenever the JSON shape of a plan changes incompatibly.
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub tool_version: String,
+    /// The state this plan was made against; apply refuses the plan if it has moved.
+    pub state: StateRef,
+    #[serde(default)]
+    pub git_commit: Option<String>,
+    /// Whether live resources were read (`--refresh`, the default).
+    pub refreshed: bool,
+    pub summary: Summary,
+    pub tenants: Vec<TenantPlan>,
+    pub orphans: Vec<Orphan>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// The repo's migrations, so a saved plan applies exactly what it showed.
+    pub migrations: Vec<Migration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateRef {
+    pub lineage: String,
+    pub serial: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+    pub tenants: usize,
+    pub drifted: usize,
+    pub orphaned: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantAction {
+    /// A new tenant, or one whose provisioning was interrupted.
+    Provision,
+    Update,
+    Suspend,
+    Resume,
+}
+
+impl TenantAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            TenantAction::Provision => "will be provisioned",
+            TenantAction::Update => "will be updated in place",
+            TenantAction::Suspend => "will be suspended",
+            TenantAction::Resume => "will be resumed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantPlan {
+    pub slug: Slug,
+    pub file: String,
+    pub action: TenantAction,
+    pub lifecycle: LifecycleChange,
+    pub changes: Vec<ResourceChange>,
+    /// The tenant's effective settings, which steps and events use.
+    pub tenant: Effective,
+    pub tenant_id: Option<String>,
+    pub credentials_version: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecycleChange {
+    pub from: Lifecycle,
+    pub to: Lifecycle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub key: Key,
+    pub action: Action,
+    pub fields: Vec<FieldChange>,
+    /// The live resource differed from what the state recorded: changed outside.
+    pub drift: bool,
+    /// A unified diff of the body text, for rendered files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    /// What the resource should be; absent for a delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<Resource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: Option<Value>,
+    pub new: Option<Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forces_replace: bool,
+}
+
+/// A tenant in the state with no file any more. Nothing is done to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Orphan {
+    pub slug: String,
+    pub lifecycle: Lifecycle,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        !self.tenants.is_empty()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("plans serialize")
+    }
+}

@@ -1,0 +1,479 @@
+//! The local control plane: registry, owner memberships, effective flags and quotas, and
+//! the events outbox, in `control.sqlite`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteJournalMode, SqlitePool};
+use sqlx::{Sqlite, Transaction};
+use tokio::sync::OnceCell;
+
+use super::sqlite;
+use crate::desired::{Attrs, Key, Kind};
+use crate::plan::ResourceChange;
+use crate::provider::{
+    events, ControlPlane, LiveFleet, LiveResource, LiveTenant, Provider, ProviderError,
+    RefreshTarget, StepContext,
+};
+use crate::slug::Slug;
+use crate::state::{now, Lifecycle};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id  TEXT PRIMARY KEY,
+    slug       TEXT NOT NULL UNIQUE,
+    name       TEXT NOT NULL,
+    plan       TEXT NOT NULL,
+    region     TEXT NOT NULL,
+    locale     TEXT NOT NULL,
+    isolation  TEXT NOT NULL,
+    labels     TEXT NOT NULL DEFAULT '{}',
+    lifecycle  TEXT NOT NULL,
+    step       TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+-- The row the product's auth layer reads to put the tenantId claim in the owner's token.
+CREATE TABLE IF NOT EXISTS memberships (
+    tenant_id  TEXT NOT NULL REFERENCES tenants (tenant_id),
+    role       TEXT NOT NULL,
+    email      TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, role)
+);
+CREATE TABLE IF NOT EXISTS feature_flags (
+    tenant_id TEXT NOT NULL REFERENCES tenants (tenant_id),
+    flag      TEXT NOT NULL,
+    enabled   INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, flag)
+);
+CREATE TABLE IF NOT EXISTS quotas (
+    tenant_id TEXT NOT NULL REFERENCES tenants (tenant_id),
+    name      TEXT NOT NULL,
+    value     INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT NOT NULL UNIQUE,
+    tenant_id    TEXT NOT NULL,
+    type         TEXT NOT NULL,
+    payload      TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    published_at TEXT
+);
+"#;
+
+pub struct LocalControl {
+    path: PathBuf,
+    pool: OnceCell<SqlitePool>,
+}
+
+impl LocalControl {
+    pub fn new(path: PathBuf) -> LocalControl {
+        LocalControl {
+            path,
+            pool: OnceCell::new(),
+        }
+    }
+
+    /// The writable pool, creating the database and its tables on first use.
+    async fn pool(&self) -> Result<&SqlitePool, ProviderError> {
+        self.pool
+            .get_or_try_init(|| async {
+                let pool = sqlite::open(&self.path, true, SqliteJournalMode::Wal).await?;
+                sqlx::raw_sql(SCHEMA)
+                    .execute(&pool)
+                    .await
+                    .map_err(ProviderError::sql("create the control-plane tables"))?;
+                Ok(pool)
+            })
+            .await
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, ProviderError> {
+        self.pool()
+            .await?
+            .begin()
+            .await
+            .map_err(ProviderError::sql("begin"))
+    }
+}
+
+async fn emit(
+    tx: &mut Transaction<'static, Sqlite>,
+    ctx: &StepContext<'_>,
+    tenant_id: &str,
+    kind: &str,
+    detail: Value,
+) -> Result<(), ProviderError> {
+    let t = ctx.tenant;
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let at = now();
+    let payload = json!({
+        "event_id": event_id,
+        "type": kind,
+        "occurred_at": at,
+        "tenant_id": tenant_id,
+        "slug": t.slug,
+        "plan": t.plan,
+        "region": t.region,
+        "locale": t.locale,
+        "isolation": t.isolation.as_str(),
+        "owner_email": t.owner_email,
+        "features": t.features,
+        "quotas": t.quotas,
+        "detail": detail,
+    });
+    sqlx::query("INSERT INTO outbox (event_id, tenant_id, type, payload, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&event_id)
+        .bind(tenant_id)
+        .bind(kind)
+        .bind(payload.to_string())
+        .bind(&at)
+        .execute(&mut **tx)
+        .await
+        .map_err(ProviderError::sql("write to the outbox"))?;
+    Ok(())
+}
+
+#[async_trait]
+impl Provider for LocalControl {
+    fn name(&self) -> &'static str {
+        "local control plane"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Registry, Kind::Owner, Kind::Features, Kind::Quotas]
+    }
+
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        if !self.path.exists() {
+            live.calls.push((self.name(), 0));
+            return Ok(());
+        }
+        // Plan must change nothing, so it reads through its own read-only connection.
+        let pool = sqlite::open(&self.path, false, SqliteJournalMode::Wal).await?;
+        let wanted: HashMap<&str, &Slug> =
+            targets.iter().map(|t| (t.slug.as_str(), &t.slug)).collect();
+        // One query per table for the whole fleet, however many tenants there are.
+        let rows: Vec<(String, String, String, String, String, String, String, String, String, Option<String>)> =
+            sqlx::query_as(
+                "SELECT tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step FROM tenants",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(ProviderError::sql("read the registry"))?;
+        let mut by_id: HashMap<String, Slug> = HashMap::new();
+        for (id, slug, name, plan, region, locale, isolation, labels, lifecycle, step) in rows {
+            let Some(slug) = wanted.get(slug.as_str()).map(|s| (*s).clone()) else {
+                continue;
+            };
+            let labels: Value = serde_json::from_str(&labels).unwrap_or(Value::Null);
+            live.resources.insert(
+                (slug.clone(), Key::new(Kind::Registry)),
+                LiveResource {
+                    attrs: crate::desired::attrs([
+                        ("name", json!(name)),
+                        ("plan", json!(plan)),
+                        ("region", json!(region)),
+                        ("locale", json!(locale)),
+                        ("isolation", json!(isolation)),
+                        ("labels", labels),
+                        ("lifecycle", json!(lifecycle)),
+                    ]),
+                    content: None,
+                },
+            );
+            live.tenants.insert(
+                slug.clone(),
+                LiveTenant {
+                    tenant_id: id.clone(),
+                    lifecycle: Lifecycle::parse(&lifecycle).unwrap_or_default(),
+                    step,
+                },
+            );
+            by_id.insert(id, slug);
+        }
+
+        let owners: Vec<(String, String)> =
+            sqlx::query_as("SELECT tenant_id, email FROM memberships WHERE role = 'owner'")
+                .fetch_all(&pool)
+                .await
+                .map_err(ProviderError::sql("read memberships"))?;
+        for (id, email) in owners {
+            if let Some(slug) = by_id.get(&id) {
+                live.resources.insert(
+                    (slug.clone(), Key::new(Kind::Owner)),
+                    LiveResource {
+                        attrs: crate::desired::attrs([
+                            ("email", json!(email)),
+                            ("role", json!("owner")),
+                        ]),
+                        content: None,
+                    },
+                );
+            }
+        }
+
+        // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
+        for kind in [Kind::Features, Kind::Quotas] {
+            for slug in by_id.values() {
+                live.resources.insert(
+                    (slug.clone(), Key::new(kind)),
+                    LiveResource {
+                        attrs: Attrs::new(),
+                        content: None,
+                    },
+                );
+            }
+        }
+        let flags: Vec<(String, String, bool)> =
+            sqlx::query_as("SELECT tenant_id, flag, enabled FROM feature_flags")
+                .fetch_all(&pool)
+                .await
+                .map_err(ProviderError::sql("read feature flags"))?;
+        for (id, flag, enabled) in flags {
+            if let Some(slug) = by_id.get(&id) {
+                if let Some(r) = live
+                    .resources
+                    .get_mut(&(slug.clone(), Key::new(Kind::Features)))
+                {
+                    r.attrs.insert(flag, json!(enabled));
+                }
+            }
+        }
+        let quotas: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT tenant_id, name, value FROM quotas")
+                .fetch_all(&pool)
+                .await
+                .map_err(ProviderError::sql("read quotas"))?;
+        for (id, name, value) in quotas {
+            if let Some(slug) = by_id.get(&id) {
+                if let Some(r) = live
+                    .resources
+                    .get_mut(&(slug.clone(), Key::new(Kind::Quotas)))
+                {
+                    r.attrs.insert(name, json!(value));
+                }
+            }
+        }
+        pool.close().await;
+        live.calls.push((self.name(), 4));
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let desired = change
+            .desired
+            .as_ref()
+            .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))?;
+        let mut tx = self.begin().await?;
+        let at = now();
+        match change.key.kind {
+            Kind::Registry => {
+                let a = &desired.attrs;
+                sqlx::query(
+                    "UPDATE tenants SET name = ?, plan = ?, region = ?, locale = ?, isolation = ?, labels = ?, updated_at = ? WHERE tenant_id = ?",
+                )
+                .bind(str_attr(a, "name"))
+                .bind(str_attr(a, "plan"))
+                .bind(str_attr(a, "region"))
+                .bind(str_attr(a, "locale"))
+                .bind(str_attr(a, "isolation"))
+                .bind(a.get("labels").cloned().unwrap_or(json!({})).to_string())
+                .bind(&at)
+                .bind(tenant_id)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("update the registry"))?;
+            }
+            Kind::Owner => {
+                sqlx::query(
+                    "INSERT INTO memberships (tenant_id, role, email, created_at) VALUES (?, 'owner', ?, ?)
+                     ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
+                )
+                .bind(tenant_id)
+                .bind(str_attr(&desired.attrs, "email"))
+                .bind(&at)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("write the owner membership"))?;
+            }
+            Kind::Features | Kind::Quotas => {
+                let (table, key_col, value_col) = if change.key.kind == Kind::Features {
+                    ("feature_flags", "flag", "enabled")
+                } else {
+                    ("quotas", "name", "value")
+                };
+                // Table and column names are constants above, never input.
+                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+                    .bind(tenant_id)
+                    .execute(tx.as_mut())
+                    .await
+                    .map_err(ProviderError::sql(format!("clear {table}")))?;
+                let insert = format!(
+                    "INSERT INTO {table} (tenant_id, {key_col}, {value_col}) VALUES (?, ?, ?)"
+                );
+                for (k, v) in &desired.attrs {
+                    let q = sqlx::query(&insert).bind(tenant_id).bind(k);
+                    let q = match v {
+                        Value::Bool(b) => q.bind(*b),
+                        other => q.bind(other.as_i64().unwrap_or_default()),
+                    };
+                    q.execute(tx.as_mut())
+                        .await
+                        .map_err(ProviderError::sql(format!("write {table}")))?;
+                }
+            }
+            other => {
+                return Err(ProviderError::Message(format!(
+                    "{} does not manage {other:?}",
+                    self.name()
+                )))
+            }
+        }
+        // A change to a live tenant is announced in the same transaction that makes it, so
+        // the event exists exactly when the change does. A tenant still provisioning gets
+        // its TenantProvisioned event instead.
+        if matches!(ctx.lifecycle, Lifecycle::Active | Lifecycle::Suspended)
+            && change.action != crate::plan::Action::Create
+        {
+            let fields: Vec<&str> = change.fields.iter().map(|f| f.field.as_str()).collect();
+            emit(
+                &mut tx,
+                ctx,
+                tenant_id,
+                events::UPDATED,
+                json!({ "resource": change.key.to_string(), "fields": fields }),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        let mut attrs = desired.attrs.clone();
+        if change.key.kind == Kind::Registry {
+            // The lifecycle moves in its own step, at the end of the tenant's run.
+            attrs.insert("lifecycle".into(), json!(ctx.lifecycle.as_str()));
+        }
+        Ok(Some(attrs))
+    }
+}
+
+fn str_attr<'a>(a: &'a Attrs, k: &str) -> &'a str {
+    a.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+#[async_trait]
+impl ControlPlane for LocalControl {
+    async fn register(
+        &self,
+        ctx: &StepContext<'_>,
+        attrs: &Attrs,
+    ) -> Result<String, ProviderError> {
+        let slug = ctx.tenant.slug.as_str();
+        let mut tx = self.begin().await?;
+        // Check before create: a rerun after a crash finds the row and keeps its id.
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT tenant_id FROM tenants WHERE slug = ?")
+                .bind(slug)
+                .fetch_optional(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("read the registry"))?;
+        if let Some((id,)) = existing {
+            return Ok(id);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let at = now();
+        sqlx::query(
+            "INSERT INTO tenants (tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'provisioning', 'registry', ?, ?)",
+        )
+        .bind(&id)
+        .bind(slug)
+        .bind(str_attr(attrs, "name"))
+        .bind(str_attr(attrs, "plan"))
+        .bind(str_attr(attrs, "region"))
+        .bind(str_attr(attrs, "locale"))
+        .bind(str_attr(attrs, "isolation"))
+        .bind(attrs.get("labels").cloned().unwrap_or(json!({})).to_string())
+        .bind(&at)
+        .bind(&at)
+        .execute(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("create the registry row"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(id)
+    }
+
+    async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
+        sqlx::query("UPDATE tenants SET step = ? WHERE tenant_id = ?")
+            .bind(step)
+            .bind(tenant_id)
+            .execute(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql("record the current step"))?;
+        Ok(())
+    }
+
+    async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let mut tx = self.begin().await?;
+        let (current,): (String,) =
+            sqlx::query_as("SELECT lifecycle FROM tenants WHERE tenant_id = ?")
+                .bind(tenant_id)
+                .fetch_one(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("read the lifecycle"))?;
+        let from = Lifecycle::parse(&current).unwrap_or_default();
+        if from == to {
+            return Ok(());
+        }
+        let kinds: &[&str] = match (from, to) {
+            (Lifecycle::Pending | Lifecycle::Provisioning, Lifecycle::Active) => {
+                &[events::PROVISIONED]
+            }
+            (Lifecycle::Pending | Lifecycle::Provisioning, Lifecycle::Suspended) => {
+                &[events::PROVISIONED, events::SUSPENDED]
+            }
+            (Lifecycle::Active, Lifecycle::Suspended) => &[events::SUSPENDED],
+            (Lifecycle::Suspended, Lifecycle::Active) => &[events::RESUMED],
+            _ => {
+                return Err(ProviderError::Message(format!(
+                    "cannot move a tenant from {from} to {to}"
+                )))
+            }
+        };
+        sqlx::query(
+            "UPDATE tenants SET lifecycle = ?, step = NULL, updated_at = ? WHERE tenant_id = ?",
+        )
+        .bind(to.as_str())
+        .bind(now())
+        .bind(tenant_id)
+        .execute(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("update the lifecycle"))?;
+        for kind in kinds {
+            emit(
+                &mut tx,
+                ctx,
+                tenant_id,
+                kind,
+                json!({ "from": from.as_str(), "to": to.as_str() }),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,408 @@
+//! The local data target: login roles and slices in `catalog.sqlite`, and one SQLite
+//! database per tenant under `data/`, with the repo's migrations and the seed data.
+//!
+//! Refresh reads the catalog with two queries and only the 100-byte header of each tenant
+//! database: SQLite keeps `user_version` (here: how many migrations are applied) and
+//! `application_id` (here: whether the seed data is in) there, and both are written in the
+//! same transaction as the migration or seed they describe.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use sqlx::sqlite::{SqliteJournalMode, SqlitePool};
+use sqlx::Executor as _;
+use tokio::sync::OnceCell;
+
+use super::sqlite;
+use crate::desired::{self, Attrs, Key, Kind};
+use crate::plan::ResourceChange;
+use crate::provider::{
+    LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext,
+};
+use crate::repo::Migration;
+use crate::slug::Slug;
+use crate::state::now;
+
+/// `application_id` of a tenant database once its seed data is in ("TRS1").
+const SEEDED: u32 = 0x5452_5331;
+
+const CATALOG: &str = r#"
+CREATE TABLE IF NOT EXISTS roles (
+    name                 TEXT PRIMARY KEY,
+    slug                 TEXT NOT NULL,
+    login                INTEGER NOT NULL,
+    credentials_version  INTEGER NOT NULL,
+    password_fingerprint TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS slices (
+    slug      TEXT PRIMARY KEY,
+    name      TEXT NOT NULL,
+    isolation TEXT NOT NULL,
+    owner     TEXT NOT NULL
+);
+"#;
+
+const TENANT_META: &str = r#"
+CREATE TABLE IF NOT EXISTS _tenant_reconcile_migrations (
+    version    TEXT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+"#;
+
+pub struct LocalData {
+    dir: PathBuf,
+    migrations: Vec<Migration>,
+    catalog: OnceCell<SqlitePool>,
+}
+
+impl LocalData {
+    pub fn new(dir: PathBuf, migrations: Vec<Migration>) -> LocalData {
+        LocalData {
+            dir,
+            migrations,
+            catalog: OnceCell::new(),
+        }
+    }
+
+    fn catalog_path(&self) -> PathBuf {
+        self.dir.join("catalog.sqlite")
+    }
+
+    fn database_path(&self, slug: &Slug) -> PathBuf {
+        // The slug is validated to [a-z0-9-], so it cannot leave the folder.
+        self.dir.join("data").join(format!("{slug}.sqlite"))
+    }
+
+    async fn catalog(&self) -> Result<&SqlitePool, ProviderError> {
+        self.catalog
+            .get_or_try_init(|| async {
+                let pool = sqlite::open(&self.catalog_path(), true, SqliteJournalMode::Wal).await?;
+                sqlx::raw_sql(CATALOG)
+                    .execute(&pool)
+                    .await
+                    .map_err(ProviderError::sql("create the catalog tables"))?;
+                Ok(pool)
+            })
+            .await
+    }
+
+    fn schema_version(&self, applied: u32) -> Value {
+        match applied as usize {
+            0 => json!(""),
+            n => match self.migrations.get(n - 1) {
+                Some(m) => json!(m.id()),
+                None => json!(format!("{n} migrations (more than the repo has)")),
+            },
+        }
+    }
+
+    async fn apply_database(&self, slug: &Slug, attrs: &Attrs) -> Result<Attrs, ProviderError> {
+        let path = self.database_path(slug);
+        let pool = sqlite::open(&path, true, SqliteJournalMode::Delete).await?;
+        let result = self.migrate(&pool, slug).await;
+        pool.close().await;
+        let applied = result?;
+        sqlx::query(
+            "INSERT INTO slices (slug, name, isolation, owner) VALUES (?, ?, ?, ?)
+             ON CONFLICT (slug) DO UPDATE SET name = excluded.name, isolation = excluded.isolation, owner = excluded.owner",
+        )
+        .bind(slug.as_str())
+        .bind(attrs.get("name").and_then(Value::as_str).unwrap_or_default())
+        .bind(attrs.get("isolation").and_then(Value::as_str).unwrap_or_default())
+        .bind(desired::role_name(slug))
+        .execute(self.catalog().await?)
+        .await
+        .map_err(ProviderError::sql("record the data slice"))?;
+        let mut out = attrs.clone();
+        out.insert("schema_version".into(), self.schema_version(applied));
+        Ok(out)
+    }
+
+    /// Applies the migrations the database does not have yet, each in its own transaction
+    /// together with its record and the header count, and returns how many are applied.
+    async fn migrate(&self, pool: &SqlitePool, slug: &Slug) -> Result<u32, ProviderError> {
+        sqlx::raw_sql(TENANT_META)
+            .execute(pool)
+            .await
+            .map_err(ProviderError::sql(format!(
+                "prepare the database of {slug}"
+            )))?;
+        let (mut applied,): (i64,) = sqlx::query_as("PRAGMA user_version")
+            .fetch_one(pool)
+            .await
+            .map_err(ProviderError::sql("read user_version"))?;
+        for m in self.migrations.iter().skip(applied as usize) {
+            let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+            // Migrations are written by the repo's operators, not by tenants; they run as
+            // the SQL they are.
+            tx.as_mut()
+                .execute(m.sql.as_str())
+                .await
+                .map_err(ProviderError::sql(format!(
+                    "migration {} on {slug}",
+                    m.id()
+                )))?;
+            sqlx::query("INSERT INTO _tenant_reconcile_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)")
+                .bind(&m.version)
+                .bind(&m.name)
+                .bind(&m.checksum)
+                .bind(now())
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("record the migration"))?;
+            applied += 1;
+            // PRAGMA takes no parameters; `applied` is a number we computed.
+            tx.as_mut()
+                .execute(format!("PRAGMA user_version = {applied}").as_str())
+                .await
+                .map_err(ProviderError::sql("count the migration"))?;
+            tx.commit()
+                .await
+                .map_err(ProviderError::sql("commit the migration"))?;
+        }
+        Ok(applied as u32)
+    }
+
+    async fn apply_seed(&self, slug: &Slug, rows_json: &str) -> Result<(), ProviderError> {
+        let path = self.database_path(slug);
+        if !path.exists() {
+            return Err(ProviderError::Message(format!(
+                "the database of {slug} does not exist yet"
+            )));
+        }
+        let rows: HashMap<String, Vec<serde_json::Map<String, Value>>> =
+            serde_json::from_str(rows_json)
+                .map_err(|e| ProviderError::Message(format!("seed rows: {e}")))?;
+        let pool = sqlite::open(&path, true, SqliteJournalMode::Delete).await?;
+        let result = seed(&pool, slug, &rows).await;
+        pool.close().await;
+        result
+    }
+}
+
+/// Inserts the seed rows and marks the database seeded, in one transaction; a database that
+/// is already marked is left alone, so seed data goes in once, ever.
+async fn seed(
+    pool: &SqlitePool,
+    slug: &Slug,
+    rows: &HashMap<String, Vec<serde_json::Map<String, Value>>>,
+) -> Result<(), ProviderError> {
+    let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+    let (mark,): (i64,) = sqlx::query_as("PRAGMA application_id")
+        .fetch_one(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("read application_id"))?;
+    if mark as u32 == SEEDED {
+        return Ok(());
+    }
+    for (table, list) in rows {
+        for row in list {
+            // Names were checked to be plain identifiers when the seed was compiled, and
+            // are quoted; every value is a bound parameter.
+            let cols: Vec<String> = row.keys().map(|c| format!("\"{c}\"")).collect();
+            let marks = vec!["?"; cols.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO \"{table}\" ({}) VALUES ({marks})",
+                cols.join(", ")
+            );
+            let mut args = sqlx::sqlite::SqliteArguments::default();
+            for v in row.values() {
+                bind_json(&mut args, v);
+            }
+            sqlx::query_with(&sql, args)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql(format!("seed table {table} of {slug}")))?;
+        }
+    }
+    tx.as_mut()
+        .execute(format!("PRAGMA application_id = {}", SEEDED as i32).as_str())
+        .await
+        .map_err(ProviderError::sql("mark the seed"))?;
+    tx.commit()
+        .await
+        .map_err(ProviderError::sql("commit the seed"))
+}
+
+fn bind_json(args: &mut sqlx::sqlite::SqliteArguments<'static>, v: &Value) {
+    use sqlx::Arguments;
+    let r = match v {
+        Value::Null => args.add(None::<String>),
+        Value::Bool(b) => args.add(*b),
+        Value::Number(n) if n.is_i64() => args.add(n.as_i64()),
+        Value::Number(n) => args.add(n.as_f64()),
+        Value::String(s) => args.add(s.clone()),
+        other => args.add(other.to_string()),
+    };
+    // Adding an owned value to SQLite arguments cannot fail.
+    debug_assert!(r.is_ok());
+}
+
+/// `user_version` and `application_id` from a SQLite file's header, or `None` if there is
+/// no such file.
+fn read_header(path: &Path) -> Option<(u32, u32)> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut header = [0u8; 100];
+    match f.read_exact(&mut header) {
+        Ok(()) => {}
+        // A file created but not yet written is an empty database.
+        Err(_) => return Some((0, 0)),
+    }
+    let be = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    Some((be(60), be(68)))
+}
+
+#[async_trait]
+impl Provider for LocalData {
+    fn name(&self) -> &'static str {
+        "local data"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Role, Kind::Database, Kind::Seed]
+    }
+
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        let mut roles: HashMap<String, Attrs> = HashMap::new();
+        let mut slices: HashMap<String, (String, String)> = HashMap::new();
+        if self.catalog_path().exists() {
+            let pool = sqlite::open(&self.catalog_path(), false, SqliteJournalMode::Wal).await?;
+            let rows: Vec<(String, bool, i64, String)> = sqlx::query_as(
+                "SELECT name, login, credentials_version, password_fingerprint FROM roles",
+            )
+            .fetch_all(&pool)
+            .await
+            .map_err(ProviderError::sql("read roles"))?;
+            for (name, login, version, fp) in rows {
+                roles.insert(
+                    name.clone(),
+                    desired::attrs([
+                        ("name", json!(name)),
+                        ("login", json!(login)),
+                        ("credentials_version", json!(version)),
+                        ("password_fingerprint", json!(fp)),
+                    ]),
+                );
+            }
+            let rows: Vec<(String, String, String)> =
+                sqlx::query_as("SELECT slug, name, isolation FROM slices")
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(ProviderError::sql("read slices"))?;
+            slices.extend(
+                rows.into_iter()
+                    .map(|(slug, name, iso)| (slug, (name, iso))),
+            );
+            pool.close().await;
+        }
+        let headers: Vec<Option<(u32, u32)>> = targets
+            .par_iter()
+            .map(|t| read_header(&self.database_path(&t.slug)))
+            .collect();
+        for (t, header) in targets.iter().zip(headers) {
+            if let Some(attrs) = roles.remove(&desired::role_name(&t.slug)) {
+                live.resources.insert(
+                    (t.slug.clone(), Key::new(Kind::Role)),
+                    LiveResource {
+                        attrs,
+                        content: None,
+                    },
+                );
+            }
+            let Some((applied, mark)) = header else {
+                continue; // No database file: the database and its seed are gone.
+            };
+            let (name, isolation) = slices.get(t.slug.as_str()).cloned().unwrap_or_default();
+            live.resources.insert(
+                (t.slug.clone(), Key::new(Kind::Database)),
+                LiveResource {
+                    attrs: desired::attrs([
+                        ("name", json!(name)),
+                        ("isolation", json!(isolation)),
+                        ("schema_version", self.schema_version(applied)),
+                    ]),
+                    content: None,
+                },
+            );
+            if mark == SEEDED {
+                live.resources.insert(
+                    (t.slug.clone(), Key::new(Kind::Seed)),
+                    LiveResource {
+                        attrs: desired::attrs([("applied", json!(true))]),
+                        content: None,
+                    },
+                );
+            }
+        }
+        live.calls.push((self.name(), 2 + targets.len()));
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let desired = change
+            .desired
+            .as_ref()
+            .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))?;
+        match change.key.kind {
+            Kind::Role => {
+                let tenant_id = ctx.tenant_id()?;
+                let name = desired::role_name(&ctx.tenant.slug);
+                let password = ctx.key.password(tenant_id, &name, ctx.credentials_version);
+                let fp = crate::credentials::fingerprint(&password);
+                let login = desired
+                    .attrs
+                    .get("login")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                sqlx::query(
+                    "INSERT INTO roles (name, slug, login, credentials_version, password_fingerprint) VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT (name) DO UPDATE SET login = excluded.login,
+                       credentials_version = excluded.credentials_version, password_fingerprint = excluded.password_fingerprint",
+                )
+                .bind(&name)
+                .bind(ctx.tenant.slug.as_str())
+                .bind(login)
+                .bind(ctx.credentials_version as i64)
+                .bind(&fp)
+                .execute(self.catalog().await?)
+                .await
+                .map_err(ProviderError::sql("write the login role"))?;
+                Ok(Some(desired::attrs([
+                    ("name", json!(name)),
+                    ("login", json!(login)),
+                    ("credentials_version", json!(ctx.credentials_version)),
+                    ("password_fingerprint", json!(fp)),
+                ])))
+            }
+            Kind::Database => self
+                .apply_database(&ctx.tenant.slug, &desired.attrs)
+                .await
+                .map(Some),
+            Kind::Seed => {
+                self.apply_seed(&ctx.tenant.slug, desired.content.as_deref().unwrap_or("{}"))
+                    .await?;
+                Ok(Some(desired.attrs.clone()))
+            }
+            other => Err(ProviderError::Message(format!(
+                "{} does not manage {other:?}",
+                self.name()
+            ))),
+        }
+    }
+}

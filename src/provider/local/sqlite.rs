@@ -1,0 +1,39 @@
+//! Opening SQLite databases for the local target.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use crate::provider::ProviderError;
+
+/// Opens (creating if asked) a database with one connection: the local target's writes are
+/// serialized through it, so they never meet SQLite's busy errors.
+pub async fn open(
+    path: &Path,
+    create: bool,
+    journal: SqliteJournalMode,
+) -> Result<SqlitePool, ProviderError> {
+    if create {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(ProviderError::io(format!("create {}", dir.display())))?;
+        }
+    }
+    let mut opts = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(ProviderError::sql("sqlite options"))?
+        .filename(path)
+        .create_if_missing(create)
+        .read_only(!create)
+        .busy_timeout(Duration::from_secs(30));
+    // Setting the journal mode writes to the file, so only writers set it.
+    if create {
+        opts = opts.journal_mode(journal);
+    }
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(ProviderError::sql(format!("open {}", path.display())))
+}

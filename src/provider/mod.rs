@@ -1,0 +1,186 @@
+//! The seam targets plug into.
+//!
+//! A [`Provider`] owns some kinds of resource (the local data target owns `role`, `database`
+//! and `seed`). It reads the live state of the whole fleet in one `refresh` call, so a
+//! target can use a constant number of queries instead of one per tenant, and it applies
+//! one resource change at a time.
+//!
+//! # Guarantees every `apply` must give
+//! - It is idempotent: it checks what exists before it creates, so running it again after
+//!   a crash (at any point, even after it committed but before the state recorded it) ends
+//!   in the same place with nothing duplicated.
+//! - It returns the attributes as they now are, which the executor records at once.
+//! - It never logs or returns a secret.
+//!
+//! The [`ControlPlane`] additionally keeps each tenant's lifecycle and current step, and
+//! writes lifecycle events to the outbox in the same transaction as the change they report.
+
+pub mod files;
+pub mod local;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::credentials::MasterKey;
+use crate::desired::{Attrs, Effective, Key, Kind};
+use crate::plan::ResourceChange;
+use crate::slug::Slug;
+use crate::state::Lifecycle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{0}")]
+    Message(String),
+    #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ProviderError {
+    pub fn sql(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ProviderError {
+        let context = context.into();
+        move |source| ProviderError::Sql { context, source }
+    }
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProviderError {
+        let context = context.into();
+        move |source| ProviderError::Io { context, source }
+    }
+}
+
+/// One tenant to refresh: its slug, its id if known, and the keys wanted (desired or
+/// recorded), so named resources such as files can be found without listing folders.
+#[derive(Debug, Clone)]
+pub struct RefreshTarget {
+    pub slug: Slug,
+    pub tenant_id: Option<String>,
+    pub keys: Vec<Key>,
+}
+
+/// What a live resource looks like now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveResource {
+    pub attrs: Attrs,
+    /// Body text, for resources compared by content (rendered files), to show a diff.
+    pub content: Option<String>,
+}
+
+/// A tenant's row in the live registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveTenant {
+    pub tenant_id: String,
+    pub lifecycle: Lifecycle,
+    pub step: Option<String>,
+}
+
+/// The live state of the fleet as read by every provider's `refresh`. A resource that is
+/// not here does not exist.
+#[derive(Debug, Default)]
+pub struct LiveFleet {
+    pub tenants: HashMap<Slug, LiveTenant>,
+    pub resources: HashMap<(Slug, Key), LiveResource>,
+    /// Round trips each provider made, reported by benchmarks.
+    pub calls: Vec<(&'static str, usize)>,
+}
+
+/// What a step knows about the tenant it works on.
+pub struct StepContext<'a> {
+    pub tenant: &'a Effective,
+    /// Known once the registry row exists.
+    pub tenant_id: Option<&'a str>,
+    pub lifecycle: Lifecycle,
+    pub credentials_version: u32,
+    pub key: &'a MasterKey,
+}
+
+impl StepContext<'_> {
+    pub fn tenant_id(&self) -> Result<&str, ProviderError> {
+        self.tenant_id
+            .ok_or_else(|| ProviderError::Message("the tenant has no registry row yet".into()))
+    }
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn kinds(&self) -> &'static [Kind];
+    /// Whether a change to `field` of a `kind` resource needs the resource replaced.
+    fn forces_replace(&self, _kind: Kind, _field: &str) -> bool {
+        false
+    }
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError>;
+    /// Brings one resource to what `change` asks for and returns its attributes now.
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError>;
+}
+
+#[async_trait]
+pub trait ControlPlane: Provider {
+    /// Creates the tenant's registry row if there is none, in `provisioning`, and returns
+    /// the tenant's id (the existing one when the row was already there).
+    async fn register(&self, ctx: &StepContext<'_>, attrs: &Attrs)
+        -> Result<String, ProviderError>;
+    /// Makes the current step visible on the registry row while provisioning.
+    async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError>;
+    /// Moves the tenant to `to`, writing the matching events to the outbox in the same
+    /// transaction. Does nothing when the tenant is already there.
+    async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError>;
+}
+
+/// The targets a repo is configured with.
+pub struct Targets {
+    pub control: Arc<dyn ControlPlane>,
+    pub providers: Vec<Arc<dyn Provider>>,
+}
+
+impl Targets {
+    /// The provider that owns `kind`.
+    pub fn for_kind(&self, kind: Kind) -> &dyn Provider {
+        if self.control.kinds().contains(&kind) {
+            return self.control.as_ref();
+        }
+        self.providers
+            .iter()
+            .find(|p| p.kinds().contains(&kind))
+            .map(|p| p.as_ref())
+            .expect("every kind has a provider")
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &dyn Provider> {
+        std::iter::once(self.control.as_ref() as &dyn Provider)
+            .chain(self.providers.iter().map(|p| p.as_ref()))
+    }
+
+    pub async fn refresh(&self, targets: &[RefreshTarget]) -> Result<LiveFleet, ProviderError> {
+        let mut live = LiveFleet::default();
+        for p in self.all() {
+            p.refresh(targets, &mut live).await?;
+        }
+        Ok(live)
+    }
+}
+
+/// Event names written to the outbox.
+pub mod events {
+    pub const PROVISIONED: &str = "TenantProvisioned";
+    pub const SUSPENDED: &str = "TenantSuspended";
+    pub const RESUMED: &str = "TenantResumed";
+    pub const UPDATED: &str = "TenantUpdated";
+}

@@ -1,0 +1,121 @@
+//! The plan as markdown for a pull-request comment: the summary first, then each tenant
+//! collapsed, and never longer than [`MAX_CHARS`] however many tenants change (GitHub
+//! refuses comments over 65,536 characters).
+
+use std::fmt::Write;
+
+use super::{change_lines, orphan_line, summary_line, tenant_heading};
+use crate::plan::Plan;
+
+pub const MAX_CHARS: usize = 60_000;
+/// Room kept for the closing lines.
+const FOOTER_RESERVE: usize = 600;
+const MAX_TABLE_ROWS: usize = 100;
+
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### tenant-reconcile plan\n");
+    if plan.tenants.is_empty() {
+        let _ = writeln!(out, "**No changes.** The tenants match their files.");
+    } else {
+        let s = &plan.summary;
+        let _ = writeln!(
+            out,
+            "**{}** {} tenant{} affected, {} changed outside tenant-reconcile, {} orphaned.\n",
+            summary_line(s),
+            s.tenants,
+            if s.tenants == 1 { "" } else { "s" },
+            s.drifted,
+            s.orphaned
+        );
+        let _ = writeln!(out, "| tenant | action | changes |\n|---|---|---|");
+        for t in plan.tenants.iter().take(MAX_TABLE_ROWS) {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} |",
+                t.slug,
+                t.action.verb(),
+                t.changes.len()
+            );
+        }
+        if plan.tenants.len() > MAX_TABLE_ROWS {
+            let _ = writeln!(
+                out,
+                "| … | {} more tenants | |",
+                plan.tenants.len() - MAX_TABLE_ROWS
+            );
+        }
+        let _ = writeln!(out);
+    }
+    for o in &plan.orphans {
+        let line = format!("> ⚠️ {}\n", orphan_line(o));
+        if out.len() + line.len() + FOOTER_RESERVE > MAX_CHARS {
+            break;
+        }
+        out.push_str(&line);
+    }
+    for w in &plan.warnings {
+        let line = format!("> ⚠️ {w}\n");
+        if out.len() + line.len() + FOOTER_RESERVE > MAX_CHARS {
+            break;
+        }
+        out.push_str(&line);
+    }
+    let mut shown = 0;
+    for t in &plan.tenants {
+        let mut body = String::new();
+        for c in &t.changes {
+            let (header, lines) = change_lines(t, c);
+            body.push_str(&header);
+            body.push('\n');
+            for l in lines {
+                body.push_str("    ");
+                body.push_str(&l);
+                body.push('\n');
+            }
+        }
+        let fence = fence_for(&body);
+        let section = format!(
+            "<details><summary><code>{}</code> {} ({} change{})</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n",
+            t.slug,
+            escape(&tenant_heading(t)[t.slug.as_str().len()..]),
+            t.changes.len(),
+            if t.changes.len() == 1 { "" } else { "s" }
+        );
+        if out.len() + section.len() + FOOTER_RESERVE > MAX_CHARS {
+            break;
+        }
+        out.push_str(&section);
+        shown += 1;
+    }
+    if shown < plan.tenants.len() {
+        let _ = writeln!(
+            out,
+            "\n_{} more tenant{} not shown to keep this comment within size limits; run `tenant-reconcile plan` for the full plan._",
+            plan.tenants.len() - shown,
+            if plan.tenants.len() - shown == 1 { "" } else { "s" }
+        );
+    }
+    out
+}
+
+/// A code fence longer than any run of backticks inside the body.
+fn fence_for(body: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in body.chars() {
+        if c == '`' {
+            run += 1;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    "`".repeat((longest + 1).max(3))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

@@ -1,0 +1,89 @@
+//! The plan as terminal text, in terraform's shape. Colour codes are always written here;
+//! the output stream strips them when it is not a terminal (anstream).
+
+use std::fmt::Write;
+
+use anstyle::{AnsiColor, Style};
+
+use super::{change_lines, orphan_line, summary_line, tenant_heading};
+use crate::plan::{Action, Plan};
+
+const GREEN: Style = AnsiColor::Green.on_default();
+const YELLOW: Style = AnsiColor::Yellow.on_default();
+const RED: Style = AnsiColor::Red.on_default();
+const BOLD: Style = Style::new().bold();
+const DIM: Style = Style::new().dimmed();
+
+fn style_for(line: &str) -> Style {
+    if line.starts_with("-/+") {
+        YELLOW
+    } else if line.starts_with('+') {
+        GREEN
+    } else if line.starts_with('~') {
+        YELLOW
+    } else if line.starts_with('-') {
+        RED
+    } else if line.starts_with("@@") {
+        DIM
+    } else {
+        Style::new()
+    }
+}
+
+pub fn render(plan: &Plan) -> String {
+    let mut out = String::new();
+    if !plan.refreshed {
+        let _ = writeln!(out, "{DIM}Live resources were not read (--no-refresh): comparing with the recorded state.{DIM:#}\n");
+    }
+    if plan.tenants.is_empty() {
+        let _ = writeln!(
+            out,
+            "{BOLD}No changes.{BOLD:#} The tenants match their files."
+        );
+    } else {
+        let _ = writeln!(out, "tenant-reconcile will perform the following actions:");
+        if plan.summary.drifted > 0 {
+            let _ = writeln!(
+                out,
+                "({} tenant{} changed outside tenant-reconcile; apply puts them back.)",
+                plan.summary.drifted,
+                if plan.summary.drifted == 1 { "" } else { "s" }
+            );
+        }
+        for t in &plan.tenants {
+            let _ = writeln!(
+                out,
+                "\n  {BOLD}# {}{BOLD:#} {DIM}[{}]{DIM:#}",
+                tenant_heading(t),
+                t.file
+            );
+            for c in &t.changes {
+                let (header, lines) = change_lines(t, c);
+                let s = match c.action {
+                    Action::Create => GREEN,
+                    Action::Update => YELLOW,
+                    Action::Replace => YELLOW,
+                    Action::Delete => RED,
+                };
+                let _ = writeln!(out, "  {s}{header}{s:#}");
+                for line in lines {
+                    let st = style_for(&line);
+                    let _ = writeln!(out, "      {st}{line}{st:#}");
+                }
+            }
+        }
+    }
+    if !plan.orphans.is_empty() {
+        let _ = writeln!(out);
+        for o in &plan.orphans {
+            let _ = writeln!(out, "  {YELLOW}# {}{YELLOW:#}", orphan_line(o));
+        }
+    }
+    for w in &plan.warnings {
+        let _ = writeln!(out, "\n{YELLOW}Warning:{YELLOW:#} {w}");
+    }
+    if !plan.tenants.is_empty() {
+        let _ = writeln!(out, "\n{BOLD}{}{BOLD:#}", summary_line(&plan.summary));
+    }
+    out
+}

@@ -1,0 +1,46 @@
+//! Reading HCL files (plans and the repo config) into serde types, with errors that point
+//! at a line.
+
+use serde::de::DeserializeOwned;
+
+use crate::diagnostic::Diagnostic;
+
+/// Deserializes `source`, turning any error into a diagnostic at the best position known:
+/// the parser's own for syntax errors, the line of the named attribute for the rest.
+pub fn parse<T: DeserializeOwned>(file: &str, source: &str) -> Result<T, Diagnostic> {
+    hcl::from_str(source).map_err(|e| match &e {
+        hcl::Error::Parse(p) => {
+            let loc = p.location();
+            Diagnostic::new(file, format!("syntax error: {}", p.message()))
+                .at(loc.line(), loc.column())
+        }
+        other => {
+            let message = other.to_string();
+            let mut d = Diagnostic::new(file, message.clone());
+            if let Some(field) = backticked(&message) {
+                if let Some((line, col)) = locate_key(source, &field) {
+                    d = d.at(line, col);
+                }
+                d = d.field(field);
+            }
+            d
+        }
+    })
+}
+
+/// The 1-based line and column where `key = ` or `key {` is written.
+pub fn locate_key(source: &str, key: &str) -> Option<(usize, usize)> {
+    source.lines().enumerate().find_map(|(i, line)| {
+        let trimmed = line.trim_start();
+        let rest = trimmed.strip_prefix(key)?;
+        let rest = rest.trim_start();
+        (rest.starts_with('=') || rest.starts_with('{') || rest.starts_with('"'))
+            .then(|| (i + 1, line.len() - trimmed.len() + 1))
+    })
+}
+
+fn backticked(s: &str) -> Option<String> {
+    let start = s.find('`')? + 1;
+    let end = s[start..].find('`')? + start;
+    Some(s[start..end].to_string())
+}

@@ -1,0 +1,365 @@
+//! Loading a tenant repo: `tenants/`, `plans/`, `templates/`, `migrations/` and the
+//! optional `tenant-reconcile.hcl`, each file checked on its own and then against the others.
+//!
+//! Every problem in every file is collected before loading fails, so one `validate` shows
+//! them all. Nothing here writes anything.
+
+pub mod config;
+pub mod hcl_file;
+pub mod migrations;
+pub mod plan_file;
+pub mod templates;
+pub mod tenant_file;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+pub use config::Config;
+pub use migrations::Migration;
+pub use plan_file::TierPlan;
+pub use templates::Templates;
+pub use tenant_file::{Isolation, Status, TenantSpec};
+
+use crate::diagnostic::{display_path, Diagnostic, Diagnostics};
+
+/// Plan, template and migration files are operator-written, but still bounded.
+const MAX_OTHER_FILE_BYTES: u64 = 1024 * 1024;
+
+#[derive(Debug)]
+pub struct TenantRepo {
+    pub root: PathBuf,
+    pub config: Config,
+    pub plans: BTreeMap<String, TierPlan>,
+    /// Sorted by slug.
+    pub tenants: Vec<TenantSpec>,
+    pub templates: Templates,
+    pub migrations: Vec<Migration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Invalid(Diagnostics),
+    #[error("{path} has no tenants/ folder: is it a tenant repo? (use -C DIR to point at one)")]
+    NotATenantRepo { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
+    let tenants_dir = root.join("tenants");
+    if !tenants_dir.is_dir() {
+        return Err(LoadError::NotATenantRepo {
+            path: root.to_path_buf(),
+        });
+    }
+    let mut problems = Diagnostics::default();
+
+    let config = match read_optional(root, &root.join(config::CONFIG_FILE))? {
+        Some(source) => config::parse(&source).unwrap_or_else(|d| {
+            problems.extend(d);
+            Config::default()
+        }),
+        None => Config::default(),
+    };
+
+    let mut plans = BTreeMap::new();
+    for path in list_files(root, &root.join("plans"), &mut problems)? {
+        let file = display_path(root, &path);
+        let Some(stem) = file_stem(&path, ".hcl") else {
+            continue;
+        };
+        let Some(source) = read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems) else {
+            continue;
+        };
+        match plan_file::parse(&file, &stem, &source) {
+            Ok(p) => {
+                plans.insert(stem, p);
+            }
+            Err(d) => problems.extend(d),
+        }
+    }
+
+    let tenant_paths = list_files(root, &tenants_dir, &mut problems)?;
+    let parsed: Vec<Result<TenantSpec, Vec<Diagnostic>>> = tenant_paths
+        .par_iter()
+        .filter_map(|path| load_tenant(root, path))
+        .collect();
+    let mut tenants = Vec::with_capacity(parsed.len());
+    for p in parsed {
+        match p {
+            Ok(t) => tenants.push(t),
+            Err(d) => problems.extend(d),
+        }
+    }
+    tenants.sort_by(|a, b| a.slug.cmp(&b.slug).then_with(|| a.file.cmp(&b.file)));
+    problems.extend(duplicate_slugs(&tenants));
+    for t in &tenants {
+        problems.extend(check_against_plan(t, plans.get(&t.plan), &plans));
+    }
+
+    let mut template_sources = Vec::new();
+    let templates_dir = root.join("templates");
+    for path in list_files(root, &templates_dir, &mut problems)? {
+        if let Some(source) = read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems) {
+            let name = display_path(&templates_dir, &path);
+            template_sources.push((name, source));
+        }
+    }
+    let templates = Templates::build(template_sources).unwrap_or_else(|d| {
+        problems.extend(d);
+        Templates::empty()
+    });
+
+    let mut migrations = Vec::new();
+    let migrations_dir = root.join(&config.migrations_dir);
+    for path in list_files(root, &migrations_dir, &mut problems)? {
+        let file = display_path(root, &path);
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if !name.ends_with(".sql") {
+            continue;
+        }
+        if let Some(sql) = read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems) {
+            match migrations::parse(&file, &name, sql) {
+                Ok(m) => migrations.push(m),
+                Err(d) => problems.push(d),
+            }
+        }
+    }
+    migrations.sort_by(|a, b| a.version.cmp(&b.version));
+    for pair in migrations.windows(2) {
+        if pair[0].version == pair[1].version {
+            problems.push(Diagnostic::new(
+                format!("{}/{}.sql", config.migrations_dir, pair[1].id()),
+                format!("migration version {} is used twice", pair[1].version),
+            ));
+        }
+    }
+
+    if !problems.is_empty() {
+        problems.sort();
+        return Err(LoadError::Invalid(problems));
+    }
+    Ok(TenantRepo {
+        root: root.to_path_buf(),
+        config,
+        plans,
+        tenants,
+        templates,
+        migrations,
+    })
+}
+
+fn load_tenant(root: &Path, path: &Path) -> Option<Result<TenantSpec, Vec<Diagnostic>>> {
+    let file = display_path(root, path);
+    let name = path.file_name()?.to_string_lossy().to_string();
+    if name.ends_with(".yml") {
+        return Some(Err(vec![Diagnostic::new(
+            &file,
+            "tenant files end in .yaml",
+        )
+        .hint(format!("rename it to {}", name.replace(".yml", ".yaml")))]));
+    }
+    let stem = file_stem(path, ".yaml")?;
+    let mut problems = Diagnostics::default();
+    let source = read_bounded(
+        root,
+        path,
+        tenant_file::MAX_TENANT_FILE_BYTES,
+        &mut problems,
+    );
+    Some(match source {
+        Some(source) => tenant_file::parse(&file, &stem, &source),
+        None => Err(problems.0),
+    })
+}
+
+fn duplicate_slugs(tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+    let mut first: HashMap<&str, &str> = HashMap::new();
+    let mut out = Vec::new();
+    for t in tenants {
+        if let Some(other) = first.insert(t.slug.as_str(), &t.file) {
+            out.push(
+                Diagnostic::new(
+                    &t.file,
+                    format!(
+                        "duplicate slug {:?}: also defined in {other}",
+                        t.slug.as_str()
+                    ),
+                )
+                .locate(&t.source, "slug")
+                .hint("each tenant has exactly one file; remove or rename one of them"),
+            );
+            first.insert(t.slug.as_str(), other);
+        }
+    }
+    out
+}
+
+fn check_against_plan(
+    t: &TenantSpec,
+    plan: Option<&TierPlan>,
+    plans: &BTreeMap<String, TierPlan>,
+) -> Vec<Diagnostic> {
+    let Some(plan) = plan else {
+        let known: Vec<&str> = plans.keys().map(String::as_str).collect();
+        return vec![
+            Diagnostic::new(&t.file, format!("unknown plan {:?}", t.plan))
+                .locate(&t.source, "plan")
+                .hint(format!("plans in plans/: {}", known.join(", "))),
+        ];
+    };
+    let mut out = Vec::new();
+    for flag in t.features.keys() {
+        if !plan.features.contains_key(flag) {
+            out.push(
+                Diagnostic::new(
+                    &t.file,
+                    format!("plan {} declares no feature flag {flag:?}", plan.name),
+                )
+                .locate(&t.source, &format!("features.{flag}"))
+                .hint(format!("{} declares: {}", plan.file, keys(&plan.features))),
+            );
+        }
+    }
+    for quota in t.quotas.keys() {
+        if !plan.quotas.contains_key(quota) {
+            out.push(
+                Diagnostic::new(
+                    &t.file,
+                    format!("plan {} declares no quota {quota:?}", plan.name),
+                )
+                .locate(&t.source, &format!("quotas.{quota}"))
+                .hint(format!("{} declares: {}", plan.file, keys(&plan.quotas))),
+            );
+        }
+    }
+    out
+}
+
+fn keys<V>(m: &BTreeMap<String, V>) -> String {
+    if m.is_empty() {
+        return "nothing".into();
+    }
+    m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+fn file_stem(path: &Path, ext: &str) -> Option<String> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(ext).map(str::to_string)
+}
+
+/// Regular files below `dir`, sorted, skipping hidden entries. Symbolic links are reported,
+/// not followed: a link could lead outside the repo.
+fn list_files(
+    root: &Path,
+    dir: &Path,
+    problems: &mut Diagnostics,
+) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = fs::read_dir(&d).map_err(|source| LoadError::Io {
+            path: d.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| LoadError::Io {
+                path: d.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let ty = entry.file_type().map_err(|source| LoadError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if ty.is_symlink() {
+                problems.push(
+                    Diagnostic::new(display_path(root, &path), "symbolic links are not followed")
+                        .hint("put the file itself in the repo"),
+                );
+            } else if ty.is_dir() {
+                stack.push(path);
+            } else if ty.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn read_optional(root: &Path, path: &Path) -> Result<Option<String>, LoadError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut problems = Diagnostics::default();
+    match read_bounded(root, path, MAX_OTHER_FILE_BYTES, &mut problems) {
+        Some(s) => Ok(Some(s)),
+        None => Err(LoadError::Invalid(problems)),
+    }
+}
+
+/// Reads a file only if it is at most `limit` bytes and UTF-8.
+fn read_bounded(
+    root: &Path,
+    path: &Path,
+    limit: u64,
+    problems: &mut Diagnostics,
+) -> Option<String> {
+    let file = display_path(root, path);
+    let len = match fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) => {
+            problems.push(Diagnostic::new(&file, format!("cannot read: {e}")));
+            return None;
+        }
+    };
+    if len > limit {
+        problems.push(
+            Diagnostic::new(
+                &file,
+                format!("file is {} bytes; the limit is {limit}", len),
+            )
+            .hint("this is far larger than any real input; check what wrote it"),
+        );
+        return None;
+    }
+    match fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(Diagnostic::new(
+                    &file,
+                    format!(
+                        "file is not UTF-8 text (byte {})",
+                        e.utf8_error().valid_up_to()
+                    ),
+                ));
+                None
+            }
+        },
+        Err(e) => {
+            problems.push(Diagnostic::new(&file, format!("cannot read: {e}")));
+            None
+        }
+    }
+}

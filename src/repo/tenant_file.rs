@@ -1,0 +1,332 @@
+//! `tenants/<slug>.yaml`: the raw serde shape, then the checked [`TenantSpec`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::diagnostic::Diagnostic;
+use crate::slug::{self, Slug};
+
+/// Tenant files larger than this are refused before they are parsed: a real one is a
+/// few hundred bytes, and a parser should never be handed megabytes of hostile YAML.
+pub const MAX_TENANT_FILE_BYTES: u64 = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Active,
+    Suspended,
+    Deprovisioned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    Shared,
+    Schema,
+    Database,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Shared => "shared",
+            Isolation::Schema => "schema",
+            Isolation::Database => "database",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwner {
+    email: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    slug: String,
+    name: String,
+    plan: String,
+    #[serde(default)]
+    status: Status,
+    owner: RawOwner,
+    region: String,
+    #[serde(default)]
+    locale: Option<String>,
+    #[serde(default)]
+    isolation: Option<Isolation>,
+    #[serde(default)]
+    features: BTreeMap<String, bool>,
+    #[serde(default)]
+    quotas: BTreeMap<String, i64>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A tenant file that parsed and whose fields each passed their own checks. Checks that
+/// need other files (the plan exists, overrides are declared by it) happen in `compile`.
+#[derive(Debug, Clone)]
+pub struct TenantSpec {
+    pub slug: Slug,
+    pub name: String,
+    pub plan: String,
+    pub status: Status,
+    pub owner_email: String,
+    pub region: String,
+    pub locale: String,
+    pub isolation: Option<Isolation>,
+    pub features: BTreeMap<String, bool>,
+    pub quotas: BTreeMap<String, u64>,
+    pub labels: BTreeMap<String, String>,
+    /// The file it came from, relative to the repo root.
+    pub file: String,
+    /// The file's text, kept so later checks can point at lines.
+    pub source: String,
+}
+
+/// Parses one tenant file. `stem` is the file name without `.yaml`.
+pub fn parse(file: &str, stem: &str, source: &str) -> Result<TenantSpec, Vec<Diagnostic>> {
+    let raw: RawTenant = match serde_yaml::from_str(source) {
+        Ok(raw) => raw,
+        Err(e) => return Err(vec![yaml_error(file, source, &e)]),
+    };
+    let mut problems = Vec::new();
+    let bad = |field: &str, message: String, hint: &str| {
+        let d = Diagnostic::new(file, message).locate(source, field);
+        if hint.is_empty() {
+            d.field(field)
+        } else {
+            d.field(field).hint(hint)
+        }
+    };
+
+    let slug = match Slug::parse(&raw.slug) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problems.push(bad(
+                "slug",
+                format!("{e} (got {:?})", raw.slug),
+                "a slug becomes a schema, role and bucket name: use 3-40 of a-z, 0-9 and `-`, starting with a letter",
+            ));
+            None
+        }
+    };
+    if raw.slug != stem {
+        problems.push(bad(
+            "slug",
+            format!("slug {:?} differs from the file name {stem:?}", raw.slug),
+            "name the file after the slug: tenants/<slug>.yaml",
+        ));
+    }
+    let name = raw.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        problems.push(bad(
+            "name",
+            "name must be 1-200 characters with no control characters".into(),
+            "",
+        ));
+    }
+    if !slug::check_name(&raw.plan) {
+        problems.push(bad(
+            "plan",
+            format!("{:?} is not a plan name", raw.plan),
+            "plans are named after files in plans/, e.g. `plan: growth` for plans/growth.hcl",
+        ));
+    }
+    if !valid_email(&raw.owner.email) {
+        problems.push(bad(
+            "owner.email",
+            format!("{:?} is not an email address", raw.owner.email),
+            "",
+        ));
+    }
+    if !valid_region(&raw.region) {
+        problems.push(bad(
+            "region",
+            format!("{:?} is not a region name", raw.region),
+            "use lowercase letters, digits and `-`, e.g. eu-west-1",
+        ));
+    }
+    let locale = raw.locale.unwrap_or_else(|| "en".to_string());
+    if !valid_locale(&locale) {
+        problems.push(bad(
+            "locale",
+            format!("{locale:?} is not a locale"),
+            "use a language tag such as en, de or pt-BR",
+        ));
+    }
+    let mut quotas = BTreeMap::new();
+    for (k, v) in raw.quotas {
+        if v < 0 {
+            problems.push(bad(
+                &format!("quotas.{k}"),
+                format!("quota {k} must not be negative (got {v})"),
+                "",
+            ));
+        } else {
+            quotas.insert(k, v as u64);
+        }
+    }
+    for (k, v) in &raw.labels {
+        if !valid_label_key(k) || !valid_label_value(v) {
+            problems.push(bad(
+                &format!("labels.{k}"),
+                format!("label {k}={v:?} is not a valid label"),
+                "keys and values follow Kubernetes label rules: up to 63 of a-z, A-Z, 0-9, `-`, `_`, `.`",
+            ));
+        }
+    }
+
+    match (problems.is_empty(), slug) {
+        (true, Some(slug)) => Ok(TenantSpec {
+            slug,
+            name: name.to_string(),
+            plan: raw.plan,
+            status: raw.status,
+            owner_email: raw.owner.email,
+            region: raw.region,
+            locale,
+            isolation: raw.isolation,
+            features: raw.features,
+            quotas,
+            labels: raw.labels,
+            file: file.to_string(),
+            source: source.to_string(),
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Turns a serde_yaml error into a diagnostic at its position, naming the field when the
+/// message does (serde says ``unknown field `x` `` and ``missing field `x` ``).
+pub fn yaml_error(file: &str, source: &str, e: &serde_yaml::Error) -> Diagnostic {
+    let message = e.to_string();
+    // serde_yaml appends " at line L column C"; the position goes in the prefix instead.
+    let text = match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.clone(),
+    };
+    let mut d = Diagnostic::new(file, text.clone());
+    if let Some(loc) = e.location() {
+        d = d.at(loc.line(), loc.column());
+    }
+    if let Some(field) = backticked(&text) {
+        if text.starts_with("unknown field") {
+            d = d
+                .field(field.clone())
+                .hint("tenant files accept: slug, name, plan, status, owner, region, locale, isolation, features, quotas, labels");
+        } else if text.contains("missing field") {
+            d = d.field(field);
+        } else if let Some((_, col)) = locate(source, &field) {
+            let _ = col;
+            d = d.field(field);
+        }
+    } else if let Some(path) = text
+        .split(':')
+        .next()
+        .filter(|p| !p.contains(' ') && !p.is_empty() && locate(source, p).is_some())
+    {
+        d = d.field(path.to_string());
+    }
+    if text.contains("recursion limit") || text.contains("repetition limit") {
+        d = d.hint(
+            "the file nests or repeats aliases too deeply; tenant files need no anchors or aliases",
+        );
+    }
+    d
+}
+
+fn locate(source: &str, field: &str) -> Option<(usize, usize)> {
+    crate::diagnostic::locate_yaml_key(source, field)
+}
+
+fn backticked(s: &str) -> Option<String> {
+    let start = s.find('`')? + 1;
+    let end = s[start..].find('`')? + start;
+    Some(s[start..end].to_string())
+}
+
+fn valid_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    s.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !domain.contains('@')
+}
+
+fn valid_region(s: &str) -> bool {
+    (2..=32).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
+}
+
+fn valid_locale(s: &str) -> bool {
+    let mut parts = s.split('-');
+    let lang = parts.next().unwrap_or("");
+    (2..=3).contains(&lang.len())
+        && lang.chars().all(|c| c.is_ascii_lowercase())
+        && parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+fn valid_label_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn valid_label_value(s: &str) -> bool {
+    s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "slug: acme\nname: Acme\nplan: growth\nowner:\n  email: a@acme.example\nregion: eu-west-1\n";
+
+    #[test]
+    fn parses_a_minimal_file_with_defaults() {
+        let t = parse("tenants/acme.yaml", "acme", GOOD).unwrap();
+        assert_eq!(t.slug.as_str(), "acme");
+        assert_eq!(t.locale, "en");
+        assert_eq!(t.status, Status::Active);
+        assert_eq!(t.isolation, None);
+    }
+
+    #[test]
+    fn unknown_field_names_line_and_field() {
+        let src = format!("{GOOD}colour: red\n");
+        let e = parse("tenants/acme.yaml", "acme", &src).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].field.as_deref(), Some("colour"));
+        assert_eq!(e[0].line, 7);
+    }
+
+    #[test]
+    fn slug_must_match_the_file_name() {
+        let e = parse("tenants/other.yaml", "other", GOOD).unwrap_err();
+        assert!(e[0].message.contains("differs from the file name"));
+        assert_eq!(e[0].line, 1);
+    }
+
+    #[test]
+    fn checks_emails_and_locales() {
+        assert!(valid_email("ops@acme.example"));
+        assert!(!valid_email("ops@acme"));
+        assert!(!valid_email("a b@acme.example"));
+        assert!(valid_locale("pt-BR"));
+        assert!(!valid_locale("english"));
+    }
+}

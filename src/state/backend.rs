@@ -1,0 +1,101 @@
+//! The seam every state backend implements: load, lock, then checkpoint and persist
+//! through the lock.
+//!
+//! Writes go through [`StateLock`], so only the lock holder can write. A checkpoint records
+//! one tenant the moment a step succeeds and must be cheap (the local backend appends a line
+//! to a journal); `persist` writes the whole state and may be slower. Loading replays any
+//! checkpoints a killed run left behind, so nothing that was done is forgotten.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{State, TenantState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("the state is locked by {holder}\n  hint: wait for it to finish, or pass --lock-timeout 5m to wait")]
+    Locked { holder: String },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state in {path} is not readable: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("the state in {path} has format version {found}; this tenant-reconcile reads version {supported}\n  hint: upgrade tenant-reconcile")]
+    Version {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+}
+
+/// Who holds a lock, written into it so a blocked run can say whom it waits for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub id: String,
+    pub operation: String,
+    pub who: String,
+    pub host: String,
+    pub pid: u32,
+    pub created: String,
+    pub version: String,
+}
+
+impl LockInfo {
+    pub fn new(operation: &str) -> LockInfo {
+        let host = gethostname::gethostname().to_string_lossy().to_string();
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        LockInfo {
+            id: uuid::Uuid::new_v4().to_string(),
+            operation: operation.to_string(),
+            who: format!("{user}@{host}"),
+            host,
+            pid: std::process::id(),
+            created: super::now(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}` run by {} (pid {}) since {} [lock id {}]",
+            self.operation, self.who, self.pid, self.created, self.id
+        )
+    }
+}
+
+#[async_trait]
+pub trait StateBackend: Send + Sync {
+    /// Where the state lives, for messages.
+    fn describe(&self) -> String;
+    /// Reads the state, with any checkpoints a killed run left replayed on top.
+    async fn load(&self) -> Result<State, StateError>;
+    /// Takes the lock, waiting up to `timeout` for another holder to let go.
+    async fn lock(
+        &self,
+        info: LockInfo,
+        timeout: Duration,
+    ) -> Result<Box<dyn StateLock>, StateError>;
+}
+
+#[async_trait]
+pub trait StateLock: Send {
+    /// Records one tenant's state right after a step succeeded.
+    async fn checkpoint(
+        &mut self,
+        state: &State,
+        slug: &str,
+        tenant: &TenantState,
+    ) -> Result<(), StateError>;
+    /// Writes the whole state and forgets the checkpoints it includes.
+    async fn persist(&mut self, state: &State) -> Result<(), StateError>;
+    async fn unlock(self: Box<Self>) -> Result<(), StateError>;
+}
+
+/// How long to sleep between attempts while waiting for a lock.
+pub const LOCK_POLL: Duration = Duration::from_millis(200);

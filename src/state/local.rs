@@ -1,0 +1,240 @@
+//! The local state backend: `state.json` in the local target's folder, beside a checkpoint
+//! journal and a lock file.
+//!
+//! - `state.json` is replaced atomically (write a temporary file, fsync, rename), and the
+//!   previous version is kept as `state.json.backup`.
+//! - `state.json.journal` gets one JSON line per checkpoint. A line costs one `write`, so
+//!   every step is recorded the moment it succeeds even across 10,000 tenants; a process
+//!   killed with -9 leaves its lines in the page cache, where the next load finds them.
+//! - `state.json.lock` is held with an OS file lock, which the kernel releases when the
+//!   holder dies, and holds the holder's details for whoever is kept waiting.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
+use super::{State, TenantState, FORMAT_VERSION};
+
+pub struct LocalBackend {
+    path: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JournalEntry {
+    lineage: String,
+    /// The serial of the snapshot this entry applies on top of.
+    base_serial: u64,
+    slug: String,
+    tenant: TenantState,
+}
+
+impl LocalBackend {
+    pub fn new(path: PathBuf) -> LocalBackend {
+        LocalBackend { path }
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut s = self.path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    fn io<'a>(
+        action: &'static str,
+        path: &'a Path,
+    ) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+        move |source| StateError::Io {
+            action,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+#[async_trait]
+impl StateBackend for LocalBackend {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn load(&self) -> Result<State, StateError> {
+        let mut state = match fs::read(&self.path) {
+            Ok(bytes) => {
+                let probe: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                        path: self.describe(),
+                        message: e.to_string(),
+                    })?;
+                let found = probe
+                    .get("format_version")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0) as u32;
+                if found != FORMAT_VERSION {
+                    return Err(StateError::Version {
+                        path: self.describe(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                serde_json::from_value(probe).map_err(|e| StateError::Corrupt {
+                    path: self.describe(),
+                    message: e.to_string(),
+                })?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::empty(),
+            Err(e) => return Err(Self::io("read", &self.path)(e)),
+        };
+        let journal = self.sibling(".journal");
+        match fs::read_to_string(&journal) {
+            Ok(text) => replay(&mut state, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Self::io("read", &journal)(e)),
+        }
+        Ok(state)
+    }
+
+    async fn lock(
+        &self,
+        info: LockInfo,
+        timeout: Duration,
+    ) -> Result<Box<dyn StateLock>, StateError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(Self::io("create", dir))?;
+        let lock_path = self.sibling(".lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(Self::io("open", &lock_path))?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {
+                    if started.elapsed() >= timeout {
+                        let mut text = String::new();
+                        let _ = file.read_to_string(&mut text);
+                        let holder = serde_json::from_str::<LockInfo>(&text)
+                            .map(|i| i.describe())
+                            .unwrap_or_else(|_| {
+                                format!("another process (see {})", lock_path.display())
+                            });
+                        return Err(StateError::Locked { holder });
+                    }
+                    tokio::time::sleep(LOCK_POLL).await;
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(Self::io("lock", &lock_path)(e)),
+            }
+        }
+        file.set_len(0).map_err(Self::io("write", &lock_path))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(Self::io("write", &lock_path))?;
+        let body = serde_json::to_vec_pretty(&info).expect("lock info serializes");
+        file.write_all(&body)
+            .map_err(Self::io("write", &lock_path))?;
+        let journal_path = self.sibling(".journal");
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal_path)
+            .map_err(Self::io("open", &journal_path))?;
+        Ok(Box::new(LocalLock {
+            path: self.path.clone(),
+            journal_path,
+            journal,
+            lock: file,
+        }))
+    }
+}
+
+/// Applies the journal's entries that belong on top of this snapshot. A torn last line
+/// (the process died mid-write) is ignored: its step is simply seen again by refresh.
+fn replay(state: &mut State, text: &str) {
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<JournalEntry>(line) else {
+            continue;
+        };
+        if entry.lineage == state.lineage && entry.base_serial == state.serial_base() {
+            state.record(entry.slug, entry.tenant);
+        }
+    }
+}
+
+struct LocalLock {
+    path: PathBuf,
+    journal_path: PathBuf,
+    journal: File,
+    lock: File,
+}
+
+#[async_trait]
+impl StateLock for LocalLock {
+    async fn checkpoint(
+        &mut self,
+        state: &State,
+        slug: &str,
+        tenant: &TenantState,
+    ) -> Result<(), StateError> {
+        let entry = JournalEntry {
+            lineage: state.lineage.clone(),
+            base_serial: state.serial_base(),
+            slug: slug.to_string(),
+            tenant: tenant.clone(),
+        };
+        let mut line = serde_json::to_vec(&entry).expect("state serializes");
+        line.push(b'\n');
+        // One write per entry: a kill between entries never leaves half of one behind
+        // except at the very end, which `replay` skips.
+        self.journal
+            .write_all(&line)
+            .map_err(LocalBackend::io("write", &self.journal_path))
+    }
+
+    async fn persist(&mut self, state: &State) -> Result<(), StateError> {
+        let tmp = sibling(&self.path, ".tmp");
+        let body = serde_json::to_vec(state).expect("state serializes");
+        {
+            let mut f = File::create(&tmp).map_err(LocalBackend::io("write", &tmp))?;
+            f.write_all(&body)
+                .map_err(LocalBackend::io("write", &tmp))?;
+            f.write_all(b"\n")
+                .map_err(LocalBackend::io("write", &tmp))?;
+            f.sync_all().map_err(LocalBackend::io("sync", &tmp))?;
+        }
+        if self.path.exists() {
+            let backup = sibling(&self.path, ".backup");
+            fs::copy(&self.path, &backup).map_err(LocalBackend::io("back up", &self.path))?;
+        }
+        fs::rename(&tmp, &self.path).map_err(LocalBackend::io("replace", &self.path))?;
+        if let Some(dir) = self.path.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        // Entries in the journal are now part of the snapshot; their base serial no longer
+        // matches, so even if truncation fails they would be ignored.
+        self.journal
+            .set_len(0)
+            .map_err(LocalBackend::io("truncate", &self.journal_path))
+    }
+
+    async fn unlock(self: Box<Self>) -> Result<(), StateError> {
+        let _ = self.lock.set_len(0);
+        self.lock
+            .unlock()
+            .map_err(LocalBackend::io("unlock", &self.path))
+    }
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}

@@ -1,0 +1,155 @@
+//! The recorded state: what tenant-reconcile has done, per tenant and resource.
+//!
+//! Versioned JSON with a serial (bumped by every change) and a lineage (fixed when the state
+//! is first written), so a saved plan can tell whether the state moved since it was made.
+//! It never holds a secret: credentials are derived, and only their fingerprint is kept.
+
+pub mod backend;
+pub mod local;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use backend::{LockInfo, StateBackend, StateError, StateLock};
+
+use crate::desired::{Attrs, Key};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where a tenant is in its life. Deprovisioning arrives in a later version; the states
+/// are here so recorded state never needs migrating for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    #[default]
+    Pending,
+    Provisioning,
+    Active,
+    Suspended,
+    Deprovisioning,
+    Deprovisioned,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Pending => "pending",
+            Lifecycle::Provisioning => "provisioning",
+            Lifecycle::Active => "active",
+            Lifecycle::Suspended => "suspended",
+            Lifecycle::Deprovisioning => "deprovisioning",
+            Lifecycle::Deprovisioned => "deprovisioned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lifecycle> {
+        [
+            Lifecycle::Pending,
+            Lifecycle::Provisioning,
+            Lifecycle::Active,
+            Lifecycle::Suspended,
+            Lifecycle::Deprovisioning,
+            Lifecycle::Deprovisioned,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub format_version: u32,
+    pub serial: u64,
+    pub lineage: String,
+    /// The git commit of the tenant repo the last apply ran from, when it is a git repo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    #[serde(default)]
+    pub updated_at: String,
+    /// Every migration applied to some tenant, by id, with its checksum: an applied
+    /// migration whose file changed is refused.
+    #[serde(default)]
+    pub migrations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantState>,
+    /// Checkpoints recorded since the last full snapshot (each bumped `serial`).
+    #[serde(skip)]
+    pub checkpoints: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct TenantState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    pub lifecycle: Lifecycle,
+    /// The step in progress while provisioning, so a stuck tenant shows where it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default = "one")]
+    pub credentials_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_commit: Option<String>,
+    #[serde(default)]
+    pub updated_at: String,
+    /// Each resource's attributes as last applied or refreshed.
+    #[serde(default)]
+    pub resources: BTreeMap<Key, Attrs>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl State {
+    /// The state before anything was ever applied. Its lineage is chosen when first written.
+    pub fn empty() -> State {
+        State {
+            format_version: FORMAT_VERSION,
+            serial: 0,
+            lineage: String::new(),
+            git_commit: None,
+            updated_at: String::new(),
+            migrations: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            checkpoints: 0,
+        }
+    }
+
+    /// The serial of the last full snapshot; checkpoints count on top of it.
+    pub fn serial_base(&self) -> u64 {
+        self.serial - self.checkpoints
+    }
+
+    /// Records one tenant's new state as a checkpoint: the serial moves with every change,
+    /// so a plan made before it is known to be stale.
+    pub fn record(&mut self, slug: String, tenant: TenantState) {
+        self.tenants.insert(slug, tenant);
+        self.serial += 1;
+        self.checkpoints += 1;
+    }
+
+    /// Readies the state to be written whole: a new serial, and a lineage if it has none.
+    pub fn prepare_snapshot(&mut self) {
+        if self.lineage.is_empty() {
+            self.lineage = uuid::Uuid::new_v4().to_string();
+        }
+        self.serial += 1;
+        self.checkpoints = 0;
+        self.updated_at = now();
+    }
+
+    pub fn is_new(&self) -> bool {
+        self.lineage.is_empty()
+    }
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
