@@ -36,6 +36,10 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     let show_fields = c.diff.is_none() || c.action != crate::plan::Action::Create;
     if show_fields {
         for f in &c.fields {
+            // The content diff below says more than a changed checksum.
+            if c.diff.is_some() && f.field == "sha256" {
+                continue;
+            }
             let line = match (&f.old, &f.new) {
                 (None, Some(new)) => format!("+ {:width$} = {}", f.field, new),
                 (Some(old), None) => format!("- {:width$} = {}", f.field, old),
