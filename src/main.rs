@@ -4,6 +4,8 @@
 mod cli;
 
 use clap::Parser;
+use tenant_reconcile::diagnostic::Diagnostics;
+use tenant_reconcile::repo::LoadError;
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -22,11 +24,32 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             let style = anstyle::AnsiColor::Red.on_default().bold();
-            anstream::eprintln!("{style}error:{style:#} {}", chain(&e));
+            match diagnostics(&e) {
+                Some(d) => {
+                    for problem in &d.0 {
+                        anstream::eprintln!("{style}error:{style:#} {problem}");
+                    }
+                    let n = d.len();
+                    anstream::eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+                }
+                None => anstream::eprintln!("{style}error:{style:#} {}", chain(&e)),
+            }
             1
         }
     };
     std::process::exit(code);
+}
+
+/// The problems in the input files, when that is what the error is.
+fn diagnostics(e: &anyhow::Error) -> Option<&Diagnostics> {
+    match e.downcast_ref::<tenant_reconcile::Error>() {
+        Some(tenant_reconcile::Error::Invalid(d)) => Some(d),
+        Some(tenant_reconcile::Error::Load(LoadError::Invalid(d))) => Some(d),
+        _ => match e.downcast_ref::<LoadError>() {
+            Some(LoadError::Invalid(d)) => Some(d),
+            _ => e.downcast_ref::<Diagnostics>(),
+        },
+    }
 }
 
 /// The error and its causes, skipping causes whose text the parent already includes.

@@ -201,7 +201,15 @@ impl Executor {
             }
             let provider = self.targets.for_kind(change.key.kind);
             let result: Result<_, ProviderError> = provider.apply(&ctx, change).await;
-            match result.map_err(|e| fail(&change.key, &e))? {
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    // Record where the tenant stopped, so `state show` names the failed step.
+                    checkpoint(&ts).await?;
+                    return Err(fail(&change.key, &e));
+                }
+            };
+            match result {
                 Some(attrs) => {
                     ts.resources.insert(change.key.clone(), attrs);
                 }

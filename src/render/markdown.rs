@@ -78,7 +78,7 @@ pub fn render(plan: &Plan) -> String {
         let section = format!(
             "<details><summary><code>{}</code> {} ({} change{})</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n",
             t.slug,
-            escape(&tenant_heading(t)[t.slug.as_str().len()..]),
+            escape(tenant_heading(t)[t.slug.as_str().len()..].trim_start()),
             t.changes.len(),
             if t.changes.len() == 1 { "" } else { "s" }
         );

@@ -11,7 +11,7 @@ pub mod plan_file;
 pub mod templates;
 pub mod tenant_file;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -71,6 +71,9 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
     };
 
     let mut plans = BTreeMap::new();
+    // Plans whose file exists but did not load: their tenants are not also reported as
+    // naming an unknown plan, which would bury the real problem.
+    let mut broken_plans = HashSet::new();
     for path in list_files(root, &root.join("plans"), &mut problems)? {
         let file = display_path(root, &path);
         let Some(stem) = file_stem(&path, ".hcl") else {
@@ -83,7 +86,10 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
             Ok(p) => {
                 plans.insert(stem, p);
             }
-            Err(d) => problems.extend(d),
+            Err(d) => {
+                problems.extend(d);
+                broken_plans.insert(stem);
+            }
         }
     }
 
@@ -101,7 +107,7 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
     }
     tenants.sort_by(|a, b| a.slug.cmp(&b.slug).then_with(|| a.file.cmp(&b.file)));
     problems.extend(duplicate_slugs(&tenants));
-    for t in &tenants {
+    for t in tenants.iter().filter(|t| !broken_plans.contains(&t.plan)) {
         problems.extend(check_against_plan(t, plans.get(&t.plan), &plans));
     }
 

@@ -209,27 +209,24 @@ pub fn yaml_error(file: &str, source: &str, e: &serde_yaml::Error) -> Diagnostic
         Some(i) => message[..i].to_string(),
         None => message.clone(),
     };
+    // serde_yaml prefixes a nested value's problem with its path: `quotas.seats: invalid type`.
+    let (path, text) = match text.split_once(": ") {
+        Some((p, rest)) if !p.contains(' ') && locate(source, p).is_some() => {
+            (Some(p.to_string()), rest.to_string())
+        }
+        _ => (None, text),
+    };
     let mut d = Diagnostic::new(file, text.clone());
     if let Some(loc) = e.location() {
         d = d.at(loc.line(), loc.column());
     }
-    if let Some(field) = backticked(&text) {
+    if let Some(path) = path {
+        d = d.field(path);
+    } else if let Some(field) = backticked(&text) {
+        d = d.field(field.clone());
         if text.starts_with("unknown field") {
-            d = d
-                .field(field.clone())
-                .hint("tenant files accept: slug, name, plan, status, owner, region, locale, isolation, features, quotas, labels");
-        } else if text.contains("missing field") {
-            d = d.field(field);
-        } else if let Some((_, col)) = locate(source, &field) {
-            let _ = col;
-            d = d.field(field);
+            d = d.hint("tenant files accept: slug, name, plan, status, owner, region, locale, isolation, features, quotas, labels");
         }
-    } else if let Some(path) = text
-        .split(':')
-        .next()
-        .filter(|p| !p.contains(' ') && !p.is_empty() && locate(source, p).is_some())
-    {
-        d = d.field(path.to_string());
     }
     if text.contains("recursion limit") || text.contains("repetition limit") {
         d = d.hint(

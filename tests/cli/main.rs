@@ -1,0 +1,9 @@
+//! End-to-end tests: the real binary on tenant repos in temp dirs, with the local target.
+//! Every scenario that applies ends with a plan that must be empty.
+
+mod apply;
+mod bad_input;
+mod plan_output;
+mod safety;
+mod support;
+mod validate;

@@ -1,0 +1,171 @@
+//! Test support: a tenant repo in a temp dir, copied from the project's own example, and
+//! ways to run the real binary on it and look at what it did.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+pub struct Repo {
+    pub dir: TempDir,
+}
+
+impl Repo {
+    /// A copy of the example tenant repo at the project's top level.
+    pub fn example() -> Repo {
+        let dir = TempDir::new().expect("temp dir");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for sub in ["tenants", "plans", "templates", "migrations"] {
+            copy_dir(&root.join(sub), &dir.path().join(sub));
+        }
+        Repo { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path().join(".tenant-reconcile")
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path().join(rel)).unwrap();
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("tenant-reconcile").unwrap();
+        c.arg("-C").arg(self.path());
+        c.env_remove("TENANT_RECONCILE_MASTER_KEY");
+        c.env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    pub fn apply(&self) -> Output {
+        let out = self.run(&["apply", "--auto-approve"]);
+        assert!(
+            out.status.success(),
+            "apply failed:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    }
+
+    /// Terraform's acceptance rule: right after an apply, the plan is empty.
+    pub fn assert_plan_empty(&self) {
+        let out = self.run(&["plan", "--detailed-exitcode"]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "after applying, the plan was not empty:\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).contains("No changes."));
+    }
+
+    /// Every file under the local target with its checksum: equal fingerprints before and
+    /// after a command mean the command changed nothing.
+    pub fn fingerprint(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let root = self.state_dir();
+        if root.exists() {
+            walk(&root, &root, &mut out);
+        }
+        out
+    }
+
+    /// Rows of a query against one of the local target's SQLite files, as strings.
+    pub fn query(&self, db: &str, sql: &str) -> Vec<Vec<String>> {
+        let path = self.state_dir().join(db);
+        let sql = sql.to_string();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                use sqlx::Row;
+                let url = format!("sqlite://{}?mode=rw", path.display());
+                let pool = sqlx::SqlitePool::connect(&url).await.expect("open sqlite");
+                let rows = sqlx::query(&sql).fetch_all(&pool).await.expect("query");
+                let out = rows
+                    .iter()
+                    .map(|r| {
+                        (0..r.columns().len())
+                            .map(|i| {
+                                r.try_get::<Option<i64>, _>(i)
+                                    .map(|v| v.map(|v| v.to_string()))
+                                    .or_else(|_| r.try_get::<Option<String>, _>(i))
+                                    .ok()
+                                    .flatten()
+                                    .unwrap_or_else(|| "NULL".into())
+                            })
+                            .collect()
+                    })
+                    .collect();
+                pool.close().await;
+                out
+            })
+    }
+
+    pub fn count(&self, db: &str, sql: &str) -> i64 {
+        self.query(db, sql)[0][0].parse().unwrap()
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        // The lock file's content is its holder, rewritten by every locking command; the
+        // SQLite shared-memory index changes on any read.
+        if name.ends_with(".lock") || name.ends_with("-shm") {
+            continue;
+        }
+        if p.is_dir() {
+            walk(root, &p, out);
+        } else {
+            let bytes = std::fs::read(&p).unwrap();
+            out.insert(
+                p.strip_prefix(root).unwrap().display().to_string(),
+                hex::encode(Sha256::digest(&bytes)),
+            );
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+/// Output with the temp dir's path replaced, for snapshots.
+pub fn redact(repo: &Repo, s: &str) -> String {
+    s.replace(&repo.path().display().to_string(), "[REPO]")
+}

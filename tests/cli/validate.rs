@@ -1,0 +1,56 @@
+use crate::support::{redact, text, Repo};
+
+#[test]
+fn the_example_repo_is_valid() {
+    let repo = Repo::example();
+    let out = repo.run(&["validate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "Success! 4 tenants, 3 plans, 2 templates and 2 migrations are valid.\n"
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_line_and_field() {
+    let repo = Repo::example();
+    // An unknown field, a slug that is not its file name, an unknown plan, an override of a
+    // flag the plan does not declare, a YAML syntax error and a bad value type: all at once.
+    repo.write(
+        "tenants/acme.yaml",
+        "slug: acme\nname: Acme\nplan: growth\nowner:\n  email: ops@acme.example\nregion: eu-west-1\ncolour: red\n",
+    );
+    repo.write(
+        "tenants/globex.yaml",
+        "slug: globex-eu\nname: Globex\nplan: platinum\nowner:\n  email: it@globex.example\nregion: us-east-1\n",
+    );
+    repo.write(
+        "tenants/initech.yaml",
+        "slug: initech\nname: Initech\nplan: starter\nowner:\n  email: bill@initech.example\nregion: us-west-2\nfeatures:\n  sso: true\n  dark_mode: true\n",
+    );
+    repo.write("tenants/hooli.yaml", "slug: hooli\nname: [unclosed\n");
+    repo.write(
+        "tenants/pied-piper.yaml",
+        "slug: pied-piper\nname: Pied Piper\nplan: starter\nowner:\n  email: richard@pp.example\nregion: us-west-1\nquotas:\n  seats: lots\n",
+    );
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    insta::assert_snapshot!(redact(&repo, &text(&out.stderr)));
+}
+
+#[test]
+fn a_broken_plan_file_points_at_its_line() {
+    let repo = Repo::example();
+    repo.write("plans/growth.hcl", "isolation = \"schema\"\nretention_days = 30\nquotas = {\n  seats = 5\n}\nflavour = \"mint\"\n");
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("plans/growth.hcl:6:1: field `flavour`"),
+        "{err}"
+    );
+    // acme overrides the quota `seats` only, which is still declared; but it is on growth,
+    // and growth no longer declares sso, which no tenant overrides. Nothing else is wrong.
+    assert!(err.contains("1 problem found"), "{err}");
+}
