@@ -115,6 +115,13 @@ pub fn display_path(root: &Path, path: &Path) -> String {
     rel.to_string_lossy().replace('\\', "/")
 }
 
+/// The first `backticked` word of an error message: serde names fields that way.
+pub fn backticked(s: &str) -> Option<String> {
+    let start = s.find('`')? + 1;
+    let end = s[start..].find('`')? + start;
+    Some(s[start..end].to_string())
+}
+
 /// Finds the 1-based line and column of a dotted key path in block-style YAML.
 ///
 /// serde_yaml reports positions for syntax errors but not for values that parse and are

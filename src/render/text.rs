@@ -45,9 +45,17 @@ pub fn render(plan: &Plan) -> String {
         if plan.summary.drifted > 0 {
             let _ = writeln!(
                 out,
-                "({} tenant{} changed outside tenant-reconcile; apply puts them back.)",
-                plan.summary.drifted,
-                if plan.summary.drifted == 1 { "" } else { "s" }
+                "({} changed outside tenant-reconcile; apply puts {} back.)",
+                if plan.summary.drifted == 1 {
+                    "1 tenant".to_string()
+                } else {
+                    format!("{} tenants", plan.summary.drifted)
+                },
+                if plan.summary.drifted == 1 {
+                    "it"
+                } else {
+                    "them"
+                }
             );
         }
         for t in &plan.tenants {

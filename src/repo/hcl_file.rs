@@ -17,7 +17,7 @@ pub fn parse<T: DeserializeOwned>(file: &str, source: &str) -> Result<T, Diagnos
         other => {
             let message = other.to_string();
             let mut d = Diagnostic::new(file, message.clone());
-            if let Some(field) = backticked(&message) {
+            if let Some(field) = crate::diagnostic::backticked(&message) {
                 if let Some((line, col)) = locate_key(source, &field) {
                     d = d.at(line, col);
                 }
@@ -37,10 +37,4 @@ pub fn locate_key(source: &str, key: &str) -> Option<(usize, usize)> {
         (rest.starts_with('=') || rest.starts_with('{') || rest.starts_with('"'))
             .then(|| (i + 1, line.len() - trimmed.len() + 1))
     })
-}
-
-fn backticked(s: &str) -> Option<String> {
-    let start = s.find('`')? + 1;
-    let end = s[start..].find('`')? + start;
-    Some(s[start..end].to_string())
 }

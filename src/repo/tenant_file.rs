@@ -222,11 +222,9 @@ pub fn yaml_error(file: &str, source: &str, e: &serde_yaml::Error) -> Diagnostic
     }
     if let Some(path) = path {
         d = d.field(path);
-    } else if let Some(field) = backticked(&text) {
-        d = d.field(field.clone());
-        if text.starts_with("unknown field") {
-            d = d.hint("tenant files accept: slug, name, plan, status, owner, region, locale, isolation, features, quotas, labels");
-        }
+    } else if let Some(field) = crate::diagnostic::backticked(&text) {
+        // serde names the unknown or missing field, and lists the accepted ones itself.
+        d = d.field(field);
     }
     if text.contains("recursion limit") || text.contains("repetition limit") {
         d = d.hint(
@@ -238,12 +236,6 @@ pub fn yaml_error(file: &str, source: &str, e: &serde_yaml::Error) -> Diagnostic
 
 fn locate(source: &str, field: &str) -> Option<(usize, usize)> {
     crate::diagnostic::locate_yaml_key(source, field)
-}
-
-fn backticked(s: &str) -> Option<String> {
-    let start = s.find('`')? + 1;
-    let end = s[start..].find('`')? + start;
-    Some(s[start..end].to_string())
 }
 
 fn valid_email(s: &str) -> bool {

@@ -138,6 +138,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         }
         if p.is_dir() {
             walk(root, &p, out);
+        } else if name.ends_with("-wal") && std::fs::metadata(&p).unwrap().len() == 0 {
+            // SQLite creates an empty write-ahead log when a reader opens a WAL database;
+            // an empty log holds no data.
+            continue;
         } else {
             let bytes = std::fs::read(&p).unwrap();
             out.insert(
