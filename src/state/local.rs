@@ -38,12 +38,6 @@ impl LocalBackend {
         LocalBackend { path }
     }
 
-    fn sibling(&self, suffix: &str) -> PathBuf {
-        let mut s = self.path.as_os_str().to_owned();
-        s.push(suffix);
-        PathBuf::from(s)
-    }
-
     fn io<'a>(
         action: &'static str,
         path: &'a Path,
@@ -89,7 +83,7 @@ impl StateBackend for LocalBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::empty(),
             Err(e) => return Err(Self::io("read", &self.path)(e)),
         };
-        let journal = self.sibling(".journal");
+        let journal = sibling(&self.path, ".journal");
         match fs::read_to_string(&journal) {
             Ok(text) => replay(&mut state, &text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -105,7 +99,7 @@ impl StateBackend for LocalBackend {
     ) -> Result<Box<dyn StateLock>, StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(Self::io("create", dir))?;
-        let lock_path = self.sibling(".lock");
+        let lock_path = sibling(&self.path, ".lock");
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -139,7 +133,7 @@ impl StateBackend for LocalBackend {
         let body = serde_json::to_vec_pretty(&info).expect("lock info serializes");
         file.write_all(&body)
             .map_err(Self::io("write", &lock_path))?;
-        let journal_path = self.sibling(".journal");
+        let journal_path = sibling(&self.path, ".journal");
         let journal = OpenOptions::new()
             .create(true)
             .append(true)
