@@ -2,7 +2,9 @@
 //! prints; all decisions live here.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
 
 use crate::apply::{progress::Progress, ApplyReport, Executor};
 use crate::desired::{self, Desired, Key};
@@ -23,7 +25,9 @@ pub struct PlanOptions {
 
 /// Makes a plan from the files, the recorded state and (with refresh) the live resources.
 pub async fn plan(ws: &Workspace, opts: &PlanOptions) -> Result<Plan, Error> {
+    let started = Instant::now();
     let state = ws.backend().load().await?;
+    debug!(elapsed = ?started.elapsed(), tenants = state.tenants.len(), "loaded the state");
     make_plan(ws, &state, opts).await
 }
 
@@ -36,19 +40,23 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         }
     }
     let key = ws.find_key()?;
+    let started = Instant::now();
     let desired = desired::compile(&ws.repo, state, key.as_ref(), &opts.tenants)?;
+    debug!(elapsed = ?started.elapsed(), "compiled the desired state");
     let targets = ws.targets(ws.repo.migrations.clone());
     let live = if opts.refresh {
-        Some(
-            targets
-                .refresh(&refresh_targets(&desired, state))
-                .await
-                .map_err(Error::Refresh)?,
-        )
+        let started = Instant::now();
+        let live = targets
+            .refresh(&refresh_targets(&desired, state))
+            .await
+            .map_err(Error::Refresh)?;
+        debug!(elapsed = ?started.elapsed(), "refreshed the live state");
+        Some(live)
     } else {
         None
     };
-    Ok(plan::build(PlanInput {
+    let started = Instant::now();
+    let plan = plan::build(PlanInput {
         repo: &ws.repo,
         desired: &desired,
         state,
@@ -56,7 +64,9 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         targets: &targets,
         git_commit: ws.git_commit.clone(),
         allow_missing_tenants: opts.allow_missing_tenants,
-    })?)
+    })?;
+    debug!(elapsed = ?started.elapsed(), "diffed");
+    Ok(plan)
 }
 
 /// What refresh should look at: every desired tenant, with the keys it wants or had.

@@ -21,7 +21,9 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn open(root: &Path) -> Result<Workspace, Error> {
+        let started = std::time::Instant::now();
         let repo = repo::load(root)?;
+        tracing::debug!(elapsed = ?started.elapsed(), tenants = repo.tenants.len(), "loaded the repo");
         let local_dir = root.join(&repo.config.local.dir);
         let output_dir = root.join(&repo.config.output_dir);
         Ok(Workspace {

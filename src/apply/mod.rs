@@ -172,7 +172,7 @@ impl Executor {
                     lifecycle = Lifecycle::Provisioning;
                 }
                 let mut attrs = desired.attrs.clone();
-                attrs.insert("lifecycle".into(), json!(lifecycle.as_str()));
+                attrs.insert("lifecycle", json!(lifecycle.as_str()));
                 ts.tenant_id = Some(id);
                 ts.lifecycle = lifecycle;
                 ts.step = Some(change.key.to_string());
@@ -254,7 +254,7 @@ impl Executor {
             .resources
             .get_mut(&crate::desired::Key::new(Kind::Registry))
         {
-            reg.insert("lifecycle".into(), json!(to.as_str()));
+            reg.insert("lifecycle", json!(to.as_str()));
         }
         ts.applied_commit = self.git_commit.clone();
         ts.updated_at = now();

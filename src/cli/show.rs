@@ -116,7 +116,7 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
             println!("  updated at:          {}", t.updated_at);
             for (key, attrs) in &t.resources {
                 println!("\n  {slug}/{key}");
-                let width = attrs.keys().map(String::len).max().unwrap_or(0);
+                let width = attrs.keys().map(str::len).max().unwrap_or(0);
                 for (k, v) in attrs {
                     println!("      {k:width$} = {v}");
                 }

@@ -1,6 +1,7 @@
 //! Compiling the desired state: plan defaults + tenant overrides → effective settings →
 //! each tenant's resources, with templates rendered.
 
+mod attrs;
 pub mod resource;
 
 use std::collections::BTreeMap;
@@ -196,7 +197,7 @@ fn compile_tenant(
     if let (Some(key), Some(tenant_id)) = (key, recorded.and_then(|r| r.tenant_id.as_deref())) {
         let password = key.password(tenant_id, &role, credentials_version);
         role_attrs.insert(
-            "password_fingerprint".into(),
+            "password_fingerprint",
             json!(crate::credentials::fingerprint(&password)),
         );
     }
@@ -276,7 +277,7 @@ fn render(
 }
 
 pub fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attrs {
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    pairs.into_iter().collect()
 }
 
 pub fn sha256_hex(s: &str) -> String {

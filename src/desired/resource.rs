@@ -1,7 +1,6 @@
 //! Resources: what a tenant is made of, each with a stable address such as `acme/role`
 //! or `acme/file/namespace.yaml`.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::slug::Slug;
 
 /// Attribute values as JSON, so every provider, the state and the plan share one shape.
-pub type Attrs = BTreeMap<String, serde_json::Value>;
+pub use super::attrs::Attrs;
 
 /// The kinds of resource a tenant has, in the order a tenant's steps run: each kind may
 /// depend on any kind before it (the registry row gives the tenant its id, the role must

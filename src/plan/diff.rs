@@ -160,7 +160,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         desired_keys.insert(&r.key);
         let recorded_attrs = recorded.and_then(|t| t.resources.get(&r.key));
         let (current, current_content) = match input.live {
-            Some(live) => match live.resources.get(&(slug.clone(), r.key.clone())) {
+            Some(live) => match live.get(slug, &r.key) {
                 Some(l) => (Some(&l.attrs), l.content.as_deref()),
                 None => (None, None),
             },
@@ -175,7 +175,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                     .attrs
                     .iter()
                     .map(|(k, v)| FieldChange {
-                        field: k.clone(),
+                        field: k.to_string(),
                         old: None,
                         new: Some(v.clone()),
                         forces_replace: false,
@@ -238,7 +238,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     }
     if let Some(live) = input.live {
         // Only files the state knows of are ours to remove; refresh reports no others.
-        stale.retain(|k| live.resources.contains_key(&(slug.clone(), (*k).clone())));
+        stale.retain(|k| live.contains(slug, k));
     }
     for key in stale {
         changes.push(ResourceChange {
@@ -287,7 +287,7 @@ fn changed_fields(
         let cur = current.get(k);
         if cur != Some(v) {
             out.push(FieldChange {
-                field: k.clone(),
+                field: k.to_string(),
                 old: cur.cloned(),
                 new: Some(v.clone()),
                 forces_replace: forces(k),
@@ -300,7 +300,7 @@ fn changed_fields(
     for (k, v) in current {
         if !desired.contains_key(k) {
             out.push(FieldChange {
-                field: k.clone(),
+                field: k.to_string(),
                 old: Some(v.clone()),
                 new: None,
                 forces_replace: false,

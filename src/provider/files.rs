@@ -64,8 +64,9 @@ impl Provider for RenderedFiles {
         for ((slug, key), content) in wanted.iter().zip(found) {
             if let Some(content) = content {
                 let name = key.name.as_deref().unwrap_or_default();
-                live.resources.insert(
-                    ((*slug).clone(), (*key).clone()),
+                live.insert(
+                    slug,
+                    (*key).clone(),
                     LiveResource {
                         attrs: desired::attrs([
                             ("path", json!(format!("{slug}/{name}"))),

@@ -18,7 +18,7 @@
 pub mod files;
 pub mod local;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -88,9 +88,36 @@ pub struct LiveTenant {
 #[derive(Debug, Default)]
 pub struct LiveFleet {
     pub tenants: HashMap<Slug, LiveTenant>,
-    pub resources: HashMap<(Slug, Key), LiveResource>,
+    /// Per tenant, so a plan looks resources up without building a key for each.
+    resources: HashMap<Slug, BTreeMap<Key, LiveResource>>,
     /// Round trips each provider made, reported by benchmarks.
     pub calls: Vec<(&'static str, usize)>,
+}
+
+impl LiveFleet {
+    pub fn insert(&mut self, slug: &Slug, key: Key, resource: LiveResource) {
+        match self.resources.get_mut(slug) {
+            Some(m) => {
+                m.insert(key, resource);
+            }
+            None => {
+                self.resources
+                    .insert(slug.clone(), BTreeMap::from([(key, resource)]));
+            }
+        }
+    }
+
+    pub fn get(&self, slug: &Slug, key: &Key) -> Option<&LiveResource> {
+        self.resources.get(slug)?.get(key)
+    }
+
+    pub fn get_mut(&mut self, slug: &Slug, key: &Key) -> Option<&mut LiveResource> {
+        self.resources.get_mut(slug)?.get_mut(key)
+    }
+
+    pub fn contains(&self, slug: &Slug, key: &Key) -> bool {
+        self.get(slug, key).is_some()
+    }
 }
 
 /// What a step knows about the tenant it works on.
@@ -171,7 +198,9 @@ impl Targets {
     pub async fn refresh(&self, targets: &[RefreshTarget]) -> Result<LiveFleet, ProviderError> {
         let mut live = LiveFleet::default();
         for p in self.all() {
+            let started = std::time::Instant::now();
             p.refresh(targets, &mut live).await?;
+            tracing::debug!(provider = p.name(), elapsed = ?started.elapsed(), "refreshed");
         }
         Ok(live)
     }

@@ -39,8 +39,9 @@ impl Provider for LocalBuckets {
         for t in targets {
             // Slugs are [a-z0-9-]: a bucket folder can only ever be a direct child of `dir`.
             if self.dir.join(t.slug.as_str()).is_dir() {
-                live.resources.insert(
-                    (t.slug.clone(), Key::new(Kind::Bucket)),
+                live.insert(
+                    &t.slug,
+                    Key::new(Kind::Bucket),
                     LiveResource {
                         attrs: desired::attrs([("name", json!(t.slug.as_str()))]),
                         content: None,

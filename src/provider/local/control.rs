@@ -163,21 +163,33 @@ impl Provider for LocalControl {
         let wanted: HashMap<&str, &Slug> =
             targets.iter().map(|t| (t.slug.as_str(), &t.slug)).collect();
         // One query per table for the whole fleet, however many tenants there are.
-        let rows: Vec<(String, String, String, String, String, String, String, String, String, Option<String>)> =
-            sqlx::query_as(
-                "SELECT tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step FROM tenants",
-            )
-            .fetch_all(&pool)
-            .await
-            .map_err(ProviderError::sql("read the registry"))?;
-        let mut by_id: HashMap<String, Slug> = HashMap::new();
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Value,
+            String,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlite::fetch_json(
+            &pool,
+            "SELECT json_group_array(json_array(tenant_id, slug, name, plan, region, locale, \
+             isolation, json(labels), lifecycle, step)) FROM tenants",
+            "the registry",
+        )
+        .await?;
+        let mut by_id: HashMap<String, &Slug> = HashMap::new();
         for (id, slug, name, plan, region, locale, isolation, labels, lifecycle, step) in rows {
-            let Some(slug) = wanted.get(slug.as_str()).map(|s| (*s).clone()) else {
+            let Some(&slug) = wanted.get(slug.as_str()) else {
                 continue;
             };
-            let labels: Value = serde_json::from_str(&labels).unwrap_or(Value::Null);
-            live.resources.insert(
-                (slug.clone(), Key::new(Kind::Registry)),
+            live.insert(
+                slug,
+                Key::new(Kind::Registry),
                 LiveResource {
                     attrs: crate::desired::attrs([
                         ("name", json!(name)),
@@ -202,15 +214,17 @@ impl Provider for LocalControl {
             by_id.insert(id, slug);
         }
 
-        let owners: Vec<(String, String)> =
-            sqlx::query_as("SELECT tenant_id, email FROM memberships WHERE role = 'owner'")
-                .fetch_all(&pool)
-                .await
-                .map_err(ProviderError::sql("read memberships"))?;
+        let owners: Vec<(String, String)> = sqlite::fetch_json(
+            &pool,
+            "SELECT json_group_array(json_array(tenant_id, email)) FROM memberships WHERE role = 'owner'",
+            "memberships",
+        )
+        .await?;
         for (id, email) in owners {
             if let Some(slug) = by_id.get(&id) {
-                live.resources.insert(
-                    (slug.clone(), Key::new(Kind::Owner)),
+                live.insert(
+                    slug,
+                    Key::new(Kind::Owner),
                     LiveResource {
                         attrs: crate::desired::attrs([
                             ("email", json!(email)),
@@ -222,46 +236,34 @@ impl Provider for LocalControl {
             }
         }
 
-        // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
-        for kind in [Kind::Features, Kind::Quotas] {
-            for slug in by_id.values() {
-                live.resources.insert(
-                    (slug.clone(), Key::new(kind)),
+        // Flags and quotas arrive already grouped per tenant as JSON objects.
+        let flags: HashMap<String, Attrs> = sqlite::fetch_json(
+            &pool,
+            "SELECT json_group_object(tenant_id, json(m)) FROM \
+             (SELECT tenant_id, json_group_object(flag, json(CASE WHEN enabled THEN 'true' ELSE 'false' END)) AS m \
+              FROM feature_flags GROUP BY tenant_id)",
+            "feature flags",
+        )
+        .await?;
+        let quotas: HashMap<String, Attrs> = sqlite::fetch_json(
+            &pool,
+            "SELECT json_group_object(tenant_id, json(m)) FROM \
+             (SELECT tenant_id, json_group_object(name, value) AS m FROM quotas GROUP BY tenant_id)",
+            "quotas",
+        )
+        .await?;
+        for (kind, mut maps) in [(Kind::Features, flags), (Kind::Quotas, quotas)] {
+            for (id, slug) in &by_id {
+                // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
+                let attrs = maps.remove(id).unwrap_or_default();
+                live.insert(
+                    slug,
+                    Key::new(kind),
                     LiveResource {
-                        attrs: Attrs::new(),
+                        attrs,
                         content: None,
                     },
                 );
-            }
-        }
-        let flags: Vec<(String, String, bool)> =
-            sqlx::query_as("SELECT tenant_id, flag, enabled FROM feature_flags")
-                .fetch_all(&pool)
-                .await
-                .map_err(ProviderError::sql("read feature flags"))?;
-        for (id, flag, enabled) in flags {
-            if let Some(slug) = by_id.get(&id) {
-                if let Some(r) = live
-                    .resources
-                    .get_mut(&(slug.clone(), Key::new(Kind::Features)))
-                {
-                    r.attrs.insert(flag, json!(enabled));
-                }
-            }
-        }
-        let quotas: Vec<(String, String, i64)> =
-            sqlx::query_as("SELECT tenant_id, name, value FROM quotas")
-                .fetch_all(&pool)
-                .await
-                .map_err(ProviderError::sql("read quotas"))?;
-        for (id, name, value) in quotas {
-            if let Some(slug) = by_id.get(&id) {
-                if let Some(r) = live
-                    .resources
-                    .get_mut(&(slug.clone(), Key::new(Kind::Quotas)))
-                {
-                    r.attrs.insert(name, json!(value));
-                }
             }
         }
         pool.close().await;
@@ -364,7 +366,7 @@ impl Provider for LocalControl {
         let mut attrs = desired.attrs.clone();
         if change.key.kind == Kind::Registry {
             // The lifecycle moves in its own step, at the end of the tenant's run.
-            attrs.insert("lifecycle".into(), json!(ctx.lifecycle.as_str()));
+            attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
         }
         Ok(Some(attrs))
     }

@@ -120,7 +120,7 @@ impl LocalData {
         .await
         .map_err(ProviderError::sql("record the data slice"))?;
         let mut out = attrs.clone();
-        out.insert("schema_version".into(), self.schema_version(applied));
+        out.insert("schema_version", self.schema_version(applied));
         Ok(out)
     }
 
@@ -279,12 +279,14 @@ impl Provider for LocalData {
         let mut slices: HashMap<String, (String, String)> = HashMap::new();
         if self.catalog_path().exists() {
             let pool = sqlite::open(&self.catalog_path(), false, SqliteJournalMode::Wal).await?;
-            let rows: Vec<(String, bool, i64, String)> = sqlx::query_as(
-                "SELECT name, login, credentials_version, password_fingerprint FROM roles",
+            let rows: Vec<(String, bool, i64, String)> = sqlite::fetch_json(
+                &pool,
+                "SELECT json_group_array(json_array(name, \
+                 json(CASE WHEN login THEN 'true' ELSE 'false' END), \
+                 credentials_version, password_fingerprint)) FROM roles",
+                "roles",
             )
-            .fetch_all(&pool)
-            .await
-            .map_err(ProviderError::sql("read roles"))?;
+            .await?;
             for (name, login, version, fp) in rows {
                 roles.insert(
                     name.clone(),
@@ -296,11 +298,12 @@ impl Provider for LocalData {
                     ]),
                 );
             }
-            let rows: Vec<(String, String, String)> =
-                sqlx::query_as("SELECT slug, name, isolation FROM slices")
-                    .fetch_all(&pool)
-                    .await
-                    .map_err(ProviderError::sql("read slices"))?;
+            let rows: Vec<(String, String, String)> = sqlite::fetch_json(
+                &pool,
+                "SELECT json_group_array(json_array(slug, name, isolation)) FROM slices",
+                "slices",
+            )
+            .await?;
             slices.extend(
                 rows.into_iter()
                     .map(|(slug, name, iso)| (slug, (name, iso))),
@@ -313,8 +316,9 @@ impl Provider for LocalData {
             .collect();
         for (t, header) in targets.iter().zip(headers) {
             if let Some(attrs) = roles.remove(&desired::role_name(&t.slug)) {
-                live.resources.insert(
-                    (t.slug.clone(), Key::new(Kind::Role)),
+                live.insert(
+                    &t.slug,
+                    Key::new(Kind::Role),
                     LiveResource {
                         attrs,
                         content: None,
@@ -325,8 +329,9 @@ impl Provider for LocalData {
                 continue; // No database file: the database and its seed are gone.
             };
             let (name, isolation) = slices.get(t.slug.as_str()).cloned().unwrap_or_default();
-            live.resources.insert(
-                (t.slug.clone(), Key::new(Kind::Database)),
+            live.insert(
+                &t.slug,
+                Key::new(Kind::Database),
                 LiveResource {
                     attrs: desired::attrs([
                         ("name", json!(name)),
@@ -337,8 +342,9 @@ impl Provider for LocalData {
                 },
             );
             if mark == SEEDED {
-                live.resources.insert(
-                    (t.slug.clone(), Key::new(Kind::Seed)),
+                live.insert(
+                    &t.slug,
+                    Key::new(Kind::Seed),
                     LiveResource {
                         attrs: desired::attrs([("applied", json!(true))]),
                         content: None,

@@ -37,3 +37,20 @@ pub async fn open(
         .await
         .map_err(ProviderError::sql(format!("open {}", path.display())))
 }
+
+/// Runs a query that folds a whole table into one JSON document (`json_group_array` or
+/// `json_group_object`) and parses it. sqlx hands every row from SQLite's thread to ours
+/// one at a time; at 10,000 tenants that hand-off, not SQLite, was most of a refresh, and one
+/// row makes it vanish.
+pub async fn fetch_json<T: serde::de::DeserializeOwned>(
+    pool: &SqlitePool,
+    sql: &str,
+    what: &str,
+) -> Result<T, ProviderError> {
+    let (text,): (String,) = sqlx::query_as(sql)
+        .fetch_one(pool)
+        .await
+        .map_err(ProviderError::sql(format!("read {what}")))?;
+    serde_json::from_str(&text)
+        .map_err(|e| ProviderError::Message(format!("read {what}: unexpected shape: {e}")))
+}
