@@ -7,6 +7,12 @@ use clap::Parser;
 use tenant_reconcile::diagnostic::Diagnostics;
 use tenant_reconcile::repo::LoadError;
 
+// A plan of a large fleet allocates and frees hundreds of thousands of small maps and
+// strings; mimalloc does that markedly faster than the system allocator (see README,
+// Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = cli::Cli::parse();
     tracing_subscriber::fmt()

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use crate::apply::{progress::Progress, ApplyReport, Executor};
-use crate::desired::{self, Desired, Key};
+use crate::desired;
 use crate::plan::{self, Plan, PlanInput};
-use crate::provider::RefreshTarget;
+use crate::provider::{ProviderError, RefreshTarget};
+use crate::repo::TenantRepo;
 use crate::slug::Slug;
 use crate::state::{LockInfo, State};
 use crate::workspace::Workspace;
@@ -40,20 +41,39 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         }
     }
     let key = ws.find_key()?;
-    let started = Instant::now();
-    let desired = desired::compile(&ws.repo, state, key.as_ref(), &opts.tenants)?;
-    debug!(elapsed = ?started.elapsed(), "compiled the desired state");
     let targets = ws.targets(ws.repo.migrations.clone());
-    let live = if opts.refresh {
-        let started = Instant::now();
-        let live = targets
-            .refresh(&refresh_targets(&desired, state))
-            .await
-            .map_err(Error::Refresh)?;
-        debug!(elapsed = ?started.elapsed(), "refreshed the live state");
-        Some(live)
-    } else {
-        None
+    // Refresh reads other systems while compile renders templates on this thread: neither
+    // needs the other's result, and together they are most of a plan's time.
+    let refresh = opts.refresh.then(|| {
+        let targets = targets.clone();
+        let wanted = refresh_targets(&ws.repo, &opts.tenants, state);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let live = targets.refresh(wanted).await;
+            debug!(elapsed = ?started.elapsed(), "refreshed the live state");
+            live
+        })
+    });
+    let started = Instant::now();
+    let desired = match desired::compile(&ws.repo, state, key.as_ref(), &opts.tenants) {
+        Ok(d) => d,
+        Err(problems) => {
+            if let Some(task) = refresh {
+                task.abort();
+            }
+            return Err(problems.into());
+        }
+    };
+    debug!(elapsed = ?started.elapsed(), "compiled the desired state");
+    let live = match refresh {
+        Some(task) => Some(
+            task.await
+                .map_err(|e| {
+                    Error::Refresh(ProviderError::Message(format!("refresh stopped: {e}")))
+                })?
+                .map_err(Error::Refresh)?,
+        ),
+        None => None,
     };
     let started = Instant::now();
     let plan = plan::build(PlanInput {
@@ -69,25 +89,21 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
     Ok(plan)
 }
 
-/// What refresh should look at: every desired tenant, with the keys it wants or had.
-fn refresh_targets(desired: &Desired, state: &State) -> Vec<RefreshTarget> {
-    desired
-        .tenants
+/// What refresh should look at: every selected tenant with a file, with the keys it
+/// will want (known from the repo before compiling) and any it had.
+fn refresh_targets(repo: &TenantRepo, only: &[Slug], state: &State) -> Vec<RefreshTarget> {
+    let wanted = desired::resource_keys(repo);
+    repo.tenants
         .iter()
+        .filter(|t| only.is_empty() || only.contains(&t.slug))
         .map(|t| {
-            let recorded = state.tenants.get(t.slug().as_str());
-            let mut keys: Vec<Key> = t.resources.iter().map(|r| r.key.clone()).collect();
+            let recorded = state.tenants.get(t.slug.as_str());
+            let mut keys = wanted.clone();
             if let Some(r) = recorded {
-                keys.extend(
-                    r.resources
-                        .keys()
-                        .filter(|k| !keys.contains(k))
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                );
+                keys.extend(r.resources.keys().filter(|k| !wanted.contains(k)).cloned());
             }
             RefreshTarget {
-                slug: t.slug().clone(),
+                slug: t.slug.clone(),
                 tenant_id: recorded.and_then(|r| r.tenant_id.clone()),
                 keys,
             }

@@ -77,6 +77,33 @@ pub fn slice_name(slug: &Slug) -> String {
     format!("tenant_{}", slug.ident())
 }
 
+/// The keys of every tenant's resources, in the order `compile` gives them. They depend on
+/// the repo only, so refresh can start before compiling.
+pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
+    let mut keys: Vec<Key> = [
+        Kind::Registry,
+        Kind::Owner,
+        Kind::Features,
+        Kind::Quotas,
+        Kind::Role,
+        Kind::Database,
+    ]
+    .into_iter()
+    .map(Key::new)
+    .collect();
+    if repo.templates.has_seed {
+        keys.push(Key::new(Kind::Seed));
+    }
+    keys.push(Key::new(Kind::Bucket));
+    keys.extend(
+        repo.templates
+            .files
+            .iter()
+            .map(|name| Key::named(Kind::File, name.clone())),
+    );
+    keys
+}
+
 /// Compiles every tenant of `repo` (or only those named in `only`).
 ///
 /// `state` supplies what earlier applies decided (a tenant's id and credentials version),
@@ -255,6 +282,13 @@ fn compile_tenant(
         });
     }
 
+    debug_assert!(
+        resources
+            .iter()
+            .map(|r| &r.key)
+            .eq(resource_keys(repo).iter()),
+        "resource_keys() lists what compile_tenant() makes"
+    );
     Ok(DesiredTenant {
         effective,
         file: spec.file.clone(),

@@ -107,6 +107,20 @@ impl LiveFleet {
         }
     }
 
+    /// Adds what another provider found; providers own disjoint kinds, so nothing clashes.
+    pub fn merge(&mut self, other: LiveFleet) {
+        self.tenants.extend(other.tenants);
+        self.calls.extend(other.calls);
+        for (slug, resources) in other.resources {
+            match self.resources.get_mut(&slug) {
+                Some(mine) => mine.extend(resources),
+                None => {
+                    self.resources.insert(slug, resources);
+                }
+            }
+        }
+    }
+
     pub fn get(&self, slug: &Slug, key: &Key) -> Option<&LiveResource> {
         self.resources.get(slug)?.get(key)
     }
@@ -172,6 +186,7 @@ pub trait ControlPlane: Provider {
 }
 
 /// The targets a repo is configured with.
+#[derive(Clone)]
 pub struct Targets {
     pub control: Arc<dyn ControlPlane>,
     pub providers: Vec<Arc<dyn Provider>>,
@@ -195,12 +210,33 @@ impl Targets {
             .chain(self.providers.iter().map(|p| p.as_ref()))
     }
 
-    pub async fn refresh(&self, targets: &[RefreshTarget]) -> Result<LiveFleet, ProviderError> {
+    /// Refreshes every provider at once (they read unrelated systems), each into its own
+    /// [`LiveFleet`], and merges what they found.
+    pub async fn refresh(&self, targets: Vec<RefreshTarget>) -> Result<LiveFleet, ProviderError> {
+        let targets: Arc<[RefreshTarget]> = targets.into();
+        let providers: Vec<Arc<dyn Provider>> =
+            std::iter::once(self.control.clone() as Arc<dyn Provider>)
+                .chain(self.providers.iter().cloned())
+                .collect();
+        let tasks: Vec<_> = providers
+            .into_iter()
+            .map(|p| {
+                let targets = targets.clone();
+                tokio::spawn(async move {
+                    let started = std::time::Instant::now();
+                    let mut live = LiveFleet::default();
+                    p.refresh(&targets, &mut live).await?;
+                    tracing::debug!(provider = p.name(), elapsed = ?started.elapsed(), "refreshed");
+                    Ok::<_, ProviderError>(live)
+                })
+            })
+            .collect();
         let mut live = LiveFleet::default();
-        for p in self.all() {
-            let started = std::time::Instant::now();
-            p.refresh(targets, &mut live).await?;
-            tracing::debug!(provider = p.name(), elapsed = ?started.elapsed(), "refreshed");
+        for task in tasks {
+            let part = task
+                .await
+                .map_err(|e| ProviderError::Message(format!("a refresh task failed: {e}")))??;
+            live.merge(part);
         }
         Ok(live)
     }

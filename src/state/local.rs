@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
-use super::{State, TenantState, FORMAT_VERSION};
+use super::{State, TenantState};
 
 pub struct LocalBackend {
     path: PathBuf,
@@ -58,28 +58,7 @@ impl StateBackend for LocalBackend {
 
     async fn load(&self) -> Result<State, StateError> {
         let mut state = match fs::read(&self.path) {
-            Ok(bytes) => {
-                let probe: serde_json::Value =
-                    serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-                        path: self.describe(),
-                        message: e.to_string(),
-                    })?;
-                let found = probe
-                    .get("format_version")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0) as u32;
-                if found != FORMAT_VERSION {
-                    return Err(StateError::Version {
-                        path: self.describe(),
-                        found,
-                        supported: FORMAT_VERSION,
-                    });
-                }
-                serde_json::from_value(probe).map_err(|e| StateError::Corrupt {
-                    path: self.describe(),
-                    message: e.to_string(),
-                })?
-            }
+            Ok(bytes) => State::decode(&bytes, || self.describe())?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::empty(),
             Err(e) => return Err(Self::io("read", &self.path)(e)),
         };

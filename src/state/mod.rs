@@ -108,6 +108,30 @@ fn one() -> u32 {
 }
 
 impl State {
+    /// Reads a state document written by any backend; `describe` names where it came from
+    /// in errors. The format version is checked first, so a newer tool's state is refused
+    /// with that reason rather than as a puzzling parse error.
+    pub fn decode(bytes: &[u8], describe: impl Fn() -> String) -> Result<State, StateError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format_version: Option<u32>,
+        }
+        let corrupt = |e: serde_json::Error| StateError::Corrupt {
+            path: describe(),
+            message: e.to_string(),
+        };
+        let probe: Probe = serde_json::from_slice(bytes).map_err(corrupt)?;
+        let found = probe.format_version.unwrap_or(0);
+        if found != FORMAT_VERSION {
+            return Err(StateError::Version {
+                path: describe(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        serde_json::from_slice(bytes).map_err(corrupt)
+    }
+
     /// The state before anything was ever applied. Its lineage is chosen when first written.
     pub fn empty() -> State {
         State {
