@@ -22,6 +22,8 @@ pub struct PlanOptions {
     /// Only these tenants (all when empty).
     pub tenants: Vec<Slug>,
     pub allow_missing_tenants: bool,
+    /// Tenants whose database password changes: their credentials version goes up by one.
+    pub rotate_credentials: Vec<Slug>,
 }
 
 /// Makes a plan from the files, the recorded state and (with refresh) the live resources.
@@ -33,11 +35,16 @@ pub async fn plan(ws: &Workspace, opts: &PlanOptions) -> Result<Plan, Error> {
 }
 
 async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<Plan, Error> {
-    for slug in &opts.tenants {
-        if !ws.repo.tenants.iter().any(|t| &t.slug == slug) {
-            return Err(Error::Usage(format!(
-                "--tenant {slug}: there is no tenants/{slug}.yaml"
-            )));
+    for (flag, slugs) in [
+        ("--tenant", &opts.tenants),
+        ("--rotate-credentials", &opts.rotate_credentials),
+    ] {
+        for slug in slugs {
+            if !ws.repo.tenants.iter().any(|t| &t.slug == slug) {
+                return Err(Error::Usage(format!(
+                    "{flag} {slug}: there is no tenants/{slug}.yaml"
+                )));
+            }
         }
     }
     let key = ws.find_key()?;
@@ -55,7 +62,15 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         })
     });
     let started = Instant::now();
-    let desired = match desired::compile(&ws.repo, state, key.as_ref(), &opts.tenants) {
+    let desired = match desired::compile(
+        &ws.repo,
+        state,
+        key.as_ref(),
+        &desired::Selection {
+            only: &opts.tenants,
+            rotate: &opts.rotate_credentials,
+        },
+    ) {
         Ok(d) => d,
         Err(problems) => {
             if let Some(task) = refresh {

@@ -66,22 +66,28 @@ pub struct SelectArgs {
     /// Go on although many recorded tenants have no file any more. They are never destroyed.
     #[arg(long)]
     pub allow_missing_tenants: bool,
+    /// Give this tenant's database role a new password (repeatable): its credentials
+    /// version goes up by one, and the password derived from it replaces the old one.
+    #[arg(long = "rotate-credentials", value_name = "SLUG")]
+    pub rotate_credentials: Vec<String>,
 }
 
 impl SelectArgs {
     pub fn options(&self) -> anyhow::Result<tenant_reconcile::ops::PlanOptions> {
-        let tenants = self
-            .tenants
-            .iter()
-            .map(|s| {
-                tenant_reconcile::slug::Slug::parse(s)
-                    .map_err(|e| anyhow::anyhow!("--tenant {s:?}: {e}"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let slugs = |flag: &str, values: &[String]| {
+            values
+                .iter()
+                .map(|s| {
+                    tenant_reconcile::slug::Slug::parse(s)
+                        .map_err(|e| anyhow::anyhow!("{flag} {s:?}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
         Ok(tenant_reconcile::ops::PlanOptions {
             refresh: !self.no_refresh,
-            tenants,
+            tenants: slugs("--tenant", &self.tenants)?,
             allow_missing_tenants: self.allow_missing_tenants,
+            rotate_credentials: slugs("--rotate-credentials", &self.rotate_credentials)?,
         })
     }
 }

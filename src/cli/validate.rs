@@ -9,7 +9,7 @@ pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
     let repo = repo::load(root)?;
     // Templates are rendered for every tenant too: a template that fails for one tenant
     // is a problem to see now, not during apply.
-    desired::compile(&repo, &State::empty(), None, &[])?;
+    desired::compile(&repo, &State::empty(), None, &Default::default())?;
     anstream::println!(
         "Success! {} tenants, {} plans, {} templates and {} migrations are valid.",
         repo.tenants.len(),

@@ -44,6 +44,8 @@ pub struct DesiredTenant {
     pub file: String,
     /// Sorted by key, which is dependency order.
     pub resources: Vec<Resource>,
+    /// What the tenant's password is derived from, with the master key and its id.
+    pub credentials_version: u32,
 }
 
 impl DesiredTenant {
@@ -104,7 +106,16 @@ pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
     keys
 }
 
-/// Compiles every tenant of `repo` (or only those named in `only`).
+/// Which tenants to compile, and whose credentials to rotate.
+#[derive(Debug, Clone, Default)]
+pub struct Selection<'a> {
+    /// Only these tenants (all when empty).
+    pub only: &'a [Slug],
+    /// These tenants get the next credentials version, hence a new password.
+    pub rotate: &'a [Slug],
+}
+
+/// Compiles every selected tenant of `repo`.
 ///
 /// `state` supplies what earlier applies decided (a tenant's id and credentials version),
 /// which the derived credentials depend on. Without a master key the password fingerprint
@@ -113,8 +124,9 @@ pub fn compile(
     repo: &TenantRepo,
     state: &State,
     key: Option<&MasterKey>,
-    only: &[Slug],
+    select: &Selection<'_>,
 ) -> Result<Desired, Diagnostics> {
+    let only = select.only;
     let selected: Vec<&TenantSpec> = repo
         .tenants
         .iter()
@@ -122,7 +134,7 @@ pub fn compile(
         .collect();
     let results: Vec<Result<DesiredTenant, Diagnostic>> = selected
         .par_iter()
-        .map(|spec| compile_tenant(repo, spec, state, key))
+        .map(|spec| compile_tenant(repo, spec, state, key, select.rotate.contains(&spec.slug)))
         .collect();
     let mut problems = Diagnostics::default();
     let mut tenants = Vec::with_capacity(results.len());
@@ -145,6 +157,7 @@ fn compile_tenant(
     spec: &TenantSpec,
     state: &State,
     key: Option<&MasterKey>,
+    rotate: bool,
 ) -> Result<DesiredTenant, Diagnostic> {
     // The loader has already checked that the plan exists and declares every override.
     let plan = &repo.plans[&spec.plan];
@@ -214,7 +227,7 @@ fn compile_tenant(
         },
     ];
 
-    let credentials_version = recorded.map_or(1, |r| r.credentials_version);
+    let credentials_version = recorded.map_or(1, |r| r.credentials_version) + u32::from(rotate);
     let role = role_name(&spec.slug);
     let mut role_attrs = attrs([
         ("name", json!(role)),
@@ -293,6 +306,7 @@ fn compile_tenant(
         effective,
         file: spec.file.clone(),
         resources,
+        credentials_version,
     })
 }
 

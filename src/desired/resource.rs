@@ -54,6 +54,15 @@ impl Kind {
         }
     }
 
+    /// Attributes the target works out when it applies (a new tenant's password needs the
+    /// tenant id the registry gives it), so a plan can only say they are known after apply.
+    pub fn computed(self) -> &'static [&'static str] {
+        match self {
+            Kind::Role => &["password_fingerprint"],
+            _ => &[],
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }

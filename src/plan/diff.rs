@@ -168,19 +168,35 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         };
         let provider = input.targets.for_kind(r.key.kind);
         let Some(current) = current else {
+            let mut fields: Vec<FieldChange> = r
+                .attrs
+                .iter()
+                .map(|(k, v)| FieldChange {
+                    field: k.to_string(),
+                    old: None,
+                    new: Some(v.clone()),
+                    forces_replace: false,
+                })
+                .collect();
+            // Shown as known after apply: neither old nor new is known yet.
+            fields.extend(
+                r.key
+                    .kind
+                    .computed()
+                    .iter()
+                    .filter(|f| !r.attrs.contains_key(f))
+                    .map(|f| FieldChange {
+                        field: f.to_string(),
+                        old: None,
+                        new: None,
+                        forces_replace: false,
+                    }),
+            );
+            fields.sort_by(|a, b| a.field.cmp(&b.field));
             changes.push(ResourceChange {
                 key: r.key.clone(),
                 action: Action::Create,
-                fields: r
-                    .attrs
-                    .iter()
-                    .map(|(k, v)| FieldChange {
-                        field: k.to_string(),
-                        old: None,
-                        new: Some(v.clone()),
-                        forces_replace: false,
-                    })
-                    .collect(),
+                fields,
                 // It was recorded, so something outside removed it.
                 drift: input.live.is_some() && recorded_attrs.is_some(),
                 diff: r
@@ -269,7 +285,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         changes,
         tenant: d.effective.clone(),
         tenant_id,
-        credentials_version: recorded.map_or(1, |r| r.credentials_version),
+        credentials_version: d.credentials_version,
     })
 }
 

@@ -43,6 +43,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
             let line = match (&f.old, &f.new) {
                 (None, Some(new)) => format!("+ {:width$} = {}", f.field, new),
                 (Some(old), None) => format!("- {:width$} = {}", f.field, old),
+                (None, None) => format!("+ {:width$} = (known after apply)", f.field),
                 (old, new) => format!(
                     "~ {:width$} = {} → {}",
                     f.field,

@@ -341,3 +341,53 @@ fn a_second_apply_is_blocked_by_the_lock_and_can_wait_for_it() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     repo.assert_plan_empty();
 }
+
+#[test]
+fn rotating_credentials_changes_only_that_tenants_password() {
+    let repo = Repo::example();
+    repo.apply();
+    let fingerprints = |repo: &Repo| {
+        repo.query(
+            "catalog.sqlite",
+            "SELECT slug, credentials_version, password_fingerprint FROM roles ORDER BY slug",
+        )
+    };
+    let before = fingerprints(&repo);
+
+    let out = repo.run(&[
+        "plan",
+        "--rotate-credentials",
+        "acme",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("~ credentials_version  = 1 → 2"), "{shown}");
+    assert!(
+        shown.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{shown}"
+    );
+
+    let out = repo.run(&["apply", "--auto-approve", "--rotate-credentials", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.assert_plan_empty();
+
+    let after = fingerprints(&repo);
+    assert_eq!(after[0][..2], ["acme", "2"]);
+    assert_ne!(after[0][2], before[0][2], "acme has a new password");
+    assert_eq!(
+        after[1..],
+        before[1..],
+        "no other tenant's password changed"
+    );
+}
+
+#[test]
+fn rotating_credentials_of_an_unknown_tenant_is_refused() {
+    let repo = Repo::example();
+    let out = repo.run(&["plan", "--rotate-credentials", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--rotate-credentials nosuch: there is no tenants/nosuch.yaml")
+    );
+}
