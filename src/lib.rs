@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod desired;
 pub mod diagnostic;
 pub mod error;
+pub mod naming;
 pub mod ops;
 pub mod plan;
 pub mod provider;

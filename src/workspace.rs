@@ -3,9 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use crate::credentials::{KeySource, MasterKey, MASTER_KEY_ENV};
-use crate::provider::{local, Targets};
+use std::sync::Arc;
+
+use crate::naming::Naming;
+use crate::provider::files::RenderedFiles;
+use crate::provider::local::{LocalBuckets, LocalControl, LocalData};
+use crate::provider::postgres::{PgControl, PgData, PgServer};
+use crate::provider::{ControlPlane, Provider, Targets};
 use crate::repo::{self, Migration, TenantRepo};
 use crate::state::local::LocalBackend;
+use crate::state::postgres::PgBackend;
 use crate::state::StateBackend;
 use crate::Error;
 
@@ -17,6 +24,8 @@ pub struct Workspace {
     /// HEAD of the git repository the tenant repo is in, if it is in one.
     pub git_commit: Option<String>,
     local_key: PathBuf,
+    /// The server of the postgres targets and state backend; it connects on first use.
+    postgres: Arc<PgServer>,
 }
 
 impl Workspace {
@@ -29,6 +38,7 @@ impl Workspace {
         Ok(Workspace {
             git_commit: git_head(root),
             local_key: local_dir.join("master.key"),
+            postgres: Arc::new(PgServer::from_config(&repo.config.postgres)),
             repo,
             local_dir,
             output_dir,
@@ -40,12 +50,41 @@ impl Workspace {
             Some(p) => self.repo.root.join(p),
             None => self.local_dir.join("state.json"),
         };
-        Box::new(LocalBackend::new(path))
+        match self.repo.config.state.backend.as_str() {
+            "postgres" => Box::new(PgBackend::new(
+                self.postgres.clone(),
+                self.repo.config.state.name.clone(),
+            )),
+            _ => Box::new(LocalBackend::new(path)),
+        }
     }
 
-    /// The targets, applying `migrations` (the repo's, or a saved plan's).
+    /// The targets `tenant-reconcile.hcl` chooses, applying `migrations` (the repo's, or a
+    /// saved plan's).
     pub fn targets(&self, migrations: Vec<Migration>) -> Targets {
-        local::targets(self.local_dir.clone(), self.output_dir.clone(), migrations)
+        let config = &self.repo.config;
+        let naming = Naming::from(&config.postgres);
+        let control: Arc<dyn ControlPlane> = match config.targets.control_plane.as_str() {
+            "postgres" => Arc::new(PgControl::new(self.postgres.clone())),
+            _ => Arc::new(LocalControl::new(self.local_dir.join("control.sqlite"))),
+        };
+        let data: Arc<dyn Provider> = match config.targets.data.as_str() {
+            "postgres" => Arc::new(PgData::new(self.postgres.clone(), migrations, naming)),
+            _ => Arc::new(LocalData::new(self.local_dir.clone(), migrations, naming)),
+        };
+        Targets {
+            control,
+            providers: vec![
+                data,
+                Arc::new(LocalBuckets::new(self.local_dir.join("buckets"))),
+                Arc::new(RenderedFiles::new(self.output_dir.clone())),
+            ],
+        }
+    }
+
+    /// Whether the local target keeps tenant credentials, and so may make its own key.
+    fn data_is_local(&self) -> bool {
+        self.repo.config.targets.data == "local"
     }
 
     fn key_source(&self) -> KeySource<'_> {
@@ -57,7 +96,9 @@ impl Workspace {
                 .master_key_file
                 .as_ref()
                 .map(|f| self.repo.root.join(f)),
-            local_file: Some(self.local_key_path()),
+            // Only the local target may make up its own key; a real server's passwords
+            // must come from a key the operators hold.
+            local_file: self.data_is_local().then(|| self.local_key_path()),
         }
     }
 

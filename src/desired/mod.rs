@@ -15,6 +15,7 @@ pub use resource::{Address, Attrs, Key, Kind, Resource};
 
 use crate::credentials::MasterKey;
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::naming::Naming;
 use crate::repo::{templates, Isolation, Status, TenantRepo, TenantSpec};
 use crate::slug::Slug;
 use crate::state::{Lifecycle, State};
@@ -69,16 +70,6 @@ pub struct Desired {
     pub tenants: Vec<DesiredTenant>,
 }
 
-/// The names a tenant's database role and data slice get. Slugs are already restricted to
-/// `[a-z0-9-]`, so these are safe identifiers; they are still quoted wherever used.
-pub fn role_name(slug: &Slug) -> String {
-    format!("tenant_{}", slug.ident())
-}
-
-pub fn slice_name(slug: &Slug) -> String {
-    format!("tenant_{}", slug.ident())
-}
-
 /// The keys of every tenant's resources, in the order `compile` gives them. They depend on
 /// the repo only, so refresh can start before compiling.
 pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
@@ -127,6 +118,7 @@ pub fn compile(
     select: &Selection<'_>,
 ) -> Result<Desired, Diagnostics> {
     let only = select.only;
+    let naming = Naming::from(&repo.config.postgres);
     let selected: Vec<&TenantSpec> = repo
         .tenants
         .iter()
@@ -134,7 +126,16 @@ pub fn compile(
         .collect();
     let results: Vec<Result<DesiredTenant, Diagnostic>> = selected
         .par_iter()
-        .map(|spec| compile_tenant(repo, spec, state, key, select.rotate.contains(&spec.slug)))
+        .map(|spec| {
+            compile_tenant(
+                repo,
+                &naming,
+                spec,
+                state,
+                key,
+                select.rotate.contains(&spec.slug),
+            )
+        })
         .collect();
     let mut problems = Diagnostics::default();
     let mut tenants = Vec::with_capacity(results.len());
@@ -154,6 +155,7 @@ pub fn compile(
 
 fn compile_tenant(
     repo: &TenantRepo,
+    naming: &Naming,
     spec: &TenantSpec,
     state: &State,
     key: Option<&MasterKey>,
@@ -228,7 +230,7 @@ fn compile_tenant(
     ];
 
     let credentials_version = recorded.map_or(1, |r| r.credentials_version) + u32::from(rotate);
-    let role = role_name(&spec.slug);
+    let role = naming.role(&spec.slug);
     let mut role_attrs = attrs([
         ("name", json!(role)),
         ("login", json!(spec.status == Status::Active)),
@@ -250,12 +252,14 @@ fn compile_tenant(
     resources.push(Resource {
         key: Key::new(Kind::Database),
         attrs: attrs([
-            ("name", json!(slice_name(&spec.slug))),
+            ("name", json!(naming.slice(&spec.slug, effective.isolation))),
             ("isolation", json!(effective.isolation.as_str())),
             (
                 "schema_version",
                 json!(repo.migrations.last().map(|m| m.id()).unwrap_or_default()),
             ),
+            // The tenant's role can reach its slice: a revoked grant shows as drift.
+            ("access", json!("granted")),
         ]),
         content: None,
     });

@@ -17,6 +17,7 @@
 
 pub mod files;
 pub mod local;
+pub mod postgres;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use crate::credentials::MasterKey;
 use crate::desired::{Attrs, Effective, Key, Kind};
 use crate::plan::ResourceChange;
+use crate::repo::Migration;
 use crate::slug::Slug;
 use crate::state::Lifecycle;
 
@@ -48,6 +50,25 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// Whether trying again may succeed: the connection was lost or refused, the server is
+    /// restarting or out of connections, or a transaction lost a serialization conflict.
+    pub fn is_transient(&self) -> bool {
+        let ProviderError::Sql { source, .. } = self else {
+            return false;
+        };
+        match source {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(e) => e.code().is_some_and(|c| {
+                c.starts_with("08") // connection exception
+                    || c.starts_with("57P") // admin shutdown, crash shutdown, cannot connect now
+                    || c == "53300" // too many connections
+                    || c == "40001" // serialization failure
+                    || c == "40P01" // deadlock detected
+            }),
+            _ => false,
+        }
+    }
+
     pub fn sql(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ProviderError {
         let context = context.into();
         move |source| ProviderError::Sql { context, source }
@@ -131,6 +152,18 @@ impl LiveFleet {
 
     pub fn contains(&self, slug: &Slug, key: &Key) -> bool {
         self.get(slug, key).is_some()
+    }
+}
+
+/// How a slice's migrations read in a plan: the id of the last one applied, counting the
+/// repo's migrations in order up to the first one missing.
+pub fn schema_version(migrations: &[Migration], applied: usize) -> serde_json::Value {
+    match applied {
+        0 => serde_json::json!(""),
+        n => match migrations.get(n - 1) {
+            Some(m) => serde_json::json!(m.id()),
+            None => serde_json::json!(format!("{n} migrations (more than the repo has)")),
+        },
     }
 }
 
@@ -242,10 +275,77 @@ impl Targets {
     }
 }
 
-/// Event names written to the outbox.
+/// The lifecycle events written to the outbox, the same on every control plane.
 pub mod events {
+    use serde_json::{json, Value};
+
+    use super::{ProviderError, StepContext};
+    use crate::state::{now, Lifecycle};
+
     pub const PROVISIONED: &str = "TenantProvisioned";
     pub const SUSPENDED: &str = "TenantSuspended";
     pub const RESUMED: &str = "TenantResumed";
     pub const UPDATED: &str = "TenantUpdated";
+
+    /// One outbox row: the event's id, when it happened, and what consumers read.
+    pub struct Event {
+        pub id: String,
+        pub at: String,
+        pub payload: Value,
+    }
+
+    pub fn new(ctx: &StepContext<'_>, tenant_id: &str, kind: &str, detail: Value) -> Event {
+        let t = ctx.tenant;
+        let id = uuid::Uuid::new_v4().to_string();
+        let at = now();
+        let payload = json!({
+            "event_id": id,
+            "type": kind,
+            "occurred_at": at,
+            "tenant_id": tenant_id,
+            "slug": t.slug,
+            "plan": t.plan,
+            "region": t.region,
+            "locale": t.locale,
+            "isolation": t.isolation.as_str(),
+            "owner_email": t.owner_email,
+            "features": t.features,
+            "quotas": t.quotas,
+            "detail": detail,
+        });
+        Event { id, at, payload }
+    }
+
+    /// The events a move from `from` to `to` announces, in order.
+    pub fn for_transition(
+        from: Lifecycle,
+        to: Lifecycle,
+    ) -> Result<&'static [&'static str], ProviderError> {
+        Ok(match (from, to) {
+            (Lifecycle::Pending | Lifecycle::Provisioning, Lifecycle::Active) => &[PROVISIONED],
+            (Lifecycle::Pending | Lifecycle::Provisioning, Lifecycle::Suspended) => {
+                &[PROVISIONED, SUSPENDED]
+            }
+            (Lifecycle::Active, Lifecycle::Suspended) => &[SUSPENDED],
+            (Lifecycle::Suspended, Lifecycle::Active) => &[RESUMED],
+            _ => {
+                return Err(ProviderError::Message(format!(
+                    "cannot move a tenant from {from} to {to}"
+                )))
+            }
+        })
+    }
+
+    /// The detail of a TenantUpdated event for `change`.
+    pub fn update_detail(change: &crate::plan::ResourceChange) -> Value {
+        let fields: Vec<&str> = change.fields.iter().map(|f| f.field.as_str()).collect();
+        json!({ "resource": change.key.to_string(), "fields": fields })
+    }
+
+    /// Whether a change is announced as TenantUpdated: only for a tenant already live; a
+    /// tenant still provisioning gets its TenantProvisioned event instead.
+    pub fn announces_update(ctx: &StepContext<'_>, change: &crate::plan::ResourceChange) -> bool {
+        matches!(ctx.lifecycle, Lifecycle::Active | Lifecycle::Suspended)
+            && change.action != crate::plan::Action::Create
+    }
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::hcl_file;
 use crate::diagnostic::Diagnostic;
+use crate::naming::is_plain_ident;
 
 pub const CONFIG_FILE: &str = "tenant-reconcile.hcl";
 
@@ -30,6 +31,8 @@ pub struct Config {
     pub migrations_dir: String,
     #[serde(default)]
     pub safety: SafetyConfig,
+    #[serde(default)]
+    pub postgres: PostgresConfig,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             master_key_file: None,
             migrations_dir: default_migrations_dir(),
             safety: SafetyConfig::default(),
+            postgres: PostgresConfig::default(),
         }
     }
 }
@@ -54,6 +58,10 @@ pub struct StateConfig {
     /// For the local backend: the state file, relative to the repo root.
     #[serde(default)]
     pub path: Option<String>,
+    /// For shared backends (postgres): which state this repo uses, so several repos or
+    /// environments can keep theirs side by side. Each name has its own lock.
+    #[serde(default = "default_state_name")]
+    pub name: String,
 }
 
 impl Default for StateConfig {
@@ -61,6 +69,52 @@ impl Default for StateConfig {
         StateConfig {
             backend: default_local(),
             path: None,
+            name: default_state_name(),
+        }
+    }
+}
+
+/// The `postgres` block: the server the postgres targets and state backend use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A connection URL. Better left out: `url_env` keeps credentials out of the repo.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The environment variable holding the URL when `url` is not set.
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+    /// The admin schema: control-plane tables, the data catalog and the state.
+    #[serde(default = "default_pg_schema")]
+    pub schema: String,
+    /// Tenant login roles are `<role_prefix><slug>` (with `-` as `_`).
+    #[serde(default = "default_tenant_prefix")]
+    pub role_prefix: String,
+    /// `isolation = schema` tenants get the schema `<schema_prefix><slug>`.
+    #[serde(default = "default_tenant_prefix")]
+    pub schema_prefix: String,
+    /// `isolation = database` tenants get the database `<database_prefix><slug>`.
+    #[serde(default = "default_tenant_prefix")]
+    pub database_prefix: String,
+    /// `isolation = shared` tenants' rows live in this schema under row-level security.
+    #[serde(default = "default_shared_schema")]
+    pub shared_schema: String,
+    /// Connections to the server at most (apply's `--parallelism` is bounded by it too).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: None,
+            url_env: default_url_env(),
+            schema: default_pg_schema(),
+            role_prefix: default_tenant_prefix(),
+            schema_prefix: default_tenant_prefix(),
+            database_prefix: default_tenant_prefix(),
+            shared_schema: default_shared_schema(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -126,6 +180,24 @@ impl Default for SafetyConfig {
 fn default_local() -> String {
     "local".into()
 }
+fn default_state_name() -> String {
+    "default".into()
+}
+fn default_url_env() -> String {
+    "DATABASE_URL".into()
+}
+fn default_pg_schema() -> String {
+    "tenant_reconcile".into()
+}
+fn default_tenant_prefix() -> String {
+    "tenant_".into()
+}
+fn default_shared_schema() -> String {
+    "tenants_shared".into()
+}
+fn default_max_connections() -> u32 {
+    10
+}
 fn default_local_dir() -> String {
     ".tenant-reconcile".into()
 }
@@ -142,12 +214,19 @@ fn default_max_missing_share() -> f64 {
 pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     let config: Config = hcl_file::parse(CONFIG_FILE, source).map_err(|d| vec![d])?;
     let mut problems = Vec::new();
-    let known = ["local"];
-    for (field, value) in [
-        ("state.backend", &config.state.backend),
-        ("targets.control_plane", &config.targets.control_plane),
-        ("targets.data", &config.targets.data),
-        ("targets.buckets", &config.targets.buckets),
+    for (field, value, known) in [
+        (
+            "state.backend",
+            &config.state.backend,
+            &["local", "postgres"][..],
+        ),
+        (
+            "targets.control_plane",
+            &config.targets.control_plane,
+            &["local", "postgres"],
+        ),
+        ("targets.data", &config.targets.data, &["local", "postgres"]),
+        ("targets.buckets", &config.targets.buckets, &["local"]),
     ] {
         if !known.contains(&value.as_str()) {
             let key = field.rsplit('.').next().unwrap_or(field);
@@ -156,9 +235,49 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
                 Diagnostic::new(CONFIG_FILE, format!("unknown target {value:?}"))
                     .at(line, col)
                     .field(field)
-                    .hint("this version provides: local"),
+                    .hint(format!("{field} can be: {}", known.join(", "))),
             );
         }
+    }
+    let pg = &config.postgres;
+    for (key, value) in [
+        ("schema", &pg.schema),
+        ("role_prefix", &pg.role_prefix),
+        ("schema_prefix", &pg.schema_prefix),
+        ("database_prefix", &pg.database_prefix),
+        ("shared_schema", &pg.shared_schema),
+    ] {
+        if !is_plain_ident(value) || value.starts_with("pg_") {
+            let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
+            problems.push(
+                Diagnostic::new(CONFIG_FILE, format!("{value:?} is not a plain identifier"))
+                    .at(line, col)
+                    .field(format!("postgres.{key}"))
+                    .hint("use lower-case letters, digits and _, starting with a letter or _, not pg_"),
+            );
+        }
+    }
+    // A tenant's schema is `<schema_prefix><slug>`: a fixed schema under that prefix could
+    // one day be some tenant's.
+    for (key, value) in [("schema", &pg.schema), ("shared_schema", &pg.shared_schema)] {
+        if value.starts_with(&pg.schema_prefix) {
+            let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
+            problems.push(
+                Diagnostic::new(
+                    CONFIG_FILE,
+                    format!("{value:?} starts with schema_prefix {:?}, so a tenant's schema could take its name", pg.schema_prefix),
+                )
+                .at(line, col)
+                .field(format!("postgres.{key}"))
+                .hint("choose a name outside the tenants' prefix"),
+            );
+        }
+    }
+    if pg.max_connections == 0 {
+        problems.push(
+            Diagnostic::new(CONFIG_FILE, "max_connections must be at least 1")
+                .field("postgres.max_connections"),
+        );
     }
     if !(0.0..=1.0).contains(&config.safety.max_missing_share) {
         problems.push(
@@ -190,6 +309,17 @@ mod tests {
             parse("local {\n  dir = \"x\"\n}\nsafety {\n  max_missing_share = 0.5\n}\n").unwrap();
         assert_eq!(c.local.dir, "x");
         assert_eq!(c.safety.max_missing_share, 0.5);
+    }
+
+    #[test]
+    fn postgres_names_must_be_plain_and_apart_from_tenants() {
+        let e = parse(
+            "postgres {\n  role_prefix = \"T; drop\"\n  shared_schema = \"tenant_shared\"\n}\n",
+        )
+        .unwrap_err();
+        let fields: Vec<_> = e.iter().filter_map(|d| d.field.as_deref()).collect();
+        assert_eq!(fields, ["postgres.role_prefix", "postgres.shared_schema"]);
+        assert_eq!(e[0].line, 2);
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use crate::naming::{Naming, MAX_IDENT_BYTES};
+
 pub use config::Config;
 pub use migrations::Migration;
 pub use plan_file::TierPlan;
@@ -109,6 +111,22 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
     problems.extend(duplicate_slugs(&tenants));
     for t in tenants.iter().filter(|t| !broken_plans.contains(&t.plan)) {
         problems.extend(check_against_plan(t, plans.get(&t.plan), &plans));
+    }
+    let naming = Naming::from(&config.postgres);
+    for t in &tenants {
+        for (what, name) in naming.too_long(&t.slug) {
+            problems.push(
+                Diagnostic::new(
+                    &t.file,
+                    format!(
+                        "the {what} name {name:?} is {} bytes; PostgreSQL allows {MAX_IDENT_BYTES} and would cut it short",
+                        name.len()
+                    ),
+                )
+                .locate(&t.source, "slug")
+                .hint("shorten the slug, or the prefix in the postgres block of tenant-reconcile.hcl"),
+            );
+        }
     }
 
     let mut template_sources = Vec::new();

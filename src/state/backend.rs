@@ -24,6 +24,12 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{context}: {source}")]
+    Postgres {
+        context: String,
+        #[source]
+        source: crate::provider::ProviderError,
+    },
     #[error("the state in {path} is not readable: {message}")]
     Corrupt { path: String, message: String },
     #[error("the state in {path} has format version {found}; this tenant-reconcile reads version {supported}\n  hint: upgrade tenant-reconcile")]

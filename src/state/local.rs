@@ -15,22 +15,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
-use super::{State, TenantState};
+use super::{Checkpoint, State, TenantState};
 
 pub struct LocalBackend {
     path: PathBuf,
-}
-
-#[derive(Serialize, Deserialize)]
-struct JournalEntry {
-    lineage: String,
-    /// The serial of the snapshot this entry applies on top of.
-    base_serial: u64,
-    slug: String,
-    tenant: TenantState,
 }
 
 impl LocalBackend {
@@ -130,14 +120,10 @@ impl StateBackend for LocalBackend {
 /// Applies the journal's entries that belong on top of this snapshot. A torn last line
 /// (the process died mid-write) is ignored: its step is simply seen again by refresh.
 fn replay(state: &mut State, text: &str) {
-    for line in text.lines() {
-        let Ok(entry) = serde_json::from_str::<JournalEntry>(line) else {
-            continue;
-        };
-        if entry.lineage == state.lineage && entry.base_serial == state.serial_base() {
-            state.record(entry.slug, entry.tenant);
-        }
-    }
+    state.replay(
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Checkpoint>(line).ok()),
+    );
 }
 
 struct LocalLock {
@@ -155,13 +141,8 @@ impl StateLock for LocalLock {
         slug: &str,
         tenant: &TenantState,
     ) -> Result<(), StateError> {
-        let entry = JournalEntry {
-            lineage: state.lineage.clone(),
-            base_serial: state.serial_base(),
-            slug: slug.to_string(),
-            tenant: tenant.clone(),
-        };
-        let mut line = serde_json::to_vec(&entry).expect("state serializes");
+        let mut line =
+            serde_json::to_vec(&state.checkpoint(slug, tenant)).expect("state serializes");
         line.push(b'\n');
         // One write per entry: a kill between entries never leaves half of one behind
         // except at the very end, which `replay` skips.

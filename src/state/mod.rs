@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod local;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 
@@ -107,7 +108,38 @@ fn one() -> u32 {
     1
 }
 
+/// One tenant's state as recorded right after a step, on top of a given snapshot. Backends
+/// keep these between full writes; loading replays those that belong to the snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub lineage: String,
+    /// The serial of the snapshot this entry applies on top of.
+    pub base_serial: u64,
+    pub slug: String,
+    pub tenant: TenantState,
+}
+
 impl State {
+    /// The checkpoint that records `tenant` on top of this state's last snapshot.
+    pub fn checkpoint(&self, slug: &str, tenant: &TenantState) -> Checkpoint {
+        Checkpoint {
+            lineage: self.lineage.clone(),
+            base_serial: self.serial_base(),
+            slug: slug.to_string(),
+            tenant: tenant.clone(),
+        }
+    }
+
+    /// Applies the checkpoints written on top of this snapshot, in order; others (left
+    /// from an older snapshot or another lineage) are ignored.
+    pub fn replay(&mut self, entries: impl IntoIterator<Item = Checkpoint>) {
+        for entry in entries {
+            if entry.lineage == self.lineage && entry.base_serial == self.serial_base() {
+                self.record(entry.slug, entry.tenant);
+            }
+        }
+    }
+
     /// Reads a state document written by any backend; `describe` names where it came from
     /// in errors. The format version is checked first, so a newer tool's state is refused
     /// with that reason rather than as a puzzling parse error.

@@ -109,30 +109,13 @@ async fn emit(
     kind: &str,
     detail: Value,
 ) -> Result<(), ProviderError> {
-    let t = ctx.tenant;
-    let event_id = uuid::Uuid::new_v4().to_string();
-    let at = now();
-    let payload = json!({
-        "event_id": event_id,
-        "type": kind,
-        "occurred_at": at,
-        "tenant_id": tenant_id,
-        "slug": t.slug,
-        "plan": t.plan,
-        "region": t.region,
-        "locale": t.locale,
-        "isolation": t.isolation.as_str(),
-        "owner_email": t.owner_email,
-        "features": t.features,
-        "quotas": t.quotas,
-        "detail": detail,
-    });
+    let event = events::new(ctx, tenant_id, kind, detail);
     sqlx::query("INSERT INTO outbox (event_id, tenant_id, type, payload, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(&event_id)
+        .bind(&event.id)
         .bind(tenant_id)
         .bind(kind)
-        .bind(payload.to_string())
-        .bind(&at)
+        .bind(event.payload.to_string())
+        .bind(&event.at)
         .execute(&mut **tx)
         .await
         .map_err(ProviderError::sql("write to the outbox"))?;
@@ -347,18 +330,14 @@ impl Provider for LocalControl {
             }
         }
         // A change to a live tenant is announced in the same transaction that makes it, so
-        // the event exists exactly when the change does. A tenant still provisioning gets
-        // its TenantProvisioned event instead.
-        if matches!(ctx.lifecycle, Lifecycle::Active | Lifecycle::Suspended)
-            && change.action != crate::plan::Action::Create
-        {
-            let fields: Vec<&str> = change.fields.iter().map(|f| f.field.as_str()).collect();
+        // the event exists exactly when the change does.
+        if events::announces_update(ctx, change) {
             emit(
                 &mut tx,
                 ctx,
                 tenant_id,
                 events::UPDATED,
-                json!({ "resource": change.key.to_string(), "fields": fields }),
+                events::update_detail(change),
             )
             .await?;
         }
@@ -441,21 +420,7 @@ impl ControlPlane for LocalControl {
         if from == to {
             return Ok(());
         }
-        let kinds: &[&str] = match (from, to) {
-            (Lifecycle::Pending | Lifecycle::Provisioning, Lifecycle::Active) => {
-                &[events::PROVISIONED]
-            }
-            (Lifecycle::Pending | Lifecycle::Provisioning, Lifecycle::Suspended) => {
-                &[events::PROVISIONED, events::SUSPENDED]
-            }
-            (Lifecycle::Active, Lifecycle::Suspended) => &[events::SUSPENDED],
-            (Lifecycle::Suspended, Lifecycle::Active) => &[events::RESUMED],
-            _ => {
-                return Err(ProviderError::Message(format!(
-                    "cannot move a tenant from {from} to {to}"
-                )))
-            }
-        };
+        let kinds = events::for_transition(from, to)?;
         sqlx::query(
             "UPDATE tenants SET lifecycle = ?, step = NULL, updated_at = ? WHERE tenant_id = ?",
         )
@@ -465,7 +430,7 @@ impl ControlPlane for LocalControl {
         .execute(tx.as_mut())
         .await
         .map_err(ProviderError::sql("update the lifecycle"))?;
-        for kind in kinds {
+        for &kind in kinds {
             emit(
                 &mut tx,
                 ctx,

@@ -19,9 +19,10 @@ use tokio::sync::OnceCell;
 
 use super::sqlite;
 use crate::desired::{self, Attrs, Key, Kind};
+use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
-    LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext,
+    schema_version, LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext,
 };
 use crate::repo::Migration;
 use crate::slug::Slug;
@@ -58,14 +59,16 @@ CREATE TABLE IF NOT EXISTS _tenant_reconcile_migrations (
 pub struct LocalData {
     dir: PathBuf,
     migrations: Vec<Migration>,
+    naming: Naming,
     catalog: OnceCell<SqlitePool>,
 }
 
 impl LocalData {
-    pub fn new(dir: PathBuf, migrations: Vec<Migration>) -> LocalData {
+    pub fn new(dir: PathBuf, migrations: Vec<Migration>, naming: Naming) -> LocalData {
         LocalData {
             dir,
             migrations,
+            naming,
             catalog: OnceCell::new(),
         }
     }
@@ -92,16 +95,6 @@ impl LocalData {
             .await
     }
 
-    fn schema_version(&self, applied: u32) -> Value {
-        match applied as usize {
-            0 => json!(""),
-            n => match self.migrations.get(n - 1) {
-                Some(m) => json!(m.id()),
-                None => json!(format!("{n} migrations (more than the repo has)")),
-            },
-        }
-    }
-
     async fn apply_database(&self, slug: &Slug, attrs: &Attrs) -> Result<Attrs, ProviderError> {
         let path = self.database_path(slug);
         let pool = sqlite::open(&path, true, SqliteJournalMode::Delete).await?;
@@ -115,12 +108,17 @@ impl LocalData {
         .bind(slug.as_str())
         .bind(attrs.get("name").and_then(Value::as_str).unwrap_or_default())
         .bind(attrs.get("isolation").and_then(Value::as_str).unwrap_or_default())
-        .bind(desired::role_name(slug))
+        .bind(self.naming.role(slug))
         .execute(self.catalog().await?)
         .await
         .map_err(ProviderError::sql("record the data slice"))?;
         let mut out = attrs.clone();
-        out.insert("schema_version", self.schema_version(applied));
+        out.insert(
+            "schema_version",
+            schema_version(&self.migrations, applied as usize),
+        );
+        // SQLite has no grants: the file is the tenant's alone.
+        out.insert("access", json!("granted"));
         Ok(out)
     }
 
@@ -315,7 +313,7 @@ impl Provider for LocalData {
             .map(|t| read_header(&self.database_path(&t.slug)))
             .collect();
         for (t, header) in targets.iter().zip(headers) {
-            if let Some(attrs) = roles.remove(&desired::role_name(&t.slug)) {
+            if let Some(attrs) = roles.remove(&self.naming.role(&t.slug)) {
                 live.insert(
                     &t.slug,
                     Key::new(Kind::Role),
@@ -336,7 +334,11 @@ impl Provider for LocalData {
                     attrs: desired::attrs([
                         ("name", json!(name)),
                         ("isolation", json!(isolation)),
-                        ("schema_version", self.schema_version(applied)),
+                        (
+                            "schema_version",
+                            schema_version(&self.migrations, applied as usize),
+                        ),
+                        ("access", json!("granted")),
                     ]),
                     content: None,
                 },
@@ -368,7 +370,7 @@ impl Provider for LocalData {
         match change.key.kind {
             Kind::Role => {
                 let tenant_id = ctx.tenant_id()?;
-                let name = desired::role_name(&ctx.tenant.slug);
+                let name = self.naming.role(&ctx.tenant.slug);
                 let password = ctx.key.password(tenant_id, &name, ctx.credentials_version);
                 let fp = crate::credentials::fingerprint(&password);
                 let login = desired

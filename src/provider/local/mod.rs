@@ -18,25 +18,6 @@ mod control;
 mod data;
 pub mod sqlite;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 pub use bucket::LocalBuckets;
 pub use control::LocalControl;
 pub use data::LocalData;
-
-use super::files::RenderedFiles;
-use super::Targets;
-use crate::repo::Migration;
-
-/// Builds the all-local targets rooted at `dir`, writing rendered files to `output_dir`.
-pub fn targets(dir: PathBuf, output_dir: PathBuf, migrations: Vec<Migration>) -> Targets {
-    Targets {
-        control: Arc::new(LocalControl::new(dir.join("control.sqlite"))),
-        providers: vec![
-            Arc::new(LocalData::new(dir.clone(), migrations)),
-            Arc::new(LocalBuckets::new(dir.join("buckets"))),
-            Arc::new(RenderedFiles::new(output_dir)),
-        ],
-    }
-}

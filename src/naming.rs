@@ -1,0 +1,125 @@
+//! The database names a tenant's slice gets: its login role, its schema or database, and the
+//! shared schema and group role of row-level-security tenants.
+//!
+//! Every name is a configured prefix plus the slug with `-` as `_`. Slugs are `[a-z0-9-]`,
+//! start with a letter and never hold `--`, so a tenant name never contains `__`; the shared
+//! group role (`<role_prefix>_shared`) uses that to stay clear of every tenant's role.
+
+use crate::repo::config::PostgresConfig;
+use crate::repo::Isolation;
+use crate::slug::Slug;
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1). Longer names are silently truncated by
+/// the server, which could make two tenants share one role, so they are refused instead.
+pub const MAX_IDENT_BYTES: usize = 63;
+
+#[derive(Debug, Clone)]
+pub struct Naming {
+    pub role_prefix: String,
+    pub schema_prefix: String,
+    pub database_prefix: String,
+    pub shared_schema: String,
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Naming::from(&PostgresConfig::default())
+    }
+}
+
+impl From<&PostgresConfig> for Naming {
+    fn from(c: &PostgresConfig) -> Self {
+        Naming {
+            role_prefix: c.role_prefix.clone(),
+            schema_prefix: c.schema_prefix.clone(),
+            database_prefix: c.database_prefix.clone(),
+            shared_schema: c.shared_schema.clone(),
+        }
+    }
+}
+
+impl Naming {
+    pub fn role(&self, slug: &Slug) -> String {
+        format!("{}{}", self.role_prefix, slug.ident())
+    }
+
+    pub fn schema(&self, slug: &Slug) -> String {
+        format!("{}{}", self.schema_prefix, slug.ident())
+    }
+
+    pub fn database(&self, slug: &Slug) -> String {
+        format!("{}{}", self.database_prefix, slug.ident())
+    }
+
+    /// Where a tenant's data lives: the shared schema, its own schema, or its own database.
+    pub fn slice(&self, slug: &Slug, isolation: Isolation) -> String {
+        match isolation {
+            Isolation::Shared => self.shared_schema.clone(),
+            Isolation::Schema => self.schema(slug),
+            Isolation::Database => self.database(slug),
+        }
+    }
+
+    /// The group role that holds the rights on the shared tables; shared tenants are members.
+    pub fn shared_group(&self) -> String {
+        format!("{}_shared", self.role_prefix)
+    }
+
+    /// Every name this tenant would get that is longer than PostgreSQL allows, with its kind.
+    pub fn too_long(&self, slug: &Slug) -> Vec<(&'static str, String)> {
+        [
+            ("role", self.role(slug)),
+            ("schema", self.schema(slug)),
+            ("database", self.database(slug)),
+        ]
+        .into_iter()
+        .filter(|(_, name)| name.len() > MAX_IDENT_BYTES)
+        .collect()
+    }
+}
+
+/// Whether `name` is a plain lower-case identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+/// Only such names are ever put into SQL, and always double-quoted.
+pub fn is_plain_ident(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= MAX_IDENT_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prefixes() {
+        let n = Naming::default();
+        let slug = Slug::parse("acme-corp").unwrap();
+        assert_eq!(n.role(&slug), "tenant_acme_corp");
+        assert_eq!(n.slice(&slug, Isolation::Schema), "tenant_acme_corp");
+        assert_eq!(n.slice(&slug, Isolation::Shared), "tenants_shared");
+        assert_eq!(n.shared_group(), "tenant__shared");
+        assert!(n.too_long(&slug).is_empty());
+    }
+
+    #[test]
+    fn long_prefixes_make_long_names() {
+        let n = Naming {
+            role_prefix: "r".repeat(30),
+            ..Naming::default()
+        };
+        let slug = Slug::parse(&"a".repeat(40)).unwrap();
+        let long = n.too_long(&slug);
+        assert_eq!(long.len(), 1);
+        assert_eq!(long[0].0, "role");
+    }
+
+    #[test]
+    fn plain_identifiers_only() {
+        assert!(is_plain_ident("tenant_acme"));
+        assert!(!is_plain_ident("Tenant"));
+        assert!(!is_plain_ident("a\"b"));
+        assert!(!is_plain_ident("1abc"));
+        assert!(!is_plain_ident(&"a".repeat(64)));
+    }
+}

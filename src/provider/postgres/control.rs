@@ -1,0 +1,489 @@
+//! The control plane in PostgreSQL: registry, owner memberships, effective flags and quotas,
+//! and the events outbox, as tables in the admin schema (`tenant_reconcile` by default).
+//! The product's services read these tables; no tenant role is granted them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::{Executor as _, PgConnection, Postgres, Transaction};
+use tokio::sync::OnceCell;
+
+use super::server::{retry, PgServer};
+use crate::desired::{Attrs, Key, Kind};
+use crate::plan::ResourceChange;
+use crate::provider::{
+    events, ControlPlane, LiveFleet, LiveResource, LiveTenant, Provider, ProviderError,
+    RefreshTarget, StepContext,
+};
+use crate::slug::Slug;
+use crate::state::Lifecycle;
+
+/// `{schema}` is replaced by the quoted admin schema, a checked identifier.
+const TABLES: &str = r#"
+CREATE SCHEMA IF NOT EXISTS {schema};
+REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS {schema}.tenants (
+    tenant_id  text PRIMARY KEY,
+    slug       text NOT NULL UNIQUE,
+    name       text NOT NULL,
+    plan       text NOT NULL,
+    region     text NOT NULL,
+    locale     text NOT NULL,
+    isolation  text NOT NULL,
+    labels     jsonb NOT NULL DEFAULT '{}',
+    lifecycle  text NOT NULL,
+    step       text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+-- The row the product's auth layer reads to put the tenantId claim in the owner's token.
+CREATE TABLE IF NOT EXISTS {schema}.memberships (
+    tenant_id  text NOT NULL REFERENCES {schema}.tenants (tenant_id),
+    role       text NOT NULL,
+    email      text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, role)
+);
+CREATE TABLE IF NOT EXISTS {schema}.feature_flags (
+    tenant_id text NOT NULL REFERENCES {schema}.tenants (tenant_id),
+    flag      text NOT NULL,
+    enabled   boolean NOT NULL,
+    PRIMARY KEY (tenant_id, flag)
+);
+CREATE TABLE IF NOT EXISTS {schema}.quotas (
+    tenant_id text NOT NULL REFERENCES {schema}.tenants (tenant_id),
+    name      text NOT NULL,
+    value     bigint NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS {schema}.outbox (
+    id           bigserial PRIMARY KEY,
+    event_id     text NOT NULL UNIQUE,
+    tenant_id    text NOT NULL,
+    type         text NOT NULL,
+    payload      jsonb NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+"#;
+
+pub struct PgControl {
+    server: Arc<PgServer>,
+    schema: String,
+    ready: OnceCell<()>,
+}
+
+impl PgControl {
+    pub fn new(server: Arc<PgServer>) -> PgControl {
+        PgControl {
+            schema: server.schema(),
+            server,
+            ready: OnceCell::new(),
+        }
+    }
+
+    /// `sql` with `{schema}` filled in.
+    fn sql(&self, sql: &str) -> String {
+        sql.replace("{schema}", &self.schema)
+    }
+
+    /// A transaction, creating the tables on first use. Creation is serialised by an
+    /// advisory lock so two runs starting together do not trip over each other.
+    async fn begin(&self) -> Result<Transaction<'static, Postgres>, ProviderError> {
+        let pool = self.server.pool().await?;
+        if self.ready.get().is_none() {
+            // Racing twins both run idempotent DDL, serialised by the lock.
+            let tables = self.sql(TABLES);
+            let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+            super::lock_ddl(tx.as_mut()).await?;
+            tx.as_mut()
+                .execute(tables.as_str())
+                .await
+                .map_err(ProviderError::sql("create the control-plane tables"))?;
+            tx.commit().await.map_err(ProviderError::sql("commit"))?;
+            let _ = self.ready.set(());
+        }
+        pool.begin().await.map_err(ProviderError::sql("begin"))
+    }
+
+    async fn emit(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        tenant_id: &str,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), ProviderError> {
+        let event = events::new(ctx, tenant_id, kind, detail);
+        let sql_0 = self.sql(
+            "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload) VALUES ($1, $2, $3, $4)",
+        );
+        sqlx::query(&sql_0)
+            .bind(&event.id)
+            .bind(tenant_id)
+            .bind(kind)
+            .bind(&event.payload)
+            .execute(&mut *tx)
+            .await
+            .map_err(ProviderError::sql("write to the outbox"))?;
+        Ok(())
+    }
+
+    async fn apply_once(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let desired = change
+            .desired
+            .as_ref()
+            .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))?;
+        let a = &desired.attrs;
+        let mut tx = self.begin().await?;
+        match change.key.kind {
+            Kind::Registry => {
+                let sql_1 = self.sql(
+                    "UPDATE {schema}.tenants SET name = $1, plan = $2, region = $3, locale = $4,
+                       isolation = $5, labels = $6, updated_at = now() WHERE tenant_id = $7",
+                );
+                sqlx::query(&sql_1)
+                    .bind(str_attr(a, "name"))
+                    .bind(str_attr(a, "plan"))
+                    .bind(str_attr(a, "region"))
+                    .bind(str_attr(a, "locale"))
+                    .bind(str_attr(a, "isolation"))
+                    .bind(a.get("labels").cloned().unwrap_or(json!({})))
+                    .bind(tenant_id)
+                    .execute(tx.as_mut())
+                    .await
+                    .map_err(ProviderError::sql("update the registry"))?;
+            }
+            Kind::Owner => {
+                let sql_2 = self.sql(
+                    "INSERT INTO {schema}.memberships (tenant_id, role, email) VALUES ($1, 'owner', $2)
+                     ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
+                );
+                sqlx::query(&sql_2)
+                    .bind(tenant_id)
+                    .bind(str_attr(a, "email"))
+                    .execute(tx.as_mut())
+                    .await
+                    .map_err(ProviderError::sql("write the owner membership"))?;
+            }
+            Kind::Features | Kind::Quotas => {
+                // The whole map is replaced in one statement pair; names and values travel
+                // as bound arrays.
+                let keys: Vec<&str> = a.keys().collect();
+                let (clear, insert) = if change.key.kind == Kind::Features {
+                    (
+                        "DELETE FROM {schema}.feature_flags WHERE tenant_id = $1",
+                        "INSERT INTO {schema}.feature_flags (tenant_id, flag, enabled)
+                         SELECT $1, k, v FROM unnest($2::text[], $3::boolean[]) AS t (k, v)",
+                    )
+                } else {
+                    (
+                        "DELETE FROM {schema}.quotas WHERE tenant_id = $1",
+                        "INSERT INTO {schema}.quotas (tenant_id, name, value)
+                         SELECT $1, k, v FROM unnest($2::text[], $3::bigint[]) AS t (k, v)",
+                    )
+                };
+                let sql_3 = self.sql(clear);
+                sqlx::query(&sql_3)
+                    .bind(tenant_id)
+                    .execute(tx.as_mut())
+                    .await
+                    .map_err(ProviderError::sql(format!("clear {}", change.key)))?;
+                let insert = self.sql(insert);
+                let q = sqlx::query(&insert).bind(tenant_id).bind(&keys);
+                let q = if change.key.kind == Kind::Features {
+                    q.bind(
+                        a.iter()
+                            .map(|(_, v)| v.as_bool().unwrap_or(false))
+                            .collect::<Vec<_>>(),
+                    )
+                } else {
+                    q.bind(
+                        a.iter()
+                            .map(|(_, v)| v.as_i64().unwrap_or(0))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                q.execute(tx.as_mut())
+                    .await
+                    .map_err(ProviderError::sql(format!("write {}", change.key)))?;
+            }
+            other => {
+                return Err(ProviderError::Message(format!(
+                    "{} does not manage {other:?}",
+                    self.name()
+                )))
+            }
+        }
+        if events::announces_update(ctx, change) {
+            self.emit(
+                tx.as_mut(),
+                ctx,
+                tenant_id,
+                events::UPDATED,
+                events::update_detail(change),
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        let mut attrs = a.clone();
+        if change.key.kind == Kind::Registry {
+            // The lifecycle moves in its own step, at the end of the tenant's run.
+            attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
+        }
+        Ok(Some(attrs))
+    }
+
+    async fn register_once(
+        &self,
+        ctx: &StepContext<'_>,
+        a: &Attrs,
+    ) -> Result<String, ProviderError> {
+        let mut tx = self.begin().await?;
+        // Check before create: a rerun after a crash finds the row and keeps its id. The
+        // insert does nothing if another run got there first.
+        let sql_4 = self.sql(
+            "INSERT INTO {schema}.tenants (tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'provisioning', 'registry')
+             ON CONFLICT (slug) DO NOTHING",
+        );
+        sqlx::query(&sql_4)
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(ctx.tenant.slug.as_str())
+            .bind(str_attr(a, "name"))
+            .bind(str_attr(a, "plan"))
+            .bind(str_attr(a, "region"))
+            .bind(str_attr(a, "locale"))
+            .bind(str_attr(a, "isolation"))
+            .bind(a.get("labels").cloned().unwrap_or(json!({})))
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("create the registry row"))?;
+        let sql_5 = self.sql("SELECT tenant_id FROM {schema}.tenants WHERE slug = $1");
+        let (id,): (String,) = sqlx::query_as(&sql_5)
+            .bind(ctx.tenant.slug.as_str())
+            .fetch_one(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("read the registry"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(id)
+    }
+
+    async fn transition_once(
+        &self,
+        ctx: &StepContext<'_>,
+        to: Lifecycle,
+    ) -> Result<(), ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let mut tx = self.begin().await?;
+        let (current,): (String,) = sqlx::query_as(
+            &self.sql("SELECT lifecycle FROM {schema}.tenants WHERE tenant_id = $1 FOR UPDATE"),
+        )
+        .bind(tenant_id)
+        .fetch_one(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("read the lifecycle"))?;
+        let from = Lifecycle::parse(&current).unwrap_or_default();
+        if from == to {
+            return Ok(());
+        }
+        let kinds = events::for_transition(from, to)?;
+        let sql_6 = self.sql(
+            "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = now() WHERE tenant_id = $2",
+        );
+        sqlx::query(&sql_6)
+            .bind(to.as_str())
+            .bind(tenant_id)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("update the lifecycle"))?;
+        for &kind in kinds {
+            let detail = json!({ "from": from.as_str(), "to": to.as_str() });
+            self.emit(tx.as_mut(), ctx, tenant_id, kind, detail).await?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+}
+
+fn str_attr<'a>(a: &'a Attrs, k: &str) -> &'a str {
+    a.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+#[async_trait]
+impl Provider for PgControl {
+    fn name(&self) -> &'static str {
+        "postgres control plane"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Registry, Kind::Owner, Kind::Features, Kind::Quotas]
+    }
+
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        let pool = self.server.pool().await?;
+        let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{}.tenants", self.schema))
+            .fetch_one(pool)
+            .await
+            .map_err(ProviderError::sql("look for the control-plane tables"))?;
+        if !exists {
+            live.calls.push((self.name(), 1));
+            return Ok(());
+        }
+        let wanted: HashMap<&str, &Slug> =
+            targets.iter().map(|t| (t.slug.as_str(), &t.slug)).collect();
+        // One query per table for the whole fleet, however many tenants there are.
+        type Row = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            Value,
+            String,
+            Option<String>,
+        );
+        let sql_7 = self.sql(
+            "SELECT tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step FROM {schema}.tenants",
+        );
+        let rows: Vec<Row> = sqlx::query_as(&sql_7)
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read the registry"))?;
+        let mut by_id: HashMap<String, &Slug> = HashMap::new();
+        for (id, slug, name, plan, region, locale, isolation, labels, lifecycle, step) in rows {
+            let Some(&slug) = wanted.get(slug.as_str()) else {
+                continue;
+            };
+            live.insert(
+                slug,
+                Key::new(Kind::Registry),
+                LiveResource {
+                    attrs: crate::desired::attrs([
+                        ("name", json!(name)),
+                        ("plan", json!(plan)),
+                        ("region", json!(region)),
+                        ("locale", json!(locale)),
+                        ("isolation", json!(isolation)),
+                        ("labels", labels),
+                        ("lifecycle", json!(lifecycle)),
+                    ]),
+                    content: None,
+                },
+            );
+            live.tenants.insert(
+                slug.clone(),
+                LiveTenant {
+                    tenant_id: id.clone(),
+                    lifecycle: Lifecycle::parse(&lifecycle).unwrap_or_default(),
+                    step,
+                },
+            );
+            by_id.insert(id, slug);
+        }
+        let owners: Vec<(String, String)> = sqlx::query_as(
+            &self.sql("SELECT tenant_id, email FROM {schema}.memberships WHERE role = 'owner'"),
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(ProviderError::sql("read memberships"))?;
+        for (id, email) in owners {
+            if let Some(slug) = by_id.get(&id) {
+                live.insert(
+                    slug,
+                    Key::new(Kind::Owner),
+                    LiveResource {
+                        attrs: crate::desired::attrs([
+                            ("email", json!(email)),
+                            ("role", json!("owner")),
+                        ]),
+                        content: None,
+                    },
+                );
+            }
+        }
+        let sql_8 = self.sql(
+            "SELECT tenant_id, jsonb_object_agg(flag, enabled) FROM {schema}.feature_flags GROUP BY tenant_id",
+        );
+        let flags: Vec<(String, Value)> = sqlx::query_as(&sql_8)
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read feature flags"))?;
+        let sql_9 = self.sql(
+            "SELECT tenant_id, jsonb_object_agg(name, value) FROM {schema}.quotas GROUP BY tenant_id",
+        );
+        let quotas: Vec<(String, Value)> = sqlx::query_as(&sql_9)
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read quotas"))?;
+        for (kind, rows) in [(Kind::Features, flags), (Kind::Quotas, quotas)] {
+            let mut maps: HashMap<String, Value> = rows.into_iter().collect();
+            for (id, slug) in &by_id {
+                // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
+                let attrs = match maps.remove(id) {
+                    Some(Value::Object(m)) => m.into_iter().collect(),
+                    _ => Attrs::new(),
+                };
+                live.insert(
+                    slug,
+                    Key::new(kind),
+                    LiveResource {
+                        attrs,
+                        content: None,
+                    },
+                );
+            }
+        }
+        live.calls.push((self.name(), 5));
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        retry!("control plane", self.apply_once(ctx, change))
+    }
+}
+
+#[async_trait]
+impl ControlPlane for PgControl {
+    async fn register(
+        &self,
+        ctx: &StepContext<'_>,
+        attrs: &Attrs,
+    ) -> Result<String, ProviderError> {
+        retry!("register", self.register_once(ctx, attrs))
+    }
+
+    async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
+        let sql = self.sql("UPDATE {schema}.tenants SET step = $1 WHERE tenant_id = $2");
+        retry!("set step", async {
+            sqlx::query(&sql)
+                .bind(step)
+                .bind(tenant_id)
+                .execute(self.server.pool().await?)
+                .await
+                .map_err(ProviderError::sql("record the current step"))
+                .map(drop)
+        })
+    }
+
+    async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
+        retry!("transition", self.transition_once(ctx, to))
+    }
+}

@@ -1,0 +1,909 @@
+//! Tenants' data on PostgreSQL: a login role per tenant and an isolated slice.
+//!
+//! | isolation | slice | the tenant role gets |
+//! |---|---|---|
+//! | `shared` | rows in the shared schema's tables, each with a `tenant_id` column under ENABLE + FORCE row-level security | membership of the shared group role, which has DML on those tables |
+//! | `schema` | the schema `<schema_prefix><slug>`, owned by the admin | USAGE on it, DML on its tables and sequences |
+//! | `database` | the database `<database_prefix><slug>`, owned by the admin, CONNECT revoked from PUBLIC | CONNECT, USAGE on its `public` schema, DML on its tables |
+//!
+//! A catalog in the admin schema records roles (credentials version, fingerprint, and a
+//! digest of the password verifier), slices, applied migrations and seeds. Refresh reads it
+//! together with `pg_roles`, `pg_namespace`, `pg_database` and privilege functions in a
+//! fixed number of queries, whatever the fleet's size.
+//!
+//! Migrations and seeds of schema and shared slices are recorded in the same transaction as
+//! the change they record. A database slice's own copy (in its `tenant_reconcile_meta`
+//! schema) is authoritative; the catalog mirrors it after commit, so a crash in between is
+//! repaired by the next run, which finds the change done and only records it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+use sqlx::{Connection, Executor as _, PgConnection};
+use tokio::sync::OnceCell;
+
+use super::scram;
+use super::server::{quote, retry, PgServer};
+use crate::desired::{self, Attrs, Key, Kind};
+use crate::naming::Naming;
+use crate::plan::ResourceChange;
+use crate::provider::{
+    schema_version, LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext,
+};
+use crate::repo::{Isolation, Migration};
+use crate::slug::Slug;
+
+const CATALOG: &str = r#"
+CREATE SCHEMA IF NOT EXISTS {schema};
+REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS {schema}.roles (
+    name                 text PRIMARY KEY,
+    slug                 text NOT NULL UNIQUE,
+    tenant_id            text NOT NULL,
+    credentials_version  integer NOT NULL,
+    password_fingerprint text NOT NULL,
+    verifier_digest      text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.slices (
+    slug      text PRIMARY KEY,
+    name      text NOT NULL,
+    isolation text NOT NULL,
+    role      text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.slice_migrations (
+    isolation  text NOT NULL,
+    slice      text NOT NULL,
+    version    text NOT NULL,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (isolation, slice, version)
+);
+CREATE TABLE IF NOT EXISTS {schema}.seeds (
+    slug       text PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"#;
+
+/// Inside a tenant's own database: its authoritative migration and seed records.
+const META: &str = r#"
+CREATE SCHEMA IF NOT EXISTS tenant_reconcile_meta;
+REVOKE ALL ON SCHEMA tenant_reconcile_meta FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS tenant_reconcile_meta.migrations (
+    version    text PRIMARY KEY,
+    name       text NOT NULL,
+    checksum   text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS tenant_reconcile_meta.seed (
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+"#;
+
+/// What a shared tenant's rows are filtered by: for a tenant's own login role, the tenant
+/// its role belongs to (it cannot choose another); for any other role (the product's
+/// pooled service role), the session setting `app.tenant_id`.
+const SHARED: &str = r#"
+CREATE SCHEMA IF NOT EXISTS {shared};
+REVOKE ALL ON SCHEMA {shared} FROM PUBLIC;
+GRANT USAGE ON SCHEMA {shared} TO {group};
+CREATE OR REPLACE FUNCTION {shared}.current_tenant_id() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT coalesce(
+        (SELECT tenant_id FROM {schema}.roles WHERE name = session_user),
+        nullif(current_setting('app.tenant_id', true), '')
+    )
+$$;
+"#;
+
+pub struct PgData {
+    server: Arc<PgServer>,
+    naming: Naming,
+    migrations: Vec<Migration>,
+    schema: String,
+    catalog_ready: OnceCell<()>,
+    shared_ready: OnceCell<()>,
+}
+
+/// Where a slice's migrations run and how they are recorded.
+struct Slice {
+    isolation: Isolation,
+    /// Schema or database name (plain identifier).
+    name: String,
+    /// The schema its tables live in.
+    schema: String,
+    /// Who gets DML on its tables: the tenant's role, or the shared group.
+    grantee: String,
+}
+
+impl PgData {
+    pub fn new(server: Arc<PgServer>, migrations: Vec<Migration>, naming: Naming) -> PgData {
+        PgData {
+            schema: server.schema(),
+            server,
+            naming,
+            migrations,
+            catalog_ready: OnceCell::new(),
+            shared_ready: OnceCell::new(),
+        }
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        sql.replace("{schema}", &self.schema)
+            .replace("{shared}", &quote(&self.naming.shared_schema))
+            .replace("{group}", &quote(&self.naming.shared_group()))
+    }
+
+    async fn pool(&self) -> Result<&sqlx::PgPool, ProviderError> {
+        let pool = self.server.pool().await?;
+        if self.catalog_ready.get().is_none() {
+            let catalog = self.sql(CATALOG);
+            let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+            super::lock_ddl(tx.as_mut()).await?;
+            tx.as_mut()
+                .execute(catalog.as_str())
+                .await
+                .map_err(ProviderError::sql("create the data catalog"))?;
+            tx.commit().await.map_err(ProviderError::sql("commit"))?;
+            let _ = self.catalog_ready.set(());
+        }
+        Ok(pool)
+    }
+
+    /// The shared schema, its group role and its tenant function, once per run.
+    async fn ensure_shared(&self) -> Result<(), ProviderError> {
+        let pool = self.pool().await?;
+        if self.shared_ready.get().is_none() {
+            let group = self.naming.shared_group();
+            let create_group = format!("CREATE ROLE {} NOLOGIN", quote(&group));
+            let shared = self.sql(SHARED);
+            let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+            super::lock_ddl(tx.as_mut()).await?;
+            if !role_exists(tx.as_mut(), &group).await? {
+                tx.as_mut()
+                    .execute(create_group.as_str())
+                    .await
+                    .map_err(ProviderError::sql("create the shared group role"))?;
+            }
+            tx.as_mut()
+                .execute(shared.as_str())
+                .await
+                .map_err(ProviderError::sql("create the shared schema"))?;
+            tx.commit().await.map_err(ProviderError::sql("commit"))?;
+            let _ = self.shared_ready.set(());
+        }
+        Ok(())
+    }
+
+    fn slice(&self, slug: &Slug, isolation: Isolation) -> Slice {
+        let role = self.naming.role(slug);
+        match isolation {
+            Isolation::Shared => Slice {
+                isolation,
+                name: self.naming.shared_schema.clone(),
+                schema: self.naming.shared_schema.clone(),
+                grantee: self.naming.shared_group(),
+            },
+            Isolation::Schema => Slice {
+                isolation,
+                name: self.naming.schema(slug),
+                schema: self.naming.schema(slug),
+                grantee: role,
+            },
+            Isolation::Database => Slice {
+                isolation,
+                name: self.naming.database(slug),
+                schema: "public".into(),
+                grantee: role,
+            },
+        }
+    }
+
+    async fn apply_role(
+        &self,
+        ctx: &StepContext<'_>,
+        attrs: &Attrs,
+    ) -> Result<Attrs, ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let name = self.naming.role(&ctx.tenant.slug);
+        let login = attrs.get("login").and_then(Value::as_bool).unwrap_or(false);
+        let password = ctx.key.password(tenant_id, &name, ctx.credentials_version);
+        let fingerprint = crate::credentials::fingerprint(&password);
+        let verifier = scram::verifier(&password);
+        // The verifier is base64 and `$:`; it can hold no quote, and the server stores it
+        // as it is, so the password itself never leaves this process.
+        debug_assert!(!verifier.contains('\''));
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        super::advisory_xact_lock(tx.as_mut(), &format!("tenant-reconcile/role/{name}")).await?;
+        let verb = if role_exists(tx.as_mut(), &name).await? {
+            "ALTER"
+        } else {
+            "CREATE"
+        };
+        let options = if login { "LOGIN" } else { "NOLOGIN" };
+        tx.as_mut()
+            .execute(
+                format!(
+                    "{verb} ROLE {} WITH {options} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '{verifier}'",
+                    quote(&name)
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(ProviderError::sql(format!("{} the role {name}", verb.to_lowercase())))?;
+        let sql_0 = self.sql(
+            "INSERT INTO {schema}.roles (name, slug, tenant_id, credentials_version, password_fingerprint, verifier_digest)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET slug = excluded.slug, tenant_id = excluded.tenant_id,
+               credentials_version = excluded.credentials_version,
+               password_fingerprint = excluded.password_fingerprint, verifier_digest = excluded.verifier_digest",
+        );
+        sqlx::query(&sql_0)
+            .bind(&name)
+            .bind(ctx.tenant.slug.as_str())
+            .bind(tenant_id)
+            .bind(ctx.credentials_version as i32)
+            .bind(&fingerprint)
+            .bind(scram::digest(&verifier))
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("record the role"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        if !login {
+            // Suspension also ends the sessions the role already has.
+            let ended = sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            )
+            .bind(&name)
+            .execute(pool)
+            .await;
+            if let Err(e) = ended {
+                tracing::warn!(role = %name, error = %e, "could not end the suspended role's sessions");
+            }
+        }
+        Ok(desired::attrs([
+            ("name", json!(name)),
+            ("login", json!(login)),
+            ("credentials_version", json!(ctx.credentials_version)),
+            ("password_fingerprint", json!(fingerprint)),
+        ]))
+    }
+
+    async fn apply_database(
+        &self,
+        ctx: &StepContext<'_>,
+        attrs: &Attrs,
+    ) -> Result<Attrs, ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let slice = self.slice(slug, ctx.tenant.isolation);
+        let role = self.naming.role(slug);
+        let pool = self.pool().await?;
+        let applied = match slice.isolation {
+            Isolation::Shared | Isolation::Schema => {
+                if slice.isolation == Isolation::Shared {
+                    self.ensure_shared().await?;
+                    pool.execute(
+                        format!("GRANT {} TO {}", quote(&slice.grantee), quote(&role)).as_str(),
+                    )
+                    .await
+                    .map_err(ProviderError::sql("grant the shared group"))?;
+                } else {
+                    let s = quote(&slice.schema);
+                    let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+                    super::advisory_xact_lock(
+                        tx.as_mut(),
+                        &format!("tenant-reconcile/slice/schema/{}", slice.name),
+                    )
+                    .await?;
+                    let create = format!(
+                        "CREATE SCHEMA IF NOT EXISTS {s};
+                         REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
+                         GRANT USAGE ON SCHEMA {s} TO {r};",
+                        r = quote(&role)
+                    );
+                    tx.as_mut()
+                        .execute(create.as_str())
+                        .await
+                        .map_err(ProviderError::sql(format!(
+                            "create the schema {}",
+                            slice.name
+                        )))?;
+                    tx.commit().await.map_err(ProviderError::sql("commit"))?;
+                }
+                let mut conn = pool
+                    .acquire()
+                    .await
+                    .map_err(ProviderError::sql("connect"))?;
+                self.migrate(&mut conn, &slice, None).await?
+            }
+            Isolation::Database => {
+                let db = quote(&slice.name);
+                let (exists,): (bool,) =
+                    sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                        .bind(&slice.name)
+                        .fetch_one(pool)
+                        .await
+                        .map_err(ProviderError::sql("look for the database"))?;
+                if !exists {
+                    // CREATE DATABASE cannot run in a transaction; a twin that won the race
+                    // leaves the database we wanted, which is success.
+                    match pool.execute(format!("CREATE DATABASE {db}").as_str()).await {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                        Err(e) => {
+                            return Err(ProviderError::Sql {
+                                context: format!("create the database {}", slice.name),
+                                source: e,
+                            })
+                        }
+                    }
+                }
+                let grant = format!(
+                    "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {r};",
+                    r = quote(&role)
+                );
+                pool.execute(grant.as_str())
+                    .await
+                    .map_err(ProviderError::sql(format!(
+                        "grant the database {}",
+                        slice.name
+                    )))?;
+                let mut conn = self.server.connect_to(&slice.name).await?;
+                let result = async {
+                    (&mut conn)
+                        .execute(META)
+                        .await
+                        .map_err(ProviderError::sql("prepare the tenant database"))?;
+                    conn.execute(
+                        format!("GRANT USAGE ON SCHEMA public TO {}", quote(&role)).as_str(),
+                    )
+                    .await
+                    .map_err(ProviderError::sql("grant the public schema"))?;
+                    self.migrate(&mut conn, &slice, Some(pool)).await
+                }
+                .await;
+                let _ = conn.close().await;
+                result?
+            }
+        };
+        let sql_1 = self.sql(
+            "INSERT INTO {schema}.slices (slug, name, isolation, role) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (slug) DO UPDATE SET name = excluded.name, isolation = excluded.isolation, role = excluded.role",
+        );
+        sqlx::query(&sql_1)
+            .bind(slug.as_str())
+            .bind(&slice.name)
+            .bind(slice.isolation.as_str())
+            .bind(&role)
+            .execute(pool)
+            .await
+            .map_err(ProviderError::sql("record the slice"))?;
+        let mut out = attrs.clone();
+        out.insert("name", json!(slice.name));
+        out.insert("schema_version", schema_version(&self.migrations, applied));
+        out.insert("access", json!("granted"));
+        Ok(out)
+    }
+
+    /// Applies the migrations the slice has not had, each in its own transaction with its
+    /// record, then grants the slice's tables; returns how many migrations are applied.
+    /// `mirror` is the admin pool when the slice is a database of its own.
+    async fn migrate(
+        &self,
+        conn: &mut PgConnection,
+        slice: &Slice,
+        mirror: Option<&sqlx::PgPool>,
+    ) -> Result<usize, ProviderError> {
+        let schema = quote(&slice.schema);
+        let lock = format!(
+            "tenant-reconcile/slice/{}/{}",
+            slice.isolation.as_str(),
+            slice.name
+        );
+        for m in &self.migrations {
+            let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+            super::advisory_xact_lock(tx.as_mut(), &lock).await?;
+            let recorded: Option<(String,)> = if mirror.is_some() {
+                sqlx::query_as("SELECT checksum FROM tenant_reconcile_meta.migrations WHERE version = $1")
+                    .bind(&m.version)
+                    .fetch_optional(tx.as_mut())
+                    .await
+            } else {
+                let sql_2 = self.sql(
+                    "SELECT checksum FROM {schema}.slice_migrations WHERE isolation = $1 AND slice = $2 AND version = $3",
+                );
+                sqlx::query_as(&sql_2)
+                .bind(slice.isolation.as_str())
+                .bind(&slice.name)
+                .bind(&m.version)
+                .fetch_optional(tx.as_mut())
+                .await
+            }
+            .map_err(ProviderError::sql("read the applied migrations"))?;
+            match recorded {
+                Some((checksum,)) if checksum != m.checksum => {
+                    return Err(ProviderError::Message(format!(
+                        "migration {} was edited after it was applied to {} (checksum {} there, {} in the repo)",
+                        m.id(), slice.name, checksum, m.checksum
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    // Migrations are written by the repo's operators, not by tenants; they
+                    // run as the SQL they are, in the slice's schema.
+                    tx.as_mut()
+                        .execute(format!("SET LOCAL search_path = {schema}").as_str())
+                        .await
+                        .map_err(ProviderError::sql("set the search path"))?;
+                    tx.as_mut().execute(m.sql.as_str())
+                        .await
+                        .map_err(ProviderError::sql(format!("migration {} on {}", m.id(), slice.name)))?;
+                    if slice.isolation == Isolation::Shared {
+                        self.tenantize(tx.as_mut(), &slice.schema).await?;
+                    }
+                    if mirror.is_some() {
+                        sqlx::query("INSERT INTO tenant_reconcile_meta.migrations (version, name, checksum) VALUES ($1, $2, $3)")
+                            .bind(&m.version)
+                            .bind(&m.name)
+                            .bind(&m.checksum)
+                            .execute(tx.as_mut())
+                            .await
+                            .map(drop)
+                    } else {
+                        self.record_migration(tx.as_mut(), slice, m).await
+                    }
+                    .map_err(ProviderError::sql("record the migration"))?;
+                }
+            }
+            tx.commit()
+                .await
+                .map_err(ProviderError::sql("commit the migration"))?;
+            if let Some(pool) = mirror {
+                let mut c = pool
+                    .acquire()
+                    .await
+                    .map_err(ProviderError::sql("connect"))?;
+                self.record_migration(&mut c, slice, m)
+                    .await
+                    .map_err(ProviderError::sql("record the migration in the catalog"))?;
+            }
+        }
+        // Grants are (re)applied every time: a revoked grant is drift this repairs.
+        let grant = format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {g};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {g};",
+            g = quote(&slice.grantee)
+        );
+        conn.execute(grant.as_str())
+            .await
+            .map_err(ProviderError::sql(format!(
+                "grant the tables of {}",
+                slice.name
+            )))?;
+        Ok(self.migrations.len())
+    }
+
+    async fn record_migration(
+        &self,
+        conn: &mut PgConnection,
+        slice: &Slice,
+        m: &Migration,
+    ) -> Result<(), sqlx::Error> {
+        let sql_3 = self.sql(
+            "INSERT INTO {schema}.slice_migrations (isolation, slice, version, name, checksum) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (isolation, slice, version) DO NOTHING",
+        );
+        sqlx::query(&sql_3)
+            .bind(slice.isolation.as_str())
+            .bind(&slice.name)
+            .bind(&m.version)
+            .bind(&m.name)
+            .bind(&m.checksum)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+    }
+
+    /// Gives every table of the shared schema a `tenant_id` column filled from the session's
+    /// tenant, and row-level security (forced, so even the owner is filtered) on it.
+    async fn tenantize(&self, tx: &mut PgConnection, schema: &str) -> Result<(), ProviderError> {
+        let tables: Vec<(String, bool, bool, bool)> = sqlx::query_as(
+            "SELECT c.relname,
+                    EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
+                    c.relrowsecurity AND c.relforcerowsecurity,
+                    EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+        )
+        .bind(schema)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ProviderError::sql("list the shared tables"))?;
+        let shared = quote(schema);
+        for (table, has_column, secured, has_policy) in tables {
+            if !crate::naming::is_plain_ident(&table) {
+                return Err(ProviderError::Message(format!(
+                    "the shared table {table:?} needs a plain lower-case name to be put under row-level security"
+                )));
+            }
+            let t = format!("{shared}.{}", quote(&table));
+            let mut sql = String::new();
+            if !has_column {
+                sql += &format!("ALTER TABLE {t} ADD COLUMN tenant_id text NOT NULL DEFAULT {shared}.current_tenant_id();");
+            }
+            if !secured {
+                sql += &format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY; ALTER TABLE {t} FORCE ROW LEVEL SECURITY;");
+            }
+            if !has_policy {
+                sql += &format!(
+                    "CREATE POLICY tenant_isolation ON {t}
+                       USING (tenant_id = {shared}.current_tenant_id())
+                       WITH CHECK (tenant_id = {shared}.current_tenant_id());"
+                );
+            }
+            if !sql.is_empty() {
+                tx.execute(sql.as_str())
+                    .await
+                    .map_err(ProviderError::sql(format!(
+                        "secure the shared table {table}"
+                    )))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_seed(
+        &self,
+        ctx: &StepContext<'_>,
+        rows_json: &str,
+    ) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let tenant_id = ctx.tenant_id()?;
+        let rows: Vec<(String, Vec<Map<String, Value>>)> =
+            serde_json::from_str::<HashMap<String, Vec<Map<String, Value>>>>(rows_json)
+                .map_err(|e| ProviderError::Message(format!("seed rows: {e}")))?
+                .into_iter()
+                .collect();
+        let slice = self.slice(slug, ctx.tenant.isolation);
+        let pool = self.pool().await?;
+        if slice.isolation == Isolation::Database {
+            let mut conn = self.server.connect_to(&slice.name).await?;
+            let result = async {
+                let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+                super::advisory_xact_lock(tx.as_mut(), "tenant-reconcile/seed").await?;
+                let (done,): (bool,) =
+                    sqlx::query_as("SELECT EXISTS (SELECT 1 FROM tenant_reconcile_meta.seed)")
+                        .fetch_one(tx.as_mut())
+                        .await
+                        .map_err(ProviderError::sql("read the seed mark"))?;
+                if !done {
+                    insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug).await?;
+                    sqlx::query("INSERT INTO tenant_reconcile_meta.seed DEFAULT VALUES")
+                        .execute(tx.as_mut())
+                        .await
+                        .map_err(ProviderError::sql("mark the seed"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(ProviderError::sql("commit the seed"))
+            }
+            .await;
+            let _ = conn.close().await;
+            result?;
+            self.record_seed(
+                pool.acquire()
+                    .await
+                    .map_err(ProviderError::sql("connect"))?
+                    .as_mut(),
+                slug,
+            )
+            .await?;
+            return Ok(());
+        }
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        super::advisory_xact_lock(tx.as_mut(), &format!("tenant-reconcile/seed/{slug}")).await?;
+        let (done,): (bool,) = sqlx::query_as(
+            &self.sql("SELECT EXISTS (SELECT 1 FROM {schema}.seeds WHERE slug = $1)"),
+        )
+        .bind(slug.as_str())
+        .fetch_one(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("read the seed mark"))?;
+        if done {
+            return Ok(());
+        }
+        insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug).await?;
+        self.record_seed(tx.as_mut(), slug).await?;
+        tx.commit()
+            .await
+            .map_err(ProviderError::sql("commit the seed"))
+    }
+
+    async fn record_seed(&self, conn: &mut PgConnection, slug: &Slug) -> Result<(), ProviderError> {
+        sqlx::query(
+            &self
+                .sql("INSERT INTO {schema}.seeds (slug) VALUES ($1) ON CONFLICT (slug) DO NOTHING"),
+        )
+        .bind(slug.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(ProviderError::sql("record the seed"))?;
+        Ok(())
+    }
+
+    async fn apply_once(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let desired = change
+            .desired
+            .as_ref()
+            .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))?;
+        match change.key.kind {
+            Kind::Role => self.apply_role(ctx, &desired.attrs).await.map(Some),
+            Kind::Database => self.apply_database(ctx, &desired.attrs).await.map(Some),
+            Kind::Seed => {
+                self.apply_seed(ctx, desired.content.as_deref().unwrap_or("{}"))
+                    .await?;
+                Ok(Some(desired.attrs.clone()))
+            }
+            other => Err(ProviderError::Message(format!(
+                "{} does not manage {other:?}",
+                self.name()
+            ))),
+        }
+    }
+}
+
+/// Inserts seed rows into the slice's tables. Table and column names were checked to be
+/// plain identifiers when the seed was compiled, and are quoted; each row travels as one
+/// bound JSON value that PostgreSQL converts to the columns' types.
+async fn insert_rows(
+    tx: &mut PgConnection,
+    schema: &str,
+    tenant_id: &str,
+    rows: &[(String, Vec<Map<String, Value>>)],
+    slug: &Slug,
+) -> Result<(), ProviderError> {
+    tx.execute(format!("SET LOCAL search_path = {}", quote(schema)).as_str())
+        .await
+        .map_err(ProviderError::sql("set the search path"))?;
+    // Shared tables fill tenant_id from this setting when the admin inserts.
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ProviderError::sql("set the tenant"))?;
+    for (table, list) in rows {
+        for row in list {
+            let cols: Vec<String> = row.keys().map(|c| quote(c)).collect();
+            let cols = cols.join(", ");
+            let t = quote(table);
+            sqlx::query(&format!(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{t}, $1)"
+            ))
+            .bind(Value::Object(row.clone()))
+            .execute(&mut *tx)
+            .await
+            .map_err(ProviderError::sql(format!("seed table {table} of {slug}")))?;
+        }
+    }
+    Ok(())
+}
+
+async fn role_exists(conn: &mut PgConnection, name: &str) -> Result<bool, ProviderError> {
+    let (exists,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(ProviderError::sql("look for the role"))?;
+    Ok(exists)
+}
+
+#[async_trait]
+impl Provider for PgData {
+    fn name(&self) -> &'static str {
+        "postgres data"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Role, Kind::Database, Kind::Seed]
+    }
+
+    fn forces_replace(&self, kind: Kind, field: &str) -> bool {
+        // Moving a tenant to another isolation mode builds a new slice; the old one, with
+        // its data, is kept.
+        kind == Kind::Database && field == "isolation"
+    }
+
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        let pool = self.server.pool().await?;
+        let roles: Vec<String> = targets.iter().map(|t| self.naming.role(&t.slug)).collect();
+        let slugs: Vec<&str> = targets.iter().map(|t| t.slug.as_str()).collect();
+        let (catalog, superuser): (bool, bool) = sqlx::query_as(
+            "SELECT to_regclass($1) IS NOT NULL, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+        )
+        .bind(format!("{}.slice_migrations", self.schema))
+        .fetch_one(pool)
+        .await
+        .map_err(ProviderError::sql("look for the data catalog"))?;
+        let mut queries = 1;
+
+        // Only a superuser may read stored password verifiers; others trust the catalog.
+        let verifier = if superuser {
+            "(SELECT encode(sha256(convert_to(a.rolpassword, 'UTF8')), 'hex') FROM pg_authid a WHERE a.oid = r.oid)"
+        } else {
+            "NULL::text"
+        };
+        let catalog_roles = if catalog {
+            "{schema}.roles"
+        } else {
+            "(SELECT NULL::text AS name, NULL::int AS credentials_version, NULL::text AS password_fingerprint, NULL::text AS verifier_digest WHERE false)"
+        };
+        type RoleRow = (
+            String,
+            bool,
+            Option<i32>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let sql_4 = self.sql(&format!(
+            "SELECT r.rolname, r.rolcanlogin, c.credentials_version, c.password_fingerprint, c.verifier_digest, {verifier}
+             FROM pg_roles r LEFT JOIN {catalog_roles} c ON c.name = r.rolname
+             WHERE r.rolname = ANY($1)"
+        ));
+        let rows: Vec<RoleRow> = sqlx::query_as(&sql_4)
+            .bind(&roles)
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read the tenant roles"))?;
+        queries += 1;
+        let mut by_role: HashMap<String, Attrs> = HashMap::new();
+        for (name, login, version, fingerprint, digest, stored) in rows {
+            let mut attrs = desired::attrs([
+                ("name", json!(name)),
+                ("login", json!(login)),
+                ("credentials_version", json!(version.unwrap_or(0))),
+            ]);
+            match (fingerprint, digest, stored) {
+                (Some(f), Some(d), Some(s)) if d != s => {
+                    let _ = f;
+                    attrs.insert(
+                        "password_fingerprint",
+                        json!("(changed outside tenant-reconcile)"),
+                    );
+                }
+                (Some(f), _, _) => {
+                    attrs.insert("password_fingerprint", json!(f));
+                }
+                _ => {}
+            }
+            by_role.insert(name, attrs);
+        }
+
+        let mut slices: HashMap<String, (String, String, bool, bool)> = HashMap::new();
+        let mut applied: HashMap<(String, String), HashSet<String>> = HashMap::new();
+        let mut seeded: HashSet<String> = HashSet::new();
+        if catalog {
+            type SliceRow = (String, String, String, bool, Option<bool>);
+            let sql_5 = self.sql(
+                "SELECT s.slug, s.name, s.isolation,
+                   CASE s.isolation
+                     WHEN 'database' THEN EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = s.name)
+                     ELSE EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = s.name) END,
+                   CASE s.isolation
+                     WHEN 'schema' THEN (
+                       SELECT has_schema_privilege(r.oid, n.oid, 'USAGE') AND NOT EXISTS (
+                         SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+                           AND NOT (has_table_privilege(r.oid, c.oid, 'SELECT') AND has_table_privilege(r.oid, c.oid, 'INSERT')
+                                AND has_table_privilege(r.oid, c.oid, 'UPDATE') AND has_table_privilege(r.oid, c.oid, 'DELETE')))
+                       FROM pg_namespace n, pg_roles r WHERE n.nspname = s.name AND r.rolname = s.role)
+                     WHEN 'shared' THEN (
+                       SELECT pg_has_role(r.oid, g.oid, 'MEMBER') FROM pg_roles r, pg_roles g
+                       WHERE r.rolname = s.role AND g.rolname = $2)
+                     ELSE (
+                       SELECT has_database_privilege(r.oid, d.oid, 'CONNECT') FROM pg_database d, pg_roles r
+                       WHERE d.datname = s.name AND r.rolname = s.role) END
+                 FROM {schema}.slices s WHERE s.slug = ANY($1)",
+            );
+            let rows: Vec<SliceRow> = sqlx::query_as(&sql_5)
+                .bind(&slugs)
+                .bind(self.naming.shared_group())
+                .fetch_all(pool)
+                .await
+                .map_err(ProviderError::sql("read the tenant slices"))?;
+            for (slug, name, isolation, present, granted) in rows {
+                slices.insert(slug, (name, isolation, present, granted.unwrap_or(false)));
+            }
+            let sql_6 = self.sql(
+                "SELECT isolation, slice, array_agg(version) FROM {schema}.slice_migrations GROUP BY isolation, slice",
+            );
+            let rows: Vec<(String, String, Vec<String>)> = sqlx::query_as(&sql_6)
+                .fetch_all(pool)
+                .await
+                .map_err(ProviderError::sql("read the applied migrations"))?;
+            for (isolation, slice, versions) in rows {
+                applied.insert((isolation, slice), versions.into_iter().collect());
+            }
+            let sql_7 = self.sql("SELECT slug FROM {schema}.seeds WHERE slug = ANY($1)");
+            let rows: Vec<(String,)> = sqlx::query_as(&sql_7)
+                .bind(&slugs)
+                .fetch_all(pool)
+                .await
+                .map_err(ProviderError::sql("read the seeds"))?;
+            seeded.extend(rows.into_iter().map(|(s,)| s));
+            queries += 3;
+        }
+
+        for (t, role) in targets.iter().zip(&roles) {
+            if let Some(attrs) = by_role.remove(role) {
+                live.insert(
+                    &t.slug,
+                    Key::new(Kind::Role),
+                    LiveResource {
+                        attrs,
+                        content: None,
+                    },
+                );
+            }
+            let Some((name, isolation, present, granted)) = slices.remove(t.slug.as_str()) else {
+                continue;
+            };
+            if !present {
+                continue; // Dropped behind our back: the slice and its seed are gone.
+            }
+            let versions = applied.get(&(isolation.clone(), name.clone()));
+            // Applied means: the repo's migrations in order, up to the first one missing.
+            let count = self
+                .migrations
+                .iter()
+                .take_while(|m| versions.is_some_and(|v| v.contains(&m.version)))
+                .count();
+            live.insert(
+                &t.slug,
+                Key::new(Kind::Database),
+                LiveResource {
+                    attrs: desired::attrs([
+                        ("name", json!(name)),
+                        ("isolation", json!(isolation)),
+                        ("schema_version", schema_version(&self.migrations, count)),
+                        ("access", json!(if granted { "granted" } else { "missing" })),
+                    ]),
+                    content: None,
+                },
+            );
+            if seeded.contains(t.slug.as_str()) {
+                live.insert(
+                    &t.slug,
+                    Key::new(Kind::Seed),
+                    LiveResource {
+                        attrs: desired::attrs([("applied", json!(true))]),
+                        content: None,
+                    },
+                );
+            }
+        }
+        live.calls.push((self.name(), queries));
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        retry!("data", self.apply_once(ctx, change))
+    }
+}
