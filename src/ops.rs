@@ -126,6 +126,38 @@ fn refresh_targets(repo: &TenantRepo, only: &[Slug], state: &State) -> Vec<Refre
         .collect()
 }
 
+/// A tenant's database login as its target spells it: a connection URL on Postgres, the
+/// role and password on the local target. Derived from the master key; never stored.
+pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<String, Error> {
+    let state = ws.backend().load().await?;
+    let Some(t) = state.tenants.get(slug.as_str()) else {
+        return Err(Error::Usage(format!(
+            "{slug} has no recorded state yet: apply it first"
+        )));
+    };
+    let (Some(tenant_id), Some(key)) = (t.tenant_id.as_deref(), ws.find_key()?) else {
+        return Err(Error::Usage(format!(
+            "{slug} has no login yet: apply it first"
+        )));
+    };
+    let naming = crate::naming::Naming::from(&ws.repo.config.postgres);
+    let role = naming.role(slug);
+    let password = key.password(tenant_id, &role, t.credentials_version);
+    if ws.repo.config.targets.data != "postgres" {
+        return Ok(format!("role={role} password={password}"));
+    }
+    // Where its slice is now, as recorded; the file may already ask for another mode.
+    let isolation = t
+        .resources
+        .get(&crate::desired::Key::new(crate::desired::Kind::Database))
+        .and_then(|a| a.get("isolation"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or(crate::repo::Isolation::Schema);
+    Ok(ws
+        .postgres()
+        .tenant_url(&naming, slug, isolation, &role, &password))
+}
+
 pub struct ApplyOptions {
     pub plan: PlanOptions,
     pub parallelism: usize,

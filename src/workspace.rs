@@ -82,6 +82,11 @@ impl Workspace {
         }
     }
 
+    /// The configured PostgreSQL server (it connects on first use).
+    pub fn postgres(&self) -> &PgServer {
+        &self.postgres
+    }
+
     /// Whether the local target keeps tenant credentials, and so may make its own key.
     fn data_is_local(&self) -> bool {
         self.repo.config.targets.data == "local"

@@ -2,6 +2,7 @@
 //! operation of the library.
 
 mod apply;
+mod credentials;
 mod plan;
 mod show;
 mod validate;
@@ -49,6 +50,8 @@ pub enum Command {
     /// Inspect the recorded state.
     #[command(subcommand)]
     State(show::StateCommand),
+    /// Print a tenant's database login (a connection URL on Postgres). It is a secret.
+    Credentials(credentials::CredentialsArgs),
 }
 
 /// Flags shared by plan and apply.
@@ -115,5 +118,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply(args) => apply::run(&root, args).await,
         Command::Show(args) => show::show(&root, args).await,
         Command::State(cmd) => show::state(&root, cmd).await,
+        Command::Credentials(args) => credentials::run(&root, args).await,
     }
 }

@@ -8,9 +8,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, PgConnection};
 use tokio::sync::OnceCell;
 
-use crate::naming::is_plain_ident;
+use crate::naming::{is_plain_ident, Naming};
 use crate::provider::ProviderError;
 use crate::repo::config::PostgresConfig;
+use crate::repo::Isolation;
+use crate::slug::Slug;
 
 /// Attempts per operation when the server fails transiently (restarting, unreachable,
 /// serialization conflicts): 0.1 s, 0.2 s, 0.4 s, 0.8 s, 1.6 s apart.
@@ -88,6 +90,39 @@ impl PgServer {
                 o.get_database().unwrap_or("(default)")
             ),
             Err(_) => format!("(no server: {})", self.source),
+        }
+    }
+
+    /// The URL a tenant's role connects with: its own database, or the admin database with
+    /// its schema (or the shared schema) first on the search path.
+    pub fn tenant_url(
+        &self,
+        naming: &Naming,
+        slug: &Slug,
+        isolation: Isolation,
+        role: &str,
+        password: &str,
+    ) -> String {
+        let (host, port, admin_db) = match &self.options {
+            Ok(o) => (
+                o.get_host().to_string(),
+                o.get_port(),
+                o.get_database().unwrap_or("postgres").to_string(),
+            ),
+            Err(_) => ("localhost".into(), 5432, "postgres".into()),
+        };
+        // Roles, passwords (hex) and names are plain identifiers: nothing needs escaping.
+        let base = format!("postgresql://{role}:{password}@{host}:{port}");
+        match isolation {
+            Isolation::Database => format!("{base}/{}", naming.database(slug)),
+            Isolation::Schema => format!(
+                "{base}/{admin_db}?options=-csearch_path%3D{}",
+                naming.schema(slug)
+            ),
+            Isolation::Shared => format!(
+                "{base}/{admin_db}?options=-csearch_path%3D{}",
+                naming.shared_schema
+            ),
         }
     }
 
