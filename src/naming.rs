@@ -65,6 +65,12 @@ impl Naming {
         format!("{}_shared", self.role_prefix)
     }
 
+    /// Whether this tenant's own schema would be one of the fixed schemas.
+    pub fn clashes(&self, slug: &Slug, fixed: &[&str]) -> Option<String> {
+        let schema = self.schema(slug);
+        fixed.contains(&schema.as_str()).then_some(schema)
+    }
+
     /// Every name this tenant would get that is longer than PostgreSQL allows, with its kind.
     pub fn too_long(&self, slug: &Slug) -> Vec<(&'static str, String)> {
         [

@@ -24,6 +24,8 @@ pub struct PlanOptions {
     pub allow_missing_tenants: bool,
     /// Tenants whose database password changes: their credentials version goes up by one.
     pub rotate_credentials: Vec<Slug>,
+    /// Apply may replace resources (a tenant moving to another isolation mode).
+    pub allow_replace: bool,
 }
 
 /// Makes a plan from the files, the recorded state and (with refresh) the live resources.
@@ -223,6 +225,10 @@ pub async fn apply(
         lock.unlock().await?;
         return Ok(ApplyOutcome::NoChanges(plan));
     }
+    if let Err(e) = check_replacements(&plan, opts.plan.allow_replace) {
+        let _ = lock.unlock().await;
+        return Err(e);
+    }
     let key = match ws.key() {
         Ok(k) => k,
         Err(e) => {
@@ -239,6 +245,27 @@ pub async fn apply(
     let (report, lock) = executor.run(&plan, state, lock, progress).await?;
     lock.unlock().await?;
     Ok(ApplyOutcome::Applied { plan, report })
+}
+
+/// A replace builds a new slice beside the old one; it is never done without being asked.
+fn check_replacements(plan: &Plan, allowed: bool) -> Result<(), Error> {
+    let replaced: Vec<String> = plan
+        .tenants
+        .iter()
+        .flat_map(|t| {
+            t.changes
+                .iter()
+                .filter(|c| c.action == plan::Action::Replace)
+                .map(move |c| format!("{}/{}", t.slug, c.key))
+        })
+        .collect();
+    if replaced.is_empty() || allowed {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "the plan replaces {}; nothing was applied\n  hint: a replace builds a new slice and keeps the old one with its data; pass --allow-replace to go ahead",
+        replaced.join(", ")
+    )))
 }
 
 fn or_none(lineage: &str) -> String {

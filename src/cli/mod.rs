@@ -73,6 +73,10 @@ pub struct SelectArgs {
     /// version goes up by one, and the password derived from it replaces the old one.
     #[arg(long = "rotate-credentials", value_name = "SLUG")]
     pub rotate_credentials: Vec<String>,
+    /// Let apply replace resources: a tenant moving to another isolation mode gets a new
+    /// slice, and the old one is kept with its data.
+    #[arg(long)]
+    pub allow_replace: bool,
 }
 
 impl SelectArgs {
@@ -91,6 +95,7 @@ impl SelectArgs {
             tenants: slugs("--tenant", &self.tenants)?,
             allow_missing_tenants: self.allow_missing_tenants,
             rotate_credentials: slugs("--rotate-credentials", &self.rotate_credentials)?,
+            allow_replace: self.allow_replace,
         })
     }
 }

@@ -71,6 +71,15 @@ pub fn build(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         }
     }
 
+    for t in &tenants {
+        for c in t.changes.iter().filter(|c| c.action == Action::Replace) {
+            warnings.push(format!(
+                "{}/{} will be replaced: a new one is built and the old one is kept, with its data, for you to move and remove; apply needs --allow-replace",
+                t.slug, c.key
+            ));
+        }
+    }
+
     let mut summary = Summary {
         orphaned: orphans.len(),
         tenants: tenants.len(),
@@ -84,10 +93,8 @@ pub fn build(input: PlanInput<'_>) -> Result<Plan, PlanError> {
             match c.action {
                 Action::Create => summary.add += 1,
                 Action::Update => summary.change += 1,
-                Action::Replace => {
-                    summary.add += 1;
-                    summary.destroy += 1;
-                }
+                // The new one is added; the old one is kept, never destroyed.
+                Action::Replace => summary.add += 1,
                 Action::Delete => summary.destroy += 1,
             }
         }
@@ -168,16 +175,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         };
         let provider = input.targets.for_kind(r.key.kind);
         let Some(current) = current else {
-            let mut fields: Vec<FieldChange> = r
-                .attrs
-                .iter()
-                .map(|(k, v)| FieldChange {
-                    field: k.to_string(),
-                    old: None,
-                    new: Some(v.clone()),
-                    forces_replace: false,
-                })
-                .collect();
+            let mut fields = created_fields(&r.attrs);
             // Shown as known after apply: neither old nor new is known yet.
             fields.extend(
                 r.key
@@ -266,6 +264,23 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             desired: None,
         });
     }
+    // Seed data lives in the slice: a slice built anew (created, or replaced by one in
+    // another isolation mode) is seeded anew.
+    let rebuilt = changes.iter().any(|c| {
+        c.key.kind == Kind::Database && matches!(c.action, Action::Create | Action::Replace)
+    });
+    if rebuilt && !changes.iter().any(|c| c.key.kind == Kind::Seed) {
+        if let Some(seed) = d.resources.iter().find(|r| r.key.kind == Kind::Seed) {
+            changes.push(ResourceChange {
+                key: seed.key.clone(),
+                action: Action::Create,
+                fields: created_fields(&seed.attrs),
+                drift: false,
+                diff: None,
+                desired: Some(seed.clone()),
+            });
+        }
+    }
     changes.sort_by(|a, b| a.key.cmp(&b.key));
 
     if changes.is_empty() && from == to {
@@ -333,4 +348,17 @@ pub fn content_diff(old: &str, new: &str) -> String {
         .context_radius(3)
         .header("live", "rendered")
         .to_string()
+}
+
+/// Every attribute of a resource about to be created, as a field change from nothing.
+fn created_fields(attrs: &Attrs) -> Vec<FieldChange> {
+    attrs
+        .iter()
+        .map(|(k, v)| FieldChange {
+            field: k.to_string(),
+            old: None,
+            new: Some(v.clone()),
+            forces_replace: false,
+        })
+        .collect()
 }

@@ -257,21 +257,14 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
             );
         }
     }
-    // A tenant's schema is `<schema_prefix><slug>`: a fixed schema under that prefix could
-    // one day be some tenant's.
-    for (key, value) in [("schema", &pg.schema), ("shared_schema", &pg.shared_schema)] {
-        if value.starts_with(&pg.schema_prefix) {
-            let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
-            problems.push(
-                Diagnostic::new(
-                    CONFIG_FILE,
-                    format!("{value:?} starts with schema_prefix {:?}, so a tenant's schema could take its name", pg.schema_prefix),
-                )
+    if pg.schema == pg.shared_schema {
+        let (line, col) = hcl_file::locate_key(source, "shared_schema").unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(CONFIG_FILE, "shared_schema must differ from schema")
                 .at(line, col)
-                .field(format!("postgres.{key}"))
-                .hint("choose a name outside the tenants' prefix"),
-            );
-        }
+                .field("postgres.shared_schema")
+                .hint("the admin schema holds the registry; shared tenants' rows live apart"),
+        );
     }
     if pg.max_connections == 0 {
         problems.push(
@@ -312,9 +305,9 @@ mod tests {
     }
 
     #[test]
-    fn postgres_names_must_be_plain_and_apart_from_tenants() {
+    fn postgres_names_must_be_plain_and_distinct() {
         let e = parse(
-            "postgres {\n  role_prefix = \"T; drop\"\n  shared_schema = \"tenant_shared\"\n}\n",
+            "postgres {\n  role_prefix = \"T; drop\"\n  shared_schema = \"tenant_reconcile\"\n}\n",
         )
         .unwrap_err();
         let fields: Vec<_> = e.iter().filter_map(|d| d.field.as_deref()).collect();

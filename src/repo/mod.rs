@@ -113,7 +113,21 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
         problems.extend(check_against_plan(t, plans.get(&t.plan), &plans));
     }
     let naming = Naming::from(&config.postgres);
+    let fixed = [
+        config.postgres.schema.as_str(),
+        config.postgres.shared_schema.as_str(),
+    ];
     for t in &tenants {
+        if let Some(schema) = naming.clashes(&t.slug, &fixed) {
+            problems.push(
+                Diagnostic::new(
+                    &t.file,
+                    format!("the schema name {schema:?} is taken by tenant-reconcile's own schema"),
+                )
+                .locate(&t.source, "slug")
+                .hint("choose another slug, or another schema_prefix in the postgres block of tenant-reconcile.hcl"),
+            );
+        }
         for (what, name) in naming.too_long(&t.slug) {
             problems.push(
                 Diagnostic::new(

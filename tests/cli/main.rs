@@ -3,7 +3,9 @@
 
 mod apply;
 mod bad_input;
+mod pg;
 mod plan_output;
+mod postgres;
 mod safety;
 mod support;
 mod validate;

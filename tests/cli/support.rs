@@ -11,6 +11,8 @@ use tempfile::TempDir;
 
 pub struct Repo {
     pub dir: TempDir,
+    /// Environment every command of this repo runs with.
+    pub env: Vec<(String, String)>,
 }
 
 impl Repo {
@@ -21,7 +23,10 @@ impl Repo {
         for sub in ["tenants", "plans", "templates", "migrations"] {
             copy_dir(&root.join(sub), &dir.path().join(sub));
         }
-        Repo { dir }
+        Repo {
+            dir,
+            env: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -47,6 +52,9 @@ impl Repo {
         c.arg("-C").arg(self.path());
         c.env_remove("TENANT_RECONCILE_MASTER_KEY");
         c.env("NO_COLOR", "1");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
         c
     }
 

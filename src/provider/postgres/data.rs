@@ -169,6 +169,15 @@ impl PgData {
                     .await
                     .map_err(ProviderError::sql("create the shared group role"))?;
             }
+            if !schema_exists(tx.as_mut(), &self.naming.shared_schema).await? {
+                self.forget_slice(
+                    tx.as_mut(),
+                    Isolation::Shared,
+                    &self.naming.shared_schema,
+                    None,
+                )
+                .await?;
+            }
             tx.as_mut()
                 .execute(shared.as_str())
                 .await
@@ -300,6 +309,10 @@ impl PgData {
                         &format!("tenant-reconcile/slice/schema/{}", slice.name),
                     )
                     .await?;
+                    if !schema_exists(tx.as_mut(), &slice.name).await? {
+                        self.forget_slice(tx.as_mut(), Isolation::Schema, &slice.name, Some(slug))
+                            .await?;
+                    }
                     let create = format!(
                         "CREATE SCHEMA IF NOT EXISTS {s};
                          REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
@@ -330,6 +343,12 @@ impl PgData {
                         .await
                         .map_err(ProviderError::sql("look for the database"))?;
                 if !exists {
+                    let mut c = pool
+                        .acquire()
+                        .await
+                        .map_err(ProviderError::sql("connect"))?;
+                    self.forget_slice(&mut c, Isolation::Database, &slice.name, Some(slug))
+                        .await?;
                     // CREATE DATABASE cannot run in a transaction; a twin that won the race
                     // leaves the database we wanted, which is success.
                     match pool.execute(format!("CREATE DATABASE {db}").as_str()).await {
@@ -486,6 +505,39 @@ impl PgData {
                 slice.name
             )))?;
         Ok(self.migrations.len())
+    }
+
+    /// A slice that is not there (never made, or dropped behind our back) has no
+    /// migrations and no seed, whatever the catalog remembers: forget it, so that building
+    /// it again migrates and seeds it again. `slug` is its only tenant; `None` means the
+    /// shared schema, whose tenants all lost their rows.
+    async fn forget_slice(
+        &self,
+        conn: &mut PgConnection,
+        isolation: Isolation,
+        name: &str,
+        slug: Option<&Slug>,
+    ) -> Result<(), ProviderError> {
+        let migrations =
+            self.sql("DELETE FROM {schema}.slice_migrations WHERE isolation = $1 AND slice = $2");
+        sqlx::query(&migrations)
+            .bind(isolation.as_str())
+            .bind(name)
+            .execute(&mut *conn)
+            .await
+            .map_err(ProviderError::sql("forget the slice's migrations"))?;
+        let seeds = match slug {
+            Some(_) => self.sql("DELETE FROM {schema}.seeds WHERE slug = $1"),
+            None => self.sql(
+                "DELETE FROM {schema}.seeds WHERE slug IN (SELECT slug FROM {schema}.slices WHERE isolation = 'shared')",
+            ),
+        };
+        sqlx::query(&seeds)
+            .bind(slug.map(Slug::as_str))
+            .execute(&mut *conn)
+            .await
+            .map_err(ProviderError::sql("forget the slice's seed"))?;
+        Ok(())
     }
 
     async fn record_migration(
@@ -695,6 +747,16 @@ async fn insert_rows(
         }
     }
     Ok(())
+}
+
+async fn schema_exists(conn: &mut PgConnection, name: &str) -> Result<bool, ProviderError> {
+    let (exists,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(name)
+            .fetch_one(conn)
+            .await
+            .map_err(ProviderError::sql("look for the schema"))?;
+    Ok(exists)
 }
 
 async fn role_exists(conn: &mut PgConnection, name: &str) -> Result<bool, ProviderError> {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::OnceCell;
 
 use crate::naming::{is_plain_ident, Naming};
@@ -136,18 +136,21 @@ impl PgServer {
         if let Some(pool) = self.pool.get() {
             return Ok(pool);
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(self.options()?.clone());
-        // Fail here, clearly, rather than deep inside the first step.
+        // Fail here, clearly and soon, rather than deep inside the first step: one real
+        // connection (retried with backoff), then the pool.
+        let options = self.options()?.clone();
         let context = format!("connect to {}", self.describe());
-        retry!("connect", async {
-            pool.acquire()
+        let first = retry!("connect", async {
+            options
+                .connect()
                 .await
-                .map(drop)
                 .map_err(ProviderError::sql(context.clone()))
         })?;
+        let _ = first.close().await;
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options);
         // A twin that connected first wins; this pool is dropped.
         Ok(self.pool.get_or_init(|| async move { pool }).await)
     }

@@ -1,0 +1,626 @@
+//! The Postgres target and state backend against the real server on 127.0.0.1:5432. The
+//! example repo has a tenant in each isolation mode: acme (schema), globex (database),
+//! initech (shared) and umbrella-labs (schema, suspended).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::pg::Pg;
+use crate::support::text;
+
+fn tenant_id(pg: &Pg, slug: &str) -> String {
+    let rows = pg.query(&format!(
+        "SELECT tenant_id FROM tenant_reconcile.tenants WHERE slug = '{slug}'"
+    ));
+    rows[0]["tenant_id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn apply_builds_every_isolation_mode_and_then_the_plan_is_empty() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    let out = repo.apply();
+    assert!(text(&out.stdout).contains("4 tenants reconciled: 36 added"));
+    repo.assert_plan_empty();
+
+    assert_eq!(
+        pg.query("SELECT slug, lifecycle, step FROM tenant_reconcile.tenants ORDER BY slug"),
+        vec![
+            json!({"slug": "acme", "lifecycle": "active", "step": null}),
+            json!({"slug": "globex", "lifecycle": "active", "step": null}),
+            json!({"slug": "initech", "lifecycle": "active", "step": null}),
+            json!({"slug": "umbrella-labs", "lifecycle": "suspended", "step": null}),
+        ]
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.outbox WHERE type = 'TenantProvisioned'"),
+        4
+    );
+    // schema: the tenant's schema, owned by the admin, with the migrations and seed.
+    let acme = pg.name("acme");
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT nspowner::regrole::text AS owner FROM pg_namespace WHERE nspname = '{acme}'"
+        )),
+        vec![json!({"owner": "postgres"})]
+    );
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT name, description FROM \"{acme}\".projects"
+        )),
+        vec![json!({"name": "Beispielprojekt", "description": "Willkommen, Acme Corporation"})]
+    );
+    // database: its own database, PUBLIC's CONNECT revoked.
+    let globex = pg.name("globex");
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT has_database_privilege('public', datname, 'CONNECT') AS public_connect FROM pg_database WHERE datname = '{globex}'"
+        )),
+        vec![json!({"public_connect": false})]
+    );
+    // shared: forced row-level security, a tenant_id column filled with initech's id.
+    assert_eq!(
+        pg.query(
+            "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class
+             WHERE relnamespace = 'tenants_shared'::regnamespace AND relkind = 'r' ORDER BY relname"
+        ),
+        vec![
+            json!({"relname": "projects", "relrowsecurity": true, "relforcerowsecurity": true}),
+            json!({"relname": "settings", "relrowsecurity": true, "relforcerowsecurity": true}),
+        ]
+    );
+    assert_eq!(
+        pg.query("SELECT DISTINCT tenant_id FROM tenants_shared.projects"),
+        vec![json!({"tenant_id": tenant_id(&pg, "initech")})]
+    );
+    // Suspended: the role exists but cannot log in.
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = '{}'",
+            pg.name("umbrella-labs")
+        )),
+        vec![json!({"rolcanlogin": false, "rolsuper": false, "rolcreaterole": false, "rolcreatedb": false, "rolbypassrls": false})]
+    );
+    // Passwords are stored as SCRAM verifiers; the state holds none of them.
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM pg_authid WHERE rolname LIKE '{}%' AND rolpassword LIKE 'SCRAM-SHA-256$4096:%'",
+            pg.prefix.replace('_', "\\_")
+        )),
+        4
+    );
+    let state = pg.query("SELECT body FROM tenant_reconcile.states");
+    let body = state[0]["body"].as_str().unwrap();
+    assert!(!body.contains("SCRAM"), "no verifier in the state");
+}
+
+#[test]
+fn a_tenant_cannot_reach_another_tenants_data_in_any_mode() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let (acme, globex, initech) = (pg.name("acme"), pg.name("globex"), pg.name("initech"));
+    let db = pg.db.clone();
+
+    // schema: acme reads its own schema, and nothing of anyone else's.
+    assert_eq!(
+        pg.query_as(
+            &acme,
+            &db,
+            &format!("SELECT count(*) AS n FROM \"{acme}\".projects")
+        )
+        .unwrap(),
+        vec![json!({"n": 1})]
+    );
+    let umbrella = pg.name("umbrella-labs");
+    for sql in [
+        format!("SELECT * FROM \"{umbrella}\".projects"),
+        "SELECT * FROM tenants_shared.projects".to_string(),
+        "SELECT * FROM tenant_reconcile.tenants".to_string(),
+        "SELECT * FROM tenant_reconcile.roles".to_string(),
+    ] {
+        let e = pg.query_as(&acme, &db, &sql).unwrap_err();
+        assert!(e.contains("permission denied"), "{sql}: {e}");
+    }
+    let e = pg
+        .query_as(
+            &acme,
+            &db,
+            &format!("INSERT INTO \"{umbrella}\".projects (name) VALUES ('x') RETURNING 1"),
+        )
+        .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+
+    // database: only globex may connect to globex's database, and globex only to its own.
+    assert_eq!(
+        pg.query_as(&globex, &globex, "SELECT count(*) AS n FROM projects")
+            .unwrap(),
+        vec![json!({"n": 1})]
+    );
+    let e = pg.query_as(&acme, &globex, "SELECT 1").unwrap_err();
+    assert!(e.contains("permission denied for database"), "{e}");
+    let e = pg
+        .query_as(&globex, &db, &format!("SELECT * FROM \"{acme}\".projects"))
+        .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+
+    // shared: initech sees and writes only its own rows, whatever it sets app.tenant_id to.
+    pg.exec(
+        "SELECT set_config('app.tenant_id', 'someone-else', false);
+         INSERT INTO tenants_shared.projects (name, tenant_id) VALUES ('Other tenant', 'someone-else');",
+    );
+    assert_eq!(
+        pg.query_as(&initech, &db, "SELECT name FROM tenants_shared.projects")
+            .unwrap(),
+        vec![json!({"name": "Sample project"})]
+    );
+    let e = pg
+        .query_as(
+            &initech,
+            &db,
+            "SELECT set_config('app.tenant_id', 'someone-else', false) AS s, (SELECT count(*) FROM tenants_shared.projects) AS n",
+        )
+        .unwrap();
+    assert_eq!(
+        e[0]["n"],
+        json!(1),
+        "the session setting cannot widen a tenant role's view"
+    );
+    let e = pg
+        .query_as(
+            &initech,
+            &db,
+            "INSERT INTO tenants_shared.projects (name, tenant_id) VALUES ('sneaky', 'someone-else') RETURNING 1",
+        )
+        .unwrap_err();
+    assert!(e.contains("row-level security"), "{e}");
+    let e = pg
+        .query_as(
+            &initech,
+            &db,
+            "UPDATE tenants_shared.projects SET name = 'gone' RETURNING name",
+        )
+        .unwrap();
+    assert_eq!(e.len(), 1, "the update reached initech's own row only");
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenants_shared.projects WHERE name = 'Other tenant'"),
+        1
+    );
+    let e = pg
+        .query_as(&initech, &db, &format!("SELECT * FROM \"{acme}\".projects"))
+        .unwrap_err();
+    assert!(e.contains("permission denied"), "{e}");
+
+    // Suspended: umbrella-labs cannot log in at all.
+    let e = pg.query_as(&umbrella, &db, "SELECT 1").unwrap_err();
+    assert!(e.contains("not permitted to log in"), "{e}");
+}
+
+#[test]
+fn drift_is_shown_field_by_field_and_apply_repairs_it() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let (acme, globex) = (pg.name("acme"), pg.name("globex"));
+    let acme_id = tenant_id(&pg, "acme");
+    pg.exec(&format!(
+        "DROP SCHEMA \"{umbrella}\" CASCADE;
+         REVOKE USAGE ON SCHEMA \"{acme}\" FROM \"{acme}\";
+         UPDATE tenant_reconcile.feature_flags SET enabled = NOT enabled WHERE tenant_id = '{acme_id}' AND flag = 'sso';
+         DELETE FROM tenant_reconcile.slice_migrations WHERE slice = '{acme}' AND version = '0002';
+         ALTER ROLE \"{initech}\" PASSWORD 'set-by-hand';
+         ALTER ROLE \"{globex}\" NOLOGIN;
+         REVOKE CONNECT ON DATABASE \"{globex}\" FROM \"{globex}\";",
+        umbrella = pg.name("umbrella-labs"),
+        initech = pg.name("initech"),
+    ));
+    let out = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    for expected in [
+        "~ acme/features  # changed outside tenant-reconcile",
+        "~ sso = false → true",
+        "~ access         = \"missing\" → \"granted\"",
+        "~ schema_version = \"0001_create_projects\" → \"0002_create_settings\"",
+        "~ password_fingerprint = \"(changed outside tenant-reconcile)\" → \"sha256:",
+        "~ globex/role  # changed outside tenant-reconcile\n      ~ login = false → true",
+        "+ umbrella-labs/database  # changed outside tenant-reconcile",
+        "+ umbrella-labs/seed  # changed outside tenant-reconcile",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in:\n{plan}");
+    }
+
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(
+        pg.query_as(&globex, &globex, "SELECT count(*) AS n FROM projects")
+            .unwrap(),
+        vec![json!({"n": 1})]
+    );
+    assert_eq!(
+        pg.query_as(
+            &acme,
+            &pg.db,
+            &format!("SELECT count(*) AS n FROM \"{acme}\".settings")
+        )
+        .unwrap(),
+        vec![json!({"n": 2})],
+        "the re-recorded migration ran again without harm; the seed stayed single"
+    );
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM tenant_reconcile.slice_migrations WHERE slice = '{acme}'"
+        )),
+        2
+    );
+}
+
+#[test]
+fn suspend_and_resume_take_login_away_and_give_it_back() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let acme = pg.name("acme");
+    let file = repo.path().join("tenants/acme.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{original}status: suspended\n")).unwrap();
+    let out = repo.run(&["plan"]);
+    assert!(
+        text(&out.stdout).contains("acme will be suspended (active → suspended)"),
+        "{}",
+        text(&out.stdout)
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    assert!(pg
+        .query_as(&acme, &pg.db, "SELECT 1")
+        .unwrap_err()
+        .contains("not permitted to log in"));
+
+    std::fs::write(&file, original).unwrap();
+    repo.apply();
+    repo.assert_plan_empty();
+    assert!(pg.query_as(&acme, &pg.db, "SELECT 1").is_ok());
+    assert_eq!(
+        pg.query(
+            "SELECT type FROM tenant_reconcile.outbox o JOIN tenant_reconcile.tenants t USING (tenant_id) WHERE t.slug = 'acme' ORDER BY o.id"
+        ),
+        vec![
+            json!({"type": "TenantProvisioned"}),
+            json!({"type": "TenantSuspended"}),
+            json!({"type": "TenantResumed"}),
+        ]
+    );
+    assert_eq!(
+        pg.count(&format!("SELECT count(*) FROM \"{acme}\".projects")),
+        1,
+        "nothing was provisioned again"
+    );
+}
+
+#[test]
+fn killed_mid_apply_against_postgres_a_rerun_converges_exactly_once() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    let tenants = 24;
+    for i in 0..tenants {
+        let isolation = ["schema", "database", "shared"][i % 3];
+        repo.write(
+            &format!("tenants/bulk-{i:03}.yaml"),
+            &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: growth\nisolation: {isolation}\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"),
+        );
+    }
+    let bin = assert_cmd::cargo::cargo_bin("tenant-reconcile");
+    for (after_lines, delay_ms) in [(2, 0), (0, 150), (5, 20)] {
+        let mut child = Command::new(&bin)
+            .args([
+                "-C",
+                repo.path().to_str().unwrap(),
+                "apply",
+                "--auto-approve",
+                "--parallelism",
+                "4",
+            ])
+            .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for _ in 0..after_lines {
+            if lines.next().is_none() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    repo.apply();
+    repo.assert_plan_empty();
+    let all = tenants as i64 + 4;
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.tenants"),
+        all
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.memberships"),
+        all
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.outbox WHERE type = 'TenantProvisioned'"),
+        all,
+        "every tenant announced exactly once"
+    );
+    assert_eq!(pg.count("SELECT count(*) FROM tenant_reconcile.seeds"), all);
+    for i in [0, 3] {
+        let schema = pg.name(&format!("bulk-{i:03}"));
+        assert_eq!(
+            pg.count(&format!("SELECT count(*) FROM \"{schema}\".projects")),
+            1
+        );
+    }
+    let db = pg.name("bulk-001");
+    let rows = pg
+        .query_as("postgres", &db, "SELECT count(*) AS n FROM projects")
+        .unwrap();
+    assert_eq!(rows, vec![json!({"n": 1})]);
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenants_shared.projects"),
+        (tenants / 3) as i64 + 1,
+        "one seeded project per shared tenant, initech included"
+    );
+}
+
+#[test]
+fn a_second_apply_waits_for_the_lock_and_names_its_holder_but_other_states_do_not_block() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    // Hold the state's lock as a running apply would.
+    let url = pg.url();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query("SELECT pg_advisory_lock(hashtextextended('tenant-reconcile/state/default', 0))")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO tenant_reconcile.state_locks (name, info) VALUES ('default', $1)")
+                .bind(r#"{"id":"L1","operation":"apply","who":"ci@runner-7","host":"runner-7","pid":4242,"created":"2026-11-23T10:00:00Z","version":"0.1.0"}"#)
+                .execute(&mut c)
+                .await
+                .unwrap();
+            ready_tx.send(()).unwrap();
+            rx.recv().unwrap();
+        });
+    });
+    ready_rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    let out = repo.run(&["apply", "--auto-approve", "--lock-timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the state is locked by `apply` run by ci@runner-7 (pid 4242)"),
+        "{err}"
+    );
+
+    // A state of another name is not blocked by that lock.
+    repo.write(
+        "tenant-reconcile.hcl",
+        &pg.config("").replace(
+            "backend = \"postgres\"",
+            "backend = \"postgres\"\n  name = \"staging\"",
+        ),
+    );
+    let out = repo.run(&["apply", "--auto-approve", "--lock-timeout", "0s"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    tx.send(()).unwrap();
+    holder.join().unwrap();
+}
+
+#[test]
+fn changing_isolation_is_a_replace_that_needs_a_flag_and_keeps_the_old_slice() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let acme = pg.name("acme");
+    let file = repo.path().join("tenants/acme.yaml");
+    let text_before = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !text_before.contains("isolation"),
+        "acme takes schema from its plan"
+    );
+    std::fs::write(&file, format!("{text_before}isolation: database\n")).unwrap();
+
+    let out = repo.run(&["plan"]);
+    let plan = text(&out.stdout);
+    assert!(plan.contains("-/+ acme/database"), "{plan}");
+    assert!(plan.contains("# forces replacement"), "{plan}");
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("pass --allow-replace"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{acme}'"
+        )),
+        0,
+        "nothing applied"
+    );
+
+    let out = repo.run(&["apply", "--auto-approve", "--allow-replace"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.assert_plan_empty();
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{acme}'"
+        )),
+        1
+    );
+    assert_eq!(
+        pg.count(&format!("SELECT count(*) FROM \"{acme}\".projects")),
+        1,
+        "the old schema and its data are still there"
+    );
+}
+
+#[test]
+fn credentials_print_a_login_that_works_and_rotation_changes_it() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let out = repo.run(&["credentials", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let url = text(&out.stdout).trim().to_string();
+    let acme = pg.name("acme");
+    assert!(url.starts_with(&format!("postgresql://{acme}:")), "{url}");
+    assert!(
+        url.ends_with(&format!("/{}?options=-csearch_path%3D{acme}", pg.db)),
+        "{url}"
+    );
+    let password = url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(password.len(), 64);
+
+    // Nothing the tool wrote or printed elsewhere holds the password.
+    let everything = [
+        text(&repo.run(&["plan", "--format", "json"]).stdout),
+        text(&repo.run(&["show", "--json"]).stdout),
+        pg.query("SELECT body FROM tenant_reconcile.states")[0]["body"].to_string(),
+    ];
+    for output in everything {
+        assert!(!output.contains(&password));
+    }
+
+    let verifier = |pg: &Pg| {
+        pg.query(&format!(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = '{acme}'"
+        ))[0]["rolpassword"]
+            .clone()
+    };
+    let before = verifier(&pg);
+    let out = repo.run(&["apply", "--auto-approve", "--rotate-credentials", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.assert_plan_empty();
+    assert_ne!(verifier(&pg), before);
+    let rotated = text(&repo.run(&["credentials", "acme"]).stdout);
+    assert!(!rotated.contains(&password));
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_and_nothing_is_written() {
+    let pg = Pg::new();
+    let mut repo = pg.repo();
+    repo.env[0].1 = "postgres://postgres@127.0.0.1:1/nowhere".into();
+    let out = repo.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("127.0.0.1:1/nowhere"), "{err}");
+    assert!(
+        !err.contains("postgres@"),
+        "no credentials in messages: {err}"
+    );
+
+    repo.env.retain(|(k, _)| k != "DATABASE_URL");
+    let out = repo.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("set DATABASE_URL"),
+        "{}",
+        text(&out.stderr)
+    );
+    // validate needs no server.
+    assert!(repo.run(&["validate"]).status.success());
+}
+
+#[test]
+fn names_longer_than_postgres_allows_are_refused_at_validate() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    let prefix = format!("{}{}", pg.prefix, "x".repeat(40));
+    repo.write(
+        "tenant-reconcile.hcl",
+        &pg.config("  shared_schema = \"shared_rows\"\n").replace(
+            &format!("role_prefix = \"{}\"", pg.prefix),
+            &format!("role_prefix = \"{prefix}\""),
+        ),
+    );
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tenants/umbrella-labs.yaml:1:1: field `slug`: the role name"),
+        "{err}"
+    );
+    assert!(err.contains("PostgreSQL allows 63"), "{err}");
+    assert_eq!(
+        pg.count("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_reconcile'"),
+        0
+    );
+}
+
+#[test]
+fn an_edited_migration_is_refused_naming_it() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let path = repo.path().join("migrations/0001_create_projects.sql");
+    let sql = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        sql.replace("description TEXT", "description TEXT, extra TEXT"),
+    )
+    .unwrap();
+    let out = repo.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("0001_create_projects"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_slug_whose_schema_would_be_an_admin_schema_is_refused() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &pg.config("  schema = \"tenant_reconcile\"\n").replace(
+            &format!("schema_prefix = \"{}\"", pg.prefix),
+            "schema_prefix = \"tenant_\"",
+        ),
+    );
+    repo.write(
+        "tenants/reconcile.yaml",
+        "slug: reconcile\nname: Reconcile Ltd\nplan: growth\nowner:\n  email: a@reconcile.example\nregion: eu-west-1\n",
+    );
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("tenants/reconcile.yaml:1:1: field `slug`: the schema name \"tenant_reconcile\" is taken"),
+        "{}",
+        text(&out.stderr)
+    );
+}
