@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Generate a synthetic tenant repo for benchmarking: `generate.py N DIR`.
+"""Generate a synthetic tenant repo for benchmarking: `generate.py N DIR [ISOLATION]`.
+
+With ISOLATION (shared, schema or database) every tenant uses that mode instead of its
+plan's default.
 
 Plans, templates and migrations are copied from the repo this script lives in, so the
 benchmark exercises the same rendering and migration work as the real example repo.
@@ -34,7 +37,7 @@ def declared(plan_file: Path) -> dict:
     return out
 
 
-def tenant_yaml(i: int, rng: random.Random, plans: dict) -> tuple:
+def tenant_yaml(i: int, rng: random.Random, plans: dict, isolation: str) -> tuple:
     # The number prefix keeps slugs unique; the name suffix keeps them realistic-looking.
     slug = f"t{i:05d}-{rng.choice(NAMES)}"
     plan = rng.choices(list(PLAN_WEIGHTS), weights=list(PLAN_WEIGHTS.values()))[0]
@@ -57,13 +60,18 @@ def tenant_yaml(i: int, rng: random.Random, plans: dict) -> tuple:
         lines += ["features:", f"  {f}: {'false' if decl['features'][f] == 'true' else 'true'}"]
     if rng.random() < 0.5:
         lines += ["labels:", f"  team: {rng.choice(['emea', 'americas', 'apac'])}"]
+    if isolation:
+        lines.append(f"isolation: {isolation}")
     return slug, "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    if len(sys.argv) != 3 or not sys.argv[1].isdigit():
-        sys.exit("usage: generate.py N DIR")
+    if len(sys.argv) not in (3, 4) or not sys.argv[1].isdigit():
+        sys.exit("usage: generate.py N DIR [shared|schema|database]")
     n, out = int(sys.argv[1]), Path(sys.argv[2])
+    isolation = sys.argv[3] if len(sys.argv) == 4 else ""
+    if isolation not in ("", "shared", "schema", "database"):
+        sys.exit("ISOLATION must be shared, schema or database")
     if n > 99999:
         sys.exit("N must be at most 99999 (slugs use a 5-digit number)")
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +87,7 @@ def main() -> None:
     rng = random.Random(42)
     (out / "tenants").mkdir(exist_ok=True)
     for i in range(1, n + 1):
-        slug, text = tenant_yaml(i, rng, plans)
+        slug, text = tenant_yaml(i, rng, plans, isolation)
         (out / "tenants" / f"{slug}.yaml").write_text(text)
 
 

@@ -259,7 +259,8 @@ impl Targets {
                     let started = std::time::Instant::now();
                     let mut live = LiveFleet::default();
                     p.refresh(&targets, &mut live).await?;
-                    tracing::debug!(provider = p.name(), elapsed = ?started.elapsed(), "refreshed");
+                    let queries: usize = live.calls.iter().map(|(_, n)| n).sum();
+                    tracing::debug!(provider = p.name(), elapsed = ?started.elapsed(), queries, "refreshed");
                     Ok::<_, ProviderError>(live)
                 })
             })
