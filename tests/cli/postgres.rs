@@ -624,3 +624,56 @@ fn a_slug_whose_schema_would_be_an_admin_schema_is_refused() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn connections_cut_mid_apply_are_retried_or_converge_on_rerun() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for i in 0..12 {
+        repo.write(
+            &format!("tenants/bulk-{i:03}.yaml"),
+            &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: growth\nisolation: schema\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"),
+        );
+    }
+    let bin = assert_cmd::cargo::cargo_bin("tenant-reconcile");
+    let mut child = Command::new(&bin)
+        .args([
+            "-C",
+            repo.path().to_str().unwrap(),
+            "apply",
+            "--auto-approve",
+            "--parallelism",
+            "2",
+        ])
+        .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // As a server restart would: end every connection of the running apply, a few times.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut cut = 0;
+    while let Some(Ok(line)) = lines.next() {
+        if line.contains("done") && cut < 3 {
+            pg.exec(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'tenant-reconcile' AND pid <> pg_backend_pid()",
+            );
+            cut += 1;
+        }
+    }
+    let _ = child.wait();
+    assert!(cut > 0, "the apply was interrupted");
+    // Whatever the interrupted run managed, a rerun converges with nothing twice.
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.tenants"),
+        16
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.outbox WHERE type = 'TenantProvisioned'"),
+        16
+    );
+    assert_eq!(pg.count("SELECT count(*) FROM tenant_reconcile.seeds"), 16);
+}

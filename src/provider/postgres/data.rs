@@ -861,24 +861,34 @@ impl Provider for PgData {
         if catalog {
             type SliceRow = (String, String, String, bool, Option<bool>);
             let sql_5 = self.sql(
-                "SELECT s.slug, s.name, s.isolation,
+                // Set-based, so it stays one pass over the catalogs however many slices
+                // there are: whether each slice exists, and whether its role can reach it.
+                "WITH s AS (
+                   SELECT slug, name, isolation, role FROM {schema}.slices WHERE slug = ANY($1)
+                 ), ns AS (
+                   SELECT s.slug, n.oid AS nsp, r.oid AS rol
+                   FROM s JOIN pg_namespace n ON n.nspname = s.name LEFT JOIN pg_roles r ON r.rolname = s.role
+                   WHERE s.isolation <> 'database'
+                 ), tables AS (
+                   SELECT ns.slug, bool_and(
+                       has_table_privilege(ns.rol, c.oid, 'SELECT') AND has_table_privilege(ns.rol, c.oid, 'INSERT')
+                       AND has_table_privilege(ns.rol, c.oid, 'UPDATE') AND has_table_privilege(ns.rol, c.oid, 'DELETE')) AS ok
+                   FROM ns JOIN s ON s.slug = ns.slug AND s.isolation = 'schema'
+                   JOIN pg_class c ON c.relnamespace = ns.nsp AND c.relkind IN ('r', 'p')
+                   WHERE ns.rol IS NOT NULL
+                   GROUP BY ns.slug
+                 ), dbs AS (
+                   SELECT s.slug, d.oid AS dat, r.oid AS rol
+                   FROM s JOIN pg_database d ON d.datname = s.name LEFT JOIN pg_roles r ON r.rolname = s.role
+                   WHERE s.isolation = 'database'
+                 )
+                 SELECT s.slug, s.name, s.isolation,
+                   (ns.slug IS NOT NULL OR dbs.slug IS NOT NULL),
                    CASE s.isolation
-                     WHEN 'database' THEN EXISTS (SELECT 1 FROM pg_database d WHERE d.datname = s.name)
-                     ELSE EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = s.name) END,
-                   CASE s.isolation
-                     WHEN 'schema' THEN (
-                       SELECT has_schema_privilege(r.oid, n.oid, 'USAGE') AND NOT EXISTS (
-                         SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
-                           AND NOT (has_table_privilege(r.oid, c.oid, 'SELECT') AND has_table_privilege(r.oid, c.oid, 'INSERT')
-                                AND has_table_privilege(r.oid, c.oid, 'UPDATE') AND has_table_privilege(r.oid, c.oid, 'DELETE')))
-                       FROM pg_namespace n, pg_roles r WHERE n.nspname = s.name AND r.rolname = s.role)
-                     WHEN 'shared' THEN (
-                       SELECT pg_has_role(r.oid, g.oid, 'MEMBER') FROM pg_roles r, pg_roles g
-                       WHERE r.rolname = s.role AND g.rolname = $2)
-                     ELSE (
-                       SELECT has_database_privilege(r.oid, d.oid, 'CONNECT') FROM pg_database d, pg_roles r
-                       WHERE d.datname = s.name AND r.rolname = s.role) END
-                 FROM {schema}.slices s WHERE s.slug = ANY($1)",
+                     WHEN 'schema' THEN ns.rol IS NOT NULL AND has_schema_privilege(ns.rol, ns.nsp, 'USAGE') AND coalesce(tables.ok, true)
+                     WHEN 'shared' THEN ns.rol IS NOT NULL AND pg_has_role(ns.rol, (SELECT oid FROM pg_roles WHERE rolname = $2), 'MEMBER')
+                     ELSE dbs.rol IS NOT NULL AND has_database_privilege(dbs.rol, dbs.dat, 'CONNECT') END
+                 FROM s LEFT JOIN ns USING (slug) LEFT JOIN tables USING (slug) LEFT JOIN dbs USING (slug)",
             );
             let rows: Vec<SliceRow> = sqlx::query_as(&sql_5)
                 .bind(&slugs)
