@@ -30,9 +30,11 @@ cleanup() {
   for db in $(psql "$PG/postgres" -qAtc "select datname from pg_database where datname like 'bench\_${ID}%' or datname like 'b${ID}\_%'"); do
     psql "$PG/postgres" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
   done
-  for role in $(psql "$PG/postgres" -qAtc "select rolname from pg_roles where rolname like 'b${ID}\_%' or rolname like 'p${ID}\_%'"); do
-    psql "$PG/postgres" -qc "DROP ROLE \"$role\"" >/dev/null
-  done
+  # One statement for thousands of roles.
+  psql "$PG/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
+    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'b${ID}\_%' OR rolname LIKE 'p${ID}\_%' LOOP
+      EXECUTE format('DROP ROLE %I', r);
+    END LOOP; END \$\$" >/dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
