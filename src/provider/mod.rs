@@ -15,6 +15,7 @@
 //! The [`ControlPlane`] additionally keeps each tenant's lifecycle and current step, and
 //! writes lifecycle events to the outbox in the same transaction as the change they report.
 
+pub mod control_rows;
 pub mod files;
 pub mod local;
 pub mod postgres;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::credentials::MasterKey;
-use crate::desired::{Attrs, Effective, Key, Kind};
+use crate::desired::{Attrs, Effective, Key, Kind, Resource};
 use crate::plan::ResourceChange;
 use crate::repo::Migration;
 use crate::slug::Slug;
@@ -142,6 +143,18 @@ impl LiveFleet {
         }
     }
 
+    /// Records a resource compared by its attributes alone (no body text).
+    pub fn insert_attrs(&mut self, slug: &Slug, kind: Kind, attrs: Attrs) {
+        self.insert(
+            slug,
+            Key::new(kind),
+            LiveResource {
+                attrs,
+                content: None,
+            },
+        );
+    }
+
     pub fn get(&self, slug: &Slug, key: &Key) -> Option<&LiveResource> {
         self.resources.get(slug)?.get(key)
     }
@@ -165,6 +178,20 @@ pub fn schema_version(migrations: &[Migration], applied: usize) -> serde_json::V
             None => serde_json::json!(format!("{n} migrations (more than the repo has)")),
         },
     }
+}
+
+/// The resource `change` asks for. Tenant resources are never deleted by a provider (a
+/// tenant is never destroyed because its file is gone), so a change without one is refused.
+pub fn desired_of(change: &ResourceChange) -> Result<&Resource, ProviderError> {
+    change
+        .desired
+        .as_ref()
+        .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))
+}
+
+/// The error for a change routed to a provider that does not own its kind.
+pub fn unmanaged(provider: &dyn Provider, kind: Kind) -> ProviderError {
+    ProviderError::Message(format!("{} does not manage {kind:?}", provider.name()))
 }
 
 /// What a step knows about the tenant it works on.

@@ -1,5 +1,3 @@
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{text, Repo};
@@ -237,33 +235,9 @@ fn killed_mid_apply_a_rerun_converges_exactly_once() {
             &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: growth\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"),
         );
     }
-    let bin = assert_cmd::cargo::cargo_bin("tenant-reconcile");
     // Kill after a few tenants, then almost at once (mid-step), then let it finish.
-    for (round, after_lines, delay_ms) in [(1, 3, 0), (2, 0, 30), (3, 10, 5)] {
-        let mut child = Command::new(&bin)
-            .args([
-                "-C",
-                repo.path().to_str().unwrap(),
-                "apply",
-                "--auto-approve",
-                "--parallelism",
-                "3",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for _ in 0..after_lines {
-            if lines.next().is_none() {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        // SIGKILL: no destructor, no cleanup, no chance to write anything more.
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        eprintln!("round {round}: killed, {status:?}");
+    for (after_lines, delay_ms) in [(3, 0), (0, 30), (10, 5)] {
+        repo.kill_apply(3, after_lines, Duration::from_millis(delay_ms));
     }
     repo.apply();
     repo.assert_plan_empty();

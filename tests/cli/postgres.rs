@@ -3,7 +3,6 @@
 //! initech (shared) and umbrella-labs (schema, suspended).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -313,31 +312,8 @@ fn killed_mid_apply_against_postgres_a_rerun_converges_exactly_once() {
             &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: growth\nisolation: {isolation}\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"),
         );
     }
-    let bin = assert_cmd::cargo::cargo_bin("tenant-reconcile");
     for (after_lines, delay_ms) in [(2, 0), (0, 150), (5, 20)] {
-        let mut child = Command::new(&bin)
-            .args([
-                "-C",
-                repo.path().to_str().unwrap(),
-                "apply",
-                "--auto-approve",
-                "--parallelism",
-                "4",
-            ])
-            .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        for _ in 0..after_lines {
-            if lines.next().is_none() {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        repo.kill_apply(4, after_lines, Duration::from_millis(delay_ms));
     }
     repo.apply();
     repo.assert_plan_empty();
@@ -635,21 +611,7 @@ fn connections_cut_mid_apply_are_retried_or_converge_on_rerun() {
             &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: growth\nisolation: schema\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"),
         );
     }
-    let bin = assert_cmd::cargo::cargo_bin("tenant-reconcile");
-    let mut child = Command::new(&bin)
-        .args([
-            "-C",
-            repo.path().to_str().unwrap(),
-            "apply",
-            "--auto-approve",
-            "--parallelism",
-            "2",
-        ])
-        .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = repo.spawn_apply(2);
     // As a server restart would: end every connection of the running apply, a few times.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut cut = 0;

@@ -73,6 +73,42 @@ impl Repo {
         out
     }
 
+    /// `apply --auto-approve --parallelism N` running in the background, its progress lines
+    /// (stderr) on a pipe to read from.
+    pub fn spawn_apply(&self, parallelism: usize) -> std::process::Child {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
+            .args([
+                "-C",
+                self.path().to_str().unwrap(),
+                "apply",
+                "--auto-approve",
+            ])
+            .args(["--parallelism", &parallelism.to_string()])
+            .env_remove("TENANT_RECONCILE_MASTER_KEY")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Starts an apply and kills it with SIGKILL (no destructor, no cleanup, no chance to
+    /// write anything more) after `after_lines` progress lines and `delay` more.
+    pub fn kill_apply(&self, parallelism: usize, after_lines: usize, delay: std::time::Duration) {
+        use std::io::{BufRead, BufReader};
+        let mut child = self.spawn_apply(parallelism);
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        for _ in 0..after_lines {
+            if lines.next().is_none() {
+                break;
+            }
+        }
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        eprintln!("killed after {after_lines} lines and {delay:?}: {status:?}");
+    }
+
     /// Terraform's acceptance rule: right after an apply, the plan is empty.
     pub fn assert_plan_empty(&self) {
         let out = self.run(&["plan", "--detailed-exitcode"]);

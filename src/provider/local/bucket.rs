@@ -5,11 +5,9 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde_json::json;
 
-use crate::desired::{self, Attrs, Key, Kind};
+use crate::desired::{self, Attrs, Kind};
 use crate::plan::ResourceChange;
-use crate::provider::{
-    LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext,
-};
+use crate::provider::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
 
 pub struct LocalBuckets {
     dir: PathBuf,
@@ -39,13 +37,10 @@ impl Provider for LocalBuckets {
         for t in targets {
             // Slugs are [a-z0-9-]: a bucket folder can only ever be a direct child of `dir`.
             if self.dir.join(t.slug.as_str()).is_dir() {
-                live.insert(
+                live.insert_attrs(
                     &t.slug,
-                    Key::new(Kind::Bucket),
-                    LiveResource {
-                        attrs: desired::attrs([("name", json!(t.slug.as_str()))]),
-                        content: None,
-                    },
+                    Kind::Bucket,
+                    desired::attrs([("name", json!(t.slug.as_str()))]),
                 );
             }
         }

@@ -1,7 +1,6 @@
 //! The local control plane: registry, owner memberships, effective flags and quotas, and
 //! the events outbox, in `control.sqlite`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -11,13 +10,13 @@ use sqlx::{Sqlite, Transaction};
 use tokio::sync::OnceCell;
 
 use super::sqlite;
-use crate::desired::{Attrs, Key, Kind};
+use crate::desired::{Attrs, Kind};
 use crate::plan::ResourceChange;
+use crate::provider::control_rows::{self, ControlRows};
 use crate::provider::{
-    events, ControlPlane, LiveFleet, LiveResource, LiveTenant, Provider, ProviderError,
-    RefreshTarget, StepContext,
+    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget,
+    StepContext,
 };
-use crate::slug::Slug;
 use crate::state::{now, Lifecycle};
 
 const SCHEMA: &str = r#"
@@ -143,84 +142,22 @@ impl Provider for LocalControl {
         }
         // Plan must change nothing, so it reads through its own read-only connection.
         let pool = sqlite::open(&self.path, false, SqliteJournalMode::Wal).await?;
-        let wanted: HashMap<&str, &Slug> =
-            targets.iter().map(|t| (t.slug.as_str(), &t.slug)).collect();
-        // One query per table for the whole fleet, however many tenants there are.
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            Value,
-            String,
-            Option<String>,
-        );
-        let rows: Vec<Row> = sqlite::fetch_json(
+        // One query per table for the whole fleet, however many tenants there are; flags
+        // and quotas arrive already grouped per tenant as JSON objects.
+        let registry = sqlite::fetch_json(
             &pool,
             "SELECT json_group_array(json_array(tenant_id, slug, name, plan, region, locale, \
              isolation, json(labels), lifecycle, step)) FROM tenants",
             "the registry",
         )
         .await?;
-        let mut by_id: HashMap<String, &Slug> = HashMap::new();
-        for (id, slug, name, plan, region, locale, isolation, labels, lifecycle, step) in rows {
-            let Some(&slug) = wanted.get(slug.as_str()) else {
-                continue;
-            };
-            live.insert(
-                slug,
-                Key::new(Kind::Registry),
-                LiveResource {
-                    attrs: crate::desired::attrs([
-                        ("name", json!(name)),
-                        ("plan", json!(plan)),
-                        ("region", json!(region)),
-                        ("locale", json!(locale)),
-                        ("isolation", json!(isolation)),
-                        ("labels", labels),
-                        ("lifecycle", json!(lifecycle)),
-                    ]),
-                    content: None,
-                },
-            );
-            live.tenants.insert(
-                slug.clone(),
-                LiveTenant {
-                    tenant_id: id.clone(),
-                    lifecycle: Lifecycle::parse(&lifecycle).unwrap_or_default(),
-                    step,
-                },
-            );
-            by_id.insert(id, slug);
-        }
-
-        let owners: Vec<(String, String)> = sqlite::fetch_json(
+        let owners = sqlite::fetch_json(
             &pool,
             "SELECT json_group_array(json_array(tenant_id, email)) FROM memberships WHERE role = 'owner'",
             "memberships",
         )
         .await?;
-        for (id, email) in owners {
-            if let Some(slug) = by_id.get(&id) {
-                live.insert(
-                    slug,
-                    Key::new(Kind::Owner),
-                    LiveResource {
-                        attrs: crate::desired::attrs([
-                            ("email", json!(email)),
-                            ("role", json!("owner")),
-                        ]),
-                        content: None,
-                    },
-                );
-            }
-        }
-
-        // Flags and quotas arrive already grouped per tenant as JSON objects.
-        let flags: HashMap<String, Attrs> = sqlite::fetch_json(
+        let flags = sqlite::fetch_json(
             &pool,
             "SELECT json_group_object(tenant_id, json(m)) FROM \
              (SELECT tenant_id, json_group_object(flag, json(CASE WHEN enabled THEN 'true' ELSE 'false' END)) AS m \
@@ -228,27 +165,23 @@ impl Provider for LocalControl {
             "feature flags",
         )
         .await?;
-        let quotas: HashMap<String, Attrs> = sqlite::fetch_json(
+        let quotas = sqlite::fetch_json(
             &pool,
             "SELECT json_group_object(tenant_id, json(m)) FROM \
              (SELECT tenant_id, json_group_object(name, value) AS m FROM quotas GROUP BY tenant_id)",
             "quotas",
         )
         .await?;
-        for (kind, mut maps) in [(Kind::Features, flags), (Kind::Quotas, quotas)] {
-            for (id, slug) in &by_id {
-                // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
-                let attrs = maps.remove(id).unwrap_or_default();
-                live.insert(
-                    slug,
-                    Key::new(kind),
-                    LiveResource {
-                        attrs,
-                        content: None,
-                    },
-                );
-            }
-        }
+        control_rows::record(
+            targets,
+            live,
+            ControlRows {
+                registry,
+                owners,
+                flags,
+                quotas,
+            },
+        );
         pool.close().await;
         live.calls.push((self.name(), 4));
         Ok(())
@@ -260,10 +193,7 @@ impl Provider for LocalControl {
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
-        let desired = change
-            .desired
-            .as_ref()
-            .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))?;
+        let desired = desired_of(change)?;
         let mut tx = self.begin().await?;
         let at = now();
         match change.key.kind {
@@ -322,12 +252,7 @@ impl Provider for LocalControl {
                         .map_err(ProviderError::sql(format!("write {table}")))?;
                 }
             }
-            other => {
-                return Err(ProviderError::Message(format!(
-                    "{} does not manage {other:?}",
-                    self.name()
-                )))
-            }
+            other => return Err(unmanaged(self, other)),
         }
         // A change to a live tenant is announced in the same transaction that makes it, so
         // the event exists exactly when the change does.

@@ -18,11 +18,12 @@ use sqlx::Executor as _;
 use tokio::sync::OnceCell;
 
 use super::sqlite;
-use crate::desired::{self, Attrs, Key, Kind};
+use crate::desired::{self, Attrs, Kind};
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
-    schema_version, LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext,
+    desired_of, schema_version, unmanaged, LiveFleet, Provider, ProviderError, RefreshTarget,
+    StepContext,
 };
 use crate::repo::Migration;
 use crate::slug::Slug;
@@ -314,43 +315,30 @@ impl Provider for LocalData {
             .collect();
         for (t, header) in targets.iter().zip(headers) {
             if let Some(attrs) = roles.remove(&self.naming.role(&t.slug)) {
-                live.insert(
-                    &t.slug,
-                    Key::new(Kind::Role),
-                    LiveResource {
-                        attrs,
-                        content: None,
-                    },
-                );
+                live.insert_attrs(&t.slug, Kind::Role, attrs);
             }
             let Some((applied, mark)) = header else {
                 continue; // No database file: the database and its seed are gone.
             };
             let (name, isolation) = slices.get(t.slug.as_str()).cloned().unwrap_or_default();
-            live.insert(
+            live.insert_attrs(
                 &t.slug,
-                Key::new(Kind::Database),
-                LiveResource {
-                    attrs: desired::attrs([
-                        ("name", json!(name)),
-                        ("isolation", json!(isolation)),
-                        (
-                            "schema_version",
-                            schema_version(&self.migrations, applied as usize),
-                        ),
-                        ("access", json!("granted")),
-                    ]),
-                    content: None,
-                },
+                Kind::Database,
+                desired::attrs([
+                    ("name", json!(name)),
+                    ("isolation", json!(isolation)),
+                    (
+                        "schema_version",
+                        schema_version(&self.migrations, applied as usize),
+                    ),
+                    ("access", json!("granted")),
+                ]),
             );
             if mark == SEEDED {
-                live.insert(
+                live.insert_attrs(
                     &t.slug,
-                    Key::new(Kind::Seed),
-                    LiveResource {
-                        attrs: desired::attrs([("applied", json!(true))]),
-                        content: None,
-                    },
+                    Kind::Seed,
+                    desired::attrs([("applied", json!(true))]),
                 );
             }
         }
@@ -363,10 +351,7 @@ impl Provider for LocalData {
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
-        let desired = change
-            .desired
-            .as_ref()
-            .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))?;
+        let desired = desired_of(change)?;
         match change.key.kind {
             Kind::Role => {
                 let tenant_id = ctx.tenant_id()?;
@@ -407,10 +392,7 @@ impl Provider for LocalData {
                     .await?;
                 Ok(Some(desired.attrs.clone()))
             }
-            other => Err(ProviderError::Message(format!(
-                "{} does not manage {other:?}",
-                self.name()
-            ))),
+            other => Err(unmanaged(self, other)),
         }
     }
 }

@@ -7,17 +7,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use sqlx::{Executor as _, PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
 use super::server::{retry, PgServer};
-use crate::desired::{Attrs, Key, Kind};
+use crate::desired::{Attrs, Kind};
 use crate::plan::ResourceChange;
+use crate::provider::control_rows::{self, ControlRows, RegistryRow};
 use crate::provider::{
-    events, ControlPlane, LiveFleet, LiveResource, LiveTenant, Provider, ProviderError,
-    RefreshTarget, StepContext,
+    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget,
+    StepContext,
 };
-use crate::slug::Slug;
 use crate::state::Lifecycle;
 
 /// `{schema}` is replaced by the quoted admin schema, a checked identifier.
@@ -93,18 +93,13 @@ impl PgControl {
     /// advisory lock so two runs starting together do not trip over each other.
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, ProviderError> {
         let pool = self.server.pool().await?;
-        if self.ready.get().is_none() {
-            // Racing twins both run idempotent DDL, serialised by the lock.
-            let tables = self.sql(TABLES);
-            let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
-            super::lock_ddl(tx.as_mut()).await?;
-            tx.as_mut()
-                .execute(tables.as_str())
-                .await
-                .map_err(ProviderError::sql("create the control-plane tables"))?;
-            tx.commit().await.map_err(ProviderError::sql("commit"))?;
-            let _ = self.ready.set(());
-        }
+        super::ensure_once(
+            pool,
+            &self.ready,
+            &self.sql(TABLES),
+            "the control-plane tables",
+        )
+        .await?;
         pool.begin().await.map_err(ProviderError::sql("begin"))
     }
 
@@ -137,10 +132,7 @@ impl PgControl {
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
-        let desired = change
-            .desired
-            .as_ref()
-            .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))?;
+        let desired = desired_of(change)?;
         let a = &desired.attrs;
         let mut tx = self.begin().await?;
         match change.key.kind {
@@ -215,12 +207,7 @@ impl PgControl {
                     .await
                     .map_err(ProviderError::sql(format!("write {}", change.key)))?;
             }
-            other => {
-                return Err(ProviderError::Message(format!(
-                    "{} does not manage {other:?}",
-                    self.name()
-                )))
-            }
+            other => return Err(unmanaged(self, other)),
         }
         if events::announces_update(ctx, change) {
             self.emit(
@@ -312,6 +299,21 @@ impl PgControl {
     }
 }
 
+/// `(tenant_id, {name: value})` rows as attribute maps per tenant.
+fn grouped(
+    rows: Result<Vec<(String, Value)>, sqlx::Error>,
+    what: &str,
+) -> Result<HashMap<String, Attrs>, ProviderError> {
+    rows.map_err(ProviderError::sql(what))?
+        .into_iter()
+        .map(|(id, map)| {
+            serde_json::from_value(map)
+                .map(|attrs| (id, attrs))
+                .map_err(|e| ProviderError::Message(format!("{what}: {e}")))
+        })
+        .collect()
+}
+
 fn str_attr<'a>(a: &'a Attrs, k: &str) -> &'a str {
     a.get(k).and_then(Value::as_str).unwrap_or_default()
 }
@@ -341,112 +343,44 @@ impl Provider for PgControl {
             live.calls.push((self.name(), 1));
             return Ok(());
         }
-        let wanted: HashMap<&str, &Slug> =
-            targets.iter().map(|t| (t.slug.as_str(), &t.slug)).collect();
         // One query per table for the whole fleet, however many tenants there are.
-        type Row = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            String,
-            Value,
-            String,
-            Option<String>,
-        );
-        let sql_7 = self.sql(
+        let registry_sql = self.sql(
             "SELECT tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step FROM {schema}.tenants",
         );
-        let rows: Vec<Row> = sqlx::query_as(&sql_7)
+        let registry: Vec<RegistryRow> = sqlx::query_as(&registry_sql)
             .fetch_all(pool)
             .await
             .map_err(ProviderError::sql("read the registry"))?;
-        let mut by_id: HashMap<String, &Slug> = HashMap::new();
-        for (id, slug, name, plan, region, locale, isolation, labels, lifecycle, step) in rows {
-            let Some(&slug) = wanted.get(slug.as_str()) else {
-                continue;
-            };
-            live.insert(
-                slug,
-                Key::new(Kind::Registry),
-                LiveResource {
-                    attrs: crate::desired::attrs([
-                        ("name", json!(name)),
-                        ("plan", json!(plan)),
-                        ("region", json!(region)),
-                        ("locale", json!(locale)),
-                        ("isolation", json!(isolation)),
-                        ("labels", labels),
-                        ("lifecycle", json!(lifecycle)),
-                    ]),
-                    content: None,
-                },
-            );
-            live.tenants.insert(
-                slug.clone(),
-                LiveTenant {
-                    tenant_id: id.clone(),
-                    lifecycle: Lifecycle::parse(&lifecycle).unwrap_or_default(),
-                    step,
-                },
-            );
-            by_id.insert(id, slug);
-        }
-        let owners: Vec<(String, String)> = sqlx::query_as(
-            &self.sql("SELECT tenant_id, email FROM {schema}.memberships WHERE role = 'owner'"),
-        )
-        .fetch_all(pool)
-        .await
-        .map_err(ProviderError::sql("read memberships"))?;
-        for (id, email) in owners {
-            if let Some(slug) = by_id.get(&id) {
-                live.insert(
-                    slug,
-                    Key::new(Kind::Owner),
-                    LiveResource {
-                        attrs: crate::desired::attrs([
-                            ("email", json!(email)),
-                            ("role", json!("owner")),
-                        ]),
-                        content: None,
-                    },
-                );
-            }
-        }
-        let sql_8 = self.sql(
+        let owners_sql =
+            self.sql("SELECT tenant_id, email FROM {schema}.memberships WHERE role = 'owner'");
+        let owners: Vec<(String, String)> = sqlx::query_as(&owners_sql)
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read memberships"))?;
+        let flags_sql = self.sql(
             "SELECT tenant_id, jsonb_object_agg(flag, enabled) FROM {schema}.feature_flags GROUP BY tenant_id",
         );
-        let flags: Vec<(String, Value)> = sqlx::query_as(&sql_8)
-            .fetch_all(pool)
-            .await
-            .map_err(ProviderError::sql("read feature flags"))?;
-        let sql_9 = self.sql(
+        let flags = grouped(
+            sqlx::query_as(&flags_sql).fetch_all(pool).await,
+            "read feature flags",
+        )?;
+        let quotas_sql = self.sql(
             "SELECT tenant_id, jsonb_object_agg(name, value) FROM {schema}.quotas GROUP BY tenant_id",
         );
-        let quotas: Vec<(String, Value)> = sqlx::query_as(&sql_9)
-            .fetch_all(pool)
-            .await
-            .map_err(ProviderError::sql("read quotas"))?;
-        for (kind, rows) in [(Kind::Features, flags), (Kind::Quotas, quotas)] {
-            let mut maps: HashMap<String, Value> = rows.into_iter().collect();
-            for (id, slug) in &by_id {
-                // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
-                let attrs = match maps.remove(id) {
-                    Some(Value::Object(m)) => m.into_iter().collect(),
-                    _ => Attrs::new(),
-                };
-                live.insert(
-                    slug,
-                    Key::new(kind),
-                    LiveResource {
-                        attrs,
-                        content: None,
-                    },
-                );
-            }
-        }
+        let quotas = grouped(
+            sqlx::query_as(&quotas_sql).fetch_all(pool).await,
+            "read quotas",
+        )?;
+        control_rows::record(
+            targets,
+            live,
+            ControlRows {
+                registry,
+                owners,
+                flags,
+                quotas,
+            },
+        );
         live.calls.push((self.name(), 5));
         Ok(())
     }

@@ -26,11 +26,12 @@ use tokio::sync::OnceCell;
 
 use super::scram;
 use super::server::{quote, retry, PgServer};
-use crate::desired::{self, Attrs, Key, Kind};
+use crate::desired::{self, Attrs, Kind};
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
-    schema_version, LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext,
+    desired_of, schema_version, unmanaged, LiveFleet, Provider, ProviderError, RefreshTarget,
+    StepContext,
 };
 use crate::repo::{Isolation, Migration};
 use crate::slug::Slug;
@@ -140,17 +141,13 @@ impl PgData {
 
     async fn pool(&self) -> Result<&sqlx::PgPool, ProviderError> {
         let pool = self.server.pool().await?;
-        if self.catalog_ready.get().is_none() {
-            let catalog = self.sql(CATALOG);
-            let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
-            super::lock_ddl(tx.as_mut()).await?;
-            tx.as_mut()
-                .execute(catalog.as_str())
-                .await
-                .map_err(ProviderError::sql("create the data catalog"))?;
-            tx.commit().await.map_err(ProviderError::sql("commit"))?;
-            let _ = self.catalog_ready.set(());
-        }
+        super::ensure_once(
+            pool,
+            &self.catalog_ready,
+            &self.sql(CATALOG),
+            "the data catalog",
+        )
+        .await?;
         Ok(pool)
     }
 
@@ -693,10 +690,7 @@ impl PgData {
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
-        let desired = change
-            .desired
-            .as_ref()
-            .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))?;
+        let desired = desired_of(change)?;
         match change.key.kind {
             Kind::Role => self.apply_role(ctx, &desired.attrs).await.map(Some),
             Kind::Database => self.apply_database(ctx, &desired.attrs).await.map(Some),
@@ -705,10 +699,7 @@ impl PgData {
                     .await?;
                 Ok(Some(desired.attrs.clone()))
             }
-            other => Err(ProviderError::Message(format!(
-                "{} does not manage {other:?}",
-                self.name()
-            ))),
+            other => Err(unmanaged(self, other)),
         }
     }
 }
@@ -921,14 +912,7 @@ impl Provider for PgData {
 
         for (t, role) in targets.iter().zip(&roles) {
             if let Some(attrs) = by_role.remove(role) {
-                live.insert(
-                    &t.slug,
-                    Key::new(Kind::Role),
-                    LiveResource {
-                        attrs,
-                        content: None,
-                    },
-                );
+                live.insert_attrs(&t.slug, Kind::Role, attrs);
             }
             let Some((name, isolation, present, granted)) = slices.remove(t.slug.as_str()) else {
                 continue;
@@ -943,27 +927,21 @@ impl Provider for PgData {
                 .iter()
                 .take_while(|m| versions.is_some_and(|v| v.contains(&m.version)))
                 .count();
-            live.insert(
+            live.insert_attrs(
                 &t.slug,
-                Key::new(Kind::Database),
-                LiveResource {
-                    attrs: desired::attrs([
-                        ("name", json!(name)),
-                        ("isolation", json!(isolation)),
-                        ("schema_version", schema_version(&self.migrations, count)),
-                        ("access", json!(if granted { "granted" } else { "missing" })),
-                    ]),
-                    content: None,
-                },
+                Kind::Database,
+                desired::attrs([
+                    ("name", json!(name)),
+                    ("isolation", json!(isolation)),
+                    ("schema_version", schema_version(&self.migrations, count)),
+                    ("access", json!(if granted { "granted" } else { "missing" })),
+                ]),
             );
             if seeded.contains(t.slug.as_str()) {
-                live.insert(
+                live.insert_attrs(
                     &t.slug,
-                    Key::new(Kind::Seed),
-                    LiveResource {
-                        attrs: desired::attrs([("applied", json!(true))]),
-                        content: None,
-                    },
+                    Kind::Seed,
+                    desired::attrs([("applied", json!(true))]),
                 );
             }
         }

@@ -19,7 +19,8 @@ pub use control::PgControl;
 pub use data::PgData;
 pub use server::PgServer;
 
-use sqlx::PgConnection;
+use sqlx::{Executor as _, PgConnection, PgPool};
+use tokio::sync::OnceCell;
 
 use crate::provider::ProviderError;
 
@@ -27,6 +28,28 @@ use crate::provider::ProviderError;
 /// (`CREATE TABLE IF NOT EXISTS` is not safe against a concurrent twin).
 pub(crate) async fn lock_ddl(tx: &mut PgConnection) -> Result<(), ProviderError> {
     advisory_xact_lock(tx, "tenant-reconcile/ddl").await
+}
+
+/// Runs tenant-reconcile's own `ddl` (idempotent `CREATE … IF NOT EXISTS`) once per run,
+/// `done` remembering that it ran. Twins racing here both run it, one after the other.
+pub(crate) async fn ensure_once(
+    pool: &PgPool,
+    done: &OnceCell<()>,
+    ddl: &str,
+    what: &str,
+) -> Result<(), ProviderError> {
+    if done.get().is_some() {
+        return Ok(());
+    }
+    let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+    lock_ddl(tx.as_mut()).await?;
+    tx.as_mut()
+        .execute(ddl)
+        .await
+        .map_err(ProviderError::sql(format!("create {what}")))?;
+    tx.commit().await.map_err(ProviderError::sql("commit"))?;
+    let _ = done.set(());
+    Ok(())
 }
 
 /// A transaction-scoped advisory lock on `name`, released at commit or rollback.
