@@ -31,6 +31,13 @@ impl Attrs {
         self.find(field).ok().map(|i| &self.0[i].1)
     }
 
+    /// A text attribute, or "" when it is missing or not text.
+    pub fn str(&self, field: &str) -> &str {
+        self.get(field)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+    }
+
     pub fn contains_key(&self, field: &str) -> bool {
         self.find(field).is_ok()
     }

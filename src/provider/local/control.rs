@@ -202,11 +202,11 @@ impl Provider for LocalControl {
                 sqlx::query(
                     "UPDATE tenants SET name = ?, plan = ?, region = ?, locale = ?, isolation = ?, labels = ?, updated_at = ? WHERE tenant_id = ?",
                 )
-                .bind(str_attr(a, "name"))
-                .bind(str_attr(a, "plan"))
-                .bind(str_attr(a, "region"))
-                .bind(str_attr(a, "locale"))
-                .bind(str_attr(a, "isolation"))
+                .bind(a.str("name"))
+                .bind(a.str("plan"))
+                .bind(a.str("region"))
+                .bind(a.str("locale"))
+                .bind(a.str("isolation"))
                 .bind(a.get("labels").cloned().unwrap_or(json!({})).to_string())
                 .bind(&at)
                 .bind(tenant_id)
@@ -220,7 +220,7 @@ impl Provider for LocalControl {
                      ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
                 )
                 .bind(tenant_id)
-                .bind(str_attr(&desired.attrs, "email"))
+                .bind(desired.attrs.str("email"))
                 .bind(&at)
                 .execute(tx.as_mut())
                 .await
@@ -276,10 +276,6 @@ impl Provider for LocalControl {
     }
 }
 
-fn str_attr<'a>(a: &'a Attrs, k: &str) -> &'a str {
-    a.get(k).and_then(Value::as_str).unwrap_or_default()
-}
-
 #[async_trait]
 impl ControlPlane for LocalControl {
     async fn register(
@@ -307,11 +303,11 @@ impl ControlPlane for LocalControl {
         )
         .bind(&id)
         .bind(slug)
-        .bind(str_attr(attrs, "name"))
-        .bind(str_attr(attrs, "plan"))
-        .bind(str_attr(attrs, "region"))
-        .bind(str_attr(attrs, "locale"))
-        .bind(str_attr(attrs, "isolation"))
+        .bind(attrs.str("name"))
+        .bind(attrs.str("plan"))
+        .bind(attrs.str("region"))
+        .bind(attrs.str("locale"))
+        .bind(attrs.str("isolation"))
         .bind(attrs.get("labels").cloned().unwrap_or(json!({})).to_string())
         .bind(&at)
         .bind(&at)

@@ -142,11 +142,11 @@ impl PgControl {
                        isolation = $5, labels = $6, updated_at = now() WHERE tenant_id = $7",
                 );
                 sqlx::query(&sql_1)
-                    .bind(str_attr(a, "name"))
-                    .bind(str_attr(a, "plan"))
-                    .bind(str_attr(a, "region"))
-                    .bind(str_attr(a, "locale"))
-                    .bind(str_attr(a, "isolation"))
+                    .bind(a.str("name"))
+                    .bind(a.str("plan"))
+                    .bind(a.str("region"))
+                    .bind(a.str("locale"))
+                    .bind(a.str("isolation"))
                     .bind(a.get("labels").cloned().unwrap_or(json!({})))
                     .bind(tenant_id)
                     .execute(tx.as_mut())
@@ -160,7 +160,7 @@ impl PgControl {
                 );
                 sqlx::query(&sql_2)
                     .bind(tenant_id)
-                    .bind(str_attr(a, "email"))
+                    .bind(a.str("email"))
                     .execute(tx.as_mut())
                     .await
                     .map_err(ProviderError::sql("write the owner membership"))?;
@@ -244,11 +244,11 @@ impl PgControl {
         sqlx::query(&sql_4)
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(ctx.tenant.slug.as_str())
-            .bind(str_attr(a, "name"))
-            .bind(str_attr(a, "plan"))
-            .bind(str_attr(a, "region"))
-            .bind(str_attr(a, "locale"))
-            .bind(str_attr(a, "isolation"))
+            .bind(a.str("name"))
+            .bind(a.str("plan"))
+            .bind(a.str("region"))
+            .bind(a.str("locale"))
+            .bind(a.str("isolation"))
             .bind(a.get("labels").cloned().unwrap_or(json!({})))
             .execute(tx.as_mut())
             .await
@@ -312,10 +312,6 @@ fn grouped(
                 .map_err(|e| ProviderError::Message(format!("{what}: {e}")))
         })
         .collect()
-}
-
-fn str_attr<'a>(a: &'a Attrs, k: &str) -> &'a str {
-    a.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
 #[async_trait]
