@@ -133,9 +133,12 @@ fn refresh_targets(repo: &TenantRepo, only: &[Slug], state: &State) -> Vec<Refre
 pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<String, Error> {
     let state = ws.backend().load().await?;
     let Some(t) = state.tenants.get(slug.as_str()) else {
-        return Err(Error::Usage(format!(
-            "{slug} has no recorded state yet: apply it first"
-        )));
+        let has_file = ws.repo.tenants.iter().any(|t| &t.slug == slug);
+        return Err(Error::Usage(if has_file {
+            format!("{slug} has no recorded state yet: apply it first")
+        } else {
+            format!("there is no tenant {slug}: no tenants/{slug}.yaml and nothing recorded")
+        }));
     };
     let (Some(tenant_id), Some(key)) = (t.tenant_id.as_deref(), ws.find_key()?) else {
         return Err(Error::Usage(format!(

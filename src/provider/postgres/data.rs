@@ -333,32 +333,7 @@ impl PgData {
             }
             Isolation::Database => {
                 let db = quote(&slice.name);
-                let (exists,): (bool,) =
-                    sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                        .bind(&slice.name)
-                        .fetch_one(pool)
-                        .await
-                        .map_err(ProviderError::sql("look for the database"))?;
-                if !exists {
-                    let mut c = pool
-                        .acquire()
-                        .await
-                        .map_err(ProviderError::sql("connect"))?;
-                    self.forget_slice(&mut c, Isolation::Database, &slice.name, Some(slug))
-                        .await?;
-                    // CREATE DATABASE cannot run in a transaction; a twin that won the race
-                    // leaves the database we wanted, which is success.
-                    match pool.execute(format!("CREATE DATABASE {db}").as_str()).await {
-                        Ok(_) => {}
-                        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-                        Err(e) => {
-                            return Err(ProviderError::Sql {
-                                context: format!("create the database {}", slice.name),
-                                source: e,
-                            })
-                        }
-                    }
-                }
+                self.create_database(pool, &slice.name, slug).await?;
                 let grant = format!(
                     "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {r};",
                     r = quote(&role)
@@ -489,19 +464,72 @@ impl PgData {
                     .map_err(ProviderError::sql("record the migration in the catalog"))?;
             }
         }
-        // Grants are (re)applied every time: a revoked grant is drift this repairs.
+        // Grants are (re)applied every time: a revoked grant is drift this repairs. They
+        // take the slice's lock too: concurrent GRANTs on the same tables (shared tenants
+        // applied in parallel) fail with "tuple concurrently updated".
         let grant = format!(
             "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {g};
              GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {g};",
             g = quote(&slice.grantee)
         );
-        conn.execute(grant.as_str())
+        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+        super::advisory_xact_lock(tx.as_mut(), &lock).await?;
+        tx.as_mut()
+            .execute(grant.as_str())
             .await
             .map_err(ProviderError::sql(format!(
                 "grant the tables of {}",
                 slice.name
             )))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
         Ok(self.migrations.len())
+    }
+
+    /// Creates the database `name` unless it exists. CREATE DATABASE cannot run in a
+    /// transaction, so another session may be creating the same one (a twin, or the backend
+    /// of a killed run still finishing): its "already exists" or duplicate-key error means
+    /// wait and look again, until that session commits or gives up.
+    async fn create_database(
+        &self,
+        pool: &sqlx::PgPool,
+        name: &str,
+        slug: &Slug,
+    ) -> Result<(), ProviderError> {
+        let create = format!("CREATE DATABASE {}", quote(name));
+        for _ in 0..50 {
+            let (exists,): (bool,) =
+                sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(ProviderError::sql("look for the database"))?;
+            if exists {
+                return Ok(());
+            }
+            let mut c = pool
+                .acquire()
+                .await
+                .map_err(ProviderError::sql("connect"))?;
+            self.forget_slice(&mut c, Isolation::Database, name, Some(slug))
+                .await?;
+            match pool.execute(create.as_str()).await {
+                Ok(_) => return Ok(()),
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P04" | "23505")) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(source) => {
+                    return Err(ProviderError::Sql {
+                        context: format!("create the database {name}"),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(ProviderError::Message(format!(
+            "another session kept creating the database {name} for 5 s without finishing; run apply again"
+        )))
     }
 
     /// A slice that is not there (never made, or dropped behind our back) has no
