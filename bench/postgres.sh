@@ -19,10 +19,9 @@ for tool in psql /usr/bin/time; do
 done
 psql "$PG/postgres" -qAtc "select 1" >/dev/null || { echo "no PostgreSQL at $PG" >&2; exit 1; }
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tenant-reconcile/target}"
-echo "building release binary in $CARGO_TARGET_DIR ..." >&2
-cargo build --release --quiet
-BIN="$CARGO_TARGET_DIR/release/tenant-reconcile"
+# shellcheck source=lib.sh
+source bench/lib.sh
+build_release
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-pgbench.XXXXXX")"
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 

@@ -8,16 +8,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SIZES=("$@")
 REPEATS=5 # quick no-change plans are noisy; report the median of this many runs
 
-# GNU time, not the shell keyword: only it reports peak RSS (%M, in KB).
-if ! /usr/bin/time -f "%e %M" true >/dev/null 2>&1; then
-  echo "GNU time is missing: install it with 'apt-get install -y time'" >&2
-  exit 1
-fi
+# shellcheck source=lib.sh
+source bench/lib.sh
+require_gnu_time
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tenant-reconcile/target}"
-echo "building release binary in $CARGO_TARGET_DIR ..." >&2
-cargo build --release --quiet
-BIN="$CARGO_TARGET_DIR/release/tenant-reconcile"
+build_release
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-bench.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT

@@ -15,3 +15,13 @@ features = {
   custom_domains = true
   beta_reports   = false
 }
+
+# Each tenant's bucket: versioned, old versions kept a quarter, cold data archived.
+bucket {
+  versioning                         = true
+  noncurrent_version_expiration_days = 90
+  transitions = [
+    { days = 30, storage_class = "STANDARD_IA" },
+    { days = 180, storage_class = "GLACIER_IR" },
+  ]
+}

@@ -15,3 +15,9 @@ features = {
   custom_domains = false
   beta_reports   = false
 }
+
+# Each tenant's bucket: versioned, with overwritten versions kept for a month.
+bucket {
+  versioning                         = true
+  noncurrent_version_expiration_days = 30
+}

@@ -6,6 +6,8 @@
 //! recorded [`state`] beside it. See ARCHITECTURE.md.
 
 pub mod apply;
+pub mod bucket;
+pub mod changes;
 pub mod credentials;
 pub mod desired;
 pub mod diagnostic;

@@ -4,8 +4,6 @@
 mod cli;
 
 use clap::Parser;
-use tenant_reconcile::diagnostic::Diagnostics;
-use tenant_reconcile::repo::LoadError;
 
 // A plan of a large fleet allocates and frees hundreds of thousands of small maps and
 // strings; mimalloc does that markedly faster than the system allocator (see README,
@@ -14,11 +12,21 @@ use tenant_reconcile::repo::LoadError;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli = cli::Cli::parse();
+    // Exit codes are terraform's: 2 means "changes present", so a usage error is 1, not
+    // clap's usual 2; help and version are 0.
+    let cli = cli::Cli::try_parse().unwrap_or_else(|e| {
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() { 1 } else { 0 })
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENANT_RECONCILE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("TENANT_RECONCILE_LOG").unwrap_or_else(
+                |_| {
+                    // aws-config warns while it probes for a region or credentials it
+                    // then does not find; the error that follows says what is missing.
+                    "warn,aws_config=error".into()
+                },
+            ),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -29,43 +37,9 @@ fn main() {
     let code = match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            let style = anstyle::AnsiColor::Red.on_default().bold();
-            match diagnostics(&e) {
-                Some(d) => {
-                    for problem in &d.0 {
-                        anstream::eprintln!("{style}error:{style:#} {problem}");
-                    }
-                    let n = d.len();
-                    anstream::eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
-                }
-                None => anstream::eprintln!("{style}error:{style:#} {}", chain(&e)),
-            }
+            cli::report(&e);
             1
         }
     };
     std::process::exit(code);
-}
-
-/// The problems in the input files, when that is what the error is.
-fn diagnostics(e: &anyhow::Error) -> Option<&Diagnostics> {
-    match e.downcast_ref::<tenant_reconcile::Error>() {
-        Some(tenant_reconcile::Error::Invalid(d)) => Some(d),
-        Some(tenant_reconcile::Error::Load(LoadError::Invalid(d))) => Some(d),
-        _ => match e.downcast_ref::<LoadError>() {
-            Some(LoadError::Invalid(d)) => Some(d),
-            _ => e.downcast_ref::<Diagnostics>(),
-        },
-    }
-}
-
-/// The error and its causes, skipping causes whose text the parent already includes.
-fn chain(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let s = cause.to_string();
-        if !out.contains(&s) {
-            out.push_str(&format!(": {s}"));
-        }
-    }
-    out
 }

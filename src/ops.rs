@@ -19,8 +19,9 @@ use crate::Error;
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
     pub refresh: bool,
-    /// Only these tenants (all when empty).
-    pub tenants: Vec<Slug>,
+    /// Only these tenants (all when `None`; none at all when an empty list, as a
+    /// `--changed-since` that reaches nobody selects).
+    pub tenants: Option<Vec<Slug>>,
     pub allow_missing_tenants: bool,
     /// Tenants whose database password changes: their credentials version goes up by one.
     pub rotate_credentials: Vec<Slug>,
@@ -37,25 +38,15 @@ pub async fn plan(ws: &Workspace, opts: &PlanOptions) -> Result<Plan, Error> {
 }
 
 async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<Plan, Error> {
-    for (flag, slugs) in [
-        ("--tenant", &opts.tenants),
-        ("--rotate-credentials", &opts.rotate_credentials),
-    ] {
-        for slug in slugs {
-            if !ws.repo.tenants.iter().any(|t| &t.slug == slug) {
-                return Err(Error::Usage(format!(
-                    "{flag} {slug}: there is no tenants/{slug}.yaml"
-                )));
-            }
-        }
-    }
+    check_selected(ws, "--tenant", opts.tenants.as_deref().unwrap_or_default())?;
+    check_selected(ws, "--rotate-credentials", &opts.rotate_credentials)?;
     let key = ws.find_key()?;
     let targets = ws.targets(ws.repo.migrations.clone());
     // Refresh reads other systems while compile renders templates on this thread: neither
     // needs the other's result, and together they are most of a plan's time.
     let refresh = opts.refresh.then(|| {
         let targets = targets.clone();
-        let wanted = refresh_targets(&ws.repo, &opts.tenants, state);
+        let wanted = refresh_targets(&ws.repo, opts.tenants.as_deref(), state);
         tokio::spawn(async move {
             let started = Instant::now();
             let live = targets.refresh(wanted).await;
@@ -69,7 +60,7 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         state,
         key.as_ref(),
         &desired::Selection {
-            only: &opts.tenants,
+            only: opts.tenants.as_deref(),
             rotate: &opts.rotate_credentials,
         },
     ) {
@@ -106,23 +97,56 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
     Ok(plan)
 }
 
+/// What changed outside tenant-reconcile: the recorded state against the live resources,
+/// for every tenant with a file (or only `tenants`). Writes nothing.
+pub async fn drift(
+    ws: &Workspace,
+    tenants: Option<&[Slug]>,
+) -> Result<plan::drift::DriftReport, Error> {
+    check_selected(ws, "--tenant", tenants.unwrap_or_default())?;
+    let state = ws.backend().load().await?;
+    let targets = ws.targets(ws.repo.migrations.clone());
+    let wanted = refresh_targets(&ws.repo, tenants, &state);
+    let slugs: Vec<Slug> = wanted.iter().map(|t| t.slug.clone()).collect();
+    let live = targets.refresh(wanted).await.map_err(Error::Refresh)?;
+    Ok(plan::drift::report(&state, &live, &slugs))
+}
+
+fn check_selected(ws: &Workspace, flag: &str, slugs: &[Slug]) -> Result<(), Error> {
+    for slug in slugs {
+        if !ws.repo.tenants.iter().any(|t| &t.slug == slug) {
+            return Err(Error::Usage(format!(
+                "{flag} {slug}: there is no tenants/{slug}.yaml"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What refresh should look at: every selected tenant with a file, with the keys it
 /// will want (known from the repo before compiling) and any it had.
-fn refresh_targets(repo: &TenantRepo, only: &[Slug], state: &State) -> Vec<RefreshTarget> {
+fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> Vec<RefreshTarget> {
     let wanted = desired::resource_keys(repo);
     repo.tenants
         .iter()
-        .filter(|t| only.is_empty() || only.contains(&t.slug))
+        .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
         .map(|t| {
             let recorded = state.tenants.get(t.slug.as_str());
             let mut keys = wanted.clone();
             if let Some(r) = recorded {
                 keys.extend(r.resources.keys().filter(|k| !wanted.contains(k)).cloned());
             }
+            let mut buckets = vec![crate::bucket::name(&repo.config, t)];
+            let recorded_bucket = recorded
+                .and_then(|r| r.resources.get(&desired::Key::new(desired::Kind::Bucket)))
+                .map(|a| a.str("name"))
+                .filter(|n| !n.is_empty() && *n != buckets[0]);
+            buckets.extend(recorded_bucket.map(str::to_string));
             RefreshTarget {
                 slug: t.slug.clone(),
                 tenant_id: recorded.and_then(|r| r.tenant_id.clone()),
                 keys,
+                buckets,
             }
         })
         .collect()
@@ -225,6 +249,17 @@ pub async fn apply(
         }
     };
     if !plan.has_changes() {
+        // Checkpoints a killed run left are folded into one snapshot, so they are not
+        // replayed (and, on s3, listed and read) by every later run.
+        let mut lock = lock;
+        let mut state = state;
+        if state.checkpoints > 0 {
+            state.prepare_snapshot();
+            if let Err(e) = lock.persist(&state).await {
+                let _ = lock.unlock().await;
+                return Err(e.into());
+            }
+        }
         lock.unlock().await?;
         return Ok(ApplyOutcome::NoChanges(plan));
     }
@@ -243,10 +278,17 @@ pub async fn apply(
         targets: Arc::new(ws.targets(plan.migrations.clone())),
         key,
         parallelism: opts.parallelism,
-        git_commit: ws.git_commit.clone(),
+        // What the plan was made from (a saved plan's own commit), not what is checked out.
+        git_commit: plan.git_commit.clone().or_else(|| ws.git_commit.clone()),
     };
-    let (report, lock) = executor.run(&plan, state, lock, progress).await?;
-    lock.unlock().await?;
+    let started = Instant::now();
+    let mut lock = lock;
+    let report = executor.run(&plan, state, lock.as_mut(), progress).await;
+    // Let go of the lock whatever happened: a lock object (s3) would outlive this run.
+    let unlocked = lock.unlock().await;
+    let report = report?;
+    unlocked?;
+    debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(), "applied");
     Ok(ApplyOutcome::Applied { plan, report })
 }
 

@@ -9,10 +9,12 @@ use crate::naming::Naming;
 use crate::provider::files::RenderedFiles;
 use crate::provider::local::{LocalBuckets, LocalControl, LocalData};
 use crate::provider::postgres::{PgControl, PgData, PgServer};
+use crate::provider::s3::{S3Buckets, S3Store};
 use crate::provider::{ControlPlane, Provider, Targets};
 use crate::repo::{self, Migration, TenantRepo};
 use crate::state::local::LocalBackend;
 use crate::state::postgres::PgBackend;
+use crate::state::s3::S3Backend;
 use crate::state::StateBackend;
 use crate::Error;
 
@@ -21,24 +23,45 @@ pub struct Workspace {
     /// The local target's folder.
     pub local_dir: PathBuf,
     pub output_dir: PathBuf,
-    /// HEAD of the git repository the tenant repo is in, if it is in one.
+    /// The commit the files come from: `--rev`'s, or HEAD of the git repository the tenant
+    /// repo is in, if it is in one.
     pub git_commit: Option<String>,
+    /// The revision the files were read at (`--rev`), or `None` for the working tree.
+    pub rev: Option<String>,
     local_key: PathBuf,
     /// The server of the postgres targets and state backend; it connects on first use.
     postgres: Arc<PgServer>,
+    /// The S3 store of the s3 target and state backend; it loads credentials on first use.
+    s3: Arc<S3Store>,
 }
 
 impl Workspace {
     pub fn open(root: &Path) -> Result<Workspace, Error> {
+        Workspace::open_at(root, None)
+    }
+
+    /// Opens the tenant repo at `root` as committed at `rev` (a commit, branch or tag),
+    /// read from git's objects, or as in the working tree when `rev` is `None`. The state
+    /// and the local target are never in git; they are always the working tree's.
+    pub fn open_at(root: &Path, rev: Option<&str>) -> Result<Workspace, Error> {
         let started = std::time::Instant::now();
-        let repo = repo::load(root)?;
+        let files = match rev {
+            Some(rev) => repo::Files::at_revision(root, rev)?,
+            None => repo::Files::WorkingTree,
+        };
+        let repo = repo::load_from(root, &files)?;
         tracing::debug!(elapsed = ?started.elapsed(), tenants = repo.tenants.len(), "loaded the repo");
         let local_dir = root.join(&repo.config.local.dir);
         let output_dir = root.join(&repo.config.output_dir);
         Ok(Workspace {
-            git_commit: git_head(root),
+            git_commit: files
+                .commit()
+                .map(str::to_string)
+                .or_else(|| git_head(root)),
+            rev: rev.map(str::to_string),
             local_key: local_dir.join("master.key"),
             postgres: Arc::new(PgServer::from_config(&repo.config.postgres)),
+            s3: Arc::new(S3Store::new(repo.config.s3.clone())),
             repo,
             local_dir,
             output_dir,
@@ -54,6 +77,11 @@ impl Workspace {
             "postgres" => Box::new(PgBackend::new(
                 self.postgres.clone(),
                 self.repo.config.state.name.clone(),
+            )),
+            "s3" => Box::new(S3Backend::new(
+                self.s3.clone(),
+                self.repo.config.state.bucket.clone().unwrap_or_default(),
+                self.repo.config.state.s3_key(),
             )),
             _ => Box::new(LocalBackend::new(path)),
         }
@@ -72,14 +100,23 @@ impl Workspace {
             "postgres" => Arc::new(PgData::new(self.postgres.clone(), migrations, naming)),
             _ => Arc::new(LocalData::new(self.local_dir.clone(), migrations, naming)),
         };
+        let buckets: Arc<dyn Provider> = match config.targets.buckets.as_str() {
+            "s3" => Arc::new(S3Buckets::new(self.s3.clone())),
+            _ => Arc::new(LocalBuckets::new(self.local_dir.join("buckets"))),
+        };
         Targets {
             control,
             providers: vec![
                 data,
-                Arc::new(LocalBuckets::new(self.local_dir.join("buckets"))),
+                buckets,
                 Arc::new(RenderedFiles::new(self.output_dir.clone())),
             ],
         }
+    }
+
+    /// Requests sent to S3 so far (targets and state backend), for benchmarks.
+    pub fn s3_requests(&self) -> usize {
+        self.s3.calls()
     }
 
     /// The configured PostgreSQL server (it connects on first use).
@@ -120,6 +157,72 @@ impl Workspace {
     /// The master key, generating the local one on first use.
     pub fn key(&self) -> Result<MasterKey, Error> {
         Ok(MasterKey::find_or_create(&self.key_source())?)
+    }
+}
+
+/// One input file git has not committed: its status letter (`M` modified, `A` new, `D`
+/// deleted, `R` renamed) and its path in the tenant repo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncommitted {
+    pub status: char,
+    pub path: String,
+}
+
+impl Workspace {
+    /// Tenant, plan, template and migration files and the config with changes git has not
+    /// committed (staged or not, new files too). Empty when the repo is not in git.
+    pub fn uncommitted_inputs(&self) -> Vec<Uncommitted> {
+        // The tenant repo may be a folder inside a bigger git repository.
+        let Ok((git, inside)) = repo::files::open_git(&self.repo.root) else {
+            return Vec::new();
+        };
+        let inside = inside.as_path();
+        let mut opts = git2::StatusOptions::new();
+        opts.include_untracked(true)
+            .recurse_untracked_dirs(true)
+            .include_ignored(false);
+        for input in [
+            "tenants",
+            "plans",
+            "templates",
+            self.repo.config.migrations_dir.as_str(),
+            repo::config::CONFIG_FILE,
+        ] {
+            opts.pathspec(inside.join(input));
+        }
+        let Ok(statuses) = git.statuses(Some(&mut opts)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Uncommitted> = statuses
+            .iter()
+            .filter_map(|entry| {
+                let s = entry.status();
+                let status = if s.intersects(git2::Status::WT_NEW | git2::Status::INDEX_NEW) {
+                    'A'
+                } else if s.intersects(git2::Status::WT_DELETED | git2::Status::INDEX_DELETED) {
+                    'D'
+                } else if s.intersects(git2::Status::WT_RENAMED | git2::Status::INDEX_RENAMED) {
+                    'R'
+                } else if s.intersects(
+                    git2::Status::WT_MODIFIED
+                        | git2::Status::INDEX_MODIFIED
+                        | git2::Status::WT_TYPECHANGE
+                        | git2::Status::INDEX_TYPECHANGE,
+                ) {
+                    'M'
+                } else {
+                    return None;
+                };
+                let path = Path::new(entry.path()?);
+                let path = path.strip_prefix(inside).unwrap_or(path);
+                Some(Uncommitted {
+                    status,
+                    path: path.display().to_string(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
     }
 }
 

@@ -40,15 +40,22 @@ impl ApplyReport {
     }
 }
 
-struct Shared {
-    state: State,
-    lock: Box<dyn StateLock>,
+/// What the tenant tasks share: the state in memory, and the lock to write through.
+struct Shared<'a> {
+    state: Mutex<State>,
+    lock: &'a dyn StateLock,
 }
 
-impl Shared {
-    async fn checkpoint(&mut self, slug: &str, tenant: &TenantState) -> Result<(), StateError> {
-        self.state.record(slug.to_string(), tenant.clone());
-        self.lock.checkpoint(&self.state, slug, tenant).await
+impl Shared<'_> {
+    /// Records one tenant's state: in memory at once (under the mutex), then through the
+    /// lock outside it, so tenants do not wait on each other's writes.
+    async fn checkpoint(&self, slug: &str, tenant: &TenantState) -> Result<(), StateError> {
+        let entry = {
+            let mut state = self.state.lock().await;
+            state.record(slug.to_string(), tenant.clone());
+            state.checkpoint(slug, tenant)
+        };
+        self.lock.checkpoint(&entry).await
     }
 }
 
@@ -66,24 +73,27 @@ impl Executor {
         &self,
         plan: &Plan,
         mut state: State,
-        mut lock: Box<dyn StateLock>,
+        lock: &mut dyn StateLock,
         progress: &Progress,
-    ) -> Result<(ApplyReport, Box<dyn StateLock>), StateError> {
+    ) -> Result<ApplyReport, StateError> {
         if state.is_new() {
             // Give the state its lineage before the first checkpoint refers to it.
             state.prepare_snapshot();
             lock.persist(&state).await?;
         }
-        let shared = Arc::new(Mutex::new(Shared { state, lock }));
+        let tasks_share = Shared {
+            state: Mutex::new(state),
+            lock: &*lock,
+        };
+        let shared = &tasks_share;
         let permits = Arc::new(Semaphore::new(self.parallelism.max(1)));
         progress.start(plan.tenants.len());
         let mut tasks = Vec::with_capacity(plan.tenants.len());
         for tp in &plan.tenants {
             let permit = permits.clone().acquire_owned();
-            let shared = shared.clone();
             let fut = async move {
                 let _permit = permit.await.expect("semaphore stays open");
-                let outcome = self.tenant(tp, plan, &shared).await;
+                let outcome = self.tenant(tp, plan, shared).await;
                 progress.tenant_done(&outcome);
                 outcome
             };
@@ -91,19 +101,16 @@ impl Executor {
         }
         let outcomes = futures::future::join_all(tasks).await;
         progress.finish();
-        let shared = Arc::into_inner(shared)
-            .expect("all tenant tasks finished")
-            .into_inner();
-        let (mut state, mut lock) = (shared.state, shared.lock);
+        let mut state = tasks_share.state.into_inner();
         if let Some(commit) = &self.git_commit {
             state.git_commit = Some(commit.clone());
         }
         state.prepare_snapshot();
         lock.persist(&state).await?;
-        Ok((ApplyReport { outcomes }, lock))
+        Ok(ApplyReport { outcomes })
     }
 
-    async fn tenant(&self, tp: &TenantPlan, plan: &Plan, shared: &Mutex<Shared>) -> TenantOutcome {
+    async fn tenant(&self, tp: &TenantPlan, plan: &Plan, shared: &Shared<'_>) -> TenantOutcome {
         let slug = tp.slug.as_str().to_string();
         let mut steps = 0;
         let result = self.tenant_steps(tp, plan, shared, &mut steps).await;
@@ -118,14 +125,14 @@ impl Executor {
         &self,
         tp: &TenantPlan,
         plan: &Plan,
-        shared: &Mutex<Shared>,
+        shared: &Shared<'_>,
         steps: &mut usize,
     ) -> Result<(), String> {
         let slug = tp.slug.as_str();
         let mut ts: TenantState = shared
+            .state
             .lock()
             .await
-            .state
             .tenants
             .get(slug)
             .cloned()
@@ -143,8 +150,6 @@ impl Executor {
             let ts = ts.clone();
             async move {
                 shared
-                    .lock()
-                    .await
                     .checkpoint(slug, &ts)
                     .await
                     .map_err(|e| format!("{slug}: recording the state: {e}"))
@@ -218,18 +223,13 @@ impl Executor {
                 }
             }
             ts.updated_at = now();
-            {
-                let mut guard = shared.lock().await;
-                if change.key.kind == Kind::Database {
-                    for m in &plan.migrations {
-                        guard.state.migrations.insert(m.id(), m.checksum.clone());
-                    }
+            if change.key.kind == Kind::Database {
+                let mut state = shared.state.lock().await;
+                for m in &plan.migrations {
+                    state.migrations.insert(m.id(), m.checksum.clone());
                 }
-                guard
-                    .checkpoint(slug, &ts)
-                    .await
-                    .map_err(|e| format!("{slug}: recording the state: {e}"))?;
             }
+            checkpoint(&ts).await?;
             *steps += 1;
         }
 

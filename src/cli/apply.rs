@@ -20,11 +20,34 @@ pub struct ApplyArgs {
     /// How many tenants are worked on at once.
     #[arg(long, default_value_t = 10, value_name = "N")]
     parallelism: usize,
+    /// Apply the files as committed at this commit, branch or tag (read from git's objects,
+    /// no checkout) instead of the working tree; the state records that commit.
+    #[arg(long, value_name = "REV", conflicts_with = "planfile")]
+    rev: Option<String>,
+    /// Refuse to apply when tenant, plan, template or migration files (or the config) have
+    /// changes git has not committed: what CI applying from main should use.
+    #[arg(long)]
+    require_clean: bool,
     /// How long to wait for the state lock (e.g. 30s, 5m).
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     lock_timeout: Duration,
     #[command(flatten)]
     select: SelectArgs,
+}
+
+impl ApplyArgs {
+    /// `apply --auto-approve` with every other flag at its default.
+    pub fn auto() -> ApplyArgs {
+        ApplyArgs {
+            planfile: None,
+            auto_approve: true,
+            parallelism: 10,
+            rev: None,
+            require_clean: false,
+            lock_timeout: Duration::ZERO,
+            select: SelectArgs::default(),
+        }
+    }
 }
 
 pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -33,7 +56,37 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
             "apply asks for confirmation, and there is no terminal to ask\n  hint: pass --auto-approve, or apply a plan saved with `plan --out FILE`"
         );
     }
-    let ws = Workspace::open(root)?;
+    let ws = Workspace::open_at(root, args.rev.as_deref())?;
+    // A saved plan carries what it applies, and a revision is committed by definition;
+    // from the working tree, the state will record a commit that should hold what was
+    // applied.
+    if args.planfile.is_none() && args.rev.is_none() {
+        let dirty = ws.uncommitted_inputs();
+        if !dirty.is_empty() {
+            let commit = ws
+                .git_commit
+                .as_deref()
+                .map_or("no commit".to_string(), |c| {
+                    format!("commit {}", &c[..c.len().min(12)])
+                });
+            let list: String = dirty
+                .iter()
+                .map(|u| format!("\n  {} {}", u.status, u.path))
+                .collect();
+            if args.require_clean {
+                anyhow::bail!(
+                    "{} input file{} uncommitted changes; nothing was applied:{list}\n  hint: commit them, or apply without --require-clean",
+                    dirty.len(),
+                    if dirty.len() == 1 { " has" } else { "s have" }
+                );
+            }
+            anstream::eprintln!(
+                "warning: {} input file{} uncommitted changes; the state will record {commit}, which does not hold them:{list}\n  hint: commit first, or pass --require-clean to refuse in this case",
+                dirty.len(),
+                if dirty.len() == 1 { " has" } else { "s have" }
+            );
+        }
+    }
     let saved = match &args.planfile {
         Some(p) => Some(ops::read_plan_file(p)?),
         None => None,

@@ -3,14 +3,18 @@
 
 mod apply;
 mod credentials;
+mod force_unlock;
 mod plan;
 mod show;
 mod validate;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tenant_reconcile::diagnostic::Diagnostics;
+use tenant_reconcile::repo::LoadError;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,7 +44,7 @@ pub enum ColorWhen {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check every tenant, plan and template file; report every problem.
-    Validate,
+    Validate(validate::ValidateArgs),
     /// Show what apply would create, change or destroy.
     Plan(plan::PlanArgs),
     /// Carry out a plan, in idempotent, checkpointed steps.
@@ -52,10 +56,14 @@ pub enum Command {
     State(show::StateCommand),
     /// Print a tenant's database login (a connection URL on Postgres). It is a secret.
     Credentials(credentials::CredentialsArgs),
+    /// Remove a state lock left by a run that is gone (s3 state backend), given its id.
+    ForceUnlock(force_unlock::ForceUnlockArgs),
+    /// Validate and plan again on every save of a tenant, plan, template or migration file.
+    Watch(watch::WatchArgs),
 }
 
 /// Flags shared by plan and apply.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct SelectArgs {
     /// Read live resources to notice drift (the default).
     #[arg(long, overrides_with = "no_refresh")]
@@ -92,7 +100,11 @@ impl SelectArgs {
         };
         Ok(tenant_reconcile::ops::PlanOptions {
             refresh: !self.no_refresh,
-            tenants: slugs("--tenant", &self.tenants)?,
+            tenants: if self.tenants.is_empty() {
+                None
+            } else {
+                Some(slugs("--tenant", &self.tenants)?)
+            },
             allow_missing_tenants: self.allow_missing_tenants,
             rotate_credentials: slugs("--rotate-credentials", &self.rotate_credentials)?,
             allow_replace: self.allow_replace,
@@ -113,16 +125,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ColorWhen::Always => anstream::ColorChoice::Always.write_global(),
         ColorWhen::Never => anstream::ColorChoice::Never.write_global(),
     }
-    let root = match &cli.dir {
-        Some(d) => d.clone(),
-        None => std::env::current_dir()?,
-    };
+    // As if started in DIR (like git -C): relative paths such as `plan --out FILE` or a
+    // plan file to apply are relative to it too.
+    if let Some(dir) = &cli.dir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| anyhow::anyhow!("cannot work in {} (-C): {e}", dir.display()))?;
+    }
+    let root = std::env::current_dir()?;
     match cli.command {
-        Command::Validate => validate::run(&root),
+        Command::Validate(args) => validate::run(&root, args),
         Command::Plan(args) => plan::run(&root, args).await,
         Command::Apply(args) => apply::run(&root, args).await,
         Command::Show(args) => show::show(&root, args).await,
         Command::State(cmd) => show::state(&root, cmd).await,
         Command::Credentials(args) => credentials::run(&root, args).await,
+        Command::ForceUnlock(args) => force_unlock::run(&root, args).await,
+        Command::Watch(args) => watch::run(&root, args).await,
     }
+}
+
+/// Prints an error as the binary does on exit: each problem of the input files with its
+/// place, or the error and its causes.
+pub fn report(e: &anyhow::Error) {
+    let style = anstyle::AnsiColor::Red.on_default().bold();
+    match diagnostics(e) {
+        Some(d) => {
+            for problem in &d.0 {
+                anstream::eprintln!("{style}error:{style:#} {problem}");
+            }
+            let n = d.len();
+            anstream::eprintln!("{n} problem{} found", if n == 1 { "" } else { "s" });
+        }
+        None => anstream::eprintln!("{style}error:{style:#} {}", chain(e)),
+    }
+}
+
+/// The problems in the input files, when that is what the error is.
+fn diagnostics(e: &anyhow::Error) -> Option<&Diagnostics> {
+    match e.downcast_ref::<tenant_reconcile::Error>() {
+        Some(tenant_reconcile::Error::Invalid(d)) => Some(d),
+        Some(tenant_reconcile::Error::Load(LoadError::Invalid(d))) => Some(d),
+        _ => match e.downcast_ref::<LoadError>() {
+            Some(LoadError::Invalid(d)) => Some(d),
+            _ => e.downcast_ref::<Diagnostics>(),
+        },
+    }
+}
+
+/// The error and its causes, skipping causes whose text the parent already includes.
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let s = cause.to_string();
+        if !out.contains(&s) {
+            out.push_str(&format!(": {s}"));
+        }
+    }
+    out
 }

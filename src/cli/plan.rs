@@ -7,30 +7,77 @@ use tenant_reconcile::workspace::Workspace;
 
 use super::{ExitCode, SelectArgs};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct PlanArgs {
     /// Exit 0 with no changes, 1 on error, 2 when there are changes.
     #[arg(long)]
     detailed_exitcode: bool,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Plan from the files as committed at this commit, branch or tag (read from git's
+    /// objects, no checkout) instead of the working tree.
+    #[arg(long, value_name = "REV")]
+    rev: Option<String>,
+    /// Plan only the tenants whose inputs changed since BASE (a branch, tag or commit;
+    /// compared from its merge-base with the head, as a pull request is): a changed tenant
+    /// file, or a plan file, template, migration or config that reaches them.
+    #[arg(long, value_name = "BASE", conflicts_with = "tenants")]
+    changed_since: Option<String>,
     /// Save the plan for `apply FILE`.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Report only what changed outside tenant-reconcile (live resources against the
+    /// recorded state), proposing nothing. Exits 2 when there is drift, 0 when there is
+    /// none; `--format json` is a drift report for schedulers and alerting.
+    #[arg(long, conflicts_with_all = ["out", "no_refresh", "rotate_credentials", "allow_replace", "allow_missing_tenants", "changed_since"])]
+    refresh_only: bool,
     #[command(flatten)]
     select: SelectArgs,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Default, Clone, Copy, ValueEnum)]
 enum Format {
+    #[default]
     Text,
     Json,
     Markdown,
 }
 
 pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let ws = Workspace::open(root)?;
-    let plan = tenant_reconcile::ops::plan(&ws, &args.select.options()?).await?;
+    let ws = Workspace::open_at(root, args.rev.as_deref())?;
+    if args.refresh_only {
+        let options = args.select.options()?;
+        let report = tenant_reconcile::ops::drift(&ws, options.tenants.as_deref()).await?;
+        match args.format {
+            Format::Text => print!("{}", render::drift::text(&report)),
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("a drift report serializes")
+            ),
+            Format::Markdown => print!("{}", render::drift::markdown(&report)),
+        }
+        // A scheduled run alerts on this: 2 means something changed outside.
+        return Ok(if report.has_drift() { 2 } else { 0 });
+    }
+    let mut options = args.select.options()?;
+    let changes = match &args.changed_since {
+        Some(base) => {
+            let c = tenant_reconcile::changes::changed_since(
+                root,
+                base,
+                args.rev.as_deref(),
+                &ws.repo,
+            )?;
+            options.tenants = Some(c.tenants());
+            Some((base, c))
+        }
+        None => None,
+    };
+    let plan = tenant_reconcile::ops::plan(&ws, &options).await?;
+    let plan = match &changes {
+        Some((base, c)) => plan.with_changes(base, c),
+        None => plan,
+    };
     match args.format {
         Format::Text => anstream::print!("{}", render::text::render(&plan)),
         Format::Json => println!("{}", render::json(&plan)),

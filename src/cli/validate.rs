@@ -5,8 +5,20 @@ use tenant_reconcile::{desired, repo};
 
 use super::ExitCode;
 
-pub fn run(root: &Path) -> anyhow::Result<ExitCode> {
-    let repo = repo::load(root)?;
+#[derive(Debug, Default, clap::Args)]
+pub struct ValidateArgs {
+    /// Check the files as committed at this commit, branch or tag (read from git's
+    /// objects, no checkout) instead of the working tree.
+    #[arg(long, value_name = "REV")]
+    rev: Option<String>,
+}
+
+pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let files = match &args.rev {
+        Some(rev) => repo::Files::at_revision(root, rev)?,
+        None => repo::Files::WorkingTree,
+    };
+    let repo = repo::load_from(root, &files)?;
     // Templates are rendered for every tenant too: a template that fails for one tenant
     // is a problem to see now, not during apply.
     desired::compile(&repo, &State::empty(), None, &Default::default())?;

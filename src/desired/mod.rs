@@ -100,8 +100,8 @@ pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
 /// Which tenants to compile, and whose credentials to rotate.
 #[derive(Debug, Clone, Default)]
 pub struct Selection<'a> {
-    /// Only these tenants (all when empty).
-    pub only: &'a [Slug],
+    /// Only these tenants (all when `None`).
+    pub only: Option<&'a [Slug]>,
     /// These tenants get the next credentials version, hence a new password.
     pub rotate: &'a [Slug],
 }
@@ -122,7 +122,7 @@ pub fn compile(
     let selected: Vec<&TenantSpec> = repo
         .tenants
         .iter()
-        .filter(|t| only.is_empty() || only.contains(&t.slug))
+        .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
         .collect();
     let results: Vec<Result<DesiredTenant, Diagnostic>> = selected
         .par_iter()
@@ -251,16 +251,13 @@ fn compile_tenant(
 
     resources.push(Resource {
         key: Key::new(Kind::Database),
-        attrs: attrs([
-            ("name", json!(naming.slice(&spec.slug, effective.isolation))),
-            ("isolation", json!(effective.isolation.as_str())),
-            (
-                "schema_version",
-                json!(repo.migrations.last().map(|m| m.id()).unwrap_or_default()),
-            ),
-            // The tenant's role can reach its slice: a revoked grant shows as drift.
-            ("access", json!("granted")),
-        ]),
+        // The tenant's role can reach its slice: a revoked grant shows as drift.
+        attrs: database_attrs(
+            &naming.slice(&spec.slug, effective.isolation),
+            effective.isolation.as_str(),
+            json!(repo.migrations.last().map(|m| m.id()).unwrap_or_default()),
+            true,
+        ),
         content: None,
     });
 
@@ -275,14 +272,14 @@ fn compile_tenant(
         })?;
         resources.push(Resource {
             key: Key::new(Kind::Seed),
-            attrs: attrs([("applied", json!(true))]),
+            attrs: seed_attrs(),
             content: Some(rows),
         });
     }
 
     resources.push(Resource {
         key: Key::new(Kind::Bucket),
-        attrs: attrs([("name", json!(spec.slug.as_str()))]),
+        attrs: crate::bucket::desired(&repo.config, spec, &plan.bucket),
         content: None,
     });
 
@@ -326,6 +323,22 @@ fn render(
             spec.slug, spec.file
         ))
     })
+}
+
+/// A tenant's data slice as compiled and as every data target reads it back: one shape,
+/// so a field named differently on one side could never read as drift forever.
+pub fn database_attrs(name: &str, isolation: &str, schema_version: Value, granted: bool) -> Attrs {
+    attrs([
+        ("name", json!(name)),
+        ("isolation", json!(isolation)),
+        ("schema_version", schema_version),
+        ("access", json!(if granted { "granted" } else { "missing" })),
+    ])
+}
+
+/// A tenant whose seed data went in (it goes in once).
+pub fn seed_attrs() -> Attrs {
+    attrs([("applied", json!(true))])
 }
 
 pub fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attrs {

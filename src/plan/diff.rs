@@ -113,6 +113,7 @@ pub fn build(input: PlanInput<'_>) -> Result<Plan, PlanError> {
         orphans,
         warnings,
         migrations: input.repo.migrations.clone(),
+        changed_since: None,
     })
 }
 
@@ -301,6 +302,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         tenant: d.effective.clone(),
         tenant_id,
         credentials_version: d.credentials_version,
+        pulled_in_by: Vec::new(),
     })
 }
 
@@ -321,7 +323,10 @@ fn changed_fields(
                 field: k.to_string(),
                 old: cur.cloned(),
                 new: Some(v.clone()),
-                forces_replace: forces(k),
+                // A field the live resource does not report at all (a bucket from before
+                // its settings were recorded, or whose settings write was cut short) is set
+                // in place: there is nothing to say the resource is a different one.
+                forces_replace: cur.is_some() && forces(k),
             });
         }
     }

@@ -2,6 +2,7 @@
 //! `apply` executes the very same value, so what was shown is what runs.
 
 mod diff;
+pub mod drift;
 pub mod safety;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,28 @@ pub struct Plan {
     pub warnings: Vec<String>,
     /// The repo's migrations, so a saved plan applies exactly what it showed.
     pub migrations: Vec<Migration>,
+    /// With `--changed-since`: the inputs that changed, which select the tenants planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_since: Option<ChangedInputs>,
+}
+
+/// The inputs changed since a base revision (`plan --changed-since BASE`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangedInputs {
+    /// The revision as given (`origin/main`).
+    pub base: String,
+    /// The merge-base of that revision and the head, which the head is compared with.
+    pub merge_base: String,
+    pub files: Vec<ChangedFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangedFile {
+    /// git's letter: A added, M modified, D deleted, R renamed.
+    pub status: String,
+    pub path: String,
+    /// How many tenants it reaches.
+    pub tenants: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +107,9 @@ pub struct TenantPlan {
     pub tenant: Effective,
     pub tenant_id: Option<String>,
     pub credentials_version: u32,
+    /// With `--changed-since`: the changed files that brought this tenant into the plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pulled_in_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +170,30 @@ pub struct Orphan {
 }
 
 impl Plan {
+    /// Narrows a plan made for the tenants `changes` reaches to what it is: records the
+    /// changed inputs and, per tenant, the files that pulled it in.
+    pub fn with_changes(mut self, base: &str, changes: &crate::changes::ChangeSet) -> Plan {
+        for t in &mut self.tenants {
+            t.pulled_in_by = changes.reasons.get(&t.slug).cloned().unwrap_or_default();
+        }
+        let reach = changes.reach();
+        self.changed_since = Some(ChangedInputs {
+            base: base.to_string(),
+            merge_base: changes.base.clone(),
+            files: changes
+                .files
+                .iter()
+                .zip(reach)
+                .map(|((status, path), (_, tenants))| ChangedFile {
+                    status: status.to_string(),
+                    path: path.clone(),
+                    tenants,
+                })
+                .collect(),
+        });
+        self
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.tenants.is_empty()
     }

@@ -19,6 +19,7 @@ pub mod control_rows;
 pub mod files;
 pub mod local;
 pub mod postgres;
+pub mod s3;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,6 +42,13 @@ pub enum ProviderError {
         context: String,
         #[source]
         source: sqlx::Error,
+    },
+    /// A remote service (S3) refused a call; `code` is its error code (`NoSuchBucket`), for
+    /// callers that handle one case and pass the others on.
+    #[error("{message}")]
+    Service {
+        code: Option<String>,
+        message: String,
     },
     #[error("{context}: {source}")]
     Io {
@@ -70,6 +78,14 @@ impl ProviderError {
         }
     }
 
+    /// The service's error code, when a remote service refused the call.
+    pub fn service_code(&self) -> Option<&str> {
+        match self {
+            ProviderError::Service { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn sql(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ProviderError {
         let context = context.into();
         move |source| ProviderError::Sql { context, source }
@@ -87,6 +103,9 @@ pub struct RefreshTarget {
     pub slug: Slug,
     pub tenant_id: Option<String>,
     pub keys: Vec<Key>,
+    /// The bucket the tenant should have, then the one recorded if it differs (a renamed
+    /// bucket is replaced and the old one is kept, so both are looked at).
+    pub buckets: Vec<String>,
 }
 
 /// What a live resource looks like now.

@@ -11,12 +11,80 @@ pub const MAX_CHARS: usize = 60_000;
 /// Room kept for the closing lines.
 const FOOTER_RESERVE: usize = 600;
 const MAX_TABLE_ROWS: usize = 100;
+/// The changed-inputs table and the downgrade list stop here, so the per-tenant detail
+/// below them always has room.
+const HEAD_BUDGET: usize = 20_000;
+/// One effect in a table cell: values such as lifecycle lists can be long.
+const MAX_EFFECT_CHARS: usize = 160;
+
+/// `s`, cut to `max` characters with an ellipsis, and safe inside a table cell.
+fn cell(s: &str, max: usize) -> String {
+    let s = s.replace('|', "\\|").replace('\n', " ");
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
 
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "### tenant-reconcile plan\n");
+    if let (Some(c), Some(heading)) = (&plan.changed_since, super::changed_heading(plan)) {
+        let _ = writeln!(
+            out,
+            "{heading}\n\n| | changed input | tenants reached | what it does |\n|---|---|---|---|"
+        );
+        let mut listed = 0;
+        for (f, effects, _) in super::blast::per_input(plan)
+            .into_iter()
+            .take(MAX_TABLE_ROWS)
+        {
+            let what: Vec<String> = effects
+                .iter()
+                .map(|e| {
+                    let line = cell(&super::blast::line(e), MAX_EFFECT_CHARS);
+                    if e.downgrade {
+                        format!("⚠️ **{line}**")
+                    } else {
+                        line
+                    }
+                })
+                .collect();
+            let row = format!(
+                "| {} | `{}` | {} | {} |\n",
+                f.status,
+                cell(&f.path, MAX_EFFECT_CHARS),
+                f.tenants,
+                what.join("<br>")
+            );
+            if out.len() + row.len() > HEAD_BUDGET {
+                break;
+            }
+            out.push_str(&row);
+            listed += 1;
+        }
+        if c.files.len() > listed {
+            let _ = writeln!(out, "| | … {} more files | | |", c.files.len() - listed);
+        }
+        let _ = writeln!(out);
+    }
+    let downgrades = super::blast::downgrades(plan);
+    if !downgrades.is_empty() {
+        let _ = writeln!(out, "> ⚠️ **This plan downgrades tenants:**");
+        for (i, d) in downgrades.iter().enumerate() {
+            // Under that heading the DOWNGRADE mark would only repeat it.
+            let line = super::blast::line(d).replace("DOWNGRADE: ", "");
+            let line = format!("> - {}\n", cell(&line, MAX_EFFECT_CHARS));
+            if out.len() + line.len() > HEAD_BUDGET + 4_000 {
+                let _ = writeln!(out, "> - … {} more", downgrades.len() - i);
+                break;
+            }
+            out.push_str(&line);
+        }
+        let _ = writeln!(out);
+    }
     if plan.tenants.is_empty() {
-        let _ = writeln!(out, "**No changes.** The tenants match their files.");
+        let _ = writeln!(out, "**No changes.** {}", super::no_changes(plan));
     } else {
         let s = &plan.summary;
         let _ = writeln!(

@@ -1,6 +1,8 @@
 //! Rendering a [`Plan`](crate::plan::Plan) for people: terminal text (terraform's shape)
 //! and markdown for a pull-request comment. JSON is the plan's own serde form.
 
+pub mod blast;
+pub mod drift;
 pub mod markdown;
 pub mod text;
 
@@ -14,6 +16,81 @@ pub fn summary_line(s: &Summary) -> String {
         "Plan: {} to add, {} to change, {} to destroy.",
         s.add, s.change, s.destroy
     )
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// With `--changed-since`: what changed since where, and how far it reaches.
+pub fn changed_heading(plan: &Plan) -> Option<String> {
+    let c = plan.changed_since.as_ref()?;
+    let reached = plan
+        .tenants
+        .iter()
+        .filter(|t| !t.pulled_in_by.is_empty())
+        .count();
+    Some(format!(
+        "Changed since {} (merge-base {}): {} reaching {} with changes.",
+        c.base,
+        &c.merge_base[..c.merge_base.len().min(12)],
+        plural(c.files.len(), "input file", "input files"),
+        plural(reached, "tenant", "tenants"),
+    ))
+}
+
+/// With `--changed-since`: the heading, then each changed input file with the number of
+/// tenants it reaches and what it does to them (the blast radius). Empty otherwise.
+pub fn changed_lines(plan: &Plan) -> Vec<String> {
+    let Some(heading) = changed_heading(plan) else {
+        return Vec::new();
+    };
+    let per_input = blast::per_input(plan);
+    let width = per_input
+        .iter()
+        .map(|(f, ..)| f.path.len())
+        .max()
+        .unwrap_or(0);
+    let mut out = vec![heading];
+    for (f, effects, hidden) in per_input {
+        out.push(format!(
+            "  {} {:width$}  {}",
+            f.status,
+            f.path,
+            plural(f.tenants, "tenant", "tenants")
+        ));
+        for e in &effects {
+            out.push(format!("      {}", blast::line(e)));
+        }
+        if hidden > 0 {
+            out.push(format!(
+                "      … {hidden} more kind{} of change",
+                if hidden == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    out
+}
+
+/// What an empty plan says: with `--changed-since` only some tenants were compared.
+pub fn no_changes(plan: &Plan) -> &'static str {
+    if plan.changed_since.is_some() {
+        "No changes among the tenants the changed inputs reach; other tenants were not planned."
+    } else {
+        "The tenants match their files."
+    }
+}
+
+/// The changed files that pulled a tenant in, when they are more than its own file.
+pub fn pulled_in_by(t: &TenantPlan) -> Option<String> {
+    if t.pulled_in_by.is_empty() || t.pulled_in_by == [t.file.clone()] {
+        return None;
+    }
+    Some(format!("← {}", t.pulled_in_by.join(", ")))
 }
 
 /// A value as people read it: strings quoted, maps and lists compact.

@@ -35,11 +35,26 @@ pub fn render(plan: &Plan) -> String {
     if !plan.refreshed {
         let _ = writeln!(out, "{DIM}Live resources were not read (--no-refresh): comparing with the recorded state.{DIM:#}\n");
     }
-    if plan.tenants.is_empty() {
+    let changed = super::changed_lines(plan);
+    if !changed.is_empty() {
+        for line in &changed {
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out);
+    }
+    let downgrades = super::blast::downgrades(plan);
+    if !downgrades.is_empty() {
         let _ = writeln!(
             out,
-            "{BOLD}No changes.{BOLD:#} The tenants match their files."
+            "{YELLOW}Warning:{YELLOW:#} this plan downgrades tenants:"
         );
+        for d in &downgrades {
+            let _ = writeln!(out, "  {YELLOW}{}{YELLOW:#}", super::blast::line(d));
+        }
+        let _ = writeln!(out);
+    }
+    if plan.tenants.is_empty() {
+        let _ = writeln!(out, "{BOLD}No changes.{BOLD:#} {}", super::no_changes(plan));
     } else {
         let _ = writeln!(out, "tenant-reconcile will perform the following actions:");
         if plan.summary.drifted > 0 {
@@ -61,9 +76,10 @@ pub fn render(plan: &Plan) -> String {
         for t in &plan.tenants {
             let _ = writeln!(
                 out,
-                "\n  {BOLD}# {}{BOLD:#} {DIM}[{}]{DIM:#}",
+                "\n  {BOLD}# {}{BOLD:#} {DIM}[{}]{}{DIM:#}",
                 tenant_heading(t),
-                t.file
+                t.file,
+                super::pulled_in_by(t).map_or(String::new(), |p| format!(" {p}"))
             );
             for c in &t.changes {
                 let (header, lines) = change_lines(t, c);

@@ -33,6 +33,8 @@ pub struct Config {
     pub safety: SafetyConfig,
     #[serde(default)]
     pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub s3: S3Config,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             migrations_dir: default_migrations_dir(),
             safety: SafetyConfig::default(),
             postgres: PostgresConfig::default(),
+            s3: S3Config::default(),
         }
     }
 }
@@ -62,6 +65,22 @@ pub struct StateConfig {
     /// environments can keep theirs side by side. Each name has its own lock.
     #[serde(default = "default_state_name")]
     pub name: String,
+    /// For the s3 backend: the bucket holding the state (it must exist).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// For the s3 backend: the state object's key; the lock is `<key>.lock`.
+    /// Defaults to `tenant-reconcile/<name>.json`.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+impl StateConfig {
+    /// The object key of the state in the s3 backend.
+    pub fn s3_key(&self) -> String {
+        self.key
+            .clone()
+            .unwrap_or_else(|| format!("tenant-reconcile/{}.json", self.name))
+    }
 }
 
 impl Default for StateConfig {
@@ -70,6 +89,8 @@ impl Default for StateConfig {
             backend: default_local(),
             path: None,
             name: default_state_name(),
+            bucket: None,
+            key: None,
         }
     }
 }
@@ -116,6 +137,83 @@ impl Default for PostgresConfig {
             shared_schema: default_shared_schema(),
             max_connections: default_max_connections(),
         }
+    }
+}
+
+/// The `s3` block: the S3-compatible store tenant buckets (and the s3 state backend) use.
+/// Credentials are never here: they come from the standard AWS chain (environment,
+/// profile, instance role).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The endpoint URL; without it the standard AWS_ENDPOINT_URL, then AWS itself.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The region requests are signed for; without it AWS_REGION or the profile's.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket`), which MinIO and most local stores need.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// The bucket name pattern: `{prefix}`, `{slug}` and `{region}` are replaced.
+    #[serde(default = "default_bucket_name")]
+    pub bucket_name: String,
+    /// What `{prefix}` stands for in `bucket_name`.
+    #[serde(default = "default_bucket_prefix")]
+    pub bucket_prefix: String,
+    /// Create each bucket in its tenant's region (AWS). Off for stores with one region
+    /// (MinIO, R2), where every bucket goes to `region`.
+    #[serde(default = "default_true")]
+    pub tenant_regions: bool,
+    /// Default encryption: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS, with `kms_key_id`).
+    #[serde(default = "default_sse")]
+    pub encryption: String,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// Who a suspended tenant's bucket policy denies: the application's IAM principal
+    /// (an ARN), or `*` for everyone (an explicit deny binds administrators too; only the
+    /// account's root user can still change the policy).
+    #[serde(default = "default_app_principal")]
+    pub app_principal: String,
+    /// Requests in flight at once while reading the fleet's buckets.
+    #[serde(default = "default_s3_concurrency")]
+    pub concurrency: usize,
+    /// How long one attempt of a request may take before it is abandoned and tried again.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: None,
+            region: None,
+            force_path_style: false,
+            bucket_name: default_bucket_name(),
+            bucket_prefix: default_bucket_prefix(),
+            tenant_regions: true,
+            encryption: default_sse(),
+            kms_key_id: None,
+            app_principal: default_app_principal(),
+            concurrency: default_s3_concurrency(),
+            request_timeout: default_request_timeout(),
+        }
+    }
+}
+
+impl S3Config {
+    /// `request_timeout` as a duration (checked when the file is loaded).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.request_timeout)
+            .unwrap_or(std::time::Duration::from_secs(30))
+    }
+
+    /// The bucket a tenant gets from the name pattern (checked by `bucket::check_name`).
+    pub fn bucket_for(&self, slug: &str, region: &str) -> String {
+        self.bucket_name
+            .replace("{prefix}", &self.bucket_prefix)
+            .replace("{slug}", slug)
+            .replace("{region}", region)
     }
 }
 
@@ -198,6 +296,27 @@ fn default_shared_schema() -> String {
 fn default_max_connections() -> u32 {
     10
 }
+fn default_true() -> bool {
+    true
+}
+fn default_bucket_name() -> String {
+    "{prefix}-{slug}-{region}".into()
+}
+fn default_bucket_prefix() -> String {
+    "tenant".into()
+}
+fn default_sse() -> String {
+    "AES256".into()
+}
+fn default_app_principal() -> String {
+    "*".into()
+}
+fn default_s3_concurrency() -> usize {
+    32
+}
+fn default_request_timeout() -> String {
+    "30s".into()
+}
 fn default_local_dir() -> String {
     ".tenant-reconcile".into()
 }
@@ -218,7 +337,7 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         (
             "state.backend",
             &config.state.backend,
-            &["local", "postgres"][..],
+            &["local", "postgres", "s3"][..],
         ),
         (
             "targets.control_plane",
@@ -226,7 +345,7 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
             &["local", "postgres"],
         ),
         ("targets.data", &config.targets.data, &["local", "postgres"]),
-        ("targets.buckets", &config.targets.buckets, &["local"]),
+        ("targets.buckets", &config.targets.buckets, &["local", "s3"]),
     ] {
         if !known.contains(&value.as_str()) {
             let key = field.rsplit('.').next().unwrap_or(field);
@@ -272,6 +391,30 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
                 .field("postgres.max_connections"),
         );
     }
+    problems.extend(check_s3(source, &config));
+    let dir = std::path::Path::new(&config.migrations_dir);
+    if dir.is_absolute()
+        || dir.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        let (line, col) = hcl_file::locate_key(source, "migrations_dir").unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(
+                CONFIG_FILE,
+                format!(
+                    "{:?} is not a folder inside the repo",
+                    config.migrations_dir
+                ),
+            )
+            .at(line, col)
+            .field("migrations_dir")
+            .hint("name a folder relative to the repo root, like \"migrations\""),
+        );
+    }
     if !(0.0..=1.0).contains(&config.safety.max_missing_share) {
         problems.push(
             Diagnostic::new(CONFIG_FILE, "max_missing_share must be between 0 and 1")
@@ -283,6 +426,95 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     } else {
         Err(problems)
     }
+}
+
+fn check_s3(source: &str, config: &Config) -> Vec<Diagnostic> {
+    let s3 = &config.s3;
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String, hint: &str| {
+        let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(CONFIG_FILE, message)
+                .at(line, col)
+                .field(format!("s3.{key}"))
+                .hint(hint.to_string()),
+        );
+    };
+    let unknown: Vec<&str> = s3
+        .bucket_name
+        .split('{')
+        .skip(1)
+        .filter_map(|p| p.split_once('}').map(|(name, _)| name))
+        .filter(|name| !["prefix", "slug", "region"].contains(name))
+        .collect();
+    if !unknown.is_empty() {
+        problem(
+            "bucket_name",
+            format!("unknown placeholder {{{}}} in the bucket name", unknown[0]),
+            "bucket_name can use {prefix}, {slug} and {region}",
+        );
+    } else if !s3.bucket_name.contains("{slug}") {
+        problem(
+            "bucket_name",
+            "the bucket name must contain {slug}".into(),
+            "without the slug every tenant would get the same bucket",
+        );
+    } else if s3.tenant_regions && !s3.bucket_name.contains("{region}") {
+        problem(
+            "bucket_name",
+            "with tenant_regions = true the bucket name must contain {region}".into(),
+            "a bucket cannot move: a tenant moving region gets a new bucket, which needs a new name (or set tenant_regions = false)",
+        );
+    }
+    if s3
+        .bucket_prefix
+        .chars()
+        .any(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
+    {
+        problem(
+            "bucket_prefix",
+            format!("{:?} cannot be part of a bucket name", s3.bucket_prefix),
+            "use lower-case letters, digits, `-` and `.`",
+        );
+    }
+    if !["AES256", "aws:kms"].contains(&s3.encryption.as_str()) {
+        problem(
+            "encryption",
+            format!("unknown encryption {:?}", s3.encryption),
+            "encryption can be: AES256, aws:kms",
+        );
+    }
+    if s3.encryption == "aws:kms" && s3.kms_key_id.is_none() {
+        problem(
+            "encryption",
+            "aws:kms encryption needs kms_key_id".into(),
+            "set kms_key_id to the key's ARN or alias",
+        );
+    }
+    if !humantime::parse_duration(&s3.request_timeout).is_ok_and(|d| !d.is_zero()) {
+        problem(
+            "request_timeout",
+            format!("{:?} is not a duration", s3.request_timeout),
+            "write it like 30s or 2m",
+        );
+    }
+    if s3.concurrency == 0 {
+        problem(
+            "concurrency",
+            "concurrency must be at least 1".into(),
+            "it bounds the requests in flight while reading buckets",
+        );
+    }
+    if config.state.backend == "s3" && config.state.bucket.is_none() {
+        let (line, col) = hcl_file::locate_key(source, "backend").unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(CONFIG_FILE, "the s3 state backend needs a bucket")
+                .at(line, col)
+                .field("state.bucket")
+                .hint("name an existing bucket: state { backend = \"s3\", bucket = \"...\" }"),
+        );
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -313,6 +545,26 @@ mod tests {
         let fields: Vec<_> = e.iter().filter_map(|d| d.field.as_deref()).collect();
         assert_eq!(fields, ["postgres.role_prefix", "postgres.shared_schema"]);
         assert_eq!(e[0].line, 2);
+    }
+
+    #[test]
+    fn s3_block_is_checked() {
+        let e = parse("s3 {\n  bucket_name = \"{prefix}-{tenant}\"\n  encryption = \"aws:kms\"\n}\nstate {\n  backend = \"s3\"\n}\n").unwrap_err();
+        let fields: Vec<_> = e.iter().filter_map(|d| d.field.as_deref()).collect();
+        assert_eq!(fields, ["s3.bucket_name", "s3.encryption", "state.bucket"]);
+        assert_eq!(e[0].line, 2);
+        let e = parse("s3 {\n  bucket_name = \"{prefix}-{slug}\"\n}\n").unwrap_err();
+        assert!(
+            e[0].message.contains("must contain {region}"),
+            "{}",
+            e[0].message
+        );
+        parse("s3 {\n  bucket_name = \"{prefix}-{slug}\"\n  tenant_regions = false\n}\n").unwrap();
+        let c = parse("s3 {\n  bucket_prefix = \"acme\"\n}\n").unwrap();
+        assert_eq!(
+            c.s3.bucket_for("globex", "eu-west-1"),
+            "acme-globex-eu-west-1"
+        );
     }
 
     #[test]

@@ -38,3 +38,12 @@ pub fn locate_key(source: &str, key: &str) -> Option<(usize, usize)> {
             .then(|| (i + 1, line.len() - trimmed.len() + 1))
     })
 }
+
+/// The 1-based line and column where `text` first appears, for values inside an inline
+/// object, which [`locate_key`] does not look into.
+pub fn locate_text(source: &str, text: &str) -> Option<(usize, usize)> {
+    source
+        .lines()
+        .enumerate()
+        .find_map(|(i, line)| line.find(text).map(|col| (i + 1, col + 1)))
+}

@@ -5,6 +5,7 @@
 //! them all. Nothing here writes anything.
 
 pub mod config;
+pub mod files;
 pub mod hcl_file;
 pub mod migrations;
 pub mod plan_file;
@@ -12,7 +13,6 @@ pub mod templates;
 pub mod tenant_file;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::naming::{Naming, MAX_IDENT_BYTES};
 
 pub use config::Config;
+pub use files::Files;
 pub use migrations::Migration;
 pub use plan_file::TierPlan;
 pub use templates::Templates;
@@ -47,6 +48,8 @@ pub enum LoadError {
     Invalid(Diagnostics),
     #[error("{path} has no tenants/ folder: is it a tenant repo? (use -C DIR to point at one)")]
     NotATenantRepo { path: PathBuf },
+    #[error("cannot read the tenant repo at {rev}: {message}")]
+    Git { rev: String, message: String },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,
@@ -55,16 +58,22 @@ pub enum LoadError {
     },
 }
 
+/// Loads the tenant repo in the working tree at `root`.
 pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
+    load_from(root, &Files::WorkingTree)
+}
+
+/// Loads the tenant repo at `root` from `files`: the working tree, or a commit.
+pub fn load_from(root: &Path, files: &Files) -> Result<TenantRepo, LoadError> {
     let tenants_dir = root.join("tenants");
-    if !tenants_dir.is_dir() {
+    if !files.is_dir(&tenants_dir) {
         return Err(LoadError::NotATenantRepo {
             path: root.to_path_buf(),
         });
     }
     let mut problems = Diagnostics::default();
 
-    let config = match read_optional(root, &root.join(config::CONFIG_FILE))? {
+    let config = match files.read_optional(root, &root.join(config::CONFIG_FILE))? {
         Some(source) => config::parse(&source).unwrap_or_else(|d| {
             problems.extend(d);
             Config::default()
@@ -76,12 +85,13 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
     // Plans whose file exists but did not load: their tenants are not also reported as
     // naming an unknown plan, which would bury the real problem.
     let mut broken_plans = HashSet::new();
-    for path in list_files(root, &root.join("plans"), &mut problems)? {
+    for path in files.list(root, &root.join("plans"), &mut problems)? {
         let file = display_path(root, &path);
         let Some(stem) = file_stem(&path, ".hcl") else {
             continue;
         };
-        let Some(source) = read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems) else {
+        let Some(source) = files.read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems)
+        else {
             continue;
         };
         match plan_file::parse(&file, &stem, &source) {
@@ -95,10 +105,10 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
         }
     }
 
-    let tenant_paths = list_files(root, &tenants_dir, &mut problems)?;
+    let tenant_paths = files.list(root, &tenants_dir, &mut problems)?;
     let parsed: Vec<Result<TenantSpec, Vec<Diagnostic>>> = tenant_paths
         .par_iter()
-        .filter_map(|path| load_tenant(root, path))
+        .filter_map(|path| load_tenant(root, files, path))
         .collect();
     let mut tenants = Vec::with_capacity(parsed.len());
     for p in parsed {
@@ -143,10 +153,12 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
         }
     }
 
+    problems.extend(check_bucket_names(&config, &tenants));
+
     let mut template_sources = Vec::new();
     let templates_dir = root.join("templates");
-    for path in list_files(root, &templates_dir, &mut problems)? {
-        if let Some(source) = read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems) {
+    for path in files.list(root, &templates_dir, &mut problems)? {
+        if let Some(source) = files.read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems) {
             let name = display_path(&templates_dir, &path);
             template_sources.push((name, source));
         }
@@ -158,7 +170,7 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
 
     let mut migrations = Vec::new();
     let migrations_dir = root.join(&config.migrations_dir);
-    for path in list_files(root, &migrations_dir, &mut problems)? {
+    for path in files.list(root, &migrations_dir, &mut problems)? {
         let file = display_path(root, &path);
         let name = path
             .file_name()
@@ -168,7 +180,7 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
         if !name.ends_with(".sql") {
             continue;
         }
-        if let Some(sql) = read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems) {
+        if let Some(sql) = files.read_bounded(root, &path, MAX_OTHER_FILE_BYTES, &mut problems) {
             match migrations::parse(&file, &name, sql) {
                 Ok(m) => migrations.push(m),
                 Err(d) => problems.push(d),
@@ -199,7 +211,11 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
     })
 }
 
-fn load_tenant(root: &Path, path: &Path) -> Option<Result<TenantSpec, Vec<Diagnostic>>> {
+fn load_tenant(
+    root: &Path,
+    files: &Files,
+    path: &Path,
+) -> Option<Result<TenantSpec, Vec<Diagnostic>>> {
     let file = display_path(root, path);
     let name = path.file_name()?.to_string_lossy().to_string();
     if name.ends_with(".yml") {
@@ -211,7 +227,7 @@ fn load_tenant(root: &Path, path: &Path) -> Option<Result<TenantSpec, Vec<Diagno
     }
     let stem = file_stem(path, ".yaml")?;
     let mut problems = Diagnostics::default();
-    let source = read_bounded(
+    let source = files.read_bounded(
         root,
         path,
         tenant_file::MAX_TENANT_FILE_BYTES,
@@ -221,6 +237,33 @@ fn load_tenant(root: &Path, path: &Path) -> Option<Result<TenantSpec, Vec<Diagno
         Some(source) => tenant_file::parse(&file, &stem, &source),
         None => Err(problems.0),
     })
+}
+
+/// Bucket names come from a pattern, a slug and a region, so they are checked before any
+/// call: each against S3's rules, and all of them against each other.
+fn check_bucket_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    if config.targets.buckets != "s3" {
+        return problems;
+    }
+    let mut seen: HashMap<String, &TenantSpec> = HashMap::new();
+    for t in tenants {
+        let name = crate::bucket::name(config, t);
+        if let Err(why) = crate::bucket::check_name(&name) {
+            problems.push(
+                Diagnostic::new(&t.file, format!("the bucket name {name:?} {why}"))
+                    .locate(&t.source, "slug")
+                    .hint("the name comes from bucket_name in the s3 block of tenant-reconcile.hcl; shorten the slug or change the pattern or prefix"),
+            );
+        } else if let Some(other) = seen.insert(name.clone(), t) {
+            problems.push(
+                Diagnostic::new(&t.file, format!("the bucket name {name:?} is also {}'s", other.slug))
+                    .locate(&t.source, "slug")
+                    .hint("two tenants cannot share a bucket: change bucket_name so the slug and region cannot run together"),
+            );
+        }
+    }
+    problems
 }
 
 fn duplicate_slugs(tenants: &[TenantSpec]) -> Vec<Diagnostic> {
@@ -296,108 +339,4 @@ fn keys<V>(m: &BTreeMap<String, V>) -> String {
 fn file_stem(path: &Path, ext: &str) -> Option<String> {
     let name = path.file_name()?.to_str()?;
     name.strip_suffix(ext).map(str::to_string)
-}
-
-/// Regular files below `dir`, sorted, skipping hidden entries. Symbolic links are reported,
-/// not followed: a link could lead outside the repo.
-fn list_files(
-    root: &Path,
-    dir: &Path,
-    problems: &mut Diagnostics,
-) -> Result<Vec<PathBuf>, LoadError> {
-    let mut out = Vec::new();
-    if !dir.exists() {
-        return Ok(out);
-    }
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let entries = fs::read_dir(&d).map_err(|source| LoadError::Io {
-            path: d.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|source| LoadError::Io {
-                path: d.clone(),
-                source,
-            })?;
-            let name = entry.file_name();
-            if name.to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let path = entry.path();
-            let ty = entry.file_type().map_err(|source| LoadError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            if ty.is_symlink() {
-                problems.push(
-                    Diagnostic::new(display_path(root, &path), "symbolic links are not followed")
-                        .hint("put the file itself in the repo"),
-                );
-            } else if ty.is_dir() {
-                stack.push(path);
-            } else if ty.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn read_optional(root: &Path, path: &Path) -> Result<Option<String>, LoadError> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let mut problems = Diagnostics::default();
-    match read_bounded(root, path, MAX_OTHER_FILE_BYTES, &mut problems) {
-        Some(s) => Ok(Some(s)),
-        None => Err(LoadError::Invalid(problems)),
-    }
-}
-
-/// Reads a file only if it is at most `limit` bytes and UTF-8.
-fn read_bounded(
-    root: &Path,
-    path: &Path,
-    limit: u64,
-    problems: &mut Diagnostics,
-) -> Option<String> {
-    let file = display_path(root, path);
-    let len = match fs::metadata(path) {
-        Ok(m) => m.len(),
-        Err(e) => {
-            problems.push(Diagnostic::new(&file, format!("cannot read: {e}")));
-            return None;
-        }
-    };
-    if len > limit {
-        problems.push(
-            Diagnostic::new(
-                &file,
-                format!("file is {} bytes; the limit is {limit}", len),
-            )
-            .hint("this is far larger than any real input; check what wrote it"),
-        );
-        return None;
-    }
-    match fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                problems.push(Diagnostic::new(
-                    &file,
-                    format!(
-                        "file is not UTF-8 text (byte {})",
-                        e.utf8_error().valid_up_to()
-                    ),
-                ));
-                None
-            }
-        },
-        Err(e) => {
-            problems.push(Diagnostic::new(&file, format!("cannot read: {e}")));
-            None
-        }
-    }
 }

@@ -20,7 +20,41 @@ struct RawPlan {
     quotas: BTreeMap<String, u64>,
     #[serde(default)]
     features: BTreeMap<String, bool>,
+    #[serde(default)]
+    bucket: BucketPlan,
 }
+
+/// The `bucket` block of a plan: how each tenant's bucket on the tier is kept.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketPlan {
+    /// Keep every version of every object (a bucket once versioned can only be suspended).
+    #[serde(default)]
+    pub versioning: bool,
+    /// Old versions of overwritten or deleted objects are removed after this many days.
+    #[serde(default)]
+    pub noncurrent_version_expiration_days: Option<u32>,
+    /// Objects move to cheaper storage classes as they age.
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub days: u32,
+    pub storage_class: String,
+}
+
+/// The storage classes a lifecycle transition may move objects to.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+];
 
 /// A tier: what every tenant on it gets unless its file overrides a declared flag or quota.
 #[derive(Debug, Clone)]
@@ -32,6 +66,7 @@ pub struct TierPlan {
     pub retention_days: u32,
     pub quotas: BTreeMap<String, u64>,
     pub features: BTreeMap<String, bool>,
+    pub bucket: BucketPlan,
     pub file: String,
     pub source: String,
 }
@@ -59,6 +94,63 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
             );
         }
     }
+    for t in &raw.bucket.transitions {
+        if !STORAGE_CLASSES.contains(&t.storage_class.as_str()) {
+            let (line, col) =
+                hcl_file::locate_text(source, &format!("{:?}", t.storage_class)).unwrap_or((1, 1));
+            problems.push(
+                Diagnostic::new(file, format!("unknown storage class {:?}", t.storage_class))
+                    .at(line, col)
+                    .field("bucket.transitions.storage_class")
+                    .hint(format!(
+                        "storage_class can be: {}",
+                        STORAGE_CLASSES.join(", ")
+                    )),
+            );
+        }
+    }
+    let mut seen = Vec::new();
+    for t in &raw.bucket.transitions {
+        // S3 refuses infrequent-access transitions younger than 30 days, and two rules alike.
+        let too_soon =
+            matches!(t.storage_class.as_str(), "STANDARD_IA" | "ONEZONE_IA") && t.days < 30;
+        let twice = seen.contains(&(&t.storage_class, t.days));
+        seen.push((&t.storage_class, t.days));
+        if too_soon || twice {
+            let (line, col) =
+                hcl_file::locate_text(source, &format!("{:?}", t.storage_class)).unwrap_or((1, 1));
+            problems.push(
+                Diagnostic::new(
+                    file,
+                    if too_soon {
+                        format!(
+                            "S3 moves objects to {} after 30 days at the earliest, not {}",
+                            t.storage_class, t.days
+                        )
+                    } else {
+                        format!(
+                            "the transition to {} after {} days is listed twice",
+                            t.storage_class, t.days
+                        )
+                    },
+                )
+                .at(line, col)
+                .field("bucket.transitions")
+                .hint("each transition once; STANDARD_IA and ONEZONE_IA from 30 days"),
+            );
+        }
+    }
+    if raw.bucket.noncurrent_version_expiration_days == Some(0)
+        || raw.bucket.transitions.iter().any(|t| t.days == 0)
+    {
+        let (line, col) = hcl_file::locate_key(source, "bucket").unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(file, "lifecycle days must be at least 1")
+                .at(line, col)
+                .field("bucket")
+                .hint("S3 counts lifecycle ages in whole days from 1"),
+        );
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -69,6 +161,7 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
         retention_days: raw.retention_days,
         quotas: raw.quotas,
         features: raw.features,
+        bucket: raw.bucket,
         file: file.to_string(),
         source: source.to_string(),
     })
@@ -95,6 +188,40 @@ features = {
         assert_eq!(p.isolation, Isolation::Schema);
         assert_eq!(p.quotas["seats"], 25);
         assert!(!p.features["sso"]);
+    }
+
+    #[test]
+    fn parses_a_bucket_block() {
+        let src = r#"
+isolation      = "schema"
+retention_days = 30
+bucket {
+  versioning = true
+  noncurrent_version_expiration_days = 30
+  transitions = [{ days = 90, storage_class = "GLACIER_IR" }]
+}
+"#;
+        let p = parse("plans/growth.hcl", "growth", src).unwrap();
+        assert!(p.bucket.versioning);
+        assert_eq!(p.bucket.noncurrent_version_expiration_days, Some(30));
+        assert_eq!(p.bucket.transitions[0].storage_class, "GLACIER_IR");
+        let bad = src.replace("GLACIER_IR", "COLD");
+        let e = parse("plans/growth.hcl", "growth", &bad).unwrap_err();
+        assert_eq!(
+            e[0].field.as_deref(),
+            Some("bucket.transitions.storage_class")
+        );
+        assert_eq!(e[0].line, 7);
+        let early = src.replace(
+            "days = 90, storage_class = \"GLACIER_IR\"",
+            "days = 10, storage_class = \"STANDARD_IA\"",
+        );
+        let e = parse("plans/growth.hcl", "growth", &early).unwrap_err();
+        assert!(
+            e[0].message.contains("after 30 days at the earliest"),
+            "{}",
+            e[0].message
+        );
     }
 
     #[test]

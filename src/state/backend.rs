@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{State, TenantState};
+use super::{Checkpoint, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -30,6 +30,22 @@ pub enum StateError {
         #[source]
         source: crate::provider::ProviderError,
     },
+    #[error("{context}: {source}")]
+    Store {
+        context: String,
+        #[source]
+        source: crate::provider::ProviderError,
+    },
+    #[error("{what} is not locked: there is nothing to unlock")]
+    NotLocked { what: String },
+    #[error(
+        "the lock is not {given}: it is held by {holder}\n  hint: pass the lock id shown there"
+    )]
+    WrongLockId { given: String, holder: String },
+    #[error("this run's lock on the state was removed (it is now held by {holder}); the state was not written\n  hint: run plan again to see where things stand")]
+    LockLost { holder: String },
+    #[error("{0}")]
+    CannotForceUnlock(String),
     #[error("the state in {path} is not readable: {message}")]
     Corrupt { path: String, message: String },
     #[error("the state in {path} has format version {found}; this tenant-reconcile reads version {supported}\n  hint: upgrade tenant-reconcile")]
@@ -87,17 +103,22 @@ pub trait StateBackend: Send + Sync {
         info: LockInfo,
         timeout: Duration,
     ) -> Result<Box<dyn StateLock>, StateError>;
+    /// Removes a lock its holder left behind, given the lock's id as a confirmation, and
+    /// says whose it was. Only backends whose locks can outlive their holder have any.
+    async fn force_unlock(&self, _id: &str) -> Result<String, StateError> {
+        Err(StateError::CannotForceUnlock(format!(
+            "the lock of {} is released by itself when its holder exits: there is never a stale one to remove",
+            self.describe()
+        )))
+    }
 }
 
 #[async_trait]
-pub trait StateLock: Send {
-    /// Records one tenant's state right after a step succeeded.
-    async fn checkpoint(
-        &mut self,
-        state: &State,
-        slug: &str,
-        tenant: &TenantState,
-    ) -> Result<(), StateError>;
+pub trait StateLock: Send + Sync {
+    /// Records one tenant's state right after a step succeeded. Called for many tenants
+    /// at once (a remote store's latency must not serialize the run); one tenant's
+    /// checkpoints come one after the other.
+    async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError>;
     /// Writes the whole state and forgets the checkpoints it includes.
     async fn persist(&mut self, state: &State) -> Result<(), StateError>;
     async fn unlock(self: Box<Self>) -> Result<(), StateError>;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
-use super::{Checkpoint, State, TenantState};
+use super::{Checkpoint, State};
 
 pub struct LocalBackend {
     path: PathBuf,
@@ -135,18 +135,13 @@ struct LocalLock {
 
 #[async_trait]
 impl StateLock for LocalLock {
-    async fn checkpoint(
-        &mut self,
-        state: &State,
-        slug: &str,
-        tenant: &TenantState,
-    ) -> Result<(), StateError> {
-        let mut line =
-            serde_json::to_vec(&state.checkpoint(slug, tenant)).expect("state serializes");
+    async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError> {
+        let mut line = serde_json::to_vec(entry).expect("state serializes");
         line.push(b'\n');
-        // One write per entry: a kill between entries never leaves half of one behind
-        // except at the very end, which `replay` skips.
-        self.journal
+        // One append per entry: a kill between entries never leaves half of one behind
+        // except at the very end, which `replay` skips; concurrent appends to a file opened
+        // for appending never interleave.
+        (&self.journal)
             .write_all(&line)
             .map_err(LocalBackend::io("write", &self.journal_path))
     }

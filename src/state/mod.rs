@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod local;
 pub mod postgres;
+pub mod s3;
 
 use std::collections::BTreeMap;
 
@@ -117,6 +118,11 @@ pub struct Checkpoint {
     pub base_serial: u64,
     pub slug: String,
     pub tenant: TenantState,
+    /// The state's serial once this entry is recorded. A backend that keeps only each
+    /// tenant's latest entry (s3) replays fewer entries than were written; the serial
+    /// still ends where the writer's did, so a plan saved in between is seen as stale.
+    #[serde(default)]
+    pub serial: u64,
 }
 
 impl State {
@@ -127,6 +133,7 @@ impl State {
             base_serial: self.serial_base(),
             slug: slug.to_string(),
             tenant: tenant.clone(),
+            serial: self.serial,
         }
     }
 
@@ -136,6 +143,10 @@ impl State {
         for entry in entries {
             if entry.lineage == self.lineage && entry.base_serial == self.serial_base() {
                 self.record(entry.slug, entry.tenant);
+                if entry.serial > self.serial {
+                    self.checkpoints += entry.serial - self.serial;
+                    self.serial = entry.serial;
+                }
             }
         }
     }

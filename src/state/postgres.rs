@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use sqlx::{Connection, Executor as _, PgConnection};
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
-use super::{Checkpoint, State, TenantState};
+use super::{Checkpoint, State};
 use crate::provider::postgres::PgServer;
 use crate::provider::ProviderError;
 
@@ -185,7 +185,7 @@ impl StateBackend for PgBackend {
         .await
         .map_err(pg("record the lock holder"))?;
         Ok(Box::new(PgLock {
-            conn,
+            conn: tokio::sync::Mutex::new(conn),
             name: self.name.clone(),
             schema: self.schema.clone(),
             key: self.lock_key(),
@@ -194,7 +194,8 @@ impl StateBackend for PgBackend {
 }
 
 struct PgLock {
-    conn: PgConnection,
+    /// The lock's own connection: every write goes through it.
+    conn: tokio::sync::Mutex<PgConnection>,
     name: String,
     schema: String,
     key: String,
@@ -208,22 +209,15 @@ impl PgLock {
 
 #[async_trait]
 impl StateLock for PgLock {
-    async fn checkpoint(
-        &mut self,
-        state: &State,
-        slug: &str,
-        tenant: &TenantState,
-    ) -> Result<(), StateError> {
-        let entry =
-            serde_json::to_string(&state.checkpoint(slug, tenant)).expect("state serializes");
-        sqlx::query(
-            &self.sql("INSERT INTO {schema}.state_checkpoints (name, entry) VALUES ($1, $2)"),
-        )
-        .bind(&self.name)
-        .bind(entry)
-        .execute(&mut self.conn)
-        .await
-        .map_err(pg("write a checkpoint"))?;
+    async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError> {
+        let entry = serde_json::to_string(entry).expect("state serializes");
+        let sql = self.sql("INSERT INTO {schema}.state_checkpoints (name, entry) VALUES ($1, $2)");
+        sqlx::query(&sql)
+            .bind(&self.name)
+            .bind(entry)
+            .execute(&mut *self.conn.lock().await)
+            .await
+            .map_err(pg("write a checkpoint"))?;
         Ok(())
     }
 
@@ -235,7 +229,7 @@ impl StateLock for PgLock {
         );
         let clear = self.sql("DELETE FROM {schema}.state_checkpoints WHERE name = $1");
         let name = self.name.clone();
-        let mut tx = self.conn.begin().await.map_err(pg("begin"))?;
+        let mut tx = self.conn.get_mut().begin().await.map_err(pg("begin"))?;
         sqlx::query(&upsert)
             .bind(&name)
             .bind(state.serial as i64)
@@ -253,17 +247,19 @@ impl StateLock for PgLock {
     }
 
     async fn unlock(mut self: Box<Self>) -> Result<(), StateError> {
-        sqlx::query(&self.sql("DELETE FROM {schema}.state_locks WHERE name = $1"))
+        let sql = self.sql("DELETE FROM {schema}.state_locks WHERE name = $1");
+        let conn = self.conn.get_mut();
+        sqlx::query(&sql)
             .bind(&self.name)
-            .execute(&mut self.conn)
+            .execute(&mut *conn)
             .await
             .map_err(pg("clear the lock holder"))?;
         sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
             .bind(&self.key)
-            .execute(&mut self.conn)
+            .execute(&mut *conn)
             .await
             .map_err(pg("unlock the state"))?;
-        let _ = self.conn.close().await;
+        let _ = self.conn.into_inner().close().await;
         Ok(())
     }
 }

@@ -102,8 +102,9 @@ fn suspend_and_resume_move_the_lifecycle_without_reprovisioning() {
         "{plan}"
     );
     assert!(plan.contains("~ login"), "{plan}");
+    assert!(plan.contains("~ access = \"open\" → \"denied\""), "{plan}");
     assert!(
-        plan.contains("Plan: 0 to add, 2 to change, 0 to destroy."),
+        plan.contains("Plan: 0 to add, 3 to change, 0 to destroy."),
         "{plan}"
     );
     repo.apply();
@@ -364,4 +365,20 @@ fn rotating_credentials_of_an_unknown_tenant_is_refused() {
     assert!(
         text(&out.stderr).contains("--rotate-credentials nosuch: there is no tenants/nosuch.yaml")
     );
+}
+
+#[test]
+fn a_bucket_whose_settings_are_missing_is_updated_in_place_not_replaced() {
+    // As a kill between making the folder and writing its settings leaves it.
+    let repo = Repo::example();
+    repo.apply();
+    let settings = repo.state_dir().join("buckets/acme/.bucket.json");
+    std::fs::remove_file(&settings).unwrap();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("~ acme/bucket"), "{plan}");
+    assert!(plan.contains("+ encryption    = \"AES256\""), "{plan}");
+    assert!(!plan.contains("-/+"), "{plan}");
+    repo.apply();
+    assert!(settings.exists());
+    repo.assert_plan_empty();
 }

@@ -3,9 +3,16 @@
 
 mod apply;
 mod bad_input;
+mod drift;
+mod faulty;
+mod git;
+mod moto;
 mod pg;
 mod plan_output;
 mod postgres;
+mod recipes;
+mod s3;
 mod safety;
 mod support;
 mod validate;
+mod watch;

@@ -1,13 +1,16 @@
-//! The local bucket target: a folder per tenant under `buckets/`.
+//! The local bucket target: a folder per tenant under `buckets/`, its settings in a
+//! `.bucket.json` beside the objects, so drift (a deleted folder, an edited setting) shows
+//! the same way it does on S3.
 
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use serde_json::json;
 
-use crate::desired::{self, Attrs, Kind};
+use crate::desired::{Attrs, Kind};
 use crate::plan::ResourceChange;
-use crate::provider::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+use crate::provider::{desired_of, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+
+const SETTINGS: &str = ".bucket.json";
 
 pub struct LocalBuckets {
     dir: PathBuf,
@@ -16,6 +19,22 @@ pub struct LocalBuckets {
 impl LocalBuckets {
     pub fn new(dir: PathBuf) -> LocalBuckets {
         LocalBuckets { dir }
+    }
+
+    /// The folder of bucket `name`, which must be a plain file name: names come from slugs
+    /// ([a-z0-9-]) or from state this target wrote, but state is a file people can edit.
+    fn folder(&self, name: &str) -> Result<PathBuf, ProviderError> {
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(ProviderError::Message(format!(
+                "{name:?} is not a local bucket name"
+            )));
+        }
+        Ok(self.dir.join(name))
     }
 }
 
@@ -29,19 +48,31 @@ impl Provider for LocalBuckets {
         &[Kind::Bucket]
     }
 
+    fn forces_replace(&self, _kind: Kind, field: &str) -> bool {
+        crate::bucket::forces_replace(field)
+    }
+
     async fn refresh(
         &self,
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
         for t in targets {
-            // Slugs are [a-z0-9-]: a bucket folder can only ever be a direct child of `dir`.
-            if self.dir.join(t.slug.as_str()).is_dir() {
-                live.insert_attrs(
-                    &t.slug,
-                    Kind::Bucket,
-                    desired::attrs([("name", json!(t.slug.as_str()))]),
-                );
+            for name in &t.buckets {
+                let Ok(folder) = self.folder(name) else {
+                    continue;
+                };
+                if !folder.is_dir() {
+                    continue;
+                }
+                // A folder without readable settings is a bucket with none of ours.
+                let mut attrs: Attrs = std::fs::read(folder.join(SETTINGS))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+                attrs.insert("name", serde_json::json!(name));
+                live.insert_attrs(&t.slug, Kind::Bucket, attrs);
+                break;
             }
         }
         live.calls.push((self.name(), targets.len()));
@@ -50,19 +81,21 @@ impl Provider for LocalBuckets {
 
     async fn apply(
         &self,
-        ctx: &StepContext<'_>,
+        _ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
-        let path = self.dir.join(ctx.tenant.slug.as_str());
-        match &change.desired {
-            Some(d) => {
-                std::fs::create_dir_all(&path)
-                    .map_err(ProviderError::io(format!("create {}", path.display())))?;
-                Ok(Some(d.attrs.clone()))
-            }
-            None => Err(ProviderError::Message(
-                "buckets are never deleted by apply".into(),
-            )),
-        }
+        let desired = desired_of(change)?;
+        let folder = self.folder(desired.attrs.str("name"))?;
+        std::fs::create_dir_all(&folder)
+            .map_err(ProviderError::io(format!("create {}", folder.display())))?;
+        // Written whole and renamed into place, so a kill never leaves half a file.
+        let path = folder.join(SETTINGS);
+        let tmp = folder.join(".bucket.json.tmp");
+        let body = serde_json::to_vec_pretty(&desired.attrs)
+            .map_err(|e| ProviderError::Message(format!("encode bucket settings: {e}")))?;
+        std::fs::write(&tmp, body)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(ProviderError::io(format!("write {}", path.display())))?;
+        Ok(Some(desired.attrs.clone()))
     }
 }

@@ -324,22 +324,16 @@ impl Provider for LocalData {
             live.insert_attrs(
                 &t.slug,
                 Kind::Database,
-                desired::attrs([
-                    ("name", json!(name)),
-                    ("isolation", json!(isolation)),
-                    (
-                        "schema_version",
-                        schema_version(&self.migrations, applied as usize),
-                    ),
-                    ("access", json!("granted")),
-                ]),
+                // SQLite has no grants: a database file that is there is reachable.
+                desired::database_attrs(
+                    &name,
+                    &isolation,
+                    schema_version(&self.migrations, applied as usize),
+                    true,
+                ),
             );
             if mark == SEEDED {
-                live.insert_attrs(
-                    &t.slug,
-                    Kind::Seed,
-                    desired::attrs([("applied", json!(true))]),
-                );
+                live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());
             }
         }
         live.calls.push((self.name(), 2 + targets.len()));

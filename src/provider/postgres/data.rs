@@ -958,19 +958,15 @@ impl Provider for PgData {
             live.insert_attrs(
                 &t.slug,
                 Kind::Database,
-                desired::attrs([
-                    ("name", json!(name)),
-                    ("isolation", json!(isolation)),
-                    ("schema_version", schema_version(&self.migrations, count)),
-                    ("access", json!(if granted { "granted" } else { "missing" })),
-                ]),
+                desired::database_attrs(
+                    &name,
+                    &isolation,
+                    schema_version(&self.migrations, count),
+                    granted,
+                ),
             );
             if seeded.contains(t.slug.as_str()) {
-                live.insert_attrs(
-                    &t.slug,
-                    Kind::Seed,
-                    desired::attrs([("applied", json!(true))]),
-                );
+                live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());
             }
         }
         live.calls.push((self.name(), queries));

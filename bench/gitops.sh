@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Benchmark `plan --changed-since` against a full plan: `bash bench/gitops.sh [SIZES...]`
+# (default 1000 10000). For each size: a generated tenant repo in git, applied on the
+# local target, then a branch that edits one tenant file. Prints wall time and peak memory
+# (median of 3) of the pull request's plan and of a full plan, both with refresh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ $# -gt 0 ] || set -- 1000 10000
+REPEATS=3
+
+# shellcheck source=lib.sh
+source bench/lib.sh
+require_gnu_time
+build_release
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-gitbench.XXXXXX")"
+trap 'rm -rf "$TMP"' EXIT
+export NO_COLOR=1
+git_() { git -c user.name=bench -c user.email=bench@example.com -c init.defaultBranch=main -c commit.gpgsign=false "$@"; }
+
+# median COUNT ARGS...: runs the binary COUNT times; prints "secs MB" (medians).
+median() {
+  local count=$1; shift
+  local times="" mems=""
+  for _ in $(seq "$count"); do
+    set +e
+    /usr/bin/time -f "%e %M" -o "$TMP/t" "$BIN" "$@" >/dev/null 2>"$TMP/err"
+    local code=$?
+    set -e
+    if [ "$code" -eq 1 ]; then echo "FAILED: tenant-reconcile $*" >&2; tail -n 20 "$TMP/err" >&2; exit 1; fi
+    read -r secs kb <"$TMP/t"
+    times+="$secs"$'\n' mems+="$kb"$'\n'
+  done
+  local mid=$(( (count + 1) / 2 ))
+  echo "$(sort -n <<<"$times" | sed -n "${mid}p") $(( $(sort -n <<<"$mems" | sed -n "${mid}p") / 1024 ))"
+}
+
+echo
+echo "| tenants | command | time (s) | peak memory (MB) | tenants planned |"
+echo "| ---: | --- | ---: | ---: | ---: |"
+for n in "$@"; do
+  dir="$TMP/repo-$n"
+  python3 bench/generate.py "$n" "$dir" >/dev/null
+  printf '.tenant-reconcile/\n' >"$dir/.gitignore"
+  (cd "$dir" && git_ init -q && git_ add -A && git_ commit -qm "$n tenants")
+  echo "applying $n tenants ..." >&2
+  "$BIN" -C "$dir" apply --auto-approve --parallelism 16 >/dev/null 2>&1
+  # The pull request: one tenant renamed.
+  # (A glob, not `ls | head`: with pipefail, ls dies of SIGPIPE on a large folder.)
+  files=("$dir"/tenants/*.yaml)
+  one=$(basename "${files[0]}")
+  (cd "$dir" && git_ checkout -qb pr && sed -i 's/^name: \(.*\)$/name: \1 Renamed/' "tenants/$one" && git_ commit -qam "rename one tenant")
+  read -r s mb < <(median "$REPEATS" -C "$dir" plan --changed-since main)
+  echo "| $n | \`plan --changed-since main\` (1 tenant file changed) | $s | $mb | 1 |"
+  read -r s mb < <(median "$REPEATS" -C "$dir" plan)
+  echo "| $n | \`plan\` (full) | $s | $mb | $n |"
+done

@@ -1,0 +1,17 @@
+# Sourced by the benchmark scripts: the checks and the build they all start with.
+
+# GNU time, not the shell keyword: only it reports peak RSS (%M, in KB).
+require_gnu_time() {
+  if ! /usr/bin/time -f "%e %M" true >/dev/null 2>&1; then
+    echo "GNU time is missing: install it with 'apt-get install -y time'" >&2
+    exit 1
+  fi
+}
+
+# Builds the release binary in the shared build directory and sets BIN to it.
+build_release() {
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tenant-reconcile/target}"
+  echo "building release binary in $CARGO_TARGET_DIR ..." >&2
+  cargo build --release --quiet
+  BIN="$CARGO_TARGET_DIR/release/tenant-reconcile"
+}

@@ -1,0 +1,239 @@
+//! What a tenant's bucket should be: its name and the settings its plan asks for, as the
+//! attributes every bucket target compares and reports field by field.
+//!
+//! The attributes are words, not API shapes, so a plan reads
+//! `versioning: "off" → "enabled"` and a bucket target turns them into calls.
+
+use serde_json::{json, Value};
+
+use crate::desired::{attrs, Attrs};
+use crate::repo::config::{Config, S3Config};
+use crate::repo::plan_file::BucketPlan;
+use crate::repo::{Status, TenantSpec};
+
+/// The tag every bucket carries so people (and cleanup scripts) can tell who owns it.
+pub const MANAGED_BY: &str = "tenant-reconcile";
+
+/// `public_access` when all four public-access-block switches are on.
+pub const PUBLIC_ACCESS_BLOCKED: &str = "blocked";
+/// `access` of an active tenant, and of a suspended one whose deny policy is in place.
+pub const ACCESS_OPEN: &str = "open";
+pub const ACCESS_DENIED: &str = "denied";
+/// `versioning` of a bucket that never had it, or had it suspended.
+pub const VERSIONING_OFF: &str = "off";
+pub const VERSIONING_ON: &str = "enabled";
+
+/// Whether a change to `field` makes it another bucket: buckets cannot be renamed or moved,
+/// so a new name or region is a replace (and the old bucket is kept with its objects).
+pub fn forces_replace(field: &str) -> bool {
+    field == "name" || field == "location"
+}
+
+/// The bucket a tenant gets on the configured bucket target.
+pub fn name(config: &Config, spec: &TenantSpec) -> String {
+    if config.targets.buckets == "s3" {
+        config.s3.bucket_for(spec.slug.as_str(), &spec.region)
+    } else {
+        // A folder under the local target: the slug is already a safe file name.
+        spec.slug.to_string()
+    }
+}
+
+/// Where the bucket lives: its tenant's region, or the store's one region.
+pub fn location(s3: &S3Config, spec: &TenantSpec) -> String {
+    if s3.tenant_regions {
+        spec.region.clone()
+    } else {
+        s3.region.clone().unwrap_or_default()
+    }
+}
+
+/// The encryption a bucket is asked for, as refresh reads it back.
+pub fn encryption(s3: &S3Config) -> String {
+    match (&*s3.encryption, &s3.kms_key_id) {
+        ("aws:kms", Some(key)) => format!("aws:kms {key}"),
+        (other, _) => other.to_string(),
+    }
+}
+
+/// A plan's lifecycle rules as sentences, sorted, the way refresh describes live rules.
+pub fn lifecycle(plan: &BucketPlan) -> Vec<String> {
+    let mut rules = Vec::new();
+    if let Some(days) = plan.noncurrent_version_expiration_days {
+        rules.push(expire_noncurrent(days));
+    }
+    for t in &plan.transitions {
+        rules.push(transition(t.days, &t.storage_class));
+    }
+    rules.sort();
+    rules
+}
+
+pub fn expire_noncurrent(days: u32) -> String {
+    format!("expire noncurrent versions after {days} days")
+}
+
+pub fn transition(days: u32, class: &str) -> String {
+    format!("move objects to {class} after {days} days")
+}
+
+/// A lifecycle sentence read back into the rule it stands for.
+#[derive(Debug, PartialEq)]
+pub enum Rule {
+    ExpireNoncurrent { days: u32 },
+    Transition { days: u32, class: String },
+}
+
+pub fn parse_rule(sentence: &str) -> Option<Rule> {
+    if let Some(rest) = sentence.strip_prefix("expire noncurrent versions after ") {
+        let days = rest.strip_suffix(" days")?.parse().ok()?;
+        return Some(Rule::ExpireNoncurrent { days });
+    }
+    let rest = sentence.strip_prefix("move objects to ")?;
+    let (class, days) = rest.split_once(" after ")?;
+    let days = days.strip_suffix(" days")?.parse().ok()?;
+    Some(Rule::Transition {
+        days,
+        class: class.to_string(),
+    })
+}
+
+/// The tag keys this tool owns; tags others put on a bucket (cost allocation, backup
+/// policies) are neither compared nor removed.
+pub const TAG_KEYS: &[&str] = &["managed-by", "plan", "tenant"];
+
+/// The tags a bucket carries.
+pub fn tags(slug: &str, plan: &str) -> Value {
+    json!({ "managed-by": MANAGED_BY, "plan": plan, "tenant": slug })
+}
+
+/// Every attribute of a tenant's bucket.
+pub fn desired(config: &Config, spec: &TenantSpec, plan: &BucketPlan) -> Attrs {
+    let access = match spec.status {
+        Status::Suspended => ACCESS_DENIED,
+        _ => ACCESS_OPEN,
+    };
+    let mut attrs = attrs([
+        ("name", json!(name(config, spec))),
+        ("encryption", json!(encryption(&config.s3))),
+        ("public_access", json!(PUBLIC_ACCESS_BLOCKED)),
+        (
+            "versioning",
+            json!(if plan.versioning {
+                VERSIONING_ON
+            } else {
+                VERSIONING_OFF
+            }),
+        ),
+        ("lifecycle", json!(lifecycle(plan))),
+        ("tags", tags(spec.slug.as_str(), &spec.plan)),
+        ("access", json!(access)),
+    ]);
+    // Only S3 buckets live somewhere; on a store with one region (tenant_regions = false)
+    // there is nothing to compare.
+    if config.targets.buckets == "s3" && config.s3.tenant_regions {
+        attrs.insert("location", json!(location(&config.s3, spec)));
+    }
+    attrs
+}
+
+/// Checks a bucket name against S3's naming rules for general purpose buckets, so a bad
+/// name is found by `validate` and not half-way through an apply.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if !(3..=63).contains(&name.len()) {
+        return Err(format!(
+            "is {} characters; S3 bucket names are 3 to 63",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
+    {
+        return Err(format!(
+            "holds {c:?}; S3 bucket names use only a-z, 0-9, `-` and `.`"
+        ));
+    }
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !edge_ok(name.chars().next()) || !edge_ok(name.chars().last()) {
+        return Err("must start and end with a letter or digit".into());
+    }
+    if name.contains("..") {
+        return Err("holds two dots in a row".into());
+    }
+    if name.split('.').count() == 4 && name.split('.').all(|p| p.parse::<u8>().is_ok()) {
+        return Err("has the form of an IP address".into());
+    }
+    for prefix in ["xn--", "sthree-", "amzn-s3-demo-"] {
+        if name.starts_with(prefix) {
+            return Err(format!("starts with {prefix:?}, which S3 reserves"));
+        }
+    }
+    for suffix in ["-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3"] {
+        if name.ends_with(suffix) {
+            return Err(format!("ends with {suffix:?}, which S3 reserves"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_s3_rules() {
+        for good in ["abc", "tenant-acme-eu-west-1", "a.b-c", &"a".repeat(63)] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("ab", "3 to 63"),
+            (&"a".repeat(64) as &str, "3 to 63"),
+            ("Tenant-acme", "'T'"),
+            ("tenant_acme", "'_'"),
+            ("-acme", "start and end"),
+            ("acme-", "start and end"),
+            ("acme..x", "two dots"),
+            ("192.168.5.4", "IP address"),
+            ("xn--acme", "\"xn--\""),
+            ("sthree-acme", "\"sthree-\""),
+            ("acme-s3alias", "\"-s3alias\""),
+            ("acme--ol-s3", "\"--ol-s3\""),
+        ] {
+            let e = check_name(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_reads_as_sorted_sentences() {
+        let plan = BucketPlan {
+            versioning: true,
+            noncurrent_version_expiration_days: Some(30),
+            transitions: vec![crate::repo::plan_file::Transition {
+                days: 90,
+                storage_class: "GLACIER_IR".into(),
+            }],
+        };
+        let rules = lifecycle(&plan);
+        assert_eq!(
+            rules,
+            [
+                "expire noncurrent versions after 30 days",
+                "move objects to GLACIER_IR after 90 days"
+            ]
+        );
+        assert_eq!(
+            parse_rule(&rules[0]),
+            Some(Rule::ExpireNoncurrent { days: 30 })
+        );
+        assert_eq!(
+            parse_rule(&rules[1]),
+            Some(Rule::Transition {
+                days: 90,
+                class: "GLACIER_IR".into()
+            })
+        );
+        assert_eq!(parse_rule("expire noncurrent versions after x days"), None);
+    }
+}

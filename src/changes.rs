@@ -1,0 +1,194 @@
+//! `plan --changed-since BASE`: the tenants whose inputs changed between BASE and the head,
+//! and which changed files pulled each one in.
+//!
+//! The comparison starts from the merge-base of BASE and the head, as a pull request's diff
+//! does, so commits that landed on BASE meanwhile are not the pull request's changes. A
+//! tenant file reaches its tenant; a plan file every tenant on that plan (at the head); a
+//! template, a migration or the config every tenant.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::repo::config::CONFIG_FILE;
+use crate::repo::{LoadError, TenantRepo};
+use crate::slug::Slug;
+
+/// What changed between the merge-base and the head, and what it reaches.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeSet {
+    /// The merge-base commit the head is compared with.
+    pub base: String,
+    /// Changed input files, relative to the tenant repo, sorted, each with git's status
+    /// letter (`A` added, `M` modified, `D` deleted, `R` renamed).
+    pub files: Vec<(char, String)>,
+    /// Each tenant reached, with the changed files that pulled it in.
+    pub reasons: BTreeMap<Slug, Vec<String>>,
+}
+
+impl ChangeSet {
+    pub fn tenants(&self) -> Vec<Slug> {
+        self.reasons.keys().cloned().collect()
+    }
+
+    /// How many tenants each changed file reaches, in file order.
+    pub fn reach(&self) -> Vec<(String, usize)> {
+        self.files
+            .iter()
+            .map(|(_, f)| {
+                let n = self.reasons.values().filter(|r| r.contains(f)).count();
+                (f.clone(), n)
+            })
+            .collect()
+    }
+}
+
+/// Compares the merge-base of `base` and the head with the head: the commit `head_rev`
+/// names, or the working tree (committed or not) when it is `None`.
+pub fn changed_since(
+    root: &Path,
+    base: &str,
+    head_rev: Option<&str>,
+    repo: &TenantRepo,
+) -> Result<ChangeSet, LoadError> {
+    let fail = |message: String| LoadError::Git {
+        rev: base.to_string(),
+        message,
+    };
+    let (git, inside) = crate::repo::files::open_git(root).map_err(fail)?;
+    let commit_of = |rev: &str| {
+        git.revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| LoadError::Git {
+                rev: rev.to_string(),
+                message: format!("no commit by that name: {}", e.message()),
+            })
+    };
+    let base_commit = commit_of(base)?;
+    let head_commit = commit_of(head_rev.unwrap_or("HEAD"))?;
+    let merge_base = git
+        .merge_base(base_commit.id(), head_commit.id())
+        .map_err(|e| fail(format!("no common ancestor with the head: {}", e.message())))?;
+    let base_tree = git
+        .find_commit(merge_base)
+        .and_then(|c| c.tree())
+        .map_err(|e| fail(e.message().to_string()))?;
+
+    let mut opts = git2::DiffOptions::new();
+    opts.include_untracked(true).recurse_untracked_dirs(true);
+    if !inside.as_os_str().is_empty() {
+        opts.pathspec(&inside);
+    }
+    let mut diff = match head_rev {
+        Some(_) => {
+            let head_tree = head_commit
+                .tree()
+                .map_err(|e| fail(e.message().to_string()))?;
+            git.diff_tree_to_tree(Some(&base_tree), Some(&head_tree), Some(&mut opts))
+        }
+        None => git.diff_tree_to_workdir_with_index(Some(&base_tree), Some(&mut opts)),
+    }
+    .map_err(|e| fail(e.message().to_string()))?;
+    // A renamed tenant file reads as one rename, not a delete and an add.
+    let _ = diff.find_similar(Some(git2::DiffFindOptions::new().renames(true)));
+
+    let relative = |p: Option<&Path>| -> Option<String> {
+        let p = p?;
+        let rel = p.strip_prefix(&inside).ok()?;
+        Some(rel.to_string_lossy().replace('\\', "/"))
+    };
+    let mut set = ChangeSet {
+        base: merge_base.to_string(),
+        ..ChangeSet::default()
+    };
+    for delta in diff.deltas() {
+        let status = match delta.status() {
+            git2::Delta::Added | git2::Delta::Untracked => 'A',
+            git2::Delta::Deleted => 'D',
+            git2::Delta::Renamed => 'R',
+            git2::Delta::Modified | git2::Delta::Typechange | git2::Delta::Copied => 'M',
+            _ => continue,
+        };
+        let new = relative(delta.new_file().path());
+        let old = relative(delta.old_file().path());
+        let path = match (status, &new, &old) {
+            ('D', _, Some(old)) => old.clone(),
+            (_, Some(new), _) => new.clone(),
+            _ => continue,
+        };
+        if !is_input(&path, repo) {
+            continue;
+        }
+        set.files.push((status, path));
+    }
+    set.files.sort_by(|a, b| a.1.cmp(&b.1));
+    set.files.dedup();
+    // Looked up once per changed file, however many tenant files a change renames.
+    let by_file: HashMap<PathBuf, &Slug> = repo
+        .tenants
+        .iter()
+        .map(|t| (PathBuf::from(&t.file), &t.slug))
+        .collect();
+    for (status, path) in &set.files {
+        for slug in reached(path, *status, repo, &by_file) {
+            set.reasons.entry(slug).or_default().push(path.clone());
+        }
+    }
+    Ok(set)
+}
+
+/// Whether a path is one of the repo's inputs (hidden files, which the loader skips, are
+/// not).
+fn is_input(path: &str, repo: &TenantRepo) -> bool {
+    if path.split('/').any(|part| part.starts_with('.')) {
+        return false;
+    }
+    let migrations = format!(
+        "{}/",
+        repo.config
+            .migrations_dir
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+    );
+    path == CONFIG_FILE
+        || ["tenants/", "plans/", "templates/", migrations.as_str()]
+            .iter()
+            .any(|dir| path.starts_with(dir))
+}
+
+/// The tenants (with a file at the head) a changed input reaches.
+fn reached(
+    path: &str,
+    status: char,
+    repo: &TenantRepo,
+    by_file: &HashMap<PathBuf, &Slug>,
+) -> Vec<Slug> {
+    let all = || repo.tenants.iter().map(|t| t.slug.clone()).collect();
+    if let Some(name) = path.strip_prefix("tenants/") {
+        // A deleted tenant file reaches nobody here: its tenant is an orphan, which every
+        // plan reports and no apply touches.
+        if status == 'D' {
+            return Vec::new();
+        }
+        let file = PathBuf::from("tenants").join(name);
+        return by_file
+            .get(&file)
+            .map(|s| (*s).clone())
+            .into_iter()
+            .collect();
+    }
+    if path.starts_with("plans/") {
+        // Plans are named by their file name, wherever under plans/ the file is.
+        let file = Path::new(path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        let plan = file.strip_suffix(".hcl").unwrap_or(file);
+        return repo
+            .tenants
+            .iter()
+            .filter(|t| t.plan == plan)
+            .map(|t| t.slug.clone())
+            .collect();
+    }
+    all()
+}

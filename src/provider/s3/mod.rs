@@ -1,0 +1,275 @@
+//! The S3 target: a bucket per tenant on any S3-compatible store (AWS, MinIO, Ceph, R2),
+//! through aws-sdk-s3.
+//!
+//! Refresh lists the buckets the credentials own (one call per 1,000 buckets) and reads
+//! the six settings of each tenant's bucket that exists, many buckets at once. A bucket
+//! that is not in the list is either missing or someone else's; creating it tells which.
+
+pub mod client;
+mod settings;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde_json::json;
+
+pub use client::S3Store;
+
+use crate::desired::{Attrs, Kind};
+use crate::plan::{Action, ResourceChange};
+use crate::provider::{desired_of, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+use crate::slug::Slug;
+
+/// The order settings are written in: public access is closed before anything else.
+const FIELDS: &[&str] = &[
+    "public_access",
+    "encryption",
+    "tags",
+    "versioning",
+    "lifecycle",
+    "access",
+];
+
+/// How often a call right after CreateBucket is tried while the new bucket is not yet
+/// visible everywhere (S3 may answer NoSuchBucket for a moment).
+const NEW_BUCKET_ATTEMPTS: u32 = 8;
+
+pub struct S3Buckets {
+    store: Arc<S3Store>,
+}
+
+impl S3Buckets {
+    pub fn new(store: Arc<S3Store>) -> S3Buckets {
+        S3Buckets { store }
+    }
+
+    /// Every bucket the credentials own, with its region when the store says.
+    async fn list_owned(&self) -> Result<HashMap<String, Option<String>>, ProviderError> {
+        let client = self.store.client("").await?;
+        let mut owned = HashMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let out = client
+                .list_buckets()
+                .max_buckets(1000)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| client::error("ListBuckets", "the account", e))?;
+            for b in out.buckets() {
+                if let Some(name) = b.name() {
+                    owned.insert(name.to_string(), b.bucket_region().map(str::to_string));
+                }
+            }
+            match out.continuation_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(owned),
+            }
+        }
+    }
+
+    /// Reads one existing bucket: its region (from the listing, or asked), then settings.
+    async fn read_bucket(
+        &self,
+        name: String,
+        listed_region: Option<String>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let tenant_regions = self.store.config().tenant_regions;
+        let region = match listed_region {
+            Some(r) => r,
+            None if tenant_regions => {
+                let out = self
+                    .store
+                    .client("")
+                    .await?
+                    .get_bucket_location()
+                    .bucket(&name)
+                    .send()
+                    .await
+                    .map_err(|e| client::error("GetBucketLocation", &name, e))?;
+                // S3 reports us-east-1 as no constraint at all.
+                match out.location_constraint().map(|c| c.as_str()) {
+                    None | Some("") => "us-east-1".to_string(),
+                    // Buckets made long ago in Ireland answer with the old name.
+                    Some("EU") => "eu-west-1".to_string(),
+                    Some(r) => r.to_string(),
+                }
+            }
+            None => String::new(),
+        };
+        let client = self
+            .store
+            .client(if tenant_regions { &region } else { "" })
+            .await?;
+        let Some(mut attrs) =
+            settings::read(&client, &name, &self.store.config().app_principal).await?
+        else {
+            return Ok(None);
+        };
+        attrs.insert("name", json!(name));
+        if tenant_regions {
+            attrs.insert("location", json!(region));
+        }
+        Ok(Some(attrs))
+    }
+
+    /// Creates the bucket, or finds it already ours. Returns whether it is new.
+    async fn create(
+        &self,
+        client: &aws_sdk_s3::Client,
+        name: &str,
+        region: &str,
+    ) -> Result<bool, ProviderError> {
+        let mut request = client.create_bucket().bucket(name);
+        // Without tenant regions a bucket goes to the client's own region.
+        let region = if self.store.config().tenant_regions {
+            region.to_string()
+        } else {
+            client
+                .config()
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        };
+        // us-east-1 is the one region asked for by giving none; `auto` (R2) takes none.
+        if !region.is_empty() && region != "us-east-1" && region != "auto" {
+            request = request.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(region.as_str()))
+                    .build(),
+            );
+        }
+        // In us-east-1 S3 answers 200 for a bucket that was already ours, so a success there
+        // does not prove the bucket new: it is then treated as one that may hold settings.
+        let proves_new = region != "us-east-1" && !region.is_empty();
+        match request.send().await {
+            Ok(_) => Ok(proves_new),
+            Err(e) => match client::code(&e).as_deref() {
+                Some("BucketAlreadyOwnedByYou") => Ok(false),
+                Some("BucketAlreadyExists") => Err(ProviderError::Message(format!(
+                    "the bucket {name} exists and belongs to another account\n  hint: bucket names are global; change bucket_prefix or bucket_name in the s3 block of tenant-reconcile.hcl"
+                ))),
+                _ => Err(client::error("CreateBucket", name, e)),
+            },
+        }
+    }
+
+    /// Writes one setting, trying again while a new bucket is not yet visible.
+    async fn write(
+        &self,
+        to: &settings::Target<'_>,
+        field: &str,
+        attrs: &Attrs,
+    ) -> Result<(), ProviderError> {
+        let name = to.bucket;
+        let mut delay = Duration::from_millis(100);
+        for attempt in 1.. {
+            match settings::write(to, field, attrs).await {
+                Err(e)
+                    if e.service_code() == Some("NoSuchBucket")
+                        && attempt < NEW_BUCKET_ATTEMPTS =>
+                {
+                    tracing::debug!(bucket = name, field, attempt, "bucket not visible yet");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(3));
+                }
+                other => return other,
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+}
+
+#[async_trait]
+impl Provider for S3Buckets {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Bucket]
+    }
+
+    fn forces_replace(&self, _kind: Kind, field: &str) -> bool {
+        crate::bucket::forces_replace(field)
+    }
+
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        let before = self.store.calls();
+        let owned = self.list_owned().await?;
+        let found: Vec<(Slug, String, Option<String>)> = targets
+            .iter()
+            .filter_map(|t| {
+                let name = t.buckets.iter().find(|n| owned.contains_key(*n))?;
+                Some((t.slug.clone(), name.clone(), owned[name].clone()))
+            })
+            .collect();
+        let read: Vec<(Slug, Option<Attrs>)> = stream::iter(found)
+            .map(|(slug, name, region)| async move {
+                Ok::<_, ProviderError>((slug, self.read_bucket(name, region).await?))
+            })
+            .buffer_unordered(self.store.config().concurrency)
+            .try_collect()
+            .await?;
+        for (slug, attrs) in read {
+            if let Some(attrs) = attrs {
+                live.insert_attrs(&slug, Kind::Bucket, attrs);
+            }
+        }
+        live.calls.push((self.name(), self.store.calls() - before));
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        _ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let desired = desired_of(change)?;
+        let attrs = &desired.attrs;
+        let name = attrs.str("name");
+        let region = attrs.str("location");
+        let client = self
+            .store
+            .client(if self.store.config().tenant_regions {
+                region
+            } else {
+                ""
+            })
+            .await?;
+        let mut new = false;
+        let fields: Vec<&str> = match change.action {
+            Action::Create | Action::Replace => {
+                new = self.create(&client, name, region).await?;
+                FIELDS
+                    .iter()
+                    .copied()
+                    .filter(|f| !(new && settings::default_of_new_bucket(f, attrs)))
+                    .collect()
+            }
+            _ => FIELDS
+                .iter()
+                .copied()
+                .filter(|f| change.fields.iter().any(|c| c.field == *f))
+                .collect(),
+        };
+        let to = settings::Target {
+            client: &client,
+            bucket: name,
+            app_principal: &self.store.config().app_principal,
+            new,
+        };
+        for field in fields {
+            self.write(&to, field, attrs).await?;
+        }
+        Ok(Some(attrs.clone()))
+    }
+}

@@ -1,0 +1,134 @@
+//! The blast radius of a plan: what each changed input does to the tenants it reaches,
+//! grouped, with downgrades (a feature taken away, a quota cut) called out, so a reviewer
+//! sees "plans/growth.hcl: 312 tenants, quota api_calls_per_month 1000000 → 2000000" before
+//! any per-tenant detail.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::desired::Kind;
+use crate::plan::{Action, ChangedFile, Plan, TenantPlan};
+
+/// Kinds of change listed under each changed input (downgrades always are).
+const MAX_LISTED: usize = 3;
+
+/// One kind of change and how many tenants it happens to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effect {
+    pub text: String,
+    pub tenants: usize,
+    pub downgrade: bool,
+}
+
+/// What the tenants `tenants` undergo, most common first, downgrades before all else.
+pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Effect> {
+    let mut counts: BTreeMap<(bool, String), usize> = BTreeMap::new();
+    for t in tenants {
+        // Each effect counted once per tenant.
+        let mut seen: Vec<(bool, String)> = Vec::new();
+        for c in &t.changes {
+            if c.action == Action::Create {
+                if c.key.kind == Kind::Registry {
+                    seen.push((false, "new tenant".into()));
+                }
+                continue;
+            }
+            for f in &c.fields {
+                let (what, downgrade) = match c.key.kind {
+                    Kind::Features => (
+                        format!("feature {}", f.field),
+                        f.old == Some(Value::Bool(true)) && f.new != Some(Value::Bool(true)),
+                    ),
+                    Kind::Quotas => (
+                        format!("quota {}", f.field),
+                        matches!((number(&f.old), number(&f.new)), (Some(o), Some(n)) if n < o)
+                            || (f.old.is_some() && f.new.is_none()),
+                    ),
+                    Kind::File => {
+                        seen.push((false, format!("{} rendered again", c.key)));
+                        continue;
+                    }
+                    _ => (format!("{} {}", c.key, f.field), false),
+                };
+                let text = format!(
+                    "{what} {} → {}",
+                    super::value(f.old.as_ref()),
+                    super::value(f.new.as_ref())
+                );
+                seen.push((downgrade, text));
+            }
+        }
+        seen.sort();
+        seen.dedup();
+        for key in seen {
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    let mut out: Vec<Effect> = counts
+        .into_iter()
+        .map(|((downgrade, text), tenants)| Effect {
+            text,
+            tenants,
+            downgrade,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.downgrade
+            .cmp(&a.downgrade)
+            .then(b.tenants.cmp(&a.tenants))
+            .then(a.text.cmp(&b.text))
+    });
+    out
+}
+
+fn number(v: &Option<Value>) -> Option<f64> {
+    v.as_ref().and_then(Value::as_f64)
+}
+
+/// Every downgrade in the plan, grouped: `feature sso true → false` for 3 tenants.
+pub fn downgrades(plan: &Plan) -> Vec<Effect> {
+    effects(&plan.tenants)
+        .into_iter()
+        .filter(|e| e.downgrade)
+        .collect()
+}
+
+/// An effect as a line: `quota seats 50 → 40 (2 tenants)`, downgrades marked.
+pub fn line(e: &Effect) -> String {
+    format!(
+        "{}{} ({} tenant{})",
+        if e.downgrade { "DOWNGRADE: " } else { "" },
+        e.text,
+        e.tenants,
+        if e.tenants == 1 { "" } else { "s" }
+    )
+}
+
+/// Per changed input (`--changed-since`): what it does to the tenants it pulled in, as the
+/// effects worth listing (every downgrade, then the most common) and how many kinds of
+/// change were left out. Text and markdown both show it.
+pub fn per_input(plan: &Plan) -> Vec<(&ChangedFile, Vec<Effect>, usize)> {
+    let Some(c) = &plan.changed_since else {
+        return Vec::new();
+    };
+    c.files
+        .iter()
+        .map(|f| {
+            let all = effects(
+                plan.tenants
+                    .iter()
+                    .filter(|t| t.pulled_in_by.contains(&f.path)),
+            );
+            let total = all.len();
+            let listed: Vec<Effect> = all
+                .into_iter()
+                .enumerate()
+                .filter(|(i, e)| e.downgrade || *i < MAX_LISTED)
+                .map(|(_, e)| e)
+                .collect();
+            let hidden = total - listed.len();
+            (f, listed, hidden)
+        })
+        .collect()
+}

@@ -1,0 +1,310 @@
+//! Where a tenant repo's files are read from: the working tree, or a commit (`--rev`),
+//! read straight from git's objects without a checkout.
+//!
+//! Both are read the same careful way: only regular files, hidden entries skipped, symbolic
+//! links reported and never followed, every file bounded in size and required to be UTF-8.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::LoadError;
+use crate::diagnostic::{display_path, Diagnostic, Diagnostics};
+
+pub enum Files {
+    WorkingTree,
+    Commit(Snapshot),
+}
+
+/// The files of a commit below the tenant repo, by their path as if checked out.
+pub struct Snapshot {
+    /// The full id of the commit the revision names.
+    pub commit: String,
+    files: BTreeMap<PathBuf, Vec<u8>>,
+    links: BTreeSet<PathBuf>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+impl Files {
+    /// The files of `rev` (a commit, branch or tag) for the tenant repo at `root`, which
+    /// may be a folder inside a bigger git repository.
+    pub fn at_revision(root: &Path, rev: &str) -> Result<Files, LoadError> {
+        let fail = |message: String| LoadError::Git {
+            rev: rev.to_string(),
+            message,
+        };
+        let (git, inside) = open_git(root).map_err(fail)?;
+        let commit = git
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| fail(format!("no commit by that name: {}", e.message())))?;
+        let mut tree = commit.tree().map_err(|e| fail(e.message().to_string()))?;
+        if !inside.as_os_str().is_empty() {
+            let entry = tree.get_path(&inside).map_err(|_| {
+                fail(format!(
+                    "{} does not exist in that commit",
+                    inside.display()
+                ))
+            })?;
+            tree = entry
+                .to_object(&git)
+                .and_then(|o| o.peel_to_tree())
+                .map_err(|e| fail(e.message().to_string()))?;
+        }
+        let mut snapshot = Snapshot {
+            commit: commit.id().to_string(),
+            files: BTreeMap::new(),
+            links: BTreeSet::new(),
+            dirs: BTreeSet::new(),
+        };
+        let mut failure = None;
+        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+            let Some(name) = entry.name() else {
+                return git2::TreeWalkResult::Skip;
+            };
+            let path = root.join(dir).join(name);
+            match entry.kind() {
+                Some(git2::ObjectType::Tree) => {
+                    snapshot.dirs.insert(path);
+                }
+                Some(git2::ObjectType::Blob) if entry.filemode() == 0o120000 => {
+                    snapshot.links.insert(path);
+                }
+                // Only what the loader reads: a commit may hold large files that are no input.
+                Some(git2::ObjectType::Blob)
+                    if !maybe_input(
+                        &path.strip_prefix(root).unwrap_or(&path).to_string_lossy(),
+                    ) => {}
+                Some(git2::ObjectType::Blob) => match git.find_blob(entry.id()) {
+                    Ok(blob) => {
+                        snapshot.files.insert(path, blob.content().to_vec());
+                    }
+                    Err(e) => {
+                        failure = Some(e.message().to_string());
+                        return git2::TreeWalkResult::Abort;
+                    }
+                },
+                // Submodules and the like are not tenant repo inputs.
+                _ => {}
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(|e| fail(e.message().to_string()))?;
+        if let Some(message) = failure {
+            return Err(fail(message));
+        }
+        Ok(Files::Commit(snapshot))
+    }
+
+    /// The commit the files come from, when they come from one.
+    pub fn commit(&self) -> Option<&str> {
+        match self {
+            Files::WorkingTree => None,
+            Files::Commit(s) => Some(&s.commit),
+        }
+    }
+
+    pub fn is_dir(&self, path: &Path) -> bool {
+        match self {
+            Files::WorkingTree => path.is_dir(),
+            Files::Commit(s) => s.dirs.contains(path),
+        }
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        match self {
+            Files::WorkingTree => path.exists(),
+            Files::Commit(s) => s.files.contains_key(path),
+        }
+    }
+
+    /// Regular files below `dir`, sorted, skipping hidden entries. Symbolic links are
+    /// reported, not followed: a link could lead outside the repo.
+    pub fn list(
+        &self,
+        root: &Path,
+        dir: &Path,
+        problems: &mut Diagnostics,
+    ) -> Result<Vec<PathBuf>, LoadError> {
+        let link = |path: &Path| {
+            Diagnostic::new(display_path(root, path), "symbolic links are not followed")
+                .hint("put the file itself in the repo")
+        };
+        let hidden = |path: &Path| {
+            path.strip_prefix(dir).is_ok_and(|rel| {
+                rel.components()
+                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+            })
+        };
+        let Files::Commit(s) = self else {
+            return list_dir(dir, &link, problems);
+        };
+        for path in s.links.iter().filter(|p| p.starts_with(dir) && !hidden(p)) {
+            problems.push(link(path));
+        }
+        Ok(s.files
+            .keys()
+            .filter(|p| p.starts_with(dir) && !hidden(p))
+            .cloned()
+            .collect())
+    }
+
+    /// A file that may be absent (the config). A link is refused, not followed: silently
+    /// reading no config would mean the local target instead of the configured servers.
+    pub fn read_optional(&self, root: &Path, path: &Path) -> Result<Option<String>, LoadError> {
+        let link = match self {
+            Files::WorkingTree => path
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink()),
+            Files::Commit(s) => s.links.contains(path),
+        };
+        if link {
+            return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic::new(
+                display_path(root, path),
+                "symbolic links are not followed",
+            )
+            .hint("put the file itself in the repo")])));
+        }
+        if !self.is_file(path) {
+            return Ok(None);
+        }
+        let mut problems = Diagnostics::default();
+        match self.read_bounded(root, path, super::MAX_OTHER_FILE_BYTES, &mut problems) {
+            Some(s) => Ok(Some(s)),
+            None => Err(LoadError::Invalid(problems)),
+        }
+    }
+
+    /// Reads a file only if it is at most `limit` bytes and UTF-8.
+    pub fn read_bounded(
+        &self,
+        root: &Path,
+        path: &Path,
+        limit: u64,
+        problems: &mut Diagnostics,
+    ) -> Option<String> {
+        let file = display_path(root, path);
+        let bytes = match self {
+            Files::WorkingTree => {
+                let len = match fs::metadata(path) {
+                    Ok(m) => m.len(),
+                    Err(e) => {
+                        problems.push(Diagnostic::new(&file, format!("cannot read: {e}")));
+                        return None;
+                    }
+                };
+                if len > limit {
+                    problems.push(too_big(&file, len, limit));
+                    return None;
+                }
+                match fs::read(path) {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        problems.push(Diagnostic::new(&file, format!("cannot read: {e}")));
+                        return None;
+                    }
+                }
+            }
+            Files::Commit(s) => {
+                let Some(bytes) = s.files.get(path) else {
+                    problems.push(Diagnostic::new(&file, "not in the commit"));
+                    return None;
+                };
+                if bytes.len() as u64 > limit {
+                    problems.push(too_big(&file, bytes.len() as u64, limit));
+                    return None;
+                }
+                bytes.clone()
+            }
+        };
+        match String::from_utf8(bytes) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(Diagnostic::new(
+                    &file,
+                    format!(
+                        "file is not UTF-8 text (byte {})",
+                        e.utf8_error().valid_up_to()
+                    ),
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// The git repository the tenant repo at `root` is in, and the tenant repo's folder
+/// within it ("" when it is the whole repository).
+pub fn open_git(root: &Path) -> Result<(git2::Repository, PathBuf), String> {
+    let git = git2::Repository::discover(root).map_err(|e| {
+        format!(
+            "{} is not in a git repository: {}",
+            root.display(),
+            e.message()
+        )
+    })?;
+    let workdir = git
+        .workdir()
+        .ok_or("the git repository has no working tree")?
+        .canonicalize()
+        .map_err(|e| e.to_string())?;
+    let inside = root
+        .canonicalize()
+        .map_err(|e| e.to_string())?
+        .strip_prefix(&workdir)
+        .map_err(|_| "the tenant repo is outside the git working tree".to_string())?
+        .to_path_buf();
+    Ok((git, inside))
+}
+
+/// Whether a path (relative to the tenant repo) may be read by the loader: under the
+/// input folders, the config, or SQL anywhere (the migrations folder is configurable).
+fn maybe_input(rel: &str) -> bool {
+    let rel = rel.replace('\\', "/");
+    rel == super::config::CONFIG_FILE
+        || rel.ends_with(".sql")
+        || ["tenants/", "plans/", "templates/"]
+            .iter()
+            .any(|dir| rel.starts_with(dir))
+}
+
+fn too_big(file: &str, len: u64, limit: u64) -> Diagnostic {
+    Diagnostic::new(file, format!("file is {len} bytes; the limit is {limit}"))
+        .hint("this is far larger than any real input; check what wrote it")
+}
+
+/// Regular files below `dir` in the working tree.
+fn list_dir(
+    dir: &Path,
+    link: &dyn Fn(&Path) -> Diagnostic,
+    problems: &mut Diagnostics,
+) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| LoadError::Io { path, source }
+    };
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).map_err(io(&d))? {
+            let entry = entry.map_err(io(&d))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let ty = entry.file_type().map_err(io(&path))?;
+            if ty.is_symlink() {
+                problems.push(link(&path));
+            } else if ty.is_dir() {
+                stack.push(path);
+            } else if ty.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}

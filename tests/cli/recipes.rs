@@ -1,0 +1,142 @@
+//! The CI recipes under examples/ci: every tenant-reconcile command they run is run here,
+//! in a git repository shaped like theirs (a pull request branch, then main after merge).
+
+use std::path::Path;
+
+use crate::git::{committed_example, git};
+use crate::support::text;
+
+const SUBCOMMANDS: &[&str] = &["validate", "plan", "apply", "show", "state", "force-unlock"];
+
+/// Each `tenant-reconcile …` command in a recipe, as arguments, with the CI variables
+/// replaced by what they stand for in the test repository.
+fn commands(file: &Path) -> Vec<Vec<String>> {
+    let source = std::fs::read_to_string(file).unwrap();
+    let mut out = Vec::new();
+    for line in source.lines() {
+        let line = line.trim_start();
+        if line.starts_with('#') || line.starts_with("name:") {
+            continue;
+        }
+        for (i, _) in line.match_indices("tenant-reconcile ") {
+            let rest = &line[i + "tenant-reconcile ".len()..];
+            // Up to a redirection or the next shell command.
+            let end = rest.find(['>', ';', '|', '&']).unwrap_or(rest.len());
+            let args: Vec<String> = rest[..end]
+                .split_whitespace()
+                .map(|a| {
+                    a.trim_matches('"')
+                        .replace("origin/$GITHUB_BASE_REF", "main")
+                        .replace("origin/$CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "main")
+                        .replace("$GITHUB_SHA", "HEAD")
+                        .replace("$CI_COMMIT_SHA", "HEAD")
+                })
+                .collect();
+            if args
+                .first()
+                .is_some_and(|a| SUBCOMMANDS.contains(&a.as_str()))
+            {
+                out.push(args);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_command_of_the_ci_recipes_runs() {
+    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci");
+    let files = [
+        recipes.join("github/tenant-plan.yml"),
+        recipes.join("github/tenant-apply.yml"),
+        recipes.join("github/tenant-drift.yml"),
+        recipes.join("gitlab/.gitlab-ci.yml"),
+    ];
+    // Each file is YAML the CI system accepts (as far as can be told here).
+    for f in &files {
+        let source = std::fs::read_to_string(f).unwrap();
+        let doc: serde_yaml::Value = serde_yaml::from_str(&source)
+            .unwrap_or_else(|e| panic!("{} is not YAML: {e}", f.display()));
+        if f.ends_with(".gitlab-ci.yml") {
+            assert!(
+                doc["default"].get("variables").is_none(),
+                "GitLab refuses `variables` under `default`"
+            );
+        } else {
+            assert!(
+                doc.get("jobs").is_some() && doc.get("on").is_some(),
+                "{}",
+                f.display()
+            );
+        }
+    }
+    let all: Vec<(String, Vec<String>)> = files
+        .iter()
+        .flat_map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            commands(f).into_iter().map(move |c| (name.clone(), c))
+        })
+        .collect();
+    // Each recipe plans, applies or checks drift: a recipe the parser no longer reads
+    // would make this test pass for nothing.
+    for expected in [
+        "--changed-since",
+        "tenant-plan.json",
+        "--refresh-only",
+        "--require-clean",
+    ] {
+        assert!(
+            all.iter().any(|(_, c)| c.iter().any(|a| a == expected)),
+            "no recipe command uses {expected}: {all:?}"
+        );
+    }
+
+    let repo = committed_example();
+    repo.apply();
+    // The pull request: a branch that raises a plan's API calls.
+    git(&repo, &["checkout", "-qb", "feature"]);
+    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
+    repo.write(
+        "plans/growth.hcl",
+        &growth.replace(
+            "api_calls_per_month = 1000000",
+            "api_calls_per_month = 2000000",
+        ),
+    );
+    git(&repo, &["commit", "-qam", "more API calls on growth"]);
+    let run = |recipe: &str, args: &[String]| {
+        let out = repo.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            matches!(out.status.code(), Some(0 | 2)),
+            "{recipe}: tenant-reconcile {}\n{}\n{}",
+            args.join(" "),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    };
+    for (recipe, args) in all
+        .iter()
+        .filter(|(_, c)| c.iter().any(|a| a == "--changed-since"))
+    {
+        let out = run(recipe, args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{recipe}: the pull request has changes"
+        );
+    }
+    // Merged: apply and the drift run, as main's pipelines do.
+    git(&repo, &["checkout", "-q", "main"]);
+    git(
+        &repo,
+        &["merge", "-q", "--no-ff", "-m", "merge feature", "feature"],
+    );
+    for (recipe, args) in all
+        .iter()
+        .filter(|(_, c)| !c.iter().any(|a| a == "--changed-since"))
+    {
+        run(recipe, args);
+    }
+    repo.assert_plan_empty();
+}
