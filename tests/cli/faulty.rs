@@ -4,6 +4,10 @@
 //! it was created is answered `404 NoSuchBucket` (S3 is eventually consistent about new
 //! buckets). The server closes every connection after one answer, so one connection is one
 //! request here.
+//!
+//! Only a request's first two attempts are ever faulted (the SDK numbers them in its
+//! `amz-sdk-request` header): the test proves that faults are retried, and stays
+//! deterministic however the concurrent requests happen to fall on the counter.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -115,11 +119,23 @@ fn serve(
             return answer(&mut client, length, "404 Not Found", "NoSuchBucket");
         }
     }
-    if n.is_multiple_of(3) {
+    let attempt: usize = text
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            if !name.eq_ignore_ascii_case("amz-sdk-request") {
+                return None;
+            }
+            let value = value.trim().strip_prefix("attempt=")?;
+            value.split(';').next()?.trim().parse().ok()
+        })
+        .unwrap_or(1);
+    let faulty = attempt <= 2;
+    if faulty && n.is_multiple_of(3) {
         counters.slow.fetch_add(1, Ordering::Relaxed);
         return answer(&mut client, length, "503 Slow Down", "SlowDown");
     }
-    if n.is_multiple_of(7) {
+    if faulty && n.is_multiple_of(7) {
         counters.held.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(HOLD);
     }
