@@ -37,7 +37,7 @@ impl FaultyProxy {
         let held = Arc::new(AtomicUsize::new(0));
         let (slow, missing, hold) = (slow_downs.clone(), not_yet_there.clone(), held.clone());
         let seen = Arc::new(AtomicUsize::new(0));
-        let just_created: Arc<Mutex<Vec<String>>> = Arc::default();
+        let just_created: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
@@ -78,7 +78,9 @@ fn serve(
     upstream: &str,
     n: usize,
     counters: Counters<'_>,
-    just_created: &Mutex<Vec<String>>,
+    // Each bucket once, however many times its creation is sent: whether it was answered
+    // `NoSuchBucket` yet.
+    just_created: &Mutex<Vec<(String, bool)>>,
 ) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
@@ -113,8 +115,8 @@ fn serve(
 
     if !creates_bucket && !bucket.is_empty() {
         let mut created = just_created.lock().unwrap();
-        if let Some(i) = created.iter().position(|b| *b == bucket) {
-            created.remove(i);
+        if let Some(entry) = created.iter_mut().find(|(b, done)| *b == bucket && !done) {
+            entry.1 = true;
             counters.missing.fetch_add(1, Ordering::Relaxed);
             return answer(&mut client, length, "404 Not Found", "NoSuchBucket");
         }
@@ -140,7 +142,10 @@ fn serve(
         std::thread::sleep(HOLD);
     }
     if creates_bucket {
-        just_created.lock().unwrap().push(bucket);
+        let mut created = just_created.lock().unwrap();
+        if !created.iter().any(|(b, _)| *b == bucket) {
+            created.push((bucket, false));
+        }
     }
     let Ok(mut server) = TcpStream::connect(upstream) else {
         return;
