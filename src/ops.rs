@@ -42,8 +42,8 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
     check_selected(ws, "--rotate-credentials", &opts.rotate_credentials)?;
     let key = ws.find_key()?;
     let targets = ws.targets(ws.repo.migrations.clone());
-    // Refresh reads other systems while compile renders templates on this thread: neither
-    // needs the other's result, and together they are most of a plan's time.
+    // Refresh starts first and runs while the plan is checked. Compiling waits for it: each
+    // tenant is diffed the moment it is compiled, so the whole desired fleet is never held.
     let refresh = opts.refresh.then(|| {
         let targets = targets.clone();
         let wanted = refresh_targets(&ws.repo, opts.tenants.as_deref(), state);
@@ -54,25 +54,24 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
             live
         })
     });
-    let started = Instant::now();
-    let desired = match desired::compile(
-        &ws.repo,
+    // Refused plans (an edited migration, too many tenant files gone) need not wait for
+    // the refresh.
+    let planner = match plan::Planner::new(PlanInput {
+        repo: &ws.repo,
         state,
-        key.as_ref(),
-        &desired::Selection {
-            only: opts.tenants.as_deref(),
-            rotate: &opts.rotate_credentials,
-        },
-    ) {
-        Ok(d) => d,
-        Err(problems) => {
+        live: None,
+        targets: &targets,
+        git_commit: ws.git_commit.clone(),
+        allow_missing_tenants: opts.allow_missing_tenants,
+    }) {
+        Ok(p) => p,
+        Err(e) => {
             if let Some(task) = refresh {
                 task.abort();
             }
-            return Err(problems.into());
+            return Err(e.into());
         }
     };
-    debug!(elapsed = ?started.elapsed(), "compiled the desired state");
     let live = match refresh {
         Some(task) => Some(
             task.await
@@ -83,17 +82,21 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         ),
         None => None,
     };
+    let planner = planner.with_live(live.as_ref());
+    // Each tenant is compiled and diffed at once, and only its changes are kept.
     let started = Instant::now();
-    let plan = plan::build(PlanInput {
-        repo: &ws.repo,
-        desired: &desired,
+    let planned = desired::compile_each(
+        &ws.repo,
         state,
-        live: live.as_ref(),
-        targets: &targets,
-        git_commit: ws.git_commit.clone(),
-        allow_missing_tenants: opts.allow_missing_tenants,
-    })?;
-    debug!(elapsed = ?started.elapsed(), "diffed");
+        key.as_ref(),
+        &desired::Selection {
+            only: opts.tenants.as_deref(),
+            rotate: &opts.rotate_credentials,
+        },
+        |d| planner.tenant(&d),
+    )?;
+    let plan = planner.finish(planned);
+    debug!(elapsed = ?started.elapsed(), "compiled and diffed");
     Ok(plan)
 }
 
@@ -139,9 +142,12 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
             let mut buckets = vec![crate::bucket::name(&repo.config, t)];
             let recorded_bucket = recorded
                 .and_then(|r| r.resources.get(&desired::Key::new(desired::Kind::Bucket)))
-                .map(|a| a.str("name"))
+                .and_then(|a| match a.value_of("name") {
+                    Some(serde_json::Value::String(n)) => Some(n),
+                    _ => None,
+                })
                 .filter(|n| !n.is_empty() && *n != buckets[0]);
-            buckets.extend(recorded_bucket.map(str::to_string));
+            buckets.extend(recorded_bucket);
             RefreshTarget {
                 slug: t.slug.clone(),
                 tenant_id: recorded.and_then(|r| r.tenant_id.clone()),

@@ -21,7 +21,9 @@ pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let repo = repo::load_from(root, &files)?;
     // Templates are rendered for every tenant too: a template that fails for one tenant
     // is a problem to see now, not during apply.
-    desired::compile(&repo, &State::empty(), None, &Default::default())?;
+    desired::compile_each(&repo, &State::empty(), None, &Default::default(), |_| {
+        None::<()>
+    })?;
     anstream::println!(
         "Success! {} tenants, {} plans, {} templates and {} migrations are valid.",
         repo.tenants.len(),

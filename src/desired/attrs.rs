@@ -1,12 +1,14 @@
 //! [`Attrs`]: a resource's attributes, a small map from field name to JSON value.
 //!
-//! A fleet holds three copies of every tenant's attributes at once (desired, recorded and
-//! live), ten or so maps per tenant of two to eight fields each. A `BTreeMap` spends a
-//! whole node (about 600 bytes) on each such map and an allocation on every key; this keeps
-//! the fields in one sorted vector with inline keys, which at 10,000 tenants is the
-//! difference between a plan that fits in 150 MB and one that does not.
+//! A plan holds the recorded and the live attributes of every tenant at once, ten or so
+//! maps per tenant, and compares each with what the files ask for. Nearly all of them are
+//! equal. So a map is kept as its canonical JSON text (fields sorted, compact), one
+//! allocation of about the size of the JSON, and two maps are equal when their texts are;
+//! the parsed fields are made only when something looks inside, and then kept. At 10,000
+//! tenants this is the difference between a plan that fits in 150 MB and one that does not.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use compact_str::CompactString;
 use serde::de::{MapAccess, Visitor};
@@ -14,21 +16,56 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
+type Fields = Vec<(CompactString, Value)>;
+
 /// Fields sorted by name, each name once. Serialized as a JSON object.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Attrs(Vec<(CompactString, Value)>);
+#[derive(Clone)]
+pub struct Attrs {
+    /// The canonical JSON text: equal maps have equal texts.
+    text: Box<str>,
+    /// The fields, parsed from `text` on first look (boxed: most maps are never parsed,
+    /// and an empty box keeps every map small).
+    fields: OnceLock<Box<Fields>>,
+}
 
 impl Attrs {
     pub fn new() -> Attrs {
-        Attrs(Vec::new())
+        Attrs::from_sorted(Vec::new())
+    }
+
+    /// `fields` must be sorted by name, each name once.
+    fn from_sorted(fields: Fields) -> Attrs {
+        Attrs {
+            text: text_of(&fields).into_boxed_str(),
+            fields: OnceLock::new(),
+        }
+    }
+
+    fn fields(&self) -> &Fields {
+        self.fields.get_or_init(|| Box::new(parse(&self.text)))
     }
 
     fn find(&self, field: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(field))
+        self.fields()
+            .binary_search_by(|(k, _)| k.as_str().cmp(field))
     }
 
     pub fn get(&self, field: &str) -> Option<&Value> {
-        self.find(field).ok().map(|i| &self.0[i].1)
+        self.find(field).ok().map(|i| &self.fields()[i].1)
+    }
+
+    /// The value of `field`, read without keeping the parsed map: for a look at one field
+    /// of many maps.
+    pub fn value_of(&self, field: &str) -> Option<Value> {
+        if let Some(fields) = self.fields.get() {
+            return fields
+                .iter()
+                .find(|(k, _)| k == field)
+                .map(|(_, v)| v.clone());
+        }
+        let mut fields = parse(&self.text);
+        let i = fields.iter().position(|(k, _)| k == field)?;
+        Some(fields.swap_remove(i).1)
     }
 
     /// A text attribute, or "" when it is missing or not text.
@@ -42,53 +79,125 @@ impl Attrs {
         self.find(field).is_ok()
     }
 
-    /// Sets `field`, returning the value it replaced.
-    pub fn insert(&mut self, field: impl Into<CompactString>, value: Value) -> Option<Value> {
-        let field = field.into();
-        match self.find(&field) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
-            Err(i) => {
-                self.0.insert(i, (field, value));
-                None
+    /// Changes the fields, then writes the text anew. A map that was not parsed is not
+    /// kept parsed: providers add a field to each map they read.
+    fn edit<T>(&mut self, f: impl FnOnce(&mut Fields) -> T) -> T {
+        match self.fields.get_mut() {
+            Some(fields) => {
+                let out = f(fields);
+                self.text = text_of(fields).into_boxed_str();
+                out
+            }
+            None => {
+                let mut fields = parse(&self.text);
+                let out = f(&mut fields);
+                self.text = text_of(&fields).into_boxed_str();
+                out
             }
         }
     }
 
+    /// Sets `field`, returning the value it replaced.
+    pub fn insert(&mut self, field: impl Into<CompactString>, value: Value) -> Option<Value> {
+        let field = field.into();
+        self.edit(
+            |fields| match fields.binary_search_by(|(k, _)| k.cmp(&field)) {
+                Ok(i) => Some(std::mem::replace(&mut fields[i].1, value)),
+                Err(i) => {
+                    fields.insert(i, (field, value));
+                    None
+                }
+            },
+        )
+    }
+
     pub fn remove(&mut self, field: &str) -> Option<Value> {
-        self.find(field).ok().map(|i| self.0.remove(i).1)
+        self.edit(|fields| {
+            let i = fields
+                .binary_search_by(|(k, _)| k.as_str().cmp(field))
+                .ok()?;
+            Some(fields.remove(i).1)
+        })
     }
 
     /// Fields in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.fields().iter().map(|(k, v)| (k.as_str(), v))
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(k, _)| k.as_str())
+        self.fields().iter().map(|(k, _)| k.as_str())
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.fields().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        &*self.text == "{}"
     }
 
     /// Sorts and removes repeated names, keeping the last value given for each, as a map's
     /// `insert` would.
-    fn normalize(mut fields: Vec<(CompactString, Value)>) -> Attrs {
+    fn normalize(mut fields: Fields) -> Attrs {
         // A stable sort keeps repeated names in the order given, so the last one wins.
         fields.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(CompactString, Value)> = Vec::with_capacity(fields.len());
+        let mut out: Fields = Vec::with_capacity(fields.len());
         for (k, v) in fields {
             match out.last_mut() {
                 Some(last) if last.0 == k => last.1 = v,
                 _ => out.push((k, v)),
             }
         }
-        out.shrink_to_fit();
-        Attrs(out)
+        Attrs::from_sorted(out)
+    }
+}
+
+/// The canonical text of sorted fields: compact JSON. Objects inside are `serde_json`
+/// maps, which keep their keys sorted, so equal values always give equal text.
+fn text_of(fields: &Fields) -> String {
+    let mut out = Vec::with_capacity(16 * fields.len() + 2);
+    serde_json::to_writer(&mut out, &Borrowed(fields)).expect("JSON values serialize");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+/// Text made by [`text_of`] parses back; anything else is a bug here.
+fn parse(text: &str) -> Fields {
+    let mut fields: Fields = Vec::new();
+    let map: serde_json::Map<String, Value> =
+        serde_json::from_str(text).expect("attributes hold their own canonical JSON");
+    fields.reserve_exact(map.len());
+    fields.extend(map.into_iter().map(|(k, v)| (CompactString::from(k), v)));
+    fields
+}
+
+struct Borrowed<'a>(&'a Fields);
+
+impl Serialize for Borrowed<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k.as_str(), v)?;
+        }
+        map.end()
+    }
+}
+
+impl Default for Attrs {
+    fn default() -> Attrs {
+        Attrs::new()
+    }
+}
+
+impl PartialEq for Attrs {
+    fn eq(&self, other: &Attrs) -> bool {
+        self.text == other.text
+    }
+}
+
+impl fmt::Debug for Attrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
@@ -105,17 +214,17 @@ impl<'a> IntoIterator for &'a Attrs {
         fn(&'a (CompactString, Value)) -> (&'a str, &'a Value),
     >;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.fields().iter().map(|(k, v)| (k.as_str(), v))
     }
 }
 
 impl Serialize for Attrs {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k.as_str(), v)?;
+        match self.fields.get() {
+            Some(fields) => Borrowed(fields).serialize(serializer),
+            // Writing a whole state must not leave every map parsed behind it.
+            None => Borrowed(&parse(&self.text)).serialize(serializer),
         }
-        map.end()
     }
 }
 
@@ -158,5 +267,28 @@ mod tests {
         assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"a":5,"c":4}"#);
         let back: Attrs = serde_json::from_str(r#"{"c":4,"a":5}"#).unwrap();
         assert_eq!(back, a);
+    }
+
+    #[test]
+    fn equal_maps_are_equal_however_they_were_made() {
+        let parsed: Attrs =
+            serde_json::from_str(r#"{ "tags": {"z": "1", "a": "2"}, "n": 5, "s": "x\"y" }"#)
+                .unwrap();
+        let built: Attrs = [
+            ("s", json!("x\"y")),
+            ("n", json!(5u32)),
+            ("tags", json!({"a": "2", "z": "1"})),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(parsed, built);
+        assert_eq!(parsed.value_of("n"), Some(json!(5)));
+        assert_eq!(parsed.str("s"), "x\"y");
+        let mut edited = built.clone();
+        edited.insert("n", json!(6));
+        assert_ne!(edited, parsed);
+        edited.insert("n", json!(5));
+        assert_eq!(edited, parsed, "an edit writes the text anew");
+        assert!(Attrs::new().is_empty() && !parsed.is_empty());
     }
 }

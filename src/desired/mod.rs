@@ -117,6 +117,21 @@ pub fn compile(
     key: Option<&MasterKey>,
     select: &Selection<'_>,
 ) -> Result<Desired, Diagnostics> {
+    let tenants = compile_each(repo, state, key, select, Some)?;
+    Ok(Desired { tenants })
+}
+
+/// Compiles every selected tenant, in parallel, and hands each to `keep` the moment it is
+/// compiled; only what `keep` returns is kept, in slug order. A plan keeps the changes of
+/// a tenant and drops the rest, so its memory grows with what changes, not with the fleet.
+/// Every tenant is compiled even after a failure, so all problems are reported at once.
+pub fn compile_each<T: Send>(
+    repo: &TenantRepo,
+    state: &State,
+    key: Option<&MasterKey>,
+    select: &Selection<'_>,
+    keep: impl Fn(DesiredTenant) -> Option<T> + Sync,
+) -> Result<Vec<T>, Diagnostics> {
     let only = select.only;
     let naming = Naming::from(&repo.config.postgres);
     let selected: Vec<&TenantSpec> = repo
@@ -124,7 +139,7 @@ pub fn compile(
         .iter()
         .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
         .collect();
-    let results: Vec<Result<DesiredTenant, Diagnostic>> = selected
+    let results: Vec<Result<Option<T>, Diagnostic>> = selected
         .par_iter()
         .map(|spec| {
             compile_tenant(
@@ -135,18 +150,19 @@ pub fn compile(
                 key,
                 select.rotate.contains(&spec.slug),
             )
+            .map(&keep)
         })
         .collect();
     let mut problems = Diagnostics::default();
-    let mut tenants = Vec::with_capacity(results.len());
+    let mut kept = Vec::new();
     for r in results {
         match r {
-            Ok(t) => tenants.push(t),
+            Ok(t) => kept.extend(t),
             Err(d) => problems.push(d),
         }
     }
     if problems.is_empty() {
-        Ok(Desired { tenants })
+        Ok(kept)
     } else {
         problems.sort();
         Err(problems)

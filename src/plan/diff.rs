@@ -4,14 +4,13 @@ use std::collections::{BTreeSet, HashSet};
 
 use super::safety;
 use super::*;
-use crate::desired::{Attrs, Desired, DesiredTenant, Kind};
+use crate::desired::{Attrs, DesiredTenant, Kind};
 use crate::provider::{LiveFleet, Targets};
 use crate::repo::{Status, TenantRepo};
 use crate::state::{State, TenantState};
 
 pub struct PlanInput<'a> {
     pub repo: &'a TenantRepo,
-    pub desired: &'a Desired,
     pub state: &'a State,
     /// `None` with `--no-refresh`: the recorded state stands in for the live one.
     pub live: Option<&'a LiveFleet>,
@@ -34,87 +33,121 @@ pub enum PlanError {
     MigrationRemoved { id: String, dir: String },
 }
 
-pub fn build(input: PlanInput<'_>) -> Result<Plan, PlanError> {
-    check_migrations(input.repo, input.state)?;
-    let present: HashSet<&str> = input.repo.tenants.iter().map(|t| t.slug.as_str()).collect();
-    let orphans: Vec<Orphan> = input
-        .state
-        .tenants
-        .iter()
-        .filter(|(slug, _)| !present.contains(slug.as_str()))
-        .map(|(slug, t)| Orphan {
-            slug: slug.clone(),
-            lifecycle: t.lifecycle,
-        })
-        .collect();
-    safety::check_missing(
-        input.state.tenants.len(),
-        input.repo.tenants.len(),
-        orphans.len(),
-        input.repo.config.safety.max_missing_share,
-        input.allow_missing_tenants,
-    )
-    .map_err(PlanError::Safety)?;
+/// Makes a [`Plan`] one tenant at a time: [`Planner::new`] runs the fleet-wide checks,
+/// [`Planner::tenant`] diffs each compiled tenant (and is called from many threads), and
+/// [`Planner::finish`] puts the tenants that have changes together.
+pub struct Planner<'a> {
+    input: PlanInput<'a>,
+    orphans: Vec<Orphan>,
+}
 
-    let mut warnings = Vec::new();
-    let mut tenants = Vec::new();
-    for d in &input.desired.tenants {
+/// A tenant the plan has something to say about.
+pub enum Planned {
+    Changes(TenantPlan),
+    /// Left as it is, with the reason as a warning.
+    Skipped(String),
+}
+
+impl<'a> Planner<'a> {
+    /// Refuses the plan when an applied migration was edited or removed, or when too many
+    /// recorded tenants lost their files; finds the orphans.
+    pub fn new(input: PlanInput<'a>) -> Result<Planner<'a>, PlanError> {
+        check_migrations(input.repo, input.state)?;
+        let present: HashSet<&str> = input.repo.tenants.iter().map(|t| t.slug.as_str()).collect();
+        let orphans: Vec<Orphan> = input
+            .state
+            .tenants
+            .iter()
+            .filter(|(slug, _)| !present.contains(slug.as_str()))
+            .map(|(slug, t)| Orphan {
+                slug: slug.clone(),
+                lifecycle: t.lifecycle,
+            })
+            .collect();
+        safety::check_missing(
+            input.state.tenants.len(),
+            input.repo.tenants.len(),
+            orphans.len(),
+            input.repo.config.safety.max_missing_share,
+            input.allow_missing_tenants,
+        )
+        .map_err(PlanError::Safety)?;
+        Ok(Planner { input, orphans })
+    }
+
+    /// Compares against these live resources (`None`: the recorded state stands in).
+    pub fn with_live(mut self, live: Option<&'a LiveFleet>) -> Planner<'a> {
+        self.input.live = live;
+        self
+    }
+
+    /// What `d` needs, or `None` when it is as its file asks.
+    pub fn tenant(&self, d: &DesiredTenant) -> Option<Planned> {
         if d.effective.status == Status::Deprovisioned {
-            warnings.push(format!(
+            return Some(Planned::Skipped(format!(
                 "{}: status deprovisioned is not carried out by this version; the tenant is left as it is",
                 d.slug()
-            ));
-            continue;
+            )));
         }
-        if let Some(tp) = tenant_plan(&input, d) {
-            tenants.push(tp);
-        }
+        tenant_plan(&self.input, d).map(Planned::Changes)
     }
 
-    for t in &tenants {
-        for c in t.changes.iter().filter(|c| c.action == Action::Replace) {
-            warnings.push(format!(
-                "{}/{} will be replaced: a new one is built and the old one is kept, with its data, for you to move and remove; apply needs --allow-replace",
-                t.slug, c.key
-            ));
-        }
-    }
-
-    let mut summary = Summary {
-        orphaned: orphans.len(),
-        tenants: tenants.len(),
-        ..Summary::default()
-    };
-    for t in &tenants {
-        if t.changes.iter().any(|c| c.drift) {
-            summary.drifted += 1;
-        }
-        for c in &t.changes {
-            match c.action {
-                Action::Create => summary.add += 1,
-                Action::Update => summary.change += 1,
-                // The new one is added; the old one is kept, never destroyed.
-                Action::Replace => summary.add += 1,
-                Action::Delete => summary.destroy += 1,
+    /// The plan, from what [`Planner::tenant`] returned, in slug order.
+    pub fn finish(self, planned: Vec<Planned>) -> Plan {
+        let input = self.input;
+        let mut warnings = Vec::new();
+        let mut tenants = Vec::new();
+        for p in planned {
+            match p {
+                Planned::Changes(t) => tenants.push(t),
+                Planned::Skipped(w) => warnings.push(w),
             }
         }
+        for t in &tenants {
+            for c in t.changes.iter().filter(|c| c.action == Action::Replace) {
+                warnings.push(format!(
+                    "{}/{} will be replaced: a new one is built and the old one is kept, with its data, for you to move and remove; apply needs --allow-replace",
+                    t.slug, c.key
+                ));
+            }
+        }
+
+        let mut summary = Summary {
+            orphaned: self.orphans.len(),
+            tenants: tenants.len(),
+            ..Summary::default()
+        };
+        for t in &tenants {
+            if t.changes.iter().any(|c| c.drift) {
+                summary.drifted += 1;
+            }
+            for c in &t.changes {
+                match c.action {
+                    Action::Create => summary.add += 1,
+                    Action::Update => summary.change += 1,
+                    // The new one is added; the old one is kept, never destroyed.
+                    Action::Replace => summary.add += 1,
+                    Action::Delete => summary.destroy += 1,
+                }
+            }
+        }
+        Plan {
+            format_version: PLAN_FORMAT_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            state: StateRef {
+                lineage: input.state.lineage.clone(),
+                serial: input.state.serial,
+            },
+            git_commit: input.git_commit,
+            refreshed: input.live.is_some(),
+            summary,
+            tenants,
+            orphans: self.orphans,
+            warnings,
+            migrations: input.repo.migrations.clone(),
+            changed_since: None,
+        }
     }
-    Ok(Plan {
-        format_version: PLAN_FORMAT_VERSION,
-        tool_version: env!("CARGO_PKG_VERSION").to_string(),
-        state: StateRef {
-            lineage: input.state.lineage.clone(),
-            serial: input.state.serial,
-        },
-        git_commit: input.git_commit.clone(),
-        refreshed: input.live.is_some(),
-        summary,
-        tenants,
-        orphans,
-        warnings,
-        migrations: input.repo.migrations.clone(),
-        changed_since: None,
-    })
 }
 
 fn check_migrations(repo: &TenantRepo, state: &State) -> Result<(), PlanError> {
@@ -167,9 +200,9 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     for r in &d.resources {
         desired_keys.insert(&r.key);
         let recorded_attrs = recorded.and_then(|t| t.resources.get(&r.key));
-        let (current, current_content) = match input.live {
+        let (current, live_resource) = match input.live {
             Some(live) => match live.get(slug, &r.key) {
-                Some(l) => (Some(&l.attrs), l.content.as_deref()),
+                Some(l) => (Some(&l.attrs), Some(l)),
                 None => (None, None),
             },
             None => (recorded_attrs, None),
@@ -225,9 +258,9 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         } else {
             Action::Update
         };
-        let diff = match (current_content, &r.content) {
-            (Some(old), Some(new)) if r.key.kind == Kind::File && old != new => {
-                Some(content_diff(old, new))
+        let diff = match (live_resource.and_then(|l| l.content()), &r.content) {
+            (Some(old), Some(new)) if r.key.kind == Kind::File && old != *new => {
+                Some(content_diff(&old, new))
             }
             _ => None,
         };
@@ -315,6 +348,10 @@ fn changed_fields(
     whole_map: bool,
     forces: impl Fn(&str) -> bool,
 ) -> Vec<FieldChange> {
+    // The common case, and no map is parsed for it.
+    if desired == current {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     for (k, v) in desired {
         let cur = current.get(k);

@@ -8,7 +8,7 @@ pub mod safety;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use diff::{build, PlanError, PlanInput};
+pub use diff::{PlanError, PlanInput, Planned, Planner};
 
 use crate::desired::{Effective, Key, Resource};
 use crate::repo::Migration;

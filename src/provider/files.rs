@@ -57,12 +57,17 @@ impl Provider for RenderedFiles {
                     .map(move |k| (&t.slug, k))
             })
             .collect();
-        let found: Vec<Option<String>> = wanted
+        // Only the digest is kept; the text is read again if a plan shows a diff.
+        let found: Vec<Option<(PathBuf, String)>> = wanted
             .par_iter()
-            .map(|(slug, key)| read(&self.path(slug, key.name.as_deref().unwrap_or_default())))
+            .map(|(slug, key)| {
+                let path = self.path(slug, key.name.as_deref().unwrap_or_default());
+                let digest = desired::sha256_hex(&read(&path)?);
+                Some((path, digest))
+            })
             .collect();
-        for ((slug, key), content) in wanted.iter().zip(found) {
-            if let Some(content) = content {
+        for ((slug, key), found) in wanted.iter().zip(found) {
+            if let Some((path, digest)) = found {
                 let name = key.name.as_deref().unwrap_or_default();
                 live.insert(
                     slug,
@@ -70,9 +75,9 @@ impl Provider for RenderedFiles {
                     LiveResource {
                         attrs: desired::attrs([
                             ("path", json!(format!("{slug}/{name}"))),
-                            ("sha256", json!(desired::sha256_hex(&content))),
+                            ("sha256", json!(digest)),
                         ]),
-                        content: Some(content),
+                        content_at: Some(path.into_boxed_path()),
                     },
                 );
             }

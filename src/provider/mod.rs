@@ -21,7 +21,8 @@ pub mod local;
 pub mod postgres;
 pub mod s3;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -112,8 +113,16 @@ pub struct RefreshTarget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveResource {
     pub attrs: Attrs,
-    /// Body text, for resources compared by content (rendered files), to show a diff.
-    pub content: Option<String>,
+    /// Where the body text is, for resources compared by content (rendered files). It is
+    /// read only when a plan shows a diff, so a fleet's files are not all held at once.
+    pub content_at: Option<Box<Path>>,
+}
+
+impl LiveResource {
+    /// The body text, read now.
+    pub fn content(&self) -> Option<String> {
+        std::fs::read_to_string(self.content_at.as_deref()?).ok()
+    }
 }
 
 /// A tenant's row in the live registry.
@@ -129,8 +138,9 @@ pub struct LiveTenant {
 #[derive(Debug, Default)]
 pub struct LiveFleet {
     pub tenants: HashMap<Slug, LiveTenant>,
-    /// Per tenant, so a plan looks resources up without building a key for each.
-    resources: HashMap<Slug, BTreeMap<Key, LiveResource>>,
+    /// Per tenant, so a plan looks resources up without building a key for each; a
+    /// tenant's few resources sorted by key in a vector, which is a fraction of a map's size.
+    resources: HashMap<Slug, Vec<(Key, LiveResource)>>,
     /// Round trips each provider made, reported by benchmarks.
     pub calls: Vec<(&'static str, usize)>,
 }
@@ -138,12 +148,12 @@ pub struct LiveFleet {
 impl LiveFleet {
     pub fn insert(&mut self, slug: &Slug, key: Key, resource: LiveResource) {
         match self.resources.get_mut(slug) {
-            Some(m) => {
-                m.insert(key, resource);
-            }
+            Some(m) => match m.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) => m[i].1 = resource,
+                Err(i) => m.insert(i, (key, resource)),
+            },
             None => {
-                self.resources
-                    .insert(slug.clone(), BTreeMap::from([(key, resource)]));
+                self.resources.insert(slug.clone(), vec![(key, resource)]);
             }
         }
     }
@@ -154,7 +164,11 @@ impl LiveFleet {
         self.calls.extend(other.calls);
         for (slug, resources) in other.resources {
             match self.resources.get_mut(&slug) {
-                Some(mine) => mine.extend(resources),
+                Some(mine) => {
+                    mine.extend(resources);
+                    mine.sort_by(|a, b| a.0.cmp(&b.0));
+                    mine.shrink_to_fit();
+                }
                 None => {
                     self.resources.insert(slug, resources);
                 }
@@ -169,17 +183,23 @@ impl LiveFleet {
             Key::new(kind),
             LiveResource {
                 attrs,
-                content: None,
+                content_at: None,
             },
         );
     }
 
     pub fn get(&self, slug: &Slug, key: &Key) -> Option<&LiveResource> {
-        self.resources.get(slug)?.get(key)
+        let m = self.resources.get(slug)?;
+        m.binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| &m[i].1)
     }
 
     pub fn get_mut(&mut self, slug: &Slug, key: &Key) -> Option<&mut LiveResource> {
-        self.resources.get_mut(slug)?.get_mut(key)
+        let m = self.resources.get_mut(slug)?;
+        m.binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| &mut m[i].1)
     }
 
     pub fn contains(&self, slug: &Slug, key: &Key) -> bool {

@@ -438,6 +438,9 @@ fn killed_mid_apply_with_state_in_s3_a_rerun_converges_exactly_once() {
     add_tenants(&repo, 20);
     for (lines, delay) in [(0, 300), (3, 0), (8, 40)] {
         repo.kill_apply(4, lines, Duration::from_millis(delay));
+        // A request the run sent just before it was killed (the lock's own PUT, say) may
+        // still be on its way through the server; let it land before looking.
+        std::thread::sleep(Duration::from_millis(500));
         // A killed run leaves its lock behind; the next one names it and how to free it.
         let keys = object_keys(&s3, &bucket);
         if keys.contains(&"env/prod.json.lock".to_string()) {
