@@ -5,12 +5,6 @@ mod cli;
 
 use clap::Parser;
 
-// A plan of a large fleet allocates and frees hundreds of thousands of small maps and
-// strings; mimalloc does that markedly faster than the system allocator (see README,
-// Performance).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     // Exit codes are terraform's: 2 means "changes present", so a usage error is 1, not
     // clap's usual 2; help and version are 0.

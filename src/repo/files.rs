@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::LoadError;
@@ -186,19 +187,27 @@ impl Files {
         let file = display_path(root, path);
         let bytes = match self {
             Files::WorkingTree => {
-                let len = match fs::metadata(path) {
-                    Ok(m) => m.len(),
-                    Err(e) => {
-                        problems.push(Diagnostic::new(&file, format!("cannot read: {e}")));
+                // One open, and the size from the open file: 10,000 tenant files are
+                // 10,000 fewer path lookups.
+                let read = fs::File::open(path).and_then(|f| {
+                    let len = f.metadata()?.len();
+                    if len > limit {
+                        return Ok(Err(len));
+                    }
+                    let mut bytes = Vec::with_capacity(len as usize);
+                    // Bounded even if the file grows while it is read.
+                    f.take(limit + 1).read_to_end(&mut bytes)?;
+                    Ok(match bytes.len() as u64 {
+                        n if n > limit => Err(n),
+                        _ => Ok(bytes),
+                    })
+                });
+                match read {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(len)) => {
+                        problems.push(too_big(&file, len, limit));
                         return None;
                     }
-                };
-                if len > limit {
-                    problems.push(too_big(&file, len, limit));
-                    return None;
-                }
-                match fs::read(path) {
-                    Ok(bytes) => bytes,
                     Err(e) => {
                         problems.push(Diagnostic::new(&file, format!("cannot read: {e}")));
                         return None;

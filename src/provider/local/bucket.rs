@@ -62,14 +62,13 @@ impl Provider for LocalBuckets {
                 let Ok(folder) = self.folder(name) else {
                     continue;
                 };
-                if !folder.is_dir() {
-                    continue;
-                }
-                // A folder without readable settings is a bucket with none of ours.
-                let mut attrs: Attrs = std::fs::read(folder.join(SETTINGS))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .unwrap_or_default();
+                // A folder without readable settings is a bucket with none of ours. The
+                // settings are read first: for nearly every bucket that one call says all.
+                let mut attrs: Attrs = match std::fs::read(folder.join(SETTINGS)) {
+                    Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                    Err(_) if folder.is_dir() => Attrs::default(),
+                    Err(_) => continue,
+                };
                 attrs.insert("name", serde_json::json!(name));
                 live.insert_attrs(&t.slug, Kind::Bucket, attrs);
                 break;
