@@ -43,7 +43,7 @@ pub struct Planner<'a> {
 
 /// A tenant the plan has something to say about.
 pub enum Planned {
-    Changes(TenantPlan),
+    Changes(Box<TenantPlan>),
     /// Left as it is, with the reason as a warning.
     Skipped(String),
 }
@@ -89,7 +89,7 @@ impl<'a> Planner<'a> {
                 d.slug()
             )));
         }
-        tenant_plan(&self.input, d).map(Planned::Changes)
+        tenant_plan(&self.input, d).map(|t| Planned::Changes(Box::new(t)))
     }
 
     /// The plan, from what [`Planner::tenant`] returned, in slug order.
@@ -99,7 +99,7 @@ impl<'a> Planner<'a> {
         let mut tenants = Vec::new();
         for p in planned {
             match p {
-                Planned::Changes(t) => tenants.push(t),
+                Planned::Changes(t) => tenants.push(*t),
                 Planned::Skipped(w) => warnings.push(w),
             }
         }
