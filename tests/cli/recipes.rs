@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::git::{committed_example, git};
-use crate::support::text;
+use crate::support::{project_root, text};
 
 const SUBCOMMANDS: &[&str] = &["validate", "plan", "apply", "show", "state", "force-unlock"];
 
@@ -45,7 +45,7 @@ fn commands(file: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn every_command_of_the_ci_recipes_runs() {
-    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ci");
+    let recipes = project_root().join("examples/ci");
     let files = [
         recipes.join("github/tenant-plan.yml"),
         recipes.join("github/tenant-apply.yml"),

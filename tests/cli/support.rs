@@ -19,7 +19,7 @@ impl Repo {
     /// A copy of the example tenant repo at the project's top level.
     pub fn example() -> Repo {
         let dir = TempDir::new().expect("temp dir");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = project_root();
         for sub in ["tenants", "plans", "templates", "migrations"] {
             copy_dir(&root.join(sub), &dir.path().join(sub));
         }
@@ -194,6 +194,15 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             );
         }
     }
+}
+
+/// The project's folder, as cargo gives it when it runs the tests. Read at run time, not
+/// baked in: clones that share one build folder may reuse a test binary built in another
+/// clone, which may be gone.
+pub fn project_root() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
 
 fn copy_dir(from: &Path, to: &Path) {
