@@ -46,8 +46,7 @@ impl Attrs {
     }
 
     fn find(&self, field: &str) -> Result<usize, usize> {
-        self.fields()
-            .binary_search_by(|(k, _)| k.as_str().cmp(field))
+        search(self.fields(), field)
     }
 
     pub fn get(&self, field: &str) -> Option<&Value> {
@@ -82,40 +81,34 @@ impl Attrs {
     /// Changes the fields, then writes the text anew. A map that was not parsed is not
     /// kept parsed: providers add a field to each map they read.
     fn edit<T>(&mut self, f: impl FnOnce(&mut Fields) -> T) -> T {
-        match self.fields.get_mut() {
-            Some(fields) => {
-                let out = f(fields);
-                self.text = text_of(fields).into_boxed_str();
-                out
-            }
+        let mut unparsed;
+        let fields = match self.fields.get_mut() {
+            Some(fields) => &mut **fields,
             None => {
-                let mut fields = parse(&self.text);
-                let out = f(&mut fields);
-                self.text = text_of(&fields).into_boxed_str();
-                out
+                unparsed = parse(&self.text);
+                &mut unparsed
             }
-        }
+        };
+        let out = f(fields);
+        self.text = text_of(fields).into_boxed_str();
+        out
     }
 
     /// Sets `field`, returning the value it replaced.
     pub fn insert(&mut self, field: impl Into<CompactString>, value: Value) -> Option<Value> {
         let field = field.into();
-        self.edit(
-            |fields| match fields.binary_search_by(|(k, _)| k.cmp(&field)) {
-                Ok(i) => Some(std::mem::replace(&mut fields[i].1, value)),
-                Err(i) => {
-                    fields.insert(i, (field, value));
-                    None
-                }
-            },
-        )
+        self.edit(|fields| match search(fields, &field) {
+            Ok(i) => Some(std::mem::replace(&mut fields[i].1, value)),
+            Err(i) => {
+                fields.insert(i, (field, value));
+                None
+            }
+        })
     }
 
     pub fn remove(&mut self, field: &str) -> Option<Value> {
         self.edit(|fields| {
-            let i = fields
-                .binary_search_by(|(k, _)| k.as_str().cmp(field))
-                .ok()?;
+            let i = search(fields, field).ok()?;
             Some(fields.remove(i).1)
         })
     }
@@ -151,6 +144,11 @@ impl Attrs {
         }
         Attrs::from_sorted(out)
     }
+}
+
+/// Where `field` is among sorted fields, or where it would go.
+fn search(fields: &Fields, field: &str) -> Result<usize, usize> {
+    fields.binary_search_by(|(k, _)| k.as_str().cmp(field))
 }
 
 /// The canonical text of sorted fields: compact JSON. Objects inside are `serde_json`

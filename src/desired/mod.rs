@@ -63,14 +63,7 @@ impl DesiredTenant {
     }
 }
 
-/// The whole desired fleet.
-#[derive(Debug, Default)]
-pub struct Desired {
-    /// Sorted by slug.
-    pub tenants: Vec<DesiredTenant>,
-}
-
-/// The keys of every tenant's resources, in the order `compile` gives them. They depend on
+/// The keys of every tenant's resources, in the order `compile_each` gives them. They depend on
 /// the repo only, so refresh can start before compiling.
 pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
     let mut keys: Vec<Key> = [
@@ -106,25 +99,15 @@ pub struct Selection<'a> {
     pub rotate: &'a [Slug],
 }
 
-/// Compiles every selected tenant of `repo`.
+/// Compiles every selected tenant of `repo`, in parallel, and hands each to `keep` the
+/// moment it is compiled; only what `keep` returns is kept, in slug order. A plan keeps the
+/// changes of a tenant and drops the rest, so its memory grows with what changes, not with
+/// the fleet. Every tenant is compiled even after a failure, so all problems are reported
+/// at once.
 ///
 /// `state` supplies what earlier applies decided (a tenant's id and credentials version),
 /// which the derived credentials depend on. Without a master key the password fingerprint
 /// is simply left out and shows as known after apply.
-pub fn compile(
-    repo: &TenantRepo,
-    state: &State,
-    key: Option<&MasterKey>,
-    select: &Selection<'_>,
-) -> Result<Desired, Diagnostics> {
-    let tenants = compile_each(repo, state, key, select, Some)?;
-    Ok(Desired { tenants })
-}
-
-/// Compiles every selected tenant, in parallel, and hands each to `keep` the moment it is
-/// compiled; only what `keep` returns is kept, in slug order. A plan keeps the changes of
-/// a tenant and drops the rest, so its memory grows with what changes, not with the fleet.
-/// Every tenant is compiled even after a failure, so all problems are reported at once.
 pub fn compile_each<T: Send>(
     repo: &TenantRepo,
     state: &State,

@@ -148,7 +148,7 @@ pub struct LiveFleet {
 impl LiveFleet {
     pub fn insert(&mut self, slug: &Slug, key: Key, resource: LiveResource) {
         match self.resources.get_mut(slug) {
-            Some(m) => match m.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Some(m) => match position(m, &key) {
                 Ok(i) => m[i].1 = resource,
                 Err(i) => m.insert(i, (key, resource)),
             },
@@ -190,21 +190,22 @@ impl LiveFleet {
 
     pub fn get(&self, slug: &Slug, key: &Key) -> Option<&LiveResource> {
         let m = self.resources.get(slug)?;
-        m.binary_search_by(|(k, _)| k.cmp(key))
-            .ok()
-            .map(|i| &m[i].1)
+        position(m, key).ok().map(|i| &m[i].1)
     }
 
     pub fn get_mut(&mut self, slug: &Slug, key: &Key) -> Option<&mut LiveResource> {
         let m = self.resources.get_mut(slug)?;
-        m.binary_search_by(|(k, _)| k.cmp(key))
-            .ok()
-            .map(|i| &mut m[i].1)
+        position(m, key).ok().map(|i| &mut m[i].1)
     }
 
     pub fn contains(&self, slug: &Slug, key: &Key) -> bool {
         self.get(slug, key).is_some()
     }
+}
+
+/// Where `key` is in a tenant's sorted resources, or where it would go.
+fn position(resources: &[(Key, LiveResource)], key: &Key) -> Result<usize, usize> {
+    resources.binary_search_by(|(k, _)| k.cmp(key))
 }
 
 /// How a slice's migrations read in a plan: the id of the last one applied, counting the
