@@ -1,13 +1,14 @@
-//! A proxy in front of the S3 server that misbehaves the way S3 does under load: every
-//! third request is answered `503 SlowDown`, every seventh is held for a few seconds (a
-//! timeout, when the client gives up sooner), and the first request on a bucket right after
-//! it was created is answered `404 NoSuchBucket` (S3 is eventually consistent about new
-//! buckets). The server closes every connection after one answer, so one connection is one
+//! A proxy in front of the S3 server that misbehaves the way S3 does under load: of the
+//! requests' first attempts, every third is answered `503 SlowDown` and every fifth (that
+//! is not a third) is held for a few seconds (a timeout, when the client gives up sooner);
+//! and the first request on a bucket right after it was created is answered
+//! `404 NoSuchBucket` (S3 is eventually consistent about new buckets). The server closes every connection after one answer, so one connection is one
 //! request here.
 //!
-//! Only a request's first two attempts are ever faulted (the SDK numbers them in its
-//! `amz-sdk-request` header): the test proves that faults are retried, and stays
-//! deterministic however the concurrent requests happen to fall on the counter.
+//! Only first attempts are faulted and counted (the SDK numbers attempts in its
+//! `amz-sdk-request` header): every fault is then retried successfully, and how many faults
+//! there are depends only on how many requests an apply sends, not on how concurrent
+//! requests and their retries happen to interleave.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -36,12 +37,12 @@ impl FaultyProxy {
         let not_yet_there = Arc::new(AtomicUsize::new(0));
         let held = Arc::new(AtomicUsize::new(0));
         let (slow, missing, hold) = (slow_downs.clone(), not_yet_there.clone(), held.clone());
-        let seen = Arc::new(AtomicUsize::new(0));
+        let first_attempts = Arc::new(AtomicUsize::new(0));
         let just_created: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
-                let (upstream, slow, missing, hold, just_created) = (
+                let (first_attempts, upstream, slow, missing, hold, just_created) = (
+                    first_attempts.clone(),
                     upstream.clone(),
                     slow.clone(),
                     missing.clone(),
@@ -54,7 +55,7 @@ impl FaultyProxy {
                         missing: &missing,
                         held: &hold,
                     };
-                    serve(client, &upstream, n, counters, &just_created)
+                    serve(client, &upstream, &first_attempts, counters, &just_created)
                 });
             }
         });
@@ -76,7 +77,7 @@ struct Counters<'a> {
 fn serve(
     mut client: TcpStream,
     upstream: &str,
-    n: usize,
+    first_attempts: &AtomicUsize,
     counters: Counters<'_>,
     // Each bucket once, however many times its creation is sent: whether it was answered
     // `NoSuchBucket` yet.
@@ -132,12 +133,15 @@ fn serve(
             value.split(';').next()?.trim().parse().ok()
         })
         .unwrap_or(1);
-    let faulty = attempt <= 2;
-    if faulty && n.is_multiple_of(3) {
+    let n = match attempt {
+        1 => first_attempts.fetch_add(1, Ordering::Relaxed) + 1,
+        _ => 0, // never faulted
+    };
+    if n > 0 && n.is_multiple_of(3) {
         counters.slow.fetch_add(1, Ordering::Relaxed);
         return answer(&mut client, length, "503 Slow Down", "SlowDown");
     }
-    if faulty && n.is_multiple_of(7) {
+    if n > 0 && n.is_multiple_of(5) {
         counters.held.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(HOLD);
     }
