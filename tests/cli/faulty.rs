@@ -2,8 +2,8 @@
 //! requests' first attempts, every third is answered `503 SlowDown` and every fifth (that
 //! is not a third) is held for a few seconds (a timeout, when the client gives up sooner);
 //! and the first request on a bucket right after it was created is answered
-//! `404 NoSuchBucket` (S3 is eventually consistent about new buckets). The server closes every connection after one answer, so one connection is one
-//! request here.
+//! `404 NoSuchBucket` (S3 is eventually consistent about new buckets). The server closes
+//! every connection after one answer, so one connection is one request here.
 //!
 //! Only first attempts are faulted and counted (the SDK numbers attempts in its
 //! `amz-sdk-request` header): every fault is then retried successfully, and how many faults
