@@ -34,7 +34,16 @@ pub async fn plan(ws: &Workspace, opts: &PlanOptions) -> Result<Plan, Error> {
     let started = Instant::now();
     let state = ws.backend().load().await?;
     debug!(elapsed = ?started.elapsed(), tenants = state.tenants.len(), "loaded the state");
-    make_plan(ws, &state, opts).await
+    let plan = make_plan(ws, &state, opts).await;
+    drop_in_background(state);
+    plan
+}
+
+/// Frees `value` on a thread of its own. The state and the live resources of a large fleet
+/// are hundreds of thousands of small allocations, and freeing them is work nobody waits for:
+/// the command prints the plan (or applies it) meanwhile, and exits.
+fn drop_in_background<T: Send + 'static>(value: T) {
+    std::thread::spawn(move || drop(value));
 }
 
 async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<Plan, Error> {
@@ -92,11 +101,13 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         &desired::Selection {
             only: opts.tenants.as_deref(),
             rotate: &opts.rotate_credentials,
+            defer_seed: true,
         },
         |d| planner.tenant(&d),
     )?;
     let plan = planner.finish(planned);
     debug!(elapsed = ?started.elapsed(), "compiled and diffed");
+    drop_in_background(live);
     Ok(plan)
 }
 

@@ -22,7 +22,7 @@ pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
     // Templates are rendered for every tenant too: a template that fails for one tenant
     // is a problem to see now, not during apply.
     desired::compile_each(&repo, &State::empty(), None, &Default::default(), |_| {
-        None::<()>
+        Ok(None::<()>)
     })?;
     anstream::println!(
         "Success! {} tenants, {} plans, {} templates and {} migrations are valid.",

@@ -97,6 +97,10 @@ pub struct Selection<'a> {
     pub only: Option<&'a [Slug]>,
     /// These tenants get the next credentials version, hence a new password.
     pub rotate: &'a [Slug],
+    /// Leave the seed rows out (the seed resource then has no content): a plan renders
+    /// them only for a tenant that gets seeded ([`seed_content`]), since most tenants were
+    /// seeded long ago and rendering and checking rows is a good part of compiling.
+    pub defer_seed: bool,
 }
 
 /// Compiles every selected tenant of `repo`, in parallel, and hands each to `keep` the
@@ -113,7 +117,7 @@ pub fn compile_each<T: Send>(
     state: &State,
     key: Option<&MasterKey>,
     select: &Selection<'_>,
-    keep: impl Fn(DesiredTenant) -> Option<T> + Sync,
+    keep: impl Fn(DesiredTenant) -> Result<Option<T>, Diagnostic> + Sync,
 ) -> Result<Vec<T>, Diagnostics> {
     let only = select.only;
     let naming = Naming::from(&repo.config.postgres);
@@ -132,8 +136,9 @@ pub fn compile_each<T: Send>(
                 state,
                 key,
                 select.rotate.contains(&spec.slug),
+                !select.defer_seed,
             )
-            .map(&keep)
+            .and_then(&keep)
         })
         .collect();
     let mut problems = Diagnostics::default();
@@ -159,6 +164,7 @@ fn compile_tenant(
     state: &State,
     key: Option<&MasterKey>,
     rotate: bool,
+    render_seed: bool,
 ) -> Result<DesiredTenant, Diagnostic> {
     // The loader has already checked that the plan exists and declares every override.
     let plan = &repo.plans[&spec.plan];
@@ -260,19 +266,17 @@ fn compile_tenant(
         content: None,
     });
 
-    let mut context = tera::Context::new();
-    context.insert("tenant", &effective);
+    let context = template_context(&effective);
 
     if repo.templates.has_seed {
-        let rendered = render(repo, templates::SEED_TEMPLATE, &context, spec)?;
-        let rows = seed_rows(&rendered).map_err(|m| {
-            Diagnostic::new(format!("templates/{}", templates::SEED_TEMPLATE), m)
-                .hint(format!("rendered for tenant {} ({})", spec.slug, spec.file))
-        })?;
         resources.push(Resource {
             key: Key::new(Kind::Seed),
             attrs: seed_attrs(),
-            content: Some(rows),
+            content: if render_seed {
+                Some(render_seed_rows(repo, &context, &spec.slug, &spec.file)?)
+            } else {
+                None
+            },
         });
     }
 
@@ -284,7 +288,7 @@ fn compile_tenant(
 
     for name in &repo.templates.files {
         let template = format!("{}{name}.tera", templates::FILES_PREFIX);
-        let content = render(repo, &template, &context, spec)?;
+        let content = render(repo, &template, &context, &spec.slug, &spec.file)?;
         resources.push(Resource {
             key: Key::named(Kind::File, name.clone()),
             attrs: attrs([
@@ -310,17 +314,46 @@ fn compile_tenant(
     })
 }
 
+/// What templates see: the tenant's effective settings as `tenant`.
+fn template_context(effective: &Effective) -> tera::Context {
+    let mut context = tera::Context::new();
+    context.insert("tenant", effective);
+    context
+}
+
+/// The seed rows of a tenant compiled without them (see [`Selection::defer_seed`]).
+pub fn seed_content(repo: &TenantRepo, tenant: &DesiredTenant) -> Result<String, Diagnostic> {
+    render_seed_rows(
+        repo,
+        &template_context(&tenant.effective),
+        tenant.slug(),
+        &tenant.file,
+    )
+}
+
+fn render_seed_rows(
+    repo: &TenantRepo,
+    context: &tera::Context,
+    slug: &Slug,
+    file: &str,
+) -> Result<String, Diagnostic> {
+    let rendered = render(repo, templates::SEED_TEMPLATE, context, slug, file)?;
+    seed_rows(&rendered).map_err(|m| {
+        Diagnostic::new(format!("templates/{}", templates::SEED_TEMPLATE), m)
+            .hint(format!("rendered for tenant {slug} ({file})"))
+    })
+}
+
 fn render(
     repo: &TenantRepo,
     template: &str,
     context: &tera::Context,
-    spec: &TenantSpec,
+    slug: &Slug,
+    file: &str,
 ) -> Result<String, Diagnostic> {
     repo.templates.tera.render(template, context).map_err(|e| {
-        Diagnostic::new(format!("templates/{template}"), templates::error_chain(&e)).hint(format!(
-            "while rendering for tenant {} ({})",
-            spec.slug, spec.file
-        ))
+        Diagnostic::new(format!("templates/{template}"), templates::error_chain(&e))
+            .hint(format!("while rendering for tenant {slug} ({file})"))
     })
 }
 

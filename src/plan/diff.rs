@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use super::safety;
 use super::*;
 use crate::desired::{Attrs, DesiredTenant, Kind};
+use crate::diagnostic::Diagnostic;
 use crate::provider::{LiveFleet, Targets};
 use crate::repo::{Status, TenantRepo};
 use crate::state::{State, TenantState};
@@ -81,15 +82,27 @@ impl<'a> Planner<'a> {
         self
     }
 
-    /// What `d` needs, or `None` when it is as its file asks.
-    pub fn tenant(&self, d: &DesiredTenant) -> Option<Planned> {
+    /// What `d` needs, or `None` when it is as its file asks. A tenant compiled without
+    /// its seed rows gets them here if it is to be seeded, so a seed template that fails
+    /// for it fails its plan.
+    pub fn tenant(&self, d: &DesiredTenant) -> Result<Option<Planned>, Diagnostic> {
         if d.effective.status == Status::Deprovisioned {
-            return Some(Planned::Skipped(format!(
+            return Ok(Some(Planned::Skipped(format!(
                 "{}: status deprovisioned is not carried out by this version; the tenant is left as it is",
                 d.slug()
-            )));
+            ))));
         }
-        tenant_plan(&self.input, d).map(|t| Planned::Changes(Box::new(t)))
+        let Some(mut plan) = tenant_plan(&self.input, d) else {
+            return Ok(None);
+        };
+        for c in &mut plan.changes {
+            if let Some(seed) = c.desired.as_mut().filter(|r| r.key.kind == Kind::Seed) {
+                if seed.content.is_none() {
+                    seed.content = Some(crate::desired::seed_content(self.input.repo, d)?);
+                }
+            }
+        }
+        Ok(Some(Planned::Changes(Box::new(plan))))
     }
 
     /// The plan, from what [`Planner::tenant`] returned, in slug order.

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
 use serde_json::{json, Value};
 
 use super::{LiveFleet, LiveTenant, RefreshTarget};
@@ -37,51 +38,52 @@ pub struct ControlRows {
 }
 
 /// Records the rows of the tenants being refreshed in `live`; rows of other tenants are
-/// skipped.
+/// skipped. The attributes are built on all cores: at 10,000 tenants this was the one part
+/// of a refresh that kept a single core busy while the other waited.
 pub fn record(targets: &[RefreshTarget], live: &mut LiveFleet, rows: ControlRows) {
     let wanted: HashMap<&str, &Slug> = targets.iter().map(|t| (t.slug.as_str(), &t.slug)).collect();
-    let mut by_id: HashMap<String, &Slug> = HashMap::new();
-    for (id, slug, name, plan, region, locale, isolation, labels, lifecycle, step) in rows.registry
-    {
-        let Some(&slug) = wanted.get(slug.as_str()) else {
-            continue;
-        };
-        live.insert_attrs(
-            slug,
-            Kind::Registry,
-            desired::attrs([
-                ("name", json!(name)),
-                ("plan", json!(plan)),
-                ("region", json!(region)),
-                ("locale", json!(locale)),
-                ("isolation", json!(isolation)),
-                ("labels", labels),
-                ("lifecycle", json!(lifecycle)),
-            ]),
-        );
-        live.tenants.insert(
-            slug.clone(),
-            LiveTenant {
-                tenant_id: id.clone(),
-                lifecycle: Lifecycle::parse(&lifecycle).unwrap_or_default(),
-                step,
+    let ControlRows {
+        registry,
+        owners,
+        mut flags,
+        mut quotas,
+    } = rows;
+    let owners: HashMap<String, String> = owners.into_iter().collect();
+    let found: Vec<(&Slug, LiveTenant, Attrs, Option<Attrs>)> = registry
+        .into_par_iter()
+        .filter_map(
+            |(id, slug, name, plan, region, locale, isolation, labels, lifecycle, step)| {
+                let slug = *wanted.get(slug.as_str())?;
+                let registry = desired::attrs([
+                    ("name", json!(name)),
+                    ("plan", json!(plan)),
+                    ("region", json!(region)),
+                    ("locale", json!(locale)),
+                    ("isolation", json!(isolation)),
+                    ("labels", labels),
+                    ("lifecycle", json!(lifecycle)),
+                ]);
+                let owner = owners.get(&id).map(|email| {
+                    desired::attrs([("email", json!(email)), ("role", json!("owner"))])
+                });
+                let tenant = LiveTenant {
+                    lifecycle: Lifecycle::parse(&lifecycle).unwrap_or_default(),
+                    tenant_id: id,
+                    step,
+                };
+                Some((slug, tenant, registry, owner))
             },
-        );
-        by_id.insert(id, slug);
-    }
-    for (id, email) in rows.owners {
-        if let Some(slug) = by_id.get(&id) {
-            live.insert_attrs(
-                slug,
-                Kind::Owner,
-                desired::attrs([("email", json!(email)), ("role", json!("owner"))]),
-            );
+        )
+        .collect();
+    for (slug, tenant, attrs, owner) in found {
+        live.insert_attrs(slug, Kind::Registry, attrs);
+        if let Some(owner) = owner {
+            live.insert_attrs(slug, Kind::Owner, owner);
         }
-    }
-    for (kind, mut maps) in [(Kind::Features, rows.flags), (Kind::Quotas, rows.quotas)] {
-        for (id, slug) in &by_id {
-            // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
-            live.insert_attrs(slug, kind, maps.remove(id).unwrap_or_default());
-        }
+        // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
+        let id = tenant.tenant_id.as_str();
+        live.insert_attrs(slug, Kind::Features, flags.remove(id).unwrap_or_default());
+        live.insert_attrs(slug, Kind::Quotas, quotas.remove(id).unwrap_or_default());
+        live.tenants.insert(slug.clone(), tenant);
     }
 }

@@ -30,7 +30,7 @@ impl RenderedFiles {
 }
 
 fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
+    String::from_utf8(super::read_small(path).ok()?).ok()
 }
 
 #[async_trait]

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use rayon::prelude::*;
+use serde_json::Value;
 
 use crate::desired::{Attrs, Kind};
 use crate::plan::ResourceChange;
@@ -36,6 +38,21 @@ impl LocalBuckets {
         }
         Ok(self.dir.join(name))
     }
+
+    /// Bucket `name` as it is, or `None` when there is no such bucket.
+    fn read(&self, name: &str) -> Option<Attrs> {
+        let folder = self.folder(name).ok()?;
+        // A folder without readable settings is a bucket with none of ours. The settings
+        // are read first: for nearly every bucket that one call says all.
+        let mut settings: serde_json::Map<String, Value> =
+            match crate::provider::read_small(&folder.join(SETTINGS)) {
+                Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+                Err(_) if folder.is_dir() => serde_json::Map::new(),
+                Err(_) => return None,
+            };
+        settings.insert("name".into(), Value::String(name.into()));
+        Some(settings.into_iter().collect())
+    }
 }
 
 #[async_trait]
@@ -57,21 +74,13 @@ impl Provider for LocalBuckets {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
-        for t in targets {
-            for name in &t.buckets {
-                let Ok(folder) = self.folder(name) else {
-                    continue;
-                };
-                // A folder without readable settings is a bucket with none of ours. The
-                // settings are read first: for nearly every bucket that one call says all.
-                let mut attrs: Attrs = match std::fs::read(folder.join(SETTINGS)) {
-                    Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-                    Err(_) if folder.is_dir() => Attrs::default(),
-                    Err(_) => continue,
-                };
-                attrs.insert("name", serde_json::json!(name));
+        let found: Vec<Option<Attrs>> = targets
+            .par_iter()
+            .map(|t| t.buckets.iter().find_map(|name| self.read(name)))
+            .collect();
+        for (t, attrs) in targets.iter().zip(found) {
+            if let Some(attrs) = attrs {
                 live.insert_attrs(&t.slug, Kind::Bucket, attrs);
-                break;
             }
         }
         live.calls.push((self.name(), targets.len()));

@@ -140,38 +140,40 @@ impl Provider for LocalControl {
             live.calls.push((self.name(), 0));
             return Ok(());
         }
-        // Plan must change nothing, so it reads through its own read-only connection.
-        let pool = sqlite::open(&self.path, false, SqliteJournalMode::Wal).await?;
-        // One query per table for the whole fleet, however many tenants there are; flags
-        // and quotas arrive already grouped per tenant as JSON objects.
-        let registry = sqlite::fetch_json(
+        // Plan must change nothing, so it reads through read-only connections of its own.
+        // One query per table for the whole fleet, however many tenants there are, all four
+        // at once; flags and quotas arrive already grouped per tenant as JSON objects.
+        let pool = sqlite::open_reader(&self.path, 4).await?;
+        let registry = sqlite::spawn_fetch_json(
             &pool,
             "SELECT json_group_array(json_array(tenant_id, slug, name, plan, region, locale, \
              isolation, json(labels), lifecycle, step)) FROM tenants",
             "the registry",
-        )
-        .await?;
-        let owners = sqlite::fetch_json(
+        );
+        let owners = sqlite::spawn_fetch_json(
             &pool,
             "SELECT json_group_array(json_array(tenant_id, email)) FROM memberships WHERE role = 'owner'",
             "memberships",
-        )
-        .await?;
-        let flags = sqlite::fetch_json(
+        );
+        let flags = sqlite::spawn_fetch_json(
             &pool,
             "SELECT json_group_object(tenant_id, json(m)) FROM \
              (SELECT tenant_id, json_group_object(flag, json(CASE WHEN enabled THEN 'true' ELSE 'false' END)) AS m \
               FROM feature_flags GROUP BY tenant_id)",
             "feature flags",
-        )
-        .await?;
-        let quotas = sqlite::fetch_json(
+        );
+        let quotas = sqlite::spawn_fetch_json(
             &pool,
             "SELECT json_group_object(tenant_id, json(m)) FROM \
              (SELECT tenant_id, json_group_object(name, value) AS m FROM quotas GROUP BY tenant_id)",
             "quotas",
-        )
-        .await?;
+        );
+        let (registry, owners, flags, quotas) = (
+            sqlite::joined(registry).await?,
+            sqlite::joined(owners).await?,
+            sqlite::joined(flags).await?,
+            sqlite::joined(quotas).await?,
+        );
         control_rows::record(
             targets,
             live,

@@ -22,8 +22,8 @@ use crate::desired::{self, Attrs, Kind};
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
-    desired_of, schema_version, unmanaged, LiveFleet, Provider, ProviderError, RefreshTarget,
-    StepContext,
+    desired_of, schema_version, seed_rows_of, unmanaged, LiveFleet, Provider, ProviderError,
+    RefreshTarget, StepContext,
 };
 use crate::repo::Migration;
 use crate::slug::Slug;
@@ -277,15 +277,20 @@ impl Provider for LocalData {
         let mut roles: HashMap<String, Attrs> = HashMap::new();
         let mut slices: HashMap<String, (String, String)> = HashMap::new();
         if self.catalog_path().exists() {
-            let pool = sqlite::open(&self.catalog_path(), false, SqliteJournalMode::Wal).await?;
-            let rows: Vec<(String, bool, i64, String)> = sqlite::fetch_json(
+            let pool = sqlite::open_reader(&self.catalog_path(), 2).await?;
+            let role_rows = sqlite::spawn_fetch_json(
                 &pool,
                 "SELECT json_group_array(json_array(name, \
                  json(CASE WHEN login THEN 'true' ELSE 'false' END), \
                  credentials_version, password_fingerprint)) FROM roles",
                 "roles",
-            )
-            .await?;
+            );
+            let slice_rows = sqlite::spawn_fetch_json(
+                &pool,
+                "SELECT json_group_array(json_array(slug, name, isolation)) FROM slices",
+                "slices",
+            );
+            let rows: Vec<(String, bool, i64, String)> = sqlite::joined(role_rows).await?;
             for (name, login, version, fp) in rows {
                 roles.insert(
                     name.clone(),
@@ -297,12 +302,7 @@ impl Provider for LocalData {
                     ]),
                 );
             }
-            let rows: Vec<(String, String, String)> = sqlite::fetch_json(
-                &pool,
-                "SELECT json_group_array(json_array(slug, name, isolation)) FROM slices",
-                "slices",
-            )
-            .await?;
+            let rows: Vec<(String, String, String)> = sqlite::joined(slice_rows).await?;
             slices.extend(
                 rows.into_iter()
                     .map(|(slug, name, iso)| (slug, (name, iso))),
@@ -382,7 +382,7 @@ impl Provider for LocalData {
                 .await
                 .map(Some),
             Kind::Seed => {
-                self.apply_seed(&ctx.tenant.slug, desired.content.as_deref().unwrap_or("{}"))
+                self.apply_seed(&ctx.tenant.slug, seed_rows_of(desired)?)
                     .await?;
                 Ok(Some(desired.attrs.clone()))
             }

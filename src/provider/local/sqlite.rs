@@ -15,6 +15,21 @@ pub async fn open(
     create: bool,
     journal: SqliteJournalMode,
 ) -> Result<SqlitePool, ProviderError> {
+    connect(path, create, journal, 1).await
+}
+
+/// Opens an existing database read-only with `connections` connections, so a refresh can run
+/// its queries side by side (readers never block each other in WAL mode).
+pub async fn open_reader(path: &Path, connections: u32) -> Result<SqlitePool, ProviderError> {
+    connect(path, false, SqliteJournalMode::Wal, connections).await
+}
+
+async fn connect(
+    path: &Path,
+    create: bool,
+    journal: SqliteJournalMode,
+    connections: u32,
+) -> Result<SqlitePool, ProviderError> {
     if create {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -32,10 +47,29 @@ pub async fn open(
         opts = opts.journal_mode(journal);
     }
     SqlitePoolOptions::new()
-        .max_connections(1)
+        .max_connections(connections)
         .connect_with(opts)
         .await
         .map_err(ProviderError::sql(format!("open {}", path.display())))
+}
+
+/// [`fetch_json`] on a task of its own: the queries of one refresh run side by side, and
+/// each parses its document on its own thread.
+pub fn spawn_fetch_json<T: serde::de::DeserializeOwned + Send + 'static>(
+    pool: &SqlitePool,
+    sql: &'static str,
+    what: &'static str,
+) -> tokio::task::JoinHandle<Result<T, ProviderError>> {
+    let pool = pool.clone();
+    tokio::spawn(async move { fetch_json(&pool, sql, what).await })
+}
+
+/// Waits for a [`spawn_fetch_json`].
+pub async fn joined<T>(
+    task: tokio::task::JoinHandle<Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    task.await
+        .map_err(|e| ProviderError::Message(format!("a refresh query stopped: {e}")))?
 }
 
 /// Runs a query that folds a whole table into one JSON document (`json_group_array` or

@@ -30,8 +30,8 @@ use crate::desired::{self, Attrs, Kind};
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
-    desired_of, schema_version, unmanaged, LiveFleet, Provider, ProviderError, RefreshTarget,
-    StepContext,
+    desired_of, schema_version, seed_rows_of, unmanaged, LiveFleet, Provider, ProviderError,
+    RefreshTarget, StepContext,
 };
 use crate::repo::{Isolation, Migration};
 use crate::slug::Slug;
@@ -723,8 +723,7 @@ impl PgData {
             Kind::Role => self.apply_role(ctx, &desired.attrs).await.map(Some),
             Kind::Database => self.apply_database(ctx, &desired.attrs).await.map(Some),
             Kind::Seed => {
-                self.apply_seed(ctx, desired.content.as_deref().unwrap_or("{}"))
-                    .await?;
+                self.apply_seed(ctx, seed_rows_of(desired)?).await?;
                 Ok(Some(desired.attrs.clone()))
             }
             other => Err(unmanaged(self, other)),
