@@ -254,3 +254,56 @@ impl State {
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(text: &str) -> Result<State, StateError> {
+        State::decode(text.as_bytes(), || "state.json".to_string())
+    }
+
+    #[test]
+    fn decodes_what_it_encodes() {
+        let mut state = State::empty();
+        state.lineage = "l".into();
+        state.serial = 7;
+        state.migrations.insert("0001".into(), "abc".into());
+        let mut acme = TenantState {
+            tenant_id: Some("id-1".into()),
+            lifecycle: Lifecycle::Active,
+            credentials_version: 2,
+            ..TenantState::default()
+        };
+        acme.resources.insert(
+            Key::new(crate::desired::Kind::Registry),
+            [("name", serde_json::json!("Acme"))].into_iter().collect(),
+        );
+        state.tenants.insert("acme".into(), acme);
+        state
+            .tenants
+            .insert("globex".into(), TenantState::default());
+        let text = serde_json::to_string_pretty(&state).unwrap();
+        assert_eq!(decode(&text).unwrap(), state);
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_as_that_whatever_its_shape() {
+        let err = decode(r#"{"format_version": 2, "tenants": {"acme": [1, 2]}}"#).unwrap_err();
+        assert!(matches!(err, StateError::Version { found: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_tenant_is_named() {
+        let err = decode(
+            r#"{"format_version": 1, "serial": 1, "lineage": "l",
+                "tenants": {"acme": {"lifecycle": "sleeping"}}}"#,
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{message}");
+        assert!(message.contains("tenant acme"), "{message}");
+        let err = decode(r#"{"format_version": 1, "lineage": "l"}"#).unwrap_err();
+        assert!(err.to_string().contains("missing field `serial`"), "{err}");
+    }
+}

@@ -382,3 +382,64 @@ fn a_bucket_whose_settings_are_missing_is_updated_in_place_not_replaced() {
     assert!(settings.exists());
     repo.assert_plan_empty();
 }
+
+#[test]
+fn seed_rows_are_rendered_for_the_tenants_being_seeded() {
+    let repo = Repo::example();
+    repo.apply();
+    let seed = std::fs::read_to_string(repo.path().join("templates/seed.yaml.tera")).unwrap();
+    // A seed template that fails for every tenant.
+    repo.write(
+        "templates/seed.yaml.tera",
+        &format!("{seed}\n  - key: region\n    value: {{{{ tenant.no_such_field }}}}\n"),
+    );
+
+    // Every tenant was seeded long ago: a plan has nothing to seed, so nothing fails.
+    repo.assert_plan_empty();
+    // validate renders it for every tenant, and says so.
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let problems = text(&out.stderr);
+    assert!(problems.contains("templates/seed.yaml.tera"), "{problems}");
+    assert!(
+        problems.contains("tenant acme (tenants/acme.yaml)"),
+        "{problems}"
+    );
+
+    // A new tenant is seeded, so its plan renders the template and fails, naming it.
+    repo.write(
+        "tenants/hooli.yaml",
+        "slug: hooli\nname: Hooli\nplan: starter\nowner:\n  email: gavin@hooli.example\nregion: us-east-1\n",
+    );
+    let before = repo.fingerprint();
+    for command in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let out = repo.run(command);
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        let problems = text(&out.stderr);
+        assert!(problems.contains("templates/seed.yaml.tera"), "{problems}");
+        assert!(
+            problems.contains("tenant hooli (tenants/hooli.yaml)"),
+            "{problems}"
+        );
+        assert!(
+            !problems.contains("acme"),
+            "only hooli is seeded: {problems}"
+        );
+    }
+    assert_eq!(repo.fingerprint(), before, "nothing changed");
+
+    repo.write("templates/seed.yaml.tera", &seed);
+    let out = repo.run(&["plan"]);
+    assert!(
+        text(&out.stdout).contains("+ hooli/seed"),
+        "{}",
+        text(&out.stdout)
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(
+        repo.count("data/hooli.sqlite", "SELECT COUNT(*) FROM projects"),
+        1,
+        "hooli got its seed rows"
+    );
+}
