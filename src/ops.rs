@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rayon::prelude::*;
 use tracing::debug;
 
 use crate::apply::{progress::Progress, ApplyReport, Executor};
@@ -34,6 +35,15 @@ pub async fn plan(ws: &Workspace, opts: &PlanOptions) -> Result<Plan, Error> {
     let started = Instant::now();
     let state = ws.backend().load().await?;
     debug!(elapsed = ?started.elapsed(), tenants = state.tenants.len(), "loaded the state");
+    plan_with_state(ws, state, opts).await
+}
+
+/// [`plan`] from a state already read (see [`Workspace::open_with_state`]).
+pub async fn plan_with_state(
+    ws: &Workspace,
+    state: State,
+    opts: &PlanOptions,
+) -> Result<Plan, Error> {
     let plan = make_plan(ws, &state, opts).await;
     drop_in_background(state);
     plan
@@ -142,7 +152,7 @@ fn check_selected(ws: &Workspace, flag: &str, slugs: &[Slug]) -> Result<(), Erro
 fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> Vec<RefreshTarget> {
     let wanted = desired::resource_keys(repo);
     repo.tenants
-        .iter()
+        .par_iter()
         .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
         .map(|t| {
             let recorded = state.tenants.get(t.slug.as_str());

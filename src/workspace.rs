@@ -10,12 +10,13 @@ use crate::provider::files::RenderedFiles;
 use crate::provider::local::{LocalBuckets, LocalControl, LocalData};
 use crate::provider::postgres::{PgControl, PgData, PgServer};
 use crate::provider::s3::{S3Buckets, S3Store};
+use crate::provider::ProviderError;
 use crate::provider::{ControlPlane, Provider, Targets};
 use crate::repo::{self, Migration, TenantRepo};
 use crate::state::local::LocalBackend;
 use crate::state::postgres::PgBackend;
 use crate::state::s3::S3Backend;
-use crate::state::StateBackend;
+use crate::state::{State, StateBackend, StateError};
 use crate::Error;
 
 pub struct Workspace {
@@ -44,47 +45,50 @@ impl Workspace {
     /// read from git's objects, or as in the working tree when `rev` is `None`. The state
     /// and the local target are never in git; they are always the working tree's.
     pub fn open_at(root: &Path, rev: Option<&str>) -> Result<Workspace, Error> {
-        let started = std::time::Instant::now();
-        let files = match rev {
-            Some(rev) => repo::Files::at_revision(root, rev)?,
-            None => repo::Files::WorkingTree,
+        Opening::start(root, rev)?.finish()
+    }
+
+    /// [`Workspace::open_at`], reading the recorded state while the tenant files load: a
+    /// plan needs both and neither needs the other. The state is read without its lock, as
+    /// a plan reads it; a repo that does not load is reported first.
+    pub async fn open_with_state(
+        root: &Path,
+        rev: Option<&str>,
+    ) -> Result<(Workspace, State), Error> {
+        let opening = Opening::start(root, rev)?;
+        let backend = opening.backend();
+        let state = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let state = backend.load().await;
+            tracing::debug!(elapsed = ?started.elapsed(), "loaded the state");
+            state
+        });
+        let stopped = |what: &str, e: tokio::task::JoinError| StateError::Store {
+            context: format!("{what} stopped"),
+            source: ProviderError::Message(e.to_string()),
         };
-        let repo = repo::load_from(root, &files)?;
-        tracing::debug!(elapsed = ?started.elapsed(), tenants = repo.tenants.len(), "loaded the repo");
-        let local_dir = root.join(&repo.config.local.dir);
-        let output_dir = root.join(&repo.config.output_dir);
-        Ok(Workspace {
-            git_commit: files
-                .commit()
-                .map(str::to_string)
-                .or_else(|| git_head(root)),
-            rev: rev.map(str::to_string),
-            local_key: local_dir.join("master.key"),
-            postgres: Arc::new(PgServer::from_config(&repo.config.postgres)),
-            s3: Arc::new(S3Store::new(repo.config.s3.clone())),
-            repo,
-            local_dir,
-            output_dir,
-        })
+        let ws = tokio::task::spawn_blocking(move || opening.finish())
+            .await
+            .map_err(|e| stopped("loading the tenant repo", e))?;
+        let ws = match ws {
+            Ok(ws) => ws,
+            Err(e) => {
+                state.abort();
+                return Err(e);
+            }
+        };
+        let state = state.await.map_err(|e| stopped("reading the state", e))??;
+        Ok((ws, state))
     }
 
     pub fn backend(&self) -> Box<dyn StateBackend> {
-        let path = match &self.repo.config.state.path {
-            Some(p) => self.repo.root.join(p),
-            None => self.local_dir.join("state.json"),
-        };
-        match self.repo.config.state.backend.as_str() {
-            "postgres" => Box::new(PgBackend::new(
-                self.postgres.clone(),
-                self.repo.config.state.name.clone(),
-            )),
-            "s3" => Box::new(S3Backend::new(
-                self.s3.clone(),
-                self.repo.config.state.bucket.clone().unwrap_or_default(),
-                self.repo.config.state.s3_key(),
-            )),
-            _ => Box::new(LocalBackend::new(path)),
-        }
+        backend_for(
+            &self.repo.config,
+            &self.repo.root,
+            &self.local_dir,
+            &self.postgres,
+            &self.s3,
+        )
     }
 
     /// The targets `tenant-reconcile.hcl` chooses, applying `migrations` (the repo's, or a
@@ -223,6 +227,89 @@ impl Workspace {
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
+    }
+}
+
+/// A workspace whose config is read and whose tenant files are not yet.
+struct Opening {
+    root: PathBuf,
+    rev: Option<String>,
+    files: repo::Files,
+    config: repo::LoadedConfig,
+    local_dir: PathBuf,
+    postgres: Arc<PgServer>,
+    s3: Arc<S3Store>,
+}
+
+impl Opening {
+    fn start(root: &Path, rev: Option<&str>) -> Result<Opening, Error> {
+        let files = match rev {
+            Some(rev) => repo::Files::at_revision(root, rev)?,
+            None => repo::Files::WorkingTree,
+        };
+        let config = repo::load_config(root, &files)?;
+        Ok(Opening {
+            root: root.to_path_buf(),
+            rev: rev.map(str::to_string),
+            local_dir: root.join(&config.config.local.dir),
+            postgres: Arc::new(PgServer::from_config(&config.config.postgres)),
+            s3: Arc::new(S3Store::new(config.config.s3.clone())),
+            files,
+            config,
+        })
+    }
+
+    fn backend(&self) -> Box<dyn StateBackend> {
+        backend_for(
+            &self.config.config,
+            &self.root,
+            &self.local_dir,
+            &self.postgres,
+            &self.s3,
+        )
+    }
+
+    fn finish(self) -> Result<Workspace, Error> {
+        let started = std::time::Instant::now();
+        let root = self.root.as_path();
+        let repo = repo::load_with_config(root, &self.files, self.config)?;
+        tracing::debug!(elapsed = ?started.elapsed(), tenants = repo.tenants.len(), "loaded the repo");
+        Ok(Workspace {
+            git_commit: self
+                .files
+                .commit()
+                .map(str::to_string)
+                .or_else(|| git_head(root)),
+            rev: self.rev,
+            local_key: self.local_dir.join("master.key"),
+            output_dir: root.join(&repo.config.output_dir),
+            postgres: self.postgres,
+            s3: self.s3,
+            repo,
+            local_dir: self.local_dir,
+        })
+    }
+}
+
+/// The state backend `config` chooses.
+fn backend_for(
+    config: &repo::Config,
+    root: &Path,
+    local_dir: &Path,
+    postgres: &Arc<PgServer>,
+    s3: &Arc<S3Store>,
+) -> Box<dyn StateBackend> {
+    match config.state.backend.as_str() {
+        "postgres" => Box::new(PgBackend::new(postgres.clone(), config.state.name.clone())),
+        "s3" => Box::new(S3Backend::new(
+            s3.clone(),
+            config.state.bucket.clone().unwrap_or_default(),
+            config.state.s3_key(),
+        )),
+        _ => Box::new(LocalBackend::new(match &config.state.path {
+            Some(p) => root.join(p),
+            None => local_dir.join("state.json"),
+        })),
     }
 }
 

@@ -44,8 +44,8 @@ enum Format {
 }
 
 pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let ws = Workspace::open_at(root, args.rev.as_deref())?;
     if args.refresh_only {
+        let ws = Workspace::open_at(root, args.rev.as_deref())?;
         let options = args.select.options()?;
         let report = tenant_reconcile::ops::drift(&ws, options.tenants.as_deref()).await?;
         match args.format {
@@ -59,6 +59,7 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         // A scheduled run alerts on this: 2 means something changed outside.
         return Ok(if report.has_drift() { 2 } else { 0 });
     }
+    let (ws, state) = Workspace::open_with_state(root, args.rev.as_deref()).await?;
     let mut options = args.select.options()?;
     let changes = match &args.changed_since {
         Some(base) => {
@@ -73,7 +74,7 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let plan = tenant_reconcile::ops::plan(&ws, &options).await?;
+    let plan = tenant_reconcile::ops::plan_with_state(&ws, state, &options).await?;
     let plan = match &changes {
         Some((base, c)) => plan.with_changes(base, c),
         None => plan,

@@ -65,14 +65,26 @@ pub fn load(root: &Path) -> Result<TenantRepo, LoadError> {
 
 /// Loads the tenant repo at `root` from `files`: the working tree, or a commit.
 pub fn load_from(root: &Path, files: &Files) -> Result<TenantRepo, LoadError> {
-    let tenants_dir = root.join("tenants");
-    if !files.is_dir(&tenants_dir) {
+    let config = load_config(root, files)?;
+    load_with_config(root, files, config)
+}
+
+/// The config a repo is loaded with, and its problems (reported with the others by
+/// [`load_with_config`]; until then it is the default config).
+pub struct LoadedConfig {
+    pub config: Config,
+    problems: Diagnostics,
+}
+
+/// The first step of [`load_from`]: `tenant-reconcile.hcl`, which says where the rest is
+/// (and where the state is, so a plan can read it meanwhile).
+pub fn load_config(root: &Path, files: &Files) -> Result<LoadedConfig, LoadError> {
+    if !files.is_dir(&root.join("tenants")) {
         return Err(LoadError::NotATenantRepo {
             path: root.to_path_buf(),
         });
     }
     let mut problems = Diagnostics::default();
-
     let config = match files.read_optional(root, &root.join(config::CONFIG_FILE))? {
         Some(source) => config::parse(&source).unwrap_or_else(|d| {
             problems.extend(d);
@@ -80,6 +92,21 @@ pub fn load_from(root: &Path, files: &Files) -> Result<TenantRepo, LoadError> {
         }),
         None => Config::default(),
     };
+    Ok(LoadedConfig { config, problems })
+}
+
+/// The rest of [`load_from`]: plans, tenants, templates and migrations, checked against
+/// each other and the config.
+pub fn load_with_config(
+    root: &Path,
+    files: &Files,
+    loaded: LoadedConfig,
+) -> Result<TenantRepo, LoadError> {
+    let LoadedConfig {
+        config,
+        mut problems,
+    } = loaded;
+    let tenants_dir = root.join("tenants");
 
     let mut plans = BTreeMap::new();
     // Plans whose file exists but did not load: their tenants are not also reported as
