@@ -30,20 +30,9 @@ pub struct PlanOptions {
     pub allow_replace: bool,
 }
 
-/// Makes a plan from the files, the recorded state and (with refresh) the live resources.
-pub async fn plan(ws: &Workspace, opts: &PlanOptions) -> Result<Plan, Error> {
-    let started = Instant::now();
-    let state = ws.backend().load().await?;
-    debug!(elapsed = ?started.elapsed(), tenants = state.tenants.len(), "loaded the state");
-    plan_with_state(ws, state, opts).await
-}
-
-/// [`plan`] from a state already read (see [`Workspace::open_with_state`]).
-pub async fn plan_with_state(
-    ws: &Workspace,
-    state: State,
-    opts: &PlanOptions,
-) -> Result<Plan, Error> {
+/// Makes a plan from the files, the recorded `state` (read without its lock, as
+/// [`Workspace::open_with_state`] reads it) and, with refresh, the live resources.
+pub async fn plan(ws: &Workspace, state: State, opts: &PlanOptions) -> Result<Plan, Error> {
     let plan = make_plan(ws, &state, opts).await;
     drop_in_background(state);
     plan

@@ -10,13 +10,12 @@ use crate::provider::files::RenderedFiles;
 use crate::provider::local::{LocalBuckets, LocalControl, LocalData};
 use crate::provider::postgres::{PgControl, PgData, PgServer};
 use crate::provider::s3::{S3Buckets, S3Store};
-use crate::provider::ProviderError;
 use crate::provider::{ControlPlane, Provider, Targets};
 use crate::repo::{self, Migration, TenantRepo};
 use crate::state::local::LocalBackend;
 use crate::state::postgres::PgBackend;
 use crate::state::s3::S3Backend;
-use crate::state::{State, StateBackend, StateError};
+use crate::state::{State, StateBackend};
 use crate::Error;
 
 pub struct Workspace {
@@ -56,29 +55,29 @@ impl Workspace {
         rev: Option<&str>,
     ) -> Result<(Workspace, State), Error> {
         let opening = Opening::start(root, rev)?;
-        let backend = opening.backend();
+        let backend = backend_for(
+            &opening.config.config,
+            &opening.root,
+            &opening.local_dir,
+            &opening.postgres,
+            &opening.s3,
+        );
         let state = tokio::spawn(async move {
             let started = std::time::Instant::now();
             let state = backend.load().await;
             tracing::debug!(elapsed = ?started.elapsed(), "loaded the state");
             state
         });
-        let stopped = |what: &str, e: tokio::task::JoinError| StateError::Store {
-            context: format!("{what} stopped"),
-            source: ProviderError::Message(e.to_string()),
-        };
-        let ws = tokio::task::spawn_blocking(move || opening.finish())
-            .await
-            .map_err(|e| stopped("loading the tenant repo", e))?;
-        let ws = match ws {
+        // The repo loads on a blocking thread: on this one it would keep the state's task
+        // from starting until it is done.
+        let ws = match finished(tokio::task::spawn_blocking(move || opening.finish()).await) {
             Ok(ws) => ws,
             Err(e) => {
                 state.abort();
                 return Err(e);
             }
         };
-        let state = state.await.map_err(|e| stopped("reading the state", e))??;
-        Ok((ws, state))
+        Ok((ws, finished(state.await)?))
     }
 
     pub fn backend(&self) -> Box<dyn StateBackend> {
@@ -259,16 +258,6 @@ impl Opening {
         })
     }
 
-    fn backend(&self) -> Box<dyn StateBackend> {
-        backend_for(
-            &self.config.config,
-            &self.root,
-            &self.local_dir,
-            &self.postgres,
-            &self.s3,
-        )
-    }
-
     fn finish(self) -> Result<Workspace, Error> {
         let started = std::time::Instant::now();
         let root = self.root.as_path();
@@ -288,6 +277,15 @@ impl Opening {
             repo,
             local_dir: self.local_dir,
         })
+    }
+}
+
+/// What a task returned; a task that panicked carries its panic on here. (Neither task of
+/// [`Workspace::open_with_state`] is ever cancelled before it is awaited.)
+fn finished<T>(joined: Result<T, tokio::task::JoinError>) -> T {
+    match joined {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

@@ -74,7 +74,7 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let plan = tenant_reconcile::ops::plan_with_state(&ws, state, &options).await?;
+    let plan = tenant_reconcile::ops::plan(&ws, state, &options).await?;
     let plan = match &changes {
         Some((base, c)) => plan.with_changes(base, c),
         None => plan,

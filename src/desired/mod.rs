@@ -136,7 +136,7 @@ pub fn compile_each<T: Send>(
                 state,
                 key,
                 select.rotate.contains(&spec.slug),
-                !select.defer_seed,
+                select.defer_seed,
             )
             .and_then(&keep)
         })
@@ -164,7 +164,7 @@ fn compile_tenant(
     state: &State,
     key: Option<&MasterKey>,
     rotate: bool,
-    render_seed: bool,
+    defer_seed: bool,
 ) -> Result<DesiredTenant, Diagnostic> {
     // The loader has already checked that the plan exists and declares every override.
     let plan = &repo.plans[&spec.plan];
@@ -272,10 +272,10 @@ fn compile_tenant(
         resources.push(Resource {
             key: Key::new(Kind::Seed),
             attrs: seed_attrs(),
-            content: if render_seed {
-                Some(render_seed_rows(repo, &context, &spec.slug, &spec.file)?)
-            } else {
+            content: if defer_seed {
                 None
+            } else {
+                Some(render_seed_rows(repo, &context, &spec.slug, &spec.file)?)
             },
         });
     }

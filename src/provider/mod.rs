@@ -353,11 +353,12 @@ impl Targets {
         for p in providers {
             let targets = targets.clone();
             tasks.spawn(async move {
-                    let started = std::time::Instant::now();
-                    let mut live = LiveFleet::default();
-                    p.refresh(&targets, &mut live).await?;
-                    let queries: usize = live.calls.iter().map(|(_, n)| n).sum();
-                    tracing::debug!(provider = p.name(), elapsed = ?started.elapsed(), queries, "refreshed");
+                let started = std::time::Instant::now();
+                let mut live = LiveFleet::default();
+                p.refresh(&targets, &mut live).await?;
+                let queries: usize = live.calls.iter().map(|(_, n)| n).sum();
+                let elapsed = started.elapsed();
+                tracing::debug!(provider = p.name(), ?elapsed, queries, "refreshed");
                 Ok::<_, ProviderError>(live)
             });
         }

@@ -168,12 +168,8 @@ impl Provider for LocalControl {
              (SELECT tenant_id, json_group_object(name, value) AS m FROM quotas GROUP BY tenant_id)",
             "quotas",
         );
-        let (registry, owners, flags, quotas) = (
-            sqlite::joined(registry).await?,
-            sqlite::joined(owners).await?,
-            sqlite::joined(flags).await?,
-            sqlite::joined(quotas).await?,
-        );
+        let (registry, owners, flags, quotas) =
+            (registry.await?, owners.await?, flags.await?, quotas.await?);
         control_rows::record(
             targets,
             live,

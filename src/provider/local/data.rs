@@ -290,7 +290,7 @@ impl Provider for LocalData {
                 "SELECT json_group_array(json_array(slug, name, isolation)) FROM slices",
                 "slices",
             );
-            let rows: Vec<(String, bool, i64, String)> = sqlite::joined(role_rows).await?;
+            let rows: Vec<(String, bool, i64, String)> = role_rows.await?;
             for (name, login, version, fp) in rows {
                 roles.insert(
                     name.clone(),
@@ -302,7 +302,7 @@ impl Provider for LocalData {
                     ]),
                 );
             }
-            let rows: Vec<(String, String, String)> = sqlite::joined(slice_rows).await?;
+            let rows: Vec<(String, String, String)> = slice_rows.await?;
             slices.extend(
                 rows.into_iter()
                     .map(|(slug, name, iso)| (slug, (name, iso))),

@@ -53,23 +53,19 @@ async fn connect(
         .map_err(ProviderError::sql(format!("open {}", path.display())))
 }
 
-/// [`fetch_json`] on a task of its own: the queries of one refresh run side by side, and
-/// each parses its document on its own thread.
+/// [`fetch_json`] started now on a task of its own, so the queries of one refresh run side
+/// by side and each parses its document on its own thread; await the result.
 pub fn spawn_fetch_json<T: serde::de::DeserializeOwned + Send + 'static>(
     pool: &SqlitePool,
     sql: &'static str,
     what: &'static str,
-) -> tokio::task::JoinHandle<Result<T, ProviderError>> {
+) -> impl std::future::Future<Output = Result<T, ProviderError>> {
     let pool = pool.clone();
-    tokio::spawn(async move { fetch_json(&pool, sql, what).await })
-}
-
-/// Waits for a [`spawn_fetch_json`].
-pub async fn joined<T>(
-    task: tokio::task::JoinHandle<Result<T, ProviderError>>,
-) -> Result<T, ProviderError> {
-    task.await
-        .map_err(|e| ProviderError::Message(format!("a refresh query stopped: {e}")))?
+    let task = tokio::spawn(async move { fetch_json(&pool, sql, what).await });
+    async move {
+        task.await
+            .map_err(|e| ProviderError::Message(format!("read {what}: the query stopped: {e}")))?
+    }
 }
 
 /// Runs a query that folds a whole table into one JSON document (`json_group_array` or
