@@ -163,13 +163,7 @@ impl Workspace {
     }
 }
 
-/// One input file git has not committed: its status letter (`M` modified, `A` new, `D`
-/// deleted, `R` renamed) and its path in the tenant repo.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uncommitted {
-    pub status: char,
-    pub path: String,
-}
+pub use crate::plan::Uncommitted;
 
 impl Workspace {
     /// Tenant, plan, template and migration files and the config with changes git has not

@@ -75,10 +75,16 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let plan = tenant_reconcile::ops::plan(&ws, state, &options).await?;
-    let plan = match &changes {
+    let mut plan = match &changes {
         Some((base, c)) => plan.with_changes(base, c),
         None => plan,
     };
+    // A saved plan may be applied later, elsewhere: it carries what git had not committed,
+    // so that apply can warn or refuse as it would from this working tree. (Only when
+    // saving: asking git for the status of every input costs time a plain plan need not.)
+    if args.out.is_some() && args.rev.is_none() {
+        plan.uncommitted = ws.uncommitted_inputs();
+    }
     match args.format {
         Format::Text => anstream::print!("{}", render::text::render(&plan)),
         Format::Json => println!("{}", render::json(&plan)),
@@ -89,6 +95,14 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("cannot write the plan to {}: {e}", out.display()))?;
         if matches!(args.format, Format::Text) {
             anstream::println!("\nSaved the plan to {}. Apply exactly this plan with:\n    tenant-reconcile apply {}", out.display(), out.display());
+        }
+        if !plan.uncommitted.is_empty() {
+            anstream::eprintln!(
+                "note: {}; the saved plan records them, and `apply --require-clean {}` will refuse it:{}",
+                super::apply::uncommitted_count(plan.uncommitted.len(), false),
+                out.display(),
+                super::apply::listed(&plan.uncommitted)
+            );
         }
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {

@@ -159,6 +159,7 @@ impl<'a> Planner<'a> {
             warnings,
             migrations: input.repo.migrations.clone(),
             changed_since: None,
+            uncommitted: Vec::new(),
         }
     }
 }

@@ -38,6 +38,20 @@ pub struct Plan {
     /// With `--changed-since`: the inputs that changed, which select the tenants planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_since: Option<ChangedInputs>,
+    /// A plan saved from the working tree (`plan --out`): the input files git had not
+    /// committed when it was made. Applying the plan later warns, or with `--require-clean`
+    /// refuses, just as an apply from the working tree does: the state would record a commit
+    /// that does not hold what was applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uncommitted: Vec<Uncommitted>,
+}
+
+/// One input file git has not committed: its status letter (`M` modified, `A` new, `D`
+/// deleted, `R` renamed) and its path in the tenant repo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uncommitted {
+    pub status: char,
+    pub path: String,
 }
 
 /// The inputs changed since a base revision (`plan --changed-since BASE`).

@@ -87,6 +87,64 @@ fn apply_records_the_commit_and_warns_about_uncommitted_inputs() {
 }
 
 #[test]
+fn a_plan_saved_from_uncommitted_files_says_so_when_applied() {
+    let repo = committed_example();
+    repo.apply();
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.write("tenants/acme.yaml", &acme.replace("seats: 80", "seats: 90"));
+
+    // Saving the plan says what it records.
+    let out = repo.run(&["plan", "--out", "tenant-plan.json"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: 1 input file has uncommitted changes; the saved plan records them, and `apply --require-clean tenant-plan.json` will refuse it:\n  M tenants/acme.yaml"),
+        "{stderr}"
+    );
+
+    // Refused with --require-clean, even once the working tree is clean again: the plan
+    // was made from the edit. Nothing changes.
+    git(&repo, &["stash", "-q"]);
+    let before = repo.fingerprint();
+    let out = repo.run(&["apply", "--require-clean", "tenant-plan.json"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the plan was made while 1 input file had uncommitted changes; nothing was applied:\n  M tenants/acme.yaml\n  hint: commit them and make the plan again, or apply without --require-clean"),
+        "{stderr}"
+    );
+    assert_eq!(repo.fingerprint(), before);
+
+    // Without it, the plan applies, with a warning naming the commit the state records.
+    git(&repo, &["stash", "pop", "-q"]);
+    let out = repo.run(&["apply", "tenant-plan.json"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "warning: the plan was made while 1 input file had uncommitted changes; the state will record commit {}, which does not hold them:\n  M tenants/acme.yaml",
+            &head[..12]
+        )),
+        "{stderr}"
+    );
+    repo.assert_plan_empty();
+
+    // A plan saved from committed files carries no such mark, and --require-clean takes it.
+    git(&repo, &["commit", "-qam", "seats for acme"]);
+    repo.write("tenants/acme.yaml", &acme.replace("seats: 80", "seats: 95"));
+    git(&repo, &["commit", "-qam", "more seats for acme"]);
+    let out = repo.run(&["plan", "--out", "tenant-plan.json"]);
+    assert!(!text(&out.stderr).contains("note"), "{}", text(&out.stderr));
+    let saved = std::fs::read_to_string(repo.path().join("tenant-plan.json")).unwrap();
+    assert!(!saved.contains("uncommitted"), "{saved}");
+    let out = repo.run(&["apply", "--require-clean", "tenant-plan.json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).contains("warning"));
+    repo.assert_plan_empty();
+}
+
+#[test]
 fn rev_plans_and_applies_a_commit_without_touching_the_working_tree() {
     let repo = committed_example();
     repo.apply();
