@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use clap::Args;
@@ -33,7 +34,11 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
     // Ctrl-C is caught once, for the whole session: pressed during a run it is not lost.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+    // Shared with the watcher's thread, which filters events by it; the migrations folder
+    // is the config's, so a saved config can move it.
+    let dirs = Arc::new(RwLock::new(input_dirs(&root)));
     let filter_root = root.clone();
+    let filter_dirs = Arc::clone(&dirs);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else {
             return;
@@ -54,9 +59,12 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
             notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
         );
         if write {
+            let dirs = filter_dirs
+                .read()
+                .expect("the folder list is never left half-written");
             for path in event.paths {
                 // Only inputs reach the loop, so writes elsewhere never hold a run back.
-                if input_path(&filter_root, &path).is_some() {
+                if input_path(&filter_root, &dirs, &path).is_some() {
                     let _ = tx.send(path);
                 }
             }
@@ -65,19 +73,21 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
     // The input folders and the root itself (for the config file), not the whole tree:
     // `.git` or a build folder would use up the system's inotify watches.
     watcher.watch(&root, RecursiveMode::NonRecursive)?;
-    for dir in ["tenants", "plans", "templates", "migrations"] {
-        let dir = root.join(dir);
-        if dir.is_dir() {
-            watcher.watch(&dir, RecursiveMode::Recursive)?;
-        }
-    }
+    let initial = dirs.read().expect("not poisoned").clone();
+    watch_dirs(&mut watcher, &root, &initial)?;
     tokio::select! {
         _ = cycle(&root, args.apply) => {}
         _ = interrupt.recv() => return Ok(0),
     }
+    let names: Vec<String> = initial
+        .iter()
+        .map(|d| format!("{}/", slashed(d)))
+        .chain([repo::config::CONFIG_FILE.to_string()])
+        .collect();
     println!(
-        "\nWatching {} for changes to tenants, plans, templates and migrations (Ctrl-C to stop).",
-        root.display()
+        "\nWatching {} for changes to {} (Ctrl-C to stop).",
+        root.display(),
+        names.join(", ")
     );
     loop {
         let first = tokio::select! {
@@ -88,10 +98,11 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
             return Ok(0);
         };
         let mut changed = BTreeSet::new();
-        changed.extend(input_path(&root, &first));
+        let current = dirs.read().expect("not poisoned").clone();
+        changed.extend(input_path(&root, &current, &first));
         // Wait for the burst to end.
         while let Ok(Some(path)) = tokio::time::timeout(args.debounce, rx.recv()).await {
-            changed.extend(input_path(&root, &path));
+            changed.extend(input_path(&root, &current, &path));
         }
         // An editor's or sed's temporary file, gone again by now, is not worth naming.
         changed.retain(|rel: &String| {
@@ -102,6 +113,19 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
         });
         if changed.is_empty() {
             continue;
+        }
+        if changed.contains(repo::config::CONFIG_FILE) {
+            let now = input_dirs(&root);
+            let added: Vec<PathBuf> = now
+                .iter()
+                .filter(|d| !current.contains(d))
+                .cloned()
+                .collect();
+            // Watching goes on without the new folder rather than stopping.
+            if let Err(e) = watch_dirs(&mut watcher, &root, &added) {
+                anstream::eprintln!("warning: cannot watch the new migrations folder: {e}");
+            }
+            *dirs.write().expect("not poisoned") = now;
         }
         let files: Vec<String> = changed.into_iter().collect();
         println!(
@@ -133,10 +157,52 @@ async fn cycle(root: &Path, apply: bool) {
     }
 }
 
-/// The changed path relative to the repo, if it is an input: under tenants/, plans/,
-/// templates/ or migrations/, or the config; never a hidden file (editors' swap files) or
-/// anything under the local target's folder.
-fn input_path(root: &Path, path: &Path) -> Option<String> {
+/// The folders whose files are inputs, relative to the repo root: tenants/, plans/,
+/// templates/ and the migrations folder the config names (`migrations_dir`). A config that
+/// does not load leaves the default; the run that follows reports what is wrong with it.
+fn input_dirs(root: &Path) -> Vec<PathBuf> {
+    let configured = repo::load_config(root, &repo::files::Files::WorkingTree)
+        .map(|loaded| loaded.config.migrations_dir)
+        .unwrap_or_default();
+    // `./db/migrations` is `db/migrations`; the config check refuses `..` and absolute paths.
+    let migrations: PathBuf = Path::new(&configured)
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect();
+    let migrations = if migrations.as_os_str().is_empty() {
+        PathBuf::from("migrations")
+    } else {
+        migrations
+    };
+    let mut dirs: Vec<PathBuf> = ["tenants", "plans", "templates"]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    if !dirs.contains(&migrations) {
+        dirs.push(migrations);
+    }
+    dirs
+}
+
+/// Watches each of `dirs` that exists, with everything under it.
+fn watch_dirs(watcher: &mut impl Watcher, root: &Path, dirs: &[PathBuf]) -> notify::Result<()> {
+    for dir in dirs {
+        let dir = root.join(dir);
+        if dir.is_dir() {
+            watcher.watch(&dir, RecursiveMode::Recursive)?;
+        }
+    }
+    Ok(())
+}
+
+fn slashed(path: &Path) -> String {
+    path.to_string_lossy().replace('\\', "/")
+}
+
+/// The changed path relative to the repo, if it is an input: under one of `dirs`, or the
+/// config; never a hidden file (editors' swap files) or anything under the local target's
+/// folder.
+fn input_path(root: &Path, dirs: &[PathBuf], path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
     if rel.as_os_str().is_empty() || path.is_dir() {
         return None;
@@ -147,10 +213,8 @@ fn input_path(root: &Path, path: &Path) -> Option<String> {
     {
         return None;
     }
-    let text = rel.to_string_lossy().replace('\\', "/");
-    let first = text.split('/').next().unwrap_or("");
-    let wanted = ["tenants", "plans", "templates", "migrations"].contains(&first)
-        || text == repo::config::CONFIG_FILE;
+    let text = slashed(rel);
+    let wanted = dirs.iter().any(|d| rel.starts_with(d)) || text == repo::config::CONFIG_FILE;
     // Backup files some editors leave beside the one saved.
     (wanted && !text.ends_with('~')).then_some(text)
 }

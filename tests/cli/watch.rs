@@ -116,6 +116,56 @@ fn watch_plans_again_on_every_save_and_reports_problems() {
 }
 
 #[test]
+fn watch_follows_the_migrations_folder_the_config_names() {
+    let repo = Repo::example();
+    std::fs::create_dir_all(repo.path().join("db")).unwrap();
+    std::fs::rename(
+        repo.path().join("migrations"),
+        repo.path().join("db/migrations"),
+    )
+    .unwrap();
+    repo.write(
+        "tenant-reconcile.hcl",
+        "migrations_dir = \"db/migrations\"\n",
+    );
+    repo.apply();
+    let mut w = Watching::start(&repo, &[]);
+    w.wait_for("Watching");
+    let out = w.take();
+    assert!(
+        out.contains("db/migrations/, tenant-reconcile.hcl"),
+        "{out}"
+    );
+
+    repo.write(
+        "db/migrations/0003_add_invoices.sql",
+        "CREATE TABLE invoices (id INTEGER PRIMARY KEY, total INTEGER);\n",
+    );
+    w.wait_for("Plan: 0 to add, 4 to change");
+    let out = w.take();
+    assert!(
+        out.contains("── db/migrations/0003_add_invoices.sql changed at"),
+        "{out}"
+    );
+
+    // A config saved with another folder is followed from then on.
+    std::fs::rename(repo.path().join("db/migrations"), repo.path().join("sql")).unwrap();
+    repo.write("tenant-reconcile.hcl", "migrations_dir = \"sql\"\n");
+    // The run that read the saved config (the rename may have started one before it).
+    w.wait_for("tenant-reconcile.hcl changed at");
+    w.wait_for("Plan: 0 to add, 4 to change");
+    w.take();
+    repo.write(
+        "sql/0004_add_notes.sql",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY);\n",
+    );
+    w.wait_for("sql/0004_add_notes.sql changed at");
+    w.wait_for("Plan: 0 to add, 4 to change");
+    let out = w.take();
+    assert!(out.contains("→ \"0004_add_notes\""), "{out}");
+}
+
+#[test]
 fn watch_apply_reconciles_each_save_against_the_local_target() {
     let repo = Repo::example();
     let mut w = Watching::start(&repo, &["--apply"]);
