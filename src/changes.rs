@@ -116,6 +116,13 @@ pub fn changed_since(
             _ => continue,
         };
         if !is_input(&path, repo) {
+            // Moved out of the inputs (tenants/acme.yaml → archive/acme.yaml): to the repo
+            // the file is gone, so it is listed as deleted where it was.
+            if let ('R', Some(old)) = (status, &old) {
+                if is_input(old, repo) {
+                    set.files.push(('D', old.clone()));
+                }
+            }
             continue;
         }
         set.files.push((status, path));

@@ -247,6 +247,30 @@ fn rev_works_for_a_tenant_repo_inside_a_bigger_git_repository() {
 }
 
 #[test]
+fn a_tenant_file_moved_out_of_tenants_is_listed_as_deleted() {
+    let repo = committed_example();
+    repo.apply();
+    std::fs::create_dir_all(repo.path().join("archive")).unwrap();
+    git(
+        &repo,
+        &["mv", "tenants/initech.yaml", "archive/initech.yaml"],
+    );
+    git(&repo, &["commit", "-qm", "initech archived"]);
+
+    let out = repo.run(&["plan", "--changed-since", "HEAD~1"]);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{plan}\n{}", text(&out.stderr));
+    assert!(
+        plan.contains("1 input file reaching 0 tenants with changes.\n  D tenants/initech.yaml"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("# initech is orphaned: its tenant file is gone; it is left as it is (active), never destroyed"),
+        "{plan}"
+    );
+}
+
+#[test]
 fn changed_since_plans_only_the_tenants_a_change_reaches_and_says_why() {
     let repo = committed_example();
     repo.apply();
