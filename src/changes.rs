@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::repo::config::CONFIG_FILE;
 use crate::repo::{LoadError, TenantRepo};
 use crate::slug::Slug;
 
@@ -115,16 +114,22 @@ pub fn changed_since(
             (_, Some(new), _) => new.clone(),
             _ => continue,
         };
-        if !is_input(&path, repo) {
+        let is_input = |p: &str| repo.config.is_input(Path::new(p));
+        if !is_input(&path) {
             // Moved out of the inputs (tenants/acme.yaml → archive/acme.yaml): to the repo
             // the file is gone, so it is listed as deleted where it was.
             if let ('R', Some(old)) = (status, &old) {
-                if is_input(old, repo) {
+                if is_input(old) {
                     set.files.push(('D', old.clone()));
                 }
             }
             continue;
         }
+        // Moved in from elsewhere (archive/acme.yaml → tenants/acme.yaml): a new input.
+        let status = match (status, &old) {
+            ('R', Some(old)) if !is_input(old) => 'A',
+            _ => status,
+        };
         set.files.push((status, path));
     }
     set.files.sort_by(|a, b| a.1.cmp(&b.1));
@@ -141,25 +146,6 @@ pub fn changed_since(
         }
     }
     Ok(set)
-}
-
-/// Whether a path is one of the repo's inputs (hidden files, which the loader skips, are
-/// not).
-fn is_input(path: &str, repo: &TenantRepo) -> bool {
-    if path.split('/').any(|part| part.starts_with('.')) {
-        return false;
-    }
-    let migrations = format!(
-        "{}/",
-        repo.config
-            .migrations_dir
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-    );
-    path == CONFIG_FILE
-        || ["tenants/", "plans/", "templates/", migrations.as_str()]
-            .iter()
-            .any(|dir| path.starts_with(dir))
 }
 
 /// The tenants (with a file at the head) a changed input reaches.

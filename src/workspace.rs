@@ -18,6 +18,8 @@ use crate::state::s3::S3Backend;
 use crate::state::{State, StateBackend};
 use crate::Error;
 
+pub use crate::plan::Uncommitted;
+
 pub struct Workspace {
     pub repo: TenantRepo,
     /// The local target's folder.
@@ -163,8 +165,6 @@ impl Workspace {
     }
 }
 
-pub use crate::plan::Uncommitted;
-
 impl Workspace {
     /// Tenant, plan, template and migration files and the config with changes git has not
     /// committed (staged or not, new files too). Empty when the repo is not in git.
@@ -178,15 +178,10 @@ impl Workspace {
         opts.include_untracked(true)
             .recurse_untracked_dirs(true)
             .include_ignored(false);
-        for input in [
-            "tenants",
-            "plans",
-            "templates",
-            self.repo.config.migrations_dir.as_str(),
-            repo::config::CONFIG_FILE,
-        ] {
-            opts.pathspec(inside.join(input));
+        for dir in self.repo.config.input_dirs() {
+            opts.pathspec(inside.join(dir));
         }
+        opts.pathspec(inside.join(repo::config::CONFIG_FILE));
         let Ok(statuses) = git.statuses(Some(&mut opts)) else {
             return Vec::new();
         };

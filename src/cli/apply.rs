@@ -6,8 +6,9 @@ use clap::Args;
 use tenant_reconcile::apply::progress::Progress;
 use tenant_reconcile::ops::{self, ApplyOptions, ApplyOutcome};
 use tenant_reconcile::render;
-use tenant_reconcile::workspace::{Uncommitted, Workspace};
+use tenant_reconcile::workspace::Workspace;
 
+use super::uncommitted::{self, Source};
 use super::{parse_duration, ExitCode, SelectArgs};
 
 #[derive(Debug, Args)]
@@ -65,17 +66,17 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     // committed by definition; a saved plan says what was uncommitted when it was made;
     // otherwise the working tree is asked now.
     match &saved {
-        Some(plan) => check_committed(
+        Some(plan) => uncommitted::check(
+            Source::SavedPlan,
             &plan.uncommitted,
             plan.git_commit.as_deref().or(ws.git_commit.as_deref()),
             args.require_clean,
-            true,
         )?,
-        None if args.rev.is_none() => check_committed(
+        None if args.rev.is_none() => uncommitted::check(
+            Source::WorkingTree,
             &ws.uncommitted_inputs(),
             ws.git_commit.as_deref(),
             args.require_clean,
-            false,
         )?,
         None => {}
     }
@@ -135,64 +136,4 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-}
-
-/// Warns about inputs git had not committed, or with `--require-clean` refuses. `saved`: the
-/// files are those a saved plan recorded when it was made, not the working tree's now.
-fn check_committed(
-    dirty: &[Uncommitted],
-    commit: Option<&str>,
-    require_clean: bool,
-    saved: bool,
-) -> anyhow::Result<()> {
-    if dirty.is_empty() {
-        return Ok(());
-    }
-    let what = if saved {
-        format!(
-            "the plan was made while {}",
-            uncommitted_count(dirty.len(), true)
-        )
-    } else {
-        uncommitted_count(dirty.len(), false)
-    };
-    let list = listed(dirty);
-    if require_clean {
-        let fix = if saved {
-            "commit them and make the plan again"
-        } else {
-            "commit them"
-        };
-        anyhow::bail!(
-            "{what}; nothing was applied:{list}\n  hint: {fix}, or apply without --require-clean"
-        );
-    }
-    let commit = commit.map_or("no commit".to_string(), |c| {
-        format!("commit {}", &c[..c.len().min(12)])
-    });
-    anstream::eprintln!(
-        "warning: {what}; the state will record {commit}, which does not hold them:{list}\n  hint: commit first, or pass --require-clean to refuse in this case"
-    );
-    Ok(())
-}
-
-/// "2 input files have uncommitted changes", or in the past, "… had …".
-pub(super) fn uncommitted_count(n: usize, past: bool) -> String {
-    let verb = match (n == 1, past) {
-        (_, true) => "had",
-        (true, false) => "has",
-        (false, false) => "have",
-    };
-    format!(
-        "{n} input file{} {verb} uncommitted changes",
-        if n == 1 { "" } else { "s" }
-    )
-}
-
-/// The files, one per line with git's status letter.
-pub(super) fn listed(dirty: &[Uncommitted]) -> String {
-    dirty
-        .iter()
-        .map(|u| format!("\n  {} {}", u.status, u.path))
-        .collect()
 }

@@ -6,6 +6,7 @@ mod credentials;
 mod force_unlock;
 mod plan;
 mod show;
+mod uncommitted;
 mod validate;
 mod watch;
 

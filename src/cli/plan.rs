@@ -96,13 +96,8 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         if matches!(args.format, Format::Text) {
             anstream::println!("\nSaved the plan to {}. Apply exactly this plan with:\n    tenant-reconcile apply {}", out.display(), out.display());
         }
-        if !plan.uncommitted.is_empty() {
-            anstream::eprintln!(
-                "note: {}; the saved plan records them, and `apply --require-clean {}` will refuse it:{}",
-                super::apply::uncommitted_count(plan.uncommitted.len(), false),
-                out.display(),
-                super::apply::listed(&plan.uncommitted)
-            );
+        if let Some(note) = super::uncommitted::saved_note(&plan.uncommitted, out) {
+            anstream::eprintln!("{note}");
         }
     }
     Ok(if args.detailed_exitcode && plan.has_changes() {

@@ -6,8 +6,8 @@
 //! a run starts once no file has changed for `--debounce`.
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
@@ -34,11 +34,9 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
     // Ctrl-C is caught once, for the whole session: pressed during a run it is not lost.
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
-    // Shared with the watcher's thread, which filters events by it; the migrations folder
-    // is the config's, so a saved config can move it.
-    let dirs = Arc::new(RwLock::new(input_dirs(&root)));
+    let mut folders = Folders::new(input_dirs(&root).unwrap_or_default());
     let filter_root = root.clone();
-    let filter_dirs = Arc::clone(&dirs);
+    let filter_wanted = Arc::clone(&folders.wanted);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else {
             return;
@@ -59,35 +57,33 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
             notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
         );
         if write {
-            let dirs = filter_dirs
-                .read()
-                .expect("the folder list is never left half-written");
+            let wanted = filter_wanted
+                .lock()
+                .expect("never poisoned: no code panics holding it");
             for path in event.paths {
-                // Only inputs reach the loop, so writes elsewhere never hold a run back.
-                if input_path(&filter_root, &dirs, &path).is_some() {
+                // Only inputs reach the loop, so writes elsewhere never hold a run back;
+                // and folders made at the top, which may be an input folder that was not
+                // there yet.
+                if input_path(&filter_root, &wanted, &path).is_some()
+                    || (path.parent() == Some(filter_root.as_path()) && path.is_dir())
+                {
                     let _ = tx.send(path);
                 }
             }
         }
     })?;
-    // The input folders and the root itself (for the config file), not the whole tree:
-    // `.git` or a build folder would use up the system's inotify watches.
+    // The input folders and the root itself (for the config file and folders made later),
+    // not the whole tree: `.git` or a build folder would use up the system's inotify watches.
     watcher.watch(&root, RecursiveMode::NonRecursive)?;
-    let initial = dirs.read().expect("not poisoned").clone();
-    watch_dirs(&mut watcher, &root, &initial)?;
+    folders.sync(&mut watcher, &root);
     tokio::select! {
         _ = cycle(&root, args.apply) => {}
         _ = interrupt.recv() => return Ok(0),
     }
-    let names: Vec<String> = initial
-        .iter()
-        .map(|d| format!("{}/", slashed(d)))
-        .chain([repo::config::CONFIG_FILE.to_string()])
-        .collect();
     println!(
         "\nWatching {} for changes to {} (Ctrl-C to stop).",
         root.display(),
-        names.join(", ")
+        folders.describe(&root)
     );
     loop {
         let first = tokio::select! {
@@ -97,13 +93,30 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
         let Some(first) = first else {
             return Ok(0);
         };
-        let mut changed = BTreeSet::new();
-        let current = dirs.read().expect("not poisoned").clone();
-        changed.extend(input_path(&root, &current, &first));
+        let mut paths = vec![first];
         // Wait for the burst to end.
         while let Ok(Some(path)) = tokio::time::timeout(args.debounce, rx.recv()).await {
-            changed.extend(input_path(&root, &current, &path));
+            paths.push(path);
         }
+        let wanted = folders.wanted();
+        let mut changed: BTreeSet<String> = paths
+            .iter()
+            .filter_map(|p| input_path(&root, &wanted, p))
+            .collect();
+        // A saved config may name another migrations folder; one that does not load keeps
+        // the folders as they were (the run below reports what is wrong with it).
+        if changed.contains(repo::config::CONFIG_FILE) {
+            if let Some(dirs) = input_dirs(&root) {
+                folders.set_wanted(dirs);
+            }
+        }
+        // A folder watched only now may hold files written before it was: they count.
+        changed.extend(
+            folders
+                .sync(&mut watcher, &root)
+                .iter()
+                .map(|d| format!("{}/", slashed(d))),
+        );
         // An editor's or sed's temporary file, gone again by now, is not worth naming.
         changed.retain(|rel: &String| {
             root.join(rel).exists()
@@ -113,19 +126,6 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
         });
         if changed.is_empty() {
             continue;
-        }
-        if changed.contains(repo::config::CONFIG_FILE) {
-            let now = input_dirs(&root);
-            let added: Vec<PathBuf> = now
-                .iter()
-                .filter(|d| !current.contains(d))
-                .cloned()
-                .collect();
-            // Watching goes on without the new folder rather than stopping.
-            if let Err(e) = watch_dirs(&mut watcher, &root, &added) {
-                anstream::eprintln!("warning: cannot watch the new migrations folder: {e}");
-            }
-            *dirs.write().expect("not poisoned") = now;
         }
         let files: Vec<String> = changed.into_iter().collect();
         println!(
@@ -137,6 +137,79 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
             _ = cycle(&root, args.apply) => {}
             _ = interrupt.recv() => return Ok(0),
         }
+    }
+}
+
+/// The input folders: those the config names (shared with the watcher's thread, which
+/// filters events by them) and those of them being watched. A folder that is not there
+/// cannot be watched; it is tried again after every burst of events.
+struct Folders {
+    wanted: Arc<Mutex<Vec<PathBuf>>>,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl Folders {
+    fn new(wanted: Vec<PathBuf>) -> Folders {
+        Folders {
+            wanted: Arc::new(Mutex::new(wanted)),
+            watched: BTreeSet::new(),
+        }
+    }
+
+    fn wanted(&self) -> Vec<PathBuf> {
+        self.wanted.lock().expect("never poisoned").clone()
+    }
+
+    fn set_wanted(&mut self, dirs: Vec<PathBuf>) {
+        *self.wanted.lock().expect("never poisoned") = dirs;
+    }
+
+    /// Stops watching folders no longer wanted and starts on wanted ones that are there now;
+    /// returns those it started on. A folder that cannot be watched is reported, and
+    /// watching goes on without it.
+    fn sync(&mut self, watcher: &mut impl Watcher, root: &Path) -> Vec<PathBuf> {
+        let wanted = self.wanted();
+        self.watched.retain(|d| {
+            let keep = wanted.contains(d);
+            if !keep {
+                // It may be gone already, which removed its watch with it.
+                let _ = watcher.unwatch(&root.join(d));
+            }
+            keep
+        });
+        let mut started = Vec::new();
+        for dir in wanted {
+            if self.watched.contains(&dir) || !root.join(&dir).is_dir() {
+                continue;
+            }
+            match watcher.watch(&root.join(&dir), RecursiveMode::Recursive) {
+                Ok(()) => {
+                    self.watched.insert(dir.clone());
+                    started.push(dir);
+                }
+                Err(e) => {
+                    anstream::eprintln!("warning: cannot watch {}/: {e}", slashed(&dir));
+                }
+            }
+        }
+        started
+    }
+
+    /// "tenants/, plans/, templates/, db/migrations/ (not there yet), tenant-reconcile.hcl"
+    fn describe(&self, root: &Path) -> String {
+        self.wanted()
+            .iter()
+            .map(|d| {
+                let missing = if root.join(d).is_dir() {
+                    ""
+                } else {
+                    " (not there yet)"
+                };
+                format!("{}/{missing}", slashed(d))
+            })
+            .chain([repo::config::CONFIG_FILE.to_string()])
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -157,42 +230,10 @@ async fn cycle(root: &Path, apply: bool) {
     }
 }
 
-/// The folders whose files are inputs, relative to the repo root: tenants/, plans/,
-/// templates/ and the migrations folder the config names (`migrations_dir`). A config that
-/// does not load leaves the default; the run that follows reports what is wrong with it.
-fn input_dirs(root: &Path) -> Vec<PathBuf> {
-    let configured = repo::load_config(root, &repo::files::Files::WorkingTree)
-        .map(|loaded| loaded.config.migrations_dir)
-        .unwrap_or_default();
-    // `./db/migrations` is `db/migrations`; the config check refuses `..` and absolute paths.
-    let migrations: PathBuf = Path::new(&configured)
-        .components()
-        .filter(|c| matches!(c, Component::Normal(_)))
-        .collect();
-    let migrations = if migrations.as_os_str().is_empty() {
-        PathBuf::from("migrations")
-    } else {
-        migrations
-    };
-    let mut dirs: Vec<PathBuf> = ["tenants", "plans", "templates"]
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    if !dirs.contains(&migrations) {
-        dirs.push(migrations);
-    }
-    dirs
-}
-
-/// Watches each of `dirs` that exists, with everything under it.
-fn watch_dirs(watcher: &mut impl Watcher, root: &Path, dirs: &[PathBuf]) -> notify::Result<()> {
-    for dir in dirs {
-        let dir = root.join(dir);
-        if dir.is_dir() {
-            watcher.watch(&dir, RecursiveMode::Recursive)?;
-        }
-    }
-    Ok(())
+/// The input folders the config names, or `None` when it does not load.
+fn input_dirs(root: &Path) -> Option<Vec<PathBuf>> {
+    let loaded = repo::load_config(root, &repo::files::Files::WorkingTree).ok()?;
+    (!loaded.has_problems()).then(|| loaded.config.input_dirs())
 }
 
 fn slashed(path: &Path) -> String {
@@ -204,19 +245,12 @@ fn slashed(path: &Path) -> String {
 /// folder.
 fn input_path(root: &Path, dirs: &[PathBuf], path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root).ok()?;
-    if rel.as_os_str().is_empty() || path.is_dir() {
-        return None;
-    }
-    if rel
-        .components()
-        .any(|c| matches!(c, Component::Normal(n) if n.to_string_lossy().starts_with('.')))
-    {
+    if rel.as_os_str().is_empty() || path.is_dir() || !repo::config::is_input_of(dirs, rel) {
         return None;
     }
     let text = slashed(rel);
-    let wanted = dirs.iter().any(|d| rel.starts_with(d)) || text == repo::config::CONFIG_FILE;
     // Backup files some editors leave beside the one saved.
-    (wanted && !text.ends_with('~')).then_some(text)
+    (!text.ends_with('~')).then_some(text)
 }
 
 /// `watch --apply` reconciles whatever the files say the moment they are saved: fine for

@@ -3,6 +3,8 @@
 //! The file is optional. Without it everything goes to the local target under
 //! `.tenant-reconcile/`, which needs no server.
 
+use std::path::{Component, Path, PathBuf};
+
 use serde::Deserialize;
 
 use super::hcl_file;
@@ -35,6 +37,50 @@ pub struct Config {
     pub postgres: PostgresConfig,
     #[serde(default)]
     pub s3: S3Config,
+}
+
+impl Config {
+    /// The folders whose files are the repo's inputs, relative to its root: `tenants`,
+    /// `plans`, `templates` and the migrations folder (`./db/migrations` given is
+    /// `db/migrations`). With the config file, this is everything a plan reads from the repo.
+    pub fn input_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = ["tenants", "plans", "templates"]
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let migrations = self.migrations_path();
+        if !dirs.contains(&migrations) {
+            dirs.push(migrations);
+        }
+        dirs
+    }
+
+    /// `migrations_dir` without `.` components; the config check refuses one that names no
+    /// folder inside the repo.
+    fn migrations_path(&self) -> PathBuf {
+        Path::new(&self.migrations_dir)
+            .components()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect()
+    }
+
+    /// Whether `path` (relative to the repo root) is one of the repo's inputs.
+    pub fn is_input(&self, path: &Path) -> bool {
+        is_input_of(&self.input_dirs(), path)
+    }
+}
+
+/// Whether `path` (relative to the repo root) is an input, given the input folders: the
+/// config file, or a file under one of `dirs` that is not hidden (the loader skips those,
+/// and editors' swap files are).
+pub fn is_input_of(dirs: &[PathBuf], path: &Path) -> bool {
+    if path
+        .components()
+        .any(|c| matches!(c, Component::Normal(n) if n.to_string_lossy().starts_with('.')))
+    {
+        return false;
+    }
+    path == Path::new(CONFIG_FILE) || dirs.iter().any(|d| path.starts_with(d))
 }
 
 impl Default for Config {
@@ -392,14 +438,13 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         );
     }
     problems.extend(check_s3(source, &config));
-    let dir = std::path::Path::new(&config.migrations_dir);
+    let dir = Path::new(&config.migrations_dir);
     if dir.is_absolute()
-        || dir.components().any(|c| {
-            !matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        })
+        || dir
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+        // `.` would make every file of the repo a migration.
+        || config.migrations_path().as_os_str().is_empty()
     {
         let (line, col) = hcl_file::locate_key(source, "migrations_dir").unwrap_or((1, 1));
         problems.push(
@@ -520,6 +565,27 @@ fn check_s3(source: &str, config: &Config) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inputs_follow_the_migrations_folder() {
+        let c = parse("migrations_dir = \"./db/migrations\"\n").unwrap();
+        assert_eq!(
+            c.input_dirs(),
+            ["tenants", "plans", "templates", "db/migrations"].map(PathBuf::from)
+        );
+        assert!(c.is_input(Path::new("db/migrations/0001_x.sql")));
+        assert!(c.is_input(Path::new(CONFIG_FILE)));
+        assert!(!c.is_input(Path::new("migrations/0001_x.sql")));
+        assert!(!c.is_input(Path::new("tenants/.acme.yaml.swp")));
+        assert!(!c.is_input(Path::new("README.md")));
+        // A folder that is no folder inside the repo is refused, `.` included.
+        for bad in [".", "./", "../sql", "/sql"] {
+            assert!(
+                parse(&format!("migrations_dir = {bad:?}\n")).is_err(),
+                "{bad} is accepted"
+            );
+        }
+    }
 
     #[test]
     fn empty_file_means_local_everything() {

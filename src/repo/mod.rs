@@ -76,6 +76,13 @@ pub struct LoadedConfig {
     problems: Diagnostics,
 }
 
+impl LoadedConfig {
+    /// Whether the config file had problems (then `config` is the default, or partly so).
+    pub fn has_problems(&self) -> bool {
+        !self.problems.is_empty()
+    }
+}
+
 /// The first step of [`load_from`]: `tenant-reconcile.hcl`, which says where the rest is
 /// (and where the state is, so a plan can read it meanwhile).
 pub fn load_config(root: &Path, files: &Files) -> Result<LoadedConfig, LoadError> {

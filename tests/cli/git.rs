@@ -268,6 +268,17 @@ fn a_tenant_file_moved_out_of_tenants_is_listed_as_deleted() {
         plan.contains("# initech is orphaned: its tenant file is gone; it is left as it is (active), never destroyed"),
         "{plan}"
     );
+
+    // Moved back in, it is a file added to the inputs, and its tenant is planned again.
+    git(
+        &repo,
+        &["mv", "archive/initech.yaml", "tenants/initech.yaml"],
+    );
+    let out = repo.run(&["plan", "--changed-since", "HEAD"]);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{plan}\n{}", text(&out.stderr));
+    assert!(plan.contains("\n  A tenants/initech.yaml"), "{plan}");
+    assert!(!plan.contains("orphaned"), "{plan}");
 }
 
 #[test]

@@ -148,21 +148,35 @@ fn watch_follows_the_migrations_folder_the_config_names() {
         "{out}"
     );
 
-    // A config saved with another folder is followed from then on.
-    std::fs::rename(repo.path().join("db/migrations"), repo.path().join("sql")).unwrap();
-    repo.write("tenant-reconcile.hcl", "migrations_dir = \"sql\"\n");
-    // The run that read the saved config (the rename may have started one before it).
+    // A config that does not load keeps the folders as they were.
+    repo.write(
+        "tenant-reconcile.hcl",
+        "migrations_dir = \"sql\"\nno_such_setting = 1\n",
+    );
     w.wait_for("tenant-reconcile.hcl changed at");
+    w.wait_for("no_such_setting");
+    repo.write(
+        "db/migrations/0004_add_notes.sql",
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY);\n",
+    );
+    w.wait_for("── db/migrations/0004_add_notes.sql changed at");
+    w.take();
+
+    // A config naming a folder that is not there yet: it is followed once it is made.
+    repo.write("tenant-reconcile.hcl", "migrations_dir = \"sql\"\n");
+    w.wait_for("tenant-reconcile.hcl changed at");
+    std::fs::rename(repo.path().join("db/migrations"), repo.path().join("sql")).unwrap();
+    w.wait_for("── sql/ changed at");
     w.wait_for("Plan: 0 to add, 4 to change");
     w.take();
     repo.write(
-        "sql/0004_add_notes.sql",
-        "CREATE TABLE notes (id INTEGER PRIMARY KEY);\n",
+        "sql/0005_add_tags.sql",
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY);\n",
     );
-    w.wait_for("sql/0004_add_notes.sql changed at");
+    w.wait_for("── sql/0005_add_tags.sql changed at");
     w.wait_for("Plan: 0 to add, 4 to change");
     let out = w.take();
-    assert!(out.contains("→ \"0004_add_notes\""), "{out}");
+    assert!(out.contains("→ \"0005_add_tags\""), "{out}");
 }
 
 #[test]
