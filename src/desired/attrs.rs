@@ -146,6 +146,22 @@ impl Attrs {
     }
 }
 
+impl Attrs {
+    /// A map from its JSON text, as a recorded state holds it. Text that is already
+    /// canonical, as every state this tool writes is, is kept as it is: nothing is parsed or
+    /// written again, which for a large state is most of reading it. Anything else is parsed
+    /// and made canonical, or refused if it is not a JSON object.
+    pub fn from_json(text: Box<str>) -> Result<Attrs, serde_json::Error> {
+        if canonical::is_canonical_object(&text) {
+            return Ok(Attrs {
+                text,
+                fields: OnceLock::new(),
+            });
+        }
+        serde_json::from_str(&text)
+    }
+}
+
 /// Where `field` is among sorted fields, or where it would go.
 fn search(fields: &Fields, field: &str) -> Result<usize, usize> {
     fields.binary_search_by(|(k, _)| k.as_str().cmp(field))
@@ -246,6 +262,136 @@ impl<'de> Deserialize<'de> for Attrs {
     }
 }
 
+/// Recognizing canonical text without parsing it into values.
+mod canonical {
+    /// Whether `text` is a JSON object exactly as [`super::text_of`] would write it: no
+    /// space outside strings, the keys of every object in strictly rising order, strings
+    /// without escapes or control characters, numbers as plain integers of up to 18 digits
+    /// (always within `i64`, written as given). It answers `false` for anything else,
+    /// canonical or not (escaped strings, fractions), which then takes the slow path.
+    ///
+    /// The text must have been read as JSON already (serde_json limits its nesting to 128),
+    /// so the recursion here is bounded.
+    pub fn is_canonical_object(text: &str) -> bool {
+        let b = text.as_bytes();
+        let mut at = 0;
+        b.first() == Some(&b'{') && object(b, &mut at) && at == b.len()
+    }
+
+    fn value(b: &[u8], at: &mut usize) -> bool {
+        match b.get(*at) {
+            Some(b'{') => object(b, at),
+            Some(b'[') => array(b, at),
+            Some(b'"') => string(b, at).is_some(),
+            Some(b't') => literal(b, at, b"true"),
+            Some(b'f') => literal(b, at, b"false"),
+            Some(b'n') => literal(b, at, b"null"),
+            Some(b'-' | b'0'..=b'9') => integer(b, at),
+            _ => false,
+        }
+    }
+
+    fn object(b: &[u8], at: &mut usize) -> bool {
+        *at += 1; // {
+        if b.get(*at) == Some(&b'}') {
+            *at += 1;
+            return true;
+        }
+        let mut previous: Option<&[u8]> = None;
+        loop {
+            // serde_json's maps are sorted by the keys' bytes; without escapes the bytes
+            // in the text are the key's.
+            let Some(key) = string(b, at) else {
+                return false;
+            };
+            if previous.is_some_and(|p| p >= key) {
+                return false;
+            }
+            previous = Some(key);
+            if b.get(*at) != Some(&b':') {
+                return false;
+            }
+            *at += 1;
+            if !value(b, at) {
+                return false;
+            }
+            match b.get(*at) {
+                Some(b',') => *at += 1,
+                Some(b'}') => {
+                    *at += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    fn array(b: &[u8], at: &mut usize) -> bool {
+        *at += 1; // [
+        if b.get(*at) == Some(&b']') {
+            *at += 1;
+            return true;
+        }
+        loop {
+            if !value(b, at) {
+                return false;
+            }
+            match b.get(*at) {
+                Some(b',') => *at += 1,
+                Some(b']') => {
+                    *at += 1;
+                    return true;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// A string's content, if it needs no escape: serde_json writes such a string as it is.
+    fn string<'a>(b: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+        if b.get(*at) != Some(&b'"') {
+            return None;
+        }
+        let start = *at + 1;
+        let mut end = start;
+        loop {
+            match *b.get(end)? {
+                b'"' => break,
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => end += 1,
+            }
+        }
+        *at = end + 1;
+        Some(&b[start..end])
+    }
+
+    fn literal(b: &[u8], at: &mut usize, word: &[u8]) -> bool {
+        if b[*at..].starts_with(word) {
+            *at += word.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `-?(0|[1-9][0-9]*)`, up to 18 digits, and not `-0` (which is written `0`).
+    fn integer(b: &[u8], at: &mut usize) -> bool {
+        let negative = b[*at] == b'-';
+        let start = *at + usize::from(negative);
+        let digits = b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let end = start + digits;
+        let leading_zero = b.get(start) == Some(&b'0');
+        let ok = (1..=18).contains(&digits)
+            // No leading zero, and no `-0`.
+            && !(leading_zero && (digits > 1 || negative))
+            // A fraction or an exponent is left to the slow path.
+            && !matches!(b.get(end), Some(b'.' | b'e' | b'E'));
+        *at = end;
+        ok
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +434,66 @@ mod tests {
         edited.insert("n", json!(5));
         assert_eq!(edited, parsed, "an edit writes the text anew");
         assert!(Attrs::new().is_empty() && !parsed.is_empty());
+    }
+
+    #[test]
+    fn canonical_text_is_kept_and_anything_else_is_made_canonical() {
+        let samples = [
+            r#"{}"#,
+            r#"{"a":1,"b":"x"}"#,
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1,"a":2}"#,
+            r#"{ "a": 1 }"#,
+            r#"{"a":1.0}"#,
+            r#"{"a":1.5e3}"#,
+            r#"{"a":-0}"#,
+            r#"{"a":0,"b":-7,"c":123456789012345678}"#,
+            r#"{"n":12345678901234567890}"#,
+            r#"{"a":007}"#,
+            r#"{"a":"x\"y"}"#,
+            r#"{"a":"\u0041"}"#,
+            r#"{"a":"tab\there"}"#,
+            r#"{"t":{"z":"1","a":"2"}}"#,
+            r#"{"l":[3,1,{"b":null,"a":true}],"t":{"a":"2","z":"1"}}"#,
+            r#"{"l":[{"b":1,"a":2}]}"#,
+            r#"{"e":2,"é":1}"#,
+            r#"{"é":1,"e":2}"#,
+            r#"{"a":false,"b":null,"c":[],"d":{}}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":1,}"#,
+            r#"[1]"#,
+            r#"5"#,
+        ];
+        for s in samples {
+            let fast = Attrs::from_json(s.into());
+            let slow = serde_json::from_str::<Attrs>(s);
+            match (&fast, &slow) {
+                (Ok(f), Ok(sl)) => assert_eq!(f.text, sl.text, "{s}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{s}: {fast:?} against {slow:?}"),
+            }
+            // Whatever the check lets through is exactly what the slow path writes.
+            if canonical::is_canonical_object(s) {
+                assert_eq!(&*slow.unwrap().text, s);
+            }
+        }
+        // What this module writes is recognized, so a state it wrote is read the fast way.
+        let built: Attrs = [
+            ("tags", json!({"z": "1", "a": "2"})),
+            ("n", json!(-5)),
+            ("list", json!([{"b": 1, "a": [true, null]}])),
+            ("s", json!("plain ünïcode / text")),
+        ]
+        .into_iter()
+        .collect();
+        assert!(canonical::is_canonical_object(&built.text), "{built:?}");
+        for refused in [
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":"x\"y"}"#,
+            r#"{"a":1.0}"#,
+            r#"{ }"#,
+        ] {
+            assert!(!canonical::is_canonical_object(refused), "{refused}");
+        }
     }
 }

@@ -103,8 +103,25 @@ pub struct TenantState {
     #[serde(default)]
     pub updated_at: String,
     /// Each resource's attributes as last applied or refreshed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "recorded_resources")]
     pub resources: BTreeMap<Key, Attrs>,
+}
+
+/// Resources read with each map's text taken as it is written when it is canonical
+/// ([`Attrs::from_json`]): a state holds ten maps per tenant, and parsing and rewriting them
+/// was most of reading a large one. States are always read from JSON text, which is what lets
+/// the maps be taken raw.
+fn recorded_resources<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<Key, Attrs>, D::Error> {
+    let raw: BTreeMap<Key, Box<RawValue>> = BTreeMap::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(key, text)| {
+            Attrs::from_json(text.into())
+                .map(|attrs| (key, attrs))
+                .map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 fn one() -> u32 {
