@@ -292,13 +292,8 @@ mod canonical {
     }
 
     fn object(b: &[u8], at: &mut usize) -> bool {
-        *at += 1; // {
-        if b.get(*at) == Some(&b'}') {
-            *at += 1;
-            return true;
-        }
         let mut previous: Option<&[u8]> = None;
-        loop {
+        items(at, b'}', b, |at| {
             // serde_json's maps are sorted by the keys' bytes; without escapes the bytes
             // in the text are the key's.
             let Some(key) = string(b, at) else {
@@ -312,33 +307,33 @@ mod canonical {
                 return false;
             }
             *at += 1;
-            if !value(b, at) {
-                return false;
-            }
-            match b.get(*at) {
-                Some(b',') => *at += 1,
-                Some(b'}') => {
-                    *at += 1;
-                    return true;
-                }
-                _ => return false,
-            }
-        }
+            value(b, at)
+        })
     }
 
     fn array(b: &[u8], at: &mut usize) -> bool {
-        *at += 1; // [
-        if b.get(*at) == Some(&b']') {
+        items(at, b']', b, |at| value(b, at))
+    }
+
+    /// From an opening bracket to its `close`: `item`s separated by commas, or none.
+    fn items(
+        at: &mut usize,
+        close: u8,
+        b: &[u8],
+        mut item: impl FnMut(&mut usize) -> bool,
+    ) -> bool {
+        *at += 1;
+        if b.get(*at) == Some(&close) {
             *at += 1;
             return true;
         }
         loop {
-            if !value(b, at) {
+            if !item(at) {
                 return false;
             }
             match b.get(*at) {
                 Some(b',') => *at += 1,
-                Some(b']') => {
+                Some(&c) if c == close => {
                     *at += 1;
                     return true;
                 }
