@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use crate::repo::config::is_input_of;
 use crate::repo::{LoadError, TenantRepo};
 use crate::slug::Slug;
 
@@ -99,6 +100,7 @@ pub fn changed_since(
         base: merge_base.to_string(),
         ..ChangeSet::default()
     };
+    let inputs = repo.config.input_dirs();
     for delta in diff.deltas() {
         let status = match delta.status() {
             git2::Delta::Added | git2::Delta::Untracked => 'A',
@@ -114,7 +116,7 @@ pub fn changed_since(
             (_, Some(new), _) => new.clone(),
             _ => continue,
         };
-        let is_input = |p: &str| repo.config.is_input(Path::new(p));
+        let is_input = |p: &str| is_input_of(&inputs, Path::new(p));
         if !is_input(&path) {
             // Moved out of the inputs (tenants/acme.yaml → archive/acme.yaml): to the repo
             // the file is gone, so it is listed as deleted where it was.

@@ -130,6 +130,20 @@ impl Attrs {
         &*self.text == "{}"
     }
 
+    /// A map from its JSON text, as a recorded state holds it. Text that is already
+    /// canonical, as every state this tool writes is, is kept as it is: nothing is parsed or
+    /// written again, which for a large state is most of reading it. Anything else is parsed
+    /// and made canonical, or refused if it is not a JSON object.
+    pub fn from_json(text: Box<str>) -> Result<Attrs, serde_json::Error> {
+        if canonical::is_canonical_object(&text) {
+            return Ok(Attrs {
+                text,
+                fields: OnceLock::new(),
+            });
+        }
+        serde_json::from_str(&text)
+    }
+
     /// Sorts and removes repeated names, keeping the last value given for each, as a map's
     /// `insert` would.
     fn normalize(mut fields: Fields) -> Attrs {
@@ -143,22 +157,6 @@ impl Attrs {
             }
         }
         Attrs::from_sorted(out)
-    }
-}
-
-impl Attrs {
-    /// A map from its JSON text, as a recorded state holds it. Text that is already
-    /// canonical, as every state this tool writes is, is kept as it is: nothing is parsed or
-    /// written again, which for a large state is most of reading it. Anything else is parsed
-    /// and made canonical, or refused if it is not a JSON object.
-    pub fn from_json(text: Box<str>) -> Result<Attrs, serde_json::Error> {
-        if canonical::is_canonical_object(&text) {
-            return Ok(Attrs {
-                text,
-                fields: OnceLock::new(),
-            });
-        }
-        serde_json::from_str(&text)
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::json;
 use super::{LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext};
 use crate::desired::{self, Attrs, Key, Kind};
 use crate::plan::ResourceChange;
+use crate::repo::files::read_at_most;
 use crate::slug::Slug;
 
 pub struct RenderedFiles {
@@ -30,7 +31,7 @@ impl RenderedFiles {
 }
 
 fn read(path: &Path) -> Option<String> {
-    String::from_utf8(super::read_small(path).ok()?).ok()
+    String::from_utf8(read_at_most(path, u64::MAX).ok()?).ok()
 }
 
 #[async_trait]

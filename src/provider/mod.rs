@@ -239,18 +239,6 @@ pub fn desired_of(change: &ResourceChange) -> Result<&Resource, ProviderError> {
         .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))
 }
 
-/// A small file's bytes, read with as few system calls as it takes (no size lookup first):
-/// refresh reads tens of thousands of them.
-pub fn read_small(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut bytes = Vec::with_capacity(1024);
-    // `File::read_to_end` asks for the size and position first; through `take` it reads.
-    std::fs::File::open(path)?
-        .take(u64::MAX)
-        .read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
 /// The seed rows a seed change carries. A plan fills them in for every tenant it seeds; one
 /// without them is refused rather than read as "no rows", which would mark the tenant
 /// seeded with nothing in it.

@@ -63,11 +63,6 @@ impl Config {
             .filter(|c| matches!(c, Component::Normal(_)))
             .collect()
     }
-
-    /// Whether `path` (relative to the repo root) is one of the repo's inputs.
-    pub fn is_input(&self, path: &Path) -> bool {
-        is_input_of(&self.input_dirs(), path)
-    }
 }
 
 /// Whether `path` (relative to the repo root) is an input, given the input folders: the
@@ -573,11 +568,12 @@ mod tests {
             c.input_dirs(),
             ["tenants", "plans", "templates", "db/migrations"].map(PathBuf::from)
         );
-        assert!(c.is_input(Path::new("db/migrations/0001_x.sql")));
-        assert!(c.is_input(Path::new(CONFIG_FILE)));
-        assert!(!c.is_input(Path::new("migrations/0001_x.sql")));
-        assert!(!c.is_input(Path::new("tenants/.acme.yaml.swp")));
-        assert!(!c.is_input(Path::new("README.md")));
+        let dirs = c.input_dirs();
+        assert!(is_input_of(&dirs, Path::new("db/migrations/0001_x.sql")));
+        assert!(is_input_of(&dirs, Path::new(CONFIG_FILE)));
+        assert!(!is_input_of(&dirs, Path::new("migrations/0001_x.sql")));
+        assert!(!is_input_of(&dirs, Path::new("tenants/.acme.yaml.swp")));
+        assert!(!is_input_of(&dirs, Path::new("README.md")));
         // A folder that is no folder inside the repo is refused, `.` included.
         for bad in [".", "./", "../sql", "/sql"] {
             assert!(

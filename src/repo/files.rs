@@ -187,16 +187,14 @@ impl Files {
         let file = display_path(root, path);
         let bytes = match self {
             Files::WorkingTree => {
-                // One open and reads, no size lookup: 10,000 tenant files are 10,000 fewer
-                // system calls. Reading stops one byte past the limit, so a huge file costs
-                // no more than that, and it is then measured for the message.
-                let read = fs::File::open(path).and_then(|f| {
-                    let mut bytes = Vec::with_capacity(1024);
-                    (&f).take(limit + 1).read_to_end(&mut bytes)?;
+                // A huge file costs one byte past the limit to read, and is then measured
+                // for the message.
+                let read = read_at_most(path, limit).map(|bytes| {
                     if bytes.len() as u64 > limit {
-                        return Ok(Err(f.metadata().map_or(limit + 1, |m| m.len())));
+                        Err(fs::metadata(path).map_or(limit + 1, |m| m.len()))
+                    } else {
+                        Ok(bytes)
                     }
-                    Ok(Ok(bytes))
                 });
                 match read {
                     Ok(Ok(bytes)) => bytes,
@@ -271,6 +269,18 @@ fn maybe_input(rel: &str) -> bool {
         || ["tenants/", "plans/", "templates/"]
             .iter()
             .any(|dir| rel.starts_with(dir))
+}
+
+/// A file's bytes, but no more than `limit` and one byte past it (so a caller can tell it
+/// was longer), read with one open and reads, no size lookup first: a plan reads tens of
+/// thousands of small files (tenant files, and in a refresh the local target's own).
+pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(1024);
+    // `File::read_to_end` asks for the size and position first; through `take` it only reads.
+    fs::File::open(path)?
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn too_big(file: &str, len: u64, limit: u64) -> Diagnostic {

@@ -227,6 +227,7 @@ impl State {
         })
     }
 
+    /// The state before anything was ever applied. Its lineage is chosen when first written.
     pub fn empty() -> State {
         State {
             format_version: FORMAT_VERSION,

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::desired::{Attrs, Kind};
 use crate::plan::ResourceChange;
 use crate::provider::{desired_of, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+use crate::repo::files::read_at_most;
 
 const SETTINGS: &str = ".bucket.json";
 
@@ -45,7 +46,7 @@ impl LocalBuckets {
         // A folder without readable settings is a bucket with none of ours. The settings
         // are read first: for nearly every bucket that one call says all.
         let mut settings: serde_json::Map<String, Value> =
-            match crate::provider::read_small(&folder.join(SETTINGS)) {
+            match read_at_most(&folder.join(SETTINGS), u64::MAX) {
                 Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
                 Err(_) if folder.is_dir() => serde_json::Map::new(),
                 Err(_) => return None,
