@@ -98,6 +98,10 @@ pub fn parse_rule(sentence: &str) -> Option<Rule> {
     })
 }
 
+/// The tag that marks a bucket as one state's (`Mark::text`): which state, by name and
+/// lineage. Not compared as a setting; refresh reads it as the bucket's owner.
+pub const STATE_TAG: &str = "tenant-reconcile-state";
+
 /// The tag keys this tool owns; tags others put on a bucket (cost allocation, backup
 /// policies) are neither compared nor removed.
 pub const TAG_KEYS: &[&str] = &["managed-by", "plan", "tenant"];

@@ -16,7 +16,11 @@ pub const MASTER_KEY_ENV: &str = "TENANT_RECONCILE_MASTER_KEY";
 pub const MIN_KEY_LEN: usize = 32;
 
 #[derive(Clone)]
-pub struct MasterKey(Vec<u8>);
+pub struct MasterKey {
+    bytes: Vec<u8>,
+    /// Where the key came from (the variable's name or the file's path), for messages.
+    source: String,
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,7 +65,10 @@ impl MasterKey {
                 len: trimmed.len(),
             });
         }
-        Ok(MasterKey(trimmed.to_vec()))
+        Ok(MasterKey {
+            bytes: trimmed.to_vec(),
+            source: source_name.to_string(),
+        })
     }
 
     /// Finds the key without creating anything; `Ok(None)` when only the local key could
@@ -109,9 +116,27 @@ impl MasterKey {
         MasterKey::from_bytes(key.as_bytes(), &path.display().to_string())
     }
 
+    /// Where the key came from: the environment variable's name or the file's path.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The key's identifier: a one-way value the state records, so a run with another key
+    /// (a typo in a CI secret) is refused before it derives a single password. It reveals
+    /// nothing of the key, and is not a password: it is derived under its own label.
+    pub fn id(&self) -> String {
+        let mut mac = self.mac();
+        mac.update(b"tenant-reconcile/key-id/v1");
+        format!("kid:{}", &hex::encode(mac.finalize().into_bytes())[..16])
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.bytes).expect("HMAC takes any key length")
+    }
+
     /// The password of `role` for the tenant with id `tenant_id`.
     pub fn password(&self, tenant_id: &str, role: &str, version: u32) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        let mut mac = self.mac();
         mac.update(b"tenant-reconcile/v1\0");
         mac.update(tenant_id.as_bytes());
         mac.update(b"\0");
@@ -169,6 +194,16 @@ mod tests {
         assert_ne!(p, k.password("t1", "tenant_other", 1));
         assert_ne!(p, k.password("t1", "tenant_acme", 2));
         assert!(!fingerprint(&p).contains(&p[..16]));
+    }
+
+    #[test]
+    fn the_key_id_tells_keys_apart_and_reveals_neither_key_nor_password() {
+        let k = MasterKey::from_bytes(&[7u8; 32], "test").unwrap();
+        let other = MasterKey::from_bytes(&[8u8; 32], "test").unwrap();
+        assert_eq!(k.id(), k.id());
+        assert_ne!(k.id(), other.id());
+        assert!(k.id().starts_with("kid:"));
+        assert!(!k.password("t1", "r", 1).contains(&k.id()[4..]));
     }
 
     #[test]

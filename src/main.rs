@@ -16,18 +16,18 @@ fn main() {
         let _ = e.print();
         std::process::exit(if e.use_stderr() { 1 } else { 0 })
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TENANT_RECONCILE_LOG").unwrap_or_else(
-                |_| {
-                    // aws-config warns while it probes for a region or credentials it
-                    // then does not find; the error that follows says what is missing.
-                    "warn,aws_config=error".into()
-                },
-            ),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let color = match cli.color {
+        cli::ColorWhen::Always => true,
+        cli::ColorWhen::Never => false,
+        cli::ColorWhen::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+        }
+    };
+    if let Err(e) = cli::log::init(color) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,12 +8,13 @@ use rayon::prelude::*;
 use tracing::debug;
 
 use crate::apply::{progress::Progress, ApplyReport, Executor};
+use crate::credentials::MasterKey;
 use crate::desired;
 use crate::plan::{self, Plan, PlanInput};
 use crate::provider::{ProviderError, RefreshTarget};
 use crate::repo::TenantRepo;
 use crate::slug::Slug;
-use crate::state::{LockInfo, State};
+use crate::state::{LockInfo, Released, State};
 use crate::workspace::Workspace;
 use crate::Error;
 
@@ -28,6 +29,12 @@ pub struct PlanOptions {
     pub rotate_credentials: Vec<Slug>,
     /// Apply may replace resources (a tenant moving to another isolation mode).
     pub allow_replace: bool,
+    /// The master key differs from the one the state records on purpose: every tenant's
+    /// role is re-keyed.
+    pub rotate_master_key: bool,
+    /// Tenants whose resources that exist but are not this state's are adopted, as
+    /// terraform's import adopts: the plan shows each, and apply marks it ours.
+    pub import: Vec<Slug>,
 }
 
 /// Makes a plan from the files, the recorded `state` (read without its lock, as
@@ -48,7 +55,9 @@ fn drop_in_background<T: Send + 'static>(value: T) {
 async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<Plan, Error> {
     check_selected(ws, "--tenant", opts.tenants.as_deref().unwrap_or_default())?;
     check_selected(ws, "--rotate-credentials", &opts.rotate_credentials)?;
+    check_selected(ws, "--import", &opts.import)?;
     let key = ws.find_key()?;
+    let rekey = check_key(ws, state, key.as_ref(), opts.rotate_master_key)?;
     let targets = ws.targets(ws.repo.migrations.clone());
     // Refresh starts first and runs while the plan is checked. Compiling waits for it: each
     // tenant is diffed the moment it is compiled, so the whole desired fleet is never held.
@@ -71,6 +80,7 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         targets: &targets,
         git_commit: ws.git_commit.clone(),
         allow_missing_tenants: opts.allow_missing_tenants,
+        import: &opts.import,
     }) {
         Ok(p) => p,
         Err(e) => {
@@ -104,7 +114,12 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         },
         |d| planner.tenant(&d),
     )?;
-    let plan = planner.finish(planned);
+    let mut plan = planner.finish(planned);
+    plan.master_key_id = key.as_ref().map(MasterKey::id);
+    plan.rotates_master_key = opts.rotate_master_key;
+    if let Some(rekey) = rekey {
+        plan.warnings.insert(0, rekey);
+    }
     debug!(elapsed = ?started.elapsed(), "compiled and diffed");
     drop_in_background(live);
     Ok(plan)
@@ -123,6 +138,39 @@ pub async fn drift(
     let slugs: Vec<Slug> = wanted.iter().map(|t| t.slug.clone()).collect();
     let live = targets.refresh(wanted).await.map_err(Error::Refresh)?;
     Ok(plan::drift::report(&state, &live, &slugs))
+}
+
+/// Refuses a master key other than the one the state's passwords were derived from: with a
+/// wrong key (a typo in a CI secret) every tenant's password would be replaced, and every
+/// tenant locked out of its data. A deliberate change (`rotate`) passes, and returns the
+/// warning the plan shows.
+fn check_key(
+    ws: &Workspace,
+    state: &State,
+    key: Option<&MasterKey>,
+    rotate: bool,
+) -> Result<Option<String>, Error> {
+    let Some(recorded) = state.master_key_id.as_deref() else {
+        return Ok(None);
+    };
+    match key {
+        Some(k) if k.id() == recorded => Ok(None),
+        Some(k) if rotate => Ok(Some(format!(
+            "the master key changes from {recorded} to {} (from {}): every tenant's role gets a password derived from the new key",
+            k.id(),
+            k.source()
+        ))),
+        Some(k) => Err(Error::KeyMismatch {
+            recorded: recorded.to_string(),
+            found: k.id(),
+            from: k.source().to_string(),
+        }),
+        None => Err(Error::Usage(format!(
+            "this state's passwords were derived from the master key {recorded}, and there is no master key here ({} does not exist); nothing was done\n  hint: restore the key file, or set {}",
+            ws.local_key_path().display(),
+            crate::credentials::MASTER_KEY_ENV
+        ))),
+    }
 }
 
 fn check_selected(ws: &Workspace, flag: &str, slugs: &[Slug]) -> Result<(), Error> {
@@ -145,6 +193,8 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
         .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
         .map(|t| {
             let recorded = state.tenants.get(t.slug.as_str());
+            let unclaimed =
+                recorded.is_none_or(|r| wanted.iter().any(|k| !r.resources.contains_key(k)));
             let mut keys = wanted.clone();
             if let Some(r) = recorded {
                 keys.extend(r.resources.keys().filter(|k| !wanted.contains(k)).cloned());
@@ -159,6 +209,9 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
                 .filter(|n| !n.is_empty() && *n != buckets[0]);
             buckets.extend(recorded_bucket);
             RefreshTarget {
+                // The loader checked that the plan exists.
+                isolation: t.isolation.unwrap_or(repo.plans[&t.plan].isolation),
+                unclaimed,
                 slug: t.slug.clone(),
                 tenant_id: recorded.and_then(|r| r.tenant_id.clone()),
                 keys,
@@ -180,7 +233,10 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<String, Error> {
             format!("there is no tenant {slug}: no tenants/{slug}.yaml and nothing recorded")
         }));
     };
-    let (Some(tenant_id), Some(key)) = (t.tenant_id.as_deref(), ws.find_key()?) else {
+    let key = ws.find_key()?;
+    // A wrong key would print a password that does not log in.
+    check_key(ws, &state, key.as_ref(), false)?;
+    let (Some(tenant_id), Some(key)) = (t.tenant_id.as_deref(), key) else {
         return Err(Error::Usage(format!(
             "{slug} has no login yet: apply it first"
         )));
@@ -229,7 +285,7 @@ pub async fn apply(
         .lock(LockInfo::new("apply"), opts.lock_timeout)
         .await?;
     let prepared = async {
-        let state = backend.load().await?;
+        let mut state = backend.load().await?;
         let plan = match saved {
             Some(p) => {
                 if p.state.lineage != state.lineage || p.state.serial != state.serial {
@@ -247,6 +303,7 @@ pub async fn apply(
                 if p.has_changes() && !confirm(&p) {
                     return Ok(None);
                 }
+                forget_settled_failures(&mut state, ws, &opts.plan, &p);
                 p
             }
         };
@@ -269,7 +326,17 @@ pub async fn apply(
         // replayed (and, on s3, listed and read) by every later run.
         let mut lock = lock;
         let mut state = state;
-        if state.checkpoints > 0 {
+        // A state written before keys were recorded learns its key here, and a rotation
+        // that re-keys nobody (no tenant has a role yet) still moves the state to the key.
+        let settled = state.checkpoints > 0;
+        let learns_key = !state.is_new()
+            && plan.master_key_id.is_some()
+            && state.master_key_id != plan.master_key_id
+            && (state.master_key_id.is_none() || plan.rotates_master_key);
+        if learns_key {
+            state.master_key_id = plan.master_key_id.clone();
+        }
+        if settled || learns_key {
             state.prepare_snapshot();
             if let Err(e) = lock.persist(&state).await {
                 let _ = lock.unlock().await;
@@ -283,7 +350,7 @@ pub async fn apply(
         let _ = lock.unlock().await;
         return Err(e);
     }
-    let key = match ws.key() {
+    let key = match ws.key().and_then(|k| check_plan_key(&plan, &state, k)) {
         Ok(k) => k,
         Err(e) => {
             let _ = lock.unlock().await;
@@ -293,6 +360,7 @@ pub async fn apply(
     let executor = Executor {
         targets: Arc::new(ws.targets(plan.migrations.clone())),
         key,
+        state_name: ws.repo.config.state.name.clone(),
         parallelism: opts.parallelism,
         // What the plan was made from (a saved plan's own commit), not what is checked out.
         git_commit: plan.git_commit.clone().or_else(|| ws.git_commit.clone()),
@@ -306,6 +374,54 @@ pub async fn apply(
     unlocked?;
     debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(), "applied");
     Ok(ApplyOutcome::Applied { plan, report })
+}
+
+/// A tenant whose last apply failed and that the plan now finds as its file asks (the
+/// cause was reverted, or mended by hand) has nothing left that failed: its failure is
+/// forgotten, recorded as a checkpoint like any other change of the state.
+fn forget_settled_failures(state: &mut State, ws: &Workspace, opts: &PlanOptions, plan: &Plan) {
+    let planned = |slug: &str| match &opts.tenants {
+        Some(only) => only.iter().any(|s| s.as_str() == slug),
+        None => ws.repo.tenants.iter().any(|t| t.slug.as_str() == slug),
+    };
+    let settled: Vec<String> = state
+        .tenants
+        .iter()
+        .filter(|(slug, t)| {
+            t.last_failure.is_some()
+                && planned(slug)
+                && !plan
+                    .tenants
+                    .iter()
+                    .any(|p| p.slug.as_str() == slug.as_str())
+        })
+        .map(|(slug, _)| slug.clone())
+        .collect();
+    for slug in settled {
+        let mut t = state.tenants[&slug].clone();
+        t.last_failure = None;
+        state.record(slug, t);
+    }
+}
+
+/// The key to apply `plan` with: the one it was made with, and (unless it rotates the key)
+/// the one the state records. A saved plan may be applied in another job than the one that
+/// made it, with other secrets.
+fn check_plan_key(plan: &Plan, state: &State, key: MasterKey) -> Result<MasterKey, Error> {
+    let id = key.id();
+    let expected = match &plan.master_key_id {
+        Some(planned) => Some(planned.as_str()),
+        None if plan.rotates_master_key => None,
+        None => state.master_key_id.as_deref(),
+    };
+    match expected {
+        Some(e) if e != id => Err(Error::KeyMismatch {
+            recorded: e.to_string(),
+            found: id,
+            from: key.source().to_string(),
+        }),
+        _ => Ok(key),
+    }
 }
 
 /// A replace builds a new slice beside the old one; it is never done without being asked.
@@ -353,4 +469,55 @@ pub fn read_plan_file(path: &std::path::Path) -> Result<Plan, Error> {
         )));
     }
     serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}
+
+/// Forgets tenants without touching anything they have (terraform's `removed` with
+/// `destroy = false`): their resources keep their data, they leave the plans and `show`,
+/// and the state records who released them. A tenant whose file is still there is refused:
+/// the next plan would bring it straight back.
+pub async fn state_rm(
+    ws: &Workspace,
+    slugs: &[Slug],
+    lock_timeout: Duration,
+) -> Result<Vec<Released>, Error> {
+    if let Some(slug) = slugs
+        .iter()
+        .find(|s| ws.repo.tenants.iter().any(|t| &t.slug == *s))
+    {
+        return Err(Error::Usage(format!(
+            "tenants/{slug}.yaml still exists, so the next plan would bring {slug} back; nothing was released\n  hint: remove the tenant file first, then run state rm"
+        )));
+    }
+    let backend = ws.backend();
+    let info = LockInfo::new("state rm");
+    let by = info.who.clone();
+    let mut lock = backend.lock(info, lock_timeout).await?;
+    let released = async {
+        let mut state = backend.load().await?;
+        let mut released = Vec::new();
+        for slug in slugs {
+            let Some(t) = state.tenants.remove(slug.as_str()) else {
+                return Err(Error::Usage(format!(
+                    "there is no tenant {slug} in the state; nothing was released\n  hint: `tenant-reconcile state list` lists what is recorded"
+                )));
+            };
+            released.push(Released {
+                slug: slug.to_string(),
+                tenant_id: t.tenant_id,
+                resources: t.resources.keys().map(|k| format!("{slug}/{k}")).collect(),
+                by: by.clone(),
+                at: crate::state::now(),
+                git_commit: ws.git_commit.clone(),
+            });
+        }
+        state.released.extend(released.iter().cloned());
+        state.prepare_snapshot();
+        lock.persist(&state).await?;
+        Ok(released)
+    }
+    .await;
+    let unlocked = lock.unlock().await;
+    let released = released?;
+    unlocked?;
+    Ok(released)
 }

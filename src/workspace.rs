@@ -149,7 +149,7 @@ impl Workspace {
         }
     }
 
-    fn local_key_path(&self) -> &Path {
+    pub(crate) fn local_key_path(&self) -> &Path {
         // Stored beside the local target's data, which is git-ignored.
         self.local_key.as_path()
     }

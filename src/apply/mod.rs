@@ -9,7 +9,7 @@
 
 pub mod progress;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
@@ -17,8 +17,8 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::credentials::MasterKey;
 use crate::desired::Kind;
 use crate::plan::{Action, Plan, TenantPlan};
-use crate::provider::{ProviderError, StepContext, Targets};
-use crate::state::{now, Lifecycle, State, StateError, StateLock, TenantState};
+use crate::provider::{Mark, ProviderError, StepContext, Targets};
+use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
 use progress::Progress;
 
 /// The outcome of one tenant.
@@ -27,6 +27,8 @@ pub struct TenantOutcome {
     pub slug: String,
     pub steps: usize,
     pub error: Option<String>,
+    /// Not started: the run had lost the state by the time its turn came.
+    pub skipped: bool,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +46,10 @@ impl ApplyReport {
 struct Shared<'a> {
     state: Mutex<State>,
     lock: &'a dyn StateLock,
+    /// Why the state could not be written, once it could not: no tenant starts after that,
+    /// since nothing it did could be recorded (and a lock held by a lost connection is
+    /// gone, so another run may hold it now).
+    lost: OnceLock<String>,
 }
 
 impl Shared<'_> {
@@ -55,13 +61,35 @@ impl Shared<'_> {
             state.record(slug.to_string(), tenant.clone());
             state.checkpoint(slug, tenant)
         };
-        self.lock.checkpoint(&entry).await
+        let written = self.lock.checkpoint(&entry).await;
+        if let Err(e) = &written {
+            let _ = self.lost.set(crate::error::chain(e));
+        }
+        written
+    }
+
+    /// Records on the tenant why its run failed, and at which step, counting the runs in a
+    /// row that failed, so `show` tells a failed tenant from a healthy one.
+    async fn record_failure(&self, slug: &str, step: &str, error: &str) {
+        let recorded = self.state.lock().await.tenants.get(slug).cloned();
+        let mut ts = recorded.unwrap_or_default();
+        let attempts = ts.last_failure.as_ref().map_or(0, |f| f.attempts) + 1;
+        ts.last_failure = Some(Failure {
+            step: step.to_string(),
+            error: error.to_string(),
+            at: now(),
+            attempts,
+        });
+        // A state that cannot be written has said so once already (`lost`).
+        let _ = self.checkpoint(slug, &ts).await;
     }
 }
 
 pub struct Executor {
     pub targets: Arc<Targets>,
     pub key: MasterKey,
+    /// The state's name (`state { name = … }`), written with its lineage into every mark.
+    pub state_name: String,
     pub parallelism: usize,
     pub git_commit: Option<String>,
 }
@@ -76,14 +104,24 @@ impl Executor {
         lock: &mut dyn StateLock,
         progress: &Progress,
     ) -> Result<ApplyReport, StateError> {
-        if state.is_new() {
-            // Give the state its lineage before the first checkpoint refers to it.
+        let key_id = self.key.id();
+        if state.is_new() || state.master_key_id.as_deref() != Some(key_id.as_str()) {
+            // Give the state its lineage before the first checkpoint refers to it, and
+            // record the key before any password derived from it is set: a rotation cut
+            // short is then finished with the new key, never undone with the old one.
+            state.master_key_id = Some(key_id);
             state.prepare_snapshot();
             lock.persist(&state).await?;
         }
+        let mark = Mark {
+            state: self.state_name.clone(),
+            lineage: state.lineage.clone(),
+        };
+        let mark = &mark;
         let tasks_share = Shared {
             state: Mutex::new(state),
             lock: &*lock,
+            lost: OnceLock::new(),
         };
         let shared = &tasks_share;
         let permits = Arc::new(Semaphore::new(self.parallelism.max(1)));
@@ -93,7 +131,7 @@ impl Executor {
             let permit = permits.clone().acquire_owned();
             let fut = async move {
                 let _permit = permit.await.expect("semaphore stays open");
-                let outcome = self.tenant(tp, plan, shared).await;
+                let outcome = self.tenant(tp, plan, shared, mark).await;
                 progress.tenant_done(&outcome);
                 outcome
             };
@@ -101,6 +139,15 @@ impl Executor {
         }
         let outcomes = futures::future::join_all(tasks).await;
         progress.finish();
+        if let Some(cause) = tasks_share.lost.into_inner() {
+            let count = |f: fn(&TenantOutcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
+            return Err(StateError::Lost {
+                cause,
+                applied: count(|o| o.error.is_none()),
+                failed: count(|o| o.error.is_some() && !o.skipped),
+                not_started: count(|o| o.skipped),
+            });
+        }
         let mut state = tasks_share.state.into_inner();
         if let Some(commit) = &self.git_commit {
             state.git_commit = Some(commit.clone());
@@ -110,13 +157,40 @@ impl Executor {
         Ok(ApplyReport { outcomes })
     }
 
-    async fn tenant(&self, tp: &TenantPlan, plan: &Plan, shared: &Shared<'_>) -> TenantOutcome {
+    async fn tenant(
+        &self,
+        tp: &TenantPlan,
+        plan: &Plan,
+        shared: &Shared<'_>,
+        mark: &Mark,
+    ) -> TenantOutcome {
         let slug = tp.slug.as_str().to_string();
+        if shared.lost.get().is_some() {
+            return TenantOutcome {
+                slug,
+                steps: 0,
+                error: Some("not started: the state could not be written".into()),
+                skipped: true,
+            };
+        }
         let mut steps = 0;
-        let result = self.tenant_steps(tp, plan, shared, &mut steps).await;
+        let mut step = String::new();
+        let result = match conflicts_error(tp) {
+            Some(e) => Err(e),
+            None => {
+                let result = self
+                    .tenant_steps(tp, plan, shared, mark, &mut steps, &mut step)
+                    .await;
+                if let Err(e) = &result {
+                    shared.record_failure(&slug, &step, e).await;
+                }
+                result
+            }
+        };
         TenantOutcome {
             slug,
             steps,
+            skipped: false,
             error: result.err(),
         }
     }
@@ -126,7 +200,9 @@ impl Executor {
         tp: &TenantPlan,
         plan: &Plan,
         shared: &Shared<'_>,
+        mark: &Mark,
         steps: &mut usize,
+        step: &mut String,
     ) -> Result<(), String> {
         let slug = tp.slug.as_str();
         let mut ts: TenantState = shared
@@ -144,7 +220,7 @@ impl Executor {
         let mut lifecycle = tp.lifecycle.from;
         let control = &self.targets.control;
         let fail = |key: &dyn std::fmt::Display, e: &dyn std::error::Error| {
-            format!("{slug}/{key}: {}", crate::repo::templates::error_chain(e))
+            format!("{slug}/{key}: {}", crate::error::chain(e))
         };
         let checkpoint = |ts: &TenantState| {
             let ts = ts.clone();
@@ -157,12 +233,14 @@ impl Executor {
         };
 
         for change in &tp.changes {
+            *step = change.key.to_string();
             let ctx = StepContext {
                 tenant: &tp.tenant,
                 tenant_id: ts.tenant_id.as_deref(),
                 lifecycle,
                 credentials_version: ts.credentials_version,
                 key: &self.key,
+                mark,
             };
             if change.key.kind == Kind::Registry && change.action == Action::Create {
                 let desired = change
@@ -205,6 +283,18 @@ impl Executor {
                 ts.step = Some(step);
             }
             let provider = self.targets.for_kind(change.key.kind);
+            let creates = matches!(
+                change.action,
+                Action::Create | Action::Replace | Action::Import
+            );
+            if creates
+                && provider.marks_after_create(change.key.kind)
+                && ts.creating.insert(change.key.clone())
+            {
+                // Recorded before the call: killed between creating and marking, the
+                // rerun knows the unmarked resource is this state's.
+                checkpoint(&ts).await?;
+            }
             let result: Result<_, ProviderError> = provider.apply(&ctx, change).await;
             let result = match result {
                 Ok(r) => r,
@@ -222,6 +312,7 @@ impl Executor {
                     ts.resources.remove(&change.key);
                 }
             }
+            ts.creating.remove(&change.key);
             ts.updated_at = now();
             if change.key.kind == Kind::Database {
                 let mut state = shared.state.lock().await;
@@ -234,6 +325,7 @@ impl Executor {
         }
 
         let to = tp.lifecycle.to;
+        *step = "lifecycle".to_string();
         if lifecycle != to {
             let ctx = StepContext {
                 tenant: &tp.tenant,
@@ -241,6 +333,7 @@ impl Executor {
                 lifecycle,
                 credentials_version: ts.credentials_version,
                 key: &self.key,
+                mark,
             };
             control
                 .transition(&ctx, to)
@@ -258,6 +351,36 @@ impl Executor {
         }
         ts.applied_commit = self.git_commit.clone();
         ts.updated_at = now();
+        ts.last_failure = None;
         checkpoint(&ts).await
     }
+}
+
+/// Why a tenant with conflicts is not applied at all, as its outcome says it.
+fn conflicts_error(tp: &TenantPlan) -> Option<String> {
+    if tp.conflicts.is_empty() {
+        return None;
+    }
+    let what: Vec<String> = tp
+        .conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/{} ({})",
+                tp.slug,
+                c.key,
+                crate::render::conflict_owner(c)
+            )
+        })
+        .collect();
+    Some(format!(
+        "{} exist{} and {} not this state's; nothing of {} was changed\n  hint: adopt {} with `plan --import {}` and apply that plan, or remove {} first",
+        what.join(", "),
+        if what.len() == 1 { "s" } else { "" },
+        if what.len() == 1 { "is" } else { "are" },
+        tp.slug,
+        if what.len() == 1 { "it" } else { "them" },
+        tp.slug,
+        if what.len() == 1 { "it" } else { "them" },
+    ))
 }

@@ -41,6 +41,10 @@ impl Progress {
     }
 
     pub fn tenant_done(&self, outcome: &TenantOutcome) {
+        if outcome.skipped {
+            // Said once for all of them, when the run ends.
+            return;
+        }
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.total.load(Ordering::Relaxed);
         let what = match &outcome.error {

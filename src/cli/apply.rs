@@ -122,9 +122,8 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
                 Ok(0)
             } else {
                 anstream::eprintln!(
-                    "\nApply finished with errors: {} of {} tenants failed; the others were applied.",
-                    failed.len(),
-                    report.outcomes.len()
+                    "\nApply finished with errors: {}.",
+                    failed_summary(failed.len(), report.outcomes.len())
                 );
                 for f in failed {
                     anstream::eprintln!("  {}: {}", f.slug, f.error.as_deref().unwrap_or_default());
@@ -135,5 +134,41 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
                 Ok(1)
             }
         }
+    }
+}
+
+/// How many tenants failed, in plain words.
+fn failed_summary(failed: usize, total: usize) -> String {
+    match (failed, total) {
+        (1, 1) => "the tenant failed".to_string(),
+        (f, t) if f == t => format!("all {t} tenants failed"),
+        (f, t) => {
+            let applied = t - f;
+            format!(
+                "{f} of {t} tenants failed; the other {} applied",
+                if applied == 1 {
+                    "one was".to_string()
+                } else {
+                    format!("{applied} were")
+                }
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn failures_are_counted_in_plain_words() {
+        assert_eq!(super::failed_summary(1, 1), "the tenant failed");
+        assert_eq!(super::failed_summary(5, 5), "all 5 tenants failed");
+        assert_eq!(
+            super::failed_summary(1, 2),
+            "1 of 2 tenants failed; the other one was applied"
+        );
+        assert_eq!(
+            super::failed_summary(2, 5),
+            "2 of 5 tenants failed; the other 3 were applied"
+        );
     }
 }

@@ -4,6 +4,7 @@
 mod apply;
 mod credentials;
 mod force_unlock;
+pub mod log;
 mod plan;
 mod show;
 mod uncommitted;
@@ -86,6 +87,16 @@ pub struct SelectArgs {
     /// slice, and the old one is kept with its data.
     #[arg(long)]
     pub allow_replace: bool,
+    /// The master key has changed on purpose: plan re-keys every tenant's role with a
+    /// password derived from the new key, and the state records the new key. Without it, a
+    /// key other than the recorded one is refused.
+    #[arg(long)]
+    pub rotate_master_key: bool,
+    /// Adopt this tenant's resources that exist but are not this state's (repeatable): made
+    /// by hand, by another tool or by another state. The plan shows each one to be imported
+    /// with the fields apply would change; apply marks them as this state's.
+    #[arg(long = "import", value_name = "SLUG")]
+    pub import: Vec<String>,
 }
 
 impl SelectArgs {
@@ -109,6 +120,8 @@ impl SelectArgs {
             allow_missing_tenants: self.allow_missing_tenants,
             rotate_credentials: slugs("--rotate-credentials", &self.rotate_credentials)?,
             allow_replace: self.allow_replace,
+            rotate_master_key: self.rotate_master_key,
+            import: slugs("--import", &self.import)?,
         })
     }
 }
@@ -173,14 +186,7 @@ fn diagnostics(e: &anyhow::Error) -> Option<&Diagnostics> {
     }
 }
 
-/// The error and its causes, skipping causes whose text the parent already includes.
+/// The error and its causes, each said once.
 fn chain(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let s = cause.to_string();
-        if !out.contains(&s) {
-            out.push_str(&format!(": {s}"));
-        }
-    }
-    out
+    tenant_reconcile::error::chain(e.as_ref() as &dyn std::error::Error)
 }

@@ -24,6 +24,16 @@ pub enum StateCommand {
         /// The tenant's slug.
         slug: String,
     },
+    /// Forget tenants whose files are gone, without touching anything they have: their
+    /// role, data, bucket and files stay as they are, and they leave every plan.
+    Rm {
+        /// The tenants' slugs.
+        #[arg(required = true, value_name = "SLUG")]
+        slugs: Vec<String>,
+        /// How long to wait for the state lock (e.g. 30s, 5m).
+        #[arg(long, value_parser = super::parse_duration, default_value = "0s", value_name = "DURATION")]
+        lock_timeout: std::time::Duration,
+    },
 }
 
 /// Reads the state. Showing it needs the config (where the state is), but not valid tenant
@@ -62,9 +72,10 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(6)
         .max(6);
     println!(
-        "{:width$}  {:14}  {:10}  STEP",
-        "TENANT", "LIFECYCLE", "PLAN"
+        "{:width$}  {:14}  {:10}  {:24}  LAST APPLY",
+        "TENANT", "LIFECYCLE", "PLAN", "STEP"
     );
+    let mut failures = Vec::new();
     for (slug, t) in &state.tenants {
         let plan = t
             .resources
@@ -74,16 +85,47 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
             .and_then(|a| a.get("plan"))
             .and_then(|p| p.as_str())
             .unwrap_or("-");
+        let outcome = match &t.last_failure {
+            Some(f) => {
+                failures.push((slug, f));
+                format!("FAILED at {} ({})", f.step, attempts(f.attempts))
+            }
+            None => "ok".to_string(),
+        };
         println!(
-            "{slug:width$}  {:14}  {plan:10}  {}",
+            "{slug:width$}  {:14}  {plan:10}  {:24}  {outcome}",
             t.lifecycle.as_str(),
             t.step.as_deref().unwrap_or("-")
         );
     }
+    for (slug, f) in &failures {
+        println!("\n{slug} failed at {} on {}: {}", f.step, f.at, f.error);
+    }
+    if !state.released.is_empty() {
+        println!("\nReleased (forgotten with `state rm`, their resources left as they were):");
+        for r in &state.released {
+            println!("  {} by {} at {}", r.slug, r.by, r.at);
+        }
+    }
     Ok(0)
 }
 
+fn attempts(n: u32) -> String {
+    if n == 1 {
+        "1 attempt".to_string()
+    } else {
+        format!("{n} attempts in a row")
+    }
+}
+
 pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
+    if let StateCommand::Rm {
+        slugs,
+        lock_timeout,
+    } = &cmd
+    {
+        return rm(root, slugs, *lock_timeout).await;
+    }
     let state = load(root).await?;
     match cmd {
         StateCommand::List => {
@@ -114,6 +156,16 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 t.applied_commit.as_deref().unwrap_or("-")
             );
             println!("  updated at:          {}", t.updated_at);
+            match &t.last_failure {
+                Some(f) => println!(
+                    "  last apply:          FAILED at {} on {} ({}): {}",
+                    f.step,
+                    f.at,
+                    attempts(f.attempts),
+                    f.error
+                ),
+                None => println!("  last apply:          ok"),
+            }
             for (key, attrs) in &t.resources {
                 println!("\n  {slug}/{key}");
                 let width = attrs.keys().map(str::len).max().unwrap_or(0);
@@ -123,5 +175,28 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(0)
         }
+        StateCommand::Rm { .. } => unreachable!("handled above"),
     }
+}
+
+async fn rm(
+    root: &Path,
+    slugs: &[String],
+    lock_timeout: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let slugs = slugs
+        .iter()
+        .map(|s| tenant_reconcile::slug::Slug::parse(s).map_err(|e| anyhow::anyhow!("{s:?}: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ws = Workspace::open(root)?;
+    for r in tenant_reconcile::ops::state_rm(&ws, &slugs, lock_timeout).await? {
+        println!(
+            "Released {} from the state (recorded as released by {} at {}); nothing of it was changed:",
+            r.slug, r.by, r.at
+        );
+        for address in &r.resources {
+            println!("  {address}  left as it is");
+        }
+    }
+    Ok(0)
 }

@@ -352,7 +352,7 @@ fn render(
     file: &str,
 ) -> Result<String, Diagnostic> {
     repo.templates.tera.render(template, context).map_err(|e| {
-        Diagnostic::new(format!("templates/{template}"), templates::error_chain(&e))
+        Diagnostic::new(format!("templates/{template}"), crate::error::chain(&e))
             .hint(format!("while rendering for tenant {slug} ({file})"))
     })
 }

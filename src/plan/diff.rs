@@ -6,7 +6,7 @@ use super::safety;
 use super::*;
 use crate::desired::{Attrs, DesiredTenant, Kind};
 use crate::diagnostic::Diagnostic;
-use crate::provider::{LiveFleet, Targets};
+use crate::provider::{LiveFleet, Owner, Targets};
 use crate::repo::{Status, TenantRepo};
 use crate::state::{State, TenantState};
 
@@ -18,6 +18,8 @@ pub struct PlanInput<'a> {
     pub targets: &'a Targets,
     pub git_commit: Option<String>,
     pub allow_missing_tenants: bool,
+    /// Tenants whose resources made outside this state are adopted (`--import`).
+    pub import: &'a [Slug],
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,7 @@ impl<'a> Planner<'a> {
             ..Summary::default()
         };
         for t in &tenants {
+            summary.conflicts += t.conflicts.len();
             if t.changes.iter().any(|c| c.drift) {
                 summary.drifted += 1;
             }
@@ -141,6 +144,7 @@ impl<'a> Planner<'a> {
                     // The new one is added; the old one is kept, never destroyed.
                     Action::Replace => summary.add += 1,
                     Action::Delete => summary.destroy += 1,
+                    Action::Import => summary.import += 1,
                 }
             }
         }
@@ -150,6 +154,7 @@ impl<'a> Planner<'a> {
             state: StateRef {
                 lineage: input.state.lineage.clone(),
                 serial: input.state.serial,
+                name: input.repo.config.state.name.clone(),
             },
             git_commit: input.git_commit,
             refreshed: input.live.is_some(),
@@ -160,6 +165,8 @@ impl<'a> Planner<'a> {
             migrations: input.repo.migrations.clone(),
             changed_since: None,
             uncommitted: Vec::new(),
+            master_key_id: None,
+            rotates_master_key: false,
         }
     }
 }
@@ -210,6 +217,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     .or_else(|| recorded.and_then(|r| r.tenant_id.clone()));
 
     let mut changes = Vec::new();
+    let mut conflicts = Vec::new();
     let mut desired_keys = BTreeSet::new();
     for r in &d.resources {
         desired_keys.insert(&r.key);
@@ -222,6 +230,25 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             None => (recorded_attrs, None),
         };
         let provider = input.targets.for_kind(r.key.kind);
+        let mut adopt = false;
+        let mut mark = None;
+        if let Some(l) = live_resource {
+            let claimed =
+                recorded_attrs.is_some() || recorded.is_some_and(|t| t.creating.contains(&r.key));
+            match ownership(&l.owner, claimed, &input.state.lineage) {
+                Ownership::Ours => {}
+                Ownership::OursUnmarked => mark = Some(mark_field(input)),
+                Ownership::Foreign(owner) if !input.import.contains(slug) => {
+                    conflicts.push(Conflict {
+                        key: r.key.clone(),
+                        resource: describe(r.key.kind, &l.attrs),
+                        owner,
+                    });
+                    continue;
+                }
+                Ownership::Foreign(_) => adopt = true,
+            }
+        }
         let Some(current) = current else {
             let mut fields = created_fields(&r.attrs);
             // Shown as known after apply: neither old nor new is known yet.
@@ -255,10 +282,29 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             continue;
         };
         let whole_map = matches!(r.key.kind, Kind::Features | Kind::Quotas);
-        let fields = changed_fields(&r.attrs, current, whole_map, |f| {
+        let mut fields = changed_fields(&r.attrs, current, whole_map, |f| {
             provider.forces_replace(r.key.kind, f)
         });
-        if fields.is_empty() {
+        fields.extend(mark);
+        if adopt {
+            // What the target works out as it applies (a password from the tenant id it
+            // is yet to get) is said as such: an import changes nothing unannounced.
+            fields.extend(
+                r.key
+                    .kind
+                    .computed()
+                    .iter()
+                    .filter(|f| !r.attrs.contains_key(f))
+                    .map(|f| FieldChange {
+                        field: f.to_string(),
+                        old: None,
+                        new: None,
+                        forces_replace: false,
+                    }),
+            );
+            fields.sort_by(|a, b| a.field.cmp(&b.field));
+        }
+        if fields.is_empty() && !adopt {
             continue;
         }
         let drift = input.live.is_some()
@@ -269,6 +315,8 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             });
         let action = if fields.iter().any(|f| f.forces_replace) {
             Action::Replace
+        } else if adopt {
+            Action::Import
         } else {
             Action::Update
         };
@@ -331,10 +379,15 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     }
     changes.sort_by(|a, b| a.key.cmp(&b.key));
 
-    if changes.is_empty() && from == to {
+    if !conflicts.is_empty() {
+        // Nothing of the tenant is touched until what is not ours is imported or removed:
+        // a tenant half provisioned around someone else's role helps nobody.
+        changes.clear();
+    } else if changes.is_empty() && from == to {
         return None;
     }
     let action = match (from, to) {
+        _ if !conflicts.is_empty() => TenantAction::Blocked,
         (Lifecycle::Pending | Lifecycle::Provisioning, _) => TenantAction::Provision,
         (Lifecycle::Active, Lifecycle::Suspended) => TenantAction::Suspend,
         (Lifecycle::Suspended, Lifecycle::Active) => TenantAction::Resume,
@@ -350,7 +403,58 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         tenant_id,
         credentials_version: d.credentials_version,
         pulled_in_by: Vec::new(),
+        conflicts,
     })
+}
+
+/// Whose a live resource is, for this state.
+enum Ownership {
+    Ours,
+    /// Ours by the state's record, but without its mark (made before marks were written,
+    /// or a run stopped between creating and marking it): apply marks it.
+    OursUnmarked,
+    /// Not ours: the state that marked it, or `None` for a resource with no mark.
+    Foreign(Option<String>),
+}
+
+fn ownership(owner: &Owner, claimed: bool, lineage: &str) -> Ownership {
+    match owner {
+        Owner::Untracked => Ownership::Ours,
+        Owner::Marked(m) if !lineage.is_empty() && m.lineage == lineage => Ownership::Ours,
+        // Another state's mark wins over our record: it was imported there since.
+        Owner::Marked(m) => Ownership::Foreign(Some(m.state.clone())),
+        Owner::Unmarked if claimed => Ownership::OursUnmarked,
+        Owner::Unmarked => Ownership::Foreign(None),
+    }
+}
+
+/// The pseudo-field a plan shows when apply is to put the mark on a resource of ours.
+pub const MARK_FIELD: &str = "managed_by";
+
+fn mark_field(input: &PlanInput<'_>) -> FieldChange {
+    FieldChange {
+        field: MARK_FIELD.to_string(),
+        old: None,
+        new: Some(Value::String(format!(
+            "state {}",
+            input.repo.config.state.name
+        ))),
+        forces_replace: false,
+    }
+}
+
+/// A live resource as its target names it: `role tenant_initech`, `bucket acme-data`.
+fn describe(kind: Kind, attrs: &Attrs) -> String {
+    let name = match kind {
+        Kind::File => attrs.str("path"),
+        _ => attrs.str("name"),
+    };
+    let what = match (kind, attrs.str("isolation")) {
+        (Kind::Database, "database") => "database",
+        (Kind::Database, _) => "schema",
+        (other, _) => other.as_str(),
+    };
+    format!("{what} {name}")
 }
 
 /// The desired fields whose current value differs. Providers may report more attributes

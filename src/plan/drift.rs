@@ -144,6 +144,7 @@ pub fn report<'a>(
         state: StateRef {
             lineage: state.lineage.clone(),
             serial: state.serial,
+            name: String::new(),
         },
         summary,
         tenants,

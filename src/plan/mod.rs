@@ -8,7 +8,7 @@ pub mod safety;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use diff::{PlanError, PlanInput, Planned, Planner};
+pub use diff::{PlanError, PlanInput, Planned, Planner, MARK_FIELD};
 
 use crate::desired::{Effective, Key, Resource};
 use crate::repo::Migration;
@@ -44,6 +44,13 @@ pub struct Plan {
     /// that does not hold what was applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uncommitted: Vec<Uncommitted>,
+    /// The identifier of the master key the plan's passwords derive from: applying it with
+    /// another key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key_id: Option<String>,
+    /// Made with `--rotate-master-key`: the state's key changes to `master_key_id`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rotates_master_key: bool,
 }
 
 /// One input file git has not committed: its status letter (`M` modified, `A` new, `D`
@@ -77,6 +84,9 @@ pub struct ChangedFile {
 pub struct StateRef {
     pub lineage: String,
     pub serial: u64,
+    /// The state's name (`state { name = … }`), which marks of ownership carry.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +97,12 @@ pub struct Summary {
     pub tenants: usize,
     pub drifted: usize,
     pub orphaned: usize,
+    /// Resources adopted with `--import`.
+    #[serde(default)]
+    pub import: usize,
+    /// Resources that exist and are not this state's: their tenants are left as they are.
+    #[serde(default)]
+    pub conflicts: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,11 +113,16 @@ pub enum TenantAction {
     Update,
     Suspend,
     Resume,
+    /// Something it needs exists and is not this state's: nothing is done to it.
+    Blocked,
 }
 
 impl TenantAction {
     pub fn verb(self) -> &'static str {
         match self {
+            TenantAction::Blocked => {
+                "is left as it is: resources it needs exist and are not this state's"
+            }
             TenantAction::Provision => "will be provisioned",
             TenantAction::Update => "will be updated in place",
             TenantAction::Suspend => "will be suspended",
@@ -124,6 +145,22 @@ pub struct TenantPlan {
     /// With `--changed-since`: the changed files that brought this tenant into the plan.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pulled_in_by: Vec<String>,
+    /// Resources that exist and are not this state's. A tenant with any is applied not at
+    /// all: its `changes` are empty, and apply fails it, changing nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
+}
+
+/// A live resource a tenant needs that this state did not create: made by hand, by
+/// another tool, or by another state (another environment on the same server).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    pub key: Key,
+    /// What it is, as its target names it (`role tenant_initech`).
+    pub resource: String,
+    /// The state whose mark it carries; `None` when it carries none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,11 +176,14 @@ pub enum Action {
     Update,
     Replace,
     Delete,
+    /// Adopted: it exists, made outside this state, and `--import` makes it this state's.
+    Import,
 }
 
 impl Action {
     pub fn symbol(self) -> &'static str {
         match self {
+            Action::Import => "<=",
             Action::Create => "+",
             Action::Update => "~",
             Action::Replace => "-/+",

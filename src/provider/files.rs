@@ -1,6 +1,7 @@
 //! Rendered per-tenant files (`<output_dir>/<slug>/<name>`), e.g. Kubernetes manifests for
 //! a GitOps tool to pick up. The same for every target.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -8,9 +9,11 @@ use async_trait::async_trait;
 use rayon::prelude::*;
 use serde_json::json;
 
-use super::{LiveFleet, LiveResource, Provider, ProviderError, RefreshTarget, StepContext};
+use super::{
+    LiveFleet, LiveResource, Mark, Owner, Provider, ProviderError, RefreshTarget, StepContext,
+};
 use crate::desired::{self, Attrs, Key, Kind};
-use crate::plan::ResourceChange;
+use crate::plan::{Action, ResourceChange};
 use crate::repo::files::read_at_most;
 use crate::slug::Slug;
 
@@ -28,7 +31,50 @@ impl RenderedFiles {
     fn path(&self, slug: &Slug, name: &str) -> PathBuf {
         self.dir.join(slug.as_str()).join(name)
     }
+
+    /// The mark of a tenant's folder: one file beside the rendered ones, since a mark
+    /// inside a file would change what its reader gets (and JSON has no comments).
+    fn mark_path(&self, slug: &Slug) -> PathBuf {
+        self.dir.join(slug.as_str()).join(MARK_FILE)
+    }
+
+    /// Marks the tenant's folder as this state's before a file is written into it, and
+    /// refuses a file that exists there and is not ours (unless the plan imports it).
+    fn claim(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+        path: &Path,
+    ) -> Result<(), ProviderError> {
+        let mark_path = self.mark_path(&ctx.tenant.slug);
+        let found = read(&mark_path).and_then(|t| Mark::parse(&t));
+        if found
+            .as_ref()
+            .is_some_and(|m| m.lineage == ctx.mark.lineage)
+        {
+            return Ok(());
+        }
+        if change.action == Action::Create && change.key.kind == Kind::File && path.exists() {
+            let whose = match &found {
+                Some(m) => format!("it is managed by another state, {:?}", m.state),
+                None => format!(
+                    "it is not managed by this state (state {:?})",
+                    ctx.mark.state
+                ),
+            };
+            return Err(ProviderError::Message(format!(
+                "{} exists and {whose}; it was left as it is\n  hint: adopt it with `plan --import {}`",
+                path.display(),
+                ctx.tenant.slug
+            )));
+        }
+        write_atomic(&mark_path, format!("{}\n", ctx.mark.text()).as_bytes())
+            .map_err(ProviderError::io(format!("write {}", mark_path.display())))
+    }
 }
+
+/// The name of the mark file in each tenant's folder of rendered files.
+pub const MARK_FILE: &str = ".tenant-reconcile-state";
 
 fn read(path: &Path) -> Option<String> {
     String::from_utf8(read_at_most(path, u64::MAX).ok()?).ok()
@@ -49,41 +95,57 @@ impl Provider for RenderedFiles {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
-        let wanted: Vec<(&Slug, &Key)> = targets
+        let wanted: Vec<(&RefreshTarget, &Key)> = targets
             .iter()
             .flat_map(|t| {
                 t.keys
                     .iter()
                     .filter(|k| k.kind == Kind::File)
-                    .map(move |k| (&t.slug, k))
+                    .map(move |k| (t, k))
             })
             .collect();
         // Only the digest is kept; the text is read again if a plan shows a diff.
         let found: Vec<Option<(PathBuf, String)>> = wanted
             .par_iter()
-            .map(|(slug, key)| {
-                let path = self.path(slug, key.name.as_deref().unwrap_or_default());
+            .map(|(t, key)| {
+                let path = self.path(&t.slug, key.name.as_deref().unwrap_or_default());
                 let digest = desired::sha256_hex(&read(&path)?);
                 Some((path, digest))
             })
             .collect();
-        for ((slug, key), found) in wanted.iter().zip(found) {
+        // The mark is read only where the state cannot vouch for a file (a new tenant or
+        // template): a recorded file is ours, and a fleet's marks are not read every plan.
+        let mut owners: HashMap<&Slug, Owner> = HashMap::new();
+        let mut reads = wanted.len();
+        for ((t, key), found) in wanted.iter().zip(found) {
             if let Some((path, digest)) = found {
+                let owner = if t.unclaimed {
+                    owners
+                        .entry(&t.slug)
+                        .or_insert_with(|| {
+                            reads += 1;
+                            Owner::from_text(read(&self.mark_path(&t.slug)).as_deref())
+                        })
+                        .clone()
+                } else {
+                    Owner::Untracked
+                };
                 let name = key.name.as_deref().unwrap_or_default();
                 live.insert(
-                    slug,
+                    &t.slug,
                     (*key).clone(),
                     LiveResource {
                         attrs: desired::attrs([
-                            ("path", json!(format!("{slug}/{name}"))),
+                            ("path", json!(format!("{}/{name}", t.slug))),
                             ("sha256", json!(digest)),
                         ]),
                         content_at: Some(path.into_boxed_path()),
+                        owner,
                     },
                 );
             }
         }
-        live.calls.push((self.name(), wanted.len()));
+        live.calls.push((self.name(), reads));
         Ok(())
     }
 
@@ -97,6 +159,7 @@ impl Provider for RenderedFiles {
         match &change.desired {
             Some(d) => {
                 let content = d.content.as_deref().unwrap_or_default();
+                self.claim(ctx, change, &path)?;
                 write_atomic(&path, content.as_bytes())
                     .map_err(ProviderError::io(format!("write {}", path.display())))?;
                 Ok(Some(d.attrs.clone()))

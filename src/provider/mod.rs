@@ -107,6 +107,13 @@ pub struct RefreshTarget {
     /// The bucket the tenant should have, then the one recorded if it differs (a renamed
     /// bucket is replaced and the old one is kept, so both are looked at).
     pub buckets: Vec<String>,
+    /// The isolation its file asks for, so a data target can look for a slice of that
+    /// name that exists before this state ever made one.
+    pub isolation: crate::repo::Isolation,
+    /// Some resource it will want is not recorded in the state (a new tenant, a new
+    /// template), so only its mark can say whether what exists is ours. A target whose
+    /// marks cost a read each (rendered files) reads them only then.
+    pub unclaimed: bool,
 }
 
 /// What a live resource looks like now.
@@ -116,6 +123,61 @@ pub struct LiveResource {
     /// Where the body text is, for resources compared by content (rendered files). It is
     /// read only when a plan shows a diff, so a fleet's files are not all held at once.
     pub content_at: Option<Box<Path>>,
+    /// Whose the resource says it is, for kinds global on their server (roles, schemas,
+    /// databases, buckets, rendered files).
+    pub owner: Owner,
+}
+
+/// The mark of ownership everything global that tenant-reconcile creates carries: a
+/// comment on a role, schema or database, a bucket tag, a file beside rendered files. It
+/// names the state by its name, for people, and its lineage, which tells two states of the
+/// same name (every environment's default) apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub state: String,
+    pub lineage: String,
+}
+
+const MARK_PREFIX: &str = "tenant-reconcile state=";
+
+impl Mark {
+    /// The mark as written on a resource. The state's name was checked to be plain
+    /// (`[A-Za-z0-9._-]`) and the lineage is a UUID, so it needs no quoting anywhere.
+    pub fn text(&self) -> String {
+        format!("{MARK_PREFIX}{} lineage={}", self.state, self.lineage)
+    }
+
+    /// A mark read back; `None` for any other text (a comment someone else wrote).
+    pub fn parse(text: &str) -> Option<Mark> {
+        let rest = text.trim().strip_prefix(MARK_PREFIX)?;
+        let (state, lineage) = rest.split_once(" lineage=")?;
+        (!state.is_empty() && !lineage.is_empty() && !lineage.contains(' ')).then(|| Mark {
+            state: state.to_string(),
+            lineage: lineage.to_string(),
+        })
+    }
+}
+
+/// Whose a live resource is, as its mark says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Owner {
+    /// A kind that carries no mark: rows keyed by the tenant in the control plane, or
+    /// resources inside the local target's own folder.
+    #[default]
+    Untracked,
+    /// No mark, or a comment or tag that is not one: made by hand, or by another tool.
+    Unmarked,
+    Marked(Box<Mark>),
+}
+
+impl Owner {
+    /// What a comment or tag says: a mark, or nothing that is one.
+    pub fn from_text(text: Option<&str>) -> Owner {
+        match text.and_then(Mark::parse) {
+            Some(m) => Owner::Marked(Box::new(m)),
+            None => Owner::Unmarked,
+        }
+    }
 }
 
 impl LiveResource {
@@ -190,6 +252,19 @@ impl LiveFleet {
         self.parts.extend(other.parts);
     }
 
+    /// Records a resource compared by its attributes alone, carrying `owner`'s mark.
+    pub fn insert_owned(&mut self, slug: &Slug, kind: Kind, attrs: Attrs, owner: Owner) {
+        self.insert(
+            slug,
+            Key::new(kind),
+            LiveResource {
+                attrs,
+                content_at: None,
+                owner,
+            },
+        );
+    }
+
     /// Records a resource compared by its attributes alone (no body text).
     pub fn insert_attrs(&mut self, slug: &Slug, kind: Kind, attrs: Attrs) {
         self.insert(
@@ -198,6 +273,7 @@ impl LiveFleet {
             LiveResource {
                 attrs,
                 content_at: None,
+                owner: Owner::Untracked,
             },
         );
     }
@@ -261,6 +337,8 @@ pub struct StepContext<'a> {
     pub lifecycle: Lifecycle,
     pub credentials_version: u32,
     pub key: &'a MasterKey,
+    /// The mark of ownership to write on what the step creates or imports.
+    pub mark: &'a Mark,
 }
 
 impl StepContext<'_> {
@@ -276,6 +354,13 @@ pub trait Provider: Send + Sync {
     fn kinds(&self) -> &'static [Kind];
     /// Whether a change to `field` of a `kind` resource needs the resource replaced.
     fn forces_replace(&self, _kind: Kind, _field: &str) -> bool {
+        false
+    }
+    /// Whether creating a `kind` resource and marking it ours are two calls (CREATE
+    /// DATABASE cannot run in a transaction; CreateBucket then PutBucketTagging). The
+    /// executor then records its intent first, so a run killed in between still knows the
+    /// unmarked resource is its own.
+    fn marks_after_create(&self, _kind: Kind) -> bool {
         false
     }
     async fn refresh(

@@ -132,6 +132,12 @@ pub fn render(plan: &Plan) -> String {
     let mut shown = 0;
     for t in &plan.tenants {
         let mut body = String::new();
+        if !t.conflicts.is_empty() {
+            for line in super::conflict_lines(t, &plan.state.name) {
+                body.push_str(&line);
+                body.push('\n');
+            }
+        }
         for c in &t.changes {
             let (header, lines) = change_lines(t, c);
             body.push_str(&header);

@@ -12,10 +12,31 @@ use crate::plan::{Plan, ResourceChange, Summary, TenantPlan};
 
 /// `Plan: 1 to add, 2 to change, 0 to destroy.`
 pub fn summary_line(s: &Summary) -> String {
-    format!(
-        "Plan: {} to add, {} to change, {} to destroy.",
+    let mut line = String::from("Plan: ");
+    if s.import > 0 {
+        line += &format!("{} to import, ", s.import);
+    }
+    line += &format!(
+        "{} to add, {} to change, {} to destroy.",
         s.add, s.change, s.destroy
-    )
+    );
+    if s.conflicts > 0 {
+        line += &format!(
+            " {} not this state's: {} left as {}.",
+            plural(s.conflicts, "resource is", "resources are"),
+            if s.conflicts == 1 {
+                "its tenant is"
+            } else {
+                "their tenants are"
+            },
+            if s.conflicts == 1 {
+                "it is"
+            } else {
+                "they are"
+            },
+        );
+    }
+    line
 }
 
 fn plural(n: usize, one: &str, many: &str) -> String {
@@ -105,6 +126,9 @@ pub fn value(v: Option<&Value>) -> String {
 /// content diff. Text and markdown both use it.
 pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<String>) {
     let mut header = format!("{} {}/{}", c.action.symbol(), tenant.slug, c.key);
+    if c.action == crate::plan::Action::Import {
+        header.push_str(" will be imported");
+    }
     if c.drift {
         header.push_str("  # changed outside tenant-reconcile");
     }
@@ -140,6 +164,35 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
         lines.extend(diff.lines().map(str::to_string));
     }
     (header, lines)
+}
+
+/// Whose a conflicting resource is, as a plan and an apply's outcome say it.
+pub fn conflict_owner(c: &crate::plan::Conflict) -> String {
+    match &c.owner {
+        Some(state) => format!("{} is managed by another state, {state:?}", c.resource),
+        None => format!("{} has no mark of ownership", c.resource),
+    }
+}
+
+/// A tenant's conflicts, one line each, then how to adopt them.
+pub fn conflict_lines(t: &TenantPlan, state_name: &str) -> Vec<String> {
+    let mut out: Vec<String> = t
+        .conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "! {}/{} exists and is not managed by this state (state {state_name:?}): {}",
+                t.slug,
+                c.key,
+                conflict_owner(c)
+            )
+        })
+        .collect();
+    out.push(format!(
+        "  (nothing of {slug} is changed; to adopt what exists: tenant-reconcile plan --import {slug})",
+        slug = t.slug
+    ));
+    out
 }
 
 pub fn tenant_heading(t: &TenantPlan) -> String {

@@ -81,10 +81,16 @@ pub fn render(plan: &Plan) -> String {
                 t.file,
                 super::pulled_in_by(t).map_or(String::new(), |p| format!(" {p}"))
             );
+            if !t.conflicts.is_empty() {
+                for line in super::conflict_lines(t, &plan.state.name) {
+                    let st = if line.starts_with('!') { RED } else { DIM };
+                    let _ = writeln!(out, "  {st}{line}{st:#}");
+                }
+            }
             for c in &t.changes {
                 let (header, lines) = change_lines(t, c);
                 let s = match c.action {
-                    Action::Create => GREEN,
+                    Action::Create | Action::Import => GREEN,
                     Action::Update => YELLOW,
                     Action::Replace => YELLOW,
                     Action::Delete => RED,

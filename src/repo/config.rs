@@ -399,6 +399,23 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
             );
         }
     }
+    // The state's name is written into the marks of ownership (comments, bucket tags), so
+    // it is kept to characters every one of them takes as they are.
+    let name = &config.state.name;
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        let (line, col) = hcl_file::locate_key(source, "name").unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(CONFIG_FILE, format!("{name:?} is not a state name"))
+                .at(line, col)
+                .field("state.name")
+                .hint("use up to 64 letters, digits, '-', '_' and '.', like \"production\""),
+        );
+    }
     let pg = &config.postgres;
     for (key, value) in [
         ("schema", &pg.schema),

@@ -64,7 +64,8 @@ impl Templates {
             }
             if let Err(e) = tera.add_raw_template(&name, &source) {
                 problems.push(
-                    Diagnostic::new(&file, error_chain(&e)).hint("see the tera template syntax"),
+                    Diagnostic::new(&file, crate::error::chain(&e))
+                        .hint("see the tera template syntax"),
                 );
             }
         }
@@ -95,15 +96,4 @@ fn valid_output_name(s: &str) -> bool {
         && s.len() <= 100
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-}
-
-/// Tera nests the useful part of its errors in `source()`; this joins the chain.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
 }

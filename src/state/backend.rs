@@ -25,6 +25,12 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{context}: {source}")]
     Postgres {
         context: String,
         #[source]
@@ -46,6 +52,13 @@ pub enum StateError {
     LockLost { holder: String },
     #[error("{0}")]
     CannotForceUnlock(String),
+    #[error("lost the state while applying: {cause}; this run stopped starting tenants ({applied} applied, {failed} failed, {not_started} not started)\n  hint: nothing more was written, and a lock held by a lost connection is released; run apply again once the state backend is back: finished steps are not repeated")]
+    Lost {
+        cause: String,
+        applied: usize,
+        failed: usize,
+        not_started: usize,
+    },
     #[error("the state in {path} is not readable: {message}")]
     Corrupt { path: String, message: String },
     #[error("the state in {path} has format version {found}; this tenant-reconcile reads version {supported}\n  hint: upgrade tenant-reconcile")]

@@ -9,7 +9,7 @@ pub mod local;
 pub mod postgres;
 pub mod s3;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -77,12 +77,20 @@ pub struct State {
     pub git_commit: Option<String>,
     #[serde(default)]
     pub updated_at: String,
+    /// The identifier of the master key the tenants' passwords are derived from
+    /// ([`MasterKey::id`](crate::credentials::MasterKey::id)), never the key: a run with
+    /// another key is refused unless it rotates the key on purpose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key_id: Option<String>,
     /// Every migration applied to some tenant, by id, with its checksum: an applied
     /// migration whose file changed is refused.
     #[serde(default)]
     pub migrations: BTreeMap<String, String>,
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantState>,
+    /// Tenants this state let go of without touching them (`state rm`), and who did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<Released>,
     /// Checkpoints recorded since the last full snapshot (each bumped `serial`).
     #[serde(skip)]
     pub checkpoints: u64,
@@ -105,6 +113,24 @@ pub struct TenantState {
     /// Each resource's attributes as last applied or refreshed.
     #[serde(default, deserialize_with = "recorded_resources")]
     pub resources: BTreeMap<Key, Attrs>,
+    /// Resources being created whose mark of ownership comes in a later call (a database
+    /// is commented on after CREATE DATABASE, a bucket tagged after CreateBucket): recorded
+    /// before the create, so a run killed in between knows the unmarked one is its own.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub creating: BTreeSet<Key>,
+    /// Why its last apply failed, while it has not succeeded since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+}
+
+/// A tenant's failed apply: the step it stopped at, the error, when, and how many applies
+/// in a row have failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Failure {
+    pub step: String,
+    pub error: String,
+    pub at: String,
+    pub attempts: u32,
 }
 
 /// Resources read with each map's text taken as it is written when it is canonical
@@ -122,6 +148,22 @@ fn recorded_resources<'de, D: serde::Deserializer<'de>>(
                 .map_err(serde::de::Error::custom)
         })
         .collect()
+}
+
+/// A tenant the state forgot on purpose (`state rm`): its resources were left as they
+/// were, with their data. Kept so that who let it go, and when, is on record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Released {
+    pub slug: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// The addresses it had, as the state recorded them.
+    pub resources: Vec<String>,
+    /// `user@host`, as a lock names its holder.
+    pub by: String,
+    pub at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
 }
 
 fn one() -> u32 {
@@ -188,9 +230,13 @@ impl State {
             #[serde(default)]
             updated_at: String,
             #[serde(default)]
+            master_key_id: Option<String>,
+            #[serde(default)]
             migrations: BTreeMap<String, String>,
             #[serde(default, borrow)]
             tenants: BTreeMap<String, &'a RawValue>,
+            #[serde(default)]
+            released: Vec<Released>,
         }
         let corrupt = |message: String| StateError::Corrupt {
             path: describe(),
@@ -221,8 +267,10 @@ impl State {
             lineage: raw.lineage.ok_or_else(|| missing("lineage"))?,
             git_commit: raw.git_commit,
             updated_at: raw.updated_at,
+            master_key_id: raw.master_key_id,
             migrations: raw.migrations,
             tenants,
+            released: raw.released,
             checkpoints: 0,
         })
     }
@@ -235,8 +283,10 @@ impl State {
             lineage: String::new(),
             git_commit: None,
             updated_at: String::new(),
+            master_key_id: None,
             migrations: BTreeMap::new(),
             tenants: BTreeMap::new(),
+            released: Vec::new(),
             checkpoints: 0,
         }
     }

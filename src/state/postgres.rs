@@ -46,10 +46,7 @@ pub struct PgBackend {
 
 fn pg(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StateError {
     let context = context.into();
-    move |source| StateError::Postgres {
-        context: context.clone(),
-        source: ProviderError::Sql { context, source },
-    }
+    move |source| StateError::Sql { context, source }
 }
 
 fn provider(context: &str) -> impl FnOnce(ProviderError) -> StateError + '_ {

@@ -3,6 +3,7 @@
 
 mod apply;
 mod bad_input;
+mod cut_proxy;
 mod drift;
 mod faulty;
 mod git;
@@ -14,5 +15,6 @@ mod recipes;
 mod s3;
 mod safety;
 mod support;
+mod trust;
 mod validate;
 mod watch;

@@ -19,10 +19,21 @@ pub struct Pg {
 
 impl Pg {
     pub fn new() -> Pg {
+        Pg::create(None)
+    }
+
+    /// Another environment on the same server: a database of its own and the same name
+    /// prefixes, as every environment's defaults are the same. Roles and databases are
+    /// global on a server, so the two meet there.
+    pub fn sibling(&self) -> Pg {
+        Pg::create(Some(self.prefix.clone()))
+    }
+
+    fn create(prefix: Option<String>) -> Pg {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
         let pg = Pg {
             db: format!("trx_{id}"),
-            prefix: format!("t{id}_"),
+            prefix: prefix.unwrap_or_else(|| format!("t{id}_")),
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

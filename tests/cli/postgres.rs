@@ -392,12 +392,19 @@ fn a_second_apply_waits_for_the_lock_and_names_its_holder_but_other_states_do_no
         "{err}"
     );
 
-    // A state of another name is not blocked by that lock.
+    // A state of another name is not blocked by that lock. It is another environment,
+    // with names of its own: what the first state made is not its to take.
+    let staging = format!("{}stg_", pg.prefix);
     repo.write(
         "tenant-reconcile.hcl",
-        &pg.config("").replace(
-            "backend = \"postgres\"",
-            "backend = \"postgres\"\n  name = \"staging\"",
+        &format!(
+            "output_dir = \"rendered-staging\"\n{}",
+            pg.config("  schema = \"staging_admin\"\n  shared_schema = \"staging_shared\"\n")
+                .replace(
+                    "backend = \"postgres\"",
+                    "backend = \"postgres\"\n  name = \"staging\"",
+                )
+                .replace(&format!("= \"{}\"", pg.prefix), &format!("= \"{staging}\""))
         ),
     );
     let out = repo.run(&["apply", "--auto-approve", "--lock-timeout", "0s"]);

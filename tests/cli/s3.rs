@@ -47,8 +47,15 @@ fn apply_creates_each_bucket_as_its_plan_asks() {
     }
 
     let acme = s3.bucket("acme", "eu-west-1");
+    let mut tags = s3.tags(&acme);
+    // The mark of ownership: this state, by name and lineage.
+    let mark = tags.remove("tenant-reconcile-state").unwrap_or_default();
+    assert!(
+        mark.starts_with("tenant-reconcile state=default lineage="),
+        "{mark:?}"
+    );
     assert_eq!(
-        s3.tags(&acme),
+        tags,
         [
             ("managed-by", "tenant-reconcile"),
             ("plan", "growth"),
@@ -154,8 +161,10 @@ fn drift_shows_field_by_field_and_apply_repairs_it() {
         r#""none" → "AES256""#,
         r#""open" → "blocked""#,
         "~ globex/bucket",
-        r#"lifecycle = [] → ["expire noncurrent versions after 90 days","#,
-        r#"tags      = {"plan":"free"} → {"managed-by":"tenant-reconcile","plan":"enterprise","tenant":"globex"}"#,
+        r#"lifecycle  = [] → ["expire noncurrent versions after 90 days","#,
+        r#"tags       = {"plan":"free"} → {"managed-by":"tenant-reconcile","plan":"enterprise","tenant":"globex"}"#,
+        // Its tags were replaced, the mark of ownership with them: apply puts it back.
+        "+ managed_by = \"state default\"",
         "+ initech/bucket",
         "~ umbrella-labs/bucket",
         r#"access = "open" → "denied""#,

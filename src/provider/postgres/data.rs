@@ -25,12 +25,12 @@ use sqlx::{Connection, Executor as _, PgConnection};
 use tokio::sync::OnceCell;
 
 use super::scram;
-use super::server::{quote, retry, PgServer};
+use super::server::{literal, quote, retry, PgServer};
 use crate::desired::{self, Attrs, Kind};
 use crate::naming::Naming;
-use crate::plan::ResourceChange;
+use crate::plan::{Action, ResourceChange};
 use crate::provider::{
-    desired_of, schema_version, seed_rows_of, unmanaged, LiveFleet, Provider, ProviderError,
+    desired_of, schema_version, seed_rows_of, unmanaged, LiveFleet, Owner, Provider, ProviderError,
     RefreshTarget, StepContext,
 };
 use crate::repo::{Isolation, Migration};
@@ -100,6 +100,15 @@ AS $$
     )
 $$;
 "#;
+
+/// A tenant's slice as refresh finds it.
+struct SliceFound {
+    name: String,
+    isolation: String,
+    present: bool,
+    granted: bool,
+    owner: Owner,
+}
 
 pub struct PgData {
     server: Arc<PgServer>,
@@ -212,6 +221,7 @@ impl PgData {
     async fn apply_role(
         &self,
         ctx: &StepContext<'_>,
+        change: &ResourceChange,
         attrs: &Attrs,
     ) -> Result<Attrs, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
@@ -226,7 +236,11 @@ impl PgData {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
         super::advisory_xact_lock(tx.as_mut(), &format!("tenant-reconcile/role/{name}")).await?;
-        let verb = if role_exists(tx.as_mut(), &name).await? {
+        let existing = role_comment(tx.as_mut(), &name).await?;
+        if let Some(comment) = &existing {
+            check_ours(ctx, change, "role", &name, comment.as_deref())?;
+        }
+        let verb = if existing.is_some() {
             "ALTER"
         } else {
             "CREATE"
@@ -242,6 +256,18 @@ impl PgData {
             )
             .await
             .map_err(ProviderError::sql(format!("{} the role {name}", verb.to_lowercase())))?;
+        // In the same transaction as the role: it never exists without its mark.
+        tx.as_mut()
+            .execute(
+                format!(
+                    "COMMENT ON ROLE {} IS {}",
+                    quote(&name),
+                    literal(&ctx.mark.text())
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(ProviderError::sql(format!("mark the role {name}")))?;
         let sql_0 = self.sql(
             "INSERT INTO {schema}.roles (name, slug, tenant_id, credentials_version, password_fingerprint, verifier_digest)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -283,6 +309,7 @@ impl PgData {
     async fn apply_database(
         &self,
         ctx: &StepContext<'_>,
+        change: &ResourceChange,
         attrs: &Attrs,
     ) -> Result<Attrs, ProviderError> {
         let slug = &ctx.tenant.slug;
@@ -306,15 +333,27 @@ impl PgData {
                         &format!("tenant-reconcile/slice/schema/{}", slice.name),
                     )
                     .await?;
-                    if !schema_exists(tx.as_mut(), &slice.name).await? {
-                        self.forget_slice(tx.as_mut(), Isolation::Schema, &slice.name, Some(slug))
-                            .await?;
+                    match schema_comment(tx.as_mut(), &slice.name).await? {
+                        Some(comment) => {
+                            check_ours(ctx, change, "schema", &slice.name, comment.as_deref())?
+                        }
+                        None => {
+                            self.forget_slice(
+                                tx.as_mut(),
+                                Isolation::Schema,
+                                &slice.name,
+                                Some(slug),
+                            )
+                            .await?
+                        }
                     }
                     let create = format!(
                         "CREATE SCHEMA IF NOT EXISTS {s};
+                         COMMENT ON SCHEMA {s} IS {mark};
                          REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
                          GRANT USAGE ON SCHEMA {s} TO {r};",
-                        r = quote(&role)
+                        r = quote(&role),
+                        mark = literal(&ctx.mark.text())
                     );
                     tx.as_mut()
                         .execute(create.as_str())
@@ -334,9 +373,12 @@ impl PgData {
             Isolation::Database => {
                 let db = quote(&slice.name);
                 self.create_database(pool, &slice.name, slug).await?;
+                // CREATE DATABASE cannot share a transaction with its comment: the executor
+                // recorded its intent first (`marks_after_create`).
                 let grant = format!(
-                    "REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {r};",
-                    r = quote(&role)
+                    "COMMENT ON DATABASE {db} IS {mark}; REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {r};",
+                    r = quote(&role),
+                    mark = literal(&ctx.mark.text())
                 );
                 pool.execute(grant.as_str())
                     .await
@@ -481,6 +523,10 @@ impl PgData {
                 "grant the tables of {}",
                 slice.name
             )))?;
+        if slice.isolation == Isolation::Shared {
+            // Row-level security switched off or a policy edited by hand is drift too.
+            self.tenantize(tx.as_mut(), &slice.schema).await?;
+        }
         tx.commit().await.map_err(ProviderError::sql("commit"))?;
         Ok(self.migrations.len())
     }
@@ -593,11 +639,15 @@ impl PgData {
             "SELECT c.relname,
                     EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
                     c.relrowsecurity AND c.relforcerowsecurity,
-                    EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation')
+                    EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation'
+                      AND p.polcmd = '*' AND p.polpermissive AND p.polroles = '{0}'
+                      AND pg_get_expr(p.polqual, p.polrelid) = ANY($2)
+                      AND pg_get_expr(p.polwithcheck, p.polrelid) = ANY($2))
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
         )
         .bind(schema)
+        .bind(policy_texts(schema))
         .fetch_all(&mut *tx)
         .await
         .map_err(ProviderError::sql("list the shared tables"))?;
@@ -617,8 +667,10 @@ impl PgData {
                 sql += &format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY; ALTER TABLE {t} FORCE ROW LEVEL SECURITY;");
             }
             if !has_policy {
+                // Missing, or changed by hand (another expression, roles or command).
                 sql += &format!(
-                    "CREATE POLICY tenant_isolation ON {t}
+                    "DROP POLICY IF EXISTS tenant_isolation ON {t};
+                     CREATE POLICY tenant_isolation ON {t}
                        USING (tenant_id = {shared}.current_tenant_id())
                        WITH CHECK (tenant_id = {shared}.current_tenant_id());"
                 );
@@ -720,8 +772,11 @@ impl PgData {
     ) -> Result<Option<Attrs>, ProviderError> {
         let desired = desired_of(change)?;
         match change.key.kind {
-            Kind::Role => self.apply_role(ctx, &desired.attrs).await.map(Some),
-            Kind::Database => self.apply_database(ctx, &desired.attrs).await.map(Some),
+            Kind::Role => self.apply_role(ctx, change, &desired.attrs).await.map(Some),
+            Kind::Database => self
+                .apply_database(ctx, change, &desired.attrs)
+                .await
+                .map(Some),
             Kind::Seed => {
                 self.apply_seed(ctx, seed_rows_of(desired)?).await?;
                 Ok(Some(desired.attrs.clone()))
@@ -767,6 +822,15 @@ async fn insert_rows(
     Ok(())
 }
 
+/// The tenant policy's expression as the server prints it back, with the function's
+/// schema spelled out or (when the reader's search path holds the schema) left out.
+fn policy_texts(shared_schema: &str) -> Vec<String> {
+    vec![
+        format!("(tenant_id = {shared_schema}.current_tenant_id())"),
+        "(tenant_id = current_tenant_id())".to_string(),
+    ]
+}
+
 async fn schema_exists(conn: &mut PgConnection, name: &str) -> Result<bool, ProviderError> {
     let (exists,): (bool,) =
         sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
@@ -775,6 +839,68 @@ async fn schema_exists(conn: &mut PgConnection, name: &str) -> Result<bool, Prov
             .await
             .map_err(ProviderError::sql("look for the schema"))?;
     Ok(exists)
+}
+
+/// A role's comment: `None` when there is no such role, `Some(None)` when it has none.
+async fn role_comment(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<Option<String>>, ProviderError> {
+    sqlx::query_as::<_, (Option<String>,)>(
+        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map(|row| row.map(|(c,)| c))
+    .map_err(ProviderError::sql("look for the role"))
+}
+
+/// A schema's comment: `None` when there is no such schema, `Some(None)` when it has none.
+async fn schema_comment(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<Option<String>>, ProviderError> {
+    sqlx::query_as::<_, (Option<String>,)>(
+        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+    .map(|row| row.map(|(c,)| c))
+    .map_err(ProviderError::sql("look for the schema"))
+}
+
+/// Refuses to take over a role or schema that exists and is not this state's, unless the
+/// plan imports it: the plan already shows such a resource as a conflict, and this catches
+/// one made in between (or a saved plan applied later).
+fn check_ours(
+    ctx: &StepContext<'_>,
+    change: &ResourceChange,
+    what: &str,
+    name: &str,
+    comment: Option<&str>,
+) -> Result<(), ProviderError> {
+    let mark = comment.and_then(crate::provider::Mark::parse);
+    let ours = mark.as_ref().is_some_and(|m| m.lineage == ctx.mark.lineage);
+    // An update of a recorded resource may find it unmarked (made before marks were
+    // written); only a create must find nothing, or its own mark.
+    if ours
+        || change.action == Action::Import
+        || (mark.is_none() && change.action != Action::Create)
+    {
+        return Ok(());
+    }
+    Err(ProviderError::Message(match mark {
+        Some(m) => format!(
+            "the {what} {name} exists and is managed by another state, {:?}; it was left as it is",
+            m.state
+        ),
+        None => format!(
+            "the {what} {name} exists and is not managed by this state (state {:?}); it was left as it is\n  hint: adopt it with `plan --import {}`",
+            ctx.mark.state, ctx.tenant.slug
+        ),
+    }))
 }
 
 async fn role_exists(conn: &mut PgConnection, name: &str) -> Result<bool, ProviderError> {
@@ -801,6 +927,12 @@ impl Provider for PgData {
         // Moving a tenant to another isolation mode builds a new slice; the old one, with
         // its data, is kept.
         kind == Kind::Database && field == "isolation"
+    }
+
+    fn marks_after_create(&self, kind: Kind) -> bool {
+        // A database slice is commented on after CREATE DATABASE, which no transaction
+        // holds; roles and schemas are marked in the transaction that creates them.
+        kind == Kind::Database
     }
 
     async fn refresh(
@@ -838,9 +970,11 @@ impl Provider for PgData {
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<String>,
         );
         let sql_4 = self.sql(&format!(
-            "SELECT r.rolname, r.rolcanlogin, c.credentials_version, c.password_fingerprint, c.verifier_digest, {verifier}
+            "SELECT r.rolname, r.rolcanlogin, c.credentials_version, c.password_fingerprint, c.verifier_digest, {verifier},
+                    shobj_description(r.oid, 'pg_authid')
              FROM pg_roles r LEFT JOIN {catalog_roles} c ON c.name = r.rolname
              WHERE r.rolname = ANY($1)"
         ));
@@ -850,8 +984,8 @@ impl Provider for PgData {
             .await
             .map_err(ProviderError::sql("read the tenant roles"))?;
         queries += 1;
-        let mut by_role: HashMap<String, Attrs> = HashMap::new();
-        for (name, login, version, fingerprint, digest, stored) in rows {
+        let mut by_role: HashMap<String, (Attrs, Owner)> = HashMap::new();
+        for (name, login, version, fingerprint, digest, stored, comment) in rows {
             let mut attrs = desired::attrs([
                 ("name", json!(name)),
                 ("login", json!(login)),
@@ -870,31 +1004,72 @@ impl Provider for PgData {
                 }
                 _ => {}
             }
-            by_role.insert(name, attrs);
+            by_role.insert(name, (attrs, Owner::from_text(comment.as_deref())));
         }
 
-        let mut slices: HashMap<String, (String, String, bool, bool)> = HashMap::new();
+        let mut slices: HashMap<String, SliceFound> = HashMap::new();
         let mut applied: HashMap<(String, String), HashSet<String>> = HashMap::new();
         let mut seeded: HashSet<String> = HashSet::new();
-        if catalog {
-            type SliceRow = (String, String, String, bool, Option<bool>);
-            let sql_5 = self.sql(
+        {
+            // The slice each tenant's file asks for, looked for by name when the catalog
+            // has none: a schema or database made before this state (by hand, or by another
+            // state) is found, and shown as not this state's. A shared tenant's slice is
+            // its rows, which exist only once the catalog records them.
+            let wanted: Vec<(&Slug, String, &str)> = targets
+                .iter()
+                .filter(|t| t.isolation != Isolation::Shared)
+                .map(|t| {
+                    (
+                        &t.slug,
+                        self.naming.slice(&t.slug, t.isolation),
+                        t.isolation.as_str(),
+                    )
+                })
+                .collect();
+            let catalog_slices = if catalog {
+                "{schema}.slices"
+            } else {
+                "(SELECT NULL::text AS slug, NULL::text AS name, NULL::text AS isolation, NULL::text AS role WHERE false)"
+            };
+            type SliceRow = (String, String, String, bool, Option<bool>, Option<String>);
+            let sql_5 = self.sql(&format!(
                 // Set-based, so it stays one pass over the catalogs however many slices
-                // there are: whether each slice exists, and whether its role can reach it.
-                "WITH s AS (
-                   SELECT slug, name, isolation, role FROM {schema}.slices WHERE slug = ANY($1)
+                // there are: whether each slice exists, whether its role can reach it, and
+                // whose mark it carries.
+                "WITH c AS (
+                   SELECT slug, name, isolation, role FROM {catalog_slices} cs WHERE slug = ANY($1)
+                 ), s AS (
+                   SELECT slug, name, isolation, role FROM c
+                   UNION ALL
+                   SELECT w.slug, w.name, w.isolation, w.role
+                   FROM unnest($5::text[], $6::text[], $7::text[], $8::text[]) AS w(slug, name, isolation, role)
+                   WHERE NOT EXISTS (SELECT 1 FROM c WHERE c.slug = w.slug)
                  ), ns AS (
                    SELECT s.slug, n.oid AS nsp, r.oid AS rol
                    FROM s JOIN pg_namespace n ON n.nspname = s.name LEFT JOIN pg_roles r ON r.rolname = s.role
                    WHERE s.isolation <> 'database'
                  ), tables AS (
-                   SELECT ns.slug, bool_and(
+                   SELECT ns.slug, bool_and(CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(ns.rol, c.oid, 'USAGE') ELSE
                        has_table_privilege(ns.rol, c.oid, 'SELECT') AND has_table_privilege(ns.rol, c.oid, 'INSERT')
-                       AND has_table_privilege(ns.rol, c.oid, 'UPDATE') AND has_table_privilege(ns.rol, c.oid, 'DELETE')) AS ok
+                       AND has_table_privilege(ns.rol, c.oid, 'UPDATE') AND has_table_privilege(ns.rol, c.oid, 'DELETE') END) AS ok
                    FROM ns JOIN s ON s.slug = ns.slug AND s.isolation = 'schema'
-                   JOIN pg_class c ON c.relnamespace = ns.nsp AND c.relkind IN ('r', 'p')
+                   JOIN pg_class c ON c.relnamespace = ns.nsp AND c.relkind IN ('r', 'p', 'S')
                    WHERE ns.rol IS NOT NULL
                    GROUP BY ns.slug
+                 ), shared_ok AS (
+                   -- Once for every shared tenant: the group's rights on the shared schema,
+                   -- its tables and sequences, and each table's row-level security.
+                   SELECT has_schema_privilege(g.oid, n.oid, 'USAGE') AND coalesce((
+                       SELECT bool_and(CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(g.oid, c.oid, 'USAGE')
+                         ELSE has_table_privilege(g.oid, c.oid, 'SELECT') AND has_table_privilege(g.oid, c.oid, 'INSERT')
+                           AND has_table_privilege(g.oid, c.oid, 'UPDATE') AND has_table_privilege(g.oid, c.oid, 'DELETE')
+                           AND c.relrowsecurity AND c.relforcerowsecurity
+                           AND EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation'
+                             AND p.polcmd = '*' AND p.polpermissive AND p.polroles = '{{0}}'
+                             AND pg_get_expr(p.polqual, p.polrelid) = ANY($3)
+                             AND pg_get_expr(p.polwithcheck, p.polrelid) = ANY($3)) END)
+                       FROM pg_class c WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'S')), true) AS ok
+                   FROM pg_namespace n, pg_roles g WHERE n.nspname = $4 AND g.rolname = $2
                  ), dbs AS (
                    SELECT s.slug, d.oid AS dat, r.oid AS rol
                    FROM s JOIN pg_database d ON d.datname = s.name LEFT JOIN pg_roles r ON r.rolname = s.role
@@ -905,18 +1080,50 @@ impl Provider for PgData {
                    CASE s.isolation
                      WHEN 'schema' THEN ns.rol IS NOT NULL AND has_schema_privilege(ns.rol, ns.nsp, 'USAGE') AND coalesce(tables.ok, true)
                      WHEN 'shared' THEN ns.rol IS NOT NULL AND pg_has_role(ns.rol, (SELECT oid FROM pg_roles WHERE rolname = $2), 'MEMBER')
-                     ELSE dbs.rol IS NOT NULL AND has_database_privilege(dbs.rol, dbs.dat, 'CONNECT') END
+                       AND coalesce((SELECT ok FROM shared_ok), false)
+                     ELSE dbs.rol IS NOT NULL AND has_database_privilege(dbs.rol, dbs.dat, 'CONNECT') END,
+                   CASE s.isolation
+                     WHEN 'database' THEN shobj_description(dbs.dat, 'pg_database')
+                     WHEN 'schema' THEN obj_description(ns.nsp, 'pg_namespace') END
                  FROM s LEFT JOIN ns USING (slug) LEFT JOIN tables USING (slug) LEFT JOIN dbs USING (slug)",
-            );
+            ));
             let rows: Vec<SliceRow> = sqlx::query_as(&sql_5)
                 .bind(&slugs)
                 .bind(self.naming.shared_group())
+                .bind(policy_texts(&self.naming.shared_schema))
+                .bind(&self.naming.shared_schema)
+                .bind(wanted.iter().map(|w| w.0.as_str()).collect::<Vec<_>>())
+                .bind(wanted.iter().map(|w| w.1.as_str()).collect::<Vec<_>>())
+                .bind(wanted.iter().map(|w| w.2).collect::<Vec<_>>())
+                .bind(
+                    wanted
+                        .iter()
+                        .map(|w| self.naming.role(w.0))
+                        .collect::<Vec<_>>(),
+                )
                 .fetch_all(pool)
                 .await
                 .map_err(ProviderError::sql("read the tenant slices"))?;
-            for (slug, name, isolation, present, granted) in rows {
-                slices.insert(slug, (name, isolation, present, granted.unwrap_or(false)));
+            queries += 1;
+            for (slug, name, isolation, present, granted, comment) in rows {
+                let owner = if isolation == Isolation::Shared.as_str() {
+                    Owner::Untracked
+                } else {
+                    Owner::from_text(comment.as_deref())
+                };
+                slices.insert(
+                    slug,
+                    SliceFound {
+                        name,
+                        isolation,
+                        present,
+                        granted: granted.unwrap_or(false),
+                        owner,
+                    },
+                );
             }
+        }
+        if catalog {
             let sql_6 = self.sql(
                 "SELECT isolation, slice, array_agg(version) FROM {schema}.slice_migrations GROUP BY isolation, slice",
             );
@@ -934,14 +1141,21 @@ impl Provider for PgData {
                 .await
                 .map_err(ProviderError::sql("read the seeds"))?;
             seeded.extend(rows.into_iter().map(|(s,)| s));
-            queries += 3;
+            queries += 2;
         }
 
         for (t, role) in targets.iter().zip(&roles) {
-            if let Some(attrs) = by_role.remove(role) {
-                live.insert_attrs(&t.slug, Kind::Role, attrs);
+            if let Some((attrs, owner)) = by_role.remove(role) {
+                live.insert_owned(&t.slug, Kind::Role, attrs, owner);
             }
-            let Some((name, isolation, present, granted)) = slices.remove(t.slug.as_str()) else {
+            let Some(SliceFound {
+                name,
+                isolation,
+                present,
+                granted,
+                owner,
+            }) = slices.remove(t.slug.as_str())
+            else {
                 continue;
             };
             if !present {
@@ -954,7 +1168,7 @@ impl Provider for PgData {
                 .iter()
                 .take_while(|m| versions.is_some_and(|v| v.contains(&m.version)))
                 .count();
-            live.insert_attrs(
+            live.insert_owned(
                 &t.slug,
                 Kind::Database,
                 desired::database_attrs(
@@ -963,6 +1177,7 @@ impl Provider for PgData {
                     schema_version(&self.migrations, count),
                     granted,
                 ),
+                owner,
             );
             if seeded.contains(t.slug.as_str()) {
                 live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());

@@ -186,6 +186,16 @@ pub fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 
+/// A string literal for the statements that take no parameters (`COMMENT ON … IS`). It is
+/// only given text this tool makes (a mark of ownership), and is escaped all the same.
+pub fn literal(text: &str) -> String {
+    assert!(
+        !text.contains('\\') && !text.contains('\0'),
+        "literal {text:?} holds a character a mark never has"
+    );
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// Evaluates the future expression `$op` again with backoff while it fails transiently.
 /// Every step is idempotent, so running one again after a lost connection is safe.
 ///

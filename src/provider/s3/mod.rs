@@ -20,8 +20,10 @@ use serde_json::json;
 pub use client::S3Store;
 
 use crate::desired::{Attrs, Kind};
-use crate::plan::{Action, ResourceChange};
-use crate::provider::{desired_of, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+use crate::plan::{Action, ResourceChange, MARK_FIELD};
+use crate::provider::{
+    desired_of, LiveFleet, Owner, Provider, ProviderError, RefreshTarget, StepContext,
+};
 use crate::slug::Slug;
 
 /// The order settings are written in: public access is closed before anything else.
@@ -77,7 +79,7 @@ impl S3Buckets {
         &self,
         name: String,
         listed_region: Option<String>,
-    ) -> Result<Option<Attrs>, ProviderError> {
+    ) -> Result<Option<(Attrs, Owner)>, ProviderError> {
         let tenant_regions = self.store.config().tenant_regions;
         let region = match listed_region {
             Some(r) => r,
@@ -105,7 +107,7 @@ impl S3Buckets {
             .store
             .client(if tenant_regions { &region } else { "" })
             .await?;
-        let Some(mut attrs) =
+        let Some((mut attrs, owner)) =
             settings::read(&client, &name, &self.store.config().app_principal).await?
         else {
             return Ok(None);
@@ -114,7 +116,7 @@ impl S3Buckets {
         if tenant_regions {
             attrs.insert("location", json!(region));
         }
-        Ok(Some(attrs))
+        Ok(Some((attrs, owner)))
     }
 
     /// Creates the bucket, or finds it already ours. Returns whether it is new.
@@ -198,6 +200,11 @@ impl Provider for S3Buckets {
         crate::bucket::forces_replace(field)
     }
 
+    fn marks_after_create(&self, _kind: Kind) -> bool {
+        // CreateBucket, then PutBucketTagging with the state tag.
+        true
+    }
+
     async fn refresh(
         &self,
         targets: &[RefreshTarget],
@@ -212,16 +219,16 @@ impl Provider for S3Buckets {
                 Some((t.slug.clone(), name.clone(), owned[name].clone()))
             })
             .collect();
-        let read: Vec<(Slug, Option<Attrs>)> = stream::iter(found)
+        let read: Vec<(Slug, Option<(Attrs, Owner)>)> = stream::iter(found)
             .map(|(slug, name, region)| async move {
                 Ok::<_, ProviderError>((slug, self.read_bucket(name, region).await?))
             })
             .buffer_unordered(self.store.config().concurrency)
             .try_collect()
             .await?;
-        for (slug, attrs) in read {
-            if let Some(attrs) = attrs {
-                live.insert_attrs(&slug, Kind::Bucket, attrs);
+        for (slug, found) in read {
+            if let Some((attrs, owner)) = found {
+                live.insert_owned(&slug, Kind::Bucket, attrs, owner);
             }
         }
         live.calls.push((self.name(), self.store.calls() - before));
@@ -230,7 +237,7 @@ impl Provider for S3Buckets {
 
     async fn apply(
         &self,
-        _ctx: &StepContext<'_>,
+        ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
         let desired = desired_of(change)?;
@@ -258,14 +265,22 @@ impl Provider for S3Buckets {
             _ => FIELDS
                 .iter()
                 .copied()
-                .filter(|f| change.fields.iter().any(|c| c.field == *f))
+                .filter(|f| {
+                    change.fields.iter().any(|c| c.field == *f)
+                        // The mark is a tag: an import or a mark to put on writes the tags.
+                        || (*f == "tags"
+                            && (change.action == Action::Import
+                                || change.fields.iter().any(|c| c.field == MARK_FIELD)))
+                })
                 .collect(),
         };
+        let mark = ctx.mark.text();
         let to = settings::Target {
             client: &client,
             bucket: name,
             app_principal: &self.store.config().app_principal,
             new,
+            mark: &mark,
         };
         for field in fields {
             self.write(&to, field, attrs).await?;

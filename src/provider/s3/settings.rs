@@ -13,17 +13,18 @@ use serde_json::{json, Map, Value};
 use super::client::{code, error};
 use crate::bucket;
 use crate::desired::Attrs;
-use crate::provider::ProviderError;
+use crate::provider::{Owner, ProviderError};
 
 /// The statement a suspended tenant's bucket policy carries, found again by its id.
 pub const SUSPEND_SID: &str = "TenantReconcileSuspended";
 
-/// What refresh reads of one existing bucket. `None` when it vanished meanwhile.
+/// What refresh reads of one existing bucket, and whose its mark says it is. `None` when it
+/// vanished meanwhile.
 pub async fn read(
     client: &Client,
     name: &str,
     app_principal: &str,
-) -> Result<Option<Attrs>, ProviderError> {
+) -> Result<Option<(Attrs, Owner)>, ProviderError> {
     let (encryption, public_access, versioning, lifecycle, tags, access) = tokio::join!(
         read_encryption(client, name),
         read_public_access(client, name),
@@ -32,6 +33,10 @@ pub async fn read(
         read_tags(client, name),
         read_access(client, name, app_principal),
     );
+    let (tags, owner) = match tags {
+        Ok((tags, mark)) => (Ok(tags), Owner::from_text(mark.as_deref())),
+        Err(Gone) => return Ok(None),
+    };
     let mut attrs = Attrs::new();
     for (field, value) in [
         ("encryption", encryption),
@@ -48,7 +53,7 @@ pub async fn read(
             Err(Gone) => return Ok(None),
         }
     }
-    Ok(Some(attrs))
+    Ok(Some((attrs, owner)))
 }
 
 /// The bucket was deleted between listing and reading it.
@@ -202,9 +207,16 @@ fn describe_rules(rules: &[LifecycleRule]) -> Vec<String> {
     out
 }
 
-async fn read_tags(client: &Client, name: &str) -> Read {
+/// Our tags, and the mark of ownership (the state tag) when there is one.
+async fn read_tags(client: &Client, name: &str) -> Result<(Value, Option<String>), Gone> {
     let r = client.get_bucket_tagging().bucket(name).send().await;
-    outcome(r, "NoSuchTagSet", json!({}), |out| {
+    let mut mark = None;
+    let tags = outcome(r, "NoSuchTagSet", json!({}), |out| {
+        mark = out
+            .tag_set()
+            .iter()
+            .find(|t| t.key() == bucket::STATE_TAG)
+            .map(|t| t.value().to_string());
         let tags: Map<String, Value> = out
             .tag_set()
             .iter()
@@ -212,7 +224,8 @@ async fn read_tags(client: &Client, name: &str) -> Read {
             .map(|t| (t.key().to_string(), json!(t.value())))
             .collect();
         Value::Object(tags)
-    })
+    })?;
+    Ok((tags, mark))
 }
 
 async fn read_access(client: &Client, name: &str, app_principal: &str) -> Read {
@@ -266,6 +279,8 @@ pub struct Target<'a> {
     pub app_principal: &'a str,
     /// Created by this very step: it has no tags or policy of anyone else's to keep.
     pub new: bool,
+    /// The mark of ownership, written as the state tag with the others.
+    pub mark: &'a str,
 }
 
 /// Writes one setting. Called for each field a change names (all of them for a new bucket).
@@ -276,7 +291,7 @@ pub async fn write(to: &Target<'_>, field: &str, attrs: &Attrs) -> Result<(), Pr
         "public_access" => write_public_access(client, name).await,
         "versioning" => write_versioning(client, name, attrs.str("versioning")).await,
         "lifecycle" => write_lifecycle(client, name, attrs.get("lifecycle")).await,
-        "tags" => write_tags(client, name, attrs.get("tags"), to.new).await,
+        "tags" => write_tags(client, name, attrs.get("tags"), to.mark, to.new).await,
         "access" => write_access(client, name, attrs.str("access"), to.app_principal).await,
         // name and location are the bucket itself; a change to them is a new bucket.
         _ => Ok(()),
@@ -433,6 +448,7 @@ async fn write_tags(
     client: &Client,
     name: &str,
     wanted: Option<&Value>,
+    mark: &str,
     new: bool,
 ) -> Result<(), ProviderError> {
     // S3 only replaces the whole set: ours are set, everyone else's kept (a bucket made
@@ -453,6 +469,7 @@ async fn write_tags(
     if let Some(ours) = wanted.and_then(Value::as_object) {
         merged.extend(ours.clone());
     }
+    merged.insert(bucket::STATE_TAG.to_string(), json!(mark));
     let mut tags = Vec::new();
     for (key, value) in &merged {
         tags.push(
