@@ -622,3 +622,64 @@ fn a_rendered_file_left_by_someone_else_is_a_conflict_until_imported() {
         "{mark}"
     );
 }
+
+#[test]
+fn a_database_created_but_not_yet_marked_is_ours_when_its_intent_was_recorded() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    // The state in a local file, so the test can put it as a kill would leave it.
+    repo.write(
+        "tenant-reconcile.hcl",
+        &pg.config("")
+            .replace("state {\n  backend = \"postgres\"\n}\n", ""),
+    );
+    repo.apply();
+    let globex = pg.name("globex");
+    let path = repo.state_dir().join("state.json");
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut state: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        f(&mut state["tenants"]["globex"]);
+        std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    };
+    // As a kill between CREATE DATABASE and COMMENT ON DATABASE leaves things: the database
+    // unmarked, and not recorded.
+    pg.exec_on(
+        "postgres",
+        &format!("COMMENT ON DATABASE \"{globex}\" IS NULL"),
+    );
+    edit(&|t| {
+        t["resources"].as_object_mut().unwrap().remove("database");
+    });
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("! globex/database exists and is not managed by this state"),
+        "without the intent it is not known to be ours:\n{plan}"
+    );
+
+    // The intent apply records before the create makes it ours, to be marked.
+    edit(&|t| t["creating"] = json!(["database"]));
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("~ globex/database") && plan.contains("+ managed_by = \"state default\""),
+        "{plan}"
+    );
+    assert!(!plan.contains('!'), "{plan}");
+    repo.apply();
+    repo.assert_plan_empty();
+    let mark = pg.query(&format!(
+        "SELECT shobj_description(oid, 'pg_database') AS mark FROM pg_database WHERE datname = '{globex}'"
+    ))[0]["mark"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        mark.starts_with("tenant-reconcile state=default lineage="),
+        "{mark}"
+    );
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        state["tenants"]["globex"].get("creating").is_none(),
+        "the intent is done"
+    );
+}
