@@ -182,7 +182,9 @@ impl Executor {
                     .tenant_steps(tp, plan, shared, mark, &mut steps, &mut step)
                     .await;
                 if let Err(e) = &result {
-                    shared.record_failure(&slug, &step, e).await;
+                    // The step is recorded apart: the error without its address.
+                    let detail = e.strip_prefix(&format!("{slug}/{step}: ")).unwrap_or(e);
+                    shared.record_failure(&slug, &step, detail).await;
                 }
                 result
             }

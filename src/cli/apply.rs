@@ -112,9 +112,14 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
             let s = &plan.summary;
             if failed.is_empty() {
                 anstream::println!(
-                    "\nApply complete! {} tenant{} reconciled: {} added, {} changed, {} destroyed.",
+                    "\nApply complete! {} tenant{} reconciled: {}{} added, {} changed, {} destroyed.",
                     report.outcomes.len(),
                     if report.outcomes.len() == 1 { "" } else { "s" },
+                    if s.import > 0 {
+                        format!("{} imported, ", s.import)
+                    } else {
+                        String::new()
+                    },
                     s.add,
                     s.change,
                     s.destroy

@@ -98,8 +98,11 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
             t.step.as_deref().unwrap_or("-")
         );
     }
+    if !failures.is_empty() {
+        println!();
+    }
     for (slug, f) in &failures {
-        println!("\n{slug} failed at {} on {}: {}", f.step, f.at, f.error);
+        println!("{slug} failed at {} on {}: {}", f.step, f.at, f.error);
     }
     if !state.released.is_empty() {
         println!("\nReleased (forgotten with `state rm`, their resources left as they were):");

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use super::safety;
 use super::*;
-use crate::desired::{Attrs, DesiredTenant, Kind};
+use crate::desired::{Attrs, DesiredTenant, Kind, Resource};
 use crate::diagnostic::Diagnostic;
 use crate::provider::{LiveFleet, Owner, Targets};
 use crate::repo::{Status, TenantRepo};
@@ -251,20 +251,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         }
         let Some(current) = current else {
             let mut fields = created_fields(&r.attrs);
-            // Shown as known after apply: neither old nor new is known yet.
-            fields.extend(
-                r.key
-                    .kind
-                    .computed()
-                    .iter()
-                    .filter(|f| !r.attrs.contains_key(f))
-                    .map(|f| FieldChange {
-                        field: f.to_string(),
-                        old: None,
-                        new: None,
-                        forces_replace: false,
-                    }),
-            );
+            fields.extend(known_after_apply(r));
             fields.sort_by(|a, b| a.field.cmp(&b.field));
             changes.push(ResourceChange {
                 key: r.key.clone(),
@@ -287,21 +274,9 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         });
         fields.extend(mark);
         if adopt {
-            // What the target works out as it applies (a password from the tenant id it
-            // is yet to get) is said as such: an import changes nothing unannounced.
-            fields.extend(
-                r.key
-                    .kind
-                    .computed()
-                    .iter()
-                    .filter(|f| !r.attrs.contains_key(f))
-                    .map(|f| FieldChange {
-                        field: f.to_string(),
-                        old: None,
-                        new: None,
-                        forces_replace: false,
-                    }),
-            );
+            // An import changes nothing unannounced, a password it is yet to work out
+            // included.
+            fields.extend(known_after_apply(r));
             fields.sort_by(|a, b| a.field.cmp(&b.field));
         }
         if fields.is_empty() && !adopt {
@@ -508,6 +483,22 @@ pub fn content_diff(old: &str, new: &str) -> String {
         .context_radius(3)
         .header("live", "rendered")
         .to_string()
+}
+
+/// The fields the target works out as it applies (a new tenant's password needs the id
+/// its registry row gets): neither old nor new is known yet, shown as known after apply.
+fn known_after_apply(r: &Resource) -> impl Iterator<Item = FieldChange> + '_ {
+    r.key
+        .kind
+        .computed()
+        .iter()
+        .filter(|f| !r.attrs.contains_key(f))
+        .map(|f| FieldChange {
+            field: f.to_string(),
+            old: None,
+            new: None,
+            forces_replace: false,
+        })
 }
 
 /// Every attribute of a resource about to be created, as a field change from nothing.

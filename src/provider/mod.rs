@@ -265,17 +265,10 @@ impl LiveFleet {
         );
     }
 
-    /// Records a resource compared by its attributes alone (no body text).
+    /// Records a resource compared by its attributes alone (no body text), of a kind that
+    /// carries no mark.
     pub fn insert_attrs(&mut self, slug: &Slug, kind: Kind, attrs: Attrs) {
-        self.insert(
-            slug,
-            Key::new(kind),
-            LiveResource {
-                attrs,
-                content_at: None,
-                owner: Owner::Untracked,
-            },
-        );
+        self.insert_owned(slug, kind, attrs, Owner::Untracked);
     }
 
     pub fn get(&self, slug: &Slug, key: &Key) -> Option<&LiveResource> {

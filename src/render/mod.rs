@@ -196,7 +196,8 @@ pub fn conflict_lines(t: &TenantPlan, state_name: &str) -> Vec<String> {
 }
 
 pub fn tenant_heading(t: &TenantPlan) -> String {
-    let lifecycle = if t.lifecycle.from != t.lifecycle.to {
+    let blocked = t.action == crate::plan::TenantAction::Blocked;
+    let lifecycle = if t.lifecycle.from != t.lifecycle.to && !blocked {
         format!(" ({} → {})", t.lifecycle.from, t.lifecycle.to)
     } else {
         String::new()

@@ -81,10 +81,25 @@ pub struct LockInfo {
     pub version: String,
 }
 
+/// The process's user id, for a run whose environment names no user (a container, cron).
+fn uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 impl LockInfo {
     pub fn new(operation: &str) -> LockInfo {
         let host = gethostname::gethostname().to_string_lossy().to_string();
-        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        let user = ["USER", "LOGNAME"]
+            .into_iter()
+            .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| format!("uid-{}", uid()));
         LockInfo {
             id: uuid::Uuid::new_v4().to_string(),
             operation: operation.to_string(),

@@ -443,6 +443,10 @@ fn a_failed_tenant_shows_where_and_why_and_its_error_is_said_once() {
     let show = text(&repo.run(&["show"]).stdout);
     assert!(show.contains("FAILED at database (1 attempt)"), "{show}");
     assert!(
+        !show.contains("acme/database: migration"),
+        "the step is said once:\n{show}"
+    );
+    assert!(
         show.contains("acme failed at database on ")
             && show.contains("relation \"projectz\" does not exist"),
         "{show}"
@@ -592,6 +596,10 @@ fn a_rendered_file_left_by_someone_else_is_a_conflict_until_imported() {
     let repo = crate::support::Repo::example();
     let file = ".tenant-reconcile/rendered/acme/namespace.yaml";
     repo.write(file, "# written by hand\nkind: Namespace\n");
+    insta::assert_snapshot!(
+        "conflict_plan",
+        text(&repo.run(&["plan", "--tenant", "acme"]).stdout)
+    );
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(
         plan.contains("! acme/file/namespace.yaml exists and is not managed by this state (state \"default\"): file acme/namespace.yaml has no mark of ownership"),
@@ -682,4 +690,65 @@ fn a_database_created_but_not_yet_marked_is_ours_when_its_intent_was_recorded() 
         state["tenants"]["globex"].get("creating").is_none(),
         "the intent is done"
     );
+}
+
+#[test]
+fn log_lines_read_as_sentences_follow_the_colour_choice_and_come_as_json_for_machines() {
+    let repo = crate::support::Repo::example();
+    let logged = |extra: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = repo.cmd();
+        cmd.env("TENANT_RECONCILE_LOG", "debug");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.args(args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    // NO_COLOR is set for every command of the test repo.
+    let plain = logged(&[], &["plan"]);
+    let line = plain
+        .lines()
+        .find(|l| l.contains("loaded the repo"))
+        .unwrap_or_else(|| panic!("no debug line in:\n{plain}"));
+    assert!(line.starts_with("debug: loaded the repo ("), "{line}");
+    assert!(line.contains("tenants: 4"), "{line}");
+    assert!(
+        !plain.contains("tenant_reconcile::"),
+        "no module paths:\n{plain}"
+    );
+    assert!(
+        !plain.contains('\u{1b}'),
+        "no colour with NO_COLOR:\n{plain}"
+    );
+    let never = logged(&[("NO_COLOR", "")], &["--color", "never", "plan"]);
+    assert!(
+        !never.contains('\u{1b}'),
+        "no colour with --color never:\n{never}"
+    );
+    let always = logged(&[], &["--color", "always", "plan"]);
+    assert!(
+        always.contains("\u{1b}["),
+        "colour when asked for:\n{always}"
+    );
+
+    let json = logged(&[("TENANT_RECONCILE_LOG_FORMAT", "json")], &["plan"]);
+    let events: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == json!("loaded the repo") && e["level"] == json!("DEBUG")),
+        "{json}"
+    );
+    let out = repo
+        .cmd()
+        .env("TENANT_RECONCILE_LOG_FORMAT", "yaml")
+        .arg("plan")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is not a log format; use text or json"));
 }

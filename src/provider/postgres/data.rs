@@ -846,14 +846,13 @@ async fn role_comment(
     conn: &mut PgConnection,
     name: &str,
 ) -> Result<Option<Option<String>>, ProviderError> {
-    sqlx::query_as::<_, (Option<String>,)>(
+    comment_of(
+        conn,
         "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+        name,
+        "look for the role",
     )
-    .bind(name)
-    .fetch_optional(&mut *conn)
     .await
-    .map(|row| row.map(|(c,)| c))
-    .map_err(ProviderError::sql("look for the role"))
 }
 
 /// A schema's comment: `None` when there is no such schema, `Some(None)` when it has none.
@@ -861,14 +860,27 @@ async fn schema_comment(
     conn: &mut PgConnection,
     name: &str,
 ) -> Result<Option<Option<String>>, ProviderError> {
-    sqlx::query_as::<_, (Option<String>,)>(
+    comment_of(
+        conn,
         "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+        name,
+        "look for the schema",
     )
-    .bind(name)
-    .fetch_optional(&mut *conn)
     .await
-    .map(|row| row.map(|(c,)| c))
-    .map_err(ProviderError::sql("look for the schema"))
+}
+
+async fn comment_of(
+    conn: &mut PgConnection,
+    sql: &str,
+    name: &str,
+    context: &str,
+) -> Result<Option<Option<String>>, ProviderError> {
+    sqlx::query_as::<_, (Option<String>,)>(sql)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map(|row| row.map(|(c,)| c))
+        .map_err(ProviderError::sql(context))
 }
 
 /// Refuses to take over a role or schema that exists and is not this state's, unless the
