@@ -72,7 +72,11 @@ impl Shared<'_> {
     /// row that failed, so `show` tells a failed tenant from a healthy one.
     async fn record_failure(&self, slug: &str, step: &str, error: &str) {
         let recorded = self.state.lock().await.tenants.get(slug).cloned();
-        let mut ts = recorded.unwrap_or_default();
+        // A new tenant that failed before its first step is recorded as one still pending.
+        let mut ts = recorded.unwrap_or(TenantState {
+            credentials_version: 1,
+            ..TenantState::default()
+        });
         let attempts = ts.last_failure.as_ref().map_or(0, |f| f.attempts) + 1;
         ts.last_failure = Some(Failure {
             step: step.to_string(),

@@ -986,8 +986,9 @@ impl Provider for PgData {
         );
         let sql_4 = self.sql(&format!(
             "SELECT r.rolname, r.rolcanlogin, c.credentials_version, c.password_fingerprint, c.verifier_digest, {verifier},
-                    shobj_description(r.oid, 'pg_authid')
+                    mark.description
              FROM pg_roles r LEFT JOIN {catalog_roles} c ON c.name = r.rolname
+             LEFT JOIN pg_shdescription mark ON mark.objoid = r.oid AND mark.classoid = 'pg_authid'::regclass
              WHERE r.rolname = ANY($1)"
         ));
         let rows: Vec<RoleRow> = sqlx::query_as(&sql_4)
@@ -1094,10 +1095,13 @@ impl Provider for PgData {
                      WHEN 'shared' THEN ns.rol IS NOT NULL AND pg_has_role(ns.rol, (SELECT oid FROM pg_roles WHERE rolname = $2), 'MEMBER')
                        AND coalesce((SELECT ok FROM shared_ok), false)
                      ELSE dbs.rol IS NOT NULL AND has_database_privilege(dbs.rol, dbs.dat, 'CONNECT') END,
-                   CASE s.isolation
-                     WHEN 'database' THEN shobj_description(dbs.dat, 'pg_database')
-                     WHEN 'schema' THEN obj_description(ns.nsp, 'pg_namespace') END
-                 FROM s LEFT JOIN ns USING (slug) LEFT JOIN tables USING (slug) LEFT JOIN dbs USING (slug)",
+                   CASE s.isolation WHEN 'database' THEN db_mark.description WHEN 'schema' THEN ns_mark.description END
+                 FROM s LEFT JOIN ns USING (slug) LEFT JOIN tables USING (slug) LEFT JOIN dbs USING (slug)
+                 -- Joined rather than looked up row by row (obj_description): one pass each.
+                 LEFT JOIN pg_description ns_mark
+                   ON ns_mark.objoid = ns.nsp AND ns_mark.classoid = 'pg_namespace'::regclass AND ns_mark.objsubid = 0
+                 LEFT JOIN pg_shdescription db_mark
+                   ON db_mark.objoid = dbs.dat AND db_mark.classoid = 'pg_database'::regclass",
             ));
             let rows: Vec<SliceRow> = sqlx::query_as(&sql_5)
                 .bind(&slugs)
