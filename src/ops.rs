@@ -151,7 +151,12 @@ fn check_key(
     rotate: bool,
 ) -> Result<Option<String>, Error> {
     let Some(recorded) = state.master_key_id.as_deref() else {
-        return Ok(None);
+        // A state from before keys were recorded (or rewritten by such a build): the key
+        // is tried on one recorded password instead.
+        return match key {
+            Some(k) if !rotate => check_key_by_fingerprint(state, k).map(|()| None),
+            _ => Ok(None),
+        };
     };
     match key {
         Some(k) if k.id() == recorded => Ok(None),
@@ -171,6 +176,35 @@ fn check_key(
             crate::credentials::MASTER_KEY_ENV
         ))),
     }
+}
+
+/// Whether `key` derives the password the state recorded for some tenant's role.
+fn check_key_by_fingerprint(state: &State, key: &MasterKey) -> Result<(), Error> {
+    let role = crate::desired::Key::new(crate::desired::Kind::Role);
+    let sample = state.tenants.iter().find_map(|(slug, t)| {
+        let attrs = t.resources.get(&role)?;
+        let fingerprint = attrs.str("password_fingerprint");
+        let version = attrs.get("credentials_version")?.as_u64()?;
+        fingerprint.starts_with("sha256:").then_some((
+            slug,
+            t.tenant_id.as_deref()?,
+            attrs.str("name"),
+            version,
+            fingerprint,
+        ))
+    });
+    let Some((slug, tenant_id, name, version, fingerprint)) = sample else {
+        return Ok(());
+    };
+    let derived = crate::credentials::fingerprint(&key.password(tenant_id, name, version as u32));
+    if derived == fingerprint {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "the master key from {} ({}) does not derive the password recorded for {slug}'s role, so it is not the key this state was applied with; nothing was done\n  hint: a wrong key would replace every tenant's password; check the secret, or pass --rotate-master-key to change the key on purpose",
+        key.source(),
+        key.id()
+    )))
 }
 
 fn check_selected(ws: &Workspace, flag: &str, slugs: &[Slug]) -> Result<(), Error> {

@@ -240,6 +240,7 @@ impl Executor {
 
         for change in &tp.changes {
             *step = change.key.to_string();
+            let claimed = ts.creating.contains(&change.key);
             let ctx = StepContext {
                 tenant: &tp.tenant,
                 tenant_id: ts.tenant_id.as_deref(),
@@ -247,6 +248,7 @@ impl Executor {
                 credentials_version: ts.credentials_version,
                 key: &self.key,
                 mark,
+                claimed,
             };
             if change.key.kind == Kind::Registry && change.action == Action::Create {
                 let desired = change
@@ -288,6 +290,14 @@ impl Executor {
                 }
                 ts.step = Some(step);
             }
+            if shared.lost.get().is_some() {
+                // Nothing done from here on could be recorded, and the lock may be another
+                // run's by now.
+                return Err(format!(
+                    "{slug}: stopped before {}: the state could not be written",
+                    change.key
+                ));
+            }
             let provider = self.targets.for_kind(change.key.kind);
             let creates = matches!(
                 change.action,
@@ -305,6 +315,10 @@ impl Executor {
             let result = match result {
                 Ok(r) => r,
                 Err(e) => {
+                    if matches!(e, ProviderError::NotOurs(_)) {
+                        // Refused before anything was made: the intent claims nothing.
+                        ts.creating.remove(&change.key);
+                    }
                     // Record where the tenant stopped, so `state show` names the failed step.
                     checkpoint(&ts).await?;
                     return Err(fail(&change.key, &e));
@@ -340,6 +354,7 @@ impl Executor {
                 credentials_version: ts.credentials_version,
                 key: &self.key,
                 mark,
+                claimed: false,
             };
             control
                 .transition(&ctx, to)
@@ -358,6 +373,8 @@ impl Executor {
         ts.applied_commit = self.git_commit.clone();
         ts.updated_at = now();
         ts.last_failure = None;
+        // Every create of this tenant is done and recorded: no intent is left to claim with.
+        ts.creating.clear();
         checkpoint(&ts).await
     }
 }

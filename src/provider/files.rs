@@ -10,10 +10,11 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::{
-    LiveFleet, LiveResource, Mark, Owner, Provider, ProviderError, RefreshTarget, StepContext,
+    check_ours, LiveFleet, LiveResource, Mark, Owner, Provider, ProviderError, RefreshTarget,
+    StepContext,
 };
 use crate::desired::{self, Attrs, Key, Kind};
-use crate::plan::{Action, ResourceChange};
+use crate::plan::ResourceChange;
 use crate::repo::files::read_at_most;
 use crate::slug::Slug;
 
@@ -38,38 +39,77 @@ impl RenderedFiles {
         self.dir.join(slug.as_str()).join(MARK_FILE)
     }
 
-    /// Marks the tenant's folder as this state's before a file is written into it, and
+    /// Lists the file in its folder's mark as this state's before it is written, and
     /// refuses a file that exists there and is not ours (unless the plan imports it).
     fn claim(
         &self,
         ctx: &StepContext<'_>,
         change: &ResourceChange,
         path: &Path,
+        name: &str,
     ) -> Result<(), ProviderError> {
         let mark_path = self.mark_path(&ctx.tenant.slug);
-        let found = read(&mark_path).and_then(|t| Mark::parse(&t));
-        if found
-            .as_ref()
-            .is_some_and(|m| m.lineage == ctx.mark.lineage)
-        {
+        let found = FolderMark::parse(read(&mark_path).as_deref());
+        let owner = found.owner_of(name);
+        let ours = |m: &Mark| m.lineage == ctx.mark.lineage;
+        if matches!(&owner, Owner::Marked(m) if ours(m)) {
             return Ok(());
         }
-        if change.action == Action::Create && change.key.kind == Kind::File && path.exists() {
-            let whose = match &found {
-                Some(m) => format!("it is managed by another state, {:?}", m.state),
-                None => format!(
-                    "it is not managed by this state (state {:?})",
-                    ctx.mark.state
-                ),
-            };
-            return Err(ProviderError::Message(format!(
-                "{} exists and {whose}; it was left as it is\n  hint: adopt it with `plan --import {}`",
-                path.display(),
-                ctx.tenant.slug
-            )));
+        if path.exists() {
+            check_ours(ctx, change, &path.display().to_string(), &owner)?;
         }
-        write_atomic(&mark_path, format!("{}\n", ctx.mark.text()).as_bytes())
+        let mut files = match &found.mark {
+            Some(m) if ours(m) => found.files,
+            _ => Vec::new(),
+        };
+        files.push(name.to_string());
+        let marked = FolderMark {
+            mark: Some(ctx.mark.clone()),
+            files,
+        };
+        write_atomic(&mark_path, marked.text().as_bytes())
             .map_err(ProviderError::io(format!("write {}", mark_path.display())))
+    }
+}
+
+/// A tenant folder's mark: the state's mark on its first line, then the name of each file
+/// that state wrote there. A file it does not list is not its own, even in its folder.
+#[derive(Debug, Default)]
+struct FolderMark {
+    mark: Option<Mark>,
+    files: Vec<String>,
+}
+
+impl FolderMark {
+    fn parse(text: Option<&str>) -> FolderMark {
+        let Some(text) = text else {
+            return FolderMark::default();
+        };
+        let mut lines = text.lines();
+        FolderMark {
+            mark: lines.next().and_then(Mark::parse),
+            files: lines
+                .map(str::to_string)
+                .filter(|l| !l.is_empty())
+                .collect(),
+        }
+    }
+
+    fn text(&self) -> String {
+        let mut out = self.mark.as_ref().map(Mark::text).unwrap_or_default();
+        out.push('\n');
+        for f in &self.files {
+            out.push_str(f);
+            out.push('\n');
+        }
+        out
+    }
+
+    fn owner_of(&self, name: &str) -> Owner {
+        match &self.mark {
+            Some(m) if self.files.iter().any(|f| f == name) => Owner::Marked(Box::new(m.clone())),
+            _ => Owner::Unmarked,
+        }
     }
 }
 
@@ -115,22 +155,22 @@ impl Provider for RenderedFiles {
             .collect();
         // The mark is read only where the state cannot vouch for a file (a new tenant or
         // template): a recorded file is ours, and a fleet's marks are not read every plan.
-        let mut owners: HashMap<&Slug, Owner> = HashMap::new();
+        let mut marks: HashMap<&Slug, FolderMark> = HashMap::new();
         let mut reads = wanted.len();
         for ((t, key), found) in wanted.iter().zip(found) {
             if let Some((path, digest)) = found {
+                let name = key.name.as_deref().unwrap_or_default();
                 let owner = if t.unclaimed {
-                    owners
+                    marks
                         .entry(&t.slug)
                         .or_insert_with(|| {
                             reads += 1;
-                            Owner::from_text(read(&self.mark_path(&t.slug)).as_deref())
+                            FolderMark::parse(read(&self.mark_path(&t.slug)).as_deref())
                         })
-                        .clone()
+                        .owner_of(name)
                 } else {
                     Owner::Untracked
                 };
-                let name = key.name.as_deref().unwrap_or_default();
                 live.insert(
                     &t.slug,
                     (*key).clone(),
@@ -159,7 +199,7 @@ impl Provider for RenderedFiles {
         match &change.desired {
             Some(d) => {
                 let content = d.content.as_deref().unwrap_or_default();
-                self.claim(ctx, change, &path)?;
+                self.claim(ctx, change, &path, name)?;
                 write_atomic(&path, content.as_bytes())
                     .map_err(ProviderError::io(format!("write {}", path.display())))?;
                 Ok(Some(d.attrs.clone()))

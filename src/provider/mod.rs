@@ -29,7 +29,7 @@ use async_trait::async_trait;
 
 use crate::credentials::MasterKey;
 use crate::desired::{Attrs, Effective, Key, Kind, Resource};
-use crate::plan::ResourceChange;
+use crate::plan::{Action, ResourceChange};
 use crate::repo::Migration;
 use crate::slug::Slug;
 use crate::state::Lifecycle;
@@ -57,6 +57,9 @@ pub enum ProviderError {
         #[source]
         source: std::io::Error,
     },
+    /// The resource exists and is not this state's; nothing was done to it.
+    #[error("{0}")]
+    NotOurs(String),
 }
 
 impl ProviderError {
@@ -308,6 +311,38 @@ pub fn desired_of(change: &ResourceChange) -> Result<&Resource, ProviderError> {
         .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))
 }
 
+/// Refuses to take over `resource`, which exists with `owner`, unless it is this state's:
+/// marked with its lineage, imported by the plan, or an unmarked one that the step does
+/// not create (a recorded resource from before marks were written) or that an earlier run
+/// claimed. The plan shows such a resource as a conflict already; this catches one made
+/// since (or a saved plan applied later), as close to the change as the target allows.
+pub fn check_ours(
+    ctx: &StepContext<'_>,
+    change: &ResourceChange,
+    resource: &str,
+    owner: &Owner,
+) -> Result<(), ProviderError> {
+    let creates = matches!(change.action, Action::Create | Action::Replace);
+    let ok = match owner {
+        Owner::Marked(m) => m.lineage == ctx.mark.lineage,
+        Owner::Unmarked => !creates || ctx.claimed,
+        Owner::Untracked => true,
+    };
+    if ok || change.action == Action::Import {
+        return Ok(());
+    }
+    Err(ProviderError::NotOurs(match owner {
+        Owner::Marked(m) => format!(
+            "{resource} exists and is managed by another state, {:?}; it was left as it is",
+            m.state
+        ),
+        _ => format!(
+            "{resource} exists and is not managed by this state (state {:?}); it was left as it is\n  hint: adopt it with `plan --import {}`",
+            ctx.mark.state, ctx.tenant.slug
+        ),
+    }))
+}
+
 /// The seed rows a seed change carries. A plan fills them in for every tenant it seeds; one
 /// without them is refused rather than read as "no rows", which would mark the tenant
 /// seeded with nothing in it.
@@ -332,6 +367,9 @@ pub struct StepContext<'a> {
     pub key: &'a MasterKey,
     /// The mark of ownership to write on what the step creates or imports.
     pub mark: &'a Mark,
+    /// An earlier run recorded its intent to create this resource and stopped before it was
+    /// recorded: finding it unmarked, the step knows it as its own.
+    pub claimed: bool,
 }
 
 impl StepContext<'_> {

@@ -624,10 +624,14 @@ fn connections_cut_mid_apply_are_retried_or_converge_on_rerun() {
     let mut cut = 0;
     while let Some(Ok(line)) = lines.next() {
         if line.contains("done") && cut < 3 {
-            pg.exec(
+            // This test's own connections only (its database and its tenants'): other
+            // tests run on the same server at the same time.
+            pg.exec(&format!(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE application_name = 'tenant-reconcile' AND pid <> pg_backend_pid()",
-            );
+                 WHERE application_name = 'tenant-reconcile' AND pid <> pg_backend_pid()
+                   AND (datname = current_database() OR starts_with(datname, '{}'))",
+                pg.prefix
+            ));
             cut += 1;
         }
     }

@@ -506,11 +506,16 @@ fn losing_the_state_server_mid_apply_stops_the_run_once_and_a_rerun_converges() 
         1,
         "said once:\n{said}"
     );
+    let counts = said
+        .split("this run stopped starting tenants (")
+        .nth(1)
+        .and_then(|rest| rest.split(" not started)").next())
+        .unwrap_or_else(|| panic!("no counts in:\n{said}"));
+    let not_started: usize = counts.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(
-        said.contains("this run stopped starting tenants ("),
-        "{said}"
+        not_started > 0,
+        "every tenant started after the loss: {counts}"
     );
-    assert!(said.contains("not started)"), "{said}");
     let progress = rest.iter().filter(|l| l.starts_with('[')).count();
     assert!(
         progress + 3 < tenants + 4,
@@ -629,6 +634,56 @@ fn a_rendered_file_left_by_someone_else_is_a_conflict_until_imported() {
         mark.starts_with("tenant-reconcile state=default lineage="),
         "{mark}"
     );
+    assert!(mark.ends_with("\nnamespace.yaml\n"), "{mark}");
+
+    // A folder of ours does not make every file in it ours: only those the mark lists.
+    repo.write("templates/files/extra.yaml.tera", "kind: ConfigMap\n");
+    repo.write(".tenant-reconcile/rendered/acme/extra.yaml", "# by hand\n");
+    let plan = text(&repo.run(&["plan", "--tenant", "acme"]).stdout);
+    assert!(
+        plan.contains("! acme/file/extra.yaml exists and is not managed by this state"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_state_from_before_keys_were_recorded_still_refuses_a_wrong_key() {
+    let mut repo = crate::support::Repo::example();
+    repo.env = vec![(
+        "TENANT_RECONCILE_MASTER_KEY".into(),
+        crate::pg::MASTER_KEY.into(),
+    )];
+    repo.apply();
+    let path = repo.state_dir().join("state.json");
+    let read =
+        || -> Value { serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap() };
+    let mut state = read();
+    assert!(state["master_key_id"].as_str().unwrap().starts_with("kid:"));
+    state.as_object_mut().unwrap().remove("master_key_id");
+    std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+
+    repo.env[0].1 = "another-master-key-0123456789abcdef012345".into();
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("does not derive the password recorded for")
+            && err.contains("nothing was done"),
+        "{err}"
+    );
+    assert!(
+        read().get("master_key_id").is_none(),
+        "the state did not move"
+    );
+
+    // The right key passes, and the state learns it.
+    repo.env[0].1 = crate::pg::MASTER_KEY.into();
+    repo.assert_plan_empty();
+    repo.apply();
+    assert!(read()["master_key_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("kid:"));
 }
 
 #[test]
@@ -751,4 +806,84 @@ fn log_lines_read_as_sentences_follow_the_colour_choice_and_come_as_json_for_mac
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("is not a log format; use text or json"));
+}
+
+#[test]
+fn a_resource_made_after_the_plan_is_refused_as_apply_reaches_it() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    let plan = repo.path().join("tenants.plan");
+    let out = repo
+        .cmd()
+        .args(["plan", "--out"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Made by hand between the plan and its apply.
+    let (initech, globex) = (pg.name("initech"), pg.name("globex"));
+    pg.exec(&format!(
+        "CREATE ROLE \"{initech}\" LOGIN PASSWORD 'set-by-hand'"
+    ));
+    pg.exec_on("postgres", &format!("CREATE DATABASE \"{globex}\""));
+    let initech_before = role(&pg, &initech);
+
+    let out = repo.cmd().arg("apply").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the role {initech} exists and is not managed by this state (state \"default\"); it was left as it is"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "the database {globex} exists and is not managed by this state"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("2 of 4 tenants failed"), "{err}");
+    assert_eq!(role(&pg, &initech), initech_before);
+    assert_eq!(
+        pg.query(&format!(
+            "SELECT has_database_privilege('public', '{globex}', 'CONNECT') AS open, shobj_description(oid, 'pg_database') AS mark
+             FROM pg_database WHERE datname = '{globex}'"
+        )),
+        vec![json!({"open": true, "mark": null})]
+    );
+    // Now the plan knows them, and says so.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("! initech/role exists"), "{plan}");
+    assert!(plan.contains("! globex/database exists"), "{plan}");
+}
+
+#[test]
+fn a_bucket_made_after_the_plan_is_refused_as_apply_reaches_it() {
+    let s3 = crate::moto::S3::new();
+    let repo = s3.repo("");
+    let plan = repo.path().join("tenants.plan");
+    let out = repo
+        .cmd()
+        .args(["plan", "--out"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // In us-east-1 CreateBucket answers success for a bucket the account already has, so
+    // only looking first tells it from a new one.
+    let globex = s3.bucket("globex", "us-east-1");
+    s3.block_on(s3.client.create_bucket().bucket(&globex).send())
+        .unwrap();
+    let out = repo.cmd().arg("apply").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the bucket {globex} exists and is not managed by this state (state \"default\"); it was left as it is"
+        )),
+        "{err}"
+    );
+    assert!(s3.tags(&globex).is_empty(), "nothing was written to it");
+    assert_eq!(s3.versioning(&globex), None);
 }

@@ -28,10 +28,10 @@ use super::scram;
 use super::server::{literal, quote, retry, PgServer};
 use crate::desired::{self, Attrs, Kind};
 use crate::naming::Naming;
-use crate::plan::{Action, ResourceChange};
+use crate::plan::ResourceChange;
 use crate::provider::{
-    desired_of, schema_version, seed_rows_of, unmanaged, LiveFleet, Owner, Provider, ProviderError,
-    RefreshTarget, StepContext,
+    check_ours, desired_of, schema_version, seed_rows_of, unmanaged, LiveFleet, Owner, Provider,
+    ProviderError, RefreshTarget, StepContext,
 };
 use crate::repo::{Isolation, Migration};
 use crate::slug::Slug;
@@ -238,7 +238,12 @@ impl PgData {
         super::advisory_xact_lock(tx.as_mut(), &format!("tenant-reconcile/role/{name}")).await?;
         let existing = role_comment(tx.as_mut(), &name).await?;
         if let Some(comment) = &existing {
-            check_ours(ctx, change, "role", &name, comment.as_deref())?;
+            check_ours(
+                ctx,
+                change,
+                &format!("the role {name}"),
+                &Owner::from_text(comment.as_deref()),
+            )?;
         }
         let verb = if existing.is_some() {
             "ALTER"
@@ -334,9 +339,12 @@ impl PgData {
                     )
                     .await?;
                     match schema_comment(tx.as_mut(), &slice.name).await? {
-                        Some(comment) => {
-                            check_ours(ctx, change, "schema", &slice.name, comment.as_deref())?
-                        }
+                        Some(comment) => check_ours(
+                            ctx,
+                            change,
+                            &format!("the schema {}", slice.name),
+                            &Owner::from_text(comment.as_deref()),
+                        )?,
                         None => {
                             self.forget_slice(
                                 tx.as_mut(),
@@ -372,6 +380,7 @@ impl PgData {
             }
             Isolation::Database => {
                 let db = quote(&slice.name);
+                // Whose it is was checked before this step's first attempt (`apply`).
                 self.create_database(pool, &slice.name, slug).await?;
                 // CREATE DATABASE cannot share a transaction with its comment: the executor
                 // recorded its intent first (`marks_after_create`).
@@ -765,6 +774,30 @@ impl PgData {
         Ok(())
     }
 
+    /// Refuses a database slice that exists and is not this state's.
+    async fn check_database(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<(), ProviderError> {
+        let name = self.naming.database(&ctx.tenant.slug);
+        let mut conn = self
+            .pool()
+            .await?
+            .acquire()
+            .await
+            .map_err(ProviderError::sql("connect"))?;
+        match database_comment(&mut conn, &name).await? {
+            Some(comment) => check_ours(
+                ctx,
+                change,
+                &format!("the database {name}"),
+                &Owner::from_text(comment.as_deref()),
+            ),
+            None => Ok(()),
+        }
+    }
+
     async fn apply_once(
         &self,
         ctx: &StepContext<'_>,
@@ -869,6 +902,21 @@ async fn schema_comment(
     .await
 }
 
+/// A database's comment: `None` when there is no such database, `Some(None)` when it has
+/// none.
+async fn database_comment(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<Option<Option<String>>, ProviderError> {
+    comment_of(
+        conn,
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+        name,
+        "look for the database",
+    )
+    .await
+}
+
 async fn comment_of(
     conn: &mut PgConnection,
     sql: &str,
@@ -881,38 +929,6 @@ async fn comment_of(
         .await
         .map(|row| row.map(|(c,)| c))
         .map_err(ProviderError::sql(context))
-}
-
-/// Refuses to take over a role or schema that exists and is not this state's, unless the
-/// plan imports it: the plan already shows such a resource as a conflict, and this catches
-/// one made in between (or a saved plan applied later).
-fn check_ours(
-    ctx: &StepContext<'_>,
-    change: &ResourceChange,
-    what: &str,
-    name: &str,
-    comment: Option<&str>,
-) -> Result<(), ProviderError> {
-    let mark = comment.and_then(crate::provider::Mark::parse);
-    let ours = mark.as_ref().is_some_and(|m| m.lineage == ctx.mark.lineage);
-    // An update of a recorded resource may find it unmarked (made before marks were
-    // written); only a create must find nothing, or its own mark.
-    if ours
-        || change.action == Action::Import
-        || (mark.is_none() && change.action != Action::Create)
-    {
-        return Ok(());
-    }
-    Err(ProviderError::Message(match mark {
-        Some(m) => format!(
-            "the {what} {name} exists and is managed by another state, {:?}; it was left as it is",
-            m.state
-        ),
-        None => format!(
-            "the {what} {name} exists and is not managed by this state (state {:?}); it was left as it is\n  hint: adopt it with `plan --import {}`",
-            ctx.mark.state, ctx.tenant.slug
-        ),
-    }))
 }
 
 async fn role_exists(conn: &mut PgConnection, name: &str) -> Result<bool, ProviderError> {
@@ -1208,6 +1224,11 @@ impl Provider for PgData {
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
+        if change.key.kind == Kind::Database && ctx.tenant.isolation == Isolation::Database {
+            // Once, before any attempt: an attempt cut short after CREATE DATABASE leaves an
+            // unmarked database that the next attempt must not take for someone else's.
+            retry!("data", self.check_database(ctx, change))?;
+        }
         retry!("data", self.apply_once(ctx, change))
     }
 }

@@ -22,7 +22,7 @@ pub use client::S3Store;
 use crate::desired::{Attrs, Kind};
 use crate::plan::{Action, ResourceChange, MARK_FIELD};
 use crate::provider::{
-    desired_of, LiveFleet, Owner, Provider, ProviderError, RefreshTarget, StepContext,
+    check_ours, desired_of, LiveFleet, Owner, Provider, ProviderError, RefreshTarget, StepContext,
 };
 use crate::slug::Slug;
 
@@ -119,6 +119,26 @@ impl S3Buckets {
         Ok(Some((attrs, owner)))
     }
 
+    /// The region a new bucket goes to: its tenant's, or without tenant regions the
+    /// client's own.
+    fn creation_region(&self, client: &aws_sdk_s3::Client, region: &str) -> String {
+        if self.store.config().tenant_regions {
+            region.to_string()
+        } else {
+            client
+                .config()
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_default()
+        }
+    }
+
+    /// Whether CreateBucket's success there proves the bucket new: in us-east-1 S3 answers
+    /// 200 for a bucket the account already has.
+    fn creation_proves_new(region: &str) -> bool {
+        region != "us-east-1" && !region.is_empty()
+    }
+
     /// Creates the bucket, or finds it already ours. Returns whether it is new.
     async fn create(
         &self,
@@ -127,16 +147,7 @@ impl S3Buckets {
         region: &str,
     ) -> Result<bool, ProviderError> {
         let mut request = client.create_bucket().bucket(name);
-        // Without tenant regions a bucket goes to the client's own region.
-        let region = if self.store.config().tenant_regions {
-            region.to_string()
-        } else {
-            client
-                .config()
-                .region()
-                .map(|r| r.to_string())
-                .unwrap_or_default()
-        };
+        let region = self.creation_region(client, region);
         // us-east-1 is the one region asked for by giving none; `auto` (R2) takes none.
         if !region.is_empty() && region != "us-east-1" && region != "auto" {
             request = request.create_bucket_configuration(
@@ -145,9 +156,9 @@ impl S3Buckets {
                     .build(),
             );
         }
-        // In us-east-1 S3 answers 200 for a bucket that was already ours, so a success there
-        // does not prove the bucket new: it is then treated as one that may hold settings.
-        let proves_new = region != "us-east-1" && !region.is_empty();
+        // In us-east-1 a success does not prove the bucket new: it is then treated as one
+        // that may hold settings.
+        let proves_new = S3Buckets::creation_proves_new(&region);
         match request.send().await {
             Ok(_) => Ok(proves_new),
             Err(e) => match client::code(&e).as_deref() {
@@ -255,7 +266,24 @@ impl Provider for S3Buckets {
         let mut new = false;
         let fields: Vec<&str> = match change.action {
             Action::Create | Action::Replace => {
+                // A bucket of this account made since the plan is not taken over. Where
+                // CreateBucket's success proves nothing (us-east-1) it is looked for first;
+                // elsewhere CreateBucket says so (BucketAlreadyOwnedByYou).
+                let resource = format!("the bucket {name}");
+                let proves_new =
+                    S3Buckets::creation_proves_new(&self.creation_region(&client, region));
+                if !proves_new {
+                    if let Some(owner) = settings::existing_owner(&client, name).await? {
+                        check_ours(ctx, change, &resource, &owner)?;
+                    }
+                }
                 new = self.create(&client, name, region).await?;
+                if proves_new && !new {
+                    let owner = settings::existing_owner(&client, name)
+                        .await?
+                        .unwrap_or(Owner::Unmarked);
+                    check_ours(ctx, change, &resource, &owner)?;
+                }
                 FIELDS
                     .iter()
                     .copied()

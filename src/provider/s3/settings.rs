@@ -207,6 +207,24 @@ fn describe_rules(rules: &[LifecycleRule]) -> Vec<String> {
     out
 }
 
+/// Whose the bucket is, when this account has a bucket of that name; `None` when it has
+/// none (or cannot read it: another account's, which CreateBucket then reports).
+pub async fn existing_owner(client: &Client, name: &str) -> Result<Option<Owner>, ProviderError> {
+    match client.get_bucket_tagging().bucket(name).send().await {
+        Ok(out) => Ok(Some(Owner::from_text(
+            out.tag_set()
+                .iter()
+                .find(|t| t.key() == bucket::STATE_TAG)
+                .map(|t| t.value()),
+        ))),
+        Err(e) => match code(&e).as_deref() {
+            Some("NoSuchTagSet") => Ok(Some(Owner::Unmarked)),
+            Some("NoSuchBucket") | Some("404") | Some("AccessDenied") | Some("403") => Ok(None),
+            _ => Err(error("GetBucketTagging", name, e)),
+        },
+    }
+}
+
 /// Our tags, and the mark of ownership (the state tag) when there is one.
 async fn read_tags(client: &Client, name: &str) -> Result<(Value, Option<String>), Gone> {
     let r = client.get_bucket_tagging().bucket(name).send().await;
