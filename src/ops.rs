@@ -56,6 +56,15 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
     check_selected(ws, "--tenant", opts.tenants.as_deref().unwrap_or_default())?;
     check_selected(ws, "--rotate-credentials", &opts.rotate_credentials)?;
     check_selected(ws, "--import", &opts.import)?;
+    let from_config: Vec<Slug> = ws
+        .repo
+        .config
+        .import
+        .iter()
+        .filter_map(|s| Slug::parse(s).ok())
+        .collect();
+    check_selected(ws, "tenant-reconcile.hcl: import", &from_config)?;
+    let import: Vec<Slug> = opts.import.iter().chain(&from_config).cloned().collect();
     let key = ws.find_key()?;
     let rekey = check_key(ws, state, key.as_ref(), opts.rotate_master_key)?;
     let targets = ws.targets(ws.repo.migrations.clone());
@@ -80,7 +89,7 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         targets: &targets,
         git_commit: ws.git_commit.clone(),
         allow_missing_tenants: opts.allow_missing_tenants,
-        import: &opts.import,
+        import: &import,
     }) {
         Ok(p) => p,
         Err(e) => {

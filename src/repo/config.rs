@@ -37,6 +37,10 @@ pub struct Config {
     pub postgres: PostgresConfig,
     #[serde(default)]
     pub s3: S3Config,
+    /// Tenants whose resources that exist but are not this state's are adopted, as
+    /// `--import` adopts them, written down where a pull request shows it.
+    #[serde(default)]
+    pub import: Vec<String>,
 }
 
 impl Config {
@@ -90,6 +94,7 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             postgres: PostgresConfig::default(),
             s3: S3Config::default(),
+            import: Vec::new(),
         }
     }
 }
@@ -415,6 +420,17 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
                 .field("state.name")
                 .hint("use up to 64 letters, digits, '-', '_' and '.', like \"production\""),
         );
+    }
+    for slug in &config.import {
+        if let Err(e) = crate::slug::Slug::parse(slug) {
+            let (line, col) = hcl_file::locate_key(source, "import").unwrap_or((1, 1));
+            problems.push(
+                Diagnostic::new(CONFIG_FILE, format!("{slug:?} is not a tenant slug: {e}"))
+                    .at(line, col)
+                    .field("import")
+                    .hint("list the slugs of tenant files, like import = [\"initech\"]"),
+            );
+        }
     }
     let pg = &config.postgres;
     for (key, value) in [

@@ -615,13 +615,25 @@ fn a_rendered_file_left_by_someone_else_is_a_conflict_until_imported() {
     let read = || std::fs::read_to_string(repo.path().join(file)).unwrap();
     assert_eq!(read(), "# written by hand\nkind: Namespace\n");
 
-    let plan = text(&repo.run(&["plan", "--import", "acme"]).stdout);
+    // Adopted through the config this time, where a pull request shows it; a slug
+    // without a tenant file there is refused first.
+    repo.write("tenant-reconcile.hcl", "import = [\"acme\", \"hooli\"]\n");
+    let out = repo.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("tenant-reconcile.hcl: import hooli: there is no tenants/hooli.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+    repo.write("tenant-reconcile.hcl", "import = [\"acme\"]\n");
+    let plan = text(&repo.run(&["plan"]).stdout);
     assert!(
         plan.contains("<= acme/file/namespace.yaml will be imported")
             && plan.contains("-# written by hand"),
         "{plan}"
     );
-    let out = repo.run(&["apply", "--auto-approve", "--import", "acme"]);
+    let out = repo.run(&["apply", "--auto-approve"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     repo.assert_plan_empty();
     assert!(read().starts_with("# Rendered by tenant-reconcile for tenant acme"));
@@ -637,6 +649,7 @@ fn a_rendered_file_left_by_someone_else_is_a_conflict_until_imported() {
     assert!(mark.ends_with("\nnamespace.yaml\n"), "{mark}");
 
     // A folder of ours does not make every file in it ours: only those the mark lists.
+    repo.remove("tenant-reconcile.hcl");
     repo.write("templates/files/extra.yaml.tera", "kind: ConfigMap\n");
     repo.write(".tenant-reconcile/rendered/acme/extra.yaml", "# by hand\n");
     let plan = text(&repo.run(&["plan", "--tenant", "acme"]).stdout);
