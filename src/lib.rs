@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod desired;
 pub mod diagnostic;
 pub mod error;
+pub mod export;
 pub mod naming;
 pub mod ops;
 pub mod plan;

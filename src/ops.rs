@@ -564,3 +564,63 @@ pub async fn state_rm(
     unlocked?;
     Ok(released)
 }
+
+/// Exports a tenant's data (every table of its slice as CSV, its bucket's objects, and a
+/// manifest with each file's sha256) into `to`, or a new folder under the local target's
+/// `exports/`. Reads the tenant's resources where the state recorded them; changes nothing
+/// else, and takes no lock. Returns the folder, the manifest and the manifest's sha256.
+pub async fn export(
+    ws: &Workspace,
+    slug: &Slug,
+    to: Option<std::path::PathBuf>,
+) -> Result<(std::path::PathBuf, crate::export::Manifest, String), Error> {
+    let state = ws.backend().load().await?;
+    let Some(t) = state.tenants.get(slug.as_str()) else {
+        return Err(Error::Usage(format!(
+            "there is no tenant {slug} in the state: nothing of it was ever applied\n  hint: `tenant-reconcile state list` lists what is recorded"
+        )));
+    };
+    let Some(tenant_id) = t.tenant_id.as_deref() else {
+        return Err(Error::Usage(format!(
+            "{slug} has no registry row yet: there is nothing to export"
+        )));
+    };
+    let dir = to.unwrap_or_else(|| {
+        let stamp = crate::state::now().replace([':', '-'], "");
+        ws.local_dir.join("exports").join(slug.as_str()).join(stamp)
+    });
+    let occupied = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+    if occupied {
+        return Err(Error::Usage(format!(
+            "{} is not empty; an export goes into a folder of its own",
+            dir.display()
+        )));
+    }
+    let sink = crate::export::ExportSink::create(&dir).map_err(Error::Refresh)?;
+    let targets = ws.targets(ws.repo.migrations.clone());
+    let req = crate::provider::ExportRequest {
+        slug,
+        tenant_id,
+        recorded: &t.resources,
+        sink: &sink,
+    };
+    for provider in targets.all() {
+        provider.export(&req).await.map_err(|e| {
+            Error::Usage(format!(
+                "exporting {slug} from {}: {}; the folder {} holds a partial export without a manifest",
+                provider.name(),
+                crate::error::chain(&e),
+                dir.display()
+            ))
+        })?;
+    }
+    let schema_version = t
+        .resources
+        .get(&desired::Key::new(desired::Kind::Database))
+        .map(|a| a.str("schema_version").to_string())
+        .unwrap_or_default();
+    let (manifest, sha256) = sink
+        .write_manifest(slug.as_str(), tenant_id, &schema_version)
+        .map_err(Error::Refresh)?;
+    Ok((dir, manifest, sha256))
+}

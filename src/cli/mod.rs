@@ -3,6 +3,7 @@
 
 mod apply;
 mod credentials;
+mod export;
 mod force_unlock;
 pub mod log;
 mod plan;
@@ -58,6 +59,9 @@ pub enum Command {
     State(show::StateCommand),
     /// Print a tenant's database login (a connection URL on Postgres). It is a secret.
     Credentials(credentials::CredentialsArgs),
+    /// Export a tenant's data: each table as CSV, its bucket's objects, and a manifest with
+    /// every file's sha256.
+    Export(export::ExportArgs),
     /// Remove a state lock left by a run that is gone (s3 state backend), given its id.
     ForceUnlock(force_unlock::ForceUnlockArgs),
     /// Validate and plan again on every save of a tenant, plan, template or migration file.
@@ -153,6 +157,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show(args) => show::show(&root, args).await,
         Command::State(cmd) => show::state(&root, cmd).await,
         Command::Credentials(args) => credentials::run(&root, args).await,
+        Command::Export(args) => export::run(&root, args).await,
         Command::ForceUnlock(args) => force_unlock::run(&root, args).await,
         Command::Watch(args) => watch::run(&root, args).await,
     }

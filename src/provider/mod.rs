@@ -379,6 +379,16 @@ impl StepContext<'_> {
     }
 }
 
+/// What an export of one tenant works from.
+pub struct ExportRequest<'a> {
+    pub slug: &'a Slug,
+    pub tenant_id: &'a str,
+    /// The tenant's resources as the state recorded them: where its slice and bucket are
+    /// now (a file may already ask for another isolation mode).
+    pub recorded: &'a std::collections::BTreeMap<Key, Attrs>,
+    pub sink: &'a crate::export::ExportSink,
+}
+
 #[async_trait]
 pub trait Provider: Send + Sync {
     fn name(&self) -> &'static str;
@@ -399,6 +409,11 @@ pub trait Provider: Send + Sync {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError>;
+    /// Writes what the tenant keeps in this target into `req.sink` (tables as CSV, objects
+    /// as files), streaming. A target holding none of its data writes nothing.
+    async fn export(&self, _req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        Ok(())
+    }
     /// Brings one resource to what `change` asks for and returns its attributes now.
     async fn apply(
         &self,

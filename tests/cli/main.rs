@@ -5,6 +5,7 @@ mod apply;
 mod bad_input;
 mod cut_proxy;
 mod drift;
+mod export;
 mod faulty;
 mod git;
 mod moto;

@@ -2,15 +2,17 @@
 //! `.bucket.json` beside the objects, so drift (a deleted folder, an edited setting) shows
 //! the same way it does on S3.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use crate::desired::{Attrs, Kind};
+use crate::desired::{Attrs, Key, Kind};
 use crate::plan::ResourceChange;
-use crate::provider::{desired_of, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+use crate::provider::{
+    desired_of, ExportRequest, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext,
+};
 use crate::repo::files::read_at_most;
 
 const SETTINGS: &str = ".bucket.json";
@@ -56,8 +58,67 @@ impl LocalBuckets {
     }
 }
 
+/// Every file under `dir` (recursively), as paths relative to it with `/` between parts,
+/// sorted; links are not followed.
+fn objects_under(dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                let rel = entry.path();
+                let rel = rel.strip_prefix(dir).expect("under dir");
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 #[async_trait]
 impl Provider for LocalBuckets {
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        use tokio::io::AsyncReadExt;
+        let Some(bucket) = req.recorded.get(&Key::new(Kind::Bucket)) else {
+            return Ok(());
+        };
+        let folder = self.folder(bucket.str("name"))?;
+        if !folder.is_dir() {
+            return Ok(());
+        }
+        let keys = objects_under(&folder)
+            .map_err(ProviderError::io(format!("list {}", folder.display())))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        for key in keys.into_iter().filter(|k| k != SETTINGS) {
+            let path = folder.join(&key);
+            let mut from = tokio::fs::File::open(&path)
+                .await
+                .map_err(ProviderError::io(format!("read {}", path.display())))?;
+            let mut file = req.sink.file(&crate::export::object_path(&key)).await?;
+            loop {
+                let n = from
+                    .read(&mut buf)
+                    .await
+                    .map_err(ProviderError::io(format!("read {}", path.display())))?;
+                if n == 0 {
+                    break;
+                }
+                file.write(&buf[..n]).await?;
+            }
+            req.sink.finish_object(&key, file).await?;
+        }
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "local buckets"
     }

@@ -18,12 +18,12 @@ use sqlx::Executor as _;
 use tokio::sync::OnceCell;
 
 use super::sqlite;
-use crate::desired::{self, Attrs, Kind};
+use crate::desired::{self, Attrs, Key, Kind};
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
-    desired_of, schema_version, seed_rows_of, unmanaged, LiveFleet, Provider, ProviderError,
-    RefreshTarget, StepContext,
+    desired_of, schema_version, seed_rows_of, unmanaged, ExportRequest, LiveFleet, Provider,
+    ProviderError, RefreshTarget, StepContext,
 };
 use crate::repo::Migration;
 use crate::slug::Slug;
@@ -259,8 +259,93 @@ fn read_header(path: &Path) -> Option<(u32, u32)> {
     Some((be(60), be(68)))
 }
 
+/// One SQLite value as CSV text: numbers as SQLite prints them, text as it is, a blob as
+/// hex, NULL as an empty field.
+fn csv_field(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<String, sqlx::Error> {
+    use sqlx::{Row, TypeInfo, ValueRef};
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(String::new());
+    }
+    Ok(match raw.type_info().name() {
+        "INTEGER" => row.try_get::<i64, _>(i)?.to_string(),
+        "REAL" => row.try_get::<f64, _>(i)?.to_string(),
+        "BLOB" => hex::encode(row.try_get::<Vec<u8>, _>(i)?),
+        _ => row.try_get::<String, _>(i)?,
+    })
+}
+
 #[async_trait]
 impl Provider for LocalData {
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        use futures::TryStreamExt;
+        use sqlx::Row;
+        let path = self.database_path(req.slug);
+        if !req.recorded.contains_key(&Key::new(Kind::Database)) || !path.exists() {
+            return Ok(());
+        }
+        let pool = sqlite::open_reader(&path, 1).await?;
+        let tables: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'table'
+               AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_tenant\\_reconcile\\_%' ESCAPE '\\'
+             ORDER BY name",
+        )
+        .fetch_all(&pool)
+        .await
+        .map_err(ProviderError::sql("list the tables"))?;
+        for (table,) in tables {
+            if !crate::naming::is_plain_ident(&table) {
+                return Err(ProviderError::Message(format!(
+                    "the table {table:?} needs a plain lower-case name to be exported"
+                )));
+            }
+            let mut file = req.sink.file(&format!("tables/{table}.csv")).await?;
+            let columns: Vec<String> = sqlx::query_as::<_, (String,)>(
+                "SELECT name FROM pragma_table_info(?) ORDER BY cid",
+            )
+            .bind(&table)
+            .fetch_all(&pool)
+            .await
+            .map_err(ProviderError::sql(format!("read the columns of {table}")))?
+            .into_iter()
+            .map(|(c,)| c)
+            .collect();
+            let mut out = csv::Writer::from_writer(Vec::new());
+            out.write_record(&columns)
+                .map_err(|e| ProviderError::Message(format!("export {table}: {e}")))?;
+            let mut rows = 0u64;
+            let select = format!("SELECT * FROM \"{table}\"");
+            let mut stream = sqlx::query(&select).fetch(&pool);
+            while let Some(row) = stream
+                .try_next()
+                .await
+                .map_err(ProviderError::sql(format!("export {table}")))?
+            {
+                let fields = (0..row.columns().len())
+                    .map(|i| csv_field(&row, i))
+                    .collect::<Result<Vec<String>, _>>()
+                    .map_err(ProviderError::sql(format!("export {table}")))?;
+                out.write_record(&fields)
+                    .map_err(|e| ProviderError::Message(format!("export {table}: {e}")))?;
+                rows += 1;
+                // Written out a block of rows at a time: a table is never held whole.
+                if rows.is_multiple_of(1024) {
+                    let block = std::mem::replace(&mut out, csv::Writer::from_writer(Vec::new()))
+                        .into_inner()
+                        .map_err(|e| ProviderError::Message(format!("export {table}: {e}")))?;
+                    file.write(&block).await?;
+                }
+            }
+            let rest = out
+                .into_inner()
+                .map_err(|e| ProviderError::Message(format!("export {table}: {e}")))?;
+            file.write(&rest).await?;
+            req.sink.finish_table(&table, file, rows).await?;
+        }
+        pool.close().await;
+        Ok(())
+    }
+
     fn name(&self) -> &'static str {
         "local data"
     }

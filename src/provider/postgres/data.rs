@@ -26,12 +26,13 @@ use tokio::sync::OnceCell;
 
 use super::scram;
 use super::server::{literal, quote, retry, PgServer};
-use crate::desired::{self, Attrs, Kind};
+use crate::desired::{self, Attrs, Key, Kind};
+use crate::export::ExportSink;
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
-    check_ours, desired_of, schema_version, seed_rows_of, unmanaged, LiveFleet, Owner, Provider,
-    ProviderError, RefreshTarget, StepContext,
+    check_ours, desired_of, schema_version, seed_rows_of, unmanaged, ExportRequest, LiveFleet,
+    Owner, Provider, ProviderError, RefreshTarget, StepContext,
 };
 use crate::repo::{Isolation, Migration};
 use crate::slug::Slug;
@@ -819,6 +820,77 @@ impl PgData {
     }
 }
 
+/// Writes every table of `schema` as CSV with a header, each with `COPY … TO STDOUT`
+/// streamed to its file, in one read-only snapshot so the row counts match the files. With
+/// `tenant`, only that tenant's rows of the shared tables.
+async fn export_tables(
+    conn: &mut PgConnection,
+    schema: &str,
+    tenant: Option<&str>,
+    sink: &ExportSink,
+) -> Result<(), ProviderError> {
+    use futures::StreamExt;
+    let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+    tx.as_mut()
+        .execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(ProviderError::sql("start a snapshot"))?;
+    if let Some(id) = tenant {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(id)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("set the tenant"))?;
+    }
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(tx.as_mut())
+    .await
+    .map_err(ProviderError::sql(format!("list the tables of {schema}")))?;
+    for (table,) in tables {
+        if !crate::naming::is_plain_ident(&table) {
+            return Err(ProviderError::Message(format!(
+                "the table {table:?} of {schema} needs a plain lower-case name to be exported"
+            )));
+        }
+        let t = format!("{}.{}", quote(schema), quote(&table));
+        let source = match tenant {
+            None => t,
+            Some(_) => {
+                format!("(SELECT * FROM {t} WHERE tenant_id = current_setting('app.tenant_id'))")
+            }
+        };
+        let count = match tenant {
+            None => format!("SELECT count(*) FROM {source}"),
+            Some(_) => format!("SELECT count(*) FROM {source} AS rows"),
+        };
+        let (rows,): (i64,) = sqlx::query_as(&count)
+            .fetch_one(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql(format!("count the rows of {table}")))?;
+        let mut file = sink.file(&format!("tables/{table}.csv")).await?;
+        let mut stream = tx
+            .as_mut()
+            .copy_out_raw(&format!(
+                "COPY {source} TO STDOUT WITH (FORMAT csv, HEADER)"
+            ))
+            .await
+            .map_err(ProviderError::sql(format!("export {table}")))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(ProviderError::sql(format!("export {table}")))?;
+            file.write(&chunk).await?;
+        }
+        drop(stream);
+        sink.finish_table(&table, file, rows as u64).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(ProviderError::sql("end the snapshot"))
+}
+
 /// Inserts seed rows into the slice's tables. Table and column names were checked to be
 /// plain identifiers when the seed was compiled, and are quoted; each row travels as one
 /// bound JSON value that PostgreSQL converts to the columns' types.
@@ -1217,6 +1289,47 @@ impl Provider for PgData {
         }
         live.calls.push((self.name(), queries));
         Ok(())
+    }
+
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        let Some(slice) = req.recorded.get(&Key::new(Kind::Database)) else {
+            return Ok(());
+        };
+        let name = slice.str("name");
+        match slice.str("isolation") {
+            "database" => {
+                let mut conn = self.server.connect_to(name).await?;
+                let result = export_tables(&mut conn, "public", None, req.sink).await;
+                let _ = conn.close().await;
+                result
+            }
+            "shared" => {
+                let mut conn = self
+                    .server
+                    .pool()
+                    .await?
+                    .acquire()
+                    .await
+                    .map_err(ProviderError::sql("connect"))?;
+                export_tables(
+                    &mut conn,
+                    &self.naming.shared_schema,
+                    Some(req.tenant_id),
+                    req.sink,
+                )
+                .await
+            }
+            _ => {
+                let mut conn = self
+                    .server
+                    .pool()
+                    .await?
+                    .acquire()
+                    .await
+                    .map_err(ProviderError::sql("connect"))?;
+                export_tables(&mut conn, name, None, req.sink).await
+            }
+        }
     }
 
     async fn apply(

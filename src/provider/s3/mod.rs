@@ -19,10 +19,11 @@ use serde_json::json;
 
 pub use client::S3Store;
 
-use crate::desired::{Attrs, Kind};
+use crate::desired::{Attrs, Key, Kind};
 use crate::plan::{Action, ResourceChange, MARK_FIELD};
 use crate::provider::{
-    check_ours, desired_of, LiveFleet, Owner, Provider, ProviderError, RefreshTarget, StepContext,
+    check_ours, desired_of, ExportRequest, LiveFleet, Owner, Provider, ProviderError,
+    RefreshTarget, StepContext,
 };
 use crate::slug::Slug;
 
@@ -243,6 +244,49 @@ impl Provider for S3Buckets {
             }
         }
         live.calls.push((self.name(), self.store.calls() - before));
+        Ok(())
+    }
+
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        let Some(bucket) = req.recorded.get(&Key::new(Kind::Bucket)) else {
+            return Ok(());
+        };
+        let name = bucket.str("name");
+        let client = self
+            .store
+            .client(if self.store.config().tenant_regions {
+                bucket.str("location")
+            } else {
+                ""
+            })
+            .await?;
+        // Current versions only, a page at a time, each object streamed to its file.
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(name)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| client::error("ListObjectsV2", name, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let out = client
+                    .get_object()
+                    .bucket(name)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| client::error("GetObject", name, e))?;
+                let mut body = out.body;
+                let mut file = req.sink.file(&crate::export::object_path(key)).await?;
+                while let Some(chunk) = body.try_next().await.map_err(|e| {
+                    ProviderError::Message(format!("read {key} of the bucket {name}: {e}"))
+                })? {
+                    file.write(&chunk).await?;
+                }
+                req.sink.finish_object(key, file).await?;
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,265 @@
+//! A tenant's data written out in a form the customer can load again: a CSV file with a
+//! header per table of its slice, a copy of each object of its bucket, and `manifest.json`
+//! saying what each file is, how many rows or bytes it holds, and its sha256.
+//!
+//! Files are streamed: each is written as it is read from its target, hashed on the way,
+//! and nothing holds a whole table or object in memory.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use crate::provider::ProviderError;
+
+/// Bumped whenever the manifest's shape changes incompatibly.
+pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// What an export holds, written last as `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub slug: String,
+    pub tenant_id: String,
+    pub exported_at: String,
+    /// The last migration applied to the slice, which the tables' shape follows.
+    pub schema_version: String,
+    pub tables: Vec<TableFile>,
+    pub objects: Vec<ObjectFile>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TableFile {
+    pub table: String,
+    pub file: String,
+    pub rows: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ObjectFile {
+    pub key: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// Where an export's files go: a folder of its own. Targets add files through it.
+pub struct ExportSink {
+    dir: PathBuf,
+    tables: Mutex<Vec<TableFile>>,
+    objects: Mutex<Vec<ObjectFile>>,
+}
+
+/// One file being written: bytes go to disk and into its digest as they come.
+pub struct ExportFile {
+    file: tokio::fs::File,
+    path: PathBuf,
+    rel: String,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl ExportFile {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), ProviderError> {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(ProviderError::io(format!("write {}", self.path.display())))
+    }
+
+    async fn finish(mut self) -> Result<(String, u64, String), ProviderError> {
+        self.file
+            .flush()
+            .await
+            .map_err(ProviderError::io(format!("write {}", self.path.display())))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(ProviderError::io(format!("write {}", self.path.display())))?;
+        Ok((self.rel, self.size, hex::encode(self.hasher.finalize())))
+    }
+}
+
+impl ExportSink {
+    /// A sink writing into `dir`, which must not hold an export already.
+    pub fn create(dir: &Path) -> Result<ExportSink, ProviderError> {
+        std::fs::create_dir_all(dir)
+            .map_err(ProviderError::io(format!("create {}", dir.display())))?;
+        Ok(ExportSink {
+            dir: dir.to_path_buf(),
+            tables: Mutex::default(),
+            objects: Mutex::default(),
+        })
+    }
+
+    /// Starts a file at `rel` inside the export. `rel` is built by the caller from checked
+    /// names (tables) or escaped (object keys, see [`object_path`]); it may not climb out.
+    pub async fn file(&self, rel: &str) -> Result<ExportFile, ProviderError> {
+        let inside = Path::new(rel)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if !inside || rel.is_empty() {
+            return Err(ProviderError::Message(format!(
+                "{rel:?} is not a path inside the export"
+            )));
+        }
+        let path = self.dir.join(rel);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(ProviderError::io(format!("create {}", parent.display())))?;
+        }
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(ProviderError::io(format!("create {}", path.display())))?;
+        Ok(ExportFile {
+            file,
+            path,
+            rel: rel.to_string(),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    pub async fn finish_table(
+        &self,
+        table: &str,
+        file: ExportFile,
+        rows: u64,
+    ) -> Result<(), ProviderError> {
+        let (rel, _, sha256) = file.finish().await?;
+        self.tables.lock().expect("not poisoned").push(TableFile {
+            table: table.to_string(),
+            file: rel,
+            rows,
+            sha256,
+        });
+        Ok(())
+    }
+
+    pub async fn finish_object(&self, key: &str, file: ExportFile) -> Result<(), ProviderError> {
+        let (rel, size, sha256) = file.finish().await?;
+        self.objects.lock().expect("not poisoned").push(ObjectFile {
+            key: key.to_string(),
+            file: rel,
+            size,
+            sha256,
+        });
+        Ok(())
+    }
+
+    /// Writes `manifest.json` (last, so an export with a manifest is a whole one) and
+    /// returns it with its own sha256.
+    pub fn write_manifest(
+        self,
+        slug: &str,
+        tenant_id: &str,
+        schema_version: &str,
+    ) -> Result<(Manifest, String), ProviderError> {
+        let mut tables = self.tables.into_inner().expect("not poisoned");
+        let mut objects = self.objects.into_inner().expect("not poisoned");
+        tables.sort_by(|a, b| a.file.cmp(&b.file));
+        objects.sort_by(|a, b| a.file.cmp(&b.file));
+        let manifest = Manifest {
+            format_version: MANIFEST_VERSION,
+            slug: slug.to_string(),
+            tenant_id: tenant_id.to_string(),
+            exported_at: crate::state::now(),
+            schema_version: schema_version.to_string(),
+            tables,
+            objects,
+        };
+        let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
+        let path = self.dir.join(MANIFEST_FILE);
+        crate::provider::files::write_atomic(&path, text.as_bytes())
+            .map_err(ProviderError::io(format!("write {}", path.display())))?;
+        Ok((manifest, crate::desired::sha256_hex(&text)))
+    }
+}
+
+/// Where an object's copy goes: under `objects/`, its key with every character outside
+/// `[A-Za-z0-9._-]` and `/` percent-escaped, and `.`/`..` segments escaped too, so any key
+/// becomes a path inside the export (the manifest keeps the key as it was).
+pub fn object_path(key: &str) -> String {
+    let mut out = String::from("objects/");
+    for (i, segment) in key.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let escaped: String = segment
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => (b as char).to_string(),
+                b'.' if segment != "." && segment != ".." => ".".to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        out.push_str(if escaped.is_empty() { "%" } else { &escaped });
+    }
+    out
+}
+
+/// Checks an export against its manifest: every file is there with the size and sha256 the
+/// manifest gives. Returns what did not match.
+pub fn verify(dir: &Path) -> Result<Vec<String>, ProviderError> {
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(ProviderError::io(format!("read {}", path.display())))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| ProviderError::Message(format!("{}: {e}", path.display())))?;
+    let mut problems = Vec::new();
+    let files = manifest
+        .tables
+        .iter()
+        .map(|t| (&t.file, &t.sha256))
+        .chain(manifest.objects.iter().map(|o| (&o.file, &o.sha256)));
+    for (file, sha256) in files {
+        match hash_file(&dir.join(file)) {
+            Ok(found) if &found == sha256 => {}
+            Ok(found) => problems.push(format!("{file}: sha256 {found}, manifest {sha256}")),
+            Err(e) => problems.push(format!("{file}: {e}")),
+        }
+    }
+    Ok(problems)
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut f, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_object_key_becomes_a_path_inside_the_export() {
+        assert_eq!(
+            object_path("reports/2026/q1.pdf"),
+            "objects/reports/2026/q1.pdf"
+        );
+        assert_eq!(
+            object_path("../../etc/passwd"),
+            "objects/%2E%2E/%2E%2E/etc/passwd"
+        );
+        assert_eq!(object_path("/abs//x"), "objects/%/abs/%/x");
+        assert_eq!(object_path("a b?c"), "objects/a%20b%3Fc");
+        for key in ["..", ".", "a/../b", "/", "x/"] {
+            let p = object_path(key);
+            assert!(
+                Path::new(&p)
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_))),
+                "{key:?} → {p:?}"
+            );
+        }
+    }
+}
