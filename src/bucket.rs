@@ -114,8 +114,8 @@ pub fn tags(slug: &str, plan: &str) -> Value {
 /// Every attribute of a tenant's bucket.
 pub fn desired(config: &Config, spec: &TenantSpec, plan: &BucketPlan) -> Attrs {
     let access = match spec.status {
-        Status::Suspended => ACCESS_DENIED,
-        _ => ACCESS_OPEN,
+        Status::Suspended | Status::Deprovisioned => ACCESS_DENIED,
+        Status::Active => ACCESS_OPEN,
     };
     let mut attrs = attrs([
         ("name", json!(name(config, spec))),

@@ -56,7 +56,9 @@ pub struct ExportSink {
 
 /// One file being written: bytes go to disk and into its digest as they come.
 pub struct ExportFile {
-    file: tokio::fs::File,
+    /// Buffered: a table arrives a row at a time, and each unbuffered write of a tokio file
+    /// is a trip to a blocking thread.
+    file: tokio::io::BufWriter<tokio::fs::File>,
     path: PathBuf,
     rel: String,
     hasher: Sha256,
@@ -79,6 +81,7 @@ impl ExportFile {
             .await
             .map_err(ProviderError::io(format!("write {}", self.path.display())))?;
         self.file
+            .get_ref()
             .sync_all()
             .await
             .map_err(ProviderError::io(format!("write {}", self.path.display())))?;
@@ -119,7 +122,7 @@ impl ExportSink {
             .await
             .map_err(ProviderError::io(format!("create {}", path.display())))?;
         Ok(ExportFile {
-            file,
+            file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
             path,
             rel: rel.to_string(),
             hasher: Sha256::new(),

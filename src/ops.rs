@@ -242,6 +242,11 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
             if let Some(r) = recorded {
                 keys.extend(r.resources.keys().filter(|k| !wanted.contains(k)).cloned());
             }
+            // Only a leaving tenant has an export to look for.
+            let export = desired::Key::new(desired::Kind::Export);
+            if t.status == crate::repo::Status::Deprovisioned && !keys.contains(&export) {
+                keys.push(export);
+            }
             let mut buckets = vec![crate::bucket::name(&repo.config, t)];
             let recorded_bucket = recorded
                 .and_then(|r| r.resources.get(&desired::Key::new(desired::Kind::Bucket)))
@@ -587,7 +592,8 @@ pub async fn export(
     };
     let dir = to.unwrap_or_else(|| {
         let stamp = crate::state::now().replace([':', '-'], "");
-        ws.local_dir.join("exports").join(slug.as_str()).join(stamp)
+        // Beside, never inside, the folder an offboarding exports into (`<export_to>/<slug>`).
+        ws.local_dir.join("exports").join(format!("{slug}-{stamp}"))
     });
     let occupied = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
     if occupied {

@@ -6,6 +6,7 @@ use crate::credentials::{KeySource, MasterKey, MASTER_KEY_ENV};
 use std::sync::Arc;
 
 use crate::naming::Naming;
+use crate::provider::exporter::Exporter;
 use crate::provider::files::RenderedFiles;
 use crate::provider::local::{LocalBuckets, LocalControl, LocalData};
 use crate::provider::postgres::{PgControl, PgData, PgServer};
@@ -109,12 +110,18 @@ impl Workspace {
             "s3" => Arc::new(S3Buckets::new(self.s3.clone())),
             _ => Arc::new(LocalBuckets::new(self.local_dir.join("buckets"))),
         };
+        let exporter = Exporter::new(
+            self.repo.root.clone(),
+            config.offboarding.export_to.clone(),
+            vec![data.clone(), buckets.clone()],
+        );
         Targets {
             control,
             providers: vec![
                 data,
                 buckets,
                 Arc::new(RenderedFiles::new(self.output_dir.clone())),
+                Arc::new(exporter),
             ],
         }
     }

@@ -249,6 +249,7 @@ impl Executor {
                 key: &self.key,
                 mark,
                 claimed,
+                recorded: &ts.resources,
             };
             if change.key.kind == Kind::Registry && change.action == Action::Create {
                 let desired = change
@@ -355,6 +356,7 @@ impl Executor {
                 key: &self.key,
                 mark,
                 claimed: false,
+                recorded: &ts.resources,
             };
             control
                 .transition(&ctx, to)

@@ -58,7 +58,8 @@ impl DesiredTenant {
         match self.effective.status {
             Status::Active => Lifecycle::Active,
             Status::Suspended => Lifecycle::Suspended,
-            Status::Deprovisioned => Lifecycle::Deprovisioned,
+            // Revoked and exported; the hold and the purge come in a later version.
+            Status::Deprovisioned => Lifecycle::Deprovisioning,
         }
     }
 }
@@ -189,7 +190,8 @@ fn compile_tenant(
     let recorded = state.tenants.get(spec.slug.as_str());
     let lifecycle = match spec.status {
         Status::Suspended => "suspended",
-        _ => "active",
+        Status::Deprovisioned => "deprovisioning",
+        Status::Active => "active",
     };
 
     let mut resources = vec![
@@ -299,12 +301,21 @@ fn compile_tenant(
         });
     }
 
+    if spec.status == Status::Deprovisioned {
+        resources.push(Resource {
+            key: Key::new(Kind::Export),
+            attrs: export_attrs(repo, &spec.slug),
+            content: None,
+        });
+    }
+
     debug_assert!(
         resources
             .iter()
             .map(|r| &r.key)
+            .filter(|k| k.kind != Kind::Export)
             .eq(resource_keys(repo).iter()),
-        "resource_keys() lists what compile_tenant() makes"
+        "resource_keys() lists what compile_tenant() makes (an export only when offboarding)"
     );
     Ok(DesiredTenant {
         effective,
@@ -366,6 +377,17 @@ pub fn database_attrs(name: &str, isolation: &str, schema_version: Value, grante
         ("schema_version", schema_version),
         ("access", json!(if granted { "granted" } else { "missing" })),
     ])
+}
+
+/// Where a leaving tenant's data goes, as compiled and as the exporter reads it back.
+pub fn export_attrs(repo: &TenantRepo, slug: &Slug) -> Attrs {
+    attrs([(
+        "location",
+        json!(format!(
+            "{}/{slug}",
+            repo.config.offboarding.export_to.trim_end_matches('/')
+        )),
+    )])
 }
 
 /// A tenant whose seed data went in (it goes in once).

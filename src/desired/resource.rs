@@ -25,10 +25,12 @@ pub enum Kind {
     Seed,
     Bucket,
     File,
+    /// The tenant's data written out as it is offboarded, after its access is revoked.
+    Export,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Registry,
         Kind::Owner,
         Kind::Features,
@@ -38,6 +40,7 @@ impl Kind {
         Kind::Seed,
         Kind::Bucket,
         Kind::File,
+        Kind::Export,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,6 +54,7 @@ impl Kind {
             Kind::Seed => "seed",
             Kind::Bucket => "bucket",
             Kind::File => "file",
+            Kind::Export => "export",
         }
     }
 
@@ -59,6 +63,7 @@ impl Kind {
     pub fn computed(self) -> &'static [&'static str] {
         match self {
             Kind::Role => &["password_fingerprint"],
+            Kind::Export => &["manifest_sha256"],
             _ => &[],
         }
     }

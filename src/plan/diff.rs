@@ -88,9 +88,15 @@ impl<'a> Planner<'a> {
     /// its seed rows gets them here if it is to be seeded, so a seed template that fails
     /// for it fails its plan.
     pub fn tenant(&self, d: &DesiredTenant) -> Result<Option<Planned>, Diagnostic> {
-        if d.effective.status == Status::Deprovisioned {
+        let provisioned = self
+            .input
+            .state
+            .tenants
+            .get(d.slug().as_str())
+            .is_some_and(|t| t.tenant_id.is_some());
+        if d.effective.status == Status::Deprovisioned && !provisioned {
             return Ok(Some(Planned::Skipped(format!(
-                "{}: status deprovisioned is not carried out by this version; the tenant is left as it is",
+                "{}: status deprovisioned, and it was never provisioned: there is nothing to offboard",
                 d.slug()
             ))));
         }
@@ -119,6 +125,19 @@ impl<'a> Planner<'a> {
             }
         }
         for t in &tenants {
+            if t.action == TenantAction::Offboard {
+                let location = t
+                    .changes
+                    .iter()
+                    .find(|c| c.key.kind == Kind::Export)
+                    .and_then(|c| c.desired.as_ref())
+                    .map(|r| r.attrs.str("location").to_string())
+                    .unwrap_or_default();
+                warnings.push(format!(
+                    "{} will be offboarded: its access is revoked, then its data is exported to {location}; it then stays in deprovisioning, its data held (the purge comes in a later version)",
+                    t.slug
+                ));
+            }
             for c in t.changes.iter().filter(|c| c.action == Action::Replace) {
                 warnings.push(format!(
                     "{}/{} will be replaced: a new one is built and the old one is kept, with its data, for you to move and remove; apply needs --allow-replace",
@@ -364,8 +383,15 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     let action = match (from, to) {
         _ if !conflicts.is_empty() => TenantAction::Blocked,
         (Lifecycle::Pending | Lifecycle::Provisioning, _) => TenantAction::Provision,
-        (Lifecycle::Active, Lifecycle::Suspended) => TenantAction::Suspend,
-        (Lifecycle::Suspended, Lifecycle::Active) => TenantAction::Resume,
+        (Lifecycle::Active | Lifecycle::Suspended, Lifecycle::Deprovisioning) => {
+            TenantAction::Offboard
+        }
+        (Lifecycle::Active | Lifecycle::Deprovisioning, Lifecycle::Suspended) => {
+            TenantAction::Suspend
+        }
+        (Lifecycle::Suspended | Lifecycle::Deprovisioning, Lifecycle::Active) => {
+            TenantAction::Resume
+        }
         _ => TenantAction::Update,
     };
     Some(TenantPlan {

@@ -115,11 +115,14 @@ pub enum TenantAction {
     Resume,
     /// Something it needs exists and is not this state's: nothing is done to it.
     Blocked,
+    /// Its file says `deprovisioned`: access revoked, then its data exported.
+    Offboard,
 }
 
 impl TenantAction {
     pub fn verb(self) -> &'static str {
         match self {
+            TenantAction::Offboard => "will be offboarded: access revoked, data exported",
             TenantAction::Blocked => {
                 "is left as it is: resources it needs exist and are not this state's"
             }

@@ -16,6 +16,7 @@
 //! writes lifecycle events to the outbox in the same transaction as the change they report.
 
 pub mod control_rows;
+pub mod exporter;
 pub mod files;
 pub mod local;
 pub mod postgres;
@@ -370,6 +371,8 @@ pub struct StepContext<'a> {
     /// An earlier run recorded its intent to create this resource and stopped before it was
     /// recorded: finding it unmarked, the step knows it as its own.
     pub claimed: bool,
+    /// The tenant's resources as recorded so far: where its slice and bucket are.
+    pub recorded: &'a std::collections::BTreeMap<Key, Attrs>,
 }
 
 impl StepContext<'_> {
@@ -503,6 +506,7 @@ pub mod events {
     pub const SUSPENDED: &str = "TenantSuspended";
     pub const RESUMED: &str = "TenantResumed";
     pub const UPDATED: &str = "TenantUpdated";
+    pub const OFFBOARDING_STARTED: &str = "TenantOffboardingStarted";
 
     /// One outbox row: the event's id, when it happened, and what consumers read.
     pub struct Event {
@@ -545,6 +549,12 @@ pub mod events {
             }
             (Lifecycle::Active, Lifecycle::Suspended) => &[SUSPENDED],
             (Lifecycle::Suspended, Lifecycle::Active) => &[RESUMED],
+            (Lifecycle::Active | Lifecycle::Suspended, Lifecycle::Deprovisioning) => {
+                &[OFFBOARDING_STARTED]
+            }
+            // Called back during the hold: what was revoked is given back.
+            (Lifecycle::Deprovisioning, Lifecycle::Active) => &[RESUMED],
+            (Lifecycle::Deprovisioning, Lifecycle::Suspended) => &[SUSPENDED],
             _ => {
                 return Err(ProviderError::Message(format!(
                     "cannot move a tenant from {from} to {to}"

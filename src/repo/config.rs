@@ -37,6 +37,8 @@ pub struct Config {
     pub postgres: PostgresConfig,
     #[serde(default)]
     pub s3: S3Config,
+    #[serde(default)]
+    pub offboarding: OffboardingConfig,
     /// Tenants whose resources that exist but are not this state's are adopted, as
     /// `--import` adopts them, written down where a pull request shows it.
     #[serde(default)]
@@ -94,9 +96,32 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             postgres: PostgresConfig::default(),
             s3: S3Config::default(),
+            offboarding: OffboardingConfig::default(),
             import: Vec::new(),
         }
     }
+}
+
+/// The `offboarding` block: what happens as a tenant's file says `status: deprovisioned`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OffboardingConfig {
+    /// The folder a leaving tenant's data is exported into (`<export_to>/<slug>/`),
+    /// relative to the repo root unless absolute.
+    #[serde(default = "default_export_to")]
+    pub export_to: String,
+}
+
+impl Default for OffboardingConfig {
+    fn default() -> Self {
+        OffboardingConfig {
+            export_to: default_export_to(),
+        }
+    }
+}
+
+fn default_export_to() -> String {
+    ".tenant-reconcile/exports".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,6 +9,7 @@ mod export;
 mod faulty;
 mod git;
 mod moto;
+mod offboarding;
 mod pg;
 mod plan_output;
 mod postgres;

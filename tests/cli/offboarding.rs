@@ -1,0 +1,174 @@
+//! Offboarding, its first phase: a tenant whose file says `status: deprovisioned` loses its
+//! access at once, then its data is exported with a manifest; it stays in `deprovisioning`
+//! with nothing deleted, and setting it back to active gives back exactly what was revoked.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::pg::Pg;
+use crate::support::{text, Repo};
+
+fn offboard(repo: &Repo, slug: &str) {
+    let file = repo.path().join(format!("tenants/{slug}.yaml"));
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{before}status: deprovisioned\n")).unwrap();
+}
+
+fn call_back(repo: &Repo, slug: &str) {
+    let file = repo.path().join(format!("tenants/{slug}.yaml"));
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, before.replace("status: deprovisioned\n", "")).unwrap();
+}
+
+/// The manifest of an export, every file it names checked against its sha256.
+fn verified(dir: &Path) -> Value {
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    for t in manifest["tables"].as_array().unwrap() {
+        let bytes = std::fs::read(dir.join(t["file"].as_str().unwrap())).unwrap();
+        assert_eq!(json!(hex::encode(Sha256::digest(&bytes))), t["sha256"]);
+    }
+    manifest
+}
+
+#[test]
+fn a_deprovisioned_tenant_is_revoked_then_exported_and_called_back_gets_its_access_again() {
+    let repo = Repo::example();
+    repo.apply();
+    // A run stopped mid-export leaves files and no manifest: they are written again.
+    repo.write(".tenant-reconcile/exports/acme/tables/stale.csv", "half\n");
+    offboard(&repo, "acme");
+    let out = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2));
+    let plan = text(&out.stdout);
+    for expected in [
+        "# acme will be offboarded: access revoked, data exported (active → deprovisioning)",
+        "~ acme/role\n      ~ login = true → false",
+        "~ acme/bucket\n      ~ access = \"open\" → \"denied\"",
+        "+ acme/export\n      + location        = \".tenant-reconcile/exports/acme\"",
+        "it then stays in deprovisioning, its data held",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in:\n{plan}");
+    }
+    repo.apply();
+    repo.assert_plan_empty();
+
+    let dir = repo.path().join(".tenant-reconcile/exports/acme");
+    let manifest = verified(&dir);
+    let tables: Vec<&str> = manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, ["projects", "settings"]);
+    assert!(!dir.join("tables/stale.csv").exists());
+    let projects = std::fs::read_to_string(dir.join("tables/projects.csv")).unwrap();
+    assert!(projects.starts_with("name,description\n"), "{projects}");
+    assert_eq!(
+        repo.query(
+            "catalog.sqlite",
+            "SELECT login FROM roles WHERE slug = 'acme'"
+        ),
+        [["0"]]
+    );
+    assert_eq!(
+        repo.query(
+            "control.sqlite",
+            "SELECT lifecycle FROM tenants WHERE slug = 'acme'"
+        ),
+        [["deprovisioning"]]
+    );
+    // Nothing is deleted while it is held.
+    assert_eq!(
+        repo.count("data/acme.sqlite", "SELECT count(*) FROM projects"),
+        1
+    );
+
+    call_back(&repo, "acme");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("# acme will be resumed (deprovisioning → active)")
+            && !plan.contains("+ acme"),
+        "nothing is provisioned again:\n{plan}"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(
+        repo.query(
+            "catalog.sqlite",
+            "SELECT login FROM roles WHERE slug = 'acme'"
+        ),
+        [["1"]]
+    );
+    let tenant_id = &repo.query(
+        "control.sqlite",
+        "SELECT tenant_id FROM tenants WHERE slug = 'acme'",
+    )[0][0];
+    assert_eq!(
+        repo.query(
+            "control.sqlite",
+            &format!("SELECT type FROM outbox WHERE tenant_id = '{tenant_id}' ORDER BY id")
+        ),
+        [
+            ["TenantProvisioned"],
+            ["TenantOffboardingStarted"],
+            ["TenantResumed"]
+        ]
+    );
+}
+
+#[test]
+fn offboarding_on_postgres_takes_the_login_away_and_exports_each_tenants_own_rows() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let (acme, initech) = (pg.name("acme"), pg.name("initech"));
+    offboard(&repo, "acme");
+    offboard(&repo, "initech");
+    repo.apply();
+    repo.assert_plan_empty();
+    for role in [&acme, &initech] {
+        let e = pg.query_as(role, &pg.db, "SELECT 1").unwrap_err();
+        assert!(e.contains("not permitted to log in"), "{role}: {e}");
+    }
+    for slug in ["acme", "initech"] {
+        let manifest = verified(
+            &repo
+                .path()
+                .join(format!(".tenant-reconcile/exports/{slug}")),
+        );
+        assert_eq!(manifest["schema_version"], json!("0002_create_settings"));
+        assert_eq!(
+            manifest["tables"][0]["rows"],
+            json!(1),
+            "{slug}: {manifest:#}"
+        );
+    }
+    // Held, not deleted: the data is all still there.
+    assert_eq!(
+        pg.count(&format!("SELECT count(*) FROM \"{acme}\".projects")),
+        1
+    );
+    assert_eq!(
+        pg.count(
+            "SELECT count(*) FROM tenant_reconcile.outbox WHERE type = 'TenantOffboardingStarted'"
+        ),
+        2
+    );
+    call_back(&repo, "acme");
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(
+        pg.query_as(
+            &acme,
+            &pg.db,
+            &format!("SELECT count(*) AS n FROM \"{acme}\".projects")
+        )
+        .unwrap(),
+        vec![json!({"n": 1})],
+        "acme logs in again and finds its data"
+    );
+}
