@@ -18,7 +18,7 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-export.XXXXXX")"
 cleanup() {
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS xb${ID} WITH (FORCE)" >/dev/null
   psql "$PG/postgres" -qc "DROP ROLE IF EXISTS xb${ID}_acme" >/dev/null
-  psql "$PG/postgres" -qc "DROP ROLE IF EXISTS xb${ID}__shared" >/dev/null
+  psql "$PG/postgres" -qc "DROP ROLE IF EXISTS xb${ID}__shared" >/dev/null 2>&1
   rm -rf "$TMP"
 }
 trap cleanup EXIT

@@ -49,6 +49,16 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
                         seen.push((false, format!("{} rendered again", c.key)));
                         continue;
                     }
+                    // Offboarding takes the tenant's access away: flagged as a downgrade is.
+                    Kind::Registry if f.field == "lifecycle" => {
+                        let leaves = f.new == Some(Value::String("deprovisioning".into()));
+                        let what = if leaves {
+                            "OFFBOARD: lifecycle"
+                        } else {
+                            "lifecycle"
+                        };
+                        (what.to_string(), leaves)
+                    }
                     _ => (format!("{} {}", c.key, f.field), false),
                 };
                 let text = format!(
@@ -98,7 +108,12 @@ pub fn downgrades(plan: &Plan) -> Vec<Effect> {
 pub fn line(e: &Effect) -> String {
     format!(
         "{}{} ({} tenant{})",
-        if e.downgrade { "DOWNGRADE: " } else { "" },
+        // An offboarding says so itself.
+        if e.downgrade && !e.text.starts_with("OFFBOARD") {
+            "DOWNGRADE: "
+        } else {
+            ""
+        },
         e.text,
         e.tenants,
         if e.tenants == 1 { "" } else { "s" }

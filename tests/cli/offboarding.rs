@@ -172,3 +172,31 @@ fn offboarding_on_postgres_takes_the_login_away_and_exports_each_tenants_own_row
         "acme logs in again and finds its data"
     );
 }
+
+#[test]
+fn an_offboarding_is_flagged_in_the_plan_as_a_downgrade_is() {
+    let repo = Repo::example();
+    repo.apply();
+    offboard(&repo, "globex");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("this plan downgrades tenants:\n  OFFBOARD: lifecycle \"active\" → \"deprovisioning\" (1 tenant)"),
+        "{plan}"
+    );
+    let markdown = text(&repo.run(&["plan", "--format", "markdown"]).stdout);
+    assert!(
+        markdown.contains("> - OFFBOARD: lifecycle \"active\" → \"deprovisioning\" (1 tenant)"),
+        "{markdown}"
+    );
+    // A tenant that was never provisioned has nothing to offboard.
+    repo.write(
+        "tenants/hooli.yaml",
+        "slug: hooli\nname: Hooli\nplan: growth\nowner:\n  email: o@hooli.example\nregion: eu-west-1\nstatus: deprovisioned\n",
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("hooli: status deprovisioned, and it was never provisioned: there is nothing to offboard"),
+        "{plan}"
+    );
+    assert!(!plan.contains("+ hooli"), "{plan}");
+}
