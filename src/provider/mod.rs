@@ -563,6 +563,19 @@ pub mod events {
         })
     }
 
+    /// The detail of a lifecycle move's events: from and to, and for an offboarding the
+    /// export's location (where the data went; never a download link, which is a secret).
+    pub fn transition_detail(ctx: &StepContext<'_>, from: Lifecycle, to: Lifecycle) -> Value {
+        let mut detail = json!({ "from": from.as_str(), "to": to.as_str() });
+        let export = ctx
+            .recorded
+            .get(&crate::desired::Key::new(crate::desired::Kind::Export));
+        if let (Lifecycle::Deprovisioning, Some(export)) = (to, export) {
+            detail["export"] = json!(export.str("location"));
+        }
+        detail
+    }
+
     /// The detail of a TenantUpdated event for `change`.
     pub fn update_detail(change: &crate::plan::ResourceChange) -> Value {
         let fields: Vec<&str> = change.fields.iter().map(|f| f.field.as_str()).collect();

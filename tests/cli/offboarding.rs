@@ -153,10 +153,15 @@ fn offboarding_on_postgres_takes_the_login_away_and_exports_each_tenants_own_row
         1
     );
     assert_eq!(
-        pg.count(
-            "SELECT count(*) FROM tenant_reconcile.outbox WHERE type = 'TenantOffboardingStarted'"
+        pg.query(
+            "SELECT payload->'detail'->>'export' AS export FROM tenant_reconcile.outbox
+             WHERE type = 'TenantOffboardingStarted' ORDER BY payload->>'slug'"
         ),
-        2
+        vec![
+            json!({"export": ".tenant-reconcile/exports/acme"}),
+            json!({"export": ".tenant-reconcile/exports/initech"}),
+        ],
+        "the event says where the data went"
     );
     call_back(&repo, "acme");
     repo.apply();

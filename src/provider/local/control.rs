@@ -355,7 +355,7 @@ impl ControlPlane for LocalControl {
                 ctx,
                 tenant_id,
                 kind,
-                json!({ "from": from.as_str(), "to": to.as_str() }),
+                events::transition_detail(ctx, from, to),
             )
             .await?;
         }

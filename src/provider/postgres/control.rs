@@ -292,7 +292,7 @@ impl PgControl {
             .await
             .map_err(ProviderError::sql("update the lifecycle"))?;
         for &kind in kinds {
-            let detail = json!({ "from": from.as_str(), "to": to.as_str() });
+            let detail = events::transition_detail(ctx, from, to);
             self.emit(tx.as_mut(), ctx, tenant_id, kind, detail).await?;
         }
         tx.commit().await.map_err(ProviderError::sql("commit"))
