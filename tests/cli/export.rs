@@ -32,6 +32,14 @@ fn checked_manifest(dir: &Path) -> Value {
     manifest
 }
 
+fn export(repo: &crate::support::Repo, slug: &str, dir: &Path) -> std::process::Output {
+    repo.cmd()
+        .args(["export", slug, "--to"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 fn psql(db: &str, command: &str) {
     let out = Command::new("psql")
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
@@ -60,12 +68,7 @@ fn an_export_of_each_isolation_mode_loads_back_with_the_same_rows_and_checksums(
 
     for (slug, rows) in [("acme", 3 + 2), ("globex", 1 + 2), ("initech", 1 + 2)] {
         let dir = repo.path().join(format!("export-{slug}"));
-        let out = repo
-            .cmd()
-            .args(["export", slug, "--to"])
-            .arg(&dir)
-            .output()
-            .unwrap();
+        let out = export(&repo, slug, &dir);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(text(&out.stdout).contains(&format!("Exported {slug} to ")));
         let manifest = checked_manifest(&dir);
@@ -126,22 +129,12 @@ fn an_export_of_each_isolation_mode_loads_back_with_the_same_rows_and_checksums(
          INSERT INTO tenants_shared.projects (name, tenant_id) VALUES ('Other tenant', 'someone-else');",
     );
     let dir = repo.path().join("export-initech-2");
-    let out = repo
-        .cmd()
-        .args(["export", "initech", "--to"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = export(&repo, "initech", &dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let projects = std::fs::read_to_string(dir.join("tables/projects.csv")).unwrap();
     assert!(!projects.contains("Other tenant"), "{projects}");
     // An export never goes into a folder that holds something.
-    let out = repo
-        .cmd()
-        .args(["export", "initech", "--to"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = export(&repo, "initech", &dir);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("is not empty"),
@@ -173,12 +166,7 @@ fn an_export_copies_the_buckets_objects_whatever_their_keys() {
         .unwrap();
     }
     let dir = repo.path().join("export-acme");
-    let out = repo
-        .cmd()
-        .args(["export", "acme", "--to"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = export(&repo, "acme", &dir);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let manifest = checked_manifest(&dir);
     let objects: Vec<(String, String, u64)> = manifest["objects"]

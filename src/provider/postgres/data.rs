@@ -237,7 +237,7 @@ impl PgData {
         let pool = self.pool().await?;
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
         super::advisory_xact_lock(tx.as_mut(), &format!("tenant-reconcile/role/{name}")).await?;
-        let existing = role_comment(tx.as_mut(), &name).await?;
+        let existing = comment(tx.as_mut(), Marked::Role, &name).await?;
         if let Some(comment) = &existing {
             check_ours(
                 ctx,
@@ -339,7 +339,7 @@ impl PgData {
                         &format!("tenant-reconcile/slice/schema/{}", slice.name),
                     )
                     .await?;
-                    match schema_comment(tx.as_mut(), &slice.name).await? {
+                    match comment(tx.as_mut(), Marked::Schema, &slice.name).await? {
                         Some(comment) => check_ours(
                             ctx,
                             change,
@@ -788,7 +788,7 @@ impl PgData {
             .acquire()
             .await
             .map_err(ProviderError::sql("connect"))?;
-        match database_comment(&mut conn, &name).await? {
+        match comment(&mut conn, Marked::Database, &name).await? {
             Some(comment) => check_ours(
                 ctx,
                 change,
@@ -946,55 +946,34 @@ async fn schema_exists(conn: &mut PgConnection, name: &str) -> Result<bool, Prov
     Ok(exists)
 }
 
-/// A role's comment: `None` when there is no such role, `Some(None)` when it has none.
-async fn role_comment(
-    conn: &mut PgConnection,
-    name: &str,
-) -> Result<Option<Option<String>>, ProviderError> {
-    comment_of(
-        conn,
-        "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-        name,
-        "look for the role",
-    )
-    .await
+/// The objects a mark of ownership is a comment on.
+#[derive(Clone, Copy)]
+enum Marked {
+    Role,
+    Schema,
+    Database,
 }
 
-/// A schema's comment: `None` when there is no such schema, `Some(None)` when it has none.
-async fn schema_comment(
+/// An object's comment: `None` when there is no such object, `Some(None)` when it has none.
+async fn comment(
     conn: &mut PgConnection,
+    object: Marked,
     name: &str,
 ) -> Result<Option<Option<String>>, ProviderError> {
-    comment_of(
-        conn,
-        "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
-        name,
-        "look for the schema",
-    )
-    .await
-}
-
-/// A database's comment: `None` when there is no such database, `Some(None)` when it has
-/// none.
-async fn database_comment(
-    conn: &mut PgConnection,
-    name: &str,
-) -> Result<Option<Option<String>>, ProviderError> {
-    comment_of(
-        conn,
-        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
-        name,
-        "look for the database",
-    )
-    .await
-}
-
-async fn comment_of(
-    conn: &mut PgConnection,
-    sql: &str,
-    name: &str,
-    context: &str,
-) -> Result<Option<Option<String>>, ProviderError> {
+    let (sql, context) = match object {
+        Marked::Role => (
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            "look for the role",
+        ),
+        Marked::Schema => (
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+            "look for the schema",
+        ),
+        Marked::Database => (
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            "look for the database",
+        ),
+    };
     sqlx::query_as::<_, (Option<String>,)>(sql)
         .bind(name)
         .fetch_optional(&mut *conn)
