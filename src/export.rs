@@ -118,7 +118,12 @@ impl ExportSink {
                 .await
                 .map_err(ProviderError::io(format!("create {}", parent.display())))?;
         }
-        let file = tokio::fs::File::create(&path)
+        // Never over a file written before: two object keys that map to one path (`A` and
+        // `a` on a case-insensitive disk) fail the export rather than lose an object.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .await
             .map_err(ProviderError::io(format!("create {}", path.display())))?;
         Ok(ExportFile {

@@ -238,13 +238,20 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
             let recorded = state.tenants.get(t.slug.as_str());
             let unclaimed =
                 recorded.is_none_or(|r| wanted.iter().any(|k| !r.resources.contains_key(k)));
+            // Only a leaving tenant has an export to look for (one called back keeps its
+            // last export recorded, unread).
+            let leaving = t.status == crate::repo::Status::Deprovisioned;
+            let export = desired::Key::new(desired::Kind::Export);
             let mut keys = wanted.clone();
             if let Some(r) = recorded {
-                keys.extend(r.resources.keys().filter(|k| !wanted.contains(k)).cloned());
+                keys.extend(
+                    r.resources
+                        .keys()
+                        .filter(|k| !wanted.contains(k) && **k != export)
+                        .cloned(),
+                );
             }
-            // Only a leaving tenant has an export to look for.
-            let export = desired::Key::new(desired::Kind::Export);
-            if t.status == crate::repo::Status::Deprovisioned && !keys.contains(&export) {
+            if leaving {
                 keys.push(export);
             }
             let mut buckets = vec![crate::bucket::name(&repo.config, t)];

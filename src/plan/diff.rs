@@ -88,21 +88,34 @@ impl<'a> Planner<'a> {
     /// its seed rows gets them here if it is to be seeded, so a seed template that fails
     /// for it fails its plan.
     pub fn tenant(&self, d: &DesiredTenant) -> Result<Option<Planned>, Diagnostic> {
-        let provisioned = self
-            .input
-            .state
-            .tenants
-            .get(d.slug().as_str())
-            .is_some_and(|t| t.tenant_id.is_some());
+        let recorded = self.input.state.tenants.get(d.slug().as_str());
+        let provisioned = recorded.is_some_and(|t| {
+            t.tenant_id.is_some()
+                && matches!(
+                    t.lifecycle,
+                    Lifecycle::Active | Lifecycle::Suspended | Lifecycle::Deprovisioning
+                )
+        });
         if d.effective.status == Status::Deprovisioned && !provisioned {
             return Ok(Some(Planned::Skipped(format!(
-                "{}: status deprovisioned, and it was never provisioned: there is nothing to offboard",
+                "{}: status deprovisioned, and it was never fully provisioned: there is nothing to offboard; it is left as it is",
                 d.slug()
             ))));
         }
         let Some(mut plan) = tenant_plan(&self.input, d) else {
             return Ok(None);
         };
+        let rebuilds = plan.changes.iter().any(|c| {
+            matches!(c.key.kind, Kind::Database | Kind::Bucket)
+                && matches!(c.action, Action::Create | Action::Replace)
+        });
+        if plan.action == TenantAction::Offboard && rebuilds {
+            // An export of a slice or bucket built in the same run would be of an empty one.
+            return Ok(Some(Planned::Skipped(format!(
+                "{}: it is to be offboarded while its slice or bucket is to be built anew; nothing is done: set its status back, apply, then offboard it",
+                d.slug()
+            ))));
+        }
         for c in &mut plan.changes {
             if let Some(seed) = c.desired.as_mut().filter(|r| r.key.kind == Kind::Seed) {
                 if seed.content.is_none() {
@@ -379,6 +392,36 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         changes.clear();
     } else if changes.is_empty() && from == to {
         return None;
+    }
+    let offboards =
+        matches!(from, Lifecycle::Active | Lifecycle::Suspended) && to == Lifecycle::Deprovisioning;
+    if offboards && !changes.iter().any(|c| c.key.kind == Kind::Export) {
+        // Offboarded again after a call-back: the export there is of the last time, and is
+        // made anew (the old one is set aside, kept).
+        let key = Key::new(Kind::Export);
+        let exported = match input.live {
+            Some(live) => live.contains(slug, &key),
+            None => recorded.is_some_and(|t| t.resources.contains_key(&key)),
+        };
+        if let (true, Some(export)) = (
+            exported,
+            d.resources.iter().find(|r| r.key.kind == Kind::Export),
+        ) {
+            changes.push(ResourceChange {
+                key: export.key.clone(),
+                action: Action::Update,
+                fields: vec![FieldChange {
+                    field: "manifest_sha256".into(),
+                    // Known after apply: the export is made again.
+                    old: None,
+                    new: None,
+                    forces_replace: false,
+                }],
+                drift: false,
+                diff: None,
+                desired: Some(export.clone()),
+            });
+        }
     }
     let action = match (from, to) {
         _ if !conflicts.is_empty() => TenantAction::Blocked,

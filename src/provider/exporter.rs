@@ -1,6 +1,10 @@
 //! The export step of offboarding: once a leaving tenant's access is revoked, every target
 //! holding its data writes it into `<export_to>/<slug>/` ([`crate::export`]), and the
 //! manifest, written last, says the export is whole.
+//!
+//! The folder is claimed before anything is written: a file naming the tenant's id. Only a
+//! folder so claimed is ever cleared (a run stopped mid-export) or set aside (the tenant
+//! offboarded again after being called back); any other content there is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,9 +14,12 @@ use serde_json::json;
 
 use super::{ExportRequest, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
 use crate::desired::{self, Attrs, Kind};
-use crate::export::{ExportSink, MANIFEST_FILE};
-use crate::plan::ResourceChange;
+use crate::export::{ExportSink, Manifest, MANIFEST_FILE};
+use crate::plan::{Action, ResourceChange};
 use crate::slug::Slug;
+
+/// The claim on an export folder: the id of the tenant whose export it is.
+const CLAIM_FILE: &str = ".tenant-reconcile-export";
 
 pub struct Exporter {
     /// What relative locations are relative to: the tenant repo.
@@ -36,33 +43,54 @@ impl Exporter {
         self.root.join(&self.export_to).join(slug.as_str())
     }
 
-    /// The export as it is: its location, and its manifest's sha256 once it is whole.
-    fn read(&self, slug: &Slug) -> Option<Attrs> {
-        let manifest = std::fs::read_to_string(self.folder(slug).join(MANIFEST_FILE)).ok()?;
-        Some(done(&self.export_to, slug, &manifest))
+    /// The tenant's whole export as it is: its location and its manifest's sha256, when a
+    /// manifest of this tenant (by id) is there.
+    fn read(&self, slug: &Slug, tenant_id: Option<&str>) -> Option<Attrs> {
+        let text = std::fs::read_to_string(self.folder(slug).join(MANIFEST_FILE)).ok()?;
+        let manifest: Manifest = serde_json::from_str(&text).ok()?;
+        (Some(manifest.tenant_id.as_str()) == tenant_id).then(|| {
+            desired::attrs([
+                (
+                    "location",
+                    json!(format!("{}/{slug}", self.export_to.trim_end_matches('/'))),
+                ),
+                ("manifest_sha256", json!(desired::sha256_hex(&text))),
+            ])
+        })
     }
-}
 
-fn done(export_to: &str, slug: &Slug, manifest: &str) -> Attrs {
-    desired::attrs([
-        (
-            "location",
-            json!(format!("{}/{slug}", export_to.trim_end_matches('/'))),
-        ),
-        ("manifest_sha256", json!(desired::sha256_hex(manifest))),
-    ])
-}
-
-/// Clears what a run stopped mid-export left (no manifest yet): the files it wrote.
-fn clear_partial(dir: &Path) -> Result<(), ProviderError> {
-    for part in ["tables", "objects"] {
-        match std::fs::remove_dir_all(dir.join(part)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ProviderError::io(format!("clear {}", dir.display()))(e)),
+    /// Makes `dir` an empty folder claimed for `tenant_id`: a folder this tenant claimed
+    /// before is cleared (a stopped run) or, holding a whole export, set aside beside it
+    /// (offboarded again); anything else there is refused, never removed.
+    fn claim(&self, dir: &Path, tenant_id: &str) -> Result<(), ProviderError> {
+        let claim = dir.join(CLAIM_FILE);
+        let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+        if occupied {
+            let claimed_by = std::fs::read_to_string(&claim).unwrap_or_default();
+            if claimed_by.trim() != tenant_id {
+                return Err(ProviderError::NotOurs(format!(
+                    "{} holds files that are not this tenant's export; it was left as it is\n  hint: move them away, or set offboarding.export_to to a folder of exports only",
+                    dir.display()
+                )));
+            }
+            if dir.join(MANIFEST_FILE).exists() {
+                let aside = dir.with_file_name(format!(
+                    "{}.{}",
+                    dir.file_name().and_then(|n| n.to_str()).unwrap_or("export"),
+                    crate::state::now().replace([':', '-'], "")
+                ));
+                std::fs::rename(dir, &aside)
+                    .map_err(ProviderError::io(format!("set aside {}", dir.display())))?;
+            } else {
+                std::fs::remove_dir_all(dir)
+                    .map_err(ProviderError::io(format!("clear {}", dir.display())))?;
+            }
         }
+        std::fs::create_dir_all(dir)
+            .map_err(ProviderError::io(format!("create {}", dir.display())))?;
+        crate::provider::files::write_atomic(&claim, format!("{tenant_id}\n").as_bytes())
+            .map_err(ProviderError::io(format!("write {}", claim.display())))
     }
-    Ok(())
 }
 
 #[async_trait]
@@ -86,7 +114,7 @@ impl Provider for Exporter {
             .filter(|t| t.keys.iter().any(|k| k.kind == Kind::Export))
         {
             reads += 1;
-            if let Some(attrs) = self.read(&t.slug) {
+            if let Some(attrs) = self.read(&t.slug, t.tenant_id.as_deref()) {
                 live.insert_attrs(&t.slug, Kind::Export, attrs);
             }
         }
@@ -97,19 +125,23 @@ impl Provider for Exporter {
     async fn apply(
         &self,
         ctx: &StepContext<'_>,
-        _change: &ResourceChange,
+        change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
         let slug = &ctx.tenant.slug;
-        // Done already (a run stopped after the manifest, before its checkpoint).
-        if let Some(attrs) = self.read(slug) {
-            return Ok(Some(attrs));
+        let tenant_id = ctx.tenant_id()?;
+        // Done already: a run stopped after the manifest, before its checkpoint. An update
+        // is an offboarding after a call-back, which exports anew.
+        if change.action != Action::Update {
+            if let Some(attrs) = self.read(slug, Some(tenant_id)) {
+                return Ok(Some(attrs));
+            }
         }
         let dir = self.folder(slug);
-        clear_partial(&dir)?;
+        self.claim(&dir, tenant_id)?;
         let sink = ExportSink::create(&dir)?;
         let req = ExportRequest {
             slug,
-            tenant_id: ctx.tenant_id()?,
+            tenant_id,
             recorded: ctx.recorded,
             sink: &sink,
         };
@@ -121,8 +153,8 @@ impl Provider for Exporter {
             .get(&desired::Key::new(Kind::Database))
             .map(|a| a.str("schema_version").to_string())
             .unwrap_or_default();
-        let (_, _) = sink.write_manifest(slug.as_str(), ctx.tenant_id()?, &schema_version)?;
-        self.read(slug).map(Some).ok_or_else(|| {
+        sink.write_manifest(slug.as_str(), tenant_id, &schema_version)?;
+        self.read(slug, Some(tenant_id)).map(Some).ok_or_else(|| {
             ProviderError::Message(format!("the manifest of {} was not written", dir.display()))
         })
     }

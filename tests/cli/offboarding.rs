@@ -26,7 +26,12 @@ fn call_back(repo: &Repo, slug: &str) {
 fn verified(dir: &Path) -> Value {
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
-    for t in manifest["tables"].as_array().unwrap() {
+    for t in manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(manifest["objects"].as_array().unwrap())
+    {
         let bytes = std::fs::read(dir.join(t["file"].as_str().unwrap())).unwrap();
         assert_eq!(json!(hex::encode(Sha256::digest(&bytes))), t["sha256"]);
     }
@@ -37,8 +42,7 @@ fn verified(dir: &Path) -> Value {
 fn a_deprovisioned_tenant_is_revoked_then_exported_and_called_back_gets_its_access_again() {
     let repo = Repo::example();
     repo.apply();
-    // A run stopped mid-export leaves files and no manifest: they are written again.
-    repo.write(".tenant-reconcile/exports/acme/tables/stale.csv", "half\n");
+    repo.write(".tenant-reconcile/buckets/acme/reports/q1.txt", "numbers\n");
     offboard(&repo, "acme");
     let out = repo.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(2));
@@ -64,7 +68,7 @@ fn a_deprovisioned_tenant_is_revoked_then_exported_and_called_back_gets_its_acce
         .map(|t| t["table"].as_str().unwrap())
         .collect();
     assert_eq!(tables, ["projects", "settings"]);
-    assert!(!dir.join("tables/stale.csv").exists());
+    assert_eq!(manifest["objects"][0]["key"], json!("reports/q1.txt"));
     let projects = std::fs::read_to_string(dir.join("tables/projects.csv")).unwrap();
     assert!(projects.starts_with("name,description\n"), "{projects}");
     assert_eq!(
@@ -118,6 +122,62 @@ fn a_deprovisioned_tenant_is_revoked_then_exported_and_called_back_gets_its_acce
             ["TenantResumed"]
         ]
     );
+
+    // Offboarded again: the export is made anew, the last one set aside and kept.
+    repo.write(".tenant-reconcile/buckets/acme/reports/q2.txt", "more\n");
+    offboard(&repo, "acme");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("~ acme/export\n      + manifest_sha256 = (known after apply)"),
+        "{plan}"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    let manifest = verified(&dir);
+    assert_eq!(
+        manifest["objects"].as_array().unwrap().len(),
+        2,
+        "{manifest:#}"
+    );
+    let kept: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("acme."))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
+#[test]
+fn an_export_folder_holding_other_files_is_refused_and_left_as_it_is() {
+    let repo = Repo::example();
+    repo.apply();
+    repo.write(
+        ".tenant-reconcile/exports/globex/tables/notes.csv",
+        "mine\n",
+    );
+    offboard(&repo, "globex");
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("holds files that are not this tenant's export"),
+        "{err}"
+    );
+    let notes = repo
+        .path()
+        .join(".tenant-reconcile/exports/globex/tables/notes.csv");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "mine\n");
+    // Its access went first; the export waits for the folder to be cleared.
+    assert_eq!(
+        repo.query(
+            "catalog.sqlite",
+            "SELECT login FROM roles WHERE slug = 'globex'"
+        ),
+        [["0"]]
+    );
+    std::fs::remove_dir_all(repo.path().join(".tenant-reconcile/exports/globex")).unwrap();
+    repo.apply();
+    repo.assert_plan_empty();
 }
 
 #[test]
@@ -200,7 +260,7 @@ fn an_offboarding_is_flagged_in_the_plan_as_a_downgrade_is() {
     );
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(
-        plan.contains("hooli: status deprovisioned, and it was never provisioned: there is nothing to offboard"),
+        plan.contains("hooli: status deprovisioned, and it was never fully provisioned: there is nothing to offboard"),
         "{plan}"
     );
     assert!(!plan.contains("+ hooli"), "{plan}");

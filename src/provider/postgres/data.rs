@@ -857,16 +857,15 @@ async fn export_tables(
             )));
         }
         let t = format!("{}.{}", quote(schema), quote(&table));
+        // A query, not the bare table: COPY takes no partitioned table, and a shared
+        // tenant's rows are a filter.
         let source = match tenant {
-            None => t,
+            None => format!("(SELECT * FROM {t})"),
             Some(_) => {
                 format!("(SELECT * FROM {t} WHERE tenant_id = current_setting('app.tenant_id'))")
             }
         };
-        let count = match tenant {
-            None => format!("SELECT count(*) FROM {source}"),
-            Some(_) => format!("SELECT count(*) FROM {source} AS rows"),
-        };
+        let count = format!("SELECT count(*) FROM {source} AS rows");
         let (rows,): (i64,) = sqlx::query_as(&count)
             .fetch_one(tx.as_mut())
             .await
