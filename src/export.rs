@@ -191,6 +191,28 @@ impl ExportSink {
     }
 }
 
+/// Appends one CSV record as PostgreSQL's `COPY … CSV` writes it, so every target's files
+/// read the same way: a field is quoted when it holds a comma, a quote or a line break, or
+/// is empty text; NULL (`None`) is an empty field without quotes, so it stays apart from
+/// empty text. (A CSV library writes the two alike.)
+pub fn push_csv_record<'a>(out: &mut Vec<u8>, fields: impl IntoIterator<Item = Option<&'a str>>) {
+    for (i, field) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match field {
+            None => {}
+            Some(text) if text.is_empty() || text.contains([',', '"', '\n', '\r']) => {
+                out.push(b'"');
+                out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+                out.push(b'"');
+            }
+            Some(text) => out.extend_from_slice(text.as_bytes()),
+        }
+    }
+    out.push(b'\n');
+}
+
 /// Where an object's copy goes: under `objects/`, its key with every character outside
 /// `[A-Za-z0-9._-]` and `/` percent-escaped, and `.`/`..` segments escaped too, so any key
 /// becomes a path inside the export (the manifest keeps the key as it was).
@@ -247,6 +269,19 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_keeps_null_apart_from_empty_text_as_postgres_does() {
+        let mut out = Vec::new();
+        push_csv_record(
+            &mut out,
+            [Some("plain"), None, Some(""), Some("a,\"b\"\nc")],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "plain,,\"\",\"a,\"\"b\"\"\nc\"\n"
+        );
+    }
 
     #[test]
     fn any_object_key_becomes_a_path_inside_the_export() {

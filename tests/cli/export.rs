@@ -194,3 +194,23 @@ fn an_export_copies_the_buckets_objects_whatever_their_keys() {
     );
     assert!(!repo.path().join("etc").exists());
 }
+
+#[test]
+fn a_local_export_keeps_null_apart_from_empty_text_as_postgres_does() {
+    let repo = crate::support::Repo::example();
+    repo.apply();
+    repo.query(
+        "data/acme.sqlite",
+        "INSERT INTO projects (name, description) VALUES ('', NULL), ('x', '')",
+    );
+    let dir = repo.path().join("export-acme");
+    let out = export(&repo, "acme", &dir);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest = checked_manifest(&dir);
+    assert_eq!(manifest["tables"][0]["rows"], json!(3));
+    let projects = std::fs::read_to_string(dir.join("tables/projects.csv")).unwrap();
+    assert_eq!(
+        projects,
+        "name,description\nBeispielprojekt,\"Willkommen, Acme Corporation\"\n\"\",\nx,\"\"\n"
+    );
+}

@@ -19,6 +19,7 @@ use tokio::sync::OnceCell;
 
 use super::sqlite;
 use crate::desired::{self, Attrs, Key, Kind};
+use crate::export::push_csv_record;
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
@@ -260,19 +261,19 @@ fn read_header(path: &Path) -> Option<(u32, u32)> {
 }
 
 /// One SQLite value as CSV text: numbers as SQLite prints them, text as it is, a blob as
-/// hex, NULL as an empty field.
-fn csv_field(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<String, sqlx::Error> {
+/// hex, NULL as none.
+fn csv_field(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Option<String>, sqlx::Error> {
     use sqlx::{Row, TypeInfo, ValueRef};
     let raw = row.try_get_raw(i)?;
     if raw.is_null() {
-        return Ok(String::new());
+        return Ok(None);
     }
-    Ok(match raw.type_info().name() {
+    Ok(Some(match raw.type_info().name() {
         "INTEGER" => row.try_get::<i64, _>(i)?.to_string(),
         "REAL" => row.try_get::<f64, _>(i)?.to_string(),
         "BLOB" => hex::encode(row.try_get::<Vec<u8>, _>(i)?),
         _ => row.try_get::<String, _>(i)?,
-    })
+    }))
 }
 
 #[async_trait]
@@ -310,9 +311,8 @@ impl Provider for LocalData {
             .into_iter()
             .map(|(c,)| c)
             .collect();
-            let mut out = csv::Writer::from_writer(Vec::new());
-            out.write_record(&columns)
-                .map_err(|e| ProviderError::Message(format!("export {table}: {e}")))?;
+            let mut out = Vec::with_capacity(64 * 1024);
+            push_csv_record(&mut out, columns.iter().map(|c| Some(c.as_str())));
             let mut rows = 0u64;
             let select = format!("SELECT * FROM \"{table}\"");
             let mut stream = sqlx::query(&select).fetch(&pool);
@@ -323,23 +323,17 @@ impl Provider for LocalData {
             {
                 let fields = (0..row.columns().len())
                     .map(|i| csv_field(&row, i))
-                    .collect::<Result<Vec<String>, _>>()
+                    .collect::<Result<Vec<Option<String>>, _>>()
                     .map_err(ProviderError::sql(format!("export {table}")))?;
-                out.write_record(&fields)
-                    .map_err(|e| ProviderError::Message(format!("export {table}: {e}")))?;
+                push_csv_record(&mut out, fields.iter().map(Option::as_deref));
                 rows += 1;
-                // Written out a block of rows at a time: a table is never held whole.
-                if rows.is_multiple_of(1024) {
-                    let block = std::mem::replace(&mut out, csv::Writer::from_writer(Vec::new()))
-                        .into_inner()
-                        .map_err(|e| ProviderError::Message(format!("export {table}: {e}")))?;
-                    file.write(&block).await?;
+                // Written out a block at a time: a table is never held whole.
+                if out.len() >= 64 * 1024 {
+                    file.write(&out).await?;
+                    out.clear();
                 }
             }
-            let rest = out
-                .into_inner()
-                .map_err(|e| ProviderError::Message(format!("export {table}: {e}")))?;
-            file.write(&rest).await?;
+            file.write(&out).await?;
             req.sink.finish_table(&table, file, rows).await?;
         }
         pool.close().await;
