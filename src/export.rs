@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::provider::ProviderError;
+use std::collections::BTreeMap;
+
+use crate::desired::{Attrs, Key, Kind};
+use crate::provider::{ExportRequest, Provider, ProviderError};
+use crate::slug::Slug;
 
 /// Bumped whenever the manifest's shape changes incompatibly.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -189,6 +193,34 @@ impl ExportSink {
             .map_err(ProviderError::io(format!("write {}", path.display())))?;
         Ok((manifest, crate::desired::sha256_hex(&text)))
     }
+}
+
+/// Writes a tenant's export into `dir` (new or empty): each of `sources` streams what it holds
+/// of the tenant, then the manifest, last. Returns the manifest and its sha256. The one way an
+/// export is made, on demand (`export SLUG`) and when a tenant is offboarded.
+pub async fn write(
+    dir: &Path,
+    sources: &[&dyn Provider],
+    slug: &Slug,
+    tenant_id: &str,
+    recorded: &BTreeMap<Key, Attrs>,
+) -> Result<(Manifest, String), ProviderError> {
+    let sink = ExportSink::create(dir)?;
+    let req = ExportRequest {
+        slug,
+        tenant_id,
+        recorded,
+        sink: &sink,
+    };
+    for source in sources {
+        source.export(&req).await?;
+    }
+    // The slice's shape, which its files follow, as the state recorded it.
+    let schema_version = recorded
+        .get(&Key::new(Kind::Database))
+        .map(|a| a.str("schema_version").to_string())
+        .unwrap_or_default();
+    sink.write_manifest(slug.as_str(), tenant_id, &schema_version)
 }
 
 /// Appends one CSV record as PostgreSQL's `COPY … CSV` writes it, so every target's files

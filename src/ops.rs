@@ -435,20 +435,20 @@ pub async fn apply(
 /// cause was reverted, or mended by hand) has nothing left that failed: its failure is
 /// forgotten, recorded as a checkpoint like any other change of the state.
 fn forget_settled_failures(state: &mut State, ws: &Workspace, opts: &PlanOptions, plan: &Plan) {
-    let planned = |slug: &str| match &opts.tenants {
-        Some(only) => only.iter().any(|s| s.as_str() == slug),
-        None => ws.repo.tenants.iter().any(|t| t.slug.as_str() == slug),
+    // Sets, not scans: after a bad migration every tenant of a large fleet has failed.
+    let planned: std::collections::HashSet<&str> = match &opts.tenants {
+        Some(only) => only.iter().map(Slug::as_str).collect(),
+        None => ws.repo.tenants.iter().map(|t| t.slug.as_str()).collect(),
     };
+    let changing: std::collections::HashSet<&str> =
+        plan.tenants.iter().map(|p| p.slug.as_str()).collect();
     let settled: Vec<String> = state
         .tenants
         .iter()
         .filter(|(slug, t)| {
             t.last_failure.is_some()
-                && planned(slug)
-                && !plan
-                    .tenants
-                    .iter()
-                    .any(|p| p.slug.as_str() == slug.as_str())
+                && planned.contains(slug.as_str())
+                && !changing.contains(slug.as_str())
         })
         .map(|(slug, _)| slug.clone())
         .collect();
@@ -609,31 +609,16 @@ pub async fn export(
             dir.display()
         )));
     }
-    let sink = crate::export::ExportSink::create(&dir).map_err(Error::Refresh)?;
     let targets = ws.targets(ws.repo.migrations.clone());
-    let req = crate::provider::ExportRequest {
-        slug,
-        tenant_id,
-        recorded: &t.resources,
-        sink: &sink,
-    };
-    for provider in targets.all() {
-        provider.export(&req).await.map_err(|e| {
+    let sources: Vec<&dyn crate::provider::Provider> = targets.all().collect();
+    let (manifest, sha256) = crate::export::write(&dir, &sources, slug, tenant_id, &t.resources)
+        .await
+        .map_err(|e| {
             Error::Usage(format!(
-                "exporting {slug} from {}: {}; the folder {} holds a partial export without a manifest",
-                provider.name(),
+                "exporting {slug}: {}; {} holds a partial export, without a manifest",
                 crate::error::chain(&e),
                 dir.display()
             ))
         })?;
-    }
-    let schema_version = t
-        .resources
-        .get(&desired::Key::new(desired::Kind::Database))
-        .map(|a| a.str("schema_version").to_string())
-        .unwrap_or_default();
-    let (manifest, sha256) = sink
-        .write_manifest(slug.as_str(), tenant_id, &schema_version)
-        .map_err(Error::Refresh)?;
     Ok((dir, manifest, sha256))
 }

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use crate::credentials::MasterKey;
 use crate::desired::Kind;
+use crate::error::chain;
 use crate::plan::{Action, Plan, TenantPlan};
 use crate::provider::{Mark, ProviderError, StepContext, Targets};
 use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
@@ -185,12 +186,12 @@ impl Executor {
                 let result = self
                     .tenant_steps(tp, plan, shared, mark, &mut steps, &mut step)
                     .await;
+                // The step's errors come without their address: it is recorded apart, and
+                // said before them in the outcome.
                 if let Err(e) = &result {
-                    // The step is recorded apart: the error without its address.
-                    let detail = e.strip_prefix(&format!("{slug}/{step}: ")).unwrap_or(e);
-                    shared.record_failure(&slug, &step, detail).await;
+                    shared.record_failure(&slug, &step, e).await;
                 }
-                result
+                result.map_err(|e| format!("{slug}/{step}: {e}"))
             }
         };
         TenantOutcome {
@@ -225,16 +226,13 @@ impl Executor {
         ts.credentials_version = ts.credentials_version.max(tp.credentials_version).max(1);
         let mut lifecycle = tp.lifecycle.from;
         let control = &self.targets.control;
-        let fail = |key: &dyn std::fmt::Display, e: &dyn std::error::Error| {
-            format!("{slug}/{key}: {}", crate::error::chain(e))
-        };
         let checkpoint = |ts: &TenantState| {
             let ts = ts.clone();
             async move {
                 shared
                     .checkpoint(slug, &ts)
                     .await
-                    .map_err(|e| format!("{slug}: recording the state: {e}"))
+                    .map_err(|e| format!("recording the state: {e}"))
             }
         };
 
@@ -259,7 +257,7 @@ impl Executor {
                 let id = control
                     .register(&ctx, &desired.attrs)
                     .await
-                    .map_err(|e| fail(&change.key, &e))?;
+                    .map_err(|e| chain(&e))?;
                 if matches!(lifecycle, Lifecycle::Pending) {
                     lifecycle = Lifecycle::Provisioning;
                 }
@@ -287,17 +285,14 @@ impl Executor {
                     control
                         .set_step(id, Some(&step))
                         .await
-                        .map_err(|e| fail(&change.key, &e))?;
+                        .map_err(|e| chain(&e))?;
                 }
                 ts.step = Some(step);
             }
             if shared.lost.get().is_some() {
                 // Nothing done from here on could be recorded, and the lock may be another
                 // run's by now.
-                return Err(format!(
-                    "{slug}: stopped before {}: the state could not be written",
-                    change.key
-                ));
+                return Err("stopped before this step: the state could not be written".into());
             }
             let provider = self.targets.for_kind(change.key.kind);
             let creates = matches!(
@@ -322,7 +317,7 @@ impl Executor {
                     }
                     // Record where the tenant stopped, so `state show` names the failed step.
                     checkpoint(&ts).await?;
-                    return Err(fail(&change.key, &e));
+                    return Err(chain(&e));
                 }
             };
             match result {
@@ -358,10 +353,7 @@ impl Executor {
                 claimed: false,
                 recorded: &ts.resources,
             };
-            control
-                .transition(&ctx, to)
-                .await
-                .map_err(|e| fail(&"lifecycle", &e))?;
+            control.transition(&ctx, to).await.map_err(|e| chain(&e))?;
             *steps += 1;
         }
         ts.lifecycle = to;

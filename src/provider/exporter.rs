@@ -12,9 +12,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{ExportRequest, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+use super::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
 use crate::desired::{self, Attrs, Kind};
-use crate::export::{ExportSink, Manifest, MANIFEST_FILE};
+use crate::export::{Manifest, MANIFEST_FILE};
 use crate::plan::{Action, ResourceChange};
 use crate::slug::Slug;
 
@@ -138,22 +138,8 @@ impl Provider for Exporter {
         }
         let dir = self.folder(slug);
         self.claim(&dir, tenant_id)?;
-        let sink = ExportSink::create(&dir)?;
-        let req = ExportRequest {
-            slug,
-            tenant_id,
-            recorded: ctx.recorded,
-            sink: &sink,
-        };
-        for source in &self.sources {
-            source.export(&req).await?;
-        }
-        let schema_version = ctx
-            .recorded
-            .get(&desired::Key::new(Kind::Database))
-            .map(|a| a.str("schema_version").to_string())
-            .unwrap_or_default();
-        sink.write_manifest(slug.as_str(), tenant_id, &schema_version)?;
+        let sources: Vec<&dyn Provider> = self.sources.iter().map(|p| &**p).collect();
+        crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded).await?;
         self.read(slug, Some(tenant_id)).map(Some).ok_or_else(|| {
             ProviderError::Message(format!("the manifest of {} was not written", dir.display()))
         })

@@ -1274,40 +1274,26 @@ impl Provider for PgData {
             return Ok(());
         };
         let name = slice.str("name");
-        match slice.str("isolation") {
-            "database" => {
-                let mut conn = self.server.connect_to(name).await?;
-                let result = export_tables(&mut conn, "public", None, req.sink).await;
-                let _ = conn.close().await;
-                result
-            }
-            "shared" => {
-                let mut conn = self
-                    .server
-                    .pool()
-                    .await?
-                    .acquire()
-                    .await
-                    .map_err(ProviderError::sql("connect"))?;
-                export_tables(
-                    &mut conn,
-                    &self.naming.shared_schema,
-                    Some(req.tenant_id),
-                    req.sink,
-                )
-                .await
-            }
-            _ => {
-                let mut conn = self
-                    .server
-                    .pool()
-                    .await?
-                    .acquire()
-                    .await
-                    .map_err(ProviderError::sql("connect"))?;
-                export_tables(&mut conn, name, None, req.sink).await
-            }
+        if slice.str("isolation") == "database" {
+            let mut conn = self.server.connect_to(name).await?;
+            let result = export_tables(&mut conn, "public", None, req.sink).await;
+            let _ = conn.close().await;
+            return result;
         }
+        // Schema and shared slices live in the admin database: a shared tenant's rows are
+        // those of the shared schema that are its own.
+        let (schema, tenant) = match slice.str("isolation") {
+            "shared" => (self.naming.shared_schema.as_str(), Some(req.tenant_id)),
+            _ => (name, None),
+        };
+        let mut conn = self
+            .server
+            .pool()
+            .await?
+            .acquire()
+            .await
+            .map_err(ProviderError::sql("connect"))?;
+        export_tables(&mut conn, schema, tenant, req.sink).await
     }
 
     async fn apply(
