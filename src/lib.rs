@@ -6,6 +6,7 @@
 //! recorded [`state`] beside it. See ARCHITECTURE.md.
 
 pub mod apply;
+pub mod audit;
 pub mod bucket;
 pub mod changes;
 pub mod credentials;
@@ -14,6 +15,7 @@ pub mod diagnostic;
 pub mod error;
 pub mod export;
 pub mod naming;
+pub mod offboarding;
 pub mod ops;
 pub mod plan;
 pub mod provider;

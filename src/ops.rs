@@ -35,6 +35,8 @@ pub struct PlanOptions {
     /// Tenants whose resources that exist but are not this state's are adopted, as
     /// terraform's import adopts: the plan shows each, and apply marks it ours.
     pub import: Vec<Slug>,
+    /// Apply may purge more tenants than `safety.max_purges_per_run`.
+    pub allow_mass_purge: bool,
 }
 
 /// Makes a plan from the files, the recorded `state` (read without its lock, as
@@ -231,6 +233,7 @@ fn check_selected(ws: &Workspace, flag: &str, slugs: &[Slug]) -> Result<(), Erro
 /// will want (known from the repo before compiling) and any it had.
 fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> Vec<RefreshTarget> {
     let wanted = desired::resource_keys(repo);
+    let now = std::time::SystemTime::now();
     repo.tenants
         .par_iter()
         .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
@@ -263,7 +266,26 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
                 })
                 .filter(|n| !n.is_empty() && *n != buckets[0]);
             buckets.extend(recorded_bucket);
+            let plan = &repo.plans[&t.plan];
+            let purge = leaving && {
+                let effective = crate::offboarding::Leaving {
+                    status: t.status,
+                    offboarding: t.offboarding,
+                    retention_days: plan.retention_days,
+                };
+                // Before refresh only the state is known: a tenant it records as exported
+                // is looked at as one held, in case a run moved its registry row on and
+                // stopped before recording that (counting more than needed costs reads).
+                let exported = recorded
+                    .filter(|r| r.resources.contains_key(&desired::Key::new(desired::Kind::Export)))
+                    .map(|_| crate::state::Lifecycle::Deprovisioning);
+                matches!(
+                    crate::offboarding::phase_of(&effective, recorded, exported, now),
+                    crate::offboarding::Phase::Due | crate::offboarding::Phase::Purging
+                )
+            };
             RefreshTarget {
+                purge,
                 // The loader checked that the plan exists.
                 isolation: t.isolation.unwrap_or(repo.plans[&t.plan].isolation),
                 unclaimed,
@@ -336,9 +358,9 @@ pub async fn apply(
     progress: &Progress,
 ) -> Result<ApplyOutcome, Error> {
     let backend = ws.backend();
-    let lock = backend
-        .lock(LockInfo::new("apply"), opts.lock_timeout)
-        .await?;
+    let info = LockInfo::new("apply");
+    let run_by = info.who.clone();
+    let lock = backend.lock(info, opts.lock_timeout).await?;
     let prepared = async {
         let mut state = backend.load().await?;
         let plan = match saved {
@@ -401,7 +423,14 @@ pub async fn apply(
         lock.unlock().await?;
         return Ok(ApplyOutcome::NoChanges(plan));
     }
-    if let Err(e) = check_replacements(&plan, opts.plan.allow_replace) {
+    let checked = check_replacements(&plan, opts.plan.allow_replace).and_then(|()| {
+        check_purges(
+            &plan,
+            ws.repo.config.safety.max_purges_per_run,
+            opts.plan.allow_mass_purge,
+        )
+    });
+    if let Err(e) = checked {
         let _ = lock.unlock().await;
         return Err(e);
     }
@@ -414,6 +443,7 @@ pub async fn apply(
     };
     let executor = Executor {
         targets: Arc::new(ws.targets(plan.migrations.clone())),
+        run_by,
         key,
         state_name: ws.repo.config.state.name.clone(),
         parallelism: opts.parallelism,
@@ -498,6 +528,39 @@ fn check_replacements(plan: &Plan, allowed: bool) -> Result<(), Error> {
         "the plan replaces {}; nothing was applied\n  hint: a replace builds a new slice and keeps the old one with its data; pass --allow-replace to go ahead",
         replaced.join(", ")
     )))
+}
+
+/// A purge destroys a whole tenant's data for good: more of them in one run than the
+/// config allows (a bulk edit of tenant files, a hold miscounted) needs saying so.
+fn check_purges(plan: &Plan, max: usize, allowed: bool) -> Result<(), Error> {
+    let purged: Vec<&str> = plan
+        .tenants
+        .iter()
+        .filter(|t| t.action == plan::TenantAction::Purge)
+        .map(|t| t.slug.as_str())
+        .collect();
+    if purged.len() <= max || allowed {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "the plan purges {} tenants ({}), more than safety.max_purges_per_run ({max}); nothing was applied\n  hint: check that every one of them is meant to go; pass --allow-mass-purge to go ahead",
+        purged.len(),
+        purged.join(", ")
+    )))
+}
+
+/// The deletion audit of one tenant or all, from the control plane. Reads only.
+pub async fn audit(
+    ws: &Workspace,
+    slug: Option<&Slug>,
+) -> Result<Vec<crate::audit::AuditEntry>, Error> {
+    let targets = ws.targets(ws.repo.migrations.clone());
+    targets.control.audit_log(slug).await.map_err(|e| {
+        Error::Usage(format!(
+            "reading the deletion audit: {}",
+            crate::error::chain(&e)
+        ))
+    })
 }
 
 fn or_none(lineage: &str) -> String {

@@ -110,19 +110,20 @@ impl Workspace {
             "s3" => Arc::new(S3Buckets::new(self.s3.clone())),
             _ => Arc::new(LocalBuckets::new(self.local_dir.join("buckets"))),
         };
-        let exporter = Exporter::new(
+        let exporter = Arc::new(Exporter::new(
             self.repo.root.clone(),
             config.offboarding.export_to.clone(),
             vec![data.clone(), buckets.clone()],
-        );
+        ));
         Targets {
             control,
             providers: vec![
                 data,
                 buckets,
                 Arc::new(RenderedFiles::new(self.output_dir.clone())),
-                Arc::new(exporter),
+                exporter.clone(),
             ],
+            exporter,
         }
     }
 

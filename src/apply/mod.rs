@@ -92,6 +92,8 @@ impl Shared<'_> {
 
 pub struct Executor {
     pub targets: Arc<Targets>,
+    /// `user@host` of this run, for the deletion audit.
+    pub run_by: String,
     pub key: MasterKey,
     /// The state's name (`state { name = … }`), written with its lineage into every mark.
     pub state_name: String,
@@ -238,6 +240,35 @@ impl Executor {
 
         for change in &tp.changes {
             *step = change.key.to_string();
+            if let Some(purged) = &change.purged {
+                if shared.lost.get().is_some() {
+                    return Err("stopped before this step: the state could not be written".into());
+                }
+                if ts.purge.is_none() {
+                    self.begin_purge(tp, &mut ts, &mut lifecycle, mark).await?;
+                    checkpoint(&ts).await?;
+                }
+                let ctx = StepContext {
+                    tenant: &tp.tenant,
+                    tenant_id: ts.tenant_id.as_deref(),
+                    lifecycle,
+                    credentials_version: ts.credentials_version,
+                    key: &self.key,
+                    mark,
+                    claimed: false,
+                    recorded: &ts.resources,
+                };
+                self.purge(&ctx, tp, change, purged, &ts).await?;
+                ts.resources.remove(&change.key);
+                if change.key.kind == Kind::Database {
+                    // Seed rows live in the slice and went with it.
+                    ts.resources.remove(&crate::desired::Key::new(Kind::Seed));
+                }
+                ts.updated_at = now();
+                checkpoint(&ts).await?;
+                *steps += 1;
+                continue;
+            }
             let claimed = ts.creating.contains(&change.key);
             let ctx = StepContext {
                 tenant: &tp.tenant,
@@ -358,6 +389,9 @@ impl Executor {
         }
         ts.lifecycle = to;
         ts.step = None;
+        if let Some(p) = ts.purge.as_mut().filter(|_| to == Lifecycle::Deprovisioned) {
+            p.finished_at = Some(now());
+        }
         if let Some(reg) = ts
             .resources
             .get_mut(&crate::desired::Key::new(Kind::Registry))
@@ -370,6 +404,110 @@ impl Executor {
         // Every create of this tenant is done and recorded: no intent is left to claim with.
         ts.creating.clear();
         checkpoint(&ts).await
+    }
+}
+
+impl Executor {
+    /// Before a tenant's first resource is purged: its export verifies against its
+    /// manifest (unless an erasure request waived it), it is in `deprovisioning` (an
+    /// erasure goes there in the same run), and its purge is recorded, after which it can
+    /// only go on to its tombstone.
+    async fn begin_purge(
+        &self,
+        tp: &TenantPlan,
+        ts: &mut TenantState,
+        lifecycle: &mut Lifecycle,
+        mark: &Mark,
+    ) -> Result<(), String> {
+        let tenant_id = ts
+            .tenant_id
+            .clone()
+            .ok_or("the tenant has no registry row")?;
+        if tp.tenant.offboarding.export {
+            let export = ts
+                .resources
+                .get(&crate::desired::Key::new(Kind::Export))
+                .ok_or("no export is recorded, and the data is not purged without one")?;
+            if let Some(problem) =
+                self.targets
+                    .exporter
+                    .problem(&tp.slug, &tenant_id, export.str("manifest_sha256"))
+            {
+                return Err(format!(
+                    "its export cannot be relied on: {problem}; nothing was purged"
+                ));
+            }
+        }
+        if *lifecycle != Lifecycle::Deprovisioning {
+            let ctx = StepContext {
+                tenant: &tp.tenant,
+                tenant_id: Some(&tenant_id),
+                lifecycle: *lifecycle,
+                credentials_version: ts.credentials_version,
+                key: &self.key,
+                mark,
+                claimed: false,
+                recorded: &ts.resources,
+            };
+            self.targets
+                .control
+                .transition(&ctx, Lifecycle::Deprovisioning)
+                .await
+                .map_err(|e| chain(&e))?;
+            *lifecycle = Lifecycle::Deprovisioning;
+        }
+        ts.lifecycle = Lifecycle::Deprovisioning;
+        ts.purge = Some(crate::state::Purge {
+            started_at: now(),
+            finished_at: None,
+            erasure: tp.tenant.offboarding.erase,
+        });
+        Ok(())
+    }
+
+    /// Purges one resource: its audit row first (so a run stopped after the purge still
+    /// has it, and the rerun completes it), then the target destroys it, then the row is
+    /// completed. Each is idempotent, so a rerun after a kill anywhere audits it once.
+    async fn purge(
+        &self,
+        ctx: &StepContext<'_>,
+        tp: &TenantPlan,
+        change: &crate::plan::ResourceChange,
+        purged: &crate::plan::Purged,
+        ts: &TenantState,
+    ) -> Result<(), String> {
+        let tenant_id = ctx.tenant_id().map_err(|e| chain(&e))?;
+        let address = format!("{}/{}", tp.slug, change.key);
+        let control = &self.targets.control;
+        control
+            .set_step(tenant_id, Some(&format!("purge/{}", change.key)))
+            .await
+            .map_err(|e| chain(&e))?;
+        let export = ts.resources.get(&crate::desired::Key::new(Kind::Export));
+        let entry = crate::audit::AuditEntry {
+            tenant_id: tenant_id.to_string(),
+            slug: tp.slug.to_string(),
+            address: address.clone(),
+            resource: purged.resource.clone(),
+            holds: purged.holds.clone(),
+            erasure: tp.tenant.offboarding.erase,
+            export: export.map(|e| e.str("location").to_string()),
+            export_sha256: export.map(|e| e.str("manifest_sha256").to_string()),
+            git_commit: self.git_commit.clone(),
+            run_by: self.run_by.clone(),
+            started_at: now(),
+            purged_at: None,
+        };
+        control.audit_begin(&entry).await.map_err(|e| chain(&e))?;
+        self.targets
+            .for_kind(change.key.kind)
+            .purge(ctx, &change.key)
+            .await
+            .map_err(|e| chain(&e))?;
+        control
+            .audit_done(tenant_id, &address)
+            .await
+            .map_err(|e| chain(&e))
     }
 }
 

@@ -2,6 +2,7 @@
 //! operation of the library.
 
 mod apply;
+mod audit;
 mod credentials;
 mod export;
 mod force_unlock;
@@ -62,6 +63,9 @@ pub enum Command {
     /// Export a tenant's data: each table as CSV, its bucket's objects, and a manifest with
     /// every file's sha256.
     Export(export::ExportArgs),
+    /// Print the deletion audit: every purged resource, what it held, when, by which run and
+    /// after which export.
+    Audit(audit::AuditArgs),
     /// Remove a state lock left by a run that is gone (s3 state backend), given its id.
     ForceUnlock(force_unlock::ForceUnlockArgs),
     /// Validate and plan again on every save of a tenant, plan, template or migration file.
@@ -101,6 +105,9 @@ pub struct SelectArgs {
     /// with the fields apply would change; apply marks them as this state's.
     #[arg(long = "import", value_name = "SLUG")]
     pub import: Vec<String>,
+    /// Let apply purge more tenants than `safety.max_purges_per_run` in one run.
+    #[arg(long)]
+    pub allow_mass_purge: bool,
 }
 
 impl SelectArgs {
@@ -126,6 +133,7 @@ impl SelectArgs {
             allow_replace: self.allow_replace,
             rotate_master_key: self.rotate_master_key,
             import: slugs("--import", &self.import)?,
+            allow_mass_purge: self.allow_mass_purge,
         })
     }
 }
@@ -158,6 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::State(cmd) => show::state(&root, cmd).await,
         Command::Credentials(args) => credentials::run(&root, args).await,
         Command::Export(args) => export::run(&root, args).await,
+        Command::Audit(args) => audit::run(&root, args).await,
         Command::ForceUnlock(args) => force_unlock::run(&root, args).await,
         Command::Watch(args) => watch::run(&root, args).await,
     }

@@ -104,6 +104,13 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
     for (slug, f) in &failures {
         println!("{slug} failed at {} on {}: {}", f.step, f.at, f.error);
     }
+    let leaving = offboarding_lines(root, &state);
+    if !leaving.is_empty() {
+        println!("\nOffboarding:");
+        for line in leaving {
+            println!("  {line}");
+        }
+    }
     if !state.released.is_empty() {
         println!("\nReleased (forgotten with `state rm`, their resources left as they were):");
         for r in &state.released {
@@ -111,6 +118,52 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(0)
+}
+
+/// Where each leaving tenant is: held until when (its plan's retention, from the repo when
+/// its files load), being purged, or a tombstone since when.
+fn offboarding_lines(root: &Path, state: &State) -> Vec<String> {
+    use tenant_reconcile::state::Lifecycle;
+    let ws = Workspace::open(root).ok();
+    let retention = |slug: &str| {
+        let ws = ws.as_ref()?;
+        let spec = ws.repo.tenants.iter().find(|t| t.slug.as_str() == slug)?;
+        Some(ws.repo.plans.get(&spec.plan)?.retention_days)
+    };
+    let export = tenant_reconcile::desired::Key::new(tenant_reconcile::desired::Kind::Export);
+    let mut out = Vec::new();
+    for (slug, t) in &state.tenants {
+        let location = t
+            .resources
+            .get(&export)
+            .map(|e| e.str("location").to_string());
+        match (t.lifecycle, &t.purge) {
+            (Lifecycle::Deprovisioned, p) => out.push(format!(
+                "{slug} deprovisioned on {}: a tombstone; `tenant-reconcile audit {slug}` lists what was purged",
+                p.as_ref()
+                    .and_then(|p| p.finished_at.as_deref())
+                    .unwrap_or(&t.updated_at)
+            )),
+            (_, Some(p)) => out.push(format!(
+                "{slug} is being purged (since {}); the next apply finishes it",
+                p.started_at
+            )),
+            (Lifecycle::Deprovisioning, None) => {
+                let held = retention(slug)
+                    .and_then(|days| tenant_reconcile::offboarding::hold_until(t, days));
+                out.push(match (held, location) {
+                    (Some(until), Some(at)) => format!(
+                        "{slug} held until {}, then purged (its export: {at})",
+                        tenant_reconcile::offboarding::day(until)
+                    ),
+                    (None, Some(at)) => format!("{slug} exported to {at} and held"),
+                    (_, None) => format!("{slug} revoked; its export is still to be made"),
+                });
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn attempts(n: u32) -> String {

@@ -16,7 +16,7 @@ pub use resource::{Address, Attrs, Key, Kind, Resource};
 use crate::credentials::MasterKey;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::naming::Naming;
-use crate::repo::{templates, Isolation, Status, TenantRepo, TenantSpec};
+use crate::repo::{templates, Isolation, Offboarding, Status, TenantRepo, TenantSpec};
 use crate::slug::Slug;
 use crate::state::{Lifecycle, State};
 
@@ -36,6 +36,9 @@ pub struct Effective {
     pub features: BTreeMap<String, bool>,
     pub quotas: BTreeMap<String, u64>,
     pub labels: BTreeMap<String, String>,
+    /// An erasure request, and whether it waives the export (only for `deprovisioned`).
+    #[serde(default, skip_serializing_if = "Offboarding::is_default")]
+    pub offboarding: Offboarding,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -58,7 +61,8 @@ impl DesiredTenant {
         match self.effective.status {
             Status::Active => Lifecycle::Active,
             Status::Suspended => Lifecycle::Suspended,
-            // Revoked and exported; the hold and the purge come in a later version.
+            // Revoked, exported and held; the plan moves it on to its tombstone once the
+            // hold is over (`offboarding`), which depends on the time, not the file alone.
             Status::Deprovisioned => Lifecycle::Deprovisioning,
         }
     }
@@ -186,6 +190,7 @@ fn compile_tenant(
         features,
         quotas,
         labels: spec.labels.clone(),
+        offboarding: spec.offboarding,
     };
     let recorded = state.tenants.get(spec.slug.as_str());
     let lifecycle = match spec.status {
@@ -301,7 +306,7 @@ fn compile_tenant(
         });
     }
 
-    if spec.status == Status::Deprovisioned {
+    if spec.status == Status::Deprovisioned && spec.offboarding.export {
         resources.push(Resource {
             key: Key::new(Kind::Export),
             attrs: export_attrs(repo, &spec.slug),

@@ -6,6 +6,7 @@ use super::safety;
 use super::*;
 use crate::desired::{Attrs, DesiredTenant, Kind, Resource};
 use crate::diagnostic::Diagnostic;
+use crate::offboarding::{self, Phase};
 use crate::provider::{LiveFleet, Owner, Targets};
 use crate::repo::{Status, TenantRepo};
 use crate::state::{State, TenantState};
@@ -42,6 +43,8 @@ pub enum PlanError {
 pub struct Planner<'a> {
     input: PlanInput<'a>,
     orphans: Vec<Orphan>,
+    /// The time holds are compared with, the same for every tenant of the plan.
+    now: std::time::SystemTime,
 }
 
 /// A tenant the plan has something to say about.
@@ -49,6 +52,8 @@ pub enum Planned {
     Changes(Box<TenantPlan>),
     /// Left as it is, with the reason as a warning.
     Skipped(String),
+    /// Exported and held: nothing to do before the hold is over.
+    Held(Held),
 }
 
 impl<'a> Planner<'a> {
@@ -61,21 +66,33 @@ impl<'a> Planner<'a> {
             .state
             .tenants
             .iter()
-            .filter(|(slug, _)| !present.contains(slug.as_str()))
+            // A tombstone's file may go: it is done, not orphaned.
+            .filter(|(slug, t)| {
+                !present.contains(slug.as_str()) && t.lifecycle != Lifecycle::Deprovisioned
+            })
             .map(|(slug, t)| Orphan {
                 slug: slug.clone(),
                 lifecycle: t.lifecycle,
             })
             .collect();
         safety::check_missing(
-            input.state.tenants.len(),
+            input
+                .state
+                .tenants
+                .values()
+                .filter(|t| t.lifecycle != Lifecycle::Deprovisioned)
+                .count(),
             input.repo.tenants.len(),
             orphans.len(),
             input.repo.config.safety.max_missing_share,
             input.allow_missing_tenants,
         )
         .map_err(PlanError::Safety)?;
-        Ok(Planner { input, orphans })
+        Ok(Planner {
+            input,
+            orphans,
+            now: std::time::SystemTime::now(),
+        })
     }
 
     /// Compares against these live resources (`None`: the recorded state stands in).
@@ -88,7 +105,38 @@ impl<'a> Planner<'a> {
     /// its seed rows gets them here if it is to be seeded, so a seed template that fails
     /// for it fails its plan.
     pub fn tenant(&self, d: &DesiredTenant) -> Result<Option<Planned>, Diagnostic> {
-        let recorded = self.input.state.tenants.get(d.slug().as_str());
+        let slug = d.slug();
+        let recorded = self.input.state.tenants.get(slug.as_str());
+        let leaving = d.effective.status == Status::Deprovisioned;
+        let live_lifecycle = self
+            .input
+            .live
+            .and_then(|l| l.tenants.get(slug))
+            .map(|t| t.lifecycle);
+        let phase = offboarding::phase(&d.effective, recorded, live_lifecycle, self.now);
+        let tombstoned = phase == Phase::Tombstone
+            || live_lifecycle == Some(Lifecycle::Deprovisioned);
+        if tombstoned {
+            return if leaving {
+                Ok(None)
+            } else {
+                Err(slug_reused(d, recorded))
+            };
+        }
+        if let (Phase::Purging, Some(r)) = (phase, recorded) {
+            if !leaving {
+                return Ok(Some(Planned::Skipped(format!(
+                    "{slug}: its purge began on {} and some of its data is gone; it cannot be called back, and nothing is done while its file says otherwise\n  hint: set `status: deprovisioned` again so the purge can finish",
+                    r.purge.as_ref().map_or("?", |p| &p.started_at[..p.started_at.len().min(10)])
+                ))));
+            }
+            return Ok(Some(Planned::Changes(Box::new(self.purge_plan(
+                d,
+                r,
+                Vec::new(),
+                r.lifecycle,
+            )))));
+        }
         let provisioned = recorded.is_some_and(|t| {
             t.tenant_id.is_some()
                 && matches!(
@@ -96,20 +144,33 @@ impl<'a> Planner<'a> {
                     Lifecycle::Active | Lifecycle::Suspended | Lifecycle::Deprovisioning
                 )
         });
-        if d.effective.status == Status::Deprovisioned && !provisioned {
+        if leaving && !provisioned {
             return Ok(Some(Planned::Skipped(format!(
                 "{}: status deprovisioned, and it was never fully provisioned: there is nothing to offboard; it is left as it is",
                 d.slug()
             ))));
         }
-        let Some(mut plan) = tenant_plan(&self.input, d) else {
+        let plan = tenant_plan(&self.input, d);
+        match (phase, recorded) {
+            (Phase::Held { until }, Some(r)) if plan.is_none() => {
+                let export = r
+                    .resources
+                    .get(&Key::new(Kind::Export))
+                    .map(|e| e.str("location").to_string())
+                    .unwrap_or_default();
+                return Ok(Some(Planned::Held(Held {
+                    slug: slug.clone(),
+                    until: offboarding::stamp(until),
+                    export,
+                })));
+            }
+            (Phase::Due, Some(r)) => return Ok(Some(self.due(d, r, plan))),
+            _ => {}
+        }
+        let Some(mut plan) = plan else {
             return Ok(None);
         };
-        let rebuilds = plan.changes.iter().any(|c| {
-            matches!(c.key.kind, Kind::Database | Kind::Bucket)
-                && matches!(c.action, Action::Create | Action::Replace)
-        });
-        if plan.action == TenantAction::Offboard && rebuilds {
+        if plan.action == TenantAction::Offboard && plan.changes.iter().any(rebuilds) {
             // An export of a slice or bucket built in the same run would be of an empty one.
             return Ok(Some(Planned::Skipped(format!(
                 "{}: it is to be offboarded while its slice or bucket is to be built anew; nothing is done: set its status back, apply, then offboard it",
@@ -126,19 +187,115 @@ impl<'a> Planner<'a> {
         Ok(Some(Planned::Changes(Box::new(plan))))
     }
 
+    /// A tenant whose purge is due: with an erasure request, after whatever revokes and
+    /// exports it in the same run; otherwise after its hold, once its export verifies.
+    fn due(&self, d: &DesiredTenant, r: &TenantState, plan: Option<TenantPlan>) -> Planned {
+        let slug = d.slug();
+        let from = plan.as_ref().map_or(r.lifecycle, |p| p.lifecycle.from);
+        let before = match plan {
+            Some(p) if d.effective.offboarding.erase => {
+                if !p.conflicts.is_empty() {
+                    return Planned::Changes(Box::new(p));
+                }
+                if p.changes.iter().any(rebuilds) {
+                    return Planned::Skipped(format!(
+                        "{slug}: its erasure waits: its slice or bucket is to be built anew, which an export and a purge cannot follow; nothing is done\n  hint: set its status back, apply, then ask for the erasure again"
+                    ));
+                }
+                p.changes
+            }
+            // After the hold the tenant is only purged: what changed on it since (a login
+            // given back by hand) goes with it.
+            _ => Vec::new(),
+        };
+        let exports_now = before.iter().any(|c| c.key.kind == Kind::Export);
+        if d.effective.offboarding.export && !exports_now {
+            if let Some(problem) = self.export_problem(slug, r) {
+                return Planned::Skipped(format!(
+                    "{slug}: its hold is over, but its export cannot be relied on: {problem}; nothing is purged\n  hint: restore the export, or set the status back to suspended and deprovisioned again to export anew"
+                ));
+            }
+        }
+        Planned::Changes(Box::new(self.purge_plan(d, r, before, from)))
+    }
+
+    /// Why the recorded export of `slug` is not one to purge after, as refresh found it.
+    fn export_problem(&self, slug: &Slug, r: &TenantState) -> Option<String> {
+        let key = Key::new(Kind::Export);
+        let Some(recorded) = r.resources.get(&key) else {
+            return Some("no export is recorded".into());
+        };
+        let live = self.input.live?;
+        if let Some(problem) = live.unverified.get(slug) {
+            return Some(problem.clone());
+        }
+        match live.get(slug, &key) {
+            None => Some(format!("{} is gone", recorded.str("location"))),
+            Some(l) if l.attrs.str("manifest_sha256") != recorded.str("manifest_sha256") => {
+                Some(format!(
+                    "the manifest in {} is not the one recorded",
+                    recorded.str("location")
+                ))
+            }
+            Some(_) => None,
+        }
+    }
+
+    fn purge_plan(
+        &self,
+        d: &DesiredTenant,
+        r: &TenantState,
+        mut changes: Vec<ResourceChange>,
+        from: Lifecycle,
+    ) -> TenantPlan {
+        changes.extend(super::purge::changes(d.slug(), r, self.input.live));
+        TenantPlan {
+            slug: d.slug().clone(),
+            file: d.file.clone(),
+            action: TenantAction::Purge,
+            lifecycle: LifecycleChange {
+                from,
+                to: Lifecycle::Deprovisioned,
+            },
+            changes,
+            tenant: d.effective.clone(),
+            tenant_id: r.tenant_id.clone(),
+            credentials_version: d.credentials_version,
+            pulled_in_by: Vec::new(),
+            conflicts: Vec::new(),
+        }
+    }
+
     /// The plan, from what [`Planner::tenant`] returned, in slug order.
     pub fn finish(self, planned: Vec<Planned>) -> Plan {
         let input = self.input;
         let mut warnings = Vec::new();
         let mut tenants = Vec::new();
+        let mut held = Vec::new();
         for p in planned {
             match p {
                 Planned::Changes(t) => tenants.push(*t),
                 Planned::Skipped(w) => warnings.push(w),
+                Planned::Held(h) => held.push(h),
             }
         }
+        let purges = tenants
+            .iter()
+            .filter(|t| t.action == TenantAction::Purge)
+            .count();
+        let max_purges = input.repo.config.safety.max_purges_per_run;
+        if purges > max_purges {
+            warnings.push(format!(
+                "this plan purges {purges} tenants, more than safety.max_purges_per_run ({max_purges}): apply refuses it unless given --allow-mass-purge"
+            ));
+        }
         for t in &tenants {
-            if t.action == TenantAction::Offboard {
+            if t.action == TenantAction::Offboard && t.tenant.offboarding.erase {
+                warnings.push(format!(
+                    "{} is an erasure request: its access is revoked, its data exported, and then purged in this same run, without a hold",
+                    t.slug
+                ));
+            } else if t.action == TenantAction::Offboard {
                 let location = t
                     .changes
                     .iter()
@@ -146,9 +303,13 @@ impl<'a> Planner<'a> {
                     .and_then(|c| c.desired.as_ref())
                     .map(|r| r.attrs.str("location").to_string())
                     .unwrap_or_default();
+                let days = t.tenant.retention_days;
+                let until = self.now + std::time::Duration::from_secs(u64::from(days) * 86_400);
                 warnings.push(format!(
-                    "{} will be offboarded: its access is revoked, then its data is exported to {location}; it then stays in deprovisioning, its data held (the purge comes in a later version)",
-                    t.slug
+                    "{} will be offboarded: its access is revoked, then its data is exported to {location}; it is then held {days} day{} (its plan's retention_days), until {} if it is exported today, and the first apply after that purges it",
+                    t.slug,
+                    if days == 1 { "" } else { "s" },
+                    offboarding::day(until),
                 ));
             }
             for c in t.changes.iter().filter(|c| c.action == Action::Replace) {
@@ -199,8 +360,39 @@ impl<'a> Planner<'a> {
             uncommitted: Vec::new(),
             master_key_id: None,
             rotates_master_key: false,
+            held,
         }
     }
+}
+
+/// Whether a change builds a slice or bucket anew, which an export cannot follow in the
+/// same run (it would export an empty one).
+fn rebuilds(c: &ResourceChange) -> bool {
+    matches!(c.key.kind, Kind::Database | Kind::Bucket)
+        && matches!(c.action, Action::Create | Action::Replace)
+}
+
+/// A tenant file whose slug belonged to a tenant purged and tombstoned: a slug is never
+/// given to another tenant, whose data, events and audit would mix with the old one's.
+fn slug_reused(d: &DesiredTenant, recorded: Option<&TenantState>) -> Diagnostic {
+    let when = recorded
+        .and_then(|r| r.purge.as_ref())
+        .and_then(|p| p.finished_at.as_deref())
+        .or(recorded.map(|r| r.updated_at.as_str()))
+        .filter(|at| at.len() >= 10)
+        .map_or(
+            "an earlier date (the registry keeps it)".to_string(),
+            |at| at[..10].to_string(),
+        );
+    Diagnostic::new(
+        d.file.clone(),
+        format!(
+            "the slug {} belonged to a tenant that was deprovisioned on {when}; a slug is never reused",
+            d.slug()
+        ),
+    )
+    .field("slug")
+    .hint("give the new tenant another slug; the old one stays in the registry as a tombstone and in `tenant-reconcile audit`")
 }
 
 fn check_migrations(repo: &TenantRepo, state: &State) -> Result<(), PlanError> {
@@ -297,6 +489,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                     .filter(|_| r.key.kind == Kind::File)
                     .map(|c| content_diff("", c)),
                 desired: Some(r.clone()),
+                purged: None,
             });
             continue;
         };
@@ -340,6 +533,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             drift,
             diff,
             desired: Some(r.clone()),
+            purged: None,
         });
     }
 
@@ -365,6 +559,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             drift: false,
             diff: None,
             desired: None,
+            purged: None,
         });
     }
     // Seed data lives in the slice: a slice built anew (created, or replaced by one in
@@ -381,6 +576,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                 drift: false,
                 diff: None,
                 desired: Some(seed.clone()),
+                purged: None,
             });
         }
     }
@@ -420,6 +616,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                 drift: false,
                 diff: None,
                 desired: Some(export.clone()),
+                purged: None,
             });
         }
     }

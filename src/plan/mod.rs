@@ -3,6 +3,7 @@
 
 mod diff;
 pub mod drift;
+mod purge;
 pub mod safety;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +52,19 @@ pub struct Plan {
     /// Made with `--rotate-master-key`: the state's key changes to `master_key_id`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rotates_master_key: bool,
+    /// Offboarded tenants in their hold: nothing is done to them yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
+}
+
+/// A tenant exported and held: its data stays until `until`, then the first apply after
+/// that purges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub slug: Slug,
+    /// `2026-12-28T10:00:00Z`.
+    pub until: String,
+    pub export: String,
 }
 
 /// One input file git has not committed: its status letter (`M` modified, `A` new, `D`
@@ -117,12 +131,16 @@ pub enum TenantAction {
     Blocked,
     /// Its file says `deprovisioned`: access revoked, then its data exported.
     Offboard,
+    /// Its hold is over (or it asked for erasure): its data is destroyed for good, and a
+    /// tombstone is kept.
+    Purge,
 }
 
 impl TenantAction {
     pub fn verb(self) -> &'static str {
         match self {
             TenantAction::Offboard => "will be offboarded: access revoked, data exported",
+            TenantAction::Purge => "will be purged: its data destroyed for good, a tombstone kept",
             TenantAction::Blocked => {
                 "is left as it is: resources it needs exist and are not this state's"
             }
@@ -208,6 +226,17 @@ pub struct ResourceChange {
     /// What the resource should be; absent for a delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<Resource>,
+    /// For a purge: what is destroyed, as the deletion audit records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purged: Option<Purged>,
+}
+
+/// A resource a purge destroys: what it is (`schema t_acme`) and what it holds
+/// (`2 tables, 1,204 rows`), counted when the plan was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purged {
+    pub resource: String,
+    pub holds: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

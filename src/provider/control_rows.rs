@@ -87,3 +87,14 @@ pub fn record(targets: &[RefreshTarget], live: &mut LiveFleet, rows: ControlRows
         live.tenants.insert(slug.clone(), tenant);
     }
 }
+
+/// The control-plane table that holds a tenant's rows of `kind`, which a purge deletes:
+/// the same names on every control plane. Constants, never input.
+pub fn table_of(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Owner => Some("memberships"),
+        Kind::Features => Some("feature_flags"),
+        Kind::Quotas => Some("quotas"),
+        _ => None,
+    }
+}

@@ -55,8 +55,39 @@ impl Exporter {
                     json!(format!("{}/{slug}", self.export_to.trim_end_matches('/'))),
                 ),
                 ("manifest_sha256", json!(desired::sha256_hex(&text))),
+                // When the hold began: the retention counts from here.
+                ("exported_at", json!(manifest.exported_at)),
             ])
         })
+    }
+
+    /// Why the tenant's export may not be relied on before its data is purged: no
+    /// manifest of its own, another manifest than the one recorded (`manifest_sha256`), or
+    /// a file that differs from what the manifest says. `None` when it verifies.
+    pub fn problem(&self, slug: &Slug, tenant_id: &str, manifest_sha256: &str) -> Option<String> {
+        let dir = self.folder(slug);
+        let Some(found) = self.read(slug, Some(tenant_id)) else {
+            return Some(format!(
+                "there is no manifest of its own in {}",
+                dir.display()
+            ));
+        };
+        if found.str("manifest_sha256") != manifest_sha256 {
+            return Some(format!(
+                "the manifest in {} is not the one recorded (sha256 {}, recorded {manifest_sha256})",
+                dir.display(),
+                found.str("manifest_sha256")
+            ));
+        }
+        match crate::export::verify(&dir) {
+            Ok(problems) if problems.is_empty() => None,
+            Ok(problems) => Some(format!(
+                "{} does not match its manifest: {}",
+                dir.display(),
+                problems.join("; ")
+            )),
+            Err(e) => Some(crate::error::chain(&e)),
+        }
     }
 
     /// Makes `dir` an empty folder claimed for `tenant_id`: a folder this tenant claimed
@@ -115,6 +146,17 @@ impl Provider for Exporter {
         {
             reads += 1;
             if let Some(attrs) = self.read(&t.slug, t.tenant_id.as_deref()) {
+                if t.purge {
+                    // Read whole only for a tenant about to be purged: its data goes once
+                    // the export it is held in is known to be whole.
+                    if let Some(problem) = self.problem(
+                        &t.slug,
+                        t.tenant_id.as_deref().unwrap_or_default(),
+                        attrs.str("manifest_sha256"),
+                    ) {
+                        live.unverified.insert(t.slug.clone(), problem);
+                    }
+                }
                 live.insert_attrs(&t.slug, Kind::Export, attrs);
             }
         }

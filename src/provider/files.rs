@@ -10,8 +10,8 @@ use rayon::prelude::*;
 use serde_json::json;
 
 use super::{
-    check_ours, LiveFleet, LiveResource, Mark, Owner, Provider, ProviderError, RefreshTarget,
-    StepContext,
+    check_ours, purge_change, LiveFleet, LiveResource, Mark, Owner, Provider, ProviderError,
+    RefreshTarget, StepContext,
 };
 use crate::desired::{self, Attrs, Key, Kind};
 use crate::plan::ResourceChange;
@@ -186,6 +186,35 @@ impl Provider for RenderedFiles {
             }
         }
         live.calls.push((self.name(), reads));
+        Ok(())
+    }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let name = key.name.as_deref().unwrap_or_default();
+        let mark_path = self.mark_path(slug);
+        let mut found = FolderMark::parse(read(&mark_path).as_deref());
+        let path = self.path(slug, name);
+        if path.exists() {
+            // Only a file this state's mark lists is its own to destroy.
+            let owner = found.owner_of(name);
+            let listed = matches!(&owner, Owner::Marked(m) if m.lineage == ctx.mark.lineage);
+            if !listed {
+                check_ours(ctx, &purge_change(key), &path.display().to_string(), &owner)?;
+            }
+            std::fs::remove_file(&path)
+                .map_err(ProviderError::io(format!("remove {}", path.display())))?;
+        }
+        found.files.retain(|f| f != name);
+        if found.files.is_empty() {
+            // The last of its files: the mark and the folder go too, unless someone else
+            // put files there.
+            let _ = std::fs::remove_file(&mark_path);
+            let _ = std::fs::remove_dir(self.dir.join(slug.as_str()));
+        } else if found.mark.is_some() {
+            write_atomic(&mark_path, found.text().as_bytes())
+                .map_err(ProviderError::io(format!("write {}", mark_path.display())))?;
+        }
         Ok(())
     }
 

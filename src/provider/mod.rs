@@ -118,6 +118,9 @@ pub struct RefreshTarget {
     /// template), so only its mark can say whether what exists is ours. A target whose
     /// marks cost a read each (rendered files) reads them only then.
     pub unclaimed: bool,
+    /// Its purge is due (or under way): the plan shows what each resource holds, which a
+    /// target counts for these tenants only, and the exporter checks its export.
+    pub purge: bool,
 }
 
 /// What a live resource looks like now.
@@ -210,6 +213,12 @@ pub struct LiveFleet {
     parts: Vec<Part>,
     /// Round trips each provider made, reported by benchmarks.
     pub calls: Vec<(&'static str, usize)>,
+    /// What each resource of a tenant about to be purged holds (`2 tables, 1,204 rows`),
+    /// as the target that counted it says.
+    pub holdings: HashMap<Slug, Vec<(Key, String)>>,
+    /// Tenants whose export does not verify against its manifest, and why: they are not
+    /// purged.
+    pub unverified: HashMap<Slug, String>,
 }
 
 #[derive(Debug, Default)]
@@ -254,6 +263,27 @@ impl LiveFleet {
         self.tenants.extend(other.tenants);
         self.calls.extend(other.calls);
         self.parts.extend(other.parts);
+        for (slug, found) in other.holdings {
+            self.holdings.entry(slug).or_default().extend(found);
+        }
+        self.unverified.extend(other.unverified);
+    }
+
+    /// Records what a resource of a tenant about to be purged holds.
+    pub fn holds(&mut self, slug: &Slug, kind: Kind, what: String) {
+        self.holdings
+            .entry(slug.clone())
+            .or_default()
+            .push((Key::new(kind), what));
+    }
+
+    /// What a resource of a tenant about to be purged holds, if its target counted it.
+    pub fn holding(&self, slug: &Slug, key: &Key) -> Option<&str> {
+        self.holdings
+            .get(slug)?
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, w)| w.as_str())
     }
 
     /// Records a resource compared by its attributes alone, carrying `owner`'s mark.
@@ -303,6 +333,52 @@ pub fn schema_version(migrations: &[Migration], applied: usize) -> serde_json::V
     }
 }
 
+/// What a slice holds, as a purge's plan line says it: `2 tables, 1,204 rows`.
+pub fn tables_and_rows(tables: usize, rows: u64) -> String {
+    format!(
+        "{} table{}, {} row{}",
+        tables,
+        if tables == 1 { "" } else { "s" },
+        thousands(rows),
+        if rows == 1 { "" } else { "s" }
+    )
+}
+
+/// What a bucket holds: `3 objects, 12,345 bytes`, with the older versions and delete
+/// markers a versioned bucket keeps besides.
+pub fn objects_and_bytes(objects: u64, bytes: u64, older: u64, markers: u64) -> String {
+    let mut out = format!(
+        "{} object{}, {} byte{}",
+        thousands(objects),
+        if objects == 1 { "" } else { "s" },
+        thousands(bytes),
+        if bytes == 1 { "" } else { "s" }
+    );
+    if older > 0 || markers > 0 {
+        out += &format!(
+            " (and {} older version{}, {} delete marker{})",
+            thousands(older),
+            if older == 1 { "" } else { "s" },
+            thousands(markers),
+            if markers == 1 { "" } else { "s" }
+        );
+    }
+    out
+}
+
+/// `1204` as `1,204`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The resource `change` asks for. Tenant resources are never deleted by a provider (a
 /// tenant is never destroyed because its file is gone), so a change without one is refused.
 pub fn desired_of(change: &ResourceChange) -> Result<&Resource, ProviderError> {
@@ -342,6 +418,19 @@ pub fn check_ours(
             ctx.mark.state, ctx.tenant.slug
         ),
     }))
+}
+
+/// The change a purge of `key` is, for [`check_ours`]: a delete, which claims nothing.
+pub fn purge_change(key: &Key) -> ResourceChange {
+    ResourceChange {
+        key: key.clone(),
+        action: Action::Delete,
+        fields: Vec::new(),
+        drift: false,
+        diff: None,
+        desired: None,
+        purged: None,
+    }
 }
 
 /// The seed rows a seed change carries. A plan fills them in for every tenant it seeds; one
@@ -423,6 +512,16 @@ pub trait Provider: Send + Sync {
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError>;
+    /// Destroys, for good, what the tenant has of `key` in this target, where
+    /// `ctx.recorded` says it is: a purge that the plan showed, after the tenant's export.
+    /// Idempotent: what is gone already is done. A resource that is not this state's is
+    /// refused ([`check_ours`]), never destroyed.
+    async fn purge(&self, _ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        Err(ProviderError::Message(format!(
+            "{} cannot purge {key}",
+            self.name()
+        )))
+    }
 }
 
 #[async_trait]
@@ -434,8 +533,21 @@ pub trait ControlPlane: Provider {
     /// Makes the current step visible on the registry row while provisioning.
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError>;
     /// Moves the tenant to `to`, writing the matching events to the outbox in the same
-    /// transaction. Does nothing when the tenant is already there.
+    /// transaction. Does nothing when the tenant is already there. Moving to
+    /// `deprovisioned` leaves the registry row as a tombstone: the owner's email is erased
+    /// from the tenant's events too.
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError>;
+    /// Records that a resource is about to be purged, once: a row that is there already
+    /// (a run stopped after writing it) is kept as it was.
+    async fn audit_begin(&self, entry: &crate::audit::AuditEntry) -> Result<(), ProviderError>;
+    /// Records that the resource `address` of `tenant_id` is purged (once; later calls
+    /// keep the first time).
+    async fn audit_done(&self, tenant_id: &str, address: &str) -> Result<(), ProviderError>;
+    /// The deletion audit, oldest first, of one tenant or all.
+    async fn audit_log(
+        &self,
+        slug: Option<&Slug>,
+    ) -> Result<Vec<crate::audit::AuditEntry>, ProviderError>;
 }
 
 /// The targets a repo is configured with.
@@ -443,6 +555,8 @@ pub trait ControlPlane: Provider {
 pub struct Targets {
     pub control: Arc<dyn ControlPlane>,
     pub providers: Vec<Arc<dyn Provider>>,
+    /// Also among `providers` (it owns `export`): a purge first checks the export with it.
+    pub exporter: Arc<exporter::Exporter>,
 }
 
 impl Targets {
@@ -507,6 +621,7 @@ pub mod events {
     pub const RESUMED: &str = "TenantResumed";
     pub const UPDATED: &str = "TenantUpdated";
     pub const OFFBOARDING_STARTED: &str = "TenantOffboardingStarted";
+    pub const DEPROVISIONED: &str = "TenantDeprovisioned";
 
     /// One outbox row: the event's id, when it happened, and what consumers read.
     pub struct Event {
@@ -529,7 +644,8 @@ pub mod events {
             "region": t.region,
             "locale": t.locale,
             "isolation": t.isolation.as_str(),
-            "owner_email": t.owner_email,
+            // A tombstone's event carries no personal data, as the tombstone does not.
+            "owner_email": (kind != DEPROVISIONED).then_some(&t.owner_email),
             "features": t.features,
             "quotas": t.quotas,
             "detail": detail,
@@ -555,6 +671,7 @@ pub mod events {
             // Called back during the hold: what was revoked is given back.
             (Lifecycle::Deprovisioning, Lifecycle::Active) => &[RESUMED],
             (Lifecycle::Deprovisioning, Lifecycle::Suspended) => &[SUSPENDED],
+            (Lifecycle::Deprovisioning, Lifecycle::Deprovisioned) => &[DEPROVISIONED],
             _ => {
                 return Err(ProviderError::Message(format!(
                     "cannot move a tenant from {from} to {to}"
@@ -570,8 +687,11 @@ pub mod events {
         let export = ctx
             .recorded
             .get(&crate::desired::Key::new(crate::desired::Kind::Export));
-        if let (Lifecycle::Deprovisioning, Some(export)) = (to, export) {
+        if let (Lifecycle::Deprovisioning | Lifecycle::Deprovisioned, Some(export)) = (to, export) {
             detail["export"] = json!(export.str("location"));
+        }
+        if to == Lifecycle::Deprovisioned {
+            detail["erasure"] = json!(ctx.tenant.offboarding.erase);
         }
         detail
     }

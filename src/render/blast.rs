@@ -28,6 +28,17 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
         // Each effect counted once per tenant.
         let mut seen: Vec<(bool, String)> = Vec::new();
         for c in &t.changes {
+            if c.purged.is_some() {
+                let what = if t.tenant.offboarding.erase {
+                    "PURGE (ERASURE request): its data destroyed for good"
+                } else {
+                    "PURGE: its data destroyed for good"
+                };
+                if !seen.iter().any(|(_, w)| w == what) {
+                    seen.push((true, what.into()));
+                }
+                continue;
+            }
             if c.action == Action::Create {
                 if c.key.kind == Kind::Registry {
                     seen.push((false, "new tenant".into()));
@@ -109,7 +120,7 @@ pub fn line(e: &Effect) -> String {
     format!(
         "{}{} ({} tenant{})",
         // An offboarding says so itself.
-        if e.downgrade && !e.text.starts_with("OFFBOARD") {
+        if e.downgrade && !e.text.starts_with("OFFBOARD") && !e.text.starts_with("PURGE") {
             "DOWNGRADE: "
         } else {
             ""

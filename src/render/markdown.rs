@@ -115,6 +115,13 @@ pub fn render(plan: &Plan) -> String {
         }
         let _ = writeln!(out);
     }
+    for h in &plan.held {
+        let line = format!("> ⏳ {}\n", super::held_line(h));
+        if out.len() + line.len() + FOOTER_RESERVE > MAX_CHARS {
+            break;
+        }
+        out.push_str(&line);
+    }
     for o in &plan.orphans {
         let line = format!("> ⚠️ {}\n", orphan_line(o));
         if out.len() + line.len() + FOOTER_RESERVE > MAX_CHARS {

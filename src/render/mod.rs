@@ -129,6 +129,20 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     if c.action == crate::plan::Action::Import {
         header.push_str(" will be imported");
     }
+    if let Some(p) = &c.purged {
+        header.push_str("  # ");
+        header.push_str(&p.resource);
+        if !p.holds.is_empty() {
+            header.push_str(": ");
+            header.push_str(&p.holds);
+        }
+    }
+    if tenant.action == crate::plan::TenantAction::Purge
+        && c.key.kind == crate::desired::Kind::Registry
+        && c.fields.iter().any(|f| f.field == "name")
+    {
+        header.push_str("  # kept as a tombstone: id, slug, plan and dates");
+    }
     if c.drift {
         header.push_str("  # changed outside tenant-reconcile");
     }
@@ -195,8 +209,28 @@ pub fn conflict_lines(t: &TenantPlan, state_name: &str) -> Vec<String> {
     out
 }
 
+/// A held tenant, as text and markdown say it.
+pub fn held_line(h: &crate::plan::Held) -> String {
+    let until = humantime::parse_rfc3339(&h.until)
+        .map(crate::offboarding::day)
+        .unwrap_or_else(|_| h.until.clone());
+    format!(
+        "{} is held until {until}, then purged by the first apply after that (its export: {})",
+        h.slug, h.export
+    )
+}
+
 pub fn tenant_heading(t: &TenantPlan) -> String {
     let blocked = t.action == crate::plan::TenantAction::Blocked;
+    if t.action == crate::plan::TenantAction::Purge && t.tenant.offboarding.erase {
+        return format!(
+            "{} {} (ERASURE request, no hold) ({} → {})",
+            t.slug,
+            t.action.verb(),
+            t.lifecycle.from,
+            t.lifecycle.to
+        );
+    }
     let lifecycle = if t.lifecycle.from != t.lifecycle.to && !blocked {
         format!(" ({} → {})", t.lifecycle.from, t.lifecycle.to)
     } else {

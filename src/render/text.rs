@@ -103,6 +103,12 @@ pub fn render(plan: &Plan) -> String {
             }
         }
     }
+    if !plan.held.is_empty() {
+        let _ = writeln!(out);
+        for h in &plan.held {
+            let _ = writeln!(out, "  {DIM}# {}{DIM:#}", super::held_line(h));
+        }
+    }
     if !plan.orphans.is_empty() {
         let _ = writeln!(out);
         for o in &plan.orphans {

@@ -336,12 +336,17 @@ pub struct SafetyConfig {
     /// file any more (and more than one is missing), unless told `--allow-missing-tenants`.
     #[serde(default = "default_max_missing_share")]
     pub max_missing_share: f64,
+    /// Apply refuses a plan that purges more tenants than this (each a whole tenant's data,
+    /// for good) unless told `--allow-mass-purge`.
+    #[serde(default = "default_max_purges_per_run")]
+    pub max_purges_per_run: usize,
 }
 
 impl Default for SafetyConfig {
     fn default() -> Self {
         SafetyConfig {
             max_missing_share: default_max_missing_share(),
+            max_purges_per_run: default_max_purges_per_run(),
         }
     }
 }
@@ -396,6 +401,9 @@ fn default_output_dir() -> String {
 }
 fn default_migrations_dir() -> String {
     "migrations".into()
+}
+fn default_max_purges_per_run() -> usize {
+    10
 }
 fn default_max_missing_share() -> f64 {
     0.2

@@ -24,7 +24,7 @@ pub use files::Files;
 pub use migrations::Migration;
 pub use plan_file::TierPlan;
 pub use templates::Templates;
-pub use tenant_file::{Isolation, Status, TenantSpec};
+pub use tenant_file::{Isolation, Offboarding, Status, TenantSpec};
 
 use crate::diagnostic::{display_path, Diagnostic, Diagnostics};
 

@@ -44,6 +44,37 @@ struct RawOwner {
     email: String,
 }
 
+/// What a leaving tenant asked for, beyond leaving: `offboarding: { erase: true }` is an
+/// erasure request (GDPR Article 17), which skips the hold; with `export: false` it also
+/// waives the export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offboarding {
+    #[serde(default)]
+    pub erase: bool,
+    #[serde(default = "yes")]
+    pub export: bool,
+}
+
+impl Default for Offboarding {
+    fn default() -> Self {
+        Offboarding {
+            erase: false,
+            export: true,
+        }
+    }
+}
+
+impl Offboarding {
+    pub fn is_default(&self) -> bool {
+        *self == Offboarding::default()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTenant {
@@ -64,6 +95,8 @@ struct RawTenant {
     quotas: BTreeMap<String, i64>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    offboarding: Option<Offboarding>,
 }
 
 /// A tenant file that parsed and whose fields each passed their own checks. Checks that
@@ -81,6 +114,7 @@ pub struct TenantSpec {
     pub features: BTreeMap<String, bool>,
     pub quotas: BTreeMap<String, u64>,
     pub labels: BTreeMap<String, String>,
+    pub offboarding: Offboarding,
     /// The file it came from, relative to the repo root.
     pub file: String,
     /// The file's text, kept so later checks can point at lines.
@@ -179,6 +213,21 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TenantSpec, Vec<Dia
             ));
         }
     }
+    let offboarding = raw.offboarding.unwrap_or_default();
+    if raw.offboarding.is_some() && raw.status != Status::Deprovisioned {
+        problems.push(bad(
+            "offboarding",
+            "offboarding applies only to a tenant whose status is deprovisioned".into(),
+            "add `status: deprovisioned`, or remove the offboarding block",
+        ));
+    }
+    if !offboarding.export && !offboarding.erase {
+        problems.push(bad(
+            "offboarding.export",
+            "the export may be waived only by an erasure request".into(),
+            "a tenant that leaves gets its data exported; `offboarding: { erase: true, export: false }` waives it",
+        ));
+    }
 
     match (problems.is_empty(), slug) {
         (true, Some(slug)) => Ok(TenantSpec {
@@ -193,6 +242,7 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TenantSpec, Vec<Dia
             features: raw.features,
             quotas,
             labels: raw.labels,
+            offboarding,
             file: file.to_string(),
             source: source.to_string(),
         }),

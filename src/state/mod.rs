@@ -21,8 +21,8 @@ use crate::desired::{Attrs, Key};
 
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Where a tenant is in its life. Deprovisioning arrives in a later version; the states
-/// are here so recorded state never needs migrating for it.
+/// Where a tenant is in its life: pending → provisioning → active ↔ suspended →
+/// deprovisioning (revoked, exported, held, then purged) → deprovisioned (a tombstone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Lifecycle {
@@ -121,6 +121,20 @@ pub struct TenantState {
     /// Why its last apply failed, while it has not succeeded since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Failure>,
+    /// Its purge, from the moment the first resource is purged: from then on the tenant
+    /// can only go on to its tombstone, whatever its file says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge: Option<Purge>,
+}
+
+/// A tenant's purge: when it began and ended, and whether it was an erasure request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Purge {
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erasure: bool,
 }
 
 /// A tenant's failed apply: the step it stopped at, the error, when, and how many applies

@@ -13,6 +13,7 @@ mod offboarding;
 mod pg;
 mod plan_output;
 mod postgres;
+mod purge;
 mod recipes;
 mod s3;
 mod safety;

@@ -10,20 +10,20 @@ use sha2::{Digest, Sha256};
 use crate::pg::Pg;
 use crate::support::{text, Repo};
 
-fn offboard(repo: &Repo, slug: &str) {
+pub fn offboard(repo: &Repo, slug: &str) {
     let file = repo.path().join(format!("tenants/{slug}.yaml"));
     let before = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, format!("{before}status: deprovisioned\n")).unwrap();
 }
 
-fn call_back(repo: &Repo, slug: &str) {
+pub fn call_back(repo: &Repo, slug: &str) {
     let file = repo.path().join(format!("tenants/{slug}.yaml"));
     let before = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, before.replace("status: deprovisioned\n", "")).unwrap();
 }
 
 /// The manifest of an export, every file it names checked against its sha256.
-fn verified(dir: &Path) -> Value {
+pub fn verified(dir: &Path) -> Value {
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
     for t in manifest["tables"]

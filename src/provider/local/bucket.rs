@@ -84,6 +84,17 @@ fn objects_under(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// How many objects a bucket folder holds and their bytes (its settings file left out).
+fn contents(folder: &Path) -> std::io::Result<(u64, u64)> {
+    let mut objects = 0;
+    let mut bytes = 0;
+    for key in objects_under(folder)?.into_iter().filter(|k| k != SETTINGS) {
+        objects += 1;
+        bytes += std::fs::metadata(folder.join(key))?.len();
+    }
+    Ok((objects, bytes))
+}
+
 #[async_trait]
 impl Provider for LocalBuckets {
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
@@ -142,11 +153,34 @@ impl Provider for LocalBuckets {
             .collect();
         for (t, attrs) in targets.iter().zip(found) {
             if let Some(attrs) = attrs {
+                if t.purge {
+                    let folder = self.folder(attrs.str("name"))?;
+                    let (objects, bytes) = contents(&folder)
+                        .map_err(ProviderError::io(format!("list {}", folder.display())))?;
+                    live.holds(
+                        &t.slug,
+                        Kind::Bucket,
+                        crate::provider::objects_and_bytes(objects, bytes, 0, 0),
+                    );
+                }
                 live.insert_attrs(&t.slug, Kind::Bucket, attrs);
             }
         }
         live.calls.push((self.name(), targets.len()));
         Ok(())
+    }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let Some(bucket) = ctx.recorded.get(key) else {
+            return Ok(());
+        };
+        let folder = self.folder(bucket.str("name"))?;
+        match std::fs::remove_dir_all(&folder) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ProviderError::io(format!("remove {}", folder.display()))(e))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn apply(

@@ -10,6 +10,8 @@ use sqlx::{Sqlite, Transaction};
 use tokio::sync::OnceCell;
 
 use super::sqlite;
+use crate::audit::AuditEntry;
+use crate::desired::Key;
 use crate::desired::{Attrs, Kind};
 use crate::plan::ResourceChange;
 use crate::provider::control_rows::{self, ControlRows};
@@ -17,6 +19,7 @@ use crate::provider::{
     desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget,
     StepContext,
 };
+use crate::slug::Slug;
 use crate::state::{now, Lifecycle};
 
 const SCHEMA: &str = r#"
@@ -63,7 +66,27 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at   TEXT NOT NULL,
     published_at TEXT
 );
+-- One row per purged resource, kept for good; it holds no data of the tenant's.
+CREATE TABLE IF NOT EXISTS deletion_audit (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id     TEXT NOT NULL,
+    slug          TEXT NOT NULL,
+    address       TEXT NOT NULL,
+    resource      TEXT NOT NULL,
+    holds         TEXT NOT NULL,
+    erasure       INTEGER NOT NULL,
+    export        TEXT,
+    export_sha256 TEXT,
+    git_commit    TEXT,
+    run_by        TEXT NOT NULL,
+    started_at    TEXT NOT NULL,
+    purged_at     TEXT,
+    UNIQUE (tenant_id, address)
+);
 "#;
+
+/// Columns added since the tables were first made, each added to an older database once.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("tenants", "deprovisioned_at TEXT")];
 
 pub struct LocalControl {
     path: PathBuf,
@@ -87,6 +110,18 @@ impl LocalControl {
                     .execute(&pool)
                     .await
                     .map_err(ProviderError::sql("create the control-plane tables"))?;
+                for (table, column) in ADDED_COLUMNS {
+                    // Table and column are constants; SQLite has no ADD COLUMN IF NOT EXISTS.
+                    let added = sqlx::raw_sql(&format!("ALTER TABLE {table} ADD COLUMN {column}"))
+                        .execute(&pool)
+                        .await;
+                    match added {
+                        Err(e) if !e.to_string().contains("duplicate column name") => {
+                            return Err(ProviderError::sql(format!("add a column to {table}"))(e))
+                        }
+                        _ => {}
+                    }
+                }
                 Ok(pool)
             })
             .await
@@ -185,6 +220,17 @@ impl Provider for LocalControl {
         Ok(())
     }
 
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let table = control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
+        // The table is one of three constants above.
+        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+            .bind(ctx.tenant_id()?)
+            .execute(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql(format!("purge {table}")))?;
+        Ok(())
+    }
+
     async fn apply(
         &self,
         ctx: &StepContext<'_>,
@@ -276,6 +322,56 @@ impl Provider for LocalControl {
 
 #[async_trait]
 impl ControlPlane for LocalControl {
+    async fn audit_begin(&self, e: &AuditEntry) -> Result<(), ProviderError> {
+        sqlx::query(
+            "INSERT INTO deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address) DO NOTHING",
+        )
+        .bind(&e.tenant_id)
+        .bind(&e.slug)
+        .bind(&e.address)
+        .bind(&e.resource)
+        .bind(&e.holds)
+        .bind(e.erasure)
+        .bind(&e.export)
+        .bind(&e.export_sha256)
+        .bind(&e.git_commit)
+        .bind(&e.run_by)
+        .bind(&e.started_at)
+        .execute(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("write the deletion audit"))?;
+        Ok(())
+    }
+
+    async fn audit_done(&self, tenant_id: &str, address: &str) -> Result<(), ProviderError> {
+        sqlx::query(
+            "UPDATE deletion_audit SET purged_at = ? WHERE tenant_id = ? AND address = ? AND purged_at IS NULL",
+        )
+        .bind(now())
+        .bind(tenant_id)
+        .bind(address)
+        .execute(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("complete the deletion audit"))?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {
+        if !self.path.exists() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<crate::audit::Row> = sqlx::query_as(
+            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at, purged_at
+             FROM deletion_audit WHERE ?1 IS NULL OR slug = ?1 ORDER BY id",
+        )
+        .bind(slug.map(Slug::as_str))
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("read the deletion audit"))?;
+        Ok(rows.into_iter().map(AuditEntry::from_row).collect())
+    }
+
     async fn register(
         &self,
         ctx: &StepContext<'_>,
@@ -340,15 +436,30 @@ impl ControlPlane for LocalControl {
             return Ok(());
         }
         let kinds = events::for_transition(from, to)?;
+        let at = now();
         sqlx::query(
-            "UPDATE tenants SET lifecycle = ?, step = NULL, updated_at = ? WHERE tenant_id = ?",
+            "UPDATE tenants SET lifecycle = ?, step = NULL, updated_at = ?,
+               deprovisioned_at = CASE WHEN ? = 'deprovisioned' THEN ? ELSE deprovisioned_at END
+             WHERE tenant_id = ?",
         )
         .bind(to.as_str())
-        .bind(now())
+        .bind(&at)
+        .bind(to.as_str())
+        .bind(&at)
         .bind(tenant_id)
         .execute(tx.as_mut())
         .await
         .map_err(ProviderError::sql("update the lifecycle"))?;
+        if to == Lifecycle::Deprovisioned {
+            // The tombstone holds no personal data, and neither do the events kept of it.
+            sqlx::query(
+                "UPDATE outbox SET payload = json_set(payload, '$.owner_email', NULL) WHERE tenant_id = ?",
+            )
+            .bind(tenant_id)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("erase the owner's email from the events"))?;
+        }
         for &kind in kinds {
             emit(
                 &mut tx,

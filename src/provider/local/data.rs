@@ -260,6 +260,39 @@ fn read_header(path: &Path) -> Option<(u32, u32)> {
     Some((be(60), be(68)))
 }
 
+/// The tenant's own tables in its database, by name: not SQLite's, not ours.
+async fn user_tables(pool: &SqlitePool) -> Result<Vec<String>, ProviderError> {
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'table'
+           AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_tenant\\_reconcile\\_%' ESCAPE '\\'
+         ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(ProviderError::sql("list the tables"))?;
+    Ok(tables.into_iter().map(|(t,)| t).collect())
+}
+
+/// What a tenant database holds, for the plan of its purge.
+async fn holdings(path: &Path) -> Result<String, ProviderError> {
+    let pool = sqlite::open_reader(path, 1).await?;
+    let tables = user_tables(&pool).await?;
+    let mut rows = 0u64;
+    for table in &tables {
+        // Names come from the database's own catalog; quoted, with any quote doubled.
+        let (n,): (i64,) = sqlx::query_as(&format!(
+            "SELECT count(*) FROM \"{}\"",
+            table.replace('"', "\"\"")
+        ))
+        .fetch_one(&pool)
+        .await
+        .map_err(ProviderError::sql(format!("count the rows of {table}")))?;
+        rows += n as u64;
+    }
+    pool.close().await;
+    Ok(crate::provider::tables_and_rows(tables.len(), rows))
+}
+
 /// One SQLite value as CSV text: numbers as SQLite prints them, text as it is, a blob as
 /// hex, NULL as none.
 fn csv_field(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Option<String>, sqlx::Error> {
@@ -286,15 +319,7 @@ impl Provider for LocalData {
             return Ok(());
         }
         let pool = sqlite::open_reader(&path, 1).await?;
-        let tables: Vec<(String,)> = sqlx::query_as(
-            "SELECT name FROM sqlite_master WHERE type = 'table'
-               AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_tenant\\_reconcile\\_%' ESCAPE '\\'
-             ORDER BY name",
-        )
-        .fetch_all(&pool)
-        .await
-        .map_err(ProviderError::sql("list the tables"))?;
-        for (table,) in tables {
+        for table in user_tables(&pool).await? {
             if !crate::naming::is_plain_ident(&table) {
                 return Err(ProviderError::Message(format!(
                     "the table {table:?} needs a plain lower-case name to be exported"
@@ -414,8 +439,47 @@ impl Provider for LocalData {
             if mark == SEEDED {
                 live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());
             }
+            if t.purge {
+                let what = holdings(&self.database_path(&t.slug)).await?;
+                live.holds(&t.slug, Kind::Database, what);
+            }
         }
         live.calls.push((self.name(), 2 + targets.len()));
+        Ok(())
+    }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        match key.kind {
+            Kind::Role => {
+                sqlx::query("DELETE FROM roles WHERE name = ?")
+                    .bind(self.naming.role(slug))
+                    .execute(self.catalog().await?)
+                    .await
+                    .map_err(ProviderError::sql("purge the login role"))?;
+            }
+            Kind::Database => {
+                let path = self.database_path(slug);
+                // The database with the journals SQLite may keep beside it.
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let file = PathBuf::from(file);
+                    match std::fs::remove_file(&file) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(ProviderError::io(format!("remove {}", file.display()))(e))
+                        }
+                        _ => {}
+                    }
+                }
+                sqlx::query("DELETE FROM slices WHERE slug = ?")
+                    .bind(slug.as_str())
+                    .execute(self.catalog().await?)
+                    .await
+                    .map_err(ProviderError::sql("forget the data slice"))?;
+            }
+            other => return Err(unmanaged(self, other)),
+        }
         Ok(())
     }
 

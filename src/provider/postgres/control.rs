@@ -11,6 +11,8 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
 use super::server::{retry, PgServer};
+use crate::audit::AuditEntry;
+use crate::desired::Key;
 use crate::desired::{Attrs, Kind};
 use crate::plan::ResourceChange;
 use crate::provider::control_rows::{self, ControlRows, RegistryRow};
@@ -18,6 +20,7 @@ use crate::provider::{
     desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget,
     StepContext,
 };
+use crate::slug::Slug;
 use crate::state::Lifecycle;
 
 /// `{schema}` is replaced by the quoted admin schema, a checked identifier.
@@ -66,6 +69,24 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
     payload      jsonb NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     published_at timestamptz
+);
+ALTER TABLE {schema}.tenants ADD COLUMN IF NOT EXISTS deprovisioned_at timestamptz;
+-- One row per purged resource, kept for good; it holds no data of the tenant's.
+CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
+    id            bigserial PRIMARY KEY,
+    tenant_id     text NOT NULL,
+    slug          text NOT NULL,
+    address       text NOT NULL,
+    resource      text NOT NULL,
+    holds         text NOT NULL,
+    erasure       boolean NOT NULL,
+    export        text,
+    export_sha256 text,
+    git_commit    text,
+    run_by        text NOT NULL,
+    started_at    text NOT NULL,
+    purged_at     text,
+    UNIQUE (tenant_id, address)
 );
 "#;
 
@@ -283,7 +304,9 @@ impl PgControl {
         }
         let kinds = events::for_transition(from, to)?;
         let sql_6 = self.sql(
-            "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = now() WHERE tenant_id = $2",
+            "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = now(),
+               deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN now() ELSE deprovisioned_at END
+             WHERE tenant_id = $2",
         );
         sqlx::query(&sql_6)
             .bind(to.as_str())
@@ -291,6 +314,20 @@ impl PgControl {
             .execute(tx.as_mut())
             .await
             .map_err(ProviderError::sql("update the lifecycle"))?;
+        if to == Lifecycle::Deprovisioned {
+            // The tombstone holds no personal data, and neither do the events kept of it.
+            let erase = self.sql(
+                "UPDATE {schema}.outbox SET payload = jsonb_set(payload, '{owner_email}', 'null')
+                 WHERE tenant_id = $1 AND payload->'owner_email' <> 'null'",
+            );
+            sqlx::query(&erase)
+                .bind(tenant_id)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql(
+                    "erase the owner's email from the events",
+                ))?;
+        }
         for &kind in kinds {
             let detail = events::transition_detail(ctx, from, to);
             self.emit(tx.as_mut(), ctx, tenant_id, kind, detail).await?;
@@ -388,6 +425,23 @@ impl Provider for PgControl {
     ) -> Result<Option<Attrs>, ProviderError> {
         retry!("control plane", self.apply_once(ctx, change))
     }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let table = control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
+        let sql = self.sql(&format!(
+            "DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"
+        ));
+        let tenant_id = ctx.tenant_id()?;
+        retry!("purge", async {
+            let mut tx = self.begin().await?;
+            sqlx::query(&sql)
+                .bind(tenant_id)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql(format!("purge {table}")))?;
+            tx.commit().await.map_err(ProviderError::sql("commit"))
+        })
+    }
 }
 
 #[async_trait]
@@ -415,5 +469,69 @@ impl ControlPlane for PgControl {
 
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
         retry!("transition", self.transition_once(ctx, to))
+    }
+
+    async fn audit_begin(&self, e: &AuditEntry) -> Result<(), ProviderError> {
+        let sql = self.sql(
+            "INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (tenant_id, address) DO NOTHING",
+        );
+        retry!("audit", async {
+            let mut tx = self.begin().await?;
+            sqlx::query(&sql)
+                .bind(&e.tenant_id)
+                .bind(&e.slug)
+                .bind(&e.address)
+                .bind(&e.resource)
+                .bind(&e.holds)
+                .bind(e.erasure)
+                .bind(&e.export)
+                .bind(&e.export_sha256)
+                .bind(&e.git_commit)
+                .bind(&e.run_by)
+                .bind(&e.started_at)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("write the deletion audit"))?;
+            tx.commit().await.map_err(ProviderError::sql("commit"))
+        })
+    }
+
+    async fn audit_done(&self, tenant_id: &str, address: &str) -> Result<(), ProviderError> {
+        let sql = self.sql(
+            "UPDATE {schema}.deletion_audit SET purged_at = $1 WHERE tenant_id = $2 AND address = $3 AND purged_at IS NULL",
+        );
+        retry!("audit", async {
+            sqlx::query(&sql)
+                .bind(crate::state::now())
+                .bind(tenant_id)
+                .bind(address)
+                .execute(self.server.pool().await?)
+                .await
+                .map_err(ProviderError::sql("complete the deletion audit"))
+                .map(drop)
+        })
+    }
+
+    async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {
+        let pool = self.server.pool().await?;
+        let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{}.deletion_audit", self.schema))
+            .fetch_one(pool)
+            .await
+            .map_err(ProviderError::sql("look for the deletion audit"))?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let sql = self.sql(
+            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at, purged_at
+             FROM {schema}.deletion_audit WHERE $1::text IS NULL OR slug = $1 ORDER BY id",
+        );
+        let rows: Vec<crate::audit::Row> = sqlx::query_as(&sql)
+            .bind(slug.map(Slug::as_str))
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read the deletion audit"))?;
+        Ok(rows.into_iter().map(AuditEntry::from_row).collect())
     }
 }

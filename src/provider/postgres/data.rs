@@ -799,6 +799,177 @@ impl PgData {
         }
     }
 
+    /// The slice the tenant has, where the state recorded it (its file may ask for another
+    /// mode by now), by the name the config derives, which must be the recorded one.
+    fn recorded_slice(&self, ctx: &StepContext<'_>) -> Result<Option<Slice>, ProviderError> {
+        let Some(attrs) = ctx.recorded.get(&Key::new(Kind::Database)) else {
+            return Ok(None);
+        };
+        let isolation = match attrs.str("isolation") {
+            "shared" => Isolation::Shared,
+            "database" => Isolation::Database,
+            _ => Isolation::Schema,
+        };
+        let slice = self.slice(&ctx.tenant.slug, isolation);
+        if slice.name != attrs.str("name") {
+            return Err(ProviderError::Message(format!(
+                "the slice is recorded as {:?}, and the postgres block now names it {:?}; nothing was purged\n  hint: restore the prefixes it was made with",
+                attrs.str("name"),
+                slice.name
+            )));
+        }
+        Ok(Some(slice))
+    }
+
+    /// Destroys the tenant's slice: its schema, or its database (`WITH (FORCE)`, ending the
+    /// sessions still in it, outside any transaction as DROP DATABASE must be), or its rows
+    /// of the shared tables, deleted in batches, each its own transaction, so no one
+    /// transaction holds the locks of a large tenant's every row. Then the catalog forgets it.
+    async fn purge_slice(&self, ctx: &StepContext<'_>) -> Result<(), ProviderError> {
+        let Some(slice) = self.recorded_slice(ctx)? else {
+            return Ok(());
+        };
+        let slug = &ctx.tenant.slug;
+        let pool = self.pool().await?;
+        let change = crate::provider::purge_change(&Key::new(Kind::Database));
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(ProviderError::sql("connect"))?;
+        match slice.isolation {
+            Isolation::Schema => {
+                if let Some(mark) = comment(&mut conn, Marked::Schema, &slice.name).await? {
+                    let what = format!("the schema {}", slice.name);
+                    check_ours(ctx, &change, &what, &Owner::from_text(mark.as_deref()))?;
+                    drop_tables_in_batches(&mut conn, &slice.name).await?;
+                    conn.execute(
+                        format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&slice.name)).as_str(),
+                    )
+                    .await
+                    .map_err(ProviderError::sql(format!(
+                        "drop the schema {}",
+                        slice.name
+                    )))?;
+                }
+            }
+            Isolation::Database => {
+                if let Some(mark) = comment(&mut conn, Marked::Database, &slice.name).await? {
+                    let what = format!("the database {}", slice.name);
+                    check_ours(ctx, &change, &what, &Owner::from_text(mark.as_deref()))?;
+                    conn.execute(
+                        format!(
+                            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                            quote(&slice.name)
+                        )
+                        .as_str(),
+                    )
+                    .await
+                    .map_err(ProviderError::sql(format!(
+                        "drop the database {}",
+                        slice.name
+                    )))?;
+                }
+            }
+            Isolation::Shared => {
+                delete_shared_rows(&mut conn, &slice.schema, ctx.tenant_id()?).await?;
+            }
+        }
+        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+        if slice.isolation != Isolation::Shared {
+            self.forget_slice(tx.as_mut(), slice.isolation, &slice.name, Some(slug))
+                .await?;
+        } else {
+            sqlx::query(&self.sql("DELETE FROM {schema}.seeds WHERE slug = $1"))
+                .bind(slug.as_str())
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("forget the seed"))?;
+        }
+        sqlx::query(&self.sql("DELETE FROM {schema}.slices WHERE slug = $1"))
+            .bind(slug.as_str())
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("forget the slice"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    /// Drops the tenant's login role, after ending its sessions and dropping what it was
+    /// granted here (its slice, dropped first, held the rest).
+    async fn purge_role(&self, ctx: &StepContext<'_>) -> Result<(), ProviderError> {
+        let name = self.naming.role(&ctx.tenant.slug);
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        super::advisory_xact_lock(tx.as_mut(), &format!("tenant-reconcile/role/{name}")).await?;
+        if let Some(mark) = comment(tx.as_mut(), Marked::Role, &name).await? {
+            let change = crate::provider::purge_change(&Key::new(Kind::Role));
+            check_ours(
+                ctx,
+                &change,
+                &format!("the role {name}"),
+                &Owner::from_text(mark.as_deref()),
+            )?;
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            )
+            .bind(&name)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql(format!("end the sessions of {name}")))?;
+            let role = quote(&name);
+            tx.as_mut()
+                .execute(format!("DROP OWNED BY {role}; DROP ROLE {role}").as_str())
+                .await
+                .map_err(ProviderError::sql(format!("drop the role {name}")))?;
+        }
+        sqlx::query(&self.sql("DELETE FROM {schema}.roles WHERE name = $1"))
+            .bind(&name)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("forget the role"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    /// What the slice of a tenant about to be purged holds: its tables and rows.
+    async fn holdings(
+        &self,
+        isolation: &str,
+        name: &str,
+        tenant_id: Option<&str>,
+    ) -> Result<String, ProviderError> {
+        let (tables, rows) = match isolation {
+            "database" => {
+                let mut conn = self.server.connect_to(name).await?;
+                let counted = count_rows(&mut conn, "public", None).await;
+                let _ = conn.close().await;
+                counted?
+            }
+            "shared" => {
+                let Some(id) = tenant_id else {
+                    return Ok(String::new());
+                };
+                let mut conn = self
+                    .server
+                    .pool()
+                    .await?
+                    .acquire()
+                    .await
+                    .map_err(ProviderError::sql("connect"))?;
+                count_rows(&mut conn, &self.naming.shared_schema, Some(id)).await?
+            }
+            _ => {
+                let mut conn = self
+                    .server
+                    .pool()
+                    .await?
+                    .acquire()
+                    .await
+                    .map_err(ProviderError::sql("connect"))?;
+                count_rows(&mut conn, name, None).await?
+            }
+        };
+        Ok(crate::provider::tables_and_rows(tables, rows))
+    }
+
     async fn apply_once(
         &self,
         ctx: &StepContext<'_>,
@@ -888,6 +1059,150 @@ async fn export_tables(
     tx.commit()
         .await
         .map_err(ProviderError::sql("end the snapshot"))
+}
+
+/// The tables of `schema` whose names can be quoted, or an error naming one that cannot.
+async fn tables_of(conn: &mut PgConnection, schema: &str) -> Result<Vec<String>, ProviderError> {
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ProviderError::sql(format!("list the tables of {schema}")))?;
+    tables
+        .into_iter()
+        .map(|(t,)| {
+            if crate::naming::is_plain_ident(&t) {
+                Ok(t)
+            } else {
+                Err(ProviderError::Message(format!(
+                    "the table {t:?} of {schema} needs a plain lower-case name"
+                )))
+            }
+        })
+        .collect()
+}
+
+/// How many tables `schema` has and the rows in them (with `tenant`, only that tenant's
+/// rows of the shared tables), in one query.
+async fn count_rows(
+    conn: &mut PgConnection,
+    schema: &str,
+    tenant: Option<&str>,
+) -> Result<(usize, u64), ProviderError> {
+    let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+    let tables = tables_of(tx.as_mut(), schema).await?;
+    if tables.is_empty() {
+        return Ok((0, 0));
+    }
+    if let Some(id) = tenant {
+        // The shared tables' policy lets the admin see the rows of the tenant it names.
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(id)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("set the tenant"))?;
+    }
+    let filter = match tenant {
+        Some(_) => " WHERE tenant_id = current_setting('app.tenant_id')",
+        None => "",
+    };
+    let counts: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "(SELECT count(*) FROM {}.{}{filter})",
+                quote(schema),
+                quote(t)
+            )
+        })
+        .collect();
+    let (rows,): (i64,) = sqlx::query_as(&format!("SELECT ({})::bigint", counts.join(" + ")))
+        .fetch_one(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql(format!("count the rows of {schema}")))?;
+    tx.commit().await.map_err(ProviderError::sql("commit"))?;
+    Ok((tables.len(), rows as u64))
+}
+
+/// Drops a schema's tables a hundred at a time, each batch its own transaction: one DROP
+/// SCHEMA … CASCADE of thousands of tables takes a lock on each, and can run out of them.
+async fn drop_tables_in_batches(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<(), ProviderError> {
+    loop {
+        let tables = tables_of(conn, schema).await?;
+        if tables.len() <= 100 {
+            return Ok(());
+        }
+        let batch: Vec<String> = tables
+            .iter()
+            .take(100)
+            .map(|t| format!("{}.{}", quote(schema), quote(t)))
+            .collect();
+        conn.execute(format!("DROP TABLE IF EXISTS {} CASCADE", batch.join(", ")).as_str())
+            .await
+            .map_err(ProviderError::sql(format!("drop tables of {schema}")))?;
+    }
+}
+
+/// How many of a tenant's shared rows one transaction deletes.
+const SHARED_BATCH: i64 = 5_000;
+
+/// Deletes a tenant's rows from every shared table, a batch per transaction. A table whose
+/// rows other tables' rows still point at is tried again after those.
+async fn delete_shared_rows(
+    conn: &mut PgConnection,
+    schema: &str,
+    tenant_id: &str,
+) -> Result<(), ProviderError> {
+    let mut pending = tables_of(conn, schema).await?;
+    for _round in 0..pending.len().max(1) {
+        let mut blocked = Vec::new();
+        for table in pending {
+            let t = format!("{}.{}", quote(schema), quote(&table));
+            let delete = format!(
+                "DELETE FROM {t} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {t} WHERE tenant_id = current_setting('app.tenant_id') LIMIT {SHARED_BATCH}))"
+            );
+            loop {
+                let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(tenant_id)
+                    .execute(tx.as_mut())
+                    .await
+                    .map_err(ProviderError::sql("set the tenant"))?;
+                match tx.as_mut().execute(delete.as_str()).await {
+                    Ok(done) => {
+                        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+                        if done.rows_affected() < SHARED_BATCH as u64 {
+                            break;
+                        }
+                    }
+                    // Rows of another table still refer to these: after that table.
+                    Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23503") => {
+                        blocked.push(table.clone());
+                        break;
+                    }
+                    Err(source) => {
+                        return Err(ProviderError::Sql {
+                            context: format!("delete the tenant's rows of {table}"),
+                            source,
+                        })
+                    }
+                }
+            }
+        }
+        if blocked.is_empty() {
+            return Ok(());
+        }
+        pending = blocked;
+    }
+    Err(ProviderError::Message(format!(
+        "the tenant's rows of the shared schema {schema} could not all be deleted: references among its tables go round in a circle"
+    )))
 }
 
 /// Inserts seed rows into the slice's tables. Table and column names were checked to be
@@ -1264,6 +1579,13 @@ impl Provider for PgData {
             if seeded.contains(t.slug.as_str()) {
                 live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());
             }
+            if t.purge {
+                let what = self
+                    .holdings(&isolation, &name, t.tenant_id.as_deref())
+                    .await?;
+                live.holds(&t.slug, Kind::Database, what);
+                queries += 1;
+            }
         }
         live.calls.push((self.name(), queries));
         Ok(())
@@ -1294,6 +1616,14 @@ impl Provider for PgData {
             .await
             .map_err(ProviderError::sql("connect"))?;
         export_tables(&mut conn, schema, tenant, req.sink).await
+    }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        match key.kind {
+            Kind::Role => retry!("purge", self.purge_role(ctx)),
+            Kind::Database => retry!("purge", self.purge_slice(ctx)),
+            other => Err(unmanaged(self, other)),
+        }
     }
 
     async fn apply(

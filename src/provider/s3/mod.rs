@@ -172,6 +172,40 @@ impl S3Buckets {
         }
     }
 
+    /// The client for a recorded bucket: of its region, with tenant regions.
+    async fn client_for(&self, bucket: &Attrs) -> Result<aws_sdk_s3::Client, ProviderError> {
+        self.store
+            .client(if self.store.config().tenant_regions {
+                bucket.str("location")
+            } else {
+                ""
+            })
+            .await
+    }
+
+    /// What a bucket about to be purged holds: its current objects and their bytes, and
+    /// the older versions and delete markers a versioned bucket keeps besides.
+    async fn holdings(&self, bucket: &Attrs) -> Result<String, ProviderError> {
+        let client = self.client_for(bucket).await?;
+        let (mut objects, mut bytes, mut older, mut markers) = (0, 0, 0, 0);
+        let mut versions = Versions::new(&client, bucket.str("name"));
+        while let Some(page) = versions.page().await? {
+            for v in page {
+                match (v.marker, v.latest) {
+                    (true, _) => markers += 1,
+                    (false, true) => {
+                        objects += 1;
+                        bytes += v.size;
+                    }
+                    (false, false) => older += 1,
+                }
+            }
+        }
+        Ok(crate::provider::objects_and_bytes(
+            objects, bytes, older, markers,
+        ))
+    }
+
     /// Writes one setting, trying again while a new bucket is not yet visible.
     async fn write(
         &self,
@@ -196,6 +230,75 @@ impl S3Buckets {
         }
         unreachable!("the loop returns on its last attempt")
     }
+}
+
+/// Every version and delete marker in a bucket, a page (up to 1,000) at a time: a
+/// versioned bucket is emptied only when all of them are gone, and an unversioned one lists
+/// its objects here too (as version `null`).
+struct Versions<'a> {
+    client: &'a aws_sdk_s3::Client,
+    bucket: &'a str,
+    /// Where the next page starts; `None` once the last page was read.
+    next: Option<(Option<String>, Option<String>)>,
+}
+
+impl<'a> Versions<'a> {
+    fn new(client: &'a aws_sdk_s3::Client, bucket: &'a str) -> Versions<'a> {
+        Versions {
+            client,
+            bucket,
+            next: Some((None, None)),
+        }
+    }
+
+    async fn page(&mut self) -> Result<Option<Vec<Version>>, ProviderError> {
+        let Some((key_marker, version_marker)) = self.next.take() else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .list_object_versions()
+            .bucket(self.bucket)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(version_marker)
+            .send()
+            .await
+            .map_err(|e| client::error("ListObjectVersions", self.bucket, e))?;
+        let mut page: Vec<Version> = out
+            .versions()
+            .iter()
+            .map(|v| Version {
+                key: v.key().unwrap_or_default().to_string(),
+                id: v.version_id().map(str::to_string),
+                size: v.size().unwrap_or(0).max(0) as u64,
+                latest: v.is_latest().unwrap_or(true),
+                marker: false,
+            })
+            .collect();
+        page.extend(out.delete_markers().iter().map(|m| Version {
+            key: m.key().unwrap_or_default().to_string(),
+            id: m.version_id().map(str::to_string),
+            size: 0,
+            latest: m.is_latest().unwrap_or(false),
+            marker: true,
+        }));
+        if out.is_truncated().unwrap_or(false) {
+            self.next = Some((
+                out.next_key_marker().map(str::to_string),
+                out.next_version_id_marker().map(str::to_string),
+            ));
+        }
+        Ok(Some(page))
+    }
+}
+
+/// One object version or delete marker, as a purge lists them.
+struct Version {
+    key: String,
+    id: Option<String>,
+    size: u64,
+    latest: bool,
+    marker: bool,
 }
 
 #[async_trait]
@@ -240,11 +343,44 @@ impl Provider for S3Buckets {
             .await?;
         for (slug, found) in read {
             if let Some((attrs, owner)) = found {
+                let purging = targets.iter().any(|t| t.slug == slug && t.purge);
+                if purging {
+                    live.holds(&slug, Kind::Bucket, self.holdings(&attrs).await?);
+                }
                 live.insert_owned(&slug, Kind::Bucket, attrs, owner);
             }
         }
         live.calls.push((self.name(), self.store.calls() - before));
         Ok(())
+    }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let Some(bucket) = ctx.recorded.get(key) else {
+            return Ok(());
+        };
+        let name = bucket.str("name");
+        let client = self.client_for(bucket).await?;
+        match settings::existing_owner(&client, name).await? {
+            // Gone already: a run stopped after deleting it.
+            None => return Ok(()),
+            Some(owner) => check_ours(
+                ctx,
+                &crate::provider::purge_change(key),
+                &format!("the bucket {name}"),
+                &owner,
+            )?,
+        }
+        let mut versions = Versions::new(&client, name);
+        while let Some(page) = versions.page().await? {
+            if !page.is_empty() {
+                delete_versions(&client, name, page).await?;
+            }
+        }
+        match client.delete_bucket().bucket(name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if client::code(&e).as_deref() == Some("NoSuchBucket") => Ok(()),
+            Err(e) => Err(client::error("DeleteBucket", name, e)),
+        }
     }
 
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
@@ -359,4 +495,47 @@ impl Provider for S3Buckets {
         }
         Ok(Some(attrs.clone()))
     }
+}
+
+/// Deletes one page of versions and delete markers (at most 1,000, DeleteObjects' limit).
+async fn delete_versions(
+    client: &aws_sdk_s3::Client,
+    name: &str,
+    page: Vec<Version>,
+) -> Result<(), ProviderError> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let objects = page
+        .into_iter()
+        .map(|v| {
+            ObjectIdentifier::builder()
+                .key(v.key)
+                .set_version_id(v.id)
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ProviderError::Message(format!("a version of {name}: {e}")))?;
+    let delete = Delete::builder()
+        .set_objects(Some(objects))
+        .quiet(true)
+        .build()
+        .map_err(|e| ProviderError::Message(format!("a delete of {name}: {e}")))?;
+    let out = client
+        .delete_objects()
+        .bucket(name)
+        .delete(delete)
+        .send()
+        .await
+        .map_err(|e| client::error("DeleteObjects", name, e))?;
+    if let Some(e) = out.errors().first() {
+        return Err(ProviderError::Service {
+            code: e.code().map(str::to_string),
+            message: format!(
+                "DeleteObjects on {name}: {} of the versions were not deleted, {} first: {}",
+                out.errors().len(),
+                e.key().unwrap_or_default(),
+                e.message().unwrap_or_default()
+            ),
+        });
+    }
+    Ok(())
 }

@@ -1,0 +1,120 @@
+//! The purge of a tenant as a plan shows it: each resource the state records a `-` destroy
+//! with what it holds, in the reverse of the order it was built (what depends on others
+//! goes first), then the registry row left as a tombstone. Only recorded resources are
+//! purged: what the state never made is not its to destroy.
+
+use serde_json::json;
+
+use super::{Action, FieldChange, Purged, ResourceChange};
+use crate::desired::{Attrs, Key, Kind, Resource};
+use crate::provider::LiveFleet;
+use crate::slug::Slug;
+use crate::state::TenantState;
+
+/// The kinds a purge destroys, in the order it destroys them. Seed data goes with its
+/// slice, and the export is what the customer keeps: neither is destroyed on its own.
+const ORDER: [Kind; 7] = [
+    Kind::File,
+    Kind::Bucket,
+    Kind::Database,
+    Kind::Role,
+    Kind::Quotas,
+    Kind::Features,
+    Kind::Owner,
+];
+
+/// The changes that purge `recorded`; `live` (when refreshed) says what each holds.
+pub fn changes(
+    slug: &Slug,
+    recorded: &TenantState,
+    live: Option<&LiveFleet>,
+) -> Vec<ResourceChange> {
+    let mut out = Vec::new();
+    for kind in ORDER {
+        for (key, attrs) in recorded.resources.iter().filter(|(k, _)| k.kind == kind) {
+            let holds = match live {
+                // A run stopped after destroying it, before recording that: its purge is
+                // finished (and audited) again, changing nothing.
+                Some(l) if !l.contains(slug, key) => "already gone".to_string(),
+                Some(l) => l
+                    .holding(slug, key)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| counted(kind, attrs)),
+                None => counted(kind, attrs),
+            };
+            out.push(ResourceChange {
+                key: key.clone(),
+                action: Action::Delete,
+                fields: Vec::new(),
+                drift: false,
+                diff: None,
+                desired: None,
+                purged: Some(Purged {
+                    resource: resource(kind, attrs),
+                    holds,
+                }),
+            });
+        }
+    }
+    let registry = Key::new(Kind::Registry);
+    if let Some(row) = recorded.resources.get(&registry) {
+        // The tombstone keeps the tenant's id, slug, plan and dates; its name goes, as the
+        // owner's email goes with the membership.
+        let mut tombstone = row.clone();
+        tombstone.insert("name", json!(""));
+        if !row.str("name").is_empty() {
+            out.push(ResourceChange {
+                key: registry.clone(),
+                action: Action::Update,
+                fields: vec![FieldChange {
+                    field: "name".into(),
+                    old: row.get("name").cloned(),
+                    new: Some(json!("")),
+                    forces_replace: false,
+                }],
+                drift: false,
+                diff: None,
+                desired: Some(Resource {
+                    key: registry,
+                    attrs: tombstone,
+                    content: None,
+                }),
+                purged: None,
+            });
+        }
+    }
+    out
+}
+
+/// What a resource is, without anything of the tenant's own in it: no email, no value.
+fn resource(kind: Kind, attrs: &Attrs) -> String {
+    match kind {
+        Kind::Database => match attrs.str("isolation") {
+            "database" => format!("database {}", attrs.str("name")),
+            "shared" => format!(
+                "the tenant's rows in the shared schema {}",
+                attrs.str("name")
+            ),
+            _ => format!("schema {}", attrs.str("name")),
+        },
+        Kind::Role => format!("role {}", attrs.str("name")),
+        Kind::Bucket => format!("bucket {}", attrs.str("name")),
+        Kind::File => format!("file {}", attrs.str("path")),
+        Kind::Owner => "owner membership".into(),
+        Kind::Features => "feature flags".into(),
+        Kind::Quotas => "quotas".into(),
+        other => other.as_str().into(),
+    }
+}
+
+/// What a resource holds when its target did not count it: what the state knows.
+fn counted(kind: Kind, attrs: &Attrs) -> String {
+    let n = attrs.len();
+    match kind {
+        Kind::Features => format!("{n} flag{}", if n == 1 { "" } else { "s" }),
+        Kind::Quotas => format!("{n} quota{}", if n == 1 { "" } else { "s" }),
+        Kind::Owner => "1 member".into(),
+        Kind::Database | Kind::Bucket => "not counted (live resources were not read)".into(),
+        _ => String::new(),
+    }
+}

@@ -1,0 +1,669 @@
+//! Offboarding's end: after the hold (here `retention_days = 0`, or an erasure request)
+//! the next apply purges every resource the tenant has, records each in the deletion audit,
+//! and leaves the registry row as a tombstone without personal data. Checked from outside:
+//! the SQLite files and folders, psql, the S3 API.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::offboarding::{call_back, offboard, verified};
+use crate::pg::Pg;
+use crate::support::{text, Repo};
+
+/// Every plan of the repo holds an export for no time: the purge is due at once.
+fn no_hold(repo: &Repo) {
+    for plan in ["starter", "growth", "enterprise"] {
+        let path = repo.path().join(format!("plans/{plan}.hcl"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let changed: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("retention_days") {
+                    "retention_days = 0".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, changed + "\n").unwrap();
+    }
+}
+
+fn audit(repo: &Repo, slug: &str) -> Vec<Value> {
+    let out = repo.run(&["audit", slug, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn addresses(entries: &[Value]) -> Vec<String> {
+    let mut a: Vec<String> = entries
+        .iter()
+        .map(|e| e["address"].as_str().unwrap().to_string())
+        .collect();
+    a.sort();
+    a
+}
+
+fn tenant_id(repo: &Repo, slug: &str) -> String {
+    repo.query(
+        "control.sqlite",
+        &format!("SELECT tenant_id FROM tenants WHERE slug = '{slug}'"),
+    )[0][0]
+        .clone()
+}
+
+#[test]
+fn after_its_hold_a_tenant_is_purged_audited_and_left_as_a_tombstone() {
+    let repo = Repo::example();
+    no_hold(&repo);
+    repo.apply();
+    repo.write(".tenant-reconcile/buckets/acme/reports/q1.txt", "numbers\n");
+    let id = tenant_id(&repo, "acme");
+    offboard(&repo, "acme");
+    repo.apply();
+
+    // Held: revoked and exported, nothing deleted yet.
+    assert_eq!(
+        repo.count("data/acme.sqlite", "SELECT count(*) FROM projects"),
+        1
+    );
+    assert_eq!(
+        repo.query(
+            "catalog.sqlite",
+            "SELECT login FROM roles WHERE slug = 'acme'"
+        ),
+        [["0"]]
+    );
+    let out = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2));
+    let plan = text(&out.stdout);
+    for expected in [
+        "# acme will be purged: its data destroyed for good, a tombstone kept (deprovisioning → deprovisioned)",
+        "- acme/file/namespace.yaml  # file acme/namespace.yaml",
+        "- acme/bucket  # bucket acme: 1 object, 8 bytes",
+        "- acme/database  # schema tenant_acme: 2 tables, 3 rows",
+        "- acme/role  # role tenant_acme",
+        "- acme/quotas  # quotas: 3 quotas",
+        "- acme/features  # feature flags: 4 flags",
+        "- acme/owner  # owner membership: 1 member",
+        "~ acme/registry  # kept as a tombstone: id, slug, plan and dates\n      ~ name = \"Acme Corporation\" → \"\"",
+        "PURGE: its data destroyed for good (1 tenant)",
+        "Plan: 0 to add, 1 to change, 7 to destroy.",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in:\n{plan}");
+    }
+    assert!(
+        !plan.contains("ops@acme.example"),
+        "no email in a purge:\n{plan}"
+    );
+
+    let out = repo.apply();
+    assert!(text(&out.stdout).contains("acme"), "{}", text(&out.stdout));
+    repo.assert_plan_empty();
+
+    // Gone, from outside: the database file, the bucket folder, the rendered files, the
+    // login and every control-plane row but the tombstone.
+    let local = repo.state_dir();
+    assert!(!local.join("data/acme.sqlite").exists());
+    assert!(!local.join("buckets/acme").exists());
+    assert!(!repo.path().join("rendered/acme").exists() && !local.join("rendered/acme").exists());
+    assert!(repo
+        .query(
+            "catalog.sqlite",
+            "SELECT name FROM roles WHERE slug = 'acme'"
+        )
+        .is_empty());
+    for table in ["memberships", "feature_flags", "quotas"] {
+        assert_eq!(
+            repo.count(
+                "control.sqlite",
+                &format!("SELECT count(*) FROM {table} WHERE tenant_id = '{id}'")
+            ),
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        repo.query(
+            "control.sqlite",
+            "SELECT name, plan, lifecycle, deprovisioned_at IS NOT NULL FROM tenants WHERE slug = 'acme'"
+        ),
+        [["", "growth", "deprovisioned", "1"]]
+    );
+    assert_eq!(
+        repo.query(
+            "control.sqlite",
+            &format!("SELECT type FROM outbox WHERE tenant_id = '{id}' ORDER BY id")
+        ),
+        [
+            ["TenantProvisioned"],
+            ["TenantOffboardingStarted"],
+            ["TenantDeprovisioned"]
+        ]
+    );
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            &format!("SELECT count(*) FROM outbox WHERE tenant_id = '{id}' AND payload LIKE '%acme.example%'")
+        ),
+        0,
+        "the owner's email is erased from the events kept"
+    );
+    // The other tenants are untouched.
+    assert_eq!(
+        repo.count("data/globex.sqlite", "SELECT count(*) FROM projects"),
+        1
+    );
+
+    // The audit: each purged resource once, after the export, which is kept and whole.
+    let entries = audit(&repo, "acme");
+    assert_eq!(
+        addresses(&entries),
+        [
+            "acme/bucket",
+            "acme/database",
+            "acme/features",
+            "acme/file/namespace.yaml",
+            "acme/owner",
+            "acme/quotas",
+            "acme/role"
+        ]
+    );
+    let dir = repo.path().join(".tenant-reconcile/exports/acme");
+    let manifest_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(dir.join("manifest.json")).unwrap(),
+    ));
+    for e in &entries {
+        assert!(e["purged_at"].is_string(), "{e}");
+        assert_eq!(e["export"], json!(".tenant-reconcile/exports/acme"));
+        assert_eq!(e["export_sha256"], json!(manifest_sha));
+        assert_eq!(e["erasure"], json!(false));
+        assert!(!e.to_string().contains("acme.example"), "{e}");
+    }
+    let manifest = verified(&dir);
+    assert_eq!(manifest["tables"][0]["rows"], json!(1));
+    let table = text(&repo.run(&["audit"]).stdout);
+    assert!(
+        table.starts_with("PURGED")
+            && table.contains("acme/database")
+            && table.contains("schema tenant_acme: 2 tables, 3 rows"),
+        "{table}"
+    );
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(show.contains("acme deprovisioned on "), "{show}");
+
+    // A tombstoned slug is never given to a new tenant.
+    let before = repo.fingerprint();
+    repo.write(
+        "tenants/acme.yaml",
+        "slug: acme\nname: Another Acme\nplan: growth\nowner:\n  email: new@acme.example\nregion: eu-west-1\n",
+    );
+    let out = repo.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tenants/acme.yaml")
+            && err.contains("the slug acme belonged to a tenant that was deprovisioned on 20")
+            && err.contains("a slug is never reused"),
+        "{err}"
+    );
+    assert_eq!(
+        repo.run(&["apply", "--auto-approve"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(repo.fingerprint(), before, "nothing changed");
+    // Its file removed, a tombstone is not an orphan.
+    repo.remove("tenants/acme.yaml");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("No changes.") && !plan.contains("orphaned"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn a_held_tenant_says_until_when_and_is_not_touched_before() {
+    let repo = Repo::example();
+    repo.apply();
+    offboard(&repo, "acme");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("it is then held 30 days (its plan's retention_days), until 20"),
+        "{plan}"
+    );
+    repo.apply();
+    let out = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let plan = text(&out.stdout);
+    let until = tenant_reconcile::offboarding::day(
+        std::time::SystemTime::now() + Duration::from_secs(30 * 86_400),
+    );
+    assert!(
+        plan.contains(&format!(
+            "# acme is held until {until}, then purged by the first apply after that (its export: .tenant-reconcile/exports/acme)"
+        )),
+        "{plan}"
+    );
+    let markdown = text(&repo.run(&["plan", "--format", "markdown"]).stdout);
+    assert!(
+        markdown.contains(&format!("> ⏳ acme is held until {until}, then purged")),
+        "{markdown}"
+    );
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(
+        show.contains(&format!("acme held until {until}, then purged")),
+        "{show}"
+    );
+    repo.apply();
+    assert_eq!(
+        repo.count("data/acme.sqlite", "SELECT count(*) FROM projects"),
+        1,
+        "nothing is deleted during the hold"
+    );
+    assert!(audit(&repo, "acme").is_empty());
+    call_back(&repo, "acme");
+    repo.apply();
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn an_erasure_request_skips_the_hold_and_may_waive_the_export() {
+    let repo = Repo::example();
+    repo.apply();
+    let file = repo.path().join("tenants/globex.yaml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n  export: false\n"),
+    )
+    .unwrap();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    for expected in [
+        "# globex will be purged: its data destroyed for good, a tombstone kept (ERASURE request, no hold) (active → deprovisioned)",
+        "~ globex/role\n      ~ login = true → false",
+        "- globex/database  # database tenant_globex: 2 tables, 3 rows",
+        "PURGE (ERASURE request): its data destroyed for good (1 tenant)",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in:\n{plan}");
+    }
+    assert!(
+        !plan.contains("globex/export"),
+        "the export is waived:\n{plan}"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    assert!(!repo.state_dir().join("data/globex.sqlite").exists());
+    assert!(!repo
+        .path()
+        .join(".tenant-reconcile/exports/globex")
+        .exists());
+    let entries = audit(&repo, "globex");
+    assert_eq!(entries.len(), 7, "{entries:#?}");
+    for e in &entries {
+        assert_eq!(e["erasure"], json!(true));
+        assert_eq!(e["export"], Value::Null);
+    }
+    assert!(text(&repo.run(&["audit", "globex"]).stdout).contains("ERASURE, export waived"));
+    let id = tenant_id(&repo, "globex");
+    assert_eq!(
+        repo.query(
+            "control.sqlite",
+            &format!("SELECT type FROM outbox WHERE tenant_id = '{id}' ORDER BY id")
+        ),
+        [
+            ["TenantProvisioned"],
+            ["TenantOffboardingStarted"],
+            ["TenantDeprovisioned"]
+        ]
+    );
+    // A file asking for what only a leaving tenant can ask is refused, naming the field.
+    repo.write(
+        "tenants/initech.yaml",
+        "slug: initech\nname: Initech\nplan: starter\nowner:\n  email: bill@initech.example\nregion: us-west-2\noffboarding:\n  erase: true\n",
+    );
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tenants/initech.yaml:7")
+            && err.contains("offboarding applies only to a tenant whose status is deprovisioned"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_orphan_is_never_purged_and_an_export_that_does_not_verify_stops_the_purge() {
+    let repo = Repo::example();
+    no_hold(&repo);
+    repo.apply();
+    offboard(&repo, "acme");
+    repo.apply();
+    // The file goes: an orphan, left as it is with its data, whatever its hold says.
+    let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.remove("tenants/acme.yaml");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("acme is orphaned") && !plan.contains("- acme/"),
+        "{plan}"
+    );
+    repo.apply();
+    assert!(repo.state_dir().join("data/acme.sqlite").exists());
+    repo.write("tenants/acme.yaml", &acme);
+
+    // An export edited since it was made is not one to purge after.
+    let csv = repo
+        .path()
+        .join(".tenant-reconcile/exports/acme/tables/projects.csv");
+    let original = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(&csv, format!("{original}tampered,row\n")).unwrap();
+    let out = repo.run(&["plan", "--detailed-exitcode"]);
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains("acme: its hold is over, but its export cannot be relied on")
+            && plan.contains("tables/projects.csv: sha256")
+            && !plan.contains("- acme/"),
+        "{plan}"
+    );
+    repo.apply();
+    assert!(repo.state_dir().join("data/acme.sqlite").exists());
+    std::fs::write(&csv, original).unwrap();
+    repo.apply();
+    repo.assert_plan_empty();
+    assert!(!repo.state_dir().join("data/acme.sqlite").exists());
+    assert_eq!(audit(&repo, "acme").len(), 7);
+}
+
+#[test]
+fn more_purges_than_the_breaker_allows_are_refused_unless_asked_for() {
+    let repo = Repo::example();
+    no_hold(&repo);
+    repo.write(
+        "tenant-reconcile.hcl",
+        "safety {\n  max_purges_per_run = 1\n}\n",
+    );
+    repo.apply();
+    for slug in ["acme", "globex", "initech"] {
+        offboard(&repo, slug);
+    }
+    repo.apply();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("this plan purges 3 tenants, more than safety.max_purges_per_run (1): apply refuses it unless given --allow-mass-purge"),
+        "{plan}"
+    );
+    let before = repo.fingerprint();
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the plan purges 3 tenants (acme, globex, initech), more than safety.max_purges_per_run (1); nothing was applied"),
+        "{err}"
+    );
+    assert_eq!(repo.fingerprint(), before, "nothing was purged");
+    let out = repo.run(&["apply", "--auto-approve", "--allow-mass-purge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.assert_plan_empty();
+    for slug in ["acme", "globex", "initech"] {
+        assert_eq!(audit(&repo, slug).len(), 7, "{slug}");
+    }
+}
+
+#[test]
+fn killed_mid_export_and_mid_purge_a_rerun_purges_and_audits_each_resource_once() {
+    let repo = Repo::example();
+    no_hold(&repo);
+    repo.write(
+        "tenant-reconcile.hcl",
+        "safety {\n  max_purges_per_run = 100\n}\n",
+    );
+    let n = 16;
+    for i in 0..n {
+        repo.write(
+            &format!("tenants/bulk-{i:03}.yaml"),
+            &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: growth\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"),
+        );
+        repo.write(
+            &format!(".tenant-reconcile/buckets/bulk-{i:03}/data/{i}.txt"),
+            "x\n",
+        );
+    }
+    repo.apply();
+    for i in 0..n {
+        offboard(&repo, &format!("bulk-{i:03}"));
+    }
+    // Exports, killed a few times.
+    for (after_lines, delay_ms) in [(2, 0), (0, 25), (5, 3)] {
+        repo.kill_apply(3, after_lines, Duration::from_millis(delay_ms));
+    }
+    // Then the purges, killed too.
+    for (after_lines, delay_ms) in [(1, 0), (0, 40), (4, 2), (0, 10)] {
+        repo.kill_apply(3, after_lines, Duration::from_millis(delay_ms));
+    }
+    repo.apply();
+    repo.apply();
+    repo.assert_plan_empty();
+    let entries: Vec<Value> =
+        serde_json::from_slice(&repo.run(&["audit", "--json"]).stdout).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &entries {
+        assert!(e["purged_at"].is_string(), "every purge finished: {e}");
+        assert!(
+            seen.insert(e["address"].as_str().unwrap().to_string()),
+            "audited twice: {e}"
+        );
+    }
+    assert_eq!(seen.len(), n * 7, "{seen:#?}");
+    for i in 0..n {
+        let slug = format!("bulk-{i:03}");
+        assert!(!repo
+            .state_dir()
+            .join(format!("data/{slug}.sqlite"))
+            .exists());
+        assert!(!repo.state_dir().join(format!("buckets/{slug}")).exists());
+        let manifest = verified(
+            &repo
+                .path()
+                .join(format!(".tenant-reconcile/exports/{slug}")),
+        );
+        assert_eq!(manifest["objects"][0]["size"], json!(2), "{slug}");
+    }
+    for (event, count) in [("TenantOffboardingStarted", n), ("TenantDeprovisioned", n)] {
+        assert_eq!(
+            repo.count(
+                "control.sqlite",
+                &format!("SELECT count(*) FROM outbox WHERE type = '{event}'")
+            ),
+            count as i64,
+            "{event} exactly once per tenant"
+        );
+    }
+}
+
+#[test]
+fn on_postgres_each_isolation_mode_is_purged_and_its_export_loads_back() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    no_hold(&repo);
+    // A second shared tenant, whose rows must stay.
+    repo.write(
+        "tenants/hooli.yaml",
+        "slug: hooli\nname: Hooli\nplan: starter\nowner:\n  email: o@hooli.example\nregion: eu-west-1\n",
+    );
+    repo.apply();
+    let (acme, globex, initech) = (pg.name("acme"), pg.name("globex"), pg.name("initech"));
+    pg.exec(&format!(
+        "INSERT INTO \"{acme}\".projects (name) SELECT 'p' || g FROM generate_series(1, 1203) g"
+    ));
+    let initech_id = pg
+        .query("SELECT tenant_id FROM tenant_reconcile.tenants WHERE slug = 'initech'")[0]
+        ["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for slug in ["acme", "globex", "initech"] {
+        offboard(&repo, slug);
+    }
+    repo.apply();
+    // Held: the data is all there, and the tenants' own logins are refused.
+    assert_eq!(
+        pg.count(&format!("SELECT count(*) FROM \"{acme}\".projects")),
+        1204
+    );
+    for role in [&acme, &globex, &initech] {
+        let e = pg.query_as(role, &pg.db, "SELECT 1").unwrap_err();
+        assert!(e.contains("not permitted to log in"), "{role}: {e}");
+    }
+    let plan = text(&repo.run(&["plan"]).stdout);
+    for expected in [
+        format!("- acme/database  # schema {acme}: 2 tables, 1,205 rows"),
+        format!("- globex/database  # database {globex}: 2 tables, 2 rows"),
+        "- initech/database  # the tenant's rows in the shared schema tenants_shared: 2 tables, 2 rows".to_string(),
+        format!("- initech/role  # role {initech}"),
+    ] {
+        assert!(plan.contains(&expected), "missing {expected:?} in:\n{plan}");
+    }
+    // A session left open in globex's database does not stop its drop.
+    let hold = std::process::Command::new("psql")
+        .arg(format!("{}/{globex}", crate::pg::SERVER))
+        .args(["-X", "-q", "-c", "SELECT pg_sleep(30)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    repo.apply();
+    let mut hold = hold;
+    let _ = hold.kill();
+    let _ = hold.wait();
+    repo.assert_plan_empty();
+
+    let gone = |sql: &str| assert_eq!(pg.count(sql), 0, "{sql}");
+    gone(&format!(
+        "SELECT count(*) FROM pg_namespace WHERE nspname = '{acme}'"
+    ));
+    gone(&format!(
+        "SELECT count(*) FROM pg_database WHERE datname = '{globex}'"
+    ));
+    gone(&format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname IN ('{acme}', '{globex}', '{initech}')"
+    ));
+    gone(&format!(
+        "SELECT count(*) FROM tenants_shared.projects WHERE tenant_id = '{initech_id}'"
+    ));
+    gone(&format!(
+        "SELECT count(*) FROM tenant_reconcile.memberships WHERE tenant_id = '{initech_id}'"
+    ));
+    assert!(
+        pg.count("SELECT count(*) FROM tenants_shared.projects") >= 1,
+        "hooli's shared rows stay"
+    );
+    assert_eq!(
+        pg.query("SELECT name, lifecycle FROM tenant_reconcile.tenants WHERE slug = 'acme'"),
+        vec![json!({"name": "", "lifecycle": "deprovisioned"})]
+    );
+    let entries: Vec<Value> =
+        serde_json::from_slice(&repo.run(&["audit", "--json"]).stdout).unwrap();
+    assert_eq!(
+        entries.len(),
+        3 * 6,
+        "role, slice, quotas, flags, owner, bucket each: {entries:#?}"
+    );
+    assert_eq!(
+        pg.count(
+            "SELECT count(*) FROM tenant_reconcile.deletion_audit WHERE purged_at IS NOT NULL"
+        ),
+        18
+    );
+
+    // acme's export loads back into a fresh database with its rows.
+    let dir = repo.path().join(".tenant-reconcile/exports/acme");
+    let manifest = verified(&dir);
+    let fresh = format!("{}reload", pg.prefix);
+    pg.exec_on("postgres", &format!("CREATE DATABASE \"{fresh}\""));
+    for m in ["0001_create_projects.sql", "0002_create_settings.sql"] {
+        pg.exec_on(
+            &fresh,
+            &std::fs::read_to_string(repo.path().join("migrations").join(m)).unwrap(),
+        );
+    }
+    let projects = dir.join("tables/projects.csv");
+    let out = std::process::Command::new("psql")
+        .arg(format!("{}/{fresh}", crate::pg::SERVER))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!(
+            "\\copy projects FROM '{}' WITH (FORMAT csv, HEADER)",
+            projects.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let loaded = pg
+        .query_as("postgres", &fresh, "SELECT count(*) AS n FROM projects")
+        .unwrap();
+    assert_eq!(loaded[0]["n"], manifest["tables"][0]["rows"]);
+    assert_eq!(loaded[0]["n"], json!(1204));
+}
+
+#[test]
+fn on_s3_every_version_and_delete_marker_goes_with_the_bucket() {
+    let s3 = crate::moto::S3::new();
+    let repo = s3.repo("");
+    no_hold(&repo);
+    repo.apply();
+    let bucket = s3.bucket("acme", "eu-west-1");
+    for body in ["one", "two", "three"] {
+        s3.block_on(
+            s3.client
+                .put_object()
+                .bucket(&bucket)
+                .key("reports/q1.txt")
+                .body(aws_sdk_s3::primitives::ByteStream::from(
+                    body.as_bytes().to_vec(),
+                ))
+                .send(),
+        )
+        .unwrap();
+    }
+    s3.block_on(
+        s3.client
+            .put_object()
+            .bucket(&bucket)
+            .key("gone.txt")
+            .send(),
+    )
+    .unwrap();
+    s3.block_on(
+        s3.client
+            .delete_object()
+            .bucket(&bucket)
+            .key("gone.txt")
+            .send(),
+    )
+    .unwrap();
+    offboard(&repo, "acme");
+    repo.apply();
+    let manifest = verified(&repo.path().join(".tenant-reconcile/exports/acme"));
+    assert_eq!(
+        manifest["objects"].as_array().unwrap().len(),
+        1,
+        "current versions only"
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains(&format!(
+            "- acme/bucket  # bucket {bucket}: 1 object, 5 bytes (and 3 older versions, 1 delete marker)"
+        )),
+        "{plan}"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    let head = s3.block_on(s3.client.head_bucket().bucket(&bucket).send());
+    assert!(head.is_err(), "the bucket is gone");
+    // Another tenant's bucket and its objects stay.
+    let globex = s3.bucket("globex", "us-east-1");
+    assert!(s3
+        .block_on(s3.client.head_bucket().bucket(&globex).send())
+        .is_ok());
+}
