@@ -277,7 +277,10 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
                 // is looked at as one held, in case a run moved its registry row on and
                 // stopped before recording that (counting more than needed costs reads).
                 let exported = recorded
-                    .filter(|r| r.resources.contains_key(&desired::Key::new(desired::Kind::Export)))
+                    .filter(|r| {
+                        r.resources
+                            .contains_key(&desired::Key::new(desired::Kind::Export))
+                    })
                     .map(|_| crate::state::Lifecycle::Deprovisioning);
                 matches!(
                     crate::offboarding::phase_of(&effective, recorded, exported, now),

@@ -114,8 +114,8 @@ impl<'a> Planner<'a> {
             .and_then(|l| l.tenants.get(slug))
             .map(|t| t.lifecycle);
         let phase = offboarding::phase(&d.effective, recorded, live_lifecycle, self.now);
-        let tombstoned = phase == Phase::Tombstone
-            || live_lifecycle == Some(Lifecycle::Deprovisioned);
+        let tombstoned =
+            phase == Phase::Tombstone || live_lifecycle == Some(Lifecycle::Deprovisioned);
         if tombstoned {
             return if leaving {
                 Ok(None)

@@ -1,4 +1,4 @@
-//! Offboarding, its first phase: a tenant whose file says `status: deprovisioned` loses its
+//! Offboarding, its first phase and the hold: a tenant whose file says `status: deprovisioned` loses its
 //! access at once, then its data is exported with a manifest; it stays in `deprovisioning`
 //! with nothing deleted, and setting it back to active gives back exactly what was revoked.
 
@@ -52,7 +52,7 @@ fn a_deprovisioned_tenant_is_revoked_then_exported_and_called_back_gets_its_acce
         "~ acme/role\n      ~ login = true → false",
         "~ acme/bucket\n      ~ access = \"open\" → \"denied\"",
         "+ acme/export\n      + location        = \".tenant-reconcile/exports/acme\"",
-        "it then stays in deprovisioning, its data held",
+        "it is then held 30 days (its plan's retention_days)",
     ] {
         assert!(plan.contains(expected), "missing {expected:?} in:\n{plan}");
     }

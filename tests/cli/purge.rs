@@ -517,9 +517,9 @@ fn on_postgres_each_isolation_mode_is_purged_and_its_export_loads_back() {
     }
     let plan = text(&repo.run(&["plan"]).stdout);
     for expected in [
-        format!("- acme/database  # schema {acme}: 2 tables, 1,205 rows"),
-        format!("- globex/database  # database {globex}: 2 tables, 2 rows"),
-        "- initech/database  # the tenant's rows in the shared schema tenants_shared: 2 tables, 2 rows".to_string(),
+        format!("- acme/database  # schema {acme}: 2 tables, 1,206 rows"),
+        format!("- globex/database  # database {globex}: 2 tables, 3 rows"),
+        "- initech/database  # the tenant's rows in the shared schema tenants_shared: 2 tables, 3 rows".to_string(),
         format!("- initech/role  # role {initech}"),
     ] {
         assert!(plan.contains(&expected), "missing {expected:?} in:\n{plan}");
@@ -567,14 +567,14 @@ fn on_postgres_each_isolation_mode_is_purged_and_its_export_loads_back() {
         serde_json::from_slice(&repo.run(&["audit", "--json"]).stdout).unwrap();
     assert_eq!(
         entries.len(),
-        3 * 6,
-        "role, slice, quotas, flags, owner, bucket each: {entries:#?}"
+        3 * 7,
+        "file, bucket, slice, role, quotas, flags, owner each: {entries:#?}"
     );
     assert_eq!(
         pg.count(
             "SELECT count(*) FROM tenant_reconcile.deletion_audit WHERE purged_at IS NOT NULL"
         ),
-        18
+        21
     );
 
     // acme's export loads back into a fresh database with its rows.
@@ -649,6 +649,14 @@ fn on_s3_every_version_and_delete_marker_goes_with_the_bucket() {
         manifest["objects"].as_array().unwrap().len(),
         1,
         "current versions only"
+    );
+    // The deny for everyone binds this tool too: lifted for the export, and put back.
+    let policy = s3
+        .block_on(s3.client.get_bucket_policy().bucket(&bucket).send())
+        .unwrap();
+    assert!(
+        policy.policy().unwrap_or_default().contains("\"Deny\""),
+        "{policy:?}"
     );
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(

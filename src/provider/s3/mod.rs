@@ -183,6 +183,51 @@ impl S3Buckets {
             .await
     }
 
+    /// Whether the bucket's access is revoked from everyone (`app_principal = "*"`): an
+    /// explicit deny binds administrators too, so this tool can neither read the objects to
+    /// export them nor delete them while it stands.
+    fn binds_us(&self, bucket: &Attrs) -> bool {
+        bucket.str("access") == crate::bucket::ACCESS_DENIED
+            && self.store.config().app_principal == "*"
+    }
+
+    /// Reads and copies every current object of `name` into the export.
+    async fn export_objects(
+        &self,
+        client: &aws_sdk_s3::Client,
+        name: &str,
+        req: &ExportRequest<'_>,
+    ) -> Result<(), ProviderError> {
+        // Current versions only, a page at a time, each object streamed to its file.
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(name)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| client::error("ListObjectsV2", name, e))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                let out = client
+                    .get_object()
+                    .bucket(name)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| client::error("GetObject", name, e))?;
+                let mut body = out.body;
+                let mut file = req.sink.file(&crate::export::object_path(key)).await?;
+                while let Some(chunk) = body.try_next().await.map_err(|e| {
+                    ProviderError::Message(format!("read {key} of the bucket {name}: {e}"))
+                })? {
+                    file.write(&chunk).await?;
+                }
+                req.sink.finish_object(key, file).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// What a bucket about to be purged holds: its current objects and their bytes, and
     /// the older versions and delete markers a versioned bucket keeps besides.
     async fn holdings(&self, bucket: &Attrs) -> Result<String, ProviderError> {
@@ -370,6 +415,10 @@ impl Provider for S3Buckets {
                 &owner,
             )?,
         }
+        // A deny for everyone binds this tool too: it goes first (the bucket goes with it).
+        if self.binds_us(bucket) {
+            settings::write_access(&client, name, crate::bucket::ACCESS_OPEN, "*").await?;
+        }
         let mut versions = Versions::new(&client, name);
         while let Some(page) = versions.page().await? {
             if !page.is_empty() {
@@ -388,42 +437,18 @@ impl Provider for S3Buckets {
             return Ok(());
         };
         let name = bucket.str("name");
-        let client = self
-            .store
-            .client(if self.store.config().tenant_regions {
-                bucket.str("location")
-            } else {
-                ""
-            })
-            .await?;
-        // Current versions only, a page at a time, each object streamed to its file.
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(name)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| client::error("ListObjectsV2", name, e))?;
-            for object in page.contents() {
-                let Some(key) = object.key() else { continue };
-                let out = client
-                    .get_object()
-                    .bucket(name)
-                    .key(key)
-                    .send()
-                    .await
-                    .map_err(|e| client::error("GetObject", name, e))?;
-                let mut body = out.body;
-                let mut file = req.sink.file(&crate::export::object_path(key)).await?;
-                while let Some(chunk) = body.try_next().await.map_err(|e| {
-                    ProviderError::Message(format!("read {key} of the bucket {name}: {e}"))
-                })? {
-                    file.write(&chunk).await?;
-                }
-                req.sink.finish_object(key, file).await?;
-            }
+        let client = self.client_for(bucket).await?;
+        if !self.binds_us(bucket) {
+            return self.export_objects(&client, name, req).await;
         }
-        Ok(())
+        // Revoked from everyone, this tool included: the deny is lifted for the length of
+        // the export and put back whatever happens. A run killed in between leaves it
+        // lifted, which the next plan shows as drift (`access`) and repairs before it
+        // exports again. Naming the application in app_principal avoids the window.
+        settings::write_access(&client, name, crate::bucket::ACCESS_OPEN, "*").await?;
+        let exported = self.export_objects(&client, name, req).await;
+        settings::write_access(&client, name, crate::bucket::ACCESS_DENIED, "*").await?;
+        exported
     }
 
     async fn apply(

@@ -514,7 +514,7 @@ async fn write_tags(
 
 /// Suspending adds our deny statement to whatever policy the bucket has; resuming takes
 /// only ours out again, so statements others put there survive both.
-async fn write_access(
+pub async fn write_access(
     client: &Client,
     name: &str,
     wanted: &str,
