@@ -552,6 +552,39 @@ fn check_purges(plan: &Plan, max: usize, allowed: bool) -> Result<(), Error> {
     )))
 }
 
+/// Presigned download links to every file of a tenant's offboarding export (kept in S3),
+/// valid for `lifetime` (at most 7 days, as SigV4 allows). The links are secrets: they are
+/// returned to be printed, never stored or logged.
+pub async fn export_links(
+    ws: &Workspace,
+    slug: &Slug,
+    lifetime: Duration,
+) -> Result<Vec<(String, String)>, Error> {
+    use crate::provider::s3::exports::MAX_LINK_LIFETIME;
+    if lifetime > MAX_LINK_LIFETIME || lifetime.is_zero() {
+        return Err(Error::Usage(format!(
+            "a link lasts from a second up to 7 days (SigV4's limit); {} was asked",
+            humantime::format_duration(lifetime)
+        )));
+    }
+    let state = ws.backend().load().await?;
+    let tenant_id = state
+        .tenants
+        .get(slug.as_str())
+        .and_then(|t| t.tenant_id.clone())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "there is no tenant {slug} in the state: nothing of it was ever exported"
+            ))
+        })?;
+    let targets = ws.targets(ws.repo.migrations.clone());
+    targets
+        .exporter
+        .links(slug, &tenant_id, lifetime)
+        .await
+        .map_err(|e| Error::Usage(crate::error::chain(&e)))
+}
+
 /// The deletion audit of one tenant or all, from the control plane. Reads only.
 pub async fn audit(
     ws: &Workspace,

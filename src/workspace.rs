@@ -113,6 +113,8 @@ impl Workspace {
         let exporter = Arc::new(Exporter::new(
             self.repo.root.clone(),
             config.offboarding.export_to.clone(),
+            self.s3.clone(),
+            self.local_dir.join("exports").join(".staging"),
             vec![data.clone(), buckets.clone()],
         ));
         Targets {

@@ -428,10 +428,11 @@ impl Executor {
                 .resources
                 .get(&crate::desired::Key::new(Kind::Export))
                 .ok_or("no export is recorded, and the data is not purged without one")?;
-            if let Some(problem) =
-                self.targets
-                    .exporter
-                    .problem(&tp.slug, &tenant_id, export.str("manifest_sha256"))
+            if let Some(problem) = self
+                .targets
+                .exporter
+                .problem(&tp.slug, &tenant_id, export.str("manifest_sha256"))
+                .await
             {
                 return Err(format!(
                     "its export cannot be relied on: {problem}; nothing was purged"

@@ -41,3 +41,29 @@ pub async fn run(root: &Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
     println!("  manifest.json sha256 {sha256}");
     Ok(0)
 }
+
+#[derive(Debug, Args)]
+pub struct ExportUrlArgs {
+    /// The tenant.
+    slug: String,
+    /// How long the links work (at most 7 days).
+    #[arg(long, value_parser = super::parse_duration, default_value = "7d", value_name = "DURATION")]
+    expires_in: std::time::Duration,
+}
+
+/// `export-url SLUG`: presigned links to the files of an offboarding export kept in S3. They
+/// are secrets, printed to stdout only.
+pub async fn url(root: &Path, args: ExportUrlArgs) -> anyhow::Result<ExitCode> {
+    let slug = tenant_reconcile::slug::Slug::parse(&args.slug)
+        .map_err(|e| anyhow::anyhow!("{:?}: {e}", args.slug))?;
+    let ws = Workspace::open(root)?;
+    let links = tenant_reconcile::ops::export_links(&ws, &slug, args.expires_in).await?;
+    eprintln!(
+        "Links to {slug}'s export, valid for {}; anyone holding one can download that file:",
+        humantime::format_duration(args.expires_in)
+    );
+    for (file, link) in links {
+        println!("{file}\t{link}");
+    }
+    Ok(0)
+}

@@ -63,6 +63,8 @@ pub enum Command {
     /// Export a tenant's data: each table as CSV, its bucket's objects, and a manifest with
     /// every file's sha256.
     Export(export::ExportArgs),
+    /// Print presigned download links to a tenant's offboarding export kept in S3 (a secret).
+    ExportUrl(export::ExportUrlArgs),
     /// Print the deletion audit: every purged resource, what it held, when, by which run and
     /// after which export.
     Audit(audit::AuditArgs),
@@ -167,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credentials(args) => credentials::run(&root, args).await,
         Command::Export(args) => export::run(&root, args).await,
         Command::Audit(args) => audit::run(&root, args).await,
+        Command::ExportUrl(args) => export::url(&root, args).await,
         Command::ForceUnlock(args) => force_unlock::run(&root, args).await,
         Command::Watch(args) => watch::run(&root, args).await,
     }

@@ -1,10 +1,12 @@
 //! The export step of offboarding: once a leaving tenant's access is revoked, every target
 //! holding its data writes it into `<export_to>/<slug>/` ([`crate::export`]), and the
-//! manifest, written last, says the export is whole.
+//! manifest, written last, says the export is whole. `export_to` is a folder, or an S3
+//! bucket and prefix (`s3://bucket/prefix`): the export is then written into a staging
+//! folder of the local target's and uploaded, its manifest last ([`S3Exports`]).
 //!
-//! The folder is claimed before anything is written: a file naming the tenant's id. Only a
-//! folder so claimed is ever cleared (a run stopped mid-export) or set aside (the tenant
-//! offboarded again after being called back); any other content there is refused.
+//! The folder (or prefix) is claimed before anything is written: a file naming the tenant's
+//! id. Only a folder so claimed is ever cleared (a run stopped mid-export) or set aside (the
+//! tenant offboarded again after being called back); any other content there is refused.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use super::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
 use crate::desired::{self, Attrs, Kind};
 use crate::export::{Manifest, MANIFEST_FILE};
 use crate::plan::{Action, ResourceChange};
+use crate::provider::s3::exports::S3Exports;
+use crate::provider::s3::S3Store;
 use crate::slug::Slug;
 
 /// The claim on an export folder: the id of the tenant whose export it is.
@@ -25,30 +29,90 @@ pub struct Exporter {
     /// What relative locations are relative to: the tenant repo.
     root: PathBuf,
     export_to: String,
+    /// Where exports go when `export_to` names an S3 bucket, and the local folder they are
+    /// written into before they are uploaded.
+    bucket: Option<(S3Exports, PathBuf)>,
     /// The targets that hold tenants' data, asked in turn.
     sources: Vec<Arc<dyn Provider>>,
 }
 
 impl Exporter {
-    pub fn new(root: PathBuf, export_to: String, sources: Vec<Arc<dyn Provider>>) -> Exporter {
+    /// `staging` is where an export bound for S3 is written first; `store` the S3
+    /// connection it is uploaded through.
+    pub fn new(
+        root: PathBuf,
+        export_to: String,
+        store: Arc<S3Store>,
+        staging: PathBuf,
+        sources: Vec<Arc<dyn Provider>>,
+    ) -> Exporter {
         Exporter {
+            bucket: S3Exports::parse(store, &export_to).map(|b| (b, staging)),
             root,
             export_to,
             sources,
         }
     }
 
-    /// The tenant's export folder. The slug was checked (`[a-z0-9-]`), so it stays inside.
+    /// The tenant's export folder (for S3, the one it is staged in). The slug was checked
+    /// (`[a-z0-9-]`), so it stays inside.
     fn folder(&self, slug: &Slug) -> PathBuf {
-        self.root.join(&self.export_to).join(slug.as_str())
+        match &self.bucket {
+            Some((_, staging)) => staging.join(slug.as_str()),
+            None => self.root.join(&self.export_to).join(slug.as_str()),
+        }
+    }
+
+    /// The manifest of the tenant's export as written, if there is one.
+    async fn manifest_text(&self, slug: &Slug) -> Result<Option<String>, ProviderError> {
+        match &self.bucket {
+            Some((s3, _)) => s3.manifest(slug).await,
+            None => Ok(std::fs::read_to_string(self.folder(slug).join(MANIFEST_FILE)).ok()),
+        }
+    }
+
+    /// Presigned links to every file of the tenant's export, for its owner to download
+    /// (`export-url`); only for exports kept in S3.
+    pub async fn links(
+        &self,
+        slug: &Slug,
+        tenant_id: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<Vec<(String, String)>, ProviderError> {
+        let Some((s3, _)) = &self.bucket else {
+            return Err(ProviderError::Message(format!(
+                "exports go to the folder {}, and a folder has no download links\n  hint: set offboarding.export_to to an S3 bucket (\"s3://bucket/prefix\") to hand exports out by link",
+                self.export_to
+            )));
+        };
+        let text = s3.manifest(slug).await?.ok_or_else(|| {
+            ProviderError::Message(format!("{slug} has no export in {}", self.export_to))
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| ProviderError::Message(format!("the manifest of {slug}: {e}")))?;
+        if manifest.tenant_id != tenant_id {
+            return Err(ProviderError::Message(format!(
+                "the export of {slug} in {} is another tenant's",
+                self.export_to
+            )));
+        }
+        s3.links(slug, &manifest, lifetime).await
     }
 
     /// The tenant's whole export as it is: its location and its manifest's sha256, when a
     /// manifest of this tenant (by id) is there.
-    fn read(&self, slug: &Slug, tenant_id: Option<&str>) -> Option<Attrs> {
-        let text = std::fs::read_to_string(self.folder(slug).join(MANIFEST_FILE)).ok()?;
-        let manifest: Manifest = serde_json::from_str(&text).ok()?;
-        (Some(manifest.tenant_id.as_str()) == tenant_id).then(|| {
+    async fn read(
+        &self,
+        slug: &Slug,
+        tenant_id: Option<&str>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let Some(text) = self.manifest_text(slug).await? else {
+            return Ok(None);
+        };
+        let Ok(manifest) = serde_json::from_str::<Manifest>(&text) else {
+            return Ok(None);
+        };
+        Ok((Some(manifest.tenant_id.as_str()) == tenant_id).then(|| {
             desired::attrs([
                 (
                     "location",
@@ -58,32 +122,45 @@ impl Exporter {
                 // When the hold began: the retention counts from here.
                 ("exported_at", json!(manifest.exported_at)),
             ])
-        })
+        }))
     }
 
     /// Why the tenant's export may not be relied on before its data is purged: no
     /// manifest of its own, another manifest than the one recorded (`manifest_sha256`), or
     /// a file that differs from what the manifest says. `None` when it verifies.
-    pub fn problem(&self, slug: &Slug, tenant_id: &str, manifest_sha256: &str) -> Option<String> {
-        let dir = self.folder(slug);
-        let Some(found) = self.read(slug, Some(tenant_id)) else {
-            return Some(format!(
-                "there is no manifest of its own in {}",
-                dir.display()
-            ));
+    pub async fn problem(
+        &self,
+        slug: &Slug,
+        tenant_id: &str,
+        manifest_sha256: &str,
+    ) -> Option<String> {
+        let at = format!("{}/{slug}", self.export_to.trim_end_matches('/'));
+        let found = match self.read(slug, Some(tenant_id)).await {
+            Ok(Some(found)) => found,
+            Ok(None) => return Some(format!("there is no manifest of its own in {at}")),
+            Err(e) => return Some(crate::error::chain(&e)),
         };
         if found.str("manifest_sha256") != manifest_sha256 {
             return Some(format!(
-                "the manifest in {} is not the one recorded (sha256 {}, recorded {manifest_sha256})",
-                dir.display(),
+                "the manifest in {at} is not the one recorded (sha256 {}, recorded {manifest_sha256})",
                 found.str("manifest_sha256")
             ));
         }
-        match crate::export::verify(&dir) {
+        let problems = match &self.bucket {
+            Some((s3, _)) => match self.manifest_text(slug).await {
+                Ok(Some(text)) => match serde_json::from_str::<Manifest>(&text) {
+                    Ok(manifest) => s3.problems(slug, &manifest).await,
+                    Err(e) => Err(ProviderError::Message(format!("{at}: {e}"))),
+                },
+                Ok(None) => Ok(vec![format!("{MANIFEST_FILE} is gone")]),
+                Err(e) => Err(e),
+            },
+            None => crate::export::verify(&self.folder(slug)),
+        };
+        match problems {
             Ok(problems) if problems.is_empty() => None,
             Ok(problems) => Some(format!(
-                "{} does not match its manifest: {}",
-                dir.display(),
+                "{at} does not match its manifest: {}",
                 problems.join("; ")
             )),
             Err(e) => Some(crate::error::chain(&e)),
@@ -145,15 +222,18 @@ impl Provider for Exporter {
             .filter(|t| t.keys.iter().any(|k| k.kind == Kind::Export))
         {
             reads += 1;
-            if let Some(attrs) = self.read(&t.slug, t.tenant_id.as_deref()) {
+            if let Some(attrs) = self.read(&t.slug, t.tenant_id.as_deref()).await? {
                 if t.purge {
                     // Read whole only for a tenant about to be purged: its data goes once
                     // the export it is held in is known to be whole.
-                    if let Some(problem) = self.problem(
-                        &t.slug,
-                        t.tenant_id.as_deref().unwrap_or_default(),
-                        attrs.str("manifest_sha256"),
-                    ) {
+                    if let Some(problem) = self
+                        .problem(
+                            &t.slug,
+                            t.tenant_id.as_deref().unwrap_or_default(),
+                            attrs.str("manifest_sha256"),
+                        )
+                        .await
+                    {
                         live.unverified.insert(t.slug.clone(), problem);
                     }
                 }
@@ -174,16 +254,41 @@ impl Provider for Exporter {
         // Done already: a run stopped after the manifest, before its checkpoint. An update
         // is an offboarding after a call-back, which exports anew.
         if change.action != Action::Update {
-            if let Some(attrs) = self.read(slug, Some(tenant_id)) {
+            if let Some(attrs) = self.read(slug, Some(tenant_id)).await? {
                 return Ok(Some(attrs));
             }
         }
         let dir = self.folder(slug);
-        self.claim(&dir, tenant_id)?;
         let sources: Vec<&dyn Provider> = self.sources.iter().map(|p| &**p).collect();
-        crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded).await?;
-        self.read(slug, Some(tenant_id)).map(Some).ok_or_else(|| {
-            ProviderError::Message(format!("the manifest of {} was not written", dir.display()))
-        })
+        match &self.bucket {
+            None => {
+                self.claim(&dir, tenant_id)?;
+                crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded).await?;
+            }
+            Some((s3, _)) => {
+                // The staging folder is the local target's own: whatever a stopped run left
+                // there is cleared.
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(ProviderError::io(format!("clear {}", dir.display())))?;
+                }
+                s3.claim(slug, tenant_id, change.action == Action::Update)
+                    .await?;
+                let (manifest, _) =
+                    crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded).await?;
+                s3.upload(slug, &dir, &manifest).await?;
+                std::fs::remove_dir_all(&dir)
+                    .map_err(ProviderError::io(format!("clear {}", dir.display())))?;
+            }
+        }
+        self.read(slug, Some(tenant_id))
+            .await?
+            .map(Some)
+            .ok_or_else(|| {
+                ProviderError::Message(format!(
+                    "the manifest of {}/{slug} was not written",
+                    self.export_to.trim_end_matches('/')
+                ))
+            })
     }
 }

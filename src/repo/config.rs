@@ -106,7 +106,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OffboardingConfig {
-    /// The folder a leaving tenant's data is exported into (`<export_to>/<slug>/`),
+    /// Where a leaving tenant's data is exported (`<export_to>/<slug>/`): a folder, or an S3
+    /// bucket and prefix (`s3://bucket/prefix`), reached with the s3 block's settings. A folder is
     /// relative to the repo root unless absolute.
     #[serde(default = "default_export_to")]
     pub export_to: String,
@@ -521,6 +522,36 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
             .hint("name a folder relative to the repo root, like \"migrations\""),
         );
     }
+    if let Some(rest) = config.offboarding.export_to.strip_prefix("s3://") {
+        // Bucket names and the prefix reach S3 as they are: checked here, before any call.
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let problem = crate::bucket::check_name(bucket)
+            .err()
+            .map(|e| format!("the bucket {bucket:?} {e}"))
+            .or_else(|| {
+            prefix
+                .split('/')
+                .any(|seg| {
+                    seg == "."
+                        || seg == ".."
+                        || !seg.chars().all(|c| {
+                            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+                        })
+                })
+                .then(|| format!("the prefix {prefix:?} must be plain segments of letters, digits, '-', '_' and '.'"))
+        });
+        if let Some(problem) = problem {
+            let (line, col) = hcl_file::locate_key(source, "export_to").unwrap_or((1, 1));
+            problems.push(
+                Diagnostic::new(CONFIG_FILE, problem)
+                    .at(line, col)
+                    .field("offboarding.export_to")
+                    .hint(
+                        "a folder, or an S3 bucket and prefix like \"s3://acme-exports/tenants\"",
+                    ),
+            );
+        }
+    }
     if !(0.0..=1.0).contains(&config.safety.max_missing_share) {
         problems.push(
             Diagnostic::new(CONFIG_FILE, "max_missing_share must be between 0 and 1")
@@ -645,6 +676,31 @@ mod tests {
             assert!(
                 parse(&format!("migrations_dir = {bad:?}\n")).is_err(),
                 "{bad} is accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn an_s3_export_destination_is_checked_before_any_call() {
+        for good in [
+            "s3://acme-exports",
+            "s3://acme-exports/tenants/eu",
+            "exports",
+        ] {
+            let c = parse(&format!("offboarding {{\n  export_to = {good:?}\n}}\n"));
+            assert!(c.is_ok(), "{good}: {:?}", c.err());
+        }
+        for bad in [
+            "s3://Acme_Exports",
+            "s3://ok-bucket/../up",
+            "s3://ok-bucket/a b",
+            "s3://",
+        ] {
+            let e = parse(&format!("offboarding {{\n  export_to = {bad:?}\n}}\n")).unwrap_err();
+            let text = e[0].to_string();
+            assert!(
+                text.contains("tenant-reconcile.hcl:2:3") && text.contains("offboarding.export_to"),
+                "{bad}: {text}"
             );
         }
     }

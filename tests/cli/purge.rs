@@ -675,3 +675,149 @@ fn on_s3_every_version_and_delete_marker_goes_with_the_bucket() {
         .block_on(s3.client.head_bucket().bucket(&globex).send())
         .is_ok());
 }
+
+#[test]
+fn an_export_kept_in_s3_is_uploaded_whole_handed_out_by_link_and_checked_before_the_purge() {
+    let s3 = crate::moto::S3::new();
+    let exports = format!("{}-exports", s3.prefix);
+    s3.block_on(s3.client.create_bucket().bucket(&exports).send())
+        .unwrap();
+    let repo = s3.repo("");
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{}offboarding {{\n  export_to = \"s3://{exports}/offboarded\"\n}}\n",
+            s3.config("")
+        ),
+    );
+    no_hold(&repo);
+    repo.apply();
+    let bucket = s3.bucket("acme", "eu-west-1");
+    s3.block_on(
+        s3.client
+            .put_object()
+            .bucket(&bucket)
+            .key("reports/q1.txt")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                b"numbers\n",
+            ))
+            .send(),
+    )
+    .unwrap();
+    offboard(&repo, "acme");
+    repo.apply();
+    let keys = |prefix: &str| -> Vec<String> {
+        let out = s3
+            .block_on(
+                s3.client
+                    .list_objects_v2()
+                    .bucket(&exports)
+                    .prefix(prefix)
+                    .send(),
+            )
+            .unwrap();
+        let mut k: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys("offboarded/acme/"),
+        [
+            "offboarded/acme/.tenant-reconcile-export",
+            "offboarded/acme/manifest.json",
+            "offboarded/acme/objects/reports/q1.txt",
+            "offboarded/acme/tables/projects.csv",
+            "offboarded/acme/tables/settings.csv",
+        ]
+    );
+    assert!(
+        !repo
+            .path()
+            .join(".tenant-reconcile/exports/.staging/acme")
+            .exists(),
+        "nothing is left staged"
+    );
+
+    // The owner's links: each file downloads as it was written; a link is a secret, so it
+    // is in no state, log or event.
+    let out = repo.run(&["export-url", "acme", "--expires-in", "1h"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let links = text(&out.stdout);
+    let manifest_link = links
+        .lines()
+        .find_map(|l| l.strip_prefix("manifest.json\t"))
+        .unwrap_or_else(|| panic!("{links}"));
+    assert!(
+        manifest_link.contains("X-Amz-Signature="),
+        "{manifest_link}"
+    );
+    let fetched = std::process::Command::new("curl")
+        .args(["-sf", manifest_link])
+        .output()
+        .unwrap();
+    assert!(fetched.status.success(), "{}", text(&fetched.stderr));
+    let manifest: Value = serde_json::from_slice(&fetched.stdout).unwrap();
+    assert_eq!(manifest["slug"], json!("acme"));
+    assert!(!text(&out.stderr).contains("X-Amz-Signature"));
+    let state = std::fs::read_to_string(repo.state_dir().join("state.json")).unwrap();
+    assert!(!state.contains("X-Amz-Signature"));
+    let out = repo.run(&["export-url", "acme", "--expires-in", "8d"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("up to 7 days"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An export changed in the bucket since it was written is not one to purge after.
+    let put = |body: &'static [u8]| {
+        s3.block_on(
+            s3.client
+                .put_object()
+                .bucket(&exports)
+                .key("offboarded/acme/tables/projects.csv")
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(body))
+                .send(),
+        )
+        .unwrap();
+    };
+    let original = s3
+        .block_on(
+            s3.client
+                .get_object()
+                .bucket(&exports)
+                .key("offboarded/acme/tables/projects.csv")
+                .send(),
+        )
+        .unwrap();
+    let original: &'static [u8] = Box::leak(
+        s3.block_on(original.body.collect())
+            .unwrap()
+            .into_bytes()
+            .to_vec()
+            .into_boxed_slice(),
+    );
+    put(b"tampered\n");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("its export cannot be relied on") && !plan.contains("- acme/"),
+        "{plan}"
+    );
+    put(original);
+    repo.apply();
+    repo.assert_plan_empty();
+    let entries = audit(&repo, "acme");
+    assert_eq!(entries.len(), 7, "{entries:#?}");
+    assert_eq!(
+        entries[0]["export"],
+        json!(format!("s3://{exports}/offboarded/acme"))
+    );
+    assert!(s3
+        .block_on(s3.client.head_bucket().bucket(&bucket).send())
+        .is_err());
+    assert_eq!(keys("offboarded/acme/").len(), 5, "the export stays");
+}

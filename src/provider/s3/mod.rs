@@ -6,6 +6,7 @@
 //! that is not in the list is either missing or someone else's; creating it tells which.
 
 pub mod client;
+pub mod exports;
 mod settings;
 
 use std::collections::HashMap;
