@@ -248,6 +248,8 @@ impl Executor {
                     self.begin_purge(tp, &mut ts, &mut lifecycle, mark).await?;
                     checkpoint(&ts).await?;
                 }
+                // Shown by `show` (and on the registry row) while the purge goes on.
+                ts.step = Some(format!("purge/{}", change.key));
                 let ctx = StepContext {
                     tenant: &tp.tenant,
                     tenant_id: ts.tenant_id.as_deref(),

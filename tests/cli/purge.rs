@@ -821,3 +821,60 @@ fn an_export_kept_in_s3_is_uploaded_whole_handed_out_by_link_and_checked_before_
         .is_err());
     assert_eq!(keys("offboarded/acme/").len(), 5, "the export stays");
 }
+
+#[test]
+fn killed_mid_purge_on_postgres_a_rerun_purges_every_mode_and_audits_each_resource_once() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    no_hold(&repo);
+    repo.write(
+        "tenant-reconcile.hcl",
+        &(pg.config("") + "safety {\n  max_purges_per_run = 100\n}\n"),
+    );
+    let n = 12;
+    for i in 0..n {
+        let isolation = ["schema", "database", "shared"][i % 3];
+        repo.write(
+            &format!("tenants/bulk-{i:03}.yaml"),
+            &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: growth\nisolation: {isolation}\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"),
+        );
+    }
+    repo.apply();
+    for i in 0..n {
+        offboard(&repo, &format!("bulk-{i:03}"));
+    }
+    for (after_lines, delay_ms) in [(1, 0), (0, 150), (3, 20)] {
+        repo.kill_apply(4, after_lines, Duration::from_millis(delay_ms));
+    }
+    for (after_lines, delay_ms) in [(0, 120), (2, 0), (0, 300), (1, 30)] {
+        repo.kill_apply(4, after_lines, Duration::from_millis(delay_ms));
+    }
+    repo.apply();
+    repo.apply();
+    repo.assert_plan_empty();
+    let audited = pg.query(
+        "SELECT address, count(*) AS n, bool_and(purged_at IS NOT NULL) AS done
+         FROM tenant_reconcile.deletion_audit GROUP BY address",
+    );
+    assert_eq!(audited.len(), n * 7, "{audited:#?}");
+    for row in &audited {
+        assert_eq!(row["n"], json!(1), "audited once: {row}");
+        assert_eq!(row["done"], json!(true), "finished: {row}");
+    }
+    let prefix = pg.prefix.replace('_', "\\_");
+    for sql in [
+        format!("SELECT count(*) FROM pg_roles WHERE rolname LIKE '{prefix}bulk%'"),
+        format!("SELECT count(*) FROM pg_namespace WHERE nspname LIKE '{prefix}bulk%'"),
+        format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{prefix}bulk%'"),
+        "SELECT count(*) FROM tenants_shared.projects p JOIN tenant_reconcile.tenants t
+           ON t.tenant_id = p.tenant_id WHERE t.slug LIKE 'bulk-%'"
+            .to_string(),
+    ] {
+        assert_eq!(pg.count(&sql), 0, "{sql}");
+    }
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.outbox WHERE type = 'TenantDeprovisioned'"),
+        n as i64,
+        "each tenant deprovisioned exactly once"
+    );
+}
