@@ -155,13 +155,13 @@ impl Provider for LocalBuckets {
             if let Some(attrs) = attrs {
                 if t.purge {
                     let folder = self.folder(attrs.str("name"))?;
-                    let (objects, bytes) = contents(&folder)
-                        .map_err(ProviderError::io(format!("list {}", folder.display())))?;
-                    live.holds(
-                        &t.slug,
-                        Kind::Bucket,
-                        crate::provider::objects_and_bytes(objects, bytes, 0, 0),
-                    );
+                    let what = match contents(&folder) {
+                        Ok((objects, bytes)) => {
+                            crate::provider::objects_and_bytes(objects, bytes, 0, 0)
+                        }
+                        Err(e) => format!("not counted: list {}: {e}", folder.display()),
+                    };
+                    live.holds(&t.slug, Kind::Bucket, what);
                 }
                 live.insert_attrs(&t.slug, Kind::Bucket, attrs);
             }

@@ -440,7 +440,10 @@ impl Provider for LocalData {
                 live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());
             }
             if t.purge {
-                let what = holdings(&self.database_path(&t.slug)).await?;
+                let what = match holdings(&self.database_path(&t.slug)).await {
+                    Ok(what) => what,
+                    Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                };
                 live.holds(&t.slug, Kind::Database, what);
             }
         }

@@ -391,7 +391,11 @@ impl Provider for S3Buckets {
             if let Some((attrs, owner)) = found {
                 let purging = targets.iter().any(|t| t.slug == slug && t.purge);
                 if purging {
-                    live.holds(&slug, Kind::Bucket, self.holdings(&attrs).await?);
+                    let what = match self.holdings(&attrs).await {
+                        Ok(what) => what,
+                        Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                    };
+                    live.holds(&slug, Kind::Bucket, what);
                 }
                 live.insert_owned(&slug, Kind::Bucket, attrs, owner);
             }
