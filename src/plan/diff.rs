@@ -202,7 +202,14 @@ impl<'a> Planner<'a> {
                         "{slug}: its erasure waits: its slice or bucket is to be built anew, which an export and a purge cannot follow; nothing is done\n  hint: set its status back, apply, then ask for the erasure again"
                     ));
                 }
+                // The move to deprovisioning is the purge's first step.
                 p.changes
+                    .into_iter()
+                    .filter(|c| {
+                        !(c.key.kind == Kind::Registry
+                            && c.fields.iter().all(|f| f.field == "lifecycle"))
+                    })
+                    .collect()
             }
             // After the hold the tenant is only purged: what changed on it since (a login
             // given back by hand) goes with it.

@@ -32,16 +32,18 @@ pub fn changes(
     let mut out = Vec::new();
     for kind in ORDER {
         for (key, attrs) in recorded.resources.iter().filter(|(k, _)| k.kind == kind) {
+            let counted_by_target = live.and_then(|l| l.holding(slug, key));
             let holds = match live {
                 // A run stopped after destroying it, before recording that: its purge is
                 // finished (and audited) again, changing nothing.
                 Some(l) if !l.contains(slug, key) => "already gone".to_string(),
-                Some(l) => l
-                    .holding(slug, key)
-                    .map(str::to_string)
+                _ => counted_by_target
+                    .map(|h| h.holds.clone())
                     .unwrap_or_else(|| counted(kind, attrs)),
-                None => counted(kind, attrs),
             };
+            let resource = counted_by_target
+                .and_then(|h| h.resource.clone())
+                .unwrap_or_else(|| resource(kind, attrs));
             out.push(ResourceChange {
                 key: key.clone(),
                 action: Action::Delete,
@@ -49,10 +51,7 @@ pub fn changes(
                 drift: false,
                 diff: None,
                 desired: None,
-                purged: Some(Purged {
-                    resource: resource(kind, attrs),
-                    holds,
-                }),
+                purged: Some(Purged { resource, holds }),
             });
         }
     }

@@ -194,6 +194,16 @@ impl LiveResource {
     }
 }
 
+/// What a target counted in a resource a purge is to destroy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holding {
+    pub key: Key,
+    /// What it is, when the target names it better than its attributes do.
+    pub resource: Option<String>,
+    /// `2 tables, 1,204 rows`.
+    pub holds: String,
+}
+
 /// A tenant's row in the live registry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveTenant {
@@ -215,7 +225,7 @@ pub struct LiveFleet {
     pub calls: Vec<(&'static str, usize)>,
     /// What each resource of a tenant about to be purged holds (`2 tables, 1,204 rows`),
     /// as the target that counted it says.
-    pub holdings: HashMap<Slug, Vec<(Key, String)>>,
+    pub holdings: HashMap<Slug, Vec<Holding>>,
     /// Tenants whose export does not verify against its manifest, and why: they are not
     /// purged.
     pub unverified: HashMap<Slug, String>,
@@ -274,16 +284,30 @@ impl LiveFleet {
         self.holdings
             .entry(slug.clone())
             .or_default()
-            .push((Key::new(kind), what));
+            .push(Holding {
+                key: Key::new(kind),
+                resource: None,
+                holds: what,
+            });
+    }
+
+    /// Records what a resource of a tenant about to be purged is, where its target knows
+    /// better than its attributes say (the local target keeps every slice as a file), and
+    /// what it holds.
+    pub fn holds_as(&mut self, slug: &Slug, kind: Kind, resource: String, what: String) {
+        self.holdings
+            .entry(slug.clone())
+            .or_default()
+            .push(Holding {
+                key: Key::new(kind),
+                resource: Some(resource),
+                holds: what,
+            });
     }
 
     /// What a resource of a tenant about to be purged holds, if its target counted it.
-    pub fn holding(&self, slug: &Slug, key: &Key) -> Option<&str> {
-        self.holdings
-            .get(slug)?
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, w)| w.as_str())
+    pub fn holding(&self, slug: &Slug, key: &Key) -> Option<&Holding> {
+        self.holdings.get(slug)?.iter().find(|h| &h.key == key)
     }
 
     /// Records a resource compared by its attributes alone, carrying `owner`'s mark.

@@ -83,7 +83,7 @@ fn after_its_hold_a_tenant_is_purged_audited_and_left_as_a_tombstone() {
         "# acme will be purged: its data destroyed for good, a tombstone kept (deprovisioning → deprovisioned)",
         "- acme/file/namespace.yaml  # file acme/namespace.yaml",
         "- acme/bucket  # bucket acme: 1 object, 8 bytes",
-        "- acme/database  # schema tenant_acme: 2 tables, 3 rows",
+        "- acme/database  # database file data/acme.sqlite: 2 tables, 3 rows",
         "- acme/role  # role tenant_acme",
         "- acme/quotas  # quotas: 3 quotas",
         "- acme/features  # feature flags: 4 flags",
@@ -188,7 +188,7 @@ fn after_its_hold_a_tenant_is_purged_audited_and_left_as_a_tombstone() {
     assert!(
         table.starts_with("PURGED")
             && table.contains("acme/database")
-            && table.contains("schema tenant_acme: 2 tables, 3 rows"),
+            && table.contains("database file data/acme.sqlite: 2 tables, 3 rows"),
         "{table}"
     );
     let show = text(&repo.run(&["show"]).stdout);
@@ -283,7 +283,7 @@ fn an_erasure_request_skips_the_hold_and_may_waive_the_export() {
     for expected in [
         "# globex will be purged: its data destroyed for good, a tombstone kept (ERASURE request, no hold) (active → deprovisioned)",
         "~ globex/role\n      ~ login = true → false",
-        "- globex/database  # database tenant_globex: 2 tables, 3 rows",
+        "- globex/database  # database file data/globex.sqlite: 2 tables, 3 rows",
         "PURGE (ERASURE request): its data destroyed for good (1 tenant)",
     ] {
         assert!(plan.contains(expected), "missing {expected:?} in:\n{plan}");

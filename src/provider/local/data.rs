@@ -440,11 +440,19 @@ impl Provider for LocalData {
                 live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());
             }
             if t.purge {
-                let what = match holdings(&self.database_path(&t.slug)).await {
+                let path = self.database_path(&t.slug);
+                let what = match holdings(&path).await {
                     Ok(what) => what,
                     Err(e) => format!("not counted: {}", crate::error::chain(&e)),
                 };
-                live.holds(&t.slug, Kind::Database, what);
+                // Every mode is a file here, whatever the slice's name says.
+                let file = path.strip_prefix(&self.dir).unwrap_or(&path).display();
+                live.holds_as(
+                    &t.slug,
+                    Kind::Database,
+                    format!("database file {file}"),
+                    what,
+                );
             }
         }
         live.calls.push((self.name(), 2 + targets.len()));
