@@ -120,7 +120,14 @@ impl<'a> Planner<'a> {
             return if leaving {
                 Ok(None)
             } else {
-                Err(slug_reused(d, recorded))
+                let source = self
+                    .input
+                    .repo
+                    .tenants
+                    .iter()
+                    .find(|t| &t.slug == slug)
+                    .map_or("", |t| t.source.as_str());
+                Err(slug_reused(d, recorded, source))
             };
         }
         if let (Phase::Purging, Some(r)) = (phase, recorded) {
@@ -381,7 +388,7 @@ fn rebuilds(c: &ResourceChange) -> bool {
 
 /// A tenant file whose slug belonged to a tenant purged and tombstoned: a slug is never
 /// given to another tenant, whose data, events and audit would mix with the old one's.
-fn slug_reused(d: &DesiredTenant, recorded: Option<&TenantState>) -> Diagnostic {
+fn slug_reused(d: &DesiredTenant, recorded: Option<&TenantState>, source: &str) -> Diagnostic {
     let when = recorded
         .and_then(|r| r.purge.as_ref())
         .and_then(|p| p.finished_at.as_deref())
@@ -398,7 +405,7 @@ fn slug_reused(d: &DesiredTenant, recorded: Option<&TenantState>) -> Diagnostic 
             d.slug()
         ),
     )
-    .field("slug")
+    .locate(source, "slug")
     .hint("give the new tenant another slug; the old one stays in the registry as a tombstone and in `tenant-reconcile audit`")
 }
 
