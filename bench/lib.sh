@@ -15,3 +15,12 @@ build_release() {
   cargo build --release --quiet
   BIN="$CARGO_TARGET_DIR/release/tenant-reconcile"
 }
+
+# refresh_queries LOG PROVIDER: the round trips sent by the refresh of the providers whose
+# name starts with PROVIDER, summed from the debug log's lines
+# (`debug: refreshed (provider: postgres data, elapsed: 3ms, queries: 5)`); 0 when none.
+refresh_queries() {
+  local n
+  n=$({ grep -o "provider: $2[^,]*, elapsed: [^,]*, queries: [0-9]*" "$1" || true; } | grep -o '[0-9]*$' | paste -sd+ | bc)
+  echo "${n:-0}"
+}

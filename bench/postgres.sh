@@ -75,7 +75,7 @@ plan_refresh() {
       timed "plan" "$BIN" -C "$dir" plan --detailed-exitcode)
     times+="$t"$'\n'; mems+="$m"$'\n'
     # Only the server's round trips: the local bucket and file providers read files.
-    queries=$(grep 'provider="postgres' "$TMP/err" | grep -o 'queries=[0-9]*' | cut -d= -f2 | paste -sd+ | bc)
+    queries=$(refresh_queries "$TMP/err" postgres)
   done
   local mid=$(((REPEATS + 1) / 2))
   echo "$(printf '%s' "$times" | sort -n | sed -n "${mid}p") $(printf '%s' "$mems" | sort -n | sed -n "${mid}p") $queries"

@@ -79,7 +79,7 @@ read -r export_s export_kb < <(timed "offboard" "$BIN" -C "$dir" apply --auto-ap
 echo "purging them ..." >&2
 read -r purge_s purge_kb < <(TENANT_RECONCILE_LOG=tenant_reconcile::provider=debug NO_COLOR=1 \
   timed "purge" "$BIN" -C "$dir" apply --auto-approve --allow-mass-purge)
-queries=$(grep 'provider="postgres' "$TMP/err" | grep -o 'queries=[0-9]*' | cut -d= -f2 | paste -sd+ | bc)
+queries=$(refresh_queries "$TMP/err" postgres)
 audited=$(psql "$DATABASE_URL" -qAtc "select count(*) from tenant_reconcile.deletion_audit where purged_at is not null")
 left=$(psql "$DATABASE_URL" -qAtc "select count(*) from pg_namespace where nspname like 'pb${ID}\_purged\_%'")
 [ "$left" = 0 ] || { echo "FAILED: $left schemas left after the purge" >&2; exit 1; }

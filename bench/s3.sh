@@ -68,7 +68,7 @@ done
 PLAN_CPU=$(sort -n <<<"$cpus" | sed -n "$(( (REPEATS + 1) / 2 ))p")
 PLAN_S=$(sort -n <<<"$times" | sed -n "$(( (REPEATS + 1) / 2 ))p")
 PLAN_MB=$(mb "$(sort -n <<<"$mems" | sed -n "$(( (REPEATS + 1) / 2 ))p")")
-PLAN_CALLS=$(grep 'refreshed' "$LOG" | grep 'provider="s3"' | grep -o 'queries=[0-9]*' | cut -d= -f2)
+PLAN_CALLS=$(refresh_queries "$LOG" s3)
 
 echo
 echo "| $N tenants, buckets on S3 | wall time | CPU of tenant-reconcile | peak memory | S3 requests |"

@@ -8,6 +8,7 @@
 //! - A tenant's lifecycle moves (with its events) only after all of its other steps.
 
 pub mod progress;
+mod purge;
 
 use std::sync::{Arc, OnceLock};
 
@@ -164,6 +165,27 @@ impl Executor {
         Ok(ApplyReport { outcomes })
     }
 
+    /// What a step of `tp` knows, as the tenant is recorded in `ts` now.
+    fn step_context<'a>(
+        &'a self,
+        tp: &'a TenantPlan,
+        ts: &'a TenantState,
+        lifecycle: Lifecycle,
+        mark: &'a Mark,
+        claimed: bool,
+    ) -> StepContext<'a> {
+        StepContext {
+            tenant: &tp.tenant,
+            tenant_id: ts.tenant_id.as_deref(),
+            lifecycle,
+            credentials_version: ts.credentials_version,
+            key: &self.key,
+            mark,
+            claimed,
+            recorded: &ts.resources,
+        }
+    }
+
     async fn tenant(
         &self,
         tp: &TenantPlan,
@@ -250,16 +272,7 @@ impl Executor {
                 }
                 // Shown by `show` (and on the registry row) while the purge goes on.
                 ts.step = Some(format!("purge/{}", change.key));
-                let ctx = StepContext {
-                    tenant: &tp.tenant,
-                    tenant_id: ts.tenant_id.as_deref(),
-                    lifecycle,
-                    credentials_version: ts.credentials_version,
-                    key: &self.key,
-                    mark,
-                    claimed: false,
-                    recorded: &ts.resources,
-                };
+                let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
                 self.purge(&ctx, tp, change, purged, &ts).await?;
                 ts.resources.remove(&change.key);
                 if change.key.kind == Kind::Database {
@@ -272,6 +285,8 @@ impl Executor {
                 continue;
             }
             let claimed = ts.creating.contains(&change.key);
+            // Field by field, not `step_context`: the step goes on to update other fields of
+            // `ts` (its step, its intents) while this borrows its resources.
             let ctx = StepContext {
                 tenant: &tp.tenant,
                 tenant_id: ts.tenant_id.as_deref(),
@@ -376,16 +391,7 @@ impl Executor {
         let to = tp.lifecycle.to;
         *step = "lifecycle".to_string();
         if lifecycle != to {
-            let ctx = StepContext {
-                tenant: &tp.tenant,
-                tenant_id: ts.tenant_id.as_deref(),
-                lifecycle,
-                credentials_version: ts.credentials_version,
-                key: &self.key,
-                mark,
-                claimed: false,
-                recorded: &ts.resources,
-            };
+            let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
             control.transition(&ctx, to).await.map_err(|e| chain(&e))?;
             *steps += 1;
         }
@@ -406,111 +412,6 @@ impl Executor {
         // Every create of this tenant is done and recorded: no intent is left to claim with.
         ts.creating.clear();
         checkpoint(&ts).await
-    }
-}
-
-impl Executor {
-    /// Before a tenant's first resource is purged: its export verifies against its
-    /// manifest (unless an erasure request waived it), it is in `deprovisioning` (an
-    /// erasure goes there in the same run), and its purge is recorded, after which it can
-    /// only go on to its tombstone.
-    async fn begin_purge(
-        &self,
-        tp: &TenantPlan,
-        ts: &mut TenantState,
-        lifecycle: &mut Lifecycle,
-        mark: &Mark,
-    ) -> Result<(), String> {
-        let tenant_id = ts
-            .tenant_id
-            .clone()
-            .ok_or("the tenant has no registry row")?;
-        if tp.tenant.offboarding.export {
-            let export = ts
-                .resources
-                .get(&crate::desired::Key::new(Kind::Export))
-                .ok_or("no export is recorded, and the data is not purged without one")?;
-            if let Some(problem) = self
-                .targets
-                .exporter
-                .problem(&tp.slug, &tenant_id, export.str("manifest_sha256"))
-                .await
-            {
-                return Err(format!(
-                    "its export cannot be relied on: {problem}; nothing was purged"
-                ));
-            }
-        }
-        if *lifecycle != Lifecycle::Deprovisioning {
-            let ctx = StepContext {
-                tenant: &tp.tenant,
-                tenant_id: Some(&tenant_id),
-                lifecycle: *lifecycle,
-                credentials_version: ts.credentials_version,
-                key: &self.key,
-                mark,
-                claimed: false,
-                recorded: &ts.resources,
-            };
-            self.targets
-                .control
-                .transition(&ctx, Lifecycle::Deprovisioning)
-                .await
-                .map_err(|e| chain(&e))?;
-            *lifecycle = Lifecycle::Deprovisioning;
-        }
-        ts.lifecycle = Lifecycle::Deprovisioning;
-        ts.purge = Some(crate::state::Purge {
-            started_at: now(),
-            finished_at: None,
-            erasure: tp.tenant.offboarding.erase,
-        });
-        Ok(())
-    }
-
-    /// Purges one resource: its audit row first (so a run stopped after the purge still
-    /// has it, and the rerun completes it), then the target destroys it, then the row is
-    /// completed. Each is idempotent, so a rerun after a kill anywhere audits it once.
-    async fn purge(
-        &self,
-        ctx: &StepContext<'_>,
-        tp: &TenantPlan,
-        change: &crate::plan::ResourceChange,
-        purged: &crate::plan::Purged,
-        ts: &TenantState,
-    ) -> Result<(), String> {
-        let tenant_id = ctx.tenant_id().map_err(|e| chain(&e))?;
-        let address = format!("{}/{}", tp.slug, change.key);
-        let control = &self.targets.control;
-        control
-            .set_step(tenant_id, Some(&format!("purge/{}", change.key)))
-            .await
-            .map_err(|e| chain(&e))?;
-        let export = ts.resources.get(&crate::desired::Key::new(Kind::Export));
-        let entry = crate::audit::AuditEntry {
-            tenant_id: tenant_id.to_string(),
-            slug: tp.slug.to_string(),
-            address: address.clone(),
-            resource: purged.resource.clone(),
-            holds: purged.holds.clone(),
-            erasure: tp.tenant.offboarding.erase,
-            export: export.map(|e| e.str("location").to_string()),
-            export_sha256: export.map(|e| e.str("manifest_sha256").to_string()),
-            git_commit: self.git_commit.clone(),
-            run_by: self.run_by.clone(),
-            started_at: now(),
-            purged_at: None,
-        };
-        control.audit_begin(&entry).await.map_err(|e| chain(&e))?;
-        self.targets
-            .for_kind(change.key.kind)
-            .purge(ctx, &change.key)
-            .await
-            .map_err(|e| chain(&e))?;
-        control
-            .audit_done(tenant_id, &address)
-            .await
-            .map_err(|e| chain(&e))
     }
 }
 
