@@ -76,6 +76,8 @@ export DATABASE_URL="$PG/pb${ID}_purged"
 for f in "$dir"/tenants/*.yaml; do echo "status: deprovisioned" >>"$f"; done
 read -r export_s export_kb < <(timed "offboard" "$BIN" -C "$dir" apply --auto-approve)
 
+echo "planning their purge ..." >&2
+read -r plan_s plan_kb < <(timed "plan" "$BIN" -C "$dir" plan)
 echo "purging them ..." >&2
 read -r purge_s purge_kb < <(TENANT_RECONCILE_LOG=tenant_reconcile::provider=debug NO_COLOR=1 \
   timed "purge" "$BIN" -C "$dir" apply --auto-approve --allow-mass-purge)
@@ -98,6 +100,7 @@ echo
 echo "| what | tenants | time (s) | peak memory (MB) |"
 echo "| --- | ---: | ---: | ---: |"
 echo "| offboard: revoke and export (schema mode) | $N | $export_s | $(mb "$export_kb") |"
+echo "| plan of the purge: counting what each holds, verifying each export | $N | $plan_s | $(mb "$plan_kb") |"
 echo "| purge: plan, export checks, drops, audit, tombstones | $N | $purge_s | $(mb "$purge_kb") |"
 echo "| the same schemas and roles dropped by one psql script | $N | $sql_s | |"
 echo

@@ -60,8 +60,10 @@ impl Executor {
     }
 
     /// Purges one resource: its audit row first (so a run stopped after the purge still
-    /// has it, and the rerun completes it), then the target destroys it, then the row is
-    /// completed. Each is idempotent, so a rerun after a kill anywhere audits it once.
+    /// has it, and the rerun completes it; the registry row shows the step at once), then
+    /// the target destroys it, then the row is completed. Each is idempotent, so a rerun
+    /// after a kill anywhere audits it once. The audit is what records each resource's
+    /// purge; the state records the purge's start and end.
     pub(super) async fn purge(
         &self,
         ctx: &StepContext<'_>,
@@ -73,10 +75,6 @@ impl Executor {
         let tenant_id = ctx.tenant_id().map_err(|e| chain(&e))?;
         let address = format!("{}/{}", tp.slug, change.key);
         let control = &self.targets.control;
-        control
-            .set_step(tenant_id, Some(&format!("purge/{}", change.key)))
-            .await
-            .map_err(|e| chain(&e))?;
         let export = ts.resources.get(&Key::new(Kind::Export));
         let entry = crate::audit::AuditEntry {
             tenant_id: tenant_id.to_string(),

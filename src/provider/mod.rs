@@ -562,7 +562,8 @@ pub trait ControlPlane: Provider {
     /// from the tenant's events too.
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError>;
     /// Records that a resource is about to be purged, once: a row that is there already
-    /// (a run stopped after writing it) is kept as it was.
+    /// (a run stopped after writing it) is kept as it was. The registry row's step shows the
+    /// resource's purge (`purge/database`) from the same statement.
     async fn audit_begin(&self, entry: &crate::audit::AuditEntry) -> Result<(), ProviderError>;
     /// Records that the resource `address` of `tenant_id` is purged (once; later calls
     /// keep the first time).

@@ -323,6 +323,16 @@ impl Provider for LocalControl {
 #[async_trait]
 impl ControlPlane for LocalControl {
     async fn audit_begin(&self, e: &AuditEntry) -> Result<(), ProviderError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE tenants SET step = ? WHERE tenant_id = ?")
+            .bind(format!(
+                "purge/{}",
+                e.address.split_once('/').map_or("", |(_, k)| k)
+            ))
+            .bind(&e.tenant_id)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("record the current step"))?;
         sqlx::query(
             "INSERT INTO deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address) DO NOTHING",
@@ -338,10 +348,10 @@ impl ControlPlane for LocalControl {
         .bind(&e.git_commit)
         .bind(&e.run_by)
         .bind(&e.started_at)
-        .execute(self.pool().await?)
+        .execute(tx.as_mut())
         .await
         .map_err(ProviderError::sql("write the deletion audit"))?;
-        Ok(())
+        tx.commit().await.map_err(ProviderError::sql("commit"))
     }
 
     async fn audit_done(&self, tenant_id: &str, address: &str) -> Result<(), ProviderError> {

@@ -113,6 +113,15 @@ impl PgControl {
     /// A transaction, creating the tables on first use. Creation is serialised by an
     /// advisory lock so two runs starting together do not trip over each other.
     async fn begin(&self) -> Result<Transaction<'static, Postgres>, ProviderError> {
+        self.pool()
+            .await?
+            .begin()
+            .await
+            .map_err(ProviderError::sql("begin"))
+    }
+
+    /// The pool, for a single statement, with the tables created on first use.
+    async fn pool(&self) -> Result<&sqlx::PgPool, ProviderError> {
         let pool = self.server.pool().await?;
         super::ensure_once(
             pool,
@@ -121,7 +130,7 @@ impl PgControl {
             "the control-plane tables",
         )
         .await?;
-        pool.begin().await.map_err(ProviderError::sql("begin"))
+        Ok(pool)
     }
 
     async fn emit(
@@ -433,13 +442,12 @@ impl Provider for PgControl {
         ));
         let tenant_id = ctx.tenant_id()?;
         retry!("purge", async {
-            let mut tx = self.begin().await?;
             sqlx::query(&sql)
                 .bind(tenant_id)
-                .execute(tx.as_mut())
+                .execute(self.pool().await?)
                 .await
-                .map_err(ProviderError::sql(format!("purge {table}")))?;
-            tx.commit().await.map_err(ProviderError::sql("commit"))
+                .map_err(ProviderError::sql(format!("purge {table}")))
+                .map(drop)
         })
     }
 }
@@ -460,7 +468,7 @@ impl ControlPlane for PgControl {
             sqlx::query(&sql)
                 .bind(step)
                 .bind(tenant_id)
-                .execute(self.server.pool().await?)
+                .execute(self.pool().await?)
                 .await
                 .map_err(ProviderError::sql("record the current step"))
                 .map(drop)
@@ -472,12 +480,14 @@ impl ControlPlane for PgControl {
     }
 
     async fn audit_begin(&self, e: &AuditEntry) -> Result<(), ProviderError> {
+        // One statement, so one round trip, and atomic: the step and the row.
         let sql = self.sql(
-            "INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
+            "WITH step AS (UPDATE {schema}.tenants SET step = $12 WHERE tenant_id = $1)
+             INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (tenant_id, address) DO NOTHING",
         );
+        let step = format!("purge/{}", e.address.split_once('/').map_or("", |(_, k)| k));
         retry!("audit", async {
-            let mut tx = self.begin().await?;
             sqlx::query(&sql)
                 .bind(&e.tenant_id)
                 .bind(&e.slug)
@@ -490,10 +500,11 @@ impl ControlPlane for PgControl {
                 .bind(&e.git_commit)
                 .bind(&e.run_by)
                 .bind(&e.started_at)
-                .execute(tx.as_mut())
+                .bind(&step)
+                .execute(self.pool().await?)
                 .await
-                .map_err(ProviderError::sql("write the deletion audit"))?;
-            tx.commit().await.map_err(ProviderError::sql("commit"))
+                .map_err(ProviderError::sql("write the deletion audit"))
+                .map(drop)
         })
     }
 
@@ -506,7 +517,7 @@ impl ControlPlane for PgControl {
                 .bind(crate::state::now())
                 .bind(tenant_id)
                 .bind(address)
-                .execute(self.server.pool().await?)
+                .execute(self.pool().await?)
                 .await
                 .map_err(ProviderError::sql("complete the deletion audit"))
                 .map(drop)

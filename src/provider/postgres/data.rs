@@ -874,23 +874,22 @@ impl PgData {
                 delete_shared_rows(&mut conn, &slice.schema, ctx.tenant_id()?).await?;
             }
         }
-        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
-        if slice.isolation != Isolation::Shared {
-            self.forget_slice(tx.as_mut(), slice.isolation, &slice.name, Some(slug))
-                .await?;
-        } else {
-            sqlx::query(&self.sql("DELETE FROM {schema}.seeds WHERE slug = $1"))
-                .bind(slug.as_str())
-                .execute(tx.as_mut())
-                .await
-                .map_err(ProviderError::sql("forget the seed"))?;
-        }
-        sqlx::query(&self.sql("DELETE FROM {schema}.slices WHERE slug = $1"))
+        // The catalog forgets it in one statement. A shared slice's migrations are every
+        // shared tenant's, and stay.
+        let forget = self.sql(
+            "WITH m AS (DELETE FROM {schema}.slice_migrations
+                        WHERE isolation = $1 AND slice = $2 AND $1 <> 'shared'),
+                  s AS (DELETE FROM {schema}.seeds WHERE slug = $3)
+             DELETE FROM {schema}.slices WHERE slug = $3",
+        );
+        sqlx::query(&forget)
+            .bind(slice.isolation.as_str())
+            .bind(&slice.name)
             .bind(slug.as_str())
-            .execute(tx.as_mut())
+            .execute(&mut *conn)
             .await
-            .map_err(ProviderError::sql("forget the slice"))?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))
+            .map_err(ProviderError::sql("forget the slice"))
+            .map(drop)
     }
 
     /// Drops the tenant's login role, after ending its sessions and dropping what it was
@@ -927,6 +926,89 @@ impl PgData {
             .await
             .map_err(ProviderError::sql("forget the role"))?;
         tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    /// Counts what the slices of tenants about to be purged hold and records it in `live`;
+    /// returns the queries sent. Schemas are counted together: their tables in one catalog
+    /// query, their rows in a few large sums, however many tenants; a database or a shared
+    /// tenant's rows need a connection or a transaction each. A count that fails (a table
+    /// whose name cannot be quoted) says so on its line instead of failing every plan.
+    async fn count_holdings(
+        &self,
+        slices: &[(&RefreshTarget, String, String)],
+        live: &mut LiveFleet,
+    ) -> Result<usize, ProviderError> {
+        let mut queries = 0;
+        let schemas: Vec<&str> = slices
+            .iter()
+            .filter(|(_, isolation, _)| isolation == "schema")
+            .map(|(_, _, name)| name.as_str())
+            .collect();
+        let mut counted: HashMap<String, (usize, u64)> = HashMap::new();
+        let mut unquotable: HashMap<String, String> = HashMap::new();
+        if !schemas.is_empty() {
+            let pool = self.server.pool().await?;
+            let tables: Vec<(String, String)> = sqlx::query_as(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p') AND NOT c.relispartition",
+            )
+            .bind(&schemas)
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("list the tables of the slices to purge"))?;
+            queries += 1;
+            let mut quoted = Vec::new();
+            for (schema, table) in tables {
+                counted.entry(schema.clone()).or_default().0 += 1;
+                if crate::naming::is_plain_ident(&table) {
+                    let t = format!("{}.{}", quote(&schema), quote(&table));
+                    quoted.push((schema, t));
+                } else {
+                    unquotable.insert(schema, table);
+                }
+            }
+            for chunk in quoted.chunks(500) {
+                let parts: Vec<String> = chunk
+                    .iter()
+                    .map(|(schema, t)| {
+                        format!("SELECT {} AS s, count(*) AS n FROM {t}", literal(schema))
+                    })
+                    .collect();
+                let sql = format!(
+                    "SELECT s, sum(n)::bigint FROM ({}) AS counts GROUP BY s",
+                    parts.join(" UNION ALL ")
+                );
+                let rows: Vec<(String, i64)> = sqlx::query_as(&sql)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(ProviderError::sql("count the rows of the slices to purge"))?;
+                queries += 1;
+                for (schema, n) in rows {
+                    counted.entry(schema).or_default().1 += n as u64;
+                }
+            }
+        }
+        for (t, isolation, name) in slices {
+            let what = if isolation == "schema" {
+                match unquotable.get(name) {
+                    Some(table) => format!(
+                        "not counted: the table {table:?} of {name} needs a plain lower-case name"
+                    ),
+                    None => {
+                        let (tables, rows) = counted.get(name).copied().unwrap_or_default();
+                        crate::provider::tables_and_rows(tables, rows)
+                    }
+                }
+            } else {
+                queries += 1;
+                match self.holdings(isolation, name, t.tenant_id.as_deref()).await {
+                    Ok(what) => what,
+                    Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                }
+            };
+            live.holds(&t.slug, Kind::Database, what);
+        }
+        Ok(queries)
     }
 
     /// What the slice of a tenant about to be purged holds: its tables and rows.
@@ -1541,6 +1623,8 @@ impl Provider for PgData {
             queries += 2;
         }
 
+        // The slices of tenants about to be purged, whose tables and rows the plan shows.
+        let mut to_count: Vec<(&RefreshTarget, String, String)> = Vec::new();
         for (t, role) in targets.iter().zip(&roles) {
             if let Some((attrs, owner)) = by_role.remove(role) {
                 live.insert_owned(&t.slug, Kind::Role, attrs, owner);
@@ -1580,18 +1664,11 @@ impl Provider for PgData {
                 live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());
             }
             if t.purge {
-                // A count that fails (a table whose name cannot be quoted) says so on its
-                // line instead of failing every tenant's plan.
-                let what = match self
-                    .holdings(&isolation, &name, t.tenant_id.as_deref())
-                    .await
-                {
-                    Ok(what) => what,
-                    Err(e) => format!("not counted: {}", crate::error::chain(&e)),
-                };
-                live.holds(&t.slug, Kind::Database, what);
-                queries += 1;
+                to_count.push((t, isolation, name));
             }
+        }
+        if !to_count.is_empty() {
+            queries += self.count_holdings(&to_count, live).await?;
         }
         live.calls.push((self.name(), queries));
         Ok(())
