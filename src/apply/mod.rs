@@ -260,9 +260,17 @@ impl Executor {
             }
         };
 
+        // The audit rows of the purge this run carries out, written before its first
+        // resource is destroyed and completed after its last.
+        let mut audited: Option<Vec<String>> = None;
         for change in &tp.changes {
             *step = change.key.to_string();
-            if let Some(purged) = &change.purged {
+            if change.purged.is_none() {
+                if let Some(addresses) = audited.take() {
+                    self.audit_done(&ts, &addresses).await?;
+                }
+            }
+            if change.purged.is_some() {
                 if shared.lost.get().is_some() {
                     return Err("stopped before this step: the state could not be written".into());
                 }
@@ -270,10 +278,11 @@ impl Executor {
                     self.begin_purge(tp, &mut ts, &mut lifecycle, mark).await?;
                     checkpoint(&ts).await?;
                 }
-                // Shown by `show` (and on the registry row) while the purge goes on.
-                ts.step = Some(format!("purge/{}", change.key));
+                if audited.is_none() {
+                    audited = Some(self.audit_begin(tp, &ts).await?);
+                }
                 let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
-                self.purge(&ctx, tp, change, purged, &ts).await?;
+                self.purge(&ctx, change).await?;
                 ts.resources.remove(&change.key);
                 if change.key.kind == Kind::Database {
                     // Seed rows live in the slice and went with it.
@@ -390,6 +399,9 @@ impl Executor {
             *steps += 1;
         }
 
+        if let Some(addresses) = audited.take() {
+            self.audit_done(&ts, &addresses).await?;
+        }
         let to = tp.lifecycle.to;
         *step = "lifecycle".to_string();
         if lifecycle != to {

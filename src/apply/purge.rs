@@ -1,11 +1,13 @@
 //! The executor's purge steps: a tenant's purge begins once (its export checked, the move to
-//! `deprovisioning`, the purge recorded), then each resource is audited, destroyed and the
-//! audit completed, every one idempotent so a rerun after a kill anywhere audits it once.
+//! `deprovisioning`, the purge recorded); the audit rows of its resources are written, each
+//! resource is destroyed, and the rows are completed, every step idempotent so a rerun after
+//! a kill anywhere purges what is left and audits each resource once.
 
 use super::Executor;
+use crate::audit::AuditEntry;
 use crate::desired::{Key, Kind};
 use crate::error::chain;
-use crate::plan::{Purged, ResourceChange, TenantPlan};
+use crate::plan::{ResourceChange, TenantPlan};
 use crate::provider::{Mark, StepContext};
 use crate::state::{now, Lifecycle, Purge, TenantState};
 
@@ -59,45 +61,76 @@ impl Executor {
         Ok(())
     }
 
-    /// Purges one resource: its audit row first (so a run stopped after the purge still
-    /// has it, and the rerun completes it; the registry row shows the step at once), then
-    /// the target destroys it, then the row is completed. Each is idempotent, so a rerun
-    /// after a kill anywhere audits it once. The audit is what records each resource's
-    /// purge; the state records the purge's start and end.
+    /// Writes the audit rows of every resource `tp` purges, in one call, before the first
+    /// of them is destroyed: a run stopped after destroying one still has its row, and the
+    /// rerun completes it. A row that is there already (written by such a run) is kept as it
+    /// was, so each resource is audited once. Returns their addresses.
+    pub(super) async fn audit_begin(
+        &self,
+        tp: &TenantPlan,
+        ts: &TenantState,
+    ) -> Result<Vec<String>, String> {
+        let tenant_id = ts
+            .tenant_id
+            .as_deref()
+            .ok_or("the tenant has no registry row")?;
+        let export = ts.resources.get(&Key::new(Kind::Export));
+        let started_at = now();
+        let entries: Vec<AuditEntry> = tp
+            .changes
+            .iter()
+            .filter_map(|c| Some((c, c.purged.as_ref()?)))
+            .map(|(c, purged)| AuditEntry {
+                tenant_id: tenant_id.to_string(),
+                slug: tp.slug.to_string(),
+                address: format!("{}/{}", tp.slug, c.key),
+                resource: purged.resource.clone(),
+                holds: purged.holds.clone(),
+                erasure: tp.tenant.offboarding.erase,
+                export: export.map(|e| e.str("location").to_string()),
+                export_sha256: export.map(|e| e.str("manifest_sha256").to_string()),
+                git_commit: self.git_commit.clone(),
+                run_by: self.run_by.clone(),
+                started_at: started_at.clone(),
+                purged_at: None,
+            })
+            .collect();
+        self.targets
+            .control
+            .audit_begin(&entries)
+            .await
+            .map_err(|e| chain(&e))?;
+        Ok(entries.into_iter().map(|e| e.address).collect())
+    }
+
+    /// Destroys one resource, where the state recorded it. Idempotent: a rerun after a kill
+    /// destroys what is gone already again, changing nothing. The audit is what records
+    /// each resource's purge; the state records the purge's start and end.
     pub(super) async fn purge(
         &self,
         ctx: &StepContext<'_>,
-        tp: &TenantPlan,
         change: &ResourceChange,
-        purged: &Purged,
-        ts: &TenantState,
     ) -> Result<(), String> {
-        let tenant_id = ctx.tenant_id().map_err(|e| chain(&e))?;
-        let address = format!("{}/{}", tp.slug, change.key);
-        let control = &self.targets.control;
-        let export = ts.resources.get(&Key::new(Kind::Export));
-        let entry = crate::audit::AuditEntry {
-            tenant_id: tenant_id.to_string(),
-            slug: tp.slug.to_string(),
-            address: address.clone(),
-            resource: purged.resource.clone(),
-            holds: purged.holds.clone(),
-            erasure: tp.tenant.offboarding.erase,
-            export: export.map(|e| e.str("location").to_string()),
-            export_sha256: export.map(|e| e.str("manifest_sha256").to_string()),
-            git_commit: self.git_commit.clone(),
-            run_by: self.run_by.clone(),
-            started_at: now(),
-            purged_at: None,
-        };
-        control.audit_begin(&entry).await.map_err(|e| chain(&e))?;
         self.targets
             .for_kind(change.key.kind)
             .purge(ctx, &change.key)
             .await
-            .map_err(|e| chain(&e))?;
-        control
-            .audit_done(tenant_id, &address)
+            .map_err(|e| chain(&e))
+    }
+
+    /// Completes the audit rows of `addresses`, once all of them are destroyed.
+    pub(super) async fn audit_done(
+        &self,
+        ts: &TenantState,
+        addresses: &[String],
+    ) -> Result<(), String> {
+        let tenant_id = ts
+            .tenant_id
+            .as_deref()
+            .ok_or("the tenant has no registry row")?;
+        self.targets
+            .control
+            .audit_done(tenant_id, addresses)
             .await
             .map_err(|e| chain(&e))
     }

@@ -561,13 +561,13 @@ pub trait ControlPlane: Provider {
     /// `deprovisioned` leaves the registry row as a tombstone: the owner's email is erased
     /// from the tenant's events too.
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError>;
-    /// Records that a resource is about to be purged, once: a row that is there already
-    /// (a run stopped after writing it) is kept as it was. The registry row's step shows the
-    /// resource's purge (`purge/database`) from the same statement.
-    async fn audit_begin(&self, entry: &crate::audit::AuditEntry) -> Result<(), ProviderError>;
-    /// Records that the resource `address` of `tenant_id` is purged (once; later calls
+    /// Records that the resources of `entries` (one tenant's) are about to be purged, each
+    /// once: a row that is there already (a run stopped after writing it) is kept as it
+    /// was. The registry row's step shows the purge from the same statement.
+    async fn audit_begin(&self, entries: &[crate::audit::AuditEntry]) -> Result<(), ProviderError>;
+    /// Records that the resources `addresses` of `tenant_id` are purged (once; later calls
     /// keep the first time).
-    async fn audit_done(&self, tenant_id: &str, address: &str) -> Result<(), ProviderError>;
+    async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError>;
     /// The deletion audit, oldest first, of one tenant or all.
     async fn audit_log(
         &self,

@@ -322,49 +322,54 @@ impl Provider for LocalControl {
 
 #[async_trait]
 impl ControlPlane for LocalControl {
-    async fn audit_begin(&self, e: &AuditEntry) -> Result<(), ProviderError> {
+    async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE tenants SET step = ? WHERE tenant_id = ?")
-            .bind(format!(
-                "purge/{}",
-                e.address.split_once('/').map_or("", |(_, k)| k)
-            ))
-            .bind(&e.tenant_id)
+        sqlx::query("UPDATE tenants SET step = 'purge' WHERE tenant_id = ?")
+            .bind(&first.tenant_id)
             .execute(tx.as_mut())
             .await
             .map_err(ProviderError::sql("record the current step"))?;
-        sqlx::query(
-            "INSERT INTO deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address) DO NOTHING",
-        )
-        .bind(&e.tenant_id)
-        .bind(&e.slug)
-        .bind(&e.address)
-        .bind(&e.resource)
-        .bind(&e.holds)
-        .bind(e.erasure)
-        .bind(&e.export)
-        .bind(&e.export_sha256)
-        .bind(&e.git_commit)
-        .bind(&e.run_by)
-        .bind(&e.started_at)
-        .execute(tx.as_mut())
-        .await
-        .map_err(ProviderError::sql("write the deletion audit"))?;
+        for e in entries {
+            sqlx::query(
+                "INSERT INTO deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address) DO NOTHING",
+            )
+            .bind(&e.tenant_id)
+            .bind(&e.slug)
+            .bind(&e.address)
+            .bind(&e.resource)
+            .bind(&e.holds)
+            .bind(e.erasure)
+            .bind(&e.export)
+            .bind(&e.export_sha256)
+            .bind(&e.git_commit)
+            .bind(&e.run_by)
+            .bind(&e.started_at)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("write the deletion audit"))?;
+        }
         tx.commit().await.map_err(ProviderError::sql("commit"))
     }
 
-    async fn audit_done(&self, tenant_id: &str, address: &str) -> Result<(), ProviderError> {
-        sqlx::query(
-            "UPDATE deletion_audit SET purged_at = ? WHERE tenant_id = ? AND address = ? AND purged_at IS NULL",
-        )
-        .bind(now())
-        .bind(tenant_id)
-        .bind(address)
-        .execute(self.pool().await?)
-        .await
-        .map_err(ProviderError::sql("complete the deletion audit"))?;
-        Ok(())
+    async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
+        let at = now();
+        let mut tx = self.begin().await?;
+        for address in addresses {
+            sqlx::query(
+                "UPDATE deletion_audit SET purged_at = ? WHERE tenant_id = ? AND address = ? AND purged_at IS NULL",
+            )
+            .bind(&at)
+            .bind(tenant_id)
+            .bind(address)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("complete the deletion audit"))?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))
     }
 
     async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {

@@ -479,28 +479,37 @@ impl ControlPlane for PgControl {
         retry!("transition", self.transition_once(ctx, to))
     }
 
-    async fn audit_begin(&self, e: &AuditEntry) -> Result<(), ProviderError> {
-        // One statement, so one round trip, and atomic: the step and the row.
+    async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        // One statement, so one round trip, and atomic: the step and every row.
         let sql = self.sql(
-            "WITH step AS (UPDATE {schema}.tenants SET step = $12 WHERE tenant_id = $1)
+            "WITH step AS (UPDATE {schema}.tenants SET step = 'purge' WHERE tenant_id = $1)
              INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (tenant_id, address) DO NOTHING",
+             SELECT $1, $2, a, r, h, $3, $4, $5, $6, $7, $8
+             FROM unnest($9::text[], $10::text[], $11::text[]) AS e (a, r, h)
+             ON CONFLICT (tenant_id, address) DO NOTHING",
         );
-        let step = format!("purge/{}", e.address.split_once('/').map_or("", |(_, k)| k));
+        let column = |f: fn(&AuditEntry) -> &String| entries.iter().map(f).collect::<Vec<_>>();
+        let (addresses, resources, holds) = (
+            column(|e| &e.address),
+            column(|e| &e.resource),
+            column(|e| &e.holds),
+        );
         retry!("audit", async {
             sqlx::query(&sql)
-                .bind(&e.tenant_id)
-                .bind(&e.slug)
-                .bind(&e.address)
-                .bind(&e.resource)
-                .bind(&e.holds)
-                .bind(e.erasure)
-                .bind(&e.export)
-                .bind(&e.export_sha256)
-                .bind(&e.git_commit)
-                .bind(&e.run_by)
-                .bind(&e.started_at)
-                .bind(&step)
+                .bind(&first.tenant_id)
+                .bind(&first.slug)
+                .bind(first.erasure)
+                .bind(&first.export)
+                .bind(&first.export_sha256)
+                .bind(&first.git_commit)
+                .bind(&first.run_by)
+                .bind(&first.started_at)
+                .bind(&addresses)
+                .bind(&resources)
+                .bind(&holds)
                 .execute(self.pool().await?)
                 .await
                 .map_err(ProviderError::sql("write the deletion audit"))
@@ -508,15 +517,16 @@ impl ControlPlane for PgControl {
         })
     }
 
-    async fn audit_done(&self, tenant_id: &str, address: &str) -> Result<(), ProviderError> {
+    async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
         let sql = self.sql(
-            "UPDATE {schema}.deletion_audit SET purged_at = $1 WHERE tenant_id = $2 AND address = $3 AND purged_at IS NULL",
+            "UPDATE {schema}.deletion_audit SET purged_at = $1
+             WHERE tenant_id = $2 AND address = ANY($3) AND purged_at IS NULL",
         );
         retry!("audit", async {
             sqlx::query(&sql)
                 .bind(crate::state::now())
                 .bind(tenant_id)
-                .bind(address)
+                .bind(addresses)
                 .execute(self.pool().await?)
                 .await
                 .map_err(ProviderError::sql("complete the deletion audit"))
