@@ -63,10 +63,10 @@ HCL
   echo "$dir"
 }
 
-# timed LABEL CMD...: prints "secs kb" of one run.
+# timed LABEL CMD...: prints "secs kb user-secs system-secs" of one run.
 timed() {
   local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$TMP/t" "$@" >"$TMP/out" 2>"$TMP/err" || { echo "FAILED: $label" >&2; tail -20 "$TMP/err" >&2; exit 1; }
+  /usr/bin/time -f "%e %M %U %S" -o "$TMP/t" "$@" >"$TMP/out" 2>"$TMP/err" || { echo "FAILED: $label" >&2; tail -20 "$TMP/err" >&2; exit 1; }
   cat "$TMP/t"
 }
 
@@ -79,7 +79,7 @@ read -r export_s export_kb < <(timed "offboard" "$BIN" -C "$dir" apply --auto-ap
 echo "planning their purge ..." >&2
 read -r plan_s plan_kb < <(timed "plan" "$BIN" -C "$dir" plan)
 echo "purging them ..." >&2
-read -r purge_s purge_kb < <(TENANT_RECONCILE_LOG=tenant_reconcile::provider=debug NO_COLOR=1 \
+read -r purge_s purge_kb purge_user purge_sys < <(TENANT_RECONCILE_LOG=tenant_reconcile::provider=debug NO_COLOR=1 \
   timed "purge" "$BIN" -C "$dir" apply --auto-approve --allow-mass-purge --parallelism "${PARALLELISM:-10}")
 queries=$(refresh_queries "$TMP/err" postgres)
 audited=$(psql "$DATABASE_URL" -qAtc "select count(*) from tenant_reconcile.deletion_audit where purged_at is not null")
@@ -104,6 +104,7 @@ echo "| plan of the purge: counting what each holds, verifying each export | $N 
 echo "| purge: plan, export checks, drops, audit, tombstones | $N | $purge_s | $(mb "$purge_kb") |"
 echo "| the same schemas and roles dropped by one psql script | $N | $sql_s | |"
 echo
+echo "the purge's own CPU: ${purge_user} s user, ${purge_sys} s system"
 echo "purge / psql = $ratio; $audited resources audited; the purge's refresh sent $queries queries to PostgreSQL"
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo "Machine: $(nproc) CPUs, ${cpu:-unknown CPU}, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(psql "$PG/postgres" -qAtc 'show server_version' | cut -d' ' -f1) PostgreSQL; $("$BIN" --version)"

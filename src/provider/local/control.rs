@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at   TEXT NOT NULL,
     published_at TEXT
 );
+CREATE INDEX IF NOT EXISTS outbox_tenant_id ON outbox (tenant_id);
 -- One row per purged resource, kept for good; it holds no data of the tenant's.
 CREATE TABLE IF NOT EXISTS deletion_audit (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,

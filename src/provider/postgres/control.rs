@@ -70,6 +70,9 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
     created_at   timestamptz NOT NULL DEFAULT now(),
     published_at timestamptz
 );
+-- A tombstone erases the owner's email from its tenant's events: found by index, not by
+-- a scan of every tenant's events.
+CREATE INDEX IF NOT EXISTS outbox_tenant_id ON {schema}.outbox (tenant_id);
 ALTER TABLE {schema}.tenants ADD COLUMN IF NOT EXISTS deprovisioned_at timestamptz;
 -- One row per purged resource, kept for good; it holds no data of the tenant's.
 CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (

@@ -842,14 +842,16 @@ impl PgData {
                     let what = format!("the schema {}", slice.name);
                     check_ours(ctx, &change, &what, &Owner::from_text(mark.as_deref()))?;
                     drop_tables_in_batches(&mut conn, &slice.name).await?;
-                    conn.execute(
-                        format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&slice.name)).as_str(),
-                    )
-                    .await
-                    .map_err(ProviderError::sql(format!(
-                        "drop the schema {}",
-                        slice.name
-                    )))?;
+                    // The drop and the catalog's forgetting, in one statement list: one
+                    // round trip, one transaction.
+                    let statements = format!(
+                        "DROP SCHEMA IF EXISTS {} CASCADE; {}",
+                        quote(&slice.name),
+                        self.forget_sql(&slice, slug)
+                    );
+                    return conn.execute(statements.as_str()).await.map(|_| ()).map_err(
+                        ProviderError::sql(format!("drop the schema {}", slice.name)),
+                    );
                 }
             }
             Isolation::Database => {
@@ -874,22 +876,31 @@ impl PgData {
                 delete_shared_rows(&mut conn, &slice.schema, ctx.tenant_id()?).await?;
             }
         }
-        // The catalog forgets it in one statement. A shared slice's migrations are every
-        // shared tenant's, and stay.
-        let forget = self.sql(
-            "WITH m AS (DELETE FROM {schema}.slice_migrations
-                        WHERE isolation = $1 AND slice = $2 AND $1 <> 'shared'),
-                  s AS (DELETE FROM {schema}.seeds WHERE slug = $3)
-             DELETE FROM {schema}.slices WHERE slug = $3",
-        );
-        sqlx::query(&forget)
-            .bind(slice.isolation.as_str())
-            .bind(&slice.name)
-            .bind(slug.as_str())
-            .execute(&mut *conn)
+        conn.execute(self.forget_sql(&slice, slug).as_str())
             .await
+            .map(|_| ())
             .map_err(ProviderError::sql("forget the slice"))
-            .map(drop)
+    }
+
+    /// The statement by which the catalog forgets a purged slice: its migrations (a shared
+    /// slice's are every shared tenant's, and stay), its seed and itself. Its names are
+    /// checked identifiers and a slug, so they are written as literals, which lets it run in
+    /// one statement list with the drop.
+    fn forget_sql(&self, slice: &Slice, slug: &Slug) -> String {
+        let migrations = if slice.isolation == Isolation::Shared {
+            String::new()
+        } else {
+            format!(
+                "m AS (DELETE FROM {{schema}}.slice_migrations WHERE isolation = {} AND slice = {}), ",
+                literal(slice.isolation.as_str()),
+                literal(&slice.name)
+            )
+        };
+        let slug = literal(slug.as_str());
+        self.sql(&format!(
+            "WITH {migrations}s AS (DELETE FROM {{schema}}.seeds WHERE slug = {slug})
+             DELETE FROM {{schema}}.slices WHERE slug = {slug}"
+        ))
     }
 
     /// Drops the tenant's login role, after ending its sessions and dropping what it was
