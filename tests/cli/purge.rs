@@ -604,10 +604,26 @@ fn on_postgres_each_isolation_mode_is_purged_and_its_export_loads_back() {
         .unwrap();
     assert_eq!(loaded[0]["n"], manifest["tables"][0]["rows"]);
     assert_eq!(loaded[0]["n"], json!(1204));
+    // Written out again from the fresh database, the table is the same bytes.
+    let again = repo.path().join("projects.again.csv");
+    let out = std::process::Command::new("psql")
+        .arg(format!("{}/{fresh}", crate::pg::SERVER))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!(
+            "\\copy projects TO '{}' WITH (FORMAT csv, HEADER)",
+            again.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        std::fs::read(&again).unwrap(),
+    ));
+    assert_eq!(json!(sha), manifest["tables"][0]["sha256"]);
 }
 
 #[test]
-fn on_s3_every_version_and_delete_marker_goes_with_the_bucket() {
+fn on_s3_every_version_and_delete_marker_goes_with_the_bucket_versioned_or_not() {
     let s3 = crate::moto::S3::new();
     let repo = s3.repo("");
     no_hold(&repo);
@@ -642,7 +658,19 @@ fn on_s3_every_version_and_delete_marker_goes_with_the_bucket() {
             .send(),
     )
     .unwrap();
+    // initech's plan asks for no versioning: its bucket holds plain objects.
+    let unversioned = s3.bucket("initech", "us-west-2");
+    s3.block_on(
+        s3.client
+            .put_object()
+            .bucket(&unversioned)
+            .key("notes.txt")
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"plain"))
+            .send(),
+    )
+    .unwrap();
     offboard(&repo, "acme");
+    offboard(&repo, "initech");
     repo.apply();
     let manifest = verified(&repo.path().join(".tenant-reconcile/exports/acme"));
     assert_eq!(
@@ -667,8 +695,12 @@ fn on_s3_every_version_and_delete_marker_goes_with_the_bucket() {
     );
     repo.apply();
     repo.assert_plan_empty();
-    let head = s3.block_on(s3.client.head_bucket().bucket(&bucket).send());
-    assert!(head.is_err(), "the bucket is gone");
+    for gone in [&bucket, &unversioned] {
+        let head = s3.block_on(s3.client.head_bucket().bucket(gone).send());
+        assert!(head.is_err(), "{gone} is gone");
+    }
+    let manifest = verified(&repo.path().join(".tenant-reconcile/exports/initech"));
+    assert_eq!(manifest["objects"][0]["key"], json!("notes.txt"));
     // Another tenant's bucket and its objects stay.
     let globex = s3.bucket("globex", "us-east-1");
     assert!(s3
