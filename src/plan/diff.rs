@@ -566,15 +566,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         stale.retain(|k| live.contains(slug, k));
     }
     for key in stale {
-        changes.push(ResourceChange {
-            key: key.clone(),
-            action: Action::Delete,
-            fields: Vec::new(),
-            drift: false,
-            diff: None,
-            desired: None,
-            purged: None,
-        });
+        changes.push(ResourceChange::delete(key.clone(), None));
     }
     // Seed data lives in the slice: a slice built anew (created, or replaced by one in
     // another isolation mode) is seeded anew.

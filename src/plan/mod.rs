@@ -231,6 +231,21 @@ pub struct ResourceChange {
     pub purged: Option<Purged>,
 }
 
+impl ResourceChange {
+    /// A destroy of `key`: a rendered file whose template is gone, or a purge.
+    pub fn delete(key: Key, purged: Option<Purged>) -> ResourceChange {
+        ResourceChange {
+            key,
+            action: Action::Delete,
+            fields: Vec::new(),
+            drift: false,
+            diff: None,
+            desired: None,
+            purged,
+        }
+    }
+}
+
 /// A resource a purge destroys: what it is (`schema t_acme`) and what it holds
 /// (`2 tables, 1,204 rows`), counted when the plan was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

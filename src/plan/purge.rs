@@ -44,15 +44,10 @@ pub fn changes(
             let resource = counted_by_target
                 .and_then(|h| h.resource.clone())
                 .unwrap_or_else(|| resource(kind, attrs));
-            out.push(ResourceChange {
-                key: key.clone(),
-                action: Action::Delete,
-                fields: Vec::new(),
-                drift: false,
-                diff: None,
-                desired: None,
-                purged: Some(Purged { resource, holds }),
-            });
+            out.push(ResourceChange::delete(
+                key.clone(),
+                Some(Purged { resource, holds }),
+            ));
         }
     }
     let registry = Key::new(Kind::Registry);

@@ -446,15 +446,7 @@ pub fn check_ours(
 
 /// The change a purge of `key` is, for [`check_ours`]: a delete, which claims nothing.
 pub fn purge_change(key: &Key) -> ResourceChange {
-    ResourceChange {
-        key: key.clone(),
-        action: Action::Delete,
-        fields: Vec::new(),
-        drift: false,
-        diff: None,
-        desired: None,
-        purged: None,
-    }
+    ResourceChange::delete(key.clone(), None)
 }
 
 /// The seed rows a seed change carries. A plan fills them in for every tenant it seeds; one

@@ -85,22 +85,7 @@ impl S3Backend {
 
     /// An object's body, or `None` when there is no such object.
     async fn get(&self, client: &Client, key: &str) -> Result<Option<Vec<u8>>, ProviderError> {
-        match client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let body = out.body.collect().await.map_err(|e| {
-                    ProviderError::Message(format!("S3 GetObject on {}/{key}: {e}", self.bucket))
-                })?;
-                Ok(Some(body.into_bytes().to_vec()))
-            }
-            Err(e) if code(&e).as_deref() == Some("NoSuchKey") => Ok(None),
-            Err(e) => Err(error("GetObject", &format!("{}/{key}", self.bucket), e)),
-        }
+        crate::provider::s3::client::get_bytes(client, &self.bucket, key).await
     }
 
     /// Who holds the lock now, if anyone.

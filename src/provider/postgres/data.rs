@@ -1036,9 +1036,14 @@ impl PgData {
                 let _ = conn.close().await;
                 counted?
             }
-            "shared" => {
-                let Some(id) = tenant_id else {
-                    return Ok(String::new());
+            isolation => {
+                // Schema and shared slices live in the admin database.
+                let (schema, tenant) = match isolation {
+                    "shared" => match tenant_id {
+                        Some(id) => (self.naming.shared_schema.as_str(), Some(id)),
+                        None => return Ok(String::new()),
+                    },
+                    _ => (name, None),
                 };
                 let mut conn = self
                     .server
@@ -1047,17 +1052,7 @@ impl PgData {
                     .acquire()
                     .await
                     .map_err(ProviderError::sql("connect"))?;
-                count_rows(&mut conn, &self.naming.shared_schema, Some(id)).await?
-            }
-            _ => {
-                let mut conn = self
-                    .server
-                    .pool()
-                    .await?
-                    .acquire()
-                    .await
-                    .map_err(ProviderError::sql("connect"))?;
-                count_rows(&mut conn, name, None).await?
+                count_rows(&mut conn, schema, tenant).await?
             }
         };
         Ok(crate::provider::tables_and_rows(tables, rows))

@@ -190,3 +190,22 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     }
     parts.join(": ")
 }
+
+/// An object's body, or `None` when there is no such object: for the small objects this
+/// tool reads whole (state, locks, manifests).
+pub async fn get_bytes(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, ProviderError> {
+    match client.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => {
+            let body = out.body.collect().await.map_err(|e| {
+                ProviderError::Message(format!("S3 GetObject on {bucket}/{key}: {e}"))
+            })?;
+            Ok(Some(body.into_bytes().to_vec()))
+        }
+        Err(e) if matches!(code(&e).as_deref(), Some("NoSuchKey")) => Ok(None),
+        Err(e) => Err(error("GetObject", &format!("{bucket}/{key}"), e)),
+    }
+}

@@ -61,25 +61,8 @@ impl S3Exports {
 
     /// An object's text, or `None` when there is none.
     async fn text(&self, key: &str) -> Result<Option<String>, ProviderError> {
-        let client = self.client().await?;
-        match client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let bytes = out.body.collect().await.map_err(|e| {
-                    ProviderError::Message(format!("read s3://{}/{key}: {e}", self.bucket))
-                })?;
-                Ok(Some(
-                    String::from_utf8_lossy(&bytes.into_bytes()).into_owned(),
-                ))
-            }
-            Err(e) if matches!(client::code(&e).as_deref(), Some("NoSuchKey" | "404")) => Ok(None),
-            Err(e) => Err(client::error("GetObject", &self.bucket, e)),
-        }
+        let bytes = client::get_bytes(&self.client().await?, &self.bucket, key).await?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// The manifest of the tenant's export, as written.
