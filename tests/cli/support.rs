@@ -16,12 +16,17 @@ pub struct Repo {
 }
 
 impl Repo {
-    /// A copy of the example tenant repo at the project's top level.
+    /// A copy of the example tenant repo at the project's top level, as committed: the
+    /// working tree's copy is for people to edit (the README's walk-through does), and a
+    /// test must not depend on what they left there. Outside a git checkout (a packaged
+    /// crate) the files are what there is.
     pub fn example() -> Repo {
         let dir = TempDir::new().expect("temp dir");
         let root = project_root();
         for sub in ["tenants", "plans", "templates", "migrations"] {
-            copy_dir(&root.join(sub), &dir.path().join(sub));
+            if !copy_committed(&root, sub, &dir.path().join(sub)) {
+                copy_dir(&root.join(sub), &dir.path().join(sub));
+            }
         }
         Repo {
             dir,
@@ -203,6 +208,46 @@ pub fn project_root() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
         .map(Into::into)
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
+/// Writes the folder `sub` of the project as its git HEAD has it into `to`; false when the
+/// project is not a git checkout or HEAD has no such folder.
+fn copy_committed(root: &Path, sub: &str, to: &Path) -> bool {
+    let Ok(repo) = git2::Repository::discover(root) else {
+        return false;
+    };
+    let (Some(workdir), Ok(head)) = (repo.workdir(), repo.head()) else {
+        return false;
+    };
+    let Ok(tree) = head.peel_to_tree() else {
+        return false;
+    };
+    let Ok(root) = root.canonicalize() else {
+        return false;
+    };
+    let workdir = workdir
+        .canonicalize()
+        .unwrap_or_else(|_| workdir.to_path_buf());
+    let Ok(prefix) = root.strip_prefix(&workdir) else {
+        return false;
+    };
+    let Ok(entry) = tree.get_path(&prefix.join(sub)) else {
+        return false;
+    };
+    let Ok(folder) = entry.to_object(&repo).and_then(|o| o.peel_to_tree()) else {
+        return false;
+    };
+    folder
+        .walk(git2::TreeWalkMode::PreOrder, |parent, e| {
+            if let (Some(name), Some(git2::ObjectType::Blob)) = (e.name(), e.kind()) {
+                let path = to.join(parent).join(name);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                let blob = e.to_object(&repo).unwrap().peel_to_blob().unwrap();
+                std::fs::write(&path, blob.content()).unwrap();
+            }
+            git2::TreeWalkResult::Ok
+        })
+        .is_ok()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
