@@ -35,6 +35,20 @@ pub struct Manifest {
     pub objects: Vec<ObjectFile>,
 }
 
+impl Manifest {
+    /// Every file the manifest names (tables, then objects), with the sha256 it gives.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tables
+            .iter()
+            .map(|t| (t.file.as_str(), t.sha256.as_str()))
+            .chain(
+                self.objects
+                    .iter()
+                    .map(|o| (o.file.as_str(), o.sha256.as_str())),
+            )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TableFile {
     pub table: String,
@@ -276,14 +290,9 @@ pub fn verify(dir: &Path) -> Result<Vec<String>, ProviderError> {
     let manifest: Manifest = serde_json::from_str(&text)
         .map_err(|e| ProviderError::Message(format!("{}: {e}", path.display())))?;
     let mut problems = Vec::new();
-    let files = manifest
-        .tables
-        .iter()
-        .map(|t| (&t.file, &t.sha256))
-        .chain(manifest.objects.iter().map(|o| (&o.file, &o.sha256)));
-    for (file, sha256) in files {
+    for (file, sha256) in manifest.files() {
         match hash_file(&dir.join(file)) {
-            Ok(found) if &found == sha256 => {}
+            Ok(found) if found == sha256 => {}
             Ok(found) => problems.push(format!("{file}: sha256 {found}, manifest {sha256}")),
             Err(e) => problems.push(format!("{file}: {e}")),
         }

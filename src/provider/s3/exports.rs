@@ -78,12 +78,7 @@ impl S3Exports {
     ) -> Result<Vec<String>, ProviderError> {
         let client = self.client().await?;
         let mut problems = Vec::new();
-        let files = manifest
-            .tables
-            .iter()
-            .map(|t| (&t.file, &t.sha256))
-            .chain(manifest.objects.iter().map(|o| (&o.file, &o.sha256)));
-        for (file, sha256) in files {
+        for (file, sha256) in manifest.files() {
             let key = self.key(slug, file);
             let out = match client
                 .get_object()
@@ -106,7 +101,7 @@ impl S3Exports {
                 hasher.update(&chunk);
             }
             let found = hex::encode(hasher.finalize());
-            if &found != sha256 {
+            if found != sha256 {
                 problems.push(format!("{file}: sha256 {found}, manifest {sha256}"));
             }
         }
@@ -211,11 +206,8 @@ impl S3Exports {
         manifest: &Manifest,
     ) -> Result<(), ProviderError> {
         let files = manifest
-            .tables
-            .iter()
-            .map(|t| &t.file)
-            .chain(manifest.objects.iter().map(|o| &o.file))
-            .map(String::as_str)
+            .files()
+            .map(|(file, _)| file)
             .chain([MANIFEST_FILE]);
         for file in files {
             let path = dir.join(file);
@@ -239,13 +231,7 @@ impl S3Exports {
         let client = self.client().await?;
         let config = PresigningConfig::expires_in(lifetime)
             .map_err(|e| ProviderError::Message(format!("a link's lifetime: {e}")))?;
-        let files = std::iter::once(MANIFEST_FILE).chain(
-            manifest
-                .tables
-                .iter()
-                .map(|t| t.file.as_str())
-                .chain(manifest.objects.iter().map(|o| o.file.as_str())),
-        );
+        let files = std::iter::once(MANIFEST_FILE).chain(manifest.files().map(|(file, _)| file));
         let mut out = Vec::new();
         for file in files {
             let signed = client
