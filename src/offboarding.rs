@@ -66,12 +66,7 @@ pub fn phase_of(
     if r.purge.is_some() {
         return Phase::Purging;
     }
-    let provisioned = r.tenant_id.is_some()
-        && matches!(
-            lifecycle,
-            Lifecycle::Active | Lifecycle::Suspended | Lifecycle::Deprovisioning
-        );
-    if tenant.status != Status::Deprovisioned || !provisioned {
+    if tenant.status != Status::Deprovisioned || !provisioned(r, lifecycle) {
         return Phase::None;
     }
     if tenant.offboarding.erase {
@@ -86,6 +81,16 @@ pub fn phase_of(
         // Deprovisioning without a recorded export: the export is still to be made.
         None => Phase::None,
     }
+}
+
+/// Whether a tenant went through provisioning, so there is something to offboard: it has
+/// its registry row and got past provisioning (`lifecycle` is its best-known one).
+pub fn provisioned(recorded: &TenantState, lifecycle: Lifecycle) -> bool {
+    recorded.tenant_id.is_some()
+        && matches!(
+            lifecycle,
+            Lifecycle::Active | Lifecycle::Suspended | Lifecycle::Deprovisioning
+        )
 }
 
 /// When the hold of an exported tenant ends: its export's time plus the retention days.

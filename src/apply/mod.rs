@@ -269,8 +269,7 @@ impl Executor {
                 if let Some(addresses) = audited.take() {
                     self.audit_done(&ts, &addresses).await?;
                 }
-            }
-            if change.purged.is_some() {
+            } else {
                 if shared.lost.get().is_some() {
                     return Err("stopped before this step: the state could not be written".into());
                 }

@@ -137,20 +137,15 @@ impl<'a> Planner<'a> {
                     r.purge.as_ref().map_or("?", |p| &p.started_at[..p.started_at.len().min(10)])
                 ))));
             }
+            let from = live_lifecycle.unwrap_or(r.lifecycle);
             return Ok(Some(Planned::Changes(Box::new(self.purge_plan(
                 d,
                 r,
                 Vec::new(),
-                r.lifecycle,
+                from,
             )))));
         }
-        let provisioned = recorded.is_some_and(|t| {
-            t.tenant_id.is_some()
-                && matches!(
-                    t.lifecycle,
-                    Lifecycle::Active | Lifecycle::Suspended | Lifecycle::Deprovisioning
-                )
-        });
+        let provisioned = recorded.is_some_and(|t| offboarding::provisioned(t, t.lifecycle));
         if leaving && !provisioned {
             return Ok(Some(Planned::Skipped(format!(
                 "{}: status deprovisioned, and it was never fully provisioned: there is nothing to offboard; it is left as it is",

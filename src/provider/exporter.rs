@@ -22,6 +22,13 @@ use crate::provider::s3::exports::S3Exports;
 use crate::provider::s3::S3Store;
 use crate::slug::Slug;
 
+/// An export of a tenant's own, as read.
+struct Found {
+    manifest: Manifest,
+    /// Its location, its manifest's sha256 and when it was made.
+    attrs: Attrs,
+}
+
 /// The claim on an export folder: the id of the tenant whose export it is.
 const CLAIM_FILE: &str = ".tenant-reconcile-export";
 
@@ -85,44 +92,52 @@ impl Exporter {
                 self.export_to
             )));
         };
-        let text = s3.manifest(slug).await?.ok_or_else(|| {
-            ProviderError::Message(format!("{slug} has no export in {}", self.export_to))
-        })?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| ProviderError::Message(format!("the manifest of {slug}: {e}")))?;
-        if manifest.tenant_id != tenant_id {
-            return Err(ProviderError::Message(format!(
-                "the export of {slug} in {} is another tenant's",
+        let found = self.load(slug, Some(tenant_id)).await?.ok_or_else(|| {
+            ProviderError::Message(format!(
+                "{slug} has no export of its own in {}",
                 self.export_to
-            )));
-        }
-        s3.links(slug, &manifest, lifetime).await
+            ))
+        })?;
+        s3.links(slug, &found.manifest, lifetime).await
     }
 
-    /// The tenant's whole export as it is: its location and its manifest's sha256, when a
-    /// manifest of this tenant (by id) is there.
-    async fn read(
+    /// The tenant's whole export, when a manifest of this tenant (by id) is there: the
+    /// manifest read once, with the attributes refresh and apply record.
+    async fn load(
         &self,
         slug: &Slug,
         tenant_id: Option<&str>,
-    ) -> Result<Option<Attrs>, ProviderError> {
+    ) -> Result<Option<Found>, ProviderError> {
         let Some(text) = self.manifest_text(slug).await? else {
             return Ok(None);
         };
         let Ok(manifest) = serde_json::from_str::<Manifest>(&text) else {
             return Ok(None);
         };
-        Ok((Some(manifest.tenant_id.as_str()) == tenant_id).then(|| {
-            desired::attrs([
-                (
-                    "location",
-                    json!(format!("{}/{slug}", self.export_to.trim_end_matches('/'))),
-                ),
-                ("manifest_sha256", json!(desired::sha256_hex(&text))),
-                // When the hold began: the retention counts from here.
-                ("exported_at", json!(manifest.exported_at)),
-            ])
-        }))
+        if Some(manifest.tenant_id.as_str()) != tenant_id {
+            return Ok(None);
+        }
+        let attrs = desired::attrs([
+            ("location", json!(self.location(slug))),
+            ("manifest_sha256", json!(desired::sha256_hex(&text))),
+            // When the hold began: the retention counts from here.
+            ("exported_at", json!(manifest.exported_at)),
+        ]);
+        Ok(Some(Found { manifest, attrs }))
+    }
+
+    /// The tenant's whole export as it is: its location and its manifest's sha256.
+    async fn read(
+        &self,
+        slug: &Slug,
+        tenant_id: Option<&str>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        Ok(self.load(slug, tenant_id).await?.map(|f| f.attrs))
+    }
+
+    /// `<export_to>/<slug>`, as the plan and the audit name an export.
+    fn location(&self, slug: &Slug) -> String {
+        format!("{}/{slug}", self.export_to.trim_end_matches('/'))
     }
 
     /// Why the tenant's export may not be relied on before its data is purged: no
@@ -134,27 +149,32 @@ impl Exporter {
         tenant_id: &str,
         manifest_sha256: &str,
     ) -> Option<String> {
-        let at = format!("{}/{slug}", self.export_to.trim_end_matches('/'));
-        let found = match self.read(slug, Some(tenant_id)).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return Some(format!("there is no manifest of its own in {at}")),
-            Err(e) => return Some(crate::error::chain(&e)),
-        };
-        if found.str("manifest_sha256") != manifest_sha256 {
+        match self.load(slug, Some(tenant_id)).await {
+            Ok(Some(found)) => self.found_problem(slug, &found, manifest_sha256).await,
+            Ok(None) => Some(format!(
+                "there is no manifest of its own in {}",
+                self.location(slug)
+            )),
+            Err(e) => Some(crate::error::chain(&e)),
+        }
+    }
+
+    /// [`Exporter::problem`] for an export already read.
+    async fn found_problem(
+        &self,
+        slug: &Slug,
+        found: &Found,
+        manifest_sha256: &str,
+    ) -> Option<String> {
+        let at = self.location(slug);
+        let sha = found.attrs.str("manifest_sha256");
+        if sha != manifest_sha256 {
             return Some(format!(
-                "the manifest in {at} is not the one recorded (sha256 {}, recorded {manifest_sha256})",
-                found.str("manifest_sha256")
+                "the manifest in {at} is not the one recorded (sha256 {sha}, recorded {manifest_sha256})"
             ));
         }
         let problems = match &self.bucket {
-            Some((s3, _)) => match self.manifest_text(slug).await {
-                Ok(Some(text)) => match serde_json::from_str::<Manifest>(&text) {
-                    Ok(manifest) => s3.problems(slug, &manifest).await,
-                    Err(e) => Err(ProviderError::Message(format!("{at}: {e}"))),
-                },
-                Ok(None) => Ok(vec![format!("{MANIFEST_FILE} is gone")]),
-                Err(e) => Err(e),
-            },
+            Some((s3, _)) => s3.problems(slug, &found.manifest).await,
             None => crate::export::verify(&self.folder(slug)),
         };
         match problems {
@@ -194,10 +214,25 @@ impl Exporter {
                     .map_err(ProviderError::io(format!("clear {}", dir.display())))?;
             }
         }
-        std::fs::create_dir_all(dir)
-            .map_err(ProviderError::io(format!("create {}", dir.display())))?;
-        crate::provider::files::write_atomic(&claim, format!("{tenant_id}\n").as_bytes())
-            .map_err(ProviderError::io(format!("write {}", claim.display())))
+        // The folder appears with its claim in it or not at all: it is made under a hidden
+        // name of ours and renamed into place, so a run killed in between never leaves a
+        // folder the next run must refuse as someone else's.
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("export");
+        let making = dir.with_file_name(format!(".{name}.claiming"));
+        if making.exists() {
+            std::fs::remove_dir_all(&making)
+                .map_err(ProviderError::io(format!("clear {}", making.display())))?;
+        }
+        std::fs::create_dir_all(&making)
+            .and_then(|()| std::fs::write(making.join(CLAIM_FILE), format!("{tenant_id}\n")))
+            .map_err(ProviderError::io(format!("write {}", claim.display())))?;
+        if dir.exists() {
+            // Empty (it was not occupied): made by hand, or left by an older build.
+            std::fs::remove_dir(dir)
+                .map_err(ProviderError::io(format!("clear {}", dir.display())))?;
+        }
+        std::fs::rename(&making, dir)
+            .map_err(ProviderError::io(format!("create {}", dir.display())))
     }
 }
 
@@ -222,22 +257,17 @@ impl Provider for Exporter {
             .filter(|t| t.keys.iter().any(|k| k.kind == Kind::Export))
         {
             reads += 1;
-            if let Some(attrs) = self.read(&t.slug, t.tenant_id.as_deref()).await? {
+            if let Some(found) = self.load(&t.slug, t.tenant_id.as_deref()).await? {
                 if t.purge {
                     // Read whole only for a tenant about to be purged: its data goes once
-                    // the export it is held in is known to be whole.
-                    if let Some(problem) = self
-                        .problem(
-                            &t.slug,
-                            t.tenant_id.as_deref().unwrap_or_default(),
-                            attrs.str("manifest_sha256"),
-                        )
-                        .await
-                    {
+                    // the export it is held in is known to be whole. (The plan compares
+                    // the manifest with the recorded one.)
+                    let sha = found.attrs.str("manifest_sha256").to_string();
+                    if let Some(problem) = self.found_problem(&t.slug, &found, &sha).await {
                         live.unverified.insert(t.slug.clone(), problem);
                     }
                 }
-                live.insert_attrs(&t.slug, Kind::Export, attrs);
+                live.insert_attrs(&t.slug, Kind::Export, found.attrs);
             }
         }
         live.calls.push((self.name(), reads));

@@ -265,3 +265,20 @@ fn an_offboarding_is_flagged_in_the_plan_as_a_downgrade_is() {
     );
     assert!(!plan.contains("+ hooli"), "{plan}");
 }
+
+#[test]
+fn a_claim_cut_short_by_a_kill_is_made_again_not_refused() {
+    let repo = Repo::example();
+    repo.apply();
+    // What a run killed while claiming leaves: the folder being made, its claim half written.
+    repo.write(
+        ".tenant-reconcile/exports/.acme.claiming/.tenant-reconcile-export",
+        "",
+    );
+    offboard(&repo, "acme");
+    repo.apply();
+    repo.assert_plan_empty();
+    let exports = repo.path().join(".tenant-reconcile/exports");
+    assert!(!exports.join(".acme.claiming").exists());
+    verified(&exports.join("acme"));
+}
