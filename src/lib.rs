@@ -14,6 +14,7 @@ pub mod desired;
 pub mod diagnostic;
 pub mod error;
 pub mod export;
+pub mod hooks;
 pub mod naming;
 pub mod offboarding;
 pub mod ops;
@@ -22,6 +23,7 @@ pub mod provider;
 pub mod render;
 pub mod repo;
 pub mod slug;
+pub mod smoke;
 pub mod state;
 pub mod workspace;
 

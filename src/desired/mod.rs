@@ -39,6 +39,10 @@ pub struct Effective {
     /// An erasure request, and whether it waives the export (only for `deprovisioned`).
     #[serde(default, skip_serializing_if = "Offboarding::is_default")]
     pub offboarding: Offboarding,
+    /// What its hooks gave back, as the state records it (`tenant.outputs.billing_customer_id`
+    /// in templates): a new value is an update of whatever renders it.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -191,6 +195,11 @@ fn compile_tenant(
         quotas,
         labels: spec.labels.clone(),
         offboarding: spec.offboarding,
+        outputs: state
+            .tenants
+            .get(spec.slug.as_str())
+            .map(|t| t.outputs.clone())
+            .unwrap_or_default(),
     };
     let recorded = state.tenants.get(spec.slug.as_str());
     let lifecycle = match spec.status {

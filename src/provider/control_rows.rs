@@ -98,3 +98,32 @@ pub fn table_of(kind: Kind) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// The control plane's smoke tests, from its two reads: the registry row by the tenant's
+/// id (its slug), and the owner's membership (its email). The messages name no email.
+pub fn smoke_verdicts(
+    ctx: &super::StepContext<'_>,
+    registry: (std::time::Instant, Result<Option<String>, super::ProviderError>),
+    owner: (std::time::Instant, Result<Option<String>, super::ProviderError>),
+) -> Vec<crate::smoke::CheckOutcome> {
+    use crate::smoke::CheckOutcome;
+    let slug = ctx.tenant.slug.as_str();
+    let registry_verdict = match registry.1 {
+        Ok(Some(found)) if found == slug => Ok(format!("the registry row of {slug} reads back")),
+        Ok(Some(found)) => Err(format!("the registry row of this id has the slug {found:?}")),
+        Ok(None) => Err("the tenant has no registry row".into()),
+        Err(e) => Err(crate::error::chain(&e)),
+    };
+    let owner_verdict = match owner.1 {
+        Ok(Some(email)) if email.eq_ignore_ascii_case(&ctx.tenant.owner_email) => {
+            Ok("the owner's membership reads back".to_string())
+        }
+        Ok(Some(_)) => Err("the owner's membership names another email than the file".into()),
+        Ok(None) => Err("the tenant has no owner membership: its owner cannot sign in".into()),
+        Err(e) => Err(crate::error::chain(&e)),
+    };
+    vec![
+        CheckOutcome::of("registry", registry.0, registry_verdict),
+        CheckOutcome::of("owner", owner.0, owner_verdict),
+    ]
+}

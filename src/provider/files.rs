@@ -189,6 +189,43 @@ impl Provider for RenderedFiles {
         Ok(())
     }
 
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::repo::checks::CheckSpec],
+    ) -> Vec<crate::smoke::CheckOutcome> {
+        let started = std::time::Instant::now();
+        let files: Vec<(&Key, &crate::desired::Attrs)> = ctx
+            .recorded
+            .iter()
+            .filter(|(k, _)| k.kind == Kind::File)
+            .collect();
+        if files.is_empty() {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        for (key, attrs) in &files {
+            let name = key.name.as_deref().unwrap_or_default();
+            match read(&self.path(&ctx.tenant.slug, name)) {
+                None => problems.push(format!("{name} is missing")),
+                Some(text) if desired::sha256_hex(&text) != attrs.str("sha256") => {
+                    problems.push(format!("{name} differs from what was rendered"))
+                }
+                Some(_) => {}
+            }
+        }
+        let verdict = if problems.is_empty() {
+            Ok(format!(
+                "{} file{} present as rendered",
+                files.len(),
+                if files.len() == 1 { "" } else { "s" }
+            ))
+        } else {
+            Err(problems.join(", "))
+        };
+        vec![crate::smoke::CheckOutcome::of("files", started, verdict)]
+    }
+
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let slug = &ctx.tenant.slug;
         let name = key.name.as_deref().unwrap_or_default();

@@ -538,6 +538,17 @@ pub trait Provider: Send + Sync {
             self.name()
         )))
     }
+    /// The built-in smoke tests of what this target holds of the tenant, where
+    /// `ctx.recorded` says it is, and, for the data target, the declared `sql` checks run as
+    /// the tenant's own role. A check never changes the tenant's data (writes are rolled
+    /// back) and its message never holds a secret.
+    async fn smoke(
+        &self,
+        _ctx: &StepContext<'_>,
+        _sql: &[&crate::repo::checks::CheckSpec],
+    ) -> Vec<crate::smoke::CheckOutcome> {
+        Vec::new()
+    }
 }
 
 #[async_trait]

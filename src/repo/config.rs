@@ -3,6 +3,7 @@
 //! The file is optional. Without it everything goes to the local target under
 //! `.tenant-reconcile/`, which needs no server.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
@@ -43,6 +44,17 @@ pub struct Config {
     /// `--import` adopts them, written down where a pull request shows it.
     #[serde(default)]
     pub import: Vec<String>,
+    /// `check "name" { … }` blocks as written: smoke tests every tenant gets.
+    #[serde(default, rename = "check")]
+    raw_checks: BTreeMap<String, super::checks::RawCheck>,
+    /// `hook "name" { … }` blocks as written.
+    #[serde(default, rename = "hook")]
+    raw_hooks: BTreeMap<String, super::hooks::RawHook>,
+    /// The declared checks every tenant gets, besides its plan's.
+    #[serde(skip)]
+    pub checks: Vec<super::checks::CheckSpec>,
+    #[serde(skip)]
+    pub hooks: Vec<super::hooks::HookSpec>,
 }
 
 impl Config {
@@ -98,6 +110,10 @@ impl Default for Config {
             s3: S3Config::default(),
             offboarding: OffboardingConfig::default(),
             import: Vec::new(),
+            raw_checks: BTreeMap::new(),
+            raw_hooks: BTreeMap::new(),
+            checks: Vec::new(),
+            hooks: Vec::new(),
         }
     }
 }
@@ -411,8 +427,16 @@ fn default_max_missing_share() -> f64 {
 }
 
 pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
-    let config: Config = hcl_file::parse(CONFIG_FILE, source).map_err(|d| vec![d])?;
+    let mut config: Config = hcl_file::parse(CONFIG_FILE, source).map_err(|d| vec![d])?;
     let mut problems = Vec::new();
+    match super::checks::parse(CONFIG_FILE, source, std::mem::take(&mut config.raw_checks)) {
+        Ok(c) => config.checks = c,
+        Err(p) => problems.extend(p),
+    }
+    match super::hooks::parse(CONFIG_FILE, source, std::mem::take(&mut config.raw_hooks)) {
+        Ok(h) => config.hooks = h,
+        Err(p) => problems.extend(p),
+    }
     for (field, value, known) in [
         (
             "state.backend",

@@ -4,9 +4,11 @@
 //! Every problem in every file is collected before loading fails, so one `validate` shows
 //! them all. Nothing here writes anything.
 
+pub mod checks;
 pub mod config;
 pub mod files;
 pub mod hcl_file;
+pub mod hooks;
 pub mod migrations;
 pub mod plan_file;
 pub mod templates;

@@ -22,6 +22,8 @@ struct RawPlan {
     features: BTreeMap<String, bool>,
     #[serde(default)]
     bucket: BucketPlan,
+    #[serde(default)]
+    check: BTreeMap<String, super::checks::RawCheck>,
 }
 
 /// The `bucket` block of a plan: how each tenant's bucket on the tier is kept.
@@ -67,6 +69,8 @@ pub struct TierPlan {
     pub quotas: BTreeMap<String, u64>,
     pub features: BTreeMap<String, bool>,
     pub bucket: BucketPlan,
+    /// The smoke tests this tier's tenants get besides the built-in ones and the config's.
+    pub checks: Vec<super::checks::CheckSpec>,
     pub file: String,
     pub source: String,
 }
@@ -83,6 +87,10 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
     }
     let raw: RawPlan = hcl_file::parse(file, source).map_err(|d| vec![d])?;
     let mut problems = Vec::new();
+    let checks = super::checks::parse(file, source, raw.check.clone()).unwrap_or_else(|p| {
+        problems.extend(p);
+        Vec::new()
+    });
     for name in raw.quotas.keys().chain(raw.features.keys()) {
         if !slug::check_name(name) {
             let (line, col) = hcl_file::locate_key(source, name).unwrap_or((1, 1));
@@ -162,6 +170,7 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
         quotas: raw.quotas,
         features: raw.features,
         bucket: raw.bucket,
+        checks,
         file: file.to_string(),
         source: source.to_string(),
     })

@@ -125,6 +125,19 @@ pub struct TenantState {
     /// can only go on to its tombstone, whatever its file says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purge: Option<Purge>,
+    /// What its last smoke tests found (before it became active, or `check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::smoke::Health>,
+    /// Hook runs owed to it, each with its idempotency key, until they succeed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<crate::hooks::HookRun>,
+    /// The last run of each hook that succeeded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks_done: BTreeMap<String, crate::hooks::HookDone>,
+    /// What its hooks gave back (`billing_customer_id`): templates see them as
+    /// `tenant.outputs`. Never secrets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// A tenant's purge: when it began and ended, and whether it was an erasure request.

@@ -17,6 +17,9 @@ use crate::repo::files::read_at_most;
 
 const SETTINGS: &str = ".bucket.json";
 
+/// The object a bucket's smoke test puts, reads and deletes.
+const PROBE: &str = ".tenant-reconcile-probe";
+
 pub struct LocalBuckets {
     dir: PathBuf,
 }
@@ -168,6 +171,37 @@ impl Provider for LocalBuckets {
         }
         live.calls.push((self.name(), targets.len()));
         Ok(())
+    }
+
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::repo::checks::CheckSpec],
+    ) -> Vec<crate::smoke::CheckOutcome> {
+        let Some(bucket) = ctx.recorded.get(&Key::new(Kind::Bucket)) else {
+            return Vec::new();
+        };
+        let started = std::time::Instant::now();
+        let name = bucket.str("name");
+        let probe = || -> Result<String, String> {
+            let folder = self.folder(name).map_err(|e| e.to_string())?;
+            if !folder.is_dir() {
+                return Err(format!("the bucket {name} is not there"));
+            }
+            let path = folder.join(PROBE);
+            let body = uuid::Uuid::new_v4().to_string();
+            std::fs::write(&path, &body).map_err(|e| format!("cannot put a probe object: {e}"))?;
+            let read = std::fs::read_to_string(&path);
+            let removed = std::fs::remove_file(&path);
+            match (read, removed) {
+                (Ok(r), Ok(())) if r == body => {
+                    Ok(format!("the bucket {name} took, returned and deleted a probe object"))
+                }
+                (Ok(_), _) => Err("the probe object read back differs".into()),
+                (Err(e), _) => Err(format!("cannot read the probe object back: {e}")),
+            }
+        };
+        vec![crate::smoke::CheckOutcome::of("bucket", started, probe())]
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {

@@ -221,6 +221,30 @@ impl Provider for LocalControl {
         Ok(())
     }
 
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::repo::checks::CheckSpec],
+    ) -> Vec<crate::smoke::CheckOutcome> {
+        let id = ctx.tenant_id.unwrap_or_default();
+        let read = |sql: &'static str| async move {
+            let started = std::time::Instant::now();
+            let found: Result<Option<(String,)>, ProviderError> = match self.pool().await {
+                Ok(pool) => sqlx::query_as(sql)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(ProviderError::sql("read the control plane back")),
+                Err(e) => Err(e),
+            };
+            (started, found.map(|r| r.map(|(v,)| v)))
+        };
+        let registry = read("SELECT slug FROM tenants WHERE tenant_id = ?").await;
+        let owner =
+            read("SELECT email FROM memberships WHERE tenant_id = ? AND role = 'owner'").await;
+        control_rows::smoke_verdicts(ctx, registry, owner)
+    }
+
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let table = control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
         // The table is one of three constants above.

@@ -261,7 +261,7 @@ fn read_header(path: &Path) -> Option<(u32, u32)> {
 }
 
 /// The tenant's own tables in its database, by name: not SQLite's, not ours.
-async fn user_tables(pool: &SqlitePool) -> Result<Vec<String>, ProviderError> {
+pub(super) async fn user_tables(pool: &SqlitePool) -> Result<Vec<String>, ProviderError> {
     let tables: Vec<(String,)> = sqlx::query_as(
         "SELECT name FROM sqlite_master WHERE type = 'table'
            AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_tenant\\_reconcile\\_%' ESCAPE '\\'
@@ -457,6 +457,18 @@ impl Provider for LocalData {
         }
         live.calls.push((self.name(), 2 + targets.len()));
         Ok(())
+    }
+
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        sql: &[&crate::repo::checks::CheckSpec],
+    ) -> Vec<crate::smoke::CheckOutcome> {
+        if !ctx.recorded.contains_key(&Key::new(Kind::Database)) {
+            return Vec::new();
+        }
+        let seeded = ctx.recorded.contains_key(&Key::new(Kind::Seed));
+        super::smoke::checks(&self.database_path(&ctx.tenant.slug), seeded, sql).await
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {

@@ -16,6 +16,7 @@
 mod bucket;
 mod control;
 mod data;
+mod smoke;
 pub mod sqlite;
 
 pub use bucket::LocalBuckets;

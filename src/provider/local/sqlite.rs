@@ -24,6 +24,21 @@ pub async fn open_reader(path: &Path, connections: u32) -> Result<SqlitePool, Pr
     connect(path, false, SqliteJournalMode::Wal, connections).await
 }
 
+/// Opens an existing database with one connection that may write, for a smoke test, whose
+/// writes are rolled back; a database that is not there is an error, never created.
+pub async fn open_existing(path: &Path) -> Result<SqlitePool, ProviderError> {
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(ProviderError::sql("sqlite options"))?
+        .filename(path)
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(30));
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(ProviderError::sql(format!("open {}", path.display())))
+}
+
 async fn connect(
     path: &Path,
     create: bool,

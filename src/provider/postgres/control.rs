@@ -438,6 +438,32 @@ impl Provider for PgControl {
         retry!("control plane", self.apply_once(ctx, change))
     }
 
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::repo::checks::CheckSpec],
+    ) -> Vec<crate::smoke::CheckOutcome> {
+        let id = ctx.tenant_id.unwrap_or_default();
+        let read = |sql: String| async move {
+            let started = std::time::Instant::now();
+            let found: Result<Option<(String,)>, ProviderError> = match self.pool().await {
+                Ok(pool) => sqlx::query_as(&sql)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(ProviderError::sql("read the control plane back")),
+                Err(e) => Err(e),
+            };
+            (started, found.map(|r| r.map(|(v,)| v)))
+        };
+        let registry = read(self.sql("SELECT slug FROM {schema}.tenants WHERE tenant_id = $1")).await;
+        let owner = read(self.sql(
+            "SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner'",
+        ))
+        .await;
+        crate::provider::control_rows::smoke_verdicts(ctx, registry, owner)
+    }
+
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let table = control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
         let sql = self.sql(&format!(

@@ -1,0 +1,264 @@
+//! `check "name" { … }` blocks, in a plan file (that tier's tenants) or in the config (every
+//! tenant): the smoke tests a tier asks for besides the built-in ones, run before a tenant
+//! becomes active and by `tenant-reconcile check`.
+//!
+//! ```hcl
+//! check "app" {
+//!   http          = "https://{{ tenant.slug }}.app.example.com/healthz"
+//!   expect_status = 200
+//!   timeout       = "5s"
+//! }
+//! check "projects" {
+//!   sql      = "select count(*) > 0 from projects"   # as the tenant's own role
+//!   advisory = true                                   # reported, never blocks ACTIVE
+//! }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::hcl_file;
+use crate::diagnostic::Diagnostic;
+use crate::slug;
+
+/// A check block as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    #[serde(default)]
+    http: Option<String>,
+    #[serde(default)]
+    expect_status: Option<u16>,
+    #[serde(default)]
+    sql: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    advisory: bool,
+}
+
+/// A declared check, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSpec {
+    pub name: String,
+    pub probe: Probe,
+    pub timeout_ms: u64,
+    /// Reported but never gating: a failure does not hold the tenant back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub advisory: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// A GET of `url` (a template of the tenant's slug, plan and region) answering
+    /// `expect_status`.
+    Http { url: String, expect_status: u16 },
+    /// A query run as the tenant's own role in its slice; its first column must be true.
+    Sql { sql: String },
+}
+
+impl CheckSpec {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The checks of one file, or every problem with them (file, line, field).
+pub fn parse(
+    file: &str,
+    source: &str,
+    raw: BTreeMap<String, RawCheck>,
+) -> Result<Vec<CheckSpec>, Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (name, raw) in raw {
+        let at = hcl_file::locate_text(source, &format!("check \"{name}\"")).unwrap_or((1, 1));
+        let problem = |message: String, field: &str, hint: &str| {
+            Diagnostic::new(file, message)
+                .at(at.0, at.1)
+                .field(format!("check.{name}.{field}"))
+                .hint(hint.to_string())
+        };
+        if !slug::check_name(&name) || builtin_name(&name) {
+            problems.push(problem(
+                format!("{name:?} cannot name a check"),
+                "name",
+                "name a check with lowercase letters, digits, `-` and `_`, other than a built-in check's name (registry, owner, login, data, write, isolation, bucket, files)",
+            ));
+            continue;
+        }
+        let timeout = match raw.timeout.as_deref().map(humantime::parse_duration) {
+            None => DEFAULT_TIMEOUT,
+            Some(Ok(d)) if d >= Duration::from_millis(1) && d <= Duration::from_secs(600) => d,
+            Some(_) => {
+                problems.push(problem(
+                    format!("{:?} is not a timeout", raw.timeout.unwrap_or_default()),
+                    "timeout",
+                    "a duration from 1ms to 10m, like \"5s\"",
+                ));
+                continue;
+            }
+        };
+        let probe = match (raw.http, raw.sql) {
+            (Some(url), None) => {
+                if let Err(e) = check_url_template(&url) {
+                    problems.push(problem(e, "http", "an http:// or https:// URL; it may use {{ tenant.slug }}, {{ tenant.plan }} and {{ tenant.region }}"));
+                    continue;
+                }
+                Probe::Http {
+                    url,
+                    expect_status: raw.expect_status.unwrap_or(200),
+                }
+            }
+            (None, Some(sql)) if raw.expect_status.is_none() => {
+                if sql.trim().is_empty() {
+                    problems.push(problem(
+                        "the query is empty".into(),
+                        "sql",
+                        "a query whose first column is true when the tenant is healthy",
+                    ));
+                    continue;
+                }
+                Probe::Sql { sql }
+            }
+            (None, Some(_)) => {
+                problems.push(problem(
+                    "expect_status is for http checks".into(),
+                    "expect_status",
+                    "an sql check passes when its first column is true",
+                ));
+                continue;
+            }
+            _ => {
+                problems.push(problem(
+                    "a check is either `http` or `sql`, exactly one".into(),
+                    "http",
+                    "check \"app\" { http = \"https://{{ tenant.slug }}.example.com/healthz\" }",
+                ));
+                continue;
+            }
+        };
+        out.push(CheckSpec {
+            name,
+            probe,
+            timeout_ms: timeout.as_millis() as u64,
+            advisory: raw.advisory,
+        });
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The built-in checks' names, which a declared one may not take.
+pub const BUILTIN: &[&str] = &[
+    "registry",
+    "owner",
+    "login",
+    "data",
+    "write",
+    "isolation",
+    "bucket",
+    "files",
+];
+
+fn builtin_name(name: &str) -> bool {
+    BUILTIN.contains(&name)
+}
+
+/// A URL template is checked once with made-up values: it must render, and give an http
+/// URL. Each tenant's URL is checked again once rendered ([`render_url`]).
+fn check_url_template(template: &str) -> Result<(), String> {
+    render_url(template, "example", "starter", "eu-west-1").map(drop)
+}
+
+/// The URL of an http check for one tenant. Only checked values reach it (a slug, a plan
+/// name, a region: letters, digits, `-` and `_`), and the result must parse as an http URL.
+pub fn render_url(template: &str, slug: &str, plan: &str, region: &str) -> Result<String, String> {
+    for value in [slug, plan, region] {
+        if !value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return Err(format!("{value:?} cannot go into a URL"));
+        }
+    }
+    let mut ctx = tera::Context::new();
+    ctx.insert(
+        "tenant",
+        &serde_json::json!({ "slug": slug, "plan": plan, "region": region }),
+    );
+    let url = tera::Tera::one_off(template, &ctx, false)
+        .map_err(|e| format!("the URL template does not render: {}", crate::error::chain(&e)))?;
+    let parsed = url::Url::parse(&url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
+    }
+    // Check messages show the URL: it may not carry a secret.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("a check's URL cannot carry a user or password".into());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_src(src: &str) -> Result<Vec<CheckSpec>, Vec<Diagnostic>> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            check: BTreeMap<String, RawCheck>,
+        }
+        let f: File = hcl_file::parse("plans/x.hcl", src).map_err(|d| vec![d])?;
+        parse("plans/x.hcl", src, f.check)
+    }
+
+    #[test]
+    fn reads_labelled_blocks() {
+        let src = r#"
+check "app" {
+  http = "https://{{ tenant.slug }}.app.example.com/healthz"
+  timeout = "2s"
+}
+check "projects" {
+  sql = "select true"
+  advisory = true
+}
+"#;
+        let c = parse_src(src).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name, "app");
+        assert_eq!(c[0].timeout_ms, 2000);
+        assert!(
+            matches!(&c[0].probe, Probe::Http { expect_status: 200, .. }),
+            "{c:?}"
+        );
+        assert!(c[1].advisory);
+    }
+
+    #[test]
+    fn refuses_a_check_without_a_probe_with_its_line() {
+        let src = "\n\ncheck \"app\" {\n  timeout = \"2s\"\n}\n";
+        let e = parse_src(src).unwrap_err();
+        assert_eq!(e[0].line, 3);
+        assert_eq!(e[0].field.as_deref(), Some("check.app.http"));
+    }
+
+    #[test]
+    fn urls_take_only_checked_values() {
+        assert!(render_url("https://{{ tenant.slug }}.x.io/", "acme", "p", "r").is_ok());
+        assert!(render_url("https://x.io/{{ tenant.slug }}", "a/../b", "p", "r").is_err());
+        assert!(render_url("file:///etc/{{ tenant.slug }}", "acme", "p", "r").is_err());
+        assert!(parse_src("check \"a\" {\n http = \"ftp://x\"\n}\n").is_err());
+        assert!(parse_src("check \"login\" {\n sql = \"select true\"\n}\n").is_err());
+    }
+}

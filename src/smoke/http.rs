@@ -1,0 +1,66 @@
+//! Declared `http` checks: a GET that must answer the expected status in time.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use super::CheckOutcome;
+use crate::repo::checks::CheckSpec;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// One client for the run: connections are kept and reused across tenants of one host.
+fn client() -> Result<&'static HttpClient, String> {
+    static CLIENT: OnceLock<Result<HttpClient, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .map_err(|e| format!("cannot read the system's root certificates: {e}"))?
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Ok(Client::builder(TokioExecutor::new()).build(https))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// GETs `url` (rendered and checked already: http or https, no credentials in it).
+pub async fn check(spec: &CheckSpec, url: &str, expect_status: u16) -> CheckOutcome {
+    let started = Instant::now();
+    let result = async {
+        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url} is not a URL: {e}"))?;
+        let request = hyper::Request::get(uri)
+            .header(
+                "user-agent",
+                concat!("tenant-reconcile/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(spec.timeout(), client()?.request(request))
+            .await
+            .map_err(|_| {
+                format!(
+                    "{url} did not answer within {}",
+                    humantime::format_duration(spec.timeout())
+                )
+            })?
+            .map_err(|e| format!("{url}: {}", crate::error::chain(&e)))?;
+        let status = response.status().as_u16();
+        if status == expect_status {
+            Ok(format!("{url} answered {status}"))
+        } else {
+            Err(format!(
+                "{url} answered {status}, expected {expect_status}"
+            ))
+        }
+    }
+    .await;
+    CheckOutcome::of(&spec.name, started, result)
+}
