@@ -1707,6 +1707,39 @@ impl Provider for PgData {
         export_tables(&mut conn, schema, tenant, req.sink).await
     }
 
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        sql: &[&crate::repo::checks::CheckSpec],
+    ) -> Vec<crate::smoke::CheckOutcome> {
+        let started = std::time::Instant::now();
+        let fail = |why: String| vec![crate::smoke::CheckOutcome::fail("login", why, started.elapsed())];
+        let slice = match self.recorded_slice(ctx) {
+            Ok(Some(s)) => s,
+            Ok(None) => return Vec::new(),
+            Err(e) => return fail(crate::error::chain(&e)),
+        };
+        let (admin, tenant_id) = match (self.pool().await, ctx.tenant_id()) {
+            (Ok(p), Ok(id)) => (p, id),
+            (Err(e), _) | (_, Err(e)) => return fail(crate::error::chain(&e)),
+        };
+        let role = self.naming.role(&ctx.tenant.slug);
+        let target = super::smoke::Target {
+            server: &self.server,
+            admin,
+            admin_schema: &self.schema,
+            slug: ctx.tenant.slug.as_str(),
+            tenant_id,
+            password: ctx.key.password(tenant_id, &role, ctx.credentials_version),
+            role,
+            isolation: slice.isolation,
+            slice: slice.name,
+            schema: slice.schema,
+            seeded: ctx.recorded.contains_key(&Key::new(Kind::Seed)),
+        };
+        super::smoke::checks(&target, sql).await
+    }
+
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         match key.kind {
             Kind::Role => retry!("purge", self.purge_role(ctx)),

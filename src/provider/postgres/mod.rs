@@ -13,6 +13,7 @@
 mod control;
 mod data;
 mod scram;
+mod smoke;
 pub mod server;
 
 pub use control::PgControl;

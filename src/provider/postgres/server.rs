@@ -163,6 +163,29 @@ impl PgServer {
         )))
     }
 
+    /// One connection as a tenant's own role, with its password, to `database` (the admin
+    /// database when `None`) with `search_path` set: how the product's code would connect.
+    pub async fn connect_as(
+        &self,
+        role: &str,
+        password: &str,
+        database: Option<&str>,
+        search_path: &str,
+    ) -> Result<PgConnection, sqlx::Error> {
+        let mut options = self
+            .options()
+            .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?
+            .clone()
+            .username(role)
+            .password(password)
+            .application_name("tenant-reconcile-check")
+            .options([("search_path", search_path)]);
+        if let Some(db) = database {
+            options = options.database(db);
+        }
+        options.connect().await
+    }
+
     /// A single connection to the admin database, outside the pool: for a session-level
     /// lock that must live exactly as long as this connection.
     pub async fn connect(&self) -> Result<PgConnection, ProviderError> {

@@ -137,6 +137,55 @@ impl S3Buckets {
 
     /// Whether CreateBucket's success there proves the bucket new: in us-east-1 S3 answers
     /// 200 for a bucket the account already has.
+    /// Puts, reads back and deletes (that very version, so a versioned bucket keeps
+    /// nothing of it) a probe object.
+    async fn probe(&self, bucket: &Attrs) -> Result<String, String> {
+        const PROBE: &str = ".tenant-reconcile-probe";
+        let name = bucket.str("name");
+        let client = self.client_for(bucket).await.map_err(|e| e.to_string())?;
+        let body = uuid::Uuid::new_v4().to_string();
+        let put = client
+            .put_object()
+            .bucket(name)
+            .key(PROBE)
+            .body(body.clone().into_bytes().into())
+            .send()
+            .await
+            .map_err(|e| client::error("PutObject", name, e).to_string())?;
+        let read = async {
+            let got = client
+                .get_object()
+                .bucket(name)
+                .key(PROBE)
+                .set_version_id(put.version_id().map(str::to_string))
+                .send()
+                .await
+                .map_err(|e| client::error("GetObject", name, e).to_string())?;
+            let bytes = got
+                .body
+                .collect()
+                .await
+                .map_err(|e| format!("cannot read the probe object back: {e}"))?;
+            Ok::<_, String>(bytes.into_bytes() == body.as_bytes())
+        }
+        .await;
+        let deleted = client
+            .delete_object()
+            .bucket(name)
+            .key(PROBE)
+            .set_version_id(put.version_id().map(str::to_string))
+            .send()
+            .await
+            .map_err(|e| client::error("DeleteObject", name, e).to_string());
+        match (read?, deleted) {
+            (true, Ok(_)) => Ok(format!(
+                "the bucket {name} took, returned and deleted a probe object"
+            )),
+            (false, _) => Err("the probe object read back differs".into()),
+            (true, Err(e)) => Err(e),
+        }
+    }
+
     fn creation_proves_new(region: &str) -> bool {
         region != "us-east-1" && !region.is_empty()
     }
@@ -402,6 +451,19 @@ impl Provider for S3Buckets {
         }
         live.calls.push((self.name(), self.store.calls() - before));
         Ok(())
+    }
+
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::repo::checks::CheckSpec],
+    ) -> Vec<crate::smoke::CheckOutcome> {
+        let Some(bucket) = ctx.recorded.get(&Key::new(Kind::Bucket)) else {
+            return Vec::new();
+        };
+        let started = std::time::Instant::now();
+        let verdict = self.probe(bucket).await;
+        vec![crate::smoke::CheckOutcome::of("bucket", started, verdict)]
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {

@@ -1,0 +1,324 @@
+//! The Postgres data target's smoke tests, run as the tenant's own login role, the way the
+//! product's code connects:
+//!
+//! - `login`: the role may log in, the server keeps the verifier of the password derived for
+//!   it, and a connection with that password is accepted;
+//! - `data`: it reads every table of its slice (shared tables through row-level security),
+//!   and a seeded tenant finds rows;
+//! - `write`: it updates one of its rows (a column set to itself) and rolls back;
+//! - `isolation`: it is refused the control plane's tables, and other tenants' slices
+//!   (their schemas or databases, or their rows of the shared tables even when it claims
+//!   another tenant's id in `app.tenant_id`);
+//! - each declared `sql` check, in a transaction that is rolled back, under its timeout.
+
+use std::time::Instant;
+
+use sqlx::{Connection, Executor as _, PgConnection, Row};
+
+use super::server::{quote, PgServer};
+use crate::repo::checks::{CheckSpec, Probe};
+use crate::repo::Isolation;
+use crate::smoke::{sql_verdict, CheckOutcome};
+
+/// What one tenant's checks work from.
+pub(super) struct Target<'a> {
+    pub server: &'a PgServer,
+    pub admin: &'a sqlx::PgPool,
+    /// The admin schema, quoted.
+    pub admin_schema: &'a str,
+    pub slug: &'a str,
+    pub tenant_id: &'a str,
+    pub role: String,
+    pub password: String,
+    pub isolation: Isolation,
+    /// The schema or database of the slice.
+    pub slice: String,
+    /// The schema its tables are in.
+    pub schema: String,
+    pub seeded: bool,
+}
+
+pub(super) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutcome> {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let conn = login(t).await;
+    out.push(CheckOutcome::of(
+        "login",
+        started,
+        conn.as_ref().map(|(_, m)| m.clone()).map_err(Clone::clone),
+    ));
+    let mut conn = match conn {
+        Ok((c, _)) => c,
+        Err(_) => {
+            let names = ["data", "write", "isolation"]
+                .into_iter()
+                .chain(sql.iter().map(|c| c.name.as_str()));
+            out.extend(names.map(|n| {
+                CheckOutcome::fail(n, "not run: the role cannot log in", started.elapsed())
+            }));
+            return out;
+        }
+    };
+    let started = Instant::now();
+    let counted = count_rows(&mut conn, &t.schema).await;
+    let data = match &counted {
+        Ok(counts) => {
+            let rows: u64 = counts.iter().map(|(_, n)| n).sum();
+            if t.seeded && rows == 0 {
+                Err(format!(
+                    "{} sees no rows in its slice, though it was seeded",
+                    t.role
+                ))
+            } else {
+                Ok(format!(
+                    "{} reads {}",
+                    t.role,
+                    crate::provider::tables_and_rows(counts.len(), rows)
+                ))
+            }
+        }
+        Err(e) => Err(e.clone()),
+    };
+    out.push(CheckOutcome::of("data", started, data));
+    let started = Instant::now();
+    let write = match &counted {
+        Ok(counts) => match counts.iter().find(|(_, n)| *n > 0) {
+            Some((table, _)) => write_and_roll_back(&mut conn, &t.schema, table).await,
+            None => Ok("no row to write to".into()),
+        },
+        Err(_) => Err("not run: the slice's tables do not read".into()),
+    };
+    out.push(CheckOutcome::of("write", started, write));
+    let started = Instant::now();
+    let isolation = isolation(t, &mut conn, counted.as_deref().unwrap_or_default()).await;
+    out.push(CheckOutcome::of("isolation", started, isolation));
+    for check in sql {
+        let Probe::Sql { sql } = &check.probe else {
+            continue;
+        };
+        let started = Instant::now();
+        let verdict = query_check(&mut conn, sql, check.timeout_ms).await;
+        out.push(CheckOutcome::of(&check.name, started, verdict));
+    }
+    let _ = conn.close().await;
+    out
+}
+
+async fn login(t: &Target<'_>) -> Result<(PgConnection, String), String> {
+    // The role's flags and stored verifier, read as the admin. pg_authid needs a superuser;
+    // without one the verifier is not compared, and the connection alone is the test.
+    let can_login: Option<(bool,)> =
+        sqlx::query_as("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+            .bind(&t.role)
+            .fetch_optional(t.admin)
+            .await
+            .map_err(|e| format!("cannot read the role {}: {e}", t.role))?;
+    match can_login {
+        None => return Err(format!("the role {} does not exist", t.role)),
+        Some((false,)) => return Err(format!("the role {} may not log in (NOLOGIN)", t.role)),
+        Some((true,)) => {}
+    }
+    let stored: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(&t.role)
+            .fetch_optional(t.admin)
+            .await
+            .unwrap_or(None);
+    let verified = match stored.and_then(|(v,)| v) {
+        Some(v) if v == super::scram::verifier(&t.password) => true,
+        Some(_) => {
+            return Err(format!(
+                "the password the server keeps for {} is not the one derived for it\n  hint: `tenant-reconcile plan` shows it as drift; apply sets it again",
+                t.role
+            ))
+        }
+        None => false,
+    };
+    let database = matches!(t.isolation, Isolation::Database).then_some(t.slice.as_str());
+    let conn = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        t.server
+            .connect_as(&t.role, &t.password, database, &t.schema),
+    )
+    .await
+    .map_err(|_| format!("{} could not connect within 10 s", t.role))?
+    .map_err(|e| format!("{} cannot connect: {}", t.role, crate::error::chain(&e)))?;
+    Ok((
+        conn,
+        format!(
+            "{} connected{}",
+            t.role,
+            if verified {
+                " with its derived password (the server's verifier matches)"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+/// Every table of `schema` and the rows the role sees in it. A table it may not read fails
+/// the check: its grant was taken away.
+async fn count_rows(conn: &mut PgConnection, schema: &str) -> Result<Vec<(String, u64)>, String> {
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1 LIMIT 100",
+    )
+    .bind(schema)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot list its tables: {e}"))?;
+    let mut out = Vec::new();
+    for (table,) in tables {
+        if !crate::naming::is_plain_ident(&table) {
+            continue;
+        }
+        let sql = format!("SELECT count(*) FROM {}.{}", quote(schema), quote(&table));
+        let (n,): (i64,) = sqlx::query_as(&sql)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| format!("cannot read {table}: {e}"))?;
+        out.push((table, n as u64));
+    }
+    Ok(out)
+}
+
+async fn write_and_roll_back(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<String, String> {
+    let column: Option<(String,)> = sqlx::query_as(
+        "SELECT a.attname FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(quote_ident($1) || '.' || quote_ident($2))
+           AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND a.attidentity = ''
+         ORDER BY a.attnum LIMIT 1",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot read the columns of {table}: {e}"))?;
+    let Some((column,)) = column.filter(|(c,)| crate::naming::is_plain_ident(c)) else {
+        return Ok(format!("{table} has no column to write"));
+    };
+    let t = format!("{}.{}", quote(schema), quote(table));
+    let c = quote(&column);
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    let done = tx
+        .execute(
+            format!("UPDATE {t} SET {c} = {c} WHERE ctid = (SELECT ctid FROM {t} LIMIT 1)")
+                .as_str(),
+        )
+        .await
+        .map_err(|e| format!("cannot write to {table}: {e}"))?;
+    tx.rollback().await.map_err(|e| e.to_string())?;
+    match done.rows_affected() {
+        1 => Ok(format!("wrote a row of {table} and rolled it back")),
+        n => Err(format!("writing one row of {table} changed {n}")),
+    }
+}
+
+/// The role is refused what is not its tenant's.
+async fn isolation(
+    t: &Target<'_>,
+    conn: &mut PgConnection,
+    tables: &[(String, u64)],
+) -> Result<String, String> {
+    let control = conn
+        .execute(format!("SELECT 1 FROM {}.roles LIMIT 1", t.admin_schema).as_str())
+        .await;
+    match control {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {}
+        Err(e) => return Err(format!("reading the control plane failed otherwise than refused: {e}")),
+        Ok(_) => return Err(format!("{} can read the control plane's tables", t.role)),
+    }
+    let others: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT s.name, r.tenant_id FROM {a}.slices s JOIN {a}.roles r ON r.slug = s.slug
+         WHERE s.slug <> $1 AND s.isolation = $2 ORDER BY s.slug LIMIT 3",
+        a = t.admin_schema
+    ))
+    .bind(t.slug)
+    .bind(t.isolation.as_str())
+    .fetch_all(t.admin)
+    .await
+    .map_err(|e| format!("cannot read the other slices: {e}"))?;
+    let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
+    let reached: Vec<String> = match t.isolation {
+        Isolation::Schema => sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1) AND has_schema_privilege(oid, 'USAGE')",
+        )
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?,
+        Isolation::Database => sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datname = ANY($1) AND has_database_privilege(oid, 'CONNECT')",
+        )
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?,
+        Isolation::Shared => {
+            let mut seen = Vec::new();
+            if let Some((_, other_id)) = others.first() {
+                // Claiming another tenant's id must not show its rows: the role's own
+                // tenant wins over the session setting.
+                let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                    .bind(other_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for (table, _) in tables {
+                    let sql = format!(
+                        "SELECT count(*) FROM {}.{} WHERE tenant_id IS DISTINCT FROM $1",
+                        quote(&t.schema),
+                        quote(table)
+                    );
+                    let (n,): (i64,) = sqlx::query_as(&sql)
+                        .bind(t.tenant_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(|e| format!("cannot read {table}: {e}"))?;
+                    if n > 0 {
+                        seen.push(format!("{n} rows of others in {table}"));
+                    }
+                }
+                tx.rollback().await.map_err(|e| e.to_string())?;
+            }
+            seen
+        }
+    };
+    if !reached.is_empty() {
+        return Err(format!(
+            "{} reaches other tenants' data: {}",
+            t.role,
+            reached.join(", ")
+        ));
+    }
+    Ok(format!(
+        "{} is refused the control plane{}",
+        t.role,
+        match others.len() {
+            0 => String::new(),
+            1 => " and another tenant's slice".to_string(),
+            n => format!(" and {n} other tenants' slices"),
+        }
+    ))
+}
+
+async fn query_check(conn: &mut PgConnection, sql: &str, timeout_ms: u64) -> Result<String, String> {
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    // A number of this tool's own, not tenant text.
+    tx.execute(format!("SET LOCAL statement_timeout = {timeout_ms}").as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = sqlx::query(sql)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| format!("failed: {e}"));
+    let _ = tx.rollback().await;
+    let first = row?.map(|r| r.try_get::<Option<bool>, _>(0).unwrap_or(None));
+    sql_verdict(first)
+}
