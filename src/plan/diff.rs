@@ -54,6 +54,8 @@ pub enum Planned {
     Skipped(String),
     /// Exported and held: nothing to do before the hold is over.
     Held(Held),
+    /// Nothing to do but hook runs still waiting after a failure.
+    Waiting(Vec<WaitingHook>),
 }
 
 impl<'a> Planner<'a> {
@@ -105,6 +107,25 @@ impl<'a> Planner<'a> {
     /// its seed rows gets them here if it is to be seeded, so a seed template that fails
     /// for it fails its plan.
     pub fn tenant(&self, d: &DesiredTenant) -> Result<Option<Planned>, Diagnostic> {
+        let planned = self.changes_of(d)?;
+        let slug = d.slug();
+        let live_lifecycle = self
+            .input
+            .live
+            .and_then(|l| l.tenants.get(slug))
+            .map(|t| t.lifecycle);
+        super::pipeline::add(
+            self.input.repo,
+            d,
+            self.input.state.tenants.get(slug.as_str()),
+            planned,
+            live_lifecycle,
+            self.now,
+        )
+    }
+
+    /// What `d`'s resources and lifecycle need.
+    fn changes_of(&self, d: &DesiredTenant) -> Result<Option<Planned>, Diagnostic> {
         let slug = d.slug();
         let recorded = self.input.state.tenants.get(slug.as_str());
         let leaving = d.effective.status == Status::Deprovisioned;
@@ -272,6 +293,8 @@ impl<'a> Planner<'a> {
             credentials_version: d.credentials_version,
             pulled_in_by: Vec::new(),
             conflicts: Vec::new(),
+            smoke: None,
+            hooks: Vec::new(),
         }
     }
 
@@ -281,11 +304,13 @@ impl<'a> Planner<'a> {
         let mut warnings = Vec::new();
         let mut tenants = Vec::new();
         let mut held = Vec::new();
+        let mut waiting = Vec::new();
         for p in planned {
             match p {
                 Planned::Changes(t) => tenants.push(*t),
                 Planned::Skipped(w) => warnings.push(w),
                 Planned::Held(h) => held.push(h),
+                Planned::Waiting(w) => waiting.extend(w),
             }
         }
         let purges = tenants
@@ -336,6 +361,8 @@ impl<'a> Planner<'a> {
         };
         for t in &tenants {
             summary.conflicts += t.conflicts.len();
+            summary.smoke_tests += usize::from(t.smoke.is_some());
+            summary.hook_runs += t.hooks.iter().filter(|h| h.due).count();
             if t.changes.iter().any(|c| c.drift) {
                 summary.drifted += 1;
             }
@@ -370,6 +397,7 @@ impl<'a> Planner<'a> {
             master_key_id: None,
             rotates_master_key: false,
             held,
+            waiting,
         }
     }
 }
@@ -646,6 +674,8 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         credentials_version: d.credentials_version,
         pulled_in_by: Vec::new(),
         conflicts,
+        smoke: None,
+        hooks: Vec::new(),
     })
 }
 

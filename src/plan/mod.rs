@@ -3,6 +3,7 @@
 
 mod diff;
 pub mod drift;
+mod pipeline;
 mod purge;
 pub mod safety;
 
@@ -55,6 +56,39 @@ pub struct Plan {
     /// Offboarded tenants in their hold: nothing is done to them yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<Held>,
+    /// Hook runs owed to tenants with nothing else to do, still waiting after a failure:
+    /// shown, not run, and no change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<WaitingHook>,
+}
+
+/// A hook run owed to a tenant that is not due yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingHook {
+    pub slug: Slug,
+    pub run: crate::hooks::HookRun,
+}
+
+/// The smoke tests a tenant gets before it becomes active: every target's built-in ones and
+/// these declared ones, their URLs rendered for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Smoke {
+    pub checks: Vec<crate::repo::checks::CheckSpec>,
+    /// Why it is tested: `it becomes active`, `its slice was rebuilt`, `they failed last
+    /// time: …`.
+    pub reason: String,
+}
+
+/// A hook a tenant's plan runs: new for a moment this plan reaches, or owed from before
+/// (`run` holds its record and key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedHook {
+    pub spec: crate::repo::hooks::HookSpec,
+    pub moment: crate::repo::hooks::Moment,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::hooks::HookRun>,
+    /// Run by this apply; an owed run still waiting after a failure is only shown.
+    pub due: bool,
 }
 
 /// A tenant exported and held: its data stays until `until`, then the first apply after
@@ -117,6 +151,12 @@ pub struct Summary {
     /// Resources that exist and are not this state's: their tenants are left as they are.
     #[serde(default)]
     pub conflicts: usize,
+    /// Tenants smoke-tested before they become active.
+    #[serde(default)]
+    pub smoke_tests: usize,
+    /// Hook runs carried out.
+    #[serde(default)]
+    pub hook_runs: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +210,12 @@ pub struct TenantPlan {
     /// all: its `changes` are empty, and apply fails it, changing nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
+    /// Smoke tests run before its lifecycle moves to active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke: Option<Smoke>,
+    /// Hooks run at the moments this plan reaches, and those owed from earlier runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<PlannedHook>,
 }
 
 /// A live resource a tenant needs that this state did not create: made by hand, by

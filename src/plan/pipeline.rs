@@ -1,0 +1,209 @@
+//! The steps of a tenant's plan that are not resources: the smoke tests that gate its move
+//! to active, and the hooks run at the moments the plan reaches (and those owed from
+//! earlier runs, retried once their wait is over).
+
+use std::time::SystemTime;
+
+use super::*;
+use crate::desired::{DesiredTenant, Kind};
+use crate::diagnostic::Diagnostic;
+use crate::hooks::HookRun;
+use crate::repo::checks::{self, CheckSpec, Probe};
+use crate::repo::hooks::Moment;
+use crate::repo::TenantRepo;
+use crate::state::TenantState;
+
+/// The step name a failed smoke test leaves on the tenant, as `show` and the registry say.
+pub const SMOKE_STEP: &str = "smoke_test";
+
+/// The checks `d` gets besides the built-in ones: its plan's, then the config's, each http
+/// URL rendered for it and checked.
+pub fn declared_checks(repo: &TenantRepo, d: &DesiredTenant) -> Result<Vec<CheckSpec>, Diagnostic> {
+    let e = &d.effective;
+    let tier = repo.plans.get(&e.plan);
+    let declared = tier
+        .map(|p| p.checks.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .chain(&repo.config.checks);
+    let mut out: Vec<CheckSpec> = Vec::new();
+    for c in declared {
+        if out.iter().any(|o| o.name == c.name) {
+            // The plan's check of a name wins over the config's.
+            continue;
+        }
+        let mut c = c.clone();
+        if let Probe::Http { url, .. } = &mut c.probe {
+            *url = checks::render_url(url, e.slug.as_str(), &e.plan, &e.region).map_err(|m| {
+                Diagnostic::new(
+                    tier.map_or(crate::repo::config::CONFIG_FILE, |p| p.file.as_str()),
+                    format!("check {:?} for {}: {m}", c.name, e.slug),
+                )
+                .field(format!("check.{}.http", c.name))
+            })?;
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// The moments a tenant's plan reaches, in order.
+pub fn moments(tp: &TenantPlan) -> Vec<Moment> {
+    use Lifecycle::*;
+    let (from, to) = (tp.lifecycle.from, tp.lifecycle.to);
+    let mut out = Vec::new();
+    if tp.action == TenantAction::Blocked {
+        return out;
+    }
+    if matches!(from, Pending | Provisioning) && matches!(to, Active | Suspended) {
+        out.push(Moment::Provisioned);
+    }
+    let plan_changed = matches!(from, Active | Suspended)
+        && tp.changes.iter().any(|c| {
+            c.key.kind == Kind::Registry
+                && c.fields
+                    .iter()
+                    .any(|f| f.field == "plan" && f.old.is_some())
+        });
+    if plan_changed {
+        out.push(Moment::PlanChanged);
+    }
+    match (from, to) {
+        (_, Suspended) if from != Suspended => out.push(Moment::Suspended),
+        (Suspended | Deprovisioning, Active) => out.push(Moment::Resumed),
+        (Active | Suspended, Deprovisioning) => out.push(Moment::Offboarding),
+        // An erasure request: offboarded and purged in one run.
+        (Active | Suspended, Deprovisioned) => {
+            out.extend([Moment::Offboarding, Moment::Deprovisioned])
+        }
+        (_, Deprovisioned) if from != Deprovisioned => out.push(Moment::Deprovisioned),
+        _ => {}
+    }
+    // Provisioned straight into suspended: provisioned, then suspended.
+    if matches!(from, Pending | Provisioning) && to == Suspended {
+        out.retain(|m| *m != Moment::Suspended);
+        out.push(Moment::Suspended);
+    }
+    out
+}
+
+/// Whether a change builds what a tenant is used through anew: its role, slice or bucket.
+fn rebuilds(c: &ResourceChange) -> bool {
+    matches!(c.key.kind, Kind::Role | Kind::Database | Kind::Bucket)
+        && matches!(c.action, Action::Create | Action::Replace)
+}
+
+/// Whether the tenant's last apply stopped at its smoke tests.
+fn smoke_failed(recorded: Option<&TenantState>) -> Option<&str> {
+    recorded
+        .and_then(|r| r.last_failure.as_ref())
+        .filter(|f| f.step == SMOKE_STEP)
+        .map(|f| f.error.as_str())
+}
+
+/// Adds the smoke tests and hooks to what the planner made of `d`. A tenant with nothing
+/// else to do gets a plan of its own when its smoke tests failed last time or a hook run it
+/// is owed is due; owed runs still waiting are only reported.
+pub fn add(
+    repo: &TenantRepo,
+    d: &DesiredTenant,
+    recorded: Option<&TenantState>,
+    planned: Option<Planned>,
+    live_lifecycle: Option<Lifecycle>,
+    now: SystemTime,
+) -> Result<Option<Planned>, Diagnostic> {
+    let owed: &[HookRun] = recorded.map_or(&[], |r| r.hooks.as_slice());
+    let mut tp = match planned {
+        Some(Planned::Changes(tp)) => tp,
+        None | Some(Planned::Held(_)) if recorded.is_some() => {
+            let r = recorded.expect("checked");
+            let lifecycle = live_lifecycle.unwrap_or(r.lifecycle);
+            let retest = smoke_failed(recorded).is_some()
+                && lifecycle == Lifecycle::Active
+                && d.target_lifecycle() == Lifecycle::Active;
+            let due = owed.iter().any(|run| run.due(now) && configured(repo, run));
+            if !retest && !due {
+                let waiting: Vec<WaitingHook> = owed
+                    .iter()
+                    .filter(|run| configured(repo, run))
+                    .map(|run| WaitingHook {
+                        slug: d.slug().clone(),
+                        run: run.clone(),
+                    })
+                    .collect();
+                return Ok(match planned {
+                    Some(p) => Some(p),
+                    None if waiting.is_empty() => None,
+                    None => Some(Planned::Waiting(waiting)),
+                });
+            }
+            Box::new(TenantPlan {
+                slug: d.slug().clone(),
+                file: d.file.clone(),
+                action: TenantAction::Update,
+                lifecycle: LifecycleChange {
+                    from: lifecycle,
+                    to: lifecycle,
+                },
+                changes: Vec::new(),
+                tenant: d.effective.clone(),
+                tenant_id: r.tenant_id.clone(),
+                credentials_version: d.credentials_version,
+                pulled_in_by: Vec::new(),
+                conflicts: Vec::new(),
+                smoke: None,
+                hooks: Vec::new(),
+            })
+        }
+        other => return Ok(other),
+    };
+    if tp.action == TenantAction::Blocked {
+        return Ok(Some(Planned::Changes(tp)));
+    }
+    let becomes_active = tp.lifecycle.to == Lifecycle::Active;
+    let reason = if !becomes_active {
+        None
+    } else if tp.lifecycle.from != Lifecycle::Active {
+        Some("before it becomes active".to_string())
+    } else if tp.changes.iter().any(rebuilds) {
+        Some("its role, slice or bucket is built anew".to_string())
+    } else {
+        smoke_failed(recorded).map(|e| format!("they failed last time: {e}"))
+    };
+    if let Some(reason) = reason {
+        tp.smoke = Some(Smoke {
+            checks: declared_checks(repo, d)?,
+            reason,
+        });
+    }
+    for run in owed.iter().filter(|r| configured(repo, r)) {
+        let spec = repo.config.hooks.iter().find(|h| h.name == run.hook);
+        tp.hooks.push(PlannedHook {
+            spec: spec.expect("configured").clone(),
+            moment: run.moment,
+            run: Some(run.clone()),
+            due: run.due(now),
+        });
+    }
+    for moment in moments(&tp) {
+        for spec in repo.config.hooks.iter().filter(|h| h.on.contains(&moment)) {
+            // Owed already: a run stopped after recording it reaches the moment again.
+            if tp.hooks.iter().any(|h| h.spec.name == spec.name && h.moment == moment) {
+                continue;
+            }
+            tp.hooks.push(PlannedHook {
+                spec: spec.clone(),
+                moment,
+                run: None,
+                due: true,
+            });
+        }
+    }
+    Ok(Some(Planned::Changes(tp)))
+}
+
+/// Whether the hook an owed run is of is still in the config; a run of a hook taken out of
+/// it is forgotten by the tenant's next apply.
+fn configured(repo: &TenantRepo, run: &HookRun) -> bool {
+    repo.config.hooks.iter().any(|h| h.name == run.hook)
+}
