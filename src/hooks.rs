@@ -66,6 +66,18 @@ impl HookRun {
     }
 }
 
+/// `04:10` of a time within the day, `2026-12-02 04:10` of a later one (UTC), as plans say
+/// when a hook is tried next.
+pub fn clock(at: std::time::SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(at).to_string();
+    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    if stamp[..10] == today[..10] {
+        stamp[11..16].to_string()
+    } else {
+        format!("{} {}", &stamp[..10], &stamp[11..16])
+    }
+}
+
 /// The last run of a hook that succeeded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookDone {

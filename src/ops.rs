@@ -452,6 +452,7 @@ pub async fn apply(
         parallelism: opts.parallelism,
         // What the plan was made from (a saved plan's own commit), not what is checked out.
         git_commit: plan.git_commit.clone().or_else(|| ws.git_commit.clone()),
+        root: ws.repo.root.clone(),
     };
     let started = Instant::now();
     let mut lock = lock;

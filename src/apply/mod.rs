@@ -7,6 +7,7 @@
 //! - One tenant's failure never stops the others; the report lists every tenant's outcome.
 //! - A tenant's lifecycle moves (with its events) only after all of its other steps.
 
+mod pipeline;
 pub mod progress;
 mod purge;
 
@@ -31,6 +32,9 @@ pub struct TenantOutcome {
     pub error: Option<String>,
     /// Not started: the run had lost the state by the time its turn came.
     pub skipped: bool,
+    /// What went wrong without holding the tenant back: a hook that runs apart failed and
+    /// is retried by a later apply.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +104,8 @@ pub struct Executor {
     pub state_name: String,
     pub parallelism: usize,
     pub git_commit: Option<String>,
+    /// The tenant repo's root: where hooks run, and their relative programs are found.
+    pub root: std::path::PathBuf,
 }
 
 impl Executor {
@@ -200,15 +206,17 @@ impl Executor {
                 steps: 0,
                 error: Some("not started: the state could not be written".into()),
                 skipped: true,
+                warnings: Vec::new(),
             };
         }
         let mut steps = 0;
         let mut step = String::new();
+        let mut warnings = Vec::new();
         let result = match conflicts_error(tp) {
             Some(e) => Err(e),
             None => {
                 let result = self
-                    .tenant_steps(tp, plan, shared, mark, &mut steps, &mut step)
+                    .tenant_steps(tp, plan, shared, mark, &mut steps, &mut step, &mut warnings)
                     .await;
                 // The step's errors come without their address: it is recorded apart, and
                 // said before them in the outcome.
@@ -223,6 +231,7 @@ impl Executor {
             steps,
             skipped: false,
             error: result.err(),
+            warnings,
         }
     }
 
@@ -234,6 +243,7 @@ impl Executor {
         mark: &Mark,
         steps: &mut usize,
         step: &mut String,
+        warnings: &mut Vec<String>,
     ) -> Result<(), String> {
         let slug = tp.slug.as_str();
         let mut ts: TenantState = shared
@@ -401,12 +411,41 @@ impl Executor {
         if let Some(addresses) = audited.take() {
             self.audit_done(&ts, &addresses).await?;
         }
+        if tp.smoke.is_some() {
+            *step = crate::plan::SMOKE_STEP.to_string();
+            let tested = self.smoke_test(tp, &mut ts, lifecycle, mark).await;
+            checkpoint(&ts).await?;
+            tested?;
+            *steps += 1;
+        }
+        if self.queue_hooks(tp, &mut ts) {
+            // Recorded before any of them runs or the lifecycle moves: killed anywhere
+            // after this, the rerun finds them owed, with the same keys.
+            checkpoint(&ts).await?;
+        }
+        for h in tp.hooks.iter().filter(|h| h.due && h.spec.gating) {
+            *step = format!("hook/{}", h.spec.name);
+            let ran = self.run_hook(tp, &mut ts, h).await;
+            checkpoint(&ts).await?;
+            ran?;
+            *steps += 1;
+        }
         let to = tp.lifecycle.to;
         *step = "lifecycle".to_string();
         if lifecycle != to {
             let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
             control.transition(&ctx, to).await.map_err(|e| chain(&e))?;
             *steps += 1;
+        }
+        for h in tp.hooks.iter().filter(|h| h.due && !h.spec.gating) {
+            *step = format!("hook/{}", h.spec.name);
+            let ran = self.run_hook(tp, &mut ts, h).await;
+            checkpoint(&ts).await?;
+            match ran {
+                Ok(()) => *steps += 1,
+                // Retried apart: the tenant goes on.
+                Err(e) => warnings.push(e),
+            }
         }
         ts.lifecycle = to;
         ts.step = None;

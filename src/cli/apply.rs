@@ -110,6 +110,11 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         ApplyOutcome::Applied { plan, report } => {
             let failed: Vec<_> = report.failed().collect();
             let s = &plan.summary;
+            for o in &report.outcomes {
+                for w in &o.warnings {
+                    anstream::eprintln!("Warning: {}: {w}", o.slug);
+                }
+            }
             if failed.is_empty() {
                 anstream::println!(
                     "\nApply complete! {} tenant{} reconciled: {}{} added, {} changed, {} destroyed.",

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use diff::{PlanError, PlanInput, Planned, Planner, MARK_FIELD};
+pub use pipeline::{declared_checks, SMOKE_STEP};
 
 use crate::desired::{Effective, Key, Resource};
 use crate::repo::Migration;

@@ -571,6 +571,20 @@ pub trait ControlPlane: Provider {
     /// Records that the resources `addresses` of `tenant_id` are purged (once; later calls
     /// keep the first time).
     async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError>;
+    /// Writes an event about the tenant to the outbox that no lifecycle move carries
+    /// (`TenantProvisioningFailed`).
+    async fn emit_event(
+        &self,
+        ctx: &StepContext<'_>,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ProviderError>;
+    /// Records what the tenant's hooks gave back on its registry row.
+    async fn set_outputs(
+        &self,
+        tenant_id: &str,
+        outputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ProviderError>;
     /// The deletion audit, oldest first, of one tenant or all.
     async fn audit_log(
         &self,
@@ -650,6 +664,8 @@ pub mod events {
     pub const UPDATED: &str = "TenantUpdated";
     pub const OFFBOARDING_STARTED: &str = "TenantOffboardingStarted";
     pub const DEPROVISIONED: &str = "TenantDeprovisioned";
+    /// Its smoke tests (or a gating hook) failed: it stays in provisioning.
+    pub const PROVISIONING_FAILED: &str = "TenantProvisioningFailed";
 
     /// One outbox row: the event's id, when it happened, and what consumers read.
     pub struct Event {

@@ -115,6 +115,9 @@ pub fn render(plan: &Plan) -> String {
         }
         let _ = writeln!(out);
     }
+    for w in &plan.waiting {
+        out.push_str(&format!("> ⏳ {}\n", super::waiting_line(w)));
+    }
     for h in &plan.held {
         let line = format!("> ⏳ {}\n", super::held_line(h));
         if out.len() + line.len() + FOOTER_RESERVE > MAX_CHARS {
@@ -154,6 +157,10 @@ pub fn render(plan: &Plan) -> String {
                 body.push_str(&l);
                 body.push('\n');
             }
+        }
+        for line in super::step_lines(t) {
+            body.push_str(&line);
+            body.push('\n');
         }
         let fence = fence_for(&body);
         let section = format!(

@@ -20,6 +20,16 @@ pub fn summary_line(s: &Summary) -> String {
         "{} to add, {} to change, {} to destroy.",
         s.add, s.change, s.destroy
     );
+    let mut steps = Vec::new();
+    if s.smoke_tests > 0 {
+        steps.push(format!("smoke tests for {}", plural(s.smoke_tests, "tenant", "tenants")));
+    }
+    if s.hook_runs > 0 {
+        steps.push(plural(s.hook_runs, "hook run", "hook runs"));
+    }
+    if !steps.is_empty() {
+        line += &format!(" Then {}.", steps.join(" and "));
+    }
     if s.conflicts > 0 {
         line += &format!(
             " {} not this state's: {} left as {}.",
@@ -220,6 +230,86 @@ pub fn held_line(h: &crate::plan::Held) -> String {
     )
 }
 
+/// The lines of a tenant's smoke tests and hooks, after its resource changes:
+/// `> acme/smoke_test  # before it becomes active: the built-in checks, and app (http)`.
+pub fn step_lines(t: &TenantPlan) -> Vec<String> {
+    use crate::repo::checks::Probe;
+    let mut out = Vec::new();
+    if let Some(smoke) = &t.smoke {
+        let declared: Vec<String> = smoke
+            .checks
+            .iter()
+            .map(|c| {
+                let kind = match c.probe {
+                    Probe::Http { .. } => "http",
+                    Probe::Sql { .. } => "sql",
+                };
+                if c.advisory {
+                    format!("{} ({kind}, advisory)", c.name)
+                } else {
+                    format!("{} ({kind})", c.name)
+                }
+            })
+            .collect();
+        out.push(format!(
+            "> {}/{}  # {}: the built-in checks{}",
+            t.slug,
+            crate::plan::SMOKE_STEP,
+            smoke.reason,
+            if declared.is_empty() {
+                String::new()
+            } else {
+                format!(", and {}", declared.join(", "))
+            }
+        ));
+    }
+    for h in &t.hooks {
+        let address = format!("{}/hook/{}", t.slug, h.spec.name);
+        out.push(match &h.run {
+            None => format!(
+                "> {address}  # {}: runs {}",
+                h.moment,
+                if h.spec.gating {
+                    "before the tenant moves on; a failure stops it there"
+                } else {
+                    "once the tenant has moved on; a failure is retried by later applies"
+                }
+            ),
+            Some(run) => format!("~ {address}  # {}", owed(run, h.due)),
+        });
+    }
+    out
+}
+
+/// `provisioned: failed 2 times, next try after 04:10`.
+fn owed(run: &crate::hooks::HookRun, due: bool) -> String {
+    let times = plural(run.attempts as usize, "time", "times");
+    let when = match (&run.next_try_at, due) {
+        (_, true) => "tried again now".to_string(),
+        (Some(at), false) => format!(
+            "next try after {}",
+            humantime::parse_rfc3339(at).map_or(at.clone(), crate::hooks::clock)
+        ),
+        (None, false) => "waiting".to_string(),
+    };
+    let last = run
+        .last_error
+        .as_deref()
+        .map(|e| format!(" (last: {})", e.lines().next().unwrap_or_default()))
+        .unwrap_or_default();
+    format!("{}: failed {times}, {when}{last}", run.moment)
+}
+
+/// A hook run owed to a tenant with nothing else to do, still waiting.
+pub fn waiting_line(w: &crate::plan::WaitingHook) -> String {
+    format!(
+        "{}/hook/{} {}; nothing else to do",
+        w.slug,
+        w.run.hook,
+        owed(&w.run, false)
+    )
+}
+
 pub fn tenant_heading(t: &TenantPlan) -> String {
     let blocked = t.action == crate::plan::TenantAction::Blocked;
     if t.action == crate::plan::TenantAction::Purge && t.tenant.offboarding.erase {
@@ -229,6 +319,12 @@ pub fn tenant_heading(t: &TenantPlan) -> String {
             t.action.verb(),
             t.lifecycle.from,
             t.lifecycle.to
+        );
+    }
+    if t.changes.is_empty() && t.lifecycle.from == t.lifecycle.to && !blocked {
+        return format!(
+            "{} is as its file asks; what an earlier apply left to do runs again",
+            t.slug
         );
     }
     let lifecycle = if t.lifecycle.from != t.lifecycle.to && !blocked {

@@ -101,6 +101,16 @@ pub fn render(plan: &Plan) -> String {
                     let _ = writeln!(out, "      {st}{line}{st:#}");
                 }
             }
+            for line in super::step_lines(t) {
+                let st = style_for(&line);
+                let _ = writeln!(out, "  {st}{line}{st:#}");
+            }
+        }
+    }
+    if !plan.waiting.is_empty() {
+        let _ = writeln!(out);
+        for w in &plan.waiting {
+            let _ = writeln!(out, "  {DIM}# {}{DIM:#}", super::waiting_line(w));
         }
     }
     if !plan.held.is_empty() {

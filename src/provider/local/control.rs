@@ -87,7 +87,10 @@ CREATE TABLE IF NOT EXISTS deletion_audit (
 "#;
 
 /// Columns added since the tables were first made, each added to an older database once.
-const ADDED_COLUMNS: &[(&str, &str)] = &[("tenants", "deprovisioned_at TEXT")];
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("tenants", "deprovisioned_at TEXT"),
+    ("tenants", "outputs TEXT NOT NULL DEFAULT '{}'"),
+];
 
 pub struct LocalControl {
     path: PathBuf,
@@ -450,6 +453,32 @@ impl ControlPlane for LocalControl {
         .map_err(ProviderError::sql("create the registry row"))?;
         tx.commit().await.map_err(ProviderError::sql("commit"))?;
         Ok(id)
+    }
+
+    async fn emit_event(
+        &self,
+        ctx: &StepContext<'_>,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let mut tx = self.begin().await?;
+        emit(&mut tx, ctx, tenant_id, kind, detail).await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    async fn set_outputs(
+        &self,
+        tenant_id: &str,
+        outputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        sqlx::query("UPDATE tenants SET outputs = ? WHERE tenant_id = ?")
+            .bind(json!(outputs).to_string())
+            .bind(tenant_id)
+            .execute(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql("record the hooks' outputs"))?;
+        Ok(())
     }
 
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {

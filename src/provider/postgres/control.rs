@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
 -- a scan of every tenant's events.
 CREATE INDEX IF NOT EXISTS outbox_tenant_id ON {schema}.outbox (tenant_id);
 ALTER TABLE {schema}.tenants ADD COLUMN IF NOT EXISTS deprovisioned_at timestamptz;
+ALTER TABLE {schema}.tenants ADD COLUMN IF NOT EXISTS outputs jsonb NOT NULL DEFAULT '{}';
 -- One row per purged resource, kept for good; it holds no data of the tenant's.
 CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
     id            bigserial PRIMARY KEY,
@@ -489,6 +490,33 @@ impl ControlPlane for PgControl {
         attrs: &Attrs,
     ) -> Result<String, ProviderError> {
         retry!("register", self.register_once(ctx, attrs))
+    }
+
+    async fn emit_event(
+        &self,
+        ctx: &StepContext<'_>,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let mut tx = self.begin().await?;
+        self.emit(tx.as_mut(), ctx, tenant_id, kind, detail).await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    async fn set_outputs(
+        &self,
+        tenant_id: &str,
+        outputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let sql = self.sql("UPDATE {schema}.tenants SET outputs = $1 WHERE tenant_id = $2");
+        sqlx::query(&sql)
+            .bind(serde_json::json!(outputs))
+            .bind(tenant_id)
+            .execute(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql("record the hooks' outputs"))
+            .map(drop)
     }
 
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {

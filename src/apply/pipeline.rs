@@ -1,0 +1,159 @@
+//! The executor's steps that are not resources: a tenant's smoke tests before it becomes
+//! active, and its hooks.
+
+use std::time::SystemTime;
+
+use serde_json::json;
+
+use super::Executor;
+use crate::error::chain;
+use crate::hooks::{HookDone, HookRun, Invocation};
+use crate::plan::{PlannedHook, TenantPlan};
+use crate::provider::{events, Mark};
+use crate::state::{now, Lifecycle, TenantState};
+
+impl Executor {
+    /// Runs every check of the tenant and records what they found on `ts`. A gating failure
+    /// is the step's error: the tenant stays where it is (in `provisioning`, at this step),
+    /// and a tenant not yet provisioned announces it with `TenantProvisioningFailed`.
+    pub(super) async fn smoke_test(
+        &self,
+        tp: &TenantPlan,
+        ts: &mut TenantState,
+        lifecycle: Lifecycle,
+        mark: &Mark,
+    ) -> Result<(), String> {
+        let smoke = tp.smoke.as_ref().expect("planned");
+        let control = &self.targets.control;
+        let provisioning = matches!(lifecycle, Lifecycle::Pending | Lifecycle::Provisioning);
+        if provisioning {
+            if let Some(id) = ts.tenant_id.as_deref() {
+                control
+                    .set_step(id, Some(crate::plan::SMOKE_STEP))
+                    .await
+                    .map_err(|e| chain(&e))?;
+            }
+            ts.step = Some(crate::plan::SMOKE_STEP.to_string());
+        }
+        let ctx = self.step_context(tp, ts, lifecycle, mark, false);
+        let health = crate::smoke::run(&self.targets, &ctx, &smoke.checks).await;
+        let healthy = health.healthy();
+        let failures = health.failures();
+        if !healthy && provisioning {
+            let failed: Vec<&str> = health
+                .checks
+                .iter()
+                .filter(|c| c.gates())
+                .map(|c| c.name.as_str())
+                .collect();
+            let detail = json!({ "step": crate::plan::SMOKE_STEP, "failed_checks": failed });
+            control
+                .emit_event(&ctx, events::PROVISIONING_FAILED, detail)
+                .await
+                .map_err(|e| chain(&e))?;
+        }
+        ts.health = Some(health);
+        if healthy {
+            Ok(())
+        } else {
+            Err(format!("smoke tests failed: {failures}"))
+        }
+    }
+
+    /// Records a run, with a new idempotency key, of every hook the plan reaches a moment
+    /// of and that is not owed already; forgets owed runs of hooks no longer configured.
+    /// Whether anything changed.
+    pub(super) fn queue_hooks(&self, tp: &TenantPlan, ts: &mut TenantState) -> bool {
+        let before = ts.hooks.len();
+        ts.hooks
+            .retain(|r| tp.hooks.iter().any(|h| h.spec.name == r.hook));
+        let mut changed = ts.hooks.len() != before;
+        for h in &tp.hooks {
+            let owed = ts
+                .hooks
+                .iter()
+                .any(|r| r.hook == h.spec.name && r.moment == h.moment);
+            if !owed {
+                ts.hooks.push(HookRun::new(&h.spec.name, h.moment));
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// One try of an owed hook run. Success forgets the run, records it as done and its
+    /// outputs (on the registry row too); a failure counts it and sets when it is tried
+    /// next. Either way `ts` is to be checkpointed.
+    pub(super) async fn run_hook(
+        &self,
+        tp: &TenantPlan,
+        ts: &mut TenantState,
+        h: &PlannedHook,
+    ) -> Result<(), String> {
+        let Some(i) = ts
+            .hooks
+            .iter()
+            .position(|r| r.hook == h.spec.name && r.moment == h.moment)
+        else {
+            return Ok(());
+        };
+        let run = ts.hooks[i].clone();
+        let tenant_id = ts.tenant_id.clone().unwrap_or_default();
+        let result = crate::hooks::run(&Invocation {
+            spec: &h.spec,
+            run: &run,
+            tenant: &tp.tenant,
+            tenant_id: &tenant_id,
+            outputs: &ts.outputs,
+            root: &self.root,
+        })
+        .await;
+        match result {
+            Ok(outputs) => {
+                ts.hooks.remove(i);
+                ts.hooks_done.insert(
+                    run.hook.clone(),
+                    HookDone {
+                        moment: run.moment,
+                        idempotency_key: run.idempotency_key.clone(),
+                        at: now(),
+                    },
+                );
+                let mut merged = ts.outputs.clone();
+                merged.extend(outputs);
+                if merged != ts.outputs {
+                    if !tenant_id.is_empty() && tp.lifecycle.to != Lifecycle::Deprovisioned {
+                        self.targets
+                            .control
+                            .set_outputs(&tenant_id, &merged)
+                            .await
+                            .map_err(|e| chain(&e))?;
+                    }
+                    ts.outputs = merged;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let r = &mut ts.hooks[i];
+                r.attempts += 1;
+                r.last_error = Some(e.clone());
+                let next = SystemTime::now() + h.spec.backoff(r.attempts);
+                r.next_try_at = Some(humantime::format_rfc3339_seconds(next).to_string());
+                Err(format!(
+                    "hook {} ({}) failed, try {}: {e}{}",
+                    h.spec.name,
+                    run.moment,
+                    r.attempts,
+                    if h.spec.gating {
+                        String::new()
+                    } else {
+                        format!(
+                            "; it is retried by an apply after {}",
+                            crate::hooks::clock(next)
+                        )
+                    }
+                ))
+            }
+        }
+    }
+}
