@@ -291,8 +291,7 @@ mod tests {
 
     #[test]
     fn outputs_are_plain_names_and_text() {
-        let o = parse_outputs(br#"{"outputs": {"billing_customer_id": "cus_1", "n": 3}}"#)
-            .unwrap();
+        let o = parse_outputs(br#"{"outputs": {"billing_customer_id": "cus_1", "n": 3}}"#).unwrap();
         assert_eq!(o["billing_customer_id"], "cus_1");
         assert_eq!(o["n"], "3");
         assert!(parse_outputs(b"").unwrap().is_empty());
@@ -307,8 +306,7 @@ mod tests {
         let now = std::time::SystemTime::now();
         assert!(r.due(now));
         r.next_try_at = Some(
-            humantime::format_rfc3339_seconds(now + std::time::Duration::from_secs(60))
-                .to_string(),
+            humantime::format_rfc3339_seconds(now + std::time::Duration::from_secs(60)).to_string(),
         );
         assert!(!r.due(now));
         assert!(r.due(now + std::time::Duration::from_secs(61)));

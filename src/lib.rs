@@ -9,6 +9,7 @@ pub mod apply;
 pub mod audit;
 pub mod bucket;
 pub mod changes;
+pub mod check;
 pub mod credentials;
 pub mod desired;
 pub mod diagnostic;

@@ -3,6 +3,7 @@
 
 mod apply;
 mod audit;
+mod check;
 mod credentials;
 mod export;
 mod force_unlock;
@@ -65,6 +66,9 @@ pub enum Command {
     Export(export::ExportArgs),
     /// Print presigned download links to a tenant's offboarding export kept in S3 (a secret).
     ExportUrl(export::ExportUrlArgs),
+    /// Run the smoke tests of active tenants and print their health (exit 0 healthy, 2
+    /// unhealthy, 1 error): for cron and alerting.
+    Check(check::CheckArgs),
     /// Print the deletion audit: every purged resource, what it held, when, by which run and
     /// after which export.
     Audit(audit::AuditArgs),
@@ -169,6 +173,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credentials(args) => credentials::run(&root, args).await,
         Command::Export(args) => export::run(&root, args).await,
         Command::Audit(args) => audit::run(&root, args).await,
+        Command::Check(args) => check::run(&root, args).await,
         Command::ExportUrl(args) => export::url(&root, args).await,
         Command::ForceUnlock(args) => force_unlock::run(&root, args).await,
         Command::Watch(args) => watch::run(&root, args).await,

@@ -72,8 +72,8 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(6)
         .max(6);
     println!(
-        "{:width$}  {:14}  {:10}  {:24}  LAST APPLY",
-        "TENANT", "LIFECYCLE", "PLAN", "STEP"
+        "{:width$}  {:14}  {:10}  {:24}  {:28}  LAST APPLY",
+        "TENANT", "LIFECYCLE", "PLAN", "STEP", "HEALTH"
     );
     let mut failures = Vec::new();
     for (slug, t) in &state.tenants {
@@ -93,10 +93,32 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
             None => "ok".to_string(),
         };
         println!(
-            "{slug:width$}  {:14}  {plan:10}  {:24}  {outcome}",
+            "{slug:width$}  {:14}  {plan:10}  {:24}  {:28}  {outcome}",
             t.lifecycle.as_str(),
-            t.step.as_deref().unwrap_or("-")
+            t.step.as_deref().unwrap_or("-"),
+            health_cell(t)
         );
+    }
+    let owed: Vec<_> = state
+        .tenants
+        .iter()
+        .flat_map(|(slug, t)| t.hooks.iter().map(move |r| (slug, r)))
+        .collect();
+    if !owed.is_empty() {
+        println!("\nHooks owed (retried by later applies):");
+        for (slug, r) in owed {
+            println!(
+                "  {slug}/hook/{} ({}): failed {} tr{}{}",
+                r.hook,
+                r.moment,
+                r.attempts,
+                if r.attempts == 1 { "y" } else { "ies" },
+                r.last_error
+                    .as_deref()
+                    .map(|e| format!(", last: {}", e.lines().next().unwrap_or_default()))
+                    .unwrap_or_default()
+            );
+        }
     }
     if !failures.is_empty() {
         println!();
@@ -222,6 +244,46 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 ),
                 None => println!("  last apply:          ok"),
             }
+            println!("  health:              {}", health_cell(t));
+            if !t.outputs.is_empty() {
+                println!("  outputs:");
+                for (k, v) in &t.outputs {
+                    println!("      {k} = {v:?}");
+                }
+            }
+            for run in &t.hooks {
+                println!(
+                    "  hook {} owed ({}): {} tr{}, key {}{}",
+                    run.hook,
+                    run.moment,
+                    run.attempts,
+                    if run.attempts == 1 { "y" } else { "ies" },
+                    run.idempotency_key,
+                    run.next_try_at
+                        .as_deref()
+                        .map(|at| format!(", next try after {at}"))
+                        .unwrap_or_default()
+                );
+            }
+            for (hook, done) in &t.hooks_done {
+                println!(
+                    "  hook {hook} done ({}) at {}, key {}",
+                    done.moment, done.at, done.idempotency_key
+                );
+            }
+            if let Some(h) = &t.health {
+                println!("\n  checks at {}", h.at);
+                let width = h.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+                for c in &h.checks {
+                    println!(
+                        "      {:width$}  {:9}  {:>5} ms  {}",
+                        c.name,
+                        check_word(c),
+                        c.latency_ms,
+                        c.message
+                    );
+                }
+            }
             for (key, attrs) in &t.resources {
                 println!("\n  {slug}/{key}");
                 let width = attrs.keys().map(str::len).max().unwrap_or(0);
@@ -232,6 +294,33 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
             Ok(0)
         }
         StateCommand::Rm { .. } => unreachable!("handled above"),
+    }
+}
+
+/// `healthy at 2026-12-01 20:34`, `UNHEALTHY: login, app`, or `-` when never checked.
+fn health_cell(t: &tenant_reconcile::state::TenantState) -> String {
+    let Some(h) = &t.health else {
+        return "-".into();
+    };
+    let at = h.at.get(..16).unwrap_or(&h.at).replace('T', " ");
+    if h.healthy() {
+        format!("healthy at {at}")
+    } else {
+        let failed: Vec<&str> = h
+            .checks
+            .iter()
+            .filter(|c| c.gates())
+            .map(|c| c.name.as_str())
+            .collect();
+        format!("UNHEALTHY: {}", failed.join(", "))
+    }
+}
+
+fn check_word(c: &tenant_reconcile::smoke::CheckOutcome) -> &'static str {
+    match (c.ok, c.advisory) {
+        (true, _) => "ok",
+        (false, true) => "advisory",
+        (false, false) => "FAILED",
     }
 }
 

@@ -188,7 +188,11 @@ pub fn add(
     for moment in moments(&tp) {
         for spec in repo.config.hooks.iter().filter(|h| h.on.contains(&moment)) {
             // Owed already: a run stopped after recording it reaches the moment again.
-            if tp.hooks.iter().any(|h| h.spec.name == spec.name && h.moment == moment) {
+            if tp
+                .hooks
+                .iter()
+                .any(|h| h.spec.name == spec.name && h.moment == moment)
+            {
                 continue;
             }
             tp.hooks.push(PlannedHook {

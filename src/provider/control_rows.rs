@@ -103,14 +103,22 @@ pub fn table_of(kind: Kind) -> Option<&'static str> {
 /// id (its slug), and the owner's membership (its email). The messages name no email.
 pub fn smoke_verdicts(
     ctx: &super::StepContext<'_>,
-    registry: (std::time::Instant, Result<Option<String>, super::ProviderError>),
-    owner: (std::time::Instant, Result<Option<String>, super::ProviderError>),
+    registry: (
+        std::time::Instant,
+        Result<Option<String>, super::ProviderError>,
+    ),
+    owner: (
+        std::time::Instant,
+        Result<Option<String>, super::ProviderError>,
+    ),
 ) -> Vec<crate::smoke::CheckOutcome> {
     use crate::smoke::CheckOutcome;
     let slug = ctx.tenant.slug.as_str();
     let registry_verdict = match registry.1 {
         Ok(Some(found)) if found == slug => Ok(format!("the registry row of {slug} reads back")),
-        Ok(Some(found)) => Err(format!("the registry row of this id has the slug {found:?}")),
+        Ok(Some(found)) => Err(format!(
+            "the registry row of this id has the slug {found:?}"
+        )),
         Ok(None) => Err("the tenant has no registry row".into()),
         Err(e) => Err(crate::error::chain(&e)),
     };

@@ -22,7 +22,10 @@ pub fn summary_line(s: &Summary) -> String {
     );
     let mut steps = Vec::new();
     if s.smoke_tests > 0 {
-        steps.push(format!("smoke tests for {}", plural(s.smoke_tests, "tenant", "tenants")));
+        steps.push(format!(
+            "smoke tests for {}",
+            plural(s.smoke_tests, "tenant", "tenants")
+        ));
     }
     if s.hook_runs > 0 {
         steps.push(plural(s.hook_runs, "hook run", "hook runs"));

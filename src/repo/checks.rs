@@ -195,8 +195,12 @@ pub fn render_url(template: &str, slug: &str, plan: &str, region: &str) -> Resul
         "tenant",
         &serde_json::json!({ "slug": slug, "plan": plan, "region": region }),
     );
-    let url = tera::Tera::one_off(template, &ctx, false)
-        .map_err(|e| format!("the URL template does not render: {}", crate::error::chain(&e)))?;
+    let url = tera::Tera::one_off(template, &ctx, false).map_err(|e| {
+        format!(
+            "the URL template does not render: {}",
+            crate::error::chain(&e)
+        )
+    })?;
     let parsed = url::Url::parse(&url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(format!("{url:?} is not an http:// or https:// URL"));
@@ -239,7 +243,13 @@ check "projects" {
         assert_eq!(c[0].name, "app");
         assert_eq!(c[0].timeout_ms, 2000);
         assert!(
-            matches!(&c[0].probe, Probe::Http { expect_status: 200, .. }),
+            matches!(
+                &c[0].probe,
+                Probe::Http {
+                    expect_status: 200,
+                    ..
+                }
+            ),
             "{c:?}"
         );
         assert!(c[1].advisory);

@@ -197,7 +197,10 @@ pub fn parse(
         }
         if retry_after.is_none() {
             problem(
-                format!("{:?} is not a duration", raw.retry_after.unwrap_or_default()),
+                format!(
+                    "{:?} is not a duration",
+                    raw.retry_after.unwrap_or_default()
+                ),
                 "retry_after",
                 "a duration, like \"1m\" (\"0s\" retries on the next apply)",
             );

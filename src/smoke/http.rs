@@ -35,7 +35,9 @@ fn client() -> Result<&'static HttpClient, String> {
 pub async fn check(spec: &CheckSpec, url: &str, expect_status: u16) -> CheckOutcome {
     let started = Instant::now();
     let result = async {
-        let uri: hyper::Uri = url.parse().map_err(|e| format!("{url} is not a URL: {e}"))?;
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| format!("{url} is not a URL: {e}"))?;
         let request = hyper::Request::get(uri)
             .header(
                 "user-agent",
@@ -56,9 +58,7 @@ pub async fn check(spec: &CheckSpec, url: &str, expect_status: u16) -> CheckOutc
         if status == expect_status {
             Ok(format!("{url} answered {status}"))
         } else {
-            Err(format!(
-                "{url} answered {status}, expected {expect_status}"
-            ))
+            Err(format!("{url} answered {status}, expected {expect_status}"))
         }
     }
     .await;

@@ -194,9 +194,9 @@ impl Provider for LocalBuckets {
             let read = std::fs::read_to_string(&path);
             let removed = std::fs::remove_file(&path);
             match (read, removed) {
-                (Ok(r), Ok(())) if r == body => {
-                    Ok(format!("the bucket {name} took, returned and deleted a probe object"))
-                }
+                (Ok(r), Ok(())) if r == body => Ok(format!(
+                    "the bucket {name} took, returned and deleted a probe object"
+                )),
                 (Ok(_), _) => Err("the probe object read back differs".into()),
                 (Err(e), _) => Err(format!("cannot read the probe object back: {e}")),
             }

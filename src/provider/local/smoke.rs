@@ -19,10 +19,13 @@ pub async fn checks(path: &Path, seeded: bool, sql: &[&CheckSpec]) -> Vec<CheckO
         Err(e) => {
             let why = crate::error::chain(&e);
             let mut out = vec![CheckOutcome::fail("data", why.clone(), started.elapsed())];
-            out.extend(
-                sql.iter()
-                    .map(|c| CheckOutcome::fail(&c.name, "not run: the slice does not open", started.elapsed())),
-            );
+            out.extend(sql.iter().map(|c| {
+                CheckOutcome::fail(
+                    &c.name,
+                    "not run: the slice does not open",
+                    started.elapsed(),
+                )
+            }));
             return out;
         }
     };
@@ -57,11 +60,18 @@ pub async fn checks(path: &Path, seeded: bool, sql: &[&CheckSpec]) -> Vec<CheckO
     };
     out.push(CheckOutcome::of("write", started, write));
     for check in sql {
-        let Probe::Sql { sql } = &check.probe else { continue };
+        let Probe::Sql { sql } = &check.probe else {
+            continue;
+        };
         let started = Instant::now();
         let verdict = tokio::time::timeout(check.timeout(), query_check(&pool, sql))
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(check.timeout()))));
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer within {}",
+                    humantime::format_duration(check.timeout())
+                ))
+            });
         out.push(CheckOutcome::of(&check.name, started, verdict));
     }
     pool.close().await;
@@ -88,11 +98,12 @@ async fn count_rows(pool: &SqlitePool, tables: &[String]) -> Result<Vec<(String,
 /// Sets one column of one row of `table` to itself, and rolls it back.
 async fn write_and_roll_back(pool: &SqlitePool, table: &str) -> Result<String, String> {
     let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
-    let (column,): (String,) = sqlx::query_as("SELECT name FROM pragma_table_info(?) ORDER BY cid LIMIT 1")
-        .bind(table)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| format!("cannot read the columns of {table}: {e}"))?;
+    let (column,): (String,) =
+        sqlx::query_as("SELECT name FROM pragma_table_info(?) ORDER BY cid LIMIT 1")
+            .bind(table)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| format!("cannot read the columns of {table}: {e}"))?;
     let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
     let sql = format!(
         "UPDATE {t} SET {c} = {c} WHERE rowid = (SELECT rowid FROM {t} LIMIT 1)",

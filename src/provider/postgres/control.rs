@@ -457,11 +457,13 @@ impl Provider for PgControl {
             };
             (started, found.map(|r| r.map(|(v,)| v)))
         };
-        let registry = read(self.sql("SELECT slug FROM {schema}.tenants WHERE tenant_id = $1")).await;
-        let owner = read(self.sql(
-            "SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner'",
-        ))
-        .await;
+        let registry =
+            read(self.sql("SELECT slug FROM {schema}.tenants WHERE tenant_id = $1")).await;
+        let owner =
+            read(self.sql(
+                "SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner'",
+            ))
+            .await;
         crate::provider::control_rows::smoke_verdicts(ctx, registry, owner)
     }
 

@@ -1713,7 +1713,13 @@ impl Provider for PgData {
         sql: &[&crate::repo::checks::CheckSpec],
     ) -> Vec<crate::smoke::CheckOutcome> {
         let started = std::time::Instant::now();
-        let fail = |why: String| vec![crate::smoke::CheckOutcome::fail("login", why, started.elapsed())];
+        let fail = |why: String| {
+            vec![crate::smoke::CheckOutcome::fail(
+                "login",
+                why,
+                started.elapsed(),
+            )]
+        };
         let slice = match self.recorded_slice(ctx) {
             Ok(Some(s)) => s,
             Ok(None) => return Vec::new(),

@@ -13,8 +13,8 @@
 mod control;
 mod data;
 mod scram;
-mod smoke;
 pub mod server;
+mod smoke;
 
 pub use control::PgControl;
 pub use data::PgData;

@@ -230,7 +230,11 @@ async fn isolation(
         .await;
     match control {
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {}
-        Err(e) => return Err(format!("reading the control plane failed otherwise than refused: {e}")),
+        Err(e) => {
+            return Err(format!(
+                "reading the control plane failed otherwise than refused: {e}"
+            ))
+        }
         Ok(_) => return Err(format!("{} can read the control plane's tables", t.role)),
     }
     let others: Vec<(String, String)> = sqlx::query_as(&format!(
@@ -308,7 +312,11 @@ async fn isolation(
     ))
 }
 
-async fn query_check(conn: &mut PgConnection, sql: &str, timeout_ms: u64) -> Result<String, String> {
+async fn query_check(
+    conn: &mut PgConnection,
+    sql: &str,
+    timeout_ms: u64,
+) -> Result<String, String> {
     let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
     // A number of this tool's own, not tenant text.
     tx.execute(format!("SET LOCAL statement_timeout = {timeout_ms}").as_str())

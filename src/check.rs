@@ -1,0 +1,166 @@
+//! `tenant-reconcile check`: the smoke tests of active tenants, on demand, for cron and
+//! alerting. The same checks that gate a tenant's move to active, side by side across
+//! tenants (bounded), each tenant's outcome recorded for `show` when the state's lock can
+//! be had.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::desired::{self, DesiredTenant, Selection};
+use crate::provider::{Mark, StepContext};
+use crate::slug::Slug;
+use crate::smoke::Health;
+use crate::state::{Lifecycle, LockInfo, State};
+use crate::workspace::Workspace;
+use crate::Error;
+
+pub struct CheckOptions {
+    /// Only these tenants (every active one when empty).
+    pub tenants: Vec<Slug>,
+    /// Tenants checked at once.
+    pub parallelism: usize,
+    /// How long to wait for the state's lock to record the outcomes.
+    pub lock_timeout: Duration,
+}
+
+/// One tenant's outcome.
+#[derive(Debug, Serialize)]
+pub struct TenantHealth {
+    pub slug: Slug,
+    pub healthy: bool,
+    #[serde(flatten)]
+    pub health: Health,
+}
+
+pub struct CheckReport {
+    pub tenants: Vec<TenantHealth>,
+    /// Why the outcomes were not recorded, when they were not (the state was locked).
+    pub not_recorded: Option<String>,
+}
+
+impl CheckReport {
+    pub fn healthy(&self) -> bool {
+        self.tenants.iter().all(|t| t.healthy)
+    }
+}
+
+pub async fn check(
+    ws: &Workspace,
+    state: State,
+    opts: &CheckOptions,
+) -> Result<CheckReport, Error> {
+    for slug in &opts.tenants {
+        match state.tenants.get(slug.as_str()) {
+            None => {
+                return Err(Error::Usage(format!(
+                    "{slug} is not in the state: it was never applied\n  hint: `tenant-reconcile show` lists the tenants"
+                )))
+            }
+            Some(t) if t.lifecycle != Lifecycle::Active => {
+                return Err(Error::Usage(format!(
+                    "{slug} is {}: only active tenants are checked (a tenant is checked before it becomes active by apply)",
+                    t.lifecycle
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let active: Vec<Slug> = ws
+        .repo
+        .tenants
+        .iter()
+        .map(|t| t.slug.clone())
+        .filter(|s| opts.tenants.is_empty() || opts.tenants.contains(s))
+        .filter(|s| {
+            state
+                .tenants
+                .get(s.as_str())
+                .is_some_and(|t| t.lifecycle == Lifecycle::Active)
+        })
+        .collect();
+    let compiled: Vec<(DesiredTenant, Vec<crate::repo::checks::CheckSpec>)> =
+        desired::compile_each(
+            &ws.repo,
+            &state,
+            None,
+            &Selection {
+                only: Some(&active),
+                rotate: &[],
+                defer_seed: true,
+            },
+            |d| {
+                let declared = crate::plan::declared_checks(&ws.repo, &d)?;
+                Ok(Some((d, declared)))
+            },
+        )?;
+    let key = ws.key()?;
+    let targets = Arc::new(ws.targets(ws.repo.migrations.clone()));
+    let mark = Mark {
+        state: ws.repo.config.state.name.clone(),
+        lineage: state.lineage.clone(),
+    };
+    let permits = Semaphore::new(opts.parallelism.max(1));
+    let runs = compiled.iter().map(|(d, declared)| {
+        let (permits, targets, key, mark, state) = (&permits, &targets, &key, &mark, &state);
+        async move {
+            let _permit = permits.acquire().await.expect("semaphore stays open");
+            let ts = &state.tenants[d.slug().as_str()];
+            let ctx = StepContext {
+                tenant: &d.effective,
+                tenant_id: ts.tenant_id.as_deref(),
+                lifecycle: Lifecycle::Active,
+                credentials_version: ts.credentials_version,
+                key,
+                mark,
+                claimed: false,
+                recorded: &ts.resources,
+            };
+            let health = crate::smoke::run(targets, &ctx, declared).await;
+            TenantHealth {
+                slug: d.slug().clone(),
+                healthy: health.healthy(),
+                health,
+            }
+        }
+    });
+    let tenants = futures::future::join_all(runs).await;
+    let not_recorded = record(ws, &tenants, opts.lock_timeout).await.err();
+    Ok(CheckReport {
+        tenants,
+        not_recorded,
+    })
+}
+
+/// Records each tenant's outcome on its state, read again under the lock (an apply may
+/// have run since the checks began), one checkpoint per tenant.
+async fn record(ws: &Workspace, tenants: &[TenantHealth], timeout: Duration) -> Result<(), String> {
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    let backend = ws.backend();
+    let lock = backend
+        .lock(LockInfo::new("check"), timeout)
+        .await
+        .map_err(|e| crate::error::chain(&e))?;
+    let written = async {
+        let mut state = backend.load().await?;
+        for t in tenants {
+            let Some(ts) = state.tenants.get(t.slug.as_str()) else {
+                continue;
+            };
+            let mut ts = ts.clone();
+            ts.health = Some(t.health.clone());
+            state.record(t.slug.to_string(), ts.clone());
+            let entry = state.checkpoint(t.slug.as_str(), &ts);
+            lock.checkpoint(&entry).await?;
+        }
+        Ok::<_, crate::state::StateError>(())
+    }
+    .await;
+    let unlocked = lock.unlock().await;
+    written.map_err(|e| crate::error::chain(&e))?;
+    unlocked.map_err(|e| crate::error::chain(&e))
+}
