@@ -95,6 +95,15 @@ impl Shared<'_> {
     }
 }
 
+/// How far a tenant got: the steps done, the step it is at (or stopped at), and what went
+/// wrong without stopping it.
+#[derive(Default)]
+struct StepLog {
+    done: usize,
+    at: String,
+    warnings: Vec<String>,
+}
+
 pub struct Executor {
     pub targets: Arc<Targets>,
     /// `user@host` of this run, for the deletion audit.
@@ -209,29 +218,26 @@ impl Executor {
                 warnings: Vec::new(),
             };
         }
-        let mut steps = 0;
-        let mut step = String::new();
-        let mut warnings = Vec::new();
+        let mut log = StepLog::default();
         let result = match conflicts_error(tp) {
             Some(e) => Err(e),
             None => {
-                let result = self
-                    .tenant_steps(tp, plan, shared, mark, &mut steps, &mut step, &mut warnings)
-                    .await;
+                let result = self.tenant_steps(tp, plan, shared, mark, &mut log).await;
+                let step = &log.at;
                 // The step's errors come without their address: it is recorded apart, and
                 // said before them in the outcome.
                 if let Err(e) = &result {
-                    shared.record_failure(&slug, &step, e).await;
+                    shared.record_failure(&slug, step, e).await;
                 }
                 result.map_err(|e| format!("{slug}/{step}: {e}"))
             }
         };
         TenantOutcome {
             slug,
-            steps,
+            steps: log.done,
             skipped: false,
             error: result.err(),
-            warnings,
+            warnings: log.warnings,
         }
     }
 
@@ -241,9 +247,7 @@ impl Executor {
         plan: &Plan,
         shared: &Shared<'_>,
         mark: &Mark,
-        steps: &mut usize,
-        step: &mut String,
-        warnings: &mut Vec<String>,
+        log: &mut StepLog,
     ) -> Result<(), String> {
         let slug = tp.slug.as_str();
         let mut ts: TenantState = shared
@@ -274,7 +278,7 @@ impl Executor {
         // resource is destroyed and completed after its last.
         let mut audited: Option<Vec<String>> = None;
         for change in &tp.changes {
-            *step = change.key.to_string();
+            log.at = change.key.to_string();
             if change.purged.is_none() {
                 if let Some(addresses) = audited.take() {
                     self.audit_done(&ts, &addresses).await?;
@@ -301,7 +305,7 @@ impl Executor {
                 // rerun purges (and audits) what is gone already again, changing nothing.
                 // The state records the purge's start, above, and its end.
                 ts.updated_at = now();
-                *steps += 1;
+                log.done += 1;
                 continue;
             }
             let claimed = ts.creating.contains(&change.key);
@@ -337,7 +341,7 @@ impl Executor {
                 ts.resources.insert(change.key.clone(), attrs);
                 ts.updated_at = now();
                 checkpoint(&ts).await?;
-                *steps += 1;
+                log.done += 1;
                 continue;
             }
             // The lifecycle field moves in the last step; a registry change that is only
@@ -405,18 +409,18 @@ impl Executor {
                 }
             }
             checkpoint(&ts).await?;
-            *steps += 1;
+            log.done += 1;
         }
 
         if let Some(addresses) = audited.take() {
             self.audit_done(&ts, &addresses).await?;
         }
         if tp.smoke.is_some() {
-            *step = crate::plan::SMOKE_STEP.to_string();
+            log.at = crate::plan::SMOKE_STEP.to_string();
             let tested = self.smoke_test(tp, &mut ts, lifecycle, mark).await;
             checkpoint(&ts).await?;
             tested?;
-            *steps += 1;
+            log.done += 1;
         }
         if self.queue_hooks(tp, &mut ts) {
             // Recorded before any of them runs or the lifecycle moves: killed anywhere
@@ -424,27 +428,27 @@ impl Executor {
             checkpoint(&ts).await?;
         }
         for h in tp.hooks.iter().filter(|h| h.due && h.spec.gating) {
-            *step = format!("hook/{}", h.spec.name);
+            log.at = format!("hook/{}", h.spec.name);
             let ran = self.run_hook(tp, &mut ts, h).await;
             checkpoint(&ts).await?;
             ran?;
-            *steps += 1;
+            log.done += 1;
         }
         let to = tp.lifecycle.to;
-        *step = "lifecycle".to_string();
+        log.at = "lifecycle".to_string();
         if lifecycle != to {
             let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
             control.transition(&ctx, to).await.map_err(|e| chain(&e))?;
-            *steps += 1;
+            log.done += 1;
         }
         for h in tp.hooks.iter().filter(|h| h.due && !h.spec.gating) {
-            *step = format!("hook/{}", h.spec.name);
+            log.at = format!("hook/{}", h.spec.name);
             let ran = self.run_hook(tp, &mut ts, h).await;
             checkpoint(&ts).await?;
             match ran {
-                Ok(()) => *steps += 1,
+                Ok(()) => log.done += 1,
                 // Retried apart: the tenant goes on.
-                Err(e) => warnings.push(e),
+                Err(e) => log.warnings.push(e),
             }
         }
         ts.lifecycle = to;

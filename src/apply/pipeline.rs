@@ -138,7 +138,9 @@ impl Executor {
                 r.attempts += 1;
                 r.last_error = Some(e.clone());
                 let next = SystemTime::now() + h.spec.backoff(r.attempts);
-                r.next_try_at = Some(humantime::format_rfc3339_seconds(next).to_string());
+                // A gating hook is tried again by the next apply, as any failed step is.
+                r.next_try_at =
+                    (!h.spec.gating).then(|| humantime::format_rfc3339_seconds(next).to_string());
                 Err(format!(
                     "hook {} ({}) failed, try {}: {e}{}",
                     h.spec.name,

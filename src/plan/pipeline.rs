@@ -121,7 +121,12 @@ pub fn add(
             let retest = smoke_failed(recorded).is_some()
                 && lifecycle == Lifecycle::Active
                 && d.target_lifecycle() == Lifecycle::Active;
-            let due = owed.iter().any(|run| run.due(now) && configured(repo, run));
+            let due = owed.iter().any(|run| {
+                repo.config
+                    .hooks
+                    .iter()
+                    .any(|h| h.name == run.hook && (h.gating || run.due(now)))
+            });
             if !retest && !due {
                 let waiting: Vec<WaitingHook> = owed
                     .iter()
@@ -178,11 +183,15 @@ pub fn add(
     }
     for run in owed.iter().filter(|r| configured(repo, r)) {
         let spec = repo.config.hooks.iter().find(|h| h.name == run.hook);
+        let spec = spec.expect("configured").clone();
+        // A gating hook holds its tenant's step: it is tried again by every apply, as a
+        // failed step is, not left to wait.
+        let due = spec.gating || run.due(now);
         tp.hooks.push(PlannedHook {
-            spec: spec.expect("configured").clone(),
+            spec,
             moment: run.moment,
             run: Some(run.clone()),
-            due: run.due(now),
+            due,
         });
     }
     for moment in moments(&tp) {

@@ -11,6 +11,7 @@ mod git;
 mod moto;
 mod offboarding;
 mod pg;
+mod pipeline;
 mod plan_output;
 mod postgres;
 mod purge;

@@ -34,6 +34,23 @@ impl Repo {
         }
     }
 
+    /// The example with its config and billing hook too (`tenant-reconcile.hcl`, `hooks/`).
+    pub fn example_with_hooks() -> Repo {
+        let repo = Repo::example();
+        let root = project_root();
+        for sub in ["hooks", "tenant-reconcile.hcl"] {
+            if !copy_committed(&root, sub, &repo.path().join(sub)) {
+                let from = root.join(sub);
+                if from.is_dir() {
+                    copy_dir(&from, &repo.path().join(sub));
+                } else {
+                    std::fs::copy(&from, repo.path().join(sub)).unwrap();
+                }
+            }
+        }
+        repo
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -234,20 +251,33 @@ fn copy_committed(root: &Path, sub: &str, to: &Path) -> bool {
     let Ok(entry) = tree.get_path(&prefix.join(sub)) else {
         return false;
     };
+    if entry.kind() == Some(git2::ObjectType::Blob) {
+        let blob = entry.to_object(&repo).unwrap().peel_to_blob().unwrap();
+        write_blob(to, blob.content(), entry.filemode());
+        return true;
+    }
     let Ok(folder) = entry.to_object(&repo).and_then(|o| o.peel_to_tree()) else {
         return false;
     };
     folder
         .walk(git2::TreeWalkMode::PreOrder, |parent, e| {
             if let (Some(name), Some(git2::ObjectType::Blob)) = (e.name(), e.kind()) {
-                let path = to.join(parent).join(name);
-                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 let blob = e.to_object(&repo).unwrap().peel_to_blob().unwrap();
-                std::fs::write(&path, blob.content()).unwrap();
+                write_blob(&to.join(parent).join(name), blob.content(), e.filemode());
             }
             git2::TreeWalkResult::Ok
         })
         .is_ok()
+}
+
+/// A file as git has it, executable when git says so (a hook script).
+fn write_blob(path: &Path, content: &[u8], mode: i32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+    if mode == 0o100755 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {

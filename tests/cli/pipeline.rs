@@ -1,0 +1,548 @@
+//! Smoke tests gating ACTIVE, `check`, and hooks (billing retried apart), on the local
+//! target, through the real binary. Postgres's own checks are in `pipeline_pg.rs`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::support::{text, Repo};
+
+/// An HTTP server of the test's own on a free loopback port: it answers every request with
+/// the status it is set to, and keeps the paths it was asked for.
+struct Health {
+    port: u16,
+    status: Arc<AtomicU16>,
+    paths: Arc<Mutex<Vec<String>>>,
+}
+
+impl Health {
+    fn start(status: u16) -> Health {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let code = Arc::new(AtomicU16::new(status));
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let (c, p) = (code.clone(), paths.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                // Read the headers to their end before answering.
+                let mut header = String::new();
+                while reader.read_line(&mut header).is_ok() && header != "\r\n" {
+                    header.clear();
+                }
+                if let Some(path) = line.split_whitespace().nth(1) {
+                    p.lock().unwrap().push(path.to_string());
+                }
+                let status = c.load(Ordering::SeqCst);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Health {
+            port,
+            status: code,
+            paths,
+        }
+    }
+}
+
+/// The example with only acme, on the growth plan, so each test reads one tenant's story.
+fn one_tenant() -> Repo {
+    let repo = Repo::example();
+    for slug in ["globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    repo
+}
+
+fn add_check(repo: &Repo, block: &str) {
+    let path = repo.path().join("plans/growth.hcl");
+    let mut plan = std::fs::read_to_string(&path).unwrap();
+    plan.push('\n');
+    plan.push_str(block);
+    std::fs::write(path, plan).unwrap();
+}
+
+fn lifecycle(repo: &Repo, slug: &str) -> (String, String) {
+    let row = repo.query(
+        "control.sqlite",
+        &format!("SELECT lifecycle, coalesce(step, '-') FROM tenants WHERE slug = '{slug}'"),
+    );
+    (row[0][0].clone(), row[0][1].clone())
+}
+
+#[test]
+fn a_failing_http_check_keeps_a_new_tenant_provisioning_until_it_passes() {
+    let server = Health::start(503);
+    let repo = one_tenant();
+    add_check(
+        &repo,
+        &format!(
+            "check \"app\" {{\n  http = \"http://127.0.0.1:{}/{{{{ tenant.slug }}}}/healthz\"\n  timeout = \"2s\"\n}}\n",
+            server.port
+        ),
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains(
+            "> acme/smoke_test  # before it becomes active: the built-in checks, and app (http)"
+        ),
+        "{plan}"
+    );
+
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("acme/smoke_test: smoke tests failed: app: http://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("answered 503, expected 200"), "{err}");
+    assert_eq!(server.paths.lock().unwrap()[0], "/acme/healthz");
+    // Provisioned, and held at the gate: the registry says where.
+    assert_eq!(
+        lifecycle(&repo, "acme"),
+        ("provisioning".into(), "smoke_test".into())
+    );
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT count(*) FROM outbox WHERE type = 'TenantProvisioningFailed' \
+             AND json_extract(payload, '$.detail.failed_checks[0]') = 'app'"
+        ),
+        1
+    );
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT count(*) FROM outbox WHERE type = 'TenantProvisioned'"
+        ),
+        0
+    );
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(show.contains("UNHEALTHY: app"), "{show}");
+    assert!(show.contains("FAILED at smoke_test"), "{show}");
+
+    // The next plan has only the move to active and the checks: nothing is provisioned again.
+    let data = repo.fingerprint();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy. Then smoke tests for 1 tenant."),
+        "{plan}"
+    );
+    assert!(plan.contains("~ acme/registry"), "{plan}");
+    server.status.store(200, Ordering::SeqCst);
+    let out = repo.apply();
+    assert!(text(&out.stdout).contains("Apply complete!"));
+    assert_eq!(lifecycle(&repo, "acme"), ("active".into(), "-".into()));
+    // Only the control plane moved: the tenant's data and files are as they were.
+    let after = repo.fingerprint();
+    for (file, digest) in &data {
+        if file.starts_with("data/")
+            || file.starts_with("rendered/")
+            || file.starts_with("buckets/")
+        {
+            assert_eq!(after.get(file), Some(digest), "{file} changed");
+        }
+    }
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT count(*) FROM outbox WHERE type = 'TenantProvisioned'"
+        ),
+        1
+    );
+    repo.assert_plan_empty();
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(show.contains("healthy at "), "{show}");
+}
+
+#[test]
+fn an_sql_check_returning_false_gates_and_an_advisory_one_does_not() {
+    let repo = one_tenant();
+    add_check(
+        &repo,
+        "check \"many_projects\" {\n  sql = \"select count(*) > 100 from projects\"\n}\ncheck \"nice_to_have\" {\n  sql = \"select 1 = 0\"\n  advisory = true\n}\n",
+    );
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("many_projects: returned false"), "{err}");
+    assert_eq!(lifecycle(&repo, "acme").0, "provisioning");
+
+    // The check is mended in the plan file: the next apply runs the checks and activates.
+    let path = repo.path().join("plans/growth.hcl");
+    let mended = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("count(*) > 100", "count(*) > 0");
+    std::fs::write(&path, mended).unwrap();
+    repo.apply();
+    assert_eq!(lifecycle(&repo, "acme").0, "active");
+    let state = text(&repo.run(&["state", "show", "acme"]).stdout);
+    let line = |name: &str| {
+        state
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {state}"))
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(line("nice_to_have"), "advisory");
+    assert_eq!(line("many_projects"), "ok");
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn check_reports_health_and_exits_by_it() {
+    let repo = Repo::example();
+    repo.apply();
+    let out = repo.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("3 tenants healthy."), "{table}");
+    // The suspended tenant is not checked.
+    assert!(!table.contains("umbrella-labs"), "{table}");
+
+    // Someone deletes a rendered file and a bucket folder by hand.
+    std::fs::remove_file(repo.state_dir().join("rendered/acme/namespace.yaml")).unwrap();
+    std::fs::remove_dir_all(repo.state_dir().join("buckets/globex")).unwrap();
+    let out = repo.run(&["check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_slug = |slug: &str| {
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["slug"] == slug)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_slug("acme")["healthy"], false);
+    assert_eq!(by_slug("initech")["healthy"], true);
+    let files = by_slug("acme")["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "files")
+        .unwrap()
+        .clone();
+    assert_eq!(files["message"], "namespace.yaml is missing");
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(show.contains("UNHEALTHY: files"), "{show}");
+    assert!(show.contains("UNHEALTHY: bucket"), "{show}");
+
+    let out = repo.run(&["check", "acme"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).contains("1 of 1 tenant unhealthy: acme."));
+    let out = repo.run(&["check", "umbrella-labs"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("umbrella-labs is suspended"));
+
+    // Apply repairs what was removed; the tenants are healthy again.
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(repo.run(&["check"]).status.code(), Some(0));
+}
+
+/// The example's billing hook with `retry_after` and `timeout` of the test's choosing.
+fn billing(repo: &Repo, retry_after: &str, extra: &str) {
+    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl"))
+        .unwrap()
+        .replace(
+            "retry_after = \"1m\"",
+            &format!("retry_after = \"{retry_after}\"\n  {extra}"),
+        );
+    repo.write("tenant-reconcile.hcl", &config);
+}
+
+fn ledger(repo: &Repo) -> Vec<Vec<String>> {
+    std::fs::read_to_string(repo.state_dir().join("billing.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(' ').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn billing_failing_twice_leaves_the_tenant_active_and_is_retried_on_one_key() {
+    let mut repo = Repo::example_with_hooks();
+    for slug in ["globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    billing(&repo, "0s", "");
+    repo.env.push(("BILLING_FAIL_FIRST".into(), "2".into()));
+
+    for attempt in 1..=2 {
+        let out = repo.apply();
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("Warning: acme: hook billing (provisioned) failed, try {attempt}: exited with status 1; its stderr ends: billing is unavailable (try {attempt})")),
+            "{err}"
+        );
+        // Active throughout: billing is reconciled apart.
+        assert_eq!(lifecycle(&repo, "acme").0, "active");
+        let plan = text(&repo.run(&["plan"]).stdout);
+        assert!(
+            plan.contains(&format!(
+                "~ acme/hook/billing  # provisioned: failed {attempt} time{}, tried again now",
+                if attempt == 1 { "" } else { "s" }
+            )),
+            "{plan}"
+        );
+        assert!(plan.contains("Then 1 hook run."), "{plan}");
+    }
+    let out = repo.apply();
+    assert!(
+        !text(&out.stderr).contains("Warning"),
+        "{}",
+        text(&out.stderr)
+    );
+    repo.assert_plan_empty();
+
+    // Three tries, one key, one customer.
+    let lines = ledger(&repo);
+    let tries: Vec<&Vec<String>> = lines.iter().filter(|l| l[0] == "try").collect();
+    assert_eq!(tries.len(), 3, "{lines:?}");
+    assert!(
+        tries
+            .iter()
+            .all(|l| l[2] == tries[0][2] && l[3] == "provisioned"),
+        "{lines:?}"
+    );
+    assert_eq!(lines.iter().filter(|l| l[0] == "done").count(), 1);
+
+    // Its output is on the tenant: state, registry, and what templates see.
+    let id = repo.query(
+        "control.sqlite",
+        "SELECT tenant_id FROM tenants WHERE slug = 'acme'",
+    )[0][0]
+        .clone();
+    let customer = format!("cus_{}", &id.replace('-', "")[..12]);
+    let state = text(&repo.run(&["state", "show", "acme"]).stdout);
+    assert!(
+        state.contains(&format!("billing_customer_id = \"{customer}\"")),
+        "{state}"
+    );
+    assert!(
+        state.contains("hook billing done (provisioned) at"),
+        "{state}"
+    );
+    assert_eq!(
+        repo.query(
+            "control.sqlite",
+            "SELECT json_extract(outputs, '$.billing_customer_id') FROM tenants"
+        )[0][0],
+        customer
+    );
+}
+
+#[test]
+fn a_hook_still_waiting_is_shown_and_is_no_change() {
+    let mut repo = Repo::example_with_hooks();
+    for slug in ["globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    billing(&repo, "1h", "");
+    repo.env.push(("BILLING_FAIL_FIRST".into(), "1".into()));
+    repo.apply();
+    let out = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains("# acme/hook/billing provisioned: failed 1 time, next try after "),
+        "{plan}"
+    );
+    // Nothing runs before its time.
+    repo.apply();
+    assert_eq!(ledger(&repo).iter().filter(|l| l[0] == "try").count(), 1);
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(
+        show.contains("acme/hook/billing (provisioned): failed 1 try"),
+        "{show}"
+    );
+}
+
+#[test]
+fn a_gating_hook_that_fails_stops_its_step() {
+    let repo = one_tenant();
+    repo.write(
+        "hooks/crm.sh",
+        "#!/bin/sh\ncat > /dev/null\nif [ -f ./crm-down ]; then echo 'crm refused' >&2; exit 3; fi\necho '{\"outputs\": {\"crm_id\": \"crm-7\"}}'\n",
+    );
+    make_executable(&repo.path().join("hooks/crm.sh"));
+    repo.write("crm-down", "");
+    repo.write(
+        "tenant-reconcile.hcl",
+        "hook \"crm\" {\n  on = [\"provisioned\"]\n  command = [\"./hooks/crm.sh\"]\n  gating = true\n}\n",
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("> acme/hook/crm  # provisioned: runs before the tenant moves on; a failure stops it there"),
+        "{plan}"
+    );
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("acme/hook/crm: hook crm (provisioned) failed, try 1: exited with status 3; its stderr ends: crm refused"),
+        "{err}"
+    );
+    assert_eq!(lifecycle(&repo, "acme").0, "provisioning");
+    repo.remove("crm-down");
+    repo.apply();
+    assert_eq!(lifecycle(&repo, "acme").0, "active");
+    assert!(text(&repo.run(&["state", "show", "acme"]).stdout).contains("crm_id = \"crm-7\""));
+    repo.assert_plan_empty();
+}
+
+fn make_executable(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn killed_during_a_hook_the_rerun_gives_it_the_same_key() {
+    let mut repo = Repo::example_with_hooks();
+    for slug in ["globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    billing(&repo, "0s", "");
+    repo.env.push(("BILLING_SLEEP".into(), "2".into()));
+    let mut child = repo.spawn_apply(1);
+    let started = std::time::Instant::now();
+    while ledger(&repo).is_empty() {
+        assert!(started.elapsed().as_secs() < 60, "the hook never ran");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: nothing after the hook's start is recorded
+    child.wait().unwrap();
+    // The hook finishes on its own meanwhile, as a real one would after its caller died.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    repo.env.retain(|(k, _)| k != "BILLING_SLEEP");
+    repo.apply();
+    repo.assert_plan_empty();
+    let lines = ledger(&repo);
+    let tries: Vec<&Vec<String>> = lines.iter().filter(|l| l[0] == "try").collect();
+    assert_eq!(tries.len(), 2, "{lines:?}");
+    assert_eq!(
+        tries[0][2], tries[1][2],
+        "the rerun used another key: {lines:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l[0] == "done").count(),
+        1,
+        "{lines:?}"
+    );
+    assert_eq!(lifecycle(&repo, "acme").0, "active");
+}
+
+#[test]
+fn a_hook_gets_tenant_text_on_stdin_only_and_a_clean_environment() {
+    let mut repo = one_tenant();
+    let hostile = "Acme\\\"; touch pwned; echo \\\"$(id)";
+    let tenant = std::fs::read_to_string(repo.path().join("tenants/acme.yaml"))
+        .unwrap()
+        .replace("name: Acme Corporation", &format!("name: \"{hostile}\""));
+    repo.write("tenants/acme.yaml", &tenant);
+    repo.write(
+        "hooks/dump.sh",
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > args.txt\ncat > stdin.json\nenv > env.txt\n",
+    );
+    make_executable(&repo.path().join("hooks/dump.sh"));
+    repo.write(
+        "tenant-reconcile.hcl",
+        "hook \"dump\" {\n  on = [\"provisioned\"]\n  command = [\"./hooks/dump.sh\", \"--fixed\"]\n  env = { REGION_API = \"https://example.invalid\" }\n}\n",
+    );
+    repo.env
+        .push(("SECRET_OF_THE_RUNNER".into(), "hunter2".into()));
+    repo.apply();
+    assert!(!repo.path().join("pwned").exists());
+    let args = std::fs::read_to_string(repo.path().join("args.txt")).unwrap();
+    assert_eq!(args, "--fixed\n");
+    let stdin: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo.path().join("stdin.json")).unwrap())
+            .unwrap();
+    assert_eq!(stdin["tenant"]["name"], "Acme\"; touch pwned; echo \"$(id)");
+    assert_eq!(stdin["moment"], "provisioned");
+    assert_eq!(stdin["hook"], "dump");
+    let key = stdin["idempotency_key"].as_str().unwrap().to_string();
+    let env = std::fs::read_to_string(repo.path().join("env.txt")).unwrap();
+    assert!(
+        env.contains(&format!("TENANT_RECONCILE_IDEMPOTENCY_KEY={key}")),
+        "{env}"
+    );
+    assert!(env.contains("TENANT_RECONCILE_TENANT_SLUG=acme"), "{env}");
+    assert!(env.contains("REGION_API=https://example.invalid"), "{env}");
+    assert!(!env.contains("hunter2"), "{env}");
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_hook_that_hangs_is_killed_at_its_timeout() {
+    let repo = one_tenant();
+    repo.write("hooks/hang.sh", "#!/bin/sh\nsleep 300 &\nwait\n");
+    make_executable(&repo.path().join("hooks/hang.sh"));
+    repo.write(
+        "tenant-reconcile.hcl",
+        "hook \"hang\" {\n  on = [\"provisioned\"]\n  command = [\"./hooks/hang.sh\"]\n  timeout = \"1s\"\n  retry_after = \"1h\"\n}\n",
+    );
+    let out = repo.apply();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("hook hang (provisioned) failed, try 1: was killed after its timeout of 1s"),
+        "{err}"
+    );
+    assert_eq!(lifecycle(&repo, "acme").0, "active");
+    // Its child went with it: no `sleep 300` of this hook is left.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&left.stdout).trim().is_empty() || !left.status.success(),
+        "left running: {}",
+        text(&left.stdout)
+    );
+}
+
+#[test]
+fn bad_check_and_hook_blocks_name_file_line_and_field() {
+    let repo = one_tenant();
+    add_check(
+        &repo,
+        "check \"app\" {\n  http = \"file:///etc/passwd\"\n}\n",
+    );
+    repo.write(
+        "tenant-reconcile.hcl",
+        "\n\nhook \"billing\" {\n  on = [\"created\"]\n  command = [\"./hooks/billing.sh\"]\n}\n",
+    );
+    let before = repo.fingerprint();
+    let out = repo.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "tenant-reconcile.hcl:3:1: field `hook.billing.on`: \"created\" is not a moment"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("plans/growth.hcl:"), "{err}");
+    assert!(
+        err.contains(
+            "field `check.app.http`: \"file:///etc/passwd\" is not an http:// or https:// URL"
+        ),
+        "{err}"
+    );
+    assert_eq!(repo.fingerprint(), before);
+}
