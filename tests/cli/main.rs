@@ -12,6 +12,7 @@ mod moto;
 mod offboarding;
 mod pg;
 mod pipeline;
+mod pipeline_pg;
 mod plan_output;
 mod postgres;
 mod purge;

@@ -1,0 +1,200 @@
+//! Smoke tests on Postgres: each tenant is tested as its own login role, the way the
+//! product connects, and checked from outside with psql-like queries of the test's own.
+
+use serde_json::Value;
+
+use crate::pg::Pg;
+use crate::support::text;
+
+fn checks_of(report: &Value, slug: &str) -> Vec<(String, bool, String)> {
+    report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["slug"] == slug)
+        .unwrap_or_else(|| panic!("{slug} not checked: {report}"))["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["ok"].as_bool().unwrap(),
+                c["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn check(report: &Value, slug: &str, name: &str) -> (bool, String) {
+    checks_of(report, slug)
+        .into_iter()
+        .find(|(n, ..)| n == name)
+        .map(|(_, ok, m)| (ok, m))
+        .unwrap_or_else(|| panic!("{slug} has no {name} check: {report}"))
+}
+
+#[test]
+fn every_isolation_mode_is_smoke_tested_as_the_tenants_own_role() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    repo.assert_plan_empty();
+    let out = repo.run(&["check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for slug in ["acme", "globex", "initech"] {
+        let role = pg.name(slug);
+        let (ok, login) = check(&report, slug, "login");
+        assert!(ok, "{slug}: {login}");
+        assert_eq!(
+            login,
+            format!("{role} connected with its derived password (the server's verifier matches)")
+        );
+        let (ok, data) = check(&report, slug, "data");
+        assert!(
+            ok && data.starts_with(&format!("{role} reads ")),
+            "{slug}: {data}"
+        );
+        let (ok, write) = check(&report, slug, "write");
+        assert!(ok && write.contains("rolled it back"), "{slug}: {write}");
+        let (ok, isolation) = check(&report, slug, "isolation");
+        assert!(
+            ok && isolation.contains("is refused the control plane"),
+            "{slug}: {isolation}"
+        );
+        for name in ["registry", "owner"] {
+            assert!(check(&report, slug, name).0, "{slug} {name}");
+        }
+    }
+    // Schema tenants are refused each other's schema, checked in the role's own session.
+    let (_, isolation) = check(&report, "acme", "isolation");
+    assert!(
+        isolation.ends_with("and another tenant's slice"),
+        "{isolation}"
+    );
+    // The write was rolled back: the seeded rows are as they were.
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM \"{}\".projects",
+            pg.name("acme")
+        )),
+        1
+    );
+    // The checks left no session of a tenant's role behind.
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename LIKE '{}%'",
+            pg.prefix
+        )),
+        0
+    );
+}
+
+#[test]
+fn a_refused_login_keeps_a_new_tenant_at_its_smoke_test_until_it_is_let_in() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    let growth = repo.path().join("plans/growth.hcl");
+    let mut plan = std::fs::read_to_string(&growth).unwrap();
+    plan.push_str(
+        "\ncheck \"ready\" {\n  sql = \"select exists (select 1 from projects where name = 'ready')\"\n}\n",
+    );
+    std::fs::write(&growth, plan).unwrap();
+    let registry = || {
+        pg.query("SELECT lifecycle, step FROM tenant_reconcile.tenants WHERE slug = 'acme'")[0]
+            .clone()
+    };
+
+    // The declared check, run as acme's role in its schema, finds no such row.
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("acme/smoke_test: smoke tests failed: ready: returned false"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        registry(),
+        serde_json::json!({"lifecycle": "provisioning", "step": "smoke_test"})
+    );
+    // The others went on: one tenant's gate holds only that tenant.
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.tenants WHERE lifecycle = 'active'"),
+        2
+    );
+
+    // The row appears, but the role may no longer connect.
+    let role = pg.name("acme");
+    pg.exec(&format!(
+        "INSERT INTO \"{role}\".projects (name) VALUES ('ready'); ALTER ROLE \"{role}\" CONNECTION LIMIT 0"
+    ));
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("login: {role} cannot connect")),
+        "{err}"
+    );
+    assert!(
+        err.contains("data: not run: the role cannot log in"),
+        "{err}"
+    );
+    assert_eq!(registry()["lifecycle"], "provisioning");
+    assert_eq!(
+        pg.count(
+            "SELECT count(*) FROM tenant_reconcile.outbox WHERE type = 'TenantProvisioningFailed'"
+        ),
+        2
+    );
+
+    pg.exec(&format!("ALTER ROLE \"{role}\" CONNECTION LIMIT -1"));
+    repo.apply();
+    assert_eq!(
+        registry(),
+        serde_json::json!({"lifecycle": "active", "step": null})
+    );
+    repo.assert_plan_empty();
+    pg.exec(&format!(
+        "DELETE FROM \"{role}\".projects WHERE name = 'ready'"
+    ));
+}
+
+#[test]
+fn check_notices_a_grant_to_another_tenants_slice_and_a_revoked_one() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let (acme, umbrella) = (pg.name("acme"), pg.name("umbrella-labs"));
+    pg.exec(&format!(
+        "GRANT USAGE ON SCHEMA \"{umbrella}\" TO \"{acme}\""
+    ));
+    let out = repo.run(&["check", "acme", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, isolation) = check(&report, "acme", "isolation");
+    assert!(!ok);
+    assert_eq!(
+        isolation,
+        format!("{acme} reaches other tenants' data: {umbrella}")
+    );
+    pg.exec(&format!(
+        "REVOKE USAGE ON SCHEMA \"{umbrella}\" FROM \"{acme}\""
+    ));
+    assert_eq!(repo.run(&["check", "acme"]).status.code(), Some(0));
+
+    // Its own grant taken away: it cannot read its data. The plan shows the drift, apply
+    // repairs it, and the tenant is healthy again.
+    pg.exec(&format!(
+        "REVOKE USAGE ON SCHEMA \"{acme}\" FROM \"{acme}\""
+    ));
+    let out = repo.run(&["check", "acme"]);
+    assert_eq!(out.status.code(), Some(2));
+    let table = text(&out.stdout);
+    assert!(table.contains("data       FAILED"), "{table}");
+    assert!(table.contains("permission denied for schema"), "{table}");
+    assert!(text(&repo.run(&["show"]).stdout).contains("UNHEALTHY: data, write"));
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(repo.run(&["check", "acme"]).status.code(), Some(0));
+}
