@@ -25,3 +25,10 @@ bucket {
     { days = 180, storage_class = "GLACIER_IR" },
   ]
 }
+
+# Besides the built-in smoke tests: a dedicated database is handed over once its seeded
+# projects read back, as the tenant's own role (`tenant-reconcile check` runs it too).
+check "projects" {
+  sql     = "select count(*) > 0 from projects"
+  timeout = "5s"
+}
