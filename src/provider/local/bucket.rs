@@ -193,13 +193,12 @@ impl Provider for LocalBuckets {
             std::fs::write(&path, &body).map_err(|e| format!("cannot put a probe object: {e}"))?;
             let read = std::fs::read_to_string(&path);
             let removed = std::fs::remove_file(&path);
-            match (read, removed) {
-                (Ok(r), Ok(())) if r == body => Ok(format!(
-                    "the bucket {name} took, returned and deleted a probe object"
-                )),
-                (Ok(_), _) => Err("the probe object read back differs".into()),
-                (Err(e), _) => Err(format!("cannot read the probe object back: {e}")),
-            }
+            crate::smoke::probe_verdict(
+                name,
+                read.map(|r| r == body)
+                    .map_err(|e| format!("cannot read the probe object back: {e}")),
+                removed.map_err(|e| format!("cannot delete the probe object: {e}")),
+            )
         };
         vec![crate::smoke::CheckOutcome::of("bucket", started, probe())]
     }

@@ -35,28 +35,13 @@ pub async fn checks(path: &Path, seeded: bool, sql: &[&CheckSpec]) -> Vec<CheckO
         Ok(tables) => count_rows(&pool, tables).await,
         Err(e) => Err(crate::error::chain(e)),
     };
-    let data = match &counted {
-        Ok(counts) => {
-            let rows: u64 = counts.iter().map(|(_, n)| n).sum();
-            if seeded && rows == 0 {
-                Err("the slice holds no rows, though it was seeded".into())
-            } else {
-                Ok(format!(
-                    "reads {}",
-                    crate::provider::tables_and_rows(counts.len(), rows)
-                ))
-            }
-        }
-        Err(e) => Err(e.clone()),
-    };
+    let data = crate::smoke::data_verdict("", &counted, seeded);
     out.push(CheckOutcome::of("data", started, data));
     let started = Instant::now();
-    let write = match &counted {
-        Ok(counts) => match counts.iter().find(|(_, n)| *n > 0) {
-            Some((table, _)) => write_and_roll_back(&pool, table).await,
-            None => Ok("no row to write to".into()),
-        },
-        Err(_) => Err("not run: the slice's tables do not read".into()),
+    let write = match crate::smoke::write_target(&counted) {
+        Ok(Some(table)) => write_and_roll_back(&pool, table).await,
+        Ok(None) => Ok("no row to write to".into()),
+        Err(e) => Err(e),
     };
     out.push(CheckOutcome::of("write", started, write));
     for check in sql {

@@ -61,32 +61,13 @@ pub(super) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
     };
     let started = Instant::now();
     let counted = count_rows(&mut conn, &t.schema).await;
-    let data = match &counted {
-        Ok(counts) => {
-            let rows: u64 = counts.iter().map(|(_, n)| n).sum();
-            if t.seeded && rows == 0 {
-                Err(format!(
-                    "{} sees no rows in its slice, though it was seeded",
-                    t.role
-                ))
-            } else {
-                Ok(format!(
-                    "{} reads {}",
-                    t.role,
-                    crate::provider::tables_and_rows(counts.len(), rows)
-                ))
-            }
-        }
-        Err(e) => Err(e.clone()),
-    };
+    let data = crate::smoke::data_verdict(&format!("{} ", t.role), &counted, t.seeded);
     out.push(CheckOutcome::of("data", started, data));
     let started = Instant::now();
-    let write = match &counted {
-        Ok(counts) => match counts.iter().find(|(_, n)| *n > 0) {
-            Some((table, _)) => write_and_roll_back(&mut conn, &t.schema, table).await,
-            None => Ok("no row to write to".into()),
-        },
-        Err(_) => Err("not run: the slice's tables do not read".into()),
+    let write = match crate::smoke::write_target(&counted) {
+        Ok(Some(table)) => write_and_roll_back(&mut conn, &t.schema, table).await,
+        Ok(None) => Ok("no row to write to".into()),
+        Err(e) => Err(e),
     };
     out.push(CheckOutcome::of("write", started, write));
     let started = Instant::now();

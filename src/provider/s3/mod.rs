@@ -177,13 +177,7 @@ impl S3Buckets {
             .send()
             .await
             .map_err(|e| client::error("DeleteObject", name, e).to_string());
-        match (read?, deleted) {
-            (true, Ok(_)) => Ok(format!(
-                "the bucket {name} took, returned and deleted a probe object"
-            )),
-            (false, _) => Err("the probe object read back differs".into()),
-            (true, Err(e)) => Err(e),
-        }
+        crate::smoke::probe_verdict(name, read, deleted.map(drop))
     }
 
     fn creation_proves_new(region: &str) -> bool {
