@@ -546,3 +546,30 @@ fn bad_check_and_hook_blocks_name_file_line_and_field() {
     );
     assert_eq!(repo.fingerprint(), before);
 }
+
+#[test]
+fn a_hooks_output_reaches_templates_and_its_change_is_an_update() {
+    let repo = Repo::example_with_hooks();
+    for slug in ["globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    repo.write(
+        "templates/files/billing.txt.tera",
+        "customer: {{ tenant.outputs.billing_customer_id | default(value=\"(not yet)\") }}\n",
+    );
+    repo.apply();
+    let rendered = repo.state_dir().join("rendered/acme/billing.txt");
+    assert_eq!(
+        std::fs::read_to_string(&rendered).unwrap(),
+        "customer: (not yet)\n"
+    );
+    // The hook gave its output after the files were rendered: the next plan renders it.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("~ acme/file/billing.txt"), "{plan}");
+    assert!(plan.contains("+customer: cus_"), "{plan}");
+    repo.apply();
+    assert!(std::fs::read_to_string(&rendered)
+        .unwrap()
+        .starts_with("customer: cus_"));
+    repo.assert_plan_empty();
+}
