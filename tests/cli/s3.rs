@@ -567,3 +567,43 @@ fn a_missing_state_bucket_is_a_clear_error_and_nothing_is_made() {
         s3.buckets()
     );
 }
+
+#[test]
+fn smoke_tests_probe_each_bucket_and_leave_nothing_in_it() {
+    let s3 = S3::new();
+    let repo = s3.repo("");
+    repo.apply();
+    let out = repo.run(&["check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for t in report.as_array().unwrap() {
+        let bucket = t["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "bucket")
+            .unwrap_or_else(|| panic!("no bucket check: {t}"));
+        assert_eq!(bucket["ok"], true, "{bucket}");
+    }
+    // Versioned (acme's growth plan) or not, the probe left no version or delete marker.
+    for (slug, region) in EXAMPLE {
+        let b = s3.bucket(slug, region);
+        let versions = s3
+            .block_on(s3.client.list_object_versions().bucket(&b).send())
+            .unwrap();
+        assert!(versions.versions().is_empty(), "{b}: {versions:?}");
+        assert!(versions.delete_markers().is_empty(), "{b}: {versions:?}");
+    }
+    // A bucket deleted by hand fails its tenant's check.
+    let acme = s3.bucket("acme", "eu-west-1");
+    s3.delete_bucket(&acme);
+    let out = repo.run(&["check", "acme"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("bucket    FAILED"),
+        "{}",
+        text(&out.stdout)
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+}
