@@ -65,12 +65,12 @@ read -r secs kb <"$TMP/t"
 after=$(sessions)
 printf '%-34s %8s s %8.1f MB %8d connections\n' "apply $N new tenants (smoke-tested)" "$secs" "$(echo "$kb/1024" | bc -l)" "$((after - before))"
 
-for p in 8 32; do
+for p in 1 8 32; do
   before=$(sessions)
-  /usr/bin/time -f "%e %M" -o "$TMP/t" "$BIN" -C "$TMP/repo" check --parallelism "$p" >"$TMP/out" 2>"$TMP/err" \
+  /usr/bin/time -f "%e %M %U %S" -o "$TMP/t" "$BIN" -C "$TMP/repo" check --parallelism "$p" >"$TMP/out" 2>"$TMP/err" \
     || { tail -20 "$TMP/err" "$TMP/out" >&2; exit 1; }
-  read -r secs kb <"$TMP/t"
+  read -r secs kb user sys <"$TMP/t"
   after=$(sessions)
   healthy=$(tail -1 "$TMP/out")
-  printf '%-34s %8s s %8.1f MB %8d connections  (%s)\n' "check, $N tenants, parallelism $p" "$secs" "$(echo "$kb/1024" | bc -l)" "$((after - before))" "$healthy"
+  printf '%-34s %8s s %8.1f MB %8d connections  (%s; its own CPU %s s user, %s s system)\n' "check, $N tenants, parallelism $p" "$secs" "$(echo "$kb/1024" | bc -l)" "$((after - before))" "$healthy" "$user" "$sys"
 done

@@ -79,7 +79,10 @@ def main() -> None:
         shutil.copytree(ROOT / d, out / d, dirs_exist_ok=True)
     config = ROOT / "tenant-reconcile.hcl"
     if config.exists():
+        # The config names the example's hooks: the fleet runs them as the example does.
         shutil.copy(config, out / config.name)
+        if (ROOT / "hooks").is_dir():
+            shutil.copytree(ROOT / "hooks", out / "hooks", dirs_exist_ok=True)
     plans = {p.stem: declared(p) for p in sorted((out / "plans").glob("*.hcl"))}
     missing = set(PLAN_WEIGHTS) - set(plans)
     if missing:

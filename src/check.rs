@@ -152,7 +152,7 @@ async fn record(ws: &Workspace, tenants: &[TenantHealth], timeout: Duration) -> 
                 continue;
             };
             let mut ts = ts.clone();
-            ts.health = Some(t.health.clone());
+            ts.health = Some(t.health.record());
             state.record(t.slug.to_string(), ts.clone());
             let entry = state.checkpoint(t.slug.as_str(), &ts);
             lock.checkpoint(&entry).await?;

@@ -52,7 +52,7 @@ impl Executor {
                 .await
                 .map_err(|e| chain(&e))?;
         }
-        ts.health = Some(health);
+        ts.health = Some(health.record());
         if healthy {
             Ok(())
         } else {

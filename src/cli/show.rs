@@ -272,9 +272,14 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             if let Some(h) = &t.health {
-                println!("\n  checks at {}", h.at);
-                let width = h.checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
-                for c in &h.checks {
+                println!(
+                    "\n  checks at {}: {} passed{}",
+                    h.at,
+                    h.passed,
+                    if h.failed.is_empty() { "" } else { "; failed:" }
+                );
+                let width = h.failed.iter().map(|c| c.name.len()).max().unwrap_or(0);
+                for c in &h.failed {
                     println!(
                         "      {:width$}  {:9}  {:>5} ms  {}",
                         c.name,
@@ -307,7 +312,7 @@ fn health_cell(t: &tenant_reconcile::state::TenantState) -> String {
         format!("healthy at {at}")
     } else {
         let failed: Vec<&str> = h
-            .checks
+            .failed
             .iter()
             .filter(|c| c.gates())
             .map(|c| c.name.as_str())

@@ -168,12 +168,20 @@ pub fn add(
     let becomes_active = tp.lifecycle.to == Lifecycle::Active;
     let reason = if !becomes_active {
         None
-    } else if tp.lifecycle.from != Lifecycle::Active {
-        Some("before it becomes active".to_string())
-    } else if tp.changes.iter().any(rebuilds) {
-        Some("its role, slice or bucket is built anew".to_string())
     } else {
-        smoke_failed(recorded).map(|e| format!("they failed last time: {e}"))
+        let why = if tp.lifecycle.from != Lifecycle::Active {
+            Some("before it becomes active")
+        } else if tp.changes.iter().any(rebuilds) {
+            Some("its role, slice or bucket is built anew")
+        } else {
+            None
+        };
+        match (why, smoke_failed(recorded)) {
+            (Some(why), Some(e)) => Some(format!("{why}; last time {e}")),
+            (Some(why), None) => Some(why.to_string()),
+            (None, Some(e)) => Some(format!("last time {e}")),
+            (None, None) => None,
+        }
     };
     if let Some(reason) = reason {
         tp.smoke = Some(Smoke {

@@ -88,6 +88,34 @@ impl Health {
     }
 }
 
+/// What the state keeps of a tenant's last smoke tests: when, how many passed, and the
+/// ones that did not, in full. Passing checks are only counted: a fleet's state carries one
+/// of these per tenant, and what passed says nothing a rerun of `check` would not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRecord {
+    pub at: String,
+    pub passed: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<CheckOutcome>,
+}
+
+impl HealthRecord {
+    /// No gating check failed.
+    pub fn healthy(&self) -> bool {
+        !self.failed.iter().any(CheckOutcome::gates)
+    }
+}
+
+impl Health {
+    pub fn record(&self) -> HealthRecord {
+        HealthRecord {
+            at: self.at.clone(),
+            passed: self.checks.iter().filter(|c| c.ok).count(),
+            failed: self.checks.iter().filter(|c| !c.ok).cloned().collect(),
+        }
+    }
+}
+
 /// Runs every check of one tenant: each target's built-in ones and `declared` (its plan's
 /// and the config's, http URLs rendered for it), side by side. Advisory checks are marked
 /// so, in declared order after the built-in ones.

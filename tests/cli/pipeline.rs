@@ -139,6 +139,10 @@ fn a_failing_http_check_keeps_a_new_tenant_provisioning_until_it_passes() {
         "{plan}"
     );
     assert!(plan.contains("~ acme/registry"), "{plan}");
+    assert!(
+        plan.contains("> acme/smoke_test  # before it becomes active; last time smoke tests failed: app: http://127.0.0.1:"),
+        "{plan}"
+    );
     server.status.store(200, Ordering::SeqCst);
     let out = repo.apply();
     assert!(text(&out.stdout).contains("Apply complete!"));
@@ -186,19 +190,24 @@ fn an_sql_check_returning_false_gates_and_an_advisory_one_does_not() {
     std::fs::write(&path, mended).unwrap();
     repo.apply();
     assert_eq!(lifecycle(&repo, "acme").0, "active");
+    // The state keeps what failed (the advisory check) and counts what passed.
     let state = text(&repo.run(&["state", "show", "acme"]).stdout);
-    let line = |name: &str| {
-        state
-            .lines()
-            .find(|l| l.trim_start().starts_with(name))
-            .unwrap_or_else(|| panic!("no {name} in {state}"))
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .to_string()
+    assert!(state.contains("passed; failed:"), "{state}");
+    assert!(state.contains("nice_to_have  advisory"), "{state}");
+    assert!(!state.contains("many_projects"), "{state}");
+    let out = repo.run(&["check", "acme", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0), "an advisory failure is healthy");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = report[0]["checks"].as_array().unwrap();
+    let verdict = |name: &str| {
+        let c = checks.iter().find(|c| c["name"] == name).unwrap();
+        (
+            c["ok"].as_bool().unwrap(),
+            c["advisory"].as_bool().unwrap_or(false),
+        )
     };
-    assert_eq!(line("nice_to_have"), "advisory");
-    assert_eq!(line("many_projects"), "ok");
+    assert_eq!(verdict("many_projects"), (true, false));
+    assert_eq!(verdict("nice_to_have"), (false, true));
     repo.assert_plan_empty();
 }
 
@@ -505,6 +514,7 @@ fn a_hook_that_hangs_is_killed_at_its_timeout() {
     );
     assert_eq!(lifecycle(&repo, "acme").0, "active");
     // Its child went with it: no `sleep 300` of this hook is left.
+    repo.assert_plan_empty();
     let left = std::process::Command::new("pgrep")
         .args(["-f", "sleep 300"])
         .output()

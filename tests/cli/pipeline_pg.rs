@@ -197,4 +197,24 @@ fn check_notices_a_grant_to_another_tenants_slice_and_a_revoked_one() {
     repo.apply();
     repo.assert_plan_empty();
     assert_eq!(repo.run(&["check", "acme"]).status.code(), Some(0));
+
+    // A database tenant's CONNECT taken away: its own login fails, which check reports and
+    // apply repairs.
+    let globex = pg.name("globex");
+    pg.exec(&format!(
+        "REVOKE CONNECT ON DATABASE \"{globex}\" FROM \"{globex}\""
+    ));
+    let out = repo.run(&["check", "globex", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, login) = check(&report, "globex", "login");
+    assert!(!ok);
+    assert!(
+        login.starts_with(&format!("{globex} cannot connect")),
+        "{login}"
+    );
+    assert!(login.contains("permission denied for database"), "{login}");
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(repo.run(&["check", "globex"]).status.code(), Some(0));
 }
