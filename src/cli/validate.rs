@@ -19,9 +19,10 @@ pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
         None => repo::Files::WorkingTree,
     };
     let repo = repo::load_from(root, &files)?;
-    // Templates are rendered for every tenant too: a template that fails for one tenant
-    // is a problem to see now, not during apply.
-    desired::compile_each(&repo, &State::empty(), None, &Default::default(), |_| {
+    // Templates are rendered for every tenant too, and its checks' URLs: one that fails for
+    // one tenant is a problem to see now, not during apply.
+    desired::compile_each(&repo, &State::empty(), None, &Default::default(), |d| {
+        tenant_reconcile::plan::declared_checks(&repo, &d)?;
         Ok(None::<()>)
     })?;
     anstream::println!(
