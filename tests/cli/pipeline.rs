@@ -583,3 +583,40 @@ fn a_hooks_output_reaches_templates_and_its_change_is_an_update() {
         .starts_with("customer: cus_"));
     repo.assert_plan_empty();
 }
+
+/// Latencies vary from run to run, in their digits too: each `   12 ms` is `  N ms`; the rest
+/// of what people read is snapshotted.
+fn steady(s: &str) -> String {
+    let mut out = String::new();
+    for line in s.lines() {
+        let mut line = line.to_string();
+        if let Some(at) = line.find(" ms ") {
+            let head = line[..at].trim_end_matches(|c: char| c.is_ascii_digit());
+            let digits = at - head.len();
+            if digits > 0 {
+                line = format!("{}  N{}", head.trim_end(), &line[at..]);
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn plan_and_check_read_as_people_read_them() {
+    let repo = Repo::example_with_hooks();
+    let out = repo.run(&["plan", "--tenant", "globex"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    let steps: String = plan
+        .lines()
+        .filter(|l| l.starts_with("  >") || l.starts_with("  #") || l.starts_with("Plan:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    insta::assert_snapshot!("plan_steps", steps);
+    repo.apply();
+    let out = repo.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0));
+    insta::assert_snapshot!("check_table", steady(&text(&out.stdout)));
+}
