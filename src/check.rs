@@ -96,7 +96,14 @@ pub async fn check(
                 Ok(Some((d, declared)))
             },
         )?;
-    let key = ws.key()?;
+    // The key the passwords were derived from, or the login checks would test another
+    // password than the tenants have (and say a password changed that did not).
+    let found = ws.find_key()?;
+    crate::ops::check_key(ws, &state, found.as_ref(), false)?;
+    let key = match found {
+        Some(k) => k,
+        None => ws.key()?,
+    };
     let targets = Arc::new(ws.targets(ws.repo.migrations.clone()));
     let mark = Mark {
         state: ws.repo.config.state.name.clone(),

@@ -155,7 +155,7 @@ pub async fn drift(
 /// wrong key (a typo in a CI secret) every tenant's password would be replaced, and every
 /// tenant locked out of its data. A deliberate change (`rotate`) passes, and returns the
 /// warning the plan shows.
-fn check_key(
+pub(crate) fn check_key(
     ws: &Workspace,
     state: &State,
     key: Option<&MasterKey>,

@@ -38,6 +38,9 @@ fn check(report: &Value, slug: &str, name: &str) -> (bool, String) {
 fn every_isolation_mode_is_smoke_tested_as_the_tenants_own_role() {
     let pg = Pg::new();
     let repo = pg.repo();
+    // A second tenant in the shared tables, whose rows initech must not see.
+    let initech = std::fs::read_to_string(repo.path().join("tenants/initech.yaml")).unwrap();
+    repo.write("tenants/hooli.yaml", &initech.replace("initech", "hooli"));
     repo.apply();
     repo.assert_plan_empty();
     let out = repo.run(&["check", "--format", "json"]);
@@ -67,12 +70,39 @@ fn every_isolation_mode_is_smoke_tested_as_the_tenants_own_role() {
             assert!(check(&report, slug, name).0, "{slug} {name}");
         }
     }
-    // Schema tenants are refused each other's schema, checked in the role's own session.
-    let (_, isolation) = check(&report, "acme", "isolation");
+    // Without the master key, or with another, nothing is checked: the login checks would
+    // test passwords the tenants do not have.
+    let mut keyless = pg.repo();
+    keyless
+        .env
+        .retain(|(k, _)| k != "TENANT_RECONCILE_MASTER_KEY");
+    let out = keyless.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(
-        isolation.ends_with("and another tenant's slice"),
-        "{isolation}"
+        text(&out.stderr).contains("no master key"),
+        "{}",
+        text(&out.stderr)
     );
+    keyless.env.push((
+        "TENANT_RECONCILE_MASTER_KEY".into(),
+        "another-key-0123456789abcdef0123456789abcdef".into(),
+    ));
+    let out = keyless.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("master key"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Schema tenants are refused each other's schema, and shared ones each other's rows,
+    // checked in the role's own session.
+    for slug in ["acme", "initech"] {
+        let (_, isolation) = check(&report, slug, "isolation");
+        assert!(
+            isolation.ends_with("and another tenant's slice"),
+            "{slug}: {isolation}"
+        );
+    }
     // The write was rolled back: the seeded rows are as they were.
     assert_eq!(
         pg.count(&format!(
@@ -81,6 +111,21 @@ fn every_isolation_mode_is_smoke_tested_as_the_tenants_own_role() {
         )),
         1
     );
+    // Row-level security switched off by hand: initech sees hooli's rows, and its check says
+    // so; apply puts the policy back.
+    pg.exec("ALTER TABLE tenants_shared.projects DISABLE ROW LEVEL SECURITY");
+    let out = repo.run(&["check", "initech", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report_after: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, isolation) = check(&report_after, "initech", "isolation");
+    assert!(!ok);
+    assert!(
+        isolation.contains("reaches other tenants' data: 1 row of others in projects"),
+        "{isolation}"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(repo.run(&["check", "initech"]).status.code(), Some(0));
     // The checks left no session of a tenant's role behind.
     assert_eq!(
         pg.count(&format!(

@@ -272,7 +272,8 @@ async fn isolation(
                         .await
                         .map_err(|e| format!("cannot read {table}: {e}"))?;
                     if n > 0 {
-                        seen.push(format!("{n} rows of others in {table}"));
+                        let rows = if n == 1 { "row" } else { "rows" };
+                        seen.push(format!("{n} {rows} of others in {table}"));
                     }
                 }
                 tx.rollback().await.map_err(|e| e.to_string())?;
