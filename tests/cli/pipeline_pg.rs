@@ -263,3 +263,32 @@ fn check_notices_a_grant_to_another_tenants_slice_and_a_revoked_one() {
     repo.assert_plan_empty();
     assert_eq!(repo.run(&["check", "globex"]).status.code(), Some(0));
 }
+
+#[test]
+fn a_hooks_outputs_land_on_the_postgres_registry_row() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    let billing = crate::support::Repo::example_with_hooks();
+    let script = std::fs::read_to_string(billing.path().join("hooks/billing.sh")).unwrap();
+    repo.write("hooks/billing.sh", &script);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = repo.path().join("hooks/billing.sh");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{config}\nhook \"billing\" {{\n  on = [\"provisioned\"]\n  command = [\"./hooks/billing.sh\"]\n}}\n"),
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    let rows = pg.query(
+        "SELECT slug, tenant_id, outputs->>'billing_customer_id' AS customer FROM tenant_reconcile.tenants ORDER BY slug",
+    );
+    assert_eq!(rows.len(), 4);
+    for row in rows {
+        let id = row["tenant_id"].as_str().unwrap().replace('-', "");
+        assert_eq!(row["customer"], format!("cus_{}", &id[..12]), "{row}");
+    }
+}
