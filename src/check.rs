@@ -100,10 +100,13 @@ pub async fn check(
     // password than the tenants have (and say a password changed that did not).
     let found = ws.find_key()?;
     crate::ops::check_key(ws, &state, found.as_ref(), false)?;
-    let key = match found {
-        Some(k) => k,
-        None => ws.key()?,
-    };
+    // A check makes no key: one found nowhere derives no tenant's password.
+    let key = found.ok_or_else(|| {
+        Error::Usage(format!(
+            "there is no master key to derive the tenants' passwords from: set {} or master_key_file",
+            crate::credentials::MASTER_KEY_ENV
+        ))
+    })?;
     let targets = Arc::new(ws.targets(ws.repo.migrations.clone()));
     let mark = Mark {
         state: ws.repo.config.state.name.clone(),

@@ -26,6 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::desired::Effective;
 use crate::repo::hooks::{HookSpec, Moment};
+use crate::state::Lifecycle;
 
 /// A hook run owed to a tenant, recorded before its first try and kept until it succeeds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,10 +43,18 @@ pub struct HookRun {
     /// Not tried again before this time (RFC 3339, UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_try_at: Option<String>,
+    /// The lifecycle its moment moves the tenant to (none for `plan_changed`): a run owed
+    /// for a move that never happened, the file having changed its mind, is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
+    /// When it succeeded, while the tenant's move is not finished yet: kept so that the
+    /// rerun of an apply stopped in between does not run it again under a new key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at: Option<String>,
 }
 
 impl HookRun {
-    pub fn new(hook: &str, moment: Moment) -> HookRun {
+    pub fn new(hook: &str, moment: Moment, lifecycle: Option<Lifecycle>) -> HookRun {
         HookRun {
             hook: hook.to_string(),
             moment,
@@ -54,7 +63,15 @@ impl HookRun {
             attempts: 0,
             last_error: None,
             next_try_at: None,
+            lifecycle,
+            done_at: None,
         }
+    }
+
+    /// Owed for a move the tenant is no longer making: it is neither in `to` (where the
+    /// plan takes it) nor in `at` (where it is), so the moment never came.
+    pub fn abandoned(&self, at: Lifecycle, to: Lifecycle) -> bool {
+        self.lifecycle.is_some_and(|l| l != at && l != to)
     }
 
     /// Whether its wait after the last failure is over at `now`.
@@ -111,6 +128,12 @@ pub async fn run(inv: &Invocation<'_>) -> Result<BTreeMap<String, String>, Strin
     } else {
         program.into()
     };
+    // Read once: given to the hook, and kept out of what it printed.
+    let passed: Vec<(String, String)> = spec
+        .pass_env
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+        .collect();
     let mut cmd = tokio::process::Command::new(&program_path);
     cmd.args(&spec.command[1..])
         .current_dir(inv.root)
@@ -120,11 +143,7 @@ pub async fn run(inv: &Invocation<'_>) -> Result<BTreeMap<String, String>, Strin
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
         )
         .envs(&spec.env)
-        .envs(
-            spec.pass_env
-                .iter()
-                .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))),
-        )
+        .envs(passed.iter().map(|(k, v)| (k, v)))
         .env("TENANT_RECONCILE_HOOK", &spec.name)
         .env("TENANT_RECONCILE_MOMENT", inv.run.moment.as_str())
         .env("TENANT_RECONCILE_IDEMPOTENCY_KEY", &inv.run.idempotency_key)
@@ -183,12 +202,22 @@ pub async fn run(inv: &Invocation<'_>) -> Result<BTreeMap<String, String>, Strin
             Some(code) => format!("exited with status {code}"),
             None => "was killed by a signal".to_string(),
         };
-        return Err(with_stderr(how, &err));
+        return Err(with_stderr(how, &redact(&err, &passed)));
     }
     if out.len() > STDOUT_LIMIT {
         return Err("printed more than 1 MiB on stdout".into());
     }
-    parse_outputs(&out).map_err(|e| with_stderr(e, &err))
+    parse_outputs(&out).map_err(|e| with_stderr(e, &redact(&err, &passed)))
+}
+
+/// The hook's stderr without the values `pass_env` gave it (a token a verbose client
+/// prints): what it printed is kept in the state with the run owed.
+fn redact(err: &[u8], passed: &[(String, String)]) -> Vec<u8> {
+    let mut text = String::from_utf8_lossy(err).into_owned();
+    for (_, value) in passed.iter().filter(|(_, v)| v.len() >= 4) {
+        text = text.replace(value.as_str(), "[redacted]");
+    }
+    text.into_bytes()
 }
 
 fn stdin_document(inv: &Invocation<'_>, attempt: u32) -> Value {
@@ -302,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_run_waits_for_its_next_try() {
-        let mut r = HookRun::new("billing", Moment::Provisioned);
+        let mut r = HookRun::new("billing", Moment::Provisioned, Some(Lifecycle::Active));
         let now = std::time::SystemTime::now();
         assert!(r.due(now));
         r.next_try_at = Some(

@@ -274,6 +274,12 @@ impl Executor {
             }
         };
 
+        if self.queue_hooks(tp, &mut ts) {
+            // Recorded before anything of the tenant changes: a moment its steps reach
+            // (its plan written to the registry, its lifecycle moved) may be unseen by the
+            // next plan if this run stops after them, and its runs would be lost.
+            checkpoint(&ts).await?;
+        }
         // The audit rows of the purge this run carries out, written before its first
         // resource is destroyed and completed after its last.
         let mut audited: Option<Vec<String>> = None;
@@ -422,11 +428,6 @@ impl Executor {
             tested?;
             log.done += 1;
         }
-        if self.queue_hooks(tp, &mut ts) {
-            // Recorded before any of them runs or the lifecycle moves: killed anywhere
-            // after this, the rerun finds them owed, with the same keys.
-            checkpoint(&ts).await?;
-        }
         for h in tp.hooks.iter().filter(|h| h.due && h.spec.gating) {
             log.at = format!("hook/{}", h.spec.name);
             let ran = self.run_hook(tp, &mut ts, h).await;
@@ -440,6 +441,16 @@ impl Executor {
             let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
             control.transition(&ctx, to).await.map_err(|e| chain(&e))?;
             log.done += 1;
+            // Recorded at once: the hooks after the move may take a while, and a kill
+            // meanwhile must not leave the state a move behind the registry.
+            ts.lifecycle = to;
+            if let Some(reg) = ts
+                .resources
+                .get_mut(&crate::desired::Key::new(Kind::Registry))
+            {
+                reg.insert("lifecycle", json!(to.as_str()));
+            }
+            checkpoint(&ts).await?;
         }
         for h in tp.hooks.iter().filter(|h| h.due && !h.spec.gating) {
             log.at = format!("hook/{}", h.spec.name);
@@ -465,6 +476,9 @@ impl Executor {
         ts.applied_commit = self.git_commit.clone();
         ts.updated_at = now();
         ts.last_failure = None;
+        // The tenant is where this plan takes it: the runs done for its moments are kept
+        // in `hooks_done` only, and a later visit of the same moment is a new run.
+        ts.hooks.retain(|r| r.done_at.is_none());
         // Every create of this tenant is done and recorded: no intent is left to claim with.
         ts.creating.clear();
         checkpoint(&ts).await

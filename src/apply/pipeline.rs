@@ -65,8 +65,14 @@ impl Executor {
     /// Whether anything changed.
     pub(super) fn queue_hooks(&self, tp: &TenantPlan, ts: &mut TenantState) -> bool {
         let before = ts.hooks.len();
-        ts.hooks
-            .retain(|r| tp.hooks.iter().any(|h| h.spec.name == r.hook));
+        // Kept: the runs this plan carries, and those done while the tenant's move is not.
+        ts.hooks.retain(|r| {
+            r.done_at.is_some()
+                || tp
+                    .hooks
+                    .iter()
+                    .any(|h| h.spec.name == r.hook && h.moment == r.moment)
+        });
         let mut changed = ts.hooks.len() != before;
         for h in &tp.hooks {
             let owed = ts
@@ -74,7 +80,8 @@ impl Executor {
                 .iter()
                 .any(|r| r.hook == h.spec.name && r.moment == h.moment);
             if !owed {
-                ts.hooks.push(HookRun::new(&h.spec.name, h.moment));
+                ts.hooks
+                    .push(HookRun::new(&h.spec.name, h.moment, h.lifecycle));
                 changed = true;
             }
         }
@@ -93,7 +100,7 @@ impl Executor {
         let Some(i) = ts
             .hooks
             .iter()
-            .position(|r| r.hook == h.spec.name && r.moment == h.moment)
+            .position(|r| r.hook == h.spec.name && r.moment == h.moment && r.done_at.is_none())
         else {
             return Ok(());
         };
@@ -108,29 +115,41 @@ impl Executor {
             root: &self.root,
         })
         .await;
-        match result {
+        // The outputs reach the registry row before the run counts as done: if that write
+        // fails, the run is owed still and tried again, on the same key.
+        let mut merged = ts.outputs.clone();
+        let result = match result {
             Ok(outputs) => {
-                ts.hooks.remove(i);
+                merged.extend(outputs);
+                let write = merged != ts.outputs
+                    && !tenant_id.is_empty()
+                    && tp.lifecycle.to != Lifecycle::Deprovisioned;
+                if write {
+                    self.targets
+                        .control
+                        .set_outputs(&tenant_id, &merged)
+                        .await
+                        .map_err(|e| format!("its outputs could not be recorded: {}", chain(&e)))
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                let done = now();
+                // Kept, marked done, until the tenant's move is finished (see `queue_hooks`).
+                ts.hooks[i].done_at = Some(done.clone());
                 ts.hooks_done.insert(
                     run.hook.clone(),
                     HookDone {
                         moment: run.moment,
                         idempotency_key: run.idempotency_key.clone(),
-                        at: now(),
+                        at: done,
                     },
                 );
-                let mut merged = ts.outputs.clone();
-                merged.extend(outputs);
-                if merged != ts.outputs {
-                    if !tenant_id.is_empty() && tp.lifecycle.to != Lifecycle::Deprovisioned {
-                        self.targets
-                            .control
-                            .set_outputs(&tenant_id, &merged)
-                            .await
-                            .map_err(|e| chain(&e))?;
-                    }
-                    ts.outputs = merged;
-                }
+                ts.outputs = merged;
                 Ok(())
             }
             Err(e) => {

@@ -102,7 +102,12 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
     let owed: Vec<_> = state
         .tenants
         .iter()
-        .flat_map(|(slug, t)| t.hooks.iter().map(move |r| (slug, r)))
+        .flat_map(|(slug, t)| {
+            t.hooks
+                .iter()
+                .filter(|r| r.done_at.is_none())
+                .map(move |r| (slug, r))
+        })
         .collect();
     if !owed.is_empty() {
         println!("\nHooks owed (retried by later applies):");
@@ -251,7 +256,7 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                     println!("      {k} = {v:?}");
                 }
             }
-            for run in &t.hooks {
+            for run in t.hooks.iter().filter(|r| r.done_at.is_none()) {
                 println!(
                     "  hook {} owed ({}): {} tr{}, key {}{}",
                     run.hook,

@@ -90,6 +90,9 @@ pub struct PlannedHook {
     pub run: Option<crate::hooks::HookRun>,
     /// Run by this apply; an owed run still waiting after a failure is only shown.
     pub due: bool,
+    /// The lifecycle the moment moves the tenant to; none for `plan_changed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Lifecycle>,
 }
 
 /// A tenant exported and held: its data stays until `until`, then the first apply after

@@ -112,7 +112,10 @@ pub fn add(
     live_lifecycle: Option<Lifecycle>,
     now: SystemTime,
 ) -> Result<Option<Planned>, Diagnostic> {
-    let owed: &[HookRun] = recorded.map_or(&[], |r| r.hooks.as_slice());
+    let all_owed: &[HookRun] = recorded.map_or(&[], |r| r.hooks.as_slice());
+    let at = live_lifecycle
+        .or(recorded.map(|r| r.lifecycle))
+        .unwrap_or_default();
     let mut tp = match planned {
         Some(Planned::Changes(tp)) => tp,
         None | Some(Planned::Held(_)) if recorded.is_some() => {
@@ -121,6 +124,10 @@ pub fn add(
             let retest = smoke_failed(recorded).is_some()
                 && lifecycle == Lifecycle::Active
                 && d.target_lifecycle() == Lifecycle::Active;
+            let owed: Vec<&HookRun> = all_owed
+                .iter()
+                .filter(|run| run.done_at.is_none() && !run.abandoned(at, lifecycle))
+                .collect();
             let due = owed.iter().any(|run| {
                 repo.config
                     .hooks
@@ -133,7 +140,7 @@ pub fn add(
                     .filter(|run| configured(repo, run))
                     .map(|run| WaitingHook {
                         slug: d.slug().clone(),
-                        run: run.clone(),
+                        run: (*run).clone(),
                     })
                     .collect();
                 return Ok(match planned {
@@ -189,7 +196,10 @@ pub fn add(
             reason,
         });
     }
-    for run in owed.iter().filter(|r| configured(repo, r)) {
+    let owed = all_owed
+        .iter()
+        .filter(|r| r.done_at.is_none() && !r.abandoned(at, tp.lifecycle.to));
+    for run in owed.filter(|r| configured(repo, r)) {
         let spec = repo.config.hooks.iter().find(|h| h.name == run.hook);
         let spec = spec.expect("configured").clone();
         // A gating hook holds its tenant's step: it is tried again by every apply, as a
@@ -200,16 +210,21 @@ pub fn add(
             moment: run.moment,
             run: Some(run.clone()),
             due,
+            lifecycle: run.lifecycle,
         });
     }
     for moment in moments(&tp) {
         for spec in repo.config.hooks.iter().filter(|h| h.on.contains(&moment)) {
-            // Owed already: a run stopped after recording it reaches the moment again.
-            if tp
+            // Owed already, or done by a run stopped before the tenant's move was: that
+            // run reaches the moment again, and the run it made stands.
+            let known = |r: &HookRun| {
+                r.hook == spec.name && r.moment == moment && !r.abandoned(at, tp.lifecycle.to)
+            };
+            let planned = tp
                 .hooks
                 .iter()
-                .any(|h| h.spec.name == spec.name && h.moment == moment)
-            {
+                .any(|h| h.spec.name == spec.name && h.moment == moment);
+            if planned || all_owed.iter().any(known) {
                 continue;
             }
             tp.hooks.push(PlannedHook {
@@ -217,10 +232,23 @@ pub fn add(
                 moment,
                 run: None,
                 due: true,
+                lifecycle: moment_lifecycle(moment, tp.lifecycle.to),
             });
         }
     }
     Ok(Some(Planned::Changes(tp)))
+}
+
+/// The lifecycle a moment moves the tenant to, for a plan taking it to `to`.
+fn moment_lifecycle(moment: Moment, to: Lifecycle) -> Option<Lifecycle> {
+    match moment {
+        Moment::Provisioned if to == Lifecycle::Suspended => Some(Lifecycle::Suspended),
+        Moment::Provisioned | Moment::Resumed => Some(Lifecycle::Active),
+        Moment::PlanChanged => None,
+        Moment::Suspended => Some(Lifecycle::Suspended),
+        Moment::Offboarding => Some(Lifecycle::Deprovisioning),
+        Moment::Deprovisioned => Some(Lifecycle::Deprovisioned),
+    }
 }
 
 /// Whether the hook an owed run is of is still in the config; a run of a hook taken out of

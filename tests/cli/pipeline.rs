@@ -620,3 +620,97 @@ fn plan_and_check_read_as_people_read_them() {
     assert_eq!(out.status.code(), Some(0));
     insta::assert_snapshot!("check_table", steady(&text(&out.stdout)));
 }
+
+/// A hook script that appends its moment and key to `<name>.log` and fails while
+/// `<name>-down` exists.
+fn logging_hook(repo: &Repo, name: &str) {
+    repo.write(
+        &format!("hooks/{name}.sh"),
+        &format!(
+            "#!/bin/sh\ncat > /dev/null\necho \"$TENANT_RECONCILE_MOMENT $TENANT_RECONCILE_IDEMPOTENCY_KEY\" >> {name}.log\nif [ -f ./{name}-down ]; then echo \"{name} refused, token $TOKEN\" >&2; exit 1; fi\n"
+        ),
+    );
+    make_executable(&repo.path().join(format!("hooks/{name}.sh")));
+}
+
+fn log_lines(repo: &Repo, name: &str) -> Vec<String> {
+    std::fs::read_to_string(repo.path().join(format!("{name}.log")))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_gating_hook_that_succeeded_is_not_run_again_when_a_later_step_fails() {
+    let repo = one_tenant();
+    logging_hook(&repo, "crm");
+    logging_hook(&repo, "erp");
+    repo.write("erp-down", "");
+    repo.write(
+        "tenant-reconcile.hcl",
+        "hook \"crm\" {\n  on = [\"provisioned\"]\n  command = [\"./hooks/crm.sh\"]\n  gating = true\n}\nhook \"erp\" {\n  on = [\"provisioned\"]\n  command = [\"./hooks/erp.sh\"]\n  gating = true\n}\n",
+    );
+    assert_eq!(
+        repo.run(&["apply", "--auto-approve"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(lifecycle(&repo, "acme").0, "provisioning");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        !plan.contains("acme/hook/crm"),
+        "crm is done and must not run again:\n{plan}"
+    );
+    assert!(
+        plan.contains("~ acme/hook/erp  # provisioned: failed 1 time, tried again now"),
+        "{plan}"
+    );
+    repo.remove("erp-down");
+    repo.apply();
+    assert_eq!(lifecycle(&repo, "acme").0, "active");
+    assert_eq!(
+        log_lines(&repo, "crm").len(),
+        1,
+        "{:?}",
+        log_lines(&repo, "crm")
+    );
+    let erp = log_lines(&repo, "erp");
+    assert_eq!(erp.len(), 2);
+    assert_eq!(erp[0], erp[1], "erp's tries used one key");
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_run_owed_for_a_move_called_off_is_dropped_and_a_hooks_tokens_are_not_kept() {
+    let mut repo = one_tenant();
+    logging_hook(&repo, "erp");
+    repo.write(
+        "tenant-reconcile.hcl",
+        "hook \"erp\" {\n  on = [\"suspended\"]\n  command = [\"./hooks/erp.sh\"]\n  gating = true\n  pass_env = [\"TOKEN\"]\n}\n",
+    );
+    repo.env.push(("TOKEN".into(), "tok-s3cr3t-value".into()));
+    repo.apply();
+    let tenant = repo.path().join("tenants/acme.yaml");
+    let active = std::fs::read_to_string(&tenant).unwrap();
+    std::fs::write(&tenant, format!("{active}status: suspended\n")).unwrap();
+    repo.write("erp-down", "");
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("erp refused, token [redacted]"), "{err}");
+    assert_eq!(lifecycle(&repo, "acme").0, "active");
+    for file in ["state.json", "state.journal"] {
+        let kept = std::fs::read_to_string(repo.state_dir().join(file)).unwrap_or_default();
+        assert!(!kept.contains("tok-s3cr3t-value"), "{file} holds the token");
+    }
+    // The suspension is called off: what it revoked is given back, and nothing is owed
+    // for it any more.
+    std::fs::write(&tenant, active).unwrap();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("~ acme/role"), "{plan}");
+    assert!(!plan.contains("hook/erp"), "{plan}");
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(log_lines(&repo, "erp").len(), 1);
+    assert!(!text(&repo.run(&["show"]).stdout).contains("Hooks owed"));
+}

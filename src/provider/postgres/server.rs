@@ -179,7 +179,8 @@ impl PgServer {
             .username(role)
             .password(password)
             .application_name("tenant-reconcile-check")
-            .options([("search_path", search_path)]);
+            // A check waits for no lock for long: a table held by a migration fails it.
+            .options([("search_path", search_path), ("statement_timeout", "10s")]);
         if let Some(db) = database {
             options = options.database(db);
         }
