@@ -11,6 +11,7 @@ pub mod bucket;
 pub mod changes;
 pub mod check;
 pub mod credentials;
+pub mod delivery;
 pub mod desired;
 pub mod diagnostic;
 pub mod error;

@@ -6,6 +6,19 @@
 # (rightly) refuses; 5.1.18 answers as AWS does.
 MOTO_VERSION="5.1.18"
 MOTO_VENV="${TENANT_RECONCILE_VENV:-$HOME/.cache/tenant-reconcile/venv}"
+# The webhook receiver of the delivery tests verifies signatures with the specification's
+# own library.
+STANDARDWEBHOOKS_VERSION="1.1.0"
+
+# Installs the Python test peers besides moto into the same virtualenv (once), and exports
+# its interpreter as TENANT_RECONCILE_TEST_PYTHON.
+python_peers() {
+  if ! "$MOTO_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('standardwebhooks') != '$STANDARDWEBHOOKS_VERSION')" 2>/dev/null; then
+    echo "==> installing standardwebhooks==$STANDARDWEBHOOKS_VERSION into $MOTO_VENV" >&2
+    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
+  fi
+  export TENANT_RECONCILE_TEST_PYTHON="$MOTO_VENV/bin/python"
+}
 
 start_moto() {
   if ! "$MOTO_VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then

@@ -5,6 +5,7 @@ mod apply;
 mod audit;
 mod check;
 mod credentials;
+mod events;
 mod export;
 mod force_unlock;
 pub mod log;
@@ -69,6 +70,9 @@ pub enum Command {
     /// Run the smoke tests of active tenants and print their health (exit 0 healthy, 2
     /// unhealthy, 1 error): for cron and alerting.
     Check(check::CheckArgs),
+    /// Deliver the outbox's events to the config's subscribers.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Print the deletion audit: every purged resource, what it held, when, by which run and
     /// after which export.
     Audit(audit::AuditArgs),
@@ -174,6 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(args) => export::run(&root, args).await,
         Command::Audit(args) => audit::run(&root, args).await,
         Command::Check(args) => check::run(&root, args).await,
+        Command::Events(cmd) => events::run(&root, cmd).await,
         Command::ExportUrl(args) => export::url(&root, args).await,
         Command::ForceUnlock(args) => force_unlock::run(&root, args).await,
         Command::Watch(args) => watch::run(&root, args).await,

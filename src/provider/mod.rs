@@ -585,6 +585,30 @@ pub trait ControlPlane: Provider {
         tenant_id: &str,
         outputs: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ProviderError>;
+    /// Makes the deliveries of the events `subscribers` (name, event types) have not been
+    /// given yet, and returns those due at `now` (RFC 3339): per tenant and subscriber only
+    /// the oldest one not yet delivered or dead, at most `limit`, oldest first.
+    async fn due_deliveries(
+        &self,
+        _subscribers: &[(String, Vec<String>)],
+        _now: &str,
+        _limit: usize,
+    ) -> Result<Vec<crate::delivery::Due>, ProviderError> {
+        Err(ProviderError::Message(format!(
+            "the {} does not deliver events yet",
+            self.name()
+        )))
+    }
+    /// Records one attempt of a delivery and what the delivery is now.
+    async fn record_delivery(
+        &self,
+        _attempt: &crate::delivery::Attempt,
+    ) -> Result<(), ProviderError> {
+        Err(ProviderError::Message(format!(
+            "the {} does not deliver events yet",
+            self.name()
+        )))
+    }
     /// The deletion audit, oldest first, of one tenant or all.
     async fn audit_log(
         &self,

@@ -50,6 +50,13 @@ pub struct Config {
     /// `hook "name" { … }` blocks as written.
     #[serde(default, rename = "hook")]
     raw_hooks: BTreeMap<String, super::hooks::RawHook>,
+    /// `webhook "name" { … }` blocks as written: where the outbox's events go.
+    #[serde(default, rename = "webhook")]
+    raw_webhooks: BTreeMap<String, super::subscribers::RawWebhook>,
+    #[serde(default)]
+    pub events: super::subscribers::EventsConfig,
+    #[serde(skip)]
+    pub webhooks: Vec<super::subscribers::Webhook>,
     /// The declared checks every tenant gets, besides its plan's.
     #[serde(skip)]
     pub checks: Vec<super::checks::CheckSpec>,
@@ -112,6 +119,9 @@ impl Default for Config {
             import: Vec::new(),
             raw_checks: BTreeMap::new(),
             raw_hooks: BTreeMap::new(),
+            raw_webhooks: BTreeMap::new(),
+            events: super::subscribers::EventsConfig::default(),
+            webhooks: Vec::new(),
             checks: Vec::new(),
             hooks: Vec::new(),
         }
@@ -435,6 +445,11 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     }
     match super::hooks::parse(CONFIG_FILE, source, std::mem::take(&mut config.raw_hooks)) {
         Ok(h) => config.hooks = h,
+        Err(p) => problems.extend(p),
+    }
+    let webhooks = std::mem::take(&mut config.raw_webhooks);
+    match super::subscribers::parse(CONFIG_FILE, source, webhooks, &config.events) {
+        Ok(w) => config.webhooks = w,
         Err(p) => problems.extend(p),
     }
     for (field, value, known) in [

@@ -4,6 +4,7 @@
 mod apply;
 mod bad_input;
 mod cut_proxy;
+mod delivery;
 mod drift;
 mod export;
 mod faulty;

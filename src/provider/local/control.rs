@@ -84,6 +84,38 @@ CREATE TABLE IF NOT EXISTS deletion_audit (
     purged_at     TEXT,
     UNIQUE (tenant_id, address)
 );
+-- Each event for each subscriber, and every attempt: when, what came back, how long it took
+-- (never a body or a secret). A subscriber's row remembers how far into the outbox it has
+-- been given events, and whether a 410 disabled it.
+CREATE TABLE IF NOT EXISTS deliveries (
+    event_id         TEXT NOT NULL,
+    subscriber       TEXT NOT NULL,
+    tenant_id        TEXT NOT NULL,
+    outbox_id        INTEGER NOT NULL,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_at          TEXT NOT NULL,
+    first_attempt_at TEXT,
+    last_error       TEXT,
+    delivered_at     TEXT,
+    PRIMARY KEY (event_id, subscriber)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_at);
+CREATE INDEX IF NOT EXISTS deliveries_order ON deliveries (subscriber, tenant_id, status, outbox_id);
+CREATE TABLE IF NOT EXISTS delivery_attempts (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT NOT NULL,
+    subscriber  TEXT NOT NULL,
+    at          TEXT NOT NULL,
+    status_code INTEGER,
+    error       TEXT,
+    latency_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subscribers (
+    name        TEXT PRIMARY KEY,
+    outbox_id   INTEGER NOT NULL DEFAULT 0,
+    disabled_at TEXT
+);
 "#;
 
 /// Columns added since the tables were first made, each added to an older database once.
@@ -106,7 +138,7 @@ impl LocalControl {
     }
 
     /// The writable pool, creating the database and its tables on first use.
-    async fn pool(&self) -> Result<&SqlitePool, ProviderError> {
+    pub(super) async fn pool(&self) -> Result<&SqlitePool, ProviderError> {
         self.pool
             .get_or_try_init(|| async {
                 let pool = sqlite::open(&self.path, true, SqliteJournalMode::Wal).await?;
@@ -131,7 +163,7 @@ impl LocalControl {
             .await
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, ProviderError> {
+    pub(super) async fn begin(&self) -> Result<Transaction<'static, Sqlite>, ProviderError> {
         self.pool()
             .await?
             .begin()
@@ -479,6 +511,22 @@ impl ControlPlane for LocalControl {
             .await
             .map_err(ProviderError::sql("record the hooks' outputs"))?;
         Ok(())
+    }
+
+    async fn due_deliveries(
+        &self,
+        subscribers: &[(String, Vec<String>)],
+        now: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::delivery::Due>, ProviderError> {
+        self.due(subscribers, now, limit).await
+    }
+
+    async fn record_delivery(
+        &self,
+        attempt: &crate::delivery::Attempt,
+    ) -> Result<(), ProviderError> {
+        self.record(attempt).await
     }
 
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {

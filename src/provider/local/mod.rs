@@ -16,6 +16,7 @@
 mod bucket;
 mod control;
 mod data;
+mod outbox;
 mod smoke;
 pub mod sqlite;
 

@@ -1,0 +1,299 @@
+//! The outbox relay: every event the control plane wrote is delivered to the config's
+//! subscribers, at least once, in order per tenant and subscriber.
+//!
+//! A delivery is one event for one subscriber. The control plane keeps them
+//! ([`ControlPlane::due_deliveries`] makes the missing ones and hands out what is due: per
+//! tenant and subscriber only the oldest one not delivered, so a later event waits for an
+//! earlier one) and every attempt ([`ControlPlane::record_delivery`]). A failure is tried
+//! again on [`SCHEDULE`], with jitter, or after the receiver's `Retry-After`; a delivery
+//! still failing `retry_for` after its first try is dead, and its tenant's later events go
+//! on. `410 Gone` disables the subscriber.
+//!
+//! [`ControlPlane::due_deliveries`]: crate::provider::ControlPlane::due_deliveries
+//! [`ControlPlane::record_delivery`]: crate::provider::ControlPlane::record_delivery
+
+pub mod signature;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::provider::ControlPlane;
+use crate::repo::subscribers::Webhook;
+use crate::workspace::Workspace;
+use crate::Error;
+
+/// The waits after each failed attempt, like the common webhook providers': seconds, then
+/// minutes, then hours, about three days in all.
+pub const SCHEDULE: &[Duration] = &[
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(1800),
+    Duration::from_secs(3600),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(14 * 3600),
+    Duration::from_secs(20 * 3600),
+    Duration::from_secs(20 * 3600),
+];
+
+/// A delivery due now.
+#[derive(Debug, Clone)]
+pub struct Due {
+    pub event_id: String,
+    pub tenant_id: String,
+    pub event_type: String,
+    /// The event as the outbox holds it (JSON text), sent as it is.
+    pub payload: String,
+    pub subscriber: String,
+    pub attempts: u32,
+    /// When it was first tried (RFC 3339), if it was.
+    pub first_attempt_at: Option<String>,
+}
+
+/// What became of one attempt, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub event_id: String,
+    pub subscriber: String,
+    pub at: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    /// What the delivery is now.
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Outcome {
+    Delivered,
+    /// Tried again at `next_at` (RFC 3339).
+    Retry {
+        next_at: String,
+    },
+    /// Given up: kept and shown, and delivered again only when asked.
+    Dead,
+    /// The receiver said `410 Gone`: the subscriber is disabled until re-enabled.
+    Disabled,
+}
+
+/// What a relay pass did.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub delivered: usize,
+    pub failed: usize,
+    pub dead: usize,
+    pub disabled: Vec<String>,
+}
+
+/// Delivers what is due, pass after pass, until nothing is due now.
+pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
+    let webhooks = &ws.repo.config.webhooks;
+    let mut report = Report::default();
+    if webhooks.is_empty() {
+        return Ok(report);
+    }
+    let secrets = webhooks
+        .iter()
+        .map(|w| {
+            let text = std::env::var(&w.secret_env).map_err(|_| {
+                Error::Usage(format!(
+                    "the webhook {} has no secret: set {} to its whsec_ secret",
+                    w.name, w.secret_env
+                ))
+            })?;
+            signature::Secret::parse_all(&text).map_err(|e| {
+                Error::Usage(format!(
+                    "the secret in {} (webhook {}): {e}",
+                    w.secret_env, w.name
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let targets = ws.targets(ws.repo.migrations.clone());
+    let control: Arc<dyn ControlPlane> = targets.control.clone();
+    let subscribers: Vec<(String, Vec<String>)> = webhooks
+        .iter()
+        .map(|w| (w.name.clone(), w.events.clone()))
+        .collect();
+    let retry_for = ws.repo.config.events.retry_for();
+    let schedule = ws
+        .repo
+        .config
+        .events
+        .schedule()
+        .unwrap_or_else(|| SCHEDULE.to_vec());
+    let schedule = &schedule;
+    let permits = Semaphore::new(ws.repo.config.events.parallelism.max(1));
+    loop {
+        let now = crate::state::now();
+        let due = control
+            .due_deliveries(&subscribers, &now, 1000)
+            .await
+            .map_err(|e| outbox_error(&e))?;
+        if due.is_empty() {
+            return Ok(report);
+        }
+        let sends = due.iter().map(|d| {
+            let i = webhooks
+                .iter()
+                .position(|w| w.name == d.subscriber)
+                .expect("due only for configured subscribers");
+            let (hook, secret, permits, control) = (&webhooks[i], &secrets[i], &permits, &control);
+            async move {
+                let _permit = permits.acquire().await.expect("semaphore stays open");
+                let attempt = attempt(hook, secret, d, schedule, retry_for).await;
+                control.record_delivery(&attempt).await.map(|()| attempt)
+            }
+        });
+        for attempt in futures::future::join_all(sends).await {
+            let attempt = attempt.map_err(|e| outbox_error(&e))?;
+            match attempt.outcome {
+                Outcome::Delivered => report.delivered += 1,
+                Outcome::Retry { .. } => report.failed += 1,
+                Outcome::Dead => report.dead += 1,
+                Outcome::Disabled => {
+                    if !report.disabled.contains(&attempt.subscriber) {
+                        report.disabled.push(attempt.subscriber.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn outbox_error(e: &crate::provider::ProviderError) -> Error {
+    Error::Usage(format!("delivering the outbox: {}", crate::error::chain(e)))
+}
+
+/// One attempt of one delivery, and what it leaves the delivery as.
+async fn attempt(
+    hook: &Webhook,
+    secrets: &[signature::Secret],
+    d: &Due,
+    schedule: &[Duration],
+    retry_for: Duration,
+) -> Attempt {
+    let started = std::time::Instant::now();
+    let sent = webhook::post(hook, secrets, d).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let now = SystemTime::now();
+    let first = d
+        .first_attempt_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .unwrap_or(now);
+    let (status_code, error, outcome) = match sent {
+        Ok(webhook::Answer { status, .. }) if (200..300).contains(&status) => {
+            (Some(status), None, Outcome::Delivered)
+        }
+        Ok(webhook::Answer { status: 410, .. }) => (
+            Some(410),
+            Some("410 Gone: the subscriber is disabled".to_string()),
+            Outcome::Disabled,
+        ),
+        Ok(webhook::Answer {
+            status,
+            retry_after,
+        }) => (
+            Some(status),
+            Some(format!("answered {status}")),
+            retry(schedule, d.attempts, first, now, retry_for, retry_after),
+        ),
+        Err(e) => (
+            None,
+            Some(e),
+            retry(schedule, d.attempts, first, now, retry_for, None),
+        ),
+    };
+    Attempt {
+        event_id: d.event_id.clone(),
+        subscriber: d.subscriber.clone(),
+        at: humantime::format_rfc3339_seconds(now).to_string(),
+        status_code,
+        error,
+        latency_ms,
+        outcome,
+    }
+}
+
+/// When a failed delivery is tried again: the schedule's wait after its `attempts`-th
+/// failure (or the receiver's `Retry-After`, when longer), give or take a fifth; dead when
+/// that is past `retry_for` from its first try.
+fn retry(
+    schedule: &[Duration],
+    attempts: u32,
+    first: SystemTime,
+    now: SystemTime,
+    retry_for: Duration,
+    retry_after: Option<Duration>,
+) -> Outcome {
+    let Some(wait) = schedule.get(attempts as usize) else {
+        return Outcome::Dead;
+    };
+    let wait = jitter(*wait).max(retry_after.unwrap_or_default());
+    let next = now + wait;
+    if next > first + retry_for {
+        return Outcome::Dead;
+    }
+    Outcome::Retry {
+        next_at: humantime::format_rfc3339_seconds(next).to_string(),
+    }
+}
+
+/// `wait` give or take a fifth, so that receivers coming back are not met by every
+/// retry at once.
+fn jitter(wait: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = getrandom::fill(&mut byte);
+    let factor = 0.8 + 0.4 * f64::from(byte[0]) / 255.0;
+    wait.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_follow_the_schedule_and_die_after_retry_for() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        match retry(SCHEDULE, 0, t0, t0, 3 * day, None) {
+            Outcome::Retry { next_at } => {
+                let next = humantime::parse_rfc3339(&next_at).unwrap();
+                let wait = next.duration_since(t0).unwrap();
+                assert!(
+                    wait >= Duration::from_secs(3) && wait <= Duration::from_secs(7),
+                    "{wait:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Retry-After wins when it is longer.
+        match retry(SCHEDULE, 0, t0, t0, 3 * day, Some(Duration::from_secs(120))) {
+            Outcome::Retry { next_at } => {
+                assert!(
+                    humantime::parse_rfc3339(&next_at).unwrap() >= t0 + Duration::from_secs(120)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            retry(SCHEDULE, 0, t0, t0 + 3 * day, 3 * day, None),
+            Outcome::Dead
+        );
+        assert_eq!(
+            retry(SCHEDULE, SCHEDULE.len() as u32, t0, t0, 30 * day, None),
+            Outcome::Dead
+        );
+        let total: Duration = SCHEDULE.iter().sum();
+        assert!(total > 2 * day && total < 4 * day, "{total:?}");
+    }
+}

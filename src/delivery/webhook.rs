@@ -1,0 +1,81 @@
+//! One webhook POST, signed as Standard Webhooks says: `webhook-id` (the event's id, the
+//! same on every retry: the receiver's idempotency key), `webhook-timestamp` and
+//! `webhook-signature`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+use super::signature::{sign, Secret};
+use super::Due;
+use crate::repo::subscribers::Webhook;
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn client() -> Result<&'static HttpClient, String> {
+    static CLIENT: OnceLock<Result<HttpClient, String>> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_native_roots()
+                .map_err(|e| format!("cannot read the system's root certificates: {e}"))?
+                .https_or_http()
+                .enable_http1()
+                .build();
+            Ok(Client::builder(TokioExecutor::new()).build(https))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// What the receiver answered.
+pub struct Answer {
+    pub status: u16,
+    /// Its `Retry-After`, in seconds (a 429 or 503 says when to come back).
+    pub retry_after: Option<Duration>,
+}
+
+pub async fn post(hook: &Webhook, secrets: &[Secret], d: &Due) -> Result<Answer, String> {
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let body = d.payload.as_bytes();
+    let request = hyper::Request::post(hook.url.as_str())
+        .header("content-type", "application/json")
+        .header(
+            "user-agent",
+            concat!("tenant-reconcile/", env!("CARGO_PKG_VERSION")),
+        )
+        .header("webhook-id", d.event_id.as_str())
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            sign(secrets, &d.event_id, timestamp, body),
+        )
+        .body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(hook.timeout, client()?.request(request))
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer within {}",
+                humantime::format_duration(hook.timeout)
+            )
+        })?
+        .map_err(|e| crate::error::chain(&e))?;
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s.min(86_400)));
+    Ok(Answer {
+        status: response.status().as_u16(),
+        retry_after,
+    })
+}

@@ -1,0 +1,131 @@
+//! The local control plane's side of the outbox relay: deliveries made from the outbox,
+//! handed out in order per tenant and subscriber, and every attempt recorded.
+
+use sqlx::Row;
+
+use super::control::LocalControl;
+use crate::delivery::{Attempt, Due, Outcome};
+use crate::provider::ProviderError;
+
+impl LocalControl {
+    pub(super) async fn due(
+        &self,
+        subscribers: &[(String, Vec<String>)],
+        now: &str,
+        limit: usize,
+    ) -> Result<Vec<Due>, ProviderError> {
+        let mut tx = self.begin().await?;
+        for (name, types) in subscribers {
+            sqlx::query("INSERT INTO subscribers (name) VALUES (?) ON CONFLICT DO NOTHING")
+                .bind(name)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("record a subscriber"))?;
+            // Only the events written since this subscriber was last given some: the
+            // outbox is read by its primary key from there, never scanned whole.
+            sqlx::query(
+                "INSERT INTO deliveries (event_id, subscriber, tenant_id, outbox_id, status, next_at)
+                 SELECT o.event_id, s.name, o.tenant_id, o.id, 'pending', o.created_at
+                 FROM subscribers s JOIN outbox o ON o.id > s.outbox_id
+                 WHERE s.name = ? AND o.type IN (SELECT value FROM json_each(?))
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(name)
+            .bind(serde_json::to_string(types).expect("json"))
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("make the deliveries of new events"))?;
+            sqlx::query(
+                "UPDATE subscribers SET outbox_id = (SELECT coalesce(max(id), 0) FROM outbox) WHERE name = ?",
+            )
+            .bind(name)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("record how far a subscriber was given events"))?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        let names: Vec<&String> = subscribers.iter().map(|(n, _)| n).collect();
+        let rows = sqlx::query(
+            "SELECT d.event_id, d.tenant_id, o.type, o.payload, d.subscriber, d.attempts, d.first_attempt_at
+             FROM deliveries d
+             JOIN outbox o ON o.id = d.outbox_id
+             JOIN subscribers s ON s.name = d.subscriber AND s.disabled_at IS NULL
+             WHERE d.status = 'pending' AND d.next_at <= ?
+               AND d.subscriber IN (SELECT value FROM json_each(?))
+               AND NOT EXISTS (
+                 SELECT 1 FROM deliveries e
+                 WHERE e.subscriber = d.subscriber AND e.tenant_id = d.tenant_id
+                   AND e.status = 'pending' AND e.outbox_id < d.outbox_id)
+             ORDER BY d.outbox_id LIMIT ?",
+        )
+        .bind(now)
+        .bind(serde_json::to_string(&names).expect("json"))
+        .bind(limit as i64)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("read the deliveries due"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Due {
+                    event_id: r.try_get(0)?,
+                    tenant_id: r.try_get(1)?,
+                    event_type: r.try_get(2)?,
+                    payload: r.try_get(3)?,
+                    subscriber: r.try_get(4)?,
+                    attempts: r.try_get::<i64, _>(5)? as u32,
+                    first_attempt_at: r.try_get(6)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ProviderError::sql("read the deliveries due"))
+    }
+
+    pub(super) async fn record(&self, a: &Attempt) -> Result<(), ProviderError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (event_id, subscriber, at, status_code, error, latency_ms)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&a.event_id)
+        .bind(&a.subscriber)
+        .bind(&a.at)
+        .bind(a.status_code.map(i64::from))
+        .bind(&a.error)
+        .bind(a.latency_ms as i64)
+        .execute(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("record a delivery attempt"))?;
+        let (status, next_at, delivered_at) = match &a.outcome {
+            Outcome::Delivered => ("delivered", None, Some(a.at.as_str())),
+            Outcome::Retry { next_at } => ("pending", Some(next_at.as_str()), None),
+            Outcome::Dead => ("dead", None, None),
+            // The delivery waits for the subscriber to be enabled again.
+            Outcome::Disabled => ("pending", None, None),
+        };
+        sqlx::query(
+            "UPDATE deliveries SET status = ?, attempts = attempts + 1,
+               next_at = coalesce(?, next_at), delivered_at = ?, last_error = ?,
+               first_attempt_at = coalesce(first_attempt_at, ?)
+             WHERE event_id = ? AND subscriber = ?",
+        )
+        .bind(status)
+        .bind(next_at)
+        .bind(delivered_at)
+        .bind(&a.error)
+        .bind(&a.at)
+        .bind(&a.event_id)
+        .bind(&a.subscriber)
+        .execute(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("record a delivery"))?;
+        if a.outcome == Outcome::Disabled {
+            sqlx::query("UPDATE subscribers SET disabled_at = ? WHERE name = ?")
+                .bind(&a.at)
+                .bind(&a.subscriber)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("disable a subscriber"))?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+}

@@ -1,0 +1,239 @@
+//! `webhook "name" { … }` blocks and the `events` block of the config: who the outbox's
+//! events are delivered to, and how long deliveries are retried and kept.
+//!
+//! ```hcl
+//! webhook "billing" {
+//!   url        = "https://billing.internal/hooks/tenants"
+//!   secret_env = "BILLING_WEBHOOK_SECRET"   # whsec_…; several, space-separated, while rotating
+//!   events     = ["TenantProvisioned", "TenantDeprovisioned"]   # every type when left out
+//!   timeout    = "15s"
+//! }
+//! events {
+//!   retry_for   = "3d"   # a delivery still failing after this long is dead
+//!   keep_days   = 30     # delivered events older than this are pruned
+//!   parallelism = 16     # tenants and subscribers delivered to at once
+//! }
+//! ```
+//!
+//! Only these URLs are ever called: nothing of a tenant's reaches one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::hcl_file;
+use crate::diagnostic::Diagnostic;
+
+/// Every event type the outbox holds.
+pub const EVENT_TYPES: &[&str] = &[
+    "TenantProvisioned",
+    "TenantUpdated",
+    "TenantSuspended",
+    "TenantResumed",
+    "TenantOffboardingStarted",
+    "TenantDeprovisioned",
+    "TenantProvisioningFailed",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    url: String,
+    secret_env: String,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+/// A webhook subscriber, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub name: String,
+    pub url: String,
+    /// The environment variable holding its `whsec_` secret(s), read when delivering.
+    pub secret_env: String,
+    /// The event types it gets.
+    pub events: Vec<String>,
+    pub timeout: Duration,
+}
+
+impl Webhook {
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.events.iter().any(|e| e == event_type)
+    }
+}
+
+/// The `events` block.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default = "default_retry_for")]
+    pub retry_for: String,
+    #[serde(default = "default_keep_days")]
+    pub keep_days: u32,
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// The waits after each failed attempt (the default is the relay's own schedule).
+    #[serde(default)]
+    pub schedule: Option<Vec<String>>,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retry_for: default_retry_for(),
+            keep_days: default_keep_days(),
+            parallelism: default_parallelism(),
+            schedule: None,
+        }
+    }
+}
+
+impl EventsConfig {
+    /// `retry_for` as a duration (checked when the file is loaded).
+    pub fn retry_for(&self) -> Duration {
+        humantime::parse_duration(&self.retry_for).unwrap_or(Duration::from_secs(3 * 86_400))
+    }
+
+    /// `schedule` as durations (checked when the file is loaded), or `None` for the default.
+    pub fn schedule(&self) -> Option<Vec<Duration>> {
+        self.schedule.as_ref().map(|s| {
+            s.iter()
+                .filter_map(|w| humantime::parse_duration(w).ok())
+                .collect()
+        })
+    }
+}
+
+fn default_retry_for() -> String {
+    "3d".into()
+}
+fn default_keep_days() -> u32 {
+    30
+}
+fn default_parallelism() -> usize {
+    16
+}
+
+/// The webhooks of the config and the `events` block's values, or every problem with them.
+pub fn parse(
+    file: &str,
+    source: &str,
+    raw: BTreeMap<String, RawWebhook>,
+    events: &EventsConfig,
+) -> Result<Vec<Webhook>, Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    if humantime::parse_duration(&events.retry_for).is_err() {
+        let (line, col) = hcl_file::locate_key(source, "retry_for").unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(file, format!("{:?} is not a duration", events.retry_for))
+                .at(line, col)
+                .field("events.retry_for")
+                .hint("a duration, like \"3d\" or \"12h\""),
+        );
+    }
+    let bad_wait = events
+        .schedule
+        .iter()
+        .flatten()
+        .find(|w| humantime::parse_duration(w).map_or(true, |d| d < Duration::from_secs(1)));
+    if let Some(w) = bad_wait {
+        let (line, col) = hcl_file::locate_key(source, "schedule").unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(file, format!("{w:?} is not a wait of a second or more"))
+                .at(line, col)
+                .field("events.schedule")
+                .hint("waits like [\"5s\", \"5m\", \"1h\"]"),
+        );
+    }
+    if events.parallelism == 0 {
+        problems.push(
+            Diagnostic::new(file, "parallelism must be at least 1").field("events.parallelism"),
+        );
+    }
+    for (name, raw) in raw {
+        let at = hcl_file::locate_text(source, &format!("webhook \"{name}\"")).unwrap_or((1, 1));
+        let mut problem = |message: String, field: &str, hint: &str| {
+            problems.push(
+                Diagnostic::new(file, message)
+                    .at(at.0, at.1)
+                    .field(format!("webhook.{name}.{field}"))
+                    .hint(hint.to_string()),
+            )
+        };
+        if !crate::slug::check_name(&name) {
+            problem(
+                format!("{name:?} cannot name a webhook"),
+                "name",
+                "lowercase letters, digits, `-` and `_`",
+            );
+            continue;
+        }
+        match url::Url::parse(&raw.url) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none() => {}
+            _ => problem(
+                format!(
+                    "{:?} is not an http:// or https:// URL without credentials",
+                    raw.url
+                ),
+                "url",
+                "the receiver's URL; its secret goes in secret_env, never in the URL",
+            ),
+        }
+        let plain_env = !raw.secret_env.is_empty()
+            && raw
+                .secret_env
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !plain_env {
+            problem(
+                format!("{:?} cannot name an environment variable", raw.secret_env),
+                "secret_env",
+                "the name of the variable holding the whsec_ secret, like BILLING_WEBHOOK_SECRET",
+            );
+        }
+        let events = raw
+            .events
+            .unwrap_or_else(|| EVENT_TYPES.iter().map(|e| e.to_string()).collect());
+        for e in &events {
+            if !EVENT_TYPES.contains(&e.as_str()) {
+                problem(
+                    format!("{e:?} is not an event type"),
+                    "events",
+                    &format!("events can list: {}", EVENT_TYPES.join(", ")),
+                );
+            }
+        }
+        let timeout = match raw.timeout.as_deref().map(humantime::parse_duration) {
+            None => Duration::from_secs(15),
+            Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(300) => d,
+            Some(_) => {
+                problem(
+                    format!("{:?} is not a timeout", raw.timeout.unwrap_or_default()),
+                    "timeout",
+                    "a duration up to 5m, like \"15s\"",
+                );
+                continue;
+            }
+        };
+        out.push(Webhook {
+            name,
+            url: raw.url,
+            secret_env: raw.secret_env,
+            events,
+            timeout,
+        });
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
+}

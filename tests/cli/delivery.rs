@@ -1,0 +1,254 @@
+//! The outbox relay to webhooks, against a receiver that verifies every signature with the
+//! Standard Webhooks library (`tests/peers/webhook_receiver.py`, run from the test
+//! virtualenv `./scripts/test` makes).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+use crate::support::{project_root, text, Repo};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+struct Receiver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    script: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let python = std::env::var("TENANT_RECONCILE_TEST_PYTHON").unwrap_or_else(|_| {
+            panic!(
+                "these tests need the test virtualenv with the standardwebhooks library: run ./scripts/test, \
+                 or set TENANT_RECONCILE_TEST_PYTHON to a python that has it (pip install standardwebhooks)"
+            )
+        });
+        let dir = tempfile::TempDir::new().unwrap();
+        let (log, script) = (dir.path().join("log.jsonl"), dir.path().join("script.json"));
+        let mut child = Command::new(python)
+            .arg(project_root().join("tests/peers/webhook_receiver.py"))
+            .args([SECRET, log.to_str().unwrap(), script.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the webhook receiver");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the receiver did not start: {line:?}"));
+        Receiver {
+            child,
+            port,
+            log,
+            script,
+            _dir: dir,
+        }
+    }
+
+    fn answer(&self, script: Value) {
+        std::fs::write(&self.script, script.to_string()).unwrap();
+    }
+
+    fn requests(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The example with a webhook to `r` (and the relay's waits shortened to `schedule`).
+fn repo_for(r: &Receiver, events: &str) -> Repo {
+    let mut repo = Repo::example();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "webhook \"billing\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n  timeout = \"2s\"\n}}\n{events}",
+            r.port
+        ),
+    );
+    repo.env
+        .push(("BILLING_WEBHOOK_SECRET".into(), SECRET.into()));
+    repo
+}
+
+fn outbox(repo: &Repo) -> Vec<(String, String, String)> {
+    repo.query(
+        "control.sqlite",
+        "SELECT event_id, tenant_id, type FROM outbox ORDER BY id",
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+    .collect()
+}
+
+fn deliver(repo: &Repo) -> String {
+    let out = repo.run(&["events", "deliver"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn every_event_arrives_once_signed_and_in_order_per_tenant() {
+    let r = Receiver::start();
+    let repo = repo_for(&r, "");
+    repo.apply();
+    let events = outbox(&repo);
+    assert_eq!(events.len(), 5, "{events:?}");
+    let out = deliver(&repo);
+    assert_eq!(
+        out.trim(),
+        "Delivered 5 events; 0 failed and will be retried; 0 dead."
+    );
+    let got = r.requests();
+    assert!(got.iter().all(|g| g["verified"] == true), "{got:?}");
+    let mut ids: Vec<&str> = got.iter().map(|g| g["id"].as_str().unwrap()).collect();
+    ids.sort();
+    let mut want: Vec<&str> = events.iter().map(|(id, ..)| id.as_str()).collect();
+    want.sort();
+    assert_eq!(ids, want, "each event once");
+    // umbrella-labs was provisioned, then suspended: its receiver saw them in that order.
+    let umbrella: Vec<&str> = got
+        .iter()
+        .filter(|g| g["slug"] == "umbrella-labs")
+        .map(|g| g["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(umbrella, ["TenantProvisioned", "TenantSuspended"]);
+    // Nothing is due any more: a second relay sends nothing.
+    assert!(deliver(&repo).starts_with("Delivered 0 events"));
+    assert_eq!(r.requests().len(), 5);
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_failing_event_holds_its_tenants_later_ones_and_is_retried_on_the_same_id() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"umbrella-labs": [503, 200]}));
+    let repo = repo_for(&r, "events {\n  schedule = [\"1s\", \"1s\"]\n}\n");
+    repo.apply();
+    let out = deliver(&repo);
+    assert_eq!(
+        out.trim(),
+        "Delivered 3 events; 1 failed and will be retried; 0 dead."
+    );
+    let got = r.requests();
+    let umbrella: Vec<&Value> = got
+        .iter()
+        .filter(|g| g["slug"] == "umbrella-labs")
+        .collect();
+    // Its suspension waits for its provisioning: not sent at all yet.
+    assert_eq!(umbrella.len(), 1, "{got:?}");
+    assert_eq!(umbrella[0]["type"], "TenantProvisioned");
+    assert_eq!(umbrella[0]["status"], 503);
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let out = deliver(&repo);
+    assert_eq!(
+        out.trim(),
+        "Delivered 2 events; 0 failed and will be retried; 0 dead."
+    );
+    let got = r.requests();
+    let umbrella: Vec<(&str, i64, &str)> = got
+        .iter()
+        .filter(|g| g["slug"] == "umbrella-labs")
+        .map(|g| {
+            (
+                g["type"].as_str().unwrap(),
+                g["status"].as_i64().unwrap(),
+                g["id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(umbrella.len(), 3);
+    assert_eq!((umbrella[1].0, umbrella[1].1), ("TenantProvisioned", 200));
+    assert_eq!(
+        umbrella[0].2, umbrella[1].2,
+        "the retry has the same webhook-id"
+    );
+    assert_eq!(umbrella[2].0, "TenantSuspended");
+    // Every attempt is recorded, with what came back.
+    let attempts = repo.query(
+        "control.sqlite",
+        "SELECT status_code FROM delivery_attempts ORDER BY id",
+    );
+    assert_eq!(attempts.len(), 6);
+    assert_eq!(attempts.iter().filter(|a| a[0] == "503").count(), 1);
+}
+
+#[test]
+fn a_410_disables_the_webhook_and_a_dead_delivery_lets_the_next_go() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"*": [410]}));
+    let repo = repo_for(&r, "");
+    repo.apply();
+    let out = deliver(&repo);
+    assert!(
+        out.contains("The webhook billing answered 410 Gone and is disabled."),
+        "{out}"
+    );
+    let sent = r.requests().len();
+    assert!(sent >= 1);
+    deliver(&repo);
+    assert_eq!(
+        r.requests().len(),
+        sent,
+        "a disabled webhook is sent nothing"
+    );
+
+    // A receiver failing past retry_for: the delivery is dead, the tenant's next one goes.
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"umbrella-labs": [500, 200]}));
+    let repo = repo_for(
+        &r,
+        "events {\n  retry_for = \"1s\"\n  schedule = [\"2s\"]\n}\n",
+    );
+    repo.apply();
+    let out = deliver(&repo);
+    assert_eq!(
+        out.trim(),
+        "Delivered 4 events; 0 failed and will be retried; 1 dead."
+    );
+    let dead = repo.query(
+        "control.sqlite",
+        "SELECT o.type FROM deliveries d JOIN outbox o ON o.event_id = d.event_id WHERE d.status = 'dead'",
+    );
+    assert_eq!(dead, vec![vec!["TenantProvisioned".to_string()]]);
+}
+
+#[test]
+fn a_missing_or_malformed_secret_is_a_clear_error_and_sends_nothing() {
+    let r = Receiver::start();
+    let mut repo = repo_for(&r, "");
+    repo.apply();
+    repo.env.retain(|(k, _)| k != "BILLING_WEBHOOK_SECRET");
+    let out = repo.run(&["events", "deliver"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the webhook billing has no secret: set BILLING_WEBHOOK_SECRET"),
+        "{}",
+        text(&out.stderr)
+    );
+    repo.env
+        .push(("BILLING_WEBHOOK_SECRET".into(), "hunter2".into()));
+    let out = repo.run(&["events", "deliver"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("a webhook secret starts with whsec_"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(r.requests().is_empty());
+}
