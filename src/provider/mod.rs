@@ -586,12 +586,12 @@ pub trait ControlPlane: Provider {
         outputs: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ProviderError>;
     /// Makes the deliveries of the events `subscribers` (name, event types) have not been
-    /// given yet, and returns those due at `now` (RFC 3339): per tenant and subscriber only
+    /// given yet, and returns those due at `now`: per tenant and subscriber only
     /// the oldest one not yet delivered or dead, at most `limit`, oldest first.
     async fn due_deliveries(
         &self,
         _subscribers: &[(String, Vec<String>)],
-        _now: &str,
+        _now: std::time::SystemTime,
         _limit: usize,
     ) -> Result<Vec<crate::delivery::Due>, ProviderError> {
         Err(ProviderError::Message(format!(

@@ -252,3 +252,72 @@ fn a_missing_or_malformed_secret_is_a_clear_error_and_sends_nothing() {
     assert!(!err.contains("hunter2"), "{err}");
     assert!(r.requests().is_empty());
 }
+
+#[test]
+fn on_postgres_two_relays_at_once_never_send_one_event_twice() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"*": ["200@0.3"]}));
+    let pg = crate::pg::Pg::new();
+    let mut repo = pg.repo();
+    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{config}\nwebhook \"billing\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n}}\n",
+            r.port
+        ),
+    );
+    repo.env
+        .push(("BILLING_WEBHOOK_SECRET".into(), SECRET.into()));
+    // More tenants, so that the two relays meet over many events.
+    let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    for i in 0..8 {
+        repo.write(
+            &format!("tenants/extra-{i}.yaml"),
+            &acme.replace("acme", &format!("extra-{i}")),
+        );
+    }
+    repo.apply();
+    let events: Vec<String> = pg
+        .query("SELECT event_id FROM tenant_reconcile.outbox ORDER BY id")
+        .into_iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events.len(), 13);
+    let relays: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
+                .args(["-C", repo.path().to_str().unwrap(), "events", "deliver"])
+                .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for relay in relays {
+        let out = relay.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert!(
+            text(&out.stdout).starts_with("Delivered"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    let mut sent: Vec<String> = r
+        .requests()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .collect();
+    sent.sort();
+    let mut want = events.clone();
+    want.sort();
+    assert_eq!(
+        sent, want,
+        "each event sent once, by one relay or the other"
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.deliveries WHERE status = 'delivered'"),
+        13
+    );
+    repo.assert_plan_empty();
+}

@@ -7,7 +7,7 @@ It prints its port on the first line of stdout. LOG gets one JSON line per reque
 {"id", "type", "tenant_id", "verified", "status"}. SCRIPT is a JSON file read at every
 request: {"<event type or *>": [status, ...]} answers the n-th request of that type with the
 n-th status (the last one after that), a tenant's slug as key before its type; a status of 0 means hang (never answer), and
-"429:30" answers 429 with Retry-After: 30.
+"429:30" answers 429 with Retry-After: 30, and "200@0.5" answers 200 after half a second.
 """
 
 import http.server
@@ -49,6 +49,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             n = seen.get(key, 0)
             seen[key] = n + 1
             answer = str(answers[min(n, len(answers) - 1)])
+            answer, _, delay = answer.partition("@")
             status, _, retry_after = answer.partition(":")
             status = int(status) if verified else 401
             with open(LOG, "a") as f:
@@ -63,6 +64,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if status == 0:
             time.sleep(3600)
             return
+        if delay:
+            time.sleep(float(delay))
         self.send_response(status)
         if retry_after:
             self.send_header("Retry-After", retry_after)

@@ -516,7 +516,7 @@ impl ControlPlane for LocalControl {
     async fn due_deliveries(
         &self,
         subscribers: &[(String, Vec<String>)],
-        now: &str,
+        now: std::time::SystemTime,
         limit: usize,
     ) -> Result<Vec<crate::delivery::Due>, ProviderError> {
         self.due(subscribers, now, limit).await

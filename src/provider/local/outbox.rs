@@ -11,9 +11,11 @@ impl LocalControl {
     pub(super) async fn due(
         &self,
         subscribers: &[(String, Vec<String>)],
-        now: &str,
+        now: std::time::SystemTime,
         limit: usize,
     ) -> Result<Vec<Due>, ProviderError> {
+        // As the outbox's times are written: whole seconds here, microseconds on Postgres.
+        let now = &humantime::format_rfc3339_seconds(now).to_string();
         let mut tx = self.begin().await?;
         for (name, types) in subscribers {
             sqlx::query("INSERT INTO subscribers (name) VALUES (?) ON CONFLICT DO NOTHING")

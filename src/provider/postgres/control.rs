@@ -75,6 +75,38 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
 CREATE INDEX IF NOT EXISTS outbox_tenant_id ON {schema}.outbox (tenant_id);
 ALTER TABLE {schema}.tenants ADD COLUMN IF NOT EXISTS deprovisioned_at timestamptz;
 ALTER TABLE {schema}.tenants ADD COLUMN IF NOT EXISTS outputs jsonb NOT NULL DEFAULT '{}';
+-- Each event for each subscriber, and every attempt (never a body or a secret). A relay
+-- claims what it sends with a lease, so relays running at once never send one together.
+CREATE TABLE IF NOT EXISTS {schema}.deliveries (
+    event_id         text NOT NULL,
+    subscriber       text NOT NULL,
+    tenant_id        text NOT NULL,
+    outbox_id        bigint NOT NULL,
+    status           text NOT NULL,
+    attempts         integer NOT NULL DEFAULT 0,
+    next_at          timestamptz NOT NULL,
+    first_attempt_at timestamptz,
+    last_error       text,
+    delivered_at     timestamptz,
+    lease_until      timestamptz,
+    PRIMARY KEY (event_id, subscriber)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON {schema}.deliveries (status, next_at);
+CREATE INDEX IF NOT EXISTS deliveries_order ON {schema}.deliveries (subscriber, tenant_id, status, outbox_id);
+CREATE TABLE IF NOT EXISTS {schema}.delivery_attempts (
+    id          bigserial PRIMARY KEY,
+    event_id    text NOT NULL,
+    subscriber  text NOT NULL,
+    at          timestamptz NOT NULL,
+    status_code integer,
+    error       text,
+    latency_ms  bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.subscribers (
+    name        text PRIMARY KEY,
+    outbox_id   bigint NOT NULL DEFAULT 0,
+    disabled_at timestamptz
+);
 -- One row per purged resource, kept for good; it holds no data of the tenant's.
 CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
     id            bigserial PRIMARY KEY,
@@ -110,13 +142,13 @@ impl PgControl {
     }
 
     /// `sql` with `{schema}` filled in.
-    fn sql(&self, sql: &str) -> String {
+    pub(super) fn sql(&self, sql: &str) -> String {
         sql.replace("{schema}", &self.schema)
     }
 
     /// A transaction, creating the tables on first use. Creation is serialised by an
     /// advisory lock so two runs starting together do not trip over each other.
-    async fn begin(&self) -> Result<Transaction<'static, Postgres>, ProviderError> {
+    pub(super) async fn begin(&self) -> Result<Transaction<'static, Postgres>, ProviderError> {
         self.pool()
             .await?
             .begin()
@@ -125,7 +157,7 @@ impl PgControl {
     }
 
     /// The pool, for a single statement, with the tables created on first use.
-    async fn pool(&self) -> Result<&sqlx::PgPool, ProviderError> {
+    pub(super) async fn pool(&self) -> Result<&sqlx::PgPool, ProviderError> {
         let pool = self.server.pool().await?;
         super::ensure_once(
             pool,
@@ -504,6 +536,22 @@ impl ControlPlane for PgControl {
         let mut tx = self.begin().await?;
         self.emit(tx.as_mut(), ctx, tenant_id, kind, detail).await?;
         tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    async fn due_deliveries(
+        &self,
+        subscribers: &[(String, Vec<String>)],
+        now: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<crate::delivery::Due>, ProviderError> {
+        self.due(subscribers, now, limit).await
+    }
+
+    async fn record_delivery(
+        &self,
+        attempt: &crate::delivery::Attempt,
+    ) -> Result<(), ProviderError> {
+        self.record(attempt).await
     }
 
     async fn set_outputs(

@@ -12,6 +12,7 @@
 
 mod control;
 mod data;
+mod outbox;
 mod scram;
 pub mod server;
 mod smoke;
