@@ -32,6 +32,10 @@ pub struct ApplyArgs {
     /// How long to wait for the state lock (e.g. 30s, 5m).
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     lock_timeout: Duration,
+    /// Then deliver the outbox's events that are due (this run's among them) to the
+    /// config's webhooks, as `events deliver` does.
+    #[arg(long)]
+    deliver: bool,
     #[command(flatten)]
     select: SelectArgs,
 }
@@ -46,12 +50,30 @@ impl ApplyArgs {
             rev: None,
             require_clean: false,
             lock_timeout: Duration::ZERO,
+            deliver: false,
             select: SelectArgs::default(),
         }
     }
 }
 
 pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let deliver = args.deliver;
+    let code = apply(root, args).await?;
+    if deliver {
+        // The apply's outcome stands whatever delivery meets: its events wait in the outbox.
+        let ws = Workspace::open(root)?;
+        match tenant_reconcile::delivery::deliver(&ws).await {
+            Ok(report) => println!("{}", super::events::summary(&report)),
+            Err(e) => anstream::eprintln!(
+                "Warning: the events were not delivered: {}",
+                tenant_reconcile::error::chain(&e)
+            ),
+        }
+    }
+    Ok(code)
+}
+
+async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     if args.planfile.is_none() && !args.auto_approve && !std::io::stdin().is_terminal() {
         anyhow::bail!(
             "apply asks for confirmation, and there is no terminal to ask\n  hint: pass --auto-approve, or apply a plan saved with `plan --out FILE`"

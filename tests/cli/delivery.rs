@@ -321,3 +321,98 @@ fn on_postgres_two_relays_at_once_never_send_one_event_twice() {
     );
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_relay_killed_mid_delivery_resends_at_most_its_in_flight_events_with_their_ids() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"globex": ["200@5"]}));
+    let repo = repo_for(&r, "");
+    repo.apply();
+    let mut relay = Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
+        .args(["-C", repo.path().to_str().unwrap(), "events", "deliver"])
+        .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed while globex's receiver is still answering.
+    let started = std::time::Instant::now();
+    while !r.requests().iter().any(|g| g["slug"] == "globex") {
+        assert!(started.elapsed().as_secs() < 30, "globex was never sent");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    relay.kill().unwrap();
+    relay.wait().unwrap();
+    r.answer(serde_json::json!({"*": [200]}));
+    assert!(deliver(&repo).starts_with("Delivered"));
+    let got = r.requests();
+    let globex: Vec<&str> = got
+        .iter()
+        .filter(|g| g["slug"] == "globex")
+        .map(|g| g["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(globex.len(), 2, "sent again, once: {got:?}");
+    assert_eq!(globex[0], globex[1], "with the same webhook-id");
+    // The others were recorded as delivered before the kill, or are sent once now.
+    for slug in ["acme", "initech", "umbrella-labs"] {
+        let ids: Vec<&str> = got
+            .iter()
+            .filter(|g| g["slug"] == slug)
+            .map(|g| g["id"].as_str().unwrap())
+            .collect();
+        let mut unique = ids.clone();
+        unique.dedup();
+        assert!(ids.len() <= unique.len() + 1, "{slug}: {got:?}");
+    }
+    assert!(deliver(&repo).starts_with("Delivered 0 events"));
+}
+
+#[test]
+fn apply_deliver_sends_the_runs_events_and_follow_keeps_delivering() {
+    let r = Receiver::start();
+    let repo = repo_for(&r, "");
+    let out = repo.run(&["apply", "--auto-approve", "--deliver"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Delivered 5 events; 0 failed and will be retried; 0 dead."),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(r.requests().len(), 5);
+
+    let mut follower = Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
+        .args([
+            "-C",
+            repo.path().to_str().unwrap(),
+            "events",
+            "deliver",
+            "--follow",
+            "--every",
+            "200ms",
+        ])
+        .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // A new event while it follows: acme suspended.
+    let tenant = repo.path().join("tenants/acme.yaml");
+    let acme = std::fs::read_to_string(&tenant).unwrap();
+    std::fs::write(&tenant, format!("{acme}status: suspended\n")).unwrap();
+    repo.apply();
+    let started = std::time::Instant::now();
+    while r.requests().len() < 6 {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the follower never sent the new event"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let last = r.requests().pop().unwrap();
+    assert_eq!(
+        (last["slug"].as_str(), last["type"].as_str()),
+        (Some("acme"), Some("TenantSuspended"))
+    );
+    repo.assert_plan_empty();
+}
