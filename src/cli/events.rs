@@ -19,6 +19,67 @@ pub enum EventsCommand {
         #[arg(long, value_parser = super::parse_duration, default_value = "1s", value_name = "DURATION")]
         every: std::time::Duration,
     },
+    /// List the deliveries: each event for each subscriber, with its status and last error.
+    List {
+        /// Only this tenant's.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+        /// Only those that failed and are to be tried again.
+        #[arg(long, conflicts_with = "dead")]
+        failed: bool,
+        /// Only those given up.
+        #[arg(long)]
+        dead: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One event's deliveries and every attempt of them.
+    Show {
+        /// The event's id (its webhook-id).
+        id: String,
+    },
+    /// Deliver these events again, dead or delivered: they are due now.
+    Redeliver {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Enable a webhook that a `410 Gone` disabled.
+    Enable {
+        /// The webhook's name in tenant-reconcile.hcl.
+        webhook: String,
+    },
+}
+
+/// One line per delivery: event, type, tenant, subscriber, status, attempts, what is next.
+fn table(rows: &[tenant_reconcile::delivery::Row]) -> String {
+    use std::fmt::Write;
+    if rows.is_empty() {
+        return "No deliveries.\n".into();
+    }
+    let mut out = format!(
+        "{:36}  {:24}  {:14}  {:10}  {:9}  {:>8}  NEXT / LAST ERROR\n",
+        "EVENT", "TYPE", "TENANT", "WEBHOOK", "STATUS", "ATTEMPTS"
+    );
+    for r in rows {
+        let next = match (r.status.as_str(), &r.next_at, &r.last_error) {
+            ("delivered", ..) => r.delivered_at.clone().unwrap_or_default(),
+            ("pending", Some(at), Some(e)) => format!("{at} (last: {e})"),
+            ("pending", Some(at), None) => at.clone(),
+            (_, _, Some(e)) => e.clone(),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "{:36}  {:24}  {:14}  {:10}  {:9}  {:>8}  {next}",
+            r.event_id,
+            r.event_type,
+            r.slug.as_deref().unwrap_or("-"),
+            r.subscriber,
+            r.status,
+            r.attempts
+        );
+    }
+    out
 }
 
 /// `Delivered 5 events; 1 failed and will be retried; 0 dead.`, and each webhook a 410
@@ -38,7 +99,84 @@ pub fn summary(report: &tenant_reconcile::delivery::Report) -> String {
 }
 
 pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
+    let control = |ws: &Workspace| ws.targets(ws.repo.migrations.clone()).control;
+    let said = |e: tenant_reconcile::provider::ProviderError| {
+        anyhow::anyhow!("{}", tenant_reconcile::error::chain(&e))
+    };
     match cmd {
+        EventsCommand::List {
+            tenant,
+            failed,
+            dead,
+            json,
+        } => {
+            let ws = Workspace::open(root)?;
+            let filter = tenant_reconcile::delivery::Filter {
+                slug: tenant,
+                failed,
+                dead,
+                event_id: None,
+            };
+            let rows = control(&ws).deliveries(&filter).await.map_err(said)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", table(&rows));
+            }
+            Ok(0)
+        }
+        EventsCommand::Show { id } => {
+            let ws = Workspace::open(root)?;
+            let filter = tenant_reconcile::delivery::Filter {
+                event_id: Some(id.clone()),
+                ..Default::default()
+            };
+            let control = control(&ws);
+            let rows = control.deliveries(&filter).await.map_err(said)?;
+            if rows.is_empty() {
+                anyhow::bail!("no delivery of an event {id:?}\n  hint: `tenant-reconcile events list` lists them");
+            }
+            print!("{}", table(&rows));
+            println!();
+            for a in control.delivery_attempts(&id).await.map_err(said)? {
+                println!(
+                    "  {}  {:10}  {:>4}  {:>6} ms  {}",
+                    a.at,
+                    a.subscriber,
+                    a.status_code.map_or("-".into(), |c| c.to_string()),
+                    a.latency_ms,
+                    a.error.as_deref().unwrap_or("")
+                );
+            }
+            Ok(0)
+        }
+        EventsCommand::Redeliver { ids } => {
+            let ws = Workspace::open(root)?;
+            let n = control(&ws).redeliver(&ids).await.map_err(said)?;
+            if n == 0 {
+                anyhow::bail!("no delivery of those events\n  hint: `tenant-reconcile events list --dead` lists the dead ones");
+            }
+            println!(
+                "{n} deliver{} due again: `tenant-reconcile events deliver` sends them.",
+                if n == 1 { "y is" } else { "ies are" }
+            );
+            Ok(0)
+        }
+        EventsCommand::Enable { webhook } => {
+            let ws = Workspace::open(root)?;
+            if control(&ws)
+                .enable_subscriber(&webhook)
+                .await
+                .map_err(said)?
+            {
+                println!(
+                    "The webhook {webhook} is enabled again; what waited for it is delivered next."
+                );
+            } else {
+                println!("The webhook {webhook} was not disabled.");
+            }
+            Ok(0)
+        }
         EventsCommand::Deliver { follow, every } => {
             let ws = Workspace::open(root)?;
             if ws.repo.config.webhooks.is_empty() {

@@ -84,6 +84,42 @@ pub enum Outcome {
     Disabled,
 }
 
+/// Which deliveries `events list` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub slug: Option<String>,
+    /// Only those that failed and are to be tried again.
+    pub failed: bool,
+    /// Only those given up.
+    pub dead: bool,
+    /// Only those of this event.
+    pub event_id: Option<String>,
+}
+
+/// A delivery as `events list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub event_id: String,
+    pub event_type: String,
+    pub slug: Option<String>,
+    pub subscriber: String,
+    pub status: String,
+    pub attempts: u32,
+    pub next_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// One recorded attempt, as `events show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRow {
+    pub subscriber: String,
+    pub at: String,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+}
+
 /// What a relay pass did.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {

@@ -609,6 +609,41 @@ pub trait ControlPlane: Provider {
             self.name()
         )))
     }
+    /// The deliveries `filter` asks for, oldest event first.
+    async fn deliveries(
+        &self,
+        _filter: &crate::delivery::Filter,
+    ) -> Result<Vec<crate::delivery::Row>, ProviderError> {
+        Err(ProviderError::Message(format!(
+            "the {} does not deliver events yet",
+            self.name()
+        )))
+    }
+    /// Every attempt of the deliveries of one event, oldest first.
+    async fn delivery_attempts(
+        &self,
+        _event_id: &str,
+    ) -> Result<Vec<crate::delivery::AttemptRow>, ProviderError> {
+        Err(ProviderError::Message(format!(
+            "the {} does not deliver events yet",
+            self.name()
+        )))
+    }
+    /// Makes the deliveries of these events due again now (dead or delivered ones too), and
+    /// returns how many there were.
+    async fn redeliver(&self, _event_ids: &[String]) -> Result<usize, ProviderError> {
+        Err(ProviderError::Message(format!(
+            "the {} does not deliver events yet",
+            self.name()
+        )))
+    }
+    /// Enables a subscriber a `410 Gone` disabled; whether it was disabled.
+    async fn enable_subscriber(&self, _name: &str) -> Result<bool, ProviderError> {
+        Err(ProviderError::Message(format!(
+            "the {} does not deliver events yet",
+            self.name()
+        )))
+    }
     /// The deletion audit, oldest first, of one tenant or all.
     async fn audit_log(
         &self,

@@ -209,6 +209,15 @@ fn a_410_disables_the_webhook_and_a_dead_delivery_lets_the_next_go() {
         sent,
         "a disabled webhook is sent nothing"
     );
+    // Enabled again by hand, it gets what waited for it.
+    r.answer(serde_json::json!({"*": [200]}));
+    let out = repo.run(&["events", "enable", "billing"]);
+    assert!(
+        text(&out.stdout).contains("The webhook billing is enabled again"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(deliver(&repo).starts_with("Delivered 5 events"));
 
     // A receiver failing past retry_for: the delivery is dead, the tenant's next one goes.
     let r = Receiver::start();
@@ -228,6 +237,43 @@ fn a_410_disables_the_webhook_and_a_dead_delivery_lets_the_next_go() {
         "SELECT o.type FROM deliveries d JOIN outbox o ON o.event_id = d.event_id WHERE d.status = 'dead'",
     );
     assert_eq!(dead, vec![vec!["TenantProvisioned".to_string()]]);
+
+    // The dead letter is listed, shown with its attempt, and delivered again on request.
+    let out = repo.run(&["events", "list", "--dead", "--json"]);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    let id = listed[0]["event_id"].as_str().unwrap().to_string();
+    assert_eq!(listed[0]["slug"], "umbrella-labs");
+    assert_eq!(listed[0]["last_error"], "answered 500");
+    let shown = text(&repo.run(&["events", "show", &id]).stdout);
+    assert!(
+        shown.contains("billing") && shown.contains(" 500 "),
+        "{shown}"
+    );
+    let table = text(
+        &repo
+            .run(&["events", "list", "--tenant", "umbrella-labs"])
+            .stdout,
+    );
+    assert!(
+        table.contains("TenantProvisioned") && table.contains("dead"),
+        "{table}"
+    );
+    let out = repo.run(&["events", "redeliver", &id]);
+    assert!(
+        text(&out.stdout).starts_with("1 delivery is due again"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(deliver(&repo).starts_with("Delivered 1 event;"));
+    let again: Vec<Value> = r
+        .requests()
+        .into_iter()
+        .filter(|g| g["id"] == id.as_str())
+        .collect();
+    assert_eq!(again.len(), 2, "sent again with the same id");
+    assert_eq!(again[1]["status"], 200);
+    assert!(text(&repo.run(&["events", "list", "--dead"]).stdout).starts_with("No deliveries."));
 }
 
 #[test]

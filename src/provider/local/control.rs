@@ -529,6 +529,28 @@ impl ControlPlane for LocalControl {
         self.record(attempt).await
     }
 
+    async fn deliveries(
+        &self,
+        filter: &crate::delivery::Filter,
+    ) -> Result<Vec<crate::delivery::Row>, ProviderError> {
+        self.list(filter).await
+    }
+
+    async fn delivery_attempts(
+        &self,
+        event_id: &str,
+    ) -> Result<Vec<crate::delivery::AttemptRow>, ProviderError> {
+        self.attempts_of(event_id).await
+    }
+
+    async fn redeliver(&self, event_ids: &[String]) -> Result<usize, ProviderError> {
+        self.make_due(event_ids).await
+    }
+
+    async fn enable_subscriber(&self, name: &str) -> Result<bool, ProviderError> {
+        self.enable(name).await
+    }
+
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
         sqlx::query("UPDATE tenants SET step = ? WHERE tenant_id = ?")
             .bind(step)

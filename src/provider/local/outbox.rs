@@ -1,10 +1,10 @@
 //! The local control plane's side of the outbox relay: deliveries made from the outbox,
 //! handed out in order per tenant and subscriber, and every attempt recorded.
 
-use sqlx::Row;
+use sqlx::Row as _;
 
 use super::control::LocalControl;
-use crate::delivery::{Attempt, Due, Outcome};
+use crate::delivery::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
 use crate::provider::ProviderError;
 
 impl LocalControl {
@@ -129,5 +129,95 @@ impl LocalControl {
                 .map_err(ProviderError::sql("disable a subscriber"))?;
         }
         tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+}
+
+impl LocalControl {
+    pub(super) async fn list(&self, f: &Filter) -> Result<Vec<Row>, ProviderError> {
+        let rows = sqlx::query(
+            "SELECT d.event_id, o.type, t.slug, d.subscriber, d.status, d.attempts,
+                    CASE WHEN d.status = 'pending' THEN d.next_at END, d.delivered_at, d.last_error
+             FROM deliveries d
+             JOIN outbox o ON o.id = d.outbox_id
+             LEFT JOIN tenants t ON t.tenant_id = d.tenant_id
+             WHERE (?1 IS NULL OR t.slug = ?1)
+               AND (NOT ?2 OR (d.status = 'pending' AND d.attempts > 0))
+               AND (NOT ?3 OR d.status = 'dead')
+               AND (?4 IS NULL OR d.event_id = ?4)
+             ORDER BY d.outbox_id, d.subscriber",
+        )
+        .bind(&f.slug)
+        .bind(f.failed)
+        .bind(f.dead)
+        .bind(&f.event_id)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("read the deliveries"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Row {
+                    event_id: r.try_get(0)?,
+                    event_type: r.try_get(1)?,
+                    slug: r.try_get(2)?,
+                    subscriber: r.try_get(3)?,
+                    status: r.try_get(4)?,
+                    attempts: r.try_get::<i64, _>(5)? as u32,
+                    next_at: r.try_get(6)?,
+                    delivered_at: r.try_get(7)?,
+                    last_error: r.try_get(8)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ProviderError::sql("read the deliveries"))
+    }
+
+    pub(super) async fn attempts_of(
+        &self,
+        event_id: &str,
+    ) -> Result<Vec<AttemptRow>, ProviderError> {
+        let rows = sqlx::query(
+            "SELECT subscriber, at, status_code, error, latency_ms FROM delivery_attempts
+             WHERE event_id = ? ORDER BY id",
+        )
+        .bind(event_id)
+        .fetch_all(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("read the delivery attempts"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    subscriber: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    status_code: r.try_get::<Option<i64>, _>(2)?.map(|c| c as u16),
+                    error: r.try_get(3)?,
+                    latency_ms: r.try_get::<i64, _>(4)? as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ProviderError::sql("read the delivery attempts"))
+    }
+
+    pub(super) async fn make_due(&self, event_ids: &[String]) -> Result<usize, ProviderError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET status = 'pending', next_at = ?, first_attempt_at = NULL
+             WHERE event_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(crate::state::now())
+        .bind(serde_json::to_string(event_ids).expect("json"))
+        .execute(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("make deliveries due again"))?;
+        Ok(done.rows_affected() as usize)
+    }
+
+    pub(super) async fn enable(&self, name: &str) -> Result<bool, ProviderError> {
+        let done = sqlx::query(
+            "UPDATE subscribers SET disabled_at = NULL WHERE name = ? AND disabled_at IS NOT NULL",
+        )
+        .bind(name)
+        .execute(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("enable a subscriber"))?;
+        Ok(done.rows_affected() > 0)
     }
 }

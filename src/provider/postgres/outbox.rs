@@ -3,10 +3,10 @@
 //! LOCKED` and a lease, so no delivery is sent by two relays together, and a relay killed
 //! mid-delivery leaves its claims to the next one once their lease is over.
 
-use sqlx::Row;
+use sqlx::Row as _;
 
 use super::control::PgControl;
-use crate::delivery::{Attempt, Due, Outcome};
+use crate::delivery::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
 use crate::provider::ProviderError;
 
 /// How long a claim holds: longer than any webhook's timeout (at most 5 minutes).
@@ -154,5 +154,101 @@ impl PgControl {
             .map_err(ProviderError::sql("disable a subscriber"))?;
         }
         tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+}
+
+/// A time as the relay's output writes them.
+const STAMP: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
+
+impl PgControl {
+    pub(super) async fn list(&self, f: &Filter) -> Result<Vec<Row>, ProviderError> {
+        let sql = self.sql(&format!(
+            "SELECT d.event_id, o.type, t.slug, d.subscriber, d.status, d.attempts,
+                    CASE WHEN d.status = 'pending' THEN to_char(d.next_at AT TIME ZONE 'UTC', {STAMP}) END,
+                    to_char(d.delivered_at AT TIME ZONE 'UTC', {STAMP}), d.last_error
+             FROM {{schema}}.deliveries d
+             JOIN {{schema}}.outbox o ON o.id = d.outbox_id
+             LEFT JOIN {{schema}}.tenants t ON t.tenant_id = d.tenant_id
+             WHERE ($1::text IS NULL OR t.slug = $1)
+               AND (NOT $2 OR (d.status = 'pending' AND d.attempts > 0))
+               AND (NOT $3 OR d.status = 'dead')
+               AND ($4::text IS NULL OR d.event_id = $4)
+             ORDER BY d.outbox_id, d.subscriber"
+        ));
+        let rows = sqlx::query(&sql)
+            .bind(&f.slug)
+            .bind(f.failed)
+            .bind(f.dead)
+            .bind(&f.event_id)
+            .fetch_all(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql("read the deliveries"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Row {
+                    event_id: r.try_get(0)?,
+                    event_type: r.try_get(1)?,
+                    slug: r.try_get(2)?,
+                    subscriber: r.try_get(3)?,
+                    status: r.try_get(4)?,
+                    attempts: r.try_get::<i32, _>(5)? as u32,
+                    next_at: r.try_get(6)?,
+                    delivered_at: r.try_get(7)?,
+                    last_error: r.try_get(8)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ProviderError::sql("read the deliveries"))
+    }
+
+    pub(super) async fn attempts_of(
+        &self,
+        event_id: &str,
+    ) -> Result<Vec<AttemptRow>, ProviderError> {
+        let sql = self.sql(&format!(
+            "SELECT subscriber, to_char(at AT TIME ZONE 'UTC', {STAMP}), status_code, error, latency_ms
+             FROM {{schema}}.delivery_attempts WHERE event_id = $1 ORDER BY id"
+        ));
+        let rows = sqlx::query(&sql)
+            .bind(event_id)
+            .fetch_all(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql("read the delivery attempts"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    subscriber: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    status_code: r.try_get::<Option<i32>, _>(2)?.map(|c| c as u16),
+                    error: r.try_get(3)?,
+                    latency_ms: r.try_get::<i64, _>(4)? as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(ProviderError::sql("read the delivery attempts"))
+    }
+
+    pub(super) async fn make_due(&self, event_ids: &[String]) -> Result<usize, ProviderError> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE {schema}.deliveries SET status = 'pending', next_at = now(),
+               first_attempt_at = NULL, lease_until = NULL
+             WHERE event_id = ANY($1)",
+        ))
+        .bind(event_ids)
+        .execute(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("make deliveries due again"))?;
+        Ok(done.rows_affected() as usize)
+    }
+
+    pub(super) async fn enable(&self, name: &str) -> Result<bool, ProviderError> {
+        let done = sqlx::query(&self.sql(
+            "UPDATE {schema}.subscribers SET disabled_at = NULL WHERE name = $1 AND disabled_at IS NOT NULL",
+        ))
+        .bind(name)
+        .execute(self.pool().await?)
+        .await
+        .map_err(ProviderError::sql("enable a subscriber"))?;
+        Ok(done.rows_affected() > 0)
     }
 }
