@@ -95,6 +95,13 @@ pub fn summary(report: &tenant_reconcile::delivery::Report) -> String {
     for s in &report.disabled {
         out += &format!("\nThe webhook {s} answered 410 Gone and is disabled.");
     }
+    if report.pruned > 0 {
+        out += &format!(
+            "\nPruned {} event{} delivered more than keep_days ago.",
+            report.pruned,
+            if report.pruned == 1 { "" } else { "s" }
+        );
+    }
     out
 }
 

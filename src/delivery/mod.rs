@@ -127,6 +127,8 @@ pub struct Report {
     pub failed: usize,
     pub dead: usize,
     pub disabled: Vec<String>,
+    /// Events delivered to every subscriber more than `keep_days` ago, removed.
+    pub pruned: usize,
 }
 
 /// Delivers what is due, pass after pass, until nothing is due now.
@@ -168,6 +170,11 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
         .unwrap_or_else(|| SCHEDULE.to_vec());
     let schedule = &schedule;
     let permits = Semaphore::new(ws.repo.config.events.parallelism.max(1));
+    let keep = Duration::from_secs(u64::from(ws.repo.config.events.keep_days) * 86_400);
+    report.pruned = control
+        .prune_deliveries(SystemTime::now() - keep)
+        .await
+        .map_err(|e| outbox_error(&e))?;
     loop {
         let due = control
             .due_deliveries(&subscribers, SystemTime::now(), 1000)

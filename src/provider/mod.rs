@@ -637,6 +637,14 @@ pub trait ControlPlane: Provider {
             self.name()
         )))
     }
+    /// Removes the events delivered to every subscriber before `cutoff`, with their
+    /// deliveries and attempts; returns how many events.
+    async fn prune_deliveries(
+        &self,
+        _cutoff: std::time::SystemTime,
+    ) -> Result<usize, ProviderError> {
+        Ok(0)
+    }
     /// Enables a subscriber a `410 Gone` disabled; whether it was disabled.
     async fn enable_subscriber(&self, _name: &str) -> Result<bool, ProviderError> {
         Err(ProviderError::Message(format!(

@@ -462,3 +462,38 @@ fn apply_deliver_sends_the_runs_events_and_follow_keeps_delivering() {
     );
     repo.assert_plan_empty();
 }
+
+#[test]
+fn delivered_events_are_pruned_after_keep_days_and_nothing_else_is() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"umbrella-labs": [500]}));
+    let repo = repo_for(&r, "events {\n  keep_days = 0\n}\n");
+    repo.apply();
+    deliver(&repo);
+    assert_eq!(outbox(&repo).len(), 5);
+    // A second later everything delivered is older than keep_days (0): its events, their
+    // deliveries and attempts go. umbrella-labs' events are not delivered and stay.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = deliver(&repo);
+    assert!(
+        out.contains("Pruned 3 events delivered more than keep_days ago."),
+        "{out}"
+    );
+    let left: Vec<String> = outbox(&repo).into_iter().map(|(_, _, t)| t).collect();
+    assert_eq!(
+        left,
+        ["TenantProvisioned", "TenantSuspended"],
+        "umbrella-labs' two"
+    );
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+        ),
+        0
+    );
+    assert_eq!(
+        repo.count("control.sqlite", "SELECT count(*) FROM delivery_attempts"),
+        1
+    );
+}

@@ -551,6 +551,13 @@ impl ControlPlane for LocalControl {
         self.enable(name).await
     }
 
+    async fn prune_deliveries(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<usize, ProviderError> {
+        self.prune(cutoff).await
+    }
+
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
         sqlx::query("UPDATE tenants SET step = ? WHERE tenant_id = ?")
             .bind(step)

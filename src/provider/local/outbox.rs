@@ -221,3 +221,35 @@ impl LocalControl {
         Ok(done.rows_affected() > 0)
     }
 }
+
+/// The events delivered to every subscriber before `?1`.
+const PRUNABLE: &str = "SELECT d.event_id FROM deliveries d
+     WHERE d.status = 'delivered' AND d.delivered_at < ?1
+       AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.event_id = d.event_id
+                       AND (e.status <> 'delivered' OR e.delivered_at >= ?1))";
+
+impl LocalControl {
+    pub(super) async fn prune(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<usize, ProviderError> {
+        let cutoff = humantime::format_rfc3339_seconds(cutoff).to_string();
+        let mut tx = self.begin().await?;
+        let mut pruned = 0;
+        for table in ["delivery_attempts", "outbox", "deliveries"] {
+            // Table names are this list's own.
+            let done = sqlx::query(&format!(
+                "DELETE FROM {table} WHERE event_id IN ({PRUNABLE})"
+            ))
+            .bind(&cutoff)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("prune delivered events"))?;
+            if table == "outbox" {
+                pruned = done.rows_affected() as usize;
+            }
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(pruned)
+    }
+}

@@ -576,6 +576,13 @@ impl ControlPlane for PgControl {
         self.enable(name).await
     }
 
+    async fn prune_deliveries(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<usize, ProviderError> {
+        self.prune(cutoff).await
+    }
+
     async fn set_outputs(
         &self,
         tenant_id: &str,

@@ -252,3 +252,33 @@ impl PgControl {
         Ok(done.rows_affected() > 0)
     }
 }
+
+impl PgControl {
+    pub(super) async fn prune(
+        &self,
+        cutoff: std::time::SystemTime,
+    ) -> Result<usize, ProviderError> {
+        let cutoff = humantime::format_rfc3339_micros(cutoff).to_string();
+        let prunable = "SELECT d.event_id FROM {schema}.deliveries d
+             WHERE d.status = 'delivered' AND d.delivered_at < $1::timestamptz
+               AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries e WHERE e.event_id = d.event_id
+                               AND (e.status <> 'delivered' OR e.delivered_at >= $1::timestamptz))";
+        let mut tx = self.begin().await?;
+        let mut pruned = 0;
+        for table in ["delivery_attempts", "outbox", "deliveries"] {
+            // Table names are this list's own.
+            let done = sqlx::query(&self.sql(&format!(
+                "DELETE FROM {{schema}}.{table} WHERE event_id IN ({prunable})"
+            )))
+            .bind(&cutoff)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("prune delivered events"))?;
+            if table == "outbox" {
+                pruned = done.rows_affected() as usize;
+            }
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(pruned)
+    }
+}
