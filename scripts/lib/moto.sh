@@ -9,13 +9,15 @@ MOTO_VENV="${TENANT_RECONCILE_VENV:-$HOME/.cache/tenant-reconcile/venv}"
 # The webhook receiver of the delivery tests verifies signatures with the specification's
 # own library.
 STANDARDWEBHOOKS_VERSION="1.1.0"
+# And the AMQP consumer reads RabbitMQ with pika.
+PIKA_VERSION="1.4.4"
 
 # Installs the Python test peers besides moto into the same virtualenv (once), and exports
 # its interpreter as TENANT_RECONCILE_TEST_PYTHON.
 python_peers() {
-  if ! "$MOTO_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('standardwebhooks') != '$STANDARDWEBHOOKS_VERSION')" 2>/dev/null; then
-    echo "==> installing standardwebhooks==$STANDARDWEBHOOKS_VERSION into $MOTO_VENV" >&2
-    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
+  if ! "$MOTO_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('standardwebhooks') != '$STANDARDWEBHOOKS_VERSION' or m.version('pika') != '$PIKA_VERSION')" 2>/dev/null; then
+    echo "==> installing standardwebhooks==$STANDARDWEBHOOKS_VERSION and pika==$PIKA_VERSION into $MOTO_VENV" >&2
+    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION" "pika==$PIKA_VERSION"
   fi
   export TENANT_RECONCILE_TEST_PYTHON="$MOTO_VENV/bin/python"
 }

@@ -186,8 +186,8 @@ pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
         }
         EventsCommand::Deliver { follow, every } => {
             let ws = Workspace::open(root)?;
-            if ws.repo.config.webhooks.is_empty() {
-                println!("No subscribers: tenant-reconcile.hcl declares no webhook.");
+            if ws.repo.config.webhooks.is_empty() && ws.repo.config.buses.is_empty() {
+                println!("No subscribers: tenant-reconcile.hcl declares no webhook or bus.");
                 return Ok(0);
             }
             loop {

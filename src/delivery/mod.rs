@@ -12,6 +12,7 @@
 //! [`ControlPlane::due_deliveries`]: crate::provider::ControlPlane::due_deliveries
 //! [`ControlPlane::record_delivery`]: crate::provider::ControlPlane::record_delivery
 
+mod bus;
 pub mod signature;
 mod webhook;
 
@@ -131,67 +132,80 @@ pub struct Report {
     pub pruned: usize,
 }
 
+/// Where a delivery goes.
+enum Subscriber<'a> {
+    Webhook(&'a Webhook, Vec<signature::Secret>),
+    Bus(bus::Publisher),
+}
+
 /// Delivers what is due, pass after pass, until nothing is due now.
 pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
-    let webhooks = &ws.repo.config.webhooks;
+    let config = &ws.repo.config;
     let mut report = Report::default();
-    if webhooks.is_empty() {
+    if config.webhooks.is_empty() && config.buses.is_empty() {
         return Ok(report);
     }
-    let secrets = webhooks
-        .iter()
-        .map(|w| {
-            let text = std::env::var(&w.secret_env).map_err(|_| {
-                Error::Usage(format!(
-                    "the webhook {} has no secret: set {} to its whsec_ secret",
-                    w.name, w.secret_env
-                ))
-            })?;
-            signature::Secret::parse_all(&text).map_err(|e| {
-                Error::Usage(format!(
-                    "the secret in {} (webhook {}): {e}",
-                    w.secret_env, w.name
-                ))
-            })
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
+    // Every subscriber is checked before anything is sent: a secret missing or malformed,
+    // or a broker unreachable, is said at once.
+    let mut subscribers: Vec<(String, Vec<String>, Subscriber<'_>)> = Vec::new();
+    for w in &config.webhooks {
+        let text = std::env::var(&w.secret_env).map_err(|_| {
+            Error::Usage(format!(
+                "the webhook {} has no secret: set {} to its whsec_ secret",
+                w.name, w.secret_env
+            ))
+        })?;
+        let secrets = signature::Secret::parse_all(&text).map_err(|e| {
+            Error::Usage(format!(
+                "the secret in {} (webhook {}): {e}",
+                w.secret_env, w.name
+            ))
+        })?;
+        subscribers.push((
+            w.name.clone(),
+            w.events.clone(),
+            Subscriber::Webhook(w, secrets),
+        ));
+    }
+    for b in &config.buses {
+        let publisher = bus::Publisher::connect(b).await.map_err(Error::Usage)?;
+        subscribers.push((b.name.clone(), b.events.clone(), Subscriber::Bus(publisher)));
+    }
     let targets = ws.targets(ws.repo.migrations.clone());
     let control: Arc<dyn ControlPlane> = targets.control.clone();
-    let subscribers: Vec<(String, Vec<String>)> = webhooks
+    let wanted: Vec<(String, Vec<String>)> = subscribers
         .iter()
-        .map(|w| (w.name.clone(), w.events.clone()))
+        .map(|(name, events, _)| (name.clone(), events.clone()))
         .collect();
-    let retry_for = ws.repo.config.events.retry_for();
-    let schedule = ws
-        .repo
-        .config
+    let retry_for = config.events.retry_for();
+    let schedule = config
         .events
         .schedule()
         .unwrap_or_else(|| SCHEDULE.to_vec());
     let schedule = &schedule;
-    let permits = Semaphore::new(ws.repo.config.events.parallelism.max(1));
-    let keep = Duration::from_secs(u64::from(ws.repo.config.events.keep_days) * 86_400);
+    let permits = Semaphore::new(config.events.parallelism.max(1));
+    let keep = Duration::from_secs(u64::from(config.events.keep_days) * 86_400);
     report.pruned = control
         .prune_deliveries(SystemTime::now() - keep)
         .await
         .map_err(|e| outbox_error(&e))?;
     loop {
         let due = control
-            .due_deliveries(&subscribers, SystemTime::now(), 1000)
+            .due_deliveries(&wanted, SystemTime::now(), 1000)
             .await
             .map_err(|e| outbox_error(&e))?;
         if due.is_empty() {
             return Ok(report);
         }
         let sends = due.iter().map(|d| {
-            let i = webhooks
+            let (_, _, to) = subscribers
                 .iter()
-                .position(|w| w.name == d.subscriber)
+                .find(|(name, ..)| *name == d.subscriber)
                 .expect("due only for configured subscribers");
-            let (hook, secret, permits, control) = (&webhooks[i], &secrets[i], &permits, &control);
+            let (permits, control) = (&permits, &control);
             async move {
                 let _permit = permits.acquire().await.expect("semaphore stays open");
-                let attempt = attempt(hook, secret, d, schedule, retry_for).await;
+                let attempt = attempt(to, d, schedule, retry_for).await;
                 control.record_delivery(&attempt).await.map(|()| attempt)
             }
         });
@@ -217,14 +231,20 @@ fn outbox_error(e: &crate::provider::ProviderError) -> Error {
 
 /// One attempt of one delivery, and what it leaves the delivery as.
 async fn attempt(
-    hook: &Webhook,
-    secrets: &[signature::Secret],
+    to: &Subscriber<'_>,
     d: &Due,
     schedule: &[Duration],
     retry_for: Duration,
 ) -> Attempt {
     let started = std::time::Instant::now();
-    let sent = webhook::post(hook, secrets, d).await;
+    let sent = match to {
+        Subscriber::Webhook(hook, secrets) => webhook::post(hook, secrets, d).await,
+        // A confirmed publish is what a 2xx is to a webhook.
+        Subscriber::Bus(publisher) => publisher.publish(d).await.map(|()| webhook::Answer {
+            status: 200,
+            retry_after: None,
+        }),
+    };
     let latency_ms = started.elapsed().as_millis() as u64;
     let now = SystemTime::now();
     let first = d
@@ -259,7 +279,8 @@ async fn attempt(
         event_id: d.event_id.clone(),
         subscriber: d.subscriber.clone(),
         at: humantime::format_rfc3339_seconds(now).to_string(),
-        status_code,
+        // A bus answers with a confirm, not a status.
+        status_code: status_code.filter(|_| matches!(to, Subscriber::Webhook(..))),
         error,
         latency_ms,
         outcome,

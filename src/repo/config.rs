@@ -57,6 +57,11 @@ pub struct Config {
     pub events: super::subscribers::EventsConfig,
     #[serde(skip)]
     pub webhooks: Vec<super::subscribers::Webhook>,
+    /// `bus "name" { … }` blocks as written: RabbitMQ exchanges the events go to.
+    #[serde(default, rename = "bus")]
+    raw_buses: BTreeMap<String, super::subscribers::RawBus>,
+    #[serde(skip)]
+    pub buses: Vec<super::subscribers::Bus>,
     /// The declared checks every tenant gets, besides its plan's.
     #[serde(skip)]
     pub checks: Vec<super::checks::CheckSpec>,
@@ -122,6 +127,8 @@ impl Default for Config {
             raw_webhooks: BTreeMap::new(),
             events: super::subscribers::EventsConfig::default(),
             webhooks: Vec::new(),
+            raw_buses: BTreeMap::new(),
+            buses: Vec::new(),
             checks: Vec::new(),
             hooks: Vec::new(),
         }
@@ -450,6 +457,11 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     let webhooks = std::mem::take(&mut config.raw_webhooks);
     match super::subscribers::parse(CONFIG_FILE, source, webhooks, &config.events) {
         Ok(w) => config.webhooks = w,
+        Err(p) => problems.extend(p),
+    }
+    let buses = std::mem::take(&mut config.raw_buses);
+    match super::subscribers::parse_buses(CONFIG_FILE, source, buses, &config.webhooks) {
+        Ok(b) => config.buses = b,
         Err(p) => problems.extend(p),
     }
     for (field, value, known) in [

@@ -65,6 +65,25 @@ impl Webhook {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBus {
+    amqp_url_env: String,
+    exchange: String,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+}
+
+/// A message-bus subscriber: a RabbitMQ exchange the events are published to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bus {
+    pub name: String,
+    /// The environment variable holding the broker's `amqp://` URL (it holds a password).
+    pub amqp_url_env: String,
+    pub exchange: String,
+    pub events: Vec<String>,
+}
+
 /// The `events` block.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +134,85 @@ fn default_keep_days() -> u32 {
 }
 fn default_parallelism() -> usize {
     16
+}
+
+/// The buses of the config, or every problem with them; `taken` are the webhooks' names,
+/// which a bus may not have too (deliveries are kept by subscriber name).
+pub fn parse_buses(
+    file: &str,
+    source: &str,
+    raw: BTreeMap<String, RawBus>,
+    taken: &[Webhook],
+) -> Result<Vec<Bus>, Vec<Diagnostic>> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for (name, raw) in raw {
+        let at = hcl_file::locate_text(source, &format!("bus \"{name}\"")).unwrap_or((1, 1));
+        let mut problem = |message: String, field: &str, hint: &str| {
+            problems.push(
+                Diagnostic::new(file, message)
+                    .at(at.0, at.1)
+                    .field(format!("bus.{name}.{field}"))
+                    .hint(hint.to_string()),
+            )
+        };
+        if !crate::slug::check_name(&name) || taken.iter().any(|w| w.name == name) {
+            problem(
+                format!("{name:?} cannot name a bus"),
+                "name",
+                "lowercase letters, digits, `-` and `_`, and not a webhook's name",
+            );
+            continue;
+        }
+        let plain_env = !raw.amqp_url_env.is_empty()
+            && raw
+                .amqp_url_env
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if !plain_env {
+            problem(
+                format!("{:?} cannot name an environment variable", raw.amqp_url_env),
+                "amqp_url_env",
+                "the name of the variable holding the amqp:// URL, like EVENTS_AMQP_URL",
+            );
+        }
+        let exchange_ok = !raw.exchange.is_empty()
+            && raw.exchange.len() <= 255
+            && raw
+                .exchange
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+        if !exchange_ok {
+            problem(
+                format!("{:?} is not an exchange name", raw.exchange),
+                "exchange",
+                "letters, digits, `-`, `_`, `.` and `:`, like \"tenant-events\"",
+            );
+        }
+        let events = raw
+            .events
+            .unwrap_or_else(|| EVENT_TYPES.iter().map(|e| e.to_string()).collect());
+        for e in &events {
+            if !EVENT_TYPES.contains(&e.as_str()) {
+                problem(
+                    format!("{e:?} is not an event type"),
+                    "events",
+                    &format!("events can list: {}", EVENT_TYPES.join(", ")),
+                );
+            }
+        }
+        out.push(Bus {
+            name,
+            amqp_url_env: raw.amqp_url_env,
+            exchange: raw.exchange,
+            events,
+        });
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(problems)
+    }
 }
 
 /// The webhooks of the config and the `events` block's values, or every problem with them.

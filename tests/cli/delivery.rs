@@ -497,3 +497,93 @@ fn delivered_events_are_pruned_after_keep_days_and_nothing_else_is() {
         1
     );
 }
+
+/// RabbitMQ on this machine (guest/guest); each test publishes to an exchange of its own.
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+fn bus_repo(exchange: &str, url: &str) -> Repo {
+    let mut repo = Repo::example();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "bus \"events\" {{\n  amqp_url_env = \"EVENTS_AMQP_URL\"\n  exchange = \"{exchange}\"\n}}\n"
+        ),
+    );
+    repo.env.push(("EVENTS_AMQP_URL".into(), url.into()));
+    repo
+}
+
+#[test]
+fn events_are_published_to_the_bus_persistent_and_confirmed_once_each() {
+    let python = std::env::var("TENANT_RECONCILE_TEST_PYTHON")
+        .expect("these tests need the test virtualenv with pika: run ./scripts/test");
+    let exchange = format!("tr-test-{}", uuid::Uuid::new_v4().simple());
+    let repo = bus_repo(&exchange, AMQP);
+    repo.apply();
+    let mut consumer = Command::new(python)
+        .arg(project_root().join("tests/peers/amqp_consumer.py"))
+        .args([AMQP, &exchange, "5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(consumer.stdout.take().unwrap()).lines();
+    let ready = lines.next().unwrap().unwrap_or_else(|e| {
+        panic!("the AMQP consumer did not start (is RabbitMQ on 127.0.0.1:5672?): {e}")
+    });
+    assert_eq!(ready, "ready");
+    let out = deliver(&repo);
+    assert_eq!(
+        out.trim(),
+        "Delivered 5 events; 0 failed and will be retried; 0 dead."
+    );
+    let got: Vec<Value> = lines
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    consumer.wait().unwrap();
+    let mut ids: Vec<&str> = got
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    let events = outbox(&repo);
+    let mut want: Vec<&str> = events.iter().map(|(id, ..)| id.as_str()).collect();
+    want.sort();
+    assert_eq!(ids, want, "each event once, its id as message_id");
+    for m in &got {
+        assert_eq!(m["delivery_mode"], 2, "persistent: {m}");
+        assert_eq!(m["message_id"], m["event_id"]);
+    }
+    let umbrella: Vec<&str> = got
+        .iter()
+        .filter(|m| m["slug"] == "umbrella-labs")
+        .map(|m| m["routing_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        umbrella,
+        ["TenantProvisioned", "TenantSuspended"],
+        "the type as routing key, in order"
+    );
+    assert!(deliver(&repo).starts_with("Delivered 0 events"));
+}
+
+#[test]
+fn an_unreachable_bus_is_a_clear_error_that_names_no_password() {
+    let repo = bus_repo(
+        "tr-test-unreachable",
+        "amqp://guest:s3cr3t-pw@127.0.0.1:1/%2f",
+    );
+    repo.apply();
+    let out = repo.run(&["events", "deliver"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot reach the bus events at 127.0.0.1:1/%2f"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t-pw"), "{err}");
+    // Nothing was recorded as tried.
+    assert_eq!(
+        repo.count("control.sqlite", "SELECT count(*) FROM delivery_attempts"),
+        0
+    );
+}
