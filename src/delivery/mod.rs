@@ -135,7 +135,7 @@ pub struct Report {
 /// Where a delivery goes.
 enum Subscriber<'a> {
     Webhook(&'a Webhook, Vec<signature::Secret>),
-    Bus(bus::Publisher),
+    Bus(Box<bus::Publisher>),
 }
 
 /// Delivers what is due, pass after pass, until nothing is due now.
@@ -169,7 +169,11 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
     }
     for b in &config.buses {
         let publisher = bus::Publisher::connect(b).await.map_err(Error::Usage)?;
-        subscribers.push((b.name.clone(), b.events.clone(), Subscriber::Bus(publisher)));
+        subscribers.push((
+            b.name.clone(),
+            b.events.clone(),
+            Subscriber::Bus(Box::new(publisher)),
+        ));
     }
     let targets = ws.targets(ws.repo.migrations.clone());
     let control: Arc<dyn ControlPlane> = targets.control.clone();
