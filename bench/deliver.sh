@@ -5,9 +5,10 @@
 # 1. EVENTS synthetic events of 1,000 tenants, delivered to the test webhook receiver
 #    (tests/peers/webhook_receiver.py, which verifies every signature): events per second and
 #    peak memory of `events deliver`;
-# 2. `events deliver` with nothing due on an outbox of BIG delivered events: its time, and the
+# 2. the same to RabbitMQ (a durable queue of its own bound to an exchange of its own);
+# 3. `events deliver` with nothing due on an outbox of BIG delivered events: its time, and the
 #    query plans of its reads (they must search an index, not scan).
-# Needs python3 with the standardwebhooks library (the test virtualenv has it:
+# Needs python3 with the standardwebhooks and pika libraries (the test virtualenv has them:
 # `TENANT_RECONCILE_TEST_PYTHON`, else $HOME/.cache/tenant-reconcile/venv/bin/python) and GNU time.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -82,6 +83,46 @@ sent=$(wc -l <"$TMP/log")
 printf 'deliver %d events of 1,000 tenants: %s s, %.0f events/s, %.1f MB peak, its own CPU %s s user + %s s system; %s\n' \
   "$EVENTS" "$secs" "$(echo "$EVENTS/$secs" | bc -l)" "$(echo "$kb/1024" | bc -l)" "$user" "$sys" "$(cat "$TMP/out")"
 echo "  the receiver saw $sent requests, $(grep -c '"verified": true' "$TMP/log") of them verified"
+
+# The same events to RabbitMQ (guest/guest on 127.0.0.1:5672, or $BENCH_AMQP): an exchange of
+# this run's own with a durable queue bound, removed at the end.
+AMQP=${BENCH_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}
+EXCHANGE="tr-bench-$$"
+mkdir -p "$TMP/c"
+git archive HEAD plans templates migrations | tar -x -C "$TMP/c"
+mkdir -p "$TMP/c/tenants" && git show HEAD:tenants/acme.yaml >"$TMP/c/tenants/acme.yaml"
+cat >"$TMP/c/tenant-reconcile.hcl" <<HCL
+bus "events" {
+  amqp_url_env = "EVENTS_AMQP_URL"
+  exchange     = "$EXCHANGE"
+}
+events {
+  parallelism = 32
+}
+HCL
+export EVENTS_AMQP_URL="$AMQP"
+"$BIN" -C "$TMP/c" apply --auto-approve >/dev/null 2>&1
+"$PY" - "$AMQP" "$EXCHANGE" <<'PY'
+import pika, sys
+ch = pika.BlockingConnection(pika.URLParameters(sys.argv[1])).channel()
+ch.exchange_declare(sys.argv[2], exchange_type="topic", durable=True)
+ch.queue_declare(sys.argv[2], durable=True)
+ch.queue_bind(sys.argv[2], sys.argv[2], routing_key="#")
+PY
+"$BIN" -C "$TMP/c" events deliver >/dev/null
+fill "$TMP/c/.tenant-reconcile/control.sqlite" "$EVENTS" pending
+/usr/bin/time -f "%e %M %U %S" -o "$TMP/t" "$BIN" -C "$TMP/c" events deliver >"$TMP/out"
+read -r secs kb user sys <"$TMP/t"
+queued=$("$PY" - "$AMQP" "$EXCHANGE" <<'PY'
+import pika, sys
+ch = pika.BlockingConnection(pika.URLParameters(sys.argv[1])).channel()
+n = ch.queue_declare(sys.argv[2], durable=True, passive=True).method.message_count
+ch.queue_delete(sys.argv[2]); ch.exchange_delete(sys.argv[2])
+print(n)
+PY
+)
+printf 'publish %d events to RabbitMQ, each confirmed: %s s, %.0f events/s, %.1f MB peak, its own CPU %s s user + %s s system; %s messages in the bound queue\n' \
+  "$EVENTS" "$secs" "$(echo "$EVENTS/$secs" | bc -l)" "$(echo "$kb/1024" | bc -l)" "$user" "$sys" "$queued"
 
 repo "$TMP/b" "$PORT"
 "$BIN" -C "$TMP/b" events deliver >/dev/null
