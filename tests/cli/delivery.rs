@@ -587,3 +587,39 @@ fn an_unreachable_bus_is_a_clear_error_that_names_no_password() {
         0
     );
 }
+
+#[test]
+fn retry_after_is_honoured_and_a_receiver_that_hangs_is_a_timeout() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"acme": ["429:30"], "globex": [0]}));
+    let repo = repo_for(&r, "events {\n  schedule = [\"1s\"]\n}\n");
+    // The webhook's timeout is 2 s (repo_for): globex's receiver never answers.
+    repo.apply();
+    let started = std::time::Instant::now();
+    let out = deliver(&repo);
+    assert!(
+        started.elapsed().as_secs() < 15,
+        "the hanging receiver held the relay"
+    );
+    assert!(out.contains("2 failed and will be retried"), "{out}");
+    let listed: Value =
+        serde_json::from_slice(&repo.run(&["events", "list", "--failed", "--json"]).stdout)
+            .unwrap();
+    let row = |slug: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["slug"] == slug)
+            .unwrap_or_else(|| panic!("no failed delivery of {slug}: {listed}"))
+            .clone()
+    };
+    assert_eq!(row("globex")["last_error"], "no answer within 2s");
+    assert_eq!(row("acme")["last_error"], "answered 429");
+    // Retried after the receiver's 30 s, not the schedule's 1 s.
+    let next = humantime::parse_rfc3339(row("acme")["next_at"].as_str().unwrap()).unwrap();
+    let wait = next
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    assert!(wait > std::time::Duration::from_secs(20), "{wait:?}");
+}
