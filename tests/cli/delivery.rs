@@ -366,6 +366,44 @@ fn on_postgres_two_relays_at_once_never_send_one_event_twice() {
         13
     );
     repo.assert_plan_empty();
+
+    // Listed, redelivered on request, and pruned once older than keep_days (0 here).
+    let listed: Value =
+        serde_json::from_slice(&repo.run(&["events", "list", "--json"]).stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 13);
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["status"] == "delivered"));
+    let again = listed[0]["event_id"].as_str().unwrap().to_string();
+    let out = repo.run(&["events", "redeliver", &again]);
+    assert!(
+        text(&out.stdout).starts_with("1 delivery is due again"),
+        "{}",
+        text(&out.stdout)
+    );
+    r.answer(serde_json::json!({"*": [200]}));
+    assert!(deliver(&repo).starts_with("Delivered 1 event;"));
+    assert_eq!(
+        r.requests()
+            .iter()
+            .filter(|g| g["id"] == again.as_str())
+            .count(),
+        2
+    );
+    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{config}events {{\n  keep_days = 0\n}}\n"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(deliver(&repo).contains("Pruned 13 events"));
+    assert_eq!(pg.count("SELECT count(*) FROM tenant_reconcile.outbox"), 0);
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.delivery_attempts"),
+        0
+    );
 }
 
 #[test]
