@@ -17,6 +17,7 @@ pub mod diagnostic;
 pub mod error;
 pub mod export;
 pub mod hooks;
+pub mod http_client;
 pub mod naming;
 pub mod offboarding;
 pub mod ops;

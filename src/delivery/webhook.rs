@@ -21,12 +21,7 @@ fn client() -> Result<&'static HttpClient, String> {
     static CLIENT: OnceLock<Result<HttpClient, String>> = OnceLock::new();
     CLIENT
         .get_or_init(|| {
-            let https = hyper_rustls::HttpsConnectorBuilder::new()
-                .with_native_roots()
-                .map_err(|e| format!("cannot read the system's root certificates: {e}"))?
-                .https_or_http()
-                .enable_http1()
-                .build();
+            let https = crate::http_client::connector()?;
             Ok(Client::builder(TokioExecutor::new()).build(https))
         })
         .as_ref()

@@ -202,12 +202,13 @@ pub fn render_url(template: &str, slug: &str, plan: &str, region: &str) -> Resul
         )
     })?;
     let parsed = url::Url::parse(&url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(format!("{url:?} is not an http:// or https:// URL"));
-    }
-    // Check messages show the URL: it may not carry a secret.
+    // Check messages show the URL: it may not carry a secret, and one that does is not
+    // repeated here either.
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err("a check's URL cannot carry a user or password".into());
+    }
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(format!("{url:?} is not an http:// or https:// URL"));
     }
     Ok(url)
 }
@@ -268,6 +269,8 @@ check "projects" {
         assert!(render_url("https://{{ tenant.slug }}.x.io/", "acme", "p", "r").is_ok());
         assert!(render_url("https://x.io/{{ tenant.slug }}", "a/../b", "p", "r").is_err());
         assert!(render_url("file:///etc/{{ tenant.slug }}", "acme", "p", "r").is_err());
+        let e = render_url("ftp://u:hunter2@x.io/", "acme", "p", "r").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
         assert!(parse_src("check \"a\" {\n http = \"ftp://x\"\n}\n").is_err());
         assert!(parse_src("check \"login\" {\n sql = \"select true\"\n}\n").is_err());
     }

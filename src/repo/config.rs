@@ -455,12 +455,13 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         Err(p) => problems.extend(p),
     }
     let webhooks = std::mem::take(&mut config.raw_webhooks);
+    let webhook_names: Vec<String> = webhooks.keys().cloned().collect();
     match super::subscribers::parse(CONFIG_FILE, source, webhooks, &config.events) {
         Ok(w) => config.webhooks = w,
         Err(p) => problems.extend(p),
     }
     let buses = std::mem::take(&mut config.raw_buses);
-    match super::subscribers::parse_buses(CONFIG_FILE, source, buses, &config.webhooks) {
+    match super::subscribers::parse_buses(CONFIG_FILE, source, buses, &webhook_names) {
         Ok(b) => config.buses = b,
         Err(p) => problems.extend(p),
     }

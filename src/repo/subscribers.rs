@@ -84,6 +84,26 @@ pub struct Bus {
     pub events: Vec<String>,
 }
 
+/// Whether `name` can name an environment variable here: upper-case letters, digits, `_`.
+fn plain_env(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The event types a subscriber asks for (every one when it names none), and those of them
+/// that are not event types.
+fn event_types(events: Option<Vec<String>>) -> (Vec<String>, Vec<String>) {
+    let events = events.unwrap_or_else(|| EVENT_TYPES.iter().map(|e| e.to_string()).collect());
+    let unknown = events
+        .iter()
+        .filter(|e| !EVENT_TYPES.contains(&e.as_str()))
+        .cloned()
+        .collect();
+    (events, unknown)
+}
+
 /// The `events` block.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,7 +162,7 @@ pub fn parse_buses(
     file: &str,
     source: &str,
     raw: BTreeMap<String, RawBus>,
-    taken: &[Webhook],
+    taken: &[String],
 ) -> Result<Vec<Bus>, Vec<Diagnostic>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
@@ -156,7 +176,7 @@ pub fn parse_buses(
                     .hint(hint.to_string()),
             )
         };
-        if !crate::slug::check_name(&name) || taken.iter().any(|w| w.name == name) {
+        if !crate::slug::check_name(&name) || taken.contains(&name) {
             problem(
                 format!("{name:?} cannot name a bus"),
                 "name",
@@ -164,12 +184,7 @@ pub fn parse_buses(
             );
             continue;
         }
-        let plain_env = !raw.amqp_url_env.is_empty()
-            && raw
-                .amqp_url_env
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !plain_env {
+        if !plain_env(&raw.amqp_url_env) {
             problem(
                 format!("{:?} cannot name an environment variable", raw.amqp_url_env),
                 "amqp_url_env",
@@ -189,17 +204,13 @@ pub fn parse_buses(
                 "letters, digits, `-`, `_`, `.` and `:`, like \"tenant-events\"",
             );
         }
-        let events = raw
-            .events
-            .unwrap_or_else(|| EVENT_TYPES.iter().map(|e| e.to_string()).collect());
-        for e in &events {
-            if !EVENT_TYPES.contains(&e.as_str()) {
-                problem(
-                    format!("{e:?} is not an event type"),
-                    "events",
-                    &format!("events can list: {}", EVENT_TYPES.join(", ")),
-                );
-            }
+        let (events, unknown) = event_types(raw.events);
+        for e in unknown {
+            problem(
+                format!("{e:?} is not an event type"),
+                "events",
+                &format!("events can list: {}", EVENT_TYPES.join(", ")),
+            );
         }
         out.push(Bus {
             name,
@@ -271,43 +282,33 @@ pub fn parse(
             continue;
         }
         match url::Url::parse(&raw.url) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.username().is_empty()
-                    && u.password().is_none() => {}
-            _ => problem(
-                format!(
-                    "{:?} is not an http:// or https:// URL without credentials",
-                    raw.url
-                ),
+            // Not repeated: the credentials would be printed with it.
+            Ok(u) if !u.username().is_empty() || u.password().is_some() => problem(
+                "the URL carries a user or password".into(),
                 "url",
                 "the receiver's URL; its secret goes in secret_env, never in the URL",
             ),
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+            _ => problem(
+                format!("{:?} is not an http:// or https:// URL", raw.url),
+                "url",
+                "the receiver's URL, like \"https://billing.internal/hooks/tenants\"",
+            ),
         }
-        let plain_env = !raw.secret_env.is_empty()
-            && raw
-                .secret_env
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !plain_env {
+        if !plain_env(&raw.secret_env) {
             problem(
                 format!("{:?} cannot name an environment variable", raw.secret_env),
                 "secret_env",
                 "the name of the variable holding the whsec_ secret, like BILLING_WEBHOOK_SECRET",
             );
         }
-        let events = raw
-            .events
-            .unwrap_or_else(|| EVENT_TYPES.iter().map(|e| e.to_string()).collect());
-        for e in &events {
-            if !EVENT_TYPES.contains(&e.as_str()) {
-                problem(
-                    format!("{e:?} is not an event type"),
-                    "events",
-                    &format!("events can list: {}", EVENT_TYPES.join(", ")),
-                );
-            }
+        let (events, unknown) = event_types(raw.events);
+        for e in unknown {
+            problem(
+                format!("{e:?} is not an event type"),
+                "events",
+                &format!("events can list: {}", EVENT_TYPES.join(", ")),
+            );
         }
         let timeout = match raw.timeout.as_deref().map(humantime::parse_duration) {
             None => Duration::from_secs(15),

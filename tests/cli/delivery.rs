@@ -661,3 +661,27 @@ fn retry_after_is_honoured_and_a_receiver_that_hangs_is_a_timeout() {
         .unwrap_or_default();
     assert!(wait > std::time::Duration::from_secs(20), "{wait:?}");
 }
+
+#[test]
+fn bad_subscriber_blocks_name_file_line_and_field() {
+    let repo = Repo::example();
+    repo.write(
+        "tenant-reconcile.hcl",
+        "webhook \"billing\" {\n  url = \"https://user:pw@billing.example/hooks\"\n  secret_env = \"billing-secret\"\n  events = [\"TenantCreated\"]\n}\n\nbus \"billing\" {\n  amqp_url_env = \"EVENTS_AMQP_URL\"\n  exchange = \"a b\"\n}\n",
+    );
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for expected in [
+        "tenant-reconcile.hcl:1:1: field `webhook.billing.url`",
+        "field `webhook.billing.secret_env`",
+        "field `webhook.billing.events`: \"TenantCreated\" is not an event type",
+        "tenant-reconcile.hcl:7:1: field `bus.billing.name`",
+    ] {
+        assert!(err.contains(expected), "{expected}:\n{err}");
+    }
+    assert!(
+        !err.contains("user:pw"),
+        "the URL's credentials are not repeated: {err}"
+    );
+}
