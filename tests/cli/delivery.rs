@@ -551,11 +551,32 @@ fn bus_repo(exchange: &str, url: &str) -> Repo {
     repo
 }
 
+/// The test's exchange, deleted when the test ends however it ends: the relay declares it
+/// (durable) on every run.
+struct Exchange {
+    name: String,
+    python: String,
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let script = format!(
+            "import pika; pika.BlockingConnection(pika.URLParameters('{AMQP}')).channel().exchange_delete('{}')",
+            self.name
+        );
+        let _ = Command::new(&self.python).args(["-c", &script]).status();
+    }
+}
+
 #[test]
 fn events_are_published_to_the_bus_persistent_and_confirmed_once_each() {
     let python = std::env::var("TENANT_RECONCILE_TEST_PYTHON")
         .expect("these tests need the test virtualenv with pika: run ./scripts/test");
     let exchange = format!("tr-test-{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = Exchange {
+        name: exchange.clone(),
+        python: python.clone(),
+    };
     let repo = bus_repo(&exchange, AMQP);
     repo.apply();
     let mut consumer = Command::new(python)
