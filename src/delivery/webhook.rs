@@ -2,31 +2,15 @@
 //! same on every retry: the receiver's idempotency key), `webhook-timestamp` and
 //! `webhook-signature`.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 
 use super::signature::{sign, Secret};
 use super::Due;
+use crate::http_client::client;
 use crate::repo::subscribers::Webhook;
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-fn client() -> Result<&'static HttpClient, String> {
-    static CLIENT: OnceLock<Result<HttpClient, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let https = crate::http_client::connector()?;
-            Ok(Client::builder(TokioExecutor::new()).build(https))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
 
 /// What the receiver answered.
 pub struct Answer {

@@ -1,30 +1,13 @@
 //! Declared `http` checks: a GET that must answer the expected status in time.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 
 use super::CheckOutcome;
+use crate::http_client::client;
 use crate::repo::checks::CheckSpec;
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// One client for the run: connections are kept and reused across tenants of one host.
-fn client() -> Result<&'static HttpClient, String> {
-    static CLIENT: OnceLock<Result<HttpClient, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            let https = crate::http_client::connector()?;
-            Ok(Client::builder(TokioExecutor::new()).build(https))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
 
 /// GETs `url` (rendered and checked already: http or https, no credentials in it).
 pub async fn check(spec: &CheckSpec, url: &str, expect_status: u16) -> CheckOutcome {
@@ -38,7 +21,7 @@ pub async fn check(spec: &CheckSpec, url: &str, expect_status: u16) -> CheckOutc
                 "user-agent",
                 concat!("tenant-reconcile/", env!("CARGO_PKG_VERSION")),
             )
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(spec.timeout(), client()?.request(request))
             .await
