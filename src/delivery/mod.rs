@@ -2,15 +2,15 @@
 //! subscribers, at least once, in order per tenant and subscriber.
 //!
 //! A delivery is one event for one subscriber. The control plane keeps them
-//! ([`ControlPlane::due_deliveries`] makes the missing ones and hands out what is due: per
+//! ([`Outbox::due_deliveries`] makes the missing ones and hands out what is due: per
 //! tenant and subscriber only the oldest one not delivered, so a later event waits for an
-//! earlier one) and every attempt ([`ControlPlane::record_delivery`]). A failure is tried
+//! earlier one) and every attempt ([`Outbox::record_delivery`]). A failure is tried
 //! again on [`SCHEDULE`], with jitter, or after the receiver's `Retry-After`; a delivery
 //! still failing `retry_for` after its first try is dead, and its tenant's later events go
 //! on. `410 Gone` disables the subscriber.
 //!
-//! [`ControlPlane::due_deliveries`]: crate::provider::ControlPlane::due_deliveries
-//! [`ControlPlane::record_delivery`]: crate::provider::ControlPlane::record_delivery
+//! [`Outbox::due_deliveries`]: crate::provider::Outbox::due_deliveries
+//! [`Outbox::record_delivery`]: crate::provider::Outbox::record_delivery
 
 mod bus;
 pub mod signature;

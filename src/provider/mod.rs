@@ -551,8 +551,47 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// The outbox relay's side of a control plane (`delivery`): the deliveries it keeps of its
+/// outbox's events, and every attempt.
 #[async_trait]
-pub trait ControlPlane: Provider {
+pub trait Outbox: Send + Sync {
+    /// Makes the deliveries of the events `subscribers` (name, event types) have not been
+    /// given yet, and returns those due at `now`: per tenant and subscriber only
+    /// the oldest one not yet delivered or dead, at most `limit`, oldest first.
+    async fn due_deliveries(
+        &self,
+        subscribers: &[(String, Vec<String>)],
+        now: std::time::SystemTime,
+        limit: usize,
+    ) -> Result<Vec<crate::delivery::Due>, ProviderError>;
+    /// Records one attempt of a delivery and what the delivery is now.
+    async fn record_delivery(
+        &self,
+        attempt: &crate::delivery::Attempt,
+    ) -> Result<(), ProviderError>;
+    /// The deliveries `filter` asks for, oldest event first.
+    async fn deliveries(
+        &self,
+        filter: &crate::delivery::Filter,
+    ) -> Result<Vec<crate::delivery::Row>, ProviderError>;
+    /// Every attempt of the deliveries of one event, oldest first.
+    async fn delivery_attempts(
+        &self,
+        event_id: &str,
+    ) -> Result<Vec<crate::delivery::AttemptRow>, ProviderError>;
+    /// Makes the deliveries of these events due again now (dead or delivered ones too), and
+    /// returns how many there were.
+    async fn redeliver(&self, event_ids: &[String]) -> Result<usize, ProviderError>;
+    /// Removes the events delivered to every subscriber before `cutoff`, with their
+    /// deliveries and attempts; returns how many events.
+    async fn prune_deliveries(&self, cutoff: std::time::SystemTime)
+        -> Result<usize, ProviderError>;
+    /// Enables a subscriber a `410 Gone` disabled; whether it was disabled.
+    async fn enable_subscriber(&self, name: &str) -> Result<bool, ProviderError>;
+}
+
+#[async_trait]
+pub trait ControlPlane: Provider + Outbox {
     /// Creates the tenant's registry row if there is none, in `provisioning`, and returns
     /// the tenant's id (the existing one when the row was already there).
     async fn register(&self, ctx: &StepContext<'_>, attrs: &Attrs)
@@ -585,73 +624,6 @@ pub trait ControlPlane: Provider {
         tenant_id: &str,
         outputs: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ProviderError>;
-    /// Makes the deliveries of the events `subscribers` (name, event types) have not been
-    /// given yet, and returns those due at `now`: per tenant and subscriber only
-    /// the oldest one not yet delivered or dead, at most `limit`, oldest first.
-    async fn due_deliveries(
-        &self,
-        _subscribers: &[(String, Vec<String>)],
-        _now: std::time::SystemTime,
-        _limit: usize,
-    ) -> Result<Vec<crate::delivery::Due>, ProviderError> {
-        Err(ProviderError::Message(format!(
-            "the {} does not deliver events yet",
-            self.name()
-        )))
-    }
-    /// Records one attempt of a delivery and what the delivery is now.
-    async fn record_delivery(
-        &self,
-        _attempt: &crate::delivery::Attempt,
-    ) -> Result<(), ProviderError> {
-        Err(ProviderError::Message(format!(
-            "the {} does not deliver events yet",
-            self.name()
-        )))
-    }
-    /// The deliveries `filter` asks for, oldest event first.
-    async fn deliveries(
-        &self,
-        _filter: &crate::delivery::Filter,
-    ) -> Result<Vec<crate::delivery::Row>, ProviderError> {
-        Err(ProviderError::Message(format!(
-            "the {} does not deliver events yet",
-            self.name()
-        )))
-    }
-    /// Every attempt of the deliveries of one event, oldest first.
-    async fn delivery_attempts(
-        &self,
-        _event_id: &str,
-    ) -> Result<Vec<crate::delivery::AttemptRow>, ProviderError> {
-        Err(ProviderError::Message(format!(
-            "the {} does not deliver events yet",
-            self.name()
-        )))
-    }
-    /// Makes the deliveries of these events due again now (dead or delivered ones too), and
-    /// returns how many there were.
-    async fn redeliver(&self, _event_ids: &[String]) -> Result<usize, ProviderError> {
-        Err(ProviderError::Message(format!(
-            "the {} does not deliver events yet",
-            self.name()
-        )))
-    }
-    /// Removes the events delivered to every subscriber before `cutoff`, with their
-    /// deliveries and attempts; returns how many events.
-    async fn prune_deliveries(
-        &self,
-        _cutoff: std::time::SystemTime,
-    ) -> Result<usize, ProviderError> {
-        Ok(0)
-    }
-    /// Enables a subscriber a `410 Gone` disabled; whether it was disabled.
-    async fn enable_subscriber(&self, _name: &str) -> Result<bool, ProviderError> {
-        Err(ProviderError::Message(format!(
-            "the {} does not deliver events yet",
-            self.name()
-        )))
-    }
     /// The deletion audit, oldest first, of one tenant or all.
     async fn audit_log(
         &self,

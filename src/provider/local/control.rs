@@ -513,51 +513,6 @@ impl ControlPlane for LocalControl {
         Ok(())
     }
 
-    async fn due_deliveries(
-        &self,
-        subscribers: &[(String, Vec<String>)],
-        now: std::time::SystemTime,
-        limit: usize,
-    ) -> Result<Vec<crate::delivery::Due>, ProviderError> {
-        self.due(subscribers, now, limit).await
-    }
-
-    async fn record_delivery(
-        &self,
-        attempt: &crate::delivery::Attempt,
-    ) -> Result<(), ProviderError> {
-        self.record(attempt).await
-    }
-
-    async fn deliveries(
-        &self,
-        filter: &crate::delivery::Filter,
-    ) -> Result<Vec<crate::delivery::Row>, ProviderError> {
-        self.list(filter).await
-    }
-
-    async fn delivery_attempts(
-        &self,
-        event_id: &str,
-    ) -> Result<Vec<crate::delivery::AttemptRow>, ProviderError> {
-        self.attempts_of(event_id).await
-    }
-
-    async fn redeliver(&self, event_ids: &[String]) -> Result<usize, ProviderError> {
-        self.make_due(event_ids).await
-    }
-
-    async fn enable_subscriber(&self, name: &str) -> Result<bool, ProviderError> {
-        self.enable(name).await
-    }
-
-    async fn prune_deliveries(
-        &self,
-        cutoff: std::time::SystemTime,
-    ) -> Result<usize, ProviderError> {
-        self.prune(cutoff).await
-    }
-
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
         sqlx::query("UPDATE tenants SET step = ? WHERE tenant_id = ?")
             .bind(step)

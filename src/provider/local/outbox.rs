@@ -1,14 +1,22 @@
 //! The local control plane's side of the outbox relay: deliveries made from the outbox,
 //! handed out in order per tenant and subscriber, and every attempt recorded.
 
+use async_trait::async_trait;
 use sqlx::Row as _;
 
 use super::control::LocalControl;
 use crate::delivery::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
-use crate::provider::ProviderError;
+use crate::provider::{Outbox, ProviderError};
 
-impl LocalControl {
-    pub(super) async fn due(
+/// The events delivered to every subscriber before `?1`.
+const PRUNABLE: &str = "SELECT d.event_id FROM deliveries d
+     WHERE d.status = 'delivered' AND d.delivered_at < ?1
+       AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.event_id = d.event_id
+                       AND (e.status <> 'delivered' OR e.delivered_at >= ?1))";
+
+#[async_trait]
+impl Outbox for LocalControl {
+    async fn due_deliveries(
         &self,
         subscribers: &[(String, Vec<String>)],
         now: std::time::SystemTime,
@@ -82,7 +90,7 @@ impl LocalControl {
             .map_err(ProviderError::sql("read the deliveries due"))
     }
 
-    pub(super) async fn record(&self, a: &Attempt) -> Result<(), ProviderError> {
+    async fn record_delivery(&self, a: &Attempt) -> Result<(), ProviderError> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO delivery_attempts (event_id, subscriber, at, status_code, error, latency_ms)
@@ -130,10 +138,7 @@ impl LocalControl {
         }
         tx.commit().await.map_err(ProviderError::sql("commit"))
     }
-}
-
-impl LocalControl {
-    pub(super) async fn list(&self, f: &Filter) -> Result<Vec<Row>, ProviderError> {
+    async fn deliveries(&self, f: &Filter) -> Result<Vec<Row>, ProviderError> {
         let rows = sqlx::query(
             "SELECT d.event_id, o.type, t.slug, d.subscriber, d.status, d.attempts,
                     CASE WHEN d.status = 'pending' THEN d.next_at END, d.delivered_at, d.last_error
@@ -171,10 +176,7 @@ impl LocalControl {
             .map_err(ProviderError::sql("read the deliveries"))
     }
 
-    pub(super) async fn attempts_of(
-        &self,
-        event_id: &str,
-    ) -> Result<Vec<AttemptRow>, ProviderError> {
+    async fn delivery_attempts(&self, event_id: &str) -> Result<Vec<AttemptRow>, ProviderError> {
         let rows = sqlx::query(
             "SELECT subscriber, at, status_code, error, latency_ms FROM delivery_attempts
              WHERE event_id = ? ORDER BY id",
@@ -197,7 +199,7 @@ impl LocalControl {
             .map_err(ProviderError::sql("read the delivery attempts"))
     }
 
-    pub(super) async fn make_due(&self, event_ids: &[String]) -> Result<usize, ProviderError> {
+    async fn redeliver(&self, event_ids: &[String]) -> Result<usize, ProviderError> {
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'pending', next_at = ?, first_attempt_at = NULL
              WHERE event_id IN (SELECT value FROM json_each(?))",
@@ -210,7 +212,7 @@ impl LocalControl {
         Ok(done.rows_affected() as usize)
     }
 
-    pub(super) async fn enable(&self, name: &str) -> Result<bool, ProviderError> {
+    async fn enable_subscriber(&self, name: &str) -> Result<bool, ProviderError> {
         let done = sqlx::query(
             "UPDATE subscribers SET disabled_at = NULL WHERE name = ? AND disabled_at IS NOT NULL",
         )
@@ -220,16 +222,7 @@ impl LocalControl {
         .map_err(ProviderError::sql("enable a subscriber"))?;
         Ok(done.rows_affected() > 0)
     }
-}
-
-/// The events delivered to every subscriber before `?1`.
-const PRUNABLE: &str = "SELECT d.event_id FROM deliveries d
-     WHERE d.status = 'delivered' AND d.delivered_at < ?1
-       AND NOT EXISTS (SELECT 1 FROM deliveries e WHERE e.event_id = d.event_id
-                       AND (e.status <> 'delivered' OR e.delivered_at >= ?1))";
-
-impl LocalControl {
-    pub(super) async fn prune(
+    async fn prune_deliveries(
         &self,
         cutoff: std::time::SystemTime,
     ) -> Result<usize, ProviderError> {

@@ -3,17 +3,22 @@
 //! LOCKED` and a lease, so no delivery is sent by two relays together, and a relay killed
 //! mid-delivery leaves its claims to the next one once their lease is over.
 
+use async_trait::async_trait;
 use sqlx::Row as _;
 
 use super::control::PgControl;
 use crate::delivery::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
-use crate::provider::ProviderError;
+use crate::provider::{Outbox, ProviderError};
 
 /// How long a claim holds: longer than any webhook's timeout (at most 5 minutes).
 const LEASE: &str = "6 minutes";
 
-impl PgControl {
-    pub(super) async fn due(
+/// A time as the relay's output writes them.
+const STAMP: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
+
+#[async_trait]
+impl Outbox for PgControl {
+    async fn due_deliveries(
         &self,
         subscribers: &[(String, Vec<String>)],
         now: std::time::SystemTime,
@@ -104,7 +109,7 @@ impl PgControl {
             .map_err(ProviderError::sql("read the deliveries due"))
     }
 
-    pub(super) async fn record(&self, a: &Attempt) -> Result<(), ProviderError> {
+    async fn record_delivery(&self, a: &Attempt) -> Result<(), ProviderError> {
         let mut tx = self.begin().await?;
         sqlx::query(&self.sql(
             "INSERT INTO {schema}.delivery_attempts (event_id, subscriber, at, status_code, error, latency_ms)
@@ -155,13 +160,7 @@ impl PgControl {
         }
         tx.commit().await.map_err(ProviderError::sql("commit"))
     }
-}
-
-/// A time as the relay's output writes them.
-const STAMP: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
-
-impl PgControl {
-    pub(super) async fn list(&self, f: &Filter) -> Result<Vec<Row>, ProviderError> {
+    async fn deliveries(&self, f: &Filter) -> Result<Vec<Row>, ProviderError> {
         let sql = self.sql(&format!(
             "SELECT d.event_id, o.type, t.slug, d.subscriber, d.status, d.attempts,
                     CASE WHEN d.status = 'pending' THEN to_char(d.next_at AT TIME ZONE 'UTC', {STAMP}) END,
@@ -201,10 +200,7 @@ impl PgControl {
             .map_err(ProviderError::sql("read the deliveries"))
     }
 
-    pub(super) async fn attempts_of(
-        &self,
-        event_id: &str,
-    ) -> Result<Vec<AttemptRow>, ProviderError> {
+    async fn delivery_attempts(&self, event_id: &str) -> Result<Vec<AttemptRow>, ProviderError> {
         let sql = self.sql(&format!(
             "SELECT subscriber, to_char(at AT TIME ZONE 'UTC', {STAMP}), status_code, error, latency_ms
              FROM {{schema}}.delivery_attempts WHERE event_id = $1 ORDER BY id"
@@ -228,7 +224,7 @@ impl PgControl {
             .map_err(ProviderError::sql("read the delivery attempts"))
     }
 
-    pub(super) async fn make_due(&self, event_ids: &[String]) -> Result<usize, ProviderError> {
+    async fn redeliver(&self, event_ids: &[String]) -> Result<usize, ProviderError> {
         let done = sqlx::query(&self.sql(
             "UPDATE {schema}.deliveries SET status = 'pending', next_at = now(),
                first_attempt_at = NULL, lease_until = NULL
@@ -241,7 +237,7 @@ impl PgControl {
         Ok(done.rows_affected() as usize)
     }
 
-    pub(super) async fn enable(&self, name: &str) -> Result<bool, ProviderError> {
+    async fn enable_subscriber(&self, name: &str) -> Result<bool, ProviderError> {
         let done = sqlx::query(&self.sql(
             "UPDATE {schema}.subscribers SET disabled_at = NULL WHERE name = $1 AND disabled_at IS NOT NULL",
         ))
@@ -251,10 +247,7 @@ impl PgControl {
         .map_err(ProviderError::sql("enable a subscriber"))?;
         Ok(done.rows_affected() > 0)
     }
-}
-
-impl PgControl {
-    pub(super) async fn prune(
+    async fn prune_deliveries(
         &self,
         cutoff: std::time::SystemTime,
     ) -> Result<usize, ProviderError> {
