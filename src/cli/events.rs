@@ -171,6 +171,11 @@ pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
         }
         EventsCommand::Enable { webhook } => {
             let ws = Workspace::open(root)?;
+            if !ws.repo.config.webhooks.iter().any(|w| w.name == webhook) {
+                anyhow::bail!(
+                    "tenant-reconcile.hcl declares no webhook {webhook:?}; nothing was changed"
+                );
+            }
             if control(&ws)
                 .enable_subscriber(&webhook)
                 .await

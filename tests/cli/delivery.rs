@@ -211,6 +211,13 @@ fn a_410_disables_the_webhook_and_a_dead_delivery_lets_the_next_go() {
     );
     // Enabled again by hand, it gets what waited for it.
     r.answer(serde_json::json!({"*": [200]}));
+    let out = repo.run(&["events", "enable", "biling"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("declares no webhook \"biling\""),
+        "{}",
+        text(&out.stderr)
+    );
     let out = repo.run(&["events", "enable", "billing"]);
     assert!(
         text(&out.stdout).contains("The webhook billing is enabled again"),
