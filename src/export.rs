@@ -33,6 +33,9 @@ pub struct Manifest {
     pub schema_version: String,
     pub tables: Vec<TableFile>,
     pub objects: Vec<ObjectFile>,
+    /// Other files a target wrote: a broker vhost's definitions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other: Vec<OtherFile>,
 }
 
 impl Manifest {
@@ -46,7 +49,21 @@ impl Manifest {
                     .iter()
                     .map(|o| (o.file.as_str(), o.sha256.as_str())),
             )
+            .chain(
+                self.other
+                    .iter()
+                    .map(|o| (o.file.as_str(), o.sha256.as_str())),
+            )
     }
+}
+
+/// A file that is neither a table nor an object: what it is, in words.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OtherFile {
+    pub what: String,
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -70,6 +87,7 @@ pub struct ExportSink {
     dir: PathBuf,
     tables: Mutex<Vec<TableFile>>,
     objects: Mutex<Vec<ObjectFile>>,
+    other: Mutex<Vec<OtherFile>>,
 }
 
 /// One file being written: bytes go to disk and into its digest as they come.
@@ -116,6 +134,7 @@ impl ExportSink {
             dir: dir.to_path_buf(),
             tables: Mutex::default(),
             objects: Mutex::default(),
+            other: Mutex::default(),
         })
     }
 
@@ -180,6 +199,17 @@ impl ExportSink {
         Ok(())
     }
 
+    pub async fn finish_file(&self, what: &str, file: ExportFile) -> Result<(), ProviderError> {
+        let (rel, size, sha256) = file.finish().await?;
+        self.other.lock().expect("not poisoned").push(OtherFile {
+            what: what.to_string(),
+            file: rel,
+            size,
+            sha256,
+        });
+        Ok(())
+    }
+
     /// Writes `manifest.json` (last, so an export with a manifest is a whole one) and
     /// returns it with its own sha256.
     pub fn write_manifest(
@@ -192,6 +222,8 @@ impl ExportSink {
         let mut objects = self.objects.into_inner().expect("not poisoned");
         tables.sort_by(|a, b| a.file.cmp(&b.file));
         objects.sort_by(|a, b| a.file.cmp(&b.file));
+        let mut other = self.other.into_inner().expect("not poisoned");
+        other.sort_by(|a, b| a.file.cmp(&b.file));
         let manifest = Manifest {
             format_version: MANIFEST_VERSION,
             slug: slug.to_string(),
@@ -200,6 +232,7 @@ impl ExportSink {
             schema_version: schema_version.to_string(),
             tables,
             objects,
+            other,
         };
         let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
         let path = self.dir.join(MANIFEST_FILE);

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod broker;
 pub mod bucket;
 pub mod changes;
 pub mod check;
@@ -14,6 +15,7 @@ pub mod credentials;
 pub mod delivery;
 pub mod desired;
 pub mod diagnostic;
+pub mod dns;
 pub mod error;
 pub mod export;
 pub mod hooks;

@@ -293,6 +293,7 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
                 isolation: t.isolation.unwrap_or(repo.plans[&t.plan].isolation),
                 unclaimed,
                 slug: t.slug.clone(),
+                region: t.region.clone(),
                 tenant_id: recorded.and_then(|r| r.tenant_id.clone()),
                 keys,
                 buckets,
@@ -324,8 +325,22 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<String, Error> {
     let naming = crate::naming::Naming::from(&ws.repo.config.postgres);
     let role = naming.role(slug);
     let password = key.password(tenant_id, &role, t.credentials_version);
+    // The broker's login, on a line of its own, when the tenant has a vhost.
+    let broker = t
+        .resources
+        .get(&crate::desired::Key::new(crate::desired::Kind::Vhost))
+        .map(|vhost| {
+            let mq = &ws.repo.config.rabbitmq;
+            let user = vhost.str("user");
+            let password = crate::broker::password(&key, tenant_id, user, t.credentials_version);
+            format!(
+                "\n{}",
+                crate::broker::amqp_url(mq, user, &password, vhost.str("vhost"))
+            )
+        })
+        .unwrap_or_default();
     if ws.repo.config.targets.data != "postgres" {
-        return Ok(format!("role={role} password={password}"));
+        return Ok(format!("role={role} password={password}{broker}"));
     }
     // Where its slice is now, as recorded; the file may already ask for another mode.
     let isolation = t
@@ -336,7 +351,8 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<String, Error> {
         .unwrap_or(crate::repo::Isolation::Schema);
     Ok(ws
         .postgres()
-        .tenant_url(&naming, slug, isolation, &role, &password))
+        .tenant_url(&naming, slug, isolation, &role, &password)
+        + &broker)
 }
 
 pub struct ApplyOptions {
@@ -461,7 +477,11 @@ pub async fn apply(
     let unlocked = lock.unlock().await;
     let report = report?;
     unlocked?;
-    debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(), "applied");
+    debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(),
+        broker_requests = ws.broker_requests(),
+        dns_requests = ws.dns_requests(),
+        "applied"
+    );
     Ok(ApplyOutcome::Applied { plan, report })
 }
 

@@ -5,12 +5,16 @@ use std::path::{Path, PathBuf};
 use crate::credentials::{KeySource, MasterKey, MASTER_KEY_ENV};
 use std::sync::Arc;
 
+use crate::desired::Kind;
 use crate::naming::Naming;
 use crate::provider::exporter::Exporter;
 use crate::provider::files::RenderedFiles;
 use crate::provider::local::{LocalBuckets, LocalControl, LocalData};
 use crate::provider::postgres::{PgControl, PgData, PgServer};
+use crate::provider::rabbitmq::RabbitMq;
+use crate::provider::route53::Route53Dns;
 use crate::provider::s3::{S3Buckets, S3Store};
+use crate::provider::unconfigured::Unconfigured;
 use crate::provider::{ControlPlane, Provider, Targets};
 use crate::repo::{self, Migration, TenantRepo};
 use crate::state::local::LocalBackend;
@@ -36,6 +40,9 @@ pub struct Workspace {
     postgres: Arc<PgServer>,
     /// The S3 store of the s3 target and state backend; it loads credentials on first use.
     s3: Arc<S3Store>,
+    /// The broker and DNS targets, kept for their request counts (they connect on first use).
+    broker: Arc<RabbitMq>,
+    dns: Arc<Route53Dns>,
 }
 
 impl Workspace {
@@ -110,18 +117,28 @@ impl Workspace {
             "s3" => Arc::new(S3Buckets::new(self.s3.clone())),
             _ => Arc::new(LocalBuckets::new(self.local_dir.join("buckets"))),
         };
+        let broker: Arc<dyn Provider> = match config.targets.broker.as_str() {
+            "rabbitmq" => self.broker.clone(),
+            _ => Arc::new(Unconfigured::new(&[Kind::Vhost], "targets.broker")),
+        };
+        let dns: Arc<dyn Provider> = match config.targets.dns.as_str() {
+            "route53" => self.dns.clone(),
+            _ => Arc::new(Unconfigured::new(&[Kind::Dns], "targets.dns")),
+        };
         let exporter = Arc::new(Exporter::new(
             self.repo.root.clone(),
             config.offboarding.export_to.clone(),
             self.s3.clone(),
             self.local_dir.join("exports").join(".staging"),
-            vec![data.clone(), buckets.clone()],
+            vec![data.clone(), buckets.clone(), broker.clone()],
         ));
         Targets {
             control,
             providers: vec![
                 data,
                 buckets,
+                broker,
+                dns,
                 Arc::new(RenderedFiles::new(self.output_dir.clone())),
                 exporter.clone(),
             ],
@@ -132,6 +149,14 @@ impl Workspace {
     /// Requests sent to S3 so far (targets and state backend), for benchmarks.
     pub fn s3_requests(&self) -> usize {
         self.s3.calls()
+    }
+
+    /// Requests sent to RabbitMQ's management API and to Route53 so far, for benchmarks.
+    pub fn broker_requests(&self) -> usize {
+        self.broker.calls()
+    }
+    pub fn dns_requests(&self) -> usize {
+        self.dns.calls()
     }
 
     /// The configured PostgreSQL server (it connects on first use).
@@ -237,6 +262,8 @@ struct Opening {
     local_dir: PathBuf,
     postgres: Arc<PgServer>,
     s3: Arc<S3Store>,
+    broker: Arc<RabbitMq>,
+    dns: Arc<Route53Dns>,
 }
 
 impl Opening {
@@ -252,6 +279,8 @@ impl Opening {
             local_dir: root.join(&config.config.local.dir),
             postgres: Arc::new(PgServer::from_config(&config.config.postgres)),
             s3: Arc::new(S3Store::new(config.config.s3.clone())),
+            broker: Arc::new(RabbitMq::new(config.config.rabbitmq.clone())),
+            dns: Arc::new(Route53Dns::new(config.config.route53.clone())),
             files,
             config,
         })
@@ -273,6 +302,8 @@ impl Opening {
             output_dir: root.join(&repo.config.output_dir),
             postgres: self.postgres,
             s3: self.s3,
+            broker: self.broker,
+            dns: self.dns,
             repo,
             local_dir: self.local_dir,
         })

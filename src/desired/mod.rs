@@ -90,6 +90,12 @@ pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
         keys.push(Key::new(Kind::Seed));
     }
     keys.push(Key::new(Kind::Bucket));
+    if repo.config.targets.broker != "none" {
+        keys.push(Key::new(Kind::Vhost));
+    }
+    if repo.config.targets.dns != "none" {
+        keys.push(Key::new(Kind::Dns));
+    }
     keys.extend(
         repo.templates
             .files
@@ -301,6 +307,32 @@ fn compile_tenant(
         attrs: crate::bucket::desired(&repo.config, spec, &plan.bucket),
         content: None,
     });
+
+    if repo.config.targets.broker != "none" {
+        let mq = &repo.config.rabbitmq;
+        let mut vhost = crate::broker::desired(mq, &spec.slug, effective.status, &effective.quotas);
+        if let (Some(key), Some(tenant_id)) = (key, recorded.and_then(|r| r.tenant_id.as_deref())) {
+            let user = crate::broker::user(mq, &spec.slug);
+            let password = crate::broker::password(key, tenant_id, &user, credentials_version);
+            vhost.insert(
+                "password_fingerprint",
+                json!(crate::credentials::fingerprint(&password)),
+            );
+        }
+        resources.push(Resource {
+            key: Key::new(Kind::Vhost),
+            attrs: vhost,
+            content: None,
+        });
+    }
+
+    if repo.config.targets.dns != "none" {
+        resources.push(Resource {
+            key: Key::new(Kind::Dns),
+            attrs: crate::dns::desired(&repo.config.route53, &spec.slug, &spec.region),
+            content: None,
+        });
+    }
 
     for name in &repo.templates.files {
         let template = format!("{}{name}.tera", templates::FILES_PREFIX);

@@ -24,13 +24,17 @@ pub enum Kind {
     Database,
     Seed,
     Bucket,
+    /// Its message-broker vhost, with its user, permissions and limits.
+    Vhost,
+    /// Its DNS record.
+    Dns,
     File,
     /// The tenant's data written out as it is offboarded, after its access is revoked.
     Export,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Registry,
         Kind::Owner,
         Kind::Features,
@@ -39,6 +43,8 @@ impl Kind {
         Kind::Database,
         Kind::Seed,
         Kind::Bucket,
+        Kind::Vhost,
+        Kind::Dns,
         Kind::File,
         Kind::Export,
     ];
@@ -53,6 +59,8 @@ impl Kind {
             Kind::Database => "database",
             Kind::Seed => "seed",
             Kind::Bucket => "bucket",
+            Kind::Vhost => "vhost",
+            Kind::Dns => "dns",
             Kind::File => "file",
             Kind::Export => "export",
         }
@@ -62,7 +70,7 @@ impl Kind {
     /// tenant id the registry gives it), so a plan can only say they are known after apply.
     pub fn computed(self) -> &'static [&'static str] {
         match self {
-            Kind::Role => &["password_fingerprint"],
+            Kind::Role | Kind::Vhost => &["password_fingerprint"],
             Kind::Export => &["manifest_sha256"],
             _ => &[],
         }

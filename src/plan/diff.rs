@@ -719,11 +719,16 @@ fn mark_field(input: &PlanInput<'_>) -> FieldChange {
 fn describe(kind: Kind, attrs: &Attrs) -> String {
     let name = match kind {
         Kind::File => attrs.str("path"),
+        Kind::Vhost if !attrs.contains_key("vhost") => {
+            return format!("broker user {}", attrs.str("user"))
+        }
+        Kind::Vhost => attrs.str("vhost"),
         _ => attrs.str("name"),
     };
     let what = match (kind, attrs.str("isolation")) {
         (Kind::Database, "database") => "database",
         (Kind::Database, _) => "schema",
+        (Kind::Dns, _) => "record",
         (other, _) => other.as_str(),
     };
     format!("{what} {name}")

@@ -13,8 +13,10 @@ use crate::state::TenantState;
 
 /// The kinds a purge destroys, in the order it destroys them. Seed data goes with its
 /// slice, and the export is what the customer keeps: neither is destroyed on its own.
-const ORDER: [Kind; 7] = [
+const ORDER: [Kind; 9] = [
     Kind::File,
+    Kind::Dns,
+    Kind::Vhost,
     Kind::Bucket,
     Kind::Database,
     Kind::Role,
@@ -93,6 +95,12 @@ fn resource(kind: Kind, attrs: &Attrs) -> String {
         },
         Kind::Role => format!("role {}", attrs.str("name")),
         Kind::Bucket => format!("bucket {}", attrs.str("name")),
+        Kind::Vhost => format!(
+            "vhost {} and user {}",
+            attrs.str("vhost"),
+            attrs.str("user")
+        ),
+        Kind::Dns => format!("record {} {}", attrs.str("name"), attrs.str("type")),
         Kind::File => format!("file {}", attrs.str("path")),
         Kind::Owner => "owner membership".into(),
         Kind::Features => "feature flags".into(),
@@ -108,7 +116,10 @@ fn counted(kind: Kind, attrs: &Attrs) -> String {
         Kind::Features => format!("{n} flag{}", if n == 1 { "" } else { "s" }),
         Kind::Quotas => format!("{n} quota{}", if n == 1 { "" } else { "s" }),
         Kind::Owner => "1 member".into(),
-        Kind::Database | Kind::Bucket => "not counted (live resources were not read)".into(),
+        Kind::Dns => format!("points to {}", attrs.str("value")),
+        Kind::Database | Kind::Bucket | Kind::Vhost => {
+            "not counted (live resources were not read)".into()
+        }
         _ => String::new(),
     }
 }

@@ -20,7 +20,10 @@ pub mod exporter;
 pub mod files;
 pub mod local;
 pub mod postgres;
+pub mod rabbitmq;
+pub mod route53;
 pub mod s3;
+pub mod unconfigured;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -106,6 +109,8 @@ impl ProviderError {
 #[derive(Debug, Clone)]
 pub struct RefreshTarget {
     pub slug: Slug,
+    /// The region its file names (a DNS record's name may hold it).
+    pub region: String,
     pub tenant_id: Option<String>,
     pub keys: Vec<Key>,
     /// The bucket the tenant should have, then the one recorded if it differs (a renamed

@@ -39,6 +39,10 @@ pub struct Config {
     #[serde(default)]
     pub s3: S3Config,
     #[serde(default)]
+    pub rabbitmq: RabbitmqConfig,
+    #[serde(default)]
+    pub route53: Route53Config,
+    #[serde(default)]
     pub offboarding: OffboardingConfig,
     /// Tenants whose resources that exist but are not this state's are adopted, as
     /// `--import` adopts them, written down where a pull request shows it.
@@ -120,6 +124,8 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             postgres: PostgresConfig::default(),
             s3: S3Config::default(),
+            rabbitmq: RabbitmqConfig::default(),
+            route53: Route53Config::default(),
             offboarding: OffboardingConfig::default(),
             import: Vec::new(),
             raw_checks: BTreeMap::new(),
@@ -335,6 +341,12 @@ pub struct TargetsConfig {
     /// Each tenant's bucket.
     #[serde(default = "default_local")]
     pub buckets: String,
+    /// Each tenant's message-broker vhost and user: `none`, or `rabbitmq`.
+    #[serde(default = "default_none")]
+    pub broker: String,
+    /// Each tenant's DNS record: `none`, or `route53`.
+    #[serde(default = "default_none")]
+    pub dns: String,
 }
 
 impl Default for TargetsConfig {
@@ -343,7 +355,111 @@ impl Default for TargetsConfig {
             control_plane: default_local(),
             data: default_local(),
             buckets: default_local(),
+            broker: default_none(),
+            dns: default_none(),
         }
+    }
+}
+
+/// The `rabbitmq` block: how tenant vhosts and users are named and limited. Where the
+/// management API is, and the administrator's credentials, come from the environment
+/// (the variables named here), never from this file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitmqConfig {
+    /// The variable holding the management API's URL (`http://127.0.0.1:15672`).
+    #[serde(default = "default_rabbitmq_url_env")]
+    pub api_url_env: String,
+    /// The variables holding the administrator's user name and password.
+    #[serde(default = "default_rabbitmq_user_env")]
+    pub api_user_env: String,
+    #[serde(default = "default_rabbitmq_password_env")]
+    pub api_password_env: String,
+    /// Where tenants' applications connect (`amqp://host:5672`, no credentials): the URL
+    /// `credentials SLUG` prints and the smoke test connects to.
+    #[serde(default = "default_amqp_url")]
+    pub amqp_url: String,
+    /// A tenant's vhost and user are this prefix and its slug (`tenant_acme`).
+    #[serde(default = "default_tenant_prefix")]
+    pub vhost_prefix: String,
+    #[serde(default = "default_tenant_prefix")]
+    pub user_prefix: String,
+    /// The quotas of a tenant's plan (or file) that become its vhost's `max-connections`
+    /// and `max-queues` limits; a tenant without the quota has no limit.
+    #[serde(default = "default_connections_quota")]
+    pub connections_quota: String,
+    #[serde(default = "default_queues_quota")]
+    pub queues_quota: String,
+    /// Requests in flight at once while applying (refresh is four calls whatever the fleet).
+    #[serde(default = "default_rabbitmq_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for RabbitmqConfig {
+    fn default() -> Self {
+        RabbitmqConfig {
+            api_url_env: default_rabbitmq_url_env(),
+            api_user_env: default_rabbitmq_user_env(),
+            api_password_env: default_rabbitmq_password_env(),
+            amqp_url: default_amqp_url(),
+            vhost_prefix: default_tenant_prefix(),
+            user_prefix: default_tenant_prefix(),
+            connections_quota: default_connections_quota(),
+            queues_quota: default_queues_quota(),
+            concurrency: default_rabbitmq_concurrency(),
+        }
+    }
+}
+
+/// The `route53` block: the hosted zone tenant records go to and what they are.
+/// Credentials come from the standard AWS chain, as for S3.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route53Config {
+    /// The hosted zone's id (`Z0123456789ABCDEFGHIJ`).
+    #[serde(default)]
+    pub zone_id: String,
+    /// The record's name: `{slug}` and `{region}` are replaced (`{slug}.app.example.com`).
+    #[serde(default = "default_record_name")]
+    pub record_name: String,
+    /// What the CNAME points to: the shared ingress.
+    #[serde(default)]
+    pub target: String,
+    #[serde(default = "default_record_ttl")]
+    pub ttl: i64,
+    /// The endpoint URL; without it AWS_ENDPOINT_URL_ROUTE_53, AWS_ENDPOINT_URL, then AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// How long an apply waits for a change to be `INSYNC` before the step fails (the
+    /// next apply finds the record and waits again).
+    #[serde(default = "default_propagation_timeout")]
+    pub propagation_timeout: String,
+}
+
+impl Default for Route53Config {
+    fn default() -> Self {
+        Route53Config {
+            zone_id: String::new(),
+            record_name: default_record_name(),
+            target: String::new(),
+            ttl: default_record_ttl(),
+            endpoint: None,
+            propagation_timeout: default_propagation_timeout(),
+        }
+    }
+}
+
+impl Route53Config {
+    /// The record a tenant gets from the name pattern (checked by `dns::check_name`).
+    pub fn record_for(&self, slug: &str, region: &str) -> String {
+        self.record_name
+            .replace("{slug}", slug)
+            .replace("{region}", region)
+    }
+
+    pub fn propagation_timeout(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.propagation_timeout)
+            .unwrap_or(std::time::Duration::from_secs(300))
     }
 }
 
@@ -387,6 +503,39 @@ impl Default for SafetyConfig {
 
 fn default_local() -> String {
     "local".into()
+}
+fn default_none() -> String {
+    "none".into()
+}
+fn default_rabbitmq_url_env() -> String {
+    "RABBITMQ_API_URL".into()
+}
+fn default_rabbitmq_user_env() -> String {
+    "RABBITMQ_API_USER".into()
+}
+fn default_rabbitmq_password_env() -> String {
+    "RABBITMQ_API_PASSWORD".into()
+}
+fn default_amqp_url() -> String {
+    "amqp://127.0.0.1:5672".into()
+}
+fn default_connections_quota() -> String {
+    "broker_connections".into()
+}
+fn default_queues_quota() -> String {
+    "broker_queues".into()
+}
+fn default_rabbitmq_concurrency() -> usize {
+    16
+}
+fn default_record_name() -> String {
+    "{slug}.app.example.com".into()
+}
+fn default_record_ttl() -> i64 {
+    300
+}
+fn default_propagation_timeout() -> String {
+    "5m".into()
 }
 fn default_state_name() -> String {
     "default".into()
@@ -478,6 +627,12 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         ),
         ("targets.data", &config.targets.data, &["local", "postgres"]),
         ("targets.buckets", &config.targets.buckets, &["local", "s3"]),
+        (
+            "targets.broker",
+            &config.targets.broker,
+            &["none", "rabbitmq"],
+        ),
+        ("targets.dns", &config.targets.dns, &["none", "route53"]),
     ] {
         if !known.contains(&value.as_str()) {
             let key = field.rsplit('.').next().unwrap_or(field);
@@ -552,6 +707,8 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         );
     }
     problems.extend(check_s3(source, &config));
+    problems.extend(check_rabbitmq(source, &config));
+    problems.extend(check_route53(source, &config));
     let dir = Path::new(&config.migrations_dir);
     if dir.is_absolute()
         || dir
@@ -615,6 +772,154 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     } else {
         Err(problems)
     }
+}
+
+/// The `rabbitmq` block's names reach the management API's paths and the broker's own
+/// names, so they are kept to plain characters (and percent-encoded besides).
+fn check_rabbitmq(source: &str, config: &Config) -> Vec<Diagnostic> {
+    let mq = &config.rabbitmq;
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String, hint: &str| {
+        let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(CONFIG_FILE, message)
+                .at(line, col)
+                .field(format!("rabbitmq.{key}"))
+                .hint(hint.to_string()),
+        );
+    };
+    let plain = |s: &str| {
+        s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    for (key, value) in [
+        ("vhost_prefix", &mq.vhost_prefix),
+        ("user_prefix", &mq.user_prefix),
+    ] {
+        if !plain(value) {
+            problem(
+                key,
+                format!("{value:?} is not a plain prefix"),
+                "use up to 64 letters, digits, '_', '-' and '.', like \"tenant_\"",
+            );
+        }
+    }
+    for (key, value) in [
+        ("connections_quota", &mq.connections_quota),
+        ("queues_quota", &mq.queues_quota),
+    ] {
+        if !crate::slug::check_name(value) {
+            problem(
+                key,
+                format!("{value:?} is not a quota name"),
+                "name a quota of the plans, like \"broker_connections\"",
+            );
+        }
+    }
+    for (key, value) in [
+        ("api_url_env", &mq.api_url_env),
+        ("api_user_env", &mq.api_user_env),
+        ("api_password_env", &mq.api_password_env),
+    ] {
+        if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            problem(
+                key,
+                format!("{value:?} is not an environment variable's name"),
+                "name the variable that holds it, like \"RABBITMQ_API_URL\"",
+            );
+        }
+    }
+    match url::Url::parse(&mq.amqp_url) {
+        Ok(u)
+            if matches!(u.scheme(), "amqp" | "amqps")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && matches!(u.path(), "" | "/")
+                && u.query().is_none() => {}
+        _ => problem(
+            "amqp_url",
+            format!("{:?} is not a broker address", mq.amqp_url),
+            "give amqp:// or amqps://, the host and port only (each tenant's user and vhost are added to it)",
+        ),
+    }
+    if mq.concurrency == 0 {
+        problem(
+            "concurrency",
+            "concurrency must be at least 1".into(),
+            "it bounds the management API requests in flight",
+        );
+    }
+    problems
+}
+
+/// The `route53` block, checked when the DNS target is route53: a record name from a
+/// pattern with the slug in it, and a target and zone to put it in.
+fn check_route53(source: &str, config: &Config) -> Vec<Diagnostic> {
+    let dns = &config.route53;
+    let mut problems = Vec::new();
+    if config.targets.dns != "route53" {
+        return problems;
+    }
+    let mut problem = |key: &str, message: String, hint: &str| {
+        let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
+        problems.push(
+            Diagnostic::new(CONFIG_FILE, message)
+                .at(line, col)
+                .field(format!("route53.{key}"))
+                .hint(hint.to_string()),
+        );
+    };
+    if dns.zone_id.is_empty() || !dns.zone_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        problem(
+            "zone_id",
+            format!("{:?} is not a hosted zone id", dns.zone_id),
+            "give the zone's id as Route53 shows it, like \"Z0123456789ABCDEFGHIJ\"",
+        );
+    }
+    let unknown: Vec<&str> = dns
+        .record_name
+        .split('{')
+        .skip(1)
+        .filter_map(|p| p.split_once('}').map(|(name, _)| name))
+        .filter(|name| !["slug", "region"].contains(name))
+        .collect();
+    if let Some(name) = unknown.first() {
+        problem(
+            "record_name",
+            format!("unknown placeholder {{{name}}} in the record name"),
+            "record_name can use {slug} and {region}",
+        );
+    } else if !dns.record_name.contains("{slug}") {
+        problem(
+            "record_name",
+            "the record name must contain {slug}".into(),
+            "without the slug every tenant would get the same record",
+        );
+    }
+    if let Err(why) = crate::dns::check_name(&dns.target) {
+        problem(
+            "target",
+            format!("the target {:?} {why}", dns.target),
+            "name the shared ingress the records point to, like \"ingress.example.com\"",
+        );
+    }
+    if !(0..=2_147_483_647).contains(&dns.ttl) {
+        problem(
+            "ttl",
+            format!("{} is not a TTL", dns.ttl),
+            "give seconds, from 0 to 2147483647",
+        );
+    }
+    if humantime::parse_duration(&dns.propagation_timeout).is_err() {
+        problem(
+            "propagation_timeout",
+            format!("{:?} is not a duration", dns.propagation_timeout),
+            "like \"5m\" or \"90s\"",
+        );
+    }
+    problems
 }
 
 fn check_s3(source: &str, config: &Config) -> Vec<Diagnostic> {

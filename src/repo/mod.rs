@@ -191,6 +191,7 @@ pub fn load_with_config(
     }
 
     problems.extend(check_bucket_names(&config, &tenants));
+    problems.extend(check_target_names(&config, &tenants));
 
     let mut template_sources = Vec::new();
     let templates_dir = root.join("templates");
@@ -298,6 +299,50 @@ fn check_bucket_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic
                     .locate(&t.source, "slug")
                     .hint("two tenants cannot share a bucket: change bucket_name so the slug and region cannot run together"),
             );
+        }
+    }
+    problems
+}
+
+/// The broker's vhost and user names and the DNS record names come from prefixes or a
+/// pattern and a slug, so they are checked before any call, as bucket names are.
+fn check_target_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let mut records: HashMap<String, &TenantSpec> = HashMap::new();
+    for t in tenants {
+        if config.targets.broker != "none" {
+            let mq = &config.rabbitmq;
+            for (what, name) in [
+                ("vhost", crate::broker::vhost(mq, &t.slug)),
+                ("broker user", crate::broker::user(mq, &t.slug)),
+            ] {
+                if let Err(why) = crate::broker::check_name(&name) {
+                    problems.push(
+                        Diagnostic::new(&t.file, format!("the {what} name {name:?} {why}"))
+                            .locate(&t.source, "slug")
+                            .hint("the name is the prefix in the rabbitmq block of tenant-reconcile.hcl and the slug"),
+                    );
+                }
+            }
+        }
+        if config.targets.dns != "none" {
+            let name = crate::dns::name(&config.route53, &t.slug, &t.region);
+            if let Err(why) = crate::dns::check_name(&name) {
+                problems.push(
+                    Diagnostic::new(&t.file, format!("the DNS name {name:?} {why}"))
+                        .locate(&t.source, "slug")
+                        .hint("the name comes from record_name in the route53 block of tenant-reconcile.hcl"),
+                );
+            } else if let Some(other) = records.insert(name.clone(), t) {
+                problems.push(
+                    Diagnostic::new(
+                        &t.file,
+                        format!("the DNS name {name:?} is also {}'s", other.slug),
+                    )
+                    .locate(&t.source, "slug")
+                    .hint("two tenants cannot share a record: change record_name"),
+                );
+            }
         }
     }
     problems

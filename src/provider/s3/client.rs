@@ -116,7 +116,7 @@ impl S3Store {
 }
 
 #[derive(Debug)]
-struct CountRequests(Arc<AtomicUsize>);
+pub struct CountRequests(pub Arc<AtomicUsize>);
 
 impl Intercept for CountRequests {
     fn name(&self) -> &'static str {
@@ -152,6 +152,21 @@ pub fn error<E>(call: &str, target: &str, e: SdkError<E>) -> ProviderError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    aws_error("S3", "s3.endpoint or AWS_ENDPOINT_URL", call, target, e)
+}
+
+/// A failed call of any AWS service (`service`: `S3`, `Route53`), with where its endpoint is
+/// set for the hint of a call that reached nothing.
+pub fn aws_error<E>(
+    service: &str,
+    endpoint_setting: &str,
+    call: &str,
+    target: &str,
+    e: SdkError<E>,
+) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
     let detail = match (e.code(), e.message().filter(|m| !m.is_empty())) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_string(),
@@ -164,15 +179,17 @@ where
     let hint = if detail.contains("no credentials found")
         || detail.contains("credentials not loaded")
     {
-        "\n  hint: no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
+        "\n  hint: no AWS credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE".to_string()
     } else if matches!(e, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
-        "\n  hint: check the endpoint (s3.endpoint or AWS_ENDPOINT_URL) and that the store is reachable"
+        format!(
+            "\n  hint: check the endpoint ({endpoint_setting}) and that the service is reachable"
+        )
     } else {
-        ""
+        String::new()
     };
     ProviderError::Service {
         code: e.code().map(str::to_string),
-        message: format!("S3 {call} on {target}: {detail}{hint}"),
+        message: format!("{service} {call} on {target}: {detail}{hint}"),
     }
 }
 

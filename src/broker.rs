@@ -1,0 +1,171 @@
+//! What a tenant's message-broker slice should be: a vhost of its own, a user of its own
+//! with a password derived from the master key, that user's permissions on that vhost only,
+//! and the vhost's limits from the tenant's quotas. The attributes are words, so a plan reads
+//! `permissions: "configure=.* write=.* read=.*" → "none"` and the broker target turns them
+//! into management API calls.
+
+use serde_json::{json, Value};
+
+use crate::credentials::MasterKey;
+use crate::desired::{attrs, Attrs};
+use crate::repo::config::RabbitmqConfig;
+use crate::repo::Status;
+use crate::slug::Slug;
+
+/// `permissions` of an active tenant's user on its own vhost: everything, there only.
+pub const PERMISSIONS_ALL: &str = "configure=.* write=.* read=.*";
+/// `permissions` of a suspended or leaving tenant's user: none anywhere.
+pub const PERMISSIONS_NONE: &str = "none";
+/// A limit the tenant's quotas do not set.
+pub const UNLIMITED: &str = "unlimited";
+
+/// The vhost limits this tool sets, with the attribute each is shown as.
+pub const LIMITS: [(&str, &str); 2] = [
+    ("max_connections", "max-connections"),
+    ("max_queues", "max-queues"),
+];
+
+pub fn vhost(config: &RabbitmqConfig, slug: &Slug) -> String {
+    format!("{}{}", config.vhost_prefix, slug)
+}
+
+pub fn user(config: &RabbitmqConfig, slug: &Slug) -> String {
+    format!("{}{}", config.user_prefix, slug)
+}
+
+/// The broker user's password. Derived under a name of its own, so it is never the
+/// password of the tenant's database role, even when both are called `tenant_acme`.
+pub fn password(key: &MasterKey, tenant_id: &str, user: &str, version: u32) -> String {
+    key.password(tenant_id, &format!("amqp/{user}"), version)
+}
+
+/// The AMQP URL a tenant's application connects with: the config's broker address with the
+/// user, password and vhost added, each percent-encoded. It holds a secret.
+pub fn amqp_url(config: &RabbitmqConfig, user: &str, password: &str, vhost: &str) -> String {
+    let mut url = url::Url::parse(&config.amqp_url).expect("amqp_url is checked when loaded");
+    // Neither can fail on a URL with a host, which the check made sure of.
+    let _ = url.set_username(user);
+    let _ = url.set_password(Some(password));
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.clear().push(vhost);
+    }
+    url.to_string()
+}
+
+/// The permissions as the `permissions` attribute says them.
+pub fn permissions_text(configure: &str, write: &str, read: &str) -> String {
+    format!("configure={configure} write={write} read={read}")
+}
+
+/// A limit's attribute value: the number, or `unlimited`.
+pub fn limit_value(n: Option<i64>) -> Value {
+    match n {
+        Some(n) if n >= 0 => json!(n),
+        _ => json!(UNLIMITED),
+    }
+}
+
+/// Every attribute of a tenant's broker slice but the password's fingerprint, which needs
+/// the tenant's id (compile adds it when the id is known).
+pub fn desired(
+    config: &RabbitmqConfig,
+    slug: &Slug,
+    status: Status,
+    quotas: &std::collections::BTreeMap<String, u64>,
+) -> Attrs {
+    let permissions = match status {
+        Status::Active => PERMISSIONS_ALL,
+        Status::Suspended | Status::Deprovisioned => PERMISSIONS_NONE,
+    };
+    let quota = |name: &str| limit_value(quotas.get(name).map(|&n| n.min(i64::MAX as u64) as i64));
+    attrs([
+        ("vhost", json!(vhost(config, slug))),
+        ("user", json!(user(config, slug))),
+        ("permissions", json!(permissions)),
+        ("other_vhosts", json!([])),
+        ("user_tags", json!([])),
+        ("max_connections", quota(&config.connections_quota)),
+        ("max_queues", quota(&config.queues_quota)),
+    ])
+}
+
+/// Whether a change to `field` makes it another vhost: a vhost cannot be renamed.
+pub fn forces_replace(field: &str) -> bool {
+    field == "vhost" || field == "user"
+}
+
+/// Checks a vhost or user name built from the prefix and a slug: RabbitMQ takes any UTF-8,
+/// but these names reach URLs, logs and AMQP URIs, so they stay plain and short.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 {
+        return Err(format!("is {} characters; use 1 to 255", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!("holds {c:?}"));
+    }
+    Ok(())
+}
+
+/// `rabbit_password_hashing_sha256`: base64 of a 4-byte salt and SHA-256 of salt and
+/// password. The hash is computed here and sent instead of the password, so the password
+/// itself is never on the wire.
+pub fn password_hash(password: &str, salt: [u8; 4]) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest([&salt[..], password.as_bytes()].concat());
+    base64::engine::general_purpose::STANDARD.encode([&salt[..], &digest[..]].concat())
+}
+
+/// Whether a stored hash is `password`'s (under the salt it carries).
+pub fn hash_matches(stored: &str, password: &str) -> bool {
+    use base64::Engine;
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(stored) else {
+        return false;
+    };
+    let Some(salt) = bytes.get(..4).and_then(|s| <[u8; 4]>::try_from(s).ok()) else {
+        return false;
+    };
+    password_hash(password, salt) == stored
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_is_rabbitmqs() {
+        // A hash RabbitMQ 3.10 made itself, of its default user's password "guest".
+        let stored = "iSHCgfbXQc5VSormAnKc5gB+W3Xfypwtc1D++bjUyDpi8uYP";
+        assert!(hash_matches(stored, "guest"));
+        assert!(!hash_matches(stored, "Guest"));
+        assert!(!hash_matches("not base64!", "guest"));
+        let h = password_hash("s3cret", [1, 2, 3, 4]);
+        assert!(hash_matches(&h, "s3cret"));
+        assert!(!h.contains("s3cret"));
+    }
+
+    #[test]
+    fn amqp_urls_encode_every_part() {
+        let config = RabbitmqConfig::default();
+        assert_eq!(
+            amqp_url(&config, "tenant_acme", "p@ss/word", "tenant_acme"),
+            "amqp://tenant_acme:p%40ss%2Fword@127.0.0.1:5672/tenant_acme"
+        );
+        assert_eq!(
+            amqp_url(&config, "u", "p", "/"),
+            "amqp://u:p@127.0.0.1:5672/%2F"
+        );
+    }
+
+    #[test]
+    fn names_stay_plain() {
+        assert_eq!(check_name("tenant_acme-corp"), Ok(()));
+        assert!(check_name("").is_err());
+        assert!(check_name("a/b").unwrap_err().contains("'/'"));
+        assert!(check_name("a%2F").is_err());
+        assert!(check_name(&"a".repeat(256)).is_err());
+    }
+}
