@@ -1,11 +1,12 @@
 # Sourced by scripts/test and bench/s3.sh: `start_moto` installs moto's S3 server into a
 # virtualenv (once), starts it on a free loopback port, and exports its address as
-# TENANT_RECONCILE_TEST_S3. The server is stopped when the calling script exits.
+# TENANT_RECONCILE_TEST_S3 (it serves Route53 too). The server is stopped when the calling script exits.
 
 # 5.2 answers GetBucketVersioning with a root element AWS never sends, which the Rust SDK
 # (rightly) refuses; 5.1.18 answers as AWS does.
 MOTO_VERSION="5.1.18"
 MOTO_VENV="${TENANT_RECONCILE_VENV:-$HOME/.cache/tenant-reconcile/venv}"
+MOTO_LAUNCHER="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tests/peers/moto_server.py"
 # The webhook receiver of the delivery tests verifies signatures with the specification's
 # own library.
 STANDARDWEBHOOKS_VERSION="1.1.0"
@@ -31,7 +32,8 @@ start_moto() {
   local port log
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   log="$(mktemp -t moto.XXXXXX.log)"
-  "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+  # moto's server with its Route53 answers as AWS writes them (see the launcher).
+  "$MOTO_VENV/bin/python" "$MOTO_LAUNCHER" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
   MOTO_PID=$!
   # shellcheck disable=SC2064 # expand now: the trap must stop this server
   trap "kill $MOTO_PID 2>/dev/null || true; rm -f '$log'" EXIT

@@ -1,0 +1,304 @@
+//! The Route53 DNS target through the real binary, against moto's server (which serves
+//! Route53 beside S3), checked through the Route53 API itself. Each test makes a hosted
+//! zone of its own and deletes it at the end.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_route53::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
+use aws_sdk_route53::Client;
+
+use crate::moto::ENDPOINT_ENV;
+use crate::offboarding::offboard;
+use crate::support::{text, Repo};
+
+pub struct Zone {
+    pub id: String,
+    /// `t<id>.example.com`, without the final dot.
+    pub name: String,
+    endpoint: String,
+    client: Client,
+    rt: tokio::runtime::Runtime,
+}
+
+/// A record set as the test reads it: (type, values).
+type Records = BTreeMap<String, (String, Vec<String>)>;
+
+impl Zone {
+    pub fn new() -> Zone {
+        let endpoint = std::env::var(ENDPOINT_ENV).unwrap_or_else(|_| {
+            panic!(
+                "the DNS tests need moto's server (it serves Route53) and {ENDPOINT_ENV} naming it: run ./scripts/test"
+            )
+        });
+        let config = aws_sdk_route53::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build();
+        let client = Client::from_conf(config);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let name = format!(
+            "t{}.example.com",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        );
+        let out = rt
+            .block_on(
+                client
+                    .create_hosted_zone()
+                    .name(&name)
+                    .caller_reference(uuid::Uuid::new_v4().to_string())
+                    .send(),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "moto's server at {endpoint} does not answer Route53: {}",
+                    aws_sdk_route53::error::DisplayErrorContext(e)
+                )
+            });
+        let id = out
+            .hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_string();
+        Zone {
+            id,
+            name,
+            endpoint,
+            client,
+            rt,
+        }
+    }
+
+    pub fn repo(&self) -> Repo {
+        let mut repo = Repo::example();
+        repo.write(
+            "tenant-reconcile.hcl",
+            &format!(
+                "targets {{\n  dns = \"route53\"\n}}\nroute53 {{\n  zone_id     = \"{}\"\n  record_name = \"{{slug}}.{}\"\n  target      = \"ingress.example.com\"\n  ttl         = 60\n}}\n",
+                self.id, self.name
+            ),
+        );
+        repo.env = [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_CONFIG_FILE", "/dev/null"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        repo
+    }
+
+    pub fn record(&self, slug: &str) -> String {
+        format!("{slug}.{}", self.name)
+    }
+
+    /// Every record set of the zone but its SOA and NS, by name (without the final dot).
+    pub fn records(&self) -> Records {
+        let out = self
+            .rt
+            .block_on(
+                self.client
+                    .list_resource_record_sets()
+                    .hosted_zone_id(&self.id)
+                    .send(),
+            )
+            .unwrap();
+        out.resource_record_sets()
+            .iter()
+            .filter(|s| !matches!(s.r#type(), RrType::Soa | RrType::Ns))
+            .map(|s| {
+                (
+                    s.name().trim_end_matches('.').to_string(),
+                    (
+                        s.r#type().as_str().to_string(),
+                        s.resource_records()
+                            .iter()
+                            .map(|r| r.value().to_string())
+                            .collect(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    pub fn change(&self, action: ChangeAction, name: &str, kind: RrType, value: &str) {
+        let set = ResourceRecordSet::builder()
+            .name(name)
+            .r#type(kind)
+            .ttl(60)
+            .resource_records(ResourceRecord::builder().value(value).build().unwrap())
+            .build()
+            .unwrap();
+        let batch = ChangeBatch::builder()
+            .changes(
+                Change::builder()
+                    .action(action)
+                    .resource_record_set(set)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        self.rt
+            .block_on(
+                self.client
+                    .change_resource_record_sets()
+                    .hosted_zone_id(&self.id)
+                    .change_batch(batch)
+                    .send(),
+            )
+            .unwrap();
+    }
+}
+
+impl Drop for Zone {
+    fn drop(&mut self) {
+        for (name, (kind, values)) in self.records() {
+            for v in values {
+                self.change(ChangeAction::Delete, &name, RrType::from(kind.as_str()), &v);
+            }
+        }
+        let _ = self
+            .rt
+            .block_on(self.client.delete_hosted_zone().id(&self.id).send());
+    }
+}
+
+#[test]
+fn each_tenant_gets_a_marked_cname_and_drift_is_put_back() {
+    let zone = Zone::new();
+    let repo = zone.repo();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains(&format!(
+            "+ acme/dns\n      + name  = \"{}\"\n      + ttl   = 60\n      + type  = \"CNAME\"\n      + value = \"ingress.example.com\"",
+            zone.record("acme")
+        )),
+        "{plan}"
+    );
+    repo.apply();
+    let records = zone.records();
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        assert_eq!(
+            records[&zone.record(slug)],
+            ("CNAME".to_string(), vec!["ingress.example.com".to_string()]),
+            "{slug}"
+        );
+        let (kind, mark) = &records[&format!("_tenant-reconcile.{}", zone.record(slug))];
+        assert_eq!(kind, "TXT");
+        assert!(
+            mark[0].starts_with("\"tenant-reconcile state=default lineage="),
+            "{mark:?}"
+        );
+    }
+    assert_eq!(records.len(), 8, "{records:?}");
+    repo.assert_plan_empty();
+
+    // By hand: acme's record deleted, globex's pointed elsewhere.
+    zone.change(
+        ChangeAction::Delete,
+        &zone.record("acme"),
+        RrType::Cname,
+        "ingress.example.com",
+    );
+    zone.change(
+        ChangeAction::Upsert,
+        &zone.record("globex"),
+        RrType::Cname,
+        "elsewhere.example.net",
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("+ acme/dns  # changed outside tenant-reconcile"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("~ value = \"elsewhere.example.net\" → \"ingress.example.com\""),
+        "{plan}"
+    );
+    repo.apply();
+    let records = zone.records();
+    for slug in ["acme", "globex"] {
+        assert_eq!(records[&zone.record(slug)].1, ["ingress.example.com"]);
+    }
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_record_someone_else_owns_is_refused_until_imported() {
+    let zone = Zone::new();
+    let repo = zone.repo();
+    // external-dns's record of acme's name, with its own ownership record beside it.
+    let acme = zone.record("acme");
+    zone.change(
+        ChangeAction::Create,
+        &acme,
+        RrType::Cname,
+        "payments.example.net",
+    );
+    zone.change(
+        ChangeAction::Create,
+        &format!("cname-{acme}"),
+        RrType::Txt,
+        "\"heritage=external-dns,external-dns/owner=default\"",
+    );
+    let out = repo.run(&["plan"]);
+    let plan = text(&out.stdout) + &text(&out.stderr);
+    assert!(plan.contains(&format!("record {acme}")), "{plan}");
+    assert!(plan.contains("not managed by this state"), "{plan}");
+
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_ne!(out.status.code(), Some(0));
+    let records = zone.records();
+    assert_eq!(records[&acme].1, ["payments.example.net"], "left as it was");
+    assert!(!records.contains_key(&format!("_tenant-reconcile.{acme}")));
+    // The other tenants went ahead.
+    assert_eq!(records[&zone.record("globex")].1, ["ingress.example.com"]);
+
+    let out = repo.run(&["apply", "--auto-approve", "--import", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(zone.records()[&acme].1, ["ingress.example.com"]);
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_purge_removes_the_record_and_its_mark() {
+    let zone = Zone::new();
+    let repo = zone.repo();
+    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
+    repo.write(
+        "plans/growth.hcl",
+        &growth.replace("retention_days = 30", "retention_days = 0"),
+    );
+    repo.apply();
+    offboard(&repo, "acme");
+    repo.apply();
+    let acme = zone.record("acme");
+    assert!(zone.records().contains_key(&acme), "kept while exported");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains(&format!(
+            "- acme/dns  # record {acme} CNAME: points to ingress.example.com"
+        )),
+        "{plan}"
+    );
+    repo.apply();
+    let records = zone.records();
+    assert!(!records.contains_key(&acme));
+    assert!(!records.contains_key(&format!("_tenant-reconcile.{acme}")));
+    assert_eq!(records.len(), 6, "the others' records stay: {records:?}");
+    repo.assert_plan_empty();
+}
