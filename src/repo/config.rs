@@ -390,9 +390,6 @@ pub struct RabbitmqConfig {
     pub connections_quota: String,
     #[serde(default = "default_queues_quota")]
     pub queues_quota: String,
-    /// Requests in flight at once while applying (refresh is four calls whatever the fleet).
-    #[serde(default = "default_rabbitmq_concurrency")]
-    pub concurrency: usize,
 }
 
 impl Default for RabbitmqConfig {
@@ -406,7 +403,6 @@ impl Default for RabbitmqConfig {
             user_prefix: default_tenant_prefix(),
             connections_quota: default_connections_quota(),
             queues_quota: default_queues_quota(),
-            concurrency: default_rabbitmq_concurrency(),
         }
     }
 }
@@ -524,9 +520,6 @@ fn default_connections_quota() -> String {
 }
 fn default_queues_quota() -> String {
     "broker_queues".into()
-}
-fn default_rabbitmq_concurrency() -> usize {
-    16
 }
 fn default_record_name() -> String {
     "{slug}.app.example.com".into()
@@ -843,13 +836,6 @@ fn check_rabbitmq(source: &str, config: &Config) -> Vec<Diagnostic> {
             format!("{:?} is not a broker address", mq.amqp_url),
             "give amqp:// or amqps://, the host and port only (each tenant's user and vhost are added to it)",
         ),
-    }
-    if mq.concurrency == 0 {
-        problem(
-            "concurrency",
-            "concurrency must be at least 1".into(),
-            "it bounds the management API requests in flight",
-        );
     }
     problems
 }

@@ -302,3 +302,34 @@ fn a_purge_removes_the_record_and_its_mark() {
     assert_eq!(records.len(), 6, "the others' records stay: {records:?}");
     repo.assert_plan_empty();
 }
+
+#[test]
+fn bad_dns_settings_and_names_are_refused_before_any_call() {
+    let zone = Zone::new();
+    let repo = zone.repo();
+    repo.write(
+        "tenant-reconcile.hcl",
+        "targets {\n  dns = \"route53\"\n}\nroute53 {\n  zone_id     = \"../x\"\n  record_name = \"{tenant}.example.com\"\n  target      = \"ingress_1.example.com\"\n}\n",
+    );
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for field in ["route53.zone_id", "route53.record_name", "route53.target"] {
+        assert!(err.contains(field), "{field} not in:\n{err}");
+    }
+    assert!(err.contains("tenant-reconcile.hcl:5"), "{err}");
+    // A pattern that makes a name DNS refuses names the tenant file and the field.
+    let long = "a".repeat(30);
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "targets {{\n  dns = \"route53\"\n}}\nroute53 {{\n  zone_id     = \"{}\"\n  record_name = \"{long}{long}{{slug}}.{}\"\n  target      = \"ingress.example.com\"\n}}\n",
+            zone.id, zone.name
+        ),
+    );
+    let out = repo.run(&["validate"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("tenants/acme.yaml:1"), "{err}");
+    assert!(err.contains("labels are 1 to 63 characters"), "{err}");
+    assert!(zone.records().is_empty(), "nothing was made");
+}

@@ -402,19 +402,33 @@ fn an_apply_killed_anywhere_converges_on_the_rerun() {
 fn a_vhost_made_by_someone_else_is_a_conflict_until_imported() {
     let broker = Broker::new();
     let repo = broker.repo();
-    let acme = broker.name("acme");
+    let (acme, globex) = (broker.name("acme"), broker.name("globex"));
     broker.call(
         "PUT",
         &format!("vhosts/{acme}"),
         Some(json!({"description": "the payments team's"})),
+    );
+    // A user of globex's name, with no vhost: someone's login, not to be given a new password.
+    broker.call(
+        "PUT",
+        &format!("users/{globex}"),
+        Some(json!({"password": "theirs", "tags": ""})),
     );
 
     let out = repo.run(&["plan"]);
     let plan = text(&out.stdout) + &text(&out.stderr);
     assert!(plan.contains(&format!("vhost {acme}")), "{plan}");
     assert!(plan.contains("not managed by this state"), "{plan}");
+    assert!(plan.contains(&format!("broker user {globex}")), "{plan}");
     let out = repo.run(&["apply", "--auto-approve"]);
     assert_ne!(out.status.code(), Some(0));
+    let theirs = format!("amqp://{globex}:theirs@127.0.0.1:5672/%2F");
+    // Its password still logs in (the default vhost, not its, is what is refused).
+    let (_, said) = broker.tenant("roundtrip", &theirs, &[]);
+    assert!(
+        said.contains("NOT_ALLOWED"),
+        "its password was changed: {said}"
+    );
     let (_, vhost) = broker.call("GET", &format!("vhosts/{acme}"), None);
     assert_eq!(
         vhost["description"],
@@ -424,13 +438,44 @@ fn a_vhost_made_by_someone_else_is_a_conflict_until_imported() {
     let (status, _) = broker.call("GET", &format!("users/{acme}"), None);
     assert_eq!(status, 404, "no user was made beside it");
 
-    let out = repo.run(&["apply", "--auto-approve", "--import", "acme"]);
+    let out = repo.run(&[
+        "apply",
+        "--auto-approve",
+        "--import",
+        "acme",
+        "--import",
+        "globex",
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let (_, vhost) = broker.call("GET", &format!("vhosts/{acme}"), None);
     assert!(vhost["description"]
         .as_str()
         .unwrap()
         .starts_with("tenant-reconcile state="));
+    // Imported, the user has the tenant's password, and the old one is refused.
+    assert_eq!(
+        broker
+            .tenant("roundtrip", &broker.url_of(&repo, "globex"), &[])
+            .0,
+        0
+    );
+    let (_, said) = broker.tenant("roundtrip", &theirs, &[]);
+    assert!(
+        said.contains("ACCESS_REFUSED"),
+        "the old password still logs in: {said}"
+    );
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_config_that_stops_naming_the_broker_leaves_the_vhosts_as_they_are() {
+    let broker = Broker::new();
+    let repo = broker.repo();
+    repo.apply();
+    repo.remove("tenant-reconcile.hcl");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("No changes."), "{plan}");
+    assert_eq!(broker.vhosts().len(), 4, "nothing was removed");
     repo.assert_plan_empty();
 }
 
