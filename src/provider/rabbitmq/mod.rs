@@ -219,7 +219,14 @@ impl RabbitMq {
         }
     }
 
-    async fn put_limits(&self, vhost: &str, attrs: &Attrs) -> Result<(), ProviderError> {
+    /// Sets the limits the attributes give and clears the others (on a `fresh` vhost there
+    /// are none to clear).
+    async fn put_limits(
+        &self,
+        vhost: &str,
+        attrs: &Attrs,
+        fresh: bool,
+    ) -> Result<(), ProviderError> {
         let api = self.api().await?;
         for (field, limit) in broker::LIMITS {
             match attrs.get(field).and_then(Value::as_i64) {
@@ -227,6 +234,7 @@ impl RabbitMq {
                     api.put(&["vhost-limits", vhost, limit], &json!({ "value": n }))
                         .await?
                 }
+                None if fresh => {}
                 None => {
                     api.delete(&["vhost-limits", vhost, limit]).await?;
                 }
@@ -397,18 +405,27 @@ impl Provider for RabbitMq {
         // these names made since the plan is not taken over.
         let resource = format!("the vhost {vhost}");
         let owner = self.vhost_owner(vhost).await?;
-        match &owner {
-            Some(owner) => check_ours(ctx, change, &resource, owner)?,
-            None if whole && self.user_exists(user).await? => check_ours(
-                ctx,
-                change,
-                &format!("the broker user {user}"),
-                &Owner::Unmarked,
-            )?,
-            None => {}
-        }
+        // Whether a user of that name may be there already (with permissions elsewhere):
+        // asked only where it matters, for a vhost not there yet.
+        let user_there = match &owner {
+            Some(owner) => {
+                check_ours(ctx, change, &resource, owner)?;
+                true
+            }
+            None if whole => {
+                let there = self.user_exists(user).await?;
+                if there {
+                    let user = format!("the broker user {user}");
+                    check_ours(ctx, change, &user, &Owner::Unmarked)?;
+                }
+                there
+            }
+            None => true,
+        };
+        // A vhost made now has no limits and no permissions to take away.
+        let fresh = owner.is_none();
         let api = self.api().await?;
-        if whole || owner.is_none() || changed("vhost") || changed(MARK_FIELD) {
+        if whole || fresh || changed("vhost") || changed(MARK_FIELD) {
             api.put(
                 &["vhosts", vhost],
                 &json!({ "description": ctx.mark.text(), "tags": VHOST_TAG }),
@@ -422,15 +439,15 @@ impl Provider for RabbitMq {
             let fingerprint = self.put_user(ctx, user).await?;
             out.insert("password_fingerprint", json!(fingerprint));
         }
-        if whole || owner.is_none() || changed("permissions") {
+        if whole || fresh || changed("permissions") {
             self.put_permissions(vhost, user, attrs.str("permissions"))
                 .await?;
         }
-        if whole || changed("other_vhosts") {
+        if (whole && user_there) || changed("other_vhosts") {
             self.narrow(user, vhost).await?;
         }
-        if whole || owner.is_none() || changed("max_connections") || changed("max_queues") {
-            self.put_limits(vhost, attrs).await?;
+        if whole || fresh || changed("max_connections") || changed("max_queues") {
+            self.put_limits(vhost, attrs, fresh).await?;
         }
         Ok(Some(out))
     }
