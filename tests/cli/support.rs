@@ -55,6 +55,13 @@ impl Repo {
         self.dir.path()
     }
 
+    /// Puts the project's file `from`, as committed, at `to` in this repo.
+    pub fn add_committed(&self, from: &str, to: &str) {
+        if !copy_committed(&project_root(), from, &self.path().join(to)) {
+            std::fs::copy(project_root().join(from), self.path().join(to)).unwrap();
+        }
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.path().join(".tenant-reconcile")
     }

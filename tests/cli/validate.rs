@@ -54,3 +54,32 @@ fn a_broken_plan_file_points_at_its_line() {
     // and growth no longer declares sso, which no tenant overrides. Nothing else is wrong.
     assert!(err.contains("1 problem found"), "{err}");
 }
+
+#[test]
+fn every_example_config_validates_with_the_example_repo() {
+    let dirs = std::fs::read_dir(crate::support::project_root().join("examples")).unwrap();
+    let mut checked = Vec::new();
+    for dir in dirs {
+        let dir = dir.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        if !dir.join("tenant-reconcile.hcl").is_file() {
+            continue;
+        }
+        let repo = Repo::example();
+        repo.add_committed(&format!("examples/{name}/tenant-reconcile.hcl"), "tenant-reconcile.hcl");
+        let out = repo.run(&["validate"]);
+        assert!(
+            out.status.success(),
+            "examples/{name}/tenant-reconcile.hcl does not validate:\n{}",
+            text(&out.stderr)
+        );
+        checked.push(name);
+    }
+    checked.sort();
+    assert!(
+        ["full", "postgres", "rabbitmq", "route53", "s3"]
+            .iter()
+            .all(|e| checked.contains(&e.to_string())),
+        "{checked:?}"
+    );
+}
