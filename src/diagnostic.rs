@@ -115,6 +115,75 @@ pub fn display_path(root: &Path, path: &Path) -> String {
     rel.to_string_lossy().replace('\\', "/")
 }
 
+/// The candidate `word` was most likely meant as, when one is close enough (a typo of a
+/// letter or two): `plann` → `plan`.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let most = (word.chars().count() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, _)| *d <= most)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Says serde's messages in the words of a person, not of Rust: `expected i64` is
+/// `expected a whole number`.
+pub fn plain_words(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, plain) in [
+        ("expected i64", "expected a whole number"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected i32", "expected a whole number"),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a mapping of keys to values"),
+    ] {
+        out = out.replace(rust, plain);
+    }
+    out
+}
+
+/// A diagnostic of `file` from a serde message, in a person's words: the field it names
+/// said once, as the field; for an unknown field, the fields there are and the one likely
+/// meant (``unknown field `plann`, expected one of `slug`, …`` becomes field `plann`: is not
+/// a field here …, hint: did you mean `plan`?).
+pub fn from_serde(file: &str, message: &str) -> Diagnostic {
+    let text = plain_words(message);
+    if let Some(rest) = text.strip_prefix("unknown field ") {
+        if let Some(field) = backticked(rest) {
+            let accepted: Vec<&str> = rest.split('`').skip(3).step_by(2).collect();
+            let mut d = Diagnostic::new(
+                file,
+                if accepted.is_empty() {
+                    "is not a field here".to_string()
+                } else {
+                    format!(
+                        "is not a field here; the fields are {}",
+                        accepted.join(", ")
+                    )
+                },
+            );
+            if let Some(close) = did_you_mean(&field, accepted) {
+                d = d.hint(format!("did you mean `{close}`?"));
+            }
+            return d.field(field);
+        }
+    }
+    let mut d = Diagnostic::new(file, text.clone());
+    if let Some(field) = backticked(&text) {
+        // serde names the missing field, or the value it did not expect.
+        d = d.field(field);
+    }
+    d
+}
+
 /// The first `backticked` word of an error message: serde names fields that way.
 pub fn backticked(s: &str) -> Option<String> {
     let start = s.find('`')? + 1;

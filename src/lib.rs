@@ -27,6 +27,8 @@ pub mod plan;
 pub mod provider;
 pub mod render;
 pub mod repo;
+pub mod scaffold;
+pub mod schema;
 pub mod slug;
 pub mod smoke;
 pub mod state;

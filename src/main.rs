@@ -14,6 +14,11 @@ fn main() {
     // clap's usual 2; help and version are 0.
     let cli = cli::Cli::try_parse().unwrap_or_else(|e| {
         let _ = e.print();
+        if e.use_stderr() {
+            if let Some(hint) = cli::spelling_hint(std::env::args().skip(1)) {
+                eprintln!("\n  hint: {hint}");
+            }
+        }
         std::process::exit(if e.use_stderr() { 1 } else { 0 })
     });
     let color = match cli.color {

@@ -304,7 +304,29 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
 
 /// A tenant's database login as its target spells it: a connection URL on Postgres, the
 /// role and password on the local target. Derived from the master key; never stored.
-pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<String, Error> {
+/// A tenant's login as `credentials` prints it, and why it would not work now.
+pub struct Login {
+    /// `role=… password=…` or a connection URL, then the broker's AMQP URL if it has one.
+    pub text: String,
+    /// Set when the login is refused as things stand (a suspended or leaving tenant).
+    pub refused: Option<String>,
+}
+
+/// Why a tenant's login is refused in `lifecycle`, if it is.
+fn refused_because(slug: &Slug, lifecycle: crate::state::Lifecycle) -> Option<String> {
+    use crate::state::Lifecycle;
+    match lifecycle {
+        Lifecycle::Suspended => Some(format!(
+            "{slug} is suspended: its login is refused until it is resumed (its file's status: active, then apply)"
+        )),
+        Lifecycle::Deprovisioning | Lifecycle::Deprovisioned => Some(format!(
+            "{slug} is offboarded: its access was revoked, and this login is refused"
+        )),
+        _ => None,
+    }
+}
+
+pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
     let state = ws.backend().load().await?;
     let Some(t) = state.tenants.get(slug.as_str()) else {
         let has_file = ws.repo.tenants.iter().any(|t| &t.slug == slug);
@@ -339,8 +361,12 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<String, Error> {
             )
         })
         .unwrap_or_default();
+    let refused = refused_because(slug, t.lifecycle);
     if ws.repo.config.targets.data != "postgres" {
-        return Ok(format!("role={role} password={password}{broker}"));
+        return Ok(Login {
+            text: format!("role={role} password={password}{broker}"),
+            refused,
+        });
     }
     // Where its slice is now, as recorded; the file may already ask for another mode.
     let isolation = t
@@ -349,10 +375,13 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<String, Error> {
         .and_then(|a| a.get("isolation"))
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or(crate::repo::Isolation::Schema);
-    Ok(ws
-        .postgres()
-        .tenant_url(&naming, slug, isolation, &role, &password)
-        + &broker)
+    Ok(Login {
+        text: ws
+            .postgres()
+            .tenant_url(&naming, slug, isolation, &role, &password)
+            + &broker,
+        refused,
+    })
 }
 
 pub struct ApplyOptions {

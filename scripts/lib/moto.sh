@@ -12,13 +12,15 @@ MOTO_LAUNCHER="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/tests/peers/m
 STANDARDWEBHOOKS_VERSION="1.1.0"
 # And the AMQP consumer reads RabbitMQ with pika.
 PIKA_VERSION="1.4.4"
+# The tenant file schema is checked by an independent validator.
+CHECK_JSONSCHEMA_VERSION="0.33.3"
 
 # Installs the Python test peers besides moto into the same virtualenv (once), and exports
 # its interpreter as TENANT_RECONCILE_TEST_PYTHON.
 python_peers() {
-  if ! "$MOTO_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('standardwebhooks') != '$STANDARDWEBHOOKS_VERSION' or m.version('pika') != '$PIKA_VERSION')" 2>/dev/null; then
-    echo "==> installing standardwebhooks==$STANDARDWEBHOOKS_VERSION and pika==$PIKA_VERSION into $MOTO_VENV" >&2
-    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION" "pika==$PIKA_VERSION"
+  if ! "$MOTO_VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('standardwebhooks') != '$STANDARDWEBHOOKS_VERSION' or m.version('pika') != '$PIKA_VERSION' or m.version('check-jsonschema') != '$CHECK_JSONSCHEMA_VERSION')" 2>/dev/null; then
+    echo "==> installing standardwebhooks==$STANDARDWEBHOOKS_VERSION, pika==$PIKA_VERSION and check-jsonschema==$CHECK_JSONSCHEMA_VERSION into $MOTO_VENV" >&2
+    "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "standardwebhooks==$STANDARDWEBHOOKS_VERSION" "pika==$PIKA_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
   fi
   export TENANT_RECONCILE_TEST_PYTHON="$MOTO_VENV/bin/python"
 }

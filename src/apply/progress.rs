@@ -48,7 +48,12 @@ impl Progress {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let total = self.total.load(Ordering::Relaxed);
         let what = match &outcome.error {
-            None => format!("{}: done ({} steps)", outcome.slug, outcome.steps),
+            None => format!(
+                "{}: done ({} step{})",
+                outcome.slug,
+                outcome.steps,
+                if outcome.steps == 1 { "" } else { "s" }
+            ),
             Some(e) => format!("{}: FAILED: {e}", outcome.slug),
         };
         if let Some(bar) = &self.bar {

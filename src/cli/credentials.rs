@@ -23,6 +23,9 @@ pub async fn run(root: &Path, args: CredentialsArgs) -> anyhow::Result<ExitCode>
     if std::io::stderr().is_terminal() {
         eprintln!("# the login of {slug}: a secret, keep it out of logs and tickets");
     }
-    println!("{login}");
+    if let Some(why) = &login.refused {
+        eprintln!("note: {why}");
+    }
+    println!("{}", login.text);
     Ok(0)
 }

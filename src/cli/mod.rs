@@ -8,8 +8,10 @@ mod credentials;
 mod events;
 mod export;
 mod force_unlock;
+mod generate;
 pub mod log;
 mod plan;
+mod scaffold;
 mod show;
 mod uncommitted;
 mod validate;
@@ -49,6 +51,11 @@ pub enum ColorWhen {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Make a new tenant repo (one plan, one tenant, a template, a migration, a config) that
+    /// validates and applies at once on the local target.
+    Init(scaffold::InitArgs),
+    /// Write a new tenant file, refused as validate would refuse it.
+    NewTenant(scaffold::NewTenantArgs),
     /// Check every tenant, plan and template file; report every problem.
     Validate(validate::ValidateArgs),
     /// Show what apply would create, change or destroy.
@@ -80,6 +87,12 @@ pub enum Command {
     ForceUnlock(force_unlock::ForceUnlockArgs),
     /// Validate and plan again on every save of a tenant, plan, template or migration file.
     Watch(watch::WatchArgs),
+    /// Print the JSON Schema of tenant files (with this repo's plans) or of the config.
+    Schema(generate::SchemaArgs),
+    /// Print shell completions: `tenant-reconcile completions bash > /etc/bash_completion.d/tenant-reconcile`.
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (roff): `tenant-reconcile man > tenant-reconcile.1`.
+    Man,
 }
 
 /// Flags shared by plan and apply.
@@ -148,6 +161,30 @@ impl SelectArgs {
     }
 }
 
+/// A hint for arguments spelled as another tool spells them: terraform's single-dash long
+/// flags (`-out=plan.bin`, `-auto-approve`), which clap reads as a row of short flags.
+pub fn spelling_hint(args: impl Iterator<Item = String>) -> Option<String> {
+    for arg in args {
+        let Some(flag) = arg.strip_prefix('-').filter(|f| !f.starts_with('-')) else {
+            continue;
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (flag, None),
+        };
+        if name.len() > 1 && name.chars().all(|c| c.is_ascii_lowercase() || c == '-') {
+            let long = match value {
+                Some(v) => format!("--{name} {v}"),
+                None => format!("--{name}"),
+            };
+            return Some(format!(
+                "long options take two dashes here: `{long}`, not `{arg}` (terraform's spelling)"
+            ));
+        }
+    }
+    None
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (try 30s, 5m)"))
 }
@@ -167,8 +204,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         std::env::set_current_dir(dir)
             .map_err(|e| anyhow::anyhow!("cannot work in {} (-C): {e}", dir.display()))?;
     }
-    let root = std::env::current_dir()?;
+    let cwd = std::env::current_dir()?;
+    let root = repo_root(&cwd);
     match cli.command {
+        Command::Init(args) => scaffold::init(&cwd, args),
+        Command::NewTenant(args) => scaffold::new_tenant(&root, args),
+        Command::Schema(args) => generate::schema(&root, args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man => generate::man(),
         Command::Validate(args) => validate::run(&root, args),
         Command::Plan(args) => plan::run(&root, args).await,
         Command::Apply(args) => apply::run(&root, args).await,
@@ -183,6 +226,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ForceUnlock(args) => force_unlock::run(&root, args).await,
         Command::Watch(args) => watch::run(&root, args).await,
     }
+}
+
+/// The tenant repo `dir` is in, found as git finds its repository: within the git
+/// repository `dir` is in, the nearest folder up from `dir` with a `tenants/` folder or a
+/// `tenant-reconcile.hcl`. Outside git, or without one, `dir` itself (whose error then says
+/// what is missing): the search never leaves the repository, so a stray `tenants/` folder
+/// higher up is never taken for the repo.
+fn repo_root(dir: &std::path::Path) -> PathBuf {
+    let Some(top) = dir.ancestors().find(|a| a.join(".git").exists()) else {
+        return dir.to_path_buf();
+    };
+    for candidate in dir.ancestors() {
+        if candidate.join("tenants").is_dir()
+            || candidate
+                .join(tenant_reconcile::repo::config::CONFIG_FILE)
+                .is_file()
+        {
+            return candidate.to_path_buf();
+        }
+        if candidate == top {
+            break;
+        }
+    }
+    dir.to_path_buf()
 }
 
 /// Prints an error as the binary does on exit: each problem of the input files with its

@@ -79,10 +79,40 @@ fn counted(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-/// The files, one per line with git's status letter.
+/// Files listed one by one up to this many; more are counted by folder and status.
+const LISTED: usize = 12;
+
+/// The files, one per line with git's status letter; past a dozen, a line per folder and
+/// status with how many (`80 new files in tenants/`), so 80 new tenants are not 80 lines.
 fn listed(dirty: &[Uncommitted]) -> String {
-    dirty
-        .iter()
-        .map(|u| format!("\n  {} {}", u.status, u.path))
-        .collect()
+    if dirty.len() <= LISTED {
+        return dirty
+            .iter()
+            .map(|u| format!("\n  {} {}", u.status, u.path))
+            .collect();
+    }
+    let mut groups: std::collections::BTreeMap<(String, char), usize> = Default::default();
+    for u in dirty {
+        let folder = match u.path.rsplit_once('/') {
+            Some((dir, _)) => format!("{dir}/"),
+            None => "the repo's top folder".to_string(),
+        };
+        *groups.entry((folder, u.status)).or_default() += 1;
+    }
+    groups
+        .into_iter()
+        .map(|((folder, status), n)| {
+            let what = match status {
+                'A' | '?' => "new",
+                'D' => "deleted",
+                'R' => "renamed",
+                _ => "changed",
+            };
+            format!(
+                "\n  {status} {n} {what} file{} in {folder}",
+                if n == 1 { "" } else { "s" }
+            )
+        })
+        .collect::<String>()
+        + "\n  (`git status` lists them)"
 }

@@ -20,7 +20,7 @@ pub fn check_missing(
     let share = missing as f64 / recorded as f64;
     if missing > 1 && share > max_share {
         return Err(format!(
-            "{missing} of {recorded} recorded tenants ({:.0}%) have no file any more, more than the {:.0}% allowed by safety.max_missing_share; refusing to plan\n  hint: check that this is the right checkout; pass --allow-missing-tenants if this is intended (orphaned tenants are never destroyed)",
+            "{missing} of {recorded} recorded tenants ({:.0}%) have no file any more; a plan is refused when more than one tenant file is missing and they are more than {:.0}% of the recorded tenants (safety.max_missing_share); refusing to plan\n  hint: check that this is the right checkout; pass --allow-missing-tenants if this is intended (orphaned tenants are never destroyed)",
             share * 100.0,
             max_share * 100.0
         ));

@@ -42,8 +42,12 @@ pub fn summary_line(r: &DriftReport) -> String {
     }
     if !r.has_drift() {
         return format!(
-            "No drift: the live resources of {} tenants match the recorded state.",
-            s.tenants_checked
+            "No drift: the live resources of {} match the recorded state.",
+            if s.tenants_checked == 1 {
+                "1 tenant".to_string()
+            } else {
+                format!("{} tenants", s.tenants_checked)
+            }
         );
     }
     let n = |count: usize, one: &str, many: &str| {

@@ -113,7 +113,7 @@ pub fn changed_lines(plan: &Plan) -> Vec<String> {
 /// What an empty plan says: with `--changed-since` only some tenants were compared.
 pub fn no_changes(plan: &Plan) -> &'static str {
     if plan.changed_since.is_some() {
-        "No changes among the tenants the changed inputs reach; other tenants were not planned."
+        "The tenants the changed inputs reach match their files; other tenants were not planned."
     } else {
         "The tenants match their files."
     }
@@ -181,6 +181,14 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
             };
             let line = if f.forces_replace {
                 format!("{line}  # forces replacement")
+            } else if c.diff.is_none()
+                && c.key.kind == crate::desired::Kind::File
+                && f.field == "sha256"
+                && f.old.is_some()
+                && f.new.is_some()
+            {
+                // Compared with the recorded state, which keeps a rendered file's digest only.
+                format!("{line}  # the state keeps only the file's digest; a plan with refresh shows the diff")
             } else {
                 line
             };

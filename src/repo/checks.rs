@@ -24,7 +24,7 @@ use crate::diagnostic::Diagnostic;
 use crate::slug;
 
 /// A check block as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCheck {
     #[serde(default)]

@@ -14,7 +14,7 @@ use crate::naming::is_plain_ident;
 
 pub const CONFIG_FILE: &str = "tenant-reconcile.hcl";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -142,7 +142,7 @@ impl Default for Config {
 }
 
 /// The `offboarding` block: what happens as a tenant's file says `status: deprovisioned`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OffboardingConfig {
     /// Where a leaving tenant's data is exported (`<export_to>/<slug>/`): a folder, or an S3
@@ -164,7 +164,7 @@ fn default_export_to() -> String {
     ".tenant-reconcile/exports".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     #[serde(default = "default_local")]
@@ -207,7 +207,7 @@ impl Default for StateConfig {
 }
 
 /// The `postgres` block: the server the postgres targets and state backend use.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// A connection URL. Better left out: `url_env` keeps credentials out of the repo.
@@ -254,7 +254,7 @@ impl Default for PostgresConfig {
 /// The `s3` block: the S3-compatible store tenant buckets (and the s3 state backend) use.
 /// Credentials are never here: they come from the standard AWS chain (environment,
 /// profile, instance role).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct S3Config {
     /// The endpoint URL; without it the standard AWS_ENDPOINT_URL, then AWS itself.
@@ -329,7 +329,7 @@ impl S3Config {
 }
 
 /// Which target serves each group of resources.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetsConfig {
     /// Registry, owner membership, flags, quotas and the events outbox.
@@ -364,7 +364,7 @@ impl Default for TargetsConfig {
 /// The `rabbitmq` block: how tenant vhosts and users are named and limited. Where the
 /// management API is, and the administrator's credentials, come from the environment
 /// (the variables named here), never from this file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RabbitmqConfig {
     /// The variable holding the management API's URL (`http://127.0.0.1:15672`).
@@ -409,7 +409,7 @@ impl Default for RabbitmqConfig {
 
 /// The `route53` block: the hosted zone tenant records go to and what they are.
 /// Credentials come from the standard AWS chain, as for S3.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route53Config {
     /// The hosted zone's id (`Z0123456789ABCDEFGHIJ`).
@@ -459,7 +459,7 @@ impl Route53Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalConfig {
     /// The local target's folder, relative to the repo root.
@@ -475,7 +475,7 @@ impl Default for LocalConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SafetyConfig {
     /// Plan and apply refuse when more than this share of the recorded tenants have no

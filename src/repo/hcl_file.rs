@@ -15,13 +15,9 @@ pub fn parse<T: DeserializeOwned>(file: &str, source: &str) -> Result<T, Diagnos
                 .at(loc.line(), loc.column())
         }
         other => {
-            let message = other.to_string();
-            let mut d = Diagnostic::new(file, message.clone());
-            if let Some(field) = crate::diagnostic::backticked(&message) {
-                if let Some((line, col)) = locate_key(source, &field) {
-                    d = d.at(line, col);
-                }
-                d = d.field(field);
+            let mut d = crate::diagnostic::from_serde(file, &other.to_string());
+            if let Some((line, col)) = d.field.as_deref().and_then(|f| locate_key(source, f)) {
+                d = d.at(line, col);
             }
             d
         }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::hcl_file;
 use crate::diagnostic::Diagnostic;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawHook {
     on: Vec<String>,

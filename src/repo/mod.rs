@@ -380,7 +380,15 @@ fn check_against_plan(
         return vec![
             Diagnostic::new(&t.file, format!("unknown plan {:?}", t.plan))
                 .locate(&t.source, "plan")
-                .hint(format!("plans in plans/: {}", known.join(", "))),
+                .hint(
+                    match crate::diagnostic::did_you_mean(&t.plan, known.iter().copied()) {
+                        Some(close) => format!(
+                            "did you mean {close:?}? plans in plans/: {}",
+                            known.join(", ")
+                        ),
+                        None => format!("plans in plans/: {}", known.join(", ")),
+                    },
+                ),
         ];
     };
     let mut out = Vec::new();
@@ -392,7 +400,7 @@ fn check_against_plan(
                     format!("plan {} declares no feature flag {flag:?}", plan.name),
                 )
                 .locate(&t.source, &format!("features.{flag}"))
-                .hint(format!("{} declares: {}", plan.file, keys(&plan.features))),
+                .hint(declared_hint(flag, &plan.file, &plan.features)),
             );
         }
     }
@@ -404,11 +412,23 @@ fn check_against_plan(
                     format!("plan {} declares no quota {quota:?}", plan.name),
                 )
                 .locate(&t.source, &format!("quotas.{quota}"))
-                .hint(format!("{} declares: {}", plan.file, keys(&plan.quotas))),
+                .hint(declared_hint(quota, &plan.file, &plan.quotas)),
             );
         }
     }
     out
+}
+
+/// What a plan declares, with the one `name` was likely meant as first.
+fn declared_hint<V>(name: &str, file: &str, declared: &BTreeMap<String, V>) -> String {
+    let close = crate::diagnostic::did_you_mean(name, declared.keys().map(String::as_str));
+    match close {
+        Some(close) => format!(
+            "did you mean {close:?}? {file} declares: {}",
+            keys(declared)
+        ),
+        None => format!("{file} declares: {}", keys(declared)),
+    }
 }
 
 fn keys<V>(m: &BTreeMap<String, V>) -> String {

@@ -36,7 +36,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "TenantProvisioningFailed",
 ];
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawWebhook {
     url: String,
@@ -65,7 +65,7 @@ impl Webhook {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBus {
     amqp_url_env: String,
@@ -105,7 +105,7 @@ fn event_types(events: Option<Vec<String>>) -> (Vec<String>, Vec<String>) {
 }
 
 /// The `events` block.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsConfig {
     #[serde(default = "default_retry_for")]

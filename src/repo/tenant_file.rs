@@ -11,7 +11,9 @@ use crate::slug::{self, Slug};
 /// few hundred bytes, and a parser should never be handed megabytes of hostile YAML.
 pub const MAX_TENANT_FILE_BYTES: u64 = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     #[default]
@@ -20,7 +22,18 @@ pub enum Status {
     Deprovisioned,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     Shared,
@@ -38,7 +51,7 @@ impl Isolation {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawOwner {
     email: String,
@@ -47,7 +60,9 @@ struct RawOwner {
 /// What a leaving tenant asked for, beyond leaving: `offboarding: { erase: true }` is an
 /// erasure request (GDPR Article 17), which skips the hold; with `export: false` it also
 /// waives the export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Offboarding {
     #[serde(default)]
@@ -75,9 +90,11 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+/// A tenant file as written: the type the loader reads, and the one its JSON Schema is made
+/// from (`schema tenant`).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawTenant {
+pub struct RawTenant {
     slug: String,
     name: String,
     plan: String,
@@ -266,15 +283,12 @@ pub fn yaml_error(file: &str, source: &str, e: &serde_yaml::Error) -> Diagnostic
         }
         _ => (None, text),
     };
-    let mut d = Diagnostic::new(file, text.clone());
+    let mut d = crate::diagnostic::from_serde(file, &text);
     if let Some(loc) = e.location() {
         d = d.at(loc.line(), loc.column());
     }
     if let Some(path) = path {
         d = d.field(path);
-    } else if let Some(field) = crate::diagnostic::backticked(&text) {
-        // serde names the unknown or missing field, and lists the accepted ones itself.
-        d = d.field(field);
     }
     if text.contains("recursion limit") || text.contains("repetition limit") {
         d = d.hint(

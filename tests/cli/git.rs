@@ -410,7 +410,7 @@ fn changed_since_plans_only_the_tenants_a_change_reaches_and_says_why() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(
         text(&out.stdout).contains("0 input files reaching 0 tenants")
-            && text(&out.stdout).contains("No changes. No changes among the tenants the changed inputs reach; other tenants were not planned.")
+            && text(&out.stdout).contains("No changes. The tenants the changed inputs reach match their files; other tenants were not planned.")
             && !text(&out.stdout).contains("were not read"),
         "{}",
         text(&out.stdout)

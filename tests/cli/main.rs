@@ -9,6 +9,7 @@ mod dns;
 mod drift;
 mod export;
 mod faulty;
+mod first_hour;
 mod git;
 mod moto;
 mod offboarding;

@@ -140,3 +140,84 @@ fn every_command_of_the_ci_recipes_runs() {
     }
     repo.assert_plan_empty();
 }
+
+/// The install line every recipe shares.
+fn install_line(file: &Path) -> String {
+    let source = std::fs::read_to_string(file).unwrap();
+    source
+        .lines()
+        .find_map(|l| {
+            let l = l
+                .trim_start()
+                .trim_start_matches("- ")
+                .trim_start_matches("run: ");
+            l.starts_with("cargo install").then(|| l.to_string())
+        })
+        .unwrap_or_else(|| panic!("{} installs nothing", file.display()))
+}
+
+#[test]
+fn the_recipes_install_line_installs_this_repository() {
+    let recipes = project_root().join("examples/ci");
+    let lines: Vec<String> = [
+        "github/tenant-plan.yml",
+        "github/tenant-apply.yml",
+        "github/tenant-drift.yml",
+        "gitlab/.gitlab-ci.yml",
+    ]
+    .iter()
+    .map(|f| install_line(&recipes.join(f)))
+    .collect();
+    assert!(lines.iter().all(|l| l == &lines[0]), "{lines:?}");
+    let line = &lines[0];
+    assert!(
+        line.contains("--git \"$TENANT_RECONCILE_GIT\" --tag \"$TENANT_RECONCILE_VERSION\""),
+        "{line}"
+    );
+
+    // The line as it runs in CI, against a clone of this repository with a release tag; as
+    // a debug build into a folder of the test's, so the shared build folder's dependencies
+    // are reused.
+    let dir = tempfile::TempDir::new().unwrap();
+    let clone = dir.path().join("tenant-reconcile.git");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    };
+    git(&[
+        "clone",
+        "-q",
+        project_root().to_str().unwrap(),
+        clone.to_str().unwrap(),
+    ]);
+    git(&["-C", clone.to_str().unwrap(), "tag", "v0.0.0-test"]);
+    let root = dir.path().join("installed");
+    let words: Vec<String> = line
+        .split_whitespace()
+        .map(|w| w.trim_matches('"').to_string())
+        .map(|w| match w.as_str() {
+            "$TENANT_RECONCILE_GIT" => format!("file://{}", clone.display()),
+            "$TENANT_RECONCILE_VERSION" => "v0.0.0-test".to_string(),
+            _ => w,
+        })
+        .collect();
+    assert_eq!(&words[..2], ["cargo", "install"]);
+    let out = std::process::Command::new("cargo")
+        .args(&words[1..])
+        .args(["--debug", "--root", root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{line}:\n{}", text(&out.stderr));
+    let version = std::process::Command::new(root.join("bin/tenant-reconcile"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&version.stdout),
+        format!("tenant-reconcile {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -66,7 +66,10 @@ fn every_example_config_validates_with_the_example_repo() {
             continue;
         }
         let repo = Repo::example();
-        repo.add_committed(&format!("examples/{name}/tenant-reconcile.hcl"), "tenant-reconcile.hcl");
+        repo.add_committed(
+            &format!("examples/{name}/tenant-reconcile.hcl"),
+            "tenant-reconcile.hcl",
+        );
         let out = repo.run(&["validate"]);
         assert!(
             out.status.success(),

@@ -1,0 +1,57 @@
+//! What is generated from the tool's own definitions: JSON Schemas of the files (from the
+//! loader's types), shell completions and the man page (from these clap definitions).
+
+use std::path::Path;
+
+use clap::{Args, CommandFactory, ValueEnum};
+use clap_complete::Shell;
+
+use super::{Cli, ExitCode};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemaOf {
+    /// A tenant file, with this repo's plans, flags and quotas.
+    Tenant,
+    /// tenant-reconcile.hcl.
+    Config,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Which file's schema.
+    of: SchemaOf,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    shell: Shell,
+}
+
+pub fn schema(root: &Path, args: SchemaArgs) -> anyhow::Result<ExitCode> {
+    let text = match args.of {
+        SchemaOf::Tenant => {
+            let repo = tenant_reconcile::repo::load(root)?;
+            tenant_reconcile::schema::tenant(&repo)
+        }
+        SchemaOf::Config => tenant_reconcile::schema::config(),
+    };
+    print!("{text}");
+    Ok(0)
+}
+
+pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    clap_complete::generate(
+        args.shell,
+        &mut cmd,
+        "tenant-reconcile",
+        &mut std::io::stdout(),
+    );
+    Ok(0)
+}
+
+pub fn man() -> anyhow::Result<ExitCode> {
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+    Ok(0)
+}

@@ -1,0 +1,72 @@
+//! JSON Schemas of the files people write, made from the very types the loader reads
+//! (`RawTenant`, `Config`), never written twice. The tenant schema is the repo's own: its
+//! plans are the allowed `plan` values, and each plan's declared flags and quotas are the
+//! keys a tenant on it may override, so an editor (yaml-language-server) completes them and
+//! marks a typo as the loader would.
+
+use serde_json::{json, Map, Value};
+
+use crate::repo::TenantRepo;
+
+/// The tenant file's schema for `repo`, as pretty JSON.
+pub fn tenant(repo: &TenantRepo) -> String {
+    let mut schema =
+        serde_json::to_value(schemars::schema_for!(crate::repo::tenant_file::RawTenant))
+            .expect("a schema serializes");
+    schema["$id"] = json!("tenant-reconcile/tenant");
+    schema["title"] = json!("A tenant file (tenants/<slug>.yaml)");
+    let props = &mut schema["properties"];
+    props["slug"] = json!({
+        "description": "The tenant's name in every resource: 3 to 40 of a-z, 0-9 and -, starting with a letter, not ending with - and without --; the file is named after it.",
+        "type": "string",
+        "minLength": crate::slug::MIN_LEN,
+        "maxLength": crate::slug::MAX_LEN,
+        "pattern": "^[a-z](?!.*--)[a-z0-9-]*[a-z0-9]$"
+    });
+    let plans: Vec<&String> = repo.plans.keys().collect();
+    props["plan"] = json!({
+        "description": "A plan of plans/, whose defaults the tenant gets.",
+        "enum": plans
+    });
+    props["owner"]["properties"]["email"]["format"] = json!("email");
+    // Each plan's own keys: a flag or quota another plan declares is still refused.
+    let mut by_plan = Vec::new();
+    for (name, plan) in &repo.plans {
+        let flags: Map<String, Value> = plan
+            .features
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    json!({"type": "boolean", "description": format!("default in {name}: {v}")}),
+                )
+            })
+            .collect();
+        let quotas: Map<String, Value> = plan
+            .quotas
+            .iter()
+            .map(|(k, v)| (k.clone(), json!({"type": "integer", "minimum": 0, "description": format!("default in {name}: {v}")})))
+            .collect();
+        by_plan.push(json!({
+            "if": { "properties": { "plan": { "const": name } }, "required": ["plan"] },
+            "then": { "properties": {
+                "features": { "properties": flags, "additionalProperties": false },
+                "quotas": { "properties": quotas, "additionalProperties": false }
+            } }
+        }));
+    }
+    if !by_plan.is_empty() {
+        schema["allOf"] = Value::Array(by_plan);
+    }
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
+
+/// The schema of `tenant-reconcile.hcl`, read as the data HCL gives (blocks as objects),
+/// for tools that check HCL through JSON.
+pub fn config() -> String {
+    let mut schema = serde_json::to_value(schemars::schema_for!(crate::repo::config::Config))
+        .expect("a schema serializes");
+    schema["$id"] = json!("tenant-reconcile/config");
+    schema["title"] = json!("tenant-reconcile.hcl, as HCL's data model reads it");
+    serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"
+}
