@@ -10,7 +10,8 @@ use super::ExitCode;
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Where to make the repo (made if missing); the current folder by default.
-    dir: Option<PathBuf>,
+    #[arg(value_name = "DIR")]
+    path: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -35,7 +36,7 @@ pub struct NewTenantArgs {
 }
 
 pub fn init(cwd: &Path, args: InitArgs) -> anyhow::Result<ExitCode> {
-    let dir = args.dir.map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
+    let dir = args.path.map_or_else(|| cwd.to_path_buf(), |d| cwd.join(d));
     let written = scaffold::init(&dir)?;
     println!("Made a tenant repo in {}:", dir.display());
     for file in &written {
