@@ -176,8 +176,9 @@ fn the_recipes_install_line_installs_this_repository() {
     );
 
     // The line as it runs in CI, against a clone of this repository with a release tag; as
-    // a debug build into a folder of the test's, so the shared build folder's dependencies
-    // are reused.
+    // a debug build into a build folder of its own beside the shared one (kept between runs,
+    // so only the first one builds the dependencies): in the shared one it would replace the
+    // binary the other tests are running with this build of HEAD.
     let dir = tempfile::TempDir::new().unwrap();
     let clone = dir.path().join("tenant-reconcile.git");
     let git = |args: &[&str]| {
@@ -206,9 +207,19 @@ fn the_recipes_install_line_installs_this_repository() {
         })
         .collect();
     assert_eq!(&words[..2], ["cargo", "install"]);
+    let shared = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| project_root().join("target"));
+    let own = format!("{}-install", shared.display());
     let out = std::process::Command::new("cargo")
         .args(&words[1..])
-        .args(["--debug", "--root", root.to_str().unwrap()])
+        .args([
+            "--debug",
+            "--root",
+            root.to_str().unwrap(),
+            "--target-dir",
+            &own,
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{line}:\n{}", text(&out.stderr));
