@@ -1,8 +1,14 @@
-targets {
-  dns = "route53"
-}
-route53 {
-  zone_id = "1G9G7X6IKZBQJHR85B1VP3"
-  record_name = "{slug}.try.example.com"
-  target = "ingress.example.com"
+# The example repo's settings. Without this file everything goes to the local target under
+# .tenant-reconcile/, which needs no server; examples/ holds configs for PostgreSQL, S3, RabbitMQ and Route53.
+
+# Billing is wired up apart from provisioning: a tenant becomes active whether or not the
+# billing provider answers, and a failed call is retried by later applies, each try with the
+# same idempotency key. The customer id the hook prints is kept on the tenant
+# (`tenant-reconcile state show acme`, and `tenant.outputs` in templates).
+hook "billing" {
+  on          = ["provisioned", "plan_changed", "suspended", "resumed", "offboarding", "deprovisioned"]
+  command     = ["./hooks/billing.sh"]
+  timeout     = "30s"
+  retry_after = "1m"
+  pass_env    = ["BILLING_FAIL_FIRST", "BILLING_SLEEP", "BILLING_LEDGER"]
 }
