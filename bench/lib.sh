@@ -16,6 +16,12 @@ build_release() {
   BIN="$CARGO_TARGET_DIR/release/tenant-reconcile"
 }
 
+# logged_count LOG FIELD: the last value of a count the debug log gives as a field of a line
+# (`debug: applied (…, s3_requests: 5727, …)`), or `?` when no line has it.
+logged_count() {
+  { grep -oE "$2[=:] ?[0-9]+" "$1" || true; } | tail -1 | grep -oE '[0-9]+$' || echo "?"
+}
+
 # refresh_queries LOG PROVIDER: the round trips sent by the refresh of the providers whose
 # name starts with PROVIDER, summed from the debug log's lines
 # (`debug: refreshed (provider: postgres data, elapsed: 3ms, queries: 5)`); 0 when none.

@@ -73,7 +73,8 @@ mb() { echo "$(( $1 / 1024 ))"; }
 
 run apply --auto-approve
 APPLY_S=$SECS APPLY_MB=$(mb "$KB") APPLY_CPU=$CPU
-APPLY_CALLS=$(grep -o 'broker_requests=[0-9]*' "$LOG" | tail -1 | cut -d= -f2)
+APPLY_CALLS=$(logged_count "$LOG" broker_requests)
+echo "apply: ${SECS} s, ${CPU} s CPU, $(mb "$KB") MB, ${APPLY_CALLS} requests" >&2
 
 times="" mems="" cpus=""
 for _ in $(seq "$REPEATS"); do

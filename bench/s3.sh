@@ -58,7 +58,7 @@ mb() { echo "$(( $1 / 1024 ))"; }
 
 run apply --auto-approve
 APPLY_S=$SECS APPLY_MB=$(mb "$KB") APPLY_CPU=$CPU
-APPLY_CALLS=$(grep -o 's3_requests=[0-9]*' "$LOG" | tail -1 | cut -d= -f2)
+APPLY_CALLS=$(logged_count "$LOG" s3_requests)
 
 times="" mems="" cpus=""
 for _ in $(seq "$REPEATS"); do
