@@ -17,9 +17,11 @@ build_release() {
 }
 
 # logged_count LOG FIELD: the last value of a count the debug log gives as a field of a line
-# (`debug: applied (…, s3_requests: 5727, …)`), or `?` when no line has it.
+# (`debug: applied (…, s3 requests: 5727, …)`: the text log writes a field's `_` as a space),
+# or `?` when no line has it.
 logged_count() {
-  { grep -oE "$2[=:] ?[0-9]+" "$1" || true; } | tail -1 | grep -oE '[0-9]+$' || echo "?"
+  local field="${2//_/[_ ]}"
+  { grep -oE "$field[=:] ?[0-9]+" "$1" || true; } | tail -1 | grep -oE '[0-9]+$' || echo "?"
 }
 
 # refresh_queries LOG PROVIDER: the round trips sent by the refresh of the providers whose
