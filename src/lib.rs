@@ -5,6 +5,7 @@
 //! → **diff** ([`plan`]) → **render** ([`render`]) or **apply** ([`apply`]), with the
 //! recorded [`state`] beside it. See ARCHITECTURE.md.
 
+pub mod amqp;
 pub mod apply;
 pub mod audit;
 pub mod broker;

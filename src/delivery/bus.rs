@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Connection, ExchangeKind};
 
 use super::Due;
 use crate::repo::subscribers::Bus;
@@ -41,17 +41,16 @@ impl Publisher {
             )
         })?;
         let at = shown(&url);
-        let properties = ConnectionProperties::default()
-            .with_executor(tokio_executor_trait::Tokio::current())
-            .with_reactor(tokio_reactor_trait::Tokio)
-            .with_connection_name("tenant-reconcile".into());
-        let connection = tokio::time::timeout(
-            Duration::from_secs(10),
-            Connection::connect(&url, properties),
-        )
-        .await
-        .map_err(|_| format!("the bus {} at {at} did not answer within 10 s", bus.name))?
-        .map_err(|e| format!("cannot reach the bus {} at {at}: {e}", bus.name))?;
+        let connection = crate::amqp::connect(&url, "tenant-reconcile", Duration::from_secs(10))
+            .await
+            .map_err(|e| match e {
+                crate::amqp::ConnectError::Timeout => {
+                    format!("the bus {} at {at} did not answer within 10 s", bus.name)
+                }
+                crate::amqp::ConnectError::Failed(e) => {
+                    format!("cannot reach the bus {} at {at}: {e}", bus.name)
+                }
+            })?;
         let failed =
             |what: &str, e: lapin::Error| format!("the bus {} at {at}: {what}: {e}", bus.name);
         let channel = connection

@@ -767,19 +767,22 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
+/// A problem with `key` of the config's `block` (`s3`, `rabbitmq`, …), where it is written.
+fn block_problem(source: &str, block: &str, key: &str, message: String, hint: &str) -> Diagnostic {
+    let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
+    Diagnostic::new(CONFIG_FILE, message)
+        .at(line, col)
+        .field(format!("{block}.{key}"))
+        .hint(hint.to_string())
+}
+
 /// The `rabbitmq` block's names reach the management API's paths and the broker's own
 /// names, so they are kept to plain characters (and percent-encoded besides).
 fn check_rabbitmq(source: &str, config: &Config) -> Vec<Diagnostic> {
     let mq = &config.rabbitmq;
     let mut problems = Vec::new();
     let mut problem = |key: &str, message: String, hint: &str| {
-        let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
-        problems.push(
-            Diagnostic::new(CONFIG_FILE, message)
-                .at(line, col)
-                .field(format!("rabbitmq.{key}"))
-                .hint(hint.to_string()),
-        );
+        problems.push(block_problem(source, "rabbitmq", key, message, hint));
     };
     let plain = |s: &str| {
         s.len() <= 64
@@ -849,13 +852,7 @@ fn check_route53(source: &str, config: &Config) -> Vec<Diagnostic> {
         return problems;
     }
     let mut problem = |key: &str, message: String, hint: &str| {
-        let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
-        problems.push(
-            Diagnostic::new(CONFIG_FILE, message)
-                .at(line, col)
-                .field(format!("route53.{key}"))
-                .hint(hint.to_string()),
-        );
+        problems.push(block_problem(source, "route53", key, message, hint));
     };
     if dns.zone_id.is_empty() || !dns.zone_id.chars().all(|c| c.is_ascii_alphanumeric()) {
         problem(
@@ -912,13 +909,7 @@ fn check_s3(source: &str, config: &Config) -> Vec<Diagnostic> {
     let s3 = &config.s3;
     let mut problems = Vec::new();
     let mut problem = |key: &str, message: String, hint: &str| {
-        let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
-        problems.push(
-            Diagnostic::new(CONFIG_FILE, message)
-                .at(line, col)
-                .field(format!("s3.{key}"))
-                .hint(hint.to_string()),
-        );
+        problems.push(block_problem(source, "s3", key, message, hint));
     };
     let unknown: Vec<&str> = s3
         .bucket_name

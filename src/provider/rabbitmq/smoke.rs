@@ -9,7 +9,7 @@ use lapin::options::{
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection};
 
 use crate::broker::{self, PERMISSIONS_ALL};
 use crate::desired::Attrs;
@@ -51,14 +51,14 @@ pub async fn run(
 }
 
 async fn connect(url: &str) -> Result<Connection, String> {
-    let properties = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio)
-        .with_connection_name("tenant-reconcile smoke test".into());
-    tokio::time::timeout(TIMEOUT, Connection::connect(url, properties))
+    crate::amqp::connect(url, "tenant-reconcile smoke test", TIMEOUT)
         .await
-        .map_err(|_| format!("no answer within {} s", TIMEOUT.as_secs()))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| match e {
+            crate::amqp::ConnectError::Timeout => {
+                format!("no answer within {} s", TIMEOUT.as_secs())
+            }
+            crate::amqp::ConnectError::Failed(e) => e.to_string(),
+        })
 }
 
 /// Connects, publishes a probe to an exclusive queue of its own and reads it back.
