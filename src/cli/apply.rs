@@ -74,11 +74,10 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
-    if args.planfile.is_none() && !args.auto_approve && !std::io::stdin().is_terminal() {
-        anyhow::bail!(
-            "apply asks for confirmation, and there is no terminal to ask\n  hint: pass --auto-approve, or apply a plan saved with `plan --out FILE`"
-        );
-    }
+    // Without a terminal to ask on (a script, a CI step, an editor's task runner) the plan
+    // is still worth showing: the person learns what the apply would do, then how to let it.
+    let no_terminal =
+        args.planfile.is_none() && !args.auto_approve && !std::io::stdin().is_terminal();
     let ws = Workspace::open_at(root, args.rev.as_deref())?;
     let saved = match &args.planfile {
         Some(p) => Some(ops::read_plan_file(p)?),
@@ -113,6 +112,9 @@ async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         if auto {
             return true;
         }
+        if no_terminal {
+            return false;
+        }
         print!("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
         let _ = std::io::stdout().flush();
         let mut answer = String::new();
@@ -124,6 +126,12 @@ async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         ApplyOutcome::NoChanges(plan) => {
             anstream::print!("{}", render::text::render(&plan));
             Ok(0)
+        }
+        ApplyOutcome::Declined if no_terminal => {
+            anstream::eprintln!(
+                "\nNothing was applied: apply asks before it changes anything, and there is no terminal to ask on.\n  hint: to carry out the plan above, run `tenant-reconcile apply --auto-approve`; or save it with `plan --out FILE` and apply exactly that with `apply FILE`"
+            );
+            Ok(1)
         }
         ApplyOutcome::Declined => {
             println!("\nApply cancelled.");

@@ -96,10 +96,17 @@ fn saved_plan_applies_exactly_and_a_stale_one_is_refused() {
 }
 
 #[test]
-fn apply_without_a_terminal_needs_auto_approve() {
+fn apply_without_a_terminal_shows_the_plan_and_says_how_to_apply_it() {
     let repo = Repo::example();
+    let before = repo.fingerprint();
     let out = repo.run(&["apply"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no terminal to ask"));
-    assert!(!repo.state_dir().exists());
+    assert!(
+        text(&out.stdout).contains("Plan: "),
+        "the plan is shown:\n{}",
+        text(&out.stdout)
+    );
+    insta::assert_snapshot!(redact(&repo, &text(&out.stderr)));
+    assert!(!repo.state_dir().join("state.json").exists());
+    assert_eq!(before, repo.fingerprint(), "apply without a yes changed something");
 }

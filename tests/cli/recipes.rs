@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::git::{committed_example, git};
-use crate::support::{project_root, text};
+use crate::support::{committed, project_root, text};
 
 const SUBCOMMANDS: &[&str] = &["validate", "plan", "apply", "show", "state", "force-unlock"];
 
@@ -45,7 +45,7 @@ fn commands(file: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn every_command_of_the_ci_recipes_runs() {
-    let recipes = project_root().join("examples/ci");
+    let (_copy, recipes) = committed("examples/ci");
     let files = [
         recipes.join("github/tenant-plan.yml"),
         recipes.join("github/tenant-apply.yml"),
@@ -158,7 +158,7 @@ fn install_line(file: &Path) -> String {
 
 #[test]
 fn the_recipes_install_line_installs_this_repository() {
-    let recipes = project_root().join("examples/ci");
+    let (_copy, recipes) = committed("examples/ci");
     let lines: Vec<String> = [
         "github/tenant-plan.yml",
         "github/tenant-apply.yml",
@@ -175,10 +175,11 @@ fn the_recipes_install_line_installs_this_repository() {
         "{line}"
     );
 
-    // The line as it runs in CI, against a clone of this repository with a release tag; as
-    // a debug build into a build folder of its own beside the shared one (kept between runs,
-    // so only the first one builds the dependencies): in the shared one it would replace the
-    // binary the other tests are running with this build of HEAD.
+    // The line as it runs in CI, against a clone of this repository with a release tag, as a
+    // debug build. Its intermediate files go to the shared build folder (`build-dir`), so it
+    // reuses the dependencies this test run was built with and compiles only the crate
+    // itself; the binary it makes goes to a folder of its own (`--target-dir`): in the shared
+    // one it would replace the binary the other tests are running with this build of HEAD.
     let dir = tempfile::TempDir::new().unwrap();
     let clone = dir.path().join("tenant-reconcile.git");
     let git = |args: &[&str]| {
@@ -210,7 +211,7 @@ fn the_recipes_install_line_installs_this_repository() {
     let shared = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| project_root().join("target"));
-    let own = format!("{}-install", shared.display());
+    let own = dir.path().join("target");
     // At the lowest priority and one job, beside tests that time what they do.
     let out = std::process::Command::new("nice")
         .args(["-n", "19", "cargo"])
@@ -220,10 +221,12 @@ fn the_recipes_install_line_installs_this_repository() {
             "--root",
             root.to_str().unwrap(),
             "--target-dir",
-            &own,
+            own.to_str().unwrap(),
             "--jobs",
             "1",
         ])
+        .env("CARGO_BUILD_BUILD_DIR", &shared)
+        .env_remove("CARGO_TARGET_DIR")
         .output()
         .unwrap();
     assert!(out.status.success(), "{line}:\n{}", text(&out.stderr));

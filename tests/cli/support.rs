@@ -234,6 +234,18 @@ pub fn project_root() -> std::path::PathBuf {
         .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
 }
 
+/// The project's folder `sub` as committed, in a temp dir of its own (its working tree
+/// copy outside a git checkout): what a test reads of the project, whatever a person has
+/// edited there.
+pub fn committed(sub: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir::new().expect("temp dir");
+    let to = dir.path().join(sub);
+    if !copy_committed(&project_root(), sub, &to) {
+        copy_dir(&project_root().join(sub), &to);
+    }
+    (dir, to)
+}
+
 /// Writes the folder `sub` of the project as its git HEAD has it into `to`; false when the
 /// project is not a git checkout or HEAD has no such folder.
 fn copy_committed(root: &Path, sub: &str, to: &Path) -> bool {
