@@ -108,5 +108,9 @@ fn apply_without_a_terminal_shows_the_plan_and_says_how_to_apply_it() {
     );
     insta::assert_snapshot!(redact(&repo, &text(&out.stderr)));
     assert!(!repo.state_dir().join("state.json").exists());
-    assert_eq!(before, repo.fingerprint(), "apply without a yes changed something");
+    assert_eq!(
+        before,
+        repo.fingerprint(),
+        "apply without a yes changed something"
+    );
 }

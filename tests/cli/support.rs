@@ -211,9 +211,11 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
         }
         if p.is_dir() {
             walk(root, &p, out);
-        } else if name.ends_with("-wal") && std::fs::metadata(&p).unwrap().len() == 0 {
-            // SQLite creates an empty write-ahead log when a reader opens a WAL database;
-            // an empty log holds no data.
+        } else if (name.ends_with("-wal") || name.ends_with(".journal"))
+            && std::fs::metadata(&p).unwrap().len() == 0
+        {
+            // SQLite creates an empty write-ahead log when a reader opens a WAL database,
+            // and the state lock opens its (empty) checkpoint journal: neither holds data.
             continue;
         } else {
             let bytes = std::fs::read(&p).unwrap();
