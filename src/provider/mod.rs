@@ -128,6 +128,13 @@ pub struct RefreshTarget {
     pub purge: bool,
 }
 
+/// The targets that want a resource of `kind` (desired or recorded): what a target with one
+/// kind of its own refreshes, and nothing at all when there are none.
+pub fn wanting(targets: &[RefreshTarget], kind: Kind) -> Vec<&RefreshTarget> {
+    let key = Key::new(kind);
+    targets.iter().filter(|t| t.keys.contains(&key)).collect()
+}
+
 /// What a live resource looks like now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LiveResource {

@@ -382,8 +382,8 @@ impl Provider for Route53Dns {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
-        let key = Key::new(Kind::Dns);
-        if !targets.iter().any(|t| t.keys.contains(&key)) {
+        let wanted = crate::provider::wanting(targets, Kind::Dns);
+        if wanted.is_empty() {
             return Ok(());
         }
         let before = self.calls();
@@ -396,7 +396,7 @@ impl Provider for Route53Dns {
                 by_name.insert(name, found);
             }
         }
-        for t in targets.iter().filter(|t| t.keys.contains(&key)) {
+        for t in wanted {
             let name = dns::name(&self.config, &t.slug, &t.region);
             let at = AtName {
                 record: by_name.get(name.as_str()).map(|f| (*f).clone()),

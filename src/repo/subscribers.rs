@@ -94,14 +94,19 @@ fn plain_env(name: &str) -> bool {
 
 /// The event types a subscriber asks for (every one when it names none), and those of them
 /// that are not event types.
-fn event_types(events: Option<Vec<String>>) -> (Vec<String>, Vec<String>) {
+fn event_types(
+    events: Option<Vec<String>>,
+    problem: &mut impl FnMut(String, &str, &str),
+) -> Vec<String> {
     let events = events.unwrap_or_else(|| EVENT_TYPES.iter().map(|e| e.to_string()).collect());
-    let unknown = events
-        .iter()
-        .filter(|e| !EVENT_TYPES.contains(&e.as_str()))
-        .cloned()
-        .collect();
-    (events, unknown)
+    for e in events.iter().filter(|e| !EVENT_TYPES.contains(&e.as_str())) {
+        problem(
+            format!("{e:?} is not an event type"),
+            "events",
+            &format!("events can list: {}", EVENT_TYPES.join(", ")),
+        );
+    }
+    events
 }
 
 /// The `events` block.
@@ -204,14 +209,7 @@ pub fn parse_buses(
                 "letters, digits, `-`, `_`, `.` and `:`, like \"tenant-events\"",
             );
         }
-        let (events, unknown) = event_types(raw.events);
-        for e in unknown {
-            problem(
-                format!("{e:?} is not an event type"),
-                "events",
-                &format!("events can list: {}", EVENT_TYPES.join(", ")),
-            );
-        }
+        let events = event_types(raw.events, &mut problem);
         out.push(Bus {
             name,
             amqp_url_env: raw.amqp_url_env,
@@ -302,14 +300,7 @@ pub fn parse(
                 "the name of the variable holding the whsec_ secret, like BILLING_WEBHOOK_SECRET",
             );
         }
-        let (events, unknown) = event_types(raw.events);
-        for e in unknown {
-            problem(
-                format!("{e:?} is not an event type"),
-                "events",
-                &format!("events can list: {}", EVENT_TYPES.join(", ")),
-            );
-        }
+        let events = event_types(raw.events, &mut problem);
         let timeout = match raw.timeout.as_deref().map(humantime::parse_duration) {
             None => Duration::from_secs(15),
             Some(Ok(d)) if !d.is_zero() && d <= Duration::from_secs(300) => d,

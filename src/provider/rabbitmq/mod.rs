@@ -282,8 +282,8 @@ impl Provider for RabbitMq {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
-        let key = Key::new(Kind::Vhost);
-        if !targets.iter().any(|t| t.keys.contains(&key)) {
+        let wanted = crate::provider::wanting(targets, Kind::Vhost);
+        if wanted.is_empty() {
             return Ok(());
         }
         let api = self.api().await?;
@@ -313,7 +313,7 @@ impl Provider for RabbitMq {
             .into_iter()
             .map(|l| (l.vhost, l.value))
             .collect();
-        for t in targets.iter().filter(|t| t.keys.contains(&key)) {
+        for t in wanted {
             let vhost = broker::vhost(&self.config, &t.slug);
             let user = broker::user(&self.config, &t.slug);
             let found_vhost = vhosts.get(&vhost);
