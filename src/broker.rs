@@ -18,6 +18,8 @@ pub const PERMISSIONS_ALL: &str = "configure=.* write=.* read=.*";
 pub const PERMISSIONS_NONE: &str = "none";
 /// A limit the tenant's quotas do not set.
 pub const UNLIMITED: &str = "unlimited";
+/// A vhost every node runs: the only state a tenant's vhost should be in.
+pub const RUNNING: &str = "running";
 
 /// The vhost limits this tool sets, with the attribute each is shown as.
 pub const LIMITS: [(&str, &str); 2] = [
@@ -86,6 +88,7 @@ pub fn desired(
         ("user_tags", json!([])),
         ("max_connections", quota(&config.connections_quota)),
         ("max_queues", quota(&config.queues_quota)),
+        ("state", json!(RUNNING)),
     ])
 }
 

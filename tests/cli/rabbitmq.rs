@@ -146,6 +146,22 @@ impl Broker {
         let (_, list) = self.call("GET", "users?columns=name", None);
         self.ours(&list).into_iter().map(str::to_string).collect()
     }
+
+    /// This test's vhosts that some node does not run, as the API says.
+    pub fn not_running(&self) -> Vec<String> {
+        let (_, list) = self.call("GET", "vhosts?columns=name,cluster_state", None);
+        let ours = self.ours(&list);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| ours.contains(&v["name"].as_str().unwrap()))
+            .filter(|v| {
+                let states = v["cluster_state"].as_object().unwrap();
+                states.is_empty() || states.values().any(|s| s != "running")
+            })
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    }
 }
 
 impl Drop for Broker {
@@ -373,6 +389,64 @@ fn drift_shows_field_by_field_and_apply_puts_it_back() {
     repo.assert_plan_empty();
 }
 
+/// Stops `vhost` on the node as a crash of its processes would: the vhost stays listed,
+/// and refuses every connection until it is started again.
+fn stop_vhost(vhost: &str) {
+    assert!(
+        vhost
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "{vhost}"
+    );
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "eval",
+            &format!("rabbit_vhost_sup_sup:stop_and_delete_vhost(<<\"{vhost}\">>)."),
+        ])
+        .output()
+        .expect("rabbitmqctl (RabbitMQ's own command line, beside the server) must be installed");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl eval: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_vhost_that_is_not_running_shows_in_the_plan_and_apply_starts_it() {
+    let broker = Broker::new();
+    let repo = broker.repo();
+    repo.apply();
+    let acme = broker.name("acme");
+    let url = broker.url_of(&repo, "acme");
+    stop_vhost(&acme);
+    let (_, row) = broker.call("GET", &format!("vhosts/{acme}"), None);
+    assert_ne!(
+        row["cluster_state"].as_object().unwrap().values().next(),
+        Some(&json!("running")),
+        "{row}"
+    );
+    assert_ne!(
+        broker.tenant("roundtrip", &url, &[]).0,
+        0,
+        "a stopped vhost refuses its tenant"
+    );
+
+    let drift = text(&repo.run(&["plan", "--refresh-only"]).stdout);
+    assert!(
+        drift.contains("~ state = \"running\" → \"stopped on rabbit@"),
+        "{drift}"
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("→ \"running\""), "{plan}");
+    assert!(!plan.contains("forces replacement"), "{plan}");
+
+    repo.apply();
+    assert_eq!(broker.not_running(), Vec::<String>::new());
+    assert_eq!(broker.tenant("roundtrip", &url, &[]).0, 0);
+    repo.assert_plan_empty();
+}
+
 #[test]
 fn an_apply_killed_anywhere_converges_on_the_rerun() {
     let broker = Broker::new();
@@ -388,6 +462,7 @@ fn an_apply_killed_anywhere_converges_on_the_rerun() {
     }
     repo.apply();
     assert_eq!(broker.vhosts().len(), 16);
+    assert_eq!(broker.not_running(), Vec::<String>::new());
     assert_eq!(broker.users().len(), 16);
     assert_eq!(
         broker

@@ -107,13 +107,28 @@ impl Api {
         segments: &[&str],
         body: &serde_json::Value,
     ) -> Result<(), ProviderError> {
-        let url = self.url(segments, None);
         let body = serde_json::to_vec(body).expect("JSON serializes");
-        match self.send(Method::PUT, &url, Some(body)).await? {
+        self.found(Method::PUT, segments, Some(body)).await
+    }
+
+    /// An action without a body (`vhosts/NAME/start/NODE`).
+    pub async fn post(&self, segments: &[&str]) -> Result<(), ProviderError> {
+        self.found(Method::POST, segments, None).await
+    }
+
+    /// A request whose 404 is an error: what it acts on must be there.
+    async fn found(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<Vec<u8>>,
+    ) -> Result<(), ProviderError> {
+        let url = self.url(segments, None);
+        match self.send(method.clone(), &url, body).await? {
             Some(_) => Ok(()),
             None => Err(ProviderError::Service {
                 code: Some("404".into()),
-                message: format!("PUT {}: not found", url.path()),
+                message: format!("{method} {}: not found", url.path()),
             }),
         }
     }

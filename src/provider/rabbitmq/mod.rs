@@ -11,7 +11,8 @@
 mod api;
 mod smoke;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -33,6 +34,8 @@ pub use api::Api;
 const PASSWORD_TAG: &str = "tenant-reconcile-password=";
 /// The tag every tenant vhost carries, for people listing vhosts.
 const VHOST_TAG: &str = "tenant-reconcile";
+/// How long a vhost may take to start on every node.
+const VHOST_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// What `password_fingerprint` reads when the user's hash is not the one set here.
 const CHANGED_OUTSIDE: &str = "(changed outside tenant-reconcile)";
 
@@ -47,6 +50,30 @@ struct VhostRow {
     name: String,
     #[serde(default)]
     description: Option<String>,
+    /// Each node's word for the vhost: `running`, `stopped`, `nodedown`.
+    #[serde(default)]
+    cluster_state: BTreeMap<String, String>,
+}
+
+impl VhostRow {
+    /// `running` when every node runs it, or what the others say (`stopped on rabbit@a`).
+    /// A vhost whose start was cut off (its creator killed mid-request) exists and is
+    /// listed, yet refuses every connection until it is started.
+    fn state(&self) -> String {
+        let down: Vec<String> = self
+            .cluster_state
+            .iter()
+            .filter(|(_, state)| state.as_str() != broker::RUNNING)
+            .map(|(node, state)| format!("{state} on {node}"))
+            .collect();
+        if self.cluster_state.is_empty() {
+            "not started on any node".to_string()
+        } else if down.is_empty() {
+            broker::RUNNING.to_string()
+        } else {
+            down.join(", ")
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -154,6 +181,46 @@ impl RabbitMq {
     async fn vhost_owner(&self, name: &str) -> Result<Option<Owner>, ProviderError> {
         let row: Option<VhostRow> = self.api().await?.get(&["vhosts", name], None).await?;
         Ok(row.map(|v| Owner::from_text(v.description.as_deref())))
+    }
+
+    /// Starts the vhost on each node that does not run it, and waits until all do.
+    async fn start(&self, vhost: &str) -> Result<(), ProviderError> {
+        let api = self.api().await?;
+        let deadline = tokio::time::Instant::now() + VHOST_START_TIMEOUT;
+        let mut asked = false;
+        loop {
+            let row: Option<VhostRow> = api
+                .get(&["vhosts", vhost], Some("columns=name,cluster_state"))
+                .await?;
+            let Some(row) = row else {
+                return Err(ProviderError::Message(format!(
+                    "the vhost {vhost} is gone: it was deleted while this apply made it"
+                )));
+            };
+            let state = row.state();
+            if state == broker::RUNNING {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ProviderError::Message(format!(
+                    "the vhost {vhost} is not running after {}s ({state})",
+                    VHOST_START_TIMEOUT.as_secs()
+                )));
+            }
+            // Once: a node that is starting it already answers the same, and one that is
+            // down cannot be asked again to any effect.
+            if !asked {
+                for (node, _) in row
+                    .cluster_state
+                    .iter()
+                    .filter(|(_, s)| s.as_str() != broker::RUNNING && s.as_str() != "nodedown")
+                {
+                    api.post(&["vhosts", vhost, "start", node]).await?;
+                }
+                asked = true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     async fn user_exists(&self, name: &str) -> Result<bool, ProviderError> {
@@ -289,15 +356,15 @@ impl Provider for RabbitMq {
         let api = self.api().await?;
         let before = api.calls();
         let (vhosts, users, permissions, limits) = tokio::try_join!(
-            api.get::<Vec<VhostRow>>(&["vhosts"], Some("columns=name,description")),
+            api.get::<Vec<VhostRow>>(&["vhosts"], Some("columns=name,description,cluster_state")),
             api.get::<Vec<UserRow>>(&["users"], Some("columns=name,password_hash,tags")),
             api.get::<Vec<PermissionRow>>(&["permissions"], None),
             api.get::<Vec<LimitRow>>(&["vhost-limits"], None),
         )?;
-        let vhosts: HashMap<String, Option<String>> = vhosts
+        let vhosts: HashMap<String, VhostRow> = vhosts
             .unwrap_or_default()
             .into_iter()
-            .map(|v| (v.name, v.description))
+            .map(|v| (v.name.clone(), v))
             .collect();
         let users: HashMap<String, UserRow> = users
             .unwrap_or_default()
@@ -355,8 +422,9 @@ impl Provider for RabbitMq {
             ]);
             // One that is missing is not reported, so the plan sets it in place (`+ vhost`)
             // rather than replacing what is left.
-            if found_vhost.is_some() {
+            if let Some(row) = found_vhost {
                 attrs.insert("vhost", json!(vhost));
+                attrs.insert("state", json!(row.state()));
             }
             if let Some(u) = found_user {
                 attrs.insert("user", json!(user));
@@ -366,7 +434,7 @@ impl Provider for RabbitMq {
                 attrs.insert("password_fingerprint", json!(fingerprint));
             }
             let owner = match found_vhost {
-                Some(description) => Owner::from_text(description.as_deref()),
+                Some(row) => Owner::from_text(row.description.as_deref()),
                 // A user of the tenant's name beside no vhost of ours.
                 None => Owner::Unmarked,
             };
@@ -431,6 +499,11 @@ impl Provider for RabbitMq {
                 &json!({ "description": ctx.mark.text(), "tags": VHOST_TAG }),
             )
             .await?;
+        }
+        // Even a vhost just made is asked: when an earlier run was killed mid-create, the
+        // PUT above finds the vhost there, answers at once, and it may not be running yet.
+        if whole || fresh || changed("vhost") || changed("state") {
+            self.start(vhost).await?;
         }
         let mut out = attrs.clone();
         // The desired attributes carry the fingerprint whenever the tenant's id was known at
