@@ -140,7 +140,9 @@ fn every_event_arrives_once_signed_and_in_order_per_tenant() {
 fn a_failing_event_holds_its_tenants_later_ones_and_is_retried_on_the_same_id() {
     let r = Receiver::start();
     r.answer(serde_json::json!({"umbrella-labs": [503, 200]}));
-    let repo = repo_for(&r, "events {\n  schedule = [\"1s\", \"1s\"]\n}\n");
+    // The first retry waits longer than any one relay run takes, even on a busy machine: the
+    // relay passes again while something is due, and a retry due within the run would be sent.
+    let repo = repo_for(&r, "events {\n  schedule = [\"5s\", \"1s\"]\n}\n");
     repo.apply();
     let out = deliver(&repo);
     assert_eq!(
@@ -156,8 +158,19 @@ fn a_failing_event_holds_its_tenants_later_ones_and_is_retried_on_the_same_id() 
     assert_eq!(umbrella.len(), 1, "{got:?}");
     assert_eq!(umbrella[0]["type"], "TenantProvisioned");
     assert_eq!(umbrella[0]["status"], 503);
-    std::thread::sleep(std::time::Duration::from_millis(1300));
-    let out = deliver(&repo);
+    // Until the retry is due.
+    let started = std::time::Instant::now();
+    let out = loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        let out = deliver(&repo);
+        if !out.starts_with("Delivered 0 events") || started.elapsed().as_secs() > 15 {
+            break out;
+        }
+    };
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(4),
+        "retried before the schedule's 5 s"
+    );
     assert_eq!(
         out.trim(),
         "Delivered 2 events; 0 failed and will be retried; 0 dead."
@@ -658,7 +671,8 @@ fn an_unreachable_bus_is_a_clear_error_that_names_no_password() {
 fn retry_after_is_honoured_and_a_receiver_that_hangs_is_a_timeout() {
     let r = Receiver::start();
     r.answer(serde_json::json!({"acme": ["429:30"], "globex": [0]}));
-    let repo = repo_for(&r, "events {\n  schedule = [\"1s\"]\n}\n");
+    // A retry well after the relay's run, so the run ends with both still failed.
+    let repo = repo_for(&r, "events {\n  schedule = [\"10s\"]\n}\n");
     // The webhook's timeout is 2 s (repo_for): globex's receiver never answers.
     repo.apply();
     let started = std::time::Instant::now();
@@ -682,7 +696,7 @@ fn retry_after_is_honoured_and_a_receiver_that_hangs_is_a_timeout() {
     };
     assert_eq!(row("globex")["last_error"], "no answer within 2s");
     assert_eq!(row("acme")["last_error"], "answered 429");
-    // Retried after the receiver's 30 s, not the schedule's 1 s.
+    // Retried after the receiver's 30 s, not the schedule's 10 s.
     let next = humantime::parse_rfc3339(row("acme")["next_at"].as_str().unwrap()).unwrap();
     let wait = next
         .duration_since(std::time::SystemTime::now())
