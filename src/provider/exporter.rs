@@ -190,7 +190,7 @@ impl Exporter {
     /// Makes `dir` an empty folder claimed for `tenant_id`: a folder this tenant claimed
     /// before is cleared (a stopped run) or, holding a whole export, set aside beside it
     /// (offboarded again); anything else there is refused, never removed.
-    fn claim(&self, dir: &Path, tenant_id: &str) -> Result<(), ProviderError> {
+    fn claim(dir: &Path, tenant_id: &str) -> Result<(), ProviderError> {
         let claim = dir.join(CLAIM_FILE);
         let occupied = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
         if occupied {
@@ -202,13 +202,25 @@ impl Exporter {
                 )));
             }
             if dir.join(MANIFEST_FILE).exists() {
-                let aside = dir.with_file_name(format!(
-                    "{}.{}",
-                    dir.file_name().and_then(|n| n.to_str()).unwrap_or("export"),
-                    crate::state::now().replace([':', '-'], "")
-                ));
-                std::fs::rename(dir, &aside)
-                    .map_err(ProviderError::io(format!("set aside {}", dir.display())))?;
+                let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("export");
+                for aside in aside_names(name) {
+                    // Onto a folder that holds something, rename fails: that name is taken
+                    // (set aside earlier within the same second), the next one is tried.
+                    match std::fs::rename(dir, dir.with_file_name(&aside)) {
+                        Ok(()) => break,
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::DirectoryNotEmpty
+                                    | std::io::ErrorKind::AlreadyExists
+                            ) => {}
+                        Err(e) => {
+                            return Err(ProviderError::io(format!("set aside {}", dir.display()))(
+                                e,
+                            ))
+                        }
+                    }
+                }
             } else {
                 std::fs::remove_dir_all(dir)
                     .map_err(ProviderError::io(format!("clear {}", dir.display())))?;
@@ -234,6 +246,14 @@ impl Exporter {
         std::fs::rename(&making, dir)
             .map_err(ProviderError::io(format!("create {}", dir.display())))
     }
+}
+
+/// The names an export `name` set aside may take, in the order to try them: `name.<now>`,
+/// then `name.<now>.2`, `.3`, … as many as it takes, since two offboardings of one tenant
+/// can come within the same second (a run killed and run again).
+pub(crate) fn aside_names(name: &str) -> impl Iterator<Item = String> {
+    let base = format!("{name}.{}", crate::state::now().replace([':', '-'], ""));
+    std::iter::once(base.clone()).chain((2u32..).map(move |n| format!("{base}.{n}")))
 }
 
 #[async_trait]
@@ -292,7 +312,7 @@ impl Provider for Exporter {
         let sources: Vec<&dyn Provider> = self.sources.iter().map(|p| &**p).collect();
         match &self.bucket {
             None => {
-                self.claim(&dir, tenant_id)?;
+                Self::claim(&dir, tenant_id)?;
                 crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded).await?;
             }
             Some((s3, _)) => {
@@ -320,5 +340,36 @@ impl Provider for Exporter {
                     self.export_to.trim_end_matches('/')
                 ))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tenant offboarded again within the same second (a run killed after its export, then
+    /// run again): each whole export is set aside under a name of its own, none replaced.
+    #[test]
+    fn exports_set_aside_within_one_second_keep_a_name_each() {
+        let root = tempfile::TempDir::new().unwrap();
+        let dir = root.path().join("acme");
+        for run in 0..3 {
+            Exporter::claim(&dir, "t-1").unwrap();
+            std::fs::write(dir.join(MANIFEST_FILE), format!("run {run}")).unwrap();
+        }
+        Exporter::claim(&dir, "t-1").unwrap();
+        let mut kept: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p != &dir)
+            .map(|p| std::fs::read_to_string(p.join(MANIFEST_FILE)).unwrap())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["run 0", "run 1", "run 2"]);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "the folder is claimed anew"
+        );
     }
 }

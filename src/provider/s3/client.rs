@@ -22,7 +22,7 @@ use crate::repo::config::S3Config;
 
 /// Attempts per request, counting the first. The SDK retries throttling (503 SlowDown),
 /// 5xx responses, timeouts and dropped connections with exponential backoff and jitter.
-const MAX_ATTEMPTS: u32 = 6;
+pub(crate) const MAX_ATTEMPTS: u32 = 6;
 
 pub struct S3Store {
     config: S3Config,

@@ -150,11 +150,16 @@ impl S3Exports {
                 )));
             }
             let whole = keys.iter().any(|k| k.ends_with(MANIFEST_FILE));
-            let aside = format!(
-                "{}.{}/",
-                folder.trim_end_matches('/'),
-                crate::state::now().replace([':', '-'], "")
-            );
+            // A prefix no earlier set-aside holds: copying onto one would overwrite it.
+            let mut aside = String::new();
+            if anew && whole {
+                for name in crate::provider::exporter::aside_names(folder.trim_end_matches('/')) {
+                    aside = format!("{name}/");
+                    if self.keys(&aside).await?.is_empty() {
+                        break;
+                    }
+                }
+            }
             for key in &keys {
                 if anew && whole {
                     client

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
@@ -204,16 +205,54 @@ impl S3Buckets {
         // In us-east-1 a success does not prove the bucket new: it is then treated as one
         // that may hold settings.
         let proves_new = S3Buckets::creation_proves_new(&region);
-        match request.send().await {
-            Ok(_) => Ok(proves_new),
-            Err(e) => match client::code(&e).as_deref() {
-                Some("BucketAlreadyOwnedByYou") => Ok(false),
-                Some("BucketAlreadyExists") => Err(ProviderError::Message(format!(
-                    "the bucket {name} exists and belongs to another account\n  hint: bucket names are global; change bucket_prefix or bucket_name in the s3 block of tenant-reconcile.hcl"
-                ))),
-                _ => Err(client::error("CreateBucket", name, e)),
-            },
+        // Tried here rather than by the SDK, which would hide what an earlier attempt did: one
+        // that timed out may have made the bucket, and then the next one's
+        // BucketAlreadyOwnedByYou is our own bucket, not one made by someone else (the plan
+        // found none).
+        let mut maybe_made = false;
+        let mut pause = std::time::Duration::from_millis(100);
+        for attempt in 1..=client::MAX_ATTEMPTS {
+            let sent = request
+                .clone()
+                .customize()
+                .config_override(
+                    aws_sdk_s3::config::Builder::default()
+                        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled()),
+                )
+                .send()
+                .await;
+            let e = match sent {
+                Ok(_) => return Ok(proves_new),
+                Err(e) => e,
+            };
+            let code = client::code(&e);
+            match code.as_deref() {
+                Some("BucketAlreadyOwnedByYou") => return Ok(maybe_made && proves_new),
+                Some("BucketAlreadyExists") => {
+                    return Err(ProviderError::Message(format!(
+                        "the bucket {name} exists and belongs to another account\n  hint: bucket names are global; change bucket_prefix or bucket_name in the s3 block of tenant-reconcile.hcl"
+                    )))
+                }
+                _ => {}
+            }
+            let transient = match &e {
+                SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+                    maybe_made = true;
+                    true
+                }
+                SdkError::DispatchFailure(_) => true,
+                _ => matches!(
+                    code.as_deref(),
+                    Some("SlowDown" | "InternalError" | "ServiceUnavailable" | "500" | "503")
+                ),
+            };
+            if !transient || attempt == client::MAX_ATTEMPTS {
+                return Err(client::error("CreateBucket", name, e));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
         }
+        unreachable!("the last attempt returns")
     }
 
     /// The client for a recorded bucket: of its region, with tenant regions.
