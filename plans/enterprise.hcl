@@ -2,6 +2,7 @@
 description    = "Enterprise: dedicated database, long retention"
 isolation      = "database"
 retention_days = 90
+erasure_export_days = 30  # an erasure's export, kept for the customer to collect
 
 quotas = {
   seats               = 1000

@@ -2,6 +2,7 @@
 description    = "Growth: for companies running their business on the product"
 isolation      = "schema"
 retention_days = 30
+erasure_export_days = 30  # an erasure's export, kept for the customer to collect
 
 quotas = {
   seats               = 50

@@ -2,6 +2,7 @@
 description    = "Starter: for small teams trying the product"
 isolation      = "shared"
 retention_days = 14
+erasure_export_days = 14  # an erasure's export, kept for the customer to collect
 
 quotas = {
   seats               = 5

@@ -23,6 +23,10 @@ pub struct AuditEntry {
     /// erasure request waived the export.
     pub export: Option<String>,
     pub export_sha256: Option<String>,
+    /// An erasure's export is removed then (its plan's `erasure_export_days` after the
+    /// purge); the export's own removal is a row of its own (`acme/export`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_until: Option<String>,
     /// The run: the tenant repo's commit, and `user@host`.
     pub git_commit: Option<String>,
     pub run_by: String,
@@ -42,6 +46,7 @@ pub type Row = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<String>,
     String,
     String,
     Option<String>,
@@ -58,6 +63,7 @@ impl AuditEntry {
             erasure,
             export,
             export_sha256,
+            export_until,
             git_commit,
             run_by,
             started_at,
@@ -72,6 +78,7 @@ impl AuditEntry {
             erasure,
             export,
             export_sha256,
+            export_until,
             git_commit,
             run_by,
             started_at,
@@ -100,12 +107,16 @@ pub fn render(entries: &[AuditEntry]) -> String {
                 },
                 match (&e.export, e.erasure) {
                     (Some(at), erasure) => format!(
-                        "{}{at} (manifest {})",
+                        "{}{at} (manifest {}){}",
                         if erasure { "ERASURE, export " } else { "" },
                         e.export_sha256
                             .as_deref()
                             .map(|s| &s[..s.len().min(12)])
-                            .unwrap_or("?")
+                            .unwrap_or("?"),
+                        e.export_until
+                            .as_deref()
+                            .map(|u| format!(", kept until {}", &u[..u.len().min(10)]))
+                            .unwrap_or_default()
                     ),
                     (None, _) => "ERASURE, export waived".into(),
                 },

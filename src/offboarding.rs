@@ -106,6 +106,25 @@ pub fn hold_until(recorded: &TenantState, retention_days: u32) -> Option<SystemT
     Some(at + Duration::from_secs(u64::from(retention_days) * 86_400))
 }
 
+/// When the export of an erasure that purges `tenant` at `purged` is removed, as the state
+/// records it: its plan's `erasure_export_days` later.
+pub fn export_until(purged: SystemTime, tenant: &Effective) -> String {
+    stamp(purged + Duration::from_secs(u64::from(tenant.erasure_export_days) * 86_400))
+}
+
+/// Whether the tombstone `recorded` still has an erasure's export whose end has come.
+pub fn export_expired(recorded: &TenantState, now: SystemTime) -> bool {
+    let Some(until) = recorded
+        .purge
+        .as_ref()
+        .and_then(|p| p.export_until.as_deref())
+    else {
+        return false;
+    };
+    recorded.resources.contains_key(&Key::new(Kind::Export))
+        && humantime::parse_rfc3339(until).is_ok_and(|until| now >= until)
+}
+
 /// `2026-12-28`: the day a time falls on (UTC), as plans and `show` say it.
 pub fn day(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()[..10].to_string()

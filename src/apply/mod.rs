@@ -465,7 +465,12 @@ impl Executor {
         ts.lifecycle = to;
         ts.step = None;
         if let Some(p) = ts.purge.as_mut().filter(|_| to == Lifecycle::Deprovisioned) {
-            p.finished_at = Some(now());
+            if p.finished_at.is_none() {
+                p.finished_at = Some(now());
+            }
+            if tp.action == crate::plan::TenantAction::ExpireExport {
+                p.export_removed_at = Some(now());
+            }
         }
         if let Some(reg) = ts
             .resources

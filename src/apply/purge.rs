@@ -3,6 +3,8 @@
 //! resource is destroyed, and the rows are completed, every step idempotent so a rerun after
 //! a kill anywhere purges what is left and audits each resource once.
 
+use std::time::SystemTime;
+
 use super::Executor;
 use crate::audit::AuditEntry;
 use crate::desired::{Key, Kind};
@@ -53,10 +55,15 @@ impl Executor {
             *lifecycle = Lifecycle::Deprovisioning;
         }
         ts.lifecycle = Lifecycle::Deprovisioning;
+        let erasure = tp.tenant.offboarding.erase;
+        let exported = ts.resources.contains_key(&Key::new(Kind::Export));
         ts.purge = Some(Purge {
             started_at: now(),
             finished_at: None,
-            erasure: tp.tenant.offboarding.erase,
+            erasure,
+            export_until: (erasure && exported)
+                .then(|| crate::offboarding::export_until(SystemTime::now(), &tp.tenant)),
+            export_removed_at: None,
         });
         Ok(())
     }
@@ -89,6 +96,7 @@ impl Executor {
                 erasure: tp.tenant.offboarding.erase,
                 export: export.map(|e| e.str("location").to_string()),
                 export_sha256: export.map(|e| e.str("manifest_sha256").to_string()),
+                export_until: ts.purge.as_ref().and_then(|p| p.export_until.clone()),
                 git_commit: self.git_commit.clone(),
                 run_by: self.run_by.clone(),
                 started_at: started_at.clone(),

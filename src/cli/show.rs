@@ -166,10 +166,11 @@ fn offboarding_lines(root: &Path, state: &State) -> Vec<String> {
             .map(|e| e.str("location").to_string());
         match (t.lifecycle, &t.purge) {
             (Lifecycle::Deprovisioned, p) => out.push(format!(
-                "{slug} deprovisioned on {}: a tombstone; `tenant-reconcile audit {slug}` lists what was purged",
+                "{slug} deprovisioned on {}: a tombstone; `tenant-reconcile audit {slug}` lists what was purged{}",
                 p.as_ref()
                     .and_then(|p| p.finished_at.as_deref())
-                    .unwrap_or(&t.updated_at)
+                    .unwrap_or(&t.updated_at),
+                erasure_export(p.as_ref(), location.as_deref()),
             )),
             (_, Some(p)) => out.push(format!(
                 "{slug} is being purged (since {}); the next apply finishes it",
@@ -191,6 +192,30 @@ fn offboarding_lines(root: &Path, state: &State) -> Vec<String> {
         }
     }
     out
+}
+
+/// What is left of an erased tenant's data: its export until its end, or nothing.
+fn erasure_export(
+    purge: Option<&tenant_reconcile::state::Purge>,
+    location: Option<&str>,
+) -> String {
+    match (purge, location) {
+        (Some(p), Some(at)) if p.erasure => match p.export_until.as_deref() {
+            Some(until) => format!(
+                "; its erasure export {at} is kept until {}, then removed",
+                &until[..until.len().min(10)]
+            ),
+            None => format!("; its export {at} is kept"),
+        },
+        (Some(p), None) if p.erasure => match p.export_removed_at.as_deref() {
+            Some(at) => format!(
+                "; its erasure export was removed on {}",
+                &at[..at.len().min(10)]
+            ),
+            None => "; its export was waived".into(),
+        },
+        _ => String::new(),
+    }
 }
 
 fn attempts(n: u32) -> String {

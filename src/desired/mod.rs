@@ -33,6 +33,9 @@ pub struct Effective {
     pub isolation: Isolation,
     pub owner_email: String,
     pub retention_days: u32,
+    /// Its plan's `erasure_export_days`: how long an erasure's export outlives the purge.
+    #[serde(default = "default_erasure_export_days")]
+    pub erasure_export_days: u32,
     pub features: BTreeMap<String, bool>,
     pub quotas: BTreeMap<String, u64>,
     pub labels: BTreeMap<String, String>,
@@ -43,6 +46,10 @@ pub struct Effective {
     /// in templates): a new value is an update of whatever renders it.
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
+}
+
+fn default_erasure_export_days() -> u32 {
+    crate::repo::plan_file::DEFAULT_ERASURE_EXPORT_DAYS
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -197,6 +204,7 @@ fn compile_tenant(
         isolation: spec.isolation.unwrap_or(plan.isolation),
         owner_email: spec.owner_email.clone(),
         retention_days: plan.retention_days,
+        erasure_export_days: plan.erasure_export_days,
         features,
         quotas,
         labels: spec.labels.clone(),

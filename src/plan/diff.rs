@@ -139,7 +139,9 @@ impl<'a> Planner<'a> {
             phase == Phase::Tombstone || live_lifecycle == Some(Lifecycle::Deprovisioned);
         if tombstoned {
             return if leaving {
-                Ok(None)
+                Ok(recorded
+                    .filter(|r| offboarding::export_expired(r, self.now))
+                    .map(|r| Planned::Changes(Box::new(self.export_expiry(d, r)))))
             } else {
                 let source = self
                     .input
@@ -298,6 +300,45 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The removal of a tombstone's erasure export, once its end has come: audited as the
+    /// purge of its resources was, and done by the exporter that wrote it.
+    fn export_expiry(&self, d: &DesiredTenant, r: &TenantState) -> TenantPlan {
+        let key = Key::new(Kind::Export);
+        let location = r.resources.get(&key).map_or("", |e| e.str("location"));
+        let until = r
+            .purge
+            .as_ref()
+            .and_then(|p| p.export_until.as_deref())
+            .unwrap_or("");
+        let holds = match self.input.live {
+            Some(l) if !l.contains(d.slug(), &key) => "already gone".to_string(),
+            _ => format!("kept until {}", &until[..until.len().min(10)]),
+        };
+        TenantPlan {
+            slug: d.slug().clone(),
+            file: d.file.clone(),
+            action: TenantAction::ExpireExport,
+            lifecycle: LifecycleChange {
+                from: Lifecycle::Deprovisioned,
+                to: Lifecycle::Deprovisioned,
+            },
+            changes: vec![ResourceChange::delete(
+                key,
+                Some(super::Purged {
+                    resource: format!("erasure export {location}"),
+                    holds,
+                }),
+            )],
+            tenant: d.effective.clone(),
+            tenant_id: r.tenant_id.clone(),
+            credentials_version: d.credentials_version,
+            pulled_in_by: Vec::new(),
+            conflicts: Vec::new(),
+            smoke: None,
+            hooks: Vec::new(),
+        }
+    }
+
     /// The plan, from what [`Planner::tenant`] returned, in slug order.
     pub fn finish(self, planned: Vec<Planned>) -> Plan {
         let input = self.input;
@@ -324,10 +365,14 @@ impl<'a> Planner<'a> {
             ));
         }
         for t in &tenants {
-            if t.action == TenantAction::Offboard && t.tenant.offboarding.erase {
+            if matches!(t.action, TenantAction::Offboard | TenantAction::Purge)
+                && t.tenant.offboarding.erase
+                && t.lifecycle.from != Lifecycle::Deprovisioned
+            {
                 warnings.push(format!(
-                    "{} is an erasure request: its access is revoked, its data exported, and then purged in this same run, without a hold",
-                    t.slug
+                    "{} is an erasure request: its access is revoked, its data exported, and then purged in this same run, without a hold; {}",
+                    t.slug,
+                    erasure_export_end(t, self.now),
                 ));
             } else if t.action == TenantAction::Offboard {
                 let location = t
@@ -404,6 +449,19 @@ impl<'a> Planner<'a> {
 
 /// Whether a change builds a slice or bucket anew, which an export cannot follow in the
 /// same run (it would export an empty one).
+/// What an erasure keeps, and until when, as its plan says it.
+fn erasure_export_end(t: &TenantPlan, now: std::time::SystemTime) -> String {
+    if !t.tenant.offboarding.export {
+        return "its export is waived: no copy of its data is kept".into();
+    }
+    let days = t.tenant.erasure_export_days;
+    format!(
+        "its export is kept {days} day{} (its plan's erasure_export_days), until {}, for the customer to collect, and the first apply after that removes it",
+        if days == 1 { "" } else { "s" },
+        offboarding::day(now + std::time::Duration::from_secs(u64::from(days) * 86_400)),
+    )
+}
+
 fn rebuilds(c: &ResourceChange) -> bool {
     matches!(c.key.kind, Kind::Database | Kind::Bucket)
         && matches!(c.action, Action::Create | Action::Replace)

@@ -178,6 +178,9 @@ pub enum TenantAction {
     /// Its hold is over (or it asked for erasure): its data is destroyed for good, and a
     /// tombstone is kept.
     Purge,
+    /// A tombstone whose erasure export has reached its end (its plan's
+    /// `erasure_export_days`): the export, the last copy of its data, is removed.
+    ExpireExport,
 }
 
 impl TenantAction {
@@ -185,6 +188,9 @@ impl TenantAction {
         match self {
             TenantAction::Offboard => "will be offboarded: access revoked, data exported",
             TenantAction::Purge => "will be purged: its data destroyed for good, a tombstone kept",
+            TenantAction::ExpireExport => {
+                "has an erasure export past its end: the export, the last copy of its data, will be removed"
+            }
             TenantAction::Blocked => {
                 "is left as it is: resources it needs exist and are not this state's"
             }

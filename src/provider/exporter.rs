@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
-use crate::desired::{self, Attrs, Kind};
+use crate::desired::{self, Attrs, Key, Kind};
 use crate::export::{Manifest, MANIFEST_FILE};
 use crate::plan::{Action, ResourceChange};
 use crate::provider::s3::exports::S3Exports;
@@ -256,6 +256,32 @@ pub(crate) fn aside_names(name: &str) -> impl Iterator<Item = String> {
     std::iter::once(base.clone()).chain((2u32..).map(move |n| format!("{base}.{n}")))
 }
 
+/// Removes, under `root`, the export folder of `slug` and those set aside beside it
+/// (`<slug>.<time>[.n]`) whose claim names `tenant_id`. A folder claimed by anyone else, or
+/// by no one, is left as it is.
+fn remove_claimed(root: &Path, slug: &Slug, tenant_id: &str) -> Result<(), ProviderError> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ProviderError::io(format!("read {}", root.display()))(e)),
+    };
+    let aside = format!("{slug}.");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name != slug.as_str() && !name.starts_with(&aside) {
+            continue;
+        }
+        let dir = entry.path();
+        let claimed_by = std::fs::read_to_string(dir.join(CLAIM_FILE)).unwrap_or_default();
+        if claimed_by.trim() == tenant_id {
+            std::fs::remove_dir_all(&dir)
+                .map_err(ProviderError::io(format!("remove {}", dir.display())))?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Provider for Exporter {
     fn name(&self) -> &'static str {
@@ -292,6 +318,18 @@ impl Provider for Exporter {
         }
         live.calls.push((self.name(), reads));
         Ok(())
+    }
+
+    /// An erasure export at its end: every copy of the tenant's export (the folder or
+    /// prefix, and any set aside beside it), each only where its claim names this tenant.
+    /// Idempotent: a copy gone already is done.
+    async fn purge(&self, ctx: &StepContext<'_>, _key: &Key) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let tenant_id = ctx.tenant_id()?;
+        match &self.bucket {
+            Some((s3, _)) => s3.remove(slug, tenant_id).await,
+            None => remove_claimed(&self.root.join(&self.export_to), slug, tenant_id),
+        }
     }
 
     async fn apply(

@@ -17,6 +17,8 @@ struct RawPlan {
     isolation: Isolation,
     retention_days: u32,
     #[serde(default)]
+    erasure_export_days: Option<u32>,
+    #[serde(default)]
     quotas: BTreeMap<String, u64>,
     #[serde(default)]
     features: BTreeMap<String, bool>,
@@ -58,6 +60,9 @@ pub const STORAGE_CLASSES: &[&str] = &[
     "DEEP_ARCHIVE",
 ];
 
+/// How long an erasure's export is kept when the plan does not say.
+pub const DEFAULT_ERASURE_EXPORT_DAYS: u32 = 30;
+
 /// A tier: what every tenant on it gets unless its file overrides a declared flag or quota.
 #[derive(Debug, Clone)]
 pub struct TierPlan {
@@ -66,6 +71,10 @@ pub struct TierPlan {
     pub isolation: Isolation,
     /// Days a deprovisioned tenant's data is held before it may be purged.
     pub retention_days: u32,
+    /// Days an erasure's export is kept after the purge, for the customer to collect; the
+    /// first apply after that removes it. An erasure is the customer asking for its data to
+    /// be gone, so its one remaining copy has an end too.
+    pub erasure_export_days: u32,
     pub quotas: BTreeMap<String, u64>,
     pub features: BTreeMap<String, bool>,
     pub bucket: BucketPlan,
@@ -167,6 +176,9 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
         description: raw.description,
         isolation: raw.isolation,
         retention_days: raw.retention_days,
+        erasure_export_days: raw
+            .erasure_export_days
+            .unwrap_or(DEFAULT_ERASURE_EXPORT_DAYS),
         quotas: raw.quotas,
         features: raw.features,
         bucket: raw.bucket,

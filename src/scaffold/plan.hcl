@@ -5,6 +5,9 @@ description    = "Standard: the tier most customers start on"
 isolation      = "schema"
 # How long a leaving tenant's export is held before its data is purged.
 retention_days = 30
+# How long an erasure request's export is kept for the customer to collect, after which the
+# first apply removes it (30 when not set).
+erasure_export_days = 30
 
 # Quotas a tenant file may raise or lower (`quotas: { seats: 20 }`); templates read them
 # as tenant.quotas.

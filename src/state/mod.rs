@@ -148,6 +148,12 @@ pub struct Purge {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub erasure: bool,
+    /// An erasure's export is kept until then, and removed by the first apply after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_until: Option<String>,
+    /// When that export was removed: nothing of the tenant's data is left anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_removed_at: Option<String>,
 }
 
 /// A tenant's failed apply: the step it stopped at, the error, when, and how many applies

@@ -910,3 +910,119 @@ fn killed_mid_purge_on_postgres_a_rerun_purges_every_mode_and_audits_each_resour
         "each tenant deprovisioned exactly once"
     );
 }
+
+/// An erasure keeps one copy of the tenant's data, its export, for the customer to collect:
+/// the plan, the audit and `show` say until when (the plan's `erasure_export_days`), and the
+/// first apply after that removes it, and every copy of it set aside, audited as a purge.
+#[test]
+fn an_erasure_export_states_its_end_and_is_removed_after_it() {
+    let repo = Repo::example();
+    repo.apply();
+    let file = repo.path().join("tenants/globex.yaml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n"),
+    )
+    .unwrap();
+    let out = repo.run(&["plan"]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains("its export is kept 30 days (its plan's erasure_export_days), until ")
+            && said.contains("the first apply after that removes it"),
+        "{said}"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    let exports = repo.path().join(".tenant-reconcile/exports");
+    assert!(exports.join("globex/manifest.json").exists());
+    let id = tenant_id(&repo, "globex");
+    let entries = audit(&repo, "globex");
+    assert!(!entries.is_empty());
+    let until = entries[0]["export_until"].as_str().unwrap().to_string();
+    for e in &entries {
+        assert_eq!(e["export_until"].as_str(), Some(until.as_str()), "{e}");
+    }
+    assert!(
+        text(&repo.run(&["audit", "globex"]).stdout)
+            .contains(&format!("kept until {}", &until[..10])),
+        "the audit table says the export's end"
+    );
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(
+        show.contains(&format!(
+            "its erasure export .tenant-reconcile/exports/globex is kept until {}, then removed",
+            &until[..10]
+        )),
+        "{show}"
+    );
+
+    // Its end comes (the plan now keeps such exports for no time): a copy set aside by an
+    // earlier offboarding goes too, a folder claimed by no one stays.
+    let enterprise = repo.path().join("plans/enterprise.hcl");
+    let plan_text = std::fs::read_to_string(&enterprise).unwrap();
+    let no_time: Vec<&str> = plan_text
+        .lines()
+        .map(|l| {
+            if l.starts_with("erasure_export_days") {
+                "erasure_export_days = 0"
+            } else {
+                l
+            }
+        })
+        .collect();
+    std::fs::write(&enterprise, no_time.join("\n") + "\n").unwrap();
+    // The state's record of the end (its snapshot, and its journal when not yet folded in)
+    // is moved back, as time passing would.
+    for entry in std::fs::read_dir(repo.state_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        match std::fs::read_to_string(&path) {
+            Ok(recorded) if path.is_file() && recorded.contains(&until) => {
+                std::fs::write(&path, recorded.replace(&until, "2020-01-01T00:00:00Z")).unwrap()
+            }
+            _ => {}
+        }
+    }
+    let aside = exports.join("globex.20250101T000000Z");
+    std::fs::create_dir_all(&aside).unwrap();
+    std::fs::write(aside.join(".tenant-reconcile-export"), format!("{id}\n")).unwrap();
+    std::fs::write(aside.join("manifest.json"), "{}").unwrap();
+    let notes = exports.join("globex.notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join("readme.txt"), "not an export\n").unwrap();
+
+    let out = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    for expected in [
+        "# globex has an erasure export past its end: the export, the last copy of its data, will be removed",
+        "- globex/export  # erasure export .tenant-reconcile/exports/globex: kept until 2020-01-01",
+    ] {
+        assert!(plan.contains(expected), "missing {expected:?} in:\n{plan}");
+    }
+    repo.apply();
+    repo.assert_plan_empty();
+    assert!(!exports.join("globex").exists());
+    assert!(!aside.exists(), "a copy set aside is the tenant's data too");
+    assert!(
+        notes.join("readme.txt").exists(),
+        "what is not its export stays"
+    );
+    let entries = audit(&repo, "globex");
+    let removal: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["address"] == "globex/export")
+        .collect();
+    assert_eq!(removal.len(), 1, "{entries:#?}");
+    assert!(removal[0]["purged_at"].is_string());
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(show.contains("its erasure export was removed on"), "{show}");
+    // Nothing moves the tombstone's dates.
+    assert_eq!(
+        repo.query(
+            "control.sqlite",
+            "SELECT lifecycle FROM tenants WHERE slug = 'globex'"
+        ),
+        [["deprovisioned"]]
+    );
+}

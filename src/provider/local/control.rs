@@ -122,6 +122,7 @@ CREATE TABLE IF NOT EXISTS subscribers (
 const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("tenants", "deprovisioned_at TEXT"),
     ("tenants", "outputs TEXT NOT NULL DEFAULT '{}'"),
+    ("deletion_audit", "export_until TEXT"),
 ];
 
 pub struct LocalControl {
@@ -394,8 +395,8 @@ impl ControlPlane for LocalControl {
             .map_err(ProviderError::sql("record the current step"))?;
         for e in entries {
             sqlx::query(
-                "INSERT INTO deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address) DO NOTHING",
+                "INSERT INTO deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address) DO NOTHING",
             )
             .bind(&e.tenant_id)
             .bind(&e.slug)
@@ -405,6 +406,7 @@ impl ControlPlane for LocalControl {
             .bind(e.erasure)
             .bind(&e.export)
             .bind(&e.export_sha256)
+            .bind(&e.export_until)
             .bind(&e.git_commit)
             .bind(&e.run_by)
             .bind(&e.started_at)
@@ -437,7 +439,7 @@ impl ControlPlane for LocalControl {
             return Ok(Vec::new());
         }
         let rows: Vec<crate::audit::Row> = sqlx::query_as(
-            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at, purged_at
+            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at, purged_at
              FROM deletion_audit WHERE ?1 IS NULL OR slug = ?1 ORDER BY id",
         )
         .bind(slug.map(Slug::as_str))

@@ -124,6 +124,7 @@ CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
     purged_at     text,
     UNIQUE (tenant_id, address)
 );
+ALTER TABLE {schema}.deletion_audit ADD COLUMN IF NOT EXISTS export_until text;
 "#;
 
 pub struct PgControl {
@@ -577,9 +578,9 @@ impl ControlPlane for PgControl {
         // One statement, so one round trip, and atomic: the step and every row.
         let sql = self.sql(
             "WITH step AS (UPDATE {schema}.tenants SET step = 'purge' WHERE tenant_id = $1)
-             INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at)
-             SELECT $1, $2, a, r, h, $3, $4, $5, $6, $7, $8
-             FROM unnest($9::text[], $10::text[], $11::text[]) AS e (a, r, h)
+             INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at)
+             SELECT $1, $2, a, r, h, $3, $4, $5, $6, $7, $8, $9
+             FROM unnest($10::text[], $11::text[], $12::text[]) AS e (a, r, h)
              ON CONFLICT (tenant_id, address) DO NOTHING",
         );
         let column = |f: fn(&AuditEntry) -> &String| entries.iter().map(f).collect::<Vec<_>>();
@@ -595,6 +596,7 @@ impl ControlPlane for PgControl {
                 .bind(first.erasure)
                 .bind(&first.export)
                 .bind(&first.export_sha256)
+                .bind(&first.export_until)
                 .bind(&first.git_commit)
                 .bind(&first.run_by)
                 .bind(&first.started_at)
@@ -636,7 +638,7 @@ impl ControlPlane for PgControl {
             return Ok(Vec::new());
         }
         let sql = self.sql(
-            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, git_commit, run_by, started_at, purged_at
+            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at, purged_at
              FROM {schema}.deletion_audit WHERE $1::text IS NULL OR slug = $1 ORDER BY id",
         );
         let rows: Vec<crate::audit::Row> = sqlx::query_as(&sql)

@@ -129,6 +129,42 @@ impl S3Exports {
         Ok(keys)
     }
 
+    /// Deletes the tenant's export and those set aside beside it (`<slug>.<time>/`), each
+    /// only where its claim object names `tenant_id`.
+    pub async fn remove(&self, slug: &Slug, tenant_id: &str) -> Result<(), ProviderError> {
+        let folder = self.folder(slug);
+        // `<prefix>/<slug>` without its slash lists the set-aside prefixes too; a key is
+        // one of this tenant's when its folder is the slug's or `<slug>.<…>`.
+        let base = folder.trim_end_matches('/');
+        let keys = self.keys(base).await?;
+        let mut folders: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| Some(&k[..base.len() + k[base.len()..].find('/')? + 1]))
+            .filter(|f| *f == folder || f[base.len()..].starts_with('.'))
+            .collect();
+        folders.dedup();
+        let client = self.client().await?;
+        for f in folders {
+            let claimed = self.text(&format!("{f}{CLAIM}")).await?;
+            if claimed.as_deref().map(str::trim) != Some(tenant_id) {
+                continue;
+            }
+            // The claim goes last, so a run stopped midway still knows the rest is ours.
+            let mut mine: Vec<&String> = keys.iter().filter(|k| k.starts_with(f)).collect();
+            mine.sort_by_key(|k| k.ends_with(CLAIM));
+            for key in mine {
+                client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key.as_str())
+                    .send()
+                    .await
+                    .map_err(|e| client::error("DeleteObject", &self.bucket, e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the tenant's prefix its own before an export is uploaded: empty, or claimed by
     /// it already. A whole export there is copied aside first (`<slug>.<time>/`) when the
     /// tenant is exported anew; anything not claimed by it is refused and left as it is.
