@@ -1026,3 +1026,106 @@ fn an_erasure_export_states_its_end_and_is_removed_after_it() {
         [["deprovisioned"]]
     );
 }
+
+/// An erasure export kept in S3 is removed at its end the same way: the tenant's prefix and
+/// every prefix set aside beside it that its claim names, and nothing else of the bucket.
+#[test]
+fn an_erasure_export_in_s3_is_removed_at_its_end_with_every_copy_set_aside() {
+    let s3 = crate::moto::S3::new();
+    let exports = format!("{}-exports", s3.prefix);
+    s3.block_on(s3.client.create_bucket().bucket(&exports).send())
+        .unwrap();
+    let repo = s3.repo("");
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{}offboarding {{\n  export_to = \"s3://{exports}/offboarded\"\n}}\n",
+            s3.config("")
+        ),
+    );
+    let enterprise = repo.path().join("plans/enterprise.hcl");
+    let plan_text = std::fs::read_to_string(&enterprise).unwrap();
+    let no_time: Vec<&str> = plan_text
+        .lines()
+        .map(|l| {
+            if l.starts_with("erasure_export_days") {
+                "erasure_export_days = 0"
+            } else {
+                l
+            }
+        })
+        .collect();
+    std::fs::write(&enterprise, no_time.join("\n") + "\n").unwrap();
+    repo.apply();
+    let id = tenant_id(&repo, "globex");
+    let file = repo.path().join("tenants/globex.yaml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n"),
+    )
+    .unwrap();
+    repo.apply();
+    let put = |key: &str, body: String| {
+        s3.block_on(
+            s3.client
+                .put_object()
+                .bucket(&exports)
+                .key(key)
+                .body(aws_sdk_s3::primitives::ByteStream::from(body.into_bytes()))
+                .send(),
+        )
+        .unwrap();
+    };
+    put(
+        "offboarded/globex.20250101T000000Z/.tenant-reconcile-export",
+        format!("{id}\n"),
+    );
+    put(
+        "offboarded/globex.20250101T000000Z/manifest.json",
+        "{}".into(),
+    );
+    put(
+        "offboarded/globex.notes/readme.txt",
+        "not an export\n".into(),
+    );
+    let keys = || -> Vec<String> {
+        let out = s3
+            .block_on(
+                s3.client
+                    .list_objects_v2()
+                    .bucket(&exports)
+                    .prefix("offboarded/")
+                    .send(),
+            )
+            .unwrap();
+        let mut k: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        k.sort();
+        k
+    };
+    assert!(keys().contains(&"offboarded/globex/manifest.json".to_string()));
+
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains(&format!(
+            "- globex/export  # erasure export s3://{exports}/offboarded/globex: kept until "
+        )),
+        "{plan}"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    assert_eq!(keys(), ["offboarded/globex.notes/readme.txt"]);
+    let entries = audit(&repo, "globex");
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["address"] == "globex/export" && e["purged_at"].is_string())
+            .count(),
+        1,
+        "{entries:#?}"
+    );
+}
