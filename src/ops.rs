@@ -322,6 +322,9 @@ fn refused_because(slug: &Slug, lifecycle: crate::state::Lifecycle) -> Option<St
         Lifecycle::Deprovisioning | Lifecycle::Deprovisioned => Some(format!(
             "{slug} is offboarded: its access was revoked, and this login is refused"
         )),
+        Lifecycle::Pending | Lifecycle::Provisioning => Some(format!(
+            "{slug} is not active yet: its login is held until its smoke tests and gating hooks pass and it becomes active (`tenant-reconcile show` says where it stopped)"
+        )),
         _ => None,
     }
 }

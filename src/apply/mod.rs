@@ -451,6 +451,11 @@ impl Executor {
                 reg.insert("lifecycle", json!(to.as_str()));
             }
             checkpoint(&ts).await?;
+            if to == Lifecycle::Active {
+                log.at = "role".to_string();
+                self.open_login(tp, &mut ts, mark).await?;
+                checkpoint(&ts).await?;
+            }
         }
         for h in tp.hooks.iter().filter(|h| h.due && !h.spec.gating) {
             log.at = format!("hook/{}", h.spec.name);
@@ -487,6 +492,43 @@ impl Executor {
         // Every create of this tenant is done and recorded: no intent is left to claim with.
         ts.creating.clear();
         checkpoint(&ts).await
+    }
+}
+
+impl Executor {
+    /// Right after a tenant's move to active: its role's change again, now that its login
+    /// may open (`StepContext::login_opens`). Until this step the login was held, so a
+    /// tenant that failed a smoke test or a gating hook, or whose run was killed, never
+    /// had one; a kill between the move and this step leaves the role shown as a change
+    /// by the next plan, which opens it.
+    async fn open_login(
+        &self,
+        tp: &TenantPlan,
+        ts: &mut TenantState,
+        mark: &Mark,
+    ) -> Result<(), String> {
+        let Some(change) = tp
+            .changes
+            .iter()
+            .find(|c| c.key.kind == Kind::Role && c.desired.is_some())
+        else {
+            return Ok(());
+        };
+        let mut change = change.clone();
+        // The role is this state's by now, made or adopted in its own step.
+        change.action = Action::Update;
+        let ctx = self.step_context(tp, ts, Lifecycle::Active, mark, false);
+        let attrs = self
+            .targets
+            .for_kind(Kind::Role)
+            .apply(&ctx, &change)
+            .await
+            .map_err(|e| chain(&e))?;
+        if let Some(attrs) = attrs {
+            ts.resources.insert(change.key.clone(), attrs);
+        }
+        ts.updated_at = now();
+        Ok(())
     }
 }
 

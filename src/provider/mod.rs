@@ -493,6 +493,20 @@ pub struct StepContext<'a> {
 }
 
 impl StepContext<'_> {
+    /// Whether the tenant's database login is open in this step: what its file asks
+    /// (`desired`'s `login`), once it is active. Until then it is held: the role exists
+    /// without LOGIN while the tenant is provisioning or being resumed, its smoke tests run
+    /// as the role from the admin's session, and the executor applies the role again right
+    /// after the lifecycle moves to active (`Executor::open_login`). So a tenant whose
+    /// smoke test or gating hook failed, or whose apply was killed, cannot log in.
+    pub fn login_opens(&self, desired: &Attrs) -> bool {
+        self.lifecycle == Lifecycle::Active
+            && desired
+                .get("login")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+    }
+
     pub fn tenant_id(&self) -> Result<&str, ProviderError> {
         self.tenant_id
             .ok_or_else(|| ProviderError::Message("the tenant has no registry row yet".into()))

@@ -292,3 +292,67 @@ fn a_hooks_outputs_land_on_the_postgres_registry_row() {
         assert_eq!(row["customer"], format!("cus_{}", &id[..12]), "{row}");
     }
 }
+
+/// A tenant that is not active yet cannot log in: its role exists without LOGIN while it
+/// provisions (its smoke tests open the login for their own connection only), and a gating
+/// hook that fails leaves it so. The move to active opens the login.
+#[test]
+fn a_tenant_held_at_a_gating_hook_cannot_log_in_until_it_is_active() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    repo.write(
+        "hooks/crm.sh",
+        "#!/bin/sh\ncat > /dev/null\nif [ -f ./crm-down ]; then echo 'crm refused' >&2; exit 3; fi\n",
+    );
+    std::fs::set_permissions(
+        repo.path().join("hooks/crm.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    repo.write("crm-down", "");
+    repo.write(
+        "tenant-reconcile.hcl",
+        &(pg.config("")
+            + "hook \"crm\" {\n  on = [\"provisioned\"]\n  command = [\"./hooks/crm.sh\"]\n  gating = true\n}\n"),
+    );
+    let role = pg.name("acme");
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("crm refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        pg.query("SELECT lifecycle FROM tenant_reconcile.tenants WHERE slug = 'acme'")[0]
+            ["lifecycle"],
+        "provisioning"
+    );
+    // From outside, as the tenant's own role: refused, though its smoke tests passed.
+    let refused = pg
+        .query_as(&role, &pg.db, "SELECT 1 AS one")
+        .expect_err("a tenant held at its gating hook must not log in");
+    assert!(refused.contains("not permitted to log in"), "{refused}");
+    let creds = repo.run(&["credentials", "acme"]);
+    let said = format!("{}{}", text(&creds.stdout), text(&creds.stderr));
+    assert!(
+        said.contains("acme is not active yet: its login is held until"),
+        "{said}"
+    );
+    // The plan shows the login to open, and nothing else of the role.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("~ login = false → true"), "{plan}");
+
+    repo.remove("crm-down");
+    repo.apply();
+    assert_eq!(
+        pg.query_as(&role, &pg.db, "SELECT count(*) AS n FROM projects")
+            .unwrap()[0]["n"],
+        1
+    );
+    repo.assert_plan_empty();
+}

@@ -577,11 +577,7 @@ impl Provider for LocalData {
                 let name = self.naming.role(&ctx.tenant.slug);
                 let password = ctx.key.password(tenant_id, &name, ctx.credentials_version);
                 let fp = crate::credentials::fingerprint(&password);
-                let login = desired
-                    .attrs
-                    .get("login")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+                let login = ctx.login_opens(&desired.attrs);
                 sqlx::query(
                     "INSERT INTO roles (name, slug, login, credentials_version, password_fingerprint) VALUES (?, ?, ?, ?, ?)
                      ON CONFLICT (name) DO UPDATE SET login = excluded.login,

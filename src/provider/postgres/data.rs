@@ -227,7 +227,7 @@ impl PgData {
     ) -> Result<Attrs, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
         let name = self.naming.role(&ctx.tenant.slug);
-        let login = attrs.get("login").and_then(Value::as_bool).unwrap_or(false);
+        let login = ctx.login_opens(attrs);
         let password = ctx.key.password(tenant_id, &name, ctx.credentials_version);
         let fingerprint = crate::credentials::fingerprint(&password);
         let verifier = scram::verifier(&password);
@@ -1742,6 +1742,7 @@ impl Provider for PgData {
             slice: slice.name,
             schema: slice.schema,
             seeded: ctx.recorded.contains_key(&Key::new(Kind::Seed)),
+            held: ctx.lifecycle != crate::state::Lifecycle::Active,
         };
         super::smoke::checks(&target, sql).await
     }

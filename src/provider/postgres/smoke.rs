@@ -36,6 +36,8 @@ pub(super) struct Target<'a> {
     /// The schema its tables are in.
     pub schema: String,
     pub seeded: bool,
+    /// The tenant is not active yet, so its login is held.
+    pub held: bool,
 }
 
 pub(super) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutcome> {
@@ -94,11 +96,12 @@ async fn login(t: &Target<'_>) -> Result<(PgConnection, String), String> {
             .fetch_optional(t.admin)
             .await
             .map_err(|e| format!("cannot read the role {}: {e}", t.role))?;
-    match can_login {
+    let held = match can_login {
         None => return Err(format!("the role {} does not exist", t.role)),
+        Some((false,)) if t.held => true,
         Some((false,)) => return Err(format!("the role {} may not log in (NOLOGIN)", t.role)),
-        Some((true,)) => {}
-    }
+        Some((true,)) => false,
+    };
     let stored: Option<(Option<String>,)> =
         sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
             .bind(&t.role)
@@ -116,26 +119,55 @@ async fn login(t: &Target<'_>) -> Result<(PgConnection, String), String> {
         None => false,
     };
     let database = matches!(t.isolation, Isolation::Database).then_some(t.slice.as_str());
+    // A tenant not yet active has its login held (`StepContext::login_opens`): it is
+    // opened for this one connection, the way the product will connect, and closed again
+    // at once; the session lives on, a new login is refused.
+    if held {
+        set_login(t, true).await?;
+    }
     let conn = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         t.server
             .connect_as(&t.role, &t.password, database, &t.schema),
     )
-    .await
-    .map_err(|_| format!("{} could not connect within 10 s", t.role))?
-    .map_err(|e| format!("{} cannot connect: {}", t.role, crate::error::chain(&e)))?;
+    .await;
+    if held {
+        set_login(t, false).await?;
+    }
+    let conn = conn
+        .map_err(|_| format!("{} could not connect within 10 s", t.role))?
+        .map_err(|e| format!("{} cannot connect: {}", t.role, crate::error::chain(&e)))?;
     Ok((
         conn,
         format!(
-            "{} connected{}",
+            "{} connected{}{}",
             t.role,
             if verified {
                 " with its derived password (the server's verifier matches)"
             } else {
                 ""
+            },
+            if held {
+                "; its login is held until it is active, opened for this check only"
+            } else {
+                ""
             }
         ),
     ))
+}
+
+/// Opens or closes the login of a tenant whose login is held until it is active.
+async fn set_login(t: &Target<'_>, login: bool) -> Result<(), String> {
+    let sql = format!(
+        "ALTER ROLE {} {}",
+        quote(&t.role),
+        if login { "LOGIN" } else { "NOLOGIN" }
+    );
+    t.admin
+        .execute(sql.as_str())
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot set the login of {}: {e}", t.role))
 }
 
 /// Every table of `schema` and the rows the role sees in it. A table it may not read fails
