@@ -156,7 +156,17 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     {
         header.push_str("  # kept as a tombstone: id, slug, plan and dates");
     }
-    if c.drift {
+    if c.key.kind == crate::desired::Kind::Role
+        && tenant.lifecycle.to == crate::state::Lifecycle::Active
+        && tenant.lifecycle.from != crate::state::Lifecycle::Active
+        && c.fields
+            .iter()
+            .any(|f| f.field == "login" && f.new == Some(serde_json::json!(true)))
+    {
+        header.push_str(
+            "  # its login opens once it is active, after its smoke tests and gating hooks",
+        );
+    } else if c.drift {
         header.push_str("  # changed outside tenant-reconcile");
     }
     let mut lines = Vec::new();

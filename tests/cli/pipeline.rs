@@ -131,11 +131,13 @@ fn a_failing_http_check_keeps_a_new_tenant_provisioning_until_it_passes() {
     assert!(show.contains("UNHEALTHY: app"), "{show}");
     assert!(show.contains("FAILED at smoke_test"), "{show}");
 
-    // The next plan has only the move to active and the checks: nothing is provisioned again.
+    // The next plan has only the move to active, the login it opens and the checks:
+    // nothing is provisioned again.
     let data = repo.fingerprint();
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(
-        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy. Then smoke tests for 1 tenant."),
+        plan.contains("Plan: 0 to add, 2 to change, 0 to destroy. Then smoke tests for 1 tenant.")
+            && plan.contains("~ acme/role  # its login opens once it is active, after its smoke tests and gating hooks\n      ~ login = false → true\n"),
         "{plan}"
     );
     assert!(plan.contains("~ acme/registry"), "{plan}");
