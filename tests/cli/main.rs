@@ -11,6 +11,7 @@ mod export;
 mod faulty;
 mod first_hour;
 mod git;
+mod isolation;
 mod moto;
 mod offboarding;
 mod pg;

@@ -24,6 +24,7 @@ use serde_json::{json, Map, Value};
 use sqlx::{Connection, Executor as _, PgConnection};
 use tokio::sync::OnceCell;
 
+use super::reach;
 use super::scram;
 use super::server::{literal, quote, retry, PgServer};
 use crate::desired::{self, Attrs, Key, Kind};
@@ -322,6 +323,33 @@ impl PgData {
         let slice = self.slice(slug, ctx.tenant.isolation);
         let role = self.naming.role(slug);
         let pool = self.pool().await?;
+        // First what the role (and in shared mode its group) was given beyond its slice is
+        // taken back; the slice's own grants, some of which that may take too, follow.
+        let (group, shared) = (self.naming.shared_group(), &self.naming.shared_schema);
+        reach::confine(
+            &self.server,
+            &role,
+            slice.isolation.as_str(),
+            &slice.name,
+            &group,
+            shared,
+        )
+        .await?;
+        if slice.isolation == Isolation::Shared
+            && reach::confine(&self.server, &group, "group", shared, &group, shared).await?
+        {
+            // Its rights on the shared schema went too; its tables' come back below.
+            let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+            super::lock_ddl(tx.as_mut()).await?;
+            tx.as_mut()
+                .execute(
+                    self.sql("GRANT USAGE ON SCHEMA {shared} TO {group}")
+                        .as_str(),
+                )
+                .await
+                .map_err(ProviderError::sql("grant the shared schema"))?;
+            tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        }
         let applied = match slice.isolation {
             Isolation::Shared | Isolation::Schema => {
                 if slice.isolation == Isolation::Shared {
@@ -487,6 +515,7 @@ impl PgData {
                         .await
                         .map_err(ProviderError::sql(format!("migration {} on {}", m.id(), slice.name)))?;
                     if slice.isolation == Isolation::Shared {
+                        refuse_unsafe(tx.as_mut(), &slice.schema, &format!("migration {} on {}", m.id(), slice.name)).await?;
                         self.tenantize(tx.as_mut(), &slice.schema).await?;
                     }
                     if mirror.is_some() {
@@ -526,6 +555,15 @@ impl PgData {
         );
         let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
         super::advisory_xact_lock(tx.as_mut(), &lock).await?;
+        if slice.isolation == Isolation::Shared {
+            // Made by hand since: granting it would show every tenant's rows.
+            refuse_unsafe(
+                tx.as_mut(),
+                &slice.schema,
+                &format!("the shared schema {}", slice.name),
+            )
+            .await?;
+        }
         tx.as_mut()
             .execute(grant.as_str())
             .await
@@ -551,7 +589,9 @@ impl PgData {
         name: &str,
         slug: &Slug,
     ) -> Result<(), ProviderError> {
-        let create = format!("CREATE DATABASE {}", quote(name));
+        // From template0: whatever someone put in template1 (a large object a tenant made
+        // there, a table, a grant) is not copied into every tenant's database.
+        let create = format!("CREATE DATABASE {} TEMPLATE template0", quote(name));
         for _ in 0..50 {
             let (exists,): (bool,) =
                 sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
@@ -721,7 +761,7 @@ impl PgData {
                         .await
                         .map_err(ProviderError::sql("read the seed mark"))?;
                 if !done {
-                    insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug).await?;
+                    insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug, false).await?;
                     sqlx::query("INSERT INTO tenant_reconcile_meta.seed DEFAULT VALUES")
                         .execute(tx.as_mut())
                         .await
@@ -756,7 +796,8 @@ impl PgData {
         if done {
             return Ok(());
         }
-        insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug).await?;
+        let shared = slice.isolation == Isolation::Shared;
+        insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug, shared).await?;
         self.record_seed(tx.as_mut(), slug).await?;
         tx.commit()
             .await
@@ -918,6 +959,22 @@ impl PgData {
                 &format!("the role {name}"),
                 &Owner::from_text(mark.as_deref()),
             )?;
+            // What the role owns or was granted in other databases (a large object it made
+            // in `postgres`, which it could connect to) would keep DROP ROLE from working:
+            // the server says where, and each is dropped there first.
+            let elsewhere: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT db.datname::text FROM pg_shdepend d JOIN pg_database db ON db.oid = d.dbid
+                 WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = to_regrole($1)
+                   AND d.deptype IN ('o', 'a') AND db.datname <> current_database() AND db.datallowconn
+                 ORDER BY 1",
+            )
+            .bind(&name)
+            .fetch_all(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql(format!("look for what {name} holds elsewhere")))?;
+            for db in &elsewhere {
+                reach::drop_owned_in(&self.server, pool, "", db, &name).await?;
+            }
             sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
             )
@@ -1302,6 +1359,7 @@ async fn insert_rows(
     tenant_id: &str,
     rows: &[(String, Vec<Map<String, Value>>)],
     slug: &Slug,
+    shared: bool,
 ) -> Result<(), ProviderError> {
     tx.execute(format!("SET LOCAL search_path = {}", quote(schema)).as_str())
         .await
@@ -1314,19 +1372,43 @@ async fn insert_rows(
         .map_err(ProviderError::sql("set the tenant"))?;
     for (table, list) in rows {
         for row in list {
+            let mut row = row.clone();
+            if shared {
+                // A seed row of a shared table is the tenant's own, whatever its template
+                // rendered into `tenant_id` (a tenant's name is not JSON-encoded everywhere):
+                // the admin is not filtered by the policy's WITH CHECK when it is a superuser.
+                row.insert("tenant_id".into(), Value::String(tenant_id.to_string()));
+            }
             let cols: Vec<String> = row.keys().map(|c| quote(c)).collect();
             let cols = cols.join(", ");
             let t = quote(table);
             sqlx::query(&format!(
                 "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{t}, $1)"
             ))
-            .bind(Value::Object(row.clone()))
+            .bind(Value::Object(row))
             .execute(&mut *tx)
             .await
             .map_err(ProviderError::sql(format!("seed table {table} of {slug}")))?;
         }
     }
     Ok(())
+}
+
+/// Refuses `what` (a migration, or the grants) when the shared schema holds a view,
+/// materialized view or function that would read the shared tables with its owner's rights.
+async fn refuse_unsafe(
+    tx: &mut PgConnection,
+    schema: &str,
+    what: &str,
+) -> Result<(), ProviderError> {
+    let found = reach::unsafe_in_shared(tx, schema).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(ProviderError::Message(format!(
+        "{what} is refused: {}; a tenant's role would read other tenants' rows through it (row-level security filters only the roles it applies to, and neither a superuser nor a table's owner without FORCE is one)",
+        found.join("; ")
+    )))
 }
 
 /// The tenant policy's expression as the server prints it back, with the function's
@@ -1629,6 +1711,31 @@ impl Provider for PgData {
             queries += 2;
         }
 
+        // What each role (and the shared group) reaches beyond its slice: one query for
+        // the fleet. A tenant without a slice yet is looked at where its file puts it.
+        let group = self.naming.shared_group();
+        let beyond = {
+            let confined: Vec<(String, &str, String)> = targets
+                .iter()
+                .zip(&roles)
+                .map(|(t, role)| match slices.get(t.slug.as_str()) {
+                    Some(f) => (role.clone(), f.isolation.as_str(), f.name.clone()),
+                    None => (
+                        role.clone(),
+                        t.isolation.as_str(),
+                        self.naming.slice(&t.slug, t.isolation),
+                    ),
+                })
+                .collect();
+            reach::beyond(pool, &confined, &group, &self.naming.shared_schema).await?
+        };
+        queries += 1;
+        if superuser && targets.iter().any(|t| t.isolation == Isolation::Shared) {
+            tracing::warn!(
+                "the admin connection is a superuser, which row-level security never filters: the shared tenants' isolation rests on FORCE ROW LEVEL SECURITY on every shared table and on views WITH (security_invoker = true), which refresh checks (anything that reads the shared tables with its owner's rights is refused)"
+            );
+        }
+
         // The slices of tenants about to be purged, whose tables and rows the plan shows.
         let mut to_count: Vec<(&RefreshTarget, String, String)> = Vec::new();
         for (t, role) in targets.iter().zip(&roles) {
@@ -1655,17 +1762,20 @@ impl Provider for PgData {
                 .iter()
                 .take_while(|m| versions.is_some_and(|v| v.contains(&m.version)))
                 .count();
-            live.insert_owned(
-                &t.slug,
-                Kind::Database,
-                desired::database_attrs(
-                    &name,
-                    &isolation,
-                    schema_version(&self.migrations, count),
-                    granted,
-                ),
-                owner,
+            let mut attrs = desired::database_attrs(
+                &name,
+                &isolation,
+                schema_version(&self.migrations, count),
+                granted,
             );
+            let mut found = beyond.get(role).cloned().unwrap_or_default();
+            if isolation == Isolation::Shared.as_str() {
+                found.extend(beyond.get(&group).cloned().unwrap_or_default());
+            }
+            if !found.is_empty() {
+                attrs.insert("access", json!(reach::access(&found)));
+            }
+            live.insert_owned(&t.slug, Kind::Database, attrs, owner);
             if seeded.contains(t.slug.as_str()) {
                 live.insert_attrs(&t.slug, Kind::Seed, desired::seed_attrs());
             }
@@ -1734,6 +1844,8 @@ impl Provider for PgData {
             server: &self.server,
             admin,
             admin_schema: &self.schema,
+            admin_schema_name: self.server.schema_name(),
+            group: (slice.isolation == Isolation::Shared).then(|| self.naming.shared_group()),
             slug: ctx.tenant.slug.as_str(),
             tenant_id,
             password: ctx.key.password(tenant_id, &role, ctx.credentials_version),

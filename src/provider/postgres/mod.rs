@@ -5,6 +5,8 @@
 //!   isolated slice (rows under row-level security, a schema, or a database), migrated and
 //!   seeded, with a catalog in the admin schema that refresh reads in a constant number of
 //!   queries for the whole fleet.
+//! - `reach`: what a tenant's role reaches beyond its slice (attributes, memberships, rights
+//!   and ownerships anywhere on the server), read for the fleet in one query and taken back.
 //! - `server`: connection options, the pool, identifier quoting, retries with backoff.
 //!
 //! Identifiers are built only from checked slugs and configured prefixes (plain names,
@@ -13,6 +15,7 @@
 mod control;
 mod data;
 mod outbox;
+mod reach;
 mod scram;
 pub mod server;
 mod smoke;

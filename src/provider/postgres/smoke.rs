@@ -6,9 +6,12 @@
 //! - `data`: it reads every table of its slice (shared tables through row-level security),
 //!   and a seeded tenant finds rows;
 //! - `write`: it updates one of its rows (a column set to itself) and rolls back;
-//! - `isolation`: it is refused the control plane's tables, and other tenants' slices
-//!   (their schemas or databases, or their rows of the shared tables even when it claims
-//!   another tenant's id in `app.tenant_id`);
+//! - `isolation`: it is refused the control plane's schema and tables (from the admin
+//!   database, which a database-mode role may connect to as well), and other tenants'
+//!   slices (their schemas or databases); it reads every relation it can (tables, views,
+//!   materialized views): none is outside its slice, none shows another tenant's rows even
+//!   when it claims that tenant's id in `app.tenant_id`, and in shared mode none reads with
+//!   its owner's rights (a view without `security_invoker`);
 //! - each declared `sql` check, in a transaction that is rolled back, under its timeout.
 
 use std::time::Instant;
@@ -26,6 +29,10 @@ pub(super) struct Target<'a> {
     pub admin: &'a sqlx::PgPool,
     /// The admin schema, quoted.
     pub admin_schema: &'a str,
+    /// The admin schema's plain name.
+    pub admin_schema_name: &'a str,
+    /// The one role it may be a member of (the shared group), in shared mode.
+    pub group: Option<String>,
     pub slug: &'a str,
     pub tenant_id: &'a str,
     pub role: String,
@@ -73,7 +80,7 @@ pub(super) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
     };
     out.push(CheckOutcome::of("write", started, write));
     let started = Instant::now();
-    let isolation = isolation(t, &mut conn, counted.as_deref().unwrap_or_default()).await;
+    let isolation = isolation(t, &mut conn).await;
     out.push(CheckOutcome::of("isolation", started, isolation));
     for check in sql {
         let Probe::Sql { sql } = &check.probe else {
@@ -232,28 +239,57 @@ async fn write_and_roll_back(
     }
 }
 
-/// The role is refused what is not its tenant's.
-async fn isolation(
-    t: &Target<'_>,
-    conn: &mut PgConnection,
-    tables: &[(String, u64)],
-) -> Result<String, String> {
-    let control = conn
-        .execute(format!("SELECT 1 FROM {}.roles LIMIT 1", t.admin_schema).as_str())
-        .await;
-    match control {
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {}
-        // In a database of its own the control plane is not there at all (it is in the admin
-        // database, whose schema is revoked from PUBLIC).
-        Err(sqlx::Error::Database(e))
-            if t.isolation == Isolation::Database
-                && matches!(e.code().as_deref(), Some("3F000" | "42P01")) => {}
-        Err(e) => {
-            return Err(format!(
-                "reading the control plane failed otherwise than refused: {e}"
-            ))
+/// The role is refused what is not its tenant's: the control plane (from the admin
+/// database, in every mode), other tenants' slices, and anything outside its own slice;
+/// every relation it can read is read.
+async fn isolation(t: &Target<'_>, conn: &mut PgConnection) -> Result<String, String> {
+    match t.isolation {
+        Isolation::Database => {
+            // Its own database has no control plane; the admin database has, and the role
+            // may well be able to connect to it (PUBLIC's CONNECT).
+            let admin = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                t.server
+                    .connect_as(&t.role, &t.password, None, "pg_catalog"),
+            )
+            .await;
+            let (public,): (bool,) = sqlx::query_as(
+                "SELECT has_database_privilege('public', current_database(), 'CONNECT')",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| format!("cannot read its database's rights: {e}"))?;
+            if public {
+                return Err(format!(
+                    "anyone may connect to {} (PUBLIC has CONNECT)",
+                    t.slice
+                ));
+            }
+            if let Ok(Ok(mut admin)) = admin {
+                let refused = control_plane(t, &mut admin).await;
+                let _ = admin.close().await;
+                refused?;
+            }
         }
-        Ok(_) => return Err(format!("{} can read the control plane's tables", t.role)),
+        _ => control_plane(t, conn).await?,
+    }
+    // Its own attributes and memberships, as it sees them: nothing but the shared group.
+    let powers: Vec<String> = sqlx::query_scalar(
+        "SELECT r.rolname || ' is ' || a FROM pg_roles r, unnest(ARRAY[
+           CASE WHEN r.rolsuper THEN 'SUPERUSER' END, CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
+           CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END, CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+           CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END]) AS a
+         WHERE r.rolname = current_user AND a IS NOT NULL
+         UNION ALL
+         SELECT current_user || ' is a member of ' || m.roleid::regrole::text FROM pg_auth_members m
+         WHERE m.member = to_regrole(current_user::text) AND m.roleid IS DISTINCT FROM to_regrole($1)",
+    )
+    .bind(t.group.as_deref())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot read its own attributes: {e}"))?;
+    if !powers.is_empty() {
+        return Err(powers.join("; "));
     }
     let others: Vec<(String, String)> = sqlx::query_as(&format!(
         "SELECT s.name, r.tenant_id FROM {a}.slices s JOIN {a}.roles r ON r.slug = s.slug
@@ -266,7 +302,7 @@ async fn isolation(
     .await
     .map_err(|e| format!("cannot read the other slices: {e}"))?;
     let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
-    let reached: Vec<String> = match t.isolation {
+    let mut reached: Vec<String> = match t.isolation {
         Isolation::Schema => sqlx::query_scalar(
             "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1) AND has_schema_privilege(oid, 'USAGE')",
         )
@@ -281,38 +317,9 @@ async fn isolation(
         .fetch_all(&mut *conn)
         .await
         .map_err(|e| e.to_string())?,
-        Isolation::Shared => {
-            let mut seen = Vec::new();
-            if let Some((_, other_id)) = others.first() {
-                // Claiming another tenant's id must not show its rows: the role's own
-                // tenant wins over the session setting.
-                let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
-                sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-                    .bind(other_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                for (table, _) in tables {
-                    let sql = format!(
-                        "SELECT count(*) FROM {}.{} WHERE tenant_id IS DISTINCT FROM $1",
-                        quote(&t.schema),
-                        quote(table)
-                    );
-                    let (n,): (i64,) = sqlx::query_as(&sql)
-                        .bind(t.tenant_id)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(|e| format!("cannot read {table}: {e}"))?;
-                    if n > 0 {
-                        let rows = if n == 1 { "row" } else { "rows" };
-                        seen.push(format!("{n} {rows} of others in {table}"));
-                    }
-                }
-                tx.rollback().await.map_err(|e| e.to_string())?;
-            }
-            seen
-        }
+        Isolation::Shared => Vec::new(),
     };
+    reached.extend(relations(t, conn, others.first().map(|(_, id)| id.as_str())).await?);
     if !reached.is_empty() {
         return Err(format!(
             "{} reaches other tenants' data: {}",
@@ -329,6 +336,119 @@ async fn isolation(
             n => format!(" and {n} other tenants' slices"),
         }
     ))
+}
+
+/// On a connection of the role's to the admin database: the control plane's schema and
+/// tables are refused to it.
+async fn control_plane(t: &Target<'_>, conn: &mut PgConnection) -> Result<(), String> {
+    let reached: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname = $1 AND has_schema_privilege(n.oid, 'USAGE')
+         UNION ALL
+         SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+           AND (has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE'))",
+    )
+    .bind(t.admin_schema_name)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot look at the control plane: {e}"))?;
+    if !reached.is_empty() {
+        return Err(format!(
+            "{} can reach the control plane: {}",
+            t.role,
+            reached.join(", ")
+        ));
+    }
+    let read = conn
+        .execute(format!("SELECT 1 FROM {}.roles LIMIT 1", t.admin_schema).as_str())
+        .await;
+    match read {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => Ok(()),
+        Err(e) => Err(format!(
+            "reading the control plane failed otherwise than refused: {e}"
+        )),
+        Ok(_) => Err(format!("{} can read the control plane's tables", t.role)),
+    }
+}
+
+/// Reads every relation the role can read (tables, views, materialized views, foreign
+/// tables, in any schema but the system's) and says which are not its tenant's alone: one
+/// outside its slice; in shared mode, one showing rows of another tenant while the role
+/// claims that tenant's id (`other`), or one that reads with its owner's rights.
+async fn relations(
+    t: &Target<'_>,
+    conn: &mut PgConnection,
+    other: Option<&str>,
+) -> Result<Vec<String>, String> {
+    type Rel = (String, String, String, bool, bool);
+    let found: Vec<Rel> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text,
+           EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
+           c.relkind IN ('r', 'p') OR (c.relkind = 'v' AND EXISTS (SELECT 1 FROM unnest(c.reloptions) o
+             WHERE lower(o) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes')))
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname !~ '^pg_(toast|temp)' AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
+         ORDER BY 1, 2 LIMIT 200",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot list what it can read: {e}"))?;
+    let mut out = Vec::new();
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    if let Some(id) = other {
+        // Claiming another tenant's id must not show its rows: the role's own tenant wins
+        // over the session setting.
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for (schema, name, kind, has_tenant, invoker) in found {
+        let what = format!("{schema}.{name}");
+        if schema != t.schema {
+            out.push(format!("{what} (outside its slice)"));
+            continue;
+        }
+        if !crate::naming::is_plain_ident(&name) {
+            continue;
+        }
+        let r = format!("{}.{}", quote(&schema), quote(&name));
+        // Read, to prove it can be; in shared mode, for the rows that are not its own.
+        let others_only = t.isolation == Isolation::Shared && has_tenant;
+        let (n,): (i64,) = if others_only {
+            sqlx::query_as(&format!(
+                "SELECT count(*) FROM {r} WHERE tenant_id IS DISTINCT FROM $1"
+            ))
+            .bind(t.tenant_id)
+            .fetch_one(&mut *tx)
+            .await
+        } else {
+            sqlx::query_as(&format!(
+                "SELECT 0::bigint FROM (SELECT count(*) FROM {r}) AS read"
+            ))
+            .fetch_one(&mut *tx)
+            .await
+        }
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+        if n > 0 {
+            let rows = if n == 1 { "row" } else { "rows" };
+            out.push(format!("{n} {rows} of others in {what}"));
+        } else if t.isolation == Isolation::Shared && !invoker {
+            let kind = match kind.as_str() {
+                "m" => "materialized view",
+                "f" => "foreign table",
+                _ => "view",
+            };
+            out.push(format!(
+                "the {kind} {what}, which reads with its owner's rights"
+            ));
+        }
+    }
+    tx.rollback().await.map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 async fn query_check(
