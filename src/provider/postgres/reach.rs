@@ -65,7 +65,7 @@ fn roles_cte() -> String {
            FROM t JOIN h ON h.rol = t.rol
            JOIN pg_shdepend d ON d.refclassid = 'pg_authid'::regclass AND d.refobjid = t.rol
              AND d.deptype IN ('o', 'a')
-           WHERE NOT {INSIDE}
+           WHERE NOT coalesce({INSIDE}, false)
          )"
     )
 }

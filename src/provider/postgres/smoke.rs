@@ -407,11 +407,11 @@ async fn relations(
             .map_err(|e| e.to_string())?;
     }
     for (schema, name, kind, has_tenant, invoker) in found {
-        let what = format!("{schema}.{name}");
         if schema != t.schema {
-            out.push(format!("{what} (outside its slice)"));
+            out.push(format!("{schema}.{name} (outside its slice)"));
             continue;
         }
+        let what = &name;
         if !crate::naming::is_plain_ident(&name) {
             continue;
         }
