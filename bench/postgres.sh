@@ -3,7 +3,10 @@
 #
 # 1. apply N new schema-mode tenants with tenant-reconcile, and the same work as a plain SQL
 #    script through psql in one session (bench/pg_baseline.py); both times and their ratio;
-# 2. the no-change plan (with refresh) at N and at BIG tenants, with the queries it sent.
+# 2. the no-change plan (with refresh) at N and at BIG tenants, with the queries it sent, and
+#    at N tenants in their plans' own isolation modes (shared, schema and database), whose
+#    refresh must send as many queries as a fleet of one mode, whatever its size.
+# BENCH_BIN=path runs that binary instead of building the release one.
 # Needs PostgreSQL at $BENCH_PG (default postgres://postgres@127.0.0.1:5432, trust auth),
 # psql and GNU time. Everything it creates is named bench_*/b<pid>* and removed at the end.
 set -euo pipefail
@@ -21,7 +24,7 @@ psql "$PG/postgres" -qAtc "select 1" >/dev/null || { echo "no PostgreSQL at $PG"
 
 # shellcheck source=lib.sh
 source bench/lib.sh
-build_release
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else build_release; fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-pgbench.XXXXXX")"
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 
@@ -38,10 +41,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# repo N NAME: a repo of N schema-mode tenants on its own database.
+# repo N NAME [MODE]: a repo of N tenants on its own database, all in MODE (default schema;
+# `plans` leaves each in its plan's mode).
 repo() {
-  local n=$1 name=$2 dir="$TMP/$2"
-  python3 bench/generate.py "$n" "$dir" schema
+  local n=$1 name=$2 dir="$TMP/$2" mode=${3:-schema}
+  python3 bench/generate.py "$n" "$dir" $([ "$mode" = plans ] || echo "$mode")
   psql "$PG/postgres" -qc "CREATE DATABASE bench_${ID}_$name" >/dev/null
   cat >"$dir/tenant-reconcile.hcl" <<HCL
 state {
@@ -96,6 +100,11 @@ big=$(repo "$BIG" big)
 read -r big_apply_s big_apply_kb < <(DATABASE_URL="$PG/bench_${ID}_big" timed "apply big" "$BIN" -C "$big" apply --auto-approve)
 read -r big_plan_s big_plan_kb big_plan_q < <(plan_refresh "$big")
 
+echo "refresh: $N tenants in their plans' isolation modes ..." >&2
+mixed=$(repo "$N" mixed plans)
+DATABASE_URL="$PG/bench_${ID}_mixed" timed "apply mixed" "$BIN" -C "$mixed" apply --auto-approve >/dev/null
+read -r mixed_plan_s mixed_plan_kb mixed_plan_q < <(plan_refresh "$mixed")
+
 ratio=$(awk -v a="$apply_s" -v b="$sql_s" 'BEGIN { printf "%.2f", a / b }')
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 echo
@@ -106,7 +115,12 @@ echo "| the same work as one psql script | $N | $sql_s | | |"
 echo "| plan with refresh, no changes (median of $REPEATS) | $N | $plan_s | $(mb "$plan_kb") | $plan_q |"
 echo "| apply, all new (schema mode) | $BIG | $big_apply_s | $(mb "$big_apply_kb") | |"
 echo "| plan with refresh, no changes (median of $REPEATS) | $BIG | $big_plan_s | $(mb "$big_plan_kb") | $big_plan_q |"
+echo "| plan with refresh, no changes, shared + schema + database (median of $REPEATS) | $N | $mixed_plan_s | $(mb "$mixed_plan_kb") | $mixed_plan_q |"
 echo
 echo "apply / psql = $ratio"
+if [ "$plan_q" != "$big_plan_q" ] || [ "$plan_q" != "$mixed_plan_q" ]; then
+  echo "refresh queries are not constant: $plan_q at $N, $big_plan_q at $BIG, $mixed_plan_q at $N in mixed modes" >&2
+  exit 1
+fi
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 echo "Machine: $(nproc) CPUs, ${cpu:-unknown CPU}, $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, $(psql "$PG/postgres" -qAtc 'show server_version' | cut -d' ' -f1) PostgreSQL; $("$BIN" --version)"

@@ -226,7 +226,10 @@ pub(super) async fn confine(
     let pool = server.pool().await?;
     let sql = format!(
         "WITH {cte}
-         SELECT t.rolsuper OR t.rolcreatedb OR t.rolcreaterole OR t.rolreplication OR t.rolbypassrls,
+         SELECT array_remove(ARRAY[
+             CASE WHEN t.rolsuper THEN 'NOSUPERUSER' END, CASE WHEN t.rolcreatedb THEN 'NOCREATEDB' END,
+             CASE WHEN t.rolcreaterole THEN 'NOCREATEROLE' END, CASE WHEN t.rolreplication THEN 'NOREPLICATION' END,
+             CASE WHEN t.rolbypassrls THEN 'NOBYPASSRLS' END], NULL),
            ARRAY(SELECT m.roleid::regrole::text FROM pg_auth_members m WHERE m.member = t.rol
                  AND NOT (t.isolation = 'shared' AND m.roleid = (SELECT oid FROM g))),
            ARRAY(SELECT DISTINCT coalesce(db.datname, current_database()) FROM outside o
@@ -235,7 +238,10 @@ pub(super) async fn confine(
          FROM t",
         cte = roles_cte()
     );
-    let found: Option<(bool, Vec<String>, Vec<String>, bool)> = sqlx::query_as(&sql)
+    // Attributes to take, memberships to revoke, databases to drop its holdings in, and
+    // whether PUBLIC may create in the admin database's `public` schema.
+    type Found = (Vec<String>, Vec<String>, Vec<String>, bool);
+    let found: Option<Found> = sqlx::query_as(&sql)
         .bind(vec![role])
         .bind(vec![isolation])
         .bind(vec![slice])
@@ -253,10 +259,10 @@ pub(super) async fn confine(
         // The default before PostgreSQL 15: anyone may create objects in `public`.
         statements += "REVOKE CREATE ON SCHEMA public FROM PUBLIC;";
     }
-    if attributes {
-        statements += &format!(
-            "ALTER ROLE {r} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;"
-        );
+    if !attributes.is_empty() {
+        // Only those it has: taking SUPERUSER, REPLICATION or BYPASSRLS needs a superuser
+        // admin, CREATEDB and CREATEROLE do not.
+        statements += &format!("ALTER ROLE {r} {};", attributes.join(" "));
     }
     for granted in &memberships {
         // `regrole` output: the server's own quoting of the name.
