@@ -166,6 +166,28 @@ fn a_view_reading_the_shared_tables_as_its_owner_is_refused_and_one_made_by_hand
     );
     pg.exec("DROP VIEW tenants_shared.leak");
     assert_repaired(&repo);
+
+    // So are a materialized view and a SECURITY DEFINER function the group may use.
+    pg.exec(&format!(
+        "CREATE MATERIALIZED VIEW tenants_shared.names AS SELECT name FROM tenants_shared.projects;
+         GRANT SELECT ON tenants_shared.names TO \"{group}\";
+         CREATE FUNCTION tenants_shared.all_names() RETURNS SETOF text LANGUAGE sql SECURITY DEFINER
+           AS 'SELECT name FROM tenants_shared.projects';",
+        group = format_args!("{}_shared", pg.prefix)
+    ));
+    assert_drift_and_unhealthy(
+        &repo,
+        "the materialized view tenants_shared.names holds rows read with its owner's rights",
+    );
+    let drift = text(&repo.run(&["plan", "--refresh-only"]).stdout);
+    assert!(
+        drift.contains("the function tenants_shared.all_names() runs with its owner's rights (SECURITY DEFINER)"),
+        "{drift}"
+    );
+    pg.exec(
+        "DROP MATERIALIZED VIEW tenants_shared.names; DROP FUNCTION tenants_shared.all_names()",
+    );
+    assert_repaired(&repo);
 }
 
 #[test]
