@@ -973,7 +973,7 @@ impl PgData {
             .await
             .map_err(ProviderError::sql(format!("look for what {name} holds elsewhere")))?;
             for db in &elsewhere {
-                reach::drop_owned_in(&self.server, pool, "", db, &name).await?;
+                reach::drop_owned_in(&self.server, Some(db), &name).await?;
             }
             sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",

@@ -285,31 +285,35 @@ pub(super) async fn confine(
             .await
             .map_err(ProviderError::sql("read the admin database's name"))?;
         for db in &databases {
-            drop_owned_in(server, pool, &here, db, role).await?;
+            drop_owned_in(server, Some(db.as_str()).filter(|db| *db != here), role).await?;
         }
     }
     Ok(!statements.is_empty() || !databases.is_empty())
 }
 
-/// `DROP OWNED BY role` in the database `db`, through the pool for the admin database. It
-/// rewrites the rights of objects other roles' repairs may rewrite at the same time (two
-/// tenants granted the same table): one at a time, or the server reports a concurrent update.
+/// `DROP OWNED BY role` in the database `db` (`None`: the admin database, through the
+/// pool). It rewrites the rights of objects other roles' repairs may rewrite at the same
+/// time (two tenants granted the same table): one at a time, or the server reports a
+/// concurrent update.
 pub(super) async fn drop_owned_in(
     server: &PgServer,
-    pool: &sqlx::PgPool,
-    admin_db: &str,
-    db: &str,
+    db: Option<&str>,
     role: &str,
 ) -> Result<(), ProviderError> {
     let drop = format!("DROP OWNED BY {}", quote(role));
-    let context = format!("drop what {role} owns in the database {db}");
-    let mut conn = if db == admin_db {
-        pool.acquire()
+    let context = match db {
+        Some(db) => format!("drop what {role} holds in the database {db}"),
+        None => format!("drop what {role} holds in the admin database"),
+    };
+    let mut conn = match db {
+        None => server
+            .pool()
+            .await?
+            .acquire()
             .await
             .map_err(ProviderError::sql("connect"))?
-            .detach()
-    } else {
-        server.connect_to(db).await?
+            .detach(),
+        Some(db) => server.connect_to(db).await?,
     };
     let done = async {
         let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
