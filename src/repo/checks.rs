@@ -195,12 +195,14 @@ pub fn render_url(template: &str, slug: &str, plan: &str, region: &str) -> Resul
         "tenant",
         &serde_json::json!({ "slug": slug, "plan": plan, "region": region }),
     );
-    let url = tera::Tera::one_off(template, &ctx, false).map_err(|e| {
-        format!(
-            "the URL template does not render: {}",
-            crate::error::chain(&e)
-        )
-    })?;
+    let url = super::templates::engine()
+        .render_str(template, &ctx)
+        .map_err(|e| {
+            format!(
+                "the URL template does not render: {}",
+                crate::error::chain(&e)
+            )
+        })?;
     let parsed = url::Url::parse(&url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     // Check messages show the URL: it may not carry a secret, and one that does is not
     // repeated here either.

@@ -7,6 +7,12 @@
 //!
 //! Tenant text reaches templates as data; templates should pass it through `json_encode`
 //! so a quote in a tenant's name cannot change the structure of what is rendered.
+//!
+//! Every template, check URLs included, renders through [`engine`]: it sees the context it
+//! is given and nothing else. A template comes in with a pull request, whose plan runs
+//! beside the pipeline's secrets and is posted as a comment.
+
+use std::collections::HashMap;
 
 use tera::Tera;
 
@@ -35,7 +41,7 @@ impl Templates {
     /// Builds the template set from `(name relative to templates/, source)` pairs.
     pub fn build(sources: Vec<(String, String)>) -> Result<Templates, Vec<Diagnostic>> {
         let mut problems = Vec::new();
-        let mut tera = Tera::default();
+        let mut tera = engine();
         tera.autoescape_on(vec![]);
         let mut files = Vec::new();
         let mut has_seed = false;
@@ -83,10 +89,36 @@ impl Templates {
 
     pub fn empty() -> Templates {
         Templates {
-            tera: Tera::default(),
+            tera: engine(),
             files: Vec::new(),
             has_seed: false,
         }
+    }
+}
+
+/// tera's functions that reach outside the context: `get_env` reads the environment (the
+/// master key, a database URL), and `now` and `get_random` would render differently on
+/// every run, so a plan could never be empty.
+const REFUSED: [&str; 3] = ["get_env", "now", "get_random"];
+
+/// A tera instance whose templates see only the context they are rendered with.
+pub fn engine() -> Tera {
+    let mut tera = Tera::default();
+    for name in REFUSED {
+        tera.register_function(name, Refused(name));
+    }
+    tera
+}
+
+/// One of [`REFUSED`], in place of tera's own: calling it fails the render, naming it.
+struct Refused(&'static str);
+
+impl tera::Function for Refused {
+    fn call(&self, _: &HashMap<String, tera::Value>) -> tera::Result<tera::Value> {
+        Err(tera::Error::msg(format!(
+            "{}() is not available to templates: a template sees only the tenant's settings (`tenant`), never the environment, the clock or chance, so that it renders the same on every run",
+            self.0
+        )))
     }
 }
 
