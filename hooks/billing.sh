@@ -12,6 +12,8 @@
 # For trying out failures: BILLING_FAIL_FIRST=2 makes its first two tries fail (billing
 # down), BILLING_SLEEP=5 makes each try take five seconds (passed on by pass_env).
 set -eu
+# The ledger names tenants: readable by its owner only, as the files of tenant-reconcile are.
+umask 077
 
 ledger="${BILLING_LEDGER:-.tenant-reconcile/billing.log}"
 mkdir -p "$(dirname "$ledger")"

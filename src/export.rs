@@ -128,7 +128,8 @@ impl ExportFile {
 impl ExportSink {
     /// A sink writing into `dir`, which must not hold an export already.
     pub fn create(dir: &Path) -> Result<ExportSink, ProviderError> {
-        std::fs::create_dir_all(dir)
+        // A tenant's data, readable by the operator only (and so its every file below).
+        crate::private_files::own_dir(dir)
             .map_err(ProviderError::io(format!("create {}", dir.display())))?;
         Ok(ExportSink {
             dir: dir.to_path_buf(),
@@ -151,13 +152,12 @@ impl ExportSink {
         }
         let path = self.dir.join(rel);
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
+            crate::private_files::create_dir_all(parent)
                 .map_err(ProviderError::io(format!("create {}", parent.display())))?;
         }
         // Never over a file written before: two object keys that map to one path (`A` and
         // `a` on a case-insensitive disk) fail the export rather than lose an object.
-        let file = tokio::fs::OpenOptions::new()
+        let file = tokio::fs::OpenOptions::from(crate::private_files::options())
             .write(true)
             .create_new(true)
             .open(&path)

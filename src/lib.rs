@@ -25,6 +25,7 @@ pub mod naming;
 pub mod offboarding;
 pub mod ops;
 pub mod plan;
+pub mod private_files;
 pub mod provider;
 pub mod render;
 pub mod repo;

@@ -235,8 +235,18 @@ impl Exporter {
             std::fs::remove_dir_all(&making)
                 .map_err(ProviderError::io(format!("clear {}", making.display())))?;
         }
-        std::fs::create_dir_all(&making)
-            .and_then(|()| std::fs::write(making.join(CLAIM_FILE), format!("{tenant_id}\n")))
+        // Exports hold the tenants' own data: their folder is the operator's alone.
+        if let Some(exports) = dir.parent() {
+            crate::private_files::own_dir(exports)
+                .map_err(ProviderError::io(format!("create {}", exports.display())))?;
+        }
+        crate::private_files::create_dir_all(&making)
+            .and_then(|()| {
+                crate::private_files::write(
+                    &making.join(CLAIM_FILE),
+                    format!("{tenant_id}\n").as_bytes(),
+                )
+            })
             .map_err(ProviderError::io(format!("write {}", claim.display())))?;
         if dir.exists() {
             // Empty (it was not occupied): made by hand, or left by an older build.

@@ -284,15 +284,16 @@ impl Provider for RenderedFiles {
     }
 }
 
-/// Writes through a temporary file and a rename, so a reader (or a kill) never sees half.
+/// Writes through a temporary file and a rename, so a reader (or a kill) never sees half;
+/// the file is private, as everything the tool writes is ([`crate::private_files`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    crate::private_files::create_dir_all(dir)?;
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::private_files::create(&tmp)?;
         f.write_all(bytes)?;
     }
     std::fs::rename(&tmp, path)

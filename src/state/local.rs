@@ -9,7 +9,7 @@
 //! - `state.json.lock` is held with an OS file lock, which the kernel releases when the
 //!   holder dies, and holds the holder's details for whoever is kept waiting.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use async_trait::async_trait;
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
 use super::{Checkpoint, State};
+use crate::private_files;
 
 pub struct LocalBackend {
     path: PathBuf,
@@ -67,15 +68,22 @@ impl StateBackend for LocalBackend {
         timeout: Duration,
     ) -> Result<Box<dyn StateLock>, StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).map_err(Self::io("create", dir))?;
+        private_files::create_dir_all(dir).map_err(Self::io("create", dir))?;
+        // The state names every tenant's owner: a state made by an older version with
+        // looser modes is narrowed the first time it is locked again.
+        for suffix in ["", ".backup", ".journal"] {
+            let path = sibling(&self.path, suffix);
+            private_files::tighten(&path).map_err(Self::io("narrow the mode of", &path))?;
+        }
         let lock_path = sibling(&self.path, ".lock");
-        let mut file = OpenOptions::new()
+        let mut file = private_files::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&lock_path)
             .map_err(Self::io("open", &lock_path))?;
+        private_files::narrow(&file).map_err(Self::io("narrow the mode of", &lock_path))?;
         let started = Instant::now();
         loop {
             match file.try_lock() {
@@ -103,7 +111,7 @@ impl StateBackend for LocalBackend {
         file.write_all(&body)
             .map_err(Self::io("write", &lock_path))?;
         let journal_path = sibling(&self.path, ".journal");
-        let journal = OpenOptions::new()
+        let journal = private_files::options()
             .create(true)
             .append(true)
             .open(&journal_path)
@@ -150,7 +158,7 @@ impl StateLock for LocalLock {
         let tmp = sibling(&self.path, ".tmp");
         let body = serde_json::to_vec(state).expect("state serializes");
         {
-            let mut f = File::create(&tmp).map_err(LocalBackend::io("write", &tmp))?;
+            let mut f = private_files::create(&tmp).map_err(LocalBackend::io("write", &tmp))?;
             f.write_all(&body)
                 .map_err(LocalBackend::io("write", &tmp))?;
             f.write_all(b"\n")
@@ -159,7 +167,9 @@ impl StateLock for LocalLock {
         }
         if self.path.exists() {
             let backup = sibling(&self.path, ".backup");
-            fs::copy(&self.path, &backup).map_err(LocalBackend::io("back up", &self.path))?;
+            fs::copy(&self.path, &backup)
+                .and_then(|_| private_files::tighten(&backup))
+                .map_err(LocalBackend::io("back up", &self.path))?;
         }
         fs::rename(&tmp, &self.path).map_err(LocalBackend::io("replace", &self.path))?;
         if let Some(dir) = self.path.parent() {

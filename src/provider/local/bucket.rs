@@ -190,7 +190,8 @@ impl Provider for LocalBuckets {
             }
             let path = folder.join(PROBE);
             let body = uuid::Uuid::new_v4().to_string();
-            std::fs::write(&path, &body).map_err(|e| format!("cannot put a probe object: {e}"))?;
+            crate::private_files::write(&path, body.as_bytes())
+                .map_err(|e| format!("cannot put a probe object: {e}"))?;
             let read = std::fs::read_to_string(&path);
             let removed = std::fs::remove_file(&path);
             crate::smoke::probe_verdict(
@@ -223,14 +224,19 @@ impl Provider for LocalBuckets {
     ) -> Result<Option<Attrs>, ProviderError> {
         let desired = desired_of(change)?;
         let folder = self.folder(desired.attrs.str("name"))?;
-        std::fs::create_dir_all(&folder)
+        // The buckets' folder and each bucket are the local target's own.
+        if let Some(all) = folder.parent() {
+            crate::private_files::own_dir(all)
+                .map_err(ProviderError::io(format!("create {}", all.display())))?;
+        }
+        crate::private_files::own_dir(&folder)
             .map_err(ProviderError::io(format!("create {}", folder.display())))?;
         // Written whole and renamed into place, so a kill never leaves half a file.
         let path = folder.join(SETTINGS);
         let tmp = folder.join(".bucket.json.tmp");
         let body = serde_json::to_vec_pretty(&desired.attrs)
             .map_err(|e| ProviderError::Message(format!("encode bucket settings: {e}")))?;
-        std::fs::write(&tmp, body)
+        crate::private_files::write(&tmp, &body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(ProviderError::io(format!("write {}", path.display())))?;
         Ok(Some(desired.attrs.clone()))

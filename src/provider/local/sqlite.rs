@@ -27,6 +27,7 @@ pub async fn open_reader(path: &Path, connections: u32) -> Result<SqlitePool, Pr
 /// Opens an existing database with one connection that may write, for a smoke test, whose
 /// writes are rolled back; a database that is not there is an error, never created.
 pub async fn open_existing(path: &Path) -> Result<SqlitePool, ProviderError> {
+    narrow(path)?;
     let opts = SqliteConnectOptions::from_str("sqlite://")
         .map_err(ProviderError::sql("sqlite options"))?
         .filename(path)
@@ -46,10 +47,9 @@ async fn connect(
     connections: u32,
 ) -> Result<SqlitePool, ProviderError> {
     if create {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(ProviderError::io(format!("create {}", dir.display())))?;
-        }
+        make_private(path)?;
+    } else {
+        narrow(path)?;
     }
     let mut opts = SqliteConnectOptions::from_str("sqlite://")
         .map_err(ProviderError::sql("sqlite options"))?
@@ -66,6 +66,38 @@ async fn connect(
         .connect_with(opts)
         .await
         .map_err(ProviderError::sql(format!("open {}", path.display())))
+}
+
+/// The database file made (empty, which SQLite takes as a new database) before SQLite opens
+/// it, readable by its owner only: SQLite gives its journal and write-ahead log the
+/// database file's own mode. A database made by an older version is narrowed, its
+/// journal and log with it.
+fn make_private(path: &Path) -> Result<(), ProviderError> {
+    let failed = |what: &Path| ProviderError::io(format!("create {}", what.display()));
+    if let Some(dir) = path.parent() {
+        crate::private_files::own_dir(dir).map_err(failed(dir))?;
+    }
+    crate::private_files::touch(path).map_err(failed(path))?;
+    narrow(path)
+}
+
+/// A database that is there, its journal and log, and its folder, narrowed to their owner
+/// (made by an older version); what is missing is left missing.
+fn narrow(path: &Path) -> Result<(), ProviderError> {
+    let failed = |what: &Path| ProviderError::io(format!("narrow the mode of {}", what.display()));
+    if !path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        crate::private_files::tighten(dir).map_err(failed(dir))?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        crate::private_files::tighten(&file).map_err(failed(&file))?;
+    }
+    Ok(())
 }
 
 /// [`fetch_json`] started now on a task of its own, so the queries of one refresh run side
