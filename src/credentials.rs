@@ -48,6 +48,17 @@ pub enum KeyError {
     },
 }
 
+impl KeyError {
+    /// No key is set, or the key file named is not there (a job not given the secret).
+    pub fn is_absent(&self) -> bool {
+        match self {
+            KeyError::Missing => true,
+            KeyError::Read { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
+}
+
 /// Where a key may come from, most specific first.
 pub struct KeySource<'a> {
     pub env: Option<String>,
@@ -167,16 +178,13 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
+        crate::private_files::create_dir_all(dir)?;
     }
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
+    let mut f = crate::private_files::options()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }

@@ -41,8 +41,11 @@ pub struct PlanOptions {
 
 /// Makes a plan from the files, the recorded `state` (read without its lock, as
 /// [`Workspace::open_with_state`] reads it) and, with refresh, the live resources.
+///
+/// The master key is not needed: what is derived from it shows as known after apply, so the
+/// plan of a pull request runs without the pipeline's key. Apply needs it.
 pub async fn plan(ws: &Workspace, state: State, opts: &PlanOptions) -> Result<Plan, Error> {
-    let plan = make_plan(ws, &state, opts).await;
+    let plan = make_plan(ws, &state, opts, KeyUse::IfAny).await;
     drop_in_background(state);
     plan
 }
@@ -54,7 +57,20 @@ fn drop_in_background<T: Send + 'static>(value: T) {
     std::thread::spawn(move || drop(value));
 }
 
-async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<Plan, Error> {
+/// Whether a plan is made to be applied at once (with the key the passwords come from), or
+/// to be shown (with the key if there is one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyUse {
+    Needed,
+    IfAny,
+}
+
+async fn make_plan(
+    ws: &Workspace,
+    state: &State,
+    opts: &PlanOptions,
+    key_use: KeyUse,
+) -> Result<Plan, Error> {
     check_selected(ws, "--tenant", opts.tenants.as_deref().unwrap_or_default())?;
     check_selected(ws, "--rotate-credentials", &opts.rotate_credentials)?;
     check_selected(ws, "--import", &opts.import)?;
@@ -67,8 +83,14 @@ async fn make_plan(ws: &Workspace, state: &State, opts: &PlanOptions) -> Result<
         .collect();
     check_selected(ws, "tenant-reconcile.hcl: import", &from_config)?;
     let import: Vec<Slug> = opts.import.iter().chain(&from_config).cloned().collect();
-    let key = ws.find_key()?;
-    let rekey = check_key(ws, state, key.as_ref(), opts.rotate_master_key)?;
+    let key = match ws.find_key() {
+        Err(Error::Key(e)) if key_use == KeyUse::IfAny && e.is_absent() => None,
+        found => found?,
+    };
+    let rekey = match &key {
+        None if key_use == KeyUse::IfAny && !opts.rotate_master_key => keyless_note(state),
+        _ => check_key(ws, state, key.as_ref(), opts.rotate_master_key)?,
+    };
     let targets = ws.targets(ws.repo.migrations.clone());
     // Refresh starts first and runs while the plan is checked. Compiling waits for it: each
     // tenant is diffed the moment it is compiled, so the whole desired fleet is never held.
@@ -187,6 +209,23 @@ pub(crate) fn check_key(
             crate::credentials::MASTER_KEY_ENV
         ))),
     }
+}
+
+/// What a plan made without the master key says: what it could not compare, and that
+/// apply will need the key. Nothing for a state that has recorded nothing yet.
+fn keyless_note(state: &State) -> Option<String> {
+    if state.tenants.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "there is no master key here ({} or master_key_file): the passwords derived from it are not compared, and show as known after apply where they change; apply needs the key{}",
+        crate::credentials::MASTER_KEY_ENV,
+        state
+            .master_key_id
+            .as_deref()
+            .map(|id| format!(" this state was applied with ({id})"))
+            .unwrap_or_default()
+    ))
 }
 
 /// Whether `key` derives the password the state recorded for some tenant's role.
@@ -329,6 +368,42 @@ fn refused_because(slug: &Slug, lifecycle: crate::state::Lifecycle) -> Option<St
     }
 }
 
+/// A purged tenant (or one being purged) has no data to export and no login: what is left
+/// of it is its tombstone and the export its offboarding made, which is where to send
+/// whoever asks.
+fn refuse_purged(slug: &Slug, t: &crate::state::TenantState) -> Result<(), Error> {
+    let Some(purge) = (t.lifecycle == crate::state::Lifecycle::Deprovisioned)
+        .then(|| {
+            t.purge
+                .as_ref()
+                .and_then(|p| p.finished_at.clone())
+                .unwrap_or_else(|| t.updated_at.clone())
+        })
+        .map(|at| format!("{slug} was purged on {}", day_of(&at)))
+        .or_else(|| {
+            t.purge
+                .as_ref()
+                .map(|p| format!("{slug} is being purged (since {})", day_of(&p.started_at)))
+        })
+    else {
+        return Ok(());
+    };
+    let export = t
+        .resources
+        .get(&crate::desired::Key::new(crate::desired::Kind::Export))
+        .map(|e| e.str("location").to_string())
+        .filter(|l| !l.is_empty());
+    Err(Error::Usage(match export {
+        Some(at) => format!("{purge}; its offboarding export is at {at}"),
+        None => format!("{purge}; it left without an offboarding export"),
+    }))
+}
+
+/// The day of an RFC 3339 time, as people say when something happened.
+fn day_of(at: &str) -> &str {
+    at.get(..10).unwrap_or(at)
+}
+
 pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
     let state = ws.backend().load().await?;
     let Some(t) = state.tenants.get(slug.as_str()) else {
@@ -339,6 +414,7 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
             format!("there is no tenant {slug}: no tenants/{slug}.yaml and nothing recorded")
         }));
     };
+    refuse_purged(slug, t)?;
     let key = ws.find_key()?;
     // A wrong key would print a password that does not log in.
     check_key(ws, &state, key.as_ref(), false)?;
@@ -427,7 +503,7 @@ pub async fn apply(
                 p
             }
             None => {
-                let p = make_plan(ws, &state, &opts.plan).await?;
+                let p = make_plan(ws, &state, &opts.plan, KeyUse::Needed).await?;
                 if p.has_changes() && !confirm(&p) {
                     return Ok(None);
                 }
@@ -744,16 +820,24 @@ pub async fn export(
             "there is no tenant {slug} in the state: nothing of it was ever applied\n  hint: `tenant-reconcile state list` lists what is recorded"
         )));
     };
+    refuse_purged(slug, t)?;
     let Some(tenant_id) = t.tenant_id.as_deref() else {
         return Err(Error::Usage(format!(
             "{slug} has no registry row yet: there is nothing to export"
         )));
     };
-    let dir = to.unwrap_or_else(|| {
-        let stamp = crate::state::now().replace([':', '-'], "");
-        // Beside, never inside, the folder an offboarding exports into (`<export_to>/<slug>`).
-        ws.local_dir.join("exports").join(format!("{slug}-{stamp}"))
-    });
+    let dir = match to {
+        Some(dir) => dir,
+        None => {
+            let stamp = crate::state::now().replace([':', '-'], "");
+            // Beside, never inside, the folder an offboarding exports into
+            // (`<export_to>/<slug>`); the exports' folder is the operator's alone.
+            let exports = ws.local_dir.join("exports");
+            crate::private_files::own_dir(&exports)
+                .map_err(|e| Error::Usage(format!("cannot create {}: {e}", exports.display())))?;
+            exports.join(format!("{slug}-{stamp}"))
+        }
+    };
     let occupied = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
     if occupied {
         return Err(Error::Usage(format!(

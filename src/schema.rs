@@ -6,7 +6,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::repo::TenantRepo;
+use crate::repo::{Isolation, TenantRepo};
 
 /// The tenant file's schema for `repo`, as pretty JSON.
 pub fn tenant(repo: &TenantRepo) -> String {
@@ -32,27 +32,49 @@ pub fn tenant(repo: &TenantRepo) -> String {
     // Each plan's own keys: a flag or quota another plan declares is still refused.
     let mut by_plan = Vec::new();
     for (name, plan) in &repo.plans {
+        // A plan's limits cap what its tenants may set, as the loader does.
+        let limits = &plan.limits;
         let flags: Map<String, Value> = plan
             .features
             .iter()
             .map(|(k, v)| {
-                (
-                    k.clone(),
-                    json!({"type": "boolean", "description": format!("default in {name}: {v}")}),
-                )
+                let mut flag =
+                    json!({"type": "boolean", "description": format!("default in {name}: {v}")});
+                if limits.features.get(k) == Some(&false) {
+                    flag["const"] = json!(false);
+                    flag["description"] =
+                        json!(format!("default in {name}: {v}; its limits keep it off"));
+                }
+                (k.clone(), flag)
             })
             .collect();
         let quotas: Map<String, Value> = plan
             .quotas
             .iter()
-            .map(|(k, v)| (k.clone(), json!({"type": "integer", "minimum": 0, "description": format!("default in {name}: {v}")})))
+            .map(|(k, v)| {
+                let mut quota = json!({"type": "integer", "minimum": 0, "description": format!("default in {name}: {v}")});
+                if let Some(max) = limits.quotas.get(k) {
+                    quota["maximum"] = json!(max);
+                    quota["description"] = json!(format!("default in {name}: {v}; at most {max}"));
+                }
+                (k.clone(), quota)
+            })
             .collect();
+        let mut then = json!({ "properties": {
+            "features": { "properties": flags, "additionalProperties": false },
+            "quotas": { "properties": quotas, "additionalProperties": false }
+        } });
+        if let Some(max) = limits.isolation {
+            let allowed: Vec<&str> = [Isolation::Shared, Isolation::Schema, Isolation::Database]
+                .into_iter()
+                .filter(|i| *i <= max)
+                .map(Isolation::as_str)
+                .collect();
+            then["properties"]["isolation"] = json!({ "enum": allowed });
+        }
         by_plan.push(json!({
             "if": { "properties": { "plan": { "const": name } }, "required": ["plan"] },
-            "then": { "properties": {
-                "features": { "properties": flags, "additionalProperties": false },
-                "quotas": { "properties": quotas, "additionalProperties": false }
-            } }
+            "then": then
         }));
     }
     if !by_plan.is_empty() {

@@ -297,6 +297,7 @@ impl<'a> Planner<'a> {
             conflicts: Vec::new(),
             smoke: None,
             hooks: Vec::new(),
+            upgrades: Vec::new(),
         }
     }
 
@@ -593,9 +594,10 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             provider.forces_replace(r.key.kind, f)
         });
         fields.extend(mark);
-        if adopt {
-            // An import changes nothing unannounced, a password it is yet to work out
-            // included.
+        // An import changes nothing unannounced, a password it is yet to work out included;
+        // nor does a new credentials version, whose password a plan made without the master
+        // key cannot work out.
+        if adopt || fields.iter().any(|f| f.field == "credentials_version") {
             fields.extend(known_after_apply(r));
             fields.sort_by(|a, b| a.field.cmp(&b.field));
         }
@@ -721,6 +723,12 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         }
         _ => TenantAction::Update,
     };
+    let upgrades = input
+        .repo
+        .plans
+        .get(&d.effective.plan)
+        .map(|tier| entitlements::upgrades(tier, d, &changes))
+        .unwrap_or_default();
     Some(TenantPlan {
         slug: slug.clone(),
         file: d.file.clone(),
@@ -734,6 +742,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         conflicts,
         smoke: None,
         hooks: Vec::new(),
+        upgrades,
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod diff;
 pub mod drift;
+pub mod entitlements;
 mod pipeline;
 mod purge;
 pub mod safety;
@@ -226,6 +227,9 @@ pub struct TenantPlan {
     /// Hooks run at the moments this plan reaches, and those owed from earlier runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<PlannedHook>,
+    /// What its file gives it beyond its plan's defaults, among what this plan sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upgrades: Vec<entitlements::Upgrade>,
 }
 
 /// A live resource a tenant needs that this state did not create: made by hand, by

@@ -165,6 +165,7 @@ pub fn add(
                 conflicts: Vec::new(),
                 smoke: None,
                 hooks: Vec::new(),
+                upgrades: Vec::new(),
             })
         }
         other => return Ok(other),

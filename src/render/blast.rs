@@ -1,5 +1,6 @@
 //! The blast radius of a plan: what each changed input does to the tenants it reaches,
-//! grouped, with downgrades (a feature taken away, a quota cut) called out, so a reviewer
+//! grouped, with downgrades (a feature taken away, a quota cut) and upgrades beyond a
+//! tenant's plan (its file asking for more than the plan gives) called out, so a reviewer
 //! sees "plans/growth.hcl: 312 tenants, quota api_calls_per_month 1000000 → 2000000" before
 //! any per-tenant detail.
 
@@ -10,8 +11,16 @@ use serde_json::Value;
 use crate::desired::Kind;
 use crate::plan::{Action, ChangedFile, Plan, TenantPlan};
 
-/// Kinds of change listed under each changed input (downgrades always are).
+/// Kinds of change listed under each changed input (downgrades and upgrades always are).
 const MAX_LISTED: usize = 3;
+
+/// What an effect is called out as; ordered as they are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Mark {
+    Downgrade,
+    Upgrade,
+    None,
+}
 
 /// One kind of change and how many tenants it happens to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,14 +28,28 @@ pub struct Effect {
     pub text: String,
     pub tenants: usize,
     pub downgrade: bool,
+    /// A tenant given more than its plan's default by its own file.
+    pub upgrade: bool,
 }
 
-/// What the tenants `tenants` undergo, most common first, downgrades before all else.
+impl Effect {
+    /// Whether it is called out (a downgrade or an upgrade), and so always listed.
+    pub fn marked(&self) -> bool {
+        self.downgrade || self.upgrade
+    }
+}
+
+/// What the tenants `tenants` undergo, most common first, downgrades and then upgrades
+/// before all else.
 pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Effect> {
-    let mut counts: BTreeMap<(bool, String), usize> = BTreeMap::new();
+    let mut counts: BTreeMap<(Mark, String), usize> = BTreeMap::new();
     for t in tenants {
         // Each effect counted once per tenant.
-        let mut seen: Vec<(bool, String)> = Vec::new();
+        let mut seen: Vec<(Mark, String)> = t
+            .upgrades
+            .iter()
+            .map(|u| (Mark::Upgrade, u.text()))
+            .collect();
         for c in &t.changes {
             if c.purged.is_some() {
                 let what = if t.tenant.offboarding.erase {
@@ -35,13 +58,13 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
                     "PURGE: its data destroyed for good"
                 };
                 if !seen.iter().any(|(_, w)| w == what) {
-                    seen.push((true, what.into()));
+                    seen.push((Mark::Downgrade, what.into()));
                 }
                 continue;
             }
             if c.action == Action::Create {
                 if c.key.kind == Kind::Registry {
-                    seen.push((false, "new tenant".into()));
+                    seen.push((Mark::None, "new tenant".into()));
                 }
                 continue;
             }
@@ -57,7 +80,7 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
                             || (f.old.is_some() && f.new.is_none()),
                     ),
                     Kind::File => {
-                        seen.push((false, format!("{} rendered again", c.key)));
+                        seen.push((Mark::None, format!("{} rendered again", c.key)));
                         continue;
                     }
                     // Offboarding takes the tenant's access away: flagged as a downgrade is.
@@ -72,12 +95,20 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
                     }
                     _ => (format!("{} {}", c.key, f.field), false),
                 };
+                if t.upgrades.iter().any(|u| u.covers(&what)) {
+                    continue;
+                }
                 let text = format!(
                     "{what} {} → {}",
                     super::value(f.old.as_ref()),
                     super::value(f.new.as_ref())
                 );
-                seen.push((downgrade, text));
+                let mark = if downgrade {
+                    Mark::Downgrade
+                } else {
+                    Mark::None
+                };
+                seen.push((mark, text));
             }
         }
         seen.sort();
@@ -88,15 +119,17 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
     }
     let mut out: Vec<Effect> = counts
         .into_iter()
-        .map(|((downgrade, text), tenants)| Effect {
+        .map(|((mark, text), tenants)| Effect {
             text,
             tenants,
-            downgrade,
+            downgrade: mark == Mark::Downgrade,
+            upgrade: mark == Mark::Upgrade,
         })
         .collect();
     out.sort_by(|a, b| {
         b.downgrade
             .cmp(&a.downgrade)
+            .then(b.upgrade.cmp(&a.upgrade))
             .then(b.tenants.cmp(&a.tenants))
             .then(a.text.cmp(&b.text))
     });
@@ -115,13 +148,23 @@ pub fn downgrades(plan: &Plan) -> Vec<Effect> {
         .collect()
 }
 
-/// An effect as a line: `quota seats 50 → 40 (2 tenants)`, downgrades marked.
+/// Every upgrade beyond a tenant's plan in the plan, grouped.
+pub fn upgrades(plan: &Plan) -> Vec<Effect> {
+    effects(&plan.tenants)
+        .into_iter()
+        .filter(|e| e.upgrade)
+        .collect()
+}
+
+/// An effect as a line: `quota seats 50 → 40 (2 tenants)`, downgrades and upgrades marked.
 pub fn line(e: &Effect) -> String {
     format!(
         "{}{} ({} tenant{})",
         // An offboarding says so itself.
         if e.downgrade && !e.text.starts_with("OFFBOARD") && !e.text.starts_with("PURGE") {
             "DOWNGRADE: "
+        } else if e.upgrade {
+            "UPGRADE: "
         } else {
             ""
         },
@@ -150,7 +193,7 @@ pub fn per_input(plan: &Plan) -> Vec<(&ChangedFile, Vec<Effect>, usize)> {
             let listed: Vec<Effect> = all
                 .into_iter()
                 .enumerate()
-                .filter(|(i, e)| e.downgrade || *i < MAX_LISTED)
+                .filter(|(i, e)| e.marked() || *i < MAX_LISTED)
                 .map(|(_, e)| e)
                 .collect();
             let hidden = total - listed.len();

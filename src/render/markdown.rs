@@ -17,13 +17,87 @@ const HEAD_BUDGET: usize = 20_000;
 /// One effect in a table cell: values such as lifecycle lists can be long.
 const MAX_EFFECT_CHARS: usize = 160;
 
-/// `s`, cut to `max` characters with an ellipsis, and safe inside a table cell.
+/// `s`, cut to `max` characters with an ellipsis, then made [`inert`] (which keeps it
+/// inside a table cell too).
 fn cell(s: &str, max: usize) -> String {
-    let s = s.replace('|', "\\|").replace('\n', " ");
     match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s,
+        Some((i, _)) => inert(&format!("{}…", &s[..i])),
+        None => inert(s),
     }
+}
+
+/// Text that may carry what a tenant file or a pull request wrote (a tenant's name, an
+/// owner's email, a label, a file's path), as markdown that shows it and does nothing else:
+/// no HTML, link, image, emphasis, code span, table cell break, mention or autolink. Every
+/// line of the comment outside a code block goes through here.
+fn inert(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, &c) in chars.iter().enumerate() {
+        match c {
+            '\\' | '`' | '*' | '~' | '[' | ']' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            // Inside a word (`api_calls`) an underscore emphasises nothing.
+            '_' if i > 0
+                && chars[i - 1].is_alphanumeric()
+                && chars.get(i + 1).is_some_and(|n| n.is_alphanumeric()) =>
+            {
+                out.push(c)
+            }
+            '_' => out.push_str("\\_"),
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    unlinked(&html_escape(&out))
+}
+
+/// Text for an HTML element of the comment (a `<summary>`), where markdown is not read but
+/// mentions and autolinks still are.
+fn inert_html(s: &str) -> String {
+    unlinked(&html_escape(&s.replace(['\n', '\r'], " ")))
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// GitHub turns `@name` into a mention (a notification), and `http://…`, `www.…` and an
+/// email address into links, in any text outside code, escaped or not. An invisible word
+/// joiner after `@`, in `://` and in `www.` leaves them as they read and inert.
+fn unlinked(s: &str) -> String {
+    const JOINER: &str = "\u{2060}";
+    let mut out = s
+        .replace('@', &format!("@{JOINER}"))
+        .replace("://", &format!(":{JOINER}//"));
+    for www in ["www.", "WWW.", "Www."] {
+        out = out.replace(www, &format!("{}{JOINER}.", &www[..3]));
+    }
+    out
+}
+
+/// `s` as a code span inside a table cell, whatever backticks it holds.
+fn code_cell(s: &str) -> String {
+    let s = s.replace(['\n', '\r'], " ");
+    let mut longest = 0;
+    let mut run = 0;
+    for c in s.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest + 1);
+    // A span that starts or ends with a backtick is padded, and the padding is not shown.
+    let pad = if s.starts_with('`') || s.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    // A table cell ends at a `|`, even inside a code span, unless it is escaped.
+    format!("{fence}{pad}{}{pad}{fence}", s.replace('|', "\\|"))
 }
 
 pub fn render(plan: &Plan) -> String {
@@ -32,7 +106,8 @@ pub fn render(plan: &Plan) -> String {
     if let (Some(c), Some(heading)) = (&plan.changed_since, super::changed_heading(plan)) {
         let _ = writeln!(
             out,
-            "{heading}\n\n| | changed input | tenants reached | what it does |\n|---|---|---|---|"
+            "{}\n\n| | changed input | tenants reached | what it does |\n|---|---|---|---|",
+            inert(&heading)
         );
         let mut listed = 0;
         for (f, effects, _) in super::blast::per_input(plan)
@@ -43,7 +118,7 @@ pub fn render(plan: &Plan) -> String {
                 .iter()
                 .map(|e| {
                     let line = cell(&super::blast::line(e), MAX_EFFECT_CHARS);
-                    if e.downgrade {
+                    if e.marked() {
                         format!("⚠️ **{line}**")
                     } else {
                         line
@@ -51,9 +126,9 @@ pub fn render(plan: &Plan) -> String {
                 })
                 .collect();
             let row = format!(
-                "| {} | `{}` | {} | {} |\n",
+                "| {} | {} | {} | {} |\n",
                 f.status,
-                cell(&f.path, MAX_EFFECT_CHARS),
+                code_cell(&f.path),
                 f.tenants,
                 what.join("<br>")
             );
@@ -68,15 +143,28 @@ pub fn render(plan: &Plan) -> String {
         }
         let _ = writeln!(out);
     }
-    let downgrades = super::blast::downgrades(plan);
-    if !downgrades.is_empty() {
-        let _ = writeln!(out, "> ⚠️ **This plan downgrades tenants:**");
-        for (i, d) in downgrades.iter().enumerate() {
-            // Under that heading the DOWNGRADE mark would only repeat it.
-            let line = super::blast::line(d).replace("DOWNGRADE: ", "");
+    for (heading, mark, listed) in [
+        (
+            "This plan downgrades tenants:",
+            "DOWNGRADE: ",
+            super::blast::downgrades(plan),
+        ),
+        (
+            "This plan gives tenants more than their plan does:",
+            "UPGRADE: ",
+            super::blast::upgrades(plan),
+        ),
+    ] {
+        if listed.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "> ⚠️ **{heading}**");
+        for (i, d) in listed.iter().enumerate() {
+            // Under that heading the mark would only repeat it.
+            let line = super::blast::line(d).replace(mark, "");
             let line = format!("> - {}\n", cell(&line, MAX_EFFECT_CHARS));
             if out.len() + line.len() > HEAD_BUDGET + 4_000 {
-                let _ = writeln!(out, "> - … {} more", downgrades.len() - i);
+                let _ = writeln!(out, "> - … {} more", listed.len() - i);
                 break;
             }
             out.push_str(&line);
@@ -116,24 +204,24 @@ pub fn render(plan: &Plan) -> String {
         let _ = writeln!(out);
     }
     for w in &plan.waiting {
-        out.push_str(&format!("> ⏳ {}\n", super::waiting_line(w)));
+        out.push_str(&format!("> ⏳ {}\n", inert(&super::waiting_line(w))));
     }
     for h in &plan.held {
-        let line = format!("> ⏳ {}\n", super::held_line(h));
+        let line = format!("> ⏳ {}\n", inert(&super::held_line(h)));
         if out.len() + line.len() + FOOTER_RESERVE > MAX_CHARS {
             break;
         }
         out.push_str(&line);
     }
     for o in &plan.orphans {
-        let line = format!("> ⚠️ {}\n", orphan_line(o));
+        let line = format!("> ⚠️ {}\n", inert(&orphan_line(o)));
         if out.len() + line.len() + FOOTER_RESERVE > MAX_CHARS {
             break;
         }
         out.push_str(&line);
     }
     for w in &plan.warnings {
-        let line = format!("> ⚠️ {w}\n");
+        let line = format!("> ⚠️ {}\n", inert(w));
         if out.len() + line.len() + FOOTER_RESERVE > MAX_CHARS {
             break;
         }
@@ -166,7 +254,7 @@ pub fn render(plan: &Plan) -> String {
         let section = format!(
             "<details><summary><code>{}</code> {} ({} change{})</summary>\n\n{fence}diff\n{body}{fence}\n\n</details>\n",
             t.slug,
-            escape(tenant_heading(t)[t.slug.as_str().len()..].trim_start()),
+            inert_html(tenant_heading(t)[t.slug.as_str().len()..].trim_start()),
             t.changes.len(),
             if t.changes.len() == 1 { "" } else { "s" }
         );
@@ -200,10 +288,4 @@ fn fence_for(body: &str) -> String {
         }
     }
     "`".repeat((longest + 1).max(3))
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

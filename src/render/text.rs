@@ -42,13 +42,21 @@ pub fn render(plan: &Plan) -> String {
         }
         let _ = writeln!(out);
     }
-    let downgrades = super::blast::downgrades(plan);
-    if !downgrades.is_empty() {
-        let _ = writeln!(
-            out,
-            "{YELLOW}Warning:{YELLOW:#} this plan downgrades tenants:"
-        );
-        for d in &downgrades {
+    for (heading, listed) in [
+        (
+            "this plan downgrades tenants:",
+            super::blast::downgrades(plan),
+        ),
+        (
+            "this plan gives tenants more than their plan does:",
+            super::blast::upgrades(plan),
+        ),
+    ] {
+        if listed.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "{YELLOW}Warning:{YELLOW:#} {heading}");
+        for d in &listed {
             let _ = writeln!(out, "  {YELLOW}{}{YELLOW:#}", super::blast::line(d));
         }
         let _ = writeln!(out);

@@ -404,6 +404,7 @@ fn check_against_plan(
             );
         }
     }
+    out.extend(beyond_limits(t, plan));
     for quota in t.quotas.keys() {
         if !plan.quotas.contains_key(quota) {
             out.push(
@@ -414,6 +415,51 @@ fn check_against_plan(
                 .locate(&t.source, &format!("quotas.{quota}"))
                 .hint(declared_hint(quota, &plan.file, &plan.quotas)),
             );
+        }
+    }
+    out
+}
+
+/// What a tenant's file asks for beyond its plan's `limits`.
+fn beyond_limits(t: &TenantSpec, plan: &TierPlan) -> Vec<Diagnostic> {
+    let limits = &plan.limits;
+    let refused = |field: String, asked: String, max: String| {
+        Diagnostic::new(
+            &t.file,
+            format!(
+                "{asked} is beyond what plan {} allows its tenants ({max}: the limits in {})",
+                plan.name, plan.file
+            ),
+        )
+        .locate(&t.source, &field)
+        .hint("put the tenant on a plan that gives it, or raise the plan's limit in a change of its own")
+    };
+    let mut out = Vec::new();
+    if let (Some(asked), Some(max)) = (t.isolation, limits.isolation) {
+        if asked > max {
+            out.push(refused(
+                "isolation".into(),
+                asked.as_str().into(),
+                format!("at most {}", max.as_str()),
+            ));
+        }
+    }
+    for (quota, asked) in &t.quotas {
+        if let Some(max) = limits.quotas.get(quota).filter(|max| asked > *max) {
+            out.push(refused(
+                format!("quotas.{quota}"),
+                asked.to_string(),
+                format!("at most {max}"),
+            ));
+        }
+    }
+    for (flag, on) in &t.features {
+        if *on && limits.features.get(flag) == Some(&false) {
+            out.push(refused(
+                format!("features.{flag}"),
+                "true".into(),
+                "it may not be turned on".into(),
+            ));
         }
     }
     out

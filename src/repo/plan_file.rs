@@ -26,6 +26,24 @@ struct RawPlan {
     bucket: BucketPlan,
     #[serde(default)]
     check: BTreeMap<String, super::checks::RawCheck>,
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// The `limits` block of a plan: the most a tenant's file on the tier may ask for. Each is
+/// optional; what is not named is not capped.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The strongest isolation a tenant may ask for (`shared` < `schema` < `database`).
+    #[serde(default)]
+    pub isolation: Option<Isolation>,
+    /// The highest value a tenant may set each quota to.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, u64>,
+    /// `false` for a flag a tenant may not turn on.
+    #[serde(default)]
+    pub features: BTreeMap<String, bool>,
 }
 
 /// The `bucket` block of a plan: how each tenant's bucket on the tier is kept.
@@ -80,6 +98,8 @@ pub struct TierPlan {
     pub bucket: BucketPlan,
     /// The smoke tests this tier's tenants get besides the built-in ones and the config's.
     pub checks: Vec<super::checks::CheckSpec>,
+    /// The most a tenant's file may ask for beyond these defaults.
+    pub limits: Limits,
     pub file: String,
     pub source: String,
 }
@@ -168,6 +188,7 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
                 .hint("S3 counts lifecycle ages in whole days from 1"),
         );
     }
+    problems.extend(check_limits(file, source, &raw));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -183,9 +204,111 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
         features: raw.features,
         bucket: raw.bucket,
         checks,
+        limits: raw.limits,
         file: file.to_string(),
         source: source.to_string(),
     })
+}
+
+/// A limit names what the plan declares, and is no lower than what the plan itself gives:
+/// a cap under the default would refuse every tenant on the tier its own plan.
+fn check_limits(file: &str, source: &str, raw: &RawPlan) -> Vec<Diagnostic> {
+    let limits = &raw.limits;
+    let mut out = Vec::new();
+    let at = |name: &str| locate_in_limits(source, name);
+    if let Some(max) = limits.isolation {
+        if max < raw.isolation {
+            let (line, col) = at("isolation");
+            out.push(
+                Diagnostic::new(
+                    file,
+                    format!(
+                        "limits.isolation {:?} is below the plan's own isolation {:?}",
+                        max.as_str(),
+                        raw.isolation.as_str()
+                    ),
+                )
+                .at(line, col)
+                .field("limits.isolation")
+                .hint("a limit caps what a tenant's file may ask for beyond the plan: shared < schema < database"),
+            );
+        }
+    }
+    for (quota, max) in &limits.quotas {
+        let (line, col) = at(quota);
+        let field = format!("limits.quotas.{quota}");
+        match raw.quotas.get(quota) {
+            None => out.push(
+                Diagnostic::new(
+                    file,
+                    format!("the plan declares no quota {quota:?} to limit"),
+                )
+                .at(line, col)
+                .field(field)
+                .hint(format!("quotas declared here: {}", names(&raw.quotas))),
+            ),
+            Some(default) if max < default => out.push(
+                Diagnostic::new(
+                    file,
+                    format!("limit {max} is below the plan's own {quota} = {default}"),
+                )
+                .at(line, col)
+                .field(field)
+                .hint("a limit caps what a tenant's file may ask for beyond the plan"),
+            ),
+            Some(_) => {}
+        }
+    }
+    for (flag, allowed) in &limits.features {
+        let (line, col) = at(flag);
+        let field = format!("limits.features.{flag}");
+        match raw.features.get(flag) {
+            None => out.push(
+                Diagnostic::new(
+                    file,
+                    format!("the plan declares no feature flag {flag:?} to limit"),
+                )
+                .at(line, col)
+                .field(field)
+                .hint(format!("flags declared here: {}", names(&raw.features))),
+            ),
+            Some(true) if !allowed => out.push(
+                Diagnostic::new(
+                    file,
+                    format!("the plan turns {flag} on for every tenant, so it cannot be limited to off"),
+                )
+                .at(line, col)
+                .field(field)
+                .hint("`false` in limits.features keeps a flag the plan leaves off from being turned on"),
+            ),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// Where `name` is set inside the `limits` block (the same name is set in the plan's own
+/// quotas and features above it).
+fn locate_in_limits(source: &str, name: &str) -> (usize, usize) {
+    let Some((start, _)) = hcl_file::locate_key(source, "limits") else {
+        return (1, 1);
+    };
+    let rest: String = source
+        .lines()
+        .skip(start - 1)
+        .collect::<Vec<_>>()
+        .join("\n");
+    hcl_file::locate_key(&rest, name)
+        .or_else(|| hcl_file::locate_text(&rest, name))
+        .map(|(line, col)| (line + start - 1, col))
+        .unwrap_or((start, 1))
+}
+
+fn names<V>(m: &BTreeMap<String, V>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    m.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -243,6 +366,42 @@ bucket {
             "{}",
             e[0].message
         );
+    }
+
+    #[test]
+    fn limits_name_what_the_plan_declares_and_are_not_below_it() {
+        let src = r#"isolation      = "schema"
+retention_days = 30
+quotas = {
+  seats = 5
+}
+features = {
+  sso = false
+}
+limits {
+  isolation = "database"
+  quotas = {
+    seats = 20
+  }
+  features = {
+    sso = false
+  }
+}
+"#;
+        let p = parse("plans/x.hcl", "x", src).unwrap();
+        assert_eq!(p.limits.quotas["seats"], 20);
+        assert_eq!(p.limits.isolation, Some(Isolation::Database));
+        let low = src.replace("seats = 20", "seats = 4");
+        let e = parse("plans/x.hcl", "x", &low).unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("limits.quotas.seats"));
+        assert_eq!(e[0].line, 12, "{:?}", e[0]);
+        let unknown = src.replace("seats = 20", "sets = 20");
+        let e = parse("plans/x.hcl", "x", &unknown).unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("limits.quotas.sets"));
+        let weaker = src.replace("isolation = \"database\"", "isolation = \"shared\"");
+        let e = parse("plans/x.hcl", "x", &weaker).unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("limits.isolation"));
+        assert_eq!(e[0].line, 10, "{:?}", e[0]);
     }
 
     #[test]

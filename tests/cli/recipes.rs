@@ -141,6 +141,43 @@ fn every_command_of_the_ci_recipes_runs() {
     repo.assert_plan_empty();
 }
 
+/// The plan of a pull request runs what the pull request brings (templates, plan files),
+/// so its job is not given the master key: plan works without it, and only apply needs it.
+#[test]
+fn the_plan_jobs_are_not_given_the_master_key() {
+    let (_copy, recipes) = committed("examples/ci");
+    let github = std::fs::read_to_string(recipes.join("github/tenant-plan.yml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&github).unwrap();
+    let env = &doc["jobs"]["plan"]["env"];
+    assert!(env.get("DATABASE_URL").is_some(), "{env:?}");
+    assert!(
+        env.get("TENANT_RECONCILE_MASTER_KEY").is_none(),
+        "the GitHub plan job is given the master key: {env:?}"
+    );
+    let apply = std::fs::read_to_string(recipes.join("github/tenant-apply.yml")).unwrap();
+    assert!(
+        apply.contains("TENANT_RECONCILE_MASTER_KEY"),
+        "apply needs it"
+    );
+
+    let gitlab = std::fs::read_to_string(recipes.join("gitlab/.gitlab-ci.yml")).unwrap();
+    let doc: serde_yaml::Value = serde_yaml::from_str(&gitlab).unwrap();
+    let script: Vec<&str> = doc["plan"]["script"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.as_str())
+        .collect();
+    let unset = script
+        .iter()
+        .position(|l| l.starts_with("unset TENANT_RECONCILE_MASTER_KEY"));
+    let first = script.iter().position(|l| l.contains("tenant-reconcile "));
+    assert!(
+        matches!((unset, first), (Some(u), Some(f)) if u < f),
+        "the GitLab plan job unsets the master key before it runs anything: {script:?}"
+    );
+}
+
 /// The install line every recipe shares.
 fn install_line(file: &Path) -> String {
     let source = std::fs::read_to_string(file).unwrap();
