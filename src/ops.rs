@@ -393,9 +393,22 @@ fn refuse_purged(slug: &Slug, t: &crate::state::TenantState) -> Result<(), Error
         .get(&crate::desired::Key::new(crate::desired::Kind::Export))
         .map(|e| e.str("location").to_string())
         .filter(|l| !l.is_empty());
-    Err(Error::Usage(match export {
-        Some(at) => format!("{purge}; its offboarding export is at {at}"),
-        None => format!("{purge}; it left without an offboarding export"),
+    let until = t.purge.as_ref().and_then(|p| p.export_until.as_deref());
+    let removed = t
+        .purge
+        .as_ref()
+        .and_then(|p| p.export_removed_at.as_deref());
+    Err(Error::Usage(match (export, until, removed) {
+        (Some(at), Some(until), _) => format!(
+            "{purge}; its offboarding export is at {at} (an erasure's: kept until {}, then removed)",
+            day_of(until)
+        ),
+        (Some(at), None, _) => format!("{purge}; its offboarding export is at {at}"),
+        (None, _, Some(removed)) => format!(
+            "{purge}; its offboarding export was removed on {}: nothing of its data is left",
+            day_of(removed)
+        ),
+        (None, _, None) => format!("{purge}; it left without an offboarding export"),
     }))
 }
 

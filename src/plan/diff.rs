@@ -337,6 +337,7 @@ impl<'a> Planner<'a> {
             conflicts: Vec::new(),
             smoke: None,
             hooks: Vec::new(),
+            upgrades: Vec::new(),
         }
     }
 

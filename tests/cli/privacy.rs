@@ -134,6 +134,35 @@ fn plan_needs_no_master_key_and_apply_does() {
     repo.assert_plan_empty();
 }
 
+/// On a real server there is no local key to fall back on: the plan job of a pull request
+/// has only the database URL, and its plan is made all the same.
+#[test]
+fn on_postgres_a_plan_without_the_key_is_made_and_shows_no_changes() {
+    let pg = crate::pg::Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let out = repo
+        .cmd()
+        .env_remove("TENANT_RECONCILE_MASTER_KEY")
+        .args(["plan", "--detailed-exitcode"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", output(&out));
+    assert!(
+        text(&out.stdout).contains("No changes."),
+        "{}",
+        output(&out)
+    );
+    let out = repo
+        .cmd()
+        .env_remove("TENANT_RECONCILE_MASTER_KEY")
+        .args(["apply", "--auto-approve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    repo.assert_plan_empty();
+}
+
 /// Every file under `dir` and the folder itself: files 0600, folders 0700.
 fn assert_private(dir: &Path) -> usize {
     let mut seen = 0;
