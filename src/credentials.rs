@@ -97,6 +97,11 @@ impl MasterKey {
         }
         match src.local_file {
             Some(path) if path.exists() => {
+                // The local target's own key, narrowed if it was ever made more open.
+                crate::private_files::tighten(path).map_err(|source| KeyError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 let bytes = fs::read(path).map_err(|source| KeyError::Read {
                     path: path.to_path_buf(),
                     source,

@@ -186,7 +186,12 @@ fn everything_under_the_local_target_and_every_export_is_the_operators_alone() {
     let repo = Repo::example_with_hooks();
     // What an older version left, world-readable, is narrowed when it is opened again.
     repo.apply();
-    for f in ["state.json", "control.sqlite", "data/acme.sqlite"] {
+    for f in [
+        "state.json",
+        "control.sqlite",
+        "data/acme.sqlite",
+        "master.key",
+    ] {
         let p = repo.state_dir().join(f);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     }
