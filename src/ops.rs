@@ -372,21 +372,17 @@ fn refused_because(slug: &Slug, lifecycle: crate::state::Lifecycle) -> Option<St
 /// of it is its tombstone and the export its offboarding made, which is where to send
 /// whoever asks.
 fn refuse_purged(slug: &Slug, t: &crate::state::TenantState) -> Result<(), Error> {
-    let Some(purge) = (t.lifecycle == crate::state::Lifecycle::Deprovisioned)
-        .then(|| {
-            t.purge
-                .as_ref()
-                .and_then(|p| p.finished_at.clone())
-                .unwrap_or_else(|| t.updated_at.clone())
-        })
-        .map(|at| format!("{slug} was purged on {}", day_of(&at)))
-        .or_else(|| {
-            t.purge
-                .as_ref()
-                .map(|p| format!("{slug} is being purged (since {})", day_of(&p.started_at)))
-        })
-    else {
-        return Ok(());
+    let purge = match (t.lifecycle, &t.purge) {
+        (crate::state::Lifecycle::Deprovisioned, p) => format!(
+            "{slug} was purged on {}",
+            day_of(
+                p.as_ref()
+                    .and_then(|p| p.finished_at.as_deref())
+                    .unwrap_or(&t.updated_at)
+            )
+        ),
+        (_, Some(p)) => format!("{slug} is being purged (since {})", day_of(&p.started_at)),
+        _ => return Ok(()),
     };
     let export = t
         .resources

@@ -53,15 +53,16 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     create(path)?.write_all(bytes)
 }
 
-/// Makes an empty file at `path` unless one is there, private either way: SQLite then opens
-/// it, and gives its journal and write-ahead log the database file's own mode.
+/// Makes an empty private file at `path` unless one is there, which is narrowed instead:
+/// SQLite then opens it, and gives its journal and write-ahead log the database file's own
+/// mode. A file that is there is never opened here: closing a descriptor of a database would
+/// drop the locks SQLite holds on it in this process.
 pub fn touch(path: &Path) -> io::Result<()> {
-    let file = options()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    narrow(&file)
+    match options().write(true).create_new(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => tighten(path),
+        Err(e) => Err(e),
+    }
 }
 
 /// Narrows an existing file or folder to its owner; one that is missing is no error.

@@ -70,12 +70,21 @@ fn html_escape(s: &str) -> String {
 /// email address into links, in any text outside code, escaped or not. An invisible word
 /// joiner after `@`, in `://` and in `www.` leaves them as they read and inert.
 fn unlinked(s: &str) -> String {
-    const JOINER: &str = "\u{2060}";
-    let mut out = s
-        .replace('@', &format!("@{JOINER}"))
-        .replace("://", &format!(":{JOINER}//"));
-    for www in ["www.", "WWW.", "Www."] {
-        out = out.replace(www, &format!("{}{JOINER}.", &www[..3]));
+    const JOINER: char = '\u{2060}';
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len());
+    for (i, &c) in chars.iter().enumerate() {
+        out.push(c);
+        let next = |n: usize| chars.get(i + n).copied();
+        let scheme = c == ':' && next(1) == Some('/') && next(2) == Some('/');
+        let www = i >= 2
+            && chars[i - 2..=i]
+                .iter()
+                .all(|w| w.eq_ignore_ascii_case(&'w'))
+            && next(1) == Some('.');
+        if c == '@' || scheme || www {
+            out.push(JOINER);
+        }
     }
     out
 }
@@ -288,4 +297,20 @@ fn fence_for(body: &str) -> String {
         }
     }
     "`".repeat((longest + 1).max(3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_text_is_shown_and_does_nothing() {
+        assert_eq!(
+            inert("<b>x</b> [a](http://e) @o/t ops@x.example `c` *e* _u_ api_calls | WwW.e"),
+            "&lt;b&gt;x&lt;/b&gt; \\[a\\](http:\u{2060}//e) @\u{2060}o/t ops@\u{2060}x.example \\`c\\` \\*e\\* \\_u\\_ api_calls \\| WwW\u{2060}.e"
+        );
+        // A code span outlasts any run of backticks inside it, and keeps to its cell.
+        assert_eq!(code_cell("a``b"), "```a``b```");
+        assert_eq!(code_cell("`a|b"), "`` `a\\|b ``");
+    }
 }
