@@ -70,19 +70,16 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The checks of one file, or every problem with them (file, line, field).
 pub fn parse(
-    file: &str,
-    source: &str,
+    spans: &hcl_file::Spans,
     raw: BTreeMap<String, RawCheck>,
 ) -> Result<Vec<CheckSpec>, Vec<Diagnostic>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for (name, raw) in raw {
-        let at = hcl_file::locate_text(source, &format!("check \"{name}\"")).unwrap_or((1, 1));
         let problem = |message: String, field: &str, hint: &str| {
-            Diagnostic::new(file, message)
-                .at(at.0, at.1)
-                .field(format!("check.{name}.{field}"))
-                .hint(hint.to_string())
+            // A field not written (the block's name) is placed at its block.
+            let path = format!("check.{name}.{field}");
+            spans.problem(&path, message).hint(hint.to_string())
         };
         if !slug::check_name(&name) || builtin_name(&name) {
             problems.push(problem(
@@ -105,6 +102,17 @@ pub fn parse(
             }
         };
         let probe = match (raw.http, raw.sql) {
+            (Some(_), None) if raw.expect_status.is_some_and(|s| !(100..=599).contains(&s)) => {
+                problems.push(problem(
+                    format!(
+                        "{} is not an HTTP status",
+                        raw.expect_status.unwrap_or_default()
+                    ),
+                    "expect_status",
+                    "an HTTP status from 100 to 599, like 200",
+                ));
+                continue;
+            }
             (Some(url), None) => {
                 if let Err(e) = check_url_template(&url) {
                     problems.push(problem(e, "http", "an http:// or https:// URL; it may use {{ tenant.slug }}, {{ tenant.plan }} and {{ tenant.region }}"));
@@ -225,8 +233,8 @@ mod tests {
             #[serde(default)]
             check: BTreeMap<String, RawCheck>,
         }
-        let f: File = hcl_file::parse("plans/x.hcl", src).map_err(|d| vec![d])?;
-        parse("plans/x.hcl", src, f.check)
+        let (f, spans): (File, _) = hcl_file::parse("plans/x.hcl", src).map_err(|d| vec![d])?;
+        parse(&spans, f.check)
     }
 
     #[test]

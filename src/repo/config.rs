@@ -586,24 +586,31 @@ fn default_max_missing_share() -> f64 {
 }
 
 pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
-    let mut config: Config = hcl_file::parse(CONFIG_FILE, source).map_err(|d| vec![d])?;
+    let (mut config, spans): (Config, _) =
+        hcl_file::parse(CONFIG_FILE, source).map_err(|d| vec![d])?;
+    let spans = &spans;
     let mut problems = Vec::new();
-    match super::checks::parse(CONFIG_FILE, source, std::mem::take(&mut config.raw_checks)) {
+    // `aws route53 list-hosted-zones` and boto3 print a zone's id as `/hostedzone/Z…`;
+    // the API's paths take the bare id.
+    if let Some(id) = config.route53.zone_id.strip_prefix("/hostedzone/") {
+        config.route53.zone_id = id.to_string();
+    }
+    match super::checks::parse(spans, std::mem::take(&mut config.raw_checks)) {
         Ok(c) => config.checks = c,
         Err(p) => problems.extend(p),
     }
-    match super::hooks::parse(CONFIG_FILE, source, std::mem::take(&mut config.raw_hooks)) {
+    match super::hooks::parse(spans, std::mem::take(&mut config.raw_hooks)) {
         Ok(h) => config.hooks = h,
         Err(p) => problems.extend(p),
     }
     let webhooks = std::mem::take(&mut config.raw_webhooks);
     let webhook_names: Vec<String> = webhooks.keys().cloned().collect();
-    match super::subscribers::parse(CONFIG_FILE, source, webhooks, &config.events) {
+    match super::subscribers::parse(spans, webhooks, &config.events) {
         Ok(w) => config.webhooks = w,
         Err(p) => problems.extend(p),
     }
     let buses = std::mem::take(&mut config.raw_buses);
-    match super::subscribers::parse_buses(CONFIG_FILE, source, buses, &webhook_names) {
+    match super::subscribers::parse_buses(spans, buses, &webhook_names) {
         Ok(b) => config.buses = b,
         Err(p) => problems.extend(p),
     }
@@ -628,12 +635,9 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         ("targets.dns", &config.targets.dns, &["none", "route53"]),
     ] {
         if !known.contains(&value.as_str()) {
-            let key = field.rsplit('.').next().unwrap_or(field);
-            let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
             problems.push(
-                Diagnostic::new(CONFIG_FILE, format!("unknown target {value:?}"))
-                    .at(line, col)
-                    .field(field)
+                spans
+                    .problem(field, format!("unknown target {value:?}"))
                     .hint(format!("{field} can be: {}", known.join(", "))),
             );
         }
@@ -647,21 +651,20 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        let (line, col) = hcl_file::locate_key(source, "name").unwrap_or((1, 1));
         problems.push(
-            Diagnostic::new(CONFIG_FILE, format!("{name:?} is not a state name"))
-                .at(line, col)
-                .field("state.name")
+            spans
+                .problem("state.name", format!("{name:?} is not a state name"))
                 .hint("use up to 64 letters, digits, '-', '_' and '.', like \"production\""),
         );
     }
-    for slug in &config.import {
+    for (i, slug) in config.import.iter().enumerate() {
         if let Err(e) = crate::slug::Slug::parse(slug) {
-            let (line, col) = hcl_file::locate_key(source, "import").unwrap_or((1, 1));
             problems.push(
-                Diagnostic::new(CONFIG_FILE, format!("{slug:?} is not a tenant slug: {e}"))
-                    .at(line, col)
-                    .field("import")
+                spans
+                    .problem(
+                        &format!("import[{i}]"),
+                        format!("{slug:?} is not a tenant slug: {e}"),
+                    )
                     .hint("list the slugs of tenant files, like import = [\"initech\"]"),
             );
         }
@@ -675,33 +678,35 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         ("shared_schema", &pg.shared_schema),
     ] {
         if !is_plain_ident(value) || value.starts_with("pg_") {
-            let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
             problems.push(
-                Diagnostic::new(CONFIG_FILE, format!("{value:?} is not a plain identifier"))
-                    .at(line, col)
-                    .field(format!("postgres.{key}"))
+                spans
+                    .problem(
+                        &format!("postgres.{key}"),
+                        format!("{value:?} is not a plain identifier"),
+                    )
                     .hint("use lower-case letters, digits and _, starting with a letter or _, not pg_"),
             );
         }
     }
     if pg.schema == pg.shared_schema {
-        let (line, col) = hcl_file::locate_key(source, "shared_schema").unwrap_or((1, 1));
         problems.push(
-            Diagnostic::new(CONFIG_FILE, "shared_schema must differ from schema")
-                .at(line, col)
-                .field("postgres.shared_schema")
+            spans
+                .problem(
+                    "postgres.shared_schema",
+                    "shared_schema must differ from schema",
+                )
                 .hint("the admin schema holds the registry; shared tenants' rows live apart"),
         );
     }
     if pg.max_connections == 0 {
-        problems.push(
-            Diagnostic::new(CONFIG_FILE, "max_connections must be at least 1")
-                .field("postgres.max_connections"),
-        );
+        problems.push(spans.problem(
+            "postgres.max_connections",
+            "max_connections must be at least 1",
+        ));
     }
-    problems.extend(check_s3(source, &config));
-    problems.extend(check_rabbitmq(source, &config));
-    problems.extend(check_route53(source, &config));
+    problems.extend(check_s3(spans, &config));
+    problems.extend(check_rabbitmq(spans, &config));
+    problems.extend(check_route53(spans, &config));
     let dir = Path::new(&config.migrations_dir);
     if dir.is_absolute()
         || dir
@@ -710,18 +715,16 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         // `.` would make every file of the repo a migration.
         || config.migrations_path().as_os_str().is_empty()
     {
-        let (line, col) = hcl_file::locate_key(source, "migrations_dir").unwrap_or((1, 1));
         problems.push(
-            Diagnostic::new(
-                CONFIG_FILE,
-                format!(
-                    "{:?} is not a folder inside the repo",
-                    config.migrations_dir
-                ),
-            )
-            .at(line, col)
-            .field("migrations_dir")
-            .hint("name a folder relative to the repo root, like \"migrations\""),
+            spans
+                .problem(
+                    "migrations_dir",
+                    format!(
+                        "{:?} is not a folder inside the repo",
+                        config.migrations_dir
+                    ),
+                )
+                .hint("name a folder relative to the repo root, like \"migrations\""),
         );
     }
     if let Some(rest) = config.offboarding.export_to.strip_prefix("s3://") {
@@ -743,22 +746,18 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
                 .then(|| format!("the prefix {prefix:?} must be plain segments of letters, digits, '-', '_' and '.'"))
         });
         if let Some(problem) = problem {
-            let (line, col) = hcl_file::locate_key(source, "export_to").unwrap_or((1, 1));
             problems.push(
-                Diagnostic::new(CONFIG_FILE, problem)
-                    .at(line, col)
-                    .field("offboarding.export_to")
-                    .hint(
-                        "a folder, or an S3 bucket and prefix like \"s3://acme-exports/tenants\"",
-                    ),
+                spans.problem("offboarding.export_to", problem).hint(
+                    "a folder, or an S3 bucket and prefix like \"s3://acme-exports/tenants\"",
+                ),
             );
         }
     }
     if !(0.0..=1.0).contains(&config.safety.max_missing_share) {
-        problems.push(
-            Diagnostic::new(CONFIG_FILE, "max_missing_share must be between 0 and 1")
-                .field("safety.max_missing_share"),
-        );
+        problems.push(spans.problem(
+            "safety.max_missing_share",
+            "max_missing_share must be between 0 and 1",
+        ));
     }
     if problems.is_empty() {
         Ok(config)
@@ -768,21 +767,25 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
 }
 
 /// A problem with `key` of the config's `block` (`s3`, `rabbitmq`, …), where it is written.
-fn block_problem(source: &str, block: &str, key: &str, message: String, hint: &str) -> Diagnostic {
-    let (line, col) = hcl_file::locate_key(source, key).unwrap_or((1, 1));
-    Diagnostic::new(CONFIG_FILE, message)
-        .at(line, col)
-        .field(format!("{block}.{key}"))
+fn block_problem(
+    spans: &hcl_file::Spans,
+    block: &str,
+    key: &str,
+    message: String,
+    hint: &str,
+) -> Diagnostic {
+    spans
+        .problem(&format!("{block}.{key}"), message)
         .hint(hint.to_string())
 }
 
 /// The `rabbitmq` block's names reach the management API's paths and the broker's own
 /// names, so they are kept to plain characters (and percent-encoded besides).
-fn check_rabbitmq(source: &str, config: &Config) -> Vec<Diagnostic> {
+fn check_rabbitmq(spans: &hcl_file::Spans, config: &Config) -> Vec<Diagnostic> {
     let mq = &config.rabbitmq;
     let mut problems = Vec::new();
     let mut problem = |key: &str, message: String, hint: &str| {
-        problems.push(block_problem(source, "rabbitmq", key, message, hint));
+        problems.push(block_problem(spans, "rabbitmq", key, message, hint));
     };
     let plain = |s: &str| {
         s.len() <= 64
@@ -845,14 +848,14 @@ fn check_rabbitmq(source: &str, config: &Config) -> Vec<Diagnostic> {
 
 /// The `route53` block, checked when the DNS target is route53: a record name from a
 /// pattern with the slug in it, and a target and zone to put it in.
-fn check_route53(source: &str, config: &Config) -> Vec<Diagnostic> {
+fn check_route53(spans: &hcl_file::Spans, config: &Config) -> Vec<Diagnostic> {
     let dns = &config.route53;
     let mut problems = Vec::new();
     if config.targets.dns != "route53" {
         return problems;
     }
     let mut problem = |key: &str, message: String, hint: &str| {
-        problems.push(block_problem(source, "route53", key, message, hint));
+        problems.push(block_problem(spans, "route53", key, message, hint));
     };
     if dns.zone_id.is_empty() || !dns.zone_id.chars().all(|c| c.is_ascii_alphanumeric()) {
         problem(
@@ -905,11 +908,11 @@ fn check_route53(source: &str, config: &Config) -> Vec<Diagnostic> {
     problems
 }
 
-fn check_s3(source: &str, config: &Config) -> Vec<Diagnostic> {
+fn check_s3(spans: &hcl_file::Spans, config: &Config) -> Vec<Diagnostic> {
     let s3 = &config.s3;
     let mut problems = Vec::new();
     let mut problem = |key: &str, message: String, hint: &str| {
-        problems.push(block_problem(source, "s3", key, message, hint));
+        problems.push(block_problem(spans, "s3", key, message, hint));
     };
     let unknown: Vec<&str> = s3
         .bucket_name
@@ -977,10 +980,9 @@ fn check_s3(source: &str, config: &Config) -> Vec<Diagnostic> {
         );
     }
     if config.state.backend == "s3" && config.state.bucket.is_none() {
-        let (line, col) = hcl_file::locate_key(source, "backend").unwrap_or((1, 1));
         problems.push(
-            Diagnostic::new(CONFIG_FILE, "the s3 state backend needs a bucket")
-                .at(line, col)
+            spans
+                .problem("state.backend", "the s3 state backend needs a bucket")
                 .field("state.bucket")
                 .hint("name an existing bucket: state { backend = \"s3\", bucket = \"...\" }"),
         );

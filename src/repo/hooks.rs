@@ -127,21 +127,16 @@ impl HookSpec {
 
 /// The hooks of the config, or every problem with them.
 pub fn parse(
-    file: &str,
-    source: &str,
+    spans: &hcl_file::Spans,
     raw: BTreeMap<String, RawHook>,
 ) -> Result<Vec<HookSpec>, Vec<Diagnostic>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for (name, raw) in raw {
-        let at = hcl_file::locate_text(source, &format!("hook \"{name}\"")).unwrap_or((1, 1));
         let mut problem = |message: String, field: &str, hint: &str| {
-            problems.push(
-                Diagnostic::new(file, message)
-                    .at(at.0, at.1)
-                    .field(format!("hook.{name}.{field}"))
-                    .hint(hint.to_string()),
-            )
+            // A field not written (the block's name) is placed at its block.
+            let path = format!("hook.{name}.{field}");
+            problems.push(spans.problem(&path, message).hint(hint.to_string()))
         };
         if !crate::slug::check_name(&name) {
             problem(

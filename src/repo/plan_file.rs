@@ -114,31 +114,37 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
             "plan files are named with lowercase letters, digits, `-` and `_`",
         )]);
     }
-    let raw: RawPlan = hcl_file::parse(file, source).map_err(|d| vec![d])?;
+    let (raw, spans): (RawPlan, _) = hcl_file::parse(file, source).map_err(|d| vec![d])?;
     let mut problems = Vec::new();
-    let checks = super::checks::parse(file, source, raw.check.clone()).unwrap_or_else(|p| {
+    let checks = super::checks::parse(&spans, raw.check.clone()).unwrap_or_else(|p| {
         problems.extend(p);
         Vec::new()
     });
-    for name in raw.quotas.keys().chain(raw.features.keys()) {
+    let names = raw
+        .quotas
+        .keys()
+        .map(|n| ("quotas", n))
+        .chain(raw.features.keys().map(|n| ("features", n)));
+    for (group, name) in names {
         if !slug::check_name(name) {
-            let (line, col) = hcl_file::locate_key(source, name).unwrap_or((1, 1));
             problems.push(
-                Diagnostic::new(file, format!("{name:?} is not a valid flag or quota name"))
-                    .at(line, col)
-                    .field(name.clone())
+                spans
+                    .problem(
+                        &format!("{group}.{name}"),
+                        format!("{name:?} is not a valid flag or quota name"),
+                    )
                     .hint("use lowercase letters, digits and `_`"),
             );
         }
     }
-    for t in &raw.bucket.transitions {
+    for (i, t) in raw.bucket.transitions.iter().enumerate() {
         if !STORAGE_CLASSES.contains(&t.storage_class.as_str()) {
-            let (line, col) =
-                hcl_file::locate_text(source, &format!("{:?}", t.storage_class)).unwrap_or((1, 1));
             problems.push(
-                Diagnostic::new(file, format!("unknown storage class {:?}", t.storage_class))
-                    .at(line, col)
-                    .field("bucket.transitions.storage_class")
+                spans
+                    .problem(
+                        &format!("bucket.transitions[{i}].storage_class"),
+                        format!("unknown storage class {:?}", t.storage_class),
+                    )
                     .hint(format!(
                         "storage_class can be: {}",
                         STORAGE_CLASSES.join(", ")
@@ -147,44 +153,44 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
         }
     }
     let mut seen = Vec::new();
-    for t in &raw.bucket.transitions {
+    for (i, t) in raw.bucket.transitions.iter().enumerate() {
         // S3 refuses infrequent-access transitions younger than 30 days, and two rules alike.
         let too_soon =
             matches!(t.storage_class.as_str(), "STANDARD_IA" | "ONEZONE_IA") && t.days < 30;
         let twice = seen.contains(&(&t.storage_class, t.days));
         seen.push((&t.storage_class, t.days));
         if too_soon || twice {
-            let (line, col) =
-                hcl_file::locate_text(source, &format!("{:?}", t.storage_class)).unwrap_or((1, 1));
             problems.push(
-                Diagnostic::new(
-                    file,
-                    if too_soon {
-                        format!(
-                            "S3 moves objects to {} after 30 days at the earliest, not {}",
-                            t.storage_class, t.days
-                        )
-                    } else {
-                        format!(
-                            "the transition to {} after {} days is listed twice",
-                            t.storage_class, t.days
-                        )
-                    },
-                )
-                .at(line, col)
-                .field("bucket.transitions")
-                .hint("each transition once; STANDARD_IA and ONEZONE_IA from 30 days"),
+                spans
+                    .problem(
+                        &format!("bucket.transitions[{i}]"),
+                        if too_soon {
+                            format!(
+                                "S3 moves objects to {} after 30 days at the earliest, not {}",
+                                t.storage_class, t.days
+                            )
+                        } else {
+                            format!(
+                                "the transition to {} after {} days is listed twice",
+                                t.storage_class, t.days
+                            )
+                        },
+                    )
+                    .hint("each transition once; STANDARD_IA and ONEZONE_IA from 30 days"),
             );
         }
     }
-    if raw.bucket.noncurrent_version_expiration_days == Some(0)
-        || raw.bucket.transitions.iter().any(|t| t.days == 0)
-    {
-        let (line, col) = hcl_file::locate_key(source, "bucket").unwrap_or((1, 1));
+    let zero_days = (raw.bucket.noncurrent_version_expiration_days == Some(0))
+        .then(|| "bucket.noncurrent_version_expiration_days".to_string())
+        .or_else(|| {
+            (raw.bucket.transitions.iter())
+                .position(|t| t.days == 0)
+                .map(|i| format!("bucket.transitions[{i}].days"))
+        });
+    if let Some(path) = zero_days {
         problems.push(
-            Diagnostic::new(file, "lifecycle days must be at least 1")
-                .at(line, col)
-                .field("bucket")
+            spans
+                .problem(&path, "lifecycle days must be at least 1")
                 .hint("S3 counts lifecycle ages in whole days from 1"),
         );
     }
@@ -353,7 +359,7 @@ bucket {
         let e = parse("plans/growth.hcl", "growth", &bad).unwrap_err();
         assert_eq!(
             e[0].field.as_deref(),
-            Some("bucket.transitions.storage_class")
+            Some("bucket.transitions[0].storage_class")
         );
         assert_eq!(e[0].line, 7);
         let early = src.replace(

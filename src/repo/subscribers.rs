@@ -164,22 +164,17 @@ fn default_parallelism() -> usize {
 /// The buses of the config, or every problem with them; `taken` are the webhooks' names,
 /// which a bus may not have too (deliveries are kept by subscriber name).
 pub fn parse_buses(
-    file: &str,
-    source: &str,
+    spans: &hcl_file::Spans,
     raw: BTreeMap<String, RawBus>,
     taken: &[String],
 ) -> Result<Vec<Bus>, Vec<Diagnostic>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for (name, raw) in raw {
-        let at = hcl_file::locate_text(source, &format!("bus \"{name}\"")).unwrap_or((1, 1));
         let mut problem = |message: String, field: &str, hint: &str| {
-            problems.push(
-                Diagnostic::new(file, message)
-                    .at(at.0, at.1)
-                    .field(format!("bus.{name}.{field}"))
-                    .hint(hint.to_string()),
-            )
+            // A field not written (the block's name) is placed at its block.
+            let path = format!("bus.{name}.{field}");
+            problems.push(spans.problem(&path, message).hint(hint.to_string()))
         };
         if !crate::slug::check_name(&name) || taken.contains(&name) {
             problem(
@@ -226,50 +221,42 @@ pub fn parse_buses(
 
 /// The webhooks of the config and the `events` block's values, or every problem with them.
 pub fn parse(
-    file: &str,
-    source: &str,
+    spans: &hcl_file::Spans,
     raw: BTreeMap<String, RawWebhook>,
     events: &EventsConfig,
 ) -> Result<Vec<Webhook>, Vec<Diagnostic>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     if humantime::parse_duration(&events.retry_for).is_err() {
-        let (line, col) = hcl_file::locate_key(source, "retry_for").unwrap_or((1, 1));
         problems.push(
-            Diagnostic::new(file, format!("{:?} is not a duration", events.retry_for))
-                .at(line, col)
-                .field("events.retry_for")
+            spans
+                .problem(
+                    "events.retry_for",
+                    format!("{:?} is not a duration", events.retry_for),
+                )
                 .hint("a duration, like \"3d\" or \"12h\""),
         );
     }
-    let bad_wait = events
-        .schedule
-        .iter()
-        .flatten()
-        .find(|w| humantime::parse_duration(w).map_or(true, |d| d < Duration::from_secs(1)));
-    if let Some(w) = bad_wait {
-        let (line, col) = hcl_file::locate_key(source, "schedule").unwrap_or((1, 1));
+    let bad_wait =
+        events.schedule.iter().flatten().enumerate().find(|(_, w)| {
+            humantime::parse_duration(w).map_or(true, |d| d < Duration::from_secs(1))
+        });
+    let bad_wait = bad_wait.map(|(i, w)| (format!("events.schedule[{i}]"), w));
+    if let Some((path, w)) = bad_wait {
         problems.push(
-            Diagnostic::new(file, format!("{w:?} is not a wait of a second or more"))
-                .at(line, col)
-                .field("events.schedule")
+            spans
+                .problem(&path, format!("{w:?} is not a wait of a second or more"))
                 .hint("waits like [\"5s\", \"5m\", \"1h\"]"),
         );
     }
     if events.parallelism == 0 {
-        problems.push(
-            Diagnostic::new(file, "parallelism must be at least 1").field("events.parallelism"),
-        );
+        problems.push(spans.problem("events.parallelism", "parallelism must be at least 1"));
     }
     for (name, raw) in raw {
-        let at = hcl_file::locate_text(source, &format!("webhook \"{name}\"")).unwrap_or((1, 1));
         let mut problem = |message: String, field: &str, hint: &str| {
-            problems.push(
-                Diagnostic::new(file, message)
-                    .at(at.0, at.1)
-                    .field(format!("webhook.{name}.{field}"))
-                    .hint(hint.to_string()),
-            )
+            // A field not written (the block's name) is placed at its block.
+            let path = format!("webhook.{name}.{field}");
+            problems.push(spans.problem(&path, message).hint(hint.to_string()))
         };
         if !crate::slug::check_name(&name) {
             problem(

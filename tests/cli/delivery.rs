@@ -715,7 +715,7 @@ fn bad_subscriber_blocks_name_file_line_and_field() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     for expected in [
-        "tenant-reconcile.hcl:1:1: field `webhook.billing.url`",
+        "tenant-reconcile.hcl:2:3: field `webhook.billing.url`",
         "field `webhook.billing.secret_env`",
         "field `webhook.billing.events`: \"TenantCreated\" is not an event type",
         "tenant-reconcile.hcl:7:1: field `bus.billing.name`",
