@@ -35,8 +35,22 @@ pub struct TenantHealth {
     pub health: Health,
 }
 
+/// A tenant of the repo that was not checked, and why: only active tenants are.
+#[derive(Debug, Serialize)]
+pub struct NotChecked {
+    pub slug: Slug,
+    /// Its lifecycle in the state, or `None` when it was never applied.
+    pub lifecycle: Option<Lifecycle>,
+    /// `provisioning, failed at smoke_test`, `suspended`, `not applied yet`.
+    pub reason: String,
+    /// Its file says active but it is not: a tenant stuck on its way, which makes the
+    /// check fail as an unhealthy one does.
+    pub should_be_active: bool,
+}
+
 pub struct CheckReport {
     pub tenants: Vec<TenantHealth>,
+    pub not_checked: Vec<NotChecked>,
     /// Why the outcomes were not recorded, when they were not (the state was locked).
     pub not_recorded: Option<String>,
 }
@@ -44,6 +58,7 @@ pub struct CheckReport {
 impl CheckReport {
     pub fn healthy(&self) -> bool {
         self.tenants.iter().all(|t| t.healthy)
+            && !self.not_checked.iter().any(|t| t.should_be_active)
     }
 }
 
@@ -53,34 +68,41 @@ pub async fn check(
     opts: &CheckOptions,
 ) -> Result<CheckReport, Error> {
     for slug in &opts.tenants {
-        match state.tenants.get(slug.as_str()) {
-            None => {
-                return Err(Error::Usage(format!(
-                    "{slug} is not in the state: it was never applied\n  hint: `tenant-reconcile show` lists the tenants"
-                )))
-            }
-            Some(t) if t.lifecycle != Lifecycle::Active => {
-                return Err(Error::Usage(format!(
-                    "{slug} is {}: only active tenants are checked (a tenant is checked before it becomes active by apply)",
-                    t.lifecycle
-                )))
-            }
-            Some(_) => {}
+        if !state.tenants.contains_key(slug.as_str()) {
+            return Err(Error::Usage(format!(
+                "{slug} is not in the state: it was never applied\n  hint: `tenant-reconcile show` lists the tenants"
+            )));
         }
     }
-    let active: Vec<Slug> = ws
-        .repo
+    let wanted = |s: &Slug| opts.tenants.is_empty() || opts.tenants.contains(s);
+    let mut active = Vec::new();
+    let mut not_checked = Vec::new();
+    for spec in ws.repo.tenants.iter().filter(|t| wanted(&t.slug)) {
+        let recorded = state.tenants.get(spec.slug.as_str());
+        match recorded {
+            Some(t) if t.lifecycle == Lifecycle::Active => active.push(spec.slug.clone()),
+            _ => not_checked.push(NotChecked {
+                slug: spec.slug.clone(),
+                lifecycle: recorded.map(|t| t.lifecycle),
+                reason: recorded.map_or_else(|| "not applied yet".to_string(), why_not_active),
+                should_be_active: spec.status == crate::repo::tenant_file::Status::Active,
+            }),
+        }
+    }
+    // A slug asked for whose file is gone is still in the state: said, not checked.
+    for slug in opts
         .tenants
         .iter()
-        .map(|t| t.slug.clone())
-        .filter(|s| opts.tenants.is_empty() || opts.tenants.contains(s))
-        .filter(|s| {
-            state
-                .tenants
-                .get(s.as_str())
-                .is_some_and(|t| t.lifecycle == Lifecycle::Active)
-        })
-        .collect();
+        .filter(|s| !ws.repo.tenants.iter().any(|t| &t.slug == *s))
+    {
+        let t = &state.tenants[slug.as_str()];
+        not_checked.push(NotChecked {
+            slug: slug.clone(),
+            lifecycle: Some(t.lifecycle),
+            reason: format!("{}, its file is gone", why_not_active(t)),
+            should_be_active: false,
+        });
+    }
     let compiled: Vec<(DesiredTenant, Vec<crate::repo::checks::CheckSpec>)> =
         desired::compile_each(
             &ws.repo,
@@ -140,8 +162,19 @@ pub async fn check(
     let not_recorded = record(ws, &tenants, opts.lock_timeout).await.err();
     Ok(CheckReport {
         tenants,
+        not_checked,
         not_recorded,
     })
+}
+
+/// A tenant's lifecycle, and where its last apply stopped when it failed:
+/// `provisioning, failed at smoke_test`.
+fn why_not_active(t: &crate::state::TenantState) -> String {
+    match (&t.last_failure, &t.step) {
+        (Some(f), _) => format!("{}, failed at {}", t.lifecycle, f.step),
+        (None, Some(step)) => format!("{}, stopped at {step}", t.lifecycle),
+        (None, None) => t.lifecycle.to_string(),
+    }
 }
 
 /// Records each tenant's outcome on its state, read again under the lock (an apply may
@@ -163,8 +196,8 @@ async fn record(ws: &Workspace, tenants: &[TenantHealth], timeout: Duration) -> 
             };
             let mut ts = ts.clone();
             ts.health = Some(t.health.record());
-            state.record(t.slug.to_string(), ts.clone());
-            let entry = state.checkpoint(t.slug.as_str(), &ts);
+            // An observation: a plan saved before the check still applies after it.
+            let entry = state.observe(t.slug.as_str(), ts);
             lock.checkpoint(&entry).await?;
         }
         Ok::<_, crate::state::StateError>(())

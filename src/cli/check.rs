@@ -45,7 +45,7 @@ pub async fn run(root: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
     };
     let report = tenant_reconcile::check::check(&ws, state, &opts).await?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report.tenants)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&json(&report))?),
         Format::Text => print!("{}", table(&report)),
     }
     if let Some(why) = &report.not_recorded {
@@ -54,12 +54,34 @@ pub async fn run(root: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
     Ok(if report.healthy() { 0 } else { 2 })
 }
 
+/// Each checked tenant's health, then each tenant not checked with why
+/// (`"checked": false`, `healthy` false when it should be active).
+fn json(report: &CheckReport) -> serde_json::Value {
+    let mut out: Vec<serde_json::Value> = report
+        .tenants
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap_or_default())
+        .collect();
+    out.extend(report.not_checked.iter().map(|t| {
+        serde_json::json!({
+            "slug": t.slug,
+            "checked": false,
+            "healthy": !t.should_be_active,
+            "lifecycle": t.lifecycle,
+            "reason": t.reason,
+        })
+    }));
+    serde_json::Value::Array(out)
+}
+
 /// One line per check: tenant, check, outcome, latency, what it found; then a summary.
 fn table(report: &CheckReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     if report.tenants.is_empty() {
-        return "No active tenants to check.\n".into();
+        out.push_str(&format!("No active tenants to check{}.\n", stuck(report)));
+        not_checked(&mut out, report);
+        return out;
     }
     let tw = report
         .tenants
@@ -104,20 +126,49 @@ fn table(report: &CheckReport) -> String {
         .map(|t| t.slug.as_str())
         .collect();
     let n = report.tenants.len();
+    let stuck = stuck(report);
     if unhealthy.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n{n} tenant{} healthy.",
-            if n == 1 { "" } else { "s" }
-        );
+        let _ = write!(out, "\n{n} tenant{} healthy", if n == 1 { "" } else { "s" });
     } else {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "\n{} of {n} tenant{} unhealthy: {}.",
+            "\n{} of {n} tenant{} unhealthy: {}",
             unhealthy.len(),
             if n == 1 { "" } else { "s" },
             unhealthy.join(", ")
         );
     }
+    let _ = writeln!(out, "{stuck}.");
+    not_checked(&mut out, report);
     out
+}
+
+/// `; 1 tenant that should be active is not: initech`, or nothing.
+fn stuck(report: &CheckReport) -> String {
+    let stuck: Vec<&str> = report
+        .not_checked
+        .iter()
+        .filter(|t| t.should_be_active)
+        .map(|t| t.slug.as_str())
+        .collect();
+    match stuck.len() {
+        0 => String::new(),
+        1 => format!("; 1 tenant that should be active is not: {}", stuck[0]),
+        n => format!(
+            "; {n} tenants that should be active are not: {}",
+            stuck.join(", ")
+        ),
+    }
+}
+
+/// The tenants not checked, each with why.
+fn not_checked(out: &mut String, report: &CheckReport) {
+    use std::fmt::Write;
+    if report.not_checked.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nNot checked (only active tenants are):");
+    for t in &report.not_checked {
+        let _ = writeln!(out, "  {}: {}", t.slug, t.reason);
+    }
 }

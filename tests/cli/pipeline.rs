@@ -221,8 +221,8 @@ fn check_reports_health_and_exits_by_it() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let table = text(&out.stdout);
     assert!(table.contains("3 tenants healthy."), "{table}");
-    // The suspended tenant is not checked.
-    assert!(!table.contains("umbrella-labs"), "{table}");
+    // The suspended tenant is not checked, and the table says so.
+    assert!(table.contains("\n  umbrella-labs: suspended\n"), "{table}");
 
     // Someone deletes a rendered file and a bucket folder by hand.
     std::fs::remove_file(repo.state_dir().join("rendered/acme/namespace.yaml")).unwrap();
@@ -256,14 +256,66 @@ fn check_reports_health_and_exits_by_it() {
     let out = repo.run(&["check", "acme"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stdout).contains("1 of 1 tenant unhealthy: acme."));
+    // A suspended tenant asked for by name is not checked, and that is no failure.
     let out = repo.run(&["check", "umbrella-labs"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("umbrella-labs is suspended"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("  umbrella-labs: suspended\n"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // Apply repairs what was removed; the tenants are healthy again.
     repo.apply();
     repo.assert_plan_empty();
     assert_eq!(repo.run(&["check"]).status.code(), Some(0));
+}
+
+#[test]
+fn check_names_the_tenants_it_did_not_check_and_fails_for_one_stuck_on_its_way() {
+    let repo = Repo::example();
+    // The starter tier's tenant (initech) fails its smoke test and stays provisioning.
+    let path = repo.path().join("plans/starter.hcl");
+    let mut plan = std::fs::read_to_string(&path).unwrap();
+    plan.push_str("\ncheck \"warm\" {\n  sql = \"select 1 = 0\"\n}\n");
+    std::fs::write(&path, plan).unwrap();
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(lifecycle(&repo, "initech").0, "provisioning");
+
+    let out = repo.run(&["check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let tail: String = table
+        .lines()
+        .skip_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    insta::assert_snapshot!("check_not_checked", tail);
+
+    let out = repo.run(&["check", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let initech = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["slug"] == "initech")
+        .unwrap();
+    assert_eq!(initech["checked"], false);
+    assert_eq!(initech["healthy"], false);
+    assert_eq!(initech["reason"], "provisioning, failed at smoke_test");
+
+    // Mended, applied: every tenant that should be active is, and the check passes.
+    let mended = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("select 1 = 0", "select 1 = 1");
+    std::fs::write(&path, mended).unwrap();
+    repo.apply();
+    repo.assert_plan_empty();
+    let out = repo.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("\n3 tenants healthy.\n"));
 }
 
 /// The example's billing hook with `retry_after` and `timeout` of the test's choosing.
@@ -545,7 +597,7 @@ fn bad_check_and_hook_blocks_name_file_line_and_field() {
     let err = text(&out.stderr);
     assert!(
         err.contains(
-            "tenant-reconcile.hcl:3:1: field `hook.billing.on`: \"created\" is not a moment"
+            "tenant-reconcile.hcl:4:3: field `hook.billing.on`: \"created\" is not a moment"
         ),
         "{err}"
     );
