@@ -541,7 +541,7 @@ pub async fn apply(
         let mut state = state;
         // A state written before keys were recorded learns its key here, and a rotation
         // that re-keys nobody (no tenant has a role yet) still moves the state to the key.
-        let settled = state.checkpoints > 0;
+        let settled = state.checkpoints > 0 || state.observations > 0;
         let learns_key = !state.is_new()
             && plan.master_key_id.is_some()
             && state.master_key_id != plan.master_key_id

@@ -90,6 +90,23 @@ impl Workspace {
         Ok((ws, finished(state.await)?))
     }
 
+    /// The state backend of the repo at `root`, read from its config alone: what `show`
+    /// reads while a tenant file does not load. `None` when the config itself has problems
+    /// (it is what says where the state is).
+    pub fn config_backend(root: &Path) -> Result<Option<Box<dyn StateBackend>>, Error> {
+        let opening = Opening::start(root, None)?;
+        if opening.config.has_problems() {
+            return Ok(None);
+        }
+        Ok(Some(backend_for(
+            &opening.config.config,
+            &opening.root,
+            &opening.local_dir,
+            &opening.postgres,
+            &opening.s3,
+        )))
+    }
+
     pub fn backend(&self) -> Box<dyn StateBackend> {
         backend_for(
             &self.repo.config,

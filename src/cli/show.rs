@@ -2,7 +2,6 @@ use std::path::Path;
 
 use clap::{Args, Subcommand};
 use tenant_reconcile::repo;
-use tenant_reconcile::state::local::LocalBackend;
 use tenant_reconcile::state::{State, StateBackend};
 use tenant_reconcile::workspace::Workspace;
 
@@ -41,8 +40,11 @@ pub enum StateCommand {
 async fn load(root: &Path) -> anyhow::Result<State> {
     let backend: Box<dyn StateBackend> = match Workspace::open(root) {
         Ok(ws) => ws.backend(),
-        Err(tenant_reconcile::Error::Load(repo::LoadError::Invalid(_))) => {
-            Box::new(LocalBackend::new(root.join(".tenant-reconcile/state.json")))
+        Err(e @ tenant_reconcile::Error::Load(repo::LoadError::Invalid(_))) => {
+            match Workspace::config_backend(root)? {
+                Some(backend) => backend,
+                None => return Err(e.into()),
+            }
         }
         Err(e) => return Err(e.into()),
     };

@@ -94,6 +94,10 @@ pub struct State {
     /// Checkpoints recorded since the last full snapshot (each bumped `serial`).
     #[serde(skip)]
     pub checkpoints: u64,
+    /// Observations (health) recorded since the last full snapshot: they moved no serial,
+    /// but they are replayed by every load until a snapshot folds them in.
+    #[serde(skip)]
+    pub observations: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -217,6 +221,10 @@ pub struct Checkpoint {
     /// still ends where the writer's did, so a plan saved in between is seen as stale.
     #[serde(default)]
     pub serial: u64,
+    /// What was observed of the tenant (its health, by `check`), not a change: replaying
+    /// it does not move the serial, so a plan saved before a check still applies.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observation: bool,
 }
 
 impl State {
@@ -228,7 +236,17 @@ impl State {
             slug: slug.to_string(),
             tenant: tenant.clone(),
             serial: self.serial,
+            observation: false,
         }
+    }
+
+    /// Records what was observed of one tenant (its health) without moving the serial,
+    /// and the checkpoint that says so.
+    pub fn observe(&mut self, slug: &str, tenant: TenantState) -> Checkpoint {
+        let mut entry = self.checkpoint(slug, &tenant);
+        entry.observation = true;
+        self.tenants.insert(slug.to_string(), tenant);
+        entry
     }
 
     /// Applies the checkpoints written on top of this snapshot, in order; others (left
@@ -236,7 +254,12 @@ impl State {
     pub fn replay(&mut self, entries: impl IntoIterator<Item = Checkpoint>) {
         for entry in entries {
             if entry.lineage == self.lineage && entry.base_serial == self.serial_base() {
-                self.record(entry.slug, entry.tenant);
+                if entry.observation {
+                    self.tenants.insert(entry.slug, entry.tenant);
+                    self.observations += 1;
+                } else {
+                    self.record(entry.slug, entry.tenant);
+                }
                 if entry.serial > self.serial {
                     self.checkpoints += entry.serial - self.serial;
                     self.serial = entry.serial;
@@ -305,6 +328,7 @@ impl State {
             tenants,
             released: raw.released,
             checkpoints: 0,
+            observations: 0,
         })
     }
 
@@ -321,6 +345,7 @@ impl State {
             tenants: BTreeMap::new(),
             released: Vec::new(),
             checkpoints: 0,
+            observations: 0,
         }
     }
 
@@ -344,6 +369,7 @@ impl State {
         }
         self.serial += 1;
         self.checkpoints = 0;
+        self.observations = 0;
         self.updated_at = now();
     }
 

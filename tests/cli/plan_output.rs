@@ -98,6 +98,57 @@ fn saved_plan_applies_exactly_and_a_stale_one_is_refused() {
 }
 
 #[test]
+fn a_check_between_saving_a_plan_and_applying_it_leaves_the_plan_good() {
+    let repo = Repo::example();
+    repo.apply();
+    let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.write("tenants/acme.yaml", &acme.replace("seats: 80", "seats: 90"));
+    let plan_file = repo.path().join("seats.tfplan");
+    let out = repo.run(&["plan", "--out", plan_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A monitoring cron checks the tenants meanwhile, and records their health.
+    let out = repo.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(show.contains("healthy at "), "{show}");
+    let out = repo.run(&["apply", plan_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.assert_plan_empty();
+    // The health the check recorded is kept.
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(show.contains("healthy at "), "{show}");
+}
+
+#[test]
+fn show_reads_the_configured_state_while_a_tenant_file_is_broken() {
+    let repo = Repo::example();
+    repo.write(
+        "tenant-reconcile.hcl",
+        "state {\n  backend = \"local\"\n  path    = \"elsewhere/state.json\"\n}\n",
+    );
+    repo.apply();
+    repo.write("tenants/acme.yaml", "slug: acme\nplan: [\n");
+    for args in [&["show"][..], &["state", "list"]] {
+        let out = repo.run(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        let shown = text(&out.stdout);
+        assert!(
+            shown.contains("globex"),
+            "{args:?} did not read the configured state:\n{shown}"
+        );
+    }
+    // A config that does not load says so: it is what says where the state is.
+    repo.write("tenant-reconcile.hcl", "state {\n  backend = 5\n}\n");
+    let out = repo.run(&["show"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("tenant-reconcile.hcl:2:3: field `state.backend`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn apply_without_a_terminal_shows_the_plan_and_says_how_to_apply_it() {
     let repo = Repo::example();
     let before = repo.fingerprint();
