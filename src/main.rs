@@ -10,6 +10,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use clap::Parser;
 
 fn main() {
+    cli::closed_pipe::install();
     // Exit codes are terraform's: 2 means "changes present", so a usage error is 1, not
     // clap's usual 2; help and version are 0.
     let cli = cli::Cli::try_parse().unwrap_or_else(|e| {
@@ -39,6 +40,7 @@ fn main() {
         .expect("the tokio runtime starts");
     let code = match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
+        Err(e) if cli::closed_pipe::is_closed_stdout(&e) => cli::closed_pipe::end(),
         Err(e) => {
             cli::report(&e);
             1

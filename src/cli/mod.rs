@@ -4,6 +4,7 @@
 mod apply;
 mod audit;
 mod check;
+pub mod closed_pipe;
 mod credentials;
 mod events;
 mod export;

@@ -3,6 +3,8 @@
 
 mod apply;
 mod bad_input;
+mod closed_pipe;
+mod config_errors;
 mod cut_proxy;
 mod delivery;
 mod dns;
@@ -12,6 +14,7 @@ mod export;
 mod faulty;
 mod first_hour;
 mod git;
+mod hook_contract;
 mod isolation;
 mod moto;
 mod offboarding;
