@@ -41,13 +41,19 @@ pub fn schema(root: &Path, args: SchemaArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    const BIN: &str = "tenant-reconcile";
     let mut cmd = Cli::command();
-    clap_complete::generate(
-        args.shell,
-        &mut cmd,
-        "tenant-reconcile",
-        &mut std::io::stdout(),
-    );
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, BIN, &mut script);
+    let mut script = String::from_utf8(script)?;
+    if matches!(args.shell, Shell::Bash) {
+        // clap_complete's bash script names a subcommand's state after the binary with its
+        // `-` as `__` where it walks the words (`tenant__reconcile__subcmd__plan`), but as
+        // `__subcmd__` where it completes (`tenant__subcmd__reconcile__subcmd__plan`), so
+        // no subcommand's flags complete (clap-rs/clap#6421). One spelling makes them meet.
+        script = script.replace(&BIN.replace('-', "__subcmd__"), &BIN.replace('-', "__"));
+    }
+    print!("{script}");
     Ok(0)
 }
 

@@ -275,6 +275,64 @@ fn completions_and_the_man_page_come_from_the_commands() {
     assert!(page.contains("new\\-tenant"), "{page}");
 }
 
+/// What bash completes after `words` (the last one being completed), with the script
+/// `completions bash` prints sourced as a shell's completion setup sources it.
+fn bash_completes(script: &std::path::Path, words: &[&str]) -> Vec<String> {
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let line = format!(
+        "source '{}'\nCOMP_WORDS=({})\nCOMP_CWORD={}\nCOMP_LINE='{}'\nCOMP_POINT=${{#COMP_LINE}}\n_tenant__reconcile tenant-reconcile '{}' '{}'\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        script.display(),
+        quoted.join(" "),
+        words.len() - 1,
+        words.join(" "),
+        words[words.len() - 1],
+        words[words.len() - 2],
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &line])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn bash_completes_the_flags_of_every_subcommand() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let script = dir.path().join("tenant-reconcile.bash");
+    let out = bin().args(["completions", "bash"]).output().unwrap();
+    assert!(out.status.success());
+    std::fs::write(&script, &out.stdout).unwrap();
+    let help = text(&bin().arg("--help").output().unwrap().stdout);
+    let commands: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() > 15, "{commands:?}");
+    for command in &commands {
+        let got = bash_completes(&script, &["tenant-reconcile", command, "--"]);
+        assert!(
+            got.iter().any(|w| w == "--help"),
+            "`tenant-reconcile {command} --` completes {got:?}"
+        );
+    }
+    let got = bash_completes(&script, &["tenant-reconcile", "plan", "--"]);
+    for flag in [
+        "--detailed-exitcode",
+        "--out",
+        "--changed-since",
+        "--tenant",
+    ] {
+        assert!(got.iter().any(|w| w == flag), "plan lacks {flag}: {got:?}");
+    }
+    let got = bash_completes(&script, &["tenant-reconcile", "events", "deliver", "--"]);
+    assert!(got.iter().any(|w| w == "--follow"), "{got:?}");
+}
+
 #[test]
 fn run_from_a_subfolder_the_repo_root_is_found_as_git_finds_its_own() {
     let repo = committed_example();
