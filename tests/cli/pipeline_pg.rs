@@ -356,3 +356,26 @@ fn a_tenant_held_at_a_gating_hook_cannot_log_in_until_it_is_active() {
     );
     repo.assert_plan_empty();
 }
+
+#[test]
+fn sqlx_own_lines_stay_out_of_the_output() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    // Unlocking a lock not held makes the server send a WARNING notice, which sqlx logs as
+    // a warning of its own, as it does a connection that fails its test on release.
+    let path = repo.path().join("plans/growth.hcl");
+    let mut plan = std::fs::read_to_string(&path).unwrap();
+    plan.push_str("\ncheck \"locks\" {\n  sql = \"select not pg_advisory_unlock(4242)\"\n}\n");
+    std::fs::write(&path, plan).unwrap();
+    let out = repo.apply();
+    let err = text(&out.stderr);
+    assert!(!err.contains("own a lock"), "{err}");
+    let out = repo.run(&["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.is_empty(), "{err}");
+    repo.assert_plan_empty();
+}
