@@ -56,6 +56,20 @@ pub fn init(cwd: &Path, args: InitArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn new_tenant(root: &Path, args: NewTenantArgs) -> anyhow::Result<ExitCode> {
+    // A slug a deprovisioned tenant had is never given again: refused before the file is
+    // written, as plan would refuse it after.
+    if let Ok(slug) = tenant_reconcile::slug::Slug::parse(&args.slug) {
+        match super::validate::recorded_state(root) {
+            Ok(state) => {
+                if let Some(why) = tenant_reconcile::plan::tombstoned(&state, &slug) {
+                    anyhow::bail!("{why}; nothing was written\n  hint: give the new tenant another slug; the old one stays in the registry as a tombstone");
+                }
+            }
+            Err(why) => anstream::eprintln!(
+                "Warning: the state could not be read, so the slug was not checked against deprovisioned tenants: {why}"
+            ),
+        }
+    }
     let file = scaffold::new_tenant(
         root,
         &NewTenant {

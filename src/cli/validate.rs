@@ -1,5 +1,7 @@
 use std::path::Path;
 
+use tenant_reconcile::workspace::Workspace;
+
 use tenant_reconcile::state::State;
 use tenant_reconcile::{desired, repo};
 
@@ -25,6 +27,18 @@ pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
         tenant_reconcile::plan::declared_checks(&repo, &d)?;
         Ok(None::<()>)
     })?;
+    // A slug a tombstone holds is refused as plan refuses it, from the same record.
+    match recorded_state(root) {
+        Ok(state) => {
+            let reused = tenant_reconcile::plan::reused_slugs(&repo, &state);
+            if !reused.is_empty() {
+                return Err(tenant_reconcile::diagnostic::Diagnostics(reused).into());
+            }
+        }
+        Err(why) => anstream::eprintln!(
+            "Warning: the state could not be read, so slugs were not checked against deprovisioned tenants: {why}"
+        ),
+    }
     anstream::println!(
         "Success! {} tenants, {} plans, {} templates and {} migrations are valid.",
         repo.tenants.len(),
@@ -33,4 +47,18 @@ pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
         repo.migrations.len()
     );
     Ok(0)
+}
+
+/// The recorded state, read where the config says it is (the empty state before anything
+/// was applied), for the checks that need what plan knows.
+pub fn recorded_state(root: &Path) -> Result<State, String> {
+    let backend = match Workspace::config_backend(root) {
+        Ok(Some(backend)) => backend,
+        Ok(None) => return Err("the config has problems".into()),
+        Err(e) => return Err(tenant_reconcile::error::chain(&e)),
+    };
+    let load = async { backend.load().await };
+    // Called from the command's runtime, whose worker this thread is.
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(load))
+        .map_err(|e| tenant_reconcile::error::chain(&e))
 }

@@ -150,7 +150,7 @@ impl<'a> Planner<'a> {
                     .iter()
                     .find(|t| &t.slug == slug)
                     .map_or("", |t| t.source.as_str());
-                Err(slug_reused(d, recorded, source))
+                Err(slug_reused(&d.file, slug, recorded, source))
             };
         }
         if let (Phase::Purging, Some(r)) = (phase, recorded) {
@@ -471,7 +471,19 @@ fn rebuilds(c: &ResourceChange) -> bool {
 
 /// A tenant file whose slug belonged to a tenant purged and tombstoned: a slug is never
 /// given to another tenant, whose data, events and audit would mix with the old one's.
-fn slug_reused(d: &DesiredTenant, recorded: Option<&TenantState>, source: &str) -> Diagnostic {
+fn slug_reused(
+    file: &str,
+    slug: &Slug,
+    recorded: Option<&TenantState>,
+    source: &str,
+) -> Diagnostic {
+    Diagnostic::new(file, tombstone_message(slug, recorded))
+        .locate(source, "slug")
+        .hint("give the new tenant another slug; the old one stays in the registry as a tombstone and in `tenant-reconcile audit`")
+}
+
+/// `the slug acme belonged to a tenant that was deprovisioned on 2026-11-02; …`.
+fn tombstone_message(slug: &Slug, recorded: Option<&TenantState>) -> String {
     let when = recorded
         .and_then(|r| r.purge.as_ref())
         .and_then(|p| p.finished_at.as_deref())
@@ -481,15 +493,29 @@ fn slug_reused(d: &DesiredTenant, recorded: Option<&TenantState>, source: &str) 
             "an earlier date (the registry keeps it)".to_string(),
             |at| at[..10].to_string(),
         );
-    Diagnostic::new(
-        d.file.clone(),
-        format!(
-            "the slug {} belonged to a tenant that was deprovisioned on {when}; a slug is never reused",
-            d.slug()
-        ),
-    )
-    .locate(source, "slug")
-    .hint("give the new tenant another slug; the old one stays in the registry as a tombstone and in `tenant-reconcile audit`")
+    format!("the slug {slug} belonged to a tenant that was deprovisioned on {when}; a slug is never reused")
+}
+
+/// Why `slug` cannot be given to a new tenant, when the state records it as a tombstone:
+/// what plan refuses, for `new-tenant` to refuse before it writes the file.
+pub fn tombstoned(state: &State, slug: &Slug) -> Option<String> {
+    let recorded = state.tenants.get(slug.as_str())?;
+    (recorded.lifecycle == Lifecycle::Deprovisioned)
+        .then(|| tombstone_message(slug, Some(recorded)))
+}
+
+/// The tenant files that give a tombstone's slug to a tenant again, as the state records
+/// it: what plan refuses, for `validate` to refuse too.
+pub fn reused_slugs(repo: &TenantRepo, state: &State) -> Vec<Diagnostic> {
+    repo.tenants
+        .iter()
+        .filter(|t| t.status != Status::Deprovisioned)
+        .filter_map(|t| {
+            let recorded = state.tenants.get(t.slug.as_str())?;
+            (recorded.lifecycle == Lifecycle::Deprovisioned)
+                .then(|| slug_reused(&t.file, &t.slug, Some(recorded), &t.source))
+        })
+        .collect()
 }
 
 fn check_migrations(repo: &TenantRepo, state: &State) -> Result<(), PlanError> {

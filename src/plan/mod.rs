@@ -11,7 +11,7 @@ pub mod safety;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use diff::{PlanError, PlanInput, Planned, Planner, MARK_FIELD};
+pub use diff::{reused_slugs, tombstoned, PlanError, PlanInput, Planned, Planner, MARK_FIELD};
 pub use pipeline::{declared_checks, SMOKE_STEP};
 
 use crate::desired::{Effective, Key, Resource};

@@ -86,3 +86,59 @@ fn every_example_config_validates_with_the_example_repo() {
         "{checked:?}"
     );
 }
+
+#[test]
+fn validate_and_new_tenant_refuse_a_tombstones_slug_as_plan_does() {
+    let repo = Repo::example();
+    repo.apply();
+    let file = repo.path().join("tenants/globex.yaml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n  export: false\n"),
+    )
+    .unwrap();
+    repo.apply();
+    repo.remove("tenants/globex.yaml");
+    assert!(repo.run(&["validate"]).status.success());
+    let unchanged = repo.fingerprint();
+
+    // new-tenant refuses the slug and writes nothing.
+    let out = repo.run(&[
+        "new-tenant",
+        "globex",
+        "--plan",
+        "growth",
+        "--owner",
+        "new@globex.example",
+        "--region",
+        "eu-west-1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the slug globex belonged to a tenant that was deprovisioned on 20")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!file.exists());
+
+    // A file written by hand: validate refuses it with plan's words, at its slug's line.
+    repo.write(
+        "tenants/globex.yaml",
+        "name: Globex Again\nslug: globex\nplan: growth\nowner:\n  email: new@globex.example\nregion: eu-west-1\n",
+    );
+    for args in [&["validate"][..], &["plan"]] {
+        let out = repo.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("tenants/globex.yaml:2:1: ")
+                && err
+                    .contains("the slug globex belonged to a tenant that was deprovisioned on 20")
+                && err.contains("a slug is never reused"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(repo.fingerprint(), unchanged, "nothing changed");
+}
