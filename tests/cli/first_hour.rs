@@ -275,6 +275,48 @@ fn completions_and_the_man_page_come_from_the_commands() {
     assert!(page.contains("new\\-tenant"), "{page}");
 }
 
+#[test]
+fn the_readme_install_lines_work_on_a_fresh_home() {
+    let readme = std::fs::read_to_string(crate::support::project_root().join("README.md")).unwrap();
+    let section = readme.split("\n## Installing\n").nth(1).unwrap();
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    // Everything after the install itself, with the binary this test run built.
+    let script: String = block
+        .lines()
+        .filter(|l| !l.starts_with("cargo install"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let home = tempfile::TempDir::new().unwrap();
+    let bin_dir = assert_cmd::cargo::cargo_bin("tenant-reconcile")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-e", "-c", &script])
+        .env("HOME", home.path())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}\n{}", text(&out.stderr));
+    let completion = home
+        .path()
+        .join(".local/share/bash-completion/completions/tenant-reconcile");
+    assert!(std::fs::read_to_string(completion)
+        .unwrap()
+        .contains("_tenant__reconcile"));
+    let page = home.path().join(".local/share/man/man1/tenant-reconcile.1");
+    assert!(std::fs::read_to_string(page).unwrap().contains(".TH"));
+}
+
 /// What bash completes after `words` (the last one being completed), with the script
 /// `completions bash` prints sourced as a shell's completion setup sources it.
 fn bash_completes(script: &std::path::Path, words: &[&str]) -> Vec<String> {
