@@ -401,6 +401,8 @@ impl<'a> Planner<'a> {
             }
         }
 
+        warnings.extend(looks_renamed(&tenants, &self.orphans, input.state));
+
         let mut summary = Summary {
             orphaned: self.orphans.len(),
             tenants: tenants.len(),
@@ -467,6 +469,39 @@ fn erasure_export_end(t: &TenantPlan, now: std::time::SystemTime) -> String {
 fn rebuilds(c: &ResourceChange) -> bool {
     matches!(c.key.kind, Kind::Database | Kind::Bucket)
         && matches!(c.action, Action::Create | Action::Replace)
+}
+
+/// A new tenant whose owner is an orphan's (its file gone in the same change) looks like a
+/// renamed file: a slug cannot change, so the plan would make a new, empty tenant and leave
+/// the old one with its data. Said, with the ways out.
+fn looks_renamed(tenants: &[TenantPlan], orphans: &[Orphan], state: &State) -> Vec<String> {
+    let owner = |slug: &str| {
+        state
+            .tenants
+            .get(slug)?
+            .resources
+            .get(&crate::desired::Key::new(Kind::Owner))
+            .map(|a| a.str("email").to_lowercase())
+    };
+    let mut out = Vec::new();
+    for t in tenants.iter().filter(|t| {
+        t.action == TenantAction::Provision && !state.tenants.contains_key(t.slug.as_str())
+    }) {
+        let email = t.tenant.owner_email.to_lowercase();
+        for o in orphans.iter().filter(|o| owner(&o.slug).as_deref() == Some(email.as_str())) {
+            let id = state.tenants[&o.slug]
+                .tenant_id
+                .as_deref()
+                .map(|id| format!(", id {id}"))
+                .unwrap_or_default();
+            out.push(format!(
+                "{new} looks like {old} renamed ({old}'s file is gone and {new} has its owner, {email}{id}): a slug cannot change, so this plan provisions {new} as a new, empty tenant and leaves {old} orphaned with its data. To keep the tenant, name its file and slug {old} again; if {new} is another tenant, offboard {old} (its file back with `status: deprovisioned`) or let it go as it is (`tenant-reconcile state rm {old}`)",
+                new = t.slug,
+                old = o.slug,
+            ));
+        }
+    }
+    out
 }
 
 /// A tenant file whose slug belonged to a tenant purged and tombstoned: a slug is never

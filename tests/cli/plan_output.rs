@@ -167,3 +167,31 @@ fn apply_without_a_terminal_shows_the_plan_and_says_how_to_apply_it() {
         "apply without a yes changed something"
     );
 }
+
+#[test]
+fn a_renamed_tenant_file_is_said_to_look_like_a_rename_with_the_choices() {
+    let repo = Repo::example();
+    repo.apply();
+    // `git mv tenants/acme.yaml tenants/acme-corp.yaml`, and the slug edited to match.
+    let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.remove("tenants/acme.yaml");
+    repo.write(
+        "tenants/acme-corp.yaml",
+        &acme
+            .replace("slug: acme", "slug: acme-corp")
+            .replace("ops@acme.example", "Ops@Acme.example"),
+    );
+    let out = repo.run(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        plan.contains("acme-corp looks like acme renamed (acme's file is gone and acme-corp has its owner, ops@acme.example, id ")
+            && plan.contains("name its file and slug acme again")
+            && plan.contains("`tenant-reconcile state rm acme`"),
+        "{plan}"
+    );
+    // Put back, the plan is empty again.
+    repo.remove("tenants/acme-corp.yaml");
+    repo.write("tenants/acme.yaml", &acme);
+    repo.assert_plan_empty();
+}
