@@ -39,6 +39,18 @@ pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
             "Warning: the state could not be read, so slugs were not checked against deprovisioned tenants: {why}"
         ),
     }
+    // The schema editors check tenant files with is written once (`init`): a plan, flag or
+    // quota added since is missing from it, and editors would refuse what validate accepts.
+    let schema_file = root.join(tenant_reconcile::scaffold::SCHEMA_FILE);
+    if let (None, Ok(written)) = (&args.rev, std::fs::read_to_string(&schema_file)) {
+        if written != tenant_reconcile::schema::tenant(&repo) {
+            anstream::eprintln!(
+                "Warning: {} is stale: the plans, flags or quotas changed since it was written, so editors check tenant files against old ones\n  hint: `tenant-reconcile schema tenant > {}`",
+                tenant_reconcile::scaffold::SCHEMA_FILE,
+                tenant_reconcile::scaffold::SCHEMA_FILE
+            );
+        }
+    }
     anstream::println!(
         "Success! {} tenants, {} plans, {} templates and {} migrations are valid.",
         repo.tenants.len(),

@@ -488,7 +488,10 @@ fn looks_renamed(tenants: &[TenantPlan], orphans: &[Orphan], state: &State) -> V
         t.action == TenantAction::Provision && !state.tenants.contains_key(t.slug.as_str())
     }) {
         let email = t.tenant.owner_email.to_lowercase();
-        for o in orphans.iter().filter(|o| owner(&o.slug).as_deref() == Some(email.as_str())) {
+        for o in orphans
+            .iter()
+            .filter(|o| owner(&o.slug).as_deref() == Some(email.as_str()))
+        {
             let id = state.tenants[&o.slug]
                 .tenant_id
                 .as_deref()

@@ -233,7 +233,7 @@ mod tests {
             #[serde(default)]
             check: BTreeMap<String, RawCheck>,
         }
-        let (f, spans): (File, _) = hcl_file::parse("plans/x.hcl", src).map_err(|d| vec![d])?;
+        let (f, spans): (File, _) = hcl_file::parse("plans/x.hcl", src)?;
         parse(&spans, f.check)
     }
 

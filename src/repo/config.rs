@@ -586,8 +586,7 @@ fn default_max_missing_share() -> f64 {
 }
 
 pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
-    let (mut config, spans): (Config, _) =
-        hcl_file::parse(CONFIG_FILE, source).map_err(|d| vec![d])?;
+    let (mut config, spans): (Config, _) = hcl_file::parse(CONFIG_FILE, source)?;
     let spans = &spans;
     let mut problems = Vec::new();
     // `aws route53 list-hosted-zones` and boto3 print a zone's id as `/hostedzone/Z…`;

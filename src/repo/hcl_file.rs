@@ -69,25 +69,74 @@ impl Spans {
 }
 
 /// Deserializes `source`, with the place of each field: every problem at the line of the
-/// field it is about. Syntax errors are at the parser's position; a field written twice is
-/// refused before anything is read.
-pub fn parse<T: DeserializeOwned>(file: &str, source: &str) -> Result<(T, Spans), Diagnostic> {
-    let body = hcl::edit::parser::parse_body(source).map_err(|e| syntax_error(file, source, &e))?;
+/// field it is about, all of them in one go. Syntax errors are at the parser's position; a
+/// field written twice is refused before anything is read.
+pub fn parse<T: DeserializeOwned>(file: &str, source: &str) -> Result<(T, Spans), Vec<Diagnostic>> {
+    let body =
+        hcl::edit::parser::parse_body(source).map_err(|e| vec![syntax_error(file, source, &e)])?;
     let mut spans = Spans {
         file: file.to_string(),
         at: BTreeMap::new(),
     };
     let mut twice = Vec::new();
     index_body(&body, "", source, &mut spans, &mut twice);
-    if let Some(d) = twice.into_iter().next() {
-        return Err(d);
+    if !twice.is_empty() {
+        return Err(twice);
     }
     // The values as hcl-rs reads a body (blocks become objects keyed by their labels),
     // then read into `T` along their paths.
-    let value: hcl::Value = hcl::from_body(hcl::Body::from(body))
-        .map_err(|e| Diagnostic::new(file, crate::diagnostic::plain_words(&e.to_string())))?;
-    let t = T::deserialize(Node(value)).map_err(|e| e.diagnostic(&spans))?;
-    Ok((t, spans))
+    let mut value: hcl::Value = hcl::from_body(hcl::Body::from(body)).map_err(|e| {
+        vec![Diagnostic::new(
+            file,
+            crate::diagnostic::plain_words(&e.to_string()),
+        )]
+    })?;
+    // serde stops at the first refused value: it is reported, taken out, and the rest read
+    // again, so one run reports every field serde refuses (up to a bound).
+    let mut problems: Vec<Diagnostic> = Vec::new();
+    loop {
+        match T::deserialize(Node(value.clone())) {
+            Ok(t) if problems.is_empty() => return Ok((t, spans)),
+            Ok(_) => return Err(problems),
+            Err(e) => {
+                let d = e.diagnostic(&spans);
+                if e.message.starts_with("missing field ") {
+                    // Missing because it was taken out: already reported as it was.
+                    if !problems.iter().any(|p| p.field == d.field) {
+                        problems.push(d);
+                    }
+                    return Err(problems);
+                }
+                problems.push(d);
+                if problems.len() >= 50 || !take_out(&mut value, &e.segments()) {
+                    return Err(problems);
+                }
+            }
+        }
+    }
+}
+
+/// Removes the field at `path` (outermost first) from `value`, or the list holding it (an
+/// element cannot be taken out without renumbering the rest); false when there is none.
+fn take_out(value: &mut hcl::Value, path: &[String]) -> bool {
+    let keys: Vec<&String> = path.iter().take_while(|s| !s.starts_with('[')).collect();
+    let Some((last, parents)) = keys.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for key in parents {
+        match at {
+            hcl::Value::Object(map) => match map.get_mut(key.as_str()) {
+                Some(v) => at = v,
+                None => return false,
+            },
+            _ => return false,
+        }
+    }
+    match at {
+        hcl::Value::Object(map) => map.shift_remove(last.as_str()).is_some(),
+        _ => false,
+    }
 }
 
 /// The parser's message and position; a number too large to read is said so.
@@ -251,6 +300,11 @@ impl PathError {
     fn under(mut self, segment: String) -> Self {
         self.path.push(segment);
         self
+    }
+
+    /// The path's segments, outermost first.
+    fn segments(&self) -> Vec<String> {
+        self.path.iter().rev().cloned().collect()
     }
 
     fn path(&self) -> String {
@@ -460,7 +514,25 @@ mod tests {
     }
 
     fn err(src: &str) -> Diagnostic {
-        parse::<File>("x.hcl", src).unwrap_err()
+        parse::<File>("x.hcl", src).unwrap_err().remove(0)
+    }
+
+    #[test]
+    fn every_refused_value_is_reported_in_one_go() {
+        let src = "keep_days = -1\nquotas = {\n  a = 1\n  b = -2\n}\ncolour = 1\n";
+        let e = parse::<File>("x.hcl", src).unwrap_err();
+        let fields: Vec<_> = e
+            .iter()
+            .map(|d| (d.line, d.field.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (1, "keep_days".to_string()),
+                (4, "quotas.b".to_string()),
+                (6, "colour".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -114,7 +114,7 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
             "plan files are named with lowercase letters, digits, `-` and `_`",
         )]);
     }
-    let (raw, spans): (RawPlan, _) = hcl_file::parse(file, source).map_err(|d| vec![d])?;
+    let (raw, spans): (RawPlan, _) = hcl_file::parse(file, source)?;
     let mut problems = Vec::new();
     let checks = super::checks::parse(&spans, raw.check.clone()).unwrap_or_else(|p| {
         problems.extend(p);

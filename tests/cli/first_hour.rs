@@ -549,3 +549,41 @@ fn the_missing_files_rule_is_said_exactly() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn validate_notices_a_stale_tenant_schema() {
+    let repo = empty();
+    let out = bin()
+        .args(["init", "shop"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = repo.path().join("shop");
+    let run = |args: &[&str]| bin().arg("-C").arg(&dir).args(args).output().unwrap();
+    let out = run(&["validate"]);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        text(&out.stderr)
+    );
+    // A plan added: the schema written by init does not know it.
+    let standard = std::fs::read_to_string(dir.join("plans/standard.hcl")).unwrap();
+    std::fs::write(dir.join("plans/premium.hcl"), standard).unwrap();
+    let out = run(&["validate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tenant.schema.json is stale")
+            && err.contains("`tenant-reconcile schema tenant > tenant.schema.json`"),
+        "{err}"
+    );
+    let schema = run(&["schema", "tenant"]);
+    std::fs::write(dir.join("tenant.schema.json"), &schema.stdout).unwrap();
+    let out = run(&["validate"]);
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        text(&out.stderr)
+    );
+}

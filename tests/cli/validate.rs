@@ -142,3 +142,33 @@ fn validate_and_new_tenant_refuse_a_tombstones_slug_as_plan_does() {
     }
     assert_eq!(repo.fingerprint(), unchanged, "nothing changed");
 }
+
+#[test]
+fn validate_reports_every_refused_field_of_every_file_in_one_run() {
+    let repo = Repo::example();
+    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
+    repo.write(
+        "plans/growth.hcl",
+        &growth
+            .replace("isolation      = \"schema\"", "isolation      = \"own\"")
+            .replace("retention_days = 30", "retention_days = -1")
+            .replace("seats               = 50", "seats               = -3"),
+    );
+    repo.write(
+        "tenant-reconcile.hcl",
+        "events {\n  keep_days = -1\n}\nhook \"billing\" {\n  on      = [\"provisioned\"]\n  command = [\"./x\"]\n  timeout = 30\n}\n",
+    );
+    let out = repo.run(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for expected in [
+        "plans/growth.hcl:3:1: field `isolation`",
+        "plans/growth.hcl:4:1: field `retention_days`",
+        "plans/growth.hcl:7:3: field `quotas.seats`",
+        "tenant-reconcile.hcl:2:3: field `events.keep_days`",
+        "tenant-reconcile.hcl:7:3: field `hook.billing.timeout`",
+        "5 problems found",
+    ] {
+        assert!(err.contains(expected), "{expected}:\n{err}");
+    }
+}
