@@ -51,12 +51,16 @@ pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let count = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     anstream::println!(
-        "Success! {} tenants, {} plans, {} templates and {} migrations are valid.",
-        repo.tenants.len(),
-        repo.plans.len(),
-        repo.templates.files.len() + usize::from(repo.templates.has_seed),
-        repo.migrations.len()
+        "Success! {}, {}, {} and {} are valid.",
+        count(repo.tenants.len(), "tenant"),
+        count(repo.plans.len(), "plan"),
+        count(
+            repo.templates.files.len() + usize::from(repo.templates.has_seed),
+            "template"
+        ),
+        count(repo.migrations.len(), "migration")
     );
     Ok(0)
 }

@@ -48,7 +48,17 @@ fn init_makes_a_repo_that_validates_and_applies_at_once() {
     assert!(tenant.starts_with("# yaml-language-server: $schema=../tenant.schema.json\n"));
 
     let run = |args: &[&str]| bin().arg("-C").arg(&dir).args(args).output().unwrap();
-    assert!(run(&["validate"]).status.success());
+    let out = run(&["validate"]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "Success! 1 tenant, 1 plan, 2 templates and 1 migration are valid.\n"
+    );
+    // What the CI recipes write in the checkout is never committed by accident.
+    let ignored = std::fs::read_to_string(dir.join(".gitignore")).unwrap();
+    for entry in ["/.tenant-reconcile/", "/tenant-plan.json", "/plan.md"] {
+        assert!(ignored.lines().any(|l| l == entry), "{entry}:\n{ignored}");
+    }
     let out = run(&["apply", "--auto-approve"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
