@@ -75,9 +75,13 @@ pub fn changed_since(
 
     let mut opts = git2::DiffOptions::new();
     opts.include_untracked(true).recurse_untracked_dirs(true);
-    if !inside.as_os_str().is_empty() {
-        opts.pathspec(&inside);
+    // Only the input folders and the config are compared: untracked files elsewhere (the
+    // local target's folder when the repo does not ignore it, 100k files for a large fleet)
+    // would be walked, and read as candidates for renames, for nothing.
+    for dir in repo.config.input_dirs() {
+        opts.pathspec(inside.join(dir));
     }
+    opts.pathspec(inside.join(crate::repo::config::CONFIG_FILE));
     let mut diff = match head_rev {
         Some(_) => {
             let head_tree = head_commit
@@ -90,6 +94,10 @@ pub fn changed_since(
     .map_err(|e| fail(e.message().to_string()))?;
     // A renamed tenant file reads as one rename, not a delete and an add.
     let _ = diff.find_similar(Some(git2::DiffFindOptions::new().renames(true)));
+    tracing::debug!(
+        files = diff.deltas().len(),
+        "compared the input files with the base"
+    );
 
     let relative = |p: Option<&Path>| -> Option<String> {
         let p = p?;

@@ -282,6 +282,35 @@ fn a_tenant_file_moved_out_of_tenants_is_listed_as_deleted() {
 }
 
 #[test]
+fn changed_since_compares_only_the_input_folders() {
+    // A repo that does not ignore the local target's folder: after an apply it holds many
+    // untracked files, none of them an input.
+    let mut repo = Repo::example();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-qm", "the example tenants"]);
+    repo.apply();
+    for i in 0..200 {
+        repo.write(&format!(".tenant-reconcile/junk/{i}.txt"), "x\n");
+    }
+    repo.write("notes/todo.txt", "not an input\n");
+    let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.write("tenants/acme.yaml", &acme.replace("seats: 80", "seats: 81"));
+    repo.env.push((
+        "TENANT_RECONCILE_LOG".into(),
+        "tenant_reconcile=debug".into(),
+    ));
+    let out = repo.run(&["plan", "--changed-since", "HEAD"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("compared the input files with the base (files: 1)"),
+        "{err}"
+    );
+    assert!(text(&out.stdout).contains("\n  M tenants/acme.yaml"));
+}
+
+#[test]
 fn changed_since_plans_only_the_tenants_a_change_reaches_and_says_why() {
     let repo = committed_example();
     repo.apply();
