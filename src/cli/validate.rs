@@ -39,6 +39,9 @@ pub fn run(root: &Path, args: ValidateArgs) -> anyhow::Result<ExitCode> {
             "Warning: the state could not be read, so slugs were not checked against deprovisioned tenants: {why}"
         ),
     }
+    for shared in repo.shared_owners() {
+        anstream::eprintln!("Warning: {shared}");
+    }
     // The schema editors check tenant files with is written once (`init`): a plan, flag or
     // quota added since is missing from it, and editors would refuse what validate accepts.
     let schema_file = root.join(tenant_reconcile::scaffold::SCHEMA_FILE);

@@ -402,6 +402,7 @@ impl<'a> Planner<'a> {
         }
 
         warnings.extend(looks_renamed(&tenants, &self.orphans, input.state));
+        warnings.extend(input.repo.shared_owners());
 
         let mut summary = Summary {
             orphaned: self.orphans.len(),

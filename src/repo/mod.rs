@@ -45,6 +45,35 @@ pub struct TenantRepo {
     pub migrations: Vec<Migration>,
 }
 
+impl TenantRepo {
+    /// Tenants that share an owner, each said once: a copied file whose owner was not
+    /// changed gives the new tenant's owner access to someone else's. Not an error: one
+    /// person may own several tenants.
+    pub fn shared_owners(&self) -> Vec<String> {
+        let mut by_owner: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for t in self
+            .tenants
+            .iter()
+            .filter(|t| t.status != Status::Deprovisioned)
+        {
+            by_owner
+                .entry(t.owner_email.as_str())
+                .or_default()
+                .push(t.slug.as_str());
+        }
+        by_owner
+            .into_iter()
+            .filter(|(_, slugs)| slugs.len() > 1)
+            .map(|(email, slugs)| {
+                format!(
+                    "{} share the owner {email}: if a file was copied, set its owner (one person may own several tenants)",
+                    slugs.join(" and ")
+                )
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{0}")]

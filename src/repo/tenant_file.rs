@@ -252,7 +252,9 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TenantSpec, Vec<Dia
             name: name.to_string(),
             plan: raw.plan,
             status: raw.status,
-            owner_email: raw.owner.email,
+            // One owner however the address is capitalised: `Ops@Acme.example` and
+            // `ops@acme.example` are the same person to every mail system in use.
+            owner_email: raw.owner.email.to_lowercase(),
             region: raw.region,
             locale,
             isolation: raw.isolation,

@@ -195,3 +195,30 @@ fn a_renamed_tenant_file_is_said_to_look_like_a_rename_with_the_choices() {
     repo.write("tenants/acme.yaml", &acme);
     repo.assert_plan_empty();
 }
+
+#[test]
+fn owners_are_one_however_capitalised_and_a_shared_owner_is_said() {
+    let repo = Repo::example();
+    repo.apply();
+    let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    // The same address capitalised otherwise is no change.
+    repo.write(
+        "tenants/acme.yaml",
+        &acme.replace("ops@acme.example", "Ops@ACME.example"),
+    );
+    repo.assert_plan_empty();
+    // A copied file whose owner was left as it was.
+    let globex = std::fs::read_to_string(repo.path().join("tenants/globex.yaml")).unwrap();
+    repo.write(
+        "tenants/globex.yaml",
+        &globex.replace("it-admin@globex.example", "ops@acme.example"),
+    );
+    let warning =
+        "acme and globex share the owner ops@acme.example: if a file was copied, set its owner";
+    let out = repo.run(&["validate"]);
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains(warning), "{}", text(&out.stderr));
+    let out = repo.run(&["plan"]);
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(said.contains(warning), "{said}");
+}

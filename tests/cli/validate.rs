@@ -158,17 +158,29 @@ fn validate_reports_every_refused_field_of_every_file_in_one_run() {
         "tenant-reconcile.hcl",
         "events {\n  keep_days = -1\n}\nhook \"billing\" {\n  on      = [\"provisioned\"]\n  command = [\"./x\"]\n  timeout = 30\n}\n",
     );
+    let line = |start: &str| growth.lines().position(|l| l.starts_with(start)).unwrap() + 1;
     let out = repo.run(&["validate"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     for expected in [
-        "plans/growth.hcl:3:1: field `isolation`",
-        "plans/growth.hcl:4:1: field `retention_days`",
-        "plans/growth.hcl:7:3: field `quotas.seats`",
+        &format!(
+            "plans/growth.hcl:{}:1: field `isolation`",
+            line("isolation")
+        ),
+        &format!(
+            "plans/growth.hcl:{}:1: field `retention_days`",
+            line("retention_days")
+        ),
+        &format!(
+            "plans/growth.hcl:{}:3: field `quotas.seats`",
+            line("  seats")
+        ),
         "tenant-reconcile.hcl:2:3: field `events.keep_days`",
         "tenant-reconcile.hcl:7:3: field `hook.billing.timeout`",
         "5 problems found",
-    ] {
-        assert!(err.contains(expected), "{expected}:\n{err}");
+    ]
+    .map(String::from)
+    {
+        assert!(err.contains(expected.as_str()), "{expected}:\n{err}");
     }
 }
