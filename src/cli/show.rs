@@ -92,7 +92,12 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
                 failures.push((slug, f));
                 format!("FAILED at {} ({})", f.step, attempts(f.attempts))
             }
-            None => "ok".to_string(),
+            // A step recorded and no failure: the apply that took it did not finish (it
+            // was stopped, or is running now), which is not `ok`.
+            None => match &t.step {
+                Some(step) => format!("not finished (at {step})"),
+                None => "ok".to_string(),
+            },
         };
         println!(
             "{slug:width$}  {:14}  {plan:10}  {:24}  {:28}  {outcome}",
@@ -336,7 +341,12 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
 
 /// `healthy at 2026-12-01 20:34`, `UNHEALTHY: login, app`, or `-` when never checked.
 fn health_cell(t: &tenant_reconcile::state::TenantState) -> String {
-    let Some(h) = &t.health else {
+    // A tombstone has nothing left to be healthy: its last check's outcome is history.
+    let Some(h) = t
+        .health
+        .as_ref()
+        .filter(|_| t.lifecycle != tenant_reconcile::state::Lifecycle::Deprovisioned)
+    else {
         return "-".into();
     };
     let at = h.at.get(..16).unwrap_or(&h.at).replace('T', " ");

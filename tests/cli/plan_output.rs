@@ -222,3 +222,26 @@ fn owners_are_one_however_capitalised_and_a_shared_owner_is_said() {
     let said = text(&out.stdout) + &text(&out.stderr);
     assert!(said.contains(warning), "{said}");
 }
+
+#[test]
+fn show_after_a_stopped_apply_does_not_call_it_ok() {
+    // Killed while a tenant's steps are under way: tried with longer waits until a kill
+    // lands in the middle of a tenant.
+    let stopped = [0, 20, 50, 100, 200, 300, 500].into_iter().find_map(|ms| {
+        let repo = Repo::example();
+        repo.kill_apply(1, 1, std::time::Duration::from_millis(ms));
+        let show = text(&repo.run(&["show"]).stdout);
+        show.contains(" provisioning ").then_some((repo, show))
+    });
+    let (repo, show) = stopped.expect("no kill landed in the middle of a tenant");
+    for row in show.lines().filter(|l| l.contains(" provisioning ")) {
+        assert!(
+            !row.ends_with("  ok") && row.contains("not finished (at "),
+            "a provisioning tenant whose apply stopped reads as ok:\n{show}"
+        );
+    }
+    repo.apply();
+    repo.assert_plan_empty();
+    let show = text(&repo.run(&["show"]).stdout);
+    assert!(!show.contains("not finished"), "{show}");
+}

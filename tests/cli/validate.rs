@@ -101,6 +101,13 @@ fn validate_and_new_tenant_refuse_a_tombstones_slug_as_plan_does() {
     repo.apply();
     repo.remove("tenants/globex.yaml");
     assert!(repo.run(&["validate"]).status.success());
+    // Its tombstone keeps no health of its own.
+    let show = text(&repo.run(&["show"]).stdout);
+    let row = show.lines().find(|l| l.starts_with("globex ")).unwrap();
+    assert!(
+        row.contains("deprovisioned") && !row.contains("healthy"),
+        "{show}"
+    );
     let unchanged = repo.fingerprint();
 
     // new-tenant refuses the slug and writes nothing.
