@@ -55,7 +55,7 @@ pub async fn run(root: &Path, args: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Each checked tenant's health, then each tenant not checked with why
-/// (`"checked": false`, `healthy` false when it should be active).
+/// (`"checked": false`, no checks, `healthy` false when it should be active).
 fn json(report: &CheckReport) -> serde_json::Value {
     let mut out: Vec<serde_json::Value> = report
         .tenants
@@ -67,6 +67,7 @@ fn json(report: &CheckReport) -> serde_json::Value {
             "slug": t.slug,
             "checked": false,
             "healthy": !t.should_be_active,
+            "checks": [],
             "lifecycle": t.lifecycle,
             "reason": t.reason,
         })
