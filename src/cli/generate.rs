@@ -57,7 +57,23 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     Ok(0)
 }
 
-pub fn man() -> anyhow::Result<ExitCode> {
-    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write the pages into this folder (made if missing), one for the tool and one for each
+    /// subcommand, instead of printing the tool's page.
+    #[arg(long = "dir", value_name = "DIR")]
+    pages_dir: Option<std::path::PathBuf>,
+}
+
+pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
+    match args.pages_dir {
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?,
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .map_err(|e| anyhow::anyhow!("cannot write the pages to {}: {e}", dir.display()))?;
+        }
+    }
     Ok(0)
 }

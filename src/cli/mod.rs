@@ -92,8 +92,9 @@ pub enum Command {
     Schema(generate::SchemaArgs),
     /// Print shell completions: `tenant-reconcile completions bash > /etc/bash_completion.d/tenant-reconcile`.
     Completions(generate::CompletionsArgs),
-    /// Print the man page (roff): `tenant-reconcile man > tenant-reconcile.1`.
-    Man,
+    /// Print the man page (roff): `tenant-reconcile man > tenant-reconcile.1`; with `--dir`,
+    /// write it and a page for each subcommand (`tenant-reconcile-plan.1`, which it refers to).
+    Man(generate::ManArgs),
 }
 
 /// Flags shared by plan and apply.
@@ -212,7 +213,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::NewTenant(args) => scaffold::new_tenant(&root, args),
         Command::Schema(args) => generate::schema(&root, args),
         Command::Completions(args) => generate::completions(args),
-        Command::Man => generate::man(),
+        Command::Man(args) => generate::man(args),
         Command::Validate(args) => validate::run(&root, args),
         Command::Plan(args) => plan::run(&root, args).await,
         Command::Apply(args) => apply::run(&root, args).await,

@@ -323,8 +323,25 @@ fn the_readme_install_lines_work_on_a_fresh_home() {
     assert!(std::fs::read_to_string(completion)
         .unwrap()
         .contains("_tenant__reconcile"));
-    let page = home.path().join(".local/share/man/man1/tenant-reconcile.1");
-    assert!(std::fs::read_to_string(page).unwrap().contains(".TH"));
+    // The tool's page, and every page it refers to.
+    let pages = home.path().join(".local/share/man/man1");
+    let main = std::fs::read_to_string(pages.join("tenant-reconcile.1")).unwrap();
+    assert!(main.contains(".TH"));
+    let referred: Vec<&str> = main
+        .split("tenant\\-reconcile\\-")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("(1)").map(|(name, _)| name))
+        .filter(|name| !name.contains(' '))
+        .collect();
+    assert!(referred.contains(&"plan"), "{main}");
+    for name in referred {
+        let file = pages.join(format!("tenant-reconcile-{}.1", name.replace("\\-", "-")));
+        assert!(
+            file.is_file(),
+            "the page refers to {} which is not there",
+            file.display()
+        );
+    }
 }
 
 /// What bash completes after `words` (the last one being completed), with the script
