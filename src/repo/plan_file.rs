@@ -194,7 +194,7 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
                 .hint("S3 counts lifecycle ages in whole days from 1"),
         );
     }
-    problems.extend(check_limits(file, source, &raw));
+    problems.extend(check_limits(file, &spans, &raw));
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -218,13 +218,13 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
 
 /// A limit names what the plan declares, and is no lower than what the plan itself gives:
 /// a cap under the default would refuse every tenant on the tier its own plan.
-fn check_limits(file: &str, source: &str, raw: &RawPlan) -> Vec<Diagnostic> {
+fn check_limits(file: &str, spans: &hcl_file::Spans, raw: &RawPlan) -> Vec<Diagnostic> {
     let limits = &raw.limits;
     let mut out = Vec::new();
-    let at = |name: &str| locate_in_limits(source, name);
+    let at = |path: &str| spans.at(path);
     if let Some(max) = limits.isolation {
         if max < raw.isolation {
-            let (line, col) = at("isolation");
+            let (line, col) = at("limits.isolation");
             out.push(
                 Diagnostic::new(
                     file,
@@ -241,7 +241,7 @@ fn check_limits(file: &str, source: &str, raw: &RawPlan) -> Vec<Diagnostic> {
         }
     }
     for (quota, max) in &limits.quotas {
-        let (line, col) = at(quota);
+        let (line, col) = at(&format!("limits.quotas.{quota}"));
         let field = format!("limits.quotas.{quota}");
         match raw.quotas.get(quota) {
             None => out.push(
@@ -266,7 +266,7 @@ fn check_limits(file: &str, source: &str, raw: &RawPlan) -> Vec<Diagnostic> {
         }
     }
     for (flag, allowed) in &limits.features {
-        let (line, col) = at(flag);
+        let (line, col) = at(&format!("limits.features.{flag}"));
         let field = format!("limits.features.{flag}");
         match raw.features.get(flag) {
             None => out.push(
@@ -291,23 +291,6 @@ fn check_limits(file: &str, source: &str, raw: &RawPlan) -> Vec<Diagnostic> {
         }
     }
     out
-}
-
-/// Where `name` is set inside the `limits` block (the same name is set in the plan's own
-/// quotas and features above it).
-fn locate_in_limits(source: &str, name: &str) -> (usize, usize) {
-    let Some((start, _)) = hcl_file::locate_key(source, "limits") else {
-        return (1, 1);
-    };
-    let rest: String = source
-        .lines()
-        .skip(start - 1)
-        .collect::<Vec<_>>()
-        .join("\n");
-    hcl_file::locate_key(&rest, name)
-        .or_else(|| hcl_file::locate_text(&rest, name))
-        .map(|(line, col)| (line + start - 1, col))
-        .unwrap_or((start, 1))
 }
 
 fn names<V>(m: &BTreeMap<String, V>) -> String {
