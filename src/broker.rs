@@ -37,8 +37,14 @@ pub fn user(config: &RabbitmqConfig, slug: &Slug) -> String {
 
 /// The broker user's password. Derived under a name of its own, so it is never the
 /// password of the tenant's database role, even when both are called `tenant_acme`.
-pub fn password(key: &MasterKey, tenant_id: &str, user: &str, version: u32) -> String {
-    key.password(tenant_id, &format!("amqp/{user}"), version)
+pub fn password(
+    key: &MasterKey,
+    tenant_id: &str,
+    incarnation: Option<&str>,
+    user: &str,
+    version: u32,
+) -> String {
+    key.password(tenant_id, incarnation, &format!("amqp/{user}"), version)
 }
 
 /// The AMQP URL a tenant's application connects with: the config's broker address with the

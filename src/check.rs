@@ -133,6 +133,7 @@ pub async fn check(
     let mark = Mark {
         state: ws.repo.config.state.name.clone(),
         lineage: state.lineage.clone(),
+        tenant: None,
     };
     let permits = Semaphore::new(opts.parallelism.max(1));
     let runs = compiled.iter().map(|(d, declared)| {
@@ -146,9 +147,11 @@ pub async fn check(
                 lifecycle: Lifecycle::Active,
                 credentials_version: ts.credentials_version,
                 key,
-                mark,
+                mark: mark.for_tenant(ts.tenant_id.as_deref()),
+                incarnation: ts.incarnation.as_deref(),
                 claimed: false,
                 recorded: &ts.resources,
+                retired: &ts.retired,
             };
             let health = crate::smoke::run(targets, &ctx, declared).await;
             TenantHealth {

@@ -150,8 +150,17 @@ impl MasterKey {
         Hmac::<Sha256>::new_from_slice(&self.bytes).expect("HMAC takes any key length")
     }
 
-    /// The password of `role` for the tenant with id `tenant_id`.
-    pub fn password(&self, tenant_id: &str, role: &str, version: u32) -> String {
+    /// The password of `role` for the tenant with id `tenant_id`, in the incarnation the
+    /// state recorded when it adopted the tenant (`TenantState::incarnation`): a tenant
+    /// adopted again gets passwords no one was ever given. Without one, the derivation is
+    /// the one every tenant had before incarnations were recorded.
+    pub fn password(
+        &self,
+        tenant_id: &str,
+        incarnation: Option<&str>,
+        role: &str,
+        version: u32,
+    ) -> String {
         let mut mac = self.mac();
         mac.update(b"tenant-reconcile/v1\0");
         mac.update(tenant_id.as_bytes());
@@ -159,6 +168,11 @@ impl MasterKey {
         mac.update(role.as_bytes());
         mac.update(b"\0");
         mac.update(&version.to_be_bytes());
+        if let Some(incarnation) = incarnation {
+            // After the version's fixed four bytes, so no other input reads the same.
+            mac.update(b"\0incarnation\0");
+            mac.update(incarnation.as_bytes());
+        }
         hex::encode(mac.finalize().into_bytes())
     }
 }
@@ -201,11 +215,14 @@ mod tests {
     #[test]
     fn derivation_is_stable_and_depends_on_every_input() {
         let k = MasterKey::from_bytes(&[7u8; 32], "test").unwrap();
-        let p = k.password("t1", "tenant_acme", 1);
-        assert_eq!(p, k.password("t1", "tenant_acme", 1));
-        assert_ne!(p, k.password("t2", "tenant_acme", 1));
-        assert_ne!(p, k.password("t1", "tenant_other", 1));
-        assert_ne!(p, k.password("t1", "tenant_acme", 2));
+        let p = k.password("t1", None, "tenant_acme", 1);
+        assert_eq!(p, k.password("t1", None, "tenant_acme", 1));
+        assert_ne!(p, k.password("t2", None, "tenant_acme", 1));
+        assert_ne!(p, k.password("t1", None, "tenant_other", 1));
+        assert_ne!(p, k.password("t1", None, "tenant_acme", 2));
+        let adopted = k.password("t1", Some("i1"), "tenant_acme", 1);
+        assert_ne!(p, adopted);
+        assert_ne!(adopted, k.password("t1", Some("i2"), "tenant_acme", 1));
         assert!(!fingerprint(&p).contains(&p[..16]));
     }
 
@@ -216,7 +233,7 @@ mod tests {
         assert_eq!(k.id(), k.id());
         assert_ne!(k.id(), other.id());
         assert!(k.id().starts_with("kid:"));
-        assert!(!k.password("t1", "r", 1).contains(&k.id()[4..]));
+        assert!(!k.password("t1", None, "r", 1).contains(&k.id()[4..]));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! A tenant's data written out in a form the customer can load again: a CSV file with a
 //! header per table of its slice, a copy of each object of its bucket, and `manifest.json`
-//! saying what each file is, how many rows or bytes it holds, and its sha256.
+//! saying what each file is, how many rows or bytes it holds, and its sha256. What its
+//! replaces left behind and kept (an old slice or bucket) is written in the same way under
+//! `retired/<name>/`, each file's manifest entry saying which one it came from.
 //!
 //! Files are streamed: each is written as it is read from its target, hashed on the way,
 //! and nothing holds a whole table or object in memory.
@@ -64,6 +66,9 @@ pub struct OtherFile {
     pub file: String,
     pub size: u64,
     pub sha256: String,
+    /// The retired resource it came from (`schema t_acme`), for one a replace left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -72,6 +77,9 @@ pub struct TableFile {
     pub file: String,
     pub rows: u64,
     pub sha256: String,
+    /// The retired resource it came from (`schema t_acme`), for one a replace left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -80,6 +88,9 @@ pub struct ObjectFile {
     pub file: String,
     pub size: u64,
     pub sha256: String,
+    /// The retired resource it came from (`bucket acme-old`), for one a replace left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<String>,
 }
 
 /// Where an export's files go: a folder of its own. Targets add files through it.
@@ -88,6 +99,8 @@ pub struct ExportSink {
     tables: Mutex<Vec<TableFile>>,
     objects: Mutex<Vec<ObjectFile>>,
     other: Mutex<Vec<OtherFile>>,
+    /// While a retired resource is written: the folder its files go in, and what it is.
+    retired: Mutex<Option<(String, String)>>,
 }
 
 /// One file being written: bytes go to disk and into its digest as they come.
@@ -136,7 +149,23 @@ impl ExportSink {
             tables: Mutex::default(),
             objects: Mutex::default(),
             other: Mutex::default(),
+            retired: Mutex::default(),
         })
+    }
+
+    /// Writes what follows as the files of the retired resource `what`, under `folder`
+    /// (`None`: the tenant's current resources again). Targets write as they always do.
+    fn set_retired(&self, retired: Option<(String, String)>) {
+        *self.retired.lock().expect("not poisoned") = retired;
+    }
+
+    /// The retired resource being written, if any.
+    fn retired_now(&self) -> Option<String> {
+        self.retired
+            .lock()
+            .expect("not poisoned")
+            .as_ref()
+            .map(|(_, what)| what.clone())
     }
 
     /// Starts a file at `rel` inside the export. `rel` is built by the caller from checked
@@ -150,7 +179,11 @@ impl ExportSink {
                 "{rel:?} is not a path inside the export"
             )));
         }
-        let path = self.dir.join(rel);
+        let rel = match &*self.retired.lock().expect("not poisoned") {
+            Some((folder, _)) => format!("{folder}/{rel}"),
+            None => rel.to_string(),
+        };
+        let path = self.dir.join(&rel);
         if let Some(parent) = path.parent() {
             crate::private_files::create_dir_all(parent)
                 .map_err(ProviderError::io(format!("create {}", parent.display())))?;
@@ -166,7 +199,7 @@ impl ExportSink {
         Ok(ExportFile {
             file: tokio::io::BufWriter::with_capacity(256 * 1024, file),
             path,
-            rel: rel.to_string(),
+            rel,
             hasher: Sha256::new(),
             size: 0,
         })
@@ -179,33 +212,39 @@ impl ExportSink {
         rows: u64,
     ) -> Result<(), ProviderError> {
         let (rel, _, sha256) = file.finish().await?;
+        let retired = self.retired_now();
         self.tables.lock().expect("not poisoned").push(TableFile {
             table: table.to_string(),
             file: rel,
             rows,
             sha256,
+            retired,
         });
         Ok(())
     }
 
     pub async fn finish_object(&self, key: &str, file: ExportFile) -> Result<(), ProviderError> {
         let (rel, size, sha256) = file.finish().await?;
+        let retired = self.retired_now();
         self.objects.lock().expect("not poisoned").push(ObjectFile {
             key: key.to_string(),
             file: rel,
             size,
             sha256,
+            retired,
         });
         Ok(())
     }
 
     pub async fn finish_file(&self, what: &str, file: ExportFile) -> Result<(), ProviderError> {
         let (rel, size, sha256) = file.finish().await?;
+        let retired = self.retired_now();
         self.other.lock().expect("not poisoned").push(OtherFile {
             what: what.to_string(),
             file: rel,
             size,
             sha256,
+            retired,
         });
         Ok(())
     }
@@ -251,6 +290,7 @@ pub async fn write(
     slug: &Slug,
     tenant_id: &str,
     recorded: &BTreeMap<Key, Attrs>,
+    retired: &[crate::state::Retired],
 ) -> Result<(Manifest, String), ProviderError> {
     let sink = ExportSink::create(dir)?;
     let req = ExportRequest {
@@ -261,6 +301,21 @@ pub async fn write(
     };
     for source in sources {
         source.export(&req).await?;
+    }
+    for r in retired {
+        // Each target reads where the retired one is as it reads a recorded one.
+        let at: BTreeMap<Key, Attrs> = std::iter::once((r.key.clone(), r.attrs.clone())).collect();
+        // `retired/schema-t_acme`: the name its key has in plans and the audit.
+        let folder = r.address_key().name.unwrap_or_default();
+        sink.set_retired(Some((folder, r.resource.clone())));
+        let req = ExportRequest {
+            recorded: &at,
+            ..req
+        };
+        for source in sources {
+            source.export(&req).await?;
+        }
+        sink.set_retired(None);
     }
     // The slice's shape, which its files follow, as the state recorded it.
     let schema_version = recorded

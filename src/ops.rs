@@ -238,15 +238,21 @@ fn check_key_by_fingerprint(state: &State, key: &MasterKey) -> Result<(), Error>
         fingerprint.starts_with("sha256:").then_some((
             slug,
             t.tenant_id.as_deref()?,
+            t.incarnation.as_deref(),
             attrs.str("name"),
             version,
             fingerprint,
         ))
     });
-    let Some((slug, tenant_id, name, version, fingerprint)) = sample else {
+    let Some((slug, tenant_id, incarnation, name, version, fingerprint)) = sample else {
         return Ok(());
     };
-    let derived = crate::credentials::fingerprint(&key.password(tenant_id, name, version as u32));
+    let derived = crate::credentials::fingerprint(&key.password(
+        tenant_id,
+        incarnation,
+        name,
+        version as u32,
+    ));
     if derived == fingerprint {
         return Ok(());
     }
@@ -434,7 +440,8 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
     };
     let naming = crate::naming::Naming::from(&ws.repo.config.postgres);
     let role = naming.role(slug);
-    let password = key.password(tenant_id, &role, t.credentials_version);
+    let incarnation = t.incarnation.as_deref();
+    let password = key.password(tenant_id, incarnation, &role, t.credentials_version);
     // The broker's login, on a line of its own, when the tenant has a vhost.
     let broker = t
         .resources
@@ -442,7 +449,8 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
         .map(|vhost| {
             let mq = &ws.repo.config.rabbitmq;
             let user = vhost.str("user");
-            let password = crate::broker::password(&key, tenant_id, user, t.credentials_version);
+            let password =
+                crate::broker::password(&key, tenant_id, incarnation, user, t.credentials_version);
             format!(
                 "\n{}",
                 crate::broker::amqp_url(mq, user, &password, vhost.str("vhost"))
@@ -796,7 +804,13 @@ pub async fn state_rm(
             released.push(Released {
                 slug: slug.to_string(),
                 tenant_id: t.tenant_id,
-                resources: t.resources.keys().map(|k| format!("{slug}/{k}")).collect(),
+                resources: t
+                    .resources
+                    .keys()
+                    .cloned()
+                    .chain(t.retired.iter().map(|r| r.address_key()))
+                    .map(|k| format!("{slug}/{k}"))
+                    .collect(),
                 by: by.clone(),
                 at: crate::state::now(),
                 git_commit: ws.git_commit.clone(),
@@ -856,14 +870,15 @@ pub async fn export(
     }
     let targets = ws.targets(ws.repo.migrations.clone());
     let sources: Vec<&dyn crate::provider::Provider> = targets.all().collect();
-    let (manifest, sha256) = crate::export::write(&dir, &sources, slug, tenant_id, &t.resources)
-        .await
-        .map_err(|e| {
-            Error::Usage(format!(
-                "exporting {slug}: {}; {} holds a partial export, without a manifest",
-                crate::error::chain(&e),
-                dir.display()
-            ))
-        })?;
+    let (manifest, sha256) =
+        crate::export::write(&dir, &sources, slug, tenant_id, &t.resources, &t.retired)
+            .await
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "exporting {slug}: {}; {} holds a partial export, without a manifest",
+                    crate::error::chain(&e),
+                    dir.display()
+                ))
+            })?;
     Ok((dir, manifest, sha256))
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::credentials::MasterKey;
-use crate::desired::Kind;
+use crate::desired::{Key, Kind};
 use crate::error::chain;
 use crate::plan::{Action, Plan, TenantPlan};
 use crate::provider::{Mark, ProviderError, StepContext, Targets};
@@ -139,6 +139,7 @@ impl Executor {
         let mark = Mark {
             state: self.state_name.clone(),
             lineage: state.lineage.clone(),
+            tenant: None,
         };
         let mark = &mark;
         let tasks_share = Shared {
@@ -195,9 +196,11 @@ impl Executor {
             lifecycle,
             credentials_version: ts.credentials_version,
             key: &self.key,
-            mark,
+            mark: mark.for_tenant(ts.tenant_id.as_deref()),
+            incarnation: ts.incarnation.as_deref(),
             claimed,
             recorded: &ts.resources,
+            retired: &ts.retired,
         }
     }
 
@@ -274,10 +277,13 @@ impl Executor {
             }
         };
 
-        if self.queue_hooks(tp, &mut ts) {
+        let intents = self.record_intents(tp, &mut ts);
+        if self.queue_hooks(tp, &mut ts) | intents {
             // Recorded before anything of the tenant changes: a moment its steps reach
             // (its plan written to the registry, its lifecycle moved) may be unseen by the
-            // next plan if this run stops after them, and its runs would be lost.
+            // next plan if this run stops after them, and its runs would be lost; a
+            // registry row made by a run stopped before its next checkpoint is known for
+            // this state's; an adopted tenant's passwords are derived anew from here on.
             checkpoint(&ts).await?;
         }
         // The audit rows of the purge this run carries out, written before its first
@@ -300,8 +306,27 @@ impl Executor {
                 if audited.is_none() {
                     audited = Some(self.audit_begin(tp, &ts).await?);
                 }
-                let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
-                self.purge(&ctx, change).await?;
+                match ts.retired_at_key(&change.key).cloned() {
+                    Some(retired) => {
+                        // Where the retired one is, as its target reads a recorded one.
+                        let at = std::iter::once((retired.key.clone(), retired.attrs)).collect();
+                        let ctx = StepContext {
+                            recorded: &at,
+                            ..self.step_context(tp, &ts, lifecycle, mark, false)
+                        };
+                        self.purge(&ctx, &retired.key).await?;
+                        ts.retired.retain(|r| r.address_key() != change.key);
+                    }
+                    None => {
+                        if let Some(found) = change.purged.as_ref().and_then(|p| p.found.clone()) {
+                            // Ours and never recorded (adopted, or made by a run cut short):
+                            // its target reads where it is as from a record.
+                            ts.resources.entry(change.key.clone()).or_insert(found);
+                        }
+                        let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
+                        self.purge(&ctx, &change.key).await?;
+                    }
+                }
                 ts.resources.remove(&change.key);
                 if change.key.kind == Kind::Database {
                     // Seed rows live in the slice and went with it.
@@ -323,9 +348,11 @@ impl Executor {
                 lifecycle,
                 credentials_version: ts.credentials_version,
                 key: &self.key,
-                mark,
+                mark: mark.for_tenant(ts.tenant_id.as_deref()),
+                incarnation: ts.incarnation.as_deref(),
                 claimed,
                 recorded: &ts.resources,
+                retired: &ts.retired,
             };
             if change.key.kind == Kind::Registry && change.action == Action::Create {
                 let desired = change
@@ -400,6 +427,13 @@ impl Executor {
             };
             match result {
                 Some(attrs) => {
+                    let replaced = ts.resources.get(&change.key).cloned();
+                    let keeps = provider.replace_keeps_old(change.key.kind);
+                    if let (Action::Replace, Some(old), true) = (change.action, replaced, keeps) {
+                        // A replace keeps the old one with its data; the state remembers
+                        // it, so the tenant's export and purge reach it.
+                        ts.retire(&change.key, old, &attrs, now());
+                    }
                     ts.resources.insert(change.key.clone(), attrs);
                 }
                 None => {
@@ -529,6 +563,27 @@ impl Executor {
         }
         ts.updated_at = now();
         Ok(())
+    }
+
+    /// What must be on record before a tenant's first step; whether anything was added.
+    /// A new tenant's registration: the registry row it makes is then this state's even if
+    /// the run stops before recording its id (a row the state does not know of is another
+    /// tenant's, whose slug a new file may not take). An adopted tenant's incarnation: its
+    /// passwords derive from it, so none handed out before the adoption still logs in.
+    fn record_intents(&self, tp: &TenantPlan, ts: &mut TenantState) -> bool {
+        let registry = Key::new(Kind::Registry);
+        let mut added = false;
+        for c in tp.changes.iter().filter(|c| c.key == registry) {
+            match c.action {
+                Action::Create => added |= ts.creating.insert(registry.clone()),
+                Action::Import if ts.incarnation.is_none() => {
+                    ts.incarnation = Some(uuid::Uuid::new_v4().to_string());
+                    added = true;
+                }
+                _ => {}
+            }
+        }
+        added
     }
 }
 

@@ -9,7 +9,7 @@ use super::Executor;
 use crate::audit::AuditEntry;
 use crate::desired::{Key, Kind};
 use crate::error::chain;
-use crate::plan::{ResourceChange, TenantPlan};
+use crate::plan::TenantPlan;
 use crate::provider::{Mark, StepContext};
 use crate::state::{now, Lifecycle, Purge, TenantState};
 
@@ -114,14 +114,10 @@ impl Executor {
     /// Destroys one resource, where the state recorded it. Idempotent: a rerun after a kill
     /// destroys what is gone already again, changing nothing. The audit is what records
     /// each resource's purge; the state records the purge's start and end.
-    pub(super) async fn purge(
-        &self,
-        ctx: &StepContext<'_>,
-        change: &ResourceChange,
-    ) -> Result<(), String> {
+    pub(super) async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), String> {
         self.targets
-            .for_kind(change.key.kind)
-            .purge(ctx, &change.key)
+            .for_kind(key.kind)
+            .purge(ctx, key)
             .await
             .map_err(|e| chain(&e))
     }

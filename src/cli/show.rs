@@ -145,6 +145,22 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
             println!("  {line}");
         }
     }
+    let retired: Vec<_> = state
+        .tenants
+        .iter()
+        .flat_map(|(slug, t)| t.retired.iter().map(move |r| (slug, r)))
+        .collect();
+    if !retired.is_empty() {
+        println!("\nLeft behind by replaces (kept with their data; exported and purged with their tenant):");
+        for (slug, r) in retired {
+            println!(
+                "  {slug}/{}  {}, since {}",
+                r.address_key(),
+                r.resource,
+                r.retired_at
+            );
+        }
+    }
     if !state.released.is_empty() {
         println!("\nReleased (forgotten with `state rm`, their resources left as they were):");
         for r in &state.released {
@@ -248,6 +264,9 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 for key in t.resources.keys() {
                     println!("{slug}/{key}");
                 }
+                for r in &t.retired {
+                    println!("{slug}/{}", r.address_key());
+                }
             }
             Ok(0)
         }
@@ -330,6 +349,18 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 println!("\n  {slug}/{key}");
                 let width = attrs.keys().map(str::len).max().unwrap_or(0);
                 for (k, v) in attrs {
+                    println!("      {k:width$} = {v}");
+                }
+            }
+            for r in &t.retired {
+                println!(
+                    "\n  {slug}/{}  # {}, left behind by a replace on {}: kept with its data until {slug} is purged, and exported with it",
+                    r.address_key(),
+                    r.resource,
+                    r.retired_at
+                );
+                let width = r.attrs.keys().map(str::len).max().unwrap_or(0);
+                for (k, v) in &r.attrs {
                     println!("      {k:width$} = {v}");
                 }
             }

@@ -271,8 +271,9 @@ fn compile_tenant(
         ("login", json!(spec.status == Status::Active)),
         ("credentials_version", json!(credentials_version)),
     ]);
+    let incarnation = recorded.and_then(|r| r.incarnation.as_deref());
     if let (Some(key), Some(tenant_id)) = (key, recorded.and_then(|r| r.tenant_id.as_deref())) {
-        let password = key.password(tenant_id, &role, credentials_version);
+        let password = key.password(tenant_id, incarnation, &role, credentials_version);
         role_attrs.insert(
             "password_fingerprint",
             json!(crate::credentials::fingerprint(&password)),
@@ -321,7 +322,8 @@ fn compile_tenant(
         let mut vhost = crate::broker::desired(mq, &spec.slug, effective.status, &effective.quotas);
         if let (Some(key), Some(tenant_id)) = (key, recorded.and_then(|r| r.tenant_id.as_deref())) {
             let user = crate::broker::user(mq, &spec.slug);
-            let password = crate::broker::password(key, tenant_id, &user, credentials_version);
+            let password =
+                crate::broker::password(key, tenant_id, incarnation, &user, credentials_version);
             vhost.insert(
                 "password_fingerprint",
                 json!(crate::credentials::fingerprint(&password)),

@@ -153,6 +153,18 @@ impl<'a> Planner<'a> {
                 Err(slug_reused(&d.file, slug, recorded, source))
             };
         }
+        if let Some(why) = taken(&self.input, slug, recorded) {
+            if !self.input.import.contains(slug) {
+                let source = self
+                    .input
+                    .repo
+                    .tenants
+                    .iter()
+                    .find(|t| &t.slug == slug)
+                    .map_or("", |t| t.source.as_str());
+                return Err(slug_taken(d, &why, source));
+            }
+        }
         if let (Phase::Purging, Some(r)) = (phase, recorded) {
             if !leaving {
                 return Ok(Some(Planned::Skipped(format!(
@@ -280,7 +292,12 @@ impl<'a> Planner<'a> {
         mut changes: Vec<ResourceChange>,
         from: Lifecycle,
     ) -> TenantPlan {
-        changes.extend(super::purge::changes(d.slug(), r, self.input.live));
+        let mark = crate::provider::Mark {
+            state: self.input.repo.config.state.name.clone(),
+            lineage: self.input.state.lineage.clone(),
+            tenant: r.tenant_id.clone(),
+        };
+        changes.extend(super::purge::changes(d.slug(), r, self.input.live, &mark));
         TenantPlan {
             slug: d.slug().clone(),
             file: d.file.clone(),
@@ -328,6 +345,7 @@ impl<'a> Planner<'a> {
                 Some(super::Purged {
                     resource: format!("erasure export {location}"),
                     holds,
+                    found: None,
                 }),
             )],
             tenant: d.effective.clone(),
@@ -394,9 +412,11 @@ impl<'a> Planner<'a> {
                 ));
             }
             for c in t.changes.iter().filter(|c| c.action == Action::Replace) {
+                let old = c.leaves.as_deref().unwrap_or("the old one");
                 warnings.push(format!(
-                    "{}/{} will be replaced: a new one is built and the old one is kept, with its data, for you to move and remove; apply needs --allow-replace",
-                    t.slug, c.key
+                    "{slug}/{key} will be replaced: a new one is built, and {old} is left behind with its data until {slug} is purged: the state keeps it as retired (`state show {slug}`), for you to move what you need; offboarding {slug} exports it, and its purge destroys it with the rest. apply needs --allow-replace",
+                    slug = t.slug,
+                    key = c.key
                 ));
             }
         }
@@ -508,6 +528,58 @@ fn looks_renamed(tenants: &[TenantPlan], orphans: &[Orphan], state: &State) -> V
     out
 }
 
+/// Why `slug`, which this state does not hold, still belongs to a tenant: the state released
+/// it (`state rm`), or the registry has a row for it that the state did not make. `None`
+/// when the state holds the tenant (its id recorded, or its registration under way) or
+/// the slug was never anyone's.
+fn taken(input: &PlanInput<'_>, slug: &Slug, recorded: Option<&TenantState>) -> Option<String> {
+    let held = recorded
+        .is_some_and(|r| r.tenant_id.is_some() || r.creating.contains(&Key::new(Kind::Registry)));
+    if held {
+        return None;
+    }
+    let registry = input.live.and_then(|l| l.tenants.get(slug));
+    let released = input
+        .state
+        .released
+        .iter()
+        .rev()
+        .find(|r| r.slug == slug.as_str());
+    match (released, registry) {
+        (Some(r), _) => Some(format!(
+            "belonged to a tenant{} that {} released from this state on {} (`state rm`)",
+            r.tenant_id
+                .as_deref()
+                .map(|id| format!(" (id {id})"))
+                .unwrap_or_default(),
+            r.by,
+            r.at.get(..10).unwrap_or(&r.at),
+        )),
+        (None, Some(t)) => Some(format!(
+            "belongs to a tenant (id {}) that the registry holds and this state does not",
+            t.tenant_id
+        )),
+        (None, None) => None,
+    }
+}
+
+/// A new tenant file for a slug that is still another tenant's (see [`taken`]): its
+/// registry row, role, slice and data may all be there, and a new file does not inherit
+/// them by its name.
+fn slug_taken(d: &DesiredTenant, why: &str, source: &str) -> Diagnostic {
+    let slug = d.slug();
+    Diagnostic::new(
+        d.file.clone(),
+        format!(
+            "the slug {slug} {why}; its registry row, login and data may still be there, and a new file does not take them over by its name"
+        ),
+    )
+    .locate(source, "slug")
+    .hint(format!(
+        "to take that tenant back as it is, data and all, adopt it with `plan --import {slug}` (its passwords are made anew); for a new tenant, give it another slug"
+    ))
+}
+
 /// A tenant file whose slug belonged to a tenant purged and tombstoned: a slug is never
 /// given to another tenant, whose data, events and audit would mix with the old one's.
 fn slug_reused(
@@ -602,6 +674,9 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     }
     .or_else(|| recorded.and_then(|r| r.tenant_id.clone()));
 
+    // A tenant this state does not hold, adopted on purpose: everything of it that exists
+    // is imported, whatever mark it carries, so the state records all of it.
+    let adopting = input.import.contains(slug) && taken(input, slug, recorded).is_some();
     let mut changes = Vec::new();
     let mut conflicts = Vec::new();
     let mut desired_keys = BTreeSet::new();
@@ -621,18 +696,29 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         if let Some(l) = live_resource {
             let claimed =
                 recorded_attrs.is_some() || recorded.is_some_and(|t| t.creating.contains(&r.key));
-            match ownership(&l.owner, claimed, &input.state.lineage) {
+            let ownership = if adopting {
+                Ownership::Foreign(None, None)
+            } else {
+                ownership(
+                    &l.owner,
+                    claimed,
+                    &input.state.lineage,
+                    tenant_id.as_deref(),
+                )
+            };
+            match ownership {
                 Ownership::Ours => {}
                 Ownership::OursUnmarked => mark = Some(mark_field(input)),
-                Ownership::Foreign(owner) if !input.import.contains(slug) => {
+                Ownership::Foreign(owner, tenant) if !input.import.contains(slug) => {
                     conflicts.push(Conflict {
                         key: r.key.clone(),
                         resource: describe(r.key.kind, &l.attrs),
                         owner,
+                        tenant,
                     });
                     continue;
                 }
-                Ownership::Foreign(_) => adopt = true,
+                Ownership::Foreign(..) => adopt = true,
             }
         }
         let Some(current) = current else {
@@ -652,6 +738,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                     .map(|c| content_diff("", c)),
                 desired: Some(r.clone()),
                 purged: None,
+                leaves: None,
             });
             continue;
         };
@@ -683,6 +770,10 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         } else {
             Action::Update
         };
+        // A replace builds the new one beside the old, which stays with its data.
+        let leaves = (action == Action::Replace && provider.replace_keeps_old(r.key.kind))
+            .then(|| super::purge::resource(r.key.kind, current))
+            .filter(|old| *old != super::purge::resource(r.key.kind, &r.attrs));
         let diff = match (live_resource.and_then(|l| l.content()), &r.content) {
             (Some(old), Some(new)) if r.key.kind == Kind::File && old != *new => {
                 Some(content_diff(&old, new))
@@ -697,6 +788,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             diff,
             desired: Some(r.clone()),
             purged: None,
+            leaves,
         });
     }
 
@@ -732,6 +824,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                 diff: None,
                 desired: Some(seed.clone()),
                 purged: None,
+                leaves: None,
             });
         }
     }
@@ -772,6 +865,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                 diff: None,
                 desired: Some(export.clone()),
                 purged: None,
+                leaves: None,
             });
         }
     }
@@ -818,18 +912,26 @@ enum Ownership {
     /// Ours by the state's record, but without its mark (made before marks were written,
     /// or a run stopped between creating and marking it): apply marks it.
     OursUnmarked,
-    /// Not ours: the state that marked it, or `None` for a resource with no mark.
-    Foreign(Option<String>),
+    /// Not ours: the state that marked it (`None` for a resource with no mark), and the
+    /// tenant it names when that state is this one and the tenant another.
+    Foreign(Option<String>, Option<String>),
 }
 
-fn ownership(owner: &Owner, claimed: bool, lineage: &str) -> Ownership {
+/// `tenant_id` is the id of the tenant the resource is wanted for, when it has one.
+fn ownership(owner: &Owner, claimed: bool, lineage: &str, tenant_id: Option<&str>) -> Ownership {
     match owner {
         Owner::Untracked => Ownership::Ours,
-        Owner::Marked(m) if !lineage.is_empty() && m.lineage == lineage => Ownership::Ours,
+        Owner::Marked(m) if !lineage.is_empty() && m.lineage == lineage => match &m.tenant {
+            // Made by this state for the tenant that had the slug before.
+            Some(t) if tenant_id != Some(t.as_str()) => {
+                Ownership::Foreign(Some(m.state.clone()), Some(t.clone()))
+            }
+            _ => Ownership::Ours,
+        },
         // Another state's mark wins over our record: it was imported there since.
-        Owner::Marked(m) => Ownership::Foreign(Some(m.state.clone())),
+        Owner::Marked(m) => Ownership::Foreign(Some(m.state.clone()), None),
         Owner::Unmarked if claimed => Ownership::OursUnmarked,
-        Owner::Unmarked => Ownership::Foreign(None),
+        Owner::Unmarked => Ownership::Foreign(None, None),
     }
 }
 
@@ -947,4 +1049,54 @@ fn created_fields(attrs: &Attrs) -> Vec<FieldChange> {
             forces_replace: false,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Mark;
+
+    fn marked(tenant: Option<&str>) -> Owner {
+        Owner::Marked(Box::new(Mark {
+            state: "default".into(),
+            lineage: "l1".into(),
+            tenant: tenant.map(str::to_string),
+        }))
+    }
+
+    #[test]
+    fn a_mark_of_this_state_for_another_tenant_is_not_ours() {
+        let mine = ownership(&marked(Some("t1")), false, "l1", Some("t1"));
+        assert!(matches!(mine, Ownership::Ours));
+        // Written before marks named tenants: its lineage says it all.
+        let old = ownership(&marked(None), false, "l1", Some("t1"));
+        assert!(matches!(old, Ownership::Ours));
+        for wanted_for in [Some("t2"), None] {
+            let theirs = ownership(&marked(Some("t1")), true, "l1", wanted_for);
+            assert!(
+                matches!(&theirs, Ownership::Foreign(Some(s), Some(t)) if s == "default" && t == "t1"),
+                "wanted for {wanted_for:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn marks_read_back_with_and_without_a_tenant() {
+        let m = Mark {
+            state: "prod".into(),
+            lineage: "l1".into(),
+            tenant: Some("t1".into()),
+        };
+        assert_eq!(m.text(), "tenant-reconcile state=prod lineage=l1 tenant=t1");
+        assert_eq!(Mark::parse(&m.text()), Some(m.clone()));
+        let old = Mark::parse("tenant-reconcile state=prod lineage=l1").unwrap();
+        assert_eq!(old.tenant, None);
+        assert!(m.claims(&old));
+        assert!(!m.for_tenant(Some("t2")).claims(&m));
+        assert!(!m.for_tenant(None).claims(&m));
+        assert_eq!(
+            Mark::parse("tenant-reconcile state=prod lineage=l1 tenant="),
+            None
+        );
+    }
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub use diff::{reused_slugs, tombstoned, PlanError, PlanInput, Planned, Planner, MARK_FIELD};
 pub use pipeline::{declared_checks, SMOKE_STEP};
+pub use purge::resource as purged_resource;
 
 use crate::desired::{Effective, Key, Resource};
 use crate::repo::Migration;
@@ -242,6 +243,10 @@ pub struct Conflict {
     /// The state whose mark it carries; `None` when it carries none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The id of the tenant its mark names, when the mark is this state's and the tenant
+    /// another (the one that had the slug before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +294,10 @@ pub struct ResourceChange {
     /// For a purge: what is destroyed, as the deletion audit records it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purged: Option<Purged>,
+    /// For a replace that keeps the old one: what it leaves behind (`schema t_acme`), kept
+    /// with its data until the tenant's purge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaves: Option<String>,
 }
 
 impl ResourceChange {
@@ -302,16 +311,21 @@ impl ResourceChange {
             diff: None,
             desired: None,
             purged,
+            leaves: None,
         }
     }
 }
 
 /// A resource a purge destroys: what it is (`schema t_acme`) and what it holds
 /// (`2 tables, 1,204 rows`), counted when the plan was made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Purged {
     pub resource: String,
     pub holds: String,
+    /// A resource of the tenant's that refresh found and the state never recorded (one
+    /// adopted, or made by a run cut short before its checkpoint): where it is, as read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<crate::desired::Attrs>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

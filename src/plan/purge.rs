@@ -1,13 +1,16 @@
-//! The purge of a tenant as a plan shows it: each resource the state records a `-` destroy
+//! The purge of a tenant as a plan shows it: each resource of the tenant's a `-` destroy
 //! with what it holds, in the reverse of the order it was built (what depends on others
-//! goes first), then the registry row left as a tombstone. Only recorded resources are
-//! purged: what the state never made is not its to destroy.
+//! goes first), then the registry row left as a tombstone. A tenant's resources are those
+//! the state records, those refresh finds carrying this state's mark for this tenant (or
+//! kept in its control plane) though the state never recorded them (adopted and left
+//! unchanged, or made by a run cut short), and those its replaces retired and kept. What
+//! the state never made is not its to destroy.
 
 use serde_json::json;
 
 use super::{Action, FieldChange, Purged, ResourceChange};
 use crate::desired::{Attrs, Key, Kind, Resource};
-use crate::provider::LiveFleet;
+use crate::provider::{LiveFleet, Mark, Owner};
 use crate::slug::Slug;
 use crate::state::TenantState;
 
@@ -25,14 +28,46 @@ const ORDER: [Kind; 9] = [
     Kind::Owner,
 ];
 
-/// The changes that purge `recorded`; `live` (when refreshed) says what each holds.
+/// The changes that purge `recorded`; `live` (when refreshed) says what each holds, and
+/// what of the tenant's the state did not record; `mark` is this state's, for the tenant.
 pub fn changes(
     slug: &Slug,
     recorded: &TenantState,
     live: Option<&LiveFleet>,
+    mark: &Mark,
 ) -> Vec<ResourceChange> {
     let mut out = Vec::new();
+    let found = unrecorded(slug, recorded, live, mark);
     for kind in ORDER {
+        for (key, attrs) in found.iter().filter(|(k, _)| k.kind == kind) {
+            let (key, attrs) = (*key, *attrs);
+            let counted_by_target = live.and_then(|l| l.holding(slug, key));
+            out.push(ResourceChange::delete(
+                key.clone(),
+                Some(Purged {
+                    resource: counted_by_target
+                        .and_then(|h| h.resource.clone())
+                        .unwrap_or_else(|| resource(kind, attrs)),
+                    holds: counted_by_target
+                        .map(|h| h.holds.clone())
+                        .unwrap_or_else(|| counted(kind, attrs)),
+                    found: Some(attrs.clone()),
+                }),
+            ));
+        }
+        for r in recorded.retired.iter().filter(|r| r.key.kind == kind) {
+            out.push(ResourceChange::delete(
+                r.address_key(),
+                Some(Purged {
+                    resource: r.resource.clone(),
+                    holds: format!(
+                        "left behind by a replace on {}; not counted",
+                        r.retired_at.get(..10).unwrap_or(&r.retired_at)
+                    ),
+                    found: None,
+                }),
+            ));
+        }
         for (key, attrs) in recorded.resources.iter().filter(|(k, _)| k.kind == kind) {
             let counted_by_target = live.and_then(|l| l.holding(slug, key));
             let holds = match live {
@@ -48,12 +83,21 @@ pub fn changes(
                 .unwrap_or_else(|| resource(kind, attrs));
             out.push(ResourceChange::delete(
                 key.clone(),
-                Some(Purged { resource, holds }),
+                Some(Purged {
+                    resource,
+                    holds,
+                    found: None,
+                }),
             ));
         }
     }
     let registry = Key::new(Kind::Registry);
-    if let Some(row) = recorded.resources.get(&registry) {
+    // The live row stands in for a record the state lacks (an adoption cut short).
+    let row = recorded
+        .resources
+        .get(&registry)
+        .or_else(|| live.and_then(|l| l.get(slug, &registry)).map(|l| &l.attrs));
+    if let Some(row) = row {
         // The tombstone keeps the tenant's id, slug, plan and dates; its name goes, as the
         // owner's email goes with the membership.
         let mut tombstone = row.clone();
@@ -76,14 +120,41 @@ pub fn changes(
                     content: None,
                 }),
                 purged: None,
+                leaves: None,
             });
         }
     }
     out
 }
 
+/// The tenant's resources that refresh found and the state does not record: kept in its
+/// control plane (rows under its id), or marked by this state for this tenant. An unmarked
+/// one, or one of another tenant's or state's, is not the purge's to destroy.
+fn unrecorded<'a>(
+    slug: &'a Slug,
+    recorded: &'a TenantState,
+    live: Option<&'a LiveFleet>,
+    mark: &Mark,
+) -> Vec<(&'a Key, &'a Attrs)> {
+    let Some(live) = live else {
+        return Vec::new();
+    };
+    let mut out: Vec<(&Key, &Attrs)> = live
+        .resources_of(slug)
+        .filter(|(key, _)| ORDER.contains(&key.kind) && !recorded.resources.contains_key(key))
+        .filter(|(_, r)| match &r.owner {
+            Owner::Untracked => true,
+            Owner::Marked(m) => !mark.lineage.is_empty() && mark.claims(m),
+            Owner::Unmarked => false,
+        })
+        .map(|(key, r)| (key, &r.attrs))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
+}
+
 /// What a resource is, without anything of the tenant's own in it: no email, no value.
-fn resource(kind: Kind, attrs: &Attrs) -> String {
+pub fn resource(kind: Kind, attrs: &Attrs) -> String {
     match kind {
         Kind::Database => match attrs.str("isolation") {
             "database" => format!("database {}", attrs.str("name")),

@@ -361,7 +361,8 @@ impl Provider for Exporter {
         match &self.bucket {
             None => {
                 Self::claim(&dir, tenant_id)?;
-                crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded).await?;
+                crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded, ctx.retired)
+                    .await?;
             }
             Some((s3, _)) => {
                 // The staging folder is the local target's own: whatever a stopped run left
@@ -372,8 +373,15 @@ impl Provider for Exporter {
                 }
                 s3.claim(slug, tenant_id, change.action == Action::Update)
                     .await?;
-                let (manifest, _) =
-                    crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded).await?;
+                let (manifest, _) = crate::export::write(
+                    &dir,
+                    &sources,
+                    slug,
+                    tenant_id,
+                    ctx.recorded,
+                    ctx.retired,
+                )
+                .await?;
                 s3.upload(slug, &dir, &manifest).await?;
                 std::fs::remove_dir_all(&dir)
                     .map_err(ProviderError::io(format!("clear {}", dir.display())))?;

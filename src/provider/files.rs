@@ -51,7 +51,7 @@ impl RenderedFiles {
         let mark_path = self.mark_path(&ctx.tenant.slug);
         let found = FolderMark::parse(read(&mark_path).as_deref());
         let owner = found.owner_of(name);
-        let ours = |m: &Mark| m.lineage == ctx.mark.lineage;
+        let ours = |m: &Mark| ctx.mark.claims(m);
         if matches!(&owner, Owner::Marked(m) if ours(m)) {
             return Ok(());
         }
@@ -235,7 +235,7 @@ impl Provider for RenderedFiles {
         if path.exists() {
             // Only a file this state's mark lists is its own to destroy.
             let owner = found.owner_of(name);
-            let listed = matches!(&owner, Owner::Marked(m) if m.lineage == ctx.mark.lineage);
+            let listed = matches!(&owner, Owner::Marked(m) if ctx.mark.claims(m));
             if !listed {
                 check_ours(ctx, &purge_change(key), &path.display().to_string(), &owner)?;
             }

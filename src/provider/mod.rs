@@ -150,30 +150,67 @@ pub struct LiveResource {
 /// The mark of ownership everything global that tenant-reconcile creates carries: a
 /// comment on a role, schema or database, a bucket tag, a file beside rendered files. It
 /// names the state by its name, for people, and its lineage, which tells two states of the
-/// same name (every environment's default) apart.
+/// same name (every environment's default) apart, and the tenant it was made for by its id:
+/// a slug is a name that can come back (released, then given to a new file), and what the
+/// state made for the tenant that had it is not the new one's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
     pub state: String,
     pub lineage: String,
+    /// The tenant's id; none on a mark written before marks named tenants, or by a run that
+    /// has no registry row yet.
+    pub tenant: Option<String>,
 }
 
 const MARK_PREFIX: &str = "tenant-reconcile state=";
 
 impl Mark {
     /// The mark as written on a resource. The state's name was checked to be plain
-    /// (`[A-Za-z0-9._-]`) and the lineage is a UUID, so it needs no quoting anywhere.
+    /// (`[A-Za-z0-9._-]`), and the lineage and tenant id are UUIDs, so it needs no quoting
+    /// anywhere.
     pub fn text(&self) -> String {
-        format!("{MARK_PREFIX}{} lineage={}", self.state, self.lineage)
+        match &self.tenant {
+            Some(id) => format!(
+                "{MARK_PREFIX}{} lineage={} tenant={id}",
+                self.state, self.lineage
+            ),
+            None => format!("{MARK_PREFIX}{} lineage={}", self.state, self.lineage),
+        }
     }
 
     /// A mark read back; `None` for any other text (a comment someone else wrote).
     pub fn parse(text: &str) -> Option<Mark> {
         let rest = text.trim().strip_prefix(MARK_PREFIX)?;
-        let (state, lineage) = rest.split_once(" lineage=")?;
-        (!state.is_empty() && !lineage.is_empty() && !lineage.contains(' ')).then(|| Mark {
+        let (state, rest) = rest.split_once(" lineage=")?;
+        let (lineage, tenant) = match rest.split_once(" tenant=") {
+            Some((lineage, tenant)) => (lineage, Some(tenant)),
+            None => (rest, None),
+        };
+        let plain = |s: &str| !s.is_empty() && !s.contains(' ');
+        (!state.is_empty() && plain(lineage) && tenant.is_none_or(plain)).then(|| Mark {
             state: state.to_string(),
             lineage: lineage.to_string(),
+            tenant: tenant.map(str::to_string),
         })
+    }
+
+    /// This run's mark for one tenant, once it has an id.
+    pub fn for_tenant(&self, tenant_id: Option<&str>) -> Mark {
+        Mark {
+            tenant: tenant_id.map(str::to_string),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a resource marked `found` is this tenant's, in this state: the same lineage,
+    /// and the same tenant where the mark names one (a mark from before marks named tenants
+    /// is taken by its lineage alone).
+    pub fn claims(&self, found: &Mark) -> bool {
+        found.lineage == self.lineage
+            && found
+                .tenant
+                .as_ref()
+                .is_none_or(|t| self.tenant.as_ref() == Some(t))
     }
 }
 
@@ -350,6 +387,17 @@ impl LiveFleet {
     pub fn contains(&self, slug: &Slug, key: &Key) -> bool {
         self.get(slug, key).is_some()
     }
+
+    /// Every resource refresh found of one tenant, in no set order.
+    pub fn resources_of<'a>(
+        &'a self,
+        slug: &'a Slug,
+    ) -> impl Iterator<Item = (&'a Key, &'a LiveResource)> + 'a {
+        self.parts
+            .iter()
+            .filter_map(move |p| p.resources.get(slug))
+            .flat_map(|found| found.iter().map(|(k, r)| (k, r)))
+    }
 }
 
 /// Where `key` is in a tenant's sorted resources, or where it would go.
@@ -437,7 +485,7 @@ pub fn check_ours(
 ) -> Result<(), ProviderError> {
     let creates = matches!(change.action, Action::Create | Action::Replace);
     let ok = match owner {
-        Owner::Marked(m) => m.lineage == ctx.mark.lineage,
+        Owner::Marked(m) => ctx.mark.claims(m),
         Owner::Unmarked => !creates || ctx.claimed,
         Owner::Untracked => true,
     };
@@ -445,6 +493,10 @@ pub fn check_ours(
         return Ok(());
     }
     Err(ProviderError::NotOurs(match owner {
+        Owner::Marked(m) if m.lineage == ctx.mark.lineage => format!(
+            "{resource} was made by this state for another tenant (id {}); it was left as it is",
+            m.tenant.as_deref().unwrap_or("?")
+        ),
         Owner::Marked(m) => format!(
             "{resource} exists and is managed by another state, {:?}; it was left as it is",
             m.state
@@ -483,13 +535,18 @@ pub struct StepContext<'a> {
     pub lifecycle: Lifecycle,
     pub credentials_version: u32,
     pub key: &'a MasterKey,
-    /// The mark of ownership to write on what the step creates or imports.
-    pub mark: &'a Mark,
+    /// The mark of ownership to write on what the step creates or imports: this state's,
+    /// naming the tenant by its id.
+    pub mark: Mark,
+    /// Recorded when this state adopted the tenant: its passwords derive from it too.
+    pub incarnation: Option<&'a str>,
     /// An earlier run recorded its intent to create this resource and stopped before it was
     /// recorded: finding it unmarked, the step knows it as its own.
     pub claimed: bool,
     /// The tenant's resources as recorded so far: where its slice and bucket are.
     pub recorded: &'a std::collections::BTreeMap<Key, Attrs>,
+    /// What replaces left behind and kept: an export includes them.
+    pub retired: &'a [crate::state::Retired],
 }
 
 impl StepContext<'_> {
@@ -511,6 +568,16 @@ impl StepContext<'_> {
         self.tenant_id
             .ok_or_else(|| ProviderError::Message("the tenant has no registry row yet".into()))
     }
+
+    /// The password of the tenant's login `role` (derived, never stored).
+    pub fn password(&self, role: &str) -> Result<String, ProviderError> {
+        Ok(self.key.password(
+            self.tenant_id()?,
+            self.incarnation,
+            role,
+            self.credentials_version,
+        ))
+    }
 }
 
 /// What an export of one tenant works from.
@@ -530,6 +597,13 @@ pub trait Provider: Send + Sync {
     /// Whether a change to `field` of a `kind` resource needs the resource replaced.
     fn forces_replace(&self, _kind: Kind, _field: &str) -> bool {
         false
+    }
+    /// Whether a replace of a `kind` resource leaves the old one where it is, with what it
+    /// holds (a slice, a bucket, a vhost): the state then keeps it as retired until the
+    /// tenant's purge. A target whose replace removes the old one (a DNS record moves)
+    /// says no.
+    fn replace_keeps_old(&self, _kind: Kind) -> bool {
+        true
     }
     /// Whether creating a `kind` resource and marking it ours are two calls (CREATE
     /// DATABASE cannot run in a transaction; CreateBucket then PutBucketTagging). The

@@ -377,6 +377,11 @@ impl Provider for Route53Dns {
         dns::forces_replace(field)
     }
 
+    fn replace_keeps_old(&self, _kind: Kind) -> bool {
+        // The record under the old name goes in the same change batch.
+        false
+    }
+
     async fn refresh(
         &self,
         targets: &[RefreshTarget],
@@ -435,7 +440,7 @@ impl Provider for Route53Dns {
             {
                 let old_at = self.read(&old).await?;
                 if old != name
-                    && matches!(old_at.owner(), Owner::Marked(ref m) if m.lineage == ctx.mark.lineage)
+                    && matches!(old_at.owner(), Owner::Marked(ref m) if ctx.mark.claims(m))
                 {
                     changes.extend(Self::deletions(&old, &old_at)?);
                 }

@@ -156,6 +156,12 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     {
         header.push_str("  # kept as a tombstone: id, slug, plan and dates");
     }
+    if let Some(old) = &c.leaves {
+        header.push_str(&format!(
+            "  # leaves {old} behind, with its data, until {} is purged",
+            tenant.slug
+        ));
+    }
     if c.key.kind == crate::desired::Kind::Role
         && tenant.lifecycle.to == crate::state::Lifecycle::Active
         && tenant.lifecycle.from != crate::state::Lifecycle::Active
@@ -213,9 +219,13 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
 
 /// Whose a conflicting resource is, as a plan and an apply's outcome say it.
 pub fn conflict_owner(c: &crate::plan::Conflict) -> String {
-    match &c.owner {
-        Some(state) => format!("{} is managed by another state, {state:?}", c.resource),
-        None => format!("{} has no mark of ownership", c.resource),
+    match (&c.owner, &c.tenant) {
+        (_, Some(id)) => format!(
+            "{} was made by this state for another tenant (id {id}), which had the slug before",
+            c.resource
+        ),
+        (Some(state), None) => format!("{} is managed by another state, {state:?}", c.resource),
+        (None, None) => format!("{} has no mark of ownership", c.resource),
     }
 }
 

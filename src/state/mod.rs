@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod local;
 pub mod postgres;
+pub mod retired;
 pub mod s3;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 pub use backend::{LockInfo, StateBackend, StateError, StateLock};
+pub use retired::Retired;
 
 use crate::desired::{Attrs, Key};
 
@@ -142,6 +144,15 @@ pub struct TenantState {
     /// `tenant.outputs`. Never secrets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// What replaces left behind and kept, with their data, until the tenant's purge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Retired>,
+    /// Drawn when this state adopted the tenant (`--import`) from a registry row it did not
+    /// make (a slug it released, or one another state made): its passwords derive from it
+    /// as well, so no password handed out before the adoption works after it. Tenants this
+    /// state registered have a new id of their own and need none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<String>,
 }
 
 /// A tenant's purge: when it began and ended, and whether it was an erasure request.

@@ -27,6 +27,8 @@ mod privacy;
 mod purge;
 mod rabbitmq;
 mod recipes;
+mod released;
+mod retired;
 mod s3;
 mod safety;
 mod support;

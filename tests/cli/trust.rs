@@ -18,7 +18,7 @@ fn verifiers(pg: &Pg) -> Vec<Value> {
 /// Whether `password` is the one a SCRAM-SHA-256 verifier was made from, worked out here
 /// from the verifier's own salt and iterations (the server trusts local logins, so a login
 /// would prove nothing).
-fn verifier_accepts(verifier: &str, password: &str) -> bool {
+pub fn verifier_accepts(verifier: &str, password: &str) -> bool {
     use base64::Engine;
     use hmac::Mac;
     use sha2::Digest;
@@ -42,7 +42,7 @@ fn verifier_accepts(verifier: &str, password: &str) -> bool {
     sha2::Sha256::digest(mac.finalize().into_bytes()).as_slice() == stored.as_slice()
 }
 
-fn password_of(repo: &crate::support::Repo, slug: &str) -> String {
+pub fn password_of(repo: &crate::support::Repo, slug: &str) -> String {
     let out = repo.run(&["credentials", slug]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let url = text(&out.stdout);

@@ -573,9 +573,8 @@ impl Provider for LocalData {
         let desired = desired_of(change)?;
         match change.key.kind {
             Kind::Role => {
-                let tenant_id = ctx.tenant_id()?;
                 let name = self.naming.role(&ctx.tenant.slug);
-                let password = ctx.key.password(tenant_id, &name, ctx.credentials_version);
+                let password = ctx.password(&name)?;
                 let fp = crate::credentials::fingerprint(&password);
                 let login = ctx.login_opens(&desired.attrs);
                 sqlx::query(

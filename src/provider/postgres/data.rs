@@ -229,7 +229,7 @@ impl PgData {
         let tenant_id = ctx.tenant_id()?;
         let name = self.naming.role(&ctx.tenant.slug);
         let login = ctx.login_opens(attrs);
-        let password = ctx.key.password(tenant_id, &name, ctx.credentials_version);
+        let password = ctx.password(&name)?;
         let fingerprint = crate::credentials::fingerprint(&password);
         let verifier = scram::verifier(&password);
         // The verifier is base64 and `$:`; it can hold no quote, and the server stores it
@@ -1848,7 +1848,9 @@ impl Provider for PgData {
             group: (slice.isolation == Isolation::Shared).then(|| self.naming.shared_group()),
             slug: ctx.tenant.slug.as_str(),
             tenant_id,
-            password: ctx.key.password(tenant_id, &role, ctx.credentials_version),
+            password: ctx
+                .key
+                .password(tenant_id, ctx.incarnation, &role, ctx.credentials_version),
             role,
             isolation: slice.isolation,
             slice: slice.name,

@@ -232,7 +232,13 @@ impl RabbitMq {
     /// has no management access.
     async fn put_user(&self, ctx: &StepContext<'_>, user: &str) -> Result<String, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
-        let password = broker::password(ctx.key, tenant_id, user, ctx.credentials_version);
+        let password = broker::password(
+            ctx.key,
+            tenant_id,
+            ctx.incarnation,
+            user,
+            ctx.credentials_version,
+        );
         let mut salt = [0u8; 4];
         getrandom::fill(&mut salt)
             .map_err(|e| ProviderError::Message(format!("no random salt: {e}")))?;

@@ -32,7 +32,13 @@ pub async fn run(
         return Vec::new();
     };
     let (vhost, user) = (recorded.str("vhost"), recorded.str("user"));
-    let password = broker::password(ctx.key, tenant_id, user, ctx.credentials_version);
+    let password = broker::password(
+        ctx.key,
+        tenant_id,
+        ctx.incarnation,
+        user,
+        ctx.credentials_version,
+    );
     let started = Instant::now();
     let own = round_trip(&broker::amqp_url(config, user, &password, vhost), vhost).await;
     let mut out = vec![CheckOutcome::of("broker", started, own)];
