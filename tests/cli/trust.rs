@@ -300,10 +300,12 @@ fn a_role_schema_or_database_made_outside_this_state_is_a_conflict_until_importe
         vec![json!({"body": "keep me"})],
         "an import keeps what was there"
     );
+    // Each carries this state's mark, naming its own tenant.
+    let state_mark = mark.split(" tenant=").next().unwrap();
     assert_eq!(
         pg.query(&format!(
-            "SELECT obj_description('\"{acme}\"'::regnamespace, 'pg_namespace') = '{mark}' AS ours,
-                    (SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{globex}') = '{mark}' AS db_ours"
+            "SELECT obj_description('\"{acme}\"'::regnamespace, 'pg_namespace') LIKE '{state_mark} tenant=%' AS ours,
+                    (SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{globex}') LIKE '{state_mark} tenant=%' AS db_ours"
         )),
         vec![json!({"ours": true, "db_ours": true})]
     );
@@ -588,12 +590,15 @@ fn a_bucket_of_this_account_made_outside_this_state_is_a_conflict_until_imported
         tags["tenant-reconcile-state"].starts_with("tenant-reconcile state=default lineage="),
         "{tags:?}"
     );
-    // Every bucket this state made carries the same mark.
+    // Every bucket this state made carries its mark, naming the bucket's own tenant.
     let acme = s3.bucket("acme", "eu-west-1");
+    let state_mark = |m: &str| m.split(" tenant=").next().unwrap().to_string();
+    let acme_mark = &s3.tags(&acme)["tenant-reconcile-state"];
     assert_eq!(
-        s3.tags(&acme)["tenant-reconcile-state"],
-        tags["tenant-reconcile-state"]
+        state_mark(acme_mark),
+        state_mark(&tags["tenant-reconcile-state"])
     );
+    assert_ne!(acme_mark, &tags["tenant-reconcile-state"]);
 }
 
 #[test]
