@@ -277,6 +277,15 @@ impl Executor {
             }
         };
 
+        for (key, found) in tp.changes.iter().filter_map(|c| {
+            let found = c.purged.as_ref()?.found.clone()?;
+            Some((&c.key, found))
+        }) {
+            // The tenant's and never recorded (adopted and left unchanged, or made by a run
+            // cut short): recorded now, so the export before its purge reads it, and its
+            // target finds where it is as from any record.
+            ts.resources.entry(key.clone()).or_insert(found);
+        }
         let intents = self.record_intents(tp, &mut ts);
         if self.queue_hooks(tp, &mut ts) | intents {
             // Recorded before anything of the tenant changes: a moment its steps reach
@@ -318,11 +327,6 @@ impl Executor {
                         ts.retired.retain(|r| r.address_key() != change.key);
                     }
                     None => {
-                        if let Some(found) = change.purged.as_ref().and_then(|p| p.found.clone()) {
-                            // Ours and never recorded (adopted, or made by a run cut short):
-                            // its target reads where it is as from a record.
-                            ts.resources.entry(change.key.clone()).or_insert(found);
-                        }
                         let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
                         self.purge(&ctx, &change.key).await?;
                     }

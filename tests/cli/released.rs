@@ -127,3 +127,67 @@ fn a_released_slug_given_to_a_new_file_is_refused_and_adopted_only_on_purpose() 
         "the bucket folder is gone"
     );
 }
+
+/// A state that recorded only what its plans changed (as an import did before it adopted
+/// every resource) still exports and purges all the tenant has: refresh finds the rest by
+/// the marks naming the tenant and by its rows in the control plane.
+#[test]
+fn an_erasure_reaches_what_the_state_never_recorded_of_the_tenant() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let acme = pg.name("acme");
+    pg.query_as(
+        &acme,
+        &pg.db,
+        &format!(
+            "INSERT INTO \"{acme}\".projects (name) VALUES ('unrecorded slice') RETURNING name"
+        ),
+    )
+    .unwrap();
+    let tenant_id = pg.query("SELECT tenant_id FROM tenant_reconcile.tenants WHERE slug = 'acme'")
+        [0]["tenant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    pg.exec(
+        "UPDATE tenant_reconcile.states SET body = (body::jsonb
+           #- '{tenants,acme,resources,role}' #- '{tenants,acme,resources,database}'
+           #- '{tenants,acme,resources,features}')::text",
+    );
+    repo.assert_plan_empty();
+
+    let file = repo.path().join("tenants/acme.yaml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n"),
+    )
+    .unwrap();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    for expected in [
+        format!("- acme/database  # schema {acme}"),
+        format!("- acme/role  # role {acme}"),
+        "- acme/features  # feature flags".to_string(),
+    ] {
+        assert!(plan.contains(&expected), "missing {expected:?} in:\n{plan}");
+    }
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.assert_plan_empty();
+    for sql in [
+        format!("SELECT count(*) FROM pg_roles WHERE rolname = '{acme}'"),
+        format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{acme}'"),
+        format!(
+            "SELECT count(*) FROM tenant_reconcile.feature_flags WHERE tenant_id = '{tenant_id}'"
+        ),
+    ] {
+        assert_eq!(pg.count(&sql), 0, "{sql}");
+    }
+    let exported = std::fs::read_to_string(
+        repo.path()
+            .join(".tenant-reconcile/exports/acme/tables/projects.csv"),
+    )
+    .unwrap();
+    assert!(exported.contains("unrecorded slice"), "{exported}");
+}
