@@ -871,6 +871,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     }
     let action = match (from, to) {
         _ if !conflicts.is_empty() => TenantAction::Blocked,
+        _ if adopting => TenantAction::Adopt,
         (Lifecycle::Pending | Lifecycle::Provisioning, _) => TenantAction::Provision,
         (Lifecycle::Active | Lifecycle::Suspended, Lifecycle::Deprovisioning) => {
             TenantAction::Offboard

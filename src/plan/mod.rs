@@ -183,6 +183,9 @@ pub enum TenantAction {
     /// A tombstone whose erasure export has reached its end (its plan's
     /// `erasure_export_days`): the export, the last copy of its data, is removed.
     ExpireExport,
+    /// A tenant this state does not hold (released, or registered elsewhere), taken over
+    /// with `--import`: everything it has is imported, and its passwords are made anew.
+    Adopt,
 }
 
 impl TenantAction {
@@ -195,6 +198,9 @@ impl TenantAction {
             }
             TenantAction::Blocked => {
                 "is left as it is: resources it needs exist and are not this state's"
+            }
+            TenantAction::Adopt => {
+                "will be adopted: all it has is imported as it is, with new passwords"
             }
             TenantAction::Provision => "will be provisioned",
             TenantAction::Update => "will be updated in place",

@@ -79,6 +79,12 @@ fn a_released_slug_given_to_a_new_file_is_refused_and_adopted_only_on_purpose() 
     let out = repo.run(&["plan", "--import", "acme"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let plan = text(&out.stdout);
+    assert!(
+        plan.contains(
+            "# acme will be adopted: all it has is imported as it is, with new passwords"
+        ),
+        "{plan}"
+    );
     for kind in [
         "registry", "owner", "features", "role", "database", "bucket",
     ] {
