@@ -302,7 +302,7 @@ pub async fn write(
     for source in sources {
         source.export(&req).await?;
     }
-    for r in retired {
+    for r in retired.iter().filter(|r| !r.is(recorded.get(&r.key))) {
         // Each target reads where the retired one is as it reads a recorded one.
         let at: BTreeMap<Key, Attrs> = std::iter::once((r.key.clone(), r.attrs.clone())).collect();
         // `retired/schema-t_acme`: the name its key has in plans and the audit.

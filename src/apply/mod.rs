@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
 use crate::error::chain;
-use crate::plan::{Action, Plan, TenantPlan};
+use crate::plan::{Action, Plan, ResourceChange, TenantPlan};
 use crate::provider::{Mark, ProviderError, StepContext, Targets};
 use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
 use progress::Progress;
@@ -282,9 +282,9 @@ impl Executor {
             Some((&c.key, found))
         }) {
             // The tenant's and never recorded (adopted and left unchanged, or made by a run
-            // cut short): recorded now, so the export before its purge reads it, and its
-            // target finds where it is as from any record.
-            ts.resources.entry(key.clone()).or_insert(found);
+            // cut short), or recorded a step behind: recorded as it stands now, so the export
+            // before its purge reads it, and its target finds where it is.
+            ts.resources.insert(key.clone(), found);
         }
         let intents = self.record_intents(tp, &mut ts);
         if self.queue_hooks(tp, &mut ts) | intents {
@@ -342,6 +342,11 @@ impl Executor {
                 ts.updated_at = now();
                 log.done += 1;
                 continue;
+            }
+            if self.retire_before_replace(change, &mut ts) {
+                // Recorded before the call: a run killed once the new one stands still
+                // knows the old one is left behind, and the tenant's purge reaches it.
+                checkpoint(&ts).await?;
             }
             let claimed = ts.creating.contains(&change.key);
             // Field by field, not `step_context`: the step goes on to update other fields of
@@ -431,13 +436,6 @@ impl Executor {
             };
             match result {
                 Some(attrs) => {
-                    let replaced = ts.resources.get(&change.key).cloned();
-                    let keeps = provider.replace_keeps_old(change.key.kind);
-                    if let (Action::Replace, Some(old), true) = (change.action, replaced, keeps) {
-                        // A replace keeps the old one with its data; the state remembers
-                        // it, so the tenant's export and purge reach it.
-                        ts.retire(&change.key, old, &attrs, now());
-                    }
                     ts.resources.insert(change.key.clone(), attrs);
                 }
                 None => {
@@ -574,6 +572,23 @@ impl Executor {
     /// the run stops before recording its id (a row the state does not know of is another
     /// tenant's, whose slug a new file may not take). An adopted tenant's incarnation: its
     /// passwords derive from it, so none handed out before the adoption still logs in.
+    /// A replace keeps the old resource with its data: the state remembers it as retired,
+    /// so the tenant's export and purge reach it. Whether that changed anything.
+    fn retire_before_replace(&self, change: &ResourceChange, ts: &mut TenantState) -> bool {
+        let kind = change.key.kind;
+        if change.action != Action::Replace || !self.targets.for_kind(kind).replace_keeps_old(kind)
+        {
+            return false;
+        }
+        let (Some(old), Some(new)) = (ts.resources.get(&change.key), change.desired.as_ref())
+        else {
+            return false;
+        };
+        let before = ts.retired.clone();
+        ts.retire(&change.key, old.clone(), &new.attrs, now());
+        ts.retired != before
+    }
+
     fn record_intents(&self, tp: &TenantPlan, ts: &mut TenantState) -> bool {
         let registry = Key::new(Kind::Registry);
         let mut added = false;

@@ -148,7 +148,12 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
     let retired: Vec<_> = state
         .tenants
         .iter()
-        .flat_map(|(slug, t)| t.retired.iter().map(move |r| (slug, r)))
+        .flat_map(|(slug, t)| {
+            t.retired
+                .iter()
+                .filter(|r| !r.is(t.resources.get(&r.key)))
+                .map(move |r| (slug, r))
+        })
         .collect();
     if !retired.is_empty() {
         println!("\nLeft behind by replaces (kept with their data; exported and purged with their tenant):");
@@ -264,7 +269,7 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 for key in t.resources.keys() {
                     println!("{slug}/{key}");
                 }
-                for r in &t.retired {
+                for r in t.retired.iter().filter(|r| !r.is(t.resources.get(&r.key))) {
                     println!("{slug}/{}", r.address_key());
                 }
             }

@@ -56,6 +56,10 @@ pub fn changes(
             ));
         }
         for r in recorded.retired.iter().filter(|r| r.key.kind == kind) {
+            let current = live_of(slug, &r.key, live, mark).or(recorded.resources.get(&r.key));
+            if r.is(current) {
+                continue;
+            }
             out.push(ResourceChange::delete(
                 r.address_key(),
                 Some(Purged {
@@ -68,7 +72,12 @@ pub fn changes(
                 }),
             ));
         }
-        for (key, attrs) in recorded.resources.iter().filter(|(k, _)| k.kind == kind) {
+        for (key, recorded_attrs) in recorded.resources.iter().filter(|(k, _)| k.kind == kind) {
+            // A run stopped after a replace and before recording it leaves the record a step
+            // behind: the resource that stands is the one purged (the old one is retired).
+            let stands = live_of(slug, key, live, mark)
+                .filter(|l| purged_resource_differs(kind, l, recorded_attrs));
+            let attrs = stands.unwrap_or(recorded_attrs);
             let counted_by_target = live.and_then(|l| l.holding(slug, key));
             let holds = match live {
                 // A run stopped after destroying it, before recording that: its purge is
@@ -86,7 +95,7 @@ pub fn changes(
                 Some(Purged {
                     resource,
                     holds,
-                    found: None,
+                    found: stands.cloned(),
                 }),
             ));
         }
@@ -127,6 +136,32 @@ pub fn changes(
     out
 }
 
+/// The live attributes of the tenant's `key`, when refresh found it and it is the tenant's.
+fn live_of<'a>(
+    slug: &Slug,
+    key: &Key,
+    live: Option<&'a LiveFleet>,
+    mark: &Mark,
+) -> Option<&'a Attrs> {
+    let l = live?.get(slug, key)?;
+    ours(&l.owner, mark).then_some(&l.attrs)
+}
+
+/// Whether a live resource is the tenant's by its mark, or kept where only the tenant's are.
+fn ours(owner: &Owner, mark: &Mark) -> bool {
+    match owner {
+        Owner::Untracked => true,
+        Owner::Marked(m) => !mark.lineage.is_empty() && mark.claims(m),
+        Owner::Unmarked => false,
+    }
+}
+
+/// Whether `live` is another resource than `recorded` names (another slice or bucket).
+fn purged_resource_differs(kind: Kind, live: &Attrs, recorded: &Attrs) -> bool {
+    matches!(kind, Kind::Database | Kind::Bucket | Kind::Vhost)
+        && resource(kind, live) != resource(kind, recorded)
+}
+
 /// The tenant's resources that refresh found and the state does not record: kept in its
 /// control plane (rows under its id), or marked by this state for this tenant. An unmarked
 /// one, or one of another tenant's or state's, is not the purge's to destroy.
@@ -142,11 +177,7 @@ fn unrecorded<'a>(
     let mut out: Vec<(&Key, &Attrs)> = live
         .resources_of(slug)
         .filter(|(key, _)| ORDER.contains(&key.kind) && !recorded.resources.contains_key(key))
-        .filter(|(_, r)| match &r.owner {
-            Owner::Untracked => true,
-            Owner::Marked(m) => !mark.lineage.is_empty() && mark.claims(m),
-            Owner::Unmarked => false,
-        })
+        .filter(|(_, r)| ours(&r.owner, mark))
         .map(|(key, r)| (key, &r.attrs))
         .collect();
     out.sort_by(|a, b| a.0.cmp(b.0));

@@ -32,6 +32,15 @@ impl Retired {
     }
 }
 
+impl Retired {
+    /// Whether it is, after all, `current`: the resource the tenant has now under its key
+    /// (a replace back to it, or one cut short before it took the old one's place). Such a
+    /// one is the tenant's own, not left behind, and exported and purged as that.
+    pub fn is(&self, current: Option<&Attrs>) -> bool {
+        current.is_some_and(|c| label(self.key.kind, c) == label(self.key.kind, &self.attrs))
+    }
+}
+
 /// A resource's identity within its kind: `schema-t_acme`, `database-acme_db`, a bucket's
 /// name. Two attribute maps with the same label are the same resource.
 fn label(kind: Kind, attrs: &Attrs) -> String {

@@ -137,3 +137,42 @@ fn an_erasure_after_an_isolation_change_exports_and_purges_the_old_slice_too() {
         "{entries:#?}"
     );
 }
+
+/// A run stopped once the new slice stands and before the state recorded it leaves the
+/// record a step behind (here made so by hand): the old slice was recorded as retired
+/// before the replace began, and the erasure still removes both.
+#[test]
+fn an_erasure_after_a_replace_recorded_a_step_behind_removes_both_slices() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let acme = pg.name("acme");
+    let file = repo.path().join("tenants/acme.yaml");
+    let before = std::fs::read_to_string(&file).unwrap();
+    let moved = format!("{before}isolation: database\n");
+    std::fs::write(&file, &moved).unwrap();
+    let out = repo.run(&["apply", "--auto-approve", "--allow-replace"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The record of the slice as it was before the replace, as a kill would leave it.
+    pg.exec(
+        "UPDATE tenant_reconcile.states SET body = jsonb_set(body::jsonb,
+           '{tenants,acme,resources,database}',
+           body::jsonb #> '{tenants,acme,retired,0,attrs}')::text",
+    );
+
+    std::fs::write(
+        &file,
+        format!("{moved}status: deprovisioned\noffboarding:\n  erase: true\n  export: false\n"),
+    )
+    .unwrap();
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.assert_plan_empty();
+    for sql in [
+        format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{acme}'"),
+        format!("SELECT count(*) FROM pg_database WHERE datname = '{acme}'"),
+        format!("SELECT count(*) FROM pg_roles WHERE rolname = '{acme}'"),
+    ] {
+        assert_eq!(pg.count(&sql), 0, "{sql}");
+    }
+}
