@@ -333,6 +333,10 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
                 )
             };
             RefreshTarget {
+                retired: match recorded {
+                    Some(r) if purge => r.retired.clone(),
+                    _ => Vec::new(),
+                },
                 purge,
                 // The loader checked that the plan exists.
                 isolation: t.isolation.unwrap_or(repo.plans[&t.plan].isolation),

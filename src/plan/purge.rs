@@ -60,14 +60,17 @@ pub fn changes(
             if r.is(current) {
                 continue;
             }
+            let key = r.address_key();
+            let since = r.retired_at.get(..10).unwrap_or(&r.retired_at);
+            let holds = match live.and_then(|l| l.holding(slug, &key)) {
+                Some(h) => format!("{}, left behind by a replace on {since}", h.holds),
+                None => format!("left behind by a replace on {since}"),
+            };
             out.push(ResourceChange::delete(
-                r.address_key(),
+                key,
                 Some(Purged {
                     resource: r.resource.clone(),
-                    holds: format!(
-                        "left behind by a replace on {}; not counted",
-                        r.retired_at.get(..10).unwrap_or(&r.retired_at)
-                    ),
+                    holds,
                     found: None,
                 }),
             ));

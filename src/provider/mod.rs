@@ -126,6 +126,9 @@ pub struct RefreshTarget {
     /// Its purge is due (or under way): the plan shows what each resource holds, which a
     /// target counts for these tenants only, and the exporter checks its export.
     pub purge: bool,
+    /// With `purge`: what its replaces left behind, which the purge destroys too, so a
+    /// target may count what each holds (`LiveFleet::holds_at` under its address key).
+    pub retired: Vec<crate::state::Retired>,
 }
 
 /// The targets that want a resource of `kind` (desired or recorded): what a target with one
@@ -350,6 +353,19 @@ impl LiveFleet {
             .push(Holding {
                 key: Key::new(kind),
                 resource: Some(resource),
+                holds: what,
+            });
+    }
+
+    /// Records what a resource of a tenant about to be purged holds, under `key` (a retired
+    /// one's address key).
+    pub fn holds_at(&mut self, slug: &Slug, key: Key, what: String) {
+        self.holdings
+            .entry(slug.clone())
+            .or_default()
+            .push(Holding {
+                key,
+                resource: None,
                 holds: what,
             });
     }

@@ -1786,6 +1786,19 @@ impl Provider for PgData {
         if !to_count.is_empty() {
             queries += self.count_holdings(&to_count, live).await?;
         }
+        // The slices a purge destroys as left behind by replaces: counted one by one, as
+        // few tenants have any.
+        for t in targets.iter().filter(|t| t.purge) {
+            for r in t.retired.iter().filter(|r| r.key.kind == Kind::Database) {
+                let (isolation, name) = (r.attrs.str("isolation"), r.attrs.str("name"));
+                queries += 1;
+                let what = match self.holdings(isolation, name, t.tenant_id.as_deref()).await {
+                    Ok(what) => what,
+                    Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                };
+                live.holds_at(&t.slug, r.address_key(), what);
+            }
+        }
         live.calls.push((self.name(), queries));
         Ok(())
     }
