@@ -15,6 +15,7 @@ mod faulty;
 mod first_hour;
 mod git;
 mod hook_contract;
+mod hot_journal;
 mod isolation;
 mod moto;
 mod offboarding;

@@ -143,8 +143,9 @@ impl LocalControl {
         self.pool
             .get_or_try_init(|| async {
                 let pool = sqlite::open(&self.path, true, SqliteJournalMode::Wal).await?;
-                sqlx::raw_sql(SCHEMA)
-                    .execute(&pool)
+                // All tables or none, whenever the run is killed: a reader takes a
+                // database without tables for one not made yet.
+                sqlite::in_one_transaction(&pool, SCHEMA)
                     .await
                     .map_err(ProviderError::sql("create the control-plane tables"))?;
                 for (table, column) in ADDED_COLUMNS {
@@ -215,7 +216,10 @@ impl Provider for LocalControl {
         // Plan must change nothing, so it reads through read-only connections of its own.
         // One query per table for the whole fleet, however many tenants there are, all four
         // at once; flags and quotas arrive already grouped per tenant as JSON objects.
-        let pool = sqlite::open_reader(&self.path, 4).await?;
+        let Some(pool) = sqlite::open_reader(&self.path, 4).await? else {
+            live.calls.push((self.name(), 1));
+            return Ok(());
+        };
         let registry = sqlite::spawn_fetch_json(
             &pool,
             "SELECT json_group_array(json_array(tenant_id, slug, name, plan, region, locale, \

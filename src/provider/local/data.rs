@@ -88,8 +88,9 @@ impl LocalData {
         self.catalog
             .get_or_try_init(|| async {
                 let pool = sqlite::open(&self.catalog_path(), true, SqliteJournalMode::Wal).await?;
-                sqlx::raw_sql(CATALOG)
-                    .execute(&pool)
+                // All tables or none, whenever the run is killed: a reader takes a
+                // database without tables for one not made yet.
+                sqlite::in_one_transaction(&pool, CATALOG)
                     .await
                     .map_err(ProviderError::sql("create the catalog tables"))?;
                 Ok(pool)
@@ -334,7 +335,9 @@ pub(super) async fn user_tables(pool: &SqlitePool) -> Result<Vec<String>, Provid
 
 /// What a tenant database holds, for the plan of its purge.
 async fn holdings(path: &Path) -> Result<String, ProviderError> {
-    let pool = sqlite::open_reader(path, 1).await?;
+    let Some(pool) = sqlite::open_reader(path, 1).await? else {
+        return Ok(crate::provider::tables_and_rows(0, 0));
+    };
     let tables = user_tables(&pool).await?;
     let mut rows = 0u64;
     for table in &tables {
@@ -377,7 +380,9 @@ impl Provider for LocalData {
         if !req.recorded.contains_key(&Key::new(Kind::Database)) || !path.exists() {
             return Ok(());
         }
-        let pool = sqlite::open_reader(&path, 1).await?;
+        let Some(pool) = sqlite::open_reader(&path, 1).await? else {
+            return Ok(());
+        };
         for table in user_tables(&pool).await? {
             if !crate::naming::is_plain_ident(&table) {
                 return Err(ProviderError::Message(format!(
@@ -439,8 +444,12 @@ impl Provider for LocalData {
     ) -> Result<(), ProviderError> {
         let mut roles: HashMap<String, Attrs> = HashMap::new();
         let mut slices: HashMap<String, (String, String)> = HashMap::new();
-        if self.catalog_path().exists() {
-            let pool = sqlite::open_reader(&self.catalog_path(), 2).await?;
+        let catalog = if self.catalog_path().exists() {
+            sqlite::open_reader(&self.catalog_path(), 2).await?
+        } else {
+            None
+        };
+        if let Some(pool) = catalog {
             let role_rows = sqlite::spawn_fetch_json(
                 &pool,
                 "SELECT json_group_array(json_array(name, \

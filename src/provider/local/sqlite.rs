@@ -19,9 +19,84 @@ pub async fn open(
 }
 
 /// Opens an existing database read-only with `connections` connections, so a refresh can run
-/// its queries side by side (readers never block each other in WAL mode).
-pub async fn open_reader(path: &Path, connections: u32) -> Result<SqlitePool, ProviderError> {
-    connect(path, false, SqliteJournalMode::Wal, connections).await
+/// its queries side by side (readers never block each other in WAL mode). `None` when the
+/// database holds nothing at all: its creation was cut short, and it is read as absent.
+///
+/// A writer killed mid-transaction leaves a hot rollback journal, which only a connection
+/// that may write can roll back: a read-only one fails with `SQLITE_READONLY_ROLLBACK`.
+/// The first read here finds it; the database is then opened once to write, which rolls it
+/// back, and read-only again. A file with no hot journal is never opened to write, so a plan
+/// leaves it as it was.
+pub async fn open_reader(
+    path: &Path,
+    connections: u32,
+) -> Result<Option<SqlitePool>, ProviderError> {
+    let opened = |path| async move {
+        let pool = pool(path, false, SqliteJournalMode::Wal, connections).await?;
+        match first_read(&pool).await {
+            Ok(0) => {
+                pool.close().await;
+                Ok(None)
+            }
+            Ok(_) => Ok(Some(pool)),
+            Err(e) => {
+                pool.close().await;
+                Err(e)
+            }
+        }
+    };
+    match opened(path).await {
+        Ok(pool) => Ok(pool),
+        Err(e) if left_by_a_kill(&e) => {
+            recover(path).await?;
+            opened(path)
+                .await
+                .map_err(ProviderError::sql(format!("open {}", path.display())))
+        }
+        Err(e) => Err(ProviderError::sql(format!("open {}", path.display()))(e)),
+    }
+}
+
+/// How many tables, indexes and views the database has: a read that takes SQLite's shared
+/// lock, which is when SQLite looks for a hot journal.
+async fn first_read(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM sqlite_master")
+        .fetch_one(pool)
+        .await?;
+    Ok(n)
+}
+
+/// Whether a read-only connection failed because the file needs a writer first: a hot
+/// journal to roll back, or a write-ahead log to recover (`SQLITE_READONLY_*`, extended
+/// codes of `SQLITE_READONLY`, 8).
+fn left_by_a_kill(e: &sqlx::Error) -> bool {
+    let Some(code) = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    code & 0xff == 8 && code != 8
+}
+
+/// Opens the database once with a connection that may write, without changing its journal
+/// mode, and reads from it: SQLite rolls a hot journal back (or recovers its log) then.
+async fn recover(path: &Path) -> Result<(), ProviderError> {
+    let what = || format!("roll back what a killed writer left in {}", path.display());
+    let opts = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(ProviderError::sql("sqlite options"))?
+        .filename(path)
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(30));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .map_err(ProviderError::sql(what()))?;
+    let read = first_read(&pool).await;
+    pool.close().await;
+    read.map(drop).map_err(ProviderError::sql(what()))
 }
 
 /// Opens an existing database with one connection that may write, for a smoke test, whose
@@ -51,8 +126,19 @@ async fn connect(
     } else {
         narrow(path)?;
     }
-    let mut opts = SqliteConnectOptions::from_str("sqlite://")
-        .map_err(ProviderError::sql("sqlite options"))?
+    pool(path, create, journal, connections)
+        .await
+        .map_err(ProviderError::sql(format!("open {}", path.display())))
+}
+
+/// A pool that may write and create the file (`create`), or only reads it.
+async fn pool(
+    path: &Path,
+    create: bool,
+    journal: SqliteJournalMode,
+    connections: u32,
+) -> Result<SqlitePool, sqlx::Error> {
+    let mut opts = SqliteConnectOptions::from_str("sqlite://")?
         .filename(path)
         .create_if_missing(create)
         .read_only(!create)
@@ -65,7 +151,14 @@ async fn connect(
         .max_connections(connections)
         .connect_with(opts)
         .await
-        .map_err(ProviderError::sql(format!("open {}", path.display())))
+}
+
+/// Runs `sql` (statements separated by `;`) in one transaction.
+pub async fn in_one_transaction(pool: &SqlitePool, sql: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Executor as _;
+    let mut tx = pool.begin().await?;
+    tx.as_mut().execute(sql).await?;
+    tx.commit().await
 }
 
 /// The database file made (empty, which SQLite takes as a new database) before SQLite opens
