@@ -13,16 +13,20 @@
 //!   record can tell it has done this already.
 //! - exit 0 is success; anything else, or running past the timeout (the hook's whole
 //!   process group is killed), is a failure, shown with the end of its stderr.
+//! - An apply that is interrupted kills the process groups of the hooks still running; the
+//!   run stays owed, untried, and the next apply runs it under the same key.
 //! - stdout is empty or one JSON object; `{"outputs": {"billing_customer_id": "cus_123"}}`
 //!   records those values on the tenant. Outputs are not secrets: a hook must not print one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::desired::Effective;
 use crate::repo::hooks::{HookSpec, Moment};
@@ -112,6 +116,24 @@ pub struct Invocation<'a> {
     pub outputs: &'a BTreeMap<String, String>,
     /// Where a relative program is found, and where the hook runs.
     pub root: &'a Path,
+    /// Cancelled when the apply is interrupted: the hook is killed, and its try not counted.
+    pub stop: &'a CancellationToken,
+}
+
+/// Why a try of a hook did not succeed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HookError {
+    /// It failed: counted as a try, and retried after its backoff.
+    Failed(String),
+    /// The apply was interrupted and the hook killed: no try is counted, and the next apply
+    /// runs it at once, under the same key.
+    Interrupted,
+}
+
+impl From<String> for HookError {
+    fn from(e: String) -> HookError {
+        HookError::Failed(e)
+    }
 }
 
 /// At most this much of a hook's stdout is read, and of its stderr the end is shown.
@@ -119,7 +141,10 @@ const STDOUT_LIMIT: usize = 1 << 20;
 const STDERR_SHOWN: usize = 2000;
 
 /// Runs one try of a hook and returns its outputs, or why it failed.
-pub async fn run(inv: &Invocation<'_>) -> Result<BTreeMap<String, String>, String> {
+pub async fn run(inv: &Invocation<'_>) -> Result<BTreeMap<String, String>, HookError> {
+    if inv.stop.is_cancelled() {
+        return Err(HookError::Interrupted);
+    }
     let spec = inv.spec;
     let attempt = inv.run.attempts + 1;
     let program = &spec.command[0];
@@ -159,11 +184,13 @@ pub async fn run(inv: &Invocation<'_>) -> Result<BTreeMap<String, String>, Strin
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program_path.display()))?;
+    // Killed with all it started if this try is dropped or the process is stopped at once,
+    // not only at its timeout.
+    let group = child.id().map(Group::started);
     let input = serde_json::to_vec(&stdin_document(inv, attempt)).expect("json");
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
-    let pid = child.id();
     let work = async {
         // A hook that does not read its stdin is not an error.
         let write = async {
@@ -184,16 +211,28 @@ pub async fn run(inv: &Invocation<'_>) -> Result<BTreeMap<String, String>, Strin
         let ((), (), (), status) = tokio::join!(write, read_out, read_err, child.wait());
         (status, out, err)
     };
-    let (status, out, err) = match tokio::time::timeout(spec.timeout(), work).await {
-        Ok(done) => done,
-        Err(_) => {
-            if let Some(pid) = pid {
-                kill_group(pid);
-            }
-            return Err(format!(
+    let ended = tokio::select! {
+        done = tokio::time::timeout(spec.timeout(), work) => done.map_err(|_| {
+            HookError::Failed(format!(
                 "was killed after its timeout of {}",
                 humantime::format_duration(spec.timeout())
-            ));
+            ))
+        }),
+        () = inv.stop.cancelled() => Err(HookError::Interrupted),
+    };
+    let (status, out, err) = match ended {
+        Ok(done) => {
+            // The leader is gone; what it left running in its group is its own affair.
+            if let Some(g) = group {
+                g.finished();
+            }
+            done
+        }
+        Err(e) => {
+            drop(group);
+            // Reaped at once: the group was sent SIGKILL.
+            let _ = child.wait().await;
+            return Err(e);
         }
     };
     let status = status.map_err(|e| format!("cannot wait for it: {e}"))?;
@@ -202,12 +241,14 @@ pub async fn run(inv: &Invocation<'_>) -> Result<BTreeMap<String, String>, Strin
             Some(code) => format!("exited with status {code}"),
             None => "was killed by a signal".to_string(),
         };
-        return Err(with_stderr(how, &redact(&err, &passed)));
+        return Err(with_stderr(how, &redact(&err, &passed)).into());
     }
     if out.len() > STDOUT_LIMIT {
-        return Err("printed more than 1 MiB on stdout".into());
+        return Err(HookError::Failed(
+            "printed more than 1 MiB on stdout".into(),
+        ));
     }
-    parse_outputs(&out).map_err(|e| with_stderr(e, &redact(&err, &passed)))
+    parse_outputs(&out).map_err(|e| with_stderr(e, &redact(&err, &passed)).into())
 }
 
 /// The hook's stderr without the values `pass_env` gave it (a token a verbose client
@@ -253,12 +294,46 @@ fn with_stderr(what: String, err: &[u8]) -> String {
     format!("{what}; its stderr ends: {}", &text[start..])
 }
 
-/// Ends the hook's process group. Its leader was started with `process_group(0)`, so the
-/// group's id is its pid, and nothing outside the hook is in that group.
-fn kill_group(pid: u32) {
-    let Ok(pgid) = i32::try_from(pid) else {
-        return;
-    };
+/// The process groups of the hooks running now, so that a process stopped at once (a second
+/// Ctrl-C) leaves none of them behind.
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A hook's process group while its leader runs: killed when dropped before
+/// [`Group::finished`]. The leader was started with `process_group(0)`, so the group's id is
+/// its pid, and nothing outside the hook is in that group.
+struct Group(i32);
+
+impl Group {
+    fn started(pid: u32) -> Group {
+        let pgid = i32::try_from(pid).expect("a pid fits in pid_t");
+        RUNNING.lock().expect("never poisoned").insert(pgid);
+        Group(pgid)
+    }
+
+    /// The leader has exited and been waited for: nothing is killed.
+    fn finished(self) {
+        RUNNING.lock().expect("never poisoned").remove(&self.0);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        RUNNING.lock().expect("never poisoned").remove(&self.0);
+        kill_group(self.0);
+    }
+}
+
+/// Kills the process group of every hook running now; for a process about to exit without
+/// unwinding its tasks.
+pub fn kill_running() {
+    let groups = std::mem::take(&mut *RUNNING.lock().unwrap_or_else(|e| e.into_inner()));
+    for pgid in groups {
+        kill_group(pgid);
+    }
+}
+
+fn kill_group(pgid: i32) {
     // SAFETY: kill(2) with a negative pid signals that process group; it touches no memory.
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);

@@ -488,6 +488,8 @@ pub struct ApplyOptions {
     pub plan: PlanOptions,
     pub parallelism: usize,
     pub lock_timeout: Duration,
+    /// Cancelled to interrupt the run: see [`crate::apply`]'s guarantees.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 pub enum ApplyOutcome {
@@ -598,6 +600,7 @@ pub async fn apply(
         // What the plan was made from (a saved plan's own commit), not what is checked out.
         git_commit: plan.git_commit.clone().or_else(|| ws.git_commit.clone()),
         root: ws.repo.root.clone(),
+        stop: opts.stop.clone(),
     };
     let started = Instant::now();
     let mut lock = lock;

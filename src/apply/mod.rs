@@ -6,6 +6,8 @@
 //!   they create) and the state never records a step that did not complete.
 //! - One tenant's failure never stops the others; the report lists every tenant's outcome.
 //! - A tenant's lifecycle moves (with its events) only after all of its other steps.
+//! - Interrupted (the `stop` token), no tenant starts and no step after the ones under way:
+//!   each of those reaches its checkpoint, and the hooks running are killed, still owed.
 
 mod pipeline;
 pub mod progress;
@@ -15,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
@@ -30,8 +33,12 @@ pub struct TenantOutcome {
     pub slug: String,
     pub steps: usize,
     pub error: Option<String>,
-    /// Not started: the run had lost the state by the time its turn came.
+    /// Not started: the run had lost the state, or was interrupted, by the time its turn
+    /// came.
     pub skipped: bool,
+    /// Started, and stopped between two steps because the run was interrupted: what it did
+    /// is recorded, and the next apply carries on from there.
+    pub interrupted: bool,
     /// What went wrong without holding the tenant back: a hook that runs apart failed and
     /// is retried by a later apply.
     pub warnings: Vec<String>,
@@ -44,7 +51,67 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     pub fn failed(&self) -> impl Iterator<Item = &TenantOutcome> {
-        self.outcomes.iter().filter(|o| o.error.is_some())
+        self.outcomes
+            .iter()
+            .filter(|o| o.error.is_some() && !o.skipped && !o.interrupted)
+    }
+
+    /// How far an interrupted run got, or `None` when it was not interrupted.
+    pub fn stopped(&self) -> Option<Stopped> {
+        let count = |f: fn(&TenantOutcome) -> bool| self.outcomes.iter().filter(|o| f(o)).count();
+        let interrupted = count(|o| o.interrupted);
+        let not_started = count(|o| o.skipped);
+        (interrupted + not_started > 0).then(|| Stopped {
+            applied: count(|o| o.error.is_none()),
+            interrupted,
+            not_started,
+            failed: self.failed().count(),
+        })
+    }
+}
+
+/// The tenants of an interrupted run, by how far each got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    pub applied: usize,
+    pub interrupted: usize,
+    pub not_started: usize,
+    pub failed: usize,
+}
+
+impl std::fmt::Display for Stopped {
+    /// `12 applied, 3 interrupted, 19 not started` (and how many failed, if any did).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} applied, {} interrupted, {} not started",
+            self.applied, self.interrupted, self.not_started
+        )?;
+        if self.failed > 0 {
+            write!(f, ", {} failed", self.failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a tenant's steps ended before its last.
+#[derive(Debug)]
+enum StepError {
+    /// A step failed; the tenant records it.
+    Failed(String),
+    /// The run was interrupted: the steps done are recorded, nothing failed. Says where.
+    Interrupted(&'static str),
+}
+
+impl From<String> for StepError {
+    fn from(e: String) -> StepError {
+        StepError::Failed(e)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(e: &str) -> StepError {
+        StepError::Failed(e.to_string())
     }
 }
 
@@ -115,6 +182,8 @@ pub struct Executor {
     pub git_commit: Option<String>,
     /// The tenant repo's root: where hooks run, and their relative programs are found.
     pub root: std::path::PathBuf,
+    /// Cancelled when the run is interrupted (Ctrl-C, SIGTERM).
+    pub stop: CancellationToken,
 }
 
 impl Executor {
@@ -212,16 +281,25 @@ impl Executor {
         mark: &Mark,
     ) -> TenantOutcome {
         let slug = tp.slug.as_str().to_string();
-        if shared.lost.get().is_some() {
+        let not_started = if shared.lost.get().is_some() {
+            Some("not started: the state could not be written")
+        } else if self.stop.is_cancelled() {
+            Some("not started: the run was interrupted")
+        } else {
+            None
+        };
+        if let Some(why) = not_started {
             return TenantOutcome {
                 slug,
                 steps: 0,
-                error: Some("not started: the state could not be written".into()),
+                error: Some(why.into()),
                 skipped: true,
+                interrupted: false,
                 warnings: Vec::new(),
             };
         }
         let mut log = StepLog::default();
+        let mut interrupted = false;
         let result = match conflicts_error(tp) {
             Some(e) => Err(e),
             None => {
@@ -229,18 +307,36 @@ impl Executor {
                 let step = &log.at;
                 // The step's errors come without their address: it is recorded apart, and
                 // said before them in the outcome.
-                if let Err(e) = &result {
-                    shared.record_failure(&slug, step, e).await;
+                match result {
+                    Ok(()) => Ok(()),
+                    Err(StepError::Failed(e)) => {
+                        shared.record_failure(&slug, step, &e).await;
+                        Err(format!("{slug}/{step}: {e}"))
+                    }
+                    // Not a failure: the tenant is where its last checkpoint says.
+                    Err(StepError::Interrupted(how)) => {
+                        interrupted = true;
+                        Err(format!("{slug}/{step}: {how}"))
+                    }
                 }
-                result.map_err(|e| format!("{slug}/{step}: {e}"))
             }
         };
         TenantOutcome {
             slug,
             steps: log.done,
             skipped: false,
+            interrupted,
             error: result.err(),
             warnings: log.warnings,
+        }
+    }
+
+    /// Stops a tenant before its next step once the run is interrupted.
+    fn go_on(&self) -> Result<(), StepError> {
+        if self.stop.is_cancelled() {
+            Err(StepError::Interrupted("interrupted before this step"))
+        } else {
+            Ok(())
         }
     }
 
@@ -251,7 +347,7 @@ impl Executor {
         shared: &Shared<'_>,
         mark: &Mark,
         log: &mut StepLog,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let slug = tp.slug.as_str();
         let mut ts: TenantState = shared
             .state
@@ -300,6 +396,7 @@ impl Executor {
         let mut audited: Option<Vec<String>> = None;
         for change in &tp.changes {
             log.at = change.key.to_string();
+            self.go_on()?;
             if change.purged.is_none() {
                 if let Some(addresses) = audited.take() {
                     self.audit_done(&ts, &addresses).await?;
@@ -431,7 +528,7 @@ impl Executor {
                     }
                     // Record where the tenant stopped, so `state show` names the failed step.
                     checkpoint(&ts).await?;
-                    return Err(chain(&e));
+                    return Err(chain(&e).into());
                 }
             };
             match result {
@@ -459,6 +556,7 @@ impl Executor {
         }
         if tp.smoke.is_some() {
             log.at = crate::plan::SMOKE_STEP.to_string();
+            self.go_on()?;
             let tested = self.smoke_test(tp, &mut ts, lifecycle, mark).await;
             checkpoint(&ts).await?;
             tested?;
@@ -466,6 +564,7 @@ impl Executor {
         }
         for h in tp.hooks.iter().filter(|h| h.due && h.spec.gating) {
             log.at = format!("hook/{}", h.spec.name);
+            self.go_on()?;
             let ran = self.run_hook(tp, &mut ts, h).await;
             checkpoint(&ts).await?;
             ran?;
@@ -473,6 +572,7 @@ impl Executor {
         }
         let to = tp.lifecycle.to;
         log.at = "lifecycle".to_string();
+        self.go_on()?;
         if lifecycle != to {
             let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
             control.transition(&ctx, to).await.map_err(|e| chain(&e))?;
@@ -495,12 +595,14 @@ impl Executor {
         }
         for h in tp.hooks.iter().filter(|h| h.due && !h.spec.gating) {
             log.at = format!("hook/{}", h.spec.name);
+            self.go_on()?;
             let ran = self.run_hook(tp, &mut ts, h).await;
             checkpoint(&ts).await?;
             match ran {
                 Ok(()) => log.done += 1,
                 // Retried apart: the tenant goes on.
-                Err(e) => log.warnings.push(e),
+                Err(StepError::Failed(e)) => log.warnings.push(e),
+                Err(e @ StepError::Interrupted(_)) => return Err(e),
             }
         }
         ts.lifecycle = to;
@@ -527,7 +629,7 @@ impl Executor {
         ts.hooks.retain(|r| r.done_at.is_none());
         // Every create of this tenant is done and recorded: no intent is left to claim with.
         ts.creating.clear();
-        checkpoint(&ts).await
+        Ok(checkpoint(&ts).await?)
     }
 }
 

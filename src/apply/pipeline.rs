@@ -5,9 +5,9 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::Executor;
+use super::{Executor, StepError};
 use crate::error::chain;
-use crate::hooks::{HookDone, HookRun, Invocation};
+use crate::hooks::{HookDone, HookError, HookRun, Invocation};
 use crate::plan::{PlannedHook, TenantPlan};
 use crate::provider::{events, Mark};
 use crate::state::{now, Lifecycle, TenantState};
@@ -90,13 +90,14 @@ impl Executor {
 
     /// One try of an owed hook run. Success forgets the run, records it as done and its
     /// outputs (on the registry row too); a failure counts it and sets when it is tried
-    /// next. Either way `ts` is to be checkpointed.
+    /// next; an interrupted try leaves it owed as it was. Either way `ts` is to be
+    /// checkpointed.
     pub(super) async fn run_hook(
         &self,
         tp: &TenantPlan,
         ts: &mut TenantState,
         h: &PlannedHook,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let Some(i) = ts
             .hooks
             .iter()
@@ -113,6 +114,7 @@ impl Executor {
             tenant_id: &tenant_id,
             outputs: &ts.outputs,
             root: &self.root,
+            stop: &self.stop,
         })
         .await;
         // The outputs reach the registry row before the run counts as done: if that write
@@ -129,7 +131,12 @@ impl Executor {
                         .control
                         .set_outputs(&tenant_id, &merged)
                         .await
-                        .map_err(|e| format!("its outputs could not be recorded: {}", chain(&e)))
+                        .map_err(|e| {
+                            HookError::Failed(format!(
+                                "its outputs could not be recorded: {}",
+                                chain(&e)
+                            ))
+                        })
                 } else {
                     Ok(())
                 }
@@ -152,7 +159,10 @@ impl Executor {
                 ts.outputs = merged;
                 Ok(())
             }
-            Err(e) => {
+            Err(HookError::Interrupted) => Err(StepError::Interrupted(
+                "interrupted while the hook ran; it was stopped, and runs again under the same key",
+            )),
+            Err(HookError::Failed(e)) => {
                 let r = &mut ts.hooks[i];
                 r.attempts += 1;
                 r.last_error = Some(e.clone());
@@ -160,7 +170,7 @@ impl Executor {
                 // A gating hook is tried again by the next apply, as any failed step is.
                 r.next_try_at =
                     (!h.spec.gating).then(|| humantime::format_rfc3339_seconds(next).to_string());
-                Err(format!(
+                Err(StepError::Failed(format!(
                     "hook {} ({}) failed, try {}: {e}{}",
                     h.spec.name,
                     run.moment,
@@ -173,7 +183,7 @@ impl Executor {
                             crate::hooks::clock(next)
                         )
                     }
-                ))
+                )))
             }
         }
     }

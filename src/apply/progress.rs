@@ -54,6 +54,7 @@ impl Progress {
                 outcome.steps,
                 if outcome.steps == 1 { "" } else { "s" }
             ),
+            Some(e) if outcome.interrupted => format!("{}: stopped: {e}", outcome.slug),
             Some(e) => format!("{}: FAILED: {e}", outcome.slug),
         };
         if let Some(bar) = &self.bar {

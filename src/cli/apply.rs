@@ -7,6 +7,7 @@ use tenant_reconcile::apply::progress::Progress;
 use tenant_reconcile::ops::{self, ApplyOptions, ApplyOutcome};
 use tenant_reconcile::render;
 use tenant_reconcile::workspace::Workspace;
+use tokio_util::sync::CancellationToken;
 
 use super::uncommitted::{self, Source};
 use super::{parse_duration, ExitCode, SelectArgs};
@@ -56,10 +57,15 @@ impl ApplyArgs {
     }
 }
 
-pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
+/// Runs the apply; `stop` interrupts it (see `interrupt`).
+pub async fn run(
+    root: &Path,
+    args: ApplyArgs,
+    stop: CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let deliver = args.deliver;
-    let code = apply(root, args).await?;
-    if deliver {
+    let code = apply(root, args, &stop).await?;
+    if deliver && !stop.is_cancelled() {
         // The apply's outcome stands whatever delivery meets: its events wait in the outbox.
         let ws = Workspace::open(root)?;
         match tenant_reconcile::delivery::deliver(&ws).await {
@@ -73,7 +79,7 @@ pub async fn run(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
+async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow::Result<ExitCode> {
     // Without a terminal to ask on (a script, a CI step, an editor's task runner) the plan
     // is still worth showing: the person learns what the apply would do, then how to let it.
     let no_terminal =
@@ -105,6 +111,7 @@ async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         plan: args.select.options()?,
         parallelism: args.parallelism,
         lock_timeout: args.lock_timeout,
+        stop: stop.clone(),
     };
     let auto = args.auto_approve;
     let confirm = |plan: &tenant_reconcile::plan::Plan| {
@@ -115,11 +122,12 @@ async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         if no_terminal {
             return false;
         }
+        if stop.is_cancelled() {
+            return false;
+        }
         print!("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: ");
         let _ = std::io::stdout().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        answer.trim() == "yes"
+        answer(stop).is_some_and(|a| a.trim() == "yes")
     };
     let progress = Progress::new(false);
     match ops::apply(&ws, saved, &opts, confirm, &progress).await? {
@@ -135,6 +143,16 @@ async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         }
         ApplyOutcome::Declined => {
             println!("\nApply cancelled.");
+            Ok(1)
+        }
+        ApplyOutcome::Applied { report, .. } if report.stopped().is_some() => {
+            let stopped = report.stopped().expect("checked");
+            for f in report.failed() {
+                anstream::eprintln!("  {}: {}", f.slug, f.error.as_deref().unwrap_or_default());
+            }
+            anstream::eprintln!(
+                "\nstopped: {stopped}.\nRun apply again to carry on: finished steps are not repeated, and the hooks stopped run again under the same keys."
+            );
             Ok(1)
         }
         ApplyOutcome::Applied { plan, report } => {
@@ -173,6 +191,24 @@ async fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<ExitCode> {
                 );
                 Ok(1)
             }
+        }
+    }
+}
+
+/// The line typed at the question, or `None` once the apply is interrupted while it waits
+/// (stdin is read on a thread of its own, which a signal does not wake).
+fn answer(stop: &CancellationToken) -> Option<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => return Some(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !stop.is_cancelled() => {}
+            Err(_) => return None,
         }
     }
 }

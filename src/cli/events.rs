@@ -195,15 +195,22 @@ pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
                 println!("No subscribers: tenant-reconcile.hcl declares no webhook or bus.");
                 return Ok(0);
             }
+            // Interrupted, the round under way ends with what it sent recorded: a delivery
+            // cut short would be sent again by the next run (at least once, never lost).
+            let stop =
+                super::interrupt::listen("Stopping once the deliveries under way are recorded.")?;
             loop {
                 let report = tenant_reconcile::delivery::deliver(&ws).await?;
                 if !follow || report.delivered + report.failed + report.dead > 0 {
                     println!("{}", summary(&report));
                 }
-                if !follow {
+                if !follow || stop.is_cancelled() {
                     return Ok(0);
                 }
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stop.cancelled() => return Ok(0),
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ mod events;
 mod export;
 mod force_unlock;
 mod generate;
+mod interrupt;
 pub mod log;
 mod plan;
 mod scaffold;
@@ -216,7 +217,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Man(args) => generate::man(args),
         Command::Validate(args) => validate::run(&root, args),
         Command::Plan(args) => plan::run(&root, args).await,
-        Command::Apply(args) => apply::run(&root, args).await,
+        Command::Apply(args) => apply::run(&root, args, interrupt::listen(interrupt::APPLY)?).await,
         Command::Show(args) => show::show(&root, args).await,
         Command::State(cmd) => show::state(&root, cmd).await,
         Command::Credentials(args) => credentials::run(&root, args).await,

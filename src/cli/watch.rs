@@ -4,6 +4,9 @@
 //!
 //! Editors save in bursts (a temporary file, a rename, a backup), so changes are debounced:
 //! a run starts once no file has changed for `--debounce`.
+//!
+//! Ctrl-C (or SIGTERM) ends it: a plan under way is dropped, an apply under way stops as
+//! `apply` does when interrupted, and watch then exits with 0.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use std::time::Duration;
 use clap::Args;
 use notify::{RecursiveMode, Watcher};
 use tenant_reconcile::repo;
+use tokio_util::sync::CancellationToken;
 
 use super::{parse_duration, ExitCode};
 
@@ -31,8 +35,12 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
     if args.apply {
         refuse_remote(&root)?;
     }
-    // Ctrl-C is caught once, for the whole session: pressed during a run it is not lost.
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // Caught once, for the whole session: pressed during a run it is not lost.
+    let stop = super::interrupt::listen(if args.apply {
+        super::interrupt::APPLY
+    } else {
+        "Stopping."
+    })?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
     let mut folders = Folders::new(input_dirs(&root).unwrap_or_default());
     let filter_root = root.clone();
@@ -76,9 +84,9 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
     // not the whole tree: `.git` or a build folder would use up the system's inotify watches.
     watcher.watch(&root, RecursiveMode::NonRecursive)?;
     folders.sync(&mut watcher, &root);
-    tokio::select! {
-        _ = cycle(&root, args.apply) => {}
-        _ = interrupt.recv() => return Ok(0),
+    cycle(&root, args.apply, &stop).await;
+    if stop.is_cancelled() {
+        return Ok(0);
     }
     println!(
         "\nWatching {} for changes to {} (Ctrl-C to stop).",
@@ -88,7 +96,7 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
     loop {
         let first = tokio::select! {
             path = rx.recv() => path,
-            _ = interrupt.recv() => None,
+            () = stop.cancelled() => None,
         };
         let Some(first) = first else {
             return Ok(0);
@@ -133,9 +141,12 @@ pub async fn run(root: &Path, args: WatchArgs) -> anyhow::Result<ExitCode> {
             files.join(", "),
             humantime::format_rfc3339_seconds(std::time::SystemTime::now())
         );
-        tokio::select! {
-            _ = cycle(&root, args.apply) => {}
-            _ = interrupt.recv() => return Ok(0),
+        if stop.is_cancelled() {
+            return Ok(0);
+        }
+        cycle(&root, args.apply, &stop).await;
+        if stop.is_cancelled() {
+            return Ok(0);
         }
     }
 }
@@ -214,16 +225,20 @@ impl Folders {
 }
 
 /// One run: validate, then plan (and apply). Problems are printed, never fatal: the next
-/// save may fix them.
-async fn cycle(root: &Path, apply: bool) {
+/// save may fix them. Interrupted, a plan is dropped where it is (it writes nothing), and
+/// an apply stops at its checkpoints.
+async fn cycle(root: &Path, apply: bool, stop: &CancellationToken) {
     if let Err(e) = super::validate::run(root, Default::default()) {
         super::report(&e);
         return;
     }
     let result = if apply {
-        super::apply::run(root, super::apply::ApplyArgs::auto()).await
+        super::apply::run(root, super::apply::ApplyArgs::auto(), stop.clone()).await
     } else {
-        super::plan::run(root, super::plan::PlanArgs::default()).await
+        tokio::select! {
+            result = super::plan::run(root, super::plan::PlanArgs::default()) => result,
+            () = stop.cancelled() => return,
+        }
     };
     if let Err(e) = result {
         super::report(&e);

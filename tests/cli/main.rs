@@ -16,6 +16,7 @@ mod first_hour;
 mod git;
 mod hook_contract;
 mod hot_journal;
+mod interrupt;
 mod isolation;
 mod moto;
 mod offboarding;
