@@ -398,12 +398,22 @@ fn ctrl_c_and_sigterm_end_a_following_relay_cleanly() {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
         ));
         repo.apply();
-        let child = spawn(
+        let mut child = spawn(
             &repo,
             &["events", "deliver", "--follow", "--every", "200ms"],
             &[],
         );
-        std::thread::sleep(Duration::from_millis(1500));
+        // Its first round is over (the apply's events failed to go out): it is following.
+        let mut stdout = child.stdout.take().unwrap();
+        let mut printed = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !text(&printed).contains(" failed and will be retried") {
+            let n = stdout.read(&mut buf).unwrap();
+            assert!(n > 0, "the relay ended early:\n{}", text(&printed));
+            printed.extend_from_slice(&buf[..n]);
+        }
+        child.stdout = Some(stdout);
+        std::thread::sleep(Duration::from_millis(500));
         send(&child, signal);
         let (status, out, err) = finish(child, Duration::from_secs(20));
         let status = status.unwrap_or_else(|| panic!("the relay went on:\n{out}\n{err}"));
