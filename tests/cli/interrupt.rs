@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{text, Repo};
@@ -55,9 +56,18 @@ fn ledger(repo: &Repo) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The binary running on a repo, what it prints read as it prints it (a full pipe would
+/// stop it), into `out` and `err`.
+struct Running {
+    child: Child,
+    out: Arc<Mutex<String>>,
+    err: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
 /// The binary on `repo` with `args`, SIGINT and SIGTERM at their default action whatever
-/// the test runner was started with, stdout and stderr piped.
-fn spawn(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Child {
+/// the test runner was started with.
+fn spawn(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"));
     cmd.arg("-C")
         .arg(repo.path())
@@ -77,47 +87,86 @@ fn spawn(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Child {
             Ok(())
         });
     }
-    cmd.spawn().unwrap()
+    let mut child = cmd.spawn().unwrap();
+    let (out, err) = (Arc::default(), Arc::default());
+    let readers = vec![
+        read_into(child.stdout.take().unwrap(), Arc::clone(&out)),
+        read_into(child.stderr.take().unwrap(), Arc::clone(&err)),
+    ];
+    Running {
+        child,
+        out,
+        err,
+        readers,
+    }
 }
 
-/// Sends `signal` (INT, TERM) to the process, as `kill -INT <pid>` does.
-fn send(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} failed");
+fn read_into(
+    mut from: impl Read + Send + 'static,
+    to: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            to.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
 }
 
-/// Waits for the process to end, at most `limit`; its status and what it printed on stdout
-/// and stderr. Both pipes are read on threads, so a chatty process never blocks on them.
-fn finish(mut child: Child, limit: Duration) -> (Option<ExitStatus>, String, String) {
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
+impl Running {
+    /// Waits until it has printed `wanted` on stdout; panics if it ends first or takes 60 s.
+    fn wait_for(&mut self, wanted: &str) {
+        let started = Instant::now();
+        while !self.out.lock().unwrap().contains(wanted) {
+            let ended = self.child.try_wait().unwrap().is_some();
+            assert!(
+                !ended && started.elapsed() < Duration::from_secs(60),
+                "it never printed {wanted:?}:\n{}\n{}",
+                self.out.lock().unwrap(),
+                self.err.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends `signal` (INT, TERM) to the process, as `kill -INT <pid>` does.
+    fn send(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to end, at most `limit` (then kills it); its status, if it
+    /// ended, and what it printed on stdout and stderr.
+    fn finish(mut self, limit: Duration) -> (Option<ExitStatus>, String, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in self.readers {
+            r.join().unwrap();
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, out.join().unwrap(), err.join().unwrap())
+        let out = self.out.lock().unwrap().clone();
+        let err = self.err.lock().unwrap().clone();
+        (status, out, err)
+    }
 }
 
 /// Processes still alive (not zombies) in any of these process groups, as `pid pgid args`,
@@ -219,22 +268,22 @@ fn interrupted_while_hooks_run(signal: &str, extra: usize, parallelism: usize, r
     let repo = repo_with_slow_hook(extra);
     let tenants = 4 + extra;
     let parallelism = parallelism.to_string();
-    let child = spawn(
+    let mut child = spawn(
         &repo,
         &["apply", "--auto-approve", "--parallelism", &parallelism],
         &[("HOOK_SLEEP", "60")],
     );
     let started = Instant::now();
     while ledger(&repo).iter().filter(|l| l[0] == "try").count() < running {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the hooks never started"
-        );
+        if !child.running() || started.elapsed() > Duration::from_secs(120) {
+            let (_, _, err) = child.finish(Duration::ZERO);
+            panic!("the hooks never started:\n{err}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    send(&child, signal);
+    child.send(signal);
     let sent = Instant::now();
-    let (status, _, err) = finish(child, Duration::from_secs(50));
+    let (status, _, err) = child.finish(Duration::from_secs(50));
     let status = status.unwrap_or_else(|| panic!("still running 50 s after SIG{signal}:\n{err}"));
     // Not the hooks' minute: they were killed, not waited for.
     assert!(sent.elapsed() < Duration::from_secs(30), "{err}");
@@ -326,25 +375,17 @@ fn a_second_ctrl_c_stops_at_once_and_the_rerun_converges() {
     let held = WriteLock::take(&repo.state_dir().join("control.sqlite"));
     let mut child = spawn(&repo, &["apply", "--auto-approve"], &[]);
     // The plan is printed before the apply starts: once it is out, the step is waiting.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut printed = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !text(&printed).contains("Plan: ") {
-        let n = stdout.read(&mut buf).unwrap();
-        assert!(n > 0, "the apply ended early:\n{}", text(&printed));
-        printed.extend_from_slice(&buf[..n]);
-    }
+    child.wait_for("Plan: ");
     std::thread::sleep(Duration::from_millis(1000));
-    send(&child, "INT");
+    child.send("INT");
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        child.try_wait().unwrap().is_none(),
+        child.running(),
         "the first Ctrl-C must let the step under way finish"
     );
-    send(&child, "INT");
+    child.send("INT");
     let sent = Instant::now();
-    child.stdout = Some(stdout);
-    let (status, _, err) = finish(child, Duration::from_secs(20));
+    let (status, _, err) = child.finish(Duration::from_secs(20));
     let status = status.expect("the second Ctrl-C stops it");
     assert!(sent.elapsed() < Duration::from_secs(5), "{err}");
     assert_eq!(status.code(), Some(130), "{err}");
@@ -364,17 +405,17 @@ fn a_second_ctrl_c_stops_at_once_and_the_rerun_converges() {
 #[test]
 fn ctrl_c_ends_watch_apply_with_the_apply_stopped_and_its_hooks_killed() {
     let repo = repo_with_slow_hook(0);
-    let child = spawn(&repo, &["watch", "--apply"], &[("HOOK_SLEEP", "60")]);
+    let mut child = spawn(&repo, &["watch", "--apply"], &[("HOOK_SLEEP", "60")]);
     let started = Instant::now();
     while ledger(&repo).is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the hooks never started"
-        );
+        if !child.running() || started.elapsed() > Duration::from_secs(120) {
+            let (_, out, err) = child.finish(Duration::ZERO);
+            panic!("the hooks never started:\n{out}\n{err}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    send(&child, "INT");
-    let (status, out, err) = finish(child, Duration::from_secs(30));
+    child.send("INT");
+    let (status, out, err) = child.finish(Duration::from_secs(30));
     let status = status.unwrap_or_else(|| panic!("watch went on:\n{out}\n{err}"));
     assert_eq!(status.code(), Some(0), "{out}\n{err}");
     stopped_summary(&err);
@@ -404,18 +445,10 @@ fn ctrl_c_and_sigterm_end_a_following_relay_cleanly() {
             &[],
         );
         // Its first round is over (the apply's events failed to go out): it is following.
-        let mut stdout = child.stdout.take().unwrap();
-        let mut printed = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !text(&printed).contains(" failed and will be retried") {
-            let n = stdout.read(&mut buf).unwrap();
-            assert!(n > 0, "the relay ended early:\n{}", text(&printed));
-            printed.extend_from_slice(&buf[..n]);
-        }
-        child.stdout = Some(stdout);
+        child.wait_for(" failed and will be retried");
         std::thread::sleep(Duration::from_millis(500));
-        send(&child, signal);
-        let (status, out, err) = finish(child, Duration::from_secs(20));
+        child.send(signal);
+        let (status, out, err) = child.finish(Duration::from_secs(20));
         let status = status.unwrap_or_else(|| panic!("the relay went on:\n{out}\n{err}"));
         assert_eq!(status.code(), Some(0), "SIG{signal}: {out}\n{err}");
         assert!(err.contains("Interrupt received. Stopping"), "{err}");
