@@ -31,6 +31,7 @@ pub async fn open_reader(
     path: &Path,
     connections: u32,
 ) -> Result<Option<SqlitePool>, ProviderError> {
+    narrow(path)?;
     let opened = |path| async move {
         let pool = pool(path, false, SqliteJournalMode::Wal, connections).await?;
         match first_read(&pool).await {
