@@ -291,13 +291,7 @@ fn a_large_object_a_tenant_made_in_another_database_is_drift_and_does_not_stop_i
         &format!("{acme} owns large object {oid} in database {elsewhere}"),
     );
 
-    let file = repo.path().join("tenants/acme.yaml");
-    let before = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n  export: false\n"),
-    )
-    .unwrap();
+    crate::offboarding::erase(&repo, "acme", false);
     repo.apply();
     repo.assert_plan_empty();
     assert_eq!(

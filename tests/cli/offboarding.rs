@@ -16,6 +16,19 @@ pub fn offboard(repo: &Repo, slug: &str) {
     std::fs::write(&file, format!("{before}status: deprovisioned\n")).unwrap();
 }
 
+/// Asks for the tenant's erasure (GDPR Article 17): deprovisioned without a hold, its export
+/// made (`export`) or waived.
+pub fn erase(repo: &Repo, slug: &str, export: bool) {
+    let file = repo.path().join(format!("tenants/{slug}.yaml"));
+    let before = std::fs::read_to_string(&file).unwrap();
+    let waived = if export { "" } else { "  export: false\n" };
+    std::fs::write(
+        &file,
+        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n{waived}"),
+    )
+    .unwrap();
+}
+
 pub fn call_back(repo: &Repo, slug: &str) {
     let file = repo.path().join(format!("tenants/{slug}.yaml"));
     let before = std::fs::read_to_string(&file).unwrap();

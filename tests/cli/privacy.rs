@@ -291,13 +291,7 @@ fn the_markdown_plan_shows_tenant_text_without_acting_on_it() {
 fn a_purged_tenant_has_no_export_or_login_left_to_hand_out() {
     let repo = Repo::example();
     repo.apply();
-    let file = repo.path().join("tenants/acme.yaml");
-    let before = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n"),
-    )
-    .unwrap();
+    crate::offboarding::erase(&repo, "acme", true);
     repo.apply();
     repo.assert_plan_empty();
     let state: serde_json::Value =

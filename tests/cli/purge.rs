@@ -14,21 +14,25 @@ use crate::support::{text, Repo};
 /// Every plan of the repo holds an export for no time: the purge is due at once.
 pub fn no_hold(repo: &Repo) {
     for plan in ["starter", "growth", "enterprise"] {
-        let path = repo.path().join(format!("plans/{plan}.hcl"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        let changed: String = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("retention_days") {
-                    "retention_days = 0".to_string()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&path, changed + "\n").unwrap();
+        set_plan(repo, plan, "retention_days", "0");
     }
+}
+
+/// Sets a top-level setting that `plans/<plan>.hcl` has on a line of its own.
+fn set_plan(repo: &Repo, plan: &str, setting: &str, value: &str) {
+    let path = repo.path().join(format!("plans/{plan}.hcl"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let changed: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(setting) {
+                format!("{setting} = {value}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&path, changed.join("\n") + "\n").unwrap();
 }
 
 fn audit(repo: &Repo, slug: &str) -> Vec<Value> {
@@ -272,13 +276,7 @@ fn a_held_tenant_says_until_when_and_is_not_touched_before() {
 fn an_erasure_request_skips_the_hold_and_may_waive_the_export() {
     let repo = Repo::example();
     repo.apply();
-    let file = repo.path().join("tenants/globex.yaml");
-    let before = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n  export: false\n"),
-    )
-    .unwrap();
+    crate::offboarding::erase(&repo, "globex", false);
     let plan = text(&repo.run(&["plan"]).stdout);
     for expected in [
         "# globex will be purged: its data destroyed for good, a tombstone kept (ERASURE request, no hold) (active → deprovisioned)",
@@ -918,13 +916,7 @@ fn killed_mid_purge_on_postgres_a_rerun_purges_every_mode_and_audits_each_resour
 fn an_erasure_export_states_its_end_and_is_removed_after_it() {
     let repo = Repo::example();
     repo.apply();
-    let file = repo.path().join("tenants/globex.yaml");
-    let before = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n"),
-    )
-    .unwrap();
+    crate::offboarding::erase(&repo, "globex", true);
     let out = repo.run(&["plan"]);
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
@@ -959,19 +951,7 @@ fn an_erasure_export_states_its_end_and_is_removed_after_it() {
 
     // Its end comes (the plan now keeps such exports for no time): a copy set aside by an
     // earlier offboarding goes too, a folder claimed by no one stays.
-    let enterprise = repo.path().join("plans/enterprise.hcl");
-    let plan_text = std::fs::read_to_string(&enterprise).unwrap();
-    let no_time: Vec<&str> = plan_text
-        .lines()
-        .map(|l| {
-            if l.starts_with("erasure_export_days") {
-                "erasure_export_days = 0"
-            } else {
-                l
-            }
-        })
-        .collect();
-    std::fs::write(&enterprise, no_time.join("\n") + "\n").unwrap();
+    set_plan(&repo, "enterprise", "erasure_export_days", "0");
     // The state's record of the end (its snapshot, and its journal when not yet folded in)
     // is moved back, as time passing would.
     for entry in std::fs::read_dir(repo.state_dir()).unwrap() {
@@ -1043,28 +1023,10 @@ fn an_erasure_export_in_s3_is_removed_at_its_end_with_every_copy_set_aside() {
             s3.config("")
         ),
     );
-    let enterprise = repo.path().join("plans/enterprise.hcl");
-    let plan_text = std::fs::read_to_string(&enterprise).unwrap();
-    let no_time: Vec<&str> = plan_text
-        .lines()
-        .map(|l| {
-            if l.starts_with("erasure_export_days") {
-                "erasure_export_days = 0"
-            } else {
-                l
-            }
-        })
-        .collect();
-    std::fs::write(&enterprise, no_time.join("\n") + "\n").unwrap();
+    set_plan(&repo, "enterprise", "erasure_export_days", "0");
     repo.apply();
     let id = tenant_id(&repo, "globex");
-    let file = repo.path().join("tenants/globex.yaml");
-    let before = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n"),
-    )
-    .unwrap();
+    crate::offboarding::erase(&repo, "globex", true);
     repo.apply();
     let put = |key: &str, body: String| {
         s3.block_on(

@@ -163,13 +163,7 @@ fn an_erasure_reaches_what_the_state_never_recorded_of_the_tenant() {
     );
     repo.assert_plan_empty();
 
-    let file = repo.path().join("tenants/acme.yaml");
-    let before = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n"),
-    )
-    .unwrap();
+    crate::offboarding::erase(&repo, "acme", true);
     let plan = text(&repo.run(&["plan"]).stdout);
     for expected in [
         format!("- acme/database  # schema {acme}"),

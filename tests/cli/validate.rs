@@ -91,13 +91,7 @@ fn every_example_config_validates_with_the_example_repo() {
 fn validate_and_new_tenant_refuse_a_tombstones_slug_as_plan_does() {
     let repo = Repo::example();
     repo.apply();
-    let file = repo.path().join("tenants/globex.yaml");
-    let before = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        format!("{before}status: deprovisioned\noffboarding:\n  erase: true\n  export: false\n"),
-    )
-    .unwrap();
+    crate::offboarding::erase(&repo, "globex", false);
     repo.apply();
     repo.remove("tenants/globex.yaml");
     assert!(repo.run(&["validate"]).status.success());
@@ -128,7 +122,7 @@ fn validate_and_new_tenant_refuse_a_tombstones_slug_as_plan_does() {
             && err.contains("nothing was written"),
         "{err}"
     );
-    assert!(!file.exists());
+    assert!(!repo.path().join("tenants/globex.yaml").exists());
 
     // A file written by hand: validate refuses it with plan's words, at its slug's line.
     repo.write(
