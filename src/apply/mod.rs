@@ -392,14 +392,25 @@ impl Executor {
             checkpoint(&ts).await?;
         }
         // The audit rows of the purge this run carries out, written before its first
-        // resource is destroyed and completed after its last.
+        // resource is destroyed and completed after its last; the control plane's part of
+        // the purge (its rows, the tombstone, that completion and the move) is one call.
         let mut audited: Option<Vec<String>> = None;
+        let mut ending = purge::Ending::default();
         for change in &tp.changes {
             log.at = change.key.to_string();
             self.go_on()?;
             if change.purged.is_none() {
+                if audited.is_some()
+                    && change.key.kind == Kind::Registry
+                    && change.fields.iter().any(|f| f.field != "lifecycle")
+                {
+                    ending.tombstone = Some(change);
+                    continue;
+                }
                 if let Some(addresses) = audited.take() {
-                    self.audit_done(&ts, &addresses).await?;
+                    ending.audited = addresses;
+                    self.end_purge(tp, &mut ts, lifecycle, mark, &mut ending, None, log)
+                        .await?;
                 }
             } else {
                 if shared.lost.get().is_some() {
@@ -411,6 +422,10 @@ impl Executor {
                 }
                 if audited.is_none() {
                     audited = Some(self.audit_begin(tp, &ts).await?);
+                }
+                if control.kinds().contains(&change.key.kind) {
+                    ending.rows.push(change.key.clone());
+                    continue;
                 }
                 match ts.retired_at_key(&change.key).cloned() {
                     Some(retired) => {
@@ -551,8 +566,32 @@ impl Executor {
             log.done += 1;
         }
 
+        let to = tp.lifecycle.to;
+        // Hooks that run apart take a while: the move is recorded before them.
+        let hooks_after = tp.hooks.iter().any(|h| h.due && !h.spec.gating);
         if let Some(addresses) = audited.take() {
-            self.audit_done(&ts, &addresses).await?;
+            ending.audited = addresses;
+            // The move joins the purge's end when nothing is to happen between them.
+            let joins = to == Lifecycle::Deprovisioned
+                && lifecycle != to
+                && tp.smoke.is_none()
+                && !tp.hooks.iter().any(|h| h.due && h.spec.gating);
+            self.end_purge(
+                tp,
+                &mut ts,
+                lifecycle,
+                mark,
+                &mut ending,
+                joins.then_some(to),
+                log,
+            )
+            .await?;
+            if joins {
+                lifecycle = to;
+                if hooks_after {
+                    checkpoint(&ts).await?;
+                }
+            }
         }
         if tp.smoke.is_some() {
             log.at = crate::plan::SMOKE_STEP.to_string();
@@ -570,15 +609,15 @@ impl Executor {
             ran?;
             log.done += 1;
         }
-        let to = tp.lifecycle.to;
         log.at = "lifecycle".to_string();
         self.go_on()?;
         if lifecycle != to {
             let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
             control.transition(&ctx, to).await.map_err(|e| chain(&e))?;
             log.done += 1;
-            // Recorded at once: the hooks after the move may take a while, and a kill
-            // meanwhile must not leave the state a move behind the registry.
+            // Recorded at once when something follows: the hooks after the move may take a
+            // while, and a kill meanwhile must not leave the state a move behind the
+            // registry. Otherwise the tenant's last checkpoint, below, records it.
             ts.lifecycle = to;
             if let Some(reg) = ts
                 .resources
@@ -586,7 +625,9 @@ impl Executor {
             {
                 reg.insert("lifecycle", json!(to.as_str()));
             }
-            checkpoint(&ts).await?;
+            if to == Lifecycle::Active || hooks_after {
+                checkpoint(&ts).await?;
+            }
             if to == Lifecycle::Active {
                 log.at = "role".to_string();
                 self.open_login(tp, &mut ts, mark).await?;

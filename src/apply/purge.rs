@@ -9,8 +9,8 @@ use super::Executor;
 use crate::audit::AuditEntry;
 use crate::desired::{Key, Kind};
 use crate::error::chain;
-use crate::plan::TenantPlan;
-use crate::provider::{Mark, StepContext};
+use crate::plan::{ResourceChange, TenantPlan};
+use crate::provider::{Mark, PurgeEnd, StepContext};
 use crate::state::{now, Lifecycle, Purge, TenantState};
 
 impl Executor {
@@ -122,20 +122,65 @@ impl Executor {
             .map_err(|e| chain(&e))
     }
 
-    /// Completes the audit rows of `addresses`, once all of them are destroyed.
-    pub(super) async fn audit_done(
+    /// The control plane's part of the purge, once every other resource is destroyed: its
+    /// rows, the audit's completion, the tombstone and, with `to`, the move (one
+    /// transaction where the control plane can). Recorded in `ts` by the tenant's next
+    /// checkpoint: a kill before it leaves them for the rerun, which finds them done.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn end_purge(
         &self,
-        ts: &TenantState,
-        addresses: &[String],
+        tp: &TenantPlan,
+        ts: &mut TenantState,
+        lifecycle: Lifecycle,
+        mark: &Mark,
+        ending: &mut Ending<'_>,
+        to: Option<Lifecycle>,
+        log: &mut super::StepLog,
     ) -> Result<(), String> {
-        let tenant_id = ts
-            .tenant_id
-            .as_deref()
-            .ok_or("the tenant has no registry row")?;
-        self.targets
+        let ctx = self.step_context(tp, ts, lifecycle, mark, false);
+        let end = PurgeEnd {
+            rows: &ending.rows,
+            audited: &ending.audited,
+            tombstone: ending.tombstone,
+            to,
+        };
+        log.at = match (to, ending.tombstone, ending.rows.last()) {
+            (Some(_), _, _) => "lifecycle".to_string(),
+            (None, Some(change), _) => change.key.to_string(),
+            (None, None, Some(key)) => key.to_string(),
+            (None, None, None) => log.at.clone(),
+        };
+        let tombstone = self
+            .targets
             .control
-            .audit_done(tenant_id, addresses)
+            .end_purge(&ctx, &end)
             .await
-            .map_err(|e| chain(&e))
+            .map_err(|e| chain(&e))?;
+        for key in ending.rows.drain(..) {
+            ts.resources.remove(&key);
+            log.done += 1;
+        }
+        if let (Some(change), Some(attrs)) = (ending.tombstone.take(), tombstone) {
+            ts.resources.insert(change.key.clone(), attrs);
+            log.done += 1;
+        }
+        if let Some(to) = to {
+            ts.lifecycle = to;
+            if let Some(reg) = ts.resources.get_mut(&Key::new(Kind::Registry)) {
+                reg.insert("lifecycle", serde_json::json!(to.as_str()));
+            }
+            log.done += 1;
+        }
+        ending.audited.clear();
+        ts.updated_at = now();
+        Ok(())
     }
+}
+
+/// The control plane's part of a purge, gathered until the other resources are destroyed.
+#[derive(Default)]
+pub(super) struct Ending<'a> {
+    pub rows: Vec<Key>,
+    pub audited: Vec<String>,
+    pub tombstone: Option<&'a ResourceChange>,
 }

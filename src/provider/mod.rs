@@ -706,6 +706,19 @@ pub trait Outbox: Send + Sync {
     async fn enable_subscriber(&self, name: &str) -> Result<bool, ProviderError>;
 }
 
+/// What [`ControlPlane::end_purge`] does: each part may be empty.
+#[derive(Default)]
+pub struct PurgeEnd<'a> {
+    /// The control plane's own resources of the tenant to delete (owner, features, quotas).
+    pub rows: &'a [Key],
+    /// The addresses whose audit rows are completed.
+    pub audited: &'a [String],
+    /// The registry row's change to a tombstone.
+    pub tombstone: Option<&'a ResourceChange>,
+    /// The lifecycle the tenant moves to, with its events.
+    pub to: Option<Lifecycle>,
+}
+
 #[async_trait]
 pub trait ControlPlane: Provider + Outbox {
     /// Creates the tenant's registry row if there is none, in `provisioning`, and returns
@@ -726,6 +739,31 @@ pub trait ControlPlane: Provider + Outbox {
     /// Records that the resources `addresses` of `tenant_id` are purged (once; later calls
     /// keep the first time).
     async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError>;
+    /// The control plane's part of a tenant's purge, once every other resource of it is
+    /// destroyed: its rows of `end.rows` deleted, the audit of `end.audited` completed, the
+    /// tombstone written and the tenant moved to `end.to`, in that order. Returns the
+    /// tombstone's attributes. Idempotent as each part is. This one makes a call of each;
+    /// a control plane that can makes them one transaction.
+    async fn end_purge(
+        &self,
+        ctx: &StepContext<'_>,
+        end: &PurgeEnd<'_>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        for key in end.rows {
+            self.purge(ctx, key).await?;
+        }
+        if !end.audited.is_empty() {
+            self.audit_done(ctx.tenant_id()?, end.audited).await?;
+        }
+        let attrs = match end.tombstone {
+            Some(change) => self.apply(ctx, change).await?,
+            None => None,
+        };
+        if let Some(to) = end.to {
+            self.transition(ctx, to).await?;
+        }
+        Ok(attrs)
+    }
     /// Writes an event about the tenant to the outbox that no lifecycle move carries
     /// (`TenantProvisioningFailed`).
     async fn emit_event(

@@ -17,8 +17,8 @@ use crate::desired::{Attrs, Kind};
 use crate::plan::ResourceChange;
 use crate::provider::control_rows::{self, ControlRows, RegistryRow};
 use crate::provider::{
-    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget,
-    StepContext,
+    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, PurgeEnd,
+    RefreshTarget, StepContext,
 };
 use crate::slug::Slug;
 use crate::state::Lifecycle;
@@ -198,10 +198,22 @@ impl PgControl {
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
+        let mut tx = self.begin().await?;
+        let attrs = self.apply_in(tx.as_mut(), ctx, change).await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(Some(attrs))
+    }
+
+    /// `change` made in `tx`; the attributes it leaves once `tx` commits.
+    async fn apply_in(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Attrs, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
         let desired = desired_of(change)?;
         let a = &desired.attrs;
-        let mut tx = self.begin().await?;
         match change.key.kind {
             Kind::Registry => {
                 let sql_1 = self.sql(
@@ -216,7 +228,7 @@ impl PgControl {
                     .bind(a.str("isolation"))
                     .bind(a.get("labels").cloned().unwrap_or(json!({})))
                     .bind(tenant_id)
-                    .execute(tx.as_mut())
+                    .execute(&mut *tx)
                     .await
                     .map_err(ProviderError::sql("update the registry"))?;
             }
@@ -228,7 +240,7 @@ impl PgControl {
                 sqlx::query(&sql_2)
                     .bind(tenant_id)
                     .bind(a.str("email"))
-                    .execute(tx.as_mut())
+                    .execute(&mut *tx)
                     .await
                     .map_err(ProviderError::sql("write the owner membership"))?;
             }
@@ -252,7 +264,7 @@ impl PgControl {
                 let sql_3 = self.sql(clear);
                 sqlx::query(&sql_3)
                     .bind(tenant_id)
-                    .execute(tx.as_mut())
+                    .execute(&mut *tx)
                     .await
                     .map_err(ProviderError::sql(format!("clear {}", change.key)))?;
                 let insert = self.sql(insert);
@@ -270,7 +282,7 @@ impl PgControl {
                             .collect::<Vec<_>>(),
                     )
                 };
-                q.execute(tx.as_mut())
+                q.execute(&mut *tx)
                     .await
                     .map_err(ProviderError::sql(format!("write {}", change.key)))?;
             }
@@ -278,7 +290,7 @@ impl PgControl {
         }
         if events::announces_update(ctx, change) {
             self.emit(
-                tx.as_mut(),
+                &mut *tx,
                 ctx,
                 tenant_id,
                 events::UPDATED,
@@ -286,13 +298,12 @@ impl PgControl {
             )
             .await?;
         }
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
         let mut attrs = a.clone();
         if change.key.kind == Kind::Registry {
             // The lifecycle moves in its own step, at the end of the tenant's run.
             attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
         }
-        Ok(Some(attrs))
+        Ok(attrs)
     }
 
     async fn register_once(
@@ -335,13 +346,24 @@ impl PgControl {
         ctx: &StepContext<'_>,
         to: Lifecycle,
     ) -> Result<(), ProviderError> {
-        let tenant_id = ctx.tenant_id()?;
         let mut tx = self.begin().await?;
+        self.transition_in(tx.as_mut(), ctx, to).await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    /// The move to `to` made in `tx`; nothing when the tenant is there already.
+    async fn transition_in(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        to: Lifecycle,
+    ) -> Result<(), ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
         let (current,): (String,) = sqlx::query_as(
             &self.sql("SELECT lifecycle FROM {schema}.tenants WHERE tenant_id = $1 FOR UPDATE"),
         )
         .bind(tenant_id)
-        .fetch_one(tx.as_mut())
+        .fetch_one(&mut *tx)
         .await
         .map_err(ProviderError::sql("read the lifecycle"))?;
         let from = Lifecycle::parse(&current).unwrap_or_default();
@@ -357,7 +379,7 @@ impl PgControl {
         sqlx::query(&sql_6)
             .bind(to.as_str())
             .bind(tenant_id)
-            .execute(tx.as_mut())
+            .execute(&mut *tx)
             .await
             .map_err(ProviderError::sql("update the lifecycle"))?;
         if to == Lifecycle::Deprovisioned {
@@ -368,7 +390,7 @@ impl PgControl {
             );
             sqlx::query(&erase)
                 .bind(tenant_id)
-                .execute(tx.as_mut())
+                .execute(&mut *tx)
                 .await
                 .map_err(ProviderError::sql(
                     "erase the owner's email from the events",
@@ -376,9 +398,64 @@ impl PgControl {
         }
         for &kind in kinds {
             let detail = events::transition_detail(ctx, from, to);
-            self.emit(tx.as_mut(), ctx, tenant_id, kind, detail).await?;
+            self.emit(&mut *tx, ctx, tenant_id, kind, detail).await?;
         }
-        tx.commit().await.map_err(ProviderError::sql("commit"))
+        Ok(())
+    }
+
+    /// [`ControlPlane::end_purge`] in one transaction, so one commit.
+    async fn end_purge_once(
+        &self,
+        ctx: &StepContext<'_>,
+        end: &PurgeEnd<'_>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let mut tx = self.begin().await?;
+        for key in end.rows {
+            let table =
+                control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
+            sqlx::query(&self.sql(&format!(
+                "DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"
+            )))
+            .bind(tenant_id)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql(format!("purge {table}")))?;
+        }
+        if !end.audited.is_empty() {
+            self.audit_done_in(tx.as_mut(), tenant_id, end.audited)
+                .await?;
+        }
+        let attrs = match end.tombstone {
+            Some(change) => Some(self.apply_in(tx.as_mut(), ctx, change).await?),
+            None => None,
+        };
+        if let Some(to) = end.to {
+            self.transition_in(tx.as_mut(), ctx, to).await?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(attrs)
+    }
+
+    /// Completes the audit rows of `addresses` in `conn` (the first time only).
+    async fn audit_done_in(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &str,
+        addresses: &[String],
+    ) -> Result<(), ProviderError> {
+        let sql = self.sql(
+            "UPDATE {schema}.deletion_audit SET purged_at = $1
+             WHERE tenant_id = $2 AND address = ANY($3) AND purged_at IS NULL",
+        );
+        sqlx::query(&sql)
+            .bind(crate::state::now())
+            .bind(tenant_id)
+            .bind(addresses)
+            .execute(conn)
+            .await
+            .map_err(ProviderError::sql("complete the deletion audit"))
+            .map(drop)
     }
 }
 
@@ -611,20 +688,23 @@ impl ControlPlane for PgControl {
     }
 
     async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
-        let sql = self.sql(
-            "UPDATE {schema}.deletion_audit SET purged_at = $1
-             WHERE tenant_id = $2 AND address = ANY($3) AND purged_at IS NULL",
-        );
         retry!("audit", async {
-            sqlx::query(&sql)
-                .bind(crate::state::now())
-                .bind(tenant_id)
-                .bind(addresses)
-                .execute(self.pool().await?)
+            let mut conn = self
+                .pool()
+                .await?
+                .acquire()
                 .await
-                .map_err(ProviderError::sql("complete the deletion audit"))
-                .map(drop)
+                .map_err(ProviderError::sql("connect"))?;
+            self.audit_done_in(&mut conn, tenant_id, addresses).await
         })
+    }
+
+    async fn end_purge(
+        &self,
+        ctx: &StepContext<'_>,
+        end: &PurgeEnd<'_>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        retry!("end of the purge", self.end_purge_once(ctx, end))
     }
 
     async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {
