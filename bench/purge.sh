@@ -10,6 +10,7 @@
 # queries its plan sent.
 # Needs PostgreSQL at $BENCH_PG (default postgres://postgres@127.0.0.1:5432, trust auth), psql
 # and GNU time. Everything it creates is named pb<pid>* and removed at the end.
+# BENCH_BIN=path runs that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${1:-1000}
@@ -21,7 +22,7 @@ source bench/lib.sh
 require_gnu_time
 command -v psql >/dev/null || { echo "psql is missing (apt-get install -y postgresql-client)" >&2; exit 1; }
 psql "$PG/postgres" -qAtc "select 1" >/dev/null || { echo "no PostgreSQL at $PG" >&2; exit 1; }
-build_release
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else build_release; fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-purge.XXXXXX")"
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 

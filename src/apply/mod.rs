@@ -396,7 +396,13 @@ impl Executor {
         // the purge (its rows, the tombstone, that completion and the move) is one call.
         let mut audited: Option<Vec<String>> = None;
         let mut ending = purge::Ending::default();
-        for change in &tp.changes {
+        // Purges after this one that it destroyed with it.
+        let mut skip = 0;
+        for (i, change) in tp.changes.iter().enumerate() {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
             log.at = change.key.to_string();
             self.go_on()?;
             if change.purged.is_none() {
@@ -427,32 +433,47 @@ impl Executor {
                     ending.rows.push(change.key.clone());
                     continue;
                 }
-                match ts.retired_at_key(&change.key).cloned() {
-                    Some(retired) => {
-                        // Where the retired one is, as its target reads a recorded one.
-                        let at = std::iter::once((retired.key.clone(), retired.attrs)).collect();
-                        let ctx = StepContext {
-                            recorded: &at,
-                            ..self.step_context(tp, &ts, lifecycle, mark, false)
-                        };
-                        self.purge(&ctx, &retired.key).await?;
-                        ts.retired.retain(|r| r.address_key() != change.key);
-                    }
-                    None => {
-                        let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
-                        self.purge(&ctx, &change.key).await?;
-                    }
+                if let Some(retired) = ts.retired_at_key(&change.key).cloned() {
+                    // Where the retired one is, as its target reads a recorded one.
+                    let at = std::iter::once((retired.key.clone(), retired.attrs)).collect();
+                    let ctx = StepContext {
+                        recorded: &at,
+                        ..self.step_context(tp, &ts, lifecycle, mark, false)
+                    };
+                    self.purge(&ctx, std::slice::from_ref(&retired.key)).await?;
+                    ts.retired.retain(|r| r.address_key() != change.key);
+                    ts.resources.remove(&change.key);
+                    ts.updated_at = now();
+                    log.done += 1;
+                    continue;
                 }
-                ts.resources.remove(&change.key);
-                if change.key.kind == Kind::Database {
-                    // Seed rows live in the slice and went with it.
-                    ts.resources.remove(&crate::desired::Key::new(Kind::Seed));
+                // The purges of one target that follow go in the same call: the data target
+                // drops a schema and its role in one transaction.
+                let provider = self.targets.for_kind(change.key.kind);
+                let keys: Vec<_> = tp.changes[i..]
+                    .iter()
+                    .take_while(|c| {
+                        c.purged.is_some()
+                            && ts.retired_at_key(&c.key).is_none()
+                            && std::ptr::addr_eq(self.targets.for_kind(c.key.kind), provider)
+                    })
+                    .map(|c| c.key.clone())
+                    .collect();
+                skip = keys.len() - 1;
+                let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
+                self.purge(&ctx, &keys).await?;
+                for key in &keys {
+                    ts.resources.remove(key);
+                    if key.kind == Kind::Database {
+                        // Seed rows live in the slice and went with it.
+                        ts.resources.remove(&crate::desired::Key::new(Kind::Seed));
+                    }
                 }
                 // Not checkpointed one by one: the audit row records each purge, and a
                 // rerun purges (and audits) what is gone already again, changing nothing.
                 // The state records the purge's start, above, and its end.
                 ts.updated_at = now();
-                log.done += 1;
+                log.done += keys.len();
                 continue;
             }
             if self.retire_before_replace(change, &mut ts) {

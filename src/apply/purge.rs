@@ -111,13 +111,16 @@ impl Executor {
         Ok(entries.into_iter().map(|e| e.address).collect())
     }
 
-    /// Destroys one resource, where the state recorded it. Idempotent: a rerun after a kill
-    /// destroys what is gone already again, changing nothing. The audit is what records
-    /// each resource's purge; the state records the purge's start and end.
-    pub(super) async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), String> {
+    /// Destroys resources of one target, where the state recorded them. Idempotent: a rerun
+    /// after a kill destroys what is gone already again, changing nothing. The audit is
+    /// what records each resource's purge; the state records the purge's start and end.
+    pub(super) async fn purge(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), String> {
+        let Some(first) = keys.first() else {
+            return Ok(());
+        };
         self.targets
-            .for_kind(key.kind)
-            .purge(ctx, key)
+            .for_kind(first.kind)
+            .purge_all(ctx, keys)
             .await
             .map_err(|e| chain(&e))
     }

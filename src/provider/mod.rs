@@ -654,6 +654,14 @@ pub trait Provider: Send + Sync {
             self.name()
         )))
     }
+    /// Destroys `keys` (the tenant's, in the purge's order) as [`Provider::purge`] does each;
+    /// a target that can destroys them in fewer transactions.
+    async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
+        for key in keys {
+            self.purge(ctx, key).await?;
+        }
+        Ok(())
+    }
     /// The built-in smoke tests of what this target holds of the tenant, where
     /// `ctx.recorded` says it is, and, for the data target, the declared `sql` checks run as
     /// the tenant's own role. A check never changes the tenant's data (writes are rolled

@@ -947,9 +947,56 @@ impl PgData {
     /// Drops the tenant's login role, after ending its sessions and dropping what it was
     /// granted here (its slice, dropped first, held the rest).
     async fn purge_role(&self, ctx: &StepContext<'_>) -> Result<(), ProviderError> {
+        let mut conn = self
+            .pool()
+            .await?
+            .acquire()
+            .await
+            .map_err(ProviderError::sql("connect"))?;
+        self.drop_role_after(&mut conn, ctx, "").await
+    }
+
+    /// The tenant's schema and its role dropped in one transaction, one commit, where the
+    /// slice is a schema (its tables first in batches when it has many, as
+    /// [`Self::purge_slice`] does); otherwise one after the other. A kill before the commit
+    /// leaves both for the rerun.
+    async fn purge_slice_and_role(&self, ctx: &StepContext<'_>) -> Result<(), ProviderError> {
+        let slice = match self.recorded_slice(ctx)? {
+            Some(slice) if slice.isolation == Isolation::Schema => slice,
+            _ => {
+                self.purge_slice(ctx).await?;
+                return self.purge_role(ctx).await;
+            }
+        };
+        let mut conn = self
+            .pool()
+            .await?
+            .acquire()
+            .await
+            .map_err(ProviderError::sql("connect"))?;
+        let mut before = String::new();
+        if let Some(mark) = comment(&mut conn, Marked::Schema, &slice.name).await? {
+            let change = crate::provider::purge_change(&Key::new(Kind::Database));
+            let what = format!("the schema {}", slice.name);
+            check_ours(ctx, &change, &what, &Owner::from_text(mark.as_deref()))?;
+            drop_tables_in_batches(&mut conn, &slice.name).await?;
+            before = format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote(&slice.name));
+        }
+        before.push_str(&self.forget_sql(&slice, &ctx.tenant.slug));
+        before.push_str("; ");
+        self.drop_role_after(&mut conn, ctx, &before).await
+    }
+
+    /// Drops the tenant's role in one transaction on `conn`, with `before` (statements, each
+    /// ended by `;`) run in it first, after the role's sessions are ended.
+    async fn drop_role_after(
+        &self,
+        conn: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        before: &str,
+    ) -> Result<(), ProviderError> {
         let name = self.naming.role(&ctx.tenant.slug);
-        let pool = self.pool().await?;
-        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
         super::advisory_xact_lock(tx.as_mut(), &format!("tenant-reconcile/role/{name}")).await?;
         if let Some(mark) = comment(tx.as_mut(), Marked::Role, &name).await? {
             let change = crate::provider::purge_change(&Key::new(Kind::Role));
@@ -984,9 +1031,14 @@ impl PgData {
             .map_err(ProviderError::sql(format!("end the sessions of {name}")))?;
             let role = quote(&name);
             tx.as_mut()
-                .execute(format!("DROP OWNED BY {role}; DROP ROLE {role}").as_str())
+                .execute(format!("{before}DROP OWNED BY {role}; DROP ROLE {role}").as_str())
                 .await
                 .map_err(ProviderError::sql(format!("drop the role {name}")))?;
+        } else if !before.is_empty() {
+            tx.as_mut()
+                .execute(before)
+                .await
+                .map_err(ProviderError::sql("drop the schema"))?;
         }
         sqlx::query(&self.sql("DELETE FROM {schema}.roles WHERE name = $1"))
             .bind(&name)
@@ -1879,6 +1931,20 @@ impl Provider for PgData {
             Kind::Role => retry!("purge", self.purge_role(ctx)),
             Kind::Database => retry!("purge", self.purge_slice(ctx)),
             other => Err(unmanaged(self, other)),
+        }
+    }
+
+    async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
+        match keys {
+            [slice, role] if slice.kind == Kind::Database && role.kind == Kind::Role => {
+                retry!("purge", self.purge_slice_and_role(ctx))
+            }
+            _ => {
+                for key in keys {
+                    self.purge(ctx, key).await?;
+                }
+                Ok(())
+            }
         }
     }
 
