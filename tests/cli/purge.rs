@@ -909,6 +909,99 @@ fn killed_mid_purge_on_postgres_a_rerun_purges_every_mode_and_audits_each_resour
     );
 }
 
+/// The control plane's part of a purge (its rows, the audit's completion, the tombstone and
+/// the move to `deprovisioned`) is one transaction, recorded in the state only by the tenant's
+/// last checkpoint. Killed right before that checkpoint, with the registry already a
+/// tombstone and the state still recording every resource, a rerun finds each done: it
+/// audits each resource once, announces the tenant's end once, and its plan is then empty.
+#[test]
+fn killed_after_the_tombstone_before_the_state_records_it_a_rerun_purges_nothing_twice() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    no_hold(&repo);
+    repo.write("tenant-reconcile.hcl", &pg.config(""));
+    repo.write(
+        "tenants/last-one.yaml",
+        "slug: last-one\nname: Last One\nplan: growth\nisolation: schema\nowner:\n  email: o@last.example\nregion: eu-west-1\n",
+    );
+    repo.apply();
+    offboard(&repo, "last-one");
+    // Revoked and exported; the next apply purges it.
+    repo.apply();
+    // The state's checkpoint that ends the purge waits, as a process stopped there would.
+    pg.exec(
+        "CREATE FUNCTION public.hold_the_end() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.entry LIKE '%\"finished_at\"%' THEN PERFORM pg_sleep(600); END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER hold_the_end BEFORE INSERT ON tenant_reconcile.state_checkpoints
+           FOR EACH ROW EXECUTE FUNCTION public.hold_the_end()",
+    );
+    let mut child = repo.spawn_apply(1);
+    let held = "SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event = 'PgSleep'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while pg.count(held) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge never reached its last checkpoint"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the apply ended first");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    pg.exec(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event = 'PgSleep'",
+    );
+    pg.exec("DROP TRIGGER hold_the_end ON tenant_reconcile.state_checkpoints; DROP FUNCTION public.hold_the_end()");
+    // Killed where this test means: the control plane's part is done, the state's is not.
+    let registry =
+        pg.query("SELECT name, lifecycle FROM tenant_reconcile.tenants WHERE slug = 'last-one'");
+    assert_eq!(
+        registry,
+        vec![json!({"name": "", "lifecycle": "deprovisioned"})]
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.deletion_audit WHERE purged_at IS NULL"),
+        0
+    );
+    let recorded = text(&repo.run(&["state", "show", "last-one"]).stdout);
+    assert!(
+        recorded.contains("quotas") && recorded.contains("deprovisioning"),
+        "{recorded}"
+    );
+
+    repo.apply();
+    repo.assert_plan_empty();
+    let audited = pg.query(
+        "SELECT address, count(*) AS n, bool_and(purged_at IS NOT NULL) AS done
+         FROM tenant_reconcile.deletion_audit GROUP BY address",
+    );
+    assert_eq!(audited.len(), 7, "{audited:#?}");
+    for row in &audited {
+        assert_eq!(row["n"], json!(1), "audited once: {row}");
+        assert_eq!(row["done"], json!(true), "finished: {row}");
+    }
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.outbox WHERE type = 'TenantDeprovisioned'"),
+        1,
+        "the tenant's end is announced once"
+    );
+    let role = pg.name("last-one");
+    for sql in [
+        format!("SELECT count(*) FROM pg_roles WHERE rolname = '{role}'"),
+        format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{role}'"),
+        "SELECT count(*) FROM tenant_reconcile.quotas q JOIN tenant_reconcile.tenants t
+           ON t.tenant_id = q.tenant_id WHERE t.slug = 'last-one'"
+            .to_string(),
+    ] {
+        assert_eq!(pg.count(&sql), 0, "{sql}");
+    }
+}
+
 /// An erasure keeps one copy of the tenant's data, its export, for the customer to collect:
 /// the plan, the audit and `show` say until when (the plan's `erasure_export_days`), and the
 /// first apply after that removes it, and every copy of it set aside, audited as a purge.
