@@ -298,24 +298,16 @@ impl<'a> Planner<'a> {
             tenant: r.tenant_id.clone(),
         };
         changes.extend(super::purge::changes(d.slug(), r, self.input.live, &mark));
-        TenantPlan {
-            slug: d.slug().clone(),
-            file: d.file.clone(),
-            action: TenantAction::Purge,
-            lifecycle: LifecycleChange {
+        TenantPlan::of_recorded(
+            d,
+            r.tenant_id.clone(),
+            TenantAction::Purge,
+            LifecycleChange {
                 from,
                 to: Lifecycle::Deprovisioned,
             },
             changes,
-            tenant: d.effective.clone(),
-            tenant_id: r.tenant_id.clone(),
-            credentials_version: d.credentials_version,
-            pulled_in_by: Vec::new(),
-            conflicts: Vec::new(),
-            smoke: None,
-            hooks: Vec::new(),
-            upgrades: Vec::new(),
-        }
+        )
     }
 
     /// The removal of a tombstone's erasure export, once its end has come: audited as the
@@ -332,15 +324,15 @@ impl<'a> Planner<'a> {
             Some(l) if !l.contains(d.slug(), &key) => "already gone".to_string(),
             _ => format!("kept until {}", &until[..until.len().min(10)]),
         };
-        TenantPlan {
-            slug: d.slug().clone(),
-            file: d.file.clone(),
-            action: TenantAction::ExpireExport,
-            lifecycle: LifecycleChange {
+        TenantPlan::of_recorded(
+            d,
+            r.tenant_id.clone(),
+            TenantAction::ExpireExport,
+            LifecycleChange {
                 from: Lifecycle::Deprovisioned,
                 to: Lifecycle::Deprovisioned,
             },
-            changes: vec![ResourceChange::delete(
+            vec![ResourceChange::delete(
                 key,
                 Some(super::Purged {
                     resource: format!("erasure export {location}"),
@@ -348,15 +340,7 @@ impl<'a> Planner<'a> {
                     found: None,
                 }),
             )],
-            tenant: d.effective.clone(),
-            tenant_id: r.tenant_id.clone(),
-            credentials_version: d.credentials_version,
-            pulled_in_by: Vec::new(),
-            conflicts: Vec::new(),
-            smoke: None,
-            hooks: Vec::new(),
-            upgrades: Vec::new(),
-        }
+        )
     }
 
     /// The plan, from what [`Planner::tenant`] returned, in slug order.

@@ -239,6 +239,34 @@ pub struct TenantPlan {
     pub upgrades: Vec<entitlements::Upgrade>,
 }
 
+impl TenantPlan {
+    /// The plan of a recorded tenant that makes `changes` only: no imports, checks, hooks
+    /// or upgrades (a purge, an erasure export's end, hook runs owed).
+    pub fn of_recorded(
+        d: &crate::desired::DesiredTenant,
+        tenant_id: Option<String>,
+        action: TenantAction,
+        lifecycle: LifecycleChange,
+        changes: Vec<ResourceChange>,
+    ) -> TenantPlan {
+        TenantPlan {
+            slug: d.slug().clone(),
+            file: d.file.clone(),
+            action,
+            lifecycle,
+            changes,
+            tenant: d.effective.clone(),
+            tenant_id,
+            credentials_version: d.credentials_version,
+            pulled_in_by: Vec::new(),
+            conflicts: Vec::new(),
+            smoke: None,
+            hooks: Vec::new(),
+            upgrades: Vec::new(),
+        }
+    }
+}
+
 /// A live resource a tenant needs that this state did not create: made by hand, by
 /// another tool, or by another state (another environment on the same server).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -149,24 +149,16 @@ pub fn add(
                     None => Some(Planned::Waiting(waiting)),
                 });
             }
-            Box::new(TenantPlan {
-                slug: d.slug().clone(),
-                file: d.file.clone(),
-                action: TenantAction::Update,
-                lifecycle: LifecycleChange {
+            Box::new(TenantPlan::of_recorded(
+                d,
+                r.tenant_id.clone(),
+                TenantAction::Update,
+                LifecycleChange {
                     from: lifecycle,
                     to: lifecycle,
                 },
-                changes: Vec::new(),
-                tenant: d.effective.clone(),
-                tenant_id: r.tenant_id.clone(),
-                credentials_version: d.credentials_version,
-                pulled_in_by: Vec::new(),
-                conflicts: Vec::new(),
-                smoke: None,
-                hooks: Vec::new(),
-                upgrades: Vec::new(),
-            })
+                Vec::new(),
+            ))
         }
         other => return Ok(other),
     };
