@@ -13,7 +13,7 @@ use crate::desired::{self, DesiredTenant, Selection};
 use crate::provider::{Mark, StepContext};
 use crate::slug::Slug;
 use crate::smoke::Health;
-use crate::state::{Lifecycle, LockInfo, State};
+use crate::state::{Lifecycle, LockInfo, State, Wait};
 use crate::workspace::Workspace;
 use crate::Error;
 
@@ -188,7 +188,7 @@ async fn record(ws: &Workspace, tenants: &[TenantHealth], timeout: Duration) -> 
     }
     let backend = ws.backend();
     let lock = backend
-        .lock(LockInfo::new("check"), timeout)
+        .lock(LockInfo::new("check"), &Wait::up_to(timeout))
         .await
         .map_err(|e| crate::error::chain(&e))?;
     let written = async {

@@ -19,6 +19,7 @@ pub mod diagnostic;
 pub mod dns;
 pub mod error;
 pub mod export;
+pub mod group_commit;
 pub mod hooks;
 pub mod http_client;
 pub mod naming;

@@ -14,7 +14,7 @@ use crate::plan::{self, Plan, PlanInput};
 use crate::provider::{ProviderError, RefreshTarget};
 use crate::repo::TenantRepo;
 use crate::slug::Slug;
-use crate::state::{LockInfo, Released, State};
+use crate::state::{LockInfo, Released, State, Wait};
 use crate::workspace::Workspace;
 use crate::Error;
 
@@ -510,7 +510,11 @@ pub async fn apply(
     let backend = ws.backend();
     let info = LockInfo::new("apply");
     let run_by = info.who.clone();
-    let lock = backend.lock(info, opts.lock_timeout).await?;
+    let wait = Wait {
+        timeout: opts.lock_timeout,
+        stop: opts.stop.clone(),
+    };
+    let lock = backend.lock(info, &wait).await?;
     let prepared = async {
         let mut state = backend.load().await?;
         let plan = match saved {
@@ -591,8 +595,20 @@ pub async fn apply(
             return Err(e);
         }
     };
+    let targets = Arc::new(ws.targets(plan.migrations.clone()));
+    if !plan.tenants.is_empty() {
+        // Before this run writes events: a subscriber added with it is given them.
+        let subscribers = ws.repo.config.subscribers();
+        if let Err(e) = targets.control.register_subscribers(&subscribers).await {
+            let _ = lock.unlock().await;
+            return Err(Error::Usage(format!(
+                "recording the event subscribers: {}",
+                crate::error::chain(&e)
+            )));
+        }
+    }
     let executor = Executor {
-        targets: Arc::new(ws.targets(plan.migrations.clone())),
+        targets,
         run_by,
         key,
         state_name: ws.repo.config.state.name.clone(),
@@ -798,7 +814,7 @@ pub async fn state_rm(
     let backend = ws.backend();
     let info = LockInfo::new("state rm");
     let by = info.who.clone();
-    let mut lock = backend.lock(info, lock_timeout).await?;
+    let mut lock = backend.lock(info, &Wait::up_to(lock_timeout)).await?;
     let released = async {
         let mut state = backend.load().await?;
         let mut released = Vec::new();

@@ -165,7 +165,7 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
             }
             if failed.is_empty() {
                 anstream::println!(
-                    "\nApply complete! {} tenant{} reconciled: {}{} added, {} changed, {} destroyed.",
+                    "\nApply complete! {} tenant{} reconciled: {}{} added, {} changed, {}{} destroyed.",
                     report.outcomes.len(),
                     if report.outcomes.len() == 1 { "" } else { "s" },
                     if s.import > 0 {
@@ -175,6 +175,11 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
                     },
                     s.add,
                     s.change,
+                    if s.replace > 0 {
+                        format!("{} replaced, ", s.replace)
+                    } else {
+                        String::new()
+                    },
                     s.destroy
                 );
                 Ok(0)

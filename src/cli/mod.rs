@@ -235,10 +235,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// repository `dir` is in, the nearest folder up from `dir` with a `tenants/` folder or a
 /// `tenant-reconcile.hcl`. Outside git, or without one, `dir` itself (whose error then says
 /// what is missing): the search never leaves the repository, so a stray `tenants/` folder
-/// higher up is never taken for the repo.
+/// higher up is never taken for the repo. Inside a repo's `tenants/` folder (`-C
+/// tenants/eu`), git or not, the folder holding it.
 fn repo_root(dir: &std::path::Path) -> PathBuf {
     let Some(top) = dir.ancestors().find(|a| a.join(".git").exists()) else {
-        return dir.to_path_buf();
+        let holding_tenants = dir
+            .ancestors()
+            .skip(1)
+            .find(|a| dir.starts_with(a.join("tenants")) && a.join("plans").is_dir());
+        return holding_tenants.unwrap_or(dir).to_path_buf();
     };
     for candidate in dir.ancestors() {
         if candidate.join("tenants").is_dir()

@@ -70,6 +70,12 @@ pub fn new_tenant(root: &Path, args: NewTenantArgs) -> anyhow::Result<ExitCode> 
             ),
         }
     }
+    // Started in a folder of tenants/ (`-C tenants/eu`): the file goes there.
+    let cwd = std::env::current_dir()?;
+    let folder = cwd
+        .strip_prefix(root.join("tenants"))
+        .ok()
+        .filter(|rel| !rel.as_os_str().is_empty());
     let file = scaffold::new_tenant(
         root,
         &NewTenant {
@@ -79,6 +85,7 @@ pub fn new_tenant(root: &Path, args: NewTenantArgs) -> anyhow::Result<ExitCode> 
             owner: &args.owner,
             region: &args.region,
             locale: args.locale.as_deref(),
+            folder,
         },
     )?;
     println!(

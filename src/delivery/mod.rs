@@ -189,6 +189,10 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
     let schedule = &schedule;
     let permits = Semaphore::new(config.events.parallelism.max(1));
     let keep = Duration::from_secs(u64::from(config.events.keep_days) * 86_400);
+    control
+        .register_subscribers(&config.subscribers())
+        .await
+        .map_err(|e| outbox_error(&e))?;
     report.pruned = control
         .prune_deliveries(SystemTime::now() - keep)
         .await

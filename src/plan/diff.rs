@@ -424,8 +424,8 @@ impl<'a> Planner<'a> {
                 match c.action {
                     Action::Create => summary.add += 1,
                     Action::Update => summary.change += 1,
-                    // The new one is added; the old one is kept, never destroyed.
-                    Action::Replace => summary.add += 1,
+                    // The new one is built; the old one is kept, never destroyed.
+                    Action::Replace => summary.replace += 1,
                     Action::Delete => summary.destroy += 1,
                     Action::Import => summary.import += 1,
                 }

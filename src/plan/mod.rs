@@ -154,6 +154,9 @@ pub struct Summary {
     /// Resources adopted with `--import`.
     #[serde(default)]
     pub import: usize,
+    /// Resources built anew beside the old ones, which are kept (retired) until a purge.
+    #[serde(default)]
+    pub replace: usize,
     /// Resources that exist and are not this state's: their tenants are left as they are.
     #[serde(default)]
     pub conflicts: usize,
@@ -240,6 +243,18 @@ pub struct TenantPlan {
 }
 
 impl TenantPlan {
+    /// What happens to the tenant, in words: its action's, except that an update which
+    /// replaces a resource says so (it is not "in place": the old one is left behind).
+    pub fn verb(&self) -> &'static str {
+        if self.action == TenantAction::Update
+            && self.changes.iter().any(|c| c.action == Action::Replace)
+        {
+            "will be updated, replacing resources (the old ones kept until it is purged)"
+        } else {
+            self.action.verb()
+        }
+    }
+
     /// The plan of a recorded tenant that makes `changes` only: no imports, checks, hooks
     /// or upgrades (a purge, an erasure export's end, hook runs owed).
     pub fn of_recorded(

@@ -679,8 +679,15 @@ pub trait Provider: Send + Sync {
 /// outbox's events, and every attempt.
 #[async_trait]
 pub trait Outbox: Send + Sync {
-    /// Makes the deliveries of the events `subscribers` (name, event types) have not been
-    /// given yet, and returns those due at `now`: per tenant and subscriber only
+    /// Records the subscribers (name, `history`) not seen before. A new one is given the
+    /// events written from now on, or with `history` every event the outbox keeps; one
+    /// seen before is left as it is.
+    async fn register_subscribers(
+        &self,
+        subscribers: &[(String, bool)],
+    ) -> Result<(), ProviderError>;
+    /// Makes the deliveries of the events `subscribers` (name, event types; registered)
+    /// have not been given yet, and returns those due at `now`: per tenant and subscriber only
     /// the oldest one not yet delivered or dead, at most `limit`, oldest first.
     async fn due_deliveries(
         &self,

@@ -195,13 +195,7 @@ pub fn render(plan: &Plan) -> String {
         );
         let _ = writeln!(out, "| tenant | action | changes |\n|---|---|---|");
         for t in plan.tenants.iter().take(MAX_TABLE_ROWS) {
-            let _ = writeln!(
-                out,
-                "| `{}` | {} | {} |",
-                t.slug,
-                t.action.verb(),
-                t.changes.len()
-            );
+            let _ = writeln!(out, "| `{}` | {} | {} |", t.slug, t.verb(), t.changes.len());
         }
         if plan.tenants.len() > MAX_TABLE_ROWS {
             let _ = writeln!(

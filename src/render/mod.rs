@@ -16,10 +16,11 @@ pub fn summary_line(s: &Summary) -> String {
     if s.import > 0 {
         line += &format!("{} to import, ", s.import);
     }
-    line += &format!(
-        "{} to add, {} to change, {} to destroy.",
-        s.add, s.change, s.destroy
-    );
+    line += &format!("{} to add, {} to change, ", s.add, s.change);
+    if s.replace > 0 {
+        line += &format!("{} to replace, ", s.replace);
+    }
+    line += &format!("{} to destroy.", s.destroy);
     let mut steps = Vec::new();
     if s.smoke_tests > 0 {
         steps.push(format!(
@@ -347,7 +348,7 @@ pub fn tenant_heading(t: &TenantPlan) -> String {
         return format!(
             "{} {} (ERASURE request, no hold) ({} → {})",
             t.slug,
-            t.action.verb(),
+            t.verb(),
             t.lifecycle.from,
             t.lifecycle.to
         );
@@ -363,7 +364,7 @@ pub fn tenant_heading(t: &TenantPlan) -> String {
     } else {
         String::new()
     };
-    format!("{} {}{lifecycle}", t.slug, t.action.verb())
+    format!("{} {}{lifecycle}", t.slug, t.verb())
 }
 
 pub fn orphan_line(o: &crate::plan::Orphan) -> String {

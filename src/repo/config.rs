@@ -74,6 +74,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every subscriber of the outbox, webhooks and buses, with whether it is given the
+    /// events kept from before it was added (`history`).
+    pub fn subscribers(&self) -> Vec<(String, bool)> {
+        let webhooks = self.webhooks.iter().map(|w| (w.name.clone(), w.history));
+        webhooks
+            .chain(self.buses.iter().map(|b| (b.name.clone(), b.history)))
+            .collect()
+    }
+
     /// The folders whose files are the repo's inputs, relative to its root: `tenants`,
     /// `plans`, `templates` and the migrations folder (`./db/migrations` given is
     /// `db/migrations`). With the config file, this is everything a plan reads from the repo.

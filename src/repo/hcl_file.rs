@@ -49,6 +49,33 @@ impl Spans {
         &self.file
     }
 
+    /// Where the keys of `value`, read from the YAML `source`, are written (list elements
+    /// are placed at their list).
+    pub fn of_yaml(file: &str, source: &str, value: &hcl::Value) -> Spans {
+        fn walk(
+            value: &hcl::Value,
+            prefix: &str,
+            source: &str,
+            at: &mut BTreeMap<String, (usize, usize)>,
+        ) {
+            if let hcl::Value::Object(map) = value {
+                for (key, child) in map {
+                    let path = join(prefix, key);
+                    if let Some(place) = crate::diagnostic::locate_yaml_key(source, &path) {
+                        at.insert(path.clone(), place);
+                    }
+                    walk(child, &path, source, at);
+                }
+            }
+        }
+        let mut at = BTreeMap::new();
+        walk(value, "", source, &mut at);
+        Spans {
+            file: file.to_string(),
+            at,
+        }
+    }
+
     /// Records where `path` is written; a path written twice is a problem at the second.
     fn insert(&mut self, path: String, offset: usize, source: &str, twice: &mut Vec<Diagnostic>) {
         let at = position(source, offset);
@@ -85,31 +112,43 @@ pub fn parse<T: DeserializeOwned>(file: &str, source: &str) -> Result<(T, Spans)
     }
     // The values as hcl-rs reads a body (blocks become objects keyed by their labels),
     // then read into `T` along their paths.
-    let mut value: hcl::Value = hcl::from_body(hcl::Body::from(body)).map_err(|e| {
+    let value: hcl::Value = hcl::from_body(hcl::Body::from(body)).map_err(|e| {
         vec![Diagnostic::new(
             file,
             crate::diagnostic::plain_words(&e.to_string()),
         )]
     })?;
-    // serde stops at the first refused value: it is reported, taken out, and the rest read
-    // again, so one run reports every field serde refuses (up to a bound).
+    match read_all(value, &spans) {
+        (Some(t), problems) if problems.is_empty() => Ok((t, spans)),
+        (_, problems) => Err(problems),
+    }
+}
+
+/// Reads `value` into `T`, reporting every field serde refuses, each at its place in
+/// `spans`. serde stops at the first refused value: it is reported, taken out, and the rest
+/// read again, so one run reports them all (up to a bound). Returns what was read with
+/// those fields taken out (none when a field it needs is missing or was taken out), and
+/// the problems.
+pub fn read_all<T: DeserializeOwned>(
+    mut value: hcl::Value,
+    spans: &Spans,
+) -> (Option<T>, Vec<Diagnostic>) {
     let mut problems: Vec<Diagnostic> = Vec::new();
     loop {
         match T::deserialize(Node(value.clone())) {
-            Ok(t) if problems.is_empty() => return Ok((t, spans)),
-            Ok(_) => return Err(problems),
+            Ok(t) => return (Some(t), problems),
             Err(e) => {
-                let d = e.diagnostic(&spans);
+                let d = e.diagnostic(spans);
                 if e.message.starts_with("missing field ") {
                     // Missing because it was taken out: already reported as it was.
                     if !problems.iter().any(|p| p.field == d.field) {
                         problems.push(d);
                     }
-                    return Err(problems);
+                    return (None, problems);
                 }
                 problems.push(d);
                 if problems.len() >= 50 || !take_out(&mut value, &e.segments()) {
-                    return Err(problems);
+                    return (None, problems);
                 }
             }
         }

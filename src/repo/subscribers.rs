@@ -7,6 +7,7 @@
 //!   secret_env = "BILLING_WEBHOOK_SECRET"   # whsec_…; several, space-separated, while rotating
 //!   events     = ["TenantProvisioned", "TenantDeprovisioned"]   # every type when left out
 //!   timeout    = "15s"
+//!   history    = false   # true: first given every event kept, not only those from now on
 //! }
 //! events {
 //!   retry_for   = "3d"   # a delivery still failing after this long is dead
@@ -45,6 +46,10 @@ pub struct RawWebhook {
     events: Option<Vec<String>>,
     #[serde(default)]
     timeout: Option<String>,
+    /// Whether it is first given every event the outbox keeps (`true`), or only those
+    /// written from the first run that has it in the config (the default).
+    #[serde(default)]
+    history: bool,
 }
 
 /// A webhook subscriber, checked.
@@ -57,6 +62,8 @@ pub struct Webhook {
     /// The event types it gets.
     pub events: Vec<String>,
     pub timeout: Duration,
+    /// Given the events kept from before it was added, not only those written since.
+    pub history: bool,
 }
 
 impl Webhook {
@@ -72,6 +79,9 @@ pub struct RawBus {
     exchange: String,
     #[serde(default)]
     events: Option<Vec<String>>,
+    /// As a webhook's `history`.
+    #[serde(default)]
+    history: bool,
 }
 
 /// A message-bus subscriber: a RabbitMQ exchange the events are published to.
@@ -82,6 +92,8 @@ pub struct Bus {
     pub amqp_url_env: String,
     pub exchange: String,
     pub events: Vec<String>,
+    /// As a webhook's `history`.
+    pub history: bool,
 }
 
 /// Whether `name` can name an environment variable here: upper-case letters, digits, `_`.
@@ -210,6 +222,7 @@ pub fn parse_buses(
             amqp_url_env: raw.amqp_url_env,
             exchange: raw.exchange,
             events,
+            history: raw.history,
         });
     }
     if problems.is_empty() {
@@ -306,6 +319,7 @@ pub fn parse(
             secret_env: raw.secret_env,
             events,
             timeout,
+            history: raw.history,
         });
     }
     if problems.is_empty() {

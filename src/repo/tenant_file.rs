@@ -140,10 +140,65 @@ pub struct TenantSpec {
 
 /// Parses one tenant file. `stem` is the file name without `.yaml`.
 pub fn parse(file: &str, stem: &str, source: &str) -> Result<TenantSpec, Vec<Diagnostic>> {
-    let raw: RawTenant = match serde_yaml::from_str(source) {
-        Ok(raw) => raw,
-        Err(e) => return Err(vec![yaml_error(file, source, &e)]),
+    match serde_yaml::from_str::<RawTenant>(source) {
+        Ok(raw) => check(file, stem, source, raw),
+        Err(e) => {
+            let (rest, mut problems) = every_problem(file, source, &e);
+            if let Some(Err(more)) = rest.map(|raw| check(file, stem, source, raw)) {
+                problems.extend(more);
+            }
+            Err(problems)
+        }
+    }
+}
+
+/// serde_yaml stops at the first field it refuses. The file's values are read again along
+/// their paths (as plans and the config are), so one run reports every refused field at
+/// its line; what is left once they are taken out is returned for the other checks. A file
+/// that is not YAML, or not a mapping of plain keys, has its first problem only.
+fn every_problem(
+    file: &str,
+    source: &str,
+    first: &serde_yaml::Error,
+) -> (Option<RawTenant>, Vec<Diagnostic>) {
+    let value = serde_yaml::from_str::<serde_yaml::Value>(source)
+        .ok()
+        .and_then(|v| hcl::to_value(v).ok());
+    let Some(value) = value else {
+        return (None, vec![yaml_error(file, source, first)]);
     };
+    let spans = super::hcl_file::Spans::of_yaml(file, source, &value);
+    let (rest, mut problems) = super::hcl_file::read_all::<RawTenant>(value, &spans);
+    if problems.is_empty() {
+        // Read along paths it passes: serde_yaml's own reason stands.
+        return (None, vec![yaml_error(file, source, first)]);
+    }
+    // A misspelt field is also a field missing: it is said once, as the misspelling (whose
+    // hint names the field meant).
+    let misspelt: Vec<String> = problems
+        .iter()
+        .filter(|d| d.message.contains("is not a field here"))
+        .filter_map(|d| d.field.clone())
+        .collect();
+    problems.retain(|d| {
+        let missing = d.message.starts_with("missing field");
+        !(missing
+            && d.field.as_deref().is_some_and(|f| {
+                misspelt
+                    .iter()
+                    .any(|m| strsim::damerau_levenshtein(m, f) <= 2)
+            }))
+    });
+    (rest, problems)
+}
+
+/// The checks of each field's value, once the file has the shape of a tenant file.
+fn check(
+    file: &str,
+    stem: &str,
+    source: &str,
+    raw: RawTenant,
+) -> Result<TenantSpec, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     let bad = |field: &str, message: String, hint: &str| {
         let d = Diagnostic::new(file, message).locate(source, field);
@@ -367,6 +422,27 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].field.as_deref(), Some("colour"));
         assert_eq!(e[0].line, 7);
+    }
+
+    #[test]
+    fn every_problem_of_a_file_is_reported_in_one_run() {
+        let src = "slug: acme\nname: Acme\nplan: growth\nowner:\n  email: not-an-address\n  phone: 1\nregion: eu-west-1\ncolour: red\nquotas:\n  seats: many\nstatus: sleeping\n";
+        let e = parse("tenants/acme.yaml", "acme", src).unwrap_err();
+        let found: Vec<_> = e
+            .iter()
+            .map(|d| (d.field.as_deref().unwrap_or(""), d.line))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("owner.phone", 6),
+                ("colour", 8),
+                ("quotas.seats", 10),
+                ("status", 11),
+                ("owner.email", 5),
+            ],
+            "{e:#?}"
+        );
     }
 
     #[test]

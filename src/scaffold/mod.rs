@@ -76,6 +76,8 @@ pub struct NewTenant<'a> {
     pub owner: &'a str,
     pub region: &'a str,
     pub locale: Option<&'a str>,
+    /// The folder under `tenants/` to write it in (`eu` for `tenants/eu/`), if any.
+    pub folder: Option<&'a Path>,
 }
 
 /// Writes `tenants/<slug>.yaml` into the repo at `root`, then loads the repo with it: a
@@ -95,11 +97,15 @@ pub fn new_tenant(root: &Path, t: &NewTenant<'_>) -> Result<PathBuf, Error> {
             other.file
         )));
     }
-    let rel = PathBuf::from(format!("tenants/{slug}.yaml"));
+    let dir = match t.folder {
+        Some(folder) => Path::new("tenants").join(folder),
+        None => PathBuf::from("tenants"),
+    };
+    let rel = dir.join(format!("{slug}.yaml"));
     let path = root.join(&rel);
     let mut text = String::new();
     if root.join(SCHEMA_FILE).is_file() {
-        text.push_str(&schema_comment(1));
+        text.push_str(&schema_comment(dir.components().count()));
     }
     // Values are written as JSON strings, which YAML reads as they are: no text given
     // here can become YAML structure.

@@ -42,6 +42,10 @@ pub enum StateError {
         #[source]
         source: crate::provider::ProviderError,
     },
+    #[error("interrupted while waiting for the state's lock; nothing was done")]
+    Interrupted,
+    #[error("write a checkpoint: {0}")]
+    Checkpoint(String),
     #[error("{what} is not locked: there is nothing to unlock")]
     NotLocked { what: String },
     #[error(
@@ -125,12 +129,8 @@ pub trait StateBackend: Send + Sync {
     fn describe(&self) -> String;
     /// Reads the state, with any checkpoints a killed run left replayed on top.
     async fn load(&self) -> Result<State, StateError>;
-    /// Takes the lock, waiting up to `timeout` for another holder to let go.
-    async fn lock(
-        &self,
-        info: LockInfo,
-        timeout: Duration,
-    ) -> Result<Box<dyn StateLock>, StateError>;
+    /// Takes the lock, waiting as `wait` says for another holder to let go.
+    async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError>;
     /// Removes a lock its holder left behind, given the lock's id as a confirmation, and
     /// says whose it was. Only backends whose locks can outlive their holder have any.
     async fn force_unlock(&self, _id: &str) -> Result<String, StateError> {
@@ -154,3 +154,30 @@ pub trait StateLock: Send + Sync {
 
 /// How long to sleep between attempts while waiting for a lock.
 pub const LOCK_POLL: Duration = Duration::from_millis(200);
+
+/// How long to wait for a lock another run holds, and what ends the wait early: an
+/// interrupted run stops waiting at once, having taken nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Wait {
+    pub timeout: Duration,
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl Wait {
+    /// Waiting up to `timeout`, whatever happens meanwhile.
+    pub fn up_to(timeout: Duration) -> Wait {
+        Wait {
+            timeout,
+            stop: Default::default(),
+        }
+    }
+
+    /// Sleeps between two attempts at the lock. Nothing is held between attempts, so an
+    /// interrupt ends the wait here.
+    pub async fn poll(&self) -> Result<(), StateError> {
+        tokio::select! {
+            () = tokio::time::sleep(LOCK_POLL) => Ok(()),
+            () = self.stop.cancelled() => Err(StateError::Interrupted),
+        }
+    }
+}

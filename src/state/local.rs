@@ -12,11 +12,11 @@
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
+use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
 use super::{Checkpoint, State};
 use crate::private_files;
 
@@ -62,11 +62,7 @@ impl StateBackend for LocalBackend {
         Ok(state)
     }
 
-    async fn lock(
-        &self,
-        info: LockInfo,
-        timeout: Duration,
-    ) -> Result<Box<dyn StateLock>, StateError> {
+    async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         private_files::create_dir_all(dir).map_err(Self::io("create", dir))?;
         // The state names every tenant's owner: a state made by an older version with
@@ -89,7 +85,7 @@ impl StateBackend for LocalBackend {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(fs::TryLockError::WouldBlock) => {
-                    if started.elapsed() >= timeout {
+                    if started.elapsed() >= wait.timeout {
                         let mut text = String::new();
                         let _ = file.read_to_string(&mut text);
                         let holder = serde_json::from_str::<LockInfo>(&text)
@@ -99,7 +95,7 @@ impl StateBackend for LocalBackend {
                             });
                         return Err(StateError::Locked { holder });
                     }
-                    tokio::time::sleep(LOCK_POLL).await;
+                    wait.poll().await?;
                 }
                 Err(fs::TryLockError::Error(e)) => return Err(Self::io("lock", &lock_path)(e)),
             }

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-pub use backend::{LockInfo, StateBackend, StateError, StateLock};
+pub use backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
 pub use retired::Retired;
 
 use crate::desired::{Attrs, Key};

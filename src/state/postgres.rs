@@ -7,13 +7,14 @@
 //! Every write goes through that same connection, so a run that lost its lock cannot write.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use sqlx::{Connection, Executor as _, PgConnection};
 
-use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
+use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
 use super::{Checkpoint, State};
+use crate::group_commit::GroupCommit;
 use crate::provider::postgres::PgServer;
 use crate::provider::ProviderError;
 
@@ -133,11 +134,7 @@ impl StateBackend for PgBackend {
         Ok(state)
     }
 
-    async fn lock(
-        &self,
-        info: LockInfo,
-        timeout: Duration,
-    ) -> Result<Box<dyn StateLock>, StateError> {
+    async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
         let mut conn = self
             .server
             .connect()
@@ -165,12 +162,12 @@ impl StateBackend for PgBackend {
             if got {
                 break;
             }
-            if started.elapsed() >= timeout {
+            if started.elapsed() >= wait.timeout {
                 let holder = self.holder(&mut conn).await;
                 let _ = conn.close().await;
                 return Err(StateError::Locked { holder });
             }
-            tokio::time::sleep(LOCK_POLL).await;
+            wait.poll().await?;
         }
         sqlx::query(&self.sql(
             "INSERT INTO {schema}.state_locks (name, info) VALUES ($1, $2)
@@ -183,6 +180,7 @@ impl StateBackend for PgBackend {
         .map_err(pg("record the lock holder"))?;
         Ok(Box::new(PgLock {
             conn: tokio::sync::Mutex::new(conn),
+            checkpoints: GroupCommit::default(),
             name: self.name.clone(),
             schema: self.schema.clone(),
             key: self.lock_key(),
@@ -193,6 +191,7 @@ impl StateBackend for PgBackend {
 struct PgLock {
     /// The lock's own connection: every write goes through it.
     conn: tokio::sync::Mutex<PgConnection>,
+    checkpoints: GroupCommit<String>,
     name: String,
     schema: String,
     key: String,
@@ -208,14 +207,25 @@ impl PgLock {
 impl StateLock for PgLock {
     async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError> {
         let entry = serde_json::to_string(entry).expect("state serializes");
-        let sql = self.sql("INSERT INTO {schema}.state_checkpoints (name, entry) VALUES ($1, $2)");
-        sqlx::query(&sql)
-            .bind(&self.name)
-            .bind(entry)
-            .execute(&mut *self.conn.lock().await)
+        // Every write goes through the lock's one connection: the checkpoints of tenants
+        // applied at once are written together, one statement and one commit for all that
+        // queued meanwhile, in the order they queued (a tenant has one in flight at most).
+        let sql = self.sql(
+            "INSERT INTO {schema}.state_checkpoints (name, entry)
+             SELECT $1, e FROM unnest($2::text[]) WITH ORDINALITY AS u(e, i) ORDER BY i",
+        );
+        self.checkpoints
+            .write(entry, |entries| async move {
+                sqlx::query(&sql)
+                    .bind(&self.name)
+                    .bind(entries)
+                    .execute(&mut *self.conn.lock().await)
+                    .await
+                    .map(drop)
+                    .map_err(|e| crate::error::chain(&e).into())
+            })
             .await
-            .map_err(pg("write a checkpoint"))?;
-        Ok(())
+            .map_err(|cause| StateError::Checkpoint(cause.to_string()))
     }
 
     async fn persist(&mut self, state: &State) -> Result<(), StateError> {

@@ -21,7 +21,7 @@ use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use super::backend::{LockInfo, StateBackend, StateError, StateLock, LOCK_POLL};
+use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
 use super::{Checkpoint, State};
 use crate::provider::s3::client::{code, error};
 use crate::provider::s3::S3Store;
@@ -183,11 +183,7 @@ impl StateBackend for S3Backend {
         Ok(state)
     }
 
-    async fn lock(
-        &self,
-        info: LockInfo,
-        timeout: Duration,
-    ) -> Result<Box<dyn StateLock>, StateError> {
+    async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
         let client = self.client("lock the state").await?;
         let body = serde_json::to_vec_pretty(&info).expect("lock info serializes");
         let started = Instant::now();
@@ -217,7 +213,7 @@ impl StateBackend for S3Backend {
                     if matches!(&holder, Some(Holder::Run(h)) if h.id == info.id) {
                         break;
                     }
-                    if started.elapsed() >= timeout {
+                    if started.elapsed() >= wait.timeout {
                         let holder = match holder {
                             Some(Holder::Run(h)) => format!(
                                 "{}\n  hint: if that run is gone, release its lock with `tenant-reconcile force-unlock {}`",
@@ -232,7 +228,7 @@ impl StateBackend for S3Backend {
                         };
                         return Err(StateError::Locked { holder });
                     }
-                    tokio::time::sleep(LOCK_POLL).await;
+                    wait.poll().await?;
                 }
                 Err(e) => {
                     return Err(store_error("lock the state")(error(

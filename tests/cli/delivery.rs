@@ -529,6 +529,45 @@ fn apply_deliver_sends_the_runs_events_and_follow_keeps_delivering() {
 }
 
 #[test]
+fn a_webhook_added_later_gets_the_events_from_then_on_unless_it_asks_for_history() {
+    let r = Receiver::start();
+    let repo = repo_for(&r, "");
+    // Applied before the webhook is in the config: five events wait in the outbox.
+    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
+    repo.write("tenant-reconcile.hcl", "");
+    repo.apply();
+    assert_eq!(outbox(&repo).len(), 5);
+    repo.write("tenant-reconcile.hcl", &config);
+    assert!(deliver(&repo).starts_with("Delivered 0 events"));
+    // acme suspended: written once the webhook is there, so it is given it.
+    let tenant = repo.path().join("tenants/acme.yaml");
+    let acme = std::fs::read_to_string(&tenant).unwrap();
+    std::fs::write(&tenant, format!("{acme}status: suspended\n")).unwrap();
+    repo.apply();
+    assert!(deliver(&repo).starts_with("Delivered 1 event"));
+    let got: Vec<_> = r
+        .requests()
+        .iter()
+        .map(|g| (g["slug"].to_string(), g["type"].to_string()))
+        .collect();
+    assert_eq!(got, [("\"acme\"".into(), "\"TenantSuspended\"".into())]);
+
+    // A second webhook that asks for history is given all six.
+    let r2 = Receiver::start();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{config}webhook \"audit\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n  history = true\n}}\n",
+            r2.port
+        ),
+    );
+    assert!(deliver(&repo).starts_with("Delivered 6 events"));
+    assert_eq!(r2.requests().len(), 6);
+    assert_eq!(r.requests().len(), 1);
+    repo.assert_plan_empty();
+}
+
+#[test]
 fn delivered_events_are_pruned_after_keep_days_and_nothing_else_is() {
     let r = Receiver::start();
     r.answer(serde_json::json!({"umbrella-labs": [500]}));

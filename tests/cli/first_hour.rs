@@ -110,6 +110,33 @@ fn new_tenant_writes_a_file_validate_accepts_and_refuses_what_it_would_refuse() 
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(plan.contains("# hooli will be provisioned"), "{plan}");
 
+    // Started in a folder of tenants/, the file goes in that folder.
+    std::fs::create_dir_all(repo.path().join("tenants/eu")).unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
+        .current_dir(repo.path().join("tenants/eu"))
+        .env("NO_COLOR", "1")
+        .args([
+            "new-tenant",
+            "pied-piper",
+            "--plan",
+            "growth",
+            "--owner",
+            "ops@piper.example",
+            "--region",
+            "eu-west-1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "Wrote tenants/eu/pied-piper.yaml; `tenant-reconcile plan` shows what it adds.\n"
+    );
+    assert!(repo.path().join("tenants/eu/pied-piper.yaml").is_file());
+    assert!(!repo.path().join("tenants/pied-piper.yaml").exists());
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("# pied-piper will be provisioned"), "{plan}");
+
     let refused = |args: &[&str], says: &str| {
         let out = repo.run(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");

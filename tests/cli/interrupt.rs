@@ -455,3 +455,43 @@ fn ctrl_c_and_sigterm_end_a_following_relay_cleanly() {
         repo.assert_plan_empty();
     }
 }
+
+#[test]
+fn ctrl_c_ends_the_wait_for_a_lock_another_run_holds_and_takes_nothing() {
+    let repo = Repo::example();
+    repo.apply();
+    // Another run holds the state's lock, as a running apply's process does.
+    let held = std::fs::File::options()
+        .write(true)
+        .open(repo.state_dir().join("state.json.lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let tenant = repo.path().join("tenants/acme.yaml");
+    let acme = std::fs::read_to_string(&tenant).unwrap();
+    std::fs::write(&tenant, format!("{acme}status: suspended\n")).unwrap();
+
+    let child = spawn(
+        &repo,
+        &["apply", "--auto-approve", "--lock-timeout", "10m"],
+        &[],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = Instant::now();
+    child.send("INT");
+    let (status, out, err) = child.finish(Duration::from_secs(20));
+    let status = status.unwrap_or_else(|| panic!("it went on waiting:\n{out}\n{err}"));
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "it took {:?} to stop waiting",
+        sent.elapsed()
+    );
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("interrupted while waiting for the state's lock; nothing was done"),
+        "{err}"
+    );
+    drop(held);
+    // Nothing was applied: acme is still to be suspended.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("acme will be suspended"), "{plan}");
+}

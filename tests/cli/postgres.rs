@@ -431,6 +431,17 @@ fn changing_isolation_is_a_replace_that_needs_a_flag_and_keeps_the_old_slice() {
     let plan = text(&out.stdout);
     assert!(plan.contains("-/+ acme/database"), "{plan}");
     assert!(plan.contains("# forces replacement"), "{plan}");
+    // Not "in place": the heading and the counts say a resource is replaced.
+    assert!(
+        plan.contains(
+            "acme will be updated, replacing resources (the old ones kept until it is purged)"
+        ),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("Plan: 1 to add, 1 to change, 1 to replace, 0 to destroy."),
+        "{plan}"
+    );
     let out = repo.run(&["apply", "--auto-approve"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -448,6 +459,11 @@ fn changing_isolation_is_a_replace_that_needs_a_flag_and_keeps_the_old_slice() {
 
     let out = repo.run(&["apply", "--auto-approve", "--allow-replace"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 added, 1 changed, 1 replaced, 0 destroyed."),
+        "{}",
+        text(&out.stdout)
+    );
     repo.assert_plan_empty();
     assert_eq!(
         pg.count(&format!(

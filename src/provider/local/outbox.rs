@@ -16,6 +16,29 @@ const PRUNABLE: &str = "SELECT d.event_id FROM deliveries d
 
 #[async_trait]
 impl Outbox for LocalControl {
+    async fn register_subscribers(
+        &self,
+        subscribers: &[(String, bool)],
+    ) -> Result<(), ProviderError> {
+        if subscribers.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for (name, history) in subscribers {
+            sqlx::query(
+                "INSERT INTO subscribers (name, outbox_id)
+                 VALUES (?1, CASE WHEN ?2 THEN 0 ELSE (SELECT coalesce(max(id), 0) FROM outbox) END)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(name)
+            .bind(history)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("record a subscriber"))?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
     async fn due_deliveries(
         &self,
         subscribers: &[(String, Vec<String>)],
@@ -26,11 +49,6 @@ impl Outbox for LocalControl {
         let now = &humantime::format_rfc3339_seconds(now).to_string();
         let mut tx = self.begin().await?;
         for (name, types) in subscribers {
-            sqlx::query("INSERT INTO subscribers (name) VALUES (?) ON CONFLICT DO NOTHING")
-                .bind(name)
-                .execute(tx.as_mut())
-                .await
-                .map_err(ProviderError::sql("record a subscriber"))?;
             // Only the events written since this subscriber was last given some: the
             // outbox is read by its primary key from there, never scanned whole.
             sqlx::query(

@@ -18,6 +18,31 @@ const STAMP: &str = "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'";
 
 #[async_trait]
 impl Outbox for PgControl {
+    async fn register_subscribers(
+        &self,
+        subscribers: &[(String, bool)],
+    ) -> Result<(), ProviderError> {
+        if subscribers.is_empty() {
+            return Ok(());
+        }
+        let (names, history): (Vec<&String>, Vec<bool>) =
+            subscribers.iter().map(|(n, h)| (n, *h)).unzip();
+        let sql = self.sql(
+            "INSERT INTO {schema}.subscribers (name, outbox_id)
+             SELECT n, CASE WHEN h THEN 0 ELSE (SELECT coalesce(max(id), 0) FROM {schema}.outbox) END
+             FROM unnest($1::text[], $2::bool[]) AS s (n, h)
+             ON CONFLICT DO NOTHING",
+        );
+        let mut tx = self.begin().await?;
+        sqlx::query(&sql)
+            .bind(&names)
+            .bind(&history)
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("record a subscriber"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
     async fn due_deliveries(
         &self,
         subscribers: &[(String, Vec<String>)],
@@ -29,15 +54,6 @@ impl Outbox for PgControl {
         let now = &humantime::format_rfc3339_micros(now).to_string();
         let mut tx = self.begin().await?;
         for (name, types) in subscribers {
-            sqlx::query(
-                &self.sql(
-                    "INSERT INTO {schema}.subscribers (name) VALUES ($1) ON CONFLICT DO NOTHING",
-                ),
-            )
-            .bind(name)
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql("record a subscriber"))?;
             // Only the events written since this subscriber was last given some: the
             // outbox is read by its primary key from there, never scanned whole.
             sqlx::query(&self.sql(
