@@ -359,43 +359,37 @@ impl PgControl {
         to: Lifecycle,
     ) -> Result<(), ProviderError> {
         let tenant_id = ctx.tenant_id()?;
-        let (current,): (String,) = sqlx::query_as(
-            &self.sql("SELECT lifecycle FROM {schema}.tenants WHERE tenant_id = $1 FOR UPDATE"),
-        )
-        .bind(tenant_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(ProviderError::sql("read the lifecycle"))?;
-        let from = Lifecycle::parse(&current).unwrap_or_default();
-        if from == to {
-            return Ok(());
-        }
-        let kinds = events::for_transition(from, to)?;
-        let sql_6 = self.sql(
-            "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = now(),
-               deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN now() ELSE deprovisioned_at END
-             WHERE tenant_id = $2",
+        // One statement: the row locked and read as it was, moved unless it is there
+        // already, and, for the tombstone, the owner's email taken out of the events kept
+        // (it holds no personal data, and neither do they). A move refused below rolls
+        // the transaction back.
+        let sql = self.sql(
+            "WITH erase AS (
+               UPDATE {schema}.outbox SET payload = jsonb_set(payload, '{owner_email}', 'null')
+               WHERE $1 = 'deprovisioned' AND tenant_id = $2 AND payload->'owner_email' <> 'null')
+             UPDATE {schema}.tenants t SET lifecycle = $1, step = NULL, updated_at = now(),
+               deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN now() ELSE t.deprovisioned_at END
+             FROM (SELECT tenant_id, lifecycle FROM {schema}.tenants WHERE tenant_id = $2 FOR UPDATE) old
+             WHERE t.tenant_id = old.tenant_id AND old.lifecycle <> $1
+             RETURNING old.lifecycle",
         );
-        sqlx::query(&sql_6)
+        let moved: Option<(String,)> = sqlx::query_as(&sql)
             .bind(to.as_str())
             .bind(tenant_id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(ProviderError::sql("update the lifecycle"))?;
-        if to == Lifecycle::Deprovisioned {
-            // The tombstone holds no personal data, and neither do the events kept of it.
-            let erase = self.sql(
-                "UPDATE {schema}.outbox SET payload = jsonb_set(payload, '{owner_email}', 'null')
-                 WHERE tenant_id = $1 AND payload->'owner_email' <> 'null'",
-            );
-            sqlx::query(&erase)
+        let Some((current,)) = moved else {
+            // There already, or no registry row at all, which is an error.
+            sqlx::query(&self.sql("SELECT 1 FROM {schema}.tenants WHERE tenant_id = $1"))
                 .bind(tenant_id)
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(ProviderError::sql(
-                    "erase the owner's email from the events",
-                ))?;
-        }
+                .map_err(ProviderError::sql("read the lifecycle"))?;
+            return Ok(());
+        };
+        let from = Lifecycle::parse(&current).unwrap_or_default();
+        let kinds = events::for_transition(from, to)?;
         for &kind in kinds {
             let detail = events::transition_detail(ctx, from, to);
             self.emit(&mut *tx, ctx, tenant_id, kind, detail).await?;
@@ -410,22 +404,28 @@ impl PgControl {
         end: &PurgeEnd<'_>,
     ) -> Result<Option<Attrs>, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
-        let mut tx = self.begin().await?;
-        for key in end.rows {
+        // The rows and the audit's completion in one statement, one round trip.
+        let mut deletes = String::new();
+        for (i, key) in end.rows.iter().enumerate() {
             let table =
                 control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
-            sqlx::query(&self.sql(&format!(
-                "DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"
-            )))
+            deletes += &format!("d{i} AS (DELETE FROM {{schema}}.{table} WHERE tenant_id = $1), ");
+        }
+        let sql = self.sql(&format!(
+            "WITH {deletes}done AS (SELECT 1)
+             UPDATE {{schema}}.deletion_audit SET purged_at = $2
+             WHERE tenant_id = $1 AND address = ANY($3) AND purged_at IS NULL"
+        ));
+        let mut tx = self.begin().await?;
+        sqlx::query(&sql)
             .bind(tenant_id)
+            .bind(crate::state::now())
+            .bind(end.audited)
             .execute(tx.as_mut())
             .await
-            .map_err(ProviderError::sql(format!("purge {table}")))?;
-        }
-        if !end.audited.is_empty() {
-            self.audit_done_in(tx.as_mut(), tenant_id, end.audited)
-                .await?;
-        }
+            .map_err(ProviderError::sql(
+                "purge the control-plane rows and complete the deletion audit",
+            ))?;
         let attrs = match end.tombstone {
             Some(change) => Some(self.apply_in(tx.as_mut(), ctx, change).await?),
             None => None,

@@ -43,19 +43,29 @@ pub(crate) async fn ensure_once(
     ddl: &str,
     what: &str,
 ) -> Result<(), ProviderError> {
-    if done.get().is_some() {
-        return Ok(());
-    }
-    let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
-    lock_ddl(tx.as_mut()).await?;
-    tx.as_mut()
-        .execute(ddl)
-        .await
-        .map_err(ProviderError::sql(format!("create {what}")))?;
-    tx.commit().await.map_err(ProviderError::sql("commit"))?;
-    let _ = done.set(());
-    Ok(())
+    // One caller creates them; the tenants that start beside it wait for it, rather than
+    // each running the same statements again behind the DDL lock.
+    done.get_or_try_init(|| async {
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        lock_ddl(tx.as_mut()).await?;
+        tx.as_mut()
+            .execute(ddl)
+            .await
+            .map_err(ProviderError::sql(format!("create {what}")))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    })
+    .await
+    .map(drop)
 }
+
+/// The relations of one schema, as a FROM clause naming the schema `n` and its relations
+/// `c`, for queries that pick the schema by `n.nspname`. They are found through `pg_depend`,
+/// by index: `pg_class` has no index on `relnamespace`, and the admin database holds every
+/// schema-mode tenant's relations, so a per-tenant scan of `pg_class` costs the whole fleet.
+pub(crate) const RELATIONS_OF_SCHEMA: &str = "pg_namespace n
+    JOIN pg_depend dep ON dep.refclassid = 'pg_namespace'::regclass AND dep.refobjid = n.oid
+      AND dep.classid = 'pg_class'::regclass AND dep.objsubid = 0 AND dep.deptype = 'n'
+    JOIN pg_class c ON c.oid = dep.objid";
 
 /// A transaction-scoped advisory lock on `name`, released at commit or rollback.
 pub(crate) async fn advisory_xact_lock(

@@ -180,14 +180,16 @@ async fn set_login(t: &Target<'_>, login: bool) -> Result<(), String> {
 /// Every table of `schema` and the rows the role sees in it. A table it may not read fails
 /// the check: its grant was taken away.
 async fn count_rows(conn: &mut PgConnection, schema: &str) -> Result<Vec<(String, u64)>, String> {
-    let tables: Vec<(String,)> = sqlx::query_as(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    let sql = format!(
+        "SELECT c.relname FROM {}
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1 LIMIT 100",
-    )
-    .bind(schema)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(|e| format!("cannot list its tables: {e}"))?;
+        super::RELATIONS_OF_SCHEMA
+    );
+    let tables: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(schema)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| format!("cannot list its tables: {e}"))?;
     let mut out = Vec::new();
     for (table,) in tables {
         if !crate::naming::is_plain_ident(&table) {
