@@ -1015,8 +1015,8 @@ impl PgData {
         if found.role.is_some() {
             let quoted = quote(&role);
             batch += &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}; DROP OWNED BY {quoted}; DROP ROLE {quoted}; ",
-                literal(&role)
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_get_activity(NULL) WHERE usesysid = {}::regrole; DROP OWNED BY {quoted}; DROP ROLE {quoted}; ",
+                literal(&quoted)
             );
         }
         batch += &self.sql(&format!(
@@ -1378,9 +1378,9 @@ async fn count_rows(
 /// SCHEMA … CASCADE of thousands of tables takes a lock on each, and can run out of them.
 /// What a schema-and-role purge finds, read under the role's lock: each mark (`None` when
 /// the object is gone; `Some(None)` when it has no comment), how many relations the schema
-/// holds (tables, sequences, views: found by index, see [`super::RELATIONS_OF_SCHEMA`];
-/// scanning `pg_class` was two thirds of a 1,000-tenant purge's server time), and the
-/// other databases where the role holds something.
+/// holds (tables, sequences, views: counted in `pg_depend` by index, as
+/// [`super::RELATIONS_OF_SCHEMA`] finds them; scanning `pg_class` was two thirds of a
+/// 1,000-tenant purge's server time), and the other databases where the role holds something.
 struct BeforePurge {
     schema: Option<Option<String>>,
     relations: i64,
@@ -1399,17 +1399,25 @@ async fn look_before_purge(
     type Mark = Option<Vec<Option<String>>>;
     let row: (Mark, i64, Mark, Vec<String>) =
         sqlx::query_as(
+            // Names resolved by `to_reg*`, comments read from their catalogs (`obj_description`
+            // is a SQL function, planned at each call): the server plans every statement of
+            // a purge anew (each DROP invalidates its plan cache), so plans must be cheap.
             "SELECT
-               (SELECT ARRAY[obj_description(oid, 'pg_namespace')] FROM pg_namespace WHERE nspname = $1),
-               (SELECT count(*) FROM {relations} WHERE n.nspname = $1),
-               (SELECT ARRAY[shobj_description(oid, 'pg_authid')] FROM pg_roles WHERE rolname = $2),
+               CASE WHEN to_regnamespace(quote_ident($1)) IS NOT NULL
+                 THEN ARRAY[(SELECT description FROM pg_description
+                   WHERE objoid = to_regnamespace(quote_ident($1))
+                     AND classoid = 'pg_namespace'::regclass AND objsubid = 0)] END,
+               (SELECT count(*) FROM pg_depend
+                 WHERE refclassid = 'pg_namespace'::regclass AND refobjid = to_regnamespace(quote_ident($1))
+                   AND classid = 'pg_class'::regclass AND objsubid = 0 AND deptype = 'n'),
+               CASE WHEN to_regrole(quote_ident($2)) IS NOT NULL
+                 THEN ARRAY[(SELECT description FROM pg_shdescription
+                   WHERE objoid = to_regrole(quote_ident($2)) AND classoid = 'pg_authid'::regclass)] END,
                ARRAY(SELECT DISTINCT db.datname::text FROM pg_shdepend d JOIN pg_database db ON db.oid = d.dbid
-                 WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = to_regrole($2)
+                 WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = to_regrole(quote_ident($2))
                    AND d.deptype IN ('o', 'a') AND db.datname <> current_database() AND db.datallowconn
                  ORDER BY 1)
-             FROM (SELECT pg_advisory_xact_lock(hashtextextended($3, 0))) AS locked"
-                .replace("{relations}", super::RELATIONS_OF_SCHEMA)
-                .as_str(),
+             FROM (SELECT pg_advisory_xact_lock(hashtextextended($3, 0))) AS locked",
         )
         .bind(schema)
         .bind(role)
