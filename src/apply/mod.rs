@@ -424,7 +424,14 @@ impl Executor {
                 }
                 if ts.purge.is_none() {
                     self.begin_purge(tp, &mut ts, &mut lifecycle, mark).await?;
-                    checkpoint(&ts).await?;
+                    // The purge's start and its audit rows are written side by side, and
+                    // both are there before anything is destroyed: a run stopped between
+                    // them has destroyed nothing, and its rerun writes what is missing
+                    // (an audit row written twice is kept once).
+                    let (recorded, rows) =
+                        tokio::join!(checkpoint(&ts), self.audit_begin(tp, &ts));
+                    recorded?;
+                    audited = Some(rows?);
                 }
                 if audited.is_none() {
                     audited = Some(self.audit_begin(tp, &ts).await?);
