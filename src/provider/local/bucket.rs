@@ -209,7 +209,13 @@ impl Provider for LocalBuckets {
             return Ok(());
         };
         let folder = self.folder(bucket.str("name"))?;
-        match std::fs::remove_dir_all(&folder) {
+        // On a thread for blocking work: a large bucket's files, or a busy disk, would
+        // otherwise hold up every other tenant the run is applying.
+        let removing = folder.clone();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&removing))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match removed {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(ProviderError::io(format!("remove {}", folder.display()))(e))
             }
