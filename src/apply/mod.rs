@@ -428,8 +428,7 @@ impl Executor {
                     // both are there before anything is destroyed: a run stopped between
                     // them has destroyed nothing, and its rerun writes what is missing
                     // (an audit row written twice is kept once).
-                    let (recorded, rows) =
-                        tokio::join!(checkpoint(&ts), self.audit_begin(tp, &ts));
+                    let (recorded, rows) = tokio::join!(checkpoint(&ts), self.audit_begin(tp, &ts));
                     recorded?;
                     audited = Some(rows?);
                 }
