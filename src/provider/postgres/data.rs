@@ -949,30 +949,36 @@ impl PgData {
     /// Drops the tenant's login role, after ending its sessions and dropping what it was
     /// granted here (its slice, dropped first, held the rest).
     async fn purge_role(&self, ctx: &StepContext<'_>) -> Result<(), ProviderError> {
-        let mut conn = self
-            .pool()
-            .await?
-            .acquire()
-            .await
-            .map_err(ProviderError::sql("connect"))?;
-        self.drop_role_after(&mut conn, ctx, "").await
+        self.drop_with_role(ctx, None).await
     }
 
     /// The tenant's schema and its role dropped in one transaction, one commit, where the
-    /// slice is a schema; otherwise one after the other. Four round trips: the transaction's
-    /// start, one look at everything under the role's lock (both marks, the schema's table
-    /// count, what the role holds in other databases), the drops as one batch of statements,
-    /// and the commit. A schema of many tables is emptied first in batches, as
-    /// [`Self::purge_slice`] does. A kill before the commit leaves both for the rerun.
+    /// slice is a schema; otherwise one after the other.
     async fn purge_slice_and_role(&self, ctx: &StepContext<'_>) -> Result<(), ProviderError> {
-        let slice = match self.recorded_slice(ctx)? {
-            Some(slice) if slice.isolation == Isolation::Schema => slice,
+        match self.recorded_slice(ctx)? {
+            Some(slice) if slice.isolation == Isolation::Schema => {
+                self.drop_with_role(ctx, Some(&slice)).await
+            }
             _ => {
                 self.purge_slice(ctx).await?;
-                return self.purge_role(ctx).await;
+                self.purge_role(ctx).await
             }
-        };
+        }
+    }
+
+    /// Drops the tenant's role, and with it `schema` (a schema-mode slice) when given, in
+    /// one transaction of four round trips: its start, one look at everything under the
+    /// role's lock (the marks, the schema's relation count, what the role holds in other
+    /// databases), the drops as one batch of statements, and the commit. A schema of many
+    /// tables is emptied first in batches, as [`Self::purge_slice`] does. A kill before the
+    /// commit leaves everything for the rerun.
+    async fn drop_with_role(
+        &self,
+        ctx: &StepContext<'_>,
+        schema: Option<&Slice>,
+    ) -> Result<(), ProviderError> {
         let role = self.naming.role(&ctx.tenant.slug);
+        let schema_name = schema.map(|s| s.name.as_str());
         let mut conn = self
             .pool()
             .await?
@@ -980,10 +986,10 @@ impl PgData {
             .await
             .map_err(ProviderError::sql("connect"))?;
         let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
-        let mut found = look_before_purge(tx.as_mut(), &slice.name, &role).await?;
-        if let Some(mark) = &found.schema {
+        let mut found = look_before_purge(tx.as_mut(), schema_name, &role).await?;
+        if let (Some(mark), Some(name)) = (&found.schema, schema_name) {
             let change = crate::provider::purge_change(&Key::new(Kind::Database));
-            let what = format!("the schema {}", slice.name);
+            let what = format!("the schema {name}");
             check_ours(ctx, &change, &what, &Owner::from_text(mark.as_deref()))?;
         }
         if let Some(mark) = &found.role {
@@ -991,14 +997,14 @@ impl PgData {
             let what = format!("the role {role}");
             check_ours(ctx, &change, &what, &Owner::from_text(mark.as_deref()))?;
         }
-        if found.relations > 100 {
+        if let (true, Some(name)) = (found.relations > 100, schema_name) {
             // Let go of the role's lock while the tables go, batch by batch.
             tx.rollback()
                 .await
                 .map_err(ProviderError::sql("rollback"))?;
-            drop_tables_in_batches(&mut conn, &slice.name).await?;
+            drop_tables_in_batches(&mut conn, name).await?;
             tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
-            found = look_before_purge(tx.as_mut(), &slice.name, &role).await?;
+            found = look_before_purge(tx.as_mut(), schema_name, &role).await?;
         }
         // What the role owns or was granted in other databases (a large object it made in
         // `postgres`, which it could connect to) would keep DROP ROLE from working: the
@@ -1007,11 +1013,13 @@ impl PgData {
             reach::drop_owned_in(&self.server, Some(db), &role).await?;
         }
         let mut batch = String::new();
-        if found.schema.is_some() {
-            batch += &format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote(&slice.name));
+        if let Some(slice) = schema {
+            if found.schema.is_some() {
+                batch += &format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote(&slice.name));
+            }
+            batch += &self.forget_sql(slice, &ctx.tenant.slug);
+            batch += "; ";
         }
-        batch += &self.forget_sql(&slice, &ctx.tenant.slug);
-        batch += "; ";
         if found.role.is_some() {
             let quoted = quote(&role);
             batch += &format!(
@@ -1023,74 +1031,14 @@ impl PgData {
             "DELETE FROM {{schema}}.roles WHERE name = {}",
             literal(&role)
         ));
+        let what = match schema_name {
+            Some(name) => format!("drop the schema {name} and the role {role}"),
+            None => format!("drop the role {role}"),
+        };
         tx.as_mut()
             .execute(batch.as_str())
             .await
-            .map_err(ProviderError::sql(format!(
-                "drop the schema {} and the role {role}",
-                slice.name
-            )))?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))
-    }
-
-    /// Drops the tenant's role in one transaction on `conn`, with `before` (statements, each
-    /// ended by `;`) run in it first, after the role's sessions are ended.
-    async fn drop_role_after(
-        &self,
-        conn: &mut PgConnection,
-        ctx: &StepContext<'_>,
-        before: &str,
-    ) -> Result<(), ProviderError> {
-        let name = self.naming.role(&ctx.tenant.slug);
-        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
-        super::advisory_xact_lock(tx.as_mut(), &format!("tenant-reconcile/role/{name}")).await?;
-        if let Some(mark) = comment(tx.as_mut(), Marked::Role, &name).await? {
-            let change = crate::provider::purge_change(&Key::new(Kind::Role));
-            check_ours(
-                ctx,
-                &change,
-                &format!("the role {name}"),
-                &Owner::from_text(mark.as_deref()),
-            )?;
-            // What the role owns or was granted in other databases (a large object it made
-            // in `postgres`, which it could connect to) would keep DROP ROLE from working:
-            // the server says where, and each is dropped there first.
-            let elsewhere: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT db.datname::text FROM pg_shdepend d JOIN pg_database db ON db.oid = d.dbid
-                 WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = to_regrole($1)
-                   AND d.deptype IN ('o', 'a') AND db.datname <> current_database() AND db.datallowconn
-                 ORDER BY 1",
-            )
-            .bind(&name)
-            .fetch_all(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql(format!("look for what {name} holds elsewhere")))?;
-            for db in &elsewhere {
-                reach::drop_owned_in(&self.server, Some(db), &name).await?;
-            }
-            sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-            )
-            .bind(&name)
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql(format!("end the sessions of {name}")))?;
-            let role = quote(&name);
-            tx.as_mut()
-                .execute(format!("{before}DROP OWNED BY {role}; DROP ROLE {role}").as_str())
-                .await
-                .map_err(ProviderError::sql(format!("drop the role {name}")))?;
-        } else if !before.is_empty() {
-            tx.as_mut()
-                .execute(before)
-                .await
-                .map_err(ProviderError::sql("drop the schema"))?;
-        }
-        sqlx::query(&self.sql("DELETE FROM {schema}.roles WHERE name = $1"))
-            .bind(&name)
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql("forget the role"))?;
+            .map_err(ProviderError::sql(what))?;
         tx.commit().await.map_err(ProviderError::sql("commit"))
     }
 
@@ -1392,7 +1340,7 @@ struct BeforePurge {
 /// statement: the lock is in the FROM clause, so it is held before anything is read.
 async fn look_before_purge(
     tx: &mut PgConnection,
-    schema: &str,
+    schema: Option<&str>,
     role: &str,
 ) -> Result<BeforePurge, ProviderError> {
     // A mark as an array of the one comment: no row (gone) is told from no comment.
@@ -1424,7 +1372,7 @@ async fn look_before_purge(
         .bind(format!("tenant-reconcile/role/{role}"))
         .fetch_one(&mut *tx)
         .await
-        .map_err(ProviderError::sql(format!("look for the schema {schema} and the role {role}")))?;
+        .map_err(ProviderError::sql(format!("look for the role {role} and its schema")))?;
     let mark = |m: Mark| m.map(|v| v.into_iter().next().flatten());
     Ok(BeforePurge {
         schema: mark(row.0),
