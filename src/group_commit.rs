@@ -13,53 +13,88 @@ use tokio::sync::oneshot;
 /// Why a batch was not written, shared by every caller whose item was in it.
 pub type BatchError = Arc<str>;
 
-type Waiting<T> = (T, oneshot::Sender<Result<(), BatchError>>);
+type Waiting<T, R> = (T, oneshot::Sender<R>);
 
-pub struct GroupCommit<T> {
-    queue: Mutex<Vec<Waiting<T>>>,
+/// A queue of items written in batches, each item answered with an `R` of its own (for
+/// [`GroupCommit::write`], whether its batch was written).
+pub struct GroupCommit<T, R = Result<(), BatchError>> {
+    queue: Mutex<Vec<Waiting<T, R>>>,
     /// Held while a batch is written: one write at a time, as the store needs.
     writing: tokio::sync::Mutex<()>,
+    /// The most items one batch takes; the rest wait for the next writer.
+    limit: usize,
 }
 
-impl<T> Default for GroupCommit<T> {
+impl<T, R> Default for GroupCommit<T, R> {
     fn default() -> Self {
-        GroupCommit {
-            queue: Mutex::new(Vec::new()),
-            writing: tokio::sync::Mutex::new(()),
-        }
+        GroupCommit::with_limit(usize::MAX)
     }
 }
 
-impl<T> GroupCommit<T> {
-    /// Writes `item`, with whatever else is queued, through `write` (called with the whole
-    /// batch, in the order the items were queued), and returns once `item` is written.
-    pub async fn write<F, Fut>(&self, item: T, write: F) -> Result<(), BatchError>
+impl<T, R> GroupCommit<T, R> {
+    /// A queue whose batches take at most `limit` items (at least one).
+    pub fn with_limit(limit: usize) -> Self {
+        GroupCommit {
+            queue: Mutex::new(Vec::new()),
+            writing: tokio::sync::Mutex::new(()),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Queues `item`; whoever gets to write next calls `write` with the items queued by then
+    /// (in the order they were queued, at most the limit), which answers each of them, in
+    /// the same order. Returns `item`'s answer once it has one, or `None` when the writer
+    /// that took it went away without answering (its task was cancelled).
+    pub async fn submit<F, Fut>(&self, item: T, write: F) -> Option<R>
     where
         F: FnOnce(Vec<T>) -> Fut,
-        Fut: Future<Output = Result<(), BatchError>>,
+        Fut: Future<Output = Vec<R>>,
     {
-        let (done, written) = oneshot::channel();
+        let (done, answered) = oneshot::channel();
         self.queue
             .lock()
             .expect("never poisoned")
             .push((item, done));
         {
+            // Every caller takes this once, after queueing its item, and writes a batch if
+            // anything is queued: there are never more items queued than callers still to
+            // take it, so each item is written, in this caller's batch or in a later one.
             let _writing = self.writing.lock().await;
-            // Empty when the writer before this one took this item with its own batch.
-            let batch = std::mem::take(&mut *self.queue.lock().expect("never poisoned"));
+            let batch: Vec<_> = {
+                let mut queue = self.queue.lock().expect("never poisoned");
+                let take = queue.len().min(self.limit);
+                queue.drain(..take).collect()
+            };
             if !batch.is_empty() {
                 let (items, waiting): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
-                let result = write(items).await;
-                for w in waiting {
+                let answers = write(items).await;
+                debug_assert_eq!(answers.len(), waiting.len(), "one answer per item");
+                for (w, answer) in waiting.into_iter().zip(answers) {
                     // A caller that went away (its task was cancelled) needs no answer.
-                    let _ = w.send(result.clone());
+                    let _ = w.send(answer);
                 }
             }
         }
-        // Answered by now: this item was in the batch above or in one written before it.
-        written
-            .await
-            .unwrap_or_else(|_| Err("the write was abandoned".into()))
+        // Answered already, or left for a later batch (over the limit), which answers it.
+        answered.await.ok()
+    }
+}
+
+impl<T> GroupCommit<T> {
+    /// Writes `item`, with whatever else is queued, through `write` (called with the whole
+    /// batch, in the order the items were queued), and returns once `item` is written. A
+    /// batch that fails fails every item in it.
+    pub async fn write<F, Fut>(&self, item: T, write: F) -> Result<(), BatchError>
+    where
+        F: FnOnce(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<(), BatchError>>,
+    {
+        self.submit(item, |items| async move {
+            let n = items.len();
+            vec![write(items).await; n]
+        })
+        .await
+        .unwrap_or_else(|| Err("the write was abandoned".into()))
     }
 }
 
@@ -108,5 +143,33 @@ mod tests {
         assert_eq!(result.unwrap_err().as_ref(), "disk full");
         // The next item is written on its own.
         commit.write(2, |_| async { Ok(()) }).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn each_item_gets_its_own_answer_and_no_batch_is_over_the_limit() {
+        let commit = Arc::new(GroupCommit::<usize, usize>::with_limit(3));
+        let largest = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let (commit, largest) = (commit.clone(), largest.clone());
+                tokio::spawn(async move {
+                    commit
+                        .submit(i, |batch| async move {
+                            largest.fetch_max(batch.len(), Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                            batch.into_iter().map(|i| i * 10).collect()
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(t.await.unwrap(), Some(i * 10));
+        }
+        let largest = largest.load(Ordering::SeqCst);
+        assert!(
+            largest <= 3,
+            "a batch of {largest} items, over the limit of 3"
+        );
     }
 }
