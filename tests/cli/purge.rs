@@ -1184,3 +1184,85 @@ fn an_erasure_export_in_s3_is_removed_at_its_end_with_every_copy_set_aside() {
         "{entries:#?}"
     );
 }
+
+#[test]
+fn schemas_purged_together_are_each_checked_and_one_not_ours_is_left_alone() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    no_hold(&repo);
+    let slugs = ["acme", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    for slug in &slugs[1..] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
+        );
+    }
+    repo.apply();
+    for slug in slugs {
+        offboard(&repo, slug);
+    }
+    repo.apply();
+    let saved = repo.path().join("purge.plan");
+    let out = repo.run(&["plan", "--out", saved.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // After the plan: delta's schema now carries bravo's mark, as if made for bravo. The
+    // purge, however many tenants go with it, must not drop what is not delta's.
+    let mark_of = |slug: &str| {
+        pg.query(&format!(
+            "SELECT obj_description(oid, 'pg_namespace') AS d FROM pg_namespace WHERE nspname = '{}'",
+            pg.name(slug)
+        ))[0]["d"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (delta, delta_mark) = (pg.name("delta"), mark_of("delta"));
+    pg.exec(&format!(
+        "COMMENT ON SCHEMA \"{delta}\" IS '{}'",
+        mark_of("bravo")
+    ));
+    let out = repo.run(&[
+        "apply",
+        saved.to_str().unwrap(),
+        "--parallelism",
+        "6",
+        "--allow-mass-purge",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the schema {delta} was made by this state for another tenant"
+        )),
+        "{err}"
+    );
+    let exists = |slug: &str| {
+        pg.count(&format!(
+            "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = '{n}') + (SELECT count(*) FROM pg_roles WHERE rolname = '{n}') AS n",
+            n = pg.name(slug)
+        ))
+    };
+    for slug in slugs {
+        let expected = if slug == "delta" { 2 } else { 0 };
+        assert_eq!(exists(slug), expected, "{slug}'s schema and role");
+    }
+    let purged = |slug: &str| {
+        audit(&repo, slug)
+            .iter()
+            .filter(|e| !e["purged_at"].is_null())
+            .count()
+    };
+    for slug in slugs {
+        let expected = if slug == "delta" { 0 } else { 7 };
+        assert_eq!(purged(slug), expected, "{slug}'s completed audit rows");
+    }
+
+    // Its own mark back, delta is purged by the next apply, and audited once.
+    pg.exec(&format!("COMMENT ON SCHEMA \"{delta}\" IS '{delta_mark}'"));
+    let out = repo.run(&["apply", "--auto-approve", "--allow-mass-purge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(exists("delta"), 0);
+    assert_eq!(audit(&repo, "delta").len(), 7);
+    assert_eq!(purged("delta"), 7);
+    repo.assert_plan_empty();
+}

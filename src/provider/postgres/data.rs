@@ -29,6 +29,7 @@ use super::scram;
 use super::server::{literal, quote, retry, PgServer};
 use crate::desired::{self, Attrs, Key, Kind};
 use crate::export::ExportSink;
+use crate::group_commit::GroupCommit;
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
@@ -103,6 +104,29 @@ AS $$
 $$;
 "#;
 
+/// A schema-mode tenant's purge, queued to go with others' ([`PgData::purge_together`]).
+struct TogetherPurge {
+    slug: Slug,
+    role: String,
+    slice: Slice,
+    /// This state's mark for the tenant: what its schema and role must carry.
+    mark: crate::provider::Mark,
+}
+
+/// How a purge queued to go with others went.
+#[derive(Clone, Copy)]
+enum Together {
+    Done,
+    /// Not done; the tenant's own purge does it.
+    Alone,
+}
+
+/// The most tenants whose schemas and roles go in one transaction, and the most tables a
+/// schema may have to go with others: the locks of every object dropped are held until the
+/// commit, and the server's lock table is shared by every session.
+const TOGETHER_TENANTS: usize = 32;
+const TOGETHER_RELATIONS: i64 = 20;
+
 /// A tenant's slice as refresh finds it.
 struct SliceFound {
     name: String,
@@ -119,9 +143,11 @@ pub struct PgData {
     schema: String,
     catalog_ready: OnceCell<()>,
     shared_ready: OnceCell<()>,
+    purges: GroupCommit<TogetherPurge, Together>,
 }
 
 /// Where a slice's migrations run and how they are recorded.
+#[derive(Clone)]
 struct Slice {
     isolation: Isolation,
     /// Schema or database name (plain identifier).
@@ -141,6 +167,7 @@ impl PgData {
             migrations,
             catalog_ready: OnceCell::new(),
             shared_ready: OnceCell::new(),
+            purges: GroupCommit::with_limit(TOGETHER_TENANTS),
         }
     }
 
@@ -953,17 +980,100 @@ impl PgData {
     }
 
     /// The tenant's schema and its role dropped in one transaction, one commit, where the
-    /// slice is a schema; otherwise one after the other.
+    /// slice is a schema (with other tenants' purged at the same moment, when they can go
+    /// together); otherwise one after the other.
     async fn purge_slice_and_role(&self, ctx: &StepContext<'_>) -> Result<(), ProviderError> {
         match self.recorded_slice(ctx)? {
             Some(slice) if slice.isolation == Isolation::Schema => {
-                self.drop_with_role(ctx, Some(&slice)).await
+                let item = TogetherPurge {
+                    role: self.naming.role(&ctx.tenant.slug),
+                    slug: ctx.tenant.slug.clone(),
+                    mark: ctx.mark.clone(),
+                    slice,
+                };
+                let slice = item.slice.clone();
+                let together = self
+                    .purges
+                    .submit(item, |items| self.purge_together(items))
+                    .await;
+                match together {
+                    Some(Together::Done) => Ok(()),
+                    _ => self.drop_with_role(ctx, Some(&slice)).await,
+                }
             }
             _ => {
                 self.purge_slice(ctx).await?;
                 self.purge_role(ctx).await
             }
         }
+    }
+
+    /// Drops the schemas and roles of tenants whose purges came at the same moment in one
+    /// transaction: while one batch is written the next gathers, so a mass purge costs the
+    /// server one plan of each statement and one commit per batch, not per tenant. Only
+    /// what needs nothing more goes: a tenant whose schema or role is not marked as its
+    /// own, or whose schema has many tables, or whose role holds something in another
+    /// database is answered [`Together::Alone`], and so is every tenant of a batch that
+    /// failed (rolled back, it changed nothing): each then goes through
+    /// [`Self::drop_with_role`], which says why.
+    async fn purge_together(&self, items: Vec<TogetherPurge>) -> Vec<Together> {
+        match self.try_together(&items).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                tracing::debug!(tenants = items.len(), error = %e, "purging together failed; each tenant is purged alone");
+                vec![Together::Alone; items.len()]
+            }
+        }
+    }
+
+    async fn try_together(&self, items: &[TogetherPurge]) -> Result<Vec<Together>, ProviderError> {
+        let mut conn = self
+            .pool()
+            .await?
+            .acquire()
+            .await
+            .map_err(ProviderError::sql("connect"))?;
+        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+        let slices: Vec<_> = items
+            .iter()
+            .map(|i| (Some(i.slice.name.as_str()), i.role.as_str()))
+            .collect();
+        let found = look_before_purge(tx.as_mut(), &slices).await?;
+        let mut batch = String::new();
+        let answers = items
+            .iter()
+            .zip(&found)
+            .map(|(item, found)| {
+                // Both marked as this tenant's (not merely unmarked), few tables, nothing
+                // elsewhere: anything else is left to the purge of one tenant.
+                let ours = |mark: &Option<Option<String>>| match mark {
+                    Some(text) => matches!(
+                        Owner::from_text(text.as_deref()),
+                        Owner::Marked(m) if item.mark.claims(&m)
+                    ),
+                    None => true,
+                };
+                if ours(&found.schema)
+                    && ours(&found.role)
+                    && found.relations <= TOGETHER_RELATIONS
+                    && found.elsewhere.is_empty()
+                {
+                    batch +=
+                        &self.purge_statements(Some(&item.slice), &item.slug, &item.role, found);
+                    Together::Done
+                } else {
+                    Together::Alone
+                }
+            })
+            .collect();
+        if !batch.is_empty() {
+            tx.as_mut()
+                .execute(batch.as_str())
+                .await
+                .map_err(ProviderError::sql("drop the schemas and roles"))?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(answers)
     }
 
     /// Drops the tenant's role, and with it `schema` (a schema-mode slice) when given, in
@@ -986,7 +1096,7 @@ impl PgData {
             .await
             .map_err(ProviderError::sql("connect"))?;
         let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
-        let mut found = look_before_purge(tx.as_mut(), schema_name, &role).await?;
+        let mut found = look_before_one(tx.as_mut(), schema_name, &role).await?;
         if let (Some(mark), Some(name)) = (&found.schema, schema_name) {
             let change = crate::provider::purge_change(&Key::new(Kind::Database));
             let what = format!("the schema {name}");
@@ -1004,7 +1114,7 @@ impl PgData {
                 .map_err(ProviderError::sql("rollback"))?;
             drop_tables_in_batches(&mut conn, name).await?;
             tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
-            found = look_before_purge(tx.as_mut(), schema_name, &role).await?;
+            found = look_before_one(tx.as_mut(), schema_name, &role).await?;
         }
         // What the role owns or was granted in other databases (a large object it made in
         // `postgres`, which it could connect to) would keep DROP ROLE from working: the
@@ -1012,25 +1122,7 @@ impl PgData {
         for db in &found.elsewhere {
             reach::drop_owned_in(&self.server, Some(db), &role).await?;
         }
-        let mut batch = String::new();
-        if let Some(slice) = schema {
-            if found.schema.is_some() {
-                batch += &format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote(&slice.name));
-            }
-            batch += &self.forget_sql(slice, &ctx.tenant.slug);
-            batch += "; ";
-        }
-        if found.role.is_some() {
-            let quoted = quote(&role);
-            batch += &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_get_activity(NULL) WHERE usesysid = {}::regrole; DROP OWNED BY {quoted}; DROP ROLE {quoted}; ",
-                literal(&quoted)
-            );
-        }
-        batch += &self.sql(&format!(
-            "DELETE FROM {{schema}}.roles WHERE name = {}",
-            literal(&role)
-        ));
+        let batch = self.purge_statements(schema, &ctx.tenant.slug, &role, &found);
         let what = match schema_name {
             Some(name) => format!("drop the schema {name} and the role {role}"),
             None => format!("drop the role {role}"),
@@ -1040,6 +1132,38 @@ impl PgData {
             .await
             .map_err(ProviderError::sql(what))?;
         tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    /// The statements that drop a tenant's schema (when given) and role, as `found` found
+    /// them, and make the catalog forget both: written with literals (checked identifiers
+    /// and a slug), so a batch of them is one round trip.
+    fn purge_statements(
+        &self,
+        schema: Option<&Slice>,
+        slug: &Slug,
+        role: &str,
+        found: &BeforePurge,
+    ) -> String {
+        let mut batch = String::new();
+        if let Some(slice) = schema {
+            if found.schema.is_some() {
+                batch += &format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote(&slice.name));
+            }
+            batch += &self.forget_sql(slice, slug);
+            batch += "; ";
+        }
+        if found.role.is_some() {
+            let quoted = quote(role);
+            batch += &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_get_activity(NULL) WHERE usesysid = {}::regrole; DROP OWNED BY {quoted}; DROP ROLE {quoted}; ",
+                literal(&quoted)
+            );
+        }
+        batch += &self.sql(&format!(
+            "DELETE FROM {{schema}}.roles WHERE name = {}; ",
+            literal(role)
+        ));
+        batch
     }
 
     /// Counts what the slices of tenants about to be purged hold and records it in `live`;
@@ -1336,50 +1460,75 @@ struct BeforePurge {
     elsewhere: Vec<String>,
 }
 
-/// Takes the role's lock (as every change of a role does) and reads [`BeforePurge`], in one
-/// statement: the lock is in the FROM clause, so it is held before anything is read.
+/// Takes the locks of the roles (as every change of a role does, in one order, so two
+/// runs taking several never wait on each other in a circle) and reads [`BeforePurge`] of
+/// each `(schema, role)`, in one statement: the locks are in the FROM clause, so they are
+/// held before anything is read.
 async fn look_before_purge(
+    tx: &mut PgConnection,
+    slices: &[(Option<&str>, &str)],
+) -> Result<Vec<BeforePurge>, ProviderError> {
+    // A mark as an array of the one comment: no row (gone) is told from no comment.
+    type Mark = Option<Vec<Option<String>>>;
+    let schemas: Vec<Option<&str>> = slices.iter().map(|(schema, _)| *schema).collect();
+    let roles: Vec<&str> = slices.iter().map(|(_, role)| *role).collect();
+    let locks: Vec<String> = roles
+        .iter()
+        .map(|role| format!("tenant-reconcile/role/{role}"))
+        .collect();
+    let rows: Vec<(i64, Mark, i64, Mark, Vec<String>)> = sqlx::query_as(
+        // Names resolved by `to_reg*`, comments read from their catalogs (`obj_description`
+        // is a SQL function, planned at each call): the server plans every statement of a
+        // purge anew (each DROP invalidates its plan cache), so plans must be cheap.
+        "SELECT u.i,
+           CASE WHEN to_regnamespace(quote_ident(u.s)) IS NOT NULL
+             THEN ARRAY[(SELECT description FROM pg_description
+               WHERE objoid = to_regnamespace(quote_ident(u.s))
+                 AND classoid = 'pg_namespace'::regclass AND objsubid = 0)] END,
+           (SELECT count(*) FROM pg_depend
+             WHERE refclassid = 'pg_namespace'::regclass AND refobjid = to_regnamespace(quote_ident(u.s))
+               AND classid = 'pg_class'::regclass AND objsubid = 0 AND deptype = 'n'),
+           CASE WHEN to_regrole(quote_ident(u.r)) IS NOT NULL
+             THEN ARRAY[(SELECT description FROM pg_shdescription
+               WHERE objoid = to_regrole(quote_ident(u.r)) AND classoid = 'pg_authid'::regclass)] END,
+           ARRAY(SELECT DISTINCT db.datname::text FROM pg_shdepend d JOIN pg_database db ON db.oid = d.dbid
+             WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = to_regrole(quote_ident(u.r))
+               AND d.deptype IN ('o', 'a') AND db.datname <> current_database() AND db.datallowconn
+             ORDER BY 1)
+         FROM (SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+               FROM (SELECT k FROM unnest($3::text[]) AS k ORDER BY k) AS sorted) AS locked,
+           unnest($1::text[], $2::text[]) WITH ORDINALITY AS u (s, r, i)
+         ORDER BY u.i",
+    )
+    .bind(&schemas)
+    .bind(&roles)
+    .bind(&locks)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(ProviderError::sql(match roles.as_slice() {
+        [role] => format!("look for the role {role} and its schema"),
+        _ => format!("look for {} roles and their schemas", roles.len()),
+    }))?;
+    let mark = |m: Mark| m.map(|v| v.into_iter().next().flatten());
+    Ok(rows
+        .into_iter()
+        .map(|(_, schema, relations, role, elsewhere)| BeforePurge {
+            schema: mark(schema),
+            relations,
+            role: mark(role),
+            elsewhere,
+        })
+        .collect())
+}
+
+/// [`look_before_purge`] of one tenant.
+async fn look_before_one(
     tx: &mut PgConnection,
     schema: Option<&str>,
     role: &str,
 ) -> Result<BeforePurge, ProviderError> {
-    // A mark as an array of the one comment: no row (gone) is told from no comment.
-    type Mark = Option<Vec<Option<String>>>;
-    let row: (Mark, i64, Mark, Vec<String>) =
-        sqlx::query_as(
-            // Names resolved by `to_reg*`, comments read from their catalogs (`obj_description`
-            // is a SQL function, planned at each call): the server plans every statement of
-            // a purge anew (each DROP invalidates its plan cache), so plans must be cheap.
-            "SELECT
-               CASE WHEN to_regnamespace(quote_ident($1)) IS NOT NULL
-                 THEN ARRAY[(SELECT description FROM pg_description
-                   WHERE objoid = to_regnamespace(quote_ident($1))
-                     AND classoid = 'pg_namespace'::regclass AND objsubid = 0)] END,
-               (SELECT count(*) FROM pg_depend
-                 WHERE refclassid = 'pg_namespace'::regclass AND refobjid = to_regnamespace(quote_ident($1))
-                   AND classid = 'pg_class'::regclass AND objsubid = 0 AND deptype = 'n'),
-               CASE WHEN to_regrole(quote_ident($2)) IS NOT NULL
-                 THEN ARRAY[(SELECT description FROM pg_shdescription
-                   WHERE objoid = to_regrole(quote_ident($2)) AND classoid = 'pg_authid'::regclass)] END,
-               ARRAY(SELECT DISTINCT db.datname::text FROM pg_shdepend d JOIN pg_database db ON db.oid = d.dbid
-                 WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = to_regrole(quote_ident($2))
-                   AND d.deptype IN ('o', 'a') AND db.datname <> current_database() AND db.datallowconn
-                 ORDER BY 1)
-             FROM (SELECT pg_advisory_xact_lock(hashtextextended($3, 0))) AS locked",
-        )
-        .bind(schema)
-        .bind(role)
-        .bind(format!("tenant-reconcile/role/{role}"))
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(ProviderError::sql(format!("look for the role {role} and its schema")))?;
-    let mark = |m: Mark| m.map(|v| v.into_iter().next().flatten());
-    Ok(BeforePurge {
-        schema: mark(row.0),
-        relations: row.1,
-        role: mark(row.2),
-        elsewhere: row.3,
-    })
+    let mut found = look_before_purge(tx, &[(schema, role)]).await?;
+    Ok(found.pop().expect("one row per slice"))
 }
 
 async fn drop_tables_in_batches(
