@@ -175,7 +175,16 @@ impl Exporter {
         }
         let problems = match &self.bucket {
             Some((s3, _)) => s3.problems(slug, &found.manifest).await,
-            None => crate::export::verify(&self.folder(slug)),
+            // Reading and hashing every file: on a thread for blocking work, so the
+            // other tenants' steps go on meanwhile.
+            None => {
+                let folder = self.folder(slug);
+                tokio::task::spawn_blocking(move || crate::export::verify(&folder))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ProviderError::Message(format!("verifying the export: {e}")))
+                    })
+            }
         };
         match problems {
             Ok(problems) if problems.is_empty() => None,
