@@ -230,6 +230,16 @@ pub enum Owner {
 }
 
 impl Owner {
+    /// Whether a step carrying `mark` may change or destroy a resource it finds with this
+    /// owner (creating one is [`check_ours`]'s to judge): not when another state's mark or
+    /// another tenant's is on it.
+    pub fn lets_change(&self, mark: &Mark) -> bool {
+        match self {
+            Owner::Marked(found) => mark.claims(found),
+            Owner::Unmarked | Owner::Untracked => true,
+        }
+    }
+
     /// What a comment or tag says: a mark, or nothing that is one.
     pub fn from_text(text: Option<&str>) -> Owner {
         match text.and_then(Mark::parse) {
@@ -501,9 +511,8 @@ pub fn check_ours(
 ) -> Result<(), ProviderError> {
     let creates = matches!(change.action, Action::Create | Action::Replace);
     let ok = match owner {
-        Owner::Marked(m) => ctx.mark.claims(m),
-        Owner::Unmarked => !creates || ctx.claimed,
-        Owner::Untracked => true,
+        Owner::Unmarked if creates => ctx.claimed,
+        _ => owner.lets_change(&ctx.mark),
     };
     if ok || change.action == Action::Import {
         return Ok(());
