@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
-use super::server::{retry, PgServer};
+use super::server::{connection, retry, PgServer};
 use crate::audit::AuditEntry;
 use crate::desired::Key;
 use crate::desired::{Attrs, Kind};
@@ -689,12 +689,7 @@ impl ControlPlane for PgControl {
 
     async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
         retry!("audit", async {
-            let mut conn = self
-                .pool()
-                .await?
-                .acquire()
-                .await
-                .map_err(ProviderError::sql("connect"))?;
+            let mut conn = connection(self.pool().await?).await?;
             self.audit_done_in(&mut conn, tenant_id, addresses).await
         })
     }

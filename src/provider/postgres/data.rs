@@ -26,7 +26,7 @@ use tokio::sync::OnceCell;
 
 use super::reach;
 use super::scram;
-use super::server::{literal, quote, retry, PgServer};
+use super::server::{connection, literal, quote, retry, PgServer};
 use crate::desired::{self, Attrs, Key, Kind};
 use crate::export::ExportSink;
 use crate::group_commit::GroupCommit;
@@ -107,10 +107,18 @@ $$;
 /// A schema-mode tenant's purge, queued to go with others' ([`PgData::purge_together`]).
 struct TogetherPurge {
     slug: Slug,
-    role: String,
     slice: Slice,
     /// This state's mark for the tenant: what its schema and role must carry.
     mark: crate::provider::Mark,
+}
+
+/// A tenant whose schema (when it goes too) and role are about to be dropped, as the look
+/// before found them.
+struct Purging<'a> {
+    slice: Option<&'a Slice>,
+    slug: &'a Slug,
+    role: &'a str,
+    found: &'a BeforePurge,
 }
 
 /// How a purge queued to go with others went.
@@ -428,10 +436,7 @@ impl PgData {
                         )))?;
                     tx.commit().await.map_err(ProviderError::sql("commit"))?;
                 }
-                let mut conn = pool
-                    .acquire()
-                    .await
-                    .map_err(ProviderError::sql("connect"))?;
+                let mut conn = connection(pool).await?;
                 self.migrate(&mut conn, &slice, None).await?
             }
             Isolation::Database => {
@@ -563,10 +568,7 @@ impl PgData {
                 .await
                 .map_err(ProviderError::sql("commit the migration"))?;
             if let Some(pool) = mirror {
-                let mut c = pool
-                    .acquire()
-                    .await
-                    .map_err(ProviderError::sql("connect"))?;
+                let mut c = connection(pool).await?;
                 self.record_migration(&mut c, slice, m)
                     .await
                     .map_err(ProviderError::sql("record the migration in the catalog"))?;
@@ -629,10 +631,7 @@ impl PgData {
             if exists {
                 return Ok(());
             }
-            let mut c = pool
-                .acquire()
-                .await
-                .map_err(ProviderError::sql("connect"))?;
+            let mut c = connection(pool).await?;
             self.forget_slice(&mut c, Isolation::Database, name, Some(slug))
                 .await?;
             match pool.execute(create.as_str()).await {
@@ -803,14 +802,8 @@ impl PgData {
             .await;
             let _ = conn.close().await;
             result?;
-            self.record_seed(
-                pool.acquire()
-                    .await
-                    .map_err(ProviderError::sql("connect"))?
-                    .as_mut(),
-                slug,
-            )
-            .await?;
+            self.record_seed(connection(pool).await?.as_mut(), slug)
+                .await?;
             return Ok(());
         }
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
@@ -852,12 +845,7 @@ impl PgData {
         change: &ResourceChange,
     ) -> Result<(), ProviderError> {
         let name = self.naming.database(&ctx.tenant.slug);
-        let mut conn = self
-            .pool()
-            .await?
-            .acquire()
-            .await
-            .map_err(ProviderError::sql("connect"))?;
+        let mut conn = connection(self.pool().await?).await?;
         match comment(&mut conn, Marked::Database, &name).await? {
             Some(comment) => check_ours(
                 ctx,
@@ -902,10 +890,7 @@ impl PgData {
         let slug = &ctx.tenant.slug;
         let pool = self.pool().await?;
         let change = crate::provider::purge_change(&Key::new(Kind::Database));
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(ProviderError::sql("connect"))?;
+        let mut conn = connection(pool).await?;
         match slice.isolation {
             Isolation::Schema => {
                 if let Some(mark) = comment(&mut conn, Marked::Schema, &slice.name).await? {
@@ -917,7 +902,7 @@ impl PgData {
                     let statements = format!(
                         "DROP SCHEMA IF EXISTS {} CASCADE; {}",
                         quote(&slice.name),
-                        self.forget_sql(&slice, slug)
+                        self.forget_sql(&[(&slice, slug)])
                     );
                     return conn.execute(statements.as_str()).await.map(|_| ()).map_err(
                         ProviderError::sql(format!("drop the schema {}", slice.name)),
@@ -946,30 +931,40 @@ impl PgData {
                 delete_shared_rows(&mut conn, &slice.schema, ctx.tenant_id()?).await?;
             }
         }
-        conn.execute(self.forget_sql(&slice, slug).as_str())
+        conn.execute(self.forget_sql(&[(&slice, slug)]).as_str())
             .await
             .map(|_| ())
             .map_err(ProviderError::sql("forget the slice"))
     }
 
-    /// The statement by which the catalog forgets a purged slice: its migrations (a shared
-    /// slice's are every shared tenant's, and stay), its seed and itself. Its names are
-    /// checked identifiers and a slug, so they are written as literals, which lets it run in
-    /// one statement list with the drop.
-    fn forget_sql(&self, slice: &Slice, slug: &Slug) -> String {
-        let migrations = if slice.isolation == Isolation::Shared {
+    /// The statement by which the catalog forgets purged slices: their migrations (a shared
+    /// slice's are every shared tenant's, and stay), their seeds and themselves. Their names
+    /// are checked identifiers and slugs, so they are written as literals, which lets it run
+    /// in one statement list with the drops.
+    fn forget_sql(&self, slices: &[(&Slice, &Slug)]) -> String {
+        let owned: Vec<String> = slices
+            .iter()
+            .filter(|(slice, _)| slice.isolation != Isolation::Shared)
+            .map(|(slice, _)| {
+                format!(
+                    "({}, {})",
+                    literal(slice.isolation.as_str()),
+                    literal(&slice.name)
+                )
+            })
+            .collect();
+        let migrations = if owned.is_empty() {
             String::new()
         } else {
             format!(
-                "m AS (DELETE FROM {{schema}}.slice_migrations WHERE isolation = {} AND slice = {}), ",
-                literal(slice.isolation.as_str()),
-                literal(&slice.name)
+                "m AS (DELETE FROM {{schema}}.slice_migrations WHERE (isolation, slice) IN ({})), ",
+                owned.join(", ")
             )
         };
-        let slug = literal(slug.as_str());
+        let slugs = literals(slices.iter().map(|(_, slug)| slug.as_str()));
         self.sql(&format!(
-            "WITH {migrations}s AS (DELETE FROM {{schema}}.seeds WHERE slug = {slug})
-             DELETE FROM {{schema}}.slices WHERE slug = {slug}"
+            "WITH {migrations}s AS (DELETE FROM {{schema}}.seeds WHERE slug IN ({slugs}))
+             DELETE FROM {{schema}}.slices WHERE slug IN ({slugs})"
         ))
     }
 
@@ -986,7 +981,6 @@ impl PgData {
         match self.recorded_slice(ctx)? {
             Some(slice) if slice.isolation == Isolation::Schema => {
                 let item = TogetherPurge {
-                    role: self.naming.role(&ctx.tenant.slug),
                     slug: ctx.tenant.slug.clone(),
                     mark: ctx.mark.clone(),
                     slice,
@@ -1027,48 +1021,51 @@ impl PgData {
     }
 
     async fn try_together(&self, items: &[TogetherPurge]) -> Result<Vec<Together>, ProviderError> {
-        let mut conn = self
+        let mut tx = self
             .pool()
             .await?
-            .acquire()
+            .begin()
             .await
-            .map_err(ProviderError::sql("connect"))?;
-        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+            .map_err(ProviderError::sql("begin"))?;
+        let roles: Vec<String> = items.iter().map(|i| self.naming.role(&i.slug)).collect();
         let slices: Vec<_> = items
             .iter()
-            .map(|i| (Some(i.slice.name.as_str()), i.role.as_str()))
+            .zip(&roles)
+            .map(|(item, role)| (Some(item.slice.name.as_str()), role.as_str()))
             .collect();
         let found = look_before_purge(tx.as_mut(), &slices).await?;
-        let mut batch = String::new();
+        let mut purging = Vec::new();
         let answers = items
             .iter()
+            .zip(&roles)
             .zip(&found)
-            .map(|(item, found)| {
-                // Both marked as this tenant's (not merely unmarked), few tables, nothing
-                // elsewhere: anything else is left to the purge of one tenant.
-                let ours = |mark: &Option<Option<String>>| match mark {
-                    Some(text) => matches!(
-                        Owner::from_text(text.as_deref()),
-                        Owner::Marked(m) if item.mark.claims(&m)
-                    ),
-                    None => true,
+            .map(|((item, role), found)| {
+                // Anything more than the drops, or a refusal, is the purge of one tenant's.
+                let ours = |mark: &Option<Option<String>>| {
+                    mark.as_ref().is_none_or(|text| {
+                        Owner::from_text(text.as_deref()).lets_change(&item.mark)
+                    })
                 };
                 if ours(&found.schema)
                     && ours(&found.role)
                     && found.relations <= TOGETHER_RELATIONS
                     && found.elsewhere.is_empty()
                 {
-                    batch +=
-                        &self.purge_statements(Some(&item.slice), &item.slug, &item.role, found);
+                    purging.push(Purging {
+                        slice: Some(&item.slice),
+                        slug: &item.slug,
+                        role,
+                        found,
+                    });
                     Together::Done
                 } else {
                     Together::Alone
                 }
             })
             .collect();
-        if !batch.is_empty() {
+        if !purging.is_empty() {
             tx.as_mut()
-                .execute(batch.as_str())
+                .execute(self.purge_statements(&purging).as_str())
                 .await
                 .map_err(ProviderError::sql("drop the schemas and roles"))?;
         }
@@ -1089,12 +1086,7 @@ impl PgData {
     ) -> Result<(), ProviderError> {
         let role = self.naming.role(&ctx.tenant.slug);
         let schema_name = schema.map(|s| s.name.as_str());
-        let mut conn = self
-            .pool()
-            .await?
-            .acquire()
-            .await
-            .map_err(ProviderError::sql("connect"))?;
+        let mut conn = connection(self.pool().await?).await?;
         let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
         let mut found = look_before_one(tx.as_mut(), schema_name, &role).await?;
         if let (Some(mark), Some(name)) = (&found.schema, schema_name) {
@@ -1122,7 +1114,12 @@ impl PgData {
         for db in &found.elsewhere {
             reach::drop_owned_in(&self.server, Some(db), &role).await?;
         }
-        let batch = self.purge_statements(schema, &ctx.tenant.slug, &role, &found);
+        let batch = self.purge_statements(&[Purging {
+            slice: schema,
+            slug: &ctx.tenant.slug,
+            role: &role,
+            found: &found,
+        }]);
         let what = match schema_name {
             Some(name) => format!("drop the schema {name} and the role {role}"),
             None => format!("drop the role {role}"),
@@ -1134,34 +1131,48 @@ impl PgData {
         tx.commit().await.map_err(ProviderError::sql("commit"))
     }
 
-    /// The statements that drop a tenant's schema (when given) and role, as `found` found
-    /// them, and make the catalog forget both: written with literals (checked identifiers
-    /// and a slug), so a batch of them is one round trip.
-    fn purge_statements(
-        &self,
-        schema: Option<&Slice>,
-        slug: &Slug,
-        role: &str,
-        found: &BeforePurge,
-    ) -> String {
+    /// The statements that drop the tenants' schemas (where given) and roles, as the look
+    /// before found them, and make the catalog forget them: a statement of each kind for all
+    /// of them, written with literals (checked identifiers and slugs), so the whole list is
+    /// one round trip and is planned once however many tenants it drops.
+    fn purge_statements(&self, purging: &[Purging<'_>]) -> String {
         let mut batch = String::new();
-        if let Some(slice) = schema {
-            if found.schema.is_some() {
-                batch += &format!("DROP SCHEMA IF EXISTS {} CASCADE; ", quote(&slice.name));
-            }
-            batch += &self.forget_sql(slice, slug);
-            batch += "; ";
+        let schemas: Vec<&Slice> = purging
+            .iter()
+            .filter(|p| p.found.schema.is_some())
+            .filter_map(|p| p.slice)
+            .collect();
+        if !schemas.is_empty() {
+            let names: Vec<String> = schemas.iter().map(|s| quote(&s.name)).collect();
+            batch += &format!("DROP SCHEMA IF EXISTS {} CASCADE; ", names.join(", "));
         }
-        if found.role.is_some() {
-            let quoted = quote(role);
+        let roles: Vec<String> = purging
+            .iter()
+            .filter(|p| p.found.role.is_some())
+            .map(|p| quote(p.role))
+            .collect();
+        if !roles.is_empty() {
+            let oids: Vec<String> = roles
+                .iter()
+                .map(|quoted| format!("{}::regrole", literal(quoted)))
+                .collect();
             batch += &format!(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_get_activity(NULL) WHERE usesysid = {}::regrole; DROP OWNED BY {quoted}; DROP ROLE {quoted}; ",
-                literal(&quoted)
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_get_activity(NULL) WHERE usesysid IN ({}); DROP OWNED BY {roles}; DROP ROLE {roles}; ",
+                oids.join(", "),
+                roles = roles.join(", ")
             );
         }
+        let slices: Vec<(&Slice, &Slug)> = purging
+            .iter()
+            .filter_map(|p| Some((p.slice?, p.slug)))
+            .collect();
+        if !slices.is_empty() {
+            batch += &self.forget_sql(&slices);
+            batch += "; ";
+        }
         batch += &self.sql(&format!(
-            "DELETE FROM {{schema}}.roles WHERE name = {}; ",
-            literal(role)
+            "DELETE FROM {{schema}}.roles WHERE name IN ({})",
+            literals(purging.iter().map(|p| p.role))
         ));
         batch
     }
@@ -1272,13 +1283,7 @@ impl PgData {
                     },
                     _ => (name, None),
                 };
-                let mut conn = self
-                    .server
-                    .pool()
-                    .await?
-                    .acquire()
-                    .await
-                    .map_err(ProviderError::sql("connect"))?;
+                let mut conn = connection(self.server.pool().await?).await?;
                 count_rows(&mut conn, schema, tenant).await?
             }
         };
@@ -1519,6 +1524,11 @@ async fn look_before_purge(
             elsewhere,
         })
         .collect())
+}
+
+/// `'a', 'b'`: texts as a list of SQL literals.
+fn literals<'a>(texts: impl Iterator<Item = &'a str>) -> String {
+    texts.map(literal).collect::<Vec<_>>().join(", ")
 }
 
 /// [`look_before_purge`] of one tenant.
@@ -2077,13 +2087,7 @@ impl Provider for PgData {
             "shared" => (self.naming.shared_schema.as_str(), Some(req.tenant_id)),
             _ => (name, None),
         };
-        let mut conn = self
-            .server
-            .pool()
-            .await?
-            .acquire()
-            .await
-            .map_err(ProviderError::sql("connect"))?;
+        let mut conn = connection(self.server.pool().await?).await?;
         export_tables(&mut conn, schema, tenant, req.sink).await
     }
 

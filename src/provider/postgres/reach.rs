@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use sqlx::{Connection as _, Executor as _, PgConnection};
 
-use super::server::{quote, PgServer};
+use super::server::{connection, quote, PgServer};
 use crate::provider::ProviderError;
 
 /// Whether a `pg_shdepend` row `d` of the role `t.rol` lies inside its slice. `h` is the
@@ -306,13 +306,7 @@ pub(super) async fn drop_owned_in(
         None => format!("drop what {role} holds in the admin database"),
     };
     let mut conn = match db {
-        None => server
-            .pool()
-            .await?
-            .acquire()
-            .await
-            .map_err(ProviderError::sql("connect"))?
-            .detach(),
+        None => connection(server.pool().await?).await?.detach(),
         Some(db) => server.connect_to(db).await?,
     };
     let done = async {

@@ -4,7 +4,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Postgres;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::OnceCell;
 
@@ -223,8 +225,14 @@ pub fn quote(name: &str) -> String {
     format!("\"{name}\"")
 }
 
-/// A string literal for the statements that take no parameters (`COMMENT ON … IS`). It is
-/// only given text this tool makes (a mark of ownership), and is escaped all the same.
+/// A connection of `pool` held for a transaction or several statements.
+pub async fn connection(pool: &PgPool) -> Result<PoolConnection<Postgres>, ProviderError> {
+    pool.acquire().await.map_err(ProviderError::sql("connect"))
+}
+
+/// A string literal for the statements that take no parameters (`COMMENT ON … IS`, a batch
+/// of several). It is only given text this tool makes or has checked (a mark of ownership,
+/// a checked identifier, a slug), and is escaped all the same.
 pub fn literal(text: &str) -> String {
     assert!(
         !text.contains('\\') && !text.contains('\0'),
