@@ -121,6 +121,21 @@ impl LockInfo {
             self.operation, self.who, self.pid, self.created, self.id
         )
     }
+
+    /// Whether the run that wrote this is known to be gone: it ran on this host, and no
+    /// process has its pid now. Only ever a reason to wait a little longer, never to take
+    /// a lock: another host's run, or a pid taken again, reads as not gone.
+    pub fn holder_gone(&self) -> bool {
+        let this_host = gethostname::gethostname().to_string_lossy() == self.host.as_str();
+        let Ok(pid) = libc::pid_t::try_from(self.pid) else {
+            return false;
+        };
+        // Signal 0 checks only that the process exists.
+        this_host
+            && pid > 0
+            && unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    }
 }
 
 #[async_trait]
@@ -154,6 +169,11 @@ pub trait StateLock: Send + Sync {
 
 /// How long to sleep between attempts while waiting for a lock.
 pub const LOCK_POLL: Duration = Duration::from_millis(200);
+
+/// How long a lock held by a run that is gone ([`LockInfo::holder_gone`]) is waited for: a
+/// server lets go of a session's lock only once it notices the session's client died, a
+/// moment after the kill, and a rerun started at once must not be refused meanwhile.
+pub const GONE_HOLDER_GRACE: Duration = Duration::from_secs(5);
 
 /// How long to wait for a lock another run holds, and what ends the wait early: an
 /// interrupted run stops waiting at once, having taken nothing.

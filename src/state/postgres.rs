@@ -3,7 +3,8 @@
 //!
 //! The lock is a session-level advisory lock keyed on the state's own name, held by a
 //! connection of its own for the whole run: two unrelated states never block each other,
-//! and a holder that dies (kill -9, lost network) lets go the moment its connection drops.
+//! and a holder that dies (kill -9, lost network) lets go once the server notices its
+//! connection dropped (a rerun on the same host waits a moment for that: `GONE_HOLDER_GRACE`).
 //! Every write goes through that same connection, so a run that lost its lock cannot write.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use sqlx::{Connection, Executor as _, PgConnection};
 
-use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
+use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait, GONE_HOLDER_GRACE};
 use super::{Checkpoint, State};
 use crate::group_commit::GroupCommit;
 use crate::provider::postgres::PgServer;
@@ -74,18 +75,15 @@ impl PgBackend {
         format!("tenant-reconcile/state/{}", self.name)
     }
 
-    async fn holder(&self, conn: &mut PgConnection) -> String {
-        let row: Result<Option<(String,)>, _> =
+    /// Who holds the lock, as it recorded itself; `None` when that cannot be read.
+    async fn holder(&self, conn: &mut PgConnection) -> Option<LockInfo> {
+        let row: Option<(String,)> =
             sqlx::query_as(&self.sql("SELECT info FROM {schema}.state_locks WHERE name = $1"))
                 .bind(&self.name)
                 .fetch_optional(&mut *conn)
-                .await;
-        match row {
-            Ok(Some((info,))) => serde_json::from_str::<LockInfo>(&info)
-                .map(|i| i.describe())
-                .unwrap_or_else(|_| "another run".into()),
-            _ => "another run".into(),
-        }
+                .await
+                .ok()?;
+        serde_json::from_str(&row?.0).ok()
     }
 }
 
@@ -164,8 +162,15 @@ impl StateBackend for PgBackend {
             }
             if started.elapsed() >= wait.timeout {
                 let holder = self.holder(&mut conn).await;
-                let _ = conn.close().await;
-                return Err(StateError::Locked { holder });
+                // A run killed a moment ago holds the lock until the server notices its
+                // connection is gone: a rerun started at once waits for that.
+                let gone = holder.as_ref().is_some_and(LockInfo::holder_gone);
+                if !(gone && started.elapsed() < GONE_HOLDER_GRACE) {
+                    let _ = conn.close().await;
+                    return Err(StateError::Locked {
+                        holder: holder.map_or_else(|| "another run".into(), |h| h.describe()),
+                    });
+                }
             }
             wait.poll().await?;
         }

@@ -666,3 +666,82 @@ fn connections_cut_mid_apply_are_retried_or_converge_on_rerun() {
     );
     assert_eq!(pg.count("SELECT count(*) FROM tenant_reconcile.seeds"), 16);
 }
+
+/// A session holding the state's lock, on the test's own database, as a running apply's
+/// lock connection does, with `pid` recorded as the holder's on this host; it lets go after
+/// `hold`.
+fn hold_state_lock(pg: &Pg, pid: u32, hold: Duration) -> std::process::Child {
+    let info = json!({
+        "id": "00000000-0000-0000-0000-000000000001",
+        "operation": "apply",
+        "who": "someone",
+        "host": gethostname::gethostname().to_string_lossy(),
+        "pid": pid,
+        "created": "2026-12-03T00:00:00Z",
+        "version": "0.1.0",
+    });
+    pg.exec(&format!(
+        "INSERT INTO tenant_reconcile.state_locks (name, info) VALUES ('default', '{info}')
+         ON CONFLICT (name) DO UPDATE SET info = excluded.info"
+    ));
+    let mut child = std::process::Command::new("psql")
+        .arg(pg.url())
+        .args(["-X", "-q", "-c"])
+        .arg("SELECT pg_advisory_lock(hashtextextended('tenant-reconcile/state/default', 0))")
+        .arg("-c")
+        .arg(format!("SELECT pg_sleep({})", hold.as_secs_f64()))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the session holds it.
+    for _ in 0..100 {
+        let held = pg.count(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+        );
+        if held == 1 {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the session never took the lock");
+}
+
+#[test]
+fn a_rerun_right_after_a_kill_waits_for_the_server_to_let_go_of_the_dead_runs_lock() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let tenant = repo.path().join("tenants/acme.yaml");
+    let acme = std::fs::read_to_string(&tenant).unwrap();
+    std::fs::write(&tenant, format!("{acme}status: suspended\n")).unwrap();
+
+    // The holder is a process of this host that is gone (a run killed a moment ago, whose
+    // session the server has not yet ended): the rerun waits for the lock, then applies.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let mut session = hold_state_lock(&pg, gone.id(), Duration::from_millis(1500));
+    let out = repo.run(&["apply", "--auto-approve"]);
+    session.wait().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.assert_plan_empty();
+
+    // A holder that is alive (this test's own process) is waited for only as long as
+    // --lock-timeout says: refused at once, nothing applied.
+    std::fs::write(&tenant, &acme).unwrap();
+    let mut session = hold_state_lock(&pg, std::process::id(), Duration::from_millis(1500));
+    let out = repo.run(&["apply", "--auto-approve"]);
+    session.wait().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the state is locked by `apply` run by someone (pid {})",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("acme will be resumed"), "{plan}");
+}
