@@ -738,7 +738,14 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             fields.extend(known_after_apply(r));
             fields.sort_by(|a, b| a.field.cmp(&b.field));
         }
-        if fields.is_empty() && !adopt {
+        // Made by a run cut short between making it and recording it: it stands as the
+        // file asks, and the state does not know it. Applied again (every step is
+        // idempotent), so the state records it and reads it as the tenant's from then on.
+        let unrecorded = input.live.is_some()
+            && recorded.is_some()
+            && recorded_attrs.is_none()
+            && r.key.kind != Kind::Registry;
+        if fields.is_empty() && !adopt && !unrecorded {
             continue;
         }
         let drift = input.live.is_some()

@@ -175,6 +175,8 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
         );
     } else if c.drift {
         header.push_str("  # changed outside tenant-reconcile");
+    } else if c.action == crate::plan::Action::Update && c.fields.is_empty() {
+        header.push_str("  # made by a run cut short before the state recorded it: recorded now");
     }
     let mut lines = Vec::new();
     let width = c.fields.iter().map(|f| f.field.len()).max().unwrap_or(0);

@@ -89,3 +89,43 @@ fn refresh_only_before_any_apply_says_there_is_nothing_to_compare() {
     );
     assert!(!repo.state_dir().exists(), "a drift report writes nothing");
 }
+
+#[test]
+fn what_a_killed_run_made_before_recording_it_is_recorded_by_the_next_apply() {
+    let repo = Repo::example();
+    repo.apply();
+    // As a run killed between making acme's bucket and its checkpoint leaves it: the bucket
+    // stands as the file asks, and the state does not know it.
+    let path = repo.state_dir().join("state.json");
+    let forget = |key: &str| {
+        let mut state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let resources = state["tenants"]["acme"]["resources"]
+            .as_object_mut()
+            .unwrap();
+        assert!(resources.remove(key).is_some(), "acme/{key} was recorded");
+        std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
+    };
+    forget("bucket");
+    let out = repo.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.contains(
+            "~ acme/bucket  # made by a run cut short before the state recorded it: recorded now"
+        ),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{plan}"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(
+        state["tenants"]["acme"]["resources"]["bucket"].is_object(),
+        "the bucket is recorded again"
+    );
+}
