@@ -684,7 +684,10 @@ fn hold_state_lock(pg: &Pg, pid: u32, hold: Duration) -> std::process::Child {
         "INSERT INTO tenant_reconcile.state_locks (name, info) VALUES ('default', '{info}')
          ON CONFLICT (name) DO UPDATE SET info = excluded.info"
     ));
+    // Named, so its own lock is told from that of a session just ended and not yet gone.
+    let name = format!("lock-holder-{}", uuid::Uuid::new_v4().simple());
     let mut child = std::process::Command::new("psql")
+        .env("PGAPPNAME", &name)
         .arg(pg.url())
         .args(["-X", "-q", "-c"])
         .arg("SELECT pg_advisory_lock(hashtextextended('tenant-reconcile/state/default', 0))")
@@ -695,9 +698,10 @@ fn hold_state_lock(pg: &Pg, pid: u32, hold: Duration) -> std::process::Child {
         .unwrap();
     // Until the session holds it.
     for _ in 0..100 {
-        let held = pg.count(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
-        );
+        let held = pg.count(&format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = '{name}'"
+        ));
         if held == 1 {
             return child;
         }
