@@ -1266,3 +1266,95 @@ fn schemas_purged_together_are_each_checked_and_one_not_ours_is_left_alone() {
     assert_eq!(purged("delta"), 7);
     repo.assert_plan_empty();
 }
+
+#[test]
+fn purges_ending_together_each_leave_one_tombstone_and_a_tenant_not_where_its_plan_says_ends_alone()
+{
+    let pg = Pg::new();
+    let repo = pg.repo();
+    no_hold(&repo);
+    let slugs = ["acme", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    for slug in &slugs[1..] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
+        );
+    }
+    repo.apply();
+    for slug in slugs {
+        offboard(&repo, slug);
+    }
+    repo.apply();
+    let saved = repo.path().join("purge.plan");
+    let out = repo.run(&["plan", "--out", saved.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // After the plan, delta's registry row is moved back to active by hand: its purge's
+    // end must not move it on from there, whichever tenants' ends it was written with.
+    pg.exec("UPDATE tenant_reconcile.tenants SET lifecycle = 'active' WHERE slug = 'delta'");
+    let out = repo.run(&[
+        "apply",
+        saved.to_str().unwrap(),
+        "--parallelism",
+        "6",
+        "--allow-mass-purge",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot move a tenant from active to deprovisioned"),
+        "{err}"
+    );
+    let registry = |slug: &str| {
+        pg.query(&format!(
+            "SELECT lifecycle, name, deprovisioned_at IS NOT NULL AS at,
+               (SELECT count(*) FROM tenant_reconcile.outbox o WHERE o.tenant_id = t.tenant_id
+                  AND o.type = 'TenantDeprovisioned') AS events,
+               (SELECT count(*) FROM tenant_reconcile.outbox o WHERE o.tenant_id = t.tenant_id
+                  AND o.payload->>'owner_email' IS NOT NULL) AS emails,
+               (SELECT count(*) FROM tenant_reconcile.memberships m WHERE m.tenant_id = t.tenant_id)
+                 + (SELECT count(*) FROM tenant_reconcile.quotas q WHERE q.tenant_id = t.tenant_id)
+                 + (SELECT count(*) FROM tenant_reconcile.feature_flags f WHERE f.tenant_id = t.tenant_id) AS rows
+             FROM tenant_reconcile.tenants t WHERE slug = '{slug}'"
+        ))[0]
+            .clone()
+    };
+    let purged = |slug: &str| {
+        audit(&repo, slug)
+            .iter()
+            .filter(|e| !e["purged_at"].is_null())
+            .count()
+    };
+    for slug in slugs.iter().filter(|s| **s != "delta") {
+        let row = registry(slug);
+        assert_eq!(row["lifecycle"], "deprovisioned", "{slug}: {row}");
+        assert_eq!(row["name"], "", "{slug}'s tombstone keeps no name: {row}");
+        assert_eq!(row["at"], true, "{slug}: {row}");
+        assert_eq!(
+            row["events"], 1,
+            "{slug}'s TenantDeprovisioned events: {row}"
+        );
+        assert_eq!(row["emails"], 0, "{slug}'s events keep no email: {row}");
+        assert_eq!(row["rows"], 0, "{slug}'s control-plane rows: {row}");
+        assert_eq!(purged(slug), 7, "{slug}'s completed audit rows");
+    }
+    // delta's end changed nothing: its rows are there, its audit not completed.
+    let row = registry("delta");
+    assert_eq!(row["lifecycle"], "active", "{row}");
+    assert_eq!(row["events"], 0, "{row}");
+    assert_ne!(row["rows"], 0, "{row}");
+    assert_eq!(purged("delta"), 0);
+
+    // Back where its plan has it, delta's purge is ended by the next apply, once.
+    pg.exec(
+        "UPDATE tenant_reconcile.tenants SET lifecycle = 'deprovisioning' WHERE slug = 'delta'",
+    );
+    let out = repo.run(&["apply", "--auto-approve", "--allow-mass-purge"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row = registry("delta");
+    assert_eq!(row["lifecycle"], "deprovisioned", "{row}");
+    assert_eq!(row["events"], 1, "{row}");
+    assert_eq!(row["emails"], 0, "{row}");
+    assert_eq!(row["rows"], 0, "{row}");
+    assert_eq!(purged("delta"), 7);
+    repo.assert_plan_empty();
+}

@@ -10,10 +10,12 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
+use super::control_together::{EndOfPurge, Together, TOGETHER_TENANTS};
 use super::server::{connection, retry, PgServer};
 use crate::audit::AuditEntry;
 use crate::desired::Key;
 use crate::desired::{Attrs, Kind};
+use crate::group_commit::GroupCommit;
 use crate::plan::ResourceChange;
 use crate::provider::control_rows::{self, ControlRows, RegistryRow};
 use crate::provider::{
@@ -127,10 +129,27 @@ CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
 ALTER TABLE {schema}.deletion_audit ADD COLUMN IF NOT EXISTS export_until text;
 "#;
 
+/// Moves the tenants `$2` to the lifecycle `$1` in one statement: their rows locked (in one
+/// order) and read as they were, each moved unless it is there already, and, for the
+/// tombstone, the owner's email taken out of the events kept (it holds no personal data,
+/// and neither do they). Returns the id and former lifecycle of each tenant moved.
+pub(super) const MOVE: &str = "WITH erase AS (
+   UPDATE {schema}.outbox SET payload = jsonb_set(payload, '{owner_email}', 'null')
+   WHERE $1 = 'deprovisioned' AND tenant_id = ANY($2) AND payload->'owner_email' <> 'null')
+ UPDATE {schema}.tenants t SET lifecycle = $1, step = NULL, updated_at = now(),
+   deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN now() ELSE t.deprovisioned_at END
+ FROM (SELECT tenant_id, lifecycle FROM {schema}.tenants WHERE tenant_id = ANY($2)
+       ORDER BY tenant_id FOR UPDATE) old
+ WHERE t.tenant_id = old.tenant_id AND old.lifecycle <> $1
+ RETURNING t.tenant_id, old.lifecycle";
+
 pub struct PgControl {
     server: Arc<PgServer>,
     schema: String,
     ready: OnceCell<()>,
+    /// Purges that begin or end at the same moment, written together.
+    audits: GroupCommit<Vec<AuditEntry>, Together<()>>,
+    ends: GroupCommit<EndOfPurge, Together<Option<Attrs>>>,
 }
 
 impl PgControl {
@@ -139,6 +158,8 @@ impl PgControl {
             schema: server.schema(),
             server,
             ready: OnceCell::new(),
+            audits: GroupCommit::with_limit(TOGETHER_TENANTS),
+            ends: GroupCommit::with_limit(TOGETHER_TENANTS),
         }
     }
 
@@ -359,27 +380,14 @@ impl PgControl {
         to: Lifecycle,
     ) -> Result<(), ProviderError> {
         let tenant_id = ctx.tenant_id()?;
-        // One statement: the row locked and read as it was, moved unless it is there
-        // already, and, for the tombstone, the owner's email taken out of the events kept
-        // (it holds no personal data, and neither do they). A move refused below rolls
-        // the transaction back.
-        let sql = self.sql(
-            "WITH erase AS (
-               UPDATE {schema}.outbox SET payload = jsonb_set(payload, '{owner_email}', 'null')
-               WHERE $1 = 'deprovisioned' AND tenant_id = $2 AND payload->'owner_email' <> 'null')
-             UPDATE {schema}.tenants t SET lifecycle = $1, step = NULL, updated_at = now(),
-               deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN now() ELSE t.deprovisioned_at END
-             FROM (SELECT tenant_id, lifecycle FROM {schema}.tenants WHERE tenant_id = $2 FOR UPDATE) old
-             WHERE t.tenant_id = old.tenant_id AND old.lifecycle <> $1
-             RETURNING old.lifecycle",
-        );
-        let moved: Option<(String,)> = sqlx::query_as(&sql)
+        // A move refused below rolls the transaction back.
+        let moved: Option<(String, String)> = sqlx::query_as(&self.sql(MOVE))
             .bind(to.as_str())
-            .bind(tenant_id)
+            .bind([tenant_id])
             .fetch_optional(&mut *tx)
             .await
             .map_err(ProviderError::sql("update the lifecycle"))?;
-        let Some((current,)) = moved else {
+        let Some((_, current)) = moved else {
             // There already, or no registry row at all, which is an error.
             sqlx::query(&self.sql("SELECT 1 FROM {schema}.tenants WHERE tenant_id = $1"))
                 .bind(tenant_id)
@@ -404,28 +412,14 @@ impl PgControl {
         end: &PurgeEnd<'_>,
     ) -> Result<Option<Attrs>, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
-        // The rows and the audit's completion in one statement, one round trip.
-        let mut deletes = String::new();
-        for (i, key) in end.rows.iter().enumerate() {
-            let table =
-                control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
-            deletes += &format!("d{i} AS (DELETE FROM {{schema}}.{table} WHERE tenant_id = $1), ");
-        }
-        let sql = self.sql(&format!(
-            "WITH {deletes}done AS (SELECT 1)
-             UPDATE {{schema}}.deletion_audit SET purged_at = $2
-             WHERE tenant_id = $1 AND address = ANY($3) AND purged_at IS NULL"
-        ));
+        let tables = end
+            .rows
+            .iter()
+            .map(|key| control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
-        sqlx::query(&sql)
-            .bind(tenant_id)
-            .bind(crate::state::now())
-            .bind(end.audited)
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql(
-                "purge the control-plane rows and complete the deletion audit",
-            ))?;
+        self.delete_and_complete(tx.as_mut(), &[(tenant_id, &tables, end.audited)])
+            .await?;
         let attrs = match end.tombstone {
             Some(change) => Some(self.apply_in(tx.as_mut(), ctx, change).await?),
             None => None,
@@ -649,42 +643,18 @@ impl ControlPlane for PgControl {
     }
 
     async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {
-        let Some(first) = entries.first() else {
+        if entries.is_empty() {
             return Ok(());
-        };
-        // One statement, so one round trip, and atomic: the step and every row.
-        let sql = self.sql(
-            "WITH step AS (UPDATE {schema}.tenants SET step = 'purge' WHERE tenant_id = $1)
-             INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at)
-             SELECT $1, $2, a, r, h, $3, $4, $5, $6, $7, $8, $9
-             FROM unnest($10::text[], $11::text[], $12::text[]) AS e (a, r, h)
-             ON CONFLICT (tenant_id, address) DO NOTHING",
-        );
-        let column = |f: fn(&AuditEntry) -> &String| entries.iter().map(f).collect::<Vec<_>>();
-        let (addresses, resources, holds) = (
-            column(|e| &e.address),
-            column(|e| &e.resource),
-            column(|e| &e.holds),
-        );
-        retry!("audit", async {
-            sqlx::query(&sql)
-                .bind(&first.tenant_id)
-                .bind(&first.slug)
-                .bind(first.erasure)
-                .bind(&first.export)
-                .bind(&first.export_sha256)
-                .bind(&first.export_until)
-                .bind(&first.git_commit)
-                .bind(&first.run_by)
-                .bind(&first.started_at)
-                .bind(&addresses)
-                .bind(&resources)
-                .bind(&holds)
-                .execute(self.pool().await?)
-                .await
-                .map_err(ProviderError::sql("write the deletion audit"))
-                .map(drop)
-        })
+        }
+        let together = self
+            .audits
+            .submit(entries.to_vec(), |items| self.audits_together(items))
+            .await;
+        if let Some(Together::Done(())) = together {
+            return Ok(());
+        }
+        let entries: Vec<&AuditEntry> = entries.iter().collect();
+        retry!("audit", self.write_audits(&entries))
     }
 
     async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
@@ -699,6 +669,15 @@ impl ControlPlane for PgControl {
         ctx: &StepContext<'_>,
         end: &PurgeEnd<'_>,
     ) -> Result<Option<Attrs>, ProviderError> {
+        if let Some(item) = EndOfPurge::of(ctx, end) {
+            let together = self
+                .ends
+                .submit(item, |items| self.ends_together(items))
+                .await;
+            if let Some(Together::Done(attrs)) = together {
+                return Ok(attrs);
+            }
+        }
         retry!("end of the purge", self.end_purge_once(ctx, end))
     }
 

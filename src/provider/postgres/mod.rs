@@ -13,6 +13,7 @@
 //! checked at validate time and quoted); every value is a bound parameter.
 
 mod control;
+mod control_together;
 mod data;
 mod outbox;
 mod reach;
