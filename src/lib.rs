@@ -22,6 +22,7 @@ pub mod export;
 pub mod group_commit;
 pub mod hooks;
 pub mod http_client;
+pub mod model;
 pub mod naming;
 pub mod offboarding;
 pub mod ops;

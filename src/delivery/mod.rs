@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+pub use crate::model::outbox::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
 use crate::provider::ControlPlane;
 use crate::repo::subscribers::Webhook;
 use crate::workspace::Workspace;
@@ -43,83 +44,6 @@ pub const SCHEDULE: &[Duration] = &[
     Duration::from_secs(20 * 3600),
     Duration::from_secs(20 * 3600),
 ];
-
-/// A delivery due now.
-#[derive(Debug, Clone)]
-pub struct Due {
-    pub event_id: String,
-    pub tenant_id: String,
-    pub event_type: String,
-    /// The event as the outbox holds it (JSON text), sent as it is.
-    pub payload: String,
-    pub subscriber: String,
-    pub attempts: u32,
-    /// When it was first tried (RFC 3339), if it was.
-    pub first_attempt_at: Option<String>,
-}
-
-/// What became of one attempt, as recorded.
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    pub event_id: String,
-    pub subscriber: String,
-    pub at: String,
-    pub status_code: Option<u16>,
-    pub error: Option<String>,
-    pub latency_ms: u64,
-    /// What the delivery is now.
-    pub outcome: Outcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
-pub enum Outcome {
-    Delivered,
-    /// Tried again at `next_at` (RFC 3339).
-    Retry {
-        next_at: String,
-    },
-    /// Given up: kept and shown, and delivered again only when asked.
-    Dead,
-    /// The receiver said `410 Gone`: the subscriber is disabled until re-enabled.
-    Disabled,
-}
-
-/// Which deliveries `events list` shows.
-#[derive(Debug, Clone, Default)]
-pub struct Filter {
-    pub slug: Option<String>,
-    /// Only those that failed and are to be tried again.
-    pub failed: bool,
-    /// Only those given up.
-    pub dead: bool,
-    /// Only those of this event.
-    pub event_id: Option<String>,
-}
-
-/// A delivery as `events list` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub event_id: String,
-    pub event_type: String,
-    pub slug: Option<String>,
-    pub subscriber: String,
-    pub status: String,
-    pub attempts: u32,
-    pub next_at: Option<String>,
-    pub delivered_at: Option<String>,
-    pub last_error: Option<String>,
-}
-
-/// One recorded attempt, as `events show` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AttemptRow {
-    pub subscriber: String,
-    pub at: String,
-    pub status_code: Option<u16>,
-    pub error: Option<String>,
-    pub latency_ms: u64,
-}
 
 /// What a relay pass did.
 #[derive(Debug, Default, Serialize)]

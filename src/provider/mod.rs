@@ -703,22 +703,22 @@ pub trait Outbox: Send + Sync {
         subscribers: &[(String, Vec<String>)],
         now: std::time::SystemTime,
         limit: usize,
-    ) -> Result<Vec<crate::delivery::Due>, ProviderError>;
+    ) -> Result<Vec<crate::model::outbox::Due>, ProviderError>;
     /// Records one attempt of a delivery and what the delivery is now.
     async fn record_delivery(
         &self,
-        attempt: &crate::delivery::Attempt,
+        attempt: &crate::model::outbox::Attempt,
     ) -> Result<(), ProviderError>;
     /// The deliveries `filter` asks for, oldest event first.
     async fn deliveries(
         &self,
-        filter: &crate::delivery::Filter,
-    ) -> Result<Vec<crate::delivery::Row>, ProviderError>;
+        filter: &crate::model::outbox::Filter,
+    ) -> Result<Vec<crate::model::outbox::Row>, ProviderError>;
     /// Every attempt of the deliveries of one event, oldest first.
     async fn delivery_attempts(
         &self,
         event_id: &str,
-    ) -> Result<Vec<crate::delivery::AttemptRow>, ProviderError>;
+    ) -> Result<Vec<crate::model::outbox::AttemptRow>, ProviderError>;
     /// Makes the deliveries of these events due again now (dead or delivered ones too), and
     /// returns how many there were.
     async fn redeliver(&self, event_ids: &[String]) -> Result<usize, ProviderError>;

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use sqlx::Row as _;
 
 use super::control::LocalControl;
-use crate::delivery::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
+use crate::model::outbox::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
 use crate::provider::{Outbox, ProviderError};
 
 /// The events delivered to every subscriber before `?1`.

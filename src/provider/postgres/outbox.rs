@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sqlx::Row as _;
 
 use super::control::PgControl;
-use crate::delivery::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
+use crate::model::outbox::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
 use crate::provider::{Outbox, ProviderError};
 
 /// How long a claim holds: longer than any webhook's timeout (at most 5 minutes).
