@@ -190,7 +190,7 @@ async fn record(ws: &Workspace, tenants: &[TenantHealth], timeout: Duration) -> 
     let lock = backend
         .lock(LockInfo::new("check"), &Wait::up_to(timeout))
         .await
-        .map_err(|e| crate::error::chain(&e))?;
+        .map_err(|e| crate::causes::chain(&e))?;
     let written = async {
         let mut state = backend.load().await?;
         for t in tenants {
@@ -207,6 +207,6 @@ async fn record(ws: &Workspace, tenants: &[TenantHealth], timeout: Duration) -> 
     }
     .await;
     let unlocked = lock.unlock().await;
-    written.map_err(|e| crate::error::chain(&e))?;
-    unlocked.map_err(|e| crate::error::chain(&e))
+    written.map_err(|e| crate::causes::chain(&e))?;
+    unlocked.map_err(|e| crate::causes::chain(&e))
 }

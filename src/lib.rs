@@ -10,6 +10,7 @@ pub mod apply;
 pub mod audit;
 pub mod broker;
 pub mod bucket;
+pub mod causes;
 pub mod changes;
 pub mod check;
 pub mod credentials;

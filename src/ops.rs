@@ -603,7 +603,7 @@ pub async fn apply(
             let _ = lock.unlock().await;
             return Err(Error::Usage(format!(
                 "recording the event subscribers: {}",
-                crate::error::chain(&e)
+                crate::causes::chain(&e)
             )));
         }
     }
@@ -751,7 +751,7 @@ pub async fn export_links(
         .exporter
         .links(slug, &tenant_id, lifetime)
         .await
-        .map_err(|e| Error::Usage(crate::error::chain(&e)))
+        .map_err(|e| Error::Usage(crate::causes::chain(&e)))
 }
 
 /// The deletion audit of one tenant or all, from the control plane. Reads only.
@@ -763,7 +763,7 @@ pub async fn audit(
     targets.control.audit_log(slug).await.map_err(|e| {
         Error::Usage(format!(
             "reading the deletion audit: {}",
-            crate::error::chain(&e)
+            crate::causes::chain(&e)
         ))
     })
 }
@@ -899,7 +899,7 @@ pub async fn export(
             .map_err(|e| {
                 Error::Usage(format!(
                     "exporting {slug}: {}; {} holds a partial export, without a manifest",
-                    crate::error::chain(&e),
+                    crate::causes::chain(&e),
                     dir.display()
                 ))
             })?;

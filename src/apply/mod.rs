@@ -19,9 +19,9 @@ use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::causes::chain;
 use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
-use crate::error::chain;
 use crate::plan::{Action, Plan, ResourceChange, TenantPlan};
 use crate::provider::{Mark, ProviderError, StepContext, Targets};
 use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
@@ -136,7 +136,7 @@ impl Shared<'_> {
         };
         let written = self.lock.checkpoint(&entry).await;
         if let Err(e) = &written {
-            let _ = self.lost.set(crate::error::chain(e));
+            let _ = self.lost.set(crate::causes::chain(e));
         }
         written
     }

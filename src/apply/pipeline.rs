@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use super::{Executor, StepError};
-use crate::error::chain;
+use crate::causes::chain;
 use crate::hooks::{HookDone, HookError, HookRun, Invocation};
 use crate::plan::{PlannedHook, TenantPlan};
 use crate::provider::{events, Mark};

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use super::Executor;
 use crate::audit::AuditEntry;
+use crate::causes::chain;
 use crate::desired::{Key, Kind};
-use crate::error::chain;
 use crate::plan::{ResourceChange, TenantPlan};
 use crate::provider::{Mark, PurgeEnd, StepContext};
 use crate::state::{now, Lifecycle, Purge, TenantState};

@@ -72,7 +72,7 @@ pub async fn run(
             Ok(report) => println!("{}", super::events::summary(&report)),
             Err(e) => anstream::eprintln!(
                 "Warning: the events were not delivered: {}",
-                tenant_reconcile::error::chain(&e)
+                tenant_reconcile::causes::chain(&e)
             ),
         }
     }

@@ -290,5 +290,5 @@ fn diagnostics(e: &anyhow::Error) -> Option<&Diagnostics> {
 
 /// The error and its causes, each said once.
 fn chain(e: &anyhow::Error) -> String {
-    tenant_reconcile::error::chain(e.as_ref() as &dyn std::error::Error)
+    tenant_reconcile::causes::chain(e.as_ref() as &dyn std::error::Error)
 }

@@ -74,10 +74,10 @@ pub fn recorded_state(root: &Path) -> Result<State, String> {
     let backend = match Workspace::config_backend(root) {
         Ok(Some(backend)) => backend,
         Ok(None) => return Err("the config has problems".into()),
-        Err(e) => return Err(tenant_reconcile::error::chain(&e)),
+        Err(e) => return Err(tenant_reconcile::causes::chain(&e)),
     };
     let load = async { backend.load().await };
     // Called from the command's runtime, whose worker this thread is.
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(load))
-        .map_err(|e| tenant_reconcile::error::chain(&e))
+        .map_err(|e| tenant_reconcile::causes::chain(&e))
 }

@@ -158,7 +158,10 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
 }
 
 fn outbox_error(e: &crate::provider::ProviderError) -> Error {
-    Error::Usage(format!("delivering the outbox: {}", crate::error::chain(e)))
+    Error::Usage(format!(
+        "delivering the outbox: {}",
+        crate::causes::chain(e)
+    ))
 }
 
 /// One attempt of one delivery, and what it leaves the delivery as.

@@ -46,7 +46,7 @@ pub async fn post(hook: &Webhook, secrets: &[Secret], d: &Due) -> Result<Answer,
                 humantime::format_duration(hook.timeout)
             )
         })?
-        .map_err(|e| crate::error::chain(&e))?;
+        .map_err(|e| crate::causes::chain(&e))?;
     let retry_after = response
         .headers()
         .get("retry-after")

@@ -419,7 +419,7 @@ fn render(
     file: &str,
 ) -> Result<String, Diagnostic> {
     repo.templates.tera.render(template, context).map_err(|e| {
-        Diagnostic::new(format!("templates/{template}"), crate::error::chain(&e))
+        Diagnostic::new(format!("templates/{template}"), crate::causes::chain(&e))
             .hint(format!("while rendering for tenant {slug} ({file})"))
     })
 }

@@ -120,7 +120,7 @@ pub fn smoke_verdicts(
             "the registry row of this id has the slug {found:?}"
         )),
         Ok(None) => Err("the tenant has no registry row".into()),
-        Err(e) => Err(crate::error::chain(&e)),
+        Err(e) => Err(crate::causes::chain(&e)),
     };
     let owner_verdict = match owner.1 {
         Ok(Some(email)) if email.eq_ignore_ascii_case(&ctx.tenant.owner_email) => {
@@ -128,7 +128,7 @@ pub fn smoke_verdicts(
         }
         Ok(Some(_)) => Err("the owner's membership names another email than the file".into()),
         Ok(None) => Err("the tenant has no owner membership: its owner cannot sign in".into()),
-        Err(e) => Err(crate::error::chain(&e)),
+        Err(e) => Err(crate::causes::chain(&e)),
     };
     vec![
         CheckOutcome::of("registry", registry.0, registry_verdict),

@@ -155,7 +155,7 @@ impl Exporter {
                 "there is no manifest of its own in {}",
                 self.location(slug)
             )),
-            Err(e) => Some(crate::error::chain(&e)),
+            Err(e) => Some(crate::causes::chain(&e)),
         }
     }
 
@@ -192,7 +192,7 @@ impl Exporter {
                 "{at} does not match its manifest: {}",
                 problems.join("; ")
             )),
-            Err(e) => Some(crate::error::chain(&e)),
+            Err(e) => Some(crate::causes::chain(&e)),
         }
     }
 

@@ -505,7 +505,7 @@ impl Provider for Route53Dns {
         let started = Instant::now();
         let name = recorded.str("name");
         let verdict = match self.read(name).await {
-            Err(e) => Err(crate::error::chain(&e)),
+            Err(e) => Err(crate::causes::chain(&e)),
             Ok(at) => match at.attrs(name) {
                 Some(live) if live.str("value") == recorded.str("value") => Ok(format!(
                     "{name} points to {} in the zone",

@@ -208,7 +208,7 @@ pub fn render_url(template: &str, slug: &str, plan: &str, region: &str) -> Resul
         .map_err(|e| {
             format!(
                 "the URL template does not render: {}",
-                crate::error::chain(&e)
+                crate::causes::chain(&e)
             )
         })?;
     let parsed = url::Url::parse(&url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;

@@ -70,7 +70,7 @@ impl Templates {
             }
             if let Err(e) = tera.add_raw_template(&name, &source) {
                 problems.push(
-                    Diagnostic::new(&file, crate::error::chain(&e))
+                    Diagnostic::new(&file, crate::causes::chain(&e))
                         .hint("see the tera template syntax"),
                 );
             }

@@ -31,7 +31,7 @@ pub async fn check(spec: &CheckSpec, url: &str, expect_status: u16) -> CheckOutc
                     humantime::format_duration(spec.timeout())
                 )
             })?
-            .map_err(|e| format!("{url}: {}", crate::error::chain(&e)))?;
+            .map_err(|e| format!("{url}: {}", crate::causes::chain(&e)))?;
         let status = response.status().as_u16();
         if status == expect_status {
             Ok(format!("{url} answered {status}"))

@@ -227,7 +227,7 @@ impl StateLock for PgLock {
                     .execute(&mut *self.conn.lock().await)
                     .await
                     .map(drop)
-                    .map_err(|e| crate::error::chain(&e).into())
+                    .map_err(|e| crate::causes::chain(&e).into())
             })
             .await
             .map_err(|cause| StateError::Checkpoint(cause.to_string()))

@@ -511,7 +511,7 @@ impl Provider for LocalData {
                 let path = self.database_path(&t.slug);
                 let what = match holdings(&path).await {
                     Ok(what) => what,
-                    Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                    Err(e) => format!("not counted: {}", crate::causes::chain(&e)),
                 };
                 // Every mode is a file here, whatever the slice's name says.
                 let file = path.strip_prefix(&self.dir).unwrap_or(&path).display();

@@ -17,7 +17,7 @@ pub async fn checks(path: &Path, seeded: bool, sql: &[&CheckSpec]) -> Vec<CheckO
     let pool = match super::sqlite::open_existing(path).await {
         Ok(p) => p,
         Err(e) => {
-            let why = crate::error::chain(&e);
+            let why = crate::causes::chain(&e);
             let mut out = vec![CheckOutcome::fail("data", why.clone(), started.elapsed())];
             out.extend(sql.iter().map(|c| {
                 CheckOutcome::fail(
@@ -33,7 +33,7 @@ pub async fn checks(path: &Path, seeded: bool, sql: &[&CheckSpec]) -> Vec<CheckO
     let tables = super::data::user_tables(&pool).await;
     let counted = match &tables {
         Ok(tables) => count_rows(&pool, tables).await,
-        Err(e) => Err(crate::error::chain(e)),
+        Err(e) => Err(crate::causes::chain(e)),
     };
     let data = crate::smoke::data_verdict("", &counted, seeded);
     out.push(CheckOutcome::of("data", started, data));

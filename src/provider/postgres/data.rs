@@ -1252,7 +1252,7 @@ impl PgData {
                 queries += 1;
                 match self.holdings(isolation, name, t.tenant_id.as_deref()).await {
                     Ok(what) => what,
-                    Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                    Err(e) => format!("not counted: {}", crate::causes::chain(&e)),
                 }
             };
             live.holds(&t.slug, Kind::Database, what);
@@ -2061,7 +2061,7 @@ impl Provider for PgData {
                 queries += 1;
                 let what = match self.holdings(isolation, name, t.tenant_id.as_deref()).await {
                     Ok(what) => what,
-                    Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                    Err(e) => format!("not counted: {}", crate::causes::chain(&e)),
                 };
                 live.holds_at(&t.slug, r.address_key(), what);
             }
@@ -2107,11 +2107,11 @@ impl Provider for PgData {
         let slice = match self.recorded_slice(ctx) {
             Ok(Some(s)) => s,
             Ok(None) => return Vec::new(),
-            Err(e) => return fail(crate::error::chain(&e)),
+            Err(e) => return fail(crate::causes::chain(&e)),
         };
         let (admin, tenant_id) = match (self.pool().await, ctx.tenant_id()) {
             (Ok(p), Ok(id)) => (p, id),
-            (Err(e), _) | (_, Err(e)) => return fail(crate::error::chain(&e)),
+            (Err(e), _) | (_, Err(e)) => return fail(crate::causes::chain(&e)),
         };
         let role = self.naming.role(&ctx.tenant.slug);
         let target = super::smoke::Target {

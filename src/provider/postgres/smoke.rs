@@ -143,7 +143,7 @@ async fn login(t: &Target<'_>) -> Result<(PgConnection, String), String> {
     }
     let conn = conn
         .map_err(|_| format!("{} could not connect within 10 s", t.role))?
-        .map_err(|e| format!("{} cannot connect: {}", t.role, crate::error::chain(&e)))?;
+        .map_err(|e| format!("{} cannot connect: {}", t.role, crate::causes::chain(&e)))?;
     Ok((
         conn,
         format!(

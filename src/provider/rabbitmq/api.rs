@@ -168,7 +168,7 @@ impl Api {
             // What went wrong this time, when it may go right the next.
             let why = match tokio::time::timeout(TIMEOUT, client.request(request)).await {
                 Err(_) => format!("no answer within {} s", TIMEOUT.as_secs()),
-                Ok(Err(e)) => crate::error::chain(&e),
+                Ok(Err(e)) => crate::causes::chain(&e),
                 Ok(Ok(response)) => {
                     let status = response.status();
                     let bytes = response

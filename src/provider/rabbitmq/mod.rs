@@ -447,7 +447,7 @@ impl Provider for RabbitMq {
             if t.purge && found_vhost.is_some() {
                 let what = match self.holdings(&vhost).await {
                     Ok(what) => what,
-                    Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                    Err(e) => format!("not counted: {}", crate::causes::chain(&e)),
                 };
                 live.holds_as(
                     &t.slug,

@@ -475,7 +475,7 @@ impl Provider for S3Buckets {
                 if purging {
                     let what = match self.holdings(&attrs).await {
                         Ok(what) => what,
-                        Err(e) => format!("not counted: {}", crate::error::chain(&e)),
+                        Err(e) => format!("not counted: {}", crate::causes::chain(&e)),
                     };
                     live.holds(&slug, Kind::Bucket, what);
                 }
