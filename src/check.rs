@@ -10,9 +10,9 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::desired::{self, DesiredTenant, Selection};
+use crate::model::health::Health;
 use crate::provider::{Mark, StepContext};
 use crate::slug::Slug;
-use crate::smoke::Health;
 use crate::state::{Lifecycle, LockInfo, State, Wait};
 use crate::workspace::Workspace;
 use crate::Error;

@@ -17,13 +17,11 @@ use syn::visit::Visit;
 const IN_A_CIRCLE: &[&str] = &[
     "broker.rs",
     "bucket.rs",
-    "changes.rs",
     "desired/mod.rs",
     "dns.rs",
     "export.rs",
     "hooks.rs",
     "naming.rs",
-    "plan/mod.rs",
     "provider/exporter.rs",
     "provider/files.rs",
     "provider/local/data.rs",
@@ -33,9 +31,7 @@ const IN_A_CIRCLE: &[&str] = &[
     "provider/postgres/control_together.rs",
     "provider/s3/exports.rs",
     "repo/config.rs",
-    "repo/files.rs",
     "repo/mod.rs",
-    "smoke/mod.rs",
     "state/mod.rs",
 ];
 

@@ -399,7 +399,7 @@ fn health_cell(t: &tenant_reconcile::state::TenantState) -> String {
     }
 }
 
-fn check_word(c: &tenant_reconcile::smoke::CheckOutcome) -> &'static str {
+fn check_word(c: &tenant_reconcile::model::health::CheckOutcome) -> &'static str {
     match (c.ok, c.advisory) {
         (true, _) => "ok",
         (false, true) => "advisory",

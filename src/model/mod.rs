@@ -1,4 +1,5 @@
 //! The floor beneath everything else: the records the rest of the crate shares, with no import
 //! of anything above them (`tests/layers.rs` keeps them out of import circles).
 
+pub mod health;
 pub mod outbox;

@@ -111,8 +111,8 @@ pub fn smoke_verdicts(
         std::time::Instant,
         Result<Option<String>, super::ProviderError>,
     ),
-) -> Vec<crate::smoke::CheckOutcome> {
-    use crate::smoke::CheckOutcome;
+) -> Vec<crate::model::health::CheckOutcome> {
+    use crate::model::health::CheckOutcome;
     let slug = ctx.tenant.slug.as_str();
     let registry_verdict = match registry.1 {
         Ok(Some(found)) if found == slug => Ok(format!("the registry row of {slug} reads back")),

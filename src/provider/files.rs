@@ -193,7 +193,7 @@ impl Provider for RenderedFiles {
         &self,
         ctx: &StepContext<'_>,
         _sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         let started = std::time::Instant::now();
         let files: Vec<(&Key, &crate::desired::Attrs)> = ctx
             .recorded
@@ -223,7 +223,9 @@ impl Provider for RenderedFiles {
         } else {
             Err(problems.join(", "))
         };
-        vec![crate::smoke::CheckOutcome::of("files", started, verdict)]
+        vec![crate::model::health::CheckOutcome::of(
+            "files", started, verdict,
+        )]
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {

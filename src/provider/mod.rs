@@ -679,7 +679,7 @@ pub trait Provider: Send + Sync {
         &self,
         _ctx: &StepContext<'_>,
         _sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         Vec::new()
     }
 }

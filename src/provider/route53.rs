@@ -498,7 +498,7 @@ impl Provider for Route53Dns {
         &self,
         ctx: &StepContext<'_>,
         _sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         let Some(recorded) = ctx.recorded.get(&Key::new(Kind::Dns)) else {
             return Vec::new();
         };
@@ -519,6 +519,8 @@ impl Provider for Route53Dns {
                 None => Err(format!("{name} is not in the zone")),
             },
         };
-        vec![crate::smoke::CheckOutcome::of("dns", started, verdict)]
+        vec![crate::model::health::CheckOutcome::of(
+            "dns", started, verdict,
+        )]
     }
 }

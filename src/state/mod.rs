@@ -133,7 +133,7 @@ pub struct TenantState {
     pub purge: Option<Purge>,
     /// What its last smoke tests found (before it became active, or `check`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<crate::smoke::HealthRecord>,
+    pub health: Option<crate::model::health::HealthRecord>,
     /// Hook runs owed to it, each with its idempotency key, until they succeed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<crate::hooks::HookRun>,

@@ -177,7 +177,7 @@ impl Provider for LocalBuckets {
         &self,
         ctx: &StepContext<'_>,
         _sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         let Some(bucket) = ctx.recorded.get(&Key::new(Kind::Bucket)) else {
             return Vec::new();
         };
@@ -201,7 +201,11 @@ impl Provider for LocalBuckets {
                 removed.map_err(|e| format!("cannot delete the probe object: {e}")),
             )
         };
-        vec![crate::smoke::CheckOutcome::of("bucket", started, probe())]
+        vec![crate::model::health::CheckOutcome::of(
+            "bucket",
+            started,
+            probe(),
+        )]
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {

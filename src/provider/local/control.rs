@@ -265,7 +265,7 @@ impl Provider for LocalControl {
         &self,
         ctx: &StepContext<'_>,
         _sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         let id = ctx.tenant_id.unwrap_or_default();
         let read = |sql: &'static str| async move {
             let started = std::time::Instant::now();

@@ -531,7 +531,7 @@ impl Provider for LocalData {
         &self,
         ctx: &StepContext<'_>,
         sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         if !ctx.recorded.contains_key(&Key::new(Kind::Database)) {
             return Vec::new();
         }

@@ -9,8 +9,9 @@ use std::time::Instant;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection, Row};
 
+use crate::model::health::CheckOutcome;
 use crate::repo::checks::{CheckSpec, Probe};
-use crate::smoke::{sql_verdict, CheckOutcome};
+use crate::smoke::sql_verdict;
 
 pub async fn checks(path: &Path, seeded: bool, sql: &[&CheckSpec]) -> Vec<CheckOutcome> {
     let started = Instant::now();

@@ -547,7 +547,7 @@ impl Provider for PgControl {
         &self,
         ctx: &StepContext<'_>,
         _sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         let id = ctx.tenant_id.unwrap_or_default();
         let read = |sql: String| async move {
             let started = std::time::Instant::now();

@@ -2095,10 +2095,10 @@ impl Provider for PgData {
         &self,
         ctx: &StepContext<'_>,
         sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         let started = std::time::Instant::now();
         let fail = |why: String| {
-            vec![crate::smoke::CheckOutcome::fail(
+            vec![crate::model::health::CheckOutcome::fail(
                 "login",
                 why,
                 started.elapsed(),

@@ -19,9 +19,10 @@ use std::time::Instant;
 use sqlx::{Connection, Executor as _, PgConnection, Row};
 
 use super::server::{quote, PgServer};
+use crate::model::health::CheckOutcome;
 use crate::repo::checks::{CheckSpec, Probe};
 use crate::repo::Isolation;
-use crate::smoke::{sql_verdict, CheckOutcome};
+use crate::smoke::sql_verdict;
 
 /// What one tenant's checks work from.
 pub(super) struct Target<'a> {

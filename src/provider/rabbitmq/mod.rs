@@ -575,7 +575,7 @@ impl Provider for RabbitMq {
         &self,
         ctx: &StepContext<'_>,
         _sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         let Some(recorded) = ctx.recorded.get(&Key::new(Kind::Vhost)) else {
             return Vec::new();
         };

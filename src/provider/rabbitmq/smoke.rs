@@ -13,9 +13,9 @@ use lapin::{BasicProperties, Connection};
 
 use crate::broker::{self, PERMISSIONS_ALL};
 use crate::desired::Attrs;
+use crate::model::health::CheckOutcome;
 use crate::provider::StepContext;
 use crate::repo::config::RabbitmqConfig;
-use crate::smoke::CheckOutcome;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -490,13 +490,15 @@ impl Provider for S3Buckets {
         &self,
         ctx: &StepContext<'_>,
         _sql: &[&crate::repo::checks::CheckSpec],
-    ) -> Vec<crate::smoke::CheckOutcome> {
+    ) -> Vec<crate::model::health::CheckOutcome> {
         let Some(bucket) = ctx.recorded.get(&Key::new(Kind::Bucket)) else {
             return Vec::new();
         };
         let started = std::time::Instant::now();
         let verdict = self.probe(bucket).await;
-        vec![crate::smoke::CheckOutcome::of("bucket", started, verdict)]
+        vec![crate::model::health::CheckOutcome::of(
+            "bucket", started, verdict,
+        )]
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
