@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 
 use crate::credentials::MasterKey;
-use crate::desired::{attrs, Attrs};
+use crate::model::attrs::{attrs, Attrs};
 use crate::repo::config::RabbitmqConfig;
 use crate::repo::Status;
 use crate::slug::Slug;

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use crate::desired::{attrs, Attrs};
+use crate::model::attrs::{attrs, Attrs};
 use crate::repo::config::{Config, S3Config};
 use crate::repo::plan_file::BucketPlan;
 use crate::repo::{Status, TenantSpec};

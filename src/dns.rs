@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::desired::{attrs, Attrs};
+use crate::model::attrs::{attrs, Attrs};
 use crate::repo::config::Route53Config;
 use crate::slug::Slug;
 

@@ -239,6 +239,31 @@ fn no_file_joins_an_import_circle() {
     );
 }
 
+/// The floor beneath everything: the model's records, and the files they are made of. They
+/// use nothing else of the crate.
+fn in_the_floor(file: &str) -> bool {
+    file.starts_with("model/") || ["slug.rs", "causes.rs"].contains(&file)
+}
+
+#[test]
+fn the_floor_uses_nothing_above_it() {
+    let edges = graph();
+    let upward: Vec<String> = edges
+        .iter()
+        .filter(|(file, _)| in_the_floor(file))
+        .flat_map(|(file, uses)| {
+            uses.iter()
+                .filter(|used| !in_the_floor(used))
+                .map(move |used| format!("{file} uses {used}"))
+        })
+        .collect();
+    assert!(
+        upward.is_empty(),
+        "the floor must not use what stands on it:\n  {}",
+        upward.join("\n  ")
+    );
+}
+
 #[test]
 fn paths_are_read_from_where_they_are_written() {
     let module: Module = vec!["provider".into(), "postgres".into(), "data".into()];

@@ -1,9 +1,6 @@
 //! Compiling the desired state: plan defaults + tenant overrides → effective settings →
 //! each tenant's resources, with templates rendered.
 
-mod attrs;
-pub mod resource;
-
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
@@ -11,7 +8,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub use resource::{Address, Attrs, Key, Kind, Resource};
+// Resources, their keys and attributes are the model's, beneath every layer; the compiler's
+// users name them from here as well.
+pub use crate::model::attrs::attrs;
+pub use crate::model::resource::{Address, Attrs, Key, Kind, Resource};
 
 use crate::credentials::MasterKey;
 use crate::diagnostic::{Diagnostic, Diagnostics};
@@ -449,10 +449,6 @@ pub fn export_attrs(repo: &TenantRepo, slug: &Slug) -> Attrs {
 /// A tenant whose seed data went in (it goes in once).
 pub fn seed_attrs() -> Attrs {
     attrs([("applied", json!(true))])
-}
-
-pub fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attrs {
-    pairs.into_iter().collect()
 }
 
 pub fn sha256_hex(s: &str) -> String {

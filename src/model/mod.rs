@@ -1,5 +1,7 @@
 //! The floor beneath everything else: the records the rest of the crate shares, with no import
 //! of anything above them (`tests/layers.rs` keeps them out of import circles).
 
+pub mod attrs;
 pub mod health;
 pub mod outbox;
+pub mod resource;

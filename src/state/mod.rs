@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 pub use backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
 pub use retired::Retired;
 
-use crate::desired::{Attrs, Key};
+use crate::model::resource::{Attrs, Key};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -414,7 +414,7 @@ mod tests {
             ..TenantState::default()
         };
         acme.resources.insert(
-            Key::new(crate::desired::Kind::Registry),
+            Key::new(crate::model::resource::Kind::Registry),
             [("name", serde_json::json!("Acme"))].into_iter().collect(),
         );
         state.tenants.insert("acme".into(), acme);

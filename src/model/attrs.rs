@@ -385,6 +385,11 @@ mod canonical {
     }
 }
 
+/// A map of the given fields, for the attributes a target or the compiler writes.
+pub fn attrs<const N: usize>(pairs: [(&str, Value); N]) -> Attrs {
+    pairs.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
