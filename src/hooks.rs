@@ -23,69 +23,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::desired::Effective;
+pub use crate::model::hook_runs::{HookDone, HookRun};
 use crate::repo::hooks::{HookSpec, Moment};
-use crate::state::Lifecycle;
-
-/// A hook run owed to a tenant, recorded before its first try and kept until it succeeds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HookRun {
-    pub hook: String,
-    pub moment: Moment,
-    /// The same for every try of this run.
-    pub idempotency_key: String,
-    pub queued_at: String,
-    #[serde(default)]
-    pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Not tried again before this time (RFC 3339, UTC).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_try_at: Option<String>,
-    /// The lifecycle its moment moves the tenant to (none for `plan_changed`): a run owed
-    /// for a move that never happened, the file having changed its mind, is dropped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<Lifecycle>,
-    /// When it succeeded, while the tenant's move is not finished yet: kept so that the
-    /// rerun of an apply stopped in between does not run it again under a new key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub done_at: Option<String>,
-}
-
-impl HookRun {
-    pub fn new(hook: &str, moment: Moment, lifecycle: Option<Lifecycle>) -> HookRun {
-        HookRun {
-            hook: hook.to_string(),
-            moment,
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
-            queued_at: crate::state::now(),
-            attempts: 0,
-            last_error: None,
-            next_try_at: None,
-            lifecycle,
-            done_at: None,
-        }
-    }
-
-    /// Owed for a move the tenant is no longer making: it is neither in `to` (where the
-    /// plan takes it) nor in `at` (where it is), so the moment never came.
-    pub fn abandoned(&self, at: Lifecycle, to: Lifecycle) -> bool {
-        self.lifecycle.is_some_and(|l| l != at && l != to)
-    }
-
-    /// Whether its wait after the last failure is over at `now`.
-    pub fn due(&self, now: std::time::SystemTime) -> bool {
-        self.next_try_at
-            .as_deref()
-            .and_then(|t| humantime::parse_rfc3339(t).ok())
-            .is_none_or(|at| at <= now)
-    }
-}
 
 /// `04:10` of a time within the day, `2026-12-02 04:10` of a later one (UTC), as plans say
 /// when a hook is tried next.
@@ -97,14 +41,6 @@ pub fn clock(at: std::time::SystemTime) -> String {
     } else {
         format!("{} {}", &stamp[..10], &stamp[11..16])
     }
-}
-
-/// The last run of a hook that succeeded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HookDone {
-    pub moment: Moment,
-    pub idempotency_key: String,
-    pub at: String,
 }
 
 /// What a run of a hook needs besides its spec and record.
@@ -392,6 +328,7 @@ pub fn parse_outputs(stdout: &[u8]) -> Result<BTreeMap<String, String>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::lifecycle::Lifecycle;
 
     #[test]
     fn outputs_are_plain_names_and_text() {

@@ -17,10 +17,8 @@ use syn::visit::Visit;
 const IN_A_CIRCLE: &[&str] = &[
     "broker.rs",
     "bucket.rs",
-    "desired/mod.rs",
     "dns.rs",
     "export.rs",
-    "hooks.rs",
     "naming.rs",
     "provider/exporter.rs",
     "provider/files.rs",
@@ -32,7 +30,6 @@ const IN_A_CIRCLE: &[&str] = &[
     "provider/s3/exports.rs",
     "repo/config.rs",
     "repo/mod.rs",
-    "state/mod.rs",
 ];
 
 /// A module path, `["provider", "postgres", "data"]`; the crate root is empty.

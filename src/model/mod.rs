@@ -3,5 +3,7 @@
 
 pub mod attrs;
 pub mod health;
+pub mod hook_runs;
+pub mod lifecycle;
 pub mod outbox;
 pub mod resource;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::hcl_file;
 use crate::diagnostic::Diagnostic;
+pub use crate::model::hook_runs::Moment;
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -38,54 +39,6 @@ pub struct RawHook {
     pass_env: Vec<String>,
     #[serde(default)]
     retry_after: Option<String>,
-}
-
-/// A moment of a tenant's life a hook can run at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Moment {
-    /// It became active for the first time.
-    Provisioned,
-    /// Its plan (tier) changed.
-    PlanChanged,
-    Suspended,
-    Resumed,
-    /// Its offboarding began: access revoked, data exported.
-    Offboarding,
-    /// Purged; its tombstone is all that is left.
-    Deprovisioned,
-}
-
-impl Moment {
-    pub const ALL: [Moment; 6] = [
-        Moment::Provisioned,
-        Moment::PlanChanged,
-        Moment::Suspended,
-        Moment::Resumed,
-        Moment::Offboarding,
-        Moment::Deprovisioned,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Moment::Provisioned => "provisioned",
-            Moment::PlanChanged => "plan_changed",
-            Moment::Suspended => "suspended",
-            Moment::Resumed => "resumed",
-            Moment::Offboarding => "offboarding",
-            Moment::Deprovisioned => "deprovisioned",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Moment> {
-        Moment::ALL.into_iter().find(|m| m.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Moment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
 }
 
 /// A hook, checked. It travels in the plan, so a saved plan runs the hooks it showed.

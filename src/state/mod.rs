@@ -19,55 +19,13 @@ use serde_json::value::RawValue;
 pub use backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
 pub use retired::Retired;
 
+// Where a tenant is in its life, and the clock its records are stamped with, are the model's;
+// the state's users name them from here as well.
+pub use crate::model::lifecycle::{now, Lifecycle};
+
 use crate::model::resource::{Attrs, Key};
 
 pub const FORMAT_VERSION: u32 = 1;
-
-/// Where a tenant is in its life: pending → provisioning → active ↔ suspended →
-/// deprovisioning (revoked, exported, held, then purged) → deprovisioned (a tombstone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Lifecycle {
-    #[default]
-    Pending,
-    Provisioning,
-    Active,
-    Suspended,
-    Deprovisioning,
-    Deprovisioned,
-}
-
-impl Lifecycle {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::Pending => "pending",
-            Lifecycle::Provisioning => "provisioning",
-            Lifecycle::Active => "active",
-            Lifecycle::Suspended => "suspended",
-            Lifecycle::Deprovisioning => "deprovisioning",
-            Lifecycle::Deprovisioned => "deprovisioned",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Lifecycle> {
-        [
-            Lifecycle::Pending,
-            Lifecycle::Provisioning,
-            Lifecycle::Active,
-            Lifecycle::Suspended,
-            Lifecycle::Deprovisioning,
-            Lifecycle::Deprovisioned,
-        ]
-        .into_iter()
-        .find(|l| l.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for Lifecycle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct State {
@@ -136,10 +94,10 @@ pub struct TenantState {
     pub health: Option<crate::model::health::HealthRecord>,
     /// Hook runs owed to it, each with its idempotency key, until they succeed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hooks: Vec<crate::hooks::HookRun>,
+    pub hooks: Vec<crate::model::hook_runs::HookRun>,
     /// The last run of each hook that succeeded.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub hooks_done: BTreeMap<String, crate::hooks::HookDone>,
+    pub hooks_done: BTreeMap<String, crate::model::hook_runs::HookDone>,
     /// What its hooks gave back (`billing_customer_id`): templates see them as
     /// `tenant.outputs`. Never secrets.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -387,10 +345,6 @@ impl State {
     pub fn is_new(&self) -> bool {
         self.lineage.is_empty()
     }
-}
-
-pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
