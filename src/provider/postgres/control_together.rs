@@ -37,14 +37,22 @@ pub(super) struct EndOfPurge {
     /// The control-plane tables its rows are deleted from.
     tables: Vec<&'static str>,
     audited: Vec<String>,
-    /// Its registry row as the tombstone leaves it (name, plan, region, locale,
-    /// isolation, labels), and the attributes the state records for it.
-    tombstone: Option<([String; 5], Value, Attrs)>,
+    tombstone: Option<Tombstone>,
     /// The move: where the tenant must be now, and where it goes.
     moves: Option<(Lifecycle, Lifecycle)>,
     /// The events of the tombstone's change and of the move, in order.
     events: Vec<events::Event>,
 }
+
+/// A registry row as its tombstone leaves it, and the attributes the state records for it.
+struct Tombstone {
+    /// Name, plan, region, locale and isolation, in the order of [`REGISTRY_FIELDS`].
+    fields: [String; 5],
+    labels: Value,
+    attrs: Attrs,
+}
+
+const REGISTRY_FIELDS: [&str; 5] = ["name", "plan", "region", "locale", "isolation"];
 
 impl EndOfPurge {
     /// `end` as a batch item, or `None` where it is not the plain case (a tombstone of
@@ -67,10 +75,11 @@ impl EndOfPurge {
                 }
                 let mut attrs = a.clone();
                 attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
-                let fields =
-                    ["name", "plan", "region", "locale", "isolation"].map(|f| a.str(f).to_string());
-                let labels = a.get("labels").cloned().unwrap_or(json!({}));
-                Some((fields, labels, attrs))
+                Some(Tombstone {
+                    fields: REGISTRY_FIELDS.map(|f| a.str(f).to_string()),
+                    labels: a.get("labels").cloned().unwrap_or(json!({})),
+                    attrs,
+                })
             }
             Some(_) => return None,
         };
@@ -155,7 +164,7 @@ impl PgControl {
         match self.write_ends(&items).await {
             Ok(()) => items
                 .into_iter()
-                .map(|item| Together::Done(item.tombstone.map(|(_, _, attrs)| attrs)))
+                .map(|item| Together::Done(item.tombstone.map(|t| t.attrs)))
                 .collect(),
             Err(e) => {
                 tracing::debug!(tenants = n, error = %e, "ending purges together failed; each tenant ends its own");
@@ -253,7 +262,7 @@ impl PgControl {
         );
         let field = |n: usize| {
             rows.iter()
-                .map(|(_, t)| t.0[n].as_str())
+                .map(|(_, t)| t.fields[n].as_str())
                 .collect::<Vec<_>>()
         };
         let done = sqlx::query(&sql)
@@ -263,7 +272,7 @@ impl PgControl {
             .bind(field(2))
             .bind(field(3))
             .bind(field(4))
-            .bind(rows.iter().map(|(_, t)| &t.1).collect::<Vec<_>>())
+            .bind(rows.iter().map(|(_, t)| &t.labels).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await
             .map_err(ProviderError::sql("update the registry"))?;
