@@ -98,6 +98,38 @@ impl<T> GroupCommit<T> {
     }
 }
 
+/// How an item queued to go with others fared: done in its batch, or left to its caller to
+/// do alone (which then says what is wrong, if anything is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Together<T> {
+    Done(T),
+    Alone,
+}
+
+impl<T, R: Clone> GroupCommit<T, Together<R>> {
+    /// Queues `item` to go with the others queued meanwhile, for writes where a batch is
+    /// only the fast way and each item can also be done alone: `write` answers each item
+    /// of its batch, and a batch that fails (which must then have changed nothing) answers
+    /// every item [`Together::Alone`], as does a batch abandoned before it answered.
+    /// `what` names the batch in the debug log of a failure.
+    pub async fn together<F, Fut, E>(&self, item: T, what: &str, write: F) -> Together<R>
+    where
+        F: FnOnce(Vec<T>) -> Fut,
+        Fut: Future<Output = Result<Vec<Together<R>>, E>>,
+        E: std::fmt::Display,
+    {
+        self.submit(item, |items| async move {
+            let n = items.len();
+            write(items).await.unwrap_or_else(|e| {
+                tracing::debug!(items = n, error = %e, "{what} together failed; each is done alone");
+                vec![Together::Alone; n]
+            })
+        })
+        .await
+        .unwrap_or(Together::Alone)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +164,23 @@ mod tests {
         assert_eq!(written, (0..50).collect::<Vec<_>>());
         let calls = calls.load(Ordering::SeqCst);
         assert!(calls < 50, "{calls} writes for 50 items: none was grouped");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_leaves_each_item_to_be_done_alone() {
+        let commit = GroupCommit::<u8, Together<u8>>::default();
+        let failed = commit
+            .together(1, "test", |_| async {
+                Err::<Vec<Together<u8>>, _>("disk full")
+            })
+            .await;
+        assert_eq!(failed, Together::Alone);
+        let done = commit
+            .together(2, "test", |items| async move {
+                Ok::<_, &str>(items.into_iter().map(|i| Together::Done(i * 10)).collect())
+            })
+            .await;
+        assert_eq!(done, Together::Done(20));
     }
 
     #[tokio::test]

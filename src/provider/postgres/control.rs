@@ -10,12 +10,12 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
-use super::control_together::{EndOfPurge, Together, TOGETHER_TENANTS};
+use super::control_together::{EndOfPurge, TOGETHER_TENANTS};
 use super::server::{connection, retry, PgServer};
 use crate::audit::AuditEntry;
 use crate::desired::Key;
 use crate::desired::{Attrs, Kind};
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, Together};
 use crate::plan::ResourceChange;
 use crate::provider::control_rows::{self, ControlRows, RegistryRow};
 use crate::provider::{
@@ -648,9 +648,13 @@ impl ControlPlane for PgControl {
         }
         let together = self
             .audits
-            .submit(entries.to_vec(), |items| self.audits_together(items))
+            .together(entries.to_vec(), "writing audits", |items| async move {
+                let entries: Vec<&AuditEntry> = items.iter().flatten().collect();
+                self.write_audits(&entries).await?;
+                Ok::<_, ProviderError>(vec![Together::Done(()); items.len()])
+            })
             .await;
-        if let Some(Together::Done(())) = together {
+        if together == Together::Done(()) {
             return Ok(());
         }
         let entries: Vec<&AuditEntry> = entries.iter().collect();
@@ -672,9 +676,9 @@ impl ControlPlane for PgControl {
         if let Some(item) = EndOfPurge::of(ctx, end) {
             let together = self
                 .ends
-                .submit(item, |items| self.ends_together(items))
+                .together(item, "ending purges", |items| self.write_ends(items))
                 .await;
-            if let Some(Together::Done(attrs)) = together {
+            if let Together::Done(attrs) = together {
                 return Ok(attrs);
             }
         }

@@ -6,8 +6,8 @@
 //! what the batch saves, and one commit.
 //!
 //! Only the plain case goes together. A tenant that is not where its plan says, or a batch
-//! that fails (rolled back whole, it changed nothing), is answered [`Together::Alone`], and
-//! the tenant's own call does its part and says what went wrong.
+//! that fails (rolled back whole, it changed nothing), is answered `Together::Alone` by the
+//! queue, and the tenant's own call does its part and says what went wrong.
 
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -16,20 +16,13 @@ use super::control::PgControl;
 use super::server::connection;
 use crate::audit::AuditEntry;
 use crate::desired::{Attrs, Kind};
+use crate::group_commit::Together;
 use crate::provider::control_rows;
 use crate::provider::{desired_of, events, ProviderError, PurgeEnd, StepContext};
 use crate::state::Lifecycle;
 
 /// The most tenants whose audit rows or purge ends go in one transaction.
 pub(super) const TOGETHER_TENANTS: usize = 32;
-
-/// How a write queued to go with others went.
-#[derive(Clone)]
-pub(super) enum Together<T> {
-    Done(T),
-    /// Not done; the tenant's own call does it.
-    Alone,
-}
 
 /// The end of one tenant's purge, owned, as it goes into a batch.
 pub(super) struct EndOfPurge {
@@ -106,21 +99,6 @@ impl EndOfPurge {
 }
 
 impl PgControl {
-    /// Writes the audit rows of every tenant in `items` (each tenant's rows an item) and
-    /// marks each tenant's step `purge`, in one statement. A row already there is kept as
-    /// it was, so each resource is audited once.
-    pub(super) async fn audits_together(&self, items: Vec<Vec<AuditEntry>>) -> Vec<Together<()>> {
-        let n = items.len();
-        let entries: Vec<&AuditEntry> = items.iter().flatten().collect();
-        match self.write_audits(&entries).await {
-            Ok(()) => vec![Together::Done(()); n],
-            Err(e) => {
-                tracing::debug!(tenants = n, error = %e, "writing audits together failed; each tenant writes its own");
-                vec![Together::Alone; n]
-            }
-        }
-    }
-
     /// The one statement that writes audit rows, for one tenant or many.
     pub(super) async fn write_audits(&self, entries: &[&AuditEntry]) -> Result<(), ProviderError> {
         let sql = self.sql(
@@ -155,25 +133,12 @@ impl PgControl {
 
     /// The ends of the purges in `items`, in one transaction: each tenant's rows, the
     /// completion of its audit rows, its tombstone, its move and their events. Every
-    /// tenant that moves must be where its item says, or nothing is written.
-    pub(super) async fn ends_together(
+    /// tenant that moves must be where its item says, or nothing is written. Answers each
+    /// item with the attributes of its tombstone.
+    pub(super) async fn write_ends(
         &self,
         items: Vec<EndOfPurge>,
-    ) -> Vec<Together<Option<Attrs>>> {
-        let n = items.len();
-        match self.write_ends(&items).await {
-            Ok(()) => items
-                .into_iter()
-                .map(|item| Together::Done(item.tombstone.map(|t| t.attrs)))
-                .collect(),
-            Err(e) => {
-                tracing::debug!(tenants = n, error = %e, "ending purges together failed; each tenant ends its own");
-                vec![Together::Alone; n]
-            }
-        }
-    }
-
-    async fn write_ends(&self, items: &[EndOfPurge]) -> Result<(), ProviderError> {
+    ) -> Result<Vec<Together<Option<Attrs>>>, ProviderError> {
         let mut conn = connection(self.pool().await?).await?;
         let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
@@ -189,10 +154,14 @@ impl PgControl {
             })
             .collect();
         self.delete_and_complete(tx.as_mut(), &ends).await?;
-        self.write_tombstones(tx.as_mut(), items).await?;
-        self.write_events(tx.as_mut(), items).await?;
-        self.move_all(tx.as_mut(), items).await?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))
+        self.write_tombstones(tx.as_mut(), &items).await?;
+        self.write_events(tx.as_mut(), &items).await?;
+        self.move_all(tx.as_mut(), &items).await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(items
+            .into_iter()
+            .map(|item| Together::Done(item.tombstone.map(|t| t.attrs)))
+            .collect())
     }
 
     /// The control-plane rows of each `(tenant id, tables, addresses)` deleted from those

@@ -29,7 +29,7 @@ use super::scram;
 use super::server::{connection, literal, quote, retry, PgServer};
 use crate::desired::{self, Attrs, Key, Kind};
 use crate::export::ExportSink;
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, Together};
 use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
@@ -121,14 +121,6 @@ struct Purging<'a> {
     found: &'a BeforePurge,
 }
 
-/// How a purge queued to go with others went.
-#[derive(Clone, Copy)]
-enum Together {
-    Done,
-    /// Not done; the tenant's own purge does it.
-    Alone,
-}
-
 /// The most tenants whose schemas and roles go in one transaction, and the most tables a
 /// schema may have to go with others: the locks of every object dropped are held until the
 /// commit, and the server's lock table is shared by every session.
@@ -151,7 +143,7 @@ pub struct PgData {
     schema: String,
     catalog_ready: OnceCell<()>,
     shared_ready: OnceCell<()>,
-    purges: GroupCommit<TogetherPurge, Together>,
+    purges: GroupCommit<TogetherPurge, Together<()>>,
 }
 
 /// Where a slice's migrations run and how they are recorded.
@@ -988,11 +980,13 @@ impl PgData {
                 let slice = item.slice.clone();
                 let together = self
                     .purges
-                    .submit(item, |items| self.purge_together(items))
+                    .together(item, "purging schemas and roles", |items| async move {
+                        self.purge_together(&items).await
+                    })
                     .await;
                 match together {
-                    Some(Together::Done) => Ok(()),
-                    _ => self.drop_with_role(ctx, Some(&slice)).await,
+                    Together::Done(()) => Ok(()),
+                    Together::Alone => self.drop_with_role(ctx, Some(&slice)).await,
                 }
             }
             _ => {
@@ -1010,17 +1004,10 @@ impl PgData {
     /// database is answered [`Together::Alone`], and so is every tenant of a batch that
     /// failed (rolled back, it changed nothing): each then goes through
     /// [`Self::drop_with_role`], which says why.
-    async fn purge_together(&self, items: Vec<TogetherPurge>) -> Vec<Together> {
-        match self.try_together(&items).await {
-            Ok(answers) => answers,
-            Err(e) => {
-                tracing::debug!(tenants = items.len(), error = %e, "purging together failed; each tenant is purged alone");
-                vec![Together::Alone; items.len()]
-            }
-        }
-    }
-
-    async fn try_together(&self, items: &[TogetherPurge]) -> Result<Vec<Together>, ProviderError> {
+    async fn purge_together(
+        &self,
+        items: &[TogetherPurge],
+    ) -> Result<Vec<Together<()>>, ProviderError> {
         let mut tx = self
             .pool()
             .await?
@@ -1057,7 +1044,7 @@ impl PgData {
                         role,
                         found,
                     });
-                    Together::Done
+                    Together::Done(())
                 } else {
                     Together::Alone
                 }
