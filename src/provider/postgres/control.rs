@@ -143,6 +143,14 @@ pub(super) const MOVE: &str = "WITH erase AS (
  WHERE t.tenant_id = old.tenant_id AND old.lifecycle <> $1
  RETURNING t.tenant_id, old.lifecycle";
 
+/// A tenant whose purge ends: the control-plane tables its rows go from, and the addresses
+/// whose audit rows are completed.
+pub(super) struct Ending<'a> {
+    pub tenant_id: &'a str,
+    pub tables: &'a [&'static str],
+    pub audited: &'a [String],
+}
+
 pub struct PgControl {
     server: Arc<PgServer>,
     schema: String,
@@ -200,18 +208,7 @@ impl PgControl {
         detail: Value,
     ) -> Result<(), ProviderError> {
         let event = events::new(ctx, tenant_id, kind, detail);
-        let sql_0 = self.sql(
-            "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload) VALUES ($1, $2, $3, $4)",
-        );
-        sqlx::query(&sql_0)
-            .bind(&event.id)
-            .bind(tenant_id)
-            .bind(kind)
-            .bind(&event.payload)
-            .execute(&mut *tx)
-            .await
-            .map_err(ProviderError::sql("write to the outbox"))?;
-        Ok(())
+        self.insert_events(tx, &[(tenant_id, &event)]).await
     }
 
     async fn apply_once(
@@ -237,21 +234,7 @@ impl PgControl {
         let a = &desired.attrs;
         match change.key.kind {
             Kind::Registry => {
-                let sql_1 = self.sql(
-                    "UPDATE {schema}.tenants SET name = $1, plan = $2, region = $3, locale = $4,
-                       isolation = $5, labels = $6, updated_at = now() WHERE tenant_id = $7",
-                );
-                sqlx::query(&sql_1)
-                    .bind(a.str("name"))
-                    .bind(a.str("plan"))
-                    .bind(a.str("region"))
-                    .bind(a.str("locale"))
-                    .bind(a.str("isolation"))
-                    .bind(a.get("labels").cloned().unwrap_or(json!({})))
-                    .bind(tenant_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(ProviderError::sql("update the registry"))?;
+                self.update_registry(&mut *tx, &[(tenant_id, a)]).await?;
             }
             Kind::Owner => {
                 let sql_2 = self.sql(
@@ -418,8 +401,12 @@ impl PgControl {
             .map(|key| control_rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind)))
             .collect::<Result<Vec<_>, _>>()?;
         let mut tx = self.begin().await?;
-        self.delete_and_complete(tx.as_mut(), &[(tenant_id, &tables, end.audited)])
-            .await?;
+        let ending = Ending {
+            tenant_id,
+            tables: &tables,
+            audited: end.audited,
+        };
+        self.delete_and_complete(tx.as_mut(), &[ending]).await?;
         let attrs = match end.tombstone {
             Some(change) => Some(self.apply_in(tx.as_mut(), ctx, change).await?),
             None => None,
@@ -429,6 +416,154 @@ impl PgControl {
         }
         tx.commit().await.map_err(ProviderError::sql("commit"))?;
         Ok(attrs)
+    }
+
+    /// The one statement that writes audit rows, for one tenant or many.
+    pub(super) async fn write_audits(&self, entries: &[&AuditEntry]) -> Result<(), ProviderError> {
+        let sql = self.sql(
+            "WITH step AS (UPDATE {schema}.tenants SET step = 'purge' WHERE tenant_id = ANY($1))
+             INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+             ON CONFLICT (tenant_id, address) DO NOTHING",
+        );
+        let text = |f: fn(&AuditEntry) -> &String| entries.iter().map(|e| f(e)).collect::<Vec<_>>();
+        let maybe = |f: fn(&AuditEntry) -> &Option<String>| {
+            entries.iter().map(|e| f(e).as_deref()).collect::<Vec<_>>()
+        };
+        sqlx::query(&sql)
+            .bind(text(|e| &e.tenant_id))
+            .bind(text(|e| &e.slug))
+            .bind(text(|e| &e.address))
+            .bind(text(|e| &e.resource))
+            .bind(text(|e| &e.holds))
+            .bind(entries.iter().map(|e| e.erasure).collect::<Vec<_>>())
+            .bind(maybe(|e| &e.export))
+            .bind(maybe(|e| &e.export_sha256))
+            .bind(maybe(|e| &e.export_until))
+            .bind(maybe(|e| &e.git_commit))
+            .bind(text(|e| &e.run_by))
+            .bind(text(|e| &e.started_at))
+            .execute(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql("write the deletion audit"))
+            .map(drop)
+    }
+
+    /// The control-plane rows of each ending tenant deleted from its tables, and its audit
+    /// rows of its addresses completed (the first time only), in one statement: for one
+    /// tenant's purge or many.
+    pub(super) async fn delete_and_complete(
+        &self,
+        tx: &mut PgConnection,
+        ends: &[Ending<'_>],
+    ) -> Result<(), ProviderError> {
+        let mut tables: Vec<&'static str> =
+            ends.iter().flat_map(|e| e.tables.iter().copied()).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let mut deletes = String::new();
+        for (n, table) in tables.iter().enumerate() {
+            deletes += &format!(
+                "d{n} AS (DELETE FROM {{schema}}.{table} WHERE tenant_id = ANY(${})), ",
+                n + 4
+            );
+        }
+        let sql = self.sql(&format!(
+            "WITH {deletes}done AS (SELECT 1)
+             UPDATE {{schema}}.deletion_audit a SET purged_at = $1
+             FROM unnest($2::text[], $3::text[]) AS c (tenant_id, address)
+             WHERE a.tenant_id = c.tenant_id AND a.address = c.address AND a.purged_at IS NULL"
+        ));
+        let (ids, addresses): (Vec<&str>, Vec<&str>) = ends
+            .iter()
+            .flat_map(|e| e.audited.iter().map(move |a| (e.tenant_id, a.as_str())))
+            .unzip();
+        let mut query = sqlx::query(&sql)
+            .bind(crate::state::now())
+            .bind(ids)
+            .bind(addresses);
+        for table in &tables {
+            let of: Vec<&str> = ends
+                .iter()
+                .filter(|e| e.tables.contains(table))
+                .map(|e| e.tenant_id)
+                .collect();
+            query = query.bind(of);
+        }
+        query.execute(&mut *tx).await.map_err(ProviderError::sql(
+            "purge the control-plane rows and complete the deletion audit",
+        ))?;
+        Ok(())
+    }
+
+    /// Registry rows set to `attrs` (name, plan, region, locale, isolation, labels), one
+    /// tenant's or many, in one statement. Returns how many rows it found.
+    pub(super) async fn update_registry(
+        &self,
+        tx: &mut PgConnection,
+        rows: &[(&str, &Attrs)],
+    ) -> Result<u64, ProviderError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let sql = self.sql(
+            "UPDATE {schema}.tenants t SET name = u.name, plan = u.plan, region = u.region,
+               locale = u.locale, isolation = u.isolation, labels = u.labels, updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+               AS u (tenant_id, name, plan, region, locale, isolation, labels)
+             WHERE t.tenant_id = u.tenant_id",
+        );
+        let field = |f: &str| rows.iter().map(|(_, a)| a.str(f)).collect::<Vec<_>>();
+        let labels: Vec<Value> = rows
+            .iter()
+            .map(|(_, a)| a.get("labels").cloned().unwrap_or(json!({})))
+            .collect();
+        let done = sqlx::query(&sql)
+            .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(field("name"))
+            .bind(field("plan"))
+            .bind(field("region"))
+            .bind(field("locale"))
+            .bind(field("isolation"))
+            .bind(labels)
+            .execute(&mut *tx)
+            .await
+            .map_err(ProviderError::sql("update the registry"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Events written to the outbox in the order given, one tenant's or many, in one
+    /// statement.
+    pub(super) async fn insert_events(
+        &self,
+        tx: &mut PgConnection,
+        events: &[(&str, &events::Event)],
+    ) -> Result<(), ProviderError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let sql = self.sql(
+            "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload)
+             SELECT id, tenant_id, type, payload
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY
+               AS e (id, tenant_id, type, payload, i)
+             ORDER BY i",
+        );
+        let ids: Vec<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
+        let kinds: Vec<Option<&str>> = events
+            .iter()
+            .map(|(_, e)| e.payload["type"].as_str())
+            .collect();
+        sqlx::query(&sql)
+            .bind(ids)
+            .bind(events.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(kinds)
+            .bind(events.iter().map(|(_, e)| &e.payload).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await
+            .map_err(ProviderError::sql("write to the outbox"))
+            .map(drop)
     }
 
     /// Completes the audit rows of `addresses` in `conn` (the first time only).
