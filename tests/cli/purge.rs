@@ -41,6 +41,14 @@ fn audit(repo: &Repo, slug: &str) -> Vec<Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// How many of the tenant's audit rows say their resource was purged.
+fn completed_audit_rows(repo: &Repo, slug: &str) -> usize {
+    audit(repo, slug)
+        .iter()
+        .filter(|e| !e["purged_at"].is_null())
+        .count()
+}
+
 fn addresses(entries: &[Value]) -> Vec<String> {
     let mut a: Vec<String> = entries
         .iter()
@@ -1185,26 +1193,47 @@ fn an_erasure_export_in_s3_is_removed_at_its_end_with_every_copy_set_aside() {
     );
 }
 
-#[test]
-fn schemas_purged_together_are_each_checked_and_one_not_ours_is_left_alone() {
-    let pg = Pg::new();
+/// The tenants of the purges that go together.
+const SIX: [&str; 6] = ["acme", "bravo", "charlie", "delta", "echo", "foxtrot"];
+
+/// The six on Postgres, provisioned and offboarded with no hold, and the saved plan that
+/// purges them all.
+fn six_offboarded_with_their_purge_saved(pg: &Pg) -> (Repo, std::path::PathBuf) {
     let repo = pg.repo();
     no_hold(&repo);
-    let slugs = ["acme", "bravo", "charlie", "delta", "echo", "foxtrot"];
-    for slug in &slugs[1..] {
+    for slug in &SIX[1..] {
         repo.write(
             &format!("tenants/{slug}.yaml"),
             &format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
         );
     }
     repo.apply();
-    for slug in slugs {
+    for slug in SIX {
         offboard(&repo, slug);
     }
     repo.apply();
     let saved = repo.path().join("purge.plan");
     let out = repo.run(&["plan", "--out", saved.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    (repo, saved)
+}
+
+/// Applies `saved` with every tenant at once, so their purges can go together.
+fn apply_all_at_once(repo: &Repo, saved: &std::path::Path) -> std::process::Output {
+    repo.run(&[
+        "apply",
+        saved.to_str().unwrap(),
+        "--parallelism",
+        "6",
+        "--allow-mass-purge",
+    ])
+}
+
+#[test]
+fn schemas_purged_together_are_each_checked_and_one_not_ours_is_left_alone() {
+    let pg = Pg::new();
+    let (repo, saved) = six_offboarded_with_their_purge_saved(&pg);
+    let slugs = SIX;
     // After the plan: delta's schema now carries bravo's mark, as if made for bravo. The
     // purge, however many tenants go with it, must not drop what is not delta's.
     let mark_of = |slug: &str| {
@@ -1221,13 +1250,7 @@ fn schemas_purged_together_are_each_checked_and_one_not_ours_is_left_alone() {
         "COMMENT ON SCHEMA \"{delta}\" IS '{}'",
         mark_of("bravo")
     ));
-    let out = repo.run(&[
-        "apply",
-        saved.to_str().unwrap(),
-        "--parallelism",
-        "6",
-        "--allow-mass-purge",
-    ]);
+    let out = apply_all_at_once(&repo, &saved);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
@@ -1246,12 +1269,7 @@ fn schemas_purged_together_are_each_checked_and_one_not_ours_is_left_alone() {
         let expected = if slug == "delta" { 2 } else { 0 };
         assert_eq!(exists(slug), expected, "{slug}'s schema and role");
     }
-    let purged = |slug: &str| {
-        audit(&repo, slug)
-            .iter()
-            .filter(|e| !e["purged_at"].is_null())
-            .count()
-    };
+    let purged = |slug: &str| completed_audit_rows(&repo, slug);
     for slug in slugs {
         let expected = if slug == "delta" { 0 } else { 7 };
         assert_eq!(purged(slug), expected, "{slug}'s completed audit rows");
@@ -1271,33 +1289,12 @@ fn schemas_purged_together_are_each_checked_and_one_not_ours_is_left_alone() {
 fn purges_ending_together_each_leave_one_tombstone_and_a_tenant_not_where_its_plan_says_ends_alone()
 {
     let pg = Pg::new();
-    let repo = pg.repo();
-    no_hold(&repo);
-    let slugs = ["acme", "bravo", "charlie", "delta", "echo", "foxtrot"];
-    for slug in &slugs[1..] {
-        repo.write(
-            &format!("tenants/{slug}.yaml"),
-            &format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
-        );
-    }
-    repo.apply();
-    for slug in slugs {
-        offboard(&repo, slug);
-    }
-    repo.apply();
-    let saved = repo.path().join("purge.plan");
-    let out = repo.run(&["plan", "--out", saved.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (repo, saved) = six_offboarded_with_their_purge_saved(&pg);
+    let slugs = SIX;
     // After the plan, delta's registry row is moved back to active by hand: its purge's
     // end must not move it on from there, whichever tenants' ends it was written with.
     pg.exec("UPDATE tenant_reconcile.tenants SET lifecycle = 'active' WHERE slug = 'delta'");
-    let out = repo.run(&[
-        "apply",
-        saved.to_str().unwrap(),
-        "--parallelism",
-        "6",
-        "--allow-mass-purge",
-    ]);
+    let out = apply_all_at_once(&repo, &saved);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let err = text(&out.stderr);
     assert!(
@@ -1318,12 +1315,7 @@ fn purges_ending_together_each_leave_one_tombstone_and_a_tenant_not_where_its_pl
         ))[0]
             .clone()
     };
-    let purged = |slug: &str| {
-        audit(&repo, slug)
-            .iter()
-            .filter(|e| !e["purged_at"].is_null())
-            .count()
-    };
+    let purged = |slug: &str| completed_audit_rows(&repo, slug);
     for slug in slugs.iter().filter(|s| **s != "delta") {
         let row = registry(slug);
         assert_eq!(row["lifecycle"], "deprovisioned", "{slug}: {row}");
