@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 // Resources, their keys and attributes are the model's, beneath every layer; the compiler's
 // users name them from here as well.
-pub use crate::model::attrs::attrs;
-pub use crate::model::resource::{Address, Attrs, Key, Kind, Resource};
+pub use crate::model::attrs::{attrs, Attrs};
+pub use crate::model::resource::{Address, Key, Kind, Resource};
 
 use crate::credentials::MasterKey;
 use crate::diagnostic::{Diagnostic, Diagnostics};

@@ -5,10 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::attrs::Attrs;
 use crate::slug::Slug;
-
-/// Attribute values as JSON, so every provider, the state and the plan share one shape.
-pub use super::attrs::Attrs;
 
 /// The kinds of resource a tenant has, in the order a tenant's steps run: each kind may
 /// depend on any kind before it (the registry row gives the tenant its id, the role must

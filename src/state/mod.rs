@@ -23,7 +23,8 @@ pub use retired::Retired;
 // the state's users name them from here as well.
 pub use crate::model::lifecycle::{now, Lifecycle};
 
-use crate::model::resource::{Attrs, Key};
+use crate::model::attrs::Attrs;
+use crate::model::resource::Key;
 
 pub const FORMAT_VERSION: u32 = 1;
 
