@@ -85,7 +85,7 @@ pub async fn check(
                 slug: spec.slug.clone(),
                 lifecycle: recorded.map(|t| t.lifecycle),
                 reason: recorded.map_or_else(|| "not applied yet".to_string(), why_not_active),
-                should_be_active: spec.status == crate::repo::tenant_file::Status::Active,
+                should_be_active: spec.status == crate::model::tenant::Status::Active,
             }),
         }
     }

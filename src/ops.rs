@@ -302,7 +302,11 @@ fn refresh_targets(repo: &TenantRepo, only: Option<&[Slug]>, state: &State) -> V
             if leaving {
                 keys.push(export);
             }
-            let mut buckets = vec![crate::bucket::name(&repo.config, t)];
+            let mut buckets = vec![crate::targets::buckets::name(
+                &repo.config.targets.buckets,
+                &repo.config.s3,
+                t,
+            )];
             let recorded_bucket = recorded
                 .and_then(|r| r.resources.get(&desired::Key::new(desired::Kind::Bucket)))
                 .and_then(|a| match a.value_of("name") {
@@ -442,7 +446,7 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
             "{slug} has no login yet: apply it first"
         )));
     };
-    let naming = crate::naming::Naming::from(&ws.repo.config.postgres);
+    let naming = crate::targets::data::Naming::from(&ws.repo.config.postgres);
     let role = naming.role(slug);
     let incarnation = t.incarnation.as_deref();
     let password = key.password(tenant_id, incarnation, &role, t.credentials_version);
@@ -453,11 +457,16 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
         .map(|vhost| {
             let mq = &ws.repo.config.rabbitmq;
             let user = vhost.str("user");
-            let password =
-                crate::broker::password(&key, tenant_id, incarnation, user, t.credentials_version);
+            let password = crate::targets::broker::password(
+                &key,
+                tenant_id,
+                incarnation,
+                user,
+                t.credentials_version,
+            );
             format!(
                 "\n{}",
-                crate::broker::amqp_url(mq, user, &password, vhost.str("vhost"))
+                crate::targets::broker::amqp_url(mq, user, &password, vhost.str("vhost"))
             )
         })
         .unwrap_or_default();
@@ -859,7 +868,7 @@ pub async fn export(
     ws: &Workspace,
     slug: &Slug,
     to: Option<std::path::PathBuf>,
-) -> Result<(std::path::PathBuf, crate::export::Manifest, String), Error> {
+) -> Result<(std::path::PathBuf, crate::export::sink::Manifest, String), Error> {
     let state = ws.backend().load().await?;
     let Some(t) = state.tenants.get(slug.as_str()) else {
         return Err(Error::Usage(format!(

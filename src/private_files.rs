@@ -5,8 +5,8 @@
 //! it finds made by an older version with looser modes is narrowed when it opens it again.
 
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::path::Path;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 #[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -49,7 +49,6 @@ pub fn create(path: &Path) -> io::Result<File> {
 
 /// Writes `bytes` to `path`, private.
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
     create(path)?.write_all(bytes)
 }
 
@@ -124,4 +123,19 @@ mod tests {
         own_dir(&dir).unwrap();
         assert_eq!(mode(&dir), 0o700);
     }
+}
+
+/// Writes through a temporary file and a rename, so a reader (or a kill) never sees half;
+/// the file is private, as everything the tool writes is.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    create_dir_all(dir)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = create(&tmp)?;
+        f.write_all(bytes)?;
+    }
+    std::fs::rename(&tmp, path)
 }

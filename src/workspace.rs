@@ -6,7 +6,6 @@ use crate::credentials::{KeySource, MasterKey, MASTER_KEY_ENV};
 use std::sync::Arc;
 
 use crate::desired::Kind;
-use crate::naming::Naming;
 use crate::provider::exporter::Exporter;
 use crate::provider::files::RenderedFiles;
 use crate::provider::local::{LocalBuckets, LocalControl, LocalData};
@@ -21,6 +20,7 @@ use crate::state::local::LocalBackend;
 use crate::state::postgres::PgBackend;
 use crate::state::s3::S3Backend;
 use crate::state::{State, StateBackend};
+use crate::targets::data::Naming;
 use crate::Error;
 
 pub use crate::plan::Uncommitted;

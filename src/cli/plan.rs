@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use tenant_reconcile::provider::files::write_atomic;
+use tenant_reconcile::private_files::write_atomic;
 use tenant_reconcile::render;
 use tenant_reconcile::workspace::Workspace;
 

@@ -15,10 +15,10 @@ pub use crate::model::resource::{Address, Key, Kind, Resource};
 
 use crate::credentials::MasterKey;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::naming::Naming;
 use crate::repo::{templates, Isolation, Offboarding, Status, TenantRepo, TenantSpec};
 use crate::slug::Slug;
 use crate::state::{Lifecycle, State};
+use crate::targets::data::Naming;
 
 /// What a tenant is, after its plan's defaults and its own overrides are merged. It is what
 /// templates see as `tenant` and what lifecycle events carry.
@@ -313,17 +313,28 @@ fn compile_tenant(
 
     resources.push(Resource {
         key: Key::new(Kind::Bucket),
-        attrs: crate::bucket::desired(&repo.config, spec, &plan.bucket),
+        attrs: crate::targets::buckets::desired(
+            &repo.config.targets.buckets,
+            &repo.config.s3,
+            spec,
+            &plan.bucket,
+        ),
         content: None,
     });
 
     if repo.config.targets.broker != "none" {
         let mq = &repo.config.rabbitmq;
-        let mut vhost = crate::broker::desired(mq, &spec.slug, effective.status, &effective.quotas);
+        let mut vhost =
+            crate::targets::broker::desired(mq, &spec.slug, effective.status, &effective.quotas);
         if let (Some(key), Some(tenant_id)) = (key, recorded.and_then(|r| r.tenant_id.as_deref())) {
-            let user = crate::broker::user(mq, &spec.slug);
-            let password =
-                crate::broker::password(key, tenant_id, incarnation, &user, credentials_version);
+            let user = crate::targets::broker::user(mq, &spec.slug);
+            let password = crate::targets::broker::password(
+                key,
+                tenant_id,
+                incarnation,
+                &user,
+                credentials_version,
+            );
             vhost.insert(
                 "password_fingerprint",
                 json!(crate::credentials::fingerprint(&password)),
@@ -339,7 +350,7 @@ fn compile_tenant(
     if repo.config.targets.dns != "none" {
         resources.push(Resource {
             key: Key::new(Kind::Dns),
-            attrs: crate::dns::desired(&repo.config.route53, &spec.slug, &spec.region),
+            attrs: crate::targets::dns::desired(&repo.config.route53, &spec.slug, &spec.region),
             content: None,
         });
     }

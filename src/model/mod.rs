@@ -7,3 +7,4 @@ pub mod hook_runs;
 pub mod lifecycle;
 pub mod outbox;
 pub mod resource;
+pub mod tenant;

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
 use crate::desired::{self, Attrs, Key, Kind};
-use crate::export::{Manifest, MANIFEST_FILE};
+use crate::export::sink::{Manifest, MANIFEST_FILE};
 use crate::plan::{Action, ResourceChange};
 use crate::provider::s3::exports::S3Exports;
 use crate::provider::s3::S3Store;
@@ -179,7 +179,7 @@ impl Exporter {
             // other tenants' steps go on meanwhile.
             None => {
                 let folder = self.folder(slug);
-                tokio::task::spawn_blocking(move || crate::export::verify(&folder))
+                tokio::task::spawn_blocking(move || crate::export::sink::verify(&folder))
                     .await
                     .unwrap_or_else(|e| {
                         Err(ProviderError::Message(format!("verifying the export: {e}")))

@@ -2,7 +2,6 @@
 //! a GitOps tool to pick up. The same for every target.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -67,7 +66,7 @@ impl RenderedFiles {
             mark: Some(ctx.mark.clone()),
             files,
         };
-        write_atomic(&mark_path, marked.text().as_bytes())
+        crate::private_files::write_atomic(&mark_path, marked.text().as_bytes())
             .map_err(ProviderError::io(format!("write {}", mark_path.display())))
     }
 }
@@ -251,7 +250,7 @@ impl Provider for RenderedFiles {
             let _ = std::fs::remove_file(&mark_path);
             let _ = std::fs::remove_dir(self.dir.join(slug.as_str()));
         } else if found.mark.is_some() {
-            write_atomic(&mark_path, found.text().as_bytes())
+            crate::private_files::write_atomic(&mark_path, found.text().as_bytes())
                 .map_err(ProviderError::io(format!("write {}", mark_path.display())))?;
         }
         Ok(())
@@ -268,7 +267,7 @@ impl Provider for RenderedFiles {
             Some(d) => {
                 let content = d.content.as_deref().unwrap_or_default();
                 self.claim(ctx, change, &path, name)?;
-                write_atomic(&path, content.as_bytes())
+                crate::private_files::write_atomic(&path, content.as_bytes())
                     .map_err(ProviderError::io(format!("write {}", path.display())))?;
                 Ok(Some(d.attrs.clone()))
             }
@@ -284,19 +283,4 @@ impl Provider for RenderedFiles {
             }
         }
     }
-}
-
-/// Writes through a temporary file and a rename, so a reader (or a kill) never sees half;
-/// the file is private, as everything the tool writes is ([`crate::private_files`]).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    crate::private_files::create_dir_all(dir)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = crate::private_files::create(&tmp)?;
-        f.write_all(bytes)?;
-    }
-    std::fs::rename(&tmp, path)
 }

@@ -16,6 +16,7 @@
 //! writes lifecycle events to the outbox in the same transaction as the change they report.
 
 pub mod control_rows;
+pub mod error;
 pub mod exporter;
 pub mod files;
 pub mod local;
@@ -24,6 +25,8 @@ pub mod rabbitmq;
 pub mod route53;
 pub mod s3;
 pub mod unconfigured;
+
+pub use error::ProviderError;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,72 +40,6 @@ use crate::plan::{Action, ResourceChange};
 use crate::repo::Migration;
 use crate::slug::Slug;
 use crate::state::Lifecycle;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    #[error("{0}")]
-    Message(String),
-    #[error("{context}: {source}")]
-    Sql {
-        context: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    /// A remote service (S3) refused a call; `code` is its error code (`NoSuchBucket`), for
-    /// callers that handle one case and pass the others on.
-    #[error("{message}")]
-    Service {
-        code: Option<String>,
-        message: String,
-    },
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The resource exists and is not this state's; nothing was done to it.
-    #[error("{0}")]
-    NotOurs(String),
-}
-
-impl ProviderError {
-    /// Whether trying again may succeed: the connection was lost or refused, the server is
-    /// restarting or out of connections, or a transaction lost a serialization conflict.
-    pub fn is_transient(&self) -> bool {
-        let ProviderError::Sql { source, .. } = self else {
-            return false;
-        };
-        match source {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
-            sqlx::Error::Database(e) => e.code().is_some_and(|c| {
-                c.starts_with("08") // connection exception
-                    || c.starts_with("57P") // admin shutdown, crash shutdown, cannot connect now
-                    || c == "53300" // too many connections
-                    || c == "40001" // serialization failure
-                    || c == "40P01" // deadlock detected
-            }),
-            _ => false,
-        }
-    }
-
-    /// The service's error code, when a remote service refused the call.
-    pub fn service_code(&self) -> Option<&str> {
-        match self {
-            ProviderError::Service { code, .. } => code.as_deref(),
-            _ => None,
-        }
-    }
-
-    pub fn sql(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ProviderError {
-        let context = context.into();
-        move |source| ProviderError::Sql { context, source }
-    }
-    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProviderError {
-        let context = context.into();
-        move |source| ProviderError::Io { context, source }
-    }
-}
 
 /// One tenant to refresh: its slug, its id if known, and the keys wanted (desired or
 /// recorded), so named resources such as files can be found without listing folders.
@@ -612,7 +549,7 @@ pub struct ExportRequest<'a> {
     /// The tenant's resources as the state recorded them: where its slice and bucket are
     /// now (a file may already ask for another isolation mode).
     pub recorded: &'a std::collections::BTreeMap<Key, Attrs>,
-    pub sink: &'a crate::export::ExportSink,
+    pub sink: &'a crate::export::sink::ExportSink,
 }
 
 #[async_trait]

@@ -23,13 +23,13 @@ use aws_sdk_route53::Client;
 use serde_json::json;
 
 use crate::desired::{Attrs, Key, Kind};
-use crate::dns;
 use crate::plan::{Action, ResourceChange};
 use crate::provider::s3::client::{aws_error, CountRequests};
 use crate::provider::{
     check_ours, desired_of, LiveFleet, Owner, Provider, ProviderError, RefreshTarget, StepContext,
 };
-use crate::repo::config::Route53Config;
+use crate::targets::dns;
+use crate::targets::dns::Route53Config;
 
 const ENDPOINT_SETTING: &str = "route53.endpoint or AWS_ENDPOINT_URL_ROUTE_53";
 

@@ -8,9 +8,14 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::hcl_file;
+use super::hcl_file::{self, block_problem, Spans};
+use crate::clients::postgres::PostgresConfig;
+use crate::clients::s3::S3Config;
 use crate::diagnostic::Diagnostic;
-use crate::naming::is_plain_ident;
+use crate::targets::broker::{self, RabbitmqConfig};
+use crate::targets::buckets;
+use crate::targets::data::is_plain_ident;
+use crate::targets::dns::{self, Route53Config};
 
 pub const CONFIG_FILE: &str = "tenant-reconcile.hcl";
 
@@ -215,128 +220,6 @@ impl Default for StateConfig {
     }
 }
 
-/// The `postgres` block: the server the postgres targets and state backend use.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// A connection URL. Better left out: `url_env` keeps credentials out of the repo.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// The environment variable holding the URL when `url` is not set.
-    #[serde(default = "default_url_env")]
-    pub url_env: String,
-    /// The admin schema: control-plane tables, the data catalog and the state.
-    #[serde(default = "default_pg_schema")]
-    pub schema: String,
-    /// Tenant login roles are `<role_prefix><slug>` (with `-` as `_`).
-    #[serde(default = "default_tenant_prefix")]
-    pub role_prefix: String,
-    /// `isolation = schema` tenants get the schema `<schema_prefix><slug>`.
-    #[serde(default = "default_tenant_prefix")]
-    pub schema_prefix: String,
-    /// `isolation = database` tenants get the database `<database_prefix><slug>`.
-    #[serde(default = "default_tenant_prefix")]
-    pub database_prefix: String,
-    /// `isolation = shared` tenants' rows live in this schema under row-level security.
-    #[serde(default = "default_shared_schema")]
-    pub shared_schema: String,
-    /// Connections to the server at most (apply's `--parallelism` is bounded by it too).
-    #[serde(default = "default_max_connections")]
-    pub max_connections: u32,
-}
-
-impl Default for PostgresConfig {
-    fn default() -> Self {
-        PostgresConfig {
-            url: None,
-            url_env: default_url_env(),
-            schema: default_pg_schema(),
-            role_prefix: default_tenant_prefix(),
-            schema_prefix: default_tenant_prefix(),
-            database_prefix: default_tenant_prefix(),
-            shared_schema: default_shared_schema(),
-            max_connections: default_max_connections(),
-        }
-    }
-}
-
-/// The `s3` block: the S3-compatible store tenant buckets (and the s3 state backend) use.
-/// Credentials are never here: they come from the standard AWS chain (environment,
-/// profile, instance role).
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct S3Config {
-    /// The endpoint URL; without it the standard AWS_ENDPOINT_URL, then AWS itself.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// The region requests are signed for; without it AWS_REGION or the profile's.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// Path-style addressing (`endpoint/bucket`), which MinIO and most local stores need.
-    #[serde(default)]
-    pub force_path_style: bool,
-    /// The bucket name pattern: `{prefix}`, `{slug}` and `{region}` are replaced.
-    #[serde(default = "default_bucket_name")]
-    pub bucket_name: String,
-    /// What `{prefix}` stands for in `bucket_name`.
-    #[serde(default = "default_bucket_prefix")]
-    pub bucket_prefix: String,
-    /// Create each bucket in its tenant's region (AWS). Off for stores with one region
-    /// (MinIO, R2), where every bucket goes to `region`.
-    #[serde(default = "default_true")]
-    pub tenant_regions: bool,
-    /// Default encryption: `AES256` (SSE-S3) or `aws:kms` (SSE-KMS, with `kms_key_id`).
-    #[serde(default = "default_sse")]
-    pub encryption: String,
-    #[serde(default)]
-    pub kms_key_id: Option<String>,
-    /// Who a suspended tenant's bucket policy denies: the application's IAM principal
-    /// (an ARN), or `*` for everyone (an explicit deny binds administrators too; only the
-    /// account's root user can still change the policy).
-    #[serde(default = "default_app_principal")]
-    pub app_principal: String,
-    /// Requests in flight at once while reading the fleet's buckets.
-    #[serde(default = "default_s3_concurrency")]
-    pub concurrency: usize,
-    /// How long one attempt of a request may take before it is abandoned and tried again.
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout: String,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        S3Config {
-            endpoint: None,
-            region: None,
-            force_path_style: false,
-            bucket_name: default_bucket_name(),
-            bucket_prefix: default_bucket_prefix(),
-            tenant_regions: true,
-            encryption: default_sse(),
-            kms_key_id: None,
-            app_principal: default_app_principal(),
-            concurrency: default_s3_concurrency(),
-            request_timeout: default_request_timeout(),
-        }
-    }
-}
-
-impl S3Config {
-    /// `request_timeout` as a duration (checked when the file is loaded).
-    pub fn request_timeout(&self) -> std::time::Duration {
-        humantime::parse_duration(&self.request_timeout)
-            .unwrap_or(std::time::Duration::from_secs(30))
-    }
-
-    /// The bucket a tenant gets from the name pattern (checked by `bucket::check_name`).
-    pub fn bucket_for(&self, slug: &str, region: &str) -> String {
-        self.bucket_name
-            .replace("{prefix}", &self.bucket_prefix)
-            .replace("{slug}", slug)
-            .replace("{region}", region)
-    }
-}
-
 /// Which target serves each group of resources.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -367,104 +250,6 @@ impl Default for TargetsConfig {
             broker: default_none(),
             dns: default_none(),
         }
-    }
-}
-
-/// The `rabbitmq` block: how tenant vhosts and users are named and limited. Where the
-/// management API is, and the administrator's credentials, come from the environment
-/// (the variables named here), never from this file.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RabbitmqConfig {
-    /// The variable holding the management API's URL (`http://127.0.0.1:15672`).
-    #[serde(default = "default_rabbitmq_url_env")]
-    pub api_url_env: String,
-    /// The variables holding the administrator's user name and password.
-    #[serde(default = "default_rabbitmq_user_env")]
-    pub api_user_env: String,
-    #[serde(default = "default_rabbitmq_password_env")]
-    pub api_password_env: String,
-    /// Where tenants' applications connect (`amqp://host:5672`, no credentials): the URL
-    /// `credentials SLUG` prints and the smoke test connects to.
-    #[serde(default = "default_amqp_url")]
-    pub amqp_url: String,
-    /// A tenant's vhost and user are this prefix and its slug (`tenant_acme`).
-    #[serde(default = "default_tenant_prefix")]
-    pub vhost_prefix: String,
-    #[serde(default = "default_tenant_prefix")]
-    pub user_prefix: String,
-    /// The quotas of a tenant's plan (or file) that become its vhost's `max-connections`
-    /// and `max-queues` limits; a tenant without the quota has no limit.
-    #[serde(default = "default_connections_quota")]
-    pub connections_quota: String,
-    #[serde(default = "default_queues_quota")]
-    pub queues_quota: String,
-}
-
-impl Default for RabbitmqConfig {
-    fn default() -> Self {
-        RabbitmqConfig {
-            api_url_env: default_rabbitmq_url_env(),
-            api_user_env: default_rabbitmq_user_env(),
-            api_password_env: default_rabbitmq_password_env(),
-            amqp_url: default_amqp_url(),
-            vhost_prefix: default_tenant_prefix(),
-            user_prefix: default_tenant_prefix(),
-            connections_quota: default_connections_quota(),
-            queues_quota: default_queues_quota(),
-        }
-    }
-}
-
-/// The `route53` block: the hosted zone tenant records go to and what they are.
-/// Credentials come from the standard AWS chain, as for S3.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Route53Config {
-    /// The hosted zone's id (`Z0123456789ABCDEFGHIJ`).
-    #[serde(default)]
-    pub zone_id: String,
-    /// The record's name: `{slug}` and `{region}` are replaced (`{slug}.app.example.com`).
-    #[serde(default = "default_record_name")]
-    pub record_name: String,
-    /// What the CNAME points to: the shared ingress.
-    #[serde(default)]
-    pub target: String,
-    #[serde(default = "default_record_ttl")]
-    pub ttl: i64,
-    /// The endpoint URL; without it AWS_ENDPOINT_URL_ROUTE_53, AWS_ENDPOINT_URL, then AWS.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// How long an apply waits for a change to be `INSYNC` before the step fails (the
-    /// next apply finds the record and waits again).
-    #[serde(default = "default_propagation_timeout")]
-    pub propagation_timeout: String,
-}
-
-impl Default for Route53Config {
-    fn default() -> Self {
-        Route53Config {
-            zone_id: String::new(),
-            record_name: default_record_name(),
-            target: String::new(),
-            ttl: default_record_ttl(),
-            endpoint: None,
-            propagation_timeout: default_propagation_timeout(),
-        }
-    }
-}
-
-impl Route53Config {
-    /// The record a tenant gets from the name pattern (checked by `dns::check_name`).
-    pub fn record_for(&self, slug: &str, region: &str) -> String {
-        self.record_name
-            .replace("{slug}", slug)
-            .replace("{region}", region)
-    }
-
-    pub fn propagation_timeout(&self) -> std::time::Duration {
-        humantime::parse_duration(&self.propagation_timeout)
-            .unwrap_or(std::time::Duration::from_secs(300))
     }
 }
 
@@ -512,71 +297,8 @@ fn default_local() -> String {
 fn default_none() -> String {
     "none".into()
 }
-fn default_rabbitmq_url_env() -> String {
-    "RABBITMQ_API_URL".into()
-}
-fn default_rabbitmq_user_env() -> String {
-    "RABBITMQ_API_USER".into()
-}
-fn default_rabbitmq_password_env() -> String {
-    "RABBITMQ_API_PASSWORD".into()
-}
-fn default_amqp_url() -> String {
-    "amqp://127.0.0.1:5672".into()
-}
-fn default_connections_quota() -> String {
-    "broker_connections".into()
-}
-fn default_queues_quota() -> String {
-    "broker_queues".into()
-}
-fn default_record_name() -> String {
-    "{slug}.app.example.com".into()
-}
-fn default_record_ttl() -> i64 {
-    300
-}
-fn default_propagation_timeout() -> String {
-    "5m".into()
-}
 fn default_state_name() -> String {
     "default".into()
-}
-fn default_url_env() -> String {
-    "DATABASE_URL".into()
-}
-fn default_pg_schema() -> String {
-    "tenant_reconcile".into()
-}
-fn default_tenant_prefix() -> String {
-    "tenant_".into()
-}
-fn default_shared_schema() -> String {
-    "tenants_shared".into()
-}
-fn default_max_connections() -> u32 {
-    10
-}
-fn default_true() -> bool {
-    true
-}
-fn default_bucket_name() -> String {
-    "{prefix}-{slug}-{region}".into()
-}
-fn default_bucket_prefix() -> String {
-    "tenant".into()
-}
-fn default_sse() -> String {
-    "AES256".into()
-}
-fn default_app_principal() -> String {
-    "*".into()
-}
-fn default_s3_concurrency() -> usize {
-    32
-}
-fn default_request_timeout() -> String {
-    "30s".into()
 }
 fn default_local_dir() -> String {
     ".tenant-reconcile".into()
@@ -713,8 +435,10 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         ));
     }
     problems.extend(check_s3(spans, &config));
-    problems.extend(check_rabbitmq(spans, &config));
-    problems.extend(check_route53(spans, &config));
+    problems.extend(broker::check(spans, &config.rabbitmq));
+    if config.targets.dns == "route53" {
+        problems.extend(dns::check(spans, &config.route53));
+    }
     let dir = Path::new(&config.migrations_dir);
     if dir.is_absolute()
         || dir
@@ -738,7 +462,7 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     if let Some(rest) = config.offboarding.export_to.strip_prefix("s3://") {
         // Bucket names and the prefix reach S3 as they are: checked here, before any call.
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let problem = crate::bucket::check_name(bucket)
+        let problem = buckets::check_name(bucket)
             .err()
             .map(|e| format!("the bucket {bucket:?} {e}"))
             .or_else(|| {
@@ -774,149 +498,7 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
-/// A problem with `key` of the config's `block` (`s3`, `rabbitmq`, …), where it is written.
-fn block_problem(
-    spans: &hcl_file::Spans,
-    block: &str,
-    key: &str,
-    message: String,
-    hint: &str,
-) -> Diagnostic {
-    spans
-        .problem(&format!("{block}.{key}"), message)
-        .hint(hint.to_string())
-}
-
-/// The `rabbitmq` block's names reach the management API's paths and the broker's own
-/// names, so they are kept to plain characters (and percent-encoded besides).
-fn check_rabbitmq(spans: &hcl_file::Spans, config: &Config) -> Vec<Diagnostic> {
-    let mq = &config.rabbitmq;
-    let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String, hint: &str| {
-        problems.push(block_problem(spans, "rabbitmq", key, message, hint));
-    };
-    let plain = |s: &str| {
-        s.len() <= 64
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    };
-    for (key, value) in [
-        ("vhost_prefix", &mq.vhost_prefix),
-        ("user_prefix", &mq.user_prefix),
-    ] {
-        if !plain(value) {
-            problem(
-                key,
-                format!("{value:?} is not a plain prefix"),
-                "use up to 64 letters, digits, '_', '-' and '.', like \"tenant_\"",
-            );
-        }
-    }
-    for (key, value) in [
-        ("connections_quota", &mq.connections_quota),
-        ("queues_quota", &mq.queues_quota),
-    ] {
-        if !crate::slug::check_name(value) {
-            problem(
-                key,
-                format!("{value:?} is not a quota name"),
-                "name a quota of the plans, like \"broker_connections\"",
-            );
-        }
-    }
-    for (key, value) in [
-        ("api_url_env", &mq.api_url_env),
-        ("api_user_env", &mq.api_user_env),
-        ("api_password_env", &mq.api_password_env),
-    ] {
-        if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            problem(
-                key,
-                format!("{value:?} is not an environment variable's name"),
-                "name the variable that holds it, like \"RABBITMQ_API_URL\"",
-            );
-        }
-    }
-    match url::Url::parse(&mq.amqp_url) {
-        Ok(u)
-            if matches!(u.scheme(), "amqp" | "amqps")
-                && u.host_str().is_some()
-                && u.username().is_empty()
-                && u.password().is_none()
-                && matches!(u.path(), "" | "/")
-                && u.query().is_none() => {}
-        _ => problem(
-            "amqp_url",
-            format!("{:?} is not a broker address", mq.amqp_url),
-            "give amqp:// or amqps://, the host and port only (each tenant's user and vhost are added to it)",
-        ),
-    }
-    problems
-}
-
-/// The `route53` block, checked when the DNS target is route53: a record name from a
-/// pattern with the slug in it, and a target and zone to put it in.
-fn check_route53(spans: &hcl_file::Spans, config: &Config) -> Vec<Diagnostic> {
-    let dns = &config.route53;
-    let mut problems = Vec::new();
-    if config.targets.dns != "route53" {
-        return problems;
-    }
-    let mut problem = |key: &str, message: String, hint: &str| {
-        problems.push(block_problem(spans, "route53", key, message, hint));
-    };
-    if dns.zone_id.is_empty() || !dns.zone_id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        problem(
-            "zone_id",
-            format!("{:?} is not a hosted zone id", dns.zone_id),
-            "give the zone's id as Route53 shows it, like \"Z0123456789ABCDEFGHIJ\"",
-        );
-    }
-    let unknown: Vec<&str> = dns
-        .record_name
-        .split('{')
-        .skip(1)
-        .filter_map(|p| p.split_once('}').map(|(name, _)| name))
-        .filter(|name| !["slug", "region"].contains(name))
-        .collect();
-    if let Some(name) = unknown.first() {
-        problem(
-            "record_name",
-            format!("unknown placeholder {{{name}}} in the record name"),
-            "record_name can use {slug} and {region}",
-        );
-    } else if !dns.record_name.contains("{slug}") {
-        problem(
-            "record_name",
-            "the record name must contain {slug}".into(),
-            "without the slug every tenant would get the same record",
-        );
-    }
-    if let Err(why) = crate::dns::check_name(&dns.target) {
-        problem(
-            "target",
-            format!("the target {:?} {why}", dns.target),
-            "name the shared ingress the records point to, like \"ingress.example.com\"",
-        );
-    }
-    if !(0..=2_147_483_647).contains(&dns.ttl) {
-        problem(
-            "ttl",
-            format!("{} is not a TTL", dns.ttl),
-            "give seconds, from 0 to 2147483647",
-        );
-    }
-    if humantime::parse_duration(&dns.propagation_timeout).is_err() {
-        problem(
-            "propagation_timeout",
-            format!("{:?} is not a duration", dns.propagation_timeout),
-            "like \"5m\" or \"90s\"",
-        );
-    }
-    problems
-}
-
-fn check_s3(spans: &hcl_file::Spans, config: &Config) -> Vec<Diagnostic> {
+fn check_s3(spans: &Spans, config: &Config) -> Vec<Diagnostic> {
     let s3 = &config.s3;
     let mut problems = Vec::new();
     let mut problem = |key: &str, message: String, hint: &str| {

@@ -527,6 +527,19 @@ impl<'de> de::MapAccess<'de> for Map {
     }
 }
 
+/// A problem with `key` of the config's `block` (`s3`, `rabbitmq`, …), where it is written.
+pub fn block_problem(
+    spans: &Spans,
+    block: &str,
+    key: &str,
+    message: String,
+    hint: &str,
+) -> Diagnostic {
+    spans
+        .problem(&format!("{block}.{key}"), message)
+        .hint(hint.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,14 +20,14 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use crate::naming::{Naming, MAX_IDENT_BYTES};
+use crate::targets::data::{Naming, MAX_IDENT_BYTES};
 
+pub use crate::model::tenant::{Isolation, Offboarding, Status, TenantSpec};
 pub use config::Config;
 pub use files::Files;
 pub use migrations::Migration;
 pub use plan_file::TierPlan;
 pub use templates::Templates;
-pub use tenant_file::{Isolation, Offboarding, Status, TenantSpec};
 
 use crate::diagnostic::{display_path, Diagnostic, Diagnostics};
 
@@ -315,8 +315,8 @@ fn check_bucket_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic
     }
     let mut seen: HashMap<String, &TenantSpec> = HashMap::new();
     for t in tenants {
-        let name = crate::bucket::name(config, t);
-        if let Err(why) = crate::bucket::check_name(&name) {
+        let name = crate::targets::buckets::name(&config.targets.buckets, &config.s3, t);
+        if let Err(why) = crate::targets::buckets::check_name(&name) {
             problems.push(
                 Diagnostic::new(&t.file, format!("the bucket name {name:?} {why}"))
                     .locate(&t.source, "slug")
@@ -342,10 +342,10 @@ fn check_target_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic
         if config.targets.broker != "none" {
             let mq = &config.rabbitmq;
             for (what, name) in [
-                ("vhost", crate::broker::vhost(mq, &t.slug)),
-                ("broker user", crate::broker::user(mq, &t.slug)),
+                ("vhost", crate::targets::broker::vhost(mq, &t.slug)),
+                ("broker user", crate::targets::broker::user(mq, &t.slug)),
             ] {
-                if let Err(why) = crate::broker::check_name(&name) {
+                if let Err(why) = crate::targets::broker::check_name(&name) {
                     problems.push(
                         Diagnostic::new(&t.file, format!("the {what} name {name:?} {why}"))
                             .locate(&t.source, "slug")
@@ -355,8 +355,8 @@ fn check_target_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic
             }
         }
         if config.targets.dns != "none" {
-            let name = crate::dns::name(&config.route53, &t.slug, &t.region);
-            if let Err(why) = crate::dns::check_name(&name) {
+            let name = crate::targets::dns::name(&config.route53, &t.slug, &t.region);
+            if let Err(why) = crate::targets::dns::check_name(&name) {
                 problems.push(
                     Diagnostic::new(&t.file, format!("the DNS name {name:?} {why}"))
                         .locate(&t.source, "slug")

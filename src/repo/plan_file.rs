@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::hcl_file;
-use super::tenant_file::Isolation;
 use crate::diagnostic::Diagnostic;
+use crate::model::tenant::Isolation;
 use crate::slug;
+use crate::targets::buckets::{BucketPlan, STORAGE_CLASSES};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,38 +46,6 @@ pub struct Limits {
     #[serde(default)]
     pub features: BTreeMap<String, bool>,
 }
-
-/// The `bucket` block of a plan: how each tenant's bucket on the tier is kept.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BucketPlan {
-    /// Keep every version of every object (a bucket once versioned can only be suspended).
-    #[serde(default)]
-    pub versioning: bool,
-    /// Old versions of overwritten or deleted objects are removed after this many days.
-    #[serde(default)]
-    pub noncurrent_version_expiration_days: Option<u32>,
-    /// Objects move to cheaper storage classes as they age.
-    #[serde(default)]
-    pub transitions: Vec<Transition>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Transition {
-    pub days: u32,
-    pub storage_class: String,
-}
-
-/// The storage classes a lifecycle transition may move objects to.
-pub const STORAGE_CLASSES: &[&str] = &[
-    "STANDARD_IA",
-    "ONEZONE_IA",
-    "INTELLIGENT_TIERING",
-    "GLACIER_IR",
-    "GLACIER",
-    "DEEP_ARCHIVE",
-];
 
 /// How long an erasure's export is kept when the plan does not say.
 pub const DEFAULT_ERASURE_EXPORT_DAYS: u32 = 30;

@@ -5,89 +5,17 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::diagnostic::Diagnostic;
+use crate::model::tenant::{Isolation, Offboarding, Status, TenantSpec};
 use crate::slug::{self, Slug};
 
 /// Tenant files larger than this are refused before they are parsed: a real one is a
 /// few hundred bytes, and a parser should never be handed megabytes of hostile YAML.
 pub const MAX_TENANT_FILE_BYTES: u64 = 64 * 1024;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    #[default]
-    Active,
-    Suspended,
-    Deprovisioned,
-}
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Deserialize,
-    serde::Serialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Isolation {
-    Shared,
-    Schema,
-    Database,
-}
-
-impl Isolation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Isolation::Shared => "shared",
-            Isolation::Schema => "schema",
-            Isolation::Database => "database",
-        }
-    }
-}
-
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawOwner {
     email: String,
-}
-
-/// What a leaving tenant asked for, beyond leaving: `offboarding: { erase: true }` is an
-/// erasure request (GDPR Article 17), which skips the hold; with `export: false` it also
-/// waives the export.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
-)]
-#[serde(deny_unknown_fields)]
-pub struct Offboarding {
-    #[serde(default)]
-    pub erase: bool,
-    #[serde(default = "yes")]
-    pub export: bool,
-}
-
-impl Default for Offboarding {
-    fn default() -> Self {
-        Offboarding {
-            erase: false,
-            export: true,
-        }
-    }
-}
-
-impl Offboarding {
-    pub fn is_default(&self) -> bool {
-        *self == Offboarding::default()
-    }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A tenant file as written: the type the loader reads, and the one its JSON Schema is made
@@ -114,28 +42,6 @@ pub struct RawTenant {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     offboarding: Option<Offboarding>,
-}
-
-/// A tenant file that parsed and whose fields each passed their own checks. Checks that
-/// need other files (the plan exists, overrides are declared by it) happen in `compile`.
-#[derive(Debug, Clone)]
-pub struct TenantSpec {
-    pub slug: Slug,
-    pub name: String,
-    pub plan: String,
-    pub status: Status,
-    pub owner_email: String,
-    pub region: String,
-    pub locale: String,
-    pub isolation: Option<Isolation>,
-    pub features: BTreeMap<String, bool>,
-    pub quotas: BTreeMap<String, u64>,
-    pub labels: BTreeMap<String, String>,
-    pub offboarding: Offboarding,
-    /// The file it came from, relative to the repo root.
-    pub file: String,
-    /// The file's text, kept so later checks can point at lines.
-    pub source: String,
 }
 
 /// Parses one tenant file. `stem` is the file name without `.yaml`.

@@ -117,7 +117,10 @@ impl Provider for LocalBuckets {
             let mut from = tokio::fs::File::open(&path)
                 .await
                 .map_err(ProviderError::io(format!("read {}", path.display())))?;
-            let mut file = req.sink.file(&crate::export::object_path(&key)).await?;
+            let mut file = req
+                .sink
+                .file(&crate::export::sink::object_path(&key))
+                .await?;
             loop {
                 let n = from
                     .read(&mut buf)
@@ -142,7 +145,7 @@ impl Provider for LocalBuckets {
     }
 
     fn forces_replace(&self, _kind: Kind, field: &str) -> bool {
-        crate::bucket::forces_replace(field)
+        crate::targets::buckets::forces_replace(field)
     }
 
     async fn refresh(

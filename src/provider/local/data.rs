@@ -19,8 +19,7 @@ use tokio::sync::OnceCell;
 
 use super::sqlite;
 use crate::desired::{self, Attrs, Key, Kind};
-use crate::export::push_csv_record;
-use crate::naming::Naming;
+use crate::export::sink::push_csv_record;
 use crate::plan::ResourceChange;
 use crate::provider::{
     desired_of, schema_version, seed_rows_of, unmanaged, ExportRequest, LiveFleet, Provider,
@@ -29,6 +28,7 @@ use crate::provider::{
 use crate::repo::Migration;
 use crate::slug::Slug;
 use crate::state::now;
+use crate::targets::data::Naming;
 
 /// `application_id` of a tenant database once its seed data is in ("TRS1").
 const SEEDED: u32 = 0x5452_5331;
@@ -384,7 +384,7 @@ impl Provider for LocalData {
             return Ok(());
         };
         for table in user_tables(&pool).await? {
-            if !crate::naming::is_plain_ident(&table) {
+            if !crate::targets::data::is_plain_ident(&table) {
                 return Err(ProviderError::Message(format!(
                     "the table {table:?} needs a plain lower-case name to be exported"
                 )));

@@ -28,9 +28,8 @@ use super::reach;
 use super::scram;
 use super::server::{connection, literal, quote, retry, PgServer};
 use crate::desired::{self, Attrs, Key, Kind};
-use crate::export::ExportSink;
+use crate::export::sink::ExportSink;
 use crate::group_commit::{GroupCommit, Together};
-use crate::naming::Naming;
 use crate::plan::ResourceChange;
 use crate::provider::{
     check_ours, desired_of, schema_version, seed_rows_of, unmanaged, ExportRequest, LiveFleet,
@@ -38,6 +37,7 @@ use crate::provider::{
 };
 use crate::repo::{Isolation, Migration};
 use crate::slug::Slug;
+use crate::targets::data::Naming;
 
 const CATALOG: &str = r#"
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -723,7 +723,7 @@ impl PgData {
         .map_err(ProviderError::sql("list the shared tables"))?;
         let shared = quote(schema);
         for (table, has_column, secured, has_policy) in tables {
-            if !crate::naming::is_plain_ident(&table) {
+            if !crate::targets::data::is_plain_ident(&table) {
                 return Err(ProviderError::Message(format!(
                     "the shared table {table:?} needs a plain lower-case name to be put under row-level security"
                 )));
@@ -1196,7 +1196,7 @@ impl PgData {
             let mut quoted = Vec::new();
             for (schema, table) in tables {
                 counted.entry(schema.clone()).or_default().0 += 1;
-                if crate::naming::is_plain_ident(&table) {
+                if crate::targets::data::is_plain_ident(&table) {
                     let t = format!("{}.{}", quote(&schema), quote(&table));
                     quoted.push((schema, t));
                 } else {
@@ -1331,7 +1331,7 @@ async fn export_tables(
         .await
         .map_err(ProviderError::sql(format!("list the tables of {schema}")))?;
     for (table,) in tables {
-        if !crate::naming::is_plain_ident(&table) {
+        if !crate::targets::data::is_plain_ident(&table) {
             return Err(ProviderError::Message(format!(
                 "the table {table:?} of {schema} needs a plain lower-case name to be exported"
             )));
@@ -1385,7 +1385,7 @@ async fn tables_of(conn: &mut PgConnection, schema: &str) -> Result<Vec<String>,
     tables
         .into_iter()
         .map(|(t,)| {
-            if crate::naming::is_plain_ident(&t) {
+            if crate::targets::data::is_plain_ident(&t) {
                 Ok(t)
             } else {
                 Err(ProviderError::Message(format!(

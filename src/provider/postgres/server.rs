@@ -10,11 +10,11 @@ use sqlx::Postgres;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::OnceCell;
 
-use crate::naming::{is_plain_ident, Naming};
+use crate::clients::postgres::PostgresConfig;
 use crate::provider::ProviderError;
-use crate::repo::config::PostgresConfig;
 use crate::repo::Isolation;
 use crate::slug::Slug;
+use crate::targets::data::{is_plain_ident, Naming};
 
 /// Attempts per operation when the server fails transiently (restarting, unreachable,
 /// serialization conflicts): 0.1 s, 0.2 s, 0.4 s, 0.8 s, 1.6 s apart.

@@ -193,7 +193,7 @@ async fn count_rows(conn: &mut PgConnection, schema: &str) -> Result<Vec<(String
         .map_err(|e| format!("cannot list its tables: {e}"))?;
     let mut out = Vec::new();
     for (table,) in tables {
-        if !crate::naming::is_plain_ident(&table) {
+        if !crate::targets::data::is_plain_ident(&table) {
             continue;
         }
         let sql = format!("SELECT count(*) FROM {}.{}", quote(schema), quote(&table));
@@ -222,7 +222,7 @@ async fn write_and_roll_back(
     .fetch_optional(&mut *conn)
     .await
     .map_err(|e| format!("cannot read the columns of {table}: {e}"))?;
-    let Some((column,)) = column.filter(|(c,)| crate::naming::is_plain_ident(c)) else {
+    let Some((column,)) = column.filter(|(c,)| crate::targets::data::is_plain_ident(c)) else {
         return Ok(format!("{table} has no column to write"));
     };
     let t = format!("{}.{}", quote(schema), quote(table));
@@ -415,7 +415,7 @@ async fn relations(
             continue;
         }
         let what = &name;
-        if !crate::naming::is_plain_ident(&name) {
+        if !crate::targets::data::is_plain_ident(&name) {
             continue;
         }
         let r = format!("{}.{}", quote(&schema), quote(&name));

@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::provider::ProviderError;
-use crate::repo::config::RabbitmqConfig;
+use crate::targets::broker::RabbitmqConfig;
 
 /// Attempts per request, counting the first: a refused connection or a 5xx (the node
 /// restarting, a cluster partition healing) is tried again with a doubling pause.

@@ -18,14 +18,14 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::broker::{self, PERMISSIONS_ALL, PERMISSIONS_NONE};
 use crate::desired::{Attrs, Key, Kind};
 use crate::plan::{Action, ResourceChange, MARK_FIELD};
 use crate::provider::{
     check_ours, desired_of, ExportRequest, LiveFleet, Owner, Provider, ProviderError,
     RefreshTarget, StepContext,
 };
-use crate::repo::config::RabbitmqConfig;
+use crate::targets::broker::RabbitmqConfig;
+use crate::targets::broker::{self, PERMISSIONS_ALL, PERMISSIONS_NONE};
 
 pub use api::Api;
 

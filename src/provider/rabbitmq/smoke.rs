@@ -11,11 +11,11 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 
-use crate::broker::{self, PERMISSIONS_ALL};
 use crate::desired::Attrs;
 use crate::model::health::CheckOutcome;
 use crate::provider::StepContext;
-use crate::repo::config::RabbitmqConfig;
+use crate::targets::broker::RabbitmqConfig;
+use crate::targets::broker::{self, PERMISSIONS_ALL};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

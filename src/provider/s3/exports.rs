@@ -13,7 +13,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use sha2::{Digest, Sha256};
 
 use super::client::{self, S3Store};
-use crate::export::{Manifest, MANIFEST_FILE};
+use crate::export::sink::{Manifest, MANIFEST_FILE};
 use crate::provider::ProviderError;
 use crate::slug::Slug;
 
@@ -43,7 +43,7 @@ impl S3Exports {
     }
 
     /// The key of `file` in the tenant's export. The slug is `[a-z0-9-]`, and the files are
-    /// the export's own names (`tables/x.csv`, objects %-escaped by `export::object_path`).
+    /// the export's own names (`tables/x.csv`, objects %-escaped by `export::sink::object_path`).
     fn key(&self, slug: &Slug, file: &str) -> String {
         match self.prefix.as_str() {
             "" => format!("{slug}/{file}"),

@@ -270,7 +270,7 @@ impl S3Buckets {
     /// explicit deny binds administrators too, so this tool can neither read the objects to
     /// export them nor delete them while it stands.
     fn binds_us(&self, bucket: &Attrs) -> bool {
-        bucket.str("access") == crate::bucket::ACCESS_DENIED
+        bucket.str("access") == crate::targets::buckets::ACCESS_DENIED
             && self.store.config().app_principal == "*"
     }
 
@@ -299,7 +299,10 @@ impl S3Buckets {
                     .await
                     .map_err(|e| client::error("GetObject", name, e))?;
                 let mut body = out.body;
-                let mut file = req.sink.file(&crate::export::object_path(key)).await?;
+                let mut file = req
+                    .sink
+                    .file(&crate::export::sink::object_path(key))
+                    .await?;
                 while let Some(chunk) = body.try_next().await.map_err(|e| {
                     ProviderError::Message(format!("read {key} of the bucket {name}: {e}"))
                 })? {
@@ -440,7 +443,7 @@ impl Provider for S3Buckets {
     }
 
     fn forces_replace(&self, _kind: Kind, field: &str) -> bool {
-        crate::bucket::forces_replace(field)
+        crate::targets::buckets::forces_replace(field)
     }
 
     fn marks_after_create(&self, _kind: Kind) -> bool {
@@ -519,7 +522,8 @@ impl Provider for S3Buckets {
         }
         // A deny for everyone binds this tool too: it goes first (the bucket goes with it).
         if self.binds_us(bucket) {
-            settings::write_access(&client, name, crate::bucket::ACCESS_OPEN, "*").await?;
+            settings::write_access(&client, name, crate::targets::buckets::ACCESS_OPEN, "*")
+                .await?;
         }
         let mut versions = Versions::new(&client, name);
         while let Some(page) = versions.page().await? {
@@ -547,9 +551,9 @@ impl Provider for S3Buckets {
         // the export and put back whatever happens. A run killed in between leaves it
         // lifted, which the next plan shows as drift (`access`) and repairs before it
         // exports again. Naming the application in app_principal avoids the window.
-        settings::write_access(&client, name, crate::bucket::ACCESS_OPEN, "*").await?;
+        settings::write_access(&client, name, crate::targets::buckets::ACCESS_OPEN, "*").await?;
         let exported = self.export_objects(&client, name, req).await;
-        settings::write_access(&client, name, crate::bucket::ACCESS_DENIED, "*").await?;
+        settings::write_access(&client, name, crate::targets::buckets::ACCESS_DENIED, "*").await?;
         exported
     }
 

@@ -11,9 +11,9 @@ use aws_sdk_s3::Client;
 use serde_json::{json, Map, Value};
 
 use super::client::{code, error};
-use crate::bucket;
 use crate::desired::Attrs;
 use crate::provider::{Owner, ProviderError};
+use crate::targets::buckets as bucket;
 
 /// The statement a suspended tenant's bucket policy carries, found again by its id.
 pub const SUSPEND_SID: &str = "TenantReconcileSuspended";

@@ -1,11 +1,6 @@
-//! A tenant's data written out in a form the customer can load again: a CSV file with a
-//! header per table of its slice, a copy of each object of its bucket, and `manifest.json`
-//! saying what each file is, how many rows or bytes it holds, and its sha256. What its
-//! replaces left behind and kept (an old slice or bucket) is written in the same way under
-//! `retired/<name>/`, each file's manifest entry saying which one it came from.
-//!
-//! Files are streamed: each is written as it is read from its target, hashed on the way,
-//! and nothing holds a whole table or object in memory.
+//! The files of an export as they are written: the sink each target streams into, the
+//! manifest that ends it, and the checks that read one again. Beneath the targets, which
+//! write into it; [`super::write`] is what asks them to.
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
@@ -14,11 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use std::collections::BTreeMap;
-
-use crate::desired::{Attrs, Key, Kind};
-use crate::provider::{ExportRequest, Provider, ProviderError};
-use crate::slug::Slug;
+use crate::provider::error::ProviderError;
 
 /// Bumped whenever the manifest's shape changes incompatibly.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -155,7 +146,7 @@ impl ExportSink {
 
     /// Writes what follows as the files of the retired resource `what`, under `folder`
     /// (`None`: the tenant's current resources again). Targets write as they always do.
-    fn set_retired(&self, retired: Option<(String, String)>) {
+    pub fn set_retired(&self, retired: Option<(String, String)>) {
         *self.retired.lock().expect("not poisoned") = retired;
     }
 
@@ -267,7 +258,7 @@ impl ExportSink {
             format_version: MANIFEST_VERSION,
             slug: slug.to_string(),
             tenant_id: tenant_id.to_string(),
-            exported_at: crate::state::now(),
+            exported_at: crate::model::lifecycle::now(),
             schema_version: schema_version.to_string(),
             tables,
             objects,
@@ -275,54 +266,10 @@ impl ExportSink {
         };
         let text = serde_json::to_string_pretty(&manifest).expect("a manifest serializes");
         let path = self.dir.join(MANIFEST_FILE);
-        crate::provider::files::write_atomic(&path, text.as_bytes())
+        crate::private_files::write_atomic(&path, text.as_bytes())
             .map_err(ProviderError::io(format!("write {}", path.display())))?;
-        Ok((manifest, crate::desired::sha256_hex(&text)))
+        Ok((manifest, hex::encode(Sha256::digest(text.as_bytes()))))
     }
-}
-
-/// Writes a tenant's export into `dir` (new or empty): each of `sources` streams what it holds
-/// of the tenant, then the manifest, last. Returns the manifest and its sha256. The one way an
-/// export is made, on demand (`export SLUG`) and when a tenant is offboarded.
-pub async fn write(
-    dir: &Path,
-    sources: &[&dyn Provider],
-    slug: &Slug,
-    tenant_id: &str,
-    recorded: &BTreeMap<Key, Attrs>,
-    retired: &[crate::state::Retired],
-) -> Result<(Manifest, String), ProviderError> {
-    let sink = ExportSink::create(dir)?;
-    let req = ExportRequest {
-        slug,
-        tenant_id,
-        recorded,
-        sink: &sink,
-    };
-    for source in sources {
-        source.export(&req).await?;
-    }
-    for r in retired.iter().filter(|r| !r.is(recorded.get(&r.key))) {
-        // Each target reads where the retired one is as it reads a recorded one.
-        let at: BTreeMap<Key, Attrs> = std::iter::once((r.key.clone(), r.attrs.clone())).collect();
-        // `retired/schema-t_acme`: the name its key has in plans and the audit.
-        let folder = r.address_key().name.unwrap_or_default();
-        sink.set_retired(Some((folder, r.resource.clone())));
-        let req = ExportRequest {
-            recorded: &at,
-            ..req
-        };
-        for source in sources {
-            source.export(&req).await?;
-        }
-        sink.set_retired(None);
-    }
-    // The slice's shape, which its files follow, as the state recorded it.
-    let schema_version = recorded
-        .get(&Key::new(Kind::Database))
-        .map(|a| a.str("schema_version").to_string())
-        .unwrap_or_default();
-    sink.write_manifest(slug.as_str(), tenant_id, &schema_version)
 }
 
 /// Appends one CSV record as PostgreSQL's `COPY … CSV` writes it, so every target's files

@@ -4,12 +4,14 @@
 //! `permissions: "configure=.* write=.* read=.*" → "none"` and the broker target turns them
 //! into management API calls.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::credentials::MasterKey;
+use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
-use crate::repo::config::RabbitmqConfig;
-use crate::repo::Status;
+use crate::model::tenant::Status;
+use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
 
 /// `permissions` of an active tenant's user on its own vhost: everything, there only.
@@ -138,6 +140,146 @@ pub fn hash_matches(stored: &str, password: &str) -> bool {
         return false;
     };
     password_hash(password, salt) == stored
+}
+
+/// The `rabbitmq` block: how tenant vhosts and users are named and limited. Where the
+/// management API is, and the administrator's credentials, come from the environment
+/// (the variables named here), never from this file.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitmqConfig {
+    /// The variable holding the management API's URL (`http://127.0.0.1:15672`).
+    #[serde(default = "default_rabbitmq_url_env")]
+    pub api_url_env: String,
+    /// The variables holding the administrator's user name and password.
+    #[serde(default = "default_rabbitmq_user_env")]
+    pub api_user_env: String,
+    #[serde(default = "default_rabbitmq_password_env")]
+    pub api_password_env: String,
+    /// Where tenants' applications connect (`amqp://host:5672`, no credentials): the URL
+    /// `credentials SLUG` prints and the smoke test connects to.
+    #[serde(default = "default_amqp_url")]
+    pub amqp_url: String,
+    /// A tenant's vhost and user are this prefix and its slug (`tenant_acme`).
+    #[serde(default = "default_tenant_prefix")]
+    pub vhost_prefix: String,
+    #[serde(default = "default_tenant_prefix")]
+    pub user_prefix: String,
+    /// The quotas of a tenant's plan (or file) that become its vhost's `max-connections`
+    /// and `max-queues` limits; a tenant without the quota has no limit.
+    #[serde(default = "default_connections_quota")]
+    pub connections_quota: String,
+    #[serde(default = "default_queues_quota")]
+    pub queues_quota: String,
+}
+
+impl Default for RabbitmqConfig {
+    fn default() -> Self {
+        RabbitmqConfig {
+            api_url_env: default_rabbitmq_url_env(),
+            api_user_env: default_rabbitmq_user_env(),
+            api_password_env: default_rabbitmq_password_env(),
+            amqp_url: default_amqp_url(),
+            vhost_prefix: default_tenant_prefix(),
+            user_prefix: default_tenant_prefix(),
+            connections_quota: default_connections_quota(),
+            queues_quota: default_queues_quota(),
+        }
+    }
+}
+
+fn default_rabbitmq_url_env() -> String {
+    "RABBITMQ_API_URL".into()
+}
+
+fn default_rabbitmq_user_env() -> String {
+    "RABBITMQ_API_USER".into()
+}
+
+fn default_rabbitmq_password_env() -> String {
+    "RABBITMQ_API_PASSWORD".into()
+}
+
+fn default_amqp_url() -> String {
+    "amqp://127.0.0.1:5672".into()
+}
+
+fn default_tenant_prefix() -> String {
+    "tenant_".into()
+}
+
+fn default_connections_quota() -> String {
+    "broker_connections".into()
+}
+
+fn default_queues_quota() -> String {
+    "broker_queues".into()
+}
+
+/// The `rabbitmq` block's names reach the management API's paths and the broker's own
+/// names, so they are kept to plain characters (and percent-encoded besides).
+pub fn check(spans: &Spans, mq: &RabbitmqConfig) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String, hint: &str| {
+        problems.push(block_problem(spans, "rabbitmq", key, message, hint));
+    };
+    let plain = |s: &str| {
+        s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    for (key, value) in [
+        ("vhost_prefix", &mq.vhost_prefix),
+        ("user_prefix", &mq.user_prefix),
+    ] {
+        if !plain(value) {
+            problem(
+                key,
+                format!("{value:?} is not a plain prefix"),
+                "use up to 64 letters, digits, '_', '-' and '.', like \"tenant_\"",
+            );
+        }
+    }
+    for (key, value) in [
+        ("connections_quota", &mq.connections_quota),
+        ("queues_quota", &mq.queues_quota),
+    ] {
+        if !crate::slug::check_name(value) {
+            problem(
+                key,
+                format!("{value:?} is not a quota name"),
+                "name a quota of the plans, like \"broker_connections\"",
+            );
+        }
+    }
+    for (key, value) in [
+        ("api_url_env", &mq.api_url_env),
+        ("api_user_env", &mq.api_user_env),
+        ("api_password_env", &mq.api_password_env),
+    ] {
+        if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            problem(
+                key,
+                format!("{value:?} is not an environment variable's name"),
+                "name the variable that holds it, like \"RABBITMQ_API_URL\"",
+            );
+        }
+    }
+    match url::Url::parse(&mq.amqp_url) {
+        Ok(u)
+            if matches!(u.scheme(), "amqp" | "amqps")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && matches!(u.path(), "" | "/")
+                && u.query().is_none() => {}
+        _ => problem(
+            "amqp_url",
+            format!("{:?} is not a broker address", mq.amqp_url),
+            "give amqp:// or amqps://, the host and port only (each tenant's user and vhost are added to it)",
+        ),
+    }
+    problems
 }
 
 #[cfg(test)]

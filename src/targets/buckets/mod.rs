@@ -4,12 +4,12 @@
 //! The attributes are words, not API shapes, so a plan reads
 //! `versioning: "off" → "enabled"` and a bucket target turns them into calls.
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::clients::s3::S3Config;
 use crate::model::attrs::{attrs, Attrs};
-use crate::repo::config::{Config, S3Config};
-use crate::repo::plan_file::BucketPlan;
-use crate::repo::{Status, TenantSpec};
+use crate::model::tenant::{Status, TenantSpec};
 
 /// The tag every bucket carries so people (and cleanup scripts) can tell who owns it.
 pub const MANAGED_BY: &str = "tenant-reconcile";
@@ -23,16 +23,48 @@ pub const ACCESS_DENIED: &str = "denied";
 pub const VERSIONING_OFF: &str = "off";
 pub const VERSIONING_ON: &str = "enabled";
 
+/// The `bucket` block of a plan: how each tenant's bucket on the tier is kept.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketPlan {
+    /// Keep every version of every object (a bucket once versioned can only be suspended).
+    #[serde(default)]
+    pub versioning: bool,
+    /// Old versions of overwritten or deleted objects are removed after this many days.
+    #[serde(default)]
+    pub noncurrent_version_expiration_days: Option<u32>,
+    /// Objects move to cheaper storage classes as they age.
+    #[serde(default)]
+    pub transitions: Vec<Transition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub days: u32,
+    pub storage_class: String,
+}
+
+/// The storage classes a lifecycle transition may move objects to.
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER_IR",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+];
+
 /// Whether a change to `field` makes it another bucket: buckets cannot be renamed or moved,
 /// so a new name or region is a replace (and the old bucket is kept with its objects).
 pub fn forces_replace(field: &str) -> bool {
     field == "name" || field == "location"
 }
 
-/// The bucket a tenant gets on the configured bucket target.
-pub fn name(config: &Config, spec: &TenantSpec) -> String {
-    if config.targets.buckets == "s3" {
-        config.s3.bucket_for(spec.slug.as_str(), &spec.region)
+/// The bucket a tenant gets on the bucket target named `target` (`targets.buckets`).
+pub fn name(target: &str, s3: &S3Config, spec: &TenantSpec) -> String {
+    if target == "s3" {
+        s3.bucket_for(spec.slug.as_str(), &spec.region)
     } else {
         // A folder under the local target: the slug is already a safe file name.
         spec.slug.to_string()
@@ -112,14 +144,14 @@ pub fn tags(slug: &str, plan: &str) -> Value {
 }
 
 /// Every attribute of a tenant's bucket.
-pub fn desired(config: &Config, spec: &TenantSpec, plan: &BucketPlan) -> Attrs {
+pub fn desired(target: &str, s3: &S3Config, spec: &TenantSpec, plan: &BucketPlan) -> Attrs {
     let access = match spec.status {
         Status::Suspended | Status::Deprovisioned => ACCESS_DENIED,
         Status::Active => ACCESS_OPEN,
     };
     let mut attrs = attrs([
-        ("name", json!(name(config, spec))),
-        ("encryption", json!(encryption(&config.s3))),
+        ("name", json!(name(target, s3, spec))),
+        ("encryption", json!(encryption(s3))),
         ("public_access", json!(PUBLIC_ACCESS_BLOCKED)),
         (
             "versioning",
@@ -135,8 +167,8 @@ pub fn desired(config: &Config, spec: &TenantSpec, plan: &BucketPlan) -> Attrs {
     ]);
     // Only S3 buckets live somewhere; on a store with one region (tenant_regions = false)
     // there is nothing to compare.
-    if config.targets.buckets == "s3" && config.s3.tenant_regions {
-        attrs.insert("location", json!(location(&config.s3, spec)));
+    if target == "s3" && s3.tenant_regions {
+        attrs.insert("location", json!(location(s3, spec)));
     }
     attrs
 }
@@ -214,7 +246,7 @@ mod tests {
         let plan = BucketPlan {
             versioning: true,
             noncurrent_version_expiration_days: Some(30),
-            transitions: vec![crate::repo::plan_file::Transition {
+            transitions: vec![Transition {
                 days: 90,
                 storage_class: "GLACIER_IR".into(),
             }],

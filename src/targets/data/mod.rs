@@ -5,8 +5,8 @@
 //! start with a letter and never hold `--`, so a tenant name never contains `__`; the shared
 //! group role (`<role_prefix>_shared`) uses that to stay clear of every tenant's role.
 
-use crate::repo::config::PostgresConfig;
-use crate::repo::Isolation;
+use crate::clients::postgres::PostgresConfig;
+use crate::model::tenant::Isolation;
 use crate::slug::Slug;
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1). Longer names are silently truncated by

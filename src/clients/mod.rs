@@ -1,0 +1,5 @@
+//! The clients of the servers the targets and state backends talk to, beneath both: a state
+//! backend reaches its server through here, never through a target.
+
+pub mod postgres;
+pub mod s3;

@@ -1,0 +1,102 @@
+//! A tenant as its file asks for it, once checked: what every layer above reads of a tenant.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::slug::Slug;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Active,
+    Suspended,
+    Deprovisioned,
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    Shared,
+    Schema,
+    Database,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Shared => "shared",
+            Isolation::Schema => "schema",
+            Isolation::Database => "database",
+        }
+    }
+}
+
+/// What a leaving tenant asked for, beyond leaving: `offboarding: { erase: true }` is an
+/// erasure request (GDPR Article 17), which skips the hold; with `export: false` it also
+/// waives the export.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct Offboarding {
+    #[serde(default)]
+    pub erase: bool,
+    #[serde(default = "yes")]
+    pub export: bool,
+}
+
+impl Default for Offboarding {
+    fn default() -> Self {
+        Offboarding {
+            erase: false,
+            export: true,
+        }
+    }
+}
+
+impl Offboarding {
+    pub fn is_default(&self) -> bool {
+        *self == Offboarding::default()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A tenant file that parsed and whose fields each passed their own checks. Checks that
+/// need other files (the plan exists, overrides are declared by it) happen in `compile`.
+#[derive(Debug, Clone)]
+pub struct TenantSpec {
+    pub slug: Slug,
+    pub name: String,
+    pub plan: String,
+    pub status: Status,
+    pub owner_email: String,
+    pub region: String,
+    pub locale: String,
+    pub isolation: Option<Isolation>,
+    pub features: BTreeMap<String, bool>,
+    pub quotas: BTreeMap<String, u64>,
+    pub labels: BTreeMap<String, String>,
+    pub offboarding: Offboarding,
+    /// The file it came from, relative to the repo root.
+    pub file: String,
+    /// The file's text, kept so later checks can point at lines.
+    pub source: String,
+}
