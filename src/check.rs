@@ -11,9 +11,9 @@ use tokio::sync::Semaphore;
 
 use crate::desired::{self, DesiredTenant, Selection};
 use crate::model::health::Health;
-use crate::provider::{Mark, StepContext};
 use crate::slug::Slug;
 use crate::state::{Lifecycle, LockInfo, State, Wait};
+use crate::targets::provider::{Mark, StepContext};
 use crate::workspace::Workspace;
 use crate::Error;
 

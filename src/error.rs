@@ -3,9 +3,9 @@
 use crate::credentials::KeyError;
 use crate::diagnostic::Diagnostics;
 use crate::plan::PlanError;
-use crate::provider::ProviderError;
 use crate::repo::LoadError;
 use crate::state::StateError;
+use crate::targets::provider::ProviderError;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -11,10 +11,10 @@ use crate::apply::{progress::Progress, ApplyReport, Executor};
 use crate::credentials::MasterKey;
 use crate::desired;
 use crate::plan::{self, Plan, PlanInput};
-use crate::provider::{ProviderError, RefreshTarget};
 use crate::repo::TenantRepo;
 use crate::slug::Slug;
 use crate::state::{LockInfo, Released, State, Wait};
+use crate::targets::provider::{ProviderError, RefreshTarget};
 use crate::workspace::Workspace;
 use crate::Error;
 
@@ -738,7 +738,7 @@ pub async fn export_links(
     slug: &Slug,
     lifetime: Duration,
 ) -> Result<Vec<(String, String)>, Error> {
-    use crate::provider::s3::exports::MAX_LINK_LIFETIME;
+    use crate::export::s3::MAX_LINK_LIFETIME;
     if lifetime > MAX_LINK_LIFETIME || lifetime.is_zero() {
         return Err(Error::Usage(format!(
             "a link lasts from a second up to 7 days (SigV4's limit); {} was asked",
@@ -767,7 +767,7 @@ pub async fn export_links(
 pub async fn audit(
     ws: &Workspace,
     slug: Option<&Slug>,
-) -> Result<Vec<crate::audit::AuditEntry>, Error> {
+) -> Result<Vec<crate::model::audit::AuditEntry>, Error> {
     let targets = ws.targets(ws.repo.migrations.clone());
     targets.control.audit_log(slug).await.map_err(|e| {
         Error::Usage(format!(
@@ -901,7 +901,7 @@ pub async fn export(
         )));
     }
     let targets = ws.targets(ws.repo.migrations.clone());
-    let sources: Vec<&dyn crate::provider::Provider> = targets.all().collect();
+    let sources: Vec<&dyn crate::targets::provider::Provider> = targets.all().collect();
     let (manifest, sha256) =
         crate::export::write(&dir, &sources, slug, tenant_id, &t.resources, &t.retired)
             .await

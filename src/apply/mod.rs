@@ -20,11 +20,12 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::causes::chain;
+use crate::configured::Targets;
 use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
 use crate::plan::{Action, Plan, ResourceChange, TenantPlan};
-use crate::provider::{Mark, ProviderError, StepContext, Targets};
 use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
+use crate::targets::provider::{Mark, ProviderError, StepContext};
 use progress::Progress;
 
 /// The outcome of one tenant.

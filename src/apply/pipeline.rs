@@ -9,8 +9,8 @@ use super::{Executor, StepError};
 use crate::causes::chain;
 use crate::hooks::{HookDone, HookError, HookRun, Invocation};
 use crate::plan::{PlannedHook, TenantPlan};
-use crate::provider::{events, Mark};
 use crate::state::{now, Lifecycle, TenantState};
+use crate::targets::provider::{events, Mark};
 
 impl Executor {
     /// Runs every check of the tenant and records what they found on `ts`. A gating failure

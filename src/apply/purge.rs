@@ -6,12 +6,12 @@
 use std::time::SystemTime;
 
 use super::Executor;
-use crate::audit::AuditEntry;
 use crate::causes::chain;
 use crate::desired::{Key, Kind};
+use crate::model::audit::AuditEntry;
 use crate::plan::{ResourceChange, TenantPlan};
-use crate::provider::{Mark, PurgeEnd, StepContext};
 use crate::state::{now, Lifecycle, Purge, TenantState};
+use crate::targets::provider::{Mark, PurgeEnd, StepContext};
 
 impl Executor {
     /// Before a tenant's first resource is purged: its export verifies against its

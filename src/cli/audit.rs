@@ -27,7 +27,7 @@ pub async fn run(root: &Path, args: AuditArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
     } else {
-        print!("{}", tenant_reconcile::audit::render(&entries));
+        print!("{}", tenant_reconcile::model::audit::render(&entries));
     }
     Ok(0)
 }

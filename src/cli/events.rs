@@ -107,7 +107,7 @@ pub fn summary(report: &tenant_reconcile::delivery::Report) -> String {
 
 pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
     let control = |ws: &Workspace| ws.targets(ws.repo.migrations.clone()).control;
-    let said = |e: tenant_reconcile::provider::ProviderError| {
+    let said = |e: tenant_reconcile::targets::provider::ProviderError| {
         anyhow::anyhow!("{}", tenant_reconcile::causes::chain(&e))
     };
     match cmd {

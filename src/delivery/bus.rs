@@ -41,16 +41,17 @@ impl Publisher {
             )
         })?;
         let at = shown(&url);
-        let connection = crate::amqp::connect(&url, "tenant-reconcile", Duration::from_secs(10))
-            .await
-            .map_err(|e| match e {
-                crate::amqp::ConnectError::Timeout => {
-                    format!("the bus {} at {at} did not answer within 10 s", bus.name)
-                }
-                crate::amqp::ConnectError::Failed(e) => {
-                    format!("cannot reach the bus {} at {at}: {e}", bus.name)
-                }
-            })?;
+        let connection =
+            crate::clients::amqp::connect(&url, "tenant-reconcile", Duration::from_secs(10))
+                .await
+                .map_err(|e| match e {
+                    crate::clients::amqp::ConnectError::Timeout => {
+                        format!("the bus {} at {at} did not answer within 10 s", bus.name)
+                    }
+                    crate::clients::amqp::ConnectError::Failed(e) => {
+                        format!("cannot reach the bus {} at {at}: {e}", bus.name)
+                    }
+                })?;
         let failed =
             |what: &str, e: lapin::Error| format!("the bus {} at {at}: {what}: {e}", bus.name);
         let channel = connection

@@ -9,8 +9,8 @@
 //! still failing `retry_for` after its first try is dead, and its tenant's later events go
 //! on. `410 Gone` disables the subscriber.
 //!
-//! [`Outbox::due_deliveries`]: crate::provider::Outbox::due_deliveries
-//! [`Outbox::record_delivery`]: crate::provider::Outbox::record_delivery
+//! [`Outbox::due_deliveries`]: crate::targets::provider::Outbox::due_deliveries
+//! [`Outbox::record_delivery`]: crate::targets::provider::Outbox::record_delivery
 
 mod bus;
 pub mod signature;
@@ -23,8 +23,8 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 pub use crate::model::outbox::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
-use crate::provider::ControlPlane;
 use crate::repo::subscribers::Webhook;
+use crate::targets::provider::ControlPlane;
 use crate::workspace::Workspace;
 use crate::Error;
 
@@ -157,7 +157,7 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
     }
 }
 
-fn outbox_error(e: &crate::provider::ProviderError) -> Error {
+fn outbox_error(e: &crate::targets::provider::ProviderError) -> Error {
     Error::Usage(format!(
         "delivering the outbox: {}",
         crate::causes::chain(e)

@@ -9,7 +9,7 @@ use hyper::body::Bytes;
 
 use super::signature::{sign, Secret};
 use super::Due;
-use crate::http_client::client;
+use crate::clients::http::client;
 use crate::repo::subscribers::Webhook;
 
 /// What the receiver answered.

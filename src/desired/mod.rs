@@ -6,51 +6,21 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 // Resources, their keys and attributes are the model's, beneath every layer; the compiler's
 // users name them from here as well.
 pub use crate::model::attrs::{attrs, Attrs};
+use crate::model::digest::sha256_hex;
 pub use crate::model::resource::{Address, Key, Kind, Resource};
 
 use crate::credentials::MasterKey;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::repo::{templates, Isolation, Offboarding, Status, TenantRepo, TenantSpec};
+use crate::repo::{templates, Status, TenantRepo, TenantSpec};
 use crate::slug::Slug;
 use crate::state::{Lifecycle, State};
-use crate::targets::data::Naming;
+use crate::targets::data::{database_attrs, seed_attrs, Naming};
 
-/// What a tenant is, after its plan's defaults and its own overrides are merged. It is what
-/// templates see as `tenant` and what lifecycle events carry.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct Effective {
-    pub slug: Slug,
-    pub name: String,
-    pub plan: String,
-    pub status: Status,
-    pub region: String,
-    pub locale: String,
-    pub isolation: Isolation,
-    pub owner_email: String,
-    pub retention_days: u32,
-    /// Its plan's `erasure_export_days`: how long an erasure's export outlives the purge.
-    #[serde(default = "default_erasure_export_days")]
-    pub erasure_export_days: u32,
-    pub features: BTreeMap<String, bool>,
-    pub quotas: BTreeMap<String, u64>,
-    pub labels: BTreeMap<String, String>,
-    /// An erasure request, and whether it waives the export (only for `deprovisioned`).
-    #[serde(default, skip_serializing_if = "Offboarding::is_default")]
-    pub offboarding: Offboarding,
-    /// What its hooks gave back, as the state records it (`tenant.outputs.billing_customer_id`
-    /// in templates): a new value is an update of whatever renders it.
-    #[serde(default)]
-    pub outputs: BTreeMap<String, String>,
-}
-
-fn default_erasure_export_days() -> u32 {
-    crate::repo::plan_file::DEFAULT_ERASURE_EXPORT_DAYS
-}
+pub use crate::model::tenant::Effective;
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct DesiredTenant {
@@ -435,17 +405,6 @@ fn render(
     })
 }
 
-/// A tenant's data slice as compiled and as every data target reads it back: one shape,
-/// so a field named differently on one side could never read as drift forever.
-pub fn database_attrs(name: &str, isolation: &str, schema_version: Value, granted: bool) -> Attrs {
-    attrs([
-        ("name", json!(name)),
-        ("isolation", json!(isolation)),
-        ("schema_version", schema_version),
-        ("access", json!(if granted { "granted" } else { "missing" })),
-    ])
-}
-
 /// Where a leaving tenant's data goes, as compiled and as the exporter reads it back.
 pub fn export_attrs(repo: &TenantRepo, slug: &Slug) -> Attrs {
     attrs([(
@@ -455,15 +414,6 @@ pub fn export_attrs(repo: &TenantRepo, slug: &Slug) -> Attrs {
             repo.config.offboarding.export_to.trim_end_matches('/')
         )),
     )])
-}
-
-/// A tenant whose seed data went in (it goes in once).
-pub fn seed_attrs() -> Attrs {
-    attrs([("applied", json!(true))])
-}
-
-pub fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// Checks rendered seed YAML (`table: [ {column: value} ]`) and returns it as canonical

@@ -7,14 +7,17 @@
 //! Files are streamed: each is written as it is read from its target, hashed on the way,
 //! and nothing holds a whole table or object in memory.
 
+pub mod exporter;
+pub mod s3;
 pub mod sink;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::desired::{Attrs, Key, Kind};
-use crate::provider::{ExportRequest, Provider, ProviderError};
+use crate::model::attrs::Attrs;
+use crate::model::resource::{Key, Kind};
 use crate::slug::Slug;
+use crate::targets::provider::{ExportRequest, Provider, ProviderError};
 use sink::{ExportSink, Manifest};
 
 /// Writes a tenant's export into `dir` (new or empty): each of `sources` streams what it holds
@@ -26,7 +29,7 @@ pub async fn write(
     slug: &Slug,
     tenant_id: &str,
     recorded: &BTreeMap<Key, Attrs>,
-    retired: &[crate::state::Retired],
+    retired: &[crate::model::retired::Retired],
 ) -> Result<(Manifest, String), ProviderError> {
     let sink = ExportSink::create(dir)?;
     let req = ExportRequest {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use crate::provider::error::ProviderError;
+use crate::clients::error::ProviderError;
 
 /// Bumped whenever the manifest's shape changes incompatibly.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -340,6 +340,17 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut f, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// The names an export `name` set aside may take, in the order to try them: `name.<now>`,
+/// then `name.<now>.2`, `.3`, … as many as it takes, since two offboardings of one tenant
+/// can come within the same second (a run killed and run again).
+pub(crate) fn aside_names(name: &str) -> impl Iterator<Item = String> {
+    let base = format!(
+        "{name}.{}",
+        crate::model::lifecycle::now().replace([':', '-'], "")
+    );
+    std::iter::once(base.clone()).chain((2u32..).map(move |n| format!("{base}.{n}")))
 }
 
 #[cfg(test)]

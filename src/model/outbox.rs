@@ -1,5 +1,5 @@
 //! The outbox relay's records: a delivery due, an attempt and what became of it, and the rows
-//! `events list` and `events show` print. Every control plane keeps them (`provider::Outbox`),
+//! `events list` and `events show` print. Every control plane keeps them (`targets::provider::Outbox`),
 //! and the relay (`delivery`) reads and writes them.
 
 use serde::Serialize;

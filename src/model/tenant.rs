@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::slug::Slug;
 
@@ -99,4 +99,39 @@ pub struct TenantSpec {
     pub file: String,
     /// The file's text, kept so later checks can point at lines.
     pub source: String,
+}
+
+/// How long an erasure's export is kept when the plan does not say.
+pub const DEFAULT_ERASURE_EXPORT_DAYS: u32 = 30;
+
+/// What a tenant is, after its plan's defaults and its own overrides are merged. It is what
+/// templates see as `tenant` and what lifecycle events carry.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Effective {
+    pub slug: Slug,
+    pub name: String,
+    pub plan: String,
+    pub status: Status,
+    pub region: String,
+    pub locale: String,
+    pub isolation: Isolation,
+    pub owner_email: String,
+    pub retention_days: u32,
+    /// Its plan's `erasure_export_days`: how long an erasure's export outlives the purge.
+    #[serde(default = "default_erasure_export_days")]
+    pub erasure_export_days: u32,
+    pub features: BTreeMap<String, bool>,
+    pub quotas: BTreeMap<String, u64>,
+    pub labels: BTreeMap<String, String>,
+    /// An erasure request, and whether it waives the export (only for `deprovisioned`).
+    #[serde(default, skip_serializing_if = "Offboarding::is_default")]
+    pub offboarding: Offboarding,
+    /// What its hooks gave back, as the state records it (`tenant.outputs.billing_customer_id`
+    /// in templates): a new value is an update of whatever renders it.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+}
+
+fn default_erasure_export_days() -> u32 {
+    DEFAULT_ERASURE_EXPORT_DAYS
 }

@@ -4,12 +4,13 @@ use std::collections::{BTreeSet, HashSet};
 
 use super::safety;
 use super::*;
+use crate::configured::Targets;
 use crate::desired::{Attrs, DesiredTenant, Kind, Resource};
 use crate::diagnostic::Diagnostic;
 use crate::offboarding::{self, Phase};
-use crate::provider::{LiveFleet, Owner, Targets};
 use crate::repo::{Status, TenantRepo};
 use crate::state::{State, TenantState};
+use crate::targets::provider::{LiveFleet, Owner};
 
 pub struct PlanInput<'a> {
     pub repo: &'a TenantRepo,
@@ -292,7 +293,7 @@ impl<'a> Planner<'a> {
         mut changes: Vec<ResourceChange>,
         from: Lifecycle,
     ) -> TenantPlan {
-        let mark = crate::provider::Mark {
+        let mark = crate::targets::provider::Mark {
             state: self.input.repo.config.state.name.clone(),
             lineage: self.input.state.lineage.clone(),
             tenant: r.tenant_id.clone(),
@@ -927,9 +928,6 @@ fn ownership(owner: &Owner, claimed: bool, lineage: &str, tenant_id: Option<&str
     }
 }
 
-/// The pseudo-field a plan shows when apply is to put the mark on a resource of ours.
-pub const MARK_FIELD: &str = "managed_by";
-
 fn mark_field(input: &PlanInput<'_>) -> FieldChange {
     FieldChange {
         field: MARK_FIELD.to_string(),
@@ -1046,7 +1044,7 @@ fn created_fields(attrs: &Attrs) -> Vec<FieldChange> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::Mark;
+    use crate::targets::provider::Mark;
 
     fn marked(tenant: Option<&str>) -> Owner {
         Owner::Marked(Box::new(Mark {

@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::StateRef;
 use crate::desired::Kind;
-use crate::provider::LiveFleet;
 use crate::state::State;
+use crate::targets::provider::LiveFleet;
 
 /// Bumped whenever the JSON shape of a drift report changes incompatibly.
 pub const DRIFT_FORMAT_VERSION: u32 = 1;

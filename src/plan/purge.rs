@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::{Action, FieldChange, Purged, ResourceChange};
 use crate::desired::{Attrs, Key, Kind, Resource};
-use crate::provider::{LiveFleet, Mark, Owner};
 use crate::slug::Slug;
 use crate::state::TenantState;
+use crate::targets::provider::{LiveFleet, Mark, Owner};
 
 /// The kinds a purge destroys, in the order it destroys them. Seed data goes with its
 /// slice, and the export is what the customer keeps: neither is destroyed on its own.

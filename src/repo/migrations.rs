@@ -4,22 +4,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diagnostic::Diagnostic;
 
-/// One `migrations/NNNN_name.sql` file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Migration {
-    /// The numeric prefix, e.g. `0001`. Migrations apply in this order.
-    pub version: String,
-    pub name: String,
-    /// Hex SHA-256 of the file, to notice an applied migration that was edited.
-    pub checksum: String,
-    pub sql: String,
-}
-
-impl Migration {
-    pub fn id(&self) -> String {
-        format!("{}_{}", self.version, self.name)
-    }
-}
+pub use crate::model::migration::Migration;
 
 pub fn parse(file: &str, file_name: &str, sql: String) -> Result<Migration, Diagnostic> {
     let stem = file_name.strip_suffix(".sql").unwrap_or(file_name);

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::hcl_file;
 use crate::diagnostic::Diagnostic;
-use crate::model::tenant::Isolation;
+use crate::model::tenant::{Isolation, DEFAULT_ERASURE_EXPORT_DAYS};
 use crate::slug;
 use crate::targets::buckets::{BucketPlan, STORAGE_CLASSES};
 
@@ -46,9 +46,6 @@ pub struct Limits {
     #[serde(default)]
     pub features: BTreeMap<String, bool>,
 }
-
-/// How long an erasure's export is kept when the plan does not say.
-pub const DEFAULT_ERASURE_EXPORT_DAYS: u32 = 30;
 
 /// A tier: what every tenant on it gets unless its file overrides a declared flag or quota.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 
 use super::CheckOutcome;
-use crate::http_client::client;
+use crate::clients::http::client;
 use crate::repo::checks::CheckSpec;
 
 /// GETs `url` (rendered and checked already: http or https, no credentials in it).

@@ -34,13 +34,13 @@ pub enum StateError {
     Postgres {
         context: String,
         #[source]
-        source: crate::provider::ProviderError,
+        source: crate::clients::error::ProviderError,
     },
     #[error("{context}: {source}")]
     Store {
         context: String,
         #[source]
-        source: crate::provider::ProviderError,
+        source: crate::clients::error::ProviderError,
     },
     #[error("interrupted while waiting for the state's lock; nothing was done")]
     Interrupted,

@@ -15,9 +15,9 @@ use sqlx::{Connection, Executor as _, PgConnection};
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait, GONE_HOLDER_GRACE};
 use super::{Checkpoint, State};
-use crate::group_commit::GroupCommit;
-use crate::provider::postgres::PgServer;
-use crate::provider::ProviderError;
+use crate::clients::error::ProviderError;
+use crate::clients::group_commit::GroupCommit;
+use crate::clients::postgres::PgServer;
 
 const TABLES: &str = r#"
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -141,7 +141,7 @@ impl StateBackend for PgBackend {
         // Writing needs the tables; reading never creates them (plan writes nothing).
         let tables = self.sql(TABLES);
         let mut tx = conn.begin().await.map_err(pg("begin"))?;
-        crate::provider::postgres::lock_ddl(tx.as_mut())
+        crate::clients::postgres::lock_ddl(tx.as_mut())
             .await
             .map_err(provider("create the state tables"))?;
         tx.as_mut()

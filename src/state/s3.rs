@@ -23,9 +23,9 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
 use super::{Checkpoint, State};
-use crate::provider::s3::client::{code, error};
-use crate::provider::s3::S3Store;
-use crate::provider::ProviderError;
+use crate::clients::error::ProviderError;
+use crate::clients::s3::client::S3Store;
+use crate::clients::s3::client::{code, error};
 
 /// How often a running apply makes sure its lock is still its own.
 const RECHECK_LOCK: Duration = Duration::from_secs(5);
@@ -85,7 +85,7 @@ impl S3Backend {
 
     /// An object's body, or `None` when there is no such object.
     async fn get(&self, client: &Client, key: &str) -> Result<Option<Vec<u8>>, ProviderError> {
-        crate::provider::s3::client::get_bytes(client, &self.bucket, key).await
+        crate::clients::s3::client::get_bytes(client, &self.bucket, key).await
     }
 
     /// Who holds the lock now, if anyone.

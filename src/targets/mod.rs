@@ -1,8 +1,13 @@
-//! The target slots, one folder each, named as the config's `targets { }` keys are: what a
-//! slot's resources are called and what they hold, its config block and its checks. The
-//! implementations that talk to servers are still under `provider/`.
+//! The target slots, one folder each, named as the config's `targets { }` keys are. A slot's
+//! `mod.rs` says what its resources are called and what they hold, with its config block and
+//! its checks; each implementation sits in a folder or file beneath it (`buckets/s3/`,
+//! `dns/route53.rs`). `provider.rs` is the contract every implementation keeps.
 
 pub mod broker;
 pub mod buckets;
+pub mod control_plane;
 pub mod data;
 pub mod dns;
+pub mod files;
+pub mod provider;
+pub mod unconfigured;

@@ -4,6 +4,8 @@
 //! `permissions: "configure=.* write=.* read=.*" → "none"` and the broker target turns them
 //! into management API calls.
 
+pub mod rabbitmq;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -4,6 +4,9 @@
 //! The attributes are words, not API shapes, so a plan reads
 //! `versioning: "off" → "enabled"` and a bucket target turns them into calls.
 
+pub mod local;
+pub mod s3;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -5,7 +5,13 @@
 //! start with a letter and never hold `--`, so a tenant name never contains `__`; the shared
 //! group role (`<role_prefix>_shared`) uses that to stay clear of every tenant's role.
 
+pub mod local;
+pub mod postgres;
+
+use serde_json::{json, Value};
+
 use crate::clients::postgres::PostgresConfig;
+use crate::model::attrs::{attrs, Attrs};
 use crate::model::tenant::Isolation;
 use crate::slug::Slug;
 
@@ -91,6 +97,22 @@ pub fn is_plain_ident(name: &str) -> bool {
     matches!(chars.next(), Some('a'..='z' | '_'))
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
         && name.len() <= MAX_IDENT_BYTES
+}
+
+/// A tenant's data slice as compiled and as every data target reads it back: one shape,
+/// so a field named differently on one side could never read as drift forever.
+pub fn database_attrs(name: &str, isolation: &str, schema_version: Value, granted: bool) -> Attrs {
+    attrs([
+        ("name", json!(name)),
+        ("isolation", json!(isolation)),
+        ("schema_version", schema_version),
+        ("access", json!(if granted { "granted" } else { "missing" })),
+    ])
+}
+
+/// A tenant whose seed data went in (it goes in once).
+pub fn seed_attrs() -> Attrs {
+    attrs([("applied", json!(true))])
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! config's pattern) to the shared ingress, as the attributes every DNS target compares.
 //! Names are written without the final dot; a target adds and strips it.
 
+pub mod route53;
+
 use serde::Deserialize;
 use serde_json::json;
 

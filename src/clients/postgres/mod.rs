@@ -1,0 +1,130 @@
+//! The Postgres server the postgres targets and the postgres state backend share: the `postgres`
+//! block that says where it is and how what is made on it is named, connections and retries
+//! (`server`), SCRAM verifiers (`scram`), and the statements every user of the admin schema needs.
+
+pub mod scram;
+pub mod server;
+
+pub use server::PgServer;
+
+use serde::Deserialize;
+use sqlx::{Executor as _, PgConnection, PgPool};
+use tokio::sync::OnceCell;
+
+use crate::clients::error::ProviderError;
+
+/// The `postgres` block: the server the postgres targets and state backend use.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// A connection URL. Better left out: `url_env` keeps credentials out of the repo.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The environment variable holding the URL when `url` is not set.
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+    /// The admin schema: control-plane tables, the data catalog and the state.
+    #[serde(default = "default_pg_schema")]
+    pub schema: String,
+    /// Tenant login roles are `<role_prefix><slug>` (with `-` as `_`).
+    #[serde(default = "default_tenant_prefix")]
+    pub role_prefix: String,
+    /// `isolation = schema` tenants get the schema `<schema_prefix><slug>`.
+    #[serde(default = "default_tenant_prefix")]
+    pub schema_prefix: String,
+    /// `isolation = database` tenants get the database `<database_prefix><slug>`.
+    #[serde(default = "default_tenant_prefix")]
+    pub database_prefix: String,
+    /// `isolation = shared` tenants' rows live in this schema under row-level security.
+    #[serde(default = "default_shared_schema")]
+    pub shared_schema: String,
+    /// Connections to the server at most (apply's `--parallelism` is bounded by it too).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: None,
+            url_env: default_url_env(),
+            schema: default_pg_schema(),
+            role_prefix: default_tenant_prefix(),
+            schema_prefix: default_tenant_prefix(),
+            database_prefix: default_tenant_prefix(),
+            shared_schema: default_shared_schema(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_url_env() -> String {
+    "DATABASE_URL".into()
+}
+
+fn default_pg_schema() -> String {
+    "tenant_reconcile".into()
+}
+
+fn default_tenant_prefix() -> String {
+    "tenant_".into()
+}
+
+fn default_shared_schema() -> String {
+    "tenants_shared".into()
+}
+
+fn default_max_connections() -> u32 {
+    10
+}
+
+/// Serialises schema changes to tenant-reconcile's own tables across concurrent runs
+/// (`CREATE TABLE IF NOT EXISTS` is not safe against a concurrent twin).
+pub(crate) async fn lock_ddl(tx: &mut PgConnection) -> Result<(), ProviderError> {
+    advisory_xact_lock(tx, "tenant-reconcile/ddl").await
+}
+
+/// Runs tenant-reconcile's own `ddl` (idempotent `CREATE … IF NOT EXISTS`) once per run,
+/// `done` remembering that it ran. Twins racing here both run it, one after the other.
+pub(crate) async fn ensure_once(
+    pool: &PgPool,
+    done: &OnceCell<()>,
+    ddl: &str,
+    what: &str,
+) -> Result<(), ProviderError> {
+    // One caller creates them; the tenants that start beside it wait for it, rather than
+    // each running the same statements again behind the DDL lock.
+    done.get_or_try_init(|| async {
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        lock_ddl(tx.as_mut()).await?;
+        tx.as_mut()
+            .execute(ddl)
+            .await
+            .map_err(ProviderError::sql(format!("create {what}")))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    })
+    .await
+    .map(drop)
+}
+
+/// The relations of one schema, as a FROM clause naming the schema `n` and its relations
+/// `c`, for queries that pick the schema by `n.nspname`. They are found through `pg_depend`,
+/// by index: `pg_class` has no index on `relnamespace`, and the admin database holds every
+/// schema-mode tenant's relations, so a per-tenant scan of `pg_class` costs the whole fleet.
+pub(crate) const RELATIONS_OF_SCHEMA: &str = "pg_namespace n
+    JOIN pg_depend dep ON dep.refclassid = 'pg_namespace'::regclass AND dep.refobjid = n.oid
+      AND dep.classid = 'pg_class'::regclass AND dep.objsubid = 0 AND dep.deptype = 'n'
+    JOIN pg_class c ON c.oid = dep.objid";
+
+/// A transaction-scoped advisory lock on `name`, released at commit or rollback.
+pub(crate) async fn advisory_xact_lock(
+    tx: &mut PgConnection,
+    name: &str,
+) -> Result<(), ProviderError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(ProviderError::sql(format!("take the lock {name}")))?;
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The targets a repo is configured with, as the engine holds them: the control plane, the
+//! providers of every other slot, and the exporter that reads them all. Above the targets,
+//! since the exporter asks them to export.
+
+use std::sync::Arc;
+
+use crate::desired::Kind;
+use crate::export::exporter;
+use crate::targets::provider::{ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget};
+
+/// The targets a repo is configured with.
+#[derive(Clone)]
+pub struct Targets {
+    pub control: Arc<dyn ControlPlane>,
+    pub providers: Vec<Arc<dyn Provider>>,
+    /// Also among `providers` (it owns `export`): a purge first checks the export with it.
+    pub exporter: Arc<exporter::Exporter>,
+}
+
+impl Targets {
+    /// The provider that owns `kind`.
+    pub fn for_kind(&self, kind: Kind) -> &dyn Provider {
+        if self.control.kinds().contains(&kind) {
+            return self.control.as_ref();
+        }
+        self.providers
+            .iter()
+            .find(|p| p.kinds().contains(&kind))
+            .map(|p| p.as_ref())
+            .expect("every kind has a provider")
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &dyn Provider> {
+        std::iter::once(self.control.as_ref() as &dyn Provider)
+            .chain(self.providers.iter().map(|p| p.as_ref()))
+    }
+
+    /// Refreshes every provider at once (they read unrelated systems), each into its own
+    /// [`LiveFleet`], and merges what they found.
+    pub async fn refresh(&self, targets: Vec<RefreshTarget>) -> Result<LiveFleet, ProviderError> {
+        let targets: Arc<[RefreshTarget]> = targets.into();
+        let providers: Vec<Arc<dyn Provider>> =
+            std::iter::once(self.control.clone() as Arc<dyn Provider>)
+                .chain(self.providers.iter().cloned())
+                .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for p in providers {
+            let targets = targets.clone();
+            tasks.spawn(async move {
+                let started = std::time::Instant::now();
+                let mut live = LiveFleet::default();
+                p.refresh(&targets, &mut live).await?;
+                let queries: usize = live.calls.iter().map(|(_, n)| n).sum();
+                let elapsed = started.elapsed();
+                tracing::debug!(provider = p.name(), ?elapsed, queries, "refreshed");
+                Ok::<_, ProviderError>(live)
+            });
+        }
+        // On an error the rest are stopped (dropping the set aborts them).
+        let mut live = LiveFleet::default();
+        while let Some(part) = tasks.join_next().await {
+            let part =
+                part.map_err(|e| ProviderError::Message(format!("a refresh task failed: {e}")))??;
+            live.absorb(part);
+        }
+        Ok(live)
+    }
+}

@@ -1,0 +1,845 @@
+//! The control plane in PostgreSQL: registry, owner memberships, effective flags and quotas,
+//! and the events outbox, as tables in the admin schema (`tenant_reconcile` by default).
+//! The product's services read these tables; no tenant role is granted them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::sync::OnceCell;
+
+use crate::clients::group_commit::{GroupCommit, Together};
+use crate::clients::postgres::server::{connection, retry, PgServer};
+use crate::model::attrs::Attrs;
+use crate::model::audit::AuditEntry;
+use crate::model::change::ResourceChange;
+use crate::model::lifecycle::Lifecycle;
+use crate::model::resource::Key;
+use crate::model::resource::Kind;
+use crate::slug::Slug;
+use crate::targets::control_plane::postgres::control_together::{EndOfPurge, TOGETHER_TENANTS};
+use crate::targets::control_plane::rows::{self, ControlRows, RegistryRow};
+use crate::targets::provider::{
+    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, PurgeEnd,
+    RefreshTarget, StepContext,
+};
+
+/// `{schema}` is replaced by the quoted admin schema, a checked identifier.
+const TABLES: &str = r#"
+CREATE SCHEMA IF NOT EXISTS {schema};
+REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS {schema}.tenants (
+    tenant_id  text PRIMARY KEY,
+    slug       text NOT NULL UNIQUE,
+    name       text NOT NULL,
+    plan       text NOT NULL,
+    region     text NOT NULL,
+    locale     text NOT NULL,
+    isolation  text NOT NULL,
+    labels     jsonb NOT NULL DEFAULT '{}',
+    lifecycle  text NOT NULL,
+    step       text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+-- The row the product's auth layer reads to put the tenantId claim in the owner's token.
+CREATE TABLE IF NOT EXISTS {schema}.memberships (
+    tenant_id  text NOT NULL REFERENCES {schema}.tenants (tenant_id),
+    role       text NOT NULL,
+    email      text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, role)
+);
+CREATE TABLE IF NOT EXISTS {schema}.feature_flags (
+    tenant_id text NOT NULL REFERENCES {schema}.tenants (tenant_id),
+    flag      text NOT NULL,
+    enabled   boolean NOT NULL,
+    PRIMARY KEY (tenant_id, flag)
+);
+CREATE TABLE IF NOT EXISTS {schema}.quotas (
+    tenant_id text NOT NULL REFERENCES {schema}.tenants (tenant_id),
+    name      text NOT NULL,
+    value     bigint NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+CREATE TABLE IF NOT EXISTS {schema}.outbox (
+    id           bigserial PRIMARY KEY,
+    event_id     text NOT NULL UNIQUE,
+    tenant_id    text NOT NULL,
+    type         text NOT NULL,
+    payload      jsonb NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+-- A tombstone erases the owner's email from its tenant's events: found by index, not by
+-- a scan of every tenant's events.
+CREATE INDEX IF NOT EXISTS outbox_tenant_id ON {schema}.outbox (tenant_id);
+ALTER TABLE {schema}.tenants ADD COLUMN IF NOT EXISTS deprovisioned_at timestamptz;
+ALTER TABLE {schema}.tenants ADD COLUMN IF NOT EXISTS outputs jsonb NOT NULL DEFAULT '{}';
+-- Each event for each subscriber, and every attempt (never a body or a secret). A relay
+-- claims what it sends with a lease, so relays running at once never send one together.
+CREATE TABLE IF NOT EXISTS {schema}.deliveries (
+    event_id         text NOT NULL,
+    subscriber       text NOT NULL,
+    tenant_id        text NOT NULL,
+    outbox_id        bigint NOT NULL,
+    status           text NOT NULL,
+    attempts         integer NOT NULL DEFAULT 0,
+    next_at          timestamptz NOT NULL,
+    first_attempt_at timestamptz,
+    last_error       text,
+    delivered_at     timestamptz,
+    lease_until      timestamptz,
+    PRIMARY KEY (event_id, subscriber)
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON {schema}.deliveries (status, next_at);
+CREATE INDEX IF NOT EXISTS deliveries_order ON {schema}.deliveries (subscriber, tenant_id, status, outbox_id);
+CREATE TABLE IF NOT EXISTS {schema}.delivery_attempts (
+    id          bigserial PRIMARY KEY,
+    event_id    text NOT NULL,
+    subscriber  text NOT NULL,
+    at          timestamptz NOT NULL,
+    status_code integer,
+    error       text,
+    latency_ms  bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.subscribers (
+    name        text PRIMARY KEY,
+    outbox_id   bigint NOT NULL DEFAULT 0,
+    disabled_at timestamptz
+);
+-- One row per purged resource, kept for good; it holds no data of the tenant's.
+CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
+    id            bigserial PRIMARY KEY,
+    tenant_id     text NOT NULL,
+    slug          text NOT NULL,
+    address       text NOT NULL,
+    resource      text NOT NULL,
+    holds         text NOT NULL,
+    erasure       boolean NOT NULL,
+    export        text,
+    export_sha256 text,
+    git_commit    text,
+    run_by        text NOT NULL,
+    started_at    text NOT NULL,
+    purged_at     text,
+    UNIQUE (tenant_id, address)
+);
+ALTER TABLE {schema}.deletion_audit ADD COLUMN IF NOT EXISTS export_until text;
+"#;
+
+/// Moves the tenants `$2` to the lifecycle `$1` in one statement: their rows locked (in one
+/// order) and read as they were, each moved unless it is there already, and, for the
+/// tombstone, the owner's email taken out of the events kept (it holds no personal data,
+/// and neither do they). Returns the id and former lifecycle of each tenant moved.
+pub(crate) const MOVE: &str = "WITH erase AS (
+   UPDATE {schema}.outbox SET payload = jsonb_set(payload, '{owner_email}', 'null')
+   WHERE $1 = 'deprovisioned' AND tenant_id = ANY($2) AND payload->'owner_email' <> 'null')
+ UPDATE {schema}.tenants t SET lifecycle = $1, step = NULL, updated_at = now(),
+   deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN now() ELSE t.deprovisioned_at END
+ FROM (SELECT tenant_id, lifecycle FROM {schema}.tenants WHERE tenant_id = ANY($2)
+       ORDER BY tenant_id FOR UPDATE) old
+ WHERE t.tenant_id = old.tenant_id AND old.lifecycle <> $1
+ RETURNING t.tenant_id, old.lifecycle";
+
+/// A tenant whose purge ends: the control-plane tables its rows go from, and the addresses
+/// whose audit rows are completed.
+pub(crate) struct Ending<'a> {
+    pub tenant_id: &'a str,
+    pub tables: &'a [&'static str],
+    pub audited: &'a [String],
+}
+
+pub struct PgControl {
+    server: Arc<PgServer>,
+    schema: String,
+    ready: OnceCell<()>,
+    /// Purges that begin or end at the same moment, written together.
+    audits: GroupCommit<Vec<AuditEntry>, Together<()>>,
+    ends: GroupCommit<EndOfPurge, Together<Option<Attrs>>>,
+}
+
+impl PgControl {
+    pub fn new(server: Arc<PgServer>) -> PgControl {
+        PgControl {
+            schema: server.schema(),
+            server,
+            ready: OnceCell::new(),
+            audits: GroupCommit::with_limit(TOGETHER_TENANTS),
+            ends: GroupCommit::with_limit(TOGETHER_TENANTS),
+        }
+    }
+
+    /// `sql` with `{schema}` filled in.
+    pub(crate) fn sql(&self, sql: &str) -> String {
+        sql.replace("{schema}", &self.schema)
+    }
+
+    /// A transaction, creating the tables on first use. Creation is serialised by an
+    /// advisory lock so two runs starting together do not trip over each other.
+    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, ProviderError> {
+        self.pool()
+            .await?
+            .begin()
+            .await
+            .map_err(ProviderError::sql("begin"))
+    }
+
+    /// The pool, for a single statement, with the tables created on first use.
+    pub(crate) async fn pool(&self) -> Result<&sqlx::PgPool, ProviderError> {
+        let pool = self.server.pool().await?;
+        crate::clients::postgres::ensure_once(
+            pool,
+            &self.ready,
+            &self.sql(TABLES),
+            "the control-plane tables",
+        )
+        .await?;
+        Ok(pool)
+    }
+
+    async fn emit(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        tenant_id: &str,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), ProviderError> {
+        let event = events::new(ctx, tenant_id, kind, detail);
+        self.insert_events(tx, &[(tenant_id, &event)]).await
+    }
+
+    async fn apply_once(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let mut tx = self.begin().await?;
+        let attrs = self.apply_in(tx.as_mut(), ctx, change).await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(Some(attrs))
+    }
+
+    /// `change` made in `tx`; the attributes it leaves once `tx` commits.
+    async fn apply_in(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Attrs, ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let desired = desired_of(change)?;
+        let a = &desired.attrs;
+        match change.key.kind {
+            Kind::Registry => {
+                self.update_registry(&mut *tx, &[(tenant_id, a)]).await?;
+            }
+            Kind::Owner => {
+                let sql_2 = self.sql(
+                    "INSERT INTO {schema}.memberships (tenant_id, role, email) VALUES ($1, 'owner', $2)
+                     ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
+                );
+                sqlx::query(&sql_2)
+                    .bind(tenant_id)
+                    .bind(a.str("email"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ProviderError::sql("write the owner membership"))?;
+            }
+            Kind::Features | Kind::Quotas => {
+                // The whole map is replaced in one statement pair; names and values travel
+                // as bound arrays.
+                let keys: Vec<&str> = a.keys().collect();
+                let (clear, insert) = if change.key.kind == Kind::Features {
+                    (
+                        "DELETE FROM {schema}.feature_flags WHERE tenant_id = $1",
+                        "INSERT INTO {schema}.feature_flags (tenant_id, flag, enabled)
+                         SELECT $1, k, v FROM unnest($2::text[], $3::boolean[]) AS t (k, v)",
+                    )
+                } else {
+                    (
+                        "DELETE FROM {schema}.quotas WHERE tenant_id = $1",
+                        "INSERT INTO {schema}.quotas (tenant_id, name, value)
+                         SELECT $1, k, v FROM unnest($2::text[], $3::bigint[]) AS t (k, v)",
+                    )
+                };
+                let sql_3 = self.sql(clear);
+                sqlx::query(&sql_3)
+                    .bind(tenant_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(ProviderError::sql(format!("clear {}", change.key)))?;
+                let insert = self.sql(insert);
+                let q = sqlx::query(&insert).bind(tenant_id).bind(&keys);
+                let q = if change.key.kind == Kind::Features {
+                    q.bind(
+                        a.iter()
+                            .map(|(_, v)| v.as_bool().unwrap_or(false))
+                            .collect::<Vec<_>>(),
+                    )
+                } else {
+                    q.bind(
+                        a.iter()
+                            .map(|(_, v)| v.as_i64().unwrap_or(0))
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                q.execute(&mut *tx)
+                    .await
+                    .map_err(ProviderError::sql(format!("write {}", change.key)))?;
+            }
+            other => return Err(unmanaged(self, other)),
+        }
+        if events::announces_update(ctx, change) {
+            self.emit(
+                &mut *tx,
+                ctx,
+                tenant_id,
+                events::UPDATED,
+                events::update_detail(change),
+            )
+            .await?;
+        }
+        let mut attrs = a.clone();
+        if change.key.kind == Kind::Registry {
+            // The lifecycle moves in its own step, at the end of the tenant's run.
+            attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
+        }
+        Ok(attrs)
+    }
+
+    async fn register_once(
+        &self,
+        ctx: &StepContext<'_>,
+        a: &Attrs,
+    ) -> Result<String, ProviderError> {
+        let mut tx = self.begin().await?;
+        // Check before create: a rerun after a crash finds the row and keeps its id. The
+        // insert does nothing if another run got there first.
+        let sql_4 = self.sql(
+            "INSERT INTO {schema}.tenants (tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'provisioning', 'registry')
+             ON CONFLICT (slug) DO NOTHING",
+        );
+        sqlx::query(&sql_4)
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(ctx.tenant.slug.as_str())
+            .bind(a.str("name"))
+            .bind(a.str("plan"))
+            .bind(a.str("region"))
+            .bind(a.str("locale"))
+            .bind(a.str("isolation"))
+            .bind(a.get("labels").cloned().unwrap_or(json!({})))
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("create the registry row"))?;
+        let sql_5 = self.sql("SELECT tenant_id FROM {schema}.tenants WHERE slug = $1");
+        let (id,): (String,) = sqlx::query_as(&sql_5)
+            .bind(ctx.tenant.slug.as_str())
+            .fetch_one(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("read the registry"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(id)
+    }
+
+    async fn transition_once(
+        &self,
+        ctx: &StepContext<'_>,
+        to: Lifecycle,
+    ) -> Result<(), ProviderError> {
+        let mut tx = self.begin().await?;
+        self.transition_in(tx.as_mut(), ctx, to).await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    /// The move to `to` made in `tx`; nothing when the tenant is there already.
+    async fn transition_in(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        to: Lifecycle,
+    ) -> Result<(), ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        // A move refused below rolls the transaction back.
+        let moved: Option<(String, String)> = sqlx::query_as(&self.sql(MOVE))
+            .bind(to.as_str())
+            .bind([tenant_id])
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(ProviderError::sql("update the lifecycle"))?;
+        let Some((_, current)) = moved else {
+            // There already, or no registry row at all, which is an error.
+            sqlx::query(&self.sql("SELECT 1 FROM {schema}.tenants WHERE tenant_id = $1"))
+                .bind(tenant_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(ProviderError::sql("read the lifecycle"))?;
+            return Ok(());
+        };
+        let from = Lifecycle::parse(&current).unwrap_or_default();
+        let kinds = events::for_transition(from, to)?;
+        for &kind in kinds {
+            let detail = events::transition_detail(ctx, from, to);
+            self.emit(&mut *tx, ctx, tenant_id, kind, detail).await?;
+        }
+        Ok(())
+    }
+
+    /// [`ControlPlane::end_purge`] in one transaction, so one commit.
+    async fn end_purge_once(
+        &self,
+        ctx: &StepContext<'_>,
+        end: &PurgeEnd<'_>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let tables = end
+            .rows
+            .iter()
+            .map(|key| rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut tx = self.begin().await?;
+        let ending = Ending {
+            tenant_id,
+            tables: &tables,
+            audited: end.audited,
+        };
+        self.delete_and_complete(tx.as_mut(), &[ending]).await?;
+        let attrs = match end.tombstone {
+            Some(change) => Some(self.apply_in(tx.as_mut(), ctx, change).await?),
+            None => None,
+        };
+        if let Some(to) = end.to {
+            self.transition_in(tx.as_mut(), ctx, to).await?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(attrs)
+    }
+
+    /// The one statement that writes audit rows, for one tenant or many.
+    pub(crate) async fn write_audits(&self, entries: &[&AuditEntry]) -> Result<(), ProviderError> {
+        let sql = self.sql(
+            "WITH step AS (UPDATE {schema}.tenants SET step = 'purge' WHERE tenant_id = ANY($1))
+             INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+             ON CONFLICT (tenant_id, address) DO NOTHING",
+        );
+        let text = |f: fn(&AuditEntry) -> &String| entries.iter().map(|e| f(e)).collect::<Vec<_>>();
+        let maybe = |f: fn(&AuditEntry) -> &Option<String>| {
+            entries.iter().map(|e| f(e).as_deref()).collect::<Vec<_>>()
+        };
+        sqlx::query(&sql)
+            .bind(text(|e| &e.tenant_id))
+            .bind(text(|e| &e.slug))
+            .bind(text(|e| &e.address))
+            .bind(text(|e| &e.resource))
+            .bind(text(|e| &e.holds))
+            .bind(entries.iter().map(|e| e.erasure).collect::<Vec<_>>())
+            .bind(maybe(|e| &e.export))
+            .bind(maybe(|e| &e.export_sha256))
+            .bind(maybe(|e| &e.export_until))
+            .bind(maybe(|e| &e.git_commit))
+            .bind(text(|e| &e.run_by))
+            .bind(text(|e| &e.started_at))
+            .execute(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql("write the deletion audit"))
+            .map(drop)
+    }
+
+    /// The control-plane rows of each ending tenant deleted from its tables, and its audit
+    /// rows of its addresses completed (the first time only), in one statement: for one
+    /// tenant's purge or many.
+    pub(crate) async fn delete_and_complete(
+        &self,
+        tx: &mut PgConnection,
+        ends: &[Ending<'_>],
+    ) -> Result<(), ProviderError> {
+        let mut tables: Vec<&'static str> =
+            ends.iter().flat_map(|e| e.tables.iter().copied()).collect();
+        tables.sort_unstable();
+        tables.dedup();
+        let mut deletes = String::new();
+        for (n, table) in tables.iter().enumerate() {
+            deletes += &format!(
+                "d{n} AS (DELETE FROM {{schema}}.{table} WHERE tenant_id = ANY(${})), ",
+                n + 4
+            );
+        }
+        let sql = self.sql(&format!(
+            "WITH {deletes}done AS (SELECT 1)
+             UPDATE {{schema}}.deletion_audit a SET purged_at = $1
+             FROM unnest($2::text[], $3::text[]) AS c (tenant_id, address)
+             WHERE a.tenant_id = c.tenant_id AND a.address = c.address AND a.purged_at IS NULL"
+        ));
+        let (ids, addresses): (Vec<&str>, Vec<&str>) = ends
+            .iter()
+            .flat_map(|e| e.audited.iter().map(move |a| (e.tenant_id, a.as_str())))
+            .unzip();
+        let mut query = sqlx::query(&sql)
+            .bind(crate::model::lifecycle::now())
+            .bind(ids)
+            .bind(addresses);
+        for table in &tables {
+            let of: Vec<&str> = ends
+                .iter()
+                .filter(|e| e.tables.contains(table))
+                .map(|e| e.tenant_id)
+                .collect();
+            query = query.bind(of);
+        }
+        query.execute(&mut *tx).await.map_err(ProviderError::sql(
+            "purge the control-plane rows and complete the deletion audit",
+        ))?;
+        Ok(())
+    }
+
+    /// Registry rows set to `attrs` (name, plan, region, locale, isolation, labels), one
+    /// tenant's or many, in one statement. Returns how many rows it found.
+    pub(crate) async fn update_registry(
+        &self,
+        tx: &mut PgConnection,
+        rows: &[(&str, &Attrs)],
+    ) -> Result<u64, ProviderError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let sql = self.sql(
+            "UPDATE {schema}.tenants t SET name = u.name, plan = u.plan, region = u.region,
+               locale = u.locale, isolation = u.isolation, labels = u.labels, updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+               AS u (tenant_id, name, plan, region, locale, isolation, labels)
+             WHERE t.tenant_id = u.tenant_id",
+        );
+        let field = |f: &str| rows.iter().map(|(_, a)| a.str(f)).collect::<Vec<_>>();
+        let labels: Vec<Value> = rows
+            .iter()
+            .map(|(_, a)| a.get("labels").cloned().unwrap_or(json!({})))
+            .collect();
+        let done = sqlx::query(&sql)
+            .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(field("name"))
+            .bind(field("plan"))
+            .bind(field("region"))
+            .bind(field("locale"))
+            .bind(field("isolation"))
+            .bind(labels)
+            .execute(&mut *tx)
+            .await
+            .map_err(ProviderError::sql("update the registry"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Events written to the outbox in the order given, one tenant's or many, in one
+    /// statement.
+    pub(crate) async fn insert_events(
+        &self,
+        tx: &mut PgConnection,
+        events: &[(&str, &events::Event)],
+    ) -> Result<(), ProviderError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let sql = self.sql(
+            "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload)
+             SELECT id, tenant_id, type, payload
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY
+               AS e (id, tenant_id, type, payload, i)
+             ORDER BY i",
+        );
+        let ids: Vec<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
+        let kinds: Vec<Option<&str>> = events
+            .iter()
+            .map(|(_, e)| e.payload["type"].as_str())
+            .collect();
+        sqlx::query(&sql)
+            .bind(ids)
+            .bind(events.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(kinds)
+            .bind(events.iter().map(|(_, e)| &e.payload).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await
+            .map_err(ProviderError::sql("write to the outbox"))
+            .map(drop)
+    }
+
+    /// Completes the audit rows of `addresses` in `conn` (the first time only).
+    async fn audit_done_in(
+        &self,
+        conn: &mut PgConnection,
+        tenant_id: &str,
+        addresses: &[String],
+    ) -> Result<(), ProviderError> {
+        let sql = self.sql(
+            "UPDATE {schema}.deletion_audit SET purged_at = $1
+             WHERE tenant_id = $2 AND address = ANY($3) AND purged_at IS NULL",
+        );
+        sqlx::query(&sql)
+            .bind(crate::model::lifecycle::now())
+            .bind(tenant_id)
+            .bind(addresses)
+            .execute(conn)
+            .await
+            .map_err(ProviderError::sql("complete the deletion audit"))
+            .map(drop)
+    }
+}
+
+/// `(tenant_id, {name: value})` rows as attribute maps per tenant.
+fn grouped(
+    rows: Result<Vec<(String, Value)>, sqlx::Error>,
+    what: &str,
+) -> Result<HashMap<String, Attrs>, ProviderError> {
+    rows.map_err(ProviderError::sql(what))?
+        .into_iter()
+        .map(|(id, map)| {
+            serde_json::from_value(map)
+                .map(|attrs| (id, attrs))
+                .map_err(|e| ProviderError::Message(format!("{what}: {e}")))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Provider for PgControl {
+    fn name(&self) -> &'static str {
+        "postgres control plane"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::Registry, Kind::Owner, Kind::Features, Kind::Quotas]
+    }
+
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        let pool = self.server.pool().await?;
+        let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{}.tenants", self.schema))
+            .fetch_one(pool)
+            .await
+            .map_err(ProviderError::sql("look for the control-plane tables"))?;
+        if !exists {
+            live.calls.push((self.name(), 1));
+            return Ok(());
+        }
+        // One query per table for the whole fleet, however many tenants there are.
+        let registry_sql = self.sql(
+            "SELECT tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step FROM {schema}.tenants",
+        );
+        let registry: Vec<RegistryRow> = sqlx::query_as(&registry_sql)
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read the registry"))?;
+        let owners_sql =
+            self.sql("SELECT tenant_id, email FROM {schema}.memberships WHERE role = 'owner'");
+        let owners: Vec<(String, String)> = sqlx::query_as(&owners_sql)
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read memberships"))?;
+        let flags_sql = self.sql(
+            "SELECT tenant_id, jsonb_object_agg(flag, enabled) FROM {schema}.feature_flags GROUP BY tenant_id",
+        );
+        let flags = grouped(
+            sqlx::query_as(&flags_sql).fetch_all(pool).await,
+            "read feature flags",
+        )?;
+        let quotas_sql = self.sql(
+            "SELECT tenant_id, jsonb_object_agg(name, value) FROM {schema}.quotas GROUP BY tenant_id",
+        );
+        let quotas = grouped(
+            sqlx::query_as(&quotas_sql).fetch_all(pool).await,
+            "read quotas",
+        )?;
+        rows::record(
+            targets,
+            live,
+            ControlRows {
+                registry,
+                owners,
+                flags,
+                quotas,
+            },
+        );
+        live.calls.push((self.name(), 5));
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        retry!("control plane", self.apply_once(ctx, change))
+    }
+
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome> {
+        let id = ctx.tenant_id.unwrap_or_default();
+        let read = |sql: String| async move {
+            let started = std::time::Instant::now();
+            let found: Result<Option<(String,)>, ProviderError> = match self.pool().await {
+                Ok(pool) => sqlx::query_as(&sql)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(ProviderError::sql("read the control plane back")),
+                Err(e) => Err(e),
+            };
+            (started, found.map(|r| r.map(|(v,)| v)))
+        };
+        let registry =
+            read(self.sql("SELECT slug FROM {schema}.tenants WHERE tenant_id = $1")).await;
+        let owner =
+            read(self.sql(
+                "SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner'",
+            ))
+            .await;
+        crate::targets::control_plane::rows::smoke_verdicts(ctx, registry, owner)
+    }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
+        let sql = self.sql(&format!(
+            "DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"
+        ));
+        let tenant_id = ctx.tenant_id()?;
+        retry!("purge", async {
+            sqlx::query(&sql)
+                .bind(tenant_id)
+                .execute(self.pool().await?)
+                .await
+                .map_err(ProviderError::sql(format!("purge {table}")))
+                .map(drop)
+        })
+    }
+}
+
+#[async_trait]
+impl ControlPlane for PgControl {
+    async fn register(
+        &self,
+        ctx: &StepContext<'_>,
+        attrs: &Attrs,
+    ) -> Result<String, ProviderError> {
+        retry!("register", self.register_once(ctx, attrs))
+    }
+
+    async fn emit_event(
+        &self,
+        ctx: &StepContext<'_>,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let mut tx = self.begin().await?;
+        self.emit(tx.as_mut(), ctx, tenant_id, kind, detail).await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    async fn set_outputs(
+        &self,
+        tenant_id: &str,
+        outputs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        let sql = self.sql("UPDATE {schema}.tenants SET outputs = $1 WHERE tenant_id = $2");
+        sqlx::query(&sql)
+            .bind(serde_json::json!(outputs))
+            .bind(tenant_id)
+            .execute(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql("record the hooks' outputs"))
+            .map(drop)
+    }
+
+    async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
+        let sql = self.sql("UPDATE {schema}.tenants SET step = $1 WHERE tenant_id = $2");
+        retry!("set step", async {
+            sqlx::query(&sql)
+                .bind(step)
+                .bind(tenant_id)
+                .execute(self.pool().await?)
+                .await
+                .map_err(ProviderError::sql("record the current step"))
+                .map(drop)
+        })
+    }
+
+    async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
+        retry!("transition", self.transition_once(ctx, to))
+    }
+
+    async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let together = self
+            .audits
+            .together(entries.to_vec(), "writing audits", |items| async move {
+                let entries: Vec<&AuditEntry> = items.iter().flatten().collect();
+                self.write_audits(&entries).await?;
+                Ok::<_, ProviderError>(vec![Together::Done(()); items.len()])
+            })
+            .await;
+        if together == Together::Done(()) {
+            return Ok(());
+        }
+        let entries: Vec<&AuditEntry> = entries.iter().collect();
+        retry!("audit", self.write_audits(&entries))
+    }
+
+    async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
+        retry!("audit", async {
+            let mut conn = connection(self.pool().await?).await?;
+            self.audit_done_in(&mut conn, tenant_id, addresses).await
+        })
+    }
+
+    async fn end_purge(
+        &self,
+        ctx: &StepContext<'_>,
+        end: &PurgeEnd<'_>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        if let Some(item) = EndOfPurge::of(ctx, end) {
+            let together = self
+                .ends
+                .together(item, "ending purges", |items| self.write_ends(items))
+                .await;
+            if let Together::Done(attrs) = together {
+                return Ok(attrs);
+            }
+        }
+        retry!("end of the purge", self.end_purge_once(ctx, end))
+    }
+
+    async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {
+        let pool = self.server.pool().await?;
+        let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{}.deletion_audit", self.schema))
+            .fetch_one(pool)
+            .await
+            .map_err(ProviderError::sql("look for the deletion audit"))?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let sql = self.sql(
+            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at, purged_at
+             FROM {schema}.deletion_audit WHERE $1::text IS NULL OR slug = $1 ORDER BY id",
+        );
+        let rows: Vec<crate::model::audit::Row> = sqlx::query_as(&sql)
+            .bind(slug.map(Slug::as_str))
+            .fetch_all(pool)
+            .await
+            .map_err(ProviderError::sql("read the deletion audit"))?;
+        Ok(rows.into_iter().map(AuditEntry::from_row).collect())
+    }
+}

@@ -1,0 +1,8 @@
+//! The control plane in the admin schema of the Postgres server: registry, memberships, flags,
+//! quotas and the outbox.
+
+pub mod control;
+pub mod control_together;
+pub mod outbox;
+
+pub use control::PgControl;

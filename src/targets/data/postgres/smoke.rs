@@ -1,0 +1,474 @@
+//! The Postgres data target's smoke tests, run as the tenant's own login role, the way the
+//! product's code connects:
+//!
+//! - `login`: the role may log in, the server keeps the verifier of the password derived for
+//!   it, and a connection with that password is accepted;
+//! - `data`: it reads every table of its slice (shared tables through row-level security),
+//!   and a seeded tenant finds rows;
+//! - `write`: it updates one of its rows (a column set to itself) and rolls back;
+//! - `isolation`: it is refused the control plane's schema and tables (from the admin
+//!   database, which a database-mode role may connect to as well), and other tenants'
+//!   slices (their schemas or databases); it reads every relation it can (tables, views,
+//!   materialized views): none is outside its slice, none shows another tenant's rows even
+//!   when it claims that tenant's id in `app.tenant_id`, and in shared mode none reads with
+//!   its owner's rights (a view without `security_invoker`);
+//! - each declared `sql` check, in a transaction that is rolled back, under its timeout.
+
+use std::time::Instant;
+
+use sqlx::{Connection, Executor as _, PgConnection, Row};
+
+use crate::clients::postgres::server::{quote, PgServer};
+use crate::model::checks::{CheckSpec, Probe};
+use crate::model::health::CheckOutcome;
+use crate::model::tenant::Isolation;
+use crate::smoke::verdicts::sql_verdict;
+
+/// What one tenant's checks work from.
+pub(crate) struct Target<'a> {
+    pub server: &'a PgServer,
+    pub admin: &'a sqlx::PgPool,
+    /// The admin schema, quoted.
+    pub admin_schema: &'a str,
+    /// The admin schema's plain name.
+    pub admin_schema_name: &'a str,
+    /// The one role it may be a member of (the shared group), in shared mode.
+    pub group: Option<String>,
+    pub slug: &'a str,
+    pub tenant_id: &'a str,
+    pub role: String,
+    pub password: String,
+    pub isolation: Isolation,
+    /// The schema or database of the slice.
+    pub slice: String,
+    /// The schema its tables are in.
+    pub schema: String,
+    pub seeded: bool,
+    /// The tenant is not active yet, so its login is held.
+    pub held: bool,
+}
+
+pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutcome> {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let conn = login(t).await;
+    out.push(CheckOutcome::of(
+        "login",
+        started,
+        conn.as_ref().map(|(_, m)| m.clone()).map_err(Clone::clone),
+    ));
+    let mut conn = match conn {
+        Ok((c, _)) => c,
+        Err(_) => {
+            let names = ["data", "write", "isolation"]
+                .into_iter()
+                .chain(sql.iter().map(|c| c.name.as_str()));
+            out.extend(names.map(|n| {
+                CheckOutcome::fail(n, "not run: the role cannot log in", started.elapsed())
+            }));
+            return out;
+        }
+    };
+    let started = Instant::now();
+    let counted = count_rows(&mut conn, &t.schema).await;
+    let data = crate::smoke::verdicts::data_verdict(&format!("{} ", t.role), &counted, t.seeded);
+    out.push(CheckOutcome::of("data", started, data));
+    let started = Instant::now();
+    let write = match crate::smoke::verdicts::write_target(&counted) {
+        Ok(Some(table)) => write_and_roll_back(&mut conn, &t.schema, table).await,
+        Ok(None) => Ok("no row to write to".into()),
+        Err(e) => Err(e),
+    };
+    out.push(CheckOutcome::of("write", started, write));
+    let started = Instant::now();
+    let isolation = isolation(t, &mut conn).await;
+    out.push(CheckOutcome::of("isolation", started, isolation));
+    for check in sql {
+        let Probe::Sql { sql } = &check.probe else {
+            continue;
+        };
+        let started = Instant::now();
+        let verdict = query_check(&mut conn, sql, check.timeout_ms).await;
+        out.push(CheckOutcome::of(&check.name, started, verdict));
+    }
+    let _ = conn.close().await;
+    out
+}
+
+async fn login(t: &Target<'_>) -> Result<(PgConnection, String), String> {
+    // The role's flags and stored verifier, read as the admin. pg_authid needs a superuser;
+    // without one the verifier is not compared, and the connection alone is the test.
+    let can_login: Option<(bool,)> =
+        sqlx::query_as("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
+            .bind(&t.role)
+            .fetch_optional(t.admin)
+            .await
+            .map_err(|e| format!("cannot read the role {}: {e}", t.role))?;
+    let held = match can_login {
+        None => return Err(format!("the role {} does not exist", t.role)),
+        Some((false,)) if t.held => true,
+        Some((false,)) => return Err(format!("the role {} may not log in (NOLOGIN)", t.role)),
+        Some((true,)) => false,
+    };
+    let stored: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(&t.role)
+            .fetch_optional(t.admin)
+            .await
+            .unwrap_or(None);
+    let verified = match stored.and_then(|(v,)| v) {
+        Some(v) if v == crate::clients::postgres::scram::verifier(&t.password) => true,
+        Some(_) => {
+            return Err(format!(
+                "the password the server keeps for {} is not the one derived for it\n  hint: `tenant-reconcile plan` shows it as drift; apply sets it again",
+                t.role
+            ))
+        }
+        None => false,
+    };
+    let database = matches!(t.isolation, Isolation::Database).then_some(t.slice.as_str());
+    // A tenant not yet active has its login held (`StepContext::login_opens`): it is
+    // opened for this one connection, the way the product will connect, and closed again
+    // at once; the session lives on, a new login is refused.
+    if held {
+        set_login(t, true).await?;
+    }
+    let conn = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        t.server
+            .connect_as(&t.role, &t.password, database, &t.schema),
+    )
+    .await;
+    if held {
+        set_login(t, false).await?;
+    }
+    let conn = conn
+        .map_err(|_| format!("{} could not connect within 10 s", t.role))?
+        .map_err(|e| format!("{} cannot connect: {}", t.role, crate::causes::chain(&e)))?;
+    Ok((
+        conn,
+        format!(
+            "{} connected{}{}",
+            t.role,
+            if verified {
+                " with its derived password (the server's verifier matches)"
+            } else {
+                ""
+            },
+            if held {
+                "; its login is held until it is active, opened for this check only"
+            } else {
+                ""
+            }
+        ),
+    ))
+}
+
+/// Opens or closes the login of a tenant whose login is held until it is active.
+async fn set_login(t: &Target<'_>, login: bool) -> Result<(), String> {
+    let sql = format!(
+        "ALTER ROLE {} {}",
+        quote(&t.role),
+        if login { "LOGIN" } else { "NOLOGIN" }
+    );
+    t.admin
+        .execute(sql.as_str())
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot set the login of {}: {e}", t.role))
+}
+
+/// Every table of `schema` and the rows the role sees in it. A table it may not read fails
+/// the check: its grant was taken away.
+async fn count_rows(conn: &mut PgConnection, schema: &str) -> Result<Vec<(String, u64)>, String> {
+    let sql = format!(
+        "SELECT c.relname FROM {}
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1 LIMIT 100",
+        crate::clients::postgres::RELATIONS_OF_SCHEMA
+    );
+    let tables: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(schema)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| format!("cannot list its tables: {e}"))?;
+    let mut out = Vec::new();
+    for (table,) in tables {
+        if !crate::targets::data::is_plain_ident(&table) {
+            continue;
+        }
+        let sql = format!("SELECT count(*) FROM {}.{}", quote(schema), quote(&table));
+        let (n,): (i64,) = sqlx::query_as(&sql)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| format!("cannot read {table}: {e}"))?;
+        out.push((table, n as u64));
+    }
+    Ok(out)
+}
+
+async fn write_and_roll_back(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<String, String> {
+    let column: Option<(String,)> = sqlx::query_as(
+        "SELECT a.attname FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(quote_ident($1) || '.' || quote_ident($2))
+           AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND a.attidentity = ''
+         ORDER BY a.attnum LIMIT 1",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot read the columns of {table}: {e}"))?;
+    let Some((column,)) = column.filter(|(c,)| crate::targets::data::is_plain_ident(c)) else {
+        return Ok(format!("{table} has no column to write"));
+    };
+    let t = format!("{}.{}", quote(schema), quote(table));
+    let c = quote(&column);
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    let done = tx
+        .execute(
+            format!("UPDATE {t} SET {c} = {c} WHERE ctid = (SELECT ctid FROM {t} LIMIT 1)")
+                .as_str(),
+        )
+        .await
+        .map_err(|e| format!("cannot write to {table}: {e}"))?;
+    tx.rollback().await.map_err(|e| e.to_string())?;
+    match done.rows_affected() {
+        1 => Ok(format!("wrote a row of {table} and rolled it back")),
+        n => Err(format!("writing one row of {table} changed {n}")),
+    }
+}
+
+/// The role is refused what is not its tenant's: the control plane (from the admin
+/// database, in every mode), other tenants' slices, and anything outside its own slice;
+/// every relation it can read is read.
+async fn isolation(t: &Target<'_>, conn: &mut PgConnection) -> Result<String, String> {
+    match t.isolation {
+        Isolation::Database => {
+            // Its own database has no control plane; the admin database has, and the role
+            // may well be able to connect to it (PUBLIC's CONNECT).
+            let admin = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                t.server
+                    .connect_as(&t.role, &t.password, None, "pg_catalog"),
+            )
+            .await;
+            let (public,): (bool,) = sqlx::query_as(
+                "SELECT has_database_privilege('public', current_database(), 'CONNECT')",
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| format!("cannot read its database's rights: {e}"))?;
+            if public {
+                return Err(format!(
+                    "anyone may connect to {} (PUBLIC has CONNECT)",
+                    t.slice
+                ));
+            }
+            if let Ok(Ok(mut admin)) = admin {
+                let refused = control_plane(t, &mut admin).await;
+                let _ = admin.close().await;
+                refused?;
+            }
+        }
+        _ => control_plane(t, conn).await?,
+    }
+    // Its own attributes and memberships, as it sees them: nothing but the shared group.
+    let powers: Vec<String> = sqlx::query_scalar(
+        "SELECT r.rolname || ' is ' || a FROM pg_roles r, unnest(ARRAY[
+           CASE WHEN r.rolsuper THEN 'SUPERUSER' END, CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
+           CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END, CASE WHEN r.rolreplication THEN 'REPLICATION' END,
+           CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END]) AS a
+         WHERE r.rolname = current_user AND a IS NOT NULL
+         UNION ALL
+         SELECT current_user || ' is a member of ' || m.roleid::regrole::text FROM pg_auth_members m
+         WHERE m.member = to_regrole(current_user::text) AND m.roleid IS DISTINCT FROM to_regrole($1)",
+    )
+    .bind(t.group.as_deref())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot read its own attributes: {e}"))?;
+    if !powers.is_empty() {
+        return Err(powers.join("; "));
+    }
+    let others: Vec<(String, String)> = sqlx::query_as(&format!(
+        "SELECT s.name, r.tenant_id FROM {a}.slices s JOIN {a}.roles r ON r.slug = s.slug
+         WHERE s.slug <> $1 AND s.isolation = $2 ORDER BY s.slug LIMIT 3",
+        a = t.admin_schema
+    ))
+    .bind(t.slug)
+    .bind(t.isolation.as_str())
+    .fetch_all(t.admin)
+    .await
+    .map_err(|e| format!("cannot read the other slices: {e}"))?;
+    let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
+    let mut reached: Vec<String> = match t.isolation {
+        Isolation::Schema => sqlx::query_scalar(
+            "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1) AND has_schema_privilege(oid, 'USAGE')",
+        )
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?,
+        Isolation::Database => sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datname = ANY($1) AND has_database_privilege(oid, 'CONNECT')",
+        )
+        .bind(&names)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?,
+        Isolation::Shared => Vec::new(),
+    };
+    reached.extend(relations(t, conn, others.first().map(|(_, id)| id.as_str())).await?);
+    if !reached.is_empty() {
+        return Err(format!(
+            "{} reaches other tenants' data: {}",
+            t.role,
+            reached.join(", ")
+        ));
+    }
+    Ok(format!(
+        "{} is refused the control plane{}",
+        t.role,
+        match others.len() {
+            0 => String::new(),
+            1 => " and another tenant's slice".to_string(),
+            n => format!(" and {n} other tenants' slices"),
+        }
+    ))
+}
+
+/// On a connection of the role's to the admin database: the control plane's schema and
+/// tables are refused to it.
+async fn control_plane(t: &Target<'_>, conn: &mut PgConnection) -> Result<(), String> {
+    let reached: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname = $1 AND has_schema_privilege(n.oid, 'USAGE')
+         UNION ALL
+         SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+           AND (has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')
+                OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE'))",
+    )
+    .bind(t.admin_schema_name)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot look at the control plane: {e}"))?;
+    if !reached.is_empty() {
+        return Err(format!(
+            "{} can reach the control plane: {}",
+            t.role,
+            reached.join(", ")
+        ));
+    }
+    let read = conn
+        .execute(format!("SELECT 1 FROM {}.roles LIMIT 1", t.admin_schema).as_str())
+        .await;
+    match read {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => Ok(()),
+        Err(e) => Err(format!(
+            "reading the control plane failed otherwise than refused: {e}"
+        )),
+        Ok(_) => Err(format!("{} can read the control plane's tables", t.role)),
+    }
+}
+
+/// Reads every relation the role can read (tables, views, materialized views, foreign
+/// tables, in any schema but the system's) and says which are not its tenant's alone: one
+/// outside its slice; in shared mode, one showing rows of another tenant while the role
+/// claims that tenant's id (`other`), or one that reads with its owner's rights.
+async fn relations(
+    t: &Target<'_>,
+    conn: &mut PgConnection,
+    other: Option<&str>,
+) -> Result<Vec<String>, String> {
+    type Rel = (String, String, String, bool, bool);
+    let found: Vec<Rel> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text,
+           EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
+           c.relkind IN ('r', 'p') OR (c.relkind = 'v' AND EXISTS (SELECT 1 FROM unnest(c.reloptions) o
+             WHERE lower(o) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes')))
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+           AND n.nspname !~ '^pg_(toast|temp)' AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
+         ORDER BY 1, 2 LIMIT 200",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| format!("cannot list what it can read: {e}"))?;
+    let mut out = Vec::new();
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    if let Some(id) = other {
+        // Claiming another tenant's id must not show its rows: the role's own tenant wins
+        // over the session setting.
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for (schema, name, kind, has_tenant, invoker) in found {
+        if schema != t.schema {
+            out.push(format!("{schema}.{name} (outside its slice)"));
+            continue;
+        }
+        let what = &name;
+        if !crate::targets::data::is_plain_ident(&name) {
+            continue;
+        }
+        let r = format!("{}.{}", quote(&schema), quote(&name));
+        // Read, to prove it can be; in shared mode, for the rows that are not its own.
+        let others_only = t.isolation == Isolation::Shared && has_tenant;
+        let (n,): (i64,) = if others_only {
+            sqlx::query_as(&format!(
+                "SELECT count(*) FROM {r} WHERE tenant_id IS DISTINCT FROM $1"
+            ))
+            .bind(t.tenant_id)
+            .fetch_one(&mut *tx)
+            .await
+        } else {
+            sqlx::query_as(&format!(
+                "SELECT 0::bigint FROM (SELECT count(*) FROM {r}) AS read"
+            ))
+            .fetch_one(&mut *tx)
+            .await
+        }
+        .map_err(|e| format!("cannot read {what}: {e}"))?;
+        if n > 0 {
+            let rows = if n == 1 { "row" } else { "rows" };
+            out.push(format!("{n} {rows} of others in {what}"));
+        } else if t.isolation == Isolation::Shared && !invoker {
+            let kind = match kind.as_str() {
+                "m" => "materialized view",
+                "f" => "foreign table",
+                _ => "view",
+            };
+            out.push(format!(
+                "the {kind} {what}, which reads with its owner's rights"
+            ));
+        }
+    }
+    tx.rollback().await.map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+async fn query_check(
+    conn: &mut PgConnection,
+    sql: &str,
+    timeout_ms: u64,
+) -> Result<String, String> {
+    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
+    // A number of this tool's own, not tenant text.
+    tx.execute(format!("SET LOCAL statement_timeout = {timeout_ms}").as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    let row = sqlx::query(sql)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(|e| format!("failed: {e}"));
+    let _ = tx.rollback().await;
+    let first = row?.map(|r| r.try_get::<Option<bool>, _>(0).unwrap_or(None));
+    sql_verdict(first)
+}
