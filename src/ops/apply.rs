@@ -1,0 +1,287 @@
+//! `apply`: a plan, made now or saved, carried out under the state's lock.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::plan::{make_plan, KeyUse, PlanOptions};
+use crate::apply::{progress::Progress, ApplyReport, Executor};
+use crate::credentials::MasterKey;
+use crate::plan::{self, Plan};
+use crate::slug::Slug;
+use crate::state::{LockInfo, State, Wait};
+use crate::workspace::Workspace;
+use crate::Error;
+
+pub struct ApplyOptions {
+    pub plan: PlanOptions,
+    pub parallelism: usize,
+    pub lock_timeout: Duration,
+    /// Cancelled to interrupt the run: see [`crate::apply`]'s guarantees.
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+pub enum ApplyOutcome {
+    NoChanges(Plan),
+    Declined,
+    Applied { plan: Plan, report: ApplyReport },
+}
+
+/// Applies a saved plan, or a fresh one that `confirm` approves. The whole run, the
+/// confirmation included, holds the state lock.
+pub async fn apply(
+    ws: &Workspace,
+    saved: Option<Plan>,
+    opts: &ApplyOptions,
+    confirm: impl FnOnce(&Plan) -> bool,
+    progress: &Progress,
+) -> Result<ApplyOutcome, Error> {
+    let backend = ws.backend();
+    let info = LockInfo::new("apply");
+    let run_by = info.who.clone();
+    let wait = Wait {
+        timeout: opts.lock_timeout,
+        stop: opts.stop.clone(),
+    };
+    let lock = backend.lock(info, &wait).await?;
+    let prepared = async {
+        let mut state = backend.load().await?;
+        let plan = match saved {
+            Some(p) => {
+                if p.state.lineage != state.lineage || p.state.serial != state.serial {
+                    return Err(Error::StalePlan {
+                        planned: p.state.serial,
+                        planned_lineage: or_none(&p.state.lineage),
+                        current: state.serial,
+                        current_lineage: or_none(&state.lineage),
+                    });
+                }
+                p
+            }
+            None => {
+                let p = make_plan(ws, &state, &opts.plan, KeyUse::Needed).await?;
+                if p.has_changes() && !confirm(&p) {
+                    return Ok(None);
+                }
+                forget_settled_failures(&mut state, ws, &opts.plan, &p);
+                p
+            }
+        };
+        Ok(Some((plan, state)))
+    }
+    .await;
+    let (plan, state) = match prepared {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            lock.unlock().await?;
+            return Ok(ApplyOutcome::Declined);
+        }
+        Err(e) => {
+            let _ = lock.unlock().await;
+            return Err(e);
+        }
+    };
+    if !plan.has_changes() {
+        // Checkpoints a killed run left are folded into one snapshot, so they are not
+        // replayed (and, on s3, listed and read) by every later run.
+        let mut lock = lock;
+        let mut state = state;
+        // A state written before keys were recorded learns its key here, and a rotation
+        // that re-keys nobody (no tenant has a role yet) still moves the state to the key.
+        let settled = state.checkpoints > 0 || state.observations > 0;
+        let learns_key = !state.is_new()
+            && plan.master_key_id.is_some()
+            && state.master_key_id != plan.master_key_id
+            && (state.master_key_id.is_none() || plan.rotates_master_key);
+        if learns_key {
+            state.master_key_id = plan.master_key_id.clone();
+        }
+        if settled || learns_key {
+            state.prepare_snapshot();
+            if let Err(e) = lock.persist(&state).await {
+                let _ = lock.unlock().await;
+                return Err(e.into());
+            }
+        }
+        lock.unlock().await?;
+        return Ok(ApplyOutcome::NoChanges(plan));
+    }
+    let checked = check_replacements(&plan, opts.plan.allow_replace).and_then(|()| {
+        check_purges(
+            &plan,
+            ws.repo.config.safety.max_purges_per_run,
+            opts.plan.allow_mass_purge,
+        )
+    });
+    if let Err(e) = checked {
+        let _ = lock.unlock().await;
+        return Err(e);
+    }
+    let key = match ws.key().and_then(|k| check_plan_key(&plan, &state, k)) {
+        Ok(k) => k,
+        Err(e) => {
+            let _ = lock.unlock().await;
+            return Err(e);
+        }
+    };
+    let targets = Arc::new(ws.targets(plan.migrations.clone()));
+    if !plan.tenants.is_empty() {
+        // Before this run writes events: a subscriber added with it is given them.
+        let subscribers = ws.repo.config.subscribers();
+        if let Err(e) = targets.control.register_subscribers(&subscribers).await {
+            let _ = lock.unlock().await;
+            return Err(Error::Usage(format!(
+                "recording the event subscribers: {}",
+                crate::causes::chain(&e)
+            )));
+        }
+    }
+    let executor = Executor {
+        targets,
+        run_by,
+        key,
+        state_name: ws.repo.config.state.name.clone(),
+        parallelism: opts.parallelism,
+        // What the plan was made from (a saved plan's own commit), not what is checked out.
+        git_commit: plan.git_commit.clone().or_else(|| ws.git_commit.clone()),
+        root: ws.repo.root.clone(),
+        stop: opts.stop.clone(),
+    };
+    let started = Instant::now();
+    let mut lock = lock;
+    let report = executor.run(&plan, state, lock.as_mut(), progress).await;
+    // Let go of the lock whatever happened: a lock object (s3) would outlive this run.
+    let unlocked = lock.unlock().await;
+    let report = report?;
+    unlocked?;
+    debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(),
+        broker_requests = ws.broker_requests(),
+        dns_requests = ws.dns_requests(),
+        "applied"
+    );
+    Ok(ApplyOutcome::Applied { plan, report })
+}
+
+/// A tenant whose last apply failed and that the plan now finds as its file asks (the
+/// cause was reverted, or mended by hand) has nothing left that failed: its failure is
+/// forgotten, recorded as a checkpoint like any other change of the state.
+pub(super) fn forget_settled_failures(
+    state: &mut State,
+    ws: &Workspace,
+    opts: &PlanOptions,
+    plan: &Plan,
+) {
+    // Sets, not scans: after a bad migration every tenant of a large fleet has failed.
+    let planned: std::collections::HashSet<&str> = match &opts.tenants {
+        Some(only) => only.iter().map(Slug::as_str).collect(),
+        None => ws.repo.tenants.iter().map(|t| t.slug.as_str()).collect(),
+    };
+    let changing: std::collections::HashSet<&str> =
+        plan.tenants.iter().map(|p| p.slug.as_str()).collect();
+    let settled: Vec<String> = state
+        .tenants
+        .iter()
+        .filter(|(slug, t)| {
+            t.last_failure.is_some()
+                && planned.contains(slug.as_str())
+                && !changing.contains(slug.as_str())
+        })
+        .map(|(slug, _)| slug.clone())
+        .collect();
+    for slug in settled {
+        let mut t = state.tenants[&slug].clone();
+        t.last_failure = None;
+        state.record(slug, t);
+    }
+}
+
+/// The key to apply `plan` with: the one it was made with, and (unless it rotates the key)
+/// the one the state records. A saved plan may be applied in another job than the one that
+/// made it, with other secrets.
+pub(super) fn check_plan_key(
+    plan: &Plan,
+    state: &State,
+    key: MasterKey,
+) -> Result<MasterKey, Error> {
+    let id = key.id();
+    let expected = match &plan.master_key_id {
+        Some(planned) => Some(planned.as_str()),
+        None if plan.rotates_master_key => None,
+        None => state.master_key_id.as_deref(),
+    };
+    match expected {
+        Some(e) if e != id => Err(Error::KeyMismatch {
+            recorded: e.to_string(),
+            found: id,
+            from: key.source().to_string(),
+        }),
+        _ => Ok(key),
+    }
+}
+
+/// A replace builds a new slice beside the old one; it is never done without being asked.
+pub(super) fn check_replacements(plan: &Plan, allowed: bool) -> Result<(), Error> {
+    let replaced: Vec<String> = plan
+        .tenants
+        .iter()
+        .flat_map(|t| {
+            t.changes
+                .iter()
+                .filter(|c| c.action == plan::Action::Replace)
+                .map(move |c| format!("{}/{}", t.slug, c.key))
+        })
+        .collect();
+    if replaced.is_empty() || allowed {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "the plan replaces {}; nothing was applied\n  hint: a replace builds a new slice and keeps the old one with its data; pass --allow-replace to go ahead",
+        replaced.join(", ")
+    )))
+}
+
+/// A purge destroys a whole tenant's data for good: more of them in one run than the
+/// config allows (a bulk edit of tenant files, a hold miscounted) needs saying so.
+pub(super) fn check_purges(plan: &Plan, max: usize, allowed: bool) -> Result<(), Error> {
+    let purged: Vec<&str> = plan
+        .tenants
+        .iter()
+        .filter(|t| t.action == plan::TenantAction::Purge)
+        .map(|t| t.slug.as_str())
+        .collect();
+    if purged.len() <= max || allowed {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "the plan purges {} tenants ({}), more than safety.max_purges_per_run ({max}); nothing was applied\n  hint: check that every one of them is meant to go; pass --allow-mass-purge to go ahead",
+        purged.len(),
+        purged.join(", ")
+    )))
+}
+
+pub(super) fn or_none(lineage: &str) -> String {
+    if lineage.is_empty() {
+        "no state yet".into()
+    } else {
+        format!("lineage {lineage}")
+    }
+}
+
+/// Reads a plan saved with `plan --out`.
+pub fn read_plan_file(path: &std::path::Path) -> Result<Plan, Error> {
+    let bad = |message: String| Error::BadPlanFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let version = value.get("format_version").and_then(|v| v.as_u64());
+    if version != Some(plan::PLAN_FORMAT_VERSION as u64) {
+        return Err(bad(format!(
+            "format version {version:?}; this tenant-reconcile reads {}",
+            plan::PLAN_FORMAT_VERSION
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+}

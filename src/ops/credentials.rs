@@ -1,0 +1,100 @@
+//! `credentials SLUG`: a tenant's own login, derived again from the master key.
+
+use super::export::refuse_purged;
+use super::key::check_key;
+use crate::slug::Slug;
+use crate::workspace::Workspace;
+use crate::Error;
+
+/// A tenant's database login as its target spells it: a connection URL on Postgres, the
+/// role and password on the local target. Derived from the master key; never stored.
+/// A tenant's login as `credentials` prints it, and why it would not work now.
+pub struct Login {
+    /// `role=… password=…` or a connection URL, then the broker's AMQP URL if it has one.
+    pub text: String,
+    /// Set when the login is refused as things stand (a suspended or leaving tenant).
+    pub refused: Option<String>,
+}
+
+/// Why a tenant's login is refused in `lifecycle`, if it is.
+pub(super) fn refused_because(slug: &Slug, lifecycle: crate::state::Lifecycle) -> Option<String> {
+    use crate::state::Lifecycle;
+    match lifecycle {
+        Lifecycle::Suspended => Some(format!(
+            "{slug} is suspended: its login is refused until it is resumed (its file's status: active, then apply)"
+        )),
+        Lifecycle::Deprovisioning | Lifecycle::Deprovisioned => Some(format!(
+            "{slug} is offboarded: its access was revoked, and this login is refused"
+        )),
+        Lifecycle::Pending | Lifecycle::Provisioning => Some(format!(
+            "{slug} is not active yet: its login is held until its smoke tests and gating hooks pass and it becomes active (`tenant-reconcile show` says where it stopped)"
+        )),
+        _ => None,
+    }
+}
+
+pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
+    let state = ws.backend().load().await?;
+    let Some(t) = state.tenants.get(slug.as_str()) else {
+        let has_file = ws.repo.tenants.iter().any(|t| &t.slug == slug);
+        return Err(Error::Usage(if has_file {
+            format!("{slug} has no recorded state yet: apply it first")
+        } else {
+            format!("there is no tenant {slug}: no tenants/{slug}.yaml and nothing recorded")
+        }));
+    };
+    refuse_purged(slug, t)?;
+    let key = ws.find_key()?;
+    // A wrong key would print a password that does not log in.
+    check_key(ws, &state, key.as_ref(), false)?;
+    let (Some(tenant_id), Some(key)) = (t.tenant_id.as_deref(), key) else {
+        return Err(Error::Usage(format!(
+            "{slug} has no login yet: apply it first"
+        )));
+    };
+    let naming = crate::targets::data::Naming::from(&ws.repo.config.postgres);
+    let role = naming.role(slug);
+    let incarnation = t.incarnation.as_deref();
+    let password = key.password(tenant_id, incarnation, &role, t.credentials_version);
+    // The broker's login, on a line of its own, when the tenant has a vhost.
+    let broker = t
+        .resources
+        .get(&crate::desired::Key::new(crate::desired::Kind::Vhost))
+        .map(|vhost| {
+            let mq = &ws.repo.config.rabbitmq;
+            let user = vhost.str("user");
+            let password = crate::targets::broker::password(
+                &key,
+                tenant_id,
+                incarnation,
+                user,
+                t.credentials_version,
+            );
+            format!(
+                "\n{}",
+                crate::targets::broker::amqp_url(mq, user, &password, vhost.str("vhost"))
+            )
+        })
+        .unwrap_or_default();
+    let refused = refused_because(slug, t.lifecycle);
+    if ws.repo.config.targets.data != "postgres" {
+        return Ok(Login {
+            text: format!("role={role} password={password}{broker}"),
+            refused,
+        });
+    }
+    // Where its slice is now, as recorded; the file may already ask for another mode.
+    let isolation = t
+        .resources
+        .get(&crate::desired::Key::new(crate::desired::Kind::Database))
+        .and_then(|a| a.get("isolation"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or(crate::repo::Isolation::Schema);
+    Ok(Login {
+        text: ws
+            .postgres()
+            .tenant_url(&naming, slug, isolation, &role, &password)
+            + &broker,
+        refused,
+    })
+}

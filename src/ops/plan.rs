@@ -1,0 +1,254 @@
+//! `plan`: the desired state compiled, the recorded state and the live resources read, and
+//! the difference between them.
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use tracing::debug;
+
+use super::key::{check_key, keyless_note};
+use crate::credentials::MasterKey;
+use crate::desired;
+use crate::plan::{self, Plan, PlanInput};
+use crate::repo::TenantRepo;
+use crate::slug::Slug;
+use crate::state::State;
+use crate::targets::provider::{ProviderError, RefreshTarget};
+use crate::workspace::Workspace;
+use crate::Error;
+
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    pub refresh: bool,
+    /// Only these tenants (all when `None`; none at all when an empty list, as a
+    /// `--changed-since` that reaches nobody selects).
+    pub tenants: Option<Vec<Slug>>,
+    pub allow_missing_tenants: bool,
+    /// Tenants whose database password changes: their credentials version goes up by one.
+    pub rotate_credentials: Vec<Slug>,
+    /// Apply may replace resources (a tenant moving to another isolation mode).
+    pub allow_replace: bool,
+    /// The master key differs from the one the state records on purpose: every tenant's
+    /// role is re-keyed.
+    pub rotate_master_key: bool,
+    /// Tenants whose resources that exist but are not this state's are adopted, as
+    /// terraform's import adopts: the plan shows each, and apply marks it ours.
+    pub import: Vec<Slug>,
+    /// Apply may purge more tenants than `safety.max_purges_per_run`.
+    pub allow_mass_purge: bool,
+}
+
+/// Makes a plan from the files, the recorded `state` (read without its lock, as
+/// [`Workspace::open_with_state`] reads it) and, with refresh, the live resources.
+///
+/// The master key is not needed: what is derived from it shows as known after apply, so the
+/// plan of a pull request runs without the pipeline's key. Apply needs it.
+pub async fn plan(ws: &Workspace, state: State, opts: &PlanOptions) -> Result<Plan, Error> {
+    let plan = make_plan(ws, &state, opts, KeyUse::IfAny).await;
+    drop_in_background(state);
+    plan
+}
+
+/// Frees `value` on a thread of its own. The state and the live resources of a large fleet
+/// are hundreds of thousands of small allocations, and freeing them is work nobody waits for:
+/// the command prints the plan (or applies it) meanwhile, and exits.
+pub(super) fn drop_in_background<T: Send + 'static>(value: T) {
+    std::thread::spawn(move || drop(value));
+}
+
+/// Whether a plan is made to be applied at once (with the key the passwords come from), or
+/// to be shown (with the key if there is one).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyUse {
+    Needed,
+    IfAny,
+}
+
+pub(super) async fn make_plan(
+    ws: &Workspace,
+    state: &State,
+    opts: &PlanOptions,
+    key_use: KeyUse,
+) -> Result<Plan, Error> {
+    check_selected(ws, "--tenant", opts.tenants.as_deref().unwrap_or_default())?;
+    check_selected(ws, "--rotate-credentials", &opts.rotate_credentials)?;
+    check_selected(ws, "--import", &opts.import)?;
+    let from_config: Vec<Slug> = ws
+        .repo
+        .config
+        .import
+        .iter()
+        .filter_map(|s| Slug::parse(s).ok())
+        .collect();
+    check_selected(ws, "tenant-reconcile.hcl: import", &from_config)?;
+    let import: Vec<Slug> = opts.import.iter().chain(&from_config).cloned().collect();
+    let key = match ws.find_key() {
+        Err(Error::Key(e)) if key_use == KeyUse::IfAny && e.is_absent() => None,
+        found => found?,
+    };
+    let rekey = match &key {
+        None if key_use == KeyUse::IfAny && !opts.rotate_master_key => keyless_note(state),
+        _ => check_key(ws, state, key.as_ref(), opts.rotate_master_key)?,
+    };
+    let targets = ws.targets(ws.repo.migrations.clone());
+    // Refresh starts first and runs while the plan is checked. Compiling waits for it: each
+    // tenant is diffed the moment it is compiled, so the whole desired fleet is never held.
+    let refresh = opts.refresh.then(|| {
+        let targets = targets.clone();
+        let wanted = refresh_targets(&ws.repo, opts.tenants.as_deref(), state);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let live = targets.refresh(wanted).await;
+            debug!(elapsed = ?started.elapsed(), "refreshed the live state");
+            live
+        })
+    });
+    // Refused plans (an edited migration, too many tenant files gone) need not wait for
+    // the refresh.
+    let planner = match plan::Planner::new(PlanInput {
+        repo: &ws.repo,
+        state,
+        live: None,
+        targets: &targets,
+        git_commit: ws.git_commit.clone(),
+        allow_missing_tenants: opts.allow_missing_tenants,
+        import: &import,
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(task) = refresh {
+                task.abort();
+            }
+            return Err(e.into());
+        }
+    };
+    let live = match refresh {
+        Some(task) => Some(
+            task.await
+                .map_err(|e| {
+                    Error::Refresh(ProviderError::Message(format!("refresh stopped: {e}")))
+                })?
+                .map_err(Error::Refresh)?,
+        ),
+        None => None,
+    };
+    let planner = planner.with_live(live.as_ref());
+    // Each tenant is compiled and diffed at once, and only its changes are kept.
+    let started = Instant::now();
+    let planned = desired::compile_each(
+        &ws.repo,
+        state,
+        key.as_ref(),
+        &desired::Selection {
+            only: opts.tenants.as_deref(),
+            rotate: &opts.rotate_credentials,
+            defer_seed: true,
+        },
+        |d| planner.tenant(&d),
+    )?;
+    let mut plan = planner.finish(planned);
+    plan.master_key_id = key.as_ref().map(MasterKey::id);
+    plan.rotates_master_key = opts.rotate_master_key;
+    if let Some(rekey) = rekey {
+        plan.warnings.insert(0, rekey);
+    }
+    debug!(elapsed = ?started.elapsed(), "compiled and diffed");
+    drop_in_background(live);
+    Ok(plan)
+}
+
+pub(super) fn check_selected(ws: &Workspace, flag: &str, slugs: &[Slug]) -> Result<(), Error> {
+    for slug in slugs {
+        if !ws.repo.tenants.iter().any(|t| &t.slug == slug) {
+            return Err(Error::Usage(format!(
+                "{flag} {slug}: there is no tenants/{slug}.yaml"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What refresh should look at: every selected tenant with a file, with the keys it
+/// will want (known from the repo before compiling) and any it had.
+pub(super) fn refresh_targets(
+    repo: &TenantRepo,
+    only: Option<&[Slug]>,
+    state: &State,
+) -> Vec<RefreshTarget> {
+    let wanted = desired::resource_keys(repo);
+    let now = std::time::SystemTime::now();
+    repo.tenants
+        .par_iter()
+        .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
+        .map(|t| {
+            let recorded = state.tenants.get(t.slug.as_str());
+            let unclaimed =
+                recorded.is_none_or(|r| wanted.iter().any(|k| !r.resources.contains_key(k)));
+            // Only a leaving tenant has an export to look for (one called back keeps its
+            // last export recorded, unread).
+            let leaving = t.status == crate::repo::Status::Deprovisioned;
+            let export = desired::Key::new(desired::Kind::Export);
+            let mut keys = wanted.clone();
+            if let Some(r) = recorded {
+                keys.extend(
+                    r.resources
+                        .keys()
+                        .filter(|k| !wanted.contains(k) && **k != export)
+                        .cloned(),
+                );
+            }
+            if leaving {
+                keys.push(export);
+            }
+            let mut buckets = vec![crate::targets::buckets::name(
+                &repo.config.targets.buckets,
+                &repo.config.s3,
+                t,
+            )];
+            let recorded_bucket = recorded
+                .and_then(|r| r.resources.get(&desired::Key::new(desired::Kind::Bucket)))
+                .and_then(|a| match a.value_of("name") {
+                    Some(serde_json::Value::String(n)) => Some(n),
+                    _ => None,
+                })
+                .filter(|n| !n.is_empty() && *n != buckets[0]);
+            buckets.extend(recorded_bucket);
+            let plan = &repo.plans[&t.plan];
+            let purge = leaving && {
+                let effective = crate::offboarding::Leaving {
+                    status: t.status,
+                    offboarding: t.offboarding,
+                    retention_days: plan.retention_days,
+                };
+                // Before refresh only the state is known: a tenant it records as exported
+                // is looked at as one held, in case a run moved its registry row on and
+                // stopped before recording that (counting more than needed costs reads).
+                let exported = recorded
+                    .filter(|r| {
+                        r.resources
+                            .contains_key(&desired::Key::new(desired::Kind::Export))
+                    })
+                    .map(|_| crate::state::Lifecycle::Deprovisioning);
+                matches!(
+                    crate::offboarding::phase_of(&effective, recorded, exported, now),
+                    crate::offboarding::Phase::Due | crate::offboarding::Phase::Purging
+                )
+            };
+            RefreshTarget {
+                retired: match recorded {
+                    Some(r) if purge => r.retired.clone(),
+                    _ => Vec::new(),
+                },
+                purge,
+                // The loader checked that the plan exists.
+                isolation: t.isolation.unwrap_or(repo.plans[&t.plan].isolation),
+                unclaimed,
+                slug: t.slug.clone(),
+                region: t.region.clone(),
+                tenant_id: recorded.and_then(|r| r.tenant_id.clone()),
+                keys,
+                buckets,
+            }
+        })
+        .collect()
+}
