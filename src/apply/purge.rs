@@ -118,11 +118,13 @@ impl Executor {
         let Some(first) = keys.first() else {
             return Ok(());
         };
-        self.targets
-            .for_kind(first.kind)
-            .purge_all(ctx, keys)
-            .await
-            .map_err(|e| chain(&e))
+        let target = self.targets.for_kind(first.kind);
+        // A plan never purges a kind its target cannot (`diff`); a saved plan applied
+        // after the config changed is refused here, before anything is destroyed.
+        let Some(purger) = target.as_purge() else {
+            return Err(format!("{} cannot purge {first}", target.name()));
+        };
+        purger.purge_all(ctx, keys).await.map_err(|e| chain(&e))
     }
 
     /// The control plane's part of the purge, once every other resource is destroyed: its

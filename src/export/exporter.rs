@@ -21,7 +21,9 @@ use crate::model::change::{Action, ResourceChange};
 use crate::model::resource::{Key, Kind};
 use crate::slug::Slug;
 use crate::targets::buckets::s3::S3Store;
-use crate::targets::provider::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+use crate::targets::provider::{
+    LiveFleet, Provider, ProviderError, Purge, RefreshTarget, StepContext,
+};
 
 /// An export of a tenant's own, as read.
 struct Found {
@@ -335,18 +337,6 @@ impl Provider for Exporter {
         Ok(())
     }
 
-    /// An erasure export at its end: every copy of the tenant's export (the folder or
-    /// prefix, and any set aside beside it), each only where its claim names this tenant.
-    /// Idempotent: a copy gone already is done.
-    async fn purge(&self, ctx: &StepContext<'_>, _key: &Key) -> Result<(), ProviderError> {
-        let slug = &ctx.tenant.slug;
-        let tenant_id = ctx.tenant_id()?;
-        match &self.bucket {
-            Some((s3, _)) => s3.remove(slug, tenant_id).await,
-            None => remove_claimed(&self.root.join(&self.export_to), slug, tenant_id),
-        }
-    }
-
     async fn apply(
         &self,
         ctx: &StepContext<'_>,
@@ -401,6 +391,25 @@ impl Provider for Exporter {
                     self.export_to.trim_end_matches('/')
                 ))
             })
+    }
+
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Purge for Exporter {
+    /// An erasure export at its end: every copy of the tenant's export (the folder or
+    /// prefix, and any set aside beside it), each only where its claim names this tenant.
+    /// Idempotent: a copy gone already is done.
+    async fn purge(&self, ctx: &StepContext<'_>, _key: &Key) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let tenant_id = ctx.tenant_id()?;
+        match &self.bucket {
+            Some((s3, _)) => s3.remove(slug, tenant_id).await,
+            None => remove_claimed(&self.root.join(&self.export_to), slug, tenant_id),
+        }
     }
 }
 

@@ -38,7 +38,7 @@ pub async fn write(
         recorded,
         sink: &sink,
     };
-    for source in sources {
+    for source in sources.iter().filter_map(|s| s.as_export()) {
         source.export(&req).await?;
     }
     for r in retired.iter().filter(|r| !r.is(recorded.get(&r.key))) {
@@ -51,7 +51,7 @@ pub async fn write(
             recorded: &at,
             ..req
         };
-        for source in sources {
+        for source in sources.iter().filter_map(|s| s.as_export()) {
             source.export(&req).await?;
         }
         sink.set_retired(None);

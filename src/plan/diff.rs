@@ -174,12 +174,7 @@ impl<'a> Planner<'a> {
                 ))));
             }
             let from = live_lifecycle.unwrap_or(r.lifecycle);
-            return Ok(Some(Planned::Changes(Box::new(self.purge_plan(
-                d,
-                r,
-                Vec::new(),
-                from,
-            )))));
+            return Ok(Some(self.purge_plan(d, r, Vec::new(), from)));
         }
         let provisioned = recorded.is_some_and(|t| offboarding::provisioned(t, t.lifecycle));
         if leaving && !provisioned {
@@ -261,7 +256,7 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
-        Planned::Changes(Box::new(self.purge_plan(d, r, before, from)))
+        self.purge_plan(d, r, before, from)
     }
 
     /// Why the recorded export of `slug` is not one to purge after, as refresh found it.
@@ -292,14 +287,14 @@ impl<'a> Planner<'a> {
         r: &TenantState,
         mut changes: Vec<ResourceChange>,
         from: Lifecycle,
-    ) -> TenantPlan {
+    ) -> Planned {
         let mark = crate::targets::provider::Mark {
             state: self.input.repo.config.state.name.clone(),
             lineage: self.input.state.lineage.clone(),
             tenant: r.tenant_id.clone(),
         };
         changes.extend(super::purge::changes(d.slug(), r, self.input.live, &mark));
-        TenantPlan::of_recorded(
+        let plan = TenantPlan::of_recorded(
             d,
             r.tenant_id.clone(),
             TenantAction::Purge,
@@ -308,7 +303,30 @@ impl<'a> Planner<'a> {
                 to: Lifecycle::Deprovisioned,
             },
             changes,
-        )
+        );
+        match self.cannot_purge(&plan) {
+            Some(why) => Planned::Skipped(format!(
+                "{}: {why}; nothing is purged\n  hint: in tenant-reconcile.hcl, set `targets` back to the target it was made on",
+                plan.slug
+            )),
+            None => Planned::Changes(Box::new(plan)),
+        }
+    }
+
+    /// Why `plan` cannot be carried out: a resource it purges is owned by a target that
+    /// cannot purge (its slot named `none` since it was made). Refused here, for this tenant
+    /// only, so a purge never stops half-way with some of the tenant destroyed.
+    fn cannot_purge(&self, plan: &TenantPlan) -> Option<String> {
+        plan.changes
+            .iter()
+            .filter(|c| c.purged.is_some())
+            .find_map(|c| {
+                let target = self.input.targets.for_kind(c.key.kind);
+                target
+                    .as_purge()
+                    .is_none()
+                    .then(|| format!("its {} cannot be purged through {}", c.key, target.name()))
+            })
     }
 
     /// The removal of a tombstone's erasure export, once its end has come: audited as the

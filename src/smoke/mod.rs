@@ -26,7 +26,12 @@ pub async fn run(targets: &Targets, ctx: &StepContext<'_>, declared: &[CheckSpec
         .iter()
         .filter(|c| matches!(c.probe, Probe::Sql { .. }))
         .collect();
-    let builtin = futures::future::join_all(targets.all().map(|p| p.smoke(ctx, &sql)));
+    let builtin = futures::future::join_all(
+        targets
+            .all()
+            .filter_map(|p| p.as_smoke())
+            .map(|p| p.smoke(ctx, &sql)),
+    );
     let http = futures::future::join_all(declared.iter().filter_map(|c| match &c.probe {
         Probe::Http { url, expect_status } => Some(http::check(c, url, *expect_status)),
         Probe::Sql { .. } => None,

@@ -569,28 +569,36 @@ pub trait Provider: Send + Sync {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError>;
-    /// Writes what the tenant keeps in this target into `req.sink` (tables as CSV, objects
-    /// as files), streaming. A target holding none of its data writes nothing.
-    async fn export(&self, _req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        Ok(())
-    }
     /// Brings one resource to what `change` asks for and returns its attributes now.
     async fn apply(
         &self,
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError>;
+    /// What this target can purge, if anything: a plan that would purge one of its kinds
+    /// without it is refused for that tenant when it is made, never half-way through.
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        None
+    }
+    /// What this target can export of a tenant, if it holds any of its data.
+    fn as_export(&self) -> Option<&dyn Export> {
+        None
+    }
+    /// The built-in smoke tests of this target, if it has any.
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        None
+    }
+}
+
+/// A target that can destroy what it holds of a tenant, for good: the purge of an offboarding.
+#[async_trait]
+pub trait Purge: Send + Sync {
     /// Destroys, for good, what the tenant has of `key` in this target, where
     /// `ctx.recorded` says it is: a purge that the plan showed, after the tenant's export.
     /// Idempotent: what is gone already is done. A resource that is not this state's is
     /// refused ([`check_ours`]), never destroyed.
-    async fn purge(&self, _ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        Err(ProviderError::Message(format!(
-            "{} cannot purge {key}",
-            self.name()
-        )))
-    }
-    /// Destroys `keys` (the tenant's, in the purge's order) as [`Provider::purge`] does each;
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError>;
+    /// Destroys `keys` (the tenant's, in the purge's order) as [`Purge::purge`] does each;
     /// a target that can destroys them in fewer transactions.
     async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
         for key in keys {
@@ -598,17 +606,28 @@ pub trait Provider: Send + Sync {
         }
         Ok(())
     }
+}
+
+/// A target that holds some of a tenant's data and writes it into an export.
+#[async_trait]
+pub trait Export: Send + Sync {
+    /// Writes what the tenant keeps in this target into `req.sink` (tables as CSV, objects
+    /// as files), streaming. A target holding none of its data writes nothing.
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError>;
+}
+
+/// A target with built-in smoke tests of what it holds of a tenant.
+#[async_trait]
+pub trait Smoke: Send + Sync {
     /// The built-in smoke tests of what this target holds of the tenant, where
     /// `ctx.recorded` says it is, and, for the data target, the declared `sql` checks run as
     /// the tenant's own role. A check never changes the tenant's data (writes are rolled
     /// back) and its message never holds a secret.
     async fn smoke(
         &self,
-        _ctx: &StepContext<'_>,
-        _sql: &[&crate::model::checks::CheckSpec],
-    ) -> Vec<crate::model::health::CheckOutcome> {
-        Vec::new()
-    }
+        ctx: &StepContext<'_>,
+        sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome>;
 }
 
 /// The outbox relay's side of a control plane (`delivery`): the deliveries it keeps of its
@@ -671,7 +690,7 @@ pub struct PurgeEnd<'a> {
 }
 
 #[async_trait]
-pub trait ControlPlane: Provider + Outbox {
+pub trait ControlPlane: Provider + Outbox + Purge {
     /// Creates the tenant's registry row if there is none, in `provisioning`, and returns
     /// the tenant's id (the existing one when the row was already there).
     async fn register(&self, ctx: &StepContext<'_>, attrs: &Attrs)

@@ -31,8 +31,9 @@ impl Unconfigured {
 
 #[async_trait]
 impl Provider for Unconfigured {
+    /// The setting that names no target (`targets.broker`): what a person would change.
     fn name(&self) -> &'static str {
-        "unconfigured"
+        self.setting
     }
 
     fn kinds(&self) -> &'static [Kind] {
@@ -49,9 +50,5 @@ impl Provider for Unconfigured {
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
         Err(self.refuse(&change.key))
-    }
-
-    async fn purge(&self, _: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        Err(self.refuse(key))
     }
 }

@@ -603,6 +603,51 @@ fn offboarding_exports_the_definitions_then_the_purge_removes_vhost_and_user() {
     repo.assert_plan_empty();
 }
 
+/// A purge needs every target of the tenant's resources to be able to purge. With the broker
+/// named `none` after its vhost was made, the purge is put off when the plan is made, and
+/// nothing of the tenant is destroyed (not its slice either, which comes first in a purge).
+#[test]
+fn a_purge_a_target_named_none_cannot_finish_is_put_off_at_plan_time_and_destroys_nothing() {
+    let broker = Broker::new();
+    let repo = broker.repo();
+    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
+    repo.write(
+        "plans/growth.hcl",
+        &growth.replace("retention_days = 30", "retention_days = 0"),
+    );
+    repo.apply();
+    let acme = broker.name("acme");
+    let file = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.write(
+        "tenants/acme.yaml",
+        &format!("{file}status: deprovisioned\n"),
+    );
+    repo.apply();
+    let slice = repo.path().join(".tenant-reconcile/data/acme.sqlite");
+    assert!(slice.exists(), "exported and held, not purged yet");
+
+    repo.remove("tenant-reconcile.hcl");
+    let out = repo.run(&["plan"]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains("acme: its vhost cannot be purged through targets.broker; nothing is purged"),
+        "{said}"
+    );
+    assert!(!said.contains("- acme/"), "no purge is planned: {said}");
+    repo.apply();
+    assert!(slice.exists(), "nothing of the tenant is destroyed");
+    let (status, _) = broker.call("GET", &format!("vhosts/{acme}"), None);
+    assert_eq!(status, 200, "the vhost stands");
+
+    // Named again, the broker lets the purge run, and every resource goes.
+    repo.write("tenant-reconcile.hcl", &broker.config(""));
+    repo.apply();
+    assert!(!slice.exists(), "the slice is purged");
+    let (status, _) = broker.call("GET", &format!("vhosts/{acme}"), None);
+    assert_eq!(status, 404, "the vhost is purged");
+    repo.assert_plan_empty();
+}
+
 #[test]
 fn bad_broker_settings_name_the_file_line_and_field_and_change_nothing() {
     let broker = Broker::new();

@@ -13,7 +13,8 @@ use crate::model::attrs::Attrs;
 use crate::model::change::ResourceChange;
 use crate::model::resource::{Key, Kind};
 use crate::targets::provider::{
-    desired_of, ExportRequest, LiveFleet, Provider, ProviderError, RefreshTarget, StepContext,
+    desired_of, Export, ExportRequest, LiveFleet, Provider, ProviderError, Purge, RefreshTarget,
+    Smoke, StepContext,
 };
 
 const SETTINGS: &str = ".bucket.json";
@@ -101,42 +102,6 @@ fn contents(folder: &Path) -> std::io::Result<(u64, u64)> {
 
 #[async_trait]
 impl Provider for LocalBuckets {
-    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        use tokio::io::AsyncReadExt;
-        let Some(bucket) = req.recorded.get(&Key::new(Kind::Bucket)) else {
-            return Ok(());
-        };
-        let folder = self.folder(bucket.str("name"))?;
-        if !folder.is_dir() {
-            return Ok(());
-        }
-        let keys = objects_under(&folder)
-            .map_err(ProviderError::io(format!("list {}", folder.display())))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        for key in keys.into_iter().filter(|k| k != SETTINGS) {
-            let path = folder.join(&key);
-            let mut from = tokio::fs::File::open(&path)
-                .await
-                .map_err(ProviderError::io(format!("read {}", path.display())))?;
-            let mut file = req
-                .sink
-                .file(&crate::export::sink::object_path(&key))
-                .await?;
-            loop {
-                let n = from
-                    .read(&mut buf)
-                    .await
-                    .map_err(ProviderError::io(format!("read {}", path.display())))?;
-                if n == 0 {
-                    break;
-                }
-                file.write(&buf[..n]).await?;
-            }
-            req.sink.finish_object(&key, file).await?;
-        }
-        Ok(())
-    }
-
     fn name(&self) -> &'static str {
         "local buckets"
     }
@@ -177,6 +142,107 @@ impl Provider for LocalBuckets {
         Ok(())
     }
 
+    async fn apply(
+        &self,
+        _ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let desired = desired_of(change)?;
+        let folder = self.folder(desired.attrs.str("name"))?;
+        // The buckets' folder and each bucket are the local target's own.
+        if let Some(all) = folder.parent() {
+            crate::private_files::own_dir(all)
+                .map_err(ProviderError::io(format!("create {}", all.display())))?;
+        }
+        crate::private_files::own_dir(&folder)
+            .map_err(ProviderError::io(format!("create {}", folder.display())))?;
+        // Written whole and renamed into place, so a kill never leaves half a file.
+        let path = folder.join(SETTINGS);
+        let tmp = folder.join(".bucket.json.tmp");
+        let body = serde_json::to_vec_pretty(&desired.attrs)
+            .map_err(|e| ProviderError::Message(format!("encode bucket settings: {e}")))?;
+        crate::private_files::write(&tmp, &body)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(ProviderError::io(format!("write {}", path.display())))?;
+        Ok(Some(desired.attrs.clone()))
+    }
+
+    fn as_export(&self) -> Option<&dyn Export> {
+        Some(self)
+    }
+
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Export for LocalBuckets {
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        use tokio::io::AsyncReadExt;
+        let Some(bucket) = req.recorded.get(&Key::new(Kind::Bucket)) else {
+            return Ok(());
+        };
+        let folder = self.folder(bucket.str("name"))?;
+        if !folder.is_dir() {
+            return Ok(());
+        }
+        let keys = objects_under(&folder)
+            .map_err(ProviderError::io(format!("list {}", folder.display())))?;
+        let mut buf = vec![0u8; 64 * 1024];
+        for key in keys.into_iter().filter(|k| k != SETTINGS) {
+            let path = folder.join(&key);
+            let mut from = tokio::fs::File::open(&path)
+                .await
+                .map_err(ProviderError::io(format!("read {}", path.display())))?;
+            let mut file = req
+                .sink
+                .file(&crate::export::sink::object_path(&key))
+                .await?;
+            loop {
+                let n = from
+                    .read(&mut buf)
+                    .await
+                    .map_err(ProviderError::io(format!("read {}", path.display())))?;
+                if n == 0 {
+                    break;
+                }
+                file.write(&buf[..n]).await?;
+            }
+            req.sink.finish_object(&key, file).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Purge for LocalBuckets {
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let Some(bucket) = ctx.recorded.get(key) else {
+            return Ok(());
+        };
+        let folder = self.folder(bucket.str("name"))?;
+        // On a thread for blocking work: a large bucket's files, or a busy disk, would
+        // otherwise hold up every other tenant the run is applying.
+        let removing = folder.clone();
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&removing))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match removed {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(ProviderError::io(format!("remove {}", folder.display()))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Smoke for LocalBuckets {
     async fn smoke(
         &self,
         ctx: &StepContext<'_>,
@@ -210,49 +276,5 @@ impl Provider for LocalBuckets {
             started,
             probe(),
         )]
-    }
-
-    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        let Some(bucket) = ctx.recorded.get(key) else {
-            return Ok(());
-        };
-        let folder = self.folder(bucket.str("name"))?;
-        // On a thread for blocking work: a large bucket's files, or a busy disk, would
-        // otherwise hold up every other tenant the run is applying.
-        let removing = folder.clone();
-        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&removing))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match removed {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(ProviderError::io(format!("remove {}", folder.display()))(e))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    async fn apply(
-        &self,
-        _ctx: &StepContext<'_>,
-        change: &ResourceChange,
-    ) -> Result<Option<Attrs>, ProviderError> {
-        let desired = desired_of(change)?;
-        let folder = self.folder(desired.attrs.str("name"))?;
-        // The buckets' folder and each bucket are the local target's own.
-        if let Some(all) = folder.parent() {
-            crate::private_files::own_dir(all)
-                .map_err(ProviderError::io(format!("create {}", all.display())))?;
-        }
-        crate::private_files::own_dir(&folder)
-            .map_err(ProviderError::io(format!("create {}", folder.display())))?;
-        // Written whole and renamed into place, so a kill never leaves half a file.
-        let path = folder.join(SETTINGS);
-        let tmp = folder.join(".bucket.json.tmp");
-        let body = serde_json::to_vec_pretty(&desired.attrs)
-            .map_err(|e| ProviderError::Message(format!("encode bucket settings: {e}")))?;
-        crate::private_files::write(&tmp, &body)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(ProviderError::io(format!("write {}", path.display())))?;
-        Ok(Some(desired.attrs.clone()))
     }
 }

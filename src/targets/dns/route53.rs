@@ -29,7 +29,8 @@ use crate::model::resource::{Key, Kind};
 use crate::targets::dns;
 use crate::targets::dns::Route53Config;
 use crate::targets::provider::{
-    check_ours, desired_of, LiveFleet, Owner, Provider, ProviderError, RefreshTarget, StepContext,
+    check_ours, desired_of, LiveFleet, Owner, Provider, ProviderError, Purge, RefreshTarget, Smoke,
+    StepContext,
 };
 
 const ENDPOINT_SETTING: &str = "route53.endpoint or AWS_ENDPOINT_URL_ROUTE_53";
@@ -477,6 +478,17 @@ impl Provider for Route53Dns {
         Ok(Some(attrs.clone()))
     }
 
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Purge for Route53Dns {
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let Some(recorded) = ctx.recorded.get(key) else {
             return Ok(());
@@ -494,7 +506,10 @@ impl Provider for Route53Dns {
         )?;
         self.submit(name, Self::deletions(name, &at)?).await
     }
+}
 
+#[async_trait]
+impl Smoke for Route53Dns {
     async fn smoke(
         &self,
         ctx: &StepContext<'_>,

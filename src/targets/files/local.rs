@@ -14,8 +14,8 @@ use crate::model::change::ResourceChange;
 use crate::model::resource::{Key, Kind};
 use crate::slug::Slug;
 use crate::targets::provider::{
-    check_ours, purge_change, LiveFleet, LiveResource, Mark, Owner, Provider, ProviderError,
-    RefreshTarget, StepContext,
+    check_ours, purge_change, LiveFleet, LiveResource, Mark, Owner, Provider, ProviderError, Purge,
+    RefreshTarget, Smoke, StepContext,
 };
 
 pub struct RenderedFiles {
@@ -189,6 +189,77 @@ impl Provider for RenderedFiles {
         Ok(())
     }
 
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let name = change.key.name.as_deref().unwrap_or_default();
+        let path = self.path(&ctx.tenant.slug, name);
+        match &change.desired {
+            Some(d) => {
+                let content = d.content.as_deref().unwrap_or_default();
+                self.claim(ctx, change, &path, name)?;
+                crate::private_files::write_atomic(&path, content.as_bytes())
+                    .map_err(ProviderError::io(format!("write {}", path.display())))?;
+                Ok(Some(d.attrs.clone()))
+            }
+            None => {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(ProviderError::io(format!("remove {}", path.display()))(e))
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Purge for RenderedFiles {
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let name = key.name.as_deref().unwrap_or_default();
+        let mark_path = self.mark_path(slug);
+        let mut found = FolderMark::parse(read(&mark_path).as_deref());
+        let path = self.path(slug, name);
+        if path.exists() {
+            // Only a file this state's mark lists is its own to destroy.
+            let owner = found.owner_of(name);
+            let listed = matches!(&owner, Owner::Marked(m) if ctx.mark.claims(m));
+            if !listed {
+                check_ours(ctx, &purge_change(key), &path.display().to_string(), &owner)?;
+            }
+            std::fs::remove_file(&path)
+                .map_err(ProviderError::io(format!("remove {}", path.display())))?;
+        }
+        found.files.retain(|f| f != name);
+        if found.files.is_empty() {
+            // The last of its files: the mark and the folder go too, unless someone else
+            // put files there.
+            let _ = std::fs::remove_file(&mark_path);
+            let _ = std::fs::remove_dir(self.dir.join(slug.as_str()));
+        } else if found.mark.is_some() {
+            crate::private_files::write_atomic(&mark_path, found.text().as_bytes())
+                .map_err(ProviderError::io(format!("write {}", mark_path.display())))?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Smoke for RenderedFiles {
     async fn smoke(
         &self,
         ctx: &StepContext<'_>,
@@ -226,62 +297,5 @@ impl Provider for RenderedFiles {
         vec![crate::model::health::CheckOutcome::of(
             "files", started, verdict,
         )]
-    }
-
-    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        let slug = &ctx.tenant.slug;
-        let name = key.name.as_deref().unwrap_or_default();
-        let mark_path = self.mark_path(slug);
-        let mut found = FolderMark::parse(read(&mark_path).as_deref());
-        let path = self.path(slug, name);
-        if path.exists() {
-            // Only a file this state's mark lists is its own to destroy.
-            let owner = found.owner_of(name);
-            let listed = matches!(&owner, Owner::Marked(m) if ctx.mark.claims(m));
-            if !listed {
-                check_ours(ctx, &purge_change(key), &path.display().to_string(), &owner)?;
-            }
-            std::fs::remove_file(&path)
-                .map_err(ProviderError::io(format!("remove {}", path.display())))?;
-        }
-        found.files.retain(|f| f != name);
-        if found.files.is_empty() {
-            // The last of its files: the mark and the folder go too, unless someone else
-            // put files there.
-            let _ = std::fs::remove_file(&mark_path);
-            let _ = std::fs::remove_dir(self.dir.join(slug.as_str()));
-        } else if found.mark.is_some() {
-            crate::private_files::write_atomic(&mark_path, found.text().as_bytes())
-                .map_err(ProviderError::io(format!("write {}", mark_path.display())))?;
-        }
-        Ok(())
-    }
-
-    async fn apply(
-        &self,
-        ctx: &StepContext<'_>,
-        change: &ResourceChange,
-    ) -> Result<Option<Attrs>, ProviderError> {
-        let name = change.key.name.as_deref().unwrap_or_default();
-        let path = self.path(&ctx.tenant.slug, name);
-        match &change.desired {
-            Some(d) => {
-                let content = d.content.as_deref().unwrap_or_default();
-                self.claim(ctx, change, &path, name)?;
-                crate::private_files::write_atomic(&path, content.as_bytes())
-                    .map_err(ProviderError::io(format!("write {}", path.display())))?;
-                Ok(Some(d.attrs.clone()))
-            }
-            None => {
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(ProviderError::io(format!("remove {}", path.display()))(e))
-                    }
-                }
-                Ok(None)
-            }
-        }
     }
 }

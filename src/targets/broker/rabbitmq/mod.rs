@@ -24,8 +24,8 @@ use crate::model::resource::{Key, Kind};
 use crate::targets::broker::RabbitmqConfig;
 use crate::targets::broker::{self, PERMISSIONS_ALL, PERMISSIONS_NONE};
 use crate::targets::provider::{
-    check_ours, desired_of, ExportRequest, LiveFleet, Owner, Provider, ProviderError,
-    RefreshTarget, StepContext,
+    check_ours, desired_of, Export, ExportRequest, LiveFleet, Owner, Provider, ProviderError,
+    Purge, RefreshTarget, Smoke, StepContext,
 };
 
 pub use api::Api;
@@ -532,6 +532,43 @@ impl Provider for RabbitMq {
         Ok(Some(out))
     }
 
+    fn as_export(&self) -> Option<&dyn Export> {
+        Some(self)
+    }
+
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Export for RabbitMq {
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        let Some(recorded) = req.recorded.get(&Key::new(Kind::Vhost)) else {
+            return Ok(());
+        };
+        let vhost = recorded.str("vhost");
+        // Its queues, exchanges, bindings and policies, as RabbitMQ can import them again.
+        let definitions: Option<Value> =
+            self.api().await?.get(&["definitions", vhost], None).await?;
+        let Some(definitions) = definitions else {
+            return Ok(());
+        };
+        let text = serde_json::to_vec_pretty(&definitions).expect("JSON serializes");
+        let mut file = req.sink.file("broker/definitions.json").await?;
+        file.write(&text).await?;
+        req.sink
+            .finish_file(&format!("definitions of the vhost {vhost}"), file)
+            .await
+    }
+}
+
+#[async_trait]
+impl Purge for RabbitMq {
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let Some(recorded) = ctx.recorded.get(key) else {
             return Ok(());
@@ -552,26 +589,10 @@ impl Provider for RabbitMq {
         api.delete(&["users", user]).await?;
         Ok(())
     }
+}
 
-    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        let Some(recorded) = req.recorded.get(&Key::new(Kind::Vhost)) else {
-            return Ok(());
-        };
-        let vhost = recorded.str("vhost");
-        // Its queues, exchanges, bindings and policies, as RabbitMQ can import them again.
-        let definitions: Option<Value> =
-            self.api().await?.get(&["definitions", vhost], None).await?;
-        let Some(definitions) = definitions else {
-            return Ok(());
-        };
-        let text = serde_json::to_vec_pretty(&definitions).expect("JSON serializes");
-        let mut file = req.sink.file("broker/definitions.json").await?;
-        file.write(&text).await?;
-        req.sink
-            .finish_file(&format!("definitions of the vhost {vhost}"), file)
-            .await
-    }
-
+#[async_trait]
+impl Smoke for RabbitMq {
     async fn smoke(
         &self,
         ctx: &StepContext<'_>,

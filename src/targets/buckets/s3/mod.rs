@@ -24,8 +24,8 @@ use crate::model::change::{Action, ResourceChange, MARK_FIELD};
 use crate::model::resource::{Key, Kind};
 use crate::slug::Slug;
 use crate::targets::provider::{
-    check_ours, desired_of, ExportRequest, LiveFleet, Owner, Provider, ProviderError,
-    RefreshTarget, StepContext,
+    check_ours, desired_of, Export, ExportRequest, LiveFleet, Owner, Provider, ProviderError,
+    Purge, RefreshTarget, Smoke, StepContext,
 };
 
 /// The order settings are written in: public access is closed before anything else.
@@ -491,76 +491,6 @@ impl Provider for S3Buckets {
         Ok(())
     }
 
-    async fn smoke(
-        &self,
-        ctx: &StepContext<'_>,
-        _sql: &[&crate::model::checks::CheckSpec],
-    ) -> Vec<crate::model::health::CheckOutcome> {
-        let Some(bucket) = ctx.recorded.get(&Key::new(Kind::Bucket)) else {
-            return Vec::new();
-        };
-        let started = std::time::Instant::now();
-        let verdict = self.probe(bucket).await;
-        vec![crate::model::health::CheckOutcome::of(
-            "bucket", started, verdict,
-        )]
-    }
-
-    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        let Some(bucket) = ctx.recorded.get(key) else {
-            return Ok(());
-        };
-        let name = bucket.str("name");
-        let client = self.client_for(bucket).await?;
-        match settings::existing_owner(&client, name).await? {
-            // Gone already: a run stopped after deleting it.
-            None => return Ok(()),
-            Some(owner) => check_ours(
-                ctx,
-                &crate::targets::provider::purge_change(key),
-                &format!("the bucket {name}"),
-                &owner,
-            )?,
-        }
-        // A deny for everyone binds this tool too: it goes first (the bucket goes with it).
-        if self.binds_us(bucket) {
-            settings::write_access(&client, name, crate::targets::buckets::ACCESS_OPEN, "*")
-                .await?;
-        }
-        let mut versions = Versions::new(&client, name);
-        while let Some(page) = versions.page().await? {
-            if !page.is_empty() {
-                delete_versions(&client, name, page).await?;
-            }
-        }
-        match client.delete_bucket().bucket(name).send().await {
-            Ok(_) => Ok(()),
-            Err(e) if crate::clients::s3::client::code(&e).as_deref() == Some("NoSuchBucket") => {
-                Ok(())
-            }
-            Err(e) => Err(crate::clients::s3::client::error("DeleteBucket", name, e)),
-        }
-    }
-
-    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        let Some(bucket) = req.recorded.get(&Key::new(Kind::Bucket)) else {
-            return Ok(());
-        };
-        let name = bucket.str("name");
-        let client = self.client_for(bucket).await?;
-        if !self.binds_us(bucket) {
-            return self.export_objects(&client, name, req).await;
-        }
-        // Revoked from everyone, this tool included: the deny is lifted for the length of
-        // the export and put back whatever happens. A run killed in between leaves it
-        // lifted, which the next plan shows as drift (`access`) and repairs before it
-        // exports again. Naming the application in app_principal avoids the window.
-        settings::write_access(&client, name, crate::targets::buckets::ACCESS_OPEN, "*").await?;
-        let exported = self.export_objects(&client, name, req).await;
-        settings::write_access(&client, name, crate::targets::buckets::ACCESS_DENIED, "*").await?;
-        exported
-    }
-
     async fn apply(
         &self,
         ctx: &StepContext<'_>,
@@ -629,6 +559,97 @@ impl Provider for S3Buckets {
             self.write(&to, field, attrs).await?;
         }
         Ok(Some(attrs.clone()))
+    }
+
+    fn as_export(&self) -> Option<&dyn Export> {
+        Some(self)
+    }
+
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Export for S3Buckets {
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        let Some(bucket) = req.recorded.get(&Key::new(Kind::Bucket)) else {
+            return Ok(());
+        };
+        let name = bucket.str("name");
+        let client = self.client_for(bucket).await?;
+        if !self.binds_us(bucket) {
+            return self.export_objects(&client, name, req).await;
+        }
+        // Revoked from everyone, this tool included: the deny is lifted for the length of
+        // the export and put back whatever happens. A run killed in between leaves it
+        // lifted, which the next plan shows as drift (`access`) and repairs before it
+        // exports again. Naming the application in app_principal avoids the window.
+        settings::write_access(&client, name, crate::targets::buckets::ACCESS_OPEN, "*").await?;
+        let exported = self.export_objects(&client, name, req).await;
+        settings::write_access(&client, name, crate::targets::buckets::ACCESS_DENIED, "*").await?;
+        exported
+    }
+}
+
+#[async_trait]
+impl Purge for S3Buckets {
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let Some(bucket) = ctx.recorded.get(key) else {
+            return Ok(());
+        };
+        let name = bucket.str("name");
+        let client = self.client_for(bucket).await?;
+        match settings::existing_owner(&client, name).await? {
+            // Gone already: a run stopped after deleting it.
+            None => return Ok(()),
+            Some(owner) => check_ours(
+                ctx,
+                &crate::targets::provider::purge_change(key),
+                &format!("the bucket {name}"),
+                &owner,
+            )?,
+        }
+        // A deny for everyone binds this tool too: it goes first (the bucket goes with it).
+        if self.binds_us(bucket) {
+            settings::write_access(&client, name, crate::targets::buckets::ACCESS_OPEN, "*")
+                .await?;
+        }
+        let mut versions = Versions::new(&client, name);
+        while let Some(page) = versions.page().await? {
+            if !page.is_empty() {
+                delete_versions(&client, name, page).await?;
+            }
+        }
+        match client.delete_bucket().bucket(name).send().await {
+            Ok(_) => Ok(()),
+            Err(e) if crate::clients::s3::client::code(&e).as_deref() == Some("NoSuchBucket") => {
+                Ok(())
+            }
+            Err(e) => Err(crate::clients::s3::client::error("DeleteBucket", name, e)),
+        }
+    }
+}
+
+#[async_trait]
+impl Smoke for S3Buckets {
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome> {
+        let Some(bucket) = ctx.recorded.get(&Key::new(Kind::Bucket)) else {
+            return Vec::new();
+        };
+        let started = std::time::Instant::now();
+        let verdict = self.probe(bucket).await;
+        vec![crate::model::health::CheckOutcome::of(
+            "bucket", started, verdict,
+        )]
     }
 }
 

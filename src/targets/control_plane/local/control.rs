@@ -19,8 +19,8 @@ use crate::model::resource::Kind;
 use crate::slug::Slug;
 use crate::targets::control_plane::rows::{self, ControlRows};
 use crate::targets::provider::{
-    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget,
-    StepContext,
+    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge,
+    RefreshTarget, Smoke, StepContext,
 };
 
 const SCHEMA: &str = r#"
@@ -262,41 +262,6 @@ impl Provider for LocalControl {
         Ok(())
     }
 
-    async fn smoke(
-        &self,
-        ctx: &StepContext<'_>,
-        _sql: &[&crate::model::checks::CheckSpec],
-    ) -> Vec<crate::model::health::CheckOutcome> {
-        let id = ctx.tenant_id.unwrap_or_default();
-        let read = |sql: &'static str| async move {
-            let started = std::time::Instant::now();
-            let found: Result<Option<(String,)>, ProviderError> = match self.pool().await {
-                Ok(pool) => sqlx::query_as(sql)
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(ProviderError::sql("read the control plane back")),
-                Err(e) => Err(e),
-            };
-            (started, found.map(|r| r.map(|(v,)| v)))
-        };
-        let registry = read("SELECT slug FROM tenants WHERE tenant_id = ?").await;
-        let owner =
-            read("SELECT email FROM memberships WHERE tenant_id = ? AND role = 'owner'").await;
-        rows::smoke_verdicts(ctx, registry, owner)
-    }
-
-    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
-        // The table is one of three constants above.
-        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-            .bind(ctx.tenant_id()?)
-            .execute(self.pool().await?)
-            .await
-            .map_err(ProviderError::sql(format!("purge {table}")))?;
-        Ok(())
-    }
-
     async fn apply(
         &self,
         ctx: &StepContext<'_>,
@@ -383,6 +348,55 @@ impl Provider for LocalControl {
             attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
         }
         Ok(Some(attrs))
+    }
+
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Purge for LocalControl {
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
+        // The table is one of three constants above.
+        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
+            .bind(ctx.tenant_id()?)
+            .execute(self.pool().await?)
+            .await
+            .map_err(ProviderError::sql(format!("purge {table}")))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Smoke for LocalControl {
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome> {
+        let id = ctx.tenant_id.unwrap_or_default();
+        let read = |sql: &'static str| async move {
+            let started = std::time::Instant::now();
+            let found: Result<Option<(String,)>, ProviderError> = match self.pool().await {
+                Ok(pool) => sqlx::query_as(sql)
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(ProviderError::sql("read the control plane back")),
+                Err(e) => Err(e),
+            };
+            (started, found.map(|r| r.map(|(v,)| v)))
+        };
+        let registry = read("SELECT slug FROM tenants WHERE tenant_id = ?").await;
+        let owner =
+            read("SELECT email FROM memberships WHERE tenant_id = ? AND role = 'owner'").await;
+        rows::smoke_verdicts(ctx, registry, owner)
     }
 }
 

@@ -22,8 +22,8 @@ use crate::slug::Slug;
 use crate::targets::control_plane::postgres::control_together::{EndOfPurge, TOGETHER_TENANTS};
 use crate::targets::control_plane::rows::{self, ControlRows, RegistryRow};
 use crate::targets::provider::{
-    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, PurgeEnd,
-    RefreshTarget, StepContext,
+    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge,
+    PurgeEnd, RefreshTarget, Smoke, StepContext,
 };
 
 /// `{schema}` is replaced by the quoted admin schema, a checked identifier.
@@ -679,6 +679,36 @@ impl Provider for PgControl {
         retry!("control plane", self.apply_once(ctx, change))
     }
 
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Purge for PgControl {
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
+        let sql = self.sql(&format!(
+            "DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"
+        ));
+        let tenant_id = ctx.tenant_id()?;
+        retry!("purge", async {
+            sqlx::query(&sql)
+                .bind(tenant_id)
+                .execute(self.pool().await?)
+                .await
+                .map_err(ProviderError::sql(format!("purge {table}")))
+                .map(drop)
+        })
+    }
+}
+
+#[async_trait]
+impl Smoke for PgControl {
     async fn smoke(
         &self,
         ctx: &StepContext<'_>,
@@ -705,22 +735,6 @@ impl Provider for PgControl {
             ))
             .await;
         crate::targets::control_plane::rows::smoke_verdicts(ctx, registry, owner)
-    }
-
-    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
-        let sql = self.sql(&format!(
-            "DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"
-        ));
-        let tenant_id = ctx.tenant_id()?;
-        retry!("purge", async {
-            sqlx::query(&sql)
-                .bind(tenant_id)
-                .execute(self.pool().await?)
-                .await
-                .map_err(ProviderError::sql(format!("purge {table}")))
-                .map(drop)
-        })
     }
 }
 

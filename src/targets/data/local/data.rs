@@ -27,8 +27,8 @@ use crate::model::resource::{Key, Kind};
 use crate::slug::Slug;
 use crate::targets::data::Naming;
 use crate::targets::provider::{
-    desired_of, schema_version, seed_rows_of, unmanaged, ExportRequest, LiveFleet, Provider,
-    ProviderError, RefreshTarget, StepContext,
+    desired_of, schema_version, seed_rows_of, unmanaged, Export, ExportRequest, LiveFleet,
+    Provider, ProviderError, Purge, RefreshTarget, Smoke, StepContext,
 };
 
 /// `application_id` of a tenant database once its seed data is in ("TRS1").
@@ -377,62 +377,6 @@ fn csv_field(row: &sqlx::sqlite::SqliteRow, i: usize) -> Result<Option<String>, 
 
 #[async_trait]
 impl Provider for LocalData {
-    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        use futures::TryStreamExt;
-        use sqlx::Row;
-        let path = self.database_path(req.slug);
-        if !req.recorded.contains_key(&Key::new(Kind::Database)) || !path.exists() {
-            return Ok(());
-        }
-        let Some(pool) = sqlite::open_reader(&path, 1).await? else {
-            return Ok(());
-        };
-        for table in user_tables(&pool).await? {
-            if !crate::targets::data::is_plain_ident(&table) {
-                return Err(ProviderError::Message(format!(
-                    "the table {table:?} needs a plain lower-case name to be exported"
-                )));
-            }
-            let mut file = req.sink.file(&format!("tables/{table}.csv")).await?;
-            let columns: Vec<String> = sqlx::query_as::<_, (String,)>(
-                "SELECT name FROM pragma_table_info(?) ORDER BY cid",
-            )
-            .bind(&table)
-            .fetch_all(&pool)
-            .await
-            .map_err(ProviderError::sql(format!("read the columns of {table}")))?
-            .into_iter()
-            .map(|(c,)| c)
-            .collect();
-            let mut out = Vec::with_capacity(64 * 1024);
-            push_csv_record(&mut out, columns.iter().map(|c| Some(c.as_str())));
-            let mut rows = 0u64;
-            let select = format!("SELECT * FROM \"{table}\"");
-            let mut stream = sqlx::query(&select).fetch(&pool);
-            while let Some(row) = stream
-                .try_next()
-                .await
-                .map_err(ProviderError::sql(format!("export {table}")))?
-            {
-                let fields = (0..row.columns().len())
-                    .map(|i| csv_field(&row, i))
-                    .collect::<Result<Vec<Option<String>>, _>>()
-                    .map_err(ProviderError::sql(format!("export {table}")))?;
-                push_csv_record(&mut out, fields.iter().map(Option::as_deref));
-                rows += 1;
-                // Written out a block at a time: a table is never held whole.
-                if out.len() >= 64 * 1024 {
-                    file.write(&out).await?;
-                    out.clear();
-                }
-            }
-            file.write(&out).await?;
-            req.sink.finish_table(&table, file, rows).await?;
-        }
-        pool.close().await;
-        Ok(())
-    }
-
     fn name(&self) -> &'static str {
         "local data"
     }
@@ -531,58 +475,6 @@ impl Provider for LocalData {
         Ok(())
     }
 
-    async fn smoke(
-        &self,
-        ctx: &StepContext<'_>,
-        sql: &[&crate::model::checks::CheckSpec],
-    ) -> Vec<crate::model::health::CheckOutcome> {
-        if !ctx.recorded.contains_key(&Key::new(Kind::Database)) {
-            return Vec::new();
-        }
-        let seeded = ctx.recorded.contains_key(&Key::new(Kind::Seed));
-        crate::targets::data::local::smoke::checks(
-            &self.database_path(&ctx.tenant.slug),
-            seeded,
-            sql,
-        )
-        .await
-    }
-
-    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        let slug = &ctx.tenant.slug;
-        match key.kind {
-            Kind::Role => {
-                sqlx::query("DELETE FROM roles WHERE name = ?")
-                    .bind(self.naming.role(slug))
-                    .execute(self.catalog().await?)
-                    .await
-                    .map_err(ProviderError::sql("purge the login role"))?;
-            }
-            Kind::Database => {
-                let path = self.database_path(slug);
-                // The database with the journals SQLite may keep beside it.
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let mut file = path.clone().into_os_string();
-                    file.push(suffix);
-                    let file = PathBuf::from(file);
-                    match std::fs::remove_file(&file) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(ProviderError::io(format!("remove {}", file.display()))(e))
-                        }
-                        _ => {}
-                    }
-                }
-                sqlx::query("DELETE FROM slices WHERE slug = ?")
-                    .bind(slug.as_str())
-                    .execute(self.catalog().await?)
-                    .await
-                    .map_err(ProviderError::sql("forget the data slice"))?;
-            }
-            other => return Err(unmanaged(self, other)),
-        }
-        Ok(())
-    }
-
     async fn apply(
         &self,
         ctx: &StepContext<'_>,
@@ -626,6 +518,135 @@ impl Provider for LocalData {
             }
             other => Err(unmanaged(self, other)),
         }
+    }
+
+    fn as_export(&self) -> Option<&dyn Export> {
+        Some(self)
+    }
+
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Export for LocalData {
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        use futures::TryStreamExt;
+        use sqlx::Row;
+        let path = self.database_path(req.slug);
+        if !req.recorded.contains_key(&Key::new(Kind::Database)) || !path.exists() {
+            return Ok(());
+        }
+        let Some(pool) = sqlite::open_reader(&path, 1).await? else {
+            return Ok(());
+        };
+        for table in user_tables(&pool).await? {
+            if !crate::targets::data::is_plain_ident(&table) {
+                return Err(ProviderError::Message(format!(
+                    "the table {table:?} needs a plain lower-case name to be exported"
+                )));
+            }
+            let mut file = req.sink.file(&format!("tables/{table}.csv")).await?;
+            let columns: Vec<String> = sqlx::query_as::<_, (String,)>(
+                "SELECT name FROM pragma_table_info(?) ORDER BY cid",
+            )
+            .bind(&table)
+            .fetch_all(&pool)
+            .await
+            .map_err(ProviderError::sql(format!("read the columns of {table}")))?
+            .into_iter()
+            .map(|(c,)| c)
+            .collect();
+            let mut out = Vec::with_capacity(64 * 1024);
+            push_csv_record(&mut out, columns.iter().map(|c| Some(c.as_str())));
+            let mut rows = 0u64;
+            let select = format!("SELECT * FROM \"{table}\"");
+            let mut stream = sqlx::query(&select).fetch(&pool);
+            while let Some(row) = stream
+                .try_next()
+                .await
+                .map_err(ProviderError::sql(format!("export {table}")))?
+            {
+                let fields = (0..row.columns().len())
+                    .map(|i| csv_field(&row, i))
+                    .collect::<Result<Vec<Option<String>>, _>>()
+                    .map_err(ProviderError::sql(format!("export {table}")))?;
+                push_csv_record(&mut out, fields.iter().map(Option::as_deref));
+                rows += 1;
+                // Written out a block at a time: a table is never held whole.
+                if out.len() >= 64 * 1024 {
+                    file.write(&out).await?;
+                    out.clear();
+                }
+            }
+            file.write(&out).await?;
+            req.sink.finish_table(&table, file, rows).await?;
+        }
+        pool.close().await;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Purge for LocalData {
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        match key.kind {
+            Kind::Role => {
+                sqlx::query("DELETE FROM roles WHERE name = ?")
+                    .bind(self.naming.role(slug))
+                    .execute(self.catalog().await?)
+                    .await
+                    .map_err(ProviderError::sql("purge the login role"))?;
+            }
+            Kind::Database => {
+                let path = self.database_path(slug);
+                // The database with the journals SQLite may keep beside it.
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let mut file = path.clone().into_os_string();
+                    file.push(suffix);
+                    let file = PathBuf::from(file);
+                    match std::fs::remove_file(&file) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(ProviderError::io(format!("remove {}", file.display()))(e))
+                        }
+                        _ => {}
+                    }
+                }
+                sqlx::query("DELETE FROM slices WHERE slug = ?")
+                    .bind(slug.as_str())
+                    .execute(self.catalog().await?)
+                    .await
+                    .map_err(ProviderError::sql("forget the data slice"))?;
+            }
+            other => return Err(unmanaged(self, other)),
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Smoke for LocalData {
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome> {
+        if !ctx.recorded.contains_key(&Key::new(Kind::Database)) {
+            return Vec::new();
+        }
+        let seeded = ctx.recorded.contains_key(&Key::new(Kind::Seed));
+        crate::targets::data::local::smoke::checks(
+            &self.database_path(&ctx.tenant.slug),
+            seeded,
+            sql,
+        )
+        .await
     }
 }
 

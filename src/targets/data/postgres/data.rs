@@ -37,8 +37,8 @@ use crate::slug::Slug;
 use crate::targets::data::postgres::reach;
 use crate::targets::data::Naming;
 use crate::targets::provider::{
-    check_ours, desired_of, schema_version, seed_rows_of, unmanaged, ExportRequest, LiveFleet,
-    Owner, Provider, ProviderError, RefreshTarget, StepContext,
+    check_ours, desired_of, schema_version, seed_rows_of, unmanaged, Export, ExportRequest,
+    LiveFleet, Owner, Provider, ProviderError, Purge, RefreshTarget, Smoke, StepContext,
 };
 
 const CATALOG: &str = r#"
@@ -2068,6 +2068,34 @@ impl Provider for PgData {
         Ok(())
     }
 
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        if change.key.kind == Kind::Database && ctx.tenant.isolation == Isolation::Database {
+            // Once, before any attempt: an attempt cut short after CREATE DATABASE leaves an
+            // unmarked database that the next attempt must not take for someone else's.
+            retry!("data", self.check_database(ctx, change))?;
+        }
+        retry!("data", self.apply_once(ctx, change))
+    }
+
+    fn as_export(&self) -> Option<&dyn Export> {
+        Some(self)
+    }
+
+    fn as_purge(&self) -> Option<&dyn Purge> {
+        Some(self)
+    }
+
+    fn as_smoke(&self) -> Option<&dyn Smoke> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Export for PgData {
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
         let Some(slice) = req.recorded.get(&Key::new(Kind::Database)) else {
             return Ok(());
@@ -2088,7 +2116,35 @@ impl Provider for PgData {
         let mut conn = connection(self.server.pool().await?).await?;
         export_tables(&mut conn, schema, tenant, req.sink).await
     }
+}
 
+#[async_trait]
+impl Purge for PgData {
+    async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
+        match keys {
+            [slice, role] if slice.kind == Kind::Database && role.kind == Kind::Role => {
+                retry!("purge", self.purge_slice_and_role(ctx))
+            }
+            _ => {
+                for key in keys {
+                    self.purge(ctx, key).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        match key.kind {
+            Kind::Role => retry!("purge", self.purge_role(ctx)),
+            Kind::Database => retry!("purge", self.purge_slice(ctx)),
+            other => Err(unmanaged(self, other)),
+        }
+    }
+}
+
+#[async_trait]
+impl Smoke for PgData {
     async fn smoke(
         &self,
         ctx: &StepContext<'_>,
@@ -2131,40 +2187,5 @@ impl Provider for PgData {
             held: ctx.lifecycle != crate::model::lifecycle::Lifecycle::Active,
         };
         crate::targets::data::postgres::smoke::checks(&target, sql).await
-    }
-
-    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        match key.kind {
-            Kind::Role => retry!("purge", self.purge_role(ctx)),
-            Kind::Database => retry!("purge", self.purge_slice(ctx)),
-            other => Err(unmanaged(self, other)),
-        }
-    }
-
-    async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
-        match keys {
-            [slice, role] if slice.kind == Kind::Database && role.kind == Kind::Role => {
-                retry!("purge", self.purge_slice_and_role(ctx))
-            }
-            _ => {
-                for key in keys {
-                    self.purge(ctx, key).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    async fn apply(
-        &self,
-        ctx: &StepContext<'_>,
-        change: &ResourceChange,
-    ) -> Result<Option<Attrs>, ProviderError> {
-        if change.key.kind == Kind::Database && ctx.tenant.isolation == Isolation::Database {
-            // Once, before any attempt: an attempt cut short after CREATE DATABASE leaves an
-            // unmarked database that the next attempt must not take for someone else's.
-            retry!("data", self.check_database(ctx, change))?;
-        }
-        retry!("data", self.apply_once(ctx, change))
     }
 }
