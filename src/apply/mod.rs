@@ -12,6 +12,8 @@
 mod pipeline;
 pub mod progress;
 mod purge;
+mod resource_step;
+mod steps;
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,8 +27,9 @@ use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
 use crate::plan::{Action, Plan, ResourceChange, TenantPlan};
 use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
-use crate::targets::provider::{Mark, ProviderError, StepContext};
+use crate::targets::provider::{Mark, StepContext};
 use progress::Progress;
+use steps::{Checkpoint, Step};
 
 /// The outcome of one tenant.
 #[derive(Debug)]
@@ -124,6 +127,34 @@ struct Shared<'a> {
     /// since nothing it did could be recorded (and a lock held by a lost connection is
     /// gone, so another run may hold it now).
     lost: OnceLock<String>,
+}
+
+/// What every step of one tenant's apply reads: its plan, the whole plan, the state it is
+/// recorded in, and this state's mark for it.
+struct Run<'a> {
+    tp: &'a TenantPlan,
+    plan: &'a Plan,
+    shared: &'a Shared<'a>,
+    mark: &'a Mark,
+}
+
+impl Run<'_> {
+    /// Records the tenant's state as it stands now.
+    async fn checkpoint(&self, ts: &TenantState) -> Result<(), String> {
+        self.shared
+            .checkpoint(self.tp.slug.as_str(), ts)
+            .await
+            .map_err(|e| format!("recording the state: {e}"))
+    }
+
+    /// Refuses a step once the state could not be written: nothing done from here on could
+    /// be recorded, and the lock may be another run's by now.
+    fn lost(&self) -> Result<(), StepError> {
+        match self.shared.lost.get() {
+            Some(_) => Err("stopped before this step: the state could not be written".into()),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Shared<'_> {
@@ -341,339 +372,9 @@ impl Executor {
         }
     }
 
-    async fn tenant_steps(
-        &self,
-        tp: &TenantPlan,
-        plan: &Plan,
-        shared: &Shared<'_>,
-        mark: &Mark,
-        log: &mut StepLog,
-    ) -> Result<(), StepError> {
-        let slug = tp.slug.as_str();
-        let mut ts: TenantState = shared
-            .state
-            .lock()
-            .await
-            .tenants
-            .get(slug)
-            .cloned()
-            .unwrap_or_default();
-        if ts.tenant_id.is_none() {
-            ts.tenant_id = tp.tenant_id.clone();
-        }
-        ts.credentials_version = ts.credentials_version.max(tp.credentials_version).max(1);
-        let mut lifecycle = tp.lifecycle.from;
-        let control = &self.targets.control;
-        let checkpoint = |ts: &TenantState| {
-            let ts = ts.clone();
-            async move {
-                shared
-                    .checkpoint(slug, &ts)
-                    .await
-                    .map_err(|e| format!("recording the state: {e}"))
-            }
-        };
-
-        for (key, found) in tp.changes.iter().filter_map(|c| {
-            let found = c.purged.as_ref()?.found.clone()?;
-            Some((&c.key, found))
-        }) {
-            // The tenant's and never recorded (adopted and left unchanged, or made by a run
-            // cut short), or recorded a step behind: recorded as it stands now, so the export
-            // before its purge reads it, and its target finds where it is.
-            ts.resources.insert(key.clone(), found);
-        }
-        let intents = self.record_intents(tp, &mut ts);
-        if self.queue_hooks(tp, &mut ts) | intents {
-            // Recorded before anything of the tenant changes: a moment its steps reach
-            // (its plan written to the registry, its lifecycle moved) may be unseen by the
-            // next plan if this run stops after them, and its runs would be lost; a
-            // registry row made by a run stopped before its next checkpoint is known for
-            // this state's; an adopted tenant's passwords are derived anew from here on.
-            checkpoint(&ts).await?;
-        }
-        // The audit rows of the purge this run carries out, written before its first
-        // resource is destroyed and completed after its last; the control plane's part of
-        // the purge (its rows, the tombstone, that completion and the move) is one call.
-        let mut audited: Option<Vec<String>> = None;
-        let mut ending = purge::Ending::default();
-        // Purges after this one that it destroyed with it.
-        let mut skip = 0;
-        for (i, change) in tp.changes.iter().enumerate() {
-            if skip > 0 {
-                skip -= 1;
-                continue;
-            }
-            log.at = change.key.to_string();
-            self.go_on()?;
-            if change.purged.is_none() {
-                if audited.is_some()
-                    && change.key.kind == Kind::Registry
-                    && change.fields.iter().any(|f| f.field != "lifecycle")
-                {
-                    ending.tombstone = Some(change);
-                    continue;
-                }
-                if let Some(addresses) = audited.take() {
-                    ending.audited = addresses;
-                    self.end_purge(tp, &mut ts, lifecycle, mark, &mut ending, None, log)
-                        .await?;
-                }
-            } else {
-                if shared.lost.get().is_some() {
-                    return Err("stopped before this step: the state could not be written".into());
-                }
-                if ts.purge.is_none() {
-                    self.begin_purge(tp, &mut ts, &mut lifecycle, mark).await?;
-                    // The purge's start and its audit rows are written side by side, and
-                    // both are there before anything is destroyed: a run stopped between
-                    // them has destroyed nothing, and its rerun writes what is missing
-                    // (an audit row written twice is kept once).
-                    let (recorded, rows) = tokio::join!(checkpoint(&ts), self.audit_begin(tp, &ts));
-                    recorded?;
-                    audited = Some(rows?);
-                }
-                if audited.is_none() {
-                    audited = Some(self.audit_begin(tp, &ts).await?);
-                }
-                if control.kinds().contains(&change.key.kind) {
-                    ending.rows.push(change.key.clone());
-                    continue;
-                }
-                if let Some(retired) = ts.retired_at_key(&change.key).cloned() {
-                    // Where the retired one is, as its target reads a recorded one.
-                    let at = std::iter::once((retired.key.clone(), retired.attrs)).collect();
-                    let ctx = StepContext {
-                        recorded: &at,
-                        ..self.step_context(tp, &ts, lifecycle, mark, false)
-                    };
-                    self.purge(&ctx, std::slice::from_ref(&retired.key)).await?;
-                    ts.retired.retain(|r| r.address_key() != change.key);
-                    ts.resources.remove(&change.key);
-                    ts.updated_at = now();
-                    log.done += 1;
-                    continue;
-                }
-                // The purges of one target that follow go in the same call: the data target
-                // drops a schema and its role in one transaction.
-                let provider = self.targets.for_kind(change.key.kind);
-                let keys: Vec<_> = tp.changes[i..]
-                    .iter()
-                    .take_while(|c| {
-                        c.purged.is_some()
-                            && ts.retired_at_key(&c.key).is_none()
-                            && std::ptr::addr_eq(self.targets.for_kind(c.key.kind), provider)
-                    })
-                    .map(|c| c.key.clone())
-                    .collect();
-                skip = keys.len() - 1;
-                let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
-                self.purge(&ctx, &keys).await?;
-                for key in &keys {
-                    ts.resources.remove(key);
-                    if key.kind == Kind::Database {
-                        // Seed rows live in the slice and went with it.
-                        ts.resources.remove(&crate::desired::Key::new(Kind::Seed));
-                    }
-                }
-                // Not checkpointed one by one: the audit row records each purge, and a
-                // rerun purges (and audits) what is gone already again, changing nothing.
-                // The state records the purge's start, above, and its end.
-                ts.updated_at = now();
-                log.done += keys.len();
-                continue;
-            }
-            if self.retire_before_replace(change, &mut ts) {
-                // Recorded before the call: a run killed once the new one stands still
-                // knows the old one is left behind, and the tenant's purge reaches it.
-                checkpoint(&ts).await?;
-            }
-            let claimed = ts.creating.contains(&change.key);
-            // Field by field, not `step_context`: the step goes on to update other fields of
-            // `ts` (its step, its intents) while this borrows its resources.
-            let ctx = StepContext {
-                tenant: &tp.tenant,
-                tenant_id: ts.tenant_id.as_deref(),
-                lifecycle,
-                credentials_version: ts.credentials_version,
-                key: &self.key,
-                mark: mark.for_tenant(ts.tenant_id.as_deref()),
-                incarnation: ts.incarnation.as_deref(),
-                claimed,
-                recorded: &ts.resources,
-                retired: &ts.retired,
-            };
-            if change.key.kind == Kind::Registry && change.action == Action::Create {
-                let desired = change
-                    .desired
-                    .as_ref()
-                    .ok_or("registry without attributes")?;
-                let id = control
-                    .register(&ctx, &desired.attrs)
-                    .await
-                    .map_err(|e| chain(&e))?;
-                if matches!(lifecycle, Lifecycle::Pending) {
-                    lifecycle = Lifecycle::Provisioning;
-                }
-                let mut attrs = desired.attrs.clone();
-                attrs.insert("lifecycle", json!(lifecycle.as_str()));
-                ts.tenant_id = Some(id);
-                ts.lifecycle = lifecycle;
-                ts.step = Some(change.key.to_string());
-                ts.resources.insert(change.key.clone(), attrs);
-                ts.updated_at = now();
-                checkpoint(&ts).await?;
-                log.done += 1;
-                continue;
-            }
-            // The lifecycle field moves in the last step; a registry change that is only
-            // that has nothing to do here.
-            if change.key.kind == Kind::Registry
-                && change.fields.iter().all(|f| f.field == "lifecycle")
-            {
-                continue;
-            }
-            if lifecycle == Lifecycle::Provisioning {
-                let step = change.key.to_string();
-                if let Some(id) = ts.tenant_id.as_deref() {
-                    control
-                        .set_step(id, Some(&step))
-                        .await
-                        .map_err(|e| chain(&e))?;
-                }
-                ts.step = Some(step);
-            }
-            if shared.lost.get().is_some() {
-                // Nothing done from here on could be recorded, and the lock may be another
-                // run's by now.
-                return Err("stopped before this step: the state could not be written".into());
-            }
-            let provider = self.targets.for_kind(change.key.kind);
-            let creates = matches!(
-                change.action,
-                Action::Create | Action::Replace | Action::Import
-            );
-            if creates
-                && provider.marks_after_create(change.key.kind)
-                && ts.creating.insert(change.key.clone())
-            {
-                // Recorded before the call: killed between creating and marking, the
-                // rerun knows the unmarked resource is this state's.
-                checkpoint(&ts).await?;
-            }
-            let result: Result<_, ProviderError> = provider.apply(&ctx, change).await;
-            let result = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    if matches!(e, ProviderError::NotOurs(_)) {
-                        // Refused before anything was made: the intent claims nothing.
-                        ts.creating.remove(&change.key);
-                    }
-                    // Record where the tenant stopped, so `state show` names the failed step.
-                    checkpoint(&ts).await?;
-                    return Err(chain(&e).into());
-                }
-            };
-            match result {
-                Some(attrs) => {
-                    ts.resources.insert(change.key.clone(), attrs);
-                }
-                None => {
-                    ts.resources.remove(&change.key);
-                }
-            }
-            ts.creating.remove(&change.key);
-            ts.updated_at = now();
-            if change.key.kind == Kind::Database {
-                let mut state = shared.state.lock().await;
-                for m in &plan.migrations {
-                    state.migrations.insert(m.id(), m.checksum.clone());
-                }
-            }
-            checkpoint(&ts).await?;
-            log.done += 1;
-        }
-
-        let to = tp.lifecycle.to;
-        // Hooks that run apart take a while: the move is recorded before them.
-        let hooks_after = tp.hooks.iter().any(|h| h.due && !h.spec.gating);
-        if let Some(addresses) = audited.take() {
-            ending.audited = addresses;
-            // The move joins the purge's end when nothing is to happen between them.
-            let joins = to == Lifecycle::Deprovisioned
-                && lifecycle != to
-                && tp.smoke.is_none()
-                && !tp.hooks.iter().any(|h| h.due && h.spec.gating);
-            self.end_purge(
-                tp,
-                &mut ts,
-                lifecycle,
-                mark,
-                &mut ending,
-                joins.then_some(to),
-                log,
-            )
-            .await?;
-            if joins {
-                lifecycle = to;
-                if hooks_after {
-                    checkpoint(&ts).await?;
-                }
-            }
-        }
-        if tp.smoke.is_some() {
-            log.at = crate::plan::SMOKE_STEP.to_string();
-            self.go_on()?;
-            let tested = self.smoke_test(tp, &mut ts, lifecycle, mark).await;
-            checkpoint(&ts).await?;
-            tested?;
-            log.done += 1;
-        }
-        for h in tp.hooks.iter().filter(|h| h.due && h.spec.gating) {
-            log.at = format!("hook/{}", h.spec.name);
-            self.go_on()?;
-            let ran = self.run_hook(tp, &mut ts, h).await;
-            checkpoint(&ts).await?;
-            ran?;
-            log.done += 1;
-        }
-        log.at = "lifecycle".to_string();
-        self.go_on()?;
-        if lifecycle != to {
-            let ctx = self.step_context(tp, &ts, lifecycle, mark, false);
-            control.transition(&ctx, to).await.map_err(|e| chain(&e))?;
-            log.done += 1;
-            // Recorded at once when something follows: the hooks after the move may take a
-            // while, and a kill meanwhile must not leave the state a move behind the
-            // registry. Otherwise the tenant's last checkpoint, below, records it.
-            ts.lifecycle = to;
-            if let Some(reg) = ts
-                .resources
-                .get_mut(&crate::desired::Key::new(Kind::Registry))
-            {
-                reg.insert("lifecycle", json!(to.as_str()));
-            }
-            if to == Lifecycle::Active || hooks_after {
-                checkpoint(&ts).await?;
-            }
-            if to == Lifecycle::Active {
-                log.at = "role".to_string();
-                self.open_login(tp, &mut ts, mark).await?;
-                checkpoint(&ts).await?;
-            }
-        }
-        for h in tp.hooks.iter().filter(|h| h.due && !h.spec.gating) {
-            log.at = format!("hook/{}", h.spec.name);
-            self.go_on()?;
-            let ran = self.run_hook(tp, &mut ts, h).await;
-            checkpoint(&ts).await?;
-            match ran {
-                Ok(()) => log.done += 1,
-                // Retried apart: the tenant goes on.
-                Err(StepError::Failed(e)) => log.warnings.push(e),
-                Err(e @ StepError::Interrupted(_)) => return Err(e),
-            }
-        }
+    /// The tenant is where its plan takes it: its lifecycle, its purge's end, the commit
+    /// applied; nothing left failed, and no intent left to claim with.
+    fn finish_tenant(&self, tp: &TenantPlan, ts: &mut TenantState, to: Lifecycle) {
         ts.lifecycle = to;
         ts.step = None;
         if let Some(p) = ts.purge.as_mut().filter(|_| to == Lifecycle::Deprovisioned) {
@@ -698,7 +399,163 @@ impl Executor {
         ts.hooks.retain(|r| r.done_at.is_none());
         // Every create of this tenant is done and recorded: no intent is left to claim with.
         ts.creating.clear();
-        Ok(checkpoint(&ts).await?)
+    }
+
+    async fn tenant_steps(
+        &self,
+        tp: &TenantPlan,
+        plan: &Plan,
+        shared: &Shared<'_>,
+        mark: &Mark,
+        log: &mut StepLog,
+    ) -> Result<(), StepError> {
+        let slug = tp.slug.as_str();
+        let mut ts: TenantState = shared
+            .state
+            .lock()
+            .await
+            .tenants
+            .get(slug)
+            .cloned()
+            .unwrap_or_default();
+        if ts.tenant_id.is_none() {
+            ts.tenant_id = tp.tenant_id.clone();
+        }
+        ts.credentials_version = ts.credentials_version.max(tp.credentials_version).max(1);
+        let mut lifecycle = tp.lifecycle.from;
+        let run = Run {
+            tp,
+            plan,
+            shared,
+            mark,
+        };
+        for (key, found) in tp.changes.iter().filter_map(|c| {
+            let found = c.purged.as_ref()?.found.clone()?;
+            Some((&c.key, found))
+        }) {
+            // The tenant's and never recorded (adopted and left unchanged, or made by a run
+            // cut short), or recorded a step behind: recorded as it stands now, so the export
+            // before its purge reads it, and its target finds where it is.
+            ts.resources.insert(key.clone(), found);
+        }
+        let intents = self.record_intents(tp, &mut ts);
+        if self.queue_hooks(tp, &mut ts) | intents {
+            // Recorded before anything of the tenant changes: a moment its steps reach
+            // (its plan written to the registry, its lifecycle moved) may be unseen by the
+            // next plan if this run stops after them, and its runs would be lost; a
+            // registry row made by a run stopped before its next checkpoint is known for
+            // this state's; an adopted tenant's passwords are derived anew from here on.
+            run.checkpoint(&ts).await?;
+        }
+        let same_target = |a: Kind, b: Kind| {
+            std::ptr::addr_eq(self.targets.for_kind(a), self.targets.for_kind(b))
+        };
+        let retired = |key: &Key| ts.retired_at_key(key).is_some();
+        let steps = steps::steps(
+            &tp.changes,
+            tp.smoke.is_some(),
+            &tp.hooks,
+            &steps::Facts {
+                control: &|kind| self.targets.control.kinds().contains(&kind),
+                retired: &retired,
+                same_target: &same_target,
+            },
+        );
+        let to = tp.lifecycle.to;
+        // Hooks that run apart take a while: the move is recorded before them.
+        let hooks_after = steps.iter().any(|s| matches!(s, Step::Hook(_)));
+        // The audit rows of the purge this run carries out, written before its first
+        // resource is destroyed and completed after its last; the control plane's part of
+        // the purge (its rows, the tombstone, that completion and the move) is one call.
+        let mut ending = purge::Ending::default();
+        for step in steps {
+            if let Some(at) = step.at() {
+                log.at = at;
+            }
+            if !matches!(step, Step::EndPurge { .. }) {
+                self.go_on()?;
+            }
+            let outcome = match step {
+                Step::BeginPurge(_) => {
+                    ending.audited = self.start_purge(&run, &mut ts, &mut lifecycle).await?;
+                    Ok(())
+                }
+                Step::PurgeRow(change) => run.lost().map(|()| ending.rows.push(change.key.clone())),
+                Step::PurgeRetired(change) => {
+                    self.purge_retired(&run, &mut ts, lifecycle, change).await?;
+                    log.done += 1;
+                    Ok(())
+                }
+                Step::Purge(changes) => {
+                    self.purge_together(&run, &mut ts, lifecycle, changes)
+                        .await?;
+                    log.done += changes.len();
+                    Ok(())
+                }
+                Step::Tombstone(change) => {
+                    ending.tombstone = Some(change);
+                    Ok(())
+                }
+                Step::EndPurge { may_move } => {
+                    // The move joins the purge's end when nothing is to happen between them.
+                    let joins = may_move && to == Lifecycle::Deprovisioned && lifecycle != to;
+                    let to = joins.then_some(to);
+                    self.end_purge(tp, &mut ts, lifecycle, mark, &mut ending, to, log)
+                        .await?;
+                    if joins {
+                        lifecycle = tp.lifecycle.to;
+                        if hooks_after {
+                            run.checkpoint(&ts).await?;
+                        }
+                    }
+                    Ok(())
+                }
+                Step::Register(change) => {
+                    let made = self.register(&run, &mut ts, &mut lifecycle, change).await;
+                    log.done += usize::from(made.is_ok());
+                    made
+                }
+                Step::Change(change) => {
+                    self.change(&run, &mut ts, lifecycle, change).await?;
+                    log.done += 1;
+                    Ok(())
+                }
+                Step::Smoke => {
+                    let tested = self.smoke_test(tp, &mut ts, lifecycle, mark).await;
+                    log.done += usize::from(tested.is_ok());
+                    tested.map_err(StepError::from)
+                }
+                Step::GatingHook(h) => {
+                    let ran = self.run_hook(tp, &mut ts, h).await;
+                    log.done += usize::from(ran.is_ok());
+                    ran
+                }
+                Step::Lifecycle => {
+                    self.move_lifecycle(&run, &mut ts, lifecycle, hooks_after, log)
+                        .await
+                }
+                Step::Hook(h) => match self.run_hook(tp, &mut ts, h).await {
+                    Ok(()) => {
+                        log.done += 1;
+                        Ok(())
+                    }
+                    // Retried apart: the tenant goes on.
+                    Err(StepError::Failed(e)) => {
+                        log.warnings.push(e);
+                        Ok(())
+                    }
+                    Err(e @ StepError::Interrupted(_)) => Err(e),
+                },
+            };
+            // A step whose work is recorded once it is done is recorded whether it
+            // succeeded or failed, so `state show` says where the tenant stopped.
+            if step.checkpoint() == Checkpoint::After {
+                run.checkpoint(&ts).await?;
+            }
+            outcome?;
+        }
+        self.finish_tenant(tp, &mut ts, to);
+        Ok(run.checkpoint(&ts).await?)
     }
 }
 

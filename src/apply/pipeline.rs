@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use super::{Executor, StepError};
+use super::{Executor, Run, StepError, StepLog};
 use crate::causes::chain;
 use crate::hooks::{HookDone, HookError, HookRun, Invocation};
 use crate::plan::{PlannedHook, TenantPlan};
@@ -13,6 +13,48 @@ use crate::state::{now, Lifecycle, TenantState};
 use crate::targets::provider::{events, Mark};
 
 impl Executor {
+    /// Moves the tenant to `to` (writing its events), recording the move at once when
+    /// something follows it; a tenant becoming active gets its login opened.
+    pub(super) async fn move_lifecycle(
+        &self,
+        run: &Run<'_>,
+        ts: &mut TenantState,
+        lifecycle: Lifecycle,
+        hooks_after: bool,
+        log: &mut StepLog,
+    ) -> Result<(), StepError> {
+        let to = run.tp.lifecycle.to;
+        if lifecycle == to {
+            return Ok(());
+        }
+        let ctx = self.step_context(run.tp, ts, lifecycle, run.mark, false);
+        self.targets
+            .control
+            .transition(&ctx, to)
+            .await
+            .map_err(|e| chain(&e))?;
+        log.done += 1;
+        // Recorded at once when something follows: the hooks after the move may take a
+        // while, and a kill meanwhile must not leave the state a move behind the registry.
+        // Otherwise the tenant's last checkpoint records it.
+        ts.lifecycle = to;
+        if let Some(reg) = ts
+            .resources
+            .get_mut(&crate::desired::Key::new(crate::desired::Kind::Registry))
+        {
+            reg.insert("lifecycle", json!(to.as_str()));
+        }
+        if to == Lifecycle::Active || hooks_after {
+            run.checkpoint(ts).await?;
+        }
+        if to == Lifecycle::Active {
+            log.at = "role".to_string();
+            self.open_login(run.tp, ts, run.mark).await?;
+            run.checkpoint(ts).await?;
+        }
+        Ok(())
+    }
+
     /// Runs every check of the tenant and records what they found on `ts`. A gating failure
     /// is the step's error: the tenant stays where it is (in `provisioning`, at this step),
     /// and a tenant not yet provisioned announces it with `TenantProvisioningFailed`.

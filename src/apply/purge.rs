@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use super::Executor;
+use super::{Executor, Run, StepError};
 use crate::causes::chain;
 use crate::desired::{Key, Kind};
 use crate::model::audit::AuditEntry;
@@ -14,6 +14,79 @@ use crate::state::{now, Lifecycle, Purge, TenantState};
 use crate::targets::provider::{Mark, PurgeEnd, StepContext};
 
 impl Executor {
+    /// The purge's first step: begun once (recorded beside its audit rows, both before
+    /// anything is destroyed), and on a rerun its audit rows only. Returns the addresses
+    /// the rows were written for.
+    pub(super) async fn start_purge(
+        &self,
+        run: &Run<'_>,
+        ts: &mut TenantState,
+        lifecycle: &mut Lifecycle,
+    ) -> Result<Vec<String>, StepError> {
+        run.lost()?;
+        if ts.purge.is_some() {
+            return Ok(self.audit_begin(run.tp, ts).await?);
+        }
+        self.begin_purge(run.tp, ts, lifecycle, run.mark).await?;
+        // The purge's start and its audit rows are written side by side: a run stopped
+        // between them has destroyed nothing, and its rerun writes what is missing (an
+        // audit row written twice is kept once).
+        let (recorded, rows) = tokio::join!(run.checkpoint(ts), self.audit_begin(run.tp, ts));
+        recorded?;
+        Ok(rows?)
+    }
+
+    /// Destroys a resource a replace left behind, where the state recorded it.
+    pub(super) async fn purge_retired(
+        &self,
+        run: &Run<'_>,
+        ts: &mut TenantState,
+        lifecycle: Lifecycle,
+        change: &ResourceChange,
+    ) -> Result<(), StepError> {
+        run.lost()?;
+        let retired = ts
+            .retired_at_key(&change.key)
+            .cloned()
+            .ok_or("the retired resource is no longer recorded")?;
+        // Where the retired one is, as its target reads a recorded one.
+        let at = std::iter::once((retired.key.clone(), retired.attrs)).collect();
+        let ctx = StepContext {
+            recorded: &at,
+            ..self.step_context(run.tp, ts, lifecycle, run.mark, false)
+        };
+        self.purge(&ctx, std::slice::from_ref(&retired.key)).await?;
+        ts.retired.retain(|r| r.address_key() != change.key);
+        ts.resources.remove(&change.key);
+        ts.updated_at = now();
+        Ok(())
+    }
+
+    /// Destroys `changes`' resources, all of one target, in one call, and forgets them.
+    /// Not checkpointed: the audit rows record each purge, and a rerun purges what is gone
+    /// already again, changing nothing.
+    pub(super) async fn purge_together(
+        &self,
+        run: &Run<'_>,
+        ts: &mut TenantState,
+        lifecycle: Lifecycle,
+        changes: &[ResourceChange],
+    ) -> Result<(), StepError> {
+        run.lost()?;
+        let keys: Vec<Key> = changes.iter().map(|c| c.key.clone()).collect();
+        let ctx = self.step_context(run.tp, ts, lifecycle, run.mark, false);
+        self.purge(&ctx, &keys).await?;
+        for key in &keys {
+            ts.resources.remove(key);
+            if key.kind == Kind::Database {
+                // Seed rows live in the slice and went with it.
+                ts.resources.remove(&Key::new(Kind::Seed));
+            }
+        }
+        ts.updated_at = now();
+        Ok(())
+    }
+
     /// Before a tenant's first resource is purged: its export verifies against its
     /// manifest (unless an erasure request waived it), it is in `deprovisioning` (an
     /// erasure goes there in the same run), and its purge is recorded, after which it can

@@ -1,0 +1,134 @@
+//! The steps of a tenant's apply that act on one resource: a new tenant's registry row, and
+//! a resource brought to what the plan asks, each with the checkpoints around it.
+
+use serde_json::json;
+
+use super::{Executor, Run, StepError};
+use crate::causes::chain;
+use crate::model::change::{Action, ResourceChange};
+use crate::model::lifecycle::{now, Lifecycle};
+use crate::model::resource::Kind;
+use crate::state::TenantState;
+use crate::targets::provider::{ProviderError, StepContext};
+
+impl Executor {
+    /// Makes a new tenant's registry row, which gives it its id, in `provisioning`.
+    pub(super) async fn register(
+        &self,
+        run: &Run<'_>,
+        ts: &mut TenantState,
+        lifecycle: &mut Lifecycle,
+        change: &ResourceChange,
+    ) -> Result<(), StepError> {
+        let desired = change
+            .desired
+            .as_ref()
+            .ok_or("registry without attributes")?;
+        let claimed = ts.creating.contains(&change.key);
+        let ctx = self.step_context(run.tp, ts, *lifecycle, run.mark, claimed);
+        let id = self
+            .targets
+            .control
+            .register(&ctx, &desired.attrs)
+            .await
+            .map_err(|e| chain(&e))?;
+        if matches!(lifecycle, Lifecycle::Pending) {
+            *lifecycle = Lifecycle::Provisioning;
+        }
+        let mut attrs = desired.attrs.clone();
+        attrs.insert("lifecycle", json!(lifecycle.as_str()));
+        ts.tenant_id = Some(id);
+        ts.lifecycle = *lifecycle;
+        ts.step = Some(change.key.to_string());
+        ts.resources.insert(change.key.clone(), attrs);
+        ts.updated_at = now();
+        Ok(())
+    }
+
+    /// Brings one resource to what `change` asks for through its target, recording before
+    /// the call what a kill in the middle would otherwise lose, and after it what stands.
+    pub(super) async fn change(
+        &self,
+        run: &Run<'_>,
+        ts: &mut TenantState,
+        lifecycle: Lifecycle,
+        change: &ResourceChange,
+    ) -> Result<(), StepError> {
+        if self.retire_before_replace(change, ts) {
+            // Recorded before the call: a run killed once the new one stands still knows
+            // the old one is left behind, and the tenant's purge reaches it.
+            run.checkpoint(ts).await?;
+        }
+        let claimed = ts.creating.contains(&change.key);
+        // Field by field, not `step_context`: the step goes on to update other fields of
+        // `ts` (its step, its intents) while this borrows its resources.
+        let ctx = StepContext {
+            tenant: &run.tp.tenant,
+            tenant_id: ts.tenant_id.as_deref(),
+            lifecycle,
+            credentials_version: ts.credentials_version,
+            key: &self.key,
+            mark: run.mark.for_tenant(ts.tenant_id.as_deref()),
+            incarnation: ts.incarnation.as_deref(),
+            claimed,
+            recorded: &ts.resources,
+            retired: &ts.retired,
+        };
+        if lifecycle == Lifecycle::Provisioning {
+            let step = change.key.to_string();
+            if let Some(id) = ts.tenant_id.as_deref() {
+                self.targets
+                    .control
+                    .set_step(id, Some(&step))
+                    .await
+                    .map_err(|e| chain(&e))?;
+            }
+            ts.step = Some(step);
+        }
+        run.lost()?;
+        let provider = self.targets.for_kind(change.key.kind);
+        let creates = matches!(
+            change.action,
+            Action::Create | Action::Replace | Action::Import
+        );
+        if creates
+            && provider.marks_after_create(change.key.kind)
+            && ts.creating.insert(change.key.clone())
+        {
+            // Recorded before the call: killed between creating and marking, the rerun
+            // knows the unmarked resource is this state's.
+            run.checkpoint(ts).await?;
+        }
+        let result: Result<_, ProviderError> = provider.apply(&ctx, change).await;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, ProviderError::NotOurs(_)) {
+                    // Refused before anything was made: the intent claims nothing.
+                    ts.creating.remove(&change.key);
+                }
+                // Record where the tenant stopped, so `state show` names the failed step.
+                run.checkpoint(ts).await?;
+                return Err(chain(&e).into());
+            }
+        };
+        match result {
+            Some(attrs) => {
+                ts.resources.insert(change.key.clone(), attrs);
+            }
+            None => {
+                ts.resources.remove(&change.key);
+            }
+        }
+        ts.creating.remove(&change.key);
+        ts.updated_at = now();
+        if change.key.kind == Kind::Database {
+            let mut state = run.shared.state.lock().await;
+            for m in &run.plan.migrations {
+                state.migrations.insert(m.id(), m.checksum.clone());
+            }
+        }
+        run.checkpoint(ts).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! A tenant's apply as an explicit list of typed steps, made from its plan before anything
+//! runs. The executor carries them out one by one; what each step records in the state, and
+//! when, is its [`Checkpoint`].
+
+use crate::model::change::{Action, ResourceChange};
+use crate::model::resource::{Key, Kind};
+use crate::plan::PlannedHook;
+
+/// One step of a tenant's apply.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Step<'p> {
+    /// The purge begins, before its first resource (this one) is destroyed: its start and
+    /// its audit rows are written (the start only once).
+    BeginPurge(&'p ResourceChange),
+    /// Resources of one target purged in one call (the data target drops a schema and its
+    /// role in one transaction), where the state recorded them.
+    Purge(&'p [ResourceChange]),
+    /// A resource a replace left behind, purged where the state recorded it.
+    PurgeRetired(&'p ResourceChange),
+    /// A control-plane row of the tenant, deleted with the purge's end.
+    PurgeRow(&'p ResourceChange),
+    /// The registry row made a tombstone, with the purge's end.
+    Tombstone(&'p ResourceChange),
+    /// The purge's end: the control plane's rows, the audit's completion and the tombstone
+    /// in one call. With `may_move`, nothing comes between it and the move, which joins it
+    /// when the move is to `deprovisioned`.
+    EndPurge { may_move: bool },
+    /// A new tenant's registry row, which gives it its id.
+    Register(&'p ResourceChange),
+    /// One resource brought to what the plan asks.
+    Change(&'p ResourceChange),
+    /// The smoke tests before the tenant becomes active.
+    Smoke,
+    /// A hook the move waits for.
+    GatingHook(&'p PlannedHook),
+    /// The move to the lifecycle the plan takes the tenant to.
+    Lifecycle,
+    /// A hook that runs after the move; its failure is retried apart.
+    Hook(&'p PlannedHook),
+}
+
+/// Two steps are equal when they are the same step on the same changes of one plan.
+impl PartialEq for Step<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        use Step::*;
+        match (self, other) {
+            (BeginPurge(a), BeginPurge(b))
+            | (PurgeRetired(a), PurgeRetired(b))
+            | (PurgeRow(a), PurgeRow(b))
+            | (Tombstone(a), Tombstone(b))
+            | (Register(a), Register(b))
+            | (Change(a), Change(b)) => std::ptr::eq(*a, *b),
+            (Purge(a), Purge(b)) => std::ptr::eq(*a, *b),
+            (GatingHook(a), GatingHook(b)) | (Hook(a), Hook(b)) => std::ptr::eq(*a, *b),
+            (EndPurge { may_move: a }, EndPurge { may_move: b }) => a == b,
+            (Smoke, Smoke) | (Lifecycle, Lifecycle) => true,
+            _ => false,
+        }
+    }
+}
+
+/// When a step's work is written into the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checkpoint {
+    /// With the step's own write (the purge's start beside its audit rows).
+    Alongside,
+    /// Once the step is done, whether it succeeded or failed.
+    After,
+    /// Before the step where a kill in the middle would leave something the state must
+    /// know of (an intent to create, a replace's old resource), and after it.
+    BeforeAndAfter,
+    /// Not on its own: the audit rows record each purge, and a rerun purges what is gone
+    /// already again, changing nothing; the purge's end is recorded with the next step.
+    Never,
+    /// After the move when something follows it (hooks, opening the login); otherwise the
+    /// tenant's last checkpoint records it.
+    WhenFollowed,
+}
+
+impl Step<'_> {
+    /// What the step works on, as a failure reports where the tenant stopped; `None` keeps
+    /// the step before's.
+    pub(super) fn at(&self) -> Option<String> {
+        match self {
+            Step::EndPurge { .. } => None,
+            Step::Purge(changes) => changes.first().map(|c| c.key.to_string()),
+            Step::BeginPurge(c)
+            | Step::PurgeRetired(c)
+            | Step::PurgeRow(c)
+            | Step::Tombstone(c)
+            | Step::Register(c)
+            | Step::Change(c) => Some(c.key.to_string()),
+            Step::Smoke => Some(crate::plan::SMOKE_STEP.to_string()),
+            Step::GatingHook(h) | Step::Hook(h) => Some(format!("hook/{}", h.spec.name)),
+            Step::Lifecycle => Some("lifecycle".to_string()),
+        }
+    }
+
+    pub(super) fn checkpoint(&self) -> Checkpoint {
+        match self {
+            Step::BeginPurge(_) => Checkpoint::Alongside,
+            Step::Purge(_) | Step::PurgeRetired(_) | Step::PurgeRow(_) | Step::Tombstone(_) => {
+                Checkpoint::Never
+            }
+            Step::EndPurge { .. } => Checkpoint::WhenFollowed,
+            Step::Register(_) | Step::Smoke | Step::GatingHook(_) | Step::Hook(_) => {
+                Checkpoint::After
+            }
+            Step::Change(_) => Checkpoint::BeforeAndAfter,
+            Step::Lifecycle => Checkpoint::WhenFollowed,
+        }
+    }
+}
+
+/// What [`steps`] needs to know of the targets and the state.
+pub(super) struct Facts<'a> {
+    /// The kinds the control plane owns: their purge is part of the purge's end.
+    pub control: &'a dyn Fn(Kind) -> bool,
+    /// Whether the state records `key` as a resource a replace left behind.
+    pub retired: &'a dyn Fn(&Key) -> bool,
+    /// Whether two kinds belong to the same target, whose purges go in one call.
+    pub same_target: &'a dyn Fn(Kind, Kind) -> bool,
+}
+
+/// The steps of a tenant's apply: its `changes` in their order (purges grouped by target,
+/// the purge begun before its first and ended after its last), then its smoke tests, the
+/// hooks the move waits for, the move, and the hooks after it.
+pub(super) fn steps<'p>(
+    changes: &'p [ResourceChange],
+    smoke: bool,
+    hooks: &'p [PlannedHook],
+    facts: &Facts<'_>,
+) -> Vec<Step<'p>> {
+    let mut out = Vec::new();
+    let (mut begun, mut ended) = (false, false);
+    let mut i = 0;
+    while i < changes.len() {
+        let change = &changes[i];
+        i += 1;
+        if change.purged.is_some() {
+            if !begun || ended {
+                out.push(Step::BeginPurge(change));
+                (begun, ended) = (true, false);
+            }
+            if (facts.control)(change.key.kind) {
+                out.push(Step::PurgeRow(change));
+            } else if (facts.retired)(&change.key) {
+                out.push(Step::PurgeRetired(change));
+            } else {
+                let start = i - 1;
+                while changes.get(i).is_some_and(|c| {
+                    c.purged.is_some()
+                        && !(facts.control)(c.key.kind)
+                        && !(facts.retired)(&c.key)
+                        && (facts.same_target)(c.key.kind, change.key.kind)
+                }) {
+                    i += 1;
+                }
+                out.push(Step::Purge(&changes[start..i]));
+            }
+            continue;
+        }
+        if begun && !ended {
+            if change.key.kind == Kind::Registry
+                && change.fields.iter().any(|f| f.field != "lifecycle")
+            {
+                out.push(Step::Tombstone(change));
+                continue;
+            }
+            out.push(Step::EndPurge { may_move: false });
+            ended = true;
+        }
+        if change.key.kind == Kind::Registry {
+            if change.action == Action::Create {
+                out.push(Step::Register(change));
+            } else if change.fields.iter().any(|f| f.field != "lifecycle") {
+                out.push(Step::Change(change));
+            }
+            // A registry change that only moves the lifecycle is the move's, last.
+            continue;
+        }
+        out.push(Step::Change(change));
+    }
+    let due = || hooks.iter().filter(|h| h.due);
+    if begun && !ended {
+        let waits = smoke || due().any(|h| h.spec.gating);
+        out.push(Step::EndPurge { may_move: !waits });
+    }
+    if smoke {
+        out.push(Step::Smoke);
+    }
+    out.extend(due().filter(|h| h.spec.gating).map(Step::GatingHook));
+    out.push(Step::Lifecycle);
+    out.extend(due().filter(|h| !h.spec.gating).map(Step::Hook));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::change::{FieldChange, Purged};
+
+    fn purge(kind: Kind) -> ResourceChange {
+        ResourceChange::delete(
+            Key::new(kind),
+            Some(Purged {
+                resource: kind.as_str().into(),
+                holds: String::new(),
+                found: None,
+            }),
+        )
+    }
+
+    fn change(kind: Kind, action: Action, fields: &[&str]) -> ResourceChange {
+        ResourceChange {
+            action,
+            fields: fields
+                .iter()
+                .map(|f| FieldChange {
+                    field: f.to_string(),
+                    old: None,
+                    new: None,
+                    forces_replace: false,
+                })
+                .collect(),
+            ..ResourceChange::delete(Key::new(kind), None)
+        }
+    }
+
+    /// The local targets' shape: the control plane owns the registry, owner, flags and
+    /// quotas; the data target owns role, database and seed.
+    fn facts<'a>(retired: &'a dyn Fn(&Key) -> bool) -> Facts<'a> {
+        Facts {
+            control: &|k| {
+                matches!(
+                    k,
+                    Kind::Registry | Kind::Owner | Kind::Features | Kind::Quotas
+                )
+            },
+            retired,
+            same_target: &|a, b| {
+                let data = |k| matches!(k, Kind::Role | Kind::Database | Kind::Seed);
+                a == b || (data(a) && data(b))
+            },
+        }
+    }
+
+    #[test]
+    fn a_new_tenant_is_registered_then_built_then_tested_then_moved() {
+        let changes = [
+            change(Kind::Registry, Action::Create, &[]),
+            change(Kind::Owner, Action::Create, &[]),
+            change(Kind::Database, Action::Create, &[]),
+        ];
+        let steps = steps(&changes, true, &[], &facts(&|_| false));
+        assert_eq!(
+            steps,
+            vec![
+                Step::Register(&changes[0]),
+                Step::Change(&changes[1]),
+                Step::Change(&changes[2]),
+                Step::Smoke,
+                Step::Lifecycle,
+            ]
+        );
+        assert_eq!(steps[0].checkpoint(), Checkpoint::After);
+        assert_eq!(steps[1].checkpoint(), Checkpoint::BeforeAndAfter);
+    }
+
+    #[test]
+    fn a_registry_change_of_the_lifecycle_alone_is_the_move_s() {
+        let changes = [change(Kind::Registry, Action::Update, &["lifecycle"])];
+        let steps = steps(&changes, false, &[], &facts(&|_| false));
+        assert_eq!(steps, vec![Step::Lifecycle]);
+    }
+
+    #[test]
+    fn a_purge_begins_before_its_first_resource_groups_each_target_and_ends_with_the_tombstone() {
+        let changes = [
+            change(Kind::Dns, Action::Update, &["access"]),
+            purge(Kind::File),
+            purge(Kind::Bucket),
+            purge(Kind::Database),
+            purge(Kind::Role),
+            purge(Kind::Quotas),
+            purge(Kind::Owner),
+            change(Kind::Registry, Action::Update, &["name"]),
+        ];
+        let retired = |k: &Key| k.kind == Kind::Bucket;
+        let steps = steps(&changes, false, &[], &facts(&retired));
+        assert_eq!(
+            steps,
+            vec![
+                Step::Change(&changes[0]),
+                Step::BeginPurge(&changes[1]),
+                Step::Purge(&changes[1..2]),
+                Step::PurgeRetired(&changes[2]),
+                Step::Purge(&changes[3..5]),
+                Step::PurgeRow(&changes[5]),
+                Step::PurgeRow(&changes[6]),
+                Step::Tombstone(&changes[7]),
+                Step::EndPurge { may_move: true },
+                Step::Lifecycle,
+            ]
+        );
+        assert_eq!(steps[1].checkpoint(), Checkpoint::Alongside);
+        assert_eq!(steps[4].checkpoint(), Checkpoint::Never);
+        assert_eq!(steps[4].at().as_deref(), Some("database"));
+    }
+
+    #[test]
+    fn smoke_tests_keep_the_move_apart_from_the_purge_s_end() {
+        let changes = [purge(Kind::Database)];
+        let steps = steps(&changes, true, &[], &facts(&|_| false));
+        assert_eq!(
+            steps,
+            vec![
+                Step::BeginPurge(&changes[0]),
+                Step::Purge(&changes[..]),
+                Step::EndPurge { may_move: false },
+                Step::Smoke,
+                Step::Lifecycle,
+            ]
+        );
+    }
+}
