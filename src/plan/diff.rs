@@ -491,7 +491,7 @@ fn erasure_export_end(t: &TenantPlan, now: std::time::SystemTime) -> String {
 }
 
 fn rebuilds(c: &ResourceChange) -> bool {
-    matches!(c.key.kind, Kind::Database | Kind::Bucket)
+    crate::targets::kinds::of(c.key.kind).rebuilt_empty
         && matches!(c.action, Action::Create | Action::Replace)
 }
 
@@ -745,7 +745,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             });
             continue;
         };
-        let whole_map = matches!(r.key.kind, Kind::Features | Kind::Quotas);
+        let whole_map = crate::targets::kinds::of(r.key.kind).whole_map;
         let mut fields = changed_fields(&r.attrs, current, whole_map, |f| {
             provider.forces_replace(r.key.kind, f)
         });
@@ -960,21 +960,7 @@ fn mark_field(input: &PlanInput<'_>) -> FieldChange {
 
 /// A live resource as its target names it: `role tenant_initech`, `bucket acme-data`.
 fn describe(kind: Kind, attrs: &Attrs) -> String {
-    let name = match kind {
-        Kind::File => attrs.str("path"),
-        Kind::Vhost if !attrs.contains_key("vhost") => {
-            return format!("broker user {}", attrs.str("user"))
-        }
-        Kind::Vhost => attrs.str("vhost"),
-        _ => attrs.str("name"),
-    };
-    let what = match (kind, attrs.str("isolation")) {
-        (Kind::Database, "database") => "database",
-        (Kind::Database, _) => "schema",
-        (Kind::Dns, _) => "record",
-        (other, _) => other.as_str(),
-    };
-    format!("{what} {name}")
+    crate::targets::kinds::of(kind).live_name(attrs)
 }
 
 /// The desired fields whose current value differs. Providers may report more attributes

@@ -89,7 +89,7 @@ pub fn moments(tp: &TenantPlan) -> Vec<Moment> {
 
 /// Whether a change builds what a tenant is used through anew: its role, slice or bucket.
 fn rebuilds(c: &ResourceChange) -> bool {
-    matches!(c.key.kind, Kind::Role | Kind::Database | Kind::Bucket)
+    crate::targets::kinds::of(c.key.kind).used_through
         && matches!(c.action, Action::Create | Action::Replace)
 }
 

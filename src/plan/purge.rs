@@ -12,21 +12,8 @@ use super::{Action, FieldChange, Purged, ResourceChange};
 use crate::desired::{Attrs, Key, Kind, Resource};
 use crate::slug::Slug;
 use crate::state::TenantState;
+use crate::targets::kinds;
 use crate::targets::provider::{LiveFleet, Mark, Owner};
-
-/// The kinds a purge destroys, in the order it destroys them. Seed data goes with its
-/// slice, and the export is what the customer keeps: neither is destroyed on its own.
-const ORDER: [Kind; 9] = [
-    Kind::File,
-    Kind::Dns,
-    Kind::Vhost,
-    Kind::Bucket,
-    Kind::Database,
-    Kind::Role,
-    Kind::Quotas,
-    Kind::Features,
-    Kind::Owner,
-];
 
 /// The changes that purge `recorded`; `live` (when refreshed) says what each holds, and
 /// what of the tenant's the state did not record; `mark` is this state's, for the tenant.
@@ -38,7 +25,7 @@ pub fn changes(
 ) -> Vec<ResourceChange> {
     let mut out = Vec::new();
     let found = unrecorded(slug, recorded, live, mark);
-    for kind in ORDER {
+    for kind in kinds::purge_order() {
         for (key, attrs) in found.iter().filter(|(k, _)| k.kind == kind) {
             let (key, attrs) = (*key, *attrs);
             let counted_by_target = live.and_then(|l| l.holding(slug, key));
@@ -161,8 +148,7 @@ fn ours(owner: &Owner, mark: &Mark) -> bool {
 
 /// Whether `live` is another resource than `recorded` names (another slice or bucket).
 fn purged_resource_differs(kind: Kind, live: &Attrs, recorded: &Attrs) -> bool {
-    matches!(kind, Kind::Database | Kind::Bucket | Kind::Vhost)
-        && resource(kind, live) != resource(kind, recorded)
+    kinds::of(kind).located && resource(kind, live) != resource(kind, recorded)
 }
 
 /// The tenant's resources that refresh found and the state does not record: kept in its
@@ -179,7 +165,9 @@ fn unrecorded<'a>(
     };
     let mut out: Vec<(&Key, &Attrs)> = live
         .resources_of(slug)
-        .filter(|(key, _)| ORDER.contains(&key.kind) && !recorded.resources.contains_key(key))
+        .filter(|(key, _)| {
+            kinds::of(key.kind).purge_turn.is_some() && !recorded.resources.contains_key(key)
+        })
         .filter(|(_, r)| ours(&r.owner, mark))
         .map(|(key, r)| (key, &r.attrs))
         .collect();
@@ -189,42 +177,10 @@ fn unrecorded<'a>(
 
 /// What a resource is, without anything of the tenant's own in it: no email, no value.
 pub fn resource(kind: Kind, attrs: &Attrs) -> String {
-    match kind {
-        Kind::Database => match attrs.str("isolation") {
-            "database" => format!("database {}", attrs.str("name")),
-            "shared" => format!(
-                "the tenant's rows in the shared schema {}",
-                attrs.str("name")
-            ),
-            _ => format!("schema {}", attrs.str("name")),
-        },
-        Kind::Role => format!("role {}", attrs.str("name")),
-        Kind::Bucket => format!("bucket {}", attrs.str("name")),
-        Kind::Vhost => format!(
-            "vhost {} and user {}",
-            attrs.str("vhost"),
-            attrs.str("user")
-        ),
-        Kind::Dns => format!("record {} {}", attrs.str("name"), attrs.str("type")),
-        Kind::File => format!("file {}", attrs.str("path")),
-        Kind::Owner => "owner membership".into(),
-        Kind::Features => "feature flags".into(),
-        Kind::Quotas => "quotas".into(),
-        other => other.as_str().into(),
-    }
+    kinds::of(kind).resource(attrs)
 }
 
 /// What a resource holds when its target did not count it: what the state knows.
 fn counted(kind: Kind, attrs: &Attrs) -> String {
-    let n = attrs.len();
-    match kind {
-        Kind::Features => format!("{n} flag{}", if n == 1 { "" } else { "s" }),
-        Kind::Quotas => format!("{n} quota{}", if n == 1 { "" } else { "s" }),
-        Kind::Owner => "1 member".into(),
-        Kind::Dns => format!("points to {}", attrs.str("value")),
-        Kind::Database | Kind::Bucket | Kind::Vhost => {
-            "not counted (live resources were not read)".into()
-        }
-        _ => String::new(),
-    }
+    kinds::of(kind).holds(attrs)
 }

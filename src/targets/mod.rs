@@ -9,5 +9,7 @@ pub mod control_plane;
 pub mod data;
 pub mod dns;
 pub mod files;
+pub mod kind_facts;
+pub mod kinds;
 pub mod provider;
 pub mod unconfigured;

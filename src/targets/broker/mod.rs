@@ -12,9 +12,11 @@ use serde_json::{json, Value};
 use crate::credentials::MasterKey;
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
+use crate::model::resource::Kind;
 use crate::model::tenant::Status;
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
+use crate::targets::kind_facts::{not_counted, KindFacts};
 
 /// `permissions` of an active tenant's user on its own vhost: everything, there only.
 pub const PERMISSIONS_ALL: &str = "configure=.* write=.* read=.*";
@@ -283,6 +285,20 @@ pub fn check(spans: &Spans, mq: &RabbitmqConfig) -> Vec<Diagnostic> {
     }
     problems
 }
+
+/// A tenant's vhost, with its user.
+pub const VHOST: KindFacts = KindFacts {
+    resource_of: Some(|a| format!("vhost {} and user {}", a.str("vhost"), a.str("user"))),
+    // A user of the tenant's name beside no vhost of ours is found on its own.
+    live_name_of: Some(|a| match a.get("vhost") {
+        None => format!("broker user {}", a.str("user")),
+        Some(_) => format!("vhost {}", a.str("vhost")),
+    }),
+    holds_of: Some(not_counted),
+    purge_turn: Some(3),
+    located: true,
+    ..KindFacts::plain(Kind::Vhost)
+};
 
 #[cfg(test)]
 mod tests {

@@ -12,8 +12,10 @@ use serde_json::{json, Value};
 
 use crate::clients::postgres::PostgresConfig;
 use crate::model::attrs::{attrs, Attrs};
+use crate::model::resource::Kind;
 use crate::model::tenant::Isolation;
 use crate::slug::Slug;
+use crate::targets::kind_facts::{not_counted, KindFacts};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1). Longer names are silently truncated by
 /// the server, which could make two tenants share one role, so they are refused instead.
@@ -114,6 +116,36 @@ pub fn database_attrs(name: &str, isolation: &str, schema_version: Value, grante
 pub fn seed_attrs() -> Attrs {
     attrs([("applied", json!(true))])
 }
+
+/// A tenant's login role.
+pub const ROLE: KindFacts = KindFacts {
+    resource_of: Some(|a| format!("role {}", a.str("name"))),
+    purge_turn: Some(6),
+    used_through: true,
+    ..KindFacts::plain(Kind::Role)
+};
+
+/// A tenant's slice: rows in the shared schema, a schema, or a database.
+pub const DATABASE: KindFacts = KindFacts {
+    resource_of: Some(|a| match a.str("isolation") {
+        "database" => format!("database {}", a.str("name")),
+        "shared" => format!("the tenant's rows in the shared schema {}", a.str("name")),
+        _ => format!("schema {}", a.str("name")),
+    }),
+    live_name_of: Some(|a| match a.str("isolation") {
+        "database" => format!("database {}", a.str("name")),
+        _ => format!("schema {}", a.str("name")),
+    }),
+    holds_of: Some(not_counted),
+    purge_turn: Some(5),
+    rebuilt_empty: true,
+    used_through: true,
+    located: true,
+    ..KindFacts::plain(Kind::Database)
+};
+
+/// A tenant's seed rows, which live in its slice and go with it.
+pub const SEED: KindFacts = KindFacts::plain(Kind::Seed);
 
 #[cfg(test)]
 mod tests {

@@ -9,8 +9,10 @@ use serde_json::json;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
+use crate::model::resource::Kind;
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
+use crate::targets::kind_facts::KindFacts;
 
 pub const RECORD_TYPE: &str = "CNAME";
 
@@ -201,6 +203,15 @@ pub fn check(spans: &Spans, dns: &Route53Config) -> Vec<Diagnostic> {
     }
     problems
 }
+
+/// A tenant's DNS record.
+pub const RECORD: KindFacts = KindFacts {
+    resource_of: Some(|a| format!("record {} {}", a.str("name"), a.str("type"))),
+    live_name_of: Some(|a| format!("record {}", a.str("name"))),
+    holds_of: Some(|a| format!("points to {}", a.str("value"))),
+    purge_turn: Some(2),
+    ..KindFacts::plain(Kind::Dns)
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,3 +1,14 @@
 //! The files slot: each tenant's files rendered from `templates/`, with a mark of whose they are.
 
 pub mod local;
+
+use crate::model::resource::Kind;
+use crate::targets::kind_facts::KindFacts;
+
+/// A file rendered for a tenant.
+pub const FILE: KindFacts = KindFacts {
+    resource_of: Some(|a| format!("file {}", a.str("path"))),
+    live_name_of: Some(|a| format!("file {}", a.str("path"))),
+    purge_turn: Some(1),
+    ..KindFacts::plain(Kind::File)
+};
