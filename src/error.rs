@@ -40,6 +40,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Usage(String),
+    /// The control plane refused a call outside a plan or an apply (`events`).
+    #[error(transparent)]
+    Control(ProviderError),
 }
 
 impl From<Diagnostics> for Error {

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use clap::Subcommand;
+use tenant_reconcile::ops::events;
 use tenant_reconcile::workspace::Workspace;
 
 use super::ExitCode;
@@ -106,10 +107,6 @@ pub fn summary(report: &tenant_reconcile::delivery::Report) -> String {
 }
 
 pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
-    let control = |ws: &Workspace| ws.targets(ws.repo.migrations.clone()).control;
-    let said = |e: tenant_reconcile::targets::provider::ProviderError| {
-        anyhow::anyhow!("{}", tenant_reconcile::causes::chain(&e))
-    };
     match cmd {
         EventsCommand::List {
             tenant,
@@ -124,7 +121,7 @@ pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
                 dead,
                 event_id: None,
             };
-            let rows = control(&ws).deliveries(&filter).await.map_err(said)?;
+            let rows = events::deliveries(&ws, &filter).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -134,18 +131,13 @@ pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
         }
         EventsCommand::Show { id } => {
             let ws = Workspace::open(root)?;
-            let filter = tenant_reconcile::delivery::Filter {
-                event_id: Some(id.clone()),
-                ..Default::default()
-            };
-            let control = control(&ws);
-            let rows = control.deliveries(&filter).await.map_err(said)?;
+            let (rows, attempts) = events::event(&ws, &id).await?;
             if rows.is_empty() {
                 anyhow::bail!("no delivery of an event {id:?}\n  hint: `tenant-reconcile events list` lists them");
             }
             print!("{}", table(&rows));
             println!();
-            for a in control.delivery_attempts(&id).await.map_err(said)? {
+            for a in attempts {
                 println!(
                     "  {}  {:10}  {:>4}  {:>6} ms  {}",
                     a.at,
@@ -159,7 +151,7 @@ pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
         }
         EventsCommand::Redeliver { ids } => {
             let ws = Workspace::open(root)?;
-            let n = control(&ws).redeliver(&ids).await.map_err(said)?;
+            let n = events::redeliver(&ws, &ids).await?;
             if n == 0 {
                 anyhow::bail!("no delivery of those events\n  hint: `tenant-reconcile events list --dead` lists the dead ones");
             }
@@ -171,16 +163,7 @@ pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
         }
         EventsCommand::Enable { webhook } => {
             let ws = Workspace::open(root)?;
-            if !ws.repo.config.webhooks.iter().any(|w| w.name == webhook) {
-                anyhow::bail!(
-                    "tenant-reconcile.hcl declares no webhook {webhook:?}; nothing was changed"
-                );
-            }
-            if control(&ws)
-                .enable_subscriber(&webhook)
-                .await
-                .map_err(said)?
-            {
+            if events::enable_webhook(&ws, &webhook).await? {
                 println!(
                     "The webhook {webhook} is enabled again; what waited for it is delivered next."
                 );
@@ -200,7 +183,7 @@ pub async fn run(root: &Path, cmd: EventsCommand) -> anyhow::Result<ExitCode> {
             let stop =
                 super::interrupt::listen("Stopping once the deliveries under way are recorded.")?;
             loop {
-                let report = tenant_reconcile::delivery::deliver(&ws).await?;
+                let report = events::deliver(&ws).await?;
                 if !follow || report.delivered + report.failed + report.dead > 0 {
                     println!("{}", summary(&report));
                 }

@@ -5,6 +5,7 @@ mod apply;
 mod audit;
 mod credentials;
 mod drift;
+pub mod events;
 mod export;
 mod key;
 mod plan;
