@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use crate::targets::provider::ProviderError;
+use crate::clients::error::ProviderError;
 
 /// Opens (creating if asked) a database with one connection: the local target's writes are
 /// serialized through it, so they never meet SQLite's busy errors.
@@ -224,4 +224,17 @@ pub async fn fetch_json<T: serde::de::DeserializeOwned>(
         .map_err(ProviderError::sql(format!("read {what}")))?;
     serde_json::from_str(&text)
         .map_err(|e| ProviderError::Message(format!("read {what}: unexpected shape: {e}")))
+}
+
+/// The tenant's own tables in its database, by name: not SQLite's, not ours.
+pub async fn user_tables(pool: &SqlitePool) -> Result<Vec<String>, ProviderError> {
+    let tables: Vec<(String,)> = sqlx::query_as(
+        "SELECT name FROM sqlite_master WHERE type = 'table'
+           AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_tenant\\_reconcile\\_%' ESCAPE '\\'
+         ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(ProviderError::sql("list the tables"))?;
+    Ok(tables.into_iter().map(|(t,)| t).collect())
 }

@@ -91,10 +91,14 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or(crate::repo::Isolation::Schema);
     Ok(Login {
-        text: ws
-            .postgres()
-            .tenant_url(&naming, slug, isolation, &role, &password)
-            + &broker,
+        text: crate::targets::data::postgres::tenant_url(
+            ws.postgres(),
+            &naming,
+            slug,
+            isolation,
+            &role,
+            &password,
+        ) + &broker,
         refused,
     })
 }

@@ -7,6 +7,19 @@ pub mod server;
 
 pub use server::PgServer;
 
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1). Longer names are silently truncated by
+/// the server, which could make two tenants share one role, so they are refused instead.
+pub const MAX_IDENT_BYTES: usize = 63;
+
+/// Whether `name` is a plain lower-case identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes.
+/// Only such names are ever put into SQL, and always double-quoted.
+pub fn is_plain_ident(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= MAX_IDENT_BYTES
+}
+
 use serde::Deserialize;
 use sqlx::{Executor as _, PgConnection, PgPool};
 use tokio::sync::OnceCell;

@@ -10,11 +10,9 @@ use sqlx::Postgres;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::OnceCell;
 
+use crate::clients::error::ProviderError;
+use crate::clients::postgres::is_plain_ident;
 use crate::clients::postgres::PostgresConfig;
-use crate::model::tenant::Isolation;
-use crate::slug::Slug;
-use crate::targets::data::{is_plain_ident, Naming};
-use crate::targets::provider::ProviderError;
 
 /// Attempts per operation when the server fails transiently (restarting, unreachable,
 /// serialization conflicts): 0.1 s, 0.2 s, 0.4 s, 0.8 s, 1.6 s apart.
@@ -95,36 +93,15 @@ impl PgServer {
         }
     }
 
-    /// The URL a tenant's role connects with: its own database, or the admin database with
-    /// its schema (or the shared schema) first on the search path.
-    pub fn tenant_url(
-        &self,
-        naming: &Naming,
-        slug: &Slug,
-        isolation: Isolation,
-        role: &str,
-        password: &str,
-    ) -> String {
-        let (host, port, admin_db) = match &self.options {
+    /// Where the server is: its host, port and admin database, as the configured URL says.
+    pub fn address(&self) -> (String, u16, String) {
+        match &self.options {
             Ok(o) => (
                 o.get_host().to_string(),
                 o.get_port(),
                 o.get_database().unwrap_or("postgres").to_string(),
             ),
             Err(_) => ("localhost".into(), 5432, "postgres".into()),
-        };
-        // Roles, passwords (hex) and names are plain identifiers: nothing needs escaping.
-        let base = format!("postgresql://{role}:{password}@{host}:{port}");
-        match isolation {
-            Isolation::Database => format!("{base}/{}", naming.database(slug)),
-            Isolation::Schema => format!(
-                "{base}/{admin_db}?options=-csearch_path%3D{}",
-                naming.schema(slug)
-            ),
-            Isolation::Shared => format!(
-                "{base}/{admin_db}?options=-csearch_path%3D{}",
-                naming.shared_schema
-            ),
         }
     }
 

@@ -17,8 +17,8 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
 
+use crate::clients::error::ProviderError;
 use crate::clients::s3::S3Config;
-use crate::targets::provider::ProviderError;
 
 /// Attempts per request, counting the first. The SDK retries throttling (503 SlowDown),
 /// 5xx responses, timeouts and dropped connections with exponential backoff and jitter.

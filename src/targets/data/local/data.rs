@@ -321,25 +321,12 @@ fn journal_page_one(path: &Path) -> Option<JournalPageOne> {
     None
 }
 
-/// The tenant's own tables in its database, by name: not SQLite's, not ours.
-pub(crate) async fn user_tables(pool: &SqlitePool) -> Result<Vec<String>, ProviderError> {
-    let tables: Vec<(String,)> = sqlx::query_as(
-        "SELECT name FROM sqlite_master WHERE type = 'table'
-           AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_tenant\\_reconcile\\_%' ESCAPE '\\'
-         ORDER BY name",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(ProviderError::sql("list the tables"))?;
-    Ok(tables.into_iter().map(|(t,)| t).collect())
-}
-
 /// What a tenant database holds, for the plan of its purge.
 async fn holdings(path: &Path) -> Result<String, ProviderError> {
     let Some(pool) = sqlite::open_reader(path, 1).await? else {
         return Ok(crate::targets::provider::tables_and_rows(0, 0));
     };
-    let tables = user_tables(&pool).await?;
+    let tables = sqlite::user_tables(&pool).await?;
     let mut rows = 0u64;
     for table in &tables {
         // Names come from the database's own catalog; quoted, with any quote doubled.
@@ -545,7 +532,7 @@ impl Export for LocalData {
         let Some(pool) = sqlite::open_reader(&path, 1).await? else {
             return Ok(());
         };
-        for table in user_tables(&pool).await? {
+        for table in sqlite::user_tables(&pool).await? {
             if !crate::targets::data::is_plain_ident(&table) {
                 return Err(ProviderError::Message(format!(
                     "the table {table:?} needs a plain lower-case name to be exported"

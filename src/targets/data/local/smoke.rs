@@ -31,7 +31,7 @@ pub async fn checks(path: &Path, seeded: bool, sql: &[&CheckSpec]) -> Vec<CheckO
         }
     };
     let mut out = Vec::new();
-    let tables = crate::targets::data::local::data::user_tables(&pool).await;
+    let tables = crate::clients::sqlite::user_tables(&pool).await;
     let counted = match &tables {
         Ok(tables) => count_rows(&pool, tables).await,
         Err(e) => Err(crate::causes::chain(e)),

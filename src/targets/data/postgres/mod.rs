@@ -12,3 +12,34 @@ pub mod reach;
 pub mod smoke;
 
 pub use data::PgData;
+
+use crate::clients::postgres::PgServer;
+use crate::model::tenant::Isolation;
+use crate::slug::Slug;
+use crate::targets::data::Naming;
+
+/// The URL a tenant's role connects with: its own database, or the admin database with its
+/// schema (or the shared schema) first on the search path.
+pub fn tenant_url(
+    server: &PgServer,
+    naming: &Naming,
+    slug: &Slug,
+    isolation: Isolation,
+    role: &str,
+    password: &str,
+) -> String {
+    let (host, port, admin_db) = server.address();
+    // Roles, passwords (hex) and names are plain identifiers: nothing needs escaping.
+    let base = format!("postgresql://{role}:{password}@{host}:{port}");
+    match isolation {
+        Isolation::Database => format!("{base}/{}", naming.database(slug)),
+        Isolation::Schema => format!(
+            "{base}/{admin_db}?options=-csearch_path%3D{}",
+            naming.schema(slug)
+        ),
+        Isolation::Shared => format!(
+            "{base}/{admin_db}?options=-csearch_path%3D{}",
+            naming.shared_schema
+        ),
+    }
+}
