@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::desired::Kind;
 use crate::export::exporter;
+use crate::model::change::ResourceChange;
 use crate::targets::provider::{ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget};
 
 /// The targets a repo is configured with.
@@ -18,6 +19,20 @@ pub struct Targets {
 }
 
 impl Targets {
+    /// Why `changes` cannot all be carried out: a resource they purge is owned by a target
+    /// that cannot purge (its slot named `none` since it was made). Asked when a plan is
+    /// made, and again before a saved plan's tenant starts, so a purge never stops half-way
+    /// with some of the tenant destroyed.
+    pub fn cannot_purge(&self, changes: &[ResourceChange]) -> Option<String> {
+        changes.iter().filter(|c| c.purged.is_some()).find_map(|c| {
+            let target = self.for_kind(c.key.kind);
+            target
+                .as_purge()
+                .is_none()
+                .then(|| format!("its {} cannot be purged through {}", c.key, target.name()))
+        })
+    }
+
     /// The provider that owns `kind`.
     pub fn for_kind(&self, kind: Kind) -> &dyn Provider {
         if self.control.kinds().contains(&kind) {

@@ -422,6 +422,11 @@ impl Executor {
             ts.tenant_id = tp.tenant_id.clone();
         }
         ts.credentials_version = ts.credentials_version.max(tp.credentials_version).max(1);
+        if let Some(why) = self.targets.cannot_purge(&tp.changes) {
+            // A saved plan applied after the config stopped naming a target: refused before
+            // anything of the tenant changes.
+            return Err(format!("{why}; nothing was done\n  hint: in tenant-reconcile.hcl, set `targets` back to the target it was made on, then plan again").into());
+        }
         let mut lifecycle = tp.lifecycle.from;
         let run = Run {
             tp,
@@ -547,9 +552,14 @@ impl Executor {
                     Err(e @ StepError::Interrupted(_)) => Err(e),
                 },
             };
-            // A step whose work is recorded once it is done is recorded whether it
-            // succeeded or failed, so `state show` says where the tenant stopped.
-            if step.checkpoint() == Checkpoint::After {
+            // A step recorded once it is done is recorded whether it succeeded or failed, so
+            // `state show` says where the tenant stopped.
+            let record = match step.checkpoint() {
+                Checkpoint::After => true,
+                Checkpoint::Succeeded => outcome.is_ok(),
+                _ => false,
+            };
+            if record {
                 run.checkpoint(&ts).await?;
             }
             outcome?;

@@ -192,8 +192,7 @@ impl Executor {
             return Ok(());
         };
         let target = self.targets.for_kind(first.kind);
-        // A plan never purges a kind its target cannot (`diff`); a saved plan applied
-        // after the config changed is refused here, before anything is destroyed.
+        // Never reached from a plan: `Targets::cannot_purge` refuses the tenant first.
         let Some(purger) = target.as_purge() else {
             return Err(format!("{} cannot purge {first}", target.name()));
         };

@@ -66,6 +66,8 @@ pub(super) enum Checkpoint {
     Alongside,
     /// Once the step is done, whether it succeeded or failed.
     After,
+    /// Once the step succeeded: a failed one changed nothing the state records.
+    Succeeded,
     /// Before the step where a kill in the middle would leave something the state must
     /// know of (an intent to create, a replace's old resource), and after it.
     BeforeAndAfter,
@@ -103,9 +105,8 @@ impl Step<'_> {
                 Checkpoint::Never
             }
             Step::EndPurge { .. } => Checkpoint::WhenFollowed,
-            Step::Register(_) | Step::Smoke | Step::GatingHook(_) | Step::Hook(_) => {
-                Checkpoint::After
-            }
+            Step::Register(_) => Checkpoint::Succeeded,
+            Step::Smoke | Step::GatingHook(_) | Step::Hook(_) => Checkpoint::After,
             Step::Change(_) => Checkpoint::BeforeAndAfter,
             Step::Lifecycle => Checkpoint::WhenFollowed,
         }
@@ -263,7 +264,8 @@ mod tests {
                 Step::Lifecycle,
             ]
         );
-        assert_eq!(steps[0].checkpoint(), Checkpoint::After);
+        assert_eq!(steps[0].checkpoint(), Checkpoint::Succeeded);
+        assert_eq!(steps[3].checkpoint(), Checkpoint::After);
         assert_eq!(steps[1].checkpoint(), Checkpoint::BeforeAndAfter);
     }
 

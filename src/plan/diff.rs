@@ -304,29 +304,13 @@ impl<'a> Planner<'a> {
             },
             changes,
         );
-        match self.cannot_purge(&plan) {
+        match self.input.targets.cannot_purge(&plan.changes) {
             Some(why) => Planned::Skipped(format!(
                 "{}: {why}; nothing is purged\n  hint: in tenant-reconcile.hcl, set `targets` back to the target it was made on",
                 plan.slug
             )),
             None => Planned::Changes(Box::new(plan)),
         }
-    }
-
-    /// Why `plan` cannot be carried out: a resource it purges is owned by a target that
-    /// cannot purge (its slot named `none` since it was made). Refused here, for this tenant
-    /// only, so a purge never stops half-way with some of the tenant destroyed.
-    fn cannot_purge(&self, plan: &TenantPlan) -> Option<String> {
-        plan.changes
-            .iter()
-            .filter(|c| c.purged.is_some())
-            .find_map(|c| {
-                let target = self.input.targets.for_kind(c.key.kind);
-                target
-                    .as_purge()
-                    .is_none()
-                    .then(|| format!("its {} cannot be purged through {}", c.key, target.name()))
-            })
     }
 
     /// The removal of a tombstone's erasure export, once its end has come: audited as the

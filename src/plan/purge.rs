@@ -25,7 +25,7 @@ pub fn changes(
 ) -> Vec<ResourceChange> {
     let mut out = Vec::new();
     let found = unrecorded(slug, recorded, live, mark);
-    for kind in kinds::purge_order() {
+    for &kind in kinds::purge_order() {
         for (key, attrs) in found.iter().filter(|(k, _)| k.kind == kind) {
             let (key, attrs) = (*key, *attrs);
             let counted_by_target = live.and_then(|l| l.holding(slug, key));

@@ -29,14 +29,17 @@ pub fn of(kind: Kind) -> &'static KindFacts {
     ALL[kind as usize]
 }
 
-/// The kinds a purge destroys, in the order it destroys them.
-pub fn purge_order() -> Vec<Kind> {
-    let mut turns: Vec<(u8, Kind)> = ALL
-        .iter()
-        .filter_map(|f| Some((f.purge_turn?, f.kind)))
-        .collect();
-    turns.sort();
-    turns.into_iter().map(|(_, kind)| kind).collect()
+/// The kinds a purge destroys, in the order it destroys them (worked out once).
+pub fn purge_order() -> &'static [Kind] {
+    static ORDER: std::sync::LazyLock<Vec<Kind>> = std::sync::LazyLock::new(|| {
+        let mut turns: Vec<(u8, Kind)> = ALL
+            .iter()
+            .filter_map(|f| Some((f.purge_turn?, f.kind)))
+            .collect();
+        turns.sort();
+        turns.into_iter().map(|(_, kind)| kind).collect()
+    });
+    &ORDER
 }
 
 #[cfg(test)]

@@ -625,8 +625,30 @@ fn a_purge_a_target_named_none_cannot_finish_is_put_off_at_plan_time_and_destroy
     repo.apply();
     let slice = repo.path().join(".tenant-reconcile/data/acme.sqlite");
     assert!(slice.exists(), "exported and held, not purged yet");
+    // A plan saved while the broker was named, applied after it no longer is.
+    let saved = repo.path().join("purge.json");
+    let out = repo.run(&["plan", "--out", saved.to_str().unwrap()]);
+    assert!(
+        text(&out.stdout).contains("- acme/vhost"),
+        "{}",
+        text(&out.stdout)
+    );
 
     repo.remove("tenant-reconcile.hcl");
+    let out = repo.run(&["apply", saved.to_str().unwrap()]);
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("its vhost cannot be purged through targets.broker; nothing was done"),
+        "{said}"
+    );
+    assert!(slice.exists(), "the saved plan's purge destroyed nothing");
+    let show = text(&repo.run(&["state", "show", "acme"]).stdout);
+    assert!(
+        !show.contains("being purged"),
+        "its purge did not begin: {show}"
+    );
+
     let out = repo.run(&["plan"]);
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
