@@ -27,8 +27,11 @@ logged_count() {
 # refresh_queries LOG PROVIDER: the round trips sent by the refresh of the providers whose
 # name starts with PROVIDER, summed from the debug log's lines
 # (`debug: refreshed (provider: postgres data, elapsed: 3ms, queries: 5)`); 0 when none.
+# A log with no refresh line at all fails: the debug log was not on, and a count of 0 would
+# pass every comparison made with it.
 refresh_queries() {
   local n
+  grep -q "refreshed (provider: " "$1" || { echo "no refresh lines in $1: is TENANT_RECONCILE_LOG=tenant_reconcile=debug set?" >&2; exit 1; }
   n=$({ grep -o "provider: $2[^,]*, elapsed: [^,]*, queries: [0-9]*" "$1" || true; } | grep -o '[0-9]*$' | paste -sd+ | bc)
   echo "${n:-0}"
 }

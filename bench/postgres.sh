@@ -75,7 +75,7 @@ timed() {
 plan_refresh() {
   local dir=$1 times="" mems="" queries=""
   for _ in $(seq $REPEATS); do
-    read -r t m < <(DATABASE_URL="$PG/bench_${ID}_$(basename "$dir")" TENANT_RECONCILE_LOG=tenant_reconcile::provider=debug NO_COLOR=1 \
+    read -r t m < <(DATABASE_URL="$PG/bench_${ID}_$(basename "$dir")" TENANT_RECONCILE_LOG=tenant_reconcile=debug NO_COLOR=1 \
       timed "plan" "$BIN" -C "$dir" plan --detailed-exitcode)
     times+="$t"$'\n'; mems+="$m"$'\n'
     # Only the server's round trips: the local bucket and file providers read files.

@@ -80,7 +80,7 @@ read -r export_s export_kb < <(timed "offboard" "$BIN" -C "$dir" apply --auto-ap
 echo "planning their purge ..." >&2
 read -r plan_s plan_kb < <(timed "plan" "$BIN" -C "$dir" plan)
 echo "purging them ..." >&2
-read -r purge_s purge_kb purge_user purge_sys < <(TENANT_RECONCILE_LOG=tenant_reconcile::provider=debug NO_COLOR=1 \
+read -r purge_s purge_kb purge_user purge_sys < <(TENANT_RECONCILE_LOG=tenant_reconcile=debug NO_COLOR=1 \
   timed "purge" "$BIN" -C "$dir" apply --auto-approve --allow-mass-purge --parallelism "${PARALLELISM:-10}")
 queries=$(refresh_queries "$TMP/err" postgres)
 audited=$(psql "$DATABASE_URL" -qAtc "select count(*) from tenant_reconcile.deletion_audit where purged_at is not null")

@@ -14,6 +14,7 @@ pub mod progress;
 mod purge;
 mod resource_step;
 mod steps;
+mod wave;
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,11 +26,15 @@ use crate::causes::chain;
 use crate::configured::Targets;
 use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
-use crate::plan::{Action, Plan, ResourceChange, TenantPlan};
+use crate::plan::{Action, Plan, ResourceChange, TenantAction, TenantPlan};
 use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
 use crate::targets::provider::{Mark, StepContext};
 use progress::Progress;
 use steps::{Checkpoint, Step};
+
+/// The most tenants purged in one wave: as many as the data target drops in one
+/// transaction, and never more than `--parallelism`.
+const TOGETHER_IN_A_WAVE: usize = 32;
 
 /// The outcome of one tenant.
 #[derive(Debug)]
@@ -136,9 +141,18 @@ struct Run<'a> {
     plan: &'a Plan,
     shared: &'a Shared<'a>,
     mark: &'a Mark,
+    /// The purge wave the tenant goes in, if it is purged with others.
+    wave: Option<&'a wave::Member<'a>>,
 }
 
 impl Run<'_> {
+    /// Waits at `phase` of the tenant's purge wave for the members behind it.
+    async fn reach(&self, phase: Option<u32>) {
+        if let (Some(member), Some(phase)) = (self.wave, phase) {
+            member.reach(phase).await;
+        }
+    }
+
     /// Records the tenant's state as it stands now.
     async fn checkpoint(&self, ts: &TenantState) -> Result<(), String> {
         self.shared
@@ -249,20 +263,57 @@ impl Executor {
             lost: OnceLock::new(),
         };
         let shared = &tasks_share;
-        let permits = Arc::new(Semaphore::new(self.parallelism.max(1)));
+        let parallelism = self.parallelism.max(1);
+        let permits = Arc::new(Semaphore::new(parallelism));
         progress.start(plan.tenants.len());
-        let mut tasks = Vec::with_capacity(plan.tenants.len());
-        for tp in &plan.tenants {
-            let permit = permits.clone().acquire_owned();
-            let fut = async move {
-                let _permit = permit.await.expect("semaphore stays open");
-                let outcome = self.tenant(tp, plan, shared, mark).await;
-                progress.tenant_done(&outcome);
-                outcome
-            };
-            tasks.push(fut);
+        // Tenants purged together go in waves, each started at once and moving through its
+        // purge phase by phase (wave.rs); every other tenant goes at its own pace.
+        let wave_size = parallelism.min(TOGETHER_IN_A_WAVE);
+        let mut groups: Vec<Vec<(usize, &TenantPlan)>> = Vec::new();
+        // The wave being filled, where its first tenant comes in the plan's order.
+        let mut filling: Option<usize> = None;
+        for (at, tp) in plan.tenants.iter().enumerate() {
+            if tp.action != TenantAction::Purge || wave_size < 2 {
+                groups.push(vec![(at, tp)]);
+                continue;
+            }
+            match filling {
+                Some(g) if groups[g].len() < wave_size => groups[g].push((at, tp)),
+                _ => {
+                    filling = Some(groups.len());
+                    groups.push(vec![(at, tp)]);
+                }
+            }
         }
-        let outcomes = futures::future::join_all(tasks).await;
+        let tasks = groups.into_iter().map(|group| {
+            let permits = permits.clone();
+            async move {
+                let size = u32::try_from(group.len()).expect("at most a wave");
+                let _permits = permits
+                    .acquire_many_owned(size)
+                    .await
+                    .expect("semaphore stays open");
+                let wave = (group.len() > 1).then(|| wave::Wave::new(group.len()));
+                let members = group.iter().enumerate().map(|(i, &(at, tp))| {
+                    let member = wave.as_ref().map(|w| w.member(i));
+                    async move {
+                        let outcome = self.tenant(tp, plan, shared, mark, member.as_ref()).await;
+                        // Out of the wave before the progress line: no one waits for it now.
+                        drop(member);
+                        progress.tenant_done(&outcome);
+                        (at, outcome)
+                    }
+                });
+                futures::future::join_all(members).await
+            }
+        });
+        let mut outcomes: Vec<(usize, TenantOutcome)> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        outcomes.sort_by_key(|(at, _)| *at);
+        let outcomes: Vec<TenantOutcome> = outcomes.into_iter().map(|(_, o)| o).collect();
         progress.finish();
         if let Some(cause) = tasks_share.lost.into_inner() {
             let count = |f: fn(&TenantOutcome) -> bool| outcomes.iter().filter(|o| f(o)).count();
@@ -311,6 +362,7 @@ impl Executor {
         plan: &Plan,
         shared: &Shared<'_>,
         mark: &Mark,
+        wave: Option<&wave::Member<'_>>,
     ) -> TenantOutcome {
         let slug = tp.slug.as_str().to_string();
         let not_started = if shared.lost.get().is_some() {
@@ -335,7 +387,9 @@ impl Executor {
         let result = match conflicts_error(tp) {
             Some(e) => Err(e),
             None => {
-                let result = self.tenant_steps(tp, plan, shared, mark, &mut log).await;
+                let result = self
+                    .tenant_steps(tp, plan, shared, mark, wave, &mut log)
+                    .await;
                 let step = &log.at;
                 // The step's errors come without their address: it is recorded apart, and
                 // said before them in the outcome.
@@ -407,6 +461,7 @@ impl Executor {
         plan: &Plan,
         shared: &Shared<'_>,
         mark: &Mark,
+        wave: Option<&wave::Member<'_>>,
         log: &mut StepLog,
     ) -> Result<(), StepError> {
         let slug = tp.slug.as_str();
@@ -433,6 +488,7 @@ impl Executor {
             plan,
             shared,
             mark,
+            wave,
         };
         for (key, found) in tp.changes.iter().filter_map(|c| {
             let found = c.purged.as_ref()?.found.clone()?;
@@ -477,6 +533,8 @@ impl Executor {
             if let Some(at) = step.at() {
                 log.at = at;
             }
+            // A wave's wait comes first: an interruption meanwhile stops the step.
+            run.reach(step.phase()).await;
             if !matches!(step, Step::EndPurge { .. }) {
                 self.go_on()?;
             }
@@ -565,6 +623,7 @@ impl Executor {
             outcome?;
         }
         self.finish_tenant(tp, &mut ts, to);
+        run.reach(Some(steps::LAST_PHASE)).await;
         Ok(run.checkpoint(&ts).await?)
     }
 }

@@ -28,6 +28,7 @@ impl Executor {
             return Ok(self.audit_begin(run.tp, ts).await?);
         }
         self.begin_purge(run.tp, ts, lifecycle, run.mark).await?;
+        run.reach(Some(super::steps::BEGIN_PHASE)).await;
         // The purge's start and its audit rows are written side by side: a run stopped
         // between them has destroyed nothing, and its rerun writes what is missing (an
         // audit row written twice is kept once).

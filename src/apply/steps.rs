@@ -5,6 +5,7 @@
 use crate::model::change::{Action, ResourceChange};
 use crate::model::resource::{Key, Kind};
 use crate::plan::PlannedHook;
+use crate::targets::kinds::purge_order;
 
 /// One step of a tenant's apply.
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +99,22 @@ impl Step<'_> {
         }
     }
 
+    /// The phase of a purge wave this step waits at, so the wave's tenants make its write
+    /// together (see `wave.rs`): each target's purge in the purge's order, and its end.
+    /// The purge's start waits inside, once its export is checked ([`BEGIN_PHASE`]); the
+    /// tenant's last checkpoint is [`LAST_PHASE`].
+    pub(super) fn phase(&self) -> Option<u32> {
+        match self {
+            Step::Purge(changes) => {
+                let kind = changes.first()?.key.kind;
+                let turn = purge_order().iter().position(|&k| k == kind)?;
+                Some(2 + u32::try_from(turn).ok()?)
+            }
+            Step::EndPurge { .. } => Some(LAST_PHASE - 1),
+            _ => None,
+        }
+    }
+
     pub(super) fn checkpoint(&self) -> Checkpoint {
         match self {
             Step::BeginPurge(_) => Checkpoint::Alongside,
@@ -112,6 +129,11 @@ impl Step<'_> {
         }
     }
 }
+
+/// The phase of a purge's start: its state and audit rows written, its export checked.
+pub(super) const BEGIN_PHASE: u32 = 1;
+/// The phase of a purging tenant's last checkpoint, after every step.
+pub(super) const LAST_PHASE: u32 = 1000;
 
 /// What [`steps`] needs to know of the targets and the state.
 pub(super) struct Facts<'a> {
@@ -308,6 +330,17 @@ mod tests {
         assert_eq!(steps[1].checkpoint(), Checkpoint::Alongside);
         assert_eq!(steps[4].checkpoint(), Checkpoint::Never);
         assert_eq!(steps[4].at().as_deref(), Some("database"));
+        // A purge wave waits at each target's purge and at the end, in that order, after
+        // the start and before the last checkpoint: the phases only go up.
+        let phases: Vec<u32> = steps.iter().filter_map(Step::phase).collect();
+        assert_eq!(phases.len(), 3, "{phases:?}");
+        assert!(
+            std::iter::once(BEGIN_PHASE)
+                .chain(phases.iter().copied())
+                .chain([LAST_PHASE])
+                .is_sorted_by(|a, b| a < b),
+            "{phases:?}"
+        );
     }
 
     #[test]

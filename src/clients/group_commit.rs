@@ -55,6 +55,9 @@ impl<T, R> GroupCommit<T, R> {
             .lock()
             .expect("never poisoned")
             .push((item, done));
+        // Let the callers woken with this one (the members of the batch before, which are
+        // answered at once) queue their items before a batch is taken.
+        tokio::task::yield_now().await;
         {
             // Every caller takes this once, after queueing its item, and writes a batch if
             // anything is queued: there are never more items queued than callers still to

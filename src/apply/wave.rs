@@ -1,0 +1,127 @@
+//! Purges that go together. A mass purge is the same few steps for every tenant, and each
+//! step's write (the audit rows, the drops, the purge's end, the state's checkpoint) can
+//! take many tenants in one transaction. Tenants that run at their own pace seldom reach a
+//! step at the same moment, so each would write alone: a commit, a round trip and, after
+//! every drop, a statement planned again, per tenant. A wave is a group of purging tenants
+//! started together that wait for each other before each such step, so the step is one
+//! write for the wave.
+//!
+//! A member waits at a phase only for the members still behind it; the last of them is
+//! never waiting, so the wave always moves. A member that finishes, fails or is interrupted
+//! leaves the wave, and no one waits for it any more. Waiting changes what goes together,
+//! never what a tenant does or in which order.
+
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+/// Where each member is: the last phase it reached, [`LEFT`] once it has left.
+pub(super) struct Wave {
+    phases: Mutex<Vec<u32>>,
+    moved: Notify,
+}
+
+/// A member's phase once it has left: ahead of every phase, so no one waits for it.
+const LEFT: u32 = u32::MAX;
+
+impl Wave {
+    /// A wave of `size` members, none of which has reached a phase yet.
+    pub(super) fn new(size: usize) -> Wave {
+        Wave {
+            phases: Mutex::new(vec![0; size]),
+            moved: Notify::new(),
+        }
+    }
+
+    /// The `index`th member; it leaves the wave when dropped.
+    pub(super) fn member(&self, index: usize) -> Member<'_> {
+        Member { wave: self, index }
+    }
+
+    fn set(&self, index: usize, phase: u32) {
+        let mut phases = self.phases.lock().expect("never poisoned");
+        phases[index] = phases[index].max(phase);
+        drop(phases);
+        self.moved.notify_waiters();
+    }
+
+    fn all_reached(&self, phase: u32) -> bool {
+        let phases = self.phases.lock().expect("never poisoned");
+        phases.iter().all(|&p| p >= phase)
+    }
+}
+
+/// One tenant of a wave.
+pub(super) struct Member<'w> {
+    wave: &'w Wave,
+    index: usize,
+}
+
+impl Member<'_> {
+    /// Reaches `phase` (phases count from 1 and only go up: a lower one is no wait) and
+    /// returns once every member still in the wave has reached it too.
+    pub(super) async fn reach(&self, phase: u32) {
+        self.wave.set(self.index, phase);
+        loop {
+            // Registered before looking, so a move made in between is not missed.
+            let moved = self.wave.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            if self.wave.all_reached(phase) {
+                return;
+            }
+            moved.await;
+        }
+    }
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        self.wave.set(self.index, LEFT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn no_member_passes_a_phase_before_every_member_still_there_reaches_it() {
+        let wave = Wave::new(3);
+        let passed = AtomicU32::new(0);
+        let member = |i: usize, phases: &'static [u32], pause: u64| {
+            let (wave, passed) = (&wave, &passed);
+            async move {
+                let m = wave.member(i);
+                for &p in phases {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    m.reach(p).await;
+                    // Everyone still there has reached `p`.
+                    assert!(wave.all_reached(p));
+                    passed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        };
+        // The third member skips phase 2 and leaves after phase 3; the others then go on
+        // to phase 4 without it.
+        tokio::join!(
+            member(0, &[1, 2, 3, 4], 1),
+            member(1, &[1, 2, 3, 4], 5),
+            member(2, &[1, 3], 3),
+        );
+        assert_eq!(passed.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test]
+    async fn a_member_that_leaves_early_is_not_waited_for() {
+        let wave = Wave::new(2);
+        let leaving = wave.member(1);
+        let staying = wave.member(0);
+        drop(leaving);
+        tokio::time::timeout(Duration::from_secs(5), staying.reach(7))
+            .await
+            .expect("the member that left is not waited for");
+    }
+}
