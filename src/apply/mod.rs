@@ -23,6 +23,7 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::causes::chain;
+use crate::clients::group_commit::TENANTS_PER_BATCH;
 use crate::configured::Targets;
 use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
@@ -31,10 +32,6 @@ use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, Tenant
 use crate::targets::provider::{Mark, StepContext};
 use progress::Progress;
 use steps::{Checkpoint, Step};
-
-/// The most tenants purged in one wave: as many as the data target drops in one
-/// transaction, and never more than `--parallelism`.
-const TOGETHER_IN_A_WAVE: usize = 32;
 
 /// The outcome of one tenant.
 #[derive(Debug)]
@@ -268,7 +265,7 @@ impl Executor {
         progress.start(plan.tenants.len());
         // Tenants purged together go in waves, each started at once and moving through its
         // purge phase by phase (wave.rs); every other tenant goes at its own pace.
-        let wave_size = parallelism.min(TOGETHER_IN_A_WAVE);
+        let wave_size = parallelism.min(TENANTS_PER_BATCH);
         let mut groups: Vec<Vec<(usize, &TenantPlan)>> = Vec::new();
         // The wave being filled, where its first tenant comes in the plan's order.
         let mut filling: Option<usize> = None;

@@ -10,6 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+/// The most tenants whose writes go in one batch (one transaction), wherever tenants' writes
+/// are batched, and so the most tenants a purge wave holds: the locks of every object a
+/// batch changes are held until its commit, and the server's lock table is shared by every
+/// session.
+pub const TENANTS_PER_BATCH: usize = 32;
+
 /// Why a batch was not written, shared by every caller whose item was in it.
 pub type BatchError = Arc<str>;
 

@@ -393,9 +393,7 @@ impl Provider for Exporter {
             })
     }
 
-    fn as_purge(&self) -> Option<&dyn Purge> {
-        Some(self)
-    }
+    crate::targets::provider::capabilities!(Purge);
 }
 
 #[async_trait]

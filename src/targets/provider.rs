@@ -590,6 +590,31 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// A target's answer to [`Provider`]'s `as_*` methods for the capabilities it has, written
+/// inside its `impl Provider`: `capabilities!(Export, Purge, Smoke);`. The ones it leaves
+/// out keep the default, `None`.
+macro_rules! capabilities {
+    ($($capability:ident),+ $(,)?) => {
+        $($crate::targets::provider::capabilities!(@as $capability);)+
+    };
+    (@as Export) => {
+        fn as_export(&self) -> Option<&dyn $crate::targets::provider::Export> {
+            Some(self)
+        }
+    };
+    (@as Purge) => {
+        fn as_purge(&self) -> Option<&dyn $crate::targets::provider::Purge> {
+            Some(self)
+        }
+    };
+    (@as Smoke) => {
+        fn as_smoke(&self) -> Option<&dyn $crate::targets::provider::Smoke> {
+            Some(self)
+        }
+    };
+}
+pub(crate) use capabilities;
+
 /// A target that can destroy what it holds of a tenant, for good: the purge of an offboarding.
 #[async_trait]
 pub trait Purge: Send + Sync {

@@ -478,13 +478,7 @@ impl Provider for Route53Dns {
         Ok(Some(attrs.clone()))
     }
 
-    fn as_purge(&self) -> Option<&dyn Purge> {
-        Some(self)
-    }
-
-    fn as_smoke(&self) -> Option<&dyn Smoke> {
-        Some(self)
-    }
+    crate::targets::provider::capabilities!(Purge, Smoke);
 }
 
 #[async_trait]

@@ -217,13 +217,7 @@ impl Provider for RenderedFiles {
         }
     }
 
-    fn as_purge(&self) -> Option<&dyn Purge> {
-        Some(self)
-    }
-
-    fn as_smoke(&self) -> Option<&dyn Smoke> {
-        Some(self)
-    }
+    crate::targets::provider::capabilities!(Purge, Smoke);
 }
 
 #[async_trait]

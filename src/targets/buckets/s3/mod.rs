@@ -561,17 +561,7 @@ impl Provider for S3Buckets {
         Ok(Some(attrs.clone()))
     }
 
-    fn as_export(&self) -> Option<&dyn Export> {
-        Some(self)
-    }
-
-    fn as_purge(&self) -> Option<&dyn Purge> {
-        Some(self)
-    }
-
-    fn as_smoke(&self) -> Option<&dyn Smoke> {
-        Some(self)
-    }
+    crate::targets::provider::capabilities!(Export, Purge, Smoke);
 }
 
 #[async_trait]

@@ -350,13 +350,7 @@ impl Provider for LocalControl {
         Ok(Some(attrs))
     }
 
-    fn as_purge(&self) -> Option<&dyn Purge> {
-        Some(self)
-    }
-
-    fn as_smoke(&self) -> Option<&dyn Smoke> {
-        Some(self)
-    }
+    crate::targets::provider::capabilities!(Purge, Smoke);
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
-use crate::clients::group_commit::{GroupCommit, Together};
+use crate::clients::group_commit::{GroupCommit, Together, TENANTS_PER_BATCH};
 use crate::clients::postgres::server::{connection, retry, PgServer};
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
@@ -19,7 +19,7 @@ use crate::model::lifecycle::Lifecycle;
 use crate::model::resource::Key;
 use crate::model::resource::Kind;
 use crate::slug::Slug;
-use crate::targets::control_plane::postgres::control_together::{EndOfPurge, TOGETHER_TENANTS};
+use crate::targets::control_plane::postgres::control_together::EndOfPurge;
 use crate::targets::control_plane::rows::{self, ControlRows, RegistryRow};
 use crate::targets::provider::{
     desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge,
@@ -167,8 +167,8 @@ impl PgControl {
             schema: server.schema(),
             server,
             ready: OnceCell::new(),
-            audits: GroupCommit::with_limit(TOGETHER_TENANTS),
-            ends: GroupCommit::with_limit(TOGETHER_TENANTS),
+            audits: GroupCommit::with_limit(TENANTS_PER_BATCH),
+            ends: GroupCommit::with_limit(TENANTS_PER_BATCH),
         }
     }
 
@@ -679,13 +679,7 @@ impl Provider for PgControl {
         retry!("control plane", self.apply_once(ctx, change))
     }
 
-    fn as_purge(&self) -> Option<&dyn Purge> {
-        Some(self)
-    }
-
-    fn as_smoke(&self) -> Option<&dyn Smoke> {
-        Some(self)
-    }
+    crate::targets::provider::capabilities!(Purge, Smoke);
 }
 
 #[async_trait]

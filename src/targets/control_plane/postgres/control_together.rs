@@ -21,9 +21,6 @@ use crate::targets::control_plane::postgres::control::{Ending, PgControl};
 use crate::targets::control_plane::rows;
 use crate::targets::provider::{desired_of, events, ProviderError, PurgeEnd, StepContext};
 
-/// The most tenants whose audit rows or purge ends go in one transaction.
-pub(crate) const TOGETHER_TENANTS: usize = 32;
-
 /// The end of one tenant's purge, owned, as it goes into a batch.
 pub(crate) struct EndOfPurge {
     tenant_id: String,

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use sqlx::{Connection, Executor as _, PgConnection};
 use tokio::sync::OnceCell;
 
-use crate::clients::group_commit::{GroupCommit, Together};
+use crate::clients::group_commit::{GroupCommit, Together, TENANTS_PER_BATCH};
 use crate::clients::postgres::scram;
 use crate::clients::postgres::server::{connection, literal, quote, retry, PgServer};
 use crate::export::sink::ExportSink;
@@ -123,10 +123,9 @@ struct Purging<'a> {
     found: &'a BeforePurge,
 }
 
-/// The most tenants whose schemas and roles go in one transaction, and the most tables a
-/// schema may have to go with others: the locks of every object dropped are held until the
-/// commit, and the server's lock table is shared by every session.
-const TOGETHER_TENANTS: usize = 32;
+/// The most tables a schema may have to go with others (at most `TENANTS_PER_BATCH` of
+/// them): the locks of every object dropped are held until the commit, and the server's
+/// lock table is shared by every session.
 const TOGETHER_RELATIONS: i64 = 20;
 
 /// A tenant's slice as refresh finds it.
@@ -169,7 +168,7 @@ impl PgData {
             migrations,
             catalog_ready: OnceCell::new(),
             shared_ready: OnceCell::new(),
-            purges: GroupCommit::with_limit(TOGETHER_TENANTS),
+            purges: GroupCommit::with_limit(TENANTS_PER_BATCH),
         }
     }
 
@@ -2081,17 +2080,7 @@ impl Provider for PgData {
         retry!("data", self.apply_once(ctx, change))
     }
 
-    fn as_export(&self) -> Option<&dyn Export> {
-        Some(self)
-    }
-
-    fn as_purge(&self) -> Option<&dyn Purge> {
-        Some(self)
-    }
-
-    fn as_smoke(&self) -> Option<&dyn Smoke> {
-        Some(self)
-    }
+    crate::targets::provider::capabilities!(Export, Purge, Smoke);
 }
 
 #[async_trait]
