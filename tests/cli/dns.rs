@@ -12,6 +12,7 @@ use aws_sdk_route53::Client;
 
 use crate::moto::ENDPOINT_ENV;
 use crate::offboarding::offboard;
+use crate::purge::no_hold;
 use crate::support::{text, Repo};
 
 pub struct Zone {
@@ -278,11 +279,7 @@ fn a_record_someone_else_owns_is_refused_until_imported() {
 fn a_purge_removes_the_record_and_its_mark() {
     let zone = Zone::new();
     let repo = zone.repo();
-    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
-    repo.write(
-        "plans/growth.hcl",
-        &growth.replace("retention_days = 30", "retention_days = 0"),
-    );
+    no_hold(&repo);
     repo.apply();
     offboard(&repo, "acme");
     repo.apply();

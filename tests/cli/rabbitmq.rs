@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
+use crate::offboarding::offboard;
+use crate::purge::no_hold;
 use crate::support::{project_root, text, Repo};
 
 pub const API_ENV: &str = "TENANT_RECONCILE_TEST_RABBITMQ_API";
@@ -559,21 +561,13 @@ fn offboarding_exports_the_definitions_then_the_purge_removes_vhost_and_user() {
     let broker = Broker::new();
     let repo = broker.repo();
     // No hold: the purge is due as soon as the export is made.
-    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
-    repo.write(
-        "plans/growth.hcl",
-        &growth.replace("retention_days = 30", "retention_days = 0"),
-    );
+    no_hold(&repo);
     repo.apply();
     let acme = broker.name("acme");
     let url = broker.url_of(&repo, "acme");
     assert_eq!(broker.tenant("declare", &url, &["orders"]).0, 0);
 
-    let file = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
-    repo.write(
-        "tenants/acme.yaml",
-        &format!("{file}status: deprovisioned\n"),
-    );
+    offboard(&repo, "acme");
     repo.apply();
     // Revoked first, then exported: the queue it declared is in the definitions.
     assert_eq!(broker.tenant("roundtrip", &url, &[]).0, 3);
@@ -610,18 +604,10 @@ fn offboarding_exports_the_definitions_then_the_purge_removes_vhost_and_user() {
 fn a_purge_a_target_named_none_cannot_finish_is_put_off_at_plan_time_and_destroys_nothing() {
     let broker = Broker::new();
     let repo = broker.repo();
-    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
-    repo.write(
-        "plans/growth.hcl",
-        &growth.replace("retention_days = 30", "retention_days = 0"),
-    );
+    no_hold(&repo);
     repo.apply();
     let acme = broker.name("acme");
-    let file = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
-    repo.write(
-        "tenants/acme.yaml",
-        &format!("{file}status: deprovisioned\n"),
-    );
+    offboard(&repo, "acme");
     repo.apply();
     let slice = repo.path().join(".tenant-reconcile/data/acme.sqlite");
     assert!(slice.exists(), "exported and held, not purged yet");
