@@ -24,6 +24,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::causes::chain;
 use crate::clients::group_commit::TENANTS_PER_BATCH;
+
+/// Purge waves under way at once: while one waits on its drops' commit, the next checks
+/// its exports and writes its audit rows (`bench/purge.sh`: 1.8 s against 2.0 s with one).
+/// Their drops may meet on a shared object; a deadlock between them is retried.
+const WAVES_AT_ONCE: usize = 2;
 use crate::configured::Targets;
 use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
@@ -150,6 +155,15 @@ impl Run<'_> {
         }
     }
 
+    /// Makes `call`, one that goes to its service for this tenant alone: in a wave, once
+    /// its turn comes (`Member::alone`).
+    async fn alone<F: std::future::Future>(&self, call: F) -> F::Output {
+        match self.wave {
+            Some(member) => member.alone(call).await,
+            None => call.await,
+        }
+    }
+
     /// Records the tenant's state as it stands now.
     async fn checkpoint(&self, ts: &TenantState) -> Result<(), String> {
         self.shared
@@ -263,9 +277,14 @@ impl Executor {
         let parallelism = self.parallelism.max(1);
         let permits = Arc::new(Semaphore::new(parallelism));
         progress.start(plan.tenants.len());
-        // Tenants purged together go in waves, each started at once and moving through its
-        // purge phase by phase (wave.rs); every other tenant goes at its own pace.
-        let wave_size = parallelism.min(TENANTS_PER_BATCH);
+        // Tenants purged together go in waves as large as a batch, each started at once and
+        // moving through its purge phase by phase (wave.rs); every other tenant goes at its
+        // own pace. `--parallelism 1` keeps every tenant apart.
+        let wave_size = if parallelism < 2 {
+            1
+        } else {
+            TENANTS_PER_BATCH
+        };
         let mut groups: Vec<Vec<(usize, &TenantPlan)>> = Vec::new();
         // The wave being filled, where its first tenant comes in the plan's order.
         let mut filling: Option<usize> = None;
@@ -282,15 +301,22 @@ impl Executor {
                 }
             }
         }
+        let waves = Arc::new(Semaphore::new(WAVES_AT_ONCE));
         let tasks = groups.into_iter().map(|group| {
-            let permits = permits.clone();
+            let (permits, waves) = (permits.clone(), waves.clone());
             async move {
-                let size = u32::try_from(group.len()).expect("at most a wave");
-                let _permits = permits
-                    .acquire_many_owned(size)
-                    .await
-                    .expect("semaphore stays open");
-                let wave = (group.len() > 1).then(|| wave::Wave::new(group.len()));
+                // A wave holds no turn: each of its calls that goes one tenant at a time
+                // takes one (`Member::alone`). A tenant alone holds one for its whole run.
+                let in_wave = group.len() > 1;
+                let _held = if in_wave {
+                    waves.clone()
+                } else {
+                    permits.clone()
+                }
+                .acquire_owned()
+                .await
+                .expect("semaphore stays open");
+                let wave = in_wave.then(|| wave::Wave::new(group.len(), permits));
                 let members = group.iter().enumerate().map(|(i, &(at, tp))| {
                     let member = wave.as_ref().map(|w| w.member(i));
                     async move {

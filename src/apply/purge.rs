@@ -27,7 +27,13 @@ impl Executor {
         if ts.purge.is_some() {
             return Ok(self.audit_begin(run.tp, ts).await?);
         }
-        self.begin_purge(run.tp, ts, lifecycle, run.mark).await?;
+        let begun = self.begin_purge(run.tp, ts, lifecycle, run.mark);
+        if self.targets.exporter.remote() {
+            // Its export read back from S3 and checked: a call of its own.
+            run.alone(begun).await?;
+        } else {
+            begun.await?;
+        }
         run.reach(Some(super::steps::BEGIN_PHASE)).await;
         // The purge's start and its audit rows are written side by side: a run stopped
         // between them has destroyed nothing, and its rerun writes what is missing (an
@@ -56,7 +62,8 @@ impl Executor {
             recorded: &at,
             ..self.step_context(run.tp, ts, lifecycle, run.mark, false)
         };
-        self.purge(&ctx, std::slice::from_ref(&retired.key)).await?;
+        self.purge(run, &ctx, std::slice::from_ref(&retired.key))
+            .await?;
         ts.retired.retain(|r| r.address_key() != change.key);
         ts.resources.remove(&change.key);
         ts.updated_at = now();
@@ -76,7 +83,7 @@ impl Executor {
         run.lost()?;
         let keys: Vec<Key> = changes.iter().map(|c| c.key.clone()).collect();
         let ctx = self.step_context(run.tp, ts, lifecycle, run.mark, false);
-        self.purge(&ctx, &keys).await?;
+        self.purge(run, &ctx, &keys).await?;
         for key in &keys {
             ts.resources.remove(key);
             if key.kind == Kind::Database {
@@ -188,7 +195,12 @@ impl Executor {
     /// Destroys resources of one target, where the state recorded them. Idempotent: a rerun
     /// after a kill destroys what is gone already again, changing nothing. The audit is
     /// what records each resource's purge; the state records the purge's start and end.
-    pub(super) async fn purge(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), String> {
+    pub(super) async fn purge(
+        &self,
+        run: &Run<'_>,
+        ctx: &StepContext<'_>,
+        keys: &[Key],
+    ) -> Result<(), String> {
         let Some(first) = keys.first() else {
             return Ok(());
         };
@@ -197,7 +209,13 @@ impl Executor {
         let Some(purger) = target.as_purge() else {
             return Err(format!("{} cannot purge {first}", target.name()));
         };
-        purger.purge_all(ctx, keys).await.map_err(|e| chain(&e))
+        let purged = purger.purge_all(ctx, keys);
+        if purger.remote_per_tenant() {
+            run.alone(purged).await
+        } else {
+            purged.await
+        }
+        .map_err(|e| chain(&e))
     }
 
     /// The control plane's part of the purge, once every other resource is destroyed: its

@@ -10,26 +10,37 @@
 //! never waiting, so the wave always moves. A member that finishes, fails or is interrupted
 //! leaves the wave, and no one waits for it any more. Waiting changes what goes together,
 //! never what a tenant does or in which order.
+//!
+//! A wave is as large as a batch may be, whatever `--parallelism` says: its members' writes
+//! that go together are one call however many they are. Their calls that go one tenant at
+//! a time (a bucket emptied, a vhost deleted, an export read back) go through
+//! [`Member::alone`], each taking one of the run's `--parallelism` turns, as a tenant that
+//! goes alone holds one for its whole run.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 /// Where each member is: the last phase it reached, [`LEFT`] once it has left.
 pub(super) struct Wave {
     phases: Mutex<Vec<u32>>,
     moved: Notify,
+    /// The run's turns, one for each call that goes one tenant at a time.
+    turns: Arc<Semaphore>,
 }
 
 /// A member's phase once it has left: ahead of every phase, so no one waits for it.
 const LEFT: u32 = u32::MAX;
 
 impl Wave {
-    /// A wave of `size` members, none of which has reached a phase yet.
-    pub(super) fn new(size: usize) -> Wave {
+    /// A wave of `size` members, none of which has reached a phase yet, whose calls that go
+    /// one tenant at a time each take one of `turns`.
+    pub(super) fn new(size: usize, turns: Arc<Semaphore>) -> Wave {
         Wave {
             phases: Mutex::new(vec![0; size]),
             moved: Notify::new(),
+            turns,
         }
     }
 
@@ -75,6 +86,16 @@ impl Member<'_> {
     }
 }
 
+impl Member<'_> {
+    /// Makes `call`, one that goes to its service for this tenant alone, once it has one of
+    /// the run's turns. Never wrap a wait at a phase in it: a member holding its turn while
+    /// it waits for one without would stall the wave.
+    pub(super) async fn alone<F: Future>(&self, call: F) -> F::Output {
+        let _turn = self.wave.turns.acquire().await.expect("never closed");
+        call.await
+    }
+}
+
 impl Drop for Member<'_> {
     fn drop(&mut self) {
         self.wave.set(self.index, LEFT);
@@ -89,7 +110,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_member_passes_a_phase_before_every_member_still_there_reaches_it() {
-        let wave = Wave::new(3);
+        let wave = Wave::new(3, Arc::new(Semaphore::new(3)));
         let passed = AtomicU32::new(0);
         let member = |i: usize, phases: &'static [u32], pause: u64| {
             let (wave, passed) = (&wave, &passed);
@@ -116,12 +137,35 @@ mod tests {
 
     #[tokio::test]
     async fn a_member_that_leaves_early_is_not_waited_for() {
-        let wave = Wave::new(2);
+        let wave = Wave::new(2, Arc::new(Semaphore::new(2)));
         let leaving = wave.member(1);
         let staying = wave.member(0);
         drop(leaving);
         tokio::time::timeout(Duration::from_secs(5), staying.reach(7))
             .await
             .expect("the member that left is not waited for");
+    }
+
+    #[tokio::test]
+    async fn calls_alone_take_a_turn_each() {
+        let wave = Wave::new(6, Arc::new(Semaphore::new(2)));
+        let (now, most) = (AtomicU32::new(0), AtomicU32::new(0));
+        let member = |i: usize| {
+            let (wave, now, most) = (&wave, &now, &most);
+            async move {
+                let m = wave.member(i);
+                m.reach(1).await;
+                m.alone(async {
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(at_once, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await;
+                m.reach(2).await;
+            }
+        };
+        futures::future::join_all((0..6).map(member)).await;
+        assert_eq!(most.load(Ordering::SeqCst), 2);
     }
 }

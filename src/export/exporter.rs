@@ -64,6 +64,11 @@ impl Exporter {
         }
     }
 
+    /// Whether exports go to S3: checking one is then a call of its own.
+    pub fn remote(&self) -> bool {
+        self.bucket.is_some()
+    }
+
     /// The tenant's export folder (for S3, the one it is staged in). The slug was checked
     /// (`[a-z0-9-]`), so it stays inside.
     fn folder(&self, slug: &Slug) -> PathBuf {

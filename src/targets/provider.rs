@@ -631,6 +631,13 @@ pub trait Purge: Send + Sync {
         }
         Ok(())
     }
+    /// Whether each tenant's purge is a call of its own to a service elsewhere (S3,
+    /// RabbitMQ, Route53): a purge wave makes at most `--parallelism` of those at once.
+    /// `false` where calls made at the same moment go as one (a group commit) or never
+    /// leave the machine: the wave then makes them all at once.
+    fn remote_per_tenant(&self) -> bool {
+        true
+    }
 }
 
 /// A target that holds some of a tenant's data and writes it into an export.

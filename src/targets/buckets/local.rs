@@ -211,6 +211,11 @@ impl Export for LocalBuckets {
 
 #[async_trait]
 impl Purge for LocalBuckets {
+    /// Its purges never leave the machine.
+    fn remote_per_tenant(&self) -> bool {
+        false
+    }
+
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let Some(bucket) = ctx.recorded.get(key) else {
             return Ok(());

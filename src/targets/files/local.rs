@@ -222,33 +222,53 @@ impl Provider for RenderedFiles {
 
 #[async_trait]
 impl Purge for RenderedFiles {
+    /// Its purges never leave the machine.
+    fn remote_per_tenant(&self) -> bool {
+        false
+    }
+
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let slug = &ctx.tenant.slug;
         let name = key.name.as_deref().unwrap_or_default();
         let mark_path = self.mark_path(slug);
         let mut found = FolderMark::parse(read(&mark_path).as_deref());
         let path = self.path(slug, name);
-        if path.exists() {
+        let exists = path.exists();
+        if exists {
             // Only a file this state's mark lists is its own to destroy.
             let owner = found.owner_of(name);
             let listed = matches!(&owner, Owner::Marked(m) if ctx.mark.claims(m));
             if !listed {
                 check_ours(ctx, &purge_change(key), &path.display().to_string(), &owner)?;
             }
-            std::fs::remove_file(&path)
-                .map_err(ProviderError::io(format!("remove {}", path.display())))?;
         }
         found.files.retain(|f| f != name);
-        if found.files.is_empty() {
-            // The last of its files: the mark and the folder go too, unless someone else
-            // put files there.
-            let _ = std::fs::remove_file(&mark_path);
-            let _ = std::fs::remove_dir(self.dir.join(slug.as_str()));
-        } else if found.mark.is_some() {
-            crate::private_files::write_atomic(&mark_path, found.text().as_bytes())
-                .map_err(ProviderError::io(format!("write {}", mark_path.display())))?;
-        }
-        Ok(())
+        // The last of its files: the mark and the folder go too, unless someone else put
+        // files there. Otherwise the mark lists one file fewer.
+        let last = found.files.is_empty();
+        let rewrite = (!last && found.mark.is_some()).then(|| found.text());
+        let folder = self.dir.join(slug.as_str());
+        // On a thread for blocking work: the members of a purge wave are polled together,
+        // and one removing its files here would hold up every other one.
+        let removed = tokio::task::spawn_blocking(move || {
+            if exists {
+                std::fs::remove_file(&path)
+                    .map_err(ProviderError::io(format!("remove {}", path.display())))?;
+            }
+            if last {
+                let _ = std::fs::remove_file(&mark_path);
+                let _ = std::fs::remove_dir(&folder);
+            } else if let Some(text) = rewrite {
+                crate::private_files::write_atomic(&mark_path, text.as_bytes())
+                    .map_err(ProviderError::io(format!("write {}", mark_path.display())))?;
+            }
+            Ok(())
+        });
+        removed.await.unwrap_or_else(|e| {
+            Err(ProviderError::io("remove the tenant's files")(
+                std::io::Error::other(e),
+            ))
+        })
     }
 }
 

@@ -355,6 +355,11 @@ impl Provider for LocalControl {
 
 #[async_trait]
 impl Purge for LocalControl {
+    /// Its purges never leave the machine.
+    fn remote_per_tenant(&self) -> bool {
+        false
+    }
+
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
         // The table is one of three constants above.

@@ -571,6 +571,11 @@ impl Export for LocalData {
 
 #[async_trait]
 impl Purge for LocalData {
+    /// Its purges never leave the machine.
+    fn remote_per_tenant(&self) -> bool {
+        false
+    }
+
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let slug = &ctx.tenant.slug;
         match key.kind {
