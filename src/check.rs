@@ -124,7 +124,7 @@ pub async fn check(
     crate::ops::check_key(ws, &state, found.as_ref(), false)?;
     // A check makes no key: one found nowhere derives no tenant's password.
     let key = found.ok_or_else(|| {
-        Error::Usage(format!(
+        Error::Refused(format!(
             "there is no master key to derive the tenants' passwords from: set {} or master_key_file",
             crate::credentials::MASTER_KEY_ENV
         ))

@@ -74,13 +74,13 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
     let mut subscribers: Vec<(String, Vec<String>, Subscriber<'_>)> = Vec::new();
     for w in &config.webhooks {
         let text = std::env::var(&w.secret_env).map_err(|_| {
-            Error::Usage(format!(
+            Error::Refused(format!(
                 "the webhook {} has no secret: set {} to its whsec_ secret",
                 w.name, w.secret_env
             ))
         })?;
         let secrets = signature::Secret::parse_all(&text).map_err(|e| {
-            Error::Usage(format!(
+            Error::Refused(format!(
                 "the secret in {} (webhook {}): {e}",
                 w.secret_env, w.name
             ))
@@ -92,7 +92,13 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
         ));
     }
     for b in &config.buses {
-        let publisher = bus::Publisher::connect(b).await.map_err(Error::Usage)?;
+        // Its text says what failed and why.
+        let publisher = bus::Publisher::connect(b)
+            .await
+            .map_err(|doing| Error::Failed {
+                doing,
+                source: None,
+            })?;
         subscribers.push((
             b.name.clone(),
             b.events.clone(),
@@ -116,16 +122,16 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
     control
         .register_subscribers(&config.subscribers())
         .await
-        .map_err(|e| outbox_error(&e))?;
+        .map_err(outbox_error)?;
     report.pruned = control
         .prune_deliveries(SystemTime::now() - keep)
         .await
-        .map_err(|e| outbox_error(&e))?;
+        .map_err(outbox_error)?;
     loop {
         let due = control
             .due_deliveries(&wanted, SystemTime::now(), 1000)
             .await
-            .map_err(|e| outbox_error(&e))?;
+            .map_err(outbox_error)?;
         if due.is_empty() {
             return Ok(report);
         }
@@ -142,7 +148,7 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
             }
         });
         for attempt in futures::future::join_all(sends).await {
-            let attempt = attempt.map_err(|e| outbox_error(&e))?;
+            let attempt = attempt.map_err(outbox_error)?;
             match attempt.outcome {
                 Outcome::Delivered => report.delivered += 1,
                 Outcome::Retry { .. } => report.failed += 1,
@@ -157,11 +163,8 @@ pub async fn deliver(ws: &Workspace) -> Result<Report, Error> {
     }
 }
 
-fn outbox_error(e: &crate::targets::provider::ProviderError) -> Error {
-    Error::Usage(format!(
-        "delivering the outbox: {}",
-        crate::causes::chain(e)
-    ))
+fn outbox_error(e: crate::targets::provider::ProviderError) -> Error {
+    Error::failed("delivering the outbox", e)
 }
 
 /// One attempt of one delivery, and what it leaves the delivery as.

@@ -131,10 +131,7 @@ pub async fn apply(
         let subscribers = ws.repo.config.subscribers();
         if let Err(e) = targets.control.register_subscribers(&subscribers).await {
             let _ = lock.unlock().await;
-            return Err(Error::Usage(format!(
-                "recording the event subscribers: {}",
-                crate::causes::chain(&e)
-            )));
+            return Err(Error::failed("recording the event subscribers", e));
         }
     }
     let executor = Executor {
@@ -235,7 +232,7 @@ pub(super) fn check_replacements(plan: &Plan, allowed: bool) -> Result<(), Error
     if replaced.is_empty() || allowed {
         return Ok(());
     }
-    Err(Error::Usage(format!(
+    Err(Error::Refused(format!(
         "the plan replaces {}; nothing was applied\n  hint: a replace builds a new slice and keeps the old one with its data; pass --allow-replace to go ahead",
         replaced.join(", ")
     )))
@@ -253,7 +250,7 @@ pub(super) fn check_purges(plan: &Plan, max: usize, allowed: bool) -> Result<(),
     if purged.len() <= max || allowed {
         return Ok(());
     }
-    Err(Error::Usage(format!(
+    Err(Error::Refused(format!(
         "the plan purges {} tenants ({}), more than safety.max_purges_per_run ({max}); nothing was applied\n  hint: check that every one of them is meant to go; pass --allow-mass-purge to go ahead",
         purged.len(),
         purged.join(", ")

@@ -10,10 +10,9 @@ pub async fn audit(
     slug: Option<&Slug>,
 ) -> Result<Vec<crate::model::audit::AuditEntry>, Error> {
     let targets = ws.targets(ws.repo.migrations.clone());
-    targets.control.audit_log(slug).await.map_err(|e| {
-        Error::Usage(format!(
-            "reading the deletion audit: {}",
-            crate::causes::chain(&e)
-        ))
-    })
+    targets
+        .control
+        .audit_log(slug)
+        .await
+        .map_err(|e| Error::failed("reading the deletion audit", e))
 }

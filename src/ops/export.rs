@@ -35,7 +35,7 @@ pub async fn export(
             // (`<export_to>/<slug>`); the exports' folder is the operator's alone.
             let exports = ws.local_dir.join("exports");
             crate::private_files::own_dir(&exports)
-                .map_err(|e| Error::Usage(format!("cannot create {}: {e}", exports.display())))?;
+                .map_err(|e| Error::failed(format!("cannot create {}", exports.display()), e))?;
             exports.join(format!("{slug}-{stamp}"))
         }
     };
@@ -52,11 +52,15 @@ pub async fn export(
         crate::export::write(&dir, &sources, slug, tenant_id, &t.resources, &t.retired)
             .await
             .map_err(|e| {
-                Error::Usage(format!(
-                    "exporting {slug}: {}; {} holds a partial export, without a manifest",
-                    crate::causes::chain(&e),
-                    dir.display()
-                ))
+                // Where the partial export is, after the cause: said here, once.
+                Error::failed(
+                    format!("exporting {slug}"),
+                    format!(
+                        "{}; {} holds a partial export, without a manifest",
+                        crate::causes::chain(&e),
+                        dir.display()
+                    ),
+                )
             })?;
     Ok((dir, manifest, sha256))
 }
@@ -91,7 +95,7 @@ pub async fn export_links(
         .exporter
         .links(slug, &tenant_id, lifetime)
         .await
-        .map_err(|e| Error::Usage(crate::causes::chain(&e)))
+        .map_err(Error::Control)
 }
 
 /// A purged tenant (or one being purged) has no data to export and no login: what is left
@@ -120,7 +124,7 @@ pub(super) fn refuse_purged(slug: &Slug, t: &crate::state::TenantState) -> Resul
         .purge
         .as_ref()
         .and_then(|p| p.export_removed_at.as_deref());
-    Err(Error::Usage(match (export, until, removed) {
+    Err(Error::Refused(match (export, until, removed) {
         (Some(at), Some(until), _) => format!(
             "{purge}; its offboarding export is at {at} (an erasure's: kept until {}, then removed)",
             day_of(until)

@@ -36,7 +36,7 @@ pub(crate) fn check_key(
             found: k.id(),
             from: k.source().to_string(),
         }),
-        None => Err(Error::Usage(format!(
+        None => Err(Error::Refused(format!(
             "this state's passwords were derived from the master key {recorded}, and there is no master key here ({} does not exist); nothing was done\n  hint: restore the key file, or set {}",
             ws.local_key_path().display(),
             crate::credentials::MASTER_KEY_ENV
@@ -89,7 +89,7 @@ pub(super) fn check_key_by_fingerprint(state: &State, key: &MasterKey) -> Result
     if derived == fingerprint {
         return Ok(());
     }
-    Err(Error::Usage(format!(
+    Err(Error::Refused(format!(
         "the master key from {} ({}) does not derive the password recorded for {slug}'s role, so it is not the key this state was applied with; nothing was done\n  hint: a wrong key would replace every tenant's password; check the secret, or pass --rotate-master-key to change the key on purpose",
         key.source(),
         key.id()

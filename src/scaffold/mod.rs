@@ -145,7 +145,7 @@ fn title(slug: &Slug) -> String {
 
 /// Writes a file that must not exist yet, making its folder.
 fn write_new(path: &Path, text: &str) -> Result<(), Error> {
-    let io = |e: std::io::Error| Error::Usage(format!("cannot write {}: {e}", path.display()));
+    let io = |e: std::io::Error| Error::failed(format!("cannot write {}", path.display()), e);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
