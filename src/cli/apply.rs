@@ -20,7 +20,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     auto_approve: bool,
     /// How many tenants are worked on at once. Tenants purged together go in waves of up
-    /// to 32 whose writes to Postgres are batched; their other calls still go N at a time.
+    /// to 32 whose writes to Postgres are batched; their calls to S3, RabbitMQ and Route53
+    /// still go N at a time.
     #[arg(long, default_value_t = 10, value_name = "N")]
     parallelism: usize,
     /// Apply the files as committed at this commit, branch or tag (read from git's objects,
