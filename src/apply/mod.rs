@@ -24,11 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::causes::chain;
 use crate::clients::group_commit::TENANTS_PER_BATCH;
-
-/// Purge waves under way at once: while one waits on its drops' commit, the next checks
-/// its exports and writes its audit rows (`bench/purge.sh`: 1.8 s against 2.0 s with one).
-/// Their drops may meet on a shared object; a deadlock between them is retried.
-const WAVES_AT_ONCE: usize = 2;
 use crate::configured::Targets;
 use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
@@ -36,6 +31,11 @@ use crate::plan::{Action, Plan, ResourceChange, TenantAction, TenantPlan};
 use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
 use crate::targets::provider::{Mark, StepContext};
 use progress::Progress;
+
+/// Purge waves under way at once: while one waits on its drops' commit, the next checks
+/// its exports and writes its audit rows (`bench/purge.sh`: 1.8 s against 2.0 s with one).
+/// Their drops may meet on a shared object; a deadlock between them is retried.
+const WAVES_AT_ONCE: usize = 2;
 use steps::{Checkpoint, Step};
 
 /// The outcome of one tenant.
@@ -155,12 +155,13 @@ impl Run<'_> {
         }
     }
 
-    /// Makes `call`, one that goes to its service for this tenant alone: in a wave, once
-    /// its turn comes (`Member::alone`).
-    async fn alone<F: std::future::Future>(&self, call: F) -> F::Output {
+    /// Makes `call`. One that goes to a service elsewhere for this tenant alone (`remote`)
+    /// waits, in a wave, for one of the run's turns (`Member::alone`); a tenant outside a
+    /// wave holds one already, and a wave makes every other call at once.
+    async fn call<F: std::future::Future>(&self, remote: bool, call: F) -> F::Output {
         match self.wave {
-            Some(member) => member.alone(call).await,
-            None => call.await,
+            Some(member) if remote => member.alone(call).await,
+            _ => call.await,
         }
     }
 
@@ -289,7 +290,7 @@ impl Executor {
         // The wave being filled, where its first tenant comes in the plan's order.
         let mut filling: Option<usize> = None;
         for (at, tp) in plan.tenants.iter().enumerate() {
-            if tp.action != TenantAction::Purge || wave_size < 2 {
+            if tp.action != TenantAction::Purge {
                 groups.push(vec![(at, tp)]);
                 continue;
             }

@@ -27,13 +27,9 @@ impl Executor {
         if ts.purge.is_some() {
             return Ok(self.audit_begin(run.tp, ts).await?);
         }
+        // Its export is read back and checked: from S3, a call of its own.
         let begun = self.begin_purge(run.tp, ts, lifecycle, run.mark);
-        if self.targets.exporter.remote() {
-            // Its export read back from S3 and checked: a call of its own.
-            run.alone(begun).await?;
-        } else {
-            begun.await?;
-        }
+        run.call(self.targets.exporter.remote(), begun).await?;
         run.reach(Some(super::steps::BEGIN_PHASE)).await;
         // The purge's start and its audit rows are written side by side: a run stopped
         // between them has destroyed nothing, and its rerun writes what is missing (an
@@ -209,13 +205,9 @@ impl Executor {
         let Some(purger) = target.as_purge() else {
             return Err(format!("{} cannot purge {first}", target.name()));
         };
-        let purged = purger.purge_all(ctx, keys);
-        if purger.remote_per_tenant() {
-            run.alone(purged).await
-        } else {
-            purged.await
-        }
-        .map_err(|e| chain(&e))
+        run.call(purger.remote_per_tenant(), purger.purge_all(ctx, keys))
+            .await
+            .map_err(|e| chain(&e))
     }
 
     /// The control plane's part of the purge, once every other resource is destroyed: its
