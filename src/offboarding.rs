@@ -95,7 +95,7 @@ pub fn provisioned(recorded: &TenantState, lifecycle: Lifecycle) -> bool {
 
 /// When the hold of an exported tenant ends: its export's time plus the retention days.
 pub fn hold_until(recorded: &TenantState, retention_days: u32) -> Option<SystemTime> {
-    let export = recorded.resources.get(&Key::new(Kind::Export))?;
+    let export = recorded.resources.get(&Key::new(Kind::EXPORT))?;
     // An export recorded by a build that did not record its time counts from the tenant's
     // last recorded change, which is no earlier than the export.
     let at = match export.str("exported_at") {
@@ -121,7 +121,7 @@ pub fn export_expired(recorded: &TenantState, now: SystemTime) -> bool {
     else {
         return false;
     };
-    recorded.resources.contains_key(&Key::new(Kind::Export))
+    recorded.resources.contains_key(&Key::new(Kind::EXPORT))
         && humantime::parse_rfc3339(until).is_ok_and(|until| now >= until)
 }
 

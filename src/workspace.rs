@@ -141,29 +141,38 @@ impl Workspace {
         };
         let broker: Arc<dyn Provider> = match config.targets.broker.as_str() {
             "rabbitmq" => self.broker.clone(),
-            _ => Arc::new(Unconfigured::new(&[Kind::Vhost], "targets.broker")),
+            _ => Arc::new(Unconfigured::new(&[Kind::VHOST], "targets.broker")),
         };
         let dns: Arc<dyn Provider> = match config.targets.dns.as_str() {
             "route53" => self.dns.clone(),
-            _ => Arc::new(Unconfigured::new(&[Kind::Dns], "targets.dns")),
+            _ => Arc::new(Unconfigured::new(&[Kind::DNS], "targets.dns")),
         };
+        // A slot that plugs in and is set to `none` still owns its kinds, as the broker does.
+        let plugged: Vec<Arc<dyn Provider>> = crate::targets::PLUGGED
+            .iter()
+            .map(
+                |slot| match config.plugged.iter().find(|p| p.slot() == slot.key()) {
+                    Some(p) => p.target(),
+                    None => Arc::new(Unconfigured::new(slot.kinds(), slot.setting())),
+                },
+            )
+            .collect();
+        let mut sources = vec![data.clone(), buckets.clone(), broker.clone()];
+        sources.extend(plugged.iter().cloned());
         let exporter = Arc::new(Exporter::new(
             self.repo.root.clone(),
             config.offboarding.export_to.clone(),
             self.s3.clone(),
             self.local_dir.join("exports").join(".staging"),
-            vec![data.clone(), buckets.clone(), broker.clone()],
+            sources,
         ));
+        let mut providers = vec![data, buckets, broker, dns];
+        providers.extend(plugged);
+        providers.push(Arc::new(RenderedFiles::new(self.output_dir.clone())));
+        providers.push(exporter.clone());
         Targets {
             control,
-            providers: vec![
-                data,
-                buckets,
-                broker,
-                dns,
-                Arc::new(RenderedFiles::new(self.output_dir.clone())),
-                exporter.clone(),
-            ],
+            providers,
             exporter,
         }
     }

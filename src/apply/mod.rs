@@ -465,7 +465,7 @@ impl Executor {
         }
         if let Some(reg) = ts
             .resources
-            .get_mut(&crate::desired::Key::new(Kind::Registry))
+            .get_mut(&crate::desired::Key::new(Kind::REGISTRY))
         {
             reg.insert("lifecycle", json!(to.as_str()));
         }
@@ -667,7 +667,7 @@ impl Executor {
         let Some(change) = tp
             .changes
             .iter()
-            .find(|c| c.key.kind == Kind::Role && c.desired.is_some())
+            .find(|c| c.key.kind == Kind::ROLE && c.desired.is_some())
         else {
             return Ok(());
         };
@@ -677,7 +677,7 @@ impl Executor {
         let ctx = self.step_context(tp, ts, Lifecycle::Active, mark, false);
         let attrs = self
             .targets
-            .for_kind(Kind::Role)
+            .for_kind(Kind::ROLE)
             .apply(&ctx, &change)
             .await
             .map_err(|e| chain(&e))?;
@@ -711,7 +711,7 @@ impl Executor {
     }
 
     fn record_intents(&self, tp: &TenantPlan, ts: &mut TenantState) -> bool {
-        let registry = Key::new(Kind::Registry);
+        let registry = Key::new(Kind::REGISTRY);
         let mut added = false;
         for c in tp.changes.iter().filter(|c| c.key == registry) {
             match c.action {

@@ -40,7 +40,7 @@ impl Executor {
         ts.lifecycle = to;
         if let Some(reg) = ts
             .resources
-            .get_mut(&crate::desired::Key::new(crate::desired::Kind::Registry))
+            .get_mut(&crate::desired::Key::new(crate::desired::Kind::REGISTRY))
         {
             reg.insert("lifecycle", json!(to.as_str()));
         }

@@ -82,9 +82,9 @@ impl Executor {
         self.purge(run, &ctx, &keys).await?;
         for key in &keys {
             ts.resources.remove(key);
-            if key.kind == Kind::Database {
+            if key.kind == Kind::DATABASE {
                 // Seed rows live in the slice and went with it.
-                ts.resources.remove(&Key::new(Kind::Seed));
+                ts.resources.remove(&Key::new(Kind::SEED));
             }
         }
         ts.updated_at = now();
@@ -109,7 +109,7 @@ impl Executor {
         if tp.tenant.offboarding.export {
             let export = ts
                 .resources
-                .get(&Key::new(Kind::Export))
+                .get(&Key::new(Kind::EXPORT))
                 .ok_or("no export is recorded, and the data is not purged without one")?;
             if let Some(problem) = self
                 .targets
@@ -133,7 +133,7 @@ impl Executor {
         }
         ts.lifecycle = Lifecycle::Deprovisioning;
         let erasure = tp.tenant.offboarding.erase;
-        let exported = ts.resources.contains_key(&Key::new(Kind::Export));
+        let exported = ts.resources.contains_key(&Key::new(Kind::EXPORT));
         ts.purge = Some(Purge {
             started_at: now(),
             finished_at: None,
@@ -158,7 +158,7 @@ impl Executor {
             .tenant_id
             .as_deref()
             .ok_or("the tenant has no registry row")?;
-        let export = ts.resources.get(&Key::new(Kind::Export));
+        let export = ts.resources.get(&Key::new(Kind::EXPORT));
         let started_at = now();
         let entries: Vec<AuditEntry> = tp
             .changes
@@ -254,7 +254,7 @@ impl Executor {
         }
         if let Some(to) = to {
             ts.lifecycle = to;
-            if let Some(reg) = ts.resources.get_mut(&Key::new(Kind::Registry)) {
+            if let Some(reg) = ts.resources.get_mut(&Key::new(Kind::REGISTRY)) {
                 reg.insert("lifecycle", serde_json::json!(to.as_str()));
             }
             log.done += 1;

@@ -122,7 +122,7 @@ impl Executor {
         }
         ts.creating.remove(&change.key);
         ts.updated_at = now();
-        if change.key.kind == Kind::Database {
+        if change.key.kind == Kind::DATABASE {
             let mut state = run.shared.state.lock().await;
             for m in &run.plan.migrations {
                 state.migrations.insert(m.id(), m.checksum.clone());

@@ -3,9 +3,9 @@
 //! when, is its [`Checkpoint`].
 
 use crate::model::change::{Action, ResourceChange};
+use crate::model::kind::purge_order;
 use crate::model::resource::{Key, Kind};
 use crate::plan::PlannedHook;
-use crate::targets::kinds::purge_order;
 
 /// One step of a tenant's apply.
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +184,7 @@ pub(super) fn steps<'p>(
             continue;
         }
         if begun && !ended {
-            if change.key.kind == Kind::Registry
+            if change.key.kind == Kind::REGISTRY
                 && change.fields.iter().any(|f| f.field != "lifecycle")
             {
                 out.push(Step::Tombstone(change));
@@ -193,7 +193,7 @@ pub(super) fn steps<'p>(
             out.push(Step::EndPurge { may_move: false });
             ended = true;
         }
-        if change.key.kind == Kind::Registry {
+        if change.key.kind == Kind::REGISTRY {
             if change.action == Action::Create {
                 out.push(Step::Register(change));
             } else if change.fields.iter().any(|f| f.field != "lifecycle") {
@@ -257,12 +257,12 @@ mod tests {
             control: &|k| {
                 matches!(
                     k,
-                    Kind::Registry | Kind::Owner | Kind::Features | Kind::Quotas
+                    Kind::REGISTRY | Kind::OWNER | Kind::FEATURES | Kind::QUOTAS
                 )
             },
             retired,
             same_target: &|a, b| {
-                let data = |k| matches!(k, Kind::Role | Kind::Database | Kind::Seed);
+                let data = |k| matches!(k, Kind::ROLE | Kind::DATABASE | Kind::SEED);
                 a == b || (data(a) && data(b))
             },
         }
@@ -271,9 +271,9 @@ mod tests {
     #[test]
     fn a_new_tenant_is_registered_then_built_then_tested_then_moved() {
         let changes = [
-            change(Kind::Registry, Action::Create, &[]),
-            change(Kind::Owner, Action::Create, &[]),
-            change(Kind::Database, Action::Create, &[]),
+            change(Kind::REGISTRY, Action::Create, &[]),
+            change(Kind::OWNER, Action::Create, &[]),
+            change(Kind::DATABASE, Action::Create, &[]),
         ];
         let steps = steps(&changes, true, &[], &facts(&|_| false));
         assert_eq!(
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn a_registry_change_of_the_lifecycle_alone_is_the_move_s() {
-        let changes = [change(Kind::Registry, Action::Update, &["lifecycle"])];
+        let changes = [change(Kind::REGISTRY, Action::Update, &["lifecycle"])];
         let steps = steps(&changes, false, &[], &facts(&|_| false));
         assert_eq!(steps, vec![Step::Lifecycle]);
     }
@@ -301,16 +301,16 @@ mod tests {
     #[test]
     fn a_purge_begins_before_its_first_resource_groups_each_target_and_ends_with_the_tombstone() {
         let changes = [
-            change(Kind::Dns, Action::Update, &["access"]),
-            purge(Kind::File),
-            purge(Kind::Bucket),
-            purge(Kind::Database),
-            purge(Kind::Role),
-            purge(Kind::Quotas),
-            purge(Kind::Owner),
-            change(Kind::Registry, Action::Update, &["name"]),
+            change(Kind::DNS, Action::Update, &["access"]),
+            purge(Kind::FILE),
+            purge(Kind::BUCKET),
+            purge(Kind::DATABASE),
+            purge(Kind::ROLE),
+            purge(Kind::QUOTAS),
+            purge(Kind::OWNER),
+            change(Kind::REGISTRY, Action::Update, &["name"]),
         ];
-        let retired = |k: &Key| k.kind == Kind::Bucket;
+        let retired = |k: &Key| k.kind == Kind::BUCKET;
         let steps = steps(&changes, false, &[], &facts(&retired));
         assert_eq!(
             steps,
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn smoke_tests_keep_the_move_apart_from_the_purge_s_end() {
-        let changes = [purge(Kind::Database)];
+        let changes = [purge(Kind::DATABASE)];
         let steps = steps(&changes, true, &[], &facts(&|_| false));
         assert_eq!(
             steps,

@@ -82,7 +82,7 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
         let plan = t
             .resources
             .get(&tenant_reconcile::desired::Key::new(
-                tenant_reconcile::desired::Kind::Registry,
+                tenant_reconcile::desired::Kind::REGISTRY,
             ))
             .and_then(|a| a.get("plan"))
             .and_then(|p| p.as_str())
@@ -185,7 +185,7 @@ fn offboarding_lines(root: &Path, state: &State) -> Vec<String> {
         let spec = ws.repo.tenants.iter().find(|t| t.slug.as_str() == slug)?;
         Some(ws.repo.plans.get(&spec.plan)?.retention_days)
     };
-    let export = tenant_reconcile::desired::Key::new(tenant_reconcile::desired::Kind::Export);
+    let export = tenant_reconcile::desired::Key::new(tenant_reconcile::desired::Kind::EXPORT);
     let mut out = Vec::new();
     for (slug, t) in &state.tenants {
         let location = t

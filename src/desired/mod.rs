@@ -19,6 +19,7 @@ use crate::repo::{templates, Status, TenantRepo, TenantSpec};
 use crate::slug::Slug;
 use crate::state::{Lifecycle, State};
 use crate::targets::data::{database_attrs, seed_attrs, Naming};
+use crate::targets::slot::TenantInputs;
 
 pub use crate::model::tenant::Effective;
 
@@ -53,31 +54,34 @@ impl DesiredTenant {
 /// the repo only, so refresh can start before compiling.
 pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
     let mut keys: Vec<Key> = [
-        Kind::Registry,
-        Kind::Owner,
-        Kind::Features,
-        Kind::Quotas,
-        Kind::Role,
-        Kind::Database,
+        Kind::REGISTRY,
+        Kind::OWNER,
+        Kind::FEATURES,
+        Kind::QUOTAS,
+        Kind::ROLE,
+        Kind::DATABASE,
     ]
     .into_iter()
     .map(Key::new)
     .collect();
     if repo.templates.has_seed {
-        keys.push(Key::new(Kind::Seed));
+        keys.push(Key::new(Kind::SEED));
     }
-    keys.push(Key::new(Kind::Bucket));
+    keys.push(Key::new(Kind::BUCKET));
     if repo.config.targets.broker != "none" {
-        keys.push(Key::new(Kind::Vhost));
+        keys.push(Key::new(Kind::VHOST));
     }
     if repo.config.targets.dns != "none" {
-        keys.push(Key::new(Kind::Dns));
+        keys.push(Key::new(Kind::DNS));
+    }
+    for plugged in &repo.config.plugged {
+        keys.extend(plugged.keys());
     }
     keys.extend(
         repo.templates
             .files
             .iter()
-            .map(|name| Key::named(Kind::File, name.clone())),
+            .map(|name| Key::named(Kind::FILE, name.clone())),
     );
     keys
 }
@@ -194,7 +198,7 @@ fn compile_tenant(
 
     let mut resources = vec![
         Resource {
-            key: Key::new(Kind::Registry),
+            key: Key::new(Kind::REGISTRY),
             attrs: attrs([
                 ("name", json!(effective.name)),
                 ("plan", json!(effective.plan)),
@@ -207,7 +211,7 @@ fn compile_tenant(
             content: None,
         },
         Resource {
-            key: Key::new(Kind::Owner),
+            key: Key::new(Kind::OWNER),
             attrs: attrs([
                 ("email", json!(effective.owner_email)),
                 ("role", json!("owner")),
@@ -215,7 +219,7 @@ fn compile_tenant(
             content: None,
         },
         Resource {
-            key: Key::new(Kind::Features),
+            key: Key::new(Kind::FEATURES),
             attrs: effective
                 .features
                 .iter()
@@ -224,7 +228,7 @@ fn compile_tenant(
             content: None,
         },
         Resource {
-            key: Key::new(Kind::Quotas),
+            key: Key::new(Kind::QUOTAS),
             attrs: effective
                 .quotas
                 .iter()
@@ -250,13 +254,13 @@ fn compile_tenant(
         );
     }
     resources.push(Resource {
-        key: Key::new(Kind::Role),
+        key: Key::new(Kind::ROLE),
         attrs: role_attrs,
         content: None,
     });
 
     resources.push(Resource {
-        key: Key::new(Kind::Database),
+        key: Key::new(Kind::DATABASE),
         // The tenant's role can reach its slice: a revoked grant shows as drift.
         attrs: database_attrs(
             &naming.slice(&spec.slug, effective.isolation),
@@ -271,7 +275,7 @@ fn compile_tenant(
 
     if repo.templates.has_seed {
         resources.push(Resource {
-            key: Key::new(Kind::Seed),
+            key: Key::new(Kind::SEED),
             attrs: seed_attrs(),
             content: if defer_seed {
                 None
@@ -282,7 +286,7 @@ fn compile_tenant(
     }
 
     resources.push(Resource {
-        key: Key::new(Kind::Bucket),
+        key: Key::new(Kind::BUCKET),
         attrs: crate::targets::buckets::desired(
             &repo.config.targets.buckets,
             &repo.config.s3,
@@ -311,7 +315,7 @@ fn compile_tenant(
             );
         }
         resources.push(Resource {
-            key: Key::new(Kind::Vhost),
+            key: Key::new(Kind::VHOST),
             attrs: vhost,
             content: None,
         });
@@ -319,17 +323,33 @@ fn compile_tenant(
 
     if repo.config.targets.dns != "none" {
         resources.push(Resource {
-            key: Key::new(Kind::Dns),
+            key: Key::new(Kind::DNS),
             attrs: crate::targets::dns::desired(&repo.config.route53, &spec.slug, &spec.region),
             content: None,
         });
+    }
+
+    if !repo.config.plugged.is_empty() {
+        let password = match (key, recorded.and_then(|r| r.tenant_id.as_deref())) {
+            (Some(key), Some(tenant_id)) => Some(move |login: &str| {
+                key.password(tenant_id, incarnation, login, credentials_version)
+            }),
+            _ => None,
+        };
+        let inputs = TenantInputs {
+            tenant: &effective,
+            password: password.as_ref().map(|f| f as &dyn Fn(&str) -> String),
+        };
+        for plugged in &repo.config.plugged {
+            resources.extend(plugged.desired(&inputs));
+        }
     }
 
     for name in &repo.templates.files {
         let template = format!("{}{name}.tera", templates::FILES_PREFIX);
         let content = render(repo, &template, &context, &spec.slug, &spec.file)?;
         resources.push(Resource {
-            key: Key::named(Kind::File, name.clone()),
+            key: Key::named(Kind::FILE, name.clone()),
             attrs: attrs([
                 ("path", json!(format!("{}/{name}", spec.slug))),
                 ("sha256", json!(sha256_hex(&content))),
@@ -340,7 +360,7 @@ fn compile_tenant(
 
     if spec.status == Status::Deprovisioned && spec.offboarding.export {
         resources.push(Resource {
-            key: Key::new(Kind::Export),
+            key: Key::new(Kind::EXPORT),
             attrs: export_attrs(repo, &spec.slug),
             content: None,
         });
@@ -350,7 +370,7 @@ fn compile_tenant(
         resources
             .iter()
             .map(|r| &r.key)
-            .filter(|k| k.kind != Kind::Export)
+            .filter(|k| k.kind != Kind::EXPORT)
             .eq(resource_keys(repo).iter()),
         "resource_keys() lists what compile_tenant() makes (an export only when offboarding)"
     );

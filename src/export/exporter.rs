@@ -311,7 +311,7 @@ impl Provider for Exporter {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Export]
+        &[Kind::EXPORT]
     }
 
     async fn refresh(
@@ -322,7 +322,7 @@ impl Provider for Exporter {
         let mut reads = 0;
         for t in targets
             .iter()
-            .filter(|t| t.keys.iter().any(|k| k.kind == Kind::Export))
+            .filter(|t| t.keys.iter().any(|k| k.kind == Kind::EXPORT))
         {
             reads += 1;
             if let Some(found) = self.load(&t.slug, t.tenant_id.as_deref()).await? {
@@ -335,7 +335,7 @@ impl Provider for Exporter {
                         live.unverified.insert(t.slug.clone(), problem);
                     }
                 }
-                live.insert_attrs(&t.slug, Kind::Export, found.attrs);
+                live.insert_attrs(&t.slug, Kind::EXPORT, found.attrs);
             }
         }
         live.calls.push((self.name(), reads));

@@ -58,7 +58,7 @@ pub async fn write(
     }
     // The slice's shape, which its files follow, as the state recorded it.
     let schema_version = recorded
-        .get(&Key::new(Kind::Database))
+        .get(&Key::new(Kind::DATABASE))
         .map(|a| a.str("schema_version").to_string())
         .unwrap_or_default();
     sink.write_manifest(slug.as_str(), tenant_id, &schema_version)

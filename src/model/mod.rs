@@ -8,6 +8,7 @@ pub mod checks;
 pub mod digest;
 pub mod health;
 pub mod hook_runs;
+pub mod kind;
 pub mod lifecycle;
 pub mod migration;
 pub mod outbox;

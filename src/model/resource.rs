@@ -8,76 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::attrs::Attrs;
 use crate::slug::Slug;
 
-/// The kinds of resource a tenant has, in the order a tenant's steps run: each kind may
-/// depend on any kind before it (the registry row gives the tenant its id, the role must
-/// exist before the database grants it rights, the database before its seed data).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Registry,
-    Owner,
-    Features,
-    Quotas,
-    Role,
-    Database,
-    Seed,
-    Bucket,
-    /// Its message-broker vhost, with its user, permissions and limits.
-    Vhost,
-    /// Its DNS record.
-    Dns,
-    File,
-    /// The tenant's data written out as it is offboarded, after its access is revoked.
-    Export,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 12] = [
-        Kind::Registry,
-        Kind::Owner,
-        Kind::Features,
-        Kind::Quotas,
-        Kind::Role,
-        Kind::Database,
-        Kind::Seed,
-        Kind::Bucket,
-        Kind::Vhost,
-        Kind::Dns,
-        Kind::File,
-        Kind::Export,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Registry => "registry",
-            Kind::Owner => "owner",
-            Kind::Features => "features",
-            Kind::Quotas => "quotas",
-            Kind::Role => "role",
-            Kind::Database => "database",
-            Kind::Seed => "seed",
-            Kind::Bucket => "bucket",
-            Kind::Vhost => "vhost",
-            Kind::Dns => "dns",
-            Kind::File => "file",
-            Kind::Export => "export",
-        }
-    }
-
-    /// Attributes the target works out when it applies (a new tenant's password needs the
-    /// tenant id the registry gives it), so a plan can only say they are known after apply.
-    pub fn computed(self) -> &'static [&'static str] {
-        match self {
-            Kind::Role | Kind::Vhost => &["password_fingerprint"],
-            Kind::Export => &["manifest_sha256"],
-            _ => &[],
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
+pub use super::kind::Kind;
 
 /// A resource's key within its tenant: `role`, or `file/namespace.yaml` for named kinds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

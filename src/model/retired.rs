@@ -42,9 +42,9 @@ impl Retired {
 /// name. Two attribute maps with the same label are the same resource.
 pub(crate) fn label(kind: Kind, attrs: &Attrs) -> String {
     match kind {
-        Kind::Database => format!("{}-{}", attrs.str("isolation"), attrs.str("name")),
-        Kind::Vhost => attrs.str("vhost").to_string(),
-        Kind::File => attrs.str("path").to_string(),
+        Kind::DATABASE => format!("{}-{}", attrs.str("isolation"), attrs.str("name")),
+        Kind::VHOST => attrs.str("vhost").to_string(),
+        Kind::FILE => attrs.str("path").to_string(),
         _ => attrs.str("name").to_string(),
     }
 }

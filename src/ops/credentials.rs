@@ -10,7 +10,8 @@ use crate::Error;
 /// role and password on the local target. Derived from the master key; never stored.
 /// A tenant's login as `credentials` prints it, and why it would not work now.
 pub struct Login {
-    /// `role=… password=…` or a connection URL, then the broker's AMQP URL if it has one.
+    /// `role=… password=…` or a connection URL, then the broker's AMQP URL if it has one,
+    /// then a line for each plugged slot's login.
     pub text: String,
     /// Set when the login is refused as things stand (a suspended or leaving tenant).
     pub refused: Option<String>,
@@ -59,7 +60,7 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
     // The broker's login, on a line of its own, when the tenant has a vhost.
     let broker = t
         .resources
-        .get(&crate::desired::Key::new(crate::desired::Kind::Vhost))
+        .get(&crate::desired::Key::new(crate::desired::Kind::VHOST))
         .map(|vhost| {
             let mq = &ws.repo.config.rabbitmq;
             let user = vhost.str("user");
@@ -76,6 +77,16 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
             )
         })
         .unwrap_or_default();
+    // Then each plugged slot's, a line each.
+    let password_of =
+        |login: &str| key.password(tenant_id, incarnation, login, t.credentials_version);
+    let broker = ws
+        .repo
+        .config
+        .plugged
+        .iter()
+        .filter_map(|p| p.login(&t.resources, &password_of))
+        .fold(broker, |text, line| format!("{text}\n{line}"));
     let refused = refused_because(slug, t.lifecycle);
     if ws.repo.config.targets.data != "postgres" {
         return Ok(Login {
@@ -86,7 +97,7 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
     // Where its slice is now, as recorded; the file may already ask for another mode.
     let isolation = t
         .resources
-        .get(&crate::desired::Key::new(crate::desired::Kind::Database))
+        .get(&crate::desired::Key::new(crate::desired::Kind::DATABASE))
         .and_then(|a| a.get("isolation"))
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or(crate::repo::Isolation::Schema);

@@ -116,7 +116,7 @@ pub(super) fn refuse_purged(slug: &Slug, t: &crate::state::TenantState) -> Resul
     };
     let export = t
         .resources
-        .get(&crate::desired::Key::new(crate::desired::Kind::Export))
+        .get(&crate::desired::Key::new(crate::desired::Kind::EXPORT))
         .map(|e| e.str("location").to_string())
         .filter(|l| !l.is_empty());
     let until = t.purge.as_ref().and_then(|p| p.export_until.as_deref());

@@ -63,7 +63,7 @@ pub(super) fn keyless_note(state: &State) -> Option<String> {
 
 /// Whether `key` derives the password the state recorded for some tenant's role.
 pub(super) fn check_key_by_fingerprint(state: &State, key: &MasterKey) -> Result<(), Error> {
-    let role = crate::desired::Key::new(crate::desired::Kind::Role);
+    let role = crate::desired::Key::new(crate::desired::Kind::ROLE);
     let sample = state.tenants.iter().find_map(|(slug, t)| {
         let attrs = t.resources.get(&role)?;
         let fingerprint = attrs.str("password_fingerprint");

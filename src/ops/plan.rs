@@ -187,7 +187,7 @@ pub(super) fn refresh_targets(
             // Only a leaving tenant has an export to look for (one called back keeps its
             // last export recorded, unread).
             let leaving = t.status == crate::repo::Status::Deprovisioned;
-            let export = desired::Key::new(desired::Kind::Export);
+            let export = desired::Key::new(desired::Kind::EXPORT);
             let mut keys = wanted.clone();
             if let Some(r) = recorded {
                 keys.extend(
@@ -206,7 +206,7 @@ pub(super) fn refresh_targets(
                 t,
             )];
             let recorded_bucket = recorded
-                .and_then(|r| r.resources.get(&desired::Key::new(desired::Kind::Bucket)))
+                .and_then(|r| r.resources.get(&desired::Key::new(desired::Kind::BUCKET)))
                 .and_then(|a| match a.value_of("name") {
                     Some(serde_json::Value::String(n)) => Some(n),
                     _ => None,
@@ -226,7 +226,7 @@ pub(super) fn refresh_targets(
                 let exported = recorded
                     .filter(|r| {
                         r.resources
-                            .contains_key(&desired::Key::new(desired::Kind::Export))
+                            .contains_key(&desired::Key::new(desired::Kind::EXPORT))
                     })
                     .map(|_| crate::state::Lifecycle::Deprovisioning);
                 matches!(

@@ -188,7 +188,7 @@ impl<'a> Planner<'a> {
             (Phase::Held { until }, Some(r)) if plan.is_none() => {
                 let export = r
                     .resources
-                    .get(&Key::new(Kind::Export))
+                    .get(&Key::new(Kind::EXPORT))
                     .map(|e| e.str("location").to_string())
                     .unwrap_or_default();
                 return Ok(Some(Planned::Held(Held {
@@ -211,7 +211,7 @@ impl<'a> Planner<'a> {
             ))));
         }
         for c in &mut plan.changes {
-            if let Some(seed) = c.desired.as_mut().filter(|r| r.key.kind == Kind::Seed) {
+            if let Some(seed) = c.desired.as_mut().filter(|r| r.key.kind == Kind::SEED) {
                 if seed.content.is_none() {
                     seed.content = Some(crate::desired::seed_content(self.input.repo, d)?);
                 }
@@ -239,7 +239,7 @@ impl<'a> Planner<'a> {
                 p.changes
                     .into_iter()
                     .filter(|c| {
-                        !(c.key.kind == Kind::Registry
+                        !(c.key.kind == Kind::REGISTRY
                             && c.fields.iter().all(|f| f.field == "lifecycle"))
                     })
                     .collect()
@@ -248,7 +248,7 @@ impl<'a> Planner<'a> {
             // given back by hand) goes with it.
             _ => Vec::new(),
         };
-        let exports_now = before.iter().any(|c| c.key.kind == Kind::Export);
+        let exports_now = before.iter().any(|c| c.key.kind == Kind::EXPORT);
         if d.effective.offboarding.export && !exports_now {
             if let Some(problem) = self.export_problem(slug, r) {
                 return Planned::Skipped(format!(
@@ -261,7 +261,7 @@ impl<'a> Planner<'a> {
 
     /// Why the recorded export of `slug` is not one to purge after, as refresh found it.
     fn export_problem(&self, slug: &Slug, r: &TenantState) -> Option<String> {
-        let key = Key::new(Kind::Export);
+        let key = Key::new(Kind::EXPORT);
         let Some(recorded) = r.resources.get(&key) else {
             return Some("no export is recorded".into());
         };
@@ -316,7 +316,7 @@ impl<'a> Planner<'a> {
     /// The removal of a tombstone's erasure export, once its end has come: audited as the
     /// purge of its resources was, and done by the exporter that wrote it.
     fn export_expiry(&self, d: &DesiredTenant, r: &TenantState) -> TenantPlan {
-        let key = Key::new(Kind::Export);
+        let key = Key::new(Kind::EXPORT);
         let location = r.resources.get(&key).map_or("", |e| e.str("location"));
         let until = r
             .purge
@@ -385,7 +385,7 @@ impl<'a> Planner<'a> {
                 let location = t
                     .changes
                     .iter()
-                    .find(|c| c.key.kind == Kind::Export)
+                    .find(|c| c.key.kind == Kind::EXPORT)
                     .and_then(|c| c.desired.as_ref())
                     .map(|r| r.attrs.str("location").to_string())
                     .unwrap_or_default();
@@ -475,7 +475,7 @@ fn erasure_export_end(t: &TenantPlan, now: std::time::SystemTime) -> String {
 }
 
 fn rebuilds(c: &ResourceChange) -> bool {
-    crate::targets::kinds::of(c.key.kind).rebuilt_empty
+    crate::model::kind::of(c.key.kind).rebuilt_empty
         && matches!(c.action, Action::Create | Action::Replace)
 }
 
@@ -488,7 +488,7 @@ fn looks_renamed(tenants: &[TenantPlan], orphans: &[Orphan], state: &State) -> V
             .tenants
             .get(slug)?
             .resources
-            .get(&crate::desired::Key::new(Kind::Owner))
+            .get(&crate::desired::Key::new(Kind::OWNER))
             .map(|a| a.str("email").to_lowercase())
     };
     let mut out = Vec::new();
@@ -521,7 +521,7 @@ fn looks_renamed(tenants: &[TenantPlan], orphans: &[Orphan], state: &State) -> V
 /// the slug was never anyone's.
 fn taken(input: &PlanInput<'_>, slug: &Slug, recorded: Option<&TenantState>) -> Option<String> {
     let held = recorded
-        .is_some_and(|r| r.tenant_id.is_some() || r.creating.contains(&Key::new(Kind::Registry)));
+        .is_some_and(|r| r.tenant_id.is_some() || r.creating.contains(&Key::new(Kind::REGISTRY)));
     if held {
         return None;
     }
@@ -721,7 +721,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                 diff: r
                     .content
                     .as_deref()
-                    .filter(|_| r.key.kind == Kind::File)
+                    .filter(|_| r.key.kind == Kind::FILE)
                     .map(|c| content_diff("", c)),
                 desired: Some(r.clone()),
                 purged: None,
@@ -729,7 +729,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             });
             continue;
         };
-        let whole_map = crate::targets::kinds::of(r.key.kind).whole_map;
+        let whole_map = crate::model::kind::of(r.key.kind).whole_map;
         let mut fields = changed_fields(&r.attrs, current, whole_map, |f| {
             provider.forces_replace(r.key.kind, f)
         });
@@ -747,7 +747,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         let unrecorded = input.live.is_some()
             && recorded.is_some()
             && recorded_attrs.is_none()
-            && r.key.kind != Kind::Registry;
+            && r.key.kind != Kind::REGISTRY;
         if fields.is_empty() && !adopt && !unrecorded {
             continue;
         }
@@ -769,7 +769,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             .then(|| super::purge::resource(r.key.kind, current))
             .filter(|old| *old != super::purge::resource(r.key.kind, &r.attrs));
         let diff = match (live_resource.and_then(|l| l.content()), &r.content) {
-            (Some(old), Some(new)) if r.key.kind == Kind::File && old != *new => {
+            (Some(old), Some(new)) if r.key.kind == Kind::FILE && old != *new => {
                 Some(content_diff(&old, new))
             }
             _ => None,
@@ -793,7 +793,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         stale.extend(
             rec.resources
                 .keys()
-                .filter(|k| k.kind == Kind::File && !desired_keys.contains(k)),
+                .filter(|k| k.kind == Kind::FILE && !desired_keys.contains(k)),
         );
     }
     if let Some(live) = input.live {
@@ -806,10 +806,10 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     // Seed data lives in the slice: a slice built anew (created, or replaced by one in
     // another isolation mode) is seeded anew.
     let rebuilt = changes.iter().any(|c| {
-        c.key.kind == Kind::Database && matches!(c.action, Action::Create | Action::Replace)
+        c.key.kind == Kind::DATABASE && matches!(c.action, Action::Create | Action::Replace)
     });
-    if rebuilt && !changes.iter().any(|c| c.key.kind == Kind::Seed) {
-        if let Some(seed) = d.resources.iter().find(|r| r.key.kind == Kind::Seed) {
+    if rebuilt && !changes.iter().any(|c| c.key.kind == Kind::SEED) {
+        if let Some(seed) = d.resources.iter().find(|r| r.key.kind == Kind::SEED) {
             changes.push(ResourceChange {
                 key: seed.key.clone(),
                 action: Action::Create,
@@ -833,17 +833,17 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     }
     let offboards =
         matches!(from, Lifecycle::Active | Lifecycle::Suspended) && to == Lifecycle::Deprovisioning;
-    if offboards && !changes.iter().any(|c| c.key.kind == Kind::Export) {
+    if offboards && !changes.iter().any(|c| c.key.kind == Kind::EXPORT) {
         // Offboarded again after a call-back: the export there is of the last time, and is
         // made anew (the old one is set aside, kept).
-        let key = Key::new(Kind::Export);
+        let key = Key::new(Kind::EXPORT);
         let exported = match input.live {
             Some(live) => live.contains(slug, &key),
             None => recorded.is_some_and(|t| t.resources.contains_key(&key)),
         };
         if let (true, Some(export)) = (
             exported,
-            d.resources.iter().find(|r| r.key.kind == Kind::Export),
+            d.resources.iter().find(|r| r.key.kind == Kind::EXPORT),
         ) {
             changes.push(ResourceChange {
                 key: export.key.clone(),
@@ -944,7 +944,7 @@ fn mark_field(input: &PlanInput<'_>) -> FieldChange {
 
 /// A live resource as its target names it: `role tenant_initech`, `bucket acme-data`.
 fn describe(kind: Kind, attrs: &Attrs) -> String {
-    crate::targets::kinds::of(kind).live_name(attrs)
+    crate::model::kind::of(kind).live_name(attrs)
 }
 
 /// The desired fields whose current value differs. Providers may report more attributes

@@ -106,7 +106,7 @@ pub fn report<'a>(
                 })
                 .collect();
             // Flags and quotas are whole maps: one added by hand is drift too.
-            if matches!(key.kind, Kind::Features | Kind::Quotas) {
+            if matches!(key.kind, Kind::FEATURES | Kind::QUOTAS) {
                 fields.extend(
                     now.attrs
                         .iter()

@@ -26,7 +26,7 @@ pub struct Upgrade {
 /// not repeated in every later plan.
 pub fn upgrades(tier: &TierPlan, d: &DesiredTenant, changes: &[ResourceChange]) -> Vec<Upgrade> {
     let e = &d.effective;
-    let registry = changes.iter().find(|c| c.key.kind == Kind::Registry);
+    let registry = changes.iter().find(|c| c.key.kind == Kind::REGISTRY);
     let anew = registry
         .is_some_and(|c| c.action == Action::Create || c.fields.iter().any(|f| f.field == "plan"));
     let sets = |kind: Kind, field: &str| {
@@ -43,7 +43,7 @@ pub fn upgrades(tier: &TierPlan, d: &DesiredTenant, changes: &[ResourceChange]) 
         value,
     };
     let mut out = Vec::new();
-    if e.isolation > tier.isolation && sets(Kind::Registry, "isolation") {
+    if e.isolation > tier.isolation && sets(Kind::REGISTRY, "isolation") {
         out.push(upgrade(
             "isolation".into(),
             json!(tier.isolation.as_str()),
@@ -52,7 +52,7 @@ pub fn upgrades(tier: &TierPlan, d: &DesiredTenant, changes: &[ResourceChange]) 
     }
     for (flag, on) in &e.features {
         let default = tier.features.get(flag).copied().unwrap_or(false);
-        if *on && !default && sets(Kind::Features, flag) {
+        if *on && !default && sets(Kind::FEATURES, flag) {
             out.push(upgrade(
                 format!("feature {flag}"),
                 json!(default),
@@ -64,7 +64,7 @@ pub fn upgrades(tier: &TierPlan, d: &DesiredTenant, changes: &[ResourceChange]) 
         let Some(default) = tier.quotas.get(quota) else {
             continue;
         };
-        if value > default && sets(Kind::Quotas, quota) {
+        if value > default && sets(Kind::QUOTAS, quota) {
             out.push(upgrade(
                 format!("quota {quota}"),
                 json!(default),

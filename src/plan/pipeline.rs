@@ -60,7 +60,7 @@ pub fn moments(tp: &TenantPlan) -> Vec<Moment> {
     }
     let plan_changed = matches!(from, Active | Suspended)
         && tp.changes.iter().any(|c| {
-            c.key.kind == Kind::Registry
+            c.key.kind == Kind::REGISTRY
                 && c.fields
                     .iter()
                     .any(|f| f.field == "plan" && f.old.is_some())
@@ -89,7 +89,7 @@ pub fn moments(tp: &TenantPlan) -> Vec<Moment> {
 
 /// Whether a change builds what a tenant is used through anew: its role, slice or bucket.
 fn rebuilds(c: &ResourceChange) -> bool {
-    crate::targets::kinds::of(c.key.kind).used_through
+    crate::model::kind::of(c.key.kind).used_through
         && matches!(c.action, Action::Create | Action::Replace)
 }
 

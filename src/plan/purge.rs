@@ -10,9 +10,9 @@ use serde_json::json;
 
 use super::{Action, FieldChange, Purged, ResourceChange};
 use crate::desired::{Attrs, Key, Kind, Resource};
+use crate::model::kind as kinds;
 use crate::slug::Slug;
 use crate::state::TenantState;
-use crate::targets::kinds;
 use crate::targets::provider::{LiveFleet, Mark, Owner};
 
 /// The changes that purge `recorded`; `live` (when refreshed) says what each holds, and
@@ -90,7 +90,7 @@ pub fn changes(
             ));
         }
     }
-    let registry = Key::new(Kind::Registry);
+    let registry = Key::new(Kind::REGISTRY);
     // The live row stands in for a record the state lacks (an adoption cut short).
     let row = recorded
         .resources

@@ -63,28 +63,28 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
                 continue;
             }
             if c.action == Action::Create {
-                if c.key.kind == Kind::Registry {
+                if c.key.kind == Kind::REGISTRY {
                     seen.push((Mark::None, "new tenant".into()));
                 }
                 continue;
             }
             for f in &c.fields {
                 let (what, downgrade) = match c.key.kind {
-                    Kind::Features => (
+                    Kind::FEATURES => (
                         format!("feature {}", f.field),
                         f.old == Some(Value::Bool(true)) && f.new != Some(Value::Bool(true)),
                     ),
-                    Kind::Quotas => (
+                    Kind::QUOTAS => (
                         format!("quota {}", f.field),
                         matches!((number(&f.old), number(&f.new)), (Some(o), Some(n)) if n < o)
                             || (f.old.is_some() && f.new.is_none()),
                     ),
-                    Kind::File => {
+                    Kind::FILE => {
                         seen.push((Mark::None, format!("{} rendered again", c.key)));
                         continue;
                     }
                     // Offboarding takes the tenant's access away: flagged as a downgrade is.
-                    Kind::Registry if f.field == "lifecycle" => {
+                    Kind::REGISTRY if f.field == "lifecycle" => {
                         let leaves = f.new == Some(Value::String("deprovisioning".into()));
                         let what = if leaves {
                             "OFFBOARD: lifecycle"

@@ -152,7 +152,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
         }
     }
     if tenant.action == crate::plan::TenantAction::Purge
-        && c.key.kind == crate::desired::Kind::Registry
+        && c.key.kind == crate::desired::Kind::REGISTRY
         && c.fields.iter().any(|f| f.field == "name")
     {
         header.push_str("  # kept as a tombstone: id, slug, plan and dates");
@@ -163,7 +163,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
             tenant.slug
         ));
     }
-    if c.key.kind == crate::desired::Kind::Role
+    if c.key.kind == crate::desired::Kind::ROLE
         && tenant.lifecycle.to == crate::state::Lifecycle::Active
         && tenant.lifecycle.from != crate::state::Lifecycle::Active
         && c.fields
@@ -201,7 +201,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
             let line = if f.forces_replace {
                 format!("{line}  # forces replacement")
             } else if c.diff.is_none()
-                && c.key.kind == crate::desired::Kind::File
+                && c.key.kind == crate::desired::Kind::FILE
                 && f.field == "sha256"
                 && f.old.is_some()
                 && f.new.is_some()

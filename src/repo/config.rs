@@ -76,6 +76,9 @@ pub struct Config {
     pub checks: Vec<super::checks::CheckSpec>,
     #[serde(skip)]
     pub hooks: Vec<super::hooks::HookSpec>,
+    /// The slots that plug in (`targets::PLUGGED`) which this file sets to a target.
+    #[serde(skip)]
+    pub plugged: Vec<std::sync::Arc<dyn crate::targets::slot::Plugged>>,
 }
 
 impl Config {
@@ -151,6 +154,7 @@ impl Default for Config {
             buses: Vec::new(),
             checks: Vec::new(),
             hooks: Vec::new(),
+            plugged: Vec::new(),
         }
     }
 }
@@ -317,9 +321,16 @@ fn default_max_missing_share() -> f64 {
 }
 
 pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
-    let (mut config, spans): (Config, _) = hcl_file::parse(CONFIG_FILE, source)?;
+    let (mut value, spans) = hcl_file::parse_value(CONFIG_FILE, source)?;
     let spans = &spans;
-    let mut problems = Vec::new();
+    // The slots that plug in read their own settings; the rest is this file's.
+    let (plugged, mut problems) = crate::targets::slot::plug(&mut value, spans);
+    let (read, read_problems) = hcl_file::read_all::<Config>(value, spans);
+    problems.extend(read_problems);
+    let Some(mut config) = read.filter(|_| problems.is_empty()) else {
+        return Err(problems);
+    };
+    config.plugged = plugged;
     // `aws route53 list-hosted-zones` and boto3 print a zone's id as `/hostedzone/Z…`;
     // the API's paths take the bare id.
     if let Some(id) = config.route53.zone_id.strip_prefix("/hostedzone/") {

@@ -99,6 +99,16 @@ impl Spans {
 /// field it is about, all of them in one go. Syntax errors are at the parser's position; a
 /// field written twice is refused before anything is read.
 pub fn parse<T: DeserializeOwned>(file: &str, source: &str) -> Result<(T, Spans), Vec<Diagnostic>> {
+    let (value, spans) = parse_value(file, source)?;
+    match read_all(value, &spans) {
+        (Some(t), problems) if problems.is_empty() => Ok((t, spans)),
+        (_, problems) => Err(problems),
+    }
+}
+
+/// The file's values as hcl-rs reads a body (blocks become objects keyed by their labels),
+/// with where each is written, for a reader that takes some out before the rest is read.
+pub fn parse_value(file: &str, source: &str) -> Result<(hcl::Value, Spans), Vec<Diagnostic>> {
     let body =
         hcl::edit::parser::parse_body(source).map_err(|e| vec![syntax_error(file, source, &e)])?;
     let mut spans = Spans {
@@ -110,18 +120,26 @@ pub fn parse<T: DeserializeOwned>(file: &str, source: &str) -> Result<(T, Spans)
     if !twice.is_empty() {
         return Err(twice);
     }
-    // The values as hcl-rs reads a body (blocks become objects keyed by their labels),
-    // then read into `T` along their paths.
     let value: hcl::Value = hcl::from_body(hcl::Body::from(body)).map_err(|e| {
         vec![Diagnostic::new(
             file,
             crate::diagnostic::plain_words(&e.to_string()),
         )]
     })?;
-    match read_all(value, &spans) {
-        (Some(t), problems) if problems.is_empty() => Ok((t, spans)),
-        (_, problems) => Err(problems),
-    }
+    Ok((value, spans))
+}
+
+/// Reads the block `name` (taken out of the file's values) into `T`, as [`read_all`] does,
+/// each problem named by its path under the block (`redis.url`).
+pub fn read_block<T: DeserializeOwned>(
+    name: &str,
+    block: hcl::Value,
+    spans: &Spans,
+) -> (Option<T>, Vec<Diagnostic>) {
+    let mut around = hcl::Map::new();
+    around.insert(name.to_string(), block);
+    let (read, problems) = read_all::<BTreeMap<String, T>>(hcl::Value::Object(around), spans);
+    (read.and_then(|mut m| m.remove(name)), problems)
 }
 
 /// Reads `value` into `T`, reporting every field serde refuses, each at its place in

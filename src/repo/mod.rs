@@ -339,6 +339,15 @@ fn check_target_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic
     let mut problems = Vec::new();
     let mut records: HashMap<String, &TenantSpec> = HashMap::new();
     for t in tenants {
+        for plugged in &config.plugged {
+            for (problem, hint) in plugged.check_tenant(&t.slug) {
+                problems.push(
+                    Diagnostic::new(&t.file, problem)
+                        .locate(&t.source, "slug")
+                        .hint(hint),
+                );
+            }
+        }
         if config.targets.broker != "none" {
             let mq = &config.rabbitmq;
             for (what, name) in [

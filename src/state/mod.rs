@@ -369,7 +369,7 @@ mod tests {
             ..TenantState::default()
         };
         acme.resources.insert(
-            Key::new(crate::model::resource::Kind::Registry),
+            Key::new(crate::model::resource::Kind::REGISTRY),
             [("name", serde_json::json!("Acme"))].into_iter().collect(),
         );
         state.tenants.insert("acme".into(), acme);

@@ -55,7 +55,7 @@ mod tests {
 
     #[test]
     fn a_replace_back_makes_the_old_one_current_again() {
-        let key = Key::new(Kind::Database);
+        let key = Key::new(Kind::DATABASE);
         let mut t = TenantState::default();
         t.retire(
             &key,

@@ -9,7 +9,9 @@ pub mod control_plane;
 pub mod data;
 pub mod dns;
 pub mod files;
-pub mod kind_facts;
-pub mod kinds;
 pub mod provider;
+pub mod slot;
 pub mod unconfigured;
+
+/// The slots that plug in ([`slot::Slot`]): a new one is a folder here and a line in this list.
+pub const PLUGGED: &[&dyn slot::Slot] = &[];

@@ -222,15 +222,15 @@ pub struct LiveFleet {
 
 #[derive(Debug, Default)]
 struct Part {
-    /// The kinds this part holds, one bit per [`Kind`].
-    kinds: u16,
+    /// The kinds this part holds, one bit per [`Kind`] rank.
+    kinds: u128,
     /// Per tenant, so a plan looks resources up without building a key for each; a
     /// tenant's few resources sorted by key in a vector, which is a fraction of a map's size.
     resources: HashMap<Slug, Vec<(Key, LiveResource)>>,
 }
 
-fn bit(kind: Kind) -> u16 {
-    1 << kind as u16
+fn bit(kind: Kind) -> u128 {
+    1 << kind.rank()
 }
 
 impl LiveFleet {
@@ -868,7 +868,7 @@ pub mod events {
     pub fn transition_detail(ctx: &StepContext<'_>, from: Lifecycle, to: Lifecycle) -> Value {
         let mut detail = json!({ "from": from.as_str(), "to": to.as_str() });
         let export = ctx.recorded.get(&crate::model::resource::Key::new(
-            crate::model::resource::Kind::Export,
+            crate::model::resource::Kind::EXPORT,
         ));
         if let (Lifecycle::Deprovisioning | Lifecycle::Deprovisioned, Some(export)) = (to, export) {
             detail["export"] = json!(export.str("location"));

@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 use crate::credentials::MasterKey;
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
+use crate::model::kind::{not_counted, KindFacts};
 use crate::model::resource::Kind;
 use crate::model::tenant::Status;
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
-use crate::targets::kind_facts::{not_counted, KindFacts};
 
 /// `permissions` of an active tenant's user on its own vhost: everything, there only.
 pub const PERMISSIONS_ALL: &str = "configure=.* write=.* read=.*";
@@ -287,7 +287,8 @@ pub fn check(spans: &Spans, mq: &RabbitmqConfig) -> Vec<Diagnostic> {
 }
 
 /// A tenant's vhost, with its user.
-pub const VHOST: KindFacts = KindFacts {
+const VHOST: KindFacts = KindFacts {
+    computed: &["password_fingerprint"],
     resource_of: Some(|a| format!("vhost {} and user {}", a.str("vhost"), a.str("user"))),
     // A user of the tenant's name beside no vhost of ours is found on its own.
     live_name_of: Some(|a| match a.get("vhost") {
@@ -297,8 +298,9 @@ pub const VHOST: KindFacts = KindFacts {
     holds_of: Some(not_counted),
     purge_turn: Some(3),
     located: true,
-    ..KindFacts::plain(Kind::Vhost)
+    ..KindFacts::plain(Kind::VHOST)
 };
+inventory::submit!(VHOST);
 
 #[cfg(test)]
 mod tests {

@@ -107,7 +107,7 @@ impl Provider for LocalBuckets {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Bucket]
+        &[Kind::BUCKET]
     }
 
     fn forces_replace(&self, _kind: Kind, field: &str) -> bool {
@@ -133,9 +133,9 @@ impl Provider for LocalBuckets {
                         }
                         Err(e) => format!("not counted: list {}: {e}", folder.display()),
                     };
-                    live.holds(&t.slug, Kind::Bucket, what);
+                    live.holds(&t.slug, Kind::BUCKET, what);
                 }
-                live.insert_attrs(&t.slug, Kind::Bucket, attrs);
+                live.insert_attrs(&t.slug, Kind::BUCKET, attrs);
             }
         }
         live.calls.push((self.name(), targets.len()));
@@ -174,7 +174,7 @@ impl Provider for LocalBuckets {
 impl Export for LocalBuckets {
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
         use tokio::io::AsyncReadExt;
-        let Some(bucket) = req.recorded.get(&Key::new(Kind::Bucket)) else {
+        let Some(bucket) = req.recorded.get(&Key::new(Kind::BUCKET)) else {
             return Ok(());
         };
         let folder = self.folder(bucket.str("name"))?;
@@ -243,7 +243,7 @@ impl Smoke for LocalBuckets {
         ctx: &StepContext<'_>,
         _sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        let Some(bucket) = ctx.recorded.get(&Key::new(Kind::Bucket)) else {
+        let Some(bucket) = ctx.recorded.get(&Key::new(Kind::BUCKET)) else {
             return Vec::new();
         };
         let started = std::time::Instant::now();

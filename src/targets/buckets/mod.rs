@@ -12,9 +12,9 @@ use serde_json::{json, Value};
 
 use crate::clients::s3::S3Config;
 use crate::model::attrs::{attrs, Attrs};
+use crate::model::kind::{not_counted, KindFacts};
 use crate::model::resource::Kind;
 use crate::model::tenant::{Status, TenantSpec};
-use crate::targets::kind_facts::{not_counted, KindFacts};
 
 /// The tag every bucket carries so people (and cleanup scripts) can tell who owns it.
 pub const MANAGED_BY: &str = "tenant-reconcile";
@@ -219,15 +219,16 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// A tenant's bucket.
-pub const BUCKET: KindFacts = KindFacts {
+const BUCKET: KindFacts = KindFacts {
     resource_of: Some(|a| format!("bucket {}", a.str("name"))),
     holds_of: Some(not_counted),
     purge_turn: Some(4),
     rebuilt_empty: true,
     used_through: true,
     located: true,
-    ..KindFacts::plain(Kind::Bucket)
+    ..KindFacts::plain(Kind::BUCKET)
 };
+inventory::submit!(BUCKET);
 
 #[cfg(test)]
 mod tests {

@@ -77,14 +77,14 @@ pub fn record(targets: &[RefreshTarget], live: &mut LiveFleet, rows: ControlRows
         )
         .collect();
     for (slug, tenant, attrs, owner) in found {
-        live.insert_attrs(slug, Kind::Registry, attrs);
+        live.insert_attrs(slug, Kind::REGISTRY, attrs);
         if let Some(owner) = owner {
-            live.insert_attrs(slug, Kind::Owner, owner);
+            live.insert_attrs(slug, Kind::OWNER, owner);
         }
         // Flags and quotas exist as soon as the tenant does; an empty map is still a map.
         let id = tenant.tenant_id.as_str();
-        live.insert_attrs(slug, Kind::Features, flags.remove(id).unwrap_or_default());
-        live.insert_attrs(slug, Kind::Quotas, quotas.remove(id).unwrap_or_default());
+        live.insert_attrs(slug, Kind::FEATURES, flags.remove(id).unwrap_or_default());
+        live.insert_attrs(slug, Kind::QUOTAS, quotas.remove(id).unwrap_or_default());
         live.tenants.insert(slug.clone(), tenant);
     }
 }
@@ -93,9 +93,9 @@ pub fn record(targets: &[RefreshTarget], live: &mut LiveFleet, rows: ControlRows
 /// the same names on every control plane. Constants, never input.
 pub fn table_of(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::Owner => Some("memberships"),
-        Kind::Features => Some("feature_flags"),
-        Kind::Quotas => Some("quotas"),
+        Kind::OWNER => Some("memberships"),
+        Kind::FEATURES => Some("feature_flags"),
+        Kind::QUOTAS => Some("quotas"),
         _ => None,
     }
 }

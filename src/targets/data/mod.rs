@@ -12,10 +12,10 @@ use serde_json::{json, Value};
 
 use crate::clients::postgres::PostgresConfig;
 use crate::model::attrs::{attrs, Attrs};
+use crate::model::kind::{not_counted, KindFacts};
 use crate::model::resource::Kind;
 use crate::model::tenant::Isolation;
 use crate::slug::Slug;
-use crate::targets::kind_facts::{not_counted, KindFacts};
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1). Longer names are silently truncated by
 /// the server, which could make two tenants share one role, so they are refused instead.
@@ -118,15 +118,17 @@ pub fn seed_attrs() -> Attrs {
 }
 
 /// A tenant's login role.
-pub const ROLE: KindFacts = KindFacts {
+const ROLE: KindFacts = KindFacts {
+    computed: &["password_fingerprint"],
     resource_of: Some(|a| format!("role {}", a.str("name"))),
     purge_turn: Some(6),
     used_through: true,
-    ..KindFacts::plain(Kind::Role)
+    ..KindFacts::plain(Kind::ROLE)
 };
+inventory::submit!(ROLE);
 
 /// A tenant's slice: rows in the shared schema, a schema, or a database.
-pub const DATABASE: KindFacts = KindFacts {
+const DATABASE: KindFacts = KindFacts {
     resource_of: Some(|a| match a.str("isolation") {
         "database" => format!("database {}", a.str("name")),
         "shared" => format!("the tenant's rows in the shared schema {}", a.str("name")),
@@ -141,11 +143,13 @@ pub const DATABASE: KindFacts = KindFacts {
     rebuilt_empty: true,
     used_through: true,
     located: true,
-    ..KindFacts::plain(Kind::Database)
+    ..KindFacts::plain(Kind::DATABASE)
 };
+inventory::submit!(DATABASE);
 
 /// A tenant's seed rows, which live in its slice and go with it.
-pub const SEED: KindFacts = KindFacts::plain(Kind::Seed);
+const SEED: KindFacts = KindFacts::plain(Kind::SEED);
+inventory::submit!(SEED);
 
 #[cfg(test)]
 mod tests {

@@ -9,10 +9,10 @@ use serde_json::json;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
+use crate::model::kind::KindFacts;
 use crate::model::resource::Kind;
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
-use crate::targets::kind_facts::KindFacts;
 
 pub const RECORD_TYPE: &str = "CNAME";
 
@@ -205,13 +205,14 @@ pub fn check(spans: &Spans, dns: &Route53Config) -> Vec<Diagnostic> {
 }
 
 /// A tenant's DNS record.
-pub const RECORD: KindFacts = KindFacts {
+const RECORD: KindFacts = KindFacts {
     resource_of: Some(|a| format!("record {} {}", a.str("name"), a.str("type"))),
     live_name_of: Some(|a| format!("record {}", a.str("name"))),
     holds_of: Some(|a| format!("points to {}", a.str("value"))),
     purge_turn: Some(2),
-    ..KindFacts::plain(Kind::Dns)
+    ..KindFacts::plain(Kind::DNS)
 };
+inventory::submit!(RECORD);
 
 #[cfg(test)]
 mod tests {

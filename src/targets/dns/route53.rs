@@ -372,7 +372,7 @@ impl Provider for Route53Dns {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Dns]
+        &[Kind::DNS]
     }
 
     fn forces_replace(&self, _kind: Kind, field: &str) -> bool {
@@ -389,7 +389,7 @@ impl Provider for Route53Dns {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
-        let wanted = crate::targets::provider::wanting(targets, Kind::Dns);
+        let wanted = crate::targets::provider::wanting(targets, Kind::DNS);
         if wanted.is_empty() {
             return Ok(());
         }
@@ -412,7 +412,7 @@ impl Provider for Route53Dns {
                     .cloned(),
             };
             if let Some(attrs) = at.attrs(&name) {
-                live.insert_owned(&t.slug, Kind::Dns, attrs, at.owner());
+                live.insert_owned(&t.slug, Kind::DNS, attrs, at.owner());
             }
         }
         live.calls.push((self.name(), self.calls() - before));
@@ -509,7 +509,7 @@ impl Smoke for Route53Dns {
         ctx: &StepContext<'_>,
         _sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        let Some(recorded) = ctx.recorded.get(&Key::new(Kind::Dns)) else {
+        let Some(recorded) = ctx.recorded.get(&Key::new(Kind::DNS)) else {
             return Vec::new();
         };
         let started = Instant::now();

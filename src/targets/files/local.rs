@@ -127,7 +127,7 @@ impl Provider for RenderedFiles {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::File]
+        &[Kind::FILE]
     }
 
     async fn refresh(
@@ -140,7 +140,7 @@ impl Provider for RenderedFiles {
             .flat_map(|t| {
                 t.keys
                     .iter()
-                    .filter(|k| k.kind == Kind::File)
+                    .filter(|k| k.kind == Kind::FILE)
                     .map(move |k| (t, k))
             })
             .collect();
@@ -283,7 +283,7 @@ impl Smoke for RenderedFiles {
         let files: Vec<(&Key, &crate::model::attrs::Attrs)> = ctx
             .recorded
             .iter()
-            .filter(|(k, _)| k.kind == Kind::File)
+            .filter(|(k, _)| k.kind == Kind::FILE)
             .collect();
         if files.is_empty() {
             return Vec::new();

@@ -2,13 +2,14 @@
 
 pub mod local;
 
+use crate::model::kind::KindFacts;
 use crate::model::resource::Kind;
-use crate::targets::kind_facts::KindFacts;
 
 /// A file rendered for a tenant.
-pub const FILE: KindFacts = KindFacts {
+const FILE: KindFacts = KindFacts {
     resource_of: Some(|a| format!("file {}", a.str("path"))),
     live_name_of: Some(|a| format!("file {}", a.str("path"))),
     purge_turn: Some(1),
-    ..KindFacts::plain(Kind::File)
+    ..KindFacts::plain(Kind::FILE)
 };
+inventory::submit!(FILE);

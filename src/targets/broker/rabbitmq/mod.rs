@@ -344,7 +344,7 @@ impl Provider for RabbitMq {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Vhost]
+        &[Kind::VHOST]
     }
 
     fn forces_replace(&self, _kind: Kind, field: &str) -> bool {
@@ -356,7 +356,7 @@ impl Provider for RabbitMq {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
-        let wanted = crate::targets::provider::wanting(targets, Kind::Vhost);
+        let wanted = crate::targets::provider::wanting(targets, Kind::VHOST);
         if wanted.is_empty() {
             return Ok(());
         }
@@ -452,12 +452,12 @@ impl Provider for RabbitMq {
                 };
                 live.holds_as(
                     &t.slug,
-                    Kind::Vhost,
+                    Kind::VHOST,
                     format!("vhost {vhost} and user {user}"),
                     what,
                 );
             }
-            live.insert_owned(&t.slug, Kind::Vhost, attrs, owner);
+            live.insert_owned(&t.slug, Kind::VHOST, attrs, owner);
         }
         live.calls.push((self.name(), api.calls() - before));
         Ok(())
@@ -538,7 +538,7 @@ impl Provider for RabbitMq {
 #[async_trait]
 impl Export for RabbitMq {
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        let Some(recorded) = req.recorded.get(&Key::new(Kind::Vhost)) else {
+        let Some(recorded) = req.recorded.get(&Key::new(Kind::VHOST)) else {
             return Ok(());
         };
         let vhost = recorded.str("vhost");
@@ -588,7 +588,7 @@ impl Smoke for RabbitMq {
         ctx: &StepContext<'_>,
         _sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        let Some(recorded) = ctx.recorded.get(&Key::new(Kind::Vhost)) else {
+        let Some(recorded) = ctx.recorded.get(&Key::new(Kind::VHOST)) else {
             return Vec::new();
         };
         smoke::run(&self.config, ctx, recorded).await

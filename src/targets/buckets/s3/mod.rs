@@ -441,7 +441,7 @@ impl Provider for S3Buckets {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Bucket]
+        &[Kind::BUCKET]
     }
 
     fn forces_replace(&self, _kind: Kind, field: &str) -> bool {
@@ -482,9 +482,9 @@ impl Provider for S3Buckets {
                         Ok(what) => what,
                         Err(e) => format!("not counted: {}", crate::causes::chain(&e)),
                     };
-                    live.holds(&slug, Kind::Bucket, what);
+                    live.holds(&slug, Kind::BUCKET, what);
                 }
-                live.insert_owned(&slug, Kind::Bucket, attrs, owner);
+                live.insert_owned(&slug, Kind::BUCKET, attrs, owner);
             }
         }
         live.calls.push((self.name(), self.store.calls() - before));
@@ -567,7 +567,7 @@ impl Provider for S3Buckets {
 #[async_trait]
 impl Export for S3Buckets {
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        let Some(bucket) = req.recorded.get(&Key::new(Kind::Bucket)) else {
+        let Some(bucket) = req.recorded.get(&Key::new(Kind::BUCKET)) else {
             return Ok(());
         };
         let name = bucket.str("name");
@@ -632,7 +632,7 @@ impl Smoke for S3Buckets {
         ctx: &StepContext<'_>,
         _sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        let Some(bucket) = ctx.recorded.get(&Key::new(Kind::Bucket)) else {
+        let Some(bucket) = ctx.recorded.get(&Key::new(Kind::BUCKET)) else {
             return Vec::new();
         };
         let started = std::time::Instant::now();

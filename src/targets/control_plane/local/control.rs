@@ -202,7 +202,7 @@ impl Provider for LocalControl {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Registry, Kind::Owner, Kind::Features, Kind::Quotas]
+        &[Kind::REGISTRY, Kind::OWNER, Kind::FEATURES, Kind::QUOTAS]
     }
 
     async fn refresh(
@@ -272,7 +272,7 @@ impl Provider for LocalControl {
         let mut tx = self.begin().await?;
         let at = now();
         match change.key.kind {
-            Kind::Registry => {
+            Kind::REGISTRY => {
                 let a = &desired.attrs;
                 sqlx::query(
                     "UPDATE tenants SET name = ?, plan = ?, region = ?, locale = ?, isolation = ?, labels = ?, updated_at = ? WHERE tenant_id = ?",
@@ -289,7 +289,7 @@ impl Provider for LocalControl {
                 .await
                 .map_err(ProviderError::sql("update the registry"))?;
             }
-            Kind::Owner => {
+            Kind::OWNER => {
                 sqlx::query(
                     "INSERT INTO memberships (tenant_id, role, email, created_at) VALUES (?, 'owner', ?, ?)
                      ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
@@ -301,8 +301,8 @@ impl Provider for LocalControl {
                 .await
                 .map_err(ProviderError::sql("write the owner membership"))?;
             }
-            Kind::Features | Kind::Quotas => {
-                let (table, key_col, value_col) = if change.key.kind == Kind::Features {
+            Kind::FEATURES | Kind::QUOTAS => {
+                let (table, key_col, value_col) = if change.key.kind == Kind::FEATURES {
                     ("feature_flags", "flag", "enabled")
                 } else {
                     ("quotas", "name", "value")
@@ -343,7 +343,7 @@ impl Provider for LocalControl {
         }
         tx.commit().await.map_err(ProviderError::sql("commit"))?;
         let mut attrs = desired.attrs.clone();
-        if change.key.kind == Kind::Registry {
+        if change.key.kind == Kind::REGISTRY {
             // The lifecycle moves in its own step, at the end of the tenant's run.
             attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
         }

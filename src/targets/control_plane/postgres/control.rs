@@ -234,10 +234,10 @@ impl PgControl {
         let desired = desired_of(change)?;
         let a = &desired.attrs;
         match change.key.kind {
-            Kind::Registry => {
+            Kind::REGISTRY => {
                 self.update_registry(&mut *tx, &[(tenant_id, a)]).await?;
             }
-            Kind::Owner => {
+            Kind::OWNER => {
                 let sql_2 = self.sql(
                     "INSERT INTO {schema}.memberships (tenant_id, role, email) VALUES ($1, 'owner', $2)
                      ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
@@ -249,11 +249,11 @@ impl PgControl {
                     .await
                     .map_err(ProviderError::sql("write the owner membership"))?;
             }
-            Kind::Features | Kind::Quotas => {
+            Kind::FEATURES | Kind::QUOTAS => {
                 // The whole map is replaced in one statement pair; names and values travel
                 // as bound arrays.
                 let keys: Vec<&str> = a.keys().collect();
-                let (clear, insert) = if change.key.kind == Kind::Features {
+                let (clear, insert) = if change.key.kind == Kind::FEATURES {
                     (
                         "DELETE FROM {schema}.feature_flags WHERE tenant_id = $1",
                         "INSERT INTO {schema}.feature_flags (tenant_id, flag, enabled)
@@ -274,7 +274,7 @@ impl PgControl {
                     .map_err(ProviderError::sql(format!("clear {}", change.key)))?;
                 let insert = self.sql(insert);
                 let q = sqlx::query(&insert).bind(tenant_id).bind(&keys);
-                let q = if change.key.kind == Kind::Features {
+                let q = if change.key.kind == Kind::FEATURES {
                     q.bind(
                         a.iter()
                             .map(|(_, v)| v.as_bool().unwrap_or(false))
@@ -304,7 +304,7 @@ impl PgControl {
             .await?;
         }
         let mut attrs = a.clone();
-        if change.key.kind == Kind::Registry {
+        if change.key.kind == Kind::REGISTRY {
             // The lifecycle moves in its own step, at the end of the tenant's run.
             attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
         }
@@ -611,7 +611,7 @@ impl Provider for PgControl {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Registry, Kind::Owner, Kind::Features, Kind::Quotas]
+        &[Kind::REGISTRY, Kind::OWNER, Kind::FEATURES, Kind::QUOTAS]
     }
 
     async fn refresh(

@@ -50,7 +50,7 @@ impl EndOfPurge {
         let mut events = Vec::new();
         let tombstone = match end.tombstone {
             None => None,
-            Some(change) if change.key.kind == Kind::Registry => {
+            Some(change) if change.key.kind == Kind::REGISTRY => {
                 let a = &desired_of(change).ok()?.attrs;
                 if events::announces_update(ctx, change) {
                     let detail = events::update_detail(change);

@@ -369,7 +369,7 @@ impl Provider for LocalData {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Role, Kind::Database, Kind::Seed]
+        &[Kind::ROLE, Kind::DATABASE, Kind::SEED]
     }
 
     async fn refresh(
@@ -422,7 +422,7 @@ impl Provider for LocalData {
             .collect();
         for (t, header) in targets.iter().zip(headers) {
             if let Some(attrs) = roles.remove(&self.naming.role(&t.slug)) {
-                live.insert_attrs(&t.slug, Kind::Role, attrs);
+                live.insert_attrs(&t.slug, Kind::ROLE, attrs);
             }
             let Some((applied, mark)) = header else {
                 continue; // No database file: the database and its seed are gone.
@@ -430,7 +430,7 @@ impl Provider for LocalData {
             let (name, isolation) = slices.get(t.slug.as_str()).cloned().unwrap_or_default();
             live.insert_attrs(
                 &t.slug,
-                Kind::Database,
+                Kind::DATABASE,
                 // SQLite has no grants: a database file that is there is reachable.
                 crate::targets::data::database_attrs(
                     &name,
@@ -440,7 +440,7 @@ impl Provider for LocalData {
                 ),
             );
             if mark == SEEDED {
-                live.insert_attrs(&t.slug, Kind::Seed, crate::targets::data::seed_attrs());
+                live.insert_attrs(&t.slug, Kind::SEED, crate::targets::data::seed_attrs());
             }
             if t.purge {
                 let path = self.database_path(&t.slug);
@@ -452,7 +452,7 @@ impl Provider for LocalData {
                 let file = path.strip_prefix(&self.dir).unwrap_or(&path).display();
                 live.holds_as(
                     &t.slug,
-                    Kind::Database,
+                    Kind::DATABASE,
                     format!("database file {file}"),
                     what,
                 );
@@ -469,7 +469,7 @@ impl Provider for LocalData {
     ) -> Result<Option<Attrs>, ProviderError> {
         let desired = desired_of(change)?;
         match change.key.kind {
-            Kind::Role => {
+            Kind::ROLE => {
                 let name = self.naming.role(&ctx.tenant.slug);
                 let password = ctx.password(&name)?;
                 let fp = crate::credentials::fingerprint(&password);
@@ -494,11 +494,11 @@ impl Provider for LocalData {
                     ("password_fingerprint", json!(fp)),
                 ])))
             }
-            Kind::Database => self
+            Kind::DATABASE => self
                 .apply_database(&ctx.tenant.slug, &desired.attrs)
                 .await
                 .map(Some),
-            Kind::Seed => {
+            Kind::SEED => {
                 self.apply_seed(&ctx.tenant.slug, seed_rows_of(desired)?)
                     .await?;
                 Ok(Some(desired.attrs.clone()))
@@ -516,7 +516,7 @@ impl Export for LocalData {
         use futures::TryStreamExt;
         use sqlx::Row;
         let path = self.database_path(req.slug);
-        if !req.recorded.contains_key(&Key::new(Kind::Database)) || !path.exists() {
+        if !req.recorded.contains_key(&Key::new(Kind::DATABASE)) || !path.exists() {
             return Ok(());
         }
         let Some(pool) = sqlite::open_reader(&path, 1).await? else {
@@ -579,14 +579,14 @@ impl Purge for LocalData {
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         let slug = &ctx.tenant.slug;
         match key.kind {
-            Kind::Role => {
+            Kind::ROLE => {
                 sqlx::query("DELETE FROM roles WHERE name = ?")
                     .bind(self.naming.role(slug))
                     .execute(self.catalog().await?)
                     .await
                     .map_err(ProviderError::sql("purge the login role"))?;
             }
-            Kind::Database => {
+            Kind::DATABASE => {
                 let path = self.database_path(slug);
                 // The database with the journals SQLite may keep beside it.
                 for suffix in ["", "-wal", "-shm", "-journal"] {
@@ -619,10 +619,10 @@ impl Smoke for LocalData {
         ctx: &StepContext<'_>,
         sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        if !ctx.recorded.contains_key(&Key::new(Kind::Database)) {
+        if !ctx.recorded.contains_key(&Key::new(Kind::DATABASE)) {
             return Vec::new();
         }
-        let seeded = ctx.recorded.contains_key(&Key::new(Kind::Seed));
+        let seeded = ctx.recorded.contains_key(&Key::new(Kind::SEED));
         crate::targets::data::local::smoke::checks(
             &self.database_path(&ctx.tenant.slug),
             seeded,

@@ -862,7 +862,7 @@ impl PgData {
     /// The slice the tenant has, where the state recorded it (its file may ask for another
     /// mode by now), by the name the config derives, which must be the recorded one.
     fn recorded_slice(&self, ctx: &StepContext<'_>) -> Result<Option<Slice>, ProviderError> {
-        let Some(attrs) = ctx.recorded.get(&Key::new(Kind::Database)) else {
+        let Some(attrs) = ctx.recorded.get(&Key::new(Kind::DATABASE)) else {
             return Ok(None);
         };
         let isolation = match attrs.str("isolation") {
@@ -891,7 +891,7 @@ impl PgData {
         };
         let slug = &ctx.tenant.slug;
         let pool = self.pool().await?;
-        let change = crate::targets::provider::purge_change(&Key::new(Kind::Database));
+        let change = crate::targets::provider::purge_change(&Key::new(Kind::DATABASE));
         let mut conn = connection(pool).await?;
         match slice.isolation {
             Isolation::Schema => {
@@ -1087,12 +1087,12 @@ impl PgData {
         let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
         let mut found = look_before_one(tx.as_mut(), schema_name, &role).await?;
         if let (Some(mark), Some(name)) = (&found.schema, schema_name) {
-            let change = crate::targets::provider::purge_change(&Key::new(Kind::Database));
+            let change = crate::targets::provider::purge_change(&Key::new(Kind::DATABASE));
             let what = format!("the schema {name}");
             check_ours(ctx, &change, &what, &Owner::from_text(mark.as_deref()))?;
         }
         if let Some(mark) = &found.role {
-            let change = crate::targets::provider::purge_change(&Key::new(Kind::Role));
+            let change = crate::targets::provider::purge_change(&Key::new(Kind::ROLE));
             let what = format!("the role {role}");
             check_ours(ctx, &change, &what, &Owner::from_text(mark.as_deref()))?;
         }
@@ -1251,7 +1251,7 @@ impl PgData {
                     Err(e) => format!("not counted: {}", crate::causes::chain(&e)),
                 }
             };
-            live.holds(&t.slug, Kind::Database, what);
+            live.holds(&t.slug, Kind::DATABASE, what);
         }
         Ok(queries)
     }
@@ -1293,12 +1293,12 @@ impl PgData {
     ) -> Result<Option<Attrs>, ProviderError> {
         let desired = desired_of(change)?;
         match change.key.kind {
-            Kind::Role => self.apply_role(ctx, change, &desired.attrs).await.map(Some),
-            Kind::Database => self
+            Kind::ROLE => self.apply_role(ctx, change, &desired.attrs).await.map(Some),
+            Kind::DATABASE => self
                 .apply_database(ctx, change, &desired.attrs)
                 .await
                 .map(Some),
-            Kind::Seed => {
+            Kind::SEED => {
                 self.apply_seed(ctx, seed_rows_of(desired)?).await?;
                 Ok(Some(desired.attrs.clone()))
             }
@@ -1746,19 +1746,19 @@ impl Provider for PgData {
     }
 
     fn kinds(&self) -> &'static [Kind] {
-        &[Kind::Role, Kind::Database, Kind::Seed]
+        &[Kind::ROLE, Kind::DATABASE, Kind::SEED]
     }
 
     fn forces_replace(&self, kind: Kind, field: &str) -> bool {
         // Moving a tenant to another isolation mode builds a new slice; the old one, with
         // its data, is kept.
-        kind == Kind::Database && field == "isolation"
+        kind == Kind::DATABASE && field == "isolation"
     }
 
     fn marks_after_create(&self, kind: Kind) -> bool {
         // A database slice is commented on after CREATE DATABASE, which no transaction
         // holds; roles and schemas are marked in the transaction that creates them.
-        kind == Kind::Database
+        kind == Kind::DATABASE
     }
 
     async fn refresh(
@@ -2003,7 +2003,7 @@ impl Provider for PgData {
         let mut to_count: Vec<(&RefreshTarget, String, String)> = Vec::new();
         for (t, role) in targets.iter().zip(&roles) {
             if let Some((attrs, owner)) = by_role.remove(role) {
-                live.insert_owned(&t.slug, Kind::Role, attrs, owner);
+                live.insert_owned(&t.slug, Kind::ROLE, attrs, owner);
             }
             let Some(SliceFound {
                 name,
@@ -2038,9 +2038,9 @@ impl Provider for PgData {
             if !found.is_empty() {
                 attrs.insert("access", json!(reach::access(&found)));
             }
-            live.insert_owned(&t.slug, Kind::Database, attrs, owner);
+            live.insert_owned(&t.slug, Kind::DATABASE, attrs, owner);
             if seeded.contains(t.slug.as_str()) {
-                live.insert_attrs(&t.slug, Kind::Seed, crate::targets::data::seed_attrs());
+                live.insert_attrs(&t.slug, Kind::SEED, crate::targets::data::seed_attrs());
             }
             if t.purge {
                 to_count.push((t, isolation, name));
@@ -2052,7 +2052,7 @@ impl Provider for PgData {
         // The slices a purge destroys as left behind by replaces: counted one by one, as
         // few tenants have any.
         for t in targets.iter().filter(|t| t.purge) {
-            for r in t.retired.iter().filter(|r| r.key.kind == Kind::Database) {
+            for r in t.retired.iter().filter(|r| r.key.kind == Kind::DATABASE) {
                 let (isolation, name) = (r.attrs.str("isolation"), r.attrs.str("name"));
                 queries += 1;
                 let what = match self.holdings(isolation, name, t.tenant_id.as_deref()).await {
@@ -2071,7 +2071,7 @@ impl Provider for PgData {
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
-        if change.key.kind == Kind::Database && ctx.tenant.isolation == Isolation::Database {
+        if change.key.kind == Kind::DATABASE && ctx.tenant.isolation == Isolation::Database {
             // Once, before any attempt: an attempt cut short after CREATE DATABASE leaves an
             // unmarked database that the next attempt must not take for someone else's.
             retry!("data", self.check_database(ctx, change))?;
@@ -2085,7 +2085,7 @@ impl Provider for PgData {
 #[async_trait]
 impl Export for PgData {
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        let Some(slice) = req.recorded.get(&Key::new(Kind::Database)) else {
+        let Some(slice) = req.recorded.get(&Key::new(Kind::DATABASE)) else {
             return Ok(());
         };
         let name = slice.str("name");
@@ -2115,7 +2115,7 @@ impl Purge for PgData {
 
     async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
         match keys {
-            [slice, role] if slice.kind == Kind::Database && role.kind == Kind::Role => {
+            [slice, role] if slice.kind == Kind::DATABASE && role.kind == Kind::ROLE => {
                 retry!("purge", self.purge_slice_and_role(ctx))
             }
             _ => {
@@ -2129,8 +2129,8 @@ impl Purge for PgData {
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
         match key.kind {
-            Kind::Role => retry!("purge", self.purge_role(ctx)),
-            Kind::Database => retry!("purge", self.purge_slice(ctx)),
+            Kind::ROLE => retry!("purge", self.purge_role(ctx)),
+            Kind::DATABASE => retry!("purge", self.purge_slice(ctx)),
             other => Err(unmanaged(self, other)),
         }
     }
@@ -2176,7 +2176,7 @@ impl Smoke for PgData {
             isolation: slice.isolation,
             slice: slice.name,
             schema: slice.schema,
-            seeded: ctx.recorded.contains_key(&Key::new(Kind::Seed)),
+            seeded: ctx.recorded.contains_key(&Key::new(Kind::SEED)),
             held: ctx.lifecycle != crate::model::lifecycle::Lifecycle::Active,
         };
         crate::targets::data::postgres::smoke::checks(&target, sql).await

@@ -1,0 +1,149 @@
+//! Slots that plug in: a target slot the engine never names. Such a slot says everything the
+//! engine needs of it through [`Slot`], and is listed once, in [`crate::targets::PLUGGED`]:
+//! its key in `targets { }`, the settings block of each implementation, the resources each
+//! tenant gets, and the target that makes them. Its kinds and their facts are registered in
+//! its own folder (`inventory::submit!` beside its `KindFacts`). The engine then compiles,
+//! refreshes, diffs, applies, exports and purges them as it does any other kind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::diagnostic::Diagnostic;
+use crate::model::attrs::Attrs;
+use crate::model::resource::{Key, Kind, Resource};
+use crate::model::tenant::Effective;
+use crate::repo::hcl_file::{self, Spans};
+use crate::slug::Slug;
+use crate::targets::provider::Provider;
+
+/// A slot that plugs in.
+pub trait Slot: Sync {
+    /// Its key in `targets { }`: `quotas`.
+    fn key(&self) -> &'static str;
+    /// That key as a person finds it in the config: `targets.quotas`.
+    fn setting(&self) -> &'static str;
+    /// The kinds its targets serve, each with a rank between the engine's own targets' and
+    /// rendered files' (91 to 99), so they are applied after a tenant's slice, bucket, vhost
+    /// and record, and before its files.
+    fn kinds(&self) -> &'static [Kind];
+    /// What it may be set to besides `none`, the default: `["redis"]`. The settings of each
+    /// are a block of its name (`redis { … }`).
+    fn implementations(&self) -> &'static [&'static str];
+    /// Reads the settings of `implementation` from its block (`None` when the file has
+    /// none), reporting every problem where it is written (`hcl_file::read_block`).
+    fn configure(
+        &self,
+        implementation: &str,
+        block: Option<hcl::Value>,
+        spans: &Spans,
+    ) -> Result<Arc<dyn Plugged>, Vec<Diagnostic>>;
+}
+
+/// A slot as the config set it up.
+pub trait Plugged: Send + Sync + std::fmt::Debug {
+    /// The slot's key in `targets { }`.
+    fn slot(&self) -> &'static str;
+    /// The keys every tenant gets from it, known from the repo alone (refresh starts before
+    /// compiling).
+    fn keys(&self) -> Vec<Key>;
+    /// What is wrong with the names a tenant would get (one too long, say), each with a
+    /// hint, so `validate` finds it before any call.
+    fn check_tenant(&self, slug: &Slug) -> Vec<(String, String)>;
+    /// A tenant's resources, in `keys`' order.
+    fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource>;
+    /// Its target. Made once, when the config is read; it connects on first use.
+    fn target(&self) -> Arc<dyn Provider>;
+    /// The tenant's login on its target, as `credentials` prints it (a URL holding the
+    /// password `password` derives for the login's name), if the tenant has one there.
+    fn login(
+        &self,
+        _recorded: &BTreeMap<Key, Attrs>,
+        _password: &dyn Fn(&str) -> String,
+    ) -> Option<String> {
+        None
+    }
+}
+
+/// What a plugged slot compiles a tenant's resources from.
+pub struct TenantInputs<'a> {
+    pub tenant: &'a Effective,
+    /// The password a login called by the given name gets (derived from the master key, the
+    /// tenant's id and its credentials version), when those are known: a plan's desired
+    /// attributes then carry its fingerprint, as a role's do.
+    pub password: Option<&'a dyn Fn(&str) -> String>,
+}
+
+/// Takes every plugged slot's setting out of the config's `targets` block, and every block
+/// of its implementations out of the config, and sets up the slots that are not `none`.
+/// What is left is read as the rest of the config.
+pub fn plug(value: &mut hcl::Value, spans: &Spans) -> (Vec<Arc<dyn Plugged>>, Vec<Diagnostic>) {
+    let mut plugged = Vec::new();
+    let mut problems = Vec::new();
+    let hcl::Value::Object(config) = value else {
+        return (plugged, problems);
+    };
+    for slot in crate::targets::PLUGGED {
+        let field = slot.setting();
+        let chosen = match config.get_mut("targets") {
+            Some(hcl::Value::Object(targets)) => targets.shift_remove(slot.key()),
+            _ => None,
+        };
+        let mut blocks: Vec<(&str, hcl::Value)> = slot
+            .implementations()
+            .iter()
+            .filter_map(|name| Some((*name, config.shift_remove(*name)?)))
+            .collect();
+        let chosen = match chosen {
+            None => continue,
+            Some(hcl::Value::String(s)) if s == "none" => continue,
+            Some(hcl::Value::String(s)) if slot.implementations().contains(&s.as_str()) => s,
+            Some(other) => {
+                let known = ["none"]
+                    .iter()
+                    .chain(slot.implementations())
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                problems.push(
+                    spans
+                        .problem(field, format!("unknown target {}", quoted(&other)))
+                        .hint(format!("{field} can be: {known}")),
+                );
+                continue;
+            }
+        };
+        let block = blocks
+            .iter()
+            .position(|(name, _)| *name == chosen)
+            .map(|i| blocks.swap_remove(i).1);
+        match slot.configure(&chosen, block, spans) {
+            Ok(p) => plugged.push(p),
+            Err(p) => problems.extend(p),
+        }
+    }
+    (plugged, problems)
+}
+
+/// A setting's value as it is written: `"memcached"`, or `3`.
+fn quoted(value: &hcl::Value) -> String {
+    match value {
+        hcl::Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// Reads a block's settings into `T` (its defaults when the file has no block), every
+/// problem named by its path under the block (`redis.url`) at its line.
+pub fn read_settings<T: serde::de::DeserializeOwned + Default>(
+    block_name: &str,
+    block: Option<hcl::Value>,
+    spans: &Spans,
+) -> Result<T, Vec<Diagnostic>> {
+    let Some(block) = block else {
+        return Ok(T::default());
+    };
+    match hcl_file::read_block(block_name, block, spans) {
+        (Some(t), problems) if problems.is_empty() => Ok(t),
+        (_, problems) => Err(problems),
+    }
+}
