@@ -10,8 +10,9 @@ pub mod data;
 pub mod dns;
 pub mod files;
 pub mod provider;
+pub mod quotas;
 pub mod slot;
 pub mod unconfigured;
 
 /// The slots that plug in ([`slot::Slot`]): a new one is a folder here and a line in this list.
-pub const PLUGGED: &[&dyn slot::Slot] = &[];
+pub const PLUGGED: &[&dyn slot::Slot] = &[&quotas::QuotasSlot];

@@ -29,6 +29,7 @@ mod privacy;
 mod purge;
 mod rabbitmq;
 mod recipes;
+mod redis;
 mod released;
 mod retired;
 mod s3;

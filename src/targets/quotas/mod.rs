@@ -1,0 +1,277 @@
+//! The quotas slot (`targets { quotas = "redis" }`): each tenant's effective quotas published
+//! where the quota service reads them as it counts consumption, and a login of the tenant's
+//! own that reaches only its keys. A slot that plugs in ([`crate::targets::slot`]): nothing
+//! outside this folder names it but its line in `targets::PLUGGED`.
+//!
+//! A tenant gets one resource, `limits`: a hash `<key_prefix><slug>:limits` holding its
+//! quotas (with our mark and the record of the password we set, in fields starting with
+//! `_`, which no quota name does), and an ACL user `<user_prefix><slug>` that may read its
+//! own keys and count in `<key_prefix><slug>:usage:*`, nothing else. Suspension turns the
+//! user off and disconnects it.
+
+pub mod redis;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::diagnostic::Diagnostic;
+use crate::model::attrs::{attrs, Attrs};
+use crate::model::kind::{count, KindFacts};
+use crate::model::resource::{Key, Kind, Resource};
+use crate::model::tenant::Status;
+use crate::repo::hcl_file::{block_problem, Spans};
+use crate::slug::Slug;
+use crate::targets::provider::Provider;
+use crate::targets::slot::{self, Plugged, Slot, TenantInputs};
+
+/// A tenant's limits and the login that reads them.
+pub const LIMITS: Kind = Kind::new(95, "limits");
+
+const LIMITS_FACTS: KindFacts = KindFacts {
+    resource_of: Some(|a| format!("limits {} and user {}", a.str("key"), a.str("user"))),
+    live_name_of: Some(|a| format!("limits {}", a.str("key"))),
+    holds_of: Some(|a| {
+        let limits = a.get("limits").and_then(|l| l.as_object());
+        count(limits.map_or(0, |l| l.len()), "limit")
+    }),
+    purge_turn: Some(3),
+    used_through: true,
+    computed: &["password_fingerprint"],
+    ..KindFacts::plain(LIMITS)
+};
+inventory::submit!(LIMITS_FACTS);
+
+/// What a tenant's user may run: read its keys, and count in its usage keys. `KEYS` and
+/// `SCAN` are left out: key patterns do not filter the names they list.
+const COMMANDS: &[&str] = &[
+    "+decrby", "+exists", "+expire", "+get", "+hexists", "+hget", "+hgetall", "+hlen", "+hmget",
+    "+incr", "+incrby", "+mget", "+ping", "+pttl", "+ttl", "+type", "-@all",
+];
+
+/// The hash field holding our mark of ownership.
+pub const MARK_FIELD: &str = "_managed_by";
+/// The hash field recording the password we set: its fingerprint and a digest of its hash.
+pub const PASSWORD_FIELD: &str = "_password";
+
+pub struct QuotasSlot;
+
+impl Slot for QuotasSlot {
+    fn key(&self) -> &'static str {
+        "quotas"
+    }
+
+    fn setting(&self) -> &'static str {
+        "targets.quotas"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[LIMITS]
+    }
+
+    fn implementations(&self) -> &'static [&'static str] {
+        &["redis"]
+    }
+
+    fn configure(
+        &self,
+        _implementation: &str,
+        block: Option<hcl::Value>,
+        spans: &Spans,
+    ) -> Result<Arc<dyn Plugged>, Vec<Diagnostic>> {
+        let config: RedisConfig = slot::read_settings("redis", block, spans)?;
+        let problems = check(spans, &config);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let target = Arc::new(redis::RedisQuotas::new(config.clone()));
+        Ok(Arc::new(RedisSlot { config, target }))
+    }
+}
+
+/// The `redis` block. The server's own login, if it needs one, comes in `REDIS_URL`, never
+/// in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; without it `REDIS_URL`, then `redis://127.0.0.1:6379`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// What every tenant's keys start with, before its slug and `:`.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// What a tenant's user is called, before its slug.
+    #[serde(default = "default_user_prefix")]
+    pub user_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            key_prefix: default_key_prefix(),
+            user_prefix: default_user_prefix(),
+        }
+    }
+}
+
+fn default_key_prefix() -> String {
+    "quota:".into()
+}
+
+fn default_user_prefix() -> String {
+    "tenant_".into()
+}
+
+impl RedisConfig {
+    /// Every key of the tenant starts with this. The slug holds no `:`, so no tenant's
+    /// prefix starts another's.
+    pub fn prefix(&self, slug: &Slug) -> String {
+        format!("{}{slug}:", self.key_prefix)
+    }
+
+    pub fn limits_key(&self, slug: &Slug) -> String {
+        format!("{}limits", self.prefix(slug))
+    }
+
+    pub fn user(&self, slug: &Slug) -> String {
+        format!("{}{slug}", self.user_prefix)
+    }
+
+    /// The key patterns the tenant's user gets, as Redis writes them back (`%RW~` is `~`).
+    /// The prefixes hold no glob character (`check`), so a pattern matches the tenant's
+    /// keys only.
+    pub fn key_patterns(&self, slug: &Slug) -> Vec<String> {
+        let prefix = self.prefix(slug);
+        vec![format!("%R~{prefix}*"), format!("~{prefix}usage:*")]
+    }
+}
+
+/// The password a tenant's user gets from `password`, under a name of its own, so it is
+/// never another login's.
+pub fn login(user: &str) -> String {
+    format!("redis/{user}")
+}
+
+/// Every attribute of a tenant's limits but the password's fingerprint.
+pub fn desired(config: &RedisConfig, tenant: &crate::model::tenant::Effective) -> Attrs {
+    attrs([
+        ("key", json!(config.limits_key(&tenant.slug))),
+        ("limits", json!(tenant.quotas)),
+        ("user", json!(config.user(&tenant.slug))),
+        ("enabled", json!(tenant.status == Status::Active)),
+        ("keys", json!(config.key_patterns(&tenant.slug))),
+        ("channels", json!([])),
+        ("commands", json!(COMMANDS)),
+    ])
+}
+
+/// A new key or user is another resource.
+pub fn forces_replace(field: &str) -> bool {
+    field == "key" || field == "user"
+}
+
+/// The `redis` block's checks: prefixes of plain characters, so they are neither glob
+/// patterns nor ACL rule syntax, and a URL without a password in it.
+pub fn check(spans: &Spans, config: &RedisConfig) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String, hint: &str| {
+        problems.push(block_problem(spans, "redis", key, message, hint));
+    };
+    for (key, value) in [
+        ("key_prefix", &config.key_prefix),
+        ("user_prefix", &config.user_prefix),
+    ] {
+        let plain = value.len() <= 64
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'));
+        if !plain {
+            problem(
+                key,
+                format!("{value:?} is not a plain prefix"),
+                "use up to 64 letters, digits, ':', '_', '-' and '.'",
+            );
+        }
+    }
+    if let Some(url) = &config.url {
+        match url::Url::parse(url) {
+            Ok(u) if !matches!(u.scheme(), "redis" | "rediss") => problem(
+                "url",
+                format!("{url:?} is not a redis:// URL"),
+                "like \"redis://127.0.0.1:6379\"",
+            ),
+            Ok(u) if u.password().is_some() => problem(
+                "url",
+                "the URL holds a password".into(),
+                "give the URL with its password in REDIS_URL instead, so it is not in the repo",
+            ),
+            Ok(_) => {}
+            Err(e) => problem(
+                "url",
+                format!("{url:?} is not a URL: {e}"),
+                "like \"redis://127.0.0.1:6379\"",
+            ),
+        }
+    }
+    problems
+}
+
+/// The slot set to Redis.
+#[derive(Debug)]
+struct RedisSlot {
+    config: RedisConfig,
+    target: Arc<redis::RedisQuotas>,
+}
+
+impl Plugged for RedisSlot {
+    fn slot(&self) -> &'static str {
+        "quotas"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        vec![Key::new(LIMITS)]
+    }
+
+    fn check_tenant(&self, slug: &Slug) -> Vec<(String, String)> {
+        let user = self.config.user(slug);
+        if user.len() > 128 {
+            return vec![(
+                format!("the Redis user name {user:?} is {} characters", user.len()),
+                "keep user_prefix in the redis block of tenant-reconcile.hcl short: names are at most 128".into(),
+            )];
+        }
+        Vec::new()
+    }
+
+    fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource> {
+        let mut attrs = desired(&self.config, tenant.tenant);
+        if let Some(password) = tenant.password {
+            let password = password(&login(&self.config.user(&tenant.tenant.slug)));
+            attrs.insert(
+                "password_fingerprint",
+                json!(crate::credentials::fingerprint(&password)),
+            );
+        }
+        vec![Resource {
+            key: Key::new(LIMITS),
+            attrs,
+            content: None,
+        }]
+    }
+
+    fn target(&self) -> Arc<dyn Provider> {
+        self.target.clone()
+    }
+
+    fn login(
+        &self,
+        recorded: &BTreeMap<Key, Attrs>,
+        password: &dyn Fn(&str) -> String,
+    ) -> Option<String> {
+        let user = recorded.get(&Key::new(LIMITS))?.str("user");
+        Some(self.target.login_url(user, &password(&login(user))))
+    }
+}
