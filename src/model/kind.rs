@@ -13,54 +13,52 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::attrs::Attrs;
 
-/// A kind of resource a tenant has: its name, and its rank in the order a tenant's steps
-/// run. Each kind may depend on any kind of a lower rank (the registry row gives the tenant
-/// its id, the role must exist before the database grants it rights, the database before
-/// its seed data).
+/// A kind of resource a tenant has, by its rank in the order a tenant's steps run. Each kind
+/// may depend on any kind of a lower rank (the registry row gives the tenant its id, the role
+/// must exist before the database grants it rights, the database before its seed data).
 ///
 /// Kinds are open. The ones the engine reasons about by name are here; a target slot may
 /// declare a kind of its own beside its facts (`targets/quotas`). Every kind is registered
-/// with its facts (below), which is how a name read from the state
-/// or a saved plan finds its kind. Ranks leave room between them, so a new kind takes its
-/// place in the order without renumbering the others.
+/// with its facts, which give its name: that is how a name read from the state or a saved
+/// plan finds its kind. Ranks leave room between them, so a new kind takes its place in the
+/// order without renumbering the others. A kind is one byte, as a key is read and compared
+/// for every resource of the fleet.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Kind {
-    rank: u8,
-    name: &'static str,
-}
+pub struct Kind(u8);
 
 impl Kind {
-    pub const REGISTRY: Kind = Kind::new(0, "registry");
-    pub const OWNER: Kind = Kind::new(10, "owner");
-    pub const FEATURES: Kind = Kind::new(20, "features");
-    pub const QUOTAS: Kind = Kind::new(30, "quotas");
-    pub const ROLE: Kind = Kind::new(40, "role");
-    pub const DATABASE: Kind = Kind::new(50, "database");
-    pub const SEED: Kind = Kind::new(60, "seed");
-    pub const BUCKET: Kind = Kind::new(70, "bucket");
+    pub const REGISTRY: Kind = Kind::new(0);
+    pub const OWNER: Kind = Kind::new(10);
+    pub const FEATURES: Kind = Kind::new(20);
+    pub const QUOTAS: Kind = Kind::new(30);
+    pub const ROLE: Kind = Kind::new(40);
+    pub const DATABASE: Kind = Kind::new(50);
+    pub const SEED: Kind = Kind::new(60);
+    pub const BUCKET: Kind = Kind::new(70);
     /// Its message-broker vhost, with its user, permissions and limits.
-    pub const VHOST: Kind = Kind::new(80, "vhost");
+    pub const VHOST: Kind = Kind::new(80);
     /// Its DNS record.
-    pub const DNS: Kind = Kind::new(90, "dns");
-    pub const FILE: Kind = Kind::new(100, "file");
+    pub const DNS: Kind = Kind::new(90);
+    pub const FILE: Kind = Kind::new(100);
     /// The tenant's data written out as it is offboarded, after its access is revoked.
-    pub const EXPORT: Kind = Kind::new(120, "export");
+    pub const EXPORT: Kind = Kind::new(120);
 
-    /// A kind of rank `rank` (below [`Kind::RANKS`], so a set of kinds fits in one word).
-    pub const fn new(rank: u8, name: &'static str) -> Kind {
+    /// The kind of rank `rank` (below [`Kind::RANKS`], so a set of kinds fits in one word).
+    pub const fn new(rank: u8) -> Kind {
         assert!(rank < Kind::RANKS, "a kind's rank is below Kind::RANKS");
-        Kind { rank, name }
+        Kind(rank)
     }
 
     /// Ranks run from 0 to 127.
     pub const RANKS: u8 = 128;
 
     pub fn rank(self) -> u8 {
-        self.rank
+        self.0
     }
 
+    /// Its name, as its facts give it: `role`.
     pub fn as_str(self) -> &'static str {
-        self.name
+        of(self).name
     }
 
     /// Attributes the target works out when it applies (a new tenant's password needs the
@@ -77,13 +75,16 @@ impl Kind {
 
 impl fmt::Debug for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name)
+        match BY_RANK[self.0 as usize] {
+            Some(facts) => f.write_str(facts.name),
+            None => write!(f, "Kind({})", self.0),
+        }
     }
 }
 
 impl Serialize for Kind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -98,6 +99,8 @@ impl<'de> Deserialize<'de> for Kind {
 /// The facts of one kind.
 pub struct KindFacts {
     pub kind: Kind,
+    /// Its name in keys, plans and the state: `role`, `file/namespace.yaml`.
+    pub name: &'static str,
     /// What a resource of this kind is, with nothing of the tenant's own in it (no email,
     /// no value): `schema t_acme`, as a purge's plan line and its audit row say it. Without
     /// it, the kind's name.
@@ -130,10 +133,12 @@ pub struct KindFacts {
 inventory::collect!(KindFacts);
 
 impl KindFacts {
-    /// A kind with nothing particular about it: named by its `name`, never purged.
-    pub const fn plain(kind: Kind) -> KindFacts {
+    /// A kind called `name` with nothing particular about it: a resource of it is named by
+    /// its `name` attribute, and it is never purged.
+    pub const fn plain(kind: Kind, name: &'static str) -> KindFacts {
         KindFacts {
             kind,
+            name,
             resource_of: None,
             live_name_of: None,
             holds_of: None,
@@ -149,14 +154,14 @@ impl KindFacts {
     pub fn resource(&self, attrs: &Attrs) -> String {
         match self.resource_of {
             Some(of) => of(attrs),
-            None => self.kind.as_str().into(),
+            None => self.name.into(),
         }
     }
 
     pub fn live_name(&self, attrs: &Attrs) -> String {
         match self.live_name_of {
             Some(of) => of(attrs),
-            None => format!("{} {}", self.kind.as_str(), attrs.str("name")),
+            None => format!("{} {}", self.name, attrs.str("name")),
         }
     }
 
@@ -178,7 +183,7 @@ pub fn not_counted(_: &Attrs) -> String {
 /// The export a leaving tenant gets: the engine's own kind, written by every target.
 const EXPORT: KindFacts = KindFacts {
     computed: &["manifest_sha256"],
-    ..KindFacts::plain(Kind::EXPORT)
+    ..KindFacts::plain(Kind::EXPORT, "export")
 };
 inventory::submit!(EXPORT);
 
@@ -186,16 +191,20 @@ inventory::submit!(EXPORT);
 static BY_RANK: LazyLock<Vec<Option<&'static KindFacts>>> = LazyLock::new(|| {
     let mut by_rank: Vec<Option<&'static KindFacts>> = vec![None; Kind::RANKS as usize];
     for facts in inventory::iter::<KindFacts> {
-        let at = &mut by_rank[facts.kind.rank() as usize];
-        if let Some(taken) = at {
+        let clash = by_rank
+            .iter()
+            .flatten()
+            .find(|f| f.kind == facts.kind || f.name == facts.name);
+        if let Some(taken) = clash {
             panic!(
-                "the kinds {:?} and {:?} are both registered at rank {}",
-                taken.kind,
-                facts.kind,
+                "the kinds {} (rank {}) and {} (rank {}) are registered at one rank or name",
+                taken.name,
+                taken.kind.rank(),
+                facts.name,
                 facts.kind.rank()
             );
         }
-        *at = Some(facts);
+        by_rank[facts.kind.rank() as usize] = Some(facts);
     }
     by_rank
 });
@@ -204,7 +213,6 @@ static BY_RANK: LazyLock<Vec<Option<&'static KindFacts>>> = LazyLock::new(|| {
 /// a kind made outside a slot: a mistake in this program, not in its input.
 pub fn of(kind: Kind) -> &'static KindFacts {
     BY_RANK[kind.rank() as usize]
-        .filter(|f| f.kind == kind)
         .unwrap_or_else(|| panic!("the kind {kind:?} has no registered facts"))
 }
 
@@ -215,7 +223,11 @@ pub fn all() -> impl Iterator<Item = Kind> {
 
 /// The registered kind called `name`.
 pub fn named(name: &str) -> Option<Kind> {
-    all().find(|k| k.as_str() == name)
+    BY_RANK
+        .iter()
+        .flatten()
+        .find(|f| f.name == name)
+        .map(|f| f.kind)
 }
 
 /// The kinds a purge destroys, in the order it destroys them (worked out once).

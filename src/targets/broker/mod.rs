@@ -298,7 +298,7 @@ const VHOST: KindFacts = KindFacts {
     holds_of: Some(not_counted),
     purge_turn: Some(3),
     located: true,
-    ..KindFacts::plain(Kind::VHOST)
+    ..KindFacts::plain(Kind::VHOST, "vhost")
 };
 inventory::submit!(VHOST);
 

@@ -226,7 +226,7 @@ const BUCKET: KindFacts = KindFacts {
     rebuilt_empty: true,
     used_through: true,
     located: true,
-    ..KindFacts::plain(Kind::BUCKET)
+    ..KindFacts::plain(Kind::BUCKET, "bucket")
 };
 inventory::submit!(BUCKET);
 

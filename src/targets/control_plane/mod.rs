@@ -9,7 +9,7 @@ use crate::model::kind::{count, KindFacts};
 use crate::model::resource::Kind;
 
 /// A tenant's registry row: made a tombstone by its purge, never destroyed.
-const REGISTRY: KindFacts = KindFacts::plain(Kind::REGISTRY);
+const REGISTRY: KindFacts = KindFacts::plain(Kind::REGISTRY, "registry");
 inventory::submit!(REGISTRY);
 
 /// The owner's membership.
@@ -17,7 +17,7 @@ const OWNER: KindFacts = KindFacts {
     resource_of: Some(|_| "owner membership".into()),
     holds_of: Some(|_| "1 member".into()),
     purge_turn: Some(9),
-    ..KindFacts::plain(Kind::OWNER)
+    ..KindFacts::plain(Kind::OWNER, "owner")
 };
 inventory::submit!(OWNER);
 
@@ -27,7 +27,7 @@ const FEATURES: KindFacts = KindFacts {
     holds_of: Some(|a| count(a.len(), "flag")),
     purge_turn: Some(8),
     whole_map: true,
-    ..KindFacts::plain(Kind::FEATURES)
+    ..KindFacts::plain(Kind::FEATURES, "features")
 };
 inventory::submit!(FEATURES);
 
@@ -37,6 +37,6 @@ const QUOTAS: KindFacts = KindFacts {
     holds_of: Some(|a| count(a.len(), "quota")),
     purge_turn: Some(7),
     whole_map: true,
-    ..KindFacts::plain(Kind::QUOTAS)
+    ..KindFacts::plain(Kind::QUOTAS, "quotas")
 };
 inventory::submit!(QUOTAS);

@@ -123,7 +123,7 @@ const ROLE: KindFacts = KindFacts {
     resource_of: Some(|a| format!("role {}", a.str("name"))),
     purge_turn: Some(6),
     used_through: true,
-    ..KindFacts::plain(Kind::ROLE)
+    ..KindFacts::plain(Kind::ROLE, "role")
 };
 inventory::submit!(ROLE);
 
@@ -143,12 +143,12 @@ const DATABASE: KindFacts = KindFacts {
     rebuilt_empty: true,
     used_through: true,
     located: true,
-    ..KindFacts::plain(Kind::DATABASE)
+    ..KindFacts::plain(Kind::DATABASE, "database")
 };
 inventory::submit!(DATABASE);
 
 /// A tenant's seed rows, which live in its slice and go with it.
-const SEED: KindFacts = KindFacts::plain(Kind::SEED);
+const SEED: KindFacts = KindFacts::plain(Kind::SEED, "seed");
 inventory::submit!(SEED);
 
 #[cfg(test)]

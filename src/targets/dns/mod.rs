@@ -210,7 +210,7 @@ const RECORD: KindFacts = KindFacts {
     live_name_of: Some(|a| format!("record {}", a.str("name"))),
     holds_of: Some(|a| format!("points to {}", a.str("value"))),
     purge_turn: Some(2),
-    ..KindFacts::plain(Kind::DNS)
+    ..KindFacts::plain(Kind::DNS, "dns")
 };
 inventory::submit!(RECORD);
 

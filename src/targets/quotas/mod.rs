@@ -28,7 +28,7 @@ use crate::targets::provider::Provider;
 use crate::targets::slot::{self, Plugged, Slot, TenantInputs};
 
 /// A tenant's limits and the login that reads them.
-pub const LIMITS: Kind = Kind::new(95, "limits");
+pub const LIMITS: Kind = Kind::new(95);
 
 const LIMITS_FACTS: KindFacts = KindFacts {
     resource_of: Some(|a| format!("limits {} and user {}", a.str("key"), a.str("user"))),
@@ -40,7 +40,7 @@ const LIMITS_FACTS: KindFacts = KindFacts {
     purge_turn: Some(3),
     used_through: true,
     computed: &["password_fingerprint"],
-    ..KindFacts::plain(LIMITS)
+    ..KindFacts::plain(LIMITS, "limits")
 };
 inventory::submit!(LIMITS_FACTS);
 
