@@ -11,8 +11,6 @@ use aws_sdk_route53::types::{
 use aws_sdk_route53::Client;
 
 use crate::moto::ENDPOINT_ENV;
-use crate::offboarding::offboard;
-use crate::purge::no_hold;
 use crate::support::{text, Repo};
 
 pub struct Zone {
@@ -176,128 +174,6 @@ impl Drop for Zone {
             .rt
             .block_on(self.client.delete_hosted_zone().id(&self.id).send());
     }
-}
-
-#[test]
-fn each_tenant_gets_a_marked_cname_and_drift_is_put_back() {
-    let zone = Zone::new();
-    let repo = zone.repo();
-    let plan = text(&repo.run(&["plan"]).stdout);
-    assert!(
-        plan.contains(&format!(
-            "+ acme/dns\n      + name  = \"{}\"\n      + ttl   = 60\n      + type  = \"CNAME\"\n      + value = \"ingress.example.com\"",
-            zone.record("acme")
-        )),
-        "{plan}"
-    );
-    repo.apply();
-    let records = zone.records();
-    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
-        assert_eq!(
-            records[&zone.record(slug)],
-            ("CNAME".to_string(), vec!["ingress.example.com".to_string()]),
-            "{slug}"
-        );
-        let (kind, mark) = &records[&format!("_tenant-reconcile.{}", zone.record(slug))];
-        assert_eq!(kind, "TXT");
-        assert!(
-            mark[0].starts_with("\"tenant-reconcile state=default lineage="),
-            "{mark:?}"
-        );
-    }
-    assert_eq!(records.len(), 8, "{records:?}");
-    repo.assert_plan_empty();
-
-    // By hand: acme's record deleted, globex's pointed elsewhere.
-    zone.change(
-        ChangeAction::Delete,
-        &zone.record("acme"),
-        RrType::Cname,
-        "ingress.example.com",
-    );
-    zone.change(
-        ChangeAction::Upsert,
-        &zone.record("globex"),
-        RrType::Cname,
-        "elsewhere.example.net",
-    );
-    let plan = text(&repo.run(&["plan"]).stdout);
-    assert!(
-        plan.contains("+ acme/dns  # changed outside tenant-reconcile"),
-        "{plan}"
-    );
-    assert!(
-        plan.contains("~ value = \"elsewhere.example.net\" → \"ingress.example.com\""),
-        "{plan}"
-    );
-    repo.apply();
-    let records = zone.records();
-    for slug in ["acme", "globex"] {
-        assert_eq!(records[&zone.record(slug)].1, ["ingress.example.com"]);
-    }
-    repo.assert_plan_empty();
-}
-
-#[test]
-fn a_record_someone_else_owns_is_refused_until_imported() {
-    let zone = Zone::new();
-    let repo = zone.repo();
-    // external-dns's record of acme's name, with its own ownership record beside it.
-    let acme = zone.record("acme");
-    zone.change(
-        ChangeAction::Create,
-        &acme,
-        RrType::Cname,
-        "payments.example.net",
-    );
-    zone.change(
-        ChangeAction::Create,
-        &format!("cname-{acme}"),
-        RrType::Txt,
-        "\"heritage=external-dns,external-dns/owner=default\"",
-    );
-    let out = repo.run(&["plan"]);
-    let plan = text(&out.stdout) + &text(&out.stderr);
-    assert!(plan.contains(&format!("record {acme}")), "{plan}");
-    assert!(plan.contains("not managed by this state"), "{plan}");
-
-    let out = repo.run(&["apply", "--auto-approve"]);
-    assert_ne!(out.status.code(), Some(0));
-    let records = zone.records();
-    assert_eq!(records[&acme].1, ["payments.example.net"], "left as it was");
-    assert!(!records.contains_key(&format!("_tenant-reconcile.{acme}")));
-    // The other tenants went ahead.
-    assert_eq!(records[&zone.record("globex")].1, ["ingress.example.com"]);
-
-    let out = repo.run(&["apply", "--auto-approve", "--import", "acme"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(zone.records()[&acme].1, ["ingress.example.com"]);
-    repo.assert_plan_empty();
-}
-
-#[test]
-fn a_purge_removes_the_record_and_its_mark() {
-    let zone = Zone::new();
-    let repo = zone.repo();
-    no_hold(&repo);
-    repo.apply();
-    offboard(&repo, "acme");
-    repo.apply();
-    let acme = zone.record("acme");
-    assert!(zone.records().contains_key(&acme), "kept while exported");
-    let plan = text(&repo.run(&["plan"]).stdout);
-    assert!(
-        plan.contains(&format!(
-            "- acme/dns  # record {acme} CNAME: points to ingress.example.com"
-        )),
-        "{plan}"
-    );
-    repo.apply();
-    let records = zone.records();
-    assert!(!records.contains_key(&acme));
-    assert!(!records.contains_key(&format!("_tenant-reconcile.{acme}")));
-    assert_eq!(records.len(), 6, "the others' records stay: {records:?}");
-    repo.assert_plan_empty();
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod apply;
 mod bad_input;
 mod closed_pipe;
 mod config_errors;
+mod conformance;
 mod cut_proxy;
 mod delivery;
 mod dns;

@@ -556,47 +556,6 @@ fn a_config_that_stops_naming_the_broker_leaves_the_vhosts_as_they_are() {
     repo.assert_plan_empty();
 }
 
-#[test]
-fn offboarding_exports_the_definitions_then_the_purge_removes_vhost_and_user() {
-    let broker = Broker::new();
-    let repo = broker.repo();
-    // No hold: the purge is due as soon as the export is made.
-    no_hold(&repo);
-    repo.apply();
-    let acme = broker.name("acme");
-    let url = broker.url_of(&repo, "acme");
-    assert_eq!(broker.tenant("declare", &url, &["orders"]).0, 0);
-
-    offboard(&repo, "acme");
-    repo.apply();
-    // Revoked first, then exported: the queue it declared is in the definitions.
-    assert_eq!(broker.tenant("roundtrip", &url, &[]).0, 3);
-    let export = repo.path().join(".tenant-reconcile/exports/acme");
-    let definitions = std::fs::read_to_string(export.join("broker/definitions.json")).unwrap();
-    assert!(definitions.contains("\"orders\""), "{definitions}");
-    let manifest = std::fs::read_to_string(export.join("manifest.json")).unwrap();
-    assert!(manifest.contains("broker/definitions.json"), "{manifest}");
-
-    let plan = text(&repo.run(&["plan"]).stdout);
-    assert!(
-        // (The message count is the broker's statistics, which may lag by seconds.)
-        plan.contains(&format!(
-            "- acme/vhost  # vhost {acme} and user {acme}: 1 queue, "
-        )),
-        "{plan}"
-    );
-    repo.apply();
-    let (status, _) = broker.call("GET", &format!("vhosts/{acme}"), None);
-    assert_eq!(status, 404, "the vhost is gone");
-    let (status, _) = broker.call("GET", &format!("users/{acme}"), None);
-    assert_eq!(status, 404, "the user is gone");
-    let audit = text(&repo.run(&["audit", "acme", "--json"]).stdout);
-    assert!(audit.contains("\"acme/vhost\""), "{audit}");
-    // The others are untouched.
-    assert_eq!(broker.vhosts().len(), 3);
-    repo.assert_plan_empty();
-}
-
 /// A purge needs every target of the tenant's resources to be able to purge. With the broker
 /// named `none` after its vhost was made, the purge is put off when the plan is made, and
 /// nothing of the tenant is destroyed (not its slice either, which comes first in a purge).

@@ -5,8 +5,6 @@
 
 use std::process::Command;
 
-use crate::offboarding::{offboard, verified};
-use crate::purge::no_hold;
 use crate::support::{text, Repo};
 
 const SERVER: [&str; 4] = ["-h", "127.0.0.1", "-p", "6379"];
@@ -281,94 +279,6 @@ fn suspension_turns_the_user_off_and_resuming_turns_it_on() {
     std::fs::write(&file, active).unwrap();
     repo.apply();
     assert_eq!(as_tenant(&url, &["PING"]).trim(), "PONG");
-    repo.assert_plan_empty();
-}
-
-#[test]
-fn a_user_someone_else_made_is_refused_until_imported() {
-    let redis = Redis::new();
-    let repo = redis.repo();
-    let theirs = redis.user("acme");
-    admin(&[
-        "ACL",
-        "SETUSER",
-        &theirs,
-        "on",
-        ">their-own",
-        "~elsewhere:*",
-        "+get",
-    ]);
-
-    let out = repo.run(&["plan"]);
-    let plan = text(&out.stdout) + &text(&out.stderr);
-    assert!(plan.contains("not managed by this state"), "{plan}");
-    let out = repo.run(&["apply", "--auto-approve"]);
-    assert_ne!(out.status.code(), Some(0));
-    let acl = redis.acl("acme").unwrap();
-    assert!(acl.contains("~elsewhere:*"), "left as it was: {acl}");
-    assert!(redis.hash("acme").is_empty());
-    // The other tenants went ahead.
-    assert!(redis.acl("globex").is_some());
-
-    let out = repo.run(&["apply", "--auto-approve", "--import", "acme"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!redis.acl("acme").unwrap().contains("elsewhere"));
-    let url = redis.url_of(&repo, "acme");
-    assert_eq!(
-        as_tenant(&url, &["HGET", &redis.key("acme"), "seats"]).trim(),
-        "80"
-    );
-    repo.assert_plan_empty();
-}
-
-#[test]
-fn offboarding_exports_then_purges_the_keys_and_the_user_and_audits_it() {
-    let redis = Redis::new();
-    let repo = redis.repo();
-    no_hold(&repo);
-    repo.apply();
-    let url = redis.url_of(&repo, "acme");
-    let usage = format!("{}acme:usage:api_calls", redis.key_prefix);
-    as_tenant(&url, &["INCRBY", &usage, "42"]);
-
-    offboard(&repo, "acme");
-    repo.apply();
-    // Access revoked, the data exported, nothing destroyed yet.
-    assert!(redis.acl("acme").unwrap().contains(" off "));
-    let export = repo.path().join(".tenant-reconcile/exports/acme");
-    verified(&export);
-    let exported: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(export.join("quotas/redis.json")).unwrap())
-            .unwrap();
-    assert_eq!(exported[&usage], "42", "{exported}");
-    assert_eq!(exported[redis.key("acme")]["seats"], "80", "{exported}");
-    assert!(exported[redis.key("acme")].get("_managed_by").is_none());
-
-    let plan = text(&repo.run(&["plan"]).stdout);
-    assert!(
-        plan.contains(&format!(
-            "- acme/limits  # limits {} and user {}: 3 limits",
-            redis.key("acme"),
-            redis.user("acme")
-        )),
-        "{plan}"
-    );
-    repo.apply();
-    assert!(redis.acl("acme").is_none());
-    let keys = redis.keys();
-    assert!(!keys.iter().any(|k| k.contains(":acme:")), "{keys:?}");
-    assert!(
-        keys.contains(&redis.key("globex")),
-        "the others' stay: {keys:?}"
-    );
-    let out = repo.run(&["audit", "acme", "--json"]);
-    let audit: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        audit
-            .iter()
-            .any(|e| e["address"] == "acme/limits" && !e["purged_at"].is_null()),
-        "{audit:?}"
-    );
     repo.assert_plan_empty();
 }
 

@@ -1,0 +1,590 @@
+//! One scenario every implementation of a slot goes through, against its real server, with
+//! what it has of its own said by its [`Implementation`]: create → empty plan → drift seen
+//! and repaired → a resource someone else made refused → imported → exported → purged and
+//! audited → empty plan. A target's own tests keep only what is particular to it.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::dns::Zone;
+use crate::moto::S3;
+use crate::offboarding::{offboard, verified};
+use crate::purge::no_hold;
+use crate::rabbitmq::Broker;
+use crate::redis::{admin, as_tenant, Redis};
+use crate::support::{text, Repo};
+
+/// The example's tenants; then the scenario adds one that meets someone else's resource, and
+/// one beside it that must go ahead all the same.
+const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella-labs"];
+const NEWCOMER: &str = "newco";
+const BESIDE: &str = "freshco";
+
+/// What the scenario asks of one implementation of a slot.
+pub trait Implementation {
+    /// The example repo with the slot set to this implementation, on names of the test's own.
+    fn repo(&self) -> Repo;
+    /// The key of a tenant's resource in this slot: `dns`.
+    fn key(&self) -> &'static str;
+    /// What the first plan must show of acme's resource.
+    fn planned(&self) -> Vec<String>;
+    /// Asserts what the fleet's first apply made as a whole, from outside.
+    fn assert_fleet(&self, _slugs: &[&str]) {}
+    /// Asserts, from outside, that the tenant's resource stands as its file asks, marked ours.
+    fn assert_made(&self, repo: &Repo, slug: &str);
+    /// Changes some tenants' resources by hand: what the plan must then show.
+    fn drift(&self) -> Vec<String>;
+    /// Makes a resource of the tenant's name that is someone else's: how the plan names it.
+    fn make_foreign(&self, slug: &str) -> String;
+    /// Asserts that the foreign resource was left as it was.
+    fn assert_foreign(&self, slug: &str);
+    /// Puts some of the tenant's own data in, for its export to hold.
+    fn fill(&self, _repo: &Repo, _slug: &str) {}
+    /// Asserts, once the tenant is offboarded and before its purge, that its access is revoked
+    /// and its export (a verified folder) holds its data.
+    fn assert_exported(&self, _repo: &Repo, _export: &Path, _slug: &str) {}
+    /// The start of the purge's plan line.
+    fn purge_line(&self, slug: &str) -> String;
+    /// Asserts that the tenant's resource is gone and that `others`' stand.
+    fn assert_purged(&self, slug: &str, others: &[&str]);
+}
+
+fn tenant_file(slug: &str) -> String {
+    format!("slug: {slug}\nname: New Co\nplan: growth\nowner:\n  email: owner@{slug}.example\nregion: eu-west-1\n")
+}
+
+pub fn conformance(imp: &dyn Implementation) {
+    let repo = imp.repo();
+    no_hold(&repo);
+    let key = imp.key();
+
+    // Create.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains(&format!("+ acme/{key}\n")), "{plan}");
+    for line in imp.planned() {
+        assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
+    }
+    repo.apply();
+    for slug in TENANTS {
+        imp.assert_made(&repo, slug);
+    }
+    imp.assert_fleet(&TENANTS);
+    repo.assert_plan_empty();
+
+    // Drift, seen and put back.
+    let shows = imp.drift();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("# changed outside tenant-reconcile"),
+        "{plan}"
+    );
+    for line in shows {
+        assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
+    }
+    repo.apply();
+    for slug in TENANTS {
+        imp.assert_made(&repo, slug);
+    }
+    repo.assert_plan_empty();
+
+    // Someone else's resource of a new tenant's name: refused, left as it was, until imported.
+    for slug in [NEWCOMER, BESIDE] {
+        repo.write(&format!("tenants/{slug}.yaml"), &tenant_file(slug));
+    }
+    let named = imp.make_foreign(NEWCOMER);
+    let out = repo.run(&["plan"]);
+    let plan = text(&out.stdout) + &text(&out.stderr);
+    assert!(plan.contains(&named), "{named:?} not in:\n{plan}");
+    assert!(plan.contains("not managed by this state"), "{plan}");
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_ne!(out.status.code(), Some(0));
+    imp.assert_foreign(NEWCOMER);
+    // The other new tenant went ahead.
+    imp.assert_made(&repo, BESIDE);
+    let out = repo.run(&["apply", "--auto-approve", "--import", NEWCOMER]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    imp.assert_made(&repo, NEWCOMER);
+    repo.assert_plan_empty();
+
+    // Offboarded: revoked and exported, then purged and audited.
+    imp.fill(&repo, "acme");
+    offboard(&repo, "acme");
+    repo.apply();
+    let export = repo.path().join(".tenant-reconcile/exports/acme");
+    verified(&export);
+    imp.assert_exported(&repo, &export, "acme");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains(&imp.purge_line("acme")), "{plan}");
+    repo.apply();
+    imp.assert_purged(
+        "acme",
+        &["globex", "initech", "umbrella-labs", NEWCOMER, BESIDE],
+    );
+    let out = repo.run(&["audit", "acme", "--json"]);
+    let audit: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["address"] == format!("acme/{key}") && !e["purged_at"].is_null()),
+        "{audit:?}"
+    );
+    repo.assert_plan_empty();
+}
+
+impl Implementation for Zone {
+    fn repo(&self) -> Repo {
+        Zone::repo(self)
+    }
+
+    fn key(&self) -> &'static str {
+        "dns"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        vec![format!(
+            "+ acme/dns\n      + name  = \"{}\"\n      + ttl   = 60\n      + type  = \"CNAME\"\n      + value = \"ingress.example.com\"",
+            self.record("acme")
+        )]
+    }
+
+    fn assert_fleet(&self, slugs: &[&str]) {
+        let records = self.records();
+        assert_eq!(
+            records.len(),
+            2 * slugs.len(),
+            "a record and its mark each: {records:?}"
+        );
+    }
+
+    fn assert_made(&self, _repo: &Repo, slug: &str) {
+        let records = self.records();
+        assert_eq!(
+            records.get(&self.record(slug)),
+            Some(&("CNAME".to_string(), vec!["ingress.example.com".to_string()])),
+            "{slug}: {records:?}"
+        );
+        let (kind, mark) = &records[&format!("_tenant-reconcile.{}", self.record(slug))];
+        assert_eq!(kind, "TXT");
+        assert!(
+            mark[0].starts_with("\"tenant-reconcile state=default lineage="),
+            "{mark:?}"
+        );
+    }
+
+    fn drift(&self) -> Vec<String> {
+        // acme's record deleted, globex's pointed elsewhere.
+        use aws_sdk_route53::types::{ChangeAction, RrType};
+        let cname = RrType::Cname;
+        let acme = self.record("acme");
+        self.change(
+            ChangeAction::Delete,
+            &acme,
+            cname.clone(),
+            "ingress.example.com",
+        );
+        let globex = self.record("globex");
+        self.change(
+            ChangeAction::Upsert,
+            &globex,
+            cname,
+            "elsewhere.example.net",
+        );
+        vec![
+            "+ acme/dns  # changed outside tenant-reconcile".into(),
+            "~ value = \"elsewhere.example.net\" → \"ingress.example.com\"".into(),
+        ]
+    }
+
+    fn make_foreign(&self, slug: &str) -> String {
+        // external-dns's record of the name, with its own ownership record beside it.
+        use aws_sdk_route53::types::{ChangeAction, RrType};
+        let name = self.record(slug);
+        self.change(
+            ChangeAction::Create,
+            &name,
+            RrType::Cname,
+            "payments.example.net",
+        );
+        self.change(
+            ChangeAction::Create,
+            &format!("cname-{name}"),
+            RrType::Txt,
+            "\"heritage=external-dns,external-dns/owner=default\"",
+        );
+        format!("record {name}")
+    }
+
+    fn assert_foreign(&self, slug: &str) {
+        let records = self.records();
+        let name = self.record(slug);
+        assert_eq!(records[&name].1, ["payments.example.net"], "left as it was");
+        assert!(!records.contains_key(&format!("_tenant-reconcile.{name}")));
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        let name = self.record(slug);
+        format!("- {slug}/dns  # record {name} CNAME: points to ingress.example.com")
+    }
+
+    fn assert_purged(&self, slug: &str, others: &[&str]) {
+        let records = self.records();
+        let name = self.record(slug);
+        assert!(!records.contains_key(&name));
+        assert!(!records.contains_key(&format!("_tenant-reconcile.{name}")));
+        // external-dns's TXT record of newco's name stays: it was never ours.
+        assert_eq!(records.len(), 2 * others.len() + 1, "{records:?}");
+        for other in others {
+            assert!(records.contains_key(&self.record(other)), "{other}");
+        }
+    }
+}
+
+impl Implementation for Redis {
+    fn repo(&self) -> Repo {
+        Redis::repo(self)
+    }
+
+    fn key(&self) -> &'static str {
+        "limits"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        vec![
+            format!("+ key                  = \"{}\"", self.key("acme")),
+            format!("+ user                 = \"{}\"", self.user("acme")),
+            "+ password_fingerprint = (known after apply)".into(),
+        ]
+    }
+
+    fn assert_made(&self, repo: &Repo, slug: &str) {
+        let hash = self.hash(slug);
+        assert!(
+            hash.iter()
+                .any(|f| f.starts_with("_managed_by=tenant-reconcile state=default lineage=")),
+            "{slug}: {hash:?}"
+        );
+        let seats = hash.iter().find_map(|f| f.strip_prefix("seats=")).unwrap();
+        let acl = self
+            .acl(slug)
+            .unwrap_or_else(|| panic!("{slug} has no user"));
+        let prefix = format!("{}{slug}:", self.key_prefix);
+        assert!(
+            acl.contains(&format!(
+                "%R~{prefix}* ~{prefix}usage:* resetchannels -@all"
+            )),
+            "{acl}"
+        );
+        if slug == "umbrella-labs" {
+            // Suspended: its user is off.
+            assert!(acl.contains(" off "), "{acl}");
+        } else {
+            let url = self.url_of(repo, slug);
+            assert_eq!(
+                as_tenant(&url, &["HGET", &self.key(slug), "seats"]).trim(),
+                seats
+            );
+        }
+    }
+
+    fn drift(&self) -> Vec<String> {
+        admin(&["HSET", &self.key("globex"), "seats", "3"]);
+        vec![
+            "~ globex/limits  # changed outside tenant-reconcile".into(),
+            "\"seats\":3".into(),
+        ]
+    }
+
+    fn make_foreign(&self, slug: &str) -> String {
+        let theirs = self.user(slug);
+        admin(&[
+            "ACL",
+            "SETUSER",
+            &theirs,
+            "on",
+            ">their-own",
+            "~elsewhere:*",
+            "+get",
+        ]);
+        format!("limits {}", self.key(slug))
+    }
+
+    fn assert_foreign(&self, slug: &str) {
+        let acl = self.acl(slug).unwrap();
+        assert!(acl.contains("~elsewhere:*"), "left as it was: {acl}");
+        assert!(self.hash(slug).is_empty(), "no hash was made beside it");
+    }
+
+    fn fill(&self, repo: &Repo, slug: &str) {
+        let url = self.url_of(repo, slug);
+        let usage = format!("{}{slug}:usage:api_calls", self.key_prefix);
+        assert_eq!(as_tenant(&url, &["INCRBY", &usage, "42"]).trim(), "42");
+    }
+
+    fn assert_exported(&self, _repo: &Repo, export: &Path, slug: &str) {
+        assert!(self.acl(slug).unwrap().contains(" off "), "access revoked");
+        let exported: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(export.join("quotas/redis.json")).unwrap(),
+        )
+        .unwrap();
+        let usage = format!("{}{slug}:usage:api_calls", self.key_prefix);
+        assert_eq!(exported[&usage], "42", "{exported}");
+        assert_eq!(exported[self.key(slug)]["seats"], "80", "{exported}");
+        assert!(exported[self.key(slug)].get("_managed_by").is_none());
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        format!(
+            "- {slug}/limits  # limits {} and user {}: 3 limits",
+            self.key(slug),
+            self.user(slug)
+        )
+    }
+
+    fn assert_purged(&self, slug: &str, others: &[&str]) {
+        assert!(self.acl(slug).is_none());
+        let keys = self.keys();
+        assert!(
+            !keys.iter().any(|k| k.contains(&format!(":{slug}:"))),
+            "{keys:?}"
+        );
+        for other in others {
+            assert!(keys.contains(&self.key(other)), "{other}: {keys:?}");
+        }
+    }
+}
+
+impl Implementation for Broker {
+    fn repo(&self) -> Repo {
+        Broker::repo(self)
+    }
+
+    fn key(&self) -> &'static str {
+        "vhost"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        vec![format!("vhost                = \"{}\"", self.name("acme"))]
+    }
+
+    fn assert_made(&self, repo: &Repo, slug: &str) {
+        let name = self.name(slug);
+        let (status, vhost) = self.call("GET", &format!("vhosts/{name}"), None);
+        assert_eq!(status, 200, "{slug}'s vhost");
+        assert!(
+            vhost["description"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("tenant-reconcile state="),
+            "{vhost}"
+        );
+        let (status, _) = self.call("GET", &format!("users/{name}"), None);
+        assert_eq!(status, 200, "{slug}'s user");
+        if slug != "umbrella-labs" {
+            assert_eq!(self.tenant("roundtrip", &self.url_of(repo, slug), &[]).0, 0);
+        }
+    }
+
+    fn drift(&self) -> Vec<String> {
+        let globex = self.name("globex");
+        self.call(
+            "PUT",
+            &format!("vhost-limits/{globex}/max-queues"),
+            Some(json!({"value": 999})),
+        );
+        vec![
+            "~ globex/vhost  # changed outside tenant-reconcile".into(),
+            "~ max_queues = 999 → ".into(),
+        ]
+    }
+
+    fn make_foreign(&self, slug: &str) -> String {
+        let name = self.name(slug);
+        self.call(
+            "PUT",
+            &format!("vhosts/{name}"),
+            Some(json!({"description": "the payments team's"})),
+        );
+        format!("vhost {name}")
+    }
+
+    fn assert_foreign(&self, slug: &str) {
+        let name = self.name(slug);
+        let (_, vhost) = self.call("GET", &format!("vhosts/{name}"), None);
+        assert_eq!(
+            vhost["description"],
+            json!("the payments team's"),
+            "left as it was"
+        );
+        let (status, _) = self.call("GET", &format!("users/{name}"), None);
+        assert_eq!(status, 404, "no user was made beside it");
+    }
+
+    fn fill(&self, repo: &Repo, slug: &str) {
+        let url = self.url_of(repo, slug);
+        assert_eq!(self.tenant("declare", &url, &["orders"]).0, 0);
+    }
+
+    fn assert_exported(&self, repo: &Repo, export: &Path, slug: &str) {
+        // Revoked first, then exported: the queue it declared is in the definitions.
+        assert_eq!(self.tenant("roundtrip", &self.url_of(repo, slug), &[]).0, 3);
+        let definitions = std::fs::read_to_string(export.join("broker/definitions.json")).unwrap();
+        assert!(definitions.contains("\"orders\""), "{definitions}");
+        let manifest = std::fs::read_to_string(export.join("manifest.json")).unwrap();
+        assert!(manifest.contains("broker/definitions.json"), "{manifest}");
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        // (The message count is the broker's statistics, which may lag by seconds.)
+        let name = self.name(slug);
+        format!("- {slug}/vhost  # vhost {name} and user {name}: 1 queue, ")
+    }
+
+    fn assert_purged(&self, slug: &str, others: &[&str]) {
+        let name = self.name(slug);
+        let (status, _) = self.call("GET", &format!("vhosts/{name}"), None);
+        assert_eq!(status, 404, "the vhost is gone");
+        let (status, _) = self.call("GET", &format!("users/{name}"), None);
+        assert_eq!(status, 404, "the user is gone");
+        assert_eq!(
+            self.vhosts().len(),
+            others.len(),
+            "the others are untouched"
+        );
+    }
+}
+
+/// Where the example's tenants' buckets are; the scenario's new tenants are in eu-west-1.
+fn region(slug: &str) -> &'static str {
+    match slug {
+        "globex" => "us-east-1",
+        "initech" => "us-west-2",
+        "umbrella-labs" => "eu-central-1",
+        _ => "eu-west-1",
+    }
+}
+
+impl Implementation for S3 {
+    fn repo(&self) -> Repo {
+        S3::repo(self, "")
+    }
+
+    fn key(&self) -> &'static str {
+        "bucket"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        vec![format!("= \"{}\"", self.bucket("acme", "eu-west-1"))]
+    }
+
+    fn assert_made(&self, _repo: &Repo, slug: &str) {
+        let bucket = self.bucket(slug, region(slug));
+        assert!(
+            self.buckets().contains(&bucket),
+            "{slug}: {:?}",
+            self.buckets()
+        );
+        let tags = self.tags(&bucket);
+        assert_eq!(
+            tags.get("tenant").map(String::as_str),
+            Some(slug),
+            "{tags:?}"
+        );
+        assert_eq!(self.encryption(&bucket).as_deref(), Some("AES256"));
+        assert!(self.public_access_blocked(&bucket));
+    }
+
+    fn drift(&self) -> Vec<String> {
+        let globex = self.bucket("globex", region("globex"));
+        self.block_on(
+            self.client
+                .delete_bucket_encryption()
+                .bucket(&globex)
+                .send(),
+        )
+        .unwrap();
+        vec!["~ globex/bucket  # changed outside tenant-reconcile".into()]
+    }
+
+    fn make_foreign(&self, slug: &str) -> String {
+        let bucket = self.bucket(slug, region(slug));
+        self.block_on(
+            self.client
+                .create_bucket()
+                .bucket(&bucket)
+                .create_bucket_configuration(
+                    aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                        .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::EuWest1)
+                        .build(),
+                )
+                .send(),
+        )
+        .unwrap();
+        format!("bucket {bucket}")
+    }
+
+    fn assert_foreign(&self, slug: &str) {
+        let bucket = self.bucket(slug, region(slug));
+        assert!(self.tags(&bucket).is_empty(), "left as it was");
+        assert_eq!(self.encryption(&bucket), None, "left as it was");
+    }
+
+    fn fill(&self, _repo: &Repo, slug: &str) {
+        let bucket = self.bucket(slug, region(slug));
+        self.block_on(
+            self.client
+                .put_object()
+                .bucket(&bucket)
+                .key("reports/q3.csv")
+                .body(b"month,total\n7,42\n".to_vec().into())
+                .send(),
+        )
+        .unwrap();
+    }
+
+    fn assert_exported(&self, _repo: &Repo, export: &Path, _slug: &str) {
+        let object = std::fs::read_to_string(export.join("objects/reports/q3.csv")).unwrap();
+        assert_eq!(object, "month,total\n7,42\n");
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        format!(
+            "- {slug}/bucket  # bucket {}",
+            self.bucket(slug, region(slug))
+        )
+    }
+
+    fn assert_purged(&self, slug: &str, others: &[&str]) {
+        let buckets = self.buckets();
+        assert!(
+            !buckets.contains(&self.bucket(slug, region(slug))),
+            "{buckets:?}"
+        );
+        for other in others {
+            assert!(
+                buckets.contains(&self.bucket(other, region(other))),
+                "{other}"
+            );
+        }
+    }
+}
+
+#[test]
+fn buckets_s3() {
+    conformance(&S3::new());
+}
+
+#[test]
+fn dns_route53() {
+    conformance(&Zone::new());
+}
+
+#[test]
+fn quotas_redis() {
+    conformance(&Redis::new());
+}
+
+#[test]
+fn broker_rabbitmq() {
+    conformance(&Broker::new());
+}
