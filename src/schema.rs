@@ -88,6 +88,7 @@ pub fn tenant(repo: &TenantRepo) -> String {
 pub fn config() -> String {
     let mut schema = serde_json::to_value(schemars::schema_for!(crate::repo::config::Config))
         .expect("a schema serializes");
+    crate::targets::slot::add_to_schema(&mut schema);
     schema["$id"] = json!("tenant-reconcile/config");
     schema["title"] = json!("tenant-reconcile.hcl, as HCL's data model reads it");
     serde_json::to_string_pretty(&schema).expect("a schema serializes") + "\n"

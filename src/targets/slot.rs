@@ -29,6 +29,8 @@ pub trait Slot: Sync {
     /// What it may be set to besides `none`, the default: `["redis"]`. The settings of each
     /// are a block of its name (`redis { … }`).
     fn implementations(&self) -> &'static [&'static str];
+    /// The JSON schema of `implementation`'s settings block, for `schema config`.
+    fn settings_schema(&self, implementation: &str) -> serde_json::Value;
     /// Reads the settings of `implementation` from its block (`None` when the file has
     /// none), reporting every problem where it is written (`hcl_file::read_block`).
     fn configure(
@@ -88,15 +90,15 @@ pub fn plug(value: &mut hcl::Value, spans: &Spans) -> (Vec<Arc<dyn Plugged>>, Ve
             Some(hcl::Value::Object(targets)) => targets.shift_remove(slot.key()),
             _ => None,
         };
-        let mut blocks: Vec<(&str, hcl::Value)> = slot
+        let blocks: Vec<(&str, hcl::Value)> = slot
             .implementations()
             .iter()
             .filter_map(|name| Some((*name, config.shift_remove(*name)?)))
             .collect();
         let chosen = match chosen {
-            None => continue,
-            Some(hcl::Value::String(s)) if s == "none" => continue,
-            Some(hcl::Value::String(s)) if slot.implementations().contains(&s.as_str()) => s,
+            None => None,
+            Some(hcl::Value::String(s)) if s == "none" => None,
+            Some(hcl::Value::String(s)) if slot.implementations().contains(&s.as_str()) => Some(s),
             Some(other) => {
                 let known = ["none"]
                     .iter()
@@ -109,14 +111,23 @@ pub fn plug(value: &mut hcl::Value, spans: &Spans) -> (Vec<Arc<dyn Plugged>>, Ve
                         .problem(field, format!("unknown target {}", quoted(&other)))
                         .hint(format!("{field} can be: {known}")),
                 );
-                continue;
+                None
             }
         };
-        let block = blocks
-            .iter()
-            .position(|(name, _)| *name == chosen)
-            .map(|i| blocks.swap_remove(i).1);
-        match slot.configure(&chosen, block, spans) {
+        // A block is read whether or not the slot is set to it, as the older slots' are: a
+        // mistake in it is one even while it waits to be used.
+        let mut chosen_block = None;
+        for (name, block) in blocks {
+            if chosen.as_deref() == Some(name) {
+                chosen_block = Some(block);
+            } else if let Err(p) = slot.configure(name, Some(block), spans) {
+                problems.extend(p);
+            }
+        }
+        let Some(chosen) = chosen else {
+            continue;
+        };
+        match slot.configure(&chosen, chosen_block, spans) {
             Ok(p) => plugged.push(p),
             Err(p) => problems.extend(p),
         }
@@ -145,5 +156,36 @@ pub fn read_settings<T: serde::de::DeserializeOwned + Default>(
     match hcl_file::read_block(block_name, block, spans) {
         (Some(t), problems) if problems.is_empty() => Ok(t),
         (_, problems) => Err(problems),
+    }
+}
+
+/// Adds every plugged slot's setting and settings blocks to the config's JSON schema.
+pub fn add_to_schema(schema: &mut serde_json::Value) {
+    for slot in crate::targets::PLUGGED {
+        let choices: Vec<&str> = ["none"]
+            .into_iter()
+            .chain(slot.implementations().iter().copied())
+            .collect();
+        // `targets` is a reference to its definition, which is where its keys are listed.
+        let pointer = match schema["properties"]["targets"]["$ref"].as_str() {
+            Some(reference) => reference.trim_start_matches('#').to_string(),
+            None => "/properties/targets".into(),
+        };
+        let Some(at) = schema.pointer_mut(&pointer) else {
+            continue;
+        };
+        at["properties"][slot.key()] = serde_json::json!({
+            "description": format!("Each tenant's {}: `none`, or {}.", slot.key(), slot.implementations().join(", ")),
+            "type": "string",
+            "enum": choices,
+            "default": "none",
+        });
+        for implementation in slot.implementations() {
+            let mut block = slot.settings_schema(implementation);
+            if let Some(block) = block.as_object_mut() {
+                block.remove("$schema");
+            }
+            schema["properties"][*implementation] = block;
+        }
     }
 }

@@ -75,6 +75,10 @@ impl Slot for QuotasSlot {
         &["redis"]
     }
 
+    fn settings_schema(&self, _implementation: &str) -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(RedisConfig)).expect("a schema serializes")
+    }
+
     fn configure(
         &self,
         _implementation: &str,
@@ -93,7 +97,7 @@ impl Slot for QuotasSlot {
 
 /// The `redis` block. The server's own login, if it needs one, comes in `REDIS_URL`, never
 /// in the file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port/db`; without it `REDIS_URL`, then `redis://127.0.0.1:6379`.
