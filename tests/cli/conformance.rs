@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::dns::Zone;
 use crate::moto::S3;
 use crate::offboarding::{offboard, verified};
+use crate::pg::Pg;
 use crate::purge::no_hold;
 use crate::rabbitmq::Broker;
 use crate::redis::{admin, as_tenant, Redis};
@@ -567,6 +568,146 @@ impl Implementation for S3 {
             );
         }
     }
+}
+
+impl Pg {
+    /// The catalog's comment on a tenant's slice (its mark), as its isolation makes it: a
+    /// database (enterprise), a schema (growth), or rows in the shared schema (starter,
+    /// whose role carries the mark).
+    fn slice_mark(&self, slug: &str) -> Option<String> {
+        let name = self.name(slug);
+        let sql = match slug {
+            "globex" => format!(
+                "SELECT shobj_description(oid, 'pg_database') AS mark FROM pg_database WHERE datname = '{name}'"
+            ),
+            "initech" => format!(
+                "SELECT shobj_description(oid, 'pg_authid') AS mark FROM pg_roles WHERE rolname = '{name}'"
+            ),
+            _ => format!(
+                "SELECT obj_description(oid, 'pg_namespace') AS mark FROM pg_namespace WHERE nspname = '{name}'"
+            ),
+        };
+        let rows = self.query(&sql);
+        rows.first()
+            .and_then(|r| r["mark"].as_str())
+            .map(str::to_string)
+    }
+}
+
+impl Implementation for Pg {
+    fn repo(&self) -> Repo {
+        Pg::repo(self)
+    }
+
+    fn key(&self) -> &'static str {
+        "database"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        vec![format!("= \"{}\"", self.name("acme"))]
+    }
+
+    fn assert_made(&self, _repo: &Repo, slug: &str) {
+        let mark = self.slice_mark(slug);
+        assert!(
+            mark.as_deref()
+                .is_some_and(|m| m.starts_with("tenant-reconcile state=default lineage=")),
+            "{slug}: {mark:?}"
+        );
+        if slug != "umbrella-labs" {
+            // Its own login reads its own data.
+            let (role, db) = (
+                self.name(slug),
+                if slug == "globex" {
+                    self.name(slug)
+                } else {
+                    self.db.clone()
+                },
+            );
+            let table = match slug {
+                "globex" => "projects".to_string(),
+                "initech" => "tenants_shared.projects".to_string(),
+                _ => format!("\"{role}\".projects"),
+            };
+            let rows = self.query_as(&role, &db, &format!("SELECT count(*) AS n FROM {table}"));
+            assert!(rows.is_ok(), "{slug}: {rows:?}");
+        }
+    }
+
+    fn drift(&self) -> Vec<String> {
+        let acme = self.name("acme");
+        self.exec(&format!(
+            "REVOKE USAGE ON SCHEMA \"{acme}\" FROM \"{acme}\""
+        ));
+        vec![
+            "~ acme/database  # changed outside tenant-reconcile".into(),
+            "~ access = \"missing\" → \"granted\"".into(),
+        ]
+    }
+
+    fn make_foreign(&self, slug: &str) -> String {
+        let name = self.name(slug);
+        self.exec(&format!(
+            "CREATE SCHEMA \"{name}\"; CREATE TABLE \"{name}\".notes (body text); INSERT INTO \"{name}\".notes VALUES ('keep me');"
+        ));
+        format!("schema {name}")
+    }
+
+    fn assert_foreign(&self, slug: &str) {
+        let name = self.name(slug);
+        assert_eq!(self.slice_mark(slug), None, "left as it was");
+        assert_eq!(
+            self.query(&format!("SELECT body FROM \"{name}\".notes")),
+            vec![json!({"body": "keep me"})]
+        );
+    }
+
+    fn fill(&self, _repo: &Repo, slug: &str) {
+        let name = self.name(slug);
+        self.exec(&format!(
+            "INSERT INTO \"{name}\".projects (name) VALUES ('conformance')"
+        ));
+    }
+
+    fn assert_exported(&self, _repo: &Repo, export: &Path, slug: &str) {
+        let e = self
+            .query_as(&self.name(slug), &self.db, "SELECT 1")
+            .unwrap_err();
+        assert!(e.contains("not permitted to log in"), "access revoked: {e}");
+        let projects = std::fs::read_to_string(export.join("tables/projects.csv")).unwrap();
+        assert!(projects.contains("conformance"), "{projects}");
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        format!(
+            "- {slug}/database  # schema {}: 2 tables, ",
+            self.name(slug)
+        )
+    }
+
+    fn assert_purged(&self, slug: &str, others: &[&str]) {
+        let name = self.name(slug);
+        assert_eq!(
+            self.count(&format!(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = '{name}'"
+            )),
+            0
+        );
+        assert_eq!(
+            self.count(&format!(
+                "SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"
+            )),
+            0
+        );
+        for other in others {
+            assert!(self.slice_mark(other).is_some(), "{other}'s slice stays");
+        }
+    }
+}
+
+#[test]
+fn data_postgres() {
+    conformance(&Pg::new());
 }
 
 #[test]

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Old build against new build, in turns: an apply of N new schema-mode tenants on Postgres.
+#   bash bench/apply_turns.sh OLD_BIN NEW_BIN [TENANTS] [ROUNDS]
+# Each round applies the same generated repo once with OLD_BIN and once with NEW_BIN, each
+# from nothing (a database and role names of its own, removed after it), so both see the same
+# hour of a machine whose speed drifts. Prints each apply's wall time and peak memory, then
+# checks that the plan after it is empty.
+# Needs PostgreSQL at $BENCH_PG (default postgres://postgres@127.0.0.1:5432, trust auth), psql
+# and GNU time.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ $# -ge 2 ] || { echo "usage: bash bench/apply_turns.sh OLD_BIN NEW_BIN [TENANTS] [ROUNDS]" >&2; exit 1; }
+OLD=$1 NEW=$2
+N=${3:-3000}
+ROUNDS=${4:-2}
+PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
+export PGOPTIONS="-c client_min_messages=warning"
+ID=$$
+
+# shellcheck source=lib.sh
+source bench/lib.sh
+require_gnu_time
+
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-applyturns.XXXXXX")"
+drop() {
+  local run=$1
+  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS at_$run WITH (FORCE)" >/dev/null
+  psql "$PG/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
+    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'a${run}\_%' LOOP
+      EXECUTE format('DROP ROLE %I', r);
+    END LOOP; END \$\$" >/dev/null
+}
+RUNS_MADE=()
+cleanup() {
+  for run in "${RUNS_MADE[@]}"; do drop "$run"; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+python3 bench/generate.py "$N" "$TMP/template" schema
+export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
+echo "| round | build | apply (s) | peak memory (MB) |"
+echo "| ---: | --- | ---: | ---: |"
+for round in $(seq "$ROUNDS"); do
+  for build in old new; do
+    bin=$OLD
+    [ "$build" = new ] && bin=$NEW
+    run="${ID}r${round}${build}"
+    RUNS_MADE+=("$run")
+    dir="$TMP/$run"
+    cp -r "$TMP/template" "$dir"
+    psql "$PG/postgres" -qc "CREATE DATABASE at_$run" >/dev/null
+    printf 'state {\n  backend = "postgres"\n}\ntargets {\n  control_plane = "postgres"\n  data = "postgres"\n}\npostgres {\n  role_prefix = "a%s_"\n  schema_prefix = "a%s_"\n  database_prefix = "a%s_"\n}\n' \
+      "$run" "$run" "$run" >"$dir/tenant-reconcile.hcl"
+    export DATABASE_URL="$PG/at_$run"
+    if ! /usr/bin/time -f "%e %M" -o "$TMP/t" "$bin" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err"; then
+      echo "FAILED ($build)" >&2
+      tail -20 "$TMP/err" >&2
+      exit 1
+    fi
+    "$bin" -C "$dir" plan --detailed-exitcode >/dev/null 2>"$TMP/err" || { echo "the plan after the $build apply is not empty" >&2; exit 1; }
+    read -r secs kb <"$TMP/t"
+    echo "| $round | $build | $secs | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') |"
+    drop "$run"
+    rm -rf "$dir"
+  done
+done
+echo "$N schema-mode tenants, each apply from nothing; $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
