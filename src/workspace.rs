@@ -22,7 +22,6 @@ use crate::targets::control_plane::postgres::PgControl;
 use crate::targets::data::local::LocalData;
 use crate::targets::data::postgres::PgData;
 use crate::targets::data::Naming;
-use crate::targets::dns::route53::Route53Dns;
 use crate::targets::files::local::RenderedFiles;
 use crate::targets::provider::{ControlPlane, Provider};
 use crate::targets::unconfigured::Unconfigured;
@@ -45,9 +44,8 @@ pub struct Workspace {
     postgres: Arc<PgServer>,
     /// The S3 store of the s3 target and state backend; it loads credentials on first use.
     s3: Arc<S3Store>,
-    /// The broker and DNS targets, kept for their request counts (they connect on first use).
+    /// The broker target, kept for its request count (it connects on first use).
     broker: Arc<RabbitMq>,
-    dns: Arc<Route53Dns>,
 }
 
 impl Workspace {
@@ -143,10 +141,6 @@ impl Workspace {
             "rabbitmq" => self.broker.clone(),
             _ => Arc::new(Unconfigured::new(&[Kind::VHOST], "targets.broker")),
         };
-        let dns: Arc<dyn Provider> = match config.targets.dns.as_str() {
-            "route53" => self.dns.clone(),
-            _ => Arc::new(Unconfigured::new(&[Kind::DNS], "targets.dns")),
-        };
         // A slot that plugs in and is set to `none` still owns its kinds, as the broker does.
         let plugged: Vec<Arc<dyn Provider>> = crate::targets::PLUGGED
             .iter()
@@ -166,7 +160,7 @@ impl Workspace {
             self.local_dir.join("exports").join(".staging"),
             sources,
         ));
-        let mut providers = vec![data, buckets, broker, dns];
+        let mut providers = vec![data, buckets, broker];
         providers.extend(plugged);
         providers.push(Arc::new(RenderedFiles::new(self.output_dir.clone())));
         providers.push(exporter.clone());
@@ -182,12 +176,18 @@ impl Workspace {
         self.s3.calls()
     }
 
-    /// Requests sent to RabbitMQ's management API and to Route53 so far, for benchmarks.
+    /// Requests sent to RabbitMQ's management API so far, for benchmarks.
     pub fn broker_requests(&self) -> usize {
         self.broker.calls()
     }
-    pub fn dns_requests(&self) -> usize {
-        self.dns.calls()
+
+    /// Requests the target of the slot that plugs in as `slot` (`dns`) has sent so far.
+    pub fn plugged_requests(&self, slot: &str) -> usize {
+        let plugged = self.repo.config.plugged.iter();
+        plugged
+            .filter(|p| p.slot() == slot)
+            .map(|p| p.calls())
+            .sum()
     }
 
     /// The configured PostgreSQL server (it connects on first use).
@@ -294,7 +294,6 @@ struct Opening {
     postgres: Arc<PgServer>,
     s3: Arc<S3Store>,
     broker: Arc<RabbitMq>,
-    dns: Arc<Route53Dns>,
 }
 
 impl Opening {
@@ -311,7 +310,6 @@ impl Opening {
             postgres: Arc::new(PgServer::from_config(&config.config.postgres)),
             s3: Arc::new(S3Store::new(config.config.s3.clone())),
             broker: Arc::new(RabbitMq::new(config.config.rabbitmq.clone())),
-            dns: Arc::new(Route53Dns::new(config.config.route53.clone())),
             files,
             config,
         })
@@ -334,7 +332,6 @@ impl Opening {
             postgres: self.postgres,
             s3: self.s3,
             broker: self.broker,
-            dns: self.dns,
             repo,
             local_dir: self.local_dir,
         })

@@ -71,9 +71,6 @@ pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
     if repo.config.targets.broker != "none" {
         keys.push(Key::new(Kind::VHOST));
     }
-    if repo.config.targets.dns != "none" {
-        keys.push(Key::new(Kind::DNS));
-    }
     for plugged in &repo.config.plugged {
         keys.extend(plugged.keys());
     }
@@ -317,14 +314,6 @@ fn compile_tenant(
         resources.push(Resource {
             key: Key::new(Kind::VHOST),
             attrs: vhost,
-            content: None,
-        });
-    }
-
-    if repo.config.targets.dns != "none" {
-        resources.push(Resource {
-            key: Key::new(Kind::DNS),
-            attrs: crate::targets::dns::desired(&repo.config.route53, &spec.slug, &spec.region),
             content: None,
         });
     }

@@ -154,7 +154,8 @@ pub async fn apply(
     unlocked?;
     debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(),
         broker_requests = ws.broker_requests(),
-        dns_requests = ws.dns_requests(),
+        dns_requests = ws.plugged_requests("dns"),
+        quotas_requests = ws.plugged_requests("quotas"),
         "applied"
     );
     Ok(ApplyOutcome::Applied { plan, report })

@@ -15,7 +15,6 @@ use crate::diagnostic::Diagnostic;
 use crate::targets::broker::{self, RabbitmqConfig};
 use crate::targets::buckets;
 use crate::targets::data::is_plain_ident;
-use crate::targets::dns::{self, Route53Config};
 
 pub const CONFIG_FILE: &str = "tenant-reconcile.hcl";
 
@@ -45,8 +44,6 @@ pub struct Config {
     pub s3: S3Config,
     #[serde(default)]
     pub rabbitmq: RabbitmqConfig,
-    #[serde(default)]
-    pub route53: Route53Config,
     #[serde(default)]
     pub offboarding: OffboardingConfig,
     /// Tenants whose resources that exist but are not this state's are adopted, as
@@ -142,7 +139,6 @@ impl Default for Config {
             postgres: PostgresConfig::default(),
             s3: S3Config::default(),
             rabbitmq: RabbitmqConfig::default(),
-            route53: Route53Config::default(),
             offboarding: OffboardingConfig::default(),
             import: Vec::new(),
             raw_checks: BTreeMap::new(),
@@ -240,9 +236,6 @@ pub struct TargetsConfig {
     /// Each tenant's message-broker vhost and user: `none`, or `rabbitmq`.
     #[serde(default = "default_none")]
     pub broker: String,
-    /// Each tenant's DNS record: `none`, or `route53`.
-    #[serde(default = "default_none")]
-    pub dns: String,
 }
 
 impl Default for TargetsConfig {
@@ -252,7 +245,6 @@ impl Default for TargetsConfig {
             data: default_local(),
             buckets: default_local(),
             broker: default_none(),
-            dns: default_none(),
         }
     }
 }
@@ -331,11 +323,6 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         return Err(problems);
     };
     config.plugged = plugged;
-    // `aws route53 list-hosted-zones` and boto3 print a zone's id as `/hostedzone/Z…`;
-    // the API's paths take the bare id.
-    if let Some(id) = config.route53.zone_id.strip_prefix("/hostedzone/") {
-        config.route53.zone_id = id.to_string();
-    }
     match super::checks::parse(spans, std::mem::take(&mut config.raw_checks)) {
         Ok(c) => config.checks = c,
         Err(p) => problems.extend(p),
@@ -373,7 +360,6 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
             &config.targets.broker,
             &["none", "rabbitmq"],
         ),
-        ("targets.dns", &config.targets.dns, &["none", "route53"]),
     ] {
         if !known.contains(&value.as_str()) {
             problems.push(
@@ -447,9 +433,6 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     }
     problems.extend(check_s3(spans, &config));
     problems.extend(broker::check(spans, &config.rabbitmq));
-    if config.targets.dns == "route53" {
-        problems.extend(dns::check(spans, &config.route53));
-    }
     let dir = Path::new(&config.migrations_dir);
     if dir.is_absolute()
         || dir

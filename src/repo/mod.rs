@@ -333,21 +333,12 @@ fn check_bucket_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic
     problems
 }
 
-/// The broker's vhost and user names and the DNS record names come from prefixes or a
-/// pattern and a slug, so they are checked before any call, as bucket names are.
+/// The broker's vhost and user names, and the names of the slots that plug in (a DNS
+/// record's), come from prefixes or a pattern and a slug, so they are checked before any
+/// call, as bucket names are.
 fn check_target_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
-    let mut records: HashMap<String, &TenantSpec> = HashMap::new();
     for t in tenants {
-        for plugged in &config.plugged {
-            for (problem, hint) in plugged.check_tenant(&t.slug) {
-                problems.push(
-                    Diagnostic::new(&t.file, problem)
-                        .locate(&t.source, "slug")
-                        .hint(hint),
-                );
-            }
-        }
         if config.targets.broker != "none" {
             let mq = &config.rabbitmq;
             for (what, name) in [
@@ -363,25 +354,9 @@ fn check_target_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic
                 }
             }
         }
-        if config.targets.dns != "none" {
-            let name = crate::targets::dns::name(&config.route53, &t.slug, &t.region);
-            if let Err(why) = crate::targets::dns::check_name(&name) {
-                problems.push(
-                    Diagnostic::new(&t.file, format!("the DNS name {name:?} {why}"))
-                        .locate(&t.source, "slug")
-                        .hint("the name comes from record_name in the route53 block of tenant-reconcile.hcl"),
-                );
-            } else if let Some(other) = records.insert(name.clone(), t) {
-                problems.push(
-                    Diagnostic::new(
-                        &t.file,
-                        format!("the DNS name {name:?} is also {}'s", other.slug),
-                    )
-                    .locate(&t.source, "slug")
-                    .hint("two tenants cannot share a record: change record_name"),
-                );
-            }
-        }
+    }
+    for plugged in &config.plugged {
+        problems.extend(plugged.check_tenants(tenants));
     }
     problems
 }

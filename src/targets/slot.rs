@@ -11,9 +11,8 @@ use std::sync::Arc;
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::Attrs;
 use crate::model::resource::{Key, Kind, Resource};
-use crate::model::tenant::Effective;
+use crate::model::tenant::{Effective, TenantSpec};
 use crate::repo::hcl_file::{self, Spans};
-use crate::slug::Slug;
 use crate::targets::provider::Provider;
 
 /// A slot that plugs in.
@@ -31,8 +30,18 @@ pub trait Slot: Sync {
     fn implementations(&self) -> &'static [&'static str];
     /// The JSON schema of `implementation`'s settings block, for `schema config`.
     fn settings_schema(&self, implementation: &str) -> serde_json::Value;
+    /// Reads a block the slot is not set to, reporting only what does not read (a value of
+    /// the wrong type, a key it does not have): its checks wait until it is used, as the
+    /// older slots' blocks' do.
+    fn read_unused(
+        &self,
+        implementation: &str,
+        block: hcl::Value,
+        spans: &Spans,
+    ) -> Vec<Diagnostic>;
     /// Reads the settings of `implementation` from its block (`None` when the file has
-    /// none), reporting every problem where it is written (`hcl_file::read_block`).
+    /// none) and checks them, reporting every problem where it is written
+    /// (`hcl_file::read_block`).
     fn configure(
         &self,
         implementation: &str,
@@ -48,9 +57,13 @@ pub trait Plugged: Send + Sync + std::fmt::Debug {
     /// The keys every tenant gets from it, known from the repo alone (refresh starts before
     /// compiling).
     fn keys(&self) -> Vec<Key>;
-    /// What is wrong with the names a tenant would get (one too long, say), each with a
-    /// hint, so `validate` finds it before any call.
-    fn check_tenant(&self, slug: &Slug) -> Vec<(String, String)>;
+    /// What is wrong with the names the tenants would get (one too long, two the same), so
+    /// `validate` finds it before any call.
+    fn check_tenants(&self, tenants: &[TenantSpec]) -> Vec<Diagnostic>;
+    /// Requests its target has sent so far, for benchmarks.
+    fn calls(&self) -> usize {
+        0
+    }
     /// A tenant's resources, in `keys`' order.
     fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource>;
     /// Its target. Made once, when the config is read; it connects on first use.
@@ -114,14 +127,14 @@ pub fn plug(value: &mut hcl::Value, spans: &Spans) -> (Vec<Arc<dyn Plugged>>, Ve
                 None
             }
         };
-        // A block is read whether or not the slot is set to it, as the older slots' are: a
-        // mistake in it is one even while it waits to be used.
+        // A block is read whether or not the slot is set to it: a value that does not read
+        // is a mistake even while the block waits to be used.
         let mut chosen_block = None;
         for (name, block) in blocks {
             if chosen.as_deref() == Some(name) {
                 chosen_block = Some(block);
-            } else if let Err(p) = slot.configure(name, Some(block), spans) {
-                problems.extend(p);
+            } else {
+                problems.extend(slot.read_unused(name, block, spans));
             }
         }
         let Some(chosen) = chosen else {
@@ -188,4 +201,15 @@ pub fn add_to_schema(schema: &mut serde_json::Value) {
             schema["properties"][*implementation] = block;
         }
     }
+}
+
+/// What a block the slot is not set to does not read as `T`.
+pub fn unread<T: serde::de::DeserializeOwned + Default>(
+    block_name: &str,
+    block: hcl::Value,
+    spans: &Spans,
+) -> Vec<Diagnostic> {
+    read_settings::<T>(block_name, Some(block), spans)
+        .err()
+        .unwrap_or_default()
 }

@@ -1,8 +1,12 @@
 //! What a tenant's DNS record should be: a CNAME from a name made of its slug (by the
 //! config's pattern) to the shared ingress, as the attributes every DNS target compares.
-//! Names are written without the final dot; a target adds and strips it.
+//! Names are written without the final dot; a target adds and strips it. A slot that plugs
+//! in (`targets::slot`): its settings, checks and target are all here.
 
 pub mod route53;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -10,9 +14,12 @@ use serde_json::json;
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::KindFacts;
-use crate::model::resource::Kind;
+use crate::model::resource::{Key, Kind, Resource};
+use crate::model::tenant::TenantSpec;
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
+use crate::targets::provider::Provider;
+use crate::targets::slot::{self, Plugged, Slot, TenantInputs};
 
 pub const RECORD_TYPE: &str = "CNAME";
 
@@ -202,6 +209,126 @@ pub fn check(spans: &Spans, dns: &Route53Config) -> Vec<Diagnostic> {
         );
     }
     problems
+}
+
+pub struct DnsSlot;
+
+impl Slot for DnsSlot {
+    fn key(&self) -> &'static str {
+        "dns"
+    }
+
+    fn setting(&self) -> &'static str {
+        "targets.dns"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::DNS]
+    }
+
+    fn implementations(&self) -> &'static [&'static str] {
+        &["route53"]
+    }
+
+    fn settings_schema(&self, _implementation: &str) -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(Route53Config)).expect("a schema serializes")
+    }
+
+    fn read_unused(
+        &self,
+        _implementation: &str,
+        block: hcl::Value,
+        spans: &Spans,
+    ) -> Vec<Diagnostic> {
+        slot::unread::<Route53Config>("route53", block, spans)
+    }
+
+    fn configure(
+        &self,
+        _implementation: &str,
+        block: Option<hcl::Value>,
+        spans: &Spans,
+    ) -> Result<Arc<dyn Plugged>, Vec<Diagnostic>> {
+        let mut config: Route53Config = slot::read_settings("route53", block, spans)?;
+        // `aws route53 list-hosted-zones` and boto3 print a zone's id as `/hostedzone/Z…`;
+        // the API's paths take the bare id.
+        if let Some(id) = config.zone_id.strip_prefix("/hostedzone/") {
+            config.zone_id = id.to_string();
+        }
+        let problems = check(spans, &config);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let target = Arc::new(route53::Route53Dns::new(config.clone()));
+        Ok(Arc::new(Route53Slot { config, target }))
+    }
+}
+
+/// The slot set to Route53.
+struct Route53Slot {
+    config: Route53Config,
+    target: Arc<route53::Route53Dns>,
+}
+
+impl std::fmt::Debug for Route53Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route53Slot")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugged for Route53Slot {
+    fn slot(&self) -> &'static str {
+        "dns"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        vec![Key::new(Kind::DNS)]
+    }
+
+    /// Every name against DNS's rules, and no two tenants on one name.
+    fn check_tenants(&self, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+        let mut problems = Vec::new();
+        let mut records: HashMap<String, &TenantSpec> = HashMap::new();
+        for t in tenants {
+            let name = name(&self.config, &t.slug, &t.region);
+            if let Err(why) = check_name(&name) {
+                problems.push(
+                    Diagnostic::new(&t.file, format!("the DNS name {name:?} {why}"))
+                        .locate(&t.source, "slug")
+                        .hint("the name comes from record_name in the route53 block of tenant-reconcile.hcl"),
+                );
+            } else if let Some(other) = records.insert(name.clone(), t) {
+                problems.push(
+                    Diagnostic::new(
+                        &t.file,
+                        format!("the DNS name {name:?} is also {}'s", other.slug),
+                    )
+                    .locate(&t.source, "slug")
+                    .hint("two tenants cannot share a record: change record_name"),
+                );
+            }
+        }
+        problems
+    }
+
+    fn calls(&self) -> usize {
+        self.target.calls()
+    }
+
+    fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource> {
+        let t = tenant.tenant;
+        vec![Resource {
+            key: Key::new(Kind::DNS),
+            attrs: desired(&self.config, &t.slug, &t.region),
+            content: None,
+        }]
+    }
+
+    fn target(&self) -> Arc<dyn Provider> {
+        self.target.clone()
+    }
 }
 
 /// A tenant's DNS record.

@@ -21,7 +21,7 @@ use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::{count, KindFacts};
 use crate::model::resource::{Key, Kind, Resource};
-use crate::model::tenant::Status;
+use crate::model::tenant::{Status, TenantSpec};
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
 use crate::targets::provider::Provider;
@@ -77,6 +77,15 @@ impl Slot for QuotasSlot {
 
     fn settings_schema(&self, _implementation: &str) -> serde_json::Value {
         serde_json::to_value(schemars::schema_for!(RedisConfig)).expect("a schema serializes")
+    }
+
+    fn read_unused(
+        &self,
+        _implementation: &str,
+        block: hcl::Value,
+        spans: &Spans,
+    ) -> Vec<Diagnostic> {
+        slot::unread::<RedisConfig>("redis", block, spans)
     }
 
     fn configure(
@@ -239,15 +248,26 @@ impl Plugged for RedisSlot {
         vec![Key::new(LIMITS)]
     }
 
-    fn check_tenant(&self, slug: &Slug) -> Vec<(String, String)> {
-        let user = self.config.user(slug);
-        if user.len() > 128 {
-            return vec![(
-                format!("the Redis user name {user:?} is {} characters", user.len()),
-                "keep user_prefix in the redis block of tenant-reconcile.hcl short: names are at most 128".into(),
-            )];
+    fn check_tenants(&self, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+        let mut problems = Vec::new();
+        for t in tenants {
+            let user = self.config.user(&t.slug);
+            if user.len() > 128 {
+                problems.push(
+                    Diagnostic::new(
+                        &t.file,
+                        format!("the Redis user name {user:?} is {} characters", user.len()),
+                    )
+                    .locate(&t.source, "slug")
+                    .hint("keep user_prefix in the redis block of tenant-reconcile.hcl short: names are at most 128"),
+                );
+            }
         }
-        Vec::new()
+        problems
+    }
+
+    fn calls(&self) -> usize {
+        self.target.calls()
     }
 
     fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource> {
