@@ -169,16 +169,32 @@ pub fn add(
     let reason = if !becomes_active {
         None
     } else {
+        let rebuilt: Vec<Kind> = tp
+            .changes
+            .iter()
+            .filter(|c| rebuilds(c))
+            .map(|c| c.key.kind)
+            .collect();
         let why = if tp.lifecycle.from != Lifecycle::Active {
-            Some("before it becomes active")
-        } else if tp.changes.iter().any(rebuilds) {
-            Some("its role, slice or bucket is built anew")
-        } else {
+            Some("before it becomes active".to_string())
+        } else if rebuilt.is_empty() {
             None
+        } else if rebuilt
+            .iter()
+            .all(|k| [Kind::ROLE, Kind::DATABASE, Kind::BUCKET].contains(k))
+        {
+            Some("its role, slice or bucket is built anew".to_string())
+        } else {
+            // A slot's own kind (a tenant's limits) is named as it is.
+            let names: Vec<&str> = rebuilt.iter().map(|k| k.as_str()).collect();
+            Some(format!(
+                "what it is used through is built anew: {}",
+                names.join(", ")
+            ))
         };
         match (why, smoke_failed(recorded)) {
             (Some(why), Some(e)) => Some(format!("{why}; last time {e}")),
-            (Some(why), None) => Some(why.to_string()),
+            (Some(why), None) => Some(why),
             (None, Some(e)) => Some(format!("last time {e}")),
             (None, None) => None,
         }

@@ -350,3 +350,24 @@ fn an_apply_killed_anywhere_converges_on_the_rerun() {
     );
     repo.assert_plan_empty();
 }
+
+#[test]
+fn turned_on_for_a_fleet_that_exists_each_tenant_is_smoke_tested_through_its_new_login() {
+    let redis = Redis::new();
+    let repo = Repo::example();
+    repo.apply();
+    repo.write("tenant-reconcile.hcl", &redis.config());
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("> acme/smoke_test  # what it is used through is built anew: limits"),
+        "{plan}"
+    );
+    // The smoke tests log in as each active tenant; one that failed would fail the apply.
+    repo.apply();
+    let url = redis.url_of(&repo, "acme");
+    assert_eq!(
+        as_tenant(&url, &["HGET", &redis.key("acme"), "seats"]).trim(),
+        "80"
+    );
+    repo.assert_plan_empty();
+}
