@@ -371,3 +371,16 @@ fn turned_on_for_a_fleet_that_exists_each_tenant_is_smoke_tested_through_its_new
     );
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_config_that_stops_naming_redis_leaves_the_limits_and_users_as_they_are() {
+    let redis = Redis::new();
+    let repo = redis.repo();
+    repo.apply();
+    repo.remove("tenant-reconcile.hcl");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("No changes."), "{plan}");
+    assert_eq!(redis.keys().len(), 4, "nothing was removed");
+    assert!(redis.acl("acme").is_some());
+    repo.assert_plan_empty();
+}
