@@ -35,11 +35,13 @@ pub trait Implementation {
     /// Asserts, from outside, that the tenant's resource stands as its file asks, marked ours.
     fn assert_made(&self, repo: &Repo, slug: &str);
     /// Changes some tenants' resources by hand: what the plan must then show.
-    fn drift(&self) -> Vec<String>;
+    fn drift(&self, repo: &Repo) -> Vec<String>;
     /// Makes a resource of the tenant's name that is someone else's: how the plan names it.
-    fn make_foreign(&self, slug: &str) -> String;
+    /// `None` for a target that keeps no marks of ownership (the local targets, whose
+    /// folder is this tool's alone): there is nothing to refuse or import.
+    fn make_foreign(&self, slug: &str) -> Option<String>;
     /// Asserts that the foreign resource was left as it was.
-    fn assert_foreign(&self, slug: &str);
+    fn assert_foreign(&self, _slug: &str) {}
     /// Puts some of the tenant's own data in, for its export to hold.
     fn fill(&self, _repo: &Repo, _slug: &str) {}
     /// Asserts, once the tenant is offboarded and before its purge, that its access is revoked
@@ -48,7 +50,7 @@ pub trait Implementation {
     /// The start of the purge's plan line.
     fn purge_line(&self, slug: &str) -> String;
     /// Asserts that the tenant's resource is gone and that `others`' stand.
-    fn assert_purged(&self, slug: &str, others: &[&str]);
+    fn assert_purged(&self, repo: &Repo, slug: &str, others: &[&str]);
 }
 
 fn tenant_file(slug: &str) -> String {
@@ -74,7 +76,7 @@ pub fn conformance(imp: &dyn Implementation) {
     repo.assert_plan_empty();
 
     // Drift, seen and put back.
-    let shows = imp.drift();
+    let shows = imp.drift(&repo);
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(
         plan.contains("# changed outside tenant-reconcile"),
@@ -93,18 +95,22 @@ pub fn conformance(imp: &dyn Implementation) {
     for slug in [NEWCOMER, BESIDE] {
         repo.write(&format!("tenants/{slug}.yaml"), &tenant_file(slug));
     }
-    let named = imp.make_foreign(NEWCOMER);
-    let out = repo.run(&["plan"]);
-    let plan = text(&out.stdout) + &text(&out.stderr);
-    assert!(plan.contains(&named), "{named:?} not in:\n{plan}");
-    assert!(plan.contains("not managed by this state"), "{plan}");
-    let out = repo.run(&["apply", "--auto-approve"]);
-    assert_ne!(out.status.code(), Some(0));
-    imp.assert_foreign(NEWCOMER);
-    // The other new tenant went ahead.
-    imp.assert_made(&repo, BESIDE);
-    let out = repo.run(&["apply", "--auto-approve", "--import", NEWCOMER]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    if let Some(named) = imp.make_foreign(NEWCOMER) {
+        let out = repo.run(&["plan"]);
+        let plan = text(&out.stdout) + &text(&out.stderr);
+        assert!(plan.contains(&named), "{named:?} not in:\n{plan}");
+        assert!(plan.contains("not managed by this state"), "{plan}");
+        let out = repo.run(&["apply", "--auto-approve"]);
+        assert_ne!(out.status.code(), Some(0));
+        imp.assert_foreign(NEWCOMER);
+        // The other new tenant went ahead.
+        imp.assert_made(&repo, BESIDE);
+        let out = repo.run(&["apply", "--auto-approve", "--import", NEWCOMER]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    } else {
+        repo.apply();
+        imp.assert_made(&repo, BESIDE);
+    }
     imp.assert_made(&repo, NEWCOMER);
     repo.assert_plan_empty();
 
@@ -119,6 +125,7 @@ pub fn conformance(imp: &dyn Implementation) {
     assert!(plan.contains(&imp.purge_line("acme")), "{plan}");
     repo.apply();
     imp.assert_purged(
+        &repo,
         "acme",
         &["globex", "initech", "umbrella-labs", NEWCOMER, BESIDE],
     );
@@ -173,7 +180,7 @@ impl Implementation for Zone {
         );
     }
 
-    fn drift(&self) -> Vec<String> {
+    fn drift(&self, _repo: &Repo) -> Vec<String> {
         // acme's record deleted, globex's pointed elsewhere.
         use aws_sdk_route53::types::{ChangeAction, RrType};
         let cname = RrType::Cname;
@@ -197,7 +204,7 @@ impl Implementation for Zone {
         ]
     }
 
-    fn make_foreign(&self, slug: &str) -> String {
+    fn make_foreign(&self, slug: &str) -> Option<String> {
         // external-dns's record of the name, with its own ownership record beside it.
         use aws_sdk_route53::types::{ChangeAction, RrType};
         let name = self.record(slug);
@@ -213,7 +220,7 @@ impl Implementation for Zone {
             RrType::Txt,
             "\"heritage=external-dns,external-dns/owner=default\"",
         );
-        format!("record {name}")
+        Some(format!("record {name}"))
     }
 
     fn assert_foreign(&self, slug: &str) {
@@ -228,7 +235,7 @@ impl Implementation for Zone {
         format!("- {slug}/dns  # record {name} CNAME: points to ingress.example.com")
     }
 
-    fn assert_purged(&self, slug: &str, others: &[&str]) {
+    fn assert_purged(&self, _repo: &Repo, slug: &str, others: &[&str]) {
         let records = self.records();
         let name = self.record(slug);
         assert!(!records.contains_key(&name));
@@ -288,7 +295,7 @@ impl Implementation for Redis {
         }
     }
 
-    fn drift(&self) -> Vec<String> {
+    fn drift(&self, _repo: &Repo) -> Vec<String> {
         admin(&["HSET", &self.key("globex"), "seats", "3"]);
         vec![
             "~ globex/limits  # changed outside tenant-reconcile".into(),
@@ -296,7 +303,7 @@ impl Implementation for Redis {
         ]
     }
 
-    fn make_foreign(&self, slug: &str) -> String {
+    fn make_foreign(&self, slug: &str) -> Option<String> {
         let theirs = self.user(slug);
         admin(&[
             "ACL",
@@ -307,7 +314,7 @@ impl Implementation for Redis {
             "~elsewhere:*",
             "+get",
         ]);
-        format!("limits {}", self.key(slug))
+        Some(format!("limits {}", self.key(slug)))
     }
 
     fn assert_foreign(&self, slug: &str) {
@@ -342,7 +349,7 @@ impl Implementation for Redis {
         )
     }
 
-    fn assert_purged(&self, slug: &str, others: &[&str]) {
+    fn assert_purged(&self, _repo: &Repo, slug: &str, others: &[&str]) {
         assert!(self.acl(slug).is_none());
         let keys = self.keys();
         assert!(
@@ -386,7 +393,7 @@ impl Implementation for Broker {
         }
     }
 
-    fn drift(&self) -> Vec<String> {
+    fn drift(&self, _repo: &Repo) -> Vec<String> {
         let globex = self.name("globex");
         self.call(
             "PUT",
@@ -399,14 +406,14 @@ impl Implementation for Broker {
         ]
     }
 
-    fn make_foreign(&self, slug: &str) -> String {
+    fn make_foreign(&self, slug: &str) -> Option<String> {
         let name = self.name(slug);
         self.call(
             "PUT",
             &format!("vhosts/{name}"),
             Some(json!({"description": "the payments team's"})),
         );
-        format!("vhost {name}")
+        Some(format!("vhost {name}"))
     }
 
     fn assert_foreign(&self, slug: &str) {
@@ -441,7 +448,7 @@ impl Implementation for Broker {
         format!("- {slug}/vhost  # vhost {name} and user {name}: 1 queue, ")
     }
 
-    fn assert_purged(&self, slug: &str, others: &[&str]) {
+    fn assert_purged(&self, _repo: &Repo, slug: &str, others: &[&str]) {
         let name = self.name(slug);
         let (status, _) = self.call("GET", &format!("vhosts/{name}"), None);
         assert_eq!(status, 404, "the vhost is gone");
@@ -495,7 +502,7 @@ impl Implementation for S3 {
         assert!(self.public_access_blocked(&bucket));
     }
 
-    fn drift(&self) -> Vec<String> {
+    fn drift(&self, _repo: &Repo) -> Vec<String> {
         let globex = self.bucket("globex", region("globex"));
         self.block_on(
             self.client
@@ -507,7 +514,7 @@ impl Implementation for S3 {
         vec!["~ globex/bucket  # changed outside tenant-reconcile".into()]
     }
 
-    fn make_foreign(&self, slug: &str) -> String {
+    fn make_foreign(&self, slug: &str) -> Option<String> {
         let bucket = self.bucket(slug, region(slug));
         self.block_on(
             self.client
@@ -521,7 +528,7 @@ impl Implementation for S3 {
                 .send(),
         )
         .unwrap();
-        format!("bucket {bucket}")
+        Some(format!("bucket {bucket}"))
     }
 
     fn assert_foreign(&self, slug: &str) {
@@ -555,7 +562,7 @@ impl Implementation for S3 {
         )
     }
 
-    fn assert_purged(&self, slug: &str, others: &[&str]) {
+    fn assert_purged(&self, _repo: &Repo, slug: &str, others: &[&str]) {
         let buckets = self.buckets();
         assert!(
             !buckets.contains(&self.bucket(slug, region(slug))),
@@ -634,7 +641,7 @@ impl Implementation for Pg {
         }
     }
 
-    fn drift(&self) -> Vec<String> {
+    fn drift(&self, _repo: &Repo) -> Vec<String> {
         let acme = self.name("acme");
         self.exec(&format!(
             "REVOKE USAGE ON SCHEMA \"{acme}\" FROM \"{acme}\""
@@ -645,12 +652,12 @@ impl Implementation for Pg {
         ]
     }
 
-    fn make_foreign(&self, slug: &str) -> String {
+    fn make_foreign(&self, slug: &str) -> Option<String> {
         let name = self.name(slug);
         self.exec(&format!(
             "CREATE SCHEMA \"{name}\"; CREATE TABLE \"{name}\".notes (body text); INSERT INTO \"{name}\".notes VALUES ('keep me');"
         ));
-        format!("schema {name}")
+        Some(format!("schema {name}"))
     }
 
     fn assert_foreign(&self, slug: &str) {
@@ -685,7 +692,7 @@ impl Implementation for Pg {
         )
     }
 
-    fn assert_purged(&self, slug: &str, others: &[&str]) {
+    fn assert_purged(&self, _repo: &Repo, slug: &str, others: &[&str]) {
         let name = self.name(slug);
         assert_eq!(
             self.count(&format!(
@@ -703,6 +710,140 @@ impl Implementation for Pg {
             assert!(self.slice_mark(other).is_some(), "{other}'s slice stays");
         }
     }
+}
+
+/// The local data target: a SQLite file per tenant under the repo's `.tenant-reconcile/`.
+pub struct LocalData;
+
+impl Implementation for LocalData {
+    fn repo(&self) -> Repo {
+        Repo::example()
+    }
+
+    fn key(&self) -> &'static str {
+        "database"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn assert_made(&self, repo: &Repo, slug: &str) {
+        let file = format!("data/{slug}.sqlite");
+        assert!(
+            repo.count(&file, "SELECT COUNT(*) FROM projects") >= 1,
+            "{slug}"
+        );
+    }
+
+    fn drift(&self, repo: &Repo) -> Vec<String> {
+        std::fs::remove_file(repo.state_dir().join("data/globex.sqlite")).unwrap();
+        vec!["+ globex/database  # changed outside tenant-reconcile".into()]
+    }
+
+    fn make_foreign(&self, _slug: &str) -> Option<String> {
+        None
+    }
+
+    fn fill(&self, repo: &Repo, slug: &str) {
+        repo.query(
+            &format!("data/{slug}.sqlite"),
+            "INSERT INTO projects (name) VALUES ('conformance')",
+        );
+    }
+
+    fn assert_exported(&self, repo: &Repo, export: &Path, slug: &str) {
+        assert!(
+            repo.state_dir()
+                .join(format!("data/{slug}.sqlite"))
+                .exists(),
+            "kept until the purge"
+        );
+        let projects = std::fs::read_to_string(export.join("tables/projects.csv")).unwrap();
+        assert!(projects.contains("conformance"), "{projects}");
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        format!("- {slug}/database  # database file data/{slug}.sqlite: 2 tables, ")
+    }
+
+    fn assert_purged(&self, repo: &Repo, slug: &str, others: &[&str]) {
+        let data = repo.state_dir().join("data");
+        assert!(!data.join(format!("{slug}.sqlite")).exists());
+        for other in others {
+            assert!(data.join(format!("{other}.sqlite")).exists(), "{other}");
+        }
+    }
+}
+
+/// The local buckets target: a folder per tenant under the repo's `.tenant-reconcile/`.
+pub struct LocalBuckets;
+
+impl Implementation for LocalBuckets {
+    fn repo(&self) -> Repo {
+        Repo::example()
+    }
+
+    fn key(&self) -> &'static str {
+        "bucket"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        vec!["+ name          = \"acme\"".into()]
+    }
+
+    fn assert_made(&self, repo: &Repo, slug: &str) {
+        let settings = repo
+            .state_dir()
+            .join(format!("buckets/{slug}/.bucket.json"));
+        let text = std::fs::read_to_string(&settings).unwrap_or_else(|e| panic!("{slug}: {e}"));
+        assert!(text.contains("AES256"), "{slug}: {text}");
+    }
+
+    fn drift(&self, repo: &Repo) -> Vec<String> {
+        std::fs::remove_file(repo.state_dir().join("buckets/globex/.bucket.json")).unwrap();
+        vec![
+            "~ globex/bucket  # changed outside tenant-reconcile".into(),
+            "+ encryption    = \"AES256\"".into(),
+        ]
+    }
+
+    fn make_foreign(&self, _slug: &str) -> Option<String> {
+        None
+    }
+
+    fn fill(&self, repo: &Repo, slug: &str) {
+        let dir = repo.state_dir().join(format!("buckets/{slug}/reports"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("q3.csv"), "month,total\n7,42\n").unwrap();
+    }
+
+    fn assert_exported(&self, _repo: &Repo, export: &Path, _slug: &str) {
+        let object = std::fs::read_to_string(export.join("objects/reports/q3.csv")).unwrap();
+        assert_eq!(object, "month,total\n7,42\n");
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        format!("- {slug}/bucket  # bucket {slug}: 1 object, 17 bytes")
+    }
+
+    fn assert_purged(&self, repo: &Repo, slug: &str, others: &[&str]) {
+        let buckets = repo.state_dir().join("buckets");
+        assert!(!buckets.join(slug).exists());
+        for other in others {
+            assert!(buckets.join(other).exists(), "{other}");
+        }
+    }
+}
+
+#[test]
+fn data_local() {
+    conformance(&LocalData);
+}
+
+#[test]
+fn buckets_local() {
+    conformance(&LocalBuckets);
 }
 
 #[test]
