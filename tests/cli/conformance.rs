@@ -39,9 +39,9 @@ pub trait Implementation {
     /// Makes a resource of the tenant's name that is someone else's: how the plan names it.
     /// `None` for a target that keeps no marks of ownership (the local targets, whose
     /// folder is this tool's alone): there is nothing to refuse or import.
-    fn make_foreign(&self, slug: &str) -> Option<String>;
+    fn make_foreign(&self, repo: &Repo, slug: &str) -> Option<String>;
     /// Asserts that the foreign resource was left as it was.
-    fn assert_foreign(&self, _slug: &str) {}
+    fn assert_foreign(&self, _repo: &Repo, _slug: &str) {}
     /// Puts some of the tenant's own data in, for its export to hold.
     fn fill(&self, _repo: &Repo, _slug: &str) {}
     /// Asserts, once the tenant is offboarded and before its purge, that its access is revoked
@@ -95,14 +95,14 @@ pub fn conformance(imp: &dyn Implementation) {
     for slug in [NEWCOMER, BESIDE] {
         repo.write(&format!("tenants/{slug}.yaml"), &tenant_file(slug));
     }
-    if let Some(named) = imp.make_foreign(NEWCOMER) {
+    if let Some(named) = imp.make_foreign(&repo, NEWCOMER) {
         let out = repo.run(&["plan"]);
         let plan = text(&out.stdout) + &text(&out.stderr);
         assert!(plan.contains(&named), "{named:?} not in:\n{plan}");
         assert!(plan.contains("not managed by this state"), "{plan}");
         let out = repo.run(&["apply", "--auto-approve"]);
         assert_ne!(out.status.code(), Some(0));
-        imp.assert_foreign(NEWCOMER);
+        imp.assert_foreign(&repo, NEWCOMER);
         // The other new tenant went ahead.
         imp.assert_made(&repo, BESIDE);
         let out = repo.run(&["apply", "--auto-approve", "--import", NEWCOMER]);
@@ -204,7 +204,7 @@ impl Implementation for Zone {
         ]
     }
 
-    fn make_foreign(&self, slug: &str) -> Option<String> {
+    fn make_foreign(&self, _repo: &Repo, slug: &str) -> Option<String> {
         // external-dns's record of the name, with its own ownership record beside it.
         use aws_sdk_route53::types::{ChangeAction, RrType};
         let name = self.record(slug);
@@ -223,7 +223,7 @@ impl Implementation for Zone {
         Some(format!("record {name}"))
     }
 
-    fn assert_foreign(&self, slug: &str) {
+    fn assert_foreign(&self, _repo: &Repo, slug: &str) {
         let records = self.records();
         let name = self.record(slug);
         assert_eq!(records[&name].1, ["payments.example.net"], "left as it was");
@@ -303,7 +303,7 @@ impl Implementation for Redis {
         ]
     }
 
-    fn make_foreign(&self, slug: &str) -> Option<String> {
+    fn make_foreign(&self, _repo: &Repo, slug: &str) -> Option<String> {
         let theirs = self.user(slug);
         admin(&[
             "ACL",
@@ -317,7 +317,7 @@ impl Implementation for Redis {
         Some(format!("limits {}", self.key(slug)))
     }
 
-    fn assert_foreign(&self, slug: &str) {
+    fn assert_foreign(&self, _repo: &Repo, slug: &str) {
         let acl = self.acl(slug).unwrap();
         assert!(acl.contains("~elsewhere:*"), "left as it was: {acl}");
         assert!(self.hash(slug).is_empty(), "no hash was made beside it");
@@ -406,7 +406,7 @@ impl Implementation for Broker {
         ]
     }
 
-    fn make_foreign(&self, slug: &str) -> Option<String> {
+    fn make_foreign(&self, _repo: &Repo, slug: &str) -> Option<String> {
         let name = self.name(slug);
         self.call(
             "PUT",
@@ -416,7 +416,7 @@ impl Implementation for Broker {
         Some(format!("vhost {name}"))
     }
 
-    fn assert_foreign(&self, slug: &str) {
+    fn assert_foreign(&self, _repo: &Repo, slug: &str) {
         let name = self.name(slug);
         let (_, vhost) = self.call("GET", &format!("vhosts/{name}"), None);
         assert_eq!(
@@ -514,7 +514,7 @@ impl Implementation for S3 {
         vec!["~ globex/bucket  # changed outside tenant-reconcile".into()]
     }
 
-    fn make_foreign(&self, slug: &str) -> Option<String> {
+    fn make_foreign(&self, _repo: &Repo, slug: &str) -> Option<String> {
         let bucket = self.bucket(slug, region(slug));
         self.block_on(
             self.client
@@ -531,7 +531,7 @@ impl Implementation for S3 {
         Some(format!("bucket {bucket}"))
     }
 
-    fn assert_foreign(&self, slug: &str) {
+    fn assert_foreign(&self, _repo: &Repo, slug: &str) {
         let bucket = self.bucket(slug, region(slug));
         assert!(self.tags(&bucket).is_empty(), "left as it was");
         assert_eq!(self.encryption(&bucket), None, "left as it was");
@@ -652,7 +652,7 @@ impl Implementation for Pg {
         ]
     }
 
-    fn make_foreign(&self, slug: &str) -> Option<String> {
+    fn make_foreign(&self, _repo: &Repo, slug: &str) -> Option<String> {
         let name = self.name(slug);
         self.exec(&format!(
             "CREATE SCHEMA \"{name}\"; CREATE TABLE \"{name}\".notes (body text); INSERT INTO \"{name}\".notes VALUES ('keep me');"
@@ -660,7 +660,7 @@ impl Implementation for Pg {
         Some(format!("schema {name}"))
     }
 
-    fn assert_foreign(&self, slug: &str) {
+    fn assert_foreign(&self, _repo: &Repo, slug: &str) {
         let name = self.name(slug);
         assert_eq!(self.slice_mark(slug), None, "left as it was");
         assert_eq!(
@@ -741,7 +741,7 @@ impl Implementation for LocalData {
         vec!["+ globex/database  # changed outside tenant-reconcile".into()]
     }
 
-    fn make_foreign(&self, _slug: &str) -> Option<String> {
+    fn make_foreign(&self, _repo: &Repo, _slug: &str) -> Option<String> {
         None
     }
 
@@ -808,7 +808,7 @@ impl Implementation for LocalBuckets {
         ]
     }
 
-    fn make_foreign(&self, _slug: &str) -> Option<String> {
+    fn make_foreign(&self, _repo: &Repo, _slug: &str) -> Option<String> {
         None
     }
 
@@ -834,6 +834,180 @@ impl Implementation for LocalBuckets {
             assert!(buckets.join(other).exists(), "{other}");
         }
     }
+}
+
+/// The rendered files target: each tenant's files under `.tenant-reconcile/rendered/<slug>/`,
+/// marked by a file beside them that lists them.
+pub struct RenderedFiles;
+
+fn rendered(repo: &Repo, slug: &str) -> std::path::PathBuf {
+    repo.state_dir().join(format!("rendered/{slug}"))
+}
+
+impl Implementation for RenderedFiles {
+    fn repo(&self) -> Repo {
+        Repo::example()
+    }
+
+    fn key(&self) -> &'static str {
+        "file/namespace.yaml"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        vec!["+# Rendered by tenant-reconcile for tenant acme".into()]
+    }
+
+    fn assert_made(&self, repo: &Repo, slug: &str) {
+        let dir = rendered(repo, slug);
+        let body = std::fs::read_to_string(dir.join("namespace.yaml")).unwrap();
+        assert!(
+            body.starts_with(&format!(
+                "# Rendered by tenant-reconcile for tenant {slug};"
+            )),
+            "{slug}: {body}"
+        );
+        let mark = std::fs::read_to_string(dir.join(".tenant-reconcile-state")).unwrap();
+        assert!(
+            mark.starts_with("tenant-reconcile state=default lineage="),
+            "{mark}"
+        );
+        assert!(mark.ends_with("\nnamespace.yaml\n"), "{mark}");
+    }
+
+    fn drift(&self, repo: &Repo) -> Vec<String> {
+        std::fs::write(
+            rendered(repo, "globex").join("namespace.yaml"),
+            "edited by hand\n",
+        )
+        .unwrap();
+        vec![
+            "~ globex/file/namespace.yaml  # changed outside tenant-reconcile".into(),
+            "-edited by hand".into(),
+        ]
+    }
+
+    fn make_foreign(&self, repo: &Repo, slug: &str) -> Option<String> {
+        let dir = rendered(repo, slug);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("namespace.yaml"),
+            "# written by hand\nkind: Namespace\n",
+        )
+        .unwrap();
+        Some(format!(
+            "file {slug}/namespace.yaml has no mark of ownership"
+        ))
+    }
+
+    fn assert_foreign(&self, repo: &Repo, slug: &str) {
+        let body = std::fs::read_to_string(rendered(repo, slug).join("namespace.yaml")).unwrap();
+        assert_eq!(
+            body, "# written by hand\nkind: Namespace\n",
+            "left as it was"
+        );
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        format!("- {slug}/file/namespace.yaml  # file {slug}/namespace.yaml")
+    }
+
+    fn assert_purged(&self, repo: &Repo, slug: &str, others: &[&str]) {
+        assert!(!rendered(repo, slug).exists());
+        for other in others {
+            assert!(
+                rendered(repo, other).join("namespace.yaml").exists(),
+                "{other}"
+            );
+        }
+    }
+}
+
+/// A control plane's rows of a tenant, as its feature flags show them: `local` in the repo's
+/// `control.sqlite`, `postgres` in the admin schema. A slug someone else registered is
+/// refused as taken, not as a conflict (`released.rs`), so the scenario's refusal is left out.
+pub enum ControlPlane {
+    Local,
+    Postgres(Pg),
+}
+
+impl ControlPlane {
+    /// How many of the tenant's flags there are, with `where_` added (`AND enabled`).
+    fn flags(&self, repo: &Repo, slug: &str, where_: &str) -> i64 {
+        match self {
+            ControlPlane::Local => repo.count(
+                "control.sqlite",
+                &format!("SELECT COUNT(*) FROM feature_flags WHERE tenant_id = (SELECT tenant_id FROM tenants WHERE slug = '{slug}') {where_}"),
+            ),
+            ControlPlane::Postgres(pg) => pg.count(&format!(
+                "SELECT count(*) FROM tenant_reconcile.feature_flags WHERE tenant_id = (SELECT tenant_id FROM tenant_reconcile.tenants WHERE slug = '{slug}') {where_}"
+            )),
+        }
+    }
+}
+
+impl Implementation for ControlPlane {
+    fn repo(&self) -> Repo {
+        match self {
+            ControlPlane::Local => Repo::example(),
+            ControlPlane::Postgres(pg) => pg.repo(),
+        }
+    }
+
+    fn key(&self) -> &'static str {
+        "features"
+    }
+
+    fn planned(&self) -> Vec<String> {
+        vec!["+ sso".into()]
+    }
+
+    fn assert_made(&self, repo: &Repo, slug: &str) {
+        assert!(self.flags(repo, slug, "") > 0, "{slug} has its flags");
+    }
+
+    fn drift(&self, repo: &Repo) -> Vec<String> {
+        let sql = "UPDATE {schema}feature_flags SET enabled = false WHERE flag = 'sso' AND tenant_id = (SELECT tenant_id FROM {schema}tenants WHERE slug = 'acme')";
+        match self {
+            ControlPlane::Local => {
+                repo.query("control.sqlite", &sql.replace("{schema}", ""));
+            }
+            ControlPlane::Postgres(pg) => pg.exec(&sql.replace("{schema}", "tenant_reconcile.")),
+        }
+        vec![
+            "~ acme/features  # changed outside tenant-reconcile".into(),
+            "~ sso = false → true".into(),
+        ]
+    }
+
+    fn make_foreign(&self, _repo: &Repo, _slug: &str) -> Option<String> {
+        None
+    }
+
+    fn purge_line(&self, slug: &str) -> String {
+        format!("- {slug}/features  # feature flags: ")
+    }
+
+    fn assert_purged(&self, repo: &Repo, slug: &str, others: &[&str]) {
+        assert_eq!(self.flags(repo, slug, ""), 0, "{slug}'s flags are gone");
+        for other in others {
+            assert!(self.flags(repo, other, "") > 0, "{other}'s flags stay");
+        }
+    }
+}
+
+#[test]
+fn control_plane_local() {
+    conformance(&ControlPlane::Local);
+}
+
+#[test]
+fn control_plane_postgres() {
+    conformance(&ControlPlane::Postgres(Pg::new()));
+}
+
+#[test]
+fn files_local() {
+    conformance(&RenderedFiles);
 }
 
 #[test]
