@@ -7,14 +7,12 @@ use std::sync::Arc;
 
 use crate::clients::postgres::PgServer;
 use crate::configured::Targets;
-use crate::desired::Kind;
 use crate::export::exporter::Exporter;
 use crate::repo::{self, Migration, TenantRepo};
 use crate::state::local::LocalBackend;
 use crate::state::postgres::PgBackend;
 use crate::state::s3::S3Backend;
 use crate::state::{State, StateBackend};
-use crate::targets::broker::rabbitmq::RabbitMq;
 use crate::targets::buckets::local::LocalBuckets;
 use crate::targets::buckets::s3::{S3Buckets, S3Store};
 use crate::targets::control_plane::local::LocalControl;
@@ -44,8 +42,6 @@ pub struct Workspace {
     postgres: Arc<PgServer>,
     /// The S3 store of the s3 target and state backend; it loads credentials on first use.
     s3: Arc<S3Store>,
-    /// The broker target, kept for its request count (it connects on first use).
-    broker: Arc<RabbitMq>,
 }
 
 impl Workspace {
@@ -137,11 +133,7 @@ impl Workspace {
             "s3" => Arc::new(S3Buckets::new(self.s3.clone())),
             _ => Arc::new(LocalBuckets::new(self.local_dir.join("buckets"))),
         };
-        let broker: Arc<dyn Provider> = match config.targets.broker.as_str() {
-            "rabbitmq" => self.broker.clone(),
-            _ => Arc::new(Unconfigured::new(&[Kind::VHOST], "targets.broker")),
-        };
-        // A slot that plugs in and is set to `none` still owns its kinds, as the broker does.
+        // A slot that plugs in and is set to `none` still owns its kinds (`Unconfigured`).
         let plugged: Vec<Arc<dyn Provider>> = crate::targets::PLUGGED
             .iter()
             .map(
@@ -151,7 +143,7 @@ impl Workspace {
                 },
             )
             .collect();
-        let mut sources = vec![data.clone(), buckets.clone(), broker.clone()];
+        let mut sources = vec![data.clone(), buckets.clone()];
         sources.extend(plugged.iter().cloned());
         let exporter = Arc::new(Exporter::new(
             self.repo.root.clone(),
@@ -160,7 +152,7 @@ impl Workspace {
             self.local_dir.join("exports").join(".staging"),
             sources,
         ));
-        let mut providers = vec![data, buckets, broker];
+        let mut providers = vec![data, buckets];
         providers.extend(plugged);
         providers.push(Arc::new(RenderedFiles::new(self.output_dir.clone())));
         providers.push(exporter.clone());
@@ -174,11 +166,6 @@ impl Workspace {
     /// Requests sent to S3 so far (targets and state backend), for benchmarks.
     pub fn s3_requests(&self) -> usize {
         self.s3.calls()
-    }
-
-    /// Requests sent to RabbitMQ's management API so far, for benchmarks.
-    pub fn broker_requests(&self) -> usize {
-        self.broker.calls()
     }
 
     /// Requests the target of the slot that plugs in as `slot` (`dns`) has sent so far.
@@ -293,7 +280,6 @@ struct Opening {
     local_dir: PathBuf,
     postgres: Arc<PgServer>,
     s3: Arc<S3Store>,
-    broker: Arc<RabbitMq>,
 }
 
 impl Opening {
@@ -309,7 +295,6 @@ impl Opening {
             local_dir: root.join(&config.config.local.dir),
             postgres: Arc::new(PgServer::from_config(&config.config.postgres)),
             s3: Arc::new(S3Store::new(config.config.s3.clone())),
-            broker: Arc::new(RabbitMq::new(config.config.rabbitmq.clone())),
             files,
             config,
         })
@@ -331,7 +316,6 @@ impl Opening {
             output_dir: root.join(&repo.config.output_dir),
             postgres: self.postgres,
             s3: self.s3,
-            broker: self.broker,
             repo,
             local_dir: self.local_dir,
         })

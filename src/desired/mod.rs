@@ -68,9 +68,6 @@ pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
         keys.push(Key::new(Kind::SEED));
     }
     keys.push(Key::new(Kind::BUCKET));
-    if repo.config.targets.broker != "none" {
-        keys.push(Key::new(Kind::VHOST));
-    }
     for plugged in &repo.config.plugged {
         keys.extend(plugged.keys());
     }
@@ -292,31 +289,6 @@ fn compile_tenant(
         ),
         content: None,
     });
-
-    if repo.config.targets.broker != "none" {
-        let mq = &repo.config.rabbitmq;
-        let mut vhost =
-            crate::targets::broker::desired(mq, &spec.slug, effective.status, &effective.quotas);
-        if let (Some(key), Some(tenant_id)) = (key, recorded.and_then(|r| r.tenant_id.as_deref())) {
-            let user = crate::targets::broker::user(mq, &spec.slug);
-            let password = crate::targets::broker::password(
-                key,
-                tenant_id,
-                incarnation,
-                &user,
-                credentials_version,
-            );
-            vhost.insert(
-                "password_fingerprint",
-                json!(crate::credentials::fingerprint(&password)),
-            );
-        }
-        resources.push(Resource {
-            key: Key::new(Kind::VHOST),
-            attrs: vhost,
-            content: None,
-        });
-    }
 
     if !repo.config.plugged.is_empty() {
         let password = match (key, recorded.and_then(|r| r.tenant_id.as_deref())) {

@@ -153,7 +153,7 @@ pub async fn apply(
     let report = report?;
     unlocked?;
     debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(),
-        broker_requests = ws.broker_requests(),
+        broker_requests = ws.plugged_requests("broker"),
         dns_requests = ws.plugged_requests("dns"),
         quotas_requests = ws.plugged_requests("quotas"),
         "applied"

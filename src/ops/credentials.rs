@@ -10,8 +10,8 @@ use crate::Error;
 /// role and password on the local target. Derived from the master key; never stored.
 /// A tenant's login as `credentials` prints it, and why it would not work now.
 pub struct Login {
-    /// `role=… password=…` or a connection URL, then the broker's AMQP URL if it has one,
-    /// then a line for each plugged slot's login.
+    /// `role=… password=…` or a connection URL, then a line for each plugged slot's login
+    /// (the broker's AMQP URL, the Redis URL).
     pub text: String,
     /// Set when the login is refused as things stand (a suspended or leaving tenant).
     pub refused: Option<String>,
@@ -57,40 +57,20 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
     let role = naming.role(slug);
     let incarnation = t.incarnation.as_deref();
     let password = key.password(tenant_id, incarnation, &role, t.credentials_version);
-    // The broker's login, on a line of its own, when the tenant has a vhost.
-    let broker = t
-        .resources
-        .get(&crate::desired::Key::new(crate::desired::Kind::VHOST))
-        .map(|vhost| {
-            let mq = &ws.repo.config.rabbitmq;
-            let user = vhost.str("user");
-            let password = crate::targets::broker::password(
-                &key,
-                tenant_id,
-                incarnation,
-                user,
-                t.credentials_version,
-            );
-            format!(
-                "\n{}",
-                crate::targets::broker::amqp_url(mq, user, &password, vhost.str("vhost"))
-            )
-        })
-        .unwrap_or_default();
-    // Then each plugged slot's, a line each.
+    // Then each plugged slot's login (the broker's AMQP URL), a line each.
     let password_of =
         |login: &str| key.password(tenant_id, incarnation, login, t.credentials_version);
-    let broker = ws
+    let logins = ws
         .repo
         .config
         .plugged
         .iter()
         .filter_map(|p| p.login(&t.resources, &password_of))
-        .fold(broker, |text, line| format!("{text}\n{line}"));
+        .fold(String::new(), |text, line| format!("{text}\n{line}"));
     let refused = refused_because(slug, t.lifecycle);
     if ws.repo.config.targets.data != "postgres" {
         return Ok(Login {
-            text: format!("role={role} password={password}{broker}"),
+            text: format!("role={role} password={password}{logins}"),
             refused,
         });
     }
@@ -109,7 +89,7 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
             isolation,
             &role,
             &password,
-        ) + &broker,
+        ) + &logins,
         refused,
     })
 }

@@ -12,7 +12,6 @@ use super::hcl_file::{self, block_problem, Spans};
 use crate::clients::postgres::PostgresConfig;
 use crate::clients::s3::S3Config;
 use crate::diagnostic::Diagnostic;
-use crate::targets::broker::{self, RabbitmqConfig};
 use crate::targets::buckets;
 use crate::targets::data::is_plain_ident;
 
@@ -42,8 +41,6 @@ pub struct Config {
     pub postgres: PostgresConfig,
     #[serde(default)]
     pub s3: S3Config,
-    #[serde(default)]
-    pub rabbitmq: RabbitmqConfig,
     #[serde(default)]
     pub offboarding: OffboardingConfig,
     /// Tenants whose resources that exist but are not this state's are adopted, as
@@ -138,7 +135,6 @@ impl Default for Config {
             safety: SafetyConfig::default(),
             postgres: PostgresConfig::default(),
             s3: S3Config::default(),
-            rabbitmq: RabbitmqConfig::default(),
             offboarding: OffboardingConfig::default(),
             import: Vec::new(),
             raw_checks: BTreeMap::new(),
@@ -233,9 +229,6 @@ pub struct TargetsConfig {
     /// Each tenant's bucket.
     #[serde(default = "default_local")]
     pub buckets: String,
-    /// Each tenant's message-broker vhost and user: `none`, or `rabbitmq`.
-    #[serde(default = "default_none")]
-    pub broker: String,
 }
 
 impl Default for TargetsConfig {
@@ -244,7 +237,6 @@ impl Default for TargetsConfig {
             control_plane: default_local(),
             data: default_local(),
             buckets: default_local(),
-            broker: default_none(),
         }
     }
 }
@@ -289,9 +281,6 @@ impl Default for SafetyConfig {
 
 fn default_local() -> String {
     "local".into()
-}
-fn default_none() -> String {
-    "none".into()
 }
 fn default_state_name() -> String {
     "default".into()
@@ -355,11 +344,6 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         ),
         ("targets.data", &config.targets.data, &["local", "postgres"]),
         ("targets.buckets", &config.targets.buckets, &["local", "s3"]),
-        (
-            "targets.broker",
-            &config.targets.broker,
-            &["none", "rabbitmq"],
-        ),
     ] {
         if !known.contains(&value.as_str()) {
             problems.push(
@@ -432,7 +416,6 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         ));
     }
     problems.extend(check_s3(spans, &config));
-    problems.extend(broker::check(spans, &config.rabbitmq));
     let dir = Path::new(&config.migrations_dir);
     if dir.is_absolute()
         || dir

@@ -333,28 +333,10 @@ fn check_bucket_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic
     problems
 }
 
-/// The broker's vhost and user names, and the names of the slots that plug in (a DNS
-/// record's), come from prefixes or a pattern and a slug, so they are checked before any
-/// call, as bucket names are.
+/// The names of the slots that plug in (a vhost's, a DNS record's) come from prefixes or a
+/// pattern and a slug, so they are checked before any call, as bucket names are.
 fn check_target_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
     let mut problems = Vec::new();
-    for t in tenants {
-        if config.targets.broker != "none" {
-            let mq = &config.rabbitmq;
-            for (what, name) in [
-                ("vhost", crate::targets::broker::vhost(mq, &t.slug)),
-                ("broker user", crate::targets::broker::user(mq, &t.slug)),
-            ] {
-                if let Err(why) = crate::targets::broker::check_name(&name) {
-                    problems.push(
-                        Diagnostic::new(&t.file, format!("the {what} name {name:?} {why}"))
-                            .locate(&t.source, "slug")
-                            .hint("the name is the prefix in the rabbitmq block of tenant-reconcile.hcl and the slug"),
-                    );
-                }
-            }
-        }
-    }
     for plugged in &config.plugged {
         problems.extend(plugged.check_tenants(tenants));
     }

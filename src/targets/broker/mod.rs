@@ -2,9 +2,13 @@
 //! with a password derived from the master key, that user's permissions on that vhost only,
 //! and the vhost's limits from the tenant's quotas. The attributes are words, so a plan reads
 //! `permissions: "configure=.* write=.* read=.*" → "none"` and the broker target turns them
-//! into management API calls.
+//! into management API calls. A slot that plugs in (`targets::slot`): its settings, checks,
+//! login and target are all here.
 
 pub mod rabbitmq;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -13,10 +17,12 @@ use crate::credentials::MasterKey;
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::{not_counted, KindFacts};
-use crate::model::resource::Kind;
-use crate::model::tenant::Status;
+use crate::model::resource::{Key, Kind, Resource};
+use crate::model::tenant::{Status, TenantSpec};
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
+use crate::targets::provider::Provider;
+use crate::targets::slot::{self, Plugged, Slot, TenantInputs};
 
 /// `permissions` of an active tenant's user on its own vhost: everything, there only.
 pub const PERMISSIONS_ALL: &str = "configure=.* write=.* read=.*";
@@ -50,7 +56,7 @@ pub fn password(
     user: &str,
     version: u32,
 ) -> String {
-    key.password(tenant_id, incarnation, &format!("amqp/{user}"), version)
+    key.password(tenant_id, incarnation, &login(user), version)
 }
 
 /// The AMQP URL a tenant's application connects with: the config's broker address with the
@@ -284,6 +290,149 @@ pub fn check(spans: &Spans, mq: &RabbitmqConfig) -> Vec<Diagnostic> {
         ),
     }
     problems
+}
+
+/// The name a broker user's password is derived under, so it is never the password of the
+/// tenant's database role, even when both are called `tenant_acme`.
+pub fn login(user: &str) -> String {
+    format!("amqp/{user}")
+}
+
+pub struct BrokerSlot;
+
+impl Slot for BrokerSlot {
+    fn key(&self) -> &'static str {
+        "broker"
+    }
+
+    fn setting(&self) -> &'static str {
+        "targets.broker"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::VHOST]
+    }
+
+    fn implementations(&self) -> &'static [&'static str] {
+        &["rabbitmq"]
+    }
+
+    fn settings_schema(&self, _implementation: &str) -> Value {
+        serde_json::to_value(schemars::schema_for!(RabbitmqConfig)).expect("a schema serializes")
+    }
+
+    /// The `rabbitmq` block is checked even while the broker is `none`, as it always was:
+    /// its URL is the one `credentials` would print.
+    fn read_unused(
+        &self,
+        _implementation: &str,
+        block: hcl::Value,
+        spans: &Spans,
+    ) -> Vec<Diagnostic> {
+        match slot::read_settings::<RabbitmqConfig>("rabbitmq", Some(block), spans) {
+            Ok(config) => check(spans, &config),
+            Err(problems) => problems,
+        }
+    }
+
+    fn configure(
+        &self,
+        _implementation: &str,
+        block: Option<hcl::Value>,
+        spans: &Spans,
+    ) -> Result<Arc<dyn Plugged>, Vec<Diagnostic>> {
+        let config: RabbitmqConfig = slot::read_settings("rabbitmq", block, spans)?;
+        let problems = check(spans, &config);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let target = Arc::new(rabbitmq::RabbitMq::new(config.clone()));
+        Ok(Arc::new(RabbitmqSlot { config, target }))
+    }
+}
+
+/// The slot set to RabbitMQ.
+struct RabbitmqSlot {
+    config: RabbitmqConfig,
+    target: Arc<rabbitmq::RabbitMq>,
+}
+
+impl std::fmt::Debug for RabbitmqSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitmqSlot")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugged for RabbitmqSlot {
+    fn slot(&self) -> &'static str {
+        "broker"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        vec![Key::new(Kind::VHOST)]
+    }
+
+    fn check_tenants(&self, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+        let mut problems = Vec::new();
+        for t in tenants {
+            for (what, name) in [
+                ("vhost", vhost(&self.config, &t.slug)),
+                ("broker user", user(&self.config, &t.slug)),
+            ] {
+                if let Err(why) = check_name(&name) {
+                    problems.push(
+                        Diagnostic::new(&t.file, format!("the {what} name {name:?} {why}"))
+                            .locate(&t.source, "slug")
+                            .hint("the name is the prefix in the rabbitmq block of tenant-reconcile.hcl and the slug"),
+                    );
+                }
+            }
+        }
+        problems
+    }
+
+    fn calls(&self) -> usize {
+        self.target.calls()
+    }
+
+    fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource> {
+        let t = tenant.tenant;
+        let mut attrs = desired(&self.config, &t.slug, t.status, &t.quotas);
+        if let Some(password) = tenant.password {
+            let password = password(&login(&user(&self.config, &t.slug)));
+            attrs.insert(
+                "password_fingerprint",
+                json!(crate::credentials::fingerprint(&password)),
+            );
+        }
+        vec![Resource {
+            key: Key::new(Kind::VHOST),
+            attrs,
+            content: None,
+        }]
+    }
+
+    fn target(&self) -> Arc<dyn Provider> {
+        self.target.clone()
+    }
+
+    /// Its AMQP URL, with the user, password and vhost in it.
+    fn login(
+        &self,
+        recorded: &BTreeMap<Key, Attrs>,
+        password: &dyn Fn(&str) -> String,
+    ) -> Option<String> {
+        let vhost = recorded.get(&Key::new(Kind::VHOST))?;
+        let user = vhost.str("user");
+        Some(amqp_url(
+            &self.config,
+            user,
+            &password(&login(user)),
+            vhost.str("vhost"),
+        ))
+    }
 }
 
 /// A tenant's vhost, with its user.
