@@ -43,7 +43,7 @@ impl Kind {
     /// The tenant's data written out as it is offboarded, after its access is revoked.
     pub const EXPORT: Kind = Kind::new(120);
 
-    /// The kind of rank `rank` (below [`Kind::RANKS`], so a set of kinds fits in one word).
+    /// The kind of rank `rank` (below [`Kind::RANKS`], so a set of kinds fits in a `u128`).
     pub const fn new(rank: u8) -> Kind {
         assert!(rank < Kind::RANKS, "a kind's rank is below Kind::RANKS");
         Kind(rank)

@@ -306,9 +306,11 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     let spans = &spans;
     // The slots that plug in read their own settings; the rest is this file's.
     let (plugged, mut problems) = crate::targets::slot::plug(&mut value, spans);
+    // A plugged slot's problems are reported with the rest of the file's; only what does
+    // not read as the config stops the checks here.
     let (read, read_problems) = hcl_file::read_all::<Config>(value, spans);
-    problems.extend(read_problems);
-    let Some(mut config) = read.filter(|_| problems.is_empty()) else {
+    let Some(mut config) = read.filter(|_| read_problems.is_empty()) else {
+        problems.extend(read_problems);
         return Err(problems);
     };
     config.plugged = plugged;

@@ -16,3 +16,23 @@ pub mod unconfigured;
 
 /// The slots that plug in ([`slot::Slot`]): a new one is a folder here and a line in this list.
 pub const PLUGGED: &[&dyn slot::Slot] = &[&broker::BrokerSlot, &dns::DnsSlot, &quotas::QuotasSlot];
+
+#[cfg(test)]
+mod tests {
+    use crate::model::resource::Kind;
+
+    /// A tenant's resources are compiled slot by slot in this list's order, and applied in
+    /// that order: it must be their kinds' rank order, between the bucket and the files.
+    #[test]
+    fn plugged_slots_are_listed_in_the_order_of_their_kinds() {
+        let kinds: Vec<Kind> = super::PLUGGED
+            .iter()
+            .flat_map(|slot| slot.kinds().iter().copied())
+            .collect();
+        assert!(kinds.windows(2).all(|w| w[0] < w[1]), "{kinds:?}");
+        assert!(
+            kinds.iter().all(|k| Kind::BUCKET < *k && *k < Kind::FILE),
+            "{kinds:?}"
+        );
+    }
+}

@@ -21,9 +21,9 @@ pub trait Slot: Sync {
     fn key(&self) -> &'static str;
     /// That key as a person finds it in the config: `targets.quotas`.
     fn setting(&self) -> &'static str;
-    /// The kinds its targets serve, each with a rank between the engine's own targets' and
-    /// rendered files' (91 to 99), so they are applied after a tenant's slice, bucket, vhost
-    /// and record, and before its files.
+    /// The kinds its targets serve, each with a rank after the bucket's and before rendered
+    /// files' (71 to 99), so they are applied after a tenant's slice and bucket and before its
+    /// files. `PLUGGED` lists the slots in that order (a test holds it to it).
     fn kinds(&self) -> &'static [Kind];
     /// What it may be set to besides `none`, the default: `["redis"]`. The settings of each
     /// are a block of its name (`redis { … }`).

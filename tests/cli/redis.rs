@@ -177,25 +177,27 @@ fn each_tenant_gets_its_limits_and_a_login_that_reaches_only_its_own_keys() {
     assert!(acl.contains(" on "), "{acl}");
     let prefix = format!("{}acme:", redis.key_prefix);
     assert!(
-        acl.contains(&format!(
-            "%R~{prefix}* ~{prefix}usage:* resetchannels -@all"
-        )),
+        acl.contains(&format!("%R~{prefix}* resetchannels -@all")),
         "{acl}"
     );
     // umbrella-labs is suspended: its user exists, turned off.
     assert!(redis.acl("umbrella-labs").unwrap().contains(" off "));
 
-    // As acme: its limits read, its usage counted, anything else refused.
+    // As acme: its limits and its usage (counted by the quota service, as the admin) read,
+    // anything else refused, its own usage counted down included.
     let url = redis.url_of(&repo, "acme");
     assert_eq!(
         as_tenant(&url, &["HGET", &redis.key("acme"), "seats"]).trim(),
         "80"
     );
     let usage = format!("{prefix}usage:api_calls");
-    assert_eq!(as_tenant(&url, &["INCRBY", &usage, "5"]).trim(), "5");
+    admin(&["INCRBY", &usage, "5"]);
+    assert_eq!(as_tenant(&url, &["GET", &usage]).trim(), "5");
     for refused in [
         vec!["HGETALL", &redis.key("globex")],
         vec!["HSET", &redis.key("acme"), "seats", "5000"],
+        vec!["INCRBY", &usage, "-5"],
+        vec!["SET", &format!("{prefix}usage:new"), "1"],
         vec!["GET", "unrelated"],
         vec!["KEYS", "*"],
         vec!["ACL", "LIST"],
@@ -318,6 +320,25 @@ fn bad_redis_settings_are_refused_naming_the_line_and_field() {
     let err = text(&repo.run(&["validate"]).stderr);
     assert!(err.contains("targets.quotas"), "{err}");
     assert!(err.contains("can be: none, redis"), "{err}");
+    // An empty prefix would reach the application's own keys, or the default user; a
+    // database other than 0 cannot be selected by a tenant's login.
+    repo.write(
+        "tenant-reconcile.hcl",
+        "targets {\n  quotas = \"redis\"\n}\nredis {\n  url         = \"redis://127.0.0.1:6379/3\"\n  key_prefix  = \"\"\n  user_prefix = \"\"\n}\n",
+    );
+    let err = text(&repo.run(&["validate"]).stderr);
+    for (field, line) in [
+        ("redis.url", 5),
+        ("redis.key_prefix", 6),
+        ("redis.user_prefix", 7),
+    ] {
+        assert!(err.contains(field), "{field}: {err}");
+        assert!(
+            err.contains(&format!("tenant-reconcile.hcl:{line}")),
+            "{err}"
+        );
+    }
+    assert!(err.contains("database other than 0"), "{err}");
     assert!(redis.keys().is_empty(), "nothing was written");
 }
 
@@ -383,4 +404,45 @@ fn a_config_that_stops_naming_redis_leaves_the_limits_and_users_as_they_are() {
     assert_eq!(redis.keys().len(), 4, "nothing was removed");
     assert!(redis.acl("acme").is_some());
     repo.assert_plan_empty();
+}
+
+#[test]
+fn a_deleted_user_is_made_again_and_a_new_key_prefix_takes_the_counters_along() {
+    let redis = Redis::new();
+    let repo = redis.repo();
+    repo.apply();
+    admin(&["ACL", "DELUSER", &redis.user("globex")]);
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("~ globex/limits  # changed outside tenant-reconcile")
+            && !plan.contains("-/+"),
+        "an update, not another user: {plan}"
+    );
+    repo.apply();
+    assert!(redis.acl("globex").unwrap().contains(" on "));
+    repo.assert_plan_empty();
+
+    // The quota service's count under the old prefix goes along to the new one.
+    let old_usage = format!("{}acme:usage:api_calls", redis.key_prefix);
+    admin(&["INCRBY", &old_usage, "7"]);
+    let moved = Redis {
+        key_prefix: format!("{}v2:", redis.key_prefix),
+        user_prefix: redis.user_prefix.clone(),
+    };
+    repo.write("tenant-reconcile.hcl", &moved.config());
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let new_usage = format!("{}acme:usage:api_calls", moved.key_prefix);
+    assert_eq!(admin(&["GET", &new_usage]).trim(), "7");
+    assert_eq!(admin(&["EXISTS", &old_usage]).trim(), "0");
+    assert_eq!(
+        admin(&["EXISTS", &redis.key("acme")]).trim(),
+        "0",
+        "the old hash is gone"
+    );
+    let url = moved.url_of(&repo, "acme");
+    assert_eq!(as_tenant(&url, &["GET", &new_usage]).trim(), "7");
+    repo.assert_plan_empty();
+    // `moved` names keys under this test's prefix: `redis` removes them all.
+    std::mem::forget(moved);
 }

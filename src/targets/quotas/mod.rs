@@ -44,11 +44,13 @@ const LIMITS_FACTS: KindFacts = KindFacts {
 };
 inventory::submit!(LIMITS_FACTS);
 
-/// What a tenant's user may run: read its keys, and count in its usage keys. `KEYS` and
-/// `SCAN` are left out: key patterns do not filter the names they list.
+/// What a tenant's user may run: read its keys, nothing else. The quota service counts its
+/// consumption in `usage:` keys as the server's admin; a tenant that could write them could
+/// count itself down (`INCRBY` takes negative numbers) or fill the server. `KEYS` and `SCAN`
+/// are left out: key patterns do not filter the names they list.
 const COMMANDS: &[&str] = &[
-    "+decrby", "+exists", "+expire", "+get", "+hexists", "+hget", "+hgetall", "+hlen", "+hmget",
-    "+incr", "+incrby", "+mget", "+ping", "+pttl", "+ttl", "+type", "-@all",
+    "+exists", "+get", "+hexists", "+hget", "+hgetall", "+hlen", "+hmget", "+mget", "+ping",
+    "+pttl", "+ttl", "+type", "-@all",
 ];
 
 /// The hash field holding our mark of ownership.
@@ -153,12 +155,11 @@ impl RedisConfig {
         format!("{}{slug}", self.user_prefix)
     }
 
-    /// The key patterns the tenant's user gets, as Redis writes them back (`%RW~` is `~`).
-    /// The prefixes hold no glob character (`check`), so a pattern matches the tenant's
-    /// keys only.
+    /// The key patterns the tenant's user gets: its own keys, to read. The prefixes hold no
+    /// glob character and the key prefix ends in `:` (`check`), so the pattern matches the
+    /// tenant's keys only.
     pub fn key_patterns(&self, slug: &Slug) -> Vec<String> {
-        let prefix = self.prefix(slug);
-        vec![format!("%R~{prefix}*"), format!("~{prefix}usage:*")]
+        vec![format!("%R~{}*", self.prefix(slug))]
     }
 }
 
@@ -193,11 +194,15 @@ pub fn check(spans: &Spans, config: &RedisConfig) -> Vec<Diagnostic> {
     let mut problem = |key: &str, message: String, hint: &str| {
         problems.push(block_problem(spans, "redis", key, message, hint));
     };
-    for (key, value) in [
-        ("key_prefix", &config.key_prefix),
-        ("user_prefix", &config.user_prefix),
+    for (key, value, end) in [
+        ("key_prefix", &config.key_prefix, ":"),
+        ("user_prefix", &config.user_prefix, ""),
     ] {
-        let plain = value.len() <= 64
+        // Not empty: an empty key prefix would give tenant `session` the application's
+        // `session:*` keys, and an empty user prefix tenant `default` the default user.
+        let plain = !value.is_empty()
+            && value.len() <= 64
+            && value.ends_with(end)
             && value
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '-' | '.'));
@@ -205,31 +210,45 @@ pub fn check(spans: &Spans, config: &RedisConfig) -> Vec<Diagnostic> {
             problem(
                 key,
                 format!("{value:?} is not a plain prefix"),
-                "use up to 64 letters, digits, ':', '_', '-' and '.'",
+                if end.is_empty() {
+                    "use 1 to 64 letters, digits, ':', '_', '-' and '.', like \"tenant_\""
+                } else {
+                    "use 1 to 64 letters, digits, ':', '_', '-' and '.', ending in ':', like \"quota:\""
+                },
             );
         }
     }
     if let Some(url) = &config.url {
-        match url::Url::parse(url) {
-            Ok(u) if !matches!(u.scheme(), "redis" | "rediss") => problem(
-                "url",
-                format!("{url:?} is not a redis:// URL"),
-                "like \"redis://127.0.0.1:6379\"",
-            ),
-            Ok(u) if u.password().is_some() => problem(
-                "url",
-                "the URL holds a password".into(),
-                "give the URL with its password in REDIS_URL instead, so it is not in the repo",
-            ),
-            Ok(_) => {}
-            Err(e) => problem(
-                "url",
-                format!("{url:?} is not a URL: {e}"),
-                "like \"redis://127.0.0.1:6379\"",
-            ),
+        if let Err(why) = check_url(url) {
+            problem("url", why, "like \"redis://127.0.0.1:6379\"");
         }
     }
     problems
+}
+
+/// Why `url` cannot be the server's: a password in it (never echoed), not `redis://` or
+/// `rediss://` with a host (a tenant's login is this URL with its user and password put in,
+/// which a socket URL cannot take), or a database other than 0 (a tenant's login could not
+/// select it).
+pub fn check_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("the URL does not read: {e}"))?;
+    if parsed.password().is_some() {
+        return Err(
+            "the URL holds a password; give it in REDIS_URL instead, so it is not in the repo"
+                .into(),
+        );
+    }
+    if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host().is_none() {
+        return Err(format!(
+            "{url:?} is not a redis:// or rediss:// URL with a host"
+        ));
+    }
+    if !matches!(parsed.path(), "" | "/" | "/0") {
+        return Err(format!(
+            "{url:?} names a database other than 0, which a tenant's login cannot select"
+        ));
+    }
+    Ok(())
 }
 
 /// The slot set to Redis.
@@ -296,6 +315,10 @@ impl Plugged for RedisSlot {
         password: &dyn Fn(&str) -> String,
     ) -> Option<String> {
         let user = recorded.get(&Key::new(LIMITS))?.str("user");
-        Some(self.target.login_url(user, &password(&login(user))))
+        Some(
+            self.target
+                .login_url(user, &password(&login(user)))
+                .unwrap_or_else(|why| format!("redis: {why}")),
+        )
     }
 }

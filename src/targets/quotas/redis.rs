@@ -4,7 +4,10 @@
 //! Refresh reads every ACL user in one `ACL LIST` and the tenants' limits hashes in
 //! pipelines of a thousand, whatever the fleet. A tenant's hash and user are written in one
 //! `MULTI`: the hash replaced whole (a limit edited or added by hand is put back), its mark
-//! and password record with it, and the user reset to exactly its rules. The password is
+//! and password record with it, the user reset to exactly its rules, and, when it is turned
+//! off, its connections closed. Redis does not roll a `MULTI` back: a command refused inside
+//! it fails the step after the ones before it ran, and the next apply, finding the hash
+//! marked ours, writes it all again. The password is
 //! sent as its SHA-256 (`#…`), so it is never on the wire; the hash records a digest of that
 //! hash beside the password's fingerprint, so a password set by hand shows as drift, as
 //! RabbitMQ's user tags do.
@@ -118,6 +121,11 @@ fn recorded_password(hash: &HashMap<String, String>, user: &AclUser) -> String {
     }
 }
 
+/// The tenant's key prefix, from its limits key (`quota:acme:limits` → `quota:acme:`).
+fn prefix_of(limits_key: &str) -> &str {
+    limits_key.strip_suffix("limits").unwrap_or(limits_key)
+}
+
 /// A limit as the hash holds it: a number, or the text someone wrote.
 fn limit(text: &str) -> Value {
     text.parse::<u64>()
@@ -148,16 +156,24 @@ impl RedisQuotas {
     }
 
     /// The URL a tenant's application connects with: the server's, with the tenant's user
-    /// and password in it. It holds a secret.
-    pub fn login_url(&self, user: &str, password: &str) -> String {
-        match url::Url::parse(&self.url()) {
-            Ok(mut url) => {
-                let _ = url.set_username(user);
-                let _ = url.set_password(Some(password));
-                url.to_string()
-            }
-            Err(_) => format!("user={user} password={password}"),
+    /// and password in it. It holds a secret. Refused when the server's URL cannot take them
+    /// (a socket URL from `REDIS_URL`), rather than handing out the admin's login.
+    pub fn login_url(&self, user: &str, password: &str) -> Result<String, String> {
+        let refused = || {
+            format!(
+                "no login URL for {user}: the server's URL ({}) is not a redis:// or rediss:// URL with a host",
+                self.server()
+            )
+        };
+        let mut url = url::Url::parse(&self.url()).map_err(|_| refused())?;
+        if !matches!(url.scheme(), "redis" | "rediss") || url.host().is_none() {
+            return Err(refused());
         }
+        url.set_username(user).map_err(|_| refused())?;
+        url.set_password(Some(password)).map_err(|_| refused())?;
+        // The admin's own login may also be in the query (`?user=…&pass=…`): none of it stays.
+        url.set_query(None);
+        Ok(url.to_string())
     }
 
     /// The server's address without any login in it, for messages.
@@ -265,7 +281,9 @@ impl RedisQuotas {
         crate::model::attrs::attrs([
             ("key", json!(key)),
             ("limits", json!(limits)),
-            ("user", json!(if user.is_some() { user_name } else { "" })),
+            // Always its name: a user deleted by hand is an update of the fields below (an
+            // empty rule set), not another user.
+            ("user", json!(user_name)),
             ("enabled", json!(acl.enabled)),
             ("keys", json!(acl.keys)),
             ("channels", json!(acl.channels)),
@@ -372,12 +390,31 @@ impl Provider for RedisQuotas {
 
         let mut pipe = redis::pipe();
         pipe.atomic();
-        if change.action == crate::model::change::Action::Replace {
-            // What the old names held goes with them, if it was ours.
-            if let Some(old) = ctx.recorded.get(&change.key) {
-                let (old_key, old_user) = (old.str("key"), old.str("user"));
+        // Names changed by the config (a new key or user prefix): what the old names held
+        // goes with them, if it was ours. Refresh reads the names the config gives, so this is
+        // found here, from the names the state recorded, whatever the change's action.
+        if let Some(old) = ctx.recorded.get(&change.key) {
+            let (old_key, old_user) = (old.str("key"), old.str("user"));
+            if old_key != key || old_user != user {
                 let (old_hash, _) = self.read(old_key, old_user).await?;
                 if matches!(Self::owner(&old_hash), Owner::Marked(ref m) if ctx.mark.claims(m)) {
+                    // The quota service's counters under the old prefix move to the new one
+                    // first: the old hash stays marked until the transaction below, so a run
+                    // cut off here moves the rest when it is applied again.
+                    let (old_prefix, prefix) = (prefix_of(old_key), prefix_of(key));
+                    if old_prefix != prefix {
+                        for moved in self.keys_under(old_prefix).await? {
+                            if moved == old_key {
+                                continue;
+                            }
+                            let to = format!("{prefix}{}", &moved[old_prefix.len()..]);
+                            self.query::<()>(
+                                &format!("moving {moved}"),
+                                redis::cmd("RENAME").arg(&moved).arg(&to),
+                            )
+                            .await?;
+                        }
+                    }
                     if old_user != user {
                         pipe.cmd("ACL").arg("DELUSER").arg(old_user).ignore();
                     }
@@ -415,16 +452,17 @@ impl Provider for RedisQuotas {
             .partition(|c| c.starts_with("-@"));
         setuser.arg(categories).arg(commands);
         setuser.arg("resetchannels").ignore();
+        if !enabled {
+            // A user turned off keeps the connections it has: they are closed in the same
+            // transaction, so no run cut short leaves them open.
+            pipe.cmd("CLIENT")
+                .arg("KILL")
+                .arg("USER")
+                .arg(user)
+                .ignore();
+        }
         self.pipeline::<()>(&format!("writing {key} and the user {user}"), &pipe)
             .await?;
-        if !enabled {
-            // A user turned off keeps the connections it has: they are closed.
-            self.query::<i64>(
-                &format!("disconnecting {user}"),
-                redis::cmd("CLIENT").arg("KILL").arg("USER").arg(user),
-            )
-            .await?;
-        }
         let mut out = attrs.clone();
         out.insert("password_fingerprint", json!(fingerprint));
         Ok(Some(out))
@@ -460,7 +498,7 @@ impl Purge for RedisQuotas {
             )
             .await?;
         }
-        let prefix = limits.strip_suffix("limits").unwrap_or(limits);
+        let prefix = prefix_of(limits);
         let others: Vec<String> = self
             .keys_under(prefix)
             .await?
@@ -489,7 +527,7 @@ impl Export for RedisQuotas {
             return Ok(());
         };
         let limits = recorded.str("key");
-        let prefix = limits.strip_suffix("limits").unwrap_or(limits);
+        let prefix = prefix_of(limits);
         let mut out = BTreeMap::new();
         for key in self.keys_under(prefix).await? {
             let kind: String = self
@@ -544,7 +582,7 @@ impl Smoke for RedisQuotas {
         let (key, user) = (recorded.str("key"), recorded.str("user"));
         let verdict = async {
             let password = ctx.password(&login(user)).map_err(|e| e.to_string())?;
-            let url = self.login_url(user, &password);
+            let url = self.login_url(user, &password)?;
             let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
             let mut con = client
                 .get_multiplexed_async_connection()
