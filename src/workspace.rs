@@ -168,13 +168,10 @@ impl Workspace {
         self.s3.calls()
     }
 
-    /// Requests the target of the slot that plugs in as `slot` (`dns`) has sent so far.
-    pub fn plugged_requests(&self, slot: &str) -> usize {
+    /// Requests the target of each slot that plugs in has sent so far: (`dns`, 12).
+    pub fn plugged_requests(&self) -> Vec<(&'static str, usize)> {
         let plugged = self.repo.config.plugged.iter();
-        plugged
-            .filter(|p| p.slot() == slot)
-            .map(|p| p.calls())
-            .sum()
+        plugged.map(|p| (p.slot(), p.calls())).collect()
     }
 
     /// The configured PostgreSQL server (it connects on first use).
