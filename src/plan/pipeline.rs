@@ -188,7 +188,7 @@ pub fn add(
             // A slot's own kind (a tenant's limits) is named as it is.
             let names: Vec<&str> = rebuilt.iter().map(|k| k.as_str()).collect();
             Some(format!(
-                "what it is used through is built anew: {}",
+                "what it is used through is built anew ({})",
                 names.join(", ")
             ))
         };

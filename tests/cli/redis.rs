@@ -380,7 +380,7 @@ fn turned_on_for_a_fleet_that_exists_each_tenant_is_smoke_tested_through_its_new
     repo.write("tenant-reconcile.hcl", &redis.config());
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(
-        plan.contains("> acme/smoke_test  # what it is used through is built anew: limits"),
+        plan.contains("> acme/smoke_test  # what it is used through is built anew (limits)"),
         "{plan}"
     );
     // The smoke tests log in as each active tenant; one that failed would fail the apply.
