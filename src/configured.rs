@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::desired::Kind;
+use crate::desired::{Key, Kind};
 use crate::export::exporter;
 use crate::model::change::ResourceChange;
 use crate::targets::provider::{ControlPlane, LiveFleet, Provider, ProviderError, RefreshTarget};
@@ -30,6 +30,23 @@ impl Targets {
                 .as_purge()
                 .is_none()
                 .then(|| format!("its {} cannot be purged through {}", c.key, target.name()))
+        })
+    }
+
+    /// Why a tenant holding `recorded` cannot be exported whole: a resource of it is owned by
+    /// a slot the config names `none` since it was made, and its export would leave that out
+    /// (and the purge after it, put off until the slot is named again, would then destroy what
+    /// no export holds). Asked when an offboarding is planned and again before a saved plan's
+    /// tenant starts.
+    pub fn cannot_export<'k>(&self, mut recorded: impl Iterator<Item = &'k Key>) -> Option<String> {
+        recorded.find_map(|key| {
+            let target = self.for_kind(key.kind);
+            (!target.reachable()).then(|| {
+                format!(
+                    "its {key} cannot be exported through {}, which names no target, and its export would leave it out",
+                    target.name()
+                )
+            })
         })
     }
 

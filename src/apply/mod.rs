@@ -506,6 +506,17 @@ impl Executor {
             // anything of the tenant changes.
             return Err(format!("{why}; nothing was done\n  hint: in tenant-reconcile.hcl, set `targets` back to the target it was made on, then plan again").into());
         }
+        let exports = tp
+            .changes
+            .iter()
+            .any(|c| c.key.kind == Kind::EXPORT && c.desired.is_some());
+        if let Some(why) = self
+            .targets
+            .cannot_export(ts.resources.keys())
+            .filter(|_| exports)
+        {
+            return Err(format!("{why}; nothing was done\n  hint: in tenant-reconcile.hcl, set `targets` back to the target it was made on, then plan again").into());
+        }
         let mut lifecycle = tp.lifecycle.from;
         let run = Run {
             tp,

@@ -210,6 +210,19 @@ impl<'a> Planner<'a> {
                 d.slug()
             ))));
         }
+        let exports = plan
+            .changes
+            .iter()
+            .any(|c| c.key.kind == Kind::EXPORT && c.desired.is_some());
+        if let Some(why) = recorded
+            .filter(|_| exports)
+            .and_then(|r| self.input.targets.cannot_export(r.resources.keys()))
+        {
+            return Ok(Some(Planned::Skipped(format!(
+                "{}: {why}; nothing is done\n  hint: in tenant-reconcile.hcl, set `targets` back to the target it was made on",
+                d.slug()
+            ))));
+        }
         for c in &mut plan.changes {
             if let Some(seed) = c.desired.as_mut().filter(|r| r.key.kind == Kind::SEED) {
                 if seed.content.is_none() {

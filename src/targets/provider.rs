@@ -577,6 +577,11 @@ pub trait Provider: Send + Sync {
     ) -> Result<Option<Attrs>, ProviderError>;
     /// What this target can purge, if anything: a plan that would purge one of its kinds
     /// without it is refused for that tenant when it is made, never half-way through.
+    /// Whether it reaches anything: `false` for the owner of a kind whose slot the config
+    /// names `none` (`Unconfigured`), which can neither read, export nor purge what it owns.
+    fn reachable(&self) -> bool {
+        true
+    }
     fn as_purge(&self) -> Option<&dyn Purge> {
         None
     }

@@ -40,6 +40,10 @@ impl Provider for Unconfigured {
         self.kinds
     }
 
+    fn reachable(&self) -> bool {
+        false
+    }
+
     async fn refresh(&self, _: &[RefreshTarget], _: &mut LiveFleet) -> Result<(), ProviderError> {
         Ok(())
     }

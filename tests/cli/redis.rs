@@ -5,6 +5,8 @@
 
 use std::process::Command;
 
+use crate::offboarding::offboard;
+use crate::purge::no_hold;
 use crate::support::{text, Repo};
 
 const SERVER: [&str; 4] = ["-h", "127.0.0.1", "-p", "6379"];
@@ -445,4 +447,43 @@ fn a_deleted_user_is_made_again_and_a_new_key_prefix_takes_the_counters_along() 
     repo.assert_plan_empty();
     // `moved` names keys under this test's prefix: `redis` removes them all.
     std::mem::forget(moved);
+}
+
+#[test]
+fn an_offboarding_waits_while_the_slot_holding_some_of_the_tenant_is_set_to_none() {
+    let redis = Redis::new();
+    let repo = redis.repo();
+    no_hold(&repo);
+    repo.apply();
+    admin(&[
+        "INCRBY",
+        &format!("{}acme:usage:api_calls", redis.key_prefix),
+        "9",
+    ]);
+    // The config stops naming Redis, then acme leaves: its export would leave its counts out,
+    // and the purge, put off until Redis is named again, would then destroy them unexported.
+    repo.remove("tenant-reconcile.hcl");
+    offboard(&repo, "acme");
+    let out = repo.run(&["plan"]);
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        said.contains("acme: its limits cannot be exported through targets.quotas"),
+        "{said}"
+    );
+    repo.apply();
+    assert!(!repo.path().join(".tenant-reconcile/exports/acme").exists());
+    assert!(
+        redis.acl("acme").unwrap().contains(" on "),
+        "nothing was revoked"
+    );
+
+    // Named again: revoked, exported with its counts, then purged.
+    repo.write("tenant-reconcile.hcl", &redis.config());
+    repo.apply();
+    let export = repo.path().join(".tenant-reconcile/exports/acme");
+    let exported = std::fs::read_to_string(export.join("quotas/redis.json")).unwrap();
+    assert!(exported.contains("\"9\""), "{exported}");
+    repo.apply();
+    assert!(redis.acl("acme").is_none());
+    repo.assert_plan_empty();
 }
