@@ -15,7 +15,7 @@ pub mod slot;
 pub mod unconfigured;
 
 /// The slots that plug in ([`slot::Slot`]): a new one is a folder here and a line in this list.
-pub const PLUGGED: &[&dyn slot::Slot] = &[&broker::BrokerSlot, &dns::DnsSlot, &quotas::QuotasSlot];
+pub const PLUGGED: &[&dyn slot::Slot] = &[&broker::SLOT, &dns::SLOT, &quotas::SLOT];
 
 #[cfg(test)]
 mod tests {

@@ -88,6 +88,15 @@ pub struct TenantInputs<'a> {
     pub password: Option<&'a dyn Fn(&str) -> String>,
 }
 
+impl TenantInputs<'_> {
+    /// The fingerprint of the password the login `login` gets, when it is known: what a
+    /// plan compares, the password itself never being shown or kept.
+    pub fn fingerprint(&self, login: &str) -> Option<String> {
+        let password = self.password?;
+        Some(crate::credentials::fingerprint(&password(login)))
+    }
+}
+
 /// Takes every plugged slot's setting out of the config's `targets` block, and every block
 /// of its implementations out of the config, and sets up the slots that are not `none`.
 /// What is left is read as the rest of the config.
@@ -158,7 +167,7 @@ fn quoted(value: &hcl::Value) -> String {
 
 /// Reads a block's settings into `T` (its defaults when the file has no block), every
 /// problem named by its path under the block (`redis.url`) at its line.
-pub fn read_settings<T: serde::de::DeserializeOwned + Default>(
+fn read_settings<T: serde::de::DeserializeOwned + Default>(
     block_name: &str,
     block: Option<hcl::Value>,
     spans: &Spans,
@@ -203,13 +212,166 @@ pub fn add_to_schema(schema: &mut serde_json::Value) {
     }
 }
 
-/// What a block the slot is not set to does not read as `T`.
-pub fn unread<T: serde::de::DeserializeOwned + Default>(
-    block_name: &str,
-    block: hcl::Value,
-    spans: &Spans,
-) -> Vec<Diagnostic> {
-    read_settings::<T>(block_name, Some(block), spans)
-        .err()
-        .unwrap_or_default()
+/// A slot of one implementation serving one kind, said by its own parts only: its settings,
+/// their checks, its target, and what a tenant gets. [`OneTarget`] makes it a [`Slot`], and
+/// what it configures a [`Plugged`], so the reading of its block, the schema, the `none`
+/// case and the plumbing are written once for every such slot.
+pub trait Single: Send + Sync + 'static {
+    /// Its key in `targets { }` (`dns`), and that key's path in the file (`targets.dns`).
+    const KEY: &'static str;
+    const SETTING: &'static str;
+    /// What it may be set to besides `none`, which is also its settings block's name.
+    const IMPLEMENTATION: &'static str;
+    /// The kind a tenant gets one resource of.
+    const KIND: Kind;
+    /// Whether a block the slot is not set to gets the settings' checks too, not only a
+    /// reading of its values (the `rabbitmq` block always did).
+    const CHECK_UNUSED: bool = false;
+
+    type Settings: serde::de::DeserializeOwned
+        + schemars::JsonSchema
+        + Default
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync;
+    type Target: Provider;
+
+    /// The settings' checks, each problem where it is written. A value may be put in the
+    /// form the target takes first (a zone id as AWS prints it).
+    fn check(spans: &Spans, settings: &mut Self::Settings) -> Vec<Diagnostic>;
+    fn target(settings: &Self::Settings) -> Self::Target;
+    /// Requests the target has sent so far, for benchmarks.
+    fn calls(target: &Self::Target) -> usize;
+    /// What is wrong with the names the tenants would get.
+    fn check_tenants(settings: &Self::Settings, tenants: &[TenantSpec]) -> Vec<Diagnostic>;
+    /// The attributes of a tenant's resource.
+    fn attrs(settings: &Self::Settings, tenant: &TenantInputs<'_>) -> Attrs;
+    /// The tenant's login, from its resource as recorded (`credentials`), if it has one.
+    fn login(
+        _settings: &Self::Settings,
+        _target: &Self::Target,
+        _recorded: &Attrs,
+        _password: &dyn Fn(&str) -> String,
+    ) -> Option<String> {
+        None
+    }
+}
+
+/// The [`Slot`] of a [`Single`]: `pub const SLOT: OneTarget<Route53> = OneTarget::new();`.
+pub struct OneTarget<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> OneTarget<S> {
+    pub const fn new() -> Self {
+        OneTarget(std::marker::PhantomData)
+    }
+}
+
+impl<S> Default for OneTarget<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: Single> Slot for OneTarget<S> {
+    fn key(&self) -> &'static str {
+        S::KEY
+    }
+
+    fn setting(&self) -> &'static str {
+        S::SETTING
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        const { &[S::KIND] }
+    }
+
+    fn implementations(&self) -> &'static [&'static str] {
+        const { &[S::IMPLEMENTATION] }
+    }
+
+    fn settings_schema(&self, _implementation: &str) -> serde_json::Value {
+        serde_json::to_value(schemars::schema_for!(S::Settings)).expect("a schema serializes")
+    }
+
+    fn read_unused(
+        &self,
+        _implementation: &str,
+        block: hcl::Value,
+        spans: &Spans,
+    ) -> Vec<Diagnostic> {
+        match read_settings::<S::Settings>(S::IMPLEMENTATION, Some(block), spans) {
+            Ok(mut settings) if S::CHECK_UNUSED => S::check(spans, &mut settings),
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        }
+    }
+
+    fn configure(
+        &self,
+        _implementation: &str,
+        block: Option<hcl::Value>,
+        spans: &Spans,
+    ) -> Result<Arc<dyn Plugged>, Vec<Diagnostic>> {
+        let mut settings: S::Settings = read_settings(S::IMPLEMENTATION, block, spans)?;
+        let problems = S::check(spans, &mut settings);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let target = Arc::new(S::target(&settings));
+        Ok(Arc::new(Configured::<S> { settings, target }))
+    }
+}
+
+/// A [`Single`] as the config set it up.
+struct Configured<S: Single> {
+    settings: S::Settings,
+    target: Arc<S::Target>,
+}
+
+impl<S: Single> std::fmt::Debug for Configured<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct(S::IMPLEMENTATION)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Single> Plugged for Configured<S> {
+    fn slot(&self) -> &'static str {
+        S::KEY
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        vec![Key::new(S::KIND)]
+    }
+
+    fn check_tenants(&self, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+        S::check_tenants(&self.settings, tenants)
+    }
+
+    fn calls(&self) -> usize {
+        S::calls(&self.target)
+    }
+
+    fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource> {
+        vec![Resource {
+            key: Key::new(S::KIND),
+            attrs: S::attrs(&self.settings, tenant),
+            content: None,
+        }]
+    }
+
+    fn target(&self) -> Arc<dyn Provider> {
+        self.target.clone()
+    }
+
+    fn login(
+        &self,
+        recorded: &BTreeMap<Key, Attrs>,
+        password: &dyn Fn(&str) -> String,
+    ) -> Option<String> {
+        let resource = recorded.get(&Key::new(S::KIND))?;
+        S::login(&self.settings, &self.target, resource, password)
+    }
 }

@@ -7,9 +7,6 @@
 
 pub mod rabbitmq;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -17,12 +14,11 @@ use crate::credentials::MasterKey;
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::{not_counted, KindFacts};
-use crate::model::resource::{Key, Kind, Resource};
+use crate::model::resource::Kind;
 use crate::model::tenant::{Status, TenantSpec};
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
-use crate::targets::provider::Provider;
-use crate::targets::slot::{self, Plugged, Slot, TenantInputs};
+use crate::targets::slot::{OneTarget, Single, TenantInputs};
 
 /// `permissions` of an active tenant's user on its own vhost: everything, there only.
 pub const PERMISSIONS_ALL: &str = "configure=.* write=.* read=.*";
@@ -298,88 +294,40 @@ pub fn login(user: &str) -> String {
     format!("amqp/{user}")
 }
 
-pub struct BrokerSlot;
+/// The broker slot set to RabbitMQ: `targets { broker = "rabbitmq" }` and the `rabbitmq` block.
+pub struct Rabbitmq;
 
-impl Slot for BrokerSlot {
-    fn key(&self) -> &'static str {
-        "broker"
-    }
+pub const SLOT: OneTarget<Rabbitmq> = OneTarget::new();
 
-    fn setting(&self) -> &'static str {
-        "targets.broker"
-    }
-
-    fn kinds(&self) -> &'static [Kind] {
-        &[Kind::VHOST]
-    }
-
-    fn implementations(&self) -> &'static [&'static str] {
-        &["rabbitmq"]
-    }
-
-    fn settings_schema(&self, _implementation: &str) -> Value {
-        serde_json::to_value(schemars::schema_for!(RabbitmqConfig)).expect("a schema serializes")
-    }
-
+impl Single for Rabbitmq {
+    const KEY: &'static str = "broker";
+    const SETTING: &'static str = "targets.broker";
+    const IMPLEMENTATION: &'static str = "rabbitmq";
+    const KIND: Kind = Kind::VHOST;
     /// The `rabbitmq` block is checked even while the broker is `none`, as it always was:
     /// its URL is the one `credentials` would print.
-    fn read_unused(
-        &self,
-        _implementation: &str,
-        block: hcl::Value,
-        spans: &Spans,
-    ) -> Vec<Diagnostic> {
-        match slot::read_settings::<RabbitmqConfig>("rabbitmq", Some(block), spans) {
-            Ok(config) => check(spans, &config),
-            Err(problems) => problems,
-        }
+    const CHECK_UNUSED: bool = true;
+    type Settings = RabbitmqConfig;
+    type Target = rabbitmq::RabbitMq;
+
+    fn check(spans: &Spans, settings: &mut RabbitmqConfig) -> Vec<Diagnostic> {
+        check(spans, settings)
     }
 
-    fn configure(
-        &self,
-        _implementation: &str,
-        block: Option<hcl::Value>,
-        spans: &Spans,
-    ) -> Result<Arc<dyn Plugged>, Vec<Diagnostic>> {
-        let config: RabbitmqConfig = slot::read_settings("rabbitmq", block, spans)?;
-        let problems = check(spans, &config);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let target = Arc::new(rabbitmq::RabbitMq::new(config.clone()));
-        Ok(Arc::new(RabbitmqSlot { config, target }))
-    }
-}
-
-/// The slot set to RabbitMQ.
-struct RabbitmqSlot {
-    config: RabbitmqConfig,
-    target: Arc<rabbitmq::RabbitMq>,
-}
-
-impl std::fmt::Debug for RabbitmqSlot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RabbitmqSlot")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Plugged for RabbitmqSlot {
-    fn slot(&self) -> &'static str {
-        "broker"
+    fn target(settings: &RabbitmqConfig) -> rabbitmq::RabbitMq {
+        rabbitmq::RabbitMq::new(settings.clone())
     }
 
-    fn keys(&self) -> Vec<Key> {
-        vec![Key::new(Kind::VHOST)]
+    fn calls(target: &rabbitmq::RabbitMq) -> usize {
+        target.calls()
     }
 
-    fn check_tenants(&self, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+    fn check_tenants(settings: &RabbitmqConfig, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
         let mut problems = Vec::new();
         for t in tenants {
             for (what, name) in [
-                ("vhost", vhost(&self.config, &t.slug)),
-                ("broker user", user(&self.config, &t.slug)),
+                ("vhost", vhost(settings, &t.slug)),
+                ("broker user", user(settings, &t.slug)),
             ] {
                 if let Err(why) = check_name(&name) {
                     problems.push(
@@ -393,41 +341,25 @@ impl Plugged for RabbitmqSlot {
         problems
     }
 
-    fn calls(&self) -> usize {
-        self.target.calls()
-    }
-
-    fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource> {
+    fn attrs(settings: &RabbitmqConfig, tenant: &TenantInputs<'_>) -> Attrs {
         let t = tenant.tenant;
-        let mut attrs = desired(&self.config, &t.slug, t.status, &t.quotas);
-        if let Some(password) = tenant.password {
-            let password = password(&login(&user(&self.config, &t.slug)));
-            attrs.insert(
-                "password_fingerprint",
-                json!(crate::credentials::fingerprint(&password)),
-            );
+        let mut attrs = desired(settings, &t.slug, t.status, &t.quotas);
+        if let Some(fingerprint) = tenant.fingerprint(&login(&user(settings, &t.slug))) {
+            attrs.insert("password_fingerprint", json!(fingerprint));
         }
-        vec![Resource {
-            key: Key::new(Kind::VHOST),
-            attrs,
-            content: None,
-        }]
-    }
-
-    fn target(&self) -> Arc<dyn Provider> {
-        self.target.clone()
+        attrs
     }
 
     /// Its AMQP URL, with the user, password and vhost in it.
     fn login(
-        &self,
-        recorded: &BTreeMap<Key, Attrs>,
+        settings: &RabbitmqConfig,
+        _target: &rabbitmq::RabbitMq,
+        vhost: &Attrs,
         password: &dyn Fn(&str) -> String,
     ) -> Option<String> {
-        let vhost = recorded.get(&Key::new(Kind::VHOST))?;
         let user = vhost.str("user");
         Some(amqp_url(
-            &self.config,
+            settings,
             user,
             &password(&login(user)),
             vhost.str("vhost"),

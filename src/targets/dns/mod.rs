@@ -6,7 +6,6 @@
 pub mod route53;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::json;
@@ -14,12 +13,11 @@ use serde_json::json;
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::KindFacts;
-use crate::model::resource::{Key, Kind, Resource};
+use crate::model::resource::Kind;
 use crate::model::tenant::TenantSpec;
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
-use crate::targets::provider::Provider;
-use crate::targets::slot::{self, Plugged, Slot, TenantInputs};
+use crate::targets::slot::{OneTarget, Single, TenantInputs};
 
 pub const RECORD_TYPE: &str = "CNAME";
 
@@ -211,88 +209,42 @@ pub fn check(spans: &Spans, dns: &Route53Config) -> Vec<Diagnostic> {
     problems
 }
 
-pub struct DnsSlot;
+/// The DNS slot set to Route53: `targets { dns = "route53" }` and the `route53` block.
+pub struct Route53;
 
-impl Slot for DnsSlot {
-    fn key(&self) -> &'static str {
-        "dns"
-    }
+pub const SLOT: OneTarget<Route53> = OneTarget::new();
 
-    fn setting(&self) -> &'static str {
-        "targets.dns"
-    }
+impl Single for Route53 {
+    const KEY: &'static str = "dns";
+    const SETTING: &'static str = "targets.dns";
+    const IMPLEMENTATION: &'static str = "route53";
+    const KIND: Kind = Kind::DNS;
+    type Settings = Route53Config;
+    type Target = route53::Route53Dns;
 
-    fn kinds(&self) -> &'static [Kind] {
-        &[Kind::DNS]
-    }
-
-    fn implementations(&self) -> &'static [&'static str] {
-        &["route53"]
-    }
-
-    fn settings_schema(&self, _implementation: &str) -> serde_json::Value {
-        serde_json::to_value(schemars::schema_for!(Route53Config)).expect("a schema serializes")
-    }
-
-    fn read_unused(
-        &self,
-        _implementation: &str,
-        block: hcl::Value,
-        spans: &Spans,
-    ) -> Vec<Diagnostic> {
-        slot::unread::<Route53Config>("route53", block, spans)
-    }
-
-    fn configure(
-        &self,
-        _implementation: &str,
-        block: Option<hcl::Value>,
-        spans: &Spans,
-    ) -> Result<Arc<dyn Plugged>, Vec<Diagnostic>> {
-        let mut config: Route53Config = slot::read_settings("route53", block, spans)?;
+    fn check(spans: &Spans, settings: &mut Route53Config) -> Vec<Diagnostic> {
         // `aws route53 list-hosted-zones` and boto3 print a zone's id as `/hostedzone/Z…`;
         // the API's paths take the bare id.
-        if let Some(id) = config.zone_id.strip_prefix("/hostedzone/") {
-            config.zone_id = id.to_string();
+        if let Some(id) = settings.zone_id.strip_prefix("/hostedzone/") {
+            settings.zone_id = id.to_string();
         }
-        let problems = check(spans, &config);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
-        let target = Arc::new(route53::Route53Dns::new(config.clone()));
-        Ok(Arc::new(Route53Slot { config, target }))
-    }
-}
-
-/// The slot set to Route53.
-struct Route53Slot {
-    config: Route53Config,
-    target: Arc<route53::Route53Dns>,
-}
-
-impl std::fmt::Debug for Route53Slot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Route53Slot")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Plugged for Route53Slot {
-    fn slot(&self) -> &'static str {
-        "dns"
+        check(spans, settings)
     }
 
-    fn keys(&self) -> Vec<Key> {
-        vec![Key::new(Kind::DNS)]
+    fn target(settings: &Route53Config) -> route53::Route53Dns {
+        route53::Route53Dns::new(settings.clone())
+    }
+
+    fn calls(target: &route53::Route53Dns) -> usize {
+        target.calls()
     }
 
     /// Every name against DNS's rules, and no two tenants on one name.
-    fn check_tenants(&self, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+    fn check_tenants(settings: &Route53Config, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
         let mut problems = Vec::new();
         let mut records: HashMap<String, &TenantSpec> = HashMap::new();
         for t in tenants {
-            let name = name(&self.config, &t.slug, &t.region);
+            let name = name(settings, &t.slug, &t.region);
             if let Err(why) = check_name(&name) {
                 problems.push(
                     Diagnostic::new(&t.file, format!("the DNS name {name:?} {why}"))
@@ -313,21 +265,8 @@ impl Plugged for Route53Slot {
         problems
     }
 
-    fn calls(&self) -> usize {
-        self.target.calls()
-    }
-
-    fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource> {
-        let t = tenant.tenant;
-        vec![Resource {
-            key: Key::new(Kind::DNS),
-            attrs: desired(&self.config, &t.slug, &t.region),
-            content: None,
-        }]
-    }
-
-    fn target(&self) -> Arc<dyn Provider> {
-        self.target.clone()
+    fn attrs(settings: &Route53Config, tenant: &TenantInputs<'_>) -> Attrs {
+        desired(settings, &tenant.tenant.slug, &tenant.tenant.region)
     }
 }
 

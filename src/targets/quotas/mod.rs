@@ -11,21 +11,17 @@
 
 pub mod redis;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::{count, KindFacts};
-use crate::model::resource::{Key, Kind, Resource};
+use crate::model::resource::Kind;
 use crate::model::tenant::{Status, TenantSpec};
 use crate::repo::hcl_file::{block_problem, Spans};
 use crate::slug::Slug;
-use crate::targets::provider::Provider;
-use crate::targets::slot::{self, Plugged, Slot, TenantInputs};
+use crate::targets::slot::{OneTarget, Single, TenantInputs};
 
 /// A tenant's limits and the login that reads them.
 pub const LIMITS: Kind = Kind::new(95);
@@ -58,51 +54,69 @@ pub const MARK_FIELD: &str = "_managed_by";
 /// The hash field recording the password we set: its fingerprint and a digest of its hash.
 pub const PASSWORD_FIELD: &str = "_password";
 
-pub struct QuotasSlot;
+/// The quotas slot set to Redis: `targets { quotas = "redis" }` and the `redis` block.
+pub struct Redis;
 
-impl Slot for QuotasSlot {
-    fn key(&self) -> &'static str {
-        "quotas"
+pub const SLOT: OneTarget<Redis> = OneTarget::new();
+
+impl Single for Redis {
+    const KEY: &'static str = "quotas";
+    const SETTING: &'static str = "targets.quotas";
+    const IMPLEMENTATION: &'static str = "redis";
+    const KIND: Kind = LIMITS;
+    type Settings = RedisConfig;
+    type Target = redis::RedisQuotas;
+
+    fn check(spans: &Spans, settings: &mut RedisConfig) -> Vec<Diagnostic> {
+        check(spans, settings)
     }
 
-    fn setting(&self) -> &'static str {
-        "targets.quotas"
+    fn target(settings: &RedisConfig) -> redis::RedisQuotas {
+        redis::RedisQuotas::new(settings.clone())
     }
 
-    fn kinds(&self) -> &'static [Kind] {
-        &[LIMITS]
+    fn calls(target: &redis::RedisQuotas) -> usize {
+        target.calls()
     }
 
-    fn implementations(&self) -> &'static [&'static str] {
-        &["redis"]
-    }
-
-    fn settings_schema(&self, _implementation: &str) -> serde_json::Value {
-        serde_json::to_value(schemars::schema_for!(RedisConfig)).expect("a schema serializes")
-    }
-
-    fn read_unused(
-        &self,
-        _implementation: &str,
-        block: hcl::Value,
-        spans: &Spans,
-    ) -> Vec<Diagnostic> {
-        slot::unread::<RedisConfig>("redis", block, spans)
-    }
-
-    fn configure(
-        &self,
-        _implementation: &str,
-        block: Option<hcl::Value>,
-        spans: &Spans,
-    ) -> Result<Arc<dyn Plugged>, Vec<Diagnostic>> {
-        let config: RedisConfig = slot::read_settings("redis", block, spans)?;
-        let problems = check(spans, &config);
-        if !problems.is_empty() {
-            return Err(problems);
+    fn check_tenants(settings: &RedisConfig, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+        let mut problems = Vec::new();
+        for t in tenants {
+            let user = settings.user(&t.slug);
+            if user.len() > 128 {
+                problems.push(
+                    Diagnostic::new(
+                        &t.file,
+                        format!("the Redis user name {user:?} is {} characters", user.len()),
+                    )
+                    .locate(&t.source, "slug")
+                    .hint("keep user_prefix in the redis block of tenant-reconcile.hcl short: names are at most 128"),
+                );
+            }
         }
-        let target = Arc::new(redis::RedisQuotas::new(config.clone()));
-        Ok(Arc::new(RedisSlot { config, target }))
+        problems
+    }
+
+    fn attrs(settings: &RedisConfig, tenant: &TenantInputs<'_>) -> Attrs {
+        let mut attrs = desired(settings, tenant.tenant);
+        if let Some(fingerprint) = tenant.fingerprint(&login(&settings.user(&tenant.tenant.slug))) {
+            attrs.insert("password_fingerprint", json!(fingerprint));
+        }
+        attrs
+    }
+
+    fn login(
+        _settings: &RedisConfig,
+        target: &redis::RedisQuotas,
+        limits: &Attrs,
+        password: &dyn Fn(&str) -> String,
+    ) -> Option<String> {
+        let user = limits.str("user");
+        Some(
+            target
+                .login_url(user, &password(&login(user)))
+                .unwrap_or_else(|why| format!("redis: {why}")),
+        )
     }
 }
 
@@ -249,76 +263,4 @@ pub fn check_url(url: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// The slot set to Redis.
-#[derive(Debug)]
-struct RedisSlot {
-    config: RedisConfig,
-    target: Arc<redis::RedisQuotas>,
-}
-
-impl Plugged for RedisSlot {
-    fn slot(&self) -> &'static str {
-        "quotas"
-    }
-
-    fn keys(&self) -> Vec<Key> {
-        vec![Key::new(LIMITS)]
-    }
-
-    fn check_tenants(&self, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
-        let mut problems = Vec::new();
-        for t in tenants {
-            let user = self.config.user(&t.slug);
-            if user.len() > 128 {
-                problems.push(
-                    Diagnostic::new(
-                        &t.file,
-                        format!("the Redis user name {user:?} is {} characters", user.len()),
-                    )
-                    .locate(&t.source, "slug")
-                    .hint("keep user_prefix in the redis block of tenant-reconcile.hcl short: names are at most 128"),
-                );
-            }
-        }
-        problems
-    }
-
-    fn calls(&self) -> usize {
-        self.target.calls()
-    }
-
-    fn desired(&self, tenant: &TenantInputs<'_>) -> Vec<Resource> {
-        let mut attrs = desired(&self.config, tenant.tenant);
-        if let Some(password) = tenant.password {
-            let password = password(&login(&self.config.user(&tenant.tenant.slug)));
-            attrs.insert(
-                "password_fingerprint",
-                json!(crate::credentials::fingerprint(&password)),
-            );
-        }
-        vec![Resource {
-            key: Key::new(LIMITS),
-            attrs,
-            content: None,
-        }]
-    }
-
-    fn target(&self) -> Arc<dyn Provider> {
-        self.target.clone()
-    }
-
-    fn login(
-        &self,
-        recorded: &BTreeMap<Key, Attrs>,
-        password: &dyn Fn(&str) -> String,
-    ) -> Option<String> {
-        let user = recorded.get(&Key::new(LIMITS))?.str("user");
-        Some(
-            self.target
-                .login_url(user, &password(&login(user)))
-                .unwrap_or_else(|why| format!("redis: {why}")),
-        )
-    }
 }
