@@ -529,31 +529,45 @@ impl Export for RedisQuotas {
         let limits = recorded.str("key");
         let prefix = prefix_of(limits);
         let mut out = BTreeMap::new();
-        for key in self.keys_under(prefix).await? {
-            let kind: String = self
-                .query(&format!("reading {key}"), redis::cmd("TYPE").arg(&key))
-                .await?;
-            let value = match kind.as_str() {
-                "string" => json!(
-                    self.query::<Option<String>>(
-                        &format!("reading {key}"),
-                        redis::cmd("GET").arg(&key)
-                    )
-                    .await?
-                ),
-                "hash" => {
-                    let fields: BTreeMap<String, String> = self
-                        .query(&format!("reading {key}"), redis::cmd("HGETALL").arg(&key))
-                        .await?;
-                    json!(fields
-                        .into_iter()
-                        .filter(|(f, _)| !f.starts_with('_'))
-                        .collect::<BTreeMap<_, _>>())
-                }
-                "none" => continue,
-                other => json!({ "type": other }),
+        let keys = self.keys_under(prefix).await?;
+        // Two round trips a thousand keys: their types, then what each holds.
+        for chunk in keys.chunks(PIPELINE) {
+            let mut types = redis::pipe();
+            for key in chunk {
+                types.cmd("TYPE").arg(key);
+            }
+            let kinds: Vec<String> = self.pipeline("reading the keys' types", &types).await?;
+            let mut reads = redis::pipe();
+            for (key, kind) in chunk.iter().zip(&kinds) {
+                match kind.as_str() {
+                    "string" => reads.cmd("GET").arg(key),
+                    "hash" => reads.cmd("HGETALL").arg(key),
+                    // Another type is exported by its name only; nothing to read.
+                    _ => reads.cmd("PING"),
+                };
+            }
+            let values: Vec<redis::Value> = self.pipeline("reading the keys", &reads).await?;
+            let unreadable = |key: &str, e: redis::ParsingError| {
+                ProviderError::Message(format!("Redis at {}: reading {key}: {e}", self.server()))
             };
-            out.insert(key, value);
+            for ((key, kind), value) in chunk.iter().zip(&kinds).zip(values) {
+                let value = match kind.as_str() {
+                    "string" => json!(redis::from_redis_value::<Option<String>>(value)
+                        .map_err(|e| unreadable(key, e))?),
+                    "hash" => {
+                        let fields: BTreeMap<String, String> =
+                            redis::from_redis_value(value).map_err(|e| unreadable(key, e))?;
+                        json!(fields
+                            .into_iter()
+                            .filter(|(f, _)| !f.starts_with('_'))
+                            .collect::<BTreeMap<_, _>>())
+                    }
+                    // Gone since it was listed.
+                    "none" => continue,
+                    other => json!({ "type": other }),
+                };
+                out.insert(key.clone(), value);
+            }
         }
         let text = serde_json::to_vec_pretty(&out).expect("JSON serializes");
         let mut file = req.sink.file("quotas/redis.json").await?;
