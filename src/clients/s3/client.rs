@@ -24,6 +24,18 @@ use crate::clients::s3::S3Config;
 /// 5xx responses, timeouts and dropped connections with exponential backoff and jitter.
 pub(crate) const MAX_ATTEMPTS: u32 = 6;
 
+/// The retry quota of an AWS client of this tool: none beyond each request's attempts. The
+/// SDK's default bucket (500 tokens, 5 a retry and 10 a timeout's, shared process-wide) is
+/// made for services that run for days; one apply under load (a slow store answering past
+/// `request_timeout`) drained it, and a throttled CreateBucket then failed its tenant at its
+/// first attempt. Each request is still bounded by `MAX_ATTEMPTS` and its backoff.
+pub(crate) fn retry_partition(service: &'static str) -> aws_sdk_s3::config::retry::RetryPartition {
+    use aws_sdk_s3::config::retry::{RetryPartition, TokenBucket};
+    RetryPartition::custom(service)
+        .token_bucket(TokenBucket::unlimited())
+        .build()
+}
+
 pub struct S3Store {
     config: S3Config,
     base: tokio::sync::OnceCell<aws_sdk_s3::Config>,
@@ -82,6 +94,7 @@ impl S3Store {
                             .with_max_attempts(MAX_ATTEMPTS)
                             .with_initial_backoff(Duration::from_millis(100)),
                     )
+                    .retry_partition(retry_partition("tenant-reconcile-s3"))
                     .timeout_config(
                         TimeoutConfig::builder()
                             .connect_timeout(Duration::from_secs(5))

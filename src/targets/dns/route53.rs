@@ -22,7 +22,7 @@ use aws_sdk_route53::types::{
 use aws_sdk_route53::Client;
 use serde_json::json;
 
-use crate::clients::s3::client::{aws_error, CountRequests};
+use crate::clients::s3::client::{aws_error, retry_partition, CountRequests};
 use crate::model::attrs::Attrs;
 use crate::model::change::{Action, ResourceChange};
 use crate::model::resource::{Key, Kind};
@@ -125,6 +125,7 @@ impl Route53Dns {
                             .with_max_attempts(6)
                             .with_initial_backoff(Duration::from_millis(200)),
                     )
+                    .retry_partition(retry_partition("tenant-reconcile-route53"))
                     .interceptor(CountRequests(self.calls.clone()));
                 // Route53 is global: its calls are signed for us-east-1 whatever the profile says.
                 if sdk.region().is_none() {
