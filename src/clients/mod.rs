@@ -8,4 +8,5 @@ pub mod group_commit;
 pub mod http;
 pub mod postgres;
 pub mod s3;
+pub mod sql;
 pub mod sqlite;

@@ -4,6 +4,7 @@
 pub mod local;
 pub mod postgres;
 pub mod rows;
+pub mod store;
 
 use crate::model::kind::{count, KindFacts};
 use crate::model::resource::Kind;

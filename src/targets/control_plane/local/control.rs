@@ -9,6 +9,7 @@ use sqlx::sqlite::{SqliteJournalMode, SqlitePool};
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::OnceCell;
 
+use crate::clients::sql::{Dialect, Pool};
 use crate::clients::sqlite;
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
@@ -18,6 +19,7 @@ use crate::model::resource::Key;
 use crate::model::resource::Kind;
 use crate::slug::Slug;
 use crate::targets::control_plane::rows::{self, ControlRows};
+use crate::targets::control_plane::store::ControlDb;
 use crate::targets::provider::{
     desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge,
     RefreshTarget, Smoke, StepContext,
@@ -124,11 +126,13 @@ const ADDED_COLUMNS: &[(&str, &str)] = &[
     ("tenants", "deprovisioned_at TEXT"),
     ("tenants", "outputs TEXT NOT NULL DEFAULT '{}'"),
     ("deletion_audit", "export_until TEXT"),
+    ("deliveries", "lease_until TEXT"),
 ];
 
 pub struct LocalControl {
     path: PathBuf,
     pool: OnceCell<SqlitePool>,
+    dialect: Dialect,
 }
 
 impl LocalControl {
@@ -136,6 +140,7 @@ impl LocalControl {
         LocalControl {
             path,
             pool: OnceCell::new(),
+            dialect: Dialect::Sqlite,
         }
     }
 
@@ -172,6 +177,17 @@ impl LocalControl {
             .begin()
             .await
             .map_err(ProviderError::sql("begin"))
+    }
+}
+
+#[async_trait]
+impl ControlDb for LocalControl {
+    fn dialect(&self) -> &Dialect {
+        &self.dialect
+    }
+
+    async fn tables(&self) -> Result<Pool, ProviderError> {
+        Ok(Pool::Sqlite(self.pool().await?.clone()))
     }
 }
 

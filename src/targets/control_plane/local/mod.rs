@@ -1,6 +1,5 @@
 //! The control plane in `control.sqlite` under the local target's folder.
 
 pub mod control;
-pub mod outbox;
 
 pub use control::LocalControl;

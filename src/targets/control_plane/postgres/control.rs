@@ -12,6 +12,7 @@ use tokio::sync::OnceCell;
 
 use crate::clients::group_commit::{GroupCommit, Together, TENANTS_PER_BATCH};
 use crate::clients::postgres::server::{connection, retry, PgServer};
+use crate::clients::sql::{Dialect, Pool};
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
 use crate::model::change::ResourceChange;
@@ -21,6 +22,7 @@ use crate::model::resource::Kind;
 use crate::slug::Slug;
 use crate::targets::control_plane::postgres::control_together::EndOfPurge;
 use crate::targets::control_plane::rows::{self, ControlRows, RegistryRow};
+use crate::targets::control_plane::store::ControlDb;
 use crate::targets::provider::{
     desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge,
     PurgeEnd, RefreshTarget, Smoke, StepContext,
@@ -155,6 +157,7 @@ pub(crate) struct Ending<'a> {
 pub struct PgControl {
     server: Arc<PgServer>,
     schema: String,
+    dialect: Dialect,
     ready: OnceCell<()>,
     /// Purges that begin or end at the same moment, written together.
     audits: GroupCommit<Vec<AuditEntry>, Together<()>>,
@@ -165,6 +168,9 @@ impl PgControl {
     pub fn new(server: Arc<PgServer>) -> PgControl {
         PgControl {
             schema: server.schema(),
+            dialect: Dialect::Postgres {
+                schema: server.schema(),
+            },
             server,
             ready: OnceCell::new(),
             audits: GroupCommit::with_limit(TENANTS_PER_BATCH),
@@ -586,6 +592,17 @@ impl PgControl {
             .await
             .map_err(ProviderError::sql("complete the deletion audit"))
             .map(drop)
+    }
+}
+
+#[async_trait]
+impl ControlDb for PgControl {
+    fn dialect(&self) -> &Dialect {
+        &self.dialect
+    }
+
+    async fn tables(&self) -> Result<Pool, ProviderError> {
+        Ok(Pool::Postgres(self.pool().await?.clone()))
     }
 }
 

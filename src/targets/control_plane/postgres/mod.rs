@@ -3,6 +3,5 @@
 
 pub mod control;
 pub mod control_together;
-pub mod outbox;
 
 pub use control::PgControl;

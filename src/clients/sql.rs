@@ -1,0 +1,356 @@
+//! One way to send a statement to SQLite or PostgreSQL, for code written once over both (the
+//! control plane). sqlx binds `$N` on both; what differs is a handful of spellings (a time
+//! column, a JSON column, a bound list, a row lock), which a statement names as tokens and
+//! [`Dialect::sql`] spells for its server:
+//!
+//! - `{schema}.table`: the admin schema's table on Postgres, `main.table` on SQLite;
+//! - `{time $N}`: a bound RFC 3339 text as a value of a time column;
+//! - `{stamp col}`: a time column as RFC 3339 text, to the second;
+//! - `{json $N}`: a bound JSON text as a value of a JSON column;
+//! - `{each $N}`: a subquery of the texts in a bound JSON array;
+//! - `{later $N}`: a bound time plus the relay's lease ([`LEASE_MINUTES`]);
+//! - `{unleased alias $N}`: on Postgres, that the row's lease is over at the bound time; true
+//!   on SQLite, whose file is one machine's;
+//! - `{greatest}`: the larger of two values;
+//! - `{lock alias}`: on Postgres, `FOR UPDATE OF alias SKIP LOCKED`; SQLite has one writer.
+//!
+//! Values are bound as text, integers and booleans only ([`Statement`]), the types both servers
+//! read alike; a row is read back the same way ([`Row`]).
+
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{PgPool, Postgres, Row as _, Sqlite, SqlitePool, Transaction};
+
+use crate::clients::error::ProviderError;
+
+/// How long a relay's claim on a delivery holds: longer than any webhook's timeout (at most
+/// 5 minutes).
+pub const LEASE_MINUTES: u32 = 6;
+
+/// The server a statement is spelled for.
+#[derive(Clone, Debug)]
+pub enum Dialect {
+    Sqlite,
+    /// With the admin schema, quoted: a checked identifier.
+    Postgres {
+        schema: String,
+    },
+}
+
+impl Dialect {
+    /// `text` with its tokens spelled for this server. Tokens are written by this crate,
+    /// never taken from input; an unknown one is a bug, and panics in every test that sends it.
+    pub fn sql(&self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len() + 64);
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = open + rest[open..].find('}').expect("a token is closed");
+            let token = &rest[open + 1..close];
+            let (name, arg) = token.split_once(' ').unwrap_or((token, ""));
+            out.push_str(&self.spell(name, arg));
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    fn spell(&self, name: &str, arg: &str) -> String {
+        match (self, name) {
+            (Dialect::Sqlite, "schema") => "main".into(),
+            (Dialect::Postgres { schema }, "schema") => schema.clone(),
+            (Dialect::Sqlite, "time" | "json" | "stamp") => arg.into(),
+            (Dialect::Postgres { .. }, "time") => format!("CAST({arg} AS timestamptz)"),
+            (Dialect::Postgres { .. }, "json") => format!("CAST({arg} AS jsonb)"),
+            (Dialect::Postgres { .. }, "stamp") => {
+                format!("to_char({arg} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')")
+            }
+            (Dialect::Sqlite, "each") => format!("SELECT value FROM json_each({arg})"),
+            (Dialect::Postgres { .. }, "each") => {
+                format!("SELECT jsonb_array_elements_text(CAST({arg} AS jsonb))")
+            }
+            (Dialect::Sqlite, "later") => {
+                format!("strftime('%Y-%m-%dT%H:%M:%SZ', {arg}, '+{LEASE_MINUTES} minutes')")
+            }
+            (Dialect::Postgres { .. }, "later") => {
+                format!("CAST({arg} AS timestamptz) + interval '{LEASE_MINUTES} minutes'")
+            }
+            (Dialect::Sqlite, "unleased") => "true".into(),
+            (Dialect::Postgres { .. }, "unleased") => {
+                let (alias, at) = arg.split_once(' ').expect("{unleased alias $N}");
+                format!("({alias}.lease_until IS NULL OR {alias}.lease_until < CAST({at} AS timestamptz))")
+            }
+            (Dialect::Sqlite, "greatest") => "max".into(),
+            (Dialect::Postgres { .. }, "greatest") => "GREATEST".into(),
+            (Dialect::Sqlite, "lock") => String::new(),
+            (Dialect::Postgres { .. }, "lock") => format!("FOR UPDATE OF {arg} SKIP LOCKED"),
+            _ => panic!("no such statement token: {{{name}}}"),
+        }
+    }
+
+    /// A moment as the time columns compare it: whole seconds on SQLite, where times are
+    /// text compared as text; microseconds on Postgres, where an event written within this
+    /// second is due now.
+    pub fn moment(&self, at: std::time::SystemTime) -> String {
+        match self {
+            Dialect::Sqlite => humantime::format_rfc3339_seconds(at).to_string(),
+            Dialect::Postgres { .. } => humantime::format_rfc3339_micros(at).to_string(),
+        }
+    }
+}
+
+/// A pool of either server.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Pool {
+    pub async fn begin(&self) -> Result<Tx, ProviderError> {
+        match self {
+            Pool::Sqlite(p) => p.begin().await.map(Tx::Sqlite),
+            Pool::Postgres(p) => p.begin().await.map(Tx::Postgres),
+        }
+        .map_err(ProviderError::sql("begin"))
+    }
+}
+
+/// A transaction of either server; dropped without [`Tx::commit`], it rolls back.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), ProviderError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await,
+            Tx::Postgres(t) => t.commit().await,
+        }
+        .map_err(ProviderError::sql("commit"))
+    }
+}
+
+/// Where a statement runs: on a pool's connection of its own, or in a transaction.
+pub enum On<'a> {
+    Pool(&'a Pool),
+    Tx(&'a mut Tx),
+}
+
+impl<'a> From<&'a Pool> for On<'a> {
+    fn from(pool: &'a Pool) -> On<'a> {
+        On::Pool(pool)
+    }
+}
+
+impl<'a> From<&'a mut Tx> for On<'a> {
+    fn from(tx: &'a mut Tx) -> On<'a> {
+        On::Tx(tx)
+    }
+}
+
+/// A bound value.
+#[derive(Clone, Debug)]
+enum Arg {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Bool(bool),
+}
+
+/// A statement and its bound values, and what to call it when it fails.
+#[must_use]
+pub struct Statement {
+    sql: String,
+    args: Vec<Arg>,
+    doing: &'static str,
+}
+
+/// The binds of one statement on one server: each value in turn.
+macro_rules! bound {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for arg in $args {
+            q = match arg {
+                Arg::Text(v) => q.bind(v.clone()),
+                Arg::Int(v) => q.bind(*v),
+                Arg::Bool(v) => q.bind(*v),
+            };
+        }
+        q
+    }};
+}
+
+impl Statement {
+    /// `text` spelled for `dialect`; `doing` says what a failure was doing ("read the registry").
+    pub fn new(dialect: &Dialect, doing: &'static str, text: &str) -> Statement {
+        Statement {
+            sql: dialect.sql(text),
+            args: Vec::new(),
+            doing,
+        }
+    }
+
+    pub fn text(mut self, value: impl Into<String>) -> Statement {
+        self.args.push(Arg::Text(Some(value.into())));
+        self
+    }
+
+    pub fn maybe_text(mut self, value: Option<impl Into<String>>) -> Statement {
+        self.args.push(Arg::Text(value.map(Into::into)));
+        self
+    }
+
+    pub fn int(mut self, value: i64) -> Statement {
+        self.args.push(Arg::Int(Some(value)));
+        self
+    }
+
+    pub fn maybe_int(mut self, value: Option<i64>) -> Statement {
+        self.args.push(Arg::Int(value));
+        self
+    }
+
+    pub fn bool(mut self, value: bool) -> Statement {
+        self.args.push(Arg::Bool(value));
+        self
+    }
+
+    /// A list, bound as a JSON array of its texts (read with `{each $N}`).
+    pub fn list<T: AsRef<str>>(self, items: impl IntoIterator<Item = T>) -> Statement {
+        let items: Vec<String> = items.into_iter().map(|i| i.as_ref().to_owned()).collect();
+        self.text(serde_json::to_string(&items).expect("texts serialize"))
+    }
+
+    /// Runs it; how many rows it changed.
+    pub async fn execute<'a>(self, on: impl Into<On<'a>>) -> Result<u64, ProviderError> {
+        let done = match on.into() {
+            On::Pool(Pool::Sqlite(p)) => bound!(sqlx::query(&self.sql), &self.args)
+                .execute(p)
+                .await
+                .map(|d| d.rows_affected()),
+            On::Pool(Pool::Postgres(p)) => bound!(sqlx::query(&self.sql), &self.args)
+                .execute(p)
+                .await
+                .map(|d| d.rows_affected()),
+            On::Tx(Tx::Sqlite(t)) => bound!(sqlx::query(&self.sql), &self.args)
+                .execute(t.as_mut())
+                .await
+                .map(|d| d.rows_affected()),
+            On::Tx(Tx::Postgres(t)) => bound!(sqlx::query(&self.sql), &self.args)
+                .execute(t.as_mut())
+                .await
+                .map(|d| d.rows_affected()),
+        };
+        done.map_err(ProviderError::sql(self.doing))
+    }
+
+    /// Runs it; every row it returns.
+    pub async fn fetch<'a>(self, on: impl Into<On<'a>>) -> Result<Vec<Row>, ProviderError> {
+        let rows = match on.into() {
+            On::Pool(Pool::Sqlite(p)) => bound!(sqlx::query(&self.sql), &self.args)
+                .fetch_all(p)
+                .await
+                .map(|r| r.into_iter().map(Row::Sqlite).collect()),
+            On::Pool(Pool::Postgres(p)) => bound!(sqlx::query(&self.sql), &self.args)
+                .fetch_all(p)
+                .await
+                .map(|r| r.into_iter().map(Row::Postgres).collect()),
+            On::Tx(Tx::Sqlite(t)) => bound!(sqlx::query(&self.sql), &self.args)
+                .fetch_all(t.as_mut())
+                .await
+                .map(|r| r.into_iter().map(Row::Sqlite).collect()),
+            On::Tx(Tx::Postgres(t)) => bound!(sqlx::query(&self.sql), &self.args)
+                .fetch_all(t.as_mut())
+                .await
+                .map(|r| r.into_iter().map(Row::Postgres).collect()),
+        };
+        rows.map_err(ProviderError::sql(self.doing))
+    }
+
+    /// Runs it; its first row, if it returns one.
+    pub async fn first<'a>(self, on: impl Into<On<'a>>) -> Result<Option<Row>, ProviderError> {
+        Ok(self.fetch(on).await?.into_iter().next())
+    }
+}
+
+/// A row of either server, read by column index as text, integer or boolean.
+pub enum Row {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+macro_rules! column {
+    ($row:expr, $i:expr, $t:ty) => {
+        match $row {
+            Row::Sqlite(r) => r.try_get::<$t, _>($i),
+            Row::Postgres(r) => r.try_get::<$t, _>($i),
+        }
+    };
+}
+
+impl Row {
+    pub fn text(&self, i: usize) -> Result<String, sqlx::Error> {
+        column!(self, i, String)
+    }
+
+    pub fn maybe_text(&self, i: usize) -> Result<Option<String>, sqlx::Error> {
+        column!(self, i, Option<String>)
+    }
+
+    /// An integer column, read as a 64-bit one: a statement casts a narrower Postgres
+    /// column (`CAST(attempts AS BIGINT)`).
+    pub fn int(&self, i: usize) -> Result<i64, sqlx::Error> {
+        column!(self, i, i64)
+    }
+
+    pub fn maybe_int(&self, i: usize) -> Result<Option<i64>, sqlx::Error> {
+        column!(self, i, Option<i64>)
+    }
+
+    pub fn bool(&self, i: usize) -> Result<bool, sqlx::Error> {
+        column!(self, i, bool)
+    }
+}
+
+/// Each row made into a `T` by `read`; a column that does not read fails as `doing`.
+pub fn read_rows<T>(
+    rows: &[Row],
+    doing: &'static str,
+    read: impl Fn(&Row) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, ProviderError> {
+    rows.iter()
+        .map(read)
+        .collect::<Result<_, _>>()
+        .map_err(ProviderError::sql(doing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_spelled_for_each_server() {
+        let text =
+            "SELECT {stamp at} FROM {schema}.t WHERE at < {time $1} AND n IN ({each $2}) {lock t}";
+        assert_eq!(
+            Dialect::Sqlite.sql(text),
+            "SELECT at FROM main.t WHERE at < $1 AND n IN (SELECT value FROM json_each($2)) "
+        );
+        let pg = Dialect::Postgres {
+            schema: "\"admin\"".into(),
+        };
+        assert_eq!(
+            pg.sql(text),
+            "SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM \"admin\".t \
+             WHERE at < CAST($1 AS timestamptz) AND n IN (SELECT jsonb_array_elements_text(CAST($2 AS jsonb))) \
+             FOR UPDATE OF t SKIP LOCKED"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "no such statement token")]
+    fn an_unknown_token_is_a_bug() {
+        Dialect::Sqlite.sql("SELECT {nope}");
+    }
+}

@@ -1,0 +1,20 @@
+//! The control plane written once, over SQLite and PostgreSQL alike: each rule of the
+//! registry, the outbox and the audit is one statement here, spelled for its server by
+//! [`Dialect`]. An implementation (`local`, `postgres`) says only how its tables are made
+//! and reached ([`ControlDb`]).
+
+pub mod outbox;
+
+use async_trait::async_trait;
+
+use crate::clients::error::ProviderError;
+use crate::clients::sql::{Dialect, Pool};
+
+/// How a control plane's tables are reached.
+#[async_trait]
+pub trait ControlDb: Send + Sync {
+    fn dialect(&self) -> &Dialect;
+
+    /// The pool writes and reads go through, its tables made on first use.
+    async fn tables(&self) -> Result<Pool, ProviderError>;
+}
