@@ -8,6 +8,10 @@
 //! - `{stamp col}`: a time column as RFC 3339 text, to the second;
 //! - `{json $N}`: a bound JSON text as a value of a JSON column;
 //! - `{each $N}`: a subquery of the texts in a bound JSON array;
+//! - `{rows $N a b …}`: a table of a bound JSON array of arrays, its columns named `a`, `b`, …
+//!   (as text; a statement casts a column it needs as another type), and `i`, each row's
+//!   place in the array;
+//! - `{entries $N}`: a table of a bound JSON object's `key` and `value`;
 //! - `{later $N}`: a bound time plus the relay's lease ([`LEASE_MINUTES`]);
 //! - `{unleased alias $N}`: on Postgres, that the row's lease is over at the bound time; true
 //!   on SQLite, whose file is one machine's;
@@ -69,6 +73,34 @@ impl Dialect {
             (Dialect::Postgres { .. }, "each") => {
                 format!("SELECT jsonb_array_elements_text(CAST({arg} AS jsonb))")
             }
+            (Dialect::Sqlite, "rows") => {
+                let (param, columns) = arg.split_once(' ').expect("{rows $N columns}");
+                let columns: Vec<String> = columns
+                    .split(' ')
+                    .enumerate()
+                    .map(|(n, c)| format!("json_extract(value, '$[{n}]') AS {c}"))
+                    .collect();
+                format!(
+                    "(SELECT {}, key AS i FROM json_each({param}))",
+                    columns.join(", ")
+                )
+            }
+            (Dialect::Postgres { .. }, "rows") => {
+                let (param, columns) = arg.split_once(' ').expect("{rows $N columns}");
+                let columns: Vec<String> = columns
+                    .split(' ')
+                    .enumerate()
+                    .map(|(n, c)| format!("r->>{n} AS {c}"))
+                    .collect();
+                format!(
+                    "(SELECT {}, e.n AS i FROM jsonb_array_elements(CAST({param} AS jsonb)) WITH ORDINALITY AS e (r, n))",
+                    columns.join(", ")
+                )
+            }
+            (Dialect::Sqlite, "entries") => format!("json_each({arg})"),
+            (Dialect::Postgres { .. }, "entries") => {
+                format!("jsonb_each_text(CAST({arg} AS jsonb))")
+            }
             (Dialect::Sqlite, "later") => {
                 format!("strftime('%Y-%m-%dT%H:%M:%SZ', {arg}, '+{LEASE_MINUTES} minutes')")
             }
@@ -123,6 +155,14 @@ pub enum Tx {
 }
 
 impl Tx {
+    /// The Postgres connection beneath, for a statement only Postgres has.
+    pub fn postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
+        match self {
+            Tx::Postgres(t) => Some(t.as_mut()),
+            Tx::Sqlite(_) => None,
+        }
+    }
+
     pub async fn commit(self) -> Result<(), ProviderError> {
         match self {
             Tx::Sqlite(t) => t.commit().await,
@@ -220,6 +260,16 @@ impl Statement {
     pub fn list<T: AsRef<str>>(self, items: impl IntoIterator<Item = T>) -> Statement {
         let items: Vec<String> = items.into_iter().map(|i| i.as_ref().to_owned()).collect();
         self.text(serde_json::to_string(&items).expect("texts serialize"))
+    }
+
+    /// Rows, bound as a JSON array of arrays (read with `{rows $N …}`).
+    pub fn rows(self, rows: Vec<serde_json::Value>) -> Statement {
+        self.text(serde_json::Value::Array(rows).to_string())
+    }
+
+    /// A JSON value, bound as its text (`{json $N}`, `{entries $N}`).
+    pub fn json(self, value: &serde_json::Value) -> Statement {
+        self.text(value.to_string())
     }
 
     /// Runs it; how many rows it changed.

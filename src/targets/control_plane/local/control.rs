@@ -4,12 +4,11 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::sqlite::{SqliteJournalMode, SqlitePool};
-use sqlx::{Sqlite, Transaction};
 use tokio::sync::OnceCell;
 
-use crate::clients::sql::{Dialect, Pool};
+use crate::clients::sql::{Dialect, Pool, Statement};
 use crate::clients::sqlite;
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
@@ -19,10 +18,10 @@ use crate::model::resource::Key;
 use crate::model::resource::Kind;
 use crate::slug::Slug;
 use crate::targets::control_plane::rows::{self, ControlRows};
-use crate::targets::control_plane::store::ControlDb;
+use crate::targets::control_plane::store::{control as store, ControlDb};
 use crate::targets::provider::{
-    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge,
-    RefreshTarget, Smoke, StepContext,
+    events, ControlPlane, LiveFleet, Provider, ProviderError, Purge, RefreshTarget, Smoke,
+    StepContext,
 };
 
 const SCHEMA: &str = r#"
@@ -170,14 +169,6 @@ impl LocalControl {
             })
             .await
     }
-
-    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Sqlite>, ProviderError> {
-        self.pool()
-            .await?
-            .begin()
-            .await
-            .map_err(ProviderError::sql("begin"))
-    }
 }
 
 #[async_trait]
@@ -189,26 +180,6 @@ impl ControlDb for LocalControl {
     async fn tables(&self) -> Result<Pool, ProviderError> {
         Ok(Pool::Sqlite(self.pool().await?.clone()))
     }
-}
-
-async fn emit(
-    tx: &mut Transaction<'static, Sqlite>,
-    ctx: &StepContext<'_>,
-    tenant_id: &str,
-    kind: &str,
-    detail: Value,
-) -> Result<(), ProviderError> {
-    let event = events::new(ctx, tenant_id, kind, detail);
-    sqlx::query("INSERT INTO outbox (event_id, tenant_id, type, payload, created_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(&event.id)
-        .bind(tenant_id)
-        .bind(kind)
-        .bind(event.payload.to_string())
-        .bind(&event.at)
-        .execute(&mut **tx)
-        .await
-        .map_err(ProviderError::sql("write to the outbox"))?;
-    Ok(())
 }
 
 #[async_trait]
@@ -283,86 +254,9 @@ impl Provider for LocalControl {
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
-        let tenant_id = ctx.tenant_id()?;
-        let desired = desired_of(change)?;
-        let mut tx = self.begin().await?;
-        let at = now();
-        match change.key.kind {
-            Kind::REGISTRY => {
-                let a = &desired.attrs;
-                sqlx::query(
-                    "UPDATE tenants SET name = ?, plan = ?, region = ?, locale = ?, isolation = ?, labels = ?, updated_at = ? WHERE tenant_id = ?",
-                )
-                .bind(a.str("name"))
-                .bind(a.str("plan"))
-                .bind(a.str("region"))
-                .bind(a.str("locale"))
-                .bind(a.str("isolation"))
-                .bind(a.get("labels").cloned().unwrap_or(json!({})).to_string())
-                .bind(&at)
-                .bind(tenant_id)
-                .execute(tx.as_mut())
-                .await
-                .map_err(ProviderError::sql("update the registry"))?;
-            }
-            Kind::OWNER => {
-                sqlx::query(
-                    "INSERT INTO memberships (tenant_id, role, email, created_at) VALUES (?, 'owner', ?, ?)
-                     ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
-                )
-                .bind(tenant_id)
-                .bind(desired.attrs.str("email"))
-                .bind(&at)
-                .execute(tx.as_mut())
-                .await
-                .map_err(ProviderError::sql("write the owner membership"))?;
-            }
-            Kind::FEATURES | Kind::QUOTAS => {
-                let (table, key_col, value_col) = if change.key.kind == Kind::FEATURES {
-                    ("feature_flags", "flag", "enabled")
-                } else {
-                    ("quotas", "name", "value")
-                };
-                // Table and column names are constants above, never input.
-                sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-                    .bind(tenant_id)
-                    .execute(tx.as_mut())
-                    .await
-                    .map_err(ProviderError::sql(format!("clear {table}")))?;
-                let insert = format!(
-                    "INSERT INTO {table} (tenant_id, {key_col}, {value_col}) VALUES (?, ?, ?)"
-                );
-                for (k, v) in &desired.attrs {
-                    let q = sqlx::query(&insert).bind(tenant_id).bind(k);
-                    let q = match v {
-                        Value::Bool(b) => q.bind(*b),
-                        other => q.bind(other.as_i64().unwrap_or_default()),
-                    };
-                    q.execute(tx.as_mut())
-                        .await
-                        .map_err(ProviderError::sql(format!("write {table}")))?;
-                }
-            }
-            other => return Err(unmanaged(self, other)),
-        }
-        // A change to a live tenant is announced in the same transaction that makes it, so
-        // the event exists exactly when the change does.
-        if events::announces_update(ctx, change) {
-            emit(
-                &mut tx,
-                ctx,
-                tenant_id,
-                events::UPDATED,
-                events::update_detail(change),
-            )
-            .await?;
-        }
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
-        let mut attrs = desired.attrs.clone();
-        if change.key.kind == Kind::REGISTRY {
-            // The lifecycle moves in its own step, at the end of the tenant's run.
-            attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
-        }
+        let mut tx = self.tables().await?.begin().await?;
+        let attrs = store::apply_in(self, &mut tx, ctx, change).await?;
+        tx.commit().await?;
         Ok(Some(attrs))
     }
 
@@ -377,14 +271,7 @@ impl Purge for LocalControl {
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
-        // The table is one of three constants above.
-        sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = ?"))
-            .bind(ctx.tenant_id()?)
-            .execute(self.pool().await?)
-            .await
-            .map_err(ProviderError::sql(format!("purge {table}")))?;
-        Ok(())
+        store::purge(self, ctx, key).await
     }
 }
 
@@ -395,92 +282,28 @@ impl Smoke for LocalControl {
         ctx: &StepContext<'_>,
         _sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        let id = ctx.tenant_id.unwrap_or_default();
-        let read = |sql: &'static str| async move {
-            let started = std::time::Instant::now();
-            let found: Result<Option<(String,)>, ProviderError> = match self.pool().await {
-                Ok(pool) => sqlx::query_as(sql)
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(ProviderError::sql("read the control plane back")),
-                Err(e) => Err(e),
-            };
-            (started, found.map(|r| r.map(|(v,)| v)))
-        };
-        let registry = read("SELECT slug FROM tenants WHERE tenant_id = ?").await;
-        let owner =
-            read("SELECT email FROM memberships WHERE tenant_id = ? AND role = 'owner'").await;
-        rows::smoke_verdicts(ctx, registry, owner)
+        store::smoke(self, ctx).await
     }
 }
 
 #[async_trait]
 impl ControlPlane for LocalControl {
     async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {
-        let Some(first) = entries.first() else {
+        if entries.is_empty() {
             return Ok(());
-        };
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE tenants SET step = 'purge' WHERE tenant_id = ?")
-            .bind(&first.tenant_id)
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql("record the current step"))?;
-        for e in entries {
-            sqlx::query(
-                "INSERT INTO deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address) DO NOTHING",
-            )
-            .bind(&e.tenant_id)
-            .bind(&e.slug)
-            .bind(&e.address)
-            .bind(&e.resource)
-            .bind(&e.holds)
-            .bind(e.erasure)
-            .bind(&e.export)
-            .bind(&e.export_sha256)
-            .bind(&e.export_until)
-            .bind(&e.git_commit)
-            .bind(&e.run_by)
-            .bind(&e.started_at)
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql("write the deletion audit"))?;
         }
-        tx.commit().await.map_err(ProviderError::sql("commit"))
+        store::write_audits(self, &entries.iter().collect::<Vec<_>>()).await
     }
 
     async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
-        let at = now();
-        let mut tx = self.begin().await?;
-        for address in addresses {
-            sqlx::query(
-                "UPDATE deletion_audit SET purged_at = ? WHERE tenant_id = ? AND address = ? AND purged_at IS NULL",
-            )
-            .bind(&at)
-            .bind(tenant_id)
-            .bind(address)
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql("complete the deletion audit"))?;
-        }
-        tx.commit().await.map_err(ProviderError::sql("commit"))
+        store::audit_done(self, &self.tables().await?, tenant_id, addresses).await
     }
 
     async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {
         if !self.path.exists() {
             return Ok(Vec::new());
         }
-        let rows: Vec<crate::model::audit::Row> = sqlx::query_as(
-            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at, purged_at
-             FROM deletion_audit WHERE ?1 IS NULL OR slug = ?1 ORDER BY id",
-        )
-        .bind(slug.map(Slug::as_str))
-        .fetch_all(self.pool().await?)
-        .await
-        .map_err(ProviderError::sql("read the deletion audit"))?;
-        Ok(rows.into_iter().map(AuditEntry::from_row).collect())
+        store::audit_log(self, &self.tables().await?, slug).await
     }
 
     async fn register(
@@ -488,39 +311,7 @@ impl ControlPlane for LocalControl {
         ctx: &StepContext<'_>,
         attrs: &Attrs,
     ) -> Result<String, ProviderError> {
-        let slug = ctx.tenant.slug.as_str();
-        let mut tx = self.begin().await?;
-        // Check before create: a rerun after a crash finds the row and keeps its id.
-        let existing: Option<(String,)> =
-            sqlx::query_as("SELECT tenant_id FROM tenants WHERE slug = ?")
-                .bind(slug)
-                .fetch_optional(tx.as_mut())
-                .await
-                .map_err(ProviderError::sql("read the registry"))?;
-        if let Some((id,)) = existing {
-            return Ok(id);
-        }
-        let id = uuid::Uuid::new_v4().to_string();
-        let at = now();
-        sqlx::query(
-            "INSERT INTO tenants (tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'provisioning', 'registry', ?, ?)",
-        )
-        .bind(&id)
-        .bind(slug)
-        .bind(attrs.str("name"))
-        .bind(attrs.str("plan"))
-        .bind(attrs.str("region"))
-        .bind(attrs.str("locale"))
-        .bind(attrs.str("isolation"))
-        .bind(attrs.get("labels").cloned().unwrap_or(json!({})).to_string())
-        .bind(&at)
-        .bind(&at)
-        .execute(tx.as_mut())
-        .await
-        .map_err(ProviderError::sql("create the registry row"))?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
-        Ok(id)
+        store::register(self, ctx, attrs).await
     }
 
     async fn emit_event(
@@ -529,10 +320,7 @@ impl ControlPlane for LocalControl {
         kind: &str,
         detail: Value,
     ) -> Result<(), ProviderError> {
-        let tenant_id = ctx.tenant_id()?;
-        let mut tx = self.begin().await?;
-        emit(&mut tx, ctx, tenant_id, kind, detail).await?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))
+        store::emit_event(self, ctx, kind, detail).await
     }
 
     async fn set_outputs(
@@ -540,74 +328,71 @@ impl ControlPlane for LocalControl {
         tenant_id: &str,
         outputs: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ProviderError> {
-        sqlx::query("UPDATE tenants SET outputs = ? WHERE tenant_id = ?")
-            .bind(json!(outputs).to_string())
-            .bind(tenant_id)
-            .execute(self.pool().await?)
-            .await
-            .map_err(ProviderError::sql("record the hooks' outputs"))?;
-        Ok(())
+        store::set_outputs(self, tenant_id, outputs).await
     }
 
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
-        sqlx::query("UPDATE tenants SET step = ? WHERE tenant_id = ?")
-            .bind(step)
-            .bind(tenant_id)
-            .execute(self.pool().await?)
-            .await
-            .map_err(ProviderError::sql("record the current step"))?;
-        Ok(())
+        store::set_step(self, tenant_id, step).await
     }
 
+    /// The move written for SQLite's one writer: read, then moved. Postgres moves a batch of
+    /// tenants in one statement that locks their rows (`postgres::control::MOVE`).
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
         let tenant_id = ctx.tenant_id()?;
-        let mut tx = self.begin().await?;
-        let (current,): (String,) =
-            sqlx::query_as("SELECT lifecycle FROM tenants WHERE tenant_id = ?")
-                .bind(tenant_id)
-                .fetch_one(tx.as_mut())
-                .await
-                .map_err(ProviderError::sql("read the lifecycle"))?;
+        let d = self.dialect();
+        let mut tx = self.tables().await?.begin().await?;
+        let current = Statement::new(
+            d,
+            "read the lifecycle",
+            "SELECT lifecycle FROM {schema}.tenants WHERE tenant_id = $1",
+        )
+        .text(tenant_id)
+        .first(&mut tx)
+        .await?
+        .ok_or_else(|| ProviderError::Message("the tenant has no registry row".into()))?
+        .text(0)
+        .map_err(ProviderError::sql("read the lifecycle"))?;
         let from = Lifecycle::parse(&current).unwrap_or_default();
         if from == to {
             return Ok(());
         }
         let kinds = events::for_transition(from, to)?;
-        let at = now();
-        sqlx::query(
-            "UPDATE tenants SET lifecycle = ?, step = NULL, updated_at = ?,
-               deprovisioned_at = CASE WHEN ? = 'deprovisioned' THEN ? ELSE deprovisioned_at END
-             WHERE tenant_id = ?",
+        Statement::new(
+            d,
+            "update the lifecycle",
+            "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = $2,
+               deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN $2 ELSE deprovisioned_at END
+             WHERE tenant_id = $3",
         )
-        .bind(to.as_str())
-        .bind(&at)
-        .bind(to.as_str())
-        .bind(&at)
-        .bind(tenant_id)
-        .execute(tx.as_mut())
-        .await
-        .map_err(ProviderError::sql("update the lifecycle"))?;
+        .text(to.as_str())
+        .text(now())
+        .text(tenant_id)
+        .execute(&mut tx)
+        .await?;
         if to == Lifecycle::Deprovisioned {
             // The tombstone holds no personal data, and neither do the events kept of it.
-            sqlx::query(
-                "UPDATE outbox SET payload = json_set(payload, '$.owner_email', NULL) WHERE tenant_id = ?",
+            Statement::new(
+                d,
+                "erase the owner's email from the events",
+                "UPDATE {schema}.outbox SET payload = json_set(payload, '$.owner_email', NULL) WHERE tenant_id = $1",
             )
-            .bind(tenant_id)
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql("erase the owner's email from the events"))?;
-        }
-        for &kind in kinds {
-            emit(
-                &mut tx,
-                ctx,
-                tenant_id,
-                kind,
-                events::transition_detail(ctx, from, to),
-            )
+            .text(tenant_id)
+            .execute(&mut tx)
             .await?;
         }
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
-        Ok(())
+        let events: Vec<events::Event> = kinds
+            .iter()
+            .map(|&kind| {
+                events::new(
+                    ctx,
+                    tenant_id,
+                    kind,
+                    events::transition_detail(ctx, from, to),
+                )
+            })
+            .collect();
+        let events: Vec<(&str, &events::Event)> = events.iter().map(|e| (tenant_id, e)).collect();
+        store::insert_events(self, &mut tx, &events).await?;
+        tx.commit().await
     }
 }

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{json, Value};
-use sqlx::{PgConnection, Postgres, Transaction};
+use serde_json::Value;
+use sqlx::PgConnection;
 use tokio::sync::OnceCell;
 
 use crate::clients::group_commit::{GroupCommit, Together, TENANTS_PER_BATCH};
-use crate::clients::postgres::server::{connection, retry, PgServer};
-use crate::clients::sql::{Dialect, Pool};
+use crate::clients::postgres::server::{retry, PgServer};
+use crate::clients::sql::{Dialect, Pool, Tx};
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
 use crate::model::change::ResourceChange;
@@ -22,10 +22,10 @@ use crate::model::resource::Kind;
 use crate::slug::Slug;
 use crate::targets::control_plane::postgres::control_together::EndOfPurge;
 use crate::targets::control_plane::rows::{self, ControlRows, RegistryRow};
-use crate::targets::control_plane::store::ControlDb;
+use crate::targets::control_plane::store::{control as store, ControlDb};
 use crate::targets::provider::{
-    desired_of, events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge,
-    PurgeEnd, RefreshTarget, Smoke, StepContext,
+    events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge, PurgeEnd,
+    RefreshTarget, Smoke, StepContext,
 };
 
 /// `{schema}` is replaced by the quoted admin schema, a checked identifier.
@@ -183,16 +183,6 @@ impl PgControl {
         sql.replace("{schema}", &self.schema)
     }
 
-    /// A transaction, creating the tables on first use. Creation is serialised by an
-    /// advisory lock so two runs starting together do not trip over each other.
-    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Postgres>, ProviderError> {
-        self.pool()
-            .await?
-            .begin()
-            .await
-            .map_err(ProviderError::sql("begin"))
-    }
-
     /// The pool, for a single statement, with the tables created on first use.
     pub(crate) async fn pool(&self) -> Result<&sqlx::PgPool, ProviderError> {
         let pool = self.server.pool().await?;
@@ -206,150 +196,15 @@ impl PgControl {
         Ok(pool)
     }
 
-    async fn emit(
-        &self,
-        tx: &mut PgConnection,
-        ctx: &StepContext<'_>,
-        tenant_id: &str,
-        kind: &str,
-        detail: Value,
-    ) -> Result<(), ProviderError> {
-        let event = events::new(ctx, tenant_id, kind, detail);
-        self.insert_events(tx, &[(tenant_id, &event)]).await
-    }
-
     async fn apply_once(
         &self,
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
-        let mut tx = self.begin().await?;
-        let attrs = self.apply_in(tx.as_mut(), ctx, change).await?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        let mut tx = self.tables().await?.begin().await?;
+        let attrs = store::apply_in(self, &mut tx, ctx, change).await?;
+        tx.commit().await?;
         Ok(Some(attrs))
-    }
-
-    /// `change` made in `tx`; the attributes it leaves once `tx` commits.
-    async fn apply_in(
-        &self,
-        tx: &mut PgConnection,
-        ctx: &StepContext<'_>,
-        change: &ResourceChange,
-    ) -> Result<Attrs, ProviderError> {
-        let tenant_id = ctx.tenant_id()?;
-        let desired = desired_of(change)?;
-        let a = &desired.attrs;
-        match change.key.kind {
-            Kind::REGISTRY => {
-                self.update_registry(&mut *tx, &[(tenant_id, a)]).await?;
-            }
-            Kind::OWNER => {
-                let sql_2 = self.sql(
-                    "INSERT INTO {schema}.memberships (tenant_id, role, email) VALUES ($1, 'owner', $2)
-                     ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
-                );
-                sqlx::query(&sql_2)
-                    .bind(tenant_id)
-                    .bind(a.str("email"))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(ProviderError::sql("write the owner membership"))?;
-            }
-            Kind::FEATURES | Kind::QUOTAS => {
-                // The whole map is replaced in one statement pair; names and values travel
-                // as bound arrays.
-                let keys: Vec<&str> = a.keys().collect();
-                let (clear, insert) = if change.key.kind == Kind::FEATURES {
-                    (
-                        "DELETE FROM {schema}.feature_flags WHERE tenant_id = $1",
-                        "INSERT INTO {schema}.feature_flags (tenant_id, flag, enabled)
-                         SELECT $1, k, v FROM unnest($2::text[], $3::boolean[]) AS t (k, v)",
-                    )
-                } else {
-                    (
-                        "DELETE FROM {schema}.quotas WHERE tenant_id = $1",
-                        "INSERT INTO {schema}.quotas (tenant_id, name, value)
-                         SELECT $1, k, v FROM unnest($2::text[], $3::bigint[]) AS t (k, v)",
-                    )
-                };
-                let sql_3 = self.sql(clear);
-                sqlx::query(&sql_3)
-                    .bind(tenant_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(ProviderError::sql(format!("clear {}", change.key)))?;
-                let insert = self.sql(insert);
-                let q = sqlx::query(&insert).bind(tenant_id).bind(&keys);
-                let q = if change.key.kind == Kind::FEATURES {
-                    q.bind(
-                        a.iter()
-                            .map(|(_, v)| v.as_bool().unwrap_or(false))
-                            .collect::<Vec<_>>(),
-                    )
-                } else {
-                    q.bind(
-                        a.iter()
-                            .map(|(_, v)| v.as_i64().unwrap_or(0))
-                            .collect::<Vec<_>>(),
-                    )
-                };
-                q.execute(&mut *tx)
-                    .await
-                    .map_err(ProviderError::sql(format!("write {}", change.key)))?;
-            }
-            other => return Err(unmanaged(self, other)),
-        }
-        if events::announces_update(ctx, change) {
-            self.emit(
-                &mut *tx,
-                ctx,
-                tenant_id,
-                events::UPDATED,
-                events::update_detail(change),
-            )
-            .await?;
-        }
-        let mut attrs = a.clone();
-        if change.key.kind == Kind::REGISTRY {
-            // The lifecycle moves in its own step, at the end of the tenant's run.
-            attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
-        }
-        Ok(attrs)
-    }
-
-    async fn register_once(
-        &self,
-        ctx: &StepContext<'_>,
-        a: &Attrs,
-    ) -> Result<String, ProviderError> {
-        let mut tx = self.begin().await?;
-        // Check before create: a rerun after a crash finds the row and keeps its id. The
-        // insert does nothing if another run got there first.
-        let sql_4 = self.sql(
-            "INSERT INTO {schema}.tenants (tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'provisioning', 'registry')
-             ON CONFLICT (slug) DO NOTHING",
-        );
-        sqlx::query(&sql_4)
-            .bind(uuid::Uuid::new_v4().to_string())
-            .bind(ctx.tenant.slug.as_str())
-            .bind(a.str("name"))
-            .bind(a.str("plan"))
-            .bind(a.str("region"))
-            .bind(a.str("locale"))
-            .bind(a.str("isolation"))
-            .bind(a.get("labels").cloned().unwrap_or(json!({})))
-            .execute(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql("create the registry row"))?;
-        let sql_5 = self.sql("SELECT tenant_id FROM {schema}.tenants WHERE slug = $1");
-        let (id,): (String,) = sqlx::query_as(&sql_5)
-            .bind(ctx.tenant.slug.as_str())
-            .fetch_one(tx.as_mut())
-            .await
-            .map_err(ProviderError::sql("read the registry"))?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
-        Ok(id)
     }
 
     async fn transition_once(
@@ -357,42 +212,50 @@ impl PgControl {
         ctx: &StepContext<'_>,
         to: Lifecycle,
     ) -> Result<(), ProviderError> {
-        let mut tx = self.begin().await?;
-        self.transition_in(tx.as_mut(), ctx, to).await?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))
+        let mut tx = self.tables().await?.begin().await?;
+        self.transition_in(&mut tx, ctx, to).await?;
+        tx.commit().await
     }
 
     /// The move to `to` made in `tx`; nothing when the tenant is there already.
     async fn transition_in(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Tx,
         ctx: &StepContext<'_>,
         to: Lifecycle,
     ) -> Result<(), ProviderError> {
         let tenant_id = ctx.tenant_id()?;
+        let conn = tx.postgres().expect("a Postgres transaction");
         // A move refused below rolls the transaction back.
         let moved: Option<(String, String)> = sqlx::query_as(&self.sql(MOVE))
             .bind(to.as_str())
             .bind([tenant_id])
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(ProviderError::sql("update the lifecycle"))?;
         let Some((_, current)) = moved else {
             // There already, or no registry row at all, which is an error.
             sqlx::query(&self.sql("SELECT 1 FROM {schema}.tenants WHERE tenant_id = $1"))
                 .bind(tenant_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(ProviderError::sql("read the lifecycle"))?;
             return Ok(());
         };
         let from = Lifecycle::parse(&current).unwrap_or_default();
-        let kinds = events::for_transition(from, to)?;
-        for &kind in kinds {
-            let detail = events::transition_detail(ctx, from, to);
-            self.emit(&mut *tx, ctx, tenant_id, kind, detail).await?;
-        }
-        Ok(())
+        let events: Vec<events::Event> = events::for_transition(from, to)?
+            .iter()
+            .map(|&kind| {
+                events::new(
+                    ctx,
+                    tenant_id,
+                    kind,
+                    events::transition_detail(ctx, from, to),
+                )
+            })
+            .collect();
+        let events: Vec<(&str, &events::Event)> = events.iter().map(|e| (tenant_id, e)).collect();
+        store::insert_events(self, tx, &events).await
     }
 
     /// [`ControlPlane::end_purge`] in one transaction, so one commit.
@@ -407,59 +270,25 @@ impl PgControl {
             .iter()
             .map(|key| rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind)))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.begin().await?;
+        let mut tx = self.tables().await?.begin().await?;
         let ending = Ending {
             tenant_id,
             tables: &tables,
             audited: end.audited,
         };
-        self.delete_and_complete(tx.as_mut(), &[ending]).await?;
+        self.delete_and_complete(tx.postgres().expect("a Postgres transaction"), &[ending])
+            .await?;
         let attrs = match end.tombstone {
-            Some(change) => Some(self.apply_in(tx.as_mut(), ctx, change).await?),
+            Some(change) => Some(store::apply_in(self, &mut tx, ctx, change).await?),
             None => None,
         };
         if let Some(to) = end.to {
-            self.transition_in(tx.as_mut(), ctx, to).await?;
+            self.transition_in(&mut tx, ctx, to).await?;
         }
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        tx.commit().await?;
         Ok(attrs)
     }
 
-    /// The one statement that writes audit rows, for one tenant or many.
-    pub(crate) async fn write_audits(&self, entries: &[&AuditEntry]) -> Result<(), ProviderError> {
-        let sql = self.sql(
-            "WITH step AS (UPDATE {schema}.tenants SET step = 'purge' WHERE tenant_id = ANY($1))
-             INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
-                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
-             ON CONFLICT (tenant_id, address) DO NOTHING",
-        );
-        let text = |f: fn(&AuditEntry) -> &String| entries.iter().map(|e| f(e)).collect::<Vec<_>>();
-        let maybe = |f: fn(&AuditEntry) -> &Option<String>| {
-            entries.iter().map(|e| f(e).as_deref()).collect::<Vec<_>>()
-        };
-        sqlx::query(&sql)
-            .bind(text(|e| &e.tenant_id))
-            .bind(text(|e| &e.slug))
-            .bind(text(|e| &e.address))
-            .bind(text(|e| &e.resource))
-            .bind(text(|e| &e.holds))
-            .bind(entries.iter().map(|e| e.erasure).collect::<Vec<_>>())
-            .bind(maybe(|e| &e.export))
-            .bind(maybe(|e| &e.export_sha256))
-            .bind(maybe(|e| &e.export_until))
-            .bind(maybe(|e| &e.git_commit))
-            .bind(text(|e| &e.run_by))
-            .bind(text(|e| &e.started_at))
-            .execute(self.pool().await?)
-            .await
-            .map_err(ProviderError::sql("write the deletion audit"))
-            .map(drop)
-    }
-
-    /// The control-plane rows of each ending tenant deleted from its tables, and its audit
-    /// rows of its addresses completed (the first time only), in one statement: for one
-    /// tenant's purge or many.
     pub(crate) async fn delete_and_complete(
         &self,
         tx: &mut PgConnection,
@@ -502,96 +331,6 @@ impl PgControl {
             "purge the control-plane rows and complete the deletion audit",
         ))?;
         Ok(())
-    }
-
-    /// Registry rows set to `attrs` (name, plan, region, locale, isolation, labels), one
-    /// tenant's or many, in one statement. Returns how many rows it found.
-    pub(crate) async fn update_registry(
-        &self,
-        tx: &mut PgConnection,
-        rows: &[(&str, &Attrs)],
-    ) -> Result<u64, ProviderError> {
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let sql = self.sql(
-            "UPDATE {schema}.tenants t SET name = u.name, plan = u.plan, region = u.region,
-               locale = u.locale, isolation = u.isolation, labels = u.labels, updated_at = now()
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
-               AS u (tenant_id, name, plan, region, locale, isolation, labels)
-             WHERE t.tenant_id = u.tenant_id",
-        );
-        let field = |f: &str| rows.iter().map(|(_, a)| a.str(f)).collect::<Vec<_>>();
-        let labels: Vec<Value> = rows
-            .iter()
-            .map(|(_, a)| a.get("labels").cloned().unwrap_or(json!({})))
-            .collect();
-        let done = sqlx::query(&sql)
-            .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-            .bind(field("name"))
-            .bind(field("plan"))
-            .bind(field("region"))
-            .bind(field("locale"))
-            .bind(field("isolation"))
-            .bind(labels)
-            .execute(&mut *tx)
-            .await
-            .map_err(ProviderError::sql("update the registry"))?;
-        Ok(done.rows_affected())
-    }
-
-    /// Events written to the outbox in the order given, one tenant's or many, in one
-    /// statement.
-    pub(crate) async fn insert_events(
-        &self,
-        tx: &mut PgConnection,
-        events: &[(&str, &events::Event)],
-    ) -> Result<(), ProviderError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let sql = self.sql(
-            "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload)
-             SELECT id, tenant_id, type, payload
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) WITH ORDINALITY
-               AS e (id, tenant_id, type, payload, i)
-             ORDER BY i",
-        );
-        let ids: Vec<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
-        let kinds: Vec<Option<&str>> = events
-            .iter()
-            .map(|(_, e)| e.payload["type"].as_str())
-            .collect();
-        sqlx::query(&sql)
-            .bind(ids)
-            .bind(events.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-            .bind(kinds)
-            .bind(events.iter().map(|(_, e)| &e.payload).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await
-            .map_err(ProviderError::sql("write to the outbox"))
-            .map(drop)
-    }
-
-    /// Completes the audit rows of `addresses` in `conn` (the first time only).
-    async fn audit_done_in(
-        &self,
-        conn: &mut PgConnection,
-        tenant_id: &str,
-        addresses: &[String],
-    ) -> Result<(), ProviderError> {
-        let sql = self.sql(
-            "UPDATE {schema}.deletion_audit SET purged_at = $1
-             WHERE tenant_id = $2 AND address = ANY($3) AND purged_at IS NULL",
-        );
-        sqlx::query(&sql)
-            .bind(crate::model::lifecycle::now())
-            .bind(tenant_id)
-            .bind(addresses)
-            .execute(conn)
-            .await
-            .map_err(ProviderError::sql("complete the deletion audit"))
-            .map(drop)
     }
 }
 
@@ -702,19 +441,7 @@ impl Provider for PgControl {
 #[async_trait]
 impl Purge for PgControl {
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind))?;
-        let sql = self.sql(&format!(
-            "DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"
-        ));
-        let tenant_id = ctx.tenant_id()?;
-        retry!("purge", async {
-            sqlx::query(&sql)
-                .bind(tenant_id)
-                .execute(self.pool().await?)
-                .await
-                .map_err(ProviderError::sql(format!("purge {table}")))
-                .map(drop)
-        })
+        retry!("purge", store::purge(self, ctx, key))
     }
 }
 
@@ -725,27 +452,7 @@ impl Smoke for PgControl {
         ctx: &StepContext<'_>,
         _sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        let id = ctx.tenant_id.unwrap_or_default();
-        let read = |sql: String| async move {
-            let started = std::time::Instant::now();
-            let found: Result<Option<(String,)>, ProviderError> = match self.pool().await {
-                Ok(pool) => sqlx::query_as(&sql)
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(ProviderError::sql("read the control plane back")),
-                Err(e) => Err(e),
-            };
-            (started, found.map(|r| r.map(|(v,)| v)))
-        };
-        let registry =
-            read(self.sql("SELECT slug FROM {schema}.tenants WHERE tenant_id = $1")).await;
-        let owner =
-            read(self.sql(
-                "SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner'",
-            ))
-            .await;
-        crate::targets::control_plane::rows::smoke_verdicts(ctx, registry, owner)
+        store::smoke(self, ctx).await
     }
 }
 
@@ -756,7 +463,7 @@ impl ControlPlane for PgControl {
         ctx: &StepContext<'_>,
         attrs: &Attrs,
     ) -> Result<String, ProviderError> {
-        retry!("register", self.register_once(ctx, attrs))
+        retry!("register", store::register(self, ctx, attrs))
     }
 
     async fn emit_event(
@@ -765,10 +472,7 @@ impl ControlPlane for PgControl {
         kind: &str,
         detail: Value,
     ) -> Result<(), ProviderError> {
-        let tenant_id = ctx.tenant_id()?;
-        let mut tx = self.begin().await?;
-        self.emit(tx.as_mut(), ctx, tenant_id, kind, detail).await?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))
+        store::emit_event(self, ctx, kind, detail).await
     }
 
     async fn set_outputs(
@@ -776,27 +480,11 @@ impl ControlPlane for PgControl {
         tenant_id: &str,
         outputs: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ProviderError> {
-        let sql = self.sql("UPDATE {schema}.tenants SET outputs = $1 WHERE tenant_id = $2");
-        sqlx::query(&sql)
-            .bind(serde_json::json!(outputs))
-            .bind(tenant_id)
-            .execute(self.pool().await?)
-            .await
-            .map_err(ProviderError::sql("record the hooks' outputs"))
-            .map(drop)
+        store::set_outputs(self, tenant_id, outputs).await
     }
 
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
-        let sql = self.sql("UPDATE {schema}.tenants SET step = $1 WHERE tenant_id = $2");
-        retry!("set step", async {
-            sqlx::query(&sql)
-                .bind(step)
-                .bind(tenant_id)
-                .execute(self.pool().await?)
-                .await
-                .map_err(ProviderError::sql("record the current step"))
-                .map(drop)
-        })
+        retry!("set step", store::set_step(self, tenant_id, step))
     }
 
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
@@ -811,7 +499,7 @@ impl ControlPlane for PgControl {
             .audits
             .together(entries.to_vec(), "writing audits", |items| async move {
                 let entries: Vec<&AuditEntry> = items.iter().flatten().collect();
-                self.write_audits(&entries).await?;
+                store::write_audits(self, &entries).await?;
                 Ok::<_, ProviderError>(vec![Together::Done(()); items.len()])
             })
             .await;
@@ -819,13 +507,13 @@ impl ControlPlane for PgControl {
             return Ok(());
         }
         let entries: Vec<&AuditEntry> = entries.iter().collect();
-        retry!("audit", self.write_audits(&entries))
+        retry!("audit", store::write_audits(self, &entries))
     }
 
     async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
         retry!("audit", async {
-            let mut conn = connection(self.pool().await?).await?;
-            self.audit_done_in(&mut conn, tenant_id, addresses).await
+            let pool = self.tables().await?;
+            store::audit_done(self, &pool, tenant_id, addresses).await
         })
     }
 
@@ -856,15 +544,6 @@ impl ControlPlane for PgControl {
         if !exists {
             return Ok(Vec::new());
         }
-        let sql = self.sql(
-            "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256, export_until, git_commit, run_by, started_at, purged_at
-             FROM {schema}.deletion_audit WHERE $1::text IS NULL OR slug = $1 ORDER BY id",
-        );
-        let rows: Vec<crate::model::audit::Row> = sqlx::query_as(&sql)
-            .bind(slug.map(Slug::as_str))
-            .fetch_all(pool)
-            .await
-            .map_err(ProviderError::sql("read the deletion audit"))?;
-        Ok(rows.into_iter().map(AuditEntry::from_row).collect())
+        store::audit_log(self, &Pool::Postgres(pool.clone()), slug).await
     }
 }

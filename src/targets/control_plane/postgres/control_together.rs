@@ -13,12 +13,13 @@ use serde_json::json;
 use sqlx::PgConnection;
 
 use crate::clients::group_commit::Together;
-use crate::clients::postgres::server::connection;
+use crate::clients::sql::Tx;
 use crate::model::attrs::Attrs;
 use crate::model::lifecycle::Lifecycle;
 use crate::model::resource::Kind;
 use crate::targets::control_plane::postgres::control::{Ending, PgControl};
 use crate::targets::control_plane::rows;
+use crate::targets::control_plane::store::{control as store, ControlDb};
 use crate::targets::provider::{desired_of, events, ProviderError, PurgeEnd, StepContext};
 
 /// The end of one tenant's purge, owned, as it goes into a batch.
@@ -92,10 +93,7 @@ impl PgControl {
         &self,
         items: Vec<EndOfPurge>,
     ) -> Result<Vec<Together<Option<Attrs>>>, ProviderError> {
-        let mut conn = connection(self.pool().await?).await?;
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(ProviderError::sql("begin"))?;
+        let mut tx = self.tables().await?.begin().await?;
         let ends: Vec<Ending> = items
             .iter()
             .map(|i| Ending {
@@ -104,11 +102,13 @@ impl PgControl {
                 audited: &i.audited,
             })
             .collect();
-        self.delete_and_complete(tx.as_mut(), &ends).await?;
-        self.write_tombstones(tx.as_mut(), &items).await?;
-        self.write_events(tx.as_mut(), &items).await?;
-        self.move_all(tx.as_mut(), &items).await?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        self.delete_and_complete(tx.postgres().expect("a Postgres transaction"), &ends)
+            .await?;
+        self.write_tombstones(&mut tx, &items).await?;
+        self.write_events(&mut tx, &items).await?;
+        self.move_all(tx.postgres().expect("a Postgres transaction"), &items)
+            .await?;
+        tx.commit().await?;
         Ok(items
             .into_iter()
             .map(|item| {
@@ -122,14 +122,14 @@ impl PgControl {
 
     async fn write_tombstones(
         &self,
-        tx: &mut PgConnection,
+        tx: &mut Tx,
         items: &[EndOfPurge],
     ) -> Result<(), ProviderError> {
         let rows: Vec<(&str, &Attrs)> = items
             .iter()
             .filter_map(|i| Some((i.tenant_id.as_str(), i.tombstone.as_ref()?)))
             .collect();
-        if self.update_registry(tx, &rows).await? != rows.len() as u64 {
+        if store::update_registry(self, tx, &rows).await? != rows.len() as u64 {
             return Err(ProviderError::Message(
                 "a tenant of the batch has no registry row".into(),
             ));
@@ -138,16 +138,12 @@ impl PgControl {
     }
 
     /// The events, in the order of the items and of each item's own.
-    async fn write_events(
-        &self,
-        tx: &mut PgConnection,
-        items: &[EndOfPurge],
-    ) -> Result<(), ProviderError> {
+    async fn write_events(&self, tx: &mut Tx, items: &[EndOfPurge]) -> Result<(), ProviderError> {
         let events: Vec<(&str, &events::Event)> = items
             .iter()
             .flat_map(|i| i.events.iter().map(|e| (i.tenant_id.as_str(), e)))
             .collect();
-        self.insert_events(tx, &events).await
+        store::insert_events(self, tx, &events).await
     }
 
     /// The moves, one statement for each destination; every tenant must have been where

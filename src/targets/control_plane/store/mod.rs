@@ -3,6 +3,7 @@
 //! [`Dialect`]. An implementation (`local`, `postgres`) says only how its tables are made
 //! and reached ([`ControlDb`]).
 
+pub mod control;
 pub mod outbox;
 
 use async_trait::async_trait;

@@ -1,0 +1,421 @@
+//! The control plane's rules, once for both servers: a tenant's registry row, its owner's
+//! membership, its flags and quotas, the events that announce their changes, the step a
+//! tenant is at, its hooks' outputs, the deletion audit, its smoke tests and the purge of
+//! its rows. Each is a statement or two, written for one tenant or many alike.
+
+use serde_json::{json, Value};
+
+use crate::clients::sql::{read_rows, Pool, Statement, Tx};
+use crate::model::attrs::Attrs;
+use crate::model::audit::AuditEntry;
+use crate::model::change::ResourceChange;
+use crate::model::health::CheckOutcome;
+use crate::model::lifecycle::now;
+use crate::model::resource::{Key, Kind};
+use crate::slug::Slug;
+use crate::targets::control_plane::rows;
+use crate::targets::control_plane::store::ControlDb;
+use crate::targets::provider::{
+    desired_of, events, unmanaged, Provider, ProviderError, StepContext,
+};
+
+/// `change` made in `tx`; the attributes it leaves once `tx` commits.
+pub async fn apply_in<C: ControlDb + Provider>(
+    db: &C,
+    tx: &mut Tx,
+    ctx: &StepContext<'_>,
+    change: &ResourceChange,
+) -> Result<Attrs, ProviderError> {
+    let d = db.dialect();
+    let tenant_id = ctx.tenant_id()?;
+    let desired = desired_of(change)?;
+    let a = &desired.attrs;
+    match change.key.kind {
+        Kind::REGISTRY => {
+            update_registry(db, tx, &[(tenant_id, a)]).await?;
+        }
+        Kind::OWNER => {
+            Statement::new(
+                d,
+                "write the owner membership",
+                "INSERT INTO {schema}.memberships (tenant_id, role, email, created_at)
+                 VALUES ($1, 'owner', $2, {time $3})
+                 ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
+            )
+            .text(tenant_id)
+            .text(a.str("email"))
+            .text(now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        Kind::FEATURES | Kind::QUOTAS => {
+            // The whole map is replaced: its names and values travel as one JSON object.
+            // Table and column names are these constants, never input.
+            let (table, key, value, of) = if change.key.kind == Kind::FEATURES {
+                ("feature_flags", "flag", "enabled", "BOOLEAN")
+            } else {
+                ("quotas", "name", "value", "BIGINT")
+            };
+            Statement::new(
+                d,
+                "clear the tenant's map",
+                &format!("DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"),
+            )
+            .text(tenant_id)
+            .execute(&mut *tx)
+            .await?;
+            let map: serde_json::Map<String, Value> =
+                a.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            Statement::new(
+                d,
+                "write the tenant's map",
+                &format!(
+                    "INSERT INTO {{schema}}.{table} (tenant_id, {key}, {value})
+                     SELECT $1, key, CAST(value AS {of}) FROM {{entries $2}}"
+                ),
+            )
+            .text(tenant_id)
+            .json(&Value::Object(map))
+            .execute(&mut *tx)
+            .await?;
+        }
+        other => return Err(unmanaged(db, other)),
+    }
+    // A change to a live tenant is announced in the same transaction that makes it, so the
+    // event exists exactly when the change does.
+    if events::announces_update(ctx, change) {
+        let event = events::new(
+            ctx,
+            tenant_id,
+            events::UPDATED,
+            events::update_detail(change),
+        );
+        insert_events(db, tx, &[(tenant_id, &event)]).await?;
+    }
+    let mut attrs = a.clone();
+    if change.key.kind == Kind::REGISTRY {
+        // The lifecycle moves in its own step, at the end of the tenant's run.
+        attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
+    }
+    Ok(attrs)
+}
+
+/// Registry rows set to `attrs` (name, plan, region, locale, isolation, labels), one
+/// tenant's or many, in one statement. Returns how many rows it found.
+pub async fn update_registry<C: ControlDb + ?Sized>(
+    db: &C,
+    tx: &mut Tx,
+    rows: &[(&str, &Attrs)],
+) -> Result<u64, ProviderError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|(id, a)| {
+            json!([
+                id,
+                a.str("name"),
+                a.str("plan"),
+                a.str("region"),
+                a.str("locale"),
+                a.str("isolation"),
+                a.get("labels").cloned().unwrap_or(json!({})).to_string(),
+            ])
+        })
+        .collect();
+    Statement::new(
+        db.dialect(),
+        "update the registry",
+        "UPDATE {schema}.tenants AS t SET name = u.name, plan = u.plan, region = u.region,
+           locale = u.locale, isolation = u.isolation, labels = {json u.labels},
+           updated_at = {time $2}
+         FROM {rows $1 tenant_id name plan region locale isolation labels} AS u
+         WHERE t.tenant_id = u.tenant_id",
+    )
+    .rows(rows)
+    .text(now())
+    .execute(tx)
+    .await
+}
+
+/// Events written to the outbox in the order given, one tenant's or many, in one statement.
+pub async fn insert_events<C: ControlDb + ?Sized>(
+    db: &C,
+    tx: &mut Tx,
+    events: &[(&str, &events::Event)],
+) -> Result<(), ProviderError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Value> = events
+        .iter()
+        .map(|(tenant_id, e)| {
+            json!([
+                e.id,
+                tenant_id,
+                e.payload["type"],
+                e.payload.to_string(),
+                e.at
+            ])
+        })
+        .collect();
+    Statement::new(
+        db.dialect(),
+        "write to the outbox",
+        "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload, created_at)
+         SELECT id, tenant_id, type, {json payload}, {time at}
+         FROM {rows $1 id tenant_id type payload at} AS e WHERE true ORDER BY i",
+    )
+    .rows(rows)
+    .execute(tx)
+    .await
+    .map(drop)
+}
+
+/// The tenant's registry row, made in `provisioning` unless it exists; its id either way. A
+/// rerun after a crash finds the row and keeps its id, and an insert does nothing if
+/// another run got there first.
+pub async fn register<C: ControlDb + ?Sized>(
+    db: &C,
+    ctx: &StepContext<'_>,
+    a: &Attrs,
+) -> Result<String, ProviderError> {
+    let d = db.dialect();
+    let slug = ctx.tenant.slug.as_str();
+    let at = now();
+    let mut tx = db.tables().await?.begin().await?;
+    Statement::new(
+        d,
+        "create the registry row",
+        "INSERT INTO {schema}.tenants (tenant_id, slug, name, plan, region, locale, isolation, labels,
+           lifecycle, step, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, {json $8}, 'provisioning', 'registry', {time $9}, {time $9})
+         ON CONFLICT (slug) DO NOTHING",
+    )
+    .text(uuid::Uuid::new_v4().to_string())
+    .text(slug)
+    .text(a.str("name"))
+    .text(a.str("plan"))
+    .text(a.str("region"))
+    .text(a.str("locale"))
+    .text(a.str("isolation"))
+    .json(a.get("labels").unwrap_or(&json!({})))
+    .text(at)
+    .execute(&mut tx)
+    .await?;
+    let row = Statement::new(
+        d,
+        "read the registry",
+        "SELECT tenant_id FROM {schema}.tenants WHERE slug = $1",
+    )
+    .text(slug)
+    .first(&mut tx)
+    .await?
+    .ok_or_else(|| ProviderError::Message("the registry row just made is not there".into()))?;
+    let id = row
+        .text(0)
+        .map_err(ProviderError::sql("read the registry"))?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// One event of the tenant's, in a transaction of its own.
+pub async fn emit_event<C: ControlDb + ?Sized>(
+    db: &C,
+    ctx: &StepContext<'_>,
+    kind: &str,
+    detail: Value,
+) -> Result<(), ProviderError> {
+    let tenant_id = ctx.tenant_id()?;
+    let event = events::new(ctx, tenant_id, kind, detail);
+    let mut tx = db.tables().await?.begin().await?;
+    insert_events(db, &mut tx, &[(tenant_id, &event)]).await?;
+    tx.commit().await
+}
+
+pub async fn set_outputs<C: ControlDb + ?Sized>(
+    db: &C,
+    tenant_id: &str,
+    outputs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
+    Statement::new(
+        db.dialect(),
+        "record the hooks' outputs",
+        "UPDATE {schema}.tenants SET outputs = {json $1} WHERE tenant_id = $2",
+    )
+    .json(&json!(outputs))
+    .text(tenant_id)
+    .execute(&db.tables().await?)
+    .await
+    .map(drop)
+}
+
+pub async fn set_step<C: ControlDb + ?Sized>(
+    db: &C,
+    tenant_id: &str,
+    step: Option<&str>,
+) -> Result<(), ProviderError> {
+    Statement::new(
+        db.dialect(),
+        "record the current step",
+        "UPDATE {schema}.tenants SET step = $1 WHERE tenant_id = $2",
+    )
+    .maybe_text(step)
+    .text(tenant_id)
+    .execute(&db.tables().await?)
+    .await
+    .map(drop)
+}
+
+/// The audit rows of purges that begin, one tenant's or many, each tenant's step set to
+/// `purge` with them; a row written before is left as it is.
+pub async fn write_audits<C: ControlDb + ?Sized>(
+    db: &C,
+    entries: &[&AuditEntry],
+) -> Result<(), ProviderError> {
+    let d = db.dialect();
+    let mut tx = db.tables().await?.begin().await?;
+    Statement::new(
+        d,
+        "record the current step",
+        "UPDATE {schema}.tenants SET step = 'purge' WHERE tenant_id IN ({each $1})",
+    )
+    .list(entries.iter().map(|e| &e.tenant_id))
+    .execute(&mut tx)
+    .await?;
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!([
+                e.tenant_id,
+                e.slug,
+                e.address,
+                e.resource,
+                e.holds,
+                e.erasure,
+                e.export,
+                e.export_sha256,
+                e.export_until,
+                e.git_commit,
+                e.run_by,
+                e.started_at
+            ])
+        })
+        .collect();
+    Statement::new(
+        d,
+        "write the deletion audit",
+        "INSERT INTO {schema}.deletion_audit (tenant_id, slug, address, resource, holds, erasure,
+           export, export_sha256, export_until, git_commit, run_by, started_at)
+         SELECT tenant_id, slug, address, resource, holds, CAST(erasure AS BOOLEAN),
+           export, export_sha256, export_until, git_commit, run_by, started_at
+         FROM {rows $1 tenant_id slug address resource holds erasure export export_sha256 export_until git_commit run_by started_at} AS a
+         WHERE true ORDER BY i
+         ON CONFLICT (tenant_id, address) DO NOTHING",
+    )
+    .rows(rows)
+    .execute(&mut tx)
+    .await?;
+    tx.commit().await
+}
+
+/// Completes the audit rows of `addresses` (the first time only).
+pub async fn audit_done<C: ControlDb + ?Sized>(
+    db: &C,
+    pool: &Pool,
+    tenant_id: &str,
+    addresses: &[String],
+) -> Result<(), ProviderError> {
+    Statement::new(
+        db.dialect(),
+        "complete the deletion audit",
+        "UPDATE {schema}.deletion_audit SET purged_at = $1
+         WHERE tenant_id = $2 AND address IN ({each $3}) AND purged_at IS NULL",
+    )
+    .text(now())
+    .text(tenant_id)
+    .list(addresses)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// The audit, of one tenant or of all, oldest first.
+pub async fn audit_log<C: ControlDb + ?Sized>(
+    db: &C,
+    pool: &Pool,
+    slug: Option<&Slug>,
+) -> Result<Vec<AuditEntry>, ProviderError> {
+    let rows = Statement::new(
+        db.dialect(),
+        "read the deletion audit",
+        "SELECT tenant_id, slug, address, resource, holds, erasure, export, export_sha256,
+           export_until, git_commit, run_by, started_at, purged_at
+         FROM {schema}.deletion_audit WHERE CAST($1 AS TEXT) IS NULL OR slug = $1 ORDER BY id",
+    )
+    .maybe_text(slug.map(Slug::as_str))
+    .fetch(pool)
+    .await?;
+    read_rows(&rows, "read the deletion audit", |r| {
+        Ok(AuditEntry {
+            tenant_id: r.text(0)?,
+            slug: r.text(1)?,
+            address: r.text(2)?,
+            resource: r.text(3)?,
+            holds: r.text(4)?,
+            erasure: r.bool(5)?,
+            export: r.maybe_text(6)?,
+            export_sha256: r.maybe_text(7)?,
+            export_until: r.maybe_text(8)?,
+            git_commit: r.maybe_text(9)?,
+            run_by: r.text(10)?,
+            started_at: r.text(11)?,
+            purged_at: r.maybe_text(12)?,
+        })
+    })
+}
+
+/// The tenant's rows of `key`'s kind deleted.
+pub async fn purge<C: ControlDb + Provider>(
+    db: &C,
+    ctx: &StepContext<'_>,
+    key: &Key,
+) -> Result<(), ProviderError> {
+    let table = rows::table_of(key.kind).ok_or_else(|| unmanaged(db, key.kind))?;
+    // The table is one of three constants.
+    Statement::new(
+        db.dialect(),
+        "purge the tenant's rows",
+        &format!("DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"),
+    )
+    .text(ctx.tenant_id()?)
+    .execute(&db.tables().await?)
+    .await
+    .map(drop)
+}
+
+/// The control plane's smoke tests: the registry row read back by the tenant's id, and the
+/// owner's membership.
+pub async fn smoke<C: ControlDb + ?Sized>(db: &C, ctx: &StepContext<'_>) -> Vec<CheckOutcome> {
+    let id = ctx.tenant_id.unwrap_or_default();
+    let read = |sql: &'static str| async move {
+        let started = std::time::Instant::now();
+        let found = async {
+            let row = Statement::new(db.dialect(), "read the control plane back", sql)
+                .text(id)
+                .first(&db.tables().await?)
+                .await?;
+            row.map(|r| r.text(0))
+                .transpose()
+                .map_err(ProviderError::sql("read the control plane back"))
+        }
+        .await;
+        (started, found)
+    };
+    let registry = read("SELECT slug FROM {schema}.tenants WHERE tenant_id = $1").await;
+    let owner =
+        read("SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner'")
+            .await;
+    rows::smoke_verdicts(ctx, registry, owner)
+}
