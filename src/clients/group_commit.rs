@@ -129,6 +129,7 @@ impl<T, R: Clone> GroupCommit<T, Together<R>> {
     {
         self.submit(item, |items| async move {
             let n = items.len();
+            tracing::debug!(items = n, "{what} together");
             write(items).await.unwrap_or_else(|e| {
                 tracing::debug!(items = n, error = %e, "{what} together failed; each is done alone");
                 vec![Together::Alone; n]
