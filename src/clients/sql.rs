@@ -16,7 +16,9 @@
 //! - `{unleased alias $N}`: on Postgres, that the row's lease is over at the bound time; true
 //!   on SQLite, whose file is one machine's;
 //! - `{greatest}`: the larger of two values;
-//! - `{lock alias}`: on Postgres, `FOR UPDATE OF alias SKIP LOCKED`; SQLite has one writer.
+//! - `{lock alias}`: on Postgres, `FOR UPDATE OF alias SKIP LOCKED`; SQLite has one writer;
+//! - `{locked}`: on Postgres, `FOR UPDATE`: the rows read are this transaction's until it ends;
+//! - `{erase col key}`: the JSON in `col` with `key` set to null.
 //!
 //! Values are bound as text, integers and booleans only ([`Statement`]), the types both servers
 //! read alike; a row is read back the same way ([`Row`]).
@@ -114,6 +116,16 @@ impl Dialect {
             }
             (Dialect::Sqlite, "greatest") => "max".into(),
             (Dialect::Postgres { .. }, "greatest") => "GREATEST".into(),
+            (Dialect::Sqlite, "locked") => String::new(),
+            (Dialect::Postgres { .. }, "locked") => "FOR UPDATE".into(),
+            (Dialect::Sqlite, "erase") => {
+                let (column, key) = arg.split_once(' ').expect("{erase column key}");
+                format!("json_set({column}, '$.{key}', NULL)")
+            }
+            (Dialect::Postgres { .. }, "erase") => {
+                let (column, key) = arg.split_once(' ').expect("{erase column key}");
+                format!("jsonb_set({column}, ARRAY['{key}'], 'null')")
+            }
             (Dialect::Sqlite, "lock") => String::new(),
             (Dialect::Postgres { .. }, "lock") => format!("FOR UPDATE OF {arg} SKIP LOCKED"),
             _ => panic!("no such statement token: {{{name}}}"),

@@ -8,20 +8,19 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteJournalMode, SqlitePool};
 use tokio::sync::OnceCell;
 
-use crate::clients::sql::{Dialect, Pool, Statement};
+use crate::clients::sql::{Dialect, Pool};
 use crate::clients::sqlite;
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
 use crate::model::change::ResourceChange;
-use crate::model::lifecycle::{now, Lifecycle};
+use crate::model::lifecycle::Lifecycle;
 use crate::model::resource::Key;
 use crate::model::resource::Kind;
 use crate::slug::Slug;
 use crate::targets::control_plane::rows::{self, ControlRows};
 use crate::targets::control_plane::store::{control as store, ControlDb};
 use crate::targets::provider::{
-    events, ControlPlane, LiveFleet, Provider, ProviderError, Purge, RefreshTarget, Smoke,
-    StepContext,
+    ControlPlane, LiveFleet, Provider, ProviderError, Purge, RefreshTarget, Smoke, StepContext,
 };
 
 const SCHEMA: &str = r#"
@@ -335,64 +334,7 @@ impl ControlPlane for LocalControl {
         store::set_step(self, tenant_id, step).await
     }
 
-    /// The move written for SQLite's one writer: read, then moved. Postgres moves a batch of
-    /// tenants in one statement that locks their rows (`postgres::control::MOVE`).
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
-        let tenant_id = ctx.tenant_id()?;
-        let d = self.dialect();
-        let mut tx = self.tables().await?.begin().await?;
-        let current = Statement::new(
-            d,
-            "read the lifecycle",
-            "SELECT lifecycle FROM {schema}.tenants WHERE tenant_id = $1",
-        )
-        .text(tenant_id)
-        .first(&mut tx)
-        .await?
-        .ok_or_else(|| ProviderError::Message("the tenant has no registry row".into()))?
-        .text(0)
-        .map_err(ProviderError::sql("read the lifecycle"))?;
-        let from = Lifecycle::parse(&current).unwrap_or_default();
-        if from == to {
-            return Ok(());
-        }
-        let kinds = events::for_transition(from, to)?;
-        Statement::new(
-            d,
-            "update the lifecycle",
-            "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = $2,
-               deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN $2 ELSE deprovisioned_at END
-             WHERE tenant_id = $3",
-        )
-        .text(to.as_str())
-        .text(now())
-        .text(tenant_id)
-        .execute(&mut tx)
-        .await?;
-        if to == Lifecycle::Deprovisioned {
-            // The tombstone holds no personal data, and neither do the events kept of it.
-            Statement::new(
-                d,
-                "erase the owner's email from the events",
-                "UPDATE {schema}.outbox SET payload = json_set(payload, '$.owner_email', NULL) WHERE tenant_id = $1",
-            )
-            .text(tenant_id)
-            .execute(&mut tx)
-            .await?;
-        }
-        let events: Vec<events::Event> = kinds
-            .iter()
-            .map(|&kind| {
-                events::new(
-                    ctx,
-                    tenant_id,
-                    kind,
-                    events::transition_detail(ctx, from, to),
-                )
-            })
-            .collect();
-        let events: Vec<(&str, &events::Event)> = events.iter().map(|e| (tenant_id, e)).collect();
-        store::insert_events(self, &mut tx, &events).await?;
-        tx.commit().await
+        store::transition(self, ctx, to).await
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::OnceCell;
 
 use crate::clients::group_commit::{GroupCommit, Together, TENANTS_PER_BATCH};
 use crate::clients::postgres::server::{retry, PgServer};
-use crate::clients::sql::{Dialect, Pool, Tx};
+use crate::clients::sql::{Dialect, Pool};
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
 use crate::model::change::ResourceChange;
@@ -24,8 +24,8 @@ use crate::targets::control_plane::postgres::control_together::EndOfPurge;
 use crate::targets::control_plane::rows::{self, ControlRows, RegistryRow};
 use crate::targets::control_plane::store::{control as store, ControlDb};
 use crate::targets::provider::{
-    events, unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge, PurgeEnd,
-    RefreshTarget, Smoke, StepContext,
+    unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge, PurgeEnd, RefreshTarget,
+    Smoke, StepContext,
 };
 
 /// `{schema}` is replaced by the quoted admin schema, a checked identifier.
@@ -132,20 +132,6 @@ CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
 ALTER TABLE {schema}.deletion_audit ADD COLUMN IF NOT EXISTS export_until text;
 "#;
 
-/// Moves the tenants `$2` to the lifecycle `$1` in one statement: their rows locked (in one
-/// order) and read as they were, each moved unless it is there already, and, for the
-/// tombstone, the owner's email taken out of the events kept (it holds no personal data,
-/// and neither do they). Returns the id and former lifecycle of each tenant moved.
-pub(crate) const MOVE: &str = "WITH erase AS (
-   UPDATE {schema}.outbox SET payload = jsonb_set(payload, '{owner_email}', 'null')
-   WHERE $1 = 'deprovisioned' AND tenant_id = ANY($2) AND payload->'owner_email' <> 'null')
- UPDATE {schema}.tenants t SET lifecycle = $1, step = NULL, updated_at = now(),
-   deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN now() ELSE t.deprovisioned_at END
- FROM (SELECT tenant_id, lifecycle FROM {schema}.tenants WHERE tenant_id = ANY($2)
-       ORDER BY tenant_id FOR UPDATE) old
- WHERE t.tenant_id = old.tenant_id AND old.lifecycle <> $1
- RETURNING t.tenant_id, old.lifecycle";
-
 /// A tenant whose purge ends: the control-plane tables its rows go from, and the addresses
 /// whose audit rows are completed.
 pub(crate) struct Ending<'a> {
@@ -207,57 +193,6 @@ impl PgControl {
         Ok(Some(attrs))
     }
 
-    async fn transition_once(
-        &self,
-        ctx: &StepContext<'_>,
-        to: Lifecycle,
-    ) -> Result<(), ProviderError> {
-        let mut tx = self.tables().await?.begin().await?;
-        self.transition_in(&mut tx, ctx, to).await?;
-        tx.commit().await
-    }
-
-    /// The move to `to` made in `tx`; nothing when the tenant is there already.
-    async fn transition_in(
-        &self,
-        tx: &mut Tx,
-        ctx: &StepContext<'_>,
-        to: Lifecycle,
-    ) -> Result<(), ProviderError> {
-        let tenant_id = ctx.tenant_id()?;
-        let conn = tx.postgres().expect("a Postgres transaction");
-        // A move refused below rolls the transaction back.
-        let moved: Option<(String, String)> = sqlx::query_as(&self.sql(MOVE))
-            .bind(to.as_str())
-            .bind([tenant_id])
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(ProviderError::sql("update the lifecycle"))?;
-        let Some((_, current)) = moved else {
-            // There already, or no registry row at all, which is an error.
-            sqlx::query(&self.sql("SELECT 1 FROM {schema}.tenants WHERE tenant_id = $1"))
-                .bind(tenant_id)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(ProviderError::sql("read the lifecycle"))?;
-            return Ok(());
-        };
-        let from = Lifecycle::parse(&current).unwrap_or_default();
-        let events: Vec<events::Event> = events::for_transition(from, to)?
-            .iter()
-            .map(|&kind| {
-                events::new(
-                    ctx,
-                    tenant_id,
-                    kind,
-                    events::transition_detail(ctx, from, to),
-                )
-            })
-            .collect();
-        let events: Vec<(&str, &events::Event)> = events.iter().map(|e| (tenant_id, e)).collect();
-        store::insert_events(self, tx, &events).await
-    }
-
     /// [`ControlPlane::end_purge`] in one transaction, so one commit.
     async fn end_purge_once(
         &self,
@@ -283,7 +218,7 @@ impl PgControl {
             None => None,
         };
         if let Some(to) = end.to {
-            self.transition_in(&mut tx, ctx, to).await?;
+            store::transition_in(self, &mut tx, ctx, to).await?;
         }
         tx.commit().await?;
         Ok(attrs)
@@ -488,7 +423,7 @@ impl ControlPlane for PgControl {
     }
 
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
-        retry!("transition", self.transition_once(ctx, to))
+        retry!("transition", store::transition(self, ctx, to))
     }
 
     async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {

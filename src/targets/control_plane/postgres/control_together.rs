@@ -10,7 +10,6 @@
 //! queue, and the tenant's own call does its part and says what went wrong.
 
 use serde_json::json;
-use sqlx::PgConnection;
 
 use crate::clients::group_commit::Together;
 use crate::clients::sql::Tx;
@@ -106,8 +105,7 @@ impl PgControl {
             .await?;
         self.write_tombstones(&mut tx, &items).await?;
         self.write_events(&mut tx, &items).await?;
-        self.move_all(tx.postgres().expect("a Postgres transaction"), &items)
-            .await?;
+        self.move_all(&mut tx, &items).await?;
         tx.commit().await?;
         Ok(items
             .into_iter()
@@ -148,11 +146,7 @@ impl PgControl {
 
     /// The moves, one statement for each destination; every tenant must have been where
     /// its item says, and is moved.
-    async fn move_all(
-        &self,
-        tx: &mut PgConnection,
-        items: &[EndOfPurge],
-    ) -> Result<(), ProviderError> {
+    async fn move_all(&self, tx: &mut Tx, items: &[EndOfPurge]) -> Result<(), ProviderError> {
         let mut destinations: Vec<Lifecycle> =
             items.iter().filter_map(|i| Some(i.moves?.1)).collect();
         destinations.sort_unstable_by_key(|to| to.as_str());
@@ -166,19 +160,11 @@ impl PgControl {
                 })
                 .collect();
             let ids: Vec<&str> = moving.iter().map(|(id, _)| *id).collect();
-            let moved: Vec<(String, String)> =
-                sqlx::query_as(&self.sql(crate::targets::control_plane::postgres::control::MOVE))
-                    .bind(to.as_str())
-                    .bind(&ids)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(ProviderError::sql("update the lifecycle"))?;
+            let moved = store::move_lifecycle(self, tx, &ids, to).await?;
             let as_planned = moved.len() == moving.len()
-                && moved.iter().all(|(id, was)| {
-                    moving
-                        .iter()
-                        .any(|(m, from)| m == id && from.as_str() == was.as_str())
-                });
+                && moved
+                    .iter()
+                    .all(|(id, was)| moving.iter().any(|(m, from)| m == id && from == was));
             if !as_planned {
                 return Err(ProviderError::Message(
                     "a tenant of the batch is not where its plan says".into(),

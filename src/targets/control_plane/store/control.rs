@@ -10,7 +10,7 @@ use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
 use crate::model::change::ResourceChange;
 use crate::model::health::CheckOutcome;
-use crate::model::lifecycle::now;
+use crate::model::lifecycle::{now, Lifecycle};
 use crate::model::resource::{Key, Kind};
 use crate::slug::Slug;
 use crate::targets::control_plane::rows;
@@ -418,4 +418,110 @@ pub async fn smoke<C: ControlDb + ?Sized>(db: &C, ctx: &StepContext<'_>) -> Vec<
         read("SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner'")
             .await;
     rows::smoke_verdicts(ctx, registry, owner)
+}
+
+/// Moves the tenants `ids` to `to`: their rows locked (in one order) and read as they were,
+/// each moved unless it is there already, and, for the tombstone, the owner's email taken out
+/// of the events kept (it holds no personal data, and neither do they). Returns the id and
+/// former lifecycle of each tenant moved; a tenant with no registry row is not among them.
+pub async fn move_lifecycle<C: ControlDb + ?Sized>(
+    db: &C,
+    tx: &mut Tx,
+    ids: &[&str],
+    to: Lifecycle,
+) -> Result<Vec<(String, Lifecycle)>, ProviderError> {
+    let d = db.dialect();
+    let rows = Statement::new(
+        d,
+        "read the lifecycle",
+        "SELECT tenant_id, lifecycle FROM {schema}.tenants WHERE tenant_id IN ({each $1})
+         ORDER BY tenant_id {locked}",
+    )
+    .list(ids)
+    .fetch(&mut *tx)
+    .await?;
+    let moving: Vec<(String, Lifecycle)> = read_rows(&rows, "read the lifecycle", |r| {
+        Ok((r.text(0)?, r.text(1)?))
+    })?
+    .into_iter()
+    .map(|(id, was)| (id, Lifecycle::parse(&was).unwrap_or_default()))
+    .filter(|(_, was)| *was != to)
+    .collect();
+    if moving.is_empty() {
+        return Ok(moving);
+    }
+    let at = now();
+    Statement::new(
+        d,
+        "update the lifecycle",
+        "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = {time $2},
+           deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN {time $2} ELSE deprovisioned_at END
+         WHERE tenant_id IN ({each $3})",
+    )
+    .text(to.as_str())
+    .text(at)
+    .list(moving.iter().map(|(id, _)| id))
+    .execute(&mut *tx)
+    .await?;
+    if to == Lifecycle::Deprovisioned {
+        Statement::new(
+            d,
+            "erase the owner's email from the events",
+            "UPDATE {schema}.outbox SET payload = {erase payload owner_email}
+             WHERE tenant_id IN ({each $1}) AND payload ->> 'owner_email' IS NOT NULL",
+        )
+        .list(moving.iter().map(|(id, _)| id))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(moving)
+}
+
+/// The tenant's move to `to` made in `tx`, with its events; nothing when it is there
+/// already, an error when it has no registry row.
+pub async fn transition_in<C: ControlDb + ?Sized>(
+    db: &C,
+    tx: &mut Tx,
+    ctx: &StepContext<'_>,
+    to: Lifecycle,
+) -> Result<(), ProviderError> {
+    let tenant_id = ctx.tenant_id()?;
+    let moved = move_lifecycle(db, tx, &[tenant_id], to).await?;
+    let Some((_, from)) = moved.into_iter().next() else {
+        // There already, or no registry row at all, which is an error.
+        Statement::new(
+            db.dialect(),
+            "read the lifecycle",
+            "SELECT 1 FROM {schema}.tenants WHERE tenant_id = $1",
+        )
+        .text(tenant_id)
+        .first(&mut *tx)
+        .await?
+        .ok_or_else(|| ProviderError::Message("the tenant has no registry row".into()))?;
+        return Ok(());
+    };
+    let events: Vec<events::Event> = events::for_transition(from, to)?
+        .iter()
+        .map(|&kind| {
+            events::new(
+                ctx,
+                tenant_id,
+                kind,
+                events::transition_detail(ctx, from, to),
+            )
+        })
+        .collect();
+    let events: Vec<(&str, &events::Event)> = events.iter().map(|e| (tenant_id, e)).collect();
+    insert_events(db, tx, &events).await
+}
+
+/// [`transition_in`] in a transaction of its own.
+pub async fn transition<C: ControlDb + ?Sized>(
+    db: &C,
+    ctx: &StepContext<'_>,
+    to: Lifecycle,
+) -> Result<(), ProviderError> {
+    let mut tx = db.tables().await?.begin().await?;
+    transition_in(db, &mut tx, ctx, to).await?;
+    tx.commit().await
 }
