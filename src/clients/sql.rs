@@ -411,6 +411,27 @@ mod tests {
     }
 
     #[test]
+    fn tables_of_bound_json_read_alike() {
+        let text = "SELECT a, b FROM {rows $1 a b} AS r, {entries $2} WHERE {unleased d $3} \
+                    AND x = {erase payload owner_email} {locked}";
+        assert_eq!(
+            Dialect::Sqlite.sql(text),
+            "SELECT a, b FROM (SELECT json_extract(value, '$[0]') AS a, json_extract(value, '$[1]') AS b, \
+             key AS i FROM json_each($1)) AS r, json_each($2) WHERE true \
+             AND x = json_set(payload, '$.owner_email', NULL) "
+        );
+        let pg = Dialect::Postgres { schema: "s".into() };
+        assert_eq!(
+            pg.sql(text),
+            "SELECT a, b FROM (SELECT r->>0 AS a, r->>1 AS b, e.n AS i FROM \
+             jsonb_array_elements(CAST($1 AS jsonb)) WITH ORDINALITY AS e (r, n)) AS r, \
+             jsonb_each_text(CAST($2 AS jsonb)) WHERE (d.lease_until IS NULL OR \
+             d.lease_until < CAST($3 AS timestamptz)) \
+             AND x = jsonb_set(payload, ARRAY['owner_email'], 'null') FOR UPDATE"
+        );
+    }
+
+    #[test]
     #[should_panic(expected = "no such statement token")]
     fn an_unknown_token_is_a_bug() {
         Dialect::Sqlite.sql("SELECT {nope}");

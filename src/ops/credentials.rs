@@ -53,13 +53,19 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
             "{slug} has no login yet: apply it first"
         )));
     };
-    let naming = crate::targets::data::Naming::from(&ws.repo.config.postgres);
-    let role = naming.role(slug);
     let incarnation = t.incarnation.as_deref();
-    let password = key.password(tenant_id, incarnation, &role, t.credentials_version);
-    // Then each plugged slot's login (the broker's AMQP URL), a line each.
     let password_of =
         |login: &str| key.password(tenant_id, incarnation, login, t.credentials_version);
+    // The data slot's login first, then each plugged slot's (the broker's AMQP URL), a line
+    // each.
+    let data = crate::targets::data::login(
+        &ws.repo.config.targets.data,
+        ws.postgres(),
+        &crate::targets::data::Naming::from(&ws.repo.config.postgres),
+        slug,
+        &t.resources,
+        &password_of,
+    );
     let logins = ws
         .repo
         .config
@@ -67,29 +73,8 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
         .iter()
         .filter_map(|p| p.login(&t.resources, &password_of))
         .fold(String::new(), |text, line| format!("{text}\n{line}"));
-    let refused = refused_because(slug, t.lifecycle);
-    if ws.repo.config.targets.data != "postgres" {
-        return Ok(Login {
-            text: format!("role={role} password={password}{logins}"),
-            refused,
-        });
-    }
-    // Where its slice is now, as recorded; the file may already ask for another mode.
-    let isolation = t
-        .resources
-        .get(&crate::desired::Key::new(crate::desired::Kind::DATABASE))
-        .and_then(|a| a.get("isolation"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or(crate::repo::Isolation::Schema);
     Ok(Login {
-        text: crate::targets::data::postgres::tenant_url(
-            ws.postgres(),
-            &naming,
-            slug,
-            isolation,
-            &role,
-            &password,
-        ) + &logins,
-        refused,
+        text: data + &logins,
+        refused: refused_because(slug, t.lifecycle),
     })
 }

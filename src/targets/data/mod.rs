@@ -17,6 +17,31 @@ use crate::model::resource::Kind;
 use crate::model::tenant::Isolation;
 use crate::slug::Slug;
 
+/// A tenant's database login as the data target `target` spells it, with the password
+/// `password` derives for its role: a connection URL to where its slice is as recorded on
+/// Postgres (the file may already ask for another mode), `role=… password=…` on the local
+/// target. As `credentials` prints it.
+pub fn login(
+    target: &str,
+    server: &crate::clients::postgres::server::PgServer,
+    naming: &Naming,
+    slug: &Slug,
+    recorded: &std::collections::BTreeMap<crate::model::resource::Key, Attrs>,
+    password: &dyn Fn(&str) -> String,
+) -> String {
+    let role = naming.role(slug);
+    let password = password(&role);
+    if target != "postgres" {
+        return format!("role={role} password={password}");
+    }
+    let isolation = recorded
+        .get(&crate::model::resource::Key::new(Kind::DATABASE))
+        .and_then(|a| a.get("isolation"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or(Isolation::Schema);
+    postgres::tenant_url(server, naming, slug, isolation, &role, &password)
+}
+
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1). Longer names are silently truncated by
 /// the server, which could make two tenants share one role, so they are refused instead.
 pub const MAX_IDENT_BYTES: usize = 63;
