@@ -24,6 +24,9 @@ pub enum ProviderError {
         #[source]
         source: std::io::Error,
     },
+    /// The control plane has no registry row for the tenant, which the step needs.
+    #[error("the tenant has no registry row")]
+    NoRegistryRow,
     /// The resource exists and is not this state's; nothing was done to it.
     #[error("{0}")]
     NotOurs(String),

@@ -5,6 +5,8 @@
 //!
 //! - `{schema}.table`: the admin schema's table on Postgres, `main.table` on SQLite;
 //! - `{time $N}`: a bound RFC 3339 text as a value of a time column;
+//! - `{now}`: the server's clock as a value of a time column (`now()` on Postgres, the
+//!   transaction's start; whole seconds on SQLite, as every time there is written);
 //! - `{stamp col}`: a time column as RFC 3339 text, to the second;
 //! - `{json $N}`: a bound JSON text as a value of a JSON column;
 //! - `{each $N}`: a subquery of the texts in a bound JSON array;
@@ -66,6 +68,8 @@ impl Dialect {
             (Dialect::Sqlite, "schema") => "main".into(),
             (Dialect::Postgres { schema }, "schema") => schema.clone(),
             (Dialect::Sqlite, "time" | "json" | "stamp") => arg.into(),
+            (Dialect::Sqlite, "now") => "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')".into(),
+            (Dialect::Postgres { .. }, "now") => "now()".into(),
             (Dialect::Postgres { .. }, "time") => format!("CAST({arg} AS timestamptz)"),
             (Dialect::Postgres { .. }, "json") => format!("CAST({arg} AS jsonb)"),
             (Dialect::Postgres { .. }, "stamp") => {

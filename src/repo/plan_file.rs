@@ -103,6 +103,20 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
             );
         }
     }
+    // A quota is stored as a signed 64-bit integer, as a tenant file's override is read.
+    for (group, quotas) in [
+        ("quotas", &raw.quotas),
+        ("limits.quotas", &raw.limits.quotas),
+    ] {
+        for (name, value) in quotas {
+            if i64::try_from(*value).is_err() {
+                problems.push(spans.problem(
+                    &format!("{group}.{name}"),
+                    format!("{value} is larger than the largest quota, {}", i64::MAX),
+                ));
+            }
+        }
+    }
     for (i, t) in raw.bucket.transitions.iter().enumerate() {
         if !STORAGE_CLASSES.contains(&t.storage_class.as_str()) {
             problems.push(
@@ -357,6 +371,16 @@ limits {
         let e = parse("plans/x.hcl", "x", &weaker).unwrap_err();
         assert_eq!(e[0].field.as_deref(), Some("limits.isolation"));
         assert_eq!(e[0].line, 10, "{:?}", e[0]);
+    }
+
+    #[test]
+    fn a_quota_too_large_to_store_is_refused_at_its_line() {
+        let src = "isolation = \"schema\"\nretention_days = 1\nquotas = {\n  seats = 9223372036854775808\n}\n";
+        let e = parse("plans/x.hcl", "x", src).unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("quotas.seats"), "{:?}", e[0]);
+        assert_eq!(e[0].line, 4);
+        let largest = src.replace("9223372036854775808", "9223372036854775807");
+        assert!(parse("plans/x.hcl", "x", &largest).is_ok());
     }
 
     #[test]

@@ -39,12 +39,11 @@ pub async fn apply_in<C: ControlDb + Provider>(
                 d,
                 "write the owner membership",
                 "INSERT INTO {schema}.memberships (tenant_id, role, email, created_at)
-                 VALUES ($1, 'owner', $2, {time $3})
+                 VALUES ($1, 'owner', $2, {now})
                  ON CONFLICT (tenant_id, role) DO UPDATE SET email = excluded.email",
             )
             .text(tenant_id)
             .text(a.str("email"))
-            .text(now())
             .execute(&mut *tx)
             .await?;
         }
@@ -129,12 +128,11 @@ pub async fn update_registry<C: ControlDb + ?Sized>(
         "update the registry",
         "UPDATE {schema}.tenants AS t SET name = u.name, plan = u.plan, region = u.region,
            locale = u.locale, isolation = u.isolation, labels = {json u.labels},
-           updated_at = {time $2}
+           updated_at = {now}
          FROM {rows $1 tenant_id name plan region locale isolation labels} AS u
          WHERE t.tenant_id = u.tenant_id",
     )
     .rows(rows)
-    .text(now())
     .execute(tx)
     .await
 }
@@ -164,8 +162,8 @@ pub async fn insert_events<C: ControlDb + ?Sized>(
         db.dialect(),
         "write to the outbox",
         "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload, created_at)
-         SELECT id, tenant_id, type, {json payload}, {time at}
-         FROM {rows $1 id tenant_id type payload at} AS e WHERE true ORDER BY i",
+         SELECT id, tenant_id, type, {json payload}, {now}
+         FROM {rows $1 id tenant_id type payload} AS e WHERE true ORDER BY i",
     )
     .rows(rows)
     .execute(tx)
@@ -183,14 +181,13 @@ pub async fn register<C: ControlDb + ?Sized>(
 ) -> Result<String, ProviderError> {
     let d = db.dialect();
     let slug = ctx.tenant.slug.as_str();
-    let at = now();
     let mut tx = db.tables().await?.begin().await?;
     Statement::new(
         d,
         "create the registry row",
         "INSERT INTO {schema}.tenants (tenant_id, slug, name, plan, region, locale, isolation, labels,
            lifecycle, step, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, {json $8}, 'provisioning', 'registry', {time $9}, {time $9})
+         VALUES ($1, $2, $3, $4, $5, $6, $7, {json $8}, 'provisioning', 'registry', {now}, {now})
          ON CONFLICT (slug) DO NOTHING",
     )
     .text(uuid::Uuid::new_v4().to_string())
@@ -201,7 +198,6 @@ pub async fn register<C: ControlDb + ?Sized>(
     .text(a.str("locale"))
     .text(a.str("isolation"))
     .json(a.get("labels").unwrap_or(&json!({})))
-    .text(at)
     .execute(&mut tx)
     .await?;
     let row = Statement::new(
@@ -212,7 +208,7 @@ pub async fn register<C: ControlDb + ?Sized>(
     .text(slug)
     .first(&mut tx)
     .await?
-    .ok_or_else(|| ProviderError::Message("the registry row just made is not there".into()))?;
+    .ok_or(ProviderError::NoRegistryRow)?;
     let id = row
         .text(0)
         .map_err(ProviderError::sql("read the registry"))?;
@@ -450,16 +446,14 @@ pub async fn move_lifecycle<C: ControlDb + ?Sized>(
     if moving.is_empty() {
         return Ok(moving);
     }
-    let at = now();
     Statement::new(
         d,
         "update the lifecycle",
-        "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = {time $2},
-           deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN {time $2} ELSE deprovisioned_at END
-         WHERE tenant_id IN ({each $3})",
+        "UPDATE {schema}.tenants SET lifecycle = $1, step = NULL, updated_at = {now},
+           deprovisioned_at = CASE WHEN $1 = 'deprovisioned' THEN {now} ELSE deprovisioned_at END
+         WHERE tenant_id IN ({each $2})",
     )
     .text(to.as_str())
-    .text(at)
     .list(moving.iter().map(|(id, _)| id))
     .execute(&mut *tx)
     .await?;
@@ -497,7 +491,7 @@ pub async fn transition_in<C: ControlDb + ?Sized>(
         .text(tenant_id)
         .first(&mut *tx)
         .await?
-        .ok_or_else(|| ProviderError::Message("the tenant has no registry row".into()))?;
+        .ok_or(ProviderError::NoRegistryRow)?;
         return Ok(());
     };
     let events: Vec<events::Event> = events::for_transition(from, to)?

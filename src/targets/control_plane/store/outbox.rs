@@ -253,11 +253,10 @@ impl<C: ControlDb> Outbox for C {
         let done = Statement::new(
             d,
             "make deliveries due again",
-            "UPDATE {schema}.deliveries SET status = 'pending', next_at = {time $1},
+            "UPDATE {schema}.deliveries SET status = 'pending', next_at = {now},
                first_attempt_at = NULL, lease_until = NULL
-             WHERE event_id IN ({each $2})",
+             WHERE event_id IN ({each $1})",
         )
-        .text(d.moment(std::time::SystemTime::now()))
         .list(event_ids)
         .execute(&self.tables().await?)
         .await?;
