@@ -414,6 +414,67 @@ fn stop_vhost(vhost: &str) {
     );
 }
 
+/// Takes `vhost`'s default exchange away, as a run killed while the broker made the vhost
+/// leaves it: listed, running, and refusing every publish.
+fn half_make(vhost: &str) {
+    assert!(
+        vhost
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        "{vhost}"
+    );
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "eval",
+            &format!(
+                "rabbit_exchange:delete(rabbit_misc:r(<<\"{vhost}\">>, exchange, <<>>), false, <<\"test\">>)."
+            ),
+        ])
+        .output()
+        .expect("rabbitmqctl (RabbitMQ's own command line, beside the server) must be installed");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl eval: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_vhost_whose_creation_was_cut_off_is_made_again_when_next_applied() {
+    let broker = Broker::new();
+    let repo = broker.repo();
+    repo.apply();
+    let acme = broker.name("acme");
+    let url = broker.url_of(&repo, "acme");
+    half_make(&acme);
+    let (status, _) = broker.call("GET", &format!("exchanges/{acme}/amq.default"), None);
+    assert_eq!(status, 404);
+    assert_ne!(
+        broker.tenant("roundtrip", &url, &[]).0,
+        0,
+        "nothing publishes"
+    );
+
+    // The next change that reaches the vhost finds it half made and makes it again, with
+    // its permissions and limits.
+    let file = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.write(
+        "tenants/acme.yaml",
+        &file.replace("  seats: 80\n", "  seats: 80\n  broker_connections: 7\n"),
+    );
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no default exchange"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(broker.tenant("roundtrip", &url, &[]).0, 0);
+    let (_, limits) = broker.call("GET", &format!("vhost-limits/{acme}"), None);
+    assert_eq!(limits[0]["value"]["max-connections"], json!(7), "{limits}");
+    repo.assert_plan_empty();
+}
+
 #[test]
 fn a_vhost_that_is_not_running_shows_in_the_plan_and_apply_starts_it() {
     let broker = Broker::new();

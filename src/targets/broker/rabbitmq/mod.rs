@@ -224,6 +224,48 @@ impl RabbitMq {
         }
     }
 
+    /// Makes `vhost` again when its creation was cut off: a run killed while the broker
+    /// made it (the management API's handler dies with its connection) can leave the vhost
+    /// listed, marked and running, but without its default exchanges, so nothing can be
+    /// published in it and the tenant's smoke test fails on every run. Such a vhost holds
+    /// no queue, so nothing is lost; one that holds queues is left as it is and refused.
+    /// Whether it was made again.
+    async fn remake_if_half_made(
+        &self,
+        ctx: &StepContext<'_>,
+        vhost: &str,
+    ) -> Result<bool, ProviderError> {
+        let api = self.api().await?;
+        // The default exchange, whose name is empty, is `amq.default` in the API's paths.
+        let default: Option<Value> = api.get(&["exchanges", vhost, "amq.default"], None).await?;
+        if default.is_some() {
+            return Ok(false);
+        }
+        let queues: Vec<Value> = api
+            .get(&["queues", vhost], Some("columns=name"))
+            .await?
+            .unwrap_or_default();
+        if !queues.is_empty() {
+            return Err(ProviderError::Message(format!(
+                "the vhost {vhost} has no default exchange but holds {} queues: it was left as it is; \
+                 its definitions can be exported and the vhost made again by hand",
+                queues.len()
+            )));
+        }
+        tracing::warn!(
+            vhost,
+            "the vhost has no default exchange (its creation was cut off): making it again"
+        );
+        api.delete(&["vhosts", vhost]).await?;
+        api.put(
+            &["vhosts", vhost],
+            &json!({ "description": ctx.mark.text(), "tags": VHOST_TAG }),
+        )
+        .await?;
+        self.start(vhost).await?;
+        Ok(true)
+    }
+
     async fn user_exists(&self, name: &str) -> Result<bool, ProviderError> {
         let row: Option<Value> = self.api().await?.get(&["users", name], None).await?;
         Ok(row.is_some())
@@ -498,7 +540,7 @@ impl Provider for RabbitMq {
             None => true,
         };
         // A vhost made now has no limits and no permissions to take away.
-        let fresh = owner.is_none();
+        let mut fresh = owner.is_none();
         let api = self.api().await?;
         if whole || fresh || changed("vhost") || changed(MARK_FIELD) {
             api.put(
@@ -511,6 +553,10 @@ impl Provider for RabbitMq {
         // PUT above finds the vhost there, answers at once, and it may not be running yet.
         if whole || fresh || changed("vhost") || changed("state") {
             self.start(vhost).await?;
+        }
+        // Made again when half made, and then given everything a new vhost is given.
+        if self.remake_if_half_made(ctx, vhost).await? {
+            fresh = true;
         }
         let mut out = attrs.clone();
         // The desired attributes carry the fingerprint whenever the tenant's id was known at
