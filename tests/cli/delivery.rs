@@ -433,6 +433,85 @@ fn on_postgres_two_relays_at_once_never_send_one_event_twice() {
     );
 }
 
+/// Writes a copy of one of `tenant`'s events under a new id, as an apply writes one.
+fn event_copy(tenant_slug: &str, event_id: &str) -> String {
+    format!(
+        "INSERT INTO tenant_reconcile.outbox (event_id, tenant_id, type, payload)
+         SELECT '{event_id}', o.tenant_id, o.type, jsonb_set(o.payload, '{{event_id}}', '\"{event_id}\"')
+         FROM tenant_reconcile.outbox o JOIN tenant_reconcile.tenants t USING (tenant_id)
+         WHERE t.slug = '{tenant_slug}' ORDER BY o.id LIMIT 1;"
+    )
+}
+
+#[test]
+fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"*": [200]}));
+    let pg = crate::pg::Pg::new();
+    let mut repo = pg.repo();
+    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{config}\nwebhook \"billing\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n}}\n",
+            r.port
+        ),
+    );
+    repo.env
+        .push(("BILLING_WEBHOOK_SECRET".into(), SECRET.into()));
+    repo.apply();
+    assert!(deliver(&repo).starts_with("Delivered"));
+    // A writer (another run, a relay) holds a transaction on the outbox. A run that starts
+    // meanwhile must not wait for it: its tables are made already.
+    let mut slow = Command::new("psql")
+        .args(["-qX", "-v", "ON_ERROR_STOP=1", &pg.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("psql must be installed");
+    let mut to_slow = slow.stdin.take().unwrap();
+    use std::io::Write as _;
+    writeln!(to_slow, "BEGIN;\n{}", event_copy("acme", "slow-event")).unwrap();
+    to_slow.flush().unwrap();
+    let started = std::time::Instant::now();
+    while pg.count("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()") == 0 {
+        assert!(started.elapsed().as_secs() < 30, "the slow writer never began");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    pg.exec(&event_copy("globex", "fast-event"));
+    let mut relay = Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
+        .args(["-C", repo.path().to_str().unwrap(), "events", "deliver"])
+        .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let finished = loop {
+        if let Some(status) = relay.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed().as_secs() >= 20 {
+            let _ = relay.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    writeln!(to_slow, "COMMIT;").unwrap();
+    drop(to_slow);
+    assert!(slow.wait().unwrap().success());
+    assert!(
+        finished.is_some_and(|s| s.success()),
+        "the relay waited for the other transaction"
+    );
+    let sent: Vec<String> = r
+        .requests()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .filter(|id| id.ends_with("-event"))
+        .collect();
+    assert_eq!(sent, ["fast-event"]);
+}
+
 #[test]
 fn a_relay_killed_mid_delivery_resends_at_most_its_in_flight_events_with_their_ids() {
     let r = Receiver::start();

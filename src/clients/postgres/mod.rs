@@ -98,22 +98,66 @@ pub(crate) async fn lock_ddl(tx: &mut PgConnection) -> Result<(), ProviderError>
 }
 
 /// Runs tenant-reconcile's own `ddl` (idempotent `CREATE … IF NOT EXISTS`) once per run,
-/// `done` remembering that it ran. Twins racing here both run it, one after the other.
+/// `done` remembering that it ran, and only when the admin schema `schema` (quoted) has not
+/// had this very text run already: each text run is recorded there by its digest. Even an
+/// `IF NOT EXISTS` statement takes its table's lock before it looks (`CREATE INDEX` a share
+/// lock, `ALTER TABLE` an exclusive one), so running it on every start made each run wait
+/// for any transaction writing those tables (another run's, a relay's) and, queued behind
+/// an exclusive lock, made the product's own readers of the registry wait too. Twins racing
+/// here both run it, one after the other.
 pub(crate) async fn ensure_once(
     pool: &PgPool,
     done: &OnceCell<()>,
+    schema: &str,
     ddl: &str,
     what: &str,
 ) -> Result<(), ProviderError> {
+    use sha2::{Digest, Sha256};
+    let digest = format!("{:x}", Sha256::digest(ddl.as_bytes()));
     // One caller creates them; the tenants that start beside it wait for it, rather than
     // each running the same statements again behind the DDL lock.
     done.get_or_try_init(|| async {
+        let (known,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{schema}.ddl_applied"))
+            .fetch_one(pool)
+            .await
+            .map_err(ProviderError::sql(format!("look for {what}")))?;
+        if known {
+            // The schema is a checked, quoted identifier.
+            let applied: Option<(i32,)> = sqlx::query_as(&format!(
+                "SELECT 1 FROM {schema}.ddl_applied WHERE digest = $1"
+            ))
+            .bind(&digest)
+            .fetch_optional(pool)
+            .await
+            .map_err(ProviderError::sql(format!("look for {what}")))?;
+            if applied.is_some() {
+                return Ok(());
+            }
+        }
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
         lock_ddl(tx.as_mut()).await?;
         tx.as_mut()
             .execute(ddl)
             .await
             .map_err(ProviderError::sql(format!("create {what}")))?;
+        tx.as_mut()
+            .execute(
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {schema}.ddl_applied (
+                       digest text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(ProviderError::sql(format!("record {what}")))?;
+        sqlx::query(&format!(
+            "INSERT INTO {schema}.ddl_applied (digest) VALUES ($1) ON CONFLICT DO NOTHING"
+        ))
+        .bind(&digest)
+        .execute(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql(format!("record {what}")))?;
         tx.commit().await.map_err(ProviderError::sql("commit"))
     })
     .await

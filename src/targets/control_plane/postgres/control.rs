@@ -175,6 +175,7 @@ impl PgControl {
         crate::clients::postgres::ensure_once(
             pool,
             &self.ready,
+            &self.schema,
             &self.sql(TABLES),
             "the control-plane tables",
         )

@@ -183,6 +183,7 @@ impl PgData {
         crate::clients::postgres::ensure_once(
             pool,
             &self.catalog_ready,
+            &self.schema,
             &self.sql(CATALOG),
             "the data catalog",
         )
