@@ -102,6 +102,18 @@ impl Api {
         }
     }
 
+    /// A listing at `segments`, row by row; empty for a 404. A row the broker answers empty
+    /// (`[]` or `{}`: a vhost or user deleted while it listed them, by anyone on the broker)
+    /// is left out; any other row that does not parse is an error.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        query: Option<&str>,
+    ) -> Result<Vec<T>, ProviderError> {
+        let rows: Vec<serde_json::Value> = self.get(segments, query).await?.unwrap_or_default();
+        rows_of(self.url(segments, query).path(), rows)
+    }
+
     pub async fn put(
         &self,
         segments: &[&str],
@@ -227,6 +239,22 @@ fn refused(what: &str, status: StatusCode, body: &[u8]) -> ProviderError {
     }
 }
 
+/// The rows of a listing at `path`, those the broker answered empty left out.
+fn rows_of<T: DeserializeOwned>(
+    path: &str,
+    rows: Vec<serde_json::Value>,
+) -> Result<Vec<T>, ProviderError> {
+    rows.into_iter()
+        .filter(|row| !matches!(row, serde_json::Value::Array(a) if a.is_empty()))
+        .filter(|row| !matches!(row, serde_json::Value::Object(o) if o.is_empty()))
+        .map(|row| {
+            serde_json::from_value(row).map_err(|e| {
+                ProviderError::Message(format!("GET {path}: a row that does not parse: {e}"))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +274,28 @@ mod tests {
         assert_eq!(
             api.url(&["vhosts"], Some("columns=name")).as_str(),
             "http://127.0.0.1:15672/rabbit/api/vhosts?columns=name"
+        );
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Row {
+        name: String,
+    }
+
+    #[test]
+    fn a_row_deleted_while_listed_is_left_out_and_a_bad_one_is_an_error() {
+        let rows = serde_json::json!([{"name": "a"}, [], {}, {"name": "b"}]);
+        let rows: Vec<Row> = rows_of("/api/vhosts", serde_json::from_value(rows).unwrap()).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let bad = serde_json::json!([{"name": 1}]);
+        let e = rows_of::<Row>("/api/vhosts", serde_json::from_value(bad).unwrap()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("GET /api/vhosts: a row that does not parse"),
+            "{e}"
         );
     }
 }

@@ -405,30 +405,21 @@ impl Provider for RabbitMq {
         let api = self.api().await?;
         let before = api.calls();
         let (vhosts, users, permissions, limits) = tokio::try_join!(
-            api.get::<Vec<VhostRow>>(&["vhosts"], Some("columns=name,description,cluster_state")),
-            api.get::<Vec<UserRow>>(&["users"], Some("columns=name,password_hash,tags")),
-            api.get::<Vec<PermissionRow>>(&["permissions"], None),
-            api.get::<Vec<LimitRow>>(&["vhost-limits"], None),
+            api.list::<VhostRow>(&["vhosts"], Some("columns=name,description,cluster_state")),
+            api.list::<UserRow>(&["users"], Some("columns=name,password_hash,tags")),
+            api.list::<PermissionRow>(&["permissions"], None),
+            api.list::<LimitRow>(&["vhost-limits"], None),
         )?;
-        let vhosts: HashMap<String, VhostRow> = vhosts
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| (v.name.clone(), v))
-            .collect();
-        let users: HashMap<String, UserRow> = users
-            .unwrap_or_default()
-            .into_iter()
-            .map(|u| (u.name.clone(), u))
-            .collect();
+        let vhosts: HashMap<String, VhostRow> =
+            vhosts.into_iter().map(|v| (v.name.clone(), v)).collect();
+        let users: HashMap<String, UserRow> =
+            users.into_iter().map(|u| (u.name.clone(), u)).collect();
         let mut by_user: HashMap<String, Vec<PermissionRow>> = HashMap::new();
-        for p in permissions.unwrap_or_default() {
+        for p in permissions {
             by_user.entry(p.user.clone()).or_default().push(p);
         }
-        let limits: HashMap<String, Value> = limits
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| (l.vhost, l.value))
-            .collect();
+        let limits: HashMap<String, Value> =
+            limits.into_iter().map(|l| (l.vhost, l.value)).collect();
         for t in wanted {
             let vhost = broker::vhost(&self.config, &t.slug);
             let user = broker::user(&self.config, &t.slug);
