@@ -65,8 +65,7 @@ impl Dialect {
 
     fn spell(&self, name: &str, arg: &str) -> String {
         match (self, name) {
-            (Dialect::Sqlite, "schema") => "main".into(),
-            (Dialect::Postgres { schema }, "schema") => schema.clone(),
+            (_, "schema") => self.schema().into(),
             (Dialect::Sqlite, "time" | "json" | "stamp") => arg.into(),
             (Dialect::Sqlite, "now") => "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')".into(),
             (Dialect::Postgres { .. }, "now") => "now()".into(),
@@ -133,6 +132,14 @@ impl Dialect {
             (Dialect::Sqlite, "lock") => String::new(),
             (Dialect::Postgres { .. }, "lock") => format!("FOR UPDATE OF {arg} SKIP LOCKED"),
             _ => panic!("no such statement token: {{{name}}}"),
+        }
+    }
+
+    /// The schema tables are named in: the admin schema (quoted) on Postgres, `main` on SQLite.
+    pub fn schema(&self) -> &str {
+        match self {
+            Dialect::Sqlite => "main",
+            Dialect::Postgres { schema } => schema,
         }
     }
 
@@ -237,6 +244,31 @@ macro_rules! bound {
     }};
 }
 
+/// The statement sent with sqlx's `$method` where `$on` says, on the server of its pool or
+/// transaction, and its answer made the same for both by `$sqlite` and `$postgres`.
+macro_rules! sent {
+    ($st:ident, $on:expr, $method:ident, $sqlite:expr, $postgres:expr) => {{
+        match $on {
+            On::Pool(Pool::Sqlite(p)) => bound!(sqlx::query(&$st.sql), &$st.args)
+                .$method(p)
+                .await
+                .map($sqlite),
+            On::Pool(Pool::Postgres(p)) => bound!(sqlx::query(&$st.sql), &$st.args)
+                .$method(p)
+                .await
+                .map($postgres),
+            On::Tx(Tx::Sqlite(t)) => bound!(sqlx::query(&$st.sql), &$st.args)
+                .$method(t.as_mut())
+                .await
+                .map($sqlite),
+            On::Tx(Tx::Postgres(t)) => bound!(sqlx::query(&$st.sql), &$st.args)
+                .$method(t.as_mut())
+                .await
+                .map($postgres),
+        }
+    }};
+}
+
 impl Statement {
     /// `text` spelled for `dialect`; `doing` says what a failure was doing ("read the registry").
     pub fn new(dialect: &Dialect, doing: &'static str, text: &str) -> Statement {
@@ -290,47 +322,20 @@ impl Statement {
 
     /// Runs it; how many rows it changed.
     pub async fn execute<'a>(self, on: impl Into<On<'a>>) -> Result<u64, ProviderError> {
-        let done = match on.into() {
-            On::Pool(Pool::Sqlite(p)) => bound!(sqlx::query(&self.sql), &self.args)
-                .execute(p)
-                .await
-                .map(|d| d.rows_affected()),
-            On::Pool(Pool::Postgres(p)) => bound!(sqlx::query(&self.sql), &self.args)
-                .execute(p)
-                .await
-                .map(|d| d.rows_affected()),
-            On::Tx(Tx::Sqlite(t)) => bound!(sqlx::query(&self.sql), &self.args)
-                .execute(t.as_mut())
-                .await
-                .map(|d| d.rows_affected()),
-            On::Tx(Tx::Postgres(t)) => bound!(sqlx::query(&self.sql), &self.args)
-                .execute(t.as_mut())
-                .await
-                .map(|d| d.rows_affected()),
-        };
+        let done = sent!(self, on.into(), execute, |d| d.rows_affected(), |d| d
+            .rows_affected());
         done.map_err(ProviderError::sql(self.doing))
     }
 
     /// Runs it; every row it returns.
     pub async fn fetch<'a>(self, on: impl Into<On<'a>>) -> Result<Vec<Row>, ProviderError> {
-        let rows = match on.into() {
-            On::Pool(Pool::Sqlite(p)) => bound!(sqlx::query(&self.sql), &self.args)
-                .fetch_all(p)
-                .await
-                .map(|r| r.into_iter().map(Row::Sqlite).collect()),
-            On::Pool(Pool::Postgres(p)) => bound!(sqlx::query(&self.sql), &self.args)
-                .fetch_all(p)
-                .await
-                .map(|r| r.into_iter().map(Row::Postgres).collect()),
-            On::Tx(Tx::Sqlite(t)) => bound!(sqlx::query(&self.sql), &self.args)
-                .fetch_all(t.as_mut())
-                .await
-                .map(|r| r.into_iter().map(Row::Sqlite).collect()),
-            On::Tx(Tx::Postgres(t)) => bound!(sqlx::query(&self.sql), &self.args)
-                .fetch_all(t.as_mut())
-                .await
-                .map(|r| r.into_iter().map(Row::Postgres).collect()),
-        };
+        let rows = sent!(
+            self,
+            on.into(),
+            fetch_all,
+            |r| r.into_iter().map(Row::Sqlite).collect(),
+            |r| r.into_iter().map(Row::Postgres).collect()
+        );
         rows.map_err(ProviderError::sql(self.doing))
     }
 

@@ -142,7 +142,6 @@ pub(crate) struct Ending<'a> {
 
 pub struct PgControl {
     server: Arc<PgServer>,
-    schema: String,
     dialect: Dialect,
     ready: OnceCell<()>,
     /// Purges that begin or end at the same moment, written together.
@@ -153,7 +152,6 @@ pub struct PgControl {
 impl PgControl {
     pub fn new(server: Arc<PgServer>) -> PgControl {
         PgControl {
-            schema: server.schema(),
             dialect: Dialect::Postgres {
                 schema: server.schema(),
             },
@@ -164,9 +162,10 @@ impl PgControl {
         }
     }
 
-    /// `sql` with `{schema}` filled in.
+    /// `sql` with `{schema}` filled in, and nothing else: the tables' DDL holds `'{}'`
+    /// defaults, which are no tokens.
     pub(crate) fn sql(&self, sql: &str) -> String {
-        sql.replace("{schema}", &self.schema)
+        sql.replace("{schema}", self.dialect.schema())
     }
 
     /// The pool, for a single statement, with the tables created on first use.
@@ -175,7 +174,7 @@ impl PgControl {
         crate::clients::postgres::ensure_once(
             pool,
             &self.ready,
-            &self.schema,
+            self.dialect.schema(),
             &self.sql(TABLES),
             "the control-plane tables",
         )
@@ -313,7 +312,7 @@ impl Provider for PgControl {
     ) -> Result<(), ProviderError> {
         let pool = self.server.pool().await?;
         let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
-            .bind(format!("{}.tenants", self.schema))
+            .bind(format!("{}.tenants", self.dialect.schema()))
             .fetch_one(pool)
             .await
             .map_err(ProviderError::sql("look for the control-plane tables"))?;
@@ -473,7 +472,7 @@ impl ControlPlane for PgControl {
     async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {
         let pool = self.server.pool().await?;
         let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
-            .bind(format!("{}.deletion_audit", self.schema))
+            .bind(format!("{}.deletion_audit", self.dialect.schema()))
             .fetch_one(pool)
             .await
             .map_err(ProviderError::sql("look for the deletion audit"))?;
