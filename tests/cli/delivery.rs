@@ -326,11 +326,8 @@ fn a_missing_or_malformed_secret_is_a_clear_error_and_sends_nothing() {
     assert!(r.requests().is_empty());
 }
 
-#[test]
-fn on_postgres_two_relays_at_once_never_send_one_event_twice() {
-    let r = Receiver::start();
-    r.answer(serde_json::json!({"*": ["200@0.3"]}));
-    let pg = crate::pg::Pg::new();
+/// A repo on `pg`'s own database whose events go to `r`.
+fn pg_repo_for(pg: &crate::pg::Pg, r: &Receiver) -> Repo {
     let mut repo = pg.repo();
     let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
     repo.write(
@@ -342,6 +339,15 @@ fn on_postgres_two_relays_at_once_never_send_one_event_twice() {
     );
     repo.env
         .push(("BILLING_WEBHOOK_SECRET".into(), SECRET.into()));
+    repo
+}
+
+#[test]
+fn on_postgres_two_relays_at_once_never_send_one_event_twice() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"*": ["200@0.3"]}));
+    let pg = crate::pg::Pg::new();
+    let repo = pg_repo_for(&pg, &r);
     // More tenants, so that the two relays meet over many events.
     let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
     for i in 0..8 {
@@ -448,17 +454,7 @@ fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
     let r = Receiver::start();
     r.answer(serde_json::json!({"*": [200]}));
     let pg = crate::pg::Pg::new();
-    let mut repo = pg.repo();
-    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
-    repo.write(
-        "tenant-reconcile.hcl",
-        &format!(
-            "{config}\nwebhook \"billing\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n}}\n",
-            r.port
-        ),
-    );
-    repo.env
-        .push(("BILLING_WEBHOOK_SECRET".into(), SECRET.into()));
+    let repo = pg_repo_for(&pg, &r);
     repo.apply();
     assert!(deliver(&repo).starts_with("Delivered"));
     // A writer (another run, a relay) holds a transaction on the outbox. A run that starts

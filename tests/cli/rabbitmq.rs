@@ -391,9 +391,8 @@ fn drift_shows_field_by_field_and_apply_puts_it_back() {
     repo.assert_plan_empty();
 }
 
-/// Stops `vhost` on the node as a crash of its processes would: the vhost stays listed,
-/// and refuses every connection until it is started again.
-fn stop_vhost(vhost: &str) {
+/// Runs `expr` (Erlang, naming `vhost`) in the broker's node through `rabbitmqctl eval`.
+fn rabbitmqctl_eval(vhost: &str, expr: &str) {
     assert!(
         vhost
             .chars()
@@ -401,10 +400,7 @@ fn stop_vhost(vhost: &str) {
         "{vhost}"
     );
     let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "eval",
-            &format!("rabbit_vhost_sup_sup:stop_and_delete_vhost(<<\"{vhost}\">>)."),
-        ])
+        .args(["eval", expr])
         .output()
         .expect("rabbitmqctl (RabbitMQ's own command line, beside the server) must be installed");
     assert!(
@@ -414,28 +410,23 @@ fn stop_vhost(vhost: &str) {
     );
 }
 
+/// Stops `vhost` on the node as a crash of its processes would: the vhost stays listed,
+/// and refuses every connection until it is started again.
+fn stop_vhost(vhost: &str) {
+    rabbitmqctl_eval(
+        vhost,
+        &format!("rabbit_vhost_sup_sup:stop_and_delete_vhost(<<\"{vhost}\">>)."),
+    );
+}
+
 /// Takes `vhost`'s default exchange away, as a run killed while the broker made the vhost
 /// leaves it: listed, running, and refusing every publish.
 fn half_make(vhost: &str) {
-    assert!(
-        vhost
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
-        "{vhost}"
-    );
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
-            "eval",
-            &format!(
-                "rabbit_exchange:delete(rabbit_misc:r(<<\"{vhost}\">>, exchange, <<>>), false, <<\"test\">>)."
-            ),
-        ])
-        .output()
-        .expect("rabbitmqctl (RabbitMQ's own command line, beside the server) must be installed");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl eval: {}",
-        text(&out.stderr)
+    rabbitmqctl_eval(
+        vhost,
+        &format!(
+            "rabbit_exchange:delete(rabbit_misc:r(<<\"{vhost}\">>, exchange, <<>>), false, <<\"test\">>)."
+        ),
     );
 }
 
