@@ -545,8 +545,9 @@ impl Provider for RabbitMq {
         if whole || fresh || changed("vhost") || changed("state") {
             self.start(vhost).await?;
         }
-        // Made again when half made, and then given everything a new vhost is given.
-        if self.remake_if_half_made(ctx, vhost).await? {
+        // One that stood before this call may be half made (a PUT that completed made it
+        // whole): made again, then given everything a new vhost is given.
+        if !fresh && self.remake_if_half_made(ctx, vhost).await? {
             fresh = true;
         }
         let mut out = attrs.clone();
