@@ -17,10 +17,18 @@
 //! - `{later $N}`: a bound time plus the relay's lease ([`LEASE_MINUTES`]);
 //! - `{unleased alias $N}`: on Postgres, that the row's lease is over at the bound time; true
 //!   on SQLite, whose file is one machine's;
-//! - `{greatest}`: the larger of two values;
 //! - `{lock alias}`: on Postgres, `FOR UPDATE OF alias SKIP LOCKED`; SQLite has one writer;
 //! - `{locked}`: on Postgres, `FOR UPDATE`: the rows read are this transaction's until it ends;
-//! - `{erase col key}`: the JSON in `col` with `key` set to null.
+//! - `{erase col key}`: the JSON in `col` with `key` set to null;
+//! - `{horizon}`: a mark of how far the outbox has been read (as text), below which nothing
+//!   can still appear: on SQLite, whose writers take ids in the order they commit, the
+//!   largest id; on Postgres, where a row taking an id commits whenever its transaction
+//!   does, the oldest transaction still writing: every row of a transaction below it is
+//!   committed, or never will be;
+//! - `{unseen o s}`: that outbox row `o` may be one subscriber `s` was not yet given (a row
+//!   given already is found by the delivery's key);
+//! - `{seen $N}`: the assignment that moves a subscriber's mark to the horizon bound, read
+//!   before what it marks.
 //!
 //! Values are bound as text, integers and booleans only ([`Statement`]), the types both servers
 //! read alike; a row is read back the same way ([`Row`]).
@@ -117,8 +125,6 @@ impl Dialect {
                 let (alias, at) = arg.split_once(' ').expect("{unleased alias $N}");
                 format!("({alias}.lease_until IS NULL OR {alias}.lease_until < CAST({at} AS timestamptz))")
             }
-            (Dialect::Sqlite, "greatest") => "max".into(),
-            (Dialect::Postgres { .. }, "greatest") => "GREATEST".into(),
             (Dialect::Sqlite, "locked") => String::new(),
             (Dialect::Postgres { .. }, "locked") => "FOR UPDATE".into(),
             (Dialect::Sqlite, "erase") => {
@@ -128,6 +134,33 @@ impl Dialect {
             (Dialect::Postgres { .. }, "erase") => {
                 let (column, key) = arg.split_once(' ').expect("{erase column key}");
                 format!("jsonb_set({column}, ARRAY['{key}'], 'null')")
+            }
+            (Dialect::Sqlite, "horizon") => {
+                format!(
+                    "SELECT CAST(coalesce(max(id), 0) AS TEXT) FROM {}.outbox",
+                    self.schema()
+                )
+            }
+            (Dialect::Postgres { .. }, "horizon") => {
+                "SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT)".into()
+            }
+            (Dialect::Sqlite, "unseen") => {
+                let (o, s) = arg.split_once(' ').expect("{unseen o s}");
+                format!("{o}.id > {s}.outbox_id")
+            }
+            // A subscriber marked before marks were transactions is read by id once.
+            (Dialect::Postgres { .. }, "unseen") => {
+                let (o, s) = arg.split_once(' ').expect("{unseen o s}");
+                format!(
+                    "CASE WHEN {s}.horizon IS NULL THEN {o}.id > {s}.outbox_id \
+                     ELSE {o}.tx >= {s}.horizon END"
+                )
+            }
+            (Dialect::Sqlite, "seen") => {
+                format!("outbox_id = max(outbox_id, CAST({arg} AS INTEGER))")
+            }
+            (Dialect::Postgres { .. }, "seen") => {
+                format!("horizon = GREATEST(horizon, CAST({arg} AS xid8))")
             }
             (Dialect::Sqlite, "lock") => String::new(),
             (Dialect::Postgres { .. }, "lock") => format!("FOR UPDATE OF {arg} SKIP LOCKED"),
@@ -162,9 +195,12 @@ pub enum Pool {
 }
 
 impl Pool {
+    /// A transaction that writes. On SQLite it takes the write lock at once: a deferred one
+    /// that read first would be refused its first write (`SQLITE_BUSY_SNAPSHOT`) had another
+    /// process written in between, where waiting for the lock is what is meant.
     pub async fn begin(&self) -> Result<Tx, ProviderError> {
         match self {
-            Pool::Sqlite(p) => p.begin().await.map(Tx::Sqlite),
+            Pool::Sqlite(p) => p.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
             Pool::Postgres(p) => p.begin().await.map(Tx::Postgres),
         }
         .map_err(ProviderError::sql("begin"))
@@ -437,6 +473,23 @@ mod tests {
              jsonb_each_text(CAST($2 AS jsonb)) WHERE (d.lease_until IS NULL OR \
              d.lease_until < CAST($3 AS timestamptz)) \
              AND x = jsonb_set(payload, ARRAY['owner_email'], 'null') FOR UPDATE"
+        );
+    }
+
+    #[test]
+    fn the_outbox_is_read_from_a_mark() {
+        let text = "{horizon}; SELECT 1 FROM o, s WHERE {unseen o s}; UPDATE s SET {seen $1}";
+        assert_eq!(
+            Dialect::Sqlite.sql(text),
+            "SELECT CAST(coalesce(max(id), 0) AS TEXT) FROM main.outbox; SELECT 1 FROM o, s \
+             WHERE o.id > s.outbox_id; UPDATE s SET outbox_id = max(outbox_id, CAST($1 AS INTEGER))"
+        );
+        let pg = Dialect::Postgres { schema: "s".into() };
+        assert_eq!(
+            pg.sql(text),
+            "SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT); SELECT 1 FROM o, s \
+             WHERE CASE WHEN s.horizon IS NULL THEN o.id > s.outbox_id ELSE o.tx >= s.horizon END; \
+             UPDATE s SET horizon = GREATEST(horizon, CAST($1 AS xid8))"
         );
     }
 

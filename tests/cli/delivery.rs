@@ -506,6 +506,49 @@ fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
         .filter(|id| id.ends_with("-event"))
         .collect();
     assert_eq!(sent, ["fast-event"]);
+    // The slow writer took its event's id first but committed last: the relay that ran in
+    // between must not have marked the outbox read past it.
+    assert!(deliver(&repo).starts_with("Delivered 1 event;"));
+    let sent: Vec<String> = r
+        .requests()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .filter(|id| id.ends_with("-event"))
+        .collect();
+    assert_eq!(sent, ["fast-event", "slow-event"]);
+    assert!(
+        deliver(&repo).starts_with("Delivered 0 events"),
+        "each event is sent once"
+    );
+}
+
+/// A subscriber marked by an earlier version, by the largest id it was given, is read by id
+/// once and then marked by transaction.
+#[test]
+fn on_postgres_a_subscriber_marked_by_id_is_read_on_from_there() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"*": [200]}));
+    let pg = crate::pg::Pg::new();
+    let repo = pg_repo_for(&pg, &r);
+    repo.apply();
+    assert!(deliver(&repo).starts_with("Delivered"));
+    pg.exec(
+        "UPDATE tenant_reconcile.subscribers
+         SET horizon = NULL, outbox_id = (SELECT max(id) FROM tenant_reconcile.outbox)",
+    );
+    pg.exec(&event_copy("acme", "later-event"));
+    assert!(deliver(&repo).starts_with("Delivered 1 event;"));
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.subscribers WHERE horizon IS NULL"),
+        0
+    );
+    assert!(deliver(&repo).starts_with("Delivered 0 events"));
+    let later = r
+        .requests()
+        .iter()
+        .filter(|g| g["id"] == "later-event")
+        .count();
+    assert_eq!(later, 1);
 }
 
 #[test]

@@ -112,6 +112,14 @@ CREATE TABLE IF NOT EXISTS {schema}.subscribers (
     outbox_id   bigint NOT NULL DEFAULT 0,
     disabled_at timestamptz
 );
+-- An event's id is taken when it is written, but it is seen when its transaction commits,
+-- which may be after a later id's: so how far a subscriber was given events is kept as a
+-- transaction id, below which every writer has ended (`horizon`), not as the largest id
+-- seen. Rows written before this column existed all carry the id of the statement that
+-- added it; a subscriber without a horizon is read by id once, then given one.
+ALTER TABLE {schema}.outbox ADD COLUMN IF NOT EXISTS tx xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX IF NOT EXISTS outbox_tx ON {schema}.outbox (tx);
+ALTER TABLE {schema}.subscribers ADD COLUMN IF NOT EXISTS horizon xid8;
 -- One row per purged resource, kept for good; it holds no data of the tenant's.
 CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
     id            bigserial PRIMARY KEY,

@@ -55,16 +55,26 @@ impl<C: ControlDb> Outbox for C {
         let d = self.dialect();
         let now = d.moment(now);
         let pool = self.tables().await?;
+        // Read before the rows it marks are: a row this misses is one the next run reads.
+        let horizon = Statement::new(d, "read how far the outbox is whole", "{horizon}")
+            .first(&pool)
+            .await?
+            .map(|r| r.text(0))
+            .transpose()
+            .map_err(ProviderError::sql("read how far the outbox is whole"))?
+            .unwrap_or_else(|| "0".into());
         let mut tx = pool.begin().await?;
         for (name, types) in subscribers {
-            // Only the events written since this subscriber was last given some: the
-            // outbox is read by its primary key from there, never scanned whole.
+            // Only the events written since this subscriber's mark: the outbox is read by
+            // index from there, never scanned whole. On Postgres that reads again the rows
+            // of transactions that were still writing at the last mark, and the deliveries'
+            // key keeps the ones given already from being given twice.
             Statement::new(
                 d,
                 "make the deliveries of new events",
                 "INSERT INTO {schema}.deliveries (event_id, subscriber, tenant_id, outbox_id, status, next_at)
                  SELECT o.event_id, s.name, o.tenant_id, o.id, 'pending', o.created_at
-                 FROM {schema}.subscribers s JOIN {schema}.outbox o ON o.id > s.outbox_id
+                 FROM {schema}.subscribers s JOIN {schema}.outbox o ON {unseen o s}
                  WHERE s.name = $1 AND o.type IN ({each $2})
                  ON CONFLICT DO NOTHING",
             )
@@ -75,11 +85,10 @@ impl<C: ControlDb> Outbox for C {
             Statement::new(
                 d,
                 "record how far a subscriber was given events",
-                "UPDATE {schema}.subscribers
-                 SET outbox_id = {greatest}(outbox_id, (SELECT coalesce(max(id), 0) FROM {schema}.outbox))
-                 WHERE name = $1",
+                "UPDATE {schema}.subscribers SET {seen $2} WHERE name = $1",
             )
             .text(name)
+            .text(&horizon)
             .execute(&mut tx)
             .await?;
         }
