@@ -1,6 +1,6 @@
 //! The targets a repo is configured with, as the engine holds them: the control plane, the
-//! providers of every other slot, and the exporter that reads them all. Above the targets,
-//! since the exporter asks them to export.
+//! providers of every other slot, and where offboarding's exports go. Above the targets,
+//! since the export asks them all.
 
 use std::sync::Arc;
 
@@ -14,7 +14,8 @@ use crate::targets::provider::{ControlPlane, LiveFleet, Provider, ProviderError,
 pub struct Targets {
     pub control: Arc<dyn ControlPlane>,
     pub providers: Vec<Arc<dyn Provider>>,
-    /// Also among `providers` (it owns `export`): a purge first checks the export with it.
+    /// Where exports go. No target's: the engine writes, checks and erases the export
+    /// (the tenant's `export`) through it, asking every target for its part.
     pub exporter: Arc<exporter::Exporter>,
 }
 
@@ -25,7 +26,8 @@ impl Targets {
     /// with some of the tenant destroyed.
     pub fn cannot_purge(&self, changes: &[ResourceChange]) -> Option<String> {
         changes.iter().filter(|c| c.purged.is_some()).find_map(|c| {
-            let target = self.for_kind(c.key.kind);
+            // The export is the engine's, which can always erase it.
+            let target = self.target(c.key.kind)?;
             target
                 .as_purge()
                 .is_none()
@@ -40,7 +42,7 @@ impl Targets {
     /// tenant starts.
     pub fn cannot_export<'k>(&self, mut recorded: impl Iterator<Item = &'k Key>) -> Option<String> {
         recorded.find_map(|key| {
-            let target = self.for_kind(key.kind);
+            let target = self.target(key.kind)?;
             (!target.reachable()).then(|| {
                 format!(
                     "its {key} cannot be exported through {}, which names no target, and its export would leave it out",
@@ -50,16 +52,40 @@ impl Targets {
         })
     }
 
-    /// The provider that owns `kind`.
-    pub fn for_kind(&self, kind: Kind) -> &dyn Provider {
+    /// The provider that owns `kind`; `None` for the export, which is the engine's.
+    pub fn target(&self, kind: Kind) -> Option<&dyn Provider> {
         if self.control.kinds().contains(&kind) {
-            return self.control.as_ref();
+            return Some(self.control.as_ref());
         }
         self.providers
             .iter()
             .find(|p| p.kinds().contains(&kind))
             .map(|p| p.as_ref())
-            .expect("every kind has a provider")
+    }
+
+    /// The provider that owns `kind`, which a target's step names.
+    pub fn for_kind(&self, kind: Kind) -> &dyn Provider {
+        self.target(kind)
+            .unwrap_or_else(|| panic!("{} is no target's kind", kind.as_str()))
+    }
+
+    /// Whether a change of `field` makes `kind`'s resource anew.
+    pub fn forces_replace(&self, kind: Kind, field: &str) -> bool {
+        self.target(kind)
+            .is_some_and(|t| t.forces_replace(kind, field))
+    }
+
+    /// Whether a replace of `kind`'s resource keeps the old one beside the new.
+    pub fn replace_keeps_old(&self, kind: Kind) -> bool {
+        self.target(kind).is_some_and(|t| t.replace_keeps_old(kind))
+    }
+
+    /// Whether `a` and `b` are owned by one target (the export by none).
+    pub fn same_target(&self, a: Kind, b: Kind) -> bool {
+        match (self.target(a), self.target(b)) {
+            (Some(a), Some(b)) => std::ptr::addr_eq(a, b),
+            _ => false,
+        }
     }
 
     pub fn all(&self) -> impl Iterator<Item = &dyn Provider> {
@@ -67,8 +93,8 @@ impl Targets {
             .chain(self.providers.iter().map(|p| p.as_ref()))
     }
 
-    /// Refreshes every provider at once (they read unrelated systems), each into its own
-    /// [`LiveFleet`], and merges what they found.
+    /// Refreshes every provider at once (they read unrelated systems), and the exports
+    /// beside them, each into its own [`LiveFleet`], and merges what they found.
     pub async fn refresh(&self, targets: Vec<RefreshTarget>) -> Result<LiveFleet, ProviderError> {
         let targets: Arc<[RefreshTarget]> = targets.into();
         let providers: Vec<Arc<dyn Provider>> =
@@ -88,6 +114,13 @@ impl Targets {
                 Ok::<_, ProviderError>(live)
             });
         }
+        let exporter = self.exporter.clone();
+        let wanted = targets.clone();
+        tasks.spawn(async move {
+            let mut live = LiveFleet::default();
+            exporter.refresh(&wanted, &mut live).await?;
+            Ok::<_, ProviderError>(live)
+        });
         // On an error the rest are stopped (dropping the set aborts them).
         let mut live = LiveFleet::default();
         while let Some(part) = tasks.join_next().await {

@@ -143,19 +143,15 @@ impl Workspace {
                 },
             )
             .collect();
-        let mut sources = vec![data.clone(), buckets.clone()];
-        sources.extend(plugged.iter().cloned());
         let exporter = Arc::new(Exporter::new(
             self.repo.root.clone(),
             config.offboarding.export_to.clone(),
             self.s3.clone(),
             self.local_dir.join("exports").join(".staging"),
-            sources,
         ));
         let mut providers = vec![data, buckets];
         providers.extend(plugged);
         providers.push(Arc::new(RenderedFiles::new(self.output_dir.clone())));
-        providers.push(exporter.clone());
         Targets {
             control,
             providers,

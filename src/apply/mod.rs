@@ -9,6 +9,7 @@
 //! - Interrupted (the `stop` token), no tenant starts and no step after the ones under way:
 //!   each of those reaches its checkpoint, and the hooks running are killed, still owed.
 
+mod export;
 mod pipeline;
 pub mod progress;
 mod purge;
@@ -543,9 +544,7 @@ impl Executor {
             // this state's; an adopted tenant's passwords are derived anew from here on.
             run.checkpoint(&ts).await?;
         }
-        let same_target = |a: Kind, b: Kind| {
-            std::ptr::addr_eq(self.targets.for_kind(a), self.targets.for_kind(b))
-        };
+        let same_target = |a: Kind, b: Kind| self.targets.same_target(a, b);
         let retired = |key: &Key| ts.retired_at_key(key).is_some();
         let steps = steps::steps(
             &tp.changes,
@@ -617,6 +616,11 @@ impl Executor {
                     self.change(&run, &mut ts, lifecycle, change).await?;
                     log.done += 1;
                     Ok(())
+                }
+                Step::Export(change) => {
+                    let written = self.export(&run, &mut ts, lifecycle, change).await;
+                    log.done += usize::from(written.is_ok());
+                    written
                 }
                 Step::Smoke => {
                     let tested = self.smoke_test(tp, &mut ts, lifecycle, mark).await;
@@ -708,8 +712,7 @@ impl Executor {
     /// so the tenant's export and purge reach it. Whether that changed anything.
     fn retire_before_replace(&self, change: &ResourceChange, ts: &mut TenantState) -> bool {
         let kind = change.key.kind;
-        if change.action != Action::Replace || !self.targets.for_kind(kind).replace_keeps_old(kind)
-        {
+        if change.action != Action::Replace || !self.targets.replace_keeps_old(kind) {
             return false;
         }
         let (Some(old), Some(new)) = (ts.resources.get(&change.key), change.desired.as_ref())

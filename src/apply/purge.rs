@@ -200,7 +200,14 @@ impl Executor {
         let Some(first) = keys.first() else {
             return Ok(());
         };
-        let target = self.targets.for_kind(first.kind);
+        let Some(target) = self.targets.target(first.kind) else {
+            // The export is the engine's own: an erasure removes it when its hold ends.
+            let exports = &self.targets.exporter;
+            return run
+                .call(exports.remote(), exports.erase(ctx))
+                .await
+                .map_err(|e| chain(&e));
+        };
         // Never reached from a plan: `Targets::cannot_purge` refuses the tenant first.
         let Some(purger) = target.as_purge() else {
             return Err(format!("{} cannot purge {first}", target.name()));

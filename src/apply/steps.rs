@@ -30,6 +30,8 @@ pub(super) enum Step<'p> {
     Register(&'p ResourceChange),
     /// One resource brought to what the plan asks.
     Change(&'p ResourceChange),
+    /// The tenant's export written, by the engine from every target that holds its data.
+    Export(&'p ResourceChange),
     /// The smoke tests before the tenant becomes active.
     Smoke,
     /// A hook the move waits for.
@@ -50,7 +52,8 @@ impl PartialEq for Step<'_> {
             | (PurgeRow(a), PurgeRow(b))
             | (Tombstone(a), Tombstone(b))
             | (Register(a), Register(b))
-            | (Change(a), Change(b)) => std::ptr::eq(*a, *b),
+            | (Change(a), Change(b))
+            | (Export(a), Export(b)) => std::ptr::eq(*a, *b),
             (Purge(a), Purge(b)) => std::ptr::eq(*a, *b),
             (GatingHook(a), GatingHook(b)) | (Hook(a), Hook(b)) => std::ptr::eq(*a, *b),
             (EndPurge { may_move: a }, EndPurge { may_move: b }) => a == b,
@@ -92,7 +95,8 @@ impl Step<'_> {
             | Step::PurgeRow(c)
             | Step::Tombstone(c)
             | Step::Register(c)
-            | Step::Change(c) => Some(c.key.to_string()),
+            | Step::Change(c)
+            | Step::Export(c) => Some(c.key.to_string()),
             Step::Smoke => Some(crate::plan::SMOKE_STEP.to_string()),
             Step::GatingHook(h) | Step::Hook(h) => Some(format!("hook/{}", h.spec.name)),
             Step::Lifecycle => Some("lifecycle".to_string()),
@@ -123,7 +127,9 @@ impl Step<'_> {
             }
             Step::EndPurge { .. } => Checkpoint::WhenFollowed,
             Step::Register(_) => Checkpoint::Succeeded,
-            Step::Smoke | Step::GatingHook(_) | Step::Hook(_) => Checkpoint::After,
+            Step::Smoke | Step::GatingHook(_) | Step::Hook(_) | Step::Export(_) => {
+                Checkpoint::After
+            }
             Step::Change(_) => Checkpoint::BeforeAndAfter,
             Step::Lifecycle => Checkpoint::WhenFollowed,
         }
@@ -200,6 +206,10 @@ pub(super) fn steps<'p>(
                 out.push(Step::Change(change));
             }
             // A registry change that only moves the lifecycle is the move's, last.
+            continue;
+        }
+        if change.key.kind == Kind::EXPORT {
+            out.push(Step::Export(change));
             continue;
         }
         out.push(Step::Change(change));
@@ -289,6 +299,26 @@ mod tests {
         assert_eq!(steps[0].checkpoint(), Checkpoint::Succeeded);
         assert_eq!(steps[3].checkpoint(), Checkpoint::After);
         assert_eq!(steps[1].checkpoint(), Checkpoint::BeforeAndAfter);
+    }
+
+    #[test]
+    fn an_offboarding_exports_as_the_engine_s_step_after_access_is_revoked() {
+        let changes = [
+            change(Kind::ROLE, Action::Update, &["access"]),
+            change(Kind::EXPORT, Action::Create, &[]),
+            change(Kind::REGISTRY, Action::Update, &["lifecycle"]),
+        ];
+        let steps = steps(&changes, false, &[], &facts(&|_| false));
+        assert_eq!(
+            steps,
+            vec![
+                Step::Change(&changes[0]),
+                Step::Export(&changes[1]),
+                Step::Lifecycle,
+            ]
+        );
+        // Recorded whether it was written or failed, so `state show` says where it stopped.
+        assert_eq!(steps[1].checkpoint(), Checkpoint::After);
     }
 
     #[test]

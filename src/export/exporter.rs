@@ -1,6 +1,9 @@
-//! The export step of offboarding: once a leaving tenant's access is revoked, every target
-//! holding its data writes it into `<export_to>/<slug>/` ([`crate::export`]), and the
-//! manifest, written last, says the export is whole. `export_to` is a folder, or an S3
+//! Where offboarding's exports go, and the engine's export step: once a leaving tenant's
+//! access is revoked, every target holding its data writes it into `<export_to>/<slug>/`
+//! ([`crate::export`]), and the manifest, written last, says the export is whole. No target
+//! owns the export: the plan shows it as the tenant's `export`, the engine reads it back
+//! ([`Exporter::refresh`]), writes it ([`Exporter::write`]) and, for an erasure, removes it
+//! when its hold ends ([`Exporter::erase`]). `export_to` is a folder, or an S3
 //! bucket and prefix (`s3://bucket/prefix`): the export is then written into a staging
 //! folder of the local target's and uploaded, its manifest last ([`S3Exports`]).
 //!
@@ -11,19 +14,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use serde_json::json;
 
 use crate::export::s3::S3Exports;
 use crate::export::sink::{Manifest, MANIFEST_FILE};
 use crate::model::attrs::Attrs;
 use crate::model::change::{Action, ResourceChange};
-use crate::model::resource::{Key, Kind};
+use crate::model::resource::Kind;
 use crate::slug::Slug;
 use crate::targets::buckets::s3::S3Store;
-use crate::targets::provider::{
-    LiveFleet, Provider, ProviderError, Purge, RefreshTarget, StepContext,
-};
+use crate::targets::provider::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
 
 /// An export of a tenant's own, as read.
 struct Found {
@@ -42,8 +42,6 @@ pub struct Exporter {
     /// Where exports go when `export_to` names an S3 bucket, and the local folder they are
     /// written into before they are uploaded.
     bucket: Option<(S3Exports, PathBuf)>,
-    /// The targets that hold tenants' data, asked in turn.
-    sources: Vec<Arc<dyn Provider>>,
 }
 
 impl Exporter {
@@ -54,13 +52,11 @@ impl Exporter {
         export_to: String,
         store: Arc<S3Store>,
         staging: PathBuf,
-        sources: Vec<Arc<dyn Provider>>,
     ) -> Exporter {
         Exporter {
             bucket: S3Exports::parse(store, &export_to).map(|b| (b, staging)),
             root,
             export_to,
-            sources,
         }
     }
 
@@ -304,17 +300,13 @@ fn remove_claimed(root: &Path, slug: &Slug, tenant_id: &str) -> Result<(), Provi
     Ok(())
 }
 
-#[async_trait]
-impl Provider for Exporter {
-    fn name(&self) -> &'static str {
-        "export"
-    }
+impl Exporter {
+    /// The name its reads are counted under.
+    pub const NAME: &'static str = "export";
 
-    fn kinds(&self) -> &'static [Kind] {
-        &[Kind::EXPORT]
-    }
-
-    async fn refresh(
+    /// Reads back the export of each tenant in `targets` whose keys ask for one; for a
+    /// tenant about to be purged, also whether it verifies.
+    pub async fn refresh(
         &self,
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
@@ -338,30 +330,32 @@ impl Provider for Exporter {
                 live.insert_attrs(&t.slug, Kind::EXPORT, found.attrs);
             }
         }
-        live.calls.push((self.name(), reads));
+        live.calls.push((Self::NAME, reads));
         Ok(())
     }
 
-    async fn apply(
+    /// Writes the tenant's export from every target in `sources` that can export, and
+    /// returns what the state records of it: its location and its manifest's sha256.
+    pub async fn write(
         &self,
         ctx: &StepContext<'_>,
         change: &ResourceChange,
-    ) -> Result<Option<Attrs>, ProviderError> {
+        sources: &[&dyn Provider],
+    ) -> Result<Attrs, ProviderError> {
         let slug = &ctx.tenant.slug;
         let tenant_id = ctx.tenant_id()?;
         // Done already: a run stopped after the manifest, before its checkpoint. An update
         // is an offboarding after a call-back, which exports anew.
         if change.action != Action::Update {
             if let Some(attrs) = self.read(slug, Some(tenant_id)).await? {
-                return Ok(Some(attrs));
+                return Ok(attrs);
             }
         }
         let dir = self.folder(slug);
-        let sources: Vec<&dyn Provider> = self.sources.iter().map(|p| &**p).collect();
         match &self.bucket {
             None => {
                 Self::claim(&dir, tenant_id)?;
-                crate::export::write(&dir, &sources, slug, tenant_id, ctx.recorded, ctx.retired)
+                crate::export::write(&dir, sources, slug, tenant_id, ctx.recorded, ctx.retired)
                     .await?;
             }
             Some((s3, _)) => {
@@ -373,40 +367,26 @@ impl Provider for Exporter {
                 }
                 s3.claim(slug, tenant_id, change.action == Action::Update)
                     .await?;
-                let (manifest, _) = crate::export::write(
-                    &dir,
-                    &sources,
-                    slug,
-                    tenant_id,
-                    ctx.recorded,
-                    ctx.retired,
-                )
-                .await?;
+                let (manifest, _) =
+                    crate::export::write(&dir, sources, slug, tenant_id, ctx.recorded, ctx.retired)
+                        .await?;
                 s3.upload(slug, &dir, &manifest).await?;
                 std::fs::remove_dir_all(&dir)
                     .map_err(ProviderError::io(format!("clear {}", dir.display())))?;
             }
         }
-        self.read(slug, Some(tenant_id))
-            .await?
-            .map(Some)
-            .ok_or_else(|| {
-                ProviderError::Message(format!(
-                    "the manifest of {}/{slug} was not written",
-                    self.export_to.trim_end_matches('/')
-                ))
-            })
+        self.read(slug, Some(tenant_id)).await?.ok_or_else(|| {
+            ProviderError::Message(format!(
+                "the manifest of {}/{slug} was not written",
+                self.export_to.trim_end_matches('/')
+            ))
+        })
     }
 
-    crate::targets::provider::capabilities!(Purge);
-}
-
-#[async_trait]
-impl Purge for Exporter {
     /// An erasure export at its end: every copy of the tenant's export (the folder or
     /// prefix, and any set aside beside it), each only where its claim names this tenant.
     /// Idempotent: a copy gone already is done.
-    async fn purge(&self, ctx: &StepContext<'_>, _key: &Key) -> Result<(), ProviderError> {
+    pub async fn erase(&self, ctx: &StepContext<'_>) -> Result<(), ProviderError> {
         let slug = &ctx.tenant.slug;
         let tenant_id = ctx.tenant_id()?;
         match &self.bucket {

@@ -690,7 +690,6 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             },
             None => (recorded_attrs, None),
         };
-        let provider = input.targets.for_kind(r.key.kind);
         let mut adopt = false;
         let mut mark = None;
         if let Some(l) = live_resource {
@@ -744,7 +743,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         };
         let whole_map = crate::model::kind::of(r.key.kind).whole_map;
         let mut fields = changed_fields(&r.attrs, current, whole_map, |f| {
-            provider.forces_replace(r.key.kind, f)
+            input.targets.forces_replace(r.key.kind, f)
         });
         fields.extend(mark);
         // An import changes nothing unannounced, a password it is yet to work out included;
@@ -778,7 +777,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             Action::Update
         };
         // A replace builds the new one beside the old, which stays with its data.
-        let leaves = (action == Action::Replace && provider.replace_keeps_old(r.key.kind))
+        let leaves = (action == Action::Replace && input.targets.replace_keeps_old(r.key.kind))
             .then(|| super::purge::resource(r.key.kind, current))
             .filter(|old| *old != super::purge::resource(r.key.kind, &r.attrs));
         let diff = match (live_resource.and_then(|l| l.content()), &r.content) {
