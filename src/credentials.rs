@@ -34,13 +34,13 @@ pub enum KeyError {
     Missing,
     #[error("the master key from {source_name} is {len} bytes; it must be at least {MIN_KEY_LEN}\n  hint: generate one with `openssl rand -hex 32`")]
     TooShort { source_name: String, len: usize },
-    #[error("cannot read the master key file {path}: {source}")]
+    #[error("cannot read the master key file {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create the local master key {path}: {source}")]
+    #[error("cannot create the local master key {path}")]
     Create {
         path: PathBuf,
         #[source]

@@ -20,7 +20,7 @@ pub enum Error {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("reading live resources: {0}")]
+    #[error("reading live resources")]
     Refresh(#[source] ProviderError),
     #[error("the saved plan is stale: it was made against state serial {planned} ({planned_lineage}), and the state is now at serial {current} ({current_lineage})\n  hint: run `tenant-reconcile plan --out FILE` again")]
     StalePlan {

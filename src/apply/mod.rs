@@ -171,7 +171,7 @@ impl Run<'_> {
         self.shared
             .checkpoint(self.tp.slug.as_str(), ts)
             .await
-            .map_err(|e| format!("recording the state: {e}"))
+            .map_err(|e| format!("recording the state: {}", chain(&e)))
     }
 
     /// Refuses a step once the state could not be written: nothing done from here on could

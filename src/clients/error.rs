@@ -5,7 +5,9 @@
 pub enum ProviderError {
     #[error("{0}")]
     Message(String),
-    #[error("{context}: {source}")]
+    /// What was being done; the cause is its source, said after it by whoever reports it
+    /// ([`crate::causes::chain`]).
+    #[error("{context}")]
     Sql {
         context: String,
         #[source]
@@ -18,7 +20,7 @@ pub enum ProviderError {
         code: Option<String>,
         message: String,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -67,5 +69,27 @@ impl ProviderError {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ProviderError {
         let context = context.into();
         move |source| ProviderError::Io { context, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a cause says what it was doing; the cause is its source, said once
+    /// after it by whoever reports the chain.
+    #[test]
+    fn a_cause_is_a_source_not_part_of_the_message() {
+        let io = ProviderError::io("write exports/acme/manifest.json")(std::io::Error::other(
+            "disk full",
+        ));
+        assert_eq!(io.to_string(), "write exports/acme/manifest.json");
+        assert_eq!(
+            crate::causes::chain(&io),
+            "write exports/acme/manifest.json: disk full"
+        );
+        let sql = ProviderError::sql("read the registry")(sqlx::Error::PoolTimedOut);
+        assert_eq!(sql.to_string(), "read the registry");
+        assert!(crate::causes::chain(&sql).starts_with("read the registry: pool timed out"));
     }
 }

@@ -125,13 +125,18 @@ impl<T, R: Clone> GroupCommit<T, Together<R>> {
     where
         F: FnOnce(Vec<T>) -> Fut,
         Fut: Future<Output = Result<Vec<Together<R>>, E>>,
-        E: std::fmt::Display,
+        E: std::error::Error,
     {
         self.submit(item, |items| async move {
             let n = items.len();
             tracing::debug!(items = n, "{what} together");
             write(items).await.unwrap_or_else(|e| {
-                tracing::debug!(items = n, error = %e, "{what} together failed; each is done alone");
+                let error = crate::causes::chain(&e);
+                tracing::debug!(
+                    items = n,
+                    error,
+                    "{what} together failed; each is done alone"
+                );
                 vec![Together::Alone; n]
             })
         })
@@ -181,13 +186,13 @@ mod tests {
         let commit = GroupCommit::<u8, Together<u8>>::default();
         let failed = commit
             .together(1, "test", |_| async {
-                Err::<Vec<Together<u8>>, _>("disk full")
+                Err::<Vec<Together<u8>>, _>(std::io::Error::other("disk full"))
             })
             .await;
         assert_eq!(failed, Together::Alone);
         let done = commit
             .together(2, "test", |items| async move {
-                Ok::<_, &str>(items.into_iter().map(|i| Together::Done(i * 10)).collect())
+                Ok::<_, std::io::Error>(items.into_iter().map(|i| Together::Done(i * 10)).collect())
             })
             .await;
         assert_eq!(done, Together::Done(20));

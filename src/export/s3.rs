@@ -89,7 +89,10 @@ impl S3Exports {
             {
                 Ok(out) => out,
                 Err(e) => {
-                    problems.push(format!("{file}: {}", client::error("GetObject", &key, e)));
+                    problems.push(format!(
+                        "{file}: {}",
+                        crate::causes::chain(&client::error("GetObject", &key, e))
+                    ));
                     continue;
                 }
             };

@@ -82,7 +82,7 @@ pub enum LoadError {
     NotATenantRepo { path: PathBuf },
     #[error("cannot read the tenant repo at {rev}: {message}")]
     Git { rev: String, message: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -17,26 +17,27 @@ use super::{Checkpoint, State};
 pub enum StateError {
     #[error("the state is locked by {holder}\n  hint: wait for it to finish, or pass --lock-timeout 5m to wait")]
     Locked { holder: String },
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         action: &'static str,
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{context}: {source}")]
+    // Each says what it was doing; its cause is said after it, by whoever reports it.
+    #[error("{context}")]
     Sql {
         context: String,
         #[source]
         source: sqlx::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Postgres {
         context: String,
         #[source]
         source: crate::clients::error::ProviderError,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Store {
         context: String,
         #[source]

@@ -166,7 +166,7 @@ impl PgServer {
     ) -> Result<PgConnection, sqlx::Error> {
         let mut options = self
             .options()
-            .map_err(|e| sqlx::Error::Configuration(e.to_string().into()))?
+            .map_err(|e| sqlx::Error::Configuration(crate::causes::chain(&e).into()))?
             .clone()
             .username(role)
             .password(password)
@@ -230,7 +230,7 @@ macro_rules! retry {
         loop {
             match $op.await {
                 Err(e) if attempt < $crate::clients::postgres::server::ATTEMPTS && e.is_transient() => {
-                    tracing::warn!(attempt, error = %e, "{}: transient failure, retrying in {delay:?}", $what);
+                    tracing::warn!(attempt, error = %$crate::causes::chain(&e), "{}: transient failure, retrying in {delay:?}", $what);
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                     attempt += 1;

@@ -249,7 +249,7 @@ impl Smoke for LocalBuckets {
         let started = std::time::Instant::now();
         let name = bucket.str("name");
         let probe = || -> Result<String, String> {
-            let folder = self.folder(name).map_err(|e| e.to_string())?;
+            let folder = self.folder(name).map_err(|e| crate::causes::chain(&e))?;
             if !folder.is_dir() {
                 return Err(format!("the bucket {name} is not there"));
             }

@@ -595,7 +595,9 @@ impl Smoke for RedisQuotas {
         let started = Instant::now();
         let (key, user) = (recorded.str("key"), recorded.str("user"));
         let verdict = async {
-            let password = ctx.password(&login(user)).map_err(|e| e.to_string())?;
+            let password = ctx
+                .password(&login(user))
+                .map_err(|e| crate::causes::chain(&e))?;
             let url = self.login_url(user, &password)?;
             let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
             let mut con = client

@@ -195,7 +195,7 @@ impl Api {
                         (s, Ok(b)) if !s.is_server_error() => {
                             return Err(refused(&what, s, &b));
                         }
-                        (s, Ok(b)) => refused(&what, s, &b).to_string(),
+                        (s, Ok(b)) => crate::causes::chain(&refused(&what, s, &b)),
                         (_, Err(e)) => e,
                     }
                 }

@@ -144,7 +144,10 @@ impl S3Buckets {
     async fn probe(&self, bucket: &Attrs) -> Result<String, String> {
         const PROBE: &str = ".tenant-reconcile-probe";
         let name = bucket.str("name");
-        let client = self.client_for(bucket).await.map_err(|e| e.to_string())?;
+        let client = self
+            .client_for(bucket)
+            .await
+            .map_err(|e| crate::causes::chain(&e))?;
         let body = uuid::Uuid::new_v4().to_string();
         let put = client
             .put_object()
@@ -153,7 +156,9 @@ impl S3Buckets {
             .body(body.clone().into_bytes().into())
             .send()
             .await
-            .map_err(|e| crate::clients::s3::client::error("PutObject", name, e).to_string())?;
+            .map_err(|e| {
+                crate::causes::chain(&crate::clients::s3::client::error("PutObject", name, e))
+            })?;
         let read = async {
             let got = client
                 .get_object()
@@ -162,7 +167,9 @@ impl S3Buckets {
                 .set_version_id(put.version_id().map(str::to_string))
                 .send()
                 .await
-                .map_err(|e| crate::clients::s3::client::error("GetObject", name, e).to_string())?;
+                .map_err(|e| {
+                    crate::causes::chain(&crate::clients::s3::client::error("GetObject", name, e))
+                })?;
             let bytes = got
                 .body
                 .collect()
@@ -178,7 +185,9 @@ impl S3Buckets {
             .set_version_id(put.version_id().map(str::to_string))
             .send()
             .await
-            .map_err(|e| crate::clients::s3::client::error("DeleteObject", name, e).to_string());
+            .map_err(|e| {
+                crate::causes::chain(&crate::clients::s3::client::error("DeleteObject", name, e))
+            });
         crate::smoke::verdicts::probe_verdict(name, read, deleted.map(drop))
     }
 
