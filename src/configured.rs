@@ -124,8 +124,7 @@ impl Targets {
         // On an error the rest are stopped (dropping the set aborts them).
         let mut live = LiveFleet::default();
         while let Some(part) = tasks.join_next().await {
-            let part =
-                part.map_err(|e| ProviderError::Message(format!("a refresh task failed: {e}")))??;
+            let part = part.map_err(ProviderError::failed("a refresh task failed"))??;
             live.absorb(part);
         }
         Ok(live)

@@ -1,10 +1,36 @@
 //! The one error every target returns, beneath the targets so the things they write into
 //! (an export's sink, a state backend) can return it without reaching the targets.
 
+/// A cause from a library or a service, kept whole for the report.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
+    /// A call failed for a cause beneath it (a library's, a service's): what was being done.
+    #[error("{doing}")]
+    Failed {
+        doing: String,
+        #[source]
+        source: Cause,
+    },
+    /// What stands is not as the step needs it, and nothing was done to it: what, and what
+    /// to do.
     #[error("{0}")]
-    Message(String),
+    Refused(String),
+    /// A setting or a secret the target needs is missing or malformed.
+    #[error("{0}")]
+    Setting(String),
+    /// Something the step waits for did not happen in time; the next run waits again.
+    #[error("{0}")]
+    TimedOut(String),
+    /// A server did not answer: which, why, and what to do (the cause is said before the
+    /// hint, so it is part of the text).
+    #[error("{0}")]
+    Unreachable(String),
+    /// A step asks for what its target cannot do: a plan or a state not made by this
+    /// version, or one edited by hand.
+    #[error("{0}")]
+    Unplanned(String),
     /// What was being done; the cause is its source, said after it by whoever reports it
     /// ([`crate::causes::chain`]).
     #[error("{context}")]
@@ -62,6 +88,14 @@ impl ProviderError {
         }
     }
 
+    /// `doing` failed with the cause it is given.
+    pub fn failed<E: Into<Cause>>(doing: impl Into<String>) -> impl FnOnce(E) -> ProviderError {
+        let doing = doing.into();
+        move |e| ProviderError::Failed {
+            doing,
+            source: e.into(),
+        }
+    }
     pub fn sql(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> ProviderError {
         let context = context.into();
         move |source| ProviderError::Sql { context, source }

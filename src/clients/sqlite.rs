@@ -204,8 +204,9 @@ pub fn spawn_fetch_json<T: serde::de::DeserializeOwned + Send + 'static>(
     let pool = pool.clone();
     let task = tokio::spawn(async move { fetch_json(&pool, sql, what).await });
     async move {
-        task.await
-            .map_err(|e| ProviderError::Message(format!("read {what}: the query stopped: {e}")))?
+        task.await.map_err(ProviderError::failed(format!(
+            "read {what}: the query stopped"
+        )))?
     }
 }
 
@@ -222,8 +223,9 @@ pub async fn fetch_json<T: serde::de::DeserializeOwned>(
         .fetch_one(pool)
         .await
         .map_err(ProviderError::sql(format!("read {what}")))?;
-    serde_json::from_str(&text)
-        .map_err(|e| ProviderError::Message(format!("read {what}: unexpected shape: {e}")))
+    serde_json::from_str(&text).map_err(ProviderError::failed(format!(
+        "read {what}: unexpected shape"
+    )))
 }
 
 /// The tenant's own tables in its database, by name: not SQLite's, not ours.

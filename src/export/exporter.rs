@@ -91,13 +91,13 @@ impl Exporter {
         lifetime: std::time::Duration,
     ) -> Result<Vec<(String, String)>, ProviderError> {
         let Some((s3, _)) = &self.bucket else {
-            return Err(ProviderError::Message(format!(
+            return Err(ProviderError::Setting(format!(
                 "exports go to the folder {}, and a folder has no download links\n  hint: set offboarding.export_to to an S3 bucket (\"s3://bucket/prefix\") to hand exports out by link",
                 self.export_to
             )));
         };
         let found = self.load(slug, Some(tenant_id)).await?.ok_or_else(|| {
-            ProviderError::Message(format!(
+            ProviderError::Refused(format!(
                 "{slug} has no export of its own in {}",
                 self.export_to
             ))
@@ -188,9 +188,7 @@ impl Exporter {
                 let folder = self.folder(slug);
                 tokio::task::spawn_blocking(move || crate::export::sink::verify(&folder))
                     .await
-                    .unwrap_or_else(|e| {
-                        Err(ProviderError::Message(format!("verifying the export: {e}")))
-                    })
+                    .unwrap_or_else(|e| Err(ProviderError::failed("verifying the export")(e)))
             }
         };
         match problems {
@@ -376,7 +374,7 @@ impl Exporter {
             }
         }
         self.read(slug, Some(tenant_id)).await?.ok_or_else(|| {
-            ProviderError::Message(format!(
+            ProviderError::Refused(format!(
                 "the manifest of {}/{slug} was not written",
                 self.export_to.trim_end_matches('/')
             ))

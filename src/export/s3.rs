@@ -98,9 +98,11 @@ impl S3Exports {
             };
             let mut hasher = Sha256::new();
             let mut body = out.body;
-            while let Some(chunk) = body.try_next().await.map_err(|e| {
-                ProviderError::Message(format!("read s3://{}/{key}: {e}", self.bucket))
-            })? {
+            while let Some(chunk) = body
+                .try_next()
+                .await
+                .map_err(|e| ProviderError::failed(format!("read s3://{}/{key}", self.bucket))(e))?
+            {
                 hasher.update(&chunk);
             }
             let found = hex::encode(hasher.finalize());
@@ -258,7 +260,7 @@ impl S3Exports {
             // Streamed from the file, not read into memory.
             let body = ByteStream::from_path(&path)
                 .await
-                .map_err(|e| ProviderError::Message(format!("read {}: {e}", path.display())))?;
+                .map_err(ProviderError::failed(format!("read {}", path.display())))?;
             self.put(&self.key(slug, file), body).await?;
         }
         Ok(())
@@ -274,7 +276,7 @@ impl S3Exports {
     ) -> Result<Vec<(String, String)>, ProviderError> {
         let client = self.client().await?;
         let config = PresigningConfig::expires_in(lifetime)
-            .map_err(|e| ProviderError::Message(format!("a link's lifetime: {e}")))?;
+            .map_err(ProviderError::failed("a link's lifetime"))?;
         let files = std::iter::once(MANIFEST_FILE).chain(manifest.files().map(|(file, _)| file));
         let mut out = Vec::new();
         for file in files {

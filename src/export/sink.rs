@@ -166,7 +166,7 @@ impl ExportSink {
             .components()
             .all(|c| matches!(c, Component::Normal(_)));
         if !inside || rel.is_empty() {
-            return Err(ProviderError::Message(format!(
+            return Err(ProviderError::Refused(format!(
                 "{rel:?} is not a path inside the export"
             )));
         }
@@ -323,7 +323,7 @@ pub fn verify(dir: &Path) -> Result<Vec<String>, ProviderError> {
     let text = std::fs::read_to_string(&path)
         .map_err(ProviderError::io(format!("read {}", path.display())))?;
     let manifest: Manifest = serde_json::from_str(&text)
-        .map_err(|e| ProviderError::Message(format!("{}: {e}", path.display())))?;
+        .map_err(ProviderError::failed(format!("read {}", path.display())))?;
     let mut problems = Vec::new();
     for (file, sha256) in manifest.files() {
         match hash_file(&dir.join(file)) {

@@ -125,9 +125,7 @@ pub(super) async fn make_plan(
     let live = match refresh {
         Some(task) => Some(
             task.await
-                .map_err(|e| {
-                    Error::Refresh(ProviderError::Message(format!("refresh stopped: {e}")))
-                })?
+                .map_err(|e| Error::Refresh(ProviderError::failed("the refresh stopped")(e)))?
                 .map_err(Error::Refresh)?,
         ),
         None => None,

@@ -420,7 +420,7 @@ impl StateLock for S3Lock {
                 .build()
                 .map_err(|e| StateError::Store {
                     context: "clear the checkpoints".into(),
-                    source: ProviderError::Message(e.to_string()),
+                    source: ProviderError::failed("build the request")(e),
                 })?;
             self.client
                 .delete_objects()

@@ -422,7 +422,7 @@ pub fn desired_of(change: &ResourceChange) -> Result<&Resource, ProviderError> {
     change
         .desired
         .as_ref()
-        .ok_or_else(|| ProviderError::Message(format!("{} cannot be deleted", change.key)))
+        .ok_or_else(|| ProviderError::Unplanned(format!("{} cannot be deleted", change.key)))
 }
 
 /// Refuses to take over `resource`, which exists with `owner`, unless it is this state's:
@@ -470,13 +470,13 @@ pub fn purge_change(key: &Key) -> ResourceChange {
 /// seeded with nothing in it.
 pub fn seed_rows_of(seed: &Resource) -> Result<&str, ProviderError> {
     seed.content.as_deref().ok_or_else(|| {
-        ProviderError::Message("the plan carries no seed rows for this tenant".into())
+        ProviderError::Unplanned("the plan carries no seed rows for this tenant".into())
     })
 }
 
 /// The error for a change routed to a provider that does not own its kind.
 pub fn unmanaged(provider: &dyn Provider, kind: Kind) -> ProviderError {
-    ProviderError::Message(format!("{} does not manage {kind:?}", provider.name()))
+    ProviderError::Unplanned(format!("{} does not manage {kind:?}", provider.name()))
 }
 
 /// What a step knows about the tenant it works on.
@@ -518,7 +518,7 @@ impl StepContext<'_> {
 
     pub fn tenant_id(&self) -> Result<&str, ProviderError> {
         self.tenant_id
-            .ok_or_else(|| ProviderError::Message("the tenant has no registry row yet".into()))
+            .ok_or_else(|| ProviderError::Unplanned("the tenant has no registry row yet".into()))
     }
 
     /// The password of the tenant's login `role` (derived, never stored).
@@ -861,7 +861,7 @@ pub mod events {
             (Lifecycle::Deprovisioning, Lifecycle::Suspended) => &[SUSPENDED],
             (Lifecycle::Deprovisioning, Lifecycle::Deprovisioned) => &[DEPROVISIONED],
             _ => {
-                return Err(ProviderError::Message(format!(
+                return Err(ProviderError::Unplanned(format!(
                     "cannot move a tenant from {from} to {to}"
                 )))
             }

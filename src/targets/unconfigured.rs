@@ -22,7 +22,7 @@ impl Unconfigured {
     }
 
     fn refuse(&self, key: &Key) -> ProviderError {
-        ProviderError::Message(format!(
+        ProviderError::Setting(format!(
             "{key} is recorded, but {} names no target, so it cannot be reached\n  hint: set {} in tenant-reconcile.hcl to the target it was made on",
             self.setting, self.setting
         ))

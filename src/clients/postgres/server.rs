@@ -108,7 +108,7 @@ impl PgServer {
     fn options(&self) -> Result<&PgConnectOptions, ProviderError> {
         self.options
             .as_ref()
-            .map_err(|e| ProviderError::Message(e.clone()))
+            .map_err(|e| ProviderError::Setting(e.clone()))
     }
 
     pub async fn pool(&self) -> Result<&PgPool, ProviderError> {

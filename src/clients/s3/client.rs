@@ -75,7 +75,7 @@ impl S3Store {
                 }
                 let sdk = loader.load().await;
                 if sdk.region().is_none() {
-                    return Err(ProviderError::Message(
+                    return Err(ProviderError::Setting(
                         "no AWS region is set\n  hint: set region in the s3 block of tenant-reconcile.hcl, or AWS_REGION".into(),
                     ));
                 }
@@ -230,9 +230,13 @@ pub async fn get_bytes(
 ) -> Result<Option<Vec<u8>>, ProviderError> {
     match client.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => {
-            let body = out.body.collect().await.map_err(|e| {
-                ProviderError::Message(format!("S3 GetObject on {bucket}/{key}: {e}"))
-            })?;
+            let body = out
+                .body
+                .collect()
+                .await
+                .map_err(ProviderError::failed(format!(
+                    "S3 GetObject on {bucket}/{key}"
+                )))?;
             Ok(Some(body.into_bytes().to_vec()))
         }
         Err(e) if matches!(code(&e).as_deref(), Some("NoSuchKey")) => Ok(None),

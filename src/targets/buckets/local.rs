@@ -40,7 +40,7 @@ impl LocalBuckets {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
         {
-            return Err(ProviderError::Message(format!(
+            return Err(ProviderError::Refused(format!(
                 "{name:?} is not a local bucket name"
             )));
         }
@@ -160,7 +160,7 @@ impl Provider for LocalBuckets {
         let path = folder.join(SETTINGS);
         let tmp = folder.join(".bucket.json.tmp");
         let body = serde_json::to_vec_pretty(&desired.attrs)
-            .map_err(|e| ProviderError::Message(format!("encode bucket settings: {e}")))?;
+            .map_err(ProviderError::failed("encode bucket settings"))?;
         crate::private_files::write(&tmp, &body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(ProviderError::io(format!("write {}", path.display())))?;

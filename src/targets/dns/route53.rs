@@ -259,14 +259,14 @@ impl Route53Dns {
             .iter()
             .map(|v| ResourceRecord::builder().value(v).build())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ProviderError::Message(format!("a record of {name}: {e}")))?;
+            .map_err(ProviderError::failed(format!("a record of {name}")))?;
         ResourceRecordSet::builder()
             .name(name)
             .r#type(kind)
             .ttl(ttl)
             .set_resource_records(Some(records))
             .build()
-            .map_err(|e| ProviderError::Message(format!("the record set {name}: {e}")))
+            .map_err(ProviderError::failed(format!("the record set {name}")))
     }
 
     fn change(action: ChangeAction, set: ResourceRecordSet) -> Result<Change, ProviderError> {
@@ -274,7 +274,7 @@ impl Route53Dns {
             .action(action)
             .resource_record_set(set)
             .build()
-            .map_err(|e| ProviderError::Message(format!("a record change: {e}")))
+            .map_err(ProviderError::failed("a record change"))
     }
 
     /// The changes that delete what `at` holds at `name`, exactly as it is (Route53
@@ -310,7 +310,7 @@ impl Route53Dns {
             .comment("tenant-reconcile")
             .set_changes(Some(changes))
             .build()
-            .map_err(|e| ProviderError::Message(format!("the change of {name}: {e}")))?;
+            .map_err(ProviderError::failed(format!("the change of {name}")))?;
         let out = client
             .change_resource_record_sets()
             .hosted_zone_id(self.zone())
@@ -335,7 +335,7 @@ impl Route53Dns {
         let mut pause = Duration::from_millis(500);
         while status != ChangeStatus::Insync {
             if Instant::now() >= deadline {
-                return Err(ProviderError::Message(format!(
+                return Err(ProviderError::TimedOut(format!(
                     "the change of {name} ({id}) was not in sync within {}; the next apply waits for it again",
                     humantime::format_duration(self.config.propagation_timeout())
                 )));

@@ -189,7 +189,7 @@ impl RedisQuotas {
     }
 
     fn failed(&self, doing: &str, e: redis::RedisError) -> ProviderError {
-        ProviderError::Message(format!("Redis at {}: {doing}: {e}", self.server()))
+        ProviderError::failed(format!("Redis at {}: {doing}", self.server()))(e)
     }
 
     /// Connected on first use, so a run that touches no limits needs no server.
@@ -203,7 +203,7 @@ impl RedisQuotas {
                     .get_multiplexed_async_connection()
                     .await
                     .map_err(|e| {
-                        ProviderError::Message(format!(
+                        ProviderError::Unreachable(format!(
                             "Redis at {} does not answer: {e}\n  hint: start Redis there, or set url in the redis block of tenant-reconcile.hcl (REDIS_URL if it needs a password)",
                             self.server()
                         ))
@@ -548,7 +548,7 @@ impl Export for RedisQuotas {
             }
             let values: Vec<redis::Value> = self.pipeline("reading the keys", &reads).await?;
             let unreadable = |key: &str, e: redis::ParsingError| {
-                ProviderError::Message(format!("Redis at {}: reading {key}: {e}", self.server()))
+                ProviderError::failed(format!("Redis at {}: reading {key}", self.server()))(e)
             };
             for ((key, kind), value) in chunk.iter().zip(&kinds).zip(values) {
                 let value = match kind.as_str() {

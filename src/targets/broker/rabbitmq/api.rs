@@ -31,7 +31,7 @@ impl Api {
     pub fn from_env(config: &RabbitmqConfig) -> Result<Api, ProviderError> {
         let var = |name: &str| {
             std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
-                ProviderError::Message(format!(
+                ProviderError::Setting(format!(
                     "the broker target needs {name}\n  hint: set {}, {} and {} to the management API's URL (http://host:15672) and an administrator's user and password",
                     config.api_url_env, config.api_user_env, config.api_password_env
                 ))
@@ -42,13 +42,13 @@ impl Api {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.username().is_empty())
             .ok_or_else(|| {
-                ProviderError::Message(format!(
+                ProviderError::Setting(format!(
                     "{} is not an http(s) URL without credentials",
                     config.api_url_env
                 ))
             })?;
         base.path_segments_mut()
-            .map_err(|_| ProviderError::Message(format!("{} has no path", config.api_url_env)))?
+            .map_err(|_| ProviderError::Setting(format!("{} has no path", config.api_url_env)))?
             .pop_if_empty()
             .push("api")
             .push("");
@@ -94,10 +94,9 @@ impl Api {
         match self.send(Method::GET, &url, None).await? {
             None => Ok(None),
             Some(body) => serde_json::from_slice(&body).map(Some).map_err(|e| {
-                ProviderError::Message(format!(
-                    "GET {}: an answer that does not parse: {e}",
-                    url.path()
-                ))
+                ProviderError::failed(format!("GET {}: an answer that does not parse", url.path()))(
+                    e,
+                )
             }),
         }
     }
@@ -158,7 +157,7 @@ impl Api {
         url: &url::Url,
         body: Option<Vec<u8>>,
     ) -> Result<Option<Bytes>, ProviderError> {
-        let client = crate::clients::http::client().map_err(ProviderError::Message)?;
+        let client = crate::clients::http::client().map_err(ProviderError::Setting)?;
         let what = format!("{method} {}", url.path());
         let mut pause = Duration::from_millis(200);
         for attempt in 1..=ATTEMPTS {
@@ -175,7 +174,7 @@ impl Api {
             }
             let request = request
                 .body(Full::new(Bytes::from(body.clone().unwrap_or_default())))
-                .map_err(|e| ProviderError::Message(format!("{what}: {e}")))?;
+                .map_err(ProviderError::failed(what.as_str()))?;
             self.calls.fetch_add(1, Ordering::Relaxed);
             // What went wrong this time, when it may go right the next.
             let why = match tokio::time::timeout(TIMEOUT, client.request(request)).await {
@@ -201,7 +200,7 @@ impl Api {
                 }
             };
             if attempt == ATTEMPTS {
-                return Err(ProviderError::Message(format!(
+                return Err(ProviderError::Unreachable(format!(
                     "{what}: {why} (tried {ATTEMPTS} times)\n  hint: is the management plugin enabled (rabbitmq-plugins enable rabbitmq_management) and its URL right?"
                 )));
             }
@@ -248,9 +247,9 @@ fn rows_of<T: DeserializeOwned>(
         .filter(|row| !matches!(row, serde_json::Value::Array(a) if a.is_empty()))
         .filter(|row| !matches!(row, serde_json::Value::Object(o) if o.is_empty()))
         .map(|row| {
-            serde_json::from_value(row).map_err(|e| {
-                ProviderError::Message(format!("GET {path}: a row that does not parse: {e}"))
-            })
+            serde_json::from_value(row).map_err(ProviderError::failed(format!(
+                "GET {path}: a row that does not parse"
+            )))
         })
         .collect()
 }

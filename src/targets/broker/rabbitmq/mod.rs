@@ -194,7 +194,7 @@ impl RabbitMq {
                 .get(&["vhosts", vhost], Some("columns=name,cluster_state"))
                 .await?;
             let Some(row) = row else {
-                return Err(ProviderError::Message(format!(
+                return Err(ProviderError::Refused(format!(
                     "the vhost {vhost} is gone: it was deleted while this apply made it"
                 )));
             };
@@ -203,7 +203,7 @@ impl RabbitMq {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ProviderError::Message(format!(
+                return Err(ProviderError::TimedOut(format!(
                     "the vhost {vhost} is not running after {}s ({state})",
                     VHOST_START_TIMEOUT.as_secs()
                 )));
@@ -246,7 +246,7 @@ impl RabbitMq {
             .await?
             .unwrap_or_default();
         if !queues.is_empty() {
-            return Err(ProviderError::Message(format!(
+            return Err(ProviderError::Refused(format!(
                 "the vhost {vhost} has no default exchange but holds {} queues: it was left as it is; \
                  its definitions can be exported and the vhost made again by hand",
                 queues.len()
@@ -284,7 +284,7 @@ impl RabbitMq {
         );
         let mut salt = [0u8; 4];
         getrandom::fill(&mut salt)
-            .map_err(|e| ProviderError::Message(format!("no random salt: {e}")))?;
+            .map_err(|e| ProviderError::failed("no random salt")(e.to_string()))?;
         let hash = broker::password_hash(&password, salt);
         self.api()
             .await?

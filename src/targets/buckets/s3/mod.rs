@@ -239,7 +239,7 @@ impl S3Buckets {
             match code.as_deref() {
                 Some("BucketAlreadyOwnedByYou") => return Ok(maybe_made && proves_new),
                 Some("BucketAlreadyExists") => {
-                    return Err(ProviderError::Message(format!(
+                    return Err(ProviderError::Refused(format!(
                         "the bucket {name} exists and belongs to another account\n  hint: bucket names are global; change bucket_prefix or bucket_name in the s3 block of tenant-reconcile.hcl"
                     )))
                 }
@@ -314,9 +314,13 @@ impl S3Buckets {
                     .sink
                     .file(&crate::export::sink::object_path(key))
                     .await?;
-                while let Some(chunk) = body.try_next().await.map_err(|e| {
-                    ProviderError::Message(format!("read {key} of the bucket {name}: {e}"))
-                })? {
+                while let Some(chunk) =
+                    body.try_next()
+                        .await
+                        .map_err(ProviderError::failed(format!(
+                            "read {key} of the bucket {name}"
+                        )))?
+                {
                     file.write(&chunk).await?;
                 }
                 req.sink.finish_object(key, file).await?;
@@ -668,12 +672,12 @@ async fn delete_versions(
                 .build()
         })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ProviderError::Message(format!("a version of {name}: {e}")))?;
+        .map_err(ProviderError::failed(format!("a version of {name}")))?;
     let delete = Delete::builder()
         .set_objects(Some(objects))
         .quiet(true)
         .build()
-        .map_err(|e| ProviderError::Message(format!("a delete of {name}: {e}")))?;
+        .map_err(ProviderError::failed(format!("a delete of {name}")))?;
     let out = client
         .delete_objects()
         .bucket(name)

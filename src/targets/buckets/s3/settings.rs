@@ -438,7 +438,7 @@ async fn write_lifecycle(
 /// whole truth, so a saved plan applies exactly what it shows).
 fn rule(sentence: &str) -> Result<LifecycleRule, ProviderError> {
     let whole_bucket = LifecycleRuleFilter::builder().prefix("").build();
-    let unknown = || ProviderError::Message(format!("unknown lifecycle rule {sentence:?}"));
+    let unknown = || ProviderError::Unplanned(format!("unknown lifecycle rule {sentence:?}"));
     let builder = LifecycleRule::builder()
         .status(ExpirationStatus::Enabled)
         .filter(whole_bucket);
@@ -573,5 +573,5 @@ fn suspend_statement(name: &str, app_principal: &str) -> Value {
 }
 
 fn build_error(e: aws_sdk_s3::error::BuildError) -> ProviderError {
-    ProviderError::Message(format!("building an S3 request: {e}"))
+    ProviderError::failed("building an S3 request")(e)
 }

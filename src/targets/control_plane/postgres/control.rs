@@ -298,7 +298,7 @@ fn grouped(
         .map(|(id, map)| {
             serde_json::from_value(map)
                 .map(|attrs| (id, attrs))
-                .map_err(|e| ProviderError::Message(format!("{what}: {e}")))
+                .map_err(ProviderError::failed(what))
         })
         .collect()
 }

@@ -128,7 +128,7 @@ impl PgControl {
             .filter_map(|i| Some((i.tenant_id.as_str(), i.tombstone.as_ref()?)))
             .collect();
         if store::update_registry(self, tx, &rows).await? != rows.len() as u64 {
-            return Err(ProviderError::Message(
+            return Err(ProviderError::Unplanned(
                 "a tenant of the batch has no registry row".into(),
             ));
         }
@@ -166,7 +166,7 @@ impl PgControl {
                     .iter()
                     .all(|(id, was)| moving.iter().any(|(m, from)| m == id && from == was));
             if !as_planned {
-                return Err(ProviderError::Message(
+                return Err(ProviderError::Unplanned(
                     "a tenant of the batch is not where its plan says".into(),
                 ));
             }

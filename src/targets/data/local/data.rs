@@ -174,13 +174,12 @@ impl LocalData {
     async fn apply_seed(&self, slug: &Slug, rows_json: &str) -> Result<(), ProviderError> {
         let path = self.database_path(slug);
         if !path.exists() {
-            return Err(ProviderError::Message(format!(
+            return Err(ProviderError::Unplanned(format!(
                 "the database of {slug} does not exist yet"
             )));
         }
         let rows: HashMap<String, Vec<serde_json::Map<String, Value>>> =
-            serde_json::from_str(rows_json)
-                .map_err(|e| ProviderError::Message(format!("seed rows: {e}")))?;
+            serde_json::from_str(rows_json).map_err(ProviderError::failed("seed rows"))?;
         let pool = sqlite::open(&path, true, SqliteJournalMode::Delete).await?;
         let result = seed(&pool, slug, &rows).await;
         pool.close().await;
@@ -524,7 +523,7 @@ impl Export for LocalData {
         };
         for table in sqlite::user_tables(&pool).await? {
             if !crate::targets::data::is_plain_ident(&table) {
-                return Err(ProviderError::Message(format!(
+                return Err(ProviderError::Refused(format!(
                     "the table {table:?} needs a plain lower-case name to be exported"
                 )));
             }

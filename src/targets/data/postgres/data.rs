@@ -528,7 +528,7 @@ impl PgData {
             .map_err(ProviderError::sql("read the applied migrations"))?;
             match recorded {
                 Some((checksum,)) if checksum != m.checksum => {
-                    return Err(ProviderError::Message(format!(
+                    return Err(ProviderError::Refused(format!(
                         "migration {} was edited after it was applied to {} (checksum {} there, {} in the repo)",
                         m.id(), slice.name, checksum, m.checksum
                     )))
@@ -647,7 +647,7 @@ impl PgData {
                 }
             }
         }
-        Err(ProviderError::Message(format!(
+        Err(ProviderError::TimedOut(format!(
             "another session kept creating the database {name} for 5 s without finishing; run apply again"
         )))
     }
@@ -730,7 +730,7 @@ impl PgData {
         let shared = quote(schema);
         for (table, has_column, secured, has_policy) in tables {
             if !crate::targets::data::is_plain_ident(&table) {
-                return Err(ProviderError::Message(format!(
+                return Err(ProviderError::Refused(format!(
                     "the shared table {table:?} needs a plain lower-case name to be put under row-level security"
                 )));
             }
@@ -771,7 +771,7 @@ impl PgData {
         let tenant_id = ctx.tenant_id()?;
         let rows: Vec<(String, Vec<Map<String, Value>>)> =
             serde_json::from_str::<HashMap<String, Vec<Map<String, Value>>>>(rows_json)
-                .map_err(|e| ProviderError::Message(format!("seed rows: {e}")))?
+                .map_err(ProviderError::failed("seed rows"))?
                 .into_iter()
                 .collect();
         let slice = self.slice(slug, ctx.tenant.isolation);
@@ -873,7 +873,7 @@ impl PgData {
         };
         let slice = self.slice(&ctx.tenant.slug, isolation);
         if slice.name != attrs.str("name") {
-            return Err(ProviderError::Message(format!(
+            return Err(ProviderError::Refused(format!(
                 "the slice is recorded as {:?}, and the postgres block now names it {:?}; nothing was purged\n  hint: restore the prefixes it was made with",
                 attrs.str("name"),
                 slice.name
@@ -1342,7 +1342,7 @@ async fn export_tables(
         .map_err(ProviderError::sql(format!("list the tables of {schema}")))?;
     for (table,) in tables {
         if !crate::targets::data::is_plain_ident(&table) {
-            return Err(ProviderError::Message(format!(
+            return Err(ProviderError::Refused(format!(
                 "the table {table:?} of {schema} needs a plain lower-case name to be exported"
             )));
         }
@@ -1398,7 +1398,7 @@ async fn tables_of(conn: &mut PgConnection, schema: &str) -> Result<Vec<String>,
             if crate::targets::data::is_plain_ident(&t) {
                 Ok(t)
             } else {
-                Err(ProviderError::Message(format!(
+                Err(ProviderError::Refused(format!(
                     "the table {t:?} of {schema} needs a plain lower-case name"
                 )))
             }
@@ -1609,7 +1609,7 @@ async fn delete_shared_rows(
         }
         pending = blocked;
     }
-    Err(ProviderError::Message(format!(
+    Err(ProviderError::Refused(format!(
         "the tenant's rows of the shared schema {schema} could not all be deleted: references among its tables go round in a circle"
     )))
 }
@@ -1669,7 +1669,7 @@ async fn refuse_unsafe(
     if found.is_empty() {
         return Ok(());
     }
-    Err(ProviderError::Message(format!(
+    Err(ProviderError::Refused(format!(
         "{what} is refused: {}; a tenant's role would read other tenants' rows through it (row-level security filters only the roles it applies to, and neither a superuser nor a table's owner without FORCE is one)",
         found.join("; ")
     )))
