@@ -3,7 +3,6 @@
 //! purge checks before anything is destroyed.
 
 use super::{Executor, Run, StepError};
-use crate::causes::chain;
 use crate::model::change::ResourceChange;
 use crate::model::lifecycle::{now, Lifecycle};
 use crate::state::TenantState;
@@ -22,12 +21,7 @@ impl Executor {
         run.lost()?;
         let sources: Vec<&dyn Provider> = self.targets.all().collect();
         let ctx = self.step_context(run.tp, ts, lifecycle, run.mark, false);
-        let attrs = self
-            .targets
-            .exporter
-            .write(&ctx, change, &sources)
-            .await
-            .map_err(|e| chain(&e))?;
+        let attrs = self.targets.exporter.write(&ctx, change, &sources).await?;
         ts.resources.insert(change.key.clone(), attrs);
         ts.updated_at = now();
         Ok(())

@@ -30,7 +30,7 @@ use crate::credentials::MasterKey;
 use crate::desired::{Key, Kind};
 use crate::plan::{Action, Plan, ResourceChange, TenantAction, TenantPlan};
 use crate::state::{now, Failure, Lifecycle, State, StateError, StateLock, TenantState};
-use crate::targets::provider::{Mark, StepContext};
+use crate::targets::provider::{Mark, ProviderError, StepContext};
 use progress::Progress;
 
 /// Purge waves under way at once: while one waits on its drops' commit, the next checks
@@ -110,20 +110,48 @@ impl std::fmt::Display for Stopped {
 #[derive(Debug)]
 enum StepError {
     /// A step failed; the tenant records it.
-    Failed(String),
+    Failed(StepFailure),
     /// The run was interrupted: the steps done are recorded, nothing failed. Says where.
     Interrupted(&'static str),
 }
 
+/// Why a step failed, kept as it came until the tenant records it: its text (with every
+/// cause, each once) is made there, and nowhere before.
+#[derive(Debug, thiserror::Error)]
+enum StepFailure {
+    /// A target's call failed.
+    #[error(transparent)]
+    Target(ProviderError),
+    /// The tenant's state could not be written.
+    #[error("recording the state")]
+    State(#[source] StateError),
+    /// The engine's own reason.
+    #[error("{0}")]
+    Said(String),
+}
+
+// `?` on what a step meets makes it the step's failure, as it is.
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> StepError {
+        StepError::Failed(StepFailure::Target(e))
+    }
+}
+
+impl From<StateError> for StepError {
+    fn from(e: StateError) -> StepError {
+        StepError::Failed(StepFailure::State(e))
+    }
+}
+
 impl From<String> for StepError {
     fn from(e: String) -> StepError {
-        StepError::Failed(e)
+        StepError::Failed(StepFailure::Said(e))
     }
 }
 
 impl From<&str> for StepError {
     fn from(e: &str) -> StepError {
-        StepError::Failed(e.to_string())
+        StepError::Failed(StepFailure::Said(e.to_string()))
     }
 }
 
@@ -167,11 +195,8 @@ impl Run<'_> {
     }
 
     /// Records the tenant's state as it stands now.
-    async fn checkpoint(&self, ts: &TenantState) -> Result<(), String> {
-        self.shared
-            .checkpoint(self.tp.slug.as_str(), ts)
-            .await
-            .map_err(|e| format!("recording the state: {}", chain(&e)))
+    async fn checkpoint(&self, ts: &TenantState) -> Result<(), StepError> {
+        Ok(self.shared.checkpoint(self.tp.slug.as_str(), ts).await?)
     }
 
     /// Refuses a step once the state could not be written: nothing done from here on could
@@ -421,6 +446,7 @@ impl Executor {
                 match result {
                     Ok(()) => Ok(()),
                     Err(StepError::Failed(e)) => {
+                        let e = chain(&e);
                         shared.record_failure(&slug, step, &e).await;
                         Err(format!("{slug}/{step}: {e}"))
                     }
@@ -625,7 +651,7 @@ impl Executor {
                 Step::Smoke => {
                     let tested = self.smoke_test(tp, &mut ts, lifecycle, mark).await;
                     log.done += usize::from(tested.is_ok());
-                    tested.map_err(StepError::from)
+                    tested
                 }
                 Step::GatingHook(h) => {
                     let ran = self.run_hook(tp, &mut ts, h).await;
@@ -643,7 +669,7 @@ impl Executor {
                     }
                     // Retried apart: the tenant goes on.
                     Err(StepError::Failed(e)) => {
-                        log.warnings.push(e);
+                        log.warnings.push(chain(&e));
                         Ok(())
                     }
                     Err(e @ StepError::Interrupted(_)) => Err(e),
@@ -663,7 +689,7 @@ impl Executor {
         }
         self.finish_tenant(tp, &mut ts, to);
         run.reach(Some(steps::LAST_PHASE)).await;
-        Ok(run.checkpoint(&ts).await?)
+        run.checkpoint(&ts).await
     }
 }
 
@@ -678,7 +704,7 @@ impl Executor {
         tp: &TenantPlan,
         ts: &mut TenantState,
         mark: &Mark,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let Some(change) = tp
             .changes
             .iter()
@@ -694,8 +720,7 @@ impl Executor {
             .targets
             .for_kind(Kind::ROLE)
             .apply(&ctx, &change)
-            .await
-            .map_err(|e| chain(&e))?;
+            .await?;
         if let Some(attrs) = attrs {
             ts.resources.insert(change.key.clone(), attrs);
         }

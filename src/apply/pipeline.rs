@@ -28,11 +28,7 @@ impl Executor {
             return Ok(());
         }
         let ctx = self.step_context(run.tp, ts, lifecycle, run.mark, false);
-        self.targets
-            .control
-            .transition(&ctx, to)
-            .await
-            .map_err(|e| chain(&e))?;
+        self.targets.control.transition(&ctx, to).await?;
         log.done += 1;
         // Recorded at once when something follows: the hooks after the move may take a
         // while, and a kill meanwhile must not leave the state a move behind the registry.
@@ -64,16 +60,13 @@ impl Executor {
         ts: &mut TenantState,
         lifecycle: Lifecycle,
         mark: &Mark,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let smoke = tp.smoke.as_ref().expect("planned");
         let control = &self.targets.control;
         let provisioning = matches!(lifecycle, Lifecycle::Pending | Lifecycle::Provisioning);
         if provisioning {
             if let Some(id) = ts.tenant_id.as_deref() {
-                control
-                    .set_step(id, Some(crate::plan::SMOKE_STEP))
-                    .await
-                    .map_err(|e| chain(&e))?;
+                control.set_step(id, Some(crate::plan::SMOKE_STEP)).await?;
             }
             ts.step = Some(crate::plan::SMOKE_STEP.to_string());
         }
@@ -91,14 +84,13 @@ impl Executor {
             let detail = json!({ "step": crate::plan::SMOKE_STEP, "failed_checks": failed });
             control
                 .emit_event(&ctx, events::PROVISIONING_FAILED, detail)
-                .await
-                .map_err(|e| chain(&e))?;
+                .await?;
         }
         ts.health = Some(health.record());
         if healthy {
             Ok(())
         } else {
-            Err(format!("smoke tests failed: {failures}"))
+            Err(format!("smoke tests failed: {failures}").into())
         }
     }
 
@@ -212,7 +204,7 @@ impl Executor {
                 // A gating hook is tried again by the next apply, as any failed step is.
                 r.next_try_at =
                     (!h.spec.gating).then(|| humantime::format_rfc3339_seconds(next).to_string());
-                Err(StepError::Failed(format!(
+                Err(StepError::from(format!(
                     "hook {} ({}) failed, try {}: {e}{}",
                     h.spec.name,
                     run.moment,

@@ -6,7 +6,6 @@
 use std::time::SystemTime;
 
 use super::{Executor, Run, StepError};
-use crate::causes::chain;
 use crate::desired::{Key, Kind};
 use crate::model::audit::AuditEntry;
 use crate::plan::{ResourceChange, TenantPlan};
@@ -25,7 +24,7 @@ impl Executor {
     ) -> Result<Vec<String>, StepError> {
         run.lost()?;
         if ts.purge.is_some() {
-            return Ok(self.audit_begin(run.tp, ts).await?);
+            return self.audit_begin(run.tp, ts).await;
         }
         // Its export is read back and checked: from S3, a call of its own.
         let begun = self.begin_purge(run.tp, ts, lifecycle, run.mark);
@@ -36,7 +35,7 @@ impl Executor {
         // audit row written twice is kept once).
         let (recorded, rows) = tokio::join!(run.checkpoint(ts), self.audit_begin(run.tp, ts));
         recorded?;
-        Ok(rows?)
+        rows
     }
 
     /// Destroys a resource a replace left behind, where the state recorded it.
@@ -101,7 +100,7 @@ impl Executor {
         ts: &mut TenantState,
         lifecycle: &mut Lifecycle,
         mark: &Mark,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let tenant_id = ts
             .tenant_id
             .clone()
@@ -119,7 +118,8 @@ impl Executor {
             {
                 return Err(format!(
                     "its export cannot be relied on: {problem}; nothing was purged"
-                ));
+                )
+                .into());
             }
         }
         if *lifecycle != Lifecycle::Deprovisioning {
@@ -127,8 +127,7 @@ impl Executor {
             self.targets
                 .control
                 .transition(&ctx, Lifecycle::Deprovisioning)
-                .await
-                .map_err(|e| chain(&e))?;
+                .await?;
             *lifecycle = Lifecycle::Deprovisioning;
         }
         ts.lifecycle = Lifecycle::Deprovisioning;
@@ -153,7 +152,7 @@ impl Executor {
         &self,
         tp: &TenantPlan,
         ts: &TenantState,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, StepError> {
         let tenant_id = ts
             .tenant_id
             .as_deref()
@@ -180,11 +179,7 @@ impl Executor {
                 purged_at: None,
             })
             .collect();
-        self.targets
-            .control
-            .audit_begin(&entries)
-            .await
-            .map_err(|e| chain(&e))?;
+        self.targets.control.audit_begin(&entries).await?;
         Ok(entries.into_iter().map(|e| e.address).collect())
     }
 
@@ -196,7 +191,7 @@ impl Executor {
         run: &Run<'_>,
         ctx: &StepContext<'_>,
         keys: &[Key],
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let Some(first) = keys.first() else {
             return Ok(());
         };
@@ -206,15 +201,15 @@ impl Executor {
             return run
                 .call(exports.remote(), exports.erase(ctx))
                 .await
-                .map_err(|e| chain(&e));
+                .map_err(StepError::from);
         };
         // Never reached from a plan: `Targets::cannot_purge` refuses the tenant first.
         let Some(purger) = target.as_purge() else {
-            return Err(format!("{} cannot purge {first}", target.name()));
+            return Err(format!("{} cannot purge {first}", target.name()).into());
         };
         run.call(purger.remote_per_tenant(), purger.purge_all(ctx, keys))
             .await
-            .map_err(|e| chain(&e))
+            .map_err(StepError::from)
     }
 
     /// The control plane's part of the purge, once every other resource is destroyed: its
@@ -231,7 +226,7 @@ impl Executor {
         ending: &mut Ending<'_>,
         to: Option<Lifecycle>,
         log: &mut super::StepLog,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let ctx = self.step_context(tp, ts, lifecycle, mark, false);
         let end = PurgeEnd {
             rows: &ending.rows,
@@ -245,12 +240,7 @@ impl Executor {
             (None, None, Some(key)) => key.to_string(),
             (None, None, None) => log.at.clone(),
         };
-        let tombstone = self
-            .targets
-            .control
-            .end_purge(&ctx, &end)
-            .await
-            .map_err(|e| chain(&e))?;
+        let tombstone = self.targets.control.end_purge(&ctx, &end).await?;
         for key in ending.rows.drain(..) {
             ts.resources.remove(&key);
             log.done += 1;

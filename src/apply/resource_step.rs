@@ -4,7 +4,6 @@
 use serde_json::json;
 
 use super::{Executor, Run, StepError};
-use crate::causes::chain;
 use crate::model::change::{Action, ResourceChange};
 use crate::model::lifecycle::{now, Lifecycle};
 use crate::model::resource::Kind;
@@ -26,12 +25,7 @@ impl Executor {
             .ok_or("registry without attributes")?;
         let claimed = ts.creating.contains(&change.key);
         let ctx = self.step_context(run.tp, ts, *lifecycle, run.mark, claimed);
-        let id = self
-            .targets
-            .control
-            .register(&ctx, &desired.attrs)
-            .await
-            .map_err(|e| chain(&e))?;
+        let id = self.targets.control.register(&ctx, &desired.attrs).await?;
         if matches!(lifecycle, Lifecycle::Pending) {
             *lifecycle = Lifecycle::Provisioning;
         }
@@ -77,11 +71,7 @@ impl Executor {
         if lifecycle == Lifecycle::Provisioning {
             let step = change.key.to_string();
             if let Some(id) = ts.tenant_id.as_deref() {
-                self.targets
-                    .control
-                    .set_step(id, Some(&step))
-                    .await
-                    .map_err(|e| chain(&e))?;
+                self.targets.control.set_step(id, Some(&step)).await?;
             }
             ts.step = Some(step);
         }
@@ -109,7 +99,7 @@ impl Executor {
                 }
                 // Record where the tenant stopped, so `state show` names the failed step.
                 run.checkpoint(ts).await?;
-                return Err(chain(&e).into());
+                return Err(e.into());
             }
         };
         match result {
