@@ -81,10 +81,9 @@ impl Executor {
         self.purge(run, &ctx, &keys).await?;
         for key in &keys {
             ts.resources.remove(key);
-            if key.kind == Kind::DATABASE {
-                // Seed rows live in the slice and went with it.
-                ts.resources.remove(&Key::new(Kind::SEED));
-            }
+            // What lived in it (seed rows in the slice) went with it.
+            ts.resources
+                .retain(|k, _| crate::model::kind::of(k.kind).lives_in != Some(key.kind));
         }
         ts.updated_at = now();
         Ok(())

@@ -128,6 +128,13 @@ pub struct KindFacts {
     /// Attributes its target works out when it applies (a password's fingerprint needs the
     /// tenant id the registry gives it), so a plan can only say they are known after apply.
     pub computed: &'static [&'static str],
+    /// What it lives in (seed rows, in their slice): that one made anew makes it anew, and
+    /// that one's purge takes it along.
+    pub lives_in: Option<Kind>,
+    /// Output generated from the repo (a rendered file): its body is shown as a text diff,
+    /// and one the repo no longer generates is removed, since nothing else is kept in it.
+    /// No other kind is ever destroyed by a plan.
+    pub generated: bool,
 }
 
 inventory::collect!(KindFacts);
@@ -148,6 +155,8 @@ impl KindFacts {
             located: false,
             whole_map: false,
             computed: &[],
+            lives_in: None,
+            generated: false,
         }
     }
 
@@ -280,6 +289,20 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), kinds.len(), "two kinds share a name");
+    }
+
+    /// What lives in another is made after it (its home comes first in a tenant's order)
+    /// and is never purged on its own: its home's purge takes it.
+    #[test]
+    fn what_lives_in_a_resource_comes_after_it_and_goes_with_it() {
+        let living: Vec<&KindFacts> = all().map(of).filter(|f| f.lives_in.is_some()).collect();
+        assert!(living.iter().any(|f| f.kind == Kind::SEED));
+        for facts in living {
+            let home = facts.lives_in.unwrap();
+            assert!(home < facts.kind, "{:?} lives in {home:?}", facts.kind);
+            assert!(of(home).purge_turn.is_some(), "{home:?} is purged");
+            assert!(facts.purge_turn.is_none(), "{:?} goes with it", facts.kind);
+        }
     }
 
     #[test]

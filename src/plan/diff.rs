@@ -7,6 +7,7 @@ use super::*;
 use crate::configured::Targets;
 use crate::desired::{Attrs, DesiredTenant, Kind, Resource};
 use crate::diagnostic::Diagnostic;
+use crate::model::kind;
 use crate::offboarding::{self, Phase};
 use crate::repo::{Status, TenantRepo};
 use crate::state::{State, TenantState};
@@ -733,7 +734,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                 diff: r
                     .content
                     .as_deref()
-                    .filter(|_| r.key.kind == Kind::FILE)
+                    .filter(|_| kind::of(r.key.kind).generated)
                     .map(|c| content_diff("", c)),
                 desired: Some(r.clone()),
                 purged: None,
@@ -781,7 +782,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             .then(|| super::purge::resource(r.key.kind, current))
             .filter(|old| *old != super::purge::resource(r.key.kind, &r.attrs));
         let diff = match (live_resource.and_then(|l| l.content()), &r.content) {
-            (Some(old), Some(new)) if r.key.kind == Kind::FILE && old != *new => {
+            (Some(old), Some(new)) if kind::of(r.key.kind).generated && old != *new => {
                 Some(content_diff(&old, new))
             }
             _ => None,
@@ -798,14 +799,14 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         });
     }
 
-    // Rendered files whose template is gone are removed: they are generated output. No other
-    // kind is ever destroyed by a plan.
+    // Generated output the repo no longer generates (a file whose template is gone) is
+    // removed. No other kind is ever destroyed by a plan.
     let mut stale: BTreeSet<&Key> = BTreeSet::new();
     if let Some(rec) = recorded {
         stale.extend(
             rec.resources
                 .keys()
-                .filter(|k| k.kind == Kind::FILE && !desired_keys.contains(k)),
+                .filter(|k| kind::of(k.kind).generated && !desired_keys.contains(k)),
         );
     }
     if let Some(live) = input.live {
@@ -815,20 +816,25 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
     for key in stale {
         changes.push(ResourceChange::delete(key.clone(), None));
     }
-    // Seed data lives in the slice: a slice built anew (created, or replaced by one in
-    // another isolation mode) is seeded anew.
-    let rebuilt = changes.iter().any(|c| {
-        c.key.kind == Kind::DATABASE && matches!(c.action, Action::Create | Action::Replace)
-    });
-    if rebuilt && !changes.iter().any(|c| c.key.kind == Kind::SEED) {
-        if let Some(seed) = d.resources.iter().find(|r| r.key.kind == Kind::SEED) {
+    // What lives in a resource built anew (seed rows in a slice created, or replaced by
+    // one in another isolation mode) is made anew with it.
+    let rebuilt: Vec<Kind> = changes
+        .iter()
+        .filter(|c| matches!(c.action, Action::Create | Action::Replace))
+        .map(|c| c.key.kind)
+        .collect();
+    for r in d.resources.iter().filter(|_| !rebuilt.is_empty()) {
+        let lives_in_rebuilt = kind::of(r.key.kind)
+            .lives_in
+            .is_some_and(|home| rebuilt.contains(&home));
+        if lives_in_rebuilt && !changes.iter().any(|c| c.key == r.key) {
             changes.push(ResourceChange {
-                key: seed.key.clone(),
+                key: r.key.clone(),
                 action: Action::Create,
-                fields: created_fields(&seed.attrs),
+                fields: created_fields(&r.attrs),
                 drift: false,
                 diff: None,
-                desired: Some(seed.clone()),
+                desired: Some(r.clone()),
                 purged: None,
                 leaves: None,
             });

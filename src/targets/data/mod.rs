@@ -173,7 +173,10 @@ const DATABASE: KindFacts = KindFacts {
 inventory::submit!(DATABASE);
 
 /// A tenant's seed rows, which live in its slice and go with it.
-const SEED: KindFacts = KindFacts::plain(Kind::SEED, "seed");
+const SEED: KindFacts = KindFacts {
+    lives_in: Some(Kind::DATABASE),
+    ..KindFacts::plain(Kind::SEED, "seed")
+};
 inventory::submit!(SEED);
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ const FILE: KindFacts = KindFacts {
     resource_of: Some(|a| format!("file {}", a.str("path"))),
     live_name_of: Some(|a| format!("file {}", a.str("path"))),
     purge_turn: Some(1),
+    generated: true,
     ..KindFacts::plain(Kind::FILE, "file")
 };
 inventory::submit!(FILE);
