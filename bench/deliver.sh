@@ -10,6 +10,7 @@
 #    query plans of its reads (they must search an index, not scan).
 # Needs python3 with the standardwebhooks and pika libraries (the test virtualenv has them:
 # `TENANT_RECONCILE_TEST_PYTHON`, else $HOME/.cache/tenant-reconcile/venv/bin/python) and GNU time.
+# BENCH_BIN=path runs that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 EVENTS=${1:-10000}
@@ -19,7 +20,7 @@ PY=${TENANT_RECONCILE_TEST_PYTHON:-$HOME/.cache/tenant-reconcile/venv/bin/python
 # shellcheck source=lib.sh
 source bench/lib.sh
 require_gnu_time
-build_release
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else build_release; fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-deliverbench.XXXXXX")"
 RECEIVER=""
 trap '[ -n "$RECEIVER" ] && kill "$RECEIVER" 2>/dev/null; rm -rf "$TMP"' EXIT

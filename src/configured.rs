@@ -117,8 +117,17 @@ impl Targets {
         let exporter = self.exporter.clone();
         let wanted = targets.clone();
         tasks.spawn(async move {
+            let started = std::time::Instant::now();
             let mut live = LiveFleet::default();
             exporter.refresh(&wanted, &mut live).await?;
+            let reads: usize = live.calls.iter().map(|(_, n)| n).sum();
+            let elapsed = started.elapsed();
+            tracing::debug!(
+                provider = exporter::Exporter::NAME,
+                ?elapsed,
+                queries = reads,
+                "refreshed"
+            );
             Ok::<_, ProviderError>(live)
         });
         // On an error the rest are stopped (dropping the set aborts them).

@@ -676,12 +676,14 @@ impl Executor {
                 },
             };
             // A step recorded once it is done is recorded whether it succeeded or failed, so
-            // `state show` says where the tenant stopped.
-            let record = match step.checkpoint() {
-                Checkpoint::After => true,
-                Checkpoint::Succeeded => outcome.is_ok(),
-                _ => false,
-            };
+            // `state show` says where the tenant stopped; unless the state is lost, when
+            // nothing more is written (the lock may be another run's by now).
+            let record = run.lost().is_ok()
+                && match step.checkpoint() {
+                    Checkpoint::After => true,
+                    Checkpoint::Succeeded => outcome.is_ok(),
+                    _ => false,
+                };
             if record {
                 run.checkpoint(&ts).await?;
             }

@@ -28,7 +28,10 @@
 //! - `{unseen o s}`: that outbox row `o` may be one subscriber `s` was not yet given (a row
 //!   given already is found by the delivery's key);
 //! - `{seen $N}`: the assignment that moves a subscriber's mark to the horizon bound, read
-//!   before what it marks.
+//!   before what it marks;
+//! - `{outbox turn}`: a statement that makes the transaction wait its turn among those that
+//!   make deliveries from the outbox or prune it (an advisory lock of the schema's on
+//!   Postgres; SQLite's write transaction already has the file to itself).
 //!
 //! Values are bound as text, integers and booleans only ([`Statement`]), the types both servers
 //! read alike; a row is read back the same way ([`Row`]).
@@ -148,19 +151,37 @@ impl Dialect {
                 let (o, s) = arg.split_once(' ').expect("{unseen o s}");
                 format!("{o}.id > {s}.outbox_id")
             }
-            // A subscriber marked before marks were transactions is read by id once.
+            // Read by the index on `tx` from the mark. A subscriber marked before marks
+            // were transactions is read by id once. A mark above any transaction the server
+            // has given out came from another server (the database dumped and restored
+            // elsewhere, whose counter starts lower): everything is read again once, and
+            // the deliveries' key keeps what was given from being given twice.
             (Dialect::Postgres { .. }, "unseen") => {
                 let (o, s) = arg.split_once(' ').expect("{unseen o s}");
                 format!(
-                    "CASE WHEN {s}.horizon IS NULL THEN {o}.id > {s}.outbox_id \
-                     ELSE {o}.tx >= {s}.horizon END"
+                    "{o}.tx >= (CASE WHEN {s}.horizon IS NULL \
+                     OR {s}.horizon > pg_snapshot_xmax(pg_current_snapshot()) \
+                     THEN CAST('0' AS xid8) ELSE {s}.horizon END) \
+                     AND ({s}.horizon IS NOT NULL OR {o}.id > {s}.outbox_id)"
                 )
             }
             (Dialect::Sqlite, "seen") => {
                 format!("outbox_id = max(outbox_id, CAST({arg} AS INTEGER))")
             }
-            (Dialect::Postgres { .. }, "seen") => {
-                format!("horizon = GREATEST(horizon, CAST({arg} AS xid8))")
+            (Dialect::Postgres { .. }, "seen") => format!(
+                "horizon = CASE WHEN horizon > pg_snapshot_xmax(pg_current_snapshot()) \
+                 THEN CAST({arg} AS xid8) ELSE GREATEST(horizon, CAST({arg} AS xid8)) END"
+            ),
+            (Dialect::Sqlite, "outbox") => {
+                assert_eq!(arg, "turn", "{{outbox turn}}");
+                "SELECT 1".into()
+            }
+            (Dialect::Postgres { schema }, "outbox") => {
+                assert_eq!(arg, "turn", "{{outbox turn}}");
+                format!(
+                    "SELECT pg_advisory_xact_lock(hashtext('{}.outbox'))",
+                    schema.replace('\'', "''")
+                )
             }
             (Dialect::Sqlite, "lock") => String::new(),
             (Dialect::Postgres { .. }, "lock") => format!("FOR UPDATE OF {arg} SKIP LOCKED"),
@@ -488,8 +509,12 @@ mod tests {
         assert_eq!(
             pg.sql(text),
             "SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT); SELECT 1 FROM o, s \
-             WHERE CASE WHEN s.horizon IS NULL THEN o.id > s.outbox_id ELSE o.tx >= s.horizon END; \
-             UPDATE s SET horizon = GREATEST(horizon, CAST($1 AS xid8))"
+             WHERE o.tx >= (CASE WHEN s.horizon IS NULL \
+             OR s.horizon > pg_snapshot_xmax(pg_current_snapshot()) \
+             THEN CAST('0' AS xid8) ELSE s.horizon END) \
+             AND (s.horizon IS NOT NULL OR o.id > s.outbox_id); \
+             UPDATE s SET horizon = CASE WHEN horizon > pg_snapshot_xmax(pg_current_snapshot()) \
+             THEN CAST($1 AS xid8) ELSE GREATEST(horizon, CAST($1 AS xid8)) END"
         );
     }
 

@@ -523,9 +523,11 @@ fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
 }
 
 /// A subscriber marked by an earlier version, by the largest id it was given, is read by id
-/// once and then marked by transaction.
+/// once and then marked by transaction; one marked on another server (the database dumped
+/// and restored there), above any transaction this one has given out, is read whole once.
+/// Either way each event is sent once.
 #[test]
-fn on_postgres_a_subscriber_marked_by_id_is_read_on_from_there() {
+fn on_postgres_a_subscriber_marked_by_id_or_on_another_server_is_read_on_from_there() {
     let r = Receiver::start();
     r.answer(serde_json::json!({"*": [200]}));
     let pg = crate::pg::Pg::new();
@@ -549,6 +551,27 @@ fn on_postgres_a_subscriber_marked_by_id_is_read_on_from_there() {
         .filter(|g| g["id"] == "later-event")
         .count();
     assert_eq!(later, 1);
+
+    pg.exec("UPDATE tenant_reconcile.subscribers SET horizon = '999999999999'");
+    pg.exec(&event_copy("globex", "restored-event"));
+    assert!(deliver(&repo).starts_with("Delivered 1 event;"));
+    assert_eq!(
+        pg.count(
+            "SELECT count(*) FROM tenant_reconcile.subscribers
+             WHERE horizon >= '999999999999' OR horizon IS NULL"
+        ),
+        0
+    );
+    assert!(deliver(&repo).starts_with("Delivered 0 events"));
+    let sent: Vec<String> = r
+        .requests()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut once = sent.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(once.len(), sent.len(), "an event was sent twice: {sent:?}");
 }
 
 #[test]

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 
-use crate::clients::sql::{read_rows, Statement};
+use crate::clients::sql::{read_rows, Pool, Statement};
 use crate::model::outbox::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
 use crate::targets::control_plane::store::ControlDb;
 use crate::targets::provider::{Outbox, ProviderError};
@@ -20,6 +20,18 @@ const PRUNABLE: &str = "SELECT d.event_id FROM {schema}.deliveries d
        AND NOT EXISTS (SELECT 1 FROM {schema}.deliveries e WHERE e.event_id = d.event_id
                        AND (e.status <> 'delivered' OR e.delivered_at >= {time $1}))";
 
+/// How far the outbox can be read with nothing before it still to appear (`{horizon}`).
+async fn horizon<C: ControlDb>(db: &C, pool: &Pool) -> Result<String, ProviderError> {
+    const WHAT: &str = "read how far the outbox is whole";
+    let row = Statement::new(db.dialect(), WHAT, "{horizon}")
+        .first(pool)
+        .await?;
+    let text = row.map(|r| r.text(0)).transpose();
+    Ok(text
+        .map_err(ProviderError::sql(WHAT))?
+        .unwrap_or_else(|| "0".into()))
+}
+
 #[async_trait]
 impl<C: ControlDb> Outbox for C {
     async fn register_subscribers(
@@ -29,19 +41,36 @@ impl<C: ControlDb> Outbox for C {
         if subscribers.is_empty() {
             return Ok(());
         }
-        let mut tx = self.tables().await?.begin().await?;
+        let d = self.dialect();
+        let pool = self.tables().await?;
+        let horizon = horizon(self, &pool).await?;
+        let mut tx = pool.begin().await?;
         for (name, history) in subscribers {
-            Statement::new(
-                self.dialect(),
+            // A new subscriber with its history is given every event kept; one without,
+            // every event written from about now (on Postgres, from the oldest writer still
+            // open, so an event whose id was taken before but which commits after is not
+            // lost to it).
+            let new = Statement::new(
+                d,
                 "record a subscriber",
-                "INSERT INTO {schema}.subscribers (name, outbox_id)
-                 SELECT $1, CASE WHEN $2 THEN 0 ELSE (SELECT coalesce(max(id), 0) FROM {schema}.outbox) END
-                 WHERE true ON CONFLICT DO NOTHING",
+                "INSERT INTO {schema}.subscribers (name, outbox_id) VALUES ($1, 0)
+                 ON CONFLICT DO NOTHING RETURNING name",
             )
             .text(name)
-            .bool(*history)
-            .execute(&mut tx)
-            .await?;
+            .first(&mut tx)
+            .await?
+            .is_some();
+            if new && !history {
+                Statement::new(
+                    d,
+                    "start a subscriber from now",
+                    "UPDATE {schema}.subscribers SET {seen $2} WHERE name = $1",
+                )
+                .text(name)
+                .text(&horizon)
+                .execute(&mut tx)
+                .await?;
+            }
         }
         tx.commit().await
     }
@@ -56,14 +85,13 @@ impl<C: ControlDb> Outbox for C {
         let now = d.moment(now);
         let pool = self.tables().await?;
         // Read before the rows it marks are: a row this misses is one the next run reads.
-        let horizon = Statement::new(d, "read how far the outbox is whole", "{horizon}")
-            .first(&pool)
-            .await?
-            .map(|r| r.text(0))
-            .transpose()
-            .map_err(ProviderError::sql("read how far the outbox is whole"))?
-            .unwrap_or_else(|| "0".into());
+        let horizon = horizon(self, &pool).await?;
         let mut tx = pool.begin().await?;
+        // Never beside a prune: it could delete an event this reads again, and leave its
+        // delivery made after it without the event.
+        Statement::new(d, "wait for the outbox", "{outbox turn}")
+            .execute(&mut tx)
+            .await?;
         for (name, types) in subscribers {
             // Only the events written since this subscriber's mark: the outbox is read by
             // index from there, never scanned whole. On Postgres that reads again the rows
@@ -291,6 +319,9 @@ impl<C: ControlDb> Outbox for C {
         let d = self.dialect();
         let cutoff = d.moment(cutoff);
         let mut tx = self.tables().await?.begin().await?;
+        Statement::new(d, "wait for the outbox", "{outbox turn}")
+            .execute(&mut tx)
+            .await?;
         let mut pruned = 0;
         for table in ["delivery_attempts", "outbox", "deliveries"] {
             // Table names are this list's own.
