@@ -554,7 +554,10 @@ fn a_hook_gets_tenant_text_on_stdin_only_and_a_clean_environment() {
 #[test]
 fn a_hook_that_hangs_is_killed_at_its_timeout() {
     let repo = one_tenant();
-    repo.write("hooks/hang.sh", "#!/bin/sh\nsleep 300 &\nwait\n");
+    repo.write(
+        "hooks/hang.sh",
+        "#!/bin/sh\nsleep 300 &\necho $! > hang-child.pid\nwait\n",
+    );
     make_executable(&repo.path().join("hooks/hang.sh"));
     repo.write(
         "tenant-reconcile.hcl",
@@ -567,17 +570,27 @@ fn a_hook_that_hangs_is_killed_at_its_timeout() {
         "{err}"
     );
     assert_eq!(lifecycle(&repo, "acme").0, "active");
-    // Its child went with it: no `sleep 300` of this hook is left.
     repo.assert_plan_empty();
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 300"])
-        .output()
-        .unwrap();
-    assert!(
-        text(&left.stdout).trim().is_empty() || !left.status.success(),
-        "left running: {}",
-        text(&left.stdout)
-    );
+    // Its child went with it: the `sleep 300` it started is dead (gone, or a zombie left for
+    // init to reap). SIGKILL is delivered as the kernel schedules it, so it is given a moment.
+    let pid = std::fs::read_to_string(repo.path().join("hang-child.pid")).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    let started = std::time::Instant::now();
+    let dead = loop {
+        let state = std::fs::read_to_string(&stat).ok();
+        // The state is the field after the command's closing parenthesis.
+        let running = state
+            .as_deref()
+            .and_then(|s| s.rsplit(") ").next()?.chars().next());
+        if !matches!(running, Some(c) if c != 'Z' && c != 'X') {
+            break true;
+        }
+        if started.elapsed().as_secs() >= 10 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(dead, "the hook's child {} is left running", pid.trim());
 }
 
 #[test]
