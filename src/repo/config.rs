@@ -477,49 +477,14 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
+/// The `s3` block's checks: the buckets' names are the bucket slot's to check; the rest is
+/// the S3 client's, which the state backend and exports use too.
 fn check_s3(spans: &Spans, config: &Config) -> Vec<Diagnostic> {
     let s3 = &config.s3;
-    let mut problems = Vec::new();
+    let mut problems = buckets::check_naming(spans, s3);
     let mut problem = |key: &str, message: String, hint: &str| {
         problems.push(block_problem(spans, "s3", key, message, hint));
     };
-    let unknown: Vec<&str> = s3
-        .bucket_name
-        .split('{')
-        .skip(1)
-        .filter_map(|p| p.split_once('}').map(|(name, _)| name))
-        .filter(|name| !["prefix", "slug", "region"].contains(name))
-        .collect();
-    if !unknown.is_empty() {
-        problem(
-            "bucket_name",
-            format!("unknown placeholder {{{}}} in the bucket name", unknown[0]),
-            "bucket_name can use {prefix}, {slug} and {region}",
-        );
-    } else if !s3.bucket_name.contains("{slug}") {
-        problem(
-            "bucket_name",
-            "the bucket name must contain {slug}".into(),
-            "without the slug every tenant would get the same bucket",
-        );
-    } else if s3.tenant_regions && !s3.bucket_name.contains("{region}") {
-        problem(
-            "bucket_name",
-            "with tenant_regions = true the bucket name must contain {region}".into(),
-            "a bucket cannot move: a tenant moving region gets a new bucket, which needs a new name (or set tenant_regions = false)",
-        );
-    }
-    if s3
-        .bucket_prefix
-        .chars()
-        .any(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
-    {
-        problem(
-            "bucket_prefix",
-            format!("{:?} cannot be part of a bucket name", s3.bucket_prefix),
-            "use lower-case letters, digits, `-` and `.`",
-        );
-    }
     if !["AES256", "aws:kms"].contains(&s3.encryption.as_str()) {
         problem(
             "encryption",

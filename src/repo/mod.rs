@@ -219,7 +219,11 @@ pub fn load_with_config(
         }
     }
 
-    problems.extend(check_bucket_names(&config, &tenants));
+    problems.extend(crate::targets::buckets::check_tenants(
+        &config.targets.buckets,
+        &config.s3,
+        &tenants,
+    ));
     problems.extend(check_target_names(&config, &tenants));
 
     let mut template_sources = Vec::new();
@@ -304,33 +308,6 @@ fn load_tenant(
         Some(source) => tenant_file::parse(&file, &stem, &source),
         None => Err(problems.0),
     })
-}
-
-/// Bucket names come from a pattern, a slug and a region, so they are checked before any
-/// call: each against S3's rules, and all of them against each other.
-fn check_bucket_names(config: &Config, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
-    let mut problems = Vec::new();
-    if config.targets.buckets != "s3" {
-        return problems;
-    }
-    let mut seen: HashMap<String, &TenantSpec> = HashMap::new();
-    for t in tenants {
-        let name = crate::targets::buckets::name(&config.targets.buckets, &config.s3, t);
-        if let Err(why) = crate::targets::buckets::check_name(&name) {
-            problems.push(
-                Diagnostic::new(&t.file, format!("the bucket name {name:?} {why}"))
-                    .locate(&t.source, "slug")
-                    .hint("the name comes from bucket_name in the s3 block of tenant-reconcile.hcl; shorten the slug or change the pattern or prefix"),
-            );
-        } else if let Some(other) = seen.insert(name.clone(), t) {
-            problems.push(
-                Diagnostic::new(&t.file, format!("the bucket name {name:?} is also {}'s", other.slug))
-                    .locate(&t.source, "slug")
-                    .hint("two tenants cannot share a bucket: change bucket_name so the slug and region cannot run together"),
-            );
-        }
-    }
-    problems
 }
 
 /// The names of the slots that plug in (a vhost's, a DNS record's) come from prefixes or a

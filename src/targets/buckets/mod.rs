@@ -10,11 +10,15 @@ pub mod s3;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use std::collections::HashMap;
+
 use crate::clients::s3::S3Config;
+use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::{not_counted, KindFacts};
 use crate::model::resource::Kind;
 use crate::model::tenant::{Status, TenantSpec};
+use crate::repo::hcl_file::{block_problem, Spans};
 
 /// The tag every bucket carries so people (and cleanup scripts) can tell who owns it.
 pub const MANAGED_BY: &str = "tenant-reconcile";
@@ -74,6 +78,80 @@ pub fn name(target: &str, s3: &S3Config, spec: &TenantSpec) -> String {
         // A folder under the local target: the slug is already a safe file name.
         spec.slug.to_string()
     }
+}
+
+/// What is wrong with how the `s3` block names buckets (`bucket_name`, `bucket_prefix`),
+/// each problem where it is written.
+pub fn check_naming(spans: &Spans, s3: &S3Config) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String, hint: &str| {
+        problems.push(block_problem(spans, "s3", key, message, hint));
+    };
+    let unknown: Vec<&str> = s3
+        .bucket_name
+        .split('{')
+        .skip(1)
+        .filter_map(|p| p.split_once('}').map(|(name, _)| name))
+        .filter(|name| !["prefix", "slug", "region"].contains(name))
+        .collect();
+    if !unknown.is_empty() {
+        problem(
+            "bucket_name",
+            format!("unknown placeholder {{{}}} in the bucket name", unknown[0]),
+            "bucket_name can use {prefix}, {slug} and {region}",
+        );
+    } else if !s3.bucket_name.contains("{slug}") {
+        problem(
+            "bucket_name",
+            "the bucket name must contain {slug}".into(),
+            "without the slug every tenant would get the same bucket",
+        );
+    } else if s3.tenant_regions && !s3.bucket_name.contains("{region}") {
+        problem(
+            "bucket_name",
+            "with tenant_regions = true the bucket name must contain {region}".into(),
+            "a bucket cannot move: a tenant moving region gets a new bucket, which needs a new name (or set tenant_regions = false)",
+        );
+    }
+    if s3
+        .bucket_prefix
+        .chars()
+        .any(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-' | '.'))
+    {
+        problem(
+            "bucket_prefix",
+            format!("{:?} cannot be part of a bucket name", s3.bucket_prefix),
+            "use lower-case letters, digits, `-` and `.`",
+        );
+    }
+    problems
+}
+
+/// Bucket names come from a pattern, a slug and a region, so they are checked before any
+/// call: each against S3's rules, and all of them against each other.
+pub fn check_tenants(target: &str, s3: &S3Config, tenants: &[TenantSpec]) -> Vec<Diagnostic> {
+    let mut problems = Vec::new();
+    if target != "s3" {
+        return problems;
+    }
+    let mut seen: HashMap<String, &TenantSpec> = HashMap::new();
+    for t in tenants {
+        let name = name(target, s3, t);
+        if let Err(why) = check_name(&name) {
+            problems.push(
+                Diagnostic::new(&t.file, format!("the bucket name {name:?} {why}"))
+                    .locate(&t.source, "slug")
+                    .hint("the name comes from bucket_name in the s3 block of tenant-reconcile.hcl; shorten the slug or change the pattern or prefix"),
+            );
+        } else if let Some(other) = seen.insert(name.clone(), t) {
+            problems.push(
+                Diagnostic::new(&t.file, format!("the bucket name {name:?} is also {}'s", other.slug))
+                    .locate(&t.source, "slug")
+                    .hint("two tenants cannot share a bucket: change bucket_name so the slug and region cannot run together"),
+            );
+        }
+    }
+    problems
 }
 
 /// Where the bucket lives: its tenant's region, or the store's one region.
