@@ -13,7 +13,6 @@ use crate::clients::postgres::PostgresConfig;
 use crate::clients::s3::S3Config;
 use crate::diagnostic::Diagnostic;
 use crate::targets::buckets;
-use crate::targets::data::is_plain_ident;
 
 pub const CONFIG_FILE: &str = "tenant-reconcile.hcl";
 
@@ -383,24 +382,12 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         }
     }
     let pg = &config.postgres;
-    for (key, value) in [
-        ("schema", &pg.schema),
-        ("role_prefix", &pg.role_prefix),
-        ("schema_prefix", &pg.schema_prefix),
-        ("database_prefix", &pg.database_prefix),
-        ("shared_schema", &pg.shared_schema),
-    ] {
-        if !is_plain_ident(value) || value.starts_with("pg_") {
-            problems.push(
-                spans
-                    .problem(
-                        &format!("postgres.{key}"),
-                        format!("{value:?} is not a plain identifier"),
-                    )
-                    .hint("use lower-case letters, digits and _, starting with a letter or _, not pg_"),
-            );
-        }
-    }
+    // The admin schema is the control plane's and the state's; the names of the tenants'
+    // slices are the data slot's.
+    problems.extend(crate::targets::data::check_identifier(
+        spans, "schema", &pg.schema,
+    ));
+    problems.extend(crate::targets::data::check_naming(spans, pg));
     if pg.schema == pg.shared_schema {
         problems.push(
             spans

@@ -11,10 +11,12 @@ pub mod postgres;
 use serde_json::{json, Value};
 
 use crate::clients::postgres::PostgresConfig;
+use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::{not_counted, KindFacts};
 use crate::model::resource::Kind;
 use crate::model::tenant::Isolation;
+use crate::repo::hcl_file::Spans;
 use crate::slug::Slug;
 
 /// A tenant's database login as the data target `target` spells it, with the password
@@ -115,6 +117,32 @@ impl Naming {
         .filter(|(_, name)| name.len() > MAX_IDENT_BYTES)
         .collect()
     }
+}
+
+/// What is wrong with how the `postgres` block names the tenants' slices (`role_prefix`,
+/// `schema_prefix`, `database_prefix`, `shared_schema`), each problem where it is written.
+pub fn check_naming(spans: &Spans, pg: &PostgresConfig) -> Vec<Diagnostic> {
+    [
+        ("role_prefix", &pg.role_prefix),
+        ("schema_prefix", &pg.schema_prefix),
+        ("database_prefix", &pg.database_prefix),
+        ("shared_schema", &pg.shared_schema),
+    ]
+    .into_iter()
+    .flat_map(|(key, value)| check_identifier(spans, key, value))
+    .collect()
+}
+
+/// A problem at `postgres.<key>` when `value` is not a plain identifier of ours.
+pub fn check_identifier(spans: &Spans, key: &str, value: &str) -> Option<Diagnostic> {
+    (!is_plain_ident(value) || value.starts_with("pg_")).then(|| {
+        spans
+            .problem(
+                &format!("postgres.{key}"),
+                format!("{value:?} is not a plain identifier"),
+            )
+            .hint("use lower-case letters, digits and _, starting with a letter or _, not pg_")
+    })
 }
 
 /// Whether `name` is a plain lower-case identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes.
