@@ -13,15 +13,11 @@ use crate::state::local::LocalBackend;
 use crate::state::postgres::PgBackend;
 use crate::state::s3::S3Backend;
 use crate::state::{State, StateBackend};
-use crate::targets::buckets::local::LocalBuckets;
-use crate::targets::buckets::s3::{S3Buckets, S3Store};
-use crate::targets::control_plane::local::LocalControl;
-use crate::targets::control_plane::postgres::PgControl;
-use crate::targets::data::local::LocalData;
-use crate::targets::data::postgres::PgData;
+use crate::targets;
+use crate::targets::buckets::s3::S3Store;
 use crate::targets::data::Naming;
 use crate::targets::files::local::RenderedFiles;
-use crate::targets::provider::{ControlPlane, Provider};
+use crate::targets::provider::Provider;
 use crate::targets::unconfigured::Unconfigured;
 use crate::Error;
 
@@ -121,18 +117,17 @@ impl Workspace {
     pub fn targets(&self, migrations: Vec<Migration>) -> Targets {
         let config = &self.repo.config;
         let naming = Naming::from(&config.postgres);
-        let control: Arc<dyn ControlPlane> = match config.targets.control_plane.as_str() {
-            "postgres" => Arc::new(PgControl::new(self.postgres.clone())),
-            _ => Arc::new(LocalControl::new(self.local_dir.join("control.sqlite"))),
-        };
-        let data: Arc<dyn Provider> = match config.targets.data.as_str() {
-            "postgres" => Arc::new(PgData::new(self.postgres.clone(), migrations, naming)),
-            _ => Arc::new(LocalData::new(self.local_dir.clone(), migrations, naming)),
-        };
-        let buckets: Arc<dyn Provider> = match config.targets.buckets.as_str() {
-            "s3" => Arc::new(S3Buckets::new(self.s3.clone())),
-            _ => Arc::new(LocalBuckets::new(self.local_dir.join("buckets"))),
-        };
+        let dir = &self.local_dir;
+        let control =
+            targets::control_plane::target(&config.targets.control_plane, &self.postgres, dir);
+        let data = targets::data::target(
+            &config.targets.data,
+            &self.postgres,
+            dir,
+            migrations,
+            naming,
+        );
+        let buckets = targets::buckets::target(&config.targets.buckets, &self.s3, dir);
         // A slot that plugs in and is set to `none` still owns its kinds (`Unconfigured`).
         let plugged: Vec<Arc<dyn Provider>> = crate::targets::PLUGGED
             .iter()

@@ -341,10 +341,18 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         (
             "targets.control_plane",
             &config.targets.control_plane,
-            &["local", "postgres"],
+            crate::targets::control_plane::IMPLEMENTATIONS,
         ),
-        ("targets.data", &config.targets.data, &["local", "postgres"]),
-        ("targets.buckets", &config.targets.buckets, &["local", "s3"]),
+        (
+            "targets.data",
+            &config.targets.data,
+            crate::targets::data::IMPLEMENTATIONS,
+        ),
+        (
+            "targets.buckets",
+            &config.targets.buckets,
+            buckets::IMPLEMENTATIONS,
+        ),
     ] {
         if !known.contains(&value.as_str()) {
             problems.push(

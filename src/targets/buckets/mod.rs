@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use crate::clients::s3::S3Config;
 use crate::diagnostic::Diagnostic;
@@ -19,6 +21,7 @@ use crate::model::kind::{not_counted, KindFacts};
 use crate::model::resource::Kind;
 use crate::model::tenant::{Status, TenantSpec};
 use crate::repo::hcl_file::{block_problem, Spans};
+use crate::targets::provider::Provider;
 
 /// The tag every bucket carries so people (and cleanup scripts) can tell who owns it.
 pub const MANAGED_BY: &str = "tenant-reconcile";
@@ -77,6 +80,22 @@ pub fn name(target: &str, s3: &S3Config, spec: &TenantSpec) -> String {
     } else {
         // A folder under the local target: the slug is already a safe file name.
         spec.slug.to_string()
+    }
+}
+
+/// What `targets.buckets` can be set to; `local` is the default.
+pub const IMPLEMENTATIONS: &[&str] = &["local", "s3"];
+
+/// The bucket target `implementation` names (one of [`IMPLEMENTATIONS`]): S3 through
+/// `store`, or folders under the local target's.
+pub fn target(
+    implementation: &str,
+    store: &Arc<s3::S3Store>,
+    local_dir: &Path,
+) -> Arc<dyn Provider> {
+    match implementation {
+        "s3" => Arc::new(s3::S3Buckets::new(store.clone())),
+        _ => Arc::new(local::LocalBuckets::new(local_dir.join("buckets"))),
     }
 }
 

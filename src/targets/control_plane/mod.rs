@@ -6,8 +6,29 @@ pub mod postgres;
 pub mod rows;
 pub mod store;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::clients::postgres::PgServer;
 use crate::model::kind::{count, KindFacts};
 use crate::model::resource::Kind;
+use crate::targets::provider::ControlPlane;
+
+/// What `targets.control_plane` can be set to; `local` is the default.
+pub const IMPLEMENTATIONS: &[&str] = &["local", "postgres"];
+
+/// The control plane `implementation` names (one of [`IMPLEMENTATIONS`]): tables in the
+/// Postgres server's admin schema, or a SQLite file in the local target's folder.
+pub fn target(
+    implementation: &str,
+    server: &Arc<PgServer>,
+    local_dir: &Path,
+) -> Arc<dyn ControlPlane> {
+    match implementation {
+        "postgres" => Arc::new(postgres::PgControl::new(server.clone())),
+        _ => Arc::new(local::LocalControl::new(local_dir.join("control.sqlite"))),
+    }
+}
 
 /// A tenant's registry row: made a tombstone by its purge, never destroyed.
 const REGISTRY: KindFacts = KindFacts::plain(Kind::REGISTRY, "registry");

@@ -10,14 +10,19 @@ pub mod postgres;
 
 use serde_json::{json, Value};
 
-use crate::clients::postgres::PostgresConfig;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::clients::postgres::{PgServer, PostgresConfig};
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
 use crate::model::kind::{not_counted, KindFacts};
+use crate::model::migration::Migration;
 use crate::model::resource::Kind;
 use crate::model::tenant::Isolation;
 use crate::repo::hcl_file::Spans;
 use crate::slug::Slug;
+use crate::targets::provider::Provider;
 
 /// A tenant's database login as the data target `target` spells it, with the password
 /// `password` derives for its role: a connection URL to where its slice is as recorded on
@@ -116,6 +121,28 @@ impl Naming {
         .into_iter()
         .filter(|(_, name)| name.len() > MAX_IDENT_BYTES)
         .collect()
+    }
+}
+
+/// What `targets.data` can be set to; `local` is the default.
+pub const IMPLEMENTATIONS: &[&str] = &["local", "postgres"];
+
+/// The data target `implementation` names (one of [`IMPLEMENTATIONS`]), applying
+/// `migrations`: on the Postgres server, or in the local target's folder.
+pub fn target(
+    implementation: &str,
+    server: &Arc<PgServer>,
+    local_dir: &Path,
+    migrations: Vec<Migration>,
+    naming: Naming,
+) -> Arc<dyn Provider> {
+    match implementation {
+        "postgres" => Arc::new(postgres::PgData::new(server.clone(), migrations, naming)),
+        _ => Arc::new(local::LocalData::new(
+            local_dir.to_path_buf(),
+            migrations,
+            naming,
+        )),
     }
 }
 
