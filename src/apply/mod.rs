@@ -595,8 +595,12 @@ impl Executor {
             }
             // A wave's wait comes first: an interruption meanwhile stops the step.
             run.reach(step.phase()).await;
+            // No step starts once the run is interrupted, or once the state could not be
+            // written (nothing it did could be recorded, and the lock may be another run's);
+            // a purge's end, its resources destroyed, is finished either way.
             if !matches!(step, Step::EndPurge { .. }) {
                 self.go_on()?;
+                run.lost()?;
             }
             let outcome = match step {
                 Step::BeginPurge(_) => {
@@ -676,14 +680,12 @@ impl Executor {
                 },
             };
             // A step recorded once it is done is recorded whether it succeeded or failed, so
-            // `state show` says where the tenant stopped; unless the state is lost, when
-            // nothing more is written (the lock may be another run's by now).
-            let record = run.lost().is_ok()
-                && match step.checkpoint() {
-                    Checkpoint::After => true,
-                    Checkpoint::Succeeded => outcome.is_ok(),
-                    _ => false,
-                };
+            // `state show` says where the tenant stopped.
+            let record = match step.checkpoint() {
+                Checkpoint::After => true,
+                Checkpoint::Succeeded => outcome.is_ok(),
+                _ => false,
+            };
             if record {
                 run.checkpoint(&ts).await?;
             }

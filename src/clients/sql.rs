@@ -151,27 +151,21 @@ impl Dialect {
                 let (o, s) = arg.split_once(' ').expect("{unseen o s}");
                 format!("{o}.id > {s}.outbox_id")
             }
-            // Read by the index on `tx` from the mark. A subscriber marked before marks
-            // were transactions is read by id once. A mark above any transaction the server
-            // has given out came from another server (the database dumped and restored
-            // elsewhere, whose counter starts lower): everything is read again once, and
-            // the deliveries' key keeps what was given from being given twice.
+            // Read by the index on `tx` from the mark. A subscriber marked before marks were
+            // transactions is read by id once.
             (Dialect::Postgres { .. }, "unseen") => {
                 let (o, s) = arg.split_once(' ').expect("{unseen o s}");
                 format!(
-                    "{o}.tx >= (CASE WHEN {s}.horizon IS NULL \
-                     OR {s}.horizon > pg_snapshot_xmax(pg_current_snapshot()) \
-                     THEN CAST('0' AS xid8) ELSE {s}.horizon END) \
+                    "{o}.tx >= coalesce({s}.horizon, CAST('0' AS xid8)) \
                      AND ({s}.horizon IS NOT NULL OR {o}.id > {s}.outbox_id)"
                 )
             }
             (Dialect::Sqlite, "seen") => {
                 format!("outbox_id = max(outbox_id, CAST({arg} AS INTEGER))")
             }
-            (Dialect::Postgres { .. }, "seen") => format!(
-                "horizon = CASE WHEN horizon > pg_snapshot_xmax(pg_current_snapshot()) \
-                 THEN CAST({arg} AS xid8) ELSE GREATEST(horizon, CAST({arg} AS xid8)) END"
-            ),
+            (Dialect::Postgres { .. }, "seen") => {
+                format!("horizon = GREATEST(horizon, CAST({arg} AS xid8))")
+            }
             (Dialect::Sqlite, "outbox") => {
                 assert_eq!(arg, "turn", "{{outbox turn}}");
                 "SELECT 1".into()
@@ -509,12 +503,9 @@ mod tests {
         assert_eq!(
             pg.sql(text),
             "SELECT CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT); SELECT 1 FROM o, s \
-             WHERE o.tx >= (CASE WHEN s.horizon IS NULL \
-             OR s.horizon > pg_snapshot_xmax(pg_current_snapshot()) \
-             THEN CAST('0' AS xid8) ELSE s.horizon END) \
+             WHERE o.tx >= coalesce(s.horizon, CAST('0' AS xid8)) \
              AND (s.horizon IS NOT NULL OR o.id > s.outbox_id); \
-             UPDATE s SET horizon = CASE WHEN horizon > pg_snapshot_xmax(pg_current_snapshot()) \
-             THEN CAST($1 AS xid8) ELSE GREATEST(horizon, CAST($1 AS xid8)) END"
+             UPDATE s SET horizon = GREATEST(horizon, CAST($1 AS xid8))"
         );
     }
 

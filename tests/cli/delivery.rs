@@ -552,8 +552,12 @@ fn on_postgres_a_subscriber_marked_by_id_or_on_another_server_is_read_on_from_th
         .count();
     assert_eq!(later, 1);
 
-    pg.exec("UPDATE tenant_reconcile.subscribers SET horizon = '999999999999'");
-    pg.exec(&event_copy("globex", "restored-event"));
+    // A restore on another server: the marks and the rows keep the first server's ids.
+    pg.exec(
+        "UPDATE tenant_reconcile.subscribers SET horizon = '999999999999';
+         UPDATE tenant_reconcile.outbox SET tx = '999999999000'",
+    );
+    pg.exec(&event_copy("globex", "after-restore"));
     assert!(deliver(&repo).starts_with("Delivered 1 event;"));
     assert_eq!(
         pg.count(
@@ -561,6 +565,11 @@ fn on_postgres_a_subscriber_marked_by_id_or_on_another_server_is_read_on_from_th
              WHERE horizon >= '999999999999' OR horizon IS NULL"
         ),
         0
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.outbox WHERE tx >= '999999999000'"),
+        0,
+        "the first server's ids are set aside, so no row is read again by them"
     );
     assert!(deliver(&repo).starts_with("Delivered 0 events"));
     let sent: Vec<String> = r

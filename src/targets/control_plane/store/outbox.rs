@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 
-use crate::clients::sql::{read_rows, Pool, Statement};
+use crate::clients::sql::{read_rows, Dialect, Pool, Statement, Tx};
 use crate::model::outbox::{Attempt, AttemptRow, Due, Filter, Outcome, Row};
 use crate::targets::control_plane::store::ControlDb;
 use crate::targets::provider::{Outbox, ProviderError};
@@ -30,6 +30,38 @@ async fn horizon<C: ControlDb>(db: &C, pool: &Pool) -> Result<String, ProviderEr
     Ok(text
         .map_err(ProviderError::sql(WHAT))?
         .unwrap_or_else(|| "0".into()))
+}
+
+/// A database dumped on one Postgres server and restored on another keeps its rows'
+/// transaction ids and its subscribers' marks from the first, above any this server has given
+/// out, where they would hide every event written since. Found (each a lookup by index), each
+/// such subscriber is marked again by the largest id it was given, which the restore kept
+/// true, and read by id once; the rows' ids from the first server are set below every mark,
+/// so none is read again by them.
+async fn take_back_marks_from_another_server<C: ControlDb>(
+    db: &C,
+    tx: &mut Tx,
+) -> Result<(), ProviderError> {
+    let d = db.dialect();
+    Statement::new(
+        d,
+        "mark again a subscriber marked on another server",
+        "UPDATE {schema}.subscribers s SET horizon = NULL,
+           outbox_id = GREATEST(s.outbox_id, coalesce((SELECT max(x.outbox_id)
+             FROM {schema}.deliveries x WHERE x.subscriber = s.name), 0))
+         WHERE s.horizon > pg_snapshot_xmax(pg_current_snapshot())",
+    )
+    .execute(&mut *tx)
+    .await?;
+    Statement::new(
+        d,
+        "set aside the transaction ids of another server",
+        "UPDATE {schema}.outbox SET tx = CAST('0' AS xid8)
+         WHERE tx > pg_snapshot_xmax(pg_current_snapshot())",
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -53,10 +85,12 @@ impl<C: ControlDb> Outbox for C {
             let new = Statement::new(
                 d,
                 "record a subscriber",
-                "INSERT INTO {schema}.subscribers (name, outbox_id) VALUES ($1, 0)
-                 ON CONFLICT DO NOTHING RETURNING name",
+                "INSERT INTO {schema}.subscribers (name, outbox_id)
+                 SELECT $1, CASE WHEN $2 THEN 0 ELSE (SELECT coalesce(max(id), 0) FROM {schema}.outbox) END
+                 WHERE true ON CONFLICT DO NOTHING RETURNING name",
             )
             .text(name)
+            .bool(*history)
             .first(&mut tx)
             .await?
             .is_some();
@@ -92,6 +126,9 @@ impl<C: ControlDb> Outbox for C {
         Statement::new(d, "wait for the outbox", "{outbox turn}")
             .execute(&mut tx)
             .await?;
+        if matches!(d, Dialect::Postgres { .. }) {
+            take_back_marks_from_another_server(self, &mut tx).await?;
+        }
         for (name, types) in subscribers {
             // Only the events written since this subscriber's mark: the outbox is read by
             // index from there, never scanned whole. On Postgres that reads again the rows
