@@ -522,6 +522,73 @@ fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
     );
 }
 
+/// A webhook added while an event is being written (its id taken before the last one
+/// committed, its commit after the webhook was recorded) is given that event: it starts from
+/// the oldest writer still open, not from the largest id seen.
+#[test]
+fn on_postgres_a_webhook_added_while_an_event_is_written_is_given_it() {
+    let r = Receiver::start();
+    r.answer(serde_json::json!({"*": [200]}));
+    let pg = crate::pg::Pg::new();
+    let repo = pg_repo_for(&pg, &r);
+    repo.apply();
+    assert!(deliver(&repo).starts_with("Delivered"));
+    let mut slow = Command::new("psql")
+        .args(["-qX", "-v", "ON_ERROR_STOP=1", &pg.url()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("psql must be installed");
+    let mut to_slow = slow.stdin.take().unwrap();
+    use std::io::Write as _;
+    writeln!(to_slow, "BEGIN;\n{}", event_copy("acme", "slow-event")).unwrap();
+    to_slow.flush().unwrap();
+    let started = std::time::Instant::now();
+    while pg.count("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()") == 0 {
+        assert!(started.elapsed().as_secs() < 30, "the slow writer never began");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    pg.exec(&event_copy("globex", "fast-event"));
+    let r2 = Receiver::start();
+    r2.answer(serde_json::json!({"*": [200]}));
+    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{config}webhook \"audit\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n}}\n",
+            r2.port
+        ),
+    );
+    // The apply that comes with it records the webhook before it writes its own event; the
+    // slow writer commits after that, before any relay runs.
+    let tenant = repo.path().join("tenants/initech.yaml");
+    let initech = std::fs::read_to_string(&tenant).unwrap();
+    std::fs::write(&tenant, format!("{initech}status: suspended\n")).unwrap();
+    repo.apply();
+    writeln!(to_slow, "COMMIT;").unwrap();
+    drop(to_slow);
+    assert!(slow.wait().unwrap().success());
+    deliver(&repo);
+    let audit: Vec<String> = r2
+        .requests()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(audit.contains(&"slow-event".to_string()), "{audit:?}");
+    let types: Vec<String> = r2
+        .requests()
+        .iter()
+        .filter(|g| g["slug"] == "initech")
+        .map(|g| g["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        ["TenantSuspended"],
+        "only what came after it of initech's"
+    );
+    assert!(deliver(&repo).starts_with("Delivered 0 events"));
+}
+
 /// A subscriber marked by an earlier version, by the largest id it was given, is read by id
 /// once and then marked by transaction; one marked on another server (the database dumped
 /// and restored there), above any transaction this one has given out, is read whole once.
