@@ -57,6 +57,15 @@ impl Receiver {
         std::fs::write(&self.script, script.to_string()).unwrap();
     }
 
+    /// The webhook-id of every request, in the order they came.
+    fn ids(&self) -> Vec<String> {
+        let requests = self.requests();
+        requests
+            .iter()
+            .map(|g| g["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
@@ -326,17 +335,23 @@ fn a_missing_or_malformed_secret_is_a_clear_error_and_sends_nothing() {
     assert!(r.requests().is_empty());
 }
 
-/// A repo on `pg`'s own database whose events go to `r`.
-fn pg_repo_for(pg: &crate::pg::Pg, r: &Receiver) -> Repo {
-    let mut repo = pg.repo();
+/// Adds a webhook `name` to the repo's config, sending to `r` and signing with the test's
+/// secret; `more` is written into its block as it is (`history = true`).
+fn add_webhook(repo: &Repo, name: &str, r: &Receiver, more: &str) {
     let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
     repo.write(
         "tenant-reconcile.hcl",
         &format!(
-            "{config}\nwebhook \"billing\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n}}\n",
+            "{config}\nwebhook \"{name}\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n{more}}}\n",
             r.port
         ),
     );
+}
+
+/// A repo on `pg`'s own database whose events go to `r`.
+fn pg_repo_for(pg: &crate::pg::Pg, r: &Receiver) -> Repo {
+    let mut repo = pg.repo();
+    add_webhook(&repo, "billing", r, "");
     repo.env
         .push(("BILLING_WEBHOOK_SECRET".into(), SECRET.into()));
     repo
@@ -382,11 +397,7 @@ fn on_postgres_two_relays_at_once_never_send_one_event_twice() {
             text(&out.stdout)
         );
     }
-    let mut sent: Vec<String> = r
-        .requests()
-        .iter()
-        .map(|g| g["id"].as_str().unwrap().to_string())
-        .collect();
+    let mut sent = r.ids();
     sent.sort();
     let mut want = events.clone();
     want.sort();
@@ -449,6 +460,42 @@ fn event_copy(tenant_slug: &str, event_id: &str) -> String {
     )
 }
 
+/// A `psql` session that has written and not yet committed: another run's transaction,
+/// open for as long as the test holds it.
+struct OpenWriter {
+    psql: Child,
+    stdin: std::process::ChildStdin,
+}
+
+impl OpenWriter {
+    /// Sends `sql` inside a transaction left open, once the server shows it open.
+    fn begin(pg: &crate::pg::Pg, sql: &str) -> OpenWriter {
+        use std::io::Write as _;
+        let mut psql = Command::new("psql")
+            .args(["-qX", "-v", "ON_ERROR_STOP=1", &pg.url()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("psql must be installed");
+        let mut stdin = psql.stdin.take().unwrap();
+        writeln!(stdin, "BEGIN;\n{sql}").unwrap();
+        stdin.flush().unwrap();
+        let started = std::time::Instant::now();
+        while pg.count("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()") == 0 {
+            assert!(started.elapsed().as_secs() < 30, "the open writer never began");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        OpenWriter { psql, stdin }
+    }
+
+    fn commit(mut self) {
+        use std::io::Write as _;
+        writeln!(self.stdin, "COMMIT;").unwrap();
+        drop(self.stdin);
+        assert!(self.psql.wait().unwrap().success());
+    }
+}
+
 #[test]
 fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
     let r = Receiver::start();
@@ -459,21 +506,7 @@ fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
     assert!(deliver(&repo).starts_with("Delivered"));
     // A writer (another run, a relay) holds a transaction on the outbox. A run that starts
     // meanwhile must not wait for it: its tables are made already.
-    let mut slow = Command::new("psql")
-        .args(["-qX", "-v", "ON_ERROR_STOP=1", &pg.url()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("psql must be installed");
-    let mut to_slow = slow.stdin.take().unwrap();
-    use std::io::Write as _;
-    writeln!(to_slow, "BEGIN;\n{}", event_copy("acme", "slow-event")).unwrap();
-    to_slow.flush().unwrap();
-    let started = std::time::Instant::now();
-    while pg.count("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()") == 0 {
-        assert!(started.elapsed().as_secs() < 30, "the slow writer never began");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let slow = OpenWriter::begin(&pg, &event_copy("acme", "slow-event"));
     pg.exec(&event_copy("globex", "fast-event"));
     let mut relay = Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
         .args(["-C", repo.path().to_str().unwrap(), "events", "deliver"])
@@ -492,17 +525,14 @@ fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    writeln!(to_slow, "COMMIT;").unwrap();
-    drop(to_slow);
-    assert!(slow.wait().unwrap().success());
+    slow.commit();
     assert!(
         finished.is_some_and(|s| s.success()),
         "the relay waited for the other transaction"
     );
     let sent: Vec<String> = r
-        .requests()
-        .iter()
-        .map(|g| g["id"].as_str().unwrap().to_string())
+        .ids()
+        .into_iter()
         .filter(|id| id.ends_with("-event"))
         .collect();
     assert_eq!(sent, ["fast-event"]);
@@ -510,9 +540,8 @@ fn on_postgres_a_run_starts_while_another_transaction_writes_the_outbox() {
     // between must not have marked the outbox read past it.
     assert!(deliver(&repo).starts_with("Delivered 1 event;"));
     let sent: Vec<String> = r
-        .requests()
-        .iter()
-        .map(|g| g["id"].as_str().unwrap().to_string())
+        .ids()
+        .into_iter()
         .filter(|id| id.ends_with("-event"))
         .collect();
     assert_eq!(sent, ["fast-event", "slow-event"]);
@@ -533,47 +562,20 @@ fn on_postgres_a_webhook_added_while_an_event_is_written_is_given_it() {
     let repo = pg_repo_for(&pg, &r);
     repo.apply();
     assert!(deliver(&repo).starts_with("Delivered"));
-    let mut slow = Command::new("psql")
-        .args(["-qX", "-v", "ON_ERROR_STOP=1", &pg.url()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("psql must be installed");
-    let mut to_slow = slow.stdin.take().unwrap();
-    use std::io::Write as _;
-    writeln!(to_slow, "BEGIN;\n{}", event_copy("acme", "slow-event")).unwrap();
-    to_slow.flush().unwrap();
-    let started = std::time::Instant::now();
-    while pg.count("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND datname = current_database()") == 0 {
-        assert!(started.elapsed().as_secs() < 30, "the slow writer never began");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let slow = OpenWriter::begin(&pg, &event_copy("acme", "slow-event"));
     pg.exec(&event_copy("globex", "fast-event"));
     let r2 = Receiver::start();
     r2.answer(serde_json::json!({"*": [200]}));
-    let config = std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap();
-    repo.write(
-        "tenant-reconcile.hcl",
-        &format!(
-            "{config}webhook \"audit\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n}}\n",
-            r2.port
-        ),
-    );
+    add_webhook(&repo, "audit", &r2, "");
     // The apply that comes with it records the webhook before it writes its own event; the
     // slow writer commits after that, before any relay runs.
     let tenant = repo.path().join("tenants/initech.yaml");
     let initech = std::fs::read_to_string(&tenant).unwrap();
     std::fs::write(&tenant, format!("{initech}status: suspended\n")).unwrap();
     repo.apply();
-    writeln!(to_slow, "COMMIT;").unwrap();
-    drop(to_slow);
-    assert!(slow.wait().unwrap().success());
+    slow.commit();
     deliver(&repo);
-    let audit: Vec<String> = r2
-        .requests()
-        .iter()
-        .map(|g| g["id"].as_str().unwrap().to_string())
-        .collect();
+    let audit = r2.ids();
     assert!(audit.contains(&"slow-event".to_string()), "{audit:?}");
     let types: Vec<String> = r2
         .requests()
@@ -591,8 +593,8 @@ fn on_postgres_a_webhook_added_while_an_event_is_written_is_given_it() {
 
 /// A subscriber marked by an earlier version, by the largest id it was given, is read by id
 /// once and then marked by transaction; one marked on another server (the database dumped
-/// and restored there), above any transaction this one has given out, is read whole once.
-/// Either way each event is sent once.
+/// and restored there), above any transaction this one has given out, is marked again by the
+/// largest id it was given. Either way each event is sent once.
 #[test]
 fn on_postgres_a_subscriber_marked_by_id_or_on_another_server_is_read_on_from_there() {
     let r = Receiver::start();
@@ -639,11 +641,7 @@ fn on_postgres_a_subscriber_marked_by_id_or_on_another_server_is_read_on_from_th
         "the first server's ids are set aside, so no row is read again by them"
     );
     assert!(deliver(&repo).starts_with("Delivered 0 events"));
-    let sent: Vec<String> = r
-        .requests()
-        .iter()
-        .map(|g| g["id"].as_str().unwrap().to_string())
-        .collect();
+    let sent = r.ids();
     let mut once = sent.clone();
     once.sort();
     once.dedup();
@@ -771,13 +769,7 @@ fn a_webhook_added_later_gets_the_events_from_then_on_unless_it_asks_for_history
 
     // A second webhook that asks for history is given all six.
     let r2 = Receiver::start();
-    repo.write(
-        "tenant-reconcile.hcl",
-        &format!(
-            "{config}webhook \"audit\" {{\n  url = \"http://127.0.0.1:{}/hooks\"\n  secret_env = \"BILLING_WEBHOOK_SECRET\"\n  history = true\n}}\n",
-            r2.port
-        ),
-    );
+    add_webhook(&repo, "audit", &r2, "  history = true\n");
     assert!(deliver(&repo).starts_with("Delivered 6 events"));
     assert_eq!(r2.requests().len(), 6);
     assert_eq!(r.requests().len(), 1);
