@@ -108,9 +108,7 @@ impl Targets {
                 let started = std::time::Instant::now();
                 let mut live = LiveFleet::default();
                 p.refresh(&targets, &mut live).await?;
-                let queries: usize = live.calls.iter().map(|(_, n)| n).sum();
-                let elapsed = started.elapsed();
-                tracing::debug!(provider = p.name(), ?elapsed, queries, "refreshed");
+                log_refreshed(p.name(), started, &live);
                 Ok::<_, ProviderError>(live)
             });
         }
@@ -120,14 +118,7 @@ impl Targets {
             let started = std::time::Instant::now();
             let mut live = LiveFleet::default();
             exporter.refresh(&wanted, &mut live).await?;
-            let reads: usize = live.calls.iter().map(|(_, n)| n).sum();
-            let elapsed = started.elapsed();
-            tracing::debug!(
-                provider = exporter::Exporter::NAME,
-                ?elapsed,
-                queries = reads,
-                "refreshed"
-            );
+            log_refreshed(exporter::Exporter::NAME, started, &live);
             Ok::<_, ProviderError>(live)
         });
         // On an error the rest are stopped (dropping the set aborts them).
@@ -138,4 +129,11 @@ impl Targets {
         }
         Ok(live)
     }
+}
+
+/// What one refresh read, and how long it took, in the debug log.
+fn log_refreshed(source: &str, started: std::time::Instant, live: &LiveFleet) {
+    let queries: usize = live.calls.iter().map(|(_, n)| n).sum();
+    let elapsed = started.elapsed();
+    tracing::debug!(provider = source, ?elapsed, queries, "refreshed");
 }

@@ -77,6 +77,14 @@ impl<C: ControlDb> Outbox for C {
         let pool = self.tables().await?;
         let horizon = horizon(self, &pool).await?;
         let mut tx = pool.begin().await?;
+        // Once a run, before it reads the outbox: every relay and every apply registers
+        // its subscribers first.
+        if matches!(d, Dialect::Postgres { .. }) {
+            Statement::new(d, "wait for the outbox", "{outbox turn}")
+                .execute(&mut tx)
+                .await?;
+            take_back_marks_from_another_server(self, &mut tx).await?;
+        }
         for (name, history) in subscribers {
             // A new subscriber with its history is given every event kept; one without,
             // every event written from about now (on Postgres, from the oldest writer still
@@ -126,9 +134,6 @@ impl<C: ControlDb> Outbox for C {
         Statement::new(d, "wait for the outbox", "{outbox turn}")
             .execute(&mut tx)
             .await?;
-        if matches!(d, Dialect::Postgres { .. }) {
-            take_back_marks_from_another_server(self, &mut tx).await?;
-        }
         for (name, types) in subscribers {
             // Only the events written since this subscriber's mark: the outbox is read by
             // index from there, never scanned whole. On Postgres that reads again the rows
