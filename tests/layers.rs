@@ -14,10 +14,7 @@ use syn::visit::Visit;
 /// The files in an import circle today. Taking the skeleton apart takes them out, one by one;
 /// the test fails when a file joins a circle, and when one listed here has left it (so the
 /// list only shrinks).
-const IN_A_CIRCLE: &[&str] = &[
-    "targets/control_plane/postgres/control.rs",
-    "targets/control_plane/postgres/control_together.rs",
-];
+const IN_A_CIRCLE: &[&str] = &[];
 
 /// A module path, `["targets", "data", "postgres", "data"]`; the crate root is empty.
 type Module = Vec<String>;

@@ -29,6 +29,10 @@
 //!   given already is found by the delivery's key);
 //! - `{seen $N}`: the assignment that moves a subscriber's mark to the horizon bound, read
 //!   before what it marks;
+//! - `{json_list}`, `{json_map}`: the aggregates that fold rows into a JSON array, or an
+//!   object of key and value (null over no rows); `{json_array}`: a JSON array of values;
+//! - `{json_column col}`: a JSON column (or value) as JSON within those, not as its text;
+//! - `{json_bool col}`: a boolean column as JSON `true` or `false`;
 //! - `{outbox turn}`: a statement that makes the transaction wait its turn among those that
 //!   make deliveries from the outbox or prune it (an advisory lock of the schema's on
 //!   Postgres; SQLite's write transaction already has the file to itself).
@@ -177,6 +181,18 @@ impl Dialect {
                     schema.replace('\'', "''")
                 )
             }
+            (Dialect::Sqlite, "json_list") => "json_group_array".into(),
+            (Dialect::Postgres { .. }, "json_list") => "json_agg".into(),
+            (Dialect::Sqlite, "json_map") => "json_group_object".into(),
+            (Dialect::Postgres { .. }, "json_map") => "json_object_agg".into(),
+            (Dialect::Sqlite, "json_array") => "json_array".into(),
+            (Dialect::Postgres { .. }, "json_array") => "json_build_array".into(),
+            (Dialect::Sqlite, "json_column") => format!("json({arg})"),
+            (Dialect::Postgres { .. }, "json_column") => arg.into(),
+            (Dialect::Sqlite, "json_bool") => {
+                format!("json(CASE WHEN {arg} THEN 'true' ELSE 'false' END)")
+            }
+            (Dialect::Postgres { .. }, "json_bool") => arg.into(),
             (Dialect::Sqlite, "lock") => String::new(),
             (Dialect::Postgres { .. }, "lock") => format!("FOR UPDATE OF {arg} SKIP LOCKED"),
             _ => panic!("no such statement token: {{{name}}}"),
@@ -219,6 +235,16 @@ impl Pool {
             Pool::Postgres(p) => p.begin().await.map(Tx::Postgres),
         }
         .map_err(ProviderError::sql("begin"))
+    }
+}
+
+impl Pool {
+    /// Closes the pool's connections, waiting for them: for a pool opened for one task alone.
+    pub async fn close(&self) {
+        match self {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
     }
 }
 

@@ -746,34 +746,15 @@ pub trait ControlPlane: Provider + Outbox + Purge {
         &self,
         entries: &[crate::model::audit::AuditEntry],
     ) -> Result<(), ProviderError>;
-    /// Records that the resources `addresses` of `tenant_id` are purged (once; later calls
-    /// keep the first time).
-    async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError>;
     /// The control plane's part of a tenant's purge, once every other resource of it is
-    /// destroyed: its rows of `end.rows` deleted, the audit of `end.audited` completed, the
-    /// tombstone written and the tenant moved to `end.to`, in that order. Returns the
-    /// tombstone's attributes. Idempotent as each part is. This one makes a call of each;
-    /// a control plane that can makes them one transaction.
+    /// destroyed, in one transaction: its rows of `end.rows` deleted, the audit of
+    /// `end.audited` completed (once; a later call keeps the first time), the tombstone
+    /// written and the tenant moved to `end.to`. Returns the tombstone's attributes.
     async fn end_purge(
         &self,
         ctx: &StepContext<'_>,
         end: &PurgeEnd<'_>,
-    ) -> Result<Option<Attrs>, ProviderError> {
-        for key in end.rows {
-            self.purge(ctx, key).await?;
-        }
-        if !end.audited.is_empty() {
-            self.audit_done(ctx.tenant_id()?, end.audited).await?;
-        }
-        let attrs = match end.tombstone {
-            Some(change) => self.apply(ctx, change).await?,
-            None => None,
-        };
-        if let Some(to) = end.to {
-            self.transition(ctx, to).await?;
-        }
-        Ok(attrs)
-    }
+    ) -> Result<Option<Attrs>, ProviderError>;
     /// Writes an event about the tenant to the outbox that no lifecycle move carries
     /// (`TenantProvisioningFailed`).
     async fn emit_event(

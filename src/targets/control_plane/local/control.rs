@@ -17,10 +17,10 @@ use crate::model::lifecycle::Lifecycle;
 use crate::model::resource::Key;
 use crate::model::resource::Kind;
 use crate::slug::Slug;
-use crate::targets::control_plane::rows::{self, ControlRows};
-use crate::targets::control_plane::store::{control as store, ControlDb};
+use crate::targets::control_plane::store::{self, ControlDb, Reading};
 use crate::targets::provider::{
-    ControlPlane, LiveFleet, Provider, ProviderError, Purge, RefreshTarget, Smoke, StepContext,
+    ControlPlane, LiveFleet, Provider, ProviderError, Purge, PurgeEnd, RefreshTarget, Smoke,
+    StepContext,
 };
 
 const SCHEMA: &str = r#"
@@ -179,6 +179,24 @@ impl ControlDb for LocalControl {
     async fn tables(&self) -> Result<Pool, ProviderError> {
         Ok(Pool::Sqlite(self.pool().await?.clone()))
     }
+
+    /// Read-only connections of its own, four side by side: a plan must change nothing, not
+    /// even create the file.
+    async fn reader(&self) -> Result<Reading, ProviderError> {
+        if !self.path.exists() {
+            return Ok(Reading {
+                pool: None,
+                calls: 0,
+                close: false,
+            });
+        }
+        let pool = sqlite::open_reader(&self.path, 4).await?;
+        Ok(Reading {
+            calls: if pool.is_some() { 0 } else { 1 },
+            pool: pool.map(Pool::Sqlite),
+            close: true,
+        })
+    }
 }
 
 #[async_trait]
@@ -196,56 +214,7 @@ impl Provider for LocalControl {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
-        if !self.path.exists() {
-            live.calls.push((self.name(), 0));
-            return Ok(());
-        }
-        // Plan must change nothing, so it reads through read-only connections of its own.
-        // One query per table for the whole fleet, however many tenants there are, all four
-        // at once; flags and quotas arrive already grouped per tenant as JSON objects.
-        let Some(pool) = sqlite::open_reader(&self.path, 4).await? else {
-            live.calls.push((self.name(), 1));
-            return Ok(());
-        };
-        let registry = sqlite::spawn_fetch_json(
-            &pool,
-            "SELECT json_group_array(json_array(tenant_id, slug, name, plan, region, locale, \
-             isolation, json(labels), lifecycle, step)) FROM tenants",
-            "the registry",
-        );
-        let owners = sqlite::spawn_fetch_json(
-            &pool,
-            "SELECT json_group_array(json_array(tenant_id, email)) FROM memberships WHERE role = 'owner'",
-            "memberships",
-        );
-        let flags = sqlite::spawn_fetch_json(
-            &pool,
-            "SELECT json_group_object(tenant_id, json(m)) FROM \
-             (SELECT tenant_id, json_group_object(flag, json(CASE WHEN enabled THEN 'true' ELSE 'false' END)) AS m \
-              FROM feature_flags GROUP BY tenant_id)",
-            "feature flags",
-        );
-        let quotas = sqlite::spawn_fetch_json(
-            &pool,
-            "SELECT json_group_object(tenant_id, json(m)) FROM \
-             (SELECT tenant_id, json_group_object(name, value) AS m FROM quotas GROUP BY tenant_id)",
-            "quotas",
-        );
-        let (registry, owners, flags, quotas) =
-            (registry.await?, owners.await?, flags.await?, quotas.await?);
-        rows::record(
-            targets,
-            live,
-            ControlRows {
-                registry,
-                owners,
-                flags,
-                quotas,
-            },
-        );
-        pool.close().await;
-        live.calls.push((self.name(), 4));
-        Ok(())
+        store::refresh::refresh(self, targets, live).await
     }
 
     async fn apply(
@@ -254,7 +223,7 @@ impl Provider for LocalControl {
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
         let mut tx = self.tables().await?.begin().await?;
-        let attrs = store::apply_in(self, &mut tx, ctx, change).await?;
+        let attrs = store::control::apply_in(self, &mut tx, ctx, change).await?;
         tx.commit().await?;
         Ok(Some(attrs))
     }
@@ -270,7 +239,7 @@ impl Purge for LocalControl {
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        store::purge(self, ctx, key).await
+        store::control::purge(self, ctx, key).await
     }
 }
 
@@ -281,7 +250,7 @@ impl Smoke for LocalControl {
         ctx: &StepContext<'_>,
         _sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        store::smoke(self, ctx).await
+        store::control::smoke(self, ctx).await
     }
 }
 
@@ -291,18 +260,22 @@ impl ControlPlane for LocalControl {
         if entries.is_empty() {
             return Ok(());
         }
-        store::write_audits(self, &entries.iter().collect::<Vec<_>>()).await
+        store::control::write_audits(self, &entries.iter().collect::<Vec<_>>()).await
     }
 
-    async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
-        store::audit_done(self, &self.tables().await?, tenant_id, addresses).await
+    async fn end_purge(
+        &self,
+        ctx: &StepContext<'_>,
+        end: &PurgeEnd<'_>,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        store::purge_end::end_purge(self, ctx, end).await
     }
 
     async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {
         if !self.path.exists() {
             return Ok(Vec::new());
         }
-        store::audit_log(self, &self.tables().await?, slug).await
+        store::control::audit_log(self, &self.tables().await?, slug).await
     }
 
     async fn register(
@@ -310,7 +283,7 @@ impl ControlPlane for LocalControl {
         ctx: &StepContext<'_>,
         attrs: &Attrs,
     ) -> Result<String, ProviderError> {
-        store::register(self, ctx, attrs).await
+        store::control::register(self, ctx, attrs).await
     }
 
     async fn emit_event(
@@ -319,7 +292,7 @@ impl ControlPlane for LocalControl {
         kind: &str,
         detail: Value,
     ) -> Result<(), ProviderError> {
-        store::emit_event(self, ctx, kind, detail).await
+        store::control::emit_event(self, ctx, kind, detail).await
     }
 
     async fn set_outputs(
@@ -327,14 +300,14 @@ impl ControlPlane for LocalControl {
         tenant_id: &str,
         outputs: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ProviderError> {
-        store::set_outputs(self, tenant_id, outputs).await
+        store::control::set_outputs(self, tenant_id, outputs).await
     }
 
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
-        store::set_step(self, tenant_id, step).await
+        store::control::set_step(self, tenant_id, step).await
     }
 
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
-        store::transition(self, ctx, to).await
+        store::control::transition(self, ctx, to).await
     }
 }

@@ -2,12 +2,10 @@
 //! and the events outbox, as tables in the admin schema (`tenant_reconcile` by default).
 //! The product's services read these tables; no tenant role is granted them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use sqlx::PgConnection;
 use tokio::sync::OnceCell;
 
 use crate::clients::group_commit::{GroupCommit, Together, TENANTS_PER_BATCH};
@@ -20,12 +18,11 @@ use crate::model::lifecycle::Lifecycle;
 use crate::model::resource::Key;
 use crate::model::resource::Kind;
 use crate::slug::Slug;
-use crate::targets::control_plane::postgres::control_together::EndOfPurge;
-use crate::targets::control_plane::rows::{self, ControlRows, RegistryRow};
-use crate::targets::control_plane::store::{control as store, ControlDb};
+use crate::targets::control_plane::store::purge_end::{self, EndOfPurge};
+use crate::targets::control_plane::store::{self, ControlDb, Reading};
 use crate::targets::provider::{
-    unmanaged, ControlPlane, LiveFleet, Provider, ProviderError, Purge, PurgeEnd, RefreshTarget,
-    Smoke, StepContext,
+    ControlPlane, LiveFleet, Provider, ProviderError, Purge, PurgeEnd, RefreshTarget, Smoke,
+    StepContext,
 };
 
 /// `{schema}` is replaced by the quoted admin schema, a checked identifier.
@@ -140,14 +137,6 @@ CREATE TABLE IF NOT EXISTS {schema}.deletion_audit (
 ALTER TABLE {schema}.deletion_audit ADD COLUMN IF NOT EXISTS export_until text;
 "#;
 
-/// A tenant whose purge ends: the control-plane tables its rows go from, and the addresses
-/// whose audit rows are completed.
-pub(crate) struct Ending<'a> {
-    pub tenant_id: &'a str,
-    pub tables: &'a [&'static str],
-    pub audited: &'a [String],
-}
-
 pub struct PgControl {
     server: Arc<PgServer>,
     dialect: Dialect,
@@ -196,84 +185,9 @@ impl PgControl {
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError> {
         let mut tx = self.tables().await?.begin().await?;
-        let attrs = store::apply_in(self, &mut tx, ctx, change).await?;
+        let attrs = store::control::apply_in(self, &mut tx, ctx, change).await?;
         tx.commit().await?;
         Ok(Some(attrs))
-    }
-
-    /// [`ControlPlane::end_purge`] in one transaction, so one commit.
-    async fn end_purge_once(
-        &self,
-        ctx: &StepContext<'_>,
-        end: &PurgeEnd<'_>,
-    ) -> Result<Option<Attrs>, ProviderError> {
-        let tenant_id = ctx.tenant_id()?;
-        let tables = end
-            .rows
-            .iter()
-            .map(|key| rows::table_of(key.kind).ok_or_else(|| unmanaged(self, key.kind)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut tx = self.tables().await?.begin().await?;
-        let ending = Ending {
-            tenant_id,
-            tables: &tables,
-            audited: end.audited,
-        };
-        self.delete_and_complete(tx.postgres().expect("a Postgres transaction"), &[ending])
-            .await?;
-        let attrs = match end.tombstone {
-            Some(change) => Some(store::apply_in(self, &mut tx, ctx, change).await?),
-            None => None,
-        };
-        if let Some(to) = end.to {
-            store::transition_in(self, &mut tx, ctx, to).await?;
-        }
-        tx.commit().await?;
-        Ok(attrs)
-    }
-
-    pub(crate) async fn delete_and_complete(
-        &self,
-        tx: &mut PgConnection,
-        ends: &[Ending<'_>],
-    ) -> Result<(), ProviderError> {
-        let mut tables: Vec<&'static str> =
-            ends.iter().flat_map(|e| e.tables.iter().copied()).collect();
-        tables.sort_unstable();
-        tables.dedup();
-        let mut deletes = String::new();
-        for (n, table) in tables.iter().enumerate() {
-            deletes += &format!(
-                "d{n} AS (DELETE FROM {{schema}}.{table} WHERE tenant_id = ANY(${})), ",
-                n + 4
-            );
-        }
-        let sql = self.sql(&format!(
-            "WITH {deletes}done AS (SELECT 1)
-             UPDATE {{schema}}.deletion_audit a SET purged_at = $1
-             FROM unnest($2::text[], $3::text[]) AS c (tenant_id, address)
-             WHERE a.tenant_id = c.tenant_id AND a.address = c.address AND a.purged_at IS NULL"
-        ));
-        let (ids, addresses): (Vec<&str>, Vec<&str>) = ends
-            .iter()
-            .flat_map(|e| e.audited.iter().map(move |a| (e.tenant_id, a.as_str())))
-            .unzip();
-        let mut query = sqlx::query(&sql)
-            .bind(crate::model::lifecycle::now())
-            .bind(ids)
-            .bind(addresses);
-        for table in &tables {
-            let of: Vec<&str> = ends
-                .iter()
-                .filter(|e| e.tables.contains(table))
-                .map(|e| e.tenant_id)
-                .collect();
-            query = query.bind(of);
-        }
-        query.execute(&mut *tx).await.map_err(ProviderError::sql(
-            "purge the control-plane rows and complete the deletion audit",
-        ))?;
-        Ok(())
     }
 }
 
@@ -286,21 +200,21 @@ impl ControlDb for PgControl {
     async fn tables(&self) -> Result<Pool, ProviderError> {
         Ok(Pool::Postgres(self.pool().await?.clone()))
     }
-}
 
-/// `(tenant_id, {name: value})` rows as attribute maps per tenant.
-fn grouped(
-    rows: Result<Vec<(String, Value)>, sqlx::Error>,
-    what: &str,
-) -> Result<HashMap<String, Attrs>, ProviderError> {
-    rows.map_err(ProviderError::sql(what))?
-        .into_iter()
-        .map(|(id, map)| {
-            serde_json::from_value(map)
-                .map(|attrs| (id, attrs))
-                .map_err(ProviderError::failed(what))
+    /// The server's pool, once the tables are found: a plan makes none.
+    async fn reader(&self) -> Result<Reading, ProviderError> {
+        let pool = self.server.pool().await?;
+        let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{}.tenants", self.dialect.schema()))
+            .fetch_one(pool)
+            .await
+            .map_err(ProviderError::sql("look for the control-plane tables"))?;
+        Ok(Reading {
+            pool: exists.then(|| Pool::Postgres(pool.clone())),
+            calls: 1,
+            close: false,
         })
-        .collect()
+    }
 }
 
 #[async_trait]
@@ -318,56 +232,7 @@ impl Provider for PgControl {
         targets: &[RefreshTarget],
         live: &mut LiveFleet,
     ) -> Result<(), ProviderError> {
-        let pool = self.server.pool().await?;
-        let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
-            .bind(format!("{}.tenants", self.dialect.schema()))
-            .fetch_one(pool)
-            .await
-            .map_err(ProviderError::sql("look for the control-plane tables"))?;
-        if !exists {
-            live.calls.push((self.name(), 1));
-            return Ok(());
-        }
-        // One query per table for the whole fleet, however many tenants there are.
-        let registry_sql = self.sql(
-            "SELECT tenant_id, slug, name, plan, region, locale, isolation, labels, lifecycle, step FROM {schema}.tenants",
-        );
-        let registry: Vec<RegistryRow> = sqlx::query_as(&registry_sql)
-            .fetch_all(pool)
-            .await
-            .map_err(ProviderError::sql("read the registry"))?;
-        let owners_sql =
-            self.sql("SELECT tenant_id, email FROM {schema}.memberships WHERE role = 'owner'");
-        let owners: Vec<(String, String)> = sqlx::query_as(&owners_sql)
-            .fetch_all(pool)
-            .await
-            .map_err(ProviderError::sql("read memberships"))?;
-        let flags_sql = self.sql(
-            "SELECT tenant_id, jsonb_object_agg(flag, enabled) FROM {schema}.feature_flags GROUP BY tenant_id",
-        );
-        let flags = grouped(
-            sqlx::query_as(&flags_sql).fetch_all(pool).await,
-            "read feature flags",
-        )?;
-        let quotas_sql = self.sql(
-            "SELECT tenant_id, jsonb_object_agg(name, value) FROM {schema}.quotas GROUP BY tenant_id",
-        );
-        let quotas = grouped(
-            sqlx::query_as(&quotas_sql).fetch_all(pool).await,
-            "read quotas",
-        )?;
-        rows::record(
-            targets,
-            live,
-            ControlRows {
-                registry,
-                owners,
-                flags,
-                quotas,
-            },
-        );
-        live.calls.push((self.name(), 5));
-        Ok(())
+        store::refresh::refresh(self, targets, live).await
     }
 
     async fn apply(
@@ -384,7 +249,7 @@ impl Provider for PgControl {
 #[async_trait]
 impl Purge for PgControl {
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        retry!("purge", store::purge(self, ctx, key))
+        retry!("purge", store::control::purge(self, ctx, key))
     }
 }
 
@@ -395,7 +260,7 @@ impl Smoke for PgControl {
         ctx: &StepContext<'_>,
         _sql: &[&crate::model::checks::CheckSpec],
     ) -> Vec<crate::model::health::CheckOutcome> {
-        store::smoke(self, ctx).await
+        store::control::smoke(self, ctx).await
     }
 }
 
@@ -406,7 +271,7 @@ impl ControlPlane for PgControl {
         ctx: &StepContext<'_>,
         attrs: &Attrs,
     ) -> Result<String, ProviderError> {
-        retry!("register", store::register(self, ctx, attrs))
+        retry!("register", store::control::register(self, ctx, attrs))
     }
 
     async fn emit_event(
@@ -415,7 +280,7 @@ impl ControlPlane for PgControl {
         kind: &str,
         detail: Value,
     ) -> Result<(), ProviderError> {
-        store::emit_event(self, ctx, kind, detail).await
+        store::control::emit_event(self, ctx, kind, detail).await
     }
 
     async fn set_outputs(
@@ -423,15 +288,15 @@ impl ControlPlane for PgControl {
         tenant_id: &str,
         outputs: &std::collections::BTreeMap<String, String>,
     ) -> Result<(), ProviderError> {
-        store::set_outputs(self, tenant_id, outputs).await
+        store::control::set_outputs(self, tenant_id, outputs).await
     }
 
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
-        retry!("set step", store::set_step(self, tenant_id, step))
+        retry!("set step", store::control::set_step(self, tenant_id, step))
     }
 
     async fn transition(&self, ctx: &StepContext<'_>, to: Lifecycle) -> Result<(), ProviderError> {
-        retry!("transition", store::transition(self, ctx, to))
+        retry!("transition", store::control::transition(self, ctx, to))
     }
 
     async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {
@@ -442,7 +307,7 @@ impl ControlPlane for PgControl {
             .audits
             .together(entries.to_vec(), "writing audits", |items| async move {
                 let entries: Vec<&AuditEntry> = items.iter().flatten().collect();
-                store::write_audits(self, &entries).await?;
+                store::control::write_audits(self, &entries).await?;
                 Ok::<_, ProviderError>(vec![Together::Done(()); items.len()])
             })
             .await;
@@ -450,14 +315,7 @@ impl ControlPlane for PgControl {
             return Ok(());
         }
         let entries: Vec<&AuditEntry> = entries.iter().collect();
-        retry!("audit", store::write_audits(self, &entries))
-    }
-
-    async fn audit_done(&self, tenant_id: &str, addresses: &[String]) -> Result<(), ProviderError> {
-        retry!("audit", async {
-            let pool = self.tables().await?;
-            store::audit_done(self, &pool, tenant_id, addresses).await
-        })
+        retry!("audit", store::control::write_audits(self, &entries))
     }
 
     async fn end_purge(
@@ -468,13 +326,15 @@ impl ControlPlane for PgControl {
         if let Some(item) = EndOfPurge::of(ctx, end) {
             let together = self
                 .ends
-                .together(item, "ending purges", |items| self.write_ends(items))
+                .together(item, "ending purges", |items| {
+                    purge_end::write_ends(self, items)
+                })
                 .await;
             if let Together::Done(attrs) = together {
                 return Ok(attrs);
             }
         }
-        retry!("end of the purge", self.end_purge_once(ctx, end))
+        retry!("end of the purge", purge_end::end_purge(self, ctx, end))
     }
 
     async fn audit_log(&self, slug: Option<&Slug>) -> Result<Vec<AuditEntry>, ProviderError> {
@@ -487,6 +347,6 @@ impl ControlPlane for PgControl {
         if !exists {
             return Ok(Vec::new());
         }
-        store::audit_log(self, &Pool::Postgres(pool.clone()), slug).await
+        store::control::audit_log(self, &Pool::Postgres(pool.clone()), slug).await
     }
 }

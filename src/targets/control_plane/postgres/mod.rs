@@ -2,6 +2,5 @@
 //! quotas and the outbox.
 
 pub mod control;
-pub mod control_together;
 
 pub use control::PgControl;

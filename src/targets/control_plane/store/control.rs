@@ -10,7 +10,7 @@ use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
 use crate::model::change::ResourceChange;
 use crate::model::health::CheckOutcome;
-use crate::model::lifecycle::{now, Lifecycle};
+use crate::model::lifecycle::Lifecycle;
 use crate::model::resource::{Key, Kind};
 use crate::slug::Slug;
 use crate::targets::control_plane::rows;
@@ -314,27 +314,6 @@ pub async fn write_audits<C: ControlDb + ?Sized>(
     .execute(&mut tx)
     .await?;
     tx.commit().await
-}
-
-/// Completes the audit rows of `addresses` (the first time only).
-pub async fn audit_done<C: ControlDb + ?Sized>(
-    db: &C,
-    pool: &Pool,
-    tenant_id: &str,
-    addresses: &[String],
-) -> Result<(), ProviderError> {
-    Statement::new(
-        db.dialect(),
-        "complete the deletion audit",
-        "UPDATE {schema}.deletion_audit SET purged_at = $1
-         WHERE tenant_id = $2 AND address IN ({each $3}) AND purged_at IS NULL",
-    )
-    .text(now())
-    .text(tenant_id)
-    .list(addresses)
-    .execute(pool)
-    .await
-    .map(drop)
 }
 
 /// The audit, of one tenant or of all, oldest first.

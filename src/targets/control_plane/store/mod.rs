@@ -5,6 +5,8 @@
 
 pub mod control;
 pub mod outbox;
+pub mod purge_end;
+pub mod refresh;
 
 use async_trait::async_trait;
 
@@ -18,4 +20,17 @@ pub trait ControlDb: Send + Sync {
 
     /// The pool writes and reads go through, its tables made on first use.
     async fn tables(&self) -> Result<Pool, ProviderError>;
+
+    /// A pool to read the tables through that makes nothing, for a plan.
+    async fn reader(&self) -> Result<Reading, ProviderError>;
+}
+
+/// A pool to read the control plane's tables through, if they exist.
+pub struct Reading {
+    /// `None` when there are no tables yet (a fleet never applied).
+    pub pool: Option<Pool>,
+    /// The calls it took to find out, for benchmarks.
+    pub calls: usize,
+    /// The pool was opened for this read alone, and is closed after it.
+    pub close: bool,
 }

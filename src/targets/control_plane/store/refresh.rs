@@ -1,0 +1,90 @@
+//! The control plane's refresh, once for both servers: one statement per table for the whole
+//! fleet, however many tenants there are, the four sent at once. Each folds its table into one
+//! JSON document: a driver hands rows over one at a time, and at 10,000 tenants that hand-off,
+//! not the server, was most of a refresh; one row makes it vanish. Flags and quotas arrive
+//! already grouped per tenant.
+
+use std::collections::HashMap;
+
+use serde::de::DeserializeOwned;
+
+use crate::clients::sql::{Dialect, Pool, Statement};
+use crate::targets::control_plane::rows::{self, ControlRows};
+use crate::targets::control_plane::store::{ControlDb, Reading};
+use crate::targets::provider::{LiveFleet, Provider, ProviderError, RefreshTarget};
+
+const REGISTRY: &str = "SELECT CAST({json_list}({json_array}(tenant_id, slug, name, plan, region, \
+     locale, isolation, {json_column labels}, lifecycle, step)) AS TEXT) FROM {schema}.tenants";
+const OWNERS: &str = "SELECT CAST({json_list}({json_array}(tenant_id, email)) AS TEXT) \
+     FROM {schema}.memberships WHERE role = 'owner'";
+const FLAGS: &str = "SELECT CAST({json_map}(tenant_id, {json_column m}) AS TEXT) FROM \
+     (SELECT tenant_id, {json_map}(flag, {json_bool enabled}) AS m \
+      FROM {schema}.feature_flags GROUP BY tenant_id) AS f";
+const QUOTAS: &str = "SELECT CAST({json_map}(tenant_id, {json_column m}) AS TEXT) FROM \
+     (SELECT tenant_id, {json_map}(name, value) AS m FROM {schema}.quotas GROUP BY tenant_id) AS q";
+
+/// Records the control-plane rows of `targets`' tenants in `live`. A plan changes nothing:
+/// the tables are read through [`ControlDb::reader`], which makes none.
+pub async fn refresh<C: ControlDb + Provider>(
+    db: &C,
+    targets: &[RefreshTarget],
+    live: &mut LiveFleet,
+) -> Result<(), ProviderError> {
+    let Reading { pool, calls, close } = db.reader().await?;
+    let Some(pool) = pool else {
+        live.calls.push((db.name(), calls));
+        return Ok(());
+    };
+    let d = db.dialect();
+    let registry = spawn_read(d, &pool, "read the registry", REGISTRY);
+    let owners = spawn_read(d, &pool, "read memberships", OWNERS);
+    let flags = spawn_read::<HashMap<_, _>>(d, &pool, "read feature flags", FLAGS);
+    let quotas = spawn_read::<HashMap<_, _>>(d, &pool, "read quotas", QUOTAS);
+    let read = async {
+        Ok::<_, ProviderError>((registry.await?, owners.await?, flags.await?, quotas.await?))
+    };
+    let read = read.await;
+    if close {
+        pool.close().await;
+    }
+    let (registry, owners, flags, quotas) = read?;
+    rows::record(
+        targets,
+        live,
+        ControlRows {
+            registry: registry.unwrap_or_default(),
+            owners: owners.unwrap_or_default(),
+            flags: flags.unwrap_or_default(),
+            quotas: quotas.unwrap_or_default(),
+        },
+    );
+    live.calls.push((db.name(), calls + 4));
+    Ok(())
+}
+
+/// `sql`'s one JSON document, read on a task of its own so the four reads overlap (on SQLite,
+/// each on a connection's thread); `None` for an empty table, whose aggregate is null.
+fn spawn_read<T: DeserializeOwned + Send + 'static>(
+    dialect: &Dialect,
+    pool: &Pool,
+    doing: &'static str,
+    sql: &'static str,
+) -> impl std::future::Future<Output = Result<Option<T>, ProviderError>> {
+    let statement = Statement::new(dialect, doing, sql);
+    let pool = pool.clone();
+    let task = tokio::spawn(async move {
+        let row = statement.first(&pool).await?;
+        let text = row
+            .map(|r| r.maybe_text(0))
+            .transpose()
+            .map_err(ProviderError::sql(doing))?
+            .flatten();
+        text.map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(ProviderError::failed(format!("{doing}: unexpected shape")))
+    });
+    async move {
+        task.await
+            .map_err(ProviderError::failed(format!("{doing}: the query stopped")))?
+    }
+}
