@@ -6,17 +6,51 @@
 //!
 //! Identifiers are built only from checked slugs and configured prefixes (plain names,
 //! checked at validate time and quoted); every value is a bound parameter.
+//!
+//! Tenants' data on PostgreSQL: a login role per tenant and an isolated slice.
+//!
+//! | isolation | slice | the tenant role gets |
+//! |---|---|---|
+//! | `shared` | rows in the shared schema's tables, each with a `tenant_id` column under ENABLE + FORCE row-level security | membership of the shared group role, which has DML on those tables |
+//! | `schema` | the schema `<schema_prefix><slug>`, owned by the admin | USAGE on it, DML on its tables and sequences |
+//! | `database` | the database `<database_prefix><slug>`, owned by the admin, CONNECT revoked from PUBLIC | CONNECT, USAGE on its `public` schema, DML on its tables |
+//!
+//! A catalog in the admin schema records roles (credentials version, fingerprint, and a
+//! digest of the password verifier), slices, applied migrations and seeds. Refresh reads it
+//! together with `pg_roles`, `pg_namespace`, `pg_database` and privilege functions in a
+//! fixed number of queries, whatever the fleet's size.
+//!
+//! Migrations and seeds of schema and shared slices are recorded in the same transaction as
+//! the change they record. A database slice's own copy (in its `tenant_reconcile_meta`
+//! schema) is authoritative; the catalog mirrors it after commit, so a crash in between is
+//! repaired by the next run, which finds the change done and only records it.
 
-pub mod data;
+mod apply;
+mod catalog;
+mod export;
+mod holdings;
+mod mark;
+mod migrate;
+mod purge;
 pub mod reach;
+mod refresh;
 pub mod smoke;
 
-pub use data::PgData;
+use std::sync::Arc;
 
-use crate::clients::postgres::PgServer;
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use crate::clients::group_commit::{GroupCommit, Together, TENANTS_PER_BATCH};
+use crate::clients::postgres::server::{quote, retry, PgServer};
+use crate::model::attrs::Attrs;
+use crate::model::change::ResourceChange;
+use crate::model::migration::Migration;
+use crate::model::resource::{Key, Kind};
 use crate::model::tenant::Isolation;
 use crate::slug::Slug;
 use crate::targets::data::Naming;
+use crate::targets::provider::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
 
 /// The URL a tenant's role connects with: its own database, or the admin database with its
 /// schema (or the shared schema) first on the search path.
@@ -42,4 +76,145 @@ pub fn tenant_url(
             naming.shared_schema
         ),
     }
+}
+
+/// A schema-mode tenant's purge, queued to go with others' ([`PgData::purge_together`]).
+struct TogetherPurge {
+    slug: Slug,
+    slice: Slice,
+    /// This state's mark for the tenant: what its schema and role must carry.
+    mark: crate::targets::provider::Mark,
+}
+
+pub struct PgData {
+    server: Arc<PgServer>,
+    naming: Naming,
+    migrations: Vec<Migration>,
+    schema: String,
+    catalog_ready: OnceCell<()>,
+    shared_ready: OnceCell<()>,
+    purges: GroupCommit<TogetherPurge, Together<()>>,
+}
+
+/// Where a slice's migrations run and how they are recorded.
+#[derive(Clone)]
+struct Slice {
+    isolation: Isolation,
+    /// Schema or database name (plain identifier).
+    name: String,
+    /// The schema its tables live in.
+    schema: String,
+    /// Who gets DML on its tables: the tenant's role, or the shared group.
+    grantee: String,
+}
+
+impl PgData {
+    pub fn new(server: Arc<PgServer>, migrations: Vec<Migration>, naming: Naming) -> PgData {
+        PgData {
+            schema: server.schema(),
+            server,
+            naming,
+            migrations,
+            catalog_ready: OnceCell::new(),
+            shared_ready: OnceCell::new(),
+            purges: GroupCommit::with_limit(TENANTS_PER_BATCH),
+        }
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        sql.replace("{schema}", &self.schema)
+            .replace("{shared}", &quote(&self.naming.shared_schema))
+            .replace("{group}", &quote(&self.naming.shared_group()))
+    }
+
+    fn slice(&self, slug: &Slug, isolation: Isolation) -> Slice {
+        let role = self.naming.role(slug);
+        match isolation {
+            Isolation::Shared => Slice {
+                isolation,
+                name: self.naming.shared_schema.clone(),
+                schema: self.naming.shared_schema.clone(),
+                grantee: self.naming.shared_group(),
+            },
+            Isolation::Schema => Slice {
+                isolation,
+                name: self.naming.schema(slug),
+                schema: self.naming.schema(slug),
+                grantee: role,
+            },
+            Isolation::Database => Slice {
+                isolation,
+                name: self.naming.database(slug),
+                schema: "public".into(),
+                grantee: role,
+            },
+        }
+    }
+
+    /// The slice the tenant has, where the state recorded it (its file may ask for another
+    /// mode by now), by the name the config derives, which must be the recorded one.
+    fn recorded_slice(&self, ctx: &StepContext<'_>) -> Result<Option<Slice>, ProviderError> {
+        let Some(attrs) = ctx.recorded.get(&Key::new(Kind::DATABASE)) else {
+            return Ok(None);
+        };
+        let isolation = match attrs.str("isolation") {
+            "shared" => Isolation::Shared,
+            "database" => Isolation::Database,
+            _ => Isolation::Schema,
+        };
+        let slice = self.slice(&ctx.tenant.slug, isolation);
+        if slice.name != attrs.str("name") {
+            return Err(ProviderError::Refused(format!(
+                "the slice is recorded as {:?}, and the postgres block now names it {:?}; nothing was purged\n  hint: restore the prefixes it was made with",
+                attrs.str("name"),
+                slice.name
+            )));
+        }
+        Ok(Some(slice))
+    }
+}
+
+#[async_trait]
+impl Provider for PgData {
+    fn name(&self) -> &'static str {
+        "postgres data"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::ROLE, Kind::DATABASE, Kind::SEED]
+    }
+
+    fn forces_replace(&self, kind: Kind, field: &str) -> bool {
+        // Moving a tenant to another isolation mode builds a new slice; the old one, with
+        // its data, is kept.
+        kind == Kind::DATABASE && field == "isolation"
+    }
+
+    fn marks_after_create(&self, kind: Kind) -> bool {
+        // A database slice is commented on after CREATE DATABASE, which no transaction
+        // holds; roles and schemas are marked in the transaction that creates them.
+        kind == Kind::DATABASE
+    }
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        self.refresh_fleet(targets, live).await
+    }
+
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        if change.key.kind == Kind::DATABASE && ctx.tenant.isolation == Isolation::Database {
+            // Once, before any attempt: an attempt cut short after CREATE DATABASE leaves an
+            // unmarked database that the next attempt must not take for someone else's.
+            retry!("data", self.check_database(ctx, change))?;
+        }
+        retry!("data", self.apply_once(ctx, change))
+    }
+
+    crate::targets::provider::capabilities!(Export, Purge, Smoke);
 }

@@ -21,8 +21,12 @@ use sqlx::{Connection, Executor as _, PgConnection, Row};
 use crate::clients::postgres::server::{quote, PgServer};
 use crate::model::checks::{CheckSpec, Probe};
 use crate::model::health::CheckOutcome;
+use crate::model::resource::{Key, Kind};
 use crate::model::tenant::Isolation;
 use crate::smoke::verdicts::sql_verdict;
+use crate::targets::provider::{Smoke, StepContext};
+
+use super::PgData;
 
 /// What one tenant's checks work from.
 pub(crate) struct Target<'a> {
@@ -471,4 +475,51 @@ async fn query_check(
     let _ = tx.rollback().await;
     let first = row?.map(|r| r.try_get::<Option<bool>, _>(0).unwrap_or(None));
     sql_verdict(first)
+}
+
+#[async_trait::async_trait]
+impl Smoke for PgData {
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome> {
+        let started = std::time::Instant::now();
+        let fail = |why: String| {
+            vec![crate::model::health::CheckOutcome::fail(
+                "login",
+                why,
+                started.elapsed(),
+            )]
+        };
+        let slice = match self.recorded_slice(ctx) {
+            Ok(Some(s)) => s,
+            Ok(None) => return Vec::new(),
+            Err(e) => return fail(crate::causes::chain(&e)),
+        };
+        let (admin, tenant_id) = match (self.pool().await, ctx.tenant_id()) {
+            (Ok(p), Ok(id)) => (p, id),
+            (Err(e), _) | (_, Err(e)) => return fail(crate::causes::chain(&e)),
+        };
+        let role = self.naming.role(&ctx.tenant.slug);
+        let target = crate::targets::data::postgres::smoke::Target {
+            server: &self.server,
+            admin,
+            admin_schema: &self.schema,
+            admin_schema_name: self.server.schema_name(),
+            group: (slice.isolation == Isolation::Shared).then(|| self.naming.shared_group()),
+            slug: ctx.tenant.slug.as_str(),
+            tenant_id,
+            password: ctx
+                .key
+                .password(tenant_id, ctx.incarnation, &role, ctx.credentials_version),
+            role,
+            isolation: slice.isolation,
+            slice: slice.name,
+            schema: slice.schema,
+            seeded: ctx.recorded.contains_key(&Key::new(Kind::SEED)),
+            held: ctx.lifecycle != crate::model::lifecycle::Lifecycle::Active,
+        };
+        crate::targets::data::postgres::smoke::checks(&target, sql).await
+    }
 }

@@ -1,0 +1,439 @@
+//! A tenant's role and slice made as its plan says: the role with its derived password (sent
+//! as a SCRAM verifier), the slice (a shared tenant's rows, a schema or a database) with its
+//! grants, marked as this state's, and a database slice checked before it is made.
+
+use serde_json::json;
+use sqlx::{Connection, Executor as _, PgConnection};
+
+use crate::clients::postgres::scram;
+use crate::clients::postgres::server::{connection, literal, quote};
+use crate::model::attrs::Attrs;
+use crate::model::change::ResourceChange;
+use crate::model::resource::Kind;
+use crate::model::tenant::Isolation;
+use crate::slug::Slug;
+use crate::targets::provider::{
+    check_ours, desired_of, schema_version, seed_rows_of, unmanaged, Owner, ProviderError,
+    StepContext,
+};
+
+use super::{
+    catalog::META,
+    mark::{comment, Marked},
+    reach, PgData,
+};
+
+impl PgData {
+    pub(super) async fn apply_once(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let desired = desired_of(change)?;
+        match change.key.kind {
+            Kind::ROLE => self.apply_role(ctx, change, &desired.attrs).await.map(Some),
+            Kind::DATABASE => self
+                .apply_database(ctx, change, &desired.attrs)
+                .await
+                .map(Some),
+            Kind::SEED => {
+                self.apply_seed(ctx, seed_rows_of(desired)?).await?;
+                Ok(Some(desired.attrs.clone()))
+            }
+            other => Err(unmanaged(self, other)),
+        }
+    }
+
+    pub(super) async fn apply_role(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+        attrs: &Attrs,
+    ) -> Result<Attrs, ProviderError> {
+        let tenant_id = ctx.tenant_id()?;
+        let name = self.naming.role(&ctx.tenant.slug);
+        let login = ctx.login_opens(attrs);
+        let password = ctx.password(&name)?;
+        let fingerprint = crate::credentials::fingerprint(&password);
+        let verifier = scram::verifier(&password);
+        // The verifier is base64 and `$:`; it can hold no quote, and the server stores it
+        // as it is, so the password itself never leaves this process.
+        debug_assert!(!verifier.contains('\''));
+        let pool = self.pool().await?;
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        crate::clients::postgres::advisory_xact_lock(
+            tx.as_mut(),
+            &format!("tenant-reconcile/role/{name}"),
+        )
+        .await?;
+        let existing = comment(tx.as_mut(), Marked::Role, &name).await?;
+        if let Some(comment) = &existing {
+            check_ours(
+                ctx,
+                change,
+                &format!("the role {name}"),
+                &Owner::from_text(comment.as_deref()),
+            )?;
+        }
+        let verb = if existing.is_some() {
+            "ALTER"
+        } else {
+            "CREATE"
+        };
+        let options = if login { "LOGIN" } else { "NOLOGIN" };
+        tx.as_mut()
+            .execute(
+                format!(
+                    "{verb} ROLE {} WITH {options} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '{verifier}'",
+                    quote(&name)
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(ProviderError::sql(format!("{} the role {name}", verb.to_lowercase())))?;
+        // In the same transaction as the role: it never exists without its mark.
+        tx.as_mut()
+            .execute(
+                format!(
+                    "COMMENT ON ROLE {} IS {}",
+                    quote(&name),
+                    literal(&ctx.mark.text())
+                )
+                .as_str(),
+            )
+            .await
+            .map_err(ProviderError::sql(format!("mark the role {name}")))?;
+        let sql_0 = self.sql(
+            "INSERT INTO {schema}.roles (name, slug, tenant_id, credentials_version, password_fingerprint, verifier_digest)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET slug = excluded.slug, tenant_id = excluded.tenant_id,
+               credentials_version = excluded.credentials_version,
+               password_fingerprint = excluded.password_fingerprint, verifier_digest = excluded.verifier_digest",
+        );
+        sqlx::query(&sql_0)
+            .bind(&name)
+            .bind(ctx.tenant.slug.as_str())
+            .bind(tenant_id)
+            .bind(ctx.credentials_version as i32)
+            .bind(&fingerprint)
+            .bind(scram::digest(&verifier))
+            .execute(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("record the role"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        if !login {
+            // Suspension also ends the sessions the role already has.
+            let ended = sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            )
+            .bind(&name)
+            .execute(pool)
+            .await;
+            if let Err(e) = ended {
+                tracing::warn!(role = %name, error = %e, "could not end the suspended role's sessions");
+            }
+        }
+        Ok(crate::model::attrs::attrs([
+            ("name", json!(name)),
+            ("login", json!(login)),
+            ("credentials_version", json!(ctx.credentials_version)),
+            ("password_fingerprint", json!(fingerprint)),
+        ]))
+    }
+
+    pub(super) async fn apply_database(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+        attrs: &Attrs,
+    ) -> Result<Attrs, ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let slice = self.slice(slug, ctx.tenant.isolation);
+        let role = self.naming.role(slug);
+        let pool = self.pool().await?;
+        // First what the role (and in shared mode its group) was given beyond its slice is
+        // taken back; the slice's own grants, some of which that may take too, follow.
+        let (group, shared) = (self.naming.shared_group(), &self.naming.shared_schema);
+        reach::confine(
+            &self.server,
+            &role,
+            slice.isolation.as_str(),
+            &slice.name,
+            &group,
+            shared,
+        )
+        .await?;
+        if slice.isolation == Isolation::Shared
+            && reach::confine(&self.server, &group, "group", shared, &group, shared).await?
+        {
+            // Its rights on the shared schema went too; its tables' come back below.
+            let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+            crate::clients::postgres::lock_ddl(tx.as_mut()).await?;
+            tx.as_mut()
+                .execute(
+                    self.sql("GRANT USAGE ON SCHEMA {shared} TO {group}")
+                        .as_str(),
+                )
+                .await
+                .map_err(ProviderError::sql("grant the shared schema"))?;
+            tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        }
+        let applied = match slice.isolation {
+            Isolation::Shared | Isolation::Schema => {
+                if slice.isolation == Isolation::Shared {
+                    self.ensure_shared().await?;
+                    pool.execute(
+                        format!("GRANT {} TO {}", quote(&slice.grantee), quote(&role)).as_str(),
+                    )
+                    .await
+                    .map_err(ProviderError::sql("grant the shared group"))?;
+                } else {
+                    let s = quote(&slice.schema);
+                    let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+                    crate::clients::postgres::advisory_xact_lock(
+                        tx.as_mut(),
+                        &format!("tenant-reconcile/slice/schema/{}", slice.name),
+                    )
+                    .await?;
+                    match comment(tx.as_mut(), Marked::Schema, &slice.name).await? {
+                        Some(comment) => check_ours(
+                            ctx,
+                            change,
+                            &format!("the schema {}", slice.name),
+                            &Owner::from_text(comment.as_deref()),
+                        )?,
+                        None => {
+                            self.forget_slice(
+                                tx.as_mut(),
+                                Isolation::Schema,
+                                &slice.name,
+                                Some(slug),
+                            )
+                            .await?
+                        }
+                    }
+                    let create = format!(
+                        "CREATE SCHEMA IF NOT EXISTS {s};
+                         COMMENT ON SCHEMA {s} IS {mark};
+                         REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
+                         GRANT USAGE ON SCHEMA {s} TO {r};",
+                        r = quote(&role),
+                        mark = literal(&ctx.mark.text())
+                    );
+                    tx.as_mut()
+                        .execute(create.as_str())
+                        .await
+                        .map_err(ProviderError::sql(format!(
+                            "create the schema {}",
+                            slice.name
+                        )))?;
+                    tx.commit().await.map_err(ProviderError::sql("commit"))?;
+                }
+                let mut conn = connection(pool).await?;
+                self.migrate(&mut conn, &slice, None).await?
+            }
+            Isolation::Database => {
+                let db = quote(&slice.name);
+                // Whose it is was checked before this step's first attempt (`apply`).
+                self.create_database(pool, &slice.name, slug).await?;
+                // CREATE DATABASE cannot share a transaction with its comment: the executor
+                // recorded its intent first (`marks_after_create`).
+                let grant = format!(
+                    "COMMENT ON DATABASE {db} IS {mark}; REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {r};",
+                    r = quote(&role),
+                    mark = literal(&ctx.mark.text())
+                );
+                pool.execute(grant.as_str())
+                    .await
+                    .map_err(ProviderError::sql(format!(
+                        "grant the database {}",
+                        slice.name
+                    )))?;
+                let mut conn = self.server.connect_to(&slice.name).await?;
+                let result = async {
+                    (&mut conn)
+                        .execute(META)
+                        .await
+                        .map_err(ProviderError::sql("prepare the tenant database"))?;
+                    conn.execute(
+                        format!("GRANT USAGE ON SCHEMA public TO {}", quote(&role)).as_str(),
+                    )
+                    .await
+                    .map_err(ProviderError::sql("grant the public schema"))?;
+                    self.migrate(&mut conn, &slice, Some(pool)).await
+                }
+                .await;
+                let _ = conn.close().await;
+                result?
+            }
+        };
+        let sql_1 = self.sql(
+            "INSERT INTO {schema}.slices (slug, name, isolation, role) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (slug) DO UPDATE SET name = excluded.name, isolation = excluded.isolation, role = excluded.role",
+        );
+        sqlx::query(&sql_1)
+            .bind(slug.as_str())
+            .bind(&slice.name)
+            .bind(slice.isolation.as_str())
+            .bind(&role)
+            .execute(pool)
+            .await
+            .map_err(ProviderError::sql("record the slice"))?;
+        let mut out = attrs.clone();
+        out.insert("name", json!(slice.name));
+        out.insert("schema_version", schema_version(&self.migrations, applied));
+        out.insert("access", json!("granted"));
+        Ok(out)
+    }
+
+    /// Creates the database `name` unless it exists. CREATE DATABASE cannot run in a
+    /// transaction, so another session may be creating the same one (a twin, or the backend
+    /// of a killed run still finishing): its "already exists" or duplicate-key error means
+    /// wait and look again, until that session commits or gives up.
+    pub(super) async fn create_database(
+        &self,
+        pool: &sqlx::PgPool,
+        name: &str,
+        slug: &Slug,
+    ) -> Result<(), ProviderError> {
+        // From template0: whatever someone put in template1 (a large object a tenant made
+        // there, a table, a grant) is not copied into every tenant's database.
+        let create = format!("CREATE DATABASE {} TEMPLATE template0", quote(name));
+        for _ in 0..50 {
+            let (exists,): (bool,) =
+                sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                    .bind(name)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(ProviderError::sql("look for the database"))?;
+            if exists {
+                return Ok(());
+            }
+            let mut c = connection(pool).await?;
+            self.forget_slice(&mut c, Isolation::Database, name, Some(slug))
+                .await?;
+            match pool.execute(create.as_str()).await {
+                Ok(_) => return Ok(()),
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("42P04" | "23505")) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(source) => {
+                    return Err(ProviderError::Sql {
+                        context: format!("create the database {name}"),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(ProviderError::TimedOut(format!(
+            "another session kept creating the database {name} for 5 s without finishing; run apply again"
+        )))
+    }
+
+    /// Refuses a database slice that exists and is not this state's.
+    pub(super) async fn check_database(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<(), ProviderError> {
+        let name = self.naming.database(&ctx.tenant.slug);
+        let mut conn = connection(self.pool().await?).await?;
+        match comment(&mut conn, Marked::Database, &name).await? {
+            Some(comment) => check_ours(
+                ctx,
+                change,
+                &format!("the database {name}"),
+                &Owner::from_text(comment.as_deref()),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives every table of the shared schema a `tenant_id` column filled from the session's
+    /// tenant, and row-level security (forced, so even the owner is filtered) on it.
+    pub(super) async fn tenantize(
+        &self,
+        tx: &mut PgConnection,
+        schema: &str,
+    ) -> Result<(), ProviderError> {
+        let tables: Vec<(String, bool, bool, bool)> = sqlx::query_as(
+            "SELECT c.relname,
+                    EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
+                    c.relrowsecurity AND c.relforcerowsecurity,
+                    EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid AND p.polname = 'tenant_isolation'
+                      AND p.polcmd = '*' AND p.polpermissive AND p.polroles = '{0}'
+                      AND pg_get_expr(p.polqual, p.polrelid) = ANY($2)
+                      AND pg_get_expr(p.polwithcheck, p.polrelid) = ANY($2))
+             FROM {relations}
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')"
+            .replace("{relations}", crate::clients::postgres::RELATIONS_OF_SCHEMA)
+            .as_str(),
+        )
+        .bind(schema)
+        .bind(policy_texts(schema))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(ProviderError::sql("list the shared tables"))?;
+        let shared = quote(schema);
+        for (table, has_column, secured, has_policy) in tables {
+            if !crate::targets::data::is_plain_ident(&table) {
+                return Err(ProviderError::Refused(format!(
+                    "the shared table {table:?} needs a plain lower-case name to be put under row-level security"
+                )));
+            }
+            let t = format!("{shared}.{}", quote(&table));
+            let mut sql = String::new();
+            if !has_column {
+                sql += &format!("ALTER TABLE {t} ADD COLUMN tenant_id text NOT NULL DEFAULT {shared}.current_tenant_id();");
+            }
+            if !secured {
+                sql += &format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY; ALTER TABLE {t} FORCE ROW LEVEL SECURITY;");
+            }
+            if !has_policy {
+                // Missing, or changed by hand (another expression, roles or command).
+                sql += &format!(
+                    "DROP POLICY IF EXISTS tenant_isolation ON {t};
+                     CREATE POLICY tenant_isolation ON {t}
+                       USING (tenant_id = {shared}.current_tenant_id())
+                       WITH CHECK (tenant_id = {shared}.current_tenant_id());"
+                );
+            }
+            if !sql.is_empty() {
+                tx.execute(sql.as_str())
+                    .await
+                    .map_err(ProviderError::sql(format!(
+                        "secure the shared table {table}"
+                    )))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses `what` (a migration, or the grants) when the shared schema holds a view,
+/// materialized view or function that would read the shared tables with its owner's rights.
+pub(super) async fn refuse_unsafe(
+    tx: &mut PgConnection,
+    schema: &str,
+    what: &str,
+) -> Result<(), ProviderError> {
+    let found = reach::unsafe_in_shared(tx, schema).await?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(ProviderError::Refused(format!(
+        "{what} is refused: {}; a tenant's role would read other tenants' rows through it (row-level security filters only the roles it applies to, and neither a superuser nor a table's owner without FORCE is one)",
+        found.join("; ")
+    )))
+}
+
+/// The tenant policy's expression as the server prints it back, with the function's
+/// schema spelled out or (when the reader's search path holds the schema) left out.
+pub(super) fn policy_texts(shared_schema: &str) -> Vec<String> {
+    vec![
+        format!("(tenant_id = {shared_schema}.current_tenant_id())"),
+        "(tenant_id = current_tenant_id())".to_string(),
+    ]
+}

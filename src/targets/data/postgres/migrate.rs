@@ -1,0 +1,241 @@
+//! A slice's migrations and seed rows, each applied once and recorded with what it records.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use sqlx::{Connection, Executor as _, PgConnection};
+
+use crate::clients::postgres::server::{connection, quote};
+use crate::model::tenant::Isolation;
+use crate::slug::Slug;
+use crate::targets::provider::{ProviderError, StepContext};
+
+use super::{apply::refuse_unsafe, PgData, Slice};
+
+impl PgData {
+    /// Applies the migrations the slice has not had, each in its own transaction with its
+    /// record, then grants the slice's tables; returns how many migrations are applied.
+    /// `mirror` is the admin pool when the slice is a database of its own.
+    pub(super) async fn migrate(
+        &self,
+        conn: &mut PgConnection,
+        slice: &Slice,
+        mirror: Option<&sqlx::PgPool>,
+    ) -> Result<usize, ProviderError> {
+        let schema = quote(&slice.schema);
+        let lock = format!(
+            "tenant-reconcile/slice/{}/{}",
+            slice.isolation.as_str(),
+            slice.name
+        );
+        for m in &self.migrations {
+            let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+            crate::clients::postgres::advisory_xact_lock(tx.as_mut(), &lock).await?;
+            let recorded: Option<(String,)> = if mirror.is_some() {
+                sqlx::query_as("SELECT checksum FROM tenant_reconcile_meta.migrations WHERE version = $1")
+                    .bind(&m.version)
+                    .fetch_optional(tx.as_mut())
+                    .await
+            } else {
+                let sql_2 = self.sql(
+                    "SELECT checksum FROM {schema}.slice_migrations WHERE isolation = $1 AND slice = $2 AND version = $3",
+                );
+                sqlx::query_as(&sql_2)
+                .bind(slice.isolation.as_str())
+                .bind(&slice.name)
+                .bind(&m.version)
+                .fetch_optional(tx.as_mut())
+                .await
+            }
+            .map_err(ProviderError::sql("read the applied migrations"))?;
+            match recorded {
+                Some((checksum,)) if checksum != m.checksum => {
+                    return Err(ProviderError::Refused(format!(
+                        "migration {} was edited after it was applied to {} (checksum {} there, {} in the repo)",
+                        m.id(), slice.name, checksum, m.checksum
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    // Migrations are written by the repo's operators, not by tenants; they
+                    // run as the SQL they are, in the slice's schema.
+                    tx.as_mut()
+                        .execute(format!("SET LOCAL search_path = {schema}").as_str())
+                        .await
+                        .map_err(ProviderError::sql("set the search path"))?;
+                    tx.as_mut().execute(m.sql.as_str())
+                        .await
+                        .map_err(ProviderError::sql(format!("migration {} on {}", m.id(), slice.name)))?;
+                    if slice.isolation == Isolation::Shared {
+                        refuse_unsafe(tx.as_mut(), &slice.schema, &format!("migration {} on {}", m.id(), slice.name)).await?;
+                        self.tenantize(tx.as_mut(), &slice.schema).await?;
+                    }
+                    if mirror.is_some() {
+                        sqlx::query("INSERT INTO tenant_reconcile_meta.migrations (version, name, checksum) VALUES ($1, $2, $3)")
+                            .bind(&m.version)
+                            .bind(&m.name)
+                            .bind(&m.checksum)
+                            .execute(tx.as_mut())
+                            .await
+                            .map(drop)
+                    } else {
+                        self.record_migration(tx.as_mut(), slice, m).await
+                    }
+                    .map_err(ProviderError::sql("record the migration"))?;
+                }
+            }
+            tx.commit()
+                .await
+                .map_err(ProviderError::sql("commit the migration"))?;
+            if let Some(pool) = mirror {
+                let mut c = connection(pool).await?;
+                self.record_migration(&mut c, slice, m)
+                    .await
+                    .map_err(ProviderError::sql("record the migration in the catalog"))?;
+            }
+        }
+        // Grants are (re)applied every time: a revoked grant is drift this repairs. They
+        // take the slice's lock too: concurrent GRANTs on the same tables (shared tenants
+        // applied in parallel) fail with "tuple concurrently updated".
+        let grant = format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {g};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {g};",
+            g = quote(&slice.grantee)
+        );
+        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+        crate::clients::postgres::advisory_xact_lock(tx.as_mut(), &lock).await?;
+        if slice.isolation == Isolation::Shared {
+            // Made by hand since: granting it would show every tenant's rows.
+            refuse_unsafe(
+                tx.as_mut(),
+                &slice.schema,
+                &format!("the shared schema {}", slice.name),
+            )
+            .await?;
+        }
+        tx.as_mut()
+            .execute(grant.as_str())
+            .await
+            .map_err(ProviderError::sql(format!(
+                "grant the tables of {}",
+                slice.name
+            )))?;
+        if slice.isolation == Isolation::Shared {
+            // Row-level security switched off or a policy edited by hand is drift too.
+            self.tenantize(tx.as_mut(), &slice.schema).await?;
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(self.migrations.len())
+    }
+
+    pub(super) async fn apply_seed(
+        &self,
+        ctx: &StepContext<'_>,
+        rows_json: &str,
+    ) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let tenant_id = ctx.tenant_id()?;
+        let rows: Vec<(String, Vec<Map<String, Value>>)> =
+            serde_json::from_str::<HashMap<String, Vec<Map<String, Value>>>>(rows_json)
+                .map_err(ProviderError::failed("seed rows"))?
+                .into_iter()
+                .collect();
+        let slice = self.slice(slug, ctx.tenant.isolation);
+        let pool = self.pool().await?;
+        if slice.isolation == Isolation::Database {
+            let mut conn = self.server.connect_to(&slice.name).await?;
+            let result = async {
+                let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+                crate::clients::postgres::advisory_xact_lock(tx.as_mut(), "tenant-reconcile/seed")
+                    .await?;
+                let (done,): (bool,) =
+                    sqlx::query_as("SELECT EXISTS (SELECT 1 FROM tenant_reconcile_meta.seed)")
+                        .fetch_one(tx.as_mut())
+                        .await
+                        .map_err(ProviderError::sql("read the seed mark"))?;
+                if !done {
+                    insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug, false).await?;
+                    sqlx::query("INSERT INTO tenant_reconcile_meta.seed DEFAULT VALUES")
+                        .execute(tx.as_mut())
+                        .await
+                        .map_err(ProviderError::sql("mark the seed"))?;
+                }
+                tx.commit()
+                    .await
+                    .map_err(ProviderError::sql("commit the seed"))
+            }
+            .await;
+            let _ = conn.close().await;
+            result?;
+            self.record_seed(connection(pool).await?.as_mut(), slug)
+                .await?;
+            return Ok(());
+        }
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        crate::clients::postgres::advisory_xact_lock(
+            tx.as_mut(),
+            &format!("tenant-reconcile/seed/{slug}"),
+        )
+        .await?;
+        let (done,): (bool,) = sqlx::query_as(
+            &self.sql("SELECT EXISTS (SELECT 1 FROM {schema}.seeds WHERE slug = $1)"),
+        )
+        .bind(slug.as_str())
+        .fetch_one(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("read the seed mark"))?;
+        if done {
+            return Ok(());
+        }
+        let shared = slice.isolation == Isolation::Shared;
+        insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug, shared).await?;
+        self.record_seed(tx.as_mut(), slug).await?;
+        tx.commit()
+            .await
+            .map_err(ProviderError::sql("commit the seed"))
+    }
+}
+
+/// Inserts seed rows into the slice's tables. Table and column names were checked to be
+/// plain identifiers when the seed was compiled, and are quoted; each row travels as one
+/// bound JSON value that PostgreSQL converts to the columns' types.
+pub(super) async fn insert_rows(
+    tx: &mut PgConnection,
+    schema: &str,
+    tenant_id: &str,
+    rows: &[(String, Vec<Map<String, Value>>)],
+    slug: &Slug,
+    shared: bool,
+) -> Result<(), ProviderError> {
+    tx.execute(format!("SET LOCAL search_path = {}", quote(schema)).as_str())
+        .await
+        .map_err(ProviderError::sql("set the search path"))?;
+    // Shared tables fill tenant_id from this setting when the admin inserts.
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ProviderError::sql("set the tenant"))?;
+    for (table, list) in rows {
+        for row in list {
+            let mut row = row.clone();
+            if shared {
+                // A seed row of a shared table is the tenant's own, whatever its template
+                // rendered into `tenant_id` (a tenant's name is not JSON-encoded everywhere):
+                // the admin is not filtered by the policy's WITH CHECK when it is a superuser.
+                row.insert("tenant_id".into(), Value::String(tenant_id.to_string()));
+            }
+            let cols: Vec<String> = row.keys().map(|c| quote(c)).collect();
+            let cols = cols.join(", ");
+            let t = quote(table);
+            sqlx::query(&format!(
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{t}, $1)"
+            ))
+            .bind(Value::Object(row))
+            .execute(&mut *tx)
+            .await
+            .map_err(ProviderError::sql(format!("seed table {table} of {slug}")))?;
+        }
+    }
+    Ok(())
+}
