@@ -11,7 +11,11 @@ use sqlx::{Connection, Row};
 
 use crate::model::checks::{CheckSpec, Probe};
 use crate::model::health::CheckOutcome;
+use crate::model::resource::{Key, Kind};
 use crate::smoke::verdicts::sql_verdict;
+use crate::targets::provider::{Smoke, StepContext};
+
+use super::LocalData;
 
 pub async fn checks(path: &Path, seeded: bool, sql: &[&CheckSpec]) -> Vec<CheckOutcome> {
     let started = Instant::now();
@@ -121,4 +125,24 @@ async fn query_check(pool: &SqlitePool, sql: &str) -> Result<String, String> {
             .unwrap_or(None)
     });
     sql_verdict(first)
+}
+
+#[async_trait::async_trait]
+impl Smoke for LocalData {
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome> {
+        if !ctx.recorded.contains_key(&Key::new(Kind::DATABASE)) {
+            return Vec::new();
+        }
+        let seeded = ctx.recorded.contains_key(&Key::new(Kind::SEED));
+        crate::targets::data::local::smoke::checks(
+            &self.database_path(&ctx.tenant.slug),
+            seeded,
+            sql,
+        )
+        .await
+    }
 }

@@ -7,7 +7,9 @@
 //! Identifiers are built only from checked slugs and configured prefixes (plain names,
 //! checked at validate time and quoted); every value is a bound parameter.
 //!
-//! Tenants' data on PostgreSQL: a login role per tenant and an isolated slice.
+//! A file per capability: `refresh`, `apply`, `migrate` (migrations and seeds), `purge`,
+//! `holdings` (what a purge would take), `export`, `smoke`, `mark` (marks of ownership) and
+//! `catalog` (the tables the target keeps).
 //!
 //! | isolation | slice | the tenant role gets |
 //! |---|---|---|
