@@ -8,9 +8,10 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::hcl_file::{self, block_problem, Spans};
+use super::hcl_file::{self, Spans};
 use crate::clients::postgres::PostgresConfig;
 use crate::clients::s3::S3Config;
+use crate::clients::SettingProblem;
 use crate::diagnostic::Diagnostic;
 use crate::targets::buckets;
 
@@ -406,12 +407,7 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
                 .hint("the admin schema holds the registry; shared tenants' rows live apart"),
         );
     }
-    if pg.max_connections == 0 {
-        problems.push(spans.problem(
-            "postgres.max_connections",
-            "max_connections must be at least 1",
-        ));
-    }
+    problems.extend(setting_problems(spans, "postgres", pg.problems()));
     problems.extend(check_s3(spans, &config));
     let dir = Path::new(&config.migrations_dir);
     if dir.is_absolute()
@@ -472,42 +468,28 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
+/// A client's problems with its block's settings, each at its setting's line.
+fn setting_problems<'a>(
+    spans: &'a Spans,
+    block: &str,
+    found: Vec<SettingProblem>,
+) -> impl Iterator<Item = Diagnostic> + 'a {
+    let block = block.to_string();
+    found.into_iter().map(move |p| {
+        let problem = spans.problem(&format!("{block}.{}", p.key), p.message);
+        match p.hint {
+            Some(hint) => problem.hint(hint.to_string()),
+            None => problem,
+        }
+    })
+}
+
 /// The `s3` block's checks: the buckets' names are the bucket slot's to check; the rest is
 /// the S3 client's, which the state backend and exports use too.
 fn check_s3(spans: &Spans, config: &Config) -> Vec<Diagnostic> {
     let s3 = &config.s3;
     let mut problems = buckets::check_naming(spans, s3);
-    let mut problem = |key: &str, message: String, hint: &str| {
-        problems.push(block_problem(spans, "s3", key, message, hint));
-    };
-    if !["AES256", "aws:kms"].contains(&s3.encryption.as_str()) {
-        problem(
-            "encryption",
-            format!("unknown encryption {:?}", s3.encryption),
-            "encryption can be: AES256, aws:kms",
-        );
-    }
-    if s3.encryption == "aws:kms" && s3.kms_key_id.is_none() {
-        problem(
-            "encryption",
-            "aws:kms encryption needs kms_key_id".into(),
-            "set kms_key_id to the key's ARN or alias",
-        );
-    }
-    if !humantime::parse_duration(&s3.request_timeout).is_ok_and(|d| !d.is_zero()) {
-        problem(
-            "request_timeout",
-            format!("{:?} is not a duration", s3.request_timeout),
-            "write it like 30s or 2m",
-        );
-    }
-    if s3.concurrency == 0 {
-        problem(
-            "concurrency",
-            "concurrency must be at least 1".into(),
-            "it bounds the requests in flight while reading buckets",
-        );
-    }
+    problems.extend(setting_problems(spans, "s3", s3.problems()));
     if config.state.backend == "s3" && config.state.bucket.is_none() {
         problems.push(
             spans

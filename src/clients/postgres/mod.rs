@@ -25,6 +25,7 @@ use sqlx::{Executor as _, PgConnection, PgPool};
 use tokio::sync::OnceCell;
 
 use crate::clients::error::ProviderError;
+use crate::clients::SettingProblem;
 
 /// The `postgres` block: the server the postgres targets and state backend use.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -54,6 +55,22 @@ pub struct PostgresConfig {
     /// Connections to the server at most (apply's `--parallelism` is bounded by it too).
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+}
+
+impl PostgresConfig {
+    /// What does not hold in the server's own settings; the names of tenants' slices are the
+    /// data slot's to check (`targets::data::check_naming`).
+    pub fn problems(&self) -> Vec<SettingProblem> {
+        let mut problems = Vec::new();
+        if self.max_connections == 0 {
+            problems.push(SettingProblem {
+                key: "max_connections",
+                message: "max_connections must be at least 1".into(),
+                hint: None,
+            });
+        }
+        problems
+    }
 }
 
 impl Default for PostgresConfig {

@@ -4,6 +4,8 @@ pub mod client;
 
 use serde::Deserialize;
 
+use crate::clients::SettingProblem;
+
 /// The `s3` block: the S3-compatible store tenant buckets (and the s3 state backend) use.
 /// Credentials are never here: they come from the standard AWS chain (environment,
 /// profile, instance role).
@@ -66,6 +68,48 @@ impl Default for S3Config {
 }
 
 impl S3Config {
+    /// What does not hold in the block's own settings; the buckets' names are the bucket
+    /// slot's to check (`targets::buckets::check_naming`).
+    pub fn problems(&self) -> Vec<SettingProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |key, message: String, hint| {
+            problems.push(SettingProblem {
+                key,
+                message,
+                hint: Some(hint),
+            })
+        };
+        if !["AES256", "aws:kms"].contains(&self.encryption.as_str()) {
+            problem(
+                "encryption",
+                format!("unknown encryption {:?}", self.encryption),
+                "encryption can be: AES256, aws:kms",
+            );
+        }
+        if self.encryption == "aws:kms" && self.kms_key_id.is_none() {
+            problem(
+                "encryption",
+                "aws:kms encryption needs kms_key_id".into(),
+                "set kms_key_id to the key's ARN or alias",
+            );
+        }
+        if !humantime::parse_duration(&self.request_timeout).is_ok_and(|d| !d.is_zero()) {
+            problem(
+                "request_timeout",
+                format!("{:?} is not a duration", self.request_timeout),
+                "write it like 30s or 2m",
+            );
+        }
+        if self.concurrency == 0 {
+            problem(
+                "concurrency",
+                "concurrency must be at least 1".into(),
+                "it bounds the requests in flight while reading buckets",
+            );
+        }
+        problems
+    }
+
     /// `request_timeout` as a duration (checked when the file is loaded).
     pub fn request_timeout(&self) -> std::time::Duration {
         humantime::parse_duration(&self.request_timeout)

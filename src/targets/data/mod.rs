@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 
+// The identifier rules are the Postgres client's; the names built from them are this slot's.
+pub use crate::clients::postgres::{is_plain_ident, MAX_IDENT_BYTES};
 use crate::clients::postgres::{PgServer, PostgresConfig};
 use crate::diagnostic::Diagnostic;
 use crate::model::attrs::{attrs, Attrs};
@@ -48,10 +50,6 @@ pub fn login(
         .unwrap_or(Isolation::Schema);
     postgres::tenant_url(server, naming, slug, isolation, &role, &password)
 }
-
-/// PostgreSQL's identifier limit (NAMEDATALEN - 1). Longer names are silently truncated by
-/// the server, which could make two tenants share one role, so they are refused instead.
-pub const MAX_IDENT_BYTES: usize = 63;
 
 #[derive(Debug, Clone)]
 pub struct Naming {
@@ -170,15 +168,6 @@ pub fn check_identifier(spans: &Spans, key: &str, value: &str) -> Option<Diagnos
             )
             .hint("use lower-case letters, digits and _, starting with a letter or _, not pg_")
     })
-}
-
-/// Whether `name` is a plain lower-case identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes.
-/// Only such names are ever put into SQL, and always double-quoted.
-pub fn is_plain_ident(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some('a'..='z' | '_'))
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-        && name.len() <= MAX_IDENT_BYTES
 }
 
 /// A tenant's data slice as compiled and as every data target reads it back: one shape,
