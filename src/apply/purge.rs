@@ -212,8 +212,8 @@ impl Executor {
     }
 
     /// The control plane's part of the purge, once every other resource is destroyed: its
-    /// rows, the audit's completion, the tombstone and, with `to`, the move (one
-    /// transaction where the control plane can). Recorded in `ts` by the tenant's next
+    /// rows, the audit's completion, the tombstone and, with `to`, the move, in one
+    /// transaction. Recorded in `ts` by the tenant's next
     /// checkpoint: a kill before it leaves them for the rerun, which finds them done.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn end_purge(
