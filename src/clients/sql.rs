@@ -422,6 +422,63 @@ impl Statement {
     }
 }
 
+/// Runs `statements` in `tx`, in order: on Postgres as one statement, each but the last a
+/// data-modifying `WITH` part, so the server parses and plans once (a mass purge's drops make
+/// it plan every statement anew, in every session); on SQLite, which has no such parts, one
+/// after another. Each must only change rows (no `WITH` of its own); on Postgres they all see
+/// the rows as they were before any of them, so none may depend on another's changes.
+pub async fn execute_together(
+    tx: &mut Tx,
+    doing: &'static str,
+    statements: Vec<Statement>,
+) -> Result<(), ProviderError> {
+    if matches!(tx, Tx::Sqlite(_)) {
+        for statement in statements {
+            statement.execute(&mut *tx).await?;
+        }
+        return Ok(());
+    }
+    let mut parts = Vec::new();
+    let mut args = Vec::new();
+    for statement in statements {
+        parts.push(renumbered(&statement.sql, args.len()));
+        args.extend(statement.args);
+    }
+    let Some(last) = parts.pop() else {
+        return Ok(());
+    };
+    let sql = match parts.is_empty() {
+        true => last,
+        false => {
+            let with: Vec<String> = parts
+                .iter()
+                .enumerate()
+                .map(|(n, part)| format!("s{n} AS ({part})"))
+                .collect();
+            format!("WITH {} {last}", with.join(", "))
+        }
+    };
+    Statement { sql, args, doing }.execute(tx).await.map(drop)
+}
+
+/// `sql` with each placeholder `$N` as `$(N + by)`.
+fn renumbered(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 {
+            let n: usize = rest[..digits].parse().expect("digits");
+            out.push_str(&(n + by).to_string());
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A row of either server, read by column index as text, integer or boolean.
 pub enum Row {
     Sqlite(SqliteRow),
@@ -514,6 +571,33 @@ mod tests {
              jsonb_each_text(CAST($2 AS jsonb)) WHERE (d.lease_until IS NULL OR \
              d.lease_until < CAST($3 AS timestamptz)) \
              AND x = jsonb_set(payload, ARRAY['owner_email'], 'null') FOR UPDATE"
+        );
+    }
+
+    #[test]
+    fn a_table_folds_into_one_json_document_on_both_servers() {
+        let text = "SELECT CAST({json_map}(id, {json_column m}) AS TEXT) FROM \
+                    (SELECT id, {json_map}(k, {json_bool enabled}) AS m FROM t GROUP BY id) AS f; \
+                    SELECT CAST({json_list}({json_array}(id, {json_column labels})) AS TEXT) FROM t";
+        assert_eq!(
+            Dialect::Sqlite.sql(text),
+            "SELECT CAST(json_group_object(id, json(m)) AS TEXT) FROM (SELECT id, \
+             json_group_object(k, json(CASE WHEN enabled THEN 'true' ELSE 'false' END)) AS m FROM t \
+             GROUP BY id) AS f; SELECT CAST(json_group_array(json_array(id, json(labels))) AS TEXT) FROM t"
+        );
+        let pg = Dialect::Postgres { schema: "s".into() };
+        assert_eq!(
+            pg.sql(text),
+            "SELECT CAST(json_object_agg(id, m) AS TEXT) FROM (SELECT id, json_object_agg(k, enabled) \
+             AS m FROM t GROUP BY id) AS f; SELECT CAST(json_agg(json_build_array(id, labels)) AS TEXT) FROM t"
+        );
+    }
+
+    #[test]
+    fn placeholders_move_past_the_statements_before() {
+        assert_eq!(
+            renumbered("UPDATE t SET a = $1 WHERE b = $12 AND c = '$[0]'", 3),
+            "UPDATE t SET a = $4 WHERE b = $15 AND c = '$[0]'"
         );
     }
 

@@ -599,6 +599,26 @@ mod tests {
     }
 
     #[test]
+    fn the_clients_settings_are_said_at_their_lines() {
+        let e = parse(
+            "postgres {\n  max_connections = 0\n}\ns3 {\n  concurrency = 0\n  request_timeout = \"soon\"\n}\n",
+        )
+        .unwrap_err();
+        let said: Vec<_> = e
+            .iter()
+            .map(|d| (d.field.as_deref().unwrap_or(""), d.line, d.hint.is_some()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                ("postgres.max_connections", 2, false),
+                ("s3.request_timeout", 6, true),
+                ("s3.concurrency", 5, true)
+            ]
+        );
+    }
+
+    #[test]
     fn unknown_target_is_an_error() {
         let e = parse("targets {\n  data = \"mongo\"\n}\n").unwrap_err();
         assert_eq!(e[0].field.as_deref(), Some("targets.data"));

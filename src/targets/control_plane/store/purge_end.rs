@@ -12,7 +12,7 @@
 use serde_json::json;
 
 use crate::clients::group_commit::Together;
-use crate::clients::sql::{Statement, Tx};
+use crate::clients::sql::{execute_together, Statement, Tx};
 use crate::model::attrs::Attrs;
 use crate::model::lifecycle::{now, Lifecycle};
 use crate::model::resource::Kind;
@@ -31,7 +31,7 @@ struct Ending<'a> {
 }
 
 /// The rows of the tenants of `ends` deleted and their audit rows completed, in `tx`: a
-/// statement per table and one for the audit, for all of them.
+/// statement per table and one for the audit, for all of them, sent together.
 async fn delete_and_complete<C: ControlDb + ?Sized>(
     db: &C,
     tx: &mut Tx,
@@ -41,40 +41,45 @@ async fn delete_and_complete<C: ControlDb + ?Sized>(
         ends.iter().flat_map(|e| e.tables.iter().copied()).collect();
     tables.sort_unstable();
     tables.dedup();
+    let mut statements = Vec::new();
     for table in tables {
         let of = ends
             .iter()
             .filter(|e| e.tables.contains(&table))
             .map(|e| e.tenant_id);
         // The table is one of the constants of `rows::table_of`.
-        Statement::new(
-            db.dialect(),
-            "purge the tenants' control-plane rows",
-            &format!("DELETE FROM {{schema}}.{table} WHERE tenant_id IN ({{each $1}})"),
-        )
-        .list(of)
-        .execute(&mut *tx)
-        .await?;
+        statements.push(
+            Statement::new(
+                db.dialect(),
+                "purge the tenants' control-plane rows",
+                &format!("DELETE FROM {{schema}}.{table} WHERE tenant_id IN ({{each $1}})"),
+            )
+            .list(of),
+        );
     }
     let audited: Vec<serde_json::Value> = ends
         .iter()
         .flat_map(|e| e.audited.iter().map(|a| json!([e.tenant_id, a])))
         .collect();
-    if audited.is_empty() {
-        return Ok(());
+    if !audited.is_empty() {
+        statements.push(
+            Statement::new(
+                db.dialect(),
+                "complete the deletion audit",
+                "UPDATE {schema}.deletion_audit SET purged_at = $1
+                 WHERE purged_at IS NULL
+                   AND (tenant_id, address) IN (SELECT c.tenant_id, c.address FROM {rows $2 tenant_id address} AS c)",
+            )
+            .text(now())
+            .rows(audited),
+        );
     }
-    Statement::new(
-        db.dialect(),
-        "complete the deletion audit",
-        "UPDATE {schema}.deletion_audit SET purged_at = $1
-         WHERE purged_at IS NULL
-           AND (tenant_id, address) IN (SELECT c.tenant_id, c.address FROM {rows $2 tenant_id address} AS c)",
+    execute_together(
+        tx,
+        "purge the control-plane rows and complete the deletion audit",
+        statements,
     )
-    .text(now())
-    .rows(audited)
-    .execute(tx)
     .await
-    .map(drop)
 }
 
 /// [`crate::targets::provider::ControlPlane::end_purge`] for one tenant, in one transaction.
