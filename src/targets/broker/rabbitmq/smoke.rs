@@ -13,9 +13,12 @@ use lapin::{BasicProperties, Connection};
 
 use crate::model::attrs::Attrs;
 use crate::model::health::CheckOutcome;
+use crate::model::resource::{Key, Kind};
 use crate::targets::broker::RabbitmqConfig;
 use crate::targets::broker::{self, PERMISSIONS_ALL};
-use crate::targets::provider::StepContext;
+use crate::targets::provider::{Smoke, StepContext};
+
+use super::RabbitMq;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -133,4 +136,18 @@ async fn round_trip(url: &str, vhost: &str) -> Result<String, String> {
         });
     let _ = connection.close(200, "done").await;
     verdict
+}
+
+#[async_trait::async_trait]
+impl Smoke for RabbitMq {
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        _sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome> {
+        let Some(recorded) = ctx.recorded.get(&Key::new(Kind::VHOST)) else {
+            return Vec::new();
+        };
+        run(&self.config, ctx, recorded).await
+    }
 }
