@@ -422,6 +422,37 @@ impl Statement {
     }
 }
 
+/// The one JSON document a statement folds a table into (`{json_list}`, `{json_map}`), read on
+/// a task of its own so the reads of one refresh overlap (on SQLite, each on a connection's
+/// thread) and each parses its document apart; await the result. `None` for an empty table
+/// on Postgres, whose aggregate is then null. A driver hands rows over one at a time: at
+/// 10,000 tenants that hand-off, not the server, was most of a refresh, and one row makes it
+/// vanish.
+pub fn spawn_json<T: serde::de::DeserializeOwned + Send + 'static>(
+    dialect: &Dialect,
+    pool: &Pool,
+    doing: &'static str,
+    sql: &'static str,
+) -> impl std::future::Future<Output = Result<Option<T>, ProviderError>> {
+    let statement = Statement::new(dialect, doing, sql);
+    let pool = pool.clone();
+    let task = tokio::spawn(async move {
+        let row = statement.first(&pool).await?;
+        let text = row
+            .map(|r| r.maybe_text(0))
+            .transpose()
+            .map_err(ProviderError::sql(doing))?
+            .flatten();
+        text.map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(ProviderError::failed(format!("{doing}: unexpected shape")))
+    });
+    async move {
+        task.await
+            .map_err(ProviderError::failed(format!("{doing}: the query stopped")))?
+    }
+}
+
 /// Runs `statements` in `tx`, in order: on Postgres as one statement, each but the last a
 /// data-modifying `WITH` part, so the server parses and plans once (a mass purge's drops make
 /// it plan every statement anew, in every session); on SQLite, which has no such parts, one

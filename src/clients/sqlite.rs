@@ -194,40 +194,6 @@ fn narrow(path: &Path) -> Result<(), ProviderError> {
     Ok(())
 }
 
-/// [`fetch_json`] started now on a task of its own, so the queries of one refresh run side
-/// by side and each parses its document on its own thread; await the result.
-pub fn spawn_fetch_json<T: serde::de::DeserializeOwned + Send + 'static>(
-    pool: &SqlitePool,
-    sql: &'static str,
-    what: &'static str,
-) -> impl std::future::Future<Output = Result<T, ProviderError>> {
-    let pool = pool.clone();
-    let task = tokio::spawn(async move { fetch_json(&pool, sql, what).await });
-    async move {
-        task.await.map_err(ProviderError::failed(format!(
-            "read {what}: the query stopped"
-        )))?
-    }
-}
-
-/// Runs a query that folds a whole table into one JSON document (`json_group_array` or
-/// `json_group_object`) and parses it. sqlx hands every row from SQLite's thread to ours
-/// one at a time; at 10,000 tenants that hand-off, not SQLite, was most of a refresh, and one
-/// row makes it vanish.
-pub async fn fetch_json<T: serde::de::DeserializeOwned>(
-    pool: &SqlitePool,
-    sql: &str,
-    what: &str,
-) -> Result<T, ProviderError> {
-    let (text,): (String,) = sqlx::query_as(sql)
-        .fetch_one(pool)
-        .await
-        .map_err(ProviderError::sql(format!("read {what}")))?;
-    serde_json::from_str(&text).map_err(ProviderError::failed(format!(
-        "read {what}: unexpected shape"
-    )))
-}
-
 /// The tenant's own tables in its database, by name: not SQLite's, not ours.
 pub async fn user_tables(pool: &SqlitePool) -> Result<Vec<String>, ProviderError> {
     let tables: Vec<(String,)> = sqlx::query_as(

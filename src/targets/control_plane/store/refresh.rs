@@ -6,9 +6,7 @@
 
 use std::collections::HashMap;
 
-use serde::de::DeserializeOwned;
-
-use crate::clients::sql::{Dialect, Pool, Statement};
+use crate::clients::sql::spawn_json;
 use crate::targets::control_plane::rows::{self, ControlRows};
 use crate::targets::control_plane::store::{ControlDb, Reading};
 use crate::targets::provider::{LiveFleet, Provider, ProviderError, RefreshTarget};
@@ -36,10 +34,10 @@ pub async fn refresh<C: ControlDb + Provider>(
         return Ok(());
     };
     let d = db.dialect();
-    let registry = spawn_read(d, &pool, "read the registry", REGISTRY);
-    let owners = spawn_read(d, &pool, "read memberships", OWNERS);
-    let flags = spawn_read::<HashMap<_, _>>(d, &pool, "read feature flags", FLAGS);
-    let quotas = spawn_read::<HashMap<_, _>>(d, &pool, "read quotas", QUOTAS);
+    let registry = spawn_json(d, &pool, "read the registry", REGISTRY);
+    let owners = spawn_json(d, &pool, "read memberships", OWNERS);
+    let flags = spawn_json::<HashMap<_, _>>(d, &pool, "read feature flags", FLAGS);
+    let quotas = spawn_json::<HashMap<_, _>>(d, &pool, "read quotas", QUOTAS);
     let read = async {
         Ok::<_, ProviderError>((registry.await?, owners.await?, flags.await?, quotas.await?))
     };
@@ -60,31 +58,4 @@ pub async fn refresh<C: ControlDb + Provider>(
     );
     live.calls.push((db.name(), calls + 4));
     Ok(())
-}
-
-/// `sql`'s one JSON document, read on a task of its own so the four reads overlap (on SQLite,
-/// each on a connection's thread); `None` for an empty table, whose aggregate is null.
-fn spawn_read<T: DeserializeOwned + Send + 'static>(
-    dialect: &Dialect,
-    pool: &Pool,
-    doing: &'static str,
-    sql: &'static str,
-) -> impl std::future::Future<Output = Result<Option<T>, ProviderError>> {
-    let statement = Statement::new(dialect, doing, sql);
-    let pool = pool.clone();
-    let task = tokio::spawn(async move {
-        let row = statement.first(&pool).await?;
-        let text = row
-            .map(|r| r.maybe_text(0))
-            .transpose()
-            .map_err(ProviderError::sql(doing))?
-            .flatten();
-        text.map(|t| serde_json::from_str(&t))
-            .transpose()
-            .map_err(ProviderError::failed(format!("{doing}: unexpected shape")))
-    });
-    async move {
-        task.await
-            .map_err(ProviderError::failed(format!("{doing}: the query stopped")))?
-    }
 }

@@ -99,6 +99,7 @@ impl Provider for LocalData {
     fn kinds(&self) -> &'static [Kind] {
         &[Kind::ROLE, Kind::DATABASE, Kind::SEED]
     }
+
     async fn refresh(
         &self,
         targets: &[RefreshTarget],

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use serde_json::json;
 
+use crate::clients::sql::{spawn_json, Dialect, Pool};
 use crate::clients::sqlite;
 use crate::model::attrs::Attrs;
 use crate::model::resource::Kind;
@@ -27,19 +28,22 @@ impl LocalData {
             None
         };
         if let Some(pool) = catalog {
-            let role_rows = sqlite::spawn_fetch_json(
-                &pool,
+            let reader = Pool::Sqlite(pool.clone());
+            let role_rows = spawn_json(
+                &Dialect::Sqlite,
+                &reader,
+                "read roles",
                 "SELECT json_group_array(json_array(name, \
                  json(CASE WHEN login THEN 'true' ELSE 'false' END), \
                  credentials_version, password_fingerprint)) FROM roles",
-                "roles",
             );
-            let slice_rows = sqlite::spawn_fetch_json(
-                &pool,
+            let slice_rows = spawn_json(
+                &Dialect::Sqlite,
+                &reader,
+                "read slices",
                 "SELECT json_group_array(json_array(slug, name, isolation)) FROM slices",
-                "slices",
             );
-            let rows: Vec<(String, bool, i64, String)> = role_rows.await?;
+            let rows: Vec<(String, bool, i64, String)> = role_rows.await?.unwrap_or_default();
             for (name, login, version, fp) in rows {
                 roles.insert(
                     name.clone(),
@@ -51,7 +55,7 @@ impl LocalData {
                     ]),
                 );
             }
-            let rows: Vec<(String, String, String)> = slice_rows.await?;
+            let rows: Vec<(String, String, String)> = slice_rows.await?.unwrap_or_default();
             slices.extend(
                 rows.into_iter()
                     .map(|(slug, name, iso)| (slug, (name, iso))),
