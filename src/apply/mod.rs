@@ -287,7 +287,7 @@ impl Executor {
             // short is then finished with the new key, never undone with the old one.
             state.master_key_id = Some(key_id);
             state.prepare_snapshot();
-            lock.persist(&state).await?;
+            lock.persist(&mut state).await?;
         }
         let mark = Mark {
             state: self.state_name.clone(),
@@ -379,7 +379,7 @@ impl Executor {
             state.git_commit = Some(commit.clone());
         }
         state.prepare_snapshot();
-        lock.persist(&state).await?;
+        lock.persist(&mut state).await?;
         Ok(ApplyReport { outcomes })
     }
 

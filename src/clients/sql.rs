@@ -33,6 +33,8 @@
 //!   object of key and value (null over no rows); `{json_array}`: a JSON array of values;
 //! - `{json_column col}`: a JSON column (or value) as JSON within those, not as its text;
 //! - `{json_bool col}`: a boolean column as JSON `true` or `false`;
+//! - `{json_text col}`: a text column holding JSON, as that JSON within those, its text kept
+//!   as written (Postgres's `json`, not `jsonb`, which would reorder it);
 //! - `{outbox turn}`: a statement that makes the transaction wait its turn among those that
 //!   make deliveries from the outbox or prune it (an advisory lock of the schema's on
 //!   Postgres; SQLite's write transaction already has the file to itself).
@@ -189,6 +191,8 @@ impl Dialect {
             (Dialect::Postgres { .. }, "json_array") => "json_build_array".into(),
             (Dialect::Sqlite, "json_column") => format!("json({arg})"),
             (Dialect::Postgres { .. }, "json_column") => arg.into(),
+            (Dialect::Sqlite, "json_text") => format!("json({arg})"),
+            (Dialect::Postgres { .. }, "json_text") => format!("CAST({arg} AS json)"),
             (Dialect::Sqlite, "json_bool") => {
                 format!("json(CASE WHEN {arg} THEN 'true' ELSE 'false' END)")
             }
@@ -276,11 +280,20 @@ impl Tx {
 pub enum On<'a> {
     Pool(&'a Pool),
     Tx(&'a mut Tx),
+    /// A Postgres connection of the caller's own (a state lock's, which holds the lock), or
+    /// a transaction on it.
+    Conn(&'a mut sqlx::PgConnection),
 }
 
 impl<'a> From<&'a Pool> for On<'a> {
     fn from(pool: &'a Pool) -> On<'a> {
         On::Pool(pool)
+    }
+}
+
+impl<'a> From<&'a mut sqlx::PgConnection> for On<'a> {
+    fn from(conn: &'a mut sqlx::PgConnection) -> On<'a> {
+        On::Conn(conn)
     }
 }
 
@@ -340,6 +353,10 @@ macro_rules! sent {
                 .map($sqlite),
             On::Tx(Tx::Postgres(t)) => bound!(sqlx::query(&$st.sql), &$st.args)
                 .$method(t.as_mut())
+                .await
+                .map($postgres),
+            On::Conn(c) => bound!(sqlx::query(&$st.sql), &$st.args)
+                .$method(c)
                 .await
                 .map($postgres),
         }

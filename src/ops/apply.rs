@@ -83,13 +83,14 @@ pub async fn apply(
         }
     };
     if !plan.has_changes() {
-        // Checkpoints a killed run left are folded into one snapshot, so they are not
-        // replayed (and, on s3, listed and read) by every later run.
+        // Checkpoints a killed run left in a document (s3) are folded into one snapshot, so
+        // they are not listed and read by every later run; failures forgotten are written.
         let mut lock = lock;
         let mut state = state;
         // A state written before keys were recorded learns its key here, and a rotation
         // that re-keys nobody (no tenant has a role yet) still moves the state to the key.
-        let settled = state.checkpoints > 0 || state.observations > 0;
+        let settled =
+            state.checkpoints > 0 || state.observations > 0 || !state.unwritten.is_empty();
         let learns_key = !state.is_new()
             && plan.master_key_id.is_some()
             && state.master_key_id != plan.master_key_id
@@ -99,7 +100,7 @@ pub async fn apply(
         }
         if settled || learns_key {
             state.prepare_snapshot();
-            if let Err(e) = lock.persist(&state).await {
+            if let Err(e) = lock.persist(&mut state).await {
                 let _ = lock.unlock().await;
                 return Err(e.into());
             }

@@ -54,7 +54,7 @@ pub async fn state_rm(
         }
         state.released.extend(released.iter().cloned());
         state.prepare_snapshot();
-        lock.persist(&state).await?;
+        lock.persist(&mut state).await?;
         Ok(released)
     }
     .await;

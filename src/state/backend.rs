@@ -2,9 +2,12 @@
 //! through the lock.
 //!
 //! Writes go through [`StateLock`], so only the lock holder can write. A checkpoint records
-//! one tenant the moment a step succeeds and must be cheap (the local backend appends a line
-//! to a journal); `persist` writes the whole state and may be slower. Loading replays any
-//! checkpoints a killed run left behind, so nothing that was done is forgotten.
+//! one tenant the moment a step succeeds and must be cheap (the local and Postgres backends
+//! write that tenant's record alone, `records.rs`); `persist` writes what the state holds
+//! beyond its checkpoints (the header, tenants recorded in memory, removals). A state in
+//! the one-document format (the s3 backend's, and the others' before their first lock
+//! converts it) replays on load the checkpoints a killed run left behind, so nothing that
+//! was done is forgotten.
 
 use std::time::Duration;
 
@@ -163,8 +166,9 @@ pub trait StateLock: Send + Sync {
     /// at once (a remote store's latency must not serialize the run); one tenant's
     /// checkpoints come one after the other.
     async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError>;
-    /// Writes the whole state and forgets the checkpoints it includes.
-    async fn persist(&mut self, state: &State) -> Result<(), StateError>;
+    /// Writes the state beyond its checkpoints (a document backend writes it whole and
+    /// forgets the checkpoints it includes), and marks it written.
+    async fn persist(&mut self, state: &mut State) -> Result<(), StateError>;
     async fn unlock(self: Box<Self>) -> Result<(), StateError>;
 }
 

@@ -1,11 +1,18 @@
-//! The local state backend: `state.json` in the local target's folder, beside a checkpoint
-//! journal and a lock file.
+//! The local state backend: a SQLite file of records (`records.rs`) beside the path the
+//! config names, and a lock file.
 //!
-//! - `state.json` is replaced atomically (write a temporary file, fsync, rename), and the
-//!   previous version is kept as `state.json.backup`.
-//! - `state.json.journal` gets one JSON line per checkpoint. A line costs one `write`, so
-//!   every step is recorded the moment it succeeds even across 10,000 tenants; a process
-//!   killed with -9 leaves its lines in the page cache, where the next load finds them.
+//! - `state.db` (the named path with the extension `db`) holds the header and a record per
+//!   tenant; a step's checkpoint writes its tenant's record alone. SQLite over a file per
+//!   tenant: one read loads 100,000 records where a folder would need 100,000 opens, a
+//!   write is a transaction whatever it changes, and `sqlite3 state.db` or
+//!   `tenant-reconcile show --json` reads it.
+//! - `state.json` (the named path) is what an older tenant-reconcile wrote, one document
+//!   with a journal of checkpoints beside it (`state.json.journal`). It is read as it is
+//!   until the first run that takes the lock converts it: the document, with the journal's
+//!   entries, is copied to `state.json.v1-backup`, written as records in one transaction,
+//!   and then replaced by a stub that says where the records are, which an older
+//!   tenant-reconcile refuses as a newer format. A conversion cut short leaves the document
+//!   in place and is done again from it.
 //! - `state.json.lock` is held with an OS file lock, which the kernel releases when the
 //!   holder dies, and holds the holder's details for whoever is kept waiting.
 
@@ -16,8 +23,15 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
+use sqlx::sqlite::SqliteJournalMode;
+use sqlx::SqlitePool;
+
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
+use super::record_lock::{run_sqlite, RecordLock, RecordWriter};
+use super::records::{self, Checked, Records};
 use super::{Checkpoint, State};
+use crate::clients::error::ProviderError;
+use crate::clients::sql::{Dialect, Pool, Statement};
 use crate::private_files;
 
 pub struct LocalBackend {
@@ -48,18 +62,19 @@ impl StateBackend for LocalBackend {
     }
 
     async fn load(&self) -> Result<State, StateError> {
-        let mut state = match fs::read(&self.path) {
-            Ok(bytes) => State::decode(&bytes, || self.describe())?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::empty(),
-            Err(e) => return Err(Self::io("read", &self.path)(e)),
-        };
-        let journal = sibling(&self.path, ".journal");
-        match fs::read_to_string(&journal) {
-            Ok(text) => replay(&mut state, &text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Self::io("read", &journal)(e)),
+        match self.document()? {
+            Some(bytes) if !records::is_stub(&bytes) => self.load_document(&bytes),
+            // The stub is written when the records' file is made, before any record: a
+            // file without a header is a state not written yet.
+            Some(_) if self.db().exists() => {
+                Ok(self.read_records().await?.unwrap_or_else(State::empty))
+            }
+            Some(_) => Err(StateError::Corrupt {
+                path: self.describe(),
+                message: format!("its records are missing: {}", self.db().display()),
+            }),
+            None => Ok(State::empty()),
         }
-        Ok(state)
     }
 
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
@@ -67,7 +82,7 @@ impl StateBackend for LocalBackend {
         private_files::create_dir_all(dir).map_err(Self::io("create", dir))?;
         // The state names every tenant's owner: a state made by an older version with
         // looser modes is narrowed the first time it is locked again.
-        for suffix in ["", ".backup", ".journal"] {
+        for suffix in ["", ".backup", ".journal", ".v1-backup"] {
             let path = sibling(&self.path, suffix);
             private_files::tighten(&path).map_err(Self::io("narrow the mode of", &path))?;
         }
@@ -106,18 +121,152 @@ impl StateBackend for LocalBackend {
         let body = serde_json::to_vec_pretty(&info).expect("lock info serializes");
         file.write_all(&body)
             .map_err(Self::io("write", &lock_path))?;
-        let journal_path = sibling(&self.path, ".journal");
-        let journal = private_files::options()
-            .create(true)
-            .append(true)
-            .open(&journal_path)
-            .map_err(Self::io("open", &journal_path))?;
-        Ok(Box::new(LocalLock {
-            path: self.path.clone(),
-            journal_path,
-            journal,
+        let writer = LocalWriter {
+            db: self.db(),
+            stub: self.path.clone(),
+            pool: tokio::sync::OnceCell::new(),
             lock: file,
-        }))
+        };
+        // A state in the one-document format is converted now; a new one is made by its
+        // first write, so a run that writes nothing (declined, refused) leaves no file.
+        if let Some(bytes) = self.document()?.filter(|b| !records::is_stub(b)) {
+            self.convert(&bytes, &writer).await?;
+        }
+        Ok(Box::new(RecordLock::new(self.records(), Box::new(writer))))
+    }
+}
+
+impl LocalBackend {
+    /// Where the records are: the named path with the extension `db`.
+    fn db(&self) -> PathBuf {
+        self.path.with_extension("db")
+    }
+
+    fn records(&self) -> Records {
+        Records {
+            dialect: Dialect::Sqlite,
+            name: "state".into(),
+        }
+    }
+
+    /// The document at the named path, if there is one.
+    fn document(&self) -> Result<Option<Vec<u8>>, StateError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io("read", &self.path)(e)),
+        }
+    }
+
+    /// A one-document state, with the journal's checkpoints on top.
+    fn load_document(&self, bytes: &[u8]) -> Result<State, StateError> {
+        let mut state = State::decode(bytes, || self.describe())?;
+        let journal = sibling(&self.path, ".journal");
+        match fs::read_to_string(&journal) {
+            Ok(text) => replay(&mut state, &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Self::io("read", &journal)(e)),
+        }
+        Ok(state)
+    }
+
+    async fn read_records(&self) -> Result<Option<State>, StateError> {
+        let db = self.db();
+        let Some(pool) = crate::clients::sqlite::open_reader(&db, 1)
+            .await
+            .map_err(store("open the state's records"))?
+        else {
+            return Ok(None);
+        };
+        let pool = Pool::Sqlite(pool);
+        let describe = db.display().to_string();
+        let read = self.records().read(&pool, &describe).await;
+        pool.close().await;
+        read
+    }
+
+    /// Makes the one-document state in `bytes` records: backed up, written, then replaced
+    /// by the stub. Each part may be done again, so a conversion cut short anywhere is
+    /// finished by the next run.
+    async fn convert(&self, bytes: &[u8], writer: &LocalWriter) -> Result<(), StateError> {
+        let mut state = self.load_document(bytes)?;
+        let backup = sibling(&self.path, ".v1-backup");
+        let whole = serde_json::to_vec(&state).expect("state serializes");
+        private_files::write_atomic(&backup, &whole).map_err(Self::io("back up", &backup))?;
+        let pool = writer.pool().await?;
+        run_sqlite(pool, records::conversion(&self.records(), &mut state)).await?;
+        write_stub(&self.path, &self.db())?;
+        let journal = sibling(&self.path, ".journal");
+        match fs::remove_file(&journal) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Self::io("remove", &journal)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The stub at `path` that says the records are in `db`.
+fn write_stub(path: &Path, db: &Path) -> Result<(), StateError> {
+    let name = db.file_name().unwrap_or_default().to_string_lossy();
+    private_files::write_atomic(path, &records::stub(&name))
+        .map_err(LocalBackend::io("write", path))
+}
+
+fn store(context: &'static str) -> impl FnOnce(ProviderError) -> StateError {
+    move |source| StateError::Store {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// The records' file, opened (and made, with the stub beside it, for a new state) by the
+/// first write, and the lock file, let go of once that file is closed.
+struct LocalWriter {
+    db: PathBuf,
+    stub: PathBuf,
+    pool: tokio::sync::OnceCell<SqlitePool>,
+    lock: File,
+}
+
+impl LocalWriter {
+    async fn pool(&self) -> Result<&SqlitePool, StateError> {
+        self.pool
+            .get_or_try_init(|| async {
+                let pool = crate::clients::sqlite::open(&self.db, true, SqliteJournalMode::Wal)
+                    .await
+                    .map_err(store("open the state's records"))?;
+                for table in records::TABLES {
+                    Statement::new(&Dialect::Sqlite, "create the state's tables", table)
+                        .execute(&Pool::Sqlite(pool.clone()))
+                        .await
+                        .map_err(store("create the state's tables"))?;
+                }
+                if !self.stub.exists() {
+                    write_stub(&self.stub, &self.db)?;
+                }
+                Ok(pool)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl RecordWriter for LocalWriter {
+    async fn run(&self, statements: Vec<Checked>) -> Result<(), StateError> {
+        run_sqlite(self.pool().await?, statements).await
+    }
+
+    async fn release(self: Box<Self>) -> Result<(), StateError> {
+        if let Some(pool) = self.pool.get() {
+            pool.close().await;
+        }
+        let _ = self.lock.set_len(0);
+        self.lock.unlock().map_err(|source| StateError::Io {
+            action: "unlock",
+            path: "the state's lock file".into(),
+            source,
+        })
     }
 }
 
@@ -128,64 +277,6 @@ fn replay(state: &mut State, text: &str) {
         text.lines()
             .filter_map(|line| serde_json::from_str::<Checkpoint>(line).ok()),
     );
-}
-
-struct LocalLock {
-    path: PathBuf,
-    journal_path: PathBuf,
-    journal: File,
-    lock: File,
-}
-
-#[async_trait]
-impl StateLock for LocalLock {
-    async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError> {
-        let mut line = serde_json::to_vec(entry).expect("state serializes");
-        line.push(b'\n');
-        // One append per entry: a kill between entries never leaves half of one behind
-        // except at the very end, which `replay` skips; concurrent appends to a file opened
-        // for appending never interleave.
-        (&self.journal)
-            .write_all(&line)
-            .map_err(LocalBackend::io("write", &self.journal_path))
-    }
-
-    async fn persist(&mut self, state: &State) -> Result<(), StateError> {
-        let tmp = sibling(&self.path, ".tmp");
-        let body = serde_json::to_vec(state).expect("state serializes");
-        {
-            let mut f = private_files::create(&tmp).map_err(LocalBackend::io("write", &tmp))?;
-            f.write_all(&body)
-                .map_err(LocalBackend::io("write", &tmp))?;
-            f.write_all(b"\n")
-                .map_err(LocalBackend::io("write", &tmp))?;
-            f.sync_all().map_err(LocalBackend::io("sync", &tmp))?;
-        }
-        if self.path.exists() {
-            let backup = sibling(&self.path, ".backup");
-            fs::copy(&self.path, &backup)
-                .and_then(|_| private_files::tighten(&backup))
-                .map_err(LocalBackend::io("back up", &self.path))?;
-        }
-        fs::rename(&tmp, &self.path).map_err(LocalBackend::io("replace", &self.path))?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        // Entries in the journal are now part of the snapshot; their base serial no longer
-        // matches, so even if truncation fails they would be ignored.
-        self.journal
-            .set_len(0)
-            .map_err(LocalBackend::io("truncate", &self.journal_path))
-    }
-
-    async fn unlock(self: Box<Self>) -> Result<(), StateError> {
-        let _ = self.lock.set_len(0);
-        self.lock
-            .unlock()
-            .map_err(LocalBackend::io("unlock", &self.path))
-    }
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {

@@ -7,6 +7,8 @@
 pub mod backend;
 pub mod local;
 pub mod postgres;
+pub mod record_lock;
+pub mod records;
 pub mod retired;
 pub mod s3;
 
@@ -26,7 +28,13 @@ pub use crate::model::lifecycle::{now, Lifecycle};
 use crate::model::attrs::Attrs;
 use crate::model::resource::Key;
 
+/// The one-document format's version (`state.json`, the s3 backend's object).
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The records format's version (`records.rs`: a header and a record per tenant). Where a
+/// state in it is found by the one-document reader of an older tenant-reconcile, a document
+/// of this version says so, which that reader refuses as a newer format.
+pub const RECORDS_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct State {
@@ -59,6 +67,16 @@ pub struct State {
     /// but they are replayed by every load until a snapshot folds them in.
     #[serde(skip)]
     pub observations: u64,
+    /// In records (`records.rs`): the header's generation as stored, 0 before it is.
+    #[serde(skip)]
+    pub generation: u64,
+    /// In records: each tenant's record generation as stored (or as this run's pending
+    /// write will store it).
+    #[serde(skip)]
+    pub generations: std::collections::HashMap<String, u64>,
+    /// Tenants recorded in memory and not written yet: the next whole write writes them.
+    #[serde(skip)]
+    pub unwritten: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -195,11 +213,26 @@ pub struct Checkpoint {
     /// it does not move the serial, so a plan saved before a check still applies.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub observation: bool,
+    /// In records: the tenant's record generation before this entry is written (0: none
+    /// yet), and the one it gets (the same for an observation).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expected: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl State {
-    /// The checkpoint that records `tenant` on top of this state's last snapshot.
-    pub fn checkpoint(&self, slug: &str, tenant: &TenantState) -> Checkpoint {
+    /// The checkpoint that records `tenant` (recorded in memory already) on top of this
+    /// state's last snapshot, or of its record's generation, which it moves on: the caller
+    /// writes it.
+    pub fn checkpoint(&mut self, slug: &str, tenant: &TenantState) -> Checkpoint {
+        let expected = self.generations.get(slug).copied().unwrap_or(0);
+        self.generations.insert(slug.to_string(), expected + 1);
+        self.unwritten.remove(slug);
         Checkpoint {
             lineage: self.lineage.clone(),
             base_serial: self.serial_base(),
@@ -207,14 +240,18 @@ impl State {
             tenant: tenant.clone(),
             serial: self.serial,
             observation: false,
+            expected,
+            generation: expected + 1,
         }
     }
 
-    /// Records what was observed of one tenant (its health) without moving the serial,
-    /// and the checkpoint that says so.
+    /// Records what was observed of one tenant (its health) without moving the serial (or
+    /// its record's generation), and the checkpoint that says so.
     pub fn observe(&mut self, slug: &str, tenant: TenantState) -> Checkpoint {
         let mut entry = self.checkpoint(slug, &tenant);
         entry.observation = true;
+        entry.generation = entry.expected;
+        self.generations.insert(slug.to_string(), entry.expected);
         self.tenants.insert(slug.to_string(), tenant);
         entry
     }
@@ -297,8 +334,7 @@ impl State {
             migrations: raw.migrations,
             tenants,
             released: raw.released,
-            checkpoints: 0,
-            observations: 0,
+            ..State::empty()
         })
     }
 
@@ -316,6 +352,9 @@ impl State {
             released: Vec::new(),
             checkpoints: 0,
             observations: 0,
+            generation: 0,
+            generations: Default::default(),
+            unwritten: BTreeSet::new(),
         }
     }
 
@@ -327,6 +366,7 @@ impl State {
     /// Records one tenant's new state as a checkpoint: the serial moves with every change,
     /// so a plan made before it is known to be stale.
     pub fn record(&mut self, slug: String, tenant: TenantState) {
+        self.unwritten.insert(slug.clone());
         self.tenants.insert(slug, tenant);
         self.serial += 1;
         self.checkpoints += 1;

@@ -1,5 +1,11 @@
-//! The state in PostgreSQL, in the admin schema: one row per state name, the checkpoints
-//! written since its last full write, and the current lock holder's details.
+//! The state in PostgreSQL, in the admin schema: records (`records.rs`: a header and a row
+//! per tenant, each keyed by the state's name), and the current lock holder's details.
+//!
+//! A state an older tenant-reconcile wrote is one document per state name (`states`) with
+//! the checkpoints written since its last full write (`state_checkpoints`). It is read as
+//! it is until the first run that takes the lock converts it, in one transaction: the
+//! document, with its checkpoints, is kept in `state_v1_backups`, written as records, and
+//! replaced in `states` by a stub an older tenant-reconcile refuses as a newer format.
 //!
 //! The lock is a session-level advisory lock keyed on the state's own name, held by a
 //! connection of its own for the whole run: two unrelated states never block each other,
@@ -14,10 +20,12 @@ use async_trait::async_trait;
 use sqlx::{Connection, Executor as _, PgConnection};
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait, GONE_HOLDER_GRACE};
+use super::record_lock::{run_postgres, RecordLock, RecordWriter};
+use super::records::{self, Checked, Records};
 use super::{Checkpoint, State};
 use crate::clients::error::ProviderError;
-use crate::clients::group_commit::GroupCommit;
 use crate::clients::postgres::PgServer;
+use crate::clients::sql::Dialect;
 
 const TABLES: &str = r#"
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -37,6 +45,11 @@ CREATE TABLE IF NOT EXISTS {schema}.state_checkpoints (
 CREATE TABLE IF NOT EXISTS {schema}.state_locks (
     name text PRIMARY KEY,
     info text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.state_v1_backups (
+    name     text PRIMARY KEY,
+    body     text NOT NULL,
+    taken_at timestamptz NOT NULL DEFAULT now()
 );
 "#;
 
@@ -99,37 +112,28 @@ impl StateBackend for PgBackend {
             .pool()
             .await
             .map_err(provider("read the state"))?;
-        let (exists,): (bool,) = sqlx::query_as("SELECT to_regclass($1) IS NOT NULL")
-            .bind(format!("{}.states", self.schema))
-            .fetch_one(pool)
-            .await
-            .map_err(pg("read the state"))?;
-        if !exists {
-            return Ok(State::empty());
-        }
-        let body: Option<(String,)> =
-            sqlx::query_as(&self.sql("SELECT body FROM {schema}.states WHERE name = $1"))
-                .bind(&self.name)
-                .fetch_optional(pool)
+        let (records, document): (bool, bool) =
+            sqlx::query_as("SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL")
+                .bind(format!("{}.state_header", self.schema))
+                .bind(format!("{}.states", self.schema))
+                .fetch_one(pool)
                 .await
                 .map_err(pg("read the state"))?;
-        let mut state = match body {
-            Some((body,)) => State::decode(body.as_bytes(), || self.describe())?,
-            None => State::empty(),
-        };
-        let entries: Vec<(String,)> = sqlx::query_as(
-            &self.sql("SELECT entry FROM {schema}.state_checkpoints WHERE name = $1 ORDER BY seq"),
-        )
-        .bind(&self.name)
-        .fetch_all(pool)
-        .await
-        .map_err(pg("read the state's checkpoints"))?;
-        state.replay(
-            entries
-                .iter()
-                .filter_map(|(e,)| serde_json::from_str::<Checkpoint>(e).ok()),
-        );
-        Ok(state)
+        if records {
+            let describe = self.describe();
+            let pool = crate::clients::sql::Pool::Postgres(pool.clone());
+            if let Some(state) = self.records().read(&pool, &describe).await? {
+                return Ok(state);
+            }
+        }
+        if !document {
+            return Ok(State::empty());
+        }
+        let mut conn = pool.acquire().await.map_err(pg("read the state"))?;
+        Ok(self
+            .load_document(&mut conn)
+            .await?
+            .unwrap_or_else(State::empty))
     }
 
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
@@ -139,7 +143,11 @@ impl StateBackend for PgBackend {
             .await
             .map_err(provider("lock the state"))?;
         // Writing needs the tables; reading never creates them (plan writes nothing).
-        let tables = self.sql(TABLES);
+        let mut tables = self.sql(TABLES);
+        for table in records::TABLES {
+            tables.push_str(&self.records().dialect.sql(table));
+            tables.push_str(";\n");
+        }
         let mut tx = conn.begin().await.map_err(pg("begin"))?;
         crate::clients::postgres::lock_ddl(tx.as_mut())
             .await
@@ -183,95 +191,137 @@ impl StateBackend for PgBackend {
         .execute(&mut conn)
         .await
         .map_err(pg("record the lock holder"))?;
-        Ok(Box::new(PgLock {
-            conn: tokio::sync::Mutex::new(conn),
-            checkpoints: GroupCommit::default(),
-            name: self.name.clone(),
-            schema: self.schema.clone(),
-            key: self.lock_key(),
-        }))
+        self.convert(&mut conn).await?;
+        Ok(Box::new(RecordLock::new(
+            self.records(),
+            Box::new(PgWriter {
+                conn: tokio::sync::Mutex::new(conn),
+                name: self.name.clone(),
+                schema: self.schema.clone(),
+                key: self.lock_key(),
+            }),
+        )))
     }
 }
 
-struct PgLock {
-    /// The lock's own connection: every write goes through it.
+impl PgBackend {
+    fn records(&self) -> Records {
+        Records {
+            dialect: Dialect::Postgres {
+                schema: self.schema.clone(),
+            },
+            name: self.name.clone(),
+        }
+    }
+
+    /// The one-document state, with its checkpoints replayed; `None` when there is no
+    /// document, or only the stub left by its conversion.
+    async fn load_document(&self, conn: &mut PgConnection) -> Result<Option<State>, StateError> {
+        let body: Option<(String,)> =
+            sqlx::query_as(&self.sql("SELECT body FROM {schema}.states WHERE name = $1"))
+                .bind(&self.name)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(pg("read the state"))?;
+        let Some((body,)) = body else {
+            return Ok(None);
+        };
+        if records::is_stub(body.as_bytes()) {
+            return Ok(None);
+        }
+        let mut state = State::decode(body.as_bytes(), || self.describe())?;
+        let entries: Vec<(String,)> = sqlx::query_as(
+            &self.sql("SELECT entry FROM {schema}.state_checkpoints WHERE name = $1 ORDER BY seq"),
+        )
+        .bind(&self.name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(pg("read the state's checkpoints"))?;
+        state.replay(
+            entries
+                .iter()
+                .filter_map(|(e,)| serde_json::from_str::<Checkpoint>(e).ok()),
+        );
+        Ok(Some(state))
+    }
+
+    /// Makes a one-document state records, in one transaction: kept as a backup, written
+    /// as records, its document a stub and its checkpoints gone. Nothing when there is no
+    /// document to convert.
+    async fn convert(&self, conn: &mut PgConnection) -> Result<(), StateError> {
+        let mut tx = conn.begin().await.map_err(pg("begin"))?;
+        let Some(mut state) = self.load_document(&mut tx).await? else {
+            return Ok(());
+        };
+        let whole = serde_json::to_string(&state).expect("state serializes");
+        sqlx::query(&self.sql(
+            "INSERT INTO {schema}.state_v1_backups (name, body) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET body = excluded.body, taken_at = now()",
+        ))
+        .bind(&self.name)
+        .bind(whole)
+        .execute(tx.as_mut())
+        .await
+        .map_err(pg("back up the state"))?;
+        for (statement, must, tenants) in records::conversion(&self.records(), &mut state) {
+            let changed = statement
+                .execute(tx.as_mut())
+                .await
+                .map_err(provider("convert the state to records"))?;
+            if must != u64::MAX && changed != must {
+                return Err(records::moved_on(&tenants));
+            }
+        }
+        let name = format!("{} records", self.schema);
+        sqlx::query(&self.sql("UPDATE {schema}.states SET body = $2 WHERE name = $1"))
+            .bind(&self.name)
+            .bind(String::from_utf8(records::stub(&name)).expect("utf-8"))
+            .execute(tx.as_mut())
+            .await
+            .map_err(pg("convert the state to records"))?;
+        sqlx::query(&self.sql("DELETE FROM {schema}.state_checkpoints WHERE name = $1"))
+            .bind(&self.name)
+            .execute(tx.as_mut())
+            .await
+            .map_err(pg("convert the state to records"))?;
+        tx.commit()
+            .await
+            .map_err(pg("commit the state's conversion"))
+    }
+}
+
+/// The connection that holds the advisory lock: every write goes through it, so a run that
+/// lost its lock (and with it this connection) cannot write. Letting go clears the holder's
+/// row and the lock through it.
+struct PgWriter {
     conn: tokio::sync::Mutex<PgConnection>,
-    checkpoints: GroupCommit<String>,
     name: String,
     schema: String,
     key: String,
 }
 
-impl PgLock {
-    fn sql(&self, sql: &str) -> String {
-        sql.replace("{schema}", &self.schema)
-    }
-}
-
 #[async_trait]
-impl StateLock for PgLock {
-    async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError> {
-        let entry = serde_json::to_string(entry).expect("state serializes");
-        // Every write goes through the lock's one connection: the checkpoints of tenants
-        // applied at once are written together, one statement and one commit for all that
-        // queued meanwhile, in the order they queued (a tenant has one in flight at most).
-        let sql = self.sql(
-            "INSERT INTO {schema}.state_checkpoints (name, entry)
-             SELECT $1, e FROM unnest($2::text[]) WITH ORDINALITY AS u(e, i) ORDER BY i",
-        );
-        self.checkpoints
-            .write(entry, |entries| async move {
-                sqlx::query(&sql)
-                    .bind(&self.name)
-                    .bind(entries)
-                    .execute(&mut *self.conn.lock().await)
-                    .await
-                    .map(drop)
-                    .map_err(|e| crate::causes::chain(&e).into())
-            })
-            .await
-            .map_err(|cause| StateError::Checkpoint(cause.to_string()))
+impl RecordWriter for PgWriter {
+    async fn run(&self, statements: Vec<Checked>) -> Result<(), StateError> {
+        run_postgres(&mut *self.conn.lock().await, statements).await
     }
 
-    async fn persist(&mut self, state: &State) -> Result<(), StateError> {
-        let body = serde_json::to_string(state).expect("state serializes");
-        let upsert = self.sql(
-            "INSERT INTO {schema}.states (name, serial, body) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET serial = excluded.serial, body = excluded.body, updated_at = now()",
-        );
-        let clear = self.sql("DELETE FROM {schema}.state_checkpoints WHERE name = $1");
-        let name = self.name.clone();
-        let mut tx = self.conn.get_mut().begin().await.map_err(pg("begin"))?;
-        sqlx::query(&upsert)
-            .bind(&name)
-            .bind(state.serial as i64)
-            .bind(body)
-            .execute(tx.as_mut())
-            .await
-            .map_err(pg("write the state"))?;
-        // The snapshot now holds what the checkpoints said.
-        sqlx::query(&clear)
-            .bind(&name)
-            .execute(tx.as_mut())
-            .await
-            .map_err(pg("clear the checkpoints"))?;
-        tx.commit().await.map_err(pg("commit the state"))
-    }
-
-    async fn unlock(mut self: Box<Self>) -> Result<(), StateError> {
-        let sql = self.sql("DELETE FROM {schema}.state_locks WHERE name = $1");
-        let conn = self.conn.get_mut();
-        sqlx::query(&sql)
-            .bind(&self.name)
-            .execute(&mut *conn)
-            .await
-            .map_err(pg("clear the lock holder"))?;
+    async fn release(self: Box<Self>) -> Result<(), StateError> {
+        let mut conn = self.conn.into_inner();
+        sqlx::query(&format!(
+            "DELETE FROM {}.state_locks WHERE name = $1",
+            self.schema
+        ))
+        .bind(&self.name)
+        .execute(&mut conn)
+        .await
+        .map_err(pg("clear the lock holder"))?;
         sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
             .bind(&self.key)
-            .execute(&mut *conn)
+            .execute(&mut conn)
             .await
             .map_err(pg("unlock the state"))?;
-        let _ = self.conn.into_inner().close().await;
+        let _ = conn.close().await;
         Ok(())
     }
 }

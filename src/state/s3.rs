@@ -373,7 +373,7 @@ impl StateLock for S3Lock {
         self.put(&key, entry, "write a checkpoint").await
     }
 
-    async fn persist(&mut self, state: &State) -> Result<(), StateError> {
+    async fn persist(&mut self, state: &mut State) -> Result<(), StateError> {
         self.still_held().await?;
         let body = serde_json::to_vec_pretty(state).expect("state serializes");
         let request = self

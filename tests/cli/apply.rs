@@ -81,7 +81,7 @@ fn no_secret_reaches_state_plan_or_output() {
             .permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let state = std::fs::read_to_string(repo.state_dir().join("state.json")).unwrap();
+    let state = repo.state_text();
     let plan = text(&repo.run(&["plan", "--format", "json"]).stdout);
     for haystack in [&state, &plan, &text(&out.stdout), &text(&out.stderr)] {
         assert!(!haystack.contains(key.trim()), "the master key leaked");
@@ -271,9 +271,7 @@ fn killed_mid_apply_a_rerun_converges_exactly_once() {
             2
         );
     }
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo.state_dir().join("state.json")).unwrap())
-            .unwrap();
+    let state = repo.state_json();
     assert_eq!(state["tenants"].as_object().unwrap().len(), all as usize);
 }
 

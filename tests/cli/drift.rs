@@ -96,15 +96,13 @@ fn what_a_killed_run_made_before_recording_it_is_recorded_by_the_next_apply() {
     repo.apply();
     // As a run killed between making acme's bucket and its checkpoint leaves it: the bucket
     // stands as the file asks, and the state does not know it.
-    let path = repo.state_dir().join("state.json");
     let forget = |key: &str| {
-        let mut state: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let resources = state["tenants"]["acme"]["resources"]
-            .as_object_mut()
-            .unwrap();
-        assert!(resources.remove(key).is_some(), "acme/{key} was recorded");
-        std::fs::write(&path, serde_json::to_string(&state).unwrap()).unwrap();
+        repo.edit_state(|state| {
+            let resources = state["tenants"]["acme"]["resources"]
+                .as_object_mut()
+                .unwrap();
+            assert!(resources.remove(key).is_some(), "acme/{key} was recorded");
+        })
     };
     forget("bucket");
     let out = repo.run(&["plan", "--detailed-exitcode"]);
@@ -122,8 +120,7 @@ fn what_a_killed_run_made_before_recording_it_is_recorded_by_the_next_apply() {
     );
     repo.apply();
     repo.assert_plan_empty();
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let state = repo.state_json();
     assert!(
         state["tenants"]["acme"]["resources"]["bucket"].is_object(),
         "the bucket is recorded again"

@@ -37,5 +37,6 @@ mod s3;
 mod safety;
 mod support;
 mod trust;
+mod upgrade;
 mod validate;
 mod watch;

@@ -188,6 +188,7 @@ fn everything_under_the_local_target_and_every_export_is_the_operators_alone() {
     repo.apply();
     for f in [
         "state.json",
+        "state.db",
         "control.sqlite",
         "data/acme.sqlite",
         "master.key",
@@ -213,7 +214,7 @@ fn everything_under_the_local_target_and_every_export_is_the_operators_alone() {
     let files = assert_private(&repo.state_dir());
     for expected in [
         "state.json",
-        "state.json.backup",
+        "state.db",
         "control.sqlite",
         "catalog.sqlite",
         "master.key",
@@ -294,9 +295,7 @@ fn a_purged_tenant_has_no_export_or_login_left_to_hand_out() {
     crate::offboarding::erase(&repo, "acme", true);
     repo.apply();
     repo.assert_plan_empty();
-    let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(repo.state_dir().join("state.json")).unwrap())
-            .unwrap();
+    let state = repo.state_json();
     let day = &state["tenants"]["acme"]["purge"]["finished_at"]
         .as_str()
         .unwrap()[..10];

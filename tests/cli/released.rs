@@ -157,9 +157,9 @@ fn an_erasure_reaches_what_the_state_never_recorded_of_the_tenant() {
         .unwrap()
         .to_string();
     pg.exec(
-        "UPDATE tenant_reconcile.states SET body = (body::jsonb
-           #- '{tenants,acme,resources,role}' #- '{tenants,acme,resources,database}'
-           #- '{tenants,acme,resources,features}')::text",
+        "UPDATE tenant_reconcile.state_tenants SET body = (body::jsonb
+           #- '{resources,role}' #- '{resources,database}' #- '{resources,features}')::text
+         WHERE slug = 'acme'",
     );
     // A plan would record them again, as it does what a killed run made; the erasure
     // below comes first and must reach them all the same.

@@ -156,9 +156,9 @@ fn an_erasure_after_a_replace_recorded_a_step_behind_removes_both_slices() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     // The record of the slice as it was before the replace, as a kill would leave it.
     pg.exec(
-        "UPDATE tenant_reconcile.states SET body = jsonb_set(body::jsonb,
-           '{tenants,acme,resources,database}',
-           body::jsonb #> '{tenants,acme,retired,0,attrs}')::text",
+        "UPDATE tenant_reconcile.state_tenants SET body = jsonb_set(body::jsonb,
+           '{resources,database}', body::jsonb #> '{retired,0,attrs}')::text
+         WHERE slug = 'acme'",
     );
 
     std::fs::write(

@@ -34,6 +34,19 @@ impl Repo {
         }
     }
 
+    /// A repo of the project's committed folder `sub` (a fixture), whole.
+    pub fn fixture(sub: &str) -> Repo {
+        let dir = TempDir::new().expect("temp dir");
+        let root = project_root();
+        if !copy_committed(&root, sub, dir.path()) {
+            copy_dir(&root.join(sub), dir.path());
+        }
+        Repo {
+            dir,
+            env: Vec::new(),
+        }
+    }
+
     /// The example with its config and billing hook too (`tenant-reconcile.hcl`, `hooks/`).
     pub fn example_with_hooks() -> Repo {
         let repo = Repo::example();
@@ -64,6 +77,45 @@ impl Repo {
 
     pub fn state_dir(&self) -> PathBuf {
         self.path().join(".tenant-reconcile")
+    }
+
+    /// The recorded state, as `show --json` prints it.
+    pub fn state_json(&self) -> serde_json::Value {
+        let out = self.run(&["show", "--json"]);
+        assert!(out.status.success(), "show --json: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Everything the local state backend keeps, as text: what `show --json` prints, and
+    /// every `state.*` file's bytes (SQLite keeps text as it is written), so a test can say
+    /// what no part of the state holds.
+    pub fn state_text(&self) -> String {
+        let mut all = self.state_json().to_string();
+        for entry in std::fs::read_dir(self.state_dir()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().starts_with("state.") {
+                all.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(entry.path()).unwrap(),
+                ));
+            }
+        }
+        all
+    }
+
+    /// Puts the local state as `edit` leaves it, written as the one document an older
+    /// tenant-reconcile wrote (as a run killed at some step left it): the next run reads
+    /// it, and the first that takes the lock makes it records again.
+    pub fn edit_state(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut state = self.state_json();
+        edit(&mut state);
+        for file in ["state.db", "state.db-wal", "state.db-shm"] {
+            let _ = std::fs::remove_file(self.state_dir().join(file));
+        }
+        std::fs::write(
+            self.state_dir().join("state.json"),
+            serde_json::to_string_pretty(&state).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn write(&self, rel: &str, text: &str) {

@@ -66,7 +66,12 @@ fn a_wrong_master_key_changes_nothing_and_a_rotation_rekeys_every_tenant() {
     let old_password = password_of(&repo, "acme");
     let before = verifiers(&pg);
     assert_eq!(before.len(), 3, "{before:?}");
-    let state = || pg.query("SELECT serial, body FROM tenant_reconcile.states");
+    let state = || {
+        pg.query(
+            "SELECT h.generation, h.body, (SELECT string_agg(t.slug || ':' || t.generation, ',' ORDER BY t.slug)
+             FROM tenant_reconcile.state_tenants t) AS records FROM tenant_reconcile.state_header h",
+        )
+    };
     let state_before = state();
 
     // A typo in the CI secret: every command that derives a password refuses it.
@@ -672,13 +677,13 @@ fn a_state_from_before_keys_were_recorded_still_refuses_a_wrong_key() {
         crate::pg::MASTER_KEY.into(),
     )];
     repo.apply();
-    let path = repo.state_dir().join("state.json");
-    let read =
-        || -> Value { serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap() };
-    let mut state = read();
-    assert!(state["master_key_id"].as_str().unwrap().starts_with("kid:"));
-    state.as_object_mut().unwrap().remove("master_key_id");
-    std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    assert!(repo.state_json()["master_key_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("kid:"));
+    repo.edit_state(|state| {
+        state.as_object_mut().unwrap().remove("master_key_id");
+    });
 
     repo.env[0].1 = "another-master-key-0123456789abcdef012345".into();
     let out = repo.run(&["apply", "--auto-approve"]);
@@ -690,7 +695,7 @@ fn a_state_from_before_keys_were_recorded_still_refuses_a_wrong_key() {
         "{err}"
     );
     assert!(
-        read().get("master_key_id").is_none(),
+        repo.state_json().get("master_key_id").is_none(),
         "the state did not move"
     );
 
@@ -698,7 +703,7 @@ fn a_state_from_before_keys_were_recorded_still_refuses_a_wrong_key() {
     repo.env[0].1 = crate::pg::MASTER_KEY.into();
     repo.assert_plan_empty();
     repo.apply();
-    assert!(read()["master_key_id"]
+    assert!(repo.state_json()["master_key_id"]
         .as_str()
         .unwrap()
         .starts_with("kid:"));
@@ -716,13 +721,7 @@ fn a_database_created_but_not_yet_marked_is_ours_when_its_intent_was_recorded() 
     );
     repo.apply();
     let globex = pg.name("globex");
-    let path = repo.state_dir().join("state.json");
-    let edit = |f: &dyn Fn(&mut Value)| {
-        let mut state: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        f(&mut state["tenants"]["globex"]);
-        std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
-    };
+    let edit = |f: &dyn Fn(&mut Value)| repo.edit_state(|state| f(&mut state["tenants"]["globex"]));
     // As a kill between CREATE DATABASE and COMMENT ON DATABASE leaves things: the database
     // unmarked, and not recorded.
     pg.exec_on(
@@ -758,7 +757,7 @@ fn a_database_created_but_not_yet_marked_is_ours_when_its_intent_was_recorded() 
         mark.starts_with("tenant-reconcile state=default lineage="),
         "{mark}"
     );
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let state = repo.state_json();
     assert!(
         state["tenants"]["globex"].get("creating").is_none(),
         "the intent is done"

@@ -1,0 +1,525 @@
+//! The state as records, written once for SQLite (the local backend's file) and Postgres
+//! (the admin schema): a header, and one record per tenant, each with its own generation.
+//!
+//! A tenant's step writes its record alone, only where the generation is the one this run
+//! last read or wrote (`… WHERE generation = expected`), so a write costs one tenant however
+//! large the fleet, and a run that is not the last writer of a record is refused rather than
+//! writing over what another run recorded. The header holds what is the fleet's (lineage,
+//! master key, migrations' checksums, released tenants) and is written only when that
+//! changes; the record table's own columns (lifecycle, tenant id) answer fleet-wide
+//! questions without reading every record.
+//!
+//! The state's serial, which a saved plan compares, is the header's generation plus every
+//! record's: a write of either moves it by one, and a header written after records were
+//! removed takes their generations on, so it never goes back.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{Released, State, StateError, TenantState, RECORDS_VERSION};
+use crate::clients::error::ProviderError;
+use crate::clients::sql::{read_rows, Dialect, On, Statement};
+
+/// The tables, on either server; each statement is idempotent.
+pub const TABLES: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS {schema}.state_header (
+        name       text PRIMARY KEY,
+        generation bigint NOT NULL,
+        body       text NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS {schema}.state_tenants (
+        name       text NOT NULL,
+        slug       text NOT NULL,
+        generation bigint NOT NULL,
+        lifecycle  text NOT NULL,
+        tenant_id  text,
+        body       text NOT NULL,
+        PRIMARY KEY (name, slug)
+    )",
+];
+
+/// What the header records: the state's fields that are not a tenant's.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format_version: u32,
+    lineage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    git_commit: Option<String>,
+    #[serde(default)]
+    updated_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    master_key_id: Option<String>,
+    #[serde(default)]
+    migrations: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    released: Vec<Released>,
+}
+
+/// The most records one statement writes: a conversion writes every tenant's.
+const RECORDS_PER_STATEMENT: usize = 1000;
+
+/// A record written: the tenant, the generation it must have now (0: none yet), and the one
+/// it gets.
+pub struct RecordWrite<'a> {
+    pub slug: &'a str,
+    pub expected: u64,
+    pub generation: u64,
+    pub tenant: &'a TenantState,
+}
+
+/// The records of one state (`name`) on one server.
+pub struct Records {
+    pub dialect: Dialect,
+    pub name: String,
+}
+
+fn int(n: u64) -> i64 {
+    i64::try_from(n).expect("a generation fits in 63 bits")
+}
+
+impl Records {
+    /// The state recorded, or `None` when there is no header (nothing written yet, or a
+    /// state in the one-document format not converted yet). `describe` names the state in
+    /// errors.
+    pub async fn read<'a>(
+        &self,
+        on: impl Into<On<'a>>,
+        describe: &str,
+    ) -> Result<Option<State>, StateError> {
+        let on = on.into();
+        let store = |e: ProviderError| StateError::Store {
+            context: format!("read {describe}"),
+            source: e,
+        };
+        let corrupt = |message: String| StateError::Corrupt {
+            path: describe.to_string(),
+            message,
+        };
+        // Both are read in one round trip each; the records come as rows, decoded side by side.
+        let (header, rows) = match on {
+            On::Pool(pool) => (
+                self.header_statement().first(pool).await.map_err(store)?,
+                self.records_statement().fetch(pool).await.map_err(store)?,
+            ),
+            On::Conn(conn) => (
+                self.header_statement()
+                    .first(&mut *conn)
+                    .await
+                    .map_err(store)?,
+                self.records_statement()
+                    .fetch(&mut *conn)
+                    .await
+                    .map_err(store)?,
+            ),
+            On::Tx(tx) => (
+                self.header_statement()
+                    .first(&mut *tx)
+                    .await
+                    .map_err(store)?,
+                self.records_statement()
+                    .fetch(&mut *tx)
+                    .await
+                    .map_err(store)?,
+            ),
+        };
+        let Some(header) = header else {
+            return Ok(None);
+        };
+        let (generation, body) = read_rows(&[header], "read the state's header", |r| {
+            Ok((r.int(0)?, r.text(1)?))
+        })
+        .map_err(store)?
+        .remove(0);
+        let header: Header =
+            serde_json::from_str(&body).map_err(|e| corrupt(format!("header: {e}")))?;
+        if header.format_version != RECORDS_VERSION {
+            return Err(StateError::Version {
+                path: describe.to_string(),
+                found: header.format_version,
+                supported: RECORDS_VERSION,
+            });
+        }
+        // Every record comes folded into one document (a driver hands rows over one at a
+        // time, which at 100,000 tenants would be most of the read), each record left as raw
+        // text and decoded side by side.
+        let folded = match rows.first() {
+            Some(row) => row
+                .maybe_text(0)
+                .map_err(ProviderError::sql("read the state's records"))
+                .map_err(store)?,
+            None => None,
+        };
+        let folded = folded.unwrap_or_else(|| "{}".into());
+        let raw: BTreeMap<&str, (u64, &RawValue)> =
+            serde_json::from_str(&folded).map_err(|e| corrupt(format!("records: {e}")))?;
+        let records = raw
+            .into_par_iter()
+            .map(|(slug, (generation, body))| {
+                match serde_json::from_str::<TenantState>(body.get()) {
+                    Ok(t) => Ok((slug.to_string(), generation, t)),
+                    Err(e) => Err(format!("tenant {slug}: {e}")),
+                }
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(corrupt)?;
+        let mut state = State::empty();
+        state.lineage = header.lineage;
+        state.git_commit = header.git_commit;
+        state.updated_at = header.updated_at;
+        state.master_key_id = header.master_key_id;
+        state.migrations = header.migrations;
+        state.released = header.released;
+        state.generation = generation as u64;
+        for (slug, generation, tenant) in records {
+            state.generations.insert(slug.clone(), generation);
+            state.tenants.insert(slug, tenant);
+        }
+        state.serial = state.generation + state.generations.values().sum::<u64>();
+        Ok(Some(state))
+    }
+
+    fn header_statement(&self) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "read the state's header",
+            "SELECT generation, body FROM {schema}.state_header WHERE name = $1",
+        )
+        .text(&self.name)
+    }
+
+    fn records_statement(&self) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "read the state's records",
+            "SELECT CAST({json_map}(slug, {json_array}(generation, {json_text body})) AS TEXT)
+             FROM {schema}.state_tenants WHERE name = $1",
+        )
+        .text(&self.name)
+    }
+
+    /// Writes records, each only where its generation is still the one expected: one
+    /// statement for up to [`RECORDS_PER_STATEMENT`]. Any that was not where expected fails
+    /// the write, naming them.
+    pub fn write_records(&self, writes: &[RecordWrite<'_>]) -> Vec<(Statement, Vec<String>)> {
+        writes
+            .chunks(RECORDS_PER_STATEMENT)
+            .map(|chunk| {
+                let rows = chunk
+                    .iter()
+                    .map(|w| {
+                        serde_json::json!([
+                            w.slug,
+                            w.expected,
+                            w.generation,
+                            w.tenant.lifecycle.as_str(),
+                            w.tenant.tenant_id,
+                            serde_json::to_string(w.tenant).expect("state serializes"),
+                        ])
+                    })
+                    .collect();
+                // SQLite reads `ON CONFLICT` after a bare `FROM` as the join's: the `WHERE`
+                // between says where the select ends.
+                let statement = Statement::new(
+                    &self.dialect,
+                    "write the tenants' records",
+                    "INSERT INTO {schema}.state_tenants (name, slug, generation, lifecycle, tenant_id, body)
+                     SELECT $1, r.slug, CAST(r.generation AS bigint), r.lifecycle, r.tenant_id, r.body
+                     FROM {rows $2 slug expected generation lifecycle tenant_id body} AS r WHERE true
+                     ON CONFLICT (name, slug) DO UPDATE SET
+                        generation = excluded.generation, lifecycle = excluded.lifecycle,
+                        tenant_id = excluded.tenant_id, body = excluded.body
+                     WHERE state_tenants.generation = (
+                        SELECT CAST(x.expected AS bigint)
+                        FROM {rows $2 slug expected} AS x WHERE x.slug = excluded.slug)",
+                )
+                .text(&self.name)
+                .rows(rows);
+                (statement, chunk.iter().map(|w| w.slug.to_string()).collect())
+            })
+            .collect()
+    }
+
+    /// Removes a record, only at the generation expected.
+    pub fn remove_record(&self, slug: &str, expected: u64) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "remove a tenant's record",
+            "DELETE FROM {schema}.state_tenants WHERE name = $1 AND slug = $2 AND generation = $3",
+        )
+        .text(&self.name)
+        .text(slug)
+        .int(int(expected))
+    }
+
+    /// Writes the header at `generation`, only where it is at `expected` now (0: none yet).
+    pub fn write_header(&self, state: &State, expected: u64, generation: u64) -> Statement {
+        let header = Header {
+            format_version: RECORDS_VERSION,
+            lineage: state.lineage.clone(),
+            git_commit: state.git_commit.clone(),
+            updated_at: state.updated_at.clone(),
+            master_key_id: state.master_key_id.clone(),
+            migrations: state.migrations.clone(),
+            released: state.released.clone(),
+        };
+        Statement::new(
+            &self.dialect,
+            "write the state's header",
+            "INSERT INTO {schema}.state_header (name, generation, body) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET generation = excluded.generation, body = excluded.body
+             WHERE state_header.generation = $4",
+        )
+        .text(&self.name)
+        .int(int(generation))
+        .text(serde_json::to_string(&header).expect("state serializes"))
+        .int(int(expected))
+    }
+
+    /// Removes every record and the header: a conversion starts over from the document.
+    pub fn clear(&self) -> [Statement; 2] {
+        [
+            Statement::new(
+                &self.dialect,
+                "clear the state's records",
+                "DELETE FROM {schema}.state_tenants WHERE name = $1",
+            )
+            .text(&self.name),
+            Statement::new(
+                &self.dialect,
+                "clear the state's header",
+                "DELETE FROM {schema}.state_header WHERE name = $1",
+            )
+            .text(&self.name),
+        ]
+    }
+}
+
+/// What a whole write of `state` sends, and how `state` stands once it is written: the
+/// header, the records recorded and not written yet, and the removal of those the state no
+/// longer holds. Each statement comes with what it must change (a count of rows), and the
+/// tenants it names for the error when it does not.
+pub struct Persist {
+    generation: u64,
+    generations: Vec<(String, Option<u64>)>,
+}
+
+/// A statement, how many rows it must change (`u64::MAX`: any number), and the tenants it
+/// writes, named when it changes fewer.
+pub type Checked = (Statement, u64, Vec<String>);
+
+impl Persist {
+    /// The write of `state` (its serial already moved by `prepare_snapshot`), and what
+    /// says how `state` stands once it is done.
+    pub fn of(records: &Records, state: &State) -> (Vec<Checked>, Persist) {
+        let mut statements = Vec::new();
+        let mut generations = Vec::new();
+        let removed: Vec<(&String, &u64)> = state
+            .generations
+            .iter()
+            .filter(|(slug, _)| !state.tenants.contains_key(*slug))
+            .collect();
+        for (slug, &expected) in removed {
+            statements.push((records.remove_record(slug, expected), 1, vec![slug.clone()]));
+            generations.push((slug.clone(), None));
+        }
+        let writes: Vec<RecordWrite<'_>> = state
+            .unwritten
+            .iter()
+            .filter_map(|slug| {
+                let tenant = state.tenants.get(slug)?;
+                let expected = state.generations.get(slug).copied().unwrap_or(0);
+                Some(RecordWrite {
+                    slug,
+                    expected,
+                    generation: expected + 1,
+                    tenant,
+                })
+            })
+            .collect();
+        for w in &writes {
+            generations.push((w.slug.to_string(), Some(w.generation)));
+        }
+        for (statement, slugs) in records.write_records(&writes) {
+            let count = slugs.len() as u64;
+            statements.push((statement, count, slugs));
+        }
+        // The records' generations once written; the header's is what makes the serial.
+        let mut sum: u64 = state.generations.values().sum();
+        for (slug, generation) in &generations {
+            sum -= state.generations.get(slug).copied().unwrap_or(0);
+            sum += generation.unwrap_or(0);
+        }
+        let generation = state.serial.saturating_sub(sum).max(state.generation + 1);
+        statements.push((
+            records.write_header(state, state.generation, generation),
+            1,
+            Vec::new(),
+        ));
+        (
+            statements,
+            Persist {
+                generation,
+                generations,
+            },
+        )
+    }
+
+    /// `state` as it stands once this write is done.
+    pub fn done(self, state: &mut State) {
+        state.generation = self.generation;
+        for (slug, generation) in self.generations {
+            match generation {
+                Some(g) => state.generations.insert(slug, g),
+                None => state.generations.remove(&slug),
+            };
+        }
+        state.unwritten.clear();
+        state.serial = state.generation + state.generations.values().sum::<u64>();
+    }
+}
+
+/// The error of a write that changed fewer rows than it must: another run wrote what this
+/// one last read.
+pub fn moved_on(what: &[String]) -> StateError {
+    let what = if what.is_empty() {
+        "the state's header".to_string()
+    } else {
+        format!("the record of {}", what.join(", "))
+    };
+    StateError::Checkpoint(format!(
+        "{what} was written by another run since this one read it; nothing of this write was kept"
+    ))
+}
+
+/// The document left where a one-document state was, saying where its records are: an
+/// older tenant-reconcile reads its version and refuses it as a newer format.
+pub fn stub(records_at: &str) -> Vec<u8> {
+    let stub = serde_json::json!({
+        "format_version": RECORDS_VERSION,
+        "records": records_at,
+        "note": "this state is kept as a record per tenant; read it with `tenant-reconcile show --json`",
+    });
+    let mut body = serde_json::to_vec_pretty(&stub).expect("json");
+    body.push(b'\n');
+    body
+}
+
+/// Whether `document` is such a stub: a state kept as records.
+pub fn is_stub(document: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: Option<u32>,
+    }
+    serde_json::from_slice::<Version>(document)
+        .is_ok_and(|v| v.format_version == Some(RECORDS_VERSION))
+}
+
+/// A state in the one-document format made into records: the header and every tenant's,
+/// each tenant at generation 1 and the header where the serial comes out past the
+/// document's, so a plan saved before the conversion is stale after it.
+pub fn conversion(records: &Records, state: &mut State) -> Vec<Checked> {
+    let mut statements: Vec<Checked> = records
+        .clear()
+        .into_iter()
+        .map(|s| (s, u64::MAX, Vec::new()))
+        .collect();
+    let writes: Vec<RecordWrite<'_>> = state
+        .tenants
+        .iter()
+        .map(|(slug, tenant)| RecordWrite {
+            slug,
+            expected: 0,
+            generation: 1,
+            tenant,
+        })
+        .collect();
+    for (statement, slugs) in records.write_records(&writes) {
+        let count = slugs.len() as u64;
+        statements.push((statement, count, slugs));
+    }
+    let count = state.tenants.len() as u64;
+    let generation = (state.serial + 1).saturating_sub(count).max(1);
+    statements.push((records.write_header(state, 0, generation), 1, Vec::new()));
+    state.generation = generation;
+    state.generations = state.tenants.keys().map(|s| (s.clone(), 1)).collect();
+    state.unwritten.clear();
+    state.serial = generation + count;
+    state.checkpoints = 0;
+    state.observations = 0;
+    statements
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_write_moves_the_serial_on_even_past_removed_records() {
+        let records = Records {
+            dialect: Dialect::Sqlite,
+            name: "s".into(),
+        };
+        let mut state = State::empty();
+        state.lineage = "l".into();
+        for slug in ["acme", "globex"] {
+            state.tenants.insert(slug.into(), TenantState::default());
+            state.generations.insert(slug.into(), 5);
+        }
+        state.generation = 3;
+        state.serial = 13;
+        state.tenants.remove("acme");
+        state.prepare_snapshot();
+        let before = state.serial;
+        let (statements, persist) = Persist::of(&records, &state);
+        // The removal, and the header: globex was written already.
+        assert_eq!(statements.len(), 2);
+        persist.done(&mut state);
+        assert_eq!(state.generation, 9);
+        assert_eq!(state.serial, before);
+        assert!(state.serial > 13);
+    }
+
+    #[test]
+    fn the_stub_is_refused_by_the_one_document_reader_as_a_newer_format() {
+        // The reader an earlier tenant-reconcile has, unchanged here.
+        let err = State::decode(&stub("state.db"), || "state.json".into()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateError::Version {
+                    found: 2,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("upgrade tenant-reconcile"),
+            "{err}"
+        );
+        assert!(is_stub(&stub("state.db")));
+        assert!(!is_stub(br#"{"format_version": 1}"#));
+    }
+
+    #[test]
+    fn a_conversion_makes_a_serial_past_the_documents() {
+        let records = Records {
+            dialect: Dialect::Sqlite,
+            name: "s".into(),
+        };
+        let mut state = State::empty();
+        state.lineage = "l".into();
+        state.serial = 2;
+        for slug in ["a", "b", "c", "d"] {
+            state.tenants.insert(slug.into(), TenantState::default());
+        }
+        let statements = conversion(&records, &mut state);
+        assert_eq!(statements.len(), 4);
+        assert!(state.serial > 2, "{}", state.serial);
+        assert_eq!(state.generations.len(), 4);
+    }
+}
