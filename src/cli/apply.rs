@@ -35,6 +35,12 @@ pub struct ApplyArgs {
     /// How long to wait for the state lock (e.g. 30s, 5m).
     #[arg(long, value_parser = parse_duration, default_value = "0s", value_name = "DURATION")]
     lock_timeout: Duration,
+    /// Apply only this runner's share of the tenants, the Kth of N (1 ≤ K ≤ N): N runners
+    /// given 1/N … N/N apply every tenant once, side by side. A tenant's share depends on
+    /// its slug alone. In a Kubernetes Indexed Job it is read from JOB_COMPLETION_INDEX and
+    /// JOB_COMPLETIONS when not given.
+    #[arg(long, value_name = "K/N", value_parser = ops::Shard::parse, conflicts_with = "planfile")]
+    shard: Option<ops::Shard>,
     /// Then deliver the outbox's events that are due (this run's among them) to the
     /// config's webhooks, as `events deliver` does.
     #[arg(long)]
@@ -53,6 +59,7 @@ impl ApplyArgs {
             rev: None,
             require_clean: false,
             lock_timeout: Duration::ZERO,
+            shard: None,
             deliver: false,
             select: SelectArgs::default(),
         }
@@ -109,7 +116,22 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
         )?,
         None => {}
     }
+    let shard = match args.shard {
+        Some(shard) => Some(shard),
+        None if args.planfile.is_none() => match ops::Shard::from_env() {
+            Some(Ok(shard)) => {
+                anstream::eprintln!(
+                    "Applying shard {shard} (from JOB_COMPLETION_INDEX and JOB_COMPLETIONS)."
+                );
+                Some(shard)
+            }
+            Some(Err(e)) => anyhow::bail!("{e}"),
+            None => None,
+        },
+        None => None,
+    };
     let opts = ApplyOptions {
+        shard,
         plan: args.select.options()?,
         parallelism: args.parallelism,
         lock_timeout: args.lock_timeout,

@@ -16,6 +16,9 @@ use crate::Error;
 
 pub struct ApplyOptions {
     pub plan: PlanOptions,
+    /// This runner's share of the fleet (`--shard K/N`): only its tenants are planned,
+    /// locked and applied.
+    pub shard: Option<super::Shard>,
     pub parallelism: usize,
     pub lock_timeout: Duration,
     /// Cancelled to interrupt the run: see [`crate::apply`]'s guarantees.
@@ -44,7 +47,42 @@ pub async fn apply(
         timeout: opts.lock_timeout,
         stop: opts.stop.clone(),
     };
-    let lock = backend.lock(info, &wait).await?;
+    // A run of some tenants (named, or a shard's) holds only those, beside other such runs;
+    // any other run, and a rotation of the master key, holds the whole state.
+    let mut opts_plan = opts.plan.clone();
+    if let Some(shard) = opts.shard {
+        let share = ws
+            .repo
+            .tenants
+            .iter()
+            .map(|t| &t.slug)
+            .filter(|s| shard.holds(s))
+            .filter(|s| {
+                opts_plan
+                    .tenants
+                    .as_ref()
+                    .is_none_or(|only| only.contains(s))
+            })
+            .cloned()
+            .collect();
+        opts_plan.tenants = Some(share);
+    }
+    let opts_plan = &opts_plan;
+    let scope: Option<std::collections::BTreeSet<String>> = match &saved {
+        _ if opts_plan.rotate_master_key => None,
+        Some(p) if !p.rotates_master_key => {
+            Some(p.tenants.iter().map(|t| t.slug.to_string()).collect())
+        }
+        Some(_) => None,
+        None => opts_plan
+            .tenants
+            .as_ref()
+            .map(|only| only.iter().map(Slug::to_string).collect()),
+    };
+    let lock = match &scope {
+        Some(slugs) => backend.lock_tenants(info, &wait, slugs).await?,
+        None => backend.lock(info, &wait).await?,
+    };
     let prepared = async {
         let mut state = backend.load().await?;
         let plan = match saved {
@@ -60,11 +98,11 @@ pub async fn apply(
                 p
             }
             None => {
-                let p = make_plan(ws, &state, &opts.plan, KeyUse::Needed).await?;
+                let p = make_plan(ws, &state, opts_plan, KeyUse::Needed).await?;
                 if p.has_changes() && !confirm(&p) {
                     return Ok(None);
                 }
-                forget_settled_failures(&mut state, ws, &opts.plan, &p);
+                forget_settled_failures(&mut state, ws, opts_plan, &p);
                 p
             }
         };

@@ -9,6 +9,7 @@ pub mod events;
 mod export;
 mod key;
 mod plan;
+mod shard;
 mod state_rm;
 
 pub use apply::{apply, read_plan_file, ApplyOptions, ApplyOutcome};
@@ -18,4 +19,5 @@ pub use drift::drift;
 pub use export::{export, export_links};
 pub(crate) use key::check_key;
 pub use plan::{plan, PlanOptions};
+pub use shard::Shard;
 pub use state_rm::state_rm;

@@ -50,6 +50,9 @@ pub enum StateError {
     Interrupted,
     #[error("write a checkpoint: {0}")]
     Checkpoint(String),
+    /// A record or the header was not where this run last saw it: another run wrote it.
+    #[error("{0}")]
+    MovedOn(String),
     #[error("{what} is not locked: there is nothing to unlock")]
     NotLocked { what: String },
     #[error(
@@ -150,6 +153,17 @@ pub trait StateBackend: Send + Sync {
     async fn load(&self) -> Result<State, StateError>;
     /// Takes the lock, waiting as `wait` says for another holder to let go.
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError>;
+    /// Takes the lock for a run that applies `slugs` only: runs on disjoint tenants hold it
+    /// at the same time (`leases.rs`), and one on a tenant another holds waits as `wait`
+    /// says. A backend that cannot share its lock takes it whole.
+    async fn lock_tenants(
+        &self,
+        info: LockInfo,
+        wait: &Wait,
+        _slugs: &std::collections::BTreeSet<String>,
+    ) -> Result<Box<dyn StateLock>, StateError> {
+        self.lock(info, wait).await
+    }
     /// Removes a lock its holder left behind, given the lock's id as a confirmation, and
     /// says whose it was. Only backends whose locks can outlive their holder have any.
     async fn force_unlock(&self, _id: &str) -> Result<String, StateError> {

@@ -16,9 +16,11 @@
 //! - `state.json.lock` is held with an OS file lock, which the kernel releases when the
 //!   holder dies, and holds the holder's details for whoever is kept waiting.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -31,6 +33,7 @@ use super::record_lock::{run_sqlite, RecordLock, RecordWriter};
 use super::records::{self, Checked, Records};
 use super::{Checkpoint, State};
 use crate::clients::error::ProviderError;
+use crate::clients::sql::Row;
 use crate::clients::sql::{Dialect, Pool, Statement};
 use crate::private_files;
 
@@ -78,6 +81,60 @@ impl StateBackend for LocalBackend {
     }
 
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
+        let mut file = self.lock_file(wait, false).await?;
+        let lock_path = sibling(&self.path, ".lock");
+        file.set_len(0).map_err(Self::io("write", &lock_path))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(Self::io("write", &lock_path))?;
+        let body = serde_json::to_vec_pretty(&info).expect("lock info serializes");
+        file.write_all(&body)
+            .map_err(Self::io("write", &lock_path))?;
+        let writer = self.writer(file, true);
+        // A state in the one-document format is converted now; a new one is made by its
+        // first write, so a run that writes nothing (declined, refused) leaves no file.
+        if let Some(bytes) = self.document()?.filter(|b| !records::is_stub(b)) {
+            self.convert(&bytes, &writer).await?;
+        }
+        Ok(Box::new(RecordLock::whole(
+            self.records(),
+            Arc::new(writer),
+            self.describe(),
+        )))
+    }
+
+    async fn lock_tenants(
+        &self,
+        info: LockInfo,
+        wait: &Wait,
+        slugs: &BTreeSet<String>,
+    ) -> Result<Box<dyn StateLock>, StateError> {
+        // Only a state kept as records, and written already, is shared: its conversion and
+        // its first write (its lineage) are the whole state's.
+        let shared = match self.document()? {
+            Some(bytes) => records::is_stub(&bytes) && self.db().exists(),
+            None => false,
+        };
+        if !shared {
+            return self.lock(info, wait).await;
+        }
+        let file = self.lock_file(wait, true).await?;
+        let writer = Arc::new(self.writer(file, false));
+        let header = writer.fetch(self.records().header_statement()).await;
+        if !matches!(&header, Ok(rows) if !rows.is_empty()) {
+            writer.release().await?;
+            header?;
+            return self.lock(info, wait).await;
+        }
+        let lock = RecordLock::tenants(self.records(), writer, self.describe(), &info, wait, slugs)
+            .await?;
+        Ok(Box::new(lock))
+    }
+}
+
+impl LocalBackend {
+    /// The lock file, locked: alone (`shared` false: the whole state), or beside others
+    /// that hold some tenants. Waits as `wait` says for a holder it cannot go beside.
+    async fn lock_file(&self, wait: &Wait, shared: bool) -> Result<File, StateError> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         private_files::create_dir_all(dir).map_err(Self::io("create", dir))?;
         // The state names every tenant's owner: a state made by an older version with
@@ -97,16 +154,23 @@ impl StateBackend for LocalBackend {
         private_files::narrow(&file).map_err(Self::io("narrow the mode of", &lock_path))?;
         let started = Instant::now();
         loop {
-            match file.try_lock() {
-                Ok(()) => break,
+            let tried = match shared {
+                true => file.try_lock_shared(),
+                false => file.try_lock(),
+            };
+            match tried {
+                Ok(()) => return Ok(file),
                 Err(fs::TryLockError::WouldBlock) => {
                     if started.elapsed() >= wait.timeout {
+                        // The file names a holder of the whole state; runs that hold some
+                        // tenants write nothing there.
                         let mut text = String::new();
                         let _ = file.read_to_string(&mut text);
                         let holder = serde_json::from_str::<LockInfo>(&text)
                             .map(|i| i.describe())
                             .unwrap_or_else(|_| {
-                                format!("another process (see {})", lock_path.display())
+                                "runs applying some of its tenants (`apply --tenant` or `--shard`)"
+                                    .to_string()
                             });
                         return Err(StateError::Locked { holder });
                     }
@@ -115,24 +179,16 @@ impl StateBackend for LocalBackend {
                 Err(fs::TryLockError::Error(e)) => return Err(Self::io("lock", &lock_path)(e)),
             }
         }
-        file.set_len(0).map_err(Self::io("write", &lock_path))?;
-        file.seek(SeekFrom::Start(0))
-            .map_err(Self::io("write", &lock_path))?;
-        let body = serde_json::to_vec_pretty(&info).expect("lock info serializes");
-        file.write_all(&body)
-            .map_err(Self::io("write", &lock_path))?;
-        let writer = LocalWriter {
+    }
+
+    fn writer(&self, lock: File, whole: bool) -> LocalWriter {
+        LocalWriter {
             db: self.db(),
             stub: self.path.clone(),
             pool: tokio::sync::OnceCell::new(),
-            lock: file,
-        };
-        // A state in the one-document format is converted now; a new one is made by its
-        // first write, so a run that writes nothing (declined, refused) leaves no file.
-        if let Some(bytes) = self.document()?.filter(|b| !records::is_stub(b)) {
-            self.convert(&bytes, &writer).await?;
+            lock,
+            whole,
         }
-        Ok(Box::new(RecordLock::new(self.records(), Box::new(writer))))
     }
 }
 
@@ -227,6 +283,8 @@ struct LocalWriter {
     stub: PathBuf,
     pool: tokio::sync::OnceCell<SqlitePool>,
     lock: File,
+    /// Held alone, its holder's details written in it.
+    whole: bool,
 }
 
 impl LocalWriter {
@@ -257,11 +315,27 @@ impl RecordWriter for LocalWriter {
         run_sqlite(self.pool().await?, statements).await
     }
 
-    async fn release(self: Box<Self>) -> Result<(), StateError> {
+    async fn fetch(&self, statement: Statement) -> Result<Vec<Row>, StateError> {
+        let pool = Pool::Sqlite(self.pool().await?.clone());
+        statement
+            .fetch(&pool)
+            .await
+            .map_err(store("read the state's records"))
+    }
+
+    async fn alive(&self, _run: &str, info: Option<&LockInfo>) -> bool {
+        // The file is this host's: a run whose process is gone is gone.
+        info.is_none_or(|i| !i.holder_gone())
+    }
+
+    async fn release(&self) -> Result<(), StateError> {
         if let Some(pool) = self.pool.get() {
             pool.close().await;
         }
-        let _ = self.lock.set_len(0);
+        // Only the whole state's holder wrote its details into the file.
+        if self.whole {
+            let _ = self.lock.set_len(0);
+        }
         self.lock.unlock().map_err(|source| StateError::Io {
             action: "unlock",
             path: "the state's lock file".into(),

@@ -5,6 +5,7 @@
 //! It never holds a secret: credentials are derived, and only their fingerprint is kept.
 
 pub mod backend;
+pub mod leases;
 pub mod local;
 pub mod postgres;
 pub mod record_lock;

@@ -13,6 +13,7 @@
 //! connection dropped (a rerun on the same host waits a moment for that: `GONE_HOLDER_GRACE`).
 //! Every write goes through that same connection, so a run that lost its lock cannot write.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +27,7 @@ use super::{Checkpoint, State};
 use crate::clients::error::ProviderError;
 use crate::clients::postgres::PgServer;
 use crate::clients::sql::Dialect;
+use crate::clients::sql::{Row, Statement};
 
 const TABLES: &str = r#"
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -137,6 +139,68 @@ impl StateBackend for PgBackend {
     }
 
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
+        let mut conn = self.connect_with_tables().await?;
+        self.advisory(&mut conn, wait, false).await?;
+        sqlx::query(&self.sql(
+            "INSERT INTO {schema}.state_locks (name, info) VALUES ($1, $2)
+             ON CONFLICT (name) DO UPDATE SET info = excluded.info",
+        ))
+        .bind(&self.name)
+        .bind(serde_json::to_string(&info).expect("lock info serializes"))
+        .execute(&mut conn)
+        .await
+        .map_err(pg("record the lock holder"))?;
+        self.convert(&mut conn).await?;
+        Ok(Box::new(RecordLock::whole(
+            self.records(),
+            Arc::new(self.writer(conn, None)),
+            self.describe(),
+        )))
+    }
+
+    async fn lock_tenants(
+        &self,
+        info: LockInfo,
+        wait: &Wait,
+        slugs: &BTreeSet<String>,
+    ) -> Result<Box<dyn StateLock>, StateError> {
+        let mut conn = self.connect_with_tables().await?;
+        self.advisory(&mut conn, wait, true).await?;
+        // Only a state kept as records, and written already, is shared: its conversion and
+        // its first write (its lineage) are the whole state's.
+        let converted = self.load_document(&mut conn).await?.is_none();
+        let header = self
+            .records()
+            .header_statement()
+            .first(&mut conn)
+            .await
+            .map_err(provider("read the state's header"))?;
+        if !converted || header.is_none() {
+            drop(conn);
+            return self.lock(info, wait).await;
+        }
+        // The run's own key, held while it lives: a run that finds this run's leases in its
+        // way tells from it whether this run is still there.
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
+            .bind(run_key(&info.id))
+            .execute(&mut conn)
+            .await
+            .map_err(pg("lock the state"))?;
+        let writer = Arc::new(self.writer(conn, Some(run_key(&info.id))));
+        let lock = RecordLock::tenants(self.records(), writer, self.describe(), &info, wait, slugs)
+            .await?;
+        Ok(Box::new(lock))
+    }
+}
+
+/// The advisory lock key a run holds while it lives.
+fn run_key(run: &str) -> String {
+    format!("tenant-reconcile/run/{run}")
+}
+
+impl PgBackend {
+    /// A connection of the lock's own, with the state's tables made.
+    async fn connect_with_tables(&self) -> Result<PgConnection, StateError> {
         let mut conn = self
             .server
             .connect()
@@ -157,50 +221,62 @@ impl StateBackend for PgBackend {
             .await
             .map_err(pg("create the state tables"))?;
         tx.commit().await.map_err(pg("commit"))?;
+        Ok(conn)
+    }
+
+    /// Takes the state's advisory lock on `conn`: alone, or `shared` beside runs that hold
+    /// some tenants. Waits as `wait` says for a holder it cannot go beside.
+    async fn advisory(
+        &self,
+        conn: &mut PgConnection,
+        wait: &Wait,
+        shared: bool,
+    ) -> Result<(), StateError> {
+        let try_lock = match shared {
+            true => "SELECT pg_try_advisory_lock_shared(hashtextextended($1, 0))",
+            false => "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+        };
         let started = Instant::now();
         loop {
-            let (got,): (bool,) =
-                sqlx::query_as("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                    .bind(self.lock_key())
-                    .fetch_one(&mut conn)
-                    .await
-                    .map_err(pg("lock the state"))?;
+            let (got,): (bool,) = sqlx::query_as(try_lock)
+                .bind(self.lock_key())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(pg("lock the state"))?;
             if got {
-                break;
+                return Ok(());
             }
             if started.elapsed() >= wait.timeout {
-                let holder = self.holder(&mut conn).await;
+                // The row names a holder of the whole state; runs that hold some tenants
+                // write none.
+                let holder = self.holder(conn).await;
                 // A run killed a moment ago holds the lock until the server notices its
                 // connection is gone: a rerun started at once waits for that.
                 let gone = holder.as_ref().is_some_and(LockInfo::holder_gone);
                 if !(gone && started.elapsed() < GONE_HOLDER_GRACE) {
-                    let _ = conn.close().await;
                     return Err(StateError::Locked {
-                        holder: holder.map_or_else(|| "another run".into(), |h| h.describe()),
+                        holder: holder.map_or_else(
+                            || {
+                                "runs applying some of its tenants (`apply --tenant` or `--shard`)"
+                                    .into()
+                            },
+                            |h| h.describe(),
+                        ),
                     });
                 }
             }
             wait.poll().await?;
         }
-        sqlx::query(&self.sql(
-            "INSERT INTO {schema}.state_locks (name, info) VALUES ($1, $2)
-             ON CONFLICT (name) DO UPDATE SET info = excluded.info",
-        ))
-        .bind(&self.name)
-        .bind(serde_json::to_string(&info).expect("lock info serializes"))
-        .execute(&mut conn)
-        .await
-        .map_err(pg("record the lock holder"))?;
-        self.convert(&mut conn).await?;
-        Ok(Box::new(RecordLock::new(
-            self.records(),
-            Box::new(PgWriter {
-                conn: tokio::sync::Mutex::new(conn),
-                name: self.name.clone(),
-                schema: self.schema.clone(),
-                key: self.lock_key(),
-            }),
-        )))
+    }
+
+    fn writer(&self, conn: PgConnection, run_key: Option<String>) -> PgWriter {
+        PgWriter {
+            conn: tokio::sync::Mutex::new(conn),
+            name: self.name.clone(),
+            schema: self.schema.clone(),
+            key: self.lock_key(),
+            run_key,
+        }
     }
 }
 
@@ -298,6 +374,9 @@ struct PgWriter {
     name: String,
     schema: String,
     key: String,
+    /// The run's own key, for a run that holds some tenants (the state's lock shared);
+    /// `None` for the whole state's holder.
+    run_key: Option<String>,
 }
 
 #[async_trait]
@@ -306,22 +385,64 @@ impl RecordWriter for PgWriter {
         run_postgres(&mut *self.conn.lock().await, statements).await
     }
 
-    async fn release(self: Box<Self>) -> Result<(), StateError> {
-        let mut conn = self.conn.into_inner();
-        sqlx::query(&format!(
-            "DELETE FROM {}.state_locks WHERE name = $1",
-            self.schema
-        ))
-        .bind(&self.name)
-        .execute(&mut conn)
-        .await
-        .map_err(pg("clear the lock holder"))?;
-        sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-            .bind(&self.key)
-            .execute(&mut conn)
+    async fn fetch(&self, statement: Statement) -> Result<Vec<Row>, StateError> {
+        statement
+            .fetch(&mut *self.conn.lock().await)
             .await
-            .map_err(pg("unlock the state"))?;
-        let _ = conn.close().await;
+            .map_err(provider("read the state"))
+    }
+
+    async fn alive(&self, run: &str, _info: Option<&LockInfo>) -> bool {
+        // A run holds its own key while its connection lives: had it gone, the key is free.
+        let mut conn = self.conn.lock().await;
+        let free: Result<(bool,), _> =
+            sqlx::query_as("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(run_key(run))
+                .fetch_one(&mut *conn)
+                .await;
+        match free {
+            Ok((true,)) => {
+                let _ = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                    .bind(run_key(run))
+                    .execute(&mut *conn)
+                    .await;
+                false
+            }
+            _ => true,
+        }
+    }
+
+    async fn release(&self) -> Result<(), StateError> {
+        let mut conn = self.conn.lock().await;
+        let Some(own) = &self.run_key else {
+            sqlx::query(&format!(
+                "DELETE FROM {}.state_locks WHERE name = $1",
+                self.schema
+            ))
+            .bind(&self.name)
+            .execute(&mut *conn)
+            .await
+            .map_err(pg("clear the lock holder"))?;
+            sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+                .bind(&self.key)
+                .execute(&mut *conn)
+                .await
+                .map_err(pg("unlock the state"))?;
+            return Ok(());
+        };
+        for (unlock, key) in [
+            ("SELECT pg_advisory_unlock(hashtextextended($1, 0))", own),
+            (
+                "SELECT pg_advisory_unlock_shared(hashtextextended($1, 0))",
+                &self.key,
+            ),
+        ] {
+            sqlx::query(unlock)
+                .bind(key)
+                .execute(&mut *conn)
+                .await
+                .map_err(pg("unlock the state"))?;
+        }
         Ok(())
     }
 }

@@ -5,19 +5,30 @@
 use async_trait::async_trait;
 use sqlx::{Connection, PgConnection, SqlitePool};
 
-use super::backend::{StateError, StateLock};
-use super::records::{moved_on, Checked, Persist, RecordWrite, Records};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::backend::{LockInfo, StateError, StateLock, Wait};
+use super::leases::{self, Held};
+use super::records::{
+    merge_header, moved_on, parse_header, Checked, Persist, RecordWrite, Records,
+};
 use super::{Checkpoint, State};
 use crate::clients::error::ProviderError;
 use crate::clients::group_commit::GroupCommit;
-use crate::clients::sql::Pool;
+use crate::clients::sql::{Pool, Row, Statement};
 
 /// Where a backend's records are written: each statement checked (see [`Checked`]), the
 /// statements of one write in one transaction, and the lock let go of at the end.
 #[async_trait]
 pub trait RecordWriter: Send + Sync {
     async fn run(&self, statements: Vec<Checked>) -> Result<(), StateError>;
-    async fn release(self: Box<Self>) -> Result<(), StateError>;
+    /// The rows of a query, through the same connection.
+    async fn fetch(&self, statement: Statement) -> Result<Vec<Row>, StateError>;
+    /// Whether the run with lock id `run` (and these details) is still there.
+    async fn alive(&self, run: &str, info: Option<&LockInfo>) -> bool;
+    /// Lets go of the state's lock.
+    async fn release(&self) -> Result<(), StateError>;
 }
 
 fn failed(doing: &'static str) -> impl FnOnce(ProviderError) -> StateError {
@@ -80,26 +91,77 @@ pub async fn run_postgres(
 }
 
 pub struct RecordLock {
-    pub records: Records,
-    pub writer: Box<dyn RecordWriter>,
+    records: Arc<Records>,
+    writer: Arc<dyn RecordWriter>,
     /// Checkpoints of tenants applied at once go in one statement: a tenant has one in
     /// flight at most, so a batch names each tenant once.
-    pub queue: GroupCommit<Checkpoint>,
+    queue: GroupCommit<Checkpoint>,
+    /// The leases of a run that holds some tenants only; `None` for the whole state.
+    held: Option<Held>,
+    /// Where the state is, for messages.
+    describe: String,
 }
 
 impl RecordLock {
-    pub fn new(records: Records, writer: Box<dyn RecordWriter>) -> RecordLock {
+    /// The whole state, held through `writer`.
+    pub fn whole(records: Records, writer: Arc<dyn RecordWriter>, describe: String) -> RecordLock {
         RecordLock {
+            records: Arc::new(records),
+            writer,
+            queue: GroupCommit::default(),
+            held: None,
+            describe,
+        }
+    }
+
+    /// `slugs` only, held through `writer` (which holds the state's lock shared): waits as
+    /// `wait` says for a lease on each.
+    pub async fn tenants(
+        records: Records,
+        writer: Arc<dyn RecordWriter>,
+        describe: String,
+        info: &LockInfo,
+        wait: &Wait,
+        slugs: &BTreeSet<String>,
+    ) -> Result<RecordLock, StateError> {
+        let records = Arc::new(records);
+        if let Err(e) = leases::take(&records, &*writer, slugs, info, wait).await {
+            let _ = writer.release().await;
+            return Err(e);
+        }
+        let held = Held::start(records.clone(), writer.clone(), info.id.clone());
+        Ok(RecordLock {
             records,
             writer,
             queue: GroupCommit::default(),
+            held: Some(held),
+            describe,
+        })
+    }
+
+    /// The header as it stands now merged into `state`, for a run that holds some tenants
+    /// only: others write the header too.
+    async fn merge_header(&self, state: &mut State) -> Result<(), StateError> {
+        let row = self
+            .writer
+            .fetch(self.records.header_statement())
+            .await?
+            .into_iter()
+            .next();
+        if let Some((generation, header)) = parse_header(row, &self.describe)? {
+            merge_header(state, generation, header, &self.describe)?;
         }
+        Ok(())
     }
 }
 
 #[async_trait]
 impl StateLock for RecordLock {
     async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError> {
+        if let Some(held) = &self.held {
+            held.check()?;
+        }
+        let run = self.held.as_ref().map(|h| h.run.clone());
         let entry = Checkpoint {
             lineage: String::new(),
             base_serial: 0,
@@ -123,7 +185,7 @@ impl StateLock for RecordLock {
                     .collect();
                 let statements = self
                     .records
-                    .write_records(&writes)
+                    .write_records_as(&writes, run.as_deref())
                     .into_iter()
                     .map(|(s, tenants)| (s, tenants.len() as u64, tenants))
                     .collect();
@@ -137,13 +199,37 @@ impl StateLock for RecordLock {
     }
 
     async fn persist(&mut self, state: &mut State) -> Result<(), StateError> {
-        let (statements, persist) = Persist::of(&self.records, state);
-        self.writer.run(statements).await?;
-        persist.done(state);
-        Ok(())
+        let Some(held) = &self.held else {
+            let (statements, persist) = Persist::of(&self.records, state);
+            self.writer.run(statements).await?;
+            persist.done(state);
+            return Ok(());
+        };
+        // Others write the header meanwhile: merged with it as it stands, and written
+        // again from there when another got in first.
+        let mut tries = 0;
+        loop {
+            held.check()?;
+            self.merge_header(state).await?;
+            let (statements, persist) =
+                Persist::of_as(&self.records, state, Some(held.run.as_str()));
+            match self.writer.run(statements).await {
+                Ok(()) => {
+                    persist.done(state);
+                    return Ok(());
+                }
+                Err(StateError::MovedOn(_)) if tries < 8 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn unlock(self: Box<Self>) -> Result<(), StateError> {
-        self.writer.release().await
+        let released = match self.held {
+            Some(held) => held.release(&self.records, &*self.writer).await,
+            None => Ok(()),
+        };
+        let unlocked = self.writer.release().await;
+        released.and(unlocked)
     }
 }

@@ -12,6 +12,10 @@
 //! The state's serial, which a saved plan compares, is the header's generation plus every
 //! record's: a write of either moves it by one, and a header written after records were
 //! removed takes their generations on, so it never goes back.
+//!
+//! A run that applies some tenants only holds a lease on each (`state_leases`, see
+//! `leases.rs`), and its record writes are fenced by it: a record is written only while the
+//! run's lease on its tenant stands.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +28,7 @@ use crate::clients::error::ProviderError;
 use crate::clients::sql::{read_rows, Dialect, On, Statement};
 
 /// The tables, on either server; each statement is idempotent.
-pub const TABLES: [&str; 2] = [
+pub const TABLES: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS {schema}.state_header (
         name       text PRIMARY KEY,
         generation bigint NOT NULL,
@@ -39,11 +43,21 @@ pub const TABLES: [&str; 2] = [
         body       text NOT NULL,
         PRIMARY KEY (name, slug)
     )",
+    // A run's hold on a tenant: `run` is its lock id, `info` its `LockInfo`, and the lease
+    // ends at `expires_at` (seconds since 1970, the server's clock) unless renewed.
+    "CREATE TABLE IF NOT EXISTS {schema}.state_leases (
+        name       text NOT NULL,
+        slug       text NOT NULL,
+        run        text NOT NULL,
+        info       text NOT NULL,
+        expires_at bigint NOT NULL,
+        PRIMARY KEY (name, slug)
+    )",
 ];
 
 /// What the header records: the state's fields that are not a tenant's.
 #[derive(Debug, Serialize, Deserialize)]
-struct Header {
+pub(super) struct Header {
     format_version: u32,
     lineage: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +70,66 @@ struct Header {
     migrations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     released: Vec<Released>,
+}
+
+/// The header in `row` (of [`Records::header_statement`]) and its generation; `None` for no
+/// row. A header of another format version is refused as that.
+pub(super) fn parse_header(
+    row: Option<crate::clients::sql::Row>,
+    describe: &str,
+) -> Result<Option<(u64, Header)>, StateError> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let (generation, body) = read_rows(&[row], "read the state's header", |r| {
+        Ok((r.int(0)?, r.text(1)?))
+    })
+    .map_err(|source| StateError::Store {
+        context: format!("read {describe}"),
+        source,
+    })?
+    .remove(0);
+    let header: Header = serde_json::from_str(&body).map_err(|e| StateError::Corrupt {
+        path: describe.to_string(),
+        message: format!("header: {e}"),
+    })?;
+    if header.format_version != RECORDS_VERSION {
+        return Err(StateError::Version {
+            path: describe.to_string(),
+            found: header.format_version,
+            supported: RECORDS_VERSION,
+        });
+    }
+    Ok(Some((generation as u64, header)))
+}
+
+/// Takes into `state` what another run wrote into the header since `state` was read, for a
+/// run that holds some tenants only and writes the header beside others: the migrations
+/// either recorded, the key either learnt, the tenants released; this run's commit.
+pub(super) fn merge_header(
+    state: &mut State,
+    generation: u64,
+    header: Header,
+    describe: &str,
+) -> Result<(), StateError> {
+    if header.lineage != state.lineage {
+        return Err(StateError::Corrupt {
+            path: describe.to_string(),
+            message: format!(
+                "its lineage became {} while this run held some of its tenants",
+                header.lineage
+            ),
+        });
+    }
+    for (id, checksum) in header.migrations {
+        state.migrations.entry(id).or_insert(checksum);
+    }
+    if state.master_key_id.is_none() {
+        state.master_key_id = header.master_key_id;
+    }
+    state.released = header.released;
+    state.generation = generation;
+    Ok(())
 }
 
 /// The most records one statement writes: a conversion writes every tenant's.
@@ -125,23 +199,9 @@ impl Records {
                     .map_err(store)?,
             ),
         };
-        let Some(header) = header else {
+        let Some((generation, header)) = parse_header(header, describe)? else {
             return Ok(None);
         };
-        let (generation, body) = read_rows(&[header], "read the state's header", |r| {
-            Ok((r.int(0)?, r.text(1)?))
-        })
-        .map_err(store)?
-        .remove(0);
-        let header: Header =
-            serde_json::from_str(&body).map_err(|e| corrupt(format!("header: {e}")))?;
-        if header.format_version != RECORDS_VERSION {
-            return Err(StateError::Version {
-                path: describe.to_string(),
-                found: header.format_version,
-                supported: RECORDS_VERSION,
-            });
-        }
         // Every record comes folded into one document (a driver hands rows over one at a
         // time, which at 100,000 tenants would be most of the read), each record left as raw
         // text and decoded side by side.
@@ -172,7 +232,7 @@ impl Records {
         state.master_key_id = header.master_key_id;
         state.migrations = header.migrations;
         state.released = header.released;
-        state.generation = generation as u64;
+        state.generation = generation;
         for (slug, generation, tenant) in records {
             state.generations.insert(slug.clone(), generation);
             state.tenants.insert(slug, tenant);
@@ -181,7 +241,7 @@ impl Records {
         Ok(Some(state))
     }
 
-    fn header_statement(&self) -> Statement {
+    pub(super) fn header_statement(&self) -> Statement {
         Statement::new(
             &self.dialect,
             "read the state's header",
@@ -204,6 +264,17 @@ impl Records {
     /// statement for up to [`RECORDS_PER_STATEMENT`]. Any that was not where expected fails
     /// the write, naming them.
     pub fn write_records(&self, writes: &[RecordWrite<'_>]) -> Vec<(Statement, Vec<String>)> {
+        self.write_records_as(writes, None)
+    }
+
+    /// [`Records::write_records`], each record written only while `run` (a lock id) holds
+    /// the lease on its tenant, when it is given: a run whose lease ended and was taken by
+    /// another cannot write over that run's records.
+    pub fn write_records_as(
+        &self,
+        writes: &[RecordWrite<'_>],
+        run: Option<&str>,
+    ) -> Vec<(Statement, Vec<String>)> {
         writes
             .chunks(RECORDS_PER_STATEMENT)
             .map(|chunk| {
@@ -222,21 +293,30 @@ impl Records {
                     .collect();
                 // SQLite reads `ON CONFLICT` after a bare `FROM` as the join's: the `WHERE`
                 // between says where the select ends.
+                let leased = match run {
+                    Some(_) => "EXISTS (SELECT 1 FROM {schema}.state_leases AS l
+                                 WHERE l.name = $1 AND l.slug = r.slug AND l.run = $3)",
+                    None => "true",
+                };
                 let statement = Statement::new(
                     &self.dialect,
                     "write the tenants' records",
-                    "INSERT INTO {schema}.state_tenants (name, slug, generation, lifecycle, tenant_id, body)
+                    &format!("INSERT INTO {{schema}}.state_tenants (name, slug, generation, lifecycle, tenant_id, body)
                      SELECT $1, r.slug, CAST(r.generation AS bigint), r.lifecycle, r.tenant_id, r.body
-                     FROM {rows $2 slug expected generation lifecycle tenant_id body} AS r WHERE true
+                     FROM {{rows $2 slug expected generation lifecycle tenant_id body}} AS r WHERE {leased}
                      ON CONFLICT (name, slug) DO UPDATE SET
                         generation = excluded.generation, lifecycle = excluded.lifecycle,
                         tenant_id = excluded.tenant_id, body = excluded.body
                      WHERE state_tenants.generation = (
                         SELECT CAST(x.expected AS bigint)
-                        FROM {rows $2 slug expected} AS x WHERE x.slug = excluded.slug)",
+                        FROM {{rows $2 slug expected}} AS x WHERE x.slug = excluded.slug)"),
                 )
                 .text(&self.name)
                 .rows(rows);
+                let statement = match run {
+                    Some(run) => statement.text(run),
+                    None => statement,
+                };
                 (statement, chunk.iter().map(|w| w.slug.to_string()).collect())
             })
             .collect()
@@ -314,6 +394,11 @@ impl Persist {
     /// The write of `state` (its serial already moved by `prepare_snapshot`), and what
     /// says how `state` stands once it is done.
     pub fn of(records: &Records, state: &State) -> (Vec<Checked>, Persist) {
+        Persist::of_as(records, state, None)
+    }
+
+    /// [`Persist::of`], its records fenced by the leases of `run` when given.
+    pub fn of_as(records: &Records, state: &State, run: Option<&str>) -> (Vec<Checked>, Persist) {
         let mut statements = Vec::new();
         let mut generations = Vec::new();
         let removed: Vec<(&String, &u64)> = state
@@ -342,17 +427,18 @@ impl Persist {
         for w in &writes {
             generations.push((w.slug.to_string(), Some(w.generation)));
         }
-        for (statement, slugs) in records.write_records(&writes) {
+        for (statement, slugs) in records.write_records_as(&writes, run) {
             let count = slugs.len() as u64;
             statements.push((statement, count, slugs));
         }
-        // The records' generations once written; the header's is what makes the serial.
-        let mut sum: u64 = state.generations.values().sum();
-        for (slug, generation) in &generations {
-            sum -= state.generations.get(slug).copied().unwrap_or(0);
-            sum += generation.unwrap_or(0);
-        }
-        let generation = state.serial.saturating_sub(sum).max(state.generation + 1);
+        // The header moves on by one, and takes on the generations of the records removed,
+        // so the serial (the header's and every record's) never goes back.
+        let removed: u64 = generations
+            .iter()
+            .filter(|(_, g)| g.is_none())
+            .filter_map(|(slug, _)| state.generations.get(slug))
+            .sum();
+        let generation = state.generation + 1 + removed;
         statements.push((
             records.write_header(state, state.generation, generation),
             1,
@@ -389,8 +475,8 @@ pub fn moved_on(what: &[String]) -> StateError {
     } else {
         format!("the record of {}", what.join(", "))
     };
-    StateError::Checkpoint(format!(
-        "{what} was written by another run since this one read it; nothing of this write was kept"
+    StateError::MovedOn(format!(
+        "{what} was written by another run since this one read it (or its lease on the tenant ended); nothing of this write was kept"
     ))
 }
 

@@ -33,6 +33,7 @@ mod recipes;
 mod redis;
 mod released;
 mod retired;
+mod runners;
 mod s3;
 mod safety;
 mod support;

@@ -1,0 +1,253 @@
+//! Several runners on one state: applies of disjoint tenants go side by side, one on a
+//! tenant another run holds waits for it (or fails naming it), and `--shard K/N` splits a
+//! fleet between runners so that each tenant is applied once, a killed runner's share
+//! finished by its rerun. On the local state and on Postgres.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::pg::Pg;
+use crate::support::{text, Repo};
+
+/// The example applied, then two new tenants whose provisioning runs a hook of the test's
+/// own, which notes its start and sleeps `HOOK_SLEEP` seconds.
+fn two_new_tenants(repo: &Repo) {
+    repo.apply();
+    for slug in ["slow-a", "slow-b"] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &format!("slug: {slug}\nname: Slow\nplan: starter\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
+        );
+    }
+    repo.write(
+        "hooks/bill.sh",
+        "#!/bin/sh\ncat > /dev/null\necho \"started $TENANT_RECONCILE_TENANT_SLUG\" >> ledger\nsleep \"${HOOK_SLEEP:-0}\"\n",
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        repo.path().join("hooks/bill.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let config =
+        std::fs::read_to_string(repo.path().join("tenant-reconcile.hcl")).unwrap_or_default();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{config}hook \"billing\" {{\n  on = [\"provisioned\"]\n  command = [\"./hooks/bill.sh\"]\n  timeout = \"5m\"\n  pass_env = [\"HOOK_SLEEP\"]\n}}\n"),
+    );
+}
+
+fn spawn(repo: &Repo, args: &[&str], sleep: &str) -> Child {
+    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"));
+    cmd.arg("-C")
+        .arg(repo.path())
+        .args(args)
+        .env_remove("TENANT_RECONCILE_MASTER_KEY")
+        .env("NO_COLOR", "1")
+        .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("HOOK_SLEEP", sleep)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+fn started(repo: &Repo, slug: &str) -> bool {
+    std::fs::read_to_string(repo.path().join("ledger"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == format!("started {slug}"))
+}
+
+fn disjoint_applies_go_side_by_side(repo: &Repo) {
+    two_new_tenants(repo);
+    let mut slow = spawn(
+        repo,
+        &["apply", "--auto-approve", "--tenant", "slow-a"],
+        "20",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started(repo, "slow-a") {
+        assert!(Instant::now() < deadline, "slow-a's hook never started");
+        assert!(slow.try_wait().unwrap().is_none(), "the first apply ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Another tenant: applied while the first run is still under way.
+    let out = repo.run(&["apply", "--auto-approve", "--tenant", "slow-b"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        slow.try_wait().unwrap().is_none(),
+        "the first apply ended first"
+    );
+
+    // The same tenant: refused at once, naming the run that holds it.
+    let out = repo.run(&["apply", "--auto-approve", "--tenant", "slow-a"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`apply` run by") && err.contains("applying 1 of these tenants (slow-a)"),
+        "{err}"
+    );
+    // The whole state: refused while some of its tenants are held.
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("runs applying some of its tenants"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // It waits for the tenant instead, when asked to.
+    let out = repo.run(&[
+        "apply",
+        "--auto-approve",
+        "--tenant",
+        "slow-a",
+        "--lock-timeout",
+        "2m",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        slow.try_wait().unwrap().is_some(),
+        "it went on before the holder was done"
+    );
+    let first = slow.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let state = repo.state_json();
+    for slug in ["slow-a", "slow-b"] {
+        assert_eq!(state["tenants"][slug]["lifecycle"], "active", "{slug}");
+    }
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn on_the_local_state_disjoint_applies_go_side_by_side_and_a_held_tenant_waits() {
+    disjoint_applies_go_side_by_side(&Repo::example());
+}
+
+#[test]
+fn on_postgres_disjoint_applies_go_side_by_side_and_a_held_tenant_waits() {
+    let pg = Pg::new();
+    let mut repo = Repo::example();
+    repo.env = vec![("DATABASE_URL".into(), pg.url())];
+    repo.write(
+        "tenant-reconcile.hcl",
+        "state {\n  backend = \"postgres\"\n}\n",
+    );
+    disjoint_applies_go_side_by_side(&repo);
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.state_leases"),
+        0,
+        "every lease let go"
+    );
+}
+
+const FLEET: usize = 120;
+
+fn fleet(repo: &Repo) {
+    repo.apply();
+    for i in 0..FLEET {
+        repo.write(
+            &format!("tenants/bulk-{i:03}.yaml"),
+            &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: starter\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"),
+        );
+    }
+}
+
+/// Four runners, each its share: every tenant applied once, counted from outside (its
+/// registry row, its event, its record), and a runner killed mid-way finished by its rerun.
+fn four_shards_apply_each_tenant_once(repo: &Repo) {
+    fleet(repo);
+    let runners: Vec<Child> = (1..=4)
+        .map(|k| {
+            let shard = format!("{k}/4");
+            spawn(repo, &["apply", "--auto-approve", "--shard", &shard], "0")
+        })
+        .collect();
+    // The fourth is killed once the runners are well under way.
+    let mut runners = runners;
+    let mut fourth = runners.pop().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while repo.count("control.sqlite", "SELECT count(*) FROM tenants") < 40 {
+        assert!(Instant::now() < deadline, "the runners never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fourth.kill().unwrap();
+    fourth.wait().unwrap();
+    for runner in runners {
+        let out = runner.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = repo.run(&[
+        "apply",
+        "--auto-approve",
+        "--shard",
+        "4/4",
+        "--lock-timeout",
+        "2m",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = (FLEET + 4) as i64;
+    assert_eq!(
+        repo.count("control.sqlite", "SELECT count(*) FROM tenants"),
+        all
+    );
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT count(*) FROM outbox WHERE type = 'TenantProvisioned'"
+        ),
+        all,
+        "each tenant's provisioning announced once"
+    );
+    assert_eq!(
+        repo.state_json()["tenants"].as_object().unwrap().len() as i64,
+        all
+    );
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn four_shards_on_the_local_state_apply_each_tenant_once() {
+    four_shards_apply_each_tenant_once(&Repo::example());
+}
+
+#[test]
+fn four_shards_on_postgres_apply_each_tenant_once() {
+    let pg = Pg::new();
+    let mut repo = Repo::example();
+    repo.env = vec![("DATABASE_URL".into(), pg.url())];
+    repo.write(
+        "tenant-reconcile.hcl",
+        "state {\n  backend = \"postgres\"\n}\n",
+    );
+    four_shards_apply_each_tenant_once(&repo);
+}
+
+#[test]
+fn a_shard_is_said_as_k_of_n_and_read_from_an_indexed_job() {
+    let repo = Repo::example();
+    let out = repo.run(&["apply", "--auto-approve", "--shard", "5/4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("K must be from 1 to N"),
+        "{}",
+        text(&out.stderr)
+    );
+    repo.apply();
+    // A Kubernetes Indexed Job's pod: the index counts from 0.
+    let out = repo
+        .cmd()
+        .args(["apply", "--auto-approve"])
+        .env("JOB_COMPLETION_INDEX", "1")
+        .env("JOB_COMPLETIONS", "3")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("Applying shard 2/3 (from JOB_COMPLETION_INDEX and JOB_COMPLETIONS)."),
+        "{}",
+        text(&out.stderr)
+    );
+}
