@@ -202,6 +202,9 @@ impl Run<'_> {
     /// Refuses a step once the state could not be written: nothing done from here on could
     /// be recorded, and the lock may be another run's by now.
     fn lost(&self) -> Result<(), StepError> {
+        if let Err(e) = self.shared.lock.holds() {
+            let _ = self.shared.lost.set(crate::causes::chain(&e));
+        }
         match self.shared.lost.get() {
             Some(_) => Err("stopped before this step: the state could not be written".into()),
             None => Ok(()),

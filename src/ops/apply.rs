@@ -51,6 +51,16 @@ pub async fn apply(
     // any other run, and a rotation of the master key, holds the whole state.
     let mut opts_plan = opts.plan.clone();
     if let Some(shard) = opts.shard {
+        if opts_plan.rotate_master_key {
+            return Err(Error::Usage(format!(
+                "--shard {shard} with --rotate-master-key: a rotation re-keys every tenant, so one runner carries it out for the whole state\n  hint: run the rotation without --shard"
+            )));
+        }
+        if let Some(outside) = opts_plan.tenants.iter().flatten().find(|s| !shard.holds(s)) {
+            return Err(Error::Usage(format!(
+                "--tenant {outside} is not in shard {shard}: another runner's share holds it"
+            )));
+        }
         let share = ws
             .repo
             .tenants
@@ -79,6 +89,11 @@ pub async fn apply(
             .as_ref()
             .map(|only| only.iter().map(Slug::to_string).collect()),
     };
+    // A saved plan already stale is refused before anything is locked, so the refusal
+    // writes nothing (a lease is a write); it is checked again under the lock.
+    if let Some(p) = &saved {
+        stale(p, &backend.load().await?)?;
+    }
     let lock = match &scope {
         Some(slugs) => backend.lock_tenants(info, &wait, slugs).await?,
         None => backend.lock(info, &wait).await?,
@@ -87,14 +102,7 @@ pub async fn apply(
         let mut state = backend.load().await?;
         let plan = match saved {
             Some(p) => {
-                if p.state.lineage != state.lineage || p.state.serial != state.serial {
-                    return Err(Error::StalePlan {
-                        planned: p.state.serial,
-                        planned_lineage: or_none(&p.state.lineage),
-                        current: state.serial,
-                        current_lineage: or_none(&state.lineage),
-                    });
-                }
+                stale(&p, &state)?;
                 p
             }
             None => {
@@ -149,7 +157,8 @@ pub async fn apply(
     let checked = check_replacements(&plan, opts.plan.allow_replace).and_then(|()| {
         check_purges(
             &plan,
-            ws.repo.config.safety.max_purges_per_run,
+            // Runners of shards purge side by side: each may purge its share of the most.
+            ws.repo.config.safety.max_purges_per_run / opts.shard.map_or(1, |s| s.count as usize),
             opts.plan.allow_mass_purge,
         )
     });
@@ -197,6 +206,19 @@ pub async fn apply(
         debug!("{slot}_requests: {requests}");
     }
     Ok(ApplyOutcome::Applied { plan, report })
+}
+
+/// Refuses `plan` when the state moved since it was made.
+fn stale(plan: &Plan, state: &State) -> Result<(), Error> {
+    if plan.state.lineage != state.lineage || plan.state.serial != state.serial {
+        return Err(Error::StalePlan {
+            planned: plan.state.serial,
+            planned_lineage: or_none(&plan.state.lineage),
+            current: state.serial,
+            current_lineage: or_none(&state.lineage),
+        });
+    }
+    Ok(())
 }
 
 /// A tenant whose last apply failed and that the plan now finds as its file asks (the

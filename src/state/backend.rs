@@ -183,6 +183,11 @@ pub trait StateLock: Send + Sync {
     /// Writes the state beyond its checkpoints (a document backend writes it whole and
     /// forgets the checkpoints it includes), and marks it written.
     async fn persist(&mut self, state: &mut State) -> Result<(), StateError>;
+    /// Whether this run still holds what it locked: a lock that can be lost on the way
+    /// (leases on tenants) says so here, and no step starts after that.
+    fn holds(&self) -> Result<(), StateError> {
+        Ok(())
+    }
     async fn unlock(self: Box<Self>) -> Result<(), StateError>;
 }
 

@@ -130,6 +130,10 @@ pub async fn take(
             Err(e) => return Err(e),
         }
         let holders = holders(records, writer, &slugs).await?;
+        if holders.is_empty() {
+            // Let go of in between: try again at once.
+            continue;
+        }
         gone.clear();
         for h in &holders {
             if !writer.alive(&h.run, h.info.as_ref()).await {
@@ -201,20 +205,34 @@ pub struct Held {
 }
 
 impl Held {
-    /// Starts renewing the leases of `run`, through `writer`. Leases that could not be
-    /// renewed (or that another run took) make [`Held::check`] fail from then on.
-    pub fn start(records: Arc<Records>, writer: Arc<dyn RecordWriter>, run: String) -> Held {
+    /// Starts renewing the `count` leases of `run`, through `writer`. Once one is found
+    /// another run's, or none could be renewed for nearly a lease's length (a renewal that
+    /// fails is tried again until then), [`Held::check`] fails from then on.
+    pub fn start(
+        records: Arc<Records>,
+        writer: Arc<dyn RecordWriter>,
+        run: String,
+        count: usize,
+    ) -> Held {
         let lost = Arc::new(AtomicBool::new(false));
         let renewing = {
             let (lost, run) = (lost.clone(), run.clone());
             tokio::spawn(async move {
+                let mut renewed_at = Instant::now();
+                let margin = Duration::from_secs(LEASE_SECONDS as u64) - RENEW_EVERY / 2;
                 loop {
                     tokio::time::sleep(RENEW_EVERY).await;
-                    let renewed = writer
-                        .run(vec![(records.renew(&run), u64::MAX, Vec::new())])
-                        .await;
-                    if renewed.is_err() {
-                        lost.store(true, Ordering::SeqCst);
+                    let renewal = (records.renew(&run), count as u64, Vec::new());
+                    match writer.run(vec![renewal]).await {
+                        Ok(()) => renewed_at = Instant::now(),
+                        Err(StateError::MovedOn(_)) => lost.store(true, Ordering::SeqCst),
+                        Err(_) if renewed_at.elapsed() >= margin => {
+                            lost.store(true, Ordering::SeqCst)
+                        }
+                        Err(_) => {}
+                    }
+                    if lost.load(Ordering::SeqCst) {
+                        return;
                     }
                 }
             })
@@ -246,5 +264,13 @@ impl Held {
         writer
             .run(vec![(records.release(&self.run), u64::MAX, Vec::new())])
             .await
+    }
+}
+
+impl Drop for Held {
+    /// A lock dropped without being let go of (its run failed on the way) stops renewing:
+    /// its leases then run out.
+    fn drop(&mut self) {
+        self.renewing.abort();
     }
 }

@@ -118,7 +118,9 @@ impl StateBackend for LocalBackend {
             return self.lock(info, wait).await;
         }
         let file = self.lock_file(wait, true).await?;
-        let writer = Arc::new(self.writer(file, false));
+        let mut writer = self.writer(file, false);
+        writer.run_file = Some(RunFile::hold(&self.runs(), &info.id)?);
+        let writer = Arc::new(writer);
         let header = writer.fetch(self.records().header_statement()).await;
         if !matches!(&header, Ok(rows) if !rows.is_empty()) {
             writer.release().await?;
@@ -188,7 +190,14 @@ impl LocalBackend {
             pool: tokio::sync::OnceCell::new(),
             lock,
             whole,
+            runs: self.runs(),
+            run_file: None,
         }
+    }
+
+    /// Where runs that hold some tenants keep a file locked while they live.
+    fn runs(&self) -> PathBuf {
+        sibling(&self.path, ".runs")
     }
 }
 
@@ -247,10 +256,35 @@ impl LocalBackend {
     async fn convert(&self, bytes: &[u8], writer: &LocalWriter) -> Result<(), StateError> {
         let mut state = self.load_document(bytes)?;
         let backup = sibling(&self.path, ".v1-backup");
-        let whole = serde_json::to_vec(&state).expect("state serializes");
-        private_files::write_atomic(&backup, &whole).map_err(Self::io("back up", &backup))?;
         let pool = writer.pool().await?;
-        run_sqlite(pool, records::conversion(&self.records(), &mut state)).await?;
+        let header = Statement::fetch(
+            self.records().header_statement(),
+            &Pool::Sqlite(pool.clone()),
+        )
+        .await
+        .map_err(store("read the state's header"))?;
+        if !header.is_empty() {
+            // Records stand already. The document is the one they were made from (a
+            // conversion cut short before its stub), or one an earlier tenant-reconcile
+            // wrote beside them, which neither may replace.
+            let converted = fs::read(&backup)
+                .ok()
+                .and_then(|b| State::decode(&b, || self.describe()).ok())
+                .is_some_and(|b| b.lineage == state.lineage && b.serial == state.serial);
+            if !converted {
+                return Err(StateError::Corrupt {
+                    path: self.describe(),
+                    message: format!(
+                        "it was written by an earlier tenant-reconcile after this state became records ({}); nothing was done\n  hint: the records are the state; keep what the document holds apart, remove it, and run again",
+                        self.db().display()
+                    ),
+                });
+            }
+        } else {
+            let whole = serde_json::to_vec(&state).expect("state serializes");
+            private_files::write_atomic(&backup, &whole).map_err(Self::io("back up", &backup))?;
+            run_sqlite(pool, records::conversion(&self.records(), &mut state)).await?;
+        }
         write_stub(&self.path, &self.db())?;
         let journal = sibling(&self.path, ".journal");
         match fs::remove_file(&journal) {
@@ -285,6 +319,58 @@ struct LocalWriter {
     lock: File,
     /// Held alone, its holder's details written in it.
     whole: bool,
+    /// Where runs keep their files ([`RunFile`]), and this run's, for a run that holds
+    /// some tenants.
+    runs: PathBuf,
+    run_file: Option<RunFile>,
+}
+
+/// A file locked by a run while it lives, named by its lock id: the kernel lets go of the
+/// lock when the run's process ends however it ends, so another run can tell a lease of a
+/// run that is gone, on any host sharing the folder, in any process namespace.
+struct RunFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl RunFile {
+    fn hold(dir: &Path, run: &str) -> Result<RunFile, StateError> {
+        private_files::create_dir_all(dir).map_err(LocalBackend::io("create", dir))?;
+        let path = dir.join(format!("{run}.lock"));
+        let file = private_files::create(&path).map_err(LocalBackend::io("create", &path))?;
+        file.try_lock().map_err(|e| StateError::Io {
+            action: "lock",
+            path: path.display().to_string(),
+            source: e.into(),
+        })?;
+        Ok(RunFile { path, file })
+    }
+
+    /// Whether the run `run` still holds its file. A name that is not a lock id (not
+    /// this tool's) is not looked for, and reads as alive: its lease then runs out.
+    fn alive(dir: &Path, run: &str) -> bool {
+        if uuid::Uuid::parse_str(run).is_err() {
+            return true;
+        }
+        let path = dir.join(format!("{run}.lock"));
+        let Ok(file) = File::open(&path) else {
+            return false;
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = fs::remove_file(&path);
+                false
+            }
+            Err(_) => true,
+        }
+    }
+}
+
+impl Drop for RunFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
 }
 
 impl LocalWriter {
@@ -323,9 +409,8 @@ impl RecordWriter for LocalWriter {
             .map_err(store("read the state's records"))
     }
 
-    async fn alive(&self, _run: &str, info: Option<&LockInfo>) -> bool {
-        // The file is this host's: a run whose process is gone is gone.
-        info.is_none_or(|i| !i.holder_gone())
+    async fn alive(&self, run: &str, _info: Option<&LockInfo>) -> bool {
+        RunFile::alive(&self.runs, run)
     }
 
     async fn release(&self) -> Result<(), StateError> {

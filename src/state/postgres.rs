@@ -176,7 +176,7 @@ impl StateBackend for PgBackend {
             .await
             .map_err(provider("read the state's header"))?;
         if !converted || header.is_none() {
-            drop(conn);
+            let _ = conn.close().await;
             return self.lock(info, wait).await;
         }
         // The run's own key, held while it lives: a run that finds this run's leases in its
@@ -326,9 +326,34 @@ impl PgBackend {
     /// document to convert.
     async fn convert(&self, conn: &mut PgConnection) -> Result<(), StateError> {
         let mut tx = conn.begin().await.map_err(pg("begin"))?;
+        let stub =
+            String::from_utf8(records::stub(&format!("{} records", self.schema))).expect("utf-8");
         let Some(mut state) = self.load_document(&mut tx).await? else {
-            return Ok(());
+            // A state kept as records from its start gets the stub too, so an earlier
+            // tenant-reconcile finds a newer format here, not an empty state to write.
+            sqlx::query(&self.sql(
+                "INSERT INTO {schema}.states (name, serial, body) VALUES ($1, 0, $2)
+                 ON CONFLICT (name) DO NOTHING",
+            ))
+            .bind(&self.name)
+            .bind(&stub)
+            .execute(tx.as_mut())
+            .await
+            .map_err(pg("write the state's stub"))?;
+            return tx.commit().await.map_err(pg("commit the state's stub"));
         };
+        let header = self
+            .records()
+            .header_statement()
+            .first(tx.as_mut())
+            .await
+            .map_err(provider("read the state's header"))?;
+        if header.is_some() {
+            return Err(StateError::Corrupt {
+                path: self.describe(),
+                message: "its one-document row in `states` was written by an earlier tenant-reconcile after this state became records; nothing was done\n  hint: the records are the state; keep what that row holds apart, delete it, and run again".into(),
+            });
+        }
         let whole = serde_json::to_string(&state).expect("state serializes");
         sqlx::query(&self.sql(
             "INSERT INTO {schema}.state_v1_backups (name, body) VALUES ($1, $2)
@@ -348,10 +373,9 @@ impl PgBackend {
                 return Err(records::moved_on(&tenants));
             }
         }
-        let name = format!("{} records", self.schema);
         sqlx::query(&self.sql("UPDATE {schema}.states SET body = $2 WHERE name = $1"))
             .bind(&self.name)
-            .bind(String::from_utf8(records::stub(&name)).expect("utf-8"))
+            .bind(&stub)
             .execute(tx.as_mut())
             .await
             .map_err(pg("convert the state to records"))?;

@@ -129,7 +129,12 @@ impl RecordLock {
             let _ = writer.release().await;
             return Err(e);
         }
-        let held = Held::start(records.clone(), writer.clone(), info.id.clone());
+        let held = Held::start(
+            records.clone(),
+            writer.clone(),
+            info.id.clone(),
+            slugs.len(),
+        );
         Ok(RecordLock {
             records,
             writer,
@@ -206,9 +211,16 @@ impl StateLock for RecordLock {
             return Ok(());
         };
         // Others write the header meanwhile: merged with it as it stands, and written
-        // again from there when another got in first.
-        let mut tries = 0;
+        // again from there when another got in first, after a pause of a random length so
+        // runners that end together do not meet again.
+        let mut tries: u64 = 0;
         loop {
+            if tries > 0 {
+                let mut byte = [0u8; 2];
+                let _ = getrandom::fill(&mut byte);
+                let pause = 10 + u64::from(u16::from_le_bytes(byte)) % (20 * tries.min(10));
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            }
             held.check()?;
             self.merge_header(state).await?;
             let (statements, persist) =
@@ -218,9 +230,16 @@ impl StateLock for RecordLock {
                     persist.done(state);
                     return Ok(());
                 }
-                Err(StateError::MovedOn(_)) if tries < 8 => tries += 1,
+                Err(StateError::MovedOn(_)) if tries < 50 => tries += 1,
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    fn holds(&self) -> Result<(), StateError> {
+        match &self.held {
+            Some(held) => held.check(),
+            None => Ok(()),
         }
     }
 

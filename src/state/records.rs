@@ -5,8 +5,8 @@
 //! last read or wrote (`… WHERE generation = expected`), so a write costs one tenant however
 //! large the fleet, and a run that is not the last writer of a record is refused rather than
 //! writing over what another run recorded. The header holds what is the fleet's (lineage,
-//! master key, migrations' checksums, released tenants) and is written only when that
-//! changes; the record table's own columns (lifecycle, tenant id) answer fleet-wide
+//! master key, migrations' checksums, released tenants) and is written by a run's whole
+//! writes only (when the state is new or its key changes, and at the run's end); the record table's own columns (lifecycle, tenant id) answer fleet-wide
 //! questions without reading every record.
 //!
 //! The state's serial, which a saved plan compares, is the header's generation plus every
@@ -293,9 +293,14 @@ impl Records {
                     .collect();
                 // SQLite reads `ON CONFLICT` after a bare `FROM` as the join's: the `WHERE`
                 // between says where the select ends.
+                // A record is made only where none was expected: one expected and gone
+                // (removed by another run) is not made again.
+                let made_or_there = "(CAST(r.expected AS bigint) = 0 OR EXISTS (
+                    SELECT 1 FROM {schema}.state_tenants AS t WHERE t.name = $1 AND t.slug = r.slug))";
                 let leased = match run {
                     Some(_) => "EXISTS (SELECT 1 FROM {schema}.state_leases AS l
-                                 WHERE l.name = $1 AND l.slug = r.slug AND l.run = $3)",
+                                 WHERE l.name = $1 AND l.slug = r.slug AND l.run = $3
+                                 AND l.expires_at >= {epoch})",
                     None => "true",
                 };
                 let statement = Statement::new(
@@ -303,7 +308,8 @@ impl Records {
                     "write the tenants' records",
                     &format!("INSERT INTO {{schema}}.state_tenants (name, slug, generation, lifecycle, tenant_id, body)
                      SELECT $1, r.slug, CAST(r.generation AS bigint), r.lifecycle, r.tenant_id, r.body
-                     FROM {{rows $2 slug expected generation lifecycle tenant_id body}} AS r WHERE {leased}
+                     FROM {{rows $2 slug expected generation lifecycle tenant_id body}} AS r
+                     WHERE {made_or_there} AND {leased}
                      ON CONFLICT (name, slug) DO UPDATE SET
                         generation = excluded.generation, lifecycle = excluded.lifecycle,
                         tenant_id = excluded.tenant_id, body = excluded.body
@@ -476,7 +482,7 @@ pub fn moved_on(what: &[String]) -> StateError {
         format!("the record of {}", what.join(", "))
     };
     StateError::MovedOn(format!(
-        "{what} was written by another run since this one read it (or its lease on the tenant ended); nothing of this write was kept"
+        "{what} was written by another run since this one read it (or this run's lease on the tenant ended), so this run's write of it was refused"
     ))
 }
 

@@ -276,3 +276,56 @@ fn the_recipes_install_line_installs_this_repository() {
         format!("tenant-reconcile {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// The recipes that split an apply between runners (a GitHub matrix, a Kubernetes Indexed
+/// Job): their commands, run once per runner, apply every tenant once between them.
+#[test]
+fn the_sharded_recipes_apply_every_tenant_between_their_runners() {
+    let (_copy, recipes) = committed("examples/ci");
+    let matrix = std::fs::read_to_string(recipes.join("github/tenant-apply-shards.yml")).unwrap();
+    let job = std::fs::read_to_string(recipes.join("kubernetes/tenant-apply-job.yaml")).unwrap();
+    for source in [&matrix, &job] {
+        let _: serde_yaml::Value = serde_yaml::from_str(source).unwrap();
+    }
+    let command = |source: &str| -> Vec<String> {
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("recipe");
+        // A shell-quoted argument ends its line in the Job's YAML list.
+        let source: String = source
+            .lines()
+            .map(|l| l.split_once("\"]").map_or(l, |(before, _)| before))
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&file, source).unwrap();
+        let found = commands(&file);
+        assert_eq!(found.len(), 1, "{found:?}");
+        found.into_iter().next().unwrap()
+    };
+    for (runners, run) in [
+        (
+            4,
+            Box::new(|repo: &crate::support::Repo, k: usize| {
+                let args = command(&matrix.replace("${{ matrix.shard }}", &k.to_string()));
+                repo.cmd().args(&args).output().unwrap()
+            }) as Box<dyn Fn(&crate::support::Repo, usize) -> std::process::Output>,
+        ),
+        (
+            4,
+            Box::new(|repo: &crate::support::Repo, k: usize| {
+                repo.cmd()
+                    .args(command(&job))
+                    .env("JOB_COMPLETION_INDEX", (k - 1).to_string())
+                    .env("JOB_COMPLETIONS", "4")
+                    .output()
+                    .unwrap()
+            }),
+        ),
+    ] {
+        let repo = committed_example();
+        for k in 1..=runners {
+            let out = run(&repo, k);
+            assert!(out.status.success(), "runner {k}: {}", text(&out.stderr));
+        }
+        repo.assert_plan_empty();
+    }
+}

@@ -113,6 +113,12 @@ fn disjoint_applies_go_side_by_side(repo: &Repo) {
     );
     let first = slow.wait_with_output().unwrap();
     assert!(first.status.success(), "{}", text(&first.stderr));
+    let ledger = std::fs::read_to_string(repo.path().join("ledger")).unwrap();
+    assert_eq!(
+        ledger.lines().filter(|l| *l == "started slow-a").count(),
+        1,
+        "slow-a was provisioned once:\n{ledger}"
+    );
     let state = repo.state_json();
     for slug in ["slow-a", "slow-b"] {
         assert_eq!(state["tenants"][slug]["lifecycle"], "active", "{slug}");
@@ -140,6 +146,62 @@ fn on_postgres_disjoint_applies_go_side_by_side_and_a_held_tenant_waits() {
         0,
         "every lease let go"
     );
+}
+
+/// A run killed with -9 while it holds a tenant: the next run on that tenant takes it over
+/// at once (the killed run is known to be gone), and finishes its work once.
+fn a_killed_holder_is_taken_over_at_once(repo: &Repo) {
+    two_new_tenants(repo);
+    let mut slow = spawn(
+        repo,
+        &["apply", "--auto-approve", "--tenant", "slow-a"],
+        "60",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started(repo, "slow-a") {
+        assert!(Instant::now() < deadline, "slow-a's hook never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    let started_at = Instant::now();
+    let out = repo.run(&[
+        "apply",
+        "--auto-approve",
+        "--tenant",
+        "slow-a",
+        "--lock-timeout",
+        "2m",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        started_at.elapsed() < Duration::from_secs(30),
+        "waited {:?}: the lease of a run that is gone was not taken over",
+        started_at.elapsed()
+    );
+    assert_eq!(
+        repo.state_json()["tenants"]["slow-a"]["lifecycle"],
+        "active"
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn on_the_local_state_a_killed_holder_is_taken_over_at_once() {
+    a_killed_holder_is_taken_over_at_once(&Repo::example());
+}
+
+#[test]
+fn on_postgres_a_killed_holder_is_taken_over_at_once() {
+    let pg = Pg::new();
+    let mut repo = Repo::example();
+    repo.env = vec![("DATABASE_URL".into(), pg.url())];
+    repo.write(
+        "tenant-reconcile.hcl",
+        "state {\n  backend = \"postgres\"\n}\n",
+    );
+    a_killed_holder_is_taken_over_at_once(&repo);
 }
 
 const FLEET: usize = 120;
@@ -172,6 +234,10 @@ fn four_shards_apply_each_tenant_once(repo: &Repo) {
         assert!(Instant::now() < deadline, "the runners never got going");
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        fourth.try_wait().unwrap().is_none(),
+        "the fourth ended first"
+    );
     fourth.kill().unwrap();
     fourth.wait().unwrap();
     for runner in runners {

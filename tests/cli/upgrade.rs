@@ -92,29 +92,51 @@ fn a_local_state_in_the_one_document_format_is_read_then_converted_with_a_backup
 }
 
 #[test]
-fn a_local_conversion_cut_short_is_done_again_from_the_document() {
+fn a_local_conversion_cut_short_is_finished_and_a_document_written_beside_records_refused() {
     let repo = local_v1();
     repo.apply();
+    let seats =
+        |repo: &Repo| repo.state_json()["tenants"]["acme"]["resources"]["quotas"]["seats"].clone();
+    let acme = repo.path().join("tenants/acme.yaml");
+    let file = std::fs::read_to_string(&acme).unwrap();
+    std::fs::write(&acme, file.replace("seats: 80", "seats: 85")).unwrap();
+    repo.apply();
+    assert_eq!(seats(&repo), json!(85));
     // As a kill after the records were written and before the stub replaced the document
-    // leaves it: the document in place, and records beside it.
+    // leaves it: the document it was made from in place, and the records beside it. The
+    // next run finishes it, and the records stand: the document is not converted again.
     std::fs::copy(
         repo.state_dir().join("state.json.v1-backup"),
         repo.state_dir().join("state.json"),
     )
     .unwrap();
-    repo.assert_plan_empty();
     repo.apply();
     assert_eq!(document_version(&repo, "state.json"), json!(2));
+    assert_eq!(seats(&repo), json!(85), "the records stood");
     assert_eq!(
         repo.count("state.db", "SELECT count(*) FROM state_tenants"),
-        4,
-        "each tenant once"
-    );
-    assert_eq!(
-        repo.count("state.db", "SELECT count(*) FROM state_header"),
-        1
+        4
     );
     repo.assert_plan_empty();
+
+    // A document an earlier tenant-reconcile wrote beside the records (it found no stub):
+    // refused, nothing changed.
+    let mut other: Value = serde_json::from_str(&fixture("state.json")).unwrap();
+    other["serial"] = json!(other["serial"].as_u64().unwrap() + 7);
+    repo.write(".tenant-reconcile/state.json", &other.to_string());
+    let before = repo.fingerprint();
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("written by an earlier tenant-reconcile after this state became records"),
+        "{err}"
+    );
+    assert_eq!(
+        before,
+        repo.fingerprint(),
+        "a refused conversion changed something"
+    );
 }
 
 /// The one-document tables as the earlier build made them, holding the fixture's state.
@@ -188,6 +210,10 @@ fn a_postgres_state_in_the_one_document_format_is_converted_in_one_transaction()
     );
     pg.exec("DROP TRIGGER hold_the_header ON tenant_reconcile.state_header; DROP FUNCTION public.hold_the_header()");
     // Nothing of it was kept: the document and its checkpoints are as they were.
+    assert_eq!(
+        pg.query("SELECT body::jsonb->>'format_version' AS v FROM tenant_reconcile.states"),
+        vec![json!({"v": "1"})]
+    );
     assert_eq!(
         pg.count("SELECT count(*) FROM tenant_reconcile.state_checkpoints"),
         fixture("checkpoints.jsonl").lines().count() as i64
