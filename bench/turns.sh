@@ -7,7 +7,9 @@
 # memory. Both builds must find the repo converged (`--detailed-exitcode` exits 0).
 # With TURNS_POSTGRES=postgres://postgres@127.0.0.1:5432 the tenants are schema-mode tenants on
 # that server (a database and names of the run's own, removed at the end) instead of the local
-# target.
+# target. With TURNS_APART=1 (local target only) each build applies a copy of the repo of its
+# own and plans against it: for builds whose states differ in format, where the older could not
+# read the newer's (a newer build reads an older state as it is, without converting it).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -49,14 +51,27 @@ if [ -n "$PG" ]; then
 else
   python3 bench/generate.py "$N" "$dir"
 fi
-"$NEW" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err" || { tail -20 "$TMP/err" >&2; exit 1; }
+APART=${TURNS_APART:-}
+if [ -n "$APART" ]; then
+  [ -z "$PG" ] || { echo "TURNS_APART is for the local target only" >&2; exit 1; }
+  for build in old new; do
+    cp -r "$dir" "$TMP/repo-$build"
+    bin=$OLD
+    [ "$build" = new ] && bin=$NEW
+    "$bin" -C "$TMP/repo-$build" apply --auto-approve >/dev/null 2>"$TMP/err" || { tail -20 "$TMP/err" >&2; exit 1; }
+  done
+else
+  "$NEW" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err" || { tail -20 "$TMP/err" >&2; exit 1; }
+fi
 
 for build in old new; do : >"$TMP/$build"; done
 for round in $(seq "$RUNS"); do
   for build in old new; do
     bin=$OLD
     [ "$build" = new ] && bin=$NEW
-    if ! /usr/bin/time -f "%e %U %S %M" -o "$TMP/t" "$bin" -C "$dir" plan --detailed-exitcode "${ARGS[@]}" >/dev/null 2>"$TMP/err"; then
+    repo=$dir
+    [ -n "$APART" ] && repo="$TMP/repo-$build"
+    if ! /usr/bin/time -f "%e %U %S %M" -o "$TMP/t" "$bin" -C "$repo" plan --detailed-exitcode "${ARGS[@]}" >/dev/null 2>"$TMP/err"; then
       echo "FAILED ($build): the repo is not converged for it" >&2
       tail -20 "$TMP/err" >&2
       exit 1

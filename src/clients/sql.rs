@@ -33,9 +33,9 @@
 //!   object of key and value (null over no rows); `{json_array}`: a JSON array of values;
 //! - `{json_column col}`: a JSON column (or value) as JSON within those, not as its text;
 //! - `{json_bool col}`: a boolean column as JSON `true` or `false`;
+//! - `{text_list}`: the aggregate that joins texts with a separator (`{text_list}(x, ',')`);
+//! - `{json_quote col}`: a text column as a JSON string;
 //! - `{epoch}`: the server's clock in whole seconds since 1970, as an integer;
-//! - `{json_text col}`: a text column holding JSON, as that JSON within those, its text kept
-//!   as written (Postgres's `json`, not `jsonb`, which would reorder it);
 //! - `{outbox turn}`: a statement that makes the transaction wait its turn among those that
 //!   make deliveries from the outbox or prune it (an advisory lock of the schema's on
 //!   Postgres; SQLite's write transaction already has the file to itself).
@@ -192,12 +192,14 @@ impl Dialect {
             (Dialect::Postgres { .. }, "json_array") => "json_build_array".into(),
             (Dialect::Sqlite, "json_column") => format!("json({arg})"),
             (Dialect::Postgres { .. }, "json_column") => arg.into(),
+            (Dialect::Sqlite, "text_list") => "group_concat".into(),
+            (Dialect::Postgres { .. }, "text_list") => "string_agg".into(),
+            (Dialect::Sqlite, "json_quote") => format!("json_quote({arg})"),
+            (Dialect::Postgres { .. }, "json_quote") => format!("CAST(to_json({arg}) AS text)"),
             (Dialect::Sqlite, "epoch") => "CAST(strftime('%s', 'now') AS INTEGER)".into(),
             (Dialect::Postgres { .. }, "epoch") => {
                 "CAST(extract(epoch FROM now()) AS bigint)".into()
             }
-            (Dialect::Sqlite, "json_text") => format!("json({arg})"),
-            (Dialect::Postgres { .. }, "json_text") => format!("CAST({arg} AS json)"),
             (Dialect::Sqlite, "json_bool") => {
                 format!("json(CASE WHEN {arg} THEN 'true' ELSE 'false' END)")
             }

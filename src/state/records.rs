@@ -212,7 +212,7 @@ impl Records {
                 .map_err(store)?,
             None => None,
         };
-        let folded = folded.unwrap_or_else(|| "{}".into());
+        let folded = format!("{{{}}}", folded.unwrap_or_default());
         let raw: BTreeMap<&str, (u64, &RawValue)> =
             serde_json::from_str(&folded).map_err(|e| corrupt(format!("records: {e}")))?;
         let records = raw
@@ -254,7 +254,10 @@ impl Records {
         Statement::new(
             &self.dialect,
             "read the state's records",
-            "SELECT CAST({json_map}(slug, {json_array}(generation, {json_text body})) AS TEXT)
+            // Joined as text, not built as JSON: the server would parse every record to
+            // build it, and the records are JSON as this tool wrote them.
+            // (the braces around them are put on here: a brace in a statement is a token's).
+            "SELECT {text_list}({json_quote slug} || ':[' || generation || ',' || body || ']', ',')
              FROM {schema}.state_tenants WHERE name = $1",
         )
         .text(&self.name)
