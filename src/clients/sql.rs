@@ -33,6 +33,9 @@
 //!   object of key and value (null over no rows); `{json_array}`: a JSON array of values;
 //! - `{json_column col}`: a JSON column (or value) as JSON within those, not as its text;
 //! - `{json_bool col}`: a boolean column as JSON `true` or `false`;
+//! - `{lbrace}`, `{rbrace}`: the texts `{` and `}` (a brace in a statement opens a token);
+//! - `{part $N $M}`: that the row is in part `$M` of `$N` parts of its table, for reading a
+//!   large table side by side (on SQLite by its row id, on Postgres by a hash of `slug`);
 //! - `{text_list}`: the aggregate that joins texts with a separator (`{text_list}(x, ',')`);
 //! - `{json_quote col}`: a text column as a JSON string;
 //! - `{epoch}`: the server's clock in whole seconds since 1970, as an integer;
@@ -192,6 +195,18 @@ impl Dialect {
             (Dialect::Postgres { .. }, "json_array") => "json_build_array".into(),
             (Dialect::Sqlite, "json_column") => format!("json({arg})"),
             (Dialect::Postgres { .. }, "json_column") => arg.into(),
+            (Dialect::Sqlite, "lbrace") => "char(123)".into(),
+            (Dialect::Postgres { .. }, "lbrace") => "chr(123)".into(),
+            (Dialect::Sqlite, "rbrace") => "char(125)".into(),
+            (Dialect::Postgres { .. }, "rbrace") => "chr(125)".into(),
+            (Dialect::Sqlite, "part") => {
+                let (count, part) = arg.split_once(' ').expect("{part $N $M}");
+                format!("rowid % {count} = {part}")
+            }
+            (Dialect::Postgres { .. }, "part") => {
+                let (count, part) = arg.split_once(' ').expect("{part $N $M}");
+                format!("mod(abs(CAST(hashtext(slug) AS bigint)), {count}) = {part}")
+            }
             (Dialect::Sqlite, "text_list") => "group_concat".into(),
             (Dialect::Postgres { .. }, "text_list") => "string_agg".into(),
             (Dialect::Sqlite, "json_quote") => format!("json_quote({arg})"),

@@ -237,7 +237,7 @@ impl LocalBackend {
 
     async fn read_records(&self) -> Result<Option<State>, StateError> {
         let db = self.db();
-        let Some(pool) = crate::clients::sqlite::open_reader(&db, 1)
+        let Some(pool) = crate::clients::sqlite::open_reader(&db, records::READ_PARTS as u32 + 1)
             .await
             .map_err(store("open the state's records"))?
         else {

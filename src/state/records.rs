@@ -25,7 +25,7 @@ use serde_json::value::RawValue;
 
 use super::{Released, State, StateError, TenantState, RECORDS_VERSION};
 use crate::clients::error::ProviderError;
-use crate::clients::sql::{read_rows, Dialect, On, Statement};
+use crate::clients::sql::{read_rows, Dialect, Pool, Statement};
 
 /// The tables, on either server; each statement is idempotent.
 pub const TABLES: [&str; 3] = [
@@ -132,6 +132,9 @@ pub(super) fn merge_header(
     Ok(())
 }
 
+/// How many parts the records are read in, side by side.
+pub const READ_PARTS: usize = 2;
+
 /// The most records one statement writes: a conversion writes every tenant's.
 const RECORDS_PER_STATEMENT: usize = 1000;
 
@@ -158,12 +161,7 @@ impl Records {
     /// The state recorded, or `None` when there is no header (nothing written yet, or a
     /// state in the one-document format not converted yet). `describe` names the state in
     /// errors.
-    pub async fn read<'a>(
-        &self,
-        on: impl Into<On<'a>>,
-        describe: &str,
-    ) -> Result<Option<State>, StateError> {
-        let on = on.into();
+    pub async fn read(&self, pool: &Pool, describe: &str) -> Result<Option<State>, StateError> {
         let store = |e: ProviderError| StateError::Store {
             context: format!("read {describe}"),
             source: e,
@@ -172,59 +170,40 @@ impl Records {
             path: describe.to_string(),
             message,
         };
-        // Both are read in one round trip each; the records come as rows, decoded side by side.
-        let (header, rows) = match on {
-            On::Pool(pool) => (
-                self.header_statement().first(pool).await.map_err(store)?,
-                self.records_statement().fetch(pool).await.map_err(store)?,
-            ),
-            On::Conn(conn) => (
-                self.header_statement()
-                    .first(&mut *conn)
-                    .await
-                    .map_err(store)?,
-                self.records_statement()
-                    .fetch(&mut *conn)
-                    .await
-                    .map_err(store)?,
-            ),
-            On::Tx(tx) => (
-                self.header_statement()
-                    .first(&mut *tx)
-                    .await
-                    .map_err(store)?,
-                self.records_statement()
-                    .fetch(&mut *tx)
-                    .await
-                    .map_err(store)?,
-            ),
-        };
+        // The records come folded into one text per part (a driver hands rows over one at a
+        // time, which at 100,000 tenants would be most of the read), the parts read side by
+        // side on connections of their own and parsed side by side, each record left as
+        // raw text until then and decoded side by side too.
+        let header = self.header_statement().first(pool);
+        let parts = futures::future::try_join_all((0..READ_PARTS).map(|part| async move {
+            let row = self.records_statement(part).first(pool).await?;
+            let text = row.map(|r| r.maybe_text(0)).transpose();
+            text.map(Option::flatten)
+                .map_err(ProviderError::sql("read the state's records"))
+        }));
+        let (header, parts) = tokio::try_join!(header, parts).map_err(store)?;
         let Some((generation, header)) = parse_header(header, describe)? else {
             return Ok(None);
         };
-        // Every record comes folded into one document (a driver hands rows over one at a
-        // time, which at 100,000 tenants would be most of the read), each record left as raw
-        // text and decoded side by side.
-        let folded = match rows.first() {
-            Some(row) => row
-                .maybe_text(0)
-                .map_err(ProviderError::sql("read the state's records"))
-                .map_err(store)?,
-            None => None,
-        };
-        let folded = format!("{{{}}}", folded.unwrap_or_default());
-        let raw: BTreeMap<&str, (u64, &RawValue)> =
-            serde_json::from_str(&folded).map_err(|e| corrupt(format!("records: {e}")))?;
-        let records = raw
-            .into_par_iter()
-            .map(|(slug, (generation, body))| {
-                match serde_json::from_str::<TenantState>(body.get()) {
-                    Ok(t) => Ok((slug.to_string(), generation, t)),
-                    Err(e) => Err(format!("tenant {slug}: {e}")),
-                }
+        let records = parts
+            .par_iter()
+            .flatten()
+            .map(|text| {
+                let raw: BTreeMap<&str, (u64, &RawValue)> =
+                    serde_json::from_str(text).map_err(|e| format!("records: {e}"))?;
+                raw.into_par_iter()
+                    .map(|(slug, (generation, body))| {
+                        match serde_json::from_str::<TenantState>(body.get()) {
+                            Ok(t) => Ok((slug.to_string(), generation, t)),
+                            Err(e) => Err(format!("tenant {slug}: {e}")),
+                        }
+                    })
+                    .collect::<Result<Vec<_>, String>>()
             })
             .collect::<Result<Vec<_>, String>>()
             .map_err(corrupt)?;
+        drop(parts);
+        let records = records.into_iter().flatten();
         let mut state = State::empty();
         state.lineage = header.lineage;
         state.git_commit = header.git_commit;
@@ -250,17 +229,20 @@ impl Records {
         .text(&self.name)
     }
 
-    fn records_statement(&self) -> Statement {
+    /// Part `part` of [`READ_PARTS`] of the records, as one JSON object of each tenant's
+    /// generation and record: joined as text, not built as JSON, which the server would do
+    /// by parsing every record, written as JSON by this tool.
+    fn records_statement(&self, part: usize) -> Statement {
         Statement::new(
             &self.dialect,
             "read the state's records",
-            // Joined as text, not built as JSON: the server would parse every record to
-            // build it, and the records are JSON as this tool wrote them.
-            // (the braces around them are put on here: a brace in a statement is a token's).
-            "SELECT {text_list}({json_quote slug} || ':[' || generation || ',' || body || ']', ',')
-             FROM {schema}.state_tenants WHERE name = $1",
+            "SELECT {lbrace} || COALESCE({text_list}(
+                 {json_quote slug} || ':[' || generation || ',' || body || ']', ','), '') || {rbrace}
+             FROM {schema}.state_tenants WHERE name = $1 AND {part $2 $3}",
         )
         .text(&self.name)
+        .int(READ_PARTS as i64)
+        .int(part as i64)
     }
 
     /// Writes records, each only where its generation is still the one expected: one
