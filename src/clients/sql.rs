@@ -573,6 +573,11 @@ impl Row {
         column!(self, i, Option<String>)
     }
 
+    /// A text column as the row holds it, not copied: for a large one read once.
+    pub fn maybe_str(&self, i: usize) -> Result<Option<&str>, sqlx::Error> {
+        column!(self, i, Option<&str>)
+    }
+
     /// An integer column, read as a 64-bit one: a statement casts a narrower Postgres
     /// column (`CAST(attempts AS BIGINT)`).
     pub fn int(&self, i: usize) -> Result<i64, sqlx::Error> {

@@ -175,12 +175,9 @@ impl Records {
         // side on connections of their own and parsed side by side, each record left as
         // raw text until then and decoded side by side too.
         let header = self.header_statement().first(pool);
-        let parts = futures::future::try_join_all((0..READ_PARTS).map(|part| async move {
-            let row = self.records_statement(part).first(pool).await?;
-            let text = row.map(|r| r.maybe_text(0)).transpose();
-            text.map(Option::flatten)
-                .map_err(ProviderError::sql("read the state's records"))
-        }));
+        let parts = futures::future::try_join_all(
+            (0..READ_PARTS).map(|part| self.records_statement(part).first(pool)),
+        );
         let (header, parts) = tokio::try_join!(header, parts).map_err(store)?;
         let Some((generation, header)) = parse_header(header, describe)? else {
             return Ok(None);
@@ -188,7 +185,12 @@ impl Records {
         let records = parts
             .par_iter()
             .flatten()
-            .map(|text| {
+            .map(|row| {
+                // Read where the row holds it: the records are most of the state's bytes.
+                let text = row
+                    .maybe_str(0)
+                    .map_err(|e| format!("records: {e}"))?
+                    .unwrap_or("{}");
                 let raw: BTreeMap<&str, (u64, &RawValue)> =
                     serde_json::from_str(text).map_err(|e| format!("records: {e}"))?;
                 raw.into_par_iter()
