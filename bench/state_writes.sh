@@ -20,14 +20,19 @@ dir="$TMP/repo"
 echo "generating and applying $N tenants ..." >&2
 python3 bench/generate.py "$N" "$dir" >/dev/null
 "$BIN" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err" || { tail -20 "$TMP/err" >&2; exit 1; }
-first=$(ls "$dir"/tenants/*.yaml | head -1)
+files=("$dir"/tenants/*.yaml)
+first=${files[0]}
 slug=$(basename "$first" .yaml)
 # One tenant's name changes: the apply changes that tenant alone.
 sed -i 's/^name: .*/name: Renamed For The Benchmark/' "$first"
 /usr/bin/time -f "%e %M" -o "$TMP/t" strace -f -qq -y -e trace=write,pwrite64,writev -o "$TMP/trace" \
   "$BIN" -C "$dir" apply --auto-approve >"$TMP/out" 2>"$TMP/err" || { tail -20 "$TMP/err" >&2; exit 1; }
 grep -q "1 tenant reconciled\|1 changed" "$TMP/out" || { echo "expected one tenant to change:" >&2; tail -5 "$TMP/out" >&2; exit 1; }
-bytes=$(grep -E '<[^>]*/state\.(json|db)[^>]*>' "$TMP/trace" | grep -oE '= [0-9]+$' | awk '{ s += $2 } END { print s + 0 }')
+# Each write's file (strace -y names it) and bytes, for the state's files only.
+grep -E '<[^>]*/state\.(json|db)[^>]*>' "$TMP/trace" \
+  | sed -E 's/^[0-9]+ +[a-z0-9]+\([0-9]+<([^>]*)>.*= ([0-9]+)$/\1 \2/' >"$TMP/writes"
+awk '{ n[$1]++; s[$1] += $2 } END { for (f in n) printf "  %s: %d writes, %d bytes\n", f, n[f], s[f] }' "$TMP/writes" | sed "s|$dir/||" >&2
+bytes=$(awk '{ s += $2 } END { print s + 0 }' "$TMP/writes")
 read -r secs kb <"$TMP/t"
 "$BIN" -C "$dir" plan --detailed-exitcode >/dev/null || { echo "the plan after it is not empty" >&2; exit 1; }
 echo "| tenants | changed | state bytes written | apply (s, under strace) | peak memory (MB) |"

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backend::{LockInfo, StateError, Wait};
-use super::record_lock::RecordWriter;
+use super::record_writer::RecordWriter;
 use super::records::Records;
 use crate::clients::sql::{read_rows, Statement};
 

@@ -29,7 +29,8 @@ use sqlx::sqlite::SqliteJournalMode;
 use sqlx::SqlitePool;
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
-use super::record_lock::{run_sqlite, RecordLock, RecordWriter};
+use super::record_lock::RecordLock;
+use super::record_writer::{run_sqlite, RecordWriter};
 use super::records::{self, Checked, Records};
 use super::{Checkpoint, State};
 use crate::clients::error::ProviderError;

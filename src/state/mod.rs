@@ -9,6 +9,7 @@ pub mod leases;
 pub mod local;
 pub mod postgres;
 pub mod record_lock;
+pub mod record_writer;
 pub mod records;
 pub mod retired;
 pub mod s3;
@@ -78,6 +79,10 @@ pub struct State {
     /// Tenants recorded in memory and not written yet: the next whole write writes them.
     #[serde(skip)]
     pub unwritten: BTreeSet<String>,
+    /// In records: what the stored header says (but when it was written), so a whole
+    /// write that would say the same leaves it.
+    #[serde(skip)]
+    pub header_said: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -356,6 +361,7 @@ impl State {
             generation: 0,
             generations: Default::default(),
             unwritten: BTreeSet::new(),
+            header_said: None,
         }
     }
 

@@ -21,7 +21,8 @@ use async_trait::async_trait;
 use sqlx::{Connection, Executor as _, PgConnection};
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait, GONE_HOLDER_GRACE};
-use super::record_lock::{run_postgres, RecordLock, RecordWriter};
+use super::record_lock::RecordLock;
+use super::record_writer::{run_postgres, RecordWriter};
 use super::records::{self, Checked, Records};
 use super::{Checkpoint, State};
 use crate::clients::error::ProviderError;

@@ -56,7 +56,7 @@ pub const TABLES: [&str; 3] = [
 ];
 
 /// What the header records: the state's fields that are not a tenant's.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Header {
     format_version: u32,
     lineage: String,
@@ -70,6 +70,27 @@ pub(super) struct Header {
     migrations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     released: Vec<Released>,
+}
+
+impl Header {
+    fn of(state: &State) -> Header {
+        Header {
+            format_version: RECORDS_VERSION,
+            lineage: state.lineage.clone(),
+            git_commit: state.git_commit.clone(),
+            updated_at: state.updated_at.clone(),
+            master_key_id: state.master_key_id.clone(),
+            migrations: state.migrations.clone(),
+            released: state.released.clone(),
+        }
+    }
+
+    /// What the header says, but when it was written: a write that would change only that
+    /// is left out.
+    fn said(mut self) -> String {
+        self.updated_at.clear();
+        serde_json::to_string(&self).expect("state serializes")
+    }
 }
 
 /// The header in `row` (of [`Records::header_statement`]) and its generation; `None` for no
@@ -121,6 +142,7 @@ pub(super) fn merge_header(
             ),
         });
     }
+    state.header_said = Some(header.clone().said());
     for (id, checksum) in header.migrations {
         state.migrations.entry(id).or_insert(checksum);
     }
@@ -207,6 +229,7 @@ impl Records {
         drop(parts);
         let records = records.into_iter().flatten();
         let mut state = State::empty();
+        state.header_said = Some(header.clone().said());
         state.lineage = header.lineage;
         state.git_commit = header.git_commit;
         state.updated_at = header.updated_at;
@@ -329,15 +352,6 @@ impl Records {
 
     /// Writes the header at `generation`, only where it is at `expected` now (0: none yet).
     pub fn write_header(&self, state: &State, expected: u64, generation: u64) -> Statement {
-        let header = Header {
-            format_version: RECORDS_VERSION,
-            lineage: state.lineage.clone(),
-            git_commit: state.git_commit.clone(),
-            updated_at: state.updated_at.clone(),
-            master_key_id: state.master_key_id.clone(),
-            migrations: state.migrations.clone(),
-            released: state.released.clone(),
-        };
         Statement::new(
             &self.dialect,
             "write the state's header",
@@ -347,7 +361,7 @@ impl Records {
         )
         .text(&self.name)
         .int(int(generation))
-        .text(serde_json::to_string(&header).expect("state serializes"))
+        .text(serde_json::to_string(&Header::of(state)).expect("state serializes"))
         .int(int(expected))
     }
 
@@ -431,12 +445,23 @@ impl Persist {
             .filter(|(_, g)| g.is_none())
             .filter_map(|(slug, _)| state.generations.get(slug))
             .sum();
-        let generation = state.generation + 1 + removed;
-        statements.push((
-            records.write_header(state, state.generation, generation),
-            1,
-            Vec::new(),
-        ));
+        // A header that would say what it says already is not written again: a run that
+        // changes one tenant writes that tenant's record, and no more.
+        let unchanged = removed == 0
+            && state.generation > 0
+            && state.header_said.as_deref() == Some(Header::of(state).said().as_str());
+        let generation = match unchanged {
+            true => state.generation,
+            false => {
+                let generation = state.generation + 1 + removed;
+                statements.push((
+                    records.write_header(state, state.generation, generation),
+                    1,
+                    Vec::new(),
+                ));
+                generation
+            }
+        };
         (
             statements,
             Persist {
@@ -449,6 +474,7 @@ impl Persist {
     /// `state` as it stands once this write is done.
     pub fn done(self, state: &mut State) {
         state.generation = self.generation;
+        state.header_said = Some(Header::of(state).said());
         for (slug, generation) in self.generations {
             match generation {
                 Some(g) => state.generations.insert(slug, g),
