@@ -117,7 +117,11 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
         None => {}
     }
     let shard = match args.shard {
-        Some(shard) => Some(shard),
+        Some(shard) => {
+            // Said first, so that a "No changes" after it reads as this share's.
+            anstream::eprintln!("Applying shard {shard}: the tenants of this share only.");
+            Some(shard)
+        }
         None if args.planfile.is_none() => match ops::Shard::from_env() {
             Some(Ok(shard)) => {
                 anstream::eprintln!(

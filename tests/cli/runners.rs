@@ -253,6 +253,11 @@ fn four_shards_apply_each_tenant_once(repo: &Repo) {
         "2m",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Applying shard 4/4: the tenants of this share only."),
+        "{}",
+        text(&out.stderr)
+    );
     let all = (FLEET + 4) as i64;
     assert_eq!(
         repo.count("control.sqlite", "SELECT count(*) FROM tenants"),
