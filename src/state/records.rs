@@ -285,57 +285,66 @@ impl Records {
         writes: &[RecordWrite<'_>],
         run: Option<&str>,
     ) -> Vec<(Statement, Vec<String>)> {
-        writes
-            .chunks(RECORDS_PER_STATEMENT)
-            .map(|chunk| {
-                let rows = chunk
+        let leased = match run {
+            Some(_) => {
+                "EXISTS (SELECT 1 FROM {schema}.state_leases AS l
+                         WHERE l.name = $1 AND l.slug = r.slug AND l.run = $3
+                         AND l.expires_at >= {epoch})"
+            }
+            None => "true",
+        };
+        // A record none was expected for is made (and not if one stands); one expected at a
+        // generation is changed only there (and not made again if another run removed it).
+        let made = format!(
+            "INSERT INTO {{schema}}.state_tenants (name, slug, generation, lifecycle, tenant_id, body)
+             SELECT $1, r.slug, CAST(r.generation AS bigint), r.lifecycle, r.tenant_id, r.body
+             FROM {{rows $2 slug generation lifecycle tenant_id body}} AS r
+             WHERE {leased}
+             ON CONFLICT (name, slug) DO NOTHING"
+        );
+        let moved = format!(
+            "UPDATE {{schema}}.state_tenants SET generation = CAST(r.generation AS bigint),
+                 lifecycle = r.lifecycle, tenant_id = r.tenant_id, body = r.body
+             FROM {{rows $2 slug generation lifecycle tenant_id body expected}} AS r
+             WHERE state_tenants.name = $1 AND state_tenants.slug = r.slug
+               AND state_tenants.generation = CAST(r.expected AS bigint) AND {leased}"
+        );
+        let mut out = Vec::new();
+        for chunk in writes.chunks(RECORDS_PER_STATEMENT) {
+            for (sql, part) in [
+                (
+                    &made,
+                    chunk.iter().filter(|w| w.expected == 0).collect::<Vec<_>>(),
+                ),
+                (&moved, chunk.iter().filter(|w| w.expected > 0).collect()),
+            ] {
+                if part.is_empty() {
+                    continue;
+                }
+                let rows = part
                     .iter()
                     .map(|w| {
                         serde_json::json!([
                             w.slug,
-                            w.expected,
                             w.generation,
                             w.tenant.lifecycle.as_str(),
                             w.tenant.tenant_id,
                             serde_json::to_string(w.tenant).expect("state serializes"),
+                            w.expected,
                         ])
                     })
                     .collect();
-                // SQLite reads `ON CONFLICT` after a bare `FROM` as the join's: the `WHERE`
-                // between says where the select ends.
-                // A record is made only where none was expected: one expected and gone
-                // (removed by another run) is not made again.
-                let made_or_there = "(CAST(r.expected AS bigint) = 0 OR EXISTS (
-                    SELECT 1 FROM {schema}.state_tenants AS t WHERE t.name = $1 AND t.slug = r.slug))";
-                let leased = match run {
-                    Some(_) => "EXISTS (SELECT 1 FROM {schema}.state_leases AS l
-                                 WHERE l.name = $1 AND l.slug = r.slug AND l.run = $3
-                                 AND l.expires_at >= {epoch})",
-                    None => "true",
-                };
-                let statement = Statement::new(
-                    &self.dialect,
-                    "write the tenants' records",
-                    &format!("INSERT INTO {{schema}}.state_tenants (name, slug, generation, lifecycle, tenant_id, body)
-                     SELECT $1, r.slug, CAST(r.generation AS bigint), r.lifecycle, r.tenant_id, r.body
-                     FROM {{rows $2 slug expected generation lifecycle tenant_id body}} AS r
-                     WHERE {made_or_there} AND {leased}
-                     ON CONFLICT (name, slug) DO UPDATE SET
-                        generation = excluded.generation, lifecycle = excluded.lifecycle,
-                        tenant_id = excluded.tenant_id, body = excluded.body
-                     WHERE state_tenants.generation = (
-                        SELECT CAST(x.expected AS bigint)
-                        FROM {{rows $2 slug expected}} AS x WHERE x.slug = excluded.slug)"),
-                )
-                .text(&self.name)
-                .rows(rows);
+                let statement = Statement::new(&self.dialect, "write the tenants' records", sql)
+                    .text(&self.name)
+                    .rows(rows);
                 let statement = match run {
                     Some(run) => statement.text(run),
                     None => statement,
                 };
-                (statement, chunk.iter().map(|w| w.slug.to_string()).collect())
-            })
-            .collect()
+                out.push((statement, part.iter().map(|w| w.slug.to_string()).collect()));
+            }
+        }
+        out
     }
 
     /// Removes a record, only at the generation expected.

@@ -942,7 +942,7 @@ fn killed_after_the_tombstone_before_the_state_records_it_a_rerun_purges_nothing
            IF NEW.body LIKE '%\"finished_at\"%' THEN PERFORM pg_sleep(600); END IF;
            RETURN NEW;
          END $$;
-         CREATE TRIGGER hold_the_end BEFORE INSERT ON tenant_reconcile.state_tenants
+         CREATE TRIGGER hold_the_end BEFORE INSERT OR UPDATE ON tenant_reconcile.state_tenants
            FOR EACH ROW EXECUTE FUNCTION public.hold_the_end()",
     );
     let mut child = repo.spawn_apply(1);
