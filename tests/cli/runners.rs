@@ -51,6 +51,17 @@ fn spawn(repo: &Repo, args: &[&str], sleep: &str) -> Child {
     cmd.spawn().unwrap()
 }
 
+/// The example with its state on `pg`'s database (its targets local).
+fn on_postgres(pg: &Pg) -> Repo {
+    let mut repo = Repo::example();
+    repo.env = vec![("DATABASE_URL".into(), pg.url())];
+    repo.write(
+        "tenant-reconcile.hcl",
+        "state {\n  backend = \"postgres\"\n}\n",
+    );
+    repo
+}
+
 fn started(repo: &Repo, slug: &str) -> bool {
     std::fs::read_to_string(repo.path().join("ledger"))
         .unwrap_or_default()
@@ -134,12 +145,7 @@ fn on_the_local_state_disjoint_applies_go_side_by_side_and_a_held_tenant_waits()
 #[test]
 fn on_postgres_disjoint_applies_go_side_by_side_and_a_held_tenant_waits() {
     let pg = Pg::new();
-    let mut repo = Repo::example();
-    repo.env = vec![("DATABASE_URL".into(), pg.url())];
-    repo.write(
-        "tenant-reconcile.hcl",
-        "state {\n  backend = \"postgres\"\n}\n",
-    );
+    let repo = on_postgres(&pg);
     disjoint_applies_go_side_by_side(&repo);
     assert_eq!(
         pg.count("SELECT count(*) FROM tenant_reconcile.state_leases"),
@@ -195,12 +201,7 @@ fn on_the_local_state_a_killed_holder_is_taken_over_at_once() {
 #[test]
 fn on_postgres_a_killed_holder_is_taken_over_at_once() {
     let pg = Pg::new();
-    let mut repo = Repo::example();
-    repo.env = vec![("DATABASE_URL".into(), pg.url())];
-    repo.write(
-        "tenant-reconcile.hcl",
-        "state {\n  backend = \"postgres\"\n}\n",
-    );
+    let repo = on_postgres(&pg);
     a_killed_holder_is_taken_over_at_once(&repo);
 }
 
@@ -286,12 +287,7 @@ fn four_shards_on_the_local_state_apply_each_tenant_once() {
 #[test]
 fn four_shards_on_postgres_apply_each_tenant_once() {
     let pg = Pg::new();
-    let mut repo = Repo::example();
-    repo.env = vec![("DATABASE_URL".into(), pg.url())];
-    repo.write(
-        "tenant-reconcile.hcl",
-        "state {\n  backend = \"postgres\"\n}\n",
-    );
+    let repo = on_postgres(&pg);
     four_shards_apply_each_tenant_once(&repo);
 }
 
