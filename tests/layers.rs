@@ -134,7 +134,12 @@ fn sources(root: &Path, dir: &Path, found: &mut Vec<std::path::PathBuf>) {
 
 /// The library's files and, for each, the files it uses.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    // Read at run time, not baked in: clones that share one build folder may reuse a test
+    // binary built in another clone, which may be gone.
+    let root: std::path::PathBuf = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let src = root.join("src");
     let mut files = Vec::new();
     sources(&src, &src, &mut files);
     // The binary's root is a crate of its own, on top of the library.
