@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Benchmark `plan --changed-since` against a full plan: `bash bench/gitops.sh [SIZES...]`
-# (default 1000 10000). For each size: a generated tenant repo in git, applied on the
-# local target, then a branch that edits one tenant file. Prints wall time and peak memory
-# (median of 3) of the pull request's plan and of a full plan, both with refresh.
+# (default 1000 10000). For each size: a generated tenant repo in git, applied on the local
+# target, then a branch that edits one tenant file, and one that edits 100. Prints wall time
+# and peak memory (median of REPEATS, default 3) of each pull request's plan, of a plan of
+# one named tenant, and of a full plan, all with refresh. BENCH_BIN=path runs that binary
+# instead of building the release one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ $# -gt 0 ] || set -- 1000 10000
-REPEATS=3
+REPEATS=${REPEATS:-3}
 
 # shellcheck source=lib.sh
 source bench/lib.sh
 require_gnu_time
-build_release
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else build_release; fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-gitbench.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 export NO_COLOR=1
@@ -51,6 +53,13 @@ for n in "$@"; do
   (cd "$dir" && git_ checkout -qb pr && sed -i 's/^name: \(.*\)$/name: \1 Renamed/' "tenants/$one" && git_ commit -qam "rename one tenant")
   read -r s mb < <(median "$REPEATS" -C "$dir" plan --changed-since main)
   echo "| $n | \`plan --changed-since main\` (1 tenant file changed) | $s | $mb | 1 |"
+  read -r s mb < <(median "$REPEATS" -C "$dir" plan --tenant "${one%.yaml}")
+  echo "| $n | \`plan --tenant SLUG\` | $s | $mb | 1 |"
+  (cd "$dir" && git_ checkout -q main && git_ checkout -qb pr100 &&
+    for f in "${files[@]:0:100}"; do sed -i 's/^name: \(.*\)$/name: \1 Renamed/' "$f"; done &&
+    git_ commit -qam "rename 100 tenants")
+  read -r s mb < <(median "$REPEATS" -C "$dir" plan --changed-since main)
+  echo "| $n | \`plan --changed-since main\` (100 tenant files changed) | $s | $mb | 100 |"
   read -r s mb < <(median "$REPEATS" -C "$dir" plan)
   echo "| $n | \`plan\` (full) | $s | $mb | $n |"
 done

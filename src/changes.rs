@@ -6,10 +6,10 @@
 //! tenant file reaches its tenant; a plan file every tenant on that plan (at the head); a
 //! template, a migration or the config every tenant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::repo::config::is_input_of;
+use crate::repo::config::{is_input_of, Config};
 use crate::repo::{LoadError, TenantRepo};
 use crate::slug::Slug;
 
@@ -42,14 +42,71 @@ impl ChangeSet {
     }
 }
 
-/// Compares the merge-base of `base` and the head with the head: the commit `head_rev`
-/// names, or the working tree (committed or not) when it is `None`.
+/// The input files that changed between the merge-base and the head, before any tenant file
+/// is read: what they reach is found once the tenants they name are loaded.
+#[derive(Debug, Clone, Default)]
+pub struct ChangedFiles {
+    /// The merge-base commit the head is compared with.
+    pub base: String,
+    /// As [`ChangeSet::files`].
+    pub files: Vec<(char, String)>,
+    /// The slugs of the changed tenant files, by their names, on either side of a rename.
+    slugs: BTreeSet<String>,
+}
+
+impl ChangedFiles {
+    /// The tenants whose files changed, when nothing else did: a plan of them needs their
+    /// files and records and no other tenant's. `None` when a plan, template, migration or
+    /// the config changed, which reach tenants by what their files say.
+    pub fn tenant_files_only(&self) -> Option<BTreeSet<String>> {
+        self.files
+            .iter()
+            .all(|(_, f)| f.starts_with("tenants/"))
+            .then(|| self.slugs.clone())
+    }
+
+    /// The tenants (with a file at the head, in `repo`) the changed files reach.
+    pub fn reach(self, repo: &TenantRepo) -> ChangeSet {
+        let mut set = ChangeSet {
+            base: self.base,
+            files: self.files,
+            reasons: BTreeMap::new(),
+        };
+        // Looked up once per changed file, however many tenant files a change renames.
+        let by_file: HashMap<PathBuf, &Slug> = repo
+            .tenants
+            .iter()
+            .map(|t| (PathBuf::from(&t.file), &t.slug))
+            .collect();
+        for (status, path) in &set.files {
+            for slug in reached(path, *status, repo, &by_file) {
+                set.reasons.entry(slug).or_default().push(path.clone());
+            }
+        }
+        set
+    }
+}
+
+/// Compares the merge-base of `base` and the head with the head, and finds the tenants of
+/// `repo` the changes reach: [`changed_files`], then [`ChangedFiles::reach`].
 pub fn changed_since(
     root: &Path,
     base: &str,
     head_rev: Option<&str>,
     repo: &TenantRepo,
 ) -> Result<ChangeSet, LoadError> {
+    Ok(changed_files(root, base, head_rev, &repo.config)?.reach(repo))
+}
+
+/// Compares the merge-base of `base` and the head with the head: the commit `head_rev`
+/// names, or the working tree (committed or not) when it is `None`. Only the inputs
+/// `config` names are compared.
+pub fn changed_files(
+    root: &Path,
+    base: &str,
+    head_rev: Option<&str>,
+    config: &Config,
+) -> Result<ChangedFiles, LoadError> {
     let fail = |message: String| LoadError::Git {
         rev: base.to_string(),
         message,
@@ -78,7 +135,7 @@ pub fn changed_since(
     // Only the input folders and the config are compared: untracked files elsewhere (the
     // local target's folder when the repo does not ignore it, 100k files for a large fleet)
     // would be walked, and read as candidates for renames, for nothing.
-    for dir in repo.config.input_dirs() {
+    for dir in config.input_dirs() {
         opts.pathspec(inside.join(dir));
     }
     opts.pathspec(inside.join(crate::repo::config::CONFIG_FILE));
@@ -104,11 +161,12 @@ pub fn changed_since(
         let rel = p.strip_prefix(&inside).ok()?;
         Some(rel.to_string_lossy().replace('\\', "/"))
     };
-    let mut set = ChangeSet {
+    let mut set = ChangedFiles {
         base: merge_base.to_string(),
-        ..ChangeSet::default()
+        ..ChangedFiles::default()
     };
-    let inputs = repo.config.input_dirs();
+    let inputs = config.input_dirs();
+
     for delta in diff.deltas() {
         let status = match delta.status() {
             git2::Delta::Added | git2::Delta::Untracked => 'A',
@@ -125,6 +183,13 @@ pub fn changed_since(
             _ => continue,
         };
         let is_input = |p: &str| is_input_of(&inputs, Path::new(p));
+        // A tenant file's slug, from either side: a plan of the files changed reads both
+        // tenants of a rename (the old one is left an orphan).
+        for side in [&new, &old].into_iter().flatten() {
+            if let Some(slug) = tenant_slug(side).filter(|_| is_input(side)) {
+                set.slugs.insert(slug.to_string());
+            }
+        }
         if !is_input(&path) {
             // Moved out of the inputs (tenants/acme.yaml → archive/acme.yaml): to the repo
             // the file is gone, so it is listed as deleted where it was.
@@ -144,18 +209,13 @@ pub fn changed_since(
     }
     set.files.sort_by(|a, b| a.1.cmp(&b.1));
     set.files.dedup();
-    // Looked up once per changed file, however many tenant files a change renames.
-    let by_file: HashMap<PathBuf, &Slug> = repo
-        .tenants
-        .iter()
-        .map(|t| (PathBuf::from(&t.file), &t.slug))
-        .collect();
-    for (status, path) in &set.files {
-        for slug in reached(path, *status, repo, &by_file) {
-            set.reasons.entry(slug).or_default().push(path.clone());
-        }
-    }
     Ok(set)
+}
+
+/// The slug a tenant file's name gives: `tenants/eu/acme.yaml` is acme's.
+fn tenant_slug(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("tenants/")?.rsplit('/').next()?;
+    name.strip_suffix(".yaml").or(name.strip_suffix(".yml"))
 }
 
 /// The tenants (with a file at the head) a changed input reaches.

@@ -29,6 +29,8 @@ pub enum Error {
         current: u64,
         current_lineage: String,
     },
+    #[error("the saved plan is stale: it was made from the records of some tenants, and {} moved since\n  hint: run `tenant-reconcile plan --out FILE` again", moved.join(", "))]
+    StaleRecords { moved: Vec<String> },
     #[error("{path} is not a saved plan: {message}")]
     BadPlanFile { path: String, message: String },
     #[error("the master key from {from} ({found}) is not the key this state was applied with ({recorded}); nothing was done\n  hint: a wrong key would replace every tenant's password; check the secret, or pass --rotate-master-key to change the key on purpose (the plan then re-keys every tenant)")]

@@ -1,5 +1,6 @@
 //! A tenant repo opened for work: its files, where its state lives, and its targets.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::credentials::{KeySource, MasterKey, MASTER_KEY_ENV};
@@ -59,7 +60,20 @@ impl Workspace {
         root: &Path,
         rev: Option<&str>,
     ) -> Result<(Workspace, State), Error> {
-        let opening = Opening::start(root, rev)?;
+        Workspace::open_scoped(root, rev, None).await
+    }
+
+    /// [`Workspace::open_with_state`], with `only` for some tenants only: their files and
+    /// their records are read, beside the plans, templates, migrations and the state's
+    /// header, and no other tenant's (what a plan of those tenants costs does not grow with
+    /// the fleet). The repo and the state say so in their `scope`.
+    pub async fn open_scoped(
+        root: &Path,
+        rev: Option<&str>,
+        only: Option<BTreeSet<String>>,
+    ) -> Result<(Workspace, State), Error> {
+        let mut opening = Opening::start(root, rev)?;
+        opening.only = only.clone();
         let backend = backend_for(
             &opening.config.config,
             &opening.root,
@@ -69,8 +83,12 @@ impl Workspace {
         );
         let state = tokio::spawn(async move {
             let started = std::time::Instant::now();
-            let state = backend.load().await;
-            tracing::debug!(elapsed = ?started.elapsed(), "loaded the state");
+            let state = match &only {
+                Some(slugs) => backend.load_tenants(slugs).await,
+                None => backend.load().await,
+            };
+            let records = state.as_ref().map_or(0, |s| s.tenants.len());
+            tracing::debug!(elapsed = ?started.elapsed(), records, "loaded the state");
             state
         });
         // The repo loads on a blocking thread: on this one it would keep the state's task
@@ -83,6 +101,12 @@ impl Workspace {
             }
         };
         Ok((ws, finished(state.await)?))
+    }
+
+    /// The config of the repo at `root` (at `rev`), read alone; one with problems is the
+    /// default config, and its problems are reported when the repo is opened.
+    pub fn config_at(root: &Path, rev: Option<&str>) -> Result<repo::Config, Error> {
+        Ok(Opening::start(root, rev)?.config.config)
     }
 
     /// The state backend of the repo at `root`, read from its config alone: what `show`
@@ -268,6 +292,8 @@ struct Opening {
     local_dir: PathBuf,
     postgres: Arc<PgServer>,
     s3: Arc<S3Store>,
+    /// Only these tenants' files are read.
+    only: Option<BTreeSet<String>>,
 }
 
 impl Opening {
@@ -285,13 +311,14 @@ impl Opening {
             s3: Arc::new(S3Store::new(config.config.s3.clone())),
             files,
             config,
+            only: None,
         })
     }
 
     fn finish(self) -> Result<Workspace, Error> {
         let started = std::time::Instant::now();
         let root = self.root.as_path();
-        let repo = repo::load_with_config(root, &self.files, self.config)?;
+        let repo = repo::load_some(root, &self.files, self.config, self.only.as_ref())?;
         tracing::debug!(elapsed = ?started.elapsed(), tenants = repo.tenants.len(), "loaded the repo");
         Ok(Workspace {
             git_commit: self

@@ -59,20 +59,34 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         // A scheduled run alerts on this: 2 means something changed outside.
         return Ok(if report.has_drift() { 2 } else { 0 });
     }
-    let (ws, state) = Workspace::open_with_state(root, args.rev.as_deref()).await?;
     let mut options = args.select.options()?;
-    let changes = match &args.changed_since {
+    let rev = args.rev.as_deref();
+    // What changed is found before any tenant file is read: when only tenant files did, the
+    // plan reads theirs and their records, and no other tenant's.
+    let changed = match &args.changed_since {
         Some(base) => {
-            let c = tenant_reconcile::changes::changed_since(
-                root,
-                base,
-                args.rev.as_deref(),
-                &ws.repo,
-            )?;
+            let config = Workspace::config_at(root, rev)?;
+            Some(tenant_reconcile::changes::changed_files(
+                root, base, rev, &config,
+            )?)
+        }
+        None => None,
+    };
+    let scope = match &changed {
+        Some(c) => c.tenant_files_only(),
+        None => options
+            .tenants
+            .as_ref()
+            .map(|only| only.iter().map(ToString::to_string).collect()),
+    };
+    let (ws, state) = Workspace::open_scoped(root, rev, scope).await?;
+    let changes = match (&args.changed_since, changed) {
+        (Some(base), Some(c)) => {
+            let c = c.reach(&ws.repo);
             options.tenants = Some(c.tenants());
             Some((base, c))
         }
-        None => None,
+        _ => None,
     };
     let plan = tenant_reconcile::ops::plan(&ws, state, &options).await?;
     let mut plan = match &changes {

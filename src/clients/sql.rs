@@ -219,6 +219,14 @@ impl Dialect {
                 format!("json(CASE WHEN {arg} THEN 'true' ELSE 'false' END)")
             }
             (Dialect::Postgres { .. }, "json_bool") => arg.into(),
+            // SQLite names the schema on the index, Postgres on the table.
+            (_, "index") => {
+                let (index, table) = arg.split_once(' ').expect("{index name table}");
+                match self {
+                    Dialect::Sqlite => format!("{}.{index} ON {table}", self.schema()),
+                    Dialect::Postgres { .. } => format!("{index} ON {}.{table}", self.schema()),
+                }
+            }
             (Dialect::Sqlite, "lock") => String::new(),
             (Dialect::Postgres { .. }, "lock") => format!("FOR UPDATE OF {arg} SKIP LOCKED"),
             _ => panic!("no such statement token: {{{name}}}"),
@@ -473,7 +481,15 @@ pub fn spawn_json<T: serde::de::DeserializeOwned + Send + 'static>(
     doing: &'static str,
     sql: &'static str,
 ) -> impl std::future::Future<Output = Result<Option<T>, ProviderError>> {
-    let statement = Statement::new(dialect, doing, sql);
+    spawn_json_of(pool, Statement::new(dialect, doing, sql))
+}
+
+/// [`spawn_json`] of a statement with its parameters bound.
+pub fn spawn_json_of<T: serde::de::DeserializeOwned + Send + 'static>(
+    pool: &Pool,
+    statement: Statement,
+) -> impl std::future::Future<Output = Result<Option<T>, ProviderError>> {
+    let doing = statement.doing;
     let pool = pool.clone();
     let task = tokio::spawn(async move {
         let row = statement.first(&pool).await?;

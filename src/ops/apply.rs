@@ -210,15 +210,18 @@ pub async fn apply(
 
 /// Refuses `plan` when the state moved since it was made.
 fn stale(plan: &Plan, state: &State) -> Result<(), Error> {
-    if plan.state.lineage != state.lineage || plan.state.serial != state.serial {
-        return Err(Error::StalePlan {
-            planned: plan.state.serial,
-            planned_lineage: or_none(&plan.state.lineage),
-            current: state.serial,
-            current_lineage: or_none(&state.lineage),
-        });
+    let Some(moved) = plan.state.moved(state) else {
+        return Ok(());
+    };
+    if plan.state.records.is_some() && plan.state.lineage == state.lineage {
+        return Err(Error::StaleRecords { moved });
     }
-    Ok(())
+    Err(Error::StalePlan {
+        planned: plan.state.serial,
+        planned_lineage: or_none(&plan.state.lineage),
+        current: state.serial,
+        current_lineage: or_none(&state.lineage),
+    })
 }
 
 /// A tenant whose last apply failed and that the plan now finds as its file asks (the

@@ -79,14 +79,16 @@ impl<'a> Planner<'a> {
                 lifecycle: t.lifecycle,
             })
             .collect();
+        // A plan of some tenants weighs the files gone among them against the whole fleet,
+        // counted from the state's index.
+        let recorded = input.state.live_tenants();
+        let desired = match &input.state.scope {
+            Some(_) => recorded.saturating_sub(orphans.len()),
+            None => input.repo.tenants.len(),
+        };
         safety::check_missing(
-            input
-                .state
-                .tenants
-                .values()
-                .filter(|t| t.lifecycle != Lifecycle::Deprovisioned)
-                .count(),
-            input.repo.tenants.len(),
+            recorded,
+            desired,
             orphans.len(),
             input.repo.config.safety.max_missing_share,
             input.allow_missing_tenants,
@@ -451,11 +453,7 @@ impl<'a> Planner<'a> {
         Plan {
             format_version: PLAN_FORMAT_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            state: StateRef {
-                lineage: input.state.lineage.clone(),
-                serial: input.state.serial,
-                name: input.repo.config.state.name.clone(),
-            },
+            state: StateRef::of(input.state, &input.repo.config.state.name),
             git_commit: input.git_commit,
             refreshed: input.live.is_some(),
             summary,

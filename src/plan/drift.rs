@@ -141,11 +141,7 @@ pub fn report<'a>(
         kind: "drift".into(),
         tool_version: env!("CARGO_PKG_VERSION").into(),
         generated_at: crate::state::now(),
-        state: StateRef {
-            lineage: state.lineage.clone(),
-            serial: state.serial,
-            name: String::new(),
-        },
+        state: StateRef::of(state, ""),
         summary,
         tenants,
     }

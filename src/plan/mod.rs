@@ -8,6 +8,8 @@ mod pipeline;
 mod purge;
 pub mod safety;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -142,6 +144,68 @@ pub struct StateRef {
     /// The state's name (`state { name = … }`), which marks of ownership carry.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
+    /// A plan of some tenants, made from their records only: what apply checks instead of
+    /// the serial (which then counts those records only), so a run on other tenants
+    /// meanwhile leaves the plan good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordsRef>,
+}
+
+/// What a plan of some tenants was made from: what the header said
+/// ([`State::header_digest`](crate::state::State::header_digest)), and each tenant's record's
+/// generation (0: none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordsRef {
+    pub header: String,
+    pub tenants: BTreeMap<String, u64>,
+}
+
+impl StateRef {
+    /// What a plan made from `state` was made against.
+    pub fn of(state: &crate::state::State, name: &str) -> StateRef {
+        // Only records have generations; a document read whole and narrowed has its serial.
+        let records = match &state.scope {
+            Some(scope) if state.header_said.is_some() => Some(RecordsRef {
+                header: state.header_digest(),
+                tenants: scope
+                    .slugs
+                    .iter()
+                    .map(|s| (s.clone(), state.generation_of(s)))
+                    .collect(),
+            }),
+            _ => None,
+        };
+        StateRef {
+            lineage: state.lineage.clone(),
+            serial: state.serial,
+            name: name.to_string(),
+            records,
+        }
+    }
+
+    /// What moved in `state` since the plan was made: `None` when nothing did; the
+    /// header, or the tenants whose records moved, when the plan was of some tenants.
+    pub fn moved(&self, state: &crate::state::State) -> Option<Vec<String>> {
+        if self.lineage != state.lineage {
+            return Some(Vec::new());
+        }
+        match &self.records {
+            None => (self.serial != state.serial).then(Vec::new),
+            Some(r) if r.header != state.header_digest() => Some(vec![
+                "what the state records beside its tenants (migrations, key, released slugs)"
+                    .into(),
+            ]),
+            Some(r) => {
+                let moved: Vec<String> = r
+                    .tenants
+                    .iter()
+                    .filter(|(slug, g)| state.generation_of(slug) != **g)
+                    .map(|(slug, _)| format!("{slug}'s record"))
+                    .collect();
+                (!moved.is_empty()).then_some(moved)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

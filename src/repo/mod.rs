@@ -15,7 +15,7 @@ pub mod subscribers;
 pub mod templates;
 pub mod tenant_file;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -43,6 +43,9 @@ pub struct TenantRepo {
     pub tenants: Vec<TenantSpec>,
     pub templates: Templates,
     pub migrations: Vec<Migration>,
+    /// Loaded for some tenants only (a plan of some tenants): `tenants` holds the files of
+    /// these slugs, and no other tenant file was read.
+    pub scope: Option<BTreeSet<String>>,
 }
 
 impl TenantRepo {
@@ -141,6 +144,18 @@ pub fn load_with_config(
     files: &Files,
     loaded: LoadedConfig,
 ) -> Result<TenantRepo, LoadError> {
+    load_some(root, files, loaded, None)
+}
+
+/// [`load_with_config`], reading with `only` the files of those tenants and no other tenant
+/// file: the checks between tenants (a slug twice, a bucket name twice) then see those
+/// tenants only.
+pub fn load_some(
+    root: &Path,
+    files: &Files,
+    loaded: LoadedConfig,
+    only: Option<&BTreeSet<String>>,
+) -> Result<TenantRepo, LoadError> {
     let LoadedConfig {
         config,
         mut problems,
@@ -171,7 +186,17 @@ pub fn load_with_config(
         }
     }
 
-    let tenant_paths = files.list(root, &tenants_dir, &mut problems)?;
+    let mut tenant_paths = files.list(root, &tenants_dir, &mut problems)?;
+    if let Some(only) = only {
+        // By the name alone: a file that is not read is not parsed.
+        tenant_paths.retain(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            let stem = name
+                .strip_suffix(".yaml")
+                .or_else(|| name.strip_suffix(".yml"));
+            stem.is_some_and(|s| only.contains(s))
+        });
+    }
     let parsed: Vec<Result<TenantSpec, Vec<Diagnostic>>> = tenant_paths
         .par_iter()
         .filter_map(|path| load_tenant(root, files, path))
@@ -279,6 +304,7 @@ pub fn load_with_config(
         tenants,
         templates,
         migrations,
+        scope: only.cloned(),
     })
 }
 

@@ -151,6 +151,17 @@ pub trait StateBackend: Send + Sync {
     fn describe(&self) -> String;
     /// Reads the state, with any checkpoints a killed run left replayed on top.
     async fn load(&self) -> Result<State, StateError>;
+    /// Reads the header and the records of `slugs` only (what a plan of some tenants
+    /// needs), the result marked as such ([`State::scope`]). A backend that keeps one
+    /// document reads it whole and keeps theirs.
+    async fn load_tenants(
+        &self,
+        slugs: &std::collections::BTreeSet<String>,
+    ) -> Result<State, StateError> {
+        let mut state = self.load().await?;
+        state.narrow_to(slugs);
+        Ok(state)
+    }
     /// Takes the lock, waiting as `wait` says for another holder to let go.
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError>;
     /// Takes the lock for a run that applies `slugs` only: runs on disjoint tenants hold it

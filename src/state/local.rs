@@ -66,19 +66,11 @@ impl StateBackend for LocalBackend {
     }
 
     async fn load(&self) -> Result<State, StateError> {
-        match self.document()? {
-            Some(bytes) if !records::is_stub(&bytes) => self.load_document(&bytes),
-            // The stub is written when the records' file is made, before any record: a
-            // file without a header is a state not written yet.
-            Some(_) if self.db().exists() => {
-                Ok(self.read_records().await?.unwrap_or_else(State::empty))
-            }
-            Some(_) => Err(StateError::Corrupt {
-                path: self.describe(),
-                message: format!("its records are missing: {}", self.db().display()),
-            }),
-            None => Ok(State::empty()),
-        }
+        self.load_some(None).await
+    }
+
+    async fn load_tenants(&self, slugs: &BTreeSet<String>) -> Result<State, StateError> {
+        self.load_some(Some(slugs)).await
     }
 
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
@@ -236,7 +228,33 @@ impl LocalBackend {
         Ok(state)
     }
 
-    async fn read_records(&self) -> Result<Option<State>, StateError> {
+    /// The state, or with `slugs` the records of those tenants only (beside the header).
+    async fn load_some(&self, slugs: Option<&BTreeSet<String>>) -> Result<State, StateError> {
+        let mut state = match self.document()? {
+            Some(bytes) if !records::is_stub(&bytes) => self.load_document(&bytes)?,
+            // The stub is written when the records' file is made, before any record: a
+            // file without a header is a state not written yet.
+            Some(_) if self.db().exists() => {
+                self.read_records(slugs).await?.unwrap_or_else(State::empty)
+            }
+            Some(_) => {
+                return Err(StateError::Corrupt {
+                    path: self.describe(),
+                    message: format!("its records are missing: {}", self.db().display()),
+                })
+            }
+            None => State::empty(),
+        };
+        if let (Some(slugs), None) = (slugs, &state.scope) {
+            state.narrow_to(slugs);
+        }
+        Ok(state)
+    }
+
+    async fn read_records(
+        &self,
+        slugs: Option<&BTreeSet<String>>,
+    ) -> Result<Option<State>, StateError> {
         let db = self.db();
         let Some(pool) = crate::clients::sqlite::open_reader(&db, records::READ_PARTS as u32 + 1)
             .await
@@ -246,7 +264,10 @@ impl LocalBackend {
         };
         let pool = Pool::Sqlite(pool);
         let describe = db.display().to_string();
-        let read = self.records().read(&pool, &describe).await;
+        let read = match slugs {
+            Some(slugs) => self.records().read_some(&pool, &describe, slugs).await,
+            None => self.records().read(&pool, &describe).await,
+        };
         pool.close().await;
         read
     }

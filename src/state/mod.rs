@@ -83,6 +83,60 @@ pub struct State {
     /// write that would say the same leaves it.
     #[serde(skip)]
     pub header_said: Option<String>,
+    /// Read for some tenants only (a plan of some tenants): `tenants` holds theirs and no
+    /// other's. Such a state is never written back.
+    #[serde(skip)]
+    pub scope: Option<Scope>,
+}
+
+/// The tenants a state was read for, and what the fleet it is part of counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scope {
+    pub slugs: BTreeSet<String>,
+    /// How many tenants the whole state records that are not tombstones.
+    pub live: usize,
+}
+
+impl State {
+    /// The recorded state of `slug`, and its generation (0 for none): what a plan of some
+    /// tenants was made against, and what applying it must still find.
+    pub fn generation_of(&self, slug: &str) -> u64 {
+        self.generations.get(slug).copied().unwrap_or(0)
+    }
+
+    /// A digest of what the state says beside its tenants that a plan is made from: the
+    /// master key's id, the migrations recorded, the tenants released. (Not the commit or
+    /// time of the last apply, which every apply moves.)
+    pub fn header_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let said = serde_json::to_vec(&(&self.master_key_id, &self.migrations, &self.released))
+            .expect("the header serializes");
+        hex::encode(&Sha256::digest(&said)[..12])
+    }
+
+    /// How many tenants the state records that are not tombstones: counted from the index
+    /// when only some were read.
+    pub fn live_tenants(&self) -> usize {
+        match &self.scope {
+            Some(scope) => scope.live,
+            None => self
+                .tenants
+                .values()
+                .filter(|t| t.lifecycle != Lifecycle::Deprovisioned)
+                .count(),
+        }
+    }
+
+    /// Keeps only the records of `slugs`, for a backend that can read only the whole state.
+    pub fn narrow_to(&mut self, slugs: &BTreeSet<String>) {
+        let live = self.live_tenants();
+        self.tenants.retain(|slug, _| slugs.contains(slug));
+        self.generations.retain(|slug, _| slugs.contains(slug));
+        self.scope = Some(Scope {
+            slugs: slugs.clone(),
+            live,
+        });
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -362,6 +416,7 @@ impl State {
             generations: Default::default(),
             unwritten: BTreeSet::new(),
             header_said: None,
+            scope: None,
         }
     }
 

@@ -110,33 +110,11 @@ impl StateBackend for PgBackend {
     }
 
     async fn load(&self) -> Result<State, StateError> {
-        let pool = self
-            .server
-            .pool()
-            .await
-            .map_err(provider("read the state"))?;
-        let (records, document): (bool, bool) =
-            sqlx::query_as("SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL")
-                .bind(format!("{}.state_header", self.schema))
-                .bind(format!("{}.states", self.schema))
-                .fetch_one(pool)
-                .await
-                .map_err(pg("read the state"))?;
-        if records {
-            let describe = self.describe();
-            let pool = crate::clients::sql::Pool::Postgres(pool.clone());
-            if let Some(state) = self.records().read(&pool, &describe).await? {
-                return Ok(state);
-            }
-        }
-        if !document {
-            return Ok(State::empty());
-        }
-        let mut conn = pool.acquire().await.map_err(pg("read the state"))?;
-        Ok(self
-            .load_document(&mut conn)
-            .await?
-            .unwrap_or_else(State::empty))
+        self.load_some(None).await
+    }
+
+    async fn load_tenants(&self, slugs: &BTreeSet<String>) -> Result<State, StateError> {
+        self.load_some(Some(slugs)).await
     }
 
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
@@ -293,6 +271,49 @@ impl PgBackend {
 
     /// The one-document state, with its checkpoints replayed; `None` when there is no
     /// document, or only the stub left by its conversion.
+    /// The state, or with `slugs` the records of those tenants only (beside the header).
+    async fn load_some(&self, slugs: Option<&BTreeSet<String>>) -> Result<State, StateError> {
+        let pool = self
+            .server
+            .pool()
+            .await
+            .map_err(provider("read the state"))?;
+        let (records, document): (bool, bool) =
+            sqlx::query_as("SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL")
+                .bind(format!("{}.state_header", self.schema))
+                .bind(format!("{}.states", self.schema))
+                .fetch_one(pool)
+                .await
+                .map_err(pg("read the state"))?;
+        if records {
+            let describe = self.describe();
+            let pool = crate::clients::sql::Pool::Postgres(pool.clone());
+            let read = match slugs {
+                Some(slugs) => self.records().read_some(&pool, &describe, slugs).await?,
+                None => self.records().read(&pool, &describe).await?,
+            };
+            if let Some(state) = read {
+                return Ok(state);
+            }
+        }
+        if !document {
+            let mut state = State::empty();
+            if let Some(slugs) = slugs {
+                state.narrow_to(slugs);
+            }
+            return Ok(state);
+        }
+        let mut conn = pool.acquire().await.map_err(pg("read the state"))?;
+        let mut state = self
+            .load_document(&mut conn)
+            .await?
+            .unwrap_or_else(State::empty);
+        if let Some(slugs) = slugs {
+            state.narrow_to(slugs);
+        }
+        Ok(state)
+    }
+
     async fn load_document(&self, conn: &mut PgConnection) -> Result<Option<State>, StateError> {
         let body: Option<(String,)> =
             sqlx::query_as(&self.sql("SELECT body FROM {schema}.states WHERE name = $1"))

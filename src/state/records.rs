@@ -17,18 +17,18 @@
 //! `leases.rs`), and its record writes are fenced by it: a record is written only while the
 //! run's lease on its tenant stands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{Released, State, StateError, TenantState, RECORDS_VERSION};
+use super::{Released, Scope, State, StateError, TenantState, RECORDS_VERSION};
 use crate::clients::error::ProviderError;
 use crate::clients::sql::{read_rows, Dialect, Pool, Statement};
 
 /// The tables, on either server; each statement is idempotent.
-pub const TABLES: [&str; 3] = [
+pub const TABLES: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS {schema}.state_header (
         name       text PRIMARY KEY,
         generation bigint NOT NULL,
@@ -43,6 +43,9 @@ pub const TABLES: [&str; 3] = [
         body       text NOT NULL,
         PRIMARY KEY (name, slug)
     )",
+    // How many tenants are live, counted without reading a record (a plan of some tenants
+    // weighs the files gone against it).
+    "CREATE INDEX IF NOT EXISTS {index state_tenants_lifecycle state_tenants} (name, lifecycle)",
     // A run's hold on a tenant: `run` is its lock id, `info` its `LockInfo`, and the lease
     // ends at `expires_at` (seconds since 1970, the server's clock) unless renewed.
     "CREATE TABLE IF NOT EXISTS {schema}.state_leases (
@@ -175,6 +178,13 @@ pub struct Records {
     pub name: String,
 }
 
+fn store(describe: &str) -> impl Fn(ProviderError) -> StateError + '_ {
+    move |source| StateError::Store {
+        context: format!("read {describe}"),
+        source,
+    }
+}
+
 fn int(n: u64) -> i64 {
     i64::try_from(n).expect("a generation fits in 63 bits")
 }
@@ -184,14 +194,6 @@ impl Records {
     /// state in the one-document format not converted yet). `describe` names the state in
     /// errors.
     pub async fn read(&self, pool: &Pool, describe: &str) -> Result<Option<State>, StateError> {
-        let store = |e: ProviderError| StateError::Store {
-            context: format!("read {describe}"),
-            source: e,
-        };
-        let corrupt = |message: String| StateError::Corrupt {
-            path: describe.to_string(),
-            message,
-        };
         // The records come folded into one text per part (a driver hands rows over one at a
         // time, which at 100,000 tenants would be most of the read), the parts read side by
         // side on connections of their own and parsed side by side, each record left as
@@ -200,7 +202,69 @@ impl Records {
         let parts = futures::future::try_join_all(
             (0..READ_PARTS).map(|part| self.records_statement(part).first(pool)),
         );
-        let (header, parts) = tokio::try_join!(header, parts).map_err(store)?;
+        let (header, parts) = tokio::try_join!(header, parts).map_err(store(describe))?;
+        self.assemble(header, parts, describe)
+    }
+
+    /// The header and the records of `slugs` only, what a plan of some tenants reads: three
+    /// statements whatever the fleet, each by the primary key. The state says which tenants
+    /// it was read for ([`State::scope`]), and how many of the fleet's are live.
+    pub async fn read_some(
+        &self,
+        pool: &Pool,
+        describe: &str,
+        slugs: &BTreeSet<String>,
+    ) -> Result<Option<State>, StateError> {
+        let header = self.header_statement().first(pool);
+        let records = Statement::new(
+            &self.dialect,
+            "read the state's records",
+            "SELECT {lbrace} || COALESCE({text_list}(
+                 {json_quote slug} || ':[' || generation || ',' || body || ']', ','), '') || {rbrace}
+             FROM {schema}.state_tenants WHERE name = $1 AND slug IN ({each $2})",
+        )
+        .text(&self.name)
+        .list(slugs)
+        .first(pool);
+        // Answered from the index on the lifecycle, not the records.
+        let live = Statement::new(
+            &self.dialect,
+            "count the state's live tenants",
+            "SELECT count(*) FROM {schema}.state_tenants
+             WHERE name = $1 AND lifecycle <> 'deprovisioned'",
+        )
+        .text(&self.name)
+        .first(pool);
+        let (header, records, live) =
+            tokio::try_join!(header, records, live).map_err(store(describe))?;
+        let live = match live {
+            Some(row) => row.int(0).map_err(|e| StateError::Store {
+                context: format!("read {describe}"),
+                source: ProviderError::sql("count the state's live tenants")(e),
+            })?,
+            None => 0,
+        };
+        let mut state = self.assemble(header, vec![records], describe)?;
+        if let Some(state) = &mut state {
+            state.scope = Some(Scope {
+                slugs: slugs.clone(),
+                live: live as usize,
+            });
+        }
+        Ok(state)
+    }
+
+    /// The state of a header row and the rows of folded records read with it.
+    fn assemble(
+        &self,
+        header: Option<crate::clients::sql::Row>,
+        parts: Vec<Option<crate::clients::sql::Row>>,
+        describe: &str,
+    ) -> Result<Option<State>, StateError> {
+        let corrupt = |message: String| StateError::Corrupt {
+            path: describe.to_string(),
+            message,
+        };
         let Some((generation, header)) = parse_header(header, describe)? else {
             return Ok(None);
         };
@@ -415,6 +479,11 @@ impl Persist {
 
     /// [`Persist::of`], its records fenced by the leases of `run` when given.
     pub fn of_as(records: &Records, state: &State, run: Option<&str>) -> (Vec<Checked>, Persist) {
+        // Its other tenants' records were never read: written whole, they would be removed.
+        assert!(
+            state.scope.is_none(),
+            "a state read for some tenants is written"
+        );
         let mut statements = Vec::new();
         let mut generations = Vec::new();
         let removed: Vec<(&String, &u64)> = state

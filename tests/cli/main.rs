@@ -36,6 +36,7 @@ mod retired;
 mod runners;
 mod s3;
 mod safety;
+mod scoped;
 mod support;
 mod trust;
 mod upgrade;

@@ -1,4 +1,4 @@
-//! The refresh: the catalog's roles and slices in two queries, and only the 100-byte header
+//! The refresh: the catalog's roles and slices of the tenants refreshed in two queries, and only the 100-byte header
 //! of each tenant database (`header.rs`), whatever the fleet's size.
 
 use std::collections::HashMap;
@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use serde_json::json;
 
-use crate::clients::sql::{spawn_json, Dialect, Pool};
+use crate::clients::sql::{spawn_json_of, Dialect, Pool, Statement};
 use crate::clients::sqlite;
 use crate::model::attrs::Attrs;
 use crate::model::resource::Kind;
@@ -29,19 +29,31 @@ impl LocalData {
         };
         if let Some(pool) = catalog {
             let reader = Pool::Sqlite(pool.clone());
-            let role_rows = spawn_json(
-                &Dialect::Sqlite,
+            // The rows of the tenants refreshed only: a plan of one tenant reads its own.
+            let role_names: Vec<String> =
+                targets.iter().map(|t| self.naming.role(&t.slug)).collect();
+            let slugs = targets.iter().map(|t| t.slug.as_str());
+            let role_rows = spawn_json_of(
                 &reader,
-                "read roles",
-                "SELECT json_group_array(json_array(name, \
-                 json(CASE WHEN login THEN 'true' ELSE 'false' END), \
-                 credentials_version, password_fingerprint)) FROM roles",
+                Statement::new(
+                    &Dialect::Sqlite,
+                    "read roles",
+                    "SELECT json_group_array(json_array(name, \
+                     json(CASE WHEN login THEN 'true' ELSE 'false' END), \
+                     credentials_version, password_fingerprint)) FROM roles \
+                     WHERE name IN ({each $1})",
+                )
+                .list(&role_names),
             );
-            let slice_rows = spawn_json(
-                &Dialect::Sqlite,
+            let slice_rows = spawn_json_of(
                 &reader,
-                "read slices",
-                "SELECT json_group_array(json_array(slug, name, isolation)) FROM slices",
+                Statement::new(
+                    &Dialect::Sqlite,
+                    "read slices",
+                    "SELECT json_group_array(json_array(slug, name, isolation)) FROM slices \
+                     WHERE slug IN ({each $1})",
+                )
+                .list(slugs),
             );
             let rows: Vec<(String, bool, i64, String)> = role_rows.await?.unwrap_or_default();
             for (name, login, version, fp) in rows {
