@@ -39,7 +39,13 @@ impl PgData {
         let mut by_role = self.read_roles(pool, &roles, catalog, superuser).await?;
         let mut slices = self.read_slices(pool, targets, &slugs, catalog).await?;
         let (applied, seeded) = match catalog {
-            true => self.read_applied(pool, &slugs).await?,
+            true => {
+                let (isolations, names): (Vec<&str>, Vec<&str>) = slices
+                    .values()
+                    .map(|f| (f.isolation.as_str(), f.name.as_str()))
+                    .unzip();
+                self.read_applied(pool, &slugs, &isolations, &names).await?
+            }
             false => Default::default(),
         };
         // The catalog's and superuser's, the roles', the slices', and the catalog's two.
@@ -329,18 +335,26 @@ impl PgData {
         Ok(slices)
     }
 
-    /// The migrations applied to each slice, by isolation and name, and the seeded tenants.
+    /// The migrations applied to each of the slices found (by name), by isolation and name,
+    /// and the seeded tenants: the rows of the tenants refreshed only.
     async fn read_applied(
         &self,
         pool: &sqlx::PgPool,
         slugs: &[&str],
+        isolations: &[&str],
+        slices: &[&str],
     ) -> Result<Applied, ProviderError> {
         let mut applied: HashMap<(String, String), HashSet<String>> = HashMap::new();
         let mut seeded: HashSet<String> = HashSet::new();
         let sql_6 = self.sql(
-            "SELECT isolation, slice, array_agg(version) FROM {schema}.slice_migrations GROUP BY isolation, slice",
+            // By the key's leading columns, so each slice is an index lookup.
+            "SELECT isolation, slice, array_agg(version) FROM {schema}.slice_migrations
+             WHERE (isolation, slice) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             GROUP BY isolation, slice",
         );
         let rows: Vec<(String, String, Vec<String>)> = sqlx::query_as(&sql_6)
+            .bind(isolations)
+            .bind(slices)
             .fetch_all(pool)
             .await
             .map_err(ProviderError::sql("read the applied migrations"))?;
