@@ -52,6 +52,8 @@ pub struct ChangedFiles {
     pub files: Vec<(char, String)>,
     /// The slugs of the changed tenant files, by their names, on either side of a rename.
     slugs: BTreeSet<String>,
+    /// Whether every changed file is a tenant file.
+    only_tenant_files: bool,
 }
 
 impl ChangedFiles {
@@ -59,10 +61,7 @@ impl ChangedFiles {
     /// files and records and no other tenant's. `None` when a plan, template, migration or
     /// the config changed, which reach tenants by what their files say.
     pub fn tenant_files_only(&self) -> Option<BTreeSet<String>> {
-        self.files
-            .iter()
-            .all(|(_, f)| f.starts_with("tenants/"))
-            .then(|| self.slugs.clone())
+        self.only_tenant_files.then(|| self.slugs.clone())
     }
 
     /// The tenants (with a file at the head, in `repo`) the changed files reach.
@@ -163,9 +162,18 @@ pub fn changed_files(
     };
     let mut set = ChangedFiles {
         base: merge_base.to_string(),
+        only_tenant_files: true,
         ..ChangedFiles::default()
     };
     let inputs = config.input_dirs();
+    // A tenant file is a YAML file under tenants/ and under no other input folder (a
+    // migrations folder may be set inside it).
+    let others: Vec<&PathBuf> = inputs
+        .iter()
+        .filter(|d| **d != Path::new("tenants"))
+        .collect();
+    let is_tenant_file =
+        |p: &str| tenant_slug(p).is_some() && !others.iter().any(|d| Path::new(p).starts_with(d));
 
     for delta in diff.deltas() {
         let status = match delta.status() {
@@ -186,7 +194,7 @@ pub fn changed_files(
         // A tenant file's slug, from either side: a plan of the files changed reads both
         // tenants of a rename (the old one is left an orphan).
         for side in [&new, &old].into_iter().flatten() {
-            if let Some(slug) = tenant_slug(side).filter(|_| is_input(side)) {
+            if let Some(slug) = tenant_slug(side).filter(|_| is_tenant_file(side)) {
                 set.slugs.insert(slug.to_string());
             }
         }
@@ -195,6 +203,7 @@ pub fn changed_files(
             // the file is gone, so it is listed as deleted where it was.
             if let ('R', Some(old)) = (status, &old) {
                 if is_input(old) {
+                    set.only_tenant_files &= is_tenant_file(old);
                     set.files.push(('D', old.clone()));
                 }
             }
@@ -205,6 +214,7 @@ pub fn changed_files(
             ('R', Some(old)) if !is_input(old) => 'A',
             _ => status,
         };
+        set.only_tenant_files &= is_tenant_file(&path);
         set.files.push((status, path));
     }
     set.files.sort_by(|a, b| a.1.cmp(&b.1));

@@ -29,7 +29,7 @@ pub enum Error {
         current: u64,
         current_lineage: String,
     },
-    #[error("the saved plan is stale: it was made from the records of some tenants, and {} moved since\n  hint: run `tenant-reconcile plan --out FILE` again", moved.join(", "))]
+    #[error("the saved plan is stale: {} changed since it was made (another run applied it); nothing was done\n  hint: make the plan again, with the same --tenant or --changed-since", moved.join(", "))]
     StaleRecords { moved: Vec<String> },
     #[error("{path} is not a saved plan: {message}")]
     BadPlanFile { path: String, message: String },

@@ -73,6 +73,8 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let scope = match &changed {
+        // A new key re-keys every tenant: such a plan is the fleet's.
+        _ if options.rotate_master_key => None,
         Some(c) => c.tenant_files_only(),
         None => options
             .tenants

@@ -157,7 +157,7 @@ pub(super) async fn make_plan(
 
 pub(super) fn check_selected(ws: &Workspace, flag: &str, slugs: &[Slug]) -> Result<(), Error> {
     for slug in slugs {
-        if !ws.repo.tenants.iter().any(|t| &t.slug == slug) {
+        if !ws.repo.has_file(slug.as_str()) {
             return Err(Error::Usage(format!(
                 "{flag} {slug}: there is no tenants/{slug}.yaml"
             )));

@@ -79,17 +79,20 @@ impl<'a> Planner<'a> {
                 lifecycle: t.lifecycle,
             })
             .collect();
-        // A plan of some tenants weighs the files gone among them against the whole fleet,
-        // counted from the state's index.
+        // A plan of some tenants weighs the files gone against the whole fleet: the live
+        // tenants the state's index counts, against the tenant files listed. Files gone
+        // beyond its tenants show as fewer files than live tenants (new files may hide some,
+        // which only the full plan, knowing every slug on both sides, sees).
         let recorded = input.state.live_tenants();
-        let desired = match &input.state.scope {
-            Some(_) => recorded.saturating_sub(orphans.len()),
-            None => input.repo.tenants.len(),
+        let desired = input.repo.tenant_files();
+        let missing = match &input.state.scope {
+            Some(_) => orphans.len().max(recorded.saturating_sub(desired)),
+            None => orphans.len(),
         };
         safety::check_missing(
             recorded,
             desired,
-            orphans.len(),
+            missing,
             input.repo.config.safety.max_missing_share,
             input.allow_missing_tenants,
         )

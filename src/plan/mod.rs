@@ -200,7 +200,7 @@ impl StateRef {
                     .tenants
                     .iter()
                     .filter(|(slug, g)| state.generation_of(slug) != **g)
-                    .map(|(slug, _)| format!("{slug}'s record"))
+                    .map(|(slug, _)| format!("{slug}'s state record"))
                     .collect();
                 (!moved.is_empty()).then_some(moved)
             }

@@ -43,12 +43,38 @@ pub struct TenantRepo {
     pub tenants: Vec<TenantSpec>,
     pub templates: Templates,
     pub migrations: Vec<Migration>,
-    /// Loaded for some tenants only (a plan of some tenants): `tenants` holds the files of
-    /// these slugs, and no other tenant file was read.
-    pub scope: Option<BTreeSet<String>>,
+    /// Loaded for some tenants only (a plan of some tenants): `tenants` holds their files,
+    /// and no other tenant file was read.
+    pub scope: Option<RepoScope>,
+}
+
+/// What a repo loaded for some tenants knows of the others: the names of their files.
+#[derive(Debug, Clone)]
+pub struct RepoScope {
+    /// The slugs loaded.
+    pub only: BTreeSet<String>,
+    /// The slug of every tenant file in `tenants/`, by its name (read or not).
+    pub listed: BTreeSet<String>,
 }
 
 impl TenantRepo {
+    /// Whether `slug` has a tenant file: loaded, or (in a repo loaded for some tenants)
+    /// listed beside them.
+    pub fn has_file(&self, slug: &str) -> bool {
+        match &self.scope {
+            Some(scope) => scope.listed.contains(slug),
+            None => self.tenants.iter().any(|t| t.slug.as_str() == slug),
+        }
+    }
+
+    /// How many tenant files the repo has, loaded or not.
+    pub fn tenant_files(&self) -> usize {
+        match &self.scope {
+            Some(scope) => scope.listed.len(),
+            None => self.tenants.len(),
+        }
+    }
+
     /// Tenants that share an owner, each said once: a copied file whose owner was not
     /// changed gives the new tenant's owner access to someone else's. Not an error: one
     /// person may own several tenants.
@@ -187,15 +213,19 @@ pub fn load_some(
     }
 
     let mut tenant_paths = files.list(root, &tenants_dir, &mut problems)?;
+    let stem = |p: &Path| {
+        let name = p.file_name()?.to_str()?;
+        name.strip_suffix(".yaml")
+            .or_else(|| name.strip_suffix(".yml"))
+            .map(str::to_string)
+    };
+    let scope = only.map(|only| RepoScope {
+        only: only.clone(),
+        listed: tenant_paths.iter().filter_map(|p| stem(p)).collect(),
+    });
     if let Some(only) = only {
         // By the name alone: a file that is not read is not parsed.
-        tenant_paths.retain(|p| {
-            let name = p.file_name().unwrap_or_default().to_string_lossy();
-            let stem = name
-                .strip_suffix(".yaml")
-                .or_else(|| name.strip_suffix(".yml"));
-            stem.is_some_and(|s| only.contains(s))
-        });
+        tenant_paths.retain(|p| stem(p).is_some_and(|s| only.contains(&s)));
     }
     let parsed: Vec<Result<TenantSpec, Vec<Diagnostic>>> = tenant_paths
         .par_iter()
@@ -304,7 +334,7 @@ pub fn load_some(
         tenants,
         templates,
         migrations,
-        scope: only.cloned(),
+        scope,
     })
 }
 

@@ -436,6 +436,11 @@ impl State {
 
     /// Readies the state to be written whole: a new serial, and a lineage if it has none.
     pub fn prepare_snapshot(&mut self) {
+        // Its other tenants were never read: written whole, they would be lost.
+        assert!(
+            self.scope.is_none(),
+            "a state read for some tenants is written"
+        );
         if self.lineage.is_empty() {
             self.lineage = uuid::Uuid::new_v4().to_string();
         }

@@ -269,8 +269,6 @@ impl PgBackend {
         }
     }
 
-    /// The one-document state, with its checkpoints replayed; `None` when there is no
-    /// document, or only the stub left by its conversion.
     /// The state, or with `slugs` the records of those tenants only (beside the header).
     async fn load_some(&self, slugs: Option<&BTreeSet<String>>) -> Result<State, StateError> {
         let pool = self
@@ -314,6 +312,8 @@ impl PgBackend {
         Ok(state)
     }
 
+    /// The one-document state, with its checkpoints replayed; `None` when there is no
+    /// document, or only the stub left by its conversion.
     async fn load_document(&self, conn: &mut PgConnection) -> Result<Option<State>, StateError> {
         let body: Option<(String,)> =
             sqlx::query_as(&self.sql("SELECT body FROM {schema}.states WHERE name = $1"))

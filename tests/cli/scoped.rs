@@ -66,6 +66,17 @@ fn a_pull_requests_plan_reads_the_tenant_files_it_changed_and_their_records_only
         "{err}"
     );
 
+    // A slug named beside them is looked for among the files' names, read or not.
+    let out = repo.run(&["plan", "--tenant", "acme", "--rotate-credentials", "globex"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = repo.run(&["plan", "--tenant", "acme", "--rotate-credentials", "nosuch"]);
+    assert!(
+        text(&out.stderr)
+            .ends_with("\nerror: --rotate-credentials nosuch: there is no tenants/nosuch.yaml\n"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // A plan file reaches tenants by what their files say: every file is read.
     edit(
         &repo,
@@ -177,7 +188,7 @@ fn a_saved_plan_of_some_tenants_is_stale_only_when_their_records_moved() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
-        "error: the saved plan is stale: it was made from the records of some tenants, and acme's record moved since\n  hint: run `tenant-reconcile plan --out FILE` again\n"
+        "error: the saved plan is stale: acme's state record changed since it was made (another run applied it); nothing was done\n  hint: make the plan again, with the same --tenant or --changed-since\n"
     );
     assert_eq!(before, repo.fingerprint(), "a stale plan changes nothing");
     repo.assert_plan_empty();
