@@ -112,12 +112,7 @@ impl StateLock for RecordLock {
                         tenant: &e.tenant,
                     })
                     .collect();
-                let statements = self
-                    .records
-                    .write_records_as(&writes, run.as_deref())
-                    .into_iter()
-                    .map(|(s, tenants)| (s, tenants.len() as u64, tenants))
-                    .collect();
+                let statements = self.records.write_records_as(&writes, run.as_deref());
                 self.writer
                     .run(statements)
                     .await
