@@ -399,9 +399,13 @@ impl LocalWriter {
     async fn pool(&self) -> Result<&SqlitePool, StateError> {
         self.pool
             .get_or_try_init(|| async {
-                let pool = crate::clients::sqlite::open(&self.db, true, SqliteJournalMode::Wal)
-                    .await
-                    .map_err(store("open the state's records"))?;
+                let pool = crate::clients::sqlite::open_paged(
+                    &self.db,
+                    SqliteJournalMode::Wal,
+                    records::PAGE_SIZE,
+                )
+                .await
+                .map_err(store("open the state's records"))?;
                 for table in records::TABLES {
                     Statement::new(&Dialect::Sqlite, "create the state's tables", table)
                         .execute(&Pool::Sqlite(pool.clone()))

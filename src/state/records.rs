@@ -157,6 +157,10 @@ pub(super) fn merge_header(
     Ok(())
 }
 
+/// The page size of a new local state file: a record (1.5 KB for a tenant of the example)
+/// fits in one page, and a one-tenant change writes that page, not a 4 KB one.
+pub const PAGE_SIZE: u32 = 2048;
+
 /// How many parts the records are read in, side by side.
 pub const READ_PARTS: usize = 2;
 
