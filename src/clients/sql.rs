@@ -394,6 +394,17 @@ macro_rules! sent {
 }
 
 impl Statement {
+    /// The same statement asked how the server would run it (SQLite's `EXPLAIN QUERY PLAN`,
+    /// Postgres's `EXPLAIN`), for tests that hold a statement to the lookups it must make.
+    pub fn explained(mut self, dialect: &Dialect) -> Statement {
+        let prefix = match dialect {
+            Dialect::Sqlite => "EXPLAIN QUERY PLAN ",
+            Dialect::Postgres { .. } => "EXPLAIN ",
+        };
+        self.sql.insert_str(0, prefix);
+        self
+    }
+
     /// `text` spelled for `dialect`; `doing` says what a failure was doing ("read the registry").
     pub fn new(dialect: &Dialect, doing: &'static str, text: &str) -> Statement {
         Statement {
