@@ -3,8 +3,8 @@
 # (default 1000 10000). For each size: a generated tenant repo in git, applied on the local
 # target, then a branch that edits one tenant file, and one that edits 100. Prints wall time
 # and peak memory (median of REPEATS, default 3) of each pull request's plan, of a plan of
-# one named tenant, and of a full plan, all with refresh. BENCH_BIN=path runs that binary
-# instead of building the release one.
+# one named tenant, and of a full plan, all with refresh; and of the fresh apply, run once.
+# BENCH_BIN=path runs that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ $# -gt 0 ] || set -- 1000 10000
@@ -45,7 +45,10 @@ for n in "$@"; do
   printf '.tenant-reconcile/\n' >"$dir/.gitignore"
   (cd "$dir" && git_ init -q && git_ add -A && git_ commit -qm "$n tenants")
   echo "applying $n tenants ..." >&2
-  "$BIN" -C "$dir" apply --auto-approve --parallelism 16 >/dev/null 2>&1
+  /usr/bin/time -f "%e %M" -o "$TMP/t" "$BIN" -C "$dir" apply --auto-approve --parallelism 16 >/dev/null 2>"$TMP/err" ||
+    { echo "FAILED: apply" >&2; tail -n 20 "$TMP/err" >&2; exit 1; }
+  read -r secs kb <"$TMP/t"
+  echo "| $n | \`apply --parallelism 16\` (fresh, once) | $secs | $((kb / 1024)) | $n |"
   # The pull request: one tenant renamed.
   # (A glob, not `ls | head`: with pipefail, ls dies of SIGPIPE on a large folder.)
   files=("$dir"/tenants/*.yaml)
