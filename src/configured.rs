@@ -95,7 +95,11 @@ impl Targets {
 
     /// Refreshes every provider at once (they read unrelated systems), and the exports
     /// beside them, each into its own [`LiveFleet`], and merges what they found.
-    pub async fn refresh(&self, targets: Vec<RefreshTarget>) -> Result<LiveFleet, ProviderError> {
+    pub async fn refresh(
+        &self,
+        targets: Vec<RefreshTarget>,
+        whole_fleet: bool,
+    ) -> Result<LiveFleet, ProviderError> {
         let targets: Arc<[RefreshTarget]> = targets.into();
         let providers: Vec<Arc<dyn Provider>> =
             std::iter::once(self.control.clone() as Arc<dyn Provider>)
@@ -107,6 +111,7 @@ impl Targets {
             tasks.spawn(async move {
                 let started = std::time::Instant::now();
                 let mut live = LiveFleet::default();
+                live.whole_fleet = whole_fleet;
                 p.refresh(&targets, &mut live).await?;
                 log_refreshed(p.name(), started, &live);
                 Ok::<_, ProviderError>(live)

@@ -17,6 +17,9 @@ pub async fn drift(
     let targets = ws.targets(ws.repo.migrations.clone());
     let wanted = refresh_targets(&ws.repo, tenants, &state);
     let slugs: Vec<Slug> = wanted.iter().map(|t| t.slug.clone()).collect();
-    let live = targets.refresh(wanted).await.map_err(Error::Refresh)?;
+    let live = targets
+        .refresh(wanted, tenants.is_none())
+        .await
+        .map_err(Error::Refresh)?;
     Ok(plan::drift::report(&state, &live, &slugs))
 }

@@ -96,9 +96,10 @@ pub(super) async fn make_plan(
     let refresh = opts.refresh.then(|| {
         let targets = targets.clone();
         let wanted = refresh_targets(&ws.repo, opts.tenants.as_deref(), state);
+        let whole_fleet = opts.tenants.is_none();
         tokio::spawn(async move {
             let started = Instant::now();
-            let live = targets.refresh(wanted).await;
+            let live = targets.refresh(wanted, whole_fleet).await;
             debug!(elapsed = ?started.elapsed(), "refreshed the live state");
             live
         })

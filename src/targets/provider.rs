@@ -212,6 +212,11 @@ pub struct LiveFleet {
     parts: Vec<Part>,
     /// Round trips each provider made, reported by benchmarks.
     pub calls: Vec<(&'static str, usize)>,
+    /// Set before a provider's refresh: whether its targets are every tenant with a file (a
+    /// full plan), whose rows a provider reads table by table, or some (a plan of some
+    /// tenants), whose rows it looks up by their keys. Either way the same statements are
+    /// sent; at 10,000 tenants the lookups cost a whole read a tenth more.
+    pub whole_fleet: bool,
     /// What each resource of a tenant about to be purged holds (`2 tables, 1,204 rows`),
     /// as the target that counted it says.
     pub holdings: HashMap<Slug, Vec<Holding>>,

@@ -1,4 +1,5 @@
-//! The refresh: the catalog's roles and slices of the tenants refreshed in two queries, and only the 100-byte header
+//! The refresh: the catalog's roles and slices in two queries (each table whole for a full
+//! plan, the rows of the tenants refreshed for a plan of some), and only the 100-byte header
 //! of each tenant database (`header.rs`), whatever the fleet's size.
 
 use std::collections::HashMap;
@@ -29,31 +30,43 @@ impl LocalData {
         };
         if let Some(pool) = catalog {
             let reader = Pool::Sqlite(pool.clone());
-            // The rows of the tenants refreshed only: a plan of one tenant reads its own.
-            let role_names: Vec<String> =
-                targets.iter().map(|t| self.naming.role(&t.slug)).collect();
-            let slugs = targets.iter().map(|t| t.slug.as_str());
+            // A plan of some tenants looks their rows up; a full plan reads each table whole.
+            let (roles_of, slices_of) = match live.whole_fleet {
+                true => ("", ""),
+                false => (" WHERE name IN ({each $1})", " WHERE slug IN ({each $1})"),
+            };
+            let chosen = |statement: Statement, names: Vec<String>| match live.whole_fleet {
+                true => statement,
+                false => statement.list(names),
+            };
             let role_rows = spawn_json_of(
                 &reader,
-                Statement::new(
-                    &Dialect::Sqlite,
-                    "read roles",
-                    "SELECT json_group_array(json_array(name, \
-                     json(CASE WHEN login THEN 'true' ELSE 'false' END), \
-                     credentials_version, password_fingerprint)) FROM roles \
-                     WHERE name IN ({each $1})",
-                )
-                .list(&role_names),
+                chosen(
+                    Statement::new(
+                        &Dialect::Sqlite,
+                        "read roles",
+                        &format!(
+                            "SELECT json_group_array(json_array(name, \
+                             json(CASE WHEN login THEN 'true' ELSE 'false' END), \
+                             credentials_version, password_fingerprint)) FROM roles{roles_of}"
+                        ),
+                    ),
+                    targets.iter().map(|t| self.naming.role(&t.slug)).collect(),
+                ),
             );
             let slice_rows = spawn_json_of(
                 &reader,
-                Statement::new(
-                    &Dialect::Sqlite,
-                    "read slices",
-                    "SELECT json_group_array(json_array(slug, name, isolation)) FROM slices \
-                     WHERE slug IN ({each $1})",
-                )
-                .list(slugs),
+                chosen(
+                    Statement::new(
+                        &Dialect::Sqlite,
+                        "read slices",
+                        &format!(
+                            "SELECT json_group_array(json_array(slug, name, isolation)) \
+                             FROM slices{slices_of}"
+                        ),
+                    ),
+                    targets.iter().map(|t| t.slug.to_string()).collect(),
+                ),
             );
             let rows: Vec<(String, bool, i64, String)> = role_rows.await?.unwrap_or_default();
             for (name, login, version, fp) in rows {
