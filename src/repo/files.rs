@@ -308,6 +308,8 @@ fn list_dir(
             }
         }
     }
-    out.sort();
+    // By the bytes of each path, not path by path: comparing components was half of what
+    // listing 99,999 tenant files cost. (Any fixed order does: the loader sorts what it reads.)
+    out.sort_unstable_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
     Ok(out)
 }
