@@ -222,10 +222,10 @@ pub fn changed_files(
     Ok(set)
 }
 
-/// The slug a tenant file's name gives: `tenants/eu/acme.yaml` is acme's.
+/// The slug of a file under `tenants/`, by its name: `tenants/eu/acme.yaml` is acme's.
 fn tenant_slug(path: &str) -> Option<&str> {
     let name = path.strip_prefix("tenants/")?.rsplit('/').next()?;
-    name.strip_suffix(".yaml").or(name.strip_suffix(".yml"))
+    crate::repo::slug_of_file_name(name)
 }
 
 /// The tenants (with a file at the head) a changed input reaches.

@@ -44,33 +44,32 @@ pub struct TenantRepo {
     pub templates: Templates,
     pub migrations: Vec<Migration>,
     /// Loaded for some tenants only (a plan of some tenants): `tenants` holds their files,
-    /// and no other tenant file was read.
-    pub scope: Option<RepoScope>,
+    /// no other tenant file was read, and this holds the slug of every tenant file in
+    /// `tenants/` by its name, read or not.
+    pub listed: Option<BTreeSet<String>>,
 }
 
-/// What a repo loaded for some tenants knows of the others: the names of their files.
-#[derive(Debug, Clone)]
-pub struct RepoScope {
-    /// The slugs loaded.
-    pub only: BTreeSet<String>,
-    /// The slug of every tenant file in `tenants/`, by its name (read or not).
-    pub listed: BTreeSet<String>,
+/// The slug a tenant file's name gives (`acme.yaml` and the refused `acme.yml` are acme's),
+/// found without reading the file.
+pub fn slug_of_file_name(name: &str) -> Option<&str> {
+    name.strip_suffix(".yaml")
+        .or_else(|| name.strip_suffix(".yml"))
 }
 
 impl TenantRepo {
     /// Whether `slug` has a tenant file: loaded, or (in a repo loaded for some tenants)
     /// listed beside them.
     pub fn has_file(&self, slug: &str) -> bool {
-        match &self.scope {
-            Some(scope) => scope.listed.contains(slug),
+        match &self.listed {
+            Some(listed) => listed.contains(slug),
             None => self.tenants.iter().any(|t| t.slug.as_str() == slug),
         }
     }
 
     /// How many tenant files the repo has, loaded or not.
     pub fn tenant_files(&self) -> usize {
-        match &self.scope {
-            Some(scope) => scope.listed.len(),
+        match &self.listed {
+            Some(listed) => listed.len(),
             None => self.tenants.len(),
         }
     }
@@ -213,19 +212,16 @@ pub fn load_some(
     }
 
     let mut tenant_paths = files.list(root, &tenants_dir, &mut problems)?;
-    let stem = |p: &Path| {
-        let name = p.file_name()?.to_str()?;
-        name.strip_suffix(".yaml")
-            .or_else(|| name.strip_suffix(".yml"))
-            .map(str::to_string)
-    };
-    let scope = only.map(|only| RepoScope {
-        only: only.clone(),
-        listed: tenant_paths.iter().filter_map(|p| stem(p)).collect(),
+    fn slug(p: &Path) -> Option<&str> {
+        p.file_name()?.to_str().and_then(slug_of_file_name)
+    }
+    let listed = only.map(|_| {
+        let slugs = tenant_paths.iter().filter_map(|p| slug(p));
+        slugs.map(str::to_string).collect()
     });
     if let Some(only) = only {
         // By the name alone: a file that is not read is not parsed.
-        tenant_paths.retain(|p| stem(p).is_some_and(|s| only.contains(&s)));
+        tenant_paths.retain(|p| slug(p).is_some_and(|s| only.contains(s)));
     }
     let parsed: Vec<Result<TenantSpec, Vec<Diagnostic>>> = tenant_paths
         .par_iter()
@@ -334,7 +330,7 @@ pub fn load_some(
         tenants,
         templates,
         migrations,
-        scope,
+        listed,
     })
 }
 

@@ -244,10 +244,10 @@ impl Records {
         let (header, records, live) =
             tokio::try_join!(header, records, live).map_err(store(describe))?;
         let live = match live {
-            Some(row) => row.int(0).map_err(|e| StateError::Store {
-                context: format!("read {describe}"),
-                source: ProviderError::sql("count the state's live tenants")(e),
-            })?,
+            Some(row) => row
+                .int(0)
+                .map_err(ProviderError::sql("count the state's live tenants"))
+                .map_err(store(describe))?,
             None => 0,
         };
         let mut state = self.assemble(header, vec![records], describe)?;
