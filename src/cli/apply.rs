@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 use tenant_reconcile::apply::progress::Progress;
 use tenant_reconcile::ops::{self, ApplyOptions, ApplyOutcome};
+use tenant_reconcile::plan::Plan;
 use tenant_reconcile::render;
 use tenant_reconcile::workspace::Workspace;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +42,12 @@ pub struct ApplyArgs {
     /// JOB_COMPLETIONS when not given.
     #[arg(long, value_name = "K/N", value_parser = ops::Shard::parse, conflicts_with = "planfile")]
     shard: Option<ops::Shard>,
+    /// Apply the saved plan beside other runners given the same plan: each claims a few of
+    /// its tenants at a time from the state and applies them, until none is left; a runner
+    /// that dies leaves its tenants to the others. Needs a state kept on Postgres (or
+    /// locally, for runners on one machine).
+    #[arg(long, requires = "planfile", conflicts_with = "shard")]
+    claim: bool,
     /// Then deliver the outbox's events that are due (this run's among them) to the
     /// config's webhooks, as `events deliver` does.
     #[arg(long)]
@@ -60,6 +67,7 @@ impl ApplyArgs {
             require_clean: false,
             lock_timeout: Duration::ZERO,
             shard: None,
+            claim: false,
             deliver: false,
             select: SelectArgs::default(),
         }
@@ -116,6 +124,17 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
         )?,
         None => {}
     }
+    if args.claim {
+        let plan = saved.expect("--claim requires a plan file");
+        let opts = ApplyOptions {
+            shard: None,
+            plan: args.select.options()?,
+            parallelism: args.parallelism,
+            lock_timeout: args.lock_timeout,
+            stop: stop.clone(),
+        };
+        return claim(&ws, plan, &opts).await;
+    }
     let shard = match args.shard {
         Some(shard) => {
             // Said first, so that a "No changes" after it reads as this share's.
@@ -142,7 +161,7 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
         stop: stop.clone(),
     };
     let auto = args.auto_approve;
-    let confirm = |plan: &tenant_reconcile::plan::Plan| {
+    let confirm = |plan: &Plan| {
         anstream::print!("{}", render::text::render(plan));
         if auto {
             return true;
@@ -226,6 +245,77 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
             }
         }
     }
+}
+
+/// `apply PLAN --claim`: this runner's share of the plan, as it claimed it.
+async fn claim(ws: &Workspace, plan: Plan, opts: &ApplyOptions) -> anyhow::Result<ExitCode> {
+    anstream::eprintln!(
+        "Claiming tenants of the saved plan ({} to apply) beside any other runner given it.",
+        plan.tenants.len()
+    );
+    let progress = Progress::new(false);
+    let claimed = ops::claim(ws, plan, opts, &progress).await?;
+    let report = &claimed.report;
+    for o in &report.outcomes {
+        for w in &o.warnings {
+            anstream::eprintln!("Warning: {}: {w}", o.slug);
+        }
+    }
+    let failed: Vec<_> = report.failed().collect();
+    let applied = report.outcomes.iter().filter(|o| o.error.is_none()).count();
+    anstream::println!(
+        "\nThis runner applied {applied} tenant{}{}.",
+        if applied == 1 { "" } else { "s" },
+        match failed.len() {
+            0 => String::new(),
+            n => format!("; {n} failed"),
+        }
+    );
+    for f in &failed {
+        anstream::eprintln!("  {}: {}", f.slug, f.error.as_deref().unwrap_or_default());
+    }
+    if !claimed.stale.is_empty() {
+        let tenants: Vec<String> = claimed
+            .stale
+            .iter()
+            .map(|s| format!("--tenant {s}"))
+            .collect();
+        anstream::eprintln!(
+            "\nLeft for a fresh plan: {}. A runner that is gone had started them, so the saved plan's steps for them are stale.\n  hint: finish them with `tenant-reconcile apply {}`",
+            claimed.stale.join(", "),
+            tenants.join(" ")
+        );
+    }
+    let t = &claimed.tally;
+    let mut parts = vec![format!("{} applied", t.applied)];
+    if t.failed > 0 {
+        parts.push(format!("{} failed", t.failed));
+    }
+    if t.stale > 0 {
+        parts.push(format!("{} left for a fresh plan", t.stale));
+    }
+    if t.open() > 0 {
+        parts.push(format!("{} not done yet", t.open()));
+    }
+    anstream::println!(
+        "The plan: {} tenant{}, {}, by {} runner{}.",
+        t.tenants,
+        if t.tenants == 1 { "" } else { "s" },
+        parts.join(", "),
+        t.runners,
+        if t.runners == 1 { "" } else { "s" },
+    );
+    if let Some(stopped) = report.stopped() {
+        anstream::eprintln!(
+            "\nstopped: {stopped}.\nRun the same command again to carry on: its tenants not finished went back to the plan's other runners."
+        );
+        return Ok(1);
+    }
+    Ok(if failed.is_empty() && claimed.stale.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
 /// The line typed at the question, or `None` once the apply is interrupted while it waits

@@ -182,17 +182,7 @@ pub async fn apply(
             return Err(Error::failed("recording the event subscribers", e));
         }
     }
-    let executor = Executor {
-        targets,
-        run_by,
-        key,
-        state_name: ws.repo.config.state.name.clone(),
-        parallelism: opts.parallelism,
-        // What the plan was made from (a saved plan's own commit), not what is checked out.
-        git_commit: plan.git_commit.clone().or_else(|| ws.git_commit.clone()),
-        root: ws.repo.root.clone(),
-        stop: opts.stop.clone(),
-    };
+    let executor = executor(ws, &plan, opts, targets, key, run_by);
     let started = Instant::now();
     let mut lock = lock;
     let report = executor.run(&plan, state, lock.as_mut(), progress).await;
@@ -208,12 +198,35 @@ pub async fn apply(
     Ok(ApplyOutcome::Applied { plan, report })
 }
 
+/// What carries out `plan`'s tenants for this run.
+pub(super) fn executor(
+    ws: &Workspace,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    targets: Arc<crate::configured::Targets>,
+    key: MasterKey,
+    run_by: String,
+) -> Executor {
+    Executor {
+        targets,
+        run_by,
+        key,
+        state_name: ws.repo.config.state.name.clone(),
+        parallelism: opts.parallelism,
+        // What the plan was made from (a saved plan's own commit), not what is checked out.
+        git_commit: plan.git_commit.clone().or_else(|| ws.git_commit.clone()),
+        root: ws.repo.root.clone(),
+        stop: opts.stop.clone(),
+    }
+}
+
 /// Refuses `plan` when the state moved since it was made.
 fn stale(plan: &Plan, state: &State) -> Result<(), Error> {
     let Some(moved) = plan.state.moved(state) else {
         return Ok(());
     };
-    if plan.state.records.is_some() && plan.state.lineage == state.lineage {
+    let of_some = plan.state.records.as_ref().is_some_and(|r| !r.whole);
+    if of_some && plan.state.lineage == state.lineage {
         return Err(Error::StaleRecords { moved });
     }
     Err(Error::StalePlan {

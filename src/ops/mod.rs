@@ -3,6 +3,7 @@
 
 mod apply;
 mod audit;
+mod claim;
 mod credentials;
 mod drift;
 pub mod events;
@@ -14,6 +15,7 @@ mod state_rm;
 
 pub use apply::{apply, read_plan_file, ApplyOptions, ApplyOutcome};
 pub use audit::audit;
+pub use claim::{claim, Claimed};
 pub use credentials::{credentials, Login};
 pub use drift::drift;
 pub use export::{export, export_links};

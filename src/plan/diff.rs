@@ -430,33 +430,13 @@ impl<'a> Planner<'a> {
         warnings.extend(looks_renamed(&tenants, &self.orphans, input.state));
         warnings.extend(input.repo.shared_owners());
 
-        let mut summary = Summary {
-            orphaned: self.orphans.len(),
-            tenants: tenants.len(),
-            ..Summary::default()
-        };
-        for t in &tenants {
-            summary.conflicts += t.conflicts.len();
-            summary.smoke_tests += usize::from(t.smoke.is_some());
-            summary.hook_runs += t.hooks.iter().filter(|h| h.due).count();
-            if t.changes.iter().any(|c| c.drift) {
-                summary.drifted += 1;
-            }
-            for c in &t.changes {
-                match c.action {
-                    Action::Create => summary.add += 1,
-                    Action::Update => summary.change += 1,
-                    // The new one is built; the old one is kept, never destroyed.
-                    Action::Replace => summary.replace += 1,
-                    Action::Delete => summary.destroy += 1,
-                    Action::Import => summary.import += 1,
-                }
-            }
-        }
+        let summary = Summary::of(&tenants, self.orphans.len());
+        let state = StateRef::of(input.state, &input.repo.config.state.name)
+            .with_planned(input.state, tenants.iter().map(|t| t.slug.as_str()));
         Plan {
             format_version: PLAN_FORMAT_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            state: StateRef::of(input.state, &input.repo.config.state.name),
+            state,
             git_commit: input.git_commit,
             refreshed: input.live.is_some(),
             summary,

@@ -158,6 +158,11 @@ pub struct StateRef {
 pub struct RecordsRef {
     pub header: String,
     pub tenants: BTreeMap<String, u64>,
+    /// A plan of the whole fleet, which still checks the serial: `tenants` are the
+    /// generations of the tenants it changes, which runners claiming its tenants
+    /// (`apply --claim`) check one by one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole: bool,
 }
 
 impl StateRef {
@@ -172,6 +177,7 @@ impl StateRef {
                     .iter()
                     .map(|s| (s.clone(), state.generation_of(s)))
                     .collect(),
+                whole: false,
             }),
             _ => None,
         };
@@ -183,6 +189,45 @@ impl StateRef {
         }
     }
 
+    /// With the generations of the tenants a plan of the whole fleet changes, on a state
+    /// kept as records (see [`RecordsRef::whole`]).
+    pub fn with_planned<'a>(
+        mut self,
+        state: &crate::state::State,
+        planned: impl Iterator<Item = &'a str>,
+    ) -> StateRef {
+        if self.records.is_none() && state.header_said.is_some() {
+            self.records = Some(RecordsRef {
+                header: state.header_digest(),
+                tenants: planned
+                    .map(|s| (s.to_string(), state.generation_of(s)))
+                    .collect(),
+                whole: true,
+            });
+        }
+        self
+    }
+
+    /// Which of `slugs` have records that moved in `state` since the plan was made, or
+    /// `None` when the plan does not say their generations (it was made from one document).
+    pub fn moved_among(
+        &self,
+        state: &crate::state::State,
+        slugs: &[String],
+    ) -> Option<Vec<String>> {
+        let records = self.records.as_ref()?;
+        if self.lineage != state.lineage {
+            return Some(slugs.to_vec());
+        }
+        Some(
+            slugs
+                .iter()
+                .filter(|s| records.tenants.get(*s).copied().unwrap_or(0) != state.generation_of(s))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// What moved in `state` since the plan was made: `None` when nothing did; the
     /// header, or the tenants whose records moved, when the plan was of some tenants.
     pub fn moved(&self, state: &crate::state::State) -> Option<Vec<String>> {
@@ -191,6 +236,7 @@ impl StateRef {
         }
         match &self.records {
             None => (self.serial != state.serial).then(Vec::new),
+            Some(r) if r.whole => (self.serial != state.serial).then(Vec::new),
             Some(r) if r.header != state.header_digest() => Some(vec![
                 "what the state records beside its tenants (migrations, key, released slugs)"
                     .into(),
@@ -231,6 +277,65 @@ pub struct Summary {
     /// Hook runs carried out.
     #[serde(default)]
     pub hook_runs: usize,
+}
+
+impl Summary {
+    /// The counts of `tenants`' plans, beside `orphaned` tenants.
+    pub fn of(tenants: &[TenantPlan], orphaned: usize) -> Summary {
+        let mut summary = Summary {
+            orphaned,
+            tenants: tenants.len(),
+            ..Summary::default()
+        };
+        for t in tenants {
+            summary.conflicts += t.conflicts.len();
+            summary.smoke_tests += usize::from(t.smoke.is_some());
+            summary.hook_runs += t.hooks.iter().filter(|h| h.due).count();
+            if t.changes.iter().any(|c| c.drift) {
+                summary.drifted += 1;
+            }
+            for c in &t.changes {
+                match c.action {
+                    Action::Create => summary.add += 1,
+                    Action::Update => summary.change += 1,
+                    // The new one is built; the old one is kept, never destroyed.
+                    Action::Replace => summary.replace += 1,
+                    Action::Delete => summary.destroy += 1,
+                    Action::Import => summary.import += 1,
+                }
+            }
+        }
+        summary
+    }
+}
+
+impl Plan {
+    /// What names this plan among others: a digest of all it says, the same for every
+    /// runner that reads the same saved plan.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let said = serde_json::to_vec(self).expect("a plan serializes");
+        hex::encode(&Sha256::digest(&said)[..16])
+    }
+
+    /// The part of this plan that changes `slugs`: what a runner that claimed them applies.
+    pub fn only(&self, slugs: &std::collections::BTreeSet<String>) -> Plan {
+        let tenants: Vec<TenantPlan> = self
+            .tenants
+            .iter()
+            .filter(|t| slugs.contains(t.slug.as_str()))
+            .cloned()
+            .collect();
+        Plan {
+            summary: Summary::of(&tenants, 0),
+            tenants,
+            orphans: Vec::new(),
+            warnings: Vec::new(),
+            held: Vec::new(),
+            waiting: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

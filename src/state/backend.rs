@@ -63,6 +63,8 @@ pub enum StateError {
     LockLost { holder: String },
     #[error("{0}")]
     CannotForceUnlock(String),
+    #[error("{0}")]
+    CannotClaim(String),
     #[error("lost the state while applying: {cause}; this run stopped starting tenants ({applied} applied, {failed} failed, {not_started} not started)\n  hint: nothing more was written, and a lock held by a lost connection is released; run apply again once the state backend is back: finished steps are not repeated")]
     Lost {
         cause: String,
@@ -174,6 +176,21 @@ pub trait StateBackend: Send + Sync {
         _slugs: &std::collections::BTreeSet<String>,
     ) -> Result<Box<dyn StateLock>, StateError> {
         self.lock(info, wait).await
+    }
+    /// Holds the claims of the saved plan `plan` (its digest) on `slugs`, for a runner
+    /// that applies it beside others (`claims.rs`). Only a state kept as records, and
+    /// written already, can be shared so.
+    async fn claims(
+        &self,
+        _info: LockInfo,
+        _wait: &Wait,
+        _plan: &str,
+        _slugs: &[String],
+    ) -> Result<super::claims::Claims, StateError> {
+        Err(StateError::CannotClaim(format!(
+            "the state in {} is one document: runners cannot claim tenants from it\n  hint: keep the state on Postgres (state {{ backend = \"postgres\" }}) or locally, or split the plan's tenants with --shard K/N",
+            self.describe()
+        )))
     }
     /// Removes a lock its holder left behind, given the lock's id as a confirmation, and
     /// says whose it was. Only backends whose locks can outlive their holder have any.

@@ -29,6 +29,7 @@ use sqlx::sqlite::SqliteJournalMode;
 use sqlx::SqlitePool;
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
+use super::claims::Claims;
 use super::record_lock::RecordLock;
 use super::record_writer::{run_sqlite, RecordWriter};
 use super::records::{self, Checked, Records};
@@ -101,14 +102,44 @@ impl StateBackend for LocalBackend {
         wait: &Wait,
         slugs: &BTreeSet<String>,
     ) -> Result<Box<dyn StateLock>, StateError> {
-        // Only a state kept as records, and written already, is shared: its conversion and
-        // its first write (its lineage) are the whole state's.
+        let Some(writer) = self.shared_writer(&info, wait).await? else {
+            return self.lock(info, wait).await;
+        };
+        let lock = RecordLock::tenants(self.records(), writer, self.describe(), &info, wait, slugs)
+            .await?;
+        Ok(Box::new(lock))
+    }
+
+    async fn claims(
+        &self,
+        info: LockInfo,
+        wait: &Wait,
+        plan: &str,
+        slugs: &[String],
+    ) -> Result<Claims, StateError> {
+        let Some(writer) = self.shared_writer(&info, wait).await? else {
+            return Err(StateError::CannotClaim(super::claims::NOT_SHARED.into()));
+        };
+        Claims::open(self.records(), writer, self.describe(), info, plan, slugs).await
+    }
+}
+
+impl LocalBackend {
+    /// A writer for a run that holds some tenants only: the lock file held shared, and the
+    /// run's own file, which says it is alive. `None` when the state cannot be shared: not
+    /// kept as records, or not written yet (its conversion and first write are the whole
+    /// state's).
+    async fn shared_writer(
+        &self,
+        info: &LockInfo,
+        wait: &Wait,
+    ) -> Result<Option<Arc<dyn RecordWriter>>, StateError> {
         let shared = match self.document()? {
             Some(bytes) => records::is_stub(&bytes) && self.db().exists(),
             None => false,
         };
         if !shared {
-            return self.lock(info, wait).await;
+            return Ok(None);
         }
         let file = self.lock_file(wait, true).await?;
         let mut writer = self.writer(file, false);
@@ -118,11 +149,9 @@ impl StateBackend for LocalBackend {
         if !matches!(&header, Ok(rows) if !rows.is_empty()) {
             writer.release().await?;
             header?;
-            return self.lock(info, wait).await;
+            return Ok(None);
         }
-        let lock = RecordLock::tenants(self.records(), writer, self.describe(), &info, wait, slugs)
-            .await?;
-        Ok(Box::new(lock))
+        Ok(Some(writer))
     }
 }
 

@@ -5,6 +5,7 @@
 //! It never holds a secret: credentials are derived, and only their fingerprint is kept.
 
 pub mod backend;
+pub mod claims;
 pub mod leases;
 pub mod local;
 pub mod postgres;
@@ -95,6 +96,9 @@ pub struct Scope {
     pub slugs: BTreeSet<String>,
     /// How many tenants the whole state records that are not tombstones.
     pub live: usize,
+    /// Read by a run that holds a lease on each of them (a claiming runner's batch): it
+    /// may write their records, one by one and fenced by its leases, never the whole state.
+    pub leased: bool,
 }
 
 impl State {
@@ -135,7 +139,16 @@ impl State {
         self.scope = Some(Scope {
             slugs: slugs.clone(),
             live,
+            leased: false,
         });
+    }
+
+    /// Marks this state, read for some tenants, as held through a lease on each: see
+    /// [`Scope::leased`].
+    pub fn held_through_leases(&mut self) {
+        if let Some(scope) = &mut self.scope {
+            scope.leased = true;
+        }
     }
 }
 
@@ -438,7 +451,7 @@ impl State {
     pub fn prepare_snapshot(&mut self) {
         // Its other tenants were never read: written whole, they would be lost.
         assert!(
-            self.scope.is_none(),
+            self.scope.as_ref().is_none_or(|s| s.leased),
             "a state read for some tenants is written"
         );
         if self.lineage.is_empty() {

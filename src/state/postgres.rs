@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use sqlx::{Connection, Executor as _, PgConnection};
 
 use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait, GONE_HOLDER_GRACE};
+use super::claims::Claims;
 use super::record_lock::RecordLock;
 use super::record_writer::{run_postgres, RecordWriter};
 use super::records::{self, Checked, Records};
@@ -143,10 +144,40 @@ impl StateBackend for PgBackend {
         wait: &Wait,
         slugs: &BTreeSet<String>,
     ) -> Result<Box<dyn StateLock>, StateError> {
+        let Some(writer) = self.shared_writer(&info, wait).await? else {
+            return self.lock(info, wait).await;
+        };
+        let lock = RecordLock::tenants(self.records(), writer, self.describe(), &info, wait, slugs)
+            .await?;
+        Ok(Box::new(lock))
+    }
+
+    async fn claims(
+        &self,
+        info: LockInfo,
+        wait: &Wait,
+        plan: &str,
+        slugs: &[String],
+    ) -> Result<Claims, StateError> {
+        let Some(writer) = self.shared_writer(&info, wait).await? else {
+            return Err(StateError::CannotClaim(super::claims::NOT_SHARED.into()));
+        };
+        Claims::open(self.records(), writer, self.describe(), info, plan, slugs).await
+    }
+}
+
+impl PgBackend {
+    /// A writer for a run that holds some tenants only: the state's lock held shared, and
+    /// the run's own key, which says it is alive while its connection lasts. `None` when
+    /// the state cannot be shared: not kept as records, or not written yet (its conversion
+    /// and first write are the whole state's).
+    async fn shared_writer(
+        &self,
+        info: &LockInfo,
+        wait: &Wait,
+    ) -> Result<Option<Arc<dyn RecordWriter>>, StateError> {
         let mut conn = self.connect_with_tables().await?;
         self.advisory(&mut conn, wait, true).await?;
-        // Only a state kept as records, and written already, is shared: its conversion and
-        // its first write (its lineage) are the whole state's.
         let converted = self.load_document(&mut conn).await?.is_none();
         let header = self
             .records()
@@ -156,19 +187,14 @@ impl StateBackend for PgBackend {
             .map_err(provider("read the state's header"))?;
         if !converted || header.is_none() {
             let _ = conn.close().await;
-            return self.lock(info, wait).await;
+            return Ok(None);
         }
-        // The run's own key, held while it lives: a run that finds this run's leases in its
-        // way tells from it whether this run is still there.
         sqlx::query("SELECT pg_advisory_lock(hashtextextended($1, 0))")
             .bind(run_key(&info.id))
             .execute(&mut conn)
             .await
             .map_err(pg("lock the state"))?;
-        let writer = Arc::new(self.writer(conn, Some(run_key(&info.id))));
-        let lock = RecordLock::tenants(self.records(), writer, self.describe(), &info, wait, slugs)
-            .await?;
-        Ok(Box::new(lock))
+        Ok(Some(Arc::new(self.writer(conn, Some(run_key(&info.id))))))
     }
 }
 

@@ -24,6 +24,9 @@ pub struct RecordLock {
     held: Option<Held>,
     /// Where the state is, for messages.
     describe: String,
+    /// Whether unlocking lets go of the writer too: not when it is a claiming runner's,
+    /// which holds it from one batch of tenants to the next.
+    owns_writer: bool,
 }
 
 impl RecordLock {
@@ -35,6 +38,7 @@ impl RecordLock {
             queue: GroupCommit::default(),
             held: None,
             describe,
+            owns_writer: true,
         }
     }
 
@@ -48,11 +52,31 @@ impl RecordLock {
         wait: &Wait,
         slugs: &BTreeSet<String>,
     ) -> Result<RecordLock, StateError> {
-        let records = Arc::new(records);
-        if let Err(e) = leases::take(&records, &*writer, slugs, info, wait).await {
-            let _ = writer.release().await;
-            return Err(e);
+        let lock = Self::borrowing(records, writer.clone(), describe, info, wait, slugs).await;
+        match lock {
+            Ok(lock) => Ok(RecordLock {
+                owns_writer: true,
+                ..lock
+            }),
+            Err(e) => {
+                let _ = writer.release().await;
+                Err(e)
+            }
         }
+    }
+
+    /// As [`RecordLock::tenants`], through a writer that outlives the lock (a claiming
+    /// runner's, `claims.rs`): unlocking lets go of the leases only.
+    pub async fn borrowing(
+        records: Records,
+        writer: Arc<dyn RecordWriter>,
+        describe: String,
+        info: &LockInfo,
+        wait: &Wait,
+        slugs: &BTreeSet<String>,
+    ) -> Result<RecordLock, StateError> {
+        let records = Arc::new(records);
+        leases::take(&records, &*writer, slugs, info, wait).await?;
         let held = Held::start(
             records.clone(),
             writer.clone(),
@@ -65,6 +89,7 @@ impl RecordLock {
             queue: GroupCommit::default(),
             held: Some(held),
             describe,
+            owns_writer: false,
         })
     }
 
@@ -167,6 +192,9 @@ impl StateLock for RecordLock {
             Some(held) => held.release(&self.records, &*self.writer).await,
             None => Ok(()),
         };
+        if !self.owns_writer {
+            return released;
+        }
         let unlocked = self.writer.release().await;
         released.and(unlocked)
     }

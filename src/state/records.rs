@@ -28,7 +28,7 @@ use crate::clients::error::ProviderError;
 use crate::clients::sql::{read_rows, Dialect, Pool, Statement};
 
 /// The tables, on either server; each statement is idempotent.
-pub const TABLES: [&str; 4] = [
+pub const TABLES: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS {schema}.state_header (
         name       text PRIMARY KEY,
         generation bigint NOT NULL,
@@ -57,6 +57,19 @@ pub const TABLES: [&str; 4] = [
         info       text NOT NULL,
         expires_at bigint NOT NULL,
         PRIMARY KEY (name, slug)
+    )",
+    // A saved plan's tenants, claimed by runners that apply it together (`claims.rs`):
+    // `plan` is the plan's digest, `run` and `info` the holder as in `state_leases`, and
+    // `done` how the tenant ended (`applied`, `failed`, `stale`), once.
+    "CREATE TABLE IF NOT EXISTS {schema}.state_claims (
+        name       text NOT NULL,
+        plan       text NOT NULL,
+        slug       text NOT NULL,
+        run        text,
+        info       text,
+        expires_at bigint,
+        done       text,
+        PRIMARY KEY (name, plan, slug)
     )",
 ];
 
@@ -179,6 +192,7 @@ pub struct RecordWrite<'a> {
 }
 
 /// The records of one state (`name`) on one server.
+#[derive(Clone)]
 pub struct Records {
     pub dialect: Dialect,
     pub name: String,
@@ -253,6 +267,7 @@ impl Records {
         let mut state = self.assemble(header, vec![records], describe)?;
         if let Some(state) = &mut state {
             state.scope = Some(Scope {
+                leased: false,
                 slugs: slugs.clone(),
                 live: live as usize,
             });
@@ -535,8 +550,12 @@ impl Persist {
     /// [`Persist::of`], its records fenced by the leases of `run` when given.
     pub fn of_as(records: &Records, state: &State, run: Option<&str>) -> (Vec<Checked>, Persist) {
         // Its other tenants' records were never read: written whole, they would be removed.
+        // Held through leases, only its own records are written (and removed).
         assert!(
-            state.scope.is_none(),
+            state
+                .scope
+                .as_ref()
+                .is_none_or(|s| s.leased && run.is_some()),
             "a state read for some tenants is written"
         );
         let mut statements = Vec::new();

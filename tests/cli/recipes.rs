@@ -200,6 +200,8 @@ fn the_recipes_install_line_installs_this_repository() {
         "github/tenant-plan.yml",
         "github/tenant-apply.yml",
         "github/tenant-drift.yml",
+        "github/tenant-apply-shards.yml",
+        "github/tenant-apply-claims.yml",
         "gitlab/.gitlab-ci.yml",
     ]
     .iter()
@@ -328,4 +330,56 @@ fn the_sharded_recipes_apply_every_tenant_between_their_runners() {
         }
         repo.assert_plan_empty();
     }
+}
+
+/// The recipe of runners claiming tenants from one saved plan: its plan job (without the
+/// master key) once, then its apply command by four runners at once, apply every tenant.
+#[test]
+fn the_claiming_recipe_applies_every_tenant_between_its_runners() {
+    let (_copy, recipes) = committed("examples/ci");
+    let file = recipes.join("github/tenant-apply-claims.yml");
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let plan_env = &doc["jobs"]["plan"]["env"];
+    assert!(
+        plan_env.get("TENANT_RECONCILE_MASTER_KEY").is_none(),
+        "the plan job is given the master key: {plan_env:?}"
+    );
+    let found = commands(&file);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[1].contains(&"--claim".to_string()), "{found:?}");
+    let repo = committed_example();
+    // The state written once already, as the recipe says it must be.
+    let out = repo.run(&["apply", "--auto-approve", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = repo.cmd().args(&found[0]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runners: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            repo.process()
+                .args(&found[1])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut applied = 0;
+    for runner in runners {
+        let out = runner.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.contains("The plan: 3 tenants, 3 applied"),
+            "{stdout}"
+        );
+        applied += stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("This runner applied "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap();
+    }
+    assert_eq!(applied, 3, "each tenant applied by one runner");
+    repo.assert_plan_empty();
 }

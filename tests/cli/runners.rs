@@ -3,7 +3,7 @@
 //! fleet between runners so that each tenant is applied once, a killed runner's share
 //! finished by its rerun. On the local state and on Postgres.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::pg::Pg;
@@ -38,17 +38,13 @@ fn two_new_tenants(repo: &Repo) {
 }
 
 fn spawn(repo: &Repo, args: &[&str], sleep: &str) -> Child {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"));
-    cmd.arg("-C")
-        .arg(repo.path())
+    repo.process()
         .args(args)
-        .env_remove("TENANT_RECONCILE_MASTER_KEY")
-        .env("NO_COLOR", "1")
-        .envs(repo.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("HOOK_SLEEP", sleep)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd.spawn().unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// The example with its state on `pg`'s database (its targets local).
@@ -289,6 +285,136 @@ fn four_shards_on_postgres_apply_each_tenant_once() {
     let pg = Pg::new();
     let repo = on_postgres(&pg);
     four_shards_apply_each_tenant_once(&repo);
+}
+
+/// Four runners claim the tenants of one saved plan: each tenant applied once, counted from
+/// outside, and every runner's tally adding up to the plan. One killed mid-way leaves the
+/// tenants it had claimed to the others, or (those it had started, whose saved steps are
+/// stale) to a fresh apply.
+fn four_claiming_runners_apply_each_tenant_once(repo: &Repo) {
+    fleet(repo);
+    let out = repo.run(&["plan", "--out", "fleet.plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut runners: Vec<Child> = (0..4)
+        .map(|_| spawn(repo, &["apply", "fleet.plan", "--claim"], "0"))
+        .collect();
+    let mut fourth = runners.pop().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while repo.count("control.sqlite", "SELECT count(*) FROM tenants") < 40 {
+        assert!(Instant::now() < deadline, "the runners never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        fourth.try_wait().unwrap().is_none(),
+        "the fourth ended first"
+    );
+    fourth.kill().unwrap();
+    fourth.wait().unwrap();
+    let mut applied = 0;
+    let mut stale: Vec<String> = Vec::new();
+    for runner in runners {
+        let out = runner.wait_with_output().unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            stderr.contains("Claiming tenants of the saved plan (120 to apply)"),
+            "{stderr}"
+        );
+        // Every runner leaves once the plan is done: each says it whole.
+        let tally = stdout
+            .lines()
+            .find(|l| l.starts_with("The plan: 120 tenants, "))
+            .unwrap_or_else(|| panic!("no tally:\n{stdout}\n{stderr}"));
+        assert!(
+            !tally.contains("failed") && !tally.contains("not done"),
+            "{tally}"
+        );
+        applied += stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("This runner applied "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no count:\n{stdout}"));
+        match out.status.code() {
+            Some(0) => {}
+            Some(1) => {
+                let left = stderr
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Left for a fresh plan: "))
+                    .unwrap_or_else(|| panic!("failed otherwise:\n{stderr}"));
+                let left = left.split(". ").next().unwrap();
+                stale.extend(left.split(", ").map(str::to_string));
+            }
+            other => panic!("{other:?}:\n{stderr}"),
+        }
+    }
+    // What the killed runner had finished, the survivors' and the stale add up to the plan.
+    assert!(
+        stale.len() <= 10,
+        "more than its batch was stale: {stale:?}"
+    );
+    assert!(applied + stale.len() <= 120);
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = (FLEET + 4) as i64;
+    assert_eq!(
+        repo.count("control.sqlite", "SELECT count(*) FROM tenants"),
+        all
+    );
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT count(*) FROM outbox WHERE type = 'TenantProvisioned'"
+        ),
+        all,
+        "each tenant's provisioning announced once"
+    );
+    assert_eq!(
+        repo.state_json()["tenants"].as_object().unwrap().len() as i64,
+        all
+    );
+    repo.assert_plan_empty();
+    // The plan, applied again by a runner that comes late: nothing is left to claim.
+    let out = repo.run(&["apply", "fleet.plan", "--claim"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("This runner applied 0 tenants."),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn four_claiming_runners_on_postgres_apply_each_tenant_once() {
+    let pg = Pg::new();
+    let repo = on_postgres(&pg);
+    four_claiming_runners_apply_each_tenant_once(&repo);
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.state_leases"),
+        0,
+        "every lease let go"
+    );
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.state_claims WHERE run IS NOT NULL AND done IS NULL"),
+        0,
+        "every claim done or let go"
+    );
+}
+
+#[test]
+fn four_claiming_runners_on_the_local_state_apply_each_tenant_once() {
+    four_claiming_runners_apply_each_tenant_once(&Repo::example());
+}
+
+#[test]
+fn claiming_needs_a_saved_plan() {
+    let repo = Repo::example();
+    let out = repo.run(&["apply", "--claim", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("required arguments were not provided:\n  <PLANFILE>"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -406,6 +406,30 @@ fn state_in_s3_is_locked_and_a_stale_lock_is_released_by_its_id() {
 }
 
 #[test]
+fn runners_cannot_claim_tenants_from_a_state_in_one_s3_object() {
+    let s3 = S3::new();
+    let (repo, bucket) = state_repo(&s3);
+    repo.apply();
+    repo.write(
+        "tenants/zeta.yaml",
+        "slug: zeta\nname: Zeta\nplan: starter\nowner:\n  email: o@zeta.example\nregion: eu-west-1\n",
+    );
+    let out = repo.run(&["plan", "--out", "zeta.plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = get_object(&s3, &bucket, "env/prod.json");
+    let out = repo.run(&["apply", "zeta.plan", "--claim"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("it was made from a state kept as one document (as the s3 backend keeps it)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(get_object(&s3, &bucket, "env/prod.json"), before);
+    assert_eq!(object_keys(&s3, &bucket), ["env/prod.json"]);
+}
+
+#[test]
 fn a_second_apply_waits_for_the_s3_lock_and_names_its_holder() {
     let s3 = S3::new();
     let (repo, _bucket) = state_repo(&s3);

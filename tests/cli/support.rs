@@ -139,6 +139,16 @@ impl Repo {
         c
     }
 
+    /// [`Repo::cmd`] as a `std` command, for a run to spawn and wait for.
+    pub fn process(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"));
+        c.arg("-C").arg(self.path());
+        c.env_remove("TENANT_RECONCILE_MASTER_KEY");
+        c.env("NO_COLOR", "1");
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        c
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
     }
@@ -157,16 +167,9 @@ impl Repo {
     /// `apply --auto-approve --parallelism N` running in the background, its progress lines
     /// (stderr) on a pipe to read from.
     pub fn spawn_apply(&self, parallelism: usize) -> std::process::Child {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
-            .args([
-                "-C",
-                self.path().to_str().unwrap(),
-                "apply",
-                "--auto-approve",
-            ])
+        self.process()
+            .args(["apply", "--auto-approve"])
             .args(["--parallelism", &parallelism.to_string()])
-            .env_remove("TENANT_RECONCILE_MASTER_KEY")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

@@ -1,0 +1,161 @@
+//! `apply PLAN --claim`: one of several runners draining a saved plan together. Each claims
+//! a few of the plan's tenants at a time from the state (`state/claims.rs`), applies them
+//! under a lease on each, and marks them done, until no tenant is left; a runner that dies
+//! leaves its claims to the others. Every tenant is applied once, by whichever runner
+//! claimed it, and the runners' tallies add up to the plan.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::apply::{check_plan_key, check_purges, check_replacements, ApplyOptions};
+use crate::apply::{progress::Progress, ApplyReport, TenantOutcome};
+use crate::plan::Plan;
+use crate::state::claims::{Ended, Tally};
+use crate::state::{LockInfo, Wait};
+use crate::workspace::Workspace;
+use crate::Error;
+
+/// What one claiming runner did, and where the plan stands as it leaves.
+pub struct Claimed {
+    /// This runner's tenants, as any apply reports them.
+    pub report: ApplyReport,
+    /// Tenants this runner found started by a runner that is gone: their records moved since
+    /// the plan was made, so its steps for them are stale and a fresh plan finishes them.
+    pub stale: Vec<String>,
+    /// The plan's tenants, by how they ended, over every runner.
+    pub tally: Tally,
+}
+
+/// How long a runner with nothing left to claim waits between looks at the others' claims.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// Applies the tenants of the saved `plan` this runner claims, beside other runners doing
+/// the same, until every tenant of the plan is done.
+pub async fn claim(
+    ws: &Workspace,
+    plan: Plan,
+    opts: &ApplyOptions,
+    progress: &Progress,
+) -> Result<Claimed, Error> {
+    if plan.rotates_master_key {
+        return Err(Error::Usage(
+            "--claim with a plan that rotates the master key: a rotation re-keys every tenant, so one runner carries it out for the whole state\n  hint: apply the plan without --claim".into(),
+        ));
+    }
+    if plan.state.records.is_none() {
+        return Err(Error::Refused(
+            "the plan does not say which state record each of its tenants was planned from: it was made from a state kept as one document (as the s3 backend keeps it), or by an older tenant-reconcile. Runners cannot check its tenants one by one, so nothing was applied\n  hint: claiming needs a state kept on Postgres or locally, and a plan made from it with `plan --out FILE`".into(),
+        ));
+    }
+    check_replacements(&plan, opts.plan.allow_replace)?;
+    // Every runner weighs the whole plan, so all of them refuse it or none.
+    check_purges(
+        &plan,
+        ws.repo.config.safety.max_purges_per_run,
+        opts.plan.allow_mass_purge,
+    )?;
+    let backend = ws.backend();
+    let header = backend.load_tenants(&BTreeSet::new()).await?;
+    let key = check_plan_key(&plan, &header, ws.key()?)?;
+    let wait = Wait {
+        timeout: opts.lock_timeout,
+        stop: opts.stop.clone(),
+    };
+    let info = LockInfo::new("apply --claim");
+    let run_by = info.who.clone();
+    let slugs: Vec<String> = plan.tenants.iter().map(|t| t.slug.to_string()).collect();
+    let claims = backend.claims(info, &wait, &plan.digest(), &slugs).await?;
+    let targets = Arc::new(ws.targets(plan.migrations.clone()));
+    let subscribers = ws.repo.config.subscribers();
+    let drained = async {
+        targets
+            .control
+            .register_subscribers(&subscribers)
+            .await
+            .map_err(|e| Error::failed("recording the event subscribers", e))?;
+        let executor = super::apply::executor(ws, &plan, opts, targets.clone(), key, run_by);
+        let mut report = ApplyReport::default();
+        let mut stale = Vec::new();
+        // A batch as large as the tenants applied at once: each batch costs a few
+        // statements, and a runner killed mid-batch leaves no more than that to the others.
+        let batch_size = opts.parallelism.max(1);
+        while !opts.stop.is_cancelled() {
+            let batch = claims.claim(batch_size).await?;
+            if batch.is_empty() {
+                if claims.tally().await?.open() == 0 {
+                    break;
+                }
+                // The rest are in other runners' hands: wait, to take over any that die.
+                tokio::select! {
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    () = opts.stop.cancelled() => {}
+                }
+                continue;
+            }
+            let held: BTreeSet<String> = batch.iter().cloned().collect();
+            let mut lock = claims.lock(&held, &wait).await?;
+            let loaded = backend.load_tenants(&held).await;
+            let mut state = match loaded {
+                Ok(state) => state,
+                Err(e) => {
+                    let _ = lock.unlock().await;
+                    return Err(e.into());
+                }
+            };
+            state.held_through_leases();
+            let moved = plan.state.moved_among(&state, &batch).unwrap_or_default();
+            let go: BTreeSet<String> = held
+                .iter()
+                .filter(|s| !moved.contains(s))
+                .cloned()
+                .collect();
+            let ran = match go.is_empty() {
+                true => Ok(ApplyReport::default()),
+                false => {
+                    debug!(tenants = go.len(), "applying claimed tenants");
+                    executor
+                        .run(&plan.only(&go), state, lock.as_mut(), progress)
+                        .await
+                }
+            };
+            lock.unlock().await?;
+            let outcomes = ran?.outcomes;
+            claims.done(&moved, Ended::Stale).await?;
+            let ended = |ok: bool| -> Vec<String> {
+                outcomes
+                    .iter()
+                    .filter(|o| finished(o) && o.error.is_none() == ok)
+                    .map(|o| o.slug.clone())
+                    .collect()
+            };
+            claims.done(&ended(true), Ended::Applied).await?;
+            claims.done(&ended(false), Ended::Failed).await?;
+            stale.extend(moved);
+            report.outcomes.extend(outcomes);
+        }
+        Ok::<_, Error>((report, stale))
+    }
+    .await;
+    let tally = match &drained {
+        Ok(_) => claims.tally().await.ok(),
+        Err(_) => None,
+    };
+    // What this runner did not finish goes back to the others, whatever happened.
+    let closed = claims.close().await;
+    let (report, stale) = drained?;
+    closed?;
+    Ok(Claimed {
+        report,
+        stale,
+        tally: tally.unwrap_or_default(),
+    })
+}
+
+/// Whether a tenant's run ended (applied or failed), rather than being cut short: one cut
+/// short is left claimed, for this runner's claims to be freed when it stops.
+fn finished(o: &TenantOutcome) -> bool {
+    !o.skipped && !o.interrupted
+}

@@ -1,0 +1,361 @@
+//! Runners draining one saved plan together (`apply PLAN --claim`), written once for SQLite
+//! and Postgres.
+//!
+//! The first runner to come writes a row of `state_claims` for each of the plan's tenants;
+//! then every runner, again and again, claims a few rows no one holds, applies those tenants
+//! and marks them done. A claim is a lease like a tenant's (`leases.rs`): renewed while its
+//! runner lives, and freed once the runner is found gone (its process gone from this host,
+//! or its connection from the server) or the lease ran out, for another runner to take. On
+//! Postgres the rows are claimed with `FOR UPDATE SKIP LOCKED`, so runners claiming at the
+//! same moment pass by each other's rows instead of queueing on them; SQLite's writer has
+//! the file to itself anyway. A row's `done` says how its tenant ended, once: a tenant is
+//! marked done only by the runner that holds its claim.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::backend::{LockInfo, StateError, StateLock, Wait};
+use super::leases::LEASE_SECONDS;
+use super::record_lock::RecordLock;
+use super::record_writer::RecordWriter;
+use super::records::Records;
+use crate::clients::sql::{read_rows, Statement};
+
+/// Why a state cannot be claimed from yet.
+pub const NOT_SHARED: &str = "runners claim tenants only from a state kept as records that was written once already\n  hint: apply once without --claim (the state's first write, or its conversion from one document, is the whole state's)";
+
+/// How often a runner renews its claims: well within a lease.
+const RENEW_EVERY: Duration = Duration::from_secs(20);
+
+/// How a claimed tenant ended, as its row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Applied,
+    Failed,
+    /// Its record moved since the plan was made (a runner that is gone had started it):
+    /// the plan's steps for it are stale, and a fresh plan finishes it.
+    Stale,
+}
+
+impl Ended {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Ended::Applied => "applied",
+            Ended::Failed => "failed",
+            Ended::Stale => "stale",
+        }
+    }
+}
+
+/// Where a plan's claims stand.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub tenants: usize,
+    pub applied: usize,
+    pub failed: usize,
+    pub stale: usize,
+    /// Claimed by runners still at work.
+    pub in_hand: usize,
+    /// How many runners claimed any of them.
+    pub runners: usize,
+}
+
+impl Tally {
+    pub fn open(&self) -> usize {
+        self.tenants - self.applied - self.failed - self.stale
+    }
+}
+
+/// This runner's hold on a plan's claims: its own connection (or run file), which says it is
+/// alive while it lasts.
+pub struct Claims {
+    records: Arc<Records>,
+    writer: Arc<dyn RecordWriter>,
+    info: LockInfo,
+    body: String,
+    plan: String,
+    describe: String,
+    lost: Arc<AtomicBool>,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl Records {
+    fn seed(&self, plan: &str, slugs: &[String]) -> Statement {
+        let rows = slugs.iter().map(|s| serde_json::json!([s])).collect();
+        Statement::new(
+            &self.dialect,
+            "write the plan's claims",
+            "INSERT INTO {schema}.state_claims (name, plan, slug)
+             SELECT $1, $2, s.slug FROM {rows $3 slug} AS s
+             WHERE true ON CONFLICT (name, plan, slug) DO NOTHING",
+        )
+        .text(&self.name)
+        .text(plan)
+        .rows(rows)
+    }
+
+    /// Claims up to `count` tenants no one holds (or whose holder's lease ran out), and
+    /// returns them.
+    fn claim(&self, plan: &str, run: &str, info: &str, count: usize) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "claim tenants of the plan",
+            &format!(
+                "UPDATE {{schema}}.state_claims SET run = $3, info = $4, expires_at = {{epoch}} + {LEASE_SECONDS}
+                 WHERE name = $1 AND plan = $2 AND slug IN (
+                     SELECT slug FROM {{schema}}.state_claims AS c
+                     WHERE name = $1 AND plan = $2 AND done IS NULL
+                       AND (run IS NULL OR expires_at < {{epoch}})
+                     ORDER BY slug LIMIT $5 {{lock c}})
+                 RETURNING slug"
+            ),
+        )
+        .text(&self.name)
+        .text(plan)
+        .text(run)
+        .text(info)
+        .int(count as i64)
+    }
+
+    /// Frees the claims of `gone` runners on tenants they did not finish.
+    fn free(&self, plan: &str, gone: &[String]) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "free the claims of runners that are gone",
+            "UPDATE {schema}.state_claims SET run = NULL, info = NULL, expires_at = NULL
+             WHERE name = $1 AND plan = $2 AND done IS NULL AND run IN ({each $3})",
+        )
+        .text(&self.name)
+        .text(plan)
+        .list(gone)
+    }
+
+    fn mark_done(&self, plan: &str, run: &str, ended: &Ended, slugs: &[String]) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "mark claimed tenants done",
+            "UPDATE {schema}.state_claims SET done = $4
+             WHERE name = $1 AND plan = $2 AND run = $3 AND done IS NULL AND slug IN ({each $5})",
+        )
+        .text(&self.name)
+        .text(plan)
+        .text(run)
+        .text(ended.as_str())
+        .list(slugs)
+    }
+
+    fn renew_claims(&self, plan: &str, run: &str) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "renew the claims",
+            &format!(
+                "UPDATE {{schema}}.state_claims SET expires_at = {{epoch}} + {LEASE_SECONDS}
+                 WHERE name = $1 AND plan = $2 AND run = $3 AND done IS NULL"
+            ),
+        )
+        .text(&self.name)
+        .text(plan)
+        .text(run)
+    }
+
+    /// Each open claim's holder, and how many rows end each way.
+    fn tally(&self, plan: &str) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "read where the plan's claims stand",
+            "SELECT coalesce(done, ''), coalesce(run, ''), coalesce(info, ''), count(*)
+             FROM {schema}.state_claims WHERE name = $1 AND plan = $2
+             GROUP BY done, run, info",
+        )
+        .text(&self.name)
+        .text(plan)
+    }
+}
+
+fn read_failed(
+    context: &'static str,
+) -> impl FnOnce(crate::clients::error::ProviderError) -> StateError {
+    move |source| StateError::Store {
+        context: context.into(),
+        source,
+    }
+}
+
+impl Claims {
+    /// Holds the claims of the plan `plan` for the run `info` names, through `writer` (which
+    /// holds the state's lock shared and says this run is alive), writing a row for each of
+    /// `slugs` that has none yet.
+    pub async fn open(
+        records: Records,
+        writer: Arc<dyn RecordWriter>,
+        describe: String,
+        info: LockInfo,
+        plan: &str,
+        slugs: &[String],
+    ) -> Result<Claims, StateError> {
+        let records = Arc::new(records);
+        if let Err(e) = writer
+            .run(vec![(records.seed(plan, slugs), u64::MAX, Vec::new())])
+            .await
+        {
+            let _ = writer.release().await;
+            return Err(e);
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewing = {
+            let (records, writer, lost) = (records.clone(), writer.clone(), lost.clone());
+            let (plan, run) = (plan.to_string(), info.id.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RENEW_EVERY).await;
+                    let renewal = (records.renew_claims(&plan, &run), u64::MAX, Vec::new());
+                    if writer.run(vec![renewal]).await.is_err() {
+                        lost.store(true, Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        Ok(Claims {
+            body: serde_json::to_string(&info).expect("lock info serializes"),
+            records,
+            writer,
+            info,
+            plan: plan.to_string(),
+            describe,
+            lost,
+            renewing,
+        })
+    }
+
+    /// Claims up to `count` tenants: first freeing the claims of runners found gone.
+    pub async fn claim(&self, count: usize) -> Result<Vec<String>, StateError> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(StateError::LockLost {
+                holder: "another runner, or nobody: this runner's claims could not be renewed"
+                    .into(),
+            });
+        }
+        let tally = self.holders().await?;
+        let mut gone = Vec::new();
+        for (run, info) in tally.1 {
+            // Never asked of itself: on Postgres a session asking for its own key is given it.
+            if run != self.info.id && !self.writer.alive(&run, info.as_ref()).await {
+                gone.push(run);
+            }
+        }
+        if !gone.is_empty() {
+            self.writer
+                .run(vec![(
+                    self.records.free(&self.plan, &gone),
+                    u64::MAX,
+                    Vec::new(),
+                )])
+                .await?;
+        }
+        let rows = self
+            .writer
+            .fetch(
+                self.records
+                    .claim(&self.plan, &self.info.id, &self.body, count),
+            )
+            .await?;
+        read_rows(&rows, "claim tenants of the plan", |r| r.text(0))
+            .map_err(read_failed("claim tenants of the plan"))
+    }
+
+    /// Holds `slugs` (claimed by this runner) to apply them: a lease on each, as
+    /// [`StateBackend::lock_tenants`](super::StateBackend::lock_tenants) takes, through this
+    /// runner's own connection.
+    pub async fn lock(
+        &self,
+        slugs: &BTreeSet<String>,
+        wait: &Wait,
+    ) -> Result<Box<dyn StateLock>, StateError> {
+        let lock = RecordLock::borrowing(
+            (*self.records).clone(),
+            self.writer.clone(),
+            self.describe.clone(),
+            &self.info,
+            wait,
+            slugs,
+        )
+        .await?;
+        Ok(Box::new(lock))
+    }
+
+    /// Records how `slugs` (claimed by this runner) ended.
+    pub async fn done(&self, slugs: &[String], ended: Ended) -> Result<(), StateError> {
+        if slugs.is_empty() {
+            return Ok(());
+        }
+        let statement = self
+            .records
+            .mark_done(&self.plan, &self.info.id, &ended, slugs);
+        self.writer
+            .run(vec![(statement, slugs.len() as u64, slugs.to_vec())])
+            .await
+    }
+
+    /// Where the plan's claims stand now.
+    pub async fn tally(&self) -> Result<Tally, StateError> {
+        Ok(self.holders().await?.0)
+    }
+
+    /// The tally, and the runners holding open claims.
+    async fn holders(&self) -> Result<(Tally, Vec<(String, Option<LockInfo>)>), StateError> {
+        let rows = self.writer.fetch(self.records.tally(&self.plan)).await?;
+        let rows = read_rows(&rows, "read where the plan's claims stand", |r| {
+            Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.int(3)?))
+        })
+        .map_err(read_failed("read where the plan's claims stand"))?;
+        let mut tally = Tally::default();
+        let mut runners = BTreeSet::new();
+        let mut open = Vec::new();
+        for (done, run, info, count) in rows {
+            let count = count as usize;
+            tally.tenants += count;
+            if !run.is_empty() {
+                runners.insert(run.clone());
+            }
+            match done.as_str() {
+                "applied" => tally.applied += count,
+                "failed" => tally.failed += count,
+                "stale" => tally.stale += count,
+                _ if !run.is_empty() => {
+                    tally.in_hand += count;
+                    if !open.iter().any(|(r, _)| *r == run) {
+                        open.push((run, serde_json::from_str(&info).ok()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        tally.runners = runners.len();
+        Ok((tally, open))
+    }
+
+    /// Stops renewing, frees the claims this runner did not finish, and lets go of its
+    /// connection.
+    pub async fn close(self) -> Result<(), StateError> {
+        self.renewing.abort();
+        let freed = self
+            .writer
+            .run(vec![(
+                self.records
+                    .free(&self.plan, std::slice::from_ref(&self.info.id)),
+                u64::MAX,
+                Vec::new(),
+            )])
+            .await;
+        let released = self.writer.release().await;
+        freed.and(released)
+    }
+}
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        self.renewing.abort();
+    }
+}
