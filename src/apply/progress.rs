@@ -26,8 +26,16 @@ impl Progress {
         }
     }
 
+    /// Counts out of `total` tenants. Only the first call counts: a runner that applies a
+    /// plan's tenants a few at a time (`apply --claim`) counts them out of the whole plan.
     pub fn start(&self, total: usize) {
-        self.total.store(total, Ordering::Relaxed);
+        if self
+            .total
+            .compare_exchange(0, total, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
         if let Some(bar) = &self.bar {
             bar.set_length(total as u64);
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());

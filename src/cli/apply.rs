@@ -281,7 +281,7 @@ async fn claim(ws: &Workspace, plan: Plan, opts: &ApplyOptions) -> anyhow::Resul
             .map(|s| format!("--tenant {s}"))
             .collect();
         anstream::eprintln!(
-            "\nLeft for a fresh plan: {}. A runner that is gone had started them, so the saved plan's steps for them are stale.\n  hint: finish them with `tenant-reconcile apply {}`",
+            "\nLeft for a fresh plan: {}. A runner that is gone had started them, so the saved plan's steps for them are stale, and this runner's files are not those the plan was made from (another commit, or changes git has not committed), so it did not plan them again.\n  hint: finish them with `tenant-reconcile apply {}`",
             claimed.stale.join(", "),
             tenants.join(" ")
         );

@@ -11,8 +11,9 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::apply::{check_plan_key, check_purges, check_replacements, ApplyOptions};
+use super::plan::{make_plan, KeyUse, PlanOptions};
 use crate::apply::{progress::Progress, ApplyReport, TenantOutcome};
-use crate::plan::Plan;
+use crate::plan::{Plan, Summary};
 use crate::state::claims::{Ended, Tally};
 use crate::state::{LockInfo, Wait};
 use crate::workspace::Workspace;
@@ -22,8 +23,9 @@ use crate::Error;
 pub struct Claimed {
     /// This runner's tenants, as any apply reports them.
     pub report: ApplyReport,
-    /// Tenants this runner found started by a runner that is gone: their records moved since
-    /// the plan was made, so its steps for them are stale and a fresh plan finishes them.
+    /// Tenants this runner found started by a runner that is gone (their records moved since
+    /// the plan was made, so its steps for them are stale) and could not plan again: its
+    /// files are not those the plan was made from. A fresh plan finishes them.
     pub stale: Vec<String>,
     /// The plan's tenants, by how they ended, over every runner.
     pub tally: Tally,
@@ -82,6 +84,8 @@ pub async fn claim(
         // A batch as large as the tenants applied at once: each batch costs a few
         // statements, and a runner killed mid-batch leaves no more than that to the others.
         let batch_size = opts.parallelism.max(1);
+        progress.start(plan.tenants.len());
+        let mut same_files = None;
         while !opts.stop.is_cancelled() {
             let batch = claims.claim(batch_size).await?;
             if batch.is_empty() {
@@ -107,32 +111,65 @@ pub async fn claim(
             };
             state.held_through_leases();
             let moved = plan.state.moved_among(&state, &batch).unwrap_or_default();
+            // A tenant whose record moved was started by a runner that is gone: the saved
+            // steps no longer hold, but a plan made now from the same files does, as a rerun
+            // would make it.
+            let (replanned, moved) = match moved.is_empty() {
+                true => (None, moved),
+                false if *same_files.get_or_insert_with(|| made_from_these_files(ws, &plan)) => {
+                    match replan(ws, &state, opts, &moved).await {
+                        Ok(fresh) => (Some((moved, fresh)), Vec::new()),
+                        Err(e) => {
+                            debug!(error = %crate::causes::chain(&e), "the tenants could not be planned again");
+                            (None, moved)
+                        }
+                    }
+                }
+                false => (None, moved),
+            };
+            let (replanned_slugs, replanned) = replanned.unwrap_or_default();
+            if !replanned_slugs.is_empty() {
+                debug!(tenants = replanned_slugs.len(), "planned again what a gone runner started");
+            }
+            // The saved steps of the tenants that did not move; the fresh ones of the others.
             let go: BTreeSet<String> = held
                 .iter()
-                .filter(|s| !moved.contains(s))
+                .filter(|s| !moved.contains(s) && !replanned_slugs.contains(s))
                 .cloned()
                 .collect();
-            let ran = match go.is_empty() {
+            let mut part = plan.only(&go);
+            part.tenants.extend(replanned);
+            part.summary = Summary::of(&part.tenants, 0);
+            let ran = match part.tenants.is_empty() {
                 true => Ok(ApplyReport::default()),
                 false => {
-                    debug!(tenants = go.len(), "applying claimed tenants");
-                    executor
-                        .run(&plan.only(&go), state, lock.as_mut(), progress)
-                        .await
+                    debug!(tenants = part.tenants.len(), "applying claimed tenants");
+                    executor.run(&part, state, lock.as_mut(), progress).await
                 }
             };
             lock.unlock().await?;
             let outcomes = ran?.outcomes;
             claims.done(&moved, Ended::Stale).await?;
-            let ended = |ok: bool| -> Vec<String> {
-                outcomes
-                    .iter()
-                    .filter(|o| finished(o) && o.error.is_none() == ok)
-                    .map(|o| o.slug.clone())
-                    .collect()
-            };
-            claims.done(&ended(true), Ended::Applied).await?;
-            claims.done(&ended(false), Ended::Failed).await?;
+            let failed: Vec<String> = outcomes
+                .iter()
+                .filter(|o| finished(o) && o.error.is_some())
+                .map(|o| o.slug.clone())
+                .collect();
+            let cut_short: BTreeSet<&str> = outcomes
+                .iter()
+                .filter(|o| !finished(o))
+                .map(|o| o.slug.as_str())
+                .collect();
+            // A tenant planned again with nothing left to do was finished by the runner that
+            // started it: it is done too.
+            let applied: Vec<String> = go
+                .iter()
+                .chain(&replanned_slugs)
+                .filter(|s| !failed.contains(s) && !cut_short.contains(s.as_str()))
+                .cloned()
+                .collect();
+            claims.done(&applied, Ended::Applied).await?;
+            claims.done(&failed, Ended::Failed).await?;
             stale.extend(moved);
             report.outcomes.extend(outcomes);
         }
@@ -152,6 +189,36 @@ pub async fn claim(
         stale,
         tally: tally.unwrap_or_default(),
     })
+}
+
+/// Whether this runner's files are those `plan` was made from: the same commit, and
+/// nothing git has not committed.
+fn made_from_these_files(ws: &Workspace, plan: &Plan) -> bool {
+    plan.git_commit.is_some()
+        && plan.git_commit == ws.git_commit
+        && plan.uncommitted.is_empty()
+        && ws.uncommitted_inputs().is_empty()
+}
+
+/// The plan, made now, of `slugs` (claimed and held by this runner, their records read into
+/// `state`): what a rerun would apply to them.
+async fn replan(
+    ws: &Workspace,
+    state: &crate::state::State,
+    opts: &ApplyOptions,
+    slugs: &[String],
+) -> Result<Vec<crate::plan::TenantPlan>, Error> {
+    let tenants = slugs
+        .iter()
+        .map(|s| crate::slug::Slug::parse(s).map_err(|e| Error::Usage(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let only = PlanOptions {
+        tenants: Some(tenants),
+        ..opts.plan.clone()
+    };
+    let fresh = make_plan(ws, state, &only, KeyUse::Needed).await?;
+    check_replacements(&fresh, opts.plan.allow_replace)?;
+    Ok(fresh.tenants)
 }
 
 /// Whether a tenant's run ended (applied or failed), rather than being cut short: one cut

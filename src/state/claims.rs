@@ -97,18 +97,21 @@ impl Records {
     }
 
     /// Claims up to `count` tenants no one holds (or whose holder's lease ran out), and
-    /// returns them.
+    /// returns them. The rows are picked once, in a query of their own: as a subquery of the
+    /// update's condition, Postgres may run a `SKIP LOCKED` pick again for each row it
+    /// weighs, and claim far more than `count`.
     fn claim(&self, plan: &str, run: &str, info: &str, count: usize) -> Statement {
         Statement::new(
             &self.dialect,
             "claim tenants of the plan",
             &format!(
-                "UPDATE {{schema}}.state_claims SET run = $3, info = $4, expires_at = {{epoch}} + {LEASE_SECONDS}
-                 WHERE name = $1 AND plan = $2 AND slug IN (
-                     SELECT slug FROM {{schema}}.state_claims AS c
-                     WHERE name = $1 AND plan = $2 AND done IS NULL
-                       AND (run IS NULL OR expires_at < {{epoch}})
-                     ORDER BY slug LIMIT $5 {{lock c}})
+                "WITH picked AS (
+                     SELECT c.slug AS picked_slug FROM {{schema}}.state_claims AS c
+                     WHERE c.name = $1 AND c.plan = $2 AND c.done IS NULL
+                       AND (c.run IS NULL OR c.expires_at < {{epoch}})
+                     ORDER BY c.slug LIMIT $5 {{lock c}})
+                 UPDATE {{schema}}.state_claims SET run = $3, info = $4, expires_at = {{epoch}} + {LEASE_SECONDS}
+                 FROM picked WHERE name = $1 AND plan = $2 AND slug = picked_slug
                  RETURNING slug"
             ),
         )

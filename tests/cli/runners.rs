@@ -289,14 +289,34 @@ fn four_shards_on_postgres_apply_each_tenant_once() {
 
 /// Four runners claim the tenants of one saved plan: each tenant applied once, counted from
 /// outside, and every runner's tally adding up to the plan. One killed mid-way leaves the
-/// tenants it had claimed to the others, or (those it had started, whose saved steps are
-/// stale) to a fresh apply.
-fn four_claiming_runners_apply_each_tenant_once(repo: &Repo) {
+/// tenants it had claimed to the others. Those it had started have records that moved, so
+/// the saved steps for them are stale: in a git repo at the plan's commit the others plan
+/// them again and finish them; elsewhere they are named for a fresh apply.
+fn four_claiming_runners_apply_each_tenant_once(repo: &Repo, committed: bool) {
     fleet(repo);
+    if committed {
+        repo.write(".gitignore", ".tenant-reconcile/\n");
+        for args in [
+            &["init", "-q"][..],
+            &["add", "-A"],
+            &["commit", "-qm", "the fleet"],
+        ] {
+            crate::git::git(repo, args);
+        }
+    }
     let out = repo.run(&["plan", "--out", "fleet.plan"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let mut runners: Vec<Child> = (0..4)
-        .map(|_| spawn(repo, &["apply", "fleet.plan", "--claim"], "0"))
+        .map(|_| {
+            repo.process()
+                .args(["apply", "fleet.plan", "--claim"])
+                // Each batch it applies is logged with its size.
+                .env("TENANT_RECONCILE_LOG", "tenant_reconcile=debug")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let mut fourth = runners.pop().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -317,6 +337,26 @@ fn four_claiming_runners_apply_each_tenant_once(repo: &Repo) {
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         assert!(
             stderr.contains("Claiming tenants of the saved plan (120 to apply)"),
+            "{stderr}"
+        );
+        // A few at a time (`--parallelism`, 10), counted out of the whole plan.
+        let batches: Vec<usize> = stderr
+            .lines()
+            .filter_map(|l| {
+                let n = l.split("applying claimed tenants (tenants: ").nth(1)?;
+                n.trim_end_matches(')').parse().ok()
+            })
+            .collect();
+        assert!(!batches.is_empty() || stdout.contains("This runner applied 0 tenants."));
+        assert!(
+            batches.iter().all(|&n| n <= 10),
+            "a batch larger than 10: {batches:?}"
+        );
+        assert!(
+            stderr
+                .lines()
+                .filter(|l| l.starts_with('['))
+                .all(|l| l.contains("/120] ")),
             "{stderr}"
         );
         // Every runner leaves once the plan is done: each says it whole.
@@ -387,7 +427,7 @@ fn four_claiming_runners_apply_each_tenant_once(repo: &Repo) {
 fn four_claiming_runners_on_postgres_apply_each_tenant_once() {
     let pg = Pg::new();
     let repo = on_postgres(&pg);
-    four_claiming_runners_apply_each_tenant_once(&repo);
+    four_claiming_runners_apply_each_tenant_once(&repo, true);
     assert_eq!(
         pg.count("SELECT count(*) FROM tenant_reconcile.state_leases"),
         0,
@@ -402,7 +442,7 @@ fn four_claiming_runners_on_postgres_apply_each_tenant_once() {
 
 #[test]
 fn four_claiming_runners_on_the_local_state_apply_each_tenant_once() {
-    four_claiming_runners_apply_each_tenant_once(&Repo::example());
+    four_claiming_runners_apply_each_tenant_once(&Repo::example(), false);
 }
 
 #[test]
