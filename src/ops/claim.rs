@@ -14,7 +14,7 @@ use super::apply::{check_plan_key, check_purges, check_replacements, ApplyOption
 use super::plan::{make_plan, KeyUse, PlanOptions};
 use crate::apply::{progress::Progress, ApplyReport, TenantOutcome};
 use crate::plan::{Plan, Summary};
-use crate::state::claims::{Ended, Tally};
+use crate::state::backend::{Ended, Tally};
 use crate::state::{LockInfo, Wait};
 use crate::workspace::Workspace;
 use crate::Error;

@@ -186,7 +186,7 @@ pub trait StateBackend: Send + Sync {
         _wait: &Wait,
         _plan: &str,
         _slugs: &[String],
-    ) -> Result<super::claims::Claims, StateError> {
+    ) -> Result<Box<dyn PlanClaims>, StateError> {
         Err(StateError::CannotClaim(format!(
             "the state in {} is one document: runners cannot claim tenants from it\n  hint: keep the state on Postgres (state {{ backend = \"postgres\" }}) or locally, or split the plan's tenants with --shard K/N",
             self.describe()
@@ -217,6 +217,67 @@ pub trait StateLock: Send + Sync {
         Ok(())
     }
     async fn unlock(self: Box<Self>) -> Result<(), StateError>;
+}
+
+/// How a claimed tenant ended, as its row records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Applied,
+    Failed,
+    /// Its record moved since the plan was made (a runner that is gone had started it):
+    /// the plan's steps for it are stale, and a fresh plan finishes it.
+    Stale,
+}
+
+impl Ended {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Ended::Applied => "applied",
+            Ended::Failed => "failed",
+            Ended::Stale => "stale",
+        }
+    }
+}
+
+/// Where a plan's claims stand.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    pub tenants: usize,
+    pub applied: usize,
+    pub failed: usize,
+    pub stale: usize,
+    /// Claimed by runners still at work.
+    pub in_hand: usize,
+    /// How many runners claimed any of them.
+    pub runners: usize,
+}
+
+impl Tally {
+    pub fn open(&self) -> usize {
+        self.tenants - self.applied - self.failed - self.stale
+    }
+}
+
+/// A runner's hold on the claims of a saved plan's tenants (`claims.rs`), which it applies
+/// a few at a time beside other runners.
+#[async_trait]
+pub trait PlanClaims: Send + Sync {
+    /// Claims up to `count` tenants no one holds: first freeing the claims of runners found
+    /// gone.
+    async fn claim(&self, count: usize) -> Result<Vec<String>, StateError>;
+    /// Holds `slugs` (claimed by this runner) to apply them: a lease on each, as
+    /// [`StateBackend::lock_tenants`] takes.
+    async fn lock(
+        &self,
+        slugs: &std::collections::BTreeSet<String>,
+        wait: &Wait,
+    ) -> Result<Box<dyn StateLock>, StateError>;
+    /// Records how `slugs` (claimed by this runner) ended.
+    async fn done(&self, slugs: &[String], ended: Ended) -> Result<(), StateError>;
+    /// Where the plan's claims stand now.
+    async fn tally(&self) -> Result<Tally, StateError>;
+    /// Stops renewing, frees the claims this runner did not finish, and lets go.
+    async fn close(self: Box<Self>) -> Result<(), StateError>;
 }
 
 /// How long to sleep between attempts while waiting for a lock.

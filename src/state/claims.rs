@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::{LockInfo, StateError, StateLock, Wait};
+use async_trait::async_trait;
+
+use super::backend::{Ended, LockInfo, PlanClaims, StateError, StateLock, Tally, Wait};
 use super::leases::LEASE_SECONDS;
 use super::record_lock::RecordLock;
 use super::record_writer::RecordWriter;
@@ -28,45 +30,6 @@ pub const NOT_SHARED: &str = "runners claim tenants only from a state kept as re
 
 /// How often a runner renews its claims: well within a lease.
 const RENEW_EVERY: Duration = Duration::from_secs(20);
-
-/// How a claimed tenant ended, as its row records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
-    Applied,
-    Failed,
-    /// Its record moved since the plan was made (a runner that is gone had started it):
-    /// the plan's steps for it are stale, and a fresh plan finishes it.
-    Stale,
-}
-
-impl Ended {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Ended::Applied => "applied",
-            Ended::Failed => "failed",
-            Ended::Stale => "stale",
-        }
-    }
-}
-
-/// Where a plan's claims stand.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Tally {
-    pub tenants: usize,
-    pub applied: usize,
-    pub failed: usize,
-    pub stale: usize,
-    /// Claimed by runners still at work.
-    pub in_hand: usize,
-    /// How many runners claimed any of them.
-    pub runners: usize,
-}
-
-impl Tally {
-    pub fn open(&self) -> usize {
-        self.tenants - self.applied - self.failed - self.stale
-    }
-}
 
 /// This runner's hold on a plan's claims: its own connection (or run file), which says it is
 /// alive while it lasts.
@@ -232,8 +195,43 @@ impl Claims {
         })
     }
 
-    /// Claims up to `count` tenants: first freeing the claims of runners found gone.
-    pub async fn claim(&self, count: usize) -> Result<Vec<String>, StateError> {
+    /// The tally, and the runners holding open claims.
+    async fn holders(&self) -> Result<(Tally, Vec<(String, Option<LockInfo>)>), StateError> {
+        let rows = self.writer.fetch(self.records.tally(&self.plan)).await?;
+        let rows = read_rows(&rows, "read where the plan's claims stand", |r| {
+            Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.int(3)?))
+        })
+        .map_err(read_failed("read where the plan's claims stand"))?;
+        let mut tally = Tally::default();
+        let mut runners = BTreeSet::new();
+        let mut open = Vec::new();
+        for (done, run, info, count) in rows {
+            let count = count as usize;
+            tally.tenants += count;
+            if !run.is_empty() {
+                runners.insert(run.clone());
+            }
+            match done.as_str() {
+                "applied" => tally.applied += count,
+                "failed" => tally.failed += count,
+                "stale" => tally.stale += count,
+                _ if !run.is_empty() => {
+                    tally.in_hand += count;
+                    if !open.iter().any(|(r, _)| *r == run) {
+                        open.push((run, serde_json::from_str(&info).ok()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        tally.runners = runners.len();
+        Ok((tally, open))
+    }
+}
+
+#[async_trait]
+impl PlanClaims for Claims {
+    async fn claim(&self, count: usize) -> Result<Vec<String>, StateError> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(StateError::LockLost {
                 holder: "another runner, or nobody: this runner's claims could not be renewed"
@@ -271,7 +269,7 @@ impl Claims {
     /// Holds `slugs` (claimed by this runner) to apply them: a lease on each, as
     /// [`StateBackend::lock_tenants`](super::StateBackend::lock_tenants) takes, through this
     /// runner's own connection.
-    pub async fn lock(
+    async fn lock(
         &self,
         slugs: &BTreeSet<String>,
         wait: &Wait,
@@ -289,7 +287,7 @@ impl Claims {
     }
 
     /// Records how `slugs` (claimed by this runner) ended.
-    pub async fn done(&self, slugs: &[String], ended: Ended) -> Result<(), StateError> {
+    async fn done(&self, slugs: &[String], ended: Ended) -> Result<(), StateError> {
         if slugs.is_empty() {
             return Ok(());
         }
@@ -302,46 +300,13 @@ impl Claims {
     }
 
     /// Where the plan's claims stand now.
-    pub async fn tally(&self) -> Result<Tally, StateError> {
+    async fn tally(&self) -> Result<Tally, StateError> {
         Ok(self.holders().await?.0)
-    }
-
-    /// The tally, and the runners holding open claims.
-    async fn holders(&self) -> Result<(Tally, Vec<(String, Option<LockInfo>)>), StateError> {
-        let rows = self.writer.fetch(self.records.tally(&self.plan)).await?;
-        let rows = read_rows(&rows, "read where the plan's claims stand", |r| {
-            Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.int(3)?))
-        })
-        .map_err(read_failed("read where the plan's claims stand"))?;
-        let mut tally = Tally::default();
-        let mut runners = BTreeSet::new();
-        let mut open = Vec::new();
-        for (done, run, info, count) in rows {
-            let count = count as usize;
-            tally.tenants += count;
-            if !run.is_empty() {
-                runners.insert(run.clone());
-            }
-            match done.as_str() {
-                "applied" => tally.applied += count,
-                "failed" => tally.failed += count,
-                "stale" => tally.stale += count,
-                _ if !run.is_empty() => {
-                    tally.in_hand += count;
-                    if !open.iter().any(|(r, _)| *r == run) {
-                        open.push((run, serde_json::from_str(&info).ok()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        tally.runners = runners.len();
-        Ok((tally, open))
     }
 
     /// Stops renewing, frees the claims this runner did not finish, and lets go of its
     /// connection.
-    pub async fn close(self) -> Result<(), StateError> {
+    async fn close(self: Box<Self>) -> Result<(), StateError> {
         self.renewing.abort();
         let freed = self
             .writer

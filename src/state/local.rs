@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteJournalMode;
 use sqlx::SqlitePool;
 
-use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
+use super::backend::{LockInfo, PlanClaims, StateBackend, StateError, StateLock, Wait};
 use super::claims::Claims;
 use super::record_lock::RecordLock;
 use super::record_writer::{run_sqlite, RecordWriter};
@@ -116,11 +116,13 @@ impl StateBackend for LocalBackend {
         wait: &Wait,
         plan: &str,
         slugs: &[String],
-    ) -> Result<Claims, StateError> {
+    ) -> Result<Box<dyn PlanClaims>, StateError> {
         let Some(writer) = self.shared_writer(&info, wait).await? else {
             return Err(StateError::CannotClaim(super::claims::NOT_SHARED.into()));
         };
-        Claims::open(self.records(), writer, self.describe(), info, plan, slugs).await
+        let claims =
+            Claims::open(self.records(), writer, self.describe(), info, plan, slugs).await?;
+        Ok(Box::new(claims))
     }
 }
 

@@ -20,7 +20,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 use sqlx::{Connection, Executor as _, PgConnection};
 
-use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait, GONE_HOLDER_GRACE};
+use super::backend::{
+    LockInfo, PlanClaims, StateBackend, StateError, StateLock, Wait, GONE_HOLDER_GRACE,
+};
 use super::claims::Claims;
 use super::record_lock::RecordLock;
 use super::record_writer::{run_postgres, RecordWriter};
@@ -158,11 +160,13 @@ impl StateBackend for PgBackend {
         wait: &Wait,
         plan: &str,
         slugs: &[String],
-    ) -> Result<Claims, StateError> {
+    ) -> Result<Box<dyn PlanClaims>, StateError> {
         let Some(writer) = self.shared_writer(&info, wait).await? else {
             return Err(StateError::CannotClaim(super::claims::NOT_SHARED.into()));
         };
-        Claims::open(self.records(), writer, self.describe(), info, plan, slugs).await
+        let claims =
+            Claims::open(self.records(), writer, self.describe(), info, plan, slugs).await?;
+        Ok(Box::new(claims))
     }
 }
 
