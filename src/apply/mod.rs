@@ -500,6 +500,7 @@ impl Executor {
             reg.insert("lifecycle", json!(to.as_str()));
         }
         ts.applied_commit = self.git_commit.clone();
+        ts.applying_commit = None;
         ts.updated_at = now();
         ts.last_failure = None;
         // The tenant is where this plan takes it: the runs done for its moments are kept
@@ -531,6 +532,7 @@ impl Executor {
             ts.tenant_id = tp.tenant_id.clone();
         }
         ts.credentials_version = ts.credentials_version.max(tp.credentials_version).max(1);
+        ts.applying_commit = self.git_commit.clone();
         if let Some(why) = self.targets.cannot_purge(&tp.changes) {
             // A saved plan applied after the config stopped naming a target: refused before
             // anything of the tenant changes.

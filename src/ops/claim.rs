@@ -13,9 +13,9 @@ use tracing::debug;
 use super::apply::{check_plan_key, check_purges, check_replacements, ApplyOptions};
 use super::plan::{make_plan, KeyUse, PlanOptions};
 use crate::apply::{progress::Progress, ApplyReport, TenantOutcome};
-use crate::plan::{Plan, Summary};
+use crate::plan::{Plan, Summary, TenantPlan};
 use crate::state::backend::{Ended, Tally};
-use crate::state::{LockInfo, Wait};
+use crate::state::{LockInfo, State, Wait};
 use crate::workspace::Workspace;
 use crate::Error;
 
@@ -111,34 +111,15 @@ pub async fn claim(
             };
             state.held_through_leases();
             let moved = plan.state.moved_among(&state, &batch).unwrap_or_default();
-            // A tenant whose record moved was started by a runner that is gone: the saved
-            // steps no longer hold, but a plan made now from the same files does, as a rerun
-            // would make it.
-            let (replanned, moved) = match moved.is_empty() {
-                true => (None, moved),
-                false if *same_files.get_or_insert_with(|| made_from_these_files(ws, &plan)) => {
-                    match replan(ws, &state, opts, &moved).await {
-                        Ok(fresh) => (Some((moved, fresh)), Vec::new()),
-                        Err(e) => {
-                            debug!(error = %crate::causes::chain(&e), "the tenants could not be planned again");
-                            (None, moved)
-                        }
-                    }
-                }
-                false => (None, moved),
-            };
-            let (replanned_slugs, replanned) = replanned.unwrap_or_default();
-            if !replanned_slugs.is_empty() {
-                debug!(tenants = replanned_slugs.len(), "planned again what a gone runner started");
-            }
+            let taken = take_over(ws, &plan, opts, &state, moved, &mut same_files).await;
             // The saved steps of the tenants that did not move; the fresh ones of the others.
             let go: BTreeSet<String> = held
                 .iter()
-                .filter(|s| !moved.contains(s) && !replanned_slugs.contains(s))
+                .filter(|s| !taken.replanned.contains(s) && !taken.stale.contains(s))
                 .cloned()
                 .collect();
             let mut part = plan.only(&go);
-            part.tenants.extend(replanned);
+            part.tenants.extend(taken.fresh);
             part.summary = Summary::of(&part.tenants, 0);
             let ran = match part.tenants.is_empty() {
                 true => Ok(ApplyReport::default()),
@@ -149,7 +130,7 @@ pub async fn claim(
             };
             lock.unlock().await?;
             let outcomes = ran?.outcomes;
-            claims.done(&moved, Ended::Stale).await?;
+            claims.done(&taken.stale, Ended::Stale).await?;
             let failed: Vec<String> = outcomes
                 .iter()
                 .filter(|o| finished(o) && o.error.is_some())
@@ -164,13 +145,13 @@ pub async fn claim(
             // started it: it is done too.
             let applied: Vec<String> = go
                 .iter()
-                .chain(&replanned_slugs)
+                .chain(&taken.replanned)
                 .filter(|s| !failed.contains(s) && !cut_short.contains(s.as_str()))
                 .cloned()
                 .collect();
             claims.done(&applied, Ended::Applied).await?;
             claims.done(&failed, Ended::Failed).await?;
-            stale.extend(moved);
+            stale.extend(taken.stale);
             report.outcomes.extend(outcomes);
         }
         Ok::<_, Error>((report, stale))
@@ -191,6 +172,70 @@ pub async fn claim(
     })
 }
 
+/// What becomes of claimed tenants whose records moved since the plan was made.
+#[derive(Default)]
+struct TakenOver {
+    /// Planned again: their slugs, and the plans of those with anything left to do.
+    replanned: Vec<String>,
+    fresh: Vec<TenantPlan>,
+    /// Left for a fresh plan.
+    stale: Vec<String>,
+}
+
+/// Claimed tenants whose records moved since the plan was made were started by a runner
+/// that is gone: the saved steps no longer hold. A plan made now from the same files does,
+/// as a rerun would make it, when this runner's files are the plan's and the run that moved
+/// the record applied the plan's own commit (one of another commit, a newer apply, would be
+/// undone by it). The others are left stale.
+async fn take_over(
+    ws: &Workspace,
+    plan: &Plan,
+    opts: &ApplyOptions,
+    state: &State,
+    moved: Vec<String>,
+    same_files: &mut Option<bool>,
+) -> TakenOver {
+    if moved.is_empty() {
+        return TakenOver::default();
+    }
+    if !*same_files.get_or_insert_with(|| made_from_these_files(ws, plan)) {
+        return TakenOver {
+            stale: moved,
+            ..TakenOver::default()
+        };
+    }
+    let (ours, mut stale): (Vec<String>, Vec<String>) = moved
+        .into_iter()
+        .partition(|s| last_commit(state, s) == plan.git_commit.as_deref());
+    if ours.is_empty() {
+        return TakenOver {
+            stale,
+            ..TakenOver::default()
+        };
+    }
+    match replan(ws, state, opts, &ours).await {
+        Ok(fresh) => {
+            debug!(
+                tenants = ours.len(),
+                "planned again what a gone runner started"
+            );
+            TakenOver {
+                replanned: ours,
+                fresh,
+                stale,
+            }
+        }
+        Err(e) => {
+            debug!(error = %crate::causes::chain(&e), "the tenants could not be planned again");
+            stale.extend(ours);
+            TakenOver {
+                stale,
+                ..TakenOver::default()
+            }
+        }
+    }
+}
+
 /// Whether this runner's files are those `plan` was made from: the same commit, and
 /// nothing git has not committed.
 fn made_from_these_files(ws: &Workspace, plan: &Plan) -> bool {
@@ -204,10 +249,10 @@ fn made_from_these_files(ws: &Workspace, plan: &Plan) -> bool {
 /// `state`): what a rerun would apply to them.
 async fn replan(
     ws: &Workspace,
-    state: &crate::state::State,
+    state: &State,
     opts: &ApplyOptions,
     slugs: &[String],
-) -> Result<Vec<crate::plan::TenantPlan>, Error> {
+) -> Result<Vec<TenantPlan>, Error> {
     let tenants = slugs
         .iter()
         .map(|s| crate::slug::Slug::parse(s).map_err(|e| Error::Usage(e.to_string())))
@@ -219,6 +264,15 @@ async fn replan(
     let fresh = make_plan(ws, state, &only, KeyUse::Needed).await?;
     check_replacements(&fresh, opts.plan.allow_replace)?;
     Ok(fresh.tenants)
+}
+
+/// The commit the run that last wrote `slug`'s record applied: the one applying it still,
+/// or the one that finished it.
+fn last_commit<'a>(state: &'a State, slug: &str) -> Option<&'a str> {
+    let ts = state.tenants.get(slug)?;
+    ts.applying_commit
+        .as_deref()
+        .or(ts.applied_commit.as_deref())
 }
 
 /// Whether a tenant's run ended (applied or failed), rather than being cut short: one cut

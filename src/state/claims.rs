@@ -28,6 +28,10 @@ use crate::clients::sql::{read_rows, Statement};
 /// Why a state cannot be claimed from yet.
 pub const NOT_SHARED: &str = "runners claim tenants only from a state kept as records that was written once already\n  hint: apply once without --claim (the state's first write, or its conversion from one document, is the whole state's)";
 
+/// How long a plan's claims are kept, in seconds: a week, so a runner that comes late to a
+/// plan finds it done rather than starting it again.
+const KEPT_FOR: i64 = 7 * 24 * 3600;
+
 /// How often a runner renews its claims: well within a lease.
 const RENEW_EVERY: Duration = Duration::from_secs(20);
 
@@ -50,13 +54,27 @@ impl Records {
         Statement::new(
             &self.dialect,
             "write the plan's claims",
-            "INSERT INTO {schema}.state_claims (name, plan, slug)
-             SELECT $1, $2, s.slug FROM {rows $3 slug} AS s
+            "INSERT INTO {schema}.state_claims (name, plan, slug, seeded_at)
+             SELECT $1, $2, s.slug, {epoch} FROM {rows $3 slug} AS s
              WHERE true ON CONFLICT (name, plan, slug) DO NOTHING",
         )
         .text(&self.name)
         .text(plan)
         .rows(rows)
+    }
+
+    /// Removes the claims of other plans written more than [`KEPT_FOR`] ago.
+    fn prune(&self, plan: &str) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "remove the claims of past plans",
+            &format!(
+                "DELETE FROM {{schema}}.state_claims
+                 WHERE name = $1 AND plan <> $2 AND seeded_at < {{epoch}} - {KEPT_FOR}"
+            ),
+        )
+        .text(&self.name)
+        .text(plan)
     }
 
     /// Claims up to `count` tenants no one holds (or whose holder's lease ran out), and
@@ -126,14 +144,26 @@ impl Records {
         .text(run)
     }
 
-    /// Each open claim's holder, and how many rows end each way.
+    /// How many rows end each way, by runner.
     fn tally(&self, plan: &str) -> Statement {
         Statement::new(
             &self.dialect,
             "read where the plan's claims stand",
-            "SELECT coalesce(done, ''), coalesce(run, ''), coalesce(info, ''), count(*)
+            "SELECT coalesce(done, ''), coalesce(run, ''), count(*)
              FROM {schema}.state_claims WHERE name = $1 AND plan = $2
-             GROUP BY done, run, info",
+             GROUP BY done, run",
+        )
+        .text(&self.name)
+        .text(plan)
+    }
+
+    /// The runners holding claims on tenants not done, from the index of those.
+    fn claim_holders(&self, plan: &str) -> Statement {
+        Statement::new(
+            &self.dialect,
+            "read who holds the plan's claims",
+            "SELECT DISTINCT run, info FROM {schema}.state_claims
+             WHERE name = $1 AND plan = $2 AND done IS NULL AND run IS NOT NULL",
         )
         .text(&self.name)
         .text(plan)
@@ -162,10 +192,11 @@ impl Claims {
         slugs: &[String],
     ) -> Result<Claims, StateError> {
         let records = Arc::new(records);
-        if let Err(e) = writer
-            .run(vec![(records.seed(plan, slugs), u64::MAX, Vec::new())])
-            .await
-        {
+        let seed = vec![
+            (records.prune(plan), u64::MAX, Vec::new()),
+            (records.seed(plan, slugs), u64::MAX, Vec::new()),
+        ];
+        if let Err(e) = writer.run(seed).await {
             let _ = writer.release().await;
             return Err(e);
         }
@@ -195,37 +226,20 @@ impl Claims {
         })
     }
 
-    /// The tally, and the runners holding open claims.
-    async fn holders(&self) -> Result<(Tally, Vec<(String, Option<LockInfo>)>), StateError> {
-        let rows = self.writer.fetch(self.records.tally(&self.plan)).await?;
-        let rows = read_rows(&rows, "read where the plan's claims stand", |r| {
-            Ok((r.text(0)?, r.text(1)?, r.text(2)?, r.int(3)?))
+    /// The runners holding claims on tenants not done.
+    async fn holders(&self) -> Result<Vec<(String, Option<LockInfo>)>, StateError> {
+        let rows = self
+            .writer
+            .fetch(self.records.claim_holders(&self.plan))
+            .await?;
+        let rows = read_rows(&rows, "read who holds the plan's claims", |r| {
+            Ok((r.text(0)?, r.text(1)?))
         })
-        .map_err(read_failed("read where the plan's claims stand"))?;
-        let mut tally = Tally::default();
-        let mut runners = BTreeSet::new();
-        let mut open = Vec::new();
-        for (done, run, info, count) in rows {
-            let count = count as usize;
-            tally.tenants += count;
-            if !run.is_empty() {
-                runners.insert(run.clone());
-            }
-            match done.as_str() {
-                "applied" => tally.applied += count,
-                "failed" => tally.failed += count,
-                "stale" => tally.stale += count,
-                _ if !run.is_empty() => {
-                    tally.in_hand += count;
-                    if !open.iter().any(|(r, _)| *r == run) {
-                        open.push((run, serde_json::from_str(&info).ok()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        tally.runners = runners.len();
-        Ok((tally, open))
+        .map_err(read_failed("read who holds the plan's claims"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(run, info)| (run, serde_json::from_str(&info).ok()))
+            .collect())
     }
 }
 
@@ -238,9 +252,8 @@ impl PlanClaims for Claims {
                     .into(),
             });
         }
-        let tally = self.holders().await?;
         let mut gone = Vec::new();
-        for (run, info) in tally.1 {
+        for (run, info) in self.holders().await? {
             // Never asked of itself: on Postgres a session asking for its own key is given it.
             if run != self.info.id && !self.writer.alive(&run, info.as_ref()).await {
                 gone.push(run);
@@ -301,7 +314,29 @@ impl PlanClaims for Claims {
 
     /// Where the plan's claims stand now.
     async fn tally(&self) -> Result<Tally, StateError> {
-        Ok(self.holders().await?.0)
+        let rows = self.writer.fetch(self.records.tally(&self.plan)).await?;
+        let rows = read_rows(&rows, "read where the plan's claims stand", |r| {
+            Ok((r.text(0)?, r.text(1)?, r.int(2)?))
+        })
+        .map_err(read_failed("read where the plan's claims stand"))?;
+        let mut tally = Tally::default();
+        let mut runners = BTreeSet::new();
+        for (done, run, count) in rows {
+            let count = count as usize;
+            tally.tenants += count;
+            match done.as_str() {
+                "applied" => tally.applied += count,
+                "failed" => tally.failed += count,
+                "stale" => tally.stale += count,
+                _ if !run.is_empty() => tally.in_hand += count,
+                _ => {}
+            }
+            if !run.is_empty() {
+                runners.insert(run);
+            }
+        }
+        tally.runners = runners.len();
+        Ok(tally)
     }
 
     /// Stops renewing, frees the claims this runner did not finish, and lets go of its
@@ -325,5 +360,88 @@ impl PlanClaims for Claims {
 impl Drop for Claims {
     fn drop(&mut self) {
         self.renewing.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::sql::{Dialect, Pool};
+
+    /// A claim takes at most what it asks for, from rows no one holds, and finds them in the
+    /// index of the rows not done: walking the plan's rows in key order, a large plan's
+    /// claims would go past every tenant done before them, again and again.
+    #[tokio::test]
+    async fn a_claim_takes_what_it_asks_from_the_rows_not_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::clients::sqlite::open(
+            &dir.path().join("state.db"),
+            true,
+            sqlx::sqlite::SqliteJournalMode::Wal,
+        )
+        .await
+        .unwrap();
+        let pool = Pool::Sqlite(pool);
+        let records = Records {
+            dialect: Dialect::Sqlite,
+            name: "s".into(),
+        };
+        for table in super::super::records::TABLES {
+            Statement::new(&records.dialect, "make", table)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let slugs: Vec<String> = (0..25).map(|i| format!("t{i:02}")).collect();
+        records.seed("p", &slugs).execute(&pool).await.unwrap();
+        records.seed("p", &slugs).execute(&pool).await.unwrap();
+        let claim = |run: &'static str| {
+            let records = records.clone();
+            let pool = pool.clone();
+            async move {
+                let rows = records
+                    .claim("p", run, "{}", 10)
+                    .fetch(&pool)
+                    .await
+                    .unwrap();
+                read_rows(&rows, "claim", |r| r.text(0)).unwrap()
+            }
+        };
+        let first = claim("a").await;
+        let second = claim("b").await;
+        assert_eq!(first.len(), 10);
+        assert_eq!(second.len(), 10);
+        assert!(first.iter().all(|s| !second.contains(s)), "claimed twice");
+        records
+            .mark_done("p", "a", &Ended::Applied, &first)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(claim("a").await.len(), 5, "the rest, and no more");
+        assert!(claim("c").await.is_empty());
+        records
+            .free("p", &["b".to_string()])
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            claim("c").await,
+            second,
+            "a gone runner's claims taken over"
+        );
+
+        let steps = records
+            .claim("p", "d", "{}", 10)
+            .explained(&records.dialect)
+            .fetch(&pool)
+            .await
+            .unwrap();
+        let steps: Vec<String> = steps.iter().map(|s| s.text(3).unwrap()).collect();
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("USING INDEX state_claims_open")),
+            "{steps:?}"
+        );
     }
 }

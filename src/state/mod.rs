@@ -164,6 +164,11 @@ pub struct TenantState {
     pub credentials_version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_commit: Option<String>,
+    /// The commit a run that has not finished the tenant applies, set with its first step
+    /// and cleared when it finishes: a runner taking the tenant over from a run that died
+    /// (`apply --claim`) tells from it whether that run applied the same files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applying_commit: Option<String>,
     #[serde(default)]
     pub updated_at: String,
     /// Each resource's attributes as last applied or refreshed.

@@ -28,7 +28,7 @@ use crate::clients::error::ProviderError;
 use crate::clients::sql::{read_rows, Dialect, Pool, Statement};
 
 /// The tables, on either server; each statement is idempotent.
-pub const TABLES: [&str; 5] = [
+pub const TABLES: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS {schema}.state_header (
         name       text PRIMARY KEY,
         generation bigint NOT NULL,
@@ -69,8 +69,16 @@ pub const TABLES: [&str; 5] = [
         info       text,
         expires_at bigint,
         done       text,
+        seeded_at  bigint,
         PRIMARY KEY (name, plan, slug)
     )",
+    // The rows not done yet, in slug order: a claim walks these only, not the rows of the
+    // tenants done before it (which, in key order, a large plan's claims would walk again
+    // and again).
+    "CREATE INDEX IF NOT EXISTS {index state_claims_open state_claims} (name, plan, slug)
+        WHERE done IS NULL",
+    // A plan's rows by when they were written: the plans of past weeks are removed.
+    "CREATE INDEX IF NOT EXISTS {index state_claims_seeded state_claims} (name, seeded_at)",
 ];
 
 /// What the header records: the state's fields that are not a tenant's.
