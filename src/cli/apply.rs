@@ -126,6 +126,11 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
     }
     if args.claim {
         let plan = saved.expect("--claim requires a plan file");
+        let file = args
+            .planfile
+            .as_deref()
+            .expect("--claim requires a plan file");
+        let plan_id = ops::plan_file_digest(file)?;
         let opts = ApplyOptions {
             shard: None,
             plan: args.select.options()?,
@@ -133,7 +138,7 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
             lock_timeout: args.lock_timeout,
             stop: stop.clone(),
         };
-        return claim(&ws, plan, &opts).await;
+        return claim(&ws, plan, &plan_id, &opts).await;
     }
     let shard = match args.shard {
         Some(shard) => {
@@ -248,13 +253,18 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
 }
 
 /// `apply PLAN --claim`: this runner's share of the plan, as it claimed it.
-async fn claim(ws: &Workspace, plan: Plan, opts: &ApplyOptions) -> anyhow::Result<ExitCode> {
+async fn claim(
+    ws: &Workspace,
+    plan: Plan,
+    plan_id: &str,
+    opts: &ApplyOptions,
+) -> anyhow::Result<ExitCode> {
     anstream::eprintln!(
         "Claiming tenants of the saved plan ({} to apply) beside any other runner given it.",
         plan.tenants.len()
     );
     let progress = Progress::new(false);
-    let claimed = ops::claim(ws, plan, opts, &progress).await?;
+    let claimed = ops::claim(ws, plan, plan_id, opts, &progress).await?;
     let report = &claimed.report;
     for o in &report.outcomes {
         for w in &o.warnings {

@@ -4,7 +4,7 @@
 //! leaves its claims to the others. Every tenant is applied once, by whichever runner
 //! claimed it, and the runners' tallies add up to the plan.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,10 +12,11 @@ use tracing::debug;
 
 use super::apply::{check_plan_key, check_purges, check_replacements, ApplyOptions};
 use super::plan::{make_plan, KeyUse, PlanOptions};
+use crate::apply::Executor;
 use crate::apply::{progress::Progress, ApplyReport, TenantOutcome};
-use crate::plan::{Plan, Summary, TenantPlan};
-use crate::state::backend::{Ended, Tally};
-use crate::state::{LockInfo, State, Wait};
+use crate::plan::{Action, Plan, TenantAction, TenantPlan};
+use crate::state::backend::{Ended, PlanClaims, Tally};
+use crate::state::{LockInfo, State, StateError, StateLock, Wait};
 use crate::workspace::Workspace;
 use crate::Error;
 
@@ -31,6 +32,17 @@ pub struct Claimed {
     pub tally: Tally,
 }
 
+/// What names a saved plan among others: a digest of its file, the same for every runner
+/// given the same file (whatever build reads it).
+pub fn plan_file_digest(path: &std::path::Path) -> Result<String, Error> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| Error::BadPlanFile {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(hex::encode(&Sha256::digest(&bytes)[..16]))
+}
+
 /// How long a runner with nothing left to claim waits between looks at the others' claims.
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -39,6 +51,7 @@ const IDLE_POLL: Duration = Duration::from_millis(500);
 pub async fn claim(
     ws: &Workspace,
     plan: Plan,
+    plan_id: &str,
     opts: &ApplyOptions,
     progress: &Progress,
 ) -> Result<Claimed, Error> {
@@ -69,7 +82,40 @@ pub async fn claim(
     let info = LockInfo::new("apply --claim");
     let run_by = info.who.clone();
     let slugs: Vec<String> = plan.tenants.iter().map(|t| t.slug.to_string()).collect();
-    let claims = backend.claims(info, &wait, &plan.digest(), &slugs).await?;
+    // Where each tenant's plan is: a batch finds its own without walking the plan.
+    let at: HashMap<&str, usize> = slugs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let claims = backend.claims(info, &wait, plan_id, &slugs).await?;
+    // What the state records beside its tenants (migrations, released slugs) is checked as
+    // a plain apply checks it, while nothing of the plan is done: after that, the runners'
+    // own runs move it.
+    let unmoved = match claims.tally().await {
+        Ok(t) if t.applied + t.failed + t.stale == 0 => {
+            plan.state.lineage == header.lineage
+                && plan
+                    .state
+                    .records
+                    .as_ref()
+                    .is_none_or(|r| r.header == header.header_digest())
+        }
+        Ok(_) => true,
+        Err(e) => {
+            let _ = claims.close().await;
+            return Err(e.into());
+        }
+    };
+    if !unmoved {
+        let _ = claims.close().await;
+        return Err(Error::StaleRecords {
+            moved: vec![
+                "what the state records beside its tenants (migrations, key, released slugs)"
+                    .into(),
+            ],
+        });
+    }
     let targets = Arc::new(ws.targets(plan.migrations.clone()));
     let subscribers = ws.repo.config.subscribers();
     let drained = async {
@@ -86,6 +132,11 @@ pub async fn claim(
         let batch_size = opts.parallelism.max(1);
         progress.start(plan.tenants.len());
         let mut same_files = None;
+        // Claims pass by tenants held already, so a lease is taken at once or not at all.
+        let no_wait = Wait {
+            timeout: Duration::ZERO,
+            stop: opts.stop.clone(),
+        };
         while !opts.stop.is_cancelled() {
             let batch = claims.claim(batch_size).await?;
             if batch.is_empty() {
@@ -100,58 +151,38 @@ pub async fn claim(
                 continue;
             }
             let held: BTreeSet<String> = batch.iter().cloned().collect();
-            let mut lock = claims.lock(&held, &wait).await?;
-            let loaded = backend.load_tenants(&held).await;
-            let mut state = match loaded {
-                Ok(state) => state,
-                Err(e) => {
-                    let _ = lock.unlock().await;
-                    return Err(e.into());
+            let mut lock = match claims.lock(&held, &no_wait).await {
+                Ok(lock) => lock,
+                // Another run took one of them between the claim and the lease (claims pass
+                // by tenants held already): given back, for whoever comes once it is let go.
+                Err(StateError::Locked { holder }) => {
+                    debug!(%holder, "a claimed tenant is held by another run");
+                    claims.give_back().await?;
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        () = opts.stop.cancelled() => {}
+                    }
+                    continue;
                 }
+                Err(e) => return Err(e.into()),
             };
-            state.held_through_leases();
-            let moved = plan.state.moved_among(&state, &batch).unwrap_or_default();
-            let taken = take_over(ws, &plan, opts, &state, moved, &mut same_files).await;
-            // The saved steps of the tenants that did not move; the fresh ones of the others.
-            let go: BTreeSet<String> = held
-                .iter()
-                .filter(|s| !taken.replanned.contains(s) && !taken.stale.contains(s))
-                .cloned()
-                .collect();
-            let mut part = plan.only(&go);
-            part.tenants.extend(taken.fresh);
-            part.summary = Summary::of(&part.tenants, 0);
-            let ran = match part.tenants.is_empty() {
-                true => Ok(ApplyReport::default()),
-                false => {
-                    debug!(tenants = part.tenants.len(), "applying claimed tenants");
-                    executor.run(&part, state, lock.as_mut(), progress).await
-                }
+            let batch = Batch {
+                plan: &plan,
+                at: &at,
+                ws,
+                opts,
+                executor: &executor,
+                progress,
             };
-            lock.unlock().await?;
-            let outcomes = ran?.outcomes;
-            claims.done(&taken.stale, Ended::Stale).await?;
-            let failed: Vec<String> = outcomes
-                .iter()
-                .filter(|o| finished(o) && o.error.is_some())
-                .map(|o| o.slug.clone())
-                .collect();
-            let cut_short: BTreeSet<&str> = outcomes
-                .iter()
-                .filter(|o| !finished(o))
-                .map(|o| o.slug.as_str())
-                .collect();
-            // A tenant planned again with nothing left to do was finished by the runner that
-            // started it: it is done too.
-            let applied: Vec<String> = go
-                .iter()
-                .chain(&taken.replanned)
-                .filter(|s| !failed.contains(s) && !cut_short.contains(s.as_str()))
-                .cloned()
-                .collect();
-            claims.done(&applied, Ended::Applied).await?;
-            claims.done(&failed, Ended::Failed).await?;
-            stale.extend(taken.stale);
+            let ran = batch
+                .apply(&held, &*claims, lock.as_mut(), &mut same_files)
+                .await;
+            // Its rows were marked before the leases go: a runner dying in between leaves
+            // nothing done unmarked.
+            let unlocked = lock.unlock().await;
+            let (outcomes, left) = ran?;
+            unlocked?;
+            stale.extend(left);
             report.outcomes.extend(outcomes);
         }
         Ok::<_, Error>((report, stale))
@@ -172,6 +203,82 @@ pub async fn claim(
     })
 }
 
+/// What a runner needs to apply a batch of the tenants it claimed.
+struct Batch<'a> {
+    plan: &'a Plan,
+    /// Where each tenant's plan is in `plan`.
+    at: &'a HashMap<&'a str, usize>,
+    ws: &'a Workspace,
+    opts: &'a ApplyOptions,
+    executor: &'a Executor,
+    progress: &'a Progress,
+}
+
+impl Batch<'_> {
+    /// Applies `held` (claimed, and leased through `lock`) and marks each row as it ended:
+    /// the outcomes, and the tenants left stale.
+    async fn apply(
+        &self,
+        held: &BTreeSet<String>,
+        claims: &dyn PlanClaims,
+        lock: &mut dyn StateLock,
+        same_files: &mut Option<bool>,
+    ) -> Result<(Vec<TenantOutcome>, Vec<String>), Error> {
+        let mut state = self.ws.backend().load_tenants(held).await?;
+        state.held_through_leases();
+        let batch: Vec<String> = held.iter().cloned().collect();
+        let moved = self
+            .plan
+            .state
+            .moved_among(&state, &batch)
+            .unwrap_or_default();
+        let taken = take_over(self, &state, moved, same_files).await;
+        // The saved steps of the tenants that did not move; the fresh ones of the others.
+        let go: Vec<&String> = held
+            .iter()
+            .filter(|s| !taken.replanned.contains(s) && !taken.stale.contains(s))
+            .collect();
+        let mut tenants: Vec<TenantPlan> = go
+            .iter()
+            .map(|s| self.plan.tenants[self.at[s.as_str()]].clone())
+            .collect();
+        tenants.extend(taken.fresh);
+        let part = self.plan.with_tenants(tenants);
+        let outcomes = match part.tenants.is_empty() {
+            true => Vec::new(),
+            false => {
+                debug!(tenants = part.tenants.len(), "applying claimed tenants");
+                self.executor
+                    .run(&part, state, lock, self.progress)
+                    .await?
+                    .outcomes
+            }
+        };
+        claims.done(&taken.stale, Ended::Stale).await?;
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter(|o| finished(o) && o.error.is_some())
+            .map(|o| o.slug.clone())
+            .collect();
+        let cut_short: BTreeSet<&str> = outcomes
+            .iter()
+            .filter(|o| !finished(o))
+            .map(|o| o.slug.as_str())
+            .collect();
+        // A tenant planned again with nothing left to do was finished by the runner that
+        // started it: it is done too.
+        let applied: Vec<String> = go
+            .into_iter()
+            .chain(&taken.replanned)
+            .filter(|s| !failed.contains(s) && !cut_short.contains(s.as_str()))
+            .cloned()
+            .collect();
+        claims.done(&applied, Ended::Applied).await?;
+        claims.done(&failed, Ended::Failed).await?;
+        Ok((outcomes, taken.stale))
+    }
+}
+
 /// What becomes of claimed tenants whose records moved since the plan was made.
 #[derive(Default)]
 struct TakenOver {
@@ -188,13 +295,12 @@ struct TakenOver {
 /// the record applied the plan's own commit (one of another commit, a newer apply, would be
 /// undone by it). The others are left stale.
 async fn take_over(
-    ws: &Workspace,
-    plan: &Plan,
-    opts: &ApplyOptions,
+    batch: &Batch<'_>,
     state: &State,
     moved: Vec<String>,
     same_files: &mut Option<bool>,
 ) -> TakenOver {
+    let (ws, plan) = (batch.ws, batch.plan);
     if moved.is_empty() {
         return TakenOver::default();
     }
@@ -204,23 +310,35 @@ async fn take_over(
             ..TakenOver::default()
         };
     }
-    let (ours, mut stale): (Vec<String>, Vec<String>) = moved
-        .into_iter()
-        .partition(|s| last_commit(state, s) == plan.git_commit.as_deref());
+    let saved = |slug: &str| &plan.tenants[batch.at[slug]];
+    // A tenant the plan imports is planned with `--import`, which this runner may not be
+    // given: it is left to a fresh plan made as the saved one was.
+    let (ours, mut stale): (Vec<String>, Vec<String>) = moved.into_iter().partition(|s| {
+        let imports = saved(s).changes.iter().any(|c| c.action == Action::Import);
+        !imports && last_commit(state, s) == plan.git_commit.as_deref()
+    });
     if ours.is_empty() {
         return TakenOver {
             stale,
             ..TakenOver::default()
         };
     }
-    match replan(ws, state, opts, &ours).await {
+    match replan(ws, state, batch.opts, &ours).await {
         Ok(fresh) => {
+            // A purge the saved plan did not have is not this plan's to carry out.
+            let (fresh, purges): (Vec<TenantPlan>, Vec<TenantPlan>) =
+                fresh.into_iter().partition(|t| {
+                    t.action != TenantAction::Purge
+                        || saved(t.slug.as_str()).action == TenantAction::Purge
+                });
+            let purges: Vec<String> = purges.into_iter().map(|t| t.slug.to_string()).collect();
             debug!(
                 tenants = ours.len(),
                 "planned again what a gone runner started"
             );
+            stale.extend(purges.iter().cloned());
             TakenOver {
-                replanned: ours,
+                replanned: ours.into_iter().filter(|s| !purges.contains(s)).collect(),
                 fresh,
                 stale,
             }

@@ -15,7 +15,7 @@ mod state_rm;
 
 pub use apply::{apply, read_plan_file, ApplyOptions, ApplyOutcome};
 pub use audit::audit;
-pub use claim::{claim, Claimed};
+pub use claim::{claim, plan_file_digest, Claimed};
 pub use credentials::{credentials, Login};
 pub use drift::drift;
 pub use export::{export, export_links};

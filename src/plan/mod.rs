@@ -310,30 +310,26 @@ impl Summary {
 }
 
 impl Plan {
-    /// What names this plan among others: a digest of all it says, the same for every
-    /// runner that reads the same saved plan.
-    pub fn digest(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let said = serde_json::to_vec(self).expect("a plan serializes");
-        hex::encode(&Sha256::digest(&said)[..16])
-    }
-
-    /// The part of this plan that changes `slugs`: what a runner that claimed them applies.
-    pub fn only(&self, slugs: &std::collections::BTreeSet<String>) -> Plan {
-        let tenants: Vec<TenantPlan> = self
-            .tenants
-            .iter()
-            .filter(|t| slugs.contains(t.slug.as_str()))
-            .cloned()
-            .collect();
+    /// A plan made from the same inputs as this one that changes `tenants` only (some of
+    /// its own, or planned again): what a runner that claimed them applies.
+    pub fn with_tenants(&self, tenants: Vec<TenantPlan>) -> Plan {
         Plan {
+            format_version: self.format_version,
+            tool_version: self.tool_version.clone(),
+            state: self.state.clone(),
+            git_commit: self.git_commit.clone(),
+            refreshed: self.refreshed,
             summary: Summary::of(&tenants, 0),
             tenants,
             orphans: Vec::new(),
             warnings: Vec::new(),
+            migrations: self.migrations.clone(),
+            changed_since: None,
+            uncommitted: self.uncommitted.clone(),
+            master_key_id: self.master_key_id.clone(),
+            rotates_master_key: self.rotates_master_key,
             held: Vec::new(),
             waiting: Vec::new(),
-            ..self.clone()
         }
     }
 }

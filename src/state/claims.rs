@@ -77,8 +77,9 @@ impl Records {
         .text(plan)
     }
 
-    /// Claims up to `count` tenants no one holds (or whose holder's lease ran out), and
-    /// returns them. The rows are picked once, in a query of their own: as a subquery of the
+    /// Claims up to `count` tenants no one holds (or whose holder's claim ran out), and
+    /// returns them. A tenant another run holds a lease on (an `apply --tenant` beside the
+    /// runners, or a runner gone whose lease has not run out) is left until it is let go. The rows are picked once, in a query of their own: as a subquery of the
     /// update's condition, Postgres may run a `SKIP LOCKED` pick again for each row it
     /// weighs, and claim far more than `count`.
     fn claim(&self, plan: &str, run: &str, info: &str, count: usize) -> Statement {
@@ -90,6 +91,8 @@ impl Records {
                      SELECT c.slug AS picked_slug FROM {{schema}}.state_claims AS c
                      WHERE c.name = $1 AND c.plan = $2 AND c.done IS NULL
                        AND (c.run IS NULL OR c.expires_at < {{epoch}})
+                       AND NOT EXISTS (SELECT 1 FROM {{schema}}.state_leases AS l
+                           WHERE l.name = c.name AND l.slug = c.slug AND l.expires_at >= {{epoch}})
                      ORDER BY c.slug LIMIT $5 {{lock c}})
                  UPDATE {{schema}}.state_claims SET run = $3, info = $4, expires_at = {{epoch}} + {LEASE_SECONDS}
                  FROM picked WHERE name = $1 AND plan = $2 AND slug = picked_slug
@@ -205,11 +208,19 @@ impl Claims {
             let (records, writer, lost) = (records.clone(), writer.clone(), lost.clone());
             let (plan, run) = (plan.to_string(), info.id.clone());
             tokio::spawn(async move {
+                // A renewal that fails is tried again until the claims would run out.
+                let margin = Duration::from_secs(LEASE_SECONDS as u64) - RENEW_EVERY / 2;
+                let mut renewed_at = std::time::Instant::now();
                 loop {
                     tokio::time::sleep(RENEW_EVERY).await;
                     let renewal = (records.renew_claims(&plan, &run), u64::MAX, Vec::new());
-                    if writer.run(vec![renewal]).await.is_err() {
-                        lost.store(true, Ordering::SeqCst);
+                    match writer.run(vec![renewal]).await {
+                        Ok(()) => renewed_at = std::time::Instant::now(),
+                        Err(_) if renewed_at.elapsed() >= margin => {
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(_) => {}
                     }
                 }
             })
@@ -339,19 +350,20 @@ impl PlanClaims for Claims {
         Ok(tally)
     }
 
+    async fn give_back(&self) -> Result<(), StateError> {
+        let statement = self
+            .records
+            .free(&self.plan, std::slice::from_ref(&self.info.id));
+        self.writer
+            .run(vec![(statement, u64::MAX, Vec::new())])
+            .await
+    }
+
     /// Stops renewing, frees the claims this runner did not finish, and lets go of its
     /// connection.
     async fn close(self: Box<Self>) -> Result<(), StateError> {
         self.renewing.abort();
-        let freed = self
-            .writer
-            .run(vec![(
-                self.records
-                    .free(&self.plan, std::slice::from_ref(&self.info.id)),
-                u64::MAX,
-                Vec::new(),
-            )])
-            .await;
+        let freed = self.give_back().await;
         let released = self.writer.release().await;
         freed.and(released)
     }

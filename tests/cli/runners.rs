@@ -445,6 +445,59 @@ fn four_claiming_runners_on_the_local_state_apply_each_tenant_once() {
     four_claiming_runners_apply_each_tenant_once(&Repo::example(), false);
 }
 
+/// A tenant of the plan that another run holds (an `apply --tenant` beside the runners) is
+/// passed by rather than failing the runner: the others are applied, and it is taken once
+/// let go. That run applied it meanwhile, so the plan's steps for it are stale: it is named
+/// for a fresh plan, and applied once.
+fn a_tenant_held_by_another_run_is_passed_by(repo: &Repo) {
+    two_new_tenants(repo);
+    let out = repo.run(&["plan", "--out", "slow.plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let slow = spawn(
+        repo,
+        &["apply", "--auto-approve", "--tenant", "slow-a"],
+        "4",
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started(repo, "slow-a") {
+        assert!(Instant::now() < deadline, "slow-a's hook never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = repo.run(&["apply", "slow.plan", "--claim"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        slow.wait_with_output().unwrap().status.success(),
+        "the other run"
+    );
+    assert!(stdout.contains("This runner applied 1 tenant."), "{stdout}");
+    assert!(
+        stdout.contains("The plan: 2 tenants, 1 applied, 1 left for a fresh plan, by 1 runner."),
+        "{stdout}"
+    );
+    assert!(stderr.contains("Left for a fresh plan: slow-a."), "{stderr}");
+    let ledger = std::fs::read_to_string(repo.path().join("ledger")).unwrap();
+    for slug in ["slow-a", "slow-b"] {
+        assert_eq!(
+            ledger.lines().filter(|l| *l == format!("started {slug}")).count(),
+            1,
+            "{slug} was provisioned once:\n{ledger}"
+        );
+    }
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn on_postgres_a_tenant_held_by_another_run_is_passed_by() {
+    let pg = Pg::new();
+    a_tenant_held_by_another_run_is_passed_by(&on_postgres(&pg));
+}
+
+#[test]
+fn on_the_local_state_a_tenant_held_by_another_run_is_passed_by() {
+    a_tenant_held_by_another_run_is_passed_by(&Repo::example());
+}
+
 #[test]
 fn claiming_needs_a_saved_plan() {
     let repo = Repo::example();
