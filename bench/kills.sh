@@ -3,14 +3,16 @@
 #
 # For each state backend (local, postgres, s3), N new tenants (schema mode, control plane and
 # data on Postgres, a billing hook that appends to a ledger) are applied by runs killed with
-# -9: each run is killed after a few more tenants are done than the last, and a moment
-# after that line (0 to 190 ms, so the kill lands between steps and within them), KILLS
-# times, then one apply runs to the end. Then, counted from outside: registry rows,
-# memberships, seeds, TenantProvisioned events and the hook's ledger lines must each be N,
-# and `plan --detailed-exitcode` must exit 0 (empty). A table per backend of the runs and
-# counts; it exits 1 when a count is off.
-# BENCH_BIN=path runs that binary instead of building the release one. The s3 state lives in
-# moto's S3 server (scripts/lib/moto.sh), or the server at $BENCH_S3.
+# -9: each run is killed after a few more tenants are done than the last, and a moment after
+# that line (0 to 190 ms, so the kill lands between steps and within them), KILLS times, then
+# one apply runs to the end. (The s3 backend's lock outlives a killed run; it is removed with
+# `force-unlock ID` before each run, as its refusal says to.) Then, counted from outside:
+# registry rows, memberships, seeds, TenantProvisioned events and the tenants in the hook's
+# ledger must each be N, and `plan --detailed-exitcode` must exit 0 (empty). A table of the
+# runs and counts per backend; it exits 1 when a count is off.
+# BACKENDS="local postgres" runs those only. BENCH_BIN=path runs that binary instead of
+# building the release one. The s3 state lives in moto's S3 server (scripts/lib/moto.sh), or
+# the server at $BENCH_S3.
 # Needs PostgreSQL at $BENCH_PG (default postgres://postgres@127.0.0.1:5432, trust auth) and
 # psql. Everything it creates is named bench_k<pid>*/k<pid>* and removed at the end.
 set -euo pipefail
@@ -91,9 +93,20 @@ hook "billing" {
 HCL
 }
 
+# unlock BACKEND: the s3 backend's lock object outlives a run killed with -9 (a lock there
+# cannot tell its holder is gone): it is removed as a person would, with `force-unlock ID`,
+# the ID read from the refusal of a wrong one.
+unlock() {
+  [ "$1" = s3 ] || return 0
+  local id
+  id=$("$BIN" -C "$TMP/$1" force-unlock not-the-id 2>&1 | grep -oE 'lock id [0-9a-f-]+' | head -1 | cut -d' ' -f3 || true)
+  [ -z "$id" ] || "$BIN" -C "$TMP/$1" force-unlock "$id" >/dev/null 2>&1
+}
+
 # killed BACKEND LINES DELAY_MS: an apply killed with -9 DELAY_MS after its LINES-th
 # progress line (or when it ends first).
 killed() {
+  unlock "$1"
   local dir="$TMP/$1" lines=$2 delay=$3
   DATABASE_URL="$PG/bench_k${ID}_$1" "$BIN" -C "$dir" apply --auto-approve --parallelism 10 \
     >/dev/null 2>"$TMP/$1.err" &
@@ -111,7 +124,7 @@ killed() {
 fail=0
 echo "| state backend | kills | registry rows | memberships | seeds | TenantProvisioned events | hook runs (ledger) | plan after (0: empty) |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for backend in local postgres s3; do
+for backend in ${BACKENDS:-local postgres s3}; do
   echo "$backend: $N tenants, $KILLS kills ..." >&2
   repo "$backend"
   step=$(( N / (KILLS + 1) ))
@@ -121,6 +134,7 @@ for backend in local postgres s3; do
     killed "$backend" "$step" $(( (k * 37) % 200 ))
   done
   db="$PG/bench_k${ID}_$backend"
+  unlock "$backend"
   DATABASE_URL="$db" "$BIN" -C "$TMP/$backend" apply --auto-approve >/dev/null 2>"$TMP/$backend.last" \
     || { echo "the last apply failed:" >&2; tail -5 "$TMP/$backend.last" >&2; fail=1; }
   code=0

@@ -348,14 +348,41 @@ pub fn read_plan_file(path: &std::path::Path) -> Result<Plan, Error> {
         path: path.display().to_string(),
         message,
     };
+    /// The version alone, read before the rest: a plan of another version may not parse.
+    /// (Not the whole document as a JSON value first: a large plan would be held twice.)
+    #[derive(serde::Deserialize)]
+    struct Version {
+        format_version: Option<u64>,
+    }
     let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let version = value.get("format_version").and_then(|v| v.as_u64());
+    let version = serde_json::from_str::<Version>(&text)
+        .map_err(|e| bad(e.to_string()))?
+        .format_version;
     if version != Some(plan::PLAN_FORMAT_VERSION as u64) {
         return Err(bad(format!(
             "format version {version:?}; this tenant-reconcile reads {}",
             plan::PLAN_FORMAT_VERSION
         )));
     }
-    serde_json::from_value(value).map_err(|e| bad(e.to_string()))
+    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A plan file of another format version is refused by its version, whatever else it
+    /// holds; one that is not a plan at all, by what is wrong with it.
+    #[test]
+    fn a_plan_file_is_read_by_its_version_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plan.json");
+        std::fs::write(&file, r#"{"format_version": 9, "tenants": "not a list"}"#).unwrap();
+        let e = super::read_plan_file(&file).unwrap_err().to_string();
+        assert!(e.contains("format version Some(9)"), "{e}");
+        std::fs::write(&file, "not json").unwrap();
+        let e = super::read_plan_file(&file).unwrap_err().to_string();
+        assert!(e.contains("expected ident"), "{e}");
+        std::fs::write(&file, r#"{"format_version": 1}"#).unwrap();
+        let e = super::read_plan_file(&file).unwrap_err().to_string();
+        assert!(e.contains("missing field"), "{e}");
+    }
 }
