@@ -475,11 +475,17 @@ fn a_tenant_held_by_another_run_is_passed_by(repo: &Repo) {
         stdout.contains("The plan: 2 tenants, 1 applied, 1 left for a fresh plan, by 1 runner."),
         "{stdout}"
     );
-    assert!(stderr.contains("Left for a fresh plan: slow-a."), "{stderr}");
+    assert!(
+        stderr.contains("Left for a fresh plan: slow-a."),
+        "{stderr}"
+    );
     let ledger = std::fs::read_to_string(repo.path().join("ledger")).unwrap();
     for slug in ["slow-a", "slow-b"] {
         assert_eq!(
-            ledger.lines().filter(|l| *l == format!("started {slug}")).count(),
+            ledger
+                .lines()
+                .filter(|l| *l == format!("started {slug}"))
+                .count(),
             1,
             "{slug} was provisioned once:\n{ledger}"
         );
