@@ -60,6 +60,11 @@ pub async fn claim(
             "--claim with a plan that rotates the master key: a rotation re-keys every tenant, so one runner carries it out for the whole state\n  hint: apply the plan without --claim".into(),
         ));
     }
+    if plan.state.lineage.is_empty() {
+        return Err(Error::Refused(
+            "the plan was made before the state was first written, and runners claim tenants only from a state written once already (its first write is the whole state's); nothing was applied\n  hint: apply this plan without --claim (`tenant-reconcile apply FILE`), or apply one tenant first (`apply --tenant SLUG`) and make the plan again".into(),
+        ));
+    }
     if plan.state.records.is_none() {
         return Err(Error::Refused(
             "the plan does not say which state record each of its tenants was planned from: it was made from a state kept as one document (as the s3 backend keeps it), or by an older tenant-reconcile. Runners cannot check its tenants one by one, so nothing was applied\n  hint: claiming needs a state kept on Postgres or locally, and a plan made from it with `plan --out FILE`".into(),

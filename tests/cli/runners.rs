@@ -505,6 +505,22 @@ fn on_the_local_state_a_tenant_held_by_another_run_is_passed_by() {
 }
 
 #[test]
+fn claiming_needs_a_state_written_once() {
+    let repo = Repo::example();
+    let out = repo.run(&["plan", "--out", "first.plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let before = repo.fingerprint();
+    let out = repo.run(&["apply", "first.plan", "--claim"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the plan was made before the state was first written"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(repo.fingerprint(), before, "nothing was written");
+}
+
+#[test]
 fn claiming_needs_a_saved_plan() {
     let repo = Repo::example();
     let out = repo.run(&["apply", "--claim", "--auto-approve"]);
