@@ -495,3 +495,67 @@ fn ctrl_c_ends_the_wait_for_a_lock_another_run_holds_and_takes_nothing() {
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(plan.contains("acme will be suspended"), "{plan}");
 }
+
+/// Ctrl-C stops a claiming runner at its checkpoints as it stops any apply, kills its hooks
+/// and gives its claims back: a runner given the same plan afterwards finishes it, the
+/// tenants cut short planned again (the repo is in git, at the plan's commit), each hook's
+/// effect once.
+#[test]
+fn ctrl_c_stops_a_claiming_runner_and_the_next_one_finishes_the_plan() {
+    let repo = repo_with_slow_hook(6);
+    // The state written once, as claiming needs; then the rest planned and saved.
+    let out = repo.run(&["apply", "--auto-approve", "--tenant", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    repo.write(".gitignore", ".tenant-reconcile/\nledger\n*.plan\n");
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["commit", "-qm", "fleet"],
+    ] {
+        crate::git::git(&repo, args);
+    }
+    let out = repo.run(&["plan", "--out", "fleet.plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut child = spawn(
+        &repo,
+        &["apply", "fleet.plan", "--claim", "--parallelism", "3"],
+        &[("HOOK_SLEEP", "60")],
+    );
+    let started = Instant::now();
+    // acme's try, and the three of the first batch.
+    while ledger(&repo).iter().filter(|l| l[0] == "try").count() < 4 {
+        if !child.running() || started.elapsed() > Duration::from_secs(120) {
+            let (_, _, err) = child.finish(Duration::ZERO);
+            panic!("the hooks never started:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.send("INT");
+    let sent = Instant::now();
+    let (status, out, err) = child.finish(Duration::from_secs(50));
+    let status = status.unwrap_or_else(|| panic!("still running 50 s after SIGINT:\n{err}"));
+    assert!(sent.elapsed() < Duration::from_secs(30), "{err}");
+    assert_eq!(status.code(), Some(1), "{status:?}\n{out}\n{err}");
+    let (applied, interrupted, _) = stopped_summary(&err);
+    assert_eq!((applied, interrupted), (0, 3), "{err}");
+    assert!(
+        err.contains("its tenants not finished went back to the plan's other runners"),
+        "{err}"
+    );
+    assert!(
+        out.contains("The plan: 9 tenants, 0 applied, 9 not done yet"),
+        "{out}"
+    );
+    assert_no_hook_left(&repo);
+
+    let out = repo.run(&["apply", "fleet.plan", "--claim"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("This runner applied 9 tenants.")
+            && stdout.contains("The plan: 9 tenants, 9 applied, by 1 runner."),
+        "{stdout}"
+    );
+    assert_each_effect_once(&repo, 10);
+    repo.assert_plan_empty();
+}
