@@ -23,7 +23,7 @@ pub struct FaultyProxy {
 }
 
 /// How long a held request waits before it goes on to the server.
-const HOLD: std::time::Duration = std::time::Duration::from_secs(3);
+const HOLD: std::time::Duration = std::time::Duration::from_secs(6);
 
 impl FaultyProxy {
     pub fn start(upstream: &str) -> FaultyProxy {

@@ -508,11 +508,11 @@ fn killed_mid_apply_with_state_in_s3_a_rerun_converges_exactly_once() {
 fn slow_downs_timeouts_and_buckets_not_yet_visible_are_retried() {
     let s3 = S3::new();
     let proxy = FaultyProxy::start(&s3.endpoint);
-    // The proxy holds some requests for 3 s: each such attempt times out and is sent again.
-    // The timeout is 2 s, not less: on a machine busy with the rest of the suite an attempt
-    // that is not held can take a second, and every attempt that times out spends the
-    // client's retry quota, shared by its region clients, until a fault is no longer retried.
-    let mut repo = s3.repo("  request_timeout = \"2s\"\n");
+    // The proxy holds some requests for 6 s: each such attempt times out and is sent again.
+    // The timeout is 4 s, not less: on a machine busy with the rest of the suite (a fresh
+    // clone's CI, runners applying fleets beside it, one moto server for every test) a
+    // CreateBucket failed with its attempts timing out at 2 s.
+    let mut repo = s3.repo("  request_timeout = \"4s\"\n");
     repo.env.retain(|(k, _)| k != "AWS_ENDPOINT_URL");
     repo.env
         .push(("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone()));
