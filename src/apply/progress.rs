@@ -75,6 +75,15 @@ impl Progress {
         }
     }
 
+    /// A line about the run rather than a tenant (unless `quiet`).
+    pub fn note(&self, line: &str) {
+        if let Some(bar) = &self.bar {
+            bar.println(line);
+        } else if self.lines {
+            eprintln!("{line}");
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();

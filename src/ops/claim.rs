@@ -137,6 +137,7 @@ pub async fn claim(
         let batch_size = opts.parallelism.max(1);
         progress.start(plan.tenants.len());
         let mut same_files = None;
+        let mut waiting_for = None;
         // Claims pass by tenants held already, so a lease is taken at once or not at all.
         let no_wait = Wait {
             timeout: Duration::ZERO,
@@ -145,10 +146,19 @@ pub async fn claim(
         while !opts.stop.is_cancelled() {
             let batch = claims.claim(batch_size).await?;
             if batch.is_empty() {
-                if claims.tally().await?.open() == 0 {
+                let open = claims.tally().await?.open();
+                if open == 0 {
                     break;
                 }
-                // The rest are in other runners' hands: wait, to take over any that die.
+                // The rest are in other runs' hands: wait, to take over any that die. Said
+                // when the count moves, so a runner that does not end says why.
+                if waiting_for != Some(open) {
+                    waiting_for = Some(open);
+                    progress.note(&format!(
+                        "waiting for {open} tenant{} of the plan that other runs hold (taken over if those runs end without them)",
+                        if open == 1 { "" } else { "s" }
+                    ));
+                }
                 tokio::select! {
                     () = tokio::time::sleep(IDLE_POLL) => {}
                     () = opts.stop.cancelled() => {}

@@ -271,12 +271,13 @@ impl PlanClaims for Claims {
             }
         }
         if !gone.is_empty() {
+            // Their leases go too: a claim passes by a tenant under a lease, and the leases of
+            // a runner killed mid-batch would otherwise hold its tenants until they ran out.
             self.writer
-                .run(vec![(
-                    self.records.free(&self.plan, &gone),
-                    u64::MAX,
-                    Vec::new(),
-                )])
+                .run(vec![
+                    (self.records.free(&self.plan, &gone), u64::MAX, Vec::new()),
+                    (self.records.drop_ended(&gone), u64::MAX, Vec::new()),
+                ])
                 .await?;
         }
         let rows = self

@@ -48,7 +48,7 @@ impl Records {
     }
 
     /// Ends the leases that ran out, and those of `gone` runs.
-    fn drop_ended(&self, gone: &[String]) -> Statement {
+    pub(super) fn drop_ended(&self, gone: &[String]) -> Statement {
         Statement::new(
             &self.dialect,
             "end the leases whose runs are gone",

@@ -330,6 +330,7 @@ fn four_claiming_runners_apply_each_tenant_once(repo: &Repo, committed: bool) {
     );
     fourth.kill().unwrap();
     fourth.wait().unwrap();
+    let killed_at = Instant::now();
     let mut applied = 0;
     let mut stale: Vec<String> = Vec::new();
     for runner in runners {
@@ -387,6 +388,13 @@ fn four_claiming_runners_apply_each_tenant_once(repo: &Repo, committed: bool) {
             other => panic!("{other:?}:\n{stderr}"),
         }
     }
+    // Its claims and leases were taken over once it was found gone, not when they ran out
+    // (a lease lasts a minute).
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(40),
+        "the others took {:?} after the kill",
+        killed_at.elapsed()
+    );
     // What the killed runner had finished, the survivors' and the stale add up to the plan.
     assert!(
         stale.len() <= 10,
@@ -477,6 +485,12 @@ fn a_tenant_held_by_another_run_is_passed_by(repo: &Repo) {
     );
     assert!(
         stderr.contains("Left for a fresh plan: slow-a."),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "waiting for 1 tenant of the plan that other runs hold (taken over if those runs end without them)"
+        ),
         "{stderr}"
     );
     let ledger = std::fs::read_to_string(repo.path().join("ledger")).unwrap();
