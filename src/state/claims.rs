@@ -79,9 +79,10 @@ impl Records {
 
     /// Claims up to `count` tenants no one holds (or whose holder's claim ran out), and
     /// returns them. A tenant another run holds a lease on (an `apply --tenant` beside the
-    /// runners, or a runner gone whose lease has not run out) is left until it is let go. The rows are picked once, in a query of their own: as a subquery of the
-    /// update's condition, Postgres may run a `SKIP LOCKED` pick again for each row it
-    /// weighs, and claim far more than `count`.
+    /// runners, or a runner gone whose lease has not run out) is left until it is let go.
+    /// The rows are picked in a query of their own, joined to the update: with the pick as
+    /// a subquery of the update's condition, a runner on Postgres claimed a whole plan at
+    /// once, far more than `count`.
     fn claim(&self, plan: &str, run: &str, info: &str, count: usize) -> Statement {
         Statement::new(
             &self.dialect,
