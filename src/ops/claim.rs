@@ -16,7 +16,7 @@ use crate::apply::Executor;
 use crate::apply::{progress::Progress, ApplyReport, TenantOutcome};
 use crate::plan::{Action, Plan, TenantAction, TenantPlan};
 use crate::state::backend::{Ended, PlanClaims, Tally};
-use crate::state::{LockInfo, State, StateError, StateLock, Wait};
+use crate::state::{LockInfo, State, StateBackend, StateError, StateLock, Wait};
 use crate::workspace::Workspace;
 use crate::Error;
 
@@ -182,6 +182,7 @@ pub async fn claim(
                 Err(e) => return Err(e.into()),
             };
             let batch = Batch {
+                backend: &*backend,
                 plan: &plan,
                 at: &at,
                 ws,
@@ -220,6 +221,7 @@ pub async fn claim(
 
 /// What a runner needs to apply a batch of the tenants it claimed.
 struct Batch<'a> {
+    backend: &'a dyn StateBackend,
     plan: &'a Plan,
     /// Where each tenant's plan is in `plan`.
     at: &'a HashMap<&'a str, usize>,
@@ -239,7 +241,7 @@ impl Batch<'_> {
         lock: &mut dyn StateLock,
         same_files: &mut Option<bool>,
     ) -> Result<(Vec<TenantOutcome>, Vec<String>), Error> {
-        let mut state = self.ws.backend().load_tenants(held).await?;
+        let mut state = self.backend.load_tenants(held).await?;
         state.held_through_leases();
         let batch: Vec<String> = held.iter().cloned().collect();
         let moved = self

@@ -380,7 +380,6 @@ impl Drop for Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::sql::{Dialect, Pool};
 
     /// A claim takes at most what it asks for, from rows no one holds, and finds them in the
     /// index of the rows not done: walking the plan's rows in key order, a large plan's
@@ -388,24 +387,7 @@ mod tests {
     #[tokio::test]
     async fn a_claim_takes_what_it_asks_from_the_rows_not_done() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::clients::sqlite::open(
-            &dir.path().join("state.db"),
-            true,
-            sqlx::sqlite::SqliteJournalMode::Wal,
-        )
-        .await
-        .unwrap();
-        let pool = Pool::Sqlite(pool);
-        let records = Records {
-            dialect: Dialect::Sqlite,
-            name: "s".into(),
-        };
-        for table in super::super::records::TABLES {
-            Statement::new(&records.dialect, "make", table)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
+        let (pool, records) = super::super::records::sqlite_records(dir.path()).await;
         let slugs: Vec<String> = (0..25).map(|i| format!("t{i:02}")).collect();
         records.seed("p", &slugs).execute(&pool).await.unwrap();
         records.seed("p", &slugs).execute(&pool).await.unwrap();

@@ -29,10 +29,10 @@ use sqlx::sqlite::SqliteJournalMode;
 use sqlx::SqlitePool;
 
 use super::backend::{LockInfo, PlanClaims, StateBackend, StateError, StateLock, Wait};
-use super::claims::Claims;
 use super::record_lock::RecordLock;
 use super::record_writer::{run_sqlite, RecordWriter};
 use super::records::{self, Checked, Records};
+use super::shared::{self, SharesRecords};
 use super::{Checkpoint, State};
 use crate::clients::error::ProviderError;
 use crate::clients::sql::Row;
@@ -102,12 +102,7 @@ impl StateBackend for LocalBackend {
         wait: &Wait,
         slugs: &BTreeSet<String>,
     ) -> Result<Box<dyn StateLock>, StateError> {
-        let Some(writer) = self.shared_writer(&info, wait).await? else {
-            return self.lock(info, wait).await;
-        };
-        let lock = RecordLock::tenants(self.records(), writer, self.describe(), &info, wait, slugs)
-            .await?;
-        Ok(Box::new(lock))
+        shared::lock_tenants(self, info, wait, slugs).await
     }
 
     async fn claims(
@@ -117,16 +112,16 @@ impl StateBackend for LocalBackend {
         plan: &str,
         slugs: &[String],
     ) -> Result<Box<dyn PlanClaims>, StateError> {
-        let Some(writer) = self.shared_writer(&info, wait).await? else {
-            return Err(StateError::CannotClaim(super::claims::NOT_SHARED.into()));
-        };
-        let claims =
-            Claims::open(self.records(), writer, self.describe(), info, plan, slugs).await?;
-        Ok(Box::new(claims))
+        shared::claims(self, info, wait, plan, slugs).await
     }
 }
 
-impl LocalBackend {
+#[async_trait]
+impl SharesRecords for LocalBackend {
+    fn records(&self) -> Records {
+        LocalBackend::records(self)
+    }
+
     /// A writer for a run that holds some tenants only: the lock file held shared, and the
     /// run's own file, which says it is alive. `None` when the state cannot be shared: not
     /// kept as records, or not written yet (its conversion and first write are the whole

@@ -14,6 +14,7 @@ pub mod record_writer;
 pub mod records;
 pub mod retired;
 pub mod s3;
+pub mod shared;
 
 use std::collections::{BTreeMap, BTreeSet};
 

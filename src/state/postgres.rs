@@ -23,10 +23,10 @@ use sqlx::{Connection, Executor as _, PgConnection};
 use super::backend::{
     LockInfo, PlanClaims, StateBackend, StateError, StateLock, Wait, GONE_HOLDER_GRACE,
 };
-use super::claims::Claims;
 use super::record_lock::RecordLock;
 use super::record_writer::{run_postgres, RecordWriter};
 use super::records::{self, Checked, Records};
+use super::shared::{self, SharesRecords};
 use super::{Checkpoint, State};
 use crate::clients::error::ProviderError;
 use crate::clients::postgres::PgServer;
@@ -146,12 +146,7 @@ impl StateBackend for PgBackend {
         wait: &Wait,
         slugs: &BTreeSet<String>,
     ) -> Result<Box<dyn StateLock>, StateError> {
-        let Some(writer) = self.shared_writer(&info, wait).await? else {
-            return self.lock(info, wait).await;
-        };
-        let lock = RecordLock::tenants(self.records(), writer, self.describe(), &info, wait, slugs)
-            .await?;
-        Ok(Box::new(lock))
+        shared::lock_tenants(self, info, wait, slugs).await
     }
 
     async fn claims(
@@ -161,16 +156,16 @@ impl StateBackend for PgBackend {
         plan: &str,
         slugs: &[String],
     ) -> Result<Box<dyn PlanClaims>, StateError> {
-        let Some(writer) = self.shared_writer(&info, wait).await? else {
-            return Err(StateError::CannotClaim(super::claims::NOT_SHARED.into()));
-        };
-        let claims =
-            Claims::open(self.records(), writer, self.describe(), info, plan, slugs).await?;
-        Ok(Box::new(claims))
+        shared::claims(self, info, wait, plan, slugs).await
     }
 }
 
-impl PgBackend {
+#[async_trait]
+impl SharesRecords for PgBackend {
+    fn records(&self) -> Records {
+        PgBackend::records(self)
+    }
+
     /// A writer for a run that holds some tenants only: the state's lock held shared, and
     /// the run's own key, which says it is alive while its connection lasts. `None` when
     /// the state cannot be shared: not kept as records, or not written yet (its conversion

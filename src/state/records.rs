@@ -711,6 +711,30 @@ pub fn conversion(records: &Records, state: &mut State) -> Vec<Checked> {
     statements
 }
 
+/// The records of a state `s` in a SQLite file of its own in `dir`, its tables made.
+#[cfg(test)]
+pub(super) async fn sqlite_records(dir: &std::path::Path) -> (Pool, Records) {
+    let pool = crate::clients::sqlite::open(
+        &dir.join("state.db"),
+        true,
+        sqlx::sqlite::SqliteJournalMode::Wal,
+    )
+    .await
+    .unwrap();
+    let pool = Pool::Sqlite(pool);
+    let records = Records {
+        dialect: Dialect::Sqlite,
+        name: "s".into(),
+    };
+    for table in TABLES {
+        Statement::new(&records.dialect, "make", table)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    (pool, records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -721,26 +745,8 @@ mod tests {
     /// the column the live tenants are counted by, and a read of some tenants gets theirs.
     #[tokio::test]
     async fn a_read_of_some_tenants_gets_theirs_and_counts_the_live_ones() {
-        use crate::clients::sql::Pool;
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::clients::sqlite::open(
-            &dir.path().join("state.db"),
-            true,
-            sqlx::sqlite::SqliteJournalMode::Wal,
-        )
-        .await
-        .unwrap();
-        let pool = Pool::Sqlite(pool);
-        let records = Records {
-            dialect: Dialect::Sqlite,
-            name: "s".into(),
-        };
-        for table in TABLES {
-            Statement::new(&records.dialect, "make", table)
-                .execute(&pool)
-                .await
-                .unwrap();
-        }
+        let (pool, records) = sqlite_records(dir.path()).await;
         let run = |statements: Vec<Checked>| {
             let pool = pool.clone();
             async move {
