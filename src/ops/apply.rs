@@ -135,8 +135,10 @@ pub async fn apply(
         let mut state = state;
         // A state written before keys were recorded learns its key here, and a rotation
         // that re-keys nobody (no tenant has a role yet) still moves the state to the key.
-        let settled =
-            state.checkpoints > 0 || state.observations > 0 || !state.unwritten.is_empty();
+        let settled = state.checkpoints > 0
+            || state.observations > 0
+            || !state.unwritten.is_empty()
+            || state.header_behind;
         let learns_key = !state.is_new()
             && plan.master_key_id.is_some()
             && state.master_key_id != plan.master_key_id

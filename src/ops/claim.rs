@@ -67,7 +67,7 @@ pub async fn claim(
     }
     if plan.state.records.is_none() {
         return Err(Error::Refused(
-            "the plan does not say which state record each of its tenants was planned from: it was made from a state kept as one document (as the s3 backend keeps it), or by an older tenant-reconcile. Runners cannot check its tenants one by one, so nothing was applied\n  hint: claiming needs a state kept on Postgres or locally, and a plan made from it with `plan --out FILE`".into(),
+            "the plan does not say which state record each of its tenants was planned from: it was made from a state kept as one document (by an older tenant-reconcile, or before the state was converted to records). Runners cannot check its tenants one by one, so nothing was applied\n  hint: claiming needs a state kept on Postgres or locally, and a plan made from it with `plan --out FILE`".into(),
         ));
     }
     check_replacements(&plan, opts.plan.allow_replace)?;

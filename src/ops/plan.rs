@@ -46,6 +46,8 @@ pub struct PlanOptions {
 pub async fn plan(ws: &Workspace, state: State, opts: &PlanOptions) -> Result<Plan, Error> {
     let plan = make_plan(ws, &state, opts, KeyUse::IfAny).await;
     drop_in_background(state);
+    // What was sent to S3 (the state's reads and the buckets' refresh), for benchmarks.
+    debug!(s3_requests = ws.s3_requests(), "planned");
     plan
 }
 

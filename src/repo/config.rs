@@ -189,7 +189,8 @@ pub struct StateConfig {
     /// For the s3 backend: the bucket holding the state (it must exist).
     #[serde(default)]
     pub bucket: Option<String>,
-    /// For the s3 backend: the state object's key; the lock is `<key>.lock`.
+    /// For the s3 backend: the key of the state's header; the tenants' records are
+    /// `<key>.tenants/<slug>` and the lock is `<key>.lock`.
     /// Defaults to `tenant-reconcile/<name>.json`.
     #[serde(default)]
     pub key: Option<String>,

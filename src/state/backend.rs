@@ -65,6 +65,9 @@ pub enum StateError {
     CannotForceUnlock(String),
     #[error("{0}")]
     CannotClaim(String),
+    /// The store cannot keep the state safely (it ignores conditional writes).
+    #[error("{0}")]
+    Unsafe(String),
     #[error("lost the state while applying: {cause}; this run stopped starting tenants ({applied} applied, {failed} failed, {not_started} not started)\n  hint: nothing more was written, and a lock held by a lost connection is released; run apply again once the state backend is back: finished steps are not repeated")]
     Lost {
         cause: String,

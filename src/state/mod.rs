@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod claims;
+pub mod header;
 pub mod leases;
 pub mod local;
 pub mod postgres;
@@ -15,6 +16,7 @@ pub mod records;
 pub mod retired;
 pub mod s3;
 pub mod shared;
+pub mod whole_write;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,10 +34,12 @@ pub use crate::model::lifecycle::{now, Lifecycle};
 use crate::model::attrs::Attrs;
 use crate::model::resource::Key;
 
-/// The one-document format's version (`state.json`, the s3 backend's object).
+/// The one-document format's version (what an older tenant-reconcile wrote: `state.json`,
+/// the s3 backend's object).
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The records format's version (`records.rs`: a header and a record per tenant). Where a
+/// The records format's version (a header and a record per tenant: `records.rs` in SQL,
+/// `s3/` as objects). Where a
 /// state in it is found by the one-document reader of an older tenant-reconcile, a document
 /// of this version says so, which that reader refuses as a newer format.
 pub const RECORDS_VERSION: u32 = 2;
@@ -85,6 +89,11 @@ pub struct State {
     /// write that would say the same leaves it.
     #[serde(skip)]
     pub header_said: Option<String>,
+    /// In records: the stored header no longer says what the records do (it counts the live
+    /// tenants, and a run killed after creating some never wrote it again). The next whole
+    /// write, even of an apply with nothing to do, brings it up to date.
+    #[serde(skip)]
+    pub header_behind: bool,
     /// Read for some tenants only (a plan of some tenants): `tenants` holds theirs and no
     /// other's. Such a state is never written back.
     #[serde(skip)]
@@ -435,6 +444,7 @@ impl State {
             generations: Default::default(),
             unwritten: BTreeSet::new(),
             header_said: None,
+            header_behind: false,
             scope: None,
         }
     }

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::backend::{LockInfo, StateError, StateLock, Wait};
+use super::header::merge_header;
 use super::leases::{self, Held};
 use super::record_writer::RecordWriter;
-use super::records::{merge_header, parse_header, Persist, RecordWrite, Records};
+use super::records::{self, parse_header, Records};
+use super::whole_write::RecordWrite;
 use super::{Checkpoint, State};
 use crate::clients::group_commit::GroupCommit;
 
@@ -149,9 +151,9 @@ impl StateLock for RecordLock {
 
     async fn persist(&mut self, state: &mut State) -> Result<(), StateError> {
         let Some(held) = &self.held else {
-            let (statements, persist) = Persist::of(&self.records, state);
+            let (statements, written) = records::persist(&self.records, state, None);
             self.writer.run(statements).await?;
-            persist.done(state);
+            written.done(state);
             return Ok(());
         };
         // Others write the header meanwhile: merged with it as it stands, and written
@@ -167,11 +169,11 @@ impl StateLock for RecordLock {
             }
             held.check()?;
             self.merge_header(state).await?;
-            let (statements, persist) =
-                Persist::of_as(&self.records, state, Some(held.run.as_str()));
+            let (statements, written) =
+                records::persist(&self.records, state, Some(held.run.as_str()));
             match self.writer.run(statements).await {
                 Ok(()) => {
-                    persist.done(state);
+                    written.done(state);
                     return Ok(());
                 }
                 Err(StateError::MovedOn(_)) if tries < 50 => tries += 1,

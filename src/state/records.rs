@@ -20,10 +20,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{Released, Scope, State, StateError, TenantState, RECORDS_VERSION};
+use super::header::{converted, Header};
+use super::whole_write::{RecordWrite, WholeWrite, Written};
+use super::{Scope, State, StateError, TenantState, RECORDS_VERSION};
 use crate::clients::error::ProviderError;
 use crate::clients::sql::{read_rows, Dialect, Pool, Statement};
 
@@ -81,44 +83,6 @@ pub const TABLES: [&str; 7] = [
     "CREATE INDEX IF NOT EXISTS {index state_claims_seeded state_claims} (name, seeded_at)",
 ];
 
-/// What the header records: the state's fields that are not a tenant's.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(super) struct Header {
-    format_version: u32,
-    lineage: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    git_commit: Option<String>,
-    #[serde(default)]
-    updated_at: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    master_key_id: Option<String>,
-    #[serde(default)]
-    migrations: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    released: Vec<Released>,
-}
-
-impl Header {
-    fn of(state: &State) -> Header {
-        Header {
-            format_version: RECORDS_VERSION,
-            lineage: state.lineage.clone(),
-            git_commit: state.git_commit.clone(),
-            updated_at: state.updated_at.clone(),
-            master_key_id: state.master_key_id.clone(),
-            migrations: state.migrations.clone(),
-            released: state.released.clone(),
-        }
-    }
-
-    /// What the header says, but when it was written: a write that would change only that
-    /// is left out.
-    fn said(mut self) -> String {
-        self.updated_at.clear();
-        serde_json::to_string(&self).expect("state serializes")
-    }
-}
-
 /// The header in `row` (of [`Records::header_statement`]) and its generation; `None` for no
 /// row. A header of another format version is refused as that.
 pub(super) fn parse_header(
@@ -140,44 +104,8 @@ pub(super) fn parse_header(
         path: describe.to_string(),
         message: format!("header: {e}"),
     })?;
-    if header.format_version != RECORDS_VERSION {
-        return Err(StateError::Version {
-            path: describe.to_string(),
-            found: header.format_version,
-            supported: RECORDS_VERSION,
-        });
-    }
+    header.check_version(describe)?;
     Ok(Some((generation as u64, header)))
-}
-
-/// Takes into `state` what another run wrote into the header since `state` was read, for a
-/// run that holds some tenants only and writes the header beside others: the migrations
-/// either recorded, the key either learnt, the tenants released; this run's commit.
-pub(super) fn merge_header(
-    state: &mut State,
-    generation: u64,
-    header: Header,
-    describe: &str,
-) -> Result<(), StateError> {
-    if header.lineage != state.lineage {
-        return Err(StateError::Corrupt {
-            path: describe.to_string(),
-            message: format!(
-                "its lineage became {} while this run held some of its tenants",
-                header.lineage
-            ),
-        });
-    }
-    state.header_said = Some(header.clone().said());
-    for (id, checksum) in header.migrations {
-        state.migrations.entry(id).or_insert(checksum);
-    }
-    if state.master_key_id.is_none() {
-        state.master_key_id = header.master_key_id;
-    }
-    state.released = header.released;
-    state.generation = generation;
-    Ok(())
 }
 
 /// The page size of a new local state file: a record (1.5 KB for a tenant of the example)
@@ -189,15 +117,6 @@ pub const READ_PARTS: usize = 2;
 
 /// The most records one statement writes: a conversion writes every tenant's.
 const RECORDS_PER_STATEMENT: usize = 1000;
-
-/// A record written: the tenant, the generation it must have now (0: none yet), and the one
-/// it gets.
-pub struct RecordWrite<'a> {
-    pub slug: &'a str,
-    pub expected: u64,
-    pub generation: u64,
-    pub tenant: &'a TenantState,
-}
 
 /// The records of one state (`name`) on one server.
 #[derive(Clone)]
@@ -321,15 +240,7 @@ impl Records {
             .map_err(corrupt)?;
         drop(parts);
         let records = records.into_iter().flatten();
-        let mut state = State::empty();
-        state.header_said = Some(header.clone().said());
-        state.lineage = header.lineage;
-        state.git_commit = header.git_commit;
-        state.updated_at = header.updated_at;
-        state.master_key_id = header.master_key_id;
-        state.migrations = header.migrations;
-        state.released = header.released;
-        state.generation = generation;
+        let mut state = header.into_state(generation);
         for (slug, generation, tenant) in records {
             state.generations.insert(slug.clone(), generation);
             state.tenants.insert(slug, tenant);
@@ -502,7 +413,7 @@ impl Records {
     }
 
     /// Writes the header at `generation`, only where it is at `expected` now (0: none yet).
-    pub fn write_header(&self, state: &State, expected: u64, generation: u64) -> Statement {
+    pub fn write_header(&self, header: &Header, expected: u64, generation: u64) -> Statement {
         Statement::new(
             &self.dialect,
             "write the state's header",
@@ -512,7 +423,7 @@ impl Records {
         )
         .text(&self.name)
         .int(int(generation))
-        .text(serde_json::to_string(&Header::of(state)).expect("state serializes"))
+        .text(serde_json::to_string(header).expect("state serializes"))
         .int(int(expected))
     }
 
@@ -535,112 +446,45 @@ impl Records {
     }
 }
 
-/// What a whole write of `state` sends, and how `state` stands once it is written: the
-/// header, the records recorded and not written yet, and the removal of those the state no
-/// longer holds. Each statement comes with what it must change (a count of rows), and the
-/// tenants it names for the error when it does not.
-pub struct Persist {
-    generation: u64,
-    generations: Vec<(String, Option<u64>)>,
-}
-
 /// A statement, how many rows it must change (`u64::MAX`: any number), and the tenants it
 /// writes, named when it changes fewer.
 pub type Checked = (Statement, u64, Vec<String>);
 
-impl Persist {
-    /// The write of `state` (its serial already moved by `prepare_snapshot`), and what
-    /// says how `state` stands once it is done.
-    pub fn of(records: &Records, state: &State) -> (Vec<Checked>, Persist) {
-        Persist::of_as(records, state, None)
+/// What a whole write of `state` (its serial already moved by `prepare_snapshot`) sends, and
+/// what says how `state` stands once it is done ([`WholeWrite`]); its records fenced by the
+/// leases of `run` when given. Each statement comes with what it must change, and the tenants
+/// it names for the error when it does not.
+pub fn persist(records: &Records, state: &State, run: Option<&str>) -> (Vec<Checked>, Written) {
+    // Its other tenants' records were never read: written whole, they would be removed.
+    // Held through leases, only its own records are written (and removed).
+    assert!(
+        state
+            .scope
+            .as_ref()
+            .is_none_or(|s| s.leased && run.is_some()),
+        "a state read for some tenants is written"
+    );
+    let write = WholeWrite::of(state, Header::of(state));
+    let mut statements: Vec<Checked> = write
+        .removed
+        .iter()
+        .map(|(slug, expected)| {
+            (
+                records.remove_record(slug, *expected),
+                1,
+                vec![slug.to_string()],
+            )
+        })
+        .collect();
+    statements.extend(records.write_records_as(&write.writes, run));
+    if let Some((header, expected, generation)) = &write.header {
+        statements.push((
+            records.write_header(header, *expected, *generation),
+            1,
+            Vec::new(),
+        ));
     }
-
-    /// [`Persist::of`], its records fenced by the leases of `run` when given.
-    pub fn of_as(records: &Records, state: &State, run: Option<&str>) -> (Vec<Checked>, Persist) {
-        // Its other tenants' records were never read: written whole, they would be removed.
-        // Held through leases, only its own records are written (and removed).
-        assert!(
-            state
-                .scope
-                .as_ref()
-                .is_none_or(|s| s.leased && run.is_some()),
-            "a state read for some tenants is written"
-        );
-        let mut statements = Vec::new();
-        let mut generations = Vec::new();
-        let removed: Vec<(&String, &u64)> = state
-            .generations
-            .iter()
-            .filter(|(slug, _)| !state.tenants.contains_key(*slug))
-            .collect();
-        for (slug, &expected) in removed {
-            statements.push((records.remove_record(slug, expected), 1, vec![slug.clone()]));
-            generations.push((slug.clone(), None));
-        }
-        let writes: Vec<RecordWrite<'_>> = state
-            .unwritten
-            .iter()
-            .filter_map(|slug| {
-                let tenant = state.tenants.get(slug)?;
-                let expected = state.generations.get(slug).copied().unwrap_or(0);
-                Some(RecordWrite {
-                    slug,
-                    expected,
-                    generation: expected + 1,
-                    tenant,
-                })
-            })
-            .collect();
-        for w in &writes {
-            generations.push((w.slug.to_string(), Some(w.generation)));
-        }
-        statements.extend(records.write_records_as(&writes, run));
-        // The header moves on by one, and takes on the generations of the records removed,
-        // so the serial (the header's and every record's) never goes back.
-        let removed: u64 = generations
-            .iter()
-            .filter(|(_, g)| g.is_none())
-            .filter_map(|(slug, _)| state.generations.get(slug))
-            .sum();
-        // A header that would say what it says already is not written again: a run that
-        // changes one tenant writes that tenant's record, and no more.
-        let unchanged = removed == 0
-            && state.generation > 0
-            && state.header_said.as_deref() == Some(Header::of(state).said().as_str());
-        let generation = match unchanged {
-            true => state.generation,
-            false => {
-                let generation = state.generation + 1 + removed;
-                statements.push((
-                    records.write_header(state, state.generation, generation),
-                    1,
-                    Vec::new(),
-                ));
-                generation
-            }
-        };
-        (
-            statements,
-            Persist {
-                generation,
-                generations,
-            },
-        )
-    }
-
-    /// `state` as it stands once this write is done.
-    pub fn done(self, state: &mut State) {
-        state.generation = self.generation;
-        state.header_said = Some(Header::of(state).said());
-        for (slug, generation) in self.generations {
-            match generation {
-                Some(g) => state.generations.insert(slug, g),
-                None => state.generations.remove(&slug),
-            };
-        }
-        state.unwritten.clear();
-        state.serial = state.generation + state.generations.values().sum::<u64>();
-    }
+    (statements, write.written())
 }
 
 /// The error of a write that changed fewer rows than it must: another run wrote what this
@@ -683,6 +527,7 @@ pub fn is_stub(document: &[u8]) -> bool {
 /// each tenant at generation 1 and the header where the serial comes out past the
 /// document's, so a plan saved before the conversion is stale after it.
 pub fn conversion(records: &Records, state: &mut State) -> Vec<Checked> {
+    let generation = converted(state);
     let mut statements: Vec<Checked> = records
         .clear()
         .into_iter()
@@ -699,15 +544,11 @@ pub fn conversion(records: &Records, state: &mut State) -> Vec<Checked> {
         })
         .collect();
     statements.extend(records.write_records(&writes));
-    let count = state.tenants.len() as u64;
-    let generation = (state.serial + 1).saturating_sub(count).max(1);
-    statements.push((records.write_header(state, 0, generation), 1, Vec::new()));
-    state.generation = generation;
-    state.generations = state.tenants.keys().map(|s| (s.clone(), 1)).collect();
-    state.unwritten.clear();
-    state.serial = generation + count;
-    state.checkpoints = 0;
-    state.observations = 0;
+    statements.push((
+        records.write_header(&Header::of(state), 0, generation),
+        1,
+        Vec::new(),
+    ));
     statements
 }
 
@@ -767,9 +608,9 @@ mod tests {
             state.unwritten.insert(slug.into());
         }
         state.prepare_snapshot();
-        let (statements, persist) = Persist::of(&records, &state);
+        let (statements, written) = persist(&records, &state, None);
         run(statements).await;
-        persist.done(&mut state);
+        written.done(&mut state);
 
         // globex is tombstoned, and acme's name alone changes.
         state.tenants.get_mut("globex").unwrap().lifecycle = Lifecycle::Deprovisioned;
@@ -778,9 +619,9 @@ mod tests {
             .unwritten
             .extend(["globex".to_string(), "acme".to_string()]);
         state.prepare_snapshot();
-        let (statements, persist) = Persist::of(&records, &state);
+        let (statements, written) = persist(&records, &state, None);
         run(statements).await;
-        persist.done(&mut state);
+        written.done(&mut state);
 
         let only: BTreeSet<String> = ["globex".to_string(), "nosuch".to_string()].into();
         let read = records.read_some(&pool, "s", &only).await.unwrap().unwrap();
@@ -839,10 +680,10 @@ mod tests {
         state.tenants.remove("acme");
         state.prepare_snapshot();
         let before = state.serial;
-        let (statements, persist) = Persist::of(&records, &state);
+        let (statements, written) = persist(&records, &state, None);
         // The removal, and the header: globex was written already.
         assert_eq!(statements.len(), 2);
-        persist.done(&mut state);
+        written.done(&mut state);
         assert_eq!(state.generation, 9);
         assert_eq!(state.serial, before);
         assert!(state.serial > 13);

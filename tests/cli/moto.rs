@@ -37,6 +37,12 @@ impl S3 {
                  {ENDPOINT_ENV}=http://127.0.0.1:5055 cargo test"
             )
         });
+        S3::at(&endpoint)
+    }
+
+    /// The S3 server at `endpoint`, with a bucket prefix of this test's own.
+    pub fn at(endpoint: &str) -> S3 {
+        let endpoint = endpoint.to_string();
         let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -232,5 +238,53 @@ impl S3 {
     pub fn delete_bucket(&self, bucket: &str) {
         self.block_on(self.client.delete_bucket().bucket(bucket).send())
             .unwrap();
+    }
+}
+
+/// A moto server of a test's own, started with `flags` for the launcher
+/// (`tests/peers/moto_server.py`) on a free loopback port, and stopped when dropped.
+pub struct Server {
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl Server {
+    pub fn start(flags: &[&str]) -> Server {
+        let python = std::env::var("TENANT_RECONCILE_TEST_PYTHON").unwrap_or_else(|_| {
+            panic!("this test starts a moto server of its own and needs the test virtualenv: run ./scripts/test, or set TENANT_RECONCILE_TEST_PYTHON to a python that has moto[server]")
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(python)
+            .arg(crate::support::project_root().join("tests/peers/moto_server.py"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(flags)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto's server");
+        let server = Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "moto's server did not start on port {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -330,6 +330,30 @@ fn object_keys(s3: &S3, bucket: &str) -> Vec<String> {
     keys
 }
 
+/// The state's objects: the header, and a record per tenant of `slugs`.
+fn state_objects(slugs: &[&str]) -> Vec<String> {
+    let mut keys: Vec<String> = slugs
+        .iter()
+        .map(|s| format!("env/prod.json.tenants/{s}"))
+        .collect();
+    keys.push("env/prod.json".into());
+    keys.sort();
+    keys
+}
+
+const EXAMPLE_SLUGS: [&str; 4] = ["acme", "globex", "initech", "umbrella-labs"];
+
+/// Each object's ETag, by key.
+fn etags(s3: &S3, bucket: &str) -> std::collections::BTreeMap<String, String> {
+    let out = s3
+        .block_on(s3.client.list_objects_v2().bucket(bucket).send())
+        .unwrap();
+    out.contents()
+        .iter()
+        .map(|o| (o.key().unwrap().to_string(), o.e_tag().unwrap().to_string()))
+        .collect()
+}
+
 fn get_object(s3: &S3, bucket: &str, key: &str) -> serde_json::Value {
     s3.block_on(async {
         let out = s3
@@ -349,10 +373,16 @@ fn state_in_s3_is_locked_and_a_stale_lock_is_released_by_its_id() {
     let s3 = S3::new();
     let (repo, bucket) = state_repo(&s3);
     repo.apply();
-    // One state object, no lock and no checkpoints left behind.
-    assert_eq!(object_keys(&s3, &bucket), ["env/prod.json"]);
-    let state = get_object(&s3, &bucket, "env/prod.json");
-    assert_eq!(state["tenants"].as_object().unwrap().len(), 4);
+    // The header and a record per tenant; no lock left behind.
+    assert_eq!(object_keys(&s3, &bucket), state_objects(&EXAMPLE_SLUGS));
+    let header = get_object(&s3, &bucket, "env/prod.json");
+    assert_eq!(header["format_version"], json!(2));
+    assert_eq!(header["live"], json!(4));
+    assert_eq!(header["records"], json!("env/prod.json.tenants/"));
+    assert!(header.get("tenants").is_none(), "{header}");
+    let acme = get_object(&s3, &bucket, "env/prod.json.tenants/acme");
+    assert_eq!(acme["tenant"]["lifecycle"], json!("active"));
+    assert!(acme["generation"].as_u64().unwrap() > 1, "{acme}");
     repo.assert_plan_empty();
 
     // A lock left by a run that is gone.
@@ -394,7 +424,7 @@ fn state_in_s3_is_locked_and_a_stale_lock_is_released_by_its_id() {
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(object_keys(&s3, &bucket), ["env/prod.json"]);
+    assert_eq!(object_keys(&s3, &bucket), state_objects(&EXAMPLE_SLUGS));
 
     let out = repo.run(&["force-unlock", "0f9e6c1a-stale"]);
     assert!(
@@ -406,7 +436,7 @@ fn state_in_s3_is_locked_and_a_stale_lock_is_released_by_its_id() {
 }
 
 #[test]
-fn runners_cannot_claim_tenants_from_a_state_in_one_s3_object() {
+fn runners_cannot_claim_tenants_from_a_state_in_s3() {
     let s3 = S3::new();
     let (repo, bucket) = state_repo(&s3);
     repo.apply();
@@ -416,17 +446,15 @@ fn runners_cannot_claim_tenants_from_a_state_in_one_s3_object() {
     );
     let out = repo.run(&["plan", "--out", "zeta.plan"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let before = get_object(&s3, &bucket, "env/prod.json");
+    let before = etags(&s3, &bucket);
     let out = repo.run(&["apply", "zeta.plan", "--claim"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr)
-            .contains("it was made from a state kept as one document (as the s3 backend keeps it)"),
+        text(&out.stderr).contains("runners cannot claim tenants from a state in S3"),
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(get_object(&s3, &bucket, "env/prod.json"), before);
-    assert_eq!(object_keys(&s3, &bucket), ["env/prod.json"]);
+    assert_eq!(etags(&s3, &bucket), before, "nothing was written");
 }
 
 #[test]
@@ -498,9 +526,12 @@ fn killed_mid_apply_with_state_in_s3_a_rerun_converges_exactly_once() {
         assert!(s3.public_access_blocked(b), "{b} is complete");
         assert_eq!(s3.encryption(b).as_deref(), Some("AES256"), "{b}");
     }
-    let state = get_object(&s3, &bucket, "env/prod.json");
-    assert_eq!(state["tenants"].as_object().unwrap().len(), 24);
-    assert_eq!(object_keys(&s3, &bucket), ["env/prod.json"]);
+    assert_eq!(repo.state_json()["tenants"].as_object().unwrap().len(), 24);
+    let mut slugs: Vec<String> = EXAMPLE_SLUGS.iter().map(|s| s.to_string()).collect();
+    slugs.extend((0..20).map(|i| format!("bulk-{i:03}")));
+    let slugs: Vec<&str> = slugs.iter().map(String::as_str).collect();
+    assert_eq!(object_keys(&s3, &bucket), state_objects(&slugs));
+    assert_eq!(get_object(&s3, &bucket, "env/prod.json")["live"], json!(24));
     repo.assert_plan_empty();
 }
 
@@ -559,9 +590,10 @@ fn a_run_whose_lock_was_taken_away_stops_without_writing_the_state() {
         );
     }
     assert_eq!(first.wait().unwrap().code(), Some(1));
-    // What it did is in its checkpoints; a new run takes over and converges.
+    // What it did is in its records; a new run takes over and converges.
     repo.apply();
-    assert_eq!(object_keys(&s3, &bucket), ["env/prod.json"]);
+    assert!(!object_keys(&s3, &bucket).contains(&"env/prod.json.lock".to_string()));
+    assert_eq!(get_object(&s3, &bucket, "env/prod.json")["live"], json!(34));
     repo.assert_plan_empty();
 }
 
@@ -639,4 +671,144 @@ fn smoke_tests_probe_each_bucket_and_leave_nothing_in_it() {
     );
     repo.apply();
     repo.assert_plan_empty();
+}
+
+/// The state in S3 on a bucket of the test's own; the targets local, so every request the
+/// binary sends to S3 is the state's.
+fn state_only_repo(s3: &S3) -> (Repo, String) {
+    let bucket = format!("{}-state", s3.prefix);
+    s3.block_on(s3.client.create_bucket().bucket(&bucket).send())
+        .unwrap();
+    let mut repo = Repo::example();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "state {{\n  backend = \"s3\"\n  bucket = \"{bucket}\"\n  key = \"env/prod.json\"\n}}\ns3 {{\n  force_path_style = true\n}}\n"
+        ),
+    );
+    repo.env = s3.env();
+    repo.env.push((
+        "TENANT_RECONCILE_LOG".into(),
+        "tenant_reconcile=debug".into(),
+    ));
+    (repo, bucket)
+}
+
+/// The requests to S3 a run logged.
+fn s3_requests(stderr: &str) -> usize {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("s3 requests: "))
+        .unwrap_or_else(|| panic!("no S3 requests logged:\n{stderr}"));
+    let count = line.split("s3 requests: ").nth(1).unwrap();
+    count
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or_else(|_| panic!("{line}"))
+}
+
+#[test]
+fn a_tenants_change_writes_its_record_alone_and_its_plan_reads_its_record_alone() {
+    let s3 = S3::new();
+    let (repo, bucket) = state_only_repo(&s3);
+    repo.apply();
+    let before = etags(&s3, &bucket);
+    let header = get_object(&s3, &bucket, "env/prod.json");
+    let acme = get_object(&s3, &bucket, "env/prod.json.tenants/acme");
+    let file = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.write("tenants/acme.yaml", &file.replace("seats: 80", "seats: 85"));
+
+    // A plan of acme reads the header and acme's record, whatever the fleet.
+    let plan_of_acme = |repo: &Repo| {
+        let out = repo.run(&["plan", "--tenant", "acme"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("seats"), "{}", text(&out.stdout));
+        s3_requests(&text(&out.stderr))
+    };
+    assert_eq!(plan_of_acme(&repo), 2);
+
+    repo.apply();
+    let after = etags(&s3, &bucket);
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(key, etag)| before.get(*key) != Some(etag))
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(
+        changed,
+        ["env/prod.json.tenants/acme"],
+        "only acme's record was written"
+    );
+    let acme_after = get_object(&s3, &bucket, "env/prod.json.tenants/acme");
+    // Moved on by each of its writes: the step's, and the tenant's end.
+    assert!(
+        acme_after["generation"].as_u64() > acme["generation"].as_u64(),
+        "{acme_after}"
+    );
+    assert_eq!(
+        acme_after["tenant"]["resources"]["quotas"]["seats"],
+        json!(85)
+    );
+    assert_eq!(get_object(&s3, &bucket, "env/prod.json"), header);
+
+    // Twenty more tenants, and the plan of acme still reads two objects; a full plan reads
+    // the header, lists the records and reads each.
+    add_tenants(&repo, 20);
+    repo.apply();
+    repo.write("tenants/acme.yaml", &file.replace("seats: 80", "seats: 86"));
+    assert_eq!(plan_of_acme(&repo), 2);
+    let out = repo.run(&["plan"]);
+    assert_eq!(s3_requests(&text(&out.stderr)), 1 + 1 + 24);
+    repo.write("tenants/acme.yaml", &file);
+    repo.apply();
+
+    // A run killed after it made tenants never wrote the header's count of them: the next
+    // apply, with nothing to do, counts them again.
+    let mut header = get_object(&s3, &bucket, "env/prod.json");
+    header["live"] = json!(3);
+    s3.block_on(
+        s3.client
+            .put_object()
+            .bucket(&bucket)
+            .key("env/prod.json")
+            .body(header.to_string().into_bytes().into())
+            .send(),
+    )
+    .unwrap();
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(
+        text(&out.stdout).contains("No changes"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(get_object(&s3, &bucket, "env/prod.json")["live"], json!(24));
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_store_that_ignores_conditional_writes_is_refused_before_anything_is_written() {
+    let careless = crate::moto::Server::start(&["--ignore-conditional-writes"]);
+    let s3_careless = S3::at(&careless.endpoint);
+    let (repo, bucket) = state_repo(&s3_careless);
+    let out = repo.run(&["apply", "--auto-approve"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("ignores conditional writes")
+            && stderr.contains("`If-None-Match: *` that must fail")
+            && stderr.contains("nothing was written"),
+        "{stderr}"
+    );
+    assert!(
+        object_keys(&s3_careless, &bucket).is_empty(),
+        "the lock is let go of, and no state written"
+    );
+    assert_eq!(
+        s3_careless.buckets(),
+        [bucket.as_str()],
+        "no tenant's bucket was made"
+    );
+    // A plan only reads, and is not refused.
+    let out = repo.run(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -9,10 +9,11 @@
 //! which leaves its health records as checkpoints. `repo/` is the tenant repo with what the
 //! local targets hold; `state.json` the state's document as that build stored it, and
 //! `checkpoints.jsonl` the checkpoints written after it (a local state's journal holds the
-//! same lines).
+//! same lines; the s3 backend kept each tenant's latest as an object of its own).
 
 use serde_json::{json, Value};
 
+use crate::moto::S3;
 use crate::pg::Pg;
 use crate::support::{project_root, text, Repo};
 
@@ -236,5 +237,151 @@ fn a_postgres_state_in_the_one_document_format_is_converted_in_one_transaction()
     );
     let after = repo.state_json();
     assert_eq!(after["tenants"], before["tenants"], "converted as it was");
+    repo.assert_plan_empty();
+}
+
+/// An object of the test's S3 bucket: put, read, listed.
+fn put(s3: &S3, bucket: &str, key: &str, body: &str) {
+    s3.block_on(
+        s3.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.as_bytes().to_vec().into())
+            .send(),
+    )
+    .unwrap();
+}
+
+fn get(s3: &S3, bucket: &str, key: &str) -> Value {
+    s3.block_on(async {
+        let out = s3
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap()
+    })
+}
+
+fn keys(s3: &S3, bucket: &str) -> Vec<String> {
+    let out = s3
+        .block_on(s3.client.list_objects_v2().bucket(bucket).send())
+        .unwrap();
+    let mut keys: Vec<String> = out
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The fixture's tenant repo, its state in a bucket of the test's own as the earlier build
+/// kept it there: the document at the key, and an object per tenant holding its latest
+/// checkpoint.
+fn s3_v1(s3: &S3) -> (Repo, String) {
+    let bucket = format!("{}-state", s3.prefix);
+    s3.block_on(s3.client.create_bucket().bucket(&bucket).send())
+        .unwrap();
+    let mut repo = Repo::fixture(&format!("{FIXTURE}/repo"));
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "state {{\n  backend = \"s3\"\n  bucket = \"{bucket}\"\n  key = \"env/prod.json\"\n}}\ns3 {{\n  force_path_style = true\n}}\n"
+        ),
+    );
+    // The fixture's master key, the server's address and credentials.
+    repo.env.extend(
+        s3.env()
+            .into_iter()
+            .filter(|(k, _)| k != "TENANT_RECONCILE_MASTER_KEY"),
+    );
+    put(s3, &bucket, "env/prod.json", &fixture("state.json"));
+    for entry in fixture("checkpoints.jsonl").lines() {
+        let slug = serde_json::from_str::<Value>(entry).unwrap()["slug"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        put(
+            s3,
+            &bucket,
+            &format!("env/prod.json.checkpoints/{slug}"),
+            entry,
+        );
+    }
+    (repo, bucket)
+}
+
+#[test]
+fn an_s3_state_in_the_one_document_format_is_read_then_converted_with_a_backup() {
+    let s3 = S3::new();
+    let (repo, bucket) = s3_v1(&s3);
+    let stored = keys(&s3, &bucket);
+    let out = repo.run(&["plan", "--detailed-exitcode", "--out", "before.plan"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let before = repo.state_json();
+    assert!(before["tenants"]["acme"]["health"].is_object(), "{before}");
+    assert_eq!(keys(&s3, &bucket), stored, "a plan converted the state");
+    assert_eq!(
+        get(&s3, &bucket, "env/prod.json")["format_version"],
+        json!(1)
+    );
+
+    repo.apply();
+    let records = |extra: &[&str]| {
+        let mut keys: Vec<String> = ["acme", "globex", "initech", "umbrella-labs"]
+            .iter()
+            .map(|s| format!("env/prod.json.tenants/{s}"))
+            .chain(["env/prod.json", "env/prod.json.v1-backup"].map(String::from))
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect();
+        keys.sort();
+        keys
+    };
+    // The header over the document, a record per tenant, the backup; no checkpoints.
+    assert_eq!(keys(&s3, &bucket), records(&[]));
+    let header = get(&s3, &bucket, "env/prod.json");
+    assert_eq!(header["format_version"], json!(2), "{header}");
+    assert_eq!(header["live"], json!(4), "{header}");
+    let backup = get(&s3, &bucket, "env/prod.json.v1-backup");
+    assert_eq!(backup["format_version"], json!(1));
+    assert_eq!(
+        backup["tenants"], before["tenants"],
+        "the backup holds it all"
+    );
+    let after = repo.state_json();
+    assert_eq!(after["tenants"], before["tenants"], "converted as it was");
+    assert_eq!(after["lineage"], before["lineage"]);
+
+    // A plan saved before the conversion is refused as stale after it.
+    let out = repo.run(&["apply", "before.plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("stale"), "{}", text(&out.stderr));
+
+    // As a conversion cut short leaves it: the document still at the key (its header is
+    // written last), and records beside it, one of a tenant the document does not hold.
+    // The next run converts it again from the document, and the stray record goes.
+    put(&s3, &bucket, "env/prod.json", &backup.to_string());
+    put(
+        &s3,
+        &bucket,
+        "env/prod.json.tenants/ghost",
+        r#"{"generation": 1, "tenant": {"lifecycle": "active"}}"#,
+    );
+    let acme = repo.path().join("tenants/acme.yaml");
+    let file = std::fs::read_to_string(&acme).unwrap();
+    std::fs::write(&acme, file.replace("seats: 80", "seats: 85")).unwrap();
+    repo.apply();
+    assert_eq!(keys(&s3, &bucket), records(&[]));
+    assert_eq!(
+        get(&s3, &bucket, "env/prod.json")["format_version"],
+        json!(2)
+    );
+    let seats = &repo.state_json()["tenants"]["acme"]["resources"]["quotas"]["seats"];
+    assert_eq!(seats, &json!(85));
     repo.assert_plan_empty();
 }

@@ -8,7 +8,11 @@ made as AWS has them.
   a record that exists add a second one; here a CREATE fails exactly when a record set of
   that name and type exists, as on AWS.
 
-    python moto_server.py -H 127.0.0.1 -p PORT
+And one behaviour of some S3-compatible stores, on request: with
+`--ignore-conditional-writes`, PutObject ignores If-Match and If-None-Match and writes
+whatever is there (what the s3 state backend must detect and refuse).
+
+    python moto_server.py -H 127.0.0.1 -p PORT [--ignore-conditional-writes]
 """
 
 import sys
@@ -35,6 +39,22 @@ def add_rrset(self, record_set):
 
 
 models.FakeZone.add_rrset = add_rrset
+
+if "--ignore-conditional-writes" in sys.argv:
+    sys.argv.remove("--ignore-conditional-writes")
+    import moto.s3.responses as s3_responses  # noqa: E402
+    from werkzeug.datastructures import Headers  # noqa: E402
+
+    put_object = s3_responses.S3Response.put_object
+
+    def put_ignoring_conditions(self):
+        headers = Headers(self.headers)
+        headers.remove("If-Match")
+        headers.remove("If-None-Match")
+        self.headers = headers
+        return put_object(self)
+
+    s3_responses.S3Response.put_object = put_ignoring_conditions
 
 from moto.server import main  # noqa: E402 (after the patches, which it must see)
 

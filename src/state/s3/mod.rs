@@ -1,0 +1,126 @@
+//! The state in an S3 bucket: a header object, an object per tenant, and a lock object.
+//!
+//! ```text
+//! <key>                    the header: format version, lineage, master key id, migrations'
+//!                          checksums, released tenants, how many tenants are live
+//! <key>.tenants/<slug>     a tenant's record and its generation (`records.rs`)
+//! <key>.lock               the holder's details (`lock_object.rs`)
+//! <key>.v1-backup          the one-document state a conversion started from
+//! ```
+//!
+//! Every write is conditional (`objects.rs`): a step of a tenant writes its record alone,
+//! and only over the version this run last saw, so a tenant's change costs one object
+//! whatever the fleet, and a plan of some tenants reads the header and their records only.
+//!
+//! Unlike a file lock or a database session, an object outlives a holder that was killed,
+//! so a stale lock stays until `force-unlock ID` removes it; the ID is in every message
+//! that names the holder. A holder checks the lock is still its own now and then while it
+//! writes, and before each whole write.
+
+mod held;
+mod lock_object;
+mod objects;
+mod records;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+
+use self::held::S3Lock;
+use self::objects::Objects;
+use self::records::Stored;
+use super::backend::{LockInfo, PlanClaims, StateBackend, StateError, StateLock, Wait};
+use super::State;
+use crate::clients::s3::client::S3Store;
+
+pub struct S3Backend {
+    objects: Objects,
+}
+
+impl S3Backend {
+    pub fn new(store: Arc<S3Store>, bucket: String, key: String) -> S3Backend {
+        S3Backend {
+            objects: Objects::new(store, bucket, key),
+        }
+    }
+
+    /// The state, or with `slugs` the records of those tenants only (beside the header).
+    async fn load_some(&self, slugs: Option<&BTreeSet<String>>) -> Result<State, StateError> {
+        let objects = &self.objects;
+        let client = objects.client("read the state").await?;
+        let mut state = match records::stored(objects, &client).await? {
+            Stored::Nothing => State::empty(),
+            Stored::Document(body) => records::document(objects, &client, &body.bytes).await?,
+            Stored::Records {
+                header, generation, ..
+            } => records::read(objects, &client, header, generation, slugs).await?,
+        };
+        if let (Some(slugs), None) = (slugs, &state.scope) {
+            state.narrow_to(slugs);
+        }
+        Ok(state)
+    }
+}
+
+#[async_trait]
+impl StateBackend for S3Backend {
+    fn describe(&self) -> String {
+        self.objects.describe()
+    }
+
+    async fn load(&self) -> Result<State, StateError> {
+        self.load_some(None).await
+    }
+
+    async fn load_tenants(&self, slugs: &BTreeSet<String>) -> Result<State, StateError> {
+        self.load_some(Some(slugs)).await
+    }
+
+    async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
+        let objects = &self.objects;
+        let client = objects.client("lock the state").await?;
+        lock_object::take(objects, &client, &info, wait).await?;
+        // A state in the one-document format is converted now, under the lock.
+        let header_etag = async {
+            Ok(match records::stored(objects, &client).await? {
+                Stored::Nothing => None,
+                Stored::Document(body) => Some(records::convert(objects, &client, body).await?),
+                Stored::Records { etag, .. } => Some(etag),
+            })
+        }
+        .await;
+        let header_etag = match header_etag {
+            Ok(etag) => etag,
+            Err(e) => {
+                let _ = lock_object::release(objects, &client, &info.id).await;
+                return Err(e);
+            }
+        };
+        Ok(Box::new(S3Lock {
+            objects: objects.clone(),
+            client,
+            id: info.id,
+            header_etag,
+            checked: std::sync::Mutex::new(Instant::now()),
+        }))
+    }
+
+    async fn claims(
+        &self,
+        _info: LockInfo,
+        _wait: &Wait,
+        _plan: &str,
+        _slugs: &[String],
+    ) -> Result<Box<dyn PlanClaims>, StateError> {
+        Err(StateError::CannotClaim(format!(
+            "runners cannot claim tenants from a state in S3 ({}): an object store cannot hand each tenant to one runner of many\n  hint: keep the state on Postgres (state {{ backend = \"postgres\" }}) or locally, or split the plan's tenants with --shard K/N",
+            self.describe()
+        )))
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<String, StateError> {
+        lock_object::force_unlock(&self.objects, id).await
+    }
+}
