@@ -360,6 +360,7 @@ fn backend_for(
             s3.clone(),
             config.state.bucket.clone().unwrap_or_default(),
             config.state.s3_key(),
+            config.state.lock_lease(),
         )),
         _ => Box::new(LocalBackend::new(match &config.state.path {
             Some(p) => root.join(p),

@@ -194,9 +194,23 @@ pub struct StateConfig {
     /// Defaults to `tenant-reconcile/<name>.json`.
     #[serde(default)]
     pub key: Option<String>,
+    /// For the s3 backend: how long the lock stands without its holder renewing it (which
+    /// a run does three times a lease). A lock left unrenewed for two leases (a run killed,
+    /// or cut off from the store) is taken over by the next run that waits for it.
+    #[serde(default = "default_lock_lease")]
+    pub lock_lease: String,
+}
+
+fn default_lock_lease() -> String {
+    "1m".into()
 }
 
 impl StateConfig {
+    /// `lock_lease` as a duration (checked when the file is loaded).
+    pub fn lock_lease(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.lock_lease).unwrap_or(std::time::Duration::from_secs(60))
+    }
+
     /// The object key of the state in the s3 backend.
     pub fn s3_key(&self) -> String {
         self.key
@@ -213,6 +227,7 @@ impl Default for StateConfig {
             name: default_state_name(),
             bucket: None,
             key: None,
+            lock_lease: default_lock_lease(),
         }
     }
 }
@@ -497,6 +512,19 @@ fn check_s3(spans: &Spans, config: &Config) -> Vec<Diagnostic> {
                 .problem("state.backend", "the s3 state backend needs a bucket")
                 .field("state.bucket")
                 .hint("name an existing bucket: state { backend = \"s3\", bucket = \"...\" }"),
+        );
+    }
+    if !humantime::parse_duration(&config.state.lock_lease).is_ok_and(|d| d.as_secs() >= 1) {
+        problems.push(
+            spans
+                .problem(
+                    "state.lock_lease",
+                    format!(
+                        "{:?} is not a duration of a second or more",
+                        config.state.lock_lease
+                    ),
+                )
+                .hint("write it like 1m or 30s"),
         );
     }
     problems

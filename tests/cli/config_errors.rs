@@ -131,6 +131,7 @@ fn every_refused_config_value_is_named_at_its_line() {
         ("", "events {\n  schedule = [\"5s\", \"now\"] # bad\n}", "events.schedule[1]"),
         ("", "events {\n  parallelism = 0 # bad\n}", "events.parallelism"),
         ("", "state {\n  name = \"a b\" # bad\n}", "state.name"),
+        ("", "state {\n  lock_lease = \"soon\" # bad\n}", "state.lock_lease"),
         ("", "targets {\n  data = \"mysql\" # bad\n}", "targets.data"),
         ("", "postgres {\n  schema = \"Bad-Name\" # bad\n}", "postgres.schema"),
         ("", "postgres {\n  max_connections = 0 # bad\n}", "postgres.max_connections"),

@@ -304,12 +304,17 @@ fn validate_refuses_bucket_names_s3_would_refuse_before_any_call() {
 
 /// The s3 state backend on a bucket of the test's own, keyed `env/prod.json`.
 fn state_repo(s3: &S3) -> (Repo, String) {
+    state_repo_with(s3, "")
+}
+
+/// [`state_repo`], with `extra` lines in the state block.
+fn state_repo_with(s3: &S3, extra: &str) -> (Repo, String) {
     let bucket = format!("{}-state", s3.prefix);
     s3.block_on(s3.client.create_bucket().bucket(&bucket).send())
         .unwrap();
     let mut repo = s3.repo("");
     let config = format!(
-        "state {{\n  backend = \"s3\"\n  bucket = \"{bucket}\"\n  key = \"env/prod.json\"\n}}\n{}",
+        "state {{\n  backend = \"s3\"\n  bucket = \"{bucket}\"\n  key = \"env/prod.json\"\n{extra}}}\n{}",
         s3.config("")
     );
     repo.write("tenant-reconcile.hcl", &config);
@@ -811,4 +816,87 @@ fn a_store_that_ignores_conditional_writes_is_refused_before_anything_is_written
     // A plan only reads, and is not refused.
     let out = repo.run(&["plan"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_killed_runs_lock_is_taken_over_once_its_lease_ran_out() {
+    let s3 = S3::new();
+    let (repo, bucket) = state_repo_with(&s3, "  lock_lease = \"2s\"\n");
+    add_tenants(&repo, 20);
+    repo.kill_apply(4, 3, Duration::from_millis(0));
+    // A request the run sent just before it was killed may still be on its way.
+    std::thread::sleep(Duration::from_millis(500));
+    let lock = get_object(&s3, &bucket, "env/prod.json.lock");
+    assert_eq!(lock["lease_seconds"], json!(2), "{lock}");
+
+    // A run that does not wait is refused, told when the lock can be taken over.
+    let out = repo.run(&["apply", "--auto-approve", "--lock-timeout", "0s"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("its lock is taken over from")
+            && stderr.contains(&format!(
+                "tenant-reconcile force-unlock {}",
+                lock["id"].as_str().unwrap()
+            )),
+        "{stderr}"
+    );
+    // One that waits takes it over once it went unrenewed for two leases, and converges.
+    let out = repo.run(&["apply", "--auto-approve", "--lock-timeout", "60s"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("took over the state's lock from `apply` run by"),
+        "{stderr}"
+    );
+    let mut expected = example_buckets(&s3);
+    expected.extend((0..20).map(|i| s3.bucket(&format!("bulk-{i:03}"), "eu-west-1")));
+    expected.sort();
+    let tenant_buckets: Vec<String> = s3.buckets().into_iter().filter(|b| *b != bucket).collect();
+    assert_eq!(tenant_buckets, expected, "every bucket exactly once");
+    assert!(!object_keys(&s3, &bucket).contains(&"env/prod.json.lock".to_string()));
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_run_whose_lock_another_run_took_over_stops_starting_tenants() {
+    let s3 = S3::new();
+    let (repo, bucket) = state_repo_with(&s3, "  lock_lease = \"1s\"\n");
+    add_tenants(&repo, 40);
+    let mut first = repo.spawn_apply(1);
+    {
+        use std::io::{BufRead, BufReader};
+        let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+        lines.next();
+        // The lock is written over by hand, as a run that took it over would: the first
+        // run's next renewal finds another's version, and it starts no more tenants.
+        let mut lock = get_object(&s3, &bucket, "env/prod.json.lock");
+        lock["id"] = json!("another-run");
+        s3.block_on(
+            s3.client
+                .put_object()
+                .bucket(&bucket)
+                .key("env/prod.json.lock")
+                .body(lock.to_string().into_bytes().into())
+                .send(),
+        )
+        .unwrap();
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let rest = rest.join("\n");
+        assert!(
+            rest.contains("this run's lock on the state was removed"),
+            "{rest}"
+        );
+    }
+    assert_eq!(first.wait().unwrap().code(), Some(1));
+    s3.block_on(
+        s3.client
+            .delete_object()
+            .bucket(&bucket)
+            .key("env/prod.json.lock")
+            .send(),
+    )
+    .unwrap();
+    repo.apply();
+    repo.assert_plan_empty();
 }

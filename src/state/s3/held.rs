@@ -1,7 +1,8 @@
-//! The lock of a state in S3, held: each checkpoint writes its tenant's record alone, and a
-//! whole write the records not written yet and the header, each conditionally.
+//! The lock of a state in S3, held: renewed in the background, each checkpoint writing its
+//! tenant's record alone, and a whole write the records not written yet and the header,
+//! each conditionally.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -22,6 +23,10 @@ pub struct S3Lock {
     pub objects: Objects,
     pub client: Client,
     pub id: String,
+    pub lease: Duration,
+    /// How the lock's renewal stands, and the task renewing it.
+    pub renewed: Arc<Mutex<Renewed>>,
+    pub renewal: tokio::task::JoinHandle<()>,
     /// The header as this run last saw it (None: there was none). The header is written
     /// only over that version, so a run whose lock was taken away and given to another can
     /// never overwrite what the other wrote.
@@ -30,8 +35,77 @@ pub struct S3Lock {
     pub checked: Mutex<Instant>,
 }
 
+/// When the lock was last renewed, and whether it was found to be another's.
+pub struct Renewed {
+    at: Instant,
+    lost: bool,
+}
+
+impl S3Lock {
+    /// Renews the lock (its object `body`, at `etag` now) three times a lease until the lock
+    /// is let go of, or found to be another's.
+    pub fn renewing(
+        objects: &Objects,
+        client: &Client,
+        body: Vec<u8>,
+        etag: String,
+        lease: Duration,
+    ) -> (Arc<Mutex<Renewed>>, tokio::task::JoinHandle<()>) {
+        let renewed = Arc::new(Mutex::new(Renewed {
+            at: Instant::now(),
+            lost: false,
+        }));
+        let (objects, client, status) = (objects.clone(), client.clone(), renewed.clone());
+        let task = tokio::spawn(async move {
+            let mut pause = lease / 3;
+            loop {
+                tokio::time::sleep(pause).await;
+                match lock_object::renew(&objects, &client, &body, &etag).await {
+                    Ok(true) => {
+                        status.lock().expect("never poisoned").at = Instant::now();
+                        pause = lease / 3;
+                    }
+                    Ok(false) => {
+                        status.lock().expect("never poisoned").lost = true;
+                        return;
+                    }
+                    // Tried again soon; the lease says how long that may go on.
+                    Err(e) => {
+                        tracing::debug!(
+                            "renewing the state's lock failed: {}",
+                            crate::causes::chain(&e)
+                        );
+                        pause = Duration::from_secs(1).min(lease / 3);
+                    }
+                }
+            }
+        });
+        (renewed, task)
+    }
+}
+
 #[async_trait]
 impl StateLock for S3Lock {
+    fn holds(&self) -> Result<(), StateError> {
+        let renewed = self.renewed.lock().expect("never poisoned");
+        if renewed.lost {
+            return Err(StateError::LockLost {
+                holder: "another run, or nobody (it was taken over or removed)".into(),
+            });
+        }
+        // Stopped before another run may take it over (two leases unrenewed), whatever the
+        // clocks: what this run writes after that is refused by its conditions anyway.
+        if renewed.at.elapsed() > self.lease {
+            return Err(StateError::LockLost {
+                holder: format!(
+                    "nobody yet: this run could not renew it for {}, and another run may take it over",
+                    humantime::format_duration(self.lease)
+                ),
+            });
+        }
+        Ok(())
+    }
+
     async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError> {
         // A lock object can be removed under a running apply (`force-unlock` by someone
         // who took it for dead): look now and then, and stop recording once it is gone.
@@ -58,6 +132,7 @@ impl StateLock for S3Lock {
     }
 
     async fn persist(&mut self, state: &mut State) -> Result<(), StateError> {
+        self.holds()?;
         lock_object::still_held(&self.objects, &self.client, &self.id).await?;
         let header = records::header_of(state);
         let write = WholeWrite::of(state, header);
@@ -103,6 +178,7 @@ impl StateLock for S3Lock {
     }
 
     async fn unlock(self: Box<Self>) -> Result<(), StateError> {
+        self.renewal.abort();
         // Only our own lock is removed: after a force-unlock it may be someone else's.
         lock_object::release(&self.objects, &self.client, &self.id).await
     }

@@ -12,10 +12,11 @@
 //! and only over the version this run last saw, so a tenant's change costs one object
 //! whatever the fleet, and a plan of some tenants reads the header and their records only.
 //!
-//! Unlike a file lock or a database session, an object outlives a holder that was killed,
-//! so a stale lock stays until `force-unlock ID` removes it; the ID is in every message
-//! that names the holder. A holder checks the lock is still its own now and then while it
-//! writes, and before each whole write.
+//! Unlike a file lock or a database session, an object outlives a holder that was killed: its
+//! holder renews it, and a lock left unrenewed for two leases is taken over by the next run
+//! that waits for it (`lock_object.rs`), or removed at once by `force-unlock ID`; the ID is in
+//! every message that names the holder. A holder checks the lock is still its own now and
+//! then while it writes, and before each whole write.
 
 mod held;
 mod lock_object;
@@ -24,7 +25,7 @@ mod records;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -37,12 +38,15 @@ use crate::clients::s3::client::S3Store;
 
 pub struct S3Backend {
     objects: Objects,
+    /// How long the lock stands unrenewed (`state.lock_lease`).
+    lease: Duration,
 }
 
 impl S3Backend {
-    pub fn new(store: Arc<S3Store>, bucket: String, key: String) -> S3Backend {
+    pub fn new(store: Arc<S3Store>, bucket: String, key: String, lease: Duration) -> S3Backend {
         S3Backend {
             objects: Objects::new(store, bucket, key),
+            lease,
         }
     }
 
@@ -81,7 +85,8 @@ impl StateBackend for S3Backend {
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
         let objects = &self.objects;
         let client = objects.client("lock the state").await?;
-        lock_object::take(objects, &client, &info, wait).await?;
+        let body = lock_object::body(&info, self.lease);
+        let lock_etag = lock_object::take(objects, &client, &info, &body, wait).await?;
         // A state in the one-document format is converted now, under the lock.
         let header_etag = async {
             Ok(match records::stored(objects, &client).await? {
@@ -98,10 +103,14 @@ impl StateBackend for S3Backend {
                 return Err(e);
             }
         };
+        let (renewed, renewal) = S3Lock::renewing(objects, &client, body, lock_etag, self.lease);
         Ok(Box::new(S3Lock {
             objects: objects.clone(),
             client,
             id: info.id,
+            lease: self.lease,
+            renewed,
+            renewal,
             header_etag,
             checked: std::sync::Mutex::new(Instant::now()),
         }))

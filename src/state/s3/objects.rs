@@ -33,10 +33,11 @@ pub enum Put {
     Refused,
 }
 
-/// An object's body and its ETag.
+/// An object's body, its ETag, and when it was last written (the store's clock).
 pub struct Body {
     pub bytes: Vec<u8>,
     pub etag: String,
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A tenant's record as this run last read or wrote it: its generation and the object's ETag,
@@ -131,6 +132,9 @@ impl Objects {
         {
             Ok(out) => {
                 let etag = out.e_tag().unwrap_or_default().to_string();
+                let modified = out
+                    .last_modified()
+                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
                 let body = out
                     .body
                     .collect()
@@ -142,6 +146,7 @@ impl Objects {
                 Ok(Some(Body {
                     bytes: body.into_bytes().to_vec(),
                     etag,
+                    modified,
                 }))
             }
             Err(e) if matches!(code(&e).as_deref(), Some("NoSuchKey")) => Ok(None),
