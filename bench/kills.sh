@@ -5,8 +5,9 @@
 # data on Postgres, a billing hook that appends to a ledger) are applied by runs killed with
 # -9: each run is killed after a few more tenants are done than the last, and a moment after
 # that line (0 to 190 ms, so the kill lands between steps and within them), KILLS times, then
-# one apply runs to the end. (The s3 backend's lock outlives a killed run; it is removed with
-# `force-unlock ID` before each run, as its refusal says to.) Then, counted from outside:
+# one apply runs to the end. Every run waits for the lock (`--lock-timeout 1m`): the local and
+# Postgres locks go with a killed holder, and the s3 backend's lock object, which outlives it,
+# is taken over once its lease (2 s here) went unrenewed twice. Then, counted from outside:
 # registry rows, memberships, seeds, TenantProvisioned events and the tenants in the hook's
 # ledger must each be N, and `plan --detailed-exitcode` must exit 0 (empty). A table of the
 # runs and counts per backend; it exits 1 when a count is off.
@@ -66,7 +67,7 @@ repo() {
 import sys, urllib.request
 urllib.request.urlopen(urllib.request.Request(f"{sys.argv[1]}/{sys.argv[2]}", method="PUT"))
 PY
-      state=$'state {\n  backend = "s3"\n  bucket  = "'"k${ID}-state"$'"\n  key     = "fleet.json"\n}' ;;
+      state=$'state {\n  backend    = "s3"\n  bucket     = "'"k${ID}-state"$'"\n  key        = "fleet.json"\n  lock_lease = "2s"\n}' ;;
   esac
   mkdir -p "$dir/hooks"
   printf '#!/bin/sh\ncat > /dev/null\necho "$TENANT_RECONCILE_TENANT_SLUG" >> ledger\n' >"$dir/hooks/bill.sh"
@@ -93,23 +94,17 @@ hook "billing" {
 HCL
 }
 
-# unlock BACKEND: the s3 backend's lock object outlives a run killed with -9 (a lock there
-# cannot tell its holder is gone): it is removed as a person would, with `force-unlock ID`,
-# the ID read from the refusal of a wrong one.
-unlock() {
-  [ "$1" = s3 ] || return 0
-  local id
-  id=$("$BIN" -C "$TMP/$1" force-unlock not-the-id 2>&1 | grep -oE 'lock id [0-9a-f-]+' | head -1 | cut -d' ' -f3 || true)
-  [ -z "$id" ] || "$BIN" -C "$TMP/$1" force-unlock "$id" >/dev/null 2>&1
+# taken_over BACKEND LOG: counts the locks the run of LOG took over from a killed one.
+taken_over() {
+  grep -c "took over the state's lock" "$2" >>"$TMP/$1.takeovers" || true
 }
 
 # killed BACKEND LINES DELAY_MS: an apply killed with -9 DELAY_MS after its LINES-th
 # progress line (or when it ends first).
 killed() {
-  unlock "$1"
   local dir="$TMP/$1" lines=$2 delay=$3
   DATABASE_URL="$PG/bench_k${ID}_$1" "$BIN" -C "$dir" apply --auto-approve --parallelism 10 \
-    >/dev/null 2>"$TMP/$1.err" &
+    --lock-timeout 1m >/dev/null 2>"$TMP/$1.err" &
   local pid=$! seen=0
   while kill -0 "$pid" 2>/dev/null; do
     seen=$(grep -c '^\[' "$TMP/$1.err" || true)
@@ -119,11 +114,12 @@ killed() {
   sleep "$(awk -v ms="$delay" 'BEGIN { print ms / 1000 }')"
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  taken_over "$1" "$TMP/$1.err"
 }
 
 fail=0
-echo "| state backend | kills | registry rows | memberships | seeds | TenantProvisioned events | hook runs (ledger) | plan after (0: empty) |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| state backend | kills | locks taken over | registry rows | memberships | seeds | TenantProvisioned events | hook runs (ledger) | plan after (0: empty) |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for backend in ${BACKENDS:-local postgres s3}; do
   echo "$backend: $N tenants, $KILLS kills ..." >&2
   repo "$backend"
@@ -134,9 +130,10 @@ for backend in ${BACKENDS:-local postgres s3}; do
     killed "$backend" "$step" $(( (k * 37) % 200 ))
   done
   db="$PG/bench_k${ID}_$backend"
-  unlock "$backend"
-  DATABASE_URL="$db" "$BIN" -C "$TMP/$backend" apply --auto-approve >/dev/null 2>"$TMP/$backend.last" \
+  DATABASE_URL="$db" "$BIN" -C "$TMP/$backend" apply --auto-approve --lock-timeout 1m >/dev/null 2>"$TMP/$backend.last" \
     || { echo "the last apply failed:" >&2; tail -5 "$TMP/$backend.last" >&2; fail=1; }
+  taken_over "$backend" "$TMP/$backend.last"
+  takeovers=$(awk '{ n += $1 } END { print n + 0 }' "$TMP/$backend.takeovers")
   code=0
   DATABASE_URL="$db" "$BIN" -C "$TMP/$backend" plan --detailed-exitcode >/dev/null 2>&1 || code=$?
   q() { psql "$db" -qAtc "$1"; }
@@ -146,7 +143,7 @@ for backend in ${BACKENDS:-local postgres s3}; do
   events=$(q "select count(*) from tenant_reconcile.outbox where type = 'TenantProvisioned'")
   ledger=$(wc -l <"$TMP/$backend/ledger")
   unique=$(sort -u "$TMP/$backend/ledger" | wc -l)
-  echo "| $backend | $KILLS | $rows | $members | $seeds | $events | $ledger ($unique tenants) | $code |"
+  echo "| $backend | $KILLS | $takeovers | $rows | $members | $seeds | $events | $ledger ($unique tenants) | $code |"
   for c in "$rows" "$members" "$seeds" "$events" "$unique"; do [ "$c" = "$N" ] || fail=1; done
   [ "$code" = 0 ] || fail=1
 done

@@ -94,14 +94,35 @@ pub fn changed_since(
     head_rev: Option<&str>,
     repo: &TenantRepo,
 ) -> Result<ChangeSet, LoadError> {
-    Ok(changed_files(root, base, head_rev, &repo.config)?.reach(repo))
+    let files = crate::repo::Files::WorkingTree;
+    Ok(changed_files(root, base, head_rev, &repo.config, &files)?.reach(repo))
 }
 
 /// Compares the merge-base of `base` and the head with the head: the commit `head_rev`
 /// names, or the working tree (committed or not) when it is `None`. Only the inputs
-/// `config` names are compared.
+/// `config` names are compared. `files` are those the repo is read from: a commit's are
+/// compared in the repository they were read from, whose trees are read already.
 pub fn changed_files(
     root: &Path,
+    base: &str,
+    head_rev: Option<&str>,
+    config: &Config,
+    files: &crate::repo::Files,
+) -> Result<ChangedFiles, LoadError> {
+    let fail = |message: String| LoadError::Git {
+        rev: base.to_string(),
+        message,
+    };
+    files
+        .with_git(root, |git, inside| {
+            compare(git, inside, base, head_rev, config)
+        })
+        .map_err(fail)?
+}
+
+fn compare(
+    git: &git2::Repository,
+    inside: &Path,
     base: &str,
     head_rev: Option<&str>,
     config: &Config,
@@ -110,7 +131,6 @@ pub fn changed_files(
         rev: base.to_string(),
         message,
     };
-    let (git, inside) = crate::repo::files::open_git(root).map_err(fail)?;
     let commit_of = |rev: &str| {
         git.revparse_single(rev)
             .and_then(|o| o.peel_to_commit())
@@ -157,7 +177,7 @@ pub fn changed_files(
 
     let relative = |p: Option<&Path>| -> Option<String> {
         let p = p?;
-        let rel = p.strip_prefix(&inside).ok()?;
+        let rel = p.strip_prefix(inside).ok()?;
         Some(rel.to_string_lossy().replace('\\', "/"))
     };
     let mut set = ChangedFiles {

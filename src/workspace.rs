@@ -72,7 +72,22 @@ impl Workspace {
         rev: Option<&str>,
         only: Option<BTreeSet<String>>,
     ) -> Result<(Workspace, State), Error> {
-        let mut opening = Opening::start(root, rev)?;
+        Workspace::open_from(Opening::start(root, rev)?, only).await
+    }
+
+    /// The repo at `root` (at `rev`) with its config read and its tenant files not yet:
+    /// what decides which tenants to read ([`Opening::config`]) before
+    /// [`Workspace::open_from`] reads them, from the same files (a revision's listing is
+    /// made once).
+    pub fn opening(root: &Path, rev: Option<&str>) -> Result<Opening, Error> {
+        Opening::start(root, rev)
+    }
+
+    /// [`Workspace::open_scoped`], from an [`Opening`].
+    pub async fn open_from(
+        mut opening: Opening,
+        only: Option<BTreeSet<String>>,
+    ) -> Result<(Workspace, State), Error> {
         opening.only = only.clone();
         let backend = backend_for(
             &opening.config.config,
@@ -101,12 +116,6 @@ impl Workspace {
             }
         };
         Ok((ws, finished(state.await)?))
-    }
-
-    /// The config of the repo at `root` (at `rev`), read alone; one with problems is the
-    /// default config, and its problems are reported when the repo is opened.
-    pub fn config_at(root: &Path, rev: Option<&str>) -> Result<repo::Config, Error> {
-        Ok(Opening::start(root, rev)?.config.config)
     }
 
     /// The state backend of the repo at `root`, read from its config alone: what `show`
@@ -284,7 +293,7 @@ impl Workspace {
 }
 
 /// A workspace whose config is read and whose tenant files are not yet.
-struct Opening {
+pub struct Opening {
     root: PathBuf,
     rev: Option<String>,
     files: repo::Files,
@@ -297,6 +306,17 @@ struct Opening {
 }
 
 impl Opening {
+    /// The repo's config (one with problems is the default config, and its problems are
+    /// reported when the repo is opened).
+    pub fn config(&self) -> &repo::Config {
+        &self.config.config
+    }
+
+    /// Where the repo's files are read from.
+    pub fn files(&self) -> &repo::Files {
+        &self.files
+    }
+
     fn start(root: &Path, rev: Option<&str>) -> Result<Opening, Error> {
         let files = match rev {
             Some(rev) => repo::Files::at_revision(root, rev)?,

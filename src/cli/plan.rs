@@ -63,13 +63,15 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let rev = args.rev.as_deref();
     // What changed is found before any tenant file is read: when only tenant files did, the
     // plan reads theirs and their records, and no other tenant's.
+    let opening = Workspace::opening(root, rev)?;
     let changed = match &args.changed_since {
-        Some(base) => {
-            let config = Workspace::config_at(root, rev)?;
-            Some(tenant_reconcile::changes::changed_files(
-                root, base, rev, &config,
-            )?)
-        }
+        Some(base) => Some(tenant_reconcile::changes::changed_files(
+            root,
+            base,
+            rev,
+            opening.config(),
+            opening.files(),
+        )?),
         None => None,
     };
     let scope = match &changed {
@@ -81,7 +83,7 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .map(|only| only.iter().map(ToString::to_string).collect()),
     };
-    let (ws, state) = Workspace::open_scoped(root, rev, scope).await?;
+    let (ws, state) = Workspace::open_from(opening, scope).await?;
     let changes = match (&args.changed_since, changed) {
         (Some(base), Some(c)) => {
             let c = c.reach(&ws.repo);

@@ -17,13 +17,23 @@ pub enum Files {
     Commit(Snapshot),
 }
 
-/// The files of a commit below the tenant repo, by their path as if checked out.
+/// The files of a commit below the tenant repo, by their path as if checked out. Each
+/// file's content is read from git's objects when it is read: a plan of one tenant of a
+/// large fleet reads that tenant's file, not every file it lists.
 pub struct Snapshot {
     /// The full id of the commit the revision names.
     pub commit: String,
-    files: BTreeMap<PathBuf, Vec<u8>>,
-    links: BTreeSet<PathBuf>,
-    dirs: BTreeSet<PathBuf>,
+    /// The tenant repo's folder as checked out, which the paths asked for are in.
+    root: PathBuf,
+    // Each by its path within the tenant repo as text (`tenants/acme.yaml`), in byte order:
+    // a listing is a range of it, and 100,000 keys compare as bytes, not path components.
+    files: BTreeMap<String, git2::Oid>,
+    links: BTreeSet<String>,
+    dirs: BTreeSet<String>,
+    /// Where the contents are read from (a repository is read from one thread at a time).
+    git: std::sync::Mutex<git2::Repository>,
+    /// The tenant repo's folder within the git repository.
+    inside: PathBuf,
 }
 
 impl Files {
@@ -35,11 +45,11 @@ impl Files {
             message,
         };
         let (git, inside) = open_git(root).map_err(fail)?;
-        let commit = git
+        let found = git
             .revparse_single(rev)
             .and_then(|o| o.peel_to_commit())
             .map_err(|e| fail(format!("no commit by that name: {}", e.message())))?;
-        let mut tree = commit.tree().map_err(|e| fail(e.message().to_string()))?;
+        let mut tree = found.tree().map_err(|e| fail(e.message().to_string()))?;
         if !inside.as_os_str().is_empty() {
             let entry = tree.get_path(&inside).map_err(|_| {
                 fail(format!(
@@ -52,49 +62,61 @@ impl Files {
                 .and_then(|o| o.peel_to_tree())
                 .map_err(|e| fail(e.message().to_string()))?;
         }
-        let mut snapshot = Snapshot {
-            commit: commit.id().to_string(),
-            files: BTreeMap::new(),
-            links: BTreeSet::new(),
-            dirs: BTreeSet::new(),
-        };
-        let mut failure = None;
+        let commit = found.id().to_string();
+        let mut files = BTreeMap::new();
+        let mut links = BTreeSet::new();
+        let mut dirs = BTreeSet::new();
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
             let Some(name) = entry.name() else {
                 return git2::TreeWalkResult::Skip;
             };
-            let path = root.join(dir).join(name);
+            // `dir` ends with its `/`.
+            let path = format!("{dir}{name}");
             match entry.kind() {
                 Some(git2::ObjectType::Tree) => {
-                    snapshot.dirs.insert(path);
+                    dirs.insert(path);
                 }
                 Some(git2::ObjectType::Blob) if entry.filemode() == 0o120000 => {
-                    snapshot.links.insert(path);
+                    links.insert(path);
                 }
                 // Only what the loader reads: a commit may hold large files that are no input.
-                Some(git2::ObjectType::Blob)
-                    if !maybe_input(
-                        &path.strip_prefix(root).unwrap_or(&path).to_string_lossy(),
-                    ) => {}
-                Some(git2::ObjectType::Blob) => match git.find_blob(entry.id()) {
-                    Ok(blob) => {
-                        snapshot.files.insert(path, blob.content().to_vec());
-                    }
-                    Err(e) => {
-                        failure = Some(e.message().to_string());
-                        return git2::TreeWalkResult::Abort;
-                    }
-                },
+                Some(git2::ObjectType::Blob) if !maybe_input(&path) => {}
+                Some(git2::ObjectType::Blob) => {
+                    files.insert(path, entry.id());
+                }
                 // Submodules and the like are not tenant repo inputs.
                 _ => {}
             }
             git2::TreeWalkResult::Ok
         })
         .map_err(|e| fail(e.message().to_string()))?;
-        if let Some(message) = failure {
-            return Err(fail(message));
+        drop((tree, found));
+        Ok(Files::Commit(Snapshot {
+            commit,
+            root: root.to_path_buf(),
+            files,
+            links,
+            dirs,
+            git: std::sync::Mutex::new(git),
+            inside,
+        }))
+    }
+
+    /// Runs `read` with the git repository the files are in and the tenant repo's folder
+    /// within it: the snapshot's own for a commit (what it read is cached there), else one
+    /// opened for the working tree at `root`.
+    pub fn with_git<T>(
+        &self,
+        root: &Path,
+        read: impl FnOnce(&git2::Repository, &Path) -> T,
+    ) -> Result<T, String> {
+        match self {
+            Files::Commit(s) => Ok(read(&s.git.lock().expect("never poisoned"), &s.inside)),
+            Files::WorkingTree => {
+                let (git, inside) = open_git(root)?;
+                Ok(read(&git, &inside))
+            }
         }
-        Ok(Files::Commit(snapshot))
     }
 
     /// The commit the files come from, when they come from one.
@@ -108,14 +130,14 @@ impl Files {
     pub fn is_dir(&self, path: &Path) -> bool {
         match self {
             Files::WorkingTree => path.is_dir(),
-            Files::Commit(s) => s.dirs.contains(path),
+            Files::Commit(s) => s.key(path).is_some_and(|k| s.dirs.contains(&k)),
         }
     }
 
     fn is_file(&self, path: &Path) -> bool {
         match self {
             Files::WorkingTree => path.exists(),
-            Files::Commit(s) => s.files.contains_key(path),
+            Files::Commit(s) => s.key(path).is_some_and(|k| s.files.contains_key(&k)),
         }
     }
 
@@ -131,23 +153,25 @@ impl Files {
             Diagnostic::new(display_path(root, path), "symbolic links are not followed")
                 .hint("put the file itself in the repo")
         };
-        let hidden = |path: &Path| {
-            path.strip_prefix(dir).is_ok_and(|rel| {
-                rel.components()
-                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
-            })
-        };
         let Files::Commit(s) = self else {
             return list_dir(dir, &link, problems);
         };
-        for path in s.links.iter().filter(|p| p.starts_with(dir) && !hidden(p)) {
-            problems.push(link(path));
+        let Some(prefix) = s.key(dir).map(|k| format!("{k}/")) else {
+            return Ok(Vec::new());
+        };
+        // Hidden by the text of the path below `dir`, as the working tree's listing skips.
+        let shown = |k: &str| !k[prefix.len()..].split('/').any(|c| c.starts_with('.'));
+        let below = |keys: &mut dyn Iterator<Item = &String>| -> Vec<PathBuf> {
+            keys.skip_while(|k| !k.starts_with(&prefix))
+                .take_while(|k| k.starts_with(&prefix))
+                .filter(|k| shown(k))
+                .map(|k| s.root.join(k))
+                .collect()
+        };
+        for path in below(&mut s.links.range(prefix.clone()..)) {
+            problems.push(link(&path));
         }
-        Ok(s.files
-            .keys()
-            .filter(|p| p.starts_with(dir) && !hidden(p))
-            .cloned()
-            .collect())
+        Ok(below(&mut s.files.range(prefix.clone()..).map(|(k, _)| k)))
     }
 
     /// A file that may be absent (the config). A link is refused, not followed: silently
@@ -157,7 +181,7 @@ impl Files {
             Files::WorkingTree => path
                 .symlink_metadata()
                 .is_ok_and(|m| m.file_type().is_symlink()),
-            Files::Commit(s) => s.links.contains(path),
+            Files::Commit(s) => s.key(path).is_some_and(|k| s.links.contains(&k)),
         };
         if link {
             return Err(LoadError::Invalid(Diagnostics(vec![Diagnostic::new(
@@ -209,15 +233,26 @@ impl Files {
                 }
             }
             Files::Commit(s) => {
-                let Some(bytes) = s.files.get(path) else {
+                let Some(id) = s.key(path).and_then(|k| s.files.get(&k)) else {
                     problems.push(Diagnostic::new(&file, "not in the commit"));
                     return None;
                 };
-                if bytes.len() as u64 > limit {
-                    problems.push(too_big(&file, bytes.len() as u64, limit));
+                let git = s.git.lock().expect("never poisoned");
+                let blob = match git.find_blob(*id) {
+                    Ok(blob) => blob,
+                    Err(e) => {
+                        problems.push(Diagnostic::new(
+                            &file,
+                            format!("cannot read from git: {}", e.message()),
+                        ));
+                        return None;
+                    }
+                };
+                if blob.size() as u64 > limit {
+                    problems.push(too_big(&file, blob.size() as u64, limit));
                     return None;
                 }
-                bytes.clone()
+                blob.content().to_vec()
             }
         };
         match String::from_utf8(bytes) {
@@ -239,6 +274,17 @@ impl Files {
 /// The git repository the tenant repo at `root` is in, and the tenant repo's folder
 /// within it ("" when it is the whole repository).
 pub fn open_git(root: &Path) -> Result<(git2::Repository, PathBuf), String> {
+    // libgit2 hashes every object it reads again to check it (with SHA-1's collision
+    // detection, slowly): the tree of a 100,000-tenant folder is 4 MB, read by every plan
+    // of a pull request. git itself checks objects when they arrive, and in `fsck`.
+    // And a tree that large is kept once read (libgit2 keeps none above 4 KB), so a plan of
+    // a revision and its comparison with a base read it once.
+    static SETTINGS: std::sync::Once = std::sync::Once::new();
+    SETTINGS.call_once(|| {
+        git2::opts::strict_hash_verification(false);
+        // SAFETY: set once, before any repository of this process is opened.
+        let _ = unsafe { git2::opts::set_cache_object_limit(git2::ObjectType::Tree, 64 << 20) };
+    });
     let git = git2::Repository::discover(root).map_err(|e| {
         format!(
             "{} is not in a git repository: {}",
@@ -262,6 +308,18 @@ pub fn open_git(root: &Path) -> Result<(git2::Repository, PathBuf), String> {
 
 /// Whether a path (relative to the tenant repo) may be read by the loader: under the
 /// input folders, the config, or SQL anywhere (the migrations folder is configurable).
+impl Snapshot {
+    /// `path` (in the tenant repo as checked out) as the snapshot keys it.
+    fn key(&self, path: &Path) -> Option<String> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        let parts: Vec<&str> = rel
+            .components()
+            .map(|c| c.as_os_str().to_str())
+            .collect::<Option<_>>()?;
+        Some(parts.join("/"))
+    }
+}
+
 fn maybe_input(rel: &str) -> bool {
     let rel = rel.replace('\\', "/");
     rel == super::config::CONFIG_FILE
