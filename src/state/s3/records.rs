@@ -25,8 +25,9 @@ use crate::state::{
     Checkpoint, Lifecycle, Scope, State, StateError, TenantState, FORMAT_VERSION, RECORDS_VERSION,
 };
 
-/// Objects read or written at once.
-pub const CONCURRENCY: usize = 32;
+/// Objects read or written at once: a full read of the state is a read per tenant, and S3
+/// answers thousands a second on one prefix, each after a round trip.
+pub const CONCURRENCY: usize = 64;
 
 /// The header object: the header (its format version first), its generation, and where the
 /// records are, for a person who reads it.
