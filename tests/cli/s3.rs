@@ -900,3 +900,43 @@ fn a_run_whose_lock_another_run_took_over_stops_starting_tenants() {
     repo.apply();
     repo.assert_plan_empty();
 }
+
+#[test]
+fn records_without_their_header_are_refused_not_planned_anew() {
+    let s3 = S3::new();
+    let (repo, bucket) = state_only_repo(&s3);
+    repo.apply();
+    let header = get_object(&s3, &bucket, "env/prod.json");
+    s3.block_on(
+        s3.client
+            .delete_object()
+            .bucket(&bucket)
+            .key("env/prod.json")
+            .send(),
+    )
+    .unwrap();
+    let before = etags(&s3, &bucket);
+    let local = repo.fingerprint();
+    for args in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let out = repo.run(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("its header is missing, and tenants' records are there"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(etags(&s3, &bucket), before, "nothing was written");
+    assert_eq!(repo.fingerprint(), local, "no tenant was touched");
+    // The header put back, all is as it was.
+    s3.block_on(
+        s3.client
+            .put_object()
+            .bucket(&bucket)
+            .key("env/prod.json")
+            .body(header.to_string().into_bytes().into())
+            .send(),
+    )
+    .unwrap();
+    repo.assert_plan_empty();
+}

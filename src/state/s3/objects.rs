@@ -220,6 +220,19 @@ impl Objects {
         }
     }
 
+    /// Whether any object's key starts with `prefix`: one request, whatever is there.
+    pub async fn any(&self, client: &Client, prefix: &str) -> Result<bool, ProviderError> {
+        let out = client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| error("ListObjectsV2", &self.bucket, e))?;
+        Ok(!out.contents().is_empty())
+    }
+
     pub async fn delete(&self, client: &Client, key: &str) -> Result<(), ProviderError> {
         client
             .delete_object()

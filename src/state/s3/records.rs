@@ -72,14 +72,29 @@ fn corrupt(objects: &Objects, message: String) -> StateError {
     }
 }
 
-/// What the state's key holds now.
+/// What the state's key holds now. Records with no header beside them (it was deleted) are
+/// refused: read as a state never written, their tenants would be planned anew.
 pub async fn stored(objects: &Objects, client: &Client) -> Result<Stored, StateError> {
     let Some(body) = objects
         .get(client, &objects.key)
         .await
         .map_err(store_error("read the state"))?
     else {
-        return Ok(Stored::Nothing);
+        let records = objects
+            .any(client, &objects.records_prefix())
+            .await
+            .map_err(store_error("read the state"))?;
+        return match records {
+            false => Ok(Stored::Nothing),
+            true => Err(corrupt(
+                objects,
+                format!(
+                    "its header is missing, and tenants' records are there ({}); nothing was done\n  hint: restore the header from the bucket's earlier versions of {}",
+                    objects.records_prefix(),
+                    objects.key
+                ),
+            )),
+        };
     };
     #[derive(Deserialize)]
     struct Version {
