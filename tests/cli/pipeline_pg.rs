@@ -379,3 +379,29 @@ fn sqlx_own_lines_stay_out_of_the_output() {
     assert!(err.is_empty(), "{err}");
     repo.assert_plan_empty();
 }
+
+/// The relations a tenant can read are found from the schemas it may use: a table anywhere
+/// it can read is named, a table in `public` granted to everyone as much as one in another
+/// tenant's slice.
+#[test]
+fn check_names_a_table_outside_the_slice_that_the_tenant_can_read() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let leak = format!("{}_leak", pg.prefix);
+    pg.exec(&format!(
+        "CREATE TABLE public.\"{leak}\" (secret text); GRANT SELECT ON public.\"{leak}\" TO PUBLIC"
+    ));
+    let out = repo.run(&["check", "acme", "--format", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, isolation) = check(&report, "acme", "isolation");
+    pg.exec(&format!("DROP TABLE public.\"{leak}\""));
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(!ok);
+    assert!(
+        isolation.contains(&format!("public.{leak} (outside its slice)")),
+        "{isolation}"
+    );
+    assert_eq!(repo.run(&["check", "acme"]).status.code(), Some(0));
+    repo.assert_plan_empty();
+}

@@ -349,9 +349,15 @@ async fn isolation(t: &Target<'_>, conn: &mut PgConnection) -> Result<String, St
 /// tables are refused to it.
 async fn control_plane(t: &Target<'_>, conn: &mut PgConnection) -> Result<(), String> {
     let reached: Vec<String> = sqlx::query_scalar(
+        // The schema's relations through `pg_depend`, by its index: `pg_class` has none on
+        // the schema, and a scan of it (every tenant's relations, in the admin database) with
+        // a privilege check on each was most of a smoke test's time on the server.
         "SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname = $1 AND has_schema_privilege(n.oid, 'USAGE')
          UNION ALL
-         SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         SELECT c.oid::regclass::text FROM pg_namespace n
+         JOIN pg_depend d ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid
+           AND d.classid = 'pg_class'::regclass
+         JOIN pg_class c ON c.oid = d.objid
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
            AND (has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')
                 OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE'))",
@@ -382,7 +388,10 @@ async fn control_plane(t: &Target<'_>, conn: &mut PgConnection) -> Result<(), St
 /// Reads every relation the role can read (tables, views, materialized views, foreign
 /// tables, in any schema but the system's) and says which are not its tenant's alone: one
 /// outside its slice; in shared mode, one showing rows of another tenant while the role
-/// claims that tenant's id (`other`), or one that reads with its owner's rights.
+/// claims that tenant's id (`other`), or one that reads with its owner's rights. The
+/// relations are found from the schemas it may use, each one's through `pg_depend` by index
+/// (every relation depends on its schema), not by a scan of `pg_class`, which holds every
+/// tenant's relations.
 async fn relations(
     t: &Target<'_>,
     conn: &mut PgConnection,
@@ -394,7 +403,10 @@ async fn relations(
            EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
            c.relkind IN ('r', 'p') OR (c.relkind = 'v' AND EXISTS (SELECT 1 FROM unnest(c.reloptions) o
              WHERE lower(o) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes')))
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         FROM pg_namespace n
+         JOIN pg_depend d ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid
+           AND d.classid = 'pg_class'::regclass
+         JOIN pg_class c ON c.oid = d.objid
          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
            AND n.nspname !~ '^pg_(toast|temp)' AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
          ORDER BY 1, 2 LIMIT 200",
