@@ -63,7 +63,9 @@ impl Files {
                 .map_err(|e| fail(e.message().to_string()))?;
         }
         let commit = found.id().to_string();
-        let mut files = BTreeMap::new();
+        // Gathered as they come and made maps at once (a map built from its entries sorts
+        // them once), not inserted one by one.
+        let mut files = Vec::new();
         let mut links = BTreeSet::new();
         let mut dirs = BTreeSet::new();
         tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
@@ -71,7 +73,9 @@ impl Files {
                 return git2::TreeWalkResult::Skip;
             };
             // `dir` ends with its `/`.
-            let path = format!("{dir}{name}");
+            let mut path = String::with_capacity(dir.len() + name.len());
+            path.push_str(dir);
+            path.push_str(name);
             match entry.kind() {
                 Some(git2::ObjectType::Tree) => {
                     dirs.insert(path);
@@ -81,9 +85,7 @@ impl Files {
                 }
                 // Only what the loader reads: a commit may hold large files that are no input.
                 Some(git2::ObjectType::Blob) if !maybe_input(&path) => {}
-                Some(git2::ObjectType::Blob) => {
-                    files.insert(path, entry.id());
-                }
+                Some(git2::ObjectType::Blob) => files.push((path, entry.id())),
                 // Submodules and the like are not tenant repo inputs.
                 _ => {}
             }
@@ -94,7 +96,7 @@ impl Files {
         Ok(Files::Commit(Snapshot {
             commit,
             root: root.to_path_buf(),
-            files,
+            files: files.into_iter().collect(),
             links,
             dirs,
             git: std::sync::Mutex::new(git),
@@ -321,7 +323,7 @@ impl Snapshot {
 }
 
 fn maybe_input(rel: &str) -> bool {
-    let rel = rel.replace('\\', "/");
+    // A path in a git tree: its separator is `/` on every system.
     rel == super::config::CONFIG_FILE
         || rel.ends_with(".sql")
         || ["tenants/", "plans/", "templates/"]
