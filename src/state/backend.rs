@@ -181,8 +181,9 @@ pub trait StateBackend: Send + Sync {
         self.lock(info, wait).await
     }
     /// Holds the claims of the saved plan `plan` (its digest) on `slugs`, for a runner
-    /// that applies it beside others (`claims.rs`). Only a state kept as records, and
-    /// written already, can be shared so.
+    /// that applies it beside others (`claims.rs`). Only a state kept as records in a
+    /// database, and written already, can be shared so: an object store cannot hand each
+    /// tenant to one runner of many.
     async fn claims(
         &self,
         _info: LockInfo,
@@ -191,7 +192,7 @@ pub trait StateBackend: Send + Sync {
         _slugs: &[String],
     ) -> Result<Box<dyn PlanClaims>, StateError> {
         Err(StateError::CannotClaim(format!(
-            "the state in {} is one document: runners cannot claim tenants from it\n  hint: keep the state on Postgres (state {{ backend = \"postgres\" }}) or locally, or split the plan's tenants with --shard K/N",
+            "runners cannot claim tenants from the state in {}: its store cannot hand each tenant to one runner of many\n  hint: keep the state on Postgres (state {{ backend = \"postgres\" }}) or locally, or split the plan's tenants with --shard K/N",
             self.describe()
         )))
     }

@@ -239,6 +239,54 @@ impl S3 {
         self.block_on(self.client.delete_bucket().bucket(bucket).send())
             .unwrap();
     }
+
+    /// The keys of `bucket`'s objects, sorted.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self
+            .block_on(self.client.list_objects_v2().bucket(bucket).send())
+            .unwrap();
+        let mut keys: Vec<String> = out
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_string))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// An object's body, read as JSON.
+    pub fn get_json(&self, bucket: &str, key: &str) -> Value {
+        self.block_on(async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap()
+        })
+    }
+
+    /// Writes an object behind the tool's back.
+    pub fn put(&self, bucket: &str, key: &str, body: &str) {
+        self.block_on(
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body.as_bytes().to_vec().into())
+                .send(),
+        )
+        .unwrap();
+    }
+
+    /// Deletes an object behind the tool's back.
+    pub fn delete(&self, bucket: &str, key: &str) {
+        self.block_on(self.client.delete_object().bucket(bucket).key(key).send())
+            .unwrap();
+    }
 }
 
 /// A moto server of a test's own, started with `flags` for the launcher

@@ -322,19 +322,6 @@ fn state_repo_with(s3: &S3, extra: &str) -> (Repo, String) {
     (repo, bucket)
 }
 
-fn object_keys(s3: &S3, bucket: &str) -> Vec<String> {
-    let out = s3
-        .block_on(s3.client.list_objects_v2().bucket(bucket).send())
-        .unwrap();
-    let mut keys: Vec<String> = out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// The state's objects: the header, and a record per tenant of `slugs`.
 fn state_objects(slugs: &[&str]) -> Vec<String> {
     let mut keys: Vec<String> = slugs
@@ -359,33 +346,19 @@ fn etags(s3: &S3, bucket: &str) -> std::collections::BTreeMap<String, String> {
         .collect()
 }
 
-fn get_object(s3: &S3, bucket: &str, key: &str) -> serde_json::Value {
-    s3.block_on(async {
-        let out = s3
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-        serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap()
-    })
-}
-
 #[test]
 fn state_in_s3_is_locked_and_a_stale_lock_is_released_by_its_id() {
     let s3 = S3::new();
     let (repo, bucket) = state_repo(&s3);
     repo.apply();
     // The header and a record per tenant; no lock left behind.
-    assert_eq!(object_keys(&s3, &bucket), state_objects(&EXAMPLE_SLUGS));
-    let header = get_object(&s3, &bucket, "env/prod.json");
+    assert_eq!(s3.keys(&bucket), state_objects(&EXAMPLE_SLUGS));
+    let header = s3.get_json(&bucket, "env/prod.json");
     assert_eq!(header["format_version"], json!(2));
     assert_eq!(header["live"], json!(4));
     assert_eq!(header["records"], json!("env/prod.json.tenants/"));
     assert!(header.get("tenants").is_none(), "{header}");
-    let acme = get_object(&s3, &bucket, "env/prod.json.tenants/acme");
+    let acme = s3.get_json(&bucket, "env/prod.json.tenants/acme");
     assert_eq!(acme["tenant"]["lifecycle"], json!("active"));
     assert!(acme["generation"].as_u64().unwrap() > 1, "{acme}");
     repo.assert_plan_empty();
@@ -395,15 +368,7 @@ fn state_in_s3_is_locked_and_a_stale_lock_is_released_by_its_id() {
         "id": "0f9e6c1a-stale", "operation": "apply", "who": "ci@runner-7", "host": "runner-7",
         "pid": 4242, "created": "2026-11-23T10:00:00Z", "version": "0.1.0"
     });
-    s3.block_on(
-        s3.client
-            .put_object()
-            .bucket(&bucket)
-            .key("env/prod.json.lock")
-            .body(stale.to_string().into_bytes().into())
-            .send(),
-    )
-    .unwrap();
+    s3.put(&bucket, "env/prod.json.lock", &stale.to_string());
     let out = repo.run(&["apply", "--auto-approve", "--lock-timeout", "1s"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -420,7 +385,7 @@ fn state_in_s3_is_locked_and_a_stale_lock_is_released_by_its_id() {
         "{}",
         text(&out.stderr)
     );
-    assert!(object_keys(&s3, &bucket).contains(&"env/prod.json.lock".to_string()));
+    assert!(s3.keys(&bucket).contains(&"env/prod.json.lock".to_string()));
 
     let out = repo.run(&["force-unlock", "0f9e6c1a-stale"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -429,7 +394,7 @@ fn state_in_s3_is_locked_and_a_stale_lock_is_released_by_its_id() {
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(object_keys(&s3, &bucket), state_objects(&EXAMPLE_SLUGS));
+    assert_eq!(s3.keys(&bucket), state_objects(&EXAMPLE_SLUGS));
 
     let out = repo.run(&["force-unlock", "0f9e6c1a-stale"]);
     assert!(
@@ -455,7 +420,7 @@ fn runners_cannot_claim_tenants_from_a_state_in_s3() {
     let out = repo.run(&["apply", "zeta.plan", "--claim"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("runners cannot claim tenants from a state in S3"),
+        text(&out.stderr).contains("runners cannot claim tenants from the state in s3://"),
         "{}",
         text(&out.stderr)
     );
@@ -508,9 +473,9 @@ fn killed_mid_apply_with_state_in_s3_a_rerun_converges_exactly_once() {
         // still be on its way through the server; let it land before looking.
         std::thread::sleep(Duration::from_millis(500));
         // A killed run leaves its lock behind; the next one names it and how to free it.
-        let keys = object_keys(&s3, &bucket);
+        let keys = s3.keys(&bucket);
         if keys.contains(&"env/prod.json.lock".to_string()) {
-            let lock = get_object(&s3, &bucket, "env/prod.json.lock");
+            let lock = s3.get_json(&bucket, "env/prod.json.lock");
             let out = repo.run(&["apply", "--auto-approve", "--lock-timeout", "0s"]);
             assert!(
                 text(&out.stderr).contains("force-unlock"),
@@ -535,8 +500,8 @@ fn killed_mid_apply_with_state_in_s3_a_rerun_converges_exactly_once() {
     let mut slugs: Vec<String> = EXAMPLE_SLUGS.iter().map(|s| s.to_string()).collect();
     slugs.extend((0..20).map(|i| format!("bulk-{i:03}")));
     let slugs: Vec<&str> = slugs.iter().map(String::as_str).collect();
-    assert_eq!(object_keys(&s3, &bucket), state_objects(&slugs));
-    assert_eq!(get_object(&s3, &bucket, "env/prod.json")["live"], json!(24));
+    assert_eq!(s3.keys(&bucket), state_objects(&slugs));
+    assert_eq!(s3.get_json(&bucket, "env/prod.json")["live"], json!(24));
     repo.assert_plan_empty();
 }
 
@@ -584,7 +549,7 @@ fn a_run_whose_lock_was_taken_away_stops_without_writing_the_state() {
         let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
         lines.next();
         // Someone decides the run is gone and frees its lock.
-        let lock = get_object(&s3, &bucket, "env/prod.json.lock");
+        let lock = s3.get_json(&bucket, "env/prod.json.lock");
         let out = repo.run(&["force-unlock", lock["id"].as_str().unwrap()]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -597,8 +562,8 @@ fn a_run_whose_lock_was_taken_away_stops_without_writing_the_state() {
     assert_eq!(first.wait().unwrap().code(), Some(1));
     // What it did is in its records; a new run takes over and converges.
     repo.apply();
-    assert!(!object_keys(&s3, &bucket).contains(&"env/prod.json.lock".to_string()));
-    assert_eq!(get_object(&s3, &bucket, "env/prod.json")["live"], json!(34));
+    assert!(!s3.keys(&bucket).contains(&"env/prod.json.lock".to_string()));
+    assert_eq!(s3.get_json(&bucket, "env/prod.json")["live"], json!(34));
     repo.assert_plan_empty();
 }
 
@@ -718,8 +683,8 @@ fn a_tenants_change_writes_its_record_alone_and_its_plan_reads_its_record_alone(
     let (repo, bucket) = state_only_repo(&s3);
     repo.apply();
     let before = etags(&s3, &bucket);
-    let header = get_object(&s3, &bucket, "env/prod.json");
-    let acme = get_object(&s3, &bucket, "env/prod.json.tenants/acme");
+    let header = s3.get_json(&bucket, "env/prod.json");
+    let acme = s3.get_json(&bucket, "env/prod.json.tenants/acme");
     let file = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
     repo.write("tenants/acme.yaml", &file.replace("seats: 80", "seats: 85"));
 
@@ -744,7 +709,7 @@ fn a_tenants_change_writes_its_record_alone_and_its_plan_reads_its_record_alone(
         ["env/prod.json.tenants/acme"],
         "only acme's record was written"
     );
-    let acme_after = get_object(&s3, &bucket, "env/prod.json.tenants/acme");
+    let acme_after = s3.get_json(&bucket, "env/prod.json.tenants/acme");
     // Moved on by each of its writes: the step's, and the tenant's end.
     assert!(
         acme_after["generation"].as_u64() > acme["generation"].as_u64(),
@@ -754,7 +719,7 @@ fn a_tenants_change_writes_its_record_alone_and_its_plan_reads_its_record_alone(
         acme_after["tenant"]["resources"]["quotas"]["seats"],
         json!(85)
     );
-    assert_eq!(get_object(&s3, &bucket, "env/prod.json"), header);
+    assert_eq!(s3.get_json(&bucket, "env/prod.json"), header);
 
     // Twenty more tenants, and the plan of acme still reads two objects; a full plan reads
     // the header, lists the records and reads each.
@@ -769,24 +734,16 @@ fn a_tenants_change_writes_its_record_alone_and_its_plan_reads_its_record_alone(
 
     // A run killed after it made tenants never wrote the header's count of them: the next
     // apply, with nothing to do, counts them again.
-    let mut header = get_object(&s3, &bucket, "env/prod.json");
+    let mut header = s3.get_json(&bucket, "env/prod.json");
     header["live"] = json!(3);
-    s3.block_on(
-        s3.client
-            .put_object()
-            .bucket(&bucket)
-            .key("env/prod.json")
-            .body(header.to_string().into_bytes().into())
-            .send(),
-    )
-    .unwrap();
+    s3.put(&bucket, "env/prod.json", &header.to_string());
     let out = repo.run(&["apply", "--auto-approve"]);
     assert!(
         text(&out.stdout).contains("No changes"),
         "{}",
         text(&out.stdout)
     );
-    assert_eq!(get_object(&s3, &bucket, "env/prod.json")["live"], json!(24));
+    assert_eq!(s3.get_json(&bucket, "env/prod.json")["live"], json!(24));
     repo.assert_plan_empty();
 }
 
@@ -805,7 +762,7 @@ fn a_store_that_ignores_conditional_writes_is_refused_before_anything_is_written
         "{stderr}"
     );
     assert!(
-        object_keys(&s3_careless, &bucket).is_empty(),
+        s3_careless.keys(&bucket).is_empty(),
         "the lock is let go of, and no state written"
     );
     assert_eq!(
@@ -826,7 +783,7 @@ fn a_killed_runs_lock_is_taken_over_once_its_lease_ran_out() {
     repo.kill_apply(4, 3, Duration::from_millis(0));
     // A request the run sent just before it was killed may still be on its way.
     std::thread::sleep(Duration::from_millis(500));
-    let lock = get_object(&s3, &bucket, "env/prod.json.lock");
+    let lock = s3.get_json(&bucket, "env/prod.json.lock");
     assert_eq!(lock["lease_seconds"], json!(2), "{lock}");
 
     // A run that does not wait is refused, told when the lock can be taken over.
@@ -854,7 +811,7 @@ fn a_killed_runs_lock_is_taken_over_once_its_lease_ran_out() {
     expected.sort();
     let tenant_buckets: Vec<String> = s3.buckets().into_iter().filter(|b| *b != bucket).collect();
     assert_eq!(tenant_buckets, expected, "every bucket exactly once");
-    assert!(!object_keys(&s3, &bucket).contains(&"env/prod.json.lock".to_string()));
+    assert!(!s3.keys(&bucket).contains(&"env/prod.json.lock".to_string()));
     repo.assert_plan_empty();
 }
 
@@ -870,17 +827,9 @@ fn a_run_whose_lock_another_run_took_over_stops_starting_tenants() {
         lines.next();
         // The lock is written over by hand, as a run that took it over would: the first
         // run's next renewal finds another's version, and it starts no more tenants.
-        let mut lock = get_object(&s3, &bucket, "env/prod.json.lock");
+        let mut lock = s3.get_json(&bucket, "env/prod.json.lock");
         lock["id"] = json!("another-run");
-        s3.block_on(
-            s3.client
-                .put_object()
-                .bucket(&bucket)
-                .key("env/prod.json.lock")
-                .body(lock.to_string().into_bytes().into())
-                .send(),
-        )
-        .unwrap();
+        s3.put(&bucket, "env/prod.json.lock", &lock.to_string());
         let rest: Vec<String> = lines.map_while(Result::ok).collect();
         let rest = rest.join("\n");
         assert!(
@@ -889,14 +838,7 @@ fn a_run_whose_lock_another_run_took_over_stops_starting_tenants() {
         );
     }
     assert_eq!(first.wait().unwrap().code(), Some(1));
-    s3.block_on(
-        s3.client
-            .delete_object()
-            .bucket(&bucket)
-            .key("env/prod.json.lock")
-            .send(),
-    )
-    .unwrap();
+    s3.delete(&bucket, "env/prod.json.lock");
     repo.apply();
     repo.assert_plan_empty();
 }
@@ -906,15 +848,8 @@ fn records_without_their_header_are_refused_not_planned_anew() {
     let s3 = S3::new();
     let (repo, bucket) = state_only_repo(&s3);
     repo.apply();
-    let header = get_object(&s3, &bucket, "env/prod.json");
-    s3.block_on(
-        s3.client
-            .delete_object()
-            .bucket(&bucket)
-            .key("env/prod.json")
-            .send(),
-    )
-    .unwrap();
+    let header = s3.get_json(&bucket, "env/prod.json");
+    s3.delete(&bucket, "env/prod.json");
     let before = etags(&s3, &bucket);
     let local = repo.fingerprint();
     for args in [&["plan"][..], &["apply", "--auto-approve"]] {
@@ -929,14 +864,6 @@ fn records_without_their_header_are_refused_not_planned_anew() {
     assert_eq!(etags(&s3, &bucket), before, "nothing was written");
     assert_eq!(repo.fingerprint(), local, "no tenant was touched");
     // The header put back, all is as it was.
-    s3.block_on(
-        s3.client
-            .put_object()
-            .bucket(&bucket)
-            .key("env/prod.json")
-            .body(header.to_string().into_bytes().into())
-            .send(),
-    )
-    .unwrap();
+    s3.put(&bucket, "env/prod.json", &header.to_string());
     repo.assert_plan_empty();
 }

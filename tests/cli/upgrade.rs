@@ -240,46 +240,6 @@ fn a_postgres_state_in_the_one_document_format_is_converted_in_one_transaction()
     repo.assert_plan_empty();
 }
 
-/// An object of the test's S3 bucket: put, read, listed.
-fn put(s3: &S3, bucket: &str, key: &str, body: &str) {
-    s3.block_on(
-        s3.client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body.as_bytes().to_vec().into())
-            .send(),
-    )
-    .unwrap();
-}
-
-fn get(s3: &S3, bucket: &str, key: &str) -> Value {
-    s3.block_on(async {
-        let out = s3
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .unwrap();
-        serde_json::from_slice(&out.body.collect().await.unwrap().into_bytes()).unwrap()
-    })
-}
-
-fn keys(s3: &S3, bucket: &str) -> Vec<String> {
-    let out = s3
-        .block_on(s3.client.list_objects_v2().bucket(bucket).send())
-        .unwrap();
-    let mut keys: Vec<String> = out
-        .contents()
-        .iter()
-        .filter_map(|o| o.key().map(str::to_string))
-        .collect();
-    keys.sort();
-    keys
-}
-
 /// The fixture's tenant repo, its state in a bucket of the test's own as the earlier build
 /// kept it there: the document at the key, and an object per tenant holding its latest
 /// checkpoint.
@@ -300,18 +260,13 @@ fn s3_v1(s3: &S3) -> (Repo, String) {
             .into_iter()
             .filter(|(k, _)| k != "TENANT_RECONCILE_MASTER_KEY"),
     );
-    put(s3, &bucket, "env/prod.json", &fixture("state.json"));
+    s3.put(&bucket, "env/prod.json", &fixture("state.json"));
     for entry in fixture("checkpoints.jsonl").lines() {
         let slug = serde_json::from_str::<Value>(entry).unwrap()["slug"]
             .as_str()
             .unwrap()
             .to_string();
-        put(
-            s3,
-            &bucket,
-            &format!("env/prod.json.checkpoints/{slug}"),
-            entry,
-        );
+        s3.put(&bucket, &format!("env/prod.json.checkpoints/{slug}"), entry);
     }
     (repo, bucket)
 }
@@ -320,14 +275,14 @@ fn s3_v1(s3: &S3) -> (Repo, String) {
 fn an_s3_state_in_the_one_document_format_is_read_then_converted_with_a_backup() {
     let s3 = S3::new();
     let (repo, bucket) = s3_v1(&s3);
-    let stored = keys(&s3, &bucket);
+    let stored = s3.keys(&bucket);
     let out = repo.run(&["plan", "--detailed-exitcode", "--out", "before.plan"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let before = repo.state_json();
     assert!(before["tenants"]["acme"]["health"].is_object(), "{before}");
-    assert_eq!(keys(&s3, &bucket), stored, "a plan converted the state");
+    assert_eq!(s3.keys(&bucket), stored, "a plan converted the state");
     assert_eq!(
-        get(&s3, &bucket, "env/prod.json")["format_version"],
+        s3.get_json(&bucket, "env/prod.json")["format_version"],
         json!(1)
     );
 
@@ -343,11 +298,11 @@ fn an_s3_state_in_the_one_document_format_is_read_then_converted_with_a_backup()
         keys
     };
     // The header over the document, a record per tenant, the backup; no checkpoints.
-    assert_eq!(keys(&s3, &bucket), records(&[]));
-    let header = get(&s3, &bucket, "env/prod.json");
+    assert_eq!(s3.keys(&bucket), records(&[]));
+    let header = s3.get_json(&bucket, "env/prod.json");
     assert_eq!(header["format_version"], json!(2), "{header}");
     assert_eq!(header["live"], json!(4), "{header}");
-    let backup = get(&s3, &bucket, "env/prod.json.v1-backup");
+    let backup = s3.get_json(&bucket, "env/prod.json.v1-backup");
     assert_eq!(backup["format_version"], json!(1));
     assert_eq!(
         backup["tenants"], before["tenants"],
@@ -365,9 +320,8 @@ fn an_s3_state_in_the_one_document_format_is_read_then_converted_with_a_backup()
     // As a conversion cut short leaves it: the document still at the key (its header is
     // written last), and records beside it, one of a tenant the document does not hold.
     // The next run converts it again from the document, and the stray record goes.
-    put(&s3, &bucket, "env/prod.json", &backup.to_string());
-    put(
-        &s3,
+    s3.put(&bucket, "env/prod.json", &backup.to_string());
+    s3.put(
         &bucket,
         "env/prod.json.tenants/ghost",
         r#"{"generation": 1, "tenant": {"lifecycle": "active"}}"#,
@@ -376,9 +330,9 @@ fn an_s3_state_in_the_one_document_format_is_read_then_converted_with_a_backup()
     let file = std::fs::read_to_string(&acme).unwrap();
     std::fs::write(&acme, file.replace("seats: 80", "seats: 85")).unwrap();
     repo.apply();
-    assert_eq!(keys(&s3, &bucket), records(&[]));
+    assert_eq!(s3.keys(&bucket), records(&[]));
     assert_eq!(
-        get(&s3, &bucket, "env/prod.json")["format_version"],
+        s3.get_json(&bucket, "env/prod.json")["format_version"],
         json!(2)
     );
     let seats = &repo.state_json()["tenants"]["acme"]["resources"]["quotas"]["seats"];

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use self::held::S3Lock;
 use self::objects::Objects;
 use self::records::Stored;
-use super::backend::{LockInfo, PlanClaims, StateBackend, StateError, StateLock, Wait};
+use super::backend::{LockInfo, StateBackend, StateError, StateLock, Wait};
 use super::State;
 use crate::clients::s3::client::S3Store;
 
@@ -114,19 +114,6 @@ impl StateBackend for S3Backend {
             header_etag,
             checked: std::sync::Mutex::new(Instant::now()),
         }))
-    }
-
-    async fn claims(
-        &self,
-        _info: LockInfo,
-        _wait: &Wait,
-        _plan: &str,
-        _slugs: &[String],
-    ) -> Result<Box<dyn PlanClaims>, StateError> {
-        Err(StateError::CannotClaim(format!(
-            "runners cannot claim tenants from a state in S3 ({}): an object store cannot hand each tenant to one runner of many\n  hint: keep the state on Postgres (state {{ backend = \"postgres\" }}) or locally, or split the plan's tenants with --shard K/N",
-            self.describe()
-        )))
     }
 
     async fn force_unlock(&self, id: &str) -> Result<String, StateError> {
