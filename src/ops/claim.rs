@@ -242,7 +242,7 @@ impl Batch<'_> {
         same_files: &mut Option<bool>,
     ) -> Result<(Vec<TenantOutcome>, Vec<String>), Error> {
         let mut state = self.backend.load_tenants(held).await?;
-        state.held_through_leases();
+        state.held_by_this_run();
         let batch: Vec<String> = held.iter().cloned().collect();
         let moved = self
             .plan

@@ -167,6 +167,12 @@ pub trait StateBackend: Send + Sync {
         state.narrow_to(slugs);
         Ok(state)
     }
+    /// Whether a run of some tenants under this backend's lock reads their records alone
+    /// (`load_tenants`) and writes them record by record, rather than reading the whole state:
+    /// where a whole read costs a request per tenant (S3).
+    fn reads_some_to_apply_some(&self) -> bool {
+        false
+    }
     /// Takes the lock, waiting as `wait` says for another holder to let go.
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError>;
     /// Takes the lock for a run that applies `slugs` only: runs on disjoint tenants hold it

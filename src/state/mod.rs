@@ -106,9 +106,13 @@ pub struct Scope {
     pub slugs: BTreeSet<String>,
     /// How many tenants the whole state records that are not tombstones.
     pub live: usize,
-    /// Read by a run that holds a lease on each of them (a claiming runner's batch): it
-    /// may write their records, one by one and fenced by its leases, never the whole state.
-    pub leased: bool,
+    /// How many of its own tenants were not tombstones when it was read: a write of its
+    /// records moves the fleet's count by what they became since ([`State::live_tenants`]).
+    pub own_live: usize,
+    /// Read by a run that holds each of them (a lease on each, as a claiming runner's batch
+    /// is held; or the whole state's lock, on S3): it may write their records, one by one
+    /// (fenced by its leases, where it has them), never the whole state.
+    pub held: bool,
 }
 
 impl State {
@@ -129,16 +133,21 @@ impl State {
     }
 
     /// How many tenants the state records that are not tombstones: counted from the index
-    /// when only some were read.
+    /// when only some were read, and moved by what those became since.
     pub fn live_tenants(&self) -> usize {
+        let own = self.own_live();
         match &self.scope {
-            Some(scope) => scope.live,
-            None => self
-                .tenants
-                .values()
-                .filter(|t| t.lifecycle != Lifecycle::Deprovisioned)
-                .count(),
+            Some(scope) => (scope.live + own).saturating_sub(scope.own_live),
+            None => own,
         }
+    }
+
+    /// How many of the tenants this state holds are not tombstones.
+    pub fn own_live(&self) -> usize {
+        self.tenants
+            .values()
+            .filter(|t| t.lifecycle != Lifecycle::Deprovisioned)
+            .count()
     }
 
     /// Keeps only the records of `slugs`, for a backend that can read only the whole state.
@@ -149,15 +158,16 @@ impl State {
         self.scope = Some(Scope {
             slugs: slugs.clone(),
             live,
-            leased: false,
+            own_live: self.own_live(),
+            held: false,
         });
     }
 
-    /// Marks this state, read for some tenants, as held through a lease on each: see
-    /// [`Scope::leased`].
-    pub fn held_through_leases(&mut self) {
+    /// Marks this state, read for some tenants, as read by a run that holds each of them:
+    /// see [`Scope::held`].
+    pub fn held_by_this_run(&mut self) {
         if let Some(scope) = &mut self.scope {
-            scope.leased = true;
+            scope.held = true;
         }
     }
 }
@@ -467,7 +477,7 @@ impl State {
     pub fn prepare_snapshot(&mut self) {
         // Its other tenants were never read: written whole, they would be lost.
         assert!(
-            self.scope.as_ref().is_none_or(|s| s.leased),
+            self.scope.as_ref().is_none_or(|s| s.held),
             "a state read for some tenants is written"
         );
         if self.lineage.is_empty() {

@@ -194,9 +194,10 @@ impl Records {
         let mut state = self.assemble(header, vec![records], describe)?;
         if let Some(state) = &mut state {
             state.scope = Some(Scope {
-                leased: false,
+                held: false,
                 slugs: slugs.clone(),
                 live: live as usize,
+                own_live: state.own_live(),
             });
         }
         Ok(state)
@@ -458,10 +459,7 @@ pub fn persist(records: &Records, state: &State, run: Option<&str>) -> (Vec<Chec
     // Its other tenants' records were never read: written whole, they would be removed.
     // Held through leases, only its own records are written (and removed).
     assert!(
-        state
-            .scope
-            .as_ref()
-            .is_none_or(|s| s.leased && run.is_some()),
+        state.scope.as_ref().is_none_or(|s| s.held && run.is_some()),
         "a state read for some tenants is written"
     );
     let write = WholeWrite::of(state, Header::of(state));

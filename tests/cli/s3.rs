@@ -867,3 +867,51 @@ fn records_without_their_header_are_refused_not_planned_anew() {
     s3.put(&bucket, "env/prod.json", &header.to_string());
     repo.assert_plan_empty();
 }
+
+#[test]
+fn an_apply_of_named_tenants_reads_and_writes_theirs_alone() {
+    let s3 = S3::new();
+    let (repo, bucket) = state_only_repo(&s3);
+    repo.apply();
+    let file = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    let apply_acme = |repo: &Repo, seats: &str| {
+        repo.write(
+            "tenants/acme.yaml",
+            &file.replace("seats: 80", &format!("seats: {seats}")),
+        );
+        let out = repo.run(&["apply", "--auto-approve", "--tenant", "acme"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        s3_requests(&text(&out.stderr))
+    };
+    let small = apply_acme(&repo, "81");
+    add_tenants(&repo, 20);
+    repo.apply();
+    let large = apply_acme(&repo, "82");
+    assert_eq!(
+        small, large,
+        "what an apply of acme sends grew with the fleet"
+    );
+    assert_eq!(
+        s3.get_json(&bucket, "env/prod.json.tenants/acme")["tenant"]["resources"]["quotas"]
+            ["seats"],
+        json!(82)
+    );
+
+    // A tenant made by an apply of it alone is counted in the header, and a full plan
+    // finds the count right.
+    repo.write(
+        "tenants/zeta.yaml",
+        "slug: zeta\nname: Zeta\nplan: starter\nowner:\n  email: o@zeta.example\nregion: eu-west-1\n",
+    );
+    let out = repo.run(&["apply", "--auto-approve", "--tenant", "zeta"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s3.get_json(&bucket, "env/prod.json")["live"], json!(25));
+    repo.assert_plan_empty();
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(
+        text(&out.stdout).contains("No changes"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(s3.get_json(&bucket, "env/prod.json")["live"], json!(25));
+}

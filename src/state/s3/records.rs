@@ -22,7 +22,7 @@ use super::objects::{store_error, Body, Condition, Objects, Put, Seen};
 use crate::state::header::{converted, Header};
 use crate::state::records::moved_on;
 use crate::state::{
-    Checkpoint, Lifecycle, Scope, State, StateError, TenantState, FORMAT_VERSION, RECORDS_VERSION,
+    Checkpoint, Scope, State, StateError, TenantState, FORMAT_VERSION, RECORDS_VERSION,
 };
 
 /// Objects read or written at once: a full read of the state is a read per tenant, and S3
@@ -200,16 +200,15 @@ pub async fn read(
         state.tenants.insert(slug, record.tenant);
     }
     state.serial = state.generation + state.generations.values().sum::<u64>();
-    if slugs.is_none() {
-        state.header_behind = header_of(&state).live != Some(live);
-    }
     if let Some(slugs) = slugs {
         state.scope = Some(Scope {
             slugs: slugs.clone(),
             live,
-            leased: false,
+            own_live: state.own_live(),
+            held: false,
         });
     }
+    state.header_behind = header_of(&state).live != Some(live);
     Ok(state)
 }
 
@@ -327,20 +326,11 @@ pub async fn write_header(
     }
 }
 
-/// The header of `state`, counting its live tenants (it holds them all).
+/// The header of `state`, with the fleet's count of live tenants: those it holds, or for a
+/// state read for some tenants the count it read moved by what they became since.
 pub fn header_of(state: &State) -> Header {
-    assert!(
-        state.scope.is_none(),
-        "a state read for some tenants is written"
-    );
     let mut header = Header::of(state);
-    header.live = Some(
-        state
-            .tenants
-            .values()
-            .filter(|t| t.lifecycle != Lifecycle::Deprovisioned)
-            .count(),
-    );
+    header.live = Some(state.live_tenants());
     header
 }
 
