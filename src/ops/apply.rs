@@ -99,16 +99,17 @@ pub async fn apply(
         None => backend.lock(info, &wait).await?,
     };
     let prepared = async {
-        // A run of named tenants reads their records alone where a whole read costs a
-        // request per tenant; a saved plan is checked against the state it was made from.
+        // A run of some tenants that holds each reads their records alone (a tenant's change
+        // costs one tenant); a saved plan is checked against the state it was made from.
         let mut state = match (&scope, &saved) {
-            (Some(slugs), None) if backend.reads_some_to_apply_some() => {
+            (Some(slugs), None) if lock.writes_some() => {
                 let mut state = backend.load_tenants(slugs).await?;
                 state.held_by_this_run();
                 state
             }
             _ => backend.load().await?,
         };
+        tracing::debug!(records = state.tenants.len(), "read the state to apply");
         let plan = match saved {
             Some(p) => {
                 stale(&p, &state)?;

@@ -167,12 +167,6 @@ pub trait StateBackend: Send + Sync {
         state.narrow_to(slugs);
         Ok(state)
     }
-    /// Whether a run of some tenants under this backend's lock reads their records alone
-    /// (`load_tenants`) and writes them record by record, rather than reading the whole state:
-    /// where a whole read costs a request per tenant (S3).
-    fn reads_some_to_apply_some(&self) -> bool {
-        false
-    }
     /// Takes the lock, waiting as `wait` says for another holder to let go.
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError>;
     /// Takes the lock for a run that applies `slugs` only: runs on disjoint tenants hold it
@@ -225,6 +219,13 @@ pub trait StateLock: Send + Sync {
     /// (leases on tenants) says so here, and no step starts after that.
     fn holds(&self) -> Result<(), StateError> {
         Ok(())
+    }
+    /// Whether a state read for some tenants ([`StateBackend::load_tenants`]) may be
+    /// written through this lock, record by record: it holds each of them (a lease on each,
+    /// or the whole state's lock where the store writes a record at a time). A run of some
+    /// tenants then reads theirs alone, not the whole state.
+    fn writes_some(&self) -> bool {
+        false
     }
     async fn unlock(self: Box<Self>) -> Result<(), StateError>;
 }

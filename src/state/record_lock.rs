@@ -182,6 +182,11 @@ impl StateLock for RecordLock {
         }
     }
 
+    /// With a lease on each of its tenants; the whole state's lock writes the whole state.
+    fn writes_some(&self) -> bool {
+        self.held.is_some()
+    }
+
     fn holds(&self) -> Result<(), StateError> {
         match &self.held {
             Some(held) => held.check(),

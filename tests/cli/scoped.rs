@@ -217,3 +217,26 @@ fn on_postgres_a_plan_of_one_tenant_reads_its_record_only() {
     repo.apply();
     repo.assert_plan_empty();
 }
+
+#[test]
+fn an_apply_of_named_tenants_reads_their_records_alone() {
+    let mut repo = committed_example();
+    repo.apply();
+    let before = repo.state_json();
+    edit(&repo, "tenants/acme.yaml", "seats: 80", "seats: 81");
+    with_debug_log(&mut repo);
+    let out = repo.run(&["apply", "--auto-approve", "--tenant", "acme"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let line = logged(&stderr, "read the state to apply");
+    assert!(line.contains("records: 1"), "{line}");
+    let after = repo.state_json();
+    assert_eq!(
+        after["tenants"]["acme"]["resources"]["quotas"]["seats"],
+        serde_json::json!(81)
+    );
+    for other in ["globex", "initech", "umbrella-labs"] {
+        assert_eq!(after["tenants"][other], before["tenants"][other], "{other}");
+    }
+    repo.assert_plan_empty();
+}

@@ -106,6 +106,12 @@ impl StateLock for S3Lock {
         Ok(())
     }
 
+    /// What it writes is each record and the header, whose count of live tenants it moves by
+    /// what its own became.
+    fn writes_some(&self) -> bool {
+        true
+    }
+
     async fn checkpoint(&self, entry: &Checkpoint) -> Result<(), StateError> {
         // A lock object can be removed under a running apply (`force-unlock` by someone
         // who took it for dead): look now and then, and stop recording once it is gone.

@@ -82,12 +82,6 @@ impl StateBackend for S3Backend {
         self.load_some(Some(slugs)).await
     }
 
-    /// Its lock is always the whole state's, and what a run writes is its records and the
-    /// header with its count of live tenants moved by what they became.
-    fn reads_some_to_apply_some(&self) -> bool {
-        true
-    }
-
     async fn lock(&self, info: LockInfo, wait: &Wait) -> Result<Box<dyn StateLock>, StateError> {
         let objects = &self.objects;
         let client = objects.client("lock the state").await?;
