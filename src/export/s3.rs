@@ -115,23 +115,7 @@ impl S3Exports {
 
     /// The keys under the tenant's export prefix.
     async fn keys(&self, prefix: &str) -> Result<Vec<String>, ProviderError> {
-        let client = self.client().await?;
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        let mut keys = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| client::error("ListObjectsV2", &self.bucket, e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-        }
-        Ok(keys)
+        client::keys(&self.client().await?, &self.bucket, prefix).await
     }
 
     /// Deletes the tenant's export and those set aside beside it (`<slug>.<time>/`), each

@@ -221,15 +221,27 @@ fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// An object's body, or `None` when there is no such object: for the small objects this
-/// tool reads whole (state, locks, manifests).
-pub async fn get_bytes(
+/// An object read whole: its body, its ETag, and when it was last written (the store's
+/// clock).
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub etag: String,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// An object, or `None` when there is no such object: for the small objects this tool reads
+/// whole (state, locks, manifests).
+pub async fn get(
     client: &Client,
     bucket: &str,
     key: &str,
-) -> Result<Option<Vec<u8>>, ProviderError> {
+) -> Result<Option<Fetched>, ProviderError> {
     match client.get_object().bucket(bucket).key(key).send().await {
         Ok(out) => {
+            let etag = out.e_tag().unwrap_or_default().to_string();
+            let modified = out
+                .last_modified()
+                .and_then(|t| std::time::SystemTime::try_from(*t).ok());
             let body = out
                 .body
                 .collect()
@@ -237,9 +249,46 @@ pub async fn get_bytes(
                 .map_err(ProviderError::failed(format!(
                     "S3 GetObject on {bucket}/{key}"
                 )))?;
-            Ok(Some(body.into_bytes().to_vec()))
+            Ok(Some(Fetched {
+                bytes: body.into_bytes().to_vec(),
+                etag,
+                modified,
+            }))
         }
         Err(e) if matches!(code(&e).as_deref(), Some("NoSuchKey")) => Ok(None),
         Err(e) => Err(error("GetObject", &format!("{bucket}/{key}"), e)),
     }
+}
+
+/// An object's body, or `None` when there is no such object ([`get`]).
+pub async fn get_bytes(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<Vec<u8>>, ProviderError> {
+    Ok(get(client, bucket, key).await?.map(|f| f.bytes))
+}
+
+/// The keys of `bucket` under `prefix`, a page at a time.
+pub async fn keys(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<String>, ProviderError> {
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    let mut keys = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| error("ListObjectsV2", bucket, e))?;
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+    }
+    Ok(keys)
 }

@@ -35,6 +35,14 @@ pub struct S3Lock {
     pub checked: Mutex<Instant>,
 }
 
+/// A lock dropped without being let go of (its run stopped on an error) stops being renewed:
+/// its lease then runs out, and another run may take it over.
+impl Drop for S3Lock {
+    fn drop(&mut self) {
+        self.renewal.abort();
+    }
+}
+
 /// When the lock was last renewed, and whether it was found to be another's.
 pub struct Renewed {
     at: Instant,

@@ -33,12 +33,8 @@ pub enum Put {
     Refused,
 }
 
-/// An object's body, its ETag, and when it was last written (the store's clock).
-pub struct Body {
-    pub bytes: Vec<u8>,
-    pub etag: String,
-    pub modified: Option<std::time::SystemTime>,
-}
+/// An object's body, its ETag, and when it was last written.
+pub use crate::clients::s3::client::Fetched as Body;
 
 /// A tenant's record as this run last read or wrote it: its generation and the object's ETag,
 /// which its next write must match.
@@ -123,35 +119,7 @@ impl Objects {
 
     /// An object's body and ETag, or `None` when there is no such object.
     pub async fn get(&self, client: &Client, key: &str) -> Result<Option<Body>, ProviderError> {
-        match client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let etag = out.e_tag().unwrap_or_default().to_string();
-                let modified = out
-                    .last_modified()
-                    .and_then(|t| std::time::SystemTime::try_from(*t).ok());
-                let body = out
-                    .body
-                    .collect()
-                    .await
-                    .map_err(ProviderError::failed(format!(
-                        "S3 GetObject on {}/{key}",
-                        self.bucket
-                    )))?;
-                Ok(Some(Body {
-                    bytes: body.into_bytes().to_vec(),
-                    etag,
-                    modified,
-                }))
-            }
-            Err(e) if matches!(code(&e).as_deref(), Some("NoSuchKey")) => Ok(None),
-            Err(e) => Err(error("GetObject", &format!("{}/{key}", self.bucket), e)),
-        }
+        crate::clients::s3::client::get(client, &self.bucket, key).await
     }
 
     /// Writes `body` at `key` where `condition` holds.
@@ -197,27 +165,7 @@ impl Objects {
 
     /// The keys under `prefix`.
     pub async fn keys(&self, client: &Client, prefix: &str) -> Result<Vec<String>, ProviderError> {
-        let mut keys = Vec::new();
-        let mut token = None;
-        loop {
-            let out = client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| error("ListObjectsV2", &self.bucket, e))?;
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-            match out.next_continuation_token() {
-                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => return Ok(keys),
-            }
-        }
+        crate::clients::s3::client::keys(client, &self.bucket, prefix).await
     }
 
     /// Whether any object's key starts with `prefix`: one request, whatever is there.
