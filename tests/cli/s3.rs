@@ -538,28 +538,34 @@ fn slow_downs_timeouts_and_buckets_not_yet_visible_are_retried() {
     repo.assert_plan_empty();
 }
 
+/// Starts an apply of `repo` at parallelism 1, does `meanwhile` once the run holds the lock
+/// (it has printed a line), and asserts the run then stops, saying its lock was lost.
+fn stops_when_its_lock_is_lost(repo: &Repo, meanwhile: impl FnOnce()) {
+    use std::io::{BufRead, BufReader};
+    let mut run = repo.spawn_apply(1);
+    let mut lines = BufReader::new(run.stderr.take().unwrap()).lines();
+    lines.next();
+    meanwhile();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = rest.join("\n");
+    assert!(
+        rest.contains("this run's lock on the state was removed"),
+        "{rest}"
+    );
+    assert_eq!(run.wait().unwrap().code(), Some(1));
+}
+
 #[test]
 fn a_run_whose_lock_was_taken_away_stops_without_writing_the_state() {
     let s3 = S3::new();
     let (repo, bucket) = state_repo(&s3);
     add_tenants(&repo, 30);
-    let mut first = repo.spawn_apply(1);
-    {
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
-        lines.next();
+    stops_when_its_lock_is_lost(&repo, || {
         // Someone decides the run is gone and frees its lock.
         let lock = s3.get_json(&bucket, "env/prod.json.lock");
         let out = repo.run(&["force-unlock", lock["id"].as_str().unwrap()]);
         assert!(out.status.success(), "{}", text(&out.stderr));
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        let rest = rest.join("\n");
-        assert!(
-            rest.contains("this run's lock on the state was removed"),
-            "{rest}"
-        );
-    }
-    assert_eq!(first.wait().unwrap().code(), Some(1));
+    });
     // What it did is in its records; a new run takes over and converges.
     repo.apply();
     assert!(!s3.keys(&bucket).contains(&"env/prod.json.lock".to_string()));
@@ -820,24 +826,13 @@ fn a_run_whose_lock_another_run_took_over_stops_starting_tenants() {
     let s3 = S3::new();
     let (repo, bucket) = state_repo_with(&s3, "  lock_lease = \"1s\"\n");
     add_tenants(&repo, 40);
-    let mut first = repo.spawn_apply(1);
-    {
-        use std::io::{BufRead, BufReader};
-        let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
-        lines.next();
+    stops_when_its_lock_is_lost(&repo, || {
         // The lock is written over by hand, as a run that took it over would: the first
         // run's next renewal finds another's version, and it starts no more tenants.
         let mut lock = s3.get_json(&bucket, "env/prod.json.lock");
         lock["id"] = json!("another-run");
         s3.put(&bucket, "env/prod.json.lock", &lock.to_string());
-        let rest: Vec<String> = lines.map_while(Result::ok).collect();
-        let rest = rest.join("\n");
-        assert!(
-            rest.contains("this run's lock on the state was removed"),
-            "{rest}"
-        );
-    }
-    assert_eq!(first.wait().unwrap().code(), Some(1));
+    });
     s3.delete(&bucket, "env/prod.json.lock");
     repo.apply();
     repo.assert_plan_empty();

@@ -41,6 +41,30 @@ fn document_version(repo: &Repo, file: &str) -> Value {
     document["format_version"].clone()
 }
 
+/// A conversion kept the document whole in its backup, and the state as it was.
+fn assert_converted(before: &Value, backup: &Value, after: &Value) {
+    assert_eq!(
+        backup["tenants"], before["tenants"],
+        "the backup holds it all"
+    );
+    assert_eq!(after["tenants"], before["tenants"], "converted as it was");
+    assert_eq!(after["lineage"], before["lineage"]);
+}
+
+/// A plan saved before the conversion is refused as stale after it.
+fn assert_stale(repo: &Repo, saved: &str) {
+    let out = repo.run(&["apply", saved]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("stale"), "{}", text(&out.stderr));
+}
+
+/// acme takes five seats more (80 to 85).
+fn raise_acme_seats(repo: &Repo) {
+    let acme = repo.path().join("tenants/acme.yaml");
+    let file = std::fs::read_to_string(&acme).unwrap();
+    std::fs::write(&acme, file.replace("seats: 80", "seats: 85")).unwrap();
+}
+
 #[test]
 fn a_local_state_in_the_one_document_format_is_read_then_converted_with_a_backup() {
     let repo = local_v1();
@@ -65,27 +89,16 @@ fn a_local_state_in_the_one_document_format_is_read_then_converted_with_a_backup
         &std::fs::read_to_string(repo.state_dir().join("state.json.v1-backup")).unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        backup["tenants"], before["tenants"],
-        "the backup holds it all"
-    );
-    let after = repo.state_json();
-    assert_eq!(after["tenants"], before["tenants"], "converted as it was");
-    assert_eq!(after["lineage"], before["lineage"]);
+    assert_converted(&before, &backup, &repo.state_json());
     assert_eq!(
         repo.count("state.db", "SELECT count(*) FROM state_tenants"),
         4
     );
 
-    // A plan saved before the conversion is refused as stale after it.
-    let out = repo.run(&["apply", "before.plan"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("stale"), "{}", text(&out.stderr));
+    assert_stale(&repo, "before.plan");
 
     // Records carry on as the document did.
-    let acme = repo.path().join("tenants/acme.yaml");
-    let file = std::fs::read_to_string(&acme).unwrap();
-    std::fs::write(&acme, file.replace("seats: 80", "seats: 85")).unwrap();
+    raise_acme_seats(&repo);
     repo.apply();
     let seats = &repo.state_json()["tenants"]["acme"]["resources"]["quotas"]["seats"];
     assert_eq!(seats, &json!(85));
@@ -98,9 +111,7 @@ fn a_local_conversion_cut_short_is_finished_and_a_document_written_beside_record
     repo.apply();
     let seats =
         |repo: &Repo| repo.state_json()["tenants"]["acme"]["resources"]["quotas"]["seats"].clone();
-    let acme = repo.path().join("tenants/acme.yaml");
-    let file = std::fs::read_to_string(&acme).unwrap();
-    std::fs::write(&acme, file.replace("seats: 80", "seats: 85")).unwrap();
+    raise_acme_seats(&repo);
     repo.apply();
     assert_eq!(seats(&repo), json!(85));
     // As a kill after the records were written and before the stub replaced the document
@@ -304,18 +315,9 @@ fn an_s3_state_in_the_one_document_format_is_read_then_converted_with_a_backup()
     assert_eq!(header["live"], json!(4), "{header}");
     let backup = s3.get_json(&bucket, "env/prod.json.v1-backup");
     assert_eq!(backup["format_version"], json!(1));
-    assert_eq!(
-        backup["tenants"], before["tenants"],
-        "the backup holds it all"
-    );
-    let after = repo.state_json();
-    assert_eq!(after["tenants"], before["tenants"], "converted as it was");
-    assert_eq!(after["lineage"], before["lineage"]);
+    assert_converted(&before, &backup, &repo.state_json());
 
-    // A plan saved before the conversion is refused as stale after it.
-    let out = repo.run(&["apply", "before.plan"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("stale"), "{}", text(&out.stderr));
+    assert_stale(&repo, "before.plan");
 
     // As a conversion cut short leaves it: the document still at the key (its header is
     // written last), and records beside it, one of a tenant the document does not hold.
@@ -326,9 +328,7 @@ fn an_s3_state_in_the_one_document_format_is_read_then_converted_with_a_backup()
         "env/prod.json.tenants/ghost",
         r#"{"generation": 1, "tenant": {"lifecycle": "active"}}"#,
     );
-    let acme = repo.path().join("tenants/acme.yaml");
-    let file = std::fs::read_to_string(&acme).unwrap();
-    std::fs::write(&acme, file.replace("seats: 80", "seats: 85")).unwrap();
+    raise_acme_seats(&repo);
     repo.apply();
     assert_eq!(s3.keys(&bucket), records(&[]));
     assert_eq!(
