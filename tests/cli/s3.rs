@@ -910,3 +910,21 @@ fn an_apply_of_named_tenants_reads_and_writes_theirs_alone() {
     );
     assert_eq!(s3.get_json(&bucket, "env/prod.json")["live"], json!(25));
 }
+
+#[test]
+fn a_tenant_released_from_the_state_leaves_its_record_and_the_count() {
+    let s3 = S3::new();
+    let (repo, bucket) = state_only_repo(&s3);
+    repo.apply();
+    repo.remove("tenants/acme.yaml");
+    let out = repo.run(&["state", "rm", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        s3.keys(&bucket),
+        state_objects(&["globex", "initech", "umbrella-labs"])
+    );
+    let header = s3.get_json(&bucket, "env/prod.json");
+    assert_eq!(header["live"], json!(3), "{header}");
+    assert_eq!(header["released"][0]["slug"], json!("acme"), "{header}");
+    repo.assert_plan_empty();
+}

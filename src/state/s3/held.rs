@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::lock_object;
-use super::objects::{Condition, Objects};
+use super::objects::{store_error, Condition, Objects};
 use super::records::{self, CONCURRENCY};
 use crate::state::backend::{StateError, StateLock};
 use crate::state::whole_write::WholeWrite;
@@ -152,17 +152,21 @@ impl StateLock for S3Lock {
         let write = WholeWrite::of(state, header);
         let written = write.written();
         let (objects, client) = (&self.objects, &self.client);
-        // The futures are made before they are streamed: a stream that makes them from
-        // borrowed items is not `Send` for every lifetime, as the lock's trait needs.
-        let removals: Vec<_> = write
+        // Removed a thousand to a request.
+        let removed: Vec<String> = write
             .removed
             .iter()
-            .map(|(slug, _)| records::remove_record(objects, client, slug))
+            .map(|(slug, _)| objects.record_key(slug))
             .collect();
-        stream::iter(removals)
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
+        objects
+            .delete_all(client, &removed)
+            .await
+            .map_err(store_error("remove tenants' records"))?;
+        for (slug, _) in &write.removed {
+            objects.saw(slug, None);
+        }
+        // The futures are made before they are streamed: a stream that makes them from
+        // borrowed items is not `Send` for every lifetime, as the lock's trait needs.
         let writes: Vec<_> = write
             .writes
             .iter()

@@ -287,20 +287,6 @@ pub async fn write_record(
     }
 }
 
-/// Removes `slug`'s record.
-pub async fn remove_record(
-    objects: &Objects,
-    client: &Client,
-    slug: &str,
-) -> Result<(), StateError> {
-    objects
-        .delete(client, &objects.record_key(slug))
-        .await
-        .map_err(store_error("remove a tenant's record"))?;
-    objects.saw(slug, None);
-    Ok(())
-}
-
 /// Writes the header at `generation` where `condition` holds; its new ETag, or `None` when
 /// another run wrote the state's key since this one read it.
 pub async fn write_header(
