@@ -25,8 +25,9 @@ type Waiting<T, R> = (T, oneshot::Sender<R>);
 /// [`GroupCommit::write`], whether its batch was written).
 pub struct GroupCommit<T, R = Result<(), BatchError>> {
     queue: Mutex<Vec<Waiting<T, R>>>,
-    /// Held while a batch is written: one write at a time, as the store needs.
-    writing: tokio::sync::Mutex<()>,
+    /// A permit is held while a batch is written: one write at a time unless the store
+    /// takes several side by side (see [`GroupCommit::writers`]).
+    writing: tokio::sync::Semaphore,
     /// The most items one batch takes; the rest wait for the next writer.
     limit: usize,
 }
@@ -42,9 +43,17 @@ impl<T, R> GroupCommit<T, R> {
     pub fn with_limit(limit: usize) -> Self {
         GroupCommit {
             queue: Mutex::new(Vec::new()),
-            writing: tokio::sync::Mutex::new(()),
+            writing: tokio::sync::Semaphore::new(1),
             limit: limit.max(1),
         }
+    }
+
+    /// Lets `n` batches be written at once (at least one), for a store where batches of
+    /// different items never wait on each other: while one waits on its commit, the next
+    /// is already sent.
+    pub fn writers(mut self, n: usize) -> Self {
+        self.writing = tokio::sync::Semaphore::new(n.max(1));
+        self
     }
 
     /// Queues `item`; whoever gets to write next calls `write` with the items queued by then
@@ -68,7 +77,7 @@ impl<T, R> GroupCommit<T, R> {
             // Every caller takes this once, after queueing its item, and writes a batch if
             // anything is queued: there are never more items queued than callers still to
             // take it, so each item is written, in this caller's batch or in a later one.
-            let _writing = self.writing.lock().await;
+            let _writing = self.writing.acquire().await.expect("never closed");
             let batch: Vec<_> = {
                 let mut queue = self.queue.lock().expect("never poisoned");
                 let take = queue.len().min(self.limit);
@@ -179,6 +188,36 @@ mod tests {
         assert_eq!(written, (0..50).collect::<Vec<_>>());
         let calls = calls.load(Ordering::SeqCst);
         assert!(calls < 50, "{calls} writes for 50 items: none was grouped");
+    }
+
+    /// With two writers, a batch is sent while the one before waits on its commit, and a
+    /// third waits for one of them: never more at once than the store was said to take.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn batches_go_as_many_at_once_as_there_are_writers_and_no_more() {
+        let commit = Arc::new(GroupCommit::<usize>::with_limit(1).writers(2));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let (commit, now, most) = (commit.clone(), now.clone(), most.clone());
+                tokio::spawn(async move {
+                    commit
+                        .write(i, |_| async move {
+                            most.fetch_max(
+                                now.fetch_add(1, Ordering::SeqCst) + 1,
+                                Ordering::SeqCst,
+                            );
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2, "batches written at once");
     }
 
     #[tokio::test]

@@ -1223,6 +1223,63 @@ fn apply_all_at_once(repo: &Repo, saved: &std::path::Path) -> std::process::Outp
     ])
 }
 
+/// Seventy tenants purged by one apply go in three waves of at most 32, and the drops of two
+/// waves go to the server at once: every schema and role goes, every resource is audited
+/// once, and nothing is left to plan.
+#[test]
+fn a_mass_purge_drops_two_waves_at_once_and_audits_each_resource_once() {
+    let pg = Pg::new();
+    let mut repo = pg.repo();
+    no_hold(&repo);
+    let mut slugs = vec!["acme".to_string()];
+    slugs.extend((1..70).map(|i| format!("wave-{i:02}")));
+    for slug in &slugs[1..] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
+        );
+    }
+    repo.apply();
+    for slug in &slugs {
+        offboard(&repo, slug);
+    }
+    repo.apply();
+    repo.env.push((
+        "TENANT_RECONCILE_LOG".into(),
+        "tenant_reconcile=debug".into(),
+    ));
+    let out = repo.run(&["apply", "--auto-approve", "--allow-mass-purge"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let full = err
+        .lines()
+        .filter(|l| l.contains("purging schemas and roles together (items: 32)"))
+        .count();
+    assert_eq!(full, 2, "two full batches of drops:\n{err}");
+    let names: Vec<String> = slugs.iter().map(|s| format!("'{}'", pg.name(s))).collect();
+    let left = pg.count(&format!(
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname IN ({n}))
+              + (SELECT count(*) FROM pg_roles WHERE rolname IN ({n})) AS n",
+        n = names.join(", ")
+    ));
+    assert_eq!(left, 0, "schemas and roles left after the purge");
+    let out = repo.run(&["audit", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for slug in &slugs {
+        let purged: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["slug"] == slug.as_str() && !r["purged_at"].is_null())
+            .collect();
+        assert_eq!(purged.len(), 7, "{slug}'s completed audit rows");
+    }
+    let mut addresses = addresses(&rows);
+    let all = addresses.len();
+    addresses.dedup();
+    assert_eq!(addresses.len(), all, "a resource audited twice");
+    repo.assert_plan_empty();
+}
+
 #[test]
 fn schemas_purged_together_are_each_checked_and_one_not_ours_is_left_alone() {
     let pg = Pg::new();

