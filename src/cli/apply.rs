@@ -6,7 +6,6 @@ use clap::Args;
 use tenant_reconcile::apply::progress::Progress;
 use tenant_reconcile::ops::{self, ApplyOptions, ApplyOutcome};
 use tenant_reconcile::plan::Plan;
-use tenant_reconcile::render;
 use tenant_reconcile::workspace::Workspace;
 use tokio_util::sync::CancellationToken;
 
@@ -167,7 +166,7 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
     };
     let auto = args.auto_approve;
     let confirm = |plan: &Plan| {
-        anstream::print!("{}", render::text::render(plan));
+        super::print_lines::plan(plan);
         if auto {
             return true;
         }
@@ -184,7 +183,7 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
     let progress = Progress::new(false);
     match ops::apply(&ws, saved, &opts, confirm, &progress).await? {
         ApplyOutcome::NoChanges(plan) => {
-            anstream::print!("{}", render::text::render(&plan));
+            super::print_lines::plan(&plan);
             Ok(0)
         }
         ApplyOutcome::Declined if no_terminal => {

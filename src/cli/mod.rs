@@ -13,6 +13,7 @@ mod generate;
 mod interrupt;
 pub mod log;
 mod plan;
+mod print_lines;
 mod scaffold;
 mod show;
 mod uncommitted;

@@ -104,7 +104,7 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         plan.uncommitted = ws.uncommitted_inputs();
     }
     match args.format {
-        Format::Text => anstream::print!("{}", render::text::render(&plan)),
+        Format::Text => super::print_lines::plan(&plan),
         Format::Json => println!("{}", render::json(&plan)),
         Format::Markdown => print!("{}", render::markdown::render(&plan)),
     }

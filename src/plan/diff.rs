@@ -883,6 +883,8 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         .get(&d.effective.plan)
         .map(|tier| entitlements::upgrades(tier, d, &changes))
         .unwrap_or_default();
+    // A plan holds every tenant's changes until it is applied: no room to spare in each.
+    changes.shrink_to_fit();
     Some(TenantPlan {
         slug: slug.clone(),
         file: d.file.clone(),

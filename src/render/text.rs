@@ -32,6 +32,13 @@ fn style_for(line: &str) -> Style {
 
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
+    write(&mut out, plan);
+    out
+}
+
+/// Writes the plan to `out` a line at a time: a fresh apply of a large fleet prints
+/// kilobytes per tenant, which need not be held all at once.
+pub fn write(out: &mut impl Write, plan: &Plan) {
     if !plan.refreshed {
         let _ = writeln!(out, "{DIM}Live resources were not read (--no-refresh): comparing with the recorded state.{DIM:#}\n");
     }
@@ -139,5 +146,4 @@ pub fn render(plan: &Plan) -> String {
     if !plan.tenants.is_empty() {
         let _ = writeln!(out, "\n{BOLD}{}{BOLD:#}", summary_line(&plan.summary));
     }
-    out
 }

@@ -46,6 +46,42 @@ fn plan_markdown_summary_first() {
     insta::assert_snapshot!(text(&out.stdout));
 }
 
+/// A plan far longer than what is printed at once (64 KB) prints whole: every tenant, the
+/// summary last, and no colour code (stdout here is no terminal), not even one cut in two
+/// between two writes.
+#[test]
+fn a_long_plan_prints_whole_and_without_colour_codes() {
+    let repo = Repo::example();
+    for i in 0..100 {
+        repo.write(
+            &format!("tenants/long-{i:03}.yaml"),
+            &format!(
+                "slug: long-{i:03}\nname: Long {i}\nplan: growth\nowner:\n  email: o{i}@long.example\nregion: eu-west-1\n"
+            ),
+        );
+    }
+    let out = repo.run(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(
+        plan.len() > 3 * 64 * 1024,
+        "the plan is {} bytes",
+        plan.len()
+    );
+    assert!(!plan.contains('\u{1b}'), "a colour code in the plan");
+    for i in 0..100 {
+        let heading = format!("# long-{i:03} will be provisioned (pending → active)");
+        assert!(plan.contains(&heading), "{heading}");
+    }
+    assert!(
+        plan.trim_end().ends_with(
+            "Plan: 936 to add, 0 to change, 0 to destroy. Then smoke tests for 103 tenants."
+        ),
+        "{}",
+        &plan[plan.len().saturating_sub(300)..]
+    );
+}
+
 #[test]
 fn markdown_stays_within_a_comment_however_many_tenants_change() {
     let repo = Repo::example();
