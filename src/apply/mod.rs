@@ -275,11 +275,15 @@ pub struct Executor {
 }
 
 impl Executor {
-    /// Runs `plan` against `state` (already loaded under `lock`) and returns the report and
-    /// the lock, with the final state persisted.
+    /// Runs `tenants`, the plan's (`plan` holds what they share: its migrations), against
+    /// `state` (already loaded under `lock`) and returns the report, with the final state
+    /// persisted. The run holds only the tenants under way: each tenant's plan is dropped
+    /// when its turn ends, and its record once it is written (`State::let_go`), so a run of a
+    /// large fleet does not grow with what it has done.
     pub async fn run(
         &self,
         plan: &Plan,
+        tenants: Vec<TenantPlan>,
         mut state: State,
         lock: &mut dyn StateLock,
         progress: &Progress,
@@ -307,7 +311,7 @@ impl Executor {
         let shared = &tasks_share;
         let parallelism = self.parallelism.max(1);
         let permits = Arc::new(Semaphore::new(parallelism));
-        progress.start(plan.tenants.len());
+        progress.start(tenants.len());
         // Tenants purged together go in waves as large as a batch, each started at once and
         // moving through its purge phase by phase (wave.rs); every other tenant goes at its
         // own pace. `--parallelism 1` keeps every tenant apart.
@@ -316,10 +320,10 @@ impl Executor {
         } else {
             TENANTS_PER_BATCH
         };
-        let mut groups: Vec<Vec<(usize, &TenantPlan)>> = Vec::new();
+        let mut groups: Vec<Vec<(usize, TenantPlan)>> = Vec::new();
         // The wave being filled, where its first tenant comes in the plan's order.
         let mut filling: Option<usize> = None;
-        for (at, tp) in plan.tenants.iter().enumerate() {
+        for (at, tp) in tenants.into_iter().enumerate() {
             if tp.action != TenantAction::Purge {
                 groups.push(vec![(at, tp)]);
                 continue;
@@ -348,12 +352,14 @@ impl Executor {
                 .await
                 .expect("semaphore stays open");
                 let wave = in_wave.then(|| wave::Wave::new(group.len(), permits));
-                let members = group.iter().enumerate().map(|(i, &(at, tp))| {
+                let members = group.iter().enumerate().map(|(i, (at, tp))| {
                     let member = wave.as_ref().map(|w| w.member(i));
                     async move {
                         let outcome = self.tenant(tp, plan, shared, mark, member.as_ref()).await;
                         // Out of the wave before the progress line: no one waits for it now.
                         drop(member);
+                        shared.state.lock().await.let_go(tp.slug.as_str());
+                        let at = *at;
                         progress.tenant_done(&outcome);
                         (at, outcome)
                     }

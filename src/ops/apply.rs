@@ -197,7 +197,13 @@ pub async fn apply(
     let executor = executor(ws, &plan, opts, targets, key, run_by);
     let started = Instant::now();
     let mut lock = lock;
-    let report = executor.run(&plan, state, lock.as_mut(), progress).await;
+    // The run owns the tenants' plans, and drops each as it is done; the plan keeps its
+    // summary for the report.
+    let mut plan = plan;
+    let tenants = std::mem::take(&mut plan.tenants);
+    let report = executor
+        .run(&plan, tenants, state, lock.as_mut(), progress)
+        .await;
     // Let go of the lock whatever happened: a lock object (s3) would outlive this run.
     let unlocked = lock.unlock().await;
     let report = report?;

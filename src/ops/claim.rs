@@ -260,13 +260,12 @@ impl Batch<'_> {
             .map(|s| self.plan.tenants[self.at[s.as_str()]].clone())
             .collect();
         tenants.extend(taken.fresh);
-        let part = self.plan.with_tenants(tenants);
-        let outcomes = match part.tenants.is_empty() {
+        let outcomes = match tenants.is_empty() {
             true => Vec::new(),
             false => {
-                debug!(tenants = part.tenants.len(), "applying claimed tenants");
+                debug!(tenants = tenants.len(), "applying claimed tenants");
                 self.executor
-                    .run(&part, state, lock, self.progress)
+                    .run(self.plan, tenants, state, lock, self.progress)
                     .await?
                     .outcomes
             }

@@ -309,30 +309,7 @@ impl Summary {
     }
 }
 
-impl Plan {
-    /// A plan made from the same inputs as this one that changes `tenants` only (some of
-    /// its own, or planned again): what a runner that claimed them applies.
-    pub fn with_tenants(&self, tenants: Vec<TenantPlan>) -> Plan {
-        Plan {
-            format_version: self.format_version,
-            tool_version: self.tool_version.clone(),
-            state: self.state.clone(),
-            git_commit: self.git_commit.clone(),
-            refreshed: self.refreshed,
-            summary: Summary::of(&tenants, 0),
-            tenants,
-            orphans: Vec::new(),
-            warnings: Vec::new(),
-            migrations: self.migrations.clone(),
-            changed_since: None,
-            uncommitted: self.uncommitted.clone(),
-            master_key_id: self.master_key_id.clone(),
-            rotates_master_key: self.rotates_master_key,
-            held: Vec::new(),
-            waiting: Vec::new(),
-        }
-    }
-}
+impl Plan {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -98,6 +98,11 @@ pub struct State {
     /// other's. Such a state is never written back.
     #[serde(skip)]
     pub scope: Option<Scope>,
+    /// Tenants an apply is done with, whose records it wrote and no longer holds
+    /// ([`State::let_go`]), each with its lifecycle, which is all the state's counts need
+    /// of it. They are still this state's: its whole write neither writes nor removes them.
+    #[serde(skip)]
+    pub let_go: std::collections::HashMap<String, Lifecycle>,
 }
 
 /// The tenants a state was read for, and what the fleet it is part of counts.
@@ -144,10 +149,17 @@ impl State {
 
     /// How many of the tenants this state holds are not tombstones.
     pub fn own_live(&self) -> usize {
-        self.tenants
+        let held = self
+            .tenants
             .values()
             .filter(|t| t.lifecycle != Lifecycle::Deprovisioned)
-            .count()
+            .count();
+        let let_go = self
+            .let_go
+            .values()
+            .filter(|l| **l != Lifecycle::Deprovisioned)
+            .count();
+        held + let_go
     }
 
     /// Keeps only the records of `slugs`, for a backend that can read only the whole state.
@@ -456,12 +468,25 @@ impl State {
             header_said: None,
             header_behind: false,
             scope: None,
+            let_go: Default::default(),
         }
     }
 
     /// The serial of the last full snapshot; checkpoints count on top of it.
     pub fn serial_base(&self) -> u64 {
         self.serial - self.checkpoints
+    }
+
+    /// Forgets `slug`'s record in memory once it is written (a record still to be written
+    /// is kept): an apply lets go of each tenant it is done with, so what it holds does not
+    /// grow with the fleet. Its lifecycle is kept for the counts.
+    pub fn let_go(&mut self, slug: &str) {
+        if self.unwritten.contains(slug) {
+            return;
+        }
+        if let Some(tenant) = self.tenants.remove(slug) {
+            self.let_go.insert(slug.to_string(), tenant.lifecycle);
+        }
     }
 
     /// Records one tenant's new state as a checkpoint: the serial moves with every change,

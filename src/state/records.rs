@@ -687,6 +687,40 @@ mod tests {
         assert!(state.serial > 13);
     }
 
+    /// A tenant an apply let go of once its record was written is neither written again nor
+    /// removed by the whole write, and still counts as live; one whose record is still to
+    /// be written is kept in memory until it is.
+    #[test]
+    fn a_tenant_let_go_of_is_neither_written_nor_removed_and_still_counted() {
+        let mut state = State::empty();
+        state.lineage = "l".into();
+        for slug in ["acme", "globex", "initech"] {
+            state.tenants.insert(slug.into(), TenantState::default());
+            state.generations.insert(slug.into(), 2);
+        }
+        state.tenants.get_mut("initech").unwrap().lifecycle = Lifecycle::Deprovisioned;
+        state.generation = 1;
+        state.serial = 7;
+        let mut acme = state.tenants["acme"].clone();
+        acme.lifecycle = Lifecycle::Active;
+        state.record("acme".into(), acme.clone());
+        let entry = state.checkpoint("acme", &acme);
+        assert_eq!(entry.generation, 3);
+        state.record("globex".into(), state.tenants["globex"].clone());
+        let live = state.own_live();
+        for slug in ["acme", "globex", "initech"] {
+            state.let_go(slug);
+        }
+        assert!(!state.tenants.contains_key("acme"), "written, let go of");
+        assert!(state.tenants.contains_key("globex"), "still to be written");
+        assert_eq!(state.own_live(), live);
+        state.prepare_snapshot();
+        let write = WholeWrite::of(&state, Header::of(&state));
+        assert!(write.removed.is_empty(), "{:?}", write.removed);
+        let written: Vec<&str> = write.writes.iter().map(|w| w.slug).collect();
+        assert_eq!(written, ["globex"]);
+    }
+
     #[test]
     fn the_stub_is_refused_by_the_one_document_reader_as_a_newer_format() {
         // The reader an earlier tenant-reconcile has, unchanged here.

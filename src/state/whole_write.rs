@@ -31,7 +31,9 @@ impl<'a> WholeWrite<'a> {
         let removed: Vec<(&str, u64)> = state
             .generations
             .iter()
-            .filter(|(slug, _)| !state.tenants.contains_key(*slug))
+            .filter(|(slug, _)| {
+                !state.tenants.contains_key(*slug) && !state.let_go.contains_key(*slug)
+            })
             .map(|(slug, g)| (slug.as_str(), *g))
             .collect();
         let writes = state
