@@ -191,7 +191,7 @@ pub(super) fn steps<'p>(
         }
         if begun && !ended {
             if change.key.kind == Kind::REGISTRY
-                && change.fields.iter().any(|f| f.field != "lifecycle")
+                && change.fields().iter().any(|f| f.field != "lifecycle")
             {
                 out.push(Step::Tombstone(change));
                 continue;
@@ -202,7 +202,7 @@ pub(super) fn steps<'p>(
         if change.key.kind == Kind::REGISTRY {
             if change.action == Action::Create {
                 out.push(Step::Register(change));
-            } else if change.fields.iter().any(|f| f.field != "lifecycle") {
+            } else if change.fields().iter().any(|f| f.field != "lifecycle") {
                 out.push(Step::Change(change));
             }
             // A registry change that only moves the lifecycle is the move's, last.
@@ -247,7 +247,7 @@ mod tests {
     fn change(kind: Kind, action: Action, fields: &[&str]) -> ResourceChange {
         ResourceChange {
             action,
-            fields: fields
+            listed: fields
                 .iter()
                 .map(|f| FieldChange {
                     field: f.to_string(),

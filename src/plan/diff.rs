@@ -5,8 +5,9 @@ use std::collections::{BTreeSet, HashSet};
 use super::safety;
 use super::*;
 use crate::configured::Targets;
-use crate::desired::{Attrs, DesiredTenant, Kind, Resource};
+use crate::desired::{Attrs, DesiredTenant, Kind};
 use crate::diagnostic::Diagnostic;
+use crate::model::change::known_after_apply;
 use crate::model::kind;
 use crate::offboarding::{self, Phase};
 use crate::repo::{Status, TenantRepo};
@@ -259,7 +260,7 @@ impl<'a> Planner<'a> {
                     .into_iter()
                     .filter(|c| {
                         !(c.key.kind == Kind::REGISTRY
-                            && c.fields.iter().all(|f| f.field == "lifecycle"))
+                            && c.fields().iter().all(|f| f.field == "lifecycle"))
                     })
                     .collect()
             }
@@ -703,24 +704,15 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             }
         }
         let Some(current) = current else {
-            let mut fields = created_fields(&r.attrs);
-            fields.extend(known_after_apply(r));
-            fields.sort_by(|a, b| a.field.cmp(&b.field));
-            changes.push(ResourceChange {
-                key: r.key.clone(),
-                action: Action::Create,
-                fields,
+            changes.push(ResourceChange::create(
+                r.clone(),
                 // It was recorded, so something outside removed it.
-                drift: input.live.is_some() && recorded_attrs.is_some(),
-                diff: r
-                    .content
+                input.live.is_some() && recorded_attrs.is_some(),
+                r.content
                     .as_deref()
                     .filter(|_| kind::of(r.key.kind).generated)
                     .map(|c| content_diff("", c)),
-                desired: Some(r.clone()),
-                purged: None,
-                leaves: None,
-            });
+            ));
             continue;
         };
         let whole_map = crate::model::kind::of(r.key.kind).whole_map;
@@ -771,7 +763,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         changes.push(ResourceChange {
             key: r.key.clone(),
             action,
-            fields,
+            listed: fields,
             drift,
             diff,
             desired: Some(r.clone()),
@@ -809,16 +801,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             .lives_in
             .is_some_and(|home| rebuilt.contains(&home));
         if lives_in_rebuilt && !changes.iter().any(|c| c.key == r.key) {
-            changes.push(ResourceChange {
-                key: r.key.clone(),
-                action: Action::Create,
-                fields: created_fields(&r.attrs),
-                drift: false,
-                diff: None,
-                desired: Some(r.clone()),
-                purged: None,
-                leaves: None,
-            });
+            changes.push(ResourceChange::create(r.clone(), false, None));
         }
     }
     changes.sort_by(|a, b| a.key.cmp(&b.key));
@@ -847,7 +830,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             changes.push(ResourceChange {
                 key: export.key.clone(),
                 action: Action::Update,
-                fields: vec![FieldChange {
+                listed: vec![FieldChange {
                     field: "manifest_sha256".into(),
                     // Known after apply: the export is made again.
                     old: None,
@@ -999,35 +982,6 @@ pub fn content_diff(old: &str, new: &str) -> String {
         .context_radius(3)
         .header("live", "rendered")
         .to_string()
-}
-
-/// The fields the target works out as it applies (a new tenant's password needs the id
-/// its registry row gets): neither old nor new is known yet, shown as known after apply.
-fn known_after_apply(r: &Resource) -> impl Iterator<Item = FieldChange> + '_ {
-    r.key
-        .kind
-        .computed()
-        .iter()
-        .filter(|f| !r.attrs.contains_key(f))
-        .map(|f| FieldChange {
-            field: f.to_string(),
-            old: None,
-            new: None,
-            forces_replace: false,
-        })
-}
-
-/// Every attribute of a resource about to be created, as a field change from nothing.
-fn created_fields(attrs: &Attrs) -> Vec<FieldChange> {
-    attrs
-        .iter()
-        .map(|(k, v)| FieldChange {
-            field: k.to_string(),
-            old: None,
-            new: Some(v.clone()),
-            forces_replace: false,
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -27,13 +27,14 @@ pub struct Upgrade {
 pub fn upgrades(tier: &TierPlan, d: &DesiredTenant, changes: &[ResourceChange]) -> Vec<Upgrade> {
     let e = &d.effective;
     let registry = changes.iter().find(|c| c.key.kind == Kind::REGISTRY);
-    let anew = registry
-        .is_some_and(|c| c.action == Action::Create || c.fields.iter().any(|f| f.field == "plan"));
+    let anew = registry.is_some_and(|c| {
+        c.action == Action::Create || c.fields().iter().any(|f| f.field == "plan")
+    });
     let sets = |kind: Kind, field: &str| {
         anew || changes.iter().any(|c| {
             c.key.kind == kind
                 && (matches!(c.action, Action::Create | Action::Replace)
-                    || c.fields.iter().any(|f| f.field == field))
+                    || c.fields().iter().any(|f| f.field == field))
         })
     };
     let upgrade = |what: String, plan_default: Value, value: Value| Upgrade {

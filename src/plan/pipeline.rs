@@ -61,7 +61,7 @@ pub fn moments(tp: &TenantPlan) -> Vec<Moment> {
     let plan_changed = matches!(from, Active | Suspended)
         && tp.changes.iter().any(|c| {
             c.key.kind == Kind::REGISTRY
-                && c.fields
+                && c.fields()
                     .iter()
                     .any(|f| f.field == "plan" && f.old.is_some())
         });

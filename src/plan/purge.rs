@@ -105,7 +105,7 @@ pub fn changes(
             out.push(ResourceChange {
                 key: registry.clone(),
                 action: Action::Update,
-                fields: vec![FieldChange {
+                listed: vec![FieldChange {
                     field: "name".into(),
                     old: row.get("name").cloned(),
                     new: Some(json!("")),

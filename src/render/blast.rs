@@ -68,7 +68,7 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
                 }
                 continue;
             }
-            for f in &c.fields {
+            for f in c.fields().iter() {
                 let (what, downgrade) = match c.key.kind {
                     Kind::FEATURES => (
                         format!("feature {}", f.field),

@@ -153,7 +153,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     }
     if tenant.action == crate::plan::TenantAction::Purge
         && c.key.kind == crate::desired::Kind::REGISTRY
-        && c.fields.iter().any(|f| f.field == "name")
+        && c.fields().iter().any(|f| f.field == "name")
     {
         header.push_str("  # kept as a tombstone: id, slug, plan and dates");
     }
@@ -166,7 +166,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     if c.key.kind == crate::desired::Kind::ROLE
         && tenant.lifecycle.to == crate::state::Lifecycle::Active
         && tenant.lifecycle.from != crate::state::Lifecycle::Active
-        && c.fields
+        && c.fields()
             .iter()
             .any(|f| f.field == "login" && f.new == Some(serde_json::json!(true)))
     {
@@ -175,14 +175,14 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
         );
     } else if c.drift {
         header.push_str("  # changed outside tenant-reconcile");
-    } else if c.action == crate::plan::Action::Update && c.fields.is_empty() {
+    } else if c.action == crate::plan::Action::Update && c.fields().is_empty() {
         header.push_str("  # made by a run cut short before the state recorded it: recorded now");
     }
     let mut lines = Vec::new();
-    let width = c.fields.iter().map(|f| f.field.len()).max().unwrap_or(0);
+    let width = c.fields().iter().map(|f| f.field.len()).max().unwrap_or(0);
     let show_fields = c.diff.is_none() || c.action != crate::plan::Action::Create;
     if show_fields {
-        for f in &c.fields {
+        for f in c.fields().iter() {
             // The content diff below says more than a changed checksum.
             if c.diff.is_some() && f.field == "sha256" {
                 continue;

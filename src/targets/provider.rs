@@ -872,7 +872,7 @@ pub mod events {
 
     /// The detail of a TenantUpdated event for `change`.
     pub fn update_detail(change: &crate::model::change::ResourceChange) -> Value {
-        let fields: Vec<&str> = change.fields.iter().map(|f| f.field.as_str()).collect();
+        let fields: Vec<String> = change.fields().iter().map(|f| f.field.clone()).collect();
         json!({ "resource": change.key.to_string(), "fields": fields })
     }
 

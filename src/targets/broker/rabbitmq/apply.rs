@@ -204,7 +204,7 @@ impl RabbitMq {
         let attrs = &desired_of(change)?.attrs;
         let vhost = attrs.str("vhost");
         let user = attrs.str("user");
-        let changed = |f: &str| change.fields.iter().any(|c| c.field == f);
+        let changed = |f: &str| change.fields().iter().any(|c| c.field == f);
         let whole = matches!(
             change.action,
             Action::Create | Action::Replace | Action::Import

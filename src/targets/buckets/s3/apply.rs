@@ -176,11 +176,11 @@ impl S3Buckets {
                 .iter()
                 .copied()
                 .filter(|f| {
-                    change.fields.iter().any(|c| c.field == *f)
+                    change.fields().iter().any(|c| c.field == *f)
                         // The mark is a tag: an import or a mark to put on writes the tags.
                         || (*f == "tags"
                             && (change.action == Action::Import
-                                || change.fields.iter().any(|c| c.field == MARK_FIELD)))
+                                || change.fields().iter().any(|c| c.field == MARK_FIELD)))
                 })
                 .collect(),
         };
