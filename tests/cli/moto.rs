@@ -242,8 +242,19 @@ impl S3 {
 
     /// The keys of `bucket`'s objects, sorted.
     pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.keys_under(bucket, "")
+    }
+
+    /// The keys of `bucket`'s objects that start with `prefix`, sorted.
+    pub fn keys_under(&self, bucket: &str, prefix: &str) -> Vec<String> {
         let out = self
-            .block_on(self.client.list_objects_v2().bucket(bucket).send())
+            .block_on(
+                self.client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .send(),
+            )
             .unwrap();
         let mut keys: Vec<String> = out
             .contents()

@@ -53,12 +53,7 @@ fn plan_markdown_summary_first() {
 fn a_long_plan_prints_whole_and_without_colour_codes() {
     let repo = Repo::example();
     for i in 0..100 {
-        repo.write(
-            &format!("tenants/long-{i:03}.yaml"),
-            &format!(
-                "slug: long-{i:03}\nname: Long {i}\nplan: growth\nowner:\n  email: o{i}@long.example\nregion: eu-west-1\n"
-            ),
-        );
+        repo.write_tenant(&format!("long-{i:03}"));
     }
     let out = repo.run(&["plan"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -86,12 +81,7 @@ fn a_long_plan_prints_whole_and_without_colour_codes() {
 fn markdown_stays_within_a_comment_however_many_tenants_change() {
     let repo = Repo::example();
     for i in 0..400 {
-        repo.write(
-            &format!("tenants/bulk-{i:04}.yaml"),
-            &format!(
-                "slug: bulk-{i:04}\nname: Bulk {i}\nplan: growth\nowner:\n  email: o{i}@bulk.example\nregion: eu-west-1\n"
-            ),
-        );
+        repo.write_tenant(&format!("bulk-{i:04}"));
     }
     let out = repo.run(&["plan", "--format", "markdown"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

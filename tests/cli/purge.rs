@@ -744,24 +744,7 @@ fn an_export_kept_in_s3_is_uploaded_whole_handed_out_by_link_and_checked_before_
     .unwrap();
     offboard(&repo, "acme");
     repo.apply();
-    let keys = |prefix: &str| -> Vec<String> {
-        let out = s3
-            .block_on(
-                s3.client
-                    .list_objects_v2()
-                    .bucket(&exports)
-                    .prefix(prefix)
-                    .send(),
-            )
-            .unwrap();
-        let mut k: Vec<String> = out
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect();
-        k.sort();
-        k
-    };
+    let keys = |prefix: &str| s3.keys_under(&exports, prefix);
     assert_eq!(
         keys("offboarded/acme/"),
         [
@@ -1146,24 +1129,7 @@ fn an_erasure_export_in_s3_is_removed_at_its_end_with_every_copy_set_aside() {
         "offboarded/globex.notes/readme.txt",
         "not an export\n".into(),
     );
-    let keys = || -> Vec<String> {
-        let out = s3
-            .block_on(
-                s3.client
-                    .list_objects_v2()
-                    .bucket(&exports)
-                    .prefix("offboarded/")
-                    .send(),
-            )
-            .unwrap();
-        let mut k: Vec<String> = out
-            .contents()
-            .iter()
-            .filter_map(|o| o.key().map(str::to_string))
-            .collect();
-        k.sort();
-        k
-    };
+    let keys = || s3.keys_under(&exports, "offboarded/");
     assert!(keys().contains(&"offboarded/globex/manifest.json".to_string()));
 
     let plan = text(&repo.run(&["plan"]).stdout);
@@ -1196,10 +1162,7 @@ fn six_offboarded_with_their_purge_saved(pg: &Pg) -> (Repo, std::path::PathBuf) 
     let repo = pg.repo();
     no_hold(&repo);
     for slug in &SIX[1..] {
-        repo.write(
-            &format!("tenants/{slug}.yaml"),
-            &format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
-        );
+        repo.write_tenant(slug);
     }
     repo.apply();
     for slug in SIX {
@@ -1235,10 +1198,7 @@ fn a_mass_purge_drops_two_waves_at_once_and_audits_each_resource_once() {
     let mut slugs = vec!["acme".to_string()];
     slugs.extend((1..70).map(|i| format!("wave-{i:02}")));
     for slug in &slugs[1..] {
-        repo.write(
-            &format!("tenants/{slug}.yaml"),
-            &format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
-        );
+        repo.write_tenant(slug);
     }
     repo.apply();
     for slug in &slugs {

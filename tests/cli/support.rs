@@ -124,6 +124,14 @@ impl Repo {
         std::fs::write(p, text).unwrap();
     }
 
+    /// Writes `tenants/<slug>.yaml`: a growth-plan tenant in eu-west-1, named by its slug.
+    pub fn write_tenant(&self, slug: &str) {
+        self.write(
+            &format!("tenants/{slug}.yaml"),
+            &format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: eu-west-1\n"),
+        );
+    }
+
     pub fn remove(&self, rel: &str) {
         std::fs::remove_file(self.path().join(rel)).unwrap();
     }
