@@ -65,6 +65,15 @@ impl Attrs {
         self.find(field).ok().map(|i| &self.fields()[i].1)
     }
 
+    /// The fields in name order, owned, read without keeping the parsed map: for a copy of
+    /// them all that the map need not hold too (a planned create's field list).
+    pub fn to_fields(&self) -> Vec<(CompactString, Value)> {
+        match self.fields.get() {
+            Some(fields) => fields.to_vec(),
+            None => parse(&self.text),
+        }
+    }
+
     /// The value of `field`, read without keeping the parsed map: for a look at one field
     /// of many maps.
     pub fn value_of(&self, field: &str) -> Option<Value> {
@@ -420,6 +429,19 @@ mod tests {
         assert!(copy.fields.get().is_none(), "the copy is not parsed");
         assert_eq!(copy, a);
         assert_eq!(copy.get("b"), Some(&json!(2)));
+    }
+
+    /// Its fields read whole leave a map that was not looked into unparsed.
+    #[test]
+    fn its_fields_read_whole_leave_it_unparsed() {
+        let a = Attrs::from_iter([("b".to_string(), json!(2)), ("a".to_string(), json!("x"))]);
+        let fields: Vec<(String, Value)> = a
+            .to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        assert_eq!(fields, [("a".into(), json!("x")), ("b".into(), json!(2))]);
+        assert!(a.fields.get().is_none(), "the map was kept parsed");
     }
 
     #[test]

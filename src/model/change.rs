@@ -103,13 +103,15 @@ impl ResourceChange {
 /// Every attribute of a resource about to be created as a field change from nothing, and
 /// each attribute only apply learns as one whose value is known after apply.
 pub fn created_fields(r: &Resource) -> Vec<FieldChange> {
+    // Read without keeping the parse: the plan holds `r` until it is applied.
     let mut fields: Vec<FieldChange> = r
         .attrs
-        .iter()
+        .to_fields()
+        .into_iter()
         .map(|(k, v)| FieldChange {
             field: k.to_string(),
             old: None,
-            new: Some(v.clone()),
+            new: Some(v),
             forces_replace: false,
         })
         .collect();
@@ -125,7 +127,7 @@ pub fn known_after_apply(r: &Resource) -> impl Iterator<Item = FieldChange> + '_
         .kind
         .computed()
         .iter()
-        .filter(|f| !r.attrs.contains_key(f))
+        .filter(|f| r.attrs.value_of(f).is_none())
         .map(|f| FieldChange {
             field: f.to_string(),
             old: None,

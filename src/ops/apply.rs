@@ -28,7 +28,12 @@ pub struct ApplyOptions {
 pub enum ApplyOutcome {
     NoChanges(Plan),
     Declined,
-    Applied { plan: Plan, report: ApplyReport },
+    /// The plan without its tenants' changes, which the run took and let go of as each
+    /// tenant ended: its summary and what the tenants shared.
+    Applied {
+        plan: Plan,
+        report: ApplyReport,
+    },
 }
 
 /// Applies a saved plan, or a fresh one that `confirm` approves. The whole run, the

@@ -139,6 +139,8 @@ pub fn value(v: Option<&Value>) -> String {
 /// Every line of one resource change, without colour: the header, then each field or the
 /// content diff. Text and markdown both use it.
 pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<String>) {
+    // A create's fields are made from its attributes when asked for: once here.
+    let fields = c.fields();
     let mut header = format!("{} {}/{}", c.action.symbol(), tenant.slug, c.key);
     if c.action == crate::plan::Action::Import {
         header.push_str(" will be imported");
@@ -153,7 +155,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     }
     if tenant.action == crate::plan::TenantAction::Purge
         && c.key.kind == crate::desired::Kind::REGISTRY
-        && c.fields().iter().any(|f| f.field == "name")
+        && fields.iter().any(|f| f.field == "name")
     {
         header.push_str("  # kept as a tombstone: id, slug, plan and dates");
     }
@@ -166,7 +168,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     if c.key.kind == crate::desired::Kind::ROLE
         && tenant.lifecycle.to == crate::state::Lifecycle::Active
         && tenant.lifecycle.from != crate::state::Lifecycle::Active
-        && c.fields()
+        && fields
             .iter()
             .any(|f| f.field == "login" && f.new == Some(serde_json::json!(true)))
     {
@@ -175,14 +177,14 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
         );
     } else if c.drift {
         header.push_str("  # changed outside tenant-reconcile");
-    } else if c.action == crate::plan::Action::Update && c.fields().is_empty() {
+    } else if c.action == crate::plan::Action::Update && fields.is_empty() {
         header.push_str("  # made by a run cut short before the state recorded it: recorded now");
     }
     let mut lines = Vec::new();
-    let width = c.fields().iter().map(|f| f.field.len()).max().unwrap_or(0);
+    let width = fields.iter().map(|f| f.field.len()).max().unwrap_or(0);
     let show_fields = c.diff.is_none() || c.action != crate::plan::Action::Create;
     if show_fields {
-        for f in c.fields().iter() {
+        for f in fields.iter() {
             // The content diff below says more than a changed checksum.
             if c.diff.is_some() && f.field == "sha256" {
                 continue;
