@@ -6,15 +6,42 @@
 //! verifier; the data catalog keeps a digest of it, and refresh compares that digest with
 //! the role's stored verifier to notice a password changed by hand.
 
+use std::num::NonZeroUsize;
+use std::sync::{LazyLock, Mutex};
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use lru::LruCache;
 use sha2::{Digest, Sha256};
 
 /// PostgreSQL's own default (scram_iterations).
 const ITERATIONS: u32 = 4096;
 
+/// How many verifiers are kept: a tenant's is asked for by its role's step, again when its
+/// login opens and by its smoke test, all within its turn, and no more tenants than the
+/// run's parallelism take their turns at once.
+const REMEMBERED: usize = 256;
+
+/// The verifier of `password`. Deriving it is a key derivation of 4,096 rounds (about a
+/// millisecond of CPU), so the last ones are remembered, by a digest of the password.
 pub fn verifier(password: &str) -> String {
+    static RECENT: LazyLock<Mutex<LruCache<[u8; 32], String>>> = LazyLock::new(|| {
+        Mutex::new(LruCache::new(
+            NonZeroUsize::new(REMEMBERED).expect("not zero"),
+        ))
+    });
+    let key: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+    if let Some(v) = RECENT.lock().expect("not poisoned").get(&key) {
+        return v.clone();
+    }
+    // Derived outside the lock: other tenants' lookups do not wait on it.
+    let v = derive(password);
+    RECENT.lock().expect("not poisoned").put(key, v.clone());
+    v
+}
+
+fn derive(password: &str) -> String {
     let salt = &Sha256::digest(
         [
             b"tenant-reconcile/scram-salt\0".as_slice(),
@@ -50,6 +77,13 @@ fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_remembered_verifier_is_the_derived_one() {
+        for p in ["first", "second", "first", "second"] {
+            assert_eq!(verifier(p), derive(p), "{p}");
+        }
+    }
 
     #[test]
     fn verifier_is_stable_and_well_formed() {

@@ -19,7 +19,7 @@ use crate::targets::provider::{
 
 use super::{
     catalog::META,
-    mark::{comment, Marked},
+    mark::{comment, role_found, Marked, RoleFound},
     reach, PgData,
 };
 
@@ -66,25 +66,23 @@ impl PgData {
             &format!("tenant-reconcile/role/{name}"),
         )
         .await?;
-        let existing = comment(tx.as_mut(), Marked::Role, &name).await?;
-        if let Some(comment) = &existing {
+        let found = role_found(tx.as_mut(), &name, self.superuser().await?).await?;
+        if let Some(found) = &found {
             check_ours(
                 ctx,
                 change,
                 &format!("the role {name}"),
-                &Owner::from_text(comment.as_deref()),
+                &Owner::from_text(found.comment.as_deref()),
             )?;
         }
-        let verb = if existing.is_some() {
-            "ALTER"
-        } else {
-            "CREATE"
-        };
+        let verb = if found.is_some() { "ALTER" } else { "CREATE" };
         let options = if login { "LOGIN" } else { "NOLOGIN" };
+        let digest = scram::digest(&verifier);
+        let password = password_clause(found.as_ref(), &verifier, &digest);
         tx.as_mut()
             .execute(
                 format!(
-                    "{verb} ROLE {} WITH {options} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD '{verifier}'",
+                    "{verb} ROLE {} WITH {options} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS{password}",
                     quote(&name)
                 )
                 .as_str(),
@@ -116,13 +114,14 @@ impl PgData {
             .bind(tenant_id)
             .bind(ctx.credentials_version as i32)
             .bind(&fingerprint)
-            .bind(scram::digest(&verifier))
+            .bind(&digest)
             .execute(tx.as_mut())
             .await
             .map_err(ProviderError::sql("record the role"))?;
         tx.commit().await.map_err(ProviderError::sql("commit"))?;
-        if !login {
-            // Suspension also ends the sessions the role already has.
+        if !login && found.is_some() {
+            // Suspension also ends the sessions the role already has (a role made just now
+            // has none).
             let ended = sqlx::query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
             )
@@ -436,4 +435,50 @@ pub(super) fn policy_texts(shared_schema: &str) -> Vec<String> {
         format!("(tenant_id = {shared_schema}.current_tenant_id())"),
         "(tenant_id = current_tenant_id())".to_string(),
     ]
+}
+
+/// The `PASSWORD` clause a role's statement needs: none when the server holds the verifier
+/// already, as when a new tenant's login opens after its smoke tests. The server checks
+/// every verifier it is given against the empty password, a whole key derivation of its own
+/// (about 5 ms of its CPU). A verifier the admin cannot read is sent again, as it may have
+/// been changed by hand.
+fn password_clause(found: Option<&RoleFound>, verifier: &str, digest: &str) -> String {
+    match found.and_then(|f| f.verifier_digest.as_deref()) {
+        Some(held) if held == digest => String::new(),
+        _ => format!(" PASSWORD '{verifier}'"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(verifier_digest: Option<&str>) -> RoleFound {
+        RoleFound {
+            comment: None,
+            verifier_digest: verifier_digest.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_verifier_is_sent_unless_the_server_is_seen_to_hold_it() {
+        let sent = " PASSWORD 'SCRAM-SHA-256$v'";
+        // A new role.
+        assert_eq!(password_clause(None, "SCRAM-SHA-256$v", "d"), sent);
+        // Its verifier held already: the login opens without the server deriving a key.
+        assert_eq!(
+            password_clause(Some(&found(Some("d"))), "SCRAM-SHA-256$v", "d"),
+            ""
+        );
+        // Changed by hand: set again.
+        assert_eq!(
+            password_clause(Some(&found(Some("other"))), "SCRAM-SHA-256$v", "d"),
+            sent
+        );
+        // Not readable (the admin is no superuser): set again, whatever it is.
+        assert_eq!(
+            password_clause(Some(&found(None)), "SCRAM-SHA-256$v", "d"),
+            sent
+        );
+    }
 }

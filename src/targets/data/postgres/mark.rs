@@ -17,10 +17,9 @@ pub(super) async fn schema_exists(
     Ok(exists)
 }
 
-/// The objects a mark of ownership is a comment on.
+/// The objects a mark of ownership is a comment on (a role's is read by [`role_found`]).
 #[derive(Clone, Copy)]
 pub(super) enum Marked {
-    Role,
     Schema,
     Database,
 }
@@ -32,10 +31,6 @@ pub(super) async fn comment(
     name: &str,
 ) -> Result<Option<Option<String>>, ProviderError> {
     let (sql, context) = match object {
-        Marked::Role => (
-            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
-            "look for the role",
-        ),
         Marked::Schema => (
             "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
             "look for the schema",
@@ -51,6 +46,38 @@ pub(super) async fn comment(
         .await
         .map(|row| row.map(|(c,)| c))
         .map_err(ProviderError::sql(context))
+}
+
+/// A role as apply finds it: its mark, and a digest of the verifier the server holds for
+/// it where the admin may read verifiers (a superuser), to compare with the derived one.
+pub(super) struct RoleFound {
+    pub comment: Option<String>,
+    pub verifier_digest: Option<String>,
+}
+
+/// The role `name` as it stands, in one query; `superuser` says whether the admin may read
+/// `pg_authid`, which holds the verifiers.
+pub(super) async fn role_found(
+    conn: &mut PgConnection,
+    name: &str,
+    superuser: bool,
+) -> Result<Option<RoleFound>, ProviderError> {
+    let sql = if superuser {
+        "SELECT shobj_description(r.oid, 'pg_authid'),
+                encode(sha256(convert_to(a.rolpassword, 'UTF8')), 'hex')
+         FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = $1"
+    } else {
+        "SELECT shobj_description(oid, 'pg_authid'), NULL::text FROM pg_roles WHERE rolname = $1"
+    };
+    let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(sql)
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(ProviderError::sql("look for the role"))?;
+    Ok(row.map(|(comment, verifier_digest)| RoleFound {
+        comment,
+        verifier_digest,
+    }))
 }
 
 pub(super) async fn role_exists(

@@ -94,6 +94,8 @@ pub struct PgData {
     migrations: Vec<Migration>,
     schema: String,
     catalog_ready: OnceCell<()>,
+    /// Whether the admin is a superuser, who may read the roles' verifiers.
+    superuser: OnceCell<bool>,
     shared_ready: OnceCell<()>,
     /// Schemas and roles dropped together, two batches at once (one per purge wave under
     /// way): the drops of different tenants wait on nothing of each other's, so one batch's
@@ -122,9 +124,25 @@ impl PgData {
             naming,
             migrations,
             catalog_ready: OnceCell::new(),
+            superuser: OnceCell::new(),
             shared_ready: OnceCell::new(),
             purges: GroupCommit::with_limit(TENANTS_PER_BATCH).writers(2),
         }
+    }
+
+    /// Whether the admin is a superuser, asked once per run.
+    async fn superuser(&self) -> Result<bool, ProviderError> {
+        self.superuser
+            .get_or_try_init(|| async {
+                let (superuser,): (bool,) =
+                    sqlx::query_as("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                        .fetch_one(self.server.pool().await?)
+                        .await
+                        .map_err(ProviderError::sql("read whether the admin is a superuser"))?;
+                Ok(superuser)
+            })
+            .await
+            .copied()
     }
 
     fn sql(&self, sql: &str) -> String {
