@@ -48,12 +48,15 @@ pub struct ResourceChange {
     pub listed: Vec<FieldChange>,
     /// The live resource differed from what the state recorded: changed outside.
     pub drift: bool,
-    /// A unified diff of the body text, for rendered files.
+    /// A unified diff of the body text of a rendered file that changes. A new file's is
+    /// made from its content when asked for ([`ResourceChange::text_diff`]), rather than
+    /// held a second time beside it.
     pub diff: Option<String>,
     /// What the resource should be; absent for a delete.
     pub desired: Option<Resource>,
-    /// For a purge: what is destroyed, as the deletion audit records it.
-    pub purged: Option<Purged>,
+    /// For a purge: what is destroyed, as the deletion audit records it. Boxed: few changes
+    /// are purges, and every change of a plan would carry its room.
+    pub purged: Option<Box<Purged>>,
     /// For a replace that keeps the old one: what it leaves behind (`schema t_acme`), kept
     /// with its data until the tenant's purge.
     pub leaves: Option<String>,
@@ -69,19 +72,20 @@ impl ResourceChange {
             drift: false,
             diff: None,
             desired: None,
-            purged,
+            purged: purged.map(Box::new),
             leaves: None,
         }
     }
 
-    /// A create of `desired`, its fields made from it when asked for.
-    pub fn create(desired: Resource, drift: bool, diff: Option<String>) -> ResourceChange {
+    /// A create of `desired`, its fields (and a rendered file's diff) made from it when
+    /// asked for.
+    pub fn create(desired: Resource, drift: bool) -> ResourceChange {
         ResourceChange {
             key: desired.key.clone(),
             action: Action::Create,
             listed: Vec::new(),
             drift,
-            diff,
+            diff: None,
             desired: Some(desired),
             purged: None,
             leaves: None,
@@ -98,6 +102,33 @@ impl ResourceChange {
             _ => Cow::Borrowed(&self.listed),
         }
     }
+
+    /// The unified diff of a rendered file's text: the one listed, or a new file's, made
+    /// from its content.
+    pub fn text_diff(&self) -> Option<Cow<'_, str>> {
+        match (&self.diff, &self.desired, self.action) {
+            (Some(diff), _, _) => Some(Cow::Borrowed(diff)),
+            (None, Some(desired), Action::Create) => created_diff(desired).map(Cow::Owned),
+            _ => None,
+        }
+    }
+}
+
+/// A new rendered file's text as a diff from nothing; none for other kinds.
+fn created_diff(r: &Resource) -> Option<String> {
+    r.content
+        .as_deref()
+        .filter(|_| crate::model::kind::of(r.key.kind).generated)
+        .map(|c| content_diff("", c))
+}
+
+/// A unified diff of rendered content, for people to read.
+pub fn content_diff(old: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header("live", "rendered")
+        .to_string()
 }
 
 /// Every attribute of a resource about to be created as a field change from nothing, and
@@ -155,14 +186,15 @@ struct Wire {
 
 impl From<ResourceChange> for Wire {
     fn from(c: ResourceChange) -> Wire {
+        let diff = c.text_diff().map(Cow::into_owned);
         Wire {
             fields: c.fields().into_owned(),
             key: c.key,
             action: c.action,
             drift: c.drift,
-            diff: c.diff,
+            diff,
             desired: c.desired,
-            purged: c.purged,
+            purged: c.purged.map(|p| *p),
             leaves: c.leaves,
         }
     }
@@ -176,14 +208,18 @@ impl From<Wire> for ResourceChange {
             (Some(desired), Action::Create) => created_fields(desired) == w.fields,
             _ => false,
         };
+        let diff_derived = match (&w.desired, w.action) {
+            (Some(desired), Action::Create) => created_diff(desired) == w.diff,
+            _ => false,
+        };
         ResourceChange {
             key: w.key,
             action: w.action,
             listed: if derived { Vec::new() } else { w.fields },
             drift: w.drift,
-            diff: w.diff,
+            diff: if diff_derived { None } else { w.diff },
             desired: w.desired,
-            purged: w.purged,
+            purged: w.purged.map(Box::new),
             leaves: w.leaves,
         }
     }
@@ -225,7 +261,7 @@ mod tests {
             attrs: Attrs::from_iter([("name", json!("t_acme")), ("login", json!(true))]),
             content: None,
         };
-        let create = ResourceChange::create(role.clone(), false, None);
+        let create = ResourceChange::create(role.clone(), false);
         assert!(create.listed.is_empty());
         let fields: Vec<String> = create.fields().iter().map(|f| f.field.clone()).collect();
         let mut expected: Vec<String> = ["login", "name"].map(String::from).to_vec();
@@ -253,5 +289,50 @@ mod tests {
             serde_json::from_value(serde_json::to_value(&update).unwrap()).unwrap();
         assert_eq!(read.listed, update.listed);
         assert_eq!(read.fields().len(), 1);
+    }
+
+    /// A new rendered file holds no diff of its own, yet shows, writes and reads back the
+    /// diff of its whole text; a changed file keeps the diff it was given.
+    #[test]
+    fn a_new_file_s_diff_is_made_from_its_text_and_held_once() {
+        let file = Resource {
+            key: Key::named(Kind::FILE, "app.env"),
+            attrs: Attrs::from_iter([("sha256", json!("abc"))]),
+            content: Some("A=1\nB=2\n".into()),
+        };
+        let create = ResourceChange::create(file.clone(), false);
+        assert!(create.diff.is_none());
+        let diff = create.text_diff().expect("a new file shows its text");
+        assert!(diff.contains("+A=1\n+B=2"), "{diff}");
+
+        let text = serde_json::to_value(&create).unwrap();
+        assert_eq!(text["diff"].as_str(), Some(diff.as_ref()));
+        let read: ResourceChange = serde_json::from_value(text).unwrap();
+        assert!(read.diff.is_none(), "read back, a new file holds no diff");
+        assert_eq!(read.text_diff(), create.text_diff());
+
+        let changed = ResourceChange {
+            action: Action::Update,
+            diff: Some(content_diff("A=0\n", "A=1\n")),
+            ..create
+        };
+        let read: ResourceChange =
+            serde_json::from_value(serde_json::to_value(&changed).unwrap()).unwrap();
+        assert_eq!(read.diff, changed.diff);
+        // Seed rows and the like carry a body but show no diff.
+        let seed = Resource {
+            key: Key::new(Kind::SEED),
+            attrs: Attrs::from_iter([("rows", json!(1))]),
+            content: Some("{}".into()),
+        };
+        assert!(ResourceChange::create(seed, false).text_diff().is_none());
+    }
+
+    /// Every planned change of a fleet is held until its tenant's turn: a change stays
+    /// small, whatever few of them carry (a purge's record, a replace's leftover).
+    #[test]
+    fn a_planned_change_stays_small() {
+        let size = std::mem::size_of::<ResourceChange>();
+        assert!(size <= 208, "a ResourceChange is {size} bytes");
     }
 }

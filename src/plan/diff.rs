@@ -708,10 +708,6 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
                 r.clone(),
                 // It was recorded, so something outside removed it.
                 input.live.is_some() && recorded_attrs.is_some(),
-                r.content
-                    .as_deref()
-                    .filter(|_| kind::of(r.key.kind).generated)
-                    .map(|c| content_diff("", c)),
             ));
             continue;
         };
@@ -756,7 +752,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             .filter(|old| *old != super::purge::resource(r.key.kind, &r.attrs));
         let diff = match (live_resource.and_then(|l| l.content()), &r.content) {
             (Some(old), Some(new)) if kind::of(r.key.kind).generated && old != *new => {
-                Some(content_diff(&old, new))
+                Some(crate::model::change::content_diff(&old, new))
             }
             _ => None,
         };
@@ -801,7 +797,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             .lives_in
             .is_some_and(|home| rebuilt.contains(&home));
         if lives_in_rebuilt && !changes.iter().any(|c| c.key == r.key) {
-            changes.push(ResourceChange::create(r.clone(), false, None));
+            changes.push(ResourceChange::create(r.clone(), false));
         }
     }
     changes.sort_by(|a, b| a.key.cmp(&b.key));
@@ -973,15 +969,6 @@ fn changed_fields(
         }
     }
     out
-}
-
-/// A unified diff of rendered content, for people to read.
-pub fn content_diff(old: &str, new: &str) -> String {
-    similar::TextDiff::from_lines(old, new)
-        .unified_diff()
-        .context_radius(3)
-        .header("live", "rendered")
-        .to_string()
 }
 
 #[cfg(test)]

@@ -182,11 +182,12 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     }
     let mut lines = Vec::new();
     let width = fields.iter().map(|f| f.field.len()).max().unwrap_or(0);
-    let show_fields = c.diff.is_none() || c.action != crate::plan::Action::Create;
+    let diff = c.text_diff();
+    let show_fields = diff.is_none() || c.action != crate::plan::Action::Create;
     if show_fields {
         for f in fields.iter() {
             // The content diff below says more than a changed checksum.
-            if c.diff.is_some() && f.field == "sha256" {
+            if diff.is_some() && f.field == "sha256" {
                 continue;
             }
             let line = match (&f.old, &f.new) {
@@ -202,7 +203,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
             };
             let line = if f.forces_replace {
                 format!("{line}  # forces replacement")
-            } else if c.diff.is_none()
+            } else if diff.is_none()
                 && c.key.kind == crate::desired::Kind::FILE
                 && f.field == "sha256"
                 && f.old.is_some()
@@ -216,7 +217,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
             lines.push(line);
         }
     }
-    if let Some(diff) = &c.diff {
+    if let Some(diff) = &diff {
         lines.extend(diff.lines().map(str::to_string));
     }
     (header, lines)
