@@ -201,21 +201,21 @@ impl From<ResourceChange> for Wire {
 }
 
 impl From<Wire> for ResourceChange {
-    /// A create read back holds no fields of its own where they are the ones its desired
-    /// attributes give (a plan file written by this build, or an earlier one).
+    /// A create read back holds no fields (nor a new file's diff) of its own where they are
+    /// the ones its desired resource gives (a plan file written by this build, or an
+    /// earlier one).
     fn from(w: Wire) -> ResourceChange {
-        let derived = match (&w.desired, w.action) {
-            (Some(desired), Action::Create) => created_fields(desired) == w.fields,
-            _ => false,
-        };
-        let diff_derived = match (&w.desired, w.action) {
-            (Some(desired), Action::Create) => created_diff(desired) == w.diff,
-            _ => false,
+        let (fields_derived, diff_derived) = match (&w.desired, w.action) {
+            (Some(desired), Action::Create) => (
+                created_fields(desired) == w.fields,
+                created_diff(desired) == w.diff,
+            ),
+            _ => (false, false),
         };
         ResourceChange {
             key: w.key,
             action: w.action,
-            listed: if derived { Vec::new() } else { w.fields },
+            listed: if fields_derived { Vec::new() } else { w.fields },
             drift: w.drift,
             diff: if diff_derived { None } else { w.diff },
             desired: w.desired,

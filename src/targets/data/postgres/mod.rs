@@ -130,7 +130,7 @@ impl PgData {
         }
     }
 
-    /// Whether the admin is a superuser, asked once per run.
+    /// Whether the admin is a superuser: as the run's refresh found it, or asked once.
     async fn superuser(&self) -> Result<bool, ProviderError> {
         self.superuser
             .get_or_try_init(|| async {

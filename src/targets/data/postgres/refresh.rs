@@ -36,6 +36,8 @@ impl PgData {
         .fetch_one(pool)
         .await
         .map_err(ProviderError::sql("look for the data catalog"))?;
+        // Known now for the roles' steps of an apply after this refresh (`PgData::superuser`).
+        let _ = self.superuser.set(superuser);
         let mut by_role = self.read_roles(pool, &roles, catalog, superuser).await?;
         let mut slices = self.read_slices(pool, targets, &slugs, catalog).await?;
         let (applied, seeded) = match catalog {
