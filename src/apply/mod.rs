@@ -659,6 +659,15 @@ impl Executor {
                     log.done += 1;
                     Ok(())
                 }
+                Step::Changes(changes) => {
+                    let made = self
+                        .change_together(&run, &mut ts, lifecycle, changes, log)
+                        .await;
+                    if made.is_ok() {
+                        log.done += changes.len();
+                    }
+                    made
+                }
                 Step::Export(change) => {
                     let written = self.export(&run, &mut ts, lifecycle, change).await;
                     log.done += usize::from(written.is_ok());

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Executor, Run, StepError};
+use super::{Executor, Run, StepError, StepLog};
 use crate::model::change::{Action, ResourceChange};
 use crate::model::lifecycle::{now, Lifecycle};
 use crate::model::resource::Kind;
@@ -37,6 +37,47 @@ impl Executor {
         ts.resources.insert(change.key.clone(), attrs);
         ts.updated_at = now();
         Ok(())
+    }
+
+    /// Brings control-plane resources that follow each other to what `changes` ask for, in
+    /// one call (one transaction): the registry row's step shows the first, and a failure
+    /// names the one that failed (`log.at`), none of them made.
+    pub(super) async fn change_together(
+        &self,
+        run: &Run<'_>,
+        ts: &mut TenantState,
+        lifecycle: Lifecycle,
+        changes: &[ResourceChange],
+        log: &mut StepLog,
+    ) -> Result<(), StepError> {
+        let first = changes.first().ok_or("no change to make")?;
+        if lifecycle == Lifecycle::Provisioning {
+            let step = first.key.to_string();
+            if let Some(id) = ts.tenant_id.as_deref() {
+                self.targets.control.set_step(id, Some(&step)).await?;
+            }
+            ts.step = Some(step);
+        }
+        run.lost()?;
+        let claimed = changes.iter().any(|c| ts.creating.contains(&c.key));
+        let ctx = self.step_context(run.tp, ts, lifecycle, run.mark, claimed);
+        let made = self.targets.control.apply_together(&ctx, changes).await;
+        match made {
+            Ok(all) => {
+                for (change, attrs) in changes.iter().zip(all) {
+                    ts.resources.insert(change.key.clone(), attrs);
+                    ts.creating.remove(&change.key);
+                }
+                ts.updated_at = now();
+                Ok(())
+            }
+            Err(failed) => {
+                if let Some(change) = changes.get(failed.at) {
+                    log.at = change.key.to_string();
+                }
+                Err(failed.error.into())
+            }
+        }
     }
 
     /// Brings one resource to what `change` asks for through its target, recording before
@@ -81,9 +122,7 @@ impl Executor {
             change.action,
             Action::Create | Action::Replace | Action::Import
         );
-        if creates
-            && provider.marks_after_create(change.key.kind)
-            && ts.creating.insert(change.key.clone())
+        if creates && provider.marks_after_create(change) && ts.creating.insert(change.key.clone())
         {
             // Recorded before the call: killed between creating and marking, the rerun
             // knows the unmarked resource is this state's.

@@ -30,6 +30,9 @@ pub(super) enum Step<'p> {
     Register(&'p ResourceChange),
     /// One resource brought to what the plan asks.
     Change(&'p ResourceChange),
+    /// Control-plane resources that follow each other (a new tenant's owner, flags and
+    /// quotas), brought to what the plan asks in one transaction: all of them or none.
+    Changes(&'p [ResourceChange]),
     /// The tenant's export written, by the engine from every target that holds its data.
     Export(&'p ResourceChange),
     /// The smoke tests before the tenant becomes active.
@@ -54,7 +57,7 @@ impl PartialEq for Step<'_> {
             | (Register(a), Register(b))
             | (Change(a), Change(b))
             | (Export(a), Export(b)) => std::ptr::eq(*a, *b),
-            (Purge(a), Purge(b)) => std::ptr::eq(*a, *b),
+            (Purge(a), Purge(b)) | (Changes(a), Changes(b)) => std::ptr::eq(*a, *b),
             (GatingHook(a), GatingHook(b)) | (Hook(a), Hook(b)) => std::ptr::eq(*a, *b),
             (EndPurge { may_move: a }, EndPurge { may_move: b }) => a == b,
             (Smoke, Smoke) | (Lifecycle, Lifecycle) => true,
@@ -89,7 +92,9 @@ impl Step<'_> {
     pub(super) fn at(&self) -> Option<String> {
         match self {
             Step::EndPurge { .. } => None,
-            Step::Purge(changes) => changes.first().map(|c| c.key.to_string()),
+            Step::Purge(changes) | Step::Changes(changes) => {
+                changes.first().map(|c| c.key.to_string())
+            }
             Step::BeginPurge(c)
             | Step::PurgeRetired(c)
             | Step::PurgeRow(c)
@@ -127,9 +132,11 @@ impl Step<'_> {
             }
             Step::EndPurge { .. } => Checkpoint::WhenFollowed,
             Step::Register(_) => Checkpoint::Succeeded,
-            Step::Smoke | Step::GatingHook(_) | Step::Hook(_) | Step::Export(_) => {
-                Checkpoint::After
-            }
+            Step::Smoke
+            | Step::GatingHook(_)
+            | Step::Hook(_)
+            | Step::Export(_)
+            | Step::Changes(_) => Checkpoint::After,
             Step::Change(_) => Checkpoint::BeforeAndAfter,
             Step::Lifecycle => Checkpoint::WhenFollowed,
         }
@@ -202,15 +209,30 @@ pub(super) fn steps<'p>(
         if change.key.kind == Kind::REGISTRY {
             if change.action == Action::Create {
                 out.push(Step::Register(change));
-            } else if change.fields().iter().any(|f| f.field != "lifecycle") {
-                out.push(Step::Change(change));
+                continue;
             }
-            // A registry change that only moves the lifecycle is the move's, last.
-            continue;
+            if !change.fields().iter().any(|f| f.field != "lifecycle") {
+                // A registry change that only moves the lifecycle is the move's, last.
+                continue;
+            }
         }
         if change.key.kind == Kind::EXPORT {
             out.push(Step::Export(change));
             continue;
+        }
+        if (facts.control)(change.key.kind) {
+            // The control plane's rows are one transaction's work: one commit and one
+            // checkpoint for all of them, not one each.
+            let start = i - 1;
+            while changes.get(i).is_some_and(|c| {
+                c.purged.is_none() && c.key.kind != Kind::EXPORT && (facts.control)(c.key.kind)
+            }) {
+                i += 1;
+            }
+            if i - start > 1 {
+                out.push(Step::Changes(&changes[start..i]));
+                continue;
+            }
         }
         out.push(Step::Change(change));
     }
@@ -283,6 +305,8 @@ mod tests {
         let changes = [
             change(Kind::REGISTRY, Action::Create, &[]),
             change(Kind::OWNER, Action::Create, &[]),
+            change(Kind::FEATURES, Action::Create, &[]),
+            change(Kind::QUOTAS, Action::Create, &[]),
             change(Kind::DATABASE, Action::Create, &[]),
         ];
         let steps = steps(&changes, true, &[], &facts(&|_| false));
@@ -290,15 +314,43 @@ mod tests {
             steps,
             vec![
                 Step::Register(&changes[0]),
-                Step::Change(&changes[1]),
-                Step::Change(&changes[2]),
+                Step::Changes(&changes[1..4]),
+                Step::Change(&changes[4]),
                 Step::Smoke,
                 Step::Lifecycle,
             ]
         );
         assert_eq!(steps[0].checkpoint(), Checkpoint::Succeeded);
+        assert_eq!(steps[1].checkpoint(), Checkpoint::After);
+        assert_eq!(steps[1].at().as_deref(), Some("owner"));
         assert_eq!(steps[3].checkpoint(), Checkpoint::After);
-        assert_eq!(steps[1].checkpoint(), Checkpoint::BeforeAndAfter);
+        assert_eq!(steps[2].checkpoint(), Checkpoint::BeforeAndAfter);
+    }
+
+    #[test]
+    fn control_plane_changes_in_a_row_go_together_and_one_alone_stays_alone() {
+        let changes = [
+            change(Kind::REGISTRY, Action::Update, &["plan", "lifecycle"]),
+            change(Kind::QUOTAS, Action::Update, &["seats"]),
+            change(Kind::DATABASE, Action::Update, &["access"]),
+        ];
+        assert_eq!(
+            steps(&changes, false, &[], &facts(&|_| false)),
+            vec![
+                Step::Changes(&changes[0..2]),
+                Step::Change(&changes[2]),
+                Step::Lifecycle,
+            ]
+        );
+        // A registry change of the lifecycle alone is the move's, and joins nothing.
+        let changes = [
+            change(Kind::REGISTRY, Action::Update, &["lifecycle"]),
+            change(Kind::FEATURES, Action::Update, &["sso"]),
+        ];
+        assert_eq!(
+            steps(&changes, false, &[], &facts(&|_| false)),
+            vec![Step::Change(&changes[1]), Step::Lifecycle]
+        );
     }
 
     #[test]

@@ -562,11 +562,11 @@ pub trait Provider: Send + Sync {
     fn replace_keeps_old(&self, _kind: Kind) -> bool {
         true
     }
-    /// Whether creating a `kind` resource and marking it ours are two calls (CREATE
-    /// DATABASE cannot run in a transaction; CreateBucket then PutBucketTagging). The
-    /// executor then records its intent first, so a run killed in between still knows the
-    /// unmarked resource is its own.
-    fn marks_after_create(&self, _kind: Kind) -> bool {
+    /// Whether creating the resource `change` makes and marking it ours are two calls
+    /// (CREATE DATABASE cannot run in a transaction; CreateBucket then PutBucketTagging).
+    /// The executor then records its intent first, so a run killed in between still knows
+    /// the unmarked resource is its own.
+    fn marks_after_create(&self, _change: &ResourceChange) -> bool {
         false
     }
     async fn refresh(
@@ -731,8 +731,43 @@ pub struct PurgeEnd<'a> {
     pub to: Option<Lifecycle>,
 }
 
+/// One of several changes made together failed, and none of them was made: which one
+/// (its index), and why.
+#[derive(Debug)]
+pub struct TogetherFailed {
+    pub at: usize,
+    pub error: ProviderError,
+}
+
+impl TogetherFailed {
+    /// Whether trying all of them again may succeed.
+    pub fn is_transient(&self) -> bool {
+        self.error.is_transient()
+    }
+}
+
+/// Said as the failed change's error: the caller names the change.
+impl std::fmt::Display for TogetherFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for TogetherFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
 #[async_trait]
 pub trait ControlPlane: Provider + Outbox + Purge {
+    /// Brings several of the tenant's resources to what `changes` ask, in one transaction:
+    /// all of them, or none. Returns each one's attributes, in order.
+    async fn apply_together(
+        &self,
+        ctx: &StepContext<'_>,
+        changes: &[ResourceChange],
+    ) -> Result<Vec<Attrs>, TogetherFailed>;
     /// Creates the tenant's registry row if there is none, in `provisioning`, and returns
     /// the tenant's id (the existing one when the row was already there).
     async fn register(&self, ctx: &StepContext<'_>, attrs: &Attrs)

@@ -373,3 +373,29 @@ fn a_shared_tenants_seed_rows_land_in_its_own_slice_whatever_its_name_renders_to
         vec![json!({"n": 1})]
     );
 }
+
+/// Only a role apply made itself, moments before its slice, is taken as holding nothing
+/// beyond it: one made by hand and imported is looked at, and what it was given is taken.
+#[test]
+fn a_role_made_by_hand_and_imported_is_confined_to_its_slice() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    let acme = pg.name("acme");
+    pg.exec(&format!(
+        "CREATE ROLE \"{acme}\" LOGIN CREATEDB; GRANT pg_read_all_data TO \"{acme}\""
+    ));
+    let out = repo.run(&["apply", "--auto-approve", "--import", "acme"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let held = pg.query(&format!(
+        "SELECT r.rolcreatedb, EXISTS (SELECT 1 FROM pg_auth_members m WHERE m.member = r.oid) AS member
+         FROM pg_roles r WHERE r.rolname = '{acme}'"
+    ));
+    assert_eq!(held, vec![json!({"rolcreatedb": false, "member": false})]);
+    let read = pg.query_as(
+        &acme,
+        &pg.db,
+        "SELECT count(*) FROM tenant_reconcile.tenants",
+    );
+    assert!(read.unwrap_err().contains("permission denied"));
+    repo.assert_plan_empty();
+}

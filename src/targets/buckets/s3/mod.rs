@@ -67,7 +67,7 @@ impl Provider for S3Buckets {
         crate::targets::buckets::forces_replace(field)
     }
 
-    fn marks_after_create(&self, _kind: Kind) -> bool {
+    fn marks_after_create(&self, _change: &ResourceChange) -> bool {
         // CreateBucket, then PutBucketTagging with the state tag.
         true
     }

@@ -20,7 +20,7 @@ use crate::slug::Slug;
 use crate::targets::control_plane::store::{self, ControlDb, Reading};
 use crate::targets::provider::{
     ControlPlane, LiveFleet, Provider, ProviderError, Purge, PurgeEnd, RefreshTarget, Smoke,
-    StepContext,
+    StepContext, TogetherFailed,
 };
 
 const SCHEMA: &str = r#"
@@ -256,6 +256,14 @@ impl Smoke for LocalControl {
 
 #[async_trait]
 impl ControlPlane for LocalControl {
+    async fn apply_together(
+        &self,
+        ctx: &StepContext<'_>,
+        changes: &[ResourceChange],
+    ) -> Result<Vec<Attrs>, TogetherFailed> {
+        store::control::apply_all(self, ctx, changes).await
+    }
+
     async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {
         if entries.is_empty() {
             return Ok(());

@@ -22,7 +22,7 @@ use crate::targets::control_plane::store::purge_end::{self, EndOfPurge};
 use crate::targets::control_plane::store::{self, ControlDb, Reading};
 use crate::targets::provider::{
     ControlPlane, LiveFleet, Provider, ProviderError, Purge, PurgeEnd, RefreshTarget, Smoke,
-    StepContext,
+    StepContext, TogetherFailed,
 };
 
 /// `{schema}` is replaced by the quoted admin schema, a checked identifier.
@@ -266,6 +266,17 @@ impl Smoke for PgControl {
 
 #[async_trait]
 impl ControlPlane for PgControl {
+    async fn apply_together(
+        &self,
+        ctx: &StepContext<'_>,
+        changes: &[ResourceChange],
+    ) -> Result<Vec<Attrs>, TogetherFailed> {
+        retry!(
+            "control plane",
+            store::control::apply_all(self, ctx, changes)
+        )
+    }
+
     async fn register(
         &self,
         ctx: &StepContext<'_>,

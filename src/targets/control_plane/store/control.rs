@@ -16,7 +16,7 @@ use crate::slug::Slug;
 use crate::targets::control_plane::rows;
 use crate::targets::control_plane::store::ControlDb;
 use crate::targets::provider::{
-    desired_of, events, unmanaged, Provider, ProviderError, StepContext,
+    desired_of, events, unmanaged, Provider, ProviderError, StepContext, TogetherFailed,
 };
 
 /// `change` made in `tx`; the attributes it leaves once `tx` commits.
@@ -97,6 +97,32 @@ pub async fn apply_in<C: ControlDb + Provider>(
         attrs.insert("lifecycle", json!(ctx.lifecycle.as_str()));
     }
     Ok(attrs)
+}
+
+/// Each of `changes` made, in one transaction; the attributes each leaves.
+pub async fn apply_all<C: ControlDb + Provider>(
+    db: &C,
+    ctx: &StepContext<'_>,
+    changes: &[ResourceChange],
+) -> Result<Vec<Attrs>, TogetherFailed> {
+    let failed = |at| move |error| TogetherFailed { at, error };
+    let mut tx = db
+        .tables()
+        .await
+        .map_err(failed(0))?
+        .begin()
+        .await
+        .map_err(failed(0))?;
+    let mut out = Vec::with_capacity(changes.len());
+    for (at, change) in changes.iter().enumerate() {
+        out.push(
+            apply_in(db, &mut tx, ctx, change)
+                .await
+                .map_err(failed(at))?,
+        );
+    }
+    tx.commit().await.map_err(failed(changes.len() - 1))?;
+    Ok(out)
 }
 
 /// Registry rows set to `attrs` (name, plan, region, locale, isolation, labels), one

@@ -102,6 +102,11 @@ pub struct PgData {
     /// drops go while the other's commit waits on the disk (`bench/purge.sh 1000`: 1.6 s
     /// against 2.0 s one batch at a time).
     purges: GroupCommit<TogetherPurge, Together<()>>,
+    /// Roles this process has just made, whose slice is not made yet: such a role holds
+    /// nothing beyond its slice (it was made without attributes, memberships or rights), so
+    /// its slice's step does not look for what it reaches. Taken out by that step, so a
+    /// long-lived process (`watch`) looks again on every later apply.
+    made_roles: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Where a slice's migrations run and how they are recorded.
@@ -127,6 +132,7 @@ impl PgData {
             superuser: OnceCell::new(),
             shared_ready: OnceCell::new(),
             purges: GroupCommit::with_limit(TENANTS_PER_BATCH).writers(2),
+            made_roles: Default::default(),
         }
     }
 
@@ -214,10 +220,15 @@ impl Provider for PgData {
         kind == Kind::DATABASE && field == "isolation"
     }
 
-    fn marks_after_create(&self, kind: Kind) -> bool {
+    fn marks_after_create(&self, change: &ResourceChange) -> bool {
         // A database slice is commented on after CREATE DATABASE, which no transaction
-        // holds; roles and schemas are marked in the transaction that creates them.
-        kind == Kind::DATABASE
+        // holds; roles and schemas are marked in the transaction that creates them, and a
+        // shared tenant's slice is rows.
+        change.key.kind == Kind::DATABASE
+            && change
+                .desired
+                .as_ref()
+                .is_some_and(|d| d.attrs.str("isolation") == Isolation::Database.as_str())
     }
     async fn refresh(
         &self,

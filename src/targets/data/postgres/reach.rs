@@ -264,8 +264,7 @@ pub(crate) async fn confine(
     let r = quote(role);
     let mut statements = String::new();
     if public_create {
-        // The default before PostgreSQL 15: anyone may create objects in `public`.
-        statements += "REVOKE CREATE ON SCHEMA public FROM PUBLIC;";
+        statements += CLOSE_PUBLIC;
     }
     if !attributes.is_empty() {
         // Only those it has: taking SUPERUSER, REPLICATION or BYPASSRLS needs a superuser
@@ -297,6 +296,34 @@ pub(crate) async fn confine(
         }
     }
     Ok(!statements.is_empty() || !databases.is_empty())
+}
+
+/// The default before PostgreSQL 15: anyone may create objects in the admin database's
+/// `public` schema. Taken away for every role at once.
+const CLOSE_PUBLIC: &str = "REVOKE CREATE ON SCHEMA public FROM PUBLIC;";
+
+/// What [`confine`] does for a role made just now, which holds nothing of its own beyond
+/// its slice: only what every role is given through `PUBLIC` is looked at, and taken away.
+pub(crate) async fn confine_new(server: &PgServer) -> Result<(), ProviderError> {
+    let pool = server.pool().await?;
+    let (public_create,): (bool,) = sqlx::query_as(
+        "SELECT coalesce(has_schema_privilege('public', to_regnamespace('public'), 'CREATE'), false)",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(ProviderError::sql("read whether anyone may create in the public schema"))?;
+    if public_create {
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        crate::clients::postgres::advisory_xact_lock(tx.as_mut(), LOCK).await?;
+        tx.as_mut()
+            .execute(CLOSE_PUBLIC)
+            .await
+            .map_err(ProviderError::sql(
+                "take CREATE on the public schema from PUBLIC",
+            ))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+    }
+    Ok(())
 }
 
 /// `DROP OWNED BY role` in the database `db` (`None`: the admin database, through the
