@@ -50,6 +50,8 @@ pub(crate) struct Target<'a> {
     pub seeded: bool,
     /// The tenant is not active yet, so its login is held.
     pub held: bool,
+    /// The admin is a superuser, who may read the role's verifier.
+    pub superuser: bool,
 }
 
 pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutcome> {
@@ -100,27 +102,27 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
 }
 
 async fn login(t: &Target<'_>) -> Result<(PgConnection, String), String> {
-    // The role's flags and stored verifier, read as the admin. pg_authid needs a superuser;
-    // without one the verifier is not compared, and the connection alone is the test.
-    let can_login: Option<(bool,)> =
-        sqlx::query_as("SELECT rolcanlogin FROM pg_roles WHERE rolname = $1")
-            .bind(&t.role)
-            .fetch_optional(t.admin)
-            .await
-            .map_err(|e| format!("cannot read the role {}: {e}", t.role))?;
-    let held = match can_login {
-        None => return Err(format!("the role {} does not exist", t.role)),
-        Some((false,)) if t.held => true,
-        Some((false,)) => return Err(format!("the role {} may not log in (NOLOGIN)", t.role)),
-        Some((true,)) => false,
+    // The role's flags and stored verifier, read as the admin in one query. pg_authid needs
+    // a superuser; without one the verifier is not compared, and the connection alone is
+    // the test.
+    let sql = if t.superuser {
+        "SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = $1"
+    } else {
+        "SELECT rolcanlogin, NULL::text FROM pg_roles WHERE rolname = $1"
     };
-    let stored: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
-            .bind(&t.role)
-            .fetch_optional(t.admin)
-            .await
-            .unwrap_or(None);
-    let verified = match stored.and_then(|(v,)| v) {
+    let found: Option<(bool, Option<String>)> = sqlx::query_as(sql)
+        .bind(&t.role)
+        .fetch_optional(t.admin)
+        .await
+        .map_err(|e| format!("cannot read the role {}: {e}", t.role))?;
+    let (held, stored) = match found {
+        None => return Err(format!("the role {} does not exist", t.role)),
+        Some((false, _)) if !t.held => {
+            return Err(format!("the role {} may not log in (NOLOGIN)", t.role))
+        }
+        Some((can_login, stored)) => (!can_login, stored),
+    };
+    let verified = match stored {
         Some(v) if v == crate::clients::postgres::scram::verifier(&t.password) => true,
         Some(_) => {
             return Err(format!(
@@ -509,10 +511,13 @@ impl Smoke for PgData {
             Ok(None) => return Vec::new(),
             Err(e) => return fail(crate::causes::chain(&e)),
         };
-        let (admin, tenant_id) = match (self.pool().await, ctx.tenant_id()) {
-            (Ok(p), Ok(id)) => (p, id),
-            (Err(e), _) | (_, Err(e)) => return fail(crate::causes::chain(&e)),
-        };
+        let (admin, tenant_id, superuser) =
+            match (self.pool().await, ctx.tenant_id(), self.superuser().await) {
+                (Ok(p), Ok(id), Ok(superuser)) => (p, id, superuser),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    return fail(crate::causes::chain(&e))
+                }
+            };
         let role = self.naming.role(&ctx.tenant.slug);
         let target = crate::targets::data::postgres::smoke::Target {
             server: &self.server,
@@ -531,6 +536,7 @@ impl Smoke for PgData {
             schema: slice.schema,
             seeded: ctx.recorded.contains_key(&Key::new(Kind::SEED)),
             held: ctx.lifecycle != crate::model::lifecycle::Lifecycle::Active,
+            superuser,
         };
         crate::targets::data::postgres::smoke::checks(&target, sql).await
     }
