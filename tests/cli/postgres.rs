@@ -751,3 +751,41 @@ fn a_rerun_right_after_a_kill_waits_for_the_server_to_let_go_of_the_dead_runs_lo
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(plan.contains("acme will be resumed"), "{plan}");
 }
+
+/// A tenant's control-plane changes that follow each other are one transaction: when one of
+/// them fails, the report names it, none of them is made, and the next apply makes them all.
+#[test]
+fn control_plane_changes_made_together_fail_together_naming_the_one_that_failed() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    pg.exec(
+        "CREATE FUNCTION tenant_reconcile.refuse_quotas() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN RAISE EXCEPTION 'quotas are frozen'; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON tenant_reconcile.quotas
+           FOR EACH ROW EXECUTE FUNCTION tenant_reconcile.refuse_quotas()",
+    );
+    let acme = std::fs::read_to_string(repo.path().join("tenants/acme.yaml")).unwrap();
+    repo.write(
+        "tenants/acme.yaml",
+        &acme
+            .replace("name: Acme Corporation", "name: Acme Corp")
+            .replace("seats: 80", "seats: 90"),
+    );
+    let out = repo.run(&["apply", "--auto-approve"]);
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("acme/quotas: "), "{said}");
+    assert!(said.contains("quotas are frozen"), "{said}");
+    let name = "SELECT name FROM tenant_reconcile.tenants WHERE slug = 'acme'";
+    assert_eq!(pg.query(name), vec![json!({"name": "Acme Corporation"})]);
+    pg.exec("DROP TRIGGER refuse ON tenant_reconcile.quotas");
+    repo.apply();
+    assert_eq!(pg.query(name), vec![json!({"name": "Acme Corp"})]);
+    let seats = pg.query(
+        "SELECT q.value FROM tenant_reconcile.quotas q JOIN tenant_reconcile.tenants t USING (tenant_id)
+         WHERE t.slug = 'acme' AND q.name = 'seats'",
+    );
+    assert_eq!(seats, vec![json!({"value": 90})]);
+    repo.assert_plan_empty();
+}
