@@ -65,10 +65,8 @@ impl Executor {
         let control = &self.targets.control;
         let provisioning = matches!(lifecycle, Lifecycle::Pending | Lifecycle::Provisioning);
         if provisioning {
-            if let Some(id) = ts.tenant_id.as_deref() {
-                control.set_step(id, Some(crate::plan::SMOKE_STEP)).await?;
-            }
-            ts.step = Some(crate::plan::SMOKE_STEP.to_string());
+            self.show_step(ts, crate::plan::SMOKE_STEP.to_string())
+                .await?;
         }
         let ctx = self.step_context(tp, ts, lifecycle, mark, false);
         let health = crate::smoke::run(&self.targets, &ctx, &smoke.checks).await;

@@ -39,6 +39,20 @@ impl Executor {
         Ok(())
     }
 
+    /// Shows `step` on the tenant's registry row (once it has one) and in its record, before
+    /// the step runs, so a tenant stuck in provisioning shows where.
+    pub(super) async fn show_step(
+        &self,
+        ts: &mut TenantState,
+        step: String,
+    ) -> Result<(), StepError> {
+        if let Some(id) = ts.tenant_id.as_deref() {
+            self.targets.control.set_step(id, Some(&step)).await?;
+        }
+        ts.step = Some(step);
+        Ok(())
+    }
+
     /// Brings control-plane resources that follow each other to what `changes` ask for, in
     /// one call (one transaction): the registry row's step shows the first, and a failure
     /// names the one that failed (`log.at`), none of them made.
@@ -52,11 +66,7 @@ impl Executor {
     ) -> Result<(), StepError> {
         let first = changes.first().ok_or("no change to make")?;
         if lifecycle == Lifecycle::Provisioning {
-            let step = first.key.to_string();
-            if let Some(id) = ts.tenant_id.as_deref() {
-                self.targets.control.set_step(id, Some(&step)).await?;
-            }
-            ts.step = Some(step);
+            self.show_step(ts, first.key.to_string()).await?;
         }
         run.lost()?;
         let claimed = changes.iter().any(|c| ts.creating.contains(&c.key));
@@ -94,6 +104,9 @@ impl Executor {
             // the old one is left behind, and the tenant's purge reaches it.
             run.checkpoint(ts).await?;
         }
+        if lifecycle == Lifecycle::Provisioning {
+            self.show_step(ts, change.key.to_string()).await?;
+        }
         let claimed = ts.creating.contains(&change.key);
         // Field by field, not `step_context`: the step goes on to update other fields of
         // `ts` (its step, its intents) while this borrows its resources.
@@ -109,13 +122,6 @@ impl Executor {
             recorded: &ts.resources,
             retired: &ts.retired,
         };
-        if lifecycle == Lifecycle::Provisioning {
-            let step = change.key.to_string();
-            if let Some(id) = ts.tenant_id.as_deref() {
-                self.targets.control.set_step(id, Some(&step)).await?;
-            }
-            ts.step = Some(step);
-        }
         run.lost()?;
         let provider = self.targets.for_kind(change.key.kind);
         let creates = matches!(
