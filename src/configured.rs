@@ -25,14 +25,17 @@ impl Targets {
     /// made, and again before a saved plan's tenant starts, so a purge never stops half-way
     /// with some of the tenant destroyed.
     pub fn cannot_purge(&self, changes: &[ResourceChange]) -> Option<String> {
-        changes.iter().filter(|c| c.purged.is_some()).find_map(|c| {
-            // The export is the engine's, which can always erase it.
-            let target = self.target(c.key.kind)?;
-            target
-                .as_purge()
-                .is_none()
-                .then(|| format!("its {} cannot be purged through {}", c.key, target.name()))
-        })
+        changes
+            .iter()
+            .filter(|c| c.purged().is_some())
+            .find_map(|c| {
+                // The export is the engine's, which can always erase it.
+                let target = self.target(c.key.kind)?;
+                target
+                    .as_purge()
+                    .is_none()
+                    .then(|| format!("its {} cannot be purged through {}", c.key, target.name()))
+            })
     }
 
     /// Why a tenant holding `recorded` cannot be exported whole: a resource of it is owned by

@@ -19,6 +19,7 @@ mod wave;
 
 use std::sync::{Arc, OnceLock};
 
+use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -320,24 +321,11 @@ impl Executor {
         } else {
             TENANTS_PER_BATCH
         };
-        let mut groups: Vec<Vec<(usize, TenantPlan)>> = Vec::new();
-        // The wave being filled, where its first tenant comes in the plan's order.
-        let mut filling: Option<usize> = None;
-        for (at, tp) in tenants.into_iter().enumerate() {
-            if tp.action != TenantAction::Purge {
-                groups.push(vec![(at, tp)]);
-                continue;
-            }
-            match filling {
-                Some(g) if groups[g].len() < wave_size => groups[g].push((at, tp)),
-                _ => {
-                    filling = Some(groups.len());
-                    groups.push(vec![(at, tp)]);
-                }
-            }
-        }
         let waves = Arc::new(Semaphore::new(WAVES_AT_ONCE));
-        let tasks = groups.into_iter().map(|group| {
+        // Taken from the plan as turns come free, rather than all made at once: a run of
+        // 100,000 tenants would hold a group and a task for each from its start.
+        let groups = wave::groups(tenants, wave_size, |tp| tp.action == TenantAction::Purge);
+        let tasks = futures::stream::iter(groups).map(|group| {
             let (permits, waves) = (permits.clone(), waves.clone());
             async move {
                 // A wave holds no turn: each of its calls that goes one tenant at a time
@@ -367,7 +355,11 @@ impl Executor {
                 futures::future::join_all(members).await
             }
         });
-        let mut outcomes: Vec<(usize, TenantOutcome)> = futures::future::join_all(tasks)
+        // Every alone tenant in flight holds a turn; waves take none of their own.
+        let in_flight = parallelism + WAVES_AT_ONCE;
+        let mut outcomes: Vec<(usize, TenantOutcome)> = tasks
+            .buffer_unordered(in_flight)
+            .collect::<Vec<_>>()
             .await
             .into_iter()
             .flatten()
@@ -565,7 +557,7 @@ impl Executor {
             wave,
         };
         for (key, found) in tp.changes.iter().filter_map(|c| {
-            let found = c.purged.as_ref()?.found.clone()?;
+            let found = c.purged()?.found.clone()?;
             Some((&c.key, found))
         }) {
             // The tenant's and never recorded (adopted and left unchanged, or made by a run

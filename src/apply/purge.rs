@@ -161,7 +161,7 @@ impl Executor {
         let entries: Vec<AuditEntry> = tp
             .changes
             .iter()
-            .filter_map(|c| Some((c, c.purged.as_ref()?)))
+            .filter_map(|c| Some((c, c.purged()?)))
             .map(|(c, purged)| AuditEntry {
                 tenant_id: tenant_id.to_string(),
                 slug: tp.slug.to_string(),

@@ -173,7 +173,7 @@ pub(super) fn steps<'p>(
     while i < changes.len() {
         let change = &changes[i];
         i += 1;
-        if change.purged.is_some() {
+        if change.purged().is_some() {
             if !begun || ended {
                 out.push(Step::BeginPurge(change));
                 (begun, ended) = (true, false);
@@ -185,7 +185,7 @@ pub(super) fn steps<'p>(
             } else {
                 let start = i - 1;
                 while changes.get(i).is_some_and(|c| {
-                    c.purged.is_some()
+                    c.purged().is_some()
                         && !(facts.control)(c.key.kind)
                         && !(facts.retired)(&c.key)
                         && (facts.same_target)(c.key.kind, change.key.kind)
@@ -225,7 +225,7 @@ pub(super) fn steps<'p>(
             // checkpoint for all of them, not one each.
             let start = i - 1;
             while changes.get(i).is_some_and(|c| {
-                c.purged.is_none() && c.key.kind != Kind::EXPORT && (facts.control)(c.key.kind)
+                c.purged().is_none() && c.key.kind != Kind::EXPORT && (facts.control)(c.key.kind)
             }) {
                 i += 1;
             }
@@ -267,9 +267,8 @@ mod tests {
     }
 
     fn change(kind: Kind, action: Action, fields: &[&str]) -> ResourceChange {
-        ResourceChange {
-            action,
-            listed: fields
+        ResourceChange::new(Key::new(kind), action, None).with_fields(
+            fields
                 .iter()
                 .map(|f| FieldChange {
                     field: f.to_string(),
@@ -278,8 +277,7 @@ mod tests {
                     forces_replace: false,
                 })
                 .collect(),
-            ..ResourceChange::delete(Key::new(kind), None)
-        }
+        )
     }
 
     /// The local targets' shape: the control plane owns the registry, owner, flags and

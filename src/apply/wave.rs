@@ -22,6 +22,31 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, Semaphore};
 
+/// The plan's items in the groups they are started in, each with its place in the plan:
+/// one alone, except those `in_wave` says go together, which go in waves of up to `size`
+/// in the plan's order (a wave is let go once full, or at the end). Made as they are taken,
+/// so a run holds a group only for the items it has started.
+pub(super) fn groups<T>(
+    items: impl IntoIterator<Item = T>,
+    size: usize,
+    in_wave: impl Fn(&T) -> bool,
+) -> impl Iterator<Item = Vec<(usize, T)>> {
+    let mut items = items.into_iter().enumerate();
+    let mut filling: Vec<(usize, T)> = Vec::new();
+    std::iter::from_fn(move || {
+        for (at, item) in items.by_ref() {
+            if !in_wave(&item) {
+                return Some(vec![(at, item)]);
+            }
+            filling.push((at, item));
+            if filling.len() >= size {
+                return Some(std::mem::take(&mut filling));
+            }
+        }
+        (!filling.is_empty()).then(|| std::mem::take(&mut filling))
+    })
+}
+
 /// Where each member is: the last phase it reached, [`LEFT`] once it has left.
 pub(super) struct Wave {
     phases: Mutex<Vec<u32>>,
@@ -104,6 +129,31 @@ impl Drop for Member<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn waves_fill_in_the_plans_order_and_the_rest_go_alone() {
+        let items = ["p0", "a1", "p2", "p3", "a4", "p5"];
+        let groups: Vec<Vec<usize>> = super::groups(items, 2, |i| i.starts_with('p'))
+            .map(|g| g.into_iter().map(|(at, _)| at).collect())
+            .collect();
+        assert_eq!(groups, [vec![1], vec![0, 2], vec![4], vec![3, 5]]);
+        // A wave of one is every purge alone (`--parallelism 1`).
+        assert_eq!(super::groups(items, 1, |_| true).count(), items.len());
+    }
+
+    #[test]
+    fn groups_are_made_as_they_are_taken() {
+        let taken = std::cell::Cell::new(0);
+        let items = (0..1000).inspect(|_| taken.set(taken.get() + 1));
+        let mut groups = super::groups(items, 32, |_| false);
+        groups.next();
+        groups.next();
+        assert_eq!(
+            taken.get(),
+            2,
+            "only what was started is taken from the plan"
+        );
+    }
+
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;

@@ -132,7 +132,9 @@ pub fn compile_each<T: Send>(
         })
         .collect();
     let mut problems = Diagnostics::default();
-    let mut kept = Vec::new();
+    // Counted first: a fresh plan keeps every tenant, and a list grown by doubling would
+    // hold up to twice the room.
+    let mut kept = Vec::with_capacity(results.iter().filter(|r| matches!(r, Ok(Some(_)))).count());
     for r in results {
         match r {
             Ok(t) => kept.extend(t),

@@ -42,71 +42,135 @@ impl Action {
 pub struct ResourceChange {
     pub key: Key,
     pub action: Action,
-    /// The fields that change. A create lists none here: its fields are its desired
-    /// attributes, made when asked for ([`ResourceChange::fields`]) rather than held a
-    /// second time beside them (a fresh plan of 100,000 tenants holds 5 million).
-    pub listed: Vec<FieldChange>,
     /// The live resource differed from what the state recorded: changed outside.
     pub drift: bool,
-    /// A unified diff of the body text of a rendered file that changes. A new file's is
-    /// made from its content when asked for ([`ResourceChange::text_diff`]), rather than
-    /// held a second time beside it.
-    pub diff: Option<String>,
     /// What the resource should be; absent for a delete.
     pub desired: Option<Resource>,
-    /// For a purge: what is destroyed, as the deletion audit records it. Boxed: few changes
-    /// are purges, and every change of a plan would carry its room.
-    pub purged: Option<Box<Purged>>,
+    /// What only some changes carry, boxed: a plan holds every change until it is applied,
+    /// and a fresh plan of 100,000 tenants holds 900,000 creates, none of which has any of it.
+    more: Option<Box<More>>,
+}
+
+/// What a change carries besides its resource, when it carries anything.
+#[derive(Debug, Clone, Default)]
+struct More {
+    /// The fields that change. A create lists none here: its fields are its desired
+    /// attributes, made when asked for ([`ResourceChange::fields`]) rather than held a
+    /// second time beside them.
+    listed: Vec<FieldChange>,
+    /// A unified diff of the body text of a rendered file that changes. A new file's is
+    /// made from its content when asked for ([`ResourceChange::text_diff`]).
+    diff: Option<String>,
+    /// For a purge: what is destroyed, as the deletion audit records it.
+    purged: Option<Purged>,
     /// For a replace that keeps the old one: what it leaves behind (`schema t_acme`), kept
     /// with its data until the tenant's purge.
-    pub leaves: Option<String>,
+    leaves: Option<String>,
 }
 
 impl ResourceChange {
-    /// A destroy of `key`: a rendered file whose template is gone, or a purge.
-    pub fn delete(key: Key, purged: Option<Purged>) -> ResourceChange {
+    /// A change of `key` that lists no fields; the `with_` methods add what it carries.
+    pub fn new(key: Key, action: Action, desired: Option<Resource>) -> ResourceChange {
         ResourceChange {
             key,
-            action: Action::Delete,
-            listed: Vec::new(),
+            action,
             drift: false,
-            diff: None,
-            desired: None,
-            purged: purged.map(Box::new),
-            leaves: None,
+            desired,
+            more: None,
         }
+    }
+
+    /// A destroy of `key`: a rendered file whose template is gone, or a purge.
+    pub fn delete(key: Key, purged: Option<Purged>) -> ResourceChange {
+        ResourceChange::new(key, Action::Delete, None).with_purged(purged)
     }
 
     /// A create of `desired`, its fields (and a rendered file's diff) made from it when
     /// asked for.
     pub fn create(desired: Resource, drift: bool) -> ResourceChange {
         ResourceChange {
-            key: desired.key.clone(),
-            action: Action::Create,
-            listed: Vec::new(),
             drift,
-            diff: None,
-            desired: Some(desired),
-            purged: None,
-            leaves: None,
+            ..ResourceChange::new(desired.key.clone(), Action::Create, Some(desired))
         }
+    }
+
+    /// The change, marked as drifted or not.
+    pub fn drifted(mut self, drift: bool) -> ResourceChange {
+        self.drift = drift;
+        self
+    }
+
+    fn more(&mut self) -> &mut More {
+        self.more.get_or_insert_with(Box::default)
+    }
+
+    /// The change with `listed` as the fields that change.
+    pub fn with_fields(mut self, listed: Vec<FieldChange>) -> ResourceChange {
+        if !listed.is_empty() {
+            self.more().listed = listed;
+        }
+        self
+    }
+
+    /// The change with `diff` as its rendered text's diff.
+    pub fn with_diff(mut self, diff: Option<String>) -> ResourceChange {
+        if diff.is_some() {
+            self.more().diff = diff;
+        }
+        self
+    }
+
+    /// The change with what its purge destroys.
+    pub fn with_purged(mut self, purged: Option<Purged>) -> ResourceChange {
+        if purged.is_some() {
+            self.more().purged = purged;
+        }
+        self
+    }
+
+    /// The change with what its replace leaves behind.
+    pub fn with_leaves(mut self, leaves: Option<String>) -> ResourceChange {
+        if leaves.is_some() {
+            self.more().leaves = leaves;
+        }
+        self
+    }
+
+    /// The fields listed as changing (none for a create, whose fields are made from its
+    /// resource: see [`ResourceChange::fields`]).
+    pub fn listed(&self) -> &[FieldChange] {
+        self.more.as_ref().map_or(&[], |m| &m.listed)
+    }
+
+    /// For a purge: what is destroyed.
+    pub fn purged(&self) -> Option<&Purged> {
+        self.more.as_ref()?.purged.as_ref()
+    }
+
+    /// For a replace that keeps the old one: what it leaves behind.
+    pub fn leaves(&self) -> Option<&str> {
+        self.more.as_ref()?.leaves.as_deref()
+    }
+
+    fn diff(&self) -> Option<&str> {
+        self.more.as_ref()?.diff.as_deref()
     }
 
     /// The fields that change: those listed, or a create's, from nothing to each of its
     /// desired attributes, with those only apply learns (a password) shown as such.
     pub fn fields(&self) -> Cow<'_, [FieldChange]> {
         match (&self.desired, self.action) {
-            (Some(desired), Action::Create) if self.listed.is_empty() => {
+            (Some(desired), Action::Create) if self.listed().is_empty() => {
                 Cow::Owned(created_fields(desired))
             }
-            _ => Cow::Borrowed(&self.listed),
+            _ => Cow::Borrowed(self.listed()),
         }
     }
 
     /// The unified diff of a rendered file's text: the one listed, or a new file's, made
     /// from its content.
     pub fn text_diff(&self) -> Option<Cow<'_, str>> {
-        match (&self.diff, &self.desired, self.action) {
+        match (self.diff(), &self.desired, self.action) {
             (Some(diff), _, _) => Some(Cow::Borrowed(diff)),
             (None, Some(desired), Action::Create) => created_diff(desired).map(Cow::Owned),
             _ => None,
@@ -187,15 +251,17 @@ struct Wire {
 impl From<ResourceChange> for Wire {
     fn from(c: ResourceChange) -> Wire {
         let diff = c.text_diff().map(Cow::into_owned);
+        let fields = c.fields().into_owned();
+        let more = c.more.map(|m| *m).unwrap_or_default();
         Wire {
-            fields: c.fields().into_owned(),
+            fields,
             key: c.key,
             action: c.action,
             drift: c.drift,
             diff,
             desired: c.desired,
-            purged: c.purged.map(|p| *p),
-            leaves: c.leaves,
+            purged: more.purged,
+            leaves: more.leaves,
         }
     }
 }
@@ -213,15 +279,13 @@ impl From<Wire> for ResourceChange {
             _ => (false, false),
         };
         ResourceChange {
-            key: w.key,
-            action: w.action,
-            listed: if fields_derived { Vec::new() } else { w.fields },
             drift: w.drift,
-            diff: if diff_derived { None } else { w.diff },
-            desired: w.desired,
-            purged: w.purged.map(Box::new),
-            leaves: w.leaves,
+            ..ResourceChange::new(w.key, w.action, w.desired)
         }
+        .with_fields(if fields_derived { Vec::new() } else { w.fields })
+        .with_diff(if diff_derived { None } else { w.diff })
+        .with_purged(w.purged)
+        .with_leaves(w.leaves)
     }
 }
 
@@ -262,7 +326,7 @@ mod tests {
             content: None,
         };
         let create = ResourceChange::create(role.clone(), false);
-        assert!(create.listed.is_empty());
+        assert!(create.listed().is_empty());
         let fields: Vec<String> = create.fields().iter().map(|f| f.field.clone()).collect();
         let mut expected: Vec<String> = ["login", "name"].map(String::from).to_vec();
         expected.extend(Kind::ROLE.computed().iter().map(|f| f.to_string()));
@@ -272,22 +336,25 @@ mod tests {
         let text = serde_json::to_value(&create).unwrap();
         assert_eq!(text["fields"].as_array().unwrap().len(), expected.len());
         let read: ResourceChange = serde_json::from_value(text).unwrap();
-        assert!(read.listed.is_empty(), "read back, a create holds no list");
+        assert!(
+            read.listed().is_empty(),
+            "read back, a create holds no list"
+        );
         assert_eq!(read.fields(), create.fields());
 
         let update = ResourceChange {
             action: Action::Update,
-            listed: vec![FieldChange {
-                field: "login".into(),
-                old: Some(json!(true)),
-                new: Some(json!(false)),
-                forces_replace: false,
-            }],
             ..create
-        };
+        }
+        .with_fields(vec![FieldChange {
+            field: "login".into(),
+            old: Some(json!(true)),
+            new: Some(json!(false)),
+            forces_replace: false,
+        }]);
         let read: ResourceChange =
             serde_json::from_value(serde_json::to_value(&update).unwrap()).unwrap();
-        assert_eq!(read.listed, update.listed);
+        assert_eq!(read.listed(), update.listed());
         assert_eq!(read.fields().len(), 1);
     }
 
@@ -301,24 +368,24 @@ mod tests {
             content: Some("A=1\nB=2\n".into()),
         };
         let create = ResourceChange::create(file.clone(), false);
-        assert!(create.diff.is_none());
+        assert!(create.diff().is_none());
         let diff = create.text_diff().expect("a new file shows its text");
         assert!(diff.contains("+A=1\n+B=2"), "{diff}");
 
         let text = serde_json::to_value(&create).unwrap();
         assert_eq!(text["diff"].as_str(), Some(diff.as_ref()));
         let read: ResourceChange = serde_json::from_value(text).unwrap();
-        assert!(read.diff.is_none(), "read back, a new file holds no diff");
+        assert!(read.diff().is_none(), "read back, a new file holds no diff");
         assert_eq!(read.text_diff(), create.text_diff());
 
         let changed = ResourceChange {
             action: Action::Update,
-            diff: Some(content_diff("A=0\n", "A=1\n")),
             ..create
-        };
+        }
+        .with_diff(Some(content_diff("A=0\n", "A=1\n")));
         let read: ResourceChange =
             serde_json::from_value(serde_json::to_value(&changed).unwrap()).unwrap();
-        assert_eq!(read.diff, changed.diff);
+        assert_eq!(read.diff(), changed.diff());
         // Seed rows and the like carry a body but show no diff.
         let seed = Resource {
             key: Key::new(Kind::SEED),
@@ -329,10 +396,17 @@ mod tests {
     }
 
     /// Every planned change of a fleet is held until its tenant's turn: a change stays
-    /// small, whatever few of them carry (a purge's record, a replace's leftover).
+    /// small, whatever few of them carry (listed fields, a diff, a purge's record, a
+    /// replace's leftover), and a create carries none of it.
     #[test]
     fn a_planned_change_stays_small() {
         let size = std::mem::size_of::<ResourceChange>();
-        assert!(size <= 208, "a ResourceChange is {size} bytes");
+        assert!(size <= 136, "a ResourceChange is {size} bytes");
+        let file = Resource {
+            key: Key::named(Kind::FILE, "app.env"),
+            attrs: Attrs::from_iter([("sha256", json!("abc"))]),
+            content: Some("A=1\n".into()),
+        };
+        assert!(ResourceChange::create(file, false).more.is_none());
     }
 }

@@ -370,7 +370,13 @@ impl<'a> Planner<'a> {
     pub fn finish(self, planned: Vec<Planned>) -> Plan {
         let input = self.input;
         let mut warnings = Vec::new();
-        let mut tenants = Vec::new();
+        // Room for every tenant at once: grown by doubling, the largest list of a plan
+        // would be held twice for a moment, and up to half of it spare after.
+        let changing = planned
+            .iter()
+            .filter(|p| matches!(p, Planned::Changes(_)))
+            .count();
+        let mut tenants = Vec::with_capacity(changing);
         let mut held = Vec::new();
         let mut waiting = Vec::new();
         for p in planned {
@@ -419,7 +425,7 @@ impl<'a> Planner<'a> {
                 ));
             }
             for c in t.changes.iter().filter(|c| c.action == Action::Replace) {
-                let old = c.leaves.as_deref().unwrap_or("the old one");
+                let old = c.leaves().unwrap_or("the old one");
                 warnings.push(format!(
                     "{slug}/{key} will be replaced: a new one is built, and {old} is left behind with its data until {slug} is purged: the state keeps it as retired (`state show {slug}`), for you to move what you need; offboarding {slug} exports it, and its purge destroys it with the rest. apply needs --allow-replace",
                     slug = t.slug,
@@ -756,16 +762,13 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             }
             _ => None,
         };
-        changes.push(ResourceChange {
-            key: r.key.clone(),
-            action,
-            listed: fields,
-            drift,
-            diff,
-            desired: Some(r.clone()),
-            purged: None,
-            leaves,
-        });
+        changes.push(
+            ResourceChange::new(r.key.clone(), action, Some(r.clone()))
+                .drifted(drift)
+                .with_fields(fields)
+                .with_diff(diff)
+                .with_leaves(leaves),
+        );
     }
 
     // Generated output the repo no longer generates (a file whose template is gone) is
@@ -823,22 +826,16 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
             exported,
             d.resources.iter().find(|r| r.key.kind == Kind::EXPORT),
         ) {
-            changes.push(ResourceChange {
-                key: export.key.clone(),
-                action: Action::Update,
-                listed: vec![FieldChange {
-                    field: "manifest_sha256".into(),
-                    // Known after apply: the export is made again.
-                    old: None,
-                    new: None,
-                    forces_replace: false,
-                }],
-                drift: false,
-                diff: None,
-                desired: Some(export.clone()),
-                purged: None,
-                leaves: None,
-            });
+            changes.push(
+                ResourceChange::new(export.key.clone(), Action::Update, Some(export.clone()))
+                    .with_fields(vec![FieldChange {
+                        field: "manifest_sha256".into(),
+                        // Known after apply: the export is made again.
+                        old: None,
+                        new: None,
+                        forces_replace: false,
+                    }]),
+            );
         }
     }
     let action = match (from, to) {
@@ -856,7 +853,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         }
         _ => TenantAction::Update,
     };
-    let upgrades = input
+    let mut upgrades = input
         .repo
         .plans
         .get(&d.effective.plan)
@@ -864,6 +861,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         .unwrap_or_default();
     // A plan holds every tenant's changes until it is applied: no room to spare in each.
     changes.shrink_to_fit();
+    upgrades.shrink_to_fit();
     Some(TenantPlan {
         slug: slug.clone(),
         file: d.file.clone(),

@@ -89,7 +89,8 @@ pub struct Smoke {
 /// (`run` holds its record and key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedHook {
-    pub spec: crate::repo::hooks::HookSpec,
+    /// The config's own, shared: a fresh plan of a large fleet plans one run per tenant.
+    pub spec: std::sync::Arc<crate::repo::hooks::HookSpec>,
     pub moment: crate::repo::hooks::Moment,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<crate::hooks::HookRun>,

@@ -210,7 +210,7 @@ pub fn add(
         .filter(|r| r.done_at.is_none() && !r.abandoned(at, tp.lifecycle.to));
     for run in owed.filter(|r| configured(repo, r)) {
         let spec = repo.config.hooks.iter().find(|h| h.name == run.hook);
-        let spec = spec.expect("configured").clone();
+        let spec = std::sync::Arc::clone(spec.expect("configured"));
         // A gating hook holds its tenant's step: it is tried again by every apply, as a
         // failed step is, not left to wait.
         let due = spec.gating || run.due(now);
@@ -237,7 +237,7 @@ pub fn add(
                 continue;
             }
             tp.hooks.push(PlannedHook {
-                spec: spec.clone(),
+                spec: std::sync::Arc::clone(spec),
                 moment,
                 run: None,
                 due: true,
@@ -245,6 +245,8 @@ pub fn add(
             });
         }
     }
+    // Held until the tenant's turn: no spare room (a vector's first push makes room for four).
+    tp.hooks.shrink_to_fit();
     Ok(Some(Planned::Changes(tp)))
 }
 

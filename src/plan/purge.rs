@@ -102,25 +102,21 @@ pub fn changes(
         let mut tombstone = row.clone();
         tombstone.insert("name", json!(""));
         if !row.str("name").is_empty() {
-            out.push(ResourceChange {
+            let desired = Resource {
                 key: registry.clone(),
-                action: Action::Update,
-                listed: vec![FieldChange {
-                    field: "name".into(),
-                    old: row.get("name").cloned(),
-                    new: Some(json!("")),
-                    forces_replace: false,
-                }],
-                drift: false,
-                diff: None,
-                desired: Some(Resource {
-                    key: registry,
-                    attrs: tombstone,
-                    content: None,
-                }),
-                purged: None,
-                leaves: None,
-            });
+                attrs: tombstone,
+                content: None,
+            };
+            out.push(
+                ResourceChange::new(registry, Action::Update, Some(desired)).with_fields(vec![
+                    FieldChange {
+                        field: "name".into(),
+                        old: row.get("name").cloned(),
+                        new: Some(json!("")),
+                        forces_replace: false,
+                    },
+                ]),
+            );
         }
     }
     out

@@ -51,7 +51,7 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
             .map(|u| (Mark::Upgrade, u.text()))
             .collect();
         for c in &t.changes {
-            if c.purged.is_some() {
+            if c.purged().is_some() {
                 let what = if t.tenant.offboarding.erase {
                     "PURGE (ERASURE request): its data destroyed for good"
                 } else {

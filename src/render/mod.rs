@@ -145,7 +145,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     if c.action == crate::plan::Action::Import {
         header.push_str(" will be imported");
     }
-    if let Some(p) = &c.purged {
+    if let Some(p) = c.purged() {
         header.push_str("  # ");
         header.push_str(&p.resource);
         if !p.holds.is_empty() {
@@ -159,7 +159,7 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     {
         header.push_str("  # kept as a tombstone: id, slug, plan and dates");
     }
-    if let Some(old) = &c.leaves {
+    if let Some(old) = c.leaves() {
         header.push_str(&format!(
             "  # leaves {old} behind, with its data, until {} is purged",
             tenant.slug

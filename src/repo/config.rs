@@ -68,8 +68,9 @@ pub struct Config {
     /// The declared checks every tenant gets, besides its plan's.
     #[serde(skip)]
     pub checks: Vec<super::checks::CheckSpec>,
+    /// Shared: every tenant's plan that runs a hook holds it.
     #[serde(skip)]
-    pub hooks: Vec<super::hooks::HookSpec>,
+    pub hooks: Vec<std::sync::Arc<super::hooks::HookSpec>>,
     /// The slots that plug in (`targets::PLUGGED`) which this file sets to a target.
     #[serde(skip)]
     pub plugged: Vec<std::sync::Arc<dyn crate::targets::slot::Plugged>>,
@@ -335,7 +336,7 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         Err(p) => problems.extend(p),
     }
     match super::hooks::parse(spans, std::mem::take(&mut config.raw_hooks)) {
-        Ok(h) => config.hooks = h,
+        Ok(h) => config.hooks = h.into_iter().map(std::sync::Arc::new).collect(),
         Err(p) => problems.extend(p),
     }
     let webhooks = std::mem::take(&mut config.raw_webhooks);
