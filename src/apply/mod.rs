@@ -355,7 +355,8 @@ impl Executor {
                 futures::future::join_all(members).await
             }
         });
-        // Every alone tenant in flight holds a turn; waves take none of their own.
+        // As many groups as can be under way at once: a tenant alone for each turn, and
+        // the waves that go at once (which take turns only call by call).
         let in_flight = parallelism + WAVES_AT_ONCE;
         let mut outcomes: Vec<(usize, TenantOutcome)> = tasks
             .buffer_unordered(in_flight)

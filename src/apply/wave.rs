@@ -129,34 +129,34 @@ impl Drop for Member<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
     #[test]
     fn waves_fill_in_the_plans_order_and_the_rest_go_alone() {
         let items = ["p0", "a1", "p2", "p3", "a4", "p5"];
-        let groups: Vec<Vec<usize>> = super::groups(items, 2, |i| i.starts_with('p'))
+        let made: Vec<Vec<usize>> = groups(items, 2, |i| i.starts_with('p'))
             .map(|g| g.into_iter().map(|(at, _)| at).collect())
             .collect();
-        assert_eq!(groups, [vec![1], vec![0, 2], vec![4], vec![3, 5]]);
+        assert_eq!(made, [vec![1], vec![0, 2], vec![4], vec![3, 5]]);
         // A wave of one is every purge alone (`--parallelism 1`).
-        assert_eq!(super::groups(items, 1, |_| true).count(), items.len());
+        assert_eq!(groups(items, 1, |_| true).count(), items.len());
     }
 
     #[test]
     fn groups_are_made_as_they_are_taken() {
         let taken = std::cell::Cell::new(0);
         let items = (0..1000).inspect(|_| taken.set(taken.get() + 1));
-        let mut groups = super::groups(items, 32, |_| false);
-        groups.next();
-        groups.next();
+        let mut made = groups(items, 32, |_| false);
+        made.next();
+        made.next();
         assert_eq!(
             taken.get(),
             2,
             "only what was started is taken from the plan"
         );
     }
-
-    use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Duration;
 
     #[tokio::test]
     async fn no_member_passes_a_phase_before_every_member_still_there_reaches_it() {
