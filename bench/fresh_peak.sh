@@ -11,6 +11,8 @@
 # byte for byte, for both builds: its md5 is printed beside the peak.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=lib.sh
+source bench/lib.sh
 [ $# -ge 2 ] || { echo "usage: bash bench/fresh_peak.sh OLD_BIN NEW_BIN [TENANTS] [ROUNDS] [SECONDS]" >&2; exit 1; }
 OLD=$1 NEW=$2
 N=${3:-99999}
@@ -27,11 +29,7 @@ trap cleanup EXIT
 
 echo "generating $N tenants ..." >&2
 python3 bench/generate.py "$N" "$TMP/template" >/dev/null
-git -C "$TMP/template" init -q
-git -C "$TMP/template" add -A
-# No automatic gc: packing 100,000 loose objects in the background would pull them from
-# under the copies made next.
-git -C "$TMP/template" -c gc.auto=0 -c user.name=bench -c user.email=bench@example.invalid commit -qm fleet
+commit_all "$TMP/template" fleet
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 export NO_COLOR=1
 

@@ -35,3 +35,13 @@ refresh_queries() {
   n=$({ grep -o "provider: $2[^,]*, elapsed: [^,]*, queries: [0-9]*" "$1" || true; } | grep -o '[0-9]*$' | paste -sd+ | bc)
   echo "${n:-0}"
 }
+
+# commit_all DIR MESSAGE: DIR made a git repository with everything in it committed (a
+# generated tenant repo, as CI would check it out). No automatic gc: packing the loose
+# objects of a large fleet in the background would pull them from under a copy made next.
+commit_all() {
+  git -C "$1" init -q
+  git -C "$1" add -A
+  git -C "$1" -c gc.auto=0 -c user.name=bench -c user.email=bench@example.invalid \
+    -c commit.gpgsign=false commit -qm "$2"
+}

@@ -67,9 +67,7 @@ postgres {
 }
 HCL
   printf '.tenant-reconcile/\n*.plan\n' >"$dir/.gitignore"
-  git -C "$dir" init -q
-  git -C "$dir" add -A
-  git -C "$dir" -c user.name=bench -c user.email=bench@example.com commit -qm fleet
+  commit_all "$dir" fleet
   local first
   first=$(basename "$(ls "$dir/tenants" | head -1)" .yaml)
   DATABASE_URL="$PG/bench_r${ID}_$name" "$BIN" -C "$dir" apply --auto-approve --tenant "$first" >/dev/null 2>&1

@@ -88,10 +88,7 @@ impl ResourceChange {
     /// A create of `desired`, its fields (and a rendered file's diff) made from it when
     /// asked for.
     pub fn create(desired: Resource, drift: bool) -> ResourceChange {
-        ResourceChange {
-            drift,
-            ..ResourceChange::new(desired.key.clone(), Action::Create, Some(desired))
-        }
+        ResourceChange::new(desired.key.clone(), Action::Create, Some(desired)).drifted(drift)
     }
 
     /// The change, marked as drifted or not.
@@ -100,40 +97,36 @@ impl ResourceChange {
         self
     }
 
-    fn more(&mut self) -> &mut More {
-        self.more.get_or_insert_with(Box::default)
+    /// The change with `value` set in its box through `slot`: a box is made only for a
+    /// value, so a change that carries none of these stays without one.
+    fn with<T>(mut self, value: Option<T>, slot: fn(&mut More) -> &mut Option<T>) -> Self {
+        if value.is_some() {
+            *slot(self.more.get_or_insert_with(Box::default)) = value;
+        }
+        self
     }
 
     /// The change with `listed` as the fields that change.
     pub fn with_fields(mut self, listed: Vec<FieldChange>) -> ResourceChange {
         if !listed.is_empty() {
-            self.more().listed = listed;
+            self.more.get_or_insert_with(Box::default).listed = listed;
         }
         self
     }
 
     /// The change with `diff` as its rendered text's diff.
-    pub fn with_diff(mut self, diff: Option<String>) -> ResourceChange {
-        if diff.is_some() {
-            self.more().diff = diff;
-        }
-        self
+    pub fn with_diff(self, diff: Option<String>) -> ResourceChange {
+        self.with(diff, |m| &mut m.diff)
     }
 
     /// The change with what its purge destroys.
-    pub fn with_purged(mut self, purged: Option<Purged>) -> ResourceChange {
-        if purged.is_some() {
-            self.more().purged = purged;
-        }
-        self
+    pub fn with_purged(self, purged: Option<Purged>) -> ResourceChange {
+        self.with(purged, |m| &mut m.purged)
     }
 
     /// The change with what its replace leaves behind.
-    pub fn with_leaves(mut self, leaves: Option<String>) -> ResourceChange {
-        if leaves.is_some() {
-            self.more().leaves = leaves;
-        }
-        self
+    pub fn with_leaves(self, leaves: Option<String>) -> ResourceChange {
+        self.with(leaves, |m| &mut m.leaves)
     }
 
     /// The fields listed as changing (none for a create, whose fields are made from its
@@ -278,14 +271,12 @@ impl From<Wire> for ResourceChange {
             ),
             _ => (false, false),
         };
-        ResourceChange {
-            drift: w.drift,
-            ..ResourceChange::new(w.key, w.action, w.desired)
-        }
-        .with_fields(if fields_derived { Vec::new() } else { w.fields })
-        .with_diff(if diff_derived { None } else { w.diff })
-        .with_purged(w.purged)
-        .with_leaves(w.leaves)
+        ResourceChange::new(w.key, w.action, w.desired)
+            .drifted(w.drift)
+            .with_fields(if fields_derived { Vec::new() } else { w.fields })
+            .with_diff(if diff_derived { None } else { w.diff })
+            .with_purged(w.purged)
+            .with_leaves(w.leaves)
     }
 }
 

@@ -122,14 +122,18 @@ impl<'a> Planner<'a> {
             .live
             .and_then(|l| l.tenants.get(slug))
             .map(|t| t.lifecycle);
-        super::pipeline::add(
+        let mut planned = super::pipeline::add(
             self.input.repo,
             d,
             self.input.state.tenants.get(slug.as_str()),
             planned,
             live_lifecycle,
             self.now,
-        )
+        )?;
+        if let Some(Planned::Changes(tp)) = &mut planned {
+            tp.shrink_to_fit();
+        }
+        Ok(planned)
     }
 
     /// What `d`'s resources and lifecycle need.
@@ -853,15 +857,12 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         }
         _ => TenantAction::Update,
     };
-    let mut upgrades = input
+    let upgrades = input
         .repo
         .plans
         .get(&d.effective.plan)
         .map(|tier| entitlements::upgrades(tier, d, &changes))
         .unwrap_or_default();
-    // A plan holds every tenant's changes until it is applied: no room to spare in each.
-    changes.shrink_to_fit();
-    upgrades.shrink_to_fit();
     Some(TenantPlan {
         slug: slug.clone(),
         file: d.file.clone(),

@@ -387,6 +387,16 @@ pub struct TenantPlan {
 }
 
 impl TenantPlan {
+    /// Lets go of the spare room in its lists (a list's first push makes room for four): a
+    /// plan holds every tenant's until its turn in the apply.
+    pub fn shrink_to_fit(&mut self) {
+        self.changes.shrink_to_fit();
+        self.hooks.shrink_to_fit();
+        self.upgrades.shrink_to_fit();
+        self.conflicts.shrink_to_fit();
+        self.pulled_in_by.shrink_to_fit();
+    }
+
     /// What happens to the tenant, in words: its action's, except that an update which
     /// replaces a resource says so (it is not "in place": the old one is left behind).
     pub fn verb(&self) -> &'static str {

@@ -245,8 +245,6 @@ pub fn add(
             });
         }
     }
-    // Held until the tenant's turn: no spare room (a vector's first push makes room for four).
-    tp.hooks.shrink_to_fit();
     Ok(Some(Planned::Changes(tp)))
 }
 
