@@ -2,9 +2,11 @@
 # Old build against new build, in turns: an apply of N new schema-mode tenants on Postgres.
 #   bash bench/apply_turns.sh OLD_BIN NEW_BIN [TENANTS] [ROUNDS]
 # Each round applies the same generated repo once with OLD_BIN and once with NEW_BIN, each
-# from nothing (a database and role names of its own, removed after it), so both see the same
-# hour of a machine whose speed drifts. Prints each apply's wall time and peak memory, then
-# checks that the plan after it is empty.
+# from nothing (a database and role names of its own, removed after it), then runs the same
+# work as one psql script (bench/pg_baseline.py), so all three see the same hour of a machine
+# whose speed drifts. Prints each run's wall time, peak memory, the whole machine's busy CPU
+# time (from /proc/stat: the server's work and this process's) and the transactions the
+# database committed, then checks that the plan after each apply is empty.
 # Needs PostgreSQL at $BENCH_PG (default postgres://postgres@127.0.0.1:5432, trust auth), psql
 # and GNU time.
 set -euo pipefail
@@ -37,12 +39,38 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# busy: the CPU time all CPUs have spent on anything but waiting, in seconds.
+busy() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / 100 }' /proc/stat; }
+# commits DB: the transactions DB has committed (its statistics are flushed a second late).
+commits() {
+  sleep 1.5
+  psql "$PG/postgres" -qAtc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"
+}
+# quiet: the server's shared catalogs vacuumed, so each run starts from the same catalogs
+# whatever the runs before it dropped.
+quiet() { psql "$PG/postgres" -qc "VACUUM pg_authid, pg_auth_members, pg_shdepend, pg_database" >/dev/null; }
+
 python3 bench/generate.py "$N" "$TMP/template" schema
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
-echo "| round | build | apply (s) | peak memory (MB) |"
-echo "| ---: | --- | ---: | ---: |"
+echo "| round | run | wall (s) | peak memory (MB) | busy CPU (s) | transactions |"
+echo "| ---: | --- | ---: | ---: | ---: | ---: |"
 for round in $(seq "$ROUNDS"); do
-  for build in old new; do
+  for build in old new psql; do
+    if [ "$build" = psql ]; then
+      run="${ID}r${round}psql"
+      RUNS_MADE+=("$run")
+      python3 bench/pg_baseline.py "$TMP/template" "a${run}_" >"$TMP/script.sql"
+      psql "$PG/postgres" -qc "CREATE DATABASE at_$run" >/dev/null
+      quiet
+      before=$(busy)
+      /usr/bin/time -f "%e %M" -o "$TMP/t" psql -q "$PG/at_$run" -f "$TMP/script.sql" >/dev/null 2>"$TMP/err" \
+        || { echo "FAILED (psql)" >&2; tail -20 "$TMP/err" >&2; exit 1; }
+      cpu=$(awk -v a="$before" -v b="$(busy)" 'BEGIN { printf "%.1f", b - a }')
+      read -r secs kb <"$TMP/t"
+      echo "| $round | psql script | $secs | | $cpu | $(commits "at_$run") |"
+      drop "$run"
+      continue
+    fi
     bin=$OLD
     [ "$build" = new ] && bin=$NEW
     run="${ID}r${round}${build}"
@@ -53,14 +81,18 @@ for round in $(seq "$ROUNDS"); do
     printf 'state {\n  backend = "postgres"\n}\ntargets {\n  control_plane = "postgres"\n  data = "postgres"\n}\npostgres {\n  role_prefix = "a%s_"\n  schema_prefix = "a%s_"\n  database_prefix = "a%s_"\n}\n' \
       "$run" "$run" "$run" >"$dir/tenant-reconcile.hcl"
     export DATABASE_URL="$PG/at_$run"
+    quiet
+    before=$(busy)
     if ! /usr/bin/time -f "%e %M" -o "$TMP/t" "$bin" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err"; then
       echo "FAILED ($build)" >&2
       tail -20 "$TMP/err" >&2
       exit 1
     fi
+    cpu=$(awk -v a="$before" -v b="$(busy)" 'BEGIN { printf "%.1f", b - a }')
+    xacts=$(commits "at_$run")
     "$bin" -C "$dir" plan --detailed-exitcode >/dev/null 2>"$TMP/err" || { echo "the plan after the $build apply is not empty" >&2; exit 1; }
     read -r secs kb <"$TMP/t"
-    echo "| $round | $build | $secs | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') |"
+    echo "| $round | $build | $secs | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') | $cpu | $xacts |"
     drop "$run"
     rm -rf "$dir"
   done

@@ -577,6 +577,13 @@ impl Executor {
         }
         let same_target = |a: Kind, b: Kind| self.targets.same_target(a, b);
         let retired = |key: &Key| ts.retired_at_key(key).is_some();
+        let joins = |first: &ResourceChange, next: &ResourceChange| {
+            same_target(first.key.kind, next.key.kind)
+                && self
+                    .targets
+                    .for_kind(first.key.kind)
+                    .joins(&tp.tenant, first, next)
+        };
         let steps = steps::steps(
             &tp.changes,
             tp.smoke.is_some(),
@@ -585,6 +592,7 @@ impl Executor {
                 control: &|kind| self.targets.control.kinds().contains(&kind),
                 retired: &retired,
                 same_target: &same_target,
+                joins: &joins,
             },
         );
         let to = tp.lifecycle.to;

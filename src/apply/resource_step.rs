@@ -53,7 +53,7 @@ impl Executor {
         Ok(())
     }
 
-    /// Brings control-plane resources that follow each other to what `changes` ask for, in
+    /// Brings resources of one target that follow each other to what `changes` ask for, in
     /// one call (one transaction): the registry row's step shows the first, and a failure
     /// names the one that failed (`log.at`), none of them made.
     pub(super) async fn change_together(
@@ -71,7 +71,11 @@ impl Executor {
         run.lost()?;
         let claimed = changes.iter().any(|c| ts.creating.contains(&c.key));
         let ctx = self.step_context(run.tp, ts, lifecycle, run.mark, claimed);
-        let made = self.targets.control.apply_together(&ctx, changes).await;
+        let made = self
+            .targets
+            .for_kind(first.key.kind)
+            .apply_together(&ctx, changes)
+            .await;
         match made {
             Ok(all) => {
                 for (change, attrs) in changes.iter().zip(all) {
@@ -79,6 +83,9 @@ impl Executor {
                     ts.creating.remove(&change.key);
                 }
                 ts.updated_at = now();
+                if changes.iter().any(|c| c.key.kind == Kind::DATABASE) {
+                    self.record_migrations(run).await;
+                }
                 Ok(())
             }
             Err(failed) => {
@@ -158,12 +165,17 @@ impl Executor {
         ts.creating.remove(&change.key);
         ts.updated_at = now();
         if change.key.kind == Kind::DATABASE {
-            let mut state = run.shared.state.lock().await;
-            for m in &run.plan.migrations {
-                state.migrations.insert(m.id(), m.checksum.clone());
-            }
+            self.record_migrations(run).await;
         }
         run.checkpoint(ts).await?;
         Ok(())
+    }
+
+    /// The plan's migrations, applied to a slice, are on the state's record of checksums.
+    async fn record_migrations(&self, run: &Run<'_>) {
+        let mut state = run.shared.state.lock().await;
+        for m in &run.plan.migrations {
+            state.migrations.insert(m.id(), m.checksum.clone());
+        }
     }
 }

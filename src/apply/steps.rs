@@ -156,6 +156,9 @@ pub(super) struct Facts<'a> {
     pub retired: &'a dyn Fn(&Key) -> bool,
     /// Whether two kinds belong to the same target, whose purges go in one call.
     pub same_target: &'a dyn Fn(Kind, Kind) -> bool,
+    /// Whether the second change goes in one call with the first and those between them:
+    /// both one target's, which makes them together ([`crate::targets::provider::Provider::joins`]).
+    pub joins: &'a dyn Fn(&ResourceChange, &ResourceChange) -> bool,
 }
 
 /// The steps of a tenant's apply: its `changes` in their order (purges grouped by target,
@@ -220,19 +223,18 @@ pub(super) fn steps<'p>(
             out.push(Step::Export(change));
             continue;
         }
-        if (facts.control)(change.key.kind) {
-            // The control plane's rows are one transaction's work: one commit and one
-            // checkpoint for all of them, not one each.
-            let start = i - 1;
-            while changes.get(i).is_some_and(|c| {
-                c.purged().is_none() && c.key.kind != Kind::EXPORT && (facts.control)(c.key.kind)
-            }) {
-                i += 1;
-            }
-            if i - start > 1 {
-                out.push(Step::Changes(&changes[start..i]));
-                continue;
-            }
+        // Changes a target makes together (the control plane's rows, a new tenant's role
+        // and slice) are one transaction's work: one commit, one step marker and one
+        // checkpoint for all of them, not one each.
+        let start = i - 1;
+        while changes.get(i).is_some_and(|c| {
+            c.purged().is_none() && c.key.kind != Kind::EXPORT && (facts.joins)(change, c)
+        }) {
+            i += 1;
+        }
+        if i - start > 1 {
+            out.push(Step::Changes(&changes[start..i]));
+            continue;
         }
         out.push(Step::Change(change));
     }
@@ -295,6 +297,21 @@ mod tests {
                 let data = |k| matches!(k, Kind::ROLE | Kind::DATABASE | Kind::SEED);
                 a == b || (data(a) && data(b))
             },
+            // The control plane's rows go together; so do a new role and what follows it
+            // on the data target (a new schema-mode tenant's, as Postgres makes them).
+            joins: &|first, next| {
+                let control = |k| {
+                    matches!(
+                        k,
+                        Kind::REGISTRY | Kind::OWNER | Kind::FEATURES | Kind::QUOTAS
+                    )
+                };
+                (control(first.key.kind) && control(next.key.kind))
+                    || (first.key.kind == Kind::ROLE
+                        && first.action == Action::Create
+                        && next.action == Action::Create
+                        && matches!(next.key.kind, Kind::DATABASE | Kind::SEED))
+            },
         }
     }
 
@@ -323,6 +340,45 @@ mod tests {
         assert_eq!(steps[1].at().as_deref(), Some("owner"));
         assert_eq!(steps[3].checkpoint(), Checkpoint::After);
         assert_eq!(steps[2].checkpoint(), Checkpoint::BeforeAndAfter);
+    }
+
+    #[test]
+    fn a_new_role_and_the_slice_and_seed_its_target_joins_to_it_are_one_step() {
+        let changes = [
+            change(Kind::REGISTRY, Action::Create, &[]),
+            change(Kind::OWNER, Action::Create, &[]),
+            change(Kind::ROLE, Action::Create, &[]),
+            change(Kind::DATABASE, Action::Create, &[]),
+            change(Kind::SEED, Action::Create, &[]),
+            change(Kind::BUCKET, Action::Create, &[]),
+        ];
+        let made = steps(&changes, false, &[], &facts(&|_| false));
+        assert_eq!(
+            made,
+            vec![
+                Step::Register(&changes[0]),
+                Step::Change(&changes[1]),
+                Step::Changes(&changes[2..5]),
+                Step::Change(&changes[5]),
+                Step::Lifecycle,
+            ]
+        );
+        // Where it stops is said from the first, and it is recorded once, done or failed.
+        assert_eq!(made[2].at().as_deref(), Some("role"));
+        assert_eq!(made[2].checkpoint(), Checkpoint::After);
+        // A slice's update after a role's does not join it: each goes on its own.
+        let changes = [
+            change(Kind::ROLE, Action::Create, &[]),
+            change(Kind::DATABASE, Action::Update, &["access"]),
+        ];
+        assert_eq!(
+            steps(&changes, false, &[], &facts(&|_| false)),
+            vec![
+                Step::Change(&changes[0]),
+                Step::Change(&changes[1]),
+                Step::Lifecycle
+            ]
+        );
     }
 
     #[test]

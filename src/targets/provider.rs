@@ -580,6 +580,29 @@ pub trait Provider: Send + Sync {
         ctx: &StepContext<'_>,
         change: &ResourceChange,
     ) -> Result<Option<Attrs>, ProviderError>;
+    /// Whether `next`, which follows `first` in the tenant's plan (both this target's, and
+    /// neither a purge), is brought about in the same call as `first` and those between
+    /// them ([`Provider::apply_together`]): one transaction, one step of the tenant's and
+    /// one checkpoint, where each on its own would cost one of each.
+    fn joins(&self, _tenant: &Effective, _first: &ResourceChange, _next: &ResourceChange) -> bool {
+        false
+    }
+    /// Brings the resources [`Provider::joins`] put together to what `changes` ask, in one
+    /// transaction: all of them, or none. Returns each one's attributes, in order.
+    async fn apply_together(
+        &self,
+        _ctx: &StepContext<'_>,
+        changes: &[ResourceChange],
+    ) -> Result<Vec<Attrs>, TogetherFailed> {
+        Err(TogetherFailed {
+            at: 0,
+            error: ProviderError::Unplanned(format!(
+                "{} makes no {} changes together",
+                self.name(),
+                changes.len()
+            )),
+        })
+    }
     /// What this target can purge, if anything: a plan that would purge one of its kinds
     /// without it is refused for that tenant when it is made, never half-way through.
     /// Whether it reaches anything: `false` for the owner of a kind whose slot the config
@@ -761,13 +784,6 @@ impl std::error::Error for TogetherFailed {
 
 #[async_trait]
 pub trait ControlPlane: Provider + Outbox + Purge {
-    /// Brings several of the tenant's resources to what `changes` ask, in one transaction:
-    /// all of them, or none. Returns each one's attributes, in order.
-    async fn apply_together(
-        &self,
-        ctx: &StepContext<'_>,
-        changes: &[ResourceChange],
-    ) -> Result<Vec<Attrs>, TogetherFailed>;
     /// Creates the tenant's registry row if there is none, in `provisioning`, and returns
     /// the tenant's id (the existing one when the row was already there).
     async fn register(&self, ctx: &StepContext<'_>, attrs: &Attrs)

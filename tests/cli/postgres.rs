@@ -603,6 +603,108 @@ fn an_edited_migration_is_refused_naming_it() {
 }
 
 #[test]
+fn a_new_schema_tenant_s_role_slice_and_seed_are_made_together_or_not_at_all() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    // A migration the server refuses half-way: every new slice stops at it.
+    repo.write(
+        "migrations/0003_half_way.sql",
+        "CREATE TABLE notes (body text);\nINSERT INTO projectz (name) VALUES ('x');\n",
+    );
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("acme/database: migration 0003_half_way on")
+            && err.contains("relation \"projectz\" does not exist"),
+        "{err}"
+    );
+    // The role, the schema with its first migrations, and their records went with it,
+    // seen from outside: none of acme's data plane stands.
+    let acme = pg.name("acme");
+    for (what, sql) in [
+        (
+            "role",
+            format!("SELECT count(*) FROM pg_roles WHERE rolname = '{acme}'"),
+        ),
+        (
+            "schema",
+            format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{acme}'"),
+        ),
+        (
+            "role record",
+            "SELECT count(*) FROM tenant_reconcile.roles WHERE slug = 'acme'".into(),
+        ),
+        (
+            "slice record",
+            "SELECT count(*) FROM tenant_reconcile.slices WHERE slug = 'acme'".into(),
+        ),
+        (
+            "migrations",
+            format!(
+                "SELECT count(*) FROM tenant_reconcile.slice_migrations WHERE slice = '{acme}'"
+            ),
+        ),
+        (
+            "seed",
+            "SELECT count(*) FROM tenant_reconcile.seeds WHERE slug = 'acme'".into(),
+        ),
+    ] {
+        assert_eq!(
+            pg.count(&sql),
+            0,
+            "acme's {what} was left by the failed step"
+        );
+    }
+    // Its registry row shows the step it stopped at, the first of the three.
+    assert_eq!(
+        pg.query("SELECT lifecycle, step FROM tenant_reconcile.tenants WHERE slug = 'acme'"),
+        vec![json!({"lifecycle": "provisioning", "step": "role"})]
+    );
+
+    repo.write(
+        "migrations/0003_half_way.sql",
+        "CREATE TABLE notes (body text);\n",
+    );
+    repo.apply();
+    repo.assert_plan_empty();
+    // The tenant, logged in as itself, reads its seed and its new table.
+    let read = pg
+        .query_as(
+            &acme,
+            &pg.db,
+            &format!("SELECT (SELECT count(*) FROM \"{acme}\".projects) AS projects, (SELECT count(*) FROM \"{acme}\".notes) AS notes"),
+        )
+        .unwrap();
+    assert_eq!(read, vec![json!({"projects": 1, "notes": 0})]);
+}
+
+#[test]
+fn every_isolation_mode_applies_through_a_pool_of_one_connection() {
+    // A step that asks the pool for a connection while it holds one of the pool's waits for
+    // itself. With one connection it waits at once; with the default ten it waited whenever
+    // ten tenants held one each (the pool's 30 s timeout, then retries: minutes).
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &pg.config("  max_connections = 1\n"),
+    );
+    let out = repo.run(&["apply", "--auto-approve", "--parallelism", "4"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("4 tenants reconciled: 36 added"));
+    repo.assert_plan_empty();
+    // The suspended tenant's role, made and held in the same run, may not log in.
+    let umbrella = pg.name("umbrella-labs");
+    assert!(pg.query_as(&umbrella, &pg.db, "SELECT 1").is_err());
+}
+
+#[test]
 fn a_slug_whose_schema_would_be_an_admin_schema_is_refused() {
     let pg = Pg::new();
     let repo = pg.repo();

@@ -16,6 +16,7 @@ use crate::model::change::ResourceChange;
 use crate::model::lifecycle::Lifecycle;
 use crate::model::resource::Key;
 use crate::model::resource::Kind;
+use crate::model::tenant::Effective;
 use crate::slug::Slug;
 use crate::targets::control_plane::store::{self, ControlDb, Reading};
 use crate::targets::provider::{
@@ -228,6 +229,20 @@ impl Provider for LocalControl {
         Ok(Some(attrs))
     }
 
+    /// Its rows that follow each other in a plan (a new tenant's owner, flags and quotas; a
+    /// plan change's registry row and quotas) are one transaction's work.
+    fn joins(&self, _tenant: &Effective, _first: &ResourceChange, _next: &ResourceChange) -> bool {
+        true
+    }
+
+    async fn apply_together(
+        &self,
+        ctx: &StepContext<'_>,
+        changes: &[ResourceChange],
+    ) -> Result<Vec<Attrs>, TogetherFailed> {
+        store::control::apply_all(self, ctx, changes).await
+    }
+
     crate::targets::provider::capabilities!(Purge, Smoke);
 }
 
@@ -256,14 +271,6 @@ impl Smoke for LocalControl {
 
 #[async_trait]
 impl ControlPlane for LocalControl {
-    async fn apply_together(
-        &self,
-        ctx: &StepContext<'_>,
-        changes: &[ResourceChange],
-    ) -> Result<Vec<Attrs>, TogetherFailed> {
-        store::control::apply_all(self, ctx, changes).await
-    }
-
     async fn audit_begin(&self, entries: &[AuditEntry]) -> Result<(), ProviderError> {
         if entries.is_empty() {
             return Ok(());

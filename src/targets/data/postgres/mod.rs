@@ -37,6 +37,7 @@ mod purge;
 pub mod reach;
 mod refresh;
 pub mod smoke;
+mod together;
 
 use std::sync::Arc;
 
@@ -49,10 +50,12 @@ use crate::model::attrs::Attrs;
 use crate::model::change::ResourceChange;
 use crate::model::migration::Migration;
 use crate::model::resource::{Key, Kind};
-use crate::model::tenant::Isolation;
+use crate::model::tenant::{Effective, Isolation};
 use crate::slug::Slug;
 use crate::targets::data::Naming;
-use crate::targets::provider::{LiveFleet, Provider, ProviderError, RefreshTarget, StepContext};
+use crate::targets::provider::{
+    LiveFleet, Provider, ProviderError, RefreshTarget, StepContext, TogetherFailed,
+};
 
 /// The URL a tenant's role connects with: its own database, or the admin database with its
 /// schema (or the shared schema) first on the search path.
@@ -137,6 +140,8 @@ impl PgData {
     }
 
     /// Whether the admin is a superuser: as the run's refresh found it, or asked once.
+    /// Asked through the pool, so never while holding one of its connections: with every
+    /// connection held by a step waiting for this answer, none would be left to ask with.
     async fn superuser(&self) -> Result<bool, ProviderError> {
         self.superuser
             .get_or_try_init(|| async {
@@ -249,6 +254,18 @@ impl Provider for PgData {
             retry!("data", self.check_database(ctx, change))?;
         }
         retry!("data", self.apply_once(ctx, change))
+    }
+
+    fn joins(&self, tenant: &Effective, first: &ResourceChange, next: &ResourceChange) -> bool {
+        together::joins(tenant, first, next)
+    }
+
+    async fn apply_together(
+        &self,
+        ctx: &StepContext<'_>,
+        changes: &[ResourceChange],
+    ) -> Result<Vec<Attrs>, TogetherFailed> {
+        retry!("data", self.together_once(ctx, changes))
     }
 
     crate::targets::provider::capabilities!(Export, Purge, Smoke);
