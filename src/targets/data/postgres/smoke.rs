@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use sqlx::{Connection, Executor as _, PgConnection, Row};
+use sqlx::{Connection, Executor as _, PgConnection, Postgres, Row, Transaction};
 
 use crate::clients::postgres::server::{quote, PgServer};
 use crate::model::checks::{CheckSpec, Probe};
@@ -75,19 +75,21 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
             return out;
         }
     };
+    let mut acting = acting_as_role(t).await;
+    let cat = &mut acting;
     let started = Instant::now();
-    let counted = count_rows(&mut conn, &t.schema).await;
+    let counted = count_rows(cat, &mut conn, &t.schema).await;
     let data = crate::smoke::verdicts::data_verdict(&format!("{} ", t.role), &counted, t.seeded);
     out.push(CheckOutcome::of("data", started, data));
     let started = Instant::now();
     let write = match crate::smoke::verdicts::write_target(&counted) {
-        Ok(Some(table)) => write_and_roll_back(&mut conn, &t.schema, table).await,
+        Ok(Some(table)) => write_and_roll_back(cat, &mut conn, &t.schema, table).await,
         Ok(None) => Ok("no row to write to".into()),
         Err(e) => Err(e),
     };
     out.push(CheckOutcome::of("write", started, write));
     let started = Instant::now();
-    let isolation = isolation(t, &mut conn).await;
+    let isolation = isolation(t, cat, &mut conn).await;
     out.push(CheckOutcome::of("isolation", started, isolation));
     for check in sql {
         let Probe::Sql { sql } = &check.probe else {
@@ -97,8 +99,72 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
         let verdict = query_check(&mut conn, sql, check.timeout_ms).await;
         out.push(CheckOutcome::of(&check.name, started, verdict));
     }
+    if let Some(acting) = acting {
+        let _ = acting.tx.rollback().await;
+    }
     let _ = conn.close().await;
     out
+}
+
+/// A few other tenants' slices of the same mode, with their tenant ids, read as the admin:
+/// the role must reach none of them.
+async fn other_slices(
+    t: &Target<'_>,
+    admin: &mut PgConnection,
+) -> Result<Vec<(String, String)>, String> {
+    sqlx::query_as(&format!(
+        "SELECT s.name, r.tenant_id FROM {a}.slices s JOIN {a}.roles r ON r.slug = s.slug
+         WHERE s.slug <> $1 AND s.isolation = $2 ORDER BY s.slug LIMIT 3",
+        a = t.admin_schema
+    ))
+    .bind(t.slug)
+    .bind(t.isolation.as_str())
+    .fetch_all(admin)
+    .await
+    .map_err(|e| format!("cannot read the other slices: {e}"))
+}
+
+/// A connection of the admin's acting as the role, and what was read on it as the admin
+/// before: a step holds one connection of the pool at a time.
+struct Acting {
+    tx: Transaction<'static, Postgres>,
+    others: Result<Vec<(String, String)>, String>,
+}
+
+/// The admin's connection acting as the role, where the role's catalog questions are asked
+/// (what it may use, read and write, and what it is): every privilege function answers for
+/// the role there (`SET LOCAL ROLE`), and the server plans them with its catalog caches
+/// warm. On the role's own new connection each was planned cold, which was most of a smoke
+/// test's cost on the server. What the role reads and writes it still does on its own
+/// connection, as it logged in. `None`, and the role's connection answers them too, for a
+/// slice that is a database of its own (only a connection to it reads its catalog), or an
+/// admin that may not act as the role (no superuser).
+async fn acting_as_role(t: &Target<'_>) -> Option<Acting> {
+    if t.isolation == Isolation::Database || !t.superuser {
+        return None;
+    }
+    let acting = async {
+        let mut tx = t.admin.begin().await?;
+        let others = other_slices(t, tx.as_mut()).await;
+        tx.execute(format!("SET LOCAL ROLE {}", quote(&t.role)).as_str())
+            .await?;
+        Ok::<_, sqlx::Error>(Acting { tx, others })
+    };
+    match acting.await {
+        Ok(acting) => Some(acting),
+        Err(e) => {
+            tracing::debug!(role = %t.role, error = %e, "cannot act as the role; its own connection answers");
+            None
+        }
+    }
+}
+
+/// Where a catalog question is asked: acting as the role, or on its own connection.
+fn catalog<'a>(acting: &'a mut Option<Acting>, own: &'a mut PgConnection) -> &'a mut PgConnection {
+    match acting {
+        Some(acting) => acting.tx.as_mut(),
+        None => own,
+    }
 }
 
 async fn login(t: &Target<'_>) -> Result<(PgConnection, String), String> {
@@ -186,7 +252,11 @@ async fn set_login(t: &Target<'_>, login: bool) -> Result<(), String> {
 
 /// Every table of `schema` and the rows the role sees in it. A table it may not read fails
 /// the check: its grant was taken away.
-async fn count_rows(conn: &mut PgConnection, schema: &str) -> Result<Vec<(String, u64)>, String> {
+async fn count_rows(
+    cat: &mut Option<Acting>,
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<Vec<(String, u64)>, String> {
     let sql = format!(
         "SELECT c.relname FROM {}
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1 LIMIT 100",
@@ -194,7 +264,7 @@ async fn count_rows(conn: &mut PgConnection, schema: &str) -> Result<Vec<(String
     );
     let tables: Vec<(String,)> = sqlx::query_as(&sql)
         .bind(schema)
-        .fetch_all(&mut *conn)
+        .fetch_all(catalog(cat, conn))
         .await
         .map_err(|e| format!("cannot list its tables: {e}"))?;
     let mut out = Vec::new();
@@ -213,6 +283,7 @@ async fn count_rows(conn: &mut PgConnection, schema: &str) -> Result<Vec<(String
 }
 
 async fn write_and_roll_back(
+    cat: &mut Option<Acting>,
     conn: &mut PgConnection,
     schema: &str,
     table: &str,
@@ -225,7 +296,7 @@ async fn write_and_roll_back(
     )
     .bind(schema)
     .bind(table)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(catalog(cat, conn))
     .await
     .map_err(|e| format!("cannot read the columns of {table}: {e}"))?;
     let Some((column,)) = column.filter(|(c,)| crate::targets::data::is_plain_ident(c)) else {
@@ -251,7 +322,11 @@ async fn write_and_roll_back(
 /// The role is refused what is not its tenant's: the control plane (from the admin
 /// database, in every mode), other tenants' slices, and anything outside its own slice;
 /// every relation it can read is read.
-async fn isolation(t: &Target<'_>, conn: &mut PgConnection) -> Result<String, String> {
+async fn isolation(
+    t: &Target<'_>,
+    cat: &mut Option<Acting>,
+    conn: &mut PgConnection,
+) -> Result<String, String> {
     match t.isolation {
         Isolation::Database => {
             // Its own database has no control plane; the admin database has, and the role
@@ -275,12 +350,12 @@ async fn isolation(t: &Target<'_>, conn: &mut PgConnection) -> Result<String, St
                 ));
             }
             if let Ok(Ok(mut admin)) = admin {
-                let refused = control_plane(t, &mut admin).await;
+                let refused = control_plane(t, &mut None, &mut admin).await;
                 let _ = admin.close().await;
                 refused?;
             }
         }
-        _ => control_plane(t, conn).await?,
+        _ => control_plane(t, cat, conn).await?,
     }
     // Its own attributes and memberships, as it sees them: nothing but the shared group.
     let powers: Vec<String> = sqlx::query_scalar(
@@ -294,41 +369,35 @@ async fn isolation(t: &Target<'_>, conn: &mut PgConnection) -> Result<String, St
          WHERE m.member = to_regrole(current_user::text) AND m.roleid IS DISTINCT FROM to_regrole($1)",
     )
     .bind(t.group.as_deref())
-    .fetch_all(&mut *conn)
+    .fetch_all(catalog(cat, conn))
     .await
     .map_err(|e| format!("cannot read its own attributes: {e}"))?;
     if !powers.is_empty() {
         return Err(powers.join("; "));
     }
-    let others: Vec<(String, String)> = sqlx::query_as(&format!(
-        "SELECT s.name, r.tenant_id FROM {a}.slices s JOIN {a}.roles r ON r.slug = s.slug
-         WHERE s.slug <> $1 AND s.isolation = $2 ORDER BY s.slug LIMIT 3",
-        a = t.admin_schema
-    ))
-    .bind(t.slug)
-    .bind(t.isolation.as_str())
-    .fetch_all(t.admin)
-    .await
-    .map_err(|e| format!("cannot read the other slices: {e}"))?;
+    let others = match cat {
+        Some(acting) => acting.others.clone()?,
+        None => other_slices(t, &mut *t.admin.acquire().await.map_err(|e| e.to_string())?).await?,
+    };
     let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
     let mut reached: Vec<String> = match t.isolation {
         Isolation::Schema => sqlx::query_scalar(
             "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1) AND has_schema_privilege(oid, 'USAGE')",
         )
         .bind(&names)
-        .fetch_all(&mut *conn)
+        .fetch_all(catalog(cat, conn))
         .await
         .map_err(|e| e.to_string())?,
         Isolation::Database => sqlx::query_scalar(
             "SELECT datname::text FROM pg_database WHERE datname = ANY($1) AND has_database_privilege(oid, 'CONNECT')",
         )
         .bind(&names)
-        .fetch_all(&mut *conn)
+        .fetch_all(catalog(cat, conn))
         .await
         .map_err(|e| e.to_string())?,
         Isolation::Shared => Vec::new(),
     };
-    reached.extend(relations(t, conn, others.first().map(|(_, id)| id.as_str())).await?);
+    reached.extend(relations(t, cat, conn, others.first().map(|(_, id)| id.as_str())).await?);
     if !reached.is_empty() {
         return Err(format!(
             "{} reaches other tenants' data: {}",
@@ -349,7 +418,11 @@ async fn isolation(t: &Target<'_>, conn: &mut PgConnection) -> Result<String, St
 
 /// On a connection of the role's to the admin database: the control plane's schema and
 /// tables are refused to it.
-async fn control_plane(t: &Target<'_>, conn: &mut PgConnection) -> Result<(), String> {
+async fn control_plane(
+    t: &Target<'_>,
+    cat: &mut Option<Acting>,
+    conn: &mut PgConnection,
+) -> Result<(), String> {
     let reached: Vec<String> = sqlx::query_scalar(
         // The schema's relations through `pg_depend`, by its index: `pg_class` has none on
         // the schema, and a scan of it (every tenant's relations, in the admin database) with
@@ -365,7 +438,7 @@ async fn control_plane(t: &Target<'_>, conn: &mut PgConnection) -> Result<(), St
                 OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE'))",
     )
     .bind(t.admin_schema_name)
-    .fetch_all(&mut *conn)
+    .fetch_all(catalog(cat, conn))
     .await
     .map_err(|e| format!("cannot look at the control plane: {e}"))?;
     if !reached.is_empty() {
@@ -396,6 +469,7 @@ async fn control_plane(t: &Target<'_>, conn: &mut PgConnection) -> Result<(), St
 /// tenant's relations.
 async fn relations(
     t: &Target<'_>,
+    cat: &mut Option<Acting>,
     conn: &mut PgConnection,
     other: Option<&str>,
 ) -> Result<Vec<String>, String> {
@@ -413,7 +487,7 @@ async fn relations(
            AND n.nspname !~ '^pg_(toast|temp)' AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
          ORDER BY 1, 2 LIMIT 200",
     )
-    .fetch_all(&mut *conn)
+    .fetch_all(catalog(cat, conn))
     .await
     .map_err(|e| format!("cannot list what it can read: {e}"))?;
     let mut out = Vec::new();
