@@ -190,6 +190,26 @@ pub(crate) const RELATIONS_OF_SCHEMA: &str = "pg_namespace n
       AND dep.classid = 'pg_class'::regclass AND dep.objsubid = 0 AND dep.deptype = 'n'
     JOIN pg_class c ON c.oid = dep.objid";
 
+/// Transaction-scoped advisory locks on `names`, in one statement, taken in the order of
+/// their names: two sessions whose sets overlap never wait on each other in a circle.
+pub(crate) async fn advisory_xact_locks(
+    tx: &mut PgConnection,
+    names: &[String],
+) -> Result<(), ProviderError> {
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
+         FROM (SELECT k FROM unnest($1::text[]) AS k ORDER BY k) AS sorted",
+    )
+    .bind(names)
+    .execute(&mut *tx)
+    .await
+    .map_err(ProviderError::sql(format!(
+        "take the locks {}",
+        names.join(", ")
+    )))?;
+    Ok(())
+}
+
 /// A transaction-scoped advisory lock on `name`, released at commit or rollback.
 pub(crate) async fn advisory_xact_lock(
     tx: &mut PgConnection,

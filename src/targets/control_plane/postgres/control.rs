@@ -144,6 +144,9 @@ pub struct PgControl {
     ready: OnceCell<()>,
     /// Purges that begin or end at the same moment, written together.
     audits: GroupCommit<Vec<AuditEntry>, Together<()>>,
+    /// The step markers of tenants in flight (a tenant id, its step), written together:
+    /// each tenant marks each of its steps before it, a statement and a commit each.
+    steps: GroupCommit<(String, Option<String>), Together<()>>,
     ends: GroupCommit<EndOfPurge, Together<Option<Attrs>>>,
 }
 
@@ -156,6 +159,7 @@ impl PgControl {
             server,
             ready: OnceCell::new(),
             audits: GroupCommit::with_limit(TENANTS_PER_BATCH),
+            steps: GroupCommit::with_limit(TENANTS_PER_BATCH),
             ends: GroupCommit::with_limit(TENANTS_PER_BATCH),
         }
     }
@@ -310,6 +314,17 @@ impl ControlPlane for PgControl {
     }
 
     async fn set_step(&self, tenant_id: &str, step: Option<&str>) -> Result<(), ProviderError> {
+        let item = (tenant_id.to_string(), step.map(str::to_string));
+        let together = self
+            .steps
+            .together(item, "marking steps", |items| async move {
+                store::control::set_steps(self, &items).await?;
+                Ok::<_, ProviderError>(vec![Together::Done(()); items.len()])
+            })
+            .await;
+        if together == Together::Done(()) {
+            return Ok(());
+        }
         retry!("set step", store::control::set_step(self, tenant_id, step))
     }
 

@@ -290,6 +290,25 @@ pub async fn set_step<C: ControlDb + ?Sized>(
     .map(drop)
 }
 
+/// Marks the current step of several tenants in one statement, each its own (`None` clears
+/// it): the tenants in flight, whose markers are written together.
+pub async fn set_steps<C: ControlDb + ?Sized>(
+    db: &C,
+    steps: &[(String, Option<String>)],
+) -> Result<(), ProviderError> {
+    let rows: Vec<Value> = steps.iter().map(|(id, step)| json!([id, step])).collect();
+    Statement::new(
+        db.dialect(),
+        "record the current steps",
+        "UPDATE {schema}.tenants SET step = s.step FROM {rows $1 tenant_id step} AS s
+         WHERE {schema}.tenants.tenant_id = s.tenant_id",
+    )
+    .rows(rows)
+    .execute(&db.tables().await?)
+    .await
+    .map(drop)
+}
+
 /// The audit rows of purges that begin, one tenant's or many, each tenant's step set to
 /// `purge` with them; a row written before is left as it is.
 pub async fn write_audits<C: ControlDb + ?Sized>(

@@ -5,8 +5,8 @@
 use serde_json::json;
 use sqlx::{Connection, Executor as _, PgConnection};
 
-use crate::clients::postgres::scram;
 use crate::clients::postgres::server::{connection, literal, quote};
+use crate::clients::postgres::{advisory_xact_locks, scram};
 use crate::model::attrs::Attrs;
 use crate::model::change::ResourceChange;
 use crate::model::resource::Kind;
@@ -54,7 +54,8 @@ impl PgData {
         let pool = self.pool().await?;
         let superuser = self.superuser().await?;
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
-        let found = lock_role(tx.as_mut(), &name, superuser).await?;
+        advisory_xact_locks(tx.as_mut(), &[role_lock(&name)]).await?;
+        let found = role_found(tx.as_mut(), &name, superuser).await?;
         let out = self
             .role_in(tx.as_mut(), ctx, change, attrs, found.as_ref())
             .await?;
@@ -211,6 +212,7 @@ impl PgData {
                 .await
                 .map_err(ProviderError::sql("grant the shared group"))?;
                 let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+                advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
                 self.migrate_in(tx.as_mut(), &slice).await?;
                 self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
                 tx.commit().await.map_err(ProviderError::sql("commit"))?;
@@ -218,6 +220,7 @@ impl PgData {
             Isolation::Schema => {
                 // The schema, its migrations and grants, and its record: all or none.
                 let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+                advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
                 self.schema_in(tx.as_mut(), ctx, change, &slice).await?;
                 self.migrate_in(tx.as_mut(), &slice).await?;
                 self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
@@ -253,6 +256,7 @@ impl PgData {
                         .await
                         .map_err(ProviderError::sql("grant the public schema"))?;
                     let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
+                    advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
                     self.migrate_in(tx.as_mut(), &slice).await?;
                     tx.commit()
                         .await
@@ -290,7 +294,7 @@ impl PgData {
 
     /// The tenant's schema, made unless it is there and refused if it is someone else's,
     /// marked, closed to PUBLIC and opened to its role, in the transaction `tx` is in, which
-    /// then holds the schema's lock.
+    /// holds the schema's lock ([`Slice::lock`]).
     pub(super) async fn schema_in(
         &self,
         tx: &mut PgConnection,
@@ -298,11 +302,6 @@ impl PgData {
         change: &ResourceChange,
         slice: &Slice,
     ) -> Result<(), ProviderError> {
-        crate::clients::postgres::advisory_xact_lock(
-            &mut *tx,
-            &format!("tenant-reconcile/slice/schema/{}", slice.name),
-        )
-        .await?;
         match comment(&mut *tx, Marked::Schema, &slice.name).await? {
             Some(comment) => check_ours(
                 ctx,
@@ -491,17 +490,9 @@ impl PgData {
     }
 }
 
-/// Takes the role's lock for the rest of the transaction `tx` is in, and reads the role as
-/// it stands (`superuser`: whether the admin may read its verifier, asked before the
-/// transaction began: see [`PgData::superuser`]).
-pub(super) async fn lock_role(
-    tx: &mut PgConnection,
-    name: &str,
-    superuser: bool,
-) -> Result<Option<RoleFound>, ProviderError> {
-    crate::clients::postgres::advisory_xact_lock(tx, &format!("tenant-reconcile/role/{name}"))
-        .await?;
-    role_found(tx, name, superuser).await
+/// The lock a tenant's role is made and changed under.
+pub(super) fn role_lock(name: &str) -> String {
+    format!("tenant-reconcile/role/{name}")
 }
 
 /// Refuses `what` (a migration, or the grants) when the shared schema holds a view,

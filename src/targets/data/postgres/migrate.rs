@@ -15,8 +15,9 @@ use super::{apply::refuse_unsafe, PgData, Slice};
 impl PgData {
     /// Applies the migrations the slice has not had, with their records, then grants the
     /// slice's tables, all in the transaction `tx` is in (a failed migration leaves none of
-    /// them). A database slice records them in its own `tenant_reconcile_meta` schema,
-    /// which the caller mirrors into the catalog once they are committed.
+    /// them), which holds the slice's lock ([`Slice::lock`]). A database slice records them
+    /// in its own `tenant_reconcile_meta` schema, which the caller mirrors into the catalog
+    /// once they are committed.
     pub(super) async fn migrate_in(
         &self,
         tx: &mut PgConnection,
@@ -24,17 +25,6 @@ impl PgData {
     ) -> Result<(), ProviderError> {
         let schema = quote(&slice.schema);
         let own_database = slice.isolation == Isolation::Database;
-        // Concurrent GRANTs on the same tables (shared tenants applied in parallel) fail
-        // with "tuple concurrently updated": the slice's lock orders them.
-        crate::clients::postgres::advisory_xact_lock(
-            &mut *tx,
-            &format!(
-                "tenant-reconcile/slice/{}/{}",
-                slice.isolation.as_str(),
-                slice.name
-            ),
-        )
-        .await?;
         let recorded: Vec<(String, String)> = if own_database {
             sqlx::query_as("SELECT version, checksum FROM tenant_reconcile_meta.migrations")
                 .fetch_all(&mut *tx)
@@ -156,6 +146,7 @@ impl PgData {
             return Ok(());
         }
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        crate::clients::postgres::advisory_xact_locks(tx.as_mut(), &[seed_lock(slug)]).await?;
         self.seed_in(tx.as_mut(), ctx, &slice, &rows).await?;
         tx.commit()
             .await
@@ -163,7 +154,7 @@ impl PgData {
     }
 
     /// A shared or schema slice's seed rows, inserted once and recorded, in the transaction
-    /// `tx` is in.
+    /// `tx` is in, which holds the seed's lock ([`seed_lock`]).
     pub(super) async fn seed_in(
         &self,
         tx: &mut PgConnection,
@@ -173,11 +164,6 @@ impl PgData {
     ) -> Result<(), ProviderError> {
         let slug = &ctx.tenant.slug;
         let tenant_id = ctx.tenant_id()?;
-        crate::clients::postgres::advisory_xact_lock(
-            &mut *tx,
-            &format!("tenant-reconcile/seed/{slug}"),
-        )
-        .await?;
         let (done,): (bool,) = sqlx::query_as(
             &self.sql("SELECT EXISTS (SELECT 1 FROM {schema}.seeds WHERE slug = $1)"),
         )
@@ -192,6 +178,11 @@ impl PgData {
         insert_rows(&mut *tx, &slice.schema, tenant_id, rows, slug, shared).await?;
         self.record_seed(tx, slug).await
     }
+}
+
+/// The lock a shared or schema tenant's seed is written under: two runs never seed it twice.
+pub(super) fn seed_lock(slug: &Slug) -> String {
+    format!("tenant-reconcile/seed/{slug}")
 }
 
 /// A seed's rows by table, from the JSON its change carries.

@@ -124,6 +124,19 @@ struct Slice {
     grantee: String,
 }
 
+impl Slice {
+    /// The lock a slice is changed under: concurrent GRANTs on the same tables (shared
+    /// tenants applied in parallel) fail with "tuple concurrently updated", and two runs
+    /// never make or migrate one slice at once.
+    fn lock(&self) -> String {
+        format!(
+            "tenant-reconcile/slice/{}/{}",
+            self.isolation.as_str(),
+            self.name
+        )
+    }
+}
+
 impl PgData {
     pub fn new(server: Arc<PgServer>, migrations: Vec<Migration>, naming: Naming) -> PgData {
         PgData {

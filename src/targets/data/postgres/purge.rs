@@ -326,7 +326,7 @@ pub(super) async fn look_before_purge(
     let roles: Vec<&str> = slices.iter().map(|(_, role)| *role).collect();
     let locks: Vec<String> = roles
         .iter()
-        .map(|role| format!("tenant-reconcile/role/{role}"))
+        .map(|role| super::apply::role_lock(role))
         .collect();
     let rows: Vec<(i64, Mark, i64, Mark, Vec<String>)> = sqlx::query_as(
         // Names resolved by `to_reg*`, comments read from their catalogs (`obj_description`

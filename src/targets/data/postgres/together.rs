@@ -13,7 +13,13 @@ use crate::targets::provider::{
     desired_of, seed_rows_of, unmanaged, Provider, ProviderError, StepContext, TogetherFailed,
 };
 
-use super::{apply::lock_role, migrate::seed_rows, reach, PgData};
+use super::{
+    apply::role_lock,
+    mark::role_found,
+    migrate::{seed_lock, seed_rows},
+    reach, PgData,
+};
+use crate::clients::postgres::advisory_xact_locks;
 
 /// Whether `next` goes in one transaction with `first` and the changes between them: a new
 /// schema-mode tenant's role first, then its schema and its seed.
@@ -49,11 +55,13 @@ impl PgData {
             .await
             .map_err(ProviderError::sql("begin"))
             .map_err(failed(0))?;
-        if lock_role(tx.as_mut(), &role, superuser)
-            .await
-            .map_err(failed(0))?
-            .is_some()
-        {
+        // The role's, the slice's and the seed's locks, in one statement.
+        let locks = [role_lock(&role), slice.lock(), seed_lock(slug)];
+        let found = async {
+            advisory_xact_locks(tx.as_mut(), &locks).await?;
+            role_found(tx.as_mut(), &role, superuser).await
+        };
+        if found.await.map_err(failed(0))?.is_some() {
             // There already (made by a run killed before it recorded it, or by someone
             // else): each change on its own, which looks at such a role whole.
             drop(tx);
