@@ -46,7 +46,10 @@ impl Executor {
         if to == Lifecycle::Active {
             log.at = "role".to_string();
             self.open_login(run.tp, ts, run.mark).await?;
-            run.checkpoint(ts).await?;
+            // With nothing after it, the tenant's last checkpoint, next, records it.
+            if hooks_after {
+                run.checkpoint(ts).await?;
+            }
         }
         Ok(())
     }
