@@ -20,7 +20,7 @@ use crate::targets::provider::{
 use super::{
     catalog::META,
     mark::{comment, role_found, Marked, RoleFound},
-    reach, PgData, Slice,
+    reach, role_lock, PgData, Slice,
 };
 
 impl PgData {
@@ -488,11 +488,6 @@ impl PgData {
         }
         Ok(())
     }
-}
-
-/// The lock a tenant's role is made and changed under.
-pub(super) fn role_lock(name: &str) -> String {
-    format!("tenant-reconcile/role/{name}")
 }
 
 /// Refuses `what` (a migration, or the grants) when the shared schema holds a view,

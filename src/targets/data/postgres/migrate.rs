@@ -10,7 +10,7 @@ use crate::model::tenant::Isolation;
 use crate::slug::Slug;
 use crate::targets::provider::{ProviderError, StepContext};
 
-use super::{apply::refuse_unsafe, PgData, Slice};
+use super::{apply::refuse_unsafe, seed_lock, PgData, Slice};
 
 impl PgData {
     /// Applies the migrations the slice has not had, with their records, then grants the
@@ -178,11 +178,6 @@ impl PgData {
         insert_rows(&mut *tx, &slice.schema, tenant_id, rows, slug, shared).await?;
         self.record_seed(tx, slug).await
     }
-}
-
-/// The lock a shared or schema tenant's seed is written under: two runs never seed it twice.
-pub(super) fn seed_lock(slug: &Slug) -> String {
-    format!("tenant-reconcile/seed/{slug}")
 }
 
 /// A seed's rows by table, from the JSON its change carries.

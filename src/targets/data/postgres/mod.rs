@@ -124,6 +124,16 @@ struct Slice {
     grantee: String,
 }
 
+/// The lock a tenant's role is made and changed under.
+fn role_lock(name: &str) -> String {
+    format!("tenant-reconcile/role/{name}")
+}
+
+/// The lock a shared or schema tenant's seed is written under: two runs never seed it twice.
+fn seed_lock(slug: &Slug) -> String {
+    format!("tenant-reconcile/seed/{slug}")
+}
+
 impl Slice {
     /// The lock a slice is changed under: concurrent GRANTs on the same tables (shared
     /// tenants applied in parallel) fail with "tuple concurrently updated", and two runs

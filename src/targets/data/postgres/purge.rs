@@ -324,10 +324,7 @@ pub(super) async fn look_before_purge(
     type Mark = Option<Vec<Option<String>>>;
     let schemas: Vec<Option<&str>> = slices.iter().map(|(schema, _)| *schema).collect();
     let roles: Vec<&str> = slices.iter().map(|(_, role)| *role).collect();
-    let locks: Vec<String> = roles
-        .iter()
-        .map(|role| super::apply::role_lock(role))
-        .collect();
+    let locks: Vec<String> = roles.iter().map(|role| super::role_lock(role)).collect();
     let rows: Vec<(i64, Mark, i64, Mark, Vec<String>)> = sqlx::query_as(
         // Names resolved by `to_reg*`, comments read from their catalogs (`obj_description`
         // is a SQL function, planned at each call): the server plans every statement of a

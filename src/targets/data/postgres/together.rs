@@ -13,12 +13,7 @@ use crate::targets::provider::{
     desired_of, seed_rows_of, unmanaged, Provider, ProviderError, StepContext, TogetherFailed,
 };
 
-use super::{
-    apply::role_lock,
-    mark::role_found,
-    migrate::{seed_lock, seed_rows},
-    reach, PgData,
-};
+use super::{mark::role_found, migrate::seed_rows, reach, role_lock, seed_lock, PgData};
 use crate::clients::postgres::advisory_xact_locks;
 
 /// Whether `next` goes in one transaction with `first` and the changes between them: a new
