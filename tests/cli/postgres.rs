@@ -702,6 +702,39 @@ fn every_isolation_mode_applies_through_a_pool_of_one_connection() {
     // The suspended tenant's role, made and held in the same run, may not log in.
     let umbrella = pg.name("umbrella-labs");
     assert!(pg.query_as(&umbrella, &pg.db, "SELECT 1").is_err());
+
+    // Offboarding (revoked, exported) and then the purge of a tenant in each mode, whose
+    // steps of many tenants go in batches, through the same one connection.
+    crate::purge::no_hold(&repo);
+    for slug in ["acme", "globex", "initech"] {
+        crate::offboarding::offboard(&repo, slug);
+    }
+    for _ in 0..2 {
+        let out = repo.run(&["apply", "--auto-approve", "--parallelism", "4"]);
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    repo.assert_plan_empty();
+    assert_eq!(
+        pg.query("SELECT slug, lifecycle FROM tenant_reconcile.tenants ORDER BY slug"),
+        vec![
+            json!({"slug": "acme", "lifecycle": "deprovisioned"}),
+            json!({"slug": "globex", "lifecycle": "deprovisioned"}),
+            json!({"slug": "initech", "lifecycle": "deprovisioned"}),
+            json!({"slug": "umbrella-labs", "lifecycle": "suspended"}),
+        ]
+    );
+    let (acme, globex, initech) = (pg.name("acme"), pg.name("globex"), pg.name("initech"));
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM pg_roles WHERE rolname IN ('{acme}', '{globex}', '{initech}')"
+        )),
+        0
+    );
 }
 
 #[test]
