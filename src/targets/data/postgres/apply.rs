@@ -176,7 +176,7 @@ impl PgData {
             .expect("never poisoned")
             .remove(&role);
         if made_just_now {
-            reach::confine_new(&self.server).await?;
+            self.confine_new().await?;
         } else {
             reach::confine(
                 &self.server,

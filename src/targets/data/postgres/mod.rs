@@ -99,6 +99,8 @@ pub struct PgData {
     catalog_ready: OnceCell<()>,
     /// Whether the admin is a superuser, who may read the roles' verifiers.
     superuser: OnceCell<bool>,
+    /// Set once this run has taken from `PUBLIC` what it must not hold (`reach::confine_new`).
+    public_closed: OnceCell<()>,
     shared_ready: OnceCell<()>,
     /// Schemas and roles dropped together, two batches at once (one per purge wave under
     /// way): the drops of different tenants wait on nothing of each other's, so one batch's
@@ -156,6 +158,7 @@ impl PgData {
             migrations,
             catalog_ready: OnceCell::new(),
             superuser: OnceCell::new(),
+            public_closed: OnceCell::new(),
             shared_ready: OnceCell::new(),
             purges: GroupCommit::with_limit(TENANTS_PER_BATCH).writers(2),
             made_roles: Default::default(),
@@ -177,6 +180,17 @@ impl PgData {
             })
             .await
             .copied()
+    }
+
+    /// What a role made just now reaches beyond its slice: only what every role holds
+    /// through `PUBLIC`, the same for every tenant, so it is looked at (and taken away) once
+    /// a run, not once a tenant; the next run's refresh looks again. Asked through the pool,
+    /// like [`PgData::superuser`].
+    async fn confine_new(&self) -> Result<(), ProviderError> {
+        self.public_closed
+            .get_or_try_init(|| reach::confine_new(&self.server))
+            .await
+            .map(drop)
     }
 
     fn sql(&self, sql: &str) -> String {

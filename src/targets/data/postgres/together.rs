@@ -13,7 +13,7 @@ use crate::targets::provider::{
     desired_of, seed_rows_of, unmanaged, Provider, ProviderError, StepContext, TogetherFailed,
 };
 
-use super::{mark::role_found, migrate::seed_rows, reach, role_lock, seed_lock, PgData};
+use super::{mark::role_found, migrate::seed_rows, role_lock, seed_lock, PgData};
 use crate::clients::postgres::advisory_xact_locks;
 
 /// Whether `next` goes in one transaction with `first` and the changes between them: a new
@@ -42,7 +42,7 @@ impl PgData {
         let role = self.naming.role(slug);
         // A role made in this transaction holds nothing beyond its slice: only what PUBLIC
         // holds is looked at.
-        reach::confine_new(&self.server).await.map_err(failed(0))?;
+        self.confine_new().await.map_err(failed(0))?;
         let pool = self.pool().await.map_err(failed(0))?;
         let superuser = self.superuser().await.map_err(failed(0))?;
         let mut tx = pool
