@@ -591,6 +591,8 @@ impl Executor {
             &steps::Facts {
                 control: &|kind| self.targets.control.kinds().contains(&kind),
                 retired: &retired,
+                activates: tp.lifecycle.to == Lifecycle::Active
+                    && tp.lifecycle.from != Lifecycle::Active,
                 same_target: &same_target,
                 joins: &joins,
             },
@@ -602,8 +604,7 @@ impl Executor {
         // resource is destroyed and completed after its last; the control plane's part of
         // the purge (its rows, the tombstone, that completion and the move) is one call.
         let mut ending = purge::Ending::default();
-        let mut steps = steps.into_iter().peekable();
-        while let Some(step) = steps.next() {
+        for step in steps {
             if let Some(at) = step.at() {
                 log.at = at;
             }
@@ -675,7 +676,7 @@ impl Executor {
                     log.done += usize::from(written.is_ok());
                     written
                 }
-                Step::Smoke => {
+                Step::Smoke { .. } => {
                     let tested = self.smoke_test(tp, &mut ts, lifecycle, mark).await;
                     log.done += usize::from(tested.is_ok());
                     tested
@@ -705,19 +706,9 @@ impl Executor {
             // A step recorded once it is done is recorded whether it succeeded or failed, so
             // `state show` says where the tenant stopped.
             let record = match step.checkpoint() {
-                // Passed smoke tests are recorded with the move to active, which follows at
-                // once and records itself before anything else happens.
-                Checkpoint::After
-                    if outcome.is_ok()
-                        && step == Step::Smoke
-                        && steps.peek() == Some(&Step::Lifecycle)
-                        && to == Lifecycle::Active
-                        && lifecycle != to =>
-                {
-                    false
-                }
                 Checkpoint::After => true,
                 Checkpoint::Succeeded => outcome.is_ok(),
+                Checkpoint::Failed => outcome.is_err(),
                 _ => false,
             };
             if record {

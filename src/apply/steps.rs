@@ -35,8 +35,9 @@ pub(super) enum Step<'p> {
     Changes(&'p [ResourceChange]),
     /// The tenant's export written, by the engine from every target that holds its data.
     Export(&'p ResourceChange),
-    /// The smoke tests before the tenant becomes active.
-    Smoke,
+    /// The smoke tests before the tenant becomes active; `then_moves` when the move to
+    /// active follows at once, which records itself before anything else.
+    Smoke { then_moves: bool },
     /// A hook the move waits for.
     GatingHook(&'p PlannedHook),
     /// The move to the lifecycle the plan takes the tenant to.
@@ -60,7 +61,8 @@ impl PartialEq for Step<'_> {
             (Purge(a), Purge(b)) | (Changes(a), Changes(b)) => std::ptr::eq(*a, *b),
             (GatingHook(a), GatingHook(b)) | (Hook(a), Hook(b)) => std::ptr::eq(*a, *b),
             (EndPurge { may_move: a }, EndPurge { may_move: b }) => a == b,
-            (Smoke, Smoke) | (Lifecycle, Lifecycle) => true,
+            (Smoke { then_moves: a }, Smoke { then_moves: b }) => a == b,
+            (Lifecycle, Lifecycle) => true,
             _ => false,
         }
     }
@@ -75,6 +77,9 @@ pub(super) enum Checkpoint {
     After,
     /// Once the step succeeded: a failed one changed nothing the state records.
     Succeeded,
+    /// Once the step failed: what one that passed found is recorded by the step after it,
+    /// which records at once.
+    Failed,
     /// Before the step where a kill in the middle would leave something the state must
     /// know of (an intent to create, a replace's old resource), and after it.
     BeforeAndAfter,
@@ -102,7 +107,7 @@ impl Step<'_> {
             | Step::Register(c)
             | Step::Change(c)
             | Step::Export(c) => Some(c.key.to_string()),
-            Step::Smoke => Some(crate::plan::SMOKE_STEP.to_string()),
+            Step::Smoke { .. } => Some(crate::plan::SMOKE_STEP.to_string()),
             Step::GatingHook(h) | Step::Hook(h) => Some(format!("hook/{}", h.spec.name)),
             Step::Lifecycle => Some("lifecycle".to_string()),
         }
@@ -132,7 +137,8 @@ impl Step<'_> {
             }
             Step::EndPurge { .. } => Checkpoint::WhenFollowed,
             Step::Register(_) => Checkpoint::Succeeded,
-            Step::Smoke
+            Step::Smoke { then_moves: true } => Checkpoint::Failed,
+            Step::Smoke { then_moves: false }
             | Step::GatingHook(_)
             | Step::Hook(_)
             | Step::Export(_)
@@ -156,6 +162,9 @@ pub(super) struct Facts<'a> {
     pub retired: &'a dyn Fn(&Key) -> bool,
     /// Whether two kinds belong to the same target, whose purges go in one call.
     pub same_target: &'a dyn Fn(Kind, Kind) -> bool,
+    /// Whether the tenant moves to active from another lifecycle: the move records itself at
+    /// once, so passed smoke tests right before it leave their record to it.
+    pub activates: bool,
     /// Whether the second change goes in one call with the first and those between them:
     /// both one target's, which makes them together ([`crate::targets::provider::Provider::joins`]).
     pub joins: &'a dyn Fn(&ResourceChange, &ResourceChange) -> bool,
@@ -244,7 +253,10 @@ pub(super) fn steps<'p>(
         out.push(Step::EndPurge { may_move: !waits });
     }
     if smoke {
-        out.push(Step::Smoke);
+        let gated = due().any(|h| h.spec.gating);
+        out.push(Step::Smoke {
+            then_moves: facts.activates && !gated,
+        });
     }
     out.extend(due().filter(|h| h.spec.gating).map(Step::GatingHook));
     out.push(Step::Lifecycle);
@@ -293,6 +305,7 @@ mod tests {
                 )
             },
             retired,
+            activates: false,
             same_target: &|a, b| {
                 let data = |k| matches!(k, Kind::ROLE | Kind::DATABASE | Kind::SEED);
                 a == b || (data(a) && data(b))
@@ -331,7 +344,7 @@ mod tests {
                 Step::Register(&changes[0]),
                 Step::Changes(&changes[1..4]),
                 Step::Change(&changes[4]),
-                Step::Smoke,
+                Step::Smoke { then_moves: false },
                 Step::Lifecycle,
             ]
         );
@@ -340,6 +353,17 @@ mod tests {
         assert_eq!(steps[1].at().as_deref(), Some("owner"));
         assert_eq!(steps[3].checkpoint(), Checkpoint::After);
         assert_eq!(steps[2].checkpoint(), Checkpoint::BeforeAndAfter);
+        // Moving to active right after them, passed smoke tests leave their record to the
+        // move, which records itself at once; failed ones are recorded as they fail.
+        let retired = |_: &Key| false;
+        let activating = Facts {
+            activates: true,
+            ..facts(&retired)
+        };
+        let steps = super::steps(&changes, true, &[], &activating);
+        assert_eq!(steps[3], Step::Smoke { then_moves: true });
+        assert_eq!(steps[3].checkpoint(), Checkpoint::Failed);
+        assert_eq!(steps[4], Step::Lifecycle);
     }
 
     #[test]
@@ -489,7 +513,7 @@ mod tests {
                 Step::BeginPurge(&changes[0]),
                 Step::Purge(&changes[..]),
                 Step::EndPurge { may_move: false },
-                Step::Smoke,
+                Step::Smoke { then_moves: false },
                 Step::Lifecycle,
             ]
         );
