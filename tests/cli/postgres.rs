@@ -690,13 +690,7 @@ fn every_isolation_mode_applies_through_a_pool_of_one_connection() {
         "tenant-reconcile.hcl",
         &pg.config("  max_connections = 1\n"),
     );
-    let out = repo.run(&["apply", "--auto-approve", "--parallelism", "4"]);
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    let out = repo.apply_with(&["--parallelism", "4"]);
     assert!(text(&out.stdout).contains("4 tenants reconciled: 36 added"));
     repo.assert_plan_empty();
     // The suspended tenant's role, made and held in the same run, may not log in.
@@ -710,13 +704,7 @@ fn every_isolation_mode_applies_through_a_pool_of_one_connection() {
         crate::offboarding::offboard(&repo, slug);
     }
     for _ in 0..2 {
-        let out = repo.run(&["apply", "--auto-approve", "--parallelism", "4"]);
-        assert!(
-            out.status.success(),
-            "{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        repo.apply_with(&["--parallelism", "4"]);
     }
     repo.assert_plan_empty();
     assert_eq!(

@@ -162,7 +162,12 @@ impl Repo {
     }
 
     pub fn apply(&self) -> Output {
-        let out = self.run(&["apply", "--auto-approve"]);
+        self.apply_with(&[])
+    }
+
+    /// `apply --auto-approve` with `extra` arguments, which must succeed.
+    pub fn apply_with(&self, extra: &[&str]) -> Output {
+        let out = self.run(&[&["apply", "--auto-approve"], extra].concat());
         assert!(
             out.status.success(),
             "apply failed:\n{}\n{}",
