@@ -912,3 +912,77 @@ fn control_plane_changes_made_together_fail_together_naming_the_one_that_failed(
     assert_eq!(seats, vec![json!({"value": 90})]);
     repo.assert_plan_empty();
 }
+
+/// How many rows each of the admin schema's tables has read by scanning it whole since the
+/// database's statistics were reset, once every session but the asking one has gone (a
+/// session hands its counts over as it ends).
+fn rows_scanned(pg: &Pg) -> Vec<(String, i64)> {
+    for _ in 0..100 {
+        let others = pg.count(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            pg.db
+        ));
+        if others == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pg.query(
+        "SELECT relname, seq_tup_read FROM pg_stat_user_tables
+         WHERE schemaname = 'tenant_reconcile' ORDER BY relname",
+    )
+    .into_iter()
+    .map(|r| {
+        (
+            r["relname"].as_str().unwrap().to_string(),
+            r["seq_tup_read"].as_i64().unwrap(),
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn a_one_tenant_apply_reads_no_admin_table_whole() {
+    // A statement that looked a tenant up in a bound list (a checkpoint, a step marker, a
+    // refresh) was planned as if the list held 100 rows, so in a fleet of a few thousand it
+    // read the whole table to find one; a role's catalog row was compared in another
+    // collation than its key's index. Each made one tenant's change cost the fleet. Below
+    // a few hundred rows a whole read is the server's right choice, so the fleet is larger.
+    let pg = Pg::new();
+    let repo = pg.repo();
+    let fleet = 500;
+    for i in 0..fleet {
+        repo.write_tenant(&format!("fleet-{i:03}"));
+    }
+    repo.apply_with(&["--parallelism", "10"]);
+    // What the server's autovacuum does between applies: the count of live tenants (a
+    // plan of some tenants weighs the files gone against it) then reads the state's index
+    // alone, its pages marked all-visible.
+    pg.exec("VACUUM ANALYZE");
+    repo.write(
+        "tenants/fleet-007.yaml",
+        "slug: fleet-007\nname: Fleet Seven\nplan: growth\nowner:\n  email: o@fleet-007.example\nregion: eu-west-1\nquotas:\n  seats: 42\n",
+    );
+    rows_scanned(&pg);
+    pg.exec("SELECT pg_stat_reset()");
+    let out = repo.apply_with(&["--tenant", "fleet-007"]);
+    assert!(
+        text(&out.stdout).contains("1 tenant reconciled: 0 added, 3 changed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let whole: Vec<String> = rows_scanned(&pg)
+        .into_iter()
+        .filter(|(_, read)| *read >= fleet)
+        .map(|(table, read)| format!("{table} ({read} rows)"))
+        .collect();
+    assert!(
+        whole.is_empty(),
+        "a one-tenant apply read whole tables: {whole:?}"
+    );
+    assert_eq!(
+        pg.query("SELECT t.name, q.value FROM tenant_reconcile.tenants t JOIN tenant_reconcile.quotas q ON q.tenant_id = t.tenant_id AND q.name = 'seats' WHERE t.slug = 'fleet-007'"),
+        vec![json!({"name": "Fleet Seven", "value": 42})]
+    );
+    repo.assert_plan_empty();
+}

@@ -174,10 +174,13 @@ impl PgData {
             Option<String>,
             Option<String>,
         );
+        // The catalog's `name` is looked up with the collation of its own key: a role's
+        // name compares in "C", which that key's index does not answer, and each refresh
+        // of one role read the whole catalog.
         let sql_4 = self.sql(&format!(
             "SELECT r.rolname, r.rolcanlogin, c.credentials_version, c.password_fingerprint, c.verifier_digest, {verifier},
                     mark.description
-             FROM pg_roles r LEFT JOIN {catalog_roles} c ON c.name = r.rolname
+             FROM pg_roles r LEFT JOIN {catalog_roles} c ON c.name = (r.rolname::text COLLATE \"default\")
              LEFT JOIN pg_shdescription mark ON mark.objoid = r.oid AND mark.classoid = 'pg_authid'::regclass
              WHERE r.rolname = ANY($1)"
         ));
