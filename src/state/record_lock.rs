@@ -79,12 +79,7 @@ impl RecordLock {
     ) -> Result<RecordLock, StateError> {
         let records = Arc::new(records);
         leases::take(&records, &*writer, slugs, info, wait).await?;
-        let held = Held::start(
-            records.clone(),
-            writer.clone(),
-            info.id.clone(),
-            slugs.len(),
-        );
+        let held = Held::start(records.clone(), writer.clone(), info.id.clone(), slugs);
         Ok(RecordLock {
             records,
             writer,
