@@ -402,6 +402,71 @@ fn check_names_a_table_outside_the_slice_that_the_tenant_can_read() {
         isolation.contains(&format!("public.{leak} (outside its slice)")),
         "{isolation}"
     );
-    assert_eq!(repo.run(&["check", "acme"]).status.code(), Some(0));
+    for slug in ["acme", "initech"] {
+        assert_eq!(repo.run(&["check", slug]).status.code(), Some(0), "{slug}");
+    }
+    repo.assert_plan_empty();
+}
+
+/// The schemas a tenant of the admin database is looked at in are those its role, or a
+/// group it is a member of, holds rights on, and those anyone may use, each found by key
+/// rather than by checking every tenant's schema: a schema granted to its role, or to a
+/// group of it (the shared tenants'), is looked in; and its own schema open to anyone fails
+/// its check at once.
+#[test]
+fn check_finds_what_the_role_or_its_group_was_granted_and_its_schema_open_to_anyone() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let acme = pg.name("acme");
+    let (mine, group, theirs) = (
+        format!("{}granted", pg.prefix),
+        format!("{}_shared", pg.prefix),
+        format!("{}through_group", pg.prefix),
+    );
+    let isolation = |slug: &str, what: &str| {
+        let out = repo.run(&["check", slug, "--format", "json"]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (ok, isolation) = check(&report, slug, "isolation");
+        assert_eq!(out.status.code(), Some(2), "{what}: {report}");
+        assert!(!ok, "{what}");
+        isolation
+    };
+
+    pg.exec(&format!(
+        "CREATE SCHEMA \"{mine}\"; CREATE TABLE \"{mine}\".t (x int);
+         GRANT USAGE ON SCHEMA \"{mine}\" TO \"{acme}\"; GRANT SELECT ON \"{mine}\".t TO \"{acme}\""
+    ));
+    let found = isolation("acme", "a schema granted to the role");
+    assert!(
+        found.contains(&format!("{mine}.t (outside its slice)")),
+        "{found}"
+    );
+    pg.exec(&format!("DROP SCHEMA \"{mine}\" CASCADE"));
+
+    // initech, in the shared tables, is a member of the shared group: what the group is
+    // granted, each of its tenants reaches.
+    pg.exec(&format!(
+        "CREATE SCHEMA \"{theirs}\"; CREATE TABLE \"{theirs}\".t (x int);
+         GRANT USAGE ON SCHEMA \"{theirs}\" TO \"{group}\"; GRANT SELECT ON \"{theirs}\".t TO \"{group}\""
+    ));
+    let found = isolation("initech", "a schema granted to a group of the role");
+    assert!(
+        found.contains(&format!("{theirs}.t (outside its slice)")),
+        "{found}"
+    );
+    pg.exec(&format!("DROP SCHEMA \"{theirs}\" CASCADE"));
+
+    pg.exec(&format!("GRANT USAGE ON SCHEMA \"{acme}\" TO PUBLIC"));
+    let found = isolation("acme", "its own schema open to anyone");
+    assert!(
+        found.contains(&format!("anyone (PUBLIC) may use its schema {acme}")),
+        "{found}"
+    );
+    pg.exec(&format!("REVOKE USAGE ON SCHEMA \"{acme}\" FROM PUBLIC"));
+
+    for slug in ["acme", "initech"] {
+        assert_eq!(repo.run(&["check", slug]).status.code(), Some(0), "{slug}");
+    }
     repo.assert_plan_empty();
 }

@@ -101,6 +101,8 @@ pub struct PgData {
     superuser: OnceCell<bool>,
     /// Set once this run has taken from `PUBLIC` what it must not hold (`reach::confine_new`).
     public_closed: OnceCell<()>,
+    /// The admin database's schemas anyone may use, once read (`PgData::public_schemas`).
+    public_schemas: OnceCell<Vec<i64>>,
     shared_ready: OnceCell<()>,
     /// Schemas and roles dropped together, two batches at once (one per purge wave under
     /// way): the drops of different tenants wait on nothing of each other's, so one batch's
@@ -159,6 +161,7 @@ impl PgData {
             catalog_ready: OnceCell::new(),
             superuser: OnceCell::new(),
             public_closed: OnceCell::new(),
+            public_schemas: OnceCell::new(),
             shared_ready: OnceCell::new(),
             purges: GroupCommit::with_limit(TENANTS_PER_BATCH).writers(2),
             made_roles: Default::default(),
@@ -191,6 +194,27 @@ impl PgData {
             .get_or_try_init(|| reach::confine_new(&self.server))
             .await
             .map(drop)
+    }
+
+    /// The admin database's schemas `PUBLIC` may use (the system's left out), by oid: the
+    /// same for every tenant, so read once a run, for the smoke tests to look in beside the
+    /// schemas each role holds rights on. A tenant's own schema is never among them: its
+    /// smoke test fails when `PUBLIC` may use it. Asked through the pool, like
+    /// [`PgData::superuser`].
+    async fn public_schemas(&self) -> Result<&[i64], ProviderError> {
+        self.public_schemas
+            .get_or_try_init(|| async {
+                sqlx::query_scalar(
+                    "SELECT oid::int8 FROM pg_namespace
+                     WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+                       AND nspname !~ '^pg_(toast|temp)' AND has_schema_privilege('public', oid, 'USAGE')",
+                )
+                .fetch_all(self.server.pool().await?)
+                .await
+                .map_err(ProviderError::sql("read the schemas anyone may use"))
+            })
+            .await
+            .map(Vec::as_slice)
     }
 
     fn sql(&self, sql: &str) -> String {
