@@ -22,14 +22,22 @@ const CHUNK: usize = 64 * 1024;
 /// between two chunks is still stripped whole). A failed write ends the process as the
 /// print macros do (see `closed_pipe`).
 struct Printer {
-    out: anstream::AutoStream<std::io::StdoutLock<'static>>,
+    out: anstream::AutoStream<Box<dyn std::io::Write>>,
     buf: String,
 }
 
 impl Printer {
     fn new() -> Printer {
+        let choice = anstream::AutoStream::choice(&std::io::stdout());
+        // Buffered below the colour stripping, which writes each piece between two colour
+        // codes on its own: into stdout's line buffer that was a system call a line, about
+        // 60 a tenant of a fresh apply's plan.
+        let raw: Box<dyn std::io::Write> = Box::new(std::io::BufWriter::with_capacity(
+            CHUNK,
+            std::io::stdout().lock(),
+        ));
         Printer {
-            out: anstream::stdout().lock(),
+            out: anstream::AutoStream::new(raw, choice),
             buf: String::with_capacity(CHUNK),
         }
     }
