@@ -5,8 +5,7 @@
 //! claimed it, and the runners' tallies add up to the plan.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::debug;
@@ -133,49 +132,75 @@ pub async fn claim(
         let executor = super::apply::executor(ws, &plan, opts, targets.clone(), key, run_by);
         let mut report = ApplyReport::default();
         let mut stale = Vec::new();
-        // Never more tenants at once than `--parallelism`: with 1, one lane of one.
-        let lanes = LANES.min(opts.parallelism).max(1);
-        let batch = Batch {
-            backend: &*backend,
-            plan: &plan,
-            at: &at,
-            ws,
-            opts,
-            executor: &executor,
-            progress,
-            same_files: OnceLock::new(),
-            failed: AtomicBool::new(false),
-        };
+        // A batch as large as the tenants applied at once: each batch costs a few
+        // statements, and a runner killed mid-batch leaves no more than that to the others.
+        let batch_size = opts.parallelism.max(1);
         progress.start(plan.tenants.len());
+        let mut same_files = None;
         let mut waiting_for = None;
-        loop {
-            // Joined, not raced: the lanes share the runner's one connection to the state,
-            // and a lane left unpolled while holding it would stop the other.
-            // `--parallelism` shared out between the lanes.
-            let sizes = (0..lanes).map(|i| opts.parallelism.max(1) / lanes + usize::from(i < opts.parallelism.max(1) % lanes));
-            let ran = futures::future::join_all(sizes.map(|size| batch.lane(&*claims, size))).await;
-            for lane in ran {
-                let (outcomes, left) = lane?;
-                report.outcomes.extend(outcomes);
-                stale.extend(left);
+        // Claims pass by tenants held already, so a lease is taken at once or not at all.
+        let no_wait = Wait {
+            timeout: Duration::ZERO,
+            stop: opts.stop.clone(),
+        };
+        while !opts.stop.is_cancelled() {
+            let batch = claims.claim(batch_size).await?;
+            if batch.is_empty() {
+                let open = claims.tally().await?.open();
+                if open == 0 {
+                    break;
+                }
+                // The rest are in other runs' hands: wait, to take over any that die. Said
+                // when the count moves, so a runner that does not end says why.
+                if waiting_for != Some(open) {
+                    waiting_for = Some(open);
+                    progress.note(&format!(
+                        "waiting for {open} tenant{} of the plan that other runs hold (taken over if those runs end without them)",
+                        if open == 1 { "" } else { "s" }
+                    ));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(IDLE_POLL) => {}
+                    () = opts.stop.cancelled() => {}
+                }
+                continue;
             }
-            if opts.stop.is_cancelled() {
-                break;
-            }
-            let open = claims.tally().await?.open();
-            if open == 0 {
-                break;
-            }
-            // The rest are in other runs' hands: wait, to take over any that die. Said when
-            // the count moves, so a runner that does not end says why.
-            if waiting_for != Some(open) {
-                waiting_for = Some(open);
-                progress.note(&format!(
-                    "waiting for {open} tenant{} of the plan that other runs hold (taken over if those runs end without them)",
-                    if open == 1 { "" } else { "s" }
-                ));
-            }
-            pause(opts).await;
+            let held: BTreeSet<String> = batch.iter().cloned().collect();
+            let mut lock = match claims.lock(&held, &no_wait).await {
+                Ok(lock) => lock,
+                // Another run took one of them between the claim and the lease (claims pass
+                // by tenants held already): given back, for whoever comes once it is let go.
+                Err(StateError::Locked { holder }) => {
+                    debug!(%holder, "a claimed tenant is held by another run");
+                    let back: Vec<String> = held.into_iter().collect();
+                    claims.give_back(&back).await?;
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                        () = opts.stop.cancelled() => {}
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let batch = Batch {
+                backend: &*backend,
+                plan: &plan,
+                at: &at,
+                ws,
+                opts,
+                executor: &executor,
+                progress,
+            };
+            let ran = batch
+                .apply(&held, &*claims, lock.as_mut(), &mut same_files)
+                .await;
+            // Its rows were marked before the leases go: a runner dying in between leaves
+            // nothing done unmarked.
+            let unlocked = lock.unlock().await;
+            let (outcomes, left) = ran?;
+            unlocked?;
+            stale.extend(left);
+            report.outcomes.extend(outcomes);
         }
         Ok::<_, Error>((report, stale))
     }
@@ -195,19 +220,6 @@ pub async fn claim(
     })
 }
 
-/// How many batches a runner keeps under way, each of its share of `--parallelism`: while
-/// one waits for its slowest tenant, the other goes on. Each batch costs a few statements,
-/// and a runner killed mid-batch leaves no more than these to the others.
-const LANES: usize = 2;
-
-/// Sleeps [`IDLE_POLL`], or until the run is interrupted.
-async fn pause(opts: &ApplyOptions) {
-    tokio::select! {
-        () = tokio::time::sleep(IDLE_POLL) => {}
-        () = opts.stop.cancelled() => {}
-    }
-}
-
 /// What a runner needs to apply a batch of the tenants it claimed.
 struct Batch<'a> {
     backend: &'a dyn StateBackend,
@@ -218,75 +230,9 @@ struct Batch<'a> {
     opts: &'a ApplyOptions,
     executor: &'a Executor,
     progress: &'a Progress,
-    /// Whether this runner's files are those the plan was made from, once asked.
-    same_files: OnceLock<bool>,
-    /// Set when a lane failed: the others claim no more.
-    failed: AtomicBool,
 }
 
 impl Batch<'_> {
-    /// One lane: batches of `size` claimed and applied one after the other, until none is free to
-    /// claim (for now), the run is interrupted, or another lane failed.
-    async fn lane(
-        &self,
-        claims: &dyn PlanClaims,
-        size: usize,
-    ) -> Result<(Vec<TenantOutcome>, Vec<String>), Error> {
-        let (mut outcomes, mut stale) = (Vec::new(), Vec::new());
-        while !self.opts.stop.is_cancelled() && !self.failed.load(Ordering::SeqCst) {
-            let ran = match claims.claim(size).await {
-                Ok(claimed) if claimed.is_empty() => break,
-                Ok(claimed) => self.run(claimed, claims).await,
-                Err(e) => Err(e.into()),
-            };
-            match ran {
-                Ok((o, s)) => {
-                    outcomes.extend(o);
-                    stale.extend(s);
-                }
-                Err(e) => {
-                    self.failed.store(true, Ordering::SeqCst);
-                    return Err(e);
-                }
-            }
-        }
-        Ok((outcomes, stale))
-    }
-
-    /// Leases the `claimed` tenants and applies them, then lets the leases go: the outcomes,
-    /// and the tenants left stale. Claims pass by tenants held already, so a lease is taken
-    /// at once or not at all; a batch one of which another run holds (taken between the
-    /// claim and the lease) is given back, for whoever comes once it is let go.
-    async fn run(
-        &self,
-        claimed: Vec<String>,
-        claims: &dyn PlanClaims,
-    ) -> Result<(Vec<TenantOutcome>, Vec<String>), Error> {
-        let held: BTreeSet<String> = claimed.into_iter().collect();
-        let no_wait = Wait {
-            timeout: Duration::ZERO,
-            stop: self.opts.stop.clone(),
-        };
-        let mut lock = match claims.lock(&held, &no_wait).await {
-            Ok(lock) => lock,
-            Err(StateError::Locked { holder }) => {
-                debug!(%holder, "a claimed tenant is held by another run");
-                let back: Vec<String> = held.into_iter().collect();
-                claims.give_back(&back).await?;
-                pause(self.opts).await;
-                return Ok((Vec::new(), Vec::new()));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let ran = self.apply(&held, claims, lock.as_mut()).await;
-        // Its rows were marked before the leases go: a runner dying in between leaves
-        // nothing done unmarked.
-        let unlocked = lock.unlock().await;
-        let ran = ran?;
-        unlocked?;
-        Ok(ran)
-    }
-
     /// Applies `held` (claimed, and leased through `lock`) and marks each row as it ended:
     /// the outcomes, and the tenants left stale.
     async fn apply(
@@ -294,6 +240,7 @@ impl Batch<'_> {
         held: &BTreeSet<String>,
         claims: &dyn PlanClaims,
         lock: &mut dyn StateLock,
+        same_files: &mut Option<bool>,
     ) -> Result<(Vec<TenantOutcome>, Vec<String>), Error> {
         let mut state = self.backend.load_tenants(held).await?;
         state.held_by_this_run();
@@ -303,7 +250,7 @@ impl Batch<'_> {
             .state
             .moved_among(&state, &batch)
             .unwrap_or_default();
-        let taken = take_over(self, &state, moved).await;
+        let taken = take_over(self, &state, moved, same_files).await;
         // The saved steps of the tenants that did not move; the fresh ones of the others.
         let go: Vec<&String> = held
             .iter()
@@ -364,15 +311,17 @@ struct TakenOver {
 /// as a rerun would make it, when this runner's files are the plan's and the run that moved
 /// the record applied the plan's own commit (one of another commit, a newer apply, would be
 /// undone by it). The others are left stale.
-async fn take_over(batch: &Batch<'_>, state: &State, moved: Vec<String>) -> TakenOver {
+async fn take_over(
+    batch: &Batch<'_>,
+    state: &State,
+    moved: Vec<String>,
+    same_files: &mut Option<bool>,
+) -> TakenOver {
     let (ws, plan) = (batch.ws, batch.plan);
     if moved.is_empty() {
         return TakenOver::default();
     }
-    if !*batch
-        .same_files
-        .get_or_init(|| made_from_these_files(ws, plan))
-    {
+    if !*same_files.get_or_insert_with(|| made_from_these_files(ws, plan)) {
         return TakenOver {
             stale: moved,
             ..TakenOver::default()
