@@ -172,8 +172,7 @@ pub async fn claim(
                 // by tenants held already): given back, for whoever comes once it is let go.
                 Err(StateError::Locked { holder }) => {
                     debug!(%holder, "a claimed tenant is held by another run");
-                    let back: Vec<String> = held.into_iter().collect();
-                    claims.give_back(&back).await?;
+                    claims.give_back().await?;
                     tokio::select! {
                         () = tokio::time::sleep(IDLE_POLL) => {}
                         () = opts.stop.cancelled() => {}

@@ -287,9 +287,8 @@ pub trait PlanClaims: Send + Sync {
     async fn done(&self, slugs: &[String], ended: Ended) -> Result<(), StateError>;
     /// Where the plan's claims stand now.
     async fn tally(&self) -> Result<Tally, StateError>;
-    /// Frees this runner's claims on `slugs` (not finished), for any runner to take; its
-    /// other claims stay its own.
-    async fn give_back(&self, slugs: &[String]) -> Result<(), StateError>;
+    /// Frees the claims this runner holds and has not finished, for any runner to take.
+    async fn give_back(&self) -> Result<(), StateError>;
     /// Stops renewing, frees the claims this runner did not finish, and lets go.
     async fn close(self: Box<Self>) -> Result<(), StateError>;
 }

@@ -120,20 +120,6 @@ impl Records {
         .list(gone)
     }
 
-    /// Frees `run`'s claims on `slugs`, where it did not finish them.
-    fn free_some(&self, plan: &str, run: &str, slugs: &[String]) -> Statement {
-        Statement::new(
-            &self.dialect,
-            "give claimed tenants back",
-            "UPDATE {schema}.state_claims SET run = NULL, info = NULL, expires_at = NULL
-             WHERE name = $1 AND plan = $2 AND run = $3 AND done IS NULL AND slug IN ({each $4})",
-        )
-        .text(&self.name)
-        .text(plan)
-        .text(run)
-        .list(slugs)
-    }
-
     fn mark_done(&self, plan: &str, run: &str, ended: &Ended, slugs: &[String]) -> Statement {
         Statement::new(
             &self.dialect,
@@ -366,8 +352,10 @@ impl PlanClaims for Claims {
         Ok(tally)
     }
 
-    async fn give_back(&self, slugs: &[String]) -> Result<(), StateError> {
-        let statement = self.records.free_some(&self.plan, &self.info.id, slugs);
+    async fn give_back(&self) -> Result<(), StateError> {
+        let statement = self
+            .records
+            .free(&self.plan, std::slice::from_ref(&self.info.id));
         self.writer
             .run(vec![(statement, u64::MAX, Vec::new())])
             .await
@@ -377,13 +365,7 @@ impl PlanClaims for Claims {
     /// connection.
     async fn close(self: Box<Self>) -> Result<(), StateError> {
         self.renewing.abort();
-        let statement = self
-            .records
-            .free(&self.plan, std::slice::from_ref(&self.info.id));
-        let freed = self
-            .writer
-            .run(vec![(statement, u64::MAX, Vec::new())])
-            .await;
+        let freed = self.give_back().await;
         let released = self.writer.release().await;
         freed.and(released)
     }
@@ -443,16 +425,6 @@ mod tests {
             second,
             "a gone runner's claims taken over"
         );
-        // A runner gives back one batch's claims, and keeps those of the batch beside it.
-        let (back, kept) = second.split_at(4);
-        records
-            .free_some("p", "c", back)
-            .execute(&pool)
-            .await
-            .unwrap();
-        let retaken = claim("d").await;
-        assert_eq!(retaken, back, "only the batch given back is free");
-        assert!(retaken.iter().all(|s| !kept.contains(s)));
 
         let steps = records
             .claim("p", "d", "{}", 10)

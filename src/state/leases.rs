@@ -77,31 +77,27 @@ impl Records {
         .text(info)
     }
 
-    /// `run`'s leases on `slugs`: a run may hold several sets (a claiming runner's batches
-    /// under way), each renewed and let go of on its own.
-    fn renew(&self, run: &str, slugs: &[String]) -> Statement {
+    fn renew(&self, run: &str) -> Statement {
         Statement::new(
             &self.dialect,
             "renew the tenants' leases",
             &format!(
                 "UPDATE {{schema}}.state_leases SET expires_at = {{epoch}} + {LEASE_SECONDS}
-                 WHERE name = $1 AND run = $2 AND slug IN ({{each $3}})"
+                 WHERE name = $1 AND run = $2"
             ),
         )
         .text(&self.name)
         .text(run)
-        .list(slugs)
     }
 
-    fn release(&self, run: &str, slugs: &[String]) -> Statement {
+    fn release(&self, run: &str) -> Statement {
         Statement::new(
             &self.dialect,
             "let go of the tenants' leases",
-            "DELETE FROM {schema}.state_leases WHERE name = $1 AND run = $2 AND slug IN ({each $3})",
+            "DELETE FROM {schema}.state_leases WHERE name = $1 AND run = $2",
         )
         .text(&self.name)
         .text(run)
-        .list(slugs)
     }
 }
 
@@ -201,36 +197,32 @@ async fn holders(
     Ok(holders)
 }
 
-/// A run's leases on some tenants while it lives: renewed in the background, and whether
-/// they still hold.
+/// A run's leases while it lives: renewed in the background, and whether they still hold.
 pub struct Held {
     pub run: String,
-    slugs: Vec<String>,
     lost: Arc<AtomicBool>,
     renewing: tokio::task::JoinHandle<()>,
 }
 
 impl Held {
-    /// Starts renewing the leases of `run` on `slugs`, through `writer`. Once one is found
+    /// Starts renewing the `count` leases of `run`, through `writer`. Once one is found
     /// another run's, or none could be renewed for nearly a lease's length (a renewal that
     /// fails is tried again until then), [`Held::check`] fails from then on.
     pub fn start(
         records: Arc<Records>,
         writer: Arc<dyn RecordWriter>,
         run: String,
-        slugs: &BTreeSet<String>,
+        count: usize,
     ) -> Held {
-        let slugs: Vec<String> = slugs.iter().cloned().collect();
         let lost = Arc::new(AtomicBool::new(false));
         let renewing = {
-            let (lost, run, slugs) = (lost.clone(), run.clone(), slugs.clone());
-            let count = slugs.len() as u64;
+            let (lost, run) = (lost.clone(), run.clone());
             tokio::spawn(async move {
                 let mut renewed_at = Instant::now();
                 let margin = Duration::from_secs(LEASE_SECONDS as u64) - RENEW_EVERY / 2;
                 loop {
                     tokio::time::sleep(RENEW_EVERY).await;
-                    let renewal = (records.renew(&run, &slugs), count, Vec::new());
+                    let renewal = (records.renew(&run), count as u64, Vec::new());
                     match writer.run(vec![renewal]).await {
                         Ok(()) => renewed_at = Instant::now(),
                         Err(StateError::MovedOn(_)) => lost.store(true, Ordering::SeqCst),
@@ -247,7 +239,6 @@ impl Held {
         };
         Held {
             run,
-            slugs,
             lost,
             renewing,
         }
@@ -271,11 +262,7 @@ impl Held {
     ) -> Result<(), StateError> {
         self.renewing.abort();
         writer
-            .run(vec![(
-                records.release(&self.run, &self.slugs),
-                u64::MAX,
-                Vec::new(),
-            )])
+            .run(vec![(records.release(&self.run), u64::MAX, Vec::new())])
             .await
     }
 }

@@ -79,7 +79,12 @@ impl RecordLock {
     ) -> Result<RecordLock, StateError> {
         let records = Arc::new(records);
         leases::take(&records, &*writer, slugs, info, wait).await?;
-        let held = Held::start(records.clone(), writer.clone(), info.id.clone(), slugs);
+        let held = Held::start(
+            records.clone(),
+            writer.clone(),
+            info.id.clone(),
+            slugs.len(),
+        );
         Ok(RecordLock {
             records,
             writer,
