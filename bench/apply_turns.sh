@@ -5,7 +5,8 @@
 # from nothing (a database and role names of its own, removed after it), then runs the same
 # work as one psql script (bench/pg_baseline.py), so all three see the same hour of a machine
 # whose speed drifts. Prints each run's wall time, peak memory, the whole machine's busy CPU
-# time (from /proc/stat: the server's work and this process's) and the transactions the
+# time (from /proc/stat: the server's work and this process's), the CPU time of the apply's
+# own process (user + system, from GNU time: the rest is the server's) and the transactions the
 # database committed, then checks that the plan after each apply is empty.
 # Needs PostgreSQL at $BENCH_PG (default postgres://postgres@127.0.0.1:5432, trust auth), psql
 # and GNU time.
@@ -52,8 +53,8 @@ quiet() { psql "$PG/postgres" -qc "VACUUM pg_authid, pg_auth_members, pg_shdepen
 
 python3 bench/generate.py "$N" "$TMP/template" schema
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
-echo "| round | run | wall (s) | peak memory (MB) | busy CPU (s) | transactions |"
-echo "| ---: | --- | ---: | ---: | ---: | ---: |"
+echo "| round | run | wall (s) | peak memory (MB) | busy CPU (s) | its own CPU (s) | transactions |"
+echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"
 for round in $(seq "$ROUNDS"); do
   for build in old new psql; do
     if [ "$build" = psql ]; then
@@ -67,7 +68,7 @@ for round in $(seq "$ROUNDS"); do
         || { echo "FAILED (psql)" >&2; tail -20 "$TMP/err" >&2; exit 1; }
       cpu=$(awk -v a="$before" -v b="$(busy)" 'BEGIN { printf "%.1f", b - a }')
       read -r secs kb <"$TMP/t"
-      echo "| $round | psql script | $secs | | $cpu | $(commits "at_$run") |"
+      echo "| $round | psql script | $secs | | $cpu | | $(commits "at_$run") |"
       drop "$run"
       continue
     fi
@@ -83,7 +84,7 @@ for round in $(seq "$ROUNDS"); do
     export DATABASE_URL="$PG/at_$run"
     quiet
     before=$(busy)
-    if ! /usr/bin/time -f "%e %M" -o "$TMP/t" "$bin" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err"; then
+    if ! /usr/bin/time -f "%e %M %U %S" -o "$TMP/t" "$bin" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err"; then
       echo "FAILED ($build)" >&2
       tail -20 "$TMP/err" >&2
       exit 1
@@ -91,8 +92,9 @@ for round in $(seq "$ROUNDS"); do
     cpu=$(awk -v a="$before" -v b="$(busy)" 'BEGIN { printf "%.1f", b - a }')
     xacts=$(commits "at_$run")
     "$bin" -C "$dir" plan --detailed-exitcode >/dev/null 2>"$TMP/err" || { echo "the plan after the $build apply is not empty" >&2; exit 1; }
-    read -r secs kb <"$TMP/t"
-    echo "| $round | $build | $secs | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') | $cpu | $xacts |"
+    read -r secs kb user sys <"$TMP/t"
+    own=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
+    echo "| $round | $build | $secs | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') | $cpu | $own | $xacts |"
     drop "$run"
     rm -rf "$dir"
   done

@@ -7,6 +7,7 @@
 # the server accepted for it (pg_stat_database.sessions of the bench database, before and
 # after). Needs PostgreSQL at $BENCH_PG (default postgres://postgres@127.0.0.1:5432, trust
 # auth), psql and GNU time. Everything it creates is named bench_*/c<pid>* and removed.
+# BENCH_BIN=path runs that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${1:-1000}
@@ -18,7 +19,7 @@ psql "$PG/postgres" -qAtc "select 1" >/dev/null || { echo "no PostgreSQL at $PG"
 # shellcheck source=lib.sh
 source bench/lib.sh
 require_gnu_time
-build_release
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else build_release; fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-checkbench.XXXXXX")"
 DB="bench_${ID}_check"
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
