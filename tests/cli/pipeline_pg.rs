@@ -412,7 +412,7 @@ fn check_names_a_table_outside_the_slice_that_the_tenant_can_read() {
 /// group it is a member of, holds rights on, and those anyone may use, each found by key
 /// rather than by checking every tenant's schema: a schema granted to its role, or to a
 /// group of it (the shared tenants'), is looked in; and its own schema open to anyone fails
-/// its check at once.
+/// its check at once, shows in the plan, and is closed again by apply.
 #[test]
 fn check_finds_what_the_role_or_its_group_was_granted_and_its_schema_open_to_anyone() {
     let pg = Pg::new();
@@ -463,7 +463,21 @@ fn check_finds_what_the_role_or_its_group_was_granted_and_its_schema_open_to_any
         found.contains(&format!("anyone (PUBLIC) may use its schema {acme}")),
         "{found}"
     );
-    pg.exec(&format!("REVOKE USAGE ON SCHEMA \"{acme}\" FROM PUBLIC"));
+    // The plan sees it too, and apply takes the right back with the slice's grants.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains(&format!(
+            "access = \"unsafe: anyone (PUBLIC) may use the schema {acme}\" → \"granted\""
+        )),
+        "{plan}"
+    );
+    repo.apply();
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = '{acme}' AND has_schema_privilege('public', oid, 'USAGE')"
+        )),
+        0
+    );
 
     for slug in ["acme", "initech"] {
         assert_eq!(repo.run(&["check", slug]).status.code(), Some(0), "{slug}");

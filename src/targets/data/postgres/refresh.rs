@@ -89,6 +89,7 @@ impl PgData {
                 isolation,
                 present,
                 granted,
+                open,
                 owner,
             }) = slices.remove(t.slug.as_str())
             else {
@@ -113,6 +114,9 @@ impl PgData {
             let mut found = beyond.get(role).cloned().unwrap_or_default();
             if isolation == Isolation::Shared.as_str() {
                 found.extend(beyond.get(&group).cloned().unwrap_or_default());
+            }
+            if open {
+                found.push(format!("anyone (PUBLIC) may use the schema {name}"));
             }
             if !found.is_empty() {
                 attrs.insert("access", json!(reach::access(&found)));
@@ -244,7 +248,15 @@ impl PgData {
         } else {
             "(SELECT NULL::text AS slug, NULL::text AS name, NULL::text AS isolation, NULL::text AS role WHERE false)"
         };
-        type SliceRow = (String, String, String, bool, Option<bool>, Option<String>);
+        type SliceRow = (
+            String,
+            String,
+            String,
+            bool,
+            Option<bool>,
+            Option<String>,
+            bool,
+        );
         let sql_5 = self.sql(&format!(
             // Set-based, so it stays one pass over the catalogs however many slices
             // there are: whether each slice exists, whether its role can reach it, and
@@ -295,7 +307,9 @@ impl PgData {
                  WHEN 'shared' THEN ns.rol IS NOT NULL AND pg_has_role(ns.rol, (SELECT oid FROM pg_roles WHERE rolname = $2), 'MEMBER')
                    AND coalesce((SELECT ok FROM shared_ok), false)
                  ELSE dbs.rol IS NOT NULL AND has_database_privilege(dbs.rol, dbs.dat, 'CONNECT') END,
-               CASE s.isolation WHEN 'database' THEN db_mark.description WHEN 'schema' THEN ns_mark.description END
+               CASE s.isolation WHEN 'database' THEN db_mark.description WHEN 'schema' THEN ns_mark.description END,
+               -- Rights through PUBLIC are in no role's `pg_shdepend` (see `reach.rs`).
+               coalesce(has_schema_privilege('public', ns.nsp, 'USAGE'), false)
              FROM s LEFT JOIN ns USING (slug) LEFT JOIN tables USING (slug) LEFT JOIN dbs USING (slug)
              -- Joined rather than looked up row by row (obj_description): one pass each.
              LEFT JOIN pg_description ns_mark
@@ -320,7 +334,7 @@ impl PgData {
             .fetch_all(pool)
             .await
             .map_err(ProviderError::sql("read the tenant slices"))?;
-        for (slug, name, isolation, present, granted, comment) in rows {
+        for (slug, name, isolation, present, granted, comment, open) in rows {
             let owner = if isolation == Isolation::Shared.as_str() {
                 Owner::Untracked
             } else {
@@ -333,6 +347,7 @@ impl PgData {
                     isolation,
                     present,
                     granted: granted.unwrap_or(false),
+                    open,
                     owner,
                 },
             );
@@ -383,5 +398,7 @@ pub(super) struct SliceFound {
     isolation: String,
     present: bool,
     granted: bool,
+    /// Its schema is one anyone may use (`PUBLIC` has `USAGE` on it).
+    open: bool,
     owner: Owner,
 }
