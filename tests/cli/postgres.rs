@@ -963,23 +963,27 @@ fn a_one_tenant_apply_reads_no_admin_table_whole() {
         "tenants/fleet-007.yaml",
         "slug: fleet-007\nname: Fleet Seven\nplan: growth\nowner:\n  email: o@fleet-007.example\nregion: eu-west-1\nquotas:\n  seats: 42\n",
     );
-    rows_scanned(&pg);
-    pg.exec("SELECT pg_stat_reset()");
-    let out = repo.apply_with(&["--tenant", "fleet-007"]);
-    assert!(
-        text(&out.stdout).contains("1 tenant reconciled: 0 added, 3 changed"),
-        "{}",
-        text(&out.stdout)
-    );
-    let whole: Vec<String> = rows_scanned(&pg)
-        .into_iter()
-        .filter(|(_, read)| *read >= fleet)
-        .map(|(table, read)| format!("{table} ({read} rows)"))
-        .collect();
-    assert!(
-        whole.is_empty(),
-        "a one-tenant apply read whole tables: {whole:?}"
-    );
+    // A changed tenant, then a new one (its role, schema, migrations, seed, smoke tests and
+    // move to active), each applied alone.
+    repo.write_tenant("fleet-new");
+    for (slug, done) in [
+        ("fleet-007", "1 tenant reconciled: 0 added, 3 changed"),
+        ("fleet-new", "1 tenant reconciled: 9 added, 0 changed"),
+    ] {
+        rows_scanned(&pg);
+        pg.exec("SELECT pg_stat_reset()");
+        let out = repo.apply_with(&["--tenant", slug]);
+        assert!(text(&out.stdout).contains(done), "{}", text(&out.stdout));
+        let whole: Vec<String> = rows_scanned(&pg)
+            .into_iter()
+            .filter(|(_, read)| *read >= fleet)
+            .map(|(table, read)| format!("{table} ({read} rows)"))
+            .collect();
+        assert!(
+            whole.is_empty(),
+            "the apply of {slug} alone read whole tables: {whole:?}"
+        );
+    }
     assert_eq!(
         pg.query("SELECT t.name, q.value FROM tenant_reconcile.tenants t JOIN tenant_reconcile.quotas q ON q.tenant_id = t.tenant_id AND q.name = 'seats' WHERE t.slug = 'fleet-007'"),
         vec![json!({"name": "Fleet Seven", "value": 42})]
