@@ -190,6 +190,10 @@ pub(crate) const RELATIONS_OF_SCHEMA: &str = "pg_namespace n
       AND dep.classid = 'pg_class'::regclass AND dep.objsubid = 0 AND dep.deptype = 'n'
     JOIN pg_class c ON c.oid = dep.objid";
 
+/// That the schema `n` is not the system's (its catalogs, toast and temporary schemas).
+pub(crate) const NOT_SYSTEM_SCHEMA: &str =
+    "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)'";
+
 /// Transaction-scoped advisory locks on `names`, in one statement, taken in the order of
 /// their names: two sessions whose sets overlap never wait on each other in a circle.
 pub(crate) async fn advisory_xact_locks(

@@ -204,11 +204,11 @@ impl PgData {
     async fn public_schemas(&self) -> Result<&[i64], ProviderError> {
         self.public_schemas
             .get_or_try_init(|| async {
-                sqlx::query_scalar(
-                    "SELECT oid::int8 FROM pg_namespace
-                     WHERE nspname NOT IN ('pg_catalog', 'information_schema')
-                       AND nspname !~ '^pg_(toast|temp)' AND has_schema_privilege('public', oid, 'USAGE')",
-                )
+                sqlx::query_scalar(&format!(
+                    "SELECT n.oid::int8 FROM pg_namespace n
+                     WHERE {} AND has_schema_privilege('public', n.oid, 'USAGE')",
+                    crate::clients::postgres::NOT_SYSTEM_SCHEMA
+                ))
                 .fetch_all(self.server.pool().await?)
                 .await
                 .map_err(ProviderError::sql("read the schemas anyone may use"))

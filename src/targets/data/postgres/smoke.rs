@@ -19,6 +19,7 @@ use std::time::Instant;
 use sqlx::{Connection, Executor as _, PgConnection, Postgres, Row, Transaction};
 
 use crate::clients::postgres::server::{quote, PgServer};
+use crate::clients::postgres::{NOT_SYSTEM_SCHEMA, RELATIONS_OF_SCHEMA};
 use crate::model::checks::{CheckSpec, Probe};
 use crate::model::health::CheckOutcome;
 use crate::model::resource::{Key, Kind};
@@ -267,7 +268,7 @@ async fn count_rows(
     let sql = format!(
         "SELECT c.relname FROM {}
          WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1 LIMIT 100",
-        crate::clients::postgres::RELATIONS_OF_SCHEMA
+        RELATIONS_OF_SCHEMA
     );
     let tables: Vec<(String,)> = sqlx::query_as(&sql)
         .bind(schema)
@@ -515,12 +516,9 @@ async fn relations(
            EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
            c.relkind IN ('r', 'p') OR (c.relkind = 'v' AND EXISTS (SELECT 1 FROM unnest(c.reloptions) o
              WHERE lower(o) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes')))
-         FROM pg_namespace n
-         JOIN pg_depend d ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid
-           AND d.classid = 'pg_class'::regclass
-         JOIN pg_class c ON c.oid = d.objid
-         WHERE {looked_in} AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-           AND n.nspname !~ '^pg_(toast|temp)' AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
+         FROM {RELATIONS_OF_SCHEMA}
+         WHERE {looked_in} AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {NOT_SYSTEM_SCHEMA}
+           AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
          ORDER BY 1, 2 LIMIT 200",
     );
     let query = sqlx::query_as(&sql);
