@@ -433,29 +433,21 @@ fn check_finds_what_the_role_or_its_group_was_granted_and_its_schema_open_to_any
         isolation
     };
 
-    pg.exec(&format!(
-        "CREATE SCHEMA \"{mine}\"; CREATE TABLE \"{mine}\".t (x int);
-         GRANT USAGE ON SCHEMA \"{mine}\" TO \"{acme}\"; GRANT SELECT ON \"{mine}\".t TO \"{acme}\""
-    ));
-    let found = isolation("acme", "a schema granted to the role");
-    assert!(
-        found.contains(&format!("{mine}.t (outside its slice)")),
-        "{found}"
-    );
-    pg.exec(&format!("DROP SCHEMA \"{mine}\" CASCADE"));
-
-    // initech, in the shared tables, is a member of the shared group: what the group is
-    // granted, each of its tenants reaches.
-    pg.exec(&format!(
-        "CREATE SCHEMA \"{theirs}\"; CREATE TABLE \"{theirs}\".t (x int);
-         GRANT USAGE ON SCHEMA \"{theirs}\" TO \"{group}\"; GRANT SELECT ON \"{theirs}\".t TO \"{group}\""
-    ));
-    let found = isolation("initech", "a schema granted to a group of the role");
-    assert!(
-        found.contains(&format!("{theirs}.t (outside its slice)")),
-        "{found}"
-    );
-    pg.exec(&format!("DROP SCHEMA \"{theirs}\" CASCADE"));
+    // A schema granted to acme's role; and one granted to the shared group, of which
+    // initech (in the shared tables) is a member: what the group is granted, each of its
+    // tenants reaches.
+    for (schema, grantee, slug) in [(&mine, &acme, "acme"), (&theirs, &group, "initech")] {
+        pg.exec(&format!(
+            "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".t (x int);
+             GRANT USAGE ON SCHEMA \"{schema}\" TO \"{grantee}\"; GRANT SELECT ON \"{schema}\".t TO \"{grantee}\""
+        ));
+        let found = isolation(slug, &format!("a schema granted to {grantee}"));
+        assert!(
+            found.contains(&format!("{schema}.t (outside its slice)")),
+            "{found}"
+        );
+        pg.exec(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+    }
 
     pg.exec(&format!("GRANT USAGE ON SCHEMA \"{acme}\" TO PUBLIC"));
     let found = isolation("acme", "its own schema open to anyone");

@@ -954,7 +954,7 @@ fn a_one_tenant_apply_reads_no_admin_table_whole() {
     for i in 0..fleet {
         repo.write_tenant(&format!("fleet-{i:03}"));
     }
-    repo.apply_with(&["--parallelism", "10"]);
+    repo.apply();
     // What the server's autovacuum does between applies: the count of live tenants (a
     // plan of some tenants weighs the files gone against it) then reads the state's index
     // alone, its pages marked all-visible.
