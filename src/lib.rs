@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod model;
 pub mod offboarding;
 pub mod ops;
+pub mod placement;
 pub mod plan;
 pub mod private_files;
 pub mod render;
