@@ -39,6 +39,13 @@ pub struct Config {
     pub safety: SafetyConfig,
     #[serde(default)]
     pub postgres: PostgresConfig,
+    /// `postgres_server "name" { … }` blocks as written: the servers tenants are placed on.
+    #[serde(default, rename = "postgres_server")]
+    raw_servers: BTreeMap<String, super::servers::RawServer>,
+    /// The servers tenants are placed on; none when the `postgres` block's server holds
+    /// every tenant.
+    #[serde(skip)]
+    pub servers: Vec<super::servers::ServerConfig>,
     #[serde(default)]
     pub s3: S3Config,
     #[serde(default)]
@@ -135,6 +142,8 @@ impl Default for Config {
             migrations_dir: default_migrations_dir(),
             safety: SafetyConfig::default(),
             postgres: PostgresConfig::default(),
+            raw_servers: BTreeMap::new(),
+            servers: Vec::new(),
             s3: S3Config::default(),
             offboarding: OffboardingConfig::default(),
             import: Vec::new(),
@@ -345,6 +354,21 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
         Ok(w) => config.webhooks = w,
         Err(p) => problems.extend(p),
     }
+    let servers = std::mem::take(&mut config.raw_servers);
+    if !servers.is_empty() && config.targets.data != "postgres" {
+        problems.push(
+            spans
+                .problem(
+                    "targets.data",
+                    "postgres_server blocks place tenants' data on Postgres servers",
+                )
+                .hint("set targets.data = \"postgres\", or take the postgres_server blocks out"),
+        );
+    }
+    match super::servers::parse(spans, servers, &config.postgres) {
+        Ok(s) => config.servers = s,
+        Err(p) => problems.extend(p),
+    }
     let buses = std::mem::take(&mut config.raw_buses);
     match super::subscribers::parse_buses(spans, buses, &webhook_names) {
         Ok(b) => config.buses = b,
@@ -534,6 +558,7 @@ fn check_s3(spans: &Spans, config: &Config) -> Vec<Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::tenant::Isolation;
 
     #[test]
     fn inputs_follow_the_migrations_folder() {
@@ -646,6 +671,50 @@ mod tests {
                 ("s3.concurrency", 5, true)
             ]
         );
+    }
+
+    #[test]
+    fn postgres_servers_are_read_and_each_problem_said_at_its_line() {
+        let c = parse(
+            "targets {\n  data = \"postgres\"\n}\npostgres {\n  role_prefix = \"t_\"\n  max_connections = 4\n}\n\
+             postgres_server \"eu-1\" {\n  url_env = \"EU1_URL\"\n  region = \"eu-west-1\"\n  cap = 1000\n  labels = { tier = \"dedicated\" }\n  isolation = [\"schema\"]\n}\n",
+        )
+        .unwrap();
+        let [eu1] = &c.servers[..] else {
+            panic!("{:?}", c.servers)
+        };
+        assert_eq!(eu1.placement.name, "eu-1");
+        assert_eq!(eu1.placement.cap, 1000);
+        assert_eq!(eu1.placement.labels["tier"], "dedicated");
+        assert_eq!(eu1.placement.isolation, [Isolation::Schema]);
+        // Its own connection; the postgres block's names and limits.
+        assert_eq!(eu1.connection.url_env, "EU1_URL");
+        assert_eq!(eu1.connection.role_prefix, "t_");
+        assert_eq!(eu1.connection.max_connections, 4);
+        let e = parse(
+            "targets {\n  data = \"postgres\"\n}\n\
+             postgres_server \"EU 1\" {\n  url_env = \"X\"\n  region = \"eu-west-1\"\n  cap = 1\n}\n\
+             postgres_server \"eu-2\" {\n  region = \"Europe\"\n  cap = 0\n  isolation = []\n  labels = { Tier = \"x\" }\n}\n",
+        )
+        .unwrap_err();
+        let said: Vec<_> = e
+            .iter()
+            .map(|d| (d.field.as_deref().unwrap_or(""), d.line))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                ("postgres_server.EU 1.name", 4),
+                ("postgres_server.eu-2.region", 10),
+                ("postgres_server.eu-2.cap", 11),
+                ("postgres_server.eu-2.url_env", 9),
+                ("postgres_server.eu-2.isolation", 12),
+                ("postgres_server.eu-2.labels.Tier", 13),
+            ]
+        );
+        let e = parse("postgres_server \"eu-1\" {\n  url_env = \"X\"\n  region = \"eu-west-1\"\n  cap = 1\n}\n")
+            .unwrap_err();
+        assert_eq!(e[0].field.as_deref(), Some("targets.data"));
     }
 
     #[test]

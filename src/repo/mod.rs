@@ -11,6 +11,7 @@ pub mod hcl_file;
 pub mod hooks;
 pub mod migrations;
 pub mod plan_file;
+pub mod servers;
 pub mod subscribers;
 pub mod templates;
 pub mod tenant_file;

@@ -278,7 +278,7 @@ fn valid_email(s: &str) -> bool {
         && !domain.contains('@')
 }
 
-fn valid_region(s: &str) -> bool {
+pub(crate) fn valid_region(s: &str) -> bool {
     (2..=32).contains(&s.len())
         && s.starts_with(|c: char| c.is_ascii_lowercase())
         && s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
