@@ -112,6 +112,7 @@ pub async fn check(
                 only: Some(&active),
                 rotate: &[],
                 defer_seed: true,
+                placements: None,
             },
             |d| {
                 let declared = crate::plan::declared_checks(&ws.repo, &d)?;

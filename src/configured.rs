@@ -91,6 +91,15 @@ impl Targets {
         }
     }
 
+    /// The tenants on each Postgres server, as the placement catalog counts them; `None`
+    /// when the config names no servers to place tenants on.
+    pub async fn placement_loads(&self) -> Result<Option<Vec<(String, u32)>>, ProviderError> {
+        match self.target(Kind::PLACEMENT).and_then(|t| t.as_placements()) {
+            Some(placements) => placements.loads().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &dyn Provider> {
         std::iter::once(self.control.as_ref() as &dyn Provider)
             .chain(self.providers.iter().map(|p| p.as_ref()))

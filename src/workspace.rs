@@ -156,6 +156,7 @@ impl Workspace {
         let data = targets::data::target(
             &config.targets.data,
             &self.postgres,
+            &config.servers,
             dir,
             migrations,
             naming,

@@ -253,14 +253,36 @@ fn the_floor_uses_nothing_above_it() {
     );
 }
 
+/// The placement policy, which targets and clients may use, stands on the floor alone.
+#[test]
+fn the_placement_policy_uses_only_the_floor() {
+    let edges = graph();
+    let upward: Vec<String> = edges
+        .iter()
+        .filter(|(file, _)| file.starts_with("placement/"))
+        .flat_map(|(file, uses)| {
+            uses.iter()
+                .filter(|used| !in_the_floor(used) && !used.starts_with("placement/"))
+                .map(move |used| format!("{file} uses {used}"))
+        })
+        .collect();
+    assert!(
+        upward.is_empty(),
+        "the placement policy must use the floor only:\n  {}",
+        upward.join("\n  ")
+    );
+}
+
 /// What the targets and the clients may use: the floor, each other, the plumbing every layer
-/// shares (a problem's place in a file, the master key, private files), and the two things
-/// the engine hands a target to fill (an export's sink, a check's verdict). Never the engine
-/// that asks them: loading, compiling, planning, applying, the state.
+/// shares (a problem's place in a file, the master key, private files), the placement policy
+/// (a pure choice over servers and their loads, which uses the floor only), and the two
+/// things the engine hands a target to fill (an export's sink, a check's verdict). Never the
+/// engine that asks them: loading, compiling, planning, applying, the state.
 fn beneath_the_engine(file: &str) -> bool {
     in_the_floor(file)
         || file.starts_with("clients/")
         || file.starts_with("targets/")
+        || file.starts_with("placement/")
         || [
             "diagnostic.rs",
             "repo/hcl_file.rs",

@@ -797,6 +797,12 @@ impl Executor {
 
 /// Why a tenant with conflicts is not applied at all, as its outcome says it.
 fn conflicts_error(tp: &TenantPlan) -> Option<String> {
+    if let Some(why) = &tp.unplaced {
+        return Some(format!(
+            "{why}; nothing of {} was provisioned\n  hint: add a postgres_server in its region, raise a server's cap, or change what its file or plan asks for; the next plan places it",
+            tp.slug
+        ));
+    }
     if tp.conflicts.is_empty() {
         return None;
     }

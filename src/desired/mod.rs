@@ -13,6 +13,8 @@ pub use crate::model::attrs::{attrs, Attrs};
 use crate::model::digest::sha256_hex;
 pub use crate::model::resource::{Address, Key, Kind, Resource};
 
+pub mod placement;
+
 use crate::credentials::MasterKey;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::repo::{templates, Status, TenantRepo, TenantSpec};
@@ -32,6 +34,13 @@ pub struct DesiredTenant {
     pub resources: Vec<Resource>,
     /// What the tenant's password is derived from, with the master key and its id.
     pub credentials_version: u32,
+    /// Why no Postgres server takes it, when the config names several and it is not placed
+    /// yet: its plan fails it, and the rest of the fleet goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<String>,
+    /// Where this plan places it, and that server's load then, when it places it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed: Option<String>,
 }
 
 impl DesiredTenant {
@@ -58,10 +67,13 @@ pub fn resource_keys(repo: &TenantRepo) -> Vec<Key> {
         Kind::OWNER,
         Kind::FEATURES,
         Kind::QUOTAS,
+        Kind::PLACEMENT,
         Kind::ROLE,
         Kind::DATABASE,
     ]
     .into_iter()
+    // A placement only where the config names several servers.
+    .filter(|k| *k != Kind::PLACEMENT || !repo.config.servers.is_empty())
     .map(Key::new)
     .collect();
     if repo.templates.has_seed {
@@ -91,6 +103,9 @@ pub struct Selection<'a> {
     /// them only for a tenant that gets seeded ([`seed_content`]), since most tenants were
     /// seeded long ago and rendering and checking rows is a good part of compiling.
     pub defer_seed: bool,
+    /// The servers chosen for the tenants not placed yet ([`placement::decide`]), when the
+    /// config names several; a tenant without a choice keeps the one its state records.
+    pub placements: Option<&'a placement::Decisions>,
 }
 
 /// Compiles every selected tenant of `repo`, in parallel, and hands each to `keep` the
@@ -118,18 +133,7 @@ pub fn compile_each<T: Send>(
         .collect();
     let results: Vec<Result<Option<T>, Diagnostic>> = selected
         .par_iter()
-        .map(|spec| {
-            compile_tenant(
-                repo,
-                &naming,
-                spec,
-                state,
-                key,
-                select.rotate.contains(&spec.slug),
-                select.defer_seed,
-            )
-            .and_then(&keep)
-        })
+        .map(|spec| compile_tenant(repo, &naming, spec, state, key, select).and_then(&keep))
         .collect();
     let mut problems = Diagnostics::default();
     // Counted first: a fresh plan keeps every tenant, and a list grown by doubling would
@@ -155,9 +159,10 @@ fn compile_tenant(
     spec: &TenantSpec,
     state: &State,
     key: Option<&MasterKey>,
-    rotate: bool,
-    defer_seed: bool,
+    select: &Selection<'_>,
 ) -> Result<DesiredTenant, Diagnostic> {
+    let rotate = select.rotate.contains(&spec.slug);
+    let defer_seed = select.defer_seed;
     // The loader has already checked that the plan exists and declares every override.
     let plan = &repo.plans[&spec.plan];
     let mut features = plan.features.clone();
@@ -233,6 +238,33 @@ fn compile_tenant(
             content: None,
         },
     ];
+
+    let (mut unplaced, mut placed) = (None, None);
+    if !repo.config.servers.is_empty() {
+        // Where it was placed stays where it is, unless its file now names another server
+        // (a move). One not placed yet goes where this plan chose, if any server takes it.
+        let server = match placement::recorded_server(recorded) {
+            Some(at) => Some(spec.server.as_deref().unwrap_or(at).to_string()),
+            None => match select.placements.and_then(|p| p.get(&spec.slug)) {
+                Some(Ok(chosen)) => {
+                    placed = Some(chosen.to_string());
+                    Some(chosen.server.clone())
+                }
+                Some(Err(refused)) => {
+                    unplaced = Some(refused.clone());
+                    None
+                }
+                None => None,
+            },
+        };
+        if let Some(server) = server {
+            resources.push(Resource {
+                key: Key::new(Kind::PLACEMENT),
+                attrs: attrs([("server", json!(server))]),
+                content: None,
+            });
+        }
+    }
 
     let credentials_version = recorded.map_or(1, |r| r.credentials_version) + u32::from(rotate);
     let role = naming.role(&spec.slug);
@@ -334,14 +366,18 @@ fn compile_tenant(
             .iter()
             .map(|r| &r.key)
             .filter(|k| k.kind != Kind::EXPORT)
-            .eq(resource_keys(repo).iter()),
-        "resource_keys() lists what compile_tenant() makes (an export only when offboarding)"
+            .eq(resource_keys(repo)
+                .iter()
+                .filter(|k| k.kind != Kind::PLACEMENT || resources.iter().any(|r| r.key == **k))),
+        "resource_keys() lists what compile_tenant() makes (an export only when offboarding, a placement once there is one)"
     );
     Ok(DesiredTenant {
         effective,
         file: spec.file.clone(),
         resources,
         credentials_version,
+        unplaced,
+        placed,
     })
 }
 

@@ -31,6 +31,8 @@ impl Kind {
     pub const OWNER: Kind = Kind::new(10);
     pub const FEATURES: Kind = Kind::new(20);
     pub const QUOTAS: Kind = Kind::new(30);
+    /// The Postgres server its data lives on, when the config names several.
+    pub const PLACEMENT: Kind = Kind::new(35);
     pub const ROLE: Kind = Kind::new(40);
     pub const DATABASE: Kind = Kind::new(50);
     pub const SEED: Kind = Kind::new(60);

@@ -5,6 +5,7 @@ pub mod attrs;
 pub mod audit;
 pub mod change;
 pub mod checks;
+pub mod count;
 pub mod digest;
 pub mod health;
 pub mod hook_runs;

@@ -95,6 +95,8 @@ pub struct TenantSpec {
     pub quotas: BTreeMap<String, u64>,
     pub labels: BTreeMap<String, String>,
     pub offboarding: Offboarding,
+    /// The Postgres server its data must live on, by name, when the config names several.
+    pub server: Option<String>,
     /// The file it came from, relative to the repo root.
     pub file: String,
     /// The file's text, kept so later checks can point at lines.
@@ -134,4 +136,11 @@ pub struct Effective {
 
 fn default_erasure_export_days() -> u32 {
     DEFAULT_ERASURE_EXPORT_DAYS
+}
+
+/// A region's name as tenant files and server blocks write it: `eu-west-1`.
+pub fn valid_region(s: &str) -> bool {
+    (2..=32).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
 }

@@ -56,11 +56,21 @@ pub async fn credentials(ws: &Workspace, slug: &Slug) -> Result<Login, Error> {
     let incarnation = t.incarnation.as_deref();
     let password_of =
         |login: &str| key.password(tenant_id, incarnation, login, t.credentials_version);
+    // The server its data was placed on, when the config names several.
+    let placed = crate::desired::placement::recorded_server(Some(t))
+        .and_then(|name| {
+            ws.repo
+                .config
+                .servers
+                .iter()
+                .find(|s| s.placement.name == name)
+        })
+        .map(|s| crate::clients::postgres::PgServer::from_config(&s.connection));
     // The data slot's login first, then each plugged slot's (the broker's AMQP URL), a line
     // each.
     let data = crate::targets::data::login(
         &ws.repo.config.targets.data,
-        ws.postgres(),
+        placed.as_ref().unwrap_or(ws.postgres()),
         &crate::targets::data::Naming::from(&ws.repo.config.postgres),
         slug,
         &t.resources,

@@ -15,7 +15,8 @@ pub async fn drift(
     check_selected(ws, "--tenant", tenants.unwrap_or_default())?;
     let state = ws.backend().load().await?;
     let targets = ws.targets(ws.repo.migrations.clone());
-    let wanted = refresh_targets(&ws.repo, tenants, &state);
+    // Drift is of what exists: a tenant not placed yet has nothing to drift.
+    let wanted = refresh_targets(&ws.repo, tenants, &state, &Default::default());
     let slugs: Vec<Slug> = wanted.iter().map(|t| t.slug.clone()).collect();
     let live = targets
         .refresh(wanted, tenants.is_none())

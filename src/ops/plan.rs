@@ -93,11 +93,12 @@ pub(super) async fn make_plan(
         _ => check_key(ws, state, key.as_ref(), opts.rotate_master_key)?,
     };
     let targets = ws.targets(ws.repo.migrations.clone());
+    let placements = place(ws, state, opts, &targets).await?;
     // Refresh starts first and runs while the plan is checked. Compiling waits for it: each
     // tenant is diffed the moment it is compiled, so the whole desired fleet is never held.
     let refresh = opts.refresh.then(|| {
         let targets = targets.clone();
-        let wanted = refresh_targets(&ws.repo, opts.tenants.as_deref(), state);
+        let wanted = refresh_targets(&ws.repo, opts.tenants.as_deref(), state, &placements);
         let whole_fleet = opts.tenants.is_none();
         tokio::spawn(async move {
             let started = Instant::now();
@@ -144,6 +145,7 @@ pub(super) async fn make_plan(
             only: opts.tenants.as_deref(),
             rotate: &opts.rotate_credentials,
             defer_seed: true,
+            placements: Some(&placements),
         },
         |d| planner.tenant(&d),
     )?;
@@ -156,6 +158,34 @@ pub(super) async fn make_plan(
     debug!(elapsed = ?started.elapsed(), "compiled and diffed");
     drop_in_background(live);
     Ok(plan)
+}
+
+/// Where the tenants not placed yet go, when the config names several Postgres servers:
+/// decided before the refresh, which reads each tenant's data on its server, from the
+/// tenants the placement catalog counts on each (the state's count without refresh).
+async fn place(
+    ws: &Workspace,
+    state: &State,
+    opts: &PlanOptions,
+    targets: &crate::configured::Targets,
+) -> Result<desired::placement::Decisions, Error> {
+    if ws.repo.config.servers.is_empty() {
+        return Ok(Default::default());
+    }
+    let loads = match opts.refresh {
+        true => targets
+            .placement_loads()
+            .await
+            .map_err(Error::Refresh)?
+            .unwrap_or_default(),
+        false => desired::placement::recorded_loads(state),
+    };
+    Ok(desired::placement::decide(
+        &ws.repo,
+        state,
+        opts.tenants.as_deref(),
+        loads,
+    ))
 }
 
 pub(super) fn check_selected(ws: &Workspace, flag: &str, slugs: &[Slug]) -> Result<(), Error> {
@@ -175,6 +205,7 @@ pub(super) fn refresh_targets(
     repo: &TenantRepo,
     only: Option<&[Slug]>,
     state: &State,
+    placements: &desired::placement::Decisions,
 ) -> Vec<RefreshTarget> {
     let wanted = desired::resource_keys(repo);
     let now = std::time::SystemTime::now();
@@ -235,7 +266,14 @@ pub(super) fn refresh_targets(
                     crate::offboarding::Phase::Due | crate::offboarding::Phase::Purging
                 )
             };
+            let server = desired::placement::recorded_server(recorded)
+                .map(str::to_string)
+                .or_else(|| match placements.get(&t.slug) {
+                    Some(Ok(placed)) => Some(placed.server.clone()),
+                    _ => None,
+                });
             RefreshTarget {
+                server,
                 retired: match recorded {
                     Some(r) if purge => r.retired.clone(),
                     _ => Vec::new(),

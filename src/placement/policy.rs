@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::{Ask, Server};
-use crate::targets::provider::thousands;
+use crate::model::count::thousands;
 
 /// Places tenants one after another on `servers`, counting each placement into the load it
 /// started from, so a plan that places 3,000 tenants spreads them as 3,000 applies one

@@ -115,6 +115,9 @@ impl<'a> Planner<'a> {
     /// its seed rows gets them here if it is to be seeded, so a seed template that fails
     /// for it fails its plan.
     pub fn tenant(&self, d: &DesiredTenant) -> Result<Option<Planned>, Diagnostic> {
+        if let Some(why) = &d.unplaced {
+            return Ok(Some(Planned::Changes(Box::new(self.unplaced(d, why)))));
+        }
         let planned = self.changes_of(d)?;
         let slug = d.slug();
         let live_lifecycle = self
@@ -134,6 +137,21 @@ impl<'a> Planner<'a> {
             tp.shrink_to_fit();
         }
         Ok(planned)
+    }
+
+    /// A tenant no Postgres server takes: nothing of it is done, and apply fails it.
+    fn unplaced(&self, d: &DesiredTenant, why: &str) -> TenantPlan {
+        let recorded = self.input.state.tenants.get(d.slug().as_str());
+        let at = recorded.map_or(Lifecycle::Pending, |r| r.lifecycle);
+        let mut plan = TenantPlan::of_recorded(
+            d,
+            recorded.and_then(|r| r.tenant_id.clone()),
+            TenantAction::Blocked,
+            LifecycleChange { from: at, to: at },
+            Vec::new(),
+        );
+        plan.unplaced = Some(why.to_string());
+        plan
     }
 
     /// What `d`'s resources and lifecycle need.
@@ -874,6 +892,8 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         credentials_version: d.credentials_version,
         pulled_in_by: Vec::new(),
         conflicts,
+        unplaced: None,
+        placed: d.placed.clone(),
         smoke: None,
         hooks: Vec::new(),
         upgrades,

@@ -272,6 +272,9 @@ pub struct Summary {
     /// Resources that exist and are not this state's: their tenants are left as they are.
     #[serde(default)]
     pub conflicts: usize,
+    /// Tenants no Postgres server takes: left as they are.
+    #[serde(default)]
+    pub unplaced: usize,
     /// Tenants smoke-tested before they become active.
     #[serde(default)]
     pub smoke_tests: usize,
@@ -290,6 +293,7 @@ impl Summary {
         };
         for t in tenants {
             summary.conflicts += t.conflicts.len();
+            summary.unplaced += usize::from(t.unplaced.is_some());
             summary.smoke_tests += usize::from(t.smoke.is_some());
             summary.hook_runs += t.hooks.iter().filter(|h| h.due).count();
             if t.changes.iter().any(|c| c.drift) {
@@ -375,6 +379,14 @@ pub struct TenantPlan {
     /// all: its `changes` are empty, and apply fails it, changing nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
+    /// Why no Postgres server takes it, when the config names several and it was not placed
+    /// yet. Such a tenant is applied not at all, as one with conflicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<String>,
+    /// Where this plan places it and that server's load then (`eu-west-1, 412 of 1,000
+    /// tenants`), when it places it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed: Option<String>,
     /// Smoke tests run before its lifecycle moves to active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke: Option<Smoke>,
@@ -400,6 +412,9 @@ impl TenantPlan {
     /// What happens to the tenant, in words: its action's, except that an update which
     /// replaces a resource says so (it is not "in place": the old one is left behind).
     pub fn verb(&self) -> &'static str {
+        if self.unplaced.is_some() {
+            return "is left as it is: no Postgres server takes it";
+        }
         if self.action == TenantAction::Update
             && self.changes.iter().any(|c| c.action == Action::Replace)
         {
@@ -429,6 +444,8 @@ impl TenantPlan {
             credentials_version: d.credentials_version,
             pulled_in_by: Vec::new(),
             conflicts: Vec::new(),
+            unplaced: None,
+            placed: None,
             smoke: None,
             hooks: Vec::new(),
             upgrades: Vec::new(),

@@ -34,6 +34,13 @@ pub fn summary_line(s: &Summary) -> String {
     if !steps.is_empty() {
         line += &format!(" Then {}.", steps.join(" and "));
     }
+    if s.unplaced > 0 {
+        line += &format!(
+            " {} no Postgres server takes: left as {}.",
+            plural(s.unplaced, "tenant", "tenants"),
+            if s.unplaced == 1 { "it is" } else { "they are" },
+        );
+    }
     if s.conflicts > 0 {
         line += &format!(
             " {} not this state's: {} left as {}.",
@@ -159,6 +166,9 @@ pub fn change_lines(tenant: &TenantPlan, c: &ResourceChange) -> (String, Vec<Str
     {
         header.push_str("  # kept as a tombstone: id, slug, plan and dates");
     }
+    if let (crate::desired::Kind::PLACEMENT, Some(placed)) = (c.key.kind, &tenant.placed) {
+        header.push_str(&format!("  # {placed}"));
+    }
     if let Some(old) = c.leaves() {
         header.push_str(&format!(
             "  # leaves {old} behind, with its data, until {} is purged",
@@ -235,8 +245,18 @@ pub fn conflict_owner(c: &crate::plan::Conflict) -> String {
     }
 }
 
-/// A tenant's conflicts, one line each, then how to adopt them.
+/// A tenant's conflicts, one line each, then how to adopt them; or why no Postgres server
+/// takes it.
 pub fn conflict_lines(t: &TenantPlan, state_name: &str) -> Vec<String> {
+    if let Some(why) = &t.unplaced {
+        return vec![
+            format!("! {}/placement: {why}", t.slug),
+            format!(
+                "  (nothing of {} is provisioned until a server takes it)",
+                t.slug
+            ),
+        ];
+    }
     let mut out: Vec<String> = t
         .conflicts
         .iter()

@@ -41,11 +41,11 @@ pub struct Config {
     pub postgres: PostgresConfig,
     /// `postgres_server "name" { … }` blocks as written: the servers tenants are placed on.
     #[serde(default, rename = "postgres_server")]
-    raw_servers: BTreeMap<String, super::servers::RawServer>,
+    raw_servers: BTreeMap<String, crate::targets::data::server_blocks::RawServer>,
     /// The servers tenants are placed on; none when the `postgres` block's server holds
     /// every tenant.
     #[serde(skip)]
-    pub servers: Vec<super::servers::ServerConfig>,
+    pub servers: Vec<crate::targets::data::server_blocks::ServerConfig>,
     #[serde(default)]
     pub s3: S3Config,
     #[serde(default)]
@@ -365,7 +365,7 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
                 .hint("set targets.data = \"postgres\", or take the postgres_server blocks out"),
         );
     }
-    match super::servers::parse(spans, servers, &config.postgres) {
+    match crate::targets::data::server_blocks::parse(spans, servers, &config.postgres) {
         Ok(s) => config.servers = s,
         Err(p) => problems.extend(p),
     }

@@ -11,7 +11,6 @@ pub mod hcl_file;
 pub mod hooks;
 pub mod migrations;
 pub mod plan_file;
-pub mod servers;
 pub mod subscribers;
 pub mod templates;
 pub mod tenant_file;
@@ -245,6 +244,7 @@ pub fn load_some(
     for t in tenants.iter().filter(|t| !broken_plans.contains(&t.plan)) {
         problems.extend(check_against_plan(t, plans.get(&t.plan), &plans));
     }
+    problems.extend(tenants.iter().filter_map(|t| unknown_server(t, &config)));
     let naming = Naming::from(&config.postgres);
     let fixed = [
         config.postgres.schema.as_str(),
@@ -398,6 +398,30 @@ fn duplicate_slugs(tenants: &[TenantSpec]) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// A tenant file naming a Postgres server the config does not have. Where a named server
+/// stands (its region, its cap) is placement's to weigh when the tenant is planned.
+fn unknown_server(t: &TenantSpec, config: &Config) -> Option<Diagnostic> {
+    let name = t.server.as_deref()?;
+    if config.servers.iter().any(|s| s.placement.name == name) {
+        return None;
+    }
+    let known: Vec<&str> = config
+        .servers
+        .iter()
+        .map(|s| s.placement.name.as_str())
+        .collect();
+    Some(
+        Diagnostic::new(&t.file, format!("no Postgres server is called {name:?}"))
+            .locate(&t.source, "server")
+            .hint(match known.is_empty() {
+                true => {
+                    "the config names no postgres_server blocks: leave `server` out".to_string()
+                }
+                false => format!("servers in tenant-reconcile.hcl: {}", known.join(", ")),
+            }),
+    )
 }
 
 fn check_against_plan(

@@ -29,6 +29,8 @@ struct RawPlan {
     check: BTreeMap<String, super::checks::RawCheck>,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    server_labels: BTreeMap<String, String>,
 }
 
 /// The `limits` block of a plan: the most a tenant's file on the tier may ask for. Each is
@@ -66,6 +68,9 @@ pub struct TierPlan {
     pub checks: Vec<super::checks::CheckSpec>,
     /// The most a tenant's file may ask for beyond these defaults.
     pub limits: Limits,
+    /// Labels the Postgres server of this tier's tenants must carry, when the config names
+    /// several (`server_labels = { tier = "dedicated" }`).
+    pub server_labels: BTreeMap<String, String>,
     pub file: String,
     pub source: String,
 }
@@ -191,6 +196,7 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
         bucket: raw.bucket,
         checks,
         limits: raw.limits,
+        server_labels: raw.server_labels,
         file: file.to_string(),
         source: source.to_string(),
     })

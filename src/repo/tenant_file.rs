@@ -42,6 +42,9 @@ pub struct RawTenant {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     offboarding: Option<Offboarding>,
+    /// The Postgres server its data must live on, when the config names several.
+    #[serde(default)]
+    server: Option<String>,
 }
 
 /// Parses one tenant file. `stem` is the file name without `.yaml`.
@@ -155,7 +158,7 @@ fn check(
             "",
         ));
     }
-    if !valid_region(&raw.region) {
+    if !crate::model::tenant::valid_region(&raw.region) {
         problems.push(bad(
             "region",
             format!("{:?} is not a region name", raw.region),
@@ -223,6 +226,7 @@ fn check(
             quotas,
             labels: raw.labels,
             offboarding,
+            server: raw.server,
             file: file.to_string(),
             source: source.to_string(),
         }),
@@ -276,12 +280,6 @@ fn valid_email(s: &str) -> bool {
         && !domain.ends_with('.')
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
         && !domain.contains('@')
-}
-
-pub(crate) fn valid_region(s: &str) -> bool {
-    (2..=32).contains(&s.len())
-        && s.starts_with(|c: char| c.is_ascii_lowercase())
-        && s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'))
 }
 
 fn valid_locale(s: &str) -> bool {

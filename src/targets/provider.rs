@@ -16,6 +16,7 @@
 //! writes lifecycle events to the outbox in the same transaction as the change they report.
 
 pub use crate::clients::error::ProviderError;
+pub use crate::model::count::thousands;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -56,6 +57,9 @@ pub struct RefreshTarget {
     /// With `purge`: what its replaces left behind, which the purge destroys too, so a
     /// target may count what each holds (`LiveFleet::holds_at` under its address key).
     pub retired: Vec<crate::model::retired::Retired>,
+    /// The Postgres server its data is on (or is to be placed on by this plan), when the
+    /// config names several; `None` when it has none yet, and nothing of its data exists.
+    pub server: Option<String>,
 }
 
 /// The targets that want a resource of `kind` (desired or recorded): what a target with one
@@ -262,6 +266,24 @@ impl LiveFleet {
         }
     }
 
+    /// Adds what another part of one provider found about other tenants (another server's
+    /// tenants): its resources join the part holding the same kinds, so a lookup still
+    /// finds every tenant's in one part.
+    pub fn absorb_alike(&mut self, other: LiveFleet) {
+        for part in other.parts {
+            match self.parts.iter_mut().find(|p| p.kinds == part.kinds) {
+                Some(same) => same.resources.extend(part.resources),
+                None => self.parts.push(part),
+            }
+        }
+        self.tenants.extend(other.tenants);
+        self.calls.extend(other.calls);
+        for (slug, found) in other.holdings {
+            self.holdings.entry(slug).or_default().extend(found);
+        }
+        self.unverified.extend(other.unverified);
+    }
+
     /// Adds what another provider found. Providers own disjoint kinds, so nothing clashes.
     pub fn absorb(&mut self, other: LiveFleet) {
         self.tenants.extend(other.tenants);
@@ -404,19 +426,6 @@ pub fn objects_and_bytes(objects: u64, bytes: u64, older: u64, markers: u64) -> 
             thousands(markers),
             if markers == 1 { "" } else { "s" }
         );
-    }
-    out
-}
-
-/// `1204` as `1,204`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
     }
     out
 }
@@ -621,6 +630,10 @@ pub trait Provider: Send + Sync {
     fn as_smoke(&self) -> Option<&dyn Smoke> {
         None
     }
+    /// Where tenants are placed, for the target that places them on several servers.
+    fn as_placements(&self) -> Option<&dyn Placements> {
+        None
+    }
 }
 
 /// A target's answer to [`Provider`]'s `as_*` methods for the capabilities it has, written
@@ -642,6 +655,11 @@ macro_rules! capabilities {
     };
     (@as Smoke) => {
         fn as_smoke(&self) -> Option<&dyn $crate::targets::provider::Smoke> {
+            Some(self)
+        }
+    };
+    (@as Placements) => {
+        fn as_placements(&self) -> Option<&dyn $crate::targets::provider::Placements> {
             Some(self)
         }
     };
@@ -679,6 +697,13 @@ pub trait Export: Send + Sync {
     /// Writes what the tenant keeps in this target into `req.sink` (tables as CSV, objects
     /// as files), streaming. A target holding none of its data writes nothing.
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError>;
+}
+
+/// A target that places tenants on one of several servers (its `placement` resources).
+#[async_trait]
+pub trait Placements: Send + Sync {
+    /// The tenants placed on each server, by the server's name, as its catalog counts them.
+    async fn loads(&self) -> Result<Vec<(String, u32)>, ProviderError>;
 }
 
 /// A target with built-in smoke tests of what it holds of a tenant.

@@ -7,6 +7,7 @@
 
 pub mod local;
 pub mod postgres;
+pub mod server_blocks;
 
 use serde_json::{json, Value};
 
@@ -127,14 +128,22 @@ pub const IMPLEMENTATIONS: &[&str] = &["local", "postgres"];
 
 /// The data target `implementation` names (one of [`IMPLEMENTATIONS`]), applying
 /// `migrations`: on the Postgres server, or in the local target's folder.
+/// With `servers` (the config's `postgres_server` blocks), tenants are placed on those.
 pub fn target(
     implementation: &str,
     server: &Arc<PgServer>,
+    servers: &[server_blocks::ServerConfig],
     local_dir: &Path,
     migrations: Vec<Migration>,
     naming: Naming,
 ) -> Arc<dyn Provider> {
     match implementation {
+        "postgres" if !servers.is_empty() => Arc::new(postgres::PgServers::new(
+            server.clone(),
+            servers,
+            migrations,
+            naming,
+        )),
         "postgres" => Arc::new(postgres::PgData::new(server.clone(), migrations, naming)),
         _ => Arc::new(local::LocalData::new(
             local_dir.to_path_buf(),
@@ -195,6 +204,14 @@ const ROLE: KindFacts = KindFacts {
     ..KindFacts::plain(Kind::ROLE, "role")
 };
 inventory::submit!(ROLE);
+
+/// The server a tenant's data lives on, when the config names several: decided once, when
+/// it is first provisioned, and recorded in the placement catalog.
+const PLACEMENT: KindFacts = KindFacts {
+    resource_of: Some(|a| format!("placement on {}", a.str("server"))),
+    ..KindFacts::plain(Kind::PLACEMENT, "placement")
+};
+inventory::submit!(PLACEMENT);
 
 /// A tenant's slice: rows in the shared schema, a schema, or a database.
 const DATABASE: KindFacts = KindFacts {

@@ -36,8 +36,11 @@ mod migrate;
 mod purge;
 pub mod reach;
 mod refresh;
+mod servers;
 pub mod smoke;
 mod together;
+
+pub use servers::PgServers;
 
 use std::sync::Arc;
 

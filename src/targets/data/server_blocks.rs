@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::hcl_file::Spans;
 use crate::clients::postgres::PostgresConfig;
 use crate::diagnostic::Diagnostic;
 use crate::model::tenant::Isolation;
 use crate::placement::Server;
+use crate::repo::hcl_file::Spans;
 
 /// A server block as written.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -76,7 +76,7 @@ pub fn parse(
                     .hint("use 1 to 32 lowercase letters, digits and `-`, like \"eu-1\""),
             );
         }
-        if !crate::repo::tenant_file::valid_region(&raw.region) {
+        if !crate::model::tenant::valid_region(&raw.region) {
             problems.push(
                 spans
                     .problem(

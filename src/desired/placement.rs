@@ -1,0 +1,92 @@
+//! Each tenant's Postgres server, when the config names several: the one its state records,
+//! or, for a tenant not placed yet, the one the placement policy chooses now.
+//!
+//! The choices of one plan are made in slug order, each counted into the loads the next one
+//! sees, from the loads of the placement catalog (or, for a plan without refresh, of the
+//! state): a plan that places 3,000 tenants spreads them as the apply will.
+
+use std::collections::BTreeMap;
+
+use crate::model::attrs::Attrs;
+use crate::model::resource::{Key, Kind};
+use crate::placement::{Ask, Placed, Placer};
+use crate::repo::{Status, TenantRepo};
+use crate::slug::Slug;
+use crate::state::{State, TenantState};
+
+/// What was decided for the tenants not placed yet: where each goes, or why none takes it.
+pub type Decisions = BTreeMap<Slug, Result<Placed, String>>;
+
+/// The server `recorded` says the tenant is on, if it was placed.
+pub fn recorded_server(recorded: Option<&TenantState>) -> Option<&str> {
+    recorded?
+        .resources
+        .get(&Key::new(Kind::PLACEMENT))
+        .map(|a: &Attrs| a.str("server"))
+        .filter(|s| !s.is_empty())
+}
+
+/// The tenants each server holds as the state records them, for a plan without refresh.
+pub fn recorded_loads(state: &State) -> Vec<(String, u32)> {
+    let mut loads: BTreeMap<String, u32> = BTreeMap::new();
+    for t in state.tenants.values() {
+        if let Some(server) = recorded_server(Some(t)) {
+            *loads.entry(server.to_string()).or_default() += 1;
+        }
+    }
+    loads.into_iter().collect()
+}
+
+/// Chooses a server for each selected tenant of `repo` that has none recorded and is to
+/// hold data (not leaving), from `loads`. Empty when the config names no servers.
+pub fn decide(
+    repo: &TenantRepo,
+    state: &State,
+    only: Option<&[Slug]>,
+    loads: Vec<(String, u32)>,
+) -> Decisions {
+    let servers: Vec<crate::placement::Server> = repo
+        .config
+        .servers
+        .iter()
+        .map(|s| s.placement.clone())
+        .collect();
+    let mut decided = Decisions::new();
+    if servers.is_empty() {
+        return decided;
+    }
+    let mut placer = Placer::new(&servers, loads);
+    for spec in repo
+        .tenants
+        .iter()
+        .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
+    {
+        let recorded = state.tenants.get(spec.slug.as_str());
+        if recorded_server(recorded).is_some() || spec.status == Status::Deprovisioned {
+            continue;
+        }
+        // Provisioned before the config named servers: its data is on the postgres block's
+        // server, and placing it elsewhere would build it anew there, empty.
+        let made = |kind| recorded.is_some_and(|r| r.resources.contains_key(&Key::new(kind)));
+        if made(Kind::ROLE) || made(Kind::DATABASE) {
+            decided.insert(
+                spec.slug.clone(),
+                Err("its data is on the postgres block's server, from before the config named servers, and moving a tenant between servers is not done yet".into()),
+            );
+            continue;
+        }
+        // The loader checked that the plan exists.
+        let plan = &repo.plans[&spec.plan];
+        let ask = Ask {
+            region: &spec.region,
+            isolation: spec.isolation.unwrap_or(plan.isolation),
+            server: spec.server.as_deref(),
+            labels: &plan.server_labels,
+        };
+        decided.insert(
+            spec.slug.clone(),
+            placer.place(&ask).map_err(|refused| refused.to_string()),
+        );
+    }
+    decided
+}

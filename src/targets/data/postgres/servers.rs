@@ -1,0 +1,345 @@
+//! The Postgres data target over several servers (`postgres_server` blocks).
+//!
+//! Each server is a [`PgData`] of its own, with its own data catalog in its admin schema,
+//! and each tenant's role, slice and seed are on the server it was placed on. Which tenant
+//! is on which server is the placement catalog's: a table in the admin database of the
+//! `postgres` block (where the control plane and the state are), a row per tenant with the
+//! epoch a move bumps. A placement is written once, under its server's lock, only while
+//! the server is under its cap: two runs placing tenants at once cannot fill it past it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::sync::OnceCell;
+
+use crate::clients::postgres::server::PgServer;
+use crate::clients::postgres::{advisory_xact_locks, ensure_once};
+use crate::model::attrs::{attrs, Attrs};
+use crate::model::change::ResourceChange;
+use crate::model::migration::Migration;
+use crate::model::resource::{Key, Kind};
+use crate::model::tenant::Effective;
+use crate::placement::Server;
+use crate::targets::data::server_blocks::ServerConfig;
+use crate::targets::data::Naming;
+use crate::targets::provider::{
+    Export, ExportRequest, LiveFleet, Placements, Provider, ProviderError, Purge, RefreshTarget,
+    Smoke, StepContext, TogetherFailed,
+};
+
+use super::PgData;
+
+pub struct PgServers {
+    /// The `postgres` block's server, whose admin schema holds the placement catalog.
+    admin: Arc<PgServer>,
+    schema: String,
+    catalog_ready: OnceCell<()>,
+    servers: Vec<Server>,
+    data: BTreeMap<String, PgData>,
+}
+
+const CATALOG: &str = "CREATE SCHEMA IF NOT EXISTS {schema};
+REVOKE ALL ON SCHEMA {schema} FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS {schema}.placements (
+  slug text PRIMARY KEY,
+  tenant_id text NOT NULL,
+  server text NOT NULL,
+  epoch integer NOT NULL,
+  placed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS placements_server ON {schema}.placements (server);";
+
+impl PgServers {
+    pub fn new(
+        admin: Arc<PgServer>,
+        servers: &[ServerConfig],
+        migrations: Vec<Migration>,
+        naming: Naming,
+    ) -> PgServers {
+        PgServers {
+            schema: admin.schema(),
+            admin,
+            catalog_ready: OnceCell::new(),
+            servers: servers.iter().map(|s| s.placement.clone()).collect(),
+            data: servers
+                .iter()
+                .map(|s| {
+                    let server = Arc::new(PgServer::from_config(&s.connection));
+                    let data = PgData::new(server, migrations.clone(), naming.clone());
+                    (s.placement.name.clone(), data)
+                })
+                .collect(),
+        }
+    }
+
+    /// The admin pool, with the placement catalog made on first use.
+    async fn catalog(&self) -> Result<&sqlx::PgPool, ProviderError> {
+        let pool = self.admin.pool().await?;
+        ensure_once(
+            pool,
+            &self.catalog_ready,
+            &self.schema,
+            &CATALOG.replace("{schema}", &self.schema),
+            "the placement catalog",
+        )
+        .await?;
+        Ok(pool)
+    }
+
+    /// The server called `name`.
+    fn on(&self, name: &str) -> Result<&PgData, ProviderError> {
+        self.data.get(name).ok_or_else(|| not_named(name))
+    }
+
+    /// The server the tenant was placed on, as its state records it.
+    fn placed(&self, recorded: &BTreeMap<Key, Attrs>) -> Result<&PgData, ProviderError> {
+        match recorded.get(&Key::new(Kind::PLACEMENT)) {
+            Some(at) => self.on(at.str("server")),
+            None => Err(ProviderError::Unplanned(
+                "the tenant is not placed on a Postgres server yet".into(),
+            )),
+        }
+    }
+
+    /// Records where the tenant is placed: once, on a server under its cap, counted under
+    /// the server's lock. A tenant placed already stays where it is (a move is not made
+    /// here).
+    async fn place(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Attrs, ProviderError> {
+        let wanted = change
+            .desired
+            .as_ref()
+            .map(|d| d.attrs.str("server").to_string())
+            .unwrap_or_default();
+        let server = self
+            .servers
+            .iter()
+            .find(|s| s.name == wanted)
+            .ok_or_else(|| not_named(&wanted))?;
+        let tenant_id = ctx.tenant_id()?;
+        let pool = self.catalog().await?;
+        let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
+        advisory_xact_locks(
+            tx.as_mut(),
+            &[format!("tenant-reconcile/placement/{wanted}")],
+        )
+        .await?;
+        let sql = format!(
+            "SELECT server, (SELECT count(*) FROM {s}.placements WHERE server = $2)
+             FROM (SELECT 1) one LEFT JOIN {s}.placements p ON p.slug = $1",
+            s = self.schema
+        );
+        let (at, tenants): (Option<String>, i64) = sqlx::query_as(&sql)
+            .bind(ctx.tenant.slug.as_str())
+            .bind(&wanted)
+            .fetch_one(tx.as_mut())
+            .await
+            .map_err(ProviderError::sql("read the placement catalog"))?;
+        match at {
+            Some(at) if at == wanted => {}
+            Some(at) => {
+                return Err(ProviderError::Refused(format!(
+                    "the tenant is on the Postgres server {at}, and its file now asks for {wanted}: moving a tenant between servers is not done by this version; nothing was changed\n  hint: put `server: {at}` back in its file"
+                )))
+            }
+            None if tenants >= i64::from(server.cap) => {
+                return Err(ProviderError::Refused(format!(
+                    "the Postgres server {wanted} is full ({tenants} of {} tenants), filled by another run since this plan was made; nothing was changed\n  hint: plan again, which places the tenant elsewhere or says why it cannot",
+                    server.cap
+                )))
+            }
+            None => {
+                sqlx::query(&format!(
+                    "INSERT INTO {}.placements (slug, tenant_id, server, epoch) VALUES ($1, $2, $3, 1)",
+                    self.schema
+                ))
+                .bind(ctx.tenant.slug.as_str())
+                .bind(tenant_id)
+                .bind(&wanted)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("record the placement"))?;
+            }
+        }
+        tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        Ok(attrs([("server", json!(wanted))]))
+    }
+
+    /// The placements of `targets`, read from the catalog in one query.
+    async fn refresh_placements(
+        &self,
+        targets: &[&RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        let slugs: Vec<&str> = targets.iter().map(|t| t.slug.as_str()).collect();
+        let pool = self.catalog().await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT slug, server FROM {}.placements WHERE slug = ANY($1)",
+            self.schema
+        ))
+        .bind(&slugs)
+        .fetch_all(pool)
+        .await
+        .map_err(ProviderError::sql("read the placement catalog"))?;
+        for (slug, server) in rows {
+            if let Some(t) = targets.iter().find(|t| t.slug.as_str() == slug) {
+                live.insert_attrs(&t.slug, Kind::PLACEMENT, attrs([("server", json!(server))]));
+            }
+        }
+        live.calls.push(("postgres placements", 1));
+        Ok(())
+    }
+}
+
+/// A server the config does not name (any more).
+fn not_named(name: &str) -> ProviderError {
+    ProviderError::Refused(format!(
+        "the tenant is placed on the Postgres server {name:?}, which the config does not name; nothing was changed\n  hint: put its postgres_server block back"
+    ))
+}
+
+#[async_trait]
+impl Provider for PgServers {
+    fn name(&self) -> &'static str {
+        "postgres data"
+    }
+
+    fn kinds(&self) -> &'static [Kind] {
+        &[Kind::PLACEMENT, Kind::ROLE, Kind::DATABASE, Kind::SEED]
+    }
+
+    fn forces_replace(&self, kind: Kind, field: &str) -> bool {
+        kind == Kind::DATABASE && field == "isolation"
+    }
+
+    fn marks_after_create(&self, change: &ResourceChange) -> bool {
+        self.data
+            .values()
+            .next()
+            .is_some_and(|d| d.marks_after_create(change))
+    }
+
+    async fn refresh(
+        &self,
+        targets: &[RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<(), ProviderError> {
+        // Each server reads the tenants placed on it (or about to be), all at once, each
+        // in a constant number of queries.
+        let mut on: BTreeMap<&str, Vec<RefreshTarget>> = BTreeMap::new();
+        for t in targets {
+            if let Some(server) = t.server.as_deref() {
+                on.entry(server).or_default().push(t.clone());
+            }
+        }
+        let whole_fleet = live.whole_fleet;
+        let reads = on.into_iter().map(|(server, targets)| async move {
+            let mut part = LiveFleet::default();
+            part.whole_fleet = whole_fleet;
+            self.on(server)?.refresh(&targets, &mut part).await?;
+            Ok::<_, ProviderError>(part)
+        });
+        for part in futures::future::try_join_all(reads).await? {
+            live.absorb_alike(part);
+        }
+        let placed = crate::targets::provider::wanting(targets, Kind::PLACEMENT);
+        if !placed.is_empty() {
+            self.refresh_placements(&placed, live).await?;
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        if change.key.kind == Kind::PLACEMENT {
+            return self.place(ctx, change).await.map(Some);
+        }
+        self.placed(ctx.recorded)?.apply(ctx, change).await
+    }
+
+    fn joins(&self, tenant: &Effective, first: &ResourceChange, next: &ResourceChange) -> bool {
+        // A placement is a step of its own: recorded before anything is made where it says.
+        first.key.kind != Kind::PLACEMENT
+            && self
+                .data
+                .values()
+                .next()
+                .is_some_and(|d| d.joins(tenant, first, next))
+    }
+
+    async fn apply_together(
+        &self,
+        ctx: &StepContext<'_>,
+        changes: &[ResourceChange],
+    ) -> Result<Vec<Attrs>, TogetherFailed> {
+        match self.placed(ctx.recorded) {
+            Ok(data) => data.apply_together(ctx, changes).await,
+            Err(error) => Err(TogetherFailed { at: 0, error }),
+        }
+    }
+
+    crate::targets::provider::capabilities!(Export, Purge, Smoke, Placements);
+}
+
+#[async_trait]
+impl Purge for PgServers {
+    fn remote_per_tenant(&self) -> bool {
+        false
+    }
+
+    async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
+        self.placed(ctx.recorded)?.purge_all(ctx, keys).await
+    }
+
+    async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
+        self.placed(ctx.recorded)?.purge(ctx, key).await
+    }
+}
+
+#[async_trait]
+impl Export for PgServers {
+    async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
+        self.placed(req.recorded)?.export(req).await
+    }
+}
+
+#[async_trait]
+impl Smoke for PgServers {
+    async fn smoke(
+        &self,
+        ctx: &StepContext<'_>,
+        sql: &[&crate::model::checks::CheckSpec],
+    ) -> Vec<crate::model::health::CheckOutcome> {
+        match self.placed(ctx.recorded) {
+            Ok(data) => data.smoke(ctx, sql).await,
+            // Nothing of it is anywhere yet: there is nothing to check.
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl Placements for PgServers {
+    async fn loads(&self) -> Result<Vec<(String, u32)>, ProviderError> {
+        let pool = self.catalog().await?;
+        let rows: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT server, count(*) FROM {}.placements GROUP BY server",
+            self.schema
+        ))
+        .fetch_all(pool)
+        .await
+        .map_err(ProviderError::sql("count the tenants on each server"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(server, n)| (server, u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect())
+    }
+}

@@ -1,0 +1,204 @@
+//! Several Postgres servers: each new tenant is placed on a server of its region, by the
+//! labels its plan asks for and under every server's cap, the least loaded first; its data
+//! is made there and nowhere else; a tenant no server takes is refused with the reason while
+//! the rest are applied; and a server added later moves nobody. Two servers are the test's
+//! own (`initdb`), the third is the shared one at 127.0.0.1:5432, in the test's database.
+
+use crate::own_pg::OwnPg;
+use crate::pg::Pg;
+use crate::support::text;
+
+/// A tenant file of the example's `growth` plan (schema mode) in `region`, with `extra`
+/// lines.
+fn tenant(slug: &str, region: &str, extra: &str) -> String {
+    format!("slug: {slug}\nname: {slug}\nplan: growth\nowner:\n  email: o@{slug}.example\nregion: {region}\n{extra}")
+}
+
+fn server_block(name: &str, url: &str, region: &str, cap: u32, extra: &str) -> String {
+    format!(
+        "postgres_server \"{name}\" {{\n  url = \"{url}\"\n  region = \"{region}\"\n  cap = {cap}\n{extra}}}\n"
+    )
+}
+
+#[test]
+fn tenants_are_placed_by_region_and_cap_and_a_new_server_moves_nobody() {
+    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    for slug in ["te1", "te2", "te3", "te4", "te5"] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &tenant(slug, "eu-west-1", ""),
+        );
+    }
+    repo.write("tenants/tu1.yaml", &tenant("tu1", "us-east-1", ""));
+    repo.write("tenants/far.yaml", &tenant("far", "ap-south-1", ""));
+    let servers = [
+        server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 2, ""),
+        server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 4, ""),
+        server_block(
+            "us-1",
+            &pg.url(),
+            "us-east-1",
+            5,
+            "  isolation = [\"schema\"]\n",
+        ),
+    ]
+    .concat();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{}{servers}", pg.config("")),
+    );
+
+    // A pin to a server the config does not have is a problem of the tenant file.
+    repo.write(
+        "tenants/lost.yaml",
+        &tenant("lost", "eu-west-1", "server: eu-9\n"),
+    );
+    let validate = repo.run(&["validate"]);
+    let err = text(&validate.stderr);
+    assert_eq!(validate.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tenants/lost.yaml:7:")
+            && err.contains("no Postgres server is called \"eu-9\"")
+            && err.contains("servers in tenant-reconcile.hcl: eu-1, eu-2, us-1"),
+        "{err}"
+    );
+    repo.remove("tenants/lost.yaml");
+
+    // The plan says where each goes, and why one goes nowhere.
+    let plan = repo.run(&["plan"]);
+    let out = text(&plan.stdout);
+    assert!(plan.status.success(), "{out}{}", text(&plan.stderr));
+    for line in [
+        "+ te1/placement  # eu-west-1, 1 of 2 tenants",
+        "+ te2/placement  # eu-west-1, 1 of 4 tenants",
+        "+ te4/placement  # eu-west-1, 2 of 2 tenants",
+        "+ tu1/placement  # us-east-1, 1 of 5 tenants",
+        "# far is left as it is: no Postgres server takes it",
+        "! far/placement: no Postgres server is in its region, ap-south-1: a tenant's data stays in its region",
+        "1 tenant no Postgres server takes: left as it is.",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+
+    // Applied: every other tenant is provisioned, and the one no server takes fails.
+    let apply = repo.run(&["apply", "--auto-approve"]);
+    let err = text(&apply.stderr);
+    assert_eq!(apply.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("far: no Postgres server is in its region, ap-south-1")
+            && err.contains("nothing of far was provisioned"),
+        "{err}"
+    );
+    // Each tenant's role is on the server it was placed on, and on no other. The least
+    // loaded by share of its cap goes first: 1 of 2 is as full as 2 of 4, and then the one
+    // with fewer tenants takes it.
+    let role = |slug: &str| pg.name(slug);
+    assert_eq!(eu1.roles(&pg.prefix), ["te1", "te4"].map(role));
+    assert_eq!(eu2.roles(&pg.prefix), ["te2", "te3", "te5"].map(role));
+    let on_shared: Vec<String> = pg
+        .query(&format!(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, '{}') ORDER BY 1",
+            pg.prefix
+        ))
+        .iter()
+        .map(|r| r["rolname"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(on_shared, [role("tu1")]);
+    // The catalog says the same.
+    let placed = pg.query(&format!(
+        "SELECT slug, server FROM {}.placements ORDER BY slug",
+        "tenant_reconcile"
+    ));
+    let placed: Vec<(String, String)> = placed
+        .iter()
+        .map(|r| {
+            (
+                r["slug"].as_str().unwrap().into(),
+                r["server"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            ("te1", "eu-1"),
+            ("te2", "eu-2"),
+            ("te3", "eu-2"),
+            ("te4", "eu-1"),
+            ("te5", "eu-2"),
+            ("tu1", "us-1")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // The tenant reads its own tables on its server, as itself.
+    let projects = eu1
+        .query_as(
+            &role("te1"),
+            "postgres",
+            &format!("SELECT count(*) AS n FROM {}.projects", role("te1")),
+        )
+        .unwrap();
+    assert_eq!(projects[0]["n"], 1);
+    // Its credentials name its server.
+    let creds = repo.run(&["credentials", "te1"]);
+    assert!(
+        text(&creds.stdout).contains(&format!("@127.0.0.1:{}/postgres?", eu1.port)),
+        "{}",
+        text(&creds.stdout)
+    );
+
+    // One room is left, on eu-2: te6 takes it; te7, pinned to the full eu-1, and te8 after
+    // te6 are refused with each server's reason, and the rest is applied.
+    repo.write("tenants/te6.yaml", &tenant("te6", "eu-west-1", ""));
+    repo.write(
+        "tenants/te7.yaml",
+        &tenant("te7", "eu-west-1", "server: eu-1\n"),
+    );
+    repo.write("tenants/te8.yaml", &tenant("te8", "eu-west-1", ""));
+    repo.remove("tenants/far.yaml");
+    let apply = repo.run(&["apply", "--auto-approve"]);
+    let err = text(&apply.stderr);
+    assert_eq!(apply.status.code(), Some(1), "{err}");
+    for refused in [
+        "te7: no Postgres server in eu-west-1 takes it: eu-1 is full (2 of 2 tenants)",
+        "te8: no Postgres server in eu-west-1 takes it: eu-1 is full (2 of 2 tenants); eu-2 is full (4 of 4 tenants)",
+    ] {
+        assert!(err.contains(refused), "{refused:?} not in:\n{err}");
+    }
+    assert_eq!(
+        eu2.roles(&pg.prefix),
+        ["te2", "te3", "te5", "te6"].map(role)
+    );
+
+    // A server added later takes them, te7 pinned to it now, and moves nobody else.
+    let eu3 = OwnPg::start();
+    repo.write(
+        "tenants/te7.yaml",
+        &tenant("te7", "eu-west-1", "server: eu-3\n"),
+    );
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{}{servers}{}",
+            pg.config(""),
+            server_block("eu-3", &eu3.url("postgres"), "eu-west-1", 10, "")
+        ),
+    );
+    let plan = repo.run(&["plan"]);
+    let out = text(&plan.stdout);
+    for line in [
+        "+ te7/placement  # eu-west-1, 1 of 10 tenants",
+        "+ te8/placement  # eu-west-1, 2 of 10 tenants",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+    repo.apply();
+    assert_eq!(eu3.roles(&pg.prefix), ["te7", "te8"].map(role));
+    assert_eq!(eu1.roles(&pg.prefix), ["te1", "te4"].map(role));
+    repo.assert_plan_empty();
+}
