@@ -202,3 +202,92 @@ fn tenants_are_placed_by_region_and_cap_and_a_new_server_moves_nobody() {
     assert_eq!(eu1.roles(&pg.prefix), ["te1", "te4"].map(role));
     repo.assert_plan_empty();
 }
+
+#[test]
+fn check_export_and_an_erasure_reach_each_tenant_on_its_server() {
+    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    repo.write("tenants/one.yaml", &tenant("one", "eu-west-1", ""));
+    repo.write("tenants/two.yaml", &tenant("two", "eu-west-1", ""));
+    repo.write(
+        "tenants/rows.yaml",
+        &tenant("rows", "eu-west-1", "isolation: shared\n"),
+    );
+    let servers = [
+        server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 1, ""),
+        server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 5, ""),
+    ]
+    .concat();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{}{servers}", pg.config("")),
+    );
+    repo.apply();
+    let role = |slug: &str| pg.name(slug);
+    assert_eq!(eu1.roles(&pg.prefix), [role("one")]);
+    // eu-2 holds the shared group too.
+    let on_eu2 = eu2.roles(&pg.prefix);
+    assert!(
+        on_eu2.contains(&role("rows")) && on_eu2.contains(&role("two")),
+        "{on_eu2:?}"
+    );
+
+    // `check` runs each tenant's smoke tests on its own server: all healthy.
+    let check = repo.run(&["check", "--format", "json"]);
+    assert!(
+        check.status.success(),
+        "{}{}",
+        text(&check.stdout),
+        text(&check.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let healthy: Vec<(&str, bool)> = report
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["slug"].as_str().unwrap(), t["healthy"] == true))
+        .collect();
+    assert_eq!(healthy, [("one", true), ("rows", true), ("two", true)]);
+
+    // An export reads the tenant's rows where they are.
+    let to = tempfile::tempdir().unwrap();
+    let export = repo
+        .cmd()
+        .args(["export", "rows", "--to"])
+        .arg(to.path().join("rows"))
+        .output()
+        .unwrap();
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let manifest = crate::offboarding::verified(&to.path().join("rows"));
+    assert_eq!(manifest["tables"][0]["rows"], 1, "{manifest:#}");
+
+    // An erasure exports it, then drops its schema and role on its server, audited.
+    crate::offboarding::erase(&repo, "one", true);
+    repo.apply();
+    repo.apply();
+    assert!(
+        eu1.roles(&pg.prefix).is_empty(),
+        "{:?}",
+        eu1.roles(&pg.prefix)
+    );
+    let schemas = eu1
+        .query_as(
+            "postgres",
+            "postgres",
+            &format!(
+                "SELECT nspname FROM pg_namespace WHERE nspname = '{}'",
+                role("one")
+            ),
+        )
+        .unwrap();
+    assert!(schemas.is_empty(), "{schemas:?}");
+    let audited = pg.count(
+        "SELECT count(*) FROM tenant_reconcile.deletion_audit WHERE slug = 'one' AND purged_at IS NOT NULL",
+    );
+    assert!(audited > 0);
+    repo.assert_plan_empty();
+}
