@@ -48,7 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# own_server NAME: a server of its own, started; prints its port.
+# own_server NAME: a server of its own, started; its port in PORT (not printed: in a
+# subshell its folder would not reach SERVERS, and the cleanup would not stop it).
 own_server() {
   local dir="$TMP/$1" port
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -58,24 +59,28 @@ own_server() {
   "${AS[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
     -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
   SERVERS+=("$dir")
-  echo "$port"
+  PORT=$port
 }
 
-EU1=$(own_server eu1)
-EU2=$(own_server eu2)
-EU3=$(own_server eu3)
+own_server eu1; EU1=$PORT
+own_server eu2; EU2=$PORT
+own_server eu3; EU3=$PORT
 
-# repo N NAME: N tenants in two regions (eu-west-1 and us-east-1, as the generated regions
-# map to them), placed over the three servers; the eu servers' cap in NAME.cap.
+# repo N NAME: N tenants in two regions (the generated eu-* regions made eu-west-1, the rest
+# us-east-1), placed over the three servers; the eu servers' cap in NAME.cap.
 repo() {
   local n=$1 dir="$TMP/$2" prefix="s${ID}_${2:0:1}_" eu cap
   python3 bench/generate.py "$n" "$dir" schema >/dev/null
-  sed -i -e 's/^region: eu-central-1$/region: eu-west-1/' -e 's/^region: ap-southeast-2$/region: us-east-1/' "$dir"/tenants/*.yaml
+  sed -i -E '/^region: /{s/^region: eu-.*/region: eu-west-1/;t;s/^region: .*/region: us-east-1/}' "$dir"/tenants/*.yaml
   # The eu servers' caps leave room for 1 % more than their region's tenants.
   eu=$(grep -l '^region: eu-west-1$' "$dir"/tenants/*.yaml | wc -l)
   cap=$(( (eu * 101 / 100 + 1) / 2 + 1 ))
   echo "$cap" >"$dir.cap"
+  # A database of its own on every server: each server's data catalog is its state's.
   psql "$PG/postgres" -qc "CREATE DATABASE sv${ID}_$2" >/dev/null
+  for port in "$EU1" "$EU2" "$EU3"; do
+    psql "postgres://postgres@127.0.0.1:$port/postgres" -qc "CREATE DATABASE $2" >/dev/null
+  done
   cat >"$dir/tenant-reconcile.hcl" <<HCL
 state {
   backend = "postgres"
@@ -90,12 +95,12 @@ postgres {
   database_prefix = "$prefix"
 }
 postgres_server "eu-1" {
-  url    = "postgres://postgres@127.0.0.1:$EU1/postgres"
+  url    = "postgres://postgres@127.0.0.1:$EU1/$2"
   region = "eu-west-1"
   cap    = $cap
 }
 postgres_server "eu-2" {
-  url    = "postgres://postgres@127.0.0.1:$EU2/postgres"
+  url    = "postgres://postgres@127.0.0.1:$EU2/$2"
   region = "eu-west-1"
   cap    = $cap
 }
@@ -141,7 +146,7 @@ read -r small_s small_q < <(plan_queries "$small")
 # A fourth server: the plan stays empty, nobody moves.
 cat >>"$big/tenant-reconcile.hcl" <<HCL
 postgres_server "eu-3" {
-  url    = "postgres://postgres@127.0.0.1:$EU3/postgres"
+  url    = "postgres://postgres@127.0.0.1:$EU3/big"
   region = "eu-west-1"
   cap    = $N
 }

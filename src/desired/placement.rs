@@ -62,7 +62,7 @@ pub fn decide(
         .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
     {
         let recorded = state.tenants.get(spec.slug.as_str());
-        if recorded_server(recorded).is_some() || spec.status == Status::Deprovisioned {
+        if recorded_server(recorded).is_some() {
             continue;
         }
         // Provisioned before the config named servers: its data is on the postgres block's
@@ -73,6 +73,10 @@ pub fn decide(
                 spec.slug.clone(),
                 Err("its data is on the postgres block's server, from before the config named servers, and moving a tenant between servers is not done yet".into()),
             );
+            continue;
+        }
+        // Leaving before it was ever provisioned: it has nothing to place.
+        if spec.status == Status::Deprovisioned {
             continue;
         }
         // The loader checked that the plan exists.

@@ -291,3 +291,38 @@ fn check_export_and_an_erasure_reach_each_tenant_on_its_server() {
     assert!(audited > 0);
     repo.assert_plan_empty();
 }
+
+#[test]
+fn tenants_made_before_servers_were_named_are_left_where_they_are() {
+    let eu1 = OwnPg::start();
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.apply();
+    let before = repo.fingerprint();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{}{}",
+            pg.config(""),
+            server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, "")
+        ),
+    );
+    // Placed on the new server, each would be built anew there, empty: each is refused.
+    let apply = repo.run(&["apply", "--auto-approve"]);
+    let err = text(&apply.stderr);
+    assert_eq!(apply.status.code(), Some(1), "{err}");
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        assert!(
+            err.contains(&format!("{slug}: its data is on the postgres block's server, from before the config named servers")),
+            "{slug}: {err}"
+        );
+    }
+    assert!(
+        eu1.roles(&pg.prefix).is_empty(),
+        "{:?}",
+        eu1.roles(&pg.prefix)
+    );
+    assert_eq!(repo.fingerprint(), before, "nothing of theirs changed");
+    repo.write("tenant-reconcile.hcl", &pg.config(""));
+    repo.assert_plan_empty();
+}
