@@ -326,3 +326,58 @@ fn tenants_made_before_servers_were_named_are_left_where_they_are() {
     repo.write("tenant-reconcile.hcl", &pg.config(""));
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_server_filled_by_another_run_since_the_plan_was_made_takes_no_more() {
+    let eu1 = OwnPg::start();
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    for slug in ["aaa", "bbb"] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &tenant(slug, "eu-west-1", ""),
+        );
+    }
+    repo.write("tenants/ccc.yaml", &tenant("ccc", "us-east-1", ""));
+    let servers = [
+        server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 1, ""),
+        server_block("us-1", &pg.url(), "us-east-1", 5, ""),
+    ]
+    .concat();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{}{servers}", pg.config("")),
+    );
+    // A state to plan against, then a plan of aaa alone, which finds eu-1 empty.
+    repo.apply_with(&["--tenant", "ccc"]);
+    let saved = repo.path().join("aaa.plan");
+    let plan = repo.run(&["plan", "--tenant", "aaa", "--out", saved.to_str().unwrap()]);
+    assert!(
+        text(&plan.stdout).contains("+ aaa/placement  # eu-west-1, 1 of 1 tenants"),
+        "{}{}",
+        text(&plan.stdout),
+        text(&plan.stderr)
+    );
+    repo.apply_with(&["--tenant", "bbb"]);
+    // The saved plan's placement finds the server full, and nothing of aaa is made.
+    let apply = repo.run(&["apply", saved.to_str().unwrap()]);
+    let err = text(&apply.stderr);
+    assert_eq!(apply.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the Postgres server eu-1 is full (1 of 1 tenants), filled by another run since this plan was made"),
+        "{err}"
+    );
+    assert_eq!(eu1.roles(&pg.prefix), [pg.name("bbb")]);
+    // A new plan says so before anything is tried.
+    let plan = repo.run(&["plan"]);
+    assert!(
+        text(&plan.stdout).contains("! aaa/placement: no Postgres server in eu-west-1 takes it: eu-1 is full (1 of 1 tenants)"),
+        "{}",
+        text(&plan.stdout)
+    );
+    repo.remove("tenants/aaa.yaml");
+    repo.assert_plan_empty();
+}
