@@ -243,9 +243,21 @@ fn compile_tenant(
     if !repo.config.servers.is_empty() {
         // Where it was placed stays where it is, unless its file now names another server
         // (a move). One not placed yet goes where this plan chose, if any server takes it.
+        let decided = select.placements.and_then(|p| p.get(&spec.slug));
         let server = match placement::recorded_server(recorded) {
-            Some(at) => Some(spec.server.as_deref().unwrap_or(at).to_string()),
-            None => match select.placements.and_then(|p| p.get(&spec.slug)) {
+            // A move, when this plan found that the server its file names takes it.
+            Some(at) => match decided {
+                Some(Ok(chosen)) => {
+                    placed = Some(format!("moves {at} → {}: {chosen}", chosen.server));
+                    Some(chosen.server.clone())
+                }
+                Some(Err(refused)) => {
+                    unplaced = Some(refused.clone());
+                    None
+                }
+                None => Some(at.to_string()),
+            },
+            None => match decided {
                 Some(Ok(chosen)) => {
                     placed = Some(chosen.to_string());
                     Some(chosen.server.clone())

@@ -62,7 +62,25 @@ pub fn decide(
         .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
     {
         let recorded = state.tenants.get(spec.slug.as_str());
-        if recorded_server(recorded).is_some() {
+        // The loader checked that the plan exists.
+        let plan = &repo.plans[&spec.plan];
+        let ask = Ask {
+            region: &spec.region,
+            isolation: spec.isolation.unwrap_or(plan.isolation),
+            server: spec.server.as_deref(),
+            labels: &plan.server_labels,
+        };
+        if let Some(at) = recorded_server(recorded) {
+            // Placed already: it stays, unless its file now names another server, which
+            // must take it as it would a new tenant (a move).
+            if spec.server.as_deref().is_some_and(|pin| pin != at)
+                && spec.status != Status::Deprovisioned
+            {
+                let moved = placer
+                    .place(&ask)
+                    .map_err(|refused| format!("it cannot move from {at}: {refused}"));
+                decided.insert(spec.slug.clone(), moved);
+            }
             continue;
         }
         // Provisioned before the config named servers: its data is on the postgres block's
@@ -79,14 +97,6 @@ pub fn decide(
         if spec.status == Status::Deprovisioned {
             continue;
         }
-        // The loader checked that the plan exists.
-        let plan = &repo.plans[&spec.plan];
-        let ask = Ask {
-            region: &spec.region,
-            isolation: spec.isolation.unwrap_or(plan.isolation),
-            server: spec.server.as_deref(),
-            labels: &plan.server_labels,
-        };
         decided.insert(
             spec.slug.clone(),
             placer.place(&ask).map_err(|refused| refused.to_string()),

@@ -381,3 +381,102 @@ fn a_server_filled_by_another_run_since_the_plan_was_made_takes_no_more() {
     repo.remove("tenants/aaa.yaml");
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
+    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    let pinned = |to: &str| {
+        repo.write(
+            "tenants/mover.yaml",
+            &tenant("mover", "eu-west-1", &format!("server: {to}\n")),
+        );
+        repo.write(
+            "tenants/sharer.yaml",
+            &tenant(
+                "sharer",
+                "eu-west-1",
+                &format!("isolation: shared\nserver: {to}\n"),
+            ),
+        );
+    };
+    pinned("eu-1");
+    let servers = [
+        server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, ""),
+        server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, ""),
+    ]
+    .concat();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{}{servers}", pg.config("")),
+    );
+    repo.apply();
+    let (mover, sharer) = (pg.name("mover"), pg.name("sharer"));
+    // Rows of their own, written as themselves, beside their seed rows.
+    eu1.query_as(
+        &mover,
+        "postgres",
+        &format!("INSERT INTO {mover}.projects (name) SELECT 'p' || g FROM generate_series(1, 1000) g RETURNING 1"),
+    )
+    .unwrap();
+    eu1.query_as(
+        &sharer,
+        "postgres",
+        "INSERT INTO tenants_shared.settings (key, value) VALUES ('theme', 'dark') RETURNING 1",
+    )
+    .unwrap();
+    let counted = |server: &OwnPg, role: &str, table: &str| -> Result<i64, String> {
+        let rows = server.query_as(
+            role,
+            "postgres",
+            &format!("SELECT count(*) AS n FROM {table}"),
+        )?;
+        Ok(rows[0]["n"].as_i64().unwrap())
+    };
+    let projects = format!("{mover}.projects");
+    assert_eq!(counted(&eu1, &mover, &projects), Ok(1001));
+    assert_eq!(counted(&eu1, &sharer, "tenants_shared.settings"), Ok(3));
+
+    // Pinned to eu-2: the plan shows the move, and apply carries it out.
+    pinned("eu-2");
+    let plan = repo.run(&["plan"]);
+    let out = text(&plan.stdout);
+    assert!(
+        out.contains("~ mover/placement  # moves eu-1 → eu-2: eu-west-1, 1 of 10 tenants"),
+        "{out}"
+    );
+    repo.apply();
+    // Every row is on eu-2, read there by the tenant itself.
+    assert_eq!(counted(&eu2, &mover, &projects), Ok(1001));
+    assert_eq!(counted(&eu2, &sharer, "tenants_shared.settings"), Ok(3));
+    // The old copies are kept, fenced: no login, the data still there.
+    for role in [&mover, &sharer] {
+        let refused = eu1.query_as(role, "postgres", "SELECT 1").unwrap_err();
+        assert!(
+            refused.contains("not permitted to log in"),
+            "{role}: {refused}"
+        );
+    }
+    assert_eq!(counted(&eu1, "postgres", &projects), Ok(1001));
+    // The catalog's epoch counts the move; the credentials name the new server.
+    let placed =
+        pg.query("SELECT slug, server, epoch FROM tenant_reconcile.placements ORDER BY slug");
+    assert_eq!(
+        placed,
+        [
+            serde_json::json!({"slug": "mover", "server": "eu-2", "epoch": 2}),
+            serde_json::json!({"slug": "sharer", "server": "eu-2", "epoch": 2}),
+        ]
+    );
+    let creds = repo.run(&["credentials", "mover"]);
+    assert!(
+        text(&creds.stdout).contains(&format!("@127.0.0.1:{}/postgres?", eu2.port)),
+        "{}",
+        text(&creds.stdout)
+    );
+    repo.assert_plan_empty();
+}

@@ -33,6 +33,7 @@ mod export;
 mod holdings;
 mod mark;
 mod migrate;
+mod moves;
 mod purge;
 pub mod reach;
 mod refresh;

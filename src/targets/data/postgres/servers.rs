@@ -104,8 +104,9 @@ impl PgServers {
     }
 
     /// Records where the tenant is placed: once, on a server under its cap, counted under
-    /// the server's lock. A tenant placed already stays where it is (a move is not made
-    /// here).
+    /// the server's lock. A tenant placed elsewhere already is moved there
+    /// ([`super::moves`]): its data copied under a fence, then the catalog's row flipped
+    /// under the same lock and cap, its epoch bumped.
     async fn place(
         &self,
         ctx: &StepContext<'_>,
@@ -121,12 +122,100 @@ impl PgServers {
             .iter()
             .find(|s| s.name == wanted)
             .ok_or_else(|| not_named(&wanted))?;
-        let tenant_id = ctx.tenant_id()?;
+        let slug = ctx.tenant.slug.as_str();
+        let role = self.on(&wanted)?.naming.role(&ctx.tenant.slug);
+        let (mut tx, at, tenants) = self.locked(&wanted, slug).await?;
+        let full = |tenants: i64| {
+            ProviderError::Refused(format!(
+                "the Postgres server {wanted} is full ({tenants} of {} tenants), filled by another run since this plan was made; nothing was changed\n  hint: plan again, which places the tenant elsewhere or says why it cannot",
+                server.cap
+            ))
+        };
+        match at {
+            Some(at) if at == wanted => {
+                tx.commit().await.map_err(ProviderError::sql("commit"))?;
+                // A move whose flip committed and whose run stopped before the state knew:
+                // its last step is done again.
+                if ctx
+                    .recorded
+                    .get(&Key::new(Kind::PLACEMENT))
+                    .is_some_and(|a| a.str("server") != wanted)
+                {
+                    self.on(&wanted)?.lift_fence(ctx, &role).await?;
+                }
+            }
+            Some(at) => {
+                if tenants >= i64::from(server.cap) {
+                    return Err(full(tenants));
+                }
+                // The copy is long: no lock is held over it.
+                tx.commit().await.map_err(ProviderError::sql("commit"))?;
+                let (from, to) = (self.on(&at)?, self.on(&wanted)?);
+                super::moves::copy_over(ctx, from, to).await?;
+                let (mut tx, now, tenants) = self.locked(&wanted, slug).await?;
+                let flipped = match now {
+                    Some(now) if now == at && tenants < i64::from(server.cap) => {
+                        sqlx::query(&format!(
+                            "UPDATE {}.placements SET server = $2, epoch = epoch + 1, placed_at = now()
+                             WHERE slug = $1",
+                            self.schema
+                        ))
+                        .bind(slug)
+                        .bind(&wanted)
+                        .execute(tx.as_mut())
+                        .await
+                        .map_err(ProviderError::sql("record the move"))?;
+                        tx.commit().await.map_err(ProviderError::sql("commit the move"))
+                    }
+                    Some(now) if now != at => Err(ProviderError::Refused(format!(
+                        "another run placed the tenant on {now} during this move; nothing more was changed"
+                    ))),
+                    _ => Err(full(tenants)),
+                };
+                if let Err(e) = flipped {
+                    // Not flipped: the old copy is still the tenant's.
+                    from.lift_fence(ctx, &role).await?;
+                    return Err(e);
+                }
+                to.lift_fence(ctx, &role).await?;
+            }
+            None if tenants >= i64::from(server.cap) => return Err(full(tenants)),
+            None => {
+                sqlx::query(&format!(
+                    "INSERT INTO {}.placements (slug, tenant_id, server, epoch) VALUES ($1, $2, $3, 1)",
+                    self.schema
+                ))
+                .bind(slug)
+                .bind(ctx.tenant_id()?)
+                .bind(&wanted)
+                .execute(tx.as_mut())
+                .await
+                .map_err(ProviderError::sql("record the placement"))?;
+                tx.commit().await.map_err(ProviderError::sql("commit"))?;
+            }
+        }
+        Ok(attrs([("server", json!(wanted))]))
+    }
+
+    /// A transaction holding `server`'s placement lock, with where the catalog has `slug`
+    /// and how many tenants it has on `server`.
+    async fn locked(
+        &self,
+        server: &str,
+        slug: &str,
+    ) -> Result<
+        (
+            sqlx::Transaction<'static, sqlx::Postgres>,
+            Option<String>,
+            i64,
+        ),
+        ProviderError,
+    > {
         let pool = self.catalog().await?;
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
         advisory_xact_locks(
             tx.as_mut(),
-            &[format!("tenant-reconcile/placement/{wanted}")],
+            &[format!("tenant-reconcile/placement/{server}")],
         )
         .await?;
         let sql = format!(
@@ -135,39 +224,12 @@ impl PgServers {
             s = self.schema
         );
         let (at, tenants): (Option<String>, i64) = sqlx::query_as(&sql)
-            .bind(ctx.tenant.slug.as_str())
-            .bind(&wanted)
+            .bind(slug)
+            .bind(server)
             .fetch_one(tx.as_mut())
             .await
             .map_err(ProviderError::sql("read the placement catalog"))?;
-        match at {
-            Some(at) if at == wanted => {}
-            Some(at) => {
-                return Err(ProviderError::Refused(format!(
-                    "the tenant is on the Postgres server {at}, and its file now asks for {wanted}: moving a tenant between servers is not done by this version; nothing was changed\n  hint: put `server: {at}` back in its file"
-                )))
-            }
-            None if tenants >= i64::from(server.cap) => {
-                return Err(ProviderError::Refused(format!(
-                    "the Postgres server {wanted} is full ({tenants} of {} tenants), filled by another run since this plan was made; nothing was changed\n  hint: plan again, which places the tenant elsewhere or says why it cannot",
-                    server.cap
-                )))
-            }
-            None => {
-                sqlx::query(&format!(
-                    "INSERT INTO {}.placements (slug, tenant_id, server, epoch) VALUES ($1, $2, $3, 1)",
-                    self.schema
-                ))
-                .bind(ctx.tenant.slug.as_str())
-                .bind(tenant_id)
-                .bind(&wanted)
-                .execute(tx.as_mut())
-                .await
-                .map_err(ProviderError::sql("record the placement"))?;
-            }
-        }
-        tx.commit().await.map_err(ProviderError::sql("commit"))?;
-        Ok(attrs([("server", json!(wanted))]))
+        Ok((tx, at, tenants))
     }
 
     /// The placements of `targets`, read from the catalog in one query.

@@ -1,0 +1,301 @@
+//! A tenant's move from one Postgres server to another, as a plain copy under a fence (for
+//! small tenants: the write pause is the copy's length).
+//!
+//! 1. The fence: on the old server the tenant's role may not log in, and its sessions end,
+//!    so nothing writes to the old copy from here on.
+//! 2. On the new server its role (login held) and slice are made as a provisioning makes
+//!    them, marked as this state's.
+//! 3. Every table of its slice is copied (in a shared slice, its rows), each with the columns
+//!    it stores, in one transaction on the new server that first empties what an earlier,
+//!    cut-short attempt left there; sequences follow. Each table's row count and an
+//!    order-free checksum of its rows are compared on both sides before that transaction
+//!    commits: a difference rolls it back and lifts the fence on the old server.
+//! 4. The caller flips the placement catalog's row (the commit point, with its epoch
+//!    bumped), and the fence is lifted on the new server.
+//!
+//! The old copy stays where it was, fenced, with its data. Every step is safe to run again,
+//! so a move killed anywhere is finished by the next apply: before the flip the old server
+//! still holds the tenant, after it the new one does, and at no moment may both be logged
+//! into.
+
+use futures::StreamExt;
+use sqlx::{Connection, Executor as _, PgConnection};
+
+use crate::clients::postgres::server::{connection, literal, quote};
+use crate::model::change::ResourceChange;
+use crate::model::lifecycle::Lifecycle;
+use crate::model::resource::{Key, Kind, Resource};
+use crate::model::tenant::Isolation;
+use crate::targets::provider::{Provider, ProviderError, StepContext};
+
+use super::{PgData, Slice};
+
+impl PgData {
+    /// Ends the role's logins and sessions: nothing of the tenant writes here any more.
+    pub(super) async fn fence(&self, role: &str) -> Result<(), ProviderError> {
+        let pool = self.pool().await?;
+        pool.execute(format!("ALTER ROLE {} NOLOGIN", quote(role)).as_str())
+            .await
+            .map_err(ProviderError::sql(format!("fence the role {role}")))?;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(role)
+            .execute(pool)
+            .await
+            .map_err(ProviderError::sql(format!("end the sessions of {role}")))?;
+        Ok(())
+    }
+
+    /// Lets the role log in again, where its tenant is active and its file lets it.
+    pub(super) async fn lift_fence(
+        &self,
+        ctx: &StepContext<'_>,
+        role: &str,
+    ) -> Result<(), ProviderError> {
+        let login = ctx
+            .recorded
+            .get(&Key::new(Kind::ROLE))
+            .is_some_and(|a| ctx.login_opens(a));
+        if !login {
+            return Ok(());
+        }
+        self.pool()
+            .await?
+            .execute(format!("ALTER ROLE {} LOGIN", quote(role)).as_str())
+            .await
+            .map_err(ProviderError::sql(format!("let {role} log in")))?;
+        Ok(())
+    }
+}
+
+/// Makes the tenant's role and slice on `to` and copies its data there from `from`, fenced.
+/// On an error the fence on `from` is lifted again: the old copy is still the tenant's.
+pub(super) async fn copy_over(
+    ctx: &StepContext<'_>,
+    from: &PgData,
+    to: &PgData,
+) -> Result<(), ProviderError> {
+    let slice = from
+        .recorded_slice(ctx)?
+        .ok_or_else(|| ProviderError::Unplanned("the tenant has no slice to move".into()))?;
+    if slice.isolation == Isolation::Database {
+        return Err(ProviderError::Refused(
+            "moving a tenant whose slice is a database of its own is not done yet; nothing was changed".into(),
+        ));
+    }
+    let role = from.naming.role(&ctx.tenant.slug);
+    from.fence(&role).await?;
+    let copied = async {
+        make_on(ctx, to).await?;
+        copy_slice(ctx, from, to, &slice).await
+    }
+    .await;
+    if let Err(e) = copied {
+        if let Err(lift) = from.lift_fence(ctx, &role).await {
+            tracing::warn!(role = %role, error = %lift, "could not lift the fence after a failed move");
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The tenant's role and slice on `to`, as recorded, made as a provisioning makes them but
+/// with its login held until the move is done.
+async fn make_on(ctx: &StepContext<'_>, to: &PgData) -> Result<(), ProviderError> {
+    let held = StepContext {
+        tenant: ctx.tenant,
+        tenant_id: ctx.tenant_id,
+        lifecycle: Lifecycle::Provisioning,
+        credentials_version: ctx.credentials_version,
+        key: ctx.key,
+        mark: ctx.mark.clone(),
+        incarnation: ctx.incarnation,
+        claimed: false,
+        recorded: ctx.recorded,
+        retired: ctx.retired,
+    };
+    for kind in [Kind::ROLE, Kind::DATABASE] {
+        let key = Key::new(kind);
+        let attrs = ctx.recorded.get(&key).cloned().ok_or_else(|| {
+            ProviderError::Unplanned(format!(
+                "the tenant has no {} recorded to move",
+                kind.as_str()
+            ))
+        })?;
+        let change = ResourceChange::create(
+            Resource {
+                key,
+                attrs,
+                content: None,
+            },
+            false,
+        );
+        to.apply(&held, &change).await?;
+    }
+    Ok(())
+}
+
+/// Copies the slice's tables (a shared slice: the tenant's rows) from `from` to `to` in one
+/// transaction on `to`, each checked by its count and checksum before it commits.
+async fn copy_slice(
+    ctx: &StepContext<'_>,
+    from: &PgData,
+    to: &PgData,
+    slice: &Slice,
+) -> Result<(), ProviderError> {
+    let tenant_id = ctx.tenant_id()?;
+    let shared = slice.isolation == Isolation::Shared;
+    let mut source = connection(from.pool().await?).await?;
+    let mut target = connection(to.pool().await?).await?;
+    let mut read = source.begin().await.map_err(ProviderError::sql("begin"))?;
+    read.as_mut()
+        .execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .map_err(ProviderError::sql("start a snapshot"))?;
+    let mut write = target.begin().await.map_err(ProviderError::sql("begin"))?;
+    if shared {
+        // Its rows pass the shared tables' policy as its own.
+        for tx in [read.as_mut(), write.as_mut()] {
+            sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+                .bind(tenant_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(ProviderError::sql("set the tenant"))?;
+        }
+    }
+    let tables = super::export::tables_of(read.as_mut(), &slice.schema).await?;
+    for table in &tables {
+        let t = format!("{}.{}", quote(&slice.schema), quote(table));
+        let columns = stored_columns(read.as_mut(), &slice.schema, table).await?;
+        if shared && !columns.iter().any(|c| c == "\"tenant_id\"") {
+            continue;
+        }
+        let list = columns.join(", ");
+        let rows = if shared {
+            format!("{t} WHERE tenant_id = {}", literal(tenant_id))
+        } else {
+            t.clone()
+        };
+        let empty = if shared {
+            format!("DELETE FROM {rows}")
+        } else {
+            format!("TRUNCATE {t}")
+        };
+        write
+            .as_mut()
+            .execute(empty.as_str())
+            .await
+            .map_err(ProviderError::sql(format!(
+                "empty {table} on the new server"
+            )))?;
+        let mut out = read
+            .as_mut()
+            .copy_out_raw(&format!("COPY (SELECT {list} FROM {rows}) TO STDOUT"))
+            .await
+            .map_err(ProviderError::sql(format!("read {table}")))?;
+        let mut into = write
+            .as_mut()
+            .copy_in_raw(&format!("COPY {t} ({list}) FROM STDIN"))
+            .await
+            .map_err(ProviderError::sql(format!("write {table}")))?;
+        while let Some(chunk) = out.next().await {
+            let chunk = chunk.map_err(ProviderError::sql(format!("read {table}")))?;
+            into.send(chunk)
+                .await
+                .map_err(ProviderError::sql(format!("write {table}")))?;
+        }
+        drop(out);
+        into.finish()
+            .await
+            .map_err(ProviderError::sql(format!("write {table}")))?;
+        let sum = format!(
+            "SELECT count(*), coalesce(sum(hashtextextended(ROW({list})::text, 0)), 0)::text FROM {rows}"
+        );
+        let was: (i64, String) = sqlx::query_as(&sum)
+            .fetch_one(read.as_mut())
+            .await
+            .map_err(ProviderError::sql(format!("check {table}")))?;
+        let is: (i64, String) = sqlx::query_as(&sum)
+            .fetch_one(write.as_mut())
+            .await
+            .map_err(ProviderError::sql(format!("check {table}")))?;
+        if was != is {
+            return Err(ProviderError::Refused(format!(
+                "the copy of {table} does not match: {} rows on the old server, {} on the new, or their checksums differ; the move was rolled back and the tenant stays where it was",
+                was.0, is.0
+            )));
+        }
+    }
+    if !shared {
+        copy_sequences(read.as_mut(), write.as_mut(), &slice.schema).await?;
+    }
+    if ctx.recorded.contains_key(&Key::new(Kind::SEED)) {
+        // Seeded where it came from: its rows came along, and it is not seeded again.
+        to.record_seed(write.as_mut(), &ctx.tenant.slug).await?;
+    }
+    write
+        .commit()
+        .await
+        .map_err(ProviderError::sql("commit the copy"))?;
+    read.commit()
+        .await
+        .map_err(ProviderError::sql("end the snapshot"))?;
+    Ok(())
+}
+
+/// The columns of `schema.table` that hold what was written (not generated ones), quoted,
+/// in their order.
+async fn stored_columns(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<String>, ProviderError> {
+    let columns: Vec<(String,)> = sqlx::query_as(
+        "SELECT a.attname::text FROM pg_attribute a
+         WHERE a.attrelid = to_regclass(quote_ident($1) || '.' || quote_ident($2))
+           AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+         ORDER BY a.attnum",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(ProviderError::sql(format!("read the columns of {table}")))?;
+    columns
+        .into_iter()
+        .map(|(c,)| match crate::targets::data::is_plain_ident(&c) {
+            true => Ok(quote(&c)),
+            false => Err(ProviderError::Refused(format!(
+                "the column {c:?} of {table} needs a plain lower-case name to be moved; nothing was changed"
+            ))),
+        })
+        .collect()
+}
+
+/// Each sequence of `schema` set where it stood on the old server.
+async fn copy_sequences(
+    read: &mut PgConnection,
+    write: &mut PgConnection,
+    schema: &str,
+) -> Result<(), ProviderError> {
+    let sequences: Vec<(String, Option<i64>)> = sqlx::query_as(
+        "SELECT sequencename::text, last_value FROM pg_sequences WHERE schemaname = $1",
+    )
+    .bind(schema)
+    .fetch_all(&mut *read)
+    .await
+    .map_err(ProviderError::sql("read the sequences"))?;
+    for (name, last) in sequences {
+        let Some(last) = last else { continue };
+        if !crate::targets::data::is_plain_ident(&name) {
+            continue;
+        }
+        sqlx::query("SELECT setval(to_regclass(quote_ident($1) || '.' || quote_ident($2)), $3)")
+            .bind(schema)
+            .bind(&name)
+            .bind(last)
+            .execute(&mut *write)
+            .await
+            .map_err(ProviderError::sql(format!("set the sequence {name}")))?;
+    }
+    Ok(())
+}
