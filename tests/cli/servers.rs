@@ -480,3 +480,63 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
     );
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_move_killed_anywhere_is_finished_by_the_next_apply_with_every_row_once() {
+    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    let pin = |to: &str| {
+        repo.write(
+            "tenants/mover.yaml",
+            &tenant("mover", "eu-west-1", &format!("server: {to}\n")),
+        )
+    };
+    pin("eu-1");
+    let servers = [
+        server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, ""),
+        server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, ""),
+    ]
+    .concat();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{}{servers}", pg.config("")),
+    );
+    repo.apply();
+    let mover = pg.name("mover");
+    let projects = format!("{mover}.projects");
+    eu1.query_as(
+        "postgres",
+        "postgres",
+        &format!("INSERT INTO {projects} (name) SELECT 'p' || g FROM generate_series(1, 100000) g RETURNING 1"),
+    )
+    .unwrap();
+    let logs_in = |server: &OwnPg| server.query_as(&mover, "postgres", "SELECT 1").is_ok();
+    pin("eu-2");
+    // Killed at points through the fence, the copy, the check and the flip: at no moment
+    // may the tenant log in on both servers.
+    for ms in [30, 150, 300, 500, 800, 1200, 1800, 2600] {
+        repo.kill_apply(10, 0, std::time::Duration::from_millis(ms));
+        let (old, new) = (logs_in(&eu1), logs_in(&eu2));
+        let copied = eu2.roles(&pg.prefix).len();
+        eprintln!("killed at {ms} ms: logins on eu-1 {old}, on eu-2 {new}; roles on eu-2 {copied}");
+        assert!(
+            !(old && new),
+            "after a kill at {ms} ms both copies take logins"
+        );
+    }
+    repo.apply();
+    let rows = eu2
+        .query_as(
+            &mover,
+            "postgres",
+            &format!("SELECT count(*) AS n, count(DISTINCT name) AS names FROM {projects}"),
+        )
+        .unwrap();
+    assert_eq!(rows[0], serde_json::json!({"n": 100001, "names": 100001}));
+    assert!(!logs_in(&eu1), "the old copy is fenced");
+    repo.assert_plan_empty();
+}
