@@ -45,3 +45,36 @@ commit_all() {
   git -C "$1" -c gc.auto=0 -c user.name=bench -c user.email=bench@example.invalid \
     -c commit.gpgsign=false commit -qm "$2"
 }
+
+# find_pg_bin: PGBIN set to the folder of the server's programs (initdb, pg_ctl), and AS to
+# the command that runs them as `postgres` when this runs as root, whom initdb refuses.
+find_pg_bin() {
+  PGBIN=$(pg_config --bindir 2>/dev/null || true)
+  [ -x "$PGBIN/initdb" ] || PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$PGBIN/initdb" ] || { echo "initdb is missing: install the PostgreSQL server" >&2; exit 1; }
+  AS=()
+  if [ "$(id -u)" = 0 ]; then AS=(runuser -u postgres --); fi
+  SERVERS=()
+}
+
+# own_server DIR: a PostgreSQL server of this run's own in DIR (trust auth, loopback), started;
+# its port in PORT. Not printed: in a subshell its folder would not reach SERVERS, and
+# stop_own_servers would not stop it.
+own_server() {
+  local dir=$1 port
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$dir"
+  [ ${#AS[@]} -eq 0 ] || chown postgres "$dir"
+  "${AS[@]}" "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
+  "${AS[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+  SERVERS+=("$dir")
+  PORT=$port
+}
+
+# stop_own_servers: every server own_server started, stopped.
+stop_own_servers() {
+  for dir in "${SERVERS[@]}"; do
+    "${AS[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+  done
+}

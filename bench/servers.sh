@@ -23,20 +23,14 @@ export PGOPTIONS="-c client_min_messages=warning"
 # shellcheck source=lib.sh
 source bench/lib.sh
 require_gnu_time
-PGBIN=$(pg_config --bindir 2>/dev/null || true)
-[ -x "$PGBIN/initdb" ] || PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -x "$PGBIN/initdb" ] || { echo "initdb is missing: install the PostgreSQL server" >&2; exit 1; }
+find_pg_bin
 psql "$PG/postgres" -qAtc "select 1" >/dev/null || { echo "no PostgreSQL at $PG" >&2; exit 1; }
 if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else build_release; fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-servers.XXXXXX")"
 chmod 755 "$TMP"
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
-AS=()
-[ "$(id -u)" = 0 ] && AS=(runuser -u postgres --)
-
-SERVERS=()
 cleanup() {
-  for dir in "${SERVERS[@]}"; do "${AS[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true; done
+  stop_own_servers
   for db in $(psql "$PG/postgres" -qAtc "select datname from pg_database where datname like 'sv${ID}\_%'"); do
     psql "$PG/postgres" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
   done
@@ -48,23 +42,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# own_server NAME: a server of its own, started; its port in PORT (not printed: in a
-# subshell its folder would not reach SERVERS, and the cleanup would not stop it).
-own_server() {
-  local dir="$TMP/$1" port
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  mkdir -p "$dir"
-  [ ${#AS[@]} -eq 0 ] || chown postgres "$dir"
-  "${AS[@]}" "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
-  "${AS[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
-  SERVERS+=("$dir")
-  PORT=$port
-}
-
-own_server eu1; EU1=$PORT
-own_server eu2; EU2=$PORT
-own_server eu3; EU3=$PORT
+own_server "$TMP/eu1"; EU1=$PORT
+own_server "$TMP/eu2"; EU2=$PORT
+own_server "$TMP/eu3"; EU3=$PORT
 
 # repo N NAME: N tenants in two regions (the generated eu-* regions made eu-west-1, the rest
 # us-east-1), placed over the three servers; the eu servers' cap in NAME.cap.

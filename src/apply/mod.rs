@@ -799,7 +799,7 @@ impl Executor {
 fn conflicts_error(tp: &TenantPlan) -> Option<String> {
     if let Some(why) = &tp.unplaced {
         return Some(format!(
-            "{why}; nothing of {} was provisioned\n  hint: add a postgres_server in its region, raise a server's cap, or change what its file or plan asks for; the next plan places it",
+            "{why}; nothing of {} was changed\n  hint: add a postgres_server in its region, raise a server's cap, or change what its file or plan asks for; the next plan places it",
             tp.slug
         ));
     }

@@ -252,7 +252,7 @@ pub fn conflict_lines(t: &TenantPlan, state_name: &str) -> Vec<String> {
         return vec![
             format!("! {}/placement: {why}", t.slug),
             format!(
-                "  (nothing of {} is provisioned until a server takes it)",
+                "  (nothing of {} is changed until a server takes it)",
                 t.slug
             ),
         ];

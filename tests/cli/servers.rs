@@ -91,7 +91,7 @@ fn tenants_are_placed_by_region_and_cap_and_a_new_server_moves_nobody() {
     assert_eq!(apply.status.code(), Some(1), "{err}");
     assert!(
         err.contains("far: no Postgres server is in its region, ap-south-1")
-            && err.contains("nothing of far was provisioned"),
+            && err.contains("nothing of far was changed"),
         "{err}"
     );
     // Each tenant's role is on the server it was placed on, and on no other. The least

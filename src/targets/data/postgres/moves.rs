@@ -31,18 +31,30 @@ use crate::targets::provider::{Provider, ProviderError, StepContext};
 use super::{PgData, Slice};
 
 impl PgData {
-    /// Ends the role's logins and sessions: nothing of the tenant writes here any more.
+    /// Ends the role's logins and sessions: nothing of the tenant writes here any more. A
+    /// session that passed its login check just before the role lost its login shows its
+    /// user a moment later, so the sessions are ended until none is left.
     pub(super) async fn fence(&self, role: &str) -> Result<(), ProviderError> {
         let pool = self.pool().await?;
         pool.execute(format!("ALTER ROLE {} NOLOGIN", quote(role)).as_str())
             .await
             .map_err(ProviderError::sql(format!("fence the role {role}")))?;
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+        for round in 0..250 {
+            let (ended,): (i64,) = sqlx::query_as(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
+            )
             .bind(role)
-            .execute(pool)
+            .fetch_one(pool)
             .await
             .map_err(ProviderError::sql(format!("end the sessions of {role}")))?;
-        Ok(())
+            if ended == 0 && round > 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(ProviderError::TimedOut(format!(
+            "the sessions of {role} did not end within 5 s; nothing was moved"
+        )))
     }
 
     /// Lets the role log in again, where its tenant is active and its file lets it.
@@ -67,13 +79,14 @@ impl PgData {
     }
 }
 
-/// Makes the tenant's role and slice on `to` and copies its data there from `from`, fenced.
-/// On an error the fence on `from` is lifted again: the old copy is still the tenant's.
+/// Makes the tenant's role and slice on `to` and copies its data there from `from`, fenced;
+/// returns the rows copied. On an error the fence on `from` is lifted again: the old copy is
+/// still the tenant's.
 pub(super) async fn copy_over(
     ctx: &StepContext<'_>,
     from: &PgData,
     to: &PgData,
-) -> Result<(), ProviderError> {
+) -> Result<u64, ProviderError> {
     let slice = from
         .recorded_slice(ctx)?
         .ok_or_else(|| ProviderError::Unplanned("the tenant has no slice to move".into()))?;
@@ -89,13 +102,12 @@ pub(super) async fn copy_over(
         copy_slice(ctx, from, to, &slice).await
     }
     .await;
-    if let Err(e) = copied {
+    if copied.is_err() {
         if let Err(lift) = from.lift_fence(ctx, &role).await {
             tracing::warn!(role = %role, error = %lift, "could not lift the fence after a failed move");
         }
-        return Err(e);
     }
-    Ok(())
+    copied
 }
 
 /// The tenant's role and slice on `to`, as recorded, made as a provisioning makes them but
@@ -141,7 +153,7 @@ async fn copy_slice(
     from: &PgData,
     to: &PgData,
     slice: &Slice,
-) -> Result<(), ProviderError> {
+) -> Result<u64, ProviderError> {
     let tenant_id = ctx.tenant_id()?;
     let shared = slice.isolation == Isolation::Shared;
     let mut source = connection(from.pool().await?).await?;
@@ -163,6 +175,7 @@ async fn copy_slice(
         }
     }
     let tables = super::export::tables_of(read.as_mut(), &slice.schema).await?;
+    let mut copied = 0;
     for table in &tables {
         let t = format!("{}.{}", quote(&slice.schema), quote(table));
         let columns = stored_columns(read.as_mut(), &slice.schema, table).await?;
@@ -224,6 +237,7 @@ async fn copy_slice(
                 was.0, is.0
             )));
         }
+        copied += was.0.unsigned_abs();
     }
     if !shared {
         copy_sequences(read.as_mut(), write.as_mut(), &slice.schema).await?;
@@ -239,7 +253,7 @@ async fn copy_slice(
     read.commit()
         .await
         .map_err(ProviderError::sql("end the snapshot"))?;
-    Ok(())
+    Ok(copied)
 }
 
 /// The columns of `schema.table` that hold what was written (not generated ones), quoted,

@@ -151,7 +151,8 @@ impl PgServers {
                 // The copy is long: no lock is held over it.
                 tx.commit().await.map_err(ProviderError::sql("commit"))?;
                 let (from, to) = (self.on(&at)?, self.on(&wanted)?);
-                super::moves::copy_over(ctx, from, to).await?;
+                let fenced = std::time::Instant::now();
+                let rows = super::moves::copy_over(ctx, from, to).await?;
                 let (mut tx, now, tenants) = self.locked(&wanted, slug).await?;
                 let flipped = match now {
                     Some(now) if now == at && tenants < i64::from(server.cap) => {
@@ -178,6 +179,8 @@ impl PgServers {
                     return Err(e);
                 }
                 to.lift_fence(ctx, &role).await?;
+                let paused_ms = u64::try_from(fenced.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(tenant = slug, from = %at, to = %wanted, rows, paused_ms, "moved");
             }
             None if tenants >= i64::from(server.cap) => return Err(full(tenants)),
             None => {
