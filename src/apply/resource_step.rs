@@ -154,6 +154,22 @@ impl Executor {
                 return Err(e.into());
             }
         };
+        if let (Kind::PLACEMENT, Action::Update, Some(to)) =
+            (change.key.kind, change.action, &result)
+        {
+            // A move: the product hears where its tenant now lives. Said before the state
+            // records it, so a run killed in between says it again (at least once, the
+            // same servers each time).
+            let from = ctx
+                .recorded
+                .get(&change.key)
+                .map(|a| a.str("server").to_string());
+            let detail = serde_json::json!({ "from": from, "to": to.str("server") });
+            self.targets
+                .control
+                .emit_event(&ctx, crate::targets::provider::events::MOVED, detail)
+                .await?;
+        }
         match result {
             Some(attrs) => {
                 ts.resources.insert(change.key.clone(), attrs);

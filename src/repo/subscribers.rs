@@ -25,16 +25,18 @@ use serde::Deserialize;
 
 use super::hcl_file;
 use crate::diagnostic::Diagnostic;
+use crate::targets::provider::events;
 
 /// Every event type the outbox holds.
 pub const EVENT_TYPES: &[&str] = &[
-    "TenantProvisioned",
-    "TenantUpdated",
-    "TenantSuspended",
-    "TenantResumed",
-    "TenantOffboardingStarted",
-    "TenantDeprovisioned",
-    "TenantProvisioningFailed",
+    events::PROVISIONED,
+    events::UPDATED,
+    events::SUSPENDED,
+    events::RESUMED,
+    events::OFFBOARDING_STARTED,
+    events::DEPROVISIONED,
+    events::PROVISIONING_FAILED,
+    events::MOVED,
 ];
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]

@@ -872,6 +872,8 @@ pub mod events {
     pub const DEPROVISIONED: &str = "TenantDeprovisioned";
     /// Its smoke tests (or a gating hook) failed: it stays in provisioning.
     pub const PROVISIONING_FAILED: &str = "TenantProvisioningFailed";
+    /// Its data moved to another Postgres server (`{from, to}`).
+    pub const MOVED: &str = "TenantMoved";
 
     /// One outbox row: the event's id, when it happened, and what consumers read.
     pub struct Event {

@@ -472,6 +472,17 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
             serde_json::json!({"slug": "sharer", "server": "eu-2", "epoch": 2}),
         ]
     );
+    // The product hears where each now lives.
+    let moved = pg.query(
+        "SELECT payload->>'slug' AS slug, payload->'detail' AS detail FROM tenant_reconcile.outbox
+         WHERE type = 'TenantMoved' ORDER BY 1",
+    );
+    assert_eq!(
+        moved,
+        ["mover", "sharer"].map(|slug| {
+            serde_json::json!({"slug": slug, "detail": {"from": "eu-1", "to": "eu-2"}})
+        })
+    );
     let creds = repo.run(&["credentials", "mover"]);
     assert!(
         text(&creds.stdout).contains(&format!("@127.0.0.1:{}/postgres?", eu2.port)),

@@ -283,6 +283,7 @@ impl Provider for PgServers {
     }
 
     fn marks_after_create(&self, change: &ResourceChange) -> bool {
+        // A fact of the change alone, the same whichever server it goes to.
         self.data
             .values()
             .next()
@@ -332,6 +333,7 @@ impl Provider for PgServers {
 
     fn joins(&self, tenant: &Effective, first: &ResourceChange, next: &ResourceChange) -> bool {
         // A placement is a step of its own: recorded before anything is made where it says.
+        // Whether the others go together is a fact of the changes, the same on every server.
         first.key.kind != Kind::PLACEMENT
             && self
                 .data
