@@ -239,37 +239,13 @@ fn compile_tenant(
         },
     ];
 
-    let (mut unplaced, mut placed) = (None, None);
+    let mut resolved = placement::Resolved::default();
     if !repo.config.servers.is_empty() {
-        // Where it was placed stays where it is, unless its file now names another server
-        // (a move). One not placed yet goes where this plan chose, if any server takes it.
-        let decided = select.placements.and_then(|p| p.get(&spec.slug));
-        let server = match placement::recorded_server(recorded) {
-            // A move, when this plan found that the server its file names takes it.
-            Some(at) => match decided {
-                Some(Ok(chosen)) => {
-                    placed = Some(format!("moves {at} → {}: {chosen}", chosen.server));
-                    Some(chosen.server.clone())
-                }
-                Some(Err(refused)) => {
-                    unplaced = Some(refused.clone());
-                    None
-                }
-                None => Some(at.to_string()),
-            },
-            None => match decided {
-                Some(Ok(chosen)) => {
-                    placed = Some(chosen.to_string());
-                    Some(chosen.server.clone())
-                }
-                Some(Err(refused)) => {
-                    unplaced = Some(refused.clone());
-                    None
-                }
-                None => None,
-            },
-        };
-        if let Some(server) = server {
+        resolved = placement::resolve(
+            placement::recorded_server(recorded),
+            select.placements.and_then(|p| p.get(&spec.slug)),
+        );
+        if let Some(server) = resolved.server.take() {
             resources.push(Resource {
                 key: Key::new(Kind::PLACEMENT),
                 attrs: attrs([("server", json!(server))]),
@@ -388,8 +364,8 @@ fn compile_tenant(
         file: spec.file.clone(),
         resources,
         credentials_version,
-        unplaced,
-        placed,
+        unplaced: resolved.unplaced,
+        placed: resolved.placed,
     })
 }
 

@@ -26,6 +26,41 @@ pub fn recorded_server(recorded: Option<&TenantState>) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// A tenant's placement as a plan compiles it: the server it gets, and what the plan says of
+/// it.
+#[derive(Debug, Default)]
+pub struct Resolved {
+    pub server: Option<String>,
+    /// Where this plan places (or moves) it, and that server's load then.
+    pub placed: Option<String>,
+    /// Why no server takes it (or the one its file now names cannot).
+    pub unplaced: Option<String>,
+}
+
+/// The placement of a tenant the state records on `recorded` (if any), given what this plan
+/// decided for it (if anything): a placed tenant stays where it is unless a move to the
+/// server its file names was decided; one not placed goes where it was decided.
+pub fn resolve(recorded: Option<&str>, decided: Option<&Result<Placed, String>>) -> Resolved {
+    match decided {
+        Some(Ok(chosen)) => Resolved {
+            server: Some(chosen.server.clone()),
+            placed: Some(match recorded {
+                Some(at) => format!("moves {at} → {}: {chosen}", chosen.server),
+                None => chosen.to_string(),
+            }),
+            unplaced: None,
+        },
+        Some(Err(refused)) => Resolved {
+            unplaced: Some(refused.clone()),
+            ..Resolved::default()
+        },
+        None => Resolved {
+            server: recorded.map(str::to_string),
+            ..Resolved::default()
+        },
+    }
+}
+
 /// The tenants each server holds as the state records them, for a plan without refresh.
 pub fn recorded_loads(state: &State) -> Vec<(String, u32)> {
     let mut loads: BTreeMap<String, u32> = BTreeMap::new();
@@ -103,4 +138,44 @@ pub fn decide(
         );
     }
     decided
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chosen(server: &str) -> Placed {
+        Placed {
+            server: server.into(),
+            region: "eu-west-1".into(),
+            tenants: 3,
+            cap: 10,
+        }
+    }
+
+    #[test]
+    fn a_placed_tenant_stays_unless_a_move_was_decided() {
+        let stays = resolve(Some("eu-1"), None);
+        assert_eq!(
+            (stays.server.as_deref(), stays.placed, stays.unplaced),
+            (Some("eu-1"), None, None)
+        );
+        let moves = resolve(Some("eu-1"), Some(&Ok(chosen("eu-2"))));
+        assert_eq!(moves.server.as_deref(), Some("eu-2"));
+        assert_eq!(
+            moves.placed.as_deref(),
+            Some("moves eu-1 → eu-2: eu-west-1, 3 of 10 tenants")
+        );
+        let refused = resolve(
+            Some("eu-1"),
+            Some(&Err("it cannot move from eu-1: full".into())),
+        );
+        assert_eq!(
+            (refused.server, refused.unplaced.as_deref()),
+            (None, Some("it cannot move from eu-1: full"))
+        );
+        let new = resolve(None, Some(&Ok(chosen("eu-2"))));
+        assert_eq!(new.placed.as_deref(), Some("eu-west-1, 3 of 10 tenants"));
+        assert_eq!(resolve(None, None).server, None);
+    }
 }
