@@ -289,6 +289,11 @@ fn check_export_and_an_erasure_reach_each_tenant_on_its_server() {
         "SELECT count(*) FROM tenant_reconcile.deletion_audit WHERE slug = 'one' AND purged_at IS NOT NULL",
     );
     assert!(audited > 0);
+    // A purged tenant takes no room on its server any more.
+    assert_eq!(
+        pg.count("SELECT count(*) FROM tenant_reconcile.placements WHERE slug = 'one'"),
+        0
+    );
     repo.assert_plan_empty();
 }
 

@@ -123,8 +123,9 @@ impl PgServers {
             .find(|s| s.name == wanted)
             .ok_or_else(|| not_named(&wanted))?;
         let slug = ctx.tenant.slug.as_str();
+        let tenant_id = ctx.tenant_id()?;
         let role = self.on(&wanted)?.naming.role(&ctx.tenant.slug);
-        let (mut tx, at, tenants) = self.locked(&wanted, slug).await?;
+        let (mut tx, at, tenants) = self.locked(&wanted, slug, tenant_id).await?;
         let full = |tenants: i64| {
             ProviderError::Refused(format!(
                 "the Postgres server {wanted} is full ({tenants} of {} tenants), filled by another run since this plan was made; nothing was changed\n  hint: plan again, which places the tenant elsewhere or says why it cannot",
@@ -153,7 +154,7 @@ impl PgServers {
                 let (from, to) = (self.on(&at)?, self.on(&wanted)?);
                 let fenced = std::time::Instant::now();
                 let rows = super::moves::copy_over(ctx, from, to).await?;
-                let (mut tx, now, tenants) = self.locked(&wanted, slug).await?;
+                let (mut tx, now, tenants) = self.locked(&wanted, slug, tenant_id).await?;
                 let flipped = match now {
                     Some(now) if now == at && tenants < i64::from(server.cap) => {
                         sqlx::query(&format!(
@@ -184,12 +185,16 @@ impl PgServers {
             }
             None if tenants >= i64::from(server.cap) => return Err(full(tenants)),
             None => {
+                // A row left by another tenant of this slug (released) is this one's now:
+                // nothing of that tenant is moved or counted.
                 sqlx::query(&format!(
-                    "INSERT INTO {}.placements (slug, tenant_id, server, epoch) VALUES ($1, $2, $3, 1)",
+                    "INSERT INTO {}.placements (slug, tenant_id, server, epoch) VALUES ($1, $2, $3, 1)
+                     ON CONFLICT (slug) DO UPDATE SET tenant_id = excluded.tenant_id,
+                       server = excluded.server, epoch = 1, placed_at = now()",
                     self.schema
                 ))
                 .bind(slug)
-                .bind(ctx.tenant_id()?)
+                .bind(tenant_id)
                 .bind(&wanted)
                 .execute(tx.as_mut())
                 .await
@@ -201,19 +206,14 @@ impl PgServers {
     }
 
     /// A transaction holding `server`'s placement lock, with where the catalog has `slug`
-    /// and how many tenants it has on `server`.
+    /// (when the row is `tenant_id`'s: one of another tenant that had the slug, released or
+    /// purged, is none) and how many tenants it has on `server`.
     async fn locked(
         &self,
         server: &str,
         slug: &str,
-    ) -> Result<
-        (
-            sqlx::Transaction<'static, sqlx::Postgres>,
-            Option<String>,
-            i64,
-        ),
-        ProviderError,
-    > {
+        tenant_id: &str,
+    ) -> Result<Locked, ProviderError> {
         let pool = self.catalog().await?;
         let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
         advisory_xact_locks(
@@ -223,16 +223,39 @@ impl PgServers {
         .await?;
         let sql = format!(
             "SELECT server, (SELECT count(*) FROM {s}.placements WHERE server = $2)
-             FROM (SELECT 1) one LEFT JOIN {s}.placements p ON p.slug = $1",
+             FROM (SELECT 1) one LEFT JOIN {s}.placements p ON p.slug = $1 AND p.tenant_id = $3",
             s = self.schema
         );
         let (at, tenants): (Option<String>, i64) = sqlx::query_as(&sql)
             .bind(slug)
             .bind(server)
+            .bind(tenant_id)
             .fetch_one(tx.as_mut())
             .await
             .map_err(ProviderError::sql("read the placement catalog"))?;
         Ok((tx, at, tenants))
+    }
+
+    /// Once a purge took the tenant's role (the last of its data, `purge_turn`), its row of
+    /// the catalog goes too: a purged tenant takes no room on its server.
+    async fn forget_purged(
+        &self,
+        ctx: &StepContext<'_>,
+        keys: &[Key],
+    ) -> Result<(), ProviderError> {
+        if !keys.iter().any(|k| k.kind == Kind::ROLE) {
+            return Ok(());
+        }
+        sqlx::query(&format!(
+            "DELETE FROM {}.placements WHERE slug = $1 AND tenant_id = $2",
+            self.schema
+        ))
+        .bind(ctx.tenant.slug.as_str())
+        .bind(ctx.tenant_id()?)
+        .execute(self.catalog().await?)
+        .await
+        .map_err(ProviderError::sql("forget the purged tenant's placement"))?;
+        Ok(())
     }
 
     /// The placements of `targets`, read from the catalog in one query.
@@ -243,16 +266,20 @@ impl PgServers {
     ) -> Result<(), ProviderError> {
         let slugs: Vec<&str> = targets.iter().map(|t| t.slug.as_str()).collect();
         let pool = self.catalog().await?;
-        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT slug, server FROM {}.placements WHERE slug = ANY($1)",
+        let rows: Vec<(String, String, String)> = sqlx::query_as(&format!(
+            "SELECT slug, tenant_id, server FROM {}.placements WHERE slug = ANY($1)",
             self.schema
         ))
         .bind(&slugs)
         .fetch_all(pool)
         .await
         .map_err(ProviderError::sql("read the placement catalog"))?;
-        for (slug, server) in rows {
-            if let Some(t) = targets.iter().find(|t| t.slug.as_str() == slug) {
+        for (slug, tenant_id, server) in rows {
+            // A row of another tenant that had the slug (released) is not this one's.
+            let theirs = targets
+                .iter()
+                .find(|t| t.slug.as_str() == slug && t.tenant_id.as_deref() == Some(&tenant_id));
+            if let Some(t) = theirs {
                 live.insert_attrs(&t.slug, Kind::PLACEMENT, attrs([("server", json!(server))]));
             }
         }
@@ -260,6 +287,14 @@ impl PgServers {
         Ok(())
     }
 }
+
+/// A transaction holding a server's placement lock, where the catalog has the tenant, and
+/// how many tenants the server has.
+type Locked = (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    Option<String>,
+    i64,
+);
 
 /// A server the config does not name (any more).
 fn not_named(name: &str) -> ProviderError {
@@ -363,11 +398,13 @@ impl Purge for PgServers {
     }
 
     async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
-        self.placed(ctx.recorded)?.purge_all(ctx, keys).await
+        self.placed(ctx.recorded)?.purge_all(ctx, keys).await?;
+        self.forget_purged(ctx, keys).await
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        self.placed(ctx.recorded)?.purge(ctx, key).await
+        self.placed(ctx.recorded)?.purge(ctx, key).await?;
+        self.forget_purged(ctx, std::slice::from_ref(key)).await
     }
 }
 
