@@ -408,6 +408,14 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
                 &format!("isolation: shared\nserver: {to}\n"),
             ),
         );
+        repo.write(
+            "tenants/owndb.yaml",
+            &tenant(
+                "owndb",
+                "eu-west-1",
+                &format!("isolation: database\nserver: {to}\n"),
+            ),
+        );
     };
     pinned("eu-1");
     let servers = [
@@ -420,7 +428,7 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         &format!("{}{servers}", pg.config("")),
     );
     repo.apply();
-    let (mover, sharer) = (pg.name("mover"), pg.name("sharer"));
+    let (mover, sharer, owndb) = (pg.name("mover"), pg.name("sharer"), pg.name("owndb"));
     // Rows of their own, written as themselves, beside their seed rows.
     eu1.query_as(
         &mover,
@@ -434,6 +442,17 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         "INSERT INTO tenants_shared.settings (key, value) VALUES ('theme', 'dark') RETURNING 1",
     )
     .unwrap();
+    eu1.query_as(
+        &owndb,
+        &owndb,
+        "INSERT INTO projects (name) SELECT 'p' || g FROM generate_series(1, 500) g RETURNING 1",
+    )
+    .unwrap();
+    let in_own_db = |server: &OwnPg, role: &str| -> Result<i64, String> {
+        let rows = server.query_as(role, &owndb, "SELECT count(*) AS n FROM projects")?;
+        Ok(rows[0]["n"].as_i64().unwrap())
+    };
+    assert_eq!(in_own_db(&eu1, &owndb), Ok(501));
     let counted = |server: &OwnPg, role: &str, table: &str| -> Result<i64, String> {
         let rows = server.query_as(
             role,
@@ -458,8 +477,10 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
     // Every row is on eu-2, read there by the tenant itself.
     assert_eq!(counted(&eu2, &mover, &projects), Ok(1001));
     assert_eq!(counted(&eu2, &sharer, "tenants_shared.settings"), Ok(3));
+    assert_eq!(in_own_db(&eu2, &owndb), Ok(501));
     // The old copies are kept, fenced: no login, the data still there.
-    for role in [&mover, &sharer] {
+    assert_eq!(in_own_db(&eu1, "postgres"), Ok(501));
+    for role in [&mover, &sharer, &owndb] {
         let refused = eu1.query_as(role, "postgres", "SELECT 1").unwrap_err();
         assert!(
             refused.contains("not permitted to log in"),
@@ -474,6 +495,7 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         placed,
         [
             serde_json::json!({"slug": "mover", "server": "eu-2", "epoch": 2}),
+            serde_json::json!({"slug": "owndb", "server": "eu-2", "epoch": 2}),
             serde_json::json!({"slug": "sharer", "server": "eu-2", "epoch": 2}),
         ]
     );
@@ -484,7 +506,7 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
     );
     assert_eq!(
         moved,
-        ["mover", "sharer"].map(|slug| {
+        ["mover", "owndb", "sharer"].map(|slug| {
             serde_json::json!({"slug": slug, "detail": {"from": "eu-1", "to": "eu-2"}})
         })
     );

@@ -1,5 +1,6 @@
 //! A tenant's move from one Postgres server to another, as a plain copy under a fence (for
-//! small tenants: the write pause is the copy's length).
+//! small tenants: the write pause is the copy's length), in every isolation mode: a schema,
+//! a shared tenant's rows, a database of its own.
 //!
 //! 1. The fence: on the old server the tenant's role may not log in, and its sessions end,
 //!    so nothing writes to the old copy from here on.
@@ -90,11 +91,6 @@ pub(super) async fn copy_over(
     let slice = from
         .recorded_slice(ctx)?
         .ok_or_else(|| ProviderError::Unplanned("the tenant has no slice to move".into()))?;
-    if slice.isolation == Isolation::Database {
-        return Err(ProviderError::Refused(
-            "moving a tenant whose slice is a database of its own is not done yet; nothing was changed".into(),
-        ));
-    }
     let role = from.naming.role(&ctx.tenant.slug);
     from.fence(&role).await?;
     let copied = async {
@@ -156,8 +152,15 @@ async fn copy_slice(
 ) -> Result<u64, ProviderError> {
     let tenant_id = ctx.tenant_id()?;
     let shared = slice.isolation == Isolation::Shared;
-    let mut source = connection(from.pool().await?).await?;
-    let mut target = connection(to.pool().await?).await?;
+    // A database of its own is read and written there; the other slices are in the admin
+    // database.
+    let (mut source, mut target) = match slice.isolation {
+        Isolation::Database => (
+            from.server.connect_to(&slice.name).await?,
+            to.server.connect_to(&slice.name).await?,
+        ),
+        _ => (from.server.connect().await?, to.server.connect().await?),
+    };
     let mut read = source.begin().await.map_err(ProviderError::sql("begin"))?;
     read.as_mut()
         .execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -242,9 +245,17 @@ async fn copy_slice(
     if !shared {
         copy_sequences(read.as_mut(), write.as_mut(), &slice.schema).await?;
     }
-    if ctx.recorded.contains_key(&Key::new(Kind::SEED)) {
-        // Seeded where it came from: its rows came along, and it is not seeded again.
-        to.record_seed(write.as_mut(), &ctx.tenant.slug).await?;
+    let seeded = ctx.recorded.contains_key(&Key::new(Kind::SEED));
+    if seeded && slice.isolation == Isolation::Database {
+        // A database's own mark of its seed is the one that counts.
+        write
+            .as_mut()
+            .execute(
+                "INSERT INTO tenant_reconcile_meta.seed SELECT
+                 WHERE NOT EXISTS (SELECT 1 FROM tenant_reconcile_meta.seed)",
+            )
+            .await
+            .map_err(ProviderError::sql("mark the seed on the new server"))?;
     }
     write
         .commit()
@@ -253,6 +264,16 @@ async fn copy_slice(
     read.commit()
         .await
         .map_err(ProviderError::sql("end the snapshot"))?;
+    if seeded {
+        // Seeded where it came from: its rows came along, and it is not seeded again.
+        to.record_seed(
+            connection(to.pool().await?).await?.as_mut(),
+            &ctx.tenant.slug,
+        )
+        .await?;
+    }
+    let _ = source.close().await;
+    let _ = target.close().await;
     Ok(copied)
 }
 
