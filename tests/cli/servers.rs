@@ -521,6 +521,16 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
 
 #[test]
 fn a_move_killed_anywhere_is_finished_by_the_next_apply_with_every_row_once() {
+    killed_move("schema");
+}
+
+#[test]
+fn a_shared_tenants_move_killed_anywhere_is_finished_with_every_row_once() {
+    killed_move("shared");
+}
+
+/// A move of a tenant of 100,000 rows in `isolation` mode, killed at eight points.
+fn killed_move(isolation: &str) {
     let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
     let pg = Pg::new();
     let repo = pg.repo();
@@ -530,7 +540,11 @@ fn a_move_killed_anywhere_is_finished_by_the_next_apply_with_every_row_once() {
     let pin = |to: &str| {
         repo.write(
             "tenants/mover.yaml",
-            &tenant("mover", "eu-west-1", &format!("server: {to}\n")),
+            &tenant(
+                "mover",
+                "eu-west-1",
+                &format!("isolation: {isolation}\nserver: {to}\n"),
+            ),
         )
     };
     pin("eu-1");
@@ -545,9 +559,13 @@ fn a_move_killed_anywhere_is_finished_by_the_next_apply_with_every_row_once() {
     );
     repo.apply();
     let mover = pg.name("mover");
-    let projects = format!("{mover}.projects");
+    let projects = match isolation {
+        "shared" => "tenants_shared.projects".to_string(),
+        _ => format!("{mover}.projects"),
+    };
+    // Written as the tenant itself (a shared tenant's rows then carry its id).
     eu1.query_as(
-        "postgres",
+        &mover,
         "postgres",
         &format!("INSERT INTO {projects} (name) SELECT 'p' || g FROM generate_series(1, 100000) g RETURNING 1"),
     )
