@@ -106,15 +106,32 @@ pub fn decide(
             labels: &plan.server_labels,
         };
         if let Some(at) = recorded_server(recorded) {
-            // Placed already: it stays, unless its file now names another server, which
-            // must take it as it would a new tenant (a move).
-            if spec.server.as_deref().is_some_and(|pin| pin != at)
-                && spec.status != Status::Deprovisioned
-            {
-                let moved = placer
-                    .place(&ask)
-                    .map_err(|refused| format!("it cannot move from {at}: {refused}"));
-                decided.insert(spec.slug.clone(), moved);
+            // Placed already: it stays, unless its file now names another server, or its
+            // server is being drained, and the server chosen takes it as it would a new
+            // tenant (a move).
+            let draining = servers.iter().any(|s| s.name == at && s.draining);
+            let elsewhere = match spec.server.as_deref() {
+                Some(pin) => pin != at,
+                None => draining,
+            };
+            if elsewhere && spec.status != Status::Deprovisioned {
+                match placer.place(&ask) {
+                    Ok(to) => {
+                        decided.insert(spec.slug.clone(), Ok(to));
+                    }
+                    // Drained, with nowhere to go: it stays, and is still changed as its
+                    // file asks.
+                    Err(refused) if spec.server.is_none() => tracing::warn!(
+                        tenant = %spec.slug,
+                        "{at} is draining, and the tenant stays on it: {refused}"
+                    ),
+                    Err(refused) => {
+                        decided.insert(
+                            spec.slug.clone(),
+                            Err(format!("it cannot move from {at}: {refused}")),
+                        );
+                    }
+                }
             }
             continue;
         }

@@ -28,6 +28,8 @@ pub struct Server {
     pub labels: BTreeMap<String, String>,
     /// The isolation modes it takes.
     pub isolation: Vec<Isolation>,
+    /// Being emptied: it takes no tenant, and the tenants on it are moved off.
+    pub draining: bool,
 }
 
 /// What a tenant asks of the server it is placed on.

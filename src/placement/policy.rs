@@ -152,6 +152,9 @@ impl<'s> Placer<'s> {
 
     /// Why `server` cannot take `ask`, if it cannot.
     fn refusal(&self, server: &Server, ask: &Ask<'_>) -> Option<String> {
+        if server.draining {
+            return Some("is draining".into());
+        }
         if !server.isolation.contains(&ask.isolation) {
             return Some(format!("takes no {} tenants", ask.isolation.as_str()));
         }
@@ -203,6 +206,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             isolation: ALL.to_vec(),
+            draining: false,
         }
     }
 
@@ -337,6 +341,16 @@ mod tests {
         assert_eq!(
             placer.place(&ask("eu-west-1", &dedicated)).unwrap_err().to_string(),
             "no Postgres server in eu-west-1 takes it: eu-1 is not labelled tier = \"dedicated\"; eu-2 is not labelled tier = \"dedicated\""
+        );
+        // A server being drained takes no one, pinned or not.
+        let mut drained = servers.clone();
+        drained[1].draining = true;
+        assert_eq!(
+            Placer::new(&drained, [])
+                .place(&pinned)
+                .unwrap_err()
+                .to_string(),
+            "no Postgres server in eu-west-1 takes it: eu-2 is draining"
         );
         let mut database = ask("us-east-1", &none);
         database.isolation = Isolation::Database;

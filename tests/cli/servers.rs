@@ -596,3 +596,53 @@ fn killed_move(isolation: &str) {
     assert!(!logs_in(&eu1), "the old copy is fenced");
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_draining_server_takes_no_one_and_its_tenants_move_to_the_others() {
+    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    for slug in ["dra", "drb", "drc"] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &tenant(slug, "eu-west-1", ""),
+        );
+    }
+    let config = |draining: &str| {
+        format!(
+            "{}{}{}",
+            pg.config(""),
+            server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, draining),
+            server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, "")
+        )
+    };
+    repo.write("tenant-reconcile.hcl", &config(""));
+    repo.apply();
+    let role = |slug: &str| pg.name(slug);
+    let on_eu1 = eu1.roles(&pg.prefix);
+    assert!(!on_eu1.is_empty(), "the spread put someone on eu-1");
+
+    // Drained: each of its tenants moves to eu-2, and a new tenant goes there too.
+    repo.write("tenant-reconcile.hcl", &config("  draining = true\n"));
+    repo.write("tenants/drd.yaml", &tenant("drd", "eu-west-1", ""));
+    let plan = repo.run(&["plan"]);
+    let out = text(&plan.stdout);
+    for moving in &on_eu1 {
+        let slug = moving.strip_prefix(&pg.prefix).unwrap();
+        assert!(
+            out.contains(&format!("~ {slug}/placement  # moves eu-1 → eu-2")),
+            "{slug}: {out}"
+        );
+    }
+    repo.apply();
+    let logs_in =
+        |server: &OwnPg, slug: &str| server.query_as(&role(slug), "postgres", "SELECT 1").is_ok();
+    for slug in ["dra", "drb", "drc", "drd"] {
+        assert!(logs_in(&eu2, slug), "{slug} on eu-2");
+        assert!(!logs_in(&eu1, slug), "{slug} not on eu-1");
+    }
+    repo.assert_plan_empty();
+}

@@ -47,6 +47,9 @@ pub struct RawServer {
     /// Connections to it at most; the `postgres` block's when left out.
     #[serde(default)]
     max_connections: Option<u32>,
+    /// Being emptied: no tenant is placed on it, and the plan moves its tenants off.
+    #[serde(default)]
+    draining: bool,
 }
 
 /// A server as the config sets it up: where placement may put tenants, and how to reach it.
@@ -148,6 +151,7 @@ pub fn parse(
                 region: raw.region,
                 cap: raw.cap,
                 labels: raw.labels,
+                draining: raw.draining,
                 isolation: raw.isolation.unwrap_or_else(|| {
                     vec![Isolation::Shared, Isolation::Schema, Isolation::Database]
                 }),
