@@ -91,6 +91,16 @@ pub fn decide(
         return decided;
     }
     let mut placer = Placer::new(&servers, loads);
+    // Tenants beyond a server's cap (lowered below what it holds) are moved off it, the
+    // first of them by slug; only a plan of the whole fleet can tell which those are.
+    let mut over: BTreeMap<&str, u32> = match only {
+        Some(_) => BTreeMap::new(),
+        None => servers
+            .iter()
+            .filter(|s| placer.load(&s.name) > s.cap)
+            .map(|s| (s.name.as_str(), placer.load(&s.name) - s.cap))
+            .collect(),
+    };
     for spec in repo
         .tenants
         .iter()
@@ -107,23 +117,28 @@ pub fn decide(
         };
         if let Some(at) = recorded_server(recorded) {
             // Placed already: it stays, unless its file now names another server, or its
-            // server is being drained, and the server chosen takes it as it would a new
-            // tenant (a move).
+            // server is being drained or holds more than its cap, and the server chosen
+            // takes it as it would a new tenant (a move).
             let draining = servers.iter().any(|s| s.name == at && s.draining);
+            let over_cap = over.get(at).is_some_and(|n| *n > 0);
             let elsewhere = match spec.server.as_deref() {
                 Some(pin) => pin != at,
-                None => draining,
+                None => draining || over_cap,
             };
             if elsewhere && spec.status != Status::Deprovisioned {
                 match placer.place(&ask) {
                     Ok(to) => {
+                        if let Some(n) = over.get_mut(at) {
+                            *n = n.saturating_sub(1);
+                        }
                         decided.insert(spec.slug.clone(), Ok(to));
                     }
-                    // Drained, with nowhere to go: it stays, and is still changed as its
-                    // file asks.
+                    // Moved off for its server's sake, with nowhere to go: it stays, and
+                    // is still changed as its file asks.
                     Err(refused) if spec.server.is_none() => tracing::warn!(
                         tenant = %spec.slug,
-                        "{at} is draining, and the tenant stays on it: {refused}"
+                        "{at} {}, and the tenant stays on it: {refused}",
+                        if draining { "is draining" } else { "holds more than its cap" }
                     ),
                     Err(refused) => {
                         decided.insert(

@@ -646,3 +646,46 @@ fn a_draining_server_takes_no_one_and_its_tenants_move_to_the_others() {
     }
     repo.assert_plan_empty();
 }
+
+#[test]
+fn tenants_beyond_a_lowered_cap_move_off_and_the_rest_stay() {
+    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
+    let pg = Pg::new();
+    let repo = pg.repo();
+    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+        repo.remove(&format!("tenants/{slug}.yaml"));
+    }
+    for slug in ["caa", "cab", "cac"] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &tenant(slug, "eu-west-1", ""),
+        );
+    }
+    let config = |cap: u32| {
+        format!(
+            "{}{}{}",
+            pg.config(""),
+            server_block("eu-1", &eu1.url("postgres"), "eu-west-1", cap, ""),
+            server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, "")
+        )
+    };
+    repo.write("tenant-reconcile.hcl", &config(10));
+    repo.apply();
+    let role = |slug: &str| pg.name(slug);
+    // Even shares: caa and cac on eu-1, cab on eu-2.
+    assert_eq!(eu1.roles(&pg.prefix), ["caa", "cac"].map(role));
+    repo.write("tenant-reconcile.hcl", &config(1));
+    let plan = repo.run(&["plan"]);
+    let out = text(&plan.stdout);
+    assert!(
+        out.contains("~ caa/placement  # moves eu-1 → eu-2"),
+        "{out}"
+    );
+    assert!(!out.contains("cac/placement"), "{out}");
+    repo.apply();
+    let logs_in =
+        |server: &OwnPg, slug: &str| server.query_as(&role(slug), "postgres", "SELECT 1").is_ok();
+    assert!(logs_in(&eu2, "caa") && !logs_in(&eu1, "caa"));
+    assert!(logs_in(&eu1, "cac"));
+    repo.assert_plan_empty();
+}
