@@ -400,12 +400,23 @@ fn duplicate_slugs(tenants: &[TenantSpec]) -> Vec<Diagnostic> {
     out
 }
 
-/// A tenant file naming a Postgres server the config does not have. Where a named server
-/// stands (its region, its cap) is placement's to weigh when the tenant is planned.
+/// A tenant file naming a Postgres server the config does not have, or one in another
+/// region than its own. Its load and cap are placement's to weigh when it is planned.
 fn unknown_server(t: &TenantSpec, config: &Config) -> Option<Diagnostic> {
     let name = t.server.as_deref()?;
-    if config.servers.iter().any(|s| s.placement.name == name) {
-        return None;
+    if let Some(server) = config.servers.iter().find(|s| s.placement.name == name) {
+        let region = &server.placement.region;
+        return (*region != t.region).then(|| {
+            Diagnostic::new(
+                &t.file,
+                format!(
+                    "the Postgres server {name:?} is in {region}, and the tenant's region is {}: a tenant's data stays in its region",
+                    t.region
+                ),
+            )
+            .locate(&t.source, "server")
+            .hint("name a server of its region, or leave `server` out for placement to choose")
+        });
     }
     let known: Vec<&str> = config
         .servers

@@ -67,6 +67,19 @@ fn tenants_are_placed_by_region_and_cap_and_a_new_server_moves_nobody() {
             && err.contains("servers in tenant-reconcile.hcl: eu-1, eu-2, us-1"),
         "{err}"
     );
+    // So is a pin to a server of another region.
+    repo.write(
+        "tenants/lost.yaml",
+        &tenant("lost", "eu-west-1", "server: us-1\n"),
+    );
+    let validate = repo.run(&["validate"]);
+    let err = text(&validate.stderr);
+    assert_eq!(validate.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tenants/lost.yaml:7:")
+            && err.contains("the Postgres server \"us-1\" is in us-east-1, and the tenant's region is eu-west-1"),
+        "{err}"
+    );
     repo.remove("tenants/lost.yaml");
 
     // The plan says where each goes, and why one goes nowhere.
