@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A tenant's move between Postgres servers, and the write pause its clients see:
-#   bash bench/move.sh [ROWS]   (default 1000000)
+#   bash bench/move.sh [ROWS] [ISOLATION]   (defaults 1000000 schema; or shared)
 #
-# Starts two PostgreSQL servers of its own (eu-1, eu-2), provisions one schema-mode tenant on
+# Starts two PostgreSQL servers of its own (eu-1, eu-2), provisions one tenant (ISOLATION) on
 # eu-1 and gives it ROWS rows, then pins it to eu-2 and applies while a client writes a row
 # in a loop, each write as the tenant, to whichever server takes its login (a write refused
 # is tried again until it is taken). Prints the apply's time, the pause it logged (fence to
@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROWS=${1:-1000000}
+ISOLATION=${2:-schema}
 PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 ID=$$
 export PGOPTIONS="-c client_min_messages=warning"
@@ -43,7 +44,7 @@ dir="$TMP/repo"
 python3 bench/generate.py 1 "$dir" schema >/dev/null
 rm "$dir"/tenants/*.yaml
 pin() {
-  printf 'slug: mover\nname: Mover\nplan: growth\nowner:\n  email: o@mover.example\nregion: eu-west-1\nisolation: schema\nserver: %s\n' "$1" \
+  printf 'slug: mover\nname: Mover\nplan: growth\nowner:\n  email: o@mover.example\nregion: eu-west-1\nisolation: %s\nserver: %s\n' "$ISOLATION" "$1" \
     >"$dir/tenants/mover.yaml"
 }
 pin eu-1
@@ -75,8 +76,14 @@ commit_all "$dir" "one tenant"
 export DATABASE_URL="$PG/mv${ID}"
 "$BIN" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err" || { tail -5 "$TMP/err" >&2; exit 1; }
 ROLE="m${ID}_mover"
+# Its table: in its schema, or the shared one, where its rows carry its id.
+case "$ISOLATION" in
+  shared) TABLE=tenants_shared.projects; ID_COLUMN="tenant_id, "
+    ID_VALUE="(SELECT tenant_id FROM tenant_reconcile.roles WHERE name = '$ROLE'), " ;;
+  *) TABLE="$ROLE.projects"; ID_COLUMN=""; ID_VALUE="" ;;
+esac
 psql "postgres://postgres@127.0.0.1:$EU1/postgres" -qc \
-  "INSERT INTO $ROLE.projects (name) SELECT 'row ' || g FROM generate_series(1, $ROWS) g" >/dev/null
+  "INSERT INTO $TABLE (${ID_COLUMN}name) SELECT ${ID_VALUE}'row ' || g FROM generate_series(1, $ROWS) g" >/dev/null
 
 # The client: write i, as the tenant, wherever its login is taken; i moves on only once a
 # write of it was accepted. Each accepted write's time goes to its log.
@@ -85,7 +92,7 @@ writer() {
   while [ ! -e "$TMP/stop" ]; do
     for port in "$EU1" "$EU2"; do
       if psql "postgres://$ROLE@127.0.0.1:$port/postgres" -qAtc \
-        "INSERT INTO $ROLE.projects (name) VALUES ('write $i')" >/dev/null 2>&1; then
+        "INSERT INTO $TABLE (name) VALUES ('write $i')" >/dev/null 2>&1; then
         echo "$i $(date +%s.%N)" >>"$TMP/writes"
         i=$((i + 1))
         continue 2
@@ -109,11 +116,11 @@ paused=$(logged_count "$TMP/err" paused_ms)
 gap=$(awk 'NR > 1 { g = $2 - t; if (g > max) max = g } { t = $2 } END { printf "%.2f", max }' "$TMP/writes")
 accepted=$(wc -l <"$TMP/writes")
 read -r on_new distinct < <(psql "postgres://postgres@127.0.0.1:$EU2/postgres" -qAt -F ' ' -c \
-  "SELECT count(*), count(DISTINCT name) FROM $ROLE.projects WHERE name LIKE 'write %'")
+  "SELECT count(*), count(DISTINCT name) FROM $TABLE WHERE name LIKE 'write %'")
 "$BIN" -C "$dir" plan --detailed-exitcode >/dev/null 2>&1 || { echo "the plan after the move is not empty" >&2; exit 1; }
 
-echo "| rows | apply (s) | peak memory (MB) | writes paused (logged, s) | longest gap a client saw (s) | writes accepted | on eu-2 | distinct |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-echo "| $ROWS | $secs | $((kb / 1024)) | $(awk -v p="$paused" 'BEGIN { printf "%.2f", p / 1000 }') | $gap | $accepted | $on_new | $distinct |"
+echo "| isolation | rows | apply (s) | peak memory (MB) | writes paused (logged, s) | longest gap a client saw (s) | writes accepted | on eu-2 | distinct |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| $ISOLATION | $ROWS | $secs | $((kb / 1024)) | $(awk -v p="$paused" 'BEGIN { printf "%.2f", p / 1000 }') | $gap | $accepted | $on_new | $distinct |"
 echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 [ "$on_new" = "$accepted" ] && [ "$distinct" = "$accepted" ] || { echo "writes were lost or doubled" >&2; exit 1; }
