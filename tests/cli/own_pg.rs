@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
 use tempfile::TempDir;
 
 pub struct OwnPg {
@@ -82,22 +81,16 @@ impl OwnPg {
     /// Rows of `sql` run as `role` on database `db`, each as a JSON object.
     pub fn query_as(&self, role: &str, db: &str, sql: &str) -> Result<Vec<Value>, String> {
         let url = format!("postgres://{role}@127.0.0.1:{}/{db}", self.port);
-        let wrapped = format!("WITH q AS ({sql}) SELECT coalesce(json_agg(q), '[]')::text FROM q");
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
-            .block_on(async {
-                let mut c = PgConnection::connect(&url)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let (text,): (String,) = sqlx::query_as(&wrapped)
-                    .fetch_one(&mut c)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = c.close().await;
-                Ok(serde_json::from_str(&text).unwrap())
-            })
+            .block_on(crate::pg::rows_at(&url, sql))
+    }
+
+    /// Whether `role` may log in here.
+    pub fn logs_in(&self, role: &str) -> bool {
+        self.query_as(role, "postgres", "SELECT 1").is_ok()
     }
 
     /// The roles on it whose names start with `prefix`, sorted.

@@ -91,19 +91,7 @@ impl Pg {
     /// Rows of `sql` run as `role` on `db` (trust auth: the role's own rights apply).
     pub fn query_as(&self, role: &str, db: &str, sql: &str) -> Result<Vec<Value>, String> {
         let url = format!("postgres://{role}@127.0.0.1:5432/{db}");
-        // A CTE, so statements with RETURNING work too.
-        let wrapped = format!("WITH q AS ({sql}) SELECT coalesce(json_agg(q), '[]')::text FROM q");
-        self.rt.block_on(async {
-            let mut c = PgConnection::connect(&url)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (text,): (String,) = sqlx::query_as(&wrapped)
-                .fetch_one(&mut c)
-                .await
-                .map_err(|e| e.to_string())?;
-            let _ = c.close().await;
-            Ok(serde_json::from_str::<Vec<Value>>(&text).unwrap())
-        })
+        self.rt.block_on(rows_at(&url, sql))
     }
 
     /// Runs statements as the admin on the test database.
@@ -168,4 +156,20 @@ impl Drop for Pg {
             c.close().await
         });
     }
+}
+
+/// Rows of `sql` run at the connection URL `url`, each as a JSON object; the error as text
+/// (a refused login, a refused read).
+pub async fn rows_at(url: &str, sql: &str) -> Result<Vec<Value>, String> {
+    // A CTE, so statements with RETURNING work too.
+    let wrapped = format!("WITH q AS ({sql}) SELECT coalesce(json_agg(q), '[]')::text FROM q");
+    let mut c = PgConnection::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (text,): (String,) = sqlx::query_as(&wrapped)
+        .fetch_one(&mut c)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = c.close().await;
+    Ok(serde_json::from_str::<Vec<Value>>(&text).unwrap())
 }

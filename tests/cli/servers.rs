@@ -20,14 +20,28 @@ fn server_block(name: &str, url: &str, region: &str, cap: u32, extra: &str) -> S
     )
 }
 
-#[test]
-fn tenants_are_placed_by_region_and_cap_and_a_new_server_moves_nobody() {
-    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
-    let pg = Pg::new();
+/// The example repo on `pg`'s database with its tenants taken out: each test writes its own.
+fn own_tenants_only(pg: &Pg) -> crate::support::Repo {
     let repo = pg.repo();
     for slug in ["acme", "globex", "initech", "umbrella-labs"] {
         repo.remove(&format!("tenants/{slug}.yaml"));
     }
+    repo
+}
+
+/// The config of `pg` with the `servers` blocks.
+fn on_servers(repo: &crate::support::Repo, pg: &Pg, servers: &str) {
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!("{}{servers}", pg.config("")),
+    );
+}
+
+#[test]
+fn tenants_are_placed_by_region_and_cap_and_a_new_server_moves_nobody() {
+    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
+    let pg = Pg::new();
+    let repo = own_tenants_only(&pg);
     for slug in ["te1", "te2", "te3", "te4", "te5"] {
         repo.write(
             &format!("tenants/{slug}.yaml"),
@@ -48,10 +62,7 @@ fn tenants_are_placed_by_region_and_cap_and_a_new_server_moves_nobody() {
         ),
     ]
     .concat();
-    repo.write(
-        "tenant-reconcile.hcl",
-        &format!("{}{servers}", pg.config("")),
-    );
+    on_servers(&repo, &pg, &servers);
 
     // A pin to a server the config does not have is a problem of the tenant file.
     repo.write(
@@ -220,10 +231,7 @@ fn tenants_are_placed_by_region_and_cap_and_a_new_server_moves_nobody() {
 fn check_export_and_an_erasure_reach_each_tenant_on_its_server() {
     let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
     let pg = Pg::new();
-    let repo = pg.repo();
-    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
-        repo.remove(&format!("tenants/{slug}.yaml"));
-    }
+    let repo = own_tenants_only(&pg);
     repo.write("tenants/one.yaml", &tenant("one", "eu-west-1", ""));
     repo.write("tenants/two.yaml", &tenant("two", "eu-west-1", ""));
     repo.write(
@@ -235,10 +243,7 @@ fn check_export_and_an_erasure_reach_each_tenant_on_its_server() {
         server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 5, ""),
     ]
     .concat();
-    repo.write(
-        "tenant-reconcile.hcl",
-        &format!("{}{servers}", pg.config("")),
-    );
+    on_servers(&repo, &pg, &servers);
     repo.apply();
     let role = |slug: &str| pg.name(slug);
     assert_eq!(eu1.roles(&pg.prefix), [role("one")]);
@@ -349,10 +354,7 @@ fn tenants_made_before_servers_were_named_are_left_where_they_are() {
 fn a_server_filled_by_another_run_since_the_plan_was_made_takes_no_more() {
     let eu1 = OwnPg::start();
     let pg = Pg::new();
-    let repo = pg.repo();
-    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
-        repo.remove(&format!("tenants/{slug}.yaml"));
-    }
+    let repo = own_tenants_only(&pg);
     for slug in ["aaa", "bbb"] {
         repo.write(
             &format!("tenants/{slug}.yaml"),
@@ -365,10 +367,7 @@ fn a_server_filled_by_another_run_since_the_plan_was_made_takes_no_more() {
         server_block("us-1", &pg.url(), "us-east-1", 5, ""),
     ]
     .concat();
-    repo.write(
-        "tenant-reconcile.hcl",
-        &format!("{}{servers}", pg.config("")),
-    );
+    on_servers(&repo, &pg, &servers);
     // A state to plan against, then a plan of aaa alone, which finds eu-1 empty.
     repo.apply_with(&["--tenant", "ccc"]);
     let saved = repo.path().join("aaa.plan");
@@ -404,10 +403,7 @@ fn a_server_filled_by_another_run_since_the_plan_was_made_takes_no_more() {
 fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
     let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
     let pg = Pg::new();
-    let repo = pg.repo();
-    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
-        repo.remove(&format!("tenants/{slug}.yaml"));
-    }
+    let repo = own_tenants_only(&pg);
     let pinned = |to: &str| {
         repo.write(
             "tenants/mover.yaml",
@@ -436,10 +432,7 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, ""),
     ]
     .concat();
-    repo.write(
-        "tenant-reconcile.hcl",
-        &format!("{}{servers}", pg.config("")),
-    );
+    on_servers(&repo, &pg, &servers);
     repo.apply();
     let (mover, sharer, owndb) = (pg.name("mover"), pg.name("sharer"), pg.name("owndb"));
     // Rows of their own, written as themselves, beside their seed rows.
@@ -546,10 +539,7 @@ fn a_shared_tenants_move_killed_anywhere_is_finished_with_every_row_once() {
 fn killed_move(isolation: &str) {
     let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
     let pg = Pg::new();
-    let repo = pg.repo();
-    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
-        repo.remove(&format!("tenants/{slug}.yaml"));
-    }
+    let repo = own_tenants_only(&pg);
     let pin = |to: &str| {
         repo.write(
             "tenants/mover.yaml",
@@ -566,10 +556,7 @@ fn killed_move(isolation: &str) {
         server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, ""),
     ]
     .concat();
-    repo.write(
-        "tenant-reconcile.hcl",
-        &format!("{}{servers}", pg.config("")),
-    );
+    on_servers(&repo, &pg, &servers);
     repo.apply();
     let mover = pg.name("mover");
     let projects = match isolation {
@@ -583,7 +570,7 @@ fn killed_move(isolation: &str) {
         &format!("INSERT INTO {projects} (name) SELECT 'p' || g FROM generate_series(1, 100000) g RETURNING 1"),
     )
     .unwrap();
-    let logs_in = |server: &OwnPg| server.query_as(&mover, "postgres", "SELECT 1").is_ok();
+    let logs_in = |server: &OwnPg| server.logs_in(&mover);
     pin("eu-2");
     // Killed at points through the fence, the copy, the check and the flip: at no moment
     // may the tenant log in on both servers.
@@ -614,10 +601,7 @@ fn killed_move(isolation: &str) {
 fn a_draining_server_takes_no_one_and_its_tenants_move_to_the_others() {
     let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
     let pg = Pg::new();
-    let repo = pg.repo();
-    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
-        repo.remove(&format!("tenants/{slug}.yaml"));
-    }
+    let repo = own_tenants_only(&pg);
     for slug in ["dra", "drb", "drc"] {
         repo.write(
             &format!("tenants/{slug}.yaml"),
@@ -651,8 +635,7 @@ fn a_draining_server_takes_no_one_and_its_tenants_move_to_the_others() {
         );
     }
     repo.apply();
-    let logs_in =
-        |server: &OwnPg, slug: &str| server.query_as(&role(slug), "postgres", "SELECT 1").is_ok();
+    let logs_in = |server: &OwnPg, slug: &str| server.logs_in(&role(slug));
     for slug in ["dra", "drb", "drc", "drd"] {
         assert!(logs_in(&eu2, slug), "{slug} on eu-2");
         assert!(!logs_in(&eu1, slug), "{slug} not on eu-1");
@@ -664,10 +647,7 @@ fn a_draining_server_takes_no_one_and_its_tenants_move_to_the_others() {
 fn tenants_beyond_a_lowered_cap_move_off_and_the_rest_stay() {
     let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
     let pg = Pg::new();
-    let repo = pg.repo();
-    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
-        repo.remove(&format!("tenants/{slug}.yaml"));
-    }
+    let repo = own_tenants_only(&pg);
     for slug in ["caa", "cab", "cac"] {
         repo.write(
             &format!("tenants/{slug}.yaml"),
@@ -696,8 +676,7 @@ fn tenants_beyond_a_lowered_cap_move_off_and_the_rest_stay() {
     );
     assert!(!out.contains("cac/placement"), "{out}");
     repo.apply();
-    let logs_in =
-        |server: &OwnPg, slug: &str| server.query_as(&role(slug), "postgres", "SELECT 1").is_ok();
+    let logs_in = |server: &OwnPg, slug: &str| server.logs_in(&role(slug));
     assert!(logs_in(&eu2, "caa") && !logs_in(&eu1, "caa"));
     assert!(logs_in(&eu1, "cac"));
     repo.assert_plan_empty();
