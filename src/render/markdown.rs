@@ -233,7 +233,7 @@ pub fn render(plan: &Plan) -> String {
     let mut shown = 0;
     for t in &plan.tenants {
         let mut body = String::new();
-        if !t.conflicts.is_empty() || t.unplaced.is_some() {
+        if t.action == crate::plan::TenantAction::Blocked {
             for line in super::conflict_lines(t, &plan.state.name) {
                 body.push_str(&line);
                 body.push('\n');

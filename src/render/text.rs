@@ -96,7 +96,7 @@ pub fn write(out: &mut impl Write, plan: &Plan) {
                 t.file,
                 super::pulled_in_by(t).map_or(String::new(), |p| format!(" {p}"))
             );
-            if !t.conflicts.is_empty() || t.unplaced.is_some() {
+            if t.action == crate::plan::TenantAction::Blocked {
                 for line in super::conflict_lines(t, &plan.state.name) {
                     let st = if line.starts_with('!') { RED } else { DIM };
                     let _ = writeln!(out, "  {st}{line}{st:#}");

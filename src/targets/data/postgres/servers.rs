@@ -88,6 +88,12 @@ impl PgServers {
         Ok(pool)
     }
 
+    /// Any server's target, for what is a fact of a change alone (whether it replaces, marks
+    /// after creating, goes with the next change): the same whichever server it goes to.
+    fn any(&self) -> Option<&PgData> {
+        self.data.values().next()
+    }
+
     /// The server called `name`.
     fn on(&self, name: &str) -> Result<&PgData, ProviderError> {
         self.data.get(name).ok_or_else(|| not_named(name))
@@ -314,15 +320,11 @@ impl Provider for PgServers {
     }
 
     fn forces_replace(&self, kind: Kind, field: &str) -> bool {
-        kind == Kind::DATABASE && field == "isolation"
+        self.any().is_some_and(|d| d.forces_replace(kind, field))
     }
 
     fn marks_after_create(&self, change: &ResourceChange) -> bool {
-        // A fact of the change alone, the same whichever server it goes to.
-        self.data
-            .values()
-            .next()
-            .is_some_and(|d| d.marks_after_create(change))
+        self.any().is_some_and(|d| d.marks_after_create(change))
     }
 
     async fn refresh(
@@ -368,13 +370,8 @@ impl Provider for PgServers {
 
     fn joins(&self, tenant: &Effective, first: &ResourceChange, next: &ResourceChange) -> bool {
         // A placement is a step of its own: recorded before anything is made where it says.
-        // Whether the others go together is a fact of the changes, the same on every server.
         first.key.kind != Kind::PLACEMENT
-            && self
-                .data
-                .values()
-                .next()
-                .is_some_and(|d| d.joins(tenant, first, next))
+            && self.any().is_some_and(|d| d.joins(tenant, first, next))
     }
 
     async fn apply_together(
