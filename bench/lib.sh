@@ -78,3 +78,17 @@ stop_own_servers() {
     "${AS[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
   done
 }
+
+# drop_like URL DATABASE_PATTERN ROLE_PATTERN: the databases and roles of the server at URL
+# whose names are LIKE the patterns (what a run named after its process), dropped; the
+# databases first, since a role owning one cannot go.
+drop_like() {
+  local url=$1 databases=$2 roles=$3 db
+  for db in $(psql "$url/postgres" -qAtc "select datname from pg_database where datname like '$databases'"); do
+    psql "$url/postgres" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
+  done
+  psql "$url/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
+    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE '$roles' LOOP
+      EXECUTE format('DROP ROLE %I', r);
+    END LOOP; END \$\$" >/dev/null
+}

@@ -27,13 +27,7 @@ TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-purge.XXXXXX")"
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 
 cleanup() {
-  for db in $(psql "$PG/postgres" -qAtc "select datname from pg_database where datname like 'pb${ID}\_%'"); do
-    psql "$PG/postgres" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
-  done
-  psql "$PG/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
-    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'pb${ID}\_%' LOOP
-      EXECUTE format('DROP ROLE %I', r);
-    END LOOP; END \$\$" >/dev/null
+  drop_like "$PG" "pb${ID}\_%" "pb${ID}\_%"
   rm -rf "$TMP"
 }
 trap cleanup EXIT

@@ -31,13 +31,7 @@ chmod 755 "$TMP"
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 cleanup() {
   stop_own_servers
-  for db in $(psql "$PG/postgres" -qAtc "select datname from pg_database where datname like 'sv${ID}\_%'"); do
-    psql "$PG/postgres" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
-  done
-  psql "$PG/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
-    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 's${ID}\_%' LOOP
-      EXECUTE format('DROP ROLE %I', r);
-    END LOOP; END \$\$" >/dev/null
+  drop_like "$PG" "sv${ID}\_%" "s${ID}\_%"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
