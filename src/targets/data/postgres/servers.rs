@@ -134,7 +134,7 @@ impl PgServers {
         let (mut tx, at, tenants) = self.locked(&wanted, slug, tenant_id).await?;
         let full = |tenants: i64| {
             ProviderError::Refused(format!(
-                "the Postgres server {wanted} is full ({tenants} of {} tenants), filled by another run since this plan was made; nothing was changed\n  hint: plan again, which places the tenant elsewhere or says why it cannot",
+                "the Postgres server {wanted} is full ({tenants} of {} tenants), filled by another run since this plan was made; no placement was written, and nothing was made on a server\n  hint: plan again, which places the tenant elsewhere or says why it cannot",
                 server.cap
             ))
         };
@@ -178,7 +178,10 @@ impl PgServers {
                     Some(now) if now != at => Err(ProviderError::Refused(format!(
                         "another run placed the tenant on {now} during this move; nothing more was changed"
                     ))),
-                    _ => Err(full(tenants)),
+                    _ => Err(ProviderError::Refused(format!(
+                        "the Postgres server {wanted} is full ({tenants} of {} tenants), filled by another run during this move; the tenant stays on {at}, and the copy made on {wanted} is left there without a login\n  hint: plan again, which moves the tenant elsewhere or says why it cannot",
+                        server.cap
+                    ))),
                 };
                 if let Err(e) = flipped {
                     // Not flipped: the old copy is still the tenant's.
