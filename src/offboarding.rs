@@ -134,3 +134,30 @@ pub fn day(t: SystemTime) -> String {
 pub fn stamp(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+/// When the hold of the copy a move left on a tenant's old server ends: the move's time plus
+/// its plan's retention days, as long as an offboarded tenant's export is kept before its
+/// purge. Until then the old copy is there, fenced, to go back to.
+pub fn leftover_until(
+    r: &crate::model::retired::Retired,
+    retention_days: u32,
+) -> Option<SystemTime> {
+    let at = humantime::parse_rfc3339(&r.retired_at).ok()?;
+    Some(at + Duration::from_secs(u64::from(retention_days) * 86_400))
+}
+
+/// The copies moves left on `recorded`'s old servers whose hold is over at `now`: the
+/// scheduled apply removes them, audited as a purge is. A tenant that is leaving keeps
+/// them for its own purge, which destroys everything it has.
+pub fn leftovers_due(
+    recorded: &TenantState,
+    status: Status,
+    retention_days: u32,
+    now: SystemTime,
+) -> impl Iterator<Item = &crate::model::retired::Retired> {
+    recorded.retired.iter().filter(move |r| {
+        status != Status::Deprovisioned
+            && r.is_move_leftover()
+            && leftover_until(r, retention_days).is_some_and(|until| now >= until)
+    })
+}

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use super::{Executor, Run, StepError};
 use crate::desired::{Key, Kind};
 use crate::model::audit::AuditEntry;
-use crate::plan::{ResourceChange, TenantPlan};
+use crate::plan::{ResourceChange, TenantAction, TenantPlan};
 use crate::state::{now, Lifecycle, Purge, TenantState};
 use crate::targets::provider::{Mark, PurgeEnd, StepContext};
 
@@ -23,7 +23,9 @@ impl Executor {
         lifecycle: &mut Lifecycle,
     ) -> Result<Vec<String>, StepError> {
         run.lost()?;
-        if ts.purge.is_some() {
+        // A purge begun in an earlier run, or no purge of the tenant at all (the removal of
+        // a moved copy whose hold is over): its audit rows are all there is to begin.
+        if ts.purge.is_some() || run.tp.action != TenantAction::Purge {
             return self.audit_begin(run.tp, ts).await;
         }
         // Its export is read back and checked: from S3, a call of its own.
@@ -38,7 +40,7 @@ impl Executor {
         rows
     }
 
-    /// Destroys a resource a replace left behind, where the state recorded it.
+    /// Destroys a resource a replace or a move left behind, where the state recorded it.
     pub(super) async fn purge_retired(
         &self,
         run: &Run<'_>,
@@ -51,8 +53,7 @@ impl Executor {
             .retired_at_key(&change.key)
             .cloned()
             .ok_or("the retired resource is no longer recorded")?;
-        // Where the retired one is, as its target reads a recorded one.
-        let at = std::iter::once((retired.key.clone(), retired.attrs)).collect();
+        let at = retired.as_recorded(&ts.resources);
         let ctx = StepContext {
             recorded: &at,
             ..self.step_context(run.tp, ts, lifecycle, run.mark, false)
@@ -156,7 +157,12 @@ impl Executor {
             .tenant_id
             .as_deref()
             .ok_or("the tenant has no registry row")?;
-        let export = ts.resources.get(&Key::new(Kind::EXPORT));
+        // What the tenant's offboarding purges follows its export (or an erasure request);
+        // a moved copy removed after its hold follows neither.
+        let offboarding = ts.purge.is_some() || tp.action == TenantAction::Purge;
+        let export = offboarding
+            .then(|| ts.resources.get(&Key::new(Kind::EXPORT)))
+            .flatten();
         let started_at = now();
         let entries: Vec<AuditEntry> = tp
             .changes
@@ -168,7 +174,7 @@ impl Executor {
                 address: format!("{}/{}", tp.slug, c.key),
                 resource: purged.resource.clone(),
                 holds: purged.holds.clone(),
-                erasure: tp.tenant.offboarding.erase,
+                erasure: offboarding && tp.tenant.offboarding.erase,
                 export: export.map(|e| e.str("location").to_string()),
                 export_sha256: export.map(|e| e.str("manifest_sha256").to_string()),
                 export_until: ts.purge.as_ref().and_then(|p| p.export_until.clone()),

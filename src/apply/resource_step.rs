@@ -154,6 +154,7 @@ impl Executor {
                 return Err(e.into());
             }
         };
+        let mut moved = None;
         if let (Kind::PLACEMENT, Action::Update, Some(to)) =
             (change.key.kind, change.action, &result)
         {
@@ -169,6 +170,13 @@ impl Executor {
                 .control
                 .emit_event(&ctx, crate::targets::provider::events::MOVED, detail)
                 .await?;
+            moved = from
+                .filter(|from| from != to.str("server"))
+                .map(|from| (from, to.str("server").to_string()));
+        }
+        if let Some((from, to)) = moved {
+            // Its copy on the old server stays, fenced, until its plan's hold has passed.
+            ts.record_move(&from, &to, now());
         }
         match result {
             Some(attrs) => {

@@ -151,7 +151,7 @@ pub async fn show(root: &Path, args: ShowArgs) -> anyhow::Result<ExitCode> {
         .flat_map(|(slug, t)| {
             t.retired
                 .iter()
-                .filter(|r| !r.is(t.resources.get(&r.key)))
+                .filter(|r| !r.is_recorded(&t.resources))
                 .map(move |r| (slug, r))
         })
         .collect();
@@ -269,7 +269,7 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 for key in t.resources.keys() {
                     println!("{slug}/{key}");
                 }
-                for r in t.retired.iter().filter(|r| !r.is(t.resources.get(&r.key))) {
+                for r in t.retired.iter().filter(|r| !r.is_recorded(&t.resources)) {
                     println!("{slug}/{}", r.address_key());
                 }
             }

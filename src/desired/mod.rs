@@ -287,7 +287,11 @@ fn compile_tenant(
         content: None,
     });
 
-    let context = template_context(&effective);
+    let placed_on = resources
+        .iter()
+        .find(|r| r.key.kind == Kind::PLACEMENT)
+        .map(|r| r.attrs.str("server"));
+    let context = template_context(repo, &effective, placed_on);
 
     if repo.templates.has_seed {
         resources.push(Resource {
@@ -369,10 +373,32 @@ fn compile_tenant(
     })
 }
 
-/// What templates see: the tenant's effective settings as `tenant`.
-fn template_context(effective: &Effective) -> tera::Context {
+/// What templates see: the tenant's effective settings as `tenant`, and the Postgres server
+/// its data is on as `server` (its `name`, `region` and `labels`; all empty when the config
+/// names no servers), so a file that names the server is rendered anew when the tenant moves.
+/// Never the server's URL, which may hold a password.
+fn template_context(
+    repo: &TenantRepo,
+    effective: &Effective,
+    server: Option<&str>,
+) -> tera::Context {
     let mut context = tera::Context::new();
     context.insert("tenant", effective);
+    let on = server.and_then(|name| {
+        repo.config
+            .servers
+            .iter()
+            .map(|s| &s.placement)
+            .find(|s| s.name == name)
+    });
+    context.insert(
+        "server",
+        &json!({
+            "name": on.map_or("", |s| s.name.as_str()),
+            "region": on.map_or("", |s| s.region.as_str()),
+            "labels": on.map(|s| s.labels.clone()).unwrap_or_default(),
+        }),
+    );
     context
 }
 
@@ -380,7 +406,15 @@ fn template_context(effective: &Effective) -> tera::Context {
 pub fn seed_content(repo: &TenantRepo, tenant: &DesiredTenant) -> Result<String, Diagnostic> {
     render_seed_rows(
         repo,
-        &template_context(&tenant.effective),
+        &template_context(
+            repo,
+            &tenant.effective,
+            tenant
+                .resources
+                .iter()
+                .find(|r| r.key.kind == Kind::PLACEMENT)
+                .map(|r| r.attrs.str("server")),
+        ),
         tenant.slug(),
         &tenant.file,
     )

@@ -116,14 +116,19 @@ pub fn decide(
             labels: &plan.server_labels,
         };
         if let Some(at) = recorded_server(recorded) {
-            // Placed already: it stays, unless its file now names another server, or its
-            // server is being drained or holds more than its cap, and the server chosen
-            // takes it as it would a new tenant (a move).
+            // Placed already: it stays, unless its file now names another server or another
+            // region, or its server is being drained or holds more than its cap, and the
+            // server chosen takes it as it would a new tenant (a move).
             let draining = servers.iter().any(|s| s.name == at && s.draining);
             let over_cap = over.get(at).is_some_and(|n| *n > 0);
+            let abroad = servers
+                .iter()
+                .find(|s| s.name == at)
+                .filter(|s| s.region != spec.region)
+                .map(|s| s.region.as_str());
             let elsewhere = match spec.server.as_deref() {
                 Some(pin) => pin != at,
-                None => draining || over_cap,
+                None => draining || over_cap || abroad.is_some(),
             };
             if elsewhere && spec.status != Status::Deprovisioned {
                 match placer.place(&ask) {
@@ -132,6 +137,18 @@ pub fn decide(
                             *n = n.saturating_sub(1);
                         }
                         decided.insert(spec.slug.clone(), Ok(to));
+                    }
+                    // Its data is in another region than its file says, with nowhere in
+                    // its own to go: nothing is done to it until that is settled.
+                    Err(refused) if spec.server.is_none() && abroad.is_some() => {
+                        decided.insert(
+                            spec.slug.clone(),
+                            Err(format!(
+                                "its data is on {at}, in {}, and its file says {}: {refused}",
+                                abroad.unwrap_or_default(),
+                                spec.region
+                            )),
+                        );
                     }
                     // Moved off for its server's sake, with nowhere to go: it stays, and
                     // is still changed as its file asks.
@@ -151,12 +168,16 @@ pub fn decide(
             continue;
         }
         // Provisioned before the config named servers: its data is on the postgres block's
-        // server, and placing it elsewhere would build it anew there, empty.
+        // server. Where a server block is that server, it is recorded there (and a later
+        // plan moves it as its file asks); placing it elsewhere would build it anew, empty.
         let made = |kind| recorded.is_some_and(|r| r.resources.contains_key(&Key::new(kind)));
         if made(Kind::ROLE) || made(Kind::DATABASE) {
+            let own = repo.config.servers.iter().find(|s| s.own_server);
             decided.insert(
                 spec.slug.clone(),
-                Err("its data is on the postgres block's server, from before the config named servers, and moving a tenant between servers is not done yet".into()),
+                own.and_then(|own| placer.found_on(&own.placement.name)).ok_or_else(|| {
+                    "its data is on the postgres block's server, from before the config named servers, and no postgres_server block is that server (one without url or url_env is: tenants like this one are then recorded on it)".to_string()
+                }),
             );
             continue;
         }
@@ -182,6 +203,7 @@ mod tests {
             region: "eu-west-1".into(),
             tenants: 3,
             cap: 10,
+            found: false,
         }
     }
 

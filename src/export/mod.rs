@@ -41,9 +41,9 @@ pub async fn write(
     for source in sources.iter().filter_map(|s| s.as_export()) {
         source.export(&req).await?;
     }
-    for r in retired.iter().filter(|r| !r.is(recorded.get(&r.key))) {
+    for r in retired.iter().filter(|r| !r.is_recorded(recorded)) {
         // Each target reads where the retired one is as it reads a recorded one.
-        let at: BTreeMap<Key, Attrs> = std::iter::once((r.key.clone(), r.attrs.clone())).collect();
+        let at = r.as_recorded(recorded);
         // `retired/schema-t_acme`: the name its key has in plans and the audit.
         let folder = r.address_key().name.unwrap_or_default();
         sink.set_retired(Some((folder, r.resource.clone())));

@@ -274,9 +274,16 @@ pub(super) fn refresh_targets(
                 });
             RefreshTarget {
                 server,
+                // What a purge destroys with the rest, or the moved copies whose hold is
+                // over: each target may count what they hold.
                 retired: match recorded {
                     Some(r) if purge => r.retired.clone(),
-                    _ => Vec::new(),
+                    Some(r) => {
+                        crate::offboarding::leftovers_due(r, t.status, plan.retention_days, now)
+                            .cloned()
+                            .collect()
+                    }
+                    None => Vec::new(),
                 },
                 purge,
                 // The loader checked that the plan exists.

@@ -24,11 +24,16 @@ pub struct Placed {
     pub region: String,
     pub tenants: u32,
     pub cap: u32,
+    /// Its data is on that server already: it was not chosen, only recorded.
+    pub found: bool,
 }
 
 impl fmt::Display for Placed {
-    /// `eu-west-1, 412 of 1,000 tenants`
+    /// `eu-west-1, 412 of 1,000 tenants`, after `its data is there already: ` for one found.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.found {
+            f.write_str("its data is there already: ")?;
+        }
         write!(
             f,
             "{}, {} of {} tenants",
@@ -85,6 +90,22 @@ impl<'s> Placer<'s> {
         self.loads.get(server).copied().unwrap_or(0)
     }
 
+    /// A tenant whose data is on the server `name` already, counted into its load whatever
+    /// its cap, region or labels say: where data is, is a fact, not a choice. `None` when
+    /// there is no such server.
+    pub fn found_on(&mut self, name: &str) -> Option<Placed> {
+        let server = self.servers.iter().find(|s| s.name == name)?;
+        let tenants = self.load(name) + 1;
+        self.loads.insert(name.to_string(), tenants);
+        Some(Placed {
+            server: server.name.clone(),
+            region: server.region.clone(),
+            tenants,
+            cap: server.cap,
+            found: true,
+        })
+    }
+
     /// The server `ask` goes to, counted into its load; or why none takes it.
     pub fn place(&mut self, ask: &Ask<'_>) -> Result<Placed, Refused> {
         let server = self.choose(ask)?;
@@ -95,6 +116,7 @@ impl<'s> Placer<'s> {
             region: server.region.clone(),
             tenants,
             cap: server.cap,
+            found: false,
         })
     }
 

@@ -229,8 +229,25 @@ impl<'a> Planner<'a> {
             (Phase::Due, Some(r)) => return Ok(Some(self.due(d, r, plan))),
             _ => {}
         }
-        let Some(mut plan) = plan else {
-            return Ok(None);
+        let removals = recorded
+            .map(|r| self.moved_copies_due(d, r))
+            .unwrap_or_default();
+        let mut plan = match (plan, recorded) {
+            (Some(mut plan), _) => {
+                plan.changes.extend(removals);
+                plan
+            }
+            (None, Some(r)) if !removals.is_empty() => TenantPlan::of_recorded(
+                d,
+                r.tenant_id.clone(),
+                TenantAction::Update,
+                LifecycleChange {
+                    from: r.lifecycle,
+                    to: r.lifecycle,
+                },
+                removals,
+            ),
+            _ => return Ok(None),
         };
         if plan.action == TenantAction::Offboard && plan.changes.iter().any(rebuilds) {
             // An export of a slice or bucket built in the same run would be of an empty one.
@@ -260,6 +277,38 @@ impl<'a> Planner<'a> {
             }
         }
         Ok(Some(Planned::Changes(Box::new(plan))))
+    }
+
+    /// The removals of the copies moves left on `r`'s old servers whose hold is over, each
+    /// destroyed (its slice and its role there) and audited as a purge is; never one on the
+    /// server this plan places the tenant on, which is its own again.
+    fn moved_copies_due(&self, d: &DesiredTenant, r: &TenantState) -> Vec<ResourceChange> {
+        let going_to = d
+            .resources
+            .iter()
+            .find(|res| res.key.kind == Kind::PLACEMENT)
+            .map(|res| res.attrs.str("server"));
+        let (status, days) = (d.effective.status, d.effective.retention_days);
+        offboarding::leftovers_due(r, status, days, self.now)
+            .filter(|left| left.server() != going_to)
+            .map(|left| {
+                let key = left.address_key();
+                let since = left.retired_at.get(..10).unwrap_or(&left.retired_at);
+                let why = format!("left by a move on {since}, kept {days} days");
+                let holds = match self.input.live.and_then(|l| l.holding(d.slug(), &key)) {
+                    Some(h) => format!("{}, {why}", h.holds),
+                    None => why,
+                };
+                ResourceChange::delete(
+                    key,
+                    Some(Purged {
+                        resource: left.resource.clone(),
+                        holds,
+                        found: None,
+                    }),
+                )
+            })
+            .collect()
     }
 
     /// A tenant whose purge is due: with an erasure request, after whatever revokes and

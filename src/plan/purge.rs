@@ -44,7 +44,10 @@ pub fn changes(
         }
         for r in recorded.retired.iter().filter(|r| r.key.kind == kind) {
             let current = live_of(slug, &r.key, live, mark).or(recorded.resources.get(&r.key));
-            if r.is(current) {
+            if r.is(
+                current,
+                crate::model::retired::placed_on(&recorded.resources),
+            ) {
                 continue;
             }
             let key = r.address_key();

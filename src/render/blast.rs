@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::desired::Kind;
-use crate::plan::{Action, ChangedFile, Plan, TenantPlan};
+use crate::plan::{Action, ChangedFile, Plan, TenantAction, TenantPlan};
 
 /// Kinds of change listed under each changed input (downgrades and upgrades always are).
 const MAX_LISTED: usize = 3;
@@ -52,13 +52,20 @@ pub fn effects<'a>(tenants: impl IntoIterator<Item = &'a TenantPlan>) -> Vec<Eff
             .collect();
         for c in &t.changes {
             if c.purged().is_some() {
-                let what = if t.tenant.offboarding.erase {
-                    "PURGE (ERASURE request): its data destroyed for good"
-                } else {
-                    "PURGE: its data destroyed for good"
+                let (mark, what) = match t.action {
+                    // A tenant that stays loses only the copy a move left behind.
+                    TenantAction::Update => (
+                        Mark::None,
+                        "the copy a move left on its old server removed, its hold over",
+                    ),
+                    _ if t.tenant.offboarding.erase => (
+                        Mark::Downgrade,
+                        "PURGE (ERASURE request): its data destroyed for good",
+                    ),
+                    _ => (Mark::Downgrade, "PURGE: its data destroyed for good"),
                 };
                 if !seen.iter().any(|(_, w)| w == what) {
-                    seen.push((Mark::Downgrade, what.into()));
+                    seen.push((mark, what.into()));
                 }
                 continue;
             }

@@ -691,10 +691,12 @@ mod tests {
         assert_eq!(eu1.connection.url_env, "EU1_URL");
         assert_eq!(eu1.connection.role_prefix, "t_");
         assert_eq!(eu1.connection.max_connections, 4);
+        assert!(!eu1.own_server);
         let e = parse(
             "targets {\n  data = \"postgres\"\n}\n\
              postgres_server \"EU 1\" {\n  url_env = \"X\"\n  region = \"eu-west-1\"\n  cap = 1\n}\n\
-             postgres_server \"eu-2\" {\n  region = \"Europe\"\n  cap = 0\n  isolation = []\n  labels = { Tier = \"x\" }\n}\n",
+             postgres_server \"eu-2\" {\n  region = \"Europe\"\n  cap = 0\n  isolation = []\n  labels = { Tier = \"x\" }\n}\n\
+             postgres_server \"eu-3\" {\n  region = \"eu-west-1\"\n  cap = 1\n}\n",
         )
         .unwrap_err();
         let said: Vec<_> = e
@@ -707,11 +709,15 @@ mod tests {
                 ("postgres_server.EU 1.name", 4),
                 ("postgres_server.eu-2.region", 10),
                 ("postgres_server.eu-2.cap", 11),
-                ("postgres_server.eu-2.url_env", 9),
                 ("postgres_server.eu-2.isolation", 12),
                 ("postgres_server.eu-2.labels.Tier", 13),
+                // Without a URL, eu-2 is the postgres block's own server; eu-3 cannot be too.
+                ("postgres_server.eu-3.url_env", 15),
             ]
         );
+        assert!(e[5]
+            .message
+            .contains("\"eu-2\" is the postgres block's own server already"));
         let e = parse("postgres_server \"eu-1\" {\n  url_env = \"X\"\n  region = \"eu-west-1\"\n  cap = 1\n}\n")
             .unwrap_err();
         assert_eq!(e[0].field.as_deref(), Some("targets.data"));

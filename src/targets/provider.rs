@@ -54,8 +54,9 @@ pub struct RefreshTarget {
     /// Its purge is due (or under way): the plan shows what each resource holds, which a
     /// target counts for these tenants only, and the exporter checks its export.
     pub purge: bool,
-    /// With `purge`: what its replaces left behind, which the purge destroys too, so a
-    /// target may count what each holds (`LiveFleet::holds_at` under its address key).
+    /// With `purge`: what its replaces and moves left behind, which the purge destroys too;
+    /// without, the copies moves left whose hold is over, which the plan removes. A target
+    /// may count what each holds (`LiveFleet::holds_at` under its address key).
     pub retired: Vec<crate::model::retired::Retired>,
     /// The Postgres server its data is on (or is to be placed on by this plan), when the
     /// config names several; `None` when it has none yet, and nothing of its data exists.

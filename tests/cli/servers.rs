@@ -316,27 +316,35 @@ fn check_export_and_an_erasure_reach_each_tenant_on_its_server() {
 }
 
 #[test]
-fn tenants_made_before_servers_were_named_are_left_where_they_are() {
+fn tenants_made_before_servers_were_named_are_recorded_on_the_postgres_blocks_own_server() {
     let eu1 = OwnPg::start();
     let pg = Pg::new();
-    let repo = pg.repo();
-    repo.apply();
-    let before = repo.fingerprint();
+    let repo = own_tenants_only(&pg);
+    repo.write("tenants/oldco.yaml", &tenant("oldco", "eu-west-1", ""));
     repo.write(
-        "tenant-reconcile.hcl",
-        &format!(
-            "{}{}",
-            pg.config(""),
-            server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, "")
-        ),
+        "tenants/oldshared.yaml",
+        &tenant("oldshared", "eu-west-1", "isolation: shared\n"),
     );
-    // Placed on the new server, each would be built anew there, empty: each is refused.
+    repo.apply();
+    let oldco = pg.name("oldco");
+    pg.query_as(
+        &oldco,
+        &pg.db,
+        &format!("INSERT INTO {oldco}.projects (name) SELECT 'p' || g FROM generate_series(1, 200) g RETURNING 1"),
+    )
+    .unwrap();
+    let before = repo.fingerprint();
+    let eu1_block = server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, "");
+
+    // With no block for the postgres block's own server, placing them elsewhere would
+    // build them anew there, empty: each is refused, and nothing changes.
+    on_servers(&repo, &pg, &eu1_block);
     let apply = repo.run(&["apply", "--auto-approve"]);
     let err = text(&apply.stderr);
     assert_eq!(apply.status.code(), Some(1), "{err}");
-    for slug in ["acme", "globex", "initech", "umbrella-labs"] {
+    for slug in ["oldco", "oldshared"] {
         assert!(
-            err.contains(&format!("{slug}: its data is on the postgres block's server, from before the config named servers")),
+            err.contains(&format!("{slug}: its data is on the postgres block's server, from before the config named servers, and no postgres_server block is that server (one without url or url_env is")),
             "{slug}: {err}"
         );
     }
@@ -346,7 +354,71 @@ fn tenants_made_before_servers_were_named_are_left_where_they_are() {
         eu1.roles(&pg.prefix)
     );
     assert_eq!(repo.fingerprint(), before, "nothing of theirs changed");
-    repo.write("tenant-reconcile.hcl", &pg.config(""));
+
+    // A block without a URL is that server: they are recorded on it as they are.
+    let main = "postgres_server \"main\" {\n  region = \"eu-west-1\"\n  cap = 100\n}\n";
+    on_servers(&repo, &pg, &format!("{main}{eu1_block}"));
+    let plan = text(&repo.run(&["plan"]).stdout);
+    for line in [
+        "+ oldco/placement  # its data is there already: eu-west-1, 1 of 100 tenants",
+        "+ oldshared/placement  # its data is there already: eu-west-1, 2 of 100 tenants",
+    ] {
+        assert!(plan.contains(line), "{line}\nnot in\n{plan}");
+    }
+    assert!(
+        !plan.contains("oldco/role") && !plan.contains("oldco/database"),
+        "{plan}"
+    );
+    repo.apply();
+    let placed = pg.query("SELECT slug, server FROM tenant_reconcile.placements ORDER BY slug");
+    assert_eq!(
+        placed,
+        [
+            serde_json::json!({"slug": "oldco", "server": "main"}),
+            serde_json::json!({"slug": "oldshared", "server": "main"}),
+        ]
+    );
+    assert!(
+        eu1.roles(&pg.prefix).is_empty(),
+        "{:?}",
+        eu1.roles(&pg.prefix)
+    );
+    repo.assert_plan_empty();
+
+    // Its data is in its region: a file that now names another region, where no server
+    // is, is refused with the reason, and nothing of it is done.
+    repo.write(
+        "tenants/oldshared.yaml",
+        &tenant("oldshared", "us-east-1", "isolation: shared\n"),
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("! oldshared/placement: its data is on main, in eu-west-1, and its file says us-east-1: no Postgres server is in its region, us-east-1"),
+        "{plan}"
+    );
+    repo.write(
+        "tenants/oldshared.yaml",
+        &tenant("oldshared", "eu-west-1", "isolation: shared\n"),
+    );
+
+    // From there, a pin moves one as any placed tenant moves, every row with it.
+    repo.write(
+        "tenants/oldco.yaml",
+        &tenant("oldco", "eu-west-1", "server: eu-1\n"),
+    );
+    repo.apply();
+    let rows = eu1
+        .query_as(
+            &oldco,
+            "postgres",
+            &format!("SELECT count(*) AS n FROM {oldco}.projects"),
+        )
+        .unwrap();
+    assert_eq!(rows[0]["n"], 201);
+    assert!(
+        pg.query_as(&oldco, &pg.db, "SELECT 1").is_err(),
+        "the copy on the postgres block's server is fenced"
+    );
     repo.assert_plan_empty();
 }
 
@@ -429,11 +501,25 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
     pinned("eu-1");
     let servers = [
         server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, ""),
-        server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, ""),
+        server_block(
+            "eu-2",
+            &eu2.url("postgres"),
+            "eu-west-1",
+            10,
+            "  labels = { zone = \"b\" }\n",
+        ),
     ]
     .concat();
     on_servers(&repo, &pg, &servers);
+    // A rendered file that names the tenant's server.
+    repo.write(
+        "templates/files/db.env.tera",
+        "PGSERVER={{ server.name }}\nREGION={{ server.region }}\nZONE={{ server.labels.zone | default(value='-') }}\n",
+    );
+    let db_env =
+        || std::fs::read_to_string(repo.state_dir().join("rendered/mover/db.env")).unwrap();
     repo.apply();
+    assert_eq!(db_env(), "PGSERVER=eu-1\nREGION=eu-west-1\nZONE=-\n");
     let (mover, sharer, owndb) = (pg.name("mover"), pg.name("sharer"), pg.name("owndb"));
     // Rows of their own, written as themselves, beside their seed rows.
     eu1.query_as(
@@ -480,6 +566,8 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         "{out}"
     );
     repo.apply();
+    // The file that names its server is rendered anew.
+    assert_eq!(db_env(), "PGSERVER=eu-2\nREGION=eu-west-1\nZONE=b\n");
     // Every row is on eu-2, read there by the tenant itself.
     assert_eq!(counted(&eu2, &mover, &projects), Ok(1001));
     assert_eq!(counted(&eu2, &sharer, "tenants_shared.settings"), Ok(3));
@@ -521,6 +609,74 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         text(&creds.stdout).contains(&format!("@127.0.0.1:{}/postgres?", eu2.port)),
         "{}",
         text(&creds.stdout)
+    );
+    // The old copies are kept for their plan's hold (30 days for growth): no plan removes
+    // them before it ends.
+    repo.assert_plan_empty();
+    let shown = text(&repo.run(&["state", "show", "mover"]).stdout);
+    assert!(
+        shown.contains(&format!("schema {mover} and the role on eu-1")),
+        "{shown}"
+    );
+
+    // Once it has passed, the plan removes each, and apply destroys it on the old server,
+    // slice and role, with an audit row; the tenants on eu-2 are untouched.
+    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
+    repo.write(
+        "plans/growth.hcl",
+        &growth.replace("retention_days = 30", "retention_days = 0"),
+    );
+    let plan = text(&repo.run(&["plan"]).stdout);
+    for line in [
+        format!("- mover/database/retired/schema-{mover}@eu-1  # schema {mover} and the role on eu-1: 2 tables, 1,003 rows, left by a move on "),
+        format!("- owndb/database/retired/database-{owndb}@eu-1  # database {owndb} and the role on eu-1: "),
+        "- sharer/database/retired/shared-tenants_shared@eu-1  # the tenant's rows in the shared schema tenants_shared and the role on eu-1: 2 tables, 4 rows, ".to_string(),
+        "Plan: 0 to add, 0 to change, 3 to destroy.".to_string(),
+    ] {
+        assert!(plan.contains(&line), "{line}\nnot in\n{plan}");
+    }
+    // Not a purge of the tenants, which stay.
+    assert!(!plan.contains("PURGE"), "{plan}");
+    repo.apply();
+    // The tenants' roles are gone from eu-1 (the shared tables' own role stays).
+    let left: Vec<String> = eu1
+        .roles(&pg.prefix)
+        .into_iter()
+        .filter(|r| [&mover, &sharer, &owndb].contains(&r))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+    let on_eu1 = |sql: &str| eu1.query_as("postgres", "postgres", sql).unwrap()[0]["n"].clone();
+    assert_eq!(
+        on_eu1(&format!(
+            "SELECT count(*) AS n FROM pg_namespace WHERE nspname = '{mover}'"
+        )),
+        0
+    );
+    assert_eq!(
+        on_eu1(&format!(
+            "SELECT count(*) AS n FROM pg_database WHERE datname = '{owndb}'"
+        )),
+        0
+    );
+    assert_eq!(
+        on_eu1("SELECT count(*) AS n FROM tenants_shared.settings"),
+        0
+    );
+    assert_eq!(counted(&eu2, &mover, &projects), Ok(1001));
+    assert_eq!(counted(&eu2, &sharer, "tenants_shared.settings"), Ok(3));
+    assert_eq!(in_own_db(&eu2, &owndb), Ok(501));
+    let audit = repo.run(&["audit", "--json"]);
+    let audit: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout).unwrap();
+    let mut removed: Vec<(&str, bool)> = audit
+        .iter()
+        .filter(|e| e["address"].as_str().unwrap().ends_with("@eu-1"))
+        .map(|e| (e["slug"].as_str().unwrap(), !e["purged_at"].is_null()))
+        .collect();
+    removed.sort();
+    assert_eq!(
+        removed,
+        [("mover", true), ("owndb", true), ("sharer", true)],
+        "{audit:?}"
     );
     repo.assert_plan_empty();
 }
@@ -594,6 +750,41 @@ fn killed_move(isolation: &str) {
         .unwrap();
     assert_eq!(rows[0], serde_json::json!({"n": 100001, "names": 100001}));
     assert!(!logs_in(&eu1), "the old copy is fenced");
+    repo.assert_plan_empty();
+
+    // Its hold over, the removal of the old copy, killed at points through its audit rows
+    // and drops, is finished by the next apply, audited once.
+    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
+    repo.write(
+        "plans/growth.hcl",
+        &growth.replace("retention_days = 30", "retention_days = 0"),
+    );
+    for ms in [20, 60, 120, 250] {
+        repo.kill_apply(10, 0, std::time::Duration::from_millis(ms));
+        let left = eu1.roles(&pg.prefix).contains(&mover);
+        eprintln!("removal killed at {ms} ms: the old role on eu-1 {left}");
+    }
+    repo.apply();
+    assert!(
+        !eu1.roles(&pg.prefix).contains(&mover),
+        "the old role is gone"
+    );
+    let audit = repo.run(&["audit", "mover", "--json"]);
+    let audit: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout).unwrap();
+    let removals: Vec<_> = audit
+        .iter()
+        .filter(|e| e["address"].as_str().unwrap().ends_with("@eu-1"))
+        .collect();
+    assert_eq!(removals.len(), 1, "{audit:?}");
+    assert!(!removals[0]["purged_at"].is_null(), "{audit:?}");
+    let rows = eu2
+        .query_as(
+            &mover,
+            "postgres",
+            &format!("SELECT count(*) AS n FROM {projects}"),
+        )
+        .unwrap();
+    assert_eq!(rows[0]["n"], 100001);
     repo.assert_plan_empty();
 }
 

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! The `postgres` block stays the admin's: the control plane, the state and the placement
-//! catalog live there, and its names (prefixes, admin schema) are every server's.
+//! catalog live there, and its names (prefixes, admin schema) are every server's. A block
+//! that names no URL is the `postgres` block's own server, which holds the tenants made
+//! before the config named servers.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +26,8 @@ use crate::model::tenant::Isolation;
 use crate::placement::Server;
 use crate::repo::hcl_file::Spans;
 
-/// A server block as written.
+/// A server block as written. One without `url` and `url_env` is the `postgres` block's own
+/// server.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
@@ -58,6 +61,9 @@ pub struct ServerConfig {
     pub placement: Server,
     /// The `postgres` block with this server's connection: every other name is shared.
     pub connection: PostgresConfig,
+    /// It is the `postgres` block's own server (its block names no URL): tenants made before
+    /// the config named servers have their data there, and are recorded as placed on it.
+    pub own_server: bool,
 }
 
 /// The servers of the config, or every problem with them (file, line, field). `postgres`
@@ -69,6 +75,7 @@ pub fn parse(
 ) -> Result<Vec<ServerConfig>, Vec<Diagnostic>> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
+    let mut own: Option<String> = None;
     for (name, raw) in raw {
         let at = |field: &str| format!("postgres_server.{name}.{field}");
         let before = problems.len();
@@ -102,11 +109,17 @@ pub fn parse(
                     .problem(&at("url_env"), "set url or url_env, not both")
                     .hint("url_env keeps the server's credentials out of the repo"),
             ),
-            (None, None) => problems.push(
+            // The postgres block's own server, where tenants made before the config named
+            // servers are: one block at most may be it.
+            (None, None) if own.is_some() => problems.push(
                 spans
-                    .problem(&at("url_env"), "the server has no connection")
+                    .problem(&at("url_env"), format!(
+                        "the server has no connection, and {:?} is the postgres block's own server already",
+                        own.as_deref().unwrap_or_default()
+                    ))
                     .hint("name the environment variable holding its URL, like url_env = \"EU1_DATABASE_URL\""),
             ),
+            (None, None) => own = Some(name.clone()),
             (None, Some(var)) if !valid_env_name(var) => problems.push(
                 spans
                     .problem(&at("url_env"), format!("{var:?} is not an environment variable's name"))
@@ -141,11 +154,15 @@ pub fn parse(
         if problems.len() > before {
             continue;
         }
+        let own_server = raw.url.is_none() && raw.url_env.is_none();
         let mut connection = postgres.clone();
-        connection.url = raw.url;
-        connection.url_env = raw.url_env.unwrap_or_default();
+        if !own_server {
+            connection.url = raw.url;
+            connection.url_env = raw.url_env.unwrap_or_default();
+        }
         connection.max_connections = raw.max_connections.unwrap_or(postgres.max_connections);
         out.push(ServerConfig {
+            own_server,
             placement: Server {
                 name,
                 region: raw.region,

@@ -20,6 +20,7 @@ use crate::model::attrs::{attrs, Attrs};
 use crate::model::change::ResourceChange;
 use crate::model::migration::Migration;
 use crate::model::resource::{Key, Kind};
+use crate::model::retired;
 use crate::model::tenant::Effective;
 use crate::placement::Server;
 use crate::targets::data::server_blocks::ServerConfig;
@@ -37,6 +38,9 @@ pub struct PgServers {
     schema: String,
     catalog_ready: OnceCell<()>,
     servers: Vec<Server>,
+    /// The server block that is the `postgres` block's own server, if one is: where the
+    /// tenants made before the config named servers are.
+    own: Option<String>,
     data: BTreeMap<String, PgData>,
 }
 
@@ -60,13 +64,21 @@ impl PgServers {
     ) -> PgServers {
         PgServers {
             schema: admin.schema(),
-            admin,
+            admin: admin.clone(),
             catalog_ready: OnceCell::new(),
             servers: servers.iter().map(|s| s.placement.clone()).collect(),
+            own: servers
+                .iter()
+                .find(|s| s.own_server)
+                .map(|s| s.placement.name.clone()),
             data: servers
                 .iter()
                 .map(|s| {
-                    let server = Arc::new(PgServer::from_config(&s.connection));
+                    // The postgres block's own server is reached through its pool.
+                    let server = match s.own_server {
+                        true => admin.clone(),
+                        false => Arc::new(PgServer::from_config(&s.connection)),
+                    };
                     let data = PgData::new(server, migrations.clone(), naming.clone());
                     (s.placement.name.clone(), data)
                 })
@@ -109,6 +121,65 @@ impl PgServers {
         }
     }
 
+    /// The server holding the slice `recorded` names: the one a retired slice names (a copy
+    /// a move left, or a slice a replace left, on the server it was on then), otherwise the
+    /// tenant's.
+    fn holding(&self, recorded: &BTreeMap<Key, Attrs>) -> Result<&PgData, ProviderError> {
+        let slice = recorded.get(&Key::new(Kind::DATABASE));
+        match slice
+            .map(|s| s.str(retired::SERVER))
+            .filter(|s| !s.is_empty())
+        {
+            Some(server) => self.on(server),
+            None => self.placed(recorded),
+        }
+    }
+
+    /// Destroys the copy a move left on the tenant's old server, its slice and its role
+    /// there; never on the server the tenant is placed on, where they are its own.
+    async fn purge_moved_copy(
+        &self,
+        ctx: &StepContext<'_>,
+        server: &str,
+    ) -> Result<(), ProviderError> {
+        if retired::placed_on(ctx.recorded) == Some(server) {
+            return Err(ProviderError::Refused(format!(
+                "the copy left on {server} by a move is where the tenant is placed now, and is its own; nothing was destroyed"
+            )));
+        }
+        self.on(server)?
+            .purge_all(ctx, &[Key::new(Kind::DATABASE), Key::new(Kind::ROLE)])
+            .await
+    }
+
+    /// Counts what the copies and slices left on servers other than the tenant's hold,
+    /// each on its server (one query each: few tenants have any).
+    async fn count_left_elsewhere(&self, targets: &[RefreshTarget], live: &mut LiveFleet) {
+        let mut queries = 0;
+        for t in targets {
+            for r in t.retired.iter().filter(|r| r.key.kind == Kind::DATABASE) {
+                let Some(server) = r.server().filter(|s| Some(*s) != t.server.as_deref()) else {
+                    continue;
+                };
+                queries += 1;
+                let counted = match self.on(server) {
+                    Ok(data) => {
+                        let (isolation, name) = (r.attrs.str("isolation"), r.attrs.str("name"));
+                        data.holdings(isolation, name, t.tenant_id.as_deref()).await
+                    }
+                    Err(e) => Err(e),
+                };
+                let what = counted
+                    .unwrap_or_else(|e| format!("not counted: {}", crate::causes::chain(&e)));
+                live.holds_at(&t.slug, r.address_key(), what);
+            }
+        }
+        if queries > 0 {
+            live.calls
+                .push(("postgres data, left on other servers", queries));
+        }
+    }
+
     /// Records where the tenant is placed: once, on a server under its cap, counted under
     /// the server's lock. A tenant placed elsewhere already is moved there
     /// ([`super::moves`]): its data copied under a fence, then the catalog's row flipped
@@ -131,7 +202,7 @@ impl PgServers {
         let slug = ctx.tenant.slug.as_str();
         let tenant_id = ctx.tenant_id()?;
         let role = self.on(&wanted)?.naming.role(&ctx.tenant.slug);
-        let (mut tx, at, tenants) = self.locked(&wanted, slug, tenant_id).await?;
+        let (tx, at, tenants) = self.locked(&wanted, slug, tenant_id).await?;
         let full = |tenants: i64| {
             ProviderError::Refused(format!(
                 "the Postgres server {wanted} is full ({tenants} of {} tenants), filled by another run since this plan was made; no placement was written, and nothing was made on a server\n  hint: plan again, which places the tenant elsewhere or says why it cannot",
@@ -192,26 +263,46 @@ impl PgServers {
                 let paused_ms = u64::try_from(fenced.elapsed().as_millis()).unwrap_or(u64::MAX);
                 tracing::info!(tenant = slug, from = %at, to = %wanted, rows, paused_ms, "moved");
             }
-            None if tenants >= i64::from(server.cap) => return Err(full(tenants)),
-            None => {
-                // A row left by another tenant of this slug (released) is this one's now:
-                // nothing of that tenant is moved or counted.
-                sqlx::query(&format!(
-                    "INSERT INTO {}.placements (slug, tenant_id, server, epoch) VALUES ($1, $2, $3, 1)
-                     ON CONFLICT (slug) DO UPDATE SET tenant_id = excluded.tenant_id,
-                       server = excluded.server, epoch = 1, placed_at = now()",
-                    self.schema
-                ))
-                .bind(slug)
-                .bind(tenant_id)
-                .bind(&wanted)
-                .execute(tx.as_mut())
-                .await
-                .map_err(ProviderError::sql("record the placement"))?;
-                tx.commit().await.map_err(ProviderError::sql("commit"))?;
+            // Made before the config named servers: its data is on the postgres block's own
+            // server, which is recorded whatever its load; on any other, its role and slice
+            // would be built anew, empty.
+            None if made_before_servers(ctx) => {
+                if self.own.as_deref() != Some(wanted.as_str()) {
+                    return Err(ProviderError::Refused(format!(
+                        "the tenant's data is on the postgres block's server, from before the config named servers, not on {wanted}; no placement was written\n  hint: plan again"
+                    )));
+                }
+                self.insert_placement(tx, slug, tenant_id, &wanted).await?;
             }
+            None if tenants >= i64::from(server.cap) => return Err(full(tenants)),
+            None => self.insert_placement(tx, slug, tenant_id, &wanted).await?,
         }
         Ok(attrs([("server", json!(wanted))]))
+    }
+
+    /// Writes the tenant's first placement, in the transaction holding its server's lock. A
+    /// row left by another tenant of this slug (released) is this one's now: nothing of
+    /// that tenant is moved or counted.
+    async fn insert_placement(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        slug: &str,
+        tenant_id: &str,
+        server: &str,
+    ) -> Result<(), ProviderError> {
+        sqlx::query(&format!(
+            "INSERT INTO {}.placements (slug, tenant_id, server, epoch) VALUES ($1, $2, $3, 1)
+             ON CONFLICT (slug) DO UPDATE SET tenant_id = excluded.tenant_id,
+               server = excluded.server, epoch = 1, placed_at = now()",
+            self.schema
+        ))
+        .bind(slug)
+        .bind(tenant_id)
+        .bind(server)
+        .execute(tx.as_mut())
+        .await
+        .map_err(ProviderError::sql("record the placement"))?;
+        tx.commit().await.map_err(ProviderError::sql("commit"))
     }
 
     /// A transaction holding `server`'s placement lock, with where the catalog has `slug`
@@ -305,6 +396,13 @@ type Locked = (
     i64,
 );
 
+/// Whether the tenant's role or slice was made before it had a placement: before the config
+/// named servers, on the postgres block's own server.
+fn made_before_servers(ctx: &StepContext<'_>) -> bool {
+    let made = |kind| ctx.recorded.contains_key(&Key::new(kind));
+    !made(Kind::PLACEMENT) && (made(Kind::ROLE) || made(Kind::DATABASE))
+}
+
 /// A server the config does not name (any more).
 fn not_named(name: &str) -> ProviderError {
     ProviderError::Refused(format!(
@@ -340,7 +438,11 @@ impl Provider for PgServers {
         let mut on: BTreeMap<&str, Vec<RefreshTarget>> = BTreeMap::new();
         for t in targets {
             if let Some(server) = t.server.as_deref() {
-                on.entry(server).or_default().push(t.clone());
+                // What was left on another server is counted there.
+                let mut here = t.clone();
+                here.retired
+                    .retain(|r| r.server().is_none_or(|s| s == server));
+                on.entry(server).or_default().push(here);
             }
         }
         let whole_fleet = live.whole_fleet;
@@ -353,6 +455,7 @@ impl Provider for PgServers {
         for part in futures::future::try_join_all(reads).await? {
             live.absorb_alike(part);
         }
+        self.count_left_elsewhere(targets, live).await;
         let placed = crate::targets::provider::wanting(targets, Kind::PLACEMENT);
         if !placed.is_empty() {
             self.refresh_placements(&placed, live).await?;
@@ -398,20 +501,23 @@ impl Purge for PgServers {
     }
 
     async fn purge_all(&self, ctx: &StepContext<'_>, keys: &[Key]) -> Result<(), ProviderError> {
-        self.placed(ctx.recorded)?.purge_all(ctx, keys).await?;
+        let slice = ctx.recorded.get(&Key::new(Kind::DATABASE));
+        if let Some(left) = slice.filter(|s| s.str(retired::LEFT_BY) == "move") {
+            return self.purge_moved_copy(ctx, left.str(retired::SERVER)).await;
+        }
+        self.holding(ctx.recorded)?.purge_all(ctx, keys).await?;
         self.forget_purged(ctx, keys).await
     }
 
     async fn purge(&self, ctx: &StepContext<'_>, key: &Key) -> Result<(), ProviderError> {
-        self.placed(ctx.recorded)?.purge(ctx, key).await?;
-        self.forget_purged(ctx, std::slice::from_ref(key)).await
+        self.purge_all(ctx, std::slice::from_ref(key)).await
     }
 }
 
 #[async_trait]
 impl Export for PgServers {
     async fn export(&self, req: &ExportRequest<'_>) -> Result<(), ProviderError> {
-        self.placed(req.recorded)?.export(req).await
+        self.holding(req.recorded)?.export(req).await
     }
 }
 
