@@ -182,3 +182,13 @@ fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `sql` run as `role` on the server listening on `port`, from any thread.
+pub fn run_as(port: u16, role: &str, sql: &str) -> Result<Vec<Value>, String> {
+    let url = format!("postgres://{role}@127.0.0.1:{port}/postgres");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(crate::pg::rows_at(&url, sql))
+}

@@ -29,6 +29,19 @@ fn own_tenants_only(pg: &Pg) -> crate::support::Repo {
     repo
 }
 
+/// Migrations of its own whose tables have primary keys, as a product's would: a tenant's
+/// tables can then be published for a move by replication.
+fn keyed_tables(repo: &crate::support::Repo) {
+    repo.write(
+        "migrations/0001_create_projects.sql",
+        "CREATE TABLE IF NOT EXISTS projects (\n  id BIGSERIAL PRIMARY KEY,\n  name TEXT NOT NULL,\n  description TEXT\n);\n",
+    );
+    repo.write(
+        "migrations/0002_create_settings.sql",
+        "CREATE TABLE IF NOT EXISTS settings (\n  key TEXT PRIMARY KEY,\n  value TEXT NOT NULL\n);\n",
+    );
+}
+
 /// The config of `pg` with the `servers` blocks.
 fn on_servers(repo: &crate::support::Repo, pg: &Pg, servers: &str) {
     repo.write(
@@ -683,16 +696,22 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
 
 #[test]
 fn a_move_killed_anywhere_is_finished_by_the_next_apply_with_every_row_once() {
-    killed_move("schema");
+    killed_move("schema", false);
 }
 
 #[test]
 fn a_shared_tenants_move_killed_anywhere_is_finished_with_every_row_once() {
-    killed_move("shared");
+    killed_move("shared", false);
 }
 
-/// A move of a tenant of 100,000 rows in `isolation` mode, killed at eight points.
-fn killed_move(isolation: &str) {
+#[test]
+fn a_move_by_replication_killed_anywhere_is_finished_and_leaves_no_replication_behind() {
+    killed_move("schema", true);
+}
+
+/// A move of a tenant of 100,000 rows in `isolation` mode, killed at eight points; by
+/// replication when `replicated`.
+fn killed_move(isolation: &str, replicated: bool) {
     let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
     let pg = Pg::new();
     let repo = own_tenants_only(&pg);
@@ -712,7 +731,17 @@ fn killed_move(isolation: &str) {
         server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, ""),
     ]
     .concat();
-    on_servers(&repo, &pg, &servers);
+    let from_rows = if replicated { 1000 } else { 1_000_000_000 };
+    if replicated {
+        keyed_tables(&repo);
+    }
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{}{servers}",
+            pg.config(&format!("  replicate_moves_from_rows = {from_rows}\n"))
+        ),
+    );
     repo.apply();
     let mover = pg.name("mover");
     let projects = match isolation {
@@ -730,17 +759,58 @@ fn killed_move(isolation: &str) {
     pin("eu-2");
     // Killed at points through the fence, the copy, the check and the flip: at no moment
     // may the tenant log in on both servers.
-    for ms in [30, 150, 300, 500, 800, 1200, 1800, 2600] {
+    let replicating = || {
+        eu2.query_as(
+            "postgres",
+            "postgres",
+            "SELECT count(*) AS n FROM pg_subscription",
+        )
+        .unwrap()[0]["n"]
+            == 1
+    };
+    let mut seen_replicating = false;
+    // A replicated move restarts its first copy after each kill: later points reach its
+    // fence, catch-up and drops.
+    let points: &[u64] = if replicated {
+        &[30, 300, 800, 1500, 2200, 2800, 3100, 3400, 3700, 4000]
+    } else {
+        &[30, 150, 300, 500, 800, 1200, 1800, 2600]
+    };
+    for &ms in points {
         repo.kill_apply(10, 0, std::time::Duration::from_millis(ms));
         let (old, new) = (logs_in(&eu1), logs_in(&eu2));
         let copied = eu2.roles(&pg.prefix).len();
-        eprintln!("killed at {ms} ms: logins on eu-1 {old}, on eu-2 {new}; roles on eu-2 {copied}");
+        let subscribed = replicating();
+        seen_replicating |= subscribed;
+        eprintln!("killed at {ms} ms: logins on eu-1 {old}, on eu-2 {new}; roles on eu-2 {copied}; replicating {subscribed}");
         assert!(
             !(old && new),
             "after a kill at {ms} ms both copies take logins"
         );
     }
+    assert_eq!(
+        seen_replicating, replicated,
+        "replication is used when, and only when, asked"
+    );
+    let began = std::time::Instant::now();
     repo.apply();
+    eprintln!("the last apply took {:?}", began.elapsed());
+    // Nothing of the replication is left: no subscription, slot or publication.
+    assert!(!replicating());
+    for (what, table) in [
+        ("slots", "pg_replication_slots"),
+        ("publications", "pg_publication"),
+    ] {
+        let n = eu1
+            .query_as(
+                "postgres",
+                "postgres",
+                &format!("SELECT count(*) AS n FROM {table}"),
+            )
+            .unwrap()[0]["n"]
+            .clone();
+        assert_eq!(n, 0, "{what} left on eu-1");
+    }
     let rows = eu2
         .query_as(
             &mover,
@@ -785,6 +855,122 @@ fn killed_move(isolation: &str) {
         )
         .unwrap();
     assert_eq!(rows[0]["n"], 100001);
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_large_tenant_moves_by_replication_and_its_writes_pause_only_at_the_end() {
+    let (eu1, eu2) = (OwnPg::start(), OwnPg::start());
+    let pg = Pg::new();
+    let mut repo = own_tenants_only(&pg);
+    let pin = |to: &str| {
+        repo.write(
+            "tenants/bigco.yaml",
+            &tenant("bigco", "eu-west-1", &format!("server: {to}\n")),
+        )
+    };
+    pin("eu-1");
+    keyed_tables(&repo);
+    let servers = [
+        server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, ""),
+        server_block("eu-2", &eu2.url("postgres"), "eu-west-1", 10, ""),
+    ]
+    .concat();
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "{}{servers}",
+            pg.config("  replicate_moves_from_rows = 100000\n")
+        ),
+    );
+    repo.apply();
+    let bigco = pg.name("bigco");
+    let projects = format!("{bigco}.projects");
+    eu1.query_as(
+        &bigco,
+        "postgres",
+        &format!("INSERT INTO {projects} (name) SELECT 'p' || g FROM generate_series(1, 400000) g RETURNING 1"),
+    )
+    .unwrap();
+    // The product writes as the tenant throughout: on eu-1 while it takes the tenant's
+    // login, then on eu-2. Each acknowledged write is a name of its own.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, bigco, projects) = (stop.clone(), bigco.clone(), projects.clone());
+        let (url1, url2) = (eu1.port, eu2.port);
+        std::thread::spawn(move || {
+            let mut acknowledged = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                let sql = format!("INSERT INTO {projects} (name) VALUES ('w{i}') RETURNING 1");
+                for port in [url1, url2] {
+                    if crate::own_pg::run_as(port, &bigco, &sql).is_ok() {
+                        acknowledged.push((i, std::time::Instant::now()));
+                        break;
+                    }
+                }
+            }
+            acknowledged
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    pin("eu-2");
+    repo.env.push((
+        "TENANT_RECONCILE_LOG".into(),
+        "tenant_reconcile=info".into(),
+    ));
+    let apply = repo.apply();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acknowledged = writer.join().unwrap();
+    let log = text(&apply.stderr);
+    assert!(log.contains("replicated"), "{log}");
+    // The fence came at the end: the pause is a small part of the move.
+    let field = |name: &str| -> u64 {
+        let at = log
+            .find(&format!("{name}: "))
+            .unwrap_or_else(|| panic!("{name} in {log}"));
+        log[at + name.len() + 2..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (paused, took) = (field("paused ms"), field("took ms"));
+    eprintln!("the move took {took} ms, writes paused {paused} ms");
+    assert!(paused * 2 < took, "paused {paused} ms of {took} ms");
+    // Every acknowledged write is on eu-2, none twice (one cut off by the fence after its
+    // commit, before its answer, may be there unacknowledged).
+    let names: Vec<String> = eu2
+        .query_as(
+            &bigco,
+            "postgres",
+            &format!("SELECT name FROM {projects} WHERE name LIKE 'w%'"),
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "a write is there twice");
+    let n = acknowledged.len();
+    assert!(n > 10, "{n} writes");
+    let lost: Vec<u64> = acknowledged
+        .iter()
+        .map(|(i, _)| *i)
+        .filter(|i| !unique.contains(&format!("w{i}")))
+        .collect();
+    assert_eq!(lost, Vec::<u64>::new(), "acknowledged writes lost");
+    assert!(names.len() <= n + 1, "{} rows for {n} writes", names.len());
+    let longest = acknowledged
+        .windows(2)
+        .map(|w| w[1].1 - w[0].1)
+        .max()
+        .unwrap();
+    eprintln!("{n} writes, the longest gap {longest:?}");
+    assert!(longest < std::time::Duration::from_secs(5), "{longest:?}");
     repo.assert_plan_empty();
 }
 

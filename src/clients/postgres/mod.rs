@@ -55,6 +55,11 @@ pub struct PostgresConfig {
     /// Connections to the server at most (apply's `--parallelism` is bounded by it too).
     #[serde(default = "default_max_connections")]
     pub max_connections: u32,
+    /// A tenant of at least this many rows (the planner's estimate) moves between servers by
+    /// logical replication, writable while its data is copied, where both servers allow it;
+    /// a smaller one by a copy under a fence, its writes paused for the copy.
+    #[serde(default = "default_replicate_moves_from_rows")]
+    pub replicate_moves_from_rows: u64,
 }
 
 impl PostgresConfig {
@@ -84,6 +89,7 @@ impl Default for PostgresConfig {
             database_prefix: default_tenant_prefix(),
             shared_schema: default_shared_schema(),
             max_connections: default_max_connections(),
+            replicate_moves_from_rows: default_replicate_moves_from_rows(),
         }
     }
 }
@@ -106,6 +112,11 @@ fn default_shared_schema() -> String {
 
 fn default_max_connections() -> u32 {
     10
+}
+
+/// About a third of a second of writes paused for a copy under a fence.
+fn default_replicate_moves_from_rows() -> u64 {
+    100_000
 }
 
 /// Serialises schema changes to tenant-reconcile's own tables across concurrent runs

@@ -20,6 +20,10 @@ pub(crate) const ATTEMPTS: u32 = 6;
 
 pub struct PgServer {
     options: Result<PgConnectOptions, String>,
+    /// The URL as configured, with `PGPASSWORD` when it has no password of its own: what
+    /// another server needs to reach this one ([`Self::conninfo_for_peer`]). It may hold a
+    /// password: never shown.
+    url: Option<String>,
     /// Where the URL came from, for messages that must not show it.
     source: String,
     schema: String,
@@ -43,6 +47,18 @@ impl PgServer {
                 format!("the environment variable {}", config.url_env),
             ),
         };
+        let peer_url = url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|mut u| {
+                match std::env::var("PGPASSWORD") {
+                    Ok(pw) if u.password().is_none() && !pw.is_empty() => {
+                        let _ = u.set_password(Some(&pw));
+                    }
+                    _ => {}
+                }
+                u.to_string()
+            });
         let options = match url {
             None => Err(format!(
                 "no PostgreSQL server: set {} (e.g. postgres://admin@127.0.0.1:5432/saas)",
@@ -63,6 +79,7 @@ impl PgServer {
         };
         PgServer {
             options,
+            url: peer_url,
             source,
             schema: config.schema.clone(),
             max_connections: config.max_connections,
@@ -103,6 +120,20 @@ impl PgServer {
             ),
             Err(_) => ("localhost".into(), 5432, "postgres".into()),
         }
+    }
+
+    /// How another server (a subscriber of a tenant's move) connects to `database` here: the
+    /// configured URL with that database. It holds the password when the URL or `PGPASSWORD`
+    /// has one, so it goes into a statement whose logging is turned off, and nowhere else.
+    pub fn conninfo_for_peer(&self, database: &str) -> Result<String, ProviderError> {
+        let url = self.url.as_deref().ok_or_else(|| {
+            ProviderError::Setting(format!("no URL for the server in {}", self.source))
+        })?;
+        let mut url = url::Url::parse(url).map_err(|e| {
+            ProviderError::Setting(format!("the URL in {} does not parse: {e}", self.source))
+        })?;
+        url.set_path(&format!("/{database}"));
+        Ok(url.to_string())
     }
 
     fn options(&self) -> Result<&PgConnectOptions, ProviderError> {

@@ -37,6 +37,7 @@ mod moves;
 mod purge;
 pub mod reach;
 mod refresh;
+mod replicate;
 mod servers;
 pub mod smoke;
 mod together;

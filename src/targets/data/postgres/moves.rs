@@ -1,6 +1,7 @@
-//! A tenant's move from one Postgres server to another, as a plain copy under a fence (for
-//! small tenants: the write pause is the copy's length), in every isolation mode: a schema,
-//! a shared tenant's rows, a database of its own.
+//! A tenant's move from one Postgres server to another, in every isolation mode: a schema,
+//! a shared tenant's rows, a database of its own. A large one whose servers allow it moves by
+//! logical replication (`replicate.rs`), writable until the end; the others as a plain copy
+//! under a fence (the write pause is the copy's length), which this module does.
 //!
 //! 1. The fence: on the old server the tenant's role may not log in, and its sessions end,
 //!    so nothing writes to the old copy from here on.
@@ -18,6 +19,8 @@
 //! so a move killed anywhere is finished by the next apply: before the flip the old server
 //! still holds the tenant, after it the new one does, and at no moment may both be logged
 //! into.
+
+use std::time::Instant;
 
 use futures::StreamExt;
 use sqlx::{Connection, Executor as _, PgConnection};
@@ -80,35 +83,24 @@ impl PgData {
     }
 }
 
-/// Makes the tenant's role and slice on `to` and copies its data there from `from`, fenced;
-/// returns the rows copied. On an error the fence on `from` is lifted again: the old copy is
-/// still the tenant's.
+/// Fences the role `role` on `from`, makes the tenant's role and slice on `to` and copies
+/// its data there; returns the rows copied and when the fence went up.
 pub(super) async fn copy_over(
     ctx: &StepContext<'_>,
     from: &PgData,
     to: &PgData,
-) -> Result<u64, ProviderError> {
-    let slice = from
-        .recorded_slice(ctx)?
-        .ok_or_else(|| ProviderError::Unplanned("the tenant has no slice to move".into()))?;
-    let role = from.naming.role(&ctx.tenant.slug);
-    from.fence(&role).await?;
-    let copied = async {
-        make_on(ctx, to).await?;
-        copy_slice(ctx, from, to, &slice).await
-    }
-    .await;
-    if copied.is_err() {
-        if let Err(lift) = from.lift_fence(ctx, &role).await {
-            tracing::warn!(role = %role, error = %lift, "could not lift the fence after a failed move");
-        }
-    }
-    copied
+    slice: &Slice,
+    role: &str,
+) -> Result<(u64, Instant), ProviderError> {
+    from.fence(role).await?;
+    let fenced = Instant::now();
+    make_on(ctx, to).await?;
+    Ok((copy_slice(ctx, from, to, slice).await?, fenced))
 }
 
 /// The tenant's role and slice on `to`, as recorded, made as a provisioning makes them but
 /// with its login held until the move is done.
-async fn make_on(ctx: &StepContext<'_>, to: &PgData) -> Result<(), ProviderError> {
+pub(super) async fn make_on(ctx: &StepContext<'_>, to: &PgData) -> Result<(), ProviderError> {
     let held = StepContext {
         tenant: ctx.tenant,
         tenant_id: ctx.tenant_id,
@@ -223,9 +215,7 @@ async fn copy_slice(
         into.finish()
             .await
             .map_err(ProviderError::sql(format!("write {table}")))?;
-        let sum = format!(
-            "SELECT count(*), coalesce(sum(hashtextextended(ROW({list})::text, 0)), 0)::text FROM {rows}"
-        );
+        let sum = checksums(&slice.schema, table, &columns, shared.then_some(tenant_id));
         let was: (i64, String) = sqlx::query_as(&sum)
             .fetch_one(read.as_mut())
             .await
@@ -242,21 +232,7 @@ async fn copy_slice(
         }
         copied += was.0.unsigned_abs();
     }
-    if !shared {
-        copy_sequences(read.as_mut(), write.as_mut(), &slice.schema).await?;
-    }
-    let seeded = ctx.recorded.contains_key(&Key::new(Kind::SEED));
-    if seeded && slice.isolation == Isolation::Database {
-        // A database's own mark of its seed is the one that counts.
-        write
-            .as_mut()
-            .execute(
-                "INSERT INTO tenant_reconcile_meta.seed SELECT
-                 WHERE NOT EXISTS (SELECT 1 FROM tenant_reconcile_meta.seed)",
-            )
-            .await
-            .map_err(ProviderError::sql("mark the seed on the new server"))?;
-    }
+    carry_over(ctx, to, slice, read.as_mut(), write.as_mut()).await?;
     write
         .commit()
         .await
@@ -264,22 +240,71 @@ async fn copy_slice(
     read.commit()
         .await
         .map_err(ProviderError::sql("end the snapshot"))?;
+    let _ = source.close().await;
+    let _ = target.close().await;
+    Ok(copied)
+}
+
+/// What follows a slice's rows to the new server (`write`), read from the old (`read`): its
+/// sequences where they stood, and the marks that it was seeded (in a database of its own,
+/// and in the new server's catalog): its seed rows came along, and it is not seeded again.
+pub(super) async fn carry_over(
+    ctx: &StepContext<'_>,
+    to: &PgData,
+    slice: &Slice,
+    read: &mut PgConnection,
+    write: &mut PgConnection,
+) -> Result<(), ProviderError> {
+    if slice.isolation != Isolation::Shared {
+        copy_sequences(&mut *read, &mut *write, &slice.schema).await?;
+    }
+    let seeded = ctx.recorded.contains_key(&Key::new(Kind::SEED));
+    if seeded && slice.isolation == Isolation::Database {
+        // A database's own mark of its seed is the one that counts.
+        write
+            .execute(
+                "INSERT INTO tenant_reconcile_meta.seed SELECT
+                 WHERE NOT EXISTS (SELECT 1 FROM tenant_reconcile_meta.seed)",
+            )
+            .await
+            .map_err(ProviderError::sql("mark the seed on the new server"))?;
+    }
     if seeded {
-        // Seeded where it came from: its rows came along, and it is not seeded again.
         to.record_seed(
             connection(to.pool().await?).await?.as_mut(),
             &ctx.tenant.slug,
         )
         .await?;
     }
-    let _ = source.close().await;
-    let _ = target.close().await;
-    Ok(copied)
+    Ok(())
+}
+
+/// The statement reading a table's row count and an order-free checksum of its rows (of
+/// `tenant`'s rows, in a shared table): equal on both servers when the copy is whole.
+pub(super) fn checksums(
+    schema: &str,
+    table: &str,
+    columns: &[String],
+    tenant: Option<&str>,
+) -> String {
+    let list = columns.join(", ");
+    let rows = match tenant {
+        Some(id) => format!(
+            "{}.{} WHERE tenant_id = {}",
+            quote(schema),
+            quote(table),
+            literal(id)
+        ),
+        None => format!("{}.{}", quote(schema), quote(table)),
+    };
+    format!(
+        "SELECT count(*), coalesce(sum(hashtextextended(ROW({list})::text, 0)), 0)::text FROM {rows}"
+    )
 }
 
 /// The columns of `schema.table` that hold what was written (not generated ones), quoted,
 /// in their order.
-async fn stored_columns(
+pub(super) async fn stored_columns(
     conn: &mut PgConnection,
     schema: &str,
     table: &str,

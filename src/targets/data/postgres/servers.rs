@@ -42,6 +42,8 @@ pub struct PgServers {
     /// tenants made before the config named servers are.
     own: Option<String>,
     data: BTreeMap<String, PgData>,
+    /// The rows from which a move goes by replication (`replicate_moves_from_rows`).
+    replicate_from_rows: u64,
 }
 
 const CATALOG: &str = "CREATE SCHEMA IF NOT EXISTS {schema};
@@ -71,6 +73,10 @@ impl PgServers {
                 .iter()
                 .find(|s| s.own_server)
                 .map(|s| s.placement.name.clone()),
+            // The postgres block's, which every server block copies.
+            replicate_from_rows: servers
+                .first()
+                .map_or(0, |s| s.connection.replicate_moves_from_rows),
             data: servers
                 .iter()
                 .map(|s| {
@@ -229,8 +235,8 @@ impl PgServers {
                 // The copy is long: no lock is held over it.
                 tx.commit().await.map_err(ProviderError::sql("commit"))?;
                 let (from, to) = (self.on(&at)?, self.on(&wanted)?);
-                let fenced = std::time::Instant::now();
-                let rows = super::moves::copy_over(ctx, from, to).await?;
+                let began = std::time::Instant::now();
+                let (rows, fenced) = self.move_data(ctx, from, to).await?;
                 let (mut tx, now, tenants) = self.locked(&wanted, slug, tenant_id).await?;
                 let flipped = match now {
                     Some(now) if now == at && tenants < i64::from(server.cap) => {
@@ -260,8 +266,11 @@ impl PgServers {
                     return Err(e);
                 }
                 to.lift_fence(ctx, &role).await?;
-                let paused_ms = u64::try_from(fenced.elapsed().as_millis()).unwrap_or(u64::MAX);
-                tracing::info!(tenant = slug, from = %at, to = %wanted, rows, paused_ms, "moved");
+                let ms = |since: std::time::Instant| {
+                    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+                };
+                let (paused_ms, took_ms) = (ms(fenced), ms(began));
+                tracing::info!(tenant = slug, from = %at, to = %wanted, rows, paused_ms, took_ms, "moved");
             }
             // Made before the config named servers: its data is on the postgres block's own
             // server, which is recorded whatever its load; on any other, its role and slice
@@ -303,6 +312,39 @@ impl PgServers {
         .await
         .map_err(ProviderError::sql("record the placement"))?;
         tx.commit().await.map_err(ProviderError::sql("commit"))
+    }
+
+    /// Moves the tenant's data from `from` to `to`: by replication where it can
+    /// ([`super::replicate`], for a tenant of at least `replicate_moves_from_rows` rows),
+    /// otherwise by a copy under the fence ([`super::moves`]). Returns the rows moved and
+    /// when the fence went up. On an error the fence on `from` is lifted again: the old copy
+    /// is still the tenant's.
+    async fn move_data(
+        &self,
+        ctx: &StepContext<'_>,
+        from: &PgData,
+        to: &PgData,
+    ) -> Result<(u64, std::time::Instant), ProviderError> {
+        let slice = from
+            .recorded_slice(ctx)?
+            .ok_or_else(|| ProviderError::Unplanned("the tenant has no slice to move".into()))?;
+        let role = from.naming.role(&ctx.tenant.slug);
+        let moved = async {
+            match super::replicate::why_not(from, &slice, self.replicate_from_rows).await? {
+                None => super::replicate::replicate(ctx, from, to, &slice, &role).await,
+                Some(why) => {
+                    tracing::info!(tenant = %ctx.tenant.slug, "moved by a copy under a fence: {why}");
+                    super::moves::copy_over(ctx, from, to, &slice, &role).await
+                }
+            }
+        }
+        .await;
+        if moved.is_err() {
+            if let Err(lift) = from.lift_fence(ctx, &role).await {
+                tracing::warn!(role = %role, error = %lift, "could not lift the fence after a failed move");
+            }
+        }
+        moved
     }
 
     /// A transaction holding `server`'s placement lock, with where the catalog has `slug`
