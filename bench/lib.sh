@@ -67,7 +67,7 @@ own_server() {
   [ ${#AS[@]} -eq 0 ] || chown postgres "$dir"
   "${AS[@]}" "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
   "${AS[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c wal_level=logical" start >/dev/null
   SERVERS+=("$dir")
   PORT=$port
 }

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # A tenant's move between Postgres servers, and the write pause its clients see:
-#   bash bench/move.sh [ROWS] [ISOLATION]   (defaults 1000000 schema; or shared)
+#   bash bench/move.sh [ROWS] [ISOLATION] [HOW]
+#   (defaults 1000000 schema replicate; ISOLATION shared, HOW copy)
 #
+# HOW replicate gives the tenant's tables primary keys (migrations of the run's own), so a
+# schema or a database of its own moves by logical replication; copy keeps the example's
+# tables, which have none, so it moves by a copy under a fence (as a shared tenant always does).
 # Starts two PostgreSQL servers of its own (eu-1, eu-2), provisions one tenant (ISOLATION) on
 # eu-1 and gives it ROWS rows, then pins it to eu-2 and applies while a client writes a row
 # in a loop, each write as the tenant, to whichever server takes its login (a write refused
@@ -15,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROWS=${1:-1000000}
 ISOLATION=${2:-schema}
+HOW=${3:-replicate}
 PG=${BENCH_PG:-postgres://postgres@127.0.0.1:5432}
 ID=$$
 export PGOPTIONS="-c client_min_messages=warning"
@@ -43,6 +48,12 @@ psql "$PG/postgres" -qc "CREATE DATABASE mv${ID}" >/dev/null
 dir="$TMP/repo"
 python3 bench/generate.py 1 "$dir" schema >/dev/null
 rm "$dir"/tenants/*.yaml
+if [ "$HOW" = replicate ]; then
+  printf 'CREATE TABLE IF NOT EXISTS projects (\n  id BIGSERIAL PRIMARY KEY,\n  name TEXT NOT NULL,\n  description TEXT\n);\n' \
+    >"$dir/migrations/0001_create_projects.sql"
+  printf 'CREATE TABLE IF NOT EXISTS settings (\n  key TEXT PRIMARY KEY,\n  value TEXT NOT NULL\n);\n' \
+    >"$dir/migrations/0002_create_settings.sql"
+fi
 pin() {
   printf 'slug: mover\nname: Mover\nplan: growth\nowner:\n  email: o@mover.example\nregion: eu-west-1\nisolation: %s\nserver: %s\n' "$ISOLATION" "$1" \
     >"$dir/tenants/mover.yaml"
@@ -119,8 +130,10 @@ read -r on_new distinct < <(psql "postgres://postgres@127.0.0.1:$EU2/postgres" -
   "SELECT count(*), count(DISTINCT name) FROM $TABLE WHERE name LIKE 'write %'")
 "$BIN" -C "$dir" plan --detailed-exitcode >/dev/null 2>&1 || { echo "the plan after the move is not empty" >&2; exit 1; }
 
-echo "| isolation | rows | apply (s) | peak memory (MB) | writes paused (logged, s) | longest gap a client saw (s) | writes accepted | on eu-2 | distinct |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-echo "| $ISOLATION | $ROWS | $secs | $((kb / 1024)) | $(awk -v p="$paused" 'BEGIN { printf "%.2f", p / 1000 }') | $gap | $accepted | $on_new | $distinct |"
+how=copy
+grep -q "replicated" "$TMP/err" && how=replication
+echo "| isolation | rows | moved by | apply (s) | peak memory (MB) | writes paused (logged, s) | longest gap a client saw (s) | writes accepted | on eu-2 | distinct |"
+echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| $ISOLATION | $ROWS | $how | $secs | $((kb / 1024)) | $(awk -v p="$paused" 'BEGIN { printf "%.2f", p / 1000 }') | $gap | $accepted | $on_new | $distinct |"
 echo "$(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 [ "$on_new" = "$accepted" ] && [ "$distinct" = "$accepted" ] || { echo "writes were lost or doubled" >&2; exit 1; }

@@ -768,6 +768,54 @@ fn killed_move(isolation: &str, replicated: bool) {
         .unwrap()[0]["n"]
             == 1
     };
+    let on_eu1 = |table: &str| {
+        eu1.query_as(
+            "postgres",
+            "postgres",
+            &format!("SELECT count(*) AS n FROM {table}"),
+        )
+        .unwrap()[0]["n"]
+            .clone()
+    };
+    if replicated {
+        // Cut short while replicating, then not asked for any more: the plan stops the
+        // replication, and the tenant stays on eu-1, writable.
+        {
+            use std::io::BufRead;
+            let mut apply = repo
+                .process()
+                .env("TENANT_RECONCILE_LOG", "tenant_reconcile=info")
+                .args(["apply", "--auto-approve"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let log = std::io::BufReader::new(apply.stderr.take().unwrap());
+            for line in log.lines() {
+                if line.unwrap().contains("the move's first copy began") {
+                    break;
+                }
+            }
+            apply.kill().unwrap();
+            apply.wait().unwrap();
+        }
+        assert!(replicating(), "the move was cut short while replicating");
+        pin("eu-1");
+        let plan = text(&repo.run(&["plan"]).stdout);
+        assert!(
+            plan.contains("~ mover/placement") && plan.contains("replicating_to = \"eu-2\""),
+            "{plan}"
+        );
+        repo.apply();
+        assert!(!replicating());
+        assert_eq!(
+            (on_eu1("pg_replication_slots"), on_eu1("pg_publication")),
+            (0.into(), 0.into())
+        );
+        assert!(logs_in(&eu1));
+        repo.assert_plan_empty();
+        pin("eu-2");
+    }
     let mut seen_replicating = false;
     // A replicated move restarts its first copy after each kill: later points reach its
     // fence, catch-up and drops.
@@ -801,15 +849,7 @@ fn killed_move(isolation: &str, replicated: bool) {
         ("slots", "pg_replication_slots"),
         ("publications", "pg_publication"),
     ] {
-        let n = eu1
-            .query_as(
-                "postgres",
-                "postgres",
-                &format!("SELECT count(*) AS n FROM {table}"),
-            )
-            .unwrap()[0]["n"]
-            .clone();
-        assert_eq!(n, 0, "{what} left on eu-1");
+        assert_eq!(on_eu1(table), 0, "{what} left on eu-1");
     }
     let rows = eu2
         .query_as(

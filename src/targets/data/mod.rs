@@ -206,9 +206,12 @@ const ROLE: KindFacts = KindFacts {
 inventory::submit!(ROLE);
 
 /// The server a tenant's data lives on, when the config names several: decided once, when
-/// it is first provisioned, and recorded in the placement catalog.
+/// it is first provisioned, and recorded in the placement catalog. Compared whole: refresh
+/// reports a move's replication still running (`replicating_to`) where none is asked for, so
+/// the plan stops it.
 const PLACEMENT: KindFacts = KindFacts {
     resource_of: Some(|a| format!("placement on {}", a.str("server"))),
+    whole_map: true,
     ..KindFacts::plain(Kind::PLACEMENT, "placement")
 };
 inventory::submit!(PLACEMENT);

@@ -119,6 +119,43 @@ pub(super) async fn replicate(
     Ok(moved)
 }
 
+/// Stops what a cut-short move of the tenant to `to` left running (its subscription there,
+/// its slots and publication on `from`, where the tenant still is). The copy made on `to`
+/// stays, without a login, as one a failed move leaves.
+pub(super) async fn stop(
+    ctx: &StepContext<'_>,
+    from: &PgData,
+    to: &PgData,
+    slice: &Slice,
+) -> Result<(), ProviderError> {
+    let name = move_name(ctx.tenant_id()?);
+    let (mut old, mut new) = (connect(from, slice).await?, connect(to, slice).await?);
+    drop_replication(&mut old, &mut new, &name).await?;
+    tracing::info!(tenant = %ctx.tenant.slug, "the replication of a move cut short was stopped");
+    Ok(())
+}
+
+/// The tenants of `tenants` (slug and id) whose move's subscription is on the server
+/// `data`, in one query: a move cut short whose replication runs on.
+pub(super) async fn subscribed<'t>(
+    data: &PgData,
+    tenants: &[(&'t str, &str)],
+) -> Result<Vec<&'t str>, ProviderError> {
+    let names: Vec<String> = tenants.iter().map(|(_, id)| move_name(id)).collect();
+    let found: Vec<(String,)> =
+        sqlx::query_as("SELECT subname::text FROM pg_subscription WHERE subname = ANY($1)")
+            .bind(&names)
+            .fetch_all(data.pool().await?)
+            .await
+            .map_err(ProviderError::sql("look for moves' subscriptions"))?;
+    Ok(tenants
+        .iter()
+        .zip(&names)
+        .filter(|(_, name)| found.iter().any(|(f,)| f == *name))
+        .map(|((slug, _), _)| *slug)
+        .collect())
+}
+
 /// The publication on the old server and the subscription on the new, whose first copy
 /// starts at once, each table emptied before it.
 async fn start(
@@ -173,6 +210,10 @@ async fn start(
     created.map_err(ProviderError::sql(
         "subscribe the new server to the old (it must reach the old server at its URL)",
     ))?;
+    tracing::info!(
+        tables = tables.len(),
+        "the move's first copy began, the tenant writing on"
+    );
     Ok(())
 }
 

@@ -208,6 +208,7 @@ impl PgServers {
         let slug = ctx.tenant.slug.as_str();
         let tenant_id = ctx.tenant_id()?;
         let role = self.on(&wanted)?.naming.role(&ctx.tenant.slug);
+        self.stop_cut_short_replication(ctx, change).await?;
         let (tx, at, tenants) = self.locked(&wanted, slug, tenant_id).await?;
         let full = |tenants: i64| {
             ProviderError::Refused(format!(
@@ -314,6 +315,29 @@ impl PgServers {
         tx.commit().await.map_err(ProviderError::sql("commit"))
     }
 
+    /// Stops the replication a move cut short left running (refresh reported it as
+    /// `replicating_to`), from the server the tenant is on: a move that follows starts anew,
+    /// and without one the tenant stays where it is.
+    async fn stop_cut_short_replication(
+        &self,
+        ctx: &StepContext<'_>,
+        change: &ResourceChange,
+    ) -> Result<(), ProviderError> {
+        let replicating = change
+            .fields()
+            .iter()
+            .find(|f| f.field == "replicating_to")
+            .and_then(|f| f.old.as_ref()?.as_str().map(str::to_string));
+        let Some(to) = replicating else {
+            return Ok(());
+        };
+        let here = self.placed(ctx.recorded)?;
+        match here.recorded_slice(ctx)? {
+            Some(slice) => super::replicate::stop(ctx, here, self.on(&to)?, &slice).await,
+            None => Ok(()),
+        }
+    }
+
     /// Moves the tenant's data from `from` to `to`: by replication where it can
     /// ([`super::replicate`], for a tenant of at least `replicate_moves_from_rows` rows),
     /// otherwise by a copy under the fence ([`super::moves`]). Returns the rows moved and
@@ -416,17 +440,53 @@ impl PgServers {
         .fetch_all(pool)
         .await
         .map_err(ProviderError::sql("read the placement catalog"))?;
+        let replicating = self.replicating(targets, live).await?;
         for (slug, tenant_id, server) in rows {
             // A row of another tenant that had the slug (released) is not this one's.
             let theirs = targets
                 .iter()
                 .find(|t| t.slug.as_str() == slug && t.tenant_id.as_deref() == Some(&tenant_id));
             if let Some(t) = theirs {
-                live.insert_attrs(&t.slug, Kind::PLACEMENT, attrs([("server", json!(server))]));
+                let mut placed = attrs([("server", json!(server))]);
+                if let Some(to) = replicating.get(slug.as_str()).filter(|to| **to != server) {
+                    placed.insert("replicating_to", json!(to));
+                }
+                live.insert_attrs(&t.slug, Kind::PLACEMENT, placed);
             }
         }
         live.calls.push(("postgres placements", 1));
         Ok(())
+    }
+
+    /// The tenants of `targets` whose move was cut short with its replication running, and
+    /// the server it runs to: one query per server, all at once.
+    async fn replicating(
+        &self,
+        targets: &[&RefreshTarget],
+        live: &mut LiveFleet,
+    ) -> Result<BTreeMap<String, String>, ProviderError> {
+        let tenants: Vec<(&str, &str)> = targets
+            .iter()
+            .filter_map(|t| Some((t.slug.as_str(), t.tenant_id.as_deref()?)))
+            .collect();
+        if tenants.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let looks = self.data.iter().map(|(server, data)| {
+            let tenants = &tenants;
+            async move {
+                let found = super::replicate::subscribed(data, tenants).await?;
+                Ok::<_, ProviderError>((server, found))
+            }
+        });
+        let mut out = BTreeMap::new();
+        for (server, found) in futures::future::try_join_all(looks).await? {
+            for slug in found {
+                out.insert(slug.to_string(), server.clone());
+            }
+        }
+        live.calls.push(("postgres moves", self.data.len()));
+        Ok(out)
     }
 }
 
