@@ -216,14 +216,12 @@ async fn copy_slice(
             .await
             .map_err(ProviderError::sql(format!("write {table}")))?;
         let sum = checksums(&slice.schema, table, &columns, shared.then_some(tenant_id));
-        let was: (i64, String) = sqlx::query_as(&sum)
-            .fetch_one(read.as_mut())
-            .await
-            .map_err(ProviderError::sql(format!("check {table}")))?;
-        let is: (i64, String) = sqlx::query_as(&sum)
-            .fetch_one(write.as_mut())
-            .await
-            .map_err(ProviderError::sql(format!("check {table}")))?;
+        // Both sides at once: the tenant's writes are paused meanwhile.
+        let (was, is) = tokio::try_join!(
+            sqlx::query_as::<_, (i64, String)>(&sum).fetch_one(read.as_mut()),
+            sqlx::query_as::<_, (i64, String)>(&sum).fetch_one(write.as_mut()),
+        )
+        .map_err(ProviderError::sql(format!("check {table}")))?;
         if was != is {
             return Err(ProviderError::Refused(format!(
                 "the copy of {table} does not match: {} rows on the old server, {} on the new, or their checksums differ; the move was rolled back and the tenant stays where it was",
