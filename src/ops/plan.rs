@@ -266,13 +266,15 @@ pub(super) fn refresh_targets(
                     crate::offboarding::Phase::Due | crate::offboarding::Phase::Purging
                 )
             };
-            let server = desired::placement::recorded_server(recorded)
-                .map(str::to_string)
-                .or_else(|| match placements.get(&t.slug) {
-                    Some(Ok(placed)) => Some(placed.server.clone()),
-                    _ => None,
-                });
+            let decided = match placements.get(&t.slug) {
+                Some(Ok(placed)) => Some(placed.server.clone()),
+                _ => None,
+            };
+            let recorded_server = desired::placement::recorded_server(recorded);
+            let server = recorded_server.map(str::to_string).or(decided.clone());
             RefreshTarget {
+                // Placed, and given another server by this plan: a move.
+                moving_to: decided.filter(|_| recorded_server.is_some()),
                 server,
                 // What a purge destroys with the rest, or the moved copies whose hold is
                 // over: each target may count what they hold.

@@ -942,7 +942,16 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         pulled_in_by: Vec::new(),
         conflicts,
         unplaced: None,
-        placed: d.placed.clone(),
+        // A move says what it takes, as its target sized it up.
+        placed: d.placed.as_ref().map(|placed| {
+            match input
+                .live
+                .and_then(|l| l.holding(slug, &Key::new(Kind::PLACEMENT)))
+            {
+                Some(h) if placed.starts_with("moves ") => format!("{placed}; {}", h.holds),
+                _ => placed.clone(),
+            }
+        }),
         smoke: None,
         hooks: Vec::new(),
         upgrades,

@@ -61,6 +61,9 @@ pub struct RefreshTarget {
     /// The Postgres server its data is on (or is to be placed on by this plan), when the
     /// config names several; `None` when it has none yet, and nothing of its data exists.
     pub server: Option<String>,
+    /// The server this plan moves its data to, when it moves: a target may say what the
+    /// move takes (`LiveFleet::holds_at` under the placement's key).
+    pub moving_to: Option<String>,
 }
 
 /// The targets that want a resource of `kind` (desired or recorded): what a target with one

@@ -575,7 +575,7 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
     let plan = repo.run(&["plan"]);
     let out = text(&plan.stdout);
     assert!(
-        out.contains("~ mover/placement  # moves eu-1 → eu-2: eu-west-1, 1 of 10 tenants"),
+        out.contains("~ mover/placement  # moves eu-1 → eu-2: eu-west-1, 1 of 10 tenants; 2 tables, 1,003 rows, by a copy under a fence, its writes paused for the copy (about "),
         "{out}"
     );
     repo.apply();
@@ -956,6 +956,14 @@ fn a_large_tenant_moves_by_replication_and_its_writes_pause_only_at_the_end() {
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
     pin("eu-2");
+    // The plan says what the move takes, and how it goes.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains(
+            "~ bigco/placement  # moves eu-1 → eu-2: eu-west-1, 1 of 10 tenants; 2 tables, 400,"
+        ) && plan.contains(" rows, by replication, writable until the end"),
+        "{plan}"
+    );
     repo.env.push((
         "TENANT_RECONCILE_LOG".into(),
         "tenant_reconcile=info".into(),

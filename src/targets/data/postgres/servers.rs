@@ -186,6 +186,37 @@ impl PgServers {
         }
     }
 
+    /// Says, for each tenant this plan moves, what its slice holds and how it will move (by
+    /// replication, writable, or by a copy under a fence, and why): one look each, on the
+    /// server it leaves.
+    async fn size_up_moves(&self, targets: &[RefreshTarget], live: &mut LiveFleet) {
+        for t in targets.iter().filter(|t| t.moving_to.is_some()) {
+            let Some(data) = t.server.as_deref().and_then(|s| self.data.get(s)) else {
+                continue;
+            };
+            let slice = data.slice(&t.slug, t.isolation);
+            let isolation = t.isolation.as_str();
+            let looked = async {
+                let holds = data
+                    .holdings(isolation, &slice.name, t.tenant_id.as_deref())
+                    .await?;
+                let how = match super::replicate::why_not(data, &slice, self.replicate_from_rows)
+                    .await?
+                {
+                    None => "by replication, writable until the end".to_string(),
+                    Some(why) => {
+                        format!("by a copy under a fence, its writes paused for the copy ({why})")
+                    }
+                };
+                Ok::<_, ProviderError>(format!("{holds}, {how}"))
+            }
+            .await;
+            let what =
+                looked.unwrap_or_else(|e| format!("not sized up: {}", crate::causes::chain(&e)));
+            live.holds_at(&t.slug, Key::new(Kind::PLACEMENT), what);
+        }
+    }
+
     /// Records where the tenant is placed: once, on a server under its cap, counted under
     /// the server's lock. A tenant placed elsewhere already is moved there
     /// ([`super::moves`]): its data copied under a fence, then the catalog's row flipped
@@ -558,6 +589,7 @@ impl Provider for PgServers {
             live.absorb_alike(part);
         }
         self.count_left_elsewhere(targets, live).await;
+        self.size_up_moves(targets, live).await;
         let placed = crate::targets::provider::wanting(targets, Kind::PLACEMENT);
         if !placed.is_empty() {
             self.refresh_placements(&placed, live).await?;
