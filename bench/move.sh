@@ -51,7 +51,7 @@ rm "$dir"/tenants/*.yaml
 if [ "$HOW" = replicate ]; then
   printf 'CREATE TABLE IF NOT EXISTS projects (\n  id BIGSERIAL PRIMARY KEY,\n  name TEXT NOT NULL,\n  description TEXT\n);\n' \
     >"$dir/migrations/0001_create_projects.sql"
-  printf 'CREATE TABLE IF NOT EXISTS settings (\n  key TEXT PRIMARY KEY,\n  value TEXT NOT NULL\n);\n' \
+  printf 'CREATE TABLE IF NOT EXISTS settings (\n  id BIGSERIAL PRIMARY KEY,\n  key TEXT NOT NULL,\n  value TEXT NOT NULL\n);\n' \
     >"$dir/migrations/0002_create_settings.sql"
 fi
 pin() {

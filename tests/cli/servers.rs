@@ -38,7 +38,7 @@ fn keyed_tables(repo: &crate::support::Repo) {
     );
     repo.write(
         "migrations/0002_create_settings.sql",
-        "CREATE TABLE IF NOT EXISTS settings (\n  key TEXT PRIMARY KEY,\n  value TEXT NOT NULL\n);\n",
+        "CREATE TABLE IF NOT EXISTS settings (\n  id BIGSERIAL PRIMARY KEY,\n  key TEXT NOT NULL,\n  value TEXT NOT NULL\n);\n",
     );
 }
 
@@ -512,6 +512,7 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         );
     };
     pinned("eu-1");
+    keyed_tables(&repo);
     let servers = [
         server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, ""),
         server_block(
@@ -691,6 +692,30 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         [("mover", true), ("owndb", true), ("sharer", true)],
         "{audit:?}"
     );
+    // Each writes on where it moved: the rows moved kept their numbers, and the next one
+    // drawn passes them (a shared table's too, numbering every tenant's rows there).
+    for (role, db, table) in [
+        (&mover, "postgres", projects.as_str()),
+        (&sharer, "postgres", "tenants_shared.settings"),
+        (&owndb, owndb.as_str(), "settings"),
+    ] {
+        let column = if table.ends_with("settings") {
+            "key, value"
+        } else {
+            "name"
+        };
+        let values = if table.ends_with("settings") {
+            "'after', 'move'"
+        } else {
+            "'after move'"
+        };
+        eu2.query_as(
+            role,
+            db,
+            &format!("INSERT INTO {table} ({column}) VALUES ({values}) RETURNING 1"),
+        )
+        .unwrap_or_else(|e| panic!("{role} writes on eu-2: {e}"));
+    }
     repo.assert_plan_empty();
 }
 

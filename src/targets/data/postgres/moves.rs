@@ -253,9 +253,7 @@ pub(super) async fn carry_over(
     read: &mut PgConnection,
     write: &mut PgConnection,
 ) -> Result<(), ProviderError> {
-    if slice.isolation != Isolation::Shared {
-        copy_sequences(&mut *read, &mut *write, &slice.schema).await?;
-    }
+    copy_sequences(&mut *read, &mut *write, &slice.schema).await?;
     let seeded = ctx.recorded.contains_key(&Key::new(Kind::SEED));
     if seeded && slice.isolation == Isolation::Database {
         // A database's own mark of its seed is the one that counts.
@@ -329,7 +327,9 @@ pub(super) async fn stored_columns(
         .collect()
 }
 
-/// Each sequence of `schema` set where it stood on the old server.
+/// Each sequence of `schema` moved on to where it stood on the old server, never back: a
+/// shared schema's sequences number every tenant's rows on the new server too, and the
+/// rows moved keep their numbers, so the next one drawn must pass them.
 async fn copy_sequences(
     read: &mut PgConnection,
     write: &mut PgConnection,
@@ -347,13 +347,17 @@ async fn copy_sequences(
         if !crate::targets::data::is_plain_ident(&name) {
             continue;
         }
-        sqlx::query("SELECT setval(to_regclass(quote_ident($1) || '.' || quote_ident($2)), $3)")
-            .bind(schema)
-            .bind(&name)
-            .bind(last)
-            .execute(&mut *write)
-            .await
-            .map_err(ProviderError::sql(format!("set the sequence {name}")))?;
+        sqlx::query(
+            "SELECT setval(s, $3) FROM to_regclass(quote_ident($1) || '.' || quote_ident($2)) s
+             WHERE coalesce((SELECT last_value FROM pg_sequences
+                             WHERE schemaname = $1 AND sequencename = $2), 0) < $3",
+        )
+        .bind(schema)
+        .bind(&name)
+        .bind(last)
+        .execute(&mut *write)
+        .await
+        .map_err(ProviderError::sql(format!("set the sequence {name}")))?;
     }
     Ok(())
 }
