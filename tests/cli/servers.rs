@@ -734,6 +734,11 @@ fn a_move_by_replication_killed_anywhere_is_finished_and_leaves_no_replication_b
     killed_move("schema", true);
 }
 
+#[test]
+fn a_database_tenants_move_by_replication_killed_anywhere_is_finished_with_every_row_once() {
+    killed_move("database", true);
+}
+
 /// A move of a tenant of 100,000 rows in `isolation` mode, killed at eight points; by
 /// replication when `replicated`.
 fn killed_move(isolation: &str, replicated: bool) {
@@ -771,12 +776,18 @@ fn killed_move(isolation: &str, replicated: bool) {
     let mover = pg.name("mover");
     let projects = match isolation {
         "shared" => "tenants_shared.projects".to_string(),
+        "database" => "projects".to_string(),
         _ => format!("{mover}.projects"),
+    };
+    // Its table's database: its own, or the servers' admin one.
+    let db = match isolation {
+        "database" => mover.clone(),
+        _ => "postgres".to_string(),
     };
     // Written as the tenant itself (a shared tenant's rows then carry its id).
     eu1.query_as(
         &mover,
-        "postgres",
+        &db,
         &format!("INSERT INTO {projects} (name) SELECT 'p' || g FROM generate_series(1, 100000) g RETURNING 1"),
     )
     .unwrap();
@@ -796,7 +807,7 @@ fn killed_move(isolation: &str, replicated: bool) {
     let on_eu1 = |table: &str| {
         eu1.query_as(
             "postgres",
-            "postgres",
+            &db,
             &format!("SELECT count(*) AS n FROM {table}"),
         )
         .unwrap()[0]["n"]
@@ -879,7 +890,7 @@ fn killed_move(isolation: &str, replicated: bool) {
     let rows = eu2
         .query_as(
             &mover,
-            "postgres",
+            &db,
             &format!("SELECT count(*) AS n, count(DISTINCT name) AS names FROM {projects}"),
         )
         .unwrap();
@@ -915,7 +926,7 @@ fn killed_move(isolation: &str, replicated: bool) {
     let rows = eu2
         .query_as(
             &mover,
-            "postgres",
+            &db,
             &format!("SELECT count(*) AS n FROM {projects}"),
         )
         .unwrap();

@@ -9,9 +9,9 @@
 //! tenant's own updates and deletes while it is published, and the old server must have
 //! `wal_level = logical`.
 //!
-//! 1. What a cut-short attempt left is dropped: its subscription on the new server, its slots
-//!    and publication on the old.
-//! 2. The role (login held) and slice are made on the new server, each table emptied.
+//! 1. The role (login held) and slice are made on the new server, and what a cut-short
+//!    attempt left is dropped: its subscription there, its slots and publication on the old.
+//! 2. Each table of the slice is emptied on the new server.
 //! 3. A publication of the slice's tables on the old server, and a subscription to it on the
 //!    new one, whose first copy runs while the tenant writes on.
 //! 4. Once every table is synchronised, the fence goes up on the old server. The tables are
@@ -97,9 +97,10 @@ pub(super) async fn replicate(
     role: &str,
 ) -> Result<(u64, Instant), ProviderError> {
     let name = move_name(ctx.tenant_id()?);
+    // Made first: a database of its own is where the subscription goes.
+    super::moves::make_on(ctx, to).await?;
     let (mut old, mut new) = (connect(from, slice).await?, connect(to, slice).await?);
     drop_replication(&mut old, &mut new, &name).await?;
-    super::moves::make_on(ctx, to).await?;
     let tables = super::export::tables_of(&mut old, &slice.schema).await?;
     let replicated = async {
         start(from, &mut old, &mut new, slice, &tables, &name).await?;
