@@ -358,11 +358,15 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             for r in &t.retired {
+                let kept = match r.is_move_leftover() {
+                    true => format!("kept, without a login, for its plan's hold (retention_days), then removed by an apply, audited; or with {slug}'s purge"),
+                    false => format!("kept with its data until {slug} is purged, and exported with it"),
+                };
                 println!(
-                    "\n  {slug}/{}  # {}, left behind by a replace on {}: kept with its data until {slug} is purged, and exported with it",
+                    "\n  {slug}/{}  # {}, {}: {kept}",
                     r.address_key(),
                     r.resource,
-                    r.retired_at
+                    r.how_left(),
                 );
                 let width = r.attrs.keys().map(str::len).max().unwrap_or(0);
                 for (k, v) in &r.attrs {

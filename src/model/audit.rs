@@ -118,7 +118,9 @@ pub fn render(entries: &[AuditEntry]) -> String {
                             .map(|u| format!(", kept until {}", &u[..u.len().min(10)]))
                             .unwrap_or_default()
                     ),
-                    (None, _) => "ERASURE, export waived".into(),
+                    (None, true) => "ERASURE, export waived".into(),
+                    // A moved copy, or a tenant whose plan keeps no export: after its hold.
+                    (None, false) => "its hold, no export".into(),
                 },
                 e.run_by.clone(),
                 e.git_commit

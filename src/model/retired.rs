@@ -61,6 +61,16 @@ impl Retired {
         Some(self.attrs.str(SERVER)).filter(|s| !s.is_empty())
     }
 
+    /// How it came to be left, as plans and `show` say it: `left behind by a replace on
+    /// 2026-12-07`, or `left by a move on 2026-12-07`.
+    pub fn how_left(&self) -> String {
+        let since = self.retired_at.get(..10).unwrap_or(&self.retired_at);
+        match self.is_move_leftover() {
+            true => format!("left by a move on {since}"),
+            false => format!("left behind by a replace on {since}"),
+        }
+    }
+
     /// Whether it is the copy a move left on the old server.
     pub fn is_move_leftover(&self) -> bool {
         self.attrs.str(LEFT_BY) == "move"

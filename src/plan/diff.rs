@@ -293,8 +293,7 @@ impl<'a> Planner<'a> {
             .filter(|left| left.server() != going_to)
             .map(|left| {
                 let key = left.address_key();
-                let since = left.retired_at.get(..10).unwrap_or(&left.retired_at);
-                let why = format!("left by a move on {since}, kept {days} days");
+                let why = format!("{}, kept {days} days", left.how_left());
                 let holds = match self.input.live.and_then(|l| l.holding(d.slug(), &key)) {
                     Some(h) => format!("{}, {why}", h.holds),
                     None => why,

@@ -51,10 +51,9 @@ pub fn changes(
                 continue;
             }
             let key = r.address_key();
-            let since = r.retired_at.get(..10).unwrap_or(&r.retired_at);
             let holds = match live.and_then(|l| l.holding(slug, &key)) {
-                Some(h) => format!("{}, left behind by a replace on {since}", h.holds),
-                None => format!("left behind by a replace on {since}"),
+                Some(h) => format!("{}, {}", h.holds, r.how_left()),
+                None => r.how_left(),
             };
             out.push(ResourceChange::delete(
                 key,

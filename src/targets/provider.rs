@@ -271,12 +271,16 @@ impl LiveFleet {
     }
 
     /// Adds what another part of one provider found about other tenants (another server's
-    /// tenants): its resources join the part holding the same kinds, so a lookup still
-    /// finds every tenant's in one part.
+    /// tenants): its resources join this one's single part, whatever kinds each found (a
+    /// server whose tenants all lack a role found no role at all), so a lookup of any kind
+    /// finds every tenant's in that one part.
     pub fn absorb_alike(&mut self, other: LiveFleet) {
         for part in other.parts {
-            match self.parts.iter_mut().find(|p| p.kinds == part.kinds) {
-                Some(same) => same.resources.extend(part.resources),
+            match self.parts.first_mut() {
+                Some(one) => {
+                    one.kinds |= part.kinds;
+                    one.resources.extend(part.resources);
+                }
                 None => self.parts.push(part),
             }
         }
@@ -966,5 +970,31 @@ pub mod events {
     ) -> bool {
         matches!(ctx.lifecycle, Lifecycle::Active | Lifecycle::Suspended)
             && change.action != crate::model::change::Action::Create
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_several_servers_found_is_looked_up_as_one_whatever_kinds_each_found() {
+        let (lone, other) = (Slug::parse("lone").unwrap(), Slug::parse("other").unwrap());
+        let attrs = || crate::model::attrs::attrs([("name", serde_json::json!("x"))]);
+        // One server's only tenant has lost its role; another's has everything.
+        let mut first = LiveFleet::default();
+        first.insert_attrs(&lone, Kind::DATABASE, attrs());
+        let mut second = LiveFleet::default();
+        for kind in [Kind::ROLE, Kind::DATABASE, Kind::SEED] {
+            second.insert_attrs(&other, kind, attrs());
+        }
+        let mut live = LiveFleet::default();
+        live.absorb_alike(first);
+        live.absorb_alike(second);
+        for kind in [Kind::ROLE, Kind::DATABASE, Kind::SEED] {
+            assert!(live.contains(&other, &Key::new(kind)), "{kind:?}");
+        }
+        assert!(live.contains(&lone, &Key::new(Kind::DATABASE)));
+        assert!(!live.contains(&lone, &Key::new(Kind::ROLE)));
     }
 }

@@ -88,6 +88,24 @@ impl OwnPg {
             .block_on(crate::pg::rows_at(&url, sql))
     }
 
+    /// `sql` (statements of any kind) run by the admin on its `postgres` database.
+    pub fn exec(&self, sql: &str) {
+        let url = self.url("postgres");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sql)
+                    .execute(&mut c)
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let _ = c.close().await;
+            });
+    }
+
     /// Whether `role` may log in here.
     pub fn logs_in(&self, role: &str) -> bool {
         self.query_as(role, "postgres", "SELECT 1").is_ok()

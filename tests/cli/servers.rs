@@ -433,6 +433,17 @@ fn tenants_made_before_servers_were_named_are_recorded_on_the_postgres_blocks_ow
         "the copy on the postgres block's server is fenced"
     );
     repo.assert_plan_empty();
+
+    // Its role dropped by hand on eu-1, where it is alone: the plan puts back that, and
+    // sees nothing wrong with the tenant on the other server.
+    eu1.exec(&format!(
+        "REASSIGN OWNED BY {oldco} TO postgres; DROP OWNED BY {oldco}; DROP ROLE {oldco}"
+    ));
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("+ oldco/role"), "{plan}");
+    assert!(!plan.contains("oldshared"), "{plan}");
+    repo.apply();
+    repo.assert_plan_empty();
 }
 
 #[test]

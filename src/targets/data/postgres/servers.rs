@@ -153,9 +153,14 @@ impl PgServers {
                 "the copy left on {server} by a move is where the tenant is placed now, and is its own; nothing was destroyed"
             )));
         }
-        self.on(server)?
-            .purge_all(ctx, &[Key::new(Kind::DATABASE), Key::new(Kind::ROLE)])
-            .await
+        let (there, here) = (self.on(server)?, self.placed(ctx.recorded)?);
+        // Two server blocks on one cluster (databases of one server) share its roles: the
+        // tenant's role there is the one it uses, and only the slice goes.
+        let keys = match same_cluster(there, here).await {
+            true => vec![Key::new(Kind::DATABASE)],
+            false => vec![Key::new(Kind::DATABASE), Key::new(Kind::ROLE)],
+        };
+        there.purge_all(ctx, &keys).await
     }
 
     /// Counts what the copies and slices left on servers other than the tenant's hold,
@@ -528,6 +533,27 @@ type Locked = (
     Option<String>,
     i64,
 );
+
+/// Whether two servers are one PostgreSQL cluster (whose roles they share): the same
+/// system identifier, or, where it cannot be read, the same host and port.
+async fn same_cluster(a: &PgData, b: &PgData) -> bool {
+    async fn id(data: &PgData) -> Option<String> {
+        let pool = data.pool().await.ok()?;
+        sqlx::query_as::<_, (String,)>("SELECT system_identifier::text FROM pg_control_system()")
+            .fetch_one(pool)
+            .await
+            .ok()
+            .map(|(id,)| id)
+    }
+    match (id(a).await, id(b).await) {
+        (Some(x), Some(y)) => x == y,
+        _ => {
+            let (ha, pa, _) = a.server.address();
+            let (hb, pb, _) = b.server.address();
+            (ha, pa) == (hb, pb)
+        }
+    }
+}
 
 /// Whether the tenant's role or slice was made before it had a placement: before the config
 /// named servers, on the postgres block's own server.
