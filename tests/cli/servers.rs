@@ -590,6 +590,12 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
         out.contains("~ mover/placement  # moves eu-1 → eu-2: eu-west-1, 1 of 10 tenants; 2 tables, 1,003 rows, by a copy under a fence, its writes paused for the copy (about "),
         "{out}"
     );
+    insta::with_settings!({filters => vec![
+        (r"t[0-9a-f]{10}_", "t_"),
+        (r"about [0-9,]+ rows", "about [N] rows"),
+    ]}, {
+        insta::assert_snapshot!("tenants_moved_between_servers", out);
+    });
     repo.apply();
     // The file that names its server is rendered anew.
     assert_eq!(db_env(), "PGSERVER=eu-2\nREGION=eu-west-1\nZONE=b\n");
@@ -662,6 +668,12 @@ fn a_tenant_pinned_to_another_server_moves_there_with_every_row() {
     }
     // Not a purge of the tenants, which stay.
     assert!(!plan.contains("PURGE"), "{plan}");
+    insta::with_settings!({filters => vec![
+        (r"\d{4}-\d{2}-\d{2}", "[DATE]"),
+        (r"t[0-9a-f]{10}_", "t_"),
+    ]}, {
+        insta::assert_snapshot!("moved_copies_removed_after_their_hold", plan);
+    });
     repo.apply();
     // The tenants' roles are gone from eu-1 (the shared tables' own role stays).
     let left: Vec<String> = eu1

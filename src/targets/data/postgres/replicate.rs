@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use sqlx::{Executor as _, PgConnection};
 
 use crate::clients::postgres::server::{literal, quote};
+use crate::model::count::thousands;
 use crate::model::tenant::Isolation;
 use crate::targets::provider::{ProviderError, StepContext};
 
@@ -74,8 +75,9 @@ pub(super) async fn why_not(
         ))
     } else if (rows as u64) < from_rows {
         Some(format!(
-            "about {} rows, fewer than replicate_moves_from_rows ({from_rows})",
-            rows as u64
+            "about {} rows, fewer than replicate_moves_from_rows ({})",
+            thousands(rows as u64),
+            thousands(from_rows)
         ))
     } else if !unpublishable.is_empty() {
         Some(format!(
