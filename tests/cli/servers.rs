@@ -296,7 +296,21 @@ fn check_export_and_an_erasure_reach_each_tenant_on_its_server() {
     let manifest = crate::offboarding::verified(&to.path().join("rows"));
     assert_eq!(manifest["tables"][0]["rows"], 1, "{manifest:#}");
 
-    // An erasure exports it, then drops its schema and role on its server, audited.
+    // Given a database of its own, it leaves its schema behind on its server, which the
+    // state knows is there.
+    repo.write(
+        "tenants/one.yaml",
+        &tenant("one", "eu-west-1", "isolation: database\n"),
+    );
+    repo.apply_with(&["--allow-replace"]);
+    let shown = text(&repo.run(&["state", "show", "one"]).stdout);
+    assert!(
+        shown.contains(&format!("one/database/retired/schema-{}@eu-1", role("one"))),
+        "{shown}"
+    );
+
+    // An erasure exports it (the schema left behind too, read on its server), then drops
+    // its database, that schema and its role on its server, audited.
     crate::offboarding::erase(&repo, "one", true);
     repo.apply();
     repo.apply();
@@ -305,6 +319,17 @@ fn check_export_and_an_erasure_reach_each_tenant_on_its_server() {
         "{:?}",
         eu1.roles(&pg.prefix)
     );
+    let databases = eu1
+        .query_as(
+            "postgres",
+            "postgres",
+            &format!(
+                "SELECT datname FROM pg_database WHERE datname = '{}'",
+                role("one")
+            ),
+        )
+        .unwrap();
+    assert!(databases.is_empty(), "{databases:?}");
     let schemas = eu1
         .query_as(
             "postgres",
