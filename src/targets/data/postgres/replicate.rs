@@ -6,8 +6,8 @@
 //! then a copy under a fence, `moves.rs`): a shared tenant's rows could be published only
 //! with a filter that updates and deletes cannot pass without changing the shared tables'
 //! replica identity, a table without a primary key (or replica identity) would refuse the
-//! tenant's own updates and deletes while it is published, and the old server must have
-//! `wal_level = logical`.
+//! tenant's own updates and deletes while it is published, the old server must have
+//! `wal_level = logical`, and the new server's admin must be a superuser.
 //!
 //! 1. The role (login held) and slice are made on the new server, and what a cut-short
 //!    attempt left is dropped: its subscription there, its slots and publication on the old.
@@ -40,14 +40,27 @@ const SYNC_LIMIT: Duration = Duration::from_secs(3600);
 /// How long, fenced, the last writes may take to arrive before the move gives up.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(60);
 
-/// Why the tenant's slice is not moved by replication, or `None` when it can be.
+/// Why the tenant's slice is not moved from `from` to `to` by replication, or `None` when it
+/// can be.
 pub(super) async fn why_not(
     from: &PgData,
+    to: &PgData,
     slice: &Slice,
     from_rows: u64,
 ) -> Result<Option<String>, ProviderError> {
     if slice.isolation == Isolation::Shared {
         return Ok(Some("a shared tenant's rows move by a copy".into()));
+    }
+    // A subscription, and keeping its statement out of the log, take a superuser.
+    let (superuser,): (bool,) =
+        sqlx::query_as("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(to.pool().await?)
+            .await
+            .map_err(ProviderError::sql("look at the new server's admin"))?;
+    if !superuser {
+        return Ok(Some(
+            "the new server's admin is not a superuser, which a subscription needs".into(),
+        ));
     }
     let mut old = connect(from, slice).await?;
     let (level, rows, unpublishable): (String, f64, Vec<String>) = sqlx::query_as(

@@ -72,8 +72,10 @@ impl PgServers {
     /// replication, writable, or by a copy under a fence, and why): one look each, on the
     /// server it leaves.
     pub(super) async fn size_up_moves(&self, targets: &[RefreshTarget], live: &mut LiveFleet) {
-        for t in targets.iter().filter(|t| t.moving_to.is_some()) {
-            let Some(data) = t.server.as_deref().and_then(|s| self.data.get(s)) else {
+        for t in targets {
+            let on = |server: Option<&str>| server.and_then(|s| self.data.get(s));
+            let (Some(data), Some(to)) = (on(t.server.as_deref()), on(t.moving_to.as_deref()))
+            else {
                 continue;
             };
             let slice = data.slice(&t.slug, t.isolation);
@@ -82,7 +84,9 @@ impl PgServers {
                 let holds = data
                     .holdings(isolation, &slice.name, t.tenant_id.as_deref())
                     .await?;
-                let how = match replicate::why_not(data, &slice, self.replicate_from_rows).await? {
+                let how = match replicate::why_not(data, to, &slice, self.replicate_from_rows)
+                    .await?
+                {
                     None => "by replication, writable until the end".to_string(),
                     Some(why) => {
                         format!("by a copy under a fence, its writes paused for the copy ({why})")
@@ -136,7 +140,7 @@ impl PgServers {
             .ok_or_else(|| ProviderError::Unplanned("the tenant has no slice to move".into()))?;
         let role = from.naming.role(&ctx.tenant.slug);
         let moved = async {
-            match replicate::why_not(from, &slice, self.replicate_from_rows).await? {
+            match replicate::why_not(from, to, &slice, self.replicate_from_rows).await? {
                 None => replicate::replicate(ctx, from, to, &slice, &role).await,
                 Some(why) => {
                     tracing::info!(tenant = %ctx.tenant.slug, "moved by a copy under a fence: {why}");
