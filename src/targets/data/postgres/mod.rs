@@ -252,6 +252,14 @@ impl PgData {
         }
     }
 
+    /// A connection to the database `slice` is in here: its own, or the admin one.
+    async fn connect_slice(&self, slice: &Slice) -> Result<sqlx::PgConnection, ProviderError> {
+        match slice.isolation {
+            Isolation::Database => self.server.connect_to(&slice.name).await,
+            _ => self.server.connect().await,
+        }
+    }
+
     /// The slice the tenant has, where the state recorded it (its file may ask for another
     /// mode by now), by the name the config derives, which must be the recorded one.
     fn recorded_slice(&self, ctx: &StepContext<'_>) -> Result<Option<Slice>, ProviderError> {

@@ -146,13 +146,10 @@ async fn copy_slice(
     let shared = slice.isolation == Isolation::Shared;
     // A database of its own is read and written there; the other slices are in the admin
     // database.
-    let (mut source, mut target) = match slice.isolation {
-        Isolation::Database => (
-            from.server.connect_to(&slice.name).await?,
-            to.server.connect_to(&slice.name).await?,
-        ),
-        _ => (from.server.connect().await?, to.server.connect().await?),
-    };
+    let (mut source, mut target) = (
+        from.connect_slice(slice).await?,
+        to.connect_slice(slice).await?,
+    );
     let mut read = source.begin().await.map_err(ProviderError::sql("begin"))?;
     read.as_mut()
         .execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -216,12 +213,7 @@ async fn copy_slice(
             .await
             .map_err(ProviderError::sql(format!("write {table}")))?;
         let sum = checksums(&slice.schema, table, &columns, shared.then_some(tenant_id));
-        // Both sides at once: the tenant's writes are paused meanwhile.
-        let (was, is) = tokio::try_join!(
-            sqlx::query_as::<_, (i64, String)>(&sum).fetch_one(read.as_mut()),
-            sqlx::query_as::<_, (i64, String)>(&sum).fetch_one(write.as_mut()),
-        )
-        .map_err(ProviderError::sql(format!("check {table}")))?;
+        let (was, is) = both_sides(read.as_mut(), write.as_mut(), &sum, table).await?;
         if was != is {
             return Err(ProviderError::Refused(format!(
                 "the copy of {table} does not match: {} rows on the old server, {} on the new, or their checksums differ; the move was rolled back and the tenant stays where it was",
@@ -273,6 +265,21 @@ pub(super) async fn carry_over(
         .await?;
     }
     Ok(())
+}
+
+/// The row count and checksum `sum` ([`checksums`]) reads of `table` on the old server
+/// (`old`) and on the new (`new`), both at once: the tenant's writes are paused meanwhile.
+pub(super) async fn both_sides(
+    old: &mut PgConnection,
+    new: &mut PgConnection,
+    sum: &str,
+    table: &str,
+) -> Result<((i64, String), (i64, String)), ProviderError> {
+    tokio::try_join!(
+        sqlx::query_as::<_, (i64, String)>(sum).fetch_one(old),
+        sqlx::query_as::<_, (i64, String)>(sum).fetch_one(new),
+    )
+    .map_err(ProviderError::sql(format!("check {table}")))
 }
 
 /// The statement reading a table's row count and an order-free checksum of its rows (of

@@ -32,7 +32,7 @@ use crate::model::count::thousands;
 use crate::model::tenant::Isolation;
 use crate::targets::provider::{ProviderError, StepContext};
 
-use super::moves::{checksums, stored_columns};
+use super::moves::{both_sides, checksums, stored_columns};
 use super::{PgData, Slice};
 
 /// How long the first copy may take before the move gives up.
@@ -62,7 +62,7 @@ pub(super) async fn why_not(
             "the new server's admin is not a superuser, which a subscription needs".into(),
         ));
     }
-    let mut old = connect(from, slice).await?;
+    let mut old = from.connect_slice(slice).await?;
     let (level, rows, unpublishable): (String, f64, Vec<String>) = sqlx::query_as(
         "SELECT current_setting('wal_level'),
                 -- A table never analysed has no estimate: its size stands in, at 64 bytes a row.
@@ -114,7 +114,10 @@ pub(super) async fn replicate(
     let name = move_name(ctx.tenant_id()?);
     // Made first: a database of its own is where the subscription goes.
     super::moves::make_on(ctx, to).await?;
-    let (mut old, mut new) = (connect(from, slice).await?, connect(to, slice).await?);
+    let (mut old, mut new) = (
+        from.connect_slice(slice).await?,
+        to.connect_slice(slice).await?,
+    );
     drop_replication(&mut old, &mut new, &name).await?;
     let tables = super::export::tables_of(&mut old, &slice.schema).await?;
     let replicated = async {
@@ -145,7 +148,10 @@ pub(super) async fn stop(
     slice: &Slice,
 ) -> Result<(), ProviderError> {
     let name = move_name(ctx.tenant_id()?);
-    let (mut old, mut new) = (connect(from, slice).await?, connect(to, slice).await?);
+    let (mut old, mut new) = (
+        from.connect_slice(slice).await?,
+        to.connect_slice(slice).await?,
+    );
     drop_replication(&mut old, &mut new, &name).await?;
     tracing::info!(tenant = %ctx.tenant.slug, "the replication of a move cut short was stopped");
     Ok(())
@@ -286,12 +292,7 @@ async fn caught_up(
         let mut rows = 0;
         let mut differs = None;
         for (table, sum) in &sums {
-            // Both sides at once: the tenant's writes are paused meanwhile.
-            let (was, is) = tokio::try_join!(
-                sqlx::query_as::<_, (i64, String)>(sum).fetch_one(&mut *old),
-                sqlx::query_as::<_, (i64, String)>(sum).fetch_one(&mut *new),
-            )
-            .map_err(ProviderError::sql(format!("check {table}")))?;
+            let (was, is) = both_sides(old, new, sum, table).await?;
             if was != is {
                 differs = Some((table, was.0, is.0));
                 break;
@@ -390,14 +391,6 @@ async fn drop_slots(old: &mut PgConnection, sync: &str, name: &str) -> Result<()
     Err(ProviderError::TimedOut(format!(
         "the replication slot {name} on the old server is still in use after 5 s"
     )))
-}
-
-/// A connection to the database the slice is in, on `data`'s server.
-async fn connect(data: &PgData, slice: &Slice) -> Result<PgConnection, ProviderError> {
-    match slice.isolation {
-        Isolation::Database => data.server.connect_to(&slice.name).await,
-        _ => data.server.connect().await,
-    }
 }
 
 /// The publication's, subscription's and slot's name for the tenant `tenant_id`'s move.
