@@ -42,13 +42,7 @@ export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 export NO_COLOR=1
 
 cleanup() {
-  for db in $(psql "$PG/postgres" -qAtc "select datname from pg_database where datname like 'bench\_k${ID}%' or datname like 'k${ID}\_%'"); do
-    psql "$PG/postgres" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
-  done
-  psql "$PG/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
-    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'k${ID}\_%' LOOP
-      EXECUTE format('DROP ROLE %I', r);
-    END LOOP; END \$\$" >/dev/null
+  drop_like "$PG" "bench\_k${ID}% k${ID}\_%" "k${ID}\_%"
   rm -rf "$TMP"
   [ -n "${MOTO_PID:-}" ] && kill "$MOTO_PID" 2>/dev/null || true
 }

@@ -79,12 +79,16 @@ stop_own_servers() {
   done
 }
 
-# drop_like URL DATABASE_PATTERN ROLE_PATTERN: the databases and roles of the server at URL
-# whose names are LIKE the patterns (what a run named after its process), dropped; the
-# databases first, since a role owning one cannot go.
+# drop_like URL DATABASE_PATTERNS ROLE_PATTERN: the databases and roles of the server at URL
+# whose names are LIKE the patterns (what a run named after its process; several database
+# patterns separated by spaces), dropped; the databases first, since a role holding rights
+# on one cannot go.
 drop_like() {
-  local url=$1 databases=$2 roles=$3 db
-  for db in $(psql "$url/postgres" -qAtc "select datname from pg_database where datname like '$databases'"); do
+  local url=$1 databases=$2 roles=$3 db pattern where=""
+  for pattern in $databases; do
+    where="${where:+$where or }datname like '$pattern'"
+  done
+  for db in $(psql "$url/postgres" -qAtc "select datname from pg_database where $where"); do
     psql "$url/postgres" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
   done
   psql "$url/postgres" -qc "DO \$\$ DECLARE r text; BEGIN

@@ -35,13 +35,7 @@ export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 export NO_COLOR=1
 
 cleanup() {
-  for db in $(psql "$PG/postgres" -qAtc "select datname from pg_database where datname like 'bench\_r${ID}%' or datname like 'r${ID}\_%'"); do
-    psql "$PG/postgres" -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null
-  done
-  psql "$PG/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
-    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'r${ID}\_%' LOOP
-      EXECUTE format('DROP ROLE %I', r);
-    END LOOP; END \$\$" >/dev/null
+  drop_like "$PG" "bench\_r${ID}% r${ID}\_%" "r${ID}\_%"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
