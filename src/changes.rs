@@ -86,6 +86,29 @@ impl ChangedFiles {
     }
 }
 
+impl ChangedFiles {
+    /// The changed inputs tenants share (plan files, templates, migrations): neither a
+    /// tenant's own file nor the config.
+    pub fn shared(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .map(|(_, path)| path)
+            .filter(|p| tenant_slug(p).is_none() && p.as_str() != crate::repo::config::CONFIG_FILE)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The tenants of `repo` that changed shared inputs (`files`, from
+/// [`ChangedFiles::shared`]) reach: a plan file its plan's tenants, anything else all.
+pub fn reached_by(files: &[String], repo: &TenantRepo) -> BTreeSet<Slug> {
+    let none = HashMap::new();
+    files
+        .iter()
+        .flat_map(|f| reached(f, 'M', repo, &none))
+        .collect()
+}
+
 /// Compares the merge-base of `base` and the head with the head, and finds the tenants of
 /// `repo` the changes reach: [`changed_files`], then [`ChangedFiles::reach`].
 pub fn changed_since(

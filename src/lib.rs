@@ -26,6 +26,7 @@ pub mod plan;
 pub mod private_files;
 pub mod render;
 pub mod repo;
+pub mod rollout;
 pub mod scaffold;
 pub mod schema;
 pub mod slug;

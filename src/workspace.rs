@@ -243,6 +243,22 @@ impl Workspace {
 impl Workspace {
     /// Tenant, plan, template and migration files and the config with changes git has not
     /// committed (staged or not, new files too). Empty when the repo is not in git.
+    /// The repo with the shared inputs (plans, templates, migrations) of commit `rev` and
+    /// no tenant file: what the tenants a rollout has not reached are compiled from, each
+    /// with its own file of the head. The config stays the head's: a change to it is no
+    /// rollout.
+    pub fn shared_inputs_at(&self, rev: &str) -> Result<TenantRepo, Error> {
+        let files = repo::Files::at_revision(&self.repo.root, rev)?;
+        let config = repo::LoadedConfig::of(self.repo.config.clone());
+        let none = BTreeSet::new();
+        Ok(repo::load_some(
+            &self.repo.root,
+            &files,
+            config,
+            Some(&none),
+        )?)
+    }
+
     pub fn uncommitted_inputs(&self) -> Vec<Uncommitted> {
         // The tenant repo may be a folder inside a bigger git repository.
         let Ok((git, inside)) = repo::files::open_git(&self.repo.root) else {

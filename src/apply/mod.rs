@@ -56,11 +56,16 @@ pub struct TenantOutcome {
     /// What went wrong without holding the tenant back: a hook that runs apart failed and
     /// is retried by a later apply.
     pub warnings: Vec<String>,
+    /// Not started because the rollout its change belongs to halted: it stays on the
+    /// inputs it runs on, and is no failure of its own.
+    pub held: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     pub outcomes: Vec<TenantOutcome>,
+    /// Where the rollout this run took on stands now, and why, when it took one on.
+    pub rollout: Option<String>,
 }
 
 impl ApplyReport {
@@ -70,11 +75,16 @@ impl ApplyReport {
             .filter(|o| o.error.is_some() && !o.skipped && !o.interrupted)
     }
 
+    /// The tenants a halted rollout did not start.
+    pub fn held(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.held).count()
+    }
+
     /// How far an interrupted run got, or `None` when it was not interrupted.
     pub fn stopped(&self) -> Option<Stopped> {
         let count = |f: fn(&TenantOutcome) -> bool| self.outcomes.iter().filter(|o| f(o)).count();
         let interrupted = count(|o| o.interrupted);
-        let not_started = count(|o| o.skipped);
+        let not_started = count(|o| o.skipped && !o.held);
         (interrupted + not_started > 0).then(|| Stopped {
             applied: count(|o| o.error.is_none()),
             interrupted,
@@ -230,6 +240,15 @@ impl Shared<'_> {
         written
     }
 
+    /// The tenant's record as this run holds it (a new tenant's is empty).
+    async fn recorded(&self, slug: &str) -> TenantState {
+        let recorded = self.state.lock().await.tenants.get(slug).cloned();
+        recorded.unwrap_or(TenantState {
+            credentials_version: 1,
+            ..TenantState::default()
+        })
+    }
+
     /// Records on the tenant why its run failed, and at which step, counting the runs in a
     /// row that failed, so `show` tells a failed tenant from a healthy one.
     async fn record_failure(&self, slug: &str, step: &str, error: &str) {
@@ -273,6 +292,8 @@ pub struct Executor {
     pub root: std::path::PathBuf,
     /// Cancelled when the run is interrupted (Ctrl-C, SIGTERM).
     pub stop: CancellationToken,
+    /// The running rollout's wave, when the plan takes some of its tenants on.
+    pub rollout: Option<crate::rollout::gate::Gate>,
 }
 
 impl Executor {
@@ -381,9 +402,31 @@ impl Executor {
         if let Some(commit) = &self.git_commit {
             state.git_commit = Some(commit.clone());
         }
+        let rollout = match &self.rollout {
+            Some(gate) => {
+                let stopped = outcomes
+                    .iter()
+                    .any(|o| (o.skipped && !o.held) || o.interrupted);
+                let ended = gate.finish(&mut state, stopped);
+                // Before the state says it: a run killed in between writes it again, once
+                // (the event's id is the rollout's).
+                if let Some(e) = &ended.event {
+                    if let Err(err) = self
+                        .targets
+                        .control
+                        .emit_fleet_event(&e.event_id, e.kind, e.detail.clone())
+                        .await
+                    {
+                        tracing::warn!(error = %chain(&err), "the rollout's event was not written");
+                    }
+                }
+                Some(ended.said)
+            }
+            None => None,
+        };
         state.prepare_snapshot();
         lock.persist(&mut state).await?;
-        Ok(ApplyReport { outcomes })
+        Ok(ApplyReport { outcomes, rollout })
     }
 
     /// What a step of `tp` knows, as the tenant is recorded in `ts` now.
@@ -433,7 +476,46 @@ impl Executor {
                 skipped: true,
                 interrupted: false,
                 warnings: Vec::new(),
+                held: false,
             };
+        }
+        // A tenant of the rollout's wave waits for a turn of the wave's, and its attempt is
+        // recorded before its first step and after its last.
+        let gate = self.rollout.as_ref().filter(|_| tp.in_rollout);
+        let _turn = match gate {
+            Some(g) => match g.enter().await {
+                Ok(turn) => Some(turn),
+                Err(why) => {
+                    return TenantOutcome {
+                        slug,
+                        steps: 0,
+                        error: Some(why),
+                        skipped: true,
+                        interrupted: false,
+                        warnings: Vec::new(),
+                        held: true,
+                    }
+                }
+            },
+            None => None,
+        };
+        if let Some(g) = gate {
+            let mut ts = shared.recorded(&slug).await;
+            g.start(&mut ts);
+            if let Err(e) = shared.checkpoint(&slug, &ts).await {
+                return TenantOutcome {
+                    error: Some(format!(
+                        "{slug}: its rollout attempt could not be recorded: {}",
+                        chain(&e)
+                    )),
+                    slug,
+                    steps: 0,
+                    skipped: true,
+                    interrupted: false,
+                    warnings: Vec::new(),
+                    held: false,
+                };
+            }
         }
         let mut log = StepLog::default();
         let mut interrupted = false;
@@ -461,6 +543,18 @@ impl Executor {
                 }
             }
         };
+        if let Some(g) = gate {
+            let mut ts = shared.recorded(&slug).await;
+            let outcome = match (&result, interrupted) {
+                (Ok(()), _) => crate::model::rollout::APPLIED,
+                (Err(_), true) => crate::model::rollout::INTERRUPTED,
+                (Err(_), false) => crate::model::rollout::FAILED,
+            };
+            let error = result.as_ref().err().filter(|_| !interrupted);
+            g.end(&slug, &mut ts, outcome, error.map(String::as_str));
+            // A state that cannot be written has said so once already (`lost`).
+            let _ = shared.checkpoint(&slug, &ts).await;
+        }
         TenantOutcome {
             slug,
             steps: log.done,
@@ -468,6 +562,7 @@ impl Executor {
             interrupted,
             error: result.err(),
             warnings: log.warnings,
+            held: false,
         }
     }
 

@@ -198,6 +198,9 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
         }
         ApplyOutcome::Applied { report, .. } if report.stopped().is_some() => {
             let stopped = report.stopped().expect("checked");
+            if let Some(said) = &report.rollout {
+                anstream::eprintln!("\n{said}");
+            }
             for f in report.failed() {
                 anstream::eprintln!("  {}: {}", f.slug, f.error.as_deref().unwrap_or_default());
             }
@@ -213,6 +216,17 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
                 for w in &o.warnings {
                     anstream::eprintln!("Warning: {}: {w}", o.slug);
                 }
+            }
+            if let Some(said) = &report.rollout {
+                let held = match report.held() {
+                    0 => String::new(),
+                    n => format!(
+                        "\n{n} tenant{} of the wave not started: {}",
+                        if n == 1 { "" } else { "s" },
+                        "they stay on the inputs they run on"
+                    ),
+                };
+                anstream::println!("\n{said}{held}");
             }
             if failed.is_empty() {
                 anstream::println!(

@@ -14,6 +14,7 @@ mod interrupt;
 pub mod log;
 mod plan;
 mod print_lines;
+mod rollout;
 mod scaffold;
 mod show;
 mod uncommitted;
@@ -86,6 +87,10 @@ pub enum Command {
     /// Print the deletion audit: every purged resource, what it held, when, by which run and
     /// after which export.
     Audit(audit::AuditArgs),
+    /// A change to plans, templates or migrations going out in waves: its status, or pause,
+    /// resume or abort it.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
     /// Remove a state lock left by a run that is gone (s3 state backend), given its id.
     ForceUnlock(force_unlock::ForceUnlockArgs),
     /// Validate and plan again on every save of a tenant, plan, template or migration file.
@@ -228,6 +233,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Events(cmd) => events::run(&root, cmd).await,
         Command::ExportUrl(args) => export::url(&root, args).await,
         Command::ForceUnlock(args) => force_unlock::run(&root, args).await,
+        Command::Rollout(cmd) => rollout::run(&root, cmd).await,
         Command::Watch(args) => watch::run(&root, args).await,
     }
 }

@@ -124,12 +124,14 @@ pub fn compile_each<T: Send>(
     select: &Selection<'_>,
     keep: impl Fn(DesiredTenant) -> Result<Option<T>, Diagnostic> + Sync,
 ) -> Result<Vec<T>, Diagnostics> {
-    let only = select.only;
+    // A set: a rollout compiles a few thousand tenants from one repo and the rest from
+    // another, each by a list.
+    let only: Option<std::collections::HashSet<&Slug>> = select.only.map(|o| o.iter().collect());
     let naming = Naming::from(&repo.config.postgres);
     let selected: Vec<&TenantSpec> = repo
         .tenants
         .iter()
-        .filter(|t| only.is_none_or(|o| o.contains(&t.slug)))
+        .filter(|t| only.as_ref().is_none_or(|o| o.contains(&t.slug)))
         .collect();
     let results: Vec<Result<Option<T>, Diagnostic>> = selected
         .par_iter()

@@ -15,4 +15,5 @@ pub mod migration;
 pub mod outbox;
 pub mod resource;
 pub mod retired;
+pub mod rollout;
 pub mod tenant;

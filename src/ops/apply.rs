@@ -199,9 +199,21 @@ pub async fn apply(
             return Err(Error::failed("recording the event subscribers", e));
         }
     }
-    let executor = executor(ws, &plan, opts, targets, key, run_by);
+    let mut executor = executor(ws, &plan, opts, targets, key, run_by);
     let started = Instant::now();
     let mut lock = lock;
+    let mut state = state;
+    let (gate, readied) = crate::rollout::gate::begin(&mut state, &plan, scope.is_none());
+    if readied {
+        // Before any tenant starts: the wave it goes in, and no attempt of a run that died
+        // left open to count against the wave's limit.
+        state.prepare_snapshot();
+        if let Err(e) = lock.persist(&mut state).await {
+            let _ = lock.unlock().await;
+            return Err(e.into());
+        }
+    }
+    executor.rollout = gate;
     // The run owns the tenants' plans, and drops each as it is done; the plan keeps its
     // summary for the report.
     let mut plan = plan;
@@ -240,6 +252,7 @@ pub(super) fn executor(
         git_commit: plan.git_commit.clone().or_else(|| ws.git_commit.clone()),
         root: ws.repo.root.clone(),
         stop: opts.stop.clone(),
+        rollout: None,
     }
 }
 

@@ -60,6 +60,11 @@ pub async fn claim(
             "--claim with a plan that rotates the master key: a rotation re-keys every tenant, so one runner carries it out for the whole state\n  hint: apply the plan without --claim".into(),
         ));
     }
+    if plan.tenants.iter().any(|t| t.in_rollout) {
+        return Err(Error::Refused(
+            "the plan takes tenants of a rollout's wave on, whose limit of tenants at once is counted by one runner; nothing was applied\n  hint: apply this plan without --claim (`tenant-reconcile apply FILE`)".into(),
+        ));
+    }
     if plan.state.lineage.is_empty() {
         return Err(Error::Refused(
             "the plan was made before the state was first written, and runners claim tenants only from a state written once already (its first write is the whole state's); nothing was applied\n  hint: apply this plan without --claim (`tenant-reconcile apply FILE`), or apply one tenant first (`apply --tenant SLUG`) and make the plan again".into(),

@@ -10,6 +10,7 @@ pub mod events;
 mod export;
 mod key;
 mod plan;
+pub mod rollout;
 mod shard;
 mod state_rm;
 

@@ -126,6 +126,16 @@ pub(super) async fn make_plan(
             return Err(e.into());
         }
     };
+    // Which tenants plan from which shared inputs, while the refresh runs.
+    let decision = match crate::rollout::decide(ws, state, opts.tenants.is_some()) {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(task) = refresh {
+                task.abort();
+            }
+            return Err(e);
+        }
+    };
     let live = match refresh {
         Some(task) => Some(
             task.await
@@ -137,19 +147,23 @@ pub(super) async fn make_plan(
     let planner = planner.with_live(live.as_ref());
     // Each tenant is compiled and diffed at once, and only its changes are kept.
     let started = Instant::now();
-    let planned = desired::compile_each(
-        &ws.repo,
+    let compiling = Compiling {
         state,
-        key.as_ref(),
-        &desired::Selection {
-            only: opts.tenants.as_deref(),
+        key: key.as_ref(),
+        select: desired::Selection {
+            only: None,
             rotate: &opts.rotate_credentials,
             defer_seed: true,
             placements: Some(&placements),
         },
-        |d| planner.tenant(&d),
-    )?;
+    };
+    let planned = match decision.from_repo.is_some() {
+        false => compiling.run(&ws.repo, &planner, opts.tenants.as_deref(), &decision)?,
+        true => compiling.in_waves(ws, &planner, opts.tenants.as_deref(), decision)?,
+    };
+    let (planned, said) = planned;
     let mut plan = planner.finish(planned);
+    plan.rollout = said;
     plan.master_key_id = key.as_ref().map(MasterKey::id);
     plan.rotates_master_key = opts.rotate_master_key;
     if let Some(rekey) = rekey {
@@ -158,6 +172,144 @@ pub(super) async fn make_plan(
     debug!(elapsed = ?started.elapsed(), "compiled and diffed");
     drop_in_background(live);
     Ok(plan)
+}
+
+/// What every compile of a plan shares.
+struct Compiling<'a> {
+    state: &'a State,
+    key: Option<&'a MasterKey>,
+    select: desired::Selection<'a>,
+}
+
+type Compiled = (
+    Vec<plan::Planned>,
+    Option<crate::model::rollout::RolloutPlan>,
+);
+
+impl Compiling<'_> {
+    /// Every selected tenant compiled from the head (no rollout splits the fleet).
+    fn run(
+        &self,
+        repo: &TenantRepo,
+        planner: &plan::Planner<'_>,
+        only: Option<&[Slug]>,
+        decision: &crate::rollout::Decision,
+    ) -> Result<Compiled, Error> {
+        let planned = self.tenants(repo, planner, only, decision)?;
+        let said = repo.config.rollout.is_some().then(|| decision.plan.clone());
+        Ok((planned.into_iter().map(|(_, p)| p).collect(), said))
+    }
+
+    /// The tenants the rollout reached compiled from the head, the others from the shared
+    /// inputs they run on; the rollout moved on as far as what they need lets it, and the
+    /// changes that must wait taken out.
+    fn in_waves(
+        &self,
+        ws: &Workspace,
+        planner: &plan::Planner<'_>,
+        only: Option<&[Slug]>,
+        mut decision: crate::rollout::Decision,
+    ) -> Result<Compiled, Error> {
+        let mut from_repo = decision.from_repo.take().expect("a rollout's inputs");
+        let selected = ws
+            .repo
+            .tenants
+            .iter()
+            .filter(|t| only.is_none_or(|o| o.contains(&t.slug)));
+        // A tenant whose file names a plan the old inputs do not have takes the head's.
+        let (pinned, head): (Vec<&crate::repo::TenantSpec>, Vec<_>) = selected.partition(|t| {
+            decision.pinned(t.slug.as_str()) && from_repo.plans.contains_key(&t.plan)
+        });
+        let head: Vec<Slug> = head.iter().map(|t| t.slug.clone()).collect();
+        from_repo.tenants = pinned.iter().map(|t| (*t).clone()).collect();
+        from_repo.listed = ws.repo.listed.clone();
+        let pinned: Vec<Slug> = pinned.iter().map(|t| t.slug.clone()).collect();
+        let mut planned = self.tenants(&ws.repo, planner, Some(&head), &decision)?;
+        planned.extend(self.tenants(
+            &from_repo,
+            &planner.for_repo(&from_repo),
+            Some(&pinned),
+            &decision,
+        )?);
+        loop {
+            let changing: std::collections::HashSet<String> = planned
+                .iter()
+                .filter(|(_, p)| matches!(p, plan::Planned::Changes(_)))
+                .map(|(s, _)| s.to_string())
+                .collect();
+            let reached: std::collections::HashSet<String> =
+                decision.settle(&changing).into_iter().collect();
+            let reached: Vec<Slug> = ws
+                .repo
+                .tenants
+                .iter()
+                .map(|t| &t.slug)
+                .filter(|s| reached.contains(s.as_str()))
+                .filter(|s| only.is_none_or(|o| o.contains(s)))
+                .cloned()
+                .collect();
+            if reached.is_empty() {
+                break;
+            }
+            planned.retain(|(s, _)| !reached.contains(s));
+            planned.extend(self.tenants(&ws.repo, planner, Some(&reached), &decision)?);
+        }
+        let mut held = Vec::new();
+        let running = decision.running().is_some();
+        planned.retain_mut(|(slug, p)| {
+            let plan::Planned::Changes(tp) = p else {
+                return true;
+            };
+            if decision.holds(slug.as_str(), self.state) {
+                held.push(slug.to_string());
+                return false;
+            }
+            tp.in_rollout = running && decision.reached(slug.as_str());
+            true
+        });
+        decision.say_held(held);
+        decision.headline();
+        planned.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok((
+            planned.into_iter().map(|(_, p)| p).collect(),
+            Some(decision.plan),
+        ))
+    }
+
+    /// The tenants of `repo` (`only` those), each compiled and diffed; a tenant a running
+    /// rollout takes on gets its smoke tests, which say whether its wave may go on.
+    fn tenants(
+        &self,
+        repo: &TenantRepo,
+        planner: &plan::Planner<'_>,
+        only: Option<&[Slug]>,
+        decision: &crate::rollout::Decision,
+    ) -> Result<Vec<(Slug, plan::Planned)>, Error> {
+        let select = desired::Selection {
+            only,
+            ..self.select.clone()
+        };
+        let running = decision.running();
+        Ok(desired::compile_each(
+            repo,
+            self.state,
+            self.key,
+            &select,
+            |d| {
+                let mut planned = planner.tenant(&d)?;
+                if let (Some(r), Some(plan::Planned::Changes(tp))) = (running, &mut planned) {
+                    let active = tp.lifecycle.to == crate::state::Lifecycle::Active;
+                    if active && tp.smoke.is_none() && decision.reached(d.slug().as_str()) {
+                        tp.smoke = Some(plan::Smoke {
+                            checks: plan::declared_checks(repo, &d)?,
+                            reason: format!("rollout {} checks it before its wave goes on", r.id),
+                        });
+                    }
+                }
+                Ok(planned.map(|p| (d.slug().clone(), p)))
+            },
+        )?)
+    }
 }
 
 /// Where the tenants not placed yet go, when the config names several Postgres servers:

@@ -45,6 +45,8 @@ pub enum PlanError {
 /// [`Planner::finish`] puts the tenants that have changes together.
 pub struct Planner<'a> {
     input: PlanInput<'a>,
+    /// The head's migrations, in order, whichever inputs a tenant is compiled from.
+    migrations: &'a [crate::repo::Migration],
     orphans: Vec<Orphan>,
     /// The time holds are compared with, the same for every tenant of the plan.
     now: std::time::SystemTime,
@@ -99,10 +101,31 @@ impl<'a> Planner<'a> {
         )
         .map_err(PlanError::Safety)?;
         Ok(Planner {
+            migrations: &input.repo.migrations,
             input,
             orphans,
             now: std::time::SystemTime::now(),
         })
+    }
+
+    /// This planner for tenants compiled from `repo`: the head's config and tenant files with
+    /// the shared inputs (plans, templates, migrations) a rollout has not taken them from
+    /// yet. Its fleet-wide checks were made once, by this one.
+    pub fn for_repo<'b>(&'b self, repo: &'b TenantRepo) -> Planner<'b> {
+        Planner {
+            input: PlanInput {
+                repo,
+                state: self.input.state,
+                live: self.input.live,
+                targets: self.input.targets,
+                git_commit: self.input.git_commit.clone(),
+                allow_missing_tenants: self.input.allow_missing_tenants,
+                import: self.input.import,
+            },
+            migrations: self.migrations,
+            orphans: Vec::new(),
+            now: self.now,
+        }
     }
 
     /// Compares against these live resources (`None`: the recorded state stands in).
@@ -115,6 +138,14 @@ impl<'a> Planner<'a> {
     /// its seed rows gets them here if it is to be seeded, so a seed template that fails
     /// for it fails its plan.
     pub fn tenant(&self, d: &DesiredTenant) -> Result<Option<Planned>, Diagnostic> {
+        let kept;
+        let d = match self.later_migration_kept(d) {
+            Some(k) => {
+                kept = k;
+                &kept
+            }
+            None => d,
+        };
         if let Some(why) = &d.unplaced {
             return Ok(Some(Planned::Changes(Box::new(self.unplaced(d, why)))));
         }
@@ -137,6 +168,40 @@ impl<'a> Planner<'a> {
             tp.shrink_to_fit();
         }
         Ok(planned)
+    }
+
+    /// `d` wanting the migration its slice has, when that is a later one than its inputs
+    /// name: a migration is never undone. So it is for a tenant a rollout has not reached
+    /// whose shared slice the rollout's first tenant migrated, and for one an aborted rollout
+    /// had migrated.
+    fn later_migration_kept(&self, d: &DesiredTenant) -> Option<DesiredTenant> {
+        let key = crate::desired::Key::new(Kind::DATABASE);
+        let at = d.resources.iter().position(|r| r.key == key)?;
+        let want = d.resources[at].attrs.str("schema_version");
+        let slug = d.slug();
+        let have = match self.input.live {
+            Some(live) => live.get(slug, &key).map(|r| r.attrs.str("schema_version")),
+            None => self
+                .input
+                .state
+                .tenants
+                .get(slug.as_str())
+                .and_then(|r| r.resources.get(&key))
+                .map(|a| a.str("schema_version")),
+        }?;
+        let position = |id: &str| self.migrations.iter().position(|m| m.id() == id);
+        let later = match (position(have), want) {
+            (Some(_), "") => true,
+            (Some(h), w) => position(w).is_some_and(|w| h > w),
+            (None, _) => false,
+        };
+        later.then(|| {
+            let mut kept = d.clone();
+            kept.resources[at]
+                .attrs
+                .insert("schema_version", serde_json::json!(have));
+            kept
+        })
     }
 
     /// A tenant no Postgres server takes: nothing of it is done, and apply fails it.
@@ -527,6 +592,7 @@ impl<'a> Planner<'a> {
             rotates_master_key: false,
             held,
             waiting,
+            rollout: None,
         }
     }
 }
@@ -939,6 +1005,7 @@ fn tenant_plan(input: &PlanInput<'_>, d: &DesiredTenant) -> Option<TenantPlan> {
         tenant_id,
         credentials_version: d.credentials_version,
         pulled_in_by: Vec::new(),
+        in_rollout: false,
         conflicts,
         unplaced: None,
         // A move says what it takes, as its target sized it up.

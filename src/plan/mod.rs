@@ -66,6 +66,9 @@ pub struct Plan {
     /// shown, not run, and no change.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting: Vec<WaitingHook>,
+    /// With a rollout policy: the rollout, and what this plan does with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::model::rollout::RolloutPlan>,
 }
 
 /// A hook run owed to a tenant that is not due yet.
@@ -375,6 +378,10 @@ pub struct TenantPlan {
     /// With `--changed-since`: the changed files that brought this tenant into the plan.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pulled_in_by: Vec<String>,
+    /// Its change belongs to the running rollout's waves reached: apply holds it to the
+    /// wave's limit and halt rule, and records its attempt.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_rollout: bool,
     /// Resources that exist and are not this state's. A tenant with any is applied not at
     /// all: its `changes` are empty, and apply fails it, changing nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -443,6 +450,7 @@ impl TenantPlan {
             tenant_id,
             credentials_version: d.credentials_version,
             pulled_in_by: Vec::new(),
+            in_rollout: false,
             conflicts: Vec::new(),
             unplaced: None,
             placed: None,
@@ -508,7 +516,7 @@ impl Plan {
     }
 
     pub fn has_changes(&self) -> bool {
-        !self.tenants.is_empty()
+        !self.tenants.is_empty() || self.rollout.as_ref().is_some_and(|r| r.writes)
     }
 
     pub fn to_json(&self) -> String {

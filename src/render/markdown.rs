@@ -180,7 +180,20 @@ pub fn render(plan: &Plan) -> String {
         }
         let _ = writeln!(out);
     }
-    if plan.tenants.is_empty() {
+    let rollout = super::rollout_lines(plan);
+    if !rollout.is_empty() {
+        let _ = writeln!(out, "**Rollout**");
+        for line in &rollout {
+            let _ = writeln!(out, "- {}", cell(line, MAX_EFFECT_CHARS));
+        }
+        let _ = writeln!(out);
+    }
+    if super::rollout_only(plan) {
+        let _ = writeln!(
+            out,
+            "**No tenant changes.** Apply records the rollout's step above."
+        );
+    } else if plan.tenants.is_empty() {
         let _ = writeln!(out, "**No changes.** {}", super::no_changes(plan));
     } else {
         let s = &plan.summary;

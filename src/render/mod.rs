@@ -85,6 +85,20 @@ pub fn changed_heading(plan: &Plan) -> Option<String> {
     ))
 }
 
+/// With a rollout policy: what the plan does with the rollout, a line each (`rollout r1
+/// starts: …`, `wave 1 of 3 (canary): …`). Empty without one, or when it has nothing to say.
+pub fn rollout_lines(plan: &Plan) -> Vec<String> {
+    plan.rollout
+        .as_ref()
+        .map(|r| r.said.clone())
+        .unwrap_or_default()
+}
+
+/// Whether the plan changes no tenant and only records the rollout's step.
+pub fn rollout_only(plan: &Plan) -> bool {
+    plan.tenants.is_empty() && plan.has_changes()
+}
+
 /// With `--changed-since`: the heading, then each changed input file with the number of
 /// tenants it reaches and what it does to them (the blast radius). Empty otherwise.
 pub fn changed_lines(plan: &Plan) -> Vec<String> {

@@ -49,6 +49,14 @@ pub fn write(out: &mut impl Write, plan: &Plan) {
         }
         let _ = writeln!(out);
     }
+    let rollout = super::rollout_lines(plan);
+    if !rollout.is_empty() {
+        let _ = writeln!(out, "{BOLD}Rollout:{BOLD:#}");
+        for line in &rollout {
+            let _ = writeln!(out, "  {line}");
+        }
+        let _ = writeln!(out);
+    }
     for (heading, listed) in [
         (
             "this plan downgrades tenants:",
@@ -68,7 +76,12 @@ pub fn write(out: &mut impl Write, plan: &Plan) {
         }
         let _ = writeln!(out);
     }
-    if plan.tenants.is_empty() {
+    if super::rollout_only(plan) {
+        let _ = writeln!(
+            out,
+            "{BOLD}No tenant changes.{BOLD:#} Apply records the rollout's step above."
+        );
+    } else if plan.tenants.is_empty() {
         let _ = writeln!(out, "{BOLD}No changes.{BOLD:#} {}", super::no_changes(plan));
     } else {
         let _ = writeln!(out, "tenant-reconcile will perform the following actions:");

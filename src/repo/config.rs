@@ -65,6 +65,13 @@ pub struct Config {
     raw_webhooks: BTreeMap<String, super::subscribers::RawWebhook>,
     #[serde(default)]
     pub events: super::subscribers::EventsConfig,
+    /// The `rollout` block as written.
+    #[serde(default, rename = "rollout")]
+    raw_rollout: Option<super::rollout_policy::RawRollout>,
+    /// How a change to the inputs tenants share goes out: in waves, when the config has a
+    /// `rollout` block; to every tenant at once without one.
+    #[serde(skip)]
+    pub rollout: Option<super::rollout_policy::Policy>,
     #[serde(skip)]
     pub webhooks: Vec<super::subscribers::Webhook>,
     /// `bus "name" { … }` blocks as written: RabbitMQ exchanges the events go to.
@@ -151,6 +158,8 @@ impl Default for Config {
             raw_hooks: BTreeMap::new(),
             raw_webhooks: BTreeMap::new(),
             events: super::subscribers::EventsConfig::default(),
+            raw_rollout: None,
+            rollout: None,
             webhooks: Vec::new(),
             raw_buses: BTreeMap::new(),
             buses: Vec::new(),
@@ -368,6 +377,12 @@ pub fn parse(source: &str) -> Result<Config, Vec<Diagnostic>> {
     match crate::targets::data::server_blocks::parse(spans, servers, &config.postgres) {
         Ok(s) => config.servers = s,
         Err(p) => problems.extend(p),
+    }
+    if let Some(raw) = config.raw_rollout.take() {
+        match super::rollout_policy::parse(spans, raw) {
+            Ok(p) => config.rollout = Some(p),
+            Err(p) => problems.extend(p),
+        }
     }
     let buses = std::mem::take(&mut config.raw_buses);
     match super::subscribers::parse_buses(spans, buses, &webhook_names) {

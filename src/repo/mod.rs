@@ -11,6 +11,7 @@ pub mod hcl_file;
 pub mod hooks;
 pub mod migrations;
 pub mod plan_file;
+pub mod rollout_policy;
 pub mod subscribers;
 pub mod templates;
 pub mod tenant_file;
@@ -137,6 +138,14 @@ pub struct LoadedConfig {
 }
 
 impl LoadedConfig {
+    /// A config read already, without problems.
+    pub fn of(config: Config) -> LoadedConfig {
+        LoadedConfig {
+            config,
+            problems: Diagnostics::default(),
+        }
+    }
+
     /// Whether the config file had problems (then `config` is the default, or partly so).
     pub fn has_problems(&self) -> bool {
         !self.problems.is_empty()

@@ -37,6 +37,8 @@ pub const EVENT_TYPES: &[&str] = &[
     events::DEPROVISIONED,
     events::PROVISIONING_FAILED,
     events::MOVED,
+    events::ROLLOUT_HALTED,
+    events::ROLLOUT_COMPLETED,
 ];
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]

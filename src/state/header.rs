@@ -22,6 +22,12 @@ pub struct Header {
     migrations: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     released: Vec<Released>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    inputs_rev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rollout: Option<Box<crate::model::rollout::Rollout>>,
+    #[serde(default, skip_serializing_if = "super::none_started")]
+    rollouts: u32,
     /// How many tenants the records hold that are not tombstones, where the store cannot
     /// count them without reading every record (S3); the SQL stores count their rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,6 +44,9 @@ impl Header {
             master_key_id: state.master_key_id.clone(),
             migrations: state.migrations.clone(),
             released: state.released.clone(),
+            inputs_rev: state.inputs_rev.clone(),
+            rollout: state.rollout.clone().map(Box::new),
+            rollouts: state.rollouts,
             live: None,
         }
     }
@@ -60,6 +69,9 @@ impl Header {
         state.master_key_id = self.master_key_id;
         state.migrations = self.migrations;
         state.released = self.released;
+        state.inputs_rev = self.inputs_rev;
+        state.rollout = self.rollout.map(|r| *r);
+        state.rollouts = self.rollouts;
         state.generation = generation;
         state.serial = generation;
         state

@@ -68,6 +68,16 @@ pub struct State {
     /// Tenants this state let go of without touching them (`state rm`), and who did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub released: Vec<Released>,
+    /// The commit whose shared inputs (plans, templates, migrations) the fleet runs on,
+    /// when the config has a rollout policy: a change to them from there is a rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_rev: Option<String>,
+    /// The last rollout, in flight or ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::model::rollout::Rollout>,
+    /// How many rollouts this state has started: the next one's number.
+    #[serde(default, skip_serializing_if = "none_started")]
+    pub rollouts: u32,
     /// Checkpoints recorded since the last full snapshot (each bumped `serial`).
     #[serde(skip)]
     pub checkpoints: u64,
@@ -240,6 +250,9 @@ pub struct TenantState {
     /// state registered have a new id of their own and need none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<String>,
+    /// Its part in the last rollout that reached it: each attempt at its change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::model::rollout::TenantRollout>,
 }
 
 /// A tenant's purge: when it began and ended, and whether it was an erasure request.
@@ -460,6 +473,9 @@ impl State {
             migrations: BTreeMap::new(),
             tenants: BTreeMap::new(),
             released: Vec::new(),
+            inputs_rev: None,
+            rollout: None,
+            rollouts: 0,
             checkpoints: 0,
             observations: 0,
             generation: 0,
@@ -517,6 +533,11 @@ impl State {
     pub fn is_new(&self) -> bool {
         self.lineage.is_empty()
     }
+}
+
+/// No rollout started yet: the count is left out of the state.
+pub(super) fn none_started(n: &u32) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

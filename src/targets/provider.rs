@@ -405,6 +405,21 @@ pub fn schema_version(migrations: &[Migration], applied: usize) -> serde_json::V
     }
 }
 
+/// How many of `migrations` (the repo's, in order) a slice is to have: up to the one its
+/// desired `schema_version` names. A tenant a rollout has not reached yet is compiled from
+/// the shared inputs it runs on, whose migrations end earlier; one whose desired version the
+/// repo does not list (none is) gets them all.
+pub fn wanted_migrations(migrations: &[Migration], desired: &Attrs) -> usize {
+    match desired.get("schema_version").and_then(|v| v.as_str()) {
+        Some("") => 0,
+        Some(id) => migrations
+            .iter()
+            .position(|m| m.id() == id)
+            .map_or(migrations.len(), |at| at + 1),
+        None => migrations.len(),
+    }
+}
+
 /// What a slice holds, as a purge's plan line says it: `2 tables, 1,204 rows`.
 pub fn tables_and_rows(tables: usize, rows: u64) -> String {
     format!(
@@ -852,6 +867,15 @@ pub trait ControlPlane: Provider + Outbox + Purge {
         kind: &str,
         detail: serde_json::Value,
     ) -> Result<(), ProviderError>;
+    /// Writes an event about the fleet rather than one tenant (`RolloutHalted`), with no
+    /// tenant id. `event_id` is the caller's, so writing it again writes nothing: a run
+    /// killed before it recorded having written it writes it once all the same.
+    async fn emit_fleet_event(
+        &self,
+        event_id: &str,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), ProviderError>;
     /// Records what the tenant's hooks gave back on its registry row.
     async fn set_outputs(
         &self,
@@ -882,6 +906,11 @@ pub mod events {
     pub const PROVISIONING_FAILED: &str = "TenantProvisioningFailed";
     /// Its data moved to another Postgres server (`{from, to}`).
     pub const MOVED: &str = "TenantMoved";
+    /// A rollout stopped on its halt rule (`{rollout, wave, reason, failed}`); an event of
+    /// the fleet, with no tenant id.
+    pub const ROLLOUT_HALTED: &str = "RolloutHalted";
+    /// A rollout's last wave is done (`{rollout, from, to, tenants}`); of the fleet too.
+    pub const ROLLOUT_COMPLETED: &str = "RolloutCompleted";
 
     /// One outbox row: the event's id, when it happened, and what consumers read.
     pub struct Event {

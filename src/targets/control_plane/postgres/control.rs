@@ -305,6 +305,15 @@ impl ControlPlane for PgControl {
         store::control::emit_event(self, ctx, kind, detail).await
     }
 
+    async fn emit_fleet_event(
+        &self,
+        event_id: &str,
+        kind: &str,
+        detail: Value,
+    ) -> Result<(), ProviderError> {
+        store::control::emit_fleet_event(self, event_id, kind, detail).await
+    }
+
     async fn set_outputs(
         &self,
         tenant_id: &str,

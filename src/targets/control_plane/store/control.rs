@@ -256,6 +256,37 @@ pub async fn emit_event<C: ControlDb + ?Sized>(
     tx.commit().await
 }
 
+/// An event of the fleet (no tenant's: its tenant id is empty), once by its id.
+pub async fn emit_fleet_event<C: ControlDb + ?Sized>(
+    db: &C,
+    event_id: &str,
+    kind: &str,
+    detail: Value,
+) -> Result<(), ProviderError> {
+    let at = crate::model::lifecycle::now();
+    let mut payload = json!({
+        "event_id": event_id,
+        "type": kind,
+        "occurred_at": at,
+    });
+    if let (Value::Object(p), Value::Object(d)) = (&mut payload, detail) {
+        p.extend(d);
+    }
+    let mut tx = db.tables().await?.begin().await?;
+    Statement::new(
+        db.dialect(),
+        "write a fleet event to the outbox",
+        "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload, created_at)
+         VALUES ($1, '', $2, {json $3}, {now}) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .text(event_id)
+    .text(kind)
+    .json(&payload)
+    .execute(&mut tx)
+    .await?;
+    tx.commit().await
+}
+
 pub async fn set_outputs<C: ControlDb + ?Sized>(
     db: &C,
     tenant_id: &str,

@@ -9,7 +9,8 @@ use crate::model::change::ResourceChange;
 use crate::model::resource::Kind;
 use crate::slug::Slug;
 use crate::targets::provider::{
-    desired_of, schema_version, seed_rows_of, unmanaged, ProviderError, StepContext,
+    desired_of, schema_version, seed_rows_of, unmanaged, wanted_migrations, ProviderError,
+    StepContext,
 };
 
 use super::LocalData;
@@ -67,7 +68,8 @@ impl LocalData {
     ) -> Result<Attrs, ProviderError> {
         let path = self.database_path(slug);
         let pool = sqlite::open(&path, true, SqliteJournalMode::Delete).await?;
-        let result = self.migrate(&pool, slug).await;
+        let wanted = wanted_migrations(&self.migrations, attrs);
+        let result = self.migrate(&pool, slug, wanted).await;
         pool.close().await;
         let applied = result?;
         sqlx::query(

@@ -20,6 +20,7 @@ impl LocalData {
         &self,
         pool: &SqlitePool,
         slug: &Slug,
+        wanted: usize,
     ) -> Result<u32, ProviderError> {
         sqlx::raw_sql(TENANT_META)
             .execute(pool)
@@ -31,7 +32,8 @@ impl LocalData {
             .fetch_one(pool)
             .await
             .map_err(ProviderError::sql("read user_version"))?;
-        for m in self.migrations.iter().skip(applied as usize) {
+        let wanted = wanted.min(self.migrations.len());
+        for m in self.migrations.iter().take(wanted).skip(applied as usize) {
             let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
             // Migrations are written by the repo's operators, not by tenants; they run as
             // the SQL they are.

@@ -13,8 +13,8 @@ use crate::model::resource::Kind;
 use crate::model::tenant::Isolation;
 use crate::slug::Slug;
 use crate::targets::provider::{
-    check_ours, desired_of, schema_version, seed_rows_of, unmanaged, Owner, ProviderError,
-    StepContext,
+    check_ours, desired_of, schema_version, seed_rows_of, unmanaged, wanted_migrations, Owner,
+    ProviderError, StepContext,
 };
 
 use super::{
@@ -162,6 +162,7 @@ impl PgData {
     ) -> Result<Attrs, ProviderError> {
         let slug = &ctx.tenant.slug;
         let slice = self.slice(slug, ctx.tenant.isolation);
+        let wanted = wanted_migrations(&self.migrations, attrs);
         let role = self.naming.role(slug);
         let pool = self.pool().await?;
         // First what the role (and in shared mode its group) was given beyond its slice is
@@ -213,7 +214,7 @@ impl PgData {
                 .map_err(ProviderError::sql("grant the shared group"))?;
                 let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
                 advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
-                self.migrate_in(tx.as_mut(), &slice).await?;
+                self.migrate_in(tx.as_mut(), &slice, wanted).await?;
                 self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
                 tx.commit().await.map_err(ProviderError::sql("commit"))?;
             }
@@ -222,7 +223,7 @@ impl PgData {
                 let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
                 advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
                 self.schema_in(tx.as_mut(), ctx, change, &slice).await?;
-                self.migrate_in(tx.as_mut(), &slice).await?;
+                self.migrate_in(tx.as_mut(), &slice, wanted).await?;
                 self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
                 tx.commit().await.map_err(ProviderError::sql("commit"))?;
             }
@@ -257,7 +258,7 @@ impl PgData {
                         .map_err(ProviderError::sql("grant the public schema"))?;
                     let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
                     advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
-                    self.migrate_in(tx.as_mut(), &slice).await?;
+                    self.migrate_in(tx.as_mut(), &slice, wanted).await?;
                     tx.commit()
                         .await
                         .map_err(ProviderError::sql("commit the migrations"))
@@ -269,7 +270,7 @@ impl PgData {
                 // once it is committed, every time: a run killed in between left them
                 // applied and not mirrored.
                 let mut admin = connection(pool).await?;
-                for m in &self.migrations {
+                for m in &self.migrations[..wanted] {
                     self.record_migration(&mut admin, &slice, m)
                         .await
                         .map_err(ProviderError::sql("record the migration in the catalog"))?;
@@ -277,17 +278,14 @@ impl PgData {
                 self.record_slice(&mut admin, slug, &slice, &role).await?;
             }
         }
-        Ok(self.slice_attrs(attrs, &slice))
+        Ok(self.slice_attrs(attrs, &slice, wanted))
     }
 
     /// A slice's attributes once it is made and migrated, as its change asked.
-    pub(super) fn slice_attrs(&self, attrs: &Attrs, slice: &Slice) -> Attrs {
+    pub(super) fn slice_attrs(&self, attrs: &Attrs, slice: &Slice, wanted: usize) -> Attrs {
         let mut out = attrs.clone();
         out.insert("name", json!(slice.name));
-        out.insert(
-            "schema_version",
-            schema_version(&self.migrations, self.migrations.len()),
-        );
+        out.insert("schema_version", schema_version(&self.migrations, wanted));
         out.insert("access", json!("granted"));
         out
     }

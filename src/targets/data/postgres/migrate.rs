@@ -22,6 +22,7 @@ impl PgData {
         &self,
         tx: &mut PgConnection,
         slice: &Slice,
+        wanted: usize,
     ) -> Result<(), ProviderError> {
         let schema = quote(&slice.schema);
         let own_database = slice.isolation == Isolation::Database;
@@ -40,7 +41,7 @@ impl PgData {
         }
         .map_err(ProviderError::sql("read the applied migrations"))?;
         let recorded: HashMap<String, String> = recorded.into_iter().collect();
-        for m in &self.migrations {
+        for m in &self.migrations[..wanted.min(self.migrations.len())] {
             match recorded.get(&m.version) {
                 Some(checksum) if *checksum != m.checksum => {
                     return Err(ProviderError::Refused(format!(

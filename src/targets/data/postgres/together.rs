@@ -10,7 +10,8 @@ use crate::model::change::{Action, ResourceChange};
 use crate::model::resource::Kind;
 use crate::model::tenant::{Effective, Isolation};
 use crate::targets::provider::{
-    desired_of, seed_rows_of, unmanaged, Provider, ProviderError, StepContext, TogetherFailed,
+    desired_of, seed_rows_of, unmanaged, wanted_migrations, Provider, ProviderError, StepContext,
+    TogetherFailed,
 };
 
 use super::{mark::role_found, migrate::seed_rows, role_lock, seed_lock, PgData};
@@ -73,9 +74,10 @@ impl PgData {
                     }
                     Kind::DATABASE => {
                         self.schema_in(tx.as_mut(), ctx, change, &slice).await?;
-                        self.migrate_in(tx.as_mut(), &slice).await?;
+                        let wanted = wanted_migrations(&self.migrations, &desired.attrs);
+                        self.migrate_in(tx.as_mut(), &slice, wanted).await?;
                         self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
-                        Ok(self.slice_attrs(&desired.attrs, &slice))
+                        Ok(self.slice_attrs(&desired.attrs, &slice, wanted))
                     }
                     Kind::SEED => {
                         let rows = seed_rows(seed_rows_of(desired)?)?;
