@@ -203,8 +203,19 @@ pub async fn apply(
     let started = Instant::now();
     let mut lock = lock;
     let mut state = state;
-    let (gate, readied) = crate::rollout::gate::begin(&mut state, &plan, scope.is_none());
-    if readied {
+    let begun = crate::rollout::gate::begin(&mut state, &plan, scope.is_none());
+    if let Some(e) = begun.completed.as_ref().and_then(|c| c.event.as_ref()) {
+        // Before the state says it, as at the end of a run (`Executor::run`).
+        if let Err(err) = executor
+            .targets
+            .control
+            .emit_fleet_event(&e.event_id, e.kind, e.detail.clone())
+            .await
+        {
+            tracing::warn!(error = %crate::causes::chain(&err), "the rollout's event was not written");
+        }
+    }
+    if begun.changed {
         // Before any tenant starts: the wave it goes in, and no attempt of a run that died
         // left open to count against the wave's limit.
         state.prepare_snapshot();
@@ -213,7 +224,7 @@ pub async fn apply(
             return Err(e.into());
         }
     }
-    executor.rollout = gate;
+    executor.rollout = begun.gate;
     // The run owns the tenants' plans, and drops each as it is done; the plan keeps its
     // summary for the report.
     let mut plan = plan;
@@ -223,8 +234,11 @@ pub async fn apply(
         .await;
     // Let go of the lock whatever happened: a lock object (s3) would outlive this run.
     let unlocked = lock.unlock().await;
-    let report = report?;
+    let mut report = report?;
     unlocked?;
+    if let Some(c) = begun.completed {
+        report.rollout.get_or_insert(c.said);
+    }
     debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(), "applied");
     // Each plugged slot's as a line of its own (`broker_requests: 12`), for benchmarks.
     for (slot, requests) in ws.plugged_requests() {

@@ -9,6 +9,12 @@ use std::sync::{Mutex, OnceLock};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::model::lifecycle::now;
+
+/// When an attempt starts or ends, to the microsecond: how many were under way at once is
+/// read from these, and a turn is taken within the second another was given back.
+fn now_precise() -> String {
+    humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string()
+}
 use crate::model::rollout::{
     Attempt, FailureLimit, Rollout, Status, TenantRollout, WaveFailure, ABANDONED, APPLIED,
 };
@@ -86,7 +92,7 @@ impl Gate {
             };
         }
         entry.attempts.push(Attempt {
-            started_at: now(),
+            started_at: now_precise(),
             ended_at: None,
             outcome: None,
         });
@@ -96,7 +102,7 @@ impl Gate {
     /// wave's halt rule.
     pub fn end(&self, slug: &str, ts: &mut TenantState, outcome: &str, error: Option<&str>) {
         if let Some(a) = ts.rollout.as_mut().and_then(TenantRollout::open) {
-            a.ended_at = Some(now());
+            a.ended_at = Some(now_precise());
             a.outcome = Some(outcome.to_string());
         }
         if outcome == APPLIED {
@@ -189,25 +195,9 @@ impl Gate {
             };
         }
         r.status = Status::Completed;
-        let (id, from, to) = (r.id.clone(), r.from.clone(), r.to.clone());
-        let tenants: usize = r.waves.iter().map(|w| w.tenants.len()).sum();
-        state.inputs_rev = Some(to.clone());
-        Finished {
-            said: format!(
-                "rollout {id} completed: {tenants} tenants run on {}",
-                super::short(&to)
-            ),
-            event: Some(Event {
-                event_id: format!("{lineage}/{id}/completed"),
-                kind: crate::targets::provider::events::ROLLOUT_COMPLETED,
-                detail: serde_json::json!({
-                    "rollout": id,
-                    "from": from,
-                    "to": to,
-                    "tenants": tenants,
-                }),
-            }),
-        }
+        let finished = completion(r, &lineage);
+        state.inputs_rev = Some(r.to.clone());
+        finished
     }
 }
 
@@ -216,9 +206,21 @@ impl Gate {
 /// the whole state, which holds it alone, knows that run is gone). Returns the gate of the
 /// running rollout's wave when the plan takes some of its tenants on, and whether `state`
 /// changed (to be written before any tenant starts).
-pub fn begin(state: &mut State, plan: &crate::plan::Plan, whole: bool) -> (Option<Gate>, bool) {
+pub fn begin(state: &mut State, plan: &crate::plan::Plan, whole: bool) -> Begun {
     let mut changed = false;
+    let mut completed = None;
     if let Some(rp) = plan.rollout.as_ref().filter(|r| r.writes && whole) {
+        let was_completed = state
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.status == Status::Completed);
+        if let Some(r) = rp
+            .rollout
+            .as_ref()
+            .filter(|r| r.status == Status::Completed && !was_completed)
+        {
+            completed = Some(completion(r, &state.lineage));
+        }
         state.rollout = rp.rollout.clone();
         state.inputs_rev = rp.inputs_rev.clone();
         if let Some(n) = rp
@@ -244,7 +246,43 @@ pub fn begin(state: &mut State, plan: &crate::plan::Plan, whole: bool) -> (Optio
         .as_ref()
         .filter(|r| r.status == Status::Running && taken_on > 0)
         .map(|r| Gate::new(r, taken_on));
-    (gate, changed)
+    Begun {
+        gate,
+        changed,
+        completed,
+    }
+}
+
+/// A run readied by [`begin`].
+pub struct Begun {
+    pub gate: Option<Gate>,
+    /// The state changed: it is written before any tenant starts.
+    pub changed: bool,
+    /// The plan completes the rollout itself (its last wave had nothing left to do: a run
+    /// killed after its last tenant, before it recorded the end).
+    pub completed: Option<Finished>,
+}
+
+/// What the end of rollout `r` says, and its event.
+fn completion(r: &Rollout, lineage: &str) -> Finished {
+    let tenants: usize = r.waves.iter().map(|w| w.tenants.len()).sum();
+    Finished {
+        said: format!(
+            "rollout {} completed: {tenants} tenants run on {}",
+            r.id,
+            super::short(&r.to)
+        ),
+        event: Some(Event {
+            event_id: format!("{lineage}/{}/completed", r.id),
+            kind: crate::targets::provider::events::ROLLOUT_COMPLETED,
+            detail: serde_json::json!({
+                "rollout": r.id,
+                "from": r.from,
+                "to": r.to,
+                "tenants": tenants,
+            }),
+        }),
+    }
 }
 
 /// Closes the attempts a run that died left open, as abandoned now: that run is gone (this
@@ -254,7 +292,7 @@ pub fn close_abandoned(state: &mut State) -> Vec<String> {
     let mut closed = Vec::new();
     for (slug, ts) in state.tenants.iter_mut() {
         if let Some(a) = ts.rollout.as_mut().and_then(TenantRollout::open) {
-            a.ended_at = Some(now());
+            a.ended_at = Some(now_precise());
             a.outcome = Some(ABANDONED.to_string());
             closed.push(slug.clone());
         }

@@ -34,6 +34,7 @@ mod recipes;
 mod redis;
 mod released;
 mod retired;
+mod rollouts;
 mod runners;
 mod s3;
 mod safety;

@@ -33,7 +33,8 @@ impl Health {
                 }
                 // Read the headers to their end before answering.
                 let mut header = String::new();
-                while reader.read_line(&mut header).is_ok() && header != "\r\n" {
+                // To the headers' end, or the connection's (a client gone says nothing more).
+                while matches!(reader.read_line(&mut header), Ok(n) if n > 0) && header != "\r\n" {
                     header.clear();
                 }
                 if let Some(path) = line.split_whitespace().nth(1) {

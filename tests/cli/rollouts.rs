@@ -1,0 +1,349 @@
+//! Rollouts on the local target, through the real binary: a change to a template goes out
+//! in waves, a failing canary halts it, and a killed apply never has more tenants mid-change
+//! than the wave's limit. The Postgres migration rollout is in `pg_rollouts.rs`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use crate::git::git;
+use crate::support::{text, Repo};
+
+/// The app the tenants' files configure, on a free loopback port of the test's own: its
+/// health check (`/<slug>`) fails for a tenant whose rendered `app.conf` says `broken`, as a
+/// real app fails on a config it cannot read.
+fn app(rendered: PathBuf) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let rendered = rendered.clone();
+            // A connection of its own each: an apply killed mid-request leaves one that
+            // never says more, which must hold up no other.
+            std::thread::spawn(move || answer(stream, &rendered));
+        }
+    });
+    port
+}
+
+fn answer(mut stream: std::net::TcpStream, rendered: &std::path::Path) {
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    if !matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+        return;
+    }
+    let mut header = String::new();
+    // To the headers' end, or the connection's.
+    while matches!(reader.read_line(&mut header), Ok(n) if n > 0) && header != "\r\n" {
+        header.clear();
+    }
+    let slug = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .trim_start_matches('/')
+        .to_string();
+    let conf = std::fs::read_to_string(rendered.join(&slug).join("app.conf")).unwrap_or_default();
+    let status = if conf.contains("broken") { 500 } else { 200 };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+}
+
+/// `n` tenants (`t-001`…) with an `app.conf` rendered from a template, whose app is checked
+/// before a tenant is active and before a rollout's wave goes on; `waves` is the config's
+/// rollout block. Committed: a rollout goes from one commit's inputs to another's.
+fn fleet(n: usize, waves: &str) -> Repo {
+    let repo = Repo::example();
+    for f in std::fs::read_dir(repo.path().join("tenants")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    for i in 1..=n {
+        repo.write_tenant(&format!("t-{i:03}"));
+    }
+    let port = app(repo.state_dir().join("rendered"));
+    repo.write(
+        "tenant-reconcile.hcl",
+        &format!(
+            "check \"app\" {{\n  http = \"http://127.0.0.1:{port}/{{{{ tenant.slug }}}}\"\n  expect_status = 200\n}}\n\nrollout {{\n{waves}}}\n"
+        ),
+    );
+    repo.write("templates/files/app.conf.tera", "mode = ok\n");
+    repo.write(".gitignore", ".tenant-reconcile/\n");
+    git(&repo, &["init", "-q"]);
+    commit(&repo, "the fleet");
+    repo
+}
+
+fn commit(repo: &Repo, message: &str) {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+}
+
+/// What each tenant's rendered `app.conf` says, by slug.
+fn confs(repo: &Repo) -> BTreeMap<String, String> {
+    let rendered = repo.state_dir().join("rendered");
+    std::fs::read_dir(&rendered)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .map(|slug| {
+            let conf = std::fs::read_to_string(rendered.join(&slug).join("app.conf")).unwrap();
+            (slug, conf.trim().to_string())
+        })
+        .collect()
+}
+
+/// How many tenants' `app.conf` says `mode`.
+fn on(repo: &Repo, mode: &str) -> usize {
+    confs(repo)
+        .values()
+        .filter(|c| **c == format!("mode = {mode}"))
+        .count()
+}
+
+/// Commit hashes, times and the app's port taken out, for snapshots.
+fn settle(s: &str) -> String {
+    let s = match s.find("127.0.0.1:") {
+        Some(at) => {
+            let from = at + "127.0.0.1:".len();
+            let digits = s[from..].chars().take_while(char::is_ascii_digit).count();
+            let port = &s[from..from + digits];
+            s.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:[port]")
+        }
+        None => s.to_string(),
+    };
+    let mut out = String::new();
+    for word in s.split_inclusive([' ', '\n', ',', ':', '(', ')']) {
+        let bare = word.trim_end_matches([' ', '\n', ',', ':', '(', ')']);
+        let rest = &word[bare.len()..];
+        if bare.len() >= 7 && bare.chars().all(|c| c.is_ascii_hexdigit()) {
+            out.push_str("[commit]");
+            out.push_str(rest);
+        } else {
+            out.push_str(word);
+        }
+    }
+    regex_free_times(&out)
+}
+
+/// RFC 3339 times (`2026-12-07T15:12:16Z`) replaced by `[time]`.
+fn regex_free_times(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let looks = bytes.len() - i >= 20
+            && bytes[i..i + 4].iter().all(u8::is_ascii_digit)
+            && bytes[i + 4] == b'-'
+            && bytes[i + 10] == b'T';
+        if looks {
+            let end = s[i..].find('Z').map_or(bytes.len(), |z| i + z + 1);
+            out.push_str("[time]");
+            i = end;
+        } else {
+            out.push(bytes[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+const WAVES: &str = r#"  wave "canary" {
+    tenants      = ["t-001", "t-002"]
+    max_parallel = 1
+    bake         = "2s"
+  }
+  wave "tenth" {
+    percent      = 10
+    max_parallel = 5
+    bake         = "2s"
+    max_failures = "1%"
+  }
+  wave "rest" {
+    max_parallel = 20
+  }
+"#;
+
+#[test]
+fn a_template_change_goes_out_in_waves_and_a_failing_canary_halts_it() {
+    let repo = fleet(200, WAVES);
+    repo.apply();
+    assert_eq!(on(&repo, "ok"), 200);
+    repo.assert_plan_empty();
+
+    // The new template breaks the app's config.
+    repo.write("templates/files/app.conf.tera", "mode = broken\n");
+    commit(&repo, "app.conf v2");
+    let plan = repo.run(&["plan"]);
+    let shown = text(&plan.stdout);
+    assert!(
+        shown.contains("canary (2 tenants) · then tenth (20) · then rest (178)"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.matches("will be updated in place").count(),
+        2,
+        "{shown}"
+    );
+
+    // The first canary fails its smoke test: the rollout halts, the second canary is not
+    // started, and nobody else is touched.
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(!out.status.success());
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        said.contains("rollout r1 halted at wave 1 of 3 (canary)"),
+        "{said}"
+    );
+    let confs = confs(&repo);
+    assert_eq!(confs["t-001"], "mode = broken");
+    assert_eq!(on(&repo, "ok"), 199, "only the failed canary changed");
+    let status = text(&repo.run(&["rollout", "status"]).stdout);
+    assert!(status.contains("Rollout r1: halted"), "{status}");
+    assert!(
+        status.contains("t-001") && status.contains("smoke_test"),
+        "{status}"
+    );
+    insta::assert_snapshot!("rollout_halted_status", settle(&status));
+    assert_eq!(
+        repo.query(
+            "control.sqlite",
+            "SELECT tenant_id, payload ->> '$.rollout' FROM outbox WHERE type = 'RolloutHalted'"
+        ),
+        vec![vec!["".to_string(), "r1".to_string()]]
+    );
+    // Halted, the scheduled apply takes no tenant further, and says why.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("wait: the rollout halted"), "{plan}");
+    assert!(plan.contains("No changes."), "{plan}");
+
+    // Mended by a new commit, and resumed: the waves reached take the fix first.
+    repo.write("templates/files/app.conf.tera", "mode = fixed\n");
+    commit(&repo, "app.conf v3");
+    let resumed = repo.run(&["rollout", "resume"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let out = repo.apply();
+    assert!(
+        text(&out.stdout).contains("wave 1 of 3 (canary) is done"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(on(&repo, "fixed"), 2);
+    assert_eq!(on(&repo, "ok"), 198);
+    // Baking: the next apply does nothing until the bake is over.
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("bakes until"), "{plan}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    repo.apply();
+    assert_eq!(on(&repo, "fixed"), 22);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = repo.apply();
+    assert!(
+        text(&out.stdout).contains("rollout r1 completed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(on(&repo, "fixed"), 200);
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT COUNT(*) FROM outbox WHERE type = 'RolloutCompleted'"
+        ),
+        1
+    );
+    repo.assert_plan_empty();
+}
+
+/// The most attempts under way at one moment, from their recorded starts and ends (an end
+/// is counted before a start at the same moment: the turn was given back first).
+fn most_at_once(status: &serde_json::Value) -> usize {
+    let mut edges: Vec<(String, i32)> = Vec::new();
+    for part in status["tenants"].as_object().unwrap().values() {
+        for a in part["attempts"].as_array().unwrap() {
+            edges.push((a["started_at"].as_str().unwrap().to_string(), 1));
+            let end = a["ended_at"].as_str().expect("every attempt ended");
+            edges.push((end.to_string(), -1));
+        }
+    }
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[test]
+fn a_rollout_applied_by_killed_runs_never_has_more_tenants_mid_change_than_its_limit() {
+    let waves = r#"  wave "canary" {
+    tenants      = ["t-00*"]
+    max_parallel = 3
+  }
+  wave "rest" {
+    max_parallel = 10
+  }
+"#;
+    let repo = fleet(1000, waves);
+    repo.apply_with(&["--parallelism", "16"]);
+    repo.write("templates/files/app.conf.tera", "mode = v2\n");
+    commit(&repo, "app.conf v2");
+    // Killed at points that land in both waves, the last one with tenants under way.
+    for (lines, millis) in [(2, 0), (0, 300), (40, 0), (300, 150), (600, 0)] {
+        repo.kill_apply(16, lines, std::time::Duration::from_millis(millis));
+    }
+    // What is left: at most the rest of a wave, then the next wave.
+    let mut said = Vec::new();
+    let completed = (0..4).any(|_| {
+        let out = repo.apply_with(&["--parallelism", "16"]);
+        said.push(text(&out.stdout) + &text(&out.stderr));
+        said.last().unwrap().contains("rollout r1 completed")
+    });
+    assert!(
+        completed,
+        "the rollout did not complete in four more applies:\n{}\n{}",
+        said.join("\n----\n"),
+        text(&repo.run(&["rollout", "status"]).stdout)
+    );
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT COUNT(*) FROM outbox WHERE type = 'RolloutCompleted'"
+        ),
+        1
+    );
+    assert_eq!(on(&repo, "v2"), 1000);
+    let status: serde_json::Value =
+        serde_json::from_slice(&repo.run(&["rollout", "status", "--json"]).stdout).unwrap();
+    assert_eq!(status["rollout"]["status"], "completed");
+    let parts = status["tenants"].as_object().unwrap();
+    assert_eq!(parts.len(), 1000, "every tenant's attempts are recorded");
+    let attempts: usize = parts
+        .values()
+        .map(|p| p["attempts"].as_array().unwrap().len())
+        .sum();
+    assert!(attempts >= 1000);
+    // Kills landed with tenants mid-change: the next run closed their attempts.
+    let abandoned = parts
+        .values()
+        .flat_map(|p| p["attempts"].as_array().unwrap())
+        .filter(|a| a["outcome"] == "abandoned")
+        .count();
+    assert!(abandoned > 0, "no kill landed mid-change");
+    // The canary wave's limit is 3 and the rest's 10: never more at once, and the rest's
+    // limit was reached (the runs had 16 turns).
+    let most = most_at_once(&status);
+    assert!((4..=10).contains(&most), "{most} at once");
+    let canary = serde_json::json!({
+        "tenants": parts
+            .iter()
+            .filter(|(slug, _)| slug.starts_with("t-00"))
+            .map(|(s, p)| (s.clone(), p.clone()))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    assert!(most_at_once(&canary) <= 3);
+    repo.assert_plan_empty();
+}
