@@ -23,6 +23,7 @@ mod moto;
 mod offboarding;
 mod own_pg;
 mod pg;
+mod pg_rollouts;
 mod pipeline;
 mod pipeline_pg;
 mod plan_output;
