@@ -31,6 +31,8 @@ struct RawPlan {
     limits: Limits,
     #[serde(default)]
     server_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    rollout: Option<super::rollout_policy::RawRollout>,
 }
 
 /// The `limits` block of a plan: the most a tenant's file on the tier may ask for. Each is
@@ -71,6 +73,9 @@ pub struct TierPlan {
     /// Labels the Postgres server of this tier's tenants must carry, when the config names
     /// several (`server_labels = { tier = "dedicated" }`).
     pub server_labels: BTreeMap<String, String>,
+    /// How a change that reaches this tier's tenants alone (an edit of this file) goes out,
+    /// in place of the config's rollout block.
+    pub rollout: Option<super::rollout_policy::Policy>,
     pub file: String,
     pub source: String,
 }
@@ -180,6 +185,18 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
         );
     }
     problems.extend(check_limits(file, &spans, &raw));
+    let rollout = match raw
+        .rollout
+        .clone()
+        .map(|r| super::rollout_policy::parse(&spans, r))
+    {
+        Some(Ok(p)) => Some(p),
+        Some(Err(p)) => {
+            problems.extend(p);
+            None
+        }
+        None => None,
+    };
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -197,6 +214,7 @@ pub fn parse(file: &str, stem: &str, source: &str) -> Result<TierPlan, Vec<Diagn
         checks,
         limits: raw.limits,
         server_labels: raw.server_labels,
+        rollout,
         file: file.to_string(),
         source: source.to_string(),
     })

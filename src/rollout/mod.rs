@@ -344,6 +344,7 @@ fn start(
         return Ok(());
     }
     let id = format!("r{}", state.rollouts + 1);
+    let policy = tier_policy(&reached, &ws.repo).unwrap_or(policy);
     let mut waves = waves::assign(policy, &reached, &ws.repo, state, &id);
     waves[0].reached_at = Some(now_text());
     d.on_to = waves[0].tenants.iter().cloned().collect();
@@ -436,6 +437,24 @@ fn go_on(
     d.from_repo = Some(ws.shared_inputs_at(&r.from)?);
     d.plan.rollout = Some(r);
     Ok(())
+}
+
+/// The rollout block of the plan file every one of `reached` is on, when they share one
+/// and it has a block: a change to that tier alone goes out as the tier says.
+fn tier_policy<'r>(
+    reached: &BTreeSet<Slug>,
+    repo: &'r TenantRepo,
+) -> Option<&'r crate::repo::rollout_policy::Policy> {
+    let mut plans = repo
+        .tenants
+        .iter()
+        .filter(|t| reached.contains(&t.slug))
+        .map(|t| t.plan.as_str());
+    let first = plans.next()?;
+    if plans.any(|p| p != first) {
+        return None;
+    }
+    repo.plans.get(first)?.rollout.as_ref()
 }
 
 /// `canary (2 tenants) · then ten-percent (20) · then rest (178)`.

@@ -347,3 +347,40 @@ fn a_rollout_applied_by_killed_runs_never_has_more_tenants_mid_change_than_its_l
     assert!(most_at_once(&canary) <= 3);
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_change_to_one_plan_file_goes_out_as_that_plan_says() {
+    let repo = fleet(5, WAVES);
+    repo.apply();
+    let growth = std::fs::read_to_string(repo.path().join("plans/growth.hcl")).unwrap();
+    let tier_waves = "\nrollout {\n  wave \"first\" {\n    tenants = [\"t-004\"]\n  }\n  wave \"others\" {}\n}\n";
+    repo.write(
+        "plans/growth.hcl",
+        &format!(
+            "{}{tier_waves}",
+            growth.replace("custom_domains = false", "custom_domains = true")
+        ),
+    );
+    commit(&repo, "growth gets sso, in its own waves");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("first (1 tenant) · then others (4)"),
+        "{plan}"
+    );
+    assert!(plan.contains("# t-004 will be updated in place"), "{plan}");
+    assert_eq!(
+        plan.matches("will be updated in place").count(),
+        1,
+        "{plan}"
+    );
+    // A wave block that does not read as one is named by file, line and field.
+    repo.write(
+        "plans/growth.hcl",
+        &format!("{growth}\nrollout {{\n  wave \"first\" {{\n    max_parallel = 0\n  }}\n}}\n"),
+    );
+    let out = repo.run(&["validate"]);
+    assert!(!out.status.success());
+    let said = text(&out.stderr) + &text(&out.stdout);
+    assert!(said.contains("plans/growth.hcl"), "{said}");
+    assert!(said.contains("rollout.wave.first.max_parallel"), "{said}");
+}
