@@ -181,7 +181,25 @@ fn describe(state: &State, r: &Rollout) -> String {
         );
     }
     let next = match r.status {
-        Status::Running => "the next apply goes on with it".to_string(),
+        Status::Running => match &r.waves[r.wave].done_at {
+            Some(done) if r.wave + 1 < r.waves.len() => {
+                let until = humantime::parse_rfc3339(done)
+                    .map(|t| t + r.waves[r.wave].bake())
+                    .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                    .unwrap_or_else(|_| done.clone());
+                format!(
+                    "wave {} ({}) starts with the first apply after {until}, once wave {} has baked",
+                    r.wave + 2,
+                    r.waves[r.wave + 1].name,
+                    r.wave + 1
+                )
+            }
+            _ => format!(
+                "the next apply goes on with wave {} ({})",
+                r.wave + 1,
+                r.waves[r.wave].name
+            ),
+        },
         Status::Paused => "`tenant-reconcile rollout resume` goes on; `rollout abort` calls it off".to_string(),
         Status::Halted => "mend the cause (a commit to the shared inputs goes to the waves reached), then `tenant-reconcile rollout resume`; or `rollout abort`".to_string(),
         Status::Aborted => format!(

@@ -134,7 +134,16 @@ pub fn changed_lines(plan: &Plan) -> Vec<String> {
 
 /// What an empty plan says: with `--changed-since` only some tenants were compared.
 pub fn no_changes(plan: &Plan) -> &'static str {
-    if plan.changed_since.is_some() {
+    let splits = plan
+        .rollout
+        .as_ref()
+        .and_then(|r| r.rollout.as_ref())
+        .is_some_and(|r| {
+            r.status.in_flight() || r.status == crate::model::rollout::Status::Aborted
+        });
+    if splits {
+        "The tenants match their files, those the rollout has not reached with the shared inputs they run on."
+    } else if plan.changed_since.is_some() {
         "The tenants the changed inputs reach match their files; other tenants were not planned."
     } else {
         "The tenants match their files."

@@ -315,11 +315,14 @@ fn start(
         if changed(&r.to, head)?.is_empty() {
             d.from_repo = Some(ws.shared_inputs_at(&base)?);
             d.plan.said.push(format!(
-                "rollout {} was aborted, and its change ({}) is still at the head: every tenant stays on the shared inputs of {}\n  hint: revert the change, or commit another one to start a new rollout",
+                "rollout {} was aborted, and its change ({}) is still at the head: every tenant stays on the shared inputs of {}",
                 r.id,
                 r.files.join(", "),
                 short(&base)
             ));
+            d.plan.said.push(
+                "revert the change, or commit another one to start a new rollout".to_string(),
+            );
             return Ok(());
         }
     }
