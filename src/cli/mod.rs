@@ -166,6 +166,7 @@ impl SelectArgs {
             rotate_master_key: self.rotate_master_key,
             import: slugs("--import", &self.import)?,
             allow_mass_purge: self.allow_mass_purge,
+            reach_of_changes: false,
         })
     }
 }

@@ -88,6 +88,7 @@ pub async fn run(root: &Path, args: PlanArgs) -> anyhow::Result<ExitCode> {
         (Some(base), Some(c)) => {
             let c = c.reach(&ws.repo);
             options.tenants = Some(c.tenants());
+            options.reach_of_changes = true;
             Some((base, c))
         }
         _ => None,

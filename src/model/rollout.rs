@@ -26,9 +26,16 @@ pub struct Rollout {
     /// Why it halted, while it is halted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted: Option<String>,
+    /// How many times it halted: each halt is an event of its own.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub halts: u32,
     /// Tenants an abort left on a migration of `to`: a migration is never undone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_migrations: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where a rollout is.

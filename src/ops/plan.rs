@@ -36,6 +36,9 @@ pub struct PlanOptions {
     pub import: Vec<Slug>,
     /// Apply may purge more tenants than `safety.max_purges_per_run`.
     pub allow_mass_purge: bool,
+    /// `tenants` are every tenant the inputs changed since a base reach (`--changed-since`),
+    /// read with the whole state: a rollout the change starts is planned whole among them.
+    pub reach_of_changes: bool,
 }
 
 /// Makes a plan from the files, the recorded `state` (read without its lock, as
@@ -127,7 +130,12 @@ pub(super) async fn make_plan(
         }
     };
     // Which tenants plan from which shared inputs, while the refresh runs.
-    let decision = match crate::rollout::decide(ws, state, opts.tenants.is_some()) {
+    // A plan of some tenants neither starts a rollout nor moves one on: it cannot see the
+    // whole of a wave. The tenants a change reaches, with the whole state, can.
+    let some = state.scope.is_some()
+        || ws.repo.listed.is_some()
+        || (opts.tenants.is_some() && !opts.reach_of_changes);
+    let decision = match crate::rollout::decide(ws, state, some) {
         Ok(d) => d,
         Err(e) => {
             if let Some(task) = refresh {
@@ -264,7 +272,12 @@ impl Compiling<'_> {
                 held.push(slug.to_string());
                 return false;
             }
-            tp.in_rollout = running && decision.reached(slug.as_str());
+            // A purge is no change of inputs: it goes its own way (in waves of purges).
+            let purge = matches!(
+                tp.action,
+                plan::TenantAction::Purge | plan::TenantAction::ExpireExport
+            );
+            tp.in_rollout = running && !purge && decision.reached(slug.as_str());
             true
         });
         decision.say_held(held);

@@ -290,9 +290,15 @@ pub fn matches_any(patterns: &[String], slug: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[derive(Deserialize)]
+    struct File {
+        rollout: RawRollout,
+    }
+
     fn policy(source: &str) -> Result<Policy, Vec<Diagnostic>> {
-        let config = crate::repo::config::parse(source)?;
-        Ok(config.rollout.expect("a rollout block"))
+        let (file, spans): (File, _) =
+            crate::repo::hcl_file::parse("tenant-reconcile.hcl", source)?;
+        parse(&spans, file.rollout)
     }
 
     #[test]

@@ -151,13 +151,14 @@ impl Gate {
         if let Some(why) = self.halted.get() {
             r.status = Status::Halted;
             r.halted = Some(why.clone());
+            r.halts += 1;
             return Finished {
                 said: format!(
                     "rollout {} halted at {wave}: {why}\n  hint: `tenant-reconcile rollout status` shows it; mend the cause (a new commit goes to the waves reached), then `tenant-reconcile rollout resume`, or `rollout abort`",
                     r.id
                 ),
                 event: Some(Event {
-                    event_id: format!("{lineage}/{}/halted/{}/{}", r.id, self.wave, failed.len()),
+                    event_id: format!("{lineage}/{}/halted/{}", r.id, r.halts),
                     kind: crate::targets::provider::events::ROLLOUT_HALTED,
                     detail: serde_json::json!({
                         "rollout": r.id,

@@ -363,6 +363,7 @@ fn start(
         started_at: at.clone(),
         updated_at: at,
         halted: None,
+        halts: 0,
         kept_migrations: Vec::new(),
     };
     d.plan.said.push(format!(

@@ -384,3 +384,63 @@ fn a_change_to_one_plan_file_goes_out_as_that_plan_says() {
     assert!(said.contains("plans/growth.hcl"), "{said}");
     assert!(said.contains("rollout.wave.first.max_parallel"), "{said}");
 }
+
+#[test]
+fn a_pull_requests_plan_shows_the_waves_and_runs_of_some_tenants_never_take_a_wave_further() {
+    let waves = "  wave \"canary\" {\n    tenants = [\"t-001\"]\n  }\n  wave \"rest\" {}\n";
+    let repo = fleet(4, waves);
+    repo.apply();
+    git(&repo, &["branch", "-M", "main"]);
+    git(&repo, &["checkout", "-qb", "pr"]);
+    repo.write("templates/files/app.conf.tera", "mode = broken\n");
+    commit(&repo, "app.conf v2");
+    // The pull request's plan: the waves the merge would start, and the canary's diff alone.
+    let plan = text(
+        &repo
+            .run(&["plan", "--rev", "HEAD", "--changed-since", "main"])
+            .stdout,
+    );
+    assert!(plan.contains("canary (1 tenant) · then rest (3)"), "{plan}");
+    assert!(plan.contains("# t-001 will be updated in place"), "{plan}");
+    assert_eq!(
+        plan.matches("will be updated in place").count(),
+        1,
+        "{plan}"
+    );
+    // Merged. A run of named tenants does not start the rollout, nor take a tenant further.
+    git(&repo, &["checkout", "-q", "main"]);
+    git(&repo, &["merge", "-q", "--ff-only", "pr"]);
+    let before = confs(&repo);
+    let out = repo.apply_with(&["--tenant", "t-001", "--tenant", "t-002"]);
+    assert!(
+        text(&out.stdout).contains("the next plan of the whole fleet starts a rollout"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(confs(&repo), before);
+    // The whole fleet's apply starts it: the canary fails, and the rollout halts.
+    assert!(!repo.run(&["apply", "--auto-approve"]).status.success());
+    let plan = text(&repo.run(&["plan", "--tenant", "t-001"]).stdout);
+    assert!(
+        plan.contains("1 tenant of the waves reached waits"),
+        "{plan}"
+    );
+    // Resumed unmended, it halts again: each halt is an event of its own.
+    assert!(repo.run(&["rollout", "resume"]).status.success());
+    assert!(!repo.run(&["apply", "--auto-approve"]).status.success());
+    assert_eq!(
+        repo.count(
+            "control.sqlite",
+            "SELECT COUNT(*) FROM outbox WHERE type = 'RolloutHalted'"
+        ),
+        2
+    );
+    assert_eq!(on(&repo, "ok"), 3);
+    // Called off: the canary goes back to the old template.
+    assert!(repo.run(&["rollout", "abort"]).status.success());
+    repo.apply();
+    assert_eq!(on(&repo, "ok"), 4);
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("rollout r1 was aborted"), "{plan}");
+    repo.assert_plan_empty();
+}
