@@ -294,6 +294,9 @@ pub async fn state(root: &Path, cmd: StateCommand) -> anyhow::Result<ExitCode> {
                 "  applied from commit: {}",
                 t.applied_commit.as_deref().unwrap_or("-")
             );
+            if let Some(inputs) = tenant_reconcile::rollout::inputs_of(&state, &slug) {
+                println!("  shared inputs:       {inputs}");
+            }
             println!("  updated at:          {}", t.updated_at);
             match &t.last_failure {
                 Some(f) => println!(

@@ -461,6 +461,38 @@ fn tier_policy<'r>(
     repo.plans.get(first)?.rollout.as_ref()
 }
 
+/// The shared inputs `slug` runs on, as `state show` says it: the fleet's commit, or in a
+/// rollout the one its wave has it on (`fed0410, rollout r1's (wave canary)`). `None` when
+/// the state records no fleet commit (no rollout policy yet).
+pub fn inputs_of(state: &State, slug: &str) -> Option<String> {
+    let Some(r) = state.rollout.as_ref().filter(|r| r.status.in_flight()) else {
+        return state
+            .inputs_rev
+            .as_deref()
+            .map(|c| format!("{}, the fleet's", short(c)));
+    };
+    let at = r
+        .waves
+        .iter()
+        .position(|w| w.tenants.iter().any(|t| t == slug));
+    Some(match at {
+        Some(i) if i <= r.wave => format!(
+            "{}, rollout {}'s (wave {})",
+            short(&r.to),
+            r.id,
+            r.waves[i].name
+        ),
+        Some(i) => format!(
+            "{} until rollout {} reaches wave {} ({})",
+            short(&r.from),
+            r.id,
+            i + 1,
+            r.waves[i].name
+        ),
+        None => format!("{}, the fleet's", short(&r.from)),
+    })
+}
+
 /// `canary (2 tenants) · then ten-percent (20) · then rest (178)`.
 pub fn describe_waves(r: &Rollout) -> String {
     r.waves

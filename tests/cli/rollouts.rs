@@ -233,6 +233,11 @@ fn a_template_change_goes_out_in_waves_and_a_failing_canary_halts_it() {
     );
     assert_eq!(on(&repo, "fixed"), 2);
     assert_eq!(on(&repo, "ok"), 198);
+    // Each tenant's record says which inputs it runs on.
+    let shown = text(&repo.run(&["state", "show", "t-001"]).stdout);
+    assert!(shown.contains("rollout r1's (wave canary)"), "{shown}");
+    let shown = text(&repo.run(&["state", "show", "t-150"]).stdout);
+    assert!(shown.contains("until rollout r1 reaches wave"), "{shown}");
     // Baking: the next apply does nothing until the bake is over.
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(plan.contains("bakes until"), "{plan}");
@@ -291,8 +296,32 @@ fn a_rollout_applied_by_killed_runs_never_has_more_tenants_mid_change_than_its_l
     repo.apply_with(&["--parallelism", "16"]);
     repo.write("templates/files/app.conf.tera", "mode = v2\n");
     commit(&repo, "app.conf v2");
-    // Killed at points that land in both waves, the last one with tenants under way.
-    for (lines, millis) in [(2, 0), (0, 300), (40, 0), (300, 150), (600, 0)] {
+    // Killed at random points (the seed is printed, to run the same points again with
+    // ROLLOUT_KILL_SEED).
+    let seed: u64 = std::env::var("ROLLOUT_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+        });
+    eprintln!("ROLLOUT_KILL_SEED={seed}");
+    let mut draw = seed;
+    let mut next = |below: u64| {
+        // A linear congruential step: points spread enough for a test, and repeatable.
+        draw = draw
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (draw >> 33) % below
+    };
+    // The first run takes the canary wave (9 tenants); each later one takes up to 150 of
+    // the rest (991) before it is killed, with 10 under way all along.
+    let (lines, millis) = (next(9) as usize, next(300));
+    repo.kill_apply(16, lines, std::time::Duration::from_millis(millis));
+    for _ in 0..4 {
+        let (lines, millis) = (next(150) as usize, next(300));
         repo.kill_apply(16, lines, std::time::Duration::from_millis(millis));
     }
     // What is left: at most the rest of a wave, then the next wave.
