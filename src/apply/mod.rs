@@ -61,6 +61,21 @@ pub struct TenantOutcome {
     pub held: bool,
 }
 
+impl TenantOutcome {
+    /// A tenant not started, and why; `held` when a halted rollout held it back.
+    fn not_started(slug: String, why: String, held: bool) -> TenantOutcome {
+        TenantOutcome {
+            slug,
+            steps: 0,
+            error: Some(why),
+            skipped: true,
+            interrupted: false,
+            warnings: Vec::new(),
+            held,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     pub outcomes: Vec<TenantOutcome>,
@@ -469,15 +484,7 @@ impl Executor {
             None
         };
         if let Some(why) = not_started {
-            return TenantOutcome {
-                slug,
-                steps: 0,
-                error: Some(why.into()),
-                skipped: true,
-                interrupted: false,
-                warnings: Vec::new(),
-                held: false,
-            };
+            return TenantOutcome::not_started(slug, why.into(), false);
         }
         // A tenant of the rollout's wave waits for a turn of the wave's, and its attempt is
         // recorded before its first step and after its last.
@@ -485,17 +492,7 @@ impl Executor {
         let _turn = match gate {
             Some(g) => match g.enter().await {
                 Ok(turn) => Some(turn),
-                Err(why) => {
-                    return TenantOutcome {
-                        slug,
-                        steps: 0,
-                        error: Some(why),
-                        skipped: true,
-                        interrupted: false,
-                        warnings: Vec::new(),
-                        held: true,
-                    }
-                }
+                Err(why) => return TenantOutcome::not_started(slug, why, true),
             },
             None => None,
         };
@@ -503,18 +500,11 @@ impl Executor {
             let mut ts = shared.recorded(&slug).await;
             g.start(&mut ts);
             if let Err(e) = shared.checkpoint(&slug, &ts).await {
-                return TenantOutcome {
-                    error: Some(format!(
-                        "{slug}: its rollout attempt could not be recorded: {}",
-                        chain(&e)
-                    )),
-                    slug,
-                    steps: 0,
-                    skipped: true,
-                    interrupted: false,
-                    warnings: Vec::new(),
-                    held: false,
-                };
+                let why = format!(
+                    "not started: its attempt could not be recorded: {}",
+                    chain(&e)
+                );
+                return TenantOutcome::not_started(slug, why, false);
             }
         }
         let mut log = StepLog::default();

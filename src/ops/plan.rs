@@ -204,7 +204,8 @@ impl Compiling<'_> {
         decision: &crate::rollout::Decision,
     ) -> Result<Compiled, Error> {
         let planned = self.tenants(repo, planner, only, decision)?;
-        let said = repo.config.rollout.is_some().then(|| decision.plan.clone());
+        let said = (repo.config.rollout.is_some() || !decision.plan.said.is_empty())
+            .then(|| decision.plan.clone());
         Ok((planned.into_iter().map(|(_, p)| p).collect(), said))
     }
 

@@ -249,6 +249,13 @@ pub fn decide(ws: &Workspace, state: &State, scoped: bool) -> Result<Decision, E
     let now = SystemTime::now();
     let mut d = Decision::none(state, scoped, now);
     let Some(policy) = ws.repo.config.rollout.as_ref() else {
+        if let Some(r) = state.rollout.as_ref().filter(|r| r.status.in_flight()) {
+            d.plan.said.push(format!(
+                "{CONFIG_FILE} has no rollout block: rollout {} ({}) goes no further, and every tenant plans from the head",
+                r.id,
+                r.status.as_str()
+            ));
+        }
         return Ok(d);
     };
     let head = ws.git_commit.clone().ok_or_else(|| {
