@@ -219,6 +219,14 @@ fn a_template_change_goes_out_in_waves_and_a_failing_canary_halts_it() {
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(plan.contains("wait: the rollout halted"), "{plan}");
     assert!(plan.contains("No changes."), "{plan}");
+    // Drift is repaired meanwhile, from the inputs each tenant runs on.
+    let lost = repo.state_dir().join("rendered/t-150/app.conf");
+    std::fs::remove_file(&lost).unwrap();
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("+ t-150/file/app.conf"), "{plan}");
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&lost).unwrap(), "mode = ok\n");
 
     // Mended by a new commit, and resumed: the waves reached take the fix first.
     repo.write("templates/files/app.conf.tera", "mode = fixed\n");
@@ -471,5 +479,39 @@ fn a_pull_requests_plan_shows_the_waves_and_runs_of_some_tenants_never_take_a_wa
     assert_eq!(on(&repo, "ok"), 4);
     let plan = text(&repo.run(&["plan"]).stdout);
     assert!(plan.contains("rollout r1 was aborted"), "{plan}");
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_wave_takes_the_tenants_its_labels_name() {
+    let waves = "  wave \"ring-0\" {\n    labels = { ring = \"0\" }\n  }\n  wave \"rest\" {}\n";
+    let repo = fleet(4, waves);
+    repo.write(
+        "tenants/t-003.yaml",
+        "slug: t-003\nname: t-003\nplan: growth\nowner:\n  email: o@t-003.example\nregion: eu-west-1\nlabels:\n  ring: \"0\"\n",
+    );
+    commit(&repo, "t-003 is ring 0");
+    repo.apply();
+    repo.write("templates/files/app.conf.tera", "mode = v2\n");
+    commit(&repo, "app.conf v2");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(plan.contains("ring-0 (1 tenant) · then rest (3)"), "{plan}");
+    assert!(plan.contains("# t-003 will be updated in place"), "{plan}");
+    assert_eq!(
+        plan.matches("will be updated in place").count(),
+        1,
+        "{plan}"
+    );
+    repo.apply();
+    assert_eq!(confs(&repo)["t-003"], "mode = v2");
+    assert_eq!(on(&repo, "ok"), 3);
+    // Its wave done and baked (none is set), the next apply takes the rest and completes.
+    let out = repo.apply();
+    assert!(
+        text(&out.stdout).contains("rollout r1 completed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(on(&repo, "v2"), 4);
     repo.assert_plan_empty();
 }
