@@ -239,6 +239,14 @@ pub async fn apply(
     if let Some(c) = begun.completed {
         report.rollout.get_or_insert(c.said);
     }
+    // A run that only records the rollout's step says which.
+    if report.rollout.is_none() {
+        report.rollout = plan
+            .rollout
+            .as_ref()
+            .filter(|r| r.writes)
+            .and_then(|r| r.said.last().cloned());
+    }
     debug!(elapsed = ?started.elapsed(), s3_requests = ws.s3_requests(), "applied");
     // Each plugged slot's as a line of its own (`broker_requests: 12`), for benchmarks.
     for (slot, requests) in ws.plugged_requests() {

@@ -109,11 +109,15 @@ impl Gate {
             self.applied
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let mut failed = self.failed.lock().expect("never poisoned");
+        // Its failure before, if any, is mended by an attempt that applied, or replaced by
+        // this one's; an interrupted attempt says nothing of it.
+        if outcome == APPLIED || error.is_some() {
+            failed.retain(|f| f.slug != slug);
+        }
         let Some(error) = error else {
             return;
         };
-        let mut failed = self.failed.lock().expect("never poisoned");
-        failed.retain(|f| f.slug != slug);
         failed.push(WaveFailure {
             slug: slug.to_string(),
             error: error.to_string(),

@@ -12,7 +12,8 @@ use crate::support::{text, Repo};
 
 /// The app the tenants' files configure, on a free loopback port of the test's own: its
 /// health check (`/<slug>`) fails for a tenant whose rendered `app.conf` says `broken`, as a
-/// real app fails on a config it cannot read.
+/// real app fails on a config it cannot read, and for one the test marked down (a file
+/// named as its slug in `rendered`'s sibling folder `down`).
 fn app(rendered: PathBuf) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -46,7 +47,12 @@ fn answer(mut stream: std::net::TcpStream, rendered: &std::path::Path) {
         .trim_start_matches('/')
         .to_string();
     let conf = std::fs::read_to_string(rendered.join(&slug).join("app.conf")).unwrap_or_default();
-    let status = if conf.contains("broken") { 500 } else { 200 };
+    let down = rendered.with_file_name("down").join(&slug).exists();
+    let status = if conf.contains("broken") || down {
+        500
+    } else {
+        200
+    };
     let _ = write!(
         stream,
         "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -506,6 +512,47 @@ fn a_wave_takes_the_tenants_its_labels_name() {
     assert_eq!(confs(&repo)["t-003"], "mode = v2");
     assert_eq!(on(&repo, "ok"), 3);
     // Its wave done and baked (none is set), the next apply takes the rest and completes.
+    let out = repo.apply();
+    assert!(
+        text(&out.stdout).contains("rollout r1 completed"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(on(&repo, "v2"), 4);
+    repo.assert_plan_empty();
+}
+
+#[test]
+fn a_failure_under_the_halt_rule_holds_the_wave_until_it_is_mended() {
+    let waves = "  wave \"canary\" {\n    tenants = [\"t-001\", \"t-002\"]\n    max_failures = 1\n  }\n  wave \"rest\" {}\n";
+    let repo = fleet(4, waves);
+    repo.apply();
+    // t-002's app is down, whatever its config says.
+    let down = repo.state_dir().join("down");
+    std::fs::create_dir_all(&down).unwrap();
+    std::fs::write(down.join("t-002"), "").unwrap();
+    repo.write("templates/files/app.conf.tera", "mode = v2\n");
+    commit(&repo, "app.conf v2");
+    let out = repo.run(&["apply", "--auto-approve"]);
+    assert!(!out.status.success());
+    let said = text(&out.stdout) + &text(&out.stderr);
+    assert!(!said.contains("halted"), "{said}");
+    assert!(said.contains("1 failed"), "{said}");
+    // The wave waits for it: the rest are not taken on.
+    assert_eq!(on(&repo, "ok"), 2);
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("wave 1 of 2 (canary): 1 tenant to apply"),
+        "{plan}"
+    );
+    // Its app back, its smoke tests pass, and the wave is done.
+    std::fs::remove_file(down.join("t-002")).unwrap();
+    let out = repo.apply();
+    assert!(
+        text(&out.stdout).contains("wave 1 of 2 (canary) is done"),
+        "{}",
+        text(&out.stdout)
+    );
     let out = repo.apply();
     assert!(
         text(&out.stdout).contains("rollout r1 completed"),
