@@ -20,5 +20,19 @@ safety {
   max_missing_share = 0.2
 }
 
+# A change to plans, templates or migrations can go out in waves, canaries first, each
+# smoke-tested and baked, halting on failures (README, Rollouts). Commit the repo to git, then
+# uncomment:
+# rollout {
+#   wave "canary" {
+#     tenants      = ["example-co"]
+#     max_parallel = 1
+#     bake         = "30m"
+#   }
+#   wave "rest" {
+#     max_parallel = 10
+#   }
+# }
+
 # See the README for the postgres, s3, rabbitmq and route53 blocks, smoke `check`s,
 # `hook`s (billing) and event subscribers (`webhook`, `bus`).

@@ -157,3 +157,30 @@ fn write_new(path: &Path, text: &str) -> Result<(), Error> {
         .map_err(io)?;
     file.write_all(text.as_bytes()).map_err(io)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The rollout block the new config holds commented out reads as a policy once the
+    /// comment marks are taken off.
+    #[test]
+    fn the_commented_rollout_block_is_a_policy() {
+        let config = include_str!("config.hcl");
+        let start = config
+            .find("# rollout {")
+            .expect("a commented rollout block");
+        let block: String = config[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches('#')))
+            .collect();
+        let parsed = crate::repo::config::parse(&block).expect("the block reads");
+        let waves: Vec<String> = parsed
+            .rollout
+            .expect("a policy")
+            .waves
+            .into_iter()
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(waves, ["canary", "rest"]);
+    }
+}
