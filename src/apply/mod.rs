@@ -58,12 +58,12 @@ pub struct TenantOutcome {
     pub warnings: Vec<String>,
     /// Not started because the rollout its change belongs to halted: it stays on the
     /// inputs it runs on, and is no failure of its own.
-    pub held: bool,
+    pub halted: bool,
 }
 
 impl TenantOutcome {
-    /// A tenant not started, and why; `held` when a halted rollout held it back.
-    fn not_started(slug: String, why: String, held: bool) -> TenantOutcome {
+    /// A tenant not started, and why; `halted` when a halted rollout held it back.
+    fn not_started(slug: String, why: String, halted: bool) -> TenantOutcome {
         TenantOutcome {
             slug,
             steps: 0,
@@ -71,7 +71,7 @@ impl TenantOutcome {
             skipped: true,
             interrupted: false,
             warnings: Vec::new(),
-            held,
+            halted,
         }
     }
 }
@@ -91,15 +91,15 @@ impl ApplyReport {
     }
 
     /// The tenants a halted rollout did not start.
-    pub fn held(&self) -> usize {
-        self.outcomes.iter().filter(|o| o.held).count()
+    pub fn halted(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.halted).count()
     }
 
     /// How far an interrupted run got, or `None` when it was not interrupted.
     pub fn stopped(&self) -> Option<Stopped> {
         let count = |f: fn(&TenantOutcome) -> bool| self.outcomes.iter().filter(|o| f(o)).count();
         let interrupted = count(|o| o.interrupted);
-        let not_started = count(|o| o.skipped && !o.held);
+        let not_started = count(|o| o.skipped && !o.halted);
         (interrupted + not_started > 0).then(|| Stopped {
             applied: count(|o| o.error.is_none()),
             interrupted,
@@ -421,7 +421,7 @@ impl Executor {
             Some(gate) => {
                 let stopped = outcomes
                     .iter()
-                    .any(|o| (o.skipped && !o.held) || o.interrupted);
+                    .any(|o| (o.skipped && !o.halted) || o.interrupted);
                 let ended = gate.finish(&mut state, stopped);
                 // Before the state says it: a run killed in between writes it again, once
                 // (the event's id is the rollout's).
@@ -552,7 +552,7 @@ impl Executor {
             interrupted,
             error: result.err(),
             warnings: log.warnings,
-            held: false,
+            halted: false,
         }
     }
 

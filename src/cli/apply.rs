@@ -218,7 +218,7 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
                 }
             }
             if let Some(said) = &report.rollout {
-                let held = match report.held() {
+                let held = match report.halted() {
                     0 => String::new(),
                     n => format!(
                         "\n{n} tenant{} of the wave not started: {}",
