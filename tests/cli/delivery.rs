@@ -982,3 +982,45 @@ fn bad_subscriber_blocks_name_file_line_and_field() {
         "the URL's credentials are not repeated: {err}"
     );
 }
+
+#[test]
+fn a_rollouts_events_reach_the_webhooks_signed_with_no_tenant() {
+    let r = Receiver::start();
+    let waves =
+        "rollout {\n  wave \"canary\" {\n    tenants = [\"acme\"]\n  }\n  wave \"rest\" {}\n}\n";
+    let repo = repo_for(&r, waves);
+    repo.write(".gitignore", ".tenant-reconcile/\n");
+    crate::git::git(&repo, &["init", "-q"]);
+    crate::git::git(&repo, &["add", "-A"]);
+    crate::git::git(&repo, &["commit", "-qm", "the example, in waves"]);
+    repo.apply();
+    let template = repo.path().join("templates/files/namespace.yaml.tera");
+    let mut text_of = std::fs::read_to_string(&template).unwrap();
+    text_of.push_str("# managed by the platform team\n");
+    repo.write("templates/files/namespace.yaml.tera", &text_of);
+    crate::git::git(
+        &repo,
+        &["commit", "-qam", "namespaces say who manages them"],
+    );
+    repo.apply(); // the canary
+    let out = repo.apply(); // the rest, and the end
+    assert!(
+        text(&out.stdout).contains("rollout r1 completed"),
+        "{}",
+        text(&out.stdout)
+    );
+    deliver(&repo);
+    let completed: Vec<Value> = r
+        .requests()
+        .into_iter()
+        .filter(|g| g["type"] == "RolloutCompleted")
+        .collect();
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert_eq!(completed[0]["verified"], true);
+    let (_, tenant, _) = outbox(&repo)
+        .into_iter()
+        .find(|(_, _, kind)| kind == "RolloutCompleted")
+        .unwrap();
+    assert_eq!(tenant, "");
+    repo.assert_plan_empty();
+}
