@@ -22,6 +22,12 @@ pub fn git(repo: &Repo, args: &[&str]) -> String {
     text(&out.stdout).trim().to_string()
 }
 
+/// Everything in the repo committed, as `message`.
+pub fn commit(repo: &Repo, message: &str) {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+}
+
 /// The example repo, committed.
 pub fn committed_example() -> Repo {
     let repo = Repo::example();

@@ -2,14 +2,9 @@
 //! of later waves keep the old schema until their wave, and an abort leaves them on it while
 //! the tenants it reached keep the migration (it is never undone).
 
-use crate::git::git;
+use crate::git::{commit, git};
 use crate::pg::Pg;
-use crate::support::{text, Repo};
-
-fn commit(repo: &Repo, message: &str) {
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-qm", message]);
-}
+use crate::support::text;
 
 /// Whether `slug`'s role sees an `invoices` table in its own schema.
 fn has_invoices(pg: &Pg, slug: &str) -> bool {

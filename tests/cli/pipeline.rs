@@ -1,12 +1,11 @@
 //! Smoke tests gating ACTIVE, `check`, and hooks (billing retried apart), on the local
 //! target, through the real binary. Postgres's own checks are in `pipeline_pg.rs`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::support::{text, Repo};
+use crate::support::{request_path, respond, text, Repo};
 
 /// An HTTP server of the test's own on a free loopback port: it answers every request with
 /// the status it is set to, and keeps the paths it was asked for.
@@ -25,26 +24,11 @@ impl Health {
         let (c, p) = (code.clone(), paths.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut line = String::new();
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                if reader.read_line(&mut line).is_err() {
-                    continue;
+                let Ok(stream) = stream else { continue };
+                if let Some(path) = request_path(&stream) {
+                    p.lock().unwrap().push(path);
                 }
-                // Read the headers to their end before answering.
-                let mut header = String::new();
-                // To the headers' end, or the connection's (a client gone says nothing more).
-                while matches!(reader.read_line(&mut header), Ok(n) if n > 0) && header != "\r\n" {
-                    header.clear();
-                }
-                if let Some(path) = line.split_whitespace().nth(1) {
-                    p.lock().unwrap().push(path.to_string());
-                }
-                let status = c.load(Ordering::SeqCst);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
+                respond(stream, c.load(Ordering::SeqCst));
             }
         });
         Health {

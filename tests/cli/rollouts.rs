@@ -3,12 +3,11 @@
 //! than the wave's limit. The Postgres migration rollout is in `pg_rollouts.rs`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use crate::git::git;
-use crate::support::{text, Repo};
+use crate::git::{commit, git};
+use crate::support::{request_path, respond, text, Repo};
 
 /// The app the tenants' files configure, on a free loopback port of the test's own: its
 /// health check (`/<slug>`) fails for a tenant whose rendered `app.conf` says `broken`, as a
@@ -29,34 +28,19 @@ fn app(rendered: PathBuf) -> u16 {
     port
 }
 
-fn answer(mut stream: std::net::TcpStream, rendered: &std::path::Path) {
-    let mut line = String::new();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    if !matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+fn answer(stream: std::net::TcpStream, rendered: &std::path::Path) {
+    let Some(path) = request_path(&stream) else {
         return;
-    }
-    let mut header = String::new();
-    // To the headers' end, or the connection's.
-    while matches!(reader.read_line(&mut header), Ok(n) if n > 0) && header != "\r\n" {
-        header.clear();
-    }
-    let slug = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .trim_start_matches('/')
-        .to_string();
-    let conf = std::fs::read_to_string(rendered.join(&slug).join("app.conf")).unwrap_or_default();
-    let down = rendered.with_file_name("down").join(&slug).exists();
+    };
+    let slug = path.trim_start_matches('/');
+    let conf = std::fs::read_to_string(rendered.join(slug).join("app.conf")).unwrap_or_default();
+    let down = rendered.with_file_name("down").join(slug).exists();
     let status = if conf.contains("broken") || down {
         500
     } else {
         200
     };
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
+    respond(stream, status);
 }
 
 /// `n` tenants (`t-001`…) with an `app.conf` rendered from a template, whose app is checked
@@ -82,11 +66,6 @@ fn fleet(n: usize, waves: &str) -> Repo {
     git(&repo, &["init", "-q"]);
     commit(&repo, "the fleet");
     repo
-}
-
-fn commit(repo: &Repo, message: &str) {
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-qm", message]);
 }
 
 /// What each tenant's rendered `app.conf` says, by slug.

@@ -390,3 +390,29 @@ pub fn text(b: &[u8]) -> String {
 pub fn redact(repo: &Repo, s: &str) -> String {
     s.replace(&repo.path().display().to_string(), "[REPO]")
 }
+
+/// The path a test's HTTP server was asked for: the request line read, and its headers to
+/// their end (or the connection's: a client killed mid-request says nothing more). `None`
+/// when the client sent nothing.
+pub fn request_path(stream: &std::net::TcpStream) -> Option<String> {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    if !matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+        return None;
+    }
+    let mut header = String::new();
+    while matches!(reader.read_line(&mut header), Ok(n) if n > 0) && header != "\r\n" {
+        header.clear();
+    }
+    line.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// Answers a test's HTTP request with `status` and no body.
+pub fn respond(mut stream: std::net::TcpStream, status: u16) {
+    use std::io::Write;
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+}
