@@ -1190,3 +1190,61 @@ fn tenants_beyond_a_lowered_cap_move_off_and_the_rest_stay() {
     assert!(logs_in(&eu1, "cac"));
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_rollout_wave_takes_the_tenants_on_the_servers_it_names() {
+    let eu1 = OwnPg::start();
+    let pg = Pg::new();
+    let repo = own_tenants_only(&pg);
+    for (slug, server) in [
+        ("sa1", "eu-1"),
+        ("sa2", "eu-1"),
+        ("sb1", "eu-2"),
+        ("sb2", "eu-2"),
+    ] {
+        repo.write(
+            &format!("tenants/{slug}.yaml"),
+            &tenant(slug, "eu-west-1", &format!("server: {server}\n")),
+        );
+    }
+    let servers = [
+        server_block("eu-1", &eu1.url("postgres"), "eu-west-1", 10, ""),
+        server_block("eu-2", &pg.url(), "eu-west-1", 10, ""),
+    ]
+    .concat();
+    let waves = "rollout {\n  wave \"eu-2-first\" {\n    servers = [\"eu-2\"]\n  }\n  wave \"rest\" {}\n}\n";
+    on_servers(&repo, &pg, &format!("{servers}{waves}"));
+    repo.write(".gitignore", ".tenant-reconcile/\n");
+    crate::git::git(&repo, &["init", "-q"]);
+    crate::git::commit(&repo, "four tenants on two servers, in waves");
+    repo.apply();
+    let template = repo.path().join("templates/files/namespace.yaml.tera");
+    let mut changed = std::fs::read_to_string(&template).unwrap();
+    changed.push_str("# managed by the platform team\n");
+    repo.write("templates/files/namespace.yaml.tera", &changed);
+    crate::git::commit(&repo, "namespaces say who manages them");
+    let plan = text(&repo.run(&["plan"]).stdout);
+    assert!(
+        plan.contains("eu-2-first (2 tenants) · then rest (2)"),
+        "{plan}"
+    );
+    for slug in ["sb1", "sb2"] {
+        assert!(
+            plan.contains(&format!("# {slug} will be updated in place")),
+            "{plan}"
+        );
+    }
+    assert_eq!(
+        plan.matches("will be updated in place").count(),
+        2,
+        "{plan}"
+    );
+    repo.apply();
+    let out = repo.apply();
+    assert!(
+        text(&out.stdout).contains("rollout r1 completed"),
+        "{}",
+        text(&out.stdout)
+    );
+    repo.assert_plan_empty();
+}
