@@ -93,7 +93,7 @@ impl ChangedFiles {
         self.files
             .iter()
             .map(|(_, path)| path)
-            .filter(|p| tenant_slug(p).is_none() && p.as_str() != crate::repo::config::CONFIG_FILE)
+            .filter(|p| crate::repo::config::is_shared_input(Path::new(p)))
             .cloned()
             .collect()
     }

@@ -260,6 +260,18 @@ impl Workspace {
     }
 
     pub fn uncommitted_inputs(&self) -> Vec<Uncommitted> {
+        self.uncommitted_in(&self.repo.config.input_dirs(), true)
+    }
+
+    /// The shared inputs (plans, templates, migrations) git has not committed: what a
+    /// rollout, which goes from one commit's to another's, refuses. The tenant files are not
+    /// walked.
+    pub fn uncommitted_shared_inputs(&self) -> Vec<Uncommitted> {
+        self.uncommitted_in(&self.repo.config.shared_input_dirs(), false)
+    }
+
+    /// The files under `dirs` (and the config, with `config`) git has not committed.
+    fn uncommitted_in(&self, dirs: &[PathBuf], config: bool) -> Vec<Uncommitted> {
         // The tenant repo may be a folder inside a bigger git repository.
         let Ok((git, inside)) = repo::files::open_git(&self.repo.root) else {
             return Vec::new();
@@ -269,10 +281,12 @@ impl Workspace {
         opts.include_untracked(true)
             .recurse_untracked_dirs(true)
             .include_ignored(false);
-        for dir in self.repo.config.input_dirs() {
+        for dir in dirs {
             opts.pathspec(inside.join(dir));
         }
-        opts.pathspec(inside.join(repo::config::CONFIG_FILE));
+        if config {
+            opts.pathspec(inside.join(repo::config::CONFIG_FILE));
+        }
         let Ok(statuses) = git.statuses(Some(&mut opts)) else {
             return Vec::new();
         };

@@ -220,11 +220,13 @@ impl Compiling<'_> {
         mut decision: crate::rollout::Decision,
     ) -> Result<Compiled, Error> {
         let mut from_repo = decision.from_repo.take().expect("a rollout's inputs");
+        // Looked up once per tenant file: a pull request's plan selects thousands.
+        let only: Option<std::collections::HashSet<&Slug>> = only.map(|o| o.iter().collect());
         let selected = ws
             .repo
             .tenants
             .iter()
-            .filter(|t| only.is_none_or(|o| o.contains(&t.slug)));
+            .filter(|t| only.as_ref().is_none_or(|o| o.contains(&t.slug)));
         // A tenant whose file names a plan the old inputs do not have takes the head's.
         let (pinned, head): (Vec<&crate::repo::TenantSpec>, Vec<_>) = selected.partition(|t| {
             decision.pinned(t.slug.as_str()) && from_repo.plans.contains_key(&t.plan)
@@ -254,7 +256,7 @@ impl Compiling<'_> {
                 .iter()
                 .map(|t| &t.slug)
                 .filter(|s| reached.contains(s.as_str()))
-                .filter(|s| only.is_none_or(|o| o.contains(s)))
+                .filter(|s| only.as_ref().is_none_or(|o| o.contains(s)))
                 .cloned()
                 .collect();
             if reached.is_empty() {

@@ -115,6 +115,16 @@ impl Config {
         dirs
     }
 
+    /// The input folders tenants share: every one but `tenants`. A change to a file in them
+    /// reaches tenants by what their files say, and goes out in waves under a rollout
+    /// policy.
+    pub fn shared_input_dirs(&self) -> Vec<PathBuf> {
+        self.input_dirs()
+            .into_iter()
+            .filter(|d| d != Path::new("tenants"))
+            .collect()
+    }
+
     /// `migrations_dir` without `.` components; the config check refuses one that names no
     /// folder inside the repo.
     fn migrations_path(&self) -> PathBuf {
@@ -123,6 +133,18 @@ impl Config {
             .filter(|c| matches!(c, Component::Normal(_)))
             .collect()
     }
+}
+
+/// Whether the input `path` (relative to the repo root) is one tenants share: neither a
+/// tenant's own file nor the config.
+pub fn is_shared_input(path: &Path) -> bool {
+    let tenant_file = path.starts_with("tenants")
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(super::slug_of_file_name)
+            .is_some();
+    !tenant_file && path != Path::new(CONFIG_FILE)
 }
 
 /// Whether `path` (relative to the repo root) is an input, given the input folders: the

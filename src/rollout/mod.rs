@@ -265,10 +265,9 @@ pub fn decide(ws: &Workspace, state: &State, scoped: bool) -> Result<Decision, E
     })?;
     if ws.rev.is_none() {
         let uncommitted: Vec<String> = ws
-            .uncommitted_inputs()
+            .uncommitted_shared_inputs()
             .into_iter()
             .map(|u| u.path)
-            .filter(|p| is_shared(p))
             .collect();
         if !uncommitted.is_empty() {
             return Err(Error::Usage(format!(
@@ -528,12 +527,6 @@ fn shared_changes(ws: &Workspace, from: &str, to: &str) -> Result<Vec<String>, E
             ))
         })?;
     Ok(found.shared())
-}
-
-/// Whether `path` is a shared input: an input that is neither a tenant's file nor the
-/// config.
-fn is_shared(path: &str) -> bool {
-    !path.starts_with("tenants/") && path != CONFIG_FILE
 }
 
 /// The tenants of `slugs` the state records and has not tombstoned: a rollout takes those
