@@ -221,9 +221,8 @@ async fn apply(root: &Path, args: ApplyArgs, stop: &CancellationToken) -> anyhow
                 let held = match report.halted() {
                     0 => String::new(),
                     n => format!(
-                        "\n{n} tenant{} of the wave not started: {}",
-                        if n == 1 { "" } else { "s" },
-                        "they stay on the inputs they run on"
+                        "\n{} of the wave not started: they stay on the inputs they run on",
+                        tenant_reconcile::model::count::counted(n, "tenant", "tenants"),
                     ),
                 };
                 anstream::println!("\n{said}{held}");

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use clap::Subcommand;
+use tenant_reconcile::model::count::counted;
 use tenant_reconcile::model::rollout::{Rollout, Status};
 use tenant_reconcile::ops::rollout::{act, Act};
 use tenant_reconcile::rollout::short;
@@ -64,9 +65,9 @@ pub async fn run(root: &Path, cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
         Act::Abort => {
             let reached: usize = r.waves[..=r.wave].iter().map(|w| w.tenants.len()).sum();
             println!(
-                "Rollout {} is aborted: the next apply returns the {reached} tenant{} it reached to the shared inputs of {}.",
+                "Rollout {} is aborted: the next apply returns the {} it reached to the shared inputs of {}.",
                 r.id,
-                if reached == 1 { "" } else { "s" },
+                counted(reached, "tenant", "tenants"),
                 short(&r.from)
             );
             if !r.kept_migrations.is_empty() {

@@ -12,3 +12,12 @@ pub fn thousands(n: u64) -> String {
     }
     out
 }
+
+/// `n` things as people read them: `1 tenant`, `3 tenants`.
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}

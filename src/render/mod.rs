@@ -8,6 +8,7 @@ pub mod text;
 
 use serde_json::Value;
 
+use crate::model::count::counted;
 use crate::plan::{Plan, ResourceChange, Summary, TenantPlan};
 
 /// `Plan: 1 to add, 2 to change, 0 to destroy.`
@@ -25,11 +26,11 @@ pub fn summary_line(s: &Summary) -> String {
     if s.smoke_tests > 0 {
         steps.push(format!(
             "smoke tests for {}",
-            plural(s.smoke_tests, "tenant", "tenants")
+            counted(s.smoke_tests, "tenant", "tenants")
         ));
     }
     if s.hook_runs > 0 {
-        steps.push(plural(s.hook_runs, "hook run", "hook runs"));
+        steps.push(counted(s.hook_runs, "hook run", "hook runs"));
     }
     if !steps.is_empty() {
         line += &format!(" Then {}.", steps.join(" and "));
@@ -37,14 +38,14 @@ pub fn summary_line(s: &Summary) -> String {
     if s.unplaced > 0 {
         line += &format!(
             " {} no Postgres server takes: left as {}.",
-            plural(s.unplaced, "tenant", "tenants"),
+            counted(s.unplaced, "tenant", "tenants"),
             if s.unplaced == 1 { "it is" } else { "they are" },
         );
     }
     if s.conflicts > 0 {
         line += &format!(
             " {} not this state's: {} left as {}.",
-            plural(s.conflicts, "resource is", "resources are"),
+            counted(s.conflicts, "resource is", "resources are"),
             if s.conflicts == 1 {
                 "its tenant is"
             } else {
@@ -60,14 +61,6 @@ pub fn summary_line(s: &Summary) -> String {
     line
 }
 
-fn plural(n: usize, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
-
 /// With `--changed-since`: what changed since where, and how far it reaches.
 pub fn changed_heading(plan: &Plan) -> Option<String> {
     let c = plan.changed_since.as_ref()?;
@@ -80,8 +73,8 @@ pub fn changed_heading(plan: &Plan) -> Option<String> {
         "Changed since {} (merge-base {}): {} reaching {} with changes.",
         c.base,
         &c.merge_base[..c.merge_base.len().min(12)],
-        plural(c.files.len(), "input file", "input files"),
-        plural(reached, "tenant", "tenants"),
+        counted(c.files.len(), "input file", "input files"),
+        counted(reached, "tenant", "tenants"),
     ))
 }
 
@@ -117,7 +110,7 @@ pub fn changed_lines(plan: &Plan) -> Vec<String> {
             "  {} {:width$}  {}",
             f.status,
             f.path,
-            plural(f.tenants, "tenant", "tenants")
+            counted(f.tenants, "tenant", "tenants")
         ));
         for e in &effects {
             out.push(format!("      {}", blast::line(e)));
@@ -363,7 +356,7 @@ pub fn step_lines(t: &TenantPlan) -> Vec<String> {
 
 /// `provisioned: failed 2 times, next try after 04:10`.
 fn owed(run: &crate::hooks::HookRun, due: bool) -> String {
-    let times = plural(run.attempts as usize, "time", "times");
+    let times = counted(run.attempts as usize, "time", "times");
     let when = match (&run.next_try_at, due) {
         (_, true) => "tried again now".to_string(),
         (Some(at), false) => format!(

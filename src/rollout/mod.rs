@@ -18,6 +18,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
 use crate::changes;
+use crate::model::count::counted;
 use crate::model::lifecycle::now as now_text;
 use crate::model::rollout::{Rollout, RolloutPlan, Status};
 use crate::repo::config::CONFIG_FILE;
@@ -111,10 +112,10 @@ impl Decision {
         let w = &mut r.waves[r.wave];
         if left > 0 {
             self.plan.said.push(format!(
-                "wave {} of {count} ({}): {left} tenant{} to apply, at most {} at a time, each smoke-tested; then it bakes {}",
+                "wave {} of {count} ({}): {} to apply, at most {} at a time, each smoke-tested; then it bakes {}",
                 r.wave + 1,
                 w.name,
-                plural(left),
+                counted(left, "tenant", "tenants"),
                 w.max_parallel,
                 humantime::format_duration(w.bake()),
             ));
@@ -165,11 +166,10 @@ impl Decision {
         next.reached_at = Some(now_text());
         self.plan.writes = true;
         self.plan.said.push(format!(
-            "wave {} of {count} ({}) starts: {} tenant{}",
+            "wave {} of {count} ({}) starts: {}",
             r.wave + 1,
             next.name,
-            next.tenants.len(),
-            plural(next.tenants.len()),
+            counted(next.tenants.len(), "tenant", "tenants"),
         ));
         let started = next.tenants.clone();
         self.on_to.extend(started.iter().cloned());
@@ -233,10 +233,9 @@ impl Decision {
             _ => "the rollout waits".to_string(),
         };
         self.plan.said.push(format!(
-            "{} tenant{} of the waves reached wait{}: {why}",
-            held.len(),
-            plural(held.len()),
-            if held.len() == 1 { "s" } else { "" },
+            "{} of the waves reached {}: {why}",
+            counted(held.len(), "tenant", "tenants"),
+            if held.len() == 1 { "waits" } else { "wait" },
         ));
         self.plan.held = held;
     }
@@ -373,13 +372,12 @@ fn start(
         kept_migrations: Vec::new(),
     };
     d.plan.said.push(format!(
-        "rollout {} starts: {} → {} ({}), {} tenant{}: {}",
+        "rollout {} starts: {} → {} ({}), {}: {}",
         r.id,
         short(&r.from),
         short(&r.to),
         r.files.join(", "),
-        reached.len(),
-        plural(reached.len()),
+        counted(reached.len(), "tenant", "tenants"),
         describe_waves(&r),
     ));
     d.from_repo = Some(ws.shared_inputs_at(&r.from)?);
@@ -432,7 +430,10 @@ fn go_on(
             r.files.join(", "),
             match joined {
                 0 => String::new(),
-                n => format!(", and {n} more tenant{} join its last wave", plural(n)),
+                n => format!(
+                    ", and {} join its last wave",
+                    counted(n, "more tenant", "more tenants")
+                ),
             }
         ));
     }
@@ -506,10 +507,9 @@ pub fn describe_waves(r: &Rollout) -> String {
         .enumerate()
         .map(|(i, w)| match i {
             0 => format!(
-                "{} ({} tenant{})",
+                "{} ({})",
                 w.name,
-                w.tenants.len(),
-                plural(w.tenants.len())
+                counted(w.tenants.len(), "tenant", "tenants")
             ),
             _ => format!("then {} ({})", w.name, w.tenants.len()),
         })
@@ -545,12 +545,4 @@ fn recorded(slugs: BTreeSet<Slug>, state: &State) -> BTreeSet<Slug> {
 
 pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(7)]
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
