@@ -21,24 +21,7 @@ if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else build_release; fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-gitbench.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 export NO_COLOR=1
-git_() { git -c user.name=bench -c user.email=bench@example.com -c init.defaultBranch=main -c commit.gpgsign=false "$@"; }
 
-# median COUNT ARGS...: runs the binary COUNT times; prints "secs MB" (medians).
-median() {
-  local count=$1; shift
-  local times="" mems=""
-  for _ in $(seq "$count"); do
-    set +e
-    /usr/bin/time -f "%e %M" -o "$TMP/t" "$BIN" "$@" >/dev/null 2>"$TMP/err"
-    local code=$?
-    set -e
-    if [ "$code" -eq 1 ]; then echo "FAILED: tenant-reconcile $*" >&2; tail -n 20 "$TMP/err" >&2; exit 1; fi
-    read -r secs kb <"$TMP/t"
-    times+="$secs"$'\n' mems+="$kb"$'\n'
-  done
-  local mid=$(( (count + 1) / 2 ))
-  echo "$(sort -n <<<"$times" | sed -n "${mid}p") $(( $(sort -n <<<"$mems" | sed -n "${mid}p") / 1024 ))"
-}
 
 echo
 echo "| tenants | command | time (s) | peak memory (MB) | tenants planned |"
@@ -60,21 +43,21 @@ for n in "$@"; do
   files=("$dir"/tenants/*.yaml)
   one=$(basename "${files[0]}")
   (cd "$dir" && git_ checkout -qb pr && sed -i 's/^name: \(.*\)$/name: \1 Renamed/' "tenants/$one" && git_ commit -qam "rename one tenant")
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan --changed-since main)
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan --changed-since main)
   echo "| $n | \`plan --changed-since main\` (1 tenant file changed) | $s | $mb | 1 |"
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan --rev HEAD --changed-since main)
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan --rev HEAD --changed-since main)
   echo "| $n | \`plan --rev HEAD --changed-since main\` (1 tenant file changed) | $s | $mb | 1 |"
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan --tenant "${one%.yaml}")
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan --tenant "${one%.yaml}")
   echo "| $n | \`plan --tenant SLUG\` | $s | $mb | 1 |"
   (cd "$dir" && git_ checkout -q main && git_ checkout -qb pr100 &&
     for f in "${files[@]:0:100}"; do sed -i 's/^name: \(.*\)$/name: \1 Renamed/' "$f"; done &&
     git_ commit -qam "rename 100 tenants")
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan --changed-since main)
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan --changed-since main)
   echo "| $n | \`plan --changed-since main\` (100 tenant files changed) | $s | $mb | 100 |"
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan --rev HEAD --changed-since main)
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan --rev HEAD --changed-since main)
   echo "| $n | \`plan --rev HEAD --changed-since main\` (100 tenant files changed) | $s | $mb | 100 |"
   if [ "$APPLY" = 1 ]; then
-    read -r s mb < <(median "$REPEATS" -C "$dir" plan)
+    read -r s mb < <(run_median "$REPEATS" -C "$dir" plan)
     echo "| $n | \`plan\` (full) | $s | $mb | $n |"
   fi
 done

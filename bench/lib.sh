@@ -96,3 +96,41 @@ drop_like() {
       EXECUTE format('DROP ROLE %I', r);
     END LOOP; END \$\$" >/dev/null
 }
+
+# middle VALUES: the median of VALUES, one number per line, each line ending with a newline
+# (as `values+="$v"$'\n'` builds them). Given to sort as they are: a here-string would add
+# a newline, whose empty line sorts first and makes the middle one a lower value.
+middle() {
+  local n
+  n=$(printf '%s' "$1" | wc -l)
+  printf '%s' "$1" | sort -n | sed -n "$(( (n + 1) / 2 ))p"
+}
+
+# git_ ARGS...: git as the benchmarks' own committer, whatever this machine's git config says.
+git_() { git -c user.name=bench -c user.email=bench@example.com -c init.defaultBranch=main -c commit.gpgsign=false "$@"; }
+
+# run_median COUNT ARGS...: runs $BIN with ARGS COUNT times (its output in $TMP/out and
+# $TMP/err) and prints "secs MB", the medians of wall time and peak memory. Exit code 1
+# (an error; 2 is "changes present") stops the benchmark with the error shown.
+run_median() {
+  local count=$1; shift
+  local times="" mems=""
+  for _ in $(seq "$count"); do
+    set +e
+    /usr/bin/time -f "%e %M" -o "$TMP/t" "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
+    local code=$?
+    set -e
+    if [ "$code" -eq 1 ]; then echo "FAILED: tenant-reconcile $*" >&2; tail -n 20 "$TMP/err" >&2; exit 1; fi
+    read -r secs kb <"$TMP/t"
+    times+="$secs"$'\n' mems+="$kb"$'\n'
+  done
+  echo "$(middle "$times") $(( $(middle "$mems") / 1024 ))"
+}
+
+# run_once ARGS...: runs $BIN with ARGS once, which must succeed, and prints "secs MB".
+run_once() {
+  /usr/bin/time -f "%e %M" -o "$TMP/t" "$BIN" "$@" >"$TMP/out" 2>"$TMP/err" ||
+    { echo "FAILED: tenant-reconcile $*" >&2; tail -n 20 "$TMP/err" >&2; exit 1; }
+  read -r secs kb <"$TMP/t"
+  echo "$secs $((kb / 1024))"
+}

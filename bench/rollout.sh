@@ -18,32 +18,8 @@ if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else build_release; fi
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-rolloutbench.XXXXXX")"
 trap 'rm -rf "$TMP"' EXIT
 export NO_COLOR=1
-git_() { git -c user.name=bench -c user.email=bench@example.com -c init.defaultBranch=main -c commit.gpgsign=false "$@"; }
 
-# median COUNT ARGS...: runs the binary COUNT times; prints "secs MB" (medians).
-median() {
-  local count=$1; shift
-  local times="" mems=""
-  for _ in $(seq "$count"); do
-    set +e
-    /usr/bin/time -f "%e %M" -o "$TMP/t" "$BIN" "$@" >"$TMP/out" 2>"$TMP/err"
-    local code=$?
-    set -e
-    if [ "$code" -eq 1 ]; then echo "FAILED: tenant-reconcile $*" >&2; tail -n 20 "$TMP/err" >&2; exit 1; fi
-    read -r secs kb <"$TMP/t"
-    times+="$secs"$'\n' mems+="$kb"$'\n'
-  done
-  local mid=$(( (count + 1) / 2 ))
-  echo "$(sort -n <<<"$times" | sed -n "${mid}p") $(( $(sort -n <<<"$mems" | sed -n "${mid}p") / 1024 ))"
-}
 
-# once ARGS...: runs the binary once; prints "secs MB".
-once() {
-  /usr/bin/time -f "%e %M" -o "$TMP/t" "$BIN" "$@" >"$TMP/out" 2>"$TMP/err" ||
-    { echo "FAILED: tenant-reconcile $*" >&2; tail -n 20 "$TMP/err" >&2; exit 1; }
-  read -r secs kb <"$TMP/t"
-  echo "$secs $((kb / 1024))"
-}
 
 echo
 echo "| tenants | what | time (s) | peak memory (MB) |"
@@ -54,8 +30,8 @@ for n in "$@"; do
   printf '.tenant-reconcile/\n' >"$dir/.gitignore"
   (cd "$dir" && git_ init -q && git_ add -A && git_ commit -qm "$n tenants")
   echo "applying $n tenants ..." >&2
-  once -C "$dir" apply --auto-approve --parallelism 16 >/dev/null
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan)
+  run_once -C "$dir" apply --auto-approve --parallelism 16 >/dev/null
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan)
   echo "| $n | \`plan\`, no rollout block | $s | $mb |"
   cat >>"$dir/tenant-reconcile.hcl" <<'HCL'
 
@@ -71,17 +47,17 @@ rollout {
 }
 HCL
   (cd "$dir" && git_ add -A && git_ commit -qm "rollouts in waves")
-  once -C "$dir" apply --auto-approve >/dev/null
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan)
+  run_once -C "$dir" apply --auto-approve >/dev/null
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan)
   echo "| $n | \`plan\`, a rollout block, nothing changed | $s | $mb |"
   (cd "$dir" && echo '# managed by the platform team' >>templates/files/namespace.yaml.tera &&
     git_ commit -qam "a template change for every tenant")
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan)
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan)
   grep -q "rollout r1 starts" "$TMP/out" || { echo "the plan started no rollout" >&2; exit 1; }
   echo "| $n | \`plan\`, a template change starts a rollout (canary: $(( (n + 99) / 100 )) tenants) | $s | $mb |"
-  read -r s mb < <(once -C "$dir" apply --auto-approve --parallelism 16)
+  read -r s mb < <(run_once -C "$dir" apply --auto-approve --parallelism 16)
   echo "| $n | \`apply\` of the canary wave (once) | $s | $mb |"
-  read -r s mb < <(median "$REPEATS" -C "$dir" plan)
+  read -r s mb < <(run_median "$REPEATS" -C "$dir" plan)
   grep -q "bakes until" "$TMP/out" || { echo "the canary wave is not baking" >&2; exit 1; }
   echo "| $n | \`plan\` mid-rollout, the canary wave baking | $s | $mb |"
 done

@@ -65,9 +65,9 @@ for _ in $(seq "$REPEATS"); do
   run plan --detailed-exitcode
   times+="$SECS"$'\n' mems+="$KB"$'\n' cpus+="$CPU"$'\n'
 done
-PLAN_CPU=$(sort -n <<<"$cpus" | sed -n "$(( (REPEATS + 1) / 2 ))p")
-PLAN_S=$(sort -n <<<"$times" | sed -n "$(( (REPEATS + 1) / 2 ))p")
-PLAN_MB=$(mb "$(sort -n <<<"$mems" | sed -n "$(( (REPEATS + 1) / 2 ))p")")
+PLAN_CPU=$(middle "$cpus")
+PLAN_S=$(middle "$times")
+PLAN_MB=$(mb "$(middle "$mems")")
 PLAN_CALLS=$(refresh_queries "$LOG" s3)
 
 echo
