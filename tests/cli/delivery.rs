@@ -997,17 +997,9 @@ fn a_rollouts_events_reach_the_webhooks_signed_with_no_tenant() {
     let mut text_of = std::fs::read_to_string(&template).unwrap();
     text_of.push_str("# managed by the platform team\n");
     repo.write("templates/files/namespace.yaml.tera", &text_of);
-    crate::git::git(
-        &repo,
-        &["commit", "-qam", "namespaces say who manages them"],
-    );
+    crate::git::commit(&repo, "namespaces say who manages them");
     repo.apply(); // the canary
-    let out = repo.apply(); // the rest, and the end
-    assert!(
-        text(&out.stdout).contains("rollout r1 completed"),
-        "{}",
-        text(&out.stdout)
-    );
+    repo.apply_saying("rollout r1 completed"); // the rest, and the end
     deliver(&repo);
     let completed: Vec<Value> = r
         .requests()

@@ -218,12 +218,7 @@ fn a_template_change_goes_out_in_waves_and_a_failing_canary_halts_it() {
     commit(&repo, "app.conf v3");
     let resumed = repo.run(&["rollout", "resume"]);
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
-    let out = repo.apply();
-    assert!(
-        text(&out.stdout).contains("wave 1 of 3 (canary) is done"),
-        "{}",
-        text(&out.stdout)
-    );
+    repo.apply_saying("wave 1 of 3 (canary) is done");
     assert_eq!(on(&repo, "fixed"), 2);
     assert_eq!(on(&repo, "ok"), 198);
     // Each tenant's record says which inputs it runs on.
@@ -238,12 +233,7 @@ fn a_template_change_goes_out_in_waves_and_a_failing_canary_halts_it() {
     repo.apply();
     assert_eq!(on(&repo, "fixed"), 22);
     std::thread::sleep(std::time::Duration::from_secs(2));
-    let out = repo.apply();
-    assert!(
-        text(&out.stdout).contains("rollout r1 completed"),
-        "{}",
-        text(&out.stdout)
-    );
+    repo.apply_saying("rollout r1 completed");
     assert_eq!(on(&repo, "fixed"), 200);
     assert_eq!(
         repo.count(
@@ -491,12 +481,7 @@ fn a_wave_takes_the_tenants_its_labels_name() {
     assert_eq!(confs(&repo)["t-003"], "mode = v2");
     assert_eq!(on(&repo, "ok"), 3);
     // Its wave done and baked (none is set), the next apply takes the rest and completes.
-    let out = repo.apply();
-    assert!(
-        text(&out.stdout).contains("rollout r1 completed"),
-        "{}",
-        text(&out.stdout)
-    );
+    repo.apply_saying("rollout r1 completed");
     assert_eq!(on(&repo, "v2"), 4);
     repo.assert_plan_empty();
 }
@@ -526,18 +511,8 @@ fn a_failure_under_the_halt_rule_holds_the_wave_until_it_is_mended() {
     );
     // Its app back, its smoke tests pass, and the wave is done.
     std::fs::remove_file(down.join("t-002")).unwrap();
-    let out = repo.apply();
-    assert!(
-        text(&out.stdout).contains("wave 1 of 2 (canary) is done"),
-        "{}",
-        text(&out.stdout)
-    );
-    let out = repo.apply();
-    assert!(
-        text(&out.stdout).contains("rollout r1 completed"),
-        "{}",
-        text(&out.stdout)
-    );
+    repo.apply_saying("wave 1 of 2 (canary) is done");
+    repo.apply_saying("rollout r1 completed");
     assert_eq!(on(&repo, "v2"), 4);
     repo.assert_plan_empty();
 }

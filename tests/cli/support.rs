@@ -177,6 +177,13 @@ impl Repo {
         out
     }
 
+    /// `apply --auto-approve`, which must succeed and say `said`; returns what it printed.
+    pub fn apply_saying(&self, said: &str) -> String {
+        let out = text(&self.apply().stdout);
+        assert!(out.contains(said), "apply did not say {said:?}:\n{out}");
+        out
+    }
+
     /// `apply --auto-approve --parallelism N` running in the background, its progress lines
     /// (stderr) on a pipe to read from.
     pub fn spawn_apply(&self, parallelism: usize) -> std::process::Child {
