@@ -516,3 +516,29 @@ fn a_failure_under_the_halt_rule_holds_the_wave_until_it_is_mended() {
     assert_eq!(on(&repo, "v2"), 4);
     repo.assert_plan_empty();
 }
+
+#[test]
+fn a_rollout_refuses_uncommitted_shared_inputs_and_a_repo_outside_git_changing_nothing() {
+    let repo = fleet(3, "  wave \"all\" {}\n");
+    repo.apply();
+    let before = repo.fingerprint();
+    repo.write("templates/files/app.conf.tera", "mode = v2\n");
+    for command in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let out = repo.run(command);
+        assert_eq!(out.status.code(), Some(1), "{command:?}");
+        let said = text(&out.stderr);
+        assert!(
+            said.contains("shared inputs are not committed: templates/files/app.conf.tera"),
+            "{said}"
+        );
+        assert!(said.contains("hint: "), "{said}");
+    }
+    assert_eq!(repo.fingerprint(), before, "a refused run wrote something");
+    // The same repo without its git history: a rollout has no commits to go between.
+    std::fs::remove_dir_all(repo.path().join(".git")).unwrap();
+    let out = repo.run(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out.stderr);
+    assert!(said.contains("this tenant repo has no commit"), "{said}");
+    assert_eq!(repo.fingerprint(), before, "a refused run wrote something");
+}
