@@ -927,9 +927,14 @@ fn rows_scanned(pg: &Pg) -> Vec<(String, i64)> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The admin tables, and the catalogs that hold a row per tenant's schema and relation:
+    // a smoke test's catalog questions are one tenant's too.
     pg.query(
         "SELECT relname, seq_tup_read FROM pg_stat_user_tables
-         WHERE schemaname = 'tenant_reconcile' ORDER BY relname",
+         WHERE schemaname = 'tenant_reconcile'
+         UNION ALL SELECT relname, seq_tup_read FROM pg_stat_sys_tables
+         WHERE schemaname = 'pg_catalog' AND relname IN ('pg_namespace', 'pg_depend')
+         ORDER BY relname",
     )
     .into_iter()
     .map(|r| {
@@ -946,7 +951,8 @@ fn a_one_tenant_apply_reads_no_admin_table_whole() {
     // A statement that looked a tenant up in a bound list (a checkpoint, a step marker, a
     // refresh) was planned as if the list held 100 rows, so in a fleet of a few thousand it
     // read the whole table to find one; a role's catalog row was compared in another
-    // collation than its key's index. Each made one tenant's change cost the fleet. Below
+    // collation than its key's index; a smoke test's catalog questions read every tenant's
+    // schema. Each made one tenant's change cost the fleet. Below
     // a few hundred rows a whole read is the server's right choice, so the fleet is larger.
     let pg = Pg::new();
     let repo = pg.repo();
@@ -974,9 +980,16 @@ fn a_one_tenant_apply_reads_no_admin_table_whole() {
         pg.exec("SELECT pg_stat_reset()");
         let out = repo.apply_with(&["--tenant", slug]);
         assert!(text(&out.stdout).contains(done), "{}", text(&out.stdout));
+        // Two reads of every schema are the run's own, which no index answers: the schemas
+        // anyone may use (a right given to PUBLIC is on no role's record), and the views
+        // anywhere that read the shared tables with their owner's rights. The smoke test's
+        // questions read it whole twice more before their lookups went by index.
         let whole: Vec<String> = rows_scanned(&pg)
             .into_iter()
-            .filter(|(_, read)| *read >= fleet)
+            .filter(|(table, read)| match table.as_str() {
+                "pg_namespace" => *read >= 3 * fleet,
+                _ => *read >= fleet,
+            })
             .map(|(table, read)| format!("{table} ({read} rows)"))
             .collect();
         assert!(

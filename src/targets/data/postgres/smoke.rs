@@ -394,16 +394,22 @@ async fn isolation(
         None => other_slices(t, &mut *t.admin.acquire().await.map_err(|e| e.to_string())?).await?,
     };
     let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
+    // Each slice looked up by its name's index (see `relations` for `OFFSET 0`): with
+    // `nspname = ANY($1)` the planner read every tenant's schema, each with a privilege check.
     let mut reached: Vec<String> = match t.isolation {
         Isolation::Schema => sqlx::query_scalar(
-            "SELECT nspname::text FROM pg_namespace WHERE nspname = ANY($1) AND has_schema_privilege(oid, 'USAGE')",
+            "SELECT n.nspname::text FROM unnest($1::text[]) AS other(name),
+               LATERAL (SELECT oid, nspname FROM pg_namespace WHERE nspname = other.name OFFSET 0) n
+             WHERE has_schema_privilege(n.oid, 'USAGE')",
         )
         .bind(&names)
         .fetch_all(catalog(cat, conn))
         .await
         .map_err(|e| e.to_string())?,
         Isolation::Database => sqlx::query_scalar(
-            "SELECT datname::text FROM pg_database WHERE datname = ANY($1) AND has_database_privilege(oid, 'CONNECT')",
+            "SELECT d.datname::text FROM unnest($1::text[]) AS other(name),
+               LATERAL (SELECT oid, datname FROM pg_database WHERE datname = other.name OFFSET 0) d
+             WHERE has_database_privilege(d.oid, 'CONNECT')",
         )
         .bind(&names)
         .fetch_all(catalog(cat, conn))
@@ -493,31 +499,38 @@ async fn relations(
     // In the admin database, the schemas looked in are those the role (or a group of it) is
     // named in the rights of, or owns, found through `pg_shdepend` by its index, and those
     // anyone may use: a check of every schema there, each tenant's among them, made every
-    // tenant's smoke test cost the fleet (about 3 ms of the server's at 900 tenants). Each
-    // list is an array made once, so the server looks each schema up by its key. A
-    // database of its own holds only its slice's schemas, each looked at.
-    let looked_in = match t.isolation {
-        Isolation::Database => "true",
-        _ => {
-            "n.oid = ANY(ARRAY(
-               SELECT d.objid FROM pg_shdepend d
-               WHERE d.refclassid = 'pg_authid'::regclass AND d.classid = 'pg_namespace'::regclass
-                 AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-                 AND d.refobjid = ANY(ARRAY(
-                   WITH RECURSIVE member_of(rol) AS (
-                     SELECT oid FROM pg_roles WHERE rolname = current_user
-                     UNION SELECT m.roleid FROM pg_auth_members m JOIN member_of ON m.member = member_of.rol)
-                   SELECT rol FROM member_of))
-               UNION ALL SELECT CAST(unnest($1::int8[]) AS oid)))"
-        }
+    // tenant's smoke test cost the fleet. Each lookup is by a key, one role's dependents,
+    // then one schema, then its relations: the planner, left to itself, joined the schemas
+    // found to a scan of `pg_namespace` and of the database's every schema dependency in
+    // `pg_shdepend` (both a row per tenant), with a privilege check on each. `OFFSET 0`
+    // keeps each lateral lookup a lookup (it stops the planner from merging it into a join
+    // of its choosing). A database of its own holds only its slice's schemas, each looked at.
+    let schemas = match t.isolation {
+        Isolation::Database => RELATIONS_OF_SCHEMA.to_string(),
+        _ => format!(
+            "(WITH RECURSIVE member_of(rol) AS (
+                SELECT oid FROM pg_roles WHERE rolname = current_user
+                UNION SELECT m.roleid FROM pg_auth_members m JOIN member_of ON m.member = member_of.rol)
+              SELECT d.objid AS oid FROM member_of, LATERAL (
+                SELECT d.objid FROM pg_shdepend d
+                WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = member_of.rol
+                  AND d.classid = 'pg_namespace'::regclass
+                  AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                OFFSET 0) d
+              UNION SELECT CAST(unnest($1::int8[]) AS oid)) AS looked_in,
+             LATERAL (SELECT * FROM pg_namespace n WHERE n.oid = looked_in.oid OFFSET 0) {}",
+            RELATIONS_OF_SCHEMA
+                .strip_prefix("pg_namespace ")
+                .expect("RELATIONS_OF_SCHEMA starts from pg_namespace")
+        ),
     };
     let sql = format!(
         "SELECT n.nspname::text, c.relname::text, c.relkind::text,
            EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
            c.relkind IN ('r', 'p') OR (c.relkind = 'v' AND EXISTS (SELECT 1 FROM unnest(c.reloptions) o
              WHERE lower(o) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes')))
-         FROM {RELATIONS_OF_SCHEMA}
-         WHERE {looked_in} AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {NOT_SYSTEM_SCHEMA}
+         FROM {schemas}
+         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {NOT_SYSTEM_SCHEMA}
            AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
          ORDER BY 1, 2 LIMIT 200",
     );
