@@ -192,14 +192,23 @@ pub(crate) async fn ensure_once(
     .map(drop)
 }
 
-/// The relations of one schema, as a FROM clause naming the schema `n` and its relations
-/// `c`, for queries that pick the schema by `n.nspname`. They are found through `pg_depend`,
-/// by index: `pg_class` has no index on `relnamespace`, and the admin database holds every
+/// The joins from a schema `n` to its relations `c`, through `pg_depend`, by index:
+/// `pg_class` has no index on `relnamespace`, and the admin database holds every
 /// schema-mode tenant's relations, so a per-tenant scan of `pg_class` costs the whole fleet.
-pub(crate) const RELATIONS_OF_SCHEMA: &str = "pg_namespace n
-    JOIN pg_depend dep ON dep.refclassid = 'pg_namespace'::regclass AND dep.refobjid = n.oid
+macro_rules! relations_of_n {
+    () => {
+        "JOIN pg_depend dep ON dep.refclassid = 'pg_namespace'::regclass AND dep.refobjid = n.oid
       AND dep.classid = 'pg_class'::regclass AND dep.objsubid = 0 AND dep.deptype = 'n'
-    JOIN pg_class c ON c.oid = dep.objid";
+    JOIN pg_class c ON c.oid = dep.objid"
+    };
+}
+
+/// The relations of one schema, as a FROM clause naming the schema `n` and its relations
+/// `c`, for queries that pick the schema by `n.nspname` (see [`RELATIONS_OF_N`]).
+pub(crate) const RELATIONS_OF_SCHEMA: &str = concat!("pg_namespace n\n    ", relations_of_n!());
+
+/// The joins to the relations `c` of a schema `n` the query names otherwise.
+pub(crate) const RELATIONS_OF_N: &str = relations_of_n!();
 
 /// That the schema `n` is not the system's (its catalogs, toast and temporary schemas).
 pub(crate) const NOT_SYSTEM_SCHEMA: &str =

@@ -19,7 +19,7 @@ use std::time::Instant;
 use sqlx::{Connection, Executor as _, PgConnection, Postgres, Row, Transaction};
 
 use crate::clients::postgres::server::{quote, PgServer};
-use crate::clients::postgres::{NOT_SYSTEM_SCHEMA, RELATIONS_OF_SCHEMA};
+use crate::clients::postgres::{NOT_SYSTEM_SCHEMA, RELATIONS_OF_N, RELATIONS_OF_SCHEMA};
 use crate::model::checks::{CheckSpec, Probe};
 use crate::model::health::CheckOutcome;
 use crate::model::resource::{Key, Kind};
@@ -518,10 +518,8 @@ async fn relations(
                   AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
                 OFFSET 0) d
               UNION SELECT CAST(unnest($1::int8[]) AS oid)) AS looked_in,
-             LATERAL (SELECT * FROM pg_namespace n WHERE n.oid = looked_in.oid OFFSET 0) {}",
-            RELATIONS_OF_SCHEMA
-                .strip_prefix("pg_namespace ")
-                .expect("RELATIONS_OF_SCHEMA starts from pg_namespace")
+             LATERAL (SELECT * FROM pg_namespace n WHERE n.oid = looked_in.oid OFFSET 0) n
+             {RELATIONS_OF_N}"
         ),
     };
     let sql = format!(
