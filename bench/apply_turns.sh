@@ -40,8 +40,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# busy: the CPU time all CPUs have spent on anything but waiting, in seconds.
-busy() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / 100 }' /proc/stat; }
 # commits DB: the transactions DB has committed (its statistics are flushed a second late).
 commits() {
   sleep 1.5

@@ -26,11 +26,7 @@ export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 export DATABASE_URL="$PG/$DB"
 
 cleanup() {
-  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null || true
-  psql "$PG/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
-    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'c${ID}\_%' LOOP
-      EXECUTE format('DROP ROLE %I', r);
-    END LOOP; END \$\$" >/dev/null || true
+  drop_like "$PG" "$DB" "c${ID}\_%"
   rm -rf "$TMP"
 }
 trap cleanup EXIT

@@ -25,17 +25,10 @@ require_gnu_time
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/tenant-reconcile-checkturns.XXXXXX")"
 cleanup() {
-  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null || true
-  psql "$PG/postgres" -qc "DO \$\$ DECLARE r text; BEGIN
-    FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'k${ID}\_%' LOOP
-      EXECUTE format('DROP ROLE %I', r);
-    END LOOP; END \$\$" >/dev/null || true
+  drop_like "$PG" "$DB" "k${ID}\_%"
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-
-# busy: the CPU time all CPUs have spent on anything but waiting, in seconds.
-busy() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8) / 100 }' /proc/stat; }
 
 python3 bench/generate.py "$N" "$TMP/repo" schema
 printf 'state {\n  backend = "postgres"\n}\ntargets {\n  control_plane = "postgres"\n  data = "postgres"\n}\npostgres {\n  role_prefix = "k%s_"\n  schema_prefix = "k%s_"\n  database_prefix = "k%s_"\n}\n' \

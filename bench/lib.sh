@@ -97,6 +97,10 @@ drop_like() {
     END LOOP; END \$\$" >/dev/null
 }
 
+# busy: the CPU time all CPUs have spent on anything but waiting, in seconds (from
+# /proc/stat: the server's work and this machine's other processes' too).
+busy() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / 100 }' /proc/stat; }
+
 # middle VALUES: the median of VALUES, one number per line, each line ending with a newline
 # (as `values+="$v"$'\n'` builds them). Given to sort as they are: a here-string would add
 # a newline, whose empty line sorts first and makes the middle one a lower value.
