@@ -989,9 +989,7 @@ fn a_rollouts_events_reach_the_webhooks_signed_with_no_tenant() {
     let waves =
         "rollout {\n  wave \"canary\" {\n    tenants = [\"acme\"]\n  }\n  wave \"rest\" {}\n}\n";
     let repo = repo_for(&r, waves);
-    repo.write(".gitignore", ".tenant-reconcile/\n");
-    crate::git::git(&repo, &["init", "-q"]);
-    crate::git::commit(&repo, "the example, in waves");
+    crate::git::init_committed(&repo, "the example, in waves");
     repo.apply();
     let template = repo.path().join("templates/files/namespace.yaml.tera");
     let mut text_of = std::fs::read_to_string(&template).unwrap();

@@ -28,13 +28,18 @@ pub fn commit(repo: &Repo, message: &str) {
     git(repo, &["commit", "-qm", message]);
 }
 
+/// The repo made a git repository (the tool's own folder ignored), everything in it
+/// committed as `message`.
+pub fn init_committed(repo: &Repo, message: &str) {
+    repo.write(".gitignore", ".tenant-reconcile/\n");
+    git(repo, &["init", "-q"]);
+    commit(repo, message);
+}
+
 /// The example repo, committed.
 pub fn committed_example() -> Repo {
     let repo = Repo::example();
-    repo.write(".gitignore", ".tenant-reconcile/\n");
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "the example tenants"]);
+    init_committed(&repo, "the example tenants");
     repo
 }
 
@@ -235,10 +240,7 @@ fn rev_works_for_a_tenant_repo_inside_a_bigger_git_repository() {
     for dir in ["tenants", "plans", "templates", "migrations"] {
         std::fs::rename(repo.path().join(dir), inner.join(dir)).unwrap();
     }
-    repo.write(".gitignore", ".tenant-reconcile/\n");
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "monorepo"]);
+    init_committed(&repo, "monorepo");
     std::fs::remove_file(inner.join("tenants/globex.yaml")).unwrap();
     let out = Command::new(assert_cmd::cargo::cargo_bin("tenant-reconcile"))
         .args(["-C", inner.to_str().unwrap(), "validate", "--rev", "HEAD"])
@@ -462,10 +464,7 @@ fn a_plan_file_change_reaches_every_tenant_on_that_plan_and_no_other() {
             &format!("slug: bulk-{i:03}\nname: Bulk {i}\nplan: {plan}\nowner:\n  email: ops@bulk-{i}.example\nregion: eu-west-1\n"),
         );
     }
-    repo.write(".gitignore", ".tenant-reconcile/\n");
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "44 tenants"]);
+    init_committed(&repo, "44 tenants");
     repo.apply();
     git(&repo, &["checkout", "-qb", "cheaper-storage"]);
     let starter = std::fs::read_to_string(repo.path().join("plans/starter.hcl")).unwrap();

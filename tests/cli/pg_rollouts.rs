@@ -2,7 +2,7 @@
 //! of later waves keep the old schema until their wave, and an abort leaves them on it while
 //! the tenants it reached keep the migration (it is never undone).
 
-use crate::git::{commit, git};
+use crate::git::{commit, init_committed};
 use crate::pg::Pg;
 use crate::support::text;
 
@@ -39,9 +39,7 @@ fn a_migration_reaches_later_waves_only_in_their_turn_and_an_abort_leaves_them_w
             pg.config("")
         ),
     );
-    repo.write(".gitignore", ".tenant-reconcile/\n");
-    git(&repo, &["init", "-q"]);
-    commit(&repo, "six schema tenants");
+    init_committed(&repo, "six schema tenants");
     repo.apply();
     repo.assert_plan_empty();
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 
-use crate::git::{commit, git};
+use crate::git::{commit, git, init_committed};
 use crate::support::{request_path, respond, text, Repo};
 
 /// The app the tenants' files configure, on a free loopback port of the test's own: its
@@ -62,9 +62,7 @@ fn fleet(n: usize, waves: &str) -> Repo {
         ),
     );
     repo.write("templates/files/app.conf.tera", "mode = ok\n");
-    repo.write(".gitignore", ".tenant-reconcile/\n");
-    git(&repo, &["init", "-q"]);
-    commit(&repo, "the fleet");
+    init_committed(&repo, "the fleet");
     repo
 }
 

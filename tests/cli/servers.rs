@@ -1214,9 +1214,7 @@ fn a_rollout_wave_takes_the_tenants_on_the_servers_it_names() {
     .concat();
     let waves = "rollout {\n  wave \"eu-2-first\" {\n    servers = [\"eu-2\"]\n  }\n  wave \"rest\" {}\n}\n";
     on_servers(&repo, &pg, &format!("{servers}{waves}"));
-    repo.write(".gitignore", ".tenant-reconcile/\n");
-    crate::git::git(&repo, &["init", "-q"]);
-    crate::git::commit(&repo, "four tenants on two servers, in waves");
+    crate::git::init_committed(&repo, "four tenants on two servers, in waves");
     repo.apply();
     let template = repo.path().join("templates/files/namespace.yaml.tera");
     let mut changed = std::fs::read_to_string(&template).unwrap();
