@@ -16,3 +16,14 @@ impl Migration {
         format!("{}_{}", self.version, self.name)
     }
 }
+
+/// The versions, names and checksums of `migrations`, as three columns: what one statement
+/// takes to record them all (`unnest` of three arrays).
+pub fn columns<'a>(migrations: &[&'a Migration]) -> [Vec<&'a str>; 3] {
+    let column = |f: fn(&'a Migration) -> &'a str| migrations.iter().map(|m| f(m)).collect();
+    [
+        column(|m| &m.version),
+        column(|m| &m.name),
+        column(|m| &m.checksum),
+    ]
+}

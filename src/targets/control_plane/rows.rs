@@ -100,39 +100,38 @@ pub fn table_of(kind: Kind) -> Option<&'static str> {
     }
 }
 
-/// The control plane's smoke tests, from its two reads: the registry row by the tenant's
-/// id (its slug), and the owner's membership (its email). The messages name no email.
+/// The control plane's smoke tests, from its one read, begun at `started`: the registry
+/// row by the tenant's id (its slug), and the owner's membership (its email). The messages
+/// name no email.
 pub fn smoke_verdicts(
     ctx: &crate::targets::provider::StepContext<'_>,
-    registry: (
-        std::time::Instant,
-        Result<Option<String>, crate::targets::provider::ProviderError>,
-    ),
-    owner: (
-        std::time::Instant,
-        Result<Option<String>, crate::targets::provider::ProviderError>,
-    ),
+    started: std::time::Instant,
+    read: Result<(Option<String>, Option<String>), crate::targets::provider::ProviderError>,
 ) -> Vec<crate::model::health::CheckOutcome> {
     use crate::model::health::CheckOutcome;
     let slug = ctx.tenant.slug.as_str();
-    let registry_verdict = match registry.1 {
+    let (registry, owner) = match read {
+        Ok((registry, owner)) => (Ok(registry), Ok(owner)),
+        Err(e) => (Err(crate::causes::chain(&e)), Err(crate::causes::chain(&e))),
+    };
+    let registry_verdict = match registry {
         Ok(Some(found)) if found == slug => Ok(format!("the registry row of {slug} reads back")),
         Ok(Some(found)) => Err(format!(
             "the registry row of this id has the slug {found:?}"
         )),
         Ok(None) => Err("the tenant has no registry row".into()),
-        Err(e) => Err(crate::causes::chain(&e)),
+        Err(e) => Err(e),
     };
-    let owner_verdict = match owner.1 {
+    let owner_verdict = match owner {
         Ok(Some(email)) if email.eq_ignore_ascii_case(&ctx.tenant.owner_email) => {
             Ok("the owner's membership reads back".to_string())
         }
         Ok(Some(_)) => Err("the owner's membership names another email than the file".into()),
         Ok(None) => Err("the tenant has no owner membership: its owner cannot sign in".into()),
-        Err(e) => Err(crate::causes::chain(&e)),
+        Err(e) => Err(e),
     };
     vec![
-        CheckOutcome::of("registry", registry.0, registry_verdict),
-        CheckOutcome::of("owner", owner.0, owner_verdict),
+        CheckOutcome::of("registry", started, registry_verdict),
+        CheckOutcome::of("owner", started, owner_verdict),
     ]
 }

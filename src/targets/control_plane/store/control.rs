@@ -447,28 +447,28 @@ pub async fn purge<C: ControlDb + Provider>(
 }
 
 /// The control plane's smoke tests: the registry row read back by the tenant's id, and the
-/// owner's membership.
+/// owner's membership, in one statement.
 pub async fn smoke<C: ControlDb + ?Sized>(db: &C, ctx: &StepContext<'_>) -> Vec<CheckOutcome> {
     let id = ctx.tenant_id.unwrap_or_default();
-    let read = |sql: &'static str| async move {
-        let started = std::time::Instant::now();
-        let found = async {
-            let row = Statement::new(db.dialect(), "read the control plane back", sql)
-                .text(id)
-                .first(&db.tables().await?)
-                .await?;
-            row.map(|r| r.text(0))
-                .transpose()
-                .map_err(ProviderError::sql("read the control plane back"))
-        }
-        .await;
-        (started, found)
-    };
-    let registry = read("SELECT slug FROM {schema}.tenants WHERE tenant_id = $1").await;
-    let owner =
-        read("SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner'")
-            .await;
-    rows::smoke_verdicts(ctx, registry, owner)
+    let started = std::time::Instant::now();
+    let read = async {
+        let row = Statement::new(
+            db.dialect(),
+            "read the control plane back",
+            "SELECT (SELECT slug FROM {schema}.tenants WHERE tenant_id = $1),
+               (SELECT email FROM {schema}.memberships WHERE tenant_id = $1 AND role = 'owner')",
+        )
+        .text(id)
+        .first(&db.tables().await?)
+        .await?;
+        let read = |row: &crate::clients::sql::Row| Ok((row.maybe_text(0)?, row.maybe_text(1)?));
+        row.map(|r| read(&r))
+            .transpose()
+            .map_err(ProviderError::sql("read the control plane back"))
+            .map(Option::unwrap_or_default)
+    }
+    .await;
+    rows::smoke_verdicts(ctx, started, read)
 }
 
 /// Moves the tenants `ids` to `to`: their rows locked (in one order) and read as they were,

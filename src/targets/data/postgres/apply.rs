@@ -9,7 +9,7 @@ use crate::clients::postgres::server::{connection, literal, quote};
 use crate::clients::postgres::{advisory_xact_locks, scram};
 use crate::model::attrs::Attrs;
 use crate::model::change::ResourceChange;
-use crate::model::resource::Kind;
+use crate::model::resource::{Key, Kind};
 use crate::model::tenant::Isolation;
 use crate::slug::Slug;
 use crate::targets::provider::{
@@ -50,6 +50,9 @@ impl PgData {
         change: &ResourceChange,
         attrs: &Attrs,
     ) -> Result<Attrs, ProviderError> {
+        if let Some(opened) = self.open_settled(ctx, attrs).await? {
+            return Ok(opened);
+        }
         let name = self.naming.role(&ctx.tenant.slug);
         let pool = self.pool().await?;
         let superuser = self.superuser().await?;
@@ -60,6 +63,7 @@ impl PgData {
             .role_in(tx.as_mut(), ctx, change, attrs, found.as_ref())
             .await?;
         tx.commit().await.map_err(ProviderError::sql("commit"))?;
+        self.settled(ctx, &out);
         if found.is_none() {
             self.made_roles
                 .lock()
@@ -80,6 +84,50 @@ impl PgData {
             }
         }
         Ok(out)
+    }
+
+    /// Remembers a role whose step committed `made` with its login held (its tenant is not
+    /// active yet), for [`PgData::open_settled`].
+    pub(super) fn settled(&self, ctx: &StepContext<'_>, made: &Attrs) {
+        if made.get("login") == Some(&json!(false)) {
+            self.held_roles
+                .lock()
+                .expect("never poisoned")
+                .insert(self.naming.role(&ctx.tenant.slug));
+        }
+    }
+
+    /// The role's login opened, and nothing else read or written, when the role's step of
+    /// this run committed it with its login held and recorded what `attrs` asks for but the
+    /// login (`Executor::open_login`, right after the tenant's move to active): its mark,
+    /// flags, verifier and catalog record were settled then, under its lock, and the tenant
+    /// has been this run's since. The whole step otherwise. The attributes it leaves.
+    async fn open_settled(
+        &self,
+        ctx: &StepContext<'_>,
+        attrs: &Attrs,
+    ) -> Result<Option<Attrs>, ProviderError> {
+        let name = self.naming.role(&ctx.tenant.slug);
+        if !ctx.login_opens(attrs)
+            || !self
+                .held_roles
+                .lock()
+                .expect("never poisoned")
+                .remove(&name)
+        {
+            return Ok(None);
+        }
+        let fingerprint = crate::credentials::fingerprint(&ctx.password(&name)?);
+        let held = role_attrs(&name, false, ctx, &fingerprint);
+        if ctx.recorded.get(&Key::new(Kind::ROLE)) != Some(&held) {
+            return Ok(None);
+        }
+        self.pool()
+            .await?
+            .execute(format!("ALTER ROLE {} WITH LOGIN", quote(&name)).as_str())
+            .await
+            .map_err(ProviderError::sql(format!("open the login of {name}")))?;
+        Ok(Some(role_attrs(&name, true, ctx, &fingerprint)))
     }
 
     /// The role made or brought to `attrs`, marked and recorded in the catalog, in the
@@ -146,12 +194,7 @@ impl PgData {
             .execute(&mut *tx)
             .await
             .map_err(ProviderError::sql("record the role"))?;
-        Ok(crate::model::attrs::attrs([
-            ("name", json!(name)),
-            ("login", json!(login)),
-            ("credentials_version", json!(ctx.credentials_version)),
-            ("password_fingerprint", json!(fingerprint)),
-        ]))
+        Ok(role_attrs(&name, login, ctx, &fingerprint))
     }
 
     pub(super) async fn apply_database(
@@ -214,7 +257,7 @@ impl PgData {
                 .map_err(ProviderError::sql("grant the shared group"))?;
                 let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
                 advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
-                self.migrate_in(tx.as_mut(), &slice, wanted).await?;
+                self.migrate_in(tx.as_mut(), &slice, wanted, false).await?;
                 self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
                 tx.commit().await.map_err(ProviderError::sql("commit"))?;
             }
@@ -222,8 +265,8 @@ impl PgData {
                 // The schema, its migrations and grants, and its record: all or none.
                 let mut tx = pool.begin().await.map_err(ProviderError::sql("begin"))?;
                 advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
-                self.schema_in(tx.as_mut(), ctx, change, &slice).await?;
-                self.migrate_in(tx.as_mut(), &slice, wanted).await?;
+                let fresh = self.schema_in(tx.as_mut(), ctx, change, &slice).await?;
+                self.migrate_in(tx.as_mut(), &slice, wanted, fresh).await?;
                 self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
                 tx.commit().await.map_err(ProviderError::sql("commit"))?;
             }
@@ -258,7 +301,7 @@ impl PgData {
                         .map_err(ProviderError::sql("grant the public schema"))?;
                     let mut tx = conn.begin().await.map_err(ProviderError::sql("begin"))?;
                     advisory_xact_locks(tx.as_mut(), &[slice.lock()]).await?;
-                    self.migrate_in(tx.as_mut(), &slice, wanted).await?;
+                    self.migrate_in(tx.as_mut(), &slice, wanted, false).await?;
                     tx.commit()
                         .await
                         .map_err(ProviderError::sql("commit the migrations"))
@@ -270,11 +313,10 @@ impl PgData {
                 // once it is committed, every time: a run killed in between left them
                 // applied and not mirrored.
                 let mut admin = connection(pool).await?;
-                for m in &self.migrations[..wanted] {
-                    self.record_migration(&mut admin, &slice, m)
-                        .await
-                        .map_err(ProviderError::sql("record the migration in the catalog"))?;
-                }
+                let applied: Vec<_> = self.migrations[..wanted].iter().collect();
+                self.record_migrations(&mut admin, &slice, &applied)
+                    .await
+                    .map_err(ProviderError::sql("record the migrations in the catalog"))?;
                 self.record_slice(&mut admin, slug, &slice, &role).await?;
             }
         }
@@ -292,35 +334,34 @@ impl PgData {
 
     /// The tenant's schema, made unless it is there and refused if it is someone else's,
     /// marked, closed to PUBLIC and opened to its role, in the transaction `tx` is in, which
-    /// holds the schema's lock ([`Slice::lock`]).
+    /// holds the schema's lock ([`Slice::lock`]). Whether it is fresh: made now, with
+    /// nothing of it in the catalog.
     pub(super) async fn schema_in(
         &self,
         tx: &mut PgConnection,
         ctx: &StepContext<'_>,
         change: &ResourceChange,
         slice: &Slice,
-    ) -> Result<(), ProviderError> {
-        match comment(&mut *tx, Marked::Schema, &slice.name).await? {
-            Some(comment) => check_ours(
-                ctx,
-                change,
-                &format!("the schema {}", slice.name),
-                &Owner::from_text(comment.as_deref()),
-            )?,
-            // Gone: whatever the catalog remembers of it was another schema's.
-            None => {
-                self.forget_slice(
-                    &mut *tx,
-                    Isolation::Schema,
-                    &slice.name,
-                    Some(&ctx.tenant.slug),
-                )
-                .await?
+    ) -> Result<bool, ProviderError> {
+        let found = comment(&mut *tx, Marked::Schema, &slice.name).await?;
+        let forget = match &found {
+            Some(comment) => {
+                check_ours(
+                    ctx,
+                    change,
+                    &format!("the schema {}", slice.name),
+                    &Owner::from_text(comment.as_deref()),
+                )?;
+                String::new()
             }
-        }
+            // Gone: whatever the catalog remembers of it was another schema's, and is
+            // forgotten in the same message that makes it.
+            None => self.forget_sql(&[(slice, &ctx.tenant.slug)]) + ";",
+        };
         let s = quote(&slice.schema);
         let create = format!(
-            "CREATE SCHEMA IF NOT EXISTS {s};
+            "{forget}
+             CREATE SCHEMA IF NOT EXISTS {s};
              COMMENT ON SCHEMA {s} IS {mark};
              REVOKE ALL ON SCHEMA {s} FROM PUBLIC;
              GRANT USAGE ON SCHEMA {s} TO {r};",
@@ -333,7 +374,7 @@ impl PgData {
                 "create the schema {}",
                 slice.name
             )))?;
-        Ok(())
+        Ok(found.is_none())
     }
 
     /// The slice recorded in the catalog as the tenant's.
@@ -486,6 +527,17 @@ impl PgData {
         }
         Ok(())
     }
+}
+
+/// What a role's step records of the role `name`, its login open or not, with the
+/// fingerprint of its password.
+fn role_attrs(name: &str, login: bool, ctx: &StepContext<'_>, fingerprint: &str) -> Attrs {
+    crate::model::attrs::attrs([
+        ("name", json!(name)),
+        ("login", json!(login)),
+        ("credentials_version", json!(ctx.credentials_version)),
+        ("password_fingerprint", json!(fingerprint)),
+    ])
 }
 
 /// Refuses `what` (a migration, or the grants) when the shared schema holds a view,

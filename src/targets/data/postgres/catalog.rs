@@ -76,44 +76,51 @@ impl PgData {
         name: &str,
         slug: Option<&Slug>,
     ) -> Result<(), ProviderError> {
-        let migrations =
-            self.sql("DELETE FROM {schema}.slice_migrations WHERE isolation = $1 AND slice = $2");
-        sqlx::query(&migrations)
-            .bind(isolation.as_str())
-            .bind(name)
-            .execute(&mut *conn)
-            .await
-            .map_err(ProviderError::sql("forget the slice's migrations"))?;
+        // One statement, one round trip: a new tenant's schema is forgotten this way before
+        // it is made.
         let seeds = match slug {
-            Some(_) => self.sql("DELETE FROM {schema}.seeds WHERE slug = $1"),
-            None => self.sql(
-                "DELETE FROM {schema}.seeds WHERE slug IN (SELECT slug FROM {schema}.slices WHERE isolation = 'shared')",
-            ),
+            Some(_) => "slug = $3",
+            None => "slug IN (SELECT slug FROM {schema}.slices WHERE isolation = 'shared')",
         };
-        sqlx::query(&seeds)
-            .bind(slug.map(Slug::as_str))
-            .execute(&mut *conn)
-            .await
-            .map_err(ProviderError::sql("forget the slice's seed"))?;
+        let sql = self.sql(&format!(
+            "WITH migrations AS (
+               DELETE FROM {{schema}}.slice_migrations WHERE isolation = $1 AND slice = $2)
+             DELETE FROM {{schema}}.seeds WHERE {seeds}"
+        ));
+        let query = sqlx::query(&sql).bind(isolation.as_str()).bind(name);
+        match slug {
+            Some(slug) => query.bind(slug.as_str()),
+            None => query,
+        }
+        .execute(&mut *conn)
+        .await
+        .map_err(ProviderError::sql("forget the slice's migrations and seed"))?;
         Ok(())
     }
 
-    pub(super) async fn record_migration(
+    /// The migrations `applied` recorded as the slice's, in one statement.
+    pub(super) async fn record_migrations(
         &self,
         conn: &mut PgConnection,
         slice: &Slice,
-        m: &Migration,
+        applied: &[&Migration],
     ) -> Result<(), sqlx::Error> {
-        let sql_3 = self.sql(
-            "INSERT INTO {schema}.slice_migrations (isolation, slice, version, name, checksum) VALUES ($1, $2, $3, $4, $5)
+        if applied.is_empty() {
+            return Ok(());
+        }
+        let [versions, names, checksums] = crate::model::migration::columns(applied);
+        let sql = self.sql(
+            "INSERT INTO {schema}.slice_migrations (isolation, slice, version, name, checksum)
+             SELECT $1, $2, version, name, checksum
+             FROM unnest($3::text[], $4::text[], $5::text[]) AS m(version, name, checksum)
              ON CONFLICT (isolation, slice, version) DO NOTHING",
         );
-        sqlx::query(&sql_3)
+        sqlx::query(&sql)
             .bind(slice.isolation.as_str())
             .bind(&slice.name)
-            .bind(&m.version)
-            .bind(&m.name)
-            .bind(&m.checksum)
+            .bind(versions)
+            .bind(names)
+            .bind(checksums)
             .execute(&mut *conn)
             .await
             .map(drop)

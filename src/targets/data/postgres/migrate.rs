@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use sqlx::{Connection, Executor as _, PgConnection};
 
 use crate::clients::postgres::server::{connection, quote};
+use crate::model::migration::Migration;
 use crate::model::tenant::Isolation;
 use crate::slug::Slug;
 use crate::targets::provider::{ProviderError, StepContext};
@@ -18,15 +19,20 @@ impl PgData {
     /// them), which holds the slice's lock ([`Slice::lock`]). A database slice records them
     /// in its own `tenant_reconcile_meta` schema, which the caller mirrors into the catalog
     /// once they are committed.
+    ///
+    /// A `fresh` slice was made (or forgotten) in this transaction: it has no record to read.
     pub(super) async fn migrate_in(
         &self,
         tx: &mut PgConnection,
         slice: &Slice,
         wanted: usize,
+        fresh: bool,
     ) -> Result<(), ProviderError> {
         let schema = quote(&slice.schema);
         let own_database = slice.isolation == Isolation::Database;
-        let recorded: Vec<(String, String)> = if own_database {
+        let recorded: Vec<(String, String)> = if fresh {
+            Ok(Vec::new())
+        } else if own_database {
             sqlx::query_as("SELECT version, checksum FROM tenant_reconcile_meta.migrations")
                 .fetch_all(&mut *tx)
                 .await
@@ -41,6 +47,7 @@ impl PgData {
         }
         .map_err(ProviderError::sql("read the applied migrations"))?;
         let recorded: HashMap<String, String> = recorded.into_iter().collect();
+        let mut applied = Vec::new();
         for m in &self.migrations[..wanted.min(self.migrations.len())] {
             match recorded.get(&m.version) {
                 Some(checksum) if *checksum != m.checksum => {
@@ -66,19 +73,15 @@ impl PgData {
                 refuse_unsafe(&mut *tx, &slice.schema, &context).await?;
                 self.tenantize(&mut *tx, &slice.schema).await?;
             }
-            if own_database {
-                sqlx::query("INSERT INTO tenant_reconcile_meta.migrations (version, name, checksum) VALUES ($1, $2, $3)")
-                    .bind(&m.version)
-                    .bind(&m.name)
-                    .bind(&m.checksum)
-                    .execute(&mut *tx)
-                    .await
-                    .map(drop)
-            } else {
-                self.record_migration(&mut *tx, slice, m).await
-            }
-            .map_err(ProviderError::sql("record the migration"))?;
+            applied.push(m);
         }
+        // Recorded together, in the same transaction: a failed migration leaves none.
+        if own_database {
+            record_in_database(&mut *tx, &applied).await
+        } else {
+            self.record_migrations(&mut *tx, slice, &applied).await
+        }
+        .map_err(ProviderError::sql("record the migrations"))?;
         // Grants are (re)applied every time: a revoked grant is drift this repairs.
         if slice.isolation == Isolation::Shared {
             // Made by hand since: granting it would show every tenant's rows.
@@ -165,20 +168,42 @@ impl PgData {
     ) -> Result<(), ProviderError> {
         let slug = &ctx.tenant.slug;
         let tenant_id = ctx.tenant_id()?;
-        let (done,): (bool,) = sqlx::query_as(
-            &self.sql("SELECT EXISTS (SELECT 1 FROM {schema}.seeds WHERE slug = $1)"),
-        )
+        // The mark first: in this transaction, which holds the seed's lock, it is there once
+        // the rows are, and a mark that was there already means they were inserted before.
+        let marked: Option<(i32,)> = sqlx::query_as(&self.sql(
+            "INSERT INTO {schema}.seeds (slug) VALUES ($1) ON CONFLICT (slug) DO NOTHING RETURNING 1",
+        ))
         .bind(slug.as_str())
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(ProviderError::sql("read the seed mark"))?;
-        if done {
+        .map_err(ProviderError::sql("mark the seed"))?;
+        if marked.is_none() {
             return Ok(());
         }
         let shared = slice.isolation == Isolation::Shared;
-        insert_rows(&mut *tx, &slice.schema, tenant_id, rows, slug, shared).await?;
-        self.record_seed(tx, slug).await
+        insert_rows(&mut *tx, &slice.schema, tenant_id, rows, slug, shared).await
     }
+}
+
+/// The migrations `applied` recorded in a database slice's own record, in one statement.
+async fn record_in_database(
+    tx: &mut PgConnection,
+    applied: &[&Migration],
+) -> Result<(), sqlx::Error> {
+    if applied.is_empty() {
+        return Ok(());
+    }
+    let [versions, names, checksums] = crate::model::migration::columns(applied);
+    sqlx::query(
+        "INSERT INTO tenant_reconcile_meta.migrations (version, name, checksum)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
+    )
+    .bind(versions)
+    .bind(names)
+    .bind(checksums)
+    .execute(tx)
+    .await
+    .map(drop)
 }
 
 /// A seed's rows by table, from the JSON its change carries.
@@ -205,31 +230,42 @@ pub(super) async fn insert_rows(
     slug: &Slug,
     shared: bool,
 ) -> Result<(), ProviderError> {
-    tx.execute(format!("SET LOCAL search_path = {}", quote(schema)).as_str())
-        .await
-        .map_err(ProviderError::sql("set the search path"))?;
-    // Shared tables fill tenant_id from this setting when the admin inserts.
-    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-        .bind(tenant_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(ProviderError::sql("set the tenant"))?;
+    // The search path and, for shared tables, which fill tenant_id from it when the admin
+    // inserts, the tenant: one statement.
+    sqlx::query(
+        "SELECT set_config('search_path', $1, true), set_config('app.tenant_id', $2, true)",
+    )
+    .bind(quote(schema))
+    .bind(tenant_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(ProviderError::sql("set the search path and the tenant"))?;
     for (table, list) in rows {
-        for row in list {
-            let mut row = row.clone();
-            if shared {
-                // A seed row of a shared table is the tenant's own, whatever its template
-                // rendered into `tenant_id` (a tenant's name is not JSON-encoded everywhere):
-                // the admin is not filtered by the policy's WITH CHECK when it is a superuser.
-                row.insert("tenant_id".into(), Value::String(tenant_id.to_string()));
-            }
-            let cols: Vec<String> = row.keys().map(|c| quote(c)).collect();
+        let list: Vec<Map<String, Value>> = list
+            .iter()
+            .map(|row| {
+                let mut row = row.clone();
+                if shared {
+                    // A seed row of a shared table is the tenant's own, whatever its template
+                    // rendered into `tenant_id` (a tenant's name is not JSON-encoded
+                    // everywhere): the admin is not filtered by the policy's WITH CHECK when
+                    // it is a superuser.
+                    row.insert("tenant_id".into(), Value::String(tenant_id.to_string()));
+                }
+                row
+            })
+            .collect();
+        // Rows that name the same columns, one after the other, go in one statement, in
+        // their order; a column a row leaves out keeps its default.
+        for same in list.chunk_by(|a, b| a.keys().eq(b.keys())) {
+            let cols: Vec<String> = same[0].keys().map(|c| quote(c)).collect();
             let cols = cols.join(", ");
             let t = quote(table);
+            let rows = same.iter().cloned().map(Value::Object).collect();
             sqlx::query(&format!(
-                "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{t}, $1)"
+                "INSERT INTO {t} ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, $1)"
             ))
-            .bind(Value::Object(row))
+            .bind(Value::Array(rows))
             .execute(&mut *tx)
             .await
             .map_err(ProviderError::sql(format!("seed table {table} of {slug}")))?;

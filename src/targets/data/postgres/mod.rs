@@ -40,6 +40,7 @@ mod refresh;
 mod replicate;
 mod servers;
 pub mod smoke;
+mod smoke_catalog;
 mod together;
 
 pub use servers::PgServers;
@@ -119,6 +120,10 @@ pub struct PgData {
     /// its slice's step does not look for what it reaches. Taken out by that step, so a
     /// long-lived process (`watch`) looks again on every later apply.
     made_roles: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Roles this process brought to their plan with their login held, and committed: the
+    /// opening of such a role's login right after its tenant's move to active changes
+    /// nothing else, so it is that one statement (`PgData::open_settled`). Taken out by it.
+    held_roles: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Where a slice's migrations run and how they are recorded.
@@ -170,6 +175,7 @@ impl PgData {
             shared_ready: OnceCell::new(),
             purges: GroupCommit::with_limit(TENANTS_PER_BATCH).writers(2),
             made_roles: Default::default(),
+            held_roles: Default::default(),
         }
     }
 

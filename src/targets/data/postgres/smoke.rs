@@ -19,7 +19,6 @@ use std::time::Instant;
 use sqlx::{Connection, Executor as _, PgConnection, Postgres, Row, Transaction};
 
 use crate::clients::postgres::server::{quote, PgServer};
-use crate::clients::postgres::{NOT_SYSTEM_SCHEMA, RELATIONS_OF_N, RELATIONS_OF_SCHEMA};
 use crate::model::checks::{CheckSpec, Probe};
 use crate::model::health::CheckOutcome;
 use crate::model::resource::{Key, Kind};
@@ -27,6 +26,7 @@ use crate::model::tenant::Isolation;
 use crate::smoke::verdicts::sql_verdict;
 use crate::targets::provider::{Smoke, StepContext};
 
+use super::smoke_catalog::{control_sql, Answers, Question, Readable};
 use super::PgData;
 
 /// What one tenant's checks work from.
@@ -79,14 +79,47 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
         }
     };
     let mut acting = acting_as_role(t).await;
-    let cat = &mut acting;
     let started = Instant::now();
-    let counted = count_rows(cat, &mut conn, &t.schema).await;
+    // The other slices a few of which it must not reach, read as the admin (on the acting
+    // connection before it acts as the role).
+    let others = match &acting {
+        Some(acting) => acting.others.clone(),
+        None => match t.admin.acquire().await {
+            Ok(mut admin) => other_slices(t, &mut admin).await,
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    let names: Vec<&str> = match &others {
+        Ok(others) => others.iter().map(|(n, _)| n.as_str()).collect(),
+        Err(_) => Vec::new(),
+    };
+    let question = Question {
+        role: &t.role,
+        isolation: t.isolation,
+        schema: &t.schema,
+        admin_schema_name: t.admin_schema_name,
+        group: t.group.as_deref(),
+        others: &names,
+        public_schemas: t.public_schemas,
+    };
+    let answers = Answers::ask(&question, catalog(&mut acting, &mut conn)).await;
+    let counted = match &answers {
+        Ok(answers) => count_rows(&mut conn, &t.schema, &answers.tables).await,
+        Err(e) => Err(e.clone()),
+    };
     let data = crate::smoke::verdicts::data_verdict(&format!("{} ", t.role), &counted, t.seeded);
     out.push(CheckOutcome::of("data", started, data));
     let started = Instant::now();
     let write = match crate::smoke::verdicts::write_target(&counted) {
-        Ok(Some(table)) => write_and_roll_back(cat, &mut conn, &t.schema, table).await,
+        Ok(Some(table)) => {
+            let column = answers.as_ref().ok().and_then(|a| {
+                a.tables
+                    .iter()
+                    .find(|(t, _)| t == table)
+                    .and_then(|(_, c)| c.as_deref())
+            });
+            write_and_roll_back(&mut conn, &t.schema, table, column).await
+        }
         Ok(None) => Ok("no row to write to".into()),
         Err(e) => Err(e),
     };
@@ -97,7 +130,10 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
         .as_ref()
         .map(|c| c.iter().map(|(table, _)| table.clone()).collect())
         .unwrap_or_default();
-    let isolation = isolation(t, cat, &mut conn, &read).await;
+    let isolation = match (&answers, &others) {
+        (Ok(answers), Ok(others)) => isolation(t, answers, others, &mut conn, &read).await,
+        (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+    };
     out.push(CheckOutcome::of("isolation", started, isolation));
     for check in sql {
         let Probe::Sql { sql } = &check.probe else {
@@ -258,82 +294,83 @@ async fn set_login(t: &Target<'_>, login: bool) -> Result<(), String> {
         .map_err(|e| format!("cannot set the login of {}: {e}", t.role))
 }
 
-/// Every table of `schema` and the rows the role sees in it. A table it may not read fails
-/// the check: its grant was taken away.
+/// Every table of `schema` (`tables`, from the catalog) and the rows the role sees in it,
+/// counted in one statement. A table it may not read fails the check: its grant was taken
+/// away.
 async fn count_rows(
-    cat: &mut Option<Acting>,
     conn: &mut PgConnection,
     schema: &str,
+    tables: &[(String, Option<String>)],
 ) -> Result<Vec<(String, u64)>, String> {
-    let sql = format!(
-        "SELECT c.relname FROM {}
-         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY 1 LIMIT 100",
-        RELATIONS_OF_SCHEMA
-    );
-    let tables: Vec<(String,)> = sqlx::query_as(&sql)
-        .bind(schema)
-        .fetch_all(catalog(cat, conn))
-        .await
-        .map_err(|e| format!("cannot list its tables: {e}"))?;
-    let mut out = Vec::new();
-    for (table,) in tables {
-        if !crate::targets::data::is_plain_ident(&table) {
-            continue;
-        }
-        let sql = format!("SELECT count(*) FROM {}.{}", quote(schema), quote(&table));
-        let (n,): (i64,) = sqlx::query_as(&sql)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| format!("cannot read {table}: {e}"))?;
-        out.push((table, n as u64));
+    let tables: Vec<&str> = tables
+        .iter()
+        .map(|(table, _)| table.as_str())
+        .filter(|table| crate::targets::data::is_plain_ident(table))
+        .collect();
+    if tables.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(out)
+    let counts: Vec<String> = tables
+        .iter()
+        .map(|table| format!("(SELECT count(*) FROM {}.{})", quote(schema), quote(table)))
+        .collect();
+    // The text is new on every connection, and its only values are the identifiers: sent
+    // as it is, one round trip, where a prepared statement costs two.
+    let row = conn
+        .fetch_one(format!("SELECT {}", counts.join(", ")).as_str())
+        .await
+        .map_err(|e| format!("cannot read its tables: {e}"))?;
+    tables
+        .iter()
+        .enumerate()
+        .map(|(i, table)| {
+            let n: i64 = row.try_get(i).map_err(|e| e.to_string())?;
+            Ok((table.to_string(), n as u64))
+        })
+        .collect()
 }
 
+/// One row of `table` written (its `column` set to itself) and rolled back, in one message.
 async fn write_and_roll_back(
-    cat: &mut Option<Acting>,
     conn: &mut PgConnection,
     schema: &str,
     table: &str,
+    column: Option<&str>,
 ) -> Result<String, String> {
-    let column: Option<(String,)> = sqlx::query_as(
-        "SELECT a.attname FROM pg_attribute a
-         WHERE a.attrelid = to_regclass(quote_ident($1) || '.' || quote_ident($2))
-           AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND a.attidentity = ''
-         ORDER BY a.attnum LIMIT 1",
-    )
-    .bind(schema)
-    .bind(table)
-    .fetch_optional(catalog(cat, conn))
-    .await
-    .map_err(|e| format!("cannot read the columns of {table}: {e}"))?;
-    let Some((column,)) = column.filter(|(c,)| crate::targets::data::is_plain_ident(c)) else {
+    let Some(column) = column.filter(|c| crate::targets::data::is_plain_ident(c)) else {
         return Ok(format!("{table} has no column to write"));
     };
     let t = format!("{}.{}", quote(schema), quote(table));
-    let c = quote(&column);
-    let mut tx = conn.begin().await.map_err(|e| e.to_string())?;
-    let done = tx
+    let c = quote(column);
+    let done = conn
         .execute(
-            format!("UPDATE {t} SET {c} = {c} WHERE ctid = (SELECT ctid FROM {t} LIMIT 1)")
-                .as_str(),
+            format!(
+                "BEGIN; UPDATE {t} SET {c} = {c} WHERE ctid = (SELECT ctid FROM {t} LIMIT 1); ROLLBACK"
+            )
+            .as_str(),
         )
-        .await
-        .map_err(|e| format!("cannot write to {table}: {e}"))?;
-    tx.rollback().await.map_err(|e| e.to_string())?;
-    match done.rows_affected() {
+        .await;
+    if done.is_err() {
+        // The message stopped at the failed update, inside its transaction.
+        let _ = conn.execute("ROLLBACK").await;
+    }
+    match done
+        .map_err(|e| format!("cannot write to {table}: {e}"))?
+        .rows_affected()
+    {
         1 => Ok(format!("wrote a row of {table} and rolled it back")),
         n => Err(format!("writing one row of {table} changed {n}")),
     }
 }
 
 /// The role is refused what is not its tenant's: the control plane (from the admin
-/// database, in every mode), other tenants' slices, and anything outside its own slice;
-/// every relation it can read is read (but for the tables in `read_already`, which the data
-/// check read on the same connection).
+/// database, in every mode), other tenants' slices (`others`), and anything outside its own
+/// slice; every relation it can read is read (but for the tables in `read_already`, which
+/// the data check read on the same connection).
 async fn isolation(
     t: &Target<'_>,
-    cat: &mut Option<Acting>,
+    answers: &Answers,
+    others: &[(String, String)],
     conn: &mut PgConnection,
     read_already: &[String],
 ) -> Result<String, String> {
@@ -360,65 +397,20 @@ async fn isolation(
                 ));
             }
             if let Ok(Ok(mut admin)) = admin {
-                let refused = control_plane(t, &mut None, &mut admin).await;
+                let refused = control_plane(t, &mut admin).await;
                 let _ = admin.close().await;
                 refused?;
             }
         }
-        _ => control_plane(t, cat, conn).await?,
+        _ => refused_control(t, &answers.control, conn).await?,
     }
     // Its own attributes and memberships, as it sees them: nothing but the shared group.
-    let powers: Vec<String> = sqlx::query_scalar(
-        "SELECT r.rolname || ' is ' || a FROM pg_roles r, unnest(ARRAY[
-           CASE WHEN r.rolsuper THEN 'SUPERUSER' END, CASE WHEN r.rolcreatedb THEN 'CREATEDB' END,
-           CASE WHEN r.rolcreaterole THEN 'CREATEROLE' END, CASE WHEN r.rolreplication THEN 'REPLICATION' END,
-           CASE WHEN r.rolbypassrls THEN 'BYPASSRLS' END]) AS a
-         WHERE r.rolname = current_user AND a IS NOT NULL
-         UNION ALL
-         SELECT current_user || ' is a member of ' || m.roleid::regrole::text FROM pg_auth_members m
-         WHERE m.member = to_regrole(current_user::text) AND m.roleid IS DISTINCT FROM to_regrole($1)
-         UNION ALL
-         SELECT 'anyone (PUBLIC) may use its schema ' || n.nspname FROM pg_namespace n
-         WHERE n.nspname = $2 AND has_schema_privilege('public', n.oid, 'USAGE')",
-    )
-    .bind(t.group.as_deref())
-    .bind(&t.schema)
-    .fetch_all(catalog(cat, conn))
-    .await
-    .map_err(|e| format!("cannot read its own attributes: {e}"))?;
-    if !powers.is_empty() {
-        return Err(powers.join("; "));
+    if !answers.powers.is_empty() {
+        return Err(answers.powers.join("; "));
     }
-    let others = match cat {
-        Some(acting) => acting.others.clone()?,
-        None => other_slices(t, &mut *t.admin.acquire().await.map_err(|e| e.to_string())?).await?,
-    };
-    let names: Vec<&str> = others.iter().map(|(n, _)| n.as_str()).collect();
-    // Each slice looked up by its name's index (see `relations` for `OFFSET 0`): with
-    // `nspname = ANY($1)` the planner read every tenant's schema, each with a privilege check.
-    let mut reached: Vec<String> = match t.isolation {
-        Isolation::Schema => sqlx::query_scalar(
-            "SELECT n.nspname::text FROM unnest($1::text[]) AS other(name),
-               LATERAL (SELECT oid, nspname FROM pg_namespace WHERE nspname = other.name OFFSET 0) n
-             WHERE has_schema_privilege(n.oid, 'USAGE')",
-        )
-        .bind(&names)
-        .fetch_all(catalog(cat, conn))
-        .await
-        .map_err(|e| e.to_string())?,
-        Isolation::Database => sqlx::query_scalar(
-            "SELECT d.datname::text FROM unnest($1::text[]) AS other(name),
-               LATERAL (SELECT oid, datname FROM pg_database WHERE datname = other.name OFFSET 0) d
-             WHERE has_database_privilege(d.oid, 'CONNECT')",
-        )
-        .bind(&names)
-        .fetch_all(catalog(cat, conn))
-        .await
-        .map_err(|e| e.to_string())?,
-        Isolation::Shared => Vec::new(),
-    };
+    let mut reached = answers.reached.clone();
     let other = others.first().map(|(_, id)| id.as_str());
-    reached.extend(relations(t, cat, conn, other, read_already).await?);
+    reached.extend(read_relations(t, &answers.readable, conn, other, read_already).await?);
     if !reached.is_empty() {
         return Err(format!(
             "{} reaches other tenants' data: {}",
@@ -437,31 +429,24 @@ async fn isolation(
     ))
 }
 
-/// On a connection of the role's to the admin database: the control plane's schema and
-/// tables are refused to it.
-async fn control_plane(
+/// On a connection of the role's to the admin database (a database-mode tenant's, apart
+/// from its own): the control plane's schema and tables are refused to it.
+async fn control_plane(t: &Target<'_>, conn: &mut PgConnection) -> Result<(), String> {
+    let reached: Vec<String> = sqlx::query_scalar(&control_sql("$1"))
+        .bind(t.admin_schema_name)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| format!("cannot look at the control plane: {e}"))?;
+    refused_control(t, &reached, conn).await
+}
+
+/// Refused the control plane: it reaches none of its schema and relations (`reached`, as
+/// the catalog says), and reading one of its tables on `conn` is refused.
+async fn refused_control(
     t: &Target<'_>,
-    cat: &mut Option<Acting>,
+    reached: &[String],
     conn: &mut PgConnection,
 ) -> Result<(), String> {
-    let reached: Vec<String> = sqlx::query_scalar(
-        // The schema's relations through `pg_depend`, by its index: `pg_class` has none on
-        // the schema, and a scan of it (every tenant's relations, in the admin database) with
-        // a privilege check on each was most of a smoke test's time on the server.
-        "SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname = $1 AND has_schema_privilege(n.oid, 'USAGE')
-         UNION ALL
-         SELECT c.oid::regclass::text FROM pg_namespace n
-         JOIN pg_depend d ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid
-           AND d.classid = 'pg_class'::regclass
-         JOIN pg_class c ON c.oid = d.objid
-         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-           AND (has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE')
-                OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE'))",
-    )
-    .bind(t.admin_schema_name)
-    .fetch_all(catalog(cat, conn))
-    .await
-    .map_err(|e| format!("cannot look at the control plane: {e}"))?;
     if !reached.is_empty() {
         return Err(format!(
             "{} can reach the control plane: {}",
@@ -481,69 +466,20 @@ async fn control_plane(
     }
 }
 
-/// Reads every relation the role can read (tables, views, materialized views, foreign
-/// tables, in any schema but the system's) and says which are not its tenant's alone: one
-/// outside its slice; in shared mode, one showing rows of another tenant while the role
-/// claims that tenant's id (`other`), or one that reads with its owner's rights. The
-/// relations are found from the schemas it may use, each one's through `pg_depend` by index
-/// (every relation depends on its schema), not by a scan of `pg_class`, which holds every
-/// tenant's relations.
-async fn relations(
+/// Reads every relation the role can read (`readable`, as the catalog says) and says which
+/// are not its tenant's alone: one outside its slice; in shared mode, one showing rows of
+/// another tenant while the role claims that tenant's id (`other`), or one that reads with
+/// its owner's rights.
+async fn read_relations(
     t: &Target<'_>,
-    cat: &mut Option<Acting>,
+    readable: &[Readable],
     conn: &mut PgConnection,
     other: Option<&str>,
     read_already: &[String],
 ) -> Result<Vec<String>, String> {
-    type Rel = (String, String, String, bool, bool);
-    // In the admin database, the schemas looked in are those the role (or a group of it) is
-    // named in the rights of, or owns, found through `pg_shdepend` by its index, and those
-    // anyone may use: a check of every schema there, each tenant's among them, made every
-    // tenant's smoke test cost the fleet. Each lookup is by a key, one role's dependents,
-    // then one schema, then its relations: the planner, left to itself, joined the schemas
-    // found to a scan of `pg_namespace` and of the database's every schema dependency in
-    // `pg_shdepend` (both a row per tenant), with a privilege check on each. `OFFSET 0`
-    // keeps each lateral lookup a lookup (it stops the planner from merging it into a join
-    // of its choosing). A database of its own holds only its slice's schemas, each looked at.
-    let schemas = match t.isolation {
-        Isolation::Database => RELATIONS_OF_SCHEMA.to_string(),
-        _ => format!(
-            "(WITH RECURSIVE member_of(rol) AS (
-                SELECT oid FROM pg_roles WHERE rolname = current_user
-                UNION SELECT m.roleid FROM pg_auth_members m JOIN member_of ON m.member = member_of.rol)
-              SELECT d.objid AS oid FROM member_of, LATERAL (
-                SELECT d.objid FROM pg_shdepend d
-                WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = member_of.rol
-                  AND d.classid = 'pg_namespace'::regclass
-                  AND d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-                OFFSET 0) d
-              UNION SELECT CAST(unnest($1::int8[]) AS oid)) AS looked_in,
-             LATERAL (SELECT * FROM pg_namespace n WHERE n.oid = looked_in.oid OFFSET 0) n
-             {RELATIONS_OF_N}"
-        ),
-    };
-    let sql = format!(
-        "SELECT n.nspname::text, c.relname::text, c.relkind::text,
-           EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped),
-           c.relkind IN ('r', 'p') OR (c.relkind = 'v' AND EXISTS (SELECT 1 FROM unnest(c.reloptions) o
-             WHERE lower(o) IN ('security_invoker=true', 'security_invoker=on', 'security_invoker=1', 'security_invoker=yes')))
-         FROM {schemas}
-         WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND {NOT_SYSTEM_SCHEMA}
-           AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
-         ORDER BY 1, 2 LIMIT 200",
-    );
-    let query = sqlx::query_as(&sql);
-    let query = match t.isolation {
-        Isolation::Database => query,
-        _ => query.bind(t.public_schemas),
-    };
-    let found: Vec<Rel> = query
-        .fetch_all(catalog(cat, conn))
-        .await
-        .map_err(|e| format!("cannot list what it can read: {e}"))?;
     let mut out = Vec::new();
     let mut to_read = Vec::new();
-    for (schema, name, kind, has_tenant, invoker) in found {
+    for (schema, name, kind, has_tenant, invoker) in readable.iter().cloned() {
         if schema != t.schema {
             out.push(format!("{schema}.{name} (outside its slice)"));
         } else if !crate::targets::data::is_plain_ident(&name) {

@@ -73,9 +73,9 @@ impl PgData {
                             .await
                     }
                     Kind::DATABASE => {
-                        self.schema_in(tx.as_mut(), ctx, change, &slice).await?;
+                        let fresh = self.schema_in(tx.as_mut(), ctx, change, &slice).await?;
                         let wanted = wanted_migrations(&self.migrations, &desired.attrs);
-                        self.migrate_in(tx.as_mut(), &slice, wanted).await?;
+                        self.migrate_in(tx.as_mut(), &slice, wanted, fresh).await?;
                         self.record_slice(tx.as_mut(), slug, &slice, &role).await?;
                         Ok(self.slice_attrs(&desired.attrs, &slice, wanted))
                     }
@@ -95,6 +95,9 @@ impl PgData {
             .await
             .map_err(ProviderError::sql("commit"))
             .map_err(failed(changes.len().saturating_sub(1)))?;
+        if let Some(role) = made.first() {
+            self.settled(ctx, role);
+        }
         Ok(made)
     }
 
