@@ -1003,3 +1003,38 @@ fn a_one_tenant_apply_reads_no_admin_table_whole() {
     );
     repo.assert_plan_empty();
 }
+
+/// A seed's rows of one table go in one statement while they name the same columns: a row
+/// that leaves a column out keeps its default, and the rows keep their order.
+#[test]
+fn seed_rows_that_name_other_columns_keep_their_defaults_and_their_order() {
+    let pg = Pg::new();
+    let repo = pg.repo();
+    repo.write(
+        "migrations/0003_project_kind.sql",
+        "ALTER TABLE projects ADD COLUMN kind TEXT NOT NULL DEFAULT 'sample';\nALTER TABLE projects ADD COLUMN n SERIAL;\n",
+    );
+    repo.write(
+        "templates/seed.yaml.tera",
+        "projects:\n  - {name: a, kind: own}\n  - {name: b}\n  - {name: c}\n  - {name: d, kind: own}\nsettings:\n  - {key: locale, value: en}\n",
+    );
+    repo.apply();
+    let acme = pg.name("acme");
+    let rows = pg
+        .query_as(
+            &acme,
+            &pg.db,
+            &format!("SELECT name, kind, n FROM \"{acme}\".projects ORDER BY n"),
+        )
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            json!({"name": "a", "kind": "own", "n": 1}),
+            json!({"name": "b", "kind": "sample", "n": 2}),
+            json!({"name": "c", "kind": "sample", "n": 3}),
+            json!({"name": "d", "kind": "own", "n": 4}),
+        ]
+    );
+    repo.assert_plan_empty();
+}
