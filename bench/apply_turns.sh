@@ -2,9 +2,12 @@
 # Old build against new build, in turns: an apply of N new schema-mode tenants on Postgres.
 #   bash bench/apply_turns.sh OLD_BIN NEW_BIN [TENANTS] [ROUNDS]
 # Each round applies the same generated repo once with OLD_BIN and once with NEW_BIN, each
-# from nothing (a database and role names of its own, removed after it), then runs the same
-# work as one psql script (bench/pg_baseline.py), so all three see the same hour of a machine
-# whose speed drifts. Prints each run's wall time, peak memory, the whole machine's busy CPU
+# from nothing (a database and role names of its own, all removed at the end), then runs the
+# same work as one psql script (bench/pg_baseline.py), so all three see the same hour of a
+# machine whose speed drifts. Nothing is dropped between runs: on ext4 without a journal, a
+# file made within minutes of thousands deleted costs the kernel a scan past each of them
+# (`recently_deleted` in a profile), which would weigh on each run by what the one before it
+# dropped. Start it on a machine where nothing large was dropped in the last six minutes. Prints each run's wall time, peak memory, the whole machine's busy CPU
 # time (from /proc/stat: the server's work and this process's), the CPU time of the apply's
 # own process (user + system, from GNU time: the rest is the server's) and the transactions the
 # database committed, then checks that the plan after each apply is empty.
@@ -67,7 +70,6 @@ for round in $(seq "$ROUNDS"); do
       cpu=$(awk -v a="$before" -v b="$(busy)" 'BEGIN { printf "%.1f", b - a }')
       read -r secs kb <"$TMP/t"
       echo "| $round | psql script | $secs | | $cpu | | $(commits "at_$run") |"
-      drop "$run"
       continue
     fi
     bin=$OLD
@@ -93,7 +95,6 @@ for round in $(seq "$ROUNDS"); do
     read -r secs kb user sys <"$TMP/t"
     own=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
     echo "| $round | $build | $secs | $(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') | $cpu | $own | $xacts |"
-    drop "$run"
     rm -rf "$dir"
   done
 done

@@ -7,6 +7,9 @@
 #    at N tenants in their plans' own isolation modes (shared, schema and database), whose
 #    refresh must send as many queries as a fleet of one mode, whatever its size.
 # BENCH_BIN=path runs that binary instead of building the release one.
+# Start it on a machine where nothing large was dropped in the last six minutes: on ext4
+# without a journal, a file made within minutes of thousands deleted costs the kernel a scan
+# past each of them, which weighs on the apply (first) and not on the script after it.
 # Needs PostgreSQL at $BENCH_PG (default postgres://postgres@127.0.0.1:5432, trust auth),
 # psql and GNU time. Everything it creates is named bench_*/b<pid>* and removed at the end.
 set -euo pipefail
