@@ -57,17 +57,19 @@ find_pg_bin() {
   SERVERS=()
 }
 
-# own_server DIR: a PostgreSQL server of this run's own in DIR (trust auth, loopback), started;
-# its port in PORT. Not printed: in a subshell its folder would not reach SERVERS, and
-# stop_own_servers would not stop it.
+# own_server DIR [SETTING...]: a PostgreSQL server of this run's own in DIR (trust auth,
+# loopback), started with each SETTING (`name=value`) besides; its port in PORT. Not printed:
+# in a subshell its folder would not reach SERVERS, and stop_own_servers would not stop it.
 own_server() {
-  local dir=$1 port
+  local dir=$1 port setting extra=""
+  shift
+  for setting in "$@"; do extra+=" -c $setting"; done
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   mkdir -p "$dir"
   [ ${#AS[@]} -eq 0 ] || chown postgres "$dir"
   "${AS[@]}" "$PGBIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
   "${AS[@]}" "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c wal_level=logical" start >/dev/null
+    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=200 -c wal_level=logical$extra" start >/dev/null
   SERVERS+=("$dir")
   PORT=$port
 }
