@@ -79,8 +79,7 @@ for round in $(seq "$ROUNDS"); do
     dir="$TMP/$run"
     cp -r "$TMP/template" "$dir"
     psql "$PG/postgres" -qc "CREATE DATABASE at_$run" >/dev/null
-    printf 'state {\n  backend = "postgres"\n}\ntargets {\n  control_plane = "postgres"\n  data = "postgres"\n}\npostgres {\n  role_prefix = "a%s_"\n  schema_prefix = "a%s_"\n  database_prefix = "a%s_"\n}\n' \
-      "$run" "$run" "$run" >"$dir/tenant-reconcile.hcl"
+    postgres_config "$dir" "a${run}_"
     export DATABASE_URL="$PG/at_$run"
     quiet
     before=$(busy)

@@ -33,20 +33,7 @@ trap cleanup EXIT
 
 python3 bench/generate.py "$N" "$TMP/repo" schema
 psql "$PG/postgres" -qc "CREATE DATABASE $DB" >/dev/null
-cat >"$TMP/repo/tenant-reconcile.hcl" <<HCL
-state {
-  backend = "postgres"
-}
-targets {
-  control_plane = "postgres"
-  data          = "postgres"
-}
-postgres {
-  role_prefix     = "c${ID}_"
-  schema_prefix   = "c${ID}_"
-  database_prefix = "c${ID}_"
-}
-HCL
+postgres_config "$TMP/repo" "c${ID}_"
 
 sessions() {
   # Sessions end asynchronously after their client closes them; let them be counted.

@@ -31,8 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 python3 bench/generate.py "$N" "$TMP/repo" schema
-printf 'state {\n  backend = "postgres"\n}\ntargets {\n  control_plane = "postgres"\n  data = "postgres"\n}\npostgres {\n  role_prefix = "k%s_"\n  schema_prefix = "k%s_"\n  database_prefix = "k%s_"\n}\n' \
-  "$ID" "$ID" "$ID" >"$TMP/repo/tenant-reconcile.hcl"
+postgres_config "$TMP/repo" "k${ID}_"
 psql "$PG/postgres" -qc "CREATE DATABASE $DB" >/dev/null
 export DATABASE_URL="$PG/$DB"
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"

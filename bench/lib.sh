@@ -99,6 +99,20 @@ drop_like() {
     END LOOP; END \$\$" >/dev/null
 }
 
+# postgres_config DIR [PREFIX]: DIR's tenant-reconcile.hcl written to keep the state, the control
+# plane and the data on the Postgres of DATABASE_URL, the tenants' roles, schemas and databases
+# named PREFIX… (a run's own names, for drop_like to find) when PREFIX is given.
+postgres_config() {
+  local dir=$1 prefix=${2:-}
+  {
+    printf 'state {\n  backend = "postgres"\n}\ntargets {\n  control_plane = "postgres"\n  data          = "postgres"\n}\n'
+    if [ -n "$prefix" ]; then
+      printf 'postgres {\n  role_prefix     = "%s"\n  schema_prefix   = "%s"\n  database_prefix = "%s"\n}\n' \
+        "$prefix" "$prefix" "$prefix"
+    fi
+  } >"$dir/tenant-reconcile.hcl"
+}
+
 # busy: the CPU time all CPUs have spent on anything but waiting, in seconds (from
 # /proc/stat: the server's work and this machine's other processes' too).
 busy() { awk '/^cpu / { print ($2 + $3 + $4 + $7 + $8 + $9) / 100 }' /proc/stat; }

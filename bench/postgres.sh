@@ -50,20 +50,7 @@ repo() {
   local n=$1 name=$2 dir="$TMP/$2" mode=${3:-schema}
   python3 bench/generate.py "$n" "$dir" $([ "$mode" = plans ] || echo "$mode")
   psql "$PG/postgres" -qc "CREATE DATABASE bench_${ID}_$name" >/dev/null
-  cat >"$dir/tenant-reconcile.hcl" <<HCL
-state {
-  backend = "postgres"
-}
-targets {
-  control_plane = "postgres"
-  data          = "postgres"
-}
-postgres {
-  role_prefix     = "b${ID}_${name}_"
-  schema_prefix   = "b${ID}_${name}_"
-  database_prefix = "b${ID}_${name}_"
-}
-HCL
+  postgres_config "$dir" "b${ID}_${name}_"
   echo "$dir"
 }
 

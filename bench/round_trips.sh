@@ -29,15 +29,7 @@ psql "$PG/postgres" -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 psql "$PG/postgres" -qc "CREATE DATABASE fleet" >/dev/null
 
 python3 bench/generate.py "$N" "$TMP/repo" schema >/dev/null
-cat >"$TMP/repo/tenant-reconcile.hcl" <<HCL
-state {
-  backend = "postgres"
-}
-targets {
-  control_plane = "postgres"
-  data          = "postgres"
-}
-HCL
+postgres_config "$TMP/repo"
 export DATABASE_URL="$PG/fleet" TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 # The admin tables made first, so the count is the tenants' alone.
 "$BIN" -C "$TMP/repo" plan >/dev/null 2>&1 || true

@@ -44,8 +44,7 @@ echo "generating and applying $N tenants with $NEW ..." >&2
 if [ -n "$PG" ]; then
   python3 bench/generate.py "$N" "$dir" schema
   psql "$PG/postgres" -qc "CREATE DATABASE turns_$ID" >/dev/null
-  printf 'state {\n  backend = "postgres"\n}\ntargets {\n  control_plane = "postgres"\n  data = "postgres"\n}\npostgres {\n  role_prefix = "q%s_"\n  schema_prefix = "q%s_"\n  database_prefix = "q%s_"\n}\n' \
-    "$ID" "$ID" "$ID" >"$dir/tenant-reconcile.hcl"
+  postgres_config "$dir" "q${ID}_"
   export DATABASE_URL="$PG/turns_$ID"
   export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
 else
