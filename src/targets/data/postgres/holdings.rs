@@ -148,20 +148,27 @@ pub(super) async fn count_rows(
         Some(_) => " WHERE tenant_id = current_setting('app.tenant_id')",
         None => "",
     };
-    let counts: Vec<String> = tables
-        .iter()
-        .map(|t| {
-            format!(
-                "(SELECT count(*) FROM {}.{}{filter})",
-                quote(schema),
-                quote(t)
-            )
-        })
-        .collect();
+    let counts = table_counts(schema, &tables, filter);
     let (rows,): (i64,) = sqlx::query_as(&format!("SELECT ({})::bigint", counts.join(" + ")))
         .fetch_one(tx.as_mut())
         .await
         .map_err(ProviderError::sql(format!("count the rows of {schema}")))?;
     tx.commit().await.map_err(ProviderError::sql("commit"))?;
     Ok((tables.len(), rows as u64))
+}
+
+/// A scalar subquery counting the rows of each of `tables` of `schema` (plain identifiers,
+/// quoted here) that `filter` (a `WHERE` clause, or nothing) keeps: for one statement that
+/// counts them all.
+pub(super) fn table_counts(schema: &str, tables: &[impl AsRef<str>], filter: &str) -> Vec<String> {
+    tables
+        .iter()
+        .map(|t| {
+            format!(
+                "(SELECT count(*) FROM {}.{}{filter})",
+                quote(schema),
+                quote(t.as_ref())
+            )
+        })
+        .collect()
 }

@@ -80,15 +80,7 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
     };
     let mut acting = acting_as_role(t).await;
     let started = Instant::now();
-    // The other slices a few of which it must not reach, read as the admin (on the acting
-    // connection before it acts as the role).
-    let others = match &acting {
-        Some(acting) => acting.others.clone(),
-        None => match t.admin.acquire().await {
-            Ok(mut admin) => other_slices(t, &mut admin).await,
-            Err(e) => Err(e.to_string()),
-        },
-    };
+    let others = others(t, &acting).await;
     let names: Vec<&str> = match &others {
         Ok(others) => others.iter().map(|(n, _)| n.as_str()).collect(),
         Err(_) => Vec::new(),
@@ -166,6 +158,15 @@ async fn other_slices(
     .fetch_all(admin)
     .await
     .map_err(|e| format!("cannot read the other slices: {e}"))
+}
+
+/// A few other tenants' slices the role must not reach: read on the acting connection
+/// before it acted as the role, or through the pool.
+async fn others(t: &Target<'_>, acting: &Option<Acting>) -> Result<Vec<(String, String)>, String> {
+    match acting {
+        Some(acting) => acting.others.clone(),
+        None => other_slices(t, &mut *t.admin.acquire().await.map_err(|e| e.to_string())?).await,
+    }
 }
 
 /// A connection of the admin's acting as the role, and what was read on it as the admin
@@ -310,10 +311,7 @@ async fn count_rows(
     if tables.is_empty() {
         return Ok(Vec::new());
     }
-    let counts: Vec<String> = tables
-        .iter()
-        .map(|table| format!("(SELECT count(*) FROM {}.{})", quote(schema), quote(table)))
-        .collect();
+    let counts = super::holdings::table_counts(schema, &tables, "");
     // The text is new on every connection, and its only values are the identifiers: sent
     // as it is, one round trip, where a prepared statement costs two.
     let row = conn
