@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::clients::sql::{read_rows, Pool, Statement, Tx};
+use crate::clients::sql::{read_rows, Dialect, Pool, Statement, Tx};
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
 use crate::model::change::ResourceChange;
@@ -55,28 +55,48 @@ pub async fn apply_in<C: ControlDb + Provider>(
             } else {
                 ("quotas", "name", "value", "BIGINT")
             };
-            Statement::new(
-                d,
-                "clear the tenant's map",
-                &format!("DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"),
-            )
-            .text(tenant_id)
-            .execute(&mut *tx)
-            .await?;
             let map: serde_json::Map<String, Value> =
                 a.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-            Statement::new(
-                d,
-                "write the tenant's map",
-                &format!(
-                    "INSERT INTO {{schema}}.{table} (tenant_id, {key}, {value})
-                     SELECT $1, key, CAST(value AS {of}) FROM {{entries $2}}"
-                ),
-            )
-            .text(tenant_id)
-            .json(&Value::Object(map))
-            .execute(&mut *tx)
-            .await?;
+            let map = Value::Object(map);
+            let rows = format!("SELECT $1, key, CAST(value AS {of}) FROM {{entries $2}}");
+            if matches!(d, Dialect::Postgres { .. }) {
+                // One statement: each entry written over its row, the rows of names no
+                // longer in the map deleted. (A delete and an insert of the same keys in
+                // one statement would collide: the insert still meets the deleted rows.)
+                Statement::new(
+                    d,
+                    "write the tenant's map",
+                    &format!(
+                        "WITH put AS (INSERT INTO {{schema}}.{table} (tenant_id, {key}, {value}) {rows}
+                           ON CONFLICT (tenant_id, {key}) DO UPDATE SET {value} = excluded.{value}
+                           RETURNING {key})
+                         DELETE FROM {{schema}}.{table}
+                         WHERE tenant_id = $1 AND {key} NOT IN (SELECT {key} FROM put)"
+                    ),
+                )
+                .text(tenant_id)
+                .json(&map)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                Statement::new(
+                    d,
+                    "clear the tenant's map",
+                    &format!("DELETE FROM {{schema}}.{table} WHERE tenant_id = $1"),
+                )
+                .text(tenant_id)
+                .execute(&mut *tx)
+                .await?;
+                Statement::new(
+                    d,
+                    "write the tenant's map",
+                    &format!("INSERT INTO {{schema}}.{table} (tenant_id, {key}, {value}) {rows}"),
+                )
+                .text(tenant_id)
+                .json(&map)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         other => return Err(unmanaged(db, other)),
     }
@@ -207,38 +227,47 @@ pub async fn register<C: ControlDb + ?Sized>(
 ) -> Result<String, ProviderError> {
     let d = db.dialect();
     let slug = ctx.tenant.slug.as_str();
-    let mut tx = db.tables().await?.begin().await?;
-    Statement::new(
-        d,
-        "create the registry row",
-        "INSERT INTO {schema}.tenants (tenant_id, slug, name, plan, region, locale, isolation, labels,
-           lifecycle, step, created_at, updated_at)
+    let insert =
+        "INSERT INTO {schema}.tenants (tenant_id, slug, name, plan, region, locale, isolation,
+           labels, lifecycle, step, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, {json $8}, 'provisioning', 'registry', {now}, {now})
-         ON CONFLICT (slug) DO NOTHING",
-    )
-    .text(uuid::Uuid::new_v4().to_string())
-    .text(slug)
-    .text(a.str("name"))
-    .text(a.str("plan"))
-    .text(a.str("region"))
-    .text(a.str("locale"))
-    .text(a.str("isolation"))
-    .json(a.get("labels").unwrap_or(&json!({})))
-    .execute(&mut tx)
-    .await?;
-    let row = Statement::new(
-        d,
-        "read the registry",
-        "SELECT tenant_id FROM {schema}.tenants WHERE slug = $1",
-    )
-    .text(slug)
-    .first(&mut tx)
-    .await?
-    .ok_or(ProviderError::NoRegistryRow)?;
+         ON CONFLICT (slug) DO NOTHING";
+    let bound = |text: &str| {
+        Statement::new(d, "create the registry row", text)
+            .text(uuid::Uuid::new_v4().to_string())
+            .text(slug)
+            .text(a.str("name"))
+            .text(a.str("plan"))
+            .text(a.str("region"))
+            .text(a.str("locale"))
+            .text(a.str("isolation"))
+            .json(a.get("labels").unwrap_or(&json!({})))
+    };
+    let read = |slug: &str| format!("SELECT tenant_id FROM {{schema}}.tenants WHERE slug = {slug}");
+    let row = if matches!(d, Dialect::Postgres { .. }) {
+        // One statement and one round trip: the row inserted, or the one there already
+        // (the insert's own row is not in the statement's snapshot, the other one is).
+        bound(&format!(
+            "WITH made AS ({insert} RETURNING tenant_id)
+             SELECT tenant_id FROM made UNION ALL ({})",
+            read("$2")
+        ))
+        .first(&db.tables().await?)
+        .await?
+    } else {
+        let mut tx = db.tables().await?.begin().await?;
+        bound(insert).execute(&mut tx).await?;
+        let row = Statement::new(d, "read the registry", &read("$1"))
+            .text(slug)
+            .first(&mut tx)
+            .await?;
+        tx.commit().await?;
+        row
+    };
     let id = row
+        .ok_or(ProviderError::NoRegistryRow)?
         .text(0)
         .map_err(ProviderError::sql("read the registry"))?;
-    tx.commit().await?;
     Ok(id)
 }
 
