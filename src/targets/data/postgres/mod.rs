@@ -124,7 +124,13 @@ pub struct PgData {
     /// opening of such a role's login right after its tenant's move to active changes
     /// nothing else, so it is that one statement (`PgData::open_settled`). Taken out by it.
     held_roles: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The other slices of each mode the smoke tests try to reach, and when they were read
+    /// (`PgData::other_slices`).
+    others: std::sync::Mutex<std::collections::BTreeMap<Isolation, OtherSlices>>,
 }
+
+/// Other tenants' slices (slug, name, tenant id), and when they were read.
+type OtherSlices = (std::time::Instant, Vec<(String, String, String)>);
 
 /// Where a slice's migrations run and how they are recorded.
 #[derive(Clone)]
@@ -176,6 +182,7 @@ impl PgData {
             purges: GroupCommit::with_limit(TENANTS_PER_BATCH).writers(2),
             made_roles: Default::default(),
             held_roles: Default::default(),
+            others: Default::default(),
         }
     }
 

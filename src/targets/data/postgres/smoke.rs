@@ -23,8 +23,9 @@ use crate::model::checks::{CheckSpec, Probe};
 use crate::model::health::CheckOutcome;
 use crate::model::resource::{Key, Kind};
 use crate::model::tenant::Isolation;
+use crate::slug::Slug;
 use crate::smoke::verdicts::sql_verdict;
-use crate::targets::provider::{Smoke, StepContext};
+use crate::targets::provider::{ProviderError, Smoke, StepContext};
 
 use super::smoke_catalog::{control_sql, Answers, Question, Readable};
 use super::PgData;
@@ -39,7 +40,6 @@ pub(crate) struct Target<'a> {
     pub admin_schema_name: &'a str,
     /// The one role it may be a member of (the shared group), in shared mode.
     pub group: Option<String>,
-    pub slug: &'a str,
     pub tenant_id: &'a str,
     pub role: String,
     pub password: String,
@@ -55,6 +55,9 @@ pub(crate) struct Target<'a> {
     pub superuser: bool,
     /// The admin database's schemas anyone may use ([`PgData::public_schemas`]).
     pub public_schemas: &'a [i64],
+    /// A few other tenants' slices of the same mode, with their tenant ids, read as the
+    /// admin (`PgData::other_slices`): the role must reach none of them.
+    pub others: Result<Vec<(String, String)>, String>,
 }
 
 pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutcome> {
@@ -80,7 +83,7 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
     };
     let mut acting = acting_as_role(t).await;
     let started = Instant::now();
-    let others = others(t, &acting).await;
+    let others = &t.others;
     let names: Vec<&str> = match &others {
         Ok(others) => others.iter().map(|(n, _)| n.as_str()).collect(),
         Err(_) => Vec::new(),
@@ -122,7 +125,7 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
         .as_ref()
         .map(|c| c.iter().map(|(table, _)| table.clone()).collect())
         .unwrap_or_default();
-    let isolation = match (&answers, &others) {
+    let isolation = match (&answers, others) {
         (Ok(answers), Ok(others)) => isolation(t, answers, others, &mut conn, &read).await,
         (Err(e), _) | (_, Err(e)) => Err(e.clone()),
     };
@@ -136,44 +139,10 @@ pub(crate) async fn checks(t: &Target<'_>, sql: &[&CheckSpec]) -> Vec<CheckOutco
         out.push(CheckOutcome::of(&check.name, started, verdict));
     }
     if let Some(acting) = acting {
-        let _ = acting.tx.rollback().await;
+        let _ = acting.rollback().await;
     }
     let _ = conn.close().await;
     out
-}
-
-/// A few other tenants' slices of the same mode, with their tenant ids, read as the admin:
-/// the role must reach none of them.
-async fn other_slices(
-    t: &Target<'_>,
-    admin: &mut PgConnection,
-) -> Result<Vec<(String, String)>, String> {
-    sqlx::query_as(&format!(
-        "SELECT s.name, r.tenant_id FROM {a}.slices s JOIN {a}.roles r ON r.slug = s.slug
-         WHERE s.slug <> $1 AND s.isolation = $2 ORDER BY s.slug LIMIT 3",
-        a = t.admin_schema
-    ))
-    .bind(t.slug)
-    .bind(t.isolation.as_str())
-    .fetch_all(admin)
-    .await
-    .map_err(|e| format!("cannot read the other slices: {e}"))
-}
-
-/// A few other tenants' slices the role must not reach: read on the acting connection
-/// before it acted as the role, or through the pool.
-async fn others(t: &Target<'_>, acting: &Option<Acting>) -> Result<Vec<(String, String)>, String> {
-    match acting {
-        Some(acting) => acting.others.clone(),
-        None => other_slices(t, &mut *t.admin.acquire().await.map_err(|e| e.to_string())?).await,
-    }
-}
-
-/// A connection of the admin's acting as the role, and what was read on it as the admin
-/// before: a step holds one connection of the pool at a time.
-struct Acting {
-    tx: Transaction<'static, Postgres>,
-    others: Result<Vec<(String, String)>, String>,
 }
 
 /// The admin's connection acting as the role, where the role's catalog questions are asked
@@ -184,16 +153,25 @@ struct Acting {
 /// connection, as it logged in. `None`, and the role's connection answers them too, for a
 /// slice that is a database of its own (only a connection to it reads its catalog), or an
 /// admin that may not act as the role (no superuser).
-async fn acting_as_role(t: &Target<'_>) -> Option<Acting> {
+async fn acting_as_role(t: &Target<'_>) -> Option<Transaction<'static, Postgres>> {
     if t.isolation == Isolation::Database || !t.superuser {
         return None;
     }
     let acting = async {
         let mut tx = t.admin.begin().await?;
-        let others = other_slices(t, tx.as_mut()).await;
-        tx.execute(format!("SET LOCAL ROLE {}", quote(&t.role)).as_str())
-            .await?;
-        Ok::<_, sqlx::Error>(Acting { tx, others })
+        // The catalog question names its joins in the order they run, each a lookup by an
+        // index from the role or schema it starts at: the planner, left to weigh other
+        // orders, spent a third as long again planning it, on every test (a schema made
+        // anywhere on the server throws every cached plan away).
+        tx.execute(
+            format!(
+                "SET LOCAL ROLE {}; SET LOCAL join_collapse_limit = 1; SET LOCAL from_collapse_limit = 1",
+                quote(&t.role)
+            )
+            .as_str(),
+        )
+        .await?;
+        Ok::<_, sqlx::Error>(tx)
     };
     match acting.await {
         Ok(acting) => Some(acting),
@@ -205,9 +183,12 @@ async fn acting_as_role(t: &Target<'_>) -> Option<Acting> {
 }
 
 /// Where a catalog question is asked: acting as the role, or on its own connection.
-fn catalog<'a>(acting: &'a mut Option<Acting>, own: &'a mut PgConnection) -> &'a mut PgConnection {
+fn catalog<'a>(
+    acting: &'a mut Option<Transaction<'static, Postgres>>,
+    own: &'a mut PgConnection,
+) -> &'a mut PgConnection {
     match acting {
-        Some(acting) => acting.tx.as_mut(),
+        Some(acting) => acting.as_mut(),
         None => own,
     }
 }
@@ -560,6 +541,63 @@ async fn query_check(
     sql_verdict(first)
 }
 
+/// How many other slices of its mode a smoke test tries to reach.
+const OTHERS: usize = 3;
+
+/// How long the other slices read once serve the smoke tests after: a long-lived process
+/// (`watch`) looks again, so a slice purged since is not all they try.
+const OTHERS_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl PgData {
+    /// A few other tenants' slices of `isolation` than `slug`'s, with their tenant ids:
+    /// the first by slug, read once for the tests that follow when there are enough of
+    /// them, since every tenant's test tries the same few (its own left out).
+    async fn other_slices(
+        &self,
+        slug: &Slug,
+        isolation: Isolation,
+    ) -> Result<Vec<(String, String)>, ProviderError> {
+        let kept = self
+            .others
+            .lock()
+            .expect("not poisoned")
+            .get(&isolation)
+            .filter(|(read, _)| read.elapsed() < OTHERS_KEPT)
+            .map(|(_, slices)| slices.clone());
+        let slices = match kept {
+            Some(slices) => slices,
+            None => {
+                let slices: Vec<(String, String, String)> = sqlx::query_as(&format!(
+                    "SELECT s.slug, s.name, r.tenant_id FROM {a}.slices s
+                     JOIN {a}.roles r ON r.slug = s.slug
+                     WHERE s.isolation = $1 ORDER BY s.slug LIMIT $2",
+                    a = self.schema
+                ))
+                .bind(isolation.as_str())
+                .bind(OTHERS as i64 + 1)
+                .fetch_all(self.pool().await?)
+                .await
+                .map_err(ProviderError::sql("read the other slices"))?;
+                // Fewer than one more than a test tries: the fleet is still being made, and
+                // the next test may find more.
+                if slices.len() > OTHERS {
+                    self.others
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(isolation, (std::time::Instant::now(), slices.clone()));
+                }
+                slices
+            }
+        };
+        Ok(slices
+            .into_iter()
+            .filter(|(other, _, _)| other != slug.as_str())
+            .take(OTHERS)
+            .map(|(_, name, tenant_id)| (name, tenant_id))
+            .collect())
+    }
+}
+
 #[async_trait::async_trait]
 impl Smoke for PgData {
     async fn smoke(
@@ -598,7 +636,6 @@ impl Smoke for PgData {
             admin_schema: &self.schema,
             admin_schema_name: self.server.schema_name(),
             group: (slice.isolation == Isolation::Shared).then(|| self.naming.shared_group()),
-            slug: ctx.tenant.slug.as_str(),
             tenant_id,
             password: ctx
                 .key
@@ -611,6 +648,10 @@ impl Smoke for PgData {
             held: ctx.lifecycle != crate::model::lifecycle::Lifecycle::Active,
             superuser,
             public_schemas,
+            others: self
+                .other_slices(&ctx.tenant.slug, slice.isolation)
+                .await
+                .map_err(|e| crate::causes::chain(&e)),
         };
         crate::targets::data::postgres::smoke::checks(&target, sql).await
     }
