@@ -23,7 +23,7 @@ trap cleanup EXIT
 
 # A server of this run's own, with pg_stat_statements loaded.
 chmod 755 "$TMP"
-own_server "$TMP/server" shared_preload_libraries=pg_stat_statements
+own_server "$TMP/server" shared_preload_libraries=pg_stat_statements pg_stat_statements.track_planning=on
 PG="postgres://postgres@127.0.0.1:$PORT"
 psql "$PG/postgres" -qc "CREATE EXTENSION pg_stat_statements" >/dev/null
 psql "$PG/postgres" -qc "CREATE DATABASE fleet" >/dev/null
@@ -41,17 +41,21 @@ if command -v strace >/dev/null; then trace=(strace -f -e trace=sendto -c -o "$T
 "$BIN" -C "$TMP/repo" plan --detailed-exitcode >/dev/null 2>"$TMP/err" ||
   { echo "the plan after the apply is not empty" >&2; tail -20 "$TMP/err" >&2; exit 1; }
 
-echo "| statements a new tenant | count |"
-echo "| --- | ---: |"
-# Each kind by its first words; a tenant's own names (quoted identifiers, literals) as X.
+echo "| statements a new tenant | count | planning (ms) | running (ms) |"
+echo "| --- | ---: | ---: | ---: |"
+# Each kind by its first words; a tenant's own names (quoted identifiers, literals) as X; with
+# the server's time planning and running each kind, a tenant's share, where its cost shows.
 psql "$PG/postgres" -qAt -F ' | ' -c "
-  SELECT '| ' || kind, round(sum(calls)::numeric / $N, 2) || ' |' FROM (
-    SELECT calls, left(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'),
+  SELECT '| ' || kind, round(sum(calls)::numeric / $N, 2), round(sum(plan)::numeric / $N, 3),
+    round(sum(exec)::numeric / $N, 3) || ' |' FROM (
+    SELECT calls, total_plan_time AS plan, total_exec_time AS exec,
+      left(regexp_replace(regexp_replace(query, '\s+', ' ', 'g'),
       '\"[^\"]*\"|''[^'']*''', 'X', 'g'), 60) AS kind FROM pg_stat_statements) s
   GROUP BY kind HAVING sum(calls) >= $N / 2 ORDER BY sum(calls) DESC, 1"
-total=$(psql "$PG/postgres" -qAtc "SELECT round(sum(calls)::numeric / $N, 1) FROM pg_stat_statements")
+read -r total plan exec < <(psql "$PG/postgres" -qAt -F ' ' -c "SELECT round(sum(calls)::numeric / $N, 1),
+  round(sum(total_plan_time)::numeric / $N, 2), round(sum(total_exec_time)::numeric / $N, 2) FROM pg_stat_statements")
 echo
-echo "statements a tenant, all kinds: $total"
+echo "statements a tenant, all kinds: $total ($plan ms planning them, $exec ms running them)"
 if [ ${#trace[@]} -gt 0 ]; then
   sends=$(awk '$NF == "sendto" { print $4 }' "$TMP/strace")
   echo "round trips a tenant (sendto): $(awk -v s="${sends:-0}" -v n="$N" 'BEGIN { printf "%.1f", s / n }')"
