@@ -17,6 +17,16 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    /// Every lifecycle, in the order a tenant meets them.
+    pub const ALL: [Lifecycle; 6] = [
+        Lifecycle::Pending,
+        Lifecycle::Provisioning,
+        Lifecycle::Active,
+        Lifecycle::Suspended,
+        Lifecycle::Deprovisioning,
+        Lifecycle::Deprovisioned,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Lifecycle::Pending => "pending",
@@ -29,16 +39,7 @@ impl Lifecycle {
     }
 
     pub fn parse(s: &str) -> Option<Lifecycle> {
-        [
-            Lifecycle::Pending,
-            Lifecycle::Provisioning,
-            Lifecycle::Active,
-            Lifecycle::Suspended,
-            Lifecycle::Deprovisioning,
-            Lifecycle::Deprovisioned,
-        ]
-        .into_iter()
-        .find(|l| l.as_str() == s)
+        Lifecycle::ALL.into_iter().find(|l| l.as_str() == s)
     }
 }
 
