@@ -48,9 +48,6 @@ commits() {
   sleep 1.5
   psql "$PG/postgres" -qAtc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"
 }
-# quiet: the server's shared catalogs vacuumed, so each run starts from the same catalogs
-# whatever the runs before it dropped.
-quiet() { psql "$PG/postgres" -qc "VACUUM pg_authid, pg_auth_members, pg_shdepend, pg_database" >/dev/null; }
 
 python3 bench/generate.py "$N" "$TMP/template" schema
 export TENANT_RECONCILE_MASTER_KEY="bench-master-key-0123456789abcdef0123456789"
@@ -63,7 +60,7 @@ for round in $(seq "$ROUNDS"); do
       RUNS_MADE+=("$run")
       python3 bench/pg_baseline.py "$TMP/template" "a${run}_" >"$TMP/script.sql"
       psql "$PG/postgres" -qc "CREATE DATABASE at_$run" >/dev/null
-      quiet
+      quiet "$PG"
       before=$(busy)
       /usr/bin/time -f "%e %M" -o "$TMP/t" psql -q "$PG/at_$run" -f "$TMP/script.sql" >/dev/null 2>"$TMP/err" \
         || { echo "FAILED (psql)" >&2; tail -20 "$TMP/err" >&2; exit 1; }
@@ -81,7 +78,7 @@ for round in $(seq "$ROUNDS"); do
     psql "$PG/postgres" -qc "CREATE DATABASE at_$run" >/dev/null
     postgres_config "$dir" "a${run}_"
     export DATABASE_URL="$PG/at_$run"
-    quiet
+    quiet "$PG"
     before=$(busy)
     if ! /usr/bin/time -f "%e %M %U %S" -o "$TMP/t" "$bin" -C "$dir" apply --auto-approve >/dev/null 2>"$TMP/err"; then
       echo "FAILED ($build)" >&2

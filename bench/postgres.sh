@@ -77,12 +77,14 @@ plan_refresh() {
 
 echo "apply: $N new schema-mode tenants ..." >&2
 small=$(repo "$N" small)
+quiet "$PG"
 read -r apply_s apply_kb < <(DATABASE_URL="$PG/bench_${ID}_small" timed "apply" "$BIN" -C "$small" apply --auto-approve)
 read -r plan_s plan_kb plan_q < <(plan_refresh "$small")
 
 echo "baseline: the same work as one psql script ..." >&2
 python3 bench/pg_baseline.py "$small" "p${ID}_" >"$TMP/baseline.sql"
 psql "$PG/postgres" -qc "CREATE DATABASE bench_${ID}_baseline" >/dev/null
+quiet "$PG"
 read -r sql_s _ < <(timed "psql" psql -q "$PG/bench_${ID}_baseline" -f "$TMP/baseline.sql")
 
 echo "refresh: $BIG tenants (applying them first) ..." >&2

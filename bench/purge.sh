@@ -71,14 +71,8 @@ export DATABASE_URL="$PG/pb${ID}_purged"
 for f in "$dir"/tenants/*.yaml; do echo "status: deprovisioned" >>"$f"; done
 read -r export_s export_kb < <(timed "offboard" "$BIN" -C "$dir" apply --auto-approve)
 
-# Each timed part starts from a quiet server: the WAL its setup wrote flushed, so neither side
-# pays for the other's checkpoint, and the shared catalogs' dead rows (every run makes and
-# drops 2N roles) vacuumed, so a run is not slower for the runs before it.
-quiet() {
-  psql "$PG/postgres" -qc "VACUUM pg_authid, pg_shdepend, pg_shdescription, pg_auth_members" >/dev/null
-  psql "$PG/postgres" -qc "CHECKPOINT" >/dev/null
-}
-quiet
+# Each timed part starts from a quiet server (`quiet` in lib.sh).
+quiet "$PG"
 echo "planning their purge ..." >&2
 read -r plan_s plan_kb < <(timed "plan" "$BIN" -C "$dir" plan)
 echo "purging them ..." >&2
@@ -94,7 +88,7 @@ echo "baseline: the same schemas and roles dropped by one psql script ..." >&2
 base=$(fleet baseline)
 psql "$PG/pb${ID}_baseline" -qAtc "select format('DROP SCHEMA %I CASCADE; DROP ROLE %I;', nspname, nspname)
   from pg_namespace where nspname like 'pb${ID}\_baseline\_%' and nspname <> 'pb${ID}_baseline__shared'" >"$TMP/drop.sql"
-quiet
+quiet "$PG"
 read -r sql_s _ < <(timed "psql" psql -q "$PG/pb${ID}_baseline" -f "$TMP/drop.sql")
 : "$base"
 
