@@ -599,7 +599,8 @@ pub async fn transition<C: ControlDb + ?Sized>(
     ctx: &StepContext<'_>,
     to: Lifecycle,
 ) -> Result<(), ProviderError> {
-    // The move to deprovisioned also takes the owner's email out of the tenant's events.
+    // The move to deprovisioned keeps its transaction: it also takes the owner's email out
+    // of the tenant's events.
     if matches!(db.dialect(), Dialect::Postgres { .. }) && to != Lifecycle::Deprovisioned {
         return transition_at_once(db, ctx, to).await;
     }
@@ -653,18 +654,19 @@ async fn transition_at_once<C: ControlDb + ?Sized>(
     )
     .text(tenant_id)
     .text(to.as_str())
-    .json(&Value::Object(moves.clone()))
+    .json(&Value::Object(moves))
     .first(&db.tables().await?)
     .await?
     .ok_or(ProviderError::NoRegistryRow)?;
     let was = row
         .text(0)
         .map_err(ProviderError::sql("read the lifecycle"))?;
-    if was == to.as_str() || moves.contains_key(&was) {
-        return Ok(());
+    match Lifecycle::parse(&was) {
+        // There already, or moved from there.
+        Some(from) if from == to || events::for_transition(from, to).is_ok() => Ok(()),
+        // Not moved: no move from there to `to` is planned.
+        _ => Err(ProviderError::Unplanned(format!(
+            "cannot move a tenant from {was} to {to}"
+        ))),
     }
-    // Not moved: no move from there to `to` is planned.
-    Err(ProviderError::Unplanned(format!(
-        "cannot move a tenant from {was} to {to}"
-    )))
 }

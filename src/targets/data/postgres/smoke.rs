@@ -549,9 +549,9 @@ const OTHERS: usize = 3;
 const OTHERS_KEPT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl PgData {
-    /// A few other tenants' slices of `isolation` than `slug`'s, with their tenant ids:
-    /// the first by slug, read once for the tests that follow when there are enough of
-    /// them, since every tenant's test tries the same few (its own left out).
+    /// A few slices of `isolation` but `slug`'s, with their tenants' ids: the first few by
+    /// slug, which every tenant's test tries (its own left out), so once there are enough of
+    /// them they are read once for the tests of the next minute.
     async fn other_slices(
         &self,
         slug: &Slug,
