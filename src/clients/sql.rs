@@ -246,6 +246,13 @@ impl Dialect {
     }
 
     /// The schema tables are named in: the admin schema (quoted) on Postgres, `main` on SQLite.
+    /// Whether an `INSERT`, `UPDATE` or `DELETE` may run inside `WITH`, so that writes a
+    /// transaction would make one after the other go as one statement (one round trip):
+    /// Postgres allows it, SQLite does not.
+    pub fn writes_in_with(&self) -> bool {
+        matches!(self, Dialect::Postgres { .. })
+    }
+
     pub fn schema(&self) -> &str {
         match self {
             Dialect::Sqlite => "main",

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::clients::sql::{read_rows, Dialect, Pool, Statement, Tx};
+use crate::clients::sql::{read_rows, Pool, Statement, Tx};
 use crate::model::attrs::Attrs;
 use crate::model::audit::AuditEntry;
 use crate::model::change::ResourceChange;
@@ -59,7 +59,7 @@ pub async fn apply_in<C: ControlDb + Provider>(
                 a.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
             let map = Value::Object(map);
             let rows = format!("SELECT $1, key, CAST(value AS {of}) FROM {{entries $2}}");
-            if matches!(d, Dialect::Postgres { .. }) {
+            if d.writes_in_with() {
                 // One statement: each entry written over its row, the rows of names no
                 // longer in the map deleted. (A delete and an insert of the same keys in
                 // one statement would collide: the insert still meets the deleted rows.)
@@ -183,6 +183,10 @@ pub async fn update_registry<C: ControlDb + ?Sized>(
     .await
 }
 
+/// The start of every write to the outbox: its columns, in the order each writer selects them.
+const OUTBOX_INSERT: &str =
+    "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload, created_at)";
+
 /// Events written to the outbox in the order given, one tenant's or many, in one statement.
 pub async fn insert_events<C: ControlDb + ?Sized>(
     db: &C,
@@ -207,9 +211,11 @@ pub async fn insert_events<C: ControlDb + ?Sized>(
     Statement::new(
         db.dialect(),
         "write to the outbox",
-        "INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload, created_at)
-         SELECT id, tenant_id, type, {json payload}, {now}
-         FROM {rows $1 id tenant_id type payload} AS e WHERE true ORDER BY i",
+        &format!(
+            "{OUTBOX_INSERT}
+             SELECT id, tenant_id, type, {{json payload}}, {{now}}
+             FROM {{rows $1 id tenant_id type payload}} AS e WHERE true ORDER BY i"
+        ),
     )
     .rows(rows)
     .execute(tx)
@@ -244,7 +250,7 @@ pub async fn register<C: ControlDb + ?Sized>(
             .json(a.get("labels").unwrap_or(&json!({})))
     };
     let read = |slug: &str| format!("SELECT tenant_id FROM {{schema}}.tenants WHERE slug = {slug}");
-    let row = if matches!(d, Dialect::Postgres { .. }) {
+    let row = if d.writes_in_with() {
         // One statement and one round trip: the row inserted, or the one there already
         // (the insert's own row is not in the statement's snapshot, the other one is).
         bound(&format!(
@@ -593,7 +599,8 @@ pub async fn transition_in<C: ControlDb + ?Sized>(
     insert_events(db, tx, &events).await
 }
 
-/// [`transition_in`] in a transaction of its own; on Postgres, one statement.
+/// [`transition_in`] in a transaction of its own, or as one statement where the server
+/// writes inside `WITH` (Postgres).
 pub async fn transition<C: ControlDb + ?Sized>(
     db: &C,
     ctx: &StepContext<'_>,
@@ -601,7 +608,7 @@ pub async fn transition<C: ControlDb + ?Sized>(
 ) -> Result<(), ProviderError> {
     // The move to deprovisioned keeps its transaction: it also takes the owner's email out
     // of the tenant's events.
-    if matches!(db.dialect(), Dialect::Postgres { .. }) && to != Lifecycle::Deprovisioned {
+    if db.dialect().writes_in_with() && to != Lifecycle::Deprovisioned {
         return transition_at_once(db, ctx, to).await;
     }
     let mut tx = db.tables().await?.begin().await?;
@@ -641,16 +648,18 @@ async fn transition_at_once<C: ControlDb + ?Sized>(
     let row = Statement::new(
         db.dialect(),
         "move the lifecycle",
-        "WITH was AS (SELECT lifecycle FROM {schema}.tenants WHERE tenant_id = $1 FOR UPDATE),
-         moved AS (UPDATE {schema}.tenants t SET lifecycle = $2, step = NULL, updated_at = now()
+        &format!(
+            "WITH was AS (SELECT lifecycle FROM {{schema}}.tenants WHERE tenant_id = $1 FOR UPDATE),
+         moved AS (UPDATE {{schema}}.tenants t SET lifecycle = $2, step = NULL, updated_at = now()
                    FROM was WHERE t.tenant_id = $1 AND CAST($3 AS jsonb) ? was.lifecycle
                    RETURNING was.lifecycle AS was),
-         sent AS (INSERT INTO {schema}.outbox (event_id, tenant_id, type, payload, created_at)
+         sent AS ({OUTBOX_INSERT}
                   SELECT e.r->>0, $1, e.r->>1, CAST(e.r->>2 AS jsonb), now()
                   FROM moved, jsonb_array_elements(CAST($3 AS jsonb) -> moved.was)
                     WITH ORDINALITY AS e (r, n)
                   ORDER BY e.n)
-         SELECT lifecycle FROM was",
+         SELECT lifecycle FROM was"
+        ),
     )
     .text(tenant_id)
     .text(to.as_str())
